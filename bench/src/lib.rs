@@ -1,0 +1,1 @@
+//! rtcdn bench client.

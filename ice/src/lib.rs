@@ -1,0 +1,1 @@
+//! STUN and ICE for rtcdn.

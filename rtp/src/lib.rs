@@ -1,0 +1,1 @@
+//! RTP, RTCP and SRTP for rtcdn.

@@ -1,0 +1,1 @@
+//! rtcdn: a real-time WebRTC CDN node.
