@@ -1,1 +1,2 @@
 //! RTP, RTCP and SRTP for rtcdn.
+pub mod srtp;
