@@ -1,0 +1,3 @@
+//! The per-core media reactor: the only code that owns media sockets.
+
+pub mod io;

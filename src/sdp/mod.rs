@@ -1,0 +1,1 @@
+//! SDP offer/answer for WHIP/WHEP and rtcdn's own client side (on sdp-types).
