@@ -1,8 +1,16 @@
 //! rtcdn: a real-time WebRTC CDN node.
 //!
-//! The server is split into sans-IO protocol logic (`sdp`, `session`, `stream`) and the only parts
-//! that touch sockets and threads (`reactor`, `signalling`, `dtls`'s driver task, `main.rs`).
+//! The server is split into sans-IO protocol logic ([`sdp`], [`session`], [`negotiate`],
+//! [`registry`]) and the only parts that touch sockets and threads ([`reactor`], [`signalling`],
+//! the [`dtls`] driver task, [`node`]).
 
+pub mod config;
+pub mod control;
 pub mod dtls;
+pub mod negotiate;
+pub mod node;
 pub mod reactor;
+pub mod registry;
 pub mod sdp;
+pub mod session;
+pub mod signalling;

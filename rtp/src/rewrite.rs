@@ -1,0 +1,218 @@
+//! Per-player RTP rewriting: one source stream in, one continuous output stream out.
+//!
+//! A player sees one SSRC per track for the whole session while the CDN may switch what feeds
+//! it (the publisher restarts, a relay reconnects). Like an RTP translator (RFC 3550 §7.1 and
+//! RFC 7667 §3.2.1.3), the rewriter keeps output sequence numbers and timestamps continuous:
+//! at each source switch the new source's numbers are offset so the output carries on from
+//! the last packet sent. The first source is offset to a caller-chosen random-like base, so
+//! streams of different players are not predictable from one another (RFC 3550 §5.1).
+
+use crate::packet::{self, Pt, Ssrc};
+use crate::Error;
+
+/// Default timestamp step inserted at a source switch: one frame at 30 fps on a 90 kHz clock.
+const DEFAULT_SWITCH_TS_STEP: u32 = 3000;
+
+/// Rewrites SSRC, payload type, sequence number and timestamp of one outgoing stream in place.
+#[derive(Debug, Clone)]
+pub struct RtpRewriter {
+    ssrc: Ssrc,
+    pt: Pt,
+    seq_base: u16,
+    ts_base: u32,
+    switch_ts_step: u32,
+    source: Option<Source>,
+    /// Highest output sequence number written, and the timestamp it carried.
+    last: Option<(u16, u32)>,
+    switch_pending: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    ssrc: Ssrc,
+    seq_offset: u16,
+    ts_offset: u32,
+}
+
+impl RtpRewriter {
+    /// A rewriter for an output stream with fixed `ssrc` and `pt`. The first packet written
+    /// gets sequence number `seq_base` and timestamp `ts_base`; pass random values (the crate
+    /// reads no RNG itself).
+    pub fn new(ssrc: Ssrc, pt: Pt, seq_base: u16, ts_base: u32) -> Self {
+        RtpRewriter {
+            ssrc,
+            pt,
+            seq_base,
+            ts_base,
+            switch_ts_step: DEFAULT_SWITCH_TS_STEP,
+            source: None,
+            last: None,
+            switch_pending: false,
+        }
+    }
+
+    /// Sets how far the output timestamp advances across a source switch (default 3000, one
+    /// 30 fps frame at 90 kHz; use e.g. 960 for 20 ms of Opus).
+    pub fn set_switch_ts_step(&mut self, step: u32) {
+        self.switch_ts_step = step;
+    }
+
+    /// Treats the next packet as the start of a new source even if its SSRC is unchanged,
+    /// e.g. when a publisher reconnects and reuses its SSRC.
+    pub fn switch_source(&mut self) {
+        self.switch_pending = true;
+    }
+
+    /// The output SSRC.
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+
+    /// The output payload type.
+    pub fn payload_type(&self) -> Pt {
+        self.pt
+    }
+
+    /// The SSRC of the current source, once a packet was rewritten.
+    pub fn source_ssrc(&self) -> Option<Ssrc> {
+        self.source.map(|s| s.ssrc)
+    }
+
+    /// Maps an output sequence number back to the current source's, e.g. to answer a NACK
+    /// from the player out of the source's retransmission buffer.
+    pub fn source_sequence(&self, output_seq: u16) -> Option<u16> {
+        self.source.map(|s| output_seq.wrapping_sub(s.seq_offset))
+    }
+
+    /// Maps a source sequence number to the output one under the current mapping.
+    pub fn output_sequence(&self, source_seq: u16) -> Option<u16> {
+        self.source.map(|s| source_seq.wrapping_add(s.seq_offset))
+    }
+
+    /// Maps a source RTP timestamp to the output one under the current mapping, e.g. to
+    /// forward the publisher's Sender Report NTP↔RTP pair in the player's timestamp space.
+    pub fn output_timestamp(&self, source_ts: u32) -> Option<u32> {
+        self.source.map(|s| source_ts.wrapping_add(s.ts_offset))
+    }
+
+    /// Rewrites the RTP packet in `packet` in place. Any SSRC change starts a new mapping, so
+    /// feed only packets of the source that currently drives this output.
+    pub fn rewrite(&mut self, packet: &mut [u8]) -> Result<(), Error> {
+        packet::header_len(packet)?;
+        let in_ssrc = Ssrc(packet::read_u32(packet, 8));
+        let in_seq = u16::from_be_bytes([packet[2], packet[3]]);
+        let in_ts = packet::read_u32(packet, 4);
+        let source = match self.source {
+            Some(s) if s.ssrc == in_ssrc && !self.switch_pending => s,
+            _ => self.start_source(in_ssrc, in_seq, in_ts),
+        };
+        let out_seq = in_seq.wrapping_add(source.seq_offset);
+        let out_ts = in_ts.wrapping_add(source.ts_offset);
+        let newer = match self.last {
+            None => true,
+            // Serial-number comparison: a forward distance below half the space is newer.
+            Some((seq, _)) => out_seq.wrapping_sub(seq).wrapping_sub(1) < 0x7FFF,
+        };
+        if newer {
+            self.last = Some((out_seq, out_ts));
+        }
+        packet::set_ssrc(packet, self.ssrc)?;
+        packet::set_payload_type(packet, self.pt)?;
+        packet::set_sequence_number(packet, out_seq)?;
+        packet::set_timestamp(packet, out_ts)
+    }
+
+    fn start_source(&mut self, ssrc: Ssrc, seq: u16, ts: u32) -> Source {
+        let (out_seq, out_ts) = match self.last {
+            None => (self.seq_base, self.ts_base),
+            Some((seq, ts)) => (seq.wrapping_add(1), ts.wrapping_add(self.switch_ts_step)),
+        };
+        let source = Source {
+            ssrc,
+            seq_offset: out_seq.wrapping_sub(seq),
+            ts_offset: out_ts.wrapping_sub(ts),
+        };
+        self.source = Some(source);
+        self.switch_pending = false;
+        source
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RtpHeader, RtpHeaderBuilder};
+
+    fn packet(ssrc: u32, seq: u16, ts: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; 16];
+        let mut b = RtpHeaderBuilder::new(Pt::new(96), seq, ts, Ssrc(ssrc));
+        b.marker = true;
+        b.write_to(&mut buf).unwrap();
+        buf
+    }
+
+    fn fields(p: &[u8]) -> (u32, u8, u16, u32, bool) {
+        let h = RtpHeader::parse(p).unwrap();
+        (
+            h.ssrc().0,
+            h.payload_type().value(),
+            h.sequence_number(),
+            h.timestamp(),
+            h.marker(),
+        )
+    }
+
+    #[test]
+    fn first_packet_starts_at_base() {
+        let mut rw = RtpRewriter::new(Ssrc(0xabc), Pt::new(102), 1000, 555);
+        let mut p = packet(1, 40_000, 90_000);
+        rw.rewrite(&mut p).unwrap();
+        assert_eq!(fields(&p), (0xabc, 102, 1000, 555, true));
+        let mut p = packet(1, 40_001, 93_000);
+        rw.rewrite(&mut p).unwrap();
+        assert_eq!(fields(&p), (0xabc, 102, 1001, 3555, true));
+        // A reordered older packet maps consistently.
+        let mut p = packet(1, 39_999, 87_000);
+        rw.rewrite(&mut p).unwrap();
+        assert_eq!(fields(&p).2, 999);
+        assert_eq!(rw.source_sequence(1001), Some(40_001));
+        assert_eq!(rw.output_sequence(40_001), Some(1001));
+        assert_eq!(rw.output_timestamp(93_000), Some(3555));
+    }
+
+    #[test]
+    fn output_is_continuous_across_a_source_switch() {
+        let mut rw = RtpRewriter::new(Ssrc(7), Pt::new(96), 65_534, u32::MAX - 10);
+        for i in 0..3u16 {
+            let mut p = packet(1, 100 + i, 3000 * u32::from(i));
+            rw.rewrite(&mut p).unwrap();
+        }
+        // Publisher restarts with a new SSRC and unrelated numbers.
+        let mut p = packet(2, 7, 1_000_000);
+        rw.rewrite(&mut p).unwrap();
+        let (_, _, seq, ts, _) = fields(&p);
+        assert_eq!(seq, 1, "65534, 65535, 0, then 1");
+        assert_eq!(ts, (u32::MAX - 10).wrapping_add(6000 + 3000));
+        assert_eq!(rw.source_ssrc(), Some(Ssrc(2)));
+    }
+
+    #[test]
+    fn explicit_switch_with_same_ssrc() {
+        let mut rw = RtpRewriter::new(Ssrc(7), Pt::new(96), 10, 0);
+        rw.set_switch_ts_step(960);
+        let mut p = packet(1, 500, 48_000);
+        rw.rewrite(&mut p).unwrap();
+        rw.switch_source();
+        let mut p = packet(1, 3, 5);
+        rw.rewrite(&mut p).unwrap();
+        assert_eq!(fields(&p).2, 11);
+        assert_eq!(fields(&p).3, 960);
+    }
+
+    #[test]
+    fn rejects_non_rtp() {
+        let mut rw = RtpRewriter::new(Ssrc(7), Pt::new(96), 10, 0);
+        assert_eq!(rw.rewrite(&mut [0x80; 5]), Err(Error::Truncated));
+        assert_eq!(rw.rewrite(&mut [0u8; 12]), Err(Error::BadVersion(0)));
+    }
+}

@@ -1,0 +1,367 @@
+//! Configuration: the embedded default, a TOML file, and command-line overrides.
+//!
+//! Every key is documented in `config/standalone.toml`. Unknown keys are errors, so a typo never
+//! silently falls back to a default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP signalling (WHIP, WHEP, the web page; later the WebSocket protocol).
+    pub http: HttpConfig,
+    /// Media sockets and threads.
+    pub media: MediaConfig,
+    /// DTLS certificate.
+    pub dtls: DtlsConfig,
+    /// Session timeouts.
+    pub session: SessionConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address the media UDP sockets bind to.
+    pub bind: IpAddr,
+    /// Addresses advertised as ICE host candidates. Empty: the bind address, or every interface's
+    /// address when binding to the unspecified address.
+    pub announce: Vec<IpAddr>,
+    /// UDP port of media thread 0; thread `i` uses `port_base + i`. 0 gives every thread an
+    /// ephemeral port (tests run many nodes at once).
+    pub port_base: u16,
+    /// Number of media threads; 0 means one per CPU core.
+    pub threads: usize,
+    /// I/O backend: "auto", "io_uring" or "mmsg".
+    pub backend: String,
+}
+
+/// `[dtls]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DtlsConfig {
+    /// PEM certificate; when unset a self-signed ECDSA P-256 certificate is generated at start.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key for `certificate`.
+    pub private_key: Option<PathBuf>,
+}
+
+/// `[session]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Seconds without ICE consent (RFC 7675) before a session is dropped.
+    pub consent_timeout_secs: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: "info", "debug", "rtcdn=debug,warn", ...
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: HttpConfig::default(),
+            media: MediaConfig::default(),
+            dtls: DtlsConfig::default(),
+            session: SessionConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)) }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announce: Vec::new(),
+            port_base: 31000,
+            threads: 0,
+            backend: "auto".into(),
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { consent_timeout_secs: 30 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+/// Why a configuration was refused. The message names the file and key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The TOML did not parse or a key is unknown or has the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A key has a value outside its range.
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    /// A command-line argument is wrong.
+    #[error("invalid argument: {0}")]
+    Argument(String),
+}
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// Run the node with this configuration.
+    Run(Box<Config>),
+    /// Print usage and exit.
+    Help,
+    /// Print the version and exit.
+    Version,
+}
+
+/// Usage text for `--help`.
+pub const USAGE: &str = "\
+rtcdn: a real-time WebRTC CDN node (WHIP/WHEP)
+
+USAGE:
+    rtcdn [OPTIONS]
+
+OPTIONS:
+    --config FILE          read a TOML config (see config/standalone.toml)
+    --http ADDR            HTTP listen address (default 127.0.0.1:8080)
+    --media-bind IP        media bind address (default 127.0.0.1)
+    --announce IP          advertise this address in ICE candidates (repeatable)
+    --udp-port-base PORT   UDP port of media thread 0 (default 31000)
+    --media-threads N      media threads, 0 = one per core (default 0)
+    --media-backend NAME   auto | io_uring | mmsg (default auto)
+    --log LEVEL            log filter, e.g. info, debug, rtcdn=trace (default info)
+    -h, --help             print this help
+    -V, --version          print the version
+";
+
+impl Config {
+    /// Parses a TOML document; `path` only names the source in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Checks values serde cannot: ranges and cross-key rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !["auto", "io_uring", "mmsg"].contains(&self.media.backend.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "media.backend",
+                message: format!("{:?} is not one of auto, io_uring, mmsg", self.media.backend),
+            });
+        }
+        let threads = self.media_threads();
+        if usize::from(self.media.port_base) + threads - 1 > usize::from(u16::MAX) {
+            return Err(ConfigError::Invalid {
+                key: "media.port_base",
+                message: format!("{} + {threads} threads runs past port 65535", self.media.port_base),
+            });
+        }
+        if self.media.threads > 1024 {
+            return Err(ConfigError::Invalid { key: "media.threads", message: "at most 1024".into() });
+        }
+        if self.dtls.certificate.is_some() != self.dtls.private_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "dtls.certificate",
+                message: "dtls.certificate and dtls.private_key must be set together".into(),
+            });
+        }
+        if self.session.consent_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "session.consent_timeout_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Some(ip) = self.media.announce.iter().find(|ip| ip.is_unspecified()) {
+            return Err(ConfigError::Invalid {
+                key: "media.announce",
+                message: format!("{ip} cannot be reached by a client"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The number of media threads to run.
+    pub fn media_threads(&self) -> usize {
+        if self.media.threads > 0 {
+            self.media.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    /// Parses the command line (without the program name).
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
+        let mut args = args.into_iter();
+        let mut config: Option<Config> = None;
+        let mut overrides: Vec<(String, String)> = Vec::new();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(Command::Help),
+                "-V" | "--version" => return Ok(Command::Version),
+                "--config" | "--http" | "--media-bind" | "--announce" | "--udp-port-base"
+                | "--media-threads" | "--media-backend" | "--log" => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => args
+                            .next()
+                            .ok_or_else(|| ConfigError::Argument(format!("{flag} needs a value")))?,
+                    };
+                    if flag == "--config" {
+                        config = Some(Config::load(Path::new(&value))?);
+                    } else {
+                        overrides.push((flag, value));
+                    }
+                }
+                other => {
+                    return Err(ConfigError::Argument(format!(
+                        "unknown argument {other:?} (see --help)"
+                    )))
+                }
+            }
+        }
+        let mut config = config.unwrap_or_default();
+        for (flag, value) in overrides {
+            config.apply_flag(&flag, &value)?;
+        }
+        config.validate()?;
+        Ok(Command::Run(Box::new(config)))
+    }
+
+    fn apply_flag(&mut self, flag: &str, value: &str) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e| ConfigError::Argument(format!("{flag} {value:?}: {e}")))
+        }
+        match flag {
+            "--http" => self.http.listen = parse(flag, value)?,
+            "--media-bind" => self.media.bind = parse(flag, value)?,
+            "--announce" => self.media.announce.push(parse(flag, value)?),
+            "--udp-port-base" => self.media.port_base = parse(flag, value)?,
+            "--media-threads" => self.media.threads = parse(flag, value)?,
+            "--media-backend" => self.media.backend = value.to_owned(),
+            "--log" => self.log.level = value.to_owned(),
+            _ => unreachable!("from_args only passes known flags"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Command, ConfigError> {
+        Config::from_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn no_arguments_is_the_embedded_default() {
+        let Command::Run(config) = args(&[]).unwrap() else { panic!("expected Run") };
+        assert_eq!(config.http.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(config.media.port_base, 31000);
+        assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn flags_override() {
+        let Command::Run(config) =
+            args(&["--http", "127.0.0.1:9000", "--udp-port-base=40000", "--media-threads", "3"])
+                .unwrap()
+        else {
+            panic!("expected Run")
+        };
+        assert_eq!(config.http.listen.port(), 9000);
+        assert_eq!(config.media.port_base, 40000);
+        assert_eq!(config.media_threads(), 3);
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let err = args(&["--bogus"]).unwrap_err().to_string();
+        assert!(err.contains("--bogus"), "{err}");
+        let err = args(&["--udp-port-base", "abc"]).unwrap_err().to_string();
+        assert!(err.contains("--udp-port-base"), "{err}");
+        let err = args(&["--media-backend", "kqueue"]).unwrap_err().to_string();
+        assert!(err.contains("media.backend"), "{err}");
+        assert!(matches!(args(&["--http"]), Err(ConfigError::Argument(_))));
+    }
+
+    #[test]
+    fn toml_unknown_key_is_named() {
+        let err = Config::from_toml("[media]\nport_bse = 5\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port_bse") && err.contains("x.toml"), "{err}");
+    }
+
+    #[test]
+    fn toml_wrong_type_and_range() {
+        let err = Config::from_toml("[media]\nport_base = \"x\"\n", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port_base"), "{err}");
+        let err = Config::from_toml("[media]\nport_base = 65535\nthreads = 4\n", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("media.port_base"), "{err}");
+        let err = Config::from_toml("[dtls]\ncertificate = \"c.pem\"\n", Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dtls.certificate"), "{err}");
+    }
+
+    #[test]
+    fn shipped_standalone_config_parses_to_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/standalone.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config, Config::default());
+    }
+}

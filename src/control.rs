@@ -1,0 +1,141 @@
+//! Typed messages between the signalling thread and the media cores. Threads share no session
+//! state: a core owns its sessions outright, and everything else crosses through these messages.
+
+use std::fmt;
+
+use crate::dtls::DtlsRole;
+use crate::sdp::MediaKind;
+
+/// A session (one WebRTC peer connection), unique within the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// A published stream, unique within the node for its lifetime (a name can be reused later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
+
+/// A media core (thread), `0..threads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CoreId(pub usize);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A track a publisher sends, identified on the wire by its payload type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTrack {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Payload type the publisher uses for it.
+    pub pt: u8,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Codec name as in rtpmap ("VP8", "H264", "opus", ...).
+    pub codec: String,
+}
+
+/// A track sent to a player.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayedTrack {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Payload type negotiated with this player.
+    pub pt: u8,
+    /// SSRC announced to this player in the answer.
+    pub ssrc: u32,
+}
+
+/// What the session does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRole {
+    /// Sends a stream to the node.
+    Publisher { tracks: Vec<PublishedTrack> },
+    /// Receives a stream from the node.
+    Player { tracks: Vec<PlayedTrack> },
+}
+
+/// Everything a core needs to run one session. Negotiated by signalling.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// The session.
+    pub id: SessionId,
+    /// The stream it publishes or plays.
+    pub stream: StreamId,
+    /// The stream's name, for logs.
+    pub stream_name: String,
+    /// Publisher or player, with its tracks.
+    pub role: SessionRole,
+    /// Our ICE credentials (in our answer).
+    pub local_ice: ice::IceCredentials,
+    /// The peer's ICE credentials (from its offer).
+    pub remote_ice: ice::IceCredentials,
+    /// SHA-256 fingerprint of the peer's DTLS certificate, from its offer.
+    pub remote_fingerprint: [u8; 32],
+    /// Our DTLS role (client when we answered `a=setup:active`).
+    pub dtls_role: DtlsRole,
+    /// The core the stream's publisher runs on (players ask it for keyframes).
+    pub publisher_core: Option<CoreId>,
+}
+
+/// Signalling → core.
+#[derive(Debug)]
+pub enum CoreCommand {
+    /// Start a session; its peer's first STUN request will find it by ICE ufrag.
+    AddSession(Box<SessionSpec>),
+    /// End a session.
+    RemoveSession { id: SessionId, reason: EndReason },
+    /// Forward a stream published on this core to another core, once per packet for all of that
+    /// core's players.
+    AttachCore { stream: StreamId, core: CoreId },
+    /// Stop forwarding a stream to another core.
+    DetachCore { stream: StreamId, core: CoreId },
+    /// Stop the core thread.
+    Shutdown,
+}
+
+/// Core → signalling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// ICE and DTLS are up; media can flow.
+    SessionConnected { id: SessionId },
+    /// A publisher's first media packet was decrypted.
+    MediaStarted { id: SessionId },
+    /// The session is gone; signalling forgets it (and ends a publisher's players).
+    SessionEnded { id: SessionId, reason: EndReason },
+}
+
+/// Why a session ended; logged and reported to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client deleted its WHIP/WHEP resource.
+    Deleted,
+    /// The peer stopped ICE consent checks (RFC 7675).
+    ConsentExpired,
+    /// No ICE check arrived after the answer.
+    NeverConnected,
+    /// The peer closed DTLS.
+    DtlsClosed,
+    /// The DTLS handshake failed.
+    DtlsFailed(String),
+    /// The stream's publisher left.
+    PublisherLeft,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::Deleted => f.write_str("deleted by the client"),
+            EndReason::ConsentExpired => f.write_str("ICE consent expired"),
+            EndReason::NeverConnected => f.write_str("no ICE connectivity check arrived"),
+            EndReason::DtlsClosed => f.write_str("DTLS closed by the peer"),
+            EndReason::DtlsFailed(why) => write!(f, "DTLS handshake failed: {why}"),
+            EndReason::PublisherLeft => f.write_str("stopped by publisher stop"),
+            EndReason::Shutdown => f.write_str("node shutting down"),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Offer → answer decisions for publishers and players, shared by every signalling protocol
+//! (WHIP/WHEP now, the Flashphoner WebSocket protocol later). Pure functions over parsed SDP.
+
+use std::net::SocketAddr;
+
+use crate::control::{PlayedTrack, PublishedTrack};
+use crate::registry::StreamTrack;
+use crate::sdp::{
+    self, AcceptedMedia, AnswerParams, Codec, Direction, Extmap, Fingerprint, MediaAnswer, MediaKind, SendTrack,
+    SessionDescription, Setup,
+};
+
+/// Header extensions rtcdn accepts from publishers and passes on to players whose offers map the
+/// same id to the same URI. MID is accepted from publishers but never offered onward: a player's
+/// mids differ, and Chromium demultiplexes by MID before SSRC.
+const PASSED_EXTENSIONS: &[&str] = &[
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    "urn:3gpp:video-orientation",
+    "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+];
+const MID_EXTENSION: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
+/// RTCP feedback rtcdn honours. transport-cc is left out: rtcdn sends no transport-wide feedback,
+/// so the browser falls back to REMB, which rtcdn sends.
+const FEEDBACK: &[&str] = &["nack pli", "ccm fir", "goog-remb", "nack"];
+
+/// Why an offer cannot be answered; shown to the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NegotiationError {
+    /// The SDP did not parse or lacks what WebRTC needs.
+    #[error("{0}")]
+    Sdp(#[from] sdp::SdpError),
+    /// A publisher's offer sends no audio or video rtcdn can take.
+    #[error("the offer sends no audio or video in a supported codec (opus; VP8, H264 packetization-mode=1, VP9, AV1)")]
+    NothingToPublish,
+    /// A player's offer receives nothing the stream has.
+    #[error("the offer receives no track of this stream: {0}")]
+    NothingToPlay(String),
+}
+
+/// Our side of a negotiation: credentials, certificate, and where the chosen core listens.
+pub struct LocalParams {
+    /// ICE ufrag.
+    pub ice_ufrag: String,
+    /// ICE password.
+    pub ice_pwd: String,
+    /// Our DTLS certificate's fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Host candidates of the chosen core.
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// A publisher's negotiated session.
+pub struct PublishAnswer {
+    /// The SDP answer.
+    pub sdp: String,
+    /// The tracks for the stream registry.
+    pub stream_tracks: Vec<StreamTrack>,
+    /// The tracks for the media core.
+    pub tracks: Vec<PublishedTrack>,
+}
+
+/// A player's negotiated session.
+pub struct PlayAnswer {
+    /// The SDP answer.
+    pub sdp: String,
+    /// The tracks for the media core.
+    pub tracks: Vec<PlayedTrack>,
+}
+
+fn feedback(codec: &Codec) -> Vec<String> {
+    codec.rtcp_fb.iter().filter(|fb| FEEDBACK.contains(&fb.as_str())).cloned().collect()
+}
+
+fn answer_params(local: &LocalParams, media: Vec<MediaAnswer>) -> AnswerParams {
+    AnswerParams {
+        ice_ufrag: local.ice_ufrag.clone(),
+        ice_pwd: local.ice_pwd.clone(),
+        fingerprint: Fingerprint(local.fingerprint),
+        // rtcdn is the DTLS client: it never has to parse a browser's ClientHello (DTLS 1.3
+        // ClientHellos from newer Firefox broke pion-derived servers).
+        setup: Setup::Active,
+        candidates: local.candidates.clone(),
+        media,
+    }
+}
+
+/// Answers a publisher's offer: the first supported codec of each of the first audio and video
+/// sections that send.
+pub fn answer_publisher(offer: &SessionDescription, local: &LocalParams) -> Result<PublishAnswer, NegotiationError> {
+    let mut media = Vec::new();
+    let mut tracks: Vec<PublishedTrack> = Vec::new();
+    let mut stream_tracks = Vec::new();
+    for m in &offer.media {
+        let sends = matches!(m.direction, Direction::SendOnly | Direction::SendRecv);
+        let taken = tracks.iter().any(|t| t.kind == m.kind);
+        let codec = if sends && !m.port_zero && !taken { sdp::choose_publish_codec(m) } else { None };
+        let Some(mut codec) = codec else {
+            media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
+            continue;
+        };
+        // No retransmission stream: rtcdn forwards the primary stream only.
+        codec.rtx_pt = None;
+        codec.rtcp_fb = feedback(&codec);
+        let extmaps: Vec<Extmap> = m
+            .extmaps
+            .iter()
+            .filter(|e| e.uri == MID_EXTENSION || PASSED_EXTENSIONS.contains(&e.uri.as_str()))
+            .cloned()
+            .collect();
+        tracks.push(PublishedTrack { kind: m.kind, pt: codec.pt, clock_rate: codec.clock_rate, codec: codec.name.clone() });
+        stream_tracks.push(StreamTrack { kind: m.kind, codec: codec.clone(), extmaps: extmaps.clone() });
+        media.push(MediaAnswer {
+            mid: m.mid.clone(),
+            accepted: Some(AcceptedMedia { direction: Direction::RecvOnly, codec, extmaps, send: None }),
+        });
+    }
+    if tracks.is_empty() {
+        return Err(NegotiationError::NothingToPublish);
+    }
+    let sdp = sdp::write_answer(offer, &answer_params(local, media))?;
+    Ok(PublishAnswer { sdp, stream_tracks, tracks })
+}
+
+/// Answers a player's offer for a stream: each receiving section gets the stream's track of its
+/// kind, in the player's own payload type for the publisher's codec.
+pub fn answer_player(
+    offer: &SessionDescription,
+    stream_name: &str,
+    stream_tracks: &[StreamTrack],
+    local: &LocalParams,
+    mut next_ssrc: impl FnMut() -> u32,
+) -> Result<PlayAnswer, NegotiationError> {
+    let mut media = Vec::new();
+    let mut tracks: Vec<PlayedTrack> = Vec::new();
+    let mut codec_errors = Vec::new();
+    for m in &offer.media {
+        let receives = matches!(m.direction, Direction::RecvOnly | Direction::SendRecv);
+        let source = stream_tracks.iter().find(|t| t.kind == m.kind);
+        let taken = tracks.iter().any(|t| t.kind == m.kind);
+        let (Some(source), true, false, false) = (source, receives, m.port_zero, taken) else {
+            media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
+            continue;
+        };
+        let mut codec = match sdp::match_play_codec(m, &source.codec) {
+            Ok(codec) => codec,
+            Err(e) => {
+                codec_errors.push(e.to_string());
+                media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
+                continue;
+            }
+        };
+        codec.rtx_pt = None;
+        codec.rtcp_fb = feedback(&codec);
+        let extmaps: Vec<Extmap> = m
+            .extmaps
+            .iter()
+            .filter(|e| PASSED_EXTENSIONS.contains(&e.uri.as_str()) && source.extmaps.contains(e))
+            .cloned()
+            .collect();
+        let ssrc = next_ssrc();
+        let kind_name = match m.kind {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        };
+        let send = SendTrack {
+            ssrc,
+            cname: format!("rtcdn-{stream_name}"),
+            stream_id: stream_name.to_owned(),
+            track_id: format!("{stream_name}-{kind_name}"),
+            rtx_ssrc: None,
+        };
+        tracks.push(PlayedTrack { kind: m.kind, pt: codec.pt, ssrc });
+        media.push(MediaAnswer {
+            mid: m.mid.clone(),
+            accepted: Some(AcceptedMedia { direction: Direction::SendOnly, codec, extmaps, send: Some(send) }),
+        });
+    }
+    if tracks.is_empty() {
+        let why = if codec_errors.is_empty() {
+            "it has no receiving audio or video section".to_owned()
+        } else {
+            codec_errors.join("; ")
+        };
+        return Err(NegotiationError::NothingToPlay(why));
+    }
+    let sdp = sdp::write_answer(offer, &answer_params(local, media))?;
+    Ok(PlayAnswer { sdp, tracks })
+}

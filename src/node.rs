@@ -1,0 +1,236 @@
+//! Starting and stopping a node: media cores, the signalling thread and its runtime. `main.rs`
+//! and in-process tests both start nodes through [`Node::start`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::control::{CoreCommand, CoreId};
+use crate::dtls::DtlsCertificate;
+use crate::reactor::core::{self, CoreSetup, CoreStats};
+use crate::reactor::io::{BackendChoice, UdpIo};
+use crate::reactor::mesh;
+use crate::registry::Registry;
+use crate::signalling::{self, CoreHandle, Signalling};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A media socket could not be bound.
+    #[error("cannot bind media socket {addr}: {source}")]
+    MediaBind { addr: SocketAddr, source: std::io::Error },
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    /// The DTLS certificate could not be made or read.
+    #[error("DTLS certificate: {0}")]
+    Certificate(String),
+    /// Threads or the runtime could not start.
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+    /// No address to advertise.
+    #[error("no address to advertise in ICE candidates; set media.announce")]
+    NoCandidates,
+}
+
+/// A running node.
+pub struct Node {
+    http_addr: SocketAddr,
+    media_addrs: Vec<SocketAddr>,
+    cores: Vec<CoreHandle>,
+    core_threads: Vec<JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    state: Arc<Signalling>,
+}
+
+impl Node {
+    /// Starts media cores and signalling as `config` says. Returns once every socket is bound.
+    pub fn start(config: &Config) -> Result<Node, StartError> {
+        let certificate = match (&config.dtls.certificate, &config.dtls.private_key) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read_to_string(p).map_err(|e| StartError::Certificate(format!("{}: {e}", p.display())))
+                };
+                DtlsCertificate::from_pem(&read(cert)?, &read(key)?).map_err(|e| StartError::Certificate(e.to_string()))?
+            }
+            _ => DtlsCertificate::generate().map_err(|e| StartError::Certificate(e.to_string()))?,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rtcdn-signal")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let backend = match config.media.backend.as_str() {
+            "io_uring" => BackendChoice::IoUring,
+            "mmsg" => BackendChoice::Mmsg,
+            _ => BackendChoice::Auto,
+        };
+        let announce = announced_addresses(config)?;
+        let threads = config.media_threads();
+        let mut sockets = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let port = if config.media.port_base == 0 { 0 } else { config.media.port_base + i as u16 };
+            let addr = SocketAddr::new(config.media.bind, port);
+            let io = UdpIo::bind(addr, backend).map_err(|source| StartError::MediaBind { addr, source })?;
+            sockets.push(io);
+        }
+        let media_addrs: Vec<SocketAddr> = sockets.iter().map(|io| io.local_addr()).collect();
+        let wakers = sockets.iter().map(|io| io.waker()).collect::<Vec<_>>();
+        let mut endpoints = mesh::build(wakers.clone());
+        let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut cores = Vec::with_capacity(threads);
+        let mut core_threads = Vec::with_capacity(threads);
+        for (i, io) in sockets.into_iter().enumerate().rev() {
+            let (command_tx, command_rx) = std::sync::mpsc::channel();
+            let stats = Arc::new(CoreStats::default());
+            let port = media_addrs[i].port();
+            cores.push(CoreHandle {
+                commands: command_tx,
+                waker: wakers[i].clone(),
+                candidates: announce.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+                stats: stats.clone(),
+            });
+            let setup = CoreSetup {
+                id: CoreId(i),
+                io,
+                commands: command_rx,
+                events: event_tx.clone(),
+                runtime: runtime.handle().clone(),
+                certificate: certificate.clone(),
+                mesh: endpoints.pop().expect("one endpoint per core"),
+                stats,
+                consent_timeout: Duration::from_secs(config.session.consent_timeout_secs),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("rtcdn-media-{i}"))
+                .spawn(move || core::run(setup))
+                .map_err(StartError::Runtime)?;
+            core_threads.push(thread);
+        }
+        cores.reverse();
+        let state = Arc::new(Signalling { registry: Mutex::new(Registry::new(threads)), cores: cores.clone(), certificate });
+        // Bound with std so that starting a node works inside another runtime (tests, the CDN demo).
+        let http_bind = |source| StartError::HttpBind { addr: config.http.listen, source };
+        let listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
+        listener.set_nonblocking(true).map_err(http_bind)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(http_bind)?
+        };
+        let http_addr = listener.local_addr().map_err(StartError::Runtime)?;
+        runtime.spawn(signalling::serve(listener, state.clone()));
+        let events_state = state.clone();
+        runtime.spawn(async move {
+            while let Some(event) = event_rx.recv().await {
+                events_state.handle_core_event(event);
+            }
+        });
+        info!(http = %http_addr, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
+        Ok(Node { http_addr, media_addrs, cores, core_threads, runtime: Some(runtime), state })
+    }
+
+    /// The HTTP listener's address (useful when the config asked for port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Each media core's socket address.
+    pub fn media_addrs(&self) -> &[SocketAddr] {
+        &self.media_addrs
+    }
+
+    /// Shared signalling state, for protocols layered on this node.
+    pub fn signalling(&self) -> &Arc<Signalling> {
+        &self.state
+    }
+
+    /// Stops cores and signalling and waits for the core threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        for core in &self.cores {
+            core.send(CoreCommand::Shutdown);
+        }
+        for thread in self.core_threads.drain(..) {
+            if thread.join().is_err() {
+                warn!("a media core panicked");
+            }
+        }
+        if let Some(runtime) = self.runtime.take() {
+            // Not shutdown_timeout: that blocks, and a node may be stopped from async code.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The addresses put in ICE host candidates: the configured ones, else the bind address, else
+/// (binding to the unspecified address) every interface's address, one candidate each.
+fn announced_addresses(config: &Config) -> Result<Vec<IpAddr>, StartError> {
+    if !config.media.announce.is_empty() {
+        return Ok(config.media.announce.clone());
+    }
+    if !config.media.bind.is_unspecified() {
+        return Ok(vec![config.media.bind]);
+    }
+    let want_v4 = config.media.bind.is_ipv4();
+    let mut addresses: Vec<IpAddr> = interface_addresses().into_iter().filter(|ip| ip.is_ipv4() == want_v4).collect();
+    // Loopback last: clients on other hosts cannot use it, local ones can.
+    addresses.sort_by_key(|ip| ip.is_loopback());
+    if addresses.is_empty() {
+        return Err(StartError::NoCandidates);
+    }
+    Ok(addresses)
+}
+
+/// The IP addresses of the host's interfaces that are up.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below with freeifaddrs; every
+    // pointer is checked for null and only read while the list is alive.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut node = list;
+        while !node.is_null() {
+            let entry = &*node;
+            let up = entry.ifa_flags & libc::IFF_UP as u32 != 0;
+            if up && !entry.ifa_addr.is_null() {
+                match i32::from((*entry.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                        let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                        // Link-local addresses need a scope id that SDP candidates cannot carry.
+                        if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                            out.push(IpAddr::V6(ip));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            node = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out.dedup();
+    out
+}

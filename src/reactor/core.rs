@@ -1,0 +1,566 @@
+//! One media core: a thread that owns a UDP socket, its sessions and its part of every stream.
+//!
+//! Each received datagram is classified by its first byte (RFC 7983) and handed to the session
+//! that owns its source address: STUN to ICE, DTLS to the session's handshake task, SRTP to the
+//! session. A publisher's packet is decrypted once in the receive buffer, then written, rewritten
+//! and encrypted once per player straight into that player's pooled send buffer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionSpec, StreamId};
+use crate::dtls::{DtlsCertificate, DtlsEvent, DtlsTransport};
+use crate::reactor::io::{DatagramHandler, SendQueue, UdpIo, Waker};
+use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
+use crate::sdp::MediaKind;
+use crate::session::{Session, SessionEvent};
+
+/// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
+const TICK: Duration = Duration::from_millis(20);
+/// How long a closed session's address is remembered so its DTLS close_notify still goes out.
+const CLOSING_LINGER: Duration = Duration::from_secs(2);
+
+/// Counters a core publishes for `/api/stats`. Written by the core once per tick.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    /// Sessions on this core; the signalling thread places new sessions on the least loaded core.
+    pub sessions: AtomicUsize,
+    /// Media packets received from publishers and decrypted.
+    pub rtp_received: AtomicU64,
+    /// Media packets sent to players.
+    pub rtp_sent: AtomicU64,
+    /// STUN requests that failed ICE checks (bad integrity, unknown user).
+    pub stun_rejected: AtomicU64,
+    /// SRTP/SRTCP packets that failed authentication or replay checks.
+    pub srtp_rejected: AtomicU64,
+    /// Decrypted RTP/RTCP that did not parse or used an unknown payload type.
+    pub rtp_malformed: AtomicU64,
+    /// Datagrams from addresses no session owns.
+    pub unknown_source: AtomicU64,
+    /// Datagrams that are none of STUN, DTLS, RTP, RTCP.
+    pub unclassified: AtomicU64,
+    /// Packets dropped because another core's hand-off ring was full.
+    pub handoff_dropped: AtomicU64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    rtp_received: u64,
+    rtp_sent: u64,
+    stun_rejected: u64,
+    srtp_rejected: u64,
+    rtp_malformed: u64,
+    unknown_source: u64,
+    unclassified: u64,
+}
+
+/// Everything a core thread needs; built by the node before the thread starts.
+pub struct CoreSetup {
+    /// This core.
+    pub id: CoreId,
+    /// Its socket.
+    pub io: UdpIo,
+    /// Commands from signalling.
+    pub commands: Receiver<CoreCommand>,
+    /// Events to signalling.
+    pub events: tokio::sync::mpsc::UnboundedSender<CoreEvent>,
+    /// The runtime DTLS handshakes run on.
+    pub runtime: tokio::runtime::Handle,
+    /// Our DTLS certificate.
+    pub certificate: DtlsCertificate,
+    /// This core's ends of the cross-core rings.
+    pub mesh: MeshEndpoint,
+    /// Published counters.
+    pub stats: Arc<CoreStats>,
+    /// ICE consent timeout for new sessions.
+    pub consent_timeout: Duration,
+}
+
+struct Entry {
+    session: Session,
+    dtls: Option<DtlsTransport>,
+}
+
+#[derive(Default)]
+struct LocalStream {
+    publisher: Option<SessionId>,
+    /// The core the publisher is on, when it is not this one.
+    publisher_core: Option<CoreId>,
+    players: Vec<SessionId>,
+    /// Cores that have players of this stream (only on the publisher's core).
+    remote_cores: Vec<CoreId>,
+}
+
+struct Core {
+    id: CoreId,
+    commands: Receiver<CoreCommand>,
+    events: tokio::sync::mpsc::UnboundedSender<CoreEvent>,
+    runtime: tokio::runtime::Handle,
+    certificate: DtlsCertificate,
+    mesh: MeshEndpoint,
+    stats: Arc<CoreStats>,
+    consent_timeout: Duration,
+    waker: Waker,
+    dtls_tx: Sender<(SessionId, DtlsEvent)>,
+    dtls_rx: Receiver<(SessionId, DtlsEvent)>,
+    sessions: HashMap<SessionId, Entry>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    by_ufrag: HashMap<String, SessionId>,
+    streams: HashMap<StreamId, LocalStream>,
+    closing: HashMap<SessionId, (SocketAddr, Instant, DtlsTransport)>,
+    counters: Counters,
+    shutdown: bool,
+    seed: u64,
+}
+
+/// Runs a core until it is told to shut down.
+pub fn run(setup: CoreSetup) {
+    let CoreSetup { id, mut io, commands, events, runtime, certificate, mesh, stats, consent_timeout } = setup;
+    let (dtls_tx, dtls_rx) = std::sync::mpsc::channel();
+    let waker = io.waker();
+    let mut core = Core {
+        id,
+        commands,
+        events,
+        runtime,
+        certificate,
+        mesh,
+        stats,
+        consent_timeout,
+        waker,
+        dtls_tx,
+        dtls_rx,
+        sessions: HashMap::new(),
+        by_addr: HashMap::new(),
+        by_ufrag: HashMap::new(),
+        streams: HashMap::new(),
+        closing: HashMap::new(),
+        counters: Counters::default(),
+        shutdown: false,
+        seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
+    };
+    info!(core = id.0, addr = %io.local_addr(), backend = ?io.backend(), "media core started");
+    let mut next_tick = Instant::now() + TICK;
+    while !core.shutdown {
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        if let Err(e) = io.poll(Some(timeout), &mut core) {
+            warn!(core = id.0, error = %e, "media socket error");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        core.mesh.flush_wakes();
+        let now = Instant::now();
+        if now >= next_tick {
+            core.handle_tick(now, io.send_queue());
+            core.mesh.flush_wakes();
+            next_tick = now + TICK;
+        }
+    }
+    for (_, entry) in core.sessions.drain() {
+        if let Some(dtls) = entry.dtls {
+            dtls.close();
+        }
+    }
+    info!(core = id.0, "media core stopped");
+}
+
+impl DatagramHandler for Core {
+    fn on_datagram(&mut self, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        let now = Instant::now();
+        match data.first() {
+            Some(0..=3) => self.handle_stun(now, src, data, tx),
+            Some(20..=63) => self.handle_dtls(src, data),
+            Some(128..=191) => self.handle_srtp(now, src, data, tx),
+            _ => self.counters.unclassified += 1,
+        }
+    }
+
+    fn on_wake(&mut self, tx: &mut SendQueue) {
+        let now = Instant::now();
+        while let Ok(command) = self.commands.try_recv() {
+            self.handle_command(now, command, tx);
+        }
+        while let Ok((id, event)) = self.dtls_rx.try_recv() {
+            self.handle_dtls_event(now, id, event, tx);
+        }
+        let mut items: Vec<(StreamId, ForwardKind)> = Vec::new();
+        let Core { mesh, streams, sessions, counters, .. } = self;
+        mesh.drain(|item: &Forwarded| match item.kind {
+            ForwardKind::Rtp(kind) => {
+                counters.rtp_sent += fan_out(streams, sessions, item.stream, kind, item.payload(), tx);
+            }
+            other => items.push((item.stream, other)),
+        });
+        for (stream, kind) in items {
+            self.handle_forwarded_control(now, stream, kind, tx);
+        }
+    }
+}
+
+/// Writes one decrypted packet to every local player of `stream`. Returns the packets queued.
+fn fan_out(
+    streams: &HashMap<StreamId, LocalStream>,
+    sessions: &mut HashMap<SessionId, Entry>,
+    stream: StreamId,
+    kind: MediaKind,
+    plain: &[u8],
+    tx: &mut SendQueue,
+) -> u64 {
+    let Some(local) = streams.get(&stream) else { return 0 };
+    let mut sent = 0;
+    for player in &local.players {
+        let Some(entry) = sessions.get_mut(player) else { continue };
+        let Some(remote) = entry.session.remote() else { continue };
+        if !entry.session.is_connected() {
+            continue;
+        }
+        let session = &mut entry.session;
+        tx.push_with(remote, |buf| session.write_rtp(kind, plain, buf));
+        sent += 1;
+    }
+    sent
+}
+
+impl Core {
+    fn handle_stun(&mut self, now: Instant, src: SocketAddr, data: &[u8], tx: &mut SendQueue) {
+        let id = match self.by_addr.get(&src) {
+            Some(id) => *id,
+            None => match stun_username_local_part(data).and_then(|ufrag| self.by_ufrag.get(ufrag)) {
+                Some(id) => *id,
+                None => {
+                    self.counters.unknown_source += 1;
+                    return;
+                }
+            },
+        };
+        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        if let Err(e) = entry.session.handle_stun(now, src, data) {
+            self.counters.stun_rejected += 1;
+            debug!(session = %id, error = %e, "STUN rejected");
+        }
+        self.drain_session(now, id, tx);
+    }
+
+    fn handle_dtls(&mut self, src: SocketAddr, data: &[u8]) {
+        match self.by_addr.get(&src).and_then(|id| self.sessions.get(id)).and_then(|e| e.dtls.as_ref()) {
+            Some(dtls) => dtls.handle_record(data),
+            None => self.counters.unknown_source += 1,
+        }
+    }
+
+    fn handle_srtp(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        let Some(&id) = self.by_addr.get(&src) else {
+            self.counters.unknown_source += 1;
+            return;
+        };
+        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        // RFC 5761 §4: RTCP packet types 192..=223 occupy the second byte's range that RTP
+        // payload types 64..=95 (with the marker bit) would; those are never negotiated.
+        let is_rtcp = data.get(1).is_some_and(|b| (192..=223).contains(b));
+        if is_rtcp {
+            if let Err(e) = entry.session.handle_srtcp(now, data) {
+                self.count_media_error(&e);
+            }
+            self.drain_session(now, id, tx);
+            return;
+        }
+        match entry.session.handle_srtp(data) {
+            Ok((kind, len)) => {
+                self.counters.rtp_received += 1;
+                let stream = entry.session.stream();
+                let plain = &data[..len];
+                self.counters.rtp_sent += fan_out(&self.streams, &mut self.sessions, stream, kind, plain, tx);
+                if let Some(local) = self.streams.get(&stream) {
+                    for core in &local.remote_cores {
+                        self.mesh.send(*core, stream, ForwardKind::Rtp(kind), plain);
+                    }
+                }
+                if let Some(entry) = self.sessions.get(&id) {
+                    if entry.session.is_publisher() {
+                        self.drain_session(now, id, tx);
+                    }
+                }
+            }
+            Err(e) => {
+                self.count_media_error(&e);
+                self.drain_session(now, id, tx);
+            }
+        }
+    }
+
+    fn count_media_error(&mut self, error: &crate::session::SessionError) {
+        use crate::session::SessionError;
+        match error {
+            SessionError::Srtp(_) | SessionError::NotKeyed => self.counters.srtp_rejected += 1,
+            _ => self.counters.rtp_malformed += 1,
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, command: CoreCommand, tx: &mut SendQueue) {
+        match command {
+            CoreCommand::AddSession(spec) => self.add_session(now, *spec),
+            CoreCommand::RemoveSession { id, reason } => {
+                if let Some(entry) = self.sessions.get_mut(&id) {
+                    entry.session.end(reason);
+                    self.drain_session(now, id, tx);
+                }
+            }
+            CoreCommand::AttachCore { stream, core } => {
+                let local = self.streams.entry(stream).or_default();
+                if !local.remote_cores.contains(&core) {
+                    local.remote_cores.push(core);
+                }
+            }
+            CoreCommand::DetachCore { stream, core } => {
+                if let Some(local) = self.streams.get_mut(&stream) {
+                    local.remote_cores.retain(|c| *c != core);
+                }
+            }
+            CoreCommand::Shutdown => self.shutdown = true,
+        }
+    }
+
+    fn add_session(&mut self, now: Instant, spec: SessionSpec) {
+        let id = spec.id;
+        let stream = spec.stream;
+        let publisher_core = spec.publisher_core;
+        self.by_ufrag.insert(spec.local_ice.ufrag.clone(), id);
+        self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let session = Session::new(spec, now, self.consent_timeout, self.seed ^ id.0);
+        info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
+        let local = self.streams.entry(stream).or_default();
+        if session.is_publisher() {
+            local.publisher = Some(id);
+        } else {
+            local.players.push(id);
+            local.publisher_core = publisher_core.filter(|c| *c != self.id);
+        }
+        self.sessions.insert(id, Entry { session, dtls: None });
+    }
+
+    fn handle_dtls_event(&mut self, now: Instant, id: SessionId, event: DtlsEvent, tx: &mut SendQueue) {
+        if let Some((remote, _, _)) = self.closing.get(&id) {
+            if let DtlsEvent::Transmit(record) = event {
+                tx.push(*remote, &record);
+            }
+            return;
+        }
+        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        match event {
+            DtlsEvent::Transmit(record) => {
+                if let Some(remote) = entry.session.remote() {
+                    tx.push(remote, &record);
+                }
+            }
+            DtlsEvent::Connected(keys) => entry.session.handle_dtls_connected(keys, now),
+            DtlsEvent::Failed(error) => entry.session.end(EndReason::DtlsFailed(error.to_string())),
+            DtlsEvent::Closed => entry.session.end(EndReason::DtlsClosed),
+        }
+        self.drain_session(now, id, tx);
+    }
+
+    fn handle_forwarded_control(&mut self, now: Instant, stream: StreamId, kind: ForwardKind, tx: &mut SendQueue) {
+        match kind {
+            ForwardKind::KeyframeRequest => self.request_keyframe(now, stream, tx),
+            ForwardKind::SenderReport { kind, ntp_time, rtp_time } => {
+                self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx)
+            }
+            ForwardKind::Rtp(_) => {}
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, stream: StreamId, tx: &mut SendQueue) {
+        let Some(local) = self.streams.get(&stream) else { return };
+        if let Some(publisher) = local.publisher {
+            if let Some(entry) = self.sessions.get_mut(&publisher) {
+                entry.session.request_keyframe(now);
+                self.drain_session(now, publisher, tx);
+            }
+        } else if let Some(core) = local.publisher_core {
+            self.mesh.send(core, stream, ForwardKind::KeyframeRequest, &[]);
+        }
+    }
+
+    fn send_sender_reports(&mut self, now: Instant, stream: StreamId, kind: MediaKind, ntp: u64, rtp: u32, tx: &mut SendQueue) {
+        let Some(local) = self.streams.get(&stream) else { return };
+        let players = local.players.clone();
+        for player in players {
+            if let Some(entry) = self.sessions.get_mut(&player) {
+                entry.session.handle_publisher_sender_report(kind, ntp, rtp);
+                self.drain_session(now, player, tx);
+            }
+        }
+    }
+
+    /// Acts on everything a session produced: sends its control packets, starts DTLS, reports to
+    /// signalling, removes it when it ended.
+    fn drain_session(&mut self, now: Instant, id: SessionId, tx: &mut SendQueue) {
+        loop {
+            let Some(entry) = self.sessions.get_mut(&id) else { return };
+            while let Some(transmit) = entry.session.poll_transmit() {
+                tx.push(transmit.destination, &transmit.contents);
+            }
+            let Some(event) = entry.session.poll_event() else { return };
+            let stream = entry.session.stream();
+            match event {
+                SessionEvent::IceConnected { remote } => {
+                    self.by_addr.insert(remote, id);
+                    self.start_dtls(id);
+                }
+                SessionEvent::RemoteChanged { remote } => {
+                    self.by_addr.retain(|_, owner| *owner != id);
+                    self.by_addr.insert(remote, id);
+                }
+                SessionEvent::Connected => {
+                    let _ = self.events.send(CoreEvent::SessionConnected { id });
+                    let is_player = !entry.session.is_publisher();
+                    info!(session = %id, stream = entry.session.stream_name(), "session connected");
+                    if is_player {
+                        self.request_keyframe(now, stream, tx);
+                    }
+                }
+                SessionEvent::MediaStarted => {
+                    let _ = self.events.send(CoreEvent::MediaStarted { id });
+                }
+                SessionEvent::KeyframeRequested => self.request_keyframe(now, stream, tx),
+                SessionEvent::SenderReport { kind, ntp_time, rtp_time } => {
+                    let remote_cores = self.streams.get(&stream).map(|s| s.remote_cores.clone()).unwrap_or_default();
+                    for core in remote_cores {
+                        self.mesh.send(core, stream, ForwardKind::SenderReport { kind, ntp_time, rtp_time }, &[]);
+                    }
+                    self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx);
+                }
+                SessionEvent::Ended(reason) => {
+                    self.remove_session(now, id, reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_dtls(&mut self, id: SessionId) {
+        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        if entry.dtls.is_some() {
+            return;
+        }
+        let sender = self.dtls_tx.clone();
+        let waker = self.waker.clone();
+        let on_event = Arc::new(move |event: DtlsEvent| {
+            let _ = sender.send((id, event));
+            waker.wake();
+        });
+        entry.dtls = Some(DtlsTransport::start(
+            &self.runtime,
+            entry.session.dtls_role(),
+            &self.certificate,
+            entry.session.remote_fingerprint(),
+            on_event,
+        ));
+    }
+
+    fn remove_session(&mut self, now: Instant, id: SessionId, reason: EndReason) {
+        let Some(entry) = self.sessions.remove(&id) else { return };
+        let session = entry.session;
+        info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), %reason, "session ended");
+        self.by_addr.retain(|_, owner| *owner != id);
+        self.by_ufrag.retain(|_, owner| *owner != id);
+        let stream = session.stream();
+        if let Some(local) = self.streams.get_mut(&stream) {
+            if local.publisher == Some(id) {
+                local.publisher = None;
+            }
+            local.players.retain(|p| *p != id);
+            if local.publisher.is_none() && local.players.is_empty() {
+                self.streams.remove(&stream);
+            }
+        }
+        if let Some(dtls) = entry.dtls {
+            // A peer that is still there learns at once that we are gone (DTLS close_notify).
+            if let (Some(remote), true) = (session.remote(), reason != EndReason::DtlsClosed) {
+                dtls.close();
+                self.closing.insert(id, (remote, now, dtls));
+            }
+        }
+        let _ = self.events.send(CoreEvent::SessionEnded { id, reason });
+    }
+
+    fn handle_tick(&mut self, now: Instant, tx: &mut SendQueue) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.session.poll_timeout().is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(entry) = self.sessions.get_mut(&id) {
+                entry.session.handle_timeout(now);
+                self.drain_session(now, id, tx);
+            }
+        }
+        self.closing.retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
+        self.publish_stats();
+    }
+
+    fn publish_stats(&mut self) {
+        let c = std::mem::take(&mut self.counters);
+        let s = &self.stats;
+        s.sessions.store(self.sessions.len(), Ordering::Relaxed);
+        s.rtp_received.fetch_add(c.rtp_received, Ordering::Relaxed);
+        s.rtp_sent.fetch_add(c.rtp_sent, Ordering::Relaxed);
+        s.stun_rejected.fetch_add(c.stun_rejected, Ordering::Relaxed);
+        s.srtp_rejected.fetch_add(c.srtp_rejected, Ordering::Relaxed);
+        s.rtp_malformed.fetch_add(c.rtp_malformed, Ordering::Relaxed);
+        s.unknown_source.fetch_add(c.unknown_source, Ordering::Relaxed);
+        s.unclassified.fetch_add(c.unclassified, Ordering::Relaxed);
+        s.handoff_dropped.store(self.mesh.dropped, Ordering::Relaxed);
+    }
+}
+
+/// The local part of a STUN request's USERNAME ("<our ufrag>:<their ufrag>"), to find the session
+/// of a peer whose address we do not know yet. Bounds-checked walk; the full STUN checks happen in
+/// the session's ICE agent.
+fn stun_username_local_part(data: &[u8]) -> Option<&str> {
+    const HEADER: usize = 20;
+    const USERNAME: u16 = 0x0006;
+    let body_len = usize::from(u16::from_be_bytes([*data.get(2)?, *data.get(3)?]));
+    let end = (HEADER + body_len).min(data.len());
+    let mut at = HEADER;
+    while at + 4 <= end {
+        let kind = u16::from_be_bytes([data[at], data[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+        let value = data.get(at + 4..at + 4 + len)?;
+        if kind == USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next();
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn username_is_found_and_garbage_is_not() {
+        let mut msg = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        msg.extend_from_slice(&[7; 12]);
+        let username = b"abcd1234:wxyz";
+        msg.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0, 0, 0, 1]); // PRIORITY first
+        msg.extend_from_slice(&[0x00, 0x06, 0x00, username.len() as u8]);
+        msg.extend_from_slice(username);
+        msg.extend_from_slice(&[0; 3]); // padding to 4
+        let body = (msg.len() - 20) as u16;
+        msg[2..4].copy_from_slice(&body.to_be_bytes());
+        assert_eq!(stun_username_local_part(&msg), Some("abcd1234"));
+        assert_eq!(stun_username_local_part(&msg[..30]), None);
+        assert_eq!(stun_username_local_part(&[0, 1]), None);
+        assert_eq!(stun_username_local_part(&[]), None);
+    }
+}

@@ -1,0 +1,301 @@
+//! The send queue: a pool of `MAX_DATAGRAM` slots, flushed by sendmmsg or SENDMSG SQEs.
+//!
+//! A slot is free (on the free list), queued, or (io_uring only) owned by the kernel from its
+//! SQE until its completion. The Mmsg backend copies queued slots out with `sendmmsg` at flush
+//! time and frees them at once; the io_uring backend pushes one SENDMSG SQE per slot at `push`
+//! time (no syscall), submits them all at flush time, and frees each slot on its completion.
+//!
+//! When the pool is empty, `push_with` flushes synchronously: sendmmsg, or submit + reap the
+//! send completions (receive completions met on the way are stashed for the next `poll`).
+//!
+//! Sends use `MSG_DONTWAIT`: if the socket send buffer is full, the datagram is dropped and
+//! counted in `tx_dropped` rather than blocking the core (real-time media prefers loss). With
+//! io_uring this also makes every SENDMSG complete inline at submit, so slots come back quickly.
+
+use std::fmt;
+use std::io;
+use std::mem::size_of;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+use super::mem::Region;
+use super::uring::Ring;
+use super::{sockaddr, MAX_DATAGRAM};
+
+/// Slots in the send pool (1 MiB of buffers). A fan-out larger than this within one `poll`
+/// flushes synchronously, which is also the natural batching point.
+pub(super) const SEND_SLOTS: usize = 512;
+
+/// Datagrams per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+
+/// Per-slot kernel-facing metadata. Its address never changes (boxed slice), so the pointers in
+/// `hdr` stay valid.
+#[repr(C)]
+pub(super) struct Slot {
+    addr: libc::sockaddr_storage,
+    iov: libc::iovec,
+    pub(super) hdr: libc::msghdr,
+}
+
+/// Send counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct TxStats {
+    pub(super) datagrams: u64,
+    pub(super) errors: u64,
+    pub(super) dropped: u64,
+    pub(super) overflow_flushes: u64,
+}
+
+impl TxStats {
+    /// Accounts for one send result (`res` is bytes sent or a negative errno).
+    pub(super) fn record(&mut self, res: i32) {
+        if res >= 0 {
+            self.datagrams += 1;
+        } else if matches!(-res, libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) {
+            self.dropped += 1;
+        } else {
+            // ECONNREFUSED (an ICMP port unreachable reported on the socket), EHOSTUNREACH, ...
+            self.errors += 1;
+        }
+    }
+}
+
+/// Datagrams waiting to be sent by one media core. See the module docs for the slot life cycle.
+pub struct SendQueue {
+    /// io_uring: the core's ring (shared with the receive side, which reaches it through here).
+    /// First field, so it is closed before the buffers below are unmapped.
+    ring: Option<Ring>,
+    fd: RawFd,
+    v6: bool,
+    bufs: Region,
+    slots: Box<[Slot]>,
+    free: Vec<u16>,
+    /// Mmsg: queued slots, in order.
+    pending: Vec<u16>,
+    /// Mmsg: scratch headers for one `sendmmsg`.
+    mmsg: Box<[libc::mmsghdr]>,
+    tx: TxStats,
+}
+
+// SAFETY: the raw pointers inside `slots` and `mmsg` point into `bufs` and `slots`, which this
+// value owns; nothing in it is tied to the creating thread.
+unsafe impl Send for SendQueue {}
+
+impl SendQueue {
+    pub(super) fn new(fd: RawFd, v6: bool, ring: Option<Ring>) -> io::Result<Self> {
+        let bufs = Region::new(SEND_SLOTS * MAX_DATAGRAM)?;
+        let mut slots: Box<[Slot]> = (0..SEND_SLOTS)
+            // SAFETY: all-zero is a valid value for these C structs (null pointers, zero lengths).
+            .map(|_| unsafe { std::mem::zeroed::<Slot>() })
+            .collect();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            // SAFETY: `i * MAX_DATAGRAM` is within the `SEND_SLOTS * MAX_DATAGRAM` region.
+            slot.iov.iov_base = unsafe { bufs.ptr().add(i * MAX_DATAGRAM) }.cast();
+            slot.hdr.msg_name = (&mut slot.addr as *mut libc::sockaddr_storage).cast();
+            slot.hdr.msg_iov = &mut slot.iov;
+            slot.hdr.msg_iovlen = 1;
+        }
+        let mmsg = (0..SEND_BATCH)
+            // SAFETY: all-zero is a valid mmsghdr.
+            .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
+            .collect();
+        Ok(Self {
+            fd,
+            v6,
+            bufs,
+            slots,
+            // Popped from the back: slot 0 first, so a light load touches few pages.
+            free: (0..SEND_SLOTS as u16).rev().collect(),
+            pending: Vec::with_capacity(SEND_SLOTS),
+            mmsg,
+            ring,
+            tx: TxStats::default(),
+        })
+    }
+
+    /// Queues one datagram written by `fill` into a pooled [`MAX_DATAGRAM`] buffer; `fill`
+    /// returns the length (0 = nothing to send). No heap allocation. If the pool is full, the
+    /// queue flushes itself synchronously (sendmmsg on the socket, or submit) before taking a
+    /// slot. A destination the socket's family cannot reach counts as a send error.
+    pub fn push_with(&mut self, dst: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
+        let Some(slot) = self.acquire() else {
+            self.tx.dropped += 1;
+            return;
+        };
+        let i = usize::from(slot);
+        let Some(namelen) = sockaddr::encode(dst, self.v6, &mut self.slots[i].addr) else {
+            self.free.push(slot);
+            self.tx.errors += 1;
+            return;
+        };
+        // SAFETY: the slot came off the free list, so neither the kernel nor another queued send
+        // uses its buffer; the range lies inside `bufs`.
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr().add(i * MAX_DATAGRAM), MAX_DATAGRAM) };
+        let len = fill(buf).min(MAX_DATAGRAM);
+        if len == 0 {
+            self.free.push(slot);
+            return;
+        }
+        let meta = &mut self.slots[i];
+        meta.iov.iov_len = len;
+        meta.hdr.msg_namelen = namelen;
+        match &mut self.ring {
+            None => self.pending.push(slot),
+            Some(ring) => {
+                if !ring.push_send(slot, &meta.hdr) {
+                    self.free.push(slot);
+                    self.tx.dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// Queues a copy of `data` (truncated to [`MAX_DATAGRAM`]).
+    pub fn push(&mut self, dst: SocketAddr, data: &[u8]) {
+        self.push_with(dst, |buf| {
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            n
+        });
+    }
+
+    /// Datagrams queued and not yet handed to the kernel.
+    pub fn len(&self) -> usize {
+        match &self.ring {
+            None => self.pending.len(),
+            Some(ring) => ring.unsubmitted_sends(),
+        }
+    }
+
+    /// Whether nothing is waiting to be handed to the kernel.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slots in the pool.
+    pub fn capacity(&self) -> usize {
+        SEND_SLOTS
+    }
+
+    /// Hands everything queued to the kernel (sendmmsg, or one submit). With io_uring, the
+    /// send completions posted by the submit (MSG_DONTWAIT sends complete inline) are reaped
+    /// right away, so slots and counters are current; other completions wait in the stash.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        match &mut self.ring {
+            None => self.flush_mmsg(),
+            Some(ring) => {
+                if ring.unsubmitted_sends() == 0 && !ring.has_unsubmitted() {
+                    return Ok(());
+                }
+                ring.submit()?;
+                self.reap(|_| false);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn ring_mut(&mut self) -> Option<&mut Ring> {
+        self.ring.as_mut()
+    }
+
+    /// Consumes completions: sends free their slot here, everything else goes to `other`
+    /// (which returns false to have it stashed for later).
+    pub(super) fn reap(&mut self, other: impl FnMut(super::uring::Cqe) -> bool) {
+        let Self { ring, free, tx, .. } = self;
+        if let Some(ring) = ring {
+            ring.reap(
+                |slot, res| {
+                    tx.record(res);
+                    free.push(slot);
+                },
+                other,
+            );
+        }
+    }
+
+    pub(super) fn tx_stats(&self) -> TxStats {
+        self.tx
+    }
+
+    /// Keeps the slot buffers mapped forever (the kernel may still own some).
+    pub(super) fn leak(&mut self) {
+        self.bufs.leak();
+        std::mem::forget(std::mem::take(&mut self.slots));
+    }
+
+    fn acquire(&mut self) -> Option<u16> {
+        if let Some(slot) = self.free.pop() {
+            return Some(slot);
+        }
+        self.tx.overflow_flushes += 1;
+        if self.ring.is_none() {
+            self.flush_mmsg();
+            return self.free.pop();
+        }
+        // io_uring: submit the queued SQEs and wait for send completions. They arrive promptly:
+        // MSG_DONTWAIT sends complete inline at submit. Bounded, in case the kernel misbehaves.
+        for _ in 0..64 {
+            let Some(ring) = &mut self.ring else { break };
+            let want = usize::from(ring.sends_in_flight() > 0);
+            if ring.submit_and_wait(want).is_err() {
+                break;
+            }
+            self.reap(|_| false);
+            if let Some(slot) = self.free.pop() {
+                return Some(slot);
+            }
+            let Some(ring) = &self.ring else { break };
+            if ring.sends_in_flight() == 0 || ring.stash_full() {
+                break;
+            }
+        }
+        None
+    }
+
+    fn flush_mmsg(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let n = (self.pending.len() - i).min(SEND_BATCH);
+            for (m, &slot) in self.mmsg.iter_mut().zip(&self.pending[i..i + n]) {
+                m.msg_hdr = self.slots[usize::from(slot)].hdr;
+                m.msg_len = 0;
+            }
+            // SAFETY: `mmsg[..n]` hold headers whose name/iov pointers point into `slots` and
+            // `bufs`, all alive and not mutated during the call.
+            let sent = unsafe { libc::sendmmsg(self.fd, self.mmsg.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+            if sent > 0 {
+                self.tx.datagrams += sent as u64;
+                i += sent as usize;
+                continue;
+            }
+            match super::errno() {
+                libc::EINTR => {}
+                libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM | 0 => {
+                    // Socket send buffer full: drop the rest of this flush (see module docs).
+                    self.tx.dropped += (self.pending.len() - i) as u64;
+                    break;
+                }
+                _ => {
+                    // The first datagram failed (ECONNREFUSED, EHOSTUNREACH, ..): skip it.
+                    self.tx.errors += 1;
+                    i += 1;
+                }
+            }
+        }
+        self.free.extend_from_slice(&self.pending);
+        self.pending.clear();
+    }
+}
+
+impl fmt::Debug for SendQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendQueue")
+            .field("queued", &self.len())
+            .field("free", &self.free.len())
+            .field("io_uring", &self.ring.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+const _: () = assert!(SEND_SLOTS <= u16::MAX as usize && size_of::<Slot>() > 0);

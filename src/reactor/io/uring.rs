@@ -1,0 +1,489 @@
+//! The io_uring backend: multishot RECVMSG into a provided-buffer ring, a oneshot POLL_ADD on
+//! the waker's eventfd, SENDMSG SQEs from the send queue, waits with an EXT_ARG timespec.
+//!
+//! Buffer ownership: the 1,024 receive buffers belong to the kernel while they sit in the
+//! buffer ring. A completion with `IORING_CQE_F_BUFFER` hands buffer `bid` to us; it goes back
+//! into the ring right after the handler returns. If the ring runs dry, the multishot RECVMSG
+//! ends with ENOBUFS (counted) and is re-armed after the batch recycled its buffers; the socket
+//! buffer holds the datagrams meanwhile. Any completion without `IORING_CQE_F_MORE` re-arms.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::addr_of_mut;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+
+use super::mem::Region;
+use super::sendq::SendQueue;
+use super::sockaddr::{self, NAME_LEN};
+use super::waker::Waker;
+use super::{remaining, DatagramHandler, RxStats, MAX_DATAGRAM, POLL_BATCH};
+
+/// Submission queue entries: all send slots can be queued without a submit in between.
+const SQ_ENTRIES: u32 = 1024;
+/// Completion queue entries: more than receive buffers + send slots + control SQEs in flight.
+const CQ_ENTRIES: u32 = 4096;
+/// Receive buffers in the provided-buffer ring (a power of two).
+const RECV_BUFS: usize = 1024;
+/// Buffer group id of the receive ring.
+const BGID: u16 = 0;
+/// One receive buffer: `io_uring_recvmsg_out` (16 bytes) + name field + payload. The payload
+/// starts at byte 64, cache-line aligned.
+const RECV_BUF_SIZE: usize = 16 + NAME_LEN + MAX_DATAGRAM;
+/// Completions parked while the send queue reaped for free slots: bounded by the receive
+/// buffers and control ops in flight, so it never fills in practice.
+const STASH_CAP: usize = CQ_ENTRIES as usize;
+
+const UD_RECV: u64 = 1;
+const UD_WAKE: u64 = 2;
+const UD_CANCEL: u64 = 3;
+const UD_SEND: u64 = 1 << 32;
+
+/// A copied completion.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cqe {
+    pub(super) user_data: u64,
+    pub(super) result: i32,
+    pub(super) flags: u32,
+}
+
+/// One `io_uring_buf` in the provided-buffer ring; the `resv` field of entry 0 is the tail.
+#[repr(C)]
+struct BufEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+/// The ring, owned by the send queue so that `push_with` can submit when the pool is full.
+pub(super) struct Ring {
+    ring: IoUring,
+    stash: VecDeque<Cqe>,
+    sends_in_flight: usize,
+    unsubmitted_sends: usize,
+    fd: RawFd,
+}
+
+impl Ring {
+    /// Pushes a SENDMSG SQE for `slot`; false if the SQ stayed full after a submit.
+    pub(super) fn push_send(&mut self, slot: u16, hdr: &libc::msghdr) -> bool {
+        let sqe = opcode::SendMsg::new(Fd(self.fd), hdr)
+            .flags(libc::MSG_DONTWAIT as u32)
+            .build()
+            .user_data(UD_SEND | u64::from(slot));
+        if self.push(&sqe).is_err() {
+            return false;
+        }
+        self.sends_in_flight += 1;
+        self.unsubmitted_sends += 1;
+        true
+    }
+
+    pub(super) fn sends_in_flight(&self) -> usize {
+        self.sends_in_flight
+    }
+
+    pub(super) fn unsubmitted_sends(&self) -> usize {
+        self.unsubmitted_sends
+    }
+
+    pub(super) fn has_unsubmitted(&mut self) -> bool {
+        !self.ring.submission().is_empty()
+    }
+
+    pub(super) fn stash_full(&self) -> bool {
+        self.stash.len() >= STASH_CAP
+    }
+
+    /// Pushes an SQE whose pointers stay valid until its completion.
+    fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+        for _ in 0..2 {
+            // SAFETY: every SQE built in this module points at memory owned by the `UdpIo`
+            // (msghdrs in boxed slices, buffers in mmap regions) that outlives the operation:
+            // `UdpIo::drop` cancels and drains before freeing.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return Ok(());
+            }
+            self.submit()?;
+        }
+        Err(io::Error::other("io_uring submission queue full"))
+    }
+
+    /// Submits without waiting.
+    pub(super) fn submit(&mut self) -> io::Result<()> {
+        self.submit_and_wait(0)
+    }
+
+    /// Submits and waits for `want` completions. EINTR, EBUSY (CQ overflow) and EAGAIN are
+    /// not errors: the caller reaps and decides.
+    pub(super) fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        let res = self.ring.submit_and_wait(want);
+        self.after_enter(res).map(drop)
+    }
+
+    /// Submits and waits for one completion or until `timeout` passes (`None`: forever).
+    /// Returns false if a signal interrupted the wait.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        let res = match timeout {
+            None => self.ring.submit_and_wait(1),
+            Some(t) => {
+                let ts = Timespec::from(t);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        self.after_enter(res)
+    }
+
+    fn after_enter(&mut self, res: io::Result<usize>) -> io::Result<bool> {
+        if self.ring.submission().is_empty() {
+            self.unsubmitted_sends = 0;
+        }
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR) => Ok(false),
+                Some(libc::ETIME | libc::EBUSY | libc::EAGAIN) => Ok(true),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Consumes the CQ. Send completions go to `on_send(slot, res)`; other completions go to
+    /// `other`, and those it refuses are stashed (in order) for a later poll.
+    pub(super) fn reap(&mut self, mut on_send: impl FnMut(u16, i32), mut other: impl FnMut(Cqe) -> bool) {
+        let Self { ring, stash, sends_in_flight, .. } = self;
+        let mut cq = ring.completion();
+        while stash.len() < STASH_CAP {
+            let Some(entry) = cq.next() else { break };
+            let cqe = Cqe { user_data: entry.user_data(), result: entry.result(), flags: entry.flags() };
+            if cqe.user_data & UD_SEND != 0 {
+                *sends_in_flight = sends_in_flight.saturating_sub(1);
+                on_send(cqe.user_data as u16, cqe.result);
+            } else if !stash.is_empty() || !other(cqe) {
+                stash.push_back(cqe);
+            }
+        }
+    }
+}
+
+/// The receive side: buffer ring, receive buffers, the multishot msghdr, and state.
+pub(super) struct UringRecv {
+    ring_mem: Region,
+    bufs: Region,
+    /// Template for the multishot RECVMSG (only name/control lengths matter).
+    msghdr: Box<libc::msghdr>,
+    tail: u16,
+    recv_armed: bool,
+    wake_armed: bool,
+    batch: Vec<Cqe>,
+    sock: RawFd,
+    efd: RawFd,
+}
+
+// SAFETY: the raw pointers in `msghdr` are null; the regions are owned memory. Nothing is tied
+// to the creating thread.
+unsafe impl Send for UringRecv {}
+
+/// Creates the ring, checks the features and opcodes needed, registers the buffer ring and arms
+/// the receive and the waker poll. Fails (for `Auto` to fall back) if any step does.
+pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
+    let ring = IoUring::builder()
+        .setup_cqsize(CQ_ENTRIES)
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(SQ_ENTRIES)
+        .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES))?;
+    if !ring.params().is_feature_ext_arg() {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring lacks EXT_ARG (kernel < 5.11)"));
+    }
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in [
+        (opcode::RecvMsg::CODE, "RECVMSG"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
+        }
+    }
+
+    let ring_mem = Region::new(RECV_BUFS * std::mem::size_of::<BufEntry>())?;
+    let bufs = Region::new(RECV_BUFS * RECV_BUF_SIZE)?;
+    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+    let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+    msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
+
+    let mut recv = UringRecv {
+        ring_mem,
+        bufs,
+        msghdr,
+        tail: 0,
+        recv_armed: false,
+        wake_armed: false,
+        batch: Vec::with_capacity(POLL_BATCH),
+        sock,
+        efd,
+    };
+    for bid in 0..RECV_BUFS as u16 {
+        recv.recycle(bid);
+    }
+    // SAFETY: `ring_mem` is page aligned, holds RECV_BUFS entries, and lives as long as the
+    // ring (it is only unmapped after the ring is closed, or leaked).
+    unsafe {
+        ring.submitter().register_buf_ring_with_flags(recv.ring_mem.ptr() as u64, RECV_BUFS as u16, BGID, 0)?;
+    }
+
+    let mut ring = Ring {
+        ring,
+        stash: VecDeque::with_capacity(STASH_CAP),
+        sends_in_flight: 0,
+        unsubmitted_sends: 0,
+        fd: sock,
+    };
+    recv.arm(&mut ring)?;
+    ring.submit()?;
+    // Kernels before 6.0 reject multishot RECVMSG at submit with EINVAL.
+    let mut unsupported = None;
+    ring.reap(
+        |_, _| {},
+        |cqe| {
+            if cqe.user_data == UD_RECV && cqe.result < 0 && !cqueue::more(cqe.flags) {
+                unsupported = Some(io::Error::from_raw_os_error(-cqe.result));
+            }
+            false
+        },
+    );
+    if let Some(e) = unsupported {
+        return Err(io::Error::new(e.kind(), format!("multishot RECVMSG rejected: {e}")));
+    }
+    Ok((ring, recv))
+}
+
+impl UringRecv {
+    pub(super) fn poll(
+        &mut self,
+        deadline: Option<Instant>,
+        handler: &mut impl DatagramHandler,
+        sendq: &mut SendQueue,
+        rx: &mut RxStats,
+        waker: &Waker,
+    ) -> io::Result<usize> {
+        let Some(ring) = sendq.ring_mut() else { return Ok(0) };
+        self.arm(ring)?;
+        self.batch.clear();
+        loop {
+            self.gather(sendq);
+            let Some(ring) = sendq.ring_mut() else { return Ok(0) };
+            if !self.batch.is_empty() {
+                if ring.has_unsubmitted() {
+                    ring.submit()?;
+                }
+                break;
+            }
+            let left = remaining(deadline);
+            if left == Some(Duration::ZERO) {
+                ring.submit()?;
+                self.gather(sendq);
+                break;
+            }
+            if !ring.wait(left)? {
+                // Interrupted by a signal: return what arrived, if anything.
+                self.gather(sendq);
+                break;
+            }
+        }
+
+        let mut handled = 0;
+        let mut woken = false;
+        for k in 0..self.batch.len() {
+            let cqe = self.batch[k];
+            match cqe.user_data {
+                UD_RECV => handled += usize::from(self.on_recv(cqe, handler, sendq, rx)),
+                UD_WAKE => {
+                    self.wake_armed = false;
+                    woken = true;
+                }
+                _ => {}
+            }
+        }
+        self.batch.clear();
+        if woken {
+            // Reset before re-arming: a wake() from now on makes the new poll fire.
+            waker.reset();
+        }
+        if let Some(ring) = sendq.ring_mut() {
+            self.arm(ring)?;
+        }
+        if woken {
+            handler.on_wake(sendq);
+        }
+        sendq.flush()?;
+        Ok(handled)
+    }
+
+    /// Moves stashed and new completions into the batch (sends are completed on the way).
+    fn gather(&mut self, sendq: &mut SendQueue) {
+        if let Some(ring) = sendq.ring_mut() {
+            while self.batch.len() < POLL_BATCH {
+                let Some(cqe) = ring.stash.pop_front() else { break };
+                self.batch.push(cqe);
+            }
+        }
+        let batch = &mut self.batch;
+        sendq.reap(|cqe| {
+            if batch.len() < POLL_BATCH {
+                batch.push(cqe);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Handles one RECVMSG completion; true if a datagram went to the handler.
+    fn on_recv(&mut self, cqe: Cqe, handler: &mut impl DatagramHandler, sendq: &mut SendQueue, rx: &mut RxStats) -> bool {
+        if !cqueue::more(cqe.flags) {
+            self.recv_armed = false;
+        }
+        let bid = cqueue::buffer_select(cqe.flags).filter(|&b| usize::from(b) < RECV_BUFS);
+        if cqe.result < 0 {
+            match -cqe.result {
+                libc::ENOBUFS => rx.no_buffers += 1,
+                libc::ECANCELED => {}
+                _ => rx.errors += 1,
+            }
+            if let Some(bid) = bid {
+                self.recycle(bid);
+            }
+            return false;
+        }
+        let Some(bid) = bid else {
+            rx.errors += 1;
+            return false;
+        };
+        let len = (cqe.result as usize).min(RECV_BUF_SIZE);
+        // SAFETY: the completion hands buffer `bid` to us until `recycle(bid)`; it lies inside
+        // `bufs`, and the kernel wrote `len` bytes of it.
+        let base = unsafe { self.bufs.ptr().add(usize::from(bid) * RECV_BUF_SIZE) };
+        let parsed = {
+            // SAFETY: as above; this shared view ends before the mutable one below is created.
+            let buf = unsafe { std::slice::from_raw_parts(base, len) };
+            io_uring::types::RecvMsgOut::parse(buf, &self.msghdr).ok().map(|out| {
+                let offset = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
+                let truncated = out.is_payload_truncated() || out.is_name_data_truncated();
+                (sockaddr::decode(out.name_data()), offset, out.payload_data().len(), truncated)
+            })
+        };
+        let delivered = match parsed {
+            Some((_, _, _, true)) => {
+                rx.truncated += 1;
+                false
+            }
+            Some((Some(src), offset, plen, false)) => {
+                // SAFETY: `offset + plen <= len` (parse derived both from `buf`); the buffer is
+                // ours until recycled after the handler returns, and no other view is alive.
+                let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), plen) };
+                handler.on_datagram(src, data, sendq);
+                rx.datagrams += 1;
+                true
+            }
+            _ => {
+                rx.errors += 1;
+                false
+            }
+        };
+        self.recycle(bid);
+        delivered
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    fn recycle(&mut self, bid: u16) {
+        let entries = self.ring_mem.ptr().cast::<BufEntry>();
+        let idx = usize::from(self.tail) & (RECV_BUFS - 1);
+        let addr = self.bufs.ptr() as u64 + (usize::from(bid) * RECV_BUF_SIZE) as u64;
+        // SAFETY: `idx < RECV_BUFS`, inside `ring_mem`. The kernel reads entries only below the
+        // published tail, and this slot is at the tail, so nobody reads it concurrently. The
+        // `resv` field (the tail, in entry 0) is not written here.
+        unsafe {
+            let e = entries.add(idx);
+            addr_of_mut!((*e).addr).write(addr);
+            addr_of_mut!((*e).len).write(RECV_BUF_SIZE as u32);
+            addr_of_mut!((*e).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is the u16 `resv` field of entry 0, 2-byte aligned inside
+        // `ring_mem`; the kernel reads it atomically, so it is only written atomically here.
+        let tail = unsafe { AtomicU16::from_ptr(addr_of_mut!((*entries).resv)) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Pushes the multishot RECVMSG and the waker poll if they are not in flight.
+    fn arm(&mut self, ring: &mut Ring) -> io::Result<()> {
+        if !self.recv_armed {
+            let sqe = opcode::RecvMsgMulti::new(Fd(self.sock), &*self.msghdr, BGID).build().user_data(UD_RECV);
+            ring.push(&sqe)?;
+            self.recv_armed = true;
+        }
+        if !self.wake_armed {
+            let sqe = opcode::PollAdd::new(Fd(self.efd), libc::POLLIN as u32).build().user_data(UD_WAKE);
+            ring.push(&sqe)?;
+            self.wake_armed = true;
+        }
+        Ok(())
+    }
+
+    /// Cancels the receive and the waker poll and waits until nothing is in flight. Returns
+    /// false if that did not happen within about a second.
+    pub(super) fn shutdown(&mut self, sendq: &mut SendQueue) -> bool {
+        let recv_armed = Cell::new(self.recv_armed);
+        let wake_armed = Cell::new(self.wake_armed);
+        let note = |cqe: Cqe| {
+            if cqe.user_data == UD_RECV && !cqueue::more(cqe.flags) {
+                recv_armed.set(false);
+            }
+            if cqe.user_data == UD_WAKE {
+                wake_armed.set(false);
+            }
+            true
+        };
+        let Some(ring) = sendq.ring_mut() else { return true };
+        while let Some(cqe) = ring.stash.pop_front() {
+            note(cqe);
+        }
+        for (armed, target) in [(recv_armed.get(), UD_RECV), (wake_armed.get(), UD_WAKE)] {
+            let sqe = opcode::AsyncCancel::new(target).build().user_data(UD_CANCEL);
+            if armed && ring.push(&sqe).is_err() {
+                return false;
+            }
+        }
+        for _ in 0..50 {
+            let Some(ring) = sendq.ring_mut() else { return true };
+            if ring.wait(Some(Duration::from_millis(20))).is_err() {
+                return false;
+            }
+            sendq.reap(note);
+            let Some(ring) = sendq.ring_mut() else { return true };
+            if !recv_armed.get() && !wake_armed.get() && ring.sends_in_flight == 0 && !ring.has_unsubmitted() {
+                self.recv_armed = false;
+                self.wake_armed = false;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Keeps the receive buffers and the buffer ring mapped forever.
+    pub(super) fn leak(&mut self) {
+        self.ring_mem.leak();
+        self.bufs.leak();
+    }
+}

@@ -1,0 +1,298 @@
+//! The node's stream registry, owned by the signalling thread: which streams are live, which
+//! sessions belong to them and on which core each runs. The cores never read it; they learn what
+//! they need through [`crate::control::CoreCommand`]s, which the registry's methods return.
+
+use std::collections::HashMap;
+
+use crate::control::{CoreCommand, CoreId, EndReason, SessionId, StreamId};
+use crate::sdp::{Codec, Extmap, MediaKind};
+
+/// Why a publish or play was refused; the signalling layer maps it to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A stream of that name is live.
+    #[error("stream name is already in use: {0}")]
+    NameInUse(String),
+    /// No live stream has that name.
+    #[error("stream not found: {0}")]
+    StreamNotFound(String),
+    /// The stream name is empty, too long or has characters outside `[A-Za-z0-9._~-]`.
+    #[error("invalid stream name {0:?}: use 1 to 128 of A-Z a-z 0-9 . _ ~ -")]
+    InvalidName(String),
+}
+
+/// A track of a live stream as the publisher negotiated it.
+#[derive(Debug, Clone)]
+pub struct StreamTrack {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The publisher's codec (its payload type is the publisher's).
+    pub codec: Codec,
+    /// Header extensions the publisher's packets carry.
+    pub extmaps: Vec<Extmap>,
+}
+
+/// Whether a session publishes or plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Publishes its stream.
+    Publisher,
+    /// Plays its stream.
+    Player,
+}
+
+/// A live session as signalling knows it.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    /// The session.
+    pub id: SessionId,
+    /// Publisher or player.
+    pub kind: SessionKind,
+    /// Its stream's name.
+    pub stream_name: String,
+    /// The core it runs on.
+    pub core: CoreId,
+    /// Set once ICE and DTLS are up.
+    pub connected: bool,
+}
+
+/// A live stream.
+#[derive(Debug, Clone)]
+pub struct StreamEntry {
+    /// The stream.
+    pub id: StreamId,
+    /// Its name.
+    pub name: String,
+    /// Its publisher.
+    pub publisher: SessionId,
+    /// The publisher's core.
+    pub core: CoreId,
+    /// What the publisher sends.
+    pub tracks: Vec<StreamTrack>,
+    /// Players, with their cores.
+    pub players: Vec<(SessionId, CoreId)>,
+    /// Set once the publisher's first media packet arrived.
+    pub media_flowing: bool,
+}
+
+/// The registry.
+#[derive(Debug)]
+pub struct Registry {
+    streams: HashMap<String, StreamEntry>,
+    sessions: HashMap<SessionId, SessionEntry>,
+    core_load: Vec<usize>,
+    next_stream: u64,
+}
+
+/// Checks a stream name: it becomes part of URLs and SDP `msid` tokens.
+pub fn validate_stream_name(name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidName(name.chars().take(140).collect()))
+    }
+}
+
+impl Registry {
+    /// An empty registry for `cores` media cores.
+    pub fn new(cores: usize) -> Registry {
+        Registry { streams: HashMap::new(), sessions: HashMap::new(), core_load: vec![0; cores], next_stream: 1 }
+    }
+
+    /// The core with the fewest sessions.
+    pub fn least_loaded_core(&self) -> CoreId {
+        let index = self.core_load.iter().enumerate().min_by_key(|(_, load)| **load).map(|(i, _)| i).unwrap_or(0);
+        CoreId(index)
+    }
+
+    /// A live stream by name.
+    pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
+        self.streams.get(name)
+    }
+
+    /// All live streams.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamEntry> {
+        self.streams.values()
+    }
+
+    /// A live session.
+    pub fn session(&self, id: SessionId) -> Option<&SessionEntry> {
+        self.sessions.get(&id)
+    }
+
+    /// Checks that `name` can be published, before any negotiation work.
+    pub fn check_publish(&self, name: &str) -> Result<(), RegistryError> {
+        validate_stream_name(name)?;
+        if self.streams.contains_key(name) {
+            return Err(RegistryError::NameInUse(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Registers a publisher on `core`.
+    pub fn add_publisher(
+        &mut self,
+        name: &str,
+        id: SessionId,
+        core: CoreId,
+        tracks: Vec<StreamTrack>,
+    ) -> Result<StreamId, RegistryError> {
+        self.check_publish(name)?;
+        let stream = StreamId(self.next_stream);
+        self.next_stream += 1;
+        self.streams.insert(
+            name.to_owned(),
+            StreamEntry { id: stream, name: name.to_owned(), publisher: id, core, tracks, players: Vec::new(), media_flowing: false },
+        );
+        self.insert_session(SessionEntry { id, kind: SessionKind::Publisher, stream_name: name.to_owned(), core, connected: false });
+        Ok(stream)
+    }
+
+    /// Registers a player of `name` on `core`. Returns the commands for the publisher's core (to
+    /// start handing packets to `core`, the first time that core gets a player of this stream).
+    pub fn add_player(&mut self, name: &str, id: SessionId, core: CoreId) -> Result<Vec<(CoreId, CoreCommand)>, RegistryError> {
+        let stream = self.streams.get_mut(name).ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+        let mut commands = Vec::new();
+        let first_on_core = !stream.players.iter().any(|(_, c)| *c == core);
+        if core != stream.core && first_on_core {
+            commands.push((stream.core, CoreCommand::AttachCore { stream: stream.id, core }));
+        }
+        stream.players.push((id, core));
+        self.insert_session(SessionEntry { id, kind: SessionKind::Player, stream_name: name.to_owned(), core, connected: false });
+        Ok(commands)
+    }
+
+    fn insert_session(&mut self, entry: SessionEntry) {
+        if let Some(load) = self.core_load.get_mut(entry.core.0) {
+            *load += 1;
+        }
+        self.sessions.insert(entry.id, entry);
+    }
+
+    /// Marks a session connected.
+    pub fn set_connected(&mut self, id: SessionId) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.connected = true;
+        }
+    }
+
+    /// Marks a publisher's media as flowing.
+    pub fn set_media_flowing(&mut self, id: SessionId) {
+        if let Some(session) = self.sessions.get(&id) {
+            if let Some(stream) = self.streams.get_mut(&session.stream_name) {
+                if stream.publisher == id {
+                    stream.media_flowing = true;
+                }
+            }
+        }
+    }
+
+    /// Forgets a session. Returns the commands that follow: ending a publisher's players, and
+    /// detaching a core that has no players of the stream left.
+    pub fn remove_session(&mut self, id: SessionId) -> Vec<(CoreId, CoreCommand)> {
+        let Some(session) = self.sessions.remove(&id) else { return Vec::new() };
+        if let Some(load) = self.core_load.get_mut(session.core.0) {
+            *load = load.saturating_sub(1);
+        }
+        let mut commands = Vec::new();
+        match session.kind {
+            SessionKind::Publisher => {
+                let Some(stream) = self.streams.get(&session.stream_name) else { return commands };
+                if stream.publisher != id {
+                    return commands;
+                }
+                let stream = self.streams.remove(&session.stream_name).expect("looked up just above");
+                for (player, core) in stream.players {
+                    if let Some(entry) = self.sessions.remove(&player) {
+                        if let Some(load) = self.core_load.get_mut(entry.core.0) {
+                            *load = load.saturating_sub(1);
+                        }
+                    }
+                    commands.push((core, CoreCommand::RemoveSession { id: player, reason: EndReason::PublisherLeft }));
+                }
+            }
+            SessionKind::Player => {
+                let Some(stream) = self.streams.get_mut(&session.stream_name) else { return commands };
+                stream.players.retain(|(p, _)| *p != id);
+                let core_still_used = stream.players.iter().any(|(_, c)| *c == session.core);
+                if session.core != stream.core && !core_still_used {
+                    commands.push((stream.core, CoreCommand::DetachCore { stream: stream.id, core: session.core }));
+                }
+            }
+        }
+        commands
+    }
+
+    /// Sessions per core.
+    pub fn core_load(&self) -> &[usize] {
+        &self.core_load
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track() -> Vec<StreamTrack> {
+        vec![StreamTrack {
+            kind: MediaKind::Video,
+            codec: Codec { pt: 96, name: "VP8".into(), clock_rate: 90000, channels: None, fmtp: None, rtcp_fb: vec![], rtx_pt: None },
+            extmaps: vec![],
+        }]
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_stream_name("cam-1.main_~x").is_ok());
+        for bad in ["", "a b", "a/b", "ä", &"x".repeat(129)] {
+            assert!(validate_stream_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn second_publish_of_a_live_name_is_refused() {
+        let mut registry = Registry::new(2);
+        registry.add_publisher("s", SessionId(1), CoreId(0), track()).unwrap();
+        assert_eq!(registry.add_publisher("s", SessionId(2), CoreId(1), track()).unwrap_err(), RegistryError::NameInUse("s".into()));
+    }
+
+    #[test]
+    fn players_on_other_cores_attach_once_and_detach_when_gone() {
+        let mut registry = Registry::new(2);
+        let stream = registry.add_publisher("s", SessionId(1), CoreId(0), track()).unwrap();
+        let c = registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
+        assert!(matches!(c.as_slice(), [(CoreId(0), CoreCommand::AttachCore { stream: s, core: CoreId(1) })] if *s == stream));
+        assert!(registry.add_player("s", SessionId(3), CoreId(1)).unwrap().is_empty());
+        assert!(registry.add_player("s", SessionId(4), CoreId(0)).unwrap().is_empty());
+        assert!(registry.remove_session(SessionId(2)).is_empty());
+        let c = registry.remove_session(SessionId(3));
+        assert!(matches!(c.as_slice(), [(CoreId(0), CoreCommand::DetachCore { .. })]));
+        assert_eq!(registry.add_player("x", SessionId(5), CoreId(0)).unwrap_err(), RegistryError::StreamNotFound("x".into()));
+    }
+
+    #[test]
+    fn publisher_leaving_ends_its_players_and_frees_the_name() {
+        let mut registry = Registry::new(2);
+        registry.add_publisher("s", SessionId(1), CoreId(0), track()).unwrap();
+        registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
+        let c = registry.remove_session(SessionId(1));
+        assert!(matches!(
+            c.as_slice(),
+            [(CoreId(1), CoreCommand::RemoveSession { id: SessionId(2), reason: EndReason::PublisherLeft })]
+        ));
+        assert!(registry.session(SessionId(2)).is_none());
+        assert_eq!(registry.core_load(), &[0, 0]);
+        registry.add_publisher("s", SessionId(3), CoreId(1), track()).unwrap();
+    }
+
+    #[test]
+    fn least_loaded_core_balances() {
+        let mut registry = Registry::new(2);
+        registry.add_publisher("a", SessionId(1), CoreId(0), track()).unwrap();
+        assert_eq!(registry.least_loaded_core(), CoreId(1));
+    }
+}

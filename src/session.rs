@@ -1,0 +1,567 @@
+//! One WebRTC peer on a media core, sans-IO: ICE-lite, SRTP, and the RTCP a server must speak.
+//!
+//! The core feeds it datagrams and the time (`handle_*`) and drains what it wants to send and
+//! what happened (`poll_transmit`, `poll_event`, `poll_timeout`). DTLS runs in its own task (see
+//! [`crate::dtls`]); the core passes records there and hands the exported keys back here with
+//! [`Session::handle_dtls_connected`]. Media packets are decrypted and encrypted in place in the
+//! caller's buffers; only control packets (STUN, RTCP) are allocated.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ice::{IceEvent, IceLiteAgent, Transmit};
+use rtp::rtcp::{Items, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, RtcpIter, SenderReport};
+use rtp::srtp::SrtpContext;
+use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
+
+use crate::control::{EndReason, PlayedTrack, PublishedTrack, SessionId, SessionRole, SessionSpec, StreamId};
+use crate::dtls::{DtlsRole, SrtpKeyingMaterial};
+use crate::sdp::MediaKind;
+
+/// Keyframe requests toward a publisher are merged: at most one PLI per this interval.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a publisher gets a receiver report (and REMB).
+const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The bitrate announced to publishers in REMB, so a browser ramps up to a useful rate instead of
+/// staying at its cautious start estimate. rtcdn does no congestion control of its own (yet).
+const REMB_BITRATE_BPS: u64 = 5_000_000;
+
+/// Why the session refused a datagram. Counted and logged by the core, never fatal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// STUN that failed ICE checks.
+    #[error("ICE: {0}")]
+    Ice(#[from] ice::IceError),
+    /// SRTP/SRTCP that failed authentication, replay checks or parsing.
+    #[error("SRTP: {0}")]
+    Srtp(rtp::Error),
+    /// Plaintext RTP/RTCP that did not parse.
+    #[error("RTP: {0}")]
+    Rtp(rtp::Error),
+    /// Media before the DTLS handshake finished.
+    #[error("media before DTLS keys")]
+    NotKeyed,
+    /// Media from a payload type that was not negotiated.
+    #[error("unnegotiated payload type {0}")]
+    UnknownPayloadType(u8),
+    /// A player sent RTP (players only receive).
+    #[error("unexpected RTP from a player")]
+    UnexpectedRtp,
+}
+
+/// Something the core must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// ICE nominated this address: start DTLS towards it.
+    IceConnected { remote: SocketAddr },
+    /// The peer moved to another address (ICE re-nomination).
+    RemoteChanged { remote: SocketAddr },
+    /// SRTP keys are installed: media flows.
+    Connected,
+    /// A publisher's first media packet arrived.
+    MediaStarted,
+    /// A player asked for a keyframe (PLI or FIR): forward to the stream's publisher.
+    KeyframeRequested,
+    /// A publisher's sender report: players get a translated one.
+    SenderReport { kind: MediaKind, ntp_time: u64, rtp_time: u32 },
+    /// The session is over; the core removes it.
+    Ended(EndReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    AwaitingIce,
+    AwaitingDtls,
+    Connected,
+    Ended,
+}
+
+/// Receive statistics of one publisher SSRC, for receiver reports (RFC 3550 A.3).
+#[derive(Debug, Default, Clone)]
+struct ReceiveStats {
+    ssrc: u32,
+    base_seq: u64,
+    highest_seq: Option<u64>,
+    received: u64,
+    expected_prior: u64,
+    received_prior: u64,
+    last_sr_ntp_middle: u32,
+    last_sr_at: Option<Instant>,
+}
+
+impl ReceiveStats {
+    fn record(&mut self, ssrc: u32, seq: u16) {
+        if self.ssrc != ssrc || self.highest_seq.is_none() {
+            *self = ReceiveStats { ssrc, base_seq: u64::from(seq), highest_seq: Some(u64::from(seq)), ..Default::default() };
+        }
+        let highest = self.highest_seq.unwrap_or_default();
+        let extended = extend_seq(highest, seq);
+        if extended > highest {
+            self.highest_seq = Some(extended);
+        }
+        self.received += 1;
+    }
+
+    fn report_block(&mut self, now: Instant) -> Option<ReportBlock> {
+        let highest = self.highest_seq?;
+        let expected = highest - self.base_seq + 1;
+        let lost = expected.saturating_sub(self.received);
+        let expected_interval = expected - self.expected_prior;
+        let received_interval = self.received - self.received_prior;
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = if expected_interval == 0 { 0 } else { ((lost_interval << 8) / expected_interval).min(255) as u8 };
+        let delay_since_last_sr = self
+            .last_sr_at
+            .map(|at| (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32)
+            .unwrap_or(0);
+        Some(ReportBlock {
+            ssrc: Ssrc(self.ssrc),
+            fraction_lost,
+            cumulative_lost: lost.min(0x7f_ffff) as i32,
+            extended_highest_seq: highest as u32,
+            jitter: 0,
+            last_sr: self.last_sr_ntp_middle,
+            delay_since_last_sr,
+        })
+    }
+}
+
+/// Extends a 16-bit sequence number to 64 bits next to the highest one seen (RFC 3550 A.1).
+fn extend_seq(highest: u64, seq: u16) -> u64 {
+    let cycle = highest & !0xffff;
+    let candidate = cycle | u64::from(seq);
+    let highest_low = highest & 0xffff;
+    if seq < 0x8000 && highest_low >= 0x8000 && u64::from(seq) + 0x8000 < highest_low {
+        candidate + 0x1_0000
+    } else if u64::from(seq) > highest_low + 0x8000 && cycle > 0 {
+        candidate - 0x1_0000
+    } else {
+        candidate
+    }
+}
+
+struct PublisherState {
+    tracks: Vec<PublishedTrack>,
+    stats: [ReceiveStats; 2],
+    media_started: bool,
+    last_keyframe_request: Option<Instant>,
+    pending_keyframe_request: Option<Instant>,
+    next_receiver_report: Option<Instant>,
+}
+
+struct PlayerTrack {
+    track: PlayedTrack,
+    rewriter: RtpRewriter,
+    packets_sent: u32,
+    octets_sent: u32,
+}
+
+struct PlayerState {
+    tracks: [Option<PlayerTrack>; 2],
+}
+
+enum RoleState {
+    Publisher(PublisherState),
+    Player(PlayerState),
+}
+
+fn kind_index(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+/// One WebRTC peer: a publisher or a player.
+pub struct Session {
+    id: SessionId,
+    stream: StreamId,
+    stream_name: String,
+    ice: IceLiteAgent,
+    dtls_role: DtlsRole,
+    remote_fingerprint: [u8; 32],
+    phase: Phase,
+    remote: Option<SocketAddr>,
+    srtp_rx: Option<SrtpContext>,
+    srtp_tx: Option<SrtpContext>,
+    rtcp_ssrc: u32,
+    role: RoleState,
+    events: VecDeque<SessionEvent>,
+    transmits: VecDeque<Transmit>,
+}
+
+impl Session {
+    /// Creates a session from what signalling negotiated. `seed` gives the session its random
+    /// values (RTCP SSRC, RTP sequence/timestamp bases) without reading a global RNG.
+    pub fn new(spec: SessionSpec, now: Instant, consent_timeout: Duration, seed: u64) -> Session {
+        let mut ice = IceLiteAgent::new(spec.local_ice, spec.remote_ice, now);
+        ice.set_consent_timeout(consent_timeout);
+        let mut random = SplitMix64(seed);
+        let role = match spec.role {
+            SessionRole::Publisher { tracks } => RoleState::Publisher(PublisherState {
+                tracks,
+                stats: Default::default(),
+                media_started: false,
+                last_keyframe_request: None,
+                pending_keyframe_request: None,
+                next_receiver_report: None,
+            }),
+            SessionRole::Player { tracks } => {
+                let mut slots: [Option<PlayerTrack>; 2] = [None, None];
+                for track in tracks {
+                    let rewriter = RtpRewriter::new(Ssrc(track.ssrc), Pt::new(track.pt), random.next() as u16, random.next() as u32);
+                    let slot = kind_index(track.kind);
+                    slots[slot] = Some(PlayerTrack { track, rewriter, packets_sent: 0, octets_sent: 0 });
+                }
+                RoleState::Player(PlayerState { tracks: slots })
+            }
+        };
+        Session {
+            id: spec.id,
+            stream: spec.stream,
+            stream_name: spec.stream_name,
+            ice,
+            dtls_role: spec.dtls_role,
+            remote_fingerprint: spec.remote_fingerprint,
+            phase: Phase::AwaitingIce,
+            remote: None,
+            srtp_rx: None,
+            srtp_tx: None,
+            rtcp_ssrc: random.next() as u32 | 1,
+            role,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+        }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+    /// The stream it publishes or plays.
+    pub fn stream(&self) -> StreamId {
+        self.stream
+    }
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream_name
+    }
+    /// Whether it publishes.
+    pub fn is_publisher(&self) -> bool {
+        matches!(self.role, RoleState::Publisher(_))
+    }
+    /// The peer's nominated address.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+    /// Our DTLS role.
+    pub fn dtls_role(&self) -> DtlsRole {
+        self.dtls_role
+    }
+    /// The fingerprint the peer's DTLS certificate must have.
+    pub fn remote_fingerprint(&self) -> [u8; 32] {
+        self.remote_fingerprint
+    }
+    /// Whether SRTP keys are installed.
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Connected
+    }
+
+    /// A STUN datagram from `from`.
+    pub fn handle_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<(), SessionError> {
+        let result = self.ice.handle_packet(now, from, data);
+        self.drain_ice();
+        result.map_err(SessionError::from)
+    }
+
+    /// The DTLS handshake finished: install SRTP contexts.
+    pub fn handle_dtls_connected(&mut self, keys: SrtpKeyingMaterial, now: Instant) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        let rx = SrtpContext::new(keys.profile, &keys.remote_key, &keys.remote_salt);
+        let tx = SrtpContext::new(keys.profile, &keys.local_key, &keys.local_salt);
+        match (rx, tx) {
+            (Ok(rx), Ok(tx)) => {
+                self.srtp_rx = Some(rx);
+                self.srtp_tx = Some(tx);
+                self.phase = Phase::Connected;
+                self.events.push_back(SessionEvent::Connected);
+                if let RoleState::Publisher(publisher) = &mut self.role {
+                    publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => self.end(EndReason::DtlsFailed(format!("SRTP keys: {e}"))),
+        }
+    }
+
+    /// Ends the session (once); the core removes it after draining events.
+    pub fn end(&mut self, reason: EndReason) {
+        if self.phase != Phase::Ended {
+            self.phase = Phase::Ended;
+            self.events.push_back(SessionEvent::Ended(reason));
+        }
+    }
+
+    /// A publisher's SRTP packet: authenticated and decrypted in place. Returns the kind of the
+    /// track and the plaintext length, to be forwarded to players.
+    pub fn handle_srtp(&mut self, data: &mut [u8]) -> Result<(MediaKind, usize), SessionError> {
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return Err(SessionError::UnexpectedRtp);
+        };
+        let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
+        let len = srtp.unprotect_rtp(data).map_err(SessionError::Srtp)?;
+        let header = RtpHeader::parse(&data[..len]).map_err(SessionError::Rtp)?;
+        let pt = header.payload_type().value();
+        let track = publisher.tracks.iter().find(|t| t.pt == pt).ok_or(SessionError::UnknownPayloadType(pt))?;
+        let kind = track.kind;
+        publisher.stats[kind_index(kind)].record(header.ssrc().0, header.sequence_number());
+        if !publisher.media_started {
+            publisher.media_started = true;
+            self.events.push_back(SessionEvent::MediaStarted);
+        }
+        Ok((kind, len))
+    }
+
+    /// An SRTCP packet from the peer.
+    pub fn handle_srtcp(&mut self, now: Instant, data: &mut [u8]) -> Result<(), SessionError> {
+        let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
+        let len = srtp.unprotect_rtcp(data).map_err(SessionError::Srtp)?;
+        for packet in RtcpIter::new(&data[..len]) {
+            match packet.map_err(SessionError::Rtp)? {
+                Rtcp::SenderReport(sr) => self.handle_sender_report(now, &sr),
+                Rtcp::Pli(_) | Rtcp::Fir(_) if !self.is_publisher() => {
+                    self.events.push_back(SessionEvent::KeyframeRequested)
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_sender_report(&mut self, now: Instant, sr: &SenderReport) {
+        let RoleState::Publisher(publisher) = &mut self.role else { return };
+        let Some(index) = publisher.stats.iter().position(|s| s.ssrc == sr.sender_ssrc.0 && s.highest_seq.is_some()) else {
+            return;
+        };
+        let stats = &mut publisher.stats[index];
+        stats.last_sr_ntp_middle = (sr.ntp_time >> 16) as u32;
+        stats.last_sr_at = Some(now);
+        let kind = if index == 0 { MediaKind::Audio } else { MediaKind::Video };
+        self.events.push_back(SessionEvent::SenderReport { kind, ntp_time: sr.ntp_time, rtp_time: sr.rtp_time });
+    }
+
+    /// Writes a forwarded packet for this player into `out`: copied from `plain`, rewritten to the
+    /// player's SSRC, payload type, sequence and timestamp, and encrypted. Returns the datagram
+    /// length, or 0 when this player does not take the packet (not connected, no such track).
+    pub fn write_rtp(&mut self, kind: MediaKind, plain: &[u8], out: &mut [u8]) -> usize {
+        let (RoleState::Player(player), Some(srtp)) = (&mut self.role, self.srtp_tx.as_mut()) else {
+            return 0;
+        };
+        let Some(track) = player.tracks[kind_index(kind)].as_mut() else { return 0 };
+        let len = plain.len();
+        if len + 32 > out.len() {
+            return 0;
+        }
+        out[..len].copy_from_slice(plain);
+        if track.rewriter.rewrite(&mut out[..len]).is_err() {
+            return 0;
+        }
+        match srtp.protect_rtp(out, len) {
+            Ok(n) => {
+                track.packets_sent = track.packets_sent.wrapping_add(1);
+                track.octets_sent = track.octets_sent.wrapping_add(len as u32);
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// The publisher sent a sender report: send this player the same NTP↔RTP mapping in its own
+    /// SSRC and timestamp space, so its browser keeps audio and video in sync.
+    pub fn handle_publisher_sender_report(&mut self, kind: MediaKind, ntp_time: u64, rtp_time: u32) {
+        let RoleState::Player(player) = &mut self.role else { return };
+        let Some(track) = player.tracks[kind_index(kind)].as_mut() else { return };
+        let Some(rtp_time) = track.rewriter.output_timestamp(rtp_time) else { return };
+        let sr = SenderReport {
+            sender_ssrc: Ssrc(track.track.ssrc),
+            ntp_time,
+            rtp_time,
+            packet_count: track.packets_sent,
+            octet_count: track.octets_sent,
+            reports: Items::default(),
+        };
+        self.send_rtcp(&[Rtcp::SenderReport(sr)]);
+    }
+
+    /// Asks a publisher for a keyframe; requests closer together than the throttle interval are
+    /// merged into one PLI sent when the interval ends.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        let RoleState::Publisher(publisher) = &mut self.role else { return };
+        let due = publisher.last_keyframe_request.map(|at| at + KEYFRAME_REQUEST_INTERVAL);
+        match due {
+            Some(due) if due > now => {
+                publisher.pending_keyframe_request.get_or_insert(due);
+            }
+            _ => self.send_keyframe_request(now),
+        }
+    }
+
+    fn send_keyframe_request(&mut self, now: Instant) {
+        let RoleState::Publisher(publisher) = &mut self.role else { return };
+        publisher.pending_keyframe_request = None;
+        let video_ssrc = publisher.stats[kind_index(MediaKind::Video)].ssrc;
+        if video_ssrc == 0 || self.srtp_tx.is_none() {
+            // Nothing to ask yet: the first keyframe is on its way anyway.
+            return;
+        }
+        publisher.last_keyframe_request = Some(now);
+        let pli = Pli { sender_ssrc: Ssrc(self.rtcp_ssrc), media_ssrc: Ssrc(video_ssrc) };
+        self.send_rtcp(&[Rtcp::Pli(pli)]);
+    }
+
+    fn send_receiver_report(&mut self, now: Instant) {
+        let RoleState::Publisher(publisher) = &mut self.role else { return };
+        publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
+        let reports: Vec<ReportBlock> = publisher.stats.iter_mut().filter_map(|s| s.report_block(now)).collect();
+        let ssrcs: Vec<Ssrc> = reports.iter().map(|r| r.ssrc).collect();
+        if reports.is_empty() {
+            return;
+        }
+        let sender_ssrc = Ssrc(self.rtcp_ssrc);
+        let rr = Rtcp::ReceiverReport(ReceiverReport { sender_ssrc, reports: Items::from_slice(&reports) });
+        let remb = Rtcp::Remb(Remb { sender_ssrc, bitrate_bps: REMB_BITRATE_BPS, ssrcs: Items::from_slice(&ssrcs) });
+        self.send_rtcp(&[rr, remb]);
+    }
+
+    fn send_rtcp(&mut self, packets: &[Rtcp<'_>]) {
+        let (Some(remote), Some(srtp)) = (self.remote, self.srtp_tx.as_mut()) else { return };
+        let len: usize = packets.iter().map(|p| p.encoded_len()).sum();
+        let mut buf = vec![0u8; len + 64];
+        let mut at = 0;
+        for packet in packets {
+            match packet.write_to(&mut buf[at..]) {
+                Ok(n) => at += n,
+                Err(_) => return,
+            }
+        }
+        if let Ok(n) = srtp.protect_rtcp(&mut buf, at) {
+            buf.truncate(n);
+            self.transmits.push_back(Transmit { destination: remote, contents: buf });
+        }
+    }
+
+    /// Time passed: ICE consent, merged keyframe requests, receiver reports.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ice.handle_timeout(now);
+        self.drain_ice();
+        let (pending, report) = match &self.role {
+            RoleState::Publisher(p) => (p.pending_keyframe_request, p.next_receiver_report),
+            RoleState::Player(_) => (None, None),
+        };
+        if pending.is_some_and(|at| at <= now) {
+            self.send_keyframe_request(now);
+        }
+        if report.is_some_and(|at| at <= now) {
+            self.send_receiver_report(now);
+        }
+    }
+
+    /// When [`Session::handle_timeout`] wants to run next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.ice.poll_timeout();
+        if let RoleState::Publisher(p) = &self.role {
+            for at in [p.pending_keyframe_request, p.next_receiver_report].into_iter().flatten() {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    /// A control datagram to send (STUN, RTCP).
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Something that happened.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    fn drain_ice(&mut self) {
+        while let Some(transmit) = self.ice.poll_transmit() {
+            self.transmits.push_back(transmit);
+        }
+        while let Some(event) = self.ice.poll_event() {
+            match event {
+                IceEvent::Connected { remote } => {
+                    self.remote = Some(remote);
+                    if self.phase == Phase::AwaitingIce {
+                        self.phase = Phase::AwaitingDtls;
+                    }
+                    self.events.push_back(SessionEvent::IceConnected { remote });
+                }
+                IceEvent::RemoteChanged { remote } => {
+                    self.remote = Some(remote);
+                    self.events.push_back(SessionEvent::RemoteChanged { remote });
+                }
+                IceEvent::Disconnected { reason } => {
+                    let reason = match reason {
+                        ice::DisconnectReason::NeverConnected => EndReason::NeverConnected,
+                        _ => EndReason::ConsentExpired,
+                    };
+                    self.end(reason);
+                }
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A tiny deterministic generator for per-session random values (SSRCs, sequence bases), so the
+/// session needs no global RNG.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_extension_wraps_forward_and_back() {
+        assert_eq!(extend_seq(10, 11), 11);
+        assert_eq!(extend_seq(0xfff0, 0x0005), 0x1_0005);
+        assert_eq!(extend_seq(0x1_0005, 0xfff0), 0xfff0);
+        assert_eq!(extend_seq(0x1_0005, 0x0003), 0x1_0003);
+    }
+
+    #[test]
+    fn receive_stats_count_loss() {
+        let mut stats = ReceiveStats::default();
+        for seq in [100u16, 101, 103, 104] {
+            stats.record(7, seq);
+        }
+        let block = stats.report_block(Instant::now()).unwrap();
+        assert_eq!(block.ssrc, Ssrc(7));
+        assert_eq!(block.cumulative_lost, 1);
+        assert_eq!(block.extended_highest_seq, 104);
+        assert_eq!(block.fraction_lost, (1u64 * 256 / 5) as u8);
+    }
+}

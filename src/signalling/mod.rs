@@ -1,0 +1,273 @@
+//! The signalling thread's HTTP listener: WHIP (`/whip/{stream}`), WHEP (`/whep/{stream}`), the
+//! built-in page, and `/api/stats`. Requests are negotiated here and handed to a media core as a
+//! [`CoreCommand`]; nothing on this thread touches media.
+
+mod whip;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::control::{CoreCommand, CoreEvent, CoreId};
+use crate::dtls::DtlsCertificate;
+use crate::reactor::core::CoreStats;
+use crate::reactor::io::Waker;
+use crate::registry::Registry;
+
+/// The largest request body accepted (an SDP offer is a few KiB).
+const MAX_BODY: usize = 64 * 1024;
+const INDEX_HTML: &str = include_str!("../web/index.html");
+
+/// How signalling reaches a media core.
+#[derive(Clone)]
+pub struct CoreHandle {
+    /// Command queue.
+    pub commands: std::sync::mpsc::Sender<CoreCommand>,
+    /// Wakes the core to read its queue.
+    pub waker: Waker,
+    /// Host candidates of this core: each announced address with the core's port.
+    pub candidates: Vec<SocketAddr>,
+    /// The core's counters.
+    pub stats: Arc<CoreStats>,
+}
+
+impl CoreHandle {
+    /// Sends a command and wakes the core.
+    pub fn send(&self, command: CoreCommand) {
+        if self.commands.send(command).is_ok() {
+            self.waker.wake();
+        }
+    }
+}
+
+/// State shared by all requests.
+pub struct Signalling {
+    /// The stream registry.
+    pub registry: Mutex<Registry>,
+    /// The media cores.
+    pub cores: Vec<CoreHandle>,
+    /// Our DTLS certificate (its fingerprint goes in answers).
+    pub certificate: DtlsCertificate,
+}
+
+impl Signalling {
+    /// Sends commands to their cores.
+    pub fn dispatch(&self, commands: Vec<(CoreId, CoreCommand)>) {
+        for (core, command) in commands {
+            if let Some(handle) = self.cores.get(core.0) {
+                handle.send(command);
+            }
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding the lock would be a bug; the registry stays usable regardless.
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies what a core reports.
+    pub fn handle_core_event(&self, event: CoreEvent) {
+        match event {
+            CoreEvent::SessionConnected { id } => self.registry().set_connected(id),
+            CoreEvent::MediaStarted { id } => self.registry().set_media_flowing(id),
+            CoreEvent::SessionEnded { id, reason } => {
+                let commands = self.registry().remove_session(id);
+                debug!(session = %id, %reason, "session forgotten");
+                self.dispatch(commands);
+            }
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<Signalling>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(req, &state, peer).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+            {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.into())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+async fn handle(req: Request<Incoming>, state: &Signalling, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = route(req, state).await;
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert("access-control-expose-headers", HeaderValue::from_static("Location, ETag, Link, Accept-Patch"));
+    if response.status().is_client_error() || response.status().is_server_error() {
+        info!(%peer, %method, %path, status = response.status().as_u16(), "request refused");
+    }
+    response
+}
+
+async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if req.method() == Method::OPTIONS {
+        return preflight();
+    }
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, [""]) | (Method::GET, ["index.html"]) => {
+            let mut response = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response
+        }
+        (Method::GET, ["api", "stats"]) => stats(state),
+        (Method::POST, [protocol @ ("whip" | "whep"), stream]) => {
+            let stream = percent_decode(stream);
+            match sdp_body(req).await {
+                Ok(offer) if *protocol == "whip" => whip::publish(state, &stream, &offer),
+                Ok(offer) => whip::play(state, &stream, &offer),
+                Err(response) => response,
+            }
+        }
+        (Method::DELETE, ["whip" | "whep", _stream, session]) => whip::delete(state, session),
+        (Method::PATCH, ["whip" | "whep", _stream, _session]) => {
+            // RFC 9725 §4.3.1: a server that does not support trickle ICE answers 405; rtcdn
+            // puts every candidate in the answer.
+            text(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported: all candidates are in the answer")
+        }
+        (_, ["whip" | "whep", ..]) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => text(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
+    }
+}
+
+fn preflight() -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::NO_CONTENT, "");
+    let headers = response.headers_mut();
+    headers.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, DELETE, PATCH, OPTIONS"));
+    headers.insert("access-control-allow-headers", HeaderValue::from_static("Content-Type, Authorization, If-Match"));
+    headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    headers.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    response
+}
+
+/// Reads an `application/sdp` body.
+async fn sdp_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
+        return Err(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/sdp, not {content_type:?}"),
+        ));
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return Err(text(StatusCode::PAYLOAD_TOO_LARGE, format!("the offer exceeds {MAX_BODY} bytes"))),
+    };
+    String::from_utf8(body.to_vec()).map_err(|_| text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))
+}
+
+/// Decodes `%XX` escapes in a path segment; invalid escapes stay as they are (and then fail the
+/// stream-name check).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+            if let Ok(v) = u8::from_str_radix(&segment[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn stats(state: &Signalling) -> Response<Full<Bytes>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cores: Vec<serde_json::Value> = state
+        .cores
+        .iter()
+        .enumerate()
+        .map(|(i, core)| {
+            let s = &core.stats;
+            serde_json::json!({
+                "core": i,
+                "candidates": core.candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                "sessions": s.sessions.load(Relaxed),
+                "rtp_received": s.rtp_received.load(Relaxed),
+                "rtp_sent": s.rtp_sent.load(Relaxed),
+                "stun_rejected": s.stun_rejected.load(Relaxed),
+                "srtp_rejected": s.srtp_rejected.load(Relaxed),
+                "rtp_malformed": s.rtp_malformed.load(Relaxed),
+                "unknown_source": s.unknown_source.load(Relaxed),
+                "unclassified": s.unclassified.load(Relaxed),
+                "handoff_dropped": s.handoff_dropped.load(Relaxed),
+            })
+        })
+        .collect();
+    let streams: Vec<serde_json::Value> = state
+        .registry()
+        .streams()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "core": s.core.0,
+                "media_flowing": s.media_flowing,
+                "players": s.players.len(),
+                "tracks": s.tracks.iter().map(|t| format!("{}/{}", t.codec.name, t.codec.clock_rate)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "cores": cores, "streams": streams });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Db"), "a-b");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%e4%b8%ad"), "中");
+    }
+}
