@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The one test command: bash scripts/test.sh
+# Works on a fresh Debian-based machine (root, Rust toolchain, node/npm): installs Debian's
+# chromium if missing, npm-installs the browser test deps from the lockfile, then runs
+# cargo build, cargo test, a short fuzz pass (if fuzz/ has targets) and the browser tests.
+#
+# Environment knobs:
+#   FUZZ_SECONDS=N      seconds per fuzz target (default 5; 0 skips running, still builds)
+#   SKIP_FUZZ=1         skip the fuzz stage
+#   SKIP_BROWSER=1      skip the browser stage
+#   RTCDN_SKIP_E2E=1    run only the server-less browser checks
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/rtcdn-test.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+
+banner() {
+  printf '\n==================== %s ====================\n' "$*"
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "need root to run: $*" >&2; return 1
+  fi
+}
+
+# Adds the counts from a cargo test log ("test result: ok. 3 passed; 0 failed; 1 ignored; ...").
+count_cargo() {
+  local p f i
+  p=$(grep -E '^test result:' "$1" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}' || true)
+  f=$(grep -E '^test result:' "$1" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}' || true)
+  i=$(grep -E '^test result:' "$1" | grep -Eo '[0-9]+ ignored' | awk '{s+=$1} END {print s+0}' || true)
+  PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + i))
+}
+
+# Adds the counts from node's TAP summary ("# pass 3", "# fail 0", "# skipped 1").
+count_node() {
+  local p f s
+  p=$(awk '/^# pass /{s+=$3} END {print s+0}' "$1")
+  f=$(awk '/^# fail /{s+=$3} END {print s+0}' "$1")
+  s=$(awk '/^# skipped /{s+=$3} END {print s+0}' "$1")
+  PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + s))
+}
+
+banner "toolchain"
+cargo --version
+rustc --version
+node --version
+npm --version
+
+if [ "${SKIP_BROWSER:-0}" != 1 ]; then
+  banner "chromium"
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "/usr/bin/chromium missing: installing Debian's chromium"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+  fi
+  # The Debian launcher script prints a harmless shell warning on some machines; hide it.
+  /usr/bin/chromium --version 2>/dev/null
+
+  banner "npm ci (tests/browser)"
+  stamp_file="tests/browser/node_modules/.rtcdn-lock-stamp"
+  want_stamp="$(cat tests/browser/package-lock.json tests/browser/package.json | sha256sum | cut -d' ' -f1) node-$(node --version)"
+  if [ ! -d tests/browser/node_modules ] || [ "$(cat "$stamp_file" 2>/dev/null || true)" != "$want_stamp" ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund)
+    printf '%s\n' "$want_stamp" > "$stamp_file"
+  else
+    echo "node_modules up to date"
+  fi
+fi
+
+banner "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+banner "cargo test --workspace"
+cargo test --workspace 2>&1 | tee "$WORK/cargo-test.log"
+count_cargo "$WORK/cargo-test.log"
+
+banner "fuzz"
+if [ "${SKIP_FUZZ:-0}" = 1 ]; then
+  echo "SKIP_FUZZ=1: skipping"
+elif [ ! -f fuzz/Cargo.toml ]; then
+  echo "no fuzz/Cargo.toml yet: no fuzz targets, skipping"
+else
+  export RUSTC_BOOTSTRAP=1
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+  fi
+  mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
+  if [ "${#targets[@]}" -eq 0 ]; then
+    echo "fuzz/ has no targets yet, skipping"
+  else
+    echo "targets: ${targets[*]}"
+    cargo fuzz build --fuzz-dir fuzz
+    secs="${FUZZ_SECONDS:-5}"
+    if [ "$secs" -gt 0 ]; then
+      for t in "${targets[@]}"; do
+        echo "--- fuzz $t for ${secs}s"
+        corpus="$WORK/corpus/$t"
+        artifacts="$ROOT/fuzz/target/artifacts/$t"
+        mkdir -p "$corpus" "$artifacts"
+        seeds=()
+        for d in "fuzz/corpus/seed-$t" "fuzz/corpus/$t"; do
+          if [ -d "$d" ]; then seeds+=("$d"); fi
+        done
+        # New inputs go to a temporary corpus; committed seeds (if any) are only read.
+        if ! cargo fuzz run --fuzz-dir fuzz "$t" "$corpus" "${seeds[@]}" -- \
+            -max_total_time="$secs" -rss_limit_mb=4096 -artifact_prefix="$artifacts/"; then
+          echo "fuzz target $t FAILED; reproducer in $artifacts/" >&2
+          exit 1
+        fi
+      done
+    fi
+  fi
+fi
+
+if [ "${SKIP_BROWSER:-0}" = 1 ]; then
+  banner "browser tests"
+  echo "SKIP_BROWSER=1: skipping"
+else
+  banner "browser tests (headless chromium)"
+  (cd tests/browser && RTCDN_BIN="$TARGET_DIR/debug/rtcdn" npm test) 2>&1 | tee "$WORK/browser.log"
+  count_node "$WORK/browser.log"
+fi
+
+banner "summary"
+echo "Total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+if [ "$FAILED" -ne 0 ]; then exit 1; fi

@@ -1,0 +1,256 @@
+// Shared helpers for rtcdn's browser end-to-end tests.
+// Only ever talks to 127.0.0.1.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const TESTS_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(TESTS_DIR, '../..');
+export const INDEX_HTML = path.join(REPO_ROOT, 'src/web/index.html');
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value; throws with the last value seen. */
+export async function poll(fn, { timeout = 10_000, interval = 200, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = `threw: ${e && e.message}`;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last value: ${JSON.stringify(last)}`);
+    }
+    await sleep(interval);
+  }
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function udpFree(port) {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', () => { s.close(); resolve(false); });
+    s.bind(port, '0.0.0.0', () => s.close(() => resolve(true)));
+  });
+}
+
+/** A base UDP port such that base..base+span-1 were all free a moment ago. */
+export async function freeUdpBase(span = 8) {
+  for (let i = 0; i < 50; i++) {
+    const base = 20000 + 10 * Math.floor(Math.random() * 3000);
+    let ok = true;
+    for (let p = base; p < base + span && ok; p++) ok = await udpFree(p);
+    if (ok) return base;
+  }
+  throw new Error('no free UDP port range found');
+}
+
+const children = new Set();
+process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); } catch {} } });
+
+export function rtcdnBin() {
+  return process.env.RTCDN_BIN
+    ? path.resolve(process.env.RTCDN_BIN)
+    : path.resolve(TESTS_DIR, '../../target/debug/rtcdn');
+}
+
+/**
+ * Spawns the rtcdn server on a free loopback HTTP port and a free-ish UDP port base,
+ * and waits until `GET /` answers. Returns { url, port, udpPortBase, logs, logText(), stop() }.
+ * Extra CLI flags go in `args`; `RTCDN_LOG` (env) adds `--log LEVEL`.
+ */
+export async function startRtcdn({ args = [], env = {}, readyTimeout = 15_000 } = {}) {
+  const bin = rtcdnBin();
+  if (!existsSync(bin)) {
+    throw new Error(`rtcdn binary not found at ${bin} (build it with cargo build, or set RTCDN_BIN)`);
+  }
+  const port = await freeTcpPort();
+  const udpPortBase = await freeUdpBase();
+  const argv = ['--http', `127.0.0.1:${port}`, '--udp-port-base', String(udpPortBase)];
+  if (process.env.RTCDN_LOG) argv.push('--log', process.env.RTCDN_LOG);
+  argv.push(...args);
+  const child = spawn(bin, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  const logs = [];
+  const keep = (src) => (buf) => {
+    for (const line of buf.toString().split('\n')) if (line) logs.push(`[${src}] ${line}`);
+    if (logs.length > 5000) logs.splice(0, logs.length - 5000);
+  };
+  child.stdout.on('data', keep('out'));
+  child.stderr.on('data', keep('err'));
+  let exited = null;
+  const exitPromise = new Promise((resolve) => child.on('exit', (code, signal) => {
+    exited = { code, signal };
+    children.delete(child);
+    resolve(exited);
+  }));
+  const url = `http://127.0.0.1:${port}`;
+  const logText = () => logs.join('\n');
+  const stop = async () => {
+    if (exited) return exited;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+    const r = await exitPromise;
+    clearTimeout(t);
+    return r;
+  };
+  try {
+    const ready = poll(async () => {
+      if (exited) return true; // reported below
+      const res = await fetch(url + '/', { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      return res.status < 500;
+    }, { timeout: readyTimeout, interval: 100, what: `GET / on rtcdn at ${url}` });
+    await Promise.race([ready, exitPromise]);
+    if (exited) throw new Error(`rtcdn exited before answering GET / (${JSON.stringify(exited)})`);
+  } catch (e) {
+    await stop();
+    throw new Error(`${e.message}\n${bin} ${argv.join(' ')}\n--- rtcdn logs ---\n${logText()}`);
+  }
+  return { url, port, udpPortBase, argv, logs, logText, stop, get exited() { return exited; } };
+}
+
+export const CHROMIUM_ARGS = [
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** Headless Debian Chromium with a fake camera/mic and loopback ICE allowed. */
+export async function launchChromium({ headless = true, args = [] } = {}) {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} not found: install Debian's chromium package (scripts/test.sh does)`);
+  }
+  return chromium.launch({ executablePath: CHROMIUM, headless, args: [...CHROMIUM_ARGS, ...args] });
+}
+
+/** Opens a page and records its console output and page errors in page.consoleLines. */
+export async function openPage(browser, url) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.consoleLines = [];
+  page.on('console', (m) => page.consoleLines.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => page.consoleLines.push(`[pageerror] ${e.message}`));
+  if (url) await page.goto(url);
+  return page;
+}
+
+/**
+ * Video RTP stats of an RTCPeerConnection the page exposes (default: the player's).
+ * Returns { framesDecoded, framesEncoded, frameWidth, frameHeight, mimeType, bytes } or null.
+ */
+export function videoStats(page, pcExpr = 'window.rtcdn.playPc', type = 'inbound-rtp') {
+  return page.evaluate(async ([expr, type]) => {
+    const pc = (0, eval)(expr);
+    if (!pc || pc.connectionState === 'closed') return null;
+    const rep = await pc.getStats();
+    let v = null;
+    rep.forEach((r) => { if (r.type === type && r.kind === 'video' && (!v || (r.framesDecoded || r.framesEncoded || 0) > (v.framesDecoded || v.framesEncoded || 0))) v = r; });
+    if (!v) return null;
+    const codec = v.codecId && rep.get(v.codecId);
+    return {
+      framesDecoded: v.framesDecoded || 0, framesEncoded: v.framesEncoded || 0,
+      frameWidth: v.frameWidth || 0, frameHeight: v.frameHeight || 0,
+      mimeType: codec ? codec.mimeType : null,
+      bytes: v.bytesReceived ?? v.bytesSent ?? 0,
+    };
+  }, [pcExpr, type]);
+}
+
+/** Waits until the page's player has decoded >= minFrames with a non-zero size; returns the stats. */
+export async function waitForDecodedVideo(page, { minFrames = 60, timeout = 30_000, pcExpr, videoSelector = '#play-video' } = {}) {
+  let last = null;
+  try {
+    return await poll(async () => {
+      const s = await videoStats(page, pcExpr);
+      const vw = videoSelector ? await page.$eval(videoSelector, (v) => v.videoWidth) : 1;
+      if (s) s.videoWidth = vw;
+      last = s;
+      return s && vw > 0 && s.frameWidth > 0 && s.framesDecoded >= minFrames ? s : false;
+    }, { timeout, interval: 250, what: `>= ${minFrames} decoded frames` });
+  } catch (e) {
+    throw new Error(`${e.message}; last video stats: ${JSON.stringify(last)}\nconsole:\n${(page.consoleLines || []).join('\n')}`);
+  }
+}
+
+/** Waits until window.rtcdn[key] is one of `states`; returns the state. */
+export function waitForState(page, key, states, { timeout = 15_000 } = {}) {
+  const want = Array.isArray(states) ? states : [states];
+  return poll(() => page.evaluate(([k, w]) => {
+    const s = window.rtcdn && window.rtcdn[k];
+    return w.includes(s) ? s : false;
+  }, [key, want]), { timeout, interval: 100, what: `rtcdn.${key} in ${JSON.stringify(want)}` })
+    .catch(async (e) => {
+      const st = await page.evaluate(() => window.rtcdn && {
+        publishState: window.rtcdn.publishState, playState: window.rtcdn.playState, lastError: window.rtcdn.lastError,
+      }).catch(() => null);
+      throw new Error(`${e.message}\npage state: ${JSON.stringify(st)}\nconsole:\n${(page.consoleLines || []).join('\n')}`);
+    });
+}
+
+/**
+ * A tiny static server on 127.0.0.1 serving the built-in page at `/` (read fresh each time).
+ * `handler(req, res, body)` may answer other routes; return false to fall through to 404.
+ */
+export async function startStaticServer(handler) {
+  const srv = createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks).toString();
+    const u = new URL(req.url, 'http://127.0.0.1');
+    if (req.method === 'GET' && u.pathname === '/') {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+      res.end(readFileSync(INDEX_HTML));
+      return;
+    }
+    try {
+      if (handler && (await handler(req, res, body, u)) !== false) return;
+    } catch (e) {
+      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
+      res.end(String(e && e.stack || e));
+      return;
+    }
+    res.writeHead(404, { 'Content-Type': 'text/plain' });
+    res.end('not found');
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${srv.address().port}`;
+  return { url, close: () => new Promise((r) => { srv.closeAllConnections?.(); srv.close(() => r()); }) };
+}
+
+/** Names of the payload types on the first video m-line of an SDP, in preference order. */
+export function videoCodecOrder(sdp) {
+  const sec = sdp.split(/\r?\nm=/).find((s) => s.startsWith('video'));
+  if (!sec) return [];
+  const pts = sec.split(/\r?\n/)[0].split(' ').slice(3);
+  const map = {};
+  for (const m of sec.matchAll(/a=rtpmap:(\d+) ([^/\r\n]+)/g)) map[m[1]] = m[2];
+  return pts.map((pt) => map[pt] || pt);
+}

@@ -1,0 +1,103 @@
+// End-to-end: the real rtcdn binary (RTCDN_BIN) + headless Chromium running the built-in page.
+// Set RTCDN_SKIP_E2E=1 to skip these (e.g. while the server is still a stub).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startRtcdn, launchChromium, openPage, startStaticServer, waitForState, waitForDecodedVideo, poll,
+} from './harness.mjs';
+
+const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+
+let browser;
+before(async () => { if (!skip) browser = await launchChromium(); });
+after(async () => { await browser?.close(); });
+
+/** Runs body(server) with a fresh rtcdn; on failure the server's logs are appended to the error. */
+async function withRtcdn(body, opts) {
+  const server = await startRtcdn(opts);
+  try {
+    await body(server);
+  } catch (e) {
+    e.message += `\n--- rtcdn logs (${server.argv.join(' ')}) ---\n${server.logText().split('\n').slice(-200).join('\n')}`;
+    throw e;
+  } finally {
+    const r = await server.stop();
+    if (r && r.signal === 'SIGKILL') console.error('rtcdn did not exit within 3 s of SIGTERM');
+  }
+}
+
+for (const codec of ['VP8', 'H264']) {
+  test(`WHIP publish -> WHEP play, ${codec}: frames decoded, then the stream ends`, { skip, timeout: 120_000 }, async (t) => {
+    await withRtcdn(async (server) => {
+      const stream = `t-${codec}`;
+      const pub = await openPage(browser, `${server.url}/?stream=${stream}&codec=${codec}&autostart=publish`);
+      const play = await openPage(browser);
+      try {
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const pubLoc = await pub.evaluate(() => window.rtcdn.publishLocation);
+        assert.match(pubLoc, new RegExp(`/whip/${stream}/[^/]+$`), 'WHIP Location header');
+
+        await play.goto(`${server.url}/?stream=${stream}&autostart=play`);
+        await waitForState(play, 'playState', 'playing', { timeout: 20_000 });
+        const playLoc = await play.evaluate(() => window.rtcdn.playLocation);
+        assert.match(playLoc, new RegExp(`/whep/${stream}/[^/]+$`), 'WHEP Location header');
+        const st = await waitForDecodedVideo(play, { minFrames: 60, timeout: 30_000 });
+        t.diagnostic(`decoded: ${JSON.stringify(st)}`);
+        assert.equal(st.mimeType.toLowerCase(), `video/${codec.toLowerCase()}`);
+        assert.ok(st.videoWidth > 0 && st.frameWidth > 0);
+        await play.screenshot({ path: `/tmp/rtcdn-e2e-${codec}.png` });
+
+        // Publisher leaves (DELETE on its Location): the server must end its players.
+        const t0 = Date.now();
+        await pub.click('#publish-stop');
+        await waitForState(pub, 'publishState', 'stopped');
+        let how;
+        try {
+          how = await waitForState(play, 'playState', ['ended', 'error'], { timeout: 15_000 });
+          how = `playState=${how} (${await play.textContent('#play-reason')})`;
+        } catch (e) {
+          // Fallback: the player's WHEP resource must be gone.
+          const res = await fetch(playLoc, { method: 'DELETE' });
+          assert.equal(res.status, 404, `player neither ended nor was its WHEP resource removed:\n${e.message}`);
+          how = 'WHEP resource DELETE answered 404';
+        }
+        t.diagnostic(`player saw the end after ${Date.now() - t0} ms: ${how}`);
+      } finally {
+        await pub.close();
+        await play.close();
+      }
+    });
+  });
+}
+
+test('WHEP on an unknown stream: page shows HTTP 404 and the reason', { skip, timeout: 60_000 }, async () => {
+  await withRtcdn(async (server) => {
+    const page = await openPage(browser, `${server.url}/?stream=no-such-stream&autostart=play`);
+    try {
+      await waitForState(page, 'playState', 'error');
+      const err = await page.evaluate(() => window.rtcdn.lastError);
+      assert.match(err, /HTTP 404/);
+      assert.match(await page.textContent('#play-reason'), /404/);
+    } finally { await page.close(); }
+  });
+});
+
+test('CORS: the page served from another origin publishes (Location exposed) and sees a 404', { skip, timeout: 60_000 }, async () => {
+  await withRtcdn(async (server) => {
+    const other = await startStaticServer();
+    const pub = await openPage(browser, `${other.url}/?server=${encodeURIComponent(server.url)}&stream=cors&autostart=publish`);
+    const play = await openPage(browser, `${other.url}/?server=${encodeURIComponent(server.url)}&stream=cors-missing&autostart=play`);
+    try {
+      await waitForState(play, 'playState', 'error');
+      assert.match(await play.evaluate(() => window.rtcdn.lastError), /HTTP 404/, 'cross-origin fetch must be able to read the status');
+      await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+      const loc = await pub.evaluate(() => window.rtcdn.publishLocation);
+      assert.ok(loc && loc.startsWith(server.url + '/whip/cors/'), `Location not readable cross-origin: ${loc}`);
+      await pub.click('#publish-stop');
+      await waitForState(pub, 'publishState', 'stopped');
+      // The DELETE above was cross-origin too; the resource must be gone now.
+      await poll(async () => (await fetch(loc, { method: 'DELETE' })).status === 404,
+        { timeout: 5000, what: 'WHIP resource deleted by the page' });
+    } finally { await pub.close(); await play.close(); await other.close(); }
+  });
+});
