@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::control::{PlayedTrack, PublishedTrack};
+use crate::dtls::DtlsRole;
 use crate::registry::StreamTrack;
 use crate::sdp::{
     self, AcceptedMedia, AnswerParams, Codec, Direction, Extmap, Fingerprint, MediaAnswer, MediaKind, SendTrack,
@@ -52,6 +53,16 @@ pub struct LocalParams {
     pub candidates: Vec<SocketAddr>,
 }
 
+/// Our DTLS role and `a=setup` for an offer. rtcdn prefers to be the DTLS client (`active`): it
+/// then never has to parse a browser's ClientHello (DTLS 1.3 ClientHellos from newer Firefox broke
+/// pion-derived servers). Only an offerer that insists on being active makes rtcdn the server.
+pub fn dtls_setup(offer: &SessionDescription) -> (Setup, DtlsRole) {
+    match offer.setup {
+        Setup::Active => (Setup::Passive, DtlsRole::Server),
+        Setup::ActPass | Setup::Passive => (Setup::Active, DtlsRole::Client),
+    }
+}
+
 /// A publisher's negotiated session.
 pub struct PublishAnswer {
     /// The SDP answer.
@@ -74,14 +85,12 @@ fn feedback(codec: &Codec) -> Vec<String> {
     codec.rtcp_fb.iter().filter(|fb| FEEDBACK.contains(&fb.as_str())).cloned().collect()
 }
 
-fn answer_params(local: &LocalParams, media: Vec<MediaAnswer>) -> AnswerParams {
+fn answer_params(offer: &SessionDescription, local: &LocalParams, media: Vec<MediaAnswer>) -> AnswerParams {
     AnswerParams {
         ice_ufrag: local.ice_ufrag.clone(),
         ice_pwd: local.ice_pwd.clone(),
         fingerprint: Fingerprint(local.fingerprint),
-        // rtcdn is the DTLS client: it never has to parse a browser's ClientHello (DTLS 1.3
-        // ClientHellos from newer Firefox broke pion-derived servers).
-        setup: Setup::Active,
+        setup: dtls_setup(offer).0,
         candidates: local.candidates.clone(),
         media,
     }
@@ -120,7 +129,7 @@ pub fn answer_publisher(offer: &SessionDescription, local: &LocalParams) -> Resu
     if tracks.is_empty() {
         return Err(NegotiationError::NothingToPublish);
     }
-    let sdp = sdp::write_answer(offer, &answer_params(local, media))?;
+    let sdp = sdp::write_answer(offer, &answer_params(offer, local, media))?;
     Ok(PublishAnswer { sdp, stream_tracks, tracks })
 }
 
@@ -186,6 +195,88 @@ pub fn answer_player(
         };
         return Err(NegotiationError::NothingToPlay(why));
     }
-    let sdp = sdp::write_answer(offer, &answer_params(local, media))?;
+    let sdp = sdp::write_answer(offer, &answer_params(offer, local, media))?;
     Ok(PlayAnswer { sdp, tracks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUBLISH: &str = include_str!("sdp/testdata/chromium_sendonly.sdp");
+    const PLAY: &str = include_str!("sdp/testdata/chromium_recvonly.sdp");
+
+    fn local() -> LocalParams {
+        LocalParams {
+            ice_ufrag: "abcd1234".into(),
+            ice_pwd: "0123456789abcdefghijklmn".into(),
+            fingerprint: [7; 32],
+            candidates: vec!["127.0.0.1:31000".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn publisher_gets_the_first_codec_of_each_kind_without_rtx() {
+        let offer = sdp::parse(PUBLISH).unwrap();
+        let answer = answer_publisher(&offer, &local()).unwrap();
+        let kinds: Vec<_> = answer.tracks.iter().map(|t| (t.kind, t.codec.as_str(), t.pt)).collect();
+        assert_eq!(kinds, [(MediaKind::Audio, "opus", 111), (MediaKind::Video, "VP8", 96)]);
+        let parsed = sdp::parse(&answer.sdp).unwrap();
+        assert!(parsed.ice_lite);
+        assert_eq!(parsed.setup, Setup::Active);
+        assert_eq!(parsed.candidates, local().candidates);
+        for m in &parsed.media {
+            assert_eq!(m.direction, Direction::RecvOnly);
+            assert_eq!(m.codecs.len(), 1, "one codec, no rtx: {:?}", m.codecs);
+            assert!(m.codecs[0].rtcp_fb.iter().all(|fb| FEEDBACK.contains(&fb.as_str())));
+            assert!(m.extmaps.iter().all(|e| e.uri != sdp::EXT_TRANSPORT_CC));
+        }
+    }
+
+    #[test]
+    fn player_gets_the_publishers_codec_in_its_own_payload_type() {
+        let offer = sdp::parse(PUBLISH).unwrap();
+        let mut published = answer_publisher(&offer, &local()).unwrap().stream_tracks;
+        // Pretend the publisher chose H264: the player's payload type for it differs from 96.
+        let video = published.iter_mut().find(|t| t.kind == MediaKind::Video).unwrap();
+        let player_offer = sdp::parse(PLAY).unwrap();
+        let h264 = player_offer.media[1].codecs.iter().find(|c| c.is("H264") && c.fmtp_param("packetization-mode") == Some("1")).unwrap();
+        video.codec = Codec { pt: 120, ..h264.clone() };
+        let mut ssrcs = 1000u32..;
+        let answer = answer_player(&player_offer, "cam", &published, &local(), || ssrcs.next().unwrap()).unwrap();
+        let played: Vec<_> = answer.tracks.iter().map(|t| (t.kind, t.pt, t.ssrc)).collect();
+        assert_eq!(played, [(MediaKind::Audio, 111, 1000), (MediaKind::Video, h264.pt, 1001)]);
+        let parsed = sdp::parse(&answer.sdp).unwrap();
+        assert_eq!(parsed.media[1].direction, Direction::SendOnly);
+        assert_eq!(parsed.media[1].ssrcs, [1001]);
+        assert_eq!(parsed.media[1].msid.as_deref(), Some("cam cam-video"));
+        assert!(parsed.media.iter().all(|m| m.extmaps.iter().all(|e| e.uri != MID_EXTENSION)));
+    }
+
+    #[test]
+    fn player_without_a_common_codec_gets_a_reason() {
+        let offer = sdp::parse(PUBLISH).unwrap();
+        let mut published = answer_publisher(&offer, &local()).unwrap().stream_tracks;
+        published.retain(|t| t.kind == MediaKind::Video);
+        published[0].codec = Codec::new(96, "H265", 90000, None);
+        let player_offer = sdp::parse(PLAY).unwrap();
+        let err = answer_player(&player_offer, "cam", &published, &local(), || 1).err().unwrap();
+        assert!(err.to_string().contains("H265"), "{err}");
+    }
+
+    #[test]
+    fn publisher_with_nothing_usable_is_refused() {
+        let offer = sdp::parse(&PUBLISH.replace("a=sendonly", "a=recvonly")).unwrap();
+        assert!(matches!(answer_publisher(&offer, &local()), Err(NegotiationError::NothingToPublish)));
+    }
+
+    #[test]
+    fn an_active_offerer_makes_rtcdn_the_dtls_server() {
+        let offer = sdp::parse(&PUBLISH.replace("a=setup:actpass", "a=setup:active")).unwrap();
+        assert_eq!(dtls_setup(&offer), (Setup::Passive, DtlsRole::Server));
+        let answer = answer_publisher(&offer, &local()).unwrap();
+        assert_eq!(sdp::parse(&answer.sdp).unwrap().setup, Setup::Passive);
+        let offer = sdp::parse(PUBLISH).unwrap();
+        assert_eq!(dtls_setup(&offer), (Setup::Active, DtlsRole::Client));
+    }
 }

@@ -199,19 +199,29 @@ async fn sdp_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>
 /// Decodes `%XX` escapes in a path segment; invalid escapes stay as they are (and then fail the
 /// stream-name check).
 fn percent_decode(segment: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
-            if let Ok(v) = u8::from_str_radix(&segment[i + 1..i + 3], 16) {
+        // Works on bytes, never on str slices: a '%' before a multi-byte character must not
+        // split it.
+        let escaped = match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => Some(high << 4 | low),
+            _ => None,
+        };
+        match escaped {
+            Some(v) => {
                 out.push(v);
                 i += 3;
-                continue;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
             }
         }
-        out.push(bytes[i]);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -269,5 +279,7 @@ mod tests {
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("%e4%b8%ad"), "中");
+        assert_eq!(percent_decode("%aé"), "%aé");
+        assert_eq!(percent_decode("é%"), "é%");
     }
 }

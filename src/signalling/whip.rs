@@ -55,9 +55,7 @@ fn new_session_params(state: &Signalling, core: usize) -> (SessionId, ice::IceCr
 fn remote_params(offer: &sdp::SessionDescription) -> Result<(ice::IceCredentials, [u8; 32], DtlsRole), NegotiationError> {
     let fingerprint = offer.fingerprint.as_ref().ok_or(sdp::SdpError::MissingFingerprint)?;
     let remote_ice = ice::IceCredentials { ufrag: offer.ice_ufrag.clone(), pwd: offer.ice_pwd.clone() };
-    // We answer setup:active to actpass (and to passive); a peer that insists on being active
-    // gets setup:active too, which write_answer refuses, so the only other case is an error.
-    Ok((remote_ice, fingerprint.0, DtlsRole::Client))
+    Ok((remote_ice, fingerprint.0, negotiate::dtls_setup(offer).1))
 }
 
 /// `POST /whip/{stream}`.
