@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The whole node configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP signalling (WHIP, WHEP, the web page; later the WebSocket protocol).
@@ -74,18 +74,6 @@ pub struct SessionConfig {
 pub struct LogConfig {
     /// A `tracing` filter: "info", "debug", "rtcdn=debug,warn", ...
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            http: HttpConfig::default(),
-            media: MediaConfig::default(),
-            dtls: DtlsConfig::default(),
-            session: SessionConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for HttpConfig {

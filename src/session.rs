@@ -113,7 +113,7 @@ impl ReceiveStats {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost = if expected_interval == 0 { 0 } else { ((lost_interval << 8) / expected_interval).min(255) as u8 };
+        let fraction_lost = (lost_interval << 8).checked_div(expected_interval).unwrap_or(0).min(255) as u8;
         let delay_since_last_sr = self
             .last_sr_at
             .map(|at| (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32)
@@ -562,6 +562,6 @@ mod tests {
         assert_eq!(block.ssrc, Ssrc(7));
         assert_eq!(block.cumulative_lost, 1);
         assert_eq!(block.extended_highest_seq, 104);
-        assert_eq!(block.fraction_lost, (1u64 * 256 / 5) as u8);
+        assert_eq!(block.fraction_lost, (256 / 5) as u8);
     }
 }

@@ -48,7 +48,7 @@ async fn three_players_get_every_packet_intact_and_in_order() {
     // the client's DTLS finishes.
     let start = Instant::now();
     let mut seq = 0u64;
-    let mut warm = vec![false; PLAYERS];
+    let mut warm = [false; PLAYERS];
     while warm.iter().any(|w| !w) {
         assert!(start.elapsed() < Duration::from_secs(10), "players never received warm-up packets");
         send(&mut publisher, &mut seq, 0, start).await;
