@@ -2,7 +2,7 @@
 //! and in-process tests both start nodes through [`Node::start`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,7 +14,6 @@ use crate::dtls::DtlsCertificate;
 use crate::reactor::core::{self, CoreSetup, CoreStats};
 use crate::reactor::io::{BackendChoice, UdpIo};
 use crate::reactor::mesh;
-use crate::registry::Registry;
 use crate::signalling::{self, CoreHandle, Signalling};
 
 /// Why a node could not start.
@@ -114,7 +113,7 @@ impl Node {
             core_threads.push(thread);
         }
         cores.reverse();
-        let state = Arc::new(Signalling { registry: Mutex::new(Registry::new(threads)), cores: cores.clone(), certificate });
+        let state = Arc::new(Signalling::new(cores.clone(), certificate));
         // Bound with std so that starting a node works inside another runtime (tests, the CDN demo).
         let http_bind = |source| StartError::HttpBind { addr: config.http.listen, source };
         let listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;

@@ -23,6 +23,8 @@ pub(crate) struct Sink {
     stopped: AtomicBool,
     /// A terminal event was delivered or `close()` was called: only `Transmit` is delivered.
     finished: AtomicBool,
+    /// The handshake completed (`Connected` was produced).
+    connected: AtomicBool,
 }
 
 impl Sink {
@@ -31,6 +33,7 @@ impl Sink {
             on_event,
             stopped: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
         }
     }
 
@@ -42,6 +45,7 @@ impl Sink {
 
     /// `Connected`: delivered unless finished/stopped.
     pub(crate) fn connected(&self, event: DtlsEvent) {
+        self.connected.store(true, Ordering::Release);
         if !self.stopped.load(Ordering::Acquire) && !self.finished.load(Ordering::Acquire) {
             (self.on_event)(event);
         }
@@ -52,6 +56,11 @@ impl Sink {
         if !self.stopped.load(Ordering::Acquire) && !self.finished.swap(true, Ordering::AcqRel) {
             (self.on_event)(event);
         }
+    }
+
+    /// The handshake completed.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 
     /// `close()` was called: no `Connected`/`Failed`/`Closed` from now on.

@@ -7,9 +7,13 @@
 //! forged datagram would print a panic and abort that handshake. This filter mirrors those
 //! parsers on unfragmented epoch-0 messages and reports such datagrams so they can be dropped.
 //! It cannot see a malformed message split over several fragments.
+//!
+//! It also spots plaintext alerts, which the crate acts on even after the handshake (see
+//! [`has_plaintext_alert`]).
 
 const RECORD_HEADER: usize = 13;
 const HANDSHAKE_HEADER: usize = 12;
+const CONTENT_ALERT: u8 = 21;
 const CONTENT_HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 const SERVER_HELLO: u8 = 2;
@@ -31,6 +35,29 @@ pub(crate) fn would_panic_parser(datagram: &[u8]) -> bool {
             return true;
         }
         rest = &rest[RECORD_HEADER + len..];
+    }
+    false
+}
+
+/// True if the datagram holds a plaintext (epoch 0) alert record.
+///
+/// Once the handshake is done every genuine alert is encrypted. A plaintext one is
+/// unauthenticated, so anyone able to spoof the peer's address can send it, yet dtls 0.17 still
+/// acts on it (any alert ends `read` with an error, i.e. the connection): connected transports
+/// drop such datagrams (RFC 6347 §4.1.2.7: invalid records are discarded, since UDP forgery is
+/// easy).
+pub(crate) fn has_plaintext_alert(datagram: &[u8]) -> bool {
+    let mut rest = datagram;
+    while rest.len() >= RECORD_HEADER {
+        let epoch = u16::from_be_bytes([rest[3], rest[4]]);
+        if rest[0] == CONTENT_ALERT && epoch == 0 {
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+        match rest.get(RECORD_HEADER + len..) {
+            Some(next) => rest = next,
+            None => return false,
+        }
     }
     false
 }
@@ -174,6 +201,24 @@ mod tests {
             &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
         ] {
             assert!(!would_panic_parser(junk));
+        }
+    }
+
+    #[test]
+    fn spots_plaintext_alerts_only() {
+        let alert = |epoch: u8| vec![21, 0xfe, 0xfd, 0, epoch, 0, 0, 0, 0, 0, 9, 0, 2, 2, 40];
+        assert!(has_plaintext_alert(&alert(0)));
+        assert!(!has_plaintext_alert(&alert(1)), "encrypted alerts are the crate's business");
+        // Behind a handshake record in the same datagram.
+        let mut two = client_hello(&[]);
+        two.extend(alert(0));
+        assert!(has_plaintext_alert(&two));
+        assert!(!has_plaintext_alert(&client_hello(&[])));
+        let mut app_data = alert(1);
+        app_data[0] = 23;
+        assert!(!has_plaintext_alert(&app_data));
+        for junk in [&[][..], &[21], &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]] {
+            assert!(!has_plaintext_alert(junk));
         }
     }
 }

@@ -238,6 +238,13 @@ impl DtlsTransport {
             );
             return;
         }
+        if self.sink.is_connected() && guard::has_plaintext_alert(record) {
+            tracing::debug!(
+                len = record.len(),
+                "dtls: dropped an unauthenticated (plaintext) alert after the handshake"
+            );
+            return;
+        }
         if self.records.try_send(record.to_vec()).is_err() {
             tracing::trace!(
                 len = record.len(),

@@ -2,8 +2,12 @@
 //! built-in page, and `/api/stats`. Requests are negotiated here and handed to a media core as a
 //! [`CoreCommand`]; nothing on this thread touches media.
 
+pub mod flashphoner;
+pub mod media;
+mod rest;
 mod whip;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,7 +22,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::control::{CoreCommand, CoreEvent, CoreId};
+use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
+use self::flashphoner::protocol::{end_info, StreamDescription};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::Waker;
@@ -50,6 +55,14 @@ impl CoreHandle {
     }
 }
 
+/// A WebSocket client waiting for news of one of its sessions.
+pub struct Watcher {
+    /// The client's frame queue.
+    pub out: tokio::sync::mpsc::UnboundedSender<String>,
+    /// How the client knows the stream.
+    pub description: StreamDescription,
+}
+
 /// State shared by all requests.
 pub struct Signalling {
     /// The stream registry.
@@ -58,31 +71,100 @@ pub struct Signalling {
     pub cores: Vec<CoreHandle>,
     /// Our DTLS certificate (its fingerprint goes in answers).
     pub certificate: DtlsCertificate,
+    /// WebSocket clients to tell when their sessions change.
+    pub watchers: Mutex<HashMap<SessionId, Watcher>>,
 }
 
 impl Signalling {
-    /// Sends commands to their cores.
+    /// Shared state for a node's cores.
+    pub fn new(cores: Vec<CoreHandle>, certificate: DtlsCertificate) -> Signalling {
+        Signalling {
+            registry: Mutex::new(Registry::new(cores.len())),
+            cores,
+            certificate,
+            watchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends commands to their cores. A session ended by the node (not at its client's request)
+    /// is reported to its WebSocket client first.
     pub fn dispatch(&self, commands: Vec<(CoreId, CoreCommand)>) {
         for (core, command) in commands {
+            if let CoreCommand::RemoveSession { id, reason } = &command {
+                self.notify_ended(*id, reason);
+            }
             if let Some(handle) = self.cores.get(core.0) {
                 handle.send(command);
             }
         }
     }
 
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock would be a bug; the registry stays usable regardless.
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn watchers(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Watcher>> {
+        self.watchers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reports a session's status changes to a WebSocket client.
+    pub fn watch(&self, id: SessionId, watcher: Watcher) {
+        self.watchers().insert(id, watcher);
+    }
+
+    /// Stops reporting a session (its client ended it itself).
+    pub fn unwatch(&self, id: SessionId) {
+        self.watchers().remove(&id);
+    }
+
+    fn notify(&self, id: SessionId, status: &str) {
+        if let Some(w) = self.watchers().get(&id) {
+            let _ = w.out.send(w.description.status_frame(status, None));
+        }
+    }
+
+    fn notify_ended(&self, id: SessionId, reason: &EndReason) {
+        if let Some(w) = self.watchers().remove(&id) {
+            let _ = w.out.send(w.description.status_frame("FAILED", Some(&end_info(reason))));
+        }
+    }
+
+    /// Sends a frame built for each WebSocket player of `stream` (by its mediaSessionId).
+    pub fn relay_stream_event(&self, stream: &str, build: impl Fn(&str) -> String) {
+        let players: Vec<SessionId> =
+            self.registry().stream(stream).map(|s| s.players.iter().map(|(id, _)| *id).collect()).unwrap_or_default();
+        let watchers = self.watchers();
+        for id in players {
+            if let Some(w) = watchers.get(&id) {
+                let _ = w.out.send(build(&w.description.media_session_id));
+            }
+        }
+    }
+
+    /// The mediaSessionId a WebSocket client gave a session, if it came from one.
+    pub fn media_session_id(&self, id: SessionId) -> Option<String> {
+        self.watchers().get(&id).map(|w| w.description.media_session_id.clone())
     }
 
     /// Applies what a core reports.
     pub fn handle_core_event(&self, event: CoreEvent) {
         match event {
-            CoreEvent::SessionConnected { id } => self.registry().set_connected(id),
-            CoreEvent::MediaStarted { id } => self.registry().set_media_flowing(id),
+            CoreEvent::SessionConnected { id } => {
+                let player = self.registry().session(id).is_some_and(|s| s.kind == crate::registry::SessionKind::Player);
+                self.registry().set_connected(id);
+                if player {
+                    self.notify(id, "PLAYING");
+                }
+            }
+            CoreEvent::MediaStarted { id } => {
+                self.registry().set_media_flowing(id);
+                self.notify(id, "PUBLISHING");
+            }
             CoreEvent::SessionEnded { id, reason } => {
                 let commands = self.registry().remove_session(id);
                 debug!(session = %id, %reason, "session forgotten");
+                self.notify_ended(id, &reason);
                 self.dispatch(commands);
             }
         }
@@ -104,7 +186,7 @@ pub async fn serve(listener: TcpListener, state: Arc<Signalling>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, &state, peer).await) }
+                async move { Ok::<_, Infallible>(handle(req, state, peer).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -125,10 +207,13 @@ pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full
     response
 }
 
-async fn handle(req: Request<Incoming>, state: &Signalling, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, state: Arc<Signalling>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut response = route(req, state).await;
+    if flashphoner::is_upgrade(&req) {
+        return flashphoner::upgrade(req, state, peer);
+    }
+    let mut response = route(req, &state).await;
     let headers = response.headers_mut();
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert("access-control-expose-headers", HeaderValue::from_static("Location, ETag, Link, Accept-Patch"));
@@ -151,6 +236,13 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             response
         }
         (Method::GET, ["api", "stats"]) => stats(state),
+        (Method::GET | Method::POST, ["rest-api", "stream", action @ ("find_all" | "find")]) => {
+            let action = *action;
+            match read_body(req).await {
+                Ok(body) => rest::stream(state, action, &body),
+                Err(response) => response,
+            }
+        }
         (Method::POST, [protocol @ ("whip" | "whep"), stream]) => {
             let stream = percent_decode(stream);
             match sdp_body(req).await {
@@ -178,6 +270,15 @@ fn preflight() -> Response<Full<Bytes>> {
     headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
     headers.insert("accept-post", HeaderValue::from_static("application/sdp"));
     response
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes as text.
+async fn read_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return Err(text(StatusCode::PAYLOAD_TOO_LARGE, format!("the body exceeds {MAX_BODY} bytes"))),
+    };
+    String::from_utf8(body.to_vec()).map_err(|_| text(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
 
 /// Reads an `application/sdp` body.

@@ -1,0 +1,212 @@
+//! One Flashphoner WebSocket session: what each client message does. The socket loop in
+//! [`super`] feeds text frames in; every frame out goes through the session's queue, the same
+//! queue the media cores' notifications use, so a client sees `setRemoteSDP` before the
+//! `PUBLISHING` that follows it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, info, warn};
+
+use super::protocol::{self, failed_frame, fail_frame, frame, str_field, StreamDescription};
+use crate::control::SessionId;
+use crate::negotiate::NegotiationError;
+use crate::registry::RegistryError;
+use crate::signalling::media::{self, StartError};
+use crate::signalling::{Signalling, Watcher};
+
+/// A stream this WebSocket session publishes or plays.
+struct OwnStream {
+    session: SessionId,
+    description: StreamDescription,
+}
+
+/// One WebSocket client.
+pub struct Connection {
+    peer: SocketAddr,
+    out: UnboundedSender<String>,
+    established: bool,
+    streams: HashMap<String, OwnStream>,
+}
+
+/// The `info` a FAILED status carries for a refused publish or play.
+fn start_error_info(error: &StartError) -> String {
+    match error {
+        StartError::Registry(RegistryError::NameInUse(_)) => "Stream name is already in use".into(),
+        StartError::Registry(RegistryError::StreamNotFound(_)) => "Stream not found".into(),
+        StartError::Negotiation(NegotiationError::NothingToPlay(why)) => format!("No common codecs: {why}"),
+        StartError::Negotiation(NegotiationError::NothingToPublish) => format!("No common codecs: {error}"),
+        other => format!("Failed by error: {other}"),
+    }
+}
+
+impl Connection {
+    /// A session for a new socket; frames for the client go to `out`.
+    pub fn new(peer: SocketAddr, out: UnboundedSender<String>) -> Connection {
+        Connection { peer, out, established: false, streams: HashMap::new() }
+    }
+
+    fn send(&self, text: String) {
+        let _ = self.out.send(text);
+    }
+
+    /// A text frame from the client.
+    pub fn handle_text(&mut self, state: &Signalling, text: &str) {
+        let frame = match protocol::parse_frame(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                debug!(peer = %self.peer, error = %e, "bad frame");
+                self.send(fail_frame("unknown", &e.to_string()));
+                return;
+            }
+        };
+        let payload = &frame.payload;
+        match frame.message.as_str() {
+            "connection" => self.handle_connection(payload),
+            "publishStream" => self.handle_start(state, payload, true),
+            "playStream" => self.handle_start(state, payload, false),
+            "unPublishStream" => self.handle_stop(state, payload, true),
+            "stopStream" => self.handle_stop(state, payload, false),
+            "availableStream" => self.handle_available(state, payload),
+            "sendStreamEvent" => self.handle_stream_event(state, payload),
+            "sendData" => self.handle_send_data(payload),
+            // Keep-alive answers; any frame already counts as a sign of life.
+            "pong" | "ping" => {}
+            // Sent by the SDK on request only; nothing for a media node to do.
+            "snapshot" | "pushLogs" | "submitBugReport" | "sessionDebug" | "getVersion"
+            | "webRTCMetricsClientDescription" | "webRTCMetricsBatch" => {
+                debug!(peer = %self.peer, message = frame.message, "ignored")
+            }
+            other => warn!(peer = %self.peer, message = other, "unknown message ignored"),
+        }
+    }
+
+    fn handle_connection(&mut self, payload: &Value) {
+        if self.established {
+            self.send(fail_frame("connection", "the session is already established"));
+            return;
+        }
+        self.established = true;
+        let mut user_data = match payload {
+            Value::Object(object) => object.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let session_id = format!("/{}/rtcdn", self.peer);
+        user_data.insert("sessionId".into(), json!(session_id));
+        user_data.insert("authToken".into(), json!(format!("{:032x}", rand::random::<u128>())));
+        user_data.insert("status".into(), json!("ESTABLISHED"));
+        // The SDK starts a metrics collector when this is present: never send it.
+        user_data.remove("webRTCMetricsServerDescription");
+        self.send(frame("getVersion", vec![json!(concat!("rtcdn-", env!("CARGO_PKG_VERSION")))]));
+        self.send(frame("getUserData", vec![Value::Object(user_data)]));
+        info!(peer = %self.peer, "WebSocket session established");
+    }
+
+    /// The mediaSessionId and name of a stream request, or a FAILED/fail already sent.
+    fn stream_ids<'a>(&self, payload: &'a Value, api: &str, published: bool) -> Option<(&'a str, &'a str)> {
+        let Some(id) = str_field(payload, "mediaSessionId").filter(|id| !id.is_empty()) else {
+            self.send(fail_frame(api, "MediaSessionId is null"));
+            return None;
+        };
+        let name = str_field(payload, "name").unwrap_or("");
+        if !self.established {
+            self.send(failed_frame(id, name, published, "Session not ready"));
+            return None;
+        }
+        Some((id, name))
+    }
+
+    fn handle_start(&mut self, state: &Signalling, payload: &Value, published: bool) {
+        let api = if published { "publishStream" } else { "playStream" };
+        let Some((id, name)) = self.stream_ids(payload, api, published) else { return };
+        if self.streams.contains_key(id) {
+            self.send(failed_frame(id, name, published, "MediaSessionId is already in use"));
+            return;
+        }
+        let Some(offer) = str_field(payload, "sdp") else {
+            self.send(failed_frame(id, name, published, &format!("Failed by error: {api} without an sdp offer")));
+            return;
+        };
+        let started = if published { media::start_publish(state, name, offer) } else { media::start_play(state, name, offer) };
+        let started = match started {
+            Ok(started) => started,
+            Err(e) => {
+                info!(peer = %self.peer, stream = name, error = %e, "{api} refused");
+                self.send(failed_frame(id, name, published, &start_error_info(&e)));
+                return;
+            }
+        };
+        let description = StreamDescription::from_request(payload, id, name, published);
+        state.watch(started.id, Watcher { out: self.out.clone(), description: description.clone() });
+        self.send(frame("setRemoteSDP", vec![json!(id), json!(started.answer), json!(true)]));
+        self.streams.insert(id.to_owned(), OwnStream { session: started.id, description });
+    }
+
+    fn handle_stop(&mut self, state: &Signalling, payload: &Value, published: bool) {
+        let api = if published { "unPublishStream" } else { "stopStream" };
+        let Some((id, name)) = self.stream_ids(payload, api, published) else { return };
+        let (status, ok) = if published { ("UNPUBLISHED", true) } else { ("STOPPED", true) };
+        match self.streams.remove(id) {
+            Some(own) if own.description.published == published && ok => {
+                // Unwatch first: the client asked, so it gets this status and no FAILED.
+                state.unwatch(own.session);
+                media::end_session(state, own.session);
+                self.send(own.description.status_frame(status, None));
+            }
+            Some(own) => {
+                let kind = if own.description.published { "published" } else { "played" };
+                self.send(failed_frame(id, name, published, &format!("Failed by error: {api} on a {kind} stream")));
+                self.streams.insert(id.to_owned(), own);
+            }
+            None => self.send(failed_frame(id, name, published, "Stream not found")),
+        }
+    }
+
+    fn handle_available(&self, state: &Signalling, payload: &Value) {
+        let id = str_field(payload, "mediaSessionId").unwrap_or("");
+        let name = str_field(payload, "name").unwrap_or("");
+        let live = state.registry().stream(name).is_some();
+        let mut reply = json!({ "id": id, "status": if live { "true" } else { "false" } });
+        if !live {
+            reply["info"] = json!("Stream not found");
+        }
+        self.send(frame("availableStream", vec![reply]));
+    }
+
+    fn handle_stream_event(&self, state: &Signalling, payload: &Value) {
+        let Some(own) = str_field(payload, "mediaSessionId").and_then(|id| self.streams.get(id)) else {
+            self.send(fail_frame("sendStreamEvent", "Stream not found"));
+            return;
+        };
+        if !own.description.published {
+            self.send(fail_frame("sendStreamEvent", "only a publisher can send stream events"));
+            return;
+        }
+        let kind = payload.get("type").cloned().unwrap_or(Value::Null);
+        let event_payload = payload.get("payload").cloned();
+        state.relay_stream_event(&own.description.name, |player_id| {
+            let mut event = json!({ "mediaSessionId": player_id, "type": kind });
+            if let Some(p) = &event_payload {
+                event["payload"] = p.clone();
+            }
+            frame("notifyStreamEvent", vec![event])
+        });
+    }
+
+    fn handle_send_data(&self, payload: &Value) {
+        let operation = payload.get("operationId").cloned().unwrap_or(Value::Null);
+        self.send(frame("DataStatusEvent", vec![json!({ "operationId": operation, "status": "ACCEPTED" })]));
+    }
+
+    /// The socket closed: everything this session published or played ends (its players hear
+    /// "Stopped by publisher stop").
+    pub fn close(&mut self, state: &Signalling) {
+        for (_, own) in self.streams.drain() {
+            state.unwatch(own.session);
+            media::end_session(state, own.session);
+        }
+        info!(peer = %self.peer, "WebSocket session closed");
+    }
+}

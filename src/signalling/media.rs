@@ -1,0 +1,124 @@
+//! Starting and ending media sessions, shared by every signalling protocol (WHIP/WHEP and the
+//! Flashphoner WebSocket protocol): negotiate, register, place on a core.
+
+use rand::Rng;
+use tracing::info;
+
+use super::Signalling;
+use crate::control::{CoreCommand, EndReason, SessionId, SessionRole, SessionSpec};
+use crate::dtls::DtlsRole;
+use crate::negotiate::{self, LocalParams, NegotiationError};
+use crate::registry::{validate_stream_name, RegistryError};
+use crate::sdp;
+
+/// Why a publish or play could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The name is taken, unknown or invalid.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The offer cannot be answered.
+    #[error(transparent)]
+    Negotiation(#[from] NegotiationError),
+}
+
+/// A session that was placed on a core.
+pub struct Started {
+    /// The session.
+    pub id: SessionId,
+    /// The SDP answer for the client.
+    pub answer: String,
+}
+
+fn new_session_params(state: &Signalling, core: usize) -> (SessionId, ice::IceCredentials, LocalParams) {
+    let mut rng = rand::thread_rng();
+    let id = SessionId(rng.gen::<u64>() | 1);
+    let local_ice = ice::IceCredentials::random(&mut rng);
+    let local = LocalParams {
+        ice_ufrag: local_ice.ufrag.clone(),
+        ice_pwd: local_ice.pwd.clone(),
+        fingerprint: state.certificate.fingerprint(),
+        candidates: state.cores[core].candidates.clone(),
+    };
+    (id, local_ice, local)
+}
+
+fn remote_params(offer: &sdp::SessionDescription) -> Result<(ice::IceCredentials, [u8; 32], DtlsRole), NegotiationError> {
+    let fingerprint = offer.fingerprint.as_ref().ok_or(sdp::SdpError::MissingFingerprint)?;
+    let remote_ice = ice::IceCredentials { ufrag: offer.ice_ufrag.clone(), pwd: offer.ice_pwd.clone() };
+    Ok((remote_ice, fingerprint.0, negotiate::dtls_setup(offer).1))
+}
+
+/// Publishes `stream` with an SDP offer.
+pub fn start_publish(state: &Signalling, stream: &str, offer_text: &str) -> Result<Started, StartError> {
+    state.registry().check_publish(stream)?;
+    let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
+    let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
+    let mut registry = state.registry();
+    let core = registry.least_loaded_core();
+    let (id, local_ice, local) = new_session_params(state, core.0);
+    let answer = negotiate::answer_publisher(&offer, &local)?;
+    let stream_id = registry.add_publisher(stream, id, core, answer.stream_tracks)?;
+    drop(registry);
+    let spec = SessionSpec {
+        id,
+        stream: stream_id,
+        stream_name: stream.to_owned(),
+        role: SessionRole::Publisher { tracks: answer.tracks },
+        local_ice,
+        remote_ice,
+        remote_fingerprint,
+        dtls_role,
+        publisher_core: Some(core),
+    };
+    state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
+    info!(session = %id, stream, core = core.0, "publish accepted");
+    Ok(Started { id, answer: answer.sdp })
+}
+
+/// Plays `stream` with an SDP offer.
+pub fn start_play(state: &Signalling, stream: &str, offer_text: &str) -> Result<Started, StartError> {
+    validate_stream_name(stream)?;
+    let stream_entry = state
+        .registry()
+        .stream(stream)
+        .cloned()
+        .ok_or_else(|| RegistryError::StreamNotFound(stream.to_owned()))?;
+    let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
+    let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
+    let mut registry = state.registry();
+    let core = registry.least_loaded_core();
+    let (id, local_ice, local) = new_session_params(state, core.0);
+    let mut rng = rand::thread_rng();
+    let answer = negotiate::answer_player(&offer, stream, &stream_entry.tracks, &local, || rng.gen::<u32>() | 1)?;
+    // The stream may have ended, or been replaced, while we negotiated: the registry decides.
+    let commands = registry.add_player(stream, id, core)?;
+    let (stream_id, publisher_core) = registry.stream(stream).map(|s| (s.id, s.core)).expect("add_player found it");
+    drop(registry);
+    state.dispatch(commands);
+    let spec = SessionSpec {
+        id,
+        stream: stream_id,
+        stream_name: stream.to_owned(),
+        role: SessionRole::Player { tracks: answer.tracks },
+        local_ice,
+        remote_ice,
+        remote_fingerprint,
+        dtls_role,
+        publisher_core: Some(publisher_core),
+    };
+    state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
+    info!(session = %id, stream, core = core.0, "play accepted");
+    Ok(Started { id, answer: answer.sdp })
+}
+
+/// Ends a session at the client's request. Returns false when it is unknown (already ended).
+pub fn end_session(state: &Signalling, id: SessionId) -> bool {
+    let mut registry = state.registry();
+    let Some(entry) = registry.session(id).cloned() else { return false };
+    let mut commands = registry.remove_session(id);
+    drop(registry);
+    commands.push((entry.core, CoreCommand::RemoveSession { id, reason: EndReason::Deleted }));
+    state.dispatch(commands);
+    true
+}

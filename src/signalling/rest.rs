@@ -1,0 +1,65 @@
+//! The WCS REST calls WCS users script against: `/rest-api/stream/find_all` and
+//! `/rest-api/stream/find` (GET or POST, JSON body optional).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::{text, Signalling};
+
+/// `find_all` lists every live stream; `find` those matching the body's `name` / `published`.
+pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Bytes>> {
+    let filter: Value = if body.trim().is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_str(body) {
+            Ok(value @ Value::Object(_)) => value,
+            Ok(_) => return text(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+        }
+    };
+    let name = filter.get("name").and_then(Value::as_str);
+    let published = filter.get("published").and_then(Value::as_bool);
+    let streams: Vec<(crate::control::SessionId, String, bool, usize, Vec<String>)> = state
+        .registry()
+        .streams()
+        .map(|s| {
+            let codecs = s.tracks.iter().map(|t| t.codec.name.clone()).collect();
+            (s.publisher, s.name.clone(), s.media_flowing, s.players.len(), codecs)
+        })
+        .collect();
+    let mut list: Vec<Value> = Vec::new();
+    for (publisher, stream_name, flowing, players, codecs) in streams {
+        // Every live stream here is a published one.
+        if action == "find" && (name.is_some_and(|n| n != stream_name) || published == Some(false)) {
+            continue;
+        }
+        let media_session_id = state.media_session_id(publisher).unwrap_or_else(|| publisher.to_string());
+        list.push(json!({
+            "mediaSessionId": media_session_id,
+            "name": stream_name,
+            "published": true,
+            "hasVideo": true,
+            "hasAudio": true,
+            "status": if flowing { "PUBLISHING" } else { "PENDING" },
+            "info": null,
+            "record": false,
+            "width": 0,
+            "height": 0,
+            "bitrate": 0,
+            "quality": 0,
+            "mediaProvider": "WebRTC",
+            "codecs": codecs,
+            "playerCount": players,
+        }));
+    }
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    if action == "find" && list.is_empty() {
+        return text(StatusCode::NOT_FOUND, "Stream not found");
+    }
+    let mut response = Response::new(Full::new(Bytes::from(Value::Array(list).to_string())));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
