@@ -7,6 +7,8 @@
 pub mod config;
 pub mod control;
 pub mod dtls;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod negotiate;
 pub mod node;
 pub mod reactor;

@@ -84,6 +84,7 @@ pub struct ClientSession {
     status: watch::Receiver<Status>,
     received: mpsc::UnboundedReceiver<Vec<u8>>,
     resource: String,
+    stun_username: String,
     task: tokio::task::JoinHandle<()>,
     send_buf: Vec<u8>,
     /// SSRC of the audio track (publish).
@@ -158,6 +159,7 @@ impl ClientSession {
         }
         let socket = Arc::new(UdpSocket::bind("0.0.0.0:0").await?);
         let remote_ice = IceCredentials { ufrag: answer.ice_ufrag.clone(), pwd: answer.ice_pwd.clone() };
+        let stun_username = format!("{}:{}", remote_ice.ufrag, local.ufrag);
         let ice = IceControllingAgent::new(local, remote_ice, candidates, rand::random(), Instant::now());
         let state = Arc::new(Mutex::new(PeerState {
             ice,
@@ -208,6 +210,7 @@ impl ClientSession {
             status,
             received,
             resource,
+            stun_username,
             task,
             send_buf: vec![0u8; 2048],
             audio_ssrc,
@@ -233,6 +236,40 @@ impl ClientSession {
         };
         self.socket.send_to(&self.send_buf[..len], remote).await?;
         Ok(())
+    }
+
+    /// Encrypts (SRTCP) and sends one plaintext RTCP packet (compound or not).
+    pub async fn send_rtcp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
+        let (len, remote) = {
+            let mut state = self.state.lock().expect("client state lock");
+            let remote = state.remote.ok_or_else(|| ClientError::Connect("no remote".into()))?;
+            let srtp = state.srtp_tx.as_mut().ok_or_else(|| ClientError::Connect("not keyed".into()))?;
+            let buf = self.send_buf.get_mut(..packet.len()).ok_or_else(|| ClientError::Srtp("RTCP packet too long".into()))?;
+            buf.copy_from_slice(packet);
+            let len = srtp.protect_rtcp(&mut self.send_buf, packet.len()).map_err(|e| ClientError::Srtp(e.to_string()))?;
+            (len, remote)
+        };
+        self.socket.send_to(&self.send_buf[..len], remote).await?;
+        Ok(())
+    }
+
+    /// Sends `bytes` unchanged from this session's socket to the server address ICE nominated:
+    /// tests send garbage from a real peer's address this way.
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
+        let remote = self.remote_addr().ok_or_else(|| ClientError::Connect("no remote".into()))?;
+        self.socket.send_to(bytes, remote).await?;
+        Ok(())
+    }
+
+    /// The server address ICE nominated.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.state.lock().expect("client state lock").remote
+    }
+
+    /// The USERNAME this client's STUN checks carry, `<server ufrag>:<client ufrag>`: tests
+    /// forge requests for this session with it.
+    pub fn stun_username(&self) -> &str {
+        &self.stun_username
     }
 
     /// The next decrypted RTP packet (play), or `None` on timeout or when the session ended.

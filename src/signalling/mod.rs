@@ -251,7 +251,9 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
                 Err(response) => response,
             }
         }
-        (Method::DELETE, ["whip" | "whep", _stream, session]) => whip::delete(state, session),
+        (Method::DELETE, [protocol @ ("whip" | "whep"), stream, session]) => {
+            whip::delete(state, protocol, &percent_decode(stream), session)
+        }
         (Method::PATCH, ["whip" | "whep", _stream, _session]) => {
             // RFC 9725 §4.3.1: a server that does not support trickle ICE answers 405; rtcdn
             // puts every candidate in the answer.

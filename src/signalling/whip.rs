@@ -8,7 +8,7 @@ use hyper::{Response, StatusCode};
 use super::media::{self, StartError};
 use super::{text, Signalling};
 use crate::control::SessionId;
-use crate::registry::RegistryError;
+use crate::registry::{RegistryError, SessionKind};
 
 fn refuse(error: StartError) -> Response<Full<Bytes>> {
     let status = match &error {
@@ -47,10 +47,15 @@ pub fn play(state: &Signalling, stream: &str, offer: &str) -> Response<Full<Byte
     }
 }
 
-/// `DELETE /whip/{stream}/{session}` and `DELETE /whep/{stream}/{session}`.
-pub fn delete(state: &Signalling, session: &str) -> Response<Full<Bytes>> {
-    let ended = u64::from_str_radix(session, 16).is_ok_and(|raw| media::end_session(state, SessionId(raw)));
-    if ended {
+/// `DELETE /whip/{stream}/{session}` and `DELETE /whep/{stream}/{session}`. The path must name
+/// the session's own protocol and stream: a player's id cannot end a publisher.
+pub fn delete(state: &Signalling, protocol: &str, stream: &str, session: &str) -> Response<Full<Bytes>> {
+    let id = u64::from_str_radix(session, 16).ok().map(SessionId);
+    let want = if protocol == "whip" { SessionKind::Publisher } else { SessionKind::Player };
+    let matches = id
+        .and_then(|id| state.registry().session(id).cloned())
+        .is_some_and(|entry| entry.kind == want && entry.stream_name == stream);
+    if matches && id.is_some_and(|id| media::end_session(state, id)) {
         text(StatusCode::OK, "session ended")
     } else {
         text(StatusCode::NOT_FOUND, "no such session (it ended or never existed)")

@@ -1,0 +1,25 @@
+//! Entry points for the fuzz targets in `fuzz/` (each target is a one-line call). Compiled in
+//! every build so that they cannot rot.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::signalling::flashphoner::protocol::{self, StreamDescription};
+
+/// A WebSocket text frame through the Flashphoner frame parser and the status builders.
+pub fn fuzz_signalling_frame(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(frame) = protocol::parse_frame(text) {
+        let id = protocol::str_field(&frame.payload, "mediaSessionId").unwrap_or("");
+        let name = protocol::str_field(&frame.payload, "name").unwrap_or("");
+        let description = StreamDescription::from_request(&frame.payload, id, name, true);
+        let built = description.status_frame("FAILED", Some(name));
+        assert!(protocol::parse_frame(&built).is_ok(), "our own frames parse");
+    }
+}
+
+/// A config file through the TOML loader and validation.
+pub fn fuzz_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = Config::from_toml(text, Path::new("fuzz.toml"));
+}
