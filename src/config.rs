@@ -30,6 +30,12 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address of the HTTP listener.
     pub listen: SocketAddr,
+    /// Address of the HTTPS/WSS listener, served when a TLS certificate and key are set.
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain for HTTPS/WSS.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key for `tls_certificate`.
+    pub tls_private_key: Option<PathBuf>,
 }
 
 /// `[media]`
@@ -78,7 +84,12 @@ pub struct LogConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)) }
+        HttpConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            tls_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8443)),
+            tls_certificate: None,
+            tls_private_key: None,
+        }
     }
 }
 
@@ -145,6 +156,9 @@ USAGE:
 OPTIONS:
     --config FILE          read a TOML config (see config/standalone.toml)
     --http ADDR            HTTP listen address (default 127.0.0.1:8080)
+    --https ADDR           HTTPS/WSS listen address (default 127.0.0.1:8443; needs --tls-cert/--tls-key)
+    --tls-cert FILE        PEM certificate chain for HTTPS/WSS
+    --tls-key FILE         PEM private key for HTTPS/WSS
     --media-bind IP        media bind address (default 127.0.0.1)
     --announce IP          advertise this address in ICE candidates (repeatable)
     --udp-port-base PORT   UDP port of media thread 0 (default 31000)
@@ -195,6 +209,12 @@ impl Config {
                 message: "dtls.certificate and dtls.private_key must be set together".into(),
             });
         }
+        if self.http.tls_certificate.is_some() != self.http.tls_private_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "http.tls_certificate",
+                message: "http.tls_certificate and http.tls_private_key must be set together".into(),
+            });
+        }
         if self.session.consent_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "session.consent_timeout_secs",
@@ -232,7 +252,7 @@ impl Config {
             match flag.as_str() {
                 "-h" | "--help" => return Ok(Command::Help),
                 "-V" | "--version" => return Ok(Command::Version),
-                "--config" | "--http" | "--media-bind" | "--announce" | "--udp-port-base"
+                "--config" | "--http" | "--https" | "--tls-cert" | "--tls-key" | "--media-bind" | "--announce" | "--udp-port-base"
                 | "--media-threads" | "--media-backend" | "--log" => {
                     let value = match inline {
                         Some(v) => v,
@@ -270,6 +290,9 @@ impl Config {
         }
         match flag {
             "--http" => self.http.listen = parse(flag, value)?,
+            "--https" => self.http.tls_listen = parse(flag, value)?,
+            "--tls-cert" => self.http.tls_certificate = Some(PathBuf::from(value)),
+            "--tls-key" => self.http.tls_private_key = Some(PathBuf::from(value)),
             "--media-bind" => self.media.bind = parse(flag, value)?,
             "--announce" => self.media.announce.push(parse(flag, value)?),
             "--udp-port-base" => self.media.port_base = parse(flag, value)?,

@@ -26,6 +26,9 @@ pub enum StartError {
     /// The HTTP listener could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     HttpBind { addr: SocketAddr, source: std::io::Error },
+    /// The HTTPS certificate or key could not be read.
+    #[error("TLS certificate for HTTPS/WSS: {0}")]
+    Tls(String),
     /// The DTLS certificate could not be made or read.
     #[error("DTLS certificate: {0}")]
     Certificate(String),
@@ -40,6 +43,7 @@ pub enum StartError {
 /// A running node.
 pub struct Node {
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     media_addrs: Vec<SocketAddr>,
     cores: Vec<CoreHandle>,
     core_threads: Vec<JoinHandle<()>>,
@@ -124,19 +128,40 @@ impl Node {
         };
         let http_addr = listener.local_addr().map_err(StartError::Runtime)?;
         runtime.spawn(signalling::serve(listener, state.clone()));
+        let https_addr = match (&config.http.tls_certificate, &config.http.tls_private_key) {
+            (Some(cert), Some(key)) => {
+                let acceptor = tls_acceptor(cert, key)?;
+                let tls_bind = |source| StartError::HttpBind { addr: config.http.tls_listen, source };
+                let listener = std::net::TcpListener::bind(config.http.tls_listen).map_err(tls_bind)?;
+                listener.set_nonblocking(true).map_err(tls_bind)?;
+                let listener = {
+                    let _entered = runtime.enter();
+                    tokio::net::TcpListener::from_std(listener).map_err(tls_bind)?
+                };
+                let addr = listener.local_addr().map_err(StartError::Runtime)?;
+                runtime.spawn(signalling::serve_tls(listener, state.clone(), acceptor));
+                Some(addr)
+            }
+            _ => None,
+        };
         let events_state = state.clone();
         runtime.spawn(async move {
             while let Some(event) = event_rx.recv().await {
                 events_state.handle_core_event(event);
             }
         });
-        info!(http = %http_addr, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
-        Ok(Node { http_addr, media_addrs, cores, core_threads, runtime: Some(runtime), state })
+        info!(http = %http_addr, https = ?https_addr, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
+        Ok(Node { http_addr, https_addr, media_addrs, cores, core_threads, runtime: Some(runtime), state })
     }
 
     /// The HTTP listener's address (useful when the config asked for port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The HTTPS/WSS listener's address, when TLS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// Each media core's socket address.
@@ -174,6 +199,27 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A TLS acceptor for HTTPS/WSS from PEM files, on ring (no second crypto library).
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|iter| iter.collect::<Result<_, _>>())
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!("{}: no certificate in the file", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The addresses put in ICE host candidates: the configured ones, else the bind address, else

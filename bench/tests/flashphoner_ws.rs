@@ -199,3 +199,55 @@ async fn names_in_use_unknown_streams_and_availability() {
     ws.expect_failed("q3", "Stream not found").await;
     node.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_websocket_with_a_configured_certificate() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("rtcdn-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.key_pair.serialize_pem()).unwrap();
+
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.http.tls_listen = "127.0.0.1:0".parse().unwrap();
+    config.http.tls_certificate = Some(cert_path);
+    config.http.tls_private_key = Some(key_path);
+    config.media.port_base = 0;
+    config.media.threads = 1;
+    let node = Node::start(&config).expect("node starts with TLS");
+    let https = node.https_addr().expect("an HTTPS listener");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(key.cert.pem().as_bytes()).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let (ws, _) = tokio_tungstenite::client_async("wss://localhost/websocket", tls).await.expect("wss upgrade");
+    let mut ws = ws;
+    ws.send(Message::text(json!({ "message": "connection", "data": [{ "appKey": "defaultApp" }] }).to_string())).await.unwrap();
+    let mut established = false;
+    while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        let value: Value = serde_json::from_str(text.as_str()).unwrap();
+        if value["message"] == "getUserData" {
+            assert_eq!(value["data"][0]["status"], "ESTABLISHED");
+            established = true;
+            break;
+        }
+    }
+    assert!(established, "ESTABLISHED over wss://");
+    node.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -173,6 +173,15 @@ impl Signalling {
 
 /// Serves HTTP on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Signalling>) {
+    serve_with(listener, state, None).await
+}
+
+/// Serves HTTPS (and so wss://) on `listener` until the task is dropped.
+pub async fn serve_tls(listener: TcpListener, state: Arc<Signalling>, acceptor: tokio_rustls::TlsAcceptor) {
+    serve_with(listener, state, Some(acceptor)).await
+}
+
+async fn serve_with(listener: TcpListener, state: Arc<Signalling>, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -183,19 +192,38 @@ pub async fn serve(listener: TcpListener, state: Arc<Signalling>) {
             }
         };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, state, peer).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await
-            {
-                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            match tls {
+                None => serve_connection(stream, state, peer).await,
+                Some(acceptor) => {
+                    // A handshake that stalls must not hold a task forever.
+                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve_connection(stream, state, peer).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve_connection<S>(stream: S, state: Arc<Signalling>, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(req, state, peer).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await
+    {
+        debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }
 
