@@ -1,7 +1,7 @@
 // Shared helpers for rtcdn's browser end-to-end tests.
 // Only ever talks to 127.0.0.1.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -253,4 +253,203 @@ export function videoCodecOrder(sdp) {
   const map = {};
   for (const m of sec.matchAll(/a=rtpmap:(\d+) ([^/\r\n]+)/g)) map[m[1]] = m[2];
   return pts.map((pt) => map[pt] || pt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flashphoner Web SDK demo pages (npm @flashphoner/websdk), served unchanged from 127.0.0.1.
+
+/** Root of the installed @flashphoner/websdk package (its demo pages live under examples/). */
+export const WEBSDK_DIR = path.join(TESTS_DIR, 'node_modules/@flashphoner/websdk');
+export const TWO_WAY_PATH = '/examples/demo/streaming/two_way_streaming/two_way_streaming.html';
+export const EMBED_PLAYER_PATH = '/examples/demo/streaming/embed_player/player.html';
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg', '.gif': 'image/gif', '.svg': 'image/svg+xml', '.ico': 'image/x-icon', '.mp4': 'video/mp4',
+  '.woff': 'font/woff', '.woff2': 'font/woff2', '.ttf': 'font/ttf', '.eot': 'application/vnd.ms-fontobject',
+  '.swf': 'application/x-shockwave-flash', '.map': 'application/json',
+};
+
+/**
+ * Serves the files of directory `root` (default: the @flashphoner/websdk package root) on
+ * http://127.0.0.1:<free port>/, so the demo pages' relative references (../../../../flashphoner.js,
+ * ../../dependencies/...) resolve as in the package. Every request is recorded in `requests`.
+ */
+export async function startPackageServer(root = WEBSDK_DIR) {
+  if (!existsSync(path.join(root, 'flashphoner.js'))) {
+    throw new Error(`${root}/flashphoner.js missing: run npm ci in tests/browser`);
+  }
+  const base = path.resolve(root);
+  const requests = [];
+  const srv = createServer((req, res) => {
+    const u = new URL(req.url, 'http://127.0.0.1');
+    let rel;
+    try { rel = decodeURIComponent(u.pathname); } catch { rel = u.pathname; }
+    const file = path.resolve(base, '.' + rel);
+    let status = 404;
+    if ((req.method === 'GET' || req.method === 'HEAD') && (file === base || file.startsWith(base + path.sep))) {
+      try {
+        const st = statSync(file);
+        if (st.isFile()) {
+          status = 200;
+          res.writeHead(200, {
+            'Content-Type': MIME[path.extname(file).toLowerCase()] || 'application/octet-stream',
+            'Content-Length': st.size, 'Cache-Control': 'no-store',
+          });
+          if (req.method === 'HEAD') res.end(); else res.end(readFileSync(file));
+        }
+      } catch { /* 404 below */ }
+    }
+    requests.push({ path: u.pathname, status });
+    if (status !== 200) { res.writeHead(404, { 'Content-Type': 'text/plain' }); res.end('not found'); }
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${srv.address().port}`;
+  return { url, requests, close: () => new Promise((r) => { srv.closeAllConnections?.(); srv.close(() => r()); }) };
+}
+
+/** Chromium flags that keep every DNS lookup on the machine (the Embed Player names a public TURN host). */
+export const OFFLINE_CHROMIUM_ARGS = [
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+/** Records every RTCPeerConnection a page creates in window.__pcs (the SDK owns them). */
+const PC_HOOK = `(() => {
+  if (window.__pcs) return;
+  window.__pcs = [];
+  const Orig = window.RTCPeerConnection;
+  if (!Orig) return;
+  class Hooked extends Orig {
+    constructor(...a) { super(...a); window.__pcs.push(this); }
+  }
+  window.RTCPeerConnection = Hooked;
+  if (window.webkitRTCPeerConnection) window.webkitRTCPeerConnection = Hooked;
+})();`;
+
+/**
+ * A fresh browser context whose requests stay on 127.0.0.1: any http(s) request to another host
+ * is aborted and listed in `context.blocked`; pages get the RTCPeerConnection hook.
+ */
+export async function newLoopbackContext(browser) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  context.blocked = [];
+  await context.route('**/*', (route) => {
+    const u = new URL(route.request().url());
+    if ((u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '127.0.0.1') {
+      context.blocked.push(u.href);
+      return route.abort('blockedbyclient');
+    }
+    return route.continue();
+  });
+  await context.addInitScript(PC_HOOK);
+  return context;
+}
+
+/** Shortens the SDP inside a logged signalling frame so logs stay readable. */
+function shortFrame(text) {
+  return String(text).replace(/v=0(\\r\\n|\r\n)[^"]*/g, (m) => `<sdp ${m.length} chars>`);
+}
+
+/**
+ * Opens a page in `context`, records console output (page.consoleLines) and every WebSocket
+ * frame (page.wsFrames: {dir:'>'|'<', t, text}, '>' = page to server) and close/error.
+ */
+export async function openLoggedPage(context, url) {
+  const page = await context.newPage();
+  page.consoleLines = [];
+  page.wsFrames = [];
+  const t0 = Date.now();
+  page.on('console', (m) => page.consoleLines.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => page.consoleLines.push(`[pageerror] ${e.message}`));
+  page.on('websocket', (ws) => {
+    page.wsFrames.push({ dir: '*', t: Date.now() - t0, text: `open ${ws.url()}` });
+    ws.on('framesent', (f) => page.wsFrames.push({ dir: '>', t: Date.now() - t0, text: String(f.payload) }));
+    ws.on('framereceived', (f) => page.wsFrames.push({ dir: '<', t: Date.now() - t0, text: String(f.payload) }));
+    ws.on('socketerror', (e) => page.wsFrames.push({ dir: '*', t: Date.now() - t0, text: `socketerror ${e}` }));
+    ws.on('close', () => page.wsFrames.push({ dir: '*', t: Date.now() - t0, text: 'close' }));
+  });
+  if (url) await page.goto(url);
+  return page;
+}
+
+/** The frames a page exchanged, one per line, pings/pongs left out, SDP bodies shortened. */
+export function frameLog(page, { keepPing = false } = {}) {
+  return (page.wsFrames || [])
+    .filter((f) => keepPing || !/^\{"message":"(ping|pong)"/.test(f.text))
+    .map((f) => `${String(f.t).padStart(6)}ms ${f.dir} ${shortFrame(f.text)}`).join('\n');
+}
+
+/** Parsed signalling frames of a page with the given message name and direction ('<' = received). */
+export function framesOf(page, message, dir = '<') {
+  const out = [];
+  for (const f of page.wsFrames || []) {
+    if (f.dir !== dir) continue;
+    try { const j = JSON.parse(f.text); if (j.message === message) out.push(j); } catch {}
+  }
+  return out;
+}
+
+/**
+ * Video stats of the page's RTCPeerConnections collected by the hook: the inbound (or with
+ * type 'outbound-rtp', outbound) video stream with the most frames, or null.
+ */
+export function hookedVideoStats(page, type = 'inbound-rtp') {
+  return page.evaluate(async (type) => {
+    let best = null;
+    for (const pc of window.__pcs || []) {
+      if (pc.connectionState === 'closed') continue;
+      const rep = await pc.getStats();
+      rep.forEach((r) => {
+        if (r.type !== type || r.kind !== 'video') return;
+        const n = r.framesDecoded ?? r.framesEncoded ?? 0;
+        if (best && n <= best.frames) return;
+        const codec = r.codecId && rep.get(r.codecId);
+        best = {
+          frames: n, framesDecoded: r.framesDecoded || 0, framesEncoded: r.framesEncoded || 0,
+          frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0,
+          mimeType: codec ? codec.mimeType : null, bytes: r.bytesReceived ?? r.bytesSent ?? 0,
+          iceState: pc.iceConnectionState, pcs: window.__pcs.length,
+        };
+      });
+    }
+    return best;
+  }, type);
+}
+
+/**
+ * Waits until a player inside `containerSelector` (the SDK puts a <video id=mediaSessionId> there)
+ * has videoWidth > 0 and the page's inbound video has decoded >= minFrames.
+ */
+export async function waitForSdkVideo(page, { containerSelector = '#remoteVideo', minFrames = 60, timeout = 30_000 } = {}) {
+  let last = null;
+  try {
+    return await poll(async () => {
+      const s = await hookedVideoStats(page);
+      const vw = await page.evaluate((sel) => {
+        const v = document.querySelector(`${sel} video`);
+        return v ? v.videoWidth : -1;
+      }, containerSelector);
+      last = s ? { ...s, videoWidth: vw } : { videoWidth: vw };
+      return s && vw > 0 && s.framesDecoded >= minFrames ? last : false;
+    }, { timeout, interval: 250, what: `>= ${minFrames} frames decoded in ${containerSelector}` });
+  } catch (e) {
+    throw new Error(`${e.message}; last: ${JSON.stringify(last)}`);
+  }
+}
+
+/** Waits until the text of `selector` equals (string) or matches (RegExp) `want`; returns it. */
+export async function waitForText(page, selector, want, { timeout = 15_000 } = {}) {
+  const ok = (s) => (want instanceof RegExp ? want.test(s) : s === want);
+  let last;
+  try {
+    await poll(async () => {
+      last = ((await page.textContent(selector)) || '').trim();
+      return ok(last);
+    }, { timeout, interval: 100, what: `${selector} text ${want instanceof RegExp ? want : JSON.stringify(want)}` });
+    return last;
+  } catch (e) {
+    throw new Error(`${e.message} (last ${selector} text: ${JSON.stringify(last)})`);
+  }
 }
