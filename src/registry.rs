@@ -40,6 +40,8 @@ pub enum SessionKind {
     Publisher,
     /// Plays its stream.
     Player,
+    /// Relays its stream to another node (origin → edge).
+    Relay,
 }
 
 /// A live session as signalling knows it.
@@ -72,6 +74,8 @@ pub struct StreamEntry {
     pub tracks: Vec<StreamTrack>,
     /// Players, with their cores.
     pub players: Vec<(SessionId, CoreId)>,
+    /// Relays to other nodes; they run on the publisher's core.
+    pub relays: Vec<SessionId>,
     /// Set once the publisher's first media packet arrived.
     pub media_flowing: bool,
 }
@@ -146,7 +150,16 @@ impl Registry {
         self.next_stream += 1;
         self.streams.insert(
             name.to_owned(),
-            StreamEntry { id: stream, name: name.to_owned(), publisher: id, core, tracks, players: Vec::new(), media_flowing: false },
+            StreamEntry {
+                id: stream,
+                name: name.to_owned(),
+                publisher: id,
+                core,
+                tracks,
+                players: Vec::new(),
+                relays: Vec::new(),
+                media_flowing: false,
+            },
         );
         self.insert_session(SessionEntry { id, kind: SessionKind::Publisher, stream_name: name.to_owned(), core, connected: false });
         Ok(stream)
@@ -164,6 +177,16 @@ impl Registry {
         stream.players.push((id, core));
         self.insert_session(SessionEntry { id, kind: SessionKind::Player, stream_name: name.to_owned(), core, connected: false });
         Ok(commands)
+    }
+
+    /// Registers a relay of `name` to another node. It runs on the publisher's core, which it
+    /// returns, so the stream's packets reach it without crossing cores.
+    pub fn add_relay(&mut self, name: &str, id: SessionId) -> Result<CoreId, RegistryError> {
+        let stream = self.streams.get_mut(name).ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+        let core = stream.core;
+        stream.relays.push(id);
+        self.insert_session(SessionEntry { id, kind: SessionKind::Relay, stream_name: name.to_owned(), core, connected: false });
+        Ok(core)
     }
 
     fn insert_session(&mut self, entry: SessionEntry) {
@@ -206,13 +229,19 @@ impl Registry {
                     return commands;
                 }
                 let stream = self.streams.remove(&session.stream_name).expect("looked up just above");
-                for (player, core) in stream.players {
+                let relays = stream.relays.into_iter().map(|id| (id, stream.core));
+                for (player, core) in stream.players.into_iter().chain(relays) {
                     if let Some(entry) = self.sessions.remove(&player) {
                         if let Some(load) = self.core_load.get_mut(entry.core.0) {
                             *load = load.saturating_sub(1);
                         }
                     }
                     commands.push((core, CoreCommand::RemoveSession { id: player, reason: EndReason::PublisherLeft }));
+                }
+            }
+            SessionKind::Relay => {
+                if let Some(stream) = self.streams.get_mut(&session.stream_name) {
+                    stream.relays.retain(|r| *r != id);
                 }
             }
             SessionKind::Player => {
@@ -287,6 +316,20 @@ mod tests {
         assert!(registry.session(SessionId(2)).is_none());
         assert_eq!(registry.core_load(), &[0, 0]);
         registry.add_publisher("s", SessionId(3), CoreId(1), track()).unwrap();
+    }
+
+    #[test]
+    fn relays_run_on_the_publishers_core_and_end_with_it() {
+        let mut registry = Registry::new(2);
+        registry.add_publisher("s", SessionId(1), CoreId(1), track()).unwrap();
+        assert_eq!(registry.add_relay("s", SessionId(9)), Ok(CoreId(1)));
+        assert!(registry.stream("s").unwrap().players.is_empty(), "a relay is not a player");
+        let c = registry.remove_session(SessionId(1));
+        assert!(matches!(
+            c.as_slice(),
+            [(CoreId(1), CoreCommand::RemoveSession { id: SessionId(9), reason: EndReason::PublisherLeft })]
+        ));
+        assert_eq!(registry.add_relay("s", SessionId(10)), Err(RegistryError::StreamNotFound("s".into())));
     }
 
     #[test]

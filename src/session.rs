@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ice::{IceEvent, IceLiteAgent, Transmit};
+use ice::{IceControllingAgent, IceEvent, IceLiteAgent, Transmit};
 use rtp::rtcp::{Items, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, RtcpIter, SenderReport};
 use rtp::srtp::SrtpContext;
 use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
@@ -176,12 +176,52 @@ fn kind_index(kind: MediaKind) -> usize {
     }
 }
 
-/// One WebRTC peer: a publisher or a player.
+/// The ICE side a session plays: ICE-lite for clients that connect to us, controlling for the
+/// relays rtcdn opens to other nodes.
+enum IceAgent {
+    Lite(IceLiteAgent),
+    Controlling(IceControllingAgent),
+}
+
+impl IceAgent {
+    fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) -> Result<(), ice::IceError> {
+        match self {
+            IceAgent::Lite(a) => a.handle_packet(now, from, packet),
+            IceAgent::Controlling(a) => a.handle_packet(now, from, packet),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            IceAgent::Lite(a) => a.handle_timeout(now),
+            IceAgent::Controlling(a) => a.handle_timeout(now),
+        }
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        match self {
+            IceAgent::Lite(a) => a.poll_transmit(),
+            IceAgent::Controlling(a) => a.poll_transmit(),
+        }
+    }
+    fn poll_event(&mut self) -> Option<IceEvent> {
+        match self {
+            IceAgent::Lite(a) => a.poll_event(),
+            IceAgent::Controlling(a) => a.poll_event(),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            IceAgent::Lite(a) => a.poll_timeout(),
+            IceAgent::Controlling(a) => a.poll_timeout(),
+        }
+    }
+}
+
+/// One WebRTC peer: a publisher, a player, or a relay to another node.
 pub struct Session {
     id: SessionId,
     stream: StreamId,
     stream_name: String,
-    ice: IceLiteAgent,
+    ice: IceAgent,
     dtls_role: DtlsRole,
     remote_fingerprint: [u8; 32],
     phase: Phase,
@@ -198,9 +238,20 @@ impl Session {
     /// Creates a session from what signalling negotiated. `seed` gives the session its random
     /// values (RTCP SSRC, RTP sequence/timestamp bases) without reading a global RNG.
     pub fn new(spec: SessionSpec, now: Instant, consent_timeout: Duration, seed: u64) -> Session {
-        let mut ice = IceLiteAgent::new(spec.local_ice, spec.remote_ice, now);
-        ice.set_consent_timeout(consent_timeout);
         let mut random = SplitMix64(seed);
+        let ice = match &spec.role {
+            SessionRole::Relay { remote_candidates, .. } => {
+                let mut agent =
+                    IceControllingAgent::new(spec.local_ice, spec.remote_ice, remote_candidates.clone(), random.next(), now);
+                agent.set_consent_timeout(consent_timeout);
+                IceAgent::Controlling(agent)
+            }
+            _ => {
+                let mut agent = IceLiteAgent::new(spec.local_ice, spec.remote_ice, now);
+                agent.set_consent_timeout(consent_timeout);
+                IceAgent::Lite(agent)
+            }
+        };
         let role = match spec.role {
             SessionRole::Publisher { tracks } => RoleState::Publisher(PublisherState {
                 tracks,
@@ -210,7 +261,7 @@ impl Session {
                 pending_keyframe_request: None,
                 next_receiver_report: None,
             }),
-            SessionRole::Player { tracks } => {
+            SessionRole::Player { tracks } | SessionRole::Relay { tracks, .. } => {
                 let mut slots: [Option<PlayerTrack>; 2] = [None, None];
                 for track in tracks {
                     let rewriter = RtpRewriter::new(Ssrc(track.ssrc), Pt::new(track.pt), random.next() as u16, random.next() as u32);

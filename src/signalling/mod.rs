@@ -27,7 +27,8 @@ use self::flashphoner::protocol::{end_info, StreamDescription};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::Waker;
-use crate::registry::Registry;
+use crate::cdn::relay::{self, RelayTarget};
+use crate::registry::{Registry, SessionKind};
 
 /// The largest request body accepted (an SDP offer is a few KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -73,16 +74,19 @@ pub struct Signalling {
     pub certificate: DtlsCertificate,
     /// WebSocket clients to tell when their sessions change.
     pub watchers: Mutex<HashMap<SessionId, Watcher>>,
+    /// Edges every stream published here is relayed to (an origin's; empty otherwise).
+    pub relay_targets: Vec<RelayTarget>,
 }
 
 impl Signalling {
     /// Shared state for a node's cores.
-    pub fn new(cores: Vec<CoreHandle>, certificate: DtlsCertificate) -> Signalling {
+    pub fn new(cores: Vec<CoreHandle>, certificate: DtlsCertificate, relay_targets: Vec<RelayTarget>) -> Signalling {
         Signalling {
             registry: Mutex::new(Registry::new(cores.len())),
             cores,
             certificate,
             watchers: Mutex::new(HashMap::new()),
+            relay_targets,
         }
     }
 
@@ -148,18 +152,25 @@ impl Signalling {
     }
 
     /// Applies what a core reports.
-    pub fn handle_core_event(&self, event: CoreEvent) {
+    pub fn handle_core_event(self: &Arc<Self>, event: CoreEvent) {
         match event {
             CoreEvent::SessionConnected { id } => {
-                let player = self.registry().session(id).is_some_and(|s| s.kind == crate::registry::SessionKind::Player);
+                let player = self.registry().session(id).is_some_and(|s| s.kind == SessionKind::Player);
                 self.registry().set_connected(id);
                 if player {
                     self.notify(id, "PLAYING");
                 }
             }
             CoreEvent::MediaStarted { id } => {
-                self.registry().set_media_flowing(id);
+                let publisher_stream = {
+                    let mut registry = self.registry();
+                    registry.set_media_flowing(id);
+                    registry.session(id).filter(|s| s.kind == SessionKind::Publisher).map(|s| s.stream_name.clone())
+                };
                 self.notify(id, "PUBLISHING");
+                if let Some(stream) = publisher_stream.filter(|_| !self.relay_targets.is_empty()) {
+                    relay::spawn_relays(self, &stream, &self.relay_targets);
+                }
             }
             CoreEvent::SessionEnded { id, reason } => {
                 let commands = self.registry().remove_session(id);

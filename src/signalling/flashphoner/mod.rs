@@ -1,6 +1,7 @@
 //! The Flashphoner WCS WebSocket protocol on the HTTP listener, so pages written for WCS with the
 //! official Web SDK work unchanged. The upgrade is accepted on any path (`/`, `/websocket`, ...).
 
+pub mod client;
 mod connection;
 pub mod protocol;
 

@@ -1,0 +1,245 @@
+//! Origin → edge relaying (CDN 1.0 step 2): once a stream is publishing, the origin connects to
+//! each edge over the Flashphoner WebSocket protocol as a client, publishes the stream there with
+//! an offer of its own, and a relay session on the publisher's core sends the stream's packets.
+//! The edge sees an ordinary publisher. A relay that fails or loses its edge is retried with
+//! backoff for as long as the stream lives, so an edge restart heals without touching the origin.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::control::{CoreCommand, PlayedTrack, SessionId, SessionRole, SessionSpec};
+use crate::dtls::DtlsRole;
+use crate::sdp::{self, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack, Setup};
+use crate::signalling::flashphoner::client::{media_session_id, WsClient};
+use crate::signalling::flashphoner::protocol::StreamDescription;
+use crate::signalling::{media, Signalling, Watcher};
+
+/// How long the edge may take for each signalling step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry delays after a failed relay: doubling from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// A relay that stayed up this long starts the next retry from the first delay again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// An edge to relay to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayTarget {
+    /// The node's id in the CDN config.
+    pub node_id: u32,
+    /// Its host (name or address).
+    pub host: String,
+    /// Its WebSocket port.
+    pub ws_port: u16,
+}
+
+impl RelayTarget {
+    fn url(&self) -> String {
+        format!("ws://{}:{}/", self.host, self.ws_port)
+    }
+}
+
+/// How one relay attempt ended.
+enum Outcome {
+    /// The stream is gone: stop relaying it.
+    StreamGone,
+    /// The relay failed; try again later.
+    Failed(String),
+}
+
+/// Starts relaying `stream` to every target, each in its own task.
+pub fn spawn_relays(state: &Arc<Signalling>, stream: &str, targets: &[RelayTarget]) {
+    for target in targets {
+        let state = state.clone();
+        let stream = stream.to_owned();
+        let target = target.clone();
+        tokio::spawn(async move { relay_loop(state, target, stream).await });
+    }
+}
+
+async fn relay_loop(state: Arc<Signalling>, target: RelayTarget, stream: String) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        if state.registry().stream(&stream).is_none() {
+            return;
+        }
+        let started = Instant::now();
+        match relay_once(&state, &target, &stream).await {
+            Outcome::StreamGone => {
+                info!(stream, edge = target.node_id, "relay ended with the stream");
+                return;
+            }
+            Outcome::Failed(why) => {
+                if started.elapsed() > HEALTHY_AFTER {
+                    backoff = BACKOFF_FIRST;
+                }
+                warn!(stream, edge = target.node_id, url = target.url(), retry_in = ?backoff, "relay failed: {why}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Our offer for the edge: the publisher's own codecs and payload types, so packets need no
+/// payload type rewriting on the way.
+fn relay_offer(state: &Signalling, stream: &str, local_ice: &ice::IceCredentials) -> Option<(String, Vec<PlayedTrack>)> {
+    let tracks = state.registry().stream(stream)?.tracks.clone();
+    let mut media = Vec::new();
+    let mut played = Vec::new();
+    for (index, track) in tracks.iter().enumerate() {
+        let ssrc = rand::random::<u32>() | 1;
+        let kind = match track.kind {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        };
+        media.push(OfferMedia {
+            mid: index.to_string(),
+            kind: track.kind,
+            direction: Direction::SendOnly,
+            codecs: vec![track.codec.clone()],
+            send: Some(SendTrack {
+                ssrc,
+                cname: format!("rtcdn-relay-{stream}"),
+                stream_id: stream.to_owned(),
+                track_id: format!("{stream}-{kind}"),
+                rtx_ssrc: None,
+            }),
+        });
+        played.push(PlayedTrack { kind: track.kind, pt: track.codec.pt, ssrc });
+    }
+    let offer = sdp::write_offer(&OfferParams {
+        ice_ufrag: local_ice.ufrag.clone(),
+        ice_pwd: local_ice.pwd.clone(),
+        fingerprint: Fingerprint(state.certificate.fingerprint()),
+        media,
+    });
+    Some((offer, played))
+}
+
+async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str) -> Outcome {
+    let mut ws = match WsClient::connect(&target.url(), STEP_TIMEOUT).await {
+        Ok(ws) => ws,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let local_ice = ice::IceCredentials::random(&mut rand::thread_rng());
+    let Some((offer, tracks)) = relay_offer(state, stream, &local_ice) else { return Outcome::StreamGone };
+    let id = media_session_id();
+    let has = |kind| tracks.iter().any(|t: &PlayedTrack| t.kind == kind);
+    let request = json!({
+        "mediaSessionId": id,
+        "name": stream,
+        "published": true,
+        "hasVideo": has(MediaKind::Video),
+        "hasAudio": has(MediaKind::Audio),
+        "status": "PENDING",
+        "record": false,
+        "mediaProvider": "WebRTC",
+        "sdp": offer,
+    });
+    if let Err(e) = ws.send("publishStream", request).await {
+        return Outcome::Failed(e.to_string());
+    }
+    let answer = loop {
+        match ws.next_within(STEP_TIMEOUT, "setRemoteSDP").await {
+            Ok((message, data)) if message == "setRemoteSDP" && data.first().and_then(Value::as_str) == Some(&id) => {
+                match data.get(1).and_then(Value::as_str) {
+                    Some(sdp) => break sdp.to_owned(),
+                    None => return Outcome::Failed("setRemoteSDP without an SDP".into()),
+                }
+            }
+            Ok((message, data)) if message == "notifyStreamStatusEvent" && status_of(&data, &id) == Some("FAILED") => {
+                return Outcome::Failed(format!("the edge refused: {}", info_of(&data)));
+            }
+            Ok(_) => continue,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+    };
+    let answer = match sdp::parse(&answer) {
+        Ok(answer) => answer,
+        Err(e) => return Outcome::Failed(format!("the edge's answer: {e}")),
+    };
+    let Some(fingerprint) = answer.fingerprint else { return Outcome::Failed("the edge's answer has no fingerprint".into()) };
+    let remote_candidates: Vec<_> = answer.candidates.iter().copied().filter(|c| c.is_ipv4()).collect();
+    if remote_candidates.is_empty() {
+        return Outcome::Failed("the edge's answer has no IPv4 host candidate".into());
+    }
+    // The answerer's setup decides: active means the edge is the DTLS client.
+    let dtls_role = if answer.setup == Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
+    let session = SessionId(rand::random::<u64>() | 1);
+    let (core, stream_id) = {
+        let mut registry = state.registry();
+        let Some(stream_id) = registry.stream(stream).map(|s| s.id) else { return Outcome::StreamGone };
+        match registry.add_relay(stream, session) {
+            Ok(core) => (core, stream_id),
+            Err(_) => return Outcome::StreamGone,
+        }
+    };
+    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    let description = StreamDescription {
+        media_session_id: id.clone(),
+        name: stream.to_owned(),
+        published: true,
+        has_audio: has(MediaKind::Audio),
+        has_video: has(MediaKind::Video),
+    };
+    state.watch(session, Watcher { out: notes_tx, description });
+    let spec = SessionSpec {
+        id: session,
+        stream: stream_id,
+        stream_name: stream.to_owned(),
+        role: SessionRole::Relay { tracks, remote_candidates },
+        local_ice,
+        remote_ice: ice::IceCredentials { ufrag: answer.ice_ufrag.clone(), pwd: answer.ice_pwd.clone() },
+        remote_fingerprint: fingerprint.0,
+        dtls_role,
+        publisher_core: Some(core),
+    };
+    state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
+    info!(stream, edge = target.node_id, session = %session, "relay session started");
+
+    let outcome = loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some((name, data)) if name == "notifyStreamStatusEvent" => match status_of(&data, &id) {
+                    Some("PUBLISHING") => info!(stream, edge = target.node_id, "relaying: the edge is publishing"),
+                    Some(status @ ("FAILED" | "UNPUBLISHED")) => {
+                        break Outcome::Failed(format!("the edge reported {status}: {}", info_of(&data)));
+                    }
+                    _ => {}
+                },
+                Some(_) => {}
+                None => break Outcome::Failed("the edge closed the WebSocket".into()),
+            },
+            note = notes.recv() => {
+                // Our relay session ended on the core: the publisher left, or ICE/DTLS with the
+                // edge failed. The note is a FAILED status frame saying which.
+                let info = note
+                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                    .and_then(|v| v["data"][0]["info"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let _ = ws.send("unPublishStream", json!({ "mediaSessionId": id, "name": stream, "published": true })).await;
+                ws.close().await;
+                let gone = state.registry().stream(stream).is_none();
+                return if gone { Outcome::StreamGone } else { Outcome::Failed(format!("relay session ended: {info}")) };
+            }
+        }
+    };
+    // The edge side failed: end our relay session without telling ourselves.
+    state.unwatch(session);
+    media::end_session(state, session);
+    ws.close().await;
+    outcome
+}
+
+fn status_of<'a>(data: &'a [Value], id: &str) -> Option<&'a str> {
+    let object = data.first()?;
+    (object.get("mediaSessionId")?.as_str()? == id).then(|| object.get("status")?.as_str())?
+}
+
+fn info_of(data: &[Value]) -> String {
+    data.first().and_then(|o| o.get("info")).and_then(Value::as_str).unwrap_or("").to_owned()
+}
