@@ -214,6 +214,13 @@ impl IceAgent {
             IceAgent::Controlling(a) => a.poll_timeout(),
         }
     }
+    /// Authenticated media counts as consent for a lite agent; a controlling agent runs its own
+    /// consent checks.
+    fn renew_consent(&mut self, now: Instant, from: SocketAddr) {
+        if let IceAgent::Lite(a) = self {
+            a.renew_consent(now, from);
+        }
+    }
 }
 
 /// One WebRTC peer: a publisher, a player, or a relay to another node.
@@ -360,12 +367,13 @@ impl Session {
 
     /// A publisher's SRTP packet: authenticated and decrypted in place. Returns the kind of the
     /// track and the plaintext length, to be forwarded to players.
-    pub fn handle_srtp(&mut self, data: &mut [u8]) -> Result<(MediaKind, usize), SessionError> {
+    pub fn handle_srtp(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) -> Result<(MediaKind, usize), SessionError> {
         let RoleState::Publisher(publisher) = &mut self.role else {
             return Err(SessionError::UnexpectedRtp);
         };
         let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
         let len = srtp.unprotect_rtp(data).map_err(SessionError::Srtp)?;
+        self.ice.renew_consent(now, from);
         let header = RtpHeader::parse(&data[..len]).map_err(SessionError::Rtp)?;
         let pt = header.payload_type().value();
         let track = publisher.tracks.iter().find(|t| t.pt == pt).ok_or(SessionError::UnknownPayloadType(pt))?;
@@ -379,9 +387,10 @@ impl Session {
     }
 
     /// An SRTCP packet from the peer.
-    pub fn handle_srtcp(&mut self, now: Instant, data: &mut [u8]) -> Result<(), SessionError> {
+    pub fn handle_srtcp(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) -> Result<(), SessionError> {
         let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
         let len = srtp.unprotect_rtcp(data).map_err(SessionError::Srtp)?;
+        self.ice.renew_consent(now, from);
         for packet in RtcpIter::new(&data[..len]) {
             match packet.map_err(SessionError::Rtp)? {
                 Rtcp::SenderReport(sr) => self.handle_sender_report(now, &sr),

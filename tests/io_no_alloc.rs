@@ -1,13 +1,14 @@
 //! Proves that `UdpIo::poll` and the `SendQueue` allocate nothing in steady state, for both
-//! backends: receive, in-place handling, echo, fan-out past the pool size (overflow flush),
-//! waker wake-ups and zero timeouts.
+//! backends: receive on the main and an extra socket, in-place handling, echo from the socket a
+//! datagram arrived on, fan-out over both sockets past the pool size (overflow flush), waker
+//! wake-ups and zero timeouts.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use rtcdn::reactor::io::{Backend, BackendChoice, DatagramHandler, SendQueue, UdpIo};
+use rtcdn::reactor::io::{Backend, BackendChoice, DatagramHandler, SendQueue, SocketId, UdpIo};
 
 /// Counts allocations made by the current thread while `COUNTING` is set.
 struct Counting;
@@ -54,18 +55,21 @@ static GLOBAL: Counting = Counting;
 /// Decrypt-like in-place edit, echo back, and fan out to a sink nobody reads.
 struct Forward {
     sink: SocketAddr,
+    extra: SocketId,
     copies: usize,
     wakes: u64,
 }
 
 impl DatagramHandler for Forward {
-    fn on_datagram(&mut self, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+    fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
         for b in data.iter_mut() {
             *b ^= 0x5a;
         }
-        tx.push(src, data);
+        tx.push_on(socket, src, data);
         for i in 0..self.copies {
-            tx.push_with(self.sink, |buf| {
+            // Interleaved over both sockets: mmsg groups the queue per socket.
+            let from = if i % 2 == 0 { SocketId::MAIN } else { self.extra };
+            tx.push_with_on(from, self.sink, |buf| {
                 buf[..data.len()].copy_from_slice(data);
                 buf[0] = i as u8;
                 data.len()
@@ -75,20 +79,23 @@ impl DatagramHandler for Forward {
     fn on_wake(&mut self, tx: &mut SendQueue) {
         self.wakes += 1;
         tx.push(self.sink, b"timer or control message");
+        tx.push_on(self.extra, self.sink, b"relay keepalive");
     }
 }
 
-/// Runs `rounds` rounds of 64 datagrams and returns (allocations inside poll, datagrams).
+/// Runs `rounds` rounds of 64 datagrams (alternately to the main and the extra socket) and
+/// returns (allocations inside poll, datagrams).
 fn rounds(io: &mut UdpIo, client: &UdpSocket, h: &mut Forward, rounds: usize) -> (u64, u64) {
     const PER_ROUND: u64 = 64;
     let server = io.local_addr();
+    let extra = io.socket_addr(h.extra).unwrap();
     let payload = [0xabu8; 1200];
     let mut buf = [0u8; 2048];
     let before = io.stats().rx_datagrams;
     ALLOCS.with(|a| a.set(0));
     for r in 0..rounds {
-        for _ in 0..PER_ROUND {
-            client.send_to(&payload, server).unwrap();
+        for k in 0..PER_ROUND {
+            client.send_to(&payload, if k % 2 == 0 { server } else { extra }).unwrap();
         }
         if r % 4 == 0 {
             io.waker().wake();
@@ -105,12 +112,17 @@ fn rounds(io: &mut UdpIo, client: &UdpSocket, h: &mut Forward, rounds: usize) ->
         COUNTING.with(|c| c.set(true));
         io.poll(Some(Duration::ZERO), h).unwrap();
         io.send_queue().push(server, b"");
+        io.send_queue().push_on(SocketId(999), server, b"unknown socket: an error, no allocation");
         COUNTING.with(|c| c.set(false));
+        let mut from_extra = 0;
         for _ in 0..PER_ROUND {
-            let n = client.recv(&mut buf).unwrap();
+            let (n, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!(n, payload.len());
             assert_eq!(buf[0], 0xab ^ 0x5a);
+            assert!(from == server || from == extra);
+            from_extra += u64::from(from == extra);
         }
+        assert_eq!(from_extra, PER_ROUND / 2, "echoes leave from the socket they arrived on");
     }
     (ALLOCS.with(|a| a.get()), io.stats().rx_datagrams - before)
 }
@@ -118,12 +130,13 @@ fn rounds(io: &mut UdpIo, client: &UdpSocket, h: &mut Forward, rounds: usize) ->
 fn check(choice: BackendChoice, want: Backend) {
     let mut io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), choice).unwrap();
     assert_eq!(io.backend(), want);
+    let (extra, _) = io.add_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Nobody reads the sink; its receive buffer fills and the kernel drops (not our concern).
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     // 64 × 9 sends per round exceed the 512-slot pool: the overflow flush runs every round.
-    let mut h = Forward { sink: sink.local_addr().unwrap(), copies: 8, wakes: 0 };
+    let mut h = Forward { sink: sink.local_addr().unwrap(), extra, copies: 8, wakes: 0 };
 
     let (_, warm) = rounds(&mut io, &client, &mut h, 20);
     let (allocs, n) = rounds(&mut io, &client, &mut h, 100);

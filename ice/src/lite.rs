@@ -82,8 +82,12 @@ impl IceLiteAgent {
         if self.state == LiteState::Closed {
             return Err(IceError::Closed);
         }
-        if stun::binding_class(packet)? != MessageClass::Request {
-            return Err(IceError::UnexpectedMessage);
+        match stun::binding_class(packet)? {
+            MessageClass::Request => {}
+            // RFC 8445 §11 keepalives. They carry no integrity, so they prove nothing and renew
+            // nothing; libnice sends only these once connected (see `renew_consent`).
+            MessageClass::Indication => return Ok(()),
+            _ => return Err(IceError::UnexpectedMessage),
         }
         let expected = ExpectedCredentials {
             local_ufrag: &self.local.ufrag,
@@ -99,6 +103,16 @@ impl IceLiteAgent {
             self.consent_since = now;
         }
         Ok(())
+    }
+
+    /// Renews consent because authenticated media (SRTP/SRTCP that passed its tag check) arrived
+    /// from `from`. An ICE-lite agent sends no checks of its own, and some full agents (libnice,
+    /// used by GStreamer) send no consent checks after connecting, only indications; media that
+    /// only the peer's keys can produce is as good a proof that it still wants the session.
+    pub fn renew_consent(&mut self, now: Instant, from: SocketAddr) {
+        if self.state == LiteState::Nominated(from) {
+            self.consent_since = now;
+        }
     }
 
     /// Advances time: reports [`DisconnectReason::ConsentExpired`] or
@@ -278,7 +292,24 @@ mod tests {
     }
 
     #[test]
-    fn responses_and_indications_are_rejected() {
+    fn authenticated_media_renews_consent_only_from_the_nominated_address() {
+        let now = Instant::now();
+        let mut agent = agent(now);
+        agent.set_consent_timeout(Duration::from_secs(30));
+        let peer: SocketAddr = PEER.parse().unwrap();
+        agent.handle_packet(now, peer, &check(true, 1)).unwrap();
+        while agent.poll_event().is_some() {}
+        let later = now + Duration::from_secs(25);
+        agent.renew_consent(later, "10.9.9.9:9".parse().unwrap());
+        assert_eq!(agent.poll_timeout(), Some(now + Duration::from_secs(30)), "another address renews nothing");
+        agent.renew_consent(later, peer);
+        assert_eq!(agent.poll_timeout(), Some(later + Duration::from_secs(30)));
+        agent.handle_timeout(now + Duration::from_secs(40));
+        assert_eq!(agent.poll_event(), None, "still alive thanks to the media");
+    }
+
+    #[test]
+    fn responses_are_rejected_and_indications_ignored() {
         let now = Instant::now();
         let mut agent = agent(now);
         let key = stun::short_term_key("server-password-0123456").unwrap();
@@ -290,10 +321,9 @@ mod tests {
         );
         let mut indication = check(false, 4);
         indication[1] = 0x11; // Binding indication
-        assert_eq!(
-            agent.handle_packet(now, peer, &indication),
-            Err(IceError::UnexpectedMessage)
-        );
+        assert_eq!(agent.handle_packet(now, peer, &indication), Ok(()));
+        assert!(agent.poll_transmit().is_none(), "indications are not answered");
+        assert!(agent.poll_event().is_none());
         assert_eq!(
             agent.handle_packet(now, peer, b"\x80hello"),
             Err(IceError::NotStun)

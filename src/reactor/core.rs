@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionSpec, StreamId};
+use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionRole, SessionSpec, StreamId};
 use crate::dtls::{DtlsCertificate, DtlsEvent, DtlsTransport};
-use crate::reactor::io::{DatagramHandler, SendQueue, UdpIo, Waker};
+use crate::reactor::io::{DatagramHandler, SendQueue, SocketId, UdpIo, Waker};
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
 use crate::sdp::MediaKind;
 use crate::session::{Session, SessionEvent};
@@ -85,6 +85,9 @@ pub struct CoreSetup {
 struct Entry {
     session: Session,
     dtls: Option<DtlsTransport>,
+    /// The socket the session's datagrams use: the core's own, or a relay's private one (two
+    /// relays to the same edge core must not share a 5-tuple).
+    socket: SocketId,
 }
 
 #[derive(Default)]
@@ -110,10 +113,15 @@ struct Core {
     dtls_tx: Sender<(SessionId, DtlsEvent)>,
     dtls_rx: Receiver<(SessionId, DtlsEvent)>,
     sessions: HashMap<SessionId, Entry>,
-    by_addr: HashMap<SocketAddr, SessionId>,
+    by_addr: HashMap<(SocketId, SocketAddr), SessionId>,
     by_ufrag: HashMap<String, SessionId>,
     streams: HashMap<StreamId, LocalStream>,
     closing: HashMap<SessionId, (SocketAddr, Instant, DtlsTransport)>,
+    /// Relays waiting for a socket: sockets are opened between polls, where the core has the
+    /// `UdpIo` itself.
+    relays_to_open: Vec<SessionSpec>,
+    /// Relay sockets to close after the current poll.
+    sockets_to_close: Vec<SocketId>,
     counters: Counters,
     shutdown: bool,
     seed: u64,
@@ -141,6 +149,8 @@ pub fn run(setup: CoreSetup) {
         by_ufrag: HashMap::new(),
         streams: HashMap::new(),
         closing: HashMap::new(),
+        relays_to_open: Vec::new(),
+        sockets_to_close: Vec::new(),
         counters: Counters::default(),
         shutdown: false,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
@@ -154,6 +164,7 @@ pub fn run(setup: CoreSetup) {
             std::thread::sleep(Duration::from_millis(10));
         }
         core.mesh.flush_wakes();
+        core.open_and_close_relay_sockets(&mut io);
         let now = Instant::now();
         if now >= next_tick {
             core.handle_tick(now, io.send_queue());
@@ -170,12 +181,12 @@ pub fn run(setup: CoreSetup) {
 }
 
 impl DatagramHandler for Core {
-    fn on_datagram(&mut self, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+    fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
         let now = Instant::now();
         match data.first() {
-            Some(0..=3) => self.handle_stun(now, src, data, tx),
-            Some(20..=63) => self.handle_dtls(src, data),
-            Some(128..=191) => self.handle_srtp(now, src, data, tx),
+            Some(0..=3) => self.handle_stun(now, socket, src, data, tx),
+            Some(20..=63) => self.handle_dtls(socket, src, data),
+            Some(128..=191) => self.handle_srtp(now, socket, src, data, tx),
             _ => self.counters.unclassified += 1,
         }
     }
@@ -220,15 +231,15 @@ fn fan_out(
             continue;
         }
         let session = &mut entry.session;
-        tx.push_with(remote, |buf| session.write_rtp(kind, plain, buf));
+        tx.push_with_on(entry.socket, remote, |buf| session.write_rtp(kind, plain, buf));
         sent += 1;
     }
     sent
 }
 
 impl Core {
-    fn handle_stun(&mut self, now: Instant, src: SocketAddr, data: &[u8], tx: &mut SendQueue) {
-        let id = match self.by_addr.get(&src) {
+    fn handle_stun(&mut self, now: Instant, socket: SocketId, src: SocketAddr, data: &[u8], tx: &mut SendQueue) {
+        let id = match self.by_addr.get(&(socket, src)) {
             Some(id) => *id,
             None => match stun_username_local_part(data).and_then(|ufrag| self.by_ufrag.get(ufrag)) {
                 Some(id) => *id,
@@ -246,15 +257,15 @@ impl Core {
         self.drain_session(now, id, tx);
     }
 
-    fn handle_dtls(&mut self, src: SocketAddr, data: &[u8]) {
-        match self.by_addr.get(&src).and_then(|id| self.sessions.get(id)).and_then(|e| e.dtls.as_ref()) {
+    fn handle_dtls(&mut self, socket: SocketId, src: SocketAddr, data: &[u8]) {
+        match self.by_addr.get(&(socket, src)).and_then(|id| self.sessions.get(id)).and_then(|e| e.dtls.as_ref()) {
             Some(dtls) => dtls.handle_record(data),
             None => self.counters.unknown_source += 1,
         }
     }
 
-    fn handle_srtp(&mut self, now: Instant, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
-        let Some(&id) = self.by_addr.get(&src) else {
+    fn handle_srtp(&mut self, now: Instant, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        let Some(&id) = self.by_addr.get(&(socket, src)) else {
             self.counters.unknown_source += 1;
             return;
         };
@@ -263,13 +274,13 @@ impl Core {
         // payload types 64..=95 (with the marker bit) would; those are never negotiated.
         let is_rtcp = data.get(1).is_some_and(|b| (192..=223).contains(b));
         if is_rtcp {
-            if let Err(e) = entry.session.handle_srtcp(now, data) {
+            if let Err(e) = entry.session.handle_srtcp(now, src, data) {
                 self.count_media_error(&e);
             }
             self.drain_session(now, id, tx);
             return;
         }
-        match entry.session.handle_srtp(data) {
+        match entry.session.handle_srtp(now, src, data) {
             Ok((kind, len)) => {
                 self.counters.rtp_received += 1;
                 let stream = entry.session.stream();
@@ -303,7 +314,8 @@ impl Core {
 
     fn handle_command(&mut self, now: Instant, command: CoreCommand, tx: &mut SendQueue) {
         match command {
-            CoreCommand::AddSession(spec) => self.add_session(now, *spec),
+            CoreCommand::AddSession(spec) if matches!(spec.role, SessionRole::Relay { .. }) => self.relays_to_open.push(*spec),
+            CoreCommand::AddSession(spec) => self.add_session(now, *spec, SocketId::MAIN, tx),
             CoreCommand::RemoveSession { id, reason } => {
                 if let Some(entry) = self.sessions.get_mut(&id) {
                     entry.session.end(reason);
@@ -325,11 +337,44 @@ impl Core {
         }
     }
 
-    fn add_session(&mut self, now: Instant, spec: SessionSpec) {
+    /// Opens sockets for new relays and closes those of ended ones; runs between polls.
+    fn open_and_close_relay_sockets(&mut self, io: &mut UdpIo) {
+        for socket in self.sockets_to_close.drain(..) {
+            io.remove_socket(socket);
+        }
+        if self.relays_to_open.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let bind = SocketAddr::new(io.local_addr().ip(), 0);
+        for spec in std::mem::take(&mut self.relays_to_open) {
+            match io.add_socket(bind) {
+                Ok((socket, local)) => {
+                    debug!(session = %spec.id, %local, "relay socket opened");
+                    self.add_session(now, spec, socket, io.send_queue());
+                }
+                Err(e) => {
+                    warn!(session = %spec.id, error = %e, "cannot open a relay socket");
+                    let _ = self.events.send(CoreEvent::SessionEnded {
+                        id: spec.id,
+                        reason: EndReason::DtlsFailed(format!("no relay socket: {e}")),
+                    });
+                }
+            }
+        }
+    }
+
+    fn add_session(&mut self, now: Instant, spec: SessionSpec, socket: SocketId, tx: &mut SendQueue) {
         let id = spec.id;
         let stream = spec.stream;
         let publisher_core = spec.publisher_core;
         self.by_ufrag.insert(spec.local_ice.ufrag.clone(), id);
+        if let SessionRole::Relay { remote_candidates, .. } = &spec.role {
+            // Answers to our checks carry no USERNAME to find the session by.
+            for candidate in remote_candidates {
+                self.by_addr.insert((socket, *candidate), id);
+            }
+        }
         self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let session = Session::new(spec, now, self.consent_timeout, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
@@ -340,11 +385,14 @@ impl Core {
             local.players.push(id);
             local.publisher_core = publisher_core.filter(|c| *c != self.id);
         }
-        self.sessions.insert(id, Entry { session, dtls: None });
+        self.sessions.insert(id, Entry { session, dtls: None, socket });
+        // A relay's first connectivity checks are ready at once.
+        self.drain_session(now, id, tx);
     }
 
     fn handle_dtls_event(&mut self, now: Instant, id: SessionId, event: DtlsEvent, tx: &mut SendQueue) {
         if let Some((remote, _, _)) = self.closing.get(&id) {
+            // Only sessions on the core's own socket linger (relays close theirs at once).
             if let DtlsEvent::Transmit(record) = event {
                 tx.push(*remote, &record);
             }
@@ -354,7 +402,7 @@ impl Core {
         match event {
             DtlsEvent::Transmit(record) => {
                 if let Some(remote) = entry.session.remote() {
-                    tx.push(remote, &record);
+                    tx.push_on(entry.socket, remote, &record);
                 }
             }
             DtlsEvent::Connected(keys) => entry.session.handle_dtls_connected(keys, now),
@@ -403,18 +451,19 @@ impl Core {
         loop {
             let Some(entry) = self.sessions.get_mut(&id) else { return };
             while let Some(transmit) = entry.session.poll_transmit() {
-                tx.push(transmit.destination, &transmit.contents);
+                tx.push_on(entry.socket, transmit.destination, &transmit.contents);
             }
+            let socket = entry.socket;
             let Some(event) = entry.session.poll_event() else { return };
             let stream = entry.session.stream();
             match event {
                 SessionEvent::IceConnected { remote } => {
-                    self.by_addr.insert(remote, id);
+                    self.by_addr.insert((socket, remote), id);
                     self.start_dtls(id);
                 }
                 SessionEvent::RemoteChanged { remote } => {
                     self.by_addr.retain(|_, owner| *owner != id);
-                    self.by_addr.insert(remote, id);
+                    self.by_addr.insert((socket, remote), id);
                 }
                 SessionEvent::Connected => {
                     let _ = self.events.send(CoreEvent::SessionConnected { id });
@@ -479,7 +528,10 @@ impl Core {
                 self.streams.remove(&stream);
             }
         }
-        if let Some(dtls) = entry.dtls {
+        if entry.socket != SocketId::MAIN {
+            // A relay's socket is its own; its edge hears of the end over the WebSocket.
+            self.sockets_to_close.push(entry.socket);
+        } else if let Some(dtls) = entry.dtls {
             // A peer that is still there learns at once that we are gone (DTLS close_notify).
             if let (Some(remote), true) = (session.remote(), reason != EndReason::DtlsClosed) {
                 dtls.close();

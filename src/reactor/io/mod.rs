@@ -1,22 +1,26 @@
 //! UDP I/O backends for a media core: io_uring and recvmmsg/sendmmsg on epoll.
 //!
-//! One [`UdpIo`] per media core owns one UDP socket and, with the io_uring backend, one ring.
+//! One [`UdpIo`] per media core owns its main UDP socket ([`SocketId::MAIN`]), up to
+//! [`MAX_EXTRA_SOCKETS`] extra sockets added with [`UdpIo::add_socket`] (one per relay session, so
+//! that each has its own 5-tuple), and, with the io_uring backend, one ring. Every datagram is
+//! reported with the [`SocketId`] it arrived on, and sends name the socket they leave from.
 //! The core's run loop looks like this:
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
-//! use rtcdn::reactor::io::{BackendChoice, DatagramHandler, SendQueue, UdpIo};
+//! use rtcdn::reactor::io::{BackendChoice, DatagramHandler, SendQueue, SocketId, UdpIo};
 //!
 //! struct Core;
 //! impl DatagramHandler for Core {
-//!     fn on_datagram(&mut self, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
-//!         tx.push(src, data); // echo
+//!     fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+//!         tx.push_on(socket, src, data); // echo from the socket it arrived on
 //!     }
 //!     fn on_wake(&mut self, _tx: &mut SendQueue) {}
 //! }
 //!
 //! let mut io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), BackendChoice::Auto)?;
+//! let (_relay, _relay_addr) = io.add_socket("127.0.0.1:0".parse().unwrap())?;
 //! let mut core = Core;
 //! loop {
 //!     io.poll(Some(Duration::from_millis(10)), &mut core)?;
@@ -26,10 +30,13 @@
 //! ```
 //!
 //! Memory: every buffer is allocated at [`UdpIo::bind`]; `poll` and the [`SendQueue`] never touch
-//! the heap. Buffers handed to the kernel have one owner at a time: a receive buffer belongs to
-//! the kernel until its completion is handed to the handler and goes back to the kernel when the
-//! handler returns; a send slot belongs to the kernel from its SQE until its completion
-//! (tokio-uring's `BufResult` rule, applied to pooled slots).
+//! the heap, whatever the number of sockets (all sockets share the receive buffers and the send
+//! pool; the per-socket tables are sized for [`MAX_EXTRA_SOCKETS`] at bind). Buffers handed to
+//! the kernel have one owner at a time: a receive buffer belongs to the kernel until its
+//! completion is handed to the handler and goes back to the kernel when the handler returns; a
+//! send slot belongs to the kernel from its SQE until its completion (tokio-uring's `BufResult`
+//! rule, applied to pooled slots). Removing a socket frees no memory the kernel could still
+//! write: its receive is cancelled and its last completions are drained by later polls.
 //!
 //! Unsafe code is confined to this module; every block carries a `// SAFETY:` line.
 
@@ -48,6 +55,29 @@ mod waker;
 
 pub use sendq::SendQueue;
 pub use waker::Waker;
+
+/// Identifies one UDP socket of a [`UdpIo`]: [`SocketId::MAIN`] is the socket given to
+/// [`UdpIo::bind`], others come from [`UdpIo::add_socket`]. An id is reused after
+/// [`UdpIo::remove_socket`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketId(pub u16);
+
+impl SocketId {
+    /// The socket bound by [`UdpIo::bind`].
+    pub const MAIN: SocketId = SocketId(0);
+}
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "socket#{}", self.0)
+    }
+}
+
+/// Extra sockets one [`UdpIo`] can hold at a time; [`UdpIo::add_socket`] fails beyond.
+pub const MAX_EXTRA_SOCKETS: usize = 1024;
+
+/// Entries of the per-socket tables: the main socket (index 0) and the extra ones.
+const SOCKET_SLOTS: usize = MAX_EXTRA_SOCKETS + 1;
 
 /// Size of one receive or send buffer slot. Larger datagrams are truncated, counted and dropped.
 pub const MAX_DATAGRAM: usize = 2048;
@@ -92,9 +122,9 @@ impl fmt::Display for Backend {
 
 /// Receives the datagrams and wake-ups of one [`UdpIo::poll`].
 pub trait DatagramHandler {
-    /// One received datagram. `data` may be modified in place (SRTP decrypt); it is only valid
-    /// during the call. Sends queued into `tx` go out in the next batch.
-    fn on_datagram(&mut self, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue);
+    /// One datagram received on `socket`. `data` may be modified in place (SRTP decrypt); it is
+    /// only valid during the call. Sends queued into `tx` go out in the next batch.
+    fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue);
     /// The Waker fired (control messages or packets from other cores are waiting).
     fn on_wake(&mut self, tx: &mut SendQueue);
 }
@@ -106,7 +136,8 @@ pub struct IoStats {
     pub rx_datagrams: u64,
     /// Datagrams the kernel accepted for sending.
     pub tx_datagrams: u64,
-    /// Sends that failed (bad address family, ECONNREFUSED after an ICMP error, EHOSTUNREACH..).
+    /// Sends that failed (bad address family, unknown or removed [`SocketId`], ECONNREFUSED
+    /// after an ICMP error, EHOSTUNREACH..).
     pub tx_errors: u64,
     /// Sends dropped because the socket send buffer was full (EAGAIN/ENOBUFS) or no slot could
     /// be freed. Real-time media prefers loss to blocking.
@@ -122,16 +153,28 @@ pub struct IoStats {
     pub rx_errors: u64,
 }
 
-/// One media core's UDP socket with its I/O backend.
+/// One media core's UDP sockets with their I/O backend.
 pub struct UdpIo {
     // Field order matters for drop: the send queue owns the ring, which is closed before the
     // receive buffers are freed (and `Drop` first cancels and drains everything in flight).
     sendq: SendQueue,
     state: State,
-    socket: UdpSocket,
+    /// The main socket, kept open here; the backends and the send queue use its fd.
+    _socket: UdpSocket,
+    /// Extra sockets; `extras[i]` is `SocketId(i + 1)`.
+    extras: Vec<Option<Extra>>,
+    /// io_uring: removed sockets whose fd may still be named by an SQE the kernel has not
+    /// consumed yet (only if a submit failed); closed once the SQ is empty, so the fd number
+    /// cannot be reused under such an SQE.
+    closing: Vec<UdpSocket>,
     waker: Waker,
     local: SocketAddr,
     rx: RxStats,
+}
+
+struct Extra {
+    socket: UdpSocket,
+    local: SocketAddr,
 }
 
 enum State {
@@ -150,10 +193,7 @@ struct RxStats {
 impl UdpIo {
     /// Binds a non-blocking UDP socket with large buffers and sets up the chosen backend.
     pub fn bind(addr: SocketAddr, choice: BackendChoice) -> io::Result<Self> {
-        let socket = UdpSocket::bind(addr)?;
-        socket.set_nonblocking(true)?;
-        set_buffer_sizes(socket.as_raw_fd());
-        let local = socket.local_addr()?;
+        let (socket, local) = open_socket(addr)?;
         let waker = Waker::new()?;
         let v6 = local.is_ipv6();
         let fd = socket.as_raw_fd();
@@ -172,7 +212,16 @@ impl UdpIo {
                 }
             },
         };
-        Ok(Self { sendq, state, socket, waker, local, rx: RxStats::default() })
+        Ok(Self {
+            sendq,
+            state,
+            _socket: socket,
+            extras: Vec::new(),
+            closing: Vec::new(),
+            waker,
+            local,
+            rx: RxStats::default(),
+        })
     }
 
     fn setup_uring(fd: RawFd, v6: bool, waker: &Waker) -> io::Result<(SendQueue, State)> {
@@ -198,6 +247,94 @@ impl UdpIo {
         self.local
     }
 
+    /// Binds another UDP socket (e.g. to `(media bind ip, 0)`) with the main socket's options
+    /// (non-blocking, large buffers; an IPv6 socket is dual-stack if the system allows it),
+    /// polled by this `UdpIo`. Returns its id and local address. Datagrams to it reach
+    /// [`DatagramHandler::on_datagram`] with that id from the next [`poll`](Self::poll) on;
+    /// [`SendQueue::push_on`] sends from it. Fails if [`MAX_EXTRA_SOCKETS`] are open.
+    pub fn add_socket(&mut self, addr: SocketAddr) -> io::Result<(SocketId, SocketAddr)> {
+        let reusable = |k: usize, state: &State| match state {
+            // A slot whose cancelled receive has not completed yet is not reused.
+            State::Uring(recv) => recv.slot_free((k + 1) as u16),
+            State::Mmsg(_) => true,
+        };
+        let slot = (0..self.extras.len())
+            .find(|&k| self.extras[k].is_none() && reusable(k, &self.state))
+            .or_else(|| (self.extras.len() < MAX_EXTRA_SOCKETS).then_some(self.extras.len()))
+            .ok_or_else(|| {
+                io::Error::other(format!("this media core already has {MAX_EXTRA_SOCKETS} extra sockets"))
+            })?;
+        let (socket, local) = open_socket(addr)?;
+        let idx = (slot + 1) as u16;
+        let fd = socket.as_raw_fd();
+        match &mut self.state {
+            State::Uring(recv) => recv.add(idx, fd),
+            State::Mmsg(recv) => recv.add(idx, fd)?,
+        }
+        self.sendq.set_socket(idx, fd, local.is_ipv6());
+        if slot == self.extras.len() {
+            self.extras.push(None);
+        }
+        self.extras[slot] = Some(Extra { socket, local });
+        tracing::debug!(main = %self.local, socket = idx, %local, "extra media socket added");
+        Ok((SocketId(idx), local))
+    }
+
+    /// Closes an extra socket. Sends queued on it are flushed first; sends pushed on it later
+    /// count as `tx_errors`. Datagrams it received but not yet handed to the handler are
+    /// dropped. io_uring: its multishot receive is cancelled; the final completions are drained
+    /// by later polls (the shared receive buffers stay mapped, so nothing the kernel may still
+    /// write is freed). Unknown ids and [`SocketId::MAIN`] are ignored.
+    pub fn remove_socket(&mut self, id: SocketId) {
+        if id == SocketId::MAIN {
+            tracing::warn!(local = %self.local, "remove_socket(MAIN) ignored: the main socket lives as long as the UdpIo");
+            return;
+        }
+        let Some(extra) = self.extras.get_mut(usize::from(id.0) - 1).and_then(Option::take) else {
+            return;
+        };
+        // Queued sends on this socket go out now, while its fd is open.
+        if let Err(error) = self.sendq.flush() {
+            tracing::warn!(%error, "flush before remove_socket failed");
+        }
+        self.sendq.clear_socket(id.0);
+        let defer_close = match &mut self.state {
+            State::Uring(recv) => recv.remove(id.0, &mut self.sendq),
+            State::Mmsg(recv) => {
+                recv.remove(extra.socket.as_raw_fd());
+                false
+            }
+        };
+        tracing::debug!(main = %self.local, socket = id.0, local = %extra.local, "extra media socket removed");
+        if defer_close {
+            self.closing.push(extra.socket);
+        }
+        while self.extras.last().is_some_and(Option::is_none) && self.state_allows_trim() {
+            self.extras.pop();
+        }
+    }
+
+    /// Whether the last extras entry may be dropped from the table (its id is then reused).
+    fn state_allows_trim(&self) -> bool {
+        match &self.state {
+            State::Uring(recv) => recv.slot_free(self.extras.len() as u16),
+            State::Mmsg(_) => true,
+        }
+    }
+
+    /// The local address of `id`, if it is open.
+    pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        if id == SocketId::MAIN {
+            return Some(self.local);
+        }
+        self.extras.get(usize::from(id.0) - 1)?.as_ref().map(|e| e.local)
+    }
+
+    /// Open extra sockets.
+    pub fn extra_sockets(&self) -> usize {
+        self.extras.iter().filter(|e| e.is_some()).count()
+    }
+
     /// A handle that interrupts [`poll`](Self::poll) from any thread.
     pub fn waker(&self) -> Waker {
         self.waker.clone()
@@ -221,17 +358,14 @@ impl UdpIo {
     ) -> io::Result<usize> {
         // A timeout too large to represent waits indefinitely.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        match &mut self.state {
+        let handled = match &mut self.state {
             State::Uring(recv) => recv.poll(deadline, handler, &mut self.sendq, &mut self.rx, &self.waker),
-            State::Mmsg(recv) => recv.poll(
-                self.socket.as_raw_fd(),
-                deadline,
-                handler,
-                &mut self.sendq,
-                &mut self.rx,
-                &self.waker,
-            ),
+            State::Mmsg(recv) => recv.poll(deadline, handler, &mut self.sendq, &mut self.rx, &self.waker),
+        };
+        if !self.closing.is_empty() && !self.sendq.has_unsubmitted() {
+            self.closing.clear();
         }
+        handled
     }
 
     /// Counters since bind.
@@ -273,6 +407,15 @@ impl Drop for UdpIo {
             }
         }
     }
+}
+
+/// Binds a UDP socket with the options every media socket gets.
+fn open_socket(addr: SocketAddr) -> io::Result<(UdpSocket, SocketAddr)> {
+    let socket = UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    set_buffer_sizes(socket.as_raw_fd());
+    let local = socket.local_addr()?;
+    Ok((socket, local))
 }
 
 /// Time left until `deadline`; `None` means no deadline.
@@ -317,6 +460,7 @@ fn errno() -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::net::UdpSocket;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -373,7 +517,7 @@ mod tests {
     }
 
     impl DatagramHandler for Echo {
-        fn on_datagram(&mut self, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        fn on_datagram(&mut self, _socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
             tx.push(src, data);
         }
         fn on_wake(&mut self, _tx: &mut SendQueue) {
@@ -388,7 +532,7 @@ mod tests {
     }
 
     impl DatagramHandler for FanOut {
-        fn on_datagram(&mut self, _src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        fn on_datagram(&mut self, _socket: SocketId, _src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
             for i in 0..self.copies {
                 tx.push_with(self.sink, |buf| {
                     buf[..data.len()].copy_from_slice(data);
@@ -578,7 +722,7 @@ mod tests {
         c.send_to(b"four", ("127.0.0.1", port)).unwrap();
         struct Check(Option<SocketAddr>);
         impl DatagramHandler for Check {
-            fn on_datagram(&mut self, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+            fn on_datagram(&mut self, _socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
                 self.0 = Some(src);
                 tx.push(src, data);
             }
@@ -590,6 +734,236 @@ mod tests {
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(c.recv(&mut buf).unwrap(), 4);
+    }
+
+
+    /// Records what arrived on which socket and echoes from the socket it arrived on.
+    #[derive(Default)]
+    struct Recorder {
+        got: Vec<(SocketId, SocketAddr, Vec<u8>)>,
+    }
+
+    impl DatagramHandler for Recorder {
+        fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+            self.got.push((socket, src, data.to_vec()));
+            tx.push_on(socket, src, data);
+        }
+        fn on_wake(&mut self, _tx: &mut SendQueue) {}
+    }
+
+    /// Receives one datagram at `c` (2 s timeout): (payload, source).
+    fn recv_one(c: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
+    /// Nothing arrives at `c` within `wait`.
+    fn assert_silent(c: &UdpSocket, wait: Duration) {
+        c.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok((n, from)) = c.recv_from(&mut buf) {
+            panic!("unexpected {n} bytes from {from}");
+        }
+    }
+
+    fn extra_socket_receives_and_sends(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let main = io.local_addr();
+        let (a, a_addr) = io.add_socket(localhost()).unwrap();
+        let (b, b_addr) = io.add_socket(localhost()).unwrap();
+        assert_ne!(a, SocketId::MAIN);
+        assert_ne!(a, b);
+        assert!(a_addr.port() != main.port() && b_addr.port() != main.port() && a_addr.port() != b_addr.port());
+        assert_eq!(io.socket_addr(a), Some(a_addr));
+        assert_eq!(io.socket_addr(SocketId::MAIN), Some(main));
+        assert_eq!(io.extra_sockets(), 2);
+
+        // The same client talks to all three sockets: demultiplexed by SocketId, echoed from
+        // the right port.
+        let c = client();
+        let mut h = Recorder::default();
+        for (round, dst) in [main, a_addr, b_addr, a_addr, main].into_iter().enumerate() {
+            let payload = format!("round {round} to {dst}");
+            c.send_to(payload.as_bytes(), dst).unwrap();
+            poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == round as u64 + 1);
+            let (socket, src, data) = h.got.last().unwrap().clone();
+            let want = [(SocketId::MAIN, main), (a, a_addr), (b, b_addr)].into_iter().find(|&(_, addr)| addr == dst).unwrap();
+            assert_eq!(socket, want.0, "datagram to {dst}");
+            assert_eq!(src, c.local_addr().unwrap());
+            assert_eq!(data, payload.as_bytes());
+            assert_eq!(recv_one(&c), (payload.into_bytes(), dst), "echo leaves from the socket it arrived on");
+        }
+
+        // Sends outside poll (timers), interleaved over sockets: each leaves from its own port,
+        // in order per socket (mmsg groups the queue per socket).
+        let sink = client();
+        let sink_addr = sink.local_addr().unwrap();
+        let plan = [(a, 0u8), (SocketId::MAIN, 1), (a, 2), (b, 3), (SocketId::MAIN, 4), (a, 5), (b, 6)];
+        for &(socket, tag) in &plan {
+            io.send_queue().push_with_on(socket, sink_addr, |buf| {
+                buf[0] = tag;
+                1
+            });
+        }
+        io.poll(Some(Duration::ZERO), &mut h).unwrap();
+        let mut per_source: HashMap<SocketAddr, Vec<u8>> = HashMap::new();
+        for _ in 0..plan.len() {
+            let (data, from) = recv_one(&sink);
+            per_source.entry(from).or_default().push(data[0]);
+        }
+        assert_eq!(per_source[&a_addr], vec![0, 2, 5]);
+        assert_eq!(per_source[&main], vec![1, 4]);
+        assert_eq!(per_source[&b_addr], vec![3, 6]);
+        let s = io.stats();
+        assert_eq!((s.tx_errors, s.tx_dropped, s.rx_errors), (0, 0, 0), "{s:?}");
+    }
+
+    fn remove_socket_stops_delivery(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let main = io.local_addr();
+        let (a, a_addr) = io.add_socket(localhost()).unwrap();
+        let c = client();
+        let mut h = Recorder::default();
+        c.send_to(b"before", a_addr).unwrap();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 1);
+        assert_eq!(h.got[0].0, a);
+        assert_eq!(recv_one(&c), (b"before".to_vec(), a_addr));
+
+        // Datagrams waiting in the socket (and, with io_uring, possibly already in receive
+        // buffers) when it is removed are never delivered.
+        for _ in 0..50 {
+            c.send_to(b"in flight", a_addr).unwrap();
+        }
+        thread::sleep(Duration::from_millis(20));
+        // A send queued on it before removal still goes out (flushed by remove_socket).
+        io.send_queue().push_on(a, c.local_addr().unwrap(), b"last words");
+        io.remove_socket(a);
+        assert_eq!(recv_one(&c), (b"last words".to_vec(), a_addr));
+        assert_eq!(io.socket_addr(a), None);
+        assert_eq!(io.extra_sockets(), 0);
+        io.remove_socket(a); // twice: ignored
+        io.remove_socket(SocketId(999)); // never added: ignored
+        io.remove_socket(SocketId(u16::MAX)); // out of range: ignored
+        io.remove_socket(SocketId::MAIN); // the main socket cannot be removed
+
+        // Traffic to the closed port goes nowhere (ICMP port unreachable); nothing panics.
+        for _ in 0..20 {
+            let _ = c.send_to(b"after", a_addr);
+        }
+        let rx_before = io.stats().rx_datagrams;
+        for _ in 0..10 {
+            io.poll(Some(Duration::from_millis(10)), &mut h).unwrap();
+        }
+        assert_eq!(io.stats().rx_datagrams, rx_before, "removed socket delivered: {:?}", io.stats());
+        assert!(h.got.iter().all(|g| g.2 != b"in flight" && g.2 != b"after"));
+
+        // Sends on the removed id are errors, not panics.
+        let errors = io.stats().tx_errors;
+        io.send_queue().push_on(a, c.local_addr().unwrap(), b"to nowhere");
+        io.send_queue().push_with_on(SocketId(4000), c.local_addr().unwrap(), |_| unreachable!());
+        io.poll(Some(Duration::ZERO), &mut h).unwrap();
+        assert_eq!(io.stats().tx_errors, errors + 2);
+        assert_silent(&c, Duration::from_millis(100));
+
+        // The main socket works throughout.
+        let c2 = client();
+        c2.send_to(b"main", main).unwrap();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == rx_before + 1);
+        assert_eq!(h.got.last().unwrap().0, SocketId::MAIN);
+        assert_eq!(recv_one(&c2), (b"main".to_vec(), main));
+
+        // The id is reused and the new socket works (no stale completion is attributed to it).
+        let (a2, a2_addr) = io.add_socket(localhost()).unwrap();
+        c.send_to(b"new", a2_addr).unwrap();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == rx_before + 2);
+        assert_eq!(h.got.last().unwrap().0, a2);
+        assert_eq!(h.got.last().unwrap().2, b"new");
+        assert_eq!(recv_one(&c), (b"new".to_vec(), a2_addr));
+    }
+
+    fn add_remove_churn_with_traffic(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let main = io.local_addr();
+        let c = client();
+        let mut h = Recorder::default();
+        let mut delivered = 0u64;
+        for round in 0..200 {
+            let (ids, addrs): (Vec<SocketId>, Vec<SocketAddr>) =
+                (0..5).map(|_| io.add_socket(localhost()).unwrap()).unzip();
+            for addr in &addrs {
+                c.send_to(b"churn", *addr).unwrap();
+            }
+            c.send_to(b"main", main).unwrap();
+            delivered += 6;
+            poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == delivered);
+            for _ in 0..6 {
+                recv_one(&c);
+            }
+            // Leave traffic in flight on some of them when they go.
+            for addr in &addrs[..2] {
+                c.send_to(b"dropped", *addr).unwrap();
+            }
+            for id in ids {
+                io.remove_socket(id);
+            }
+            if round % 10 == 0 {
+                io.poll(Some(Duration::ZERO), &mut h).unwrap();
+            }
+        }
+        for _ in 0..5 {
+            io.poll(Some(Duration::from_millis(5)), &mut h).unwrap();
+        }
+        assert_eq!(io.stats().rx_datagrams, delivered);
+        assert_eq!(io.extra_sockets(), 0);
+        assert!(h.got.iter().all(|g| g.2 != b"dropped"));
+    }
+
+    fn socket_limit(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let mut ids = Vec::new();
+        for _ in 0..MAX_EXTRA_SOCKETS {
+            ids.push(io.add_socket(localhost()).unwrap());
+        }
+        assert!(io.add_socket(localhost()).is_err(), "limit enforced");
+        let mut seen: Vec<u16> = ids.iter().map(|(id, _)| id.0).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), MAX_EXTRA_SOCKETS);
+        // The last one still receives.
+        let (last, last_addr) = *ids.last().unwrap();
+        let c = client();
+        c.send_to(b"last", last_addr).unwrap();
+        let mut h = Recorder::default();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 1);
+        assert_eq!(h.got[0].0, last);
+        // Room again right after a removal (io_uring: the cancel completes inline and remove
+        // drains it), and the id is reused.
+        io.remove_socket(ids[7].0);
+        let (again, again_addr) = io.add_socket(localhost()).unwrap();
+        assert_eq!(again, ids[7].0, "freed id reused");
+        assert!(io.add_socket(localhost()).is_err());
+        c.send_to(b"reused", again_addr).unwrap();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 2);
+        assert_eq!(h.got[1].0, again);
+    }
+
+    fn extra_socket_ipv6(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let Ok((six, six_addr)) = io.add_socket("[::1]:0".parse().unwrap()) else {
+            return; // no IPv6 loopback here
+        };
+        let c = UdpSocket::bind("[::1]:0").unwrap();
+        c.send_to(b"six", six_addr).unwrap();
+        let mut h = Recorder::default();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 1);
+        assert_eq!(h.got[0].0, six);
+        assert_eq!(recv_one(&c), (b"six".to_vec(), six_addr));
+        // A v6 destination from the v4 main socket is still a family error.
+        io.send_queue().push(c.local_addr().unwrap(), b"wrong family");
+        io.poll(Some(Duration::ZERO), &mut h).unwrap();
+        assert_eq!(io.stats().tx_errors, 1);
     }
 
     macro_rules! per_backend {
@@ -614,6 +988,11 @@ mod tests {
         timer_sends_and_bad_family,
         ipv6_echo,
         dual_stack_echo,
+        extra_socket_receives_and_sends,
+        remove_socket_stops_delivery,
+        add_remove_churn_with_traffic,
+        socket_limit,
+        extra_socket_ipv6,
     );
 
     #[test]
@@ -626,14 +1005,20 @@ mod tests {
     fn drop_with_traffic_in_flight() {
         for choice in BACKENDS {
             let mut io = bind(choice);
+            let (_, extra) = io.add_socket(localhost()).unwrap();
+            let (gone, gone_addr) = io.add_socket(localhost()).unwrap();
             let c = client();
             for _ in 0..100 {
                 c.send_to(&[1; 1200], io.local_addr()).unwrap();
+                c.send_to(&[2; 1200], extra).unwrap();
+                c.send_to(&[3; 1200], gone_addr).unwrap();
             }
             let sink = client();
             let mut h = FanOut { sink: sink.local_addr().unwrap(), copies: 3 };
             io.poll(Some(Duration::from_millis(10)), &mut h).unwrap();
             io.send_queue().push(sink.local_addr().unwrap(), b"queued at drop");
+            // Removed with its receive cancelled but possibly not yet completed.
+            io.remove_socket(gone);
             if let State::Uring(recv) = &mut io.state {
                 assert!(recv.shutdown(&mut io.sendq), "io_uring drained");
             }

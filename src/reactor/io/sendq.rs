@@ -1,9 +1,12 @@
 //! The send queue: a pool of `MAX_DATAGRAM` slots, flushed by sendmmsg or SENDMSG SQEs.
 //!
-//! A slot is free (on the free list), queued, or (io_uring only) owned by the kernel from its
-//! SQE until its completion. The Mmsg backend copies queued slots out with `sendmmsg` at flush
-//! time and frees them at once; the io_uring backend pushes one SENDMSG SQE per slot at `push`
-//! time (no syscall), submits them all at flush time, and frees each slot on its completion.
+//! Every send names one of the core's sockets ([`SocketId`]); the queue keeps a table of their
+//! fds and families. A slot is free (on the free list), queued, or (io_uring only) owned by the
+//! kernel from its SQE until its completion. The Mmsg backend copies queued slots out with `sendmmsg` at flush
+//! time and frees them at once (one `sendmmsg` batch per socket, in push order within each
+//! socket); the io_uring backend pushes one SENDMSG SQE per slot at `push`
+//! time (no syscall, the socket's fd in the SQE), submits them all at flush time, and frees each
+//! slot on its completion.
 //!
 //! When the pool is empty, `push_with` flushes synchronously: sendmmsg, or submit + reap the
 //! send completions (receive completions met on the way are stashed for the next `poll`).
@@ -20,7 +23,7 @@ use std::os::fd::RawFd;
 
 use super::mem::Region;
 use super::uring::Ring;
-use super::{sockaddr, MAX_DATAGRAM};
+use super::{sockaddr, SocketId, MAX_DATAGRAM, SOCKET_SLOTS};
 
 /// Slots in the send pool (1 MiB of buffers). A fan-out larger than this within one `poll`
 /// flushes synchronously, which is also the natural batching point.
@@ -36,6 +39,24 @@ pub(super) struct Slot {
     addr: libc::sockaddr_storage,
     iov: libc::iovec,
     pub(super) hdr: libc::msghdr,
+}
+
+/// The fd and family of an open socket (`fd < 0`: no socket with that id).
+#[derive(Debug, Clone, Copy)]
+struct SockRef {
+    fd: RawFd,
+    v6: bool,
+}
+
+const NO_SOCKET: SockRef = SockRef { fd: -1, v6: false };
+
+/// Mmsg: one queued send. `seq` is its position at push time, so sorting by `(sock, seq)`
+/// groups the queue per socket and keeps the order within each socket.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    sock: u16,
+    seq: u16,
+    slot: u16,
 }
 
 /// Send counters.
@@ -66,13 +87,15 @@ pub struct SendQueue {
     /// io_uring: the core's ring (shared with the receive side, which reaches it through here).
     /// First field, so it is closed before the buffers below are unmapped.
     ring: Option<Ring>,
-    fd: RawFd,
-    v6: bool,
+    /// Indexed by `SocketId.0`.
+    socks: Box<[SockRef]>,
     bufs: Region,
     slots: Box<[Slot]>,
     free: Vec<u16>,
-    /// Mmsg: queued slots, in order.
-    pending: Vec<u16>,
+    /// Mmsg: queued sends, in order.
+    pending: Vec<Pending>,
+    /// Mmsg: `pending` holds sends on more than one socket.
+    pending_mixed: bool,
     /// Mmsg: scratch headers for one `sendmmsg`.
     mmsg: Box<[libc::mmsghdr]>,
     tx: TxStats,
@@ -83,6 +106,7 @@ pub struct SendQueue {
 unsafe impl Send for SendQueue {}
 
 impl SendQueue {
+    /// A queue for the main socket `fd` (`v6`: its family is IPv6).
     pub(super) fn new(fd: RawFd, v6: bool, ring: Option<Ring>) -> io::Result<Self> {
         let bufs = Region::new(SEND_SLOTS * MAX_DATAGRAM)?;
         let mut slots: Box<[Slot]> = (0..SEND_SLOTS)
@@ -100,31 +124,44 @@ impl SendQueue {
             // SAFETY: all-zero is a valid mmsghdr.
             .map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() })
             .collect();
+        let mut socks: Box<[SockRef]> = vec![NO_SOCKET; SOCKET_SLOTS].into_boxed_slice();
+        socks[0] = SockRef { fd, v6 };
         Ok(Self {
-            fd,
-            v6,
+            socks,
             bufs,
             slots,
             // Popped from the back: slot 0 first, so a light load touches few pages.
             free: (0..SEND_SLOTS as u16).rev().collect(),
             pending: Vec::with_capacity(SEND_SLOTS),
+            pending_mixed: false,
             mmsg,
             ring,
             tx: TxStats::default(),
         })
     }
 
-    /// Queues one datagram written by `fill` into a pooled [`MAX_DATAGRAM`] buffer; `fill`
-    /// returns the length (0 = nothing to send). No heap allocation. If the pool is full, the
-    /// queue flushes itself synchronously (sendmmsg on the socket, or submit) before taking a
-    /// slot. A destination the socket's family cannot reach counts as a send error.
+    /// Queues one datagram from the main socket, written by `fill` into a pooled
+    /// [`MAX_DATAGRAM`] buffer; `fill` returns the length (0 = nothing to send). No heap
+    /// allocation. If the pool is full, the queue flushes itself synchronously (sendmmsg, or
+    /// submit) before taking a slot. A destination the socket's family cannot reach counts as a
+    /// send error.
     pub fn push_with(&mut self, dst: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
+        self.push_with_on(SocketId::MAIN, dst, fill);
+    }
+
+    /// Like [`push_with`](Self::push_with), from `socket`. An id that is not open (never
+    /// added, or removed) counts as a send error and `fill` is not called.
+    pub fn push_with_on(&mut self, socket: SocketId, dst: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
+        let Some(sock) = self.socks.get(usize::from(socket.0)).copied().filter(|s| s.fd >= 0) else {
+            self.tx.errors += 1;
+            return;
+        };
         let Some(slot) = self.acquire() else {
             self.tx.dropped += 1;
             return;
         };
         let i = usize::from(slot);
-        let Some(namelen) = sockaddr::encode(dst, self.v6, &mut self.slots[i].addr) else {
+        let Some(namelen) = sockaddr::encode(dst, sock.v6, &mut self.slots[i].addr) else {
             self.free.push(slot);
             self.tx.errors += 1;
             return;
@@ -141,9 +178,15 @@ impl SendQueue {
         meta.iov.iov_len = len;
         meta.hdr.msg_namelen = namelen;
         match &mut self.ring {
-            None => self.pending.push(slot),
+            None => {
+                let seq = self.pending.len() as u16;
+                if self.pending.first().is_some_and(|p| p.sock != socket.0) {
+                    self.pending_mixed = true;
+                }
+                self.pending.push(Pending { sock: socket.0, seq, slot });
+            }
             Some(ring) => {
-                if !ring.push_send(slot, &meta.hdr) {
+                if !ring.push_send(slot, &meta.hdr, sock.fd) {
                     self.free.push(slot);
                     self.tx.dropped += 1;
                 }
@@ -151,13 +194,39 @@ impl SendQueue {
         }
     }
 
-    /// Queues a copy of `data` (truncated to [`MAX_DATAGRAM`]).
+    /// Queues a copy of `data` (truncated to [`MAX_DATAGRAM`]) from the main socket.
     pub fn push(&mut self, dst: SocketAddr, data: &[u8]) {
-        self.push_with(dst, |buf| {
+        self.push_on(SocketId::MAIN, dst, data);
+    }
+
+    /// Queues a copy of `data` (truncated to [`MAX_DATAGRAM`]) from `socket`; see
+    /// [`push_with_on`](Self::push_with_on).
+    pub fn push_on(&mut self, socket: SocketId, dst: SocketAddr, data: &[u8]) {
+        self.push_with_on(socket, dst, |buf| {
             let n = data.len().min(buf.len());
             buf[..n].copy_from_slice(&data[..n]);
             n
         });
+    }
+
+    /// Registers socket `idx` for sends.
+    pub(super) fn set_socket(&mut self, idx: u16, fd: RawFd, v6: bool) {
+        self.socks[usize::from(idx)] = SockRef { fd, v6 };
+    }
+
+    /// Forgets socket `idx`; later sends on it are errors. Flush first.
+    pub(super) fn clear_socket(&mut self, idx: u16) {
+        self.socks[usize::from(idx)] = NO_SOCKET;
+    }
+
+    /// The fd of socket `idx`, if open.
+    pub(super) fn socket_fd(&self, idx: u16) -> Option<RawFd> {
+        self.socks.get(usize::from(idx)).map(|s| s.fd).filter(|&fd| fd >= 0)
+    }
+
+    /// io_uring: whether the SQ holds entries the kernel has not consumed.
+    pub(super) fn has_unsubmitted(&mut self) -> bool {
+        self.ring.as_mut().is_some_and(|r| r.has_unsubmitted())
     }
 
     /// Datagrams queued and not yet handed to the kernel.
@@ -254,16 +323,41 @@ impl SendQueue {
     }
 
     fn flush_mmsg(&mut self) {
-        let mut i = 0;
-        while i < self.pending.len() {
-            let n = (self.pending.len() - i).min(SEND_BATCH);
-            for (m, &slot) in self.mmsg.iter_mut().zip(&self.pending[i..i + n]) {
-                m.msg_hdr = self.slots[usize::from(slot)].hdr;
+        if self.pending_mixed {
+            // In place, no allocation; `seq` keeps the push order within each socket.
+            self.pending.sort_unstable_by_key(|p| (p.sock, p.seq));
+            self.pending_mixed = false;
+        }
+        let mut start = 0;
+        while start < self.pending.len() {
+            let sock = self.pending[start].sock;
+            let len = self.pending[start..].iter().position(|p| p.sock != sock).unwrap_or(self.pending.len() - start);
+            self.send_group(sock, start, start + len);
+            start += len;
+        }
+        for p in &self.pending {
+            self.free.push(p.slot);
+        }
+        self.pending.clear();
+    }
+
+    /// Sends `pending[start..end]`, all on socket `sock`, with sendmmsg.
+    fn send_group(&mut self, sock: u16, start: usize, end: usize) {
+        let Some(fd) = self.socket_fd(sock) else {
+            // Unreachable: sockets are removed only after a flush. Counted, not sent.
+            self.tx.errors += (end - start) as u64;
+            return;
+        };
+        let mut i = start;
+        while i < end {
+            let n = (end - i).min(SEND_BATCH);
+            for (m, p) in self.mmsg.iter_mut().zip(&self.pending[i..i + n]) {
+                m.msg_hdr = self.slots[usize::from(p.slot)].hdr;
                 m.msg_len = 0;
             }
             // SAFETY: `mmsg[..n]` hold headers whose name/iov pointers point into `slots` and
             // `bufs`, all alive and not mutated during the call.
-            let sent = unsafe { libc::sendmmsg(self.fd, self.mmsg.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+            let sent = unsafe { libc::sendmmsg(fd, self.mmsg.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
             if sent > 0 {
                 self.tx.datagrams += sent as u64;
                 i += sent as usize;
@@ -272,8 +366,8 @@ impl SendQueue {
             match super::errno() {
                 libc::EINTR => {}
                 libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM | 0 => {
-                    // Socket send buffer full: drop the rest of this flush (see module docs).
-                    self.tx.dropped += (self.pending.len() - i) as u64;
+                    // Socket send buffer full: drop the rest for this socket (see module docs).
+                    self.tx.dropped += (end - i) as u64;
                     break;
                 }
                 _ => {
@@ -283,8 +377,6 @@ impl SendQueue {
                 }
             }
         }
-        self.free.extend_from_slice(&self.pending);
-        self.pending.clear();
     }
 }
 
@@ -299,3 +391,4 @@ impl fmt::Debug for SendQueue {
 }
 
 const _: () = assert!(SEND_SLOTS <= u16::MAX as usize && size_of::<Slot>() > 0);
+const _: () = assert!(SOCKET_SLOTS <= u16::MAX as usize);

@@ -1,13 +1,22 @@
-//! The io_uring backend: multishot RECVMSG into a provided-buffer ring, a oneshot POLL_ADD on
-//! the waker's eventfd, SENDMSG SQEs from the send queue, waits with an EXT_ARG timespec.
+//! The io_uring backend: one multishot RECVMSG per socket, all drawing from one provided-buffer
+//! ring, a oneshot POLL_ADD on the waker's eventfd, SENDMSG SQEs from the send queue (each
+//! carrying its socket's fd), waits with an EXT_ARG timespec.
 //!
 //! Buffer ownership: the 1,024 receive buffers belong to the kernel while they sit in the
 //! buffer ring. A completion with `IORING_CQE_F_BUFFER` hands buffer `bid` to us; it goes back
-//! into the ring right after the handler returns. If the ring runs dry, the multishot RECVMSG
+//! into the ring right after the handler returns. If the ring runs dry, a multishot RECVMSG
 //! ends with ENOBUFS (counted) and is re-armed after the batch recycled its buffers; the socket
-//! buffer holds the datagrams meanwhile. Any completion without `IORING_CQE_F_MORE` re-arms.
+//! buffer holds the datagrams meanwhile. Any completion without `IORING_CQE_F_MORE` re-arms
+//! its socket.
+//!
+//! Sockets: a receive's user_data is `UD_RECV | socket index`. Each index has a state
+//! (`RecvState`); indexes whose receive needs an SQE (arm or cancel) wait in a small list
+//! drained at the start and end of every poll. Removing a socket cancels its receive by
+//! user_data; its completions (datagrams, then the final ECANCELED) are recycled without
+//! reaching the handler, and the index is reused only after that final completion, so a
+//! completion can never be attributed to the wrong socket. The closed socket's file stays alive
+//! inside the kernel until the cancel completes; no memory is freed on removal.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
@@ -22,11 +31,12 @@ use super::mem::Region;
 use super::sendq::SendQueue;
 use super::sockaddr::{self, NAME_LEN};
 use super::waker::Waker;
-use super::{remaining, DatagramHandler, RxStats, MAX_DATAGRAM, POLL_BATCH};
+use super::{remaining, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH, SOCKET_SLOTS};
 
 /// Submission queue entries: all send slots can be queued without a submit in between.
 const SQ_ENTRIES: u32 = 1024;
-/// Completion queue entries: more than receive buffers + send slots + control SQEs in flight.
+/// Completion queue entries: more than receive buffers + send slots + one final receive
+/// completion and one cancel per socket + the waker poll.
 const CQ_ENTRIES: u32 = 4096;
 /// Receive buffers in the provided-buffer ring (a power of two).
 const RECV_BUFS: usize = 1024;
@@ -39,10 +49,16 @@ const RECV_BUF_SIZE: usize = 16 + NAME_LEN + MAX_DATAGRAM;
 /// buffers and control ops in flight, so it never fills in practice.
 const STASH_CAP: usize = CQ_ENTRIES as usize;
 
-const UD_RECV: u64 = 1;
 const UD_WAKE: u64 = 2;
 const UD_CANCEL: u64 = 3;
+/// `| slot`.
 const UD_SEND: u64 = 1 << 32;
+/// `| socket index`.
+const UD_RECV: u64 = 1 << 33;
+
+const _: () = assert!(
+    RECV_BUFS + super::sendq::SEND_SLOTS + 2 * SOCKET_SLOTS + 2 <= CQ_ENTRIES as usize
+);
 
 /// A copied completion.
 #[derive(Debug, Clone, Copy)]
@@ -67,13 +83,13 @@ pub(super) struct Ring {
     stash: VecDeque<Cqe>,
     sends_in_flight: usize,
     unsubmitted_sends: usize,
-    fd: RawFd,
 }
 
 impl Ring {
-    /// Pushes a SENDMSG SQE for `slot`; false if the SQ stayed full after a submit.
-    pub(super) fn push_send(&mut self, slot: u16, hdr: &libc::msghdr) -> bool {
-        let sqe = opcode::SendMsg::new(Fd(self.fd), hdr)
+    /// Pushes a SENDMSG SQE for `slot` on socket `fd`; false if the SQ stayed full after a
+    /// submit.
+    pub(super) fn push_send(&mut self, slot: u16, hdr: &libc::msghdr, fd: RawFd) -> bool {
+        let sqe = opcode::SendMsg::new(Fd(fd), hdr)
             .flags(libc::MSG_DONTWAIT as u32)
             .build()
             .user_data(UD_SEND | u64::from(slot));
@@ -173,17 +189,43 @@ impl Ring {
     }
 }
 
+/// Where the multishot receive of one socket index stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecvState {
+    /// No socket, nothing in flight: the index may be (re)used.
+    Free,
+    /// Open socket without a receive in flight; queued for arming.
+    NeedsArm,
+    /// Open socket, multishot receive in flight.
+    Armed,
+    /// Removed socket whose receive is still in flight; queued for its cancel SQE.
+    Cancel,
+    /// Removed socket, cancel pushed; waiting for the receive's final completion.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecvSock {
+    fd: RawFd,
+    state: RecvState,
+    /// In `UringRecv::todo`.
+    queued: bool,
+}
+
 /// The receive side: buffer ring, receive buffers, the multishot msghdr, and state.
 pub(super) struct UringRecv {
     ring_mem: Region,
     bufs: Region,
-    /// Template for the multishot RECVMSG (only name/control lengths matter).
+    /// Template for the multishot RECVMSGs of all sockets (only name/control lengths matter;
+    /// the kernel copies them at prep).
     msghdr: Box<libc::msghdr>,
     tail: u16,
-    recv_armed: bool,
+    /// Indexed by `SocketId.0`.
+    socks: Box<[RecvSock]>,
+    /// Indexes that need an SQE (states `NeedsArm` and `Cancel`); each at most once.
+    todo: Vec<u16>,
     wake_armed: bool,
     batch: Vec<Cqe>,
-    sock: RawFd,
     efd: RawFd,
 }
 
@@ -227,12 +269,13 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         bufs,
         msghdr,
         tail: 0,
-        recv_armed: false,
+        socks: vec![RecvSock { fd: -1, state: RecvState::Free, queued: false }; SOCKET_SLOTS].into_boxed_slice(),
+        todo: Vec::with_capacity(SOCKET_SLOTS),
         wake_armed: false,
         batch: Vec::with_capacity(POLL_BATCH),
-        sock,
         efd,
     };
+    recv.add(0, sock);
     for bid in 0..RECV_BUFS as u16 {
         recv.recycle(bid);
     }
@@ -247,7 +290,6 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         stash: VecDeque::with_capacity(STASH_CAP),
         sends_in_flight: 0,
         unsubmitted_sends: 0,
-        fd: sock,
     };
     recv.arm(&mut ring)?;
     ring.submit()?;
@@ -256,7 +298,7 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
     ring.reap(
         |_, _| {},
         |cqe| {
-            if cqe.user_data == UD_RECV && cqe.result < 0 && !cqueue::more(cqe.flags) {
+            if cqe.user_data == UD_RECV /* | 0, the main socket */ && cqe.result < 0 && !cqueue::more(cqe.flags) {
                 unsupported = Some(io::Error::from_raw_os_error(-cqe.result));
             }
             false
@@ -307,11 +349,11 @@ impl UringRecv {
         for k in 0..self.batch.len() {
             let cqe = self.batch[k];
             match cqe.user_data {
-                UD_RECV => handled += usize::from(self.on_recv(cqe, handler, sendq, rx)),
                 UD_WAKE => {
                     self.wake_armed = false;
                     woken = true;
                 }
+                ud if ud & UD_RECV != 0 => handled += usize::from(self.on_recv(cqe, handler, sendq, rx)),
                 _ => {}
             }
         }
@@ -351,10 +393,16 @@ impl UringRecv {
 
     /// Handles one RECVMSG completion; true if a datagram went to the handler.
     fn on_recv(&mut self, cqe: Cqe, handler: &mut impl DatagramHandler, sendq: &mut SendQueue, rx: &mut RxStats) -> bool {
-        if !cqueue::more(cqe.flags) {
-            self.recv_armed = false;
-        }
+        let idx = cqe.user_data as u16;
+        let live = self.note_recv(cqe);
         let bid = cqueue::buffer_select(cqe.flags).filter(|&b| usize::from(b) < RECV_BUFS);
+        if !live {
+            // A removed socket's late datagram or final completion: recycle, don't deliver.
+            if let Some(bid) = bid {
+                self.recycle(bid);
+            }
+            return false;
+        }
         if cqe.result < 0 {
             match -cqe.result {
                 libc::ENOBUFS => rx.no_buffers += 1,
@@ -392,7 +440,7 @@ impl UringRecv {
                 // SAFETY: `offset + plen <= len` (parse derived both from `buf`); the buffer is
                 // ours until recycled after the handler returns, and no other view is alive.
                 let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), plen) };
-                handler.on_datagram(src, data, sendq);
+                handler.on_datagram(SocketId(idx), src, data, sendq);
                 rx.datagrams += 1;
                 true
             }
@@ -426,12 +474,136 @@ impl UringRecv {
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// Pushes the multishot RECVMSG and the waker poll if they are not in flight.
+    /// Accounts for a receive completion of socket `user_data as u16`: a final one (no
+    /// `F_MORE`) re-queues an open socket for arming and frees a removed one's index. Returns
+    /// whether the socket is open (its datagrams are to be delivered).
+    fn note_recv(&mut self, cqe: Cqe) -> bool {
+        let idx = cqe.user_data as u16;
+        let Some(sock) = self.socks.get_mut(usize::from(idx)) else { return false };
+        let live = sock.state == RecvState::Armed;
+        if !cqueue::more(cqe.flags) {
+            match sock.state {
+                RecvState::Armed => {
+                    sock.state = RecvState::NeedsArm;
+                    self.enqueue(idx);
+                }
+                RecvState::Cancel | RecvState::Cancelled => {
+                    let sock = &mut self.socks[usize::from(idx)];
+                    sock.state = RecvState::Free;
+                    sock.fd = -1;
+                }
+                RecvState::Free | RecvState::NeedsArm => {}
+            }
+        }
+        live
+    }
+
+    fn enqueue(&mut self, idx: u16) {
+        let sock = &mut self.socks[usize::from(idx)];
+        if !sock.queued {
+            sock.queued = true;
+            self.todo.push(idx);
+        }
+    }
+
+    /// Whether index `idx` may take a new socket (nothing of an old one is in flight).
+    pub(super) fn slot_free(&self, idx: u16) -> bool {
+        self.socks.get(usize::from(idx)).is_some_and(|s| s.state == RecvState::Free)
+    }
+
+    /// Starts receiving on socket `fd` as index `idx` (which must be free); the receive is
+    /// armed by the next poll.
+    pub(super) fn add(&mut self, idx: u16, fd: RawFd) {
+        let sock = &mut self.socks[usize::from(idx)];
+        debug_assert_eq!(sock.state, RecvState::Free);
+        sock.fd = fd;
+        sock.state = RecvState::NeedsArm;
+        self.enqueue(idx);
+    }
+
+    /// Stops receiving on index `idx`: cancels its receive (pushed and submitted now if
+    /// possible, otherwise by the next poll). The queue was flushed just before. Returns true
+    /// if the SQ still holds unconsumed entries (a send SQE may name the socket's fd, so the
+    /// caller must not close it yet).
+    pub(super) fn remove(&mut self, idx: u16, sendq: &mut SendQueue) -> bool {
+        let sock = &mut self.socks[usize::from(idx)];
+        match sock.state {
+            RecvState::NeedsArm => {
+                sock.state = RecvState::Free;
+                sock.fd = -1;
+            }
+            RecvState::Armed => {
+                sock.state = RecvState::Cancel;
+                self.enqueue(idx);
+            }
+            RecvState::Free | RecvState::Cancel | RecvState::Cancelled => {}
+        }
+        let Some(ring) = sendq.ring_mut() else { return false };
+        // Errors leave the cancel queued for the next poll.
+        if self.arm(ring).is_ok() {
+            let _ = ring.submit();
+        }
+        // The flush submitted every send; only a failed submit leaves some in the SQ. Retry a
+        // few times, stashing completions so the CQ has room.
+        for _ in 0..4 {
+            if !sendq.has_unsubmitted() {
+                break;
+            }
+            if let Some(ring) = sendq.ring_mut() {
+                let _ = ring.submit();
+            }
+            sendq.reap(|_| false);
+        }
+        // The cancel usually completes inline: take this socket's completions out of the CQ
+        // and the stash now (recycling their buffers), so its index is free again at once.
+        // Otherwise the next polls do the same.
+        if self.socks[usize::from(idx)].state == RecvState::Cancelled {
+            sendq.reap(|_| false);
+            if let Some(ring) = sendq.ring_mut() {
+                let target = UD_RECV | u64::from(idx);
+                let mut done = false;
+                ring.stash.retain(|cqe| {
+                    if cqe.user_data != target {
+                        return true;
+                    }
+                    if let Some(bid) = cqueue::buffer_select(cqe.flags).filter(|&b| usize::from(b) < RECV_BUFS) {
+                        self.recycle(bid);
+                    }
+                    done |= !cqueue::more(cqe.flags);
+                    false
+                });
+                if done {
+                    let sock = &mut self.socks[usize::from(idx)];
+                    sock.state = RecvState::Free;
+                    sock.fd = -1;
+                }
+            }
+        }
+        sendq.has_unsubmitted()
+    }
+
+    /// Pushes the SQEs queued in `todo` (multishot RECVMSGs and cancels) and the waker poll if
+    /// it is not in flight. On error, what is left stays queued for the next call.
     fn arm(&mut self, ring: &mut Ring) -> io::Result<()> {
-        if !self.recv_armed {
-            let sqe = opcode::RecvMsgMulti::new(Fd(self.sock), &*self.msghdr, BGID).build().user_data(UD_RECV);
-            ring.push(&sqe)?;
-            self.recv_armed = true;
+        while let Some(&idx) = self.todo.last() {
+            let sock = &mut self.socks[usize::from(idx)];
+            match sock.state {
+                RecvState::NeedsArm => {
+                    let sqe = opcode::RecvMsgMulti::new(Fd(sock.fd), &*self.msghdr, BGID)
+                        .build()
+                        .user_data(UD_RECV | u64::from(idx));
+                    ring.push(&sqe)?;
+                    sock.state = RecvState::Armed;
+                }
+                RecvState::Cancel => {
+                    let sqe = opcode::AsyncCancel::new(UD_RECV | u64::from(idx)).build().user_data(UD_CANCEL);
+                    ring.push(&sqe)?;
+                    sock.state = RecvState::Cancelled;
+                }
+                RecvState::Free | RecvState::Armed | RecvState::Cancelled => {}
+            }
+            sock.queued = false;
+            self.todo.pop();
         }
         if !self.wake_armed {
             let sqe = opcode::PollAdd::new(Fd(self.efd), libc::POLLIN as u32).build().user_data(UD_WAKE);
@@ -441,27 +613,30 @@ impl UringRecv {
         Ok(())
     }
 
-    /// Cancels the receive and the waker poll and waits until nothing is in flight. Returns
+    /// Cancels every receive and the waker poll and waits until nothing is in flight. Returns
     /// false if that did not happen within about a second.
     pub(super) fn shutdown(&mut self, sendq: &mut SendQueue) -> bool {
-        let recv_armed = Cell::new(self.recv_armed);
-        let wake_armed = Cell::new(self.wake_armed);
-        let note = |cqe: Cqe| {
-            if cqe.user_data == UD_RECV && !cqueue::more(cqe.flags) {
-                recv_armed.set(false);
-            }
-            if cqe.user_data == UD_WAKE {
-                wake_armed.set(false);
-            }
-            true
-        };
         let Some(ring) = sendq.ring_mut() else { return true };
         while let Some(cqe) = ring.stash.pop_front() {
-            note(cqe);
+            self.note_final(cqe);
         }
-        for (armed, target) in [(recv_armed.get(), UD_RECV), (wake_armed.get(), UD_WAKE)] {
-            let sqe = opcode::AsyncCancel::new(target).build().user_data(UD_CANCEL);
-            if armed && ring.push(&sqe).is_err() {
+        for idx in 0..self.socks.len() {
+            let sock = &mut self.socks[idx];
+            match sock.state {
+                RecvState::Armed | RecvState::Cancel => {
+                    let sqe = opcode::AsyncCancel::new(UD_RECV | idx as u64).build().user_data(UD_CANCEL);
+                    if ring.push(&sqe).is_err() {
+                        return false;
+                    }
+                    sock.state = RecvState::Cancelled;
+                }
+                RecvState::NeedsArm => sock.state = RecvState::Free,
+                RecvState::Free | RecvState::Cancelled => {}
+            }
+        }
+        if self.wake_armed {
+            let sqe = opcode::AsyncCancel::new(UD_WAKE).build().user_data(UD_CANCEL);
+            if ring.push(&sqe).is_err() {
                 return false;
             }
         }
@@ -470,15 +645,33 @@ impl UringRecv {
             if ring.wait(Some(Duration::from_millis(20))).is_err() {
                 return false;
             }
-            sendq.reap(note);
+            sendq.reap(|cqe| {
+                self.note_final(cqe);
+                true
+            });
             let Some(ring) = sendq.ring_mut() else { return true };
-            if !recv_armed.get() && !wake_armed.get() && ring.sends_in_flight == 0 && !ring.has_unsubmitted() {
-                self.recv_armed = false;
-                self.wake_armed = false;
+            let receiving = self.socks.iter().any(|s| s.state != RecvState::Free);
+            if !receiving && !self.wake_armed && ring.sends_in_flight == 0 && !ring.has_unsubmitted() {
+                self.todo.clear();
+                for s in self.socks.iter_mut() {
+                    s.queued = false;
+                }
                 return true;
             }
         }
         false
+    }
+
+    /// Shutdown bookkeeping: final completions of receives and of the waker poll.
+    fn note_final(&mut self, cqe: Cqe) {
+        if cqe.user_data == UD_WAKE {
+            self.wake_armed = false;
+        } else if cqe.user_data & UD_RECV != 0 && !cqueue::more(cqe.flags) {
+            if let Some(sock) = self.socks.get_mut(usize::from(cqe.user_data as u16)) {
+                sock.state = RecvState::Free;
+                sock.fd = -1;
+            }
+        }
     }
 
     /// Keeps the receive buffers and the buffer ring mapped forever.
