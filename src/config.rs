@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cdn::config::CdnConfig;
+
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -22,6 +24,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The static CDN: origin or edge, the edges an origin relays to, player balancing.
+    pub cdn: CdnConfig,
 }
 
 /// `[http]`
@@ -133,6 +137,9 @@ pub enum ConfigError {
     /// A command-line argument is wrong.
     #[error("invalid argument: {0}")]
     Argument(String),
+    /// A Flashphoner WCS file (`--wcs-config`) has a wrong value, element or syntax.
+    #[error("invalid WCS config {}:{line}: {key}: {message}", path.display())]
+    Wcs { path: PathBuf, line: usize, key: String, message: String },
 }
 
 /// What the command line asked for.
@@ -144,6 +151,9 @@ pub enum Command {
     Help,
     /// Print the version and exit.
     Version,
+    /// `rtcdn demo`: run the shipped origin and edge (`config/origin.toml`, `config/edge.toml`)
+    /// in one process.
+    Demo,
 }
 
 /// Usage text for `--help`.
@@ -152,9 +162,12 @@ rtcdn: a real-time WebRTC CDN node (WHIP/WHEP)
 
 USAGE:
     rtcdn [OPTIONS]
+    rtcdn demo             run a CDN origin (http://127.0.0.1:8080) and an edge
+                           (http://127.0.0.1:8180) in one process
 
 OPTIONS:
-    --config FILE          read a TOML config (see config/standalone.toml)
+    --config FILE          read a TOML config (see config/standalone.toml, origin.toml, edge.toml)
+    --wcs-config DIR       read Flashphoner WCS flashphoner.properties and loadbalancing.xml from DIR
     --http ADDR            HTTP listen address (default 127.0.0.1:8080)
     --https ADDR           HTTPS/WSS listen address (default 127.0.0.1:8443; needs --tls-cert/--tls-key)
     --tls-cert FILE        PEM certificate chain for HTTPS/WSS
@@ -227,6 +240,7 @@ impl Config {
                 message: format!("{ip} cannot be reached by a client"),
             });
         }
+        self.cdn.validate(self.http.listen)?;
         Ok(())
     }
 
@@ -241,8 +255,17 @@ impl Config {
 
     /// Parses the command line (without the program name).
     pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
-        let mut args = args.into_iter();
+        let mut args = args.into_iter().peekable();
+        if args.peek().map(String::as_str) == Some("demo") {
+            args.next();
+            return match args.next() {
+                None => Ok(Command::Demo),
+                Some(flag) if flag == "-h" || flag == "--help" => Ok(Command::Help),
+                Some(other) => Err(ConfigError::Argument(format!("demo takes no arguments, got {other:?}"))),
+            };
+        }
         let mut config: Option<Config> = None;
+        let mut config_flag: Option<&'static str> = None;
         let mut overrides: Vec<(String, String)> = Vec::new();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -252,7 +275,7 @@ impl Config {
             match flag.as_str() {
                 "-h" | "--help" => return Ok(Command::Help),
                 "-V" | "--version" => return Ok(Command::Version),
-                "--config" | "--http" | "--https" | "--tls-cert" | "--tls-key" | "--media-bind" | "--announce" | "--udp-port-base"
+                "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key" | "--media-bind" | "--announce" | "--udp-port-base"
                 | "--media-threads" | "--media-backend" | "--log" => {
                     let value = match inline {
                         Some(v) => v,
@@ -260,8 +283,17 @@ impl Config {
                             .next()
                             .ok_or_else(|| ConfigError::Argument(format!("{flag} needs a value")))?,
                     };
-                    if flag == "--config" {
-                        config = Some(Config::load(Path::new(&value))?);
+                    if flag == "--config" || flag == "--wcs-config" {
+                        let this = if flag == "--config" { "--config" } else { "--wcs-config" };
+                        if let Some(earlier) = config_flag {
+                            return Err(ConfigError::Argument(format!("{this} cannot be used with {earlier}: give one config")));
+                        }
+                        config_flag = Some(this);
+                        config = Some(if flag == "--config" {
+                            Config::load(Path::new(&value))?
+                        } else {
+                            crate::cdn::wcs::load_wcs_dir(Path::new(&value))?
+                        });
                     } else {
                         overrides.push((flag, value));
                     }
@@ -367,6 +399,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dtls.certificate"), "{err}");
+    }
+
+    #[test]
+    fn demo_and_wcs_config_arguments() {
+        assert_eq!(args(&["demo"]).unwrap(), Command::Demo);
+        assert_eq!(args(&["demo", "--help"]).unwrap(), Command::Help);
+        let err = args(&["demo", "--http", "x"]).unwrap_err().to_string();
+        assert!(err.contains("demo"), "{err}");
+        let err = args(&["--log", "info", "demo"]).unwrap_err().to_string();
+        assert!(err.contains("demo"), "{err}");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wcs-example");
+        let dir = dir.to_str().unwrap();
+        let Command::Run(config) = args(&["--wcs-config", dir, "--udp-port-base", "33000"]).unwrap() else {
+            panic!("expected Run")
+        };
+        assert!(config.cdn.relays());
+        assert_eq!(config.media.port_base, 33000);
+        let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/origin.toml");
+        let err = args(&["--config", toml.to_str().unwrap(), "--wcs-config", dir]).unwrap_err().to_string();
+        assert!(err.contains("--wcs-config") && err.contains("--config"), "{err}");
+        let err = args(&["--wcs-config", "/nonexistent-rtcdn-dir"]).unwrap_err().to_string();
+        assert!(err.contains("flashphoner.properties"), "{err}");
     }
 
     #[test]

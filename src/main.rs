@@ -9,8 +9,17 @@ use rtcdn::node::Node;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(std::env::args().skip(1)) {
+    // Logging is set up from the config, so warnings while reading it (unused WCS keys) go to
+    // stderr through a scoped subscriber.
+    let early = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let parsed = tracing::subscriber::with_default(early, || Config::from_args(std::env::args().skip(1)));
+    let config = match parsed {
         Ok(Command::Run(config)) => config,
+        Ok(Command::Demo) => return demo(),
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -24,15 +33,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
-    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
-        Ok(filter) => filter,
-        Err(e) => {
-            eprintln!("rtcdn: invalid config: log.level {filter:?}: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    if let Err(code) = init_logging(&config.log.level) {
+        return code;
+    }
     let node = match Node::start(&config) {
         Ok(node) => node,
         Err(e) => {
@@ -44,6 +47,60 @@ fn main() -> ExitCode {
     wait_for_signal();
     tracing::info!("shutting down");
     node.stop();
+    ExitCode::SUCCESS
+}
+
+/// Sets up logging from `level` (or RUST_LOG); an invalid filter is exit code 2.
+fn init_logging(level: &str) -> Result<(), ExitCode> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
+    match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => {
+            tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("rtcdn: invalid config: log.level {filter:?}: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// `rtcdn demo`: the shipped origin and edge configs, both nodes in this process.
+fn demo() -> ExitCode {
+    let (origin_config, edge_config) = match rtcdn::cdn::config::demo_configs() {
+        Ok(configs) => configs,
+        Err(e) => {
+            eprintln!("rtcdn: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(code) = init_logging(&origin_config.log.level) {
+        return code;
+    }
+    // The edge first, so that the origin's relays find it listening.
+    let edge = match Node::start(&edge_config) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("rtcdn: edge: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let origin = match Node::start(&origin_config) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("rtcdn: origin: {e}");
+            edge.stop();
+            return ExitCode::from(1);
+        }
+    };
+    println!("rtcdn demo: a CDN origin and one edge in this process");
+    println!("  publish on the origin:  http://{}/", origin.http_addr());
+    println!("  play on the edge:       http://{}/", edge.http_addr());
+    println!("  origin's balancer:      http://{}/lb", origin.http_addr());
+    wait_for_signal();
+    tracing::info!("shutting down");
+    origin.stop();
+    edge.stop();
     ExitCode::SUCCESS
 }
 

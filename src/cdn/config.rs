@@ -1,0 +1,411 @@
+//! `[cdn]`: the static CDN (Flashphoner "CDN 1.0") settings of a node.
+//!
+//! An origin with load balancing enabled and a list of nodes relays every stream published to it
+//! to each node (its edges) and sends players to an edge chosen by [`BalanceMode`]. An origin
+//! with no nodes is a standalone node. An edge is an ordinary node that its origin publishes to.
+//! The same settings can come from WCS's `flashphoner.properties` and `loadbalancing.xml`
+//! (see [`crate::cdn::wcs`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::config::{Config, ConfigError};
+
+/// `cdn.role`: what this node is in the CDN.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CdnRole {
+    /// Takes publishers; relays their streams to `cdn.nodes` when load balancing is enabled.
+    #[default]
+    Origin,
+    /// Takes streams relayed by an origin (an ordinary publisher to it) and serves players.
+    Edge,
+}
+
+/// `cdn.stream_distribution`: how an origin rebroadcasts streams to its edges.
+///
+/// WCS also has "rtmp"; rtcdn refuses it when the config is read, naming the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamDistribution {
+    /// "webrtc": the origin publishes each stream to each edge over the WCS WebSocket protocol.
+    #[default]
+    WebRtc,
+}
+
+/// Parses a `stream_distribution` value (TOML or WCS, case-insensitive); the error says why it
+/// is refused.
+pub(crate) fn parse_stream_distribution(value: &str) -> Result<StreamDistribution, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "webrtc" => Ok(StreamDistribution::WebRtc),
+        "rtmp" => Err("\"rtmp\": RTMP distribution is not implemented; use \"webrtc\"".to_owned()),
+        _ => Err(format!(
+            "{value:?} is not \"webrtc\" (the only distribution rtcdn implements)"
+        )),
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamDistribution {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        parse_stream_distribution(&value).map_err(|message| {
+            serde::de::Error::custom(format!("cdn.stream_distribution = {message}"))
+        })
+    }
+}
+
+/// `cdn.mode`: how the balancer picks the edge for a player.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum BalanceMode {
+    /// "roundrobin" (WCS `ROUNDROBIN`): each answering node in turn.
+    #[serde(rename = "roundrobin")]
+    RoundRobin,
+    /// "fewest_calls" (WCS `FEWESTCALLS`, its default): the node with the fewest calls.
+    #[default]
+    #[serde(rename = "fewest_calls")]
+    FewestCalls,
+    /// "random" (WCS `RANDOM`): any answering node.
+    #[serde(rename = "random")]
+    Random,
+    /// "less_loaded" (WCS `LESS_LOADED_NODE`): the node with the lowest system CPU load.
+    #[serde(rename = "less_loaded")]
+    LessLoaded,
+}
+
+impl BalanceMode {
+    /// Parses a WCS `loadbalancing.xml` mode, case-insensitively: `ROUNDROBIN`, `FEWESTCALLS`,
+    /// `RANDOM`, `LESS_LOADED_NODE`.
+    pub fn from_wcs(value: &str) -> Option<BalanceMode> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "ROUNDROBIN" => Some(BalanceMode::RoundRobin),
+            "FEWESTCALLS" => Some(BalanceMode::FewestCalls),
+            "RANDOM" => Some(BalanceMode::Random),
+            "LESS_LOADED_NODE" => Some(BalanceMode::LessLoaded),
+            _ => None,
+        }
+    }
+
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BalanceMode::RoundRobin => "roundrobin",
+            BalanceMode::FewestCalls => "fewest_calls",
+            BalanceMode::Random => "random",
+            BalanceMode::LessLoaded => "less_loaded",
+        }
+    }
+}
+
+/// `[[cdn.nodes]]`: an edge of this origin.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdnNode {
+    /// A number naming the node in logs and stats; unique in the list.
+    pub id: u32,
+    /// Name or address the origin relays to and players are sent to (WCS `<ip>`).
+    pub host: String,
+    /// Its plain WebSocket (and HTTP) port; rtcdn's `http.listen` port on that node.
+    #[serde(default)]
+    pub ws: Option<u16>,
+    /// Its secure WebSocket (and HTTPS) port; rtcdn's `http.tls_listen` port on that node.
+    #[serde(default)]
+    pub wss: Option<u16>,
+}
+
+impl CdnNode {
+    /// What the Flashphoner Web SDK expects from its `lbUrl`:
+    /// `{"server":"edge1","ws":8080,"wss":8443}` (a missing port is left out).
+    pub fn lb_answer(&self) -> serde_json::Value {
+        let mut answer = serde_json::json!({ "server": self.host });
+        if let Some(ws) = self.ws {
+            answer["ws"] = ws.into();
+        }
+        if let Some(wss) = self.wss {
+            answer["wss"] = wss.into();
+        }
+        answer
+    }
+
+    /// Where the node answers `/?action=stat`: its plain HTTP port when it has one, else HTTPS.
+    pub fn stat_url(&self) -> String {
+        let host = match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.host.clone(),
+        };
+        match (self.ws, self.wss) {
+            (Some(port), _) => format!("http://{host}:{port}/?action=stat"),
+            (None, Some(port)) => format!("https://{host}:{port}/?action=stat"),
+            (None, None) => format!("http://{host}/?action=stat"),
+        }
+    }
+}
+
+/// `[cdn]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdnConfig {
+    /// "origin" (default) or "edge".
+    pub role: CdnRole,
+    /// WCS `load_balancing_enabled`: an origin relays to `nodes` and balances players over them.
+    pub load_balancing_enabled: bool,
+    /// How streams reach the edges; only "webrtc".
+    pub stream_distribution: StreamDistribution,
+    /// How a player's edge is chosen.
+    pub mode: BalanceMode,
+    /// Break ties between equally loaded nodes at random instead of taking the first.
+    pub randomize: bool,
+    /// The edges.
+    pub nodes: Vec<CdnNode>,
+    /// Seconds between two polls of each node's `/?action=stat`.
+    pub stats_poll_secs: u64,
+}
+
+impl Default for CdnConfig {
+    fn default() -> Self {
+        CdnConfig {
+            role: CdnRole::Origin,
+            load_balancing_enabled: false,
+            stream_distribution: StreamDistribution::WebRtc,
+            mode: BalanceMode::FewestCalls,
+            randomize: false,
+            nodes: Vec::new(),
+            stats_poll_secs: 2,
+        }
+    }
+}
+
+impl CdnConfig {
+    /// Whether this node relays its streams to `nodes` and balances players over them.
+    pub fn relays(&self) -> bool {
+        self.role == CdnRole::Origin && self.load_balancing_enabled && !self.nodes.is_empty()
+    }
+
+    /// Checks what serde cannot. `own_listen` is this node's `http.listen`, to refuse an origin
+    /// that would relay to itself.
+    pub fn validate(&self, own_listen: SocketAddr) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if self.stats_poll_secs == 0 {
+            return invalid("cdn.stats_poll_secs", "must be at least 1".into());
+        }
+        if self.role == CdnRole::Edge && !self.nodes.is_empty() {
+            return invalid(
+                "cdn.nodes",
+                "an edge relays to no node; cdn.nodes is only for role = \"origin\"".into(),
+            );
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.host.trim().is_empty()
+                || node.host.chars().any(|c| c.is_whitespace() || c == '/')
+            {
+                return invalid(
+                    "cdn.nodes.host",
+                    format!(
+                        "node id {}: {:?} is not a host name or address",
+                        node.id, node.host
+                    ),
+                );
+            }
+            if node.ws.is_none() && node.wss.is_none() {
+                return invalid(
+                    "cdn.nodes.ws",
+                    format!("node id {} ({}) needs a ws or wss port", node.id, node.host),
+                );
+            }
+            if node.ws == Some(0) {
+                return invalid("cdn.nodes.ws", format!("node id {}: port 0", node.id));
+            }
+            if node.wss == Some(0) {
+                return invalid("cdn.nodes.wss", format!("node id {}: port 0", node.id));
+            }
+            if self.nodes[..i].iter().any(|other| other.id == node.id) {
+                return invalid("cdn.nodes.id", format!("node id {} appears twice", node.id));
+            }
+            if self.relays()
+                && node.ws == Some(own_listen.port())
+                && is_own_address(&node.host, own_listen.ip())
+            {
+                return invalid(
+                    "cdn.nodes",
+                    format!("node id {} ({}:{}) is this node's own http.listen; an origin cannot relay to itself", node.id, node.host, own_listen.port()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `host` names the address this node listens on (a loopback name counts when listening
+/// on loopback or on every interface).
+fn is_own_address(host: &str, listen: IpAddr) -> bool {
+    let ip = match host.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) if host.eq_ignore_ascii_case("localhost") => IpAddr::from([127, 0, 0, 1]),
+        Err(_) => return false,
+    };
+    ip == listen || (ip.is_loopback() && (listen.is_loopback() || listen.is_unspecified()))
+}
+
+/// The shipped `config/origin.toml`.
+pub const ORIGIN_TOML: &str = include_str!("../../config/origin.toml");
+/// The shipped `config/edge.toml`.
+pub const EDGE_TOML: &str = include_str!("../../config/edge.toml");
+
+/// The origin and edge configs `rtcdn demo` runs in one process: the shipped
+/// `config/origin.toml` and `config/edge.toml`.
+pub fn demo_configs() -> Result<(Config, Config), ConfigError> {
+    let origin = Config::from_toml(ORIGIN_TOML, std::path::Path::new("config/origin.toml"))?;
+    let edge = Config::from_toml(EDGE_TOML, std::path::Path::new("config/edge.toml"))?;
+    Ok((origin, edge))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn shipped_origin_and_edge_parse() {
+        let (origin, edge) = demo_configs().unwrap();
+        assert_eq!(
+            origin.http.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(origin.media.port_base, 31000);
+        assert_eq!(origin.cdn.role, CdnRole::Origin);
+        assert!(origin.cdn.relays());
+        assert_eq!(origin.cdn.mode, BalanceMode::RoundRobin);
+        assert_eq!(
+            origin.cdn.nodes,
+            vec![CdnNode {
+                id: 1,
+                host: "127.0.0.1".into(),
+                ws: Some(8180),
+                wss: None
+            }]
+        );
+        assert_eq!(
+            edge.http.listen,
+            "127.0.0.1:8180".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            edge.http.tls_listen,
+            "127.0.0.1:8543".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(edge.media.port_base, 32000);
+        assert_eq!(edge.cdn.role, CdnRole::Edge);
+        assert!(!edge.cdn.relays());
+        // The origin's node is the edge.
+        assert_eq!(origin.cdn.nodes[0].ws, Some(edge.http.listen.port()));
+        // The files on disk are the embedded ones.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        assert_eq!(Config::load(&dir.join("origin.toml")).unwrap(), origin);
+        assert_eq!(Config::load(&dir.join("edge.toml")).unwrap(), edge);
+    }
+
+    #[test]
+    fn default_is_a_standalone_origin() {
+        let config = parse("").unwrap();
+        assert_eq!(config.cdn, CdnConfig::default());
+        assert_eq!(config.cdn.role, CdnRole::Origin);
+        assert!(!config.cdn.relays());
+        // Load balancing on but no nodes: still standalone.
+        let config = parse("[cdn]\nload_balancing_enabled = true\n").unwrap();
+        assert!(!config.cdn.relays());
+    }
+
+    #[test]
+    fn toml_modes_and_nodes() {
+        for (text, mode) in [
+            ("roundrobin", BalanceMode::RoundRobin),
+            ("fewest_calls", BalanceMode::FewestCalls),
+            ("random", BalanceMode::Random),
+            ("less_loaded", BalanceMode::LessLoaded),
+        ] {
+            let config = parse(&format!("[cdn]\nmode = \"{text}\"\n")).unwrap();
+            assert_eq!(config.cdn.mode, mode);
+            assert_eq!(mode.as_str(), text);
+        }
+        let err = parse("[cdn]\nmode = \"FEWESTCALLS\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode") && err.contains("t.toml"), "{err}");
+        let config = parse(
+            "[cdn]\nload_balancing_enabled = true\n[[cdn.nodes]]\nid = 1\nhost = \"a\"\nwss = 443\n[[cdn.nodes]]\nid = 2\nhost = \"b\"\nws = 8080\n",
+        )
+        .unwrap();
+        assert!(config.cdn.relays());
+        assert_eq!(config.cdn.nodes[0].wss, Some(443));
+        assert_eq!(config.cdn.nodes[1].ws, Some(8080));
+    }
+
+    #[test]
+    fn rtmp_distribution_is_refused_by_name() {
+        let err = parse("[cdn]\nstream_distribution = \"rtmp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cdn.stream_distribution")
+                && err.contains("RTMP distribution is not implemented"),
+            "{err}"
+        );
+        assert!(err.contains("t.toml") && err.contains("line 2"), "{err}");
+        assert_eq!(
+            parse("[cdn]\nstream_distribution = \"webrtc\"\n")
+                .unwrap()
+                .cdn
+                .stream_distribution,
+            StreamDistribution::WebRtc
+        );
+    }
+
+    #[test]
+    fn bad_nodes_are_named() {
+        let cases = [
+            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\n", "cdn.nodes.ws"),
+            ("[[cdn.nodes]]\nid = 1\nhost = \"\"\nws = 1\n", "cdn.nodes.host"),
+            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\nws = 0\n", "cdn.nodes.ws"),
+            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\nws = 1\n[[cdn.nodes]]\nid = 1\nhost = \"b\"\nws = 1\n", "cdn.nodes.id"),
+            ("[cdn]\nrole = \"edge\"\n[[cdn.nodes]]\nid = 1\nhost = \"a\"\nws = 1\n", "cdn.nodes"),
+            ("[cdn]\nstats_poll_secs = 0\n", "cdn.stats_poll_secs"),
+            ("[cdn]\nload_balancing_enabled = true\n[[cdn.nodes]]\nid = 1\nhost = \"localhost\"\nws = 8080\n", "relay to itself"),
+            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\nport = 1\n", "port"),
+            ("[cdn]\nrole = \"relay\"\n", "role"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn node_answers() {
+        let node = CdnNode {
+            id: 1,
+            host: "edge1".into(),
+            ws: Some(8080),
+            wss: Some(8443),
+        };
+        assert_eq!(
+            node.lb_answer(),
+            serde_json::json!({"server": "edge1", "ws": 8080, "wss": 8443})
+        );
+        assert_eq!(node.stat_url(), "http://edge1:8080/?action=stat");
+        let node = CdnNode {
+            id: 2,
+            host: "::1".into(),
+            ws: None,
+            wss: Some(443),
+        };
+        assert_eq!(
+            node.lb_answer(),
+            serde_json::json!({"server": "::1", "wss": 443})
+        );
+        assert_eq!(node.stat_url(), "https://[::1]:443/?action=stat");
+    }
+}
