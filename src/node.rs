@@ -117,7 +117,10 @@ impl Node {
             core_threads.push(thread);
         }
         cores.reverse();
-        let state = Arc::new(Signalling::new(cores.clone(), certificate, relay_targets(config)));
+        let state = Arc::new(Signalling::new(cores.clone(), certificate, &config.cdn));
+        if state.balancer.is_some() {
+            runtime.spawn(crate::cdn::poll_edge_stats(state.clone(), config.cdn.nodes.clone(), config.cdn.stats_poll_secs));
+        }
         // Bound with std so that starting a node works inside another runtime (tests, the CDN demo).
         let http_bind = |source| StartError::HttpBind { addr: config.http.listen, source };
         let listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
@@ -199,12 +202,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// The edges an origin relays to.
-fn relay_targets(config: &Config) -> Vec<crate::cdn::relay::RelayTarget> {
-    let _ = config;
-    Vec::new()
 }
 
 /// A TLS acceptor for HTTPS/WSS from PEM files, on ring (no second crypto library).

@@ -36,6 +36,20 @@ pub struct RelayTarget {
     pub ws_port: u16,
 }
 
+/// The relay targets of a node list: nodes reachable over ws:// (relays speak plain WebSocket).
+pub fn targets(nodes: &[crate::cdn::config::CdnNode]) -> Vec<RelayTarget> {
+    nodes
+        .iter()
+        .filter_map(|node| match node.ws {
+            Some(ws_port) => Some(RelayTarget { node_id: node.id, host: node.host.clone(), ws_port }),
+            None => {
+                warn!(node = node.id, host = node.host, "edge has no ws port: not relayed to (wss relaying is not implemented)");
+                None
+            }
+        })
+        .collect()
+}
+
 impl RelayTarget {
     fn url(&self) -> String {
         format!("ws://{}:{}/", self.host, self.ws_port)

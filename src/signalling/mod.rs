@@ -27,6 +27,9 @@ use self::flashphoner::protocol::{end_info, StreamDescription};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::Waker;
+use crate::cdn::balancer::{render_stat, Balancer};
+use crate::cdn::config::CdnConfig;
+use crate::cdn::cpu::CpuSampler;
 use crate::cdn::relay::{self, RelayTarget};
 use crate::registry::{Registry, SessionKind};
 
@@ -76,18 +79,33 @@ pub struct Signalling {
     pub watchers: Mutex<HashMap<SessionId, Watcher>>,
     /// Edges every stream published here is relayed to (an origin's; empty otherwise).
     pub relay_targets: Vec<RelayTarget>,
+    /// Picks the edge a player is sent to (an origin with edges).
+    pub balancer: Option<Mutex<Balancer>>,
+    /// This node's CPU load, for `/?action=stat`.
+    pub cpu: Mutex<CpuSampler>,
 }
 
 impl Signalling {
     /// Shared state for a node's cores.
-    pub fn new(cores: Vec<CoreHandle>, certificate: DtlsCertificate, relay_targets: Vec<RelayTarget>) -> Signalling {
+    pub fn new(cores: Vec<CoreHandle>, certificate: DtlsCertificate, cdn: &CdnConfig) -> Signalling {
+        let relay_targets = if cdn.relays() { relay::targets(&cdn.nodes) } else { Vec::new() };
+        let balancer = cdn.relays().then(|| Mutex::new(Balancer::new(cdn, rand::random())));
         Signalling {
             registry: Mutex::new(Registry::new(cores.len())),
             cores,
             certificate,
             watchers: Mutex::new(HashMap::new()),
             relay_targets,
+            balancer,
+            cpu: Mutex::new(CpuSampler::new()),
         }
+    }
+
+    /// The edge the balancer picks for the next player, as the SDK's `lbUrl` wants it.
+    pub fn choose_edge(&self) -> Option<crate::cdn::config::CdnNode> {
+        let balancer = self.balancer.as_ref()?;
+        let mut balancer = balancer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        balancer.choose().cloned()
     }
 
     /// Sends commands to their cores. A session ended by the node (not at its client's request)
@@ -268,7 +286,10 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
     if req.method() == Method::OPTIONS {
         return preflight();
     }
+    let query = req.uri().query().unwrap_or("").to_owned();
     match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, [""]) if query.split('&').any(|kv| kv == "action=stat") => node_stat(state),
+        (Method::GET, ["lb"]) => load_balancer(state),
         (Method::GET, [""]) | (Method::GET, ["index.html"]) => {
             let mut response = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
@@ -280,6 +301,21 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             match read_body(req).await {
                 Ok(body) => rest::stream(state, action, &body),
                 Err(response) => response,
+            }
+        }
+        (Method::POST, ["whep", stream]) if state.balancer.is_some() && !query.contains("local=1") => {
+            // An origin with edges sends players to an edge (RFC 9725 permits redirects). 307
+            // keeps the method and the offer.
+            let stream = percent_decode(stream);
+            match state.choose_edge().and_then(|edge| edge.ws.map(|port| (edge.host, port))) {
+                Some((host, port)) => {
+                    let mut response = text(StatusCode::TEMPORARY_REDIRECT, "play this stream from an edge");
+                    if let Ok(value) = HeaderValue::from_str(&format!("http://{host}:{port}/whep/{stream}")) {
+                        response.headers_mut().insert(hyper::header::LOCATION, value);
+                    }
+                    response
+                }
+                None => text(StatusCode::SERVICE_UNAVAILABLE, "no edge is answering"),
             }
         }
         (Method::POST, [protocol @ ("whip" | "whep"), stream]) => {
@@ -366,6 +402,36 @@ fn percent_decode(segment: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /lb` (an origin's load balancer, the Flashphoner SDK's `lbUrl`): `{"server", "ws", "wss"}`
+/// of the chosen edge. 503 when no edge answers: the SDK falls back to `urlServer` only on a
+/// timeout, so a clear error beats a stuck session less than an answer would, but there is none.
+fn load_balancer(state: &Signalling) -> Response<Full<Bytes>> {
+    if state.balancer.is_none() {
+        return text(StatusCode::NOT_FOUND, "this node has no edges to balance over");
+    }
+    match state.choose_edge() {
+        Some(edge) => {
+            let mut response = Response::new(Full::new(Bytes::from(edge.lb_answer().to_string())));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "no edge is answering"),
+    }
+}
+
+/// `GET /?action=stat`: the WCS load report an origin polls (`calls=`, `systemCpuLoad=`, ...).
+fn node_stat(state: &Signalling) -> Response<Full<Bytes>> {
+    let (calls, streams, players) = {
+        let registry = state.registry();
+        let calls: usize = registry.core_load().iter().sum();
+        let streams = registry.streams().count();
+        let players = registry.streams().map(|s| s.players.len()).sum();
+        (calls, streams, players)
+    };
+    let stat = state.cpu.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stat(calls as u64);
+    text(StatusCode::OK, render_stat(&stat, streams, players))
 }
 
 fn stats(state: &Signalling) -> Response<Full<Bytes>> {
