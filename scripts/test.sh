@@ -7,7 +7,8 @@
 # Environment knobs:
 #   FUZZ_SECONDS=N      seconds per fuzz target (default 5; 0 skips running, still builds)
 #   SKIP_FUZZ=1         skip the fuzz stage
-#   SKIP_BROWSER=1      skip the browser stage
+#   SKIP_BROWSER=1      skip the browser stage (and the netns interop stage, which uses chromium)
+#   SKIP_NETNS=1        skip the netns interop stage (GStreamer, Firefox; tests/netns/run.sh)
 #   RTCDN_SKIP_E2E=1    run only the server-less browser checks
 set -euo pipefail
 
@@ -130,6 +131,48 @@ else
   banner "browser tests (headless chromium)"
   (cd tests/browser && RTCDN_BIN="$TARGET_DIR/debug/rtcdn" npm test) 2>&1 | tee "$WORK/browser.log"
   count_node "$WORK/browser.log"
+fi
+
+# Interop with clients that never use loopback ICE candidates (GStreamer/libnice, Firefox): the
+# server and the clients run in two network namespaces the test creates (see tests/netns/run.sh).
+# Needs root (or CAP_SYS_ADMIN) for `ip netns add`; without it the tests report as skipped.
+netns_deps_missing() {
+  command -v ip >/dev/null 2>&1 || return 0
+  command -v firefox-esr >/dev/null 2>&1 || return 0
+  command -v gst-inspect-1.0 >/dev/null 2>&1 || return 0
+  local e
+  for e in webrtcbin nicesrc vp8enc vp8dec opusenc rtpvp8pay rtpopuspay videotestsrc; do
+    gst-inspect-1.0 "$e" >/dev/null 2>&1 || return 0  # not --exists: it also wants version >= GStreamer's
+  done
+  /usr/bin/python3 -c "import gi; gi.require_version('GstWebRTC', '1.0'); gi.require_version('GstSdp', '1.0')" \
+    >/dev/null 2>&1 || return 0
+  return 1
+}
+if [ "${SKIP_BROWSER:-0}" = 1 ] || [ "${SKIP_NETNS:-0}" = 1 ]; then
+  banner "netns interop tests"
+  echo "SKIP_BROWSER=1 or SKIP_NETNS=1: skipping"
+else
+  banner "netns interop tests (GStreamer, Firefox ESR)"
+  if netns_deps_missing; then
+    if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
+      echo "installing Debian's GStreamer (webrtcbin, libnice), python3-gi, firefox-esr, iproute2"
+      as_root apt-get update
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        iproute2 firefox-esr python3-gi gstreamer1.0-tools gstreamer1.0-plugins-base \
+        gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice \
+        gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
+    else
+      echo "GStreamer/Firefox missing and no root to install them: those tests will skip"
+    fi
+  fi
+  netns_rc=0
+  RTCDN_BIN="$TARGET_DIR/debug/rtcdn" bash tests/netns/run.sh 2>&1 | tee "$WORK/netns.log" || netns_rc=$?
+  before_failed=$FAILED
+  count_node "$WORK/netns.log"
+  if [ "$netns_rc" -ne 0 ] && [ "$FAILED" -eq "$before_failed" ]; then
+    echo "tests/netns/run.sh exited with $netns_rc without reporting a failed test" >&2
+    FAILED=$((FAILED + 1))
+  fi
 fi
 
 banner "summary"

@@ -1,0 +1,403 @@
+// Interop with clients that never use loopback ICE candidates: GStreamer (webrtcbin + libnice)
+// and Firefox ESR. Run through tests/netns/run.sh, which creates two network namespaces joined
+// by a veth pair and runs this file inside the server one:
+//   server namespace  10.77.0.1  rtcdn + this test runner (talks to rtcdn's HTTP directly)
+//   client namespace  10.77.0.2  GStreamer, Firefox and Chromium, started with `ip netns exec`
+// No other address is ever used; the namespaces have no route anywhere else.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = path.resolve(HERE, '../..');
+const SRV_NS = process.env.RTCDN_NETNS_SRV;
+const CLI_NS = process.env.RTCDN_NETNS_CLI;
+const SRV_IP = process.env.RTCDN_SRV_IP || '10.77.0.1';
+const HTTP_PORT = 8080;
+const BASE = `http://${SRV_IP}:${HTTP_PORT}`;
+const RTCDN_BIN = path.resolve(process.env.RTCDN_BIN || path.join(REPO_ROOT, 'target/debug/rtcdn'));
+const REAL_CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const FIREFOX = process.env.FIREFOX_BIN || 'firefox-esr';
+const PY = '/usr/bin/python3'; // Debian's python, which has python3-gi (not a pyenv shim)
+const GST_CLIENT = path.join(HERE, 'gst_client.py');
+
+const TMP = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-netns-'));
+
+// ---- why a test would be skipped --------------------------------------------------------------
+const netnsSkip = process.env.RTCDN_NETNS_SKIP
+  || (!SRV_NS || !CLI_NS ? 'not inside the test namespaces: run bash tests/netns/run.sh' : false);
+
+function probe(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 20_000 });
+  return r.status === 0 ? null : `${cmd} ${args.join(' ')}: ${(r.error && r.error.message) || (r.stderr || '').trim().split('\n').pop()}`;
+}
+const chromiumSkip = netnsSkip || (!existsSync(REAL_CHROMIUM) && `${REAL_CHROMIUM} missing (scripts/test.sh installs chromium)`) || false;
+const gstSkip = netnsSkip || chromiumSkip || (() => {
+  const why = probe(PY, ['-c', `import gi
+gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); gi.require_version('GstSdp', '1.0')
+from gi.repository import Gst, GstWebRTC, GstSdp
+Gst.init(None)
+missing = [e for e in 'webrtcbin nicesrc videotestsrc vp8enc vp8dec rtpvp8pay rtpvp8depay audiotestsrc opusenc rtpopuspay'.split() if not Gst.ElementFactory.find(e)]
+assert not missing, 'missing GStreamer elements: ' + ' '.join(missing)`]);
+  return why ? `GStreamer/python3-gi not usable (scripts/test.sh installs them): ${why}` : false;
+})();
+const firefoxSkip = netnsSkip || chromiumSkip || (() => {
+  const why = probe(FIREFOX, ['--version']);
+  return why ? `Firefox not usable (scripts/test.sh installs firefox-esr): ${why}` : false;
+})();
+
+// ---- Chromium in the client namespace, through playwright ------------------------------------
+// playwright launches `executablePath` with its control pipe on fds 3/4; `ip netns exec` execs
+// Chromium in place, so the pipe (and the pid playwright kills) are Chromium's own.
+const chromiumWrapper = path.join(TMP, 'chromium-in-client-ns');
+writeFileSync(chromiumWrapper, `#!/bin/sh\nexec ip netns exec '${CLI_NS}' '${REAL_CHROMIUM}' "$@"\n`);
+chmodSync(chromiumWrapper, 0o755);
+process.env.CHROMIUM_BIN = chromiumWrapper; // read by harness.mjs when it is imported
+const { launchChromium, openPage, waitForState, waitForDecodedVideo, poll, sleep } =
+  await import('../browser/harness.mjs');
+
+// ---- processes --------------------------------------------------------------------------------
+const children = new Set();
+function killGroup(child, sig) {
+  try { process.kill(-child.pid, sig); } catch { try { child.kill(sig); } catch {} }
+}
+process.on('exit', () => { for (const c of children) killGroup(c, 'SIGKILL'); });
+
+/** Spawns a process in its own process group, keeping the last lines of its output. */
+function startProc(name, cmd, args, { env = {} } = {}) {
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  children.add(child);
+  const lines = [];
+  // Whole lines only: a chunk may end in the middle of one (stdout and stderr kept apart).
+  const keeper = () => {
+    let partial = '';
+    const push = (l) => { if (l) lines.push(l); if (lines.length > 3000) lines.splice(0, lines.length - 3000); };
+    return {
+      data: (buf) => {
+        const parts = (partial + buf.toString()).split('\n');
+        partial = parts.pop();
+        parts.forEach(push);
+      },
+      flush: () => { push(partial); partial = ''; },
+    };
+  };
+  const out = keeper(), err = keeper();
+  child.stdout.on('data', out.data);
+  child.stderr.on('data', err.data);
+  child.stdout.on('end', out.flush);
+  child.stderr.on('end', err.flush);
+  let exited = null;
+  const exitP = new Promise((r) => child.on('exit', (code, signal) => { exited = { code, signal }; children.delete(child); r(exited); }));
+  child.on('error', (e) => lines.push(`spawn error: ${e.message}`));
+  return {
+    name, child, lines, exitP,
+    get exited() { return exited; },
+    text: (n = 200) => lines.slice(-n).join('\n'),
+    /** SIGTERM to the process group, SIGKILL after `grace` ms. */
+    async stop(grace = 5000) {
+      if (exited) return exited;
+      killGroup(child, 'SIGTERM');
+      const t = setTimeout(() => killGroup(child, 'SIGKILL'), grace);
+      const r = await exitP;
+      clearTimeout(t);
+      killGroup(child, 'SIGKILL'); // leftovers of the group, if any
+      return r;
+    },
+  };
+}
+
+/** Runs a command in the client namespace. */
+function inClient(name, cmd, args, opts) {
+  return startProc(name, 'ip', ['netns', 'exec', CLI_NS, cmd, ...args], opts);
+}
+
+async function startServer({ bind, udpBase }) {
+  assert.ok(existsSync(RTCDN_BIN), `rtcdn binary not found at ${RTCDN_BIN} (cargo build, or set RTCDN_BIN)`);
+  const args = ['--http', `${SRV_IP}:${HTTP_PORT}`, '--media-bind', bind, '--udp-port-base', String(udpBase),
+    '--media-threads', '2', '--log', process.env.RTCDN_LOG || 'info'];
+  const srv = startProc('rtcdn', RTCDN_BIN, args, { env: { NO_COLOR: '1', RUST_LOG_STYLE: 'never' } });
+  srv.argv = args;
+  await poll(async () => {
+    if (srv.exited) throw new Error(`rtcdn exited: ${JSON.stringify(srv.exited)}\n${srv.text()}`);
+    const res = await fetch(BASE + '/', { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.status === 200;
+  }, { timeout: 15_000, interval: 100, what: `rtcdn answering GET / at ${BASE}` }).catch(async (e) => {
+    await srv.stop();
+    throw new Error(`${e.message}\n${srv.text()}`);
+  });
+  return srv;
+}
+
+async function stats() {
+  const res = await fetch(BASE + '/api/stats', { signal: AbortSignal.timeout(2000) });
+  assert.equal(res.status, 200);
+  const j = await res.json();
+  const sum = (k) => j.cores.reduce((s, c) => s + (c[k] || 0), 0);
+  return { raw: j, received: sum('rtp_received'), sent: sum('rtp_sent'), stream: (n) => j.streams.find((s) => s.name === n) };
+}
+
+/** Waits until `name` has media flowing and >= `min` more RTP packets than `before` arrived. */
+async function waitMediaIn(name, before, min = 300, timeout = 30_000) {
+  let last;
+  return poll(async () => {
+    const s = await stats();
+    last = { received: s.received - before, stream: s.stream(name) };
+    return last.stream && last.stream.media_flowing && last.received >= min ? s : false;
+  }, { timeout, interval: 250, what: `stream ${name}: media_flowing and >= ${min} RTP packets received` })
+    .catch((e) => { throw new Error(`${e.message}; last: ${JSON.stringify(last)}`); });
+}
+
+/** Runs body(ctx) with a fresh server; on failure appends server and client logs to the error. */
+async function scenario({ bind, udpBase }, body) {
+  const server = await startServer({ bind, udpBase });
+  const procs = [];
+  const ctx = { server, procs, track: (p) => (procs.push(p), p) };
+  try {
+    await body(ctx);
+  } catch (e) {
+    let extra = `\n--- rtcdn ${server.argv.join(' ')} ---\n${server.text(150)}`;
+    for (const p of procs) extra += `\n--- ${p.name} (exit ${JSON.stringify(p.exited)}) ---\n${p.text(120)}`;
+    try { extra += `\n--- /api/stats ---\n${JSON.stringify((await stats()).raw)}`; } catch {}
+    e.message += extra;
+    throw e;
+  } finally {
+    for (const p of procs) await p.stop();
+    const r = await server.stop();
+    if (r && r.signal === 'SIGKILL') console.error('rtcdn did not exit within 5 s of SIGTERM');
+  }
+}
+
+let browser;
+async function chromium() {
+  if (!browser) browser = await launchChromium();
+  return browser;
+}
+after(async () => {
+  await browser?.close().catch(() => {});
+  for (const c of children) killGroup(c, 'SIGKILL');
+  rmSync(TMP, { recursive: true, force: true });
+});
+
+/** A Chromium page in the client namespace plays `stream` from the built-in page. */
+async function chromiumPlays(t, stream, codec = 'VP8') {
+  const b = await chromium();
+  const play = await openPage(b, `${BASE}/?stream=${encodeURIComponent(stream)}&autostart=play`);
+  try {
+    await waitForState(play, 'playState', 'playing', { timeout: 20_000 });
+    const st = await waitForDecodedVideo(play, { minFrames: 60, timeout: 30_000 });
+    t.diagnostic(`chromium (client namespace) decoded: ${JSON.stringify(st)}`);
+    assert.equal(st.mimeType.toLowerCase(), `video/${codec.toLowerCase()}`);
+    assert.ok(st.videoWidth > 0 && st.frameWidth > 0);
+    return play;
+  } catch (e) {
+    await play.close().catch(() => {});
+    throw e;
+  }
+}
+
+/** Waits for a line of a GStreamer client's output matching `re`. */
+function waitLine(p, re, timeout, what) {
+  return poll(() => {
+    if (p.exited && !p.lines.some((l) => re.test(l))) throw new Error(`${p.name} exited ${JSON.stringify(p.exited)}`);
+    return p.lines.find((l) => re.test(l));
+  }, { timeout, interval: 100, what: `${p.name}: ${what}` });
+}
+
+function gstPublish(stream) {
+  return inClient('gst publish', PY, [GST_CLIENT, 'publish', `${BASE}/whip/${stream}`, '--duration', '110']);
+}
+
+/** The candidate lines of the answer a GStreamer client printed. */
+function answerCandidates(p) {
+  const i = p.lines.findIndex((l) => l === 'gst-whip: answer');
+  const c = p.lines.slice(i + 1).filter((l) => /^\s+a=candidate:/.test(l)).map((l) => l.trim());
+  return [...new Set(c)];
+}
+
+// ---- the tests -----------------------------------------------------------------------------
+
+test('GStreamer webrtcbin WHIP publish (VP8+Opus) -> Chromium WHEP play; media bound to 10.77.0.1',
+  { skip: gstSkip, timeout: 120_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 31000 }, async ({ track }) => {
+      const before = await stats();
+      const pub = track(gstPublish('gst'));
+      await waitLine(pub, /^gst-whip: connection-state=connected$/, 20_000, 'connected');
+      const cands = answerCandidates(pub);
+      t.diagnostic(`answer candidates: ${JSON.stringify(cands)}`);
+      assert.ok(cands.length > 0 && cands.every((c) => c.includes(` ${SRV_IP} `)), `candidates only on ${SRV_IP}: ${cands}`);
+      const s = await waitMediaIn('gst', before.received);
+      t.diagnostic(`rtp_received +${s.received - before.received}; stream ${JSON.stringify(s.stream('gst'))}`);
+      assert.deepEqual(s.stream('gst').tracks.map((x) => x.split('/')[0].toLowerCase()).sort(), ['opus', 'vp8']);
+
+      const sentBefore = (await stats()).sent;
+      const play = await chromiumPlays(t, 'gst');
+      try {
+        const s2 = await stats();
+        assert.equal(s2.stream('gst').players, 1, 'one player in /api/stats');
+        assert.ok(s2.sent - sentBefore >= 60, `rtp_sent grew by ${s2.sent - sentBefore}`);
+
+        // The publisher leaves (SIGTERM -> DELETE on its Location): the stream and its player end.
+        await pub.stop(10_000);
+        assert.ok(pub.lines.some((l) => l.startsWith('gst-whip: deleted ')), 'publisher DELETEd its resource');
+        await poll(async () => !(await stats()).stream('gst'), { timeout: 10_000, what: 'stream gone from /api/stats' });
+        const how = await waitForState(play, 'playState', ['ended', 'error'], { timeout: 15_000 });
+        t.diagnostic(`chromium player after the publisher left: ${how}`);
+      } finally { await play.close(); }
+    });
+  });
+
+test('GStreamer WHIP publish -> GStreamer WHEP play (libnice both ways); media bound to 0.0.0.0',
+  { skip: gstSkip, timeout: 120_000 }, async (t) => {
+    await scenario({ bind: '0.0.0.0', udpBase: 32000 }, async ({ track }) => {
+      const before = await stats();
+      const pub = track(gstPublish('gst-any'));
+      await waitLine(pub, /^gst-whip: connection-state=connected$/, 20_000, 'connected');
+      const cands = answerCandidates(pub);
+      t.diagnostic(`answer candidates: ${JSON.stringify(cands)}`);
+      assert.ok(cands.some((c) => c.includes(` ${SRV_IP} `)), `a host candidate on ${SRV_IP} (one per interface): ${cands}`);
+      await waitMediaIn('gst-any', before.received);
+
+      const sentBefore = (await stats()).sent;
+      const player = track(inClient('gst play', PY, [GST_CLIENT, 'play', `${BASE}/whep/gst-any`,
+        '--duration', '40', '--min-frames', '90']));
+      await waitLine(player, /^gst-whip: connection-state=connected$/, 20_000, 'connected');
+      assert.equal((await stats()).stream('gst-any').players, 1, 'one player in /api/stats');
+      const r = await Promise.race([player.exitP, sleep(45_000).then(() => 'timeout')]);
+      const done = player.lines.find((l) => l.startsWith('gst-whip: done'));
+      t.diagnostic(`gst player: ${done}; rtp_sent +${(await stats()).sent - sentBefore}`);
+      assert.deepEqual(r, { code: 0, signal: null }, 'GStreamer player decoded >= 90 VP8 frames');
+      assert.match(done, /decoded \d+ frames 640x480/);
+    });
+  });
+
+// libnice (GStreamer 1.22 webrtcbin) sends no RFC 7675 consent requests after nomination, only a
+// Binding *indication* keepalive every 25 s. rtcdn renews consent on authenticated media from the
+// nominated address, so these sessions must outlive the 30 s consent timeout.
+test('GStreamer publisher and player (default libnice keepalives) outlive the 30 s consent timeout',
+  { skip: gstSkip, timeout: 120_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 34000 }, async ({ server, track }) => {
+      const before = await stats();
+      const pub = track(inClient('gst publish', PY, [GST_CLIENT, 'publish', `${BASE}/whip/long`, '--duration', '60']));
+      await waitLine(pub, /^gst-whip: connection-state=connected$/, 20_000, 'publisher connected');
+      const t0 = Date.now();
+      await waitMediaIn('long', before.received);
+      const player = track(inClient('gst play', PY, [GST_CLIENT, 'play', `${BASE}/whep/long`, '--duration', '60']));
+      await waitLine(player, /^gst-whip: connection-state=connected$/, 20_000, 'player connected');
+      // Past the 30 s consent timeout (plus the reactor's timer granularity).
+      await sleep(Math.max(0, 38_000 - (Date.now() - t0)));
+      const a = await stats();
+      await sleep(3000);
+      const b = await stats();
+      const ended = server.lines.filter((l) => /session ended/.test(l));
+      const rejected = server.lines.filter((l) => /STUN rejected/.test(l));
+      t.diagnostic(`after ${Math.round((Date.now() - t0) / 1000)} s: stream ${JSON.stringify(b.stream('long'))}; ` +
+        `rtp_received +${b.received - a.received} and rtp_sent +${b.sent - a.sent} in the last 3 s; ` +
+        `unknown_source ${b.raw.cores.map((c) => c.unknown_source)}; ended: ${JSON.stringify(ended)}; STUN rejected: ${rejected.length}`);
+      assert.deepEqual(ended, [], 'no session ended while both clients were still running');
+      assert.ok(b.stream('long') && b.stream('long').players === 1, 'stream still live with its player');
+      assert.ok(b.received - a.received >= 100, 'publisher media still arriving');
+      assert.ok(b.sent - a.sent >= 100, 'player still being sent media');
+    });
+  });
+
+test('Firefox ESR WHIP publish (fake camera, VP8) -> Chromium WHEP play; media bound to 0.0.0.0',
+  { skip: firefoxSkip, timeout: 150_000 }, async (t) => {
+    await scenario({ bind: '0.0.0.0', udpBase: 33000 }, async ({ track }) => {
+      const home = mkdtempSync(path.join(TMP, 'firefox-'));
+      const profile = path.join(home, 'profile');
+      spawnSync('mkdir', ['-p', profile]);
+      writeFileSync(path.join(profile, 'user.js'), FIREFOX_PREFS);
+      const before = await stats();
+      const ff = track(inClient('firefox', FIREFOX, ['--headless', '--no-remote', '--profile', profile,
+        `${BASE}/?stream=ff&autostart=publish&codec=VP8`], {
+        env: { HOME: home, MOZ_CRASHREPORTER_DISABLE: '1', MOZ_CRASHREPORTER: '0', XDG_CACHE_HOME: path.join(home, 'cache'),
+          XDG_CONFIG_HOME: path.join(home, 'config'), MOZ_DISABLE_AUTO_SAFE_MODE: '1' },
+      }));
+      const s = await waitMediaIn('ff', before.received, 300, 60_000);
+      t.diagnostic(`rtp_received +${s.received - before.received}; stream ${JSON.stringify(s.stream('ff'))}`);
+      assert.ok(s.stream('ff').tracks.some((x) => /^vp8\//i.test(x)), `VP8 track: ${s.stream('ff').tracks}`);
+      const play = await chromiumPlays(t, 'ff');
+      try {
+        assert.equal((await stats()).stream('ff').players, 1, 'one player in /api/stats');
+        const errs = ff.lines.filter((l) => /console\.error|JavaScript error/.test(l));
+        assert.deepEqual(errs, [], 'no page errors in Firefox');
+      } finally { await play.close(); }
+    });
+  });
+
+// Firefox prefs: fake camera and microphone without prompts, the test origin treated as secure
+// (getUserMedia needs a secure context), and no background network traffic of any kind.
+const FIREFOX_PREFS = Object.entries({
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'dom.securecontext.allowlist': SRV_IP,
+  'media.devices.insecure.enabled': true,
+  'media.getusermedia.insecure.enabled': true,
+  'devtools.console.stdout.content': true,
+  'browser.shell.checkDefaultBrowser': false,
+  'browser.startup.homepage_override.mstone': 'ignore',
+  'browser.startup.page': 0,
+  'browser.sessionstore.resume_from_crash': false,
+  'browser.tabs.warnOnClose': false,
+  'startup.homepage_welcome_url': '',
+  'startup.homepage_welcome_url.additional': '',
+  'browser.aboutwelcome.enabled': false,
+  'trailhead.firstrun.didSeeAboutWelcome': true,
+  'app.update.enabled': false,
+  'app.update.auto': false,
+  'app.update.checkInstallTime': false,
+  'app.normandy.enabled': false,
+  'app.shield.optoutstudies.enabled': false,
+  'datareporting.healthreport.uploadEnabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'datareporting.usage.uploadEnabled': false,
+  'toolkit.telemetry.enabled': false,
+  'toolkit.telemetry.unified': false,
+  'toolkit.telemetry.archive.enabled': false,
+  'toolkit.telemetry.server': '',
+  'browser.ping-centre.telemetry': false,
+  'browser.newtabpage.enabled': false,
+  'browser.newtabpage.activity-stream.feeds.telemetry': false,
+  'browser.newtabpage.activity-stream.telemetry': false,
+  'browser.newtabpage.activity-stream.feeds.topsites': false,
+  'browser.newtabpage.activity-stream.feeds.section.topstories': false,
+  'browser.newtabpage.activity-stream.default.sites': '',
+  'browser.topsites.contile.enabled': false,
+  'browser.search.update': false,
+  'browser.region.network.url': '',
+  'browser.region.update.enabled': false,
+  'network.captive-portal-service.enabled': false,
+  'network.connectivity-service.enabled': false,
+  'network.dns.disablePrefetch': true,
+  'network.prefetch-next': false,
+  'network.http.speculative-parallel-limit': 0,
+  'network.trr.mode': 5,
+  'browser.safebrowsing.malware.enabled': false,
+  'browser.safebrowsing.phishing.enabled': false,
+  'browser.safebrowsing.downloads.enabled': false,
+  'browser.safebrowsing.downloads.remote.enabled': false,
+  'browser.safebrowsing.blockedURIs.enabled': false,
+  'browser.safebrowsing.provider.mozilla.updateURL': '',
+  'browser.safebrowsing.provider.google4.updateURL': '',
+  'browser.safebrowsing.provider.google.updateURL': '',
+  'extensions.update.enabled': false,
+  'extensions.getAddons.cache.enabled': false,
+  'extensions.systemAddon.update.enabled': false,
+  'extensions.blocklist.enabled': false,
+  'services.settings.server': '',
+  'services.sync.engine.addons': false,
+  'identity.fxaccounts.enabled': false,
+  'media.gmp-manager.url': '',
+  'media.gmp-gmpopenh264.enabled': false,
+  'media.gmp-gmpopenh264.autoupdate': false,
+  'media.gmp-widevinecdm.enabled': false,
+  'media.eme.enabled': false,
+  'geo.provider.network.url': '',
+  'browser.contentblocking.report.monitor.enabled': false,
+  'messaging-system.rsexperimentloader.enabled': false,
+}).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});\n`).join('');
