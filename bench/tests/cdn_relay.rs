@@ -111,3 +111,129 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
     origin.stop();
     edge.stop();
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for a test that binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn edge_on(port: u16) -> Node {
+    let mut config = Config::default();
+    config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    config.media.port_base = 0;
+    config.media.threads = 1;
+    config.cdn.role = CdnRole::Edge;
+    Node::start(&config).expect("edge starts")
+}
+
+/// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
+async fn play_until_media(base: &str, stream: &str, certificate: &DtlsCertificate, within: Duration) -> ClientSession {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < within, "{stream} never played from {base}");
+        if let Ok(mut player) = ClientSession::connect(base, Mode::Play, stream, certificate, Duration::from_secs(5)).await {
+            if let Some(packet) = player.recv_rtp(Duration::from_secs(2)).await {
+                read_packet(&packet).expect("relayed packet intact");
+                return player;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_restart_heals_without_touching_the_origin() {
+    let edge_port = free_port();
+    let edge = edge_on(edge_port);
+    let origin = node(CdnRole::Origin, vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge_port), wss: None }]);
+    let origin_base = format!("http://{}", origin.http_addr());
+    let edge_base = format!("http://127.0.0.1:{edge_port}");
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "heal", &certificate, Duration::from_secs(10)).await.unwrap();
+
+    // The publisher streams for the whole test, from its own task.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sender = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut seq = 0u64;
+        while stop_rx.try_recv().is_err() {
+            send(&mut publisher, &mut seq, 1, start).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        publisher
+    });
+
+    let mut first = play_until_media(&edge_base, "heal", &certificate, Duration::from_secs(20)).await;
+    edge.stop();
+    // The first edge's player hears nothing more once what was in flight is drained.
+    while first.recv_rtp(Duration::from_millis(200)).await.is_some() {}
+    assert!(first.recv_rtp(Duration::from_secs(1)).await.is_none(), "the stopped edge still sends");
+
+    // A new edge process on the same address: the origin's relay retries with backoff and the
+    // stream plays there again.
+    let edge = edge_on(edge_port);
+    let mut second = play_until_media(&edge_base, "heal", &certificate, Duration::from_secs(30)).await;
+    let mut got = 0;
+    while got < 50 {
+        let packet = second.recv_rtp(Duration::from_secs(3)).await.expect("media keeps flowing through the new edge");
+        read_packet(&packet).expect("intact");
+        got += 1;
+    }
+    stop_tx.send(()).unwrap();
+    let publisher = sender.await.unwrap();
+    assert!(publisher.ended().is_none(), "the publisher on the origin was never harmed");
+    publisher.close().await.unwrap();
+    origin.stop();
+    edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wcs_example_files_start_an_origin_that_relays() {
+    let edge_port = free_port();
+    let edge = edge_on(edge_port);
+    // The shipped WCS files, with the edge's and our own ports made free for the test.
+    let dir = std::env::temp_dir().join(format!("rtcdn-wcs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/wcs-example");
+    let xml = std::fs::read_to_string(example.join("loadbalancing.xml")).unwrap();
+    assert!(xml.contains("<ws>8180</ws>"), "the example relays to the shipped edge");
+    std::fs::write(dir.join("loadbalancing.xml"), xml.replace("<ws>8180</ws>", &format!("<ws>{edge_port}</ws>"))).unwrap();
+    let properties = std::fs::read_to_string(example.join("flashphoner.properties")).unwrap();
+    let properties = properties
+        .replace("ws.port=8080", &format!("ws.port={}", free_port()))
+        .replace("media_port_from=31000", &format!("media_port_from={}", 40000 + (std::process::id() % 20000) as u16));
+    std::fs::write(dir.join("flashphoner.properties"), properties).unwrap();
+    let config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the WCS files load");
+    assert!(config.cdn.relays(), "load_balancing_enabled=true with a node makes a relaying origin");
+    let origin = Node::start(&config).expect("origin starts from the WCS files");
+    let origin_base = format!("http://{}", origin.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "wcs", &certificate, Duration::from_secs(10)).await.unwrap();
+    let edge_base = format!("http://127.0.0.1:{edge_port}");
+    let start = Instant::now();
+    let mut seq = 0;
+    let player = loop {
+        assert!(start.elapsed() < Duration::from_secs(20), "the stream never reached the edge");
+        for _ in 0..20 {
+            send(&mut publisher, &mut seq, 1, start).await;
+        }
+        if let Ok(mut player) = ClientSession::connect(&edge_base, Mode::Play, "wcs", &certificate, Duration::from_secs(5)).await {
+            for _ in 0..40 {
+                send(&mut publisher, &mut seq, 1, start).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if player.recv_rtp(Duration::from_secs(2)).await.is_some() {
+                break player;
+            }
+        }
+    };
+    // The origin's balancer sends players to that edge.
+    let lb = rtcdn_bench::http::request(hyper::Method::GET, &format!("{origin_base}/lb"), None, String::new()).await.unwrap();
+    let lb: serde_json::Value = serde_json::from_str(&lb.body).unwrap();
+    assert_eq!((lb["server"].as_str(), lb["ws"].as_u64()), (Some("127.0.0.1"), Some(u64::from(edge_port))));
+    drop(player);
+    publisher.close().await.unwrap();
+    origin.stop();
+    edge.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
