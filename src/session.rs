@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceEvent, IceLiteAgent, Transmit};
-use rtp::rtcp::{Items, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, RtcpIter, SenderReport};
+use rtp::rtcp::{Items, Nack, NackPair, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, RtcpIter, SenderReport};
 use rtp::srtp::SrtpContext;
 use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
 
@@ -64,6 +64,9 @@ pub enum SessionEvent {
     MediaStarted,
     /// A player asked for a keyframe (PLI or FIR): forward to the stream's publisher.
     KeyframeRequested,
+    /// A player (or an edge, through a relay) lost these packets of a track, numbered as the
+    /// publisher numbers them: ask the publisher to send them again.
+    RetransmissionRequested { kind: MediaKind, seqs: Vec<u16> },
     /// A publisher's sender report: players get a translated one.
     SenderReport { kind: MediaKind, ntp_time: u64, rtp_time: u32 },
     /// The session is over; the core removes it.
@@ -128,6 +131,24 @@ impl ReceiveStats {
             delay_since_last_sr,
         })
     }
+}
+
+/// Packs sequence numbers into NACK (PID, BLP) pairs: each pair covers its PID and the 16 numbers
+/// after it.
+fn nack_pairs(seqs: &[u16]) -> Vec<NackPair> {
+    let mut sorted = seqs.to_vec();
+    // Sort in wrapping order relative to the first: 65535 comes before 0.
+    let base = sorted[0];
+    sorted.sort_by_key(|s| s.wrapping_sub(base.wrapping_sub(0x8000)));
+    sorted.dedup();
+    let mut pairs: Vec<NackPair> = Vec::new();
+    for seq in sorted {
+        match pairs.last_mut() {
+            Some(pair) if (1..=16).contains(&seq.wrapping_sub(pair.pid)) => pair.blp |= 1 << (seq.wrapping_sub(pair.pid) - 1),
+            _ => pairs.push(NackPair { pid: seq, blp: 0 }),
+        }
+    }
+    pairs
 }
 
 /// Extends a 16-bit sequence number to 64 bits next to the highest one seen (RFC 3550 A.1).
@@ -397,10 +418,36 @@ impl Session {
                 Rtcp::Pli(_) | Rtcp::Fir(_) if !self.is_publisher() => {
                     self.events.push_back(SessionEvent::KeyframeRequested)
                 }
+                Rtcp::Nack(nack) => self.handle_nack(&nack),
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// A player's NACK names packets in its own sequence space; the publisher knows them by its
+    /// own numbers.
+    fn handle_nack(&mut self, nack: &Nack<'_>) {
+        let RoleState::Player(player) = &self.role else { return };
+        let Some(track) = player.tracks.iter().flatten().find(|t| t.track.ssrc == nack.media_ssrc.0) else { return };
+        let seqs: Vec<u16> = nack.lost().filter_map(|seq| track.rewriter.source_sequence(seq)).take(64).collect();
+        if !seqs.is_empty() {
+            self.events.push_back(SessionEvent::RetransmissionRequested { kind: track.track.kind, seqs });
+        }
+    }
+
+    /// Asks a publisher to send packets of a track again (generic NACK, RFC 4585 §6.2.1). rtcdn
+    /// keeps no retransmission buffer: the publisher's copy is forwarded again, and receivers that
+    /// already have it drop the duplicate.
+    pub fn request_retransmission(&mut self, kind: MediaKind, seqs: &[u16]) {
+        let RoleState::Publisher(publisher) = &self.role else { return };
+        let media_ssrc = publisher.stats[kind_index(kind)].ssrc;
+        if media_ssrc == 0 || seqs.is_empty() {
+            return;
+        }
+        let pairs = nack_pairs(seqs);
+        let nack = Nack { sender_ssrc: Ssrc(self.rtcp_ssrc), media_ssrc: Ssrc(media_ssrc), pairs: Items::from_slice(&pairs) };
+        self.send_rtcp(&[Rtcp::Nack(nack)]);
     }
 
     fn handle_sender_report(&mut self, now: Instant, sr: &SenderReport) {
@@ -610,6 +657,19 @@ mod tests {
         assert_eq!(extend_seq(0xfff0, 0x0005), 0x1_0005);
         assert_eq!(extend_seq(0x1_0005, 0xfff0), 0xfff0);
         assert_eq!(extend_seq(0x1_0005, 0x0003), 0x1_0003);
+    }
+
+    #[test]
+    fn nack_pairs_cover_every_sequence_number_once() {
+        let seqs = [10u16, 12, 26, 27, 11, 10, 65535, 0];
+        let pairs = nack_pairs(&seqs);
+        let mut covered: Vec<u16> = pairs.iter().flat_map(|p| p.lost()).collect();
+        covered.sort_unstable();
+        assert_eq!(covered, [0, 10, 11, 12, 26, 27, 65535]);
+        // 65535 covers 0 and 10..=12 (offsets 1, 11, 12, 13) across the wrap; 26 starts a pair.
+        assert_eq!(pairs[0], NackPair { pid: 65535, blp: 1 | 1 << 10 | 1 << 11 | 1 << 12 });
+        assert_eq!(pairs[1], NackPair { pid: 26, blp: 1 });
+        assert_eq!(pairs.len(), 2, "{pairs:?}");
     }
 
     #[test]

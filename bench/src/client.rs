@@ -83,6 +83,7 @@ pub struct ClientSession {
     state: Arc<Mutex<PeerState>>,
     status: watch::Receiver<Status>,
     received: mpsc::UnboundedReceiver<Vec<u8>>,
+    rtcp: mpsc::UnboundedReceiver<Vec<u8>>,
     resource: String,
     stun_username: String,
     task: tokio::task::JoinHandle<()>,
@@ -171,11 +172,13 @@ impl ClientSession {
         }));
         let (status_tx, mut status) = watch::channel(Status::Connecting);
         let (received_tx, received) = mpsc::unbounded_channel();
+        let (rtcp_tx, rtcp) = mpsc::unbounded_channel();
         let driver = Driver {
             socket: socket.clone(),
             state: state.clone(),
             status: status_tx,
             received: received_tx,
+            rtcp: rtcp_tx,
             certificate: certificate.clone(),
             remote_fingerprint,
             role,
@@ -209,6 +212,7 @@ impl ClientSession {
             state,
             status,
             received,
+            rtcp,
             resource,
             stun_username,
             task,
@@ -277,6 +281,11 @@ impl ClientSession {
         tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
     }
 
+    /// The next decrypted RTCP compound packet from the server, or `None` on timeout.
+    pub async fn recv_rtcp(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        tokio::time::timeout(timeout, self.rtcp.recv()).await.ok().flatten()
+    }
+
     /// Why the session ended, if it did (server closed DTLS, ICE consent lost).
     pub fn ended(&self) -> Option<String> {
         match &*self.status.borrow() {
@@ -328,6 +337,7 @@ struct Driver {
     state: Arc<Mutex<PeerState>>,
     status: watch::Sender<Status>,
     received: mpsc::UnboundedSender<Vec<u8>>,
+    rtcp: mpsc::UnboundedSender<Vec<u8>>,
     certificate: DtlsCertificate,
     remote_fingerprint: [u8; 32],
     role: DtlsRole,
@@ -416,8 +426,8 @@ impl Driver {
                 let result = if is_rtcp { srtp.unprotect_rtcp(data) } else { srtp.unprotect_rtp(data) };
                 match result {
                     Ok(len) if is_rtcp => {
-                        let _ = len;
                         state.counters.rtcp_received += 1;
+                        let _ = self.rtcp.send(data[..len].to_vec());
                     }
                     Ok(len) => {
                         state.counters.rtp_received += 1;

@@ -237,3 +237,81 @@ async fn the_wcs_example_files_start_an_origin_that_relays() {
     edge.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The publisher's view of what reached it: (PLIs, NACKed sequence numbers of `media_ssrc`).
+fn feedback(packet: &[u8], media_ssrc: u32) -> (usize, Vec<u16>) {
+    let (mut plis, mut nacked) = (0, Vec::new());
+    for rtcp in rtp::rtcp::RtcpIter::new(packet).flatten() {
+        match rtcp {
+            rtp::rtcp::Rtcp::Pli(pli) if pli.media_ssrc.0 == media_ssrc => plis += 1,
+            rtp::rtcp::Rtcp::Nack(nack) if nack.media_ssrc.0 == media_ssrc => nacked.extend(nack.lost()),
+            _ => {}
+        }
+    }
+    (plis, nacked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
+    let edge_port = free_port();
+    let edge = edge_on(edge_port);
+    let origin = node(CdnRole::Origin, vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge_port), wss: None }]);
+    let origin_base = format!("http://{}", origin.http_addr());
+    let edge_base = format!("http://127.0.0.1:{edge_port}");
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "fb", &certificate, Duration::from_secs(10)).await.unwrap();
+    let start = Instant::now();
+    let mut seq = 0u64;
+    // Stream until an edge player receives video, keeping the packets' sequence numbers.
+    let (mut player, video) = loop {
+        assert!(start.elapsed() < Duration::from_secs(20), "no video reached the edge");
+        for _ in 0..10 {
+            send(&mut publisher, &mut seq, 1, start).await;
+        }
+        let Ok(mut player) = ClientSession::connect(&edge_base, Mode::Play, "fb", &certificate, Duration::from_secs(5)).await else { continue };
+        let mut found = None;
+        for _ in 0..50 {
+            send(&mut publisher, &mut seq, 1, start).await;
+            while let Some(packet) = player.recv_rtp(Duration::from_millis(10)).await {
+                let header = rtp::RtpHeader::parse(&packet).unwrap();
+                if header.payload_type().value() == VIDEO_PT {
+                    let (probe, _) = read_packet(&packet).unwrap();
+                    found = Some((header.ssrc().0, header.sequence_number(), probe.sequence));
+                }
+            }
+        }
+        if let Some(found) = found {
+            break (player, found);
+        }
+    };
+    let (player_ssrc, player_seq, probe_seq) = video;
+    // The bench publisher numbers RTP like its probes (sequence = probe as u16).
+    let publisher_seq = probe_seq as u16;
+    while publisher.recv_rtcp(Duration::from_millis(50)).await.is_some() {}
+
+    // The edge player asks for a keyframe and for one packet again, in its own numbering.
+    let pli = rtp::rtcp::Pli { sender_ssrc: rtp::Ssrc(7), media_ssrc: rtp::Ssrc(player_ssrc) };
+    let pairs = [rtp::rtcp::NackPair { pid: player_seq, blp: 0 }];
+    let nack = rtp::rtcp::Nack { sender_ssrc: rtp::Ssrc(7), media_ssrc: rtp::Ssrc(player_ssrc), pairs: rtp::rtcp::Items::from_slice(&pairs) };
+    let mut buf = [0u8; 64];
+    let n = rtp::rtcp::Rtcp::Pli(pli).write_to(&mut buf).unwrap();
+    player.send_rtcp(&buf[..n]).await.unwrap();
+    let n = rtp::rtcp::Rtcp::Nack(nack).write_to(&mut buf).unwrap();
+    player.send_rtcp(&buf[..n]).await.unwrap();
+
+    let (mut plis, mut nacked) = (0, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (plis == 0 || nacked.is_empty()) && Instant::now() < deadline {
+        send(&mut publisher, &mut seq, 1, start).await;
+        if let Some(packet) = publisher.recv_rtcp(Duration::from_millis(20)).await {
+            let (p, n) = feedback(&packet, publisher.video_ssrc);
+            plis += p;
+            nacked.extend(n);
+        }
+    }
+    assert!(plis > 0, "the edge player's PLI never reached the publisher");
+    assert_eq!(nacked, [publisher_seq], "the NACK reached the publisher in its own numbering");
+    publisher.close().await.unwrap();
+    origin.stop();
+    edge.stop();
+}

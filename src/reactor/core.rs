@@ -199,16 +199,16 @@ impl DatagramHandler for Core {
         while let Ok((id, event)) = self.dtls_rx.try_recv() {
             self.handle_dtls_event(now, id, event, tx);
         }
-        let mut items: Vec<(StreamId, ForwardKind)> = Vec::new();
+        let mut items: Vec<(StreamId, ForwardKind, Vec<u8>)> = Vec::new();
         let Core { mesh, streams, sessions, counters, .. } = self;
         mesh.drain(|item: &Forwarded| match item.kind {
             ForwardKind::Rtp(kind) => {
                 counters.rtp_sent += fan_out(streams, sessions, item.stream, kind, item.payload(), tx);
             }
-            other => items.push((item.stream, other)),
+            other => items.push((item.stream, other, item.payload().to_vec())),
         });
-        for (stream, kind) in items {
-            self.handle_forwarded_control(now, stream, kind, tx);
+        for (stream, kind, payload) in items {
+            self.handle_forwarded_control(now, stream, kind, &payload, tx);
         }
     }
 }
@@ -412,9 +412,13 @@ impl Core {
         self.drain_session(now, id, tx);
     }
 
-    fn handle_forwarded_control(&mut self, now: Instant, stream: StreamId, kind: ForwardKind, tx: &mut SendQueue) {
+    fn handle_forwarded_control(&mut self, now: Instant, stream: StreamId, kind: ForwardKind, payload: &[u8], tx: &mut SendQueue) {
         match kind {
             ForwardKind::KeyframeRequest => self.request_keyframe(now, stream, tx),
+            ForwardKind::Nack { kind } => {
+                let seqs: Vec<u16> = payload.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+                self.request_retransmission(now, stream, kind, &seqs, tx);
+            }
             ForwardKind::SenderReport { kind, ntp_time, rtp_time } => {
                 self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx)
             }
@@ -431,6 +435,19 @@ impl Core {
             }
         } else if let Some(core) = local.publisher_core {
             self.mesh.send(core, stream, ForwardKind::KeyframeRequest, &[]);
+        }
+    }
+
+    fn request_retransmission(&mut self, now: Instant, stream: StreamId, kind: MediaKind, seqs: &[u16], tx: &mut SendQueue) {
+        let Some(local) = self.streams.get(&stream) else { return };
+        if let Some(publisher) = local.publisher {
+            if let Some(entry) = self.sessions.get_mut(&publisher) {
+                entry.session.request_retransmission(kind, seqs);
+                self.drain_session(now, publisher, tx);
+            }
+        } else if let Some(core) = local.publisher_core {
+            let bytes: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
+            self.mesh.send(core, stream, ForwardKind::Nack { kind }, &bytes);
         }
     }
 
@@ -477,6 +494,9 @@ impl Core {
                     let _ = self.events.send(CoreEvent::MediaStarted { id });
                 }
                 SessionEvent::KeyframeRequested => self.request_keyframe(now, stream, tx),
+                SessionEvent::RetransmissionRequested { kind, seqs } => {
+                    self.request_retransmission(now, stream, kind, &seqs, tx)
+                }
                 SessionEvent::SenderReport { kind, ntp_time, rtp_time } => {
                     let remote_cores = self.streams.get(&stream).map(|s| s.remote_cores.clone()).unwrap_or_default();
                     for core in remote_cores {

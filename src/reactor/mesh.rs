@@ -22,6 +22,9 @@ pub enum ForwardKind {
     SenderReport { kind: MediaKind, ntp_time: u64, rtp_time: u32 },
     /// A player on the sending core wants a keyframe from the stream's publisher.
     KeyframeRequest,
+    /// A player on the sending core lost packets of a track: the publisher's sequence numbers,
+    /// big-endian, in `data[..len]`.
+    Nack { kind: MediaKind },
 }
 
 /// One ring slot.
