@@ -201,7 +201,8 @@ fn kind_index(kind: MediaKind) -> usize {
 /// relays rtcdn opens to other nodes.
 enum IceAgent {
     Lite(IceLiteAgent),
-    Controlling(IceControllingAgent),
+    // Relays are few; boxing keeps every player's session small.
+    Controlling(Box<IceControllingAgent>),
 }
 
 impl IceAgent {
@@ -272,7 +273,7 @@ impl Session {
                 let mut agent =
                     IceControllingAgent::new(spec.local_ice, spec.remote_ice, remote_candidates.clone(), random.next(), now);
                 agent.set_consent_timeout(consent_timeout);
-                IceAgent::Controlling(agent)
+                IceAgent::Controlling(Box::new(agent))
             }
             _ => {
                 let mut agent = IceLiteAgent::new(spec.local_ice, spec.remote_ice, now);
