@@ -199,10 +199,10 @@ fn kind_index(kind: MediaKind) -> usize {
 
 /// The ICE side a session plays: ICE-lite for clients that connect to us, controlling for the
 /// relays rtcdn opens to other nodes.
+#[allow(clippy::large_enum_variant)] // One per session, never moved on the packet path.
 enum IceAgent {
     Lite(IceLiteAgent),
-    // Relays are few; boxing keeps every player's session small.
-    Controlling(Box<IceControllingAgent>),
+    Controlling(IceControllingAgent),
 }
 
 impl IceAgent {
@@ -273,7 +273,7 @@ impl Session {
                 let mut agent =
                     IceControllingAgent::new(spec.local_ice, spec.remote_ice, remote_candidates.clone(), random.next(), now);
                 agent.set_consent_timeout(consent_timeout);
-                IceAgent::Controlling(Box::new(agent))
+                IceAgent::Controlling(agent)
             }
             _ => {
                 let mut agent = IceLiteAgent::new(spec.local_ice, spec.remote_ice, now);
