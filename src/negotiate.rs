@@ -81,8 +81,12 @@ pub struct PlayAnswer {
     pub tracks: Vec<PlayedTrack>,
 }
 
-fn feedback(codec: &Codec) -> Vec<String> {
-    codec.rtcp_fb.iter().filter(|fb| FEEDBACK.contains(&fb.as_str())).cloned().collect()
+/// A codec as rtcdn forwards it: no retransmission stream (the primary stream only), and only
+/// the RTCP feedback rtcdn honours.
+fn forwarded(mut codec: Codec) -> Codec {
+    codec.rtx_pt = None;
+    codec.rtcp_fb.retain(|fb| FEEDBACK.contains(&fb.as_str()));
+    codec
 }
 
 fn answer_params(offer: &SessionDescription, local: &LocalParams, media: Vec<MediaAnswer>) -> AnswerParams {
@@ -106,13 +110,10 @@ pub fn answer_publisher(offer: &SessionDescription, local: &LocalParams) -> Resu
         let sends = matches!(m.direction, Direction::SendOnly | Direction::SendRecv);
         let taken = tracks.iter().any(|t| t.kind == m.kind);
         let codec = if sends && !m.port_zero && !taken { sdp::choose_publish_codec(m) } else { None };
-        let Some(mut codec) = codec else {
+        let Some(codec) = codec.map(forwarded) else {
             media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
             continue;
         };
-        // No retransmission stream: rtcdn forwards the primary stream only.
-        codec.rtx_pt = None;
-        codec.rtcp_fb = feedback(&codec);
         let extmaps: Vec<Extmap> = m
             .extmaps
             .iter()
@@ -153,16 +154,14 @@ pub fn answer_player(
             media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
             continue;
         };
-        let mut codec = match sdp::match_play_codec(m, &source.codec) {
-            Ok(codec) => codec,
+        let codec = match sdp::match_play_codec(m, &source.codec) {
+            Ok(codec) => forwarded(codec),
             Err(e) => {
                 codec_errors.push(e.to_string());
                 media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
                 continue;
             }
         };
-        codec.rtx_pt = None;
-        codec.rtcp_fb = feedback(&codec);
         let extmaps: Vec<Extmap> = m
             .extmaps
             .iter()
