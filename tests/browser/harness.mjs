@@ -76,20 +76,10 @@ export function rtcdnBin() {
 }
 
 /**
- * Spawns the rtcdn server on a free loopback HTTP port and a free-ish UDP port base,
- * and waits until `GET /` answers. Returns { url, port, udpPortBase, logs, logText(), stop() }.
- * Extra CLI flags go in `args`; `RTCDN_LOG` (env) adds `--log LEVEL`.
+ * Spawns `bin argv` and waits until `GET url/` answers. Returns { url, argv, logs, logText(), stop() }.
+ * `stop()` sends SIGTERM (SIGKILL after 3 s) and resolves once the process has exited.
  */
-export async function startRtcdn({ args = [], env = {}, readyTimeout = 15_000 } = {}) {
-  const bin = rtcdnBin();
-  if (!existsSync(bin)) {
-    throw new Error(`rtcdn binary not found at ${bin} (build it with cargo build, or set RTCDN_BIN)`);
-  }
-  const port = await freeTcpPort();
-  const udpPortBase = await freeUdpBase();
-  const argv = ['--http', `127.0.0.1:${port}`, '--udp-port-base', String(udpPortBase)];
-  if (process.env.RTCDN_LOG) argv.push('--log', process.env.RTCDN_LOG);
-  argv.push(...args);
+async function spawnRtcdn(bin, argv, url, { env = {}, readyTimeout = 15_000 } = {}) {
   const child = spawn(bin, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const logs = [];
@@ -105,7 +95,6 @@ export async function startRtcdn({ args = [], env = {}, readyTimeout = 15_000 } 
     children.delete(child);
     resolve(exited);
   }));
-  const url = `http://127.0.0.1:${port}`;
   const logText = () => logs.join('\n');
   const stop = async () => {
     if (exited) return exited;
@@ -128,7 +117,75 @@ export async function startRtcdn({ args = [], env = {}, readyTimeout = 15_000 } 
     await stop();
     throw new Error(`${e.message}\n${bin} ${argv.join(' ')}\n--- rtcdn logs ---\n${logText()}`);
   }
-  return { url, port, udpPortBase, argv, logs, logText, stop, get exited() { return exited; } };
+  return { url, argv, logs, logText, stop, pid: child.pid, get exited() { return exited; } };
+}
+
+/**
+ * Spawns the rtcdn server on a free loopback HTTP port and a free-ish UDP port base,
+ * and waits until `GET /` answers. Returns { url, port, udpPortBase, logs, logText(), stop() }.
+ * Extra CLI flags go in `args`; `RTCDN_LOG` (env) adds `--log LEVEL`.
+ */
+export async function startRtcdn({ args = [], env = {}, readyTimeout = 15_000 } = {}) {
+  const bin = rtcdnBin();
+  if (!existsSync(bin)) {
+    throw new Error(`rtcdn binary not found at ${bin} (build it with cargo build, or set RTCDN_BIN)`);
+  }
+  const port = await freeTcpPort();
+  const udpPortBase = await freeUdpBase();
+  const argv = ['--http', `127.0.0.1:${port}`, '--udp-port-base', String(udpPortBase)];
+  if (process.env.RTCDN_LOG) argv.push('--log', process.env.RTCDN_LOG);
+  argv.push(...args);
+  const server = await spawnRtcdn(bin, argv, `http://127.0.0.1:${port}`, { env, readyTimeout });
+  return Object.assign(server, { port, udpPortBase });
+}
+
+/** `http.listen` ("host:port") of an rtcdn TOML config, or null when the file does not set it. */
+export function configHttpListen(configPath) {
+  let section = '';
+  for (const raw of readFileSync(configPath, 'utf8').split('\n')) {
+    const line = raw.replace(/#.*$/, '').trim();
+    const sec = line.match(/^\[+\s*([^\]]+?)\s*\]+$/);
+    if (sec) { section = sec[1]; continue; }
+    const kv = section === 'http' && line.match(/^listen\s*=\s*"([^"]+)"$/);
+    if (kv) return kv[1];
+  }
+  return null;
+}
+
+function tcpPortFree(host, port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * Spawns `rtcdn --config <absolute path>` exactly as a user would (the config's own fixed ports),
+ * and waits until `GET /` answers on the config's http.listen. Refuses to start, naming the port,
+ * when that port is already taken (another rtcdn, or a test that did not stop its server).
+ * `RTCDN_LOG` (env) adds `--log LEVEL`. Returns { url, port, configPath, argv, logs, logText(), stop() }.
+ */
+export async function startRtcdnWithConfig(configPath, { args = [], env = {}, readyTimeout = 15_000 } = {}) {
+  const bin = rtcdnBin();
+  if (!existsSync(bin)) {
+    throw new Error(`rtcdn binary not found at ${bin} (build it with cargo build, or set RTCDN_BIN)`);
+  }
+  const abs = path.resolve(REPO_ROOT, configPath);
+  const listen = configHttpListen(abs) || '127.0.0.1:8080';
+  const m = listen.match(/^(.*):(\d+)$/);
+  if (!m) throw new Error(`${abs}: cannot read http.listen ${JSON.stringify(listen)}`);
+  const host = m[1].replace(/^\[|\]$/g, '');
+  const port = Number(m[2]);
+  const connectHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  if (!(await tcpPortFree(connectHost, port))) {
+    throw new Error(`${abs} listens on ${listen}, which is already taken on this host: stop whatever holds it`);
+  }
+  const argv = ['--config', abs];
+  if (process.env.RTCDN_LOG) argv.push('--log', process.env.RTCDN_LOG);
+  argv.push(...args);
+  const server = await spawnRtcdn(bin, argv, `http://${connectHost}:${port}`, { env, readyTimeout });
+  return Object.assign(server, { port, configPath: abs });
 }
 
 export const CHROMIUM_ARGS = [
@@ -275,6 +332,8 @@ const MIME = {
  * Serves the files of directory `root` (default: the @flashphoner/websdk package root) on
  * http://127.0.0.1:<free port>/, so the demo pages' relative references (../../../../flashphoner.js,
  * ../../dependencies/...) resolve as in the package. Every request is recorded in `requests`.
+ * `serve(path, body, contentType)` adds a page of a test's own at `path` (served as a real
+ * 127.0.0.1 response, so Chromium treats it as loopback like the package's files).
  */
 export async function startPackageServer(root = WEBSDK_DIR) {
   if (!existsSync(path.join(root, 'flashphoner.js'))) {
@@ -282,8 +341,16 @@ export async function startPackageServer(root = WEBSDK_DIR) {
   }
   const base = path.resolve(root);
   const requests = [];
+  const extra = new Map();
   const srv = createServer((req, res) => {
     const u = new URL(req.url, 'http://127.0.0.1');
+    const own = extra.get(u.pathname);
+    if (own && (req.method === 'GET' || req.method === 'HEAD')) {
+      requests.push({ path: u.pathname, status: 200 });
+      res.writeHead(200, { 'Content-Type': own.contentType, 'Content-Length': Buffer.byteLength(own.body), 'Cache-Control': 'no-store' });
+      if (req.method === 'HEAD') res.end(); else res.end(own.body);
+      return;
+    }
     let rel;
     try { rel = decodeURIComponent(u.pathname); } catch { rel = u.pathname; }
     const file = path.resolve(base, '.' + rel);
@@ -306,7 +373,8 @@ export async function startPackageServer(root = WEBSDK_DIR) {
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${srv.address().port}`;
-  return { url, requests, close: () => new Promise((r) => { srv.closeAllConnections?.(); srv.close(() => r()); }) };
+  const serve = (p, body, contentType = 'text/html; charset=utf-8') => { extra.set(p, { body, contentType }); return url + p; };
+  return { url, requests, serve, close: () => new Promise((r) => { srv.closeAllConnections?.(); srv.close(() => r()); }) };
 }
 
 /** Chromium flags that keep every DNS lookup on the machine (the Embed Player names a public TURN host). */
