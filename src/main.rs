@@ -55,7 +55,12 @@ fn init_logging(level: &str) -> Result<(), ExitCode> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
     match tracing_subscriber::EnvFilter::try_new(&filter) {
         Ok(filter) => {
-            tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
             Ok(())
         }
         Err(e) => {
