@@ -315,3 +315,73 @@ async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
     origin.stop();
     edge.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
+    // An edge with a TLS certificate for 127.0.0.1, WebSocket over TLS only.
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("rtcdn-wss-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("edge.pem"), dir.join("edge.key"));
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.key_pair.serialize_pem()).unwrap();
+    let wss_port = free_port();
+    let mut edge_config = Config::default();
+    edge_config.http.listen = "127.0.0.1:0".parse().unwrap();
+    edge_config.http.tls_listen = std::net::SocketAddr::from(([127, 0, 0, 1], wss_port));
+    edge_config.http.tls_certificate = Some(cert_path.clone());
+    edge_config.http.tls_private_key = Some(key_path);
+    edge_config.media.port_base = 0;
+    edge_config.media.threads = 1;
+    edge_config.cdn.role = CdnRole::Edge;
+    let edge = Node::start(&edge_config).expect("TLS edge starts");
+
+    // The seed's example as written (WCS docs, CDN 1.0), with the edge's address and port
+    // changed to this test's edge.
+    let seed_xml = r#"<loadbalancer mode="roundrobin" stream_distribution="webrtc">
+  <node id="1"><ip>edge1.mydomain.com</ip><wss>443</wss></node>
+</loadbalancer>"#;
+    std::fs::write(dir.join("loadbalancing.xml"), seed_xml.replace("edge1.mydomain.com", "127.0.0.1").replace("443", &wss_port.to_string())).unwrap();
+    std::fs::write(dir.join("flashphoner.properties"), format!("load_balancing_enabled=true\nws.port={}\n", free_port())).unwrap();
+    let mut config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the seed's files load");
+    config.media.port_base = 0;
+    config.cdn.tls_ca_file = Some(cert_path);
+    let origin = Node::start(&config).expect("origin starts");
+    let origin_base = format!("http://{}", origin.http_addr());
+
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "seed", &certificate, Duration::from_secs(10)).await.unwrap();
+    let start = Instant::now();
+    let mut seq = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The stream appears on the edge (its REST listing is served on the plain listener too).
+    let list_url = format!("http://{}/rest-api/stream/find_all", edge.http_addr());
+    loop {
+        assert!(Instant::now() < deadline, "the stream never reached the wss:// edge");
+        for _ in 0..10 {
+            send(&mut publisher, &mut seq, 1, start).await;
+        }
+        let list = rtcdn_bench::http::request(hyper::Method::GET, &list_url, None, String::new()).await.unwrap();
+        let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+        if list.as_array().is_some_and(|l| l.iter().any(|s| s["name"] == "seed" && s["status"] == "PUBLISHING")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sender = tokio::spawn(async move {
+        while stop_rx.try_recv().is_err() {
+            send(&mut publisher, &mut seq, 1, start).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        publisher
+    });
+    let edge_base = format!("http://{}", edge.http_addr());
+    let mut player = play_until_media(&edge_base, "seed", &certificate, Duration::from_secs(15)).await;
+    assert!(player.recv_rtp(Duration::from_secs(3)).await.is_some());
+    stop_tx.send(()).unwrap();
+    sender.await.unwrap().close().await.unwrap();
+    origin.stop();
+    edge.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -158,6 +158,9 @@ pub struct CdnConfig {
     pub nodes: Vec<CdnNode>,
     /// Seconds between two polls of each node's `/?action=stat`.
     pub stats_poll_secs: u64,
+    /// Extra PEM CA certificates trusted when relaying to `wss://` nodes, besides the system's
+    /// (for edges with a private CA or a self-signed certificate).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for CdnConfig {
@@ -170,6 +173,7 @@ impl Default for CdnConfig {
             randomize: false,
             nodes: Vec::new(),
             stats_poll_secs: 2,
+            tls_ca_file: None,
         }
     }
 }

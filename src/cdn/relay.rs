@@ -33,26 +33,30 @@ pub struct RelayTarget {
     /// Its host (name or address).
     pub host: String,
     /// Its WebSocket port.
-    pub ws_port: u16,
+    pub port: u16,
+    /// Whether that port speaks wss:// (TLS).
+    pub secure: bool,
 }
 
-/// The relay targets of a node list: nodes reachable over ws:// (relays speak plain WebSocket).
+/// The relay targets of a node list: plain ws:// where a node has it, else wss://.
 pub fn targets(nodes: &[crate::cdn::config::CdnNode]) -> Vec<RelayTarget> {
     nodes
         .iter()
-        .filter_map(|node| match node.ws {
-            Some(ws_port) => Some(RelayTarget { node_id: node.id, host: node.host.clone(), ws_port }),
-            None => {
-                warn!(node = node.id, host = node.host, "edge has no ws port: not relayed to (wss relaying is not implemented)");
-                None
-            }
+        .filter_map(|node| {
+            let (port, secure) = match (node.ws, node.wss) {
+                (Some(ws), _) => (ws, false),
+                (None, Some(wss)) => (wss, true),
+                (None, None) => return None,
+            };
+            Some(RelayTarget { node_id: node.id, host: node.host.clone(), port, secure })
         })
         .collect()
 }
 
 impl RelayTarget {
     fn url(&self) -> String {
-        format!("ws://{}:{}/", self.host, self.ws_port)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}:{}/", self.host, self.port)
     }
 }
 
@@ -135,7 +139,7 @@ fn relay_offer(state: &Signalling, stream: &str, local_ice: &ice::IceCredentials
 }
 
 async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str) -> Outcome {
-    let mut ws = match WsClient::connect(&target.url(), STEP_TIMEOUT).await {
+    let mut ws = match WsClient::connect_with_tls(&target.url(), STEP_TIMEOUT, state.relay_tls.clone()).await {
         Ok(ws) => ws,
         Err(e) => return Outcome::Failed(e.to_string()),
     };

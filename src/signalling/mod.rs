@@ -79,6 +79,8 @@ pub struct Signalling {
     pub watchers: Mutex<HashMap<SessionId, Watcher>>,
     /// Edges every stream published here is relayed to (an origin's; empty otherwise).
     pub relay_targets: Vec<RelayTarget>,
+    /// TLS for relays to wss:// edges.
+    pub relay_tls: Option<Arc<rustls::ClientConfig>>,
     /// Picks the edge a player is sent to (an origin with edges).
     pub balancer: Option<Mutex<Balancer>>,
     /// This node's CPU load, for `/?action=stat`.
@@ -89,6 +91,17 @@ impl Signalling {
     /// Shared state for a node's cores.
     pub fn new(cores: Vec<CoreHandle>, certificate: DtlsCertificate, cdn: &CdnConfig) -> Signalling {
         let relay_targets = if cdn.relays() { relay::targets(&cdn.nodes) } else { Vec::new() };
+        let relay_tls = if relay_targets.iter().any(|t| t.secure) {
+            match self::flashphoner::client::tls_config(cdn.tls_ca_file.as_deref()) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    warn!(error = %e, "no TLS for wss:// relays: those edges will not be relayed to");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let balancer = cdn.relays().then(|| Mutex::new(Balancer::new(cdn, rand::random())));
         Signalling {
             registry: Mutex::new(Registry::new(cores.len())),
@@ -96,6 +109,7 @@ impl Signalling {
             certificate,
             watchers: Mutex::new(HashMap::new()),
             relay_targets,
+            relay_tls,
             balancer,
             cpu: Mutex::new(CpuSampler::new()),
         }
@@ -307,10 +321,15 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             // An origin with edges sends players to an edge (RFC 9725 permits redirects). 307
             // keeps the method and the offer.
             let stream = percent_decode(stream);
-            match state.choose_edge().and_then(|edge| edge.ws.map(|port| (edge.host, port))) {
-                Some((host, port)) => {
+            let edge = state.choose_edge().and_then(|edge| match (edge.ws, edge.wss) {
+                (Some(port), _) => Some(("http", edge.host, port)),
+                (None, Some(port)) => Some(("https", edge.host, port)),
+                (None, None) => None,
+            });
+            match edge {
+                Some((scheme, host, port)) => {
                     let mut response = text(StatusCode::TEMPORARY_REDIRECT, "play this stream from an edge");
-                    if let Ok(value) = HeaderValue::from_str(&format!("http://{host}:{port}/whep/{stream}")) {
+                    if let Ok(value) = HeaderValue::from_str(&format!("{scheme}://{host}:{port}/whep/{stream}")) {
                         response.headers_mut().insert(hyper::header::LOCATION, value);
                     }
                     response

@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use super::protocol::frame;
 
@@ -25,10 +28,58 @@ pub enum WsClientError {
     Closed { url: String },
 }
 
+/// A byte stream a WebSocket runs over: plain TCP or TLS.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
 /// An established session (`getUserData` received).
 pub struct WsClient {
     url: String,
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Box<dyn Transport>>,
+}
+
+/// Host, port and TLS of a `ws://` or `wss://` URL.
+fn split_url(url: &str) -> Option<(bool, String, u16)> {
+    let (secure, rest) = match url.split_once("://")? {
+        ("ws", rest) => (false, rest),
+        ("wss", rest) => (true, rest),
+        _ => return None,
+    };
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => (authority, if secure { 443 } else { 80 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (secure, host.to_owned(), port))
+}
+
+/// A TLS client config on ring trusting the system's CA bundle (Debian's path) and the PEM
+/// certificates in `extra_ca`.
+pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if let Ok(certs) = CertificateDer::pem_file_iter(system) {
+        let certs: Vec<_> = certs.flatten().collect();
+        roots.add_parsable_certificates(certs);
+    }
+    if let Some(path) = extra_ca {
+        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<_, _>>())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A random RFC 4122-shaped id, as the SDK makes for mediaSessionId.
@@ -39,14 +90,31 @@ pub fn media_session_id() -> String {
 }
 
 impl WsClient {
-    /// Connects and establishes the session like the SDK does (`connection` → `getUserData`).
+    /// Connects and establishes the session like the SDK does (`connection` → `getUserData`),
+    /// over `ws://`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<WsClient, WsClientError> {
+        WsClient::connect_with_tls(url, timeout, None).await
+    }
+
+    /// [`WsClient::connect`] for `ws://` or `wss://` (which needs `tls`).
+    pub async fn connect_with_tls(url: &str, timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> Result<WsClient, WsClientError> {
         let transport = |reason: String| WsClientError::Transport { url: url.to_owned(), reason };
-        let connecting = tokio_tungstenite::connect_async(url);
+        let (secure, host, port) = split_url(url).ok_or_else(|| transport("not a ws:// or wss:// URL".into()))?;
+        let connecting = async {
+            let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| transport(e.to_string()))?;
+            let stream: Box<dyn Transport> = if secure {
+                let tls = tls.ok_or_else(|| transport("wss:// without a TLS configuration".into()))?;
+                let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| transport(e.to_string()))?;
+                let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| transport(format!("TLS: {e}")))?;
+                Box::new(stream)
+            } else {
+                Box::new(tcp)
+            };
+            tokio_tungstenite::client_async(url, stream).await.map_err(|e| transport(e.to_string()))
+        };
         let (ws, _) = tokio::time::timeout(timeout, connecting)
             .await
-            .map_err(|_| WsClientError::Timeout { url: url.to_owned(), waiting_for: "WebSocket upgrade", timeout })?
-            .map_err(|e| transport(e.to_string()))?;
+            .map_err(|_| WsClientError::Timeout { url: url.to_owned(), waiting_for: "WebSocket upgrade", timeout })??;
         let mut client = WsClient { url: url.to_owned(), ws };
         client
             .send(
@@ -119,5 +187,19 @@ impl WsClient {
     /// The URL this client talks to.
     pub fn url(&self) -> &str {
         &self.url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split() {
+        assert_eq!(split_url("ws://127.0.0.1:8180/"), Some((false, "127.0.0.1".into(), 8180)));
+        assert_eq!(split_url("wss://edge.example.com/websocket"), Some((true, "edge.example.com".into(), 443)));
+        assert_eq!(split_url("wss://[::1]:8443/"), Some((true, "::1".into(), 8443)));
+        assert_eq!(split_url("http://x/"), None);
+        assert_eq!(split_url("ws://:80/"), None);
     }
 }
