@@ -12,6 +12,9 @@ use rtp::srtp::SrtpContext;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
+use rtcdn::signalling::flashphoner::client::{media_session_id, WsClient, WsClientError};
+use serde_json::{json, Value};
+
 use crate::http::{self, HttpError};
 
 /// Payload type the client uses for Opus.
@@ -25,6 +28,12 @@ pub enum ClientError {
     /// Signalling failed or was refused.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// WebSocket signalling failed.
+    #[error(transparent)]
+    Ws(#[from] WsClientError),
+    /// The server refused the stream over the WebSocket protocol (FAILED status).
+    #[error("refused: {0}")]
+    Refused(String),
     /// The server's answer did not parse.
     #[error("bad answer: {0}")]
     Answer(String),
@@ -77,14 +86,32 @@ struct PeerState {
     counters: ClientCounters,
 }
 
-/// One WHIP or WHEP session.
+/// How the session was negotiated, and how it is ended.
+enum Signal {
+    /// WHIP/WHEP: `DELETE` on the resource.
+    Http,
+    /// Flashphoner WebSocket: the socket stays open for the session's life; closing it (after
+    /// `unPublishStream`/`stopStream`) ends the session.
+    Ws { stop: Option<tokio::sync::oneshot::Sender<()>>, task: tokio::task::JoinHandle<()> },
+}
+
+/// What signalling produced: the answer and how to end the session.
+struct Negotiated {
+    answer: String,
+    resource: String,
+    signal: Signal,
+}
+
+/// One WHIP/WHEP or Flashphoner WebSocket session.
 pub struct ClientSession {
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<PeerState>>,
     status: watch::Receiver<Status>,
+    status_tx: Arc<watch::Sender<Status>>,
     received: mpsc::UnboundedReceiver<Vec<u8>>,
     rtcp: mpsc::UnboundedReceiver<Vec<u8>>,
     resource: String,
+    signal: Signal,
     stun_username: String,
     task: tokio::task::JoinHandle<()>,
     send_buf: Vec<u8>,
@@ -112,7 +139,7 @@ fn offer_codecs(kind: MediaKind) -> Vec<Codec> {
 
 impl ClientSession {
     /// Publishes (`Mode::Publish`, to `{base}/whip/{stream}`) or plays (`{base}/whep/{stream}`)
-    /// and returns once ICE and DTLS are up.
+    /// and returns once ICE and DTLS are up. A `307` from an origin is followed to its edge.
     pub async fn connect(
         base: &str,
         mode: Mode,
@@ -120,37 +147,76 @@ impl ClientSession {
         certificate: &DtlsCertificate,
         timeout: Duration,
     ) -> Result<ClientSession, ClientError> {
-        let local = IceCredentials::random(&mut rand::thread_rng());
-        let audio_ssrc = rand::random::<u32>() | 1;
-        let video_ssrc = rand::random::<u32>() | 1;
-        let direction = if mode == Mode::Publish { Direction::SendOnly } else { Direction::RecvOnly };
-        let media = [(MediaKind::Audio, "0", audio_ssrc), (MediaKind::Video, "1", video_ssrc)]
-            .into_iter()
-            .map(|(kind, mid, ssrc)| OfferMedia {
-                mid: mid.into(),
-                kind,
-                direction,
-                codecs: offer_codecs(kind),
-                send: (mode == Mode::Publish).then(|| SendTrack {
-                    ssrc,
-                    cname: "rtcdn-bench".into(),
-                    stream_id: "bench".into(),
-                    track_id: format!("bench-{mid}"),
-                    rtx_ssrc: None,
-                }),
-            })
-            .collect();
-        let offer = sdp::write_offer(&OfferParams {
-            ice_ufrag: local.ufrag.clone(),
-            ice_pwd: local.pwd.clone(),
-            fingerprint: Fingerprint(certificate.fingerprint()),
-            media,
-        });
+        let offer = Offer::new(mode, certificate);
         let path = if mode == Mode::Publish { "whip" } else { "whep" };
         let url = format!("{}/{path}/{stream}", base.trim_end_matches('/'));
-        let response = http::post_offer(&url, offer).await?;
-        let resource = http::resolve(&url, response.location.as_deref().unwrap_or(""));
-        let answer = sdp::parse(&response.body).map_err(|e| ClientError::Answer(e.to_string()))?;
+        let response = http::post_offer(&url, offer.sdp.clone()).await?;
+        let resource = http::resolve(&response.url, response.location.as_deref().unwrap_or(""));
+        Self::start(offer, Negotiated { answer: response.body, resource, signal: Signal::Http }, certificate, timeout).await
+    }
+
+    /// The same over the Flashphoner WebSocket protocol (`ws://host:port/`): `connection`,
+    /// then `publishStream` or `playStream` with the offer, and the `setRemoteSDP` answer. The
+    /// WebSocket stays open for the session's life, as with the Web SDK: when the server closes
+    /// it, or reports the stream FAILED, STOPPED or UNPUBLISHED, the session ends.
+    pub async fn connect_ws(
+        ws_url: &str,
+        mode: Mode,
+        stream: &str,
+        certificate: &DtlsCertificate,
+        timeout: Duration,
+    ) -> Result<ClientSession, ClientError> {
+        let offer = Offer::new(mode, certificate);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut ws = WsClient::connect(ws_url, timeout).await?;
+        let id = media_session_id();
+        let published = mode == Mode::Publish;
+        let request = json!({
+            "mediaSessionId": id,
+            "name": stream,
+            "published": published,
+            "hasVideo": true,
+            "hasAudio": true,
+            "status": "PENDING",
+            "record": false,
+            "mediaProvider": "WebRTC",
+            "sdp": offer.sdp,
+        });
+        ws.send(if published { "publishStream" } else { "playStream" }, request).await?;
+        let answer = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (message, data) = ws.next_within(left, "setRemoteSDP").await?;
+            if message == "setRemoteSDP" && data.first().and_then(Value::as_str) == Some(id.as_str()) {
+                match data.get(1).and_then(Value::as_str) {
+                    Some(sdp) => break sdp.to_owned(),
+                    None => return Err(ClientError::Answer("setRemoteSDP without an SDP".into())),
+                }
+            }
+            if message == "notifyStreamStatusEvent" && ws_status(&data, &id) == Some("FAILED") {
+                return Err(ClientError::Refused(ws_info(&data)));
+            }
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
+        let stream = stream.to_owned();
+        let task = tokio::spawn(ws_keeper(ws, id, stream, published, stop_rx, ended_tx));
+        let negotiated = Negotiated { answer, resource: ws_url.to_owned(), signal: Signal::Ws { stop: Some(stop_tx), task } };
+        let session = Self::start(offer, negotiated, certificate, timeout).await?;
+        // The WebSocket's end ends the session: forward it to the status the driver reports.
+        let status = session.status_tx.clone();
+        tokio::spawn(async move {
+            if let Ok(why) = ended_rx.await {
+                let _ = status.send(Status::Ended(why));
+            }
+        });
+        Ok(session)
+    }
+
+    /// Starts ICE, DTLS and SRTP on a fresh socket against a negotiated answer.
+    async fn start(offer: Offer, negotiated: Negotiated, certificate: &DtlsCertificate, timeout: Duration) -> Result<ClientSession, ClientError> {
+        let Offer { local, audio_ssrc, video_ssrc, .. } = offer;
+        let Negotiated { answer, resource, signal } = negotiated;
+        let answer = sdp::parse(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
         let remote_fingerprint = answer.fingerprint.ok_or_else(|| ClientError::Answer("no fingerprint".into()))?.0;
         // The answerer's setup decides: active means it is the DTLS client, so we serve.
         let role = if answer.setup == Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
@@ -158,7 +224,9 @@ impl ClientSession {
         if candidates.is_empty() {
             return Err(ClientError::Answer("no IPv4 host candidate".into()));
         }
-        let socket = Arc::new(UdpSocket::bind("0.0.0.0:0").await?);
+        let socket = UdpSocket::bind("0.0.0.0:0").await?;
+        grow_receive_buffer(&socket);
+        let socket = Arc::new(socket);
         let remote_ice = IceCredentials { ufrag: answer.ice_ufrag.clone(), pwd: answer.ice_pwd.clone() };
         let stun_username = format!("{}:{}", remote_ice.ufrag, local.ufrag);
         let ice = IceControllingAgent::new(local, remote_ice, candidates, rand::random(), Instant::now());
@@ -171,12 +239,13 @@ impl ClientSession {
             counters: ClientCounters::default(),
         }));
         let (status_tx, mut status) = watch::channel(Status::Connecting);
+        let status_tx = Arc::new(status_tx);
         let (received_tx, received) = mpsc::unbounded_channel();
         let (rtcp_tx, rtcp) = mpsc::unbounded_channel();
         let driver = Driver {
             socket: socket.clone(),
             state: state.clone(),
-            status: status_tx,
+            status: status_tx.clone(),
             received: received_tx,
             rtcp: rtcp_tx,
             certificate: certificate.clone(),
@@ -196,24 +265,27 @@ impl ClientSession {
                 }
             }
         };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let failed = match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(ClientError::Connect(format!("not connected within {timeout:?}"))),
+        };
+        if let Some(e) = failed {
+            task.abort();
+            if let Signal::Ws { task, .. } = signal {
                 task.abort();
-                return Err(e);
             }
-            Err(_) => {
-                task.abort();
-                return Err(ClientError::Connect(format!("not connected within {timeout:?}")));
-            }
+            return Err(e);
         }
         Ok(ClientSession {
             socket,
             state,
             status,
+            status_tx,
             received,
             rtcp,
             resource,
+            signal,
             stun_username,
             task,
             send_buf: vec![0u8; 2048],
@@ -222,7 +294,7 @@ impl ClientSession {
         })
     }
 
-    /// The WHIP/WHEP resource URL.
+    /// The WHIP/WHEP resource URL, or the WebSocket URL.
     pub fn resource(&self) -> &str {
         &self.resource
     }
@@ -281,6 +353,16 @@ impl ClientSession {
         tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
     }
 
+    /// A decrypted RTP packet already received, without waiting.
+    pub fn try_recv_rtp(&mut self) -> Option<Vec<u8>> {
+        self.received.try_recv().ok()
+    }
+
+    /// An RTCP packet already received, without waiting.
+    pub fn try_recv_rtcp(&mut self) -> Option<Vec<u8>> {
+        self.rtcp.try_recv().ok()
+    }
+
     /// The next decrypted RTCP compound packet from the server, or `None` on timeout.
     pub async fn recv_rtcp(&mut self, timeout: Duration) -> Option<Vec<u8>> {
         tokio::time::timeout(timeout, self.rtcp.recv()).await.ok().flatten()
@@ -314,8 +396,17 @@ impl ClientSession {
         self.state.lock().expect("client state lock").counters.clone()
     }
 
-    /// Ends the session with an HTTP DELETE on its resource.
-    pub async fn close(self) -> Result<(), ClientError> {
+    /// Ends the session: an HTTP DELETE on its resource (WHIP/WHEP), or `unPublishStream` /
+    /// `stopStream` and closing the WebSocket.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        if let Signal::Ws { stop, task } = &mut self.signal {
+            if let Some(stop) = stop.take() {
+                let _ = stop.send(());
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            self.task.abort();
+            return Ok(());
+        }
         let result = http::request(hyper::Method::DELETE, &self.resource, None, String::new()).await;
         self.task.abort();
         let response = result?;
@@ -329,13 +420,113 @@ impl ClientSession {
 impl Drop for ClientSession {
     fn drop(&mut self) {
         self.task.abort();
+        if let Signal::Ws { task, .. } = &self.signal {
+            task.abort();
+        }
     }
+}
+
+/// The offer a session sends, and what it needs to remember from it.
+struct Offer {
+    sdp: String,
+    local: IceCredentials,
+    audio_ssrc: u32,
+    video_ssrc: u32,
+}
+
+impl Offer {
+    fn new(mode: Mode, certificate: &DtlsCertificate) -> Offer {
+        let local = IceCredentials::random(&mut rand::thread_rng());
+        let audio_ssrc = rand::random::<u32>() | 1;
+        let video_ssrc = rand::random::<u32>() | 1;
+        let direction = if mode == Mode::Publish { Direction::SendOnly } else { Direction::RecvOnly };
+        let media = [(MediaKind::Audio, "0", audio_ssrc), (MediaKind::Video, "1", video_ssrc)]
+            .into_iter()
+            .map(|(kind, mid, ssrc)| OfferMedia {
+                mid: mid.into(),
+                kind,
+                direction,
+                codecs: offer_codecs(kind),
+                send: (mode == Mode::Publish).then(|| SendTrack {
+                    ssrc,
+                    cname: "rtcdn-bench".into(),
+                    stream_id: "bench".into(),
+                    track_id: format!("bench-{mid}"),
+                    rtx_ssrc: None,
+                }),
+            })
+            .collect();
+        let sdp = sdp::write_offer(&OfferParams {
+            ice_ufrag: local.ufrag.clone(),
+            ice_pwd: local.pwd.clone(),
+            fingerprint: Fingerprint(certificate.fingerprint()),
+            media,
+        });
+        Offer { sdp, local, audio_ssrc, video_ssrc }
+    }
+}
+
+/// A few MiB of socket receive buffer, so a keyframe burst to a busy client is not dropped by
+/// the kernel before the client reads it (best effort: SO_RCVBUFFORCE needs privileges).
+fn grow_receive_buffer(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4 << 20;
+    let fd = socket.as_raw_fd();
+    let set = |option| {
+        // SAFETY: a valid socket, a c_int option value of the right length.
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 {
+        set(libc::SO_RCVBUF);
+    }
+}
+
+fn ws_status<'a>(data: &'a [Value], id: &str) -> Option<&'a str> {
+    let object = data.first()?;
+    (object.get("mediaSessionId")?.as_str()? == id).then(|| object.get("status")?.as_str())?
+}
+
+fn ws_info(data: &[Value]) -> String {
+    data.first().and_then(|o| o.get("info")).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// Owns a session's WebSocket: answers pings, reports the end of the stream or the socket, and
+/// on `stop` unpublishes or stops the stream and closes the socket.
+async fn ws_keeper(
+    mut ws: WsClient,
+    id: String,
+    stream: String,
+    published: bool,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    ended: tokio::sync::oneshot::Sender<String>,
+) {
+    let why = loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some((name, data)) if name == "notifyStreamStatusEvent" => {
+                    if let Some(status @ ("FAILED" | "STOPPED" | "UNPUBLISHED")) = ws_status(&data, &id) {
+                        break format!("{status}: {}", ws_info(&data));
+                    }
+                }
+                Some(_) => {}
+                None => break "WebSocket closed by the server".to_owned(),
+            },
+            _ = &mut stop => {
+                let message = if published { "unPublishStream" } else { "stopStream" };
+                let _ = ws.send(message, json!({ "mediaSessionId": id, "name": stream, "published": published })).await;
+                ws.close().await;
+                return;
+            }
+        }
+    };
+    let _ = ended.send(why);
+    ws.close().await;
 }
 
 struct Driver {
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<PeerState>>,
-    status: watch::Sender<Status>,
+    status: Arc<watch::Sender<Status>>,
     received: mpsc::UnboundedSender<Vec<u8>>,
     rtcp: mpsc::UnboundedSender<Vec<u8>>,
     certificate: DtlsCertificate,

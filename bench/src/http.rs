@@ -30,6 +30,8 @@ pub struct HttpResponse {
     pub location: Option<String>,
     /// Body as text.
     pub body: String,
+    /// The URL that answered (after redirects, for [`post_offer`]).
+    pub url: String,
 }
 
 fn split_url(url: &str) -> Result<(String, String), HttpError> {
@@ -61,12 +63,20 @@ pub async fn request(method: Method, url: &str, content_type: Option<&str>, body
     let status = response.status();
     let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = response.into_body().collect().await.map_err(|e| HttpError::Transport(e.to_string()))?.to_bytes();
-    Ok(HttpResponse { status, location, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(HttpResponse { status, location, body: String::from_utf8_lossy(&body).into_owned(), url: url.to_owned() })
 }
 
-/// POSTs an SDP offer; a non-201 answer is an error carrying the server's reason.
+/// POSTs an SDP offer, following up to three `307`/`308` redirects (an origin sends WHEP
+/// players to an edge); a non-201 answer is an error carrying the server's reason.
 pub async fn post_offer(url: &str, offer: String) -> Result<HttpResponse, HttpError> {
-    let response = request(Method::POST, url, Some("application/sdp"), offer).await?;
+    let mut url = url.to_owned();
+    let mut response = request(Method::POST, &url, Some("application/sdp"), offer.clone()).await?;
+    for _ in 0..3 {
+        let redirect = matches!(response.status, StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT);
+        let Some(location) = response.location.as_deref().filter(|_| redirect) else { break };
+        url = resolve(&url, location);
+        response = request(Method::POST, &url, Some("application/sdp"), offer.clone()).await?;
+    }
     if response.status != StatusCode::CREATED {
         return Err(HttpError::Status { status: response.status.as_u16(), body: response.body });
     }

@@ -1,8 +1,13 @@
-//! rtcdn's client side and load generator: WHIP/WHEP clients built on the same `ice`, `rtp`,
-//! DTLS and SDP code as the server, and synthetic media whose every byte a receiver can check.
+//! rtcdn's client side and load generator: WHIP/WHEP and Flashphoner WebSocket clients built on
+//! the same `ice`, `rtp`, DTLS and SDP code as the server, synthetic media whose every byte a
+//! receiver can check, the load run (`run`), and the raw forwarding baseline (`limit`).
 
+pub mod cli;
 pub mod client;
 pub mod http;
+pub mod limit;
 pub mod media;
+pub mod run;
+pub mod stats;
 
 pub use client::{ClientError, ClientSession, Mode};

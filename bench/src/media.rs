@@ -70,6 +70,106 @@ pub fn read_packet(packet: &[u8]) -> Result<(Probe, u8), ProbeError> {
     Ok((probe, header.payload_type().value()))
 }
 
+/// The shape of one synthetic publisher's media: video frames at a frame rate, split into
+/// fixed-size packets, with a keyframe burst every few seconds, and Opus-sized audio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaShape {
+    /// Average video bitrate, kbit/s (RTP payload and header, as sent).
+    pub video_kbps: u64,
+    /// Video frames per second.
+    pub fps: u32,
+    /// Seconds between keyframes; 0 for none.
+    pub keyframe_interval_s: u32,
+    /// How many times larger a keyframe is than a delta frame.
+    pub keyframe_factor: u32,
+    /// Bytes of every video packet (RTP header included).
+    pub video_packet: usize,
+    /// Audio packets per second (Opus at 20 ms: 50).
+    pub audio_pps: u32,
+    /// Bytes of every audio packet.
+    pub audio_packet: usize,
+}
+
+impl Default for MediaShape {
+    fn default() -> Self {
+        MediaShape { video_kbps: 2500, fps: 30, keyframe_interval_s: 2, keyframe_factor: 8, video_packet: 1200, audio_pps: 50, audio_packet: 160 }
+    }
+}
+
+impl MediaShape {
+    /// Average packets per second this shape sends (video and audio).
+    pub fn packets_per_second(&self) -> f64 {
+        let video = self.video_kbps as f64 * 1000.0 / 8.0 / self.video_packet.max(1) as f64;
+        video.max(f64::from(self.fps)) + f64::from(self.audio_pps)
+    }
+
+    /// Bytes of a delta frame and of a keyframe, keeping the average bitrate.
+    fn frame_bytes(&self) -> (f64, f64) {
+        let fps = f64::from(self.fps.max(1));
+        let per_second = self.video_kbps as f64 * 1000.0 / 8.0;
+        if self.keyframe_interval_s == 0 {
+            return (per_second / fps, per_second / fps);
+        }
+        let frames = fps * f64::from(self.keyframe_interval_s);
+        let factor = f64::from(self.keyframe_factor.max(1));
+        let delta = per_second * f64::from(self.keyframe_interval_s) / (frames - 1.0 + factor);
+        (delta, delta * factor)
+    }
+}
+
+/// What a [`Shaper`] says to send next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A video frame: `packets` packets back to back, the last one with the marker bit.
+    Video { frame: u64, keyframe: bool, packets: u32 },
+    /// One audio packet.
+    Audio { index: u64 },
+}
+
+/// The timeline of a [`MediaShape`]: events in send order with their offsets from the start.
+pub struct Shaper {
+    shape: MediaShape,
+    frame: u64,
+    audio: u64,
+    credit: f64,
+    delta: f64,
+    key: f64,
+}
+
+impl Shaper {
+    /// A timeline starting at offset 0 with a keyframe.
+    pub fn new(shape: MediaShape) -> Shaper {
+        let (delta, key) = shape.frame_bytes();
+        Shaper { shape, frame: 0, audio: 0, credit: 0.0, delta, key }
+    }
+
+    fn frame_at(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.frame * 1_000_000_000 / u64::from(self.shape.fps.max(1)))
+    }
+
+    fn audio_at(&self) -> Option<std::time::Duration> {
+        (self.shape.audio_pps > 0).then(|| std::time::Duration::from_nanos(self.audio * 1_000_000_000 / u64::from(self.shape.audio_pps)))
+    }
+
+    /// The next event and when to send it.
+    pub fn next_event(&mut self) -> (std::time::Duration, MediaEvent) {
+        let video_at = self.frame_at();
+        if let Some(audio_at) = self.audio_at().filter(|a| *a < video_at) {
+            let index = self.audio;
+            self.audio += 1;
+            return (audio_at, MediaEvent::Audio { index });
+        }
+        let frames_per_gop = u64::from(self.shape.keyframe_interval_s) * u64::from(self.shape.fps);
+        let keyframe = self.frame == 0 || self.frame.checked_rem(frames_per_gop) == Some(0);
+        let bytes = self.credit + if keyframe { self.key } else { self.delta };
+        let packets = ((bytes / self.shape.video_packet.max(1) as f64).floor() as u32).max(1);
+        self.credit = bytes - f64::from(packets) * self.shape.video_packet as f64;
+        let frame = self.frame;
+        self.frame += 1;
+        (video_at, MediaEvent::Video { frame, keyframe, packets })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +184,38 @@ mod tests {
         buf[600] ^= 1;
         assert!(matches!(read_packet(&buf[..len]), Err(ProbeError::Corrupted { sequence: 77, .. })));
         assert_eq!(read_packet(&[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]), Err(ProbeError::NotSynthetic));
+    }
+
+    #[test]
+    fn the_shaper_keeps_the_bitrate_and_bursts_keyframes() {
+        let shape = MediaShape::default();
+        let mut shaper = Shaper::new(shape);
+        let (mut video, mut audio, mut keyframes, mut biggest, mut smallest) = (0u64, 0u64, 0, 0, u32::MAX);
+        let mut last = std::time::Duration::ZERO;
+        loop {
+            let (at, event) = shaper.next_event();
+            assert!(at >= last, "events in time order");
+            last = at;
+            if at >= std::time::Duration::from_secs(10) {
+                break;
+            }
+            match event {
+                MediaEvent::Audio { .. } => audio += 1,
+                MediaEvent::Video { keyframe, packets, .. } => {
+                    video += u64::from(packets);
+                    if keyframe {
+                        keyframes += 1;
+                        biggest = biggest.max(packets);
+                    } else {
+                        smallest = smallest.min(packets);
+                    }
+                }
+            }
+        }
+        assert_eq!(audio, 500);
+        assert_eq!(keyframes, 5);
+        let kbps = video * 1200 * 8 / 10 / 1000;
+        assert!((2400..=2600).contains(&kbps), "video {kbps} kbit/s");
+        assert!(biggest >= 5 * smallest, "keyframes burst: {biggest} vs {smallest}");
     }
 }

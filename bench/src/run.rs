@@ -1,0 +1,785 @@
+//! The load run: N publishers, M players per stream, over WHIP/WHEP or the Flashphoner
+//! WebSocket protocol, against one node or an origin whose `/lb` spreads players over edges.
+//!
+//! Phases: publishers connect and start sending (warm-up packets); players ramp up (the session
+//! ramp is measured: setup time and time to first packet); once every player has received, the
+//! measured window starts: every packet carries phase 1, and loss, order, corruption and one-way
+//! latency are counted per player; then publishers stop, in-flight packets drain, sessions close.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rtcdn::dtls::DtlsCertificate;
+use serde_json::{json, Value};
+
+use crate::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
+use crate::limit::{LimitOptions, LimitReport};
+use crate::media::{read_packet, write_packet, MediaEvent, MediaShape, ProbeError, Probe, Shaper};
+use crate::stats::{median, own_cpu, process_cpu, Histogram};
+
+/// Signalling protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signalling {
+    /// WHIP to publish, WHEP to play.
+    Whip,
+    /// The Flashphoner WebSocket protocol (publishStream / playStream).
+    Ws,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The node (or origin) base URL, `http://host:port`.
+    pub server: String,
+    /// WebSocket URL for `Signalling::Ws` publishers; `None`: `ws://` + the server's authority.
+    pub ws_url: Option<String>,
+    /// Signalling protocol for publishers and players.
+    pub signalling: Signalling,
+    /// Players ask `GET {server}/lb` for an edge, each player separately.
+    pub lb: bool,
+    /// Stream name prefix; streams are `{prefix}-{i}`.
+    pub stream: String,
+    /// Published streams.
+    pub streams: usize,
+    /// Players per stream.
+    pub players: usize,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// The media each publisher sends.
+    pub shape: MediaShape,
+    /// Session setups in flight at once during the ramp.
+    pub concurrency: usize,
+    /// Session setups started per second during the ramp (0: as fast as `concurrency` allows).
+    pub rate: f64,
+    /// Time one session may take to connect (retries on refusal included, for CDN edges that
+    /// do not have the stream yet).
+    pub setup_timeout: Duration,
+    /// Time every player may take to receive its first packet.
+    pub warmup_timeout: Duration,
+    /// How long to wait for in-flight packets after the publishers stop.
+    pub drain: Duration,
+    /// The node processes whose CPU time to read (`/proc/PID/stat`).
+    pub server_pids: Vec<u32>,
+    /// Measure the raw forwarding limit first (fan-out = players per stream) and quote ratios.
+    pub baseline: bool,
+    /// Print live progress to stderr every second.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            server: "http://127.0.0.1:8080".into(),
+            ws_url: None,
+            signalling: Signalling::Whip,
+            lb: false,
+            stream: "bench".into(),
+            streams: 1,
+            players: 10,
+            seconds: 5.0,
+            shape: MediaShape::default(),
+            concurrency: 16,
+            rate: 0.0,
+            setup_timeout: Duration::from_secs(15),
+            warmup_timeout: Duration::from_secs(15),
+            drain: Duration::from_secs(1),
+            server_pids: Vec::new(),
+            baseline: false,
+            progress: false,
+        }
+    }
+}
+
+const PHASE_WARMUP: u32 = 0;
+const PHASE_MEASURED: u32 = 1;
+
+struct Shared {
+    clock: Instant,
+    phase: AtomicU32,
+    stop: AtomicBool,
+    done: AtomicBool,
+    players_connected: AtomicUsize,
+    players_failed: AtomicUsize,
+    players_warm: AtomicUsize,
+    sent: AtomicU64,
+}
+
+#[derive(Default)]
+struct PublisherCounters {
+    measured: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct PlayerStats {
+    stream: usize,
+    connected: bool,
+    setup: Option<Duration>,
+    first_packet: Option<Duration>,
+    received_any: u64,
+    received: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    /// Sequence numbers skipped (a live loss estimate; the report counts against what was sent).
+    gaps: u64,
+    corrupted: u64,
+    foreign: u64,
+    last_sequence: Option<u64>,
+    latency_us: Histogram,
+    interval_latency_us: Histogram,
+    ended_early: Option<String>,
+    error: Option<String>,
+}
+
+/// Server-side counters from `/api/stats`, summed over cores.
+#[derive(Debug, Clone, Copy, Default)]
+struct NodeCounters {
+    rtp_received: u64,
+    rtp_sent: u64,
+    srtp_rejected: u64,
+    handoff_dropped: u64,
+}
+
+/// What a run found. `to_json` gives the flat object `--json` prints.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub signalling: String,
+    pub streams: usize,
+    pub players_requested: usize,
+    pub publishers_connected: usize,
+    pub players_connected: usize,
+    pub players_failed: usize,
+    pub players_without_packets: usize,
+    pub players_ended_early: usize,
+    pub ramp_seconds: f64,
+    pub sessions_per_second: f64,
+    pub setup_ms_p50: f64,
+    pub setup_ms_p99: f64,
+    pub setup_ms_max: f64,
+    pub first_packet_ms_p50: f64,
+    pub first_packet_ms_p99: f64,
+    pub measured_seconds: f64,
+    pub packets_sent: u64,
+    pub packets_expected: u64,
+    pub packets_received: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub corrupted: u64,
+    pub loss: f64,
+    pub out_pps: f64,
+    pub in_pps: f64,
+    pub latency_us_p50: u64,
+    pub latency_us_p90: u64,
+    pub latency_us_p99: u64,
+    pub latency_us_max: u64,
+    pub server_cpu_seconds: Option<f64>,
+    pub server_cpu_cores: Option<f64>,
+    pub server_cpu_ns_per_packet: Option<f64>,
+    pub node_rtp_sent_pps: Option<f64>,
+    pub node_srtp_rejected: Option<u64>,
+    pub node_handoff_dropped: Option<u64>,
+    pub client_cpu_cores: Option<f64>,
+    pub baseline: Option<LimitReport>,
+    pub first_errors: Vec<String>,
+}
+
+impl RunReport {
+    /// Server CPU per forwarded packet as a multiple of the raw limit's CPU per packet.
+    pub fn baseline_ratio(&self) -> Option<f64> {
+        let baseline = self.baseline.as_ref()?.cpu_ns_per_packet;
+        Some(self.server_cpu_ns_per_packet? / baseline).filter(|r| r.is_finite())
+    }
+
+    /// Whether every connected player received every measured packet intact and in order.
+    pub fn clean(&self) -> bool {
+        self.players_failed == 0
+            && self.players_without_packets == 0
+            && self.packets_received == self.packets_expected
+            && self.corrupted == 0
+            && self.out_of_order == 0
+            && self.duplicates == 0
+    }
+
+    /// The report as a flat JSON object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "signalling": self.signalling,
+            "streams": self.streams,
+            "players_requested": self.players_requested,
+            "publishers_connected": self.publishers_connected,
+            "players_connected": self.players_connected,
+            "players_failed": self.players_failed,
+            "players_without_packets": self.players_without_packets,
+            "players_ended_early": self.players_ended_early,
+            "ramp_seconds": round3(self.ramp_seconds),
+            "sessions_per_second": round1(self.sessions_per_second),
+            "setup_ms_p50": round1(self.setup_ms_p50),
+            "setup_ms_p99": round1(self.setup_ms_p99),
+            "setup_ms_max": round1(self.setup_ms_max),
+            "first_packet_ms_p50": round1(self.first_packet_ms_p50),
+            "first_packet_ms_p99": round1(self.first_packet_ms_p99),
+            "measured_seconds": round3(self.measured_seconds),
+            "packets_sent": self.packets_sent,
+            "packets_expected": self.packets_expected,
+            "packets_received": self.packets_received,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "corrupted": self.corrupted,
+            "loss": self.loss,
+            "out_pps": self.out_pps.round(),
+            "in_pps": self.in_pps.round(),
+            "latency_us_p50": self.latency_us_p50,
+            "latency_us_p90": self.latency_us_p90,
+            "latency_us_p99": self.latency_us_p99,
+            "latency_us_max": self.latency_us_max,
+            "server_cpu_seconds": self.server_cpu_seconds.map(round3),
+            "server_cpu_cores": self.server_cpu_cores.map(round3),
+            "server_cpu_ns_per_packet": self.server_cpu_ns_per_packet.map(round1),
+            "node_rtp_sent_pps": self.node_rtp_sent_pps.map(f64::round),
+            "node_srtp_rejected": self.node_srtp_rejected,
+            "node_handoff_dropped": self.node_handoff_dropped,
+            "client_cpu_cores": self.client_cpu_cores.map(round3),
+            "baseline": self.baseline.as_ref().map(LimitReport::to_json),
+            "server_cpu_vs_baseline": self.baseline_ratio().map(|r| (r * 100.0).round() / 100.0),
+            "errors": self.first_errors,
+        })
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// Where one session signals: a WHIP/WHEP base URL or a WebSocket URL.
+async fn target_for(options: &RunOptions, mode: Mode) -> anyhow::Result<String> {
+    let (host_port, ws_port) = if options.lb && mode == Mode::Play {
+        let url = format!("{}/lb", options.server.trim_end_matches('/'));
+        let response = crate::http::request(hyper::Method::GET, &url, None, String::new()).await.context("GET /lb")?;
+        if !response.status.is_success() {
+            bail!("GET /lb: HTTP {}: {}", response.status.as_u16(), response.body);
+        }
+        let lb: Value = serde_json::from_str(&response.body).context("the /lb answer is JSON")?;
+        let server = lb["server"].as_str().context("/lb without a server")?;
+        let port = lb["ws"].as_u64().context("/lb without a ws port (wss-only edges are not supported by the bench)")?;
+        let host = if server.contains(':') { format!("[{server}]") } else { server.to_owned() };
+        (format!("{host}:{port}"), true)
+    } else {
+        (authority(&options.server).to_owned(), false)
+    };
+    Ok(match options.signalling {
+        Signalling::Whip => format!("http://{host_port}"),
+        Signalling::Ws => match (&options.ws_url, ws_port) {
+            (Some(url), false) => url.clone(),
+            _ => format!("ws://{host_port}/"),
+        },
+    })
+}
+
+async fn connect_once(options: &RunOptions, mode: Mode, stream: &str, certificate: &DtlsCertificate, timeout: Duration) -> anyhow::Result<ClientSession> {
+    let target = target_for(options, mode).await?;
+    let session = match options.signalling {
+        Signalling::Whip => ClientSession::connect(&target, mode, stream, certificate, timeout).await,
+        Signalling::Ws => ClientSession::connect_ws(&target, mode, stream, certificate, timeout).await,
+    };
+    session.with_context(|| format!("{} {stream} at {target}", if mode == Mode::Publish { "publish" } else { "play" }))
+}
+
+/// Connects, retrying refusals (a CDN edge gets the stream a moment after the origin) until
+/// `options.setup_timeout`.
+async fn connect(options: &RunOptions, mode: Mode, stream: &str, certificate: &DtlsCertificate) -> anyhow::Result<ClientSession> {
+    let deadline = Instant::now() + options.setup_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match connect_once(options, mode, stream, certificate, left.max(Duration::from_millis(100))).await {
+            Ok(session) => return Ok(session),
+            Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn publisher_loop(mut publisher: ClientSession, shape: MediaShape, shared: Arc<Shared>, counters: Arc<PublisherCounters>) {
+    let mut shaper = Shaper::new(shape);
+    let start = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 1500];
+    let (mut sequence, mut video_seq, mut audio_seq) = (0u64, 0u16, 0u16);
+    'outer: while !shared.stop.load(Relaxed) {
+        let (at, event) = shaper.next_event();
+        tokio::time::sleep_until(start + at).await;
+        let count = match event {
+            MediaEvent::Video { packets, .. } => packets,
+            MediaEvent::Audio { .. } => 1,
+        };
+        for i in 0..count {
+            if shared.stop.load(Relaxed) {
+                break 'outer;
+            }
+            let phase = shared.phase.load(Relaxed);
+            let probe = Probe { sequence, sent_at_ns: shared.clock.elapsed().as_nanos() as u64, phase };
+            let len = match event {
+                MediaEvent::Video { frame, .. } => {
+                    video_seq = video_seq.wrapping_add(1);
+                    let ts = (frame as u32).wrapping_mul(90_000 / shape.fps.max(1));
+                    write_packet(&mut buf, VIDEO_PT, publisher.video_ssrc, video_seq, ts, i + 1 == count, probe, shape.video_packet)
+                }
+                MediaEvent::Audio { index } => {
+                    audio_seq = audio_seq.wrapping_add(1);
+                    let ts = (index as u32).wrapping_mul(48_000 / shape.audio_pps.max(1));
+                    write_packet(&mut buf, AUDIO_PT, publisher.audio_ssrc, audio_seq, ts, false, probe, shape.audio_packet)
+                }
+            };
+            if let Err(e) = publisher.send_rtp(&buf[..len]).await {
+                *counters.error.lock().unwrap() = Some(e.to_string());
+                break 'outer;
+            }
+            sequence += 1;
+            shared.sent.fetch_add(1, Relaxed);
+            if phase == PHASE_MEASURED {
+                counters.measured.fetch_add(1, Relaxed);
+            }
+        }
+        // RTCP from the node (receiver reports, keyframe requests) is not acted upon.
+        while publisher.try_recv_rtcp().is_some() {}
+    }
+    // Leave once the players have drained: the node ends their sessions when the publisher goes.
+    while !shared.done.load(Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = publisher.close().await;
+}
+
+async fn player_loop(mut player: ClientSession, requested: Instant, shared: Arc<Shared>, stats: Arc<Mutex<PlayerStats>>) {
+    loop {
+        let next = match player.try_recv_rtp() {
+            Some(packet) => Some(packet),
+            None => player.recv_rtp(Duration::from_millis(200)).await,
+        };
+        let Some(packet) = next else {
+            if shared.done.load(Relaxed) {
+                break;
+            }
+            if let Some(why) = player.ended() {
+                if !shared.stop.load(Relaxed) {
+                    stats.lock().unwrap().ended_early = Some(why);
+                }
+                // Keep the session until the run is done so its counts stay.
+                while !shared.done.load(Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                break;
+            }
+            continue;
+        };
+        let now_ns = shared.clock.elapsed().as_nanos() as u64;
+        let mut s = stats.lock().unwrap();
+        s.received_any += 1;
+        if s.first_packet.is_none() {
+            s.first_packet = Some(requested.elapsed());
+            shared.players_warm.fetch_add(1, Relaxed);
+        }
+        match read_packet(&packet) {
+            Ok((probe, _)) => {
+                let latency = now_ns.saturating_sub(probe.sent_at_ns) / 1000;
+                s.interval_latency_us.record(latency);
+                if probe.phase != PHASE_MEASURED {
+                    continue;
+                }
+                s.received += 1;
+                s.latency_us.record(latency);
+                match s.last_sequence {
+                    Some(last) if probe.sequence == last => s.duplicates += 1,
+                    Some(last) if probe.sequence < last => s.out_of_order += 1,
+                    last => {
+                        if let Some(last) = last {
+                            s.gaps += probe.sequence - last - 1;
+                        }
+                        s.last_sequence = Some(probe.sequence);
+                    }
+                }
+            }
+            Err(ProbeError::NotSynthetic) => s.foreign += 1,
+            Err(_) => s.corrupted += 1,
+        }
+    }
+    drop(player);
+}
+
+async fn node_counters(server: &str) -> Option<NodeCounters> {
+    let url = format!("{}/api/stats", server.trim_end_matches('/'));
+    let response = crate::http::request(hyper::Method::GET, &url, None, String::new()).await.ok()?;
+    let stats: Value = serde_json::from_str(&response.body).ok()?;
+    let mut c = NodeCounters::default();
+    for core in stats["cores"].as_array()? {
+        let get = |k: &str| core[k].as_u64().unwrap_or(0);
+        c.rtp_received += get("rtp_received");
+        c.rtp_sent += get("rtp_sent");
+        c.srtp_rejected += get("srtp_rejected");
+        c.handoff_dropped += get("handoff_dropped");
+    }
+    Some(c)
+}
+
+fn servers_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| process_cpu(p)).sum()
+}
+
+/// Runs the bench once against a live node and returns its report.
+pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
+    if options.streams == 0 || options.players == 0 || options.seconds <= 0.0 {
+        bail!("streams, players and seconds must be positive");
+    }
+    let baseline = if options.baseline {
+        let limit = LimitOptions { fanout: options.players, seconds: 2.0, packet_size: options.shape.video_packet, ..LimitOptions::default() };
+        Some(tokio::task::spawn_blocking(move || crate::limit::measure(&limit)).await??)
+    } else {
+        None
+    };
+    let certificate = DtlsCertificate::generate().context("a DTLS certificate")?;
+    let shared = Arc::new(Shared {
+        clock: Instant::now(),
+        phase: AtomicU32::new(PHASE_WARMUP),
+        stop: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+        players_connected: AtomicUsize::new(0),
+        players_failed: AtomicUsize::new(0),
+        players_warm: AtomicUsize::new(0),
+        sent: AtomicU64::new(0),
+    });
+    let names: Vec<String> = (0..options.streams).map(|i| format!("{}-{i}", options.stream)).collect();
+
+    // Publishers: connected one by one, each starts sending warm-up media at once.
+    let mut publishers = Vec::new();
+    let mut publisher_tasks = Vec::new();
+    for name in &names {
+        let session = connect(options, Mode::Publish, name, &certificate).await?;
+        let counters = Arc::new(PublisherCounters::default());
+        publisher_tasks.push(tokio::spawn(publisher_loop(session, options.shape, shared.clone(), counters.clone())));
+        publishers.push(counters);
+    }
+
+    // Progress.
+    let players: Vec<Arc<Mutex<PlayerStats>>> =
+        (0..options.streams * options.players).map(|i| Arc::new(Mutex::new(PlayerStats { stream: i % options.streams, ..PlayerStats::default() }))).collect();
+    let progress = options.progress.then(|| tokio::spawn(progress_loop(shared.clone(), players.clone(), options.streams * options.players)));
+
+    // The ramp.
+    let ramp_start = Instant::now();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+    let mut player_tasks = Vec::new();
+    let options_shared = Arc::new(options.clone());
+    for (i, stats) in players.iter().enumerate() {
+        if options.rate > 0.0 {
+            let at = ramp_start + Duration::from_secs_f64(i as f64 / options.rate);
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore open");
+        let (options, certificate, shared, stats) = (options_shared.clone(), certificate.clone(), shared.clone(), stats.clone());
+        let name = names[i % names.len()].clone();
+        player_tasks.push(tokio::spawn(async move {
+            let requested = Instant::now();
+            let result = connect(&options, Mode::Play, &name, &certificate).await;
+            drop(permit);
+            match result {
+                Ok(session) => {
+                    {
+                        let mut s = stats.lock().unwrap();
+                        s.connected = true;
+                        s.setup = Some(requested.elapsed());
+                    }
+                    shared.players_connected.fetch_add(1, Relaxed);
+                    player_loop(session, requested, shared, stats).await;
+                }
+                Err(e) => {
+                    stats.lock().unwrap().error = Some(format!("{e:#}"));
+                    shared.players_failed.fetch_add(1, Relaxed);
+                }
+            }
+        }));
+    }
+    let total = players.len();
+    while shared.players_connected.load(Relaxed) + shared.players_failed.load(Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ramp_seconds = ramp_start.elapsed().as_secs_f64();
+
+    // Warm-up: until every connected player has received (and at least half a second).
+    let warm_start = Instant::now();
+    loop {
+        let connected = shared.players_connected.load(Relaxed);
+        let warm = shared.players_warm.load(Relaxed);
+        let waited = warm_start.elapsed();
+        if (warm >= connected && waited >= Duration::from_millis(500)) || waited >= options.warmup_timeout {
+            break;
+        }
+        if publishers.iter().all(|p| p.error.lock().unwrap().is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The measured window.
+    let cpu_before = servers_cpu(&options.server_pids);
+    let own_before = own_cpu();
+    let node_before = node_counters(&options.server).await;
+    let window_start = Instant::now();
+    shared.phase.store(PHASE_MEASURED, Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
+    shared.stop.store(true, Relaxed);
+    let measured_seconds = window_start.elapsed().as_secs_f64();
+    let cpu_after = servers_cpu(&options.server_pids);
+    let own_after = own_cpu();
+    let node_after = node_counters(&options.server).await;
+    tokio::time::sleep(options.drain).await;
+    shared.done.store(true, Relaxed);
+    for task in publisher_tasks {
+        let _ = task.await;
+    }
+    for task in player_tasks {
+        let _ = task.await;
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+
+    // The report.
+    let mut report = RunReport {
+        signalling: match options.signalling {
+            Signalling::Whip => "whip".into(),
+            Signalling::Ws => "ws".into(),
+        },
+        streams: options.streams,
+        players_requested: total,
+        publishers_connected: publishers.len(),
+        ramp_seconds,
+        measured_seconds,
+        baseline,
+        ..RunReport::default()
+    };
+    let sent: Vec<u64> = publishers.iter().map(|p| p.measured.load(Relaxed)).collect();
+    report.packets_sent = sent.iter().sum();
+    for p in &publishers {
+        if let Some(e) = p.error.lock().unwrap().clone() {
+            report.first_errors.push(format!("publisher: {e}"));
+        }
+    }
+    let (mut latency, mut setup, mut first) = (Histogram::default(), Histogram::default(), Histogram::default());
+    for stats in &players {
+        let s = stats.lock().unwrap();
+        if !s.connected {
+            report.players_failed += 1;
+            if report.first_errors.len() < 5 {
+                report.first_errors.push(s.error.clone().unwrap_or_default());
+            }
+            continue;
+        }
+        report.players_connected += 1;
+        report.packets_expected += sent[s.stream];
+        report.packets_received += s.received;
+        report.duplicates += s.duplicates;
+        report.out_of_order += s.out_of_order;
+        report.corrupted += s.corrupted;
+        if s.received == 0 {
+            report.players_without_packets += 1;
+        }
+        if let Some(why) = &s.ended_early {
+            report.players_ended_early += 1;
+            if report.first_errors.len() < 5 {
+                report.first_errors.push(format!("player ended: {why}"));
+            }
+        }
+        latency.merge(&s.latency_us);
+        if let Some(d) = s.setup {
+            setup.record(d.as_micros() as u64);
+        }
+        if let Some(d) = s.first_packet {
+            first.record(d.as_micros() as u64);
+        }
+    }
+    let unique = report.packets_received - report.duplicates;
+    report.loss = if report.packets_expected == 0 { 0.0 } else { 1.0 - unique as f64 / report.packets_expected as f64 };
+    report.out_pps = report.packets_sent as f64 / measured_seconds;
+    report.in_pps = report.packets_received as f64 / measured_seconds;
+    report.sessions_per_second = if ramp_seconds > 0.0 { report.players_connected as f64 / ramp_seconds } else { 0.0 };
+    report.setup_ms_p50 = setup.quantile(0.5) as f64 / 1000.0;
+    report.setup_ms_p99 = setup.quantile(0.99) as f64 / 1000.0;
+    report.setup_ms_max = setup.max() as f64 / 1000.0;
+    report.first_packet_ms_p50 = first.quantile(0.5) as f64 / 1000.0;
+    report.first_packet_ms_p99 = first.quantile(0.99) as f64 / 1000.0;
+    report.latency_us_p50 = latency.quantile(0.5);
+    report.latency_us_p90 = latency.quantile(0.9);
+    report.latency_us_p99 = latency.quantile(0.99);
+    report.latency_us_max = latency.max();
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let cpu = after.saturating_sub(before).as_secs_f64();
+        report.server_cpu_seconds = Some(cpu);
+        report.server_cpu_cores = Some(cpu / measured_seconds);
+        if report.packets_received > 0 {
+            report.server_cpu_ns_per_packet = Some(cpu * 1e9 / report.packets_received as f64);
+        }
+    }
+    if let (Some(before), Some(after)) = (own_before, own_after) {
+        report.client_cpu_cores = Some(after.saturating_sub(before).as_secs_f64() / measured_seconds);
+    }
+    if let (Some(before), Some(after)) = (node_before, node_after) {
+        report.node_rtp_sent_pps = Some(after.rtp_sent.saturating_sub(before.rtp_sent) as f64 / measured_seconds);
+        report.node_srtp_rejected = Some(after.srtp_rejected.saturating_sub(before.srtp_rejected));
+        report.node_handoff_dropped = Some(after.handoff_dropped.saturating_sub(before.handoff_dropped));
+    }
+    Ok(report)
+}
+
+async fn progress_loop(shared: Arc<Shared>, players: Vec<Arc<Mutex<PlayerStats>>>, total: usize) {
+    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let (mut received_any, mut received, mut gaps) = (0u64, 0u64, 0u64);
+        let mut latency = Histogram::default();
+        for stats in &players {
+            let mut s = stats.lock().unwrap();
+            received_any += s.received_any;
+            received += s.received - s.duplicates;
+            gaps += s.gaps;
+            latency.merge(&s.interval_latency_us);
+            s.interval_latency_us = Histogram::default();
+        }
+        let now = Instant::now();
+        let seconds = (now - last.0).as_secs_f64();
+        let sent = shared.sent.load(Relaxed);
+        let out_pps = (sent - last.1) as f64 / seconds;
+        let in_pps = (received_any - last.2) as f64 / seconds;
+        last = (now, sent, received_any);
+        let phase = if shared.stop.load(Relaxed) {
+            "drain"
+        } else if shared.phase.load(Relaxed) == PHASE_MEASURED {
+            "measure"
+        } else {
+            "ramp/warm"
+        };
+        let loss = if received + gaps == 0 { 0.0 } else { gaps as f64 / (received + gaps) as f64 };
+        eprintln!(
+            "[{:6.1}s] {phase:<9} players {}/{} ({} failed, {} receiving)  out {:.0} pkt/s  in {:.0} pkt/s  loss {:.3}%  latency p50 {:.2} ms p99 {:.2} ms",
+            shared.clock.elapsed().as_secs_f64(),
+            shared.players_connected.load(Relaxed),
+            total,
+            shared.players_failed.load(Relaxed),
+            shared.players_warm.load(Relaxed),
+            out_pps,
+            in_pps,
+            loss.max(0.0) * 100.0,
+            latency.quantile(0.5) as f64 / 1000.0,
+            latency.quantile(0.99) as f64 / 1000.0,
+        );
+    }
+}
+
+/// Runs `repeat` times (stream names differ per run); returns all reports and their medians
+/// (each number the median over runs).
+pub async fn run_repeated(options: &RunOptions, repeat: usize) -> anyhow::Result<(Vec<RunReport>, Value)> {
+    let mut reports = Vec::new();
+    for i in 0..repeat.max(1) {
+        let mut o = options.clone();
+        if repeat > 1 {
+            o.stream = format!("{}-r{i}", options.stream);
+        }
+        reports.push(run(&o).await?);
+        if i + 1 < repeat {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let jsons: Vec<Value> = reports.iter().map(RunReport::to_json).collect();
+    Ok((reports, median_object(&jsons)))
+}
+
+/// The per-key median of flat JSON objects' numbers (nested objects recursively); other values
+/// are taken from the first.
+pub fn median_object(objects: &[Value]) -> Value {
+    let Some(Value::Object(first)) = objects.first() else { return Value::Null };
+    let mut out = serde_json::Map::new();
+    for (key, value) in first {
+        let values: Vec<&Value> = objects.iter().map(|o| &o[key]).collect();
+        let merged = match value {
+            Value::Number(_) => {
+                let numbers: Vec<f64> = values.iter().filter_map(|v| v.as_f64()).collect();
+                let m = median(&numbers);
+                if value.is_f64() {
+                    json!((m * 1000.0).round() / 1000.0)
+                } else {
+                    json!(m.round() as u64)
+                }
+            }
+            Value::Object(_) => median_object(&values.into_iter().cloned().collect::<Vec<_>>()),
+            other => other.clone(),
+        };
+        out.insert(key.clone(), merged);
+    }
+    Value::Object(out)
+}
+
+/// Human text for a report.
+pub fn describe(r: &RunReport) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("signalling         {}", r.signalling));
+    line(format!(
+        "sessions           {} publishers, {}/{} players connected ({} failed, {} without packets, {} ended early)",
+        r.publishers_connected, r.players_connected, r.players_requested, r.players_failed, r.players_without_packets, r.players_ended_early
+    ));
+    line(format!(
+        "session ramp       {:.0} sessions/s ({} in {:.2} s); setup p50 {:.1} ms p99 {:.1} ms max {:.1} ms; request to first packet p50 {:.1} ms p99 {:.1} ms",
+        r.sessions_per_second, r.players_connected, r.ramp_seconds, r.setup_ms_p50, r.setup_ms_p99, r.setup_ms_max, r.first_packet_ms_p50, r.first_packet_ms_p99
+    ));
+    line(format!("measured           {:.2} s", r.measured_seconds));
+    line(format!("packets out        {} ({:.0}/s from publishers)", r.packets_sent, r.out_pps));
+    line(format!("packets in         {} of {} expected ({:.0}/s at players), loss {:.4}%", r.packets_received, r.packets_expected, r.in_pps, r.loss * 100.0));
+    line(format!("integrity          {} corrupted, {} out of order, {} duplicates", r.corrupted, r.out_of_order, r.duplicates));
+    line(format!(
+        "one-way latency    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms (publisher -> node -> player, one clock)",
+        r.latency_us_p50 as f64 / 1000.0,
+        r.latency_us_p90 as f64 / 1000.0,
+        r.latency_us_p99 as f64 / 1000.0,
+        r.latency_us_max as f64 / 1000.0
+    ));
+    match (r.server_cpu_seconds, r.server_cpu_ns_per_packet) {
+        (Some(cpu), Some(ns)) => line(format!("server CPU         {cpu:.2} s ({:.2} cores), {ns:.0} ns per forwarded packet", r.server_cpu_cores.unwrap_or(0.0))),
+        _ => line("server CPU         not measured (pass --server-pid PID)".into()),
+    }
+    if let Some(pps) = r.node_rtp_sent_pps {
+        line(format!(
+            "node counters      {pps:.0} RTP sent/s; {} SRTP rejected, {} hand-off drops in the window",
+            r.node_srtp_rejected.unwrap_or(0),
+            r.node_handoff_dropped.unwrap_or(0)
+        ));
+    }
+    if let Some(c) = r.client_cpu_cores {
+        line(format!("bench CPU          {c:.2} cores (the client itself)"));
+    }
+    if let Some(b) = &r.baseline {
+        line(format!("raw limit          {}", crate::limit::describe(b)));
+        if let Some(ratio) = r.baseline_ratio() {
+            line(format!("server vs limit    {ratio:.2}x the raw limit's CPU per forwarded packet"));
+        }
+    }
+    for e in &r.first_errors {
+        line(format!("error              {e}"));
+    }
+    out
+}
