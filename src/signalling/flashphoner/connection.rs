@@ -147,9 +147,9 @@ impl Connection {
     fn handle_stop(&mut self, state: &Signalling, payload: &Value, published: bool) {
         let api = if published { "unPublishStream" } else { "stopStream" };
         let Some((id, name)) = self.stream_ids(payload, api, published) else { return };
-        let (status, ok) = if published { ("UNPUBLISHED", true) } else { ("STOPPED", true) };
+        let status = if published { "UNPUBLISHED" } else { "STOPPED" };
         match self.streams.remove(id) {
-            Some(own) if own.description.published == published && ok => {
+            Some(own) if own.description.published == published => {
                 // Unwatch first: the client asked, so it gets this status and no FAILED.
                 state.unwatch(own.session);
                 media::end_session(state, own.session);
