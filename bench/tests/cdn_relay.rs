@@ -126,6 +126,15 @@ fn edge_on(port: u16) -> Node {
     Node::start(&config).expect("edge starts")
 }
 
+/// An edge on a known port and an origin relaying to it, with their base URLs.
+fn origin_and_edge() -> (Node, u16, Node, String, String) {
+    let edge_port = free_port();
+    let edge = edge_on(edge_port);
+    let origin = node(CdnRole::Origin, vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge_port), wss: None }]);
+    let origin_base = format!("http://{}", origin.http_addr());
+    (edge, edge_port, origin, origin_base, format!("http://127.0.0.1:{edge_port}"))
+}
+
 /// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
 async fn play_until_media(base: &str, stream: &str, certificate: &DtlsCertificate, within: Duration) -> ClientSession {
     let start = Instant::now();
@@ -143,11 +152,7 @@ async fn play_until_media(base: &str, stream: &str, certificate: &DtlsCertificat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_restart_heals_without_touching_the_origin() {
-    let edge_port = free_port();
-    let edge = edge_on(edge_port);
-    let origin = node(CdnRole::Origin, vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge_port), wss: None }]);
-    let origin_base = format!("http://{}", origin.http_addr());
-    let edge_base = format!("http://127.0.0.1:{edge_port}");
+    let (edge, edge_port, origin, origin_base, edge_base) = origin_and_edge();
     let certificate = DtlsCertificate::generate().unwrap();
     let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "heal", &certificate, Duration::from_secs(10)).await.unwrap();
 
@@ -253,11 +258,7 @@ fn feedback(packet: &[u8], media_ssrc: u32) -> (usize, Vec<u16>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
-    let edge_port = free_port();
-    let edge = edge_on(edge_port);
-    let origin = node(CdnRole::Origin, vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge_port), wss: None }]);
-    let origin_base = format!("http://{}", origin.http_addr());
-    let edge_base = format!("http://127.0.0.1:{edge_port}");
+    let (edge, _, origin, origin_base, edge_base) = origin_and_edge();
     let certificate = DtlsCertificate::generate().unwrap();
     let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "fb", &certificate, Duration::from_secs(10)).await.unwrap();
     let start = Instant::now();
