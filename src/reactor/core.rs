@@ -280,6 +280,7 @@ impl Core {
             self.drain_session(now, id, tx);
             return;
         }
+        // Only a publisher's packets decrypt; anything else is counted and dropped.
         match entry.session.handle_srtp(now, src, data) {
             Ok((kind, len)) => {
                 self.counters.rtp_received += 1;
@@ -291,17 +292,10 @@ impl Core {
                         self.mesh.send(*core, stream, ForwardKind::Rtp(kind), plain);
                     }
                 }
-                if let Some(entry) = self.sessions.get(&id) {
-                    if entry.session.is_publisher() {
-                        self.drain_session(now, id, tx);
-                    }
-                }
             }
-            Err(e) => {
-                self.count_media_error(&e);
-                self.drain_session(now, id, tx);
-            }
+            Err(e) => self.count_media_error(&e),
         }
+        self.drain_session(now, id, tx);
     }
 
     fn count_media_error(&mut self, error: &crate::session::SessionError) {
@@ -426,29 +420,40 @@ impl Core {
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant, stream: StreamId, tx: &mut SendQueue) {
-        let Some(local) = self.streams.get(&stream) else { return };
-        if let Some(publisher) = local.publisher {
+    /// Reaches the stream's publisher: `local` runs on its session when it is on this core,
+    /// otherwise `remote` says what to hand to the publisher's core.
+    fn ask_publisher(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        tx: &mut SendQueue,
+        local: impl FnOnce(&mut Session),
+        remote: impl FnOnce() -> (ForwardKind, Vec<u8>),
+    ) {
+        let Some(local_stream) = self.streams.get(&stream) else { return };
+        if let Some(publisher) = local_stream.publisher {
             if let Some(entry) = self.sessions.get_mut(&publisher) {
-                entry.session.request_keyframe(now);
+                local(&mut entry.session);
                 self.drain_session(now, publisher, tx);
             }
-        } else if let Some(core) = local.publisher_core {
-            self.mesh.send(core, stream, ForwardKind::KeyframeRequest, &[]);
+        } else if let Some(core) = local_stream.publisher_core {
+            let (kind, payload) = remote();
+            self.mesh.send(core, stream, kind, &payload);
         }
     }
 
+    fn request_keyframe(&mut self, now: Instant, stream: StreamId, tx: &mut SendQueue) {
+        self.ask_publisher(now, stream, tx, |publisher| publisher.request_keyframe(now), || (ForwardKind::KeyframeRequest, Vec::new()));
+    }
+
     fn request_retransmission(&mut self, now: Instant, stream: StreamId, kind: MediaKind, seqs: &[u16], tx: &mut SendQueue) {
-        let Some(local) = self.streams.get(&stream) else { return };
-        if let Some(publisher) = local.publisher {
-            if let Some(entry) = self.sessions.get_mut(&publisher) {
-                entry.session.request_retransmission(kind, seqs);
-                self.drain_session(now, publisher, tx);
-            }
-        } else if let Some(core) = local.publisher_core {
-            let bytes: Vec<u8> = seqs.iter().flat_map(|s| s.to_be_bytes()).collect();
-            self.mesh.send(core, stream, ForwardKind::Nack { kind }, &bytes);
-        }
+        self.ask_publisher(
+            now,
+            stream,
+            tx,
+            |publisher| publisher.request_retransmission(kind, seqs),
+            || (ForwardKind::Nack { kind }, seqs.iter().flat_map(|s| s.to_be_bytes()).collect()),
+        );
     }
 
     fn send_sender_reports(&mut self, now: Instant, stream: StreamId, kind: MediaKind, ntp: u64, rtp: u32, tx: &mut SendQueue) {

@@ -187,8 +187,11 @@ impl Signalling {
     pub fn handle_core_event(self: &Arc<Self>, event: CoreEvent) {
         match event {
             CoreEvent::SessionConnected { id } => {
-                let player = self.registry().session(id).is_some_and(|s| s.kind == SessionKind::Player);
-                self.registry().set_connected(id);
+                let player = {
+                    let mut registry = self.registry();
+                    registry.set_connected(id);
+                    registry.session(id).is_some_and(|s| s.kind == SessionKind::Player)
+                };
                 if player {
                     self.notify(id, "PLAYING");
                 }
