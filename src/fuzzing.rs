@@ -23,3 +23,11 @@ pub fn fuzz_config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = Config::from_toml(text, Path::new("fuzz.toml"));
 }
+
+/// WCS files (`flashphoner.properties`, `loadbalancing.xml`) and a node's `/?action=stat` answer.
+pub fn fuzz_wcs(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = crate::cdn::wcs::parse_properties(text);
+    let _ = crate::cdn::wcs::parse_loadbalancing(text, Path::new("fuzz.xml"));
+    let _ = crate::cdn::balancer::parse_stat(text);
+}
