@@ -52,6 +52,16 @@ count_node() {
 }
 
 banner "toolchain"
+# Incremental caches double the size of a one-shot build and buy nothing on a clean clone.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# A full run needs a few GB of disk (debug build, fuzz build, browser profiles); say so up
+# front instead of failing later with a linker's "No space left on device".
+mkdir -p "$TARGET_DIR"
+free_kb=$(df -Pk "$TARGET_DIR" | awk 'NR==2 {print $4}')
+echo "free disk at $TARGET_DIR: $((free_kb / 1024)) MB"
+if [ "${free_kb:-0}" -lt $((4 * 1024 * 1024)) ]; then
+  echo "WARNING: less than 4 GB free; the build may run out of disk" >&2
+fi
 cargo --version
 rustc --version
 node --version
