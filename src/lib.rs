@@ -4,6 +4,7 @@
 //! [`registry`]) and the only parts that touch sockets and threads ([`reactor`], [`signalling`],
 //! the [`dtls`] driver task, [`node`]).
 
+pub mod alloc_count;
 pub mod cdn;
 pub mod config;
 pub mod control;

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use rtcdn::config::{Command, Config, USAGE};
 use rtcdn::node::Node;
 
+// Counting is a thread-local increment; it lets `/api/stats` show each media core's
+// allocations, which the packet path is meant to keep at zero.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: rtcdn::alloc_count::CountingAllocator<mimalloc::MiMalloc> =
+    rtcdn::alloc_count::CountingAllocator(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
     // Logging is set up from the config, so warnings while reading it (unused WCS keys) go to

@@ -66,7 +66,7 @@ pub enum SessionEvent {
     KeyframeRequested,
     /// A player (or an edge, through a relay) lost these packets of a track, numbered as the
     /// publisher numbers them: ask the publisher to send them again.
-    RetransmissionRequested { kind: MediaKind, seqs: Vec<u16> },
+    RetransmissionRequested { kind: MediaKind, seqs: LostPackets },
     /// A publisher's sender report: players get a translated one.
     SenderReport { kind: MediaKind, ntp_time: u64, rtp_time: u32 },
     /// The session is over; the core removes it.
@@ -133,22 +133,84 @@ impl ReceiveStats {
     }
 }
 
+/// The most sequence numbers one retransmission request carries.
+pub const MAX_LOST_PACKETS: usize = 64;
+
+/// Sequence numbers a receiver reported lost (at most [`MAX_LOST_PACKETS`]), kept inline so
+/// that a NACK travels from player to publisher without a heap allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LostPackets {
+    len: u8,
+    seqs: [u16; MAX_LOST_PACKETS],
+}
+
+/// Keeps the first [`MAX_LOST_PACKETS`] numbers; the rest are left out.
+impl FromIterator<u16> for LostPackets {
+    fn from_iter<I: IntoIterator<Item = u16>>(seqs: I) -> Self {
+        let mut lost = LostPackets { len: 0, seqs: [0; MAX_LOST_PACKETS] };
+        for seq in seqs.into_iter().take(MAX_LOST_PACKETS) {
+            lost.seqs[usize::from(lost.len)] = seq;
+            lost.len += 1;
+        }
+        lost
+    }
+}
+
+impl LostPackets {
+    /// Reads numbers written by [`LostPackets::to_be_bytes`].
+    pub fn from_be_bytes(bytes: &[u8]) -> Self {
+        bytes.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect()
+    }
+
+    /// The numbers as big-endian pairs of bytes, for the cross-core hand-off; returns the length.
+    pub fn to_be_bytes(&self, out: &mut [u8; 2 * MAX_LOST_PACKETS]) -> usize {
+        for (chunk, seq) in out.chunks_exact_mut(2).zip(self.as_slice()) {
+            chunk.copy_from_slice(&seq.to_be_bytes());
+        }
+        2 * self.as_slice().len()
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.seqs[..usize::from(self.len)]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for LostPackets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
 /// Packs sequence numbers into NACK (PID, BLP) pairs: each pair covers its PID and the 16 numbers
-/// after it.
-fn nack_pairs(seqs: &[u16]) -> Vec<NackPair> {
-    let mut sorted = seqs.to_vec();
+/// after it. Returns the pairs in `out` and their count; works on the stack.
+fn nack_pairs(seqs: &[u16], out: &mut [NackPair; MAX_LOST_PACKETS]) -> usize {
+    let mut sorted = [0u16; MAX_LOST_PACKETS];
+    let n = seqs.len().min(MAX_LOST_PACKETS);
+    if n == 0 {
+        return 0;
+    }
+    sorted[..n].copy_from_slice(&seqs[..n]);
     // Sort in wrapping order relative to the first: 65535 comes before 0.
     let base = sorted[0];
-    sorted.sort_by_key(|s| s.wrapping_sub(base.wrapping_sub(0x8000)));
-    sorted.dedup();
-    let mut pairs: Vec<NackPair> = Vec::new();
-    for seq in sorted {
-        match pairs.last_mut() {
+    sorted[..n].sort_unstable_by_key(|s| s.wrapping_sub(base.wrapping_sub(0x8000)));
+    let mut count: usize = 0;
+    for (i, &seq) in sorted[..n].iter().enumerate() {
+        if i > 0 && sorted[i - 1] == seq {
+            continue;
+        }
+        match count.checked_sub(1).map(|last| &mut out[last]) {
             Some(pair) if (1..=16).contains(&seq.wrapping_sub(pair.pid)) => pair.blp |= 1 << (seq.wrapping_sub(pair.pid) - 1),
-            _ => pairs.push(NackPair { pid: seq, blp: 0 }),
+            _ => {
+                out[count] = NackPair { pid: seq, blp: 0 };
+                count += 1;
+            }
         }
     }
-    pairs
+    count
 }
 
 /// Extends a 16-bit sequence number to 64 bits next to the highest one seen (RFC 3550 A.1).
@@ -261,6 +323,9 @@ pub struct Session {
     role: RoleState,
     events: VecDeque<SessionEvent>,
     transmits: VecDeque<Transmit>,
+    /// Buffers of sent control packets, handed back by [`Session::recycle`]: RTCP is written
+    /// into them, so a session's steady state allocates nothing.
+    spare_buffers: Vec<Vec<u8>>,
 }
 
 impl Session {
@@ -315,6 +380,7 @@ impl Session {
             role,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
+            spare_buffers: Vec::new(),
         }
     }
 
@@ -431,7 +497,7 @@ impl Session {
     fn handle_nack(&mut self, nack: &Nack<'_>) {
         let RoleState::Player(player) = &self.role else { return };
         let Some(track) = player.tracks.iter().flatten().find(|t| t.track.ssrc == nack.media_ssrc.0) else { return };
-        let seqs: Vec<u16> = nack.lost().filter_map(|seq| track.rewriter.source_sequence(seq)).take(64).collect();
+        let seqs: LostPackets = nack.lost().filter_map(|seq| track.rewriter.source_sequence(seq)).collect();
         if !seqs.is_empty() {
             self.events.push_back(SessionEvent::RetransmissionRequested { kind: track.track.kind, seqs });
         }
@@ -446,8 +512,9 @@ impl Session {
         if media_ssrc == 0 || seqs.is_empty() {
             return;
         }
-        let pairs = nack_pairs(seqs);
-        let nack = Nack { sender_ssrc: Ssrc(self.rtcp_ssrc), media_ssrc: Ssrc(media_ssrc), pairs: Items::from_slice(&pairs) };
+        let mut pairs = [NackPair::default(); MAX_LOST_PACKETS];
+        let count = nack_pairs(seqs, &mut pairs);
+        let nack = Nack { sender_ssrc: Ssrc(self.rtcp_ssrc), media_ssrc: Ssrc(media_ssrc), pairs: Items::from_slice(&pairs[..count]) };
         self.send_rtcp(&[Rtcp::Nack(nack)]);
     }
 
@@ -535,31 +602,54 @@ impl Session {
     fn send_receiver_report(&mut self, now: Instant) {
         let RoleState::Publisher(publisher) = &mut self.role else { return };
         publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
-        let reports: Vec<ReportBlock> = publisher.stats.iter_mut().filter_map(|s| s.report_block(now)).collect();
-        let ssrcs: Vec<Ssrc> = reports.iter().map(|r| r.ssrc).collect();
-        if reports.is_empty() {
+        let mut reports = [ReportBlock::default(); 2];
+        let mut ssrcs = [Ssrc(0); 2];
+        let mut count = 0;
+        for block in publisher.stats.iter_mut().filter_map(|s| s.report_block(now)) {
+            reports[count] = block;
+            ssrcs[count] = block.ssrc;
+            count += 1;
+        }
+        if count == 0 {
             return;
         }
         let sender_ssrc = Ssrc(self.rtcp_ssrc);
-        let rr = Rtcp::ReceiverReport(ReceiverReport { sender_ssrc, reports: Items::from_slice(&reports) });
-        let remb = Rtcp::Remb(Remb { sender_ssrc, bitrate_bps: REMB_BITRATE_BPS, ssrcs: Items::from_slice(&ssrcs) });
+        let rr = Rtcp::ReceiverReport(ReceiverReport { sender_ssrc, reports: Items::from_slice(&reports[..count]) });
+        let remb = Rtcp::Remb(Remb { sender_ssrc, bitrate_bps: REMB_BITRATE_BPS, ssrcs: Items::from_slice(&ssrcs[..count]) });
         self.send_rtcp(&[rr, remb]);
     }
 
     fn send_rtcp(&mut self, packets: &[Rtcp<'_>]) {
         let (Some(remote), Some(srtp)) = (self.remote, self.srtp_tx.as_mut()) else { return };
         let len: usize = packets.iter().map(|p| p.encoded_len()).sum();
-        let mut buf = vec![0u8; len + 64];
+        let mut buf = self.spare_buffers.pop().unwrap_or_default();
+        buf.clear();
+        // Room for the SRTCP index and tag.
+        buf.resize(len + 64, 0);
         let mut at = 0;
         for packet in packets {
             match packet.write_to(&mut buf[at..]) {
                 Ok(n) => at += n,
-                Err(_) => return,
+                Err(_) => {
+                    self.spare_buffers.push(buf);
+                    return;
+                }
             }
         }
-        if let Ok(n) = srtp.protect_rtcp(&mut buf, at) {
-            buf.truncate(n);
-            self.transmits.push_back(Transmit { destination: remote, contents: buf });
+        match srtp.protect_rtcp(&mut buf, at) {
+            Ok(n) => {
+                buf.truncate(n);
+                self.transmits.push_back(Transmit { destination: remote, contents: buf });
+            }
+            Err(_) => self.spare_buffers.push(buf),
+        }
+    }
+
+    /// Gives back the buffer of a sent [`Transmit`] for the next control packet.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        // A few are enough: a session queues at most a handful of control packets at a time.
+        if self.spare_buffers.len() < 4 && buffer.capacity() <= 2048 {
+            self.spare_buffers.push(buffer);
         }
     }
 
@@ -663,7 +753,9 @@ mod tests {
     #[test]
     fn nack_pairs_cover_every_sequence_number_once() {
         let seqs = [10u16, 12, 26, 27, 11, 10, 65535, 0];
-        let pairs = nack_pairs(&seqs);
+        let mut out = [NackPair::default(); MAX_LOST_PACKETS];
+        let count = nack_pairs(&seqs, &mut out);
+        let pairs = &out[..count];
         let mut covered: Vec<u16> = pairs.iter().flat_map(|p| p.lost()).collect();
         covered.sort_unstable();
         assert_eq!(covered, [0, 10, 11, 12, 26, 27, 65535]);

@@ -2,6 +2,9 @@
 //! the same `ice`, `rtp`, DTLS and SDP code as the server, synthetic media whose every byte a
 //! receiver can check, the load run (`run`), and the raw forwarding baseline (`limit`).
 
+// The `--json` report is one flat `json!` object with more keys than the default limit allows.
+#![recursion_limit = "256"]
+
 pub mod cli;
 pub mod client;
 pub mod http;

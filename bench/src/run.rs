@@ -140,6 +140,10 @@ struct NodeCounters {
     rtp_sent: u64,
     srtp_rejected: u64,
     handoff_dropped: u64,
+    /// Allocations made by the node's media threads, all and on the forwarding path; `None`
+    /// when the node does not count them.
+    allocations: Option<u64>,
+    media_allocations: Option<u64>,
 }
 
 /// What a run found. `to_json` gives the flat object `--json` prints.
@@ -180,6 +184,11 @@ pub struct RunReport {
     pub node_rtp_sent_pps: Option<f64>,
     pub node_srtp_rejected: Option<u64>,
     pub node_handoff_dropped: Option<u64>,
+    /// Heap allocations on the node's media threads in the window, and per packet it sent.
+    pub node_allocations: Option<u64>,
+    pub node_allocations_per_packet: Option<f64>,
+    /// Of those, the ones made while forwarding (SRTP/SRTCP in, packets between cores).
+    pub node_media_allocations: Option<u64>,
     pub client_cpu_cores: Option<f64>,
     pub baseline: Option<LimitReport>,
     pub first_errors: Vec<String>,
@@ -240,6 +249,9 @@ impl RunReport {
             "node_rtp_sent_pps": self.node_rtp_sent_pps.map(f64::round),
             "node_srtp_rejected": self.node_srtp_rejected,
             "node_handoff_dropped": self.node_handoff_dropped,
+            "node_allocations": self.node_allocations,
+            "node_allocations_per_packet": self.node_allocations_per_packet,
+            "node_media_allocations": self.node_media_allocations,
             "client_cpu_cores": self.client_cpu_cores.map(round3),
             "baseline": self.baseline.as_ref().map(LimitReport::to_json),
             "server_cpu_vs_baseline": self.baseline_ratio().map(|r| (r * 100.0).round() / 100.0),
@@ -426,6 +438,12 @@ async fn node_counters(server: &str) -> Option<NodeCounters> {
         c.rtp_sent += get("rtp_sent");
         c.srtp_rejected += get("srtp_rejected");
         c.handoff_dropped += get("handoff_dropped");
+        if let Some(n) = core["allocations"].as_u64() {
+            c.allocations = Some(c.allocations.unwrap_or(0) + n);
+        }
+        if let Some(n) = core["media_allocations"].as_u64() {
+            c.media_allocations = Some(c.media_allocations.unwrap_or(0) + n);
+        }
     }
     Some(c)
 }
@@ -638,6 +656,15 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         report.node_rtp_sent_pps = Some(after.rtp_sent.saturating_sub(before.rtp_sent) as f64 / measured_seconds);
         report.node_srtp_rejected = Some(after.srtp_rejected.saturating_sub(before.srtp_rejected));
         report.node_handoff_dropped = Some(after.handoff_dropped.saturating_sub(before.handoff_dropped));
+        if let (Some(a), Some(b)) = (after.allocations, before.allocations) {
+            let n = a.saturating_sub(b);
+            let sent = after.rtp_sent.saturating_sub(before.rtp_sent);
+            report.node_allocations = Some(n);
+            report.node_allocations_per_packet = (sent > 0).then(|| n as f64 / sent as f64);
+        }
+        if let (Some(a), Some(b)) = (after.media_allocations, before.media_allocations) {
+            report.node_media_allocations = Some(a.saturating_sub(b));
+        }
     }
     Ok(report)
 }
@@ -767,6 +794,12 @@ pub fn describe(r: &RunReport) -> String {
             "node counters      {pps:.0} RTP sent/s; {} SRTP rejected, {} hand-off drops in the window",
             r.node_srtp_rejected.unwrap_or(0),
             r.node_handoff_dropped.unwrap_or(0)
+        ));
+    }
+    if let (Some(n), Some(per)) = (r.node_allocations, r.node_allocations_per_packet) {
+        line(format!(
+            "node allocations   {n} on the media threads in the window ({per:.6} per packet sent), {} of them on the forwarding path",
+            r.node_media_allocations.map_or("?".to_string(), |m| m.to_string())
         ));
     }
     if let Some(c) = r.client_cpu_cores {

@@ -19,7 +19,7 @@ use crate::dtls::{DtlsCertificate, DtlsEvent, DtlsTransport};
 use crate::reactor::io::{DatagramHandler, SendQueue, SocketId, UdpIo, Waker};
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
 use crate::sdp::MediaKind;
-use crate::session::{Session, SessionEvent};
+use crate::session::{LostPackets, Session, SessionEvent, MAX_LOST_PACKETS};
 
 /// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
 const TICK: Duration = Duration::from_millis(20);
@@ -47,6 +47,15 @@ pub struct CoreStats {
     pub unclassified: AtomicU64,
     /// Packets dropped because another core's hand-off ring was full.
     pub handoff_dropped: AtomicU64,
+    /// Heap allocations the core thread has made since it started (see [`crate::alloc_count`]);
+    /// meaningful only when `counts_allocations` is set.
+    pub allocations: AtomicU64,
+    /// The part of `allocations` made while handling SRTP/SRTCP from peers and packets from
+    /// other cores: the forwarding path, which should make none. The rest is control traffic
+    /// (STUN, whose decoder allocates; DTLS handshakes; session setup) and timers.
+    pub media_allocations: AtomicU64,
+    /// Whether the process counts allocations (the `rtcdn` binary does).
+    pub counts_allocations: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -58,6 +67,7 @@ struct Counters {
     rtp_malformed: u64,
     unknown_source: u64,
     unclassified: u64,
+    media_allocations: u64,
 }
 
 /// Everything a core thread needs; built by the node before the thread starts.
@@ -123,8 +133,18 @@ struct Core {
     /// Relay sockets to close after the current poll.
     sockets_to_close: Vec<SocketId>,
     counters: Counters,
+    /// Scratch lists reused between calls, so that ticks and control packets do not allocate.
+    scratch: Scratch,
     shutdown: bool,
     seed: u64,
+}
+
+#[derive(Default)]
+struct Scratch {
+    sessions: Vec<SessionId>,
+    /// Control items from other cores: (stream, kind, payload range in `bytes`).
+    control: Vec<(StreamId, ForwardKind, std::ops::Range<usize>)>,
+    bytes: Vec<u8>,
 }
 
 /// Runs a core until it is told to shut down.
@@ -152,6 +172,7 @@ pub fn run(setup: CoreSetup) {
         relays_to_open: Vec::new(),
         sockets_to_close: Vec::new(),
         counters: Counters::default(),
+        scratch: Scratch::default(),
         shutdown: false,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
     };
@@ -186,7 +207,11 @@ impl DatagramHandler for Core {
         match data.first() {
             Some(0..=3) => self.handle_stun(now, socket, src, data, tx),
             Some(20..=63) => self.handle_dtls(socket, src, data),
-            Some(128..=191) => self.handle_srtp(now, socket, src, data, tx),
+            Some(128..=191) => {
+                let before = crate::alloc_count::this_thread();
+                self.handle_srtp(now, socket, src, data, tx);
+                self.count_media_allocations(before);
+            }
             _ => self.counters.unclassified += 1,
         }
     }
@@ -199,17 +224,28 @@ impl DatagramHandler for Core {
         while let Ok((id, event)) = self.dtls_rx.try_recv() {
             self.handle_dtls_event(now, id, event, tx);
         }
-        let mut items: Vec<(StreamId, ForwardKind, Vec<u8>)> = Vec::new();
+        let before = crate::alloc_count::this_thread();
+        let mut control = std::mem::take(&mut self.scratch.control);
+        let mut bytes = std::mem::take(&mut self.scratch.bytes);
+        control.clear();
+        bytes.clear();
         let Core { mesh, streams, sessions, counters, .. } = self;
         mesh.drain(|item: &Forwarded| match item.kind {
             ForwardKind::Rtp(kind) => {
                 counters.rtp_sent += fan_out(streams, sessions, item.stream, kind, item.payload(), tx);
             }
-            other => items.push((item.stream, other, item.payload().to_vec())),
+            other => {
+                let start = bytes.len();
+                bytes.extend_from_slice(item.payload());
+                control.push((item.stream, other, start..bytes.len()));
+            }
         });
-        for (stream, kind, payload) in items {
-            self.handle_forwarded_control(now, stream, kind, &payload, tx);
+        for (stream, kind, range) in control.drain(..) {
+            self.handle_forwarded_control(now, stream, kind, &bytes[range], tx);
         }
+        self.scratch.control = control;
+        self.scratch.bytes = bytes;
+        self.count_media_allocations(before);
     }
 }
 
@@ -296,6 +332,12 @@ impl Core {
             Err(e) => self.count_media_error(&e),
         }
         self.drain_session(now, id, tx);
+    }
+
+    fn count_media_allocations(&mut self, before: Option<u64>) {
+        if let (Some(before), Some(after)) = (before, crate::alloc_count::this_thread()) {
+            self.counters.media_allocations += after - before;
+        }
     }
 
     fn count_media_error(&mut self, error: &crate::session::SessionError) {
@@ -410,8 +452,7 @@ impl Core {
         match kind {
             ForwardKind::KeyframeRequest => self.request_keyframe(now, stream, tx),
             ForwardKind::Nack { kind } => {
-                let seqs: Vec<u16> = payload.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
-                self.request_retransmission(now, stream, kind, &seqs, tx);
+                self.request_retransmission(now, stream, kind, LostPackets::from_be_bytes(payload), tx);
             }
             ForwardKind::SenderReport { kind, ntp_time, rtp_time } => {
                 self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx)
@@ -428,7 +469,8 @@ impl Core {
         stream: StreamId,
         tx: &mut SendQueue,
         local: impl FnOnce(&mut Session),
-        remote: impl FnOnce() -> (ForwardKind, Vec<u8>),
+        remote_kind: ForwardKind,
+        remote_payload: &[u8],
     ) {
         let Some(local_stream) = self.streams.get(&stream) else { return };
         if let Some(publisher) = local_stream.publisher {
@@ -437,34 +479,39 @@ impl Core {
                 self.drain_session(now, publisher, tx);
             }
         } else if let Some(core) = local_stream.publisher_core {
-            let (kind, payload) = remote();
-            self.mesh.send(core, stream, kind, &payload);
+            self.mesh.send(core, stream, remote_kind, remote_payload);
         }
     }
 
     fn request_keyframe(&mut self, now: Instant, stream: StreamId, tx: &mut SendQueue) {
-        self.ask_publisher(now, stream, tx, |publisher| publisher.request_keyframe(now), || (ForwardKind::KeyframeRequest, Vec::new()));
+        self.ask_publisher(now, stream, tx, |publisher| publisher.request_keyframe(now), ForwardKind::KeyframeRequest, &[]);
     }
 
-    fn request_retransmission(&mut self, now: Instant, stream: StreamId, kind: MediaKind, seqs: &[u16], tx: &mut SendQueue) {
+    fn request_retransmission(&mut self, now: Instant, stream: StreamId, kind: MediaKind, seqs: LostPackets, tx: &mut SendQueue) {
+        let mut payload = [0u8; 2 * MAX_LOST_PACKETS];
+        let len = seqs.to_be_bytes(&mut payload);
         self.ask_publisher(
             now,
             stream,
             tx,
-            |publisher| publisher.request_retransmission(kind, seqs),
-            || (ForwardKind::Nack { kind }, seqs.iter().flat_map(|s| s.to_be_bytes()).collect()),
+            |publisher| publisher.request_retransmission(kind, seqs.as_slice()),
+            ForwardKind::Nack { kind },
+            &payload[..len],
         );
     }
 
     fn send_sender_reports(&mut self, now: Instant, stream: StreamId, kind: MediaKind, ntp: u64, rtp: u32, tx: &mut SendQueue) {
         let Some(local) = self.streams.get(&stream) else { return };
-        let players = local.players.clone();
-        for player in players {
+        let mut players = std::mem::take(&mut self.scratch.sessions);
+        players.clear();
+        players.extend_from_slice(&local.players);
+        for &player in &players {
             if let Some(entry) = self.sessions.get_mut(&player) {
                 entry.session.handle_publisher_sender_report(kind, ntp, rtp);
                 self.drain_session(now, player, tx);
             }
         }
+        self.scratch.sessions = players;
     }
 
     /// Acts on everything a session produced: sends its control packets, starts DTLS, reports to
@@ -474,6 +521,7 @@ impl Core {
             let Some(entry) = self.sessions.get_mut(&id) else { return };
             while let Some(transmit) = entry.session.poll_transmit() {
                 tx.push_on(entry.socket, transmit.destination, &transmit.contents);
+                entry.session.recycle(transmit.contents);
             }
             let socket = entry.socket;
             let Some(event) = entry.session.poll_event() else { return };
@@ -500,12 +548,13 @@ impl Core {
                 }
                 SessionEvent::KeyframeRequested => self.request_keyframe(now, stream, tx),
                 SessionEvent::RetransmissionRequested { kind, seqs } => {
-                    self.request_retransmission(now, stream, kind, &seqs, tx)
+                    self.request_retransmission(now, stream, kind, seqs, tx)
                 }
                 SessionEvent::SenderReport { kind, ntp_time, rtp_time } => {
-                    let remote_cores = self.streams.get(&stream).map(|s| s.remote_cores.clone()).unwrap_or_default();
-                    for core in remote_cores {
-                        self.mesh.send(core, stream, ForwardKind::SenderReport { kind, ntp_time, rtp_time }, &[]);
+                    if let Some(local) = self.streams.get(&stream) {
+                        for &core in &local.remote_cores {
+                            self.mesh.send(core, stream, ForwardKind::SenderReport { kind, ntp_time, rtp_time }, &[]);
+                        }
                     }
                     self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx);
                 }
@@ -567,18 +616,18 @@ impl Core {
     }
 
     fn handle_tick(&mut self, now: Instant, tx: &mut SendQueue) {
-        let due: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.session.poll_timeout().is_some_and(|at| at <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        let mut due = std::mem::take(&mut self.scratch.sessions);
+        due.clear();
+        due.extend(
+            self.sessions.iter().filter(|(_, e)| e.session.poll_timeout().is_some_and(|at| at <= now)).map(|(id, _)| *id),
+        );
+        for &id in &due {
             if let Some(entry) = self.sessions.get_mut(&id) {
                 entry.session.handle_timeout(now);
                 self.drain_session(now, id, tx);
             }
         }
+        self.scratch.sessions = due;
         self.closing.retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
         self.publish_stats();
     }
@@ -595,6 +644,11 @@ impl Core {
         s.unknown_source.fetch_add(c.unknown_source, Ordering::Relaxed);
         s.unclassified.fetch_add(c.unclassified, Ordering::Relaxed);
         s.handoff_dropped.store(self.mesh.dropped, Ordering::Relaxed);
+        if let Some(n) = crate::alloc_count::this_thread() {
+            s.allocations.store(n, Ordering::Relaxed);
+            s.media_allocations.fetch_add(c.media_allocations, Ordering::Relaxed);
+            s.counts_allocations.store(true, Ordering::Relaxed);
+        }
     }
 }
 

@@ -476,6 +476,8 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "unknown_source": s.unknown_source.load(Relaxed),
                 "unclassified": s.unclassified.load(Relaxed),
                 "handoff_dropped": s.handoff_dropped.load(Relaxed),
+                "allocations": s.counts_allocations.load(Relaxed).then(|| s.allocations.load(Relaxed)),
+                "media_allocations": s.counts_allocations.load(Relaxed).then(|| s.media_allocations.load(Relaxed)),
             })
         })
         .collect();
