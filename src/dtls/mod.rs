@@ -7,18 +7,22 @@
 //! SRTP keys are delivered as [`DtlsEvent::Connected`]; SRTP itself is done by the reactor.
 //!
 //! Each transport costs one task of ours plus the two tasks `dtls::conn::DTLSConn::new` spawns
-//! (a record reader and a record writer); all of them end when the transport is dropped.
+//! (a record reader and a record writer); all of them end when the transport is dropped. In the
+//! client role they end as soon as the handshake is done: a small record layer of our own
+//! ([`record`]) handles the alerts that may still come, on the caller's thread.
 
 mod cert;
 mod conn;
 mod guard;
+mod record;
 #[cfg(test)]
 mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ::dtls::cipher_suite::CipherSuiteId;
 use ::dtls::config::{ClientAuthType, Config, ExtendedMasterSecretType};
 use ::dtls::conn::DTLSConn;
 use ::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -28,6 +32,7 @@ use webrtc_util::KeyingMaterialExporter;
 
 pub use cert::DtlsCertificate;
 use conn::{ChanConn, Sink};
+use record::EstablishedRecords;
 
 /// Errors of certificate handling and of a DTLS handshake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +164,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// One peer's DTLS association (see the module docs).
 pub struct DtlsTransport {
     records: mpsc::Sender<Vec<u8>>,
+    /// Set when the handshake task handed the association over to our own record layer.
+    established: Arc<OnceLock<EstablishedRecords>>,
     sink: Arc<Sink>,
     close: Arc<Notify>,
     closing: AtomicBool,
@@ -206,6 +213,7 @@ impl DtlsTransport {
         let (records, rx) = mpsc::channel(conn::INBOUND_QUEUE);
         let sink = Arc::new(Sink::new(on_event));
         let close = Arc::new(Notify::new());
+        let established = Arc::new(OnceLock::new());
         let driver = Driver {
             role,
             certificate: certificate.clone(),
@@ -214,10 +222,12 @@ impl DtlsTransport {
             conn: Arc::new(ChanConn::new(rx, Arc::clone(&sink))),
             sink: Arc::clone(&sink),
             close: Arc::clone(&close),
+            established: Arc::clone(&established),
         };
         let task = runtime.spawn(driver.run());
         DtlsTransport {
             records,
+            established,
             sink,
             close,
             closing: AtomicBool::new(false),
@@ -229,6 +239,13 @@ impl DtlsTransport {
     /// the datagram is dropped (the peer retransmits handshake flights).
     pub fn handle_record(&self, record: &[u8]) {
         if record.is_empty() || self.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(established) = self.established.get() {
+            if established.ends_association(record) {
+                tracing::debug!("dtls: the peer closed the association");
+                self.sink.terminal(DtlsEvent::Closed);
+            }
             return;
         }
         if guard::would_panic_parser(record) {
@@ -258,7 +275,10 @@ impl DtlsTransport {
     pub fn close(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) {
             self.sink.finish();
-            self.close.notify_one();
+            match self.established.get() {
+                Some(established) => self.sink.transmit(established.close_notify()),
+                None => self.close.notify_one(),
+            }
         }
     }
 }
@@ -282,6 +302,7 @@ struct Driver {
     conn: Arc<ChanConn>,
     sink: Arc<Sink>,
     close: Arc<Notify>,
+    established: Arc<OnceLock<EstablishedRecords>>,
 }
 
 impl Driver {
@@ -318,6 +339,17 @@ impl Driver {
         };
 
         match self.keying_material(&dtls).await {
+            Ok(keys) if is_client => {
+                // The server's Finished has arrived: nothing of the handshake is left to
+                // retransmit, so the connection (and its tasks and buffers) can go. The record
+                // layer is in place before anyone learns that the session is connected.
+                if let Some(records) = self.record_layer(&dtls).await {
+                    let _ = self.established.set(records);
+                    self.sink.connected(DtlsEvent::Connected(keys));
+                    return;
+                }
+                self.sink.connected(DtlsEvent::Connected(keys));
+            }
             Ok(keys) => self.sink.connected(DtlsEvent::Connected(keys)),
             Err(err) => {
                 tracing::debug!(role = ?self.role, %err, "dtls post-handshake check failed");
@@ -328,8 +360,9 @@ impl Driver {
         }
 
         // Keep reading so that close_notify / fatal alerts are noticed; application data
-        // (there is none in WebRTC without data channels over this transport) is dropped.
-        let mut buf = vec![0u8; 16 * 1024];
+        // (there is none in WebRTC without data channels over this transport) is dropped, so
+        // the buffer only has to be there.
+        let mut buf = vec![0u8; 2048];
         loop {
             tokio::select! {
                 result = dtls.read(&mut buf, None) => match result {
@@ -346,6 +379,13 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Our record layer for the association, if the negotiated suite is the one it supports.
+    async fn record_layer(&self, dtls: &DTLSConn) -> Option<EstablishedRecords> {
+        let state = dtls.connection_state().await;
+        let secrets = state.key_log_data().ok()?;
+        EstablishedRecords::derive(self.role, &secrets.local_random, &secrets.remote_random, &secrets.master_secret)
     }
 
     fn dtls_config(&self, mismatch: Arc<AtomicBool>) -> Config {
@@ -383,6 +423,17 @@ impl Driver {
             // Sent as SNI by the client. Without it the crate would use "localhost" (and warn),
             // since our Conn has no remote address.
             server_name: "rtcdn".to_owned(),
+            // As client we offer only the suites our post-handshake record layer speaks (the
+            // same record protection; RSA for peers with RSA certificates, as GStreamer's
+            // default one is). As server the crate's defaults stay.
+            cipher_suites: if self.role == DtlsRole::Client {
+                vec![
+                    CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256,
+                    CipherSuiteId::Tls_Ecdhe_Rsa_With_Aes_128_Gcm_Sha256,
+                ]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         }
     }

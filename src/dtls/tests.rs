@@ -323,6 +323,21 @@ fn close_notifies_peer() {
 }
 
 #[test]
+fn the_client_hands_over_to_its_own_record_layer_after_the_handshake() {
+    let rt = runtime();
+    let p = pair(&rt);
+    p.client.expect_connected();
+    p.server.expect_connected();
+    // The client's dtls crate connection is gone; the server (which may still have to
+    // retransmit its last flight) keeps its own.
+    assert!(p.client.transport.established.get().is_some());
+    assert!(p.server.transport.established.get().is_none());
+    // A plaintext alert is not taken for the peer's close.
+    p.client.transport.handle_record(&[21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 2, 0]);
+    assert!(p.client.next_event(Duration::from_millis(200)).is_none());
+}
+
+#[test]
 fn close_then_drop_still_sends_close_notify() {
     let rt = runtime();
     let Pair { client, server } = pair(&rt);

@@ -64,10 +64,20 @@ ip -n "$SRV" link add rtcdn0 type veth peer name rtcdn0 netns "$CLI"
 ip -n "$SRV" addr add 10.77.0.1/24 dev rtcdn0
 ip -n "$CLI" addr add 10.77.0.2/24 dev rtcdn0
 for ns in "$SRV" "$CLI"; do
+  # IPv4 only: a fresh link's IPv6 address stays "tentative" (duplicate address detection)
+  # for a moment, and libnice started in that moment was seen never to finish gathering.
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   ip -n "$ns" link set lo up
   ip -n "$ns" link set rtcdn0 up
 done
 set +e
+# Wait until both ends report the link up (carrier), so the first client gathers on it.
+for _ in $(seq 50); do
+  if ip -n "$SRV" link show rtcdn0 | grep -q 'state UP' && ip -n "$CLI" link show rtcdn0 | grep -q 'state UP'; then
+    break
+  fi
+  sleep 0.1
+done
 echo "tests/netns: namespaces $SRV (10.77.0.1) and $CLI (10.77.0.2) ready"
 
 cd "$HERE"
