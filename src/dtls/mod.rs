@@ -14,7 +14,7 @@
 mod cert;
 mod conn;
 mod guard;
-mod record;
+pub(crate) mod record;
 #[cfg(test)]
 mod tests;
 
