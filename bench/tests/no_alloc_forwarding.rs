@@ -11,12 +11,13 @@ use std::alloc::System;
 use std::time::{Duration, Instant};
 
 use rtcdn::alloc_count::CountingAllocator;
-use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
-use rtcdn_bench::media::{read_packet, write_packet, Probe};
+use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
+use rtcdn_bench::media::read_packet;
 use serde_json::Value;
+
+mod common;
+use common::{send, test_node};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
@@ -52,17 +53,6 @@ async fn core_totals(base: &str) -> CoreTotals {
     t
 }
 
-async fn send(publisher: &mut ClientSession, seq: &mut u64, start: Instant) {
-    let mut buf = [0u8; 1500];
-    let n = *seq;
-    let video = n % 5 != 4;
-    let (pt, ssrc, len) = if video { (VIDEO_PT, publisher.video_ssrc, 1200) } else { (AUDIO_PT, publisher.audio_ssrc, 160) };
-    let probe = Probe { sequence: n, sent_at_ns: start.elapsed().as_nanos() as u64, phase: 0 };
-    let len = write_packet(&mut buf, pt, ssrc, n as u16, (n as u32).wrapping_mul(3000), video && n % 4 == 3, probe, len);
-    publisher.send_rtp(&buf[..len]).await.expect("publisher sends");
-    *seq += 1;
-}
-
 fn rtcp(packet: rtp::rtcp::Rtcp<'_>) -> Vec<u8> {
     let mut buf = vec![0u8; packet.encoded_len()];
     let n = packet.write_to(&mut buf).expect("RTCP fits");
@@ -72,11 +62,7 @@ fn rtcp(packet: rtp::rtcp::Rtcp<'_>) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_allocates_nothing_on_the_media_cores() {
-    let mut config = Config::default();
-    config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.media.port_base = 0;
-    config.media.threads = 2;
-    let node = Node::start(&config).expect("node starts");
+    let node = test_node(2);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let timeout = Duration::from_secs(10);
@@ -93,7 +79,7 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     let mut video: [Option<(u32, u16)>; PLAYERS] = [None; PLAYERS];
     while video.iter().any(Option::is_none) {
         assert!(start.elapsed() < Duration::from_secs(10), "players never received warm-up packets");
-        send(&mut publisher, &mut seq, start).await;
+        send(&mut publisher, &mut seq, 0, start).await;
         for (i, player) in players.iter_mut().enumerate() {
             while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
                 read_packet(&packet).expect("warm-up packet intact");
@@ -134,7 +120,7 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
         }
     }
     for _ in 0..100 {
-        send(&mut publisher, &mut seq, start).await;
+        send(&mut publisher, &mut seq, 0, start).await;
     }
     for player in &mut players {
         while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
@@ -145,7 +131,7 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     assert!(before.allocations > 0, "the cores count allocations (session setup makes some): {before:?}");
     let first = seq;
     for i in 0..MEASURED {
-        send(&mut publisher, &mut seq, start).await;
+        send(&mut publisher, &mut seq, 0, start).await;
         if i % 300 == 150 {
             publisher.send_rtcp(&sr(seq)).await.unwrap();
             for (player, packets) in players.iter_mut().zip(&requests) {

@@ -4,33 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
-use rtcdn_bench::media::{read_packet, write_packet, Probe};
+use rtcdn_bench::media::read_packet;
+
+mod common;
+use common::{send, test_node};
 
 const MEASURED: u64 = 600;
 const PLAYERS: usize = 3;
-
-fn test_node(threads: usize) -> Node {
-    let mut config = Config::default();
-    config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.media.port_base = 0;
-    config.media.threads = threads;
-    Node::start(&config).expect("node starts")
-}
-
-async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, start: Instant) {
-    let mut buf = [0u8; 1500];
-    let n = *seq;
-    let video = n % 5 != 4; // four video packets to one audio packet
-    let (pt, ssrc, len) = if video { (VIDEO_PT, publisher.video_ssrc, 1200) } else { (AUDIO_PT, publisher.audio_ssrc, 160) };
-    let probe = Probe { sequence: n, sent_at_ns: start.elapsed().as_nanos() as u64, phase };
-    let len = write_packet(&mut buf, pt, ssrc, n as u16, (n as u32).wrapping_mul(3000), video && n % 4 == 3, probe, len);
-    publisher.send_rtp(&buf[..len]).await.expect("publisher sends");
-    *seq += 1;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_players_get_every_packet_intact_and_in_order() {
