@@ -78,7 +78,9 @@ mod tests {
         }
         assert_eq!(ALLOCATIONS.with(Cell::get) - before, 2);
         assert!(this_thread().is_some());
-        let other = std::thread::spawn(|| ALLOCATIONS.with(Cell::get)).join().unwrap();
+        let other = std::thread::spawn(|| ALLOCATIONS.with(Cell::get))
+            .join()
+            .unwrap();
         assert_eq!(other, 0, "another thread's count is its own");
     }
 }

@@ -111,13 +111,17 @@ impl Default for MediaConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { consent_timeout_secs: 30 }
+        SessionConfig {
+            consent_timeout_secs: 30,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
@@ -127,7 +131,10 @@ impl Default for LogConfig {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The TOML did not parse or a key is unknown or has the wrong type.
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -139,7 +146,12 @@ pub enum ConfigError {
     Argument(String),
     /// A Flashphoner WCS file (`--wcs-config`) has a wrong value, element or syntax.
     #[error("invalid WCS config {}:{line}: {key}: {message}", path.display())]
-    Wcs { path: PathBuf, line: usize, key: String, message: String },
+    Wcs {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
 }
 
 /// What the command line asked for.
@@ -185,16 +197,20 @@ OPTIONS:
 impl Config {
     /// Parses a TOML document; `path` only names the source in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::from_toml(&text, path)
     }
 
@@ -203,18 +219,27 @@ impl Config {
         if !["auto", "io_uring", "mmsg"].contains(&self.media.backend.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "media.backend",
-                message: format!("{:?} is not one of auto, io_uring, mmsg", self.media.backend),
+                message: format!(
+                    "{:?} is not one of auto, io_uring, mmsg",
+                    self.media.backend
+                ),
             });
         }
         let threads = self.media_threads();
         if usize::from(self.media.port_base) + threads - 1 > usize::from(u16::MAX) {
             return Err(ConfigError::Invalid {
                 key: "media.port_base",
-                message: format!("{} + {threads} threads runs past port 65535", self.media.port_base),
+                message: format!(
+                    "{} + {threads} threads runs past port 65535",
+                    self.media.port_base
+                ),
             });
         }
         if self.media.threads > 1024 {
-            return Err(ConfigError::Invalid { key: "media.threads", message: "at most 1024".into() });
+            return Err(ConfigError::Invalid {
+                key: "media.threads",
+                message: "at most 1024".into(),
+            });
         }
         if self.dtls.certificate.is_some() != self.dtls.private_key.is_some() {
             return Err(ConfigError::Invalid {
@@ -225,7 +250,8 @@ impl Config {
         if self.http.tls_certificate.is_some() != self.http.tls_private_key.is_some() {
             return Err(ConfigError::Invalid {
                 key: "http.tls_certificate",
-                message: "http.tls_certificate and http.tls_private_key must be set together".into(),
+                message: "http.tls_certificate and http.tls_private_key must be set together"
+                    .into(),
             });
         }
         if self.session.consent_timeout_secs == 0 {
@@ -249,7 +275,9 @@ impl Config {
         if self.media.threads > 0 {
             self.media.threads
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 
@@ -261,7 +289,9 @@ impl Config {
             return match args.next() {
                 None => Ok(Command::Demo),
                 Some(flag) if flag == "-h" || flag == "--help" => Ok(Command::Help),
-                Some(other) => Err(ConfigError::Argument(format!("demo takes no arguments, got {other:?}"))),
+                Some(other) => Err(ConfigError::Argument(format!(
+                    "demo takes no arguments, got {other:?}"
+                ))),
             };
         }
         let mut config: Option<Config> = None;
@@ -275,18 +305,25 @@ impl Config {
             match flag.as_str() {
                 "-h" | "--help" => return Ok(Command::Help),
                 "-V" | "--version" => return Ok(Command::Version),
-                "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key" | "--media-bind" | "--announce" | "--udp-port-base"
-                | "--media-threads" | "--media-backend" | "--log" => {
+                "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
+                | "--media-bind" | "--announce" | "--udp-port-base" | "--media-threads"
+                | "--media-backend" | "--log" => {
                     let value = match inline {
                         Some(v) => v,
-                        None => args
-                            .next()
-                            .ok_or_else(|| ConfigError::Argument(format!("{flag} needs a value")))?,
+                        None => args.next().ok_or_else(|| {
+                            ConfigError::Argument(format!("{flag} needs a value"))
+                        })?,
                     };
                     if flag == "--config" || flag == "--wcs-config" {
-                        let this = if flag == "--config" { "--config" } else { "--wcs-config" };
+                        let this = if flag == "--config" {
+                            "--config"
+                        } else {
+                            "--wcs-config"
+                        };
                         if let Some(earlier) = config_flag {
-                            return Err(ConfigError::Argument(format!("{this} cannot be used with {earlier}: give one config")));
+                            return Err(ConfigError::Argument(format!(
+                                "{this} cannot be used with {earlier}: give one config"
+                            )));
                         }
                         config_flag = Some(this);
                         config = Some(if flag == "--config" {
@@ -318,7 +355,9 @@ impl Config {
         where
             T::Err: std::fmt::Display,
         {
-            value.parse().map_err(|e| ConfigError::Argument(format!("{flag} {value:?}: {e}")))
+            value
+                .parse()
+                .map_err(|e| ConfigError::Argument(format!("{flag} {value:?}: {e}")))
         }
         match flag {
             "--http" => self.http.listen = parse(flag, value)?,
@@ -347,18 +386,27 @@ mod tests {
 
     #[test]
     fn no_arguments_is_the_embedded_default() {
-        let Command::Run(config) = args(&[]).unwrap() else { panic!("expected Run") };
-        assert_eq!(config.http.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        let Command::Run(config) = args(&[]).unwrap() else {
+            panic!("expected Run")
+        };
+        assert_eq!(
+            config.http.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(config.media.port_base, 31000);
         assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 
     #[test]
     fn flags_override() {
-        let Command::Run(config) =
-            args(&["--http", "127.0.0.1:9000", "--udp-port-base=40000", "--media-threads", "3"])
-                .unwrap()
-        else {
+        let Command::Run(config) = args(&[
+            "--http",
+            "127.0.0.1:9000",
+            "--udp-port-base=40000",
+            "--media-threads",
+            "3",
+        ])
+        .unwrap() else {
             panic!("expected Run")
         };
         assert_eq!(config.http.listen.port(), 9000);
@@ -372,7 +420,9 @@ mod tests {
         assert!(err.contains("--bogus"), "{err}");
         let err = args(&["--udp-port-base", "abc"]).unwrap_err().to_string();
         assert!(err.contains("--udp-port-base"), "{err}");
-        let err = args(&["--media-backend", "kqueue"]).unwrap_err().to_string();
+        let err = args(&["--media-backend", "kqueue"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("media.backend"), "{err}");
         assert!(matches!(args(&["--http"]), Err(ConfigError::Argument(_))));
     }
@@ -391,9 +441,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("port_base"), "{err}");
-        let err = Config::from_toml("[media]\nport_base = 65535\nthreads = 4\n", Path::new("a.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml(
+            "[media]\nport_base = 65535\nthreads = 4\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("media.port_base"), "{err}");
         let err = Config::from_toml("[dtls]\ncertificate = \"c.pem\"\n", Path::new("a.toml"))
             .unwrap_err()
@@ -411,15 +464,24 @@ mod tests {
         assert!(err.contains("demo"), "{err}");
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wcs-example");
         let dir = dir.to_str().unwrap();
-        let Command::Run(config) = args(&["--wcs-config", dir, "--udp-port-base", "33000"]).unwrap() else {
+        let Command::Run(config) =
+            args(&["--wcs-config", dir, "--udp-port-base", "33000"]).unwrap()
+        else {
             panic!("expected Run")
         };
         assert!(config.cdn.relays());
         assert_eq!(config.media.port_base, 33000);
         let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/origin.toml");
-        let err = args(&["--config", toml.to_str().unwrap(), "--wcs-config", dir]).unwrap_err().to_string();
-        assert!(err.contains("--wcs-config") && err.contains("--config"), "{err}");
-        let err = args(&["--wcs-config", "/nonexistent-rtcdn-dir"]).unwrap_err().to_string();
+        let err = args(&["--config", toml.to_str().unwrap(), "--wcs-config", dir])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--wcs-config") && err.contains("--config"),
+            "{err}"
+        );
+        let err = args(&["--wcs-config", "/nonexistent-rtcdn-dir"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("flashphoner.properties"), "{err}");
     }
 

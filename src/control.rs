@@ -58,7 +58,10 @@ pub enum SessionRole {
     /// Sends a stream published here on to another node (origin → edge), which treats it as an
     /// ordinary publisher. Media-wise a player; ICE-wise the controlling side, checking
     /// `remote_candidates` from the other node's answer.
-    Relay { tracks: Vec<PlayedTrack>, remote_candidates: Vec<std::net::SocketAddr> },
+    Relay {
+        tracks: Vec<PlayedTrack>,
+        remote_candidates: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// Everything a core needs to run one session. Negotiated by signalling.

@@ -8,25 +8,34 @@ use crate::signalling::flashphoner::protocol::{self, StreamDescription};
 
 /// A WebSocket text frame through the Flashphoner frame parser and the status builders.
 pub fn fuzz_signalling_frame(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(frame) = protocol::parse_frame(text) {
         let id = protocol::str_field(&frame.payload, "mediaSessionId").unwrap_or("");
         let name = protocol::str_field(&frame.payload, "name").unwrap_or("");
         let description = StreamDescription::from_request(&frame.payload, id, name, true);
         let built = description.status_frame("FAILED", Some(name));
-        assert!(protocol::parse_frame(&built).is_ok(), "our own frames parse");
+        assert!(
+            protocol::parse_frame(&built).is_ok(),
+            "our own frames parse"
+        );
     }
 }
 
 /// A config file through the TOML loader and validation.
 pub fn fuzz_config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = Config::from_toml(text, Path::new("fuzz.toml"));
 }
 
 /// WCS files (`flashphoner.properties`, `loadbalancing.xml`) and a node's `/?action=stat` answer.
 pub fn fuzz_wcs(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = crate::cdn::wcs::parse_properties(text);
     let _ = crate::cdn::wcs::parse_loadbalancing(text, Path::new("fuzz.xml"));
     let _ = crate::cdn::balancer::parse_stat(text);
@@ -36,7 +45,13 @@ pub fn fuzz_wcs(data: &[u8]) {
 pub fn fuzz_dtls_record(data: &[u8]) {
     use crate::dtls::record::EstablishedRecords;
     use crate::dtls::DtlsRole;
-    let Some(records) = EstablishedRecords::derive(DtlsRole::Client, &[1; 32], &[2; 32], &[3; 48]) else { return };
+    let Some(records) = EstablishedRecords::derive(DtlsRole::Client, &[1; 32], &[2; 32], &[3; 48])
+    else {
+        return;
+    };
     // Nobody but the holder of the server's keys can make a valid alert.
-    assert!(!records.ends_association(data) || data.len() >= 39, "an alert record is at least 39 bytes");
+    assert!(
+        !records.ends_association(data) || data.len() >= 39,
+        "an alert record is at least 39 bytes"
+    );
 }

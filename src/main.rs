@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_max_level(tracing::Level::WARN)
         .finish();
-    let parsed = tracing::subscriber::with_default(early, || Config::from_args(std::env::args().skip(1)));
+    let parsed =
+        tracing::subscriber::with_default(early, || Config::from_args(std::env::args().skip(1)));
     let config = match parsed {
         Ok(Command::Run(config)) => config,
         Ok(Command::Demo) => return demo(),
@@ -46,7 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("rtcdn listening on http://{} (open it in a browser to publish and play)", node.http_addr());
+    println!(
+        "rtcdn listening on http://{} (open it in a browser to publish and play)",
+        node.http_addr()
+    );
     wait_for_signal();
     tracing::info!("shutting down");
     node.stop();
@@ -113,9 +117,13 @@ fn demo() -> ExitCode {
 }
 
 fn wait_for_signal() {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a signal runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a signal runtime");
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

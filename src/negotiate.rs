@@ -7,8 +7,8 @@ use crate::control::{PlayedTrack, PublishedTrack};
 use crate::dtls::DtlsRole;
 use crate::registry::StreamTrack;
 use crate::sdp::{
-    self, AcceptedMedia, AnswerParams, Codec, Direction, Extmap, Fingerprint, MediaAnswer, MediaKind, SendTrack,
-    SessionDescription, Setup,
+    self, AcceptedMedia, AnswerParams, Codec, Direction, Extmap, Fingerprint, MediaAnswer,
+    MediaKind, SendTrack, SessionDescription, Setup,
 };
 
 /// Header extensions rtcdn accepts from publishers and passes on to players whose offers map the
@@ -89,7 +89,11 @@ fn forwarded(mut codec: Codec) -> Codec {
     codec
 }
 
-fn answer_params(offer: &SessionDescription, local: &LocalParams, media: Vec<MediaAnswer>) -> AnswerParams {
+fn answer_params(
+    offer: &SessionDescription,
+    local: &LocalParams,
+    media: Vec<MediaAnswer>,
+) -> AnswerParams {
     AnswerParams {
         ice_ufrag: local.ice_ufrag.clone(),
         ice_pwd: local.ice_pwd.clone(),
@@ -102,16 +106,26 @@ fn answer_params(offer: &SessionDescription, local: &LocalParams, media: Vec<Med
 
 /// Answers a publisher's offer: the first supported codec of each of the first audio and video
 /// sections that send.
-pub fn answer_publisher(offer: &SessionDescription, local: &LocalParams) -> Result<PublishAnswer, NegotiationError> {
+pub fn answer_publisher(
+    offer: &SessionDescription,
+    local: &LocalParams,
+) -> Result<PublishAnswer, NegotiationError> {
     let mut media = Vec::new();
     let mut tracks: Vec<PublishedTrack> = Vec::new();
     let mut stream_tracks = Vec::new();
     for m in &offer.media {
         let sends = matches!(m.direction, Direction::SendOnly | Direction::SendRecv);
         let taken = tracks.iter().any(|t| t.kind == m.kind);
-        let codec = if sends && !m.port_zero && !taken { sdp::choose_publish_codec(m) } else { None };
+        let codec = if sends && !m.port_zero && !taken {
+            sdp::choose_publish_codec(m)
+        } else {
+            None
+        };
         let Some(codec) = codec.map(forwarded) else {
-            media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
+            media.push(MediaAnswer {
+                mid: m.mid.clone(),
+                accepted: None,
+            });
             continue;
         };
         let extmaps: Vec<Extmap> = m
@@ -120,18 +134,36 @@ pub fn answer_publisher(offer: &SessionDescription, local: &LocalParams) -> Resu
             .filter(|e| e.uri == MID_EXTENSION || PASSED_EXTENSIONS.contains(&e.uri.as_str()))
             .cloned()
             .collect();
-        tracks.push(PublishedTrack { kind: m.kind, pt: codec.pt, clock_rate: codec.clock_rate, codec: codec.name.clone() });
-        stream_tracks.push(StreamTrack { kind: m.kind, codec: codec.clone(), extmaps: extmaps.clone() });
+        tracks.push(PublishedTrack {
+            kind: m.kind,
+            pt: codec.pt,
+            clock_rate: codec.clock_rate,
+            codec: codec.name.clone(),
+        });
+        stream_tracks.push(StreamTrack {
+            kind: m.kind,
+            codec: codec.clone(),
+            extmaps: extmaps.clone(),
+        });
         media.push(MediaAnswer {
             mid: m.mid.clone(),
-            accepted: Some(AcceptedMedia { direction: Direction::RecvOnly, codec, extmaps, send: None }),
+            accepted: Some(AcceptedMedia {
+                direction: Direction::RecvOnly,
+                codec,
+                extmaps,
+                send: None,
+            }),
         });
     }
     if tracks.is_empty() {
         return Err(NegotiationError::NothingToPublish);
     }
     let sdp = sdp::write_answer(offer, &answer_params(offer, local, media))?;
-    Ok(PublishAnswer { sdp, stream_tracks, tracks })
+    Ok(PublishAnswer {
+        sdp,
+        stream_tracks,
+        tracks,
+    })
 }
 
 /// Answers a player's offer for a stream: each receiving section gets the stream's track of its
@@ -151,14 +183,20 @@ pub fn answer_player(
         let source = stream_tracks.iter().find(|t| t.kind == m.kind);
         let taken = tracks.iter().any(|t| t.kind == m.kind);
         let (Some(source), true, false, false) = (source, receives, m.port_zero, taken) else {
-            media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
+            media.push(MediaAnswer {
+                mid: m.mid.clone(),
+                accepted: None,
+            });
             continue;
         };
         let codec = match sdp::match_play_codec(m, &source.codec) {
             Ok(codec) => forwarded(codec),
             Err(e) => {
                 codec_errors.push(e.to_string());
-                media.push(MediaAnswer { mid: m.mid.clone(), accepted: None });
+                media.push(MediaAnswer {
+                    mid: m.mid.clone(),
+                    accepted: None,
+                });
                 continue;
             }
         };
@@ -180,10 +218,19 @@ pub fn answer_player(
             track_id: format!("{stream_name}-{kind_name}"),
             rtx_ssrc: None,
         };
-        tracks.push(PlayedTrack { kind: m.kind, pt: codec.pt, ssrc });
+        tracks.push(PlayedTrack {
+            kind: m.kind,
+            pt: codec.pt,
+            ssrc,
+        });
         media.push(MediaAnswer {
             mid: m.mid.clone(),
-            accepted: Some(AcceptedMedia { direction: Direction::SendOnly, codec, extmaps, send: Some(send) }),
+            accepted: Some(AcceptedMedia {
+                direction: Direction::SendOnly,
+                codec,
+                extmaps,
+                send: Some(send),
+            }),
         });
     }
     if tracks.is_empty() {
@@ -218,8 +265,18 @@ mod tests {
     fn publisher_gets_the_first_codec_of_each_kind_without_rtx() {
         let offer = sdp::parse(PUBLISH).unwrap();
         let answer = answer_publisher(&offer, &local()).unwrap();
-        let kinds: Vec<_> = answer.tracks.iter().map(|t| (t.kind, t.codec.as_str(), t.pt)).collect();
-        assert_eq!(kinds, [(MediaKind::Audio, "opus", 111), (MediaKind::Video, "VP8", 96)]);
+        let kinds: Vec<_> = answer
+            .tracks
+            .iter()
+            .map(|t| (t.kind, t.codec.as_str(), t.pt))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (MediaKind::Audio, "opus", 111),
+                (MediaKind::Video, "VP8", 96)
+            ]
+        );
         let parsed = sdp::parse(&answer.sdp).unwrap();
         assert!(parsed.ice_lite);
         assert_eq!(parsed.setup, Setup::Active);
@@ -227,7 +284,10 @@ mod tests {
         for m in &parsed.media {
             assert_eq!(m.direction, Direction::RecvOnly);
             assert_eq!(m.codecs.len(), 1, "one codec, no rtx: {:?}", m.codecs);
-            assert!(m.codecs[0].rtcp_fb.iter().all(|fb| FEEDBACK.contains(&fb.as_str())));
+            assert!(m.codecs[0]
+                .rtcp_fb
+                .iter()
+                .all(|fb| FEEDBACK.contains(&fb.as_str())));
             assert!(m.extmaps.iter().all(|e| e.uri != sdp::EXT_TRANSPORT_CC));
         }
     }
@@ -237,19 +297,45 @@ mod tests {
         let offer = sdp::parse(PUBLISH).unwrap();
         let mut published = answer_publisher(&offer, &local()).unwrap().stream_tracks;
         // Pretend the publisher chose H264: the player's payload type for it differs from 96.
-        let video = published.iter_mut().find(|t| t.kind == MediaKind::Video).unwrap();
+        let video = published
+            .iter_mut()
+            .find(|t| t.kind == MediaKind::Video)
+            .unwrap();
         let player_offer = sdp::parse(PLAY).unwrap();
-        let h264 = player_offer.media[1].codecs.iter().find(|c| c.is("H264") && c.fmtp_param("packetization-mode") == Some("1")).unwrap();
-        video.codec = Codec { pt: 120, ..h264.clone() };
+        let h264 = player_offer.media[1]
+            .codecs
+            .iter()
+            .find(|c| c.is("H264") && c.fmtp_param("packetization-mode") == Some("1"))
+            .unwrap();
+        video.codec = Codec {
+            pt: 120,
+            ..h264.clone()
+        };
         let mut ssrcs = 1000u32..;
-        let answer = answer_player(&player_offer, "cam", &published, &local(), || ssrcs.next().unwrap()).unwrap();
-        let played: Vec<_> = answer.tracks.iter().map(|t| (t.kind, t.pt, t.ssrc)).collect();
-        assert_eq!(played, [(MediaKind::Audio, 111, 1000), (MediaKind::Video, h264.pt, 1001)]);
+        let answer = answer_player(&player_offer, "cam", &published, &local(), || {
+            ssrcs.next().unwrap()
+        })
+        .unwrap();
+        let played: Vec<_> = answer
+            .tracks
+            .iter()
+            .map(|t| (t.kind, t.pt, t.ssrc))
+            .collect();
+        assert_eq!(
+            played,
+            [
+                (MediaKind::Audio, 111, 1000),
+                (MediaKind::Video, h264.pt, 1001)
+            ]
+        );
         let parsed = sdp::parse(&answer.sdp).unwrap();
         assert_eq!(parsed.media[1].direction, Direction::SendOnly);
         assert_eq!(parsed.media[1].ssrcs, [1001]);
         assert_eq!(parsed.media[1].msid.as_deref(), Some("cam cam-video"));
-        assert!(parsed.media.iter().all(|m| m.extmaps.iter().all(|e| e.uri != MID_EXTENSION)));
+        assert!(parsed
+            .media
+            .iter()
+            .all(|m| m.extmaps.iter().all(|e| e.uri != MID_EXTENSION)));
     }
 
     #[test]
@@ -259,14 +345,19 @@ mod tests {
         published.retain(|t| t.kind == MediaKind::Video);
         published[0].codec = Codec::new(96, "H265", 90000, None);
         let player_offer = sdp::parse(PLAY).unwrap();
-        let err = answer_player(&player_offer, "cam", &published, &local(), || 1).err().unwrap();
+        let err = answer_player(&player_offer, "cam", &published, &local(), || 1)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("H265"), "{err}");
     }
 
     #[test]
     fn publisher_with_nothing_usable_is_refused() {
         let offer = sdp::parse(&PUBLISH.replace("a=sendonly", "a=recvonly")).unwrap();
-        assert!(matches!(answer_publisher(&offer, &local()), Err(NegotiationError::NothingToPublish)));
+        assert!(matches!(
+            answer_publisher(&offer, &local()),
+            Err(NegotiationError::NothingToPublish)
+        ));
     }
 
     #[test]

@@ -22,10 +22,16 @@ use crate::signalling::{self, CoreHandle, Signalling};
 pub enum StartError {
     /// A media socket could not be bound.
     #[error("cannot bind media socket {addr}: {source}")]
-    MediaBind { addr: SocketAddr, source: std::io::Error },
+    MediaBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The HTTP listener could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    HttpBind { addr: SocketAddr, source: std::io::Error },
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The HTTPS certificate or key could not be read.
     #[error("TLS certificate for HTTPS/WSS: {0}")]
     Tls(String),
@@ -57,9 +63,11 @@ impl Node {
         let certificate = match (&config.dtls.certificate, &config.dtls.private_key) {
             (Some(cert), Some(key)) => {
                 let read = |p: &std::path::Path| {
-                    std::fs::read_to_string(p).map_err(|e| StartError::Certificate(format!("{}: {e}", p.display())))
+                    std::fs::read_to_string(p)
+                        .map_err(|e| StartError::Certificate(format!("{}: {e}", p.display())))
                 };
-                DtlsCertificate::from_pem(&read(cert)?, &read(key)?).map_err(|e| StartError::Certificate(e.to_string()))?
+                DtlsCertificate::from_pem(&read(cert)?, &read(key)?)
+                    .map_err(|e| StartError::Certificate(e.to_string()))?
             }
             _ => DtlsCertificate::generate().map_err(|e| StartError::Certificate(e.to_string()))?,
         };
@@ -78,9 +86,14 @@ impl Node {
         let threads = config.media_threads();
         let mut sockets = Vec::with_capacity(threads);
         for i in 0..threads {
-            let port = if config.media.port_base == 0 { 0 } else { config.media.port_base + i as u16 };
+            let port = if config.media.port_base == 0 {
+                0
+            } else {
+                config.media.port_base + i as u16
+            };
             let addr = SocketAddr::new(config.media.bind, port);
-            let io = UdpIo::bind(addr, backend).map_err(|source| StartError::MediaBind { addr, source })?;
+            let io = UdpIo::bind(addr, backend)
+                .map_err(|source| StartError::MediaBind { addr, source })?;
             sockets.push(io);
         }
         let media_addrs: Vec<SocketAddr> = sockets.iter().map(|io| io.local_addr()).collect();
@@ -96,7 +109,10 @@ impl Node {
             cores.push(CoreHandle {
                 commands: command_tx,
                 waker: wakers[i].clone(),
-                candidates: announce.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+                candidates: announce
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port))
+                    .collect(),
                 stats: stats.clone(),
             });
             let setup = CoreSetup {
@@ -119,10 +135,17 @@ impl Node {
         cores.reverse();
         let state = Arc::new(Signalling::new(cores.clone(), certificate, &config.cdn));
         if state.balancer.is_some() {
-            runtime.spawn(crate::cdn::poll_edge_stats(state.clone(), config.cdn.nodes.clone(), config.cdn.stats_poll_secs));
+            runtime.spawn(crate::cdn::poll_edge_stats(
+                state.clone(),
+                config.cdn.nodes.clone(),
+                config.cdn.stats_poll_secs,
+            ));
         }
         // Bound with std so that starting a node works inside another runtime (tests, the CDN demo).
-        let http_bind = |source| StartError::HttpBind { addr: config.http.listen, source };
+        let http_bind = |source| StartError::HttpBind {
+            addr: config.http.listen,
+            source,
+        };
         let listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
         listener.set_nonblocking(true).map_err(http_bind)?;
         let listener = {
@@ -134,8 +157,12 @@ impl Node {
         let https_addr = match (&config.http.tls_certificate, &config.http.tls_private_key) {
             (Some(cert), Some(key)) => {
                 let acceptor = tls_acceptor(cert, key)?;
-                let tls_bind = |source| StartError::HttpBind { addr: config.http.tls_listen, source };
-                let listener = std::net::TcpListener::bind(config.http.tls_listen).map_err(tls_bind)?;
+                let tls_bind = |source| StartError::HttpBind {
+                    addr: config.http.tls_listen,
+                    source,
+                };
+                let listener =
+                    std::net::TcpListener::bind(config.http.tls_listen).map_err(tls_bind)?;
                 listener.set_nonblocking(true).map_err(tls_bind)?;
                 let listener = {
                     let _entered = runtime.enter();
@@ -154,7 +181,15 @@ impl Node {
             }
         });
         info!(http = %http_addr, https = ?https_addr, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
-        Ok(Node { http_addr, https_addr, media_addrs, cores, core_threads, runtime: Some(runtime), state })
+        Ok(Node {
+            http_addr,
+            https_addr,
+            media_addrs,
+            cores,
+            core_threads,
+            runtime: Some(runtime),
+            state,
+        })
     }
 
     /// The HTTP listener's address (useful when the config asked for port 0).
@@ -205,16 +240,23 @@ impl Drop for Node {
 }
 
 /// A TLS acceptor for HTTPS/WSS from PEM files, on ring (no second crypto library).
-fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, StartError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|iter| iter.collect::<Result<_, _>>())
         .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(StartError::Tls(format!("{}: no certificate in the file", cert.display())));
+        return Err(StartError::Tls(format!(
+            "{}: no certificate in the file",
+            cert.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -235,7 +277,10 @@ fn announced_addresses(config: &Config) -> Result<Vec<IpAddr>, StartError> {
         return Ok(vec![config.media.bind]);
     }
     let want_v4 = config.media.bind.is_ipv4();
-    let mut addresses: Vec<IpAddr> = interface_addresses().into_iter().filter(|ip| ip.is_ipv4() == want_v4).collect();
+    let mut addresses: Vec<IpAddr> = interface_addresses()
+        .into_iter()
+        .filter(|ip| ip.is_ipv4() == want_v4)
+        .collect();
     // Loopback last: clients on other hosts cannot use it, local ones can.
     addresses.sort_by_key(|ip| ip.is_loopback());
     if addresses.is_empty() {
@@ -262,7 +307,9 @@ fn interface_addresses() -> Vec<IpAddr> {
                 match i32::from((*entry.ifa_addr).sa_family) {
                     libc::AF_INET => {
                         let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                        out.push(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);

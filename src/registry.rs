@@ -93,7 +93,9 @@ pub struct Registry {
 pub fn validate_stream_name(name: &str) -> Result<(), RegistryError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -104,12 +106,23 @@ pub fn validate_stream_name(name: &str) -> Result<(), RegistryError> {
 impl Registry {
     /// An empty registry for `cores` media cores.
     pub fn new(cores: usize) -> Registry {
-        Registry { streams: HashMap::new(), sessions: HashMap::new(), core_load: vec![0; cores], next_stream: 1 }
+        Registry {
+            streams: HashMap::new(),
+            sessions: HashMap::new(),
+            core_load: vec![0; cores],
+            next_stream: 1,
+        }
     }
 
     /// The core with the fewest sessions.
     pub fn least_loaded_core(&self) -> CoreId {
-        let index = self.core_load.iter().enumerate().min_by_key(|(_, load)| **load).map(|(i, _)| i).unwrap_or(0);
+        let index = self
+            .core_load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, load)| **load)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
         CoreId(index)
     }
 
@@ -161,31 +174,66 @@ impl Registry {
                 media_flowing: false,
             },
         );
-        self.insert_session(SessionEntry { id, kind: SessionKind::Publisher, stream_name: name.to_owned(), core, connected: false });
+        self.insert_session(SessionEntry {
+            id,
+            kind: SessionKind::Publisher,
+            stream_name: name.to_owned(),
+            core,
+            connected: false,
+        });
         Ok(stream)
     }
 
     /// Registers a player of `name` on `core`. Returns the commands for the publisher's core (to
     /// start handing packets to `core`, the first time that core gets a player of this stream).
-    pub fn add_player(&mut self, name: &str, id: SessionId, core: CoreId) -> Result<Vec<(CoreId, CoreCommand)>, RegistryError> {
-        let stream = self.streams.get_mut(name).ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+    pub fn add_player(
+        &mut self,
+        name: &str,
+        id: SessionId,
+        core: CoreId,
+    ) -> Result<Vec<(CoreId, CoreCommand)>, RegistryError> {
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
         let mut commands = Vec::new();
         let first_on_core = !stream.players.iter().any(|(_, c)| *c == core);
         if core != stream.core && first_on_core {
-            commands.push((stream.core, CoreCommand::AttachCore { stream: stream.id, core }));
+            commands.push((
+                stream.core,
+                CoreCommand::AttachCore {
+                    stream: stream.id,
+                    core,
+                },
+            ));
         }
         stream.players.push((id, core));
-        self.insert_session(SessionEntry { id, kind: SessionKind::Player, stream_name: name.to_owned(), core, connected: false });
+        self.insert_session(SessionEntry {
+            id,
+            kind: SessionKind::Player,
+            stream_name: name.to_owned(),
+            core,
+            connected: false,
+        });
         Ok(commands)
     }
 
     /// Registers a relay of `name` to another node. It runs on the publisher's core, which it
     /// returns, so the stream's packets reach it without crossing cores.
     pub fn add_relay(&mut self, name: &str, id: SessionId) -> Result<CoreId, RegistryError> {
-        let stream = self.streams.get_mut(name).ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
         let core = stream.core;
         stream.relays.push(id);
-        self.insert_session(SessionEntry { id, kind: SessionKind::Relay, stream_name: name.to_owned(), core, connected: false });
+        self.insert_session(SessionEntry {
+            id,
+            kind: SessionKind::Relay,
+            stream_name: name.to_owned(),
+            core,
+            connected: false,
+        });
         Ok(core)
     }
 
@@ -217,18 +265,25 @@ impl Registry {
     /// Forgets a session. Returns the commands that follow: ending a publisher's players, and
     /// detaching a core that has no players of the stream left.
     pub fn remove_session(&mut self, id: SessionId) -> Vec<(CoreId, CoreCommand)> {
-        let Some(session) = self.sessions.remove(&id) else { return Vec::new() };
+        let Some(session) = self.sessions.remove(&id) else {
+            return Vec::new();
+        };
         if let Some(load) = self.core_load.get_mut(session.core.0) {
             *load = load.saturating_sub(1);
         }
         let mut commands = Vec::new();
         match session.kind {
             SessionKind::Publisher => {
-                let Some(stream) = self.streams.get(&session.stream_name) else { return commands };
+                let Some(stream) = self.streams.get(&session.stream_name) else {
+                    return commands;
+                };
                 if stream.publisher != id {
                     return commands;
                 }
-                let stream = self.streams.remove(&session.stream_name).expect("looked up just above");
+                let stream = self
+                    .streams
+                    .remove(&session.stream_name)
+                    .expect("looked up just above");
                 let relays = stream.relays.into_iter().map(|id| (id, stream.core));
                 for (player, core) in stream.players.into_iter().chain(relays) {
                     if let Some(entry) = self.sessions.remove(&player) {
@@ -236,7 +291,13 @@ impl Registry {
                             *load = load.saturating_sub(1);
                         }
                     }
-                    commands.push((core, CoreCommand::RemoveSession { id: player, reason: EndReason::PublisherLeft }));
+                    commands.push((
+                        core,
+                        CoreCommand::RemoveSession {
+                            id: player,
+                            reason: EndReason::PublisherLeft,
+                        },
+                    ));
                 }
             }
             SessionKind::Relay => {
@@ -245,11 +306,19 @@ impl Registry {
                 }
             }
             SessionKind::Player => {
-                let Some(stream) = self.streams.get_mut(&session.stream_name) else { return commands };
+                let Some(stream) = self.streams.get_mut(&session.stream_name) else {
+                    return commands;
+                };
                 stream.players.retain(|(p, _)| *p != id);
                 let core_still_used = stream.players.iter().any(|(_, c)| *c == session.core);
                 if session.core != stream.core && !core_still_used {
-                    commands.push((stream.core, CoreCommand::DetachCore { stream: stream.id, core: session.core }));
+                    commands.push((
+                        stream.core,
+                        CoreCommand::DetachCore {
+                            stream: stream.id,
+                            core: session.core,
+                        },
+                    ));
                 }
             }
         }
@@ -269,7 +338,15 @@ mod tests {
     fn track() -> Vec<StreamTrack> {
         vec![StreamTrack {
             kind: MediaKind::Video,
-            codec: Codec { pt: 96, name: "VP8".into(), clock_rate: 90000, channels: None, fmtp: None, rtcp_fb: vec![], rtx_pt: None },
+            codec: Codec {
+                pt: 96,
+                name: "VP8".into(),
+                clock_rate: 90000,
+                channels: None,
+                fmtp: None,
+                rtcp_fb: vec![],
+                rtx_pt: None,
+            },
             extmaps: vec![],
         }]
     }
@@ -285,57 +362,108 @@ mod tests {
     #[test]
     fn second_publish_of_a_live_name_is_refused() {
         let mut registry = Registry::new(2);
-        registry.add_publisher("s", SessionId(1), CoreId(0), track()).unwrap();
-        assert_eq!(registry.add_publisher("s", SessionId(2), CoreId(1), track()).unwrap_err(), RegistryError::NameInUse("s".into()));
+        registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        assert_eq!(
+            registry
+                .add_publisher("s", SessionId(2), CoreId(1), track())
+                .unwrap_err(),
+            RegistryError::NameInUse("s".into())
+        );
     }
 
     #[test]
     fn players_on_other_cores_attach_once_and_detach_when_gone() {
         let mut registry = Registry::new(2);
-        let stream = registry.add_publisher("s", SessionId(1), CoreId(0), track()).unwrap();
+        let stream = registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
         let c = registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
-        assert!(matches!(c.as_slice(), [(CoreId(0), CoreCommand::AttachCore { stream: s, core: CoreId(1) })] if *s == stream));
-        assert!(registry.add_player("s", SessionId(3), CoreId(1)).unwrap().is_empty());
-        assert!(registry.add_player("s", SessionId(4), CoreId(0)).unwrap().is_empty());
+        assert!(
+            matches!(c.as_slice(), [(CoreId(0), CoreCommand::AttachCore { stream: s, core: CoreId(1) })] if *s == stream)
+        );
+        assert!(registry
+            .add_player("s", SessionId(3), CoreId(1))
+            .unwrap()
+            .is_empty());
+        assert!(registry
+            .add_player("s", SessionId(4), CoreId(0))
+            .unwrap()
+            .is_empty());
         assert!(registry.remove_session(SessionId(2)).is_empty());
         let c = registry.remove_session(SessionId(3));
-        assert!(matches!(c.as_slice(), [(CoreId(0), CoreCommand::DetachCore { .. })]));
-        assert_eq!(registry.add_player("x", SessionId(5), CoreId(0)).unwrap_err(), RegistryError::StreamNotFound("x".into()));
+        assert!(matches!(
+            c.as_slice(),
+            [(CoreId(0), CoreCommand::DetachCore { .. })]
+        ));
+        assert_eq!(
+            registry
+                .add_player("x", SessionId(5), CoreId(0))
+                .unwrap_err(),
+            RegistryError::StreamNotFound("x".into())
+        );
     }
 
     #[test]
     fn publisher_leaving_ends_its_players_and_frees_the_name() {
         let mut registry = Registry::new(2);
-        registry.add_publisher("s", SessionId(1), CoreId(0), track()).unwrap();
+        registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
         registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
         let c = registry.remove_session(SessionId(1));
         assert!(matches!(
             c.as_slice(),
-            [(CoreId(1), CoreCommand::RemoveSession { id: SessionId(2), reason: EndReason::PublisherLeft })]
+            [(
+                CoreId(1),
+                CoreCommand::RemoveSession {
+                    id: SessionId(2),
+                    reason: EndReason::PublisherLeft
+                }
+            )]
         ));
         assert!(registry.session(SessionId(2)).is_none());
         assert_eq!(registry.core_load(), &[0, 0]);
-        registry.add_publisher("s", SessionId(3), CoreId(1), track()).unwrap();
+        registry
+            .add_publisher("s", SessionId(3), CoreId(1), track())
+            .unwrap();
     }
 
     #[test]
     fn relays_run_on_the_publishers_core_and_end_with_it() {
         let mut registry = Registry::new(2);
-        registry.add_publisher("s", SessionId(1), CoreId(1), track()).unwrap();
+        registry
+            .add_publisher("s", SessionId(1), CoreId(1), track())
+            .unwrap();
         assert_eq!(registry.add_relay("s", SessionId(9)), Ok(CoreId(1)));
-        assert!(registry.stream("s").unwrap().players.is_empty(), "a relay is not a player");
+        assert!(
+            registry.stream("s").unwrap().players.is_empty(),
+            "a relay is not a player"
+        );
         let c = registry.remove_session(SessionId(1));
         assert!(matches!(
             c.as_slice(),
-            [(CoreId(1), CoreCommand::RemoveSession { id: SessionId(9), reason: EndReason::PublisherLeft })]
+            [(
+                CoreId(1),
+                CoreCommand::RemoveSession {
+                    id: SessionId(9),
+                    reason: EndReason::PublisherLeft
+                }
+            )]
         ));
-        assert_eq!(registry.add_relay("s", SessionId(10)), Err(RegistryError::StreamNotFound("s".into())));
+        assert_eq!(
+            registry.add_relay("s", SessionId(10)),
+            Err(RegistryError::StreamNotFound("s".into()))
+        );
     }
 
     #[test]
     fn least_loaded_core_balances() {
         let mut registry = Registry::new(2);
-        registry.add_publisher("a", SessionId(1), CoreId(0), track()).unwrap();
+        registry
+            .add_publisher("a", SessionId(1), CoreId(0), track())
+            .unwrap();
         assert_eq!(registry.least_loaded_core(), CoreId(1));
     }
 }

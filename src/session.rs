@@ -11,11 +11,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceEvent, IceLiteAgent, Transmit};
-use rtp::rtcp::{Items, Nack, NackPair, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, RtcpIter, SenderReport};
+use rtp::rtcp::{
+    Items, Nack, NackPair, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, RtcpIter, SenderReport,
+};
 use rtp::srtp::SrtpContext;
 use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
 
-use crate::control::{EndReason, PlayedTrack, PublishedTrack, SessionId, SessionRole, SessionSpec, StreamId};
+use crate::control::{
+    EndReason, PlayedTrack, PublishedTrack, SessionId, SessionRole, SessionSpec, StreamId,
+};
 use crate::dtls::{DtlsRole, SrtpKeyingMaterial};
 use crate::sdp::MediaKind;
 
@@ -68,7 +72,11 @@ pub enum SessionEvent {
     /// publisher numbers them: ask the publisher to send them again.
     RetransmissionRequested { kind: MediaKind, seqs: LostPackets },
     /// A publisher's sender report: players get a translated one.
-    SenderReport { kind: MediaKind, ntp_time: u64, rtp_time: u32 },
+    SenderReport {
+        kind: MediaKind,
+        ntp_time: u64,
+        rtp_time: u32,
+    },
     /// The session is over; the core removes it.
     Ended(EndReason),
 }
@@ -97,7 +105,12 @@ struct ReceiveStats {
 impl ReceiveStats {
     fn record(&mut self, ssrc: u32, seq: u16) {
         if self.ssrc != ssrc || self.highest_seq.is_none() {
-            *self = ReceiveStats { ssrc, base_seq: u64::from(seq), highest_seq: Some(u64::from(seq)), ..Default::default() };
+            *self = ReceiveStats {
+                ssrc,
+                base_seq: u64::from(seq),
+                highest_seq: Some(u64::from(seq)),
+                ..Default::default()
+            };
         }
         let highest = self.highest_seq.unwrap_or_default();
         let extended = extend_seq(highest, seq);
@@ -116,7 +129,10 @@ impl ReceiveStats {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost = (lost_interval << 8).checked_div(expected_interval).unwrap_or(0).min(255) as u8;
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .unwrap_or(0)
+            .min(255) as u8;
         let delay_since_last_sr = self
             .last_sr_at
             .map(|at| (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32)
@@ -147,7 +163,10 @@ pub struct LostPackets {
 /// Keeps the first [`MAX_LOST_PACKETS`] numbers; the rest are left out.
 impl FromIterator<u16> for LostPackets {
     fn from_iter<I: IntoIterator<Item = u16>>(seqs: I) -> Self {
-        let mut lost = LostPackets { len: 0, seqs: [0; MAX_LOST_PACKETS] };
+        let mut lost = LostPackets {
+            len: 0,
+            seqs: [0; MAX_LOST_PACKETS],
+        };
         for seq in seqs.into_iter().take(MAX_LOST_PACKETS) {
             lost.seqs[usize::from(lost.len)] = seq;
             lost.len += 1;
@@ -159,7 +178,10 @@ impl FromIterator<u16> for LostPackets {
 impl LostPackets {
     /// Reads numbers written by [`LostPackets::to_be_bytes`].
     pub fn from_be_bytes(bytes: &[u8]) -> Self {
-        bytes.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect()
+        bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .collect()
     }
 
     /// The numbers as big-endian pairs of bytes, for the cross-core hand-off; returns the length.
@@ -203,7 +225,9 @@ fn nack_pairs(seqs: &[u16], out: &mut [NackPair; MAX_LOST_PACKETS]) -> usize {
             continue;
         }
         match count.checked_sub(1).map(|last| &mut out[last]) {
-            Some(pair) if (1..=16).contains(&seq.wrapping_sub(pair.pid)) => pair.blp |= 1 << (seq.wrapping_sub(pair.pid) - 1),
+            Some(pair) if (1..=16).contains(&seq.wrapping_sub(pair.pid)) => {
+                pair.blp |= 1 << (seq.wrapping_sub(pair.pid) - 1)
+            }
             _ => {
                 out[count] = NackPair { pid: seq, blp: 0 };
                 count += 1;
@@ -268,7 +292,12 @@ enum IceAgent {
 }
 
 impl IceAgent {
-    fn handle_packet(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) -> Result<(), ice::IceError> {
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        packet: &[u8],
+    ) -> Result<(), ice::IceError> {
         match self {
             IceAgent::Lite(a) => a.handle_packet(now, from, packet),
             IceAgent::Controlling(a) => a.handle_packet(now, from, packet),
@@ -334,9 +363,16 @@ impl Session {
     pub fn new(spec: SessionSpec, now: Instant, consent_timeout: Duration, seed: u64) -> Session {
         let mut random = SplitMix64(seed);
         let ice = match &spec.role {
-            SessionRole::Relay { remote_candidates, .. } => {
-                let mut agent =
-                    IceControllingAgent::new(spec.local_ice, spec.remote_ice, remote_candidates.clone(), random.next(), now);
+            SessionRole::Relay {
+                remote_candidates, ..
+            } => {
+                let mut agent = IceControllingAgent::new(
+                    spec.local_ice,
+                    spec.remote_ice,
+                    remote_candidates.clone(),
+                    random.next(),
+                    now,
+                );
                 agent.set_consent_timeout(consent_timeout);
                 IceAgent::Controlling(agent)
             }
@@ -358,9 +394,19 @@ impl Session {
             SessionRole::Player { tracks } | SessionRole::Relay { tracks, .. } => {
                 let mut slots: [Option<PlayerTrack>; 2] = [None, None];
                 for track in tracks {
-                    let rewriter = RtpRewriter::new(Ssrc(track.ssrc), Pt::new(track.pt), random.next() as u16, random.next() as u32);
+                    let rewriter = RtpRewriter::new(
+                        Ssrc(track.ssrc),
+                        Pt::new(track.pt),
+                        random.next() as u16,
+                        random.next() as u32,
+                    );
                     let slot = kind_index(track.kind);
-                    slots[slot] = Some(PlayerTrack { track, rewriter, packets_sent: 0, octets_sent: 0 });
+                    slots[slot] = Some(PlayerTrack {
+                        track,
+                        rewriter,
+                        packets_sent: 0,
+                        octets_sent: 0,
+                    });
                 }
                 RoleState::Player(PlayerState { tracks: slots })
             }
@@ -418,7 +464,12 @@ impl Session {
     }
 
     /// A STUN datagram from `from`.
-    pub fn handle_stun(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<(), SessionError> {
+    pub fn handle_stun(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), SessionError> {
         let result = self.ice.handle_packet(now, from, data);
         self.drain_ice();
         result.map_err(SessionError::from)
@@ -455,7 +506,12 @@ impl Session {
 
     /// A publisher's SRTP packet: authenticated and decrypted in place. Returns the kind of the
     /// track and the plaintext length, to be forwarded to players.
-    pub fn handle_srtp(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) -> Result<(MediaKind, usize), SessionError> {
+    pub fn handle_srtp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) -> Result<(MediaKind, usize), SessionError> {
         let RoleState::Publisher(publisher) = &mut self.role else {
             return Err(SessionError::UnexpectedRtp);
         };
@@ -464,7 +520,11 @@ impl Session {
         self.ice.renew_consent(now, from);
         let header = RtpHeader::parse(&data[..len]).map_err(SessionError::Rtp)?;
         let pt = header.payload_type().value();
-        let track = publisher.tracks.iter().find(|t| t.pt == pt).ok_or(SessionError::UnknownPayloadType(pt))?;
+        let track = publisher
+            .tracks
+            .iter()
+            .find(|t| t.pt == pt)
+            .ok_or(SessionError::UnknownPayloadType(pt))?;
         let kind = track.kind;
         publisher.stats[kind_index(kind)].record(header.ssrc().0, header.sequence_number());
         if !publisher.media_started {
@@ -475,7 +535,12 @@ impl Session {
     }
 
     /// An SRTCP packet from the peer.
-    pub fn handle_srtcp(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) -> Result<(), SessionError> {
+    pub fn handle_srtcp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &mut [u8],
+    ) -> Result<(), SessionError> {
         let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
         let len = srtp.unprotect_rtcp(data).map_err(SessionError::Srtp)?;
         self.ice.renew_consent(now, from);
@@ -495,11 +560,27 @@ impl Session {
     /// A player's NACK names packets in its own sequence space; the publisher knows them by its
     /// own numbers.
     fn handle_nack(&mut self, nack: &Nack<'_>) {
-        let RoleState::Player(player) = &self.role else { return };
-        let Some(track) = player.tracks.iter().flatten().find(|t| t.track.ssrc == nack.media_ssrc.0) else { return };
-        let seqs: LostPackets = nack.lost().filter_map(|seq| track.rewriter.source_sequence(seq)).collect();
+        let RoleState::Player(player) = &self.role else {
+            return;
+        };
+        let Some(track) = player
+            .tracks
+            .iter()
+            .flatten()
+            .find(|t| t.track.ssrc == nack.media_ssrc.0)
+        else {
+            return;
+        };
+        let seqs: LostPackets = nack
+            .lost()
+            .filter_map(|seq| track.rewriter.source_sequence(seq))
+            .collect();
         if !seqs.is_empty() {
-            self.events.push_back(SessionEvent::RetransmissionRequested { kind: track.track.kind, seqs });
+            self.events
+                .push_back(SessionEvent::RetransmissionRequested {
+                    kind: track.track.kind,
+                    seqs,
+                });
         }
     }
 
@@ -507,37 +588,60 @@ impl Session {
     /// keeps no retransmission buffer: the publisher's copy is forwarded again, and receivers that
     /// already have it drop the duplicate.
     pub fn request_retransmission(&mut self, kind: MediaKind, seqs: &[u16]) {
-        let RoleState::Publisher(publisher) = &self.role else { return };
+        let RoleState::Publisher(publisher) = &self.role else {
+            return;
+        };
         let media_ssrc = publisher.stats[kind_index(kind)].ssrc;
         if media_ssrc == 0 || seqs.is_empty() {
             return;
         }
         let mut pairs = [NackPair::default(); MAX_LOST_PACKETS];
         let count = nack_pairs(seqs, &mut pairs);
-        let nack = Nack { sender_ssrc: Ssrc(self.rtcp_ssrc), media_ssrc: Ssrc(media_ssrc), pairs: Items::from_slice(&pairs[..count]) };
+        let nack = Nack {
+            sender_ssrc: Ssrc(self.rtcp_ssrc),
+            media_ssrc: Ssrc(media_ssrc),
+            pairs: Items::from_slice(&pairs[..count]),
+        };
         self.send_rtcp(&[Rtcp::Nack(nack)]);
     }
 
     fn handle_sender_report(&mut self, now: Instant, sr: &SenderReport) {
-        let RoleState::Publisher(publisher) = &mut self.role else { return };
-        let Some(index) = publisher.stats.iter().position(|s| s.ssrc == sr.sender_ssrc.0 && s.highest_seq.is_some()) else {
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return;
+        };
+        let Some(index) = publisher
+            .stats
+            .iter()
+            .position(|s| s.ssrc == sr.sender_ssrc.0 && s.highest_seq.is_some())
+        else {
             return;
         };
         let stats = &mut publisher.stats[index];
         stats.last_sr_ntp_middle = (sr.ntp_time >> 16) as u32;
         stats.last_sr_at = Some(now);
-        let kind = if index == 0 { MediaKind::Audio } else { MediaKind::Video };
-        self.events.push_back(SessionEvent::SenderReport { kind, ntp_time: sr.ntp_time, rtp_time: sr.rtp_time });
+        let kind = if index == 0 {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        self.events.push_back(SessionEvent::SenderReport {
+            kind,
+            ntp_time: sr.ntp_time,
+            rtp_time: sr.rtp_time,
+        });
     }
 
     /// Writes a forwarded packet for this player into `out`: copied from `plain`, rewritten to the
     /// player's SSRC, payload type, sequence and timestamp, and encrypted. Returns the datagram
     /// length, or 0 when this player does not take the packet (not connected, no such track).
     pub fn write_rtp(&mut self, kind: MediaKind, plain: &[u8], out: &mut [u8]) -> usize {
-        let (RoleState::Player(player), Some(srtp)) = (&mut self.role, self.srtp_tx.as_mut()) else {
+        let (RoleState::Player(player), Some(srtp)) = (&mut self.role, self.srtp_tx.as_mut())
+        else {
             return 0;
         };
-        let Some(track) = player.tracks[kind_index(kind)].as_mut() else { return 0 };
+        let Some(track) = player.tracks[kind_index(kind)].as_mut() else {
+            return 0;
+        };
         let len = plain.len();
         if len + 32 > out.len() {
             return 0;
@@ -558,10 +662,21 @@ impl Session {
 
     /// The publisher sent a sender report: send this player the same NTP↔RTP mapping in its own
     /// SSRC and timestamp space, so its browser keeps audio and video in sync.
-    pub fn handle_publisher_sender_report(&mut self, kind: MediaKind, ntp_time: u64, rtp_time: u32) {
-        let RoleState::Player(player) = &mut self.role else { return };
-        let Some(track) = player.tracks[kind_index(kind)].as_mut() else { return };
-        let Some(rtp_time) = track.rewriter.output_timestamp(rtp_time) else { return };
+    pub fn handle_publisher_sender_report(
+        &mut self,
+        kind: MediaKind,
+        ntp_time: u64,
+        rtp_time: u32,
+    ) {
+        let RoleState::Player(player) = &mut self.role else {
+            return;
+        };
+        let Some(track) = player.tracks[kind_index(kind)].as_mut() else {
+            return;
+        };
+        let Some(rtp_time) = track.rewriter.output_timestamp(rtp_time) else {
+            return;
+        };
         let sr = SenderReport {
             sender_ssrc: Ssrc(track.track.ssrc),
             ntp_time,
@@ -576,8 +691,12 @@ impl Session {
     /// Asks a publisher for a keyframe; requests closer together than the throttle interval are
     /// merged into one PLI sent when the interval ends.
     pub fn request_keyframe(&mut self, now: Instant) {
-        let RoleState::Publisher(publisher) = &mut self.role else { return };
-        let due = publisher.last_keyframe_request.map(|at| at + KEYFRAME_REQUEST_INTERVAL);
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return;
+        };
+        let due = publisher
+            .last_keyframe_request
+            .map(|at| at + KEYFRAME_REQUEST_INTERVAL);
         match due {
             Some(due) if due > now => {
                 publisher.pending_keyframe_request.get_or_insert(due);
@@ -587,7 +706,9 @@ impl Session {
     }
 
     fn send_keyframe_request(&mut self, now: Instant) {
-        let RoleState::Publisher(publisher) = &mut self.role else { return };
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return;
+        };
         publisher.pending_keyframe_request = None;
         let video_ssrc = publisher.stats[kind_index(MediaKind::Video)].ssrc;
         if video_ssrc == 0 || self.srtp_tx.is_none() {
@@ -595,17 +716,26 @@ impl Session {
             return;
         }
         publisher.last_keyframe_request = Some(now);
-        let pli = Pli { sender_ssrc: Ssrc(self.rtcp_ssrc), media_ssrc: Ssrc(video_ssrc) };
+        let pli = Pli {
+            sender_ssrc: Ssrc(self.rtcp_ssrc),
+            media_ssrc: Ssrc(video_ssrc),
+        };
         self.send_rtcp(&[Rtcp::Pli(pli)]);
     }
 
     fn send_receiver_report(&mut self, now: Instant) {
-        let RoleState::Publisher(publisher) = &mut self.role else { return };
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return;
+        };
         publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
         let mut reports = [ReportBlock::default(); 2];
         let mut ssrcs = [Ssrc(0); 2];
         let mut count = 0;
-        for block in publisher.stats.iter_mut().filter_map(|s| s.report_block(now)) {
+        for block in publisher
+            .stats
+            .iter_mut()
+            .filter_map(|s| s.report_block(now))
+        {
             reports[count] = block;
             ssrcs[count] = block.ssrc;
             count += 1;
@@ -614,13 +744,22 @@ impl Session {
             return;
         }
         let sender_ssrc = Ssrc(self.rtcp_ssrc);
-        let rr = Rtcp::ReceiverReport(ReceiverReport { sender_ssrc, reports: Items::from_slice(&reports[..count]) });
-        let remb = Rtcp::Remb(Remb { sender_ssrc, bitrate_bps: REMB_BITRATE_BPS, ssrcs: Items::from_slice(&ssrcs[..count]) });
+        let rr = Rtcp::ReceiverReport(ReceiverReport {
+            sender_ssrc,
+            reports: Items::from_slice(&reports[..count]),
+        });
+        let remb = Rtcp::Remb(Remb {
+            sender_ssrc,
+            bitrate_bps: REMB_BITRATE_BPS,
+            ssrcs: Items::from_slice(&ssrcs[..count]),
+        });
         self.send_rtcp(&[rr, remb]);
     }
 
     fn send_rtcp(&mut self, packets: &[Rtcp<'_>]) {
-        let (Some(remote), Some(srtp)) = (self.remote, self.srtp_tx.as_mut()) else { return };
+        let (Some(remote), Some(srtp)) = (self.remote, self.srtp_tx.as_mut()) else {
+            return;
+        };
         let len: usize = packets.iter().map(|p| p.encoded_len()).sum();
         let mut buf = self.spare_buffers.pop().unwrap_or_default();
         buf.clear();
@@ -639,7 +778,10 @@ impl Session {
         match srtp.protect_rtcp(&mut buf, at) {
             Ok(n) => {
                 buf.truncate(n);
-                self.transmits.push_back(Transmit { destination: remote, contents: buf });
+                self.transmits.push_back(Transmit {
+                    destination: remote,
+                    contents: buf,
+                });
             }
             Err(_) => self.spare_buffers.push(buf),
         }
@@ -674,7 +816,10 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.ice.poll_timeout();
         if let RoleState::Publisher(p) = &self.role {
-            for at in [p.pending_keyframe_request, p.next_receiver_report].into_iter().flatten() {
+            for at in [p.pending_keyframe_request, p.next_receiver_report]
+                .into_iter()
+                .flatten()
+            {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
@@ -708,7 +853,8 @@ impl Session {
                 }
                 IceEvent::RemoteChanged { remote } => {
                     self.remote = Some(remote);
-                    self.events.push_back(SessionEvent::RemoteChanged { remote });
+                    self.events
+                        .push_back(SessionEvent::RemoteChanged { remote });
                 }
                 IceEvent::Disconnected { reason } => {
                     let reason = match reason {
@@ -760,7 +906,13 @@ mod tests {
         covered.sort_unstable();
         assert_eq!(covered, [0, 10, 11, 12, 26, 27, 65535]);
         // 65535 covers 0 and 10..=12 (offsets 1, 11, 12, 13) across the wrap; 26 starts a pair.
-        assert_eq!(pairs[0], NackPair { pid: 65535, blp: 1 | 1 << 10 | 1 << 11 | 1 << 12 });
+        assert_eq!(
+            pairs[0],
+            NackPair {
+                pid: 65535,
+                blp: 1 | 1 << 10 | 1 << 11 | 1 << 12
+            }
+        );
         assert_eq!(pairs[1], NackPair { pid: 26, blp: 1 });
         assert_eq!(pairs.len(), 2, "{pairs:?}");
     }

@@ -21,7 +21,13 @@ struct Echo {
 }
 
 impl DatagramHandler for Echo {
-    fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+    fn on_datagram(
+        &mut self,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &mut [u8],
+        tx: &mut SendQueue,
+    ) {
         self.per_socket.push((socket, data.to_vec()));
         tx.push_on(socket, src, data);
     }
@@ -31,7 +37,11 @@ impl DatagramHandler for Echo {
 fn poll_until(io: &mut UdpIo, h: &mut Echo, want: u64) {
     let start = Instant::now();
     while io.stats().rx_datagrams < want {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out: {:?}", io.stats());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {:?}",
+            io.stats()
+        );
         io.poll(Some(Duration::from_millis(20)), h).unwrap();
     }
 }
@@ -39,7 +49,9 @@ fn poll_until(io: &mut UdpIo, h: &mut Echo, want: u64) {
 fn churn(choice: BackendChoice, want: Backend) {
     let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let client = UdpSocket::bind(localhost).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let mut buf = [0u8; 2048];
 
     let fds_before = open_fds();
@@ -52,7 +64,8 @@ fn churn(choice: BackendChoice, want: Backend) {
 
     for round in 0..100 {
         // A batch of relay sockets, each with traffic both ways.
-        let socks: Vec<(SocketId, SocketAddr)> = (0..20).map(|_| io.add_socket(localhost).unwrap()).collect();
+        let socks: Vec<(SocketId, SocketAddr)> =
+            (0..20).map(|_| io.add_socket(localhost).unwrap()).collect();
         assert_eq!(open_fds(), fds_bound + 20, "round {round}");
         for (k, &(_, addr)) in socks.iter().enumerate() {
             client.send_to(&[k as u8; 100], addr).unwrap();
@@ -87,7 +100,12 @@ fn churn(choice: BackendChoice, want: Backend) {
     for _ in 0..5 {
         io.poll(Some(Duration::from_millis(5)), &mut h).unwrap();
     }
-    assert_eq!(io.stats().rx_datagrams, received, "nothing from removed sockets: {:?}", io.stats());
+    assert_eq!(
+        io.stats().rx_datagrams,
+        received,
+        "nothing from removed sockets: {:?}",
+        io.stats()
+    );
     assert!(h.per_socket.iter().all(|(_, d)| d != b"late"));
     assert_eq!(open_fds(), fds_bound, "extra sockets leaked fds");
     let s = io.stats();

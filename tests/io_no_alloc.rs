@@ -61,14 +61,24 @@ struct Forward {
 }
 
 impl DatagramHandler for Forward {
-    fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+    fn on_datagram(
+        &mut self,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &mut [u8],
+        tx: &mut SendQueue,
+    ) {
         for b in data.iter_mut() {
             *b ^= 0x5a;
         }
         tx.push_on(socket, src, data);
         for i in 0..self.copies {
             // Interleaved over both sockets: mmsg groups the queue per socket.
-            let from = if i % 2 == 0 { SocketId::MAIN } else { self.extra };
+            let from = if i % 2 == 0 {
+                SocketId::MAIN
+            } else {
+                self.extra
+            };
             tx.push_with_on(from, self.sink, |buf| {
                 buf[..data.len()].copy_from_slice(data);
                 buf[0] = i as u8;
@@ -95,7 +105,9 @@ fn rounds(io: &mut UdpIo, client: &UdpSocket, h: &mut Forward, rounds: usize) ->
     ALLOCS.with(|a| a.set(0));
     for r in 0..rounds {
         for k in 0..PER_ROUND {
-            client.send_to(&payload, if k % 2 == 0 { server } else { extra }).unwrap();
+            client
+                .send_to(&payload, if k % 2 == 0 { server } else { extra })
+                .unwrap();
         }
         if r % 4 == 0 {
             io.waker().wake();
@@ -103,7 +115,11 @@ fn rounds(io: &mut UdpIo, client: &UdpSocket, h: &mut Forward, rounds: usize) ->
         let target = before + (r as u64 + 1) * PER_ROUND;
         let start = Instant::now();
         while io.stats().rx_datagrams < target {
-            assert!(start.elapsed() < Duration::from_secs(10), "stalled: {:?}", io.stats());
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "stalled: {:?}",
+                io.stats()
+            );
             COUNTING.with(|c| c.set(true));
             let res = io.poll(Some(Duration::from_millis(50)), h);
             COUNTING.with(|c| c.set(false));
@@ -112,7 +128,11 @@ fn rounds(io: &mut UdpIo, client: &UdpSocket, h: &mut Forward, rounds: usize) ->
         COUNTING.with(|c| c.set(true));
         io.poll(Some(Duration::ZERO), h).unwrap();
         io.send_queue().push(server, b"");
-        io.send_queue().push_on(SocketId(999), server, b"unknown socket: an error, no allocation");
+        io.send_queue().push_on(
+            SocketId(999),
+            server,
+            b"unknown socket: an error, no allocation",
+        );
         COUNTING.with(|c| c.set(false));
         let mut from_extra = 0;
         for _ in 0..PER_ROUND {
@@ -122,7 +142,11 @@ fn rounds(io: &mut UdpIo, client: &UdpSocket, h: &mut Forward, rounds: usize) ->
             assert!(from == server || from == extra);
             from_extra += u64::from(from == extra);
         }
-        assert_eq!(from_extra, PER_ROUND / 2, "echoes leave from the socket they arrived on");
+        assert_eq!(
+            from_extra,
+            PER_ROUND / 2,
+            "echoes leave from the socket they arrived on"
+        );
     }
     (ALLOCS.with(|a| a.get()), io.stats().rx_datagrams - before)
 }
@@ -132,21 +156,37 @@ fn check(choice: BackendChoice, want: Backend) {
     assert_eq!(io.backend(), want);
     let (extra, _) = io.add_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     // Nobody reads the sink; its receive buffer fills and the kernel drops (not our concern).
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     // 64 × 9 sends per round exceed the 512-slot pool: the overflow flush runs every round.
-    let mut h = Forward { sink: sink.local_addr().unwrap(), extra, copies: 8, wakes: 0 };
+    let mut h = Forward {
+        sink: sink.local_addr().unwrap(),
+        extra,
+        copies: 8,
+        wakes: 0,
+    };
 
     let (_, warm) = rounds(&mut io, &client, &mut h, 20);
     let (allocs, n) = rounds(&mut io, &client, &mut h, 100);
     let stats = io.stats();
-    println!("{want:?}: {n} datagrams, {allocs} allocations, {} wakes, {stats:?}", h.wakes);
+    println!(
+        "{want:?}: {n} datagrams, {allocs} allocations, {} wakes, {stats:?}",
+        h.wakes
+    );
     assert_eq!(warm, 20 * 64);
     assert_eq!(n, 100 * 64);
-    assert!(stats.tx_overflow_flushes > 0, "overflow path not exercised: {stats:?}");
+    assert!(
+        stats.tx_overflow_flushes > 0,
+        "overflow path not exercised: {stats:?}"
+    );
     assert!(h.wakes > 0);
-    assert_eq!(allocs, 0, "{want:?} allocated {allocs} times for {n} datagrams");
+    assert_eq!(
+        allocs, 0,
+        "{want:?} allocated {allocs} times for {n} datagrams"
+    );
 }
 
 #[test]

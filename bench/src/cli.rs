@@ -58,13 +58,24 @@ pub enum Command {
     /// Print the usage.
     Help,
     /// The load run.
-    Run { options: RunOptions, repeat: usize, json: bool, strict: bool },
+    Run {
+        options: RunOptions,
+        repeat: usize,
+        json: bool,
+        strict: bool,
+    },
     /// The raw limit.
-    Limit { options: LimitOptions, repeat: usize, json: bool },
+    Limit {
+        options: LimitOptions,
+        repeat: usize,
+        json: bool,
+    },
 }
 
 fn seconds(text: &str, name: &str) -> anyhow::Result<f64> {
-    let s: f64 = text.parse().with_context(|| format!("{name}: not a number: {text:?}"))?;
+    let s: f64 = text
+        .parse()
+        .with_context(|| format!("{name}: not a number: {text:?}"))?;
     if !(s.is_finite() && s > 0.0) {
         bail!("{name} must be positive");
     }
@@ -85,7 +96,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
         }
         _ => false,
     };
-    let mut run = RunOptions { progress: true, ..RunOptions::default() };
+    let mut run = RunOptions {
+        progress: true,
+        ..RunOptions::default()
+    };
     let mut lim = LimitOptions::default();
     let (mut repeat, mut json, mut strict) = (1usize, false, false);
     let mut it = args.into_iter();
@@ -100,7 +114,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                 None => it.next().with_context(|| format!("{name} needs a value")),
             }
         };
-        let int = |v: String, n: &str| -> anyhow::Result<usize> { v.parse().with_context(|| format!("{n}: not a whole number: {v:?}")) };
+        let int = |v: String, n: &str| -> anyhow::Result<usize> {
+            v.parse()
+                .with_context(|| format!("{n}: not a whole number: {v:?}"))
+        };
         match (limit, name.as_str()) {
             (_, "-h" | "--help") => return Ok(Command::Help),
             (_, "--json") => json = true,
@@ -133,16 +150,28 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             (false, "--stream") => run.stream = value()?,
             (false, "--video-kbps") => run.shape.video_kbps = int(value()?, "--video-kbps")? as u64,
             (false, "--fps") => run.shape.fps = int(value()?, "--fps")?.max(1) as u32,
-            (false, "--keyframe-interval") => run.shape.keyframe_interval_s = int(value()?, "--keyframe-interval")? as u32,
-            (false, "--keyframe-factor") => run.shape.keyframe_factor = int(value()?, "--keyframe-factor")?.max(1) as u32,
+            (false, "--keyframe-interval") => {
+                run.shape.keyframe_interval_s = int(value()?, "--keyframe-interval")? as u32
+            }
+            (false, "--keyframe-factor") => {
+                run.shape.keyframe_factor = int(value()?, "--keyframe-factor")?.max(1) as u32
+            }
             (false, "--audio-pps") => run.shape.audio_pps = int(value()?, "--audio-pps")? as u32,
             (false, "--concurrency") => run.concurrency = int(value()?, "--concurrency")?.max(1),
             (false, "--rate") => run.rate = value()?.parse().context("--rate")?,
-            (false, "--setup-timeout") => run.setup_timeout = Duration::from_secs_f64(seconds(&value()?, "--setup-timeout")?),
-            (false, "--warmup-timeout") => run.warmup_timeout = Duration::from_secs_f64(seconds(&value()?, "--warmup-timeout")?),
+            (false, "--setup-timeout") => {
+                run.setup_timeout = Duration::from_secs_f64(seconds(&value()?, "--setup-timeout")?)
+            }
+            (false, "--warmup-timeout") => {
+                run.warmup_timeout =
+                    Duration::from_secs_f64(seconds(&value()?, "--warmup-timeout")?)
+            }
             (false, "--server-pid") => {
                 for pid in value()?.split(',').filter(|p| !p.is_empty()) {
-                    let pid: u32 = pid.trim().parse().with_context(|| format!("--server-pid: {pid:?}"))?;
+                    let pid: u32 = pid
+                        .trim()
+                        .parse()
+                        .with_context(|| format!("--server-pid: {pid:?}"))?;
                     if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
                         bail!("--server-pid: no process {pid}");
                     }
@@ -156,7 +185,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             (true, "--batch") => lim.batch = int(value()?, "--batch")?,
             (true, "--core") => {
                 let v = value()?;
-                lim.core = if v == "none" { None } else { Some(int(v, "--core")?) };
+                lim.core = if v == "none" {
+                    None
+                } else {
+                    Some(int(v, "--core")?)
+                };
             }
             (true, "--crypto") => {
                 lim.crypto = match value()?.as_str() {
@@ -165,14 +198,21 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                     other => bail!("--crypto: {other:?} is not gcm or none"),
                 }
             }
-            _ => bail!("unknown argument {arg:?} for {} (see --help)", if limit { "limit" } else { "run" }),
+            _ => bail!(
+                "unknown argument {arg:?} for {} (see --help)",
+                if limit { "limit" } else { "run" }
+            ),
         }
     }
     if limit {
         if lim.fanout == 0 || lim.batch == 0 {
             bail!("--fanout and --batch must be positive");
         }
-        return Ok(Command::Limit { options: lim, repeat, json });
+        return Ok(Command::Limit {
+            options: lim,
+            repeat,
+            json,
+        });
     }
     if run.streams == 0 || run.players == 0 {
         bail!("--streams and --players must be positive");
@@ -183,7 +223,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
     if json {
         // Progress goes to stderr, so JSON on stdout stays clean; keep it unless --quiet.
     }
-    Ok(Command::Run { options: run, repeat, json, strict })
+    Ok(Command::Run {
+        options: run,
+        repeat,
+        json,
+        strict,
+    })
 }
 
 #[cfg(test)]
@@ -201,12 +246,40 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((options.players, options.streams, options.signalling, options.lb), (20, 2, Signalling::Ws, true));
-        assert_eq!((options.server_pids.clone(), options.seconds, repeat, json, strict), (vec![1], 2.5, 3, true, true));
-        let Command::Limit { options, repeat, .. } = parse_str("limit --fanout 50 --core none --crypto none --repeat 3").unwrap() else { panic!() };
-        assert_eq!((options.fanout, options.core, options.crypto, repeat), (50, None, false, 3));
+        assert_eq!(
+            (
+                options.players,
+                options.streams,
+                options.signalling,
+                options.lb
+            ),
+            (20, 2, Signalling::Ws, true)
+        );
+        assert_eq!(
+            (
+                options.server_pids.clone(),
+                options.seconds,
+                repeat,
+                json,
+                strict
+            ),
+            (vec![1], 2.5, 3, true, true)
+        );
+        let Command::Limit {
+            options, repeat, ..
+        } = parse_str("limit --fanout 50 --core none --crypto none --repeat 3").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (options.fanout, options.core, options.crypto, repeat),
+            (50, None, false, 3)
+        );
         assert!(matches!(parse_str("run --help").unwrap(), Command::Help));
-        assert!(parse_str("--fanout 3").is_err(), "a limit flag is refused for run");
+        assert!(
+            parse_str("--fanout 3").is_err(),
+            "a limit flag is refused for run"
+        );
         assert!(parse_str("--players").is_err());
         assert!(parse_str("--signalling sip").is_err());
         assert!(parse_str("--seconds 0").is_err());

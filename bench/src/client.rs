@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::dtls::{DtlsCertificate, DtlsEvent, DtlsRole, DtlsTransport};
-use rtcdn::sdp::{self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack, Setup};
+use rtcdn::sdp::{
+    self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack, Setup,
+};
 use rtp::srtp::SrtpContext;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -92,7 +94,10 @@ enum Signal {
     Http,
     /// Flashphoner WebSocket: the socket stays open for the session's life; closing it (after
     /// `unPublishStream`/`stopStream`) ends the session.
-    Ws { stop: Option<tokio::sync::oneshot::Sender<()>>, task: tokio::task::JoinHandle<()> },
+    Ws {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<()>,
+    },
 }
 
 /// What signalling produced: the answer and how to end the session.
@@ -148,11 +153,25 @@ impl ClientSession {
         timeout: Duration,
     ) -> Result<ClientSession, ClientError> {
         let offer = Offer::new(mode, certificate);
-        let path = if mode == Mode::Publish { "whip" } else { "whep" };
+        let path = if mode == Mode::Publish {
+            "whip"
+        } else {
+            "whep"
+        };
         let url = format!("{}/{path}/{stream}", base.trim_end_matches('/'));
         let response = http::post_offer(&url, offer.sdp.clone()).await?;
         let resource = http::resolve(&response.url, response.location.as_deref().unwrap_or(""));
-        Self::start(offer, Negotiated { answer: response.body, resource, signal: Signal::Http }, certificate, timeout).await
+        Self::start(
+            offer,
+            Negotiated {
+                answer: response.body,
+                resource,
+                signal: Signal::Http,
+            },
+            certificate,
+            timeout,
+        )
+        .await
     }
 
     /// The same over the Flashphoner WebSocket protocol (`ws://host:port/`): `connection`,
@@ -182,11 +201,21 @@ impl ClientSession {
             "mediaProvider": "WebRTC",
             "sdp": offer.sdp,
         });
-        ws.send(if published { "publishStream" } else { "playStream" }, request).await?;
+        ws.send(
+            if published {
+                "publishStream"
+            } else {
+                "playStream"
+            },
+            request,
+        )
+        .await?;
         let answer = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let (message, data) = ws.next_within(left, "setRemoteSDP").await?;
-            if message == "setRemoteSDP" && data.first().and_then(Value::as_str) == Some(id.as_str()) {
+            if message == "setRemoteSDP"
+                && data.first().and_then(Value::as_str) == Some(id.as_str())
+            {
                 match data.get(1).and_then(Value::as_str) {
                     Some(sdp) => break sdp.to_owned(),
                     None => return Err(ClientError::Answer("setRemoteSDP without an SDP".into())),
@@ -200,7 +229,14 @@ impl ClientSession {
         let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<String>();
         let stream = stream.to_owned();
         let task = tokio::spawn(ws_keeper(ws, id, stream, published, stop_rx, ended_tx));
-        let negotiated = Negotiated { answer, resource: ws_url.to_owned(), signal: Signal::Ws { stop: Some(stop_tx), task } };
+        let negotiated = Negotiated {
+            answer,
+            resource: ws_url.to_owned(),
+            signal: Signal::Ws {
+                stop: Some(stop_tx),
+                task,
+            },
+        };
         let session = Self::start(offer, negotiated, certificate, timeout).await?;
         // The WebSocket's end ends the session: forward it to the status the driver reports.
         let status = session.status_tx.clone();
@@ -213,23 +249,58 @@ impl ClientSession {
     }
 
     /// Starts ICE, DTLS and SRTP on a fresh socket against a negotiated answer.
-    async fn start(offer: Offer, negotiated: Negotiated, certificate: &DtlsCertificate, timeout: Duration) -> Result<ClientSession, ClientError> {
-        let Offer { local, audio_ssrc, video_ssrc, .. } = offer;
-        let Negotiated { answer, resource, signal } = negotiated;
+    async fn start(
+        offer: Offer,
+        negotiated: Negotiated,
+        certificate: &DtlsCertificate,
+        timeout: Duration,
+    ) -> Result<ClientSession, ClientError> {
+        let Offer {
+            local,
+            audio_ssrc,
+            video_ssrc,
+            ..
+        } = offer;
+        let Negotiated {
+            answer,
+            resource,
+            signal,
+        } = negotiated;
         let answer = sdp::parse(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
-        let remote_fingerprint = answer.fingerprint.ok_or_else(|| ClientError::Answer("no fingerprint".into()))?.0;
+        let remote_fingerprint = answer
+            .fingerprint
+            .ok_or_else(|| ClientError::Answer("no fingerprint".into()))?
+            .0;
         // The answerer's setup decides: active means it is the DTLS client, so we serve.
-        let role = if answer.setup == Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
-        let candidates: Vec<SocketAddr> = answer.candidates.iter().copied().filter(SocketAddr::is_ipv4).collect();
+        let role = if answer.setup == Setup::Passive {
+            DtlsRole::Client
+        } else {
+            DtlsRole::Server
+        };
+        let candidates: Vec<SocketAddr> = answer
+            .candidates
+            .iter()
+            .copied()
+            .filter(SocketAddr::is_ipv4)
+            .collect();
         if candidates.is_empty() {
             return Err(ClientError::Answer("no IPv4 host candidate".into()));
         }
         let socket = UdpSocket::bind("0.0.0.0:0").await?;
         grow_receive_buffer(&socket);
         let socket = Arc::new(socket);
-        let remote_ice = IceCredentials { ufrag: answer.ice_ufrag.clone(), pwd: answer.ice_pwd.clone() };
+        let remote_ice = IceCredentials {
+            ufrag: answer.ice_ufrag.clone(),
+            pwd: answer.ice_pwd.clone(),
+        };
         let stun_username = format!("{}:{}", remote_ice.ufrag, local.ufrag);
-        let ice = IceControllingAgent::new(local, remote_ice, candidates, rand::random(), Instant::now());
+        let ice = IceControllingAgent::new(
+            local,
+            remote_ice,
+            candidates,
+            rand::random(),
+            Instant::now(),
+        );
         let state = Arc::new(Mutex::new(PeerState {
             ice,
             dtls: None,
@@ -268,7 +339,9 @@ impl ClientSession {
         let failed = match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
-            Err(_) => Some(ClientError::Connect(format!("not connected within {timeout:?}"))),
+            Err(_) => Some(ClientError::Connect(format!(
+                "not connected within {timeout:?}"
+            ))),
         };
         if let Some(e) = failed {
             task.abort();
@@ -303,10 +376,17 @@ impl ClientSession {
     pub async fn send_rtp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
         let (len, remote) = {
             let mut state = self.state.lock().expect("client state lock");
-            let remote = state.remote.ok_or_else(|| ClientError::Connect("no remote".into()))?;
-            let srtp = state.srtp_tx.as_mut().ok_or_else(|| ClientError::Connect("not keyed".into()))?;
+            let remote = state
+                .remote
+                .ok_or_else(|| ClientError::Connect("no remote".into()))?;
+            let srtp = state
+                .srtp_tx
+                .as_mut()
+                .ok_or_else(|| ClientError::Connect("not keyed".into()))?;
             self.send_buf[..packet.len()].copy_from_slice(packet);
-            let len = srtp.protect_rtp(&mut self.send_buf, packet.len()).map_err(|e| ClientError::Srtp(e.to_string()))?;
+            let len = srtp
+                .protect_rtp(&mut self.send_buf, packet.len())
+                .map_err(|e| ClientError::Srtp(e.to_string()))?;
             state.counters.rtp_sent += 1;
             (len, remote)
         };
@@ -318,11 +398,21 @@ impl ClientSession {
     pub async fn send_rtcp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
         let (len, remote) = {
             let mut state = self.state.lock().expect("client state lock");
-            let remote = state.remote.ok_or_else(|| ClientError::Connect("no remote".into()))?;
-            let srtp = state.srtp_tx.as_mut().ok_or_else(|| ClientError::Connect("not keyed".into()))?;
-            let buf = self.send_buf.get_mut(..packet.len()).ok_or_else(|| ClientError::Srtp("RTCP packet too long".into()))?;
+            let remote = state
+                .remote
+                .ok_or_else(|| ClientError::Connect("no remote".into()))?;
+            let srtp = state
+                .srtp_tx
+                .as_mut()
+                .ok_or_else(|| ClientError::Connect("not keyed".into()))?;
+            let buf = self
+                .send_buf
+                .get_mut(..packet.len())
+                .ok_or_else(|| ClientError::Srtp("RTCP packet too long".into()))?;
             buf.copy_from_slice(packet);
-            let len = srtp.protect_rtcp(&mut self.send_buf, packet.len()).map_err(|e| ClientError::Srtp(e.to_string()))?;
+            let len = srtp
+                .protect_rtcp(&mut self.send_buf, packet.len())
+                .map_err(|e| ClientError::Srtp(e.to_string()))?;
             (len, remote)
         };
         self.socket.send_to(&self.send_buf[..len], remote).await?;
@@ -332,7 +422,9 @@ impl ClientSession {
     /// Sends `bytes` unchanged from this session's socket to the server address ICE nominated:
     /// tests send garbage from a real peer's address this way.
     pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
-        let remote = self.remote_addr().ok_or_else(|| ClientError::Connect("no remote".into()))?;
+        let remote = self
+            .remote_addr()
+            .ok_or_else(|| ClientError::Connect("no remote".into()))?;
         self.socket.send_to(bytes, remote).await?;
         Ok(())
     }
@@ -350,7 +442,10 @@ impl ClientSession {
 
     /// The next decrypted RTP packet (play), or `None` on timeout or when the session ended.
     pub async fn recv_rtp(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// A decrypted RTP packet already received, without waiting.
@@ -365,7 +460,10 @@ impl ClientSession {
 
     /// The next decrypted RTCP compound packet from the server, or `None` on timeout.
     pub async fn recv_rtcp(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        tokio::time::timeout(timeout, self.rtcp.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.rtcp.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Why the session ended, if it did (server closed DTLS, ICE consent lost).
@@ -393,7 +491,11 @@ impl ClientSession {
 
     /// Counters so far.
     pub fn counters(&self) -> ClientCounters {
-        self.state.lock().expect("client state lock").counters.clone()
+        self.state
+            .lock()
+            .expect("client state lock")
+            .counters
+            .clone()
     }
 
     /// Ends the session: an HTTP DELETE on its resource (WHIP/WHEP), or `unPublishStream` /
@@ -407,11 +509,16 @@ impl ClientSession {
             self.task.abort();
             return Ok(());
         }
-        let result = http::request(hyper::Method::DELETE, &self.resource, None, String::new()).await;
+        let result =
+            http::request(hyper::Method::DELETE, &self.resource, None, String::new()).await;
         self.task.abort();
         let response = result?;
         if !response.status.is_success() {
-            return Err(HttpError::Status { status: response.status.as_u16(), body: response.body }.into());
+            return Err(HttpError::Status {
+                status: response.status.as_u16(),
+                body: response.body,
+            }
+            .into());
         }
         Ok(())
     }
@@ -439,30 +546,42 @@ impl Offer {
         let local = IceCredentials::random(&mut rand::thread_rng());
         let audio_ssrc = rand::random::<u32>() | 1;
         let video_ssrc = rand::random::<u32>() | 1;
-        let direction = if mode == Mode::Publish { Direction::SendOnly } else { Direction::RecvOnly };
-        let media = [(MediaKind::Audio, "0", audio_ssrc), (MediaKind::Video, "1", video_ssrc)]
-            .into_iter()
-            .map(|(kind, mid, ssrc)| OfferMedia {
-                mid: mid.into(),
-                kind,
-                direction,
-                codecs: offer_codecs(kind),
-                send: (mode == Mode::Publish).then(|| SendTrack {
-                    ssrc,
-                    cname: "rtcdn-bench".into(),
-                    stream_id: "bench".into(),
-                    track_id: format!("bench-{mid}"),
-                    rtx_ssrc: None,
-                }),
-            })
-            .collect();
+        let direction = if mode == Mode::Publish {
+            Direction::SendOnly
+        } else {
+            Direction::RecvOnly
+        };
+        let media = [
+            (MediaKind::Audio, "0", audio_ssrc),
+            (MediaKind::Video, "1", video_ssrc),
+        ]
+        .into_iter()
+        .map(|(kind, mid, ssrc)| OfferMedia {
+            mid: mid.into(),
+            kind,
+            direction,
+            codecs: offer_codecs(kind),
+            send: (mode == Mode::Publish).then(|| SendTrack {
+                ssrc,
+                cname: "rtcdn-bench".into(),
+                stream_id: "bench".into(),
+                track_id: format!("bench-{mid}"),
+                rtx_ssrc: None,
+            }),
+        })
+        .collect();
         let sdp = sdp::write_offer(&OfferParams {
             ice_ufrag: local.ufrag.clone(),
             ice_pwd: local.pwd.clone(),
             fingerprint: Fingerprint(certificate.fingerprint()),
             media,
         });
-        Offer { sdp, local, audio_ssrc, video_ssrc }
+        Offer {
+            sdp,
+            local,
+            audio_ssrc,
+            video_ssrc,
+        }
     }
 }
 
@@ -474,7 +593,15 @@ fn grow_receive_buffer(socket: &UdpSocket) {
     let fd = socket.as_raw_fd();
     let set = |option| {
         // SAFETY: a valid socket, a c_int option value of the right length.
-        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) }
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
     };
     if set(libc::SO_RCVBUFFORCE) != 0 {
         set(libc::SO_RCVBUF);
@@ -487,7 +614,11 @@ fn ws_status<'a>(data: &'a [Value], id: &str) -> Option<&'a str> {
 }
 
 fn ws_info(data: &[Value]) -> String {
-    data.first().and_then(|o| o.get("info")).and_then(Value::as_str).unwrap_or("").to_owned()
+    data.first()
+        .and_then(|o| o.get("info"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Owns a session's WebSocket: answers pings, reports the end of the stream or the socket, and
@@ -549,7 +680,11 @@ impl Driver {
             for (destination, contents) in transmits {
                 let _ = self.socket.send_to(&contents, destination).await;
             }
-            let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1)).into());
+            let sleep = tokio::time::sleep_until(
+                deadline
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+                    .into(),
+            );
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
                     let Ok((len, from)) = received else { continue };
@@ -570,7 +705,10 @@ impl Driver {
 
     /// Drains the ICE agent: datagrams to send, the next deadline, and an error when it gave up.
     #[allow(clippy::type_complexity)]
-    fn step(&self, dtls_tx: &mpsc::UnboundedSender<DtlsEvent>) -> Result<(Vec<(SocketAddr, Vec<u8>)>, Option<Instant>), String> {
+    fn step(
+        &self,
+        dtls_tx: &mpsc::UnboundedSender<DtlsEvent>,
+    ) -> Result<(Vec<(SocketAddr, Vec<u8>)>, Option<Instant>), String> {
         let mut state = self.state.lock().expect("client state lock");
         let mut transmits = Vec::new();
         while let Some(t) = state.ice.poll_transmit() {
@@ -613,8 +751,14 @@ impl Driver {
             }
             Some(128..=191) => {
                 let is_rtcp = rtp::rtcp::is_rtcp(data);
-                let Some(srtp) = state.srtp_rx.as_mut() else { return };
-                let result = if is_rtcp { srtp.unprotect_rtcp(data) } else { srtp.unprotect_rtp(data) };
+                let Some(srtp) = state.srtp_rx.as_mut() else {
+                    return;
+                };
+                let result = if is_rtcp {
+                    srtp.unprotect_rtcp(data)
+                } else {
+                    srtp.unprotect_rtp(data)
+                };
                 match result {
                     Ok(len) if is_rtcp => {
                         state.counters.rtcp_received += 1;

@@ -35,7 +35,9 @@ pub struct HttpResponse {
 }
 
 fn split_url(url: &str) -> Result<(String, String), HttpError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| HttpError::Url(url.to_owned()))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| HttpError::Url(url.to_owned()))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -47,23 +49,52 @@ fn split_url(url: &str) -> Result<(String, String), HttpError> {
 }
 
 /// Sends one request and reads the whole response.
-pub async fn request(method: Method, url: &str, content_type: Option<&str>, body: String) -> Result<HttpResponse, HttpError> {
+pub async fn request(
+    method: Method,
+    url: &str,
+    content_type: Option<&str>,
+    body: String,
+) -> Result<HttpResponse, HttpError> {
     let (authority, path) = split_url(url)?;
-    let stream = TcpStream::connect(&authority).await.map_err(|e| HttpError::Transport(e.to_string()))?;
+    let stream = TcpStream::connect(&authority)
+        .await
+        .map_err(|e| HttpError::Transport(e.to_string()))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| HttpError::Transport(e.to_string()))?;
     tokio::spawn(connection);
-    let mut builder = Request::builder().method(method).uri(path).header("host", authority);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority);
     if let Some(content_type) = content_type {
         builder = builder.header(CONTENT_TYPE, content_type);
     }
-    let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| HttpError::Transport(e.to_string()))?;
-    let response = sender.send_request(request).await.map_err(|e| HttpError::Transport(e.to_string()))?;
+    let request = builder
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| HttpError::Transport(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| HttpError::Transport(e.to_string()))?;
     let status = response.status();
-    let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = response.into_body().collect().await.map_err(|e| HttpError::Transport(e.to_string()))?.to_bytes();
-    Ok(HttpResponse { status, location, body: String::from_utf8_lossy(&body).into_owned(), url: url.to_owned() })
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| HttpError::Transport(e.to_string()))?
+        .to_bytes();
+    Ok(HttpResponse {
+        status,
+        location,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        url: url.to_owned(),
+    })
 }
 
 /// POSTs an SDP offer, following up to three `307`/`308` redirects (an origin sends WHEP
@@ -72,13 +103,21 @@ pub async fn post_offer(url: &str, offer: String) -> Result<HttpResponse, HttpEr
     let mut url = url.to_owned();
     let mut response = request(Method::POST, &url, Some("application/sdp"), offer.clone()).await?;
     for _ in 0..3 {
-        let redirect = matches!(response.status, StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT);
-        let Some(location) = response.location.as_deref().filter(|_| redirect) else { break };
+        let redirect = matches!(
+            response.status,
+            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+        );
+        let Some(location) = response.location.as_deref().filter(|_| redirect) else {
+            break;
+        };
         url = resolve(&url, location);
         response = request(Method::POST, &url, Some("application/sdp"), offer.clone()).await?;
     }
     if response.status != StatusCode::CREATED {
-        return Err(HttpError::Status { status: response.status.as_u16(), body: response.body });
+        return Err(HttpError::Status {
+            status: response.status.as_u16(),
+            body: response.body,
+        });
     }
     Ok(response)
 }
@@ -100,10 +139,16 @@ mod tests {
 
     #[test]
     fn urls_split_and_resolve() {
-        assert_eq!(split_url("http://127.0.0.1:8080/whip/a").unwrap(), ("127.0.0.1:8080".into(), "/whip/a".into()));
+        assert_eq!(
+            split_url("http://127.0.0.1:8080/whip/a").unwrap(),
+            ("127.0.0.1:8080".into(), "/whip/a".into())
+        );
         assert_eq!(split_url("http://h:1").unwrap().1, "/");
         assert!(split_url("https://h/").is_err());
         assert!(split_url("http:///x").is_err());
-        assert_eq!(resolve("http://h:1/whip/a", "/whip/a/42"), "http://h:1/whip/a/42");
+        assert_eq!(
+            resolve("http://h:1/whip/a", "/whip/a/42"),
+            "http://h:1/whip/a/42"
+        );
     }
 }

@@ -36,7 +36,14 @@ pub struct LimitOptions {
 
 impl Default for LimitOptions {
     fn default() -> Self {
-        LimitOptions { fanout: 100, seconds: 3.0, packet_size: 1200, batch: 32, core: Some(0), crypto: true }
+        LimitOptions {
+            fanout: 100,
+            seconds: 3.0,
+            packet_size: 1200,
+            batch: 32,
+            core: Some(0),
+            crypto: true,
+        }
     }
 }
 
@@ -117,7 +124,9 @@ pub fn allowed_cores() -> Vec<usize> {
         if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 
@@ -138,12 +147,23 @@ pub fn pin_to(cores: &[usize]) -> bool {
 
 fn set_int_option(fd: RawFd, level: libc::c_int, option: libc::c_int, value: libc::c_int) -> bool {
     // SAFETY: a valid fd and a c_int option of the right length.
-    unsafe { libc::setsockopt(fd, level, option, (&value as *const libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t) == 0 }
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
 }
 
 fn big_buffers(socket: &UdpSocket, bytes: libc::c_int) {
     let fd = socket.as_raw_fd();
-    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
         if !set_int_option(fd, libc::SOL_SOCKET, force, bytes) {
             set_int_option(fd, libc::SOL_SOCKET, plain, bytes);
         }
@@ -155,7 +175,9 @@ fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     let mut sa: libc::sockaddr_in = unsafe { zeroed() };
     sa.sin_family = libc::AF_INET as libc::sa_family_t;
     sa.sin_port = addr.port().to_be();
-    sa.sin_addr = libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() };
+    sa.sin_addr = libc::in_addr {
+        s_addr: u32::from(*addr.ip()).to_be(),
+    };
     sa
 }
 
@@ -168,7 +190,11 @@ fn local_v4(socket: &UdpSocket) -> anyhow::Result<SocketAddrV4> {
 
 /// Runs one measurement (blocking: call it off any async runtime).
 pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
-    if options.fanout == 0 || options.batch == 0 || options.packet_size < 12 + 16 || options.packet_size > 1400 {
+    if options.fanout == 0
+        || options.batch == 0
+        || options.packet_size < 12 + 16
+        || options.packet_size > 1400
+    {
         bail!("limit: fan-out and batch must be positive and the packet size 28..=1400");
     }
     let ingress = UdpSocket::bind("127.0.0.1:0").context("bind the ingress socket")?;
@@ -182,13 +208,20 @@ pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
         big_buffers(&sink, 1 << 20);
         sinks.push(sink);
     }
-    let destinations: Vec<libc::sockaddr_in> = sinks.iter().map(|s| local_v4(s).map(sockaddr)).collect::<anyhow::Result<_>>()?;
+    let destinations: Vec<libc::sockaddr_in> = sinks
+        .iter()
+        .map(|s| local_v4(s).map(sockaddr))
+        .collect::<anyhow::Result<_>>()?;
     let out = UdpSocket::bind("127.0.0.1:0")?;
     big_buffers(&out, 8 << 20);
 
     let cores = allowed_cores();
     let forwarder_core = options.core.filter(|c| cores.contains(c));
-    let others: Vec<usize> = cores.iter().copied().filter(|c| Some(*c) != forwarder_core).collect();
+    let others: Vec<usize> = cores
+        .iter()
+        .copied()
+        .filter(|c| Some(*c) != forwarder_core)
+        .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let processed = Arc::new(AtomicU64::new(0));
@@ -199,7 +232,9 @@ pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
         let stop = stop.clone();
         let drained = drained.clone();
         let others = others.clone();
-        std::thread::Builder::new().name("limit-drain".into()).spawn(move || drain_loop(sinks, &stop, &drained, &others))?
+        std::thread::Builder::new()
+            .name("limit-drain".into())
+            .spawn(move || drain_loop(sinks, &stop, &drained, &others))?
     };
     // The producer: keeps a few packets waiting at the ingress so the forwarder never idles,
     // without flooding it.
@@ -208,29 +243,31 @@ pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
         let processed = processed.clone();
         let size = options.packet_size;
         let others = others.clone();
-        std::thread::Builder::new().name("limit-producer".into()).spawn(move || {
-            pin_to(&others);
-            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the producer socket");
-            let mut packet = vec![0u8; size];
-            packet[0] = 0x80;
-            packet[1] = 96;
-            let mut sent = 0u64;
-            while !stop.load(Relaxed) {
-                if sent.saturating_sub(processed.load(Relaxed)) >= 48 {
-                    std::thread::yield_now();
-                    continue;
+        std::thread::Builder::new()
+            .name("limit-producer".into())
+            .spawn(move || {
+                pin_to(&others);
+                let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the producer socket");
+                let mut packet = vec![0u8; size];
+                packet[0] = 0x80;
+                packet[1] = 96;
+                let mut sent = 0u64;
+                while !stop.load(Relaxed) {
+                    if sent.saturating_sub(processed.load(Relaxed)) >= 48 {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    packet[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
+                    packet[4..8].copy_from_slice(&((sent as u32).wrapping_mul(3000)).to_be_bytes());
+                    packet[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+                    for (i, b) in packet[12..].iter_mut().enumerate() {
+                        *b = (i as u8).wrapping_add(sent as u8);
+                    }
+                    if socket.send_to(&packet, ingress_addr).is_ok() {
+                        sent += 1;
+                    }
                 }
-                packet[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
-                packet[4..8].copy_from_slice(&((sent as u32).wrapping_mul(3000)).to_be_bytes());
-                packet[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-                for (i, b) in packet[12..].iter_mut().enumerate() {
-                    *b = (i as u8).wrapping_add(sent as u8);
-                }
-                if socket.send_to(&packet, ingress_addr).is_ok() {
-                    sent += 1;
-                }
-            }
-        })?
+            })?
     };
 
     let forwarder = {
@@ -239,15 +276,34 @@ pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
         let processed = processed.clone();
         std::thread::Builder::new()
             .name("limit-forwarder".into())
-            .spawn(move || forward_loop(&options, forwarder_core, ingress, out, destinations, &stop, &processed))?
+            .spawn(move || {
+                forward_loop(
+                    &options,
+                    forwarder_core,
+                    ingress,
+                    out,
+                    destinations,
+                    &stop,
+                    &processed,
+                )
+            })?
     };
-    let result = forwarder.join().map_err(|_| anyhow::anyhow!("the forwarder panicked"));
+    let result = forwarder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the forwarder panicked"));
     stop.store(true, Relaxed);
     let _ = producer.join();
     let _ = drain.join();
-    let ForwardResult { mut report, sent_total } = result??;
+    let ForwardResult {
+        mut report,
+        sent_total,
+    } = result??;
     let received = drained.load(Relaxed);
-    report.egress_loss = if sent_total == 0 { 0.0 } else { 1.0 - (received as f64 / sent_total as f64).min(1.0) };
+    report.egress_loss = if sent_total == 0 {
+        0.0
+    } else {
+        1.0 - (received as f64 / sent_total as f64).min(1.0)
+    };
     Ok(report)
 }
 
@@ -288,7 +344,13 @@ fn forward_loop(
     const IN: usize = 16;
     let mut in_bufs = vec![[0u8; 1500]; IN];
     // SAFETY: plain-data arrays, filled before use.
-    let mut in_iov: Vec<libc::iovec> = in_bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+    let mut in_iov: Vec<libc::iovec> = in_bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
     let mut in_msgs: Vec<libc::mmsghdr> = (0..IN).map(|_| unsafe { zeroed() }).collect();
     for (m, iov) in in_msgs.iter_mut().zip(in_iov.iter_mut()) {
         m.msg_hdr.msg_iov = iov;
@@ -298,7 +360,12 @@ fn forward_loop(
     let slot = size + 16;
     let mut out_bufs = vec![0u8; slot * batch];
     let mut out_addrs: Vec<libc::sockaddr_in> = vec![destinations[0]; batch];
-    let mut out_iov: Vec<libc::iovec> = (0..batch).map(|i| libc::iovec { iov_base: out_bufs[i * slot..].as_mut_ptr().cast(), iov_len: slot }).collect();
+    let mut out_iov: Vec<libc::iovec> = (0..batch)
+        .map(|i| libc::iovec {
+            iov_base: out_bufs[i * slot..].as_mut_ptr().cast(),
+            iov_len: slot,
+        })
+        .collect();
     let mut out_msgs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { zeroed() }).collect();
     for i in 0..batch {
         out_msgs[i].msg_hdr.msg_iov = &mut out_iov[i];
@@ -319,7 +386,14 @@ fn forward_loop(
         let mut done = 0;
         while done < *pending {
             // SAFETY: the messages point at live buffers and addresses owned by this frame.
-            let n = unsafe { libc::sendmmsg(out_fd, out_msgs[done..].as_mut_ptr(), (*pending - done) as libc::c_uint, 0) };
+            let n = unsafe {
+                libc::sendmmsg(
+                    out_fd,
+                    out_msgs[done..].as_mut_ptr(),
+                    (*pending - done) as libc::c_uint,
+                    0,
+                )
+            };
             if n <= 0 {
                 break;
             }
@@ -331,7 +405,9 @@ fn forward_loop(
     loop {
         let now = Instant::now();
         match window {
-            None if now - started >= warmup => window = Some((now, thread_cpu(), ingress_count, forwarded)),
+            None if now - started >= warmup => {
+                window = Some((now, thread_cpu(), ingress_count, forwarded))
+            }
             Some((t0, _, _, _)) if now - t0 >= measured => break,
             _ => {}
         }
@@ -339,7 +415,15 @@ fn forward_loop(
             break;
         }
         // SAFETY: the headers point at live buffers; the timeout comes from SO_RCVTIMEO.
-        let n = unsafe { libc::recvmmsg(in_fd, in_msgs.as_mut_ptr(), IN as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                in_fd,
+                in_msgs.as_mut_ptr(),
+                IN as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if n <= 0 {
             continue;
         }
@@ -361,7 +445,11 @@ fn forward_loop(
                     nonce[11] ^= seq as u8;
                     let (header, body) = buf[..len].split_at_mut(12);
                     let tag = keys[d]
-                        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), body)
+                        .seal_in_place_separate_tag(
+                            Nonce::assume_unique_for_key(nonce),
+                            Aad::from(&*header),
+                            body,
+                        )
                         .expect("seal");
                     buf[len..len + 16].copy_from_slice(tag.as_ref());
                     len + 16
@@ -384,12 +472,18 @@ fn forward_loop(
     }
     let end = Instant::now();
     let cpu_end = thread_cpu();
-    let Some((t0, cpu0, in0, fwd0)) = window else { bail!("limit: the measurement never started") };
+    let Some((t0, cpu0, in0, fwd0)) = window else {
+        bail!("limit: the measurement never started")
+    };
     let seconds = (end - t0).as_secs_f64();
     let forwarded_packets = forwarded - fwd0;
     let cpu = (cpu_end - cpu0).as_nanos() as f64;
     let pps = forwarded_packets as f64 / seconds;
-    let cpu_ns = if forwarded_packets == 0 { 0.0 } else { cpu / forwarded_packets as f64 };
+    let cpu_ns = if forwarded_packets == 0 {
+        0.0
+    } else {
+        cpu / forwarded_packets as f64
+    };
     let report = LimitReport {
         fanout,
         packet_size: size,
@@ -406,7 +500,10 @@ fn forward_loop(
         forwarder_cpu: cpu / 1e9 / seconds,
         egress_loss: 0.0,
     };
-    Ok(ForwardResult { report, sent_total: forwarded })
+    Ok(ForwardResult {
+        report,
+        sent_total: forwarded,
+    })
 }
 
 fn drain_loop(sinks: Vec<UdpSocket>, stop: &AtomicBool, drained: &AtomicU64, cores: &[usize]) {
@@ -414,12 +511,21 @@ fn drain_loop(sinks: Vec<UdpSocket>, stop: &AtomicBool, drained: &AtomicU64, cor
     // SAFETY: epoll on sockets this thread owns for its whole life.
     let epoll = unsafe { libc::epoll_create1(0) };
     for (i, sink) in sinks.iter().enumerate() {
-        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
         unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, sink.as_raw_fd(), &mut event) };
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut bufs = vec![[0u8; 1500]; 32];
-    let mut iov: Vec<libc::iovec> = bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
     let mut msgs: Vec<libc::mmsghdr> = (0..32).map(|_| unsafe { zeroed() }).collect();
     for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
         m.msg_hdr.msg_iov = v;
@@ -427,11 +533,21 @@ fn drain_loop(sinks: Vec<UdpSocket>, stop: &AtomicBool, drained: &AtomicU64, cor
     }
     let mut last_round = false;
     loop {
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as libc::c_int, 20) };
+        let n = unsafe {
+            libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as libc::c_int, 20)
+        };
         for e in &events[..n.max(0) as usize] {
             let fd = sinks[e.u64 as usize].as_raw_fd();
             loop {
-                let got = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), 32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+                let got = unsafe {
+                    libc::recvmmsg(
+                        fd,
+                        msgs.as_mut_ptr(),
+                        32,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
                 if got <= 0 {
                     break;
                 }
@@ -449,12 +565,16 @@ fn drain_loop(sinks: Vec<UdpSocket>, stop: &AtomicBool, drained: &AtomicU64, cor
 }
 
 /// Runs `repeat` measurements; returns them all and their median.
-pub fn measure_repeated(options: &LimitOptions, repeat: usize) -> anyhow::Result<(Vec<LimitReport>, LimitReport)> {
+pub fn measure_repeated(
+    options: &LimitOptions,
+    repeat: usize,
+) -> anyhow::Result<(Vec<LimitReport>, LimitReport)> {
     let mut runs = Vec::new();
     for _ in 0..repeat.max(1) {
         runs.push(measure(options)?);
     }
-    let med = |f: fn(&LimitReport) -> f64| crate::stats::median(&runs.iter().map(f).collect::<Vec<_>>());
+    let med =
+        |f: fn(&LimitReport) -> f64| crate::stats::median(&runs.iter().map(f).collect::<Vec<_>>());
     let mut median = runs[0].clone();
     median.seconds = med(|r| r.seconds);
     median.ingress_packets = med(|r| r.ingress_packets as f64) as u64;
@@ -470,7 +590,9 @@ pub fn measure_repeated(options: &LimitOptions, repeat: usize) -> anyhow::Result
 
 /// Human text for a report.
 pub fn describe(r: &LimitReport) -> String {
-    let core = r.core.map_or("unpinned".to_owned(), |c| format!("core {c}"));
+    let core = r
+        .core
+        .map_or("unpinned".to_owned(), |c| format!("core {c}"));
     format!(
         "fan-out {} x {} B, {} per sendmmsg, {}, {core}: {:.0} forwarded packets/s ({:.0} ns wall/packet), {:.0} ns CPU/packet = {:.0} packets/s per core ({:.0} players at 300 packets/s); forwarder CPU {:.0}%, egress loss {:.2}%",
         r.fanout,
@@ -493,10 +615,19 @@ mod tests {
 
     #[test]
     fn a_short_limit_run_forwards_and_seals() {
-        let options = LimitOptions { fanout: 4, seconds: 0.2, core: None, ..LimitOptions::default() };
+        let options = LimitOptions {
+            fanout: 4,
+            seconds: 0.2,
+            core: None,
+            ..LimitOptions::default()
+        };
         let r = measure(&options).expect("measures");
         assert!(r.forwarded_packets > 0, "{r:?}");
-        assert_eq!(r.forwarded_packets, r.ingress_packets * 4, "every ingress packet goes to every destination");
+        assert_eq!(
+            r.forwarded_packets,
+            r.ingress_packets * 4,
+            "every ingress packet goes to every destination"
+        );
         assert!(r.cpu_ns_per_packet > 0.0);
     }
 }

@@ -15,7 +15,11 @@ fn main() -> anyhow::Result<()> {
     };
     match command {
         Command::Help => print!("{}", cli::USAGE),
-        Command::Limit { options, repeat, json } => {
+        Command::Limit {
+            options,
+            repeat,
+            json,
+        } => {
             let (runs, median) = limit::measure_repeated(&options, repeat)?;
             if json {
                 let value = serde_json::json!({
@@ -33,8 +37,15 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Run { options, repeat, json, strict } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        Command::Run {
+            options,
+            repeat,
+            json,
+            strict,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             let (reports, median) = runtime.block_on(run::run_repeated(&options, repeat))?;
             if json {
                 let value = serde_json::json!({

@@ -20,12 +20,23 @@ pub struct Probe {
 }
 
 fn pattern(sequence: u64, i: usize) -> u8 {
-    (sequence as usize).wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) as u8
+    (sequence as usize)
+        .wrapping_mul(31)
+        .wrapping_add(i.wrapping_mul(7)) as u8
 }
 
 /// Writes an RTP packet of `total_len` bytes carrying `probe` into `buf`; returns its length.
 #[allow(clippy::too_many_arguments)]
-pub fn write_packet(buf: &mut [u8], pt: u8, ssrc: u32, rtp_seq: u16, rtp_ts: u32, marker: bool, probe: Probe, total_len: usize) -> usize {
+pub fn write_packet(
+    buf: &mut [u8],
+    pt: u8,
+    ssrc: u32,
+    rtp_seq: u16,
+    rtp_ts: u32,
+    marker: bool,
+    probe: Probe,
+    total_len: usize,
+) -> usize {
     let mut header = RtpHeaderBuilder::new(Pt::new(pt), rtp_seq, rtp_ts, Ssrc(ssrc));
     header.marker = marker;
     let header_len = header.write_to(buf).expect("buffer holds an RTP header");
@@ -62,10 +73,25 @@ pub fn read_packet(packet: &[u8]) -> Result<(Probe, u8), ProbeError> {
     if payload.len() < PAYLOAD_HEADER || payload[..4] != MAGIC {
         return Err(ProbeError::NotSynthetic);
     }
-    let word = |r: std::ops::Range<usize>| payload[r].iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
-    let probe = Probe { sequence: word(4..12), sent_at_ns: word(12..20), phase: word(20..24) as u32 };
-    if let Some(index) = payload[PAYLOAD_HEADER..].iter().enumerate().position(|(i, b)| *b != pattern(probe.sequence, i)) {
-        return Err(ProbeError::Corrupted { sequence: probe.sequence, index });
+    let word = |r: std::ops::Range<usize>| {
+        payload[r]
+            .iter()
+            .fold(0u64, |acc, b| acc << 8 | u64::from(*b))
+    };
+    let probe = Probe {
+        sequence: word(4..12),
+        sent_at_ns: word(12..20),
+        phase: word(20..24) as u32,
+    };
+    if let Some(index) = payload[PAYLOAD_HEADER..]
+        .iter()
+        .enumerate()
+        .position(|(i, b)| *b != pattern(probe.sequence, i))
+    {
+        return Err(ProbeError::Corrupted {
+            sequence: probe.sequence,
+            index,
+        });
     }
     Ok((probe, header.payload_type().value()))
 }
@@ -92,7 +118,15 @@ pub struct MediaShape {
 
 impl Default for MediaShape {
     fn default() -> Self {
-        MediaShape { video_kbps: 2500, fps: 30, keyframe_interval_s: 2, keyframe_factor: 8, video_packet: 1200, audio_pps: 50, audio_packet: 160 }
+        MediaShape {
+            video_kbps: 2500,
+            fps: 30,
+            keyframe_interval_s: 2,
+            keyframe_factor: 8,
+            video_packet: 1200,
+            audio_pps: 50,
+            audio_packet: 160,
+        }
     }
 }
 
@@ -121,7 +155,11 @@ impl MediaShape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaEvent {
     /// A video frame: `packets` packets back to back, the last one with the marker bit.
-    Video { frame: u64, keyframe: bool, packets: u32 },
+    Video {
+        frame: u64,
+        keyframe: bool,
+        packets: u32,
+    },
     /// One audio packet.
     Audio { index: u64 },
 }
@@ -140,15 +178,28 @@ impl Shaper {
     /// A timeline starting at offset 0 with a keyframe.
     pub fn new(shape: MediaShape) -> Shaper {
         let (delta, key) = shape.frame_bytes();
-        Shaper { shape, frame: 0, audio: 0, credit: 0.0, delta, key }
+        Shaper {
+            shape,
+            frame: 0,
+            audio: 0,
+            credit: 0.0,
+            delta,
+            key,
+        }
     }
 
     fn frame_at(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.frame * 1_000_000_000 / u64::from(self.shape.fps.max(1)))
+        std::time::Duration::from_nanos(
+            self.frame * 1_000_000_000 / u64::from(self.shape.fps.max(1)),
+        )
     }
 
     fn audio_at(&self) -> Option<std::time::Duration> {
-        (self.shape.audio_pps > 0).then(|| std::time::Duration::from_nanos(self.audio * 1_000_000_000 / u64::from(self.shape.audio_pps)))
+        (self.shape.audio_pps > 0).then(|| {
+            std::time::Duration::from_nanos(
+                self.audio * 1_000_000_000 / u64::from(self.shape.audio_pps),
+            )
+        })
     }
 
     /// The next event and when to send it.
@@ -166,7 +217,14 @@ impl Shaper {
         self.credit = bytes - f64::from(packets) * self.shape.video_packet as f64;
         let frame = self.frame;
         self.frame += 1;
-        (video_at, MediaEvent::Video { frame, keyframe, packets })
+        (
+            video_at,
+            MediaEvent::Video {
+                frame,
+                keyframe,
+                packets,
+            },
+        )
     }
 }
 
@@ -177,20 +235,31 @@ mod tests {
     #[test]
     fn packets_round_trip_and_corruption_is_found() {
         let mut buf = [0u8; 1500];
-        let probe = Probe { sequence: 77, sent_at_ns: 123_456, phase: 1 };
+        let probe = Probe {
+            sequence: 77,
+            sent_at_ns: 123_456,
+            phase: 1,
+        };
         let len = write_packet(&mut buf, 96, 0x1234, 5, 9000, true, probe, 1200);
         assert_eq!(len, 1200);
         assert_eq!(read_packet(&buf[..len]), Ok((probe, 96)));
         buf[600] ^= 1;
-        assert!(matches!(read_packet(&buf[..len]), Err(ProbeError::Corrupted { sequence: 77, .. })));
-        assert_eq!(read_packet(&[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]), Err(ProbeError::NotSynthetic));
+        assert!(matches!(
+            read_packet(&buf[..len]),
+            Err(ProbeError::Corrupted { sequence: 77, .. })
+        ));
+        assert_eq!(
+            read_packet(&[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]),
+            Err(ProbeError::NotSynthetic)
+        );
     }
 
     #[test]
     fn the_shaper_keeps_the_bitrate_and_bursts_keyframes() {
         let shape = MediaShape::default();
         let mut shaper = Shaper::new(shape);
-        let (mut video, mut audio, mut keyframes, mut biggest, mut smallest) = (0u64, 0u64, 0, 0, u32::MAX);
+        let (mut video, mut audio, mut keyframes, mut biggest, mut smallest) =
+            (0u64, 0u64, 0, 0, u32::MAX);
         let mut last = std::time::Duration::ZERO;
         loop {
             let (at, event) = shaper.next_event();
@@ -201,7 +270,9 @@ mod tests {
             }
             match event {
                 MediaEvent::Audio { .. } => audio += 1,
-                MediaEvent::Video { keyframe, packets, .. } => {
+                MediaEvent::Video {
+                    keyframe, packets, ..
+                } => {
                     video += u64::from(packets);
                     if keyframe {
                         keyframes += 1;
@@ -216,6 +287,9 @@ mod tests {
         assert_eq!(keyframes, 5);
         let kbps = video * 1200 * 8 / 10 / 1000;
         assert!((2400..=2600).contains(&kbps), "video {kbps} kbit/s");
-        assert!(biggest >= 5 * smallest, "keyframes burst: {biggest} vs {smallest}");
+        assert!(
+            biggest >= 5 * smallest,
+            "keyframes burst: {biggest} vs {smallest}"
+        );
     }
 }

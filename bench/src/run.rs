@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use crate::limit::{LimitOptions, LimitReport};
-use crate::media::{read_packet, write_packet, MediaEvent, MediaShape, ProbeError, Probe, Shaper};
+use crate::media::{read_packet, write_packet, MediaEvent, MediaShape, Probe, ProbeError, Shaper};
 use crate::stats::{median, own_cpu, process_cpu, Histogram};
 
 /// Signalling protocol.
@@ -277,14 +277,26 @@ fn authority(url: &str) -> &str {
 async fn target_for(options: &RunOptions, mode: Mode) -> anyhow::Result<String> {
     let (host_port, ws_port) = if options.lb && mode == Mode::Play {
         let url = format!("{}/lb", options.server.trim_end_matches('/'));
-        let response = crate::http::request(hyper::Method::GET, &url, None, String::new()).await.context("GET /lb")?;
+        let response = crate::http::request(hyper::Method::GET, &url, None, String::new())
+            .await
+            .context("GET /lb")?;
         if !response.status.is_success() {
-            bail!("GET /lb: HTTP {}: {}", response.status.as_u16(), response.body);
+            bail!(
+                "GET /lb: HTTP {}: {}",
+                response.status.as_u16(),
+                response.body
+            );
         }
         let lb: Value = serde_json::from_str(&response.body).context("the /lb answer is JSON")?;
         let server = lb["server"].as_str().context("/lb without a server")?;
-        let port = lb["ws"].as_u64().context("/lb without a ws port (wss-only edges are not supported by the bench)")?;
-        let host = if server.contains(':') { format!("[{server}]") } else { server.to_owned() };
+        let port = lb["ws"]
+            .as_u64()
+            .context("/lb without a ws port (wss-only edges are not supported by the bench)")?;
+        let host = if server.contains(':') {
+            format!("[{server}]")
+        } else {
+            server.to_owned()
+        };
         (format!("{host}:{port}"), true)
     } else {
         (authority(&options.server).to_owned(), false)
@@ -298,22 +310,54 @@ async fn target_for(options: &RunOptions, mode: Mode) -> anyhow::Result<String> 
     })
 }
 
-async fn connect_once(options: &RunOptions, mode: Mode, stream: &str, certificate: &DtlsCertificate, timeout: Duration) -> anyhow::Result<ClientSession> {
+async fn connect_once(
+    options: &RunOptions,
+    mode: Mode,
+    stream: &str,
+    certificate: &DtlsCertificate,
+    timeout: Duration,
+) -> anyhow::Result<ClientSession> {
     let target = target_for(options, mode).await?;
     let session = match options.signalling {
-        Signalling::Whip => ClientSession::connect(&target, mode, stream, certificate, timeout).await,
-        Signalling::Ws => ClientSession::connect_ws(&target, mode, stream, certificate, timeout).await,
+        Signalling::Whip => {
+            ClientSession::connect(&target, mode, stream, certificate, timeout).await
+        }
+        Signalling::Ws => {
+            ClientSession::connect_ws(&target, mode, stream, certificate, timeout).await
+        }
     };
-    session.with_context(|| format!("{} {stream} at {target}", if mode == Mode::Publish { "publish" } else { "play" }))
+    session.with_context(|| {
+        format!(
+            "{} {stream} at {target}",
+            if mode == Mode::Publish {
+                "publish"
+            } else {
+                "play"
+            }
+        )
+    })
 }
 
 /// Connects, retrying refusals (a CDN edge gets the stream a moment after the origin) until
 /// `options.setup_timeout`.
-async fn connect(options: &RunOptions, mode: Mode, stream: &str, certificate: &DtlsCertificate) -> anyhow::Result<ClientSession> {
+async fn connect(
+    options: &RunOptions,
+    mode: Mode,
+    stream: &str,
+    certificate: &DtlsCertificate,
+) -> anyhow::Result<ClientSession> {
     let deadline = Instant::now() + options.setup_timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match connect_once(options, mode, stream, certificate, left.max(Duration::from_millis(100))).await {
+        match connect_once(
+            options,
+            mode,
+            stream,
+            certificate,
+            left.max(Duration::from_millis(100)),
+        )
+        .await
+        {
             Ok(session) => return Ok(session),
             Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -321,7 +365,12 @@ async fn connect(options: &RunOptions, mode: Mode, stream: &str, certificate: &D
     }
 }
 
-async fn publisher_loop(mut publisher: ClientSession, shape: MediaShape, shared: Arc<Shared>, counters: Arc<PublisherCounters>) {
+async fn publisher_loop(
+    mut publisher: ClientSession,
+    shape: MediaShape,
+    shared: Arc<Shared>,
+    counters: Arc<PublisherCounters>,
+) {
     let mut shaper = Shaper::new(shape);
     let start = tokio::time::Instant::now();
     let mut buf = vec![0u8; 1500];
@@ -338,17 +387,39 @@ async fn publisher_loop(mut publisher: ClientSession, shape: MediaShape, shared:
                 break 'outer;
             }
             let phase = shared.phase.load(Relaxed);
-            let probe = Probe { sequence, sent_at_ns: shared.clock.elapsed().as_nanos() as u64, phase };
+            let probe = Probe {
+                sequence,
+                sent_at_ns: shared.clock.elapsed().as_nanos() as u64,
+                phase,
+            };
             let len = match event {
                 MediaEvent::Video { frame, .. } => {
                     video_seq = video_seq.wrapping_add(1);
                     let ts = (frame as u32).wrapping_mul(90_000 / shape.fps.max(1));
-                    write_packet(&mut buf, VIDEO_PT, publisher.video_ssrc, video_seq, ts, i + 1 == count, probe, shape.video_packet)
+                    write_packet(
+                        &mut buf,
+                        VIDEO_PT,
+                        publisher.video_ssrc,
+                        video_seq,
+                        ts,
+                        i + 1 == count,
+                        probe,
+                        shape.video_packet,
+                    )
                 }
                 MediaEvent::Audio { index } => {
                     audio_seq = audio_seq.wrapping_add(1);
                     let ts = (index as u32).wrapping_mul(48_000 / shape.audio_pps.max(1));
-                    write_packet(&mut buf, AUDIO_PT, publisher.audio_ssrc, audio_seq, ts, false, probe, shape.audio_packet)
+                    write_packet(
+                        &mut buf,
+                        AUDIO_PT,
+                        publisher.audio_ssrc,
+                        audio_seq,
+                        ts,
+                        false,
+                        probe,
+                        shape.audio_packet,
+                    )
                 }
             };
             if let Err(e) = publisher.send_rtp(&buf[..len]).await {
@@ -371,7 +442,12 @@ async fn publisher_loop(mut publisher: ClientSession, shape: MediaShape, shared:
     let _ = publisher.close().await;
 }
 
-async fn player_loop(mut player: ClientSession, requested: Instant, shared: Arc<Shared>, stats: Arc<Mutex<PlayerStats>>) {
+async fn player_loop(
+    mut player: ClientSession,
+    requested: Instant,
+    shared: Arc<Shared>,
+    stats: Arc<Mutex<PlayerStats>>,
+) {
     loop {
         let next = match player.try_recv_rtp() {
             Some(packet) => Some(packet),
@@ -429,7 +505,9 @@ async fn player_loop(mut player: ClientSession, requested: Instant, shared: Arc<
 
 async fn node_counters(server: &str) -> Option<NodeCounters> {
     let url = format!("{}/api/stats", server.trim_end_matches('/'));
-    let response = crate::http::request(hyper::Method::GET, &url, None, String::new()).await.ok()?;
+    let response = crate::http::request(hyper::Method::GET, &url, None, String::new())
+        .await
+        .ok()?;
     let stats: Value = serde_json::from_str(&response.body).ok()?;
     let mut c = NodeCounters::default();
     for core in stats["cores"].as_array()? {
@@ -461,7 +539,12 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         bail!("streams, players and seconds must be positive");
     }
     let baseline = if options.baseline {
-        let limit = LimitOptions { fanout: options.players, seconds: 2.0, packet_size: options.shape.video_packet, ..LimitOptions::default() };
+        let limit = LimitOptions {
+            fanout: options.players,
+            seconds: 2.0,
+            packet_size: options.shape.video_packet,
+            ..LimitOptions::default()
+        };
         Some(tokio::task::spawn_blocking(move || crate::limit::measure(&limit)).await??)
     } else {
         None
@@ -477,7 +560,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         players_warm: AtomicUsize::new(0),
         sent: AtomicU64::new(0),
     });
-    let names: Vec<String> = (0..options.streams).map(|i| format!("{}-{i}", options.stream)).collect();
+    let names: Vec<String> = (0..options.streams)
+        .map(|i| format!("{}-{i}", options.stream))
+        .collect();
 
     // Publishers: connected one by one, each starts sending warm-up media at once.
     let mut publishers = Vec::new();
@@ -485,14 +570,31 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     for name in &names {
         let session = connect(options, Mode::Publish, name, &certificate).await?;
         let counters = Arc::new(PublisherCounters::default());
-        publisher_tasks.push(tokio::spawn(publisher_loop(session, options.shape, shared.clone(), counters.clone())));
+        publisher_tasks.push(tokio::spawn(publisher_loop(
+            session,
+            options.shape,
+            shared.clone(),
+            counters.clone(),
+        )));
         publishers.push(counters);
     }
 
     // Progress.
-    let players: Vec<Arc<Mutex<PlayerStats>>> =
-        (0..options.streams * options.players).map(|i| Arc::new(Mutex::new(PlayerStats { stream: i % options.streams, ..PlayerStats::default() }))).collect();
-    let progress = options.progress.then(|| tokio::spawn(progress_loop(shared.clone(), players.clone(), options.streams * options.players)));
+    let players: Vec<Arc<Mutex<PlayerStats>>> = (0..options.streams * options.players)
+        .map(|i| {
+            Arc::new(Mutex::new(PlayerStats {
+                stream: i % options.streams,
+                ..PlayerStats::default()
+            }))
+        })
+        .collect();
+    let progress = options.progress.then(|| {
+        tokio::spawn(progress_loop(
+            shared.clone(),
+            players.clone(),
+            options.streams * options.players,
+        ))
+    });
 
     // The ramp.
     let ramp_start = Instant::now();
@@ -504,8 +606,17 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             let at = ramp_start + Duration::from_secs_f64(i as f64 / options.rate);
             tokio::time::sleep_until(at.into()).await;
         }
-        let permit = semaphore.clone().acquire_owned().await.expect("semaphore open");
-        let (options, certificate, shared, stats) = (options_shared.clone(), certificate.clone(), shared.clone(), stats.clone());
+        let permit = semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let (options, certificate, shared, stats) = (
+            options_shared.clone(),
+            certificate.clone(),
+            shared.clone(),
+            stats.clone(),
+        );
         let name = names[i % names.len()].clone();
         player_tasks.push(tokio::spawn(async move {
             let requested = Instant::now();
@@ -540,7 +651,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         let connected = shared.players_connected.load(Relaxed);
         let warm = shared.players_warm.load(Relaxed);
         let waited = warm_start.elapsed();
-        if (warm >= connected && waited >= Duration::from_millis(500)) || waited >= options.warmup_timeout {
+        if (warm >= connected && waited >= Duration::from_millis(500))
+            || waited >= options.warmup_timeout
+        {
             break;
         }
         if publishers.iter().all(|p| p.error.lock().unwrap().is_some()) {
@@ -587,20 +700,29 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         baseline,
         ..RunReport::default()
     };
-    let sent: Vec<u64> = publishers.iter().map(|p| p.measured.load(Relaxed)).collect();
+    let sent: Vec<u64> = publishers
+        .iter()
+        .map(|p| p.measured.load(Relaxed))
+        .collect();
     report.packets_sent = sent.iter().sum();
     for p in &publishers {
         if let Some(e) = p.error.lock().unwrap().clone() {
             report.first_errors.push(format!("publisher: {e}"));
         }
     }
-    let (mut latency, mut setup, mut first) = (Histogram::default(), Histogram::default(), Histogram::default());
+    let (mut latency, mut setup, mut first) = (
+        Histogram::default(),
+        Histogram::default(),
+        Histogram::default(),
+    );
     for stats in &players {
         let s = stats.lock().unwrap();
         if !s.connected {
             report.players_failed += 1;
             if report.first_errors.len() < 5 {
-                report.first_errors.push(s.error.clone().unwrap_or_default());
+                report
+                    .first_errors
+                    .push(s.error.clone().unwrap_or_default());
             }
             continue;
         }
@@ -628,10 +750,18 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         }
     }
     let unique = report.packets_received - report.duplicates;
-    report.loss = if report.packets_expected == 0 { 0.0 } else { 1.0 - unique as f64 / report.packets_expected as f64 };
+    report.loss = if report.packets_expected == 0 {
+        0.0
+    } else {
+        1.0 - unique as f64 / report.packets_expected as f64
+    };
     report.out_pps = report.packets_sent as f64 / measured_seconds;
     report.in_pps = report.packets_received as f64 / measured_seconds;
-    report.sessions_per_second = if ramp_seconds > 0.0 { report.players_connected as f64 / ramp_seconds } else { 0.0 };
+    report.sessions_per_second = if ramp_seconds > 0.0 {
+        report.players_connected as f64 / ramp_seconds
+    } else {
+        0.0
+    };
     report.setup_ms_p50 = setup.quantile(0.5) as f64 / 1000.0;
     report.setup_ms_p99 = setup.quantile(0.99) as f64 / 1000.0;
     report.setup_ms_max = setup.max() as f64 / 1000.0;
@@ -650,12 +780,15 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         }
     }
     if let (Some(before), Some(after)) = (own_before, own_after) {
-        report.client_cpu_cores = Some(after.saturating_sub(before).as_secs_f64() / measured_seconds);
+        report.client_cpu_cores =
+            Some(after.saturating_sub(before).as_secs_f64() / measured_seconds);
     }
     if let (Some(before), Some(after)) = (node_before, node_after) {
-        report.node_rtp_sent_pps = Some(after.rtp_sent.saturating_sub(before.rtp_sent) as f64 / measured_seconds);
+        report.node_rtp_sent_pps =
+            Some(after.rtp_sent.saturating_sub(before.rtp_sent) as f64 / measured_seconds);
         report.node_srtp_rejected = Some(after.srtp_rejected.saturating_sub(before.srtp_rejected));
-        report.node_handoff_dropped = Some(after.handoff_dropped.saturating_sub(before.handoff_dropped));
+        report.node_handoff_dropped =
+            Some(after.handoff_dropped.saturating_sub(before.handoff_dropped));
         if let (Some(a), Some(b)) = (after.allocations, before.allocations) {
             let n = a.saturating_sub(b);
             let sent = after.rtp_sent.saturating_sub(before.rtp_sent);
@@ -698,7 +831,11 @@ async fn progress_loop(shared: Arc<Shared>, players: Vec<Arc<Mutex<PlayerStats>>
         } else {
             "ramp/warm"
         };
-        let loss = if received + gaps == 0 { 0.0 } else { gaps as f64 / (received + gaps) as f64 };
+        let loss = if received + gaps == 0 {
+            0.0
+        } else {
+            gaps as f64 / (received + gaps) as f64
+        };
         eprintln!(
             "[{:6.1}s] {phase:<9} players {}/{} ({} failed, {} receiving)  out {:.0} pkt/s  in {:.0} pkt/s  loss {:.3}%  latency p50 {:.2} ms p99 {:.2} ms",
             shared.clock.elapsed().as_secs_f64(),
@@ -717,7 +854,10 @@ async fn progress_loop(shared: Arc<Shared>, players: Vec<Arc<Mutex<PlayerStats>>
 
 /// Runs `repeat` times (stream names differ per run); returns all reports and their medians
 /// (each number the median over runs).
-pub async fn run_repeated(options: &RunOptions, repeat: usize) -> anyhow::Result<(Vec<RunReport>, Value)> {
+pub async fn run_repeated(
+    options: &RunOptions,
+    repeat: usize,
+) -> anyhow::Result<(Vec<RunReport>, Value)> {
     let mut reports = Vec::new();
     for i in 0..repeat.max(1) {
         let mut o = options.clone();
@@ -736,7 +876,9 @@ pub async fn run_repeated(options: &RunOptions, repeat: usize) -> anyhow::Result
 /// The per-key median of flat JSON objects' numbers (nested objects recursively); other values
 /// are taken from the first.
 pub fn median_object(objects: &[Value]) -> Value {
-    let Some(Value::Object(first)) = objects.first() else { return Value::Null };
+    let Some(Value::Object(first)) = objects.first() else {
+        return Value::Null;
+    };
     let mut out = serde_json::Map::new();
     for (key, value) in first {
         let values: Vec<&Value> = objects.iter().map(|o| &o[key]).collect();
@@ -775,9 +917,21 @@ pub fn describe(r: &RunReport) -> String {
         r.sessions_per_second, r.players_connected, r.ramp_seconds, r.setup_ms_p50, r.setup_ms_p99, r.setup_ms_max, r.first_packet_ms_p50, r.first_packet_ms_p99
     ));
     line(format!("measured           {:.2} s", r.measured_seconds));
-    line(format!("packets out        {} ({:.0}/s from publishers)", r.packets_sent, r.out_pps));
-    line(format!("packets in         {} of {} expected ({:.0}/s at players), loss {:.4}%", r.packets_received, r.packets_expected, r.in_pps, r.loss * 100.0));
-    line(format!("integrity          {} corrupted, {} out of order, {} duplicates", r.corrupted, r.out_of_order, r.duplicates));
+    line(format!(
+        "packets out        {} ({:.0}/s from publishers)",
+        r.packets_sent, r.out_pps
+    ));
+    line(format!(
+        "packets in         {} of {} expected ({:.0}/s at players), loss {:.4}%",
+        r.packets_received,
+        r.packets_expected,
+        r.in_pps,
+        r.loss * 100.0
+    ));
+    line(format!(
+        "integrity          {} corrupted, {} out of order, {} duplicates",
+        r.corrupted, r.out_of_order, r.duplicates
+    ));
     line(format!(
         "one-way latency    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms (publisher -> node -> player, one clock)",
         r.latency_us_p50 as f64 / 1000.0,
@@ -786,7 +940,10 @@ pub fn describe(r: &RunReport) -> String {
         r.latency_us_max as f64 / 1000.0
     ));
     match (r.server_cpu_seconds, r.server_cpu_ns_per_packet) {
-        (Some(cpu), Some(ns)) => line(format!("server CPU         {cpu:.2} s ({:.2} cores), {ns:.0} ns per forwarded packet", r.server_cpu_cores.unwrap_or(0.0))),
+        (Some(cpu), Some(ns)) => line(format!(
+            "server CPU         {cpu:.2} s ({:.2} cores), {ns:.0} ns per forwarded packet",
+            r.server_cpu_cores.unwrap_or(0.0)
+        )),
         _ => line("server CPU         not measured (pass --server-pid PID)".into()),
     }
     if let Some(pps) = r.node_rtp_sent_pps {
@@ -803,12 +960,16 @@ pub fn describe(r: &RunReport) -> String {
         ));
     }
     if let Some(c) = r.client_cpu_cores {
-        line(format!("bench CPU          {c:.2} cores (the client itself)"));
+        line(format!(
+            "bench CPU          {c:.2} cores (the client itself)"
+        ));
     }
     if let Some(b) = &r.baseline {
         line(format!("raw limit          {}", crate::limit::describe(b)));
         if let Some(ratio) = r.baseline_ratio() {
-            line(format!("server vs limit    {ratio:.2}x the raw limit's CPU per forwarded packet"));
+            line(format!(
+                "server vs limit    {ratio:.2}x the raw limit's CPU per forwarded packet"
+            ));
         }
     }
     for e in &r.first_errors {

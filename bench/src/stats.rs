@@ -19,7 +19,11 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: vec![0; bucket_of(u64::MAX) + 1], total: 0, max: 0 }
+        Histogram {
+            counts: vec![0; bucket_of(u64::MAX) + 1],
+            total: 0,
+            max: 0,
+        }
     }
 }
 
@@ -129,12 +133,17 @@ fn cpu_from_stat(stat: &str) -> Option<Duration> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos((utime + stime) * (1_000_000_000 / ticks)))
+    Some(Duration::from_nanos(
+        (utime + stime) * (1_000_000_000 / ticks),
+    ))
 }
 
 /// CPU time the calling thread has used so far (nanosecond resolution).
 pub fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -173,7 +182,10 @@ mod tests {
         assert_eq!(median(&[]), 0.0);
         let stat = "123 (a b) c) S 1 1 1 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0";
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        assert_eq!(cpu_from_stat(stat), Some(Duration::from_nanos(300 * (1_000_000_000 / ticks))));
+        assert_eq!(
+            cpu_from_stat(stat),
+            Some(Duration::from_nanos(300 * (1_000_000_000 / ticks)))
+        );
         assert!(own_cpu().is_some());
     }
 }

@@ -21,7 +21,9 @@ use rand::{Rng, RngCore, SeedableRng};
 use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn::sdp::{self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack};
+use rtcdn::sdp::{
+    self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack,
+};
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use rtcdn_bench::http;
 use rtcdn_bench::media::{read_packet, write_packet, Probe};
@@ -56,10 +58,17 @@ async fn raw_request(method: Method, url: &str, headers: &[(&str, &str)], body: 
     let rest = url.strip_prefix("http://").expect("http URL");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let stream = tokio::net::TcpStream::connect(authority).await.expect("connect to the node");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connect to the node");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(connection);
-    let mut builder = hyper::Request::builder().method(method).uri(path).header("host", authority);
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
@@ -67,24 +76,44 @@ async fn raw_request(method: Method, url: &str, headers: &[(&str, &str)], body: 
     let response = sender.send_request(request).await.expect("response");
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Raw { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Raw {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// Writes `request` as it is on a new connection; returns everything the server sent until it
 /// closed (empty if it just hung up).
 async fn raw_tcp(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the node");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the node");
     stream.write_all(request).await.expect("send the request");
     let mut reply = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
-    assert!(read.is_ok(), "the node neither answered nor closed within 10 s");
+    assert!(
+        read.is_ok(),
+        "the node neither answered nor closed within 10 s"
+    );
     String::from_utf8_lossy(&reply).into_owned()
 }
 
-async fn post(url: &str, content_type: Option<&str>, body: impl Into<String>) -> http::HttpResponse {
-    http::request(Method::POST, url, content_type, body.into()).await.expect("HTTP exchange")
+async fn post(
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<String>,
+) -> http::HttpResponse {
+    http::request(Method::POST, url, content_type, body.into())
+        .await
+        .expect("HTTP exchange")
 }
 
 async fn post_sdp(url: &str, body: impl Into<String>) -> http::HttpResponse {
@@ -92,43 +121,63 @@ async fn post_sdp(url: &str, body: impl Into<String>) -> http::HttpResponse {
 }
 
 async fn delete(url: &str) -> http::HttpResponse {
-    http::request(Method::DELETE, url, None, String::new()).await.expect("HTTP exchange")
+    http::request(Method::DELETE, url, None, String::new())
+        .await
+        .expect("HTTP exchange")
 }
 
 /// Asserts a refusal: the status, and a reason containing `fragment` (case-insensitive).
 fn assert_refused(what: &str, response: &http::HttpResponse, status: u16, fragment: &str) {
-    assert_eq!(response.status.as_u16(), status, "{what}: status (body {:?})", response.body);
+    assert_eq!(
+        response.status.as_u16(),
+        status,
+        "{what}: status (body {:?})",
+        response.body
+    );
     assert!(
-        response.body.to_lowercase().contains(&fragment.to_lowercase()),
+        response
+            .body
+            .to_lowercase()
+            .contains(&fragment.to_lowercase()),
         "{what}: reason {:?} does not mention {fragment:?}",
         response.body
     );
-    assert!(response.location.is_none(), "{what}: a refusal must not create a resource");
+    assert!(
+        response.location.is_none(),
+        "{what}: a refusal must not create a resource"
+    );
 }
 
 /// A WHIP (`publish`) or WHEP offer as the bench client writes it, with a throwaway fingerprint
 /// (the server only checks it against the DTLS certificate, which these tests never send).
 fn offer(publish: bool, ufrag: &str) -> String {
-    let direction = if publish { Direction::SendOnly } else { Direction::RecvOnly };
-    let media = [(MediaKind::Audio, "0", 0x1111_1111u32), (MediaKind::Video, "1", 0x2222_2222u32)]
-        .into_iter()
-        .map(|(kind, mid, ssrc)| OfferMedia {
-            mid: mid.into(),
-            kind,
-            direction,
-            codecs: match kind {
-                MediaKind::Audio => vec![Codec::new(AUDIO_PT, "opus", 48000, Some(2))],
-                MediaKind::Video => vec![Codec::new(VIDEO_PT, "VP8", 90000, None)],
-            },
-            send: publish.then(|| SendTrack {
-                ssrc,
-                cname: "bad-input".into(),
-                stream_id: "bad-input".into(),
-                track_id: format!("bad-input-{mid}"),
-                rtx_ssrc: None,
-            }),
-        })
-        .collect();
+    let direction = if publish {
+        Direction::SendOnly
+    } else {
+        Direction::RecvOnly
+    };
+    let media = [
+        (MediaKind::Audio, "0", 0x1111_1111u32),
+        (MediaKind::Video, "1", 0x2222_2222u32),
+    ]
+    .into_iter()
+    .map(|(kind, mid, ssrc)| OfferMedia {
+        mid: mid.into(),
+        kind,
+        direction,
+        codecs: match kind {
+            MediaKind::Audio => vec![Codec::new(AUDIO_PT, "opus", 48000, Some(2))],
+            MediaKind::Video => vec![Codec::new(VIDEO_PT, "VP8", 90000, None)],
+        },
+        send: publish.then(|| SendTrack {
+            ssrc,
+            cname: "bad-input".into(),
+            stream_id: "bad-input".into(),
+            track_id: format!("bad-input-{mid}"),
+            rtx_ssrc: None,
+        }),
+    })
+    .collect();
     sdp::write_offer(&OfferParams {
         ice_ufrag: ufrag.into(),
         ice_pwd: "abcdefghijklmnopqrstuvwxyz012345".into(),
@@ -139,8 +188,14 @@ fn offer(publish: bool, ufrag: &str) -> String {
 
 /// `sdp` without the lines starting with `prefix`.
 fn without_lines(sdp: &str, prefix: &str) -> String {
-    let kept: Vec<&str> = sdp.split("\r\n").filter(|line| !line.starts_with(prefix)).collect();
-    assert!(kept.len() < sdp.split("\r\n").count(), "the offer has no {prefix} line to remove");
+    let kept: Vec<&str> = sdp
+        .split("\r\n")
+        .filter(|line| !line.starts_with(prefix))
+        .collect();
+    assert!(
+        kept.len() < sdp.split("\r\n").count(),
+        "the offer has no {prefix} line to remove"
+    );
     kept.join("\r\n")
 }
 
@@ -169,9 +224,15 @@ fn sum_of(json: &str, key: &str) -> u64 {
     let mut rest = json;
     while let Some(at) = rest.find(&needle) {
         rest = &rest[at + needle.len()..];
-        let value = rest.trim_start().strip_prefix(':').expect("a colon after a JSON key").trim_start();
+        let value = rest
+            .trim_start()
+            .strip_prefix(':')
+            .expect("a colon after a JSON key")
+            .trim_start();
         let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
-        total += digits.parse::<u64>().unwrap_or_else(|_| panic!("{key} is not an integer in {json}"));
+        total += digits
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{key} is not an integer in {json}"));
         found = true;
     }
     assert!(found, "/api/stats lacks {key}: {json}");
@@ -179,8 +240,20 @@ fn sum_of(json: &str, key: &str) -> u64 {
 }
 
 async fn stats_json(base: &str) -> String {
-    let response = http::request(Method::GET, &format!("{base}/api/stats"), None, String::new()).await.expect("GET /api/stats");
-    assert_eq!(response.status, StatusCode::OK, "GET /api/stats: {}", response.body);
+    let response = http::request(
+        Method::GET,
+        &format!("{base}/api/stats"),
+        None,
+        String::new(),
+    )
+    .await
+    .expect("GET /api/stats");
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "GET /api/stats: {}",
+        response.body
+    );
     response.body
 }
 
@@ -220,7 +293,11 @@ fn crc32(data: &[u8]) -> u32 {
     for byte in data {
         crc ^= u32::from(*byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -248,7 +325,7 @@ fn forged_binding_request(username: &str, rng: &mut impl Rng) -> Vec<u8> {
     let mut integrity = [0u8; 20];
     rng.fill_bytes(&mut integrity);
     put_attribute(&mut msg, 0x0008, &integrity); // MESSAGE-INTEGRITY (wrong)
-    // FINGERPRINT over everything before it, with the length already counting it.
+                                                 // FINGERPRINT over everything before it, with the length already counting it.
     let length = (msg.len() - 20 + 8) as u16;
     msg[2..4].copy_from_slice(&length.to_be_bytes());
     let fingerprint = crc32(&msg) ^ 0x5354_554e;
@@ -262,18 +339,36 @@ fn forged_binding_request(username: &str, rng: &mut impl Rng) -> Vec<u8> {
 #[test]
 fn forged_stun_fails_only_integrity() {
     assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-    let server = ice::IceCredentials { ufrag: "srvu".into(), pwd: "0123456789abcdefghijklmn".into() };
-    let client = ice::IceCredentials { ufrag: "clnt".into(), pwd: "nmlkjihgfedcba9876543210".into() };
+    let server = ice::IceCredentials {
+        ufrag: "srvu".into(),
+        pwd: "0123456789abcdefghijklmn".into(),
+    };
+    let client = ice::IceCredentials {
+        ufrag: "clnt".into(),
+        pwd: "nmlkjihgfedcba9876543210".into(),
+    };
     let now = Instant::now();
     let mut agent = ice::IceLiteAgent::new(server, client, now);
     let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let mut rng = StdRng::seed_from_u64(1);
     let forged = forged_binding_request("srvu:clnt", &mut rng);
-    assert_eq!(agent.handle_packet(now, from, &forged), Err(ice::IceError::BadIntegrity));
-    assert!(agent.poll_transmit().is_none(), "a forged request must not be answered");
-    assert!(agent.poll_event().is_none(), "a forged request must not nominate");
+    assert_eq!(
+        agent.handle_packet(now, from, &forged),
+        Err(ice::IceError::BadIntegrity)
+    );
+    assert!(
+        agent.poll_transmit().is_none(),
+        "a forged request must not be answered"
+    );
+    assert!(
+        agent.poll_event().is_none(),
+        "a forged request must not nominate"
+    );
     let wrong_user = forged_binding_request("srvu:xxxx", &mut rng);
-    assert_eq!(agent.handle_packet(now, from, &wrong_user), Err(ice::IceError::BadUsername));
+    assert_eq!(
+        agent.handle_packet(now, from, &wrong_user),
+        Err(ice::IceError::BadUsername)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,9 +412,24 @@ async fn signalling_refuses_bad_requests_with_reasons() {
         let response = post_sdp(&whip("bad-offer"), body.clone()).await;
         assert_refused(&format!("WHIP {what}"), &response, 400, reason);
     }
-    let not_utf8 = raw_request(Method::POST, &whip("bad-offer"), &[("content-type", "application/sdp")], vec![b'v', b'=', 0xff, 0xfe, 0x80]).await;
-    assert_eq!(not_utf8.status, StatusCode::BAD_REQUEST, "non-UTF-8 offer: {}", not_utf8.body);
-    assert!(not_utf8.body.contains("UTF-8"), "non-UTF-8 offer: reason {:?}", not_utf8.body);
+    let not_utf8 = raw_request(
+        Method::POST,
+        &whip("bad-offer"),
+        &[("content-type", "application/sdp")],
+        vec![b'v', b'=', 0xff, 0xfe, 0x80],
+    )
+    .await;
+    assert_eq!(
+        not_utf8.status,
+        StatusCode::BAD_REQUEST,
+        "non-UTF-8 offer: {}",
+        not_utf8.body
+    );
+    assert!(
+        not_utf8.body.contains("UTF-8"),
+        "non-UTF-8 offer: reason {:?}",
+        not_utf8.body
+    );
 
     // Too large: 413 past the 64 KiB body limit; 400 (with a reason) when within the HTTP limit
     // but still larger than an SDP may be is not reachable, since both limits are 64 KiB.
@@ -327,16 +437,41 @@ async fn signalling_refuses_bad_requests_with_reasons() {
     while huge.len() <= 70 * 1024 {
         huge.push_str("a=x-padding:0123456789abcdef0123456789abcdef0123456789abcdef\r\n");
     }
-    assert_refused("huge offer", &post_sdp(&whip("huge"), huge).await, 413, "exceeds");
+    assert_refused(
+        "huge offer",
+        &post_sdp(&whip("huge"), huge).await,
+        413,
+        "exceeds",
+    );
 
     // Content-Type.
-    assert_refused("text/plain offer", &post(&whip("ct"), Some("text/plain"), good.clone()).await, 415, "application/sdp");
-    assert_refused("no Content-Type", &post(&whip("ct"), None, good.clone()).await, 415, "application/sdp");
+    assert_refused(
+        "text/plain offer",
+        &post(&whip("ct"), Some("text/plain"), good.clone()).await,
+        415,
+        "application/sdp",
+    );
+    assert_refused(
+        "no Content-Type",
+        &post(&whip("ct"), None, good.clone()).await,
+        415,
+        "application/sdp",
+    );
 
     // Stream names.
     for name in ["bad%20name", "a%2Fb", "%00", "semi;colon", &"x".repeat(129)] {
-        assert_refused(&format!("WHIP to {name:?}"), &post_sdp(&whip(name), good.clone()).await, 400, "invalid stream name");
-        assert_refused(&format!("WHEP to {name:?}"), &post_sdp(&whep(name), offer(false, "bdpl")).await, 400, "invalid stream name");
+        assert_refused(
+            &format!("WHIP to {name:?}"),
+            &post_sdp(&whip(name), good.clone()).await,
+            400,
+            "invalid stream name",
+        );
+        assert_refused(
+            &format!("WHEP to {name:?}"),
+            &post_sdp(&whep(name), offer(false, "bdpl")).await,
+            400,
+            "invalid stream name",
+        );
     }
 
     // A '%' right before a multi-byte character (sent raw: URI libraries refuse such paths).
@@ -345,23 +480,71 @@ async fn signalling_refuses_bad_requests_with_reasons() {
             "POST /{protocol}/%a\u{e9} HTTP/1.1\r\nhost: rtcdn\r\ncontent-type: application/sdp\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
         );
         let reply = raw_tcp(node.http_addr(), request.as_bytes()).await;
-        assert!(reply.starts_with("HTTP/1.1 400"), "POST /{protocol}/%a\u{e9}: no 400 but {reply:?}");
+        assert!(
+            reply.starts_with("HTTP/1.1 400"),
+            "POST /{protocol}/%a\u{e9}: no 400 but {reply:?}"
+        );
     }
 
     // Nothing published yet: WHEP is 404 whatever the body.
-    assert_refused("WHEP unknown stream", &post_sdp(&whep("nobody"), offer(false, "bdpl")).await, 404, "not found");
-    assert_refused("WHEP unknown stream, garbage offer", &post_sdp(&whep("nobody"), "garbage").await, 404, "not found");
+    assert_refused(
+        "WHEP unknown stream",
+        &post_sdp(&whep("nobody"), offer(false, "bdpl")).await,
+        404,
+        "not found",
+    );
+    assert_refused(
+        "WHEP unknown stream, garbage offer",
+        &post_sdp(&whep("nobody"), "garbage").await,
+        404,
+        "not found",
+    );
     let json = stats_json(&base).await;
-    assert!(json.contains("\"streams\":[]"), "refused requests left streams behind: {json}");
+    assert!(
+        json.contains("\"streams\":[]"),
+        "refused requests left streams behind: {json}"
+    );
 
     // A publish (signalling only: no ICE follow-up is needed to hold the name).
-    let first = raw_request(Method::POST, &whip("live"), &[("content-type", "application/sdp"), ("origin", "http://example.test")], good.clone().into_bytes()).await;
-    assert_eq!(first.status, StatusCode::CREATED, "first WHIP: {}", first.body);
-    let location = first.headers.get("location").and_then(|v| v.to_str().ok()).expect("201 has a Location").to_owned();
+    let first = raw_request(
+        Method::POST,
+        &whip("live"),
+        &[
+            ("content-type", "application/sdp"),
+            ("origin", "http://example.test"),
+        ],
+        good.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        first.status,
+        StatusCode::CREATED,
+        "first WHIP: {}",
+        first.body
+    );
+    let location = first
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("201 has a Location")
+        .to_owned();
     assert!(location.starts_with("/whip/live/"), "Location {location:?}");
-    let exposed = first.headers.get("access-control-expose-headers").and_then(|v| v.to_str().ok()).unwrap_or("");
-    assert!(exposed.to_lowercase().contains("location"), "Location is not exposed to pages: {exposed:?}");
-    assert_eq!(first.headers.get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"));
+    let exposed = first
+        .headers
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        exposed.to_lowercase().contains("location"),
+        "Location is not exposed to pages: {exposed:?}"
+    );
+    assert_eq!(
+        first
+            .headers
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("*")
+    );
     assert!(sdp::parse(&first.body).is_ok(), "the answer parses");
     let resource = format!("{base}{location}");
 
@@ -369,70 +552,209 @@ async fn signalling_refuses_bad_requests_with_reasons() {
     let second = post_sdp(&whip("live"), offer(true, "bdi2")).await;
     assert_refused("second WHIP of a live name", &second, 409, "already in use");
     // Even with a garbage offer the answer is about the name.
-    assert_refused("second WHIP, garbage offer", &post_sdp(&whip("live"), "garbage").await, 409, "already in use");
+    assert_refused(
+        "second WHIP, garbage offer",
+        &post_sdp(&whip("live"), "garbage").await,
+        409,
+        "already in use",
+    );
 
     // WHEP to the live stream with bad offers: 400 with a reason.
-    assert_refused("WHEP garbage offer", &post_sdp(&whep("live"), "garbage").await, 400, "SDP");
-    assert_refused("WHEP without fingerprint", &post_sdp(&whep("live"), without_lines(&offer(false, "bdpl"), "a=fingerprint:")).await, 400, "fingerprint");
-    assert_refused("WHEP without ice-ufrag", &post_sdp(&whep("live"), without_lines(&offer(false, "bdpl"), "a=ice-ufrag:")).await, 400, "ICE credentials");
+    assert_refused(
+        "WHEP garbage offer",
+        &post_sdp(&whep("live"), "garbage").await,
+        400,
+        "SDP",
+    );
+    assert_refused(
+        "WHEP without fingerprint",
+        &post_sdp(
+            &whep("live"),
+            without_lines(&offer(false, "bdpl"), "a=fingerprint:"),
+        )
+        .await,
+        400,
+        "fingerprint",
+    );
+    assert_refused(
+        "WHEP without ice-ufrag",
+        &post_sdp(
+            &whep("live"),
+            without_lines(&offer(false, "bdpl"), "a=ice-ufrag:"),
+        )
+        .await,
+        400,
+        "ICE credentials",
+    );
     let play = post_sdp(&whep("live"), offer(false, "bdpl")).await;
-    assert_eq!(play.status, StatusCode::CREATED, "WHEP to a live stream: {}", play.body);
-    let player_resource = http::resolve(&whep("live"), play.location.as_deref().expect("WHEP Location"));
+    assert_eq!(
+        play.status,
+        StatusCode::CREATED,
+        "WHEP to a live stream: {}",
+        play.body
+    );
+    let player_resource = http::resolve(
+        &whep("live"),
+        play.location.as_deref().expect("WHEP Location"),
+    );
 
     // Trickle ICE and other methods on a resource.
-    let patch = http::request(Method::PATCH, &resource, Some("application/trickle-ice-sdpfrag"), "a=candidate:x".into()).await.unwrap();
+    let patch = http::request(
+        Method::PATCH,
+        &resource,
+        Some("application/trickle-ice-sdpfrag"),
+        "a=candidate:x".into(),
+    )
+    .await
+    .unwrap();
     assert_refused("PATCH", &patch, 405, "trickle");
-    let get = http::request(Method::GET, &whip("live"), None, String::new()).await.unwrap();
-    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED, "GET /whip/live: {}", get.body);
+    let get = http::request(Method::GET, &whip("live"), None, String::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        get.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "GET /whip/live: {}",
+        get.body
+    );
 
     // CORS preflight.
     let preflight = raw_request(
         Method::OPTIONS,
         &whip("live"),
-        &[("origin", "http://example.test"), ("access-control-request-method", "POST"), ("access-control-request-headers", "content-type")],
+        &[
+            ("origin", "http://example.test"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
         Vec::new(),
     )
     .await;
-    assert!(preflight.status.is_success(), "preflight: {}", preflight.status);
-    let header = |name: &str| preflight.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(
+        preflight.status.is_success(),
+        "preflight: {}",
+        preflight.status
+    );
+    let header = |name: &str| {
+        preflight
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     assert_eq!(header("access-control-allow-origin"), "*");
     for method in ["POST", "DELETE", "PATCH", "OPTIONS"] {
-        assert!(header("access-control-allow-methods").contains(method), "preflight does not allow {method}: {:?}", header("access-control-allow-methods"));
+        assert!(
+            header("access-control-allow-methods").contains(method),
+            "preflight does not allow {method}: {:?}",
+            header("access-control-allow-methods")
+        );
     }
-    assert!(header("access-control-allow-headers").to_lowercase().contains("content-type"), "preflight: {:?}", header("access-control-allow-headers"));
+    assert!(
+        header("access-control-allow-headers")
+            .to_lowercase()
+            .contains("content-type"),
+        "preflight: {:?}",
+        header("access-control-allow-headers")
+    );
     // Refusals carry CORS headers too, so pages can read the reason.
-    let refused = raw_request(Method::POST, &whep("nobody"), &[("content-type", "application/sdp"), ("origin", "http://example.test")], b"x".to_vec()).await;
+    let refused = raw_request(
+        Method::POST,
+        &whep("nobody"),
+        &[
+            ("content-type", "application/sdp"),
+            ("origin", "http://example.test"),
+        ],
+        b"x".to_vec(),
+    )
+    .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
-    assert_eq!(refused.headers.get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"));
+    assert_eq!(
+        refused
+            .headers
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("*")
+    );
 
     // Unknown paths.
     for path in ["/nope", "/api/nope", "/whip", "/whipx/live", "/api/stats/x"] {
-        let response = http::request(Method::GET, &format!("{base}{path}"), None, String::new()).await.unwrap();
+        let response = http::request(Method::GET, &format!("{base}{path}"), None, String::new())
+            .await
+            .unwrap();
         assert!(
-            response.status == StatusCode::NOT_FOUND || response.status == StatusCode::METHOD_NOT_ALLOWED,
+            response.status == StatusCode::NOT_FOUND
+                || response.status == StatusCode::METHOD_NOT_ALLOWED,
             "GET {path}: {} {}",
             response.status,
             response.body
         );
     }
-    assert_refused("GET /nope", &http::request(Method::GET, &format!("{base}/nope"), None, String::new()).await.unwrap(), 404, "no such resource");
+    assert_refused(
+        "GET /nope",
+        &http::request(Method::GET, &format!("{base}/nope"), None, String::new())
+            .await
+            .unwrap(),
+        404,
+        "no such resource",
+    );
 
     // DELETE of sessions that do not exist.
-    for path in ["/whip/live/0", "/whip/live/123456789abcdef", "/whip/live/not-hex", "/whep/live/ffffffffffffffff", "/whip/live/%00"] {
-        assert_refused(&format!("DELETE {path}"), &delete(&format!("{base}{path}")).await, 404, "no such session");
+    for path in [
+        "/whip/live/0",
+        "/whip/live/123456789abcdef",
+        "/whip/live/not-hex",
+        "/whep/live/ffffffffffffffff",
+        "/whip/live/%00",
+    ] {
+        assert_refused(
+            &format!("DELETE {path}"),
+            &delete(&format!("{base}{path}")).await,
+            404,
+            "no such session",
+        );
     }
 
     // The publisher leaves: its player's resource is gone too, a second DELETE is 404, and the
     // name is free again.
     let deleted = delete(&resource).await;
-    assert_eq!(deleted.status, StatusCode::OK, "DELETE the WHIP resource: {}", deleted.body);
-    assert_refused("DELETE twice", &delete(&resource).await, 404, "no such session");
-    assert_refused("DELETE the ended player", &delete(&player_resource).await, 404, "no such session");
-    assert_refused("WHEP after the publisher left", &post_sdp(&whep("live"), offer(false, "bdpl")).await, 404, "not found");
+    assert_eq!(
+        deleted.status,
+        StatusCode::OK,
+        "DELETE the WHIP resource: {}",
+        deleted.body
+    );
+    assert_refused(
+        "DELETE twice",
+        &delete(&resource).await,
+        404,
+        "no such session",
+    );
+    assert_refused(
+        "DELETE the ended player",
+        &delete(&player_resource).await,
+        404,
+        "no such session",
+    );
+    assert_refused(
+        "WHEP after the publisher left",
+        &post_sdp(&whep("live"), offer(false, "bdpl")).await,
+        404,
+        "not found",
+    );
     let again = post_sdp(&whip("live"), good.clone()).await;
-    assert_eq!(again.status, StatusCode::CREATED, "WHIP after DELETE: {}", again.body);
+    assert_eq!(
+        again.status,
+        StatusCode::CREATED,
+        "WHIP after DELETE: {}",
+        again.body
+    );
     let again_resource = http::resolve(&whip("live"), again.location.as_deref().expect("Location"));
-    assert_ne!(again_resource, resource, "a new session gets a new resource");
+    assert_ne!(
+        again_resource, resource,
+        "a new session gets a new resource"
+    );
     assert_eq!(delete(&again_resource).await.status, StatusCode::OK);
 
     // The node still serves after all this.
@@ -465,9 +787,19 @@ struct Healthy {
 
 impl Healthy {
     async fn connect(base: &str, stream: &str, certificate: &DtlsCertificate) -> Healthy {
-        let publisher = ClientSession::connect(base, Mode::Publish, stream, certificate, CONNECT_TIMEOUT).await.expect("publish");
-        let player = ClientSession::connect(base, Mode::Play, stream, certificate, CONNECT_TIMEOUT).await.expect("play");
-        let mut healthy = Healthy { publisher, player, seq: 0, start: Instant::now() };
+        let publisher =
+            ClientSession::connect(base, Mode::Publish, stream, certificate, CONNECT_TIMEOUT)
+                .await
+                .expect("publish");
+        let player = ClientSession::connect(base, Mode::Play, stream, certificate, CONNECT_TIMEOUT)
+            .await
+            .expect("play");
+        let mut healthy = Healthy {
+            publisher,
+            player,
+            seq: 0,
+            start: Instant::now(),
+        };
         healthy.warm_up().await;
         healthy
     }
@@ -485,10 +817,30 @@ impl Healthy {
         let mut buf = [0u8; 1500];
         let n = self.seq;
         let video = n % 5 != 4;
-        let (pt, ssrc, len) = if video { (VIDEO_PT, self.publisher.video_ssrc, 1200) } else { (AUDIO_PT, self.publisher.audio_ssrc, 160) };
-        let probe = Probe { sequence: n, sent_at_ns: self.start.elapsed().as_nanos() as u64, phase };
-        let len = write_packet(&mut buf, pt, ssrc, n as u16, (n as u32).wrapping_mul(3000), video && n % 4 == 3, probe, len);
-        self.publisher.send_rtp(&buf[..len]).await.expect("publisher sends");
+        let (pt, ssrc, len) = if video {
+            (VIDEO_PT, self.publisher.video_ssrc, 1200)
+        } else {
+            (AUDIO_PT, self.publisher.audio_ssrc, 160)
+        };
+        let probe = Probe {
+            sequence: n,
+            sent_at_ns: self.start.elapsed().as_nanos() as u64,
+            phase,
+        };
+        let len = write_packet(
+            &mut buf,
+            pt,
+            ssrc,
+            n as u16,
+            (n as u32).wrapping_mul(3000),
+            video && n % 4 == 3,
+            probe,
+            len,
+        );
+        self.publisher
+            .send_rtp(&buf[..len])
+            .await
+            .expect("publisher sends");
         self.seq += 1;
     }
 
@@ -498,32 +850,69 @@ impl Healthy {
         let start = Instant::now();
         let mut warm = false;
         while !warm {
-            assert!(start.elapsed() < Duration::from_secs(15), "the player never received warm-up packets");
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the player never received warm-up packets"
+            );
             self.send(0).await;
             while let Some(packet) = self.player.recv_rtp(Duration::from_millis(5)).await {
                 read_packet(&packet).expect("warm-up packet intact");
                 warm = true;
             }
         }
-        while self.player.recv_rtp(Duration::from_millis(100)).await.is_some() {}
+        while self
+            .player
+            .recv_rtp(Duration::from_millis(100))
+            .await
+            .is_some()
+        {}
     }
 
     /// Checks that the player got packets `first..first + count` of `phase`, intact, in order.
     async fn expect_delivered(&mut self, first: u64, count: u64, phase: u32) {
         let mut expected = first;
         while expected < first + count {
-            let packet = self.player.recv_rtp(Duration::from_secs(5)).await.unwrap_or_else(|| {
-                panic!("the player missed packet {expected} (got {} of {count})", expected - first)
-            });
-            let (probe, pt) = read_packet(&packet).unwrap_or_else(|e| panic!("packet {expected}: {e}"));
+            let packet = self
+                .player
+                .recv_rtp(Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| {
+                    panic!(
+                        "the player missed packet {expected} (got {} of {count})",
+                        expected - first
+                    )
+                });
+            let (probe, pt) =
+                read_packet(&packet).unwrap_or_else(|e| panic!("packet {expected}: {e}"));
             assert_eq!(probe.phase, phase, "packet {expected}: from another phase");
             assert_eq!(probe.sequence, expected, "lost or reordered");
-            assert_eq!(pt, if expected % 5 != 4 { VIDEO_PT } else { AUDIO_PT }, "payload type of packet {expected}");
+            assert_eq!(
+                pt,
+                if expected % 5 != 4 {
+                    VIDEO_PT
+                } else {
+                    AUDIO_PT
+                },
+                "payload type of packet {expected}"
+            );
             expected += 1;
         }
-        assert!(self.player.recv_rtp(Duration::from_millis(200)).await.is_none(), "the player got packets nobody sent");
-        assert_eq!(self.player.counters().srtp_failures, 0, "the player got packets failing SRTP");
-        assert!(self.player.ended().is_none() && self.publisher.ended().is_none(), "the healthy session ended");
+        assert!(
+            self.player
+                .recv_rtp(Duration::from_millis(200))
+                .await
+                .is_none(),
+            "the player got packets nobody sent"
+        );
+        assert_eq!(
+            self.player.counters().srtp_failures,
+            0,
+            "the player got packets failing SRTP"
+        );
+        assert!(
+            self.player.ended().is_none() && self.publisher.ended().is_none(),
+            "the healthy session ended"
+        );
     }
 }
 
@@ -565,11 +954,20 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
     let node = test_node(2, None);
     let base = format!("http://{}", node.http_addr());
     let media: Vec<SocketAddr> = node.media_addrs().to_vec();
-    assert!(media.iter().all(|a| a.ip().is_loopback()), "media must be on loopback: {media:?}");
+    assert!(
+        media.iter().all(|a| a.ip().is_loopback()),
+        "media must be on loopback: {media:?}"
+    );
     let certificate = DtlsCertificate::generate().unwrap();
     let mut healthy = Healthy::connect(&base, "healthy", &certificate).await;
-    let publisher_core = healthy.publisher.remote_addr().expect("publisher nominated an address");
-    let player_core = healthy.player.remote_addr().expect("player nominated an address");
+    let publisher_core = healthy
+        .publisher
+        .remote_addr()
+        .expect("publisher nominated an address");
+    let player_core = healthy
+        .player
+        .remote_addr()
+        .expect("player nominated an address");
     assert!(publisher_core.ip().is_loopback() && player_core.ip().is_loopback());
 
     let garbage = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -590,26 +988,44 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
             // From a stranger's address, to every core.
             0 => {
                 // Neither STUN, DTLS nor RTP by its first byte.
-                let first = *[4u8, 19, 64, 100, 127, 192, 255].get(rng.gen_range(0..7)).unwrap();
+                let first = *[4u8, 19, 64, 100, 127, 192, 255]
+                    .get(rng.gen_range(0..7))
+                    .unwrap();
                 let len = rng.gen_range(1..1400);
                 for addr in &media {
-                    garbage.send_to(&random_datagram(&mut rng, first, len), addr).unwrap();
+                    garbage
+                        .send_to(&random_datagram(&mut rng, first, len), addr)
+                        .unwrap();
                 }
                 expected.unclassified += n_cores;
             }
             1 => {
                 // STUN for the live sessions, failing integrity: rejected by their ICE agent.
-                garbage.send_to(&forged_binding_request(healthy.publisher.stun_username(), &mut rng), publisher_core).unwrap();
-                garbage.send_to(&forged_binding_request(healthy.player.stun_username(), &mut rng), player_core).unwrap();
+                garbage
+                    .send_to(
+                        &forged_binding_request(healthy.publisher.stun_username(), &mut rng),
+                        publisher_core,
+                    )
+                    .unwrap();
+                garbage
+                    .send_to(
+                        &forged_binding_request(healthy.player.stun_username(), &mut rng),
+                        player_core,
+                    )
+                    .unwrap();
                 expected.stun_rejected += 2;
             }
             2 => {
                 // STUN for nobody, and random bytes in the STUN range.
                 for addr in &media {
-                    garbage.send_to(&forged_binding_request("nobody:nobody", &mut rng), addr).unwrap();
+                    garbage
+                        .send_to(&forged_binding_request("nobody:nobody", &mut rng), addr)
+                        .unwrap();
                     let len = rng.gen_range(1..200);
                     let first = rng.gen_range(0..=3);
-                    garbage.send_to(&random_datagram(&mut rng, first, len), addr).unwrap();
+                    garbage
+                        .send_to(&random_datagram(&mut rng, first, len), addr)
+                        .unwrap();
                 }
                 expected.unknown_source += 2 * n_cores;
             }
@@ -617,8 +1033,18 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
                 // SRTP and SRTCP from a stranger, with the healthy publisher's SSRCs.
                 let seq = healthy.next_rtp_seq();
                 for addr in &media {
-                    garbage.send_to(&fake_srtp(&mut rng, VIDEO_PT, seq, healthy.publisher.video_ssrc, 1200), addr).unwrap();
-                    garbage.send_to(&fake_srtcp(&mut rng, healthy.publisher.video_ssrc, 1000), addr).unwrap();
+                    garbage
+                        .send_to(
+                            &fake_srtp(&mut rng, VIDEO_PT, seq, healthy.publisher.video_ssrc, 1200),
+                            addr,
+                        )
+                        .unwrap();
+                    garbage
+                        .send_to(
+                            &fake_srtcp(&mut rng, healthy.publisher.video_ssrc, 1000),
+                            addr,
+                        )
+                        .unwrap();
                 }
                 expected.unknown_source += 2 * n_cores;
             }
@@ -629,7 +1055,9 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
                     record[1..3].copy_from_slice(&[0xfe, 0xfd]);
                     garbage.send_to(&record, addr).unwrap();
                     let first = rng.gen_range(20..=63);
-                    garbage.send_to(&random_datagram(&mut rng, first, 60), addr).unwrap();
+                    garbage
+                        .send_to(&random_datagram(&mut rng, first, 60), addr)
+                        .unwrap();
                 }
                 expected.unknown_source += 2 * n_cores;
             }
@@ -643,27 +1071,67 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
                     (AUDIO_PT, healthy.publisher.audio_ssrc)
                 };
                 let seq = healthy.next_rtp_seq();
-                healthy.publisher.send_raw(&fake_srtp(&mut rng, pt, seq, ssrc, 1200)).await.unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&fake_srtp(&mut rng, pt, seq, ssrc, 1200))
+                    .await
+                    .unwrap();
                 expected.srtp_rejected += 1;
             }
             6 => {
                 // SRTP far ahead (would look like a rollover), and truncated SRTP.
                 let seq = healthy.next_rtp_seq().wrapping_add(30_000);
-                healthy.publisher.send_raw(&fake_srtp(&mut rng, VIDEO_PT, seq, healthy.publisher.video_ssrc, 300)).await.unwrap();
-                healthy.publisher.send_raw(&[0x80, VIDEO_PT, 0, 1, 0, 0]).await.unwrap();
-                healthy.publisher.send_raw(&fake_srtp(&mut rng, AUDIO_PT, 7, healthy.publisher.audio_ssrc, 14)).await.unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&fake_srtp(
+                        &mut rng,
+                        VIDEO_PT,
+                        seq,
+                        healthy.publisher.video_ssrc,
+                        300,
+                    ))
+                    .await
+                    .unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&[0x80, VIDEO_PT, 0, 1, 0, 0])
+                    .await
+                    .unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&fake_srtp(
+                        &mut rng,
+                        AUDIO_PT,
+                        7,
+                        healthy.publisher.audio_ssrc,
+                        14,
+                    ))
+                    .await
+                    .unwrap();
                 expected.srtp_rejected += 3;
             }
             7 => {
                 // SRTCP failing authentication.
-                healthy.publisher.send_raw(&fake_srtcp(&mut rng, healthy.publisher.video_ssrc, srtcp_index)).await.unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&fake_srtcp(
+                        &mut rng,
+                        healthy.publisher.video_ssrc,
+                        srtcp_index,
+                    ))
+                    .await
+                    .unwrap();
                 srtcp_index += 1;
                 expected.srtp_rejected += 1;
             }
             8 => {
                 // Authentic SRTP whose RTP uses a payload type that was never negotiated.
                 let mut buf = [0u8; 400];
-                let probe = Probe { sequence: u64::MAX, sent_at_ns: 0, phase: 9 };
+                let probe = Probe {
+                    sequence: u64::MAX,
+                    sent_at_ns: 0,
+                    phase: 9,
+                };
                 let len = write_packet(&mut buf, 77, extra_ssrc, extra_seq, 0, false, probe, 300);
                 extra_seq = extra_seq.wrapping_add(1);
                 healthy.publisher.send_rtp(&buf[..len]).await.unwrap();
@@ -681,34 +1149,58 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
                 // Random bytes in the STUN range from the publisher: its ICE agent rejects them.
                 let len = rng.gen_range(1..300);
                 let first = rng.gen_range(0..=3);
-                healthy.publisher.send_raw(&random_datagram(&mut rng, first, len)).await.unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&random_datagram(&mut rng, first, len))
+                    .await
+                    .unwrap();
                 expected.stun_rejected += 1;
             }
             11 => {
                 // Random bytes in the RTP range from the publisher.
                 let len = rng.gen_range(1..1300);
                 let first = rng.gen_range(128..=191);
-                healthy.publisher.send_raw(&random_datagram(&mut rng, first, len)).await.unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&random_datagram(&mut rng, first, len))
+                    .await
+                    .unwrap();
                 expected.srtp_rejected += 1;
             }
             12 => {
                 // Unclassifiable bytes from the publisher.
                 let len = rng.gen_range(1..1300);
-                healthy.publisher.send_raw(&random_datagram(&mut rng, 0x40, len)).await.unwrap();
+                healthy
+                    .publisher
+                    .send_raw(&random_datagram(&mut rng, 0x40, len))
+                    .await
+                    .unwrap();
                 expected.unclassified += 1;
             }
             // From the real player's address.
             13 => {
                 // A player sends RTP: players only receive.
-                healthy.player.send_raw(&fake_srtp(&mut rng, VIDEO_PT, 1, 0x1234_5678, 200)).await.unwrap();
+                healthy
+                    .player
+                    .send_raw(&fake_srtp(&mut rng, VIDEO_PT, 1, 0x1234_5678, 200))
+                    .await
+                    .unwrap();
                 expected.rtp_malformed += 1;
             }
             14 => {
                 // SRTCP failing authentication from the player, and random STUN-range bytes.
-                healthy.player.send_raw(&fake_srtcp(&mut rng, 0x1234_5678, srtcp_index)).await.unwrap();
+                healthy
+                    .player
+                    .send_raw(&fake_srtcp(&mut rng, 0x1234_5678, srtcp_index))
+                    .await
+                    .unwrap();
                 srtcp_index += 1;
                 let first = rng.gen_range(0..=3);
-                healthy.player.send_raw(&random_datagram(&mut rng, first, 40)).await.unwrap();
+                healthy
+                    .player
+                    .send_raw(&random_datagram(&mut rng, first, 40))
+                    .await
+                    .unwrap();
                 expected.srtp_rejected += 1;
                 expected.stun_rejected += 1;
             }
@@ -740,7 +1232,11 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
     };
     let after = stats_until(&base, Duration::from_secs(10), reached).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let after = if reached(&after) { stats(&base).await } else { after };
+    let after = if reached(&after) {
+        stats(&base).await
+    } else {
+        after
+    };
     let got = Expected {
         stun_rejected: after.stun_rejected - before.stun_rejected,
         srtp_rejected: after.srtp_rejected - before.srtp_rejected,
@@ -755,19 +1251,43 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
         after.rtp_sent - before.rtp_sent,
     );
     eprintln!("{report}");
-    assert_eq!(got.stun_rejected, expected.stun_rejected, "stun_rejected: {report}");
-    assert_eq!(got.srtp_rejected, expected.srtp_rejected, "srtp_rejected: {report}");
-    assert_eq!(got.rtp_malformed, expected.rtp_malformed, "rtp_malformed: {report}");
-    assert_eq!(got.unknown_source, expected.unknown_source, "unknown_source: {report}");
+    assert_eq!(
+        got.stun_rejected, expected.stun_rejected,
+        "stun_rejected: {report}"
+    );
+    assert_eq!(
+        got.srtp_rejected, expected.srtp_rejected,
+        "srtp_rejected: {report}"
+    );
+    assert_eq!(
+        got.rtp_malformed, expected.rtp_malformed,
+        "rtp_malformed: {report}"
+    );
+    assert_eq!(
+        got.unknown_source, expected.unknown_source,
+        "unknown_source: {report}"
+    );
     assert!(
-        (expected.unclassified..=expected.unclassified + expected.empty).contains(&got.unclassified),
+        (expected.unclassified..=expected.unclassified + expected.empty)
+            .contains(&got.unclassified),
         "unclassified: {report}"
     );
     // Only the healthy publisher's packets count as media (the authentic packets with an
     // unnegotiated payload type are malformed, not received).
-    assert_eq!(after.rtp_received - before.rtp_received, MEASURED, "rtp_received: {report}");
-    assert_eq!(after.rtp_sent - before.rtp_sent, MEASURED, "rtp_sent: {report}");
-    assert_eq!(after.sessions, 2, "sessions were created or lost by garbage");
+    assert_eq!(
+        after.rtp_received - before.rtp_received,
+        MEASURED,
+        "rtp_received: {report}"
+    );
+    assert_eq!(
+        after.rtp_sent - before.rtp_sent,
+        MEASURED,
+        "rtp_sent: {report}"
+    );
+    assert_eq!(
+        after.sessions, 2,
+        "sessions were created or lost by garbage"
+    );
 
     // The session keeps working after the garbage stopped, and the node accepts new sessions.
     let first = healthy.seq;
@@ -802,7 +1322,23 @@ async fn stray_dtls_records_from_a_live_peer_are_ignored() {
             // could send: fatal handshake_failure, or close_notify. Only authenticated alerts may
             // end a session.
             let (level, description) = if i % 6 == 4 { (2, 40) } else { (1, 0) };
-            let mut alert = vec![21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0x10, i as u8, 0, 2, level, description];
+            let mut alert = vec![
+                21,
+                0xfe,
+                0xfd,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0x10,
+                i as u8,
+                0,
+                2,
+                level,
+                description,
+            ];
             healthy.publisher.send_raw(&alert).await.unwrap();
             alert[9] = 0x20;
             healthy.player.send_raw(&alert).await.unwrap();
@@ -859,28 +1395,54 @@ async fn publisher_delete_ends_its_players_and_frees_the_name() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let healthy = Healthy::connect(&base, "leaving", &certificate).await;
-    let second_player = ClientSession::connect(&base, Mode::Play, "leaving", &certificate, CONNECT_TIMEOUT).await.expect("second player");
+    let second_player =
+        ClientSession::connect(&base, Mode::Play, "leaving", &certificate, CONNECT_TIMEOUT)
+            .await
+            .expect("second player");
     let mut other = Healthy::connect(&base, "staying", &certificate).await;
 
     // The name is taken while it is live.
     let taken = post_sdp(&format!("{base}/whip/leaving"), offer(true, "bdlv")).await;
     assert_refused("WHIP of a live name", &taken, 409, "already in use");
 
-    let Healthy { publisher, mut player, .. } = healthy;
+    let Healthy {
+        publisher,
+        mut player,
+        ..
+    } = healthy;
     let player_resource = player.resource().to_owned();
     let second_resource = second_player.resource().to_owned();
     let publisher_resource = publisher.resource().to_owned();
     publisher.close().await.expect("DELETE the WHIP resource");
     let why = player.wait_ended(Duration::from_secs(10)).await;
-    assert!(why.is_some(), "the player was not ended when the publisher left");
+    assert!(
+        why.is_some(),
+        "the player was not ended when the publisher left"
+    );
     let mut second_player = second_player;
-    assert!(second_player.wait_ended(Duration::from_secs(10)).await.is_some(), "the second player was not ended");
+    assert!(
+        second_player
+            .wait_ended(Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the second player was not ended"
+    );
 
     // Their resources are gone.
     for resource in [&player_resource, &second_resource, &publisher_resource] {
-        assert_refused(&format!("DELETE {resource}"), &delete(resource).await, 404, "no such session");
+        assert_refused(
+            &format!("DELETE {resource}"),
+            &delete(resource).await,
+            404,
+            "no such session",
+        );
     }
-    assert_refused("WHEP of the ended stream", &post_sdp(&format!("{base}/whep/leaving"), offer(false, "bdpl")).await, 404, "not found");
+    assert_refused(
+        "WHEP of the ended stream",
+        &post_sdp(&format!("{base}/whep/leaving"), offer(false, "bdpl")).await,
+        404,
+        "not found",
+    );
 
     // The other stream did not notice.
     let first = other.seq;
@@ -900,7 +1462,10 @@ async fn publisher_delete_ends_its_players_and_frees_the_name() {
 
     // Only the live sessions remain on the cores.
     let s = stats_until(&base, Duration::from_secs(5), |s| s.sessions == 4).await;
-    assert_eq!(s.sessions, 4, "sessions on the cores after the publisher left");
+    assert_eq!(
+        s.sessions, 4,
+        "sessions on the cores after the publisher left"
+    );
     node.stop();
 }
 
@@ -920,41 +1485,74 @@ async fn silent_publisher_is_ended_with_its_players_on_consent_timeout() {
     let vanishing = Healthy::connect(&base, "vanishing", &certificate).await;
     let steady_since = Instant::now();
     let mut other = Healthy::connect(&base, "steady", &certificate).await;
-    let Healthy { publisher, mut player, .. } = vanishing;
+    let Healthy {
+        publisher,
+        mut player,
+        ..
+    } = vanishing;
     let player_resource = player.resource().to_owned();
     let publisher_resource = publisher.resource().to_owned();
 
     // The publisher's process dies: no DELETE, no DTLS close, no more consent checks.
     drop(publisher);
     let vanished = Instant::now();
-    assert_refused("WHIP while the silent publisher holds the name", &post_sdp(&format!("{base}/whip/vanishing"), offer(true, "bdvn")).await, 409, "already in use");
+    assert_refused(
+        "WHIP while the silent publisher holds the name",
+        &post_sdp(&format!("{base}/whip/vanishing"), offer(true, "bdvn")).await,
+        409,
+        "already in use",
+    );
 
     // Meanwhile the steady stream keeps flowing, through several consent intervals.
     let limit = Duration::from_secs(SHORT_CONSENT_SECS * 4);
     let mut player_ended = false;
     while !player_ended {
-        assert!(vanished.elapsed() < limit, "the silent publisher's player was not ended within {limit:?}");
+        assert!(
+            vanished.elapsed() < limit,
+            "the silent publisher's player was not ended within {limit:?}"
+        );
         let first = other.seq;
         for _ in 0..20 {
             other.send(1).await;
         }
         other.expect_delivered(first, 20, 1).await;
-        player_ended = player.wait_ended(Duration::from_millis(500)).await.is_some();
+        player_ended = player
+            .wait_ended(Duration::from_millis(500))
+            .await
+            .is_some();
     }
-    eprintln!("player ended {:?} after the publisher vanished", vanished.elapsed());
+    eprintln!(
+        "player ended {:?} after the publisher vanished",
+        vanished.elapsed()
+    );
 
     // The name is free (signalling learns of the end from the core; allow it a moment).
     let deadline = Instant::now() + Duration::from_secs(10);
     let resource = loop {
         let response = post_sdp(&format!("{base}/whip/vanishing"), offer(true, "bdvn")).await;
         match response.status {
-            StatusCode::CREATED => break http::resolve(&format!("{base}/whip/vanishing"), response.location.as_deref().unwrap()),
-            StatusCode::CONFLICT if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            status => panic!("WHIP after the silent publisher was ended: {status} {}", response.body),
+            StatusCode::CREATED => {
+                break http::resolve(
+                    &format!("{base}/whip/vanishing"),
+                    response.location.as_deref().unwrap(),
+                )
+            }
+            StatusCode::CONFLICT if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            status => panic!(
+                "WHIP after the silent publisher was ended: {status} {}",
+                response.body
+            ),
         }
     };
     for gone in [&player_resource, &publisher_resource] {
-        assert_refused(&format!("DELETE {gone}"), &delete(gone).await, 404, "no such session");
+        assert_refused(
+            &format!("DELETE {gone}"),
+            &delete(gone).await,
+            404,
+            "no such session",
+        );
     }
     assert_eq!(delete(&resource).await.status, StatusCode::OK);
 
@@ -975,11 +1573,29 @@ async fn delete_must_name_the_sessions_own_protocol_and_stream() {
     let node = test_node(1, None);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let publisher = ClientSession::connect(&base, Mode::Publish, "owned", &certificate, Duration::from_secs(10)).await.unwrap();
+    let publisher = ClientSession::connect(
+        &base,
+        Mode::Publish,
+        "owned",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let id = publisher.resource().rsplit('/').next().unwrap().to_owned();
-    for wrong in [format!("{base}/whep/owned/{id}"), format!("{base}/whip/other/{id}")] {
-        let response = rtcdn_bench::http::request(hyper::Method::DELETE, &wrong, None, String::new()).await.unwrap();
-        assert_eq!(response.status.as_u16(), 404, "DELETE {wrong} must not end the publisher");
+    for wrong in [
+        format!("{base}/whep/owned/{id}"),
+        format!("{base}/whip/other/{id}"),
+    ] {
+        let response =
+            rtcdn_bench::http::request(hyper::Method::DELETE, &wrong, None, String::new())
+                .await
+                .unwrap();
+        assert_eq!(
+            response.status.as_u16(),
+            404,
+            "DELETE {wrong} must not end the publisher"
+        );
     }
     assert!(publisher.ended().is_none());
     publisher.close().await.expect("the right path ends it");

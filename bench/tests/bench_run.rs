@@ -17,27 +17,58 @@ fn node(role: Option<CdnRole>, edges: Vec<CdnNode>) -> Node {
     config.media.port_base = 0;
     config.media.threads = 2;
     if let Some(role) = role {
-        config.cdn = CdnConfig { role, load_balancing_enabled: !edges.is_empty(), mode: BalanceMode::RoundRobin, nodes: edges, ..CdnConfig::default() };
+        config.cdn = CdnConfig {
+            role,
+            load_balancing_enabled: !edges.is_empty(),
+            mode: BalanceMode::RoundRobin,
+            nodes: edges,
+            ..CdnConfig::default()
+        };
     }
     Node::start(&config).expect("node starts")
 }
 
 fn assert_clean(report: &RunReport, players: usize) {
     let text = rtcdn_bench::run::describe(report);
-    assert_eq!(report.players_connected, players, "every player connects:\n{text}");
-    assert_eq!(report.players_without_packets, 0, "every player receives:\n{text}");
-    assert_eq!(report.players_ended_early, 0, "no player is ended during the run:\n{text}");
-    assert!(report.packets_sent > 0, "the publisher sent measured packets:\n{text}");
-    assert_eq!(report.packets_expected, report.packets_sent * players as u64, "{text}");
+    assert_eq!(
+        report.players_connected, players,
+        "every player connects:\n{text}"
+    );
+    assert_eq!(
+        report.players_without_packets, 0,
+        "every player receives:\n{text}"
+    );
+    assert_eq!(
+        report.players_ended_early, 0,
+        "no player is ended during the run:\n{text}"
+    );
+    assert!(
+        report.packets_sent > 0,
+        "the publisher sent measured packets:\n{text}"
+    );
+    assert_eq!(
+        report.packets_expected,
+        report.packets_sent * players as u64,
+        "{text}"
+    );
     assert_eq!(report.corrupted, 0, "no corrupted payload:\n{text}");
     assert_eq!(report.out_of_order, 0, "nothing out of order:\n{text}");
     assert_eq!(report.duplicates, 0, "no duplicates:\n{text}");
-    assert_eq!(report.packets_received, report.packets_expected, "no loss on loopback at this load:\n{text}");
+    assert_eq!(
+        report.packets_received, report.packets_expected,
+        "no loss on loopback at this load:\n{text}"
+    );
     assert_eq!(report.loss, 0.0, "{text}");
     assert!(report.clean(), "{text}");
-    assert!(report.latency_us_p50 > 0 && report.latency_us_p99 >= report.latency_us_p50, "{text}");
+    assert!(
+        report.latency_us_p50 > 0 && report.latency_us_p99 >= report.latency_us_p50,
+        "{text}"
+    );
     let json = report.to_json();
-    assert_eq!(json["packets_received"], report.packets_received, "the JSON report carries the counts");
+    assert_eq!(
+        json["packets_received"], report.packets_received,
+        "the JSON report carries the counts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,16 +84,31 @@ async fn one_stream_twenty_players_get_everything() {
     };
     let report = run(&options).await.expect("the bench runs");
     assert_clean(&report, 20);
-    assert!(report.setup_ms_p50 > 0.0 && report.first_packet_ms_p50 >= report.setup_ms_p50 * 0.5, "{report:?}");
+    assert!(
+        report.setup_ms_p50 > 0.0 && report.first_packet_ms_p50 >= report.setup_ms_p50 * 0.5,
+        "{report:?}"
+    );
     // Video at 2.5 Mbit/s in 1200-byte packets plus 50 audio packets/s: about 310 packets/s.
-    assert!((200.0..400.0).contains(&report.out_pps), "publisher rate {}", report.out_pps);
+    assert!(
+        (200.0..400.0).contains(&report.out_pps),
+        "publisher rate {}",
+        report.out_pps
+    );
     node.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_found_with_lb_play_from_the_edge_over_websocket() {
     let edge = node(Some(CdnRole::Edge), Vec::new());
-    let origin = node(Some(CdnRole::Origin), vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge.http_addr().port()), wss: None }]);
+    let origin = node(
+        Some(CdnRole::Origin),
+        vec![CdnNode {
+            id: 1,
+            host: "127.0.0.1".into(),
+            ws: Some(edge.http_addr().port()),
+            wss: None,
+        }],
+    );
     let options = RunOptions {
         server: format!("http://{}", origin.http_addr()),
         signalling: Signalling::Ws,
@@ -78,8 +124,15 @@ async fn players_found_with_lb_play_from_the_edge_over_websocket() {
     assert_clean(&report, 6);
 
     // WHEP on the origin answers 307 to the edge: the client follows it.
-    let options = RunOptions { signalling: Signalling::Whip, lb: false, stream: "benchcdn307".into(), ..options };
-    let report = run(&options).await.expect("the bench runs through the CDN over WHIP/WHEP");
+    let options = RunOptions {
+        signalling: Signalling::Whip,
+        lb: false,
+        stream: "benchcdn307".into(),
+        ..options
+    };
+    let report = run(&options)
+        .await
+        .expect("the bench runs through the CDN over WHIP/WHEP");
     assert_clean(&report, 6);
     origin.stop();
     edge.stop();

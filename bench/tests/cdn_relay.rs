@@ -19,7 +19,13 @@ fn node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.media.port_base = 0;
     config.media.threads = 2;
-    config.cdn = CdnConfig { role, load_balancing_enabled: !edges.is_empty(), mode: BalanceMode::RoundRobin, nodes: edges, ..CdnConfig::default() };
+    config.cdn = CdnConfig {
+        role,
+        load_balancing_enabled: !edges.is_empty(),
+        mode: BalanceMode::RoundRobin,
+        nodes: edges,
+        ..CdnConfig::default()
+    };
     Node::start(&config).expect("node starts")
 }
 
@@ -27,10 +33,30 @@ async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, start: I
     let mut buf = [0u8; 1500];
     let n = *seq;
     let video = n % 5 != 4;
-    let (pt, ssrc, len) = if video { (VIDEO_PT, publisher.video_ssrc, 1100) } else { (AUDIO_PT, publisher.audio_ssrc, 160) };
-    let probe = Probe { sequence: n, sent_at_ns: start.elapsed().as_nanos() as u64, phase };
-    let len = write_packet(&mut buf, pt, ssrc, n as u16, (n as u32).wrapping_mul(3000), false, probe, len);
-    publisher.send_rtp(&buf[..len]).await.expect("publisher sends");
+    let (pt, ssrc, len) = if video {
+        (VIDEO_PT, publisher.video_ssrc, 1100)
+    } else {
+        (AUDIO_PT, publisher.audio_ssrc, 160)
+    };
+    let probe = Probe {
+        sequence: n,
+        sent_at_ns: start.elapsed().as_nanos() as u64,
+        phase,
+    };
+    let len = write_packet(
+        &mut buf,
+        pt,
+        ssrc,
+        n as u16,
+        (n as u32).wrapping_mul(3000),
+        false,
+        probe,
+        len,
+    );
+    publisher
+        .send_rtp(&buf[..len])
+        .await
+        .expect("publisher sends");
     *seq += 1;
 }
 
@@ -38,33 +64,56 @@ async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, start: I
 async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
     let edge = node(CdnRole::Edge, Vec::new());
     let edge_addr = edge.http_addr();
-    let origin = node(CdnRole::Origin, vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge_addr.port()), wss: None }]);
+    let origin = node(
+        CdnRole::Origin,
+        vec![CdnNode {
+            id: 1,
+            host: "127.0.0.1".into(),
+            ws: Some(edge_addr.port()),
+            wss: None,
+        }],
+    );
     let origin_base = format!("http://{}", origin.http_addr());
     let edge_base = format!("http://{edge_addr}");
     let certificate = DtlsCertificate::generate().unwrap();
     let timeout = Duration::from_secs(10);
 
-    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "cdn", &certificate, timeout).await.expect("publish to the origin");
+    let mut publisher =
+        ClientSession::connect(&origin_base, Mode::Publish, "cdn", &certificate, timeout)
+            .await
+            .expect("publish to the origin");
     // The origin relays once media flows: send until the stream is live on the edge.
     let start = Instant::now();
     let mut seq = 0u64;
     let mut players = Vec::new();
     while players.is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(15), "the stream never appeared on the edge");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the stream never appeared on the edge"
+        );
         send(&mut publisher, &mut seq, 0, start).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Ok(player) = ClientSession::connect(&edge_base, Mode::Play, "cdn", &certificate, timeout).await {
+        if let Ok(player) =
+            ClientSession::connect(&edge_base, Mode::Play, "cdn", &certificate, timeout).await
+        {
             players.push(player);
         }
     }
     while players.len() < PLAYERS {
-        players.push(ClientSession::connect(&edge_base, Mode::Play, "cdn", &certificate, timeout).await.expect("play from the edge"));
+        players.push(
+            ClientSession::connect(&edge_base, Mode::Play, "cdn", &certificate, timeout)
+                .await
+                .expect("play from the edge"),
+        );
     }
 
     // Warm up until every edge player receives, then measure.
     let mut warm = [false; PLAYERS];
     while warm.iter().any(|w| !w) {
-        assert!(start.elapsed() < Duration::from_secs(30), "edge players never received");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "edge players never received"
+        );
         send(&mut publisher, &mut seq, 0, start).await;
         for (i, player) in players.iter_mut().enumerate() {
             while let Some(packet) = player.recv_rtp(Duration::from_millis(2)).await {
@@ -84,10 +133,25 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
     for (i, player) in players.iter_mut().enumerate() {
         let mut expected = first;
         while expected < first + MEASURED {
-            let packet = player.recv_rtp(Duration::from_secs(3)).await.unwrap_or_else(|| panic!("edge player {i} missed packet {expected}"));
-            let (probe, pt) = read_packet(&packet).unwrap_or_else(|e| panic!("edge player {i}: {e}"));
-            assert_eq!((probe.phase, probe.sequence), (1, expected), "edge player {i}: out of order or lost");
-            assert_eq!(pt, if expected % 5 != 4 { VIDEO_PT } else { AUDIO_PT });
+            let packet = player
+                .recv_rtp(Duration::from_secs(3))
+                .await
+                .unwrap_or_else(|| panic!("edge player {i} missed packet {expected}"));
+            let (probe, pt) =
+                read_packet(&packet).unwrap_or_else(|e| panic!("edge player {i}: {e}"));
+            assert_eq!(
+                (probe.phase, probe.sequence),
+                (1, expected),
+                "edge player {i}: out of order or lost"
+            );
+            assert_eq!(
+                pt,
+                if expected % 5 != 4 {
+                    VIDEO_PT
+                } else {
+                    AUDIO_PT
+                }
+            );
             expected += 1;
         }
     }
@@ -95,17 +159,26 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
     // The origin's publisher leaves: the origin unpublishes on the edge, whose players end.
     publisher.close().await.expect("DELETE the WHIP resource");
     for (i, player) in players.iter_mut().enumerate() {
-        assert!(player.wait_ended(Duration::from_secs(10)).await.is_some(), "edge player {i} was not ended");
+        assert!(
+            player.wait_ended(Duration::from_secs(10)).await.is_some(),
+            "edge player {i} was not ended"
+        );
     }
     // And the edge forgets the stream.
     let list_url = format!("{edge_base}/rest-api/stream/find_all");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let list = rtcdn_bench::http::request(hyper::Method::GET, &list_url, None, String::new()).await.unwrap();
+        let list = rtcdn_bench::http::request(hyper::Method::GET, &list_url, None, String::new())
+            .await
+            .unwrap();
         if list.body.trim() == "[]" {
             break;
         }
-        assert!(Instant::now() < deadline, "the edge still lists {}", list.body);
+        assert!(
+            Instant::now() < deadline,
+            "the edge still lists {}",
+            list.body
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     origin.stop();
@@ -114,7 +187,11 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
 
 /// A free TCP port on 127.0.0.1 (bound and released; fine for a test that binds it next).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn edge_on(port: u16) -> Node {
@@ -130,17 +207,47 @@ fn edge_on(port: u16) -> Node {
 fn origin_and_edge() -> (Node, u16, Node, String, String) {
     let edge_port = free_port();
     let edge = edge_on(edge_port);
-    let origin = node(CdnRole::Origin, vec![CdnNode { id: 1, host: "127.0.0.1".into(), ws: Some(edge_port), wss: None }]);
+    let origin = node(
+        CdnRole::Origin,
+        vec![CdnNode {
+            id: 1,
+            host: "127.0.0.1".into(),
+            ws: Some(edge_port),
+            wss: None,
+        }],
+    );
     let origin_base = format!("http://{}", origin.http_addr());
-    (edge, edge_port, origin, origin_base, format!("http://127.0.0.1:{edge_port}"))
+    (
+        edge,
+        edge_port,
+        origin,
+        origin_base,
+        format!("http://127.0.0.1:{edge_port}"),
+    )
 }
 
 /// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
-async fn play_until_media(base: &str, stream: &str, certificate: &DtlsCertificate, within: Duration) -> ClientSession {
+async fn play_until_media(
+    base: &str,
+    stream: &str,
+    certificate: &DtlsCertificate,
+    within: Duration,
+) -> ClientSession {
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < within, "{stream} never played from {base}");
-        if let Ok(mut player) = ClientSession::connect(base, Mode::Play, stream, certificate, Duration::from_secs(5)).await {
+        assert!(
+            start.elapsed() < within,
+            "{stream} never played from {base}"
+        );
+        if let Ok(mut player) = ClientSession::connect(
+            base,
+            Mode::Play,
+            stream,
+            certificate,
+            Duration::from_secs(5),
+        )
+        .await
+        {
             if let Some(packet) = player.recv_rtp(Duration::from_secs(2)).await {
                 read_packet(&packet).expect("relayed packet intact");
                 return player;
@@ -154,7 +261,15 @@ async fn play_until_media(base: &str, stream: &str, certificate: &DtlsCertificat
 async fn edge_restart_heals_without_touching_the_origin() {
     let (edge, edge_port, origin, origin_base, edge_base) = origin_and_edge();
     let certificate = DtlsCertificate::generate().unwrap();
-    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "heal", &certificate, Duration::from_secs(10)).await.unwrap();
+    let mut publisher = ClientSession::connect(
+        &origin_base,
+        Mode::Publish,
+        "heal",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
 
     // The publisher streams for the whole test, from its own task.
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -168,25 +283,36 @@ async fn edge_restart_heals_without_touching_the_origin() {
         publisher
     });
 
-    let mut first = play_until_media(&edge_base, "heal", &certificate, Duration::from_secs(20)).await;
+    let mut first =
+        play_until_media(&edge_base, "heal", &certificate, Duration::from_secs(20)).await;
     edge.stop();
     // The first edge's player hears nothing more once what was in flight is drained.
     while first.recv_rtp(Duration::from_millis(200)).await.is_some() {}
-    assert!(first.recv_rtp(Duration::from_secs(1)).await.is_none(), "the stopped edge still sends");
+    assert!(
+        first.recv_rtp(Duration::from_secs(1)).await.is_none(),
+        "the stopped edge still sends"
+    );
 
     // A new edge process on the same address: the origin's relay retries with backoff and the
     // stream plays there again.
     let edge = edge_on(edge_port);
-    let mut second = play_until_media(&edge_base, "heal", &certificate, Duration::from_secs(30)).await;
+    let mut second =
+        play_until_media(&edge_base, "heal", &certificate, Duration::from_secs(30)).await;
     let mut got = 0;
     while got < 50 {
-        let packet = second.recv_rtp(Duration::from_secs(3)).await.expect("media keeps flowing through the new edge");
+        let packet = second
+            .recv_rtp(Duration::from_secs(3))
+            .await
+            .expect("media keeps flowing through the new edge");
         read_packet(&packet).expect("intact");
         got += 1;
     }
     stop_tx.send(()).unwrap();
     let publisher = sender.await.unwrap();
-    assert!(publisher.ended().is_none(), "the publisher on the origin was never harmed");
+    assert!(
+        publisher.ended().is_none(),
+        "the publisher on the origin was never harmed"
+    );
     publisher.close().await.unwrap();
     origin.stop();
     edge.stop();
@@ -201,28 +327,63 @@ async fn the_wcs_example_files_start_an_origin_that_relays() {
     std::fs::create_dir_all(&dir).unwrap();
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/wcs-example");
     let xml = std::fs::read_to_string(example.join("loadbalancing.xml")).unwrap();
-    assert!(xml.contains("<ws>8180</ws>"), "the example relays to the shipped edge");
-    std::fs::write(dir.join("loadbalancing.xml"), xml.replace("<ws>8180</ws>", &format!("<ws>{edge_port}</ws>"))).unwrap();
+    assert!(
+        xml.contains("<ws>8180</ws>"),
+        "the example relays to the shipped edge"
+    );
+    std::fs::write(
+        dir.join("loadbalancing.xml"),
+        xml.replace("<ws>8180</ws>", &format!("<ws>{edge_port}</ws>")),
+    )
+    .unwrap();
     let properties = std::fs::read_to_string(example.join("flashphoner.properties")).unwrap();
     let properties = properties
         .replace("ws.port=8080", &format!("ws.port={}", free_port()))
-        .replace("media_port_from=31000", &format!("media_port_from={}", 40000 + (std::process::id() % 20000) as u16));
+        .replace(
+            "media_port_from=31000",
+            &format!(
+                "media_port_from={}",
+                40000 + (std::process::id() % 20000) as u16
+            ),
+        );
     std::fs::write(dir.join("flashphoner.properties"), properties).unwrap();
     let config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the WCS files load");
-    assert!(config.cdn.relays(), "load_balancing_enabled=true with a node makes a relaying origin");
+    assert!(
+        config.cdn.relays(),
+        "load_balancing_enabled=true with a node makes a relaying origin"
+    );
     let origin = Node::start(&config).expect("origin starts from the WCS files");
     let origin_base = format!("http://{}", origin.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "wcs", &certificate, Duration::from_secs(10)).await.unwrap();
+    let mut publisher = ClientSession::connect(
+        &origin_base,
+        Mode::Publish,
+        "wcs",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let edge_base = format!("http://127.0.0.1:{edge_port}");
     let start = Instant::now();
     let mut seq = 0;
     let player = loop {
-        assert!(start.elapsed() < Duration::from_secs(20), "the stream never reached the edge");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the stream never reached the edge"
+        );
         for _ in 0..20 {
             send(&mut publisher, &mut seq, 1, start).await;
         }
-        if let Ok(mut player) = ClientSession::connect(&edge_base, Mode::Play, "wcs", &certificate, Duration::from_secs(5)).await {
+        if let Ok(mut player) = ClientSession::connect(
+            &edge_base,
+            Mode::Play,
+            "wcs",
+            &certificate,
+            Duration::from_secs(5),
+        )
+        .await
+        {
             for _ in 0..40 {
                 send(&mut publisher, &mut seq, 1, start).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -233,9 +394,19 @@ async fn the_wcs_example_files_start_an_origin_that_relays() {
         }
     };
     // The origin's balancer sends players to that edge.
-    let lb = rtcdn_bench::http::request(hyper::Method::GET, &format!("{origin_base}/lb"), None, String::new()).await.unwrap();
+    let lb = rtcdn_bench::http::request(
+        hyper::Method::GET,
+        &format!("{origin_base}/lb"),
+        None,
+        String::new(),
+    )
+    .await
+    .unwrap();
     let lb: serde_json::Value = serde_json::from_str(&lb.body).unwrap();
-    assert_eq!((lb["server"].as_str(), lb["ws"].as_u64()), (Some("127.0.0.1"), Some(u64::from(edge_port))));
+    assert_eq!(
+        (lb["server"].as_str(), lb["ws"].as_u64()),
+        (Some("127.0.0.1"), Some(u64::from(edge_port)))
+    );
     drop(player);
     publisher.close().await.unwrap();
     origin.stop();
@@ -249,7 +420,9 @@ fn feedback(packet: &[u8], media_ssrc: u32) -> (usize, Vec<u16>) {
     for rtcp in rtp::rtcp::RtcpIter::new(packet).flatten() {
         match rtcp {
             rtp::rtcp::Rtcp::Pli(pli) if pli.media_ssrc.0 == media_ssrc => plis += 1,
-            rtp::rtcp::Rtcp::Nack(nack) if nack.media_ssrc.0 == media_ssrc => nacked.extend(nack.lost()),
+            rtp::rtcp::Rtcp::Nack(nack) if nack.media_ssrc.0 == media_ssrc => {
+                nacked.extend(nack.lost())
+            }
             _ => {}
         }
     }
@@ -260,16 +433,37 @@ fn feedback(packet: &[u8], media_ssrc: u32) -> (usize, Vec<u16>) {
 async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
     let (edge, _, origin, origin_base, edge_base) = origin_and_edge();
     let certificate = DtlsCertificate::generate().unwrap();
-    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "fb", &certificate, Duration::from_secs(10)).await.unwrap();
+    let mut publisher = ClientSession::connect(
+        &origin_base,
+        Mode::Publish,
+        "fb",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let start = Instant::now();
     let mut seq = 0u64;
     // Stream until an edge player receives video, keeping the packets' sequence numbers.
     let (mut player, video) = loop {
-        assert!(start.elapsed() < Duration::from_secs(20), "no video reached the edge");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no video reached the edge"
+        );
         for _ in 0..10 {
             send(&mut publisher, &mut seq, 1, start).await;
         }
-        let Ok(mut player) = ClientSession::connect(&edge_base, Mode::Play, "fb", &certificate, Duration::from_secs(5)).await else { continue };
+        let Ok(mut player) = ClientSession::connect(
+            &edge_base,
+            Mode::Play,
+            "fb",
+            &certificate,
+            Duration::from_secs(5),
+        )
+        .await
+        else {
+            continue;
+        };
         let mut found = None;
         for _ in 0..50 {
             send(&mut publisher, &mut seq, 1, start).await;
@@ -288,12 +482,26 @@ async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
     let (player_ssrc, player_seq, probe_seq) = video;
     // The bench publisher numbers RTP like its probes (sequence = probe as u16).
     let publisher_seq = probe_seq as u16;
-    while publisher.recv_rtcp(Duration::from_millis(50)).await.is_some() {}
+    while publisher
+        .recv_rtcp(Duration::from_millis(50))
+        .await
+        .is_some()
+    {}
 
     // The edge player asks for a keyframe and for one packet again, in its own numbering.
-    let pli = rtp::rtcp::Pli { sender_ssrc: rtp::Ssrc(7), media_ssrc: rtp::Ssrc(player_ssrc) };
-    let pairs = [rtp::rtcp::NackPair { pid: player_seq, blp: 0 }];
-    let nack = rtp::rtcp::Nack { sender_ssrc: rtp::Ssrc(7), media_ssrc: rtp::Ssrc(player_ssrc), pairs: rtp::rtcp::Items::from_slice(&pairs) };
+    let pli = rtp::rtcp::Pli {
+        sender_ssrc: rtp::Ssrc(7),
+        media_ssrc: rtp::Ssrc(player_ssrc),
+    };
+    let pairs = [rtp::rtcp::NackPair {
+        pid: player_seq,
+        blp: 0,
+    }];
+    let nack = rtp::rtcp::Nack {
+        sender_ssrc: rtp::Ssrc(7),
+        media_ssrc: rtp::Ssrc(player_ssrc),
+        pairs: rtp::rtcp::Items::from_slice(&pairs),
+    };
     let mut buf = [0u8; 64];
     let n = rtp::rtcp::Rtcp::Pli(pli).write_to(&mut buf).unwrap();
     player.send_rtcp(&buf[..n]).await.unwrap();
@@ -310,8 +518,15 @@ async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
             nacked.extend(n);
         }
     }
-    assert!(plis > 0, "the edge player's PLI never reached the publisher");
-    assert_eq!(nacked, [publisher_seq], "the NACK reached the publisher in its own numbering");
+    assert!(
+        plis > 0,
+        "the edge player's PLI never reached the publisher"
+    );
+    assert_eq!(
+        nacked,
+        [publisher_seq],
+        "the NACK reached the publisher in its own numbering"
+    );
     publisher.close().await.unwrap();
     origin.stop();
     edge.stop();
@@ -342,8 +557,18 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
     let seed_xml = r#"<loadbalancer mode="roundrobin" stream_distribution="webrtc">
   <node id="1"><ip>edge1.mydomain.com</ip><wss>443</wss></node>
 </loadbalancer>"#;
-    std::fs::write(dir.join("loadbalancing.xml"), seed_xml.replace("edge1.mydomain.com", "127.0.0.1").replace("443", &wss_port.to_string())).unwrap();
-    std::fs::write(dir.join("flashphoner.properties"), format!("load_balancing_enabled=true\nws.port={}\n", free_port())).unwrap();
+    std::fs::write(
+        dir.join("loadbalancing.xml"),
+        seed_xml
+            .replace("edge1.mydomain.com", "127.0.0.1")
+            .replace("443", &wss_port.to_string()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flashphoner.properties"),
+        format!("load_balancing_enabled=true\nws.port={}\n", free_port()),
+    )
+    .unwrap();
     let mut config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the seed's files load");
     config.media.port_base = 0;
     config.cdn.tls_ca_file = Some(cert_path);
@@ -351,20 +576,36 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
     let origin_base = format!("http://{}", origin.http_addr());
 
     let certificate = DtlsCertificate::generate().unwrap();
-    let mut publisher = ClientSession::connect(&origin_base, Mode::Publish, "seed", &certificate, Duration::from_secs(10)).await.unwrap();
+    let mut publisher = ClientSession::connect(
+        &origin_base,
+        Mode::Publish,
+        "seed",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let start = Instant::now();
     let mut seq = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     // The stream appears on the edge (its REST listing is served on the plain listener too).
     let list_url = format!("http://{}/rest-api/stream/find_all", edge.http_addr());
     loop {
-        assert!(Instant::now() < deadline, "the stream never reached the wss:// edge");
+        assert!(
+            Instant::now() < deadline,
+            "the stream never reached the wss:// edge"
+        );
         for _ in 0..10 {
             send(&mut publisher, &mut seq, 1, start).await;
         }
-        let list = rtcdn_bench::http::request(hyper::Method::GET, &list_url, None, String::new()).await.unwrap();
+        let list = rtcdn_bench::http::request(hyper::Method::GET, &list_url, None, String::new())
+            .await
+            .unwrap();
         let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
-        if list.as_array().is_some_and(|l| l.iter().any(|s| s["name"] == "seed" && s["status"] == "PUBLISHING")) {
+        if list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|s| s["name"] == "seed" && s["status"] == "PUBLISHING")
+        }) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -378,7 +619,8 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
         publisher
     });
     let edge_base = format!("http://{}", edge.http_addr());
-    let mut player = play_until_media(&edge_base, "seed", &certificate, Duration::from_secs(15)).await;
+    let mut player =
+        play_until_media(&edge_base, "seed", &certificate, Duration::from_secs(15)).await;
     assert!(player.recv_rtp(Duration::from_secs(3)).await.is_some());
     stop_tx.send(()).unwrap();
     sender.await.unwrap().close().await.unwrap();

@@ -27,7 +27,9 @@ struct Ws(WebSocketStream<MaybeTlsStream<TcpStream>>);
 impl Ws {
     async fn open(node: &Node, path: &str) -> Ws {
         let url = format!("ws://{}{path}", node.http_addr());
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket upgrade");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket upgrade");
         Ws(ws)
     }
 
@@ -36,7 +38,8 @@ impl Ws {
     }
 
     async fn send(&mut self, message: &str, data: Value) {
-        self.send_text(&json!({ "message": message, "data": [data] }).to_string()).await;
+        self.send_text(&json!({ "message": message, "data": [data] }).to_string())
+            .await;
     }
 
     /// The next frame other than a ping, as (message, data[0]).
@@ -50,7 +53,10 @@ impl Ws {
             let Message::Text(text) = frame else { continue };
             let value: Value = serde_json::from_str(text.as_str()).expect("server frames are JSON");
             let message = value["message"].as_str().expect("message name").to_owned();
-            assert!(value["data"].is_array(), "every server frame carries a data array: {value}");
+            assert!(
+                value["data"].is_array(),
+                "every server frame carries a data array: {value}"
+            );
             if message != "ping" {
                 return (message, value["data"][0].clone());
             }
@@ -64,11 +70,18 @@ impl Ws {
     }
 
     async fn connect(&mut self) {
-        self.send("connection", json!({ "appKey": "defaultApp", "mediaProviders": ["WebRTC"], "clientVersion": "2.0" })).await;
+        self.send(
+            "connection",
+            json!({ "appKey": "defaultApp", "mediaProviders": ["WebRTC"], "clientVersion": "2.0" }),
+        )
+        .await;
         self.expect("getVersion").await;
         let user = self.expect("getUserData").await;
         assert_eq!(user["status"], "ESTABLISHED");
-        assert_eq!(user["appKey"], "defaultApp", "the connection object is echoed");
+        assert_eq!(
+            user["appKey"], "defaultApp",
+            "the connection object is echoed"
+        );
     }
 
     async fn expect_failed(&mut self, media_session_id: &str, info: &str) {
@@ -81,10 +94,17 @@ impl Ws {
 
     /// A request every established session answers: proof that it still works.
     async fn still_works(&mut self) {
-        self.send("availableStream", json!({ "mediaSessionId": "probe", "name": "nothing-here" })).await;
+        self.send(
+            "availableStream",
+            json!({ "mediaSessionId": "probe", "name": "nothing-here" }),
+        )
+        .await;
         let reply = self.expect("availableStream").await;
         assert_eq!(reply["id"], "probe");
-        assert_eq!(reply["status"], "false", "status is the string \"false\": {reply}");
+        assert_eq!(
+            reply["status"], "false",
+            "status is the string \"false\": {reply}"
+        );
     }
 }
 
@@ -94,13 +114,20 @@ async fn bad_frames_get_clear_errors_and_the_session_survives() {
     let mut ws = Ws::open(&node, "/").await;
 
     // Before `connection`, a stream request is refused with the SDK's own words.
-    ws.send("publishStream", json!({ "mediaSessionId": "m0", "name": "early", "sdp": "v=0" })).await;
+    ws.send(
+        "publishStream",
+        json!({ "mediaSessionId": "m0", "name": "early", "sdp": "v=0" }),
+    )
+    .await;
     ws.expect_failed("m0", "Session not ready").await;
     ws.connect().await;
 
     ws.send_text("this is not json").await;
     let fail = ws.expect("fail").await;
-    assert!(fail["info"].as_str().unwrap().contains("invalid JSON"), "{fail}");
+    assert!(
+        fail["info"].as_str().unwrap().contains("invalid JSON"),
+        "{fail}"
+    );
     ws.send_text(r#"{"data":[{}]}"#).await;
     let fail = ws.expect("fail").await;
     assert!(fail["info"].as_str().unwrap().contains("message"), "{fail}");
@@ -118,26 +145,58 @@ async fn bad_frames_get_clear_errors_and_the_session_survives() {
     ws.still_works().await;
 
     // Missing fields.
-    ws.send("publishStream", json!({ "name": "x", "sdp": "v=0" })).await;
+    ws.send("publishStream", json!({ "name": "x", "sdp": "v=0" }))
+        .await;
     let fail = ws.expect("fail").await;
     assert_eq!(fail["info"], "MediaSessionId is null");
-    ws.send("publishStream", json!({ "mediaSessionId": "m1", "name": "x" })).await;
+    ws.send(
+        "publishStream",
+        json!({ "mediaSessionId": "m1", "name": "x" }),
+    )
+    .await;
     ws.expect_failed("m1", "without an sdp offer").await;
-    ws.send("playStream", json!({ "mediaSessionId": "m2", "name": "x", "sdp": "garbage" })).await;
+    ws.send(
+        "playStream",
+        json!({ "mediaSessionId": "m2", "name": "x", "sdp": "garbage" }),
+    )
+    .await;
     ws.expect_failed("m2", "Stream not found").await;
-    ws.send("publishStream", json!({ "mediaSessionId": "m3", "name": "x", "sdp": "garbage" })).await;
+    ws.send(
+        "publishStream",
+        json!({ "mediaSessionId": "m3", "name": "x", "sdp": "garbage" }),
+    )
+    .await;
     ws.expect_failed("m3", "Failed by error").await;
-    ws.send("publishStream", json!({ "mediaSessionId": "m4", "name": "bad name/", "sdp": "v=0" })).await;
+    ws.send(
+        "publishStream",
+        json!({ "mediaSessionId": "m4", "name": "bad name/", "sdp": "v=0" }),
+    )
+    .await;
     ws.expect_failed("m4", "invalid stream name").await;
-    ws.send("unPublishStream", json!({ "mediaSessionId": "never", "name": "x" })).await;
+    ws.send(
+        "unPublishStream",
+        json!({ "mediaSessionId": "never", "name": "x" }),
+    )
+    .await;
     ws.expect_failed("never", "Stream not found").await;
-    ws.send("sendStreamEvent", json!({ "mediaSessionId": "never", "type": "data", "payload": {} })).await;
+    ws.send(
+        "sendStreamEvent",
+        json!({ "mediaSessionId": "never", "type": "data", "payload": {} }),
+    )
+    .await;
     ws.expect("fail").await;
 
     // The rest the SDK sends.
-    ws.send("sendData", json!({ "operationId": "op-1", "payload": { "a": 1 } })).await;
+    ws.send(
+        "sendData",
+        json!({ "operationId": "op-1", "payload": { "a": 1 } }),
+    )
+    .await;
     let reply = ws.expect("DataStatusEvent").await;
-    assert_eq!((reply["operationId"].as_str(), reply["status"].as_str()), (Some("op-1"), Some("ACCEPTED")));
+    assert_eq!(
+        (reply["operationId"].as_str(), reply["status"].as_str()),
+        (Some("op-1"), Some("ACCEPTED"))
+    );
     ws.send("pong", Value::Null).await;
     ws.still_works().await;
 
@@ -153,11 +212,23 @@ async fn names_in_use_unknown_streams_and_availability() {
     let node = test_node();
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let publisher = ClientSession::connect(&base, Mode::Publish, "live", &certificate, Duration::from_secs(10)).await.unwrap();
+    let publisher = ClientSession::connect(
+        &base,
+        Mode::Publish,
+        "live",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
 
     let mut ws = Ws::open(&node, "/").await;
     ws.connect().await;
-    ws.send("availableStream", json!({ "mediaSessionId": "a1", "name": "live" })).await;
+    ws.send(
+        "availableStream",
+        json!({ "mediaSessionId": "a1", "name": "live" }),
+    )
+    .await;
     assert_eq!(ws.expect("availableStream").await["status"], "true");
 
     // A WHIP stream's name is taken for the WebSocket protocol too (one registry).
@@ -173,29 +244,60 @@ async fn names_in_use_unknown_streams_and_availability() {
             send: None,
         }],
     });
-    ws.send("publishStream", json!({ "mediaSessionId": "p1", "name": "live", "sdp": offer })).await;
-    ws.expect_failed("p1", "Stream name is already in use").await;
+    ws.send(
+        "publishStream",
+        json!({ "mediaSessionId": "p1", "name": "live", "sdp": offer }),
+    )
+    .await;
+    ws.expect_failed("p1", "Stream name is already in use")
+        .await;
 
     // A WebSocket play of the WHIP stream is answered; an unknown name is not found.
     let play_offer = offer.replace("a=sendonly", "a=recvonly");
-    ws.send("playStream", json!({ "mediaSessionId": "q1", "name": "live", "sdp": play_offer })).await;
+    ws.send(
+        "playStream",
+        json!({ "mediaSessionId": "q1", "name": "live", "sdp": play_offer }),
+    )
+    .await;
     let answer = ws.expect("setRemoteSDP").await;
     assert_eq!(answer, "q1", "setRemoteSDP data[0] is the mediaSessionId");
-    ws.send("playStream", json!({ "mediaSessionId": "q2", "name": "nope", "sdp": play_offer })).await;
+    ws.send(
+        "playStream",
+        json!({ "mediaSessionId": "q2", "name": "nope", "sdp": play_offer }),
+    )
+    .await;
     ws.expect_failed("q2", "Stream not found").await;
 
     // A REST listing sees the stream and its player.
-    let list = rtcdn_bench::http::request(hyper::Method::GET, &format!("{base}/rest-api/stream/find_all"), None, String::new()).await.unwrap();
+    let list = rtcdn_bench::http::request(
+        hyper::Method::GET,
+        &format!("{base}/rest-api/stream/find_all"),
+        None,
+        String::new(),
+    )
+    .await
+    .unwrap();
     let list: Value = serde_json::from_str(&list.body).unwrap();
     assert_eq!(list[0]["name"], "live");
     assert_eq!(list[0]["playerCount"], 1);
-    let found = rtcdn_bench::http::request(hyper::Method::POST, &format!("{base}/rest-api/stream/find"), Some("application/json"), r#"{"name":"nope"}"#.into()).await.unwrap();
+    let found = rtcdn_bench::http::request(
+        hyper::Method::POST,
+        &format!("{base}/rest-api/stream/find"),
+        Some("application/json"),
+        r#"{"name":"nope"}"#.into(),
+    )
+    .await
+    .unwrap();
     assert_eq!(found.status.as_u16(), 404);
 
     // The publisher leaves: the WebSocket player hears why, and a new play is refused.
     publisher.close().await.unwrap();
     ws.expect_failed("q1", "Stopped by publisher stop").await;
-    ws.send("playStream", json!({ "mediaSessionId": "q3", "name": "live", "sdp": play_offer })).await;
+    ws.send(
+        "playStream",
+        json!({ "mediaSessionId": "q3", "name": "live", "sdp": play_offer }),
+    )
+    .await;
     ws.expect_failed("q3", "Stream not found").await;
     node.stop();
 }
@@ -223,7 +325,9 @@ async fn secure_websocket_with_a_configured_certificate() {
     let https = node.https_addr().expect("an HTTPS listener");
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(key.cert.pem().as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(key.cert.pem().as_bytes()).unwrap())
+        .unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -235,11 +339,19 @@ async fn secure_websocket_with_a_configured_certificate() {
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS handshake");
-    let (ws, _) = tokio_tungstenite::client_async("wss://localhost/websocket", tls).await.expect("wss upgrade");
+    let (ws, _) = tokio_tungstenite::client_async("wss://localhost/websocket", tls)
+        .await
+        .expect("wss upgrade");
     let mut ws = ws;
-    ws.send(Message::text(json!({ "message": "connection", "data": [{ "appKey": "defaultApp" }] }).to_string())).await.unwrap();
+    ws.send(Message::text(
+        json!({ "message": "connection", "data": [{ "appKey": "defaultApp" }] }).to_string(),
+    ))
+    .await
+    .unwrap();
     let mut established = false;
-    while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+    {
         let value: Value = serde_json::from_str(text.as_str()).unwrap();
         if value["message"] == "getUserData" {
             assert_eq!(value["data"][0]["status"], "ESTABLISHED");

@@ -37,13 +37,22 @@ struct CoreTotals {
 async fn core_totals(base: &str) -> CoreTotals {
     // Cores publish their counters once per 20 ms tick.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let response = rtcdn_bench::http::request(hyper::Method::GET, &format!("{base}/api/stats"), None, String::new())
-        .await
-        .expect("stats answer");
+    let response = rtcdn_bench::http::request(
+        hyper::Method::GET,
+        &format!("{base}/api/stats"),
+        None,
+        String::new(),
+    )
+    .await
+    .expect("stats answer");
     let stats: Value = serde_json::from_str(&response.body).expect("stats are JSON");
     let mut t = CoreTotals::default();
     for core in stats["cores"].as_array().expect("cores") {
-        let get = |k: &str| core[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {core}"));
+        let get = |k: &str| {
+            core[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} missing in {core}"))
+        };
         t.rtp_received += get("rtp_received");
         t.rtp_sent += get("rtp_sent");
         t.allocations += get("allocations");
@@ -66,10 +75,17 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let timeout = Duration::from_secs(10);
-    let mut publisher = ClientSession::connect(&base, Mode::Publish, "noalloc", &certificate, timeout).await.expect("publish");
+    let mut publisher =
+        ClientSession::connect(&base, Mode::Publish, "noalloc", &certificate, timeout)
+            .await
+            .expect("publish");
     let mut players = Vec::new();
     for _ in 0..PLAYERS {
-        players.push(ClientSession::connect(&base, Mode::Play, "noalloc", &certificate, timeout).await.expect("play"));
+        players.push(
+            ClientSession::connect(&base, Mode::Play, "noalloc", &certificate, timeout)
+                .await
+                .expect("play"),
+        );
     }
 
     // Warm up until every player receives video, and remember each player's video SSRC and
@@ -78,7 +94,10 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     let mut seq = 0u64;
     let mut video: [Option<(u32, u16)>; PLAYERS] = [None; PLAYERS];
     while video.iter().any(Option::is_none) {
-        assert!(start.elapsed() < Duration::from_secs(10), "players never received warm-up packets");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "players never received warm-up packets"
+        );
         send(&mut publisher, &mut seq, 0, start).await;
         for (i, player) in players.iter_mut().enumerate() {
             while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
@@ -107,10 +126,23 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
         .iter()
         .map(|v| {
             let (ssrc, last) = v.unwrap();
-            let pli = rtp::rtcp::Pli { sender_ssrc: rtp::Ssrc(7), media_ssrc: rtp::Ssrc(ssrc) };
-            let pairs = [rtp::rtcp::NackPair { pid: last, blp: 0b101 }];
-            let nack = rtp::rtcp::Nack { sender_ssrc: rtp::Ssrc(7), media_ssrc: rtp::Ssrc(ssrc), pairs: rtp::rtcp::Items::from_slice(&pairs) };
-            vec![rtcp(rtp::rtcp::Rtcp::Pli(pli)), rtcp(rtp::rtcp::Rtcp::Nack(nack))]
+            let pli = rtp::rtcp::Pli {
+                sender_ssrc: rtp::Ssrc(7),
+                media_ssrc: rtp::Ssrc(ssrc),
+            };
+            let pairs = [rtp::rtcp::NackPair {
+                pid: last,
+                blp: 0b101,
+            }];
+            let nack = rtp::rtcp::Nack {
+                sender_ssrc: rtp::Ssrc(7),
+                media_ssrc: rtp::Ssrc(ssrc),
+                pairs: rtp::rtcp::Items::from_slice(&pairs),
+            };
+            vec![
+                rtcp(rtp::rtcp::Rtcp::Pli(pli)),
+                rtcp(rtp::rtcp::Rtcp::Nack(nack)),
+            ]
         })
         .collect();
     publisher.send_rtcp(&sr(seq)).await.unwrap();
@@ -127,8 +159,14 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     }
 
     let before = core_totals(&base).await;
-    assert_eq!(before.cores_with_sessions, 2, "the test wants sessions on both cores: {before:?}");
-    assert!(before.allocations > 0, "the cores count allocations (session setup makes some): {before:?}");
+    assert_eq!(
+        before.cores_with_sessions, 2,
+        "the test wants sessions on both cores: {before:?}"
+    );
+    assert!(
+        before.allocations > 0,
+        "the cores count allocations (session setup makes some): {before:?}"
+    );
     let first = seq;
     for i in 0..MEASURED {
         send(&mut publisher, &mut seq, 0, start).await;
@@ -146,7 +184,10 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     for (i, player) in players.iter_mut().enumerate() {
         let mut got = 0;
         while got < MEASURED {
-            let packet = player.recv_rtp(Duration::from_secs(3)).await.unwrap_or_else(|| panic!("player {i} got {got} of {MEASURED}"));
+            let packet = player
+                .recv_rtp(Duration::from_secs(3))
+                .await
+                .unwrap_or_else(|| panic!("player {i} got {got} of {MEASURED}"));
             let (probe, _) = read_packet(&packet).unwrap();
             if probe.sequence >= first {
                 got += 1;
@@ -155,7 +196,10 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     }
     let after = core_totals(&base).await;
     let forwarded = after.rtp_sent - before.rtp_sent;
-    assert!(forwarded >= MEASURED * PLAYERS as u64, "forwarded {forwarded}: {before:?} -> {after:?}");
+    assert!(
+        forwarded >= MEASURED * PLAYERS as u64,
+        "forwarded {forwarded}: {before:?} -> {after:?}"
+    );
     assert!(after.rtp_received - before.rtp_received >= MEASURED);
     assert_eq!(
         after.media_allocations - before.media_allocations,

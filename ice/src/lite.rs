@@ -301,7 +301,11 @@ mod tests {
         while agent.poll_event().is_some() {}
         let later = now + Duration::from_secs(25);
         agent.renew_consent(later, "10.9.9.9:9".parse().unwrap());
-        assert_eq!(agent.poll_timeout(), Some(now + Duration::from_secs(30)), "another address renews nothing");
+        assert_eq!(
+            agent.poll_timeout(),
+            Some(now + Duration::from_secs(30)),
+            "another address renews nothing"
+        );
         agent.renew_consent(later, peer);
         assert_eq!(agent.poll_timeout(), Some(later + Duration::from_secs(30)));
         agent.handle_timeout(now + Duration::from_secs(40));
@@ -322,7 +326,10 @@ mod tests {
         let mut indication = check(false, 4);
         indication[1] = 0x11; // Binding indication
         assert_eq!(agent.handle_packet(now, peer, &indication), Ok(()));
-        assert!(agent.poll_transmit().is_none(), "indications are not answered");
+        assert!(
+            agent.poll_transmit().is_none(),
+            "indications are not answered"
+        );
         assert!(agent.poll_event().is_none());
         assert_eq!(
             agent.handle_packet(now, peer, b"\x80hello"),

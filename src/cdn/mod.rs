@@ -32,9 +32,14 @@ pub async fn poll_edge_stats(state: Arc<Signalling>, nodes: Vec<config::CdnNode>
         for node in &nodes {
             // Only plain-HTTP nodes can be polled; a wss-only node stays "answering".
             let Some(port) = node.ws else { continue };
-            let stat = fetch_stat(&node.host, port).await.and_then(|body| balancer::parse_stat(&body).ok());
+            let stat = fetch_stat(&node.host, port)
+                .await
+                .and_then(|body| balancer::parse_stat(&body).ok());
             if let Some(balancer) = &state.balancer {
-                balancer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).set_stat(node.id, stat);
+                balancer
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .set_stat(node.id, stat);
             }
         }
     }
@@ -43,9 +48,14 @@ pub async fn poll_edge_stats(state: Arc<Signalling>, nodes: Vec<config::CdnNode>
 async fn fetch_stat(host: &str, port: u16) -> Option<String> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
         tokio::spawn(connection);
-        let request = hyper::Request::get("/?action=stat").header("host", format!("{host}:{port}")).body(Empty::<bytes::Bytes>::new()).ok()?;
+        let request = hyper::Request::get("/?action=stat")
+            .header("host", format!("{host}:{port}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .ok()?;
         let response = sender.send_request(request).await.ok()?;
         if !response.status().is_success() {
             return None;
@@ -53,5 +63,8 @@ async fn fetch_stat(host: &str, port: u16) -> Option<String> {
         let body = response.into_body().collect().await.ok()?.to_bytes();
         String::from_utf8(body.to_vec()).ok()
     };
-    tokio::time::timeout(STAT_TIMEOUT, exchange).await.ok().flatten()
+    tokio::time::timeout(STAT_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
 }

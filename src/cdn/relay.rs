@@ -12,7 +12,9 @@ use tracing::{info, warn};
 
 use crate::control::{CoreCommand, PlayedTrack, SessionId, SessionRole, SessionSpec};
 use crate::dtls::DtlsRole;
-use crate::sdp::{self, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack, Setup};
+use crate::sdp::{
+    self, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack, Setup,
+};
 use crate::signalling::flashphoner::client::{media_session_id, WsClient};
 use crate::signalling::flashphoner::protocol::StreamDescription;
 use crate::signalling::{media, Signalling, Watcher};
@@ -48,7 +50,12 @@ pub fn targets(nodes: &[crate::cdn::config::CdnNode]) -> Vec<RelayTarget> {
                 (None, Some(wss)) => (wss, true),
                 (None, None) => return None,
             };
-            Some(RelayTarget { node_id: node.id, host: node.host.clone(), port, secure })
+            Some(RelayTarget {
+                node_id: node.id,
+                host: node.host.clone(),
+                port,
+                secure,
+            })
         })
         .collect()
 }
@@ -104,7 +111,11 @@ async fn relay_loop(state: Arc<Signalling>, target: RelayTarget, stream: String)
 
 /// Our offer for the edge: the publisher's own codecs and payload types, so packets need no
 /// payload type rewriting on the way.
-fn relay_offer(state: &Signalling, stream: &str, local_ice: &ice::IceCredentials) -> Option<(String, Vec<PlayedTrack>)> {
+fn relay_offer(
+    state: &Signalling,
+    stream: &str,
+    local_ice: &ice::IceCredentials,
+) -> Option<(String, Vec<PlayedTrack>)> {
     let tracks = state.registry().stream(stream)?.tracks.clone();
     let mut media = Vec::new();
     let mut played = Vec::new();
@@ -127,7 +138,11 @@ fn relay_offer(state: &Signalling, stream: &str, local_ice: &ice::IceCredentials
                 rtx_ssrc: None,
             }),
         });
-        played.push(PlayedTrack { kind: track.kind, pt: track.codec.pt, ssrc });
+        played.push(PlayedTrack {
+            kind: track.kind,
+            pt: track.codec.pt,
+            ssrc,
+        });
     }
     let offer = sdp::write_offer(&OfferParams {
         ice_ufrag: local_ice.ufrag.clone(),
@@ -139,12 +154,20 @@ fn relay_offer(state: &Signalling, stream: &str, local_ice: &ice::IceCredentials
 }
 
 async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str) -> Outcome {
-    let mut ws = match WsClient::connect_with_tls(&target.url(), STEP_TIMEOUT, state.relay_tls.clone()).await {
+    let mut ws = match WsClient::connect_with_tls(
+        &target.url(),
+        STEP_TIMEOUT,
+        state.relay_tls.clone(),
+    )
+    .await
+    {
         Ok(ws) => ws,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let local_ice = ice::IceCredentials::random(&mut rand::thread_rng());
-    let Some((offer, tracks)) = relay_offer(state, stream, &local_ice) else { return Outcome::StreamGone };
+    let Some((offer, tracks)) = relay_offer(state, stream, &local_ice) else {
+        return Outcome::StreamGone;
+    };
     let id = media_session_id();
     let has = |kind| tracks.iter().any(|t: &PlayedTrack| t.kind == kind);
     let request = json!({
@@ -163,13 +186,19 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
     }
     let answer = loop {
         match ws.next_within(STEP_TIMEOUT, "setRemoteSDP").await {
-            Ok((message, data)) if message == "setRemoteSDP" && data.first().and_then(Value::as_str) == Some(&id) => {
+            Ok((message, data))
+                if message == "setRemoteSDP"
+                    && data.first().and_then(Value::as_str) == Some(&id) =>
+            {
                 match data.get(1).and_then(Value::as_str) {
                     Some(sdp) => break sdp.to_owned(),
                     None => return Outcome::Failed("setRemoteSDP without an SDP".into()),
                 }
             }
-            Ok((message, data)) if message == "notifyStreamStatusEvent" && status_of(&data, &id) == Some("FAILED") => {
+            Ok((message, data))
+                if message == "notifyStreamStatusEvent"
+                    && status_of(&data, &id) == Some("FAILED") =>
+            {
                 return Outcome::Failed(format!("the edge refused: {}", info_of(&data)));
             }
             Ok(_) => continue,
@@ -180,17 +209,30 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
         Ok(answer) => answer,
         Err(e) => return Outcome::Failed(format!("the edge's answer: {e}")),
     };
-    let Some(fingerprint) = answer.fingerprint else { return Outcome::Failed("the edge's answer has no fingerprint".into()) };
-    let remote_candidates: Vec<_> = answer.candidates.iter().copied().filter(|c| c.is_ipv4()).collect();
+    let Some(fingerprint) = answer.fingerprint else {
+        return Outcome::Failed("the edge's answer has no fingerprint".into());
+    };
+    let remote_candidates: Vec<_> = answer
+        .candidates
+        .iter()
+        .copied()
+        .filter(|c| c.is_ipv4())
+        .collect();
     if remote_candidates.is_empty() {
         return Outcome::Failed("the edge's answer has no IPv4 host candidate".into());
     }
     // The answerer's setup decides: active means the edge is the DTLS client.
-    let dtls_role = if answer.setup == Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
+    let dtls_role = if answer.setup == Setup::Passive {
+        DtlsRole::Client
+    } else {
+        DtlsRole::Server
+    };
     let session = SessionId(rand::random::<u64>() | 1);
     let (core, stream_id) = {
         let mut registry = state.registry();
-        let Some(stream_id) = registry.stream(stream).map(|s| s.id) else { return Outcome::StreamGone };
+        let Some(stream_id) = registry.stream(stream).map(|s| s.id) else {
+            return Outcome::StreamGone;
+        };
         match registry.add_relay(stream, session) {
             Ok(core) => (core, stream_id),
             Err(_) => return Outcome::StreamGone,
@@ -204,14 +246,26 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
         has_audio: has(MediaKind::Audio),
         has_video: has(MediaKind::Video),
     };
-    state.watch(session, Watcher { out: notes_tx, description });
+    state.watch(
+        session,
+        Watcher {
+            out: notes_tx,
+            description,
+        },
+    );
     let spec = SessionSpec {
         id: session,
         stream: stream_id,
         stream_name: stream.to_owned(),
-        role: SessionRole::Relay { tracks, remote_candidates },
+        role: SessionRole::Relay {
+            tracks,
+            remote_candidates,
+        },
         local_ice,
-        remote_ice: ice::IceCredentials { ufrag: answer.ice_ufrag.clone(), pwd: answer.ice_pwd.clone() },
+        remote_ice: ice::IceCredentials {
+            ufrag: answer.ice_ufrag.clone(),
+            pwd: answer.ice_pwd.clone(),
+        },
         remote_fingerprint: fingerprint.0,
         dtls_role,
         publisher_core: Some(core),
@@ -259,5 +313,9 @@ fn status_of<'a>(data: &'a [Value], id: &str) -> Option<&'a str> {
 }
 
 fn info_of(data: &[Value]) -> String {
-    data.first().and_then(|o| o.get("info")).and_then(Value::as_str).unwrap_or("").to_owned()
+    data.first()
+        .and_then(|o| o.get("info"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
 }

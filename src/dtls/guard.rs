@@ -208,7 +208,10 @@ mod tests {
     fn spots_plaintext_alerts_only() {
         let alert = |epoch: u8| vec![21, 0xfe, 0xfd, 0, epoch, 0, 0, 0, 0, 0, 9, 0, 2, 2, 40];
         assert!(has_plaintext_alert(&alert(0)));
-        assert!(!has_plaintext_alert(&alert(1)), "encrypted alerts are the crate's business");
+        assert!(
+            !has_plaintext_alert(&alert(1)),
+            "encrypted alerts are the crate's business"
+        );
         // Behind a handshake record in the same datagram.
         let mut two = client_hello(&[]);
         two.extend(alert(0));
@@ -217,7 +220,11 @@ mod tests {
         let mut app_data = alert(1);
         app_data[0] = 23;
         assert!(!has_plaintext_alert(&app_data));
-        for junk in [&[][..], &[21], &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]] {
+        for junk in [
+            &[][..],
+            &[21],
+            &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
+        ] {
             assert!(!has_plaintext_alert(junk));
         }
     }

@@ -385,7 +385,12 @@ impl Driver {
     async fn record_layer(&self, dtls: &DTLSConn) -> Option<EstablishedRecords> {
         let state = dtls.connection_state().await;
         let secrets = state.key_log_data().ok()?;
-        EstablishedRecords::derive(self.role, &secrets.local_random, &secrets.remote_random, &secrets.master_secret)
+        EstablishedRecords::derive(
+            self.role,
+            &secrets.local_random,
+            &secrets.remote_random,
+            &secrets.master_secret,
+        )
     }
 
     fn dtls_config(&self, mismatch: Arc<AtomicBool>) -> Config {

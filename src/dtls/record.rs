@@ -45,7 +45,12 @@ pub(crate) struct EstablishedRecords {
 impl EstablishedRecords {
     /// Derives the record keys of an AES-128-GCM association. `local_random` and
     /// `remote_random` are the 32-byte hello randoms of our side and the peer's.
-    pub(crate) fn derive(role: DtlsRole, local_random: &[u8], remote_random: &[u8], master_secret: &[u8]) -> Option<Self> {
+    pub(crate) fn derive(
+        role: DtlsRole,
+        local_random: &[u8],
+        remote_random: &[u8],
+        master_secret: &[u8],
+    ) -> Option<Self> {
         if local_random.len() != 32 || remote_random.len() != 32 || master_secret.len() != 48 {
             return None;
         }
@@ -68,7 +73,12 @@ impl EstablishedRecords {
             DtlsRole::Client => (client_key, client_iv, server_key, server_iv),
             DtlsRole::Server => (server_key, server_iv, client_key, client_iv),
         };
-        Some(EstablishedRecords { open: key(open_key)?, open_iv: iv(open_iv)?, seal: key(seal_key)?, seal_iv: iv(seal_iv)? })
+        Some(EstablishedRecords {
+            open: key(open_key)?,
+            open_iv: iv(open_iv)?,
+            seal: key(seal_key)?,
+            seal_iv: iv(seal_iv)?,
+        })
     }
 
     /// Whether `datagram` holds an authentic alert that ends the association: close_notify or
@@ -79,7 +89,9 @@ impl EstablishedRecords {
         while rest.len() >= HEADER_LEN {
             let header = &rest[..HEADER_LEN];
             let len = usize::from(u16::from_be_bytes([header[11], header[12]]));
-            let Some(body) = rest.get(HEADER_LEN..HEADER_LEN + len) else { return false };
+            let Some(body) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
+                return false;
+            };
             rest = &rest[HEADER_LEN + len..];
             let epoch = u16::from_be_bytes([header[3], header[4]]);
             if header[0] != CONTENT_ALERT || epoch != EPOCH {
@@ -107,7 +119,10 @@ impl EstablishedRecords {
         let aad = additional_data(&header[3..11], header[0], [header[1], header[2]], ALERT_LEN);
         let mut buf = [0u8; ALERT_LEN + TAG_LEN];
         buf.copy_from_slice(sealed);
-        let plain = self.open.open_in_place(nonce, Aad::from(aad), &mut buf).ok()?;
+        let plain = self
+            .open
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .ok()?;
         <[u8; ALERT_LEN]>::try_from(&*plain).ok()
     }
 
@@ -119,9 +134,16 @@ impl EstablishedRecords {
         const WARNING: u8 = 1;
         let mut alert = [WARNING, 0];
         // The explicit nonce only has to be unique per key: the sequence number is.
-        let Some(nonce) = self.nonce(&self.seal_iv, &epoch_seq) else { return Vec::new() };
+        let Some(nonce) = self.nonce(&self.seal_iv, &epoch_seq) else {
+            return Vec::new();
+        };
         let aad = additional_data(&epoch_seq, CONTENT_ALERT, DTLS_1_2, alert.len());
-        let Ok(tag) = self.seal.seal_in_place_separate_tag(nonce, Aad::from(aad), &mut alert) else { return Vec::new() };
+        let Ok(tag) = self
+            .seal
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut alert)
+        else {
+            return Vec::new();
+        };
         let len = EXPLICIT_NONCE_LEN + alert.len() + TAG_LEN;
         let mut record = Vec::with_capacity(HEADER_LEN + len);
         record.push(CONTENT_ALERT);
@@ -143,7 +165,12 @@ impl EstablishedRecords {
 }
 
 /// RFC 5246 §6.2.3.3 with DTLS's epoch and sequence number in place of TLS's implicit one.
-fn additional_data(epoch_seq: &[u8], content_type: u8, version: [u8; 2], plain_len: usize) -> [u8; 13] {
+fn additional_data(
+    epoch_seq: &[u8],
+    content_type: u8,
+    version: [u8; 2],
+    plain_len: usize,
+) -> [u8; 13] {
     let mut aad = [0u8; 13];
     aad[..8].copy_from_slice(epoch_seq);
     aad[8] = content_type;
@@ -174,8 +201,12 @@ mod tests {
         let client_random = [1u8; 32];
         let server_random = [2u8; 32];
         let master = [3u8; 48];
-        let client = EstablishedRecords::derive(DtlsRole::Client, &client_random, &server_random, &master).unwrap();
-        let server = EstablishedRecords::derive(DtlsRole::Server, &server_random, &client_random, &master).unwrap();
+        let client =
+            EstablishedRecords::derive(DtlsRole::Client, &client_random, &server_random, &master)
+                .unwrap();
+        let server =
+            EstablishedRecords::derive(DtlsRole::Server, &server_random, &client_random, &master)
+                .unwrap();
         (client, server)
     }
 
@@ -236,6 +267,9 @@ mod tests {
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 }

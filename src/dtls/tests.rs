@@ -333,7 +333,9 @@ fn the_client_hands_over_to_its_own_record_layer_after_the_handshake() {
     assert!(p.client.transport.established.get().is_some());
     assert!(p.server.transport.established.get().is_none());
     // A plaintext alert is not taken for the peer's close.
-    p.client.transport.handle_record(&[21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 2, 0]);
+    p.client
+        .transport
+        .handle_record(&[21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 2, 2, 0]);
     assert!(p.client.next_event(Duration::from_millis(200)).is_none());
 }
 

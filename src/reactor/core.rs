@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionRole, SessionSpec, StreamId};
+use crate::control::{
+    CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionRole, SessionSpec, StreamId,
+};
 use crate::dtls::{DtlsCertificate, DtlsEvent, DtlsTransport};
 use crate::reactor::io::{DatagramHandler, SendQueue, SocketId, UdpIo, Waker};
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
@@ -149,7 +151,17 @@ struct Scratch {
 
 /// Runs a core until it is told to shut down.
 pub fn run(setup: CoreSetup) {
-    let CoreSetup { id, mut io, commands, events, runtime, certificate, mesh, stats, consent_timeout } = setup;
+    let CoreSetup {
+        id,
+        mut io,
+        commands,
+        events,
+        runtime,
+        certificate,
+        mesh,
+        stats,
+        consent_timeout,
+    } = setup;
     let (dtls_tx, dtls_rx) = std::sync::mpsc::channel();
     let waker = io.waker();
     let mut core = Core {
@@ -202,7 +214,13 @@ pub fn run(setup: CoreSetup) {
 }
 
 impl DatagramHandler for Core {
-    fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+    fn on_datagram(
+        &mut self,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &mut [u8],
+        tx: &mut SendQueue,
+    ) {
         let now = Instant::now();
         match data.first() {
             Some(0..=3) => self.handle_stun(now, socket, src, data, tx),
@@ -229,10 +247,17 @@ impl DatagramHandler for Core {
         let mut bytes = std::mem::take(&mut self.scratch.bytes);
         control.clear();
         bytes.clear();
-        let Core { mesh, streams, sessions, counters, .. } = self;
+        let Core {
+            mesh,
+            streams,
+            sessions,
+            counters,
+            ..
+        } = self;
         mesh.drain(|item: &Forwarded| match item.kind {
             ForwardKind::Rtp(kind) => {
-                counters.rtp_sent += fan_out(streams, sessions, item.stream, kind, item.payload(), tx);
+                counters.rtp_sent +=
+                    fan_out(streams, sessions, item.stream, kind, item.payload(), tx);
             }
             other => {
                 let start = bytes.len();
@@ -258,26 +283,42 @@ fn fan_out(
     plain: &[u8],
     tx: &mut SendQueue,
 ) -> u64 {
-    let Some(local) = streams.get(&stream) else { return 0 };
+    let Some(local) = streams.get(&stream) else {
+        return 0;
+    };
     let mut sent = 0;
     for player in &local.players {
-        let Some(entry) = sessions.get_mut(player) else { continue };
-        let Some(remote) = entry.session.remote() else { continue };
+        let Some(entry) = sessions.get_mut(player) else {
+            continue;
+        };
+        let Some(remote) = entry.session.remote() else {
+            continue;
+        };
         if !entry.session.is_connected() {
             continue;
         }
         let session = &mut entry.session;
-        tx.push_with_on(entry.socket, remote, |buf| session.write_rtp(kind, plain, buf));
+        tx.push_with_on(entry.socket, remote, |buf| {
+            session.write_rtp(kind, plain, buf)
+        });
         sent += 1;
     }
     sent
 }
 
 impl Core {
-    fn handle_stun(&mut self, now: Instant, socket: SocketId, src: SocketAddr, data: &[u8], tx: &mut SendQueue) {
+    fn handle_stun(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &[u8],
+        tx: &mut SendQueue,
+    ) {
         let id = match self.by_addr.get(&(socket, src)) {
             Some(id) => *id,
-            None => match stun_username_local_part(data).and_then(|ufrag| self.by_ufrag.get(ufrag)) {
+            None => match stun_username_local_part(data).and_then(|ufrag| self.by_ufrag.get(ufrag))
+            {
                 Some(id) => *id,
                 None => {
                     self.counters.unknown_source += 1;
@@ -285,7 +326,9 @@ impl Core {
                 }
             },
         };
-        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
         if let Err(e) = entry.session.handle_stun(now, src, data) {
             self.counters.stun_rejected += 1;
             debug!(session = %id, error = %e, "STUN rejected");
@@ -294,18 +337,32 @@ impl Core {
     }
 
     fn handle_dtls(&mut self, socket: SocketId, src: SocketAddr, data: &[u8]) {
-        match self.by_addr.get(&(socket, src)).and_then(|id| self.sessions.get(id)).and_then(|e| e.dtls.as_ref()) {
+        match self
+            .by_addr
+            .get(&(socket, src))
+            .and_then(|id| self.sessions.get(id))
+            .and_then(|e| e.dtls.as_ref())
+        {
             Some(dtls) => dtls.handle_record(data),
             None => self.counters.unknown_source += 1,
         }
     }
 
-    fn handle_srtp(&mut self, now: Instant, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+    fn handle_srtp(
+        &mut self,
+        now: Instant,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &mut [u8],
+        tx: &mut SendQueue,
+    ) {
         let Some(&id) = self.by_addr.get(&(socket, src)) else {
             self.counters.unknown_source += 1;
             return;
         };
-        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
         // RFC 5761 §4: RTCP packet types 192..=223 occupy the second byte's range that RTP
         // payload types 64..=95 (with the marker bit) would; those are never negotiated.
         let is_rtcp = data.get(1).is_some_and(|b| (192..=223).contains(b));
@@ -322,7 +379,8 @@ impl Core {
                 self.counters.rtp_received += 1;
                 let stream = entry.session.stream();
                 let plain = &data[..len];
-                self.counters.rtp_sent += fan_out(&self.streams, &mut self.sessions, stream, kind, plain, tx);
+                self.counters.rtp_sent +=
+                    fan_out(&self.streams, &mut self.sessions, stream, kind, plain, tx);
                 if let Some(local) = self.streams.get(&stream) {
                     for core in &local.remote_cores {
                         self.mesh.send(*core, stream, ForwardKind::Rtp(kind), plain);
@@ -350,7 +408,9 @@ impl Core {
 
     fn handle_command(&mut self, now: Instant, command: CoreCommand, tx: &mut SendQueue) {
         match command {
-            CoreCommand::AddSession(spec) if matches!(spec.role, SessionRole::Relay { .. }) => self.relays_to_open.push(*spec),
+            CoreCommand::AddSession(spec) if matches!(spec.role, SessionRole::Relay { .. }) => {
+                self.relays_to_open.push(*spec)
+            }
             CoreCommand::AddSession(spec) => self.add_session(now, *spec, SocketId::MAIN, tx),
             CoreCommand::RemoveSession { id, reason } => {
                 if let Some(entry) = self.sessions.get_mut(&id) {
@@ -400,12 +460,21 @@ impl Core {
         }
     }
 
-    fn add_session(&mut self, now: Instant, spec: SessionSpec, socket: SocketId, tx: &mut SendQueue) {
+    fn add_session(
+        &mut self,
+        now: Instant,
+        spec: SessionSpec,
+        socket: SocketId,
+        tx: &mut SendQueue,
+    ) {
         let id = spec.id;
         let stream = spec.stream;
         let publisher_core = spec.publisher_core;
         self.by_ufrag.insert(spec.local_ice.ufrag.clone(), id);
-        if let SessionRole::Relay { remote_candidates, .. } = &spec.role {
+        if let SessionRole::Relay {
+            remote_candidates, ..
+        } = &spec.role
+        {
             // Answers to our checks carry no USERNAME to find the session by.
             for candidate in remote_candidates {
                 self.by_addr.insert((socket, *candidate), id);
@@ -421,12 +490,25 @@ impl Core {
             local.players.push(id);
             local.publisher_core = publisher_core.filter(|c| *c != self.id);
         }
-        self.sessions.insert(id, Entry { session, dtls: None, socket });
+        self.sessions.insert(
+            id,
+            Entry {
+                session,
+                dtls: None,
+                socket,
+            },
+        );
         // A relay's first connectivity checks are ready at once.
         self.drain_session(now, id, tx);
     }
 
-    fn handle_dtls_event(&mut self, now: Instant, id: SessionId, event: DtlsEvent, tx: &mut SendQueue) {
+    fn handle_dtls_event(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        event: DtlsEvent,
+        tx: &mut SendQueue,
+    ) {
         if let Some((remote, _, _)) = self.closing.get(&id) {
             // Only sessions on the core's own socket linger (relays close theirs at once).
             if let DtlsEvent::Transmit(record) = event {
@@ -434,7 +516,9 @@ impl Core {
             }
             return;
         }
-        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
         match event {
             DtlsEvent::Transmit(record) => {
                 if let Some(remote) = entry.session.remote() {
@@ -448,15 +532,30 @@ impl Core {
         self.drain_session(now, id, tx);
     }
 
-    fn handle_forwarded_control(&mut self, now: Instant, stream: StreamId, kind: ForwardKind, payload: &[u8], tx: &mut SendQueue) {
+    fn handle_forwarded_control(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        kind: ForwardKind,
+        payload: &[u8],
+        tx: &mut SendQueue,
+    ) {
         match kind {
             ForwardKind::KeyframeRequest => self.request_keyframe(now, stream, tx),
             ForwardKind::Nack { kind } => {
-                self.request_retransmission(now, stream, kind, LostPackets::from_be_bytes(payload), tx);
+                self.request_retransmission(
+                    now,
+                    stream,
+                    kind,
+                    LostPackets::from_be_bytes(payload),
+                    tx,
+                );
             }
-            ForwardKind::SenderReport { kind, ntp_time, rtp_time } => {
-                self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx)
-            }
+            ForwardKind::SenderReport {
+                kind,
+                ntp_time,
+                rtp_time,
+            } => self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx),
             ForwardKind::Rtp(_) => {}
         }
     }
@@ -472,7 +571,9 @@ impl Core {
         remote_kind: ForwardKind,
         remote_payload: &[u8],
     ) {
-        let Some(local_stream) = self.streams.get(&stream) else { return };
+        let Some(local_stream) = self.streams.get(&stream) else {
+            return;
+        };
         if let Some(publisher) = local_stream.publisher {
             if let Some(entry) = self.sessions.get_mut(&publisher) {
                 local(&mut entry.session);
@@ -484,10 +585,24 @@ impl Core {
     }
 
     fn request_keyframe(&mut self, now: Instant, stream: StreamId, tx: &mut SendQueue) {
-        self.ask_publisher(now, stream, tx, |publisher| publisher.request_keyframe(now), ForwardKind::KeyframeRequest, &[]);
+        self.ask_publisher(
+            now,
+            stream,
+            tx,
+            |publisher| publisher.request_keyframe(now),
+            ForwardKind::KeyframeRequest,
+            &[],
+        );
     }
 
-    fn request_retransmission(&mut self, now: Instant, stream: StreamId, kind: MediaKind, seqs: LostPackets, tx: &mut SendQueue) {
+    fn request_retransmission(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        kind: MediaKind,
+        seqs: LostPackets,
+        tx: &mut SendQueue,
+    ) {
         let mut payload = [0u8; 2 * MAX_LOST_PACKETS];
         let len = seqs.to_be_bytes(&mut payload);
         self.ask_publisher(
@@ -500,8 +615,18 @@ impl Core {
         );
     }
 
-    fn send_sender_reports(&mut self, now: Instant, stream: StreamId, kind: MediaKind, ntp: u64, rtp: u32, tx: &mut SendQueue) {
-        let Some(local) = self.streams.get(&stream) else { return };
+    fn send_sender_reports(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        kind: MediaKind,
+        ntp: u64,
+        rtp: u32,
+        tx: &mut SendQueue,
+    ) {
+        let Some(local) = self.streams.get(&stream) else {
+            return;
+        };
         let mut players = std::mem::take(&mut self.scratch.sessions);
         players.clear();
         players.extend_from_slice(&local.players);
@@ -518,13 +643,17 @@ impl Core {
     /// signalling, removes it when it ended.
     fn drain_session(&mut self, now: Instant, id: SessionId, tx: &mut SendQueue) {
         loop {
-            let Some(entry) = self.sessions.get_mut(&id) else { return };
+            let Some(entry) = self.sessions.get_mut(&id) else {
+                return;
+            };
             while let Some(transmit) = entry.session.poll_transmit() {
                 tx.push_on(entry.socket, transmit.destination, &transmit.contents);
                 entry.session.recycle(transmit.contents);
             }
             let socket = entry.socket;
-            let Some(event) = entry.session.poll_event() else { return };
+            let Some(event) = entry.session.poll_event() else {
+                return;
+            };
             let stream = entry.session.stream();
             match event {
                 SessionEvent::IceConnected { remote } => {
@@ -550,10 +679,23 @@ impl Core {
                 SessionEvent::RetransmissionRequested { kind, seqs } => {
                     self.request_retransmission(now, stream, kind, seqs, tx)
                 }
-                SessionEvent::SenderReport { kind, ntp_time, rtp_time } => {
+                SessionEvent::SenderReport {
+                    kind,
+                    ntp_time,
+                    rtp_time,
+                } => {
                     if let Some(local) = self.streams.get(&stream) {
                         for &core in &local.remote_cores {
-                            self.mesh.send(core, stream, ForwardKind::SenderReport { kind, ntp_time, rtp_time }, &[]);
+                            self.mesh.send(
+                                core,
+                                stream,
+                                ForwardKind::SenderReport {
+                                    kind,
+                                    ntp_time,
+                                    rtp_time,
+                                },
+                                &[],
+                            );
                         }
                     }
                     self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx);
@@ -567,7 +709,9 @@ impl Core {
     }
 
     fn start_dtls(&mut self, id: SessionId) {
-        let Some(entry) = self.sessions.get_mut(&id) else { return };
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
         if entry.dtls.is_some() {
             return;
         }
@@ -587,7 +731,9 @@ impl Core {
     }
 
     fn remove_session(&mut self, now: Instant, id: SessionId, reason: EndReason) {
-        let Some(entry) = self.sessions.remove(&id) else { return };
+        let Some(entry) = self.sessions.remove(&id) else {
+            return;
+        };
         let session = entry.session;
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), %reason, "session ended");
         self.by_addr.retain(|_, owner| *owner != id);
@@ -619,7 +765,10 @@ impl Core {
         let mut due = std::mem::take(&mut self.scratch.sessions);
         due.clear();
         due.extend(
-            self.sessions.iter().filter(|(_, e)| e.session.poll_timeout().is_some_and(|at| at <= now)).map(|(id, _)| *id),
+            self.sessions
+                .iter()
+                .filter(|(_, e)| e.session.poll_timeout().is_some_and(|at| at <= now))
+                .map(|(id, _)| *id),
         );
         for &id in &due {
             if let Some(entry) = self.sessions.get_mut(&id) {
@@ -628,7 +777,8 @@ impl Core {
             }
         }
         self.scratch.sessions = due;
-        self.closing.retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
+        self.closing
+            .retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
         self.publish_stats();
     }
 
@@ -638,15 +788,21 @@ impl Core {
         s.sessions.store(self.sessions.len(), Ordering::Relaxed);
         s.rtp_received.fetch_add(c.rtp_received, Ordering::Relaxed);
         s.rtp_sent.fetch_add(c.rtp_sent, Ordering::Relaxed);
-        s.stun_rejected.fetch_add(c.stun_rejected, Ordering::Relaxed);
-        s.srtp_rejected.fetch_add(c.srtp_rejected, Ordering::Relaxed);
-        s.rtp_malformed.fetch_add(c.rtp_malformed, Ordering::Relaxed);
-        s.unknown_source.fetch_add(c.unknown_source, Ordering::Relaxed);
+        s.stun_rejected
+            .fetch_add(c.stun_rejected, Ordering::Relaxed);
+        s.srtp_rejected
+            .fetch_add(c.srtp_rejected, Ordering::Relaxed);
+        s.rtp_malformed
+            .fetch_add(c.rtp_malformed, Ordering::Relaxed);
+        s.unknown_source
+            .fetch_add(c.unknown_source, Ordering::Relaxed);
         s.unclassified.fetch_add(c.unclassified, Ordering::Relaxed);
-        s.handoff_dropped.store(self.mesh.dropped, Ordering::Relaxed);
+        s.handoff_dropped
+            .store(self.mesh.dropped, Ordering::Relaxed);
         if let Some(n) = crate::alloc_count::this_thread() {
             s.allocations.store(n, Ordering::Relaxed);
-            s.media_allocations.fetch_add(c.media_allocations, Ordering::Relaxed);
+            s.media_allocations
+                .fetch_add(c.media_allocations, Ordering::Relaxed);
             s.counts_allocations.store(true, Ordering::Relaxed);
         }
     }

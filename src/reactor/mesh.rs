@@ -19,7 +19,11 @@ pub enum ForwardKind {
     /// A decrypted RTP packet of the stream, in `data[..len]`.
     Rtp(MediaKind),
     /// The publisher's sender report for one track.
-    SenderReport { kind: MediaKind, ntp_time: u64, rtp_time: u32 },
+    SenderReport {
+        kind: MediaKind,
+        ntp_time: u64,
+        rtp_time: u32,
+    },
     /// A player on the sending core wants a keyframe from the stream's publisher.
     KeyframeRequest,
     /// A player on the sending core lost packets of a track: the publisher's sequence numbers,
@@ -81,7 +85,9 @@ pub fn build(wakers: Vec<Waker>) -> Vec<MeshEndpoint> {
 impl MeshEndpoint {
     /// Queues an item for `core`; the core is woken by [`MeshEndpoint::flush_wakes`].
     pub fn send(&mut self, core: CoreId, stream: StreamId, kind: ForwardKind, payload: &[u8]) {
-        let Some(producer) = self.to.get_mut(core.0).and_then(Option::as_mut) else { return };
+        let Some(producer) = self.to.get_mut(core.0).and_then(Option::as_mut) else {
+            return;
+        };
         if payload.len() > FORWARD_MTU {
             self.dropped += 1;
             return;
@@ -91,7 +97,12 @@ impl MeshEndpoint {
                 // Writing the slot in place (rather than pushing a value) avoids building a
                 // 1.5 KB struct on the stack and copying it again.
                 chunk.fill_from_iter(std::iter::once_with(|| {
-                    let mut slot = Forwarded { stream, kind, len: payload.len() as u16, data: [0; FORWARD_MTU] };
+                    let mut slot = Forwarded {
+                        stream,
+                        kind,
+                        len: payload.len() as u16,
+                        data: [0; FORWARD_MTU],
+                    };
                     slot.data[..payload.len()].copy_from_slice(payload);
                     slot
                 }));

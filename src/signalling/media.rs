@@ -30,7 +30,10 @@ pub struct Started {
     pub answer: String,
 }
 
-fn new_session_params(state: &Signalling, core: usize) -> (SessionId, ice::IceCredentials, LocalParams) {
+fn new_session_params(
+    state: &Signalling,
+    core: usize,
+) -> (SessionId, ice::IceCredentials, LocalParams) {
     let mut rng = rand::thread_rng();
     let id = SessionId(rng.gen::<u64>() | 1);
     let local_ice = ice::IceCredentials::random(&mut rng);
@@ -43,14 +46,26 @@ fn new_session_params(state: &Signalling, core: usize) -> (SessionId, ice::IceCr
     (id, local_ice, local)
 }
 
-fn remote_params(offer: &sdp::SessionDescription) -> Result<(ice::IceCredentials, [u8; 32], DtlsRole), NegotiationError> {
-    let fingerprint = offer.fingerprint.as_ref().ok_or(sdp::SdpError::MissingFingerprint)?;
-    let remote_ice = ice::IceCredentials { ufrag: offer.ice_ufrag.clone(), pwd: offer.ice_pwd.clone() };
+fn remote_params(
+    offer: &sdp::SessionDescription,
+) -> Result<(ice::IceCredentials, [u8; 32], DtlsRole), NegotiationError> {
+    let fingerprint = offer
+        .fingerprint
+        .as_ref()
+        .ok_or(sdp::SdpError::MissingFingerprint)?;
+    let remote_ice = ice::IceCredentials {
+        ufrag: offer.ice_ufrag.clone(),
+        pwd: offer.ice_pwd.clone(),
+    };
     Ok((remote_ice, fingerprint.0, negotiate::dtls_setup(offer).1))
 }
 
 /// Publishes `stream` with an SDP offer.
-pub fn start_publish(state: &Signalling, stream: &str, offer_text: &str) -> Result<Started, StartError> {
+pub fn start_publish(
+    state: &Signalling,
+    stream: &str,
+    offer_text: &str,
+) -> Result<Started, StartError> {
     state.registry().check_publish(stream)?;
     let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
@@ -64,7 +79,9 @@ pub fn start_publish(state: &Signalling, stream: &str, offer_text: &str) -> Resu
         id,
         stream: stream_id,
         stream_name: stream.to_owned(),
-        role: SessionRole::Publisher { tracks: answer.tracks },
+        role: SessionRole::Publisher {
+            tracks: answer.tracks,
+        },
         local_ice,
         remote_ice,
         remote_fingerprint,
@@ -73,11 +90,18 @@ pub fn start_publish(state: &Signalling, stream: &str, offer_text: &str) -> Resu
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
     info!(session = %id, stream, core = core.0, "publish accepted");
-    Ok(Started { id, answer: answer.sdp })
+    Ok(Started {
+        id,
+        answer: answer.sdp,
+    })
 }
 
 /// Plays `stream` with an SDP offer.
-pub fn start_play(state: &Signalling, stream: &str, offer_text: &str) -> Result<Started, StartError> {
+pub fn start_play(
+    state: &Signalling,
+    stream: &str,
+    offer_text: &str,
+) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
     let stream_entry = state
         .registry()
@@ -90,17 +114,24 @@ pub fn start_play(state: &Signalling, stream: &str, offer_text: &str) -> Result<
     let core = registry.least_loaded_core();
     let (id, local_ice, local) = new_session_params(state, core.0);
     let mut rng = rand::thread_rng();
-    let answer = negotiate::answer_player(&offer, stream, &stream_entry.tracks, &local, || rng.gen::<u32>() | 1)?;
+    let answer = negotiate::answer_player(&offer, stream, &stream_entry.tracks, &local, || {
+        rng.gen::<u32>() | 1
+    })?;
     // The stream may have ended, or been replaced, while we negotiated: the registry decides.
     let commands = registry.add_player(stream, id, core)?;
-    let (stream_id, publisher_core) = registry.stream(stream).map(|s| (s.id, s.core)).expect("add_player found it");
+    let (stream_id, publisher_core) = registry
+        .stream(stream)
+        .map(|s| (s.id, s.core))
+        .expect("add_player found it");
     drop(registry);
     state.dispatch(commands);
     let spec = SessionSpec {
         id,
         stream: stream_id,
         stream_name: stream.to_owned(),
-        role: SessionRole::Player { tracks: answer.tracks },
+        role: SessionRole::Player {
+            tracks: answer.tracks,
+        },
         local_ice,
         remote_ice,
         remote_fingerprint,
@@ -109,16 +140,27 @@ pub fn start_play(state: &Signalling, stream: &str, offer_text: &str) -> Result<
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
     info!(session = %id, stream, core = core.0, "play accepted");
-    Ok(Started { id, answer: answer.sdp })
+    Ok(Started {
+        id,
+        answer: answer.sdp,
+    })
 }
 
 /// Ends a session at the client's request. Returns false when it is unknown (already ended).
 pub fn end_session(state: &Signalling, id: SessionId) -> bool {
     let mut registry = state.registry();
-    let Some(entry) = registry.session(id).cloned() else { return false };
+    let Some(entry) = registry.session(id).cloned() else {
+        return false;
+    };
     let mut commands = registry.remove_session(id);
     drop(registry);
-    commands.push((entry.core, CoreCommand::RemoveSession { id, reason: EndReason::Deleted }));
+    commands.push((
+        entry.core,
+        CoreCommand::RemoveSession {
+            id,
+            reason: EndReason::Deleted,
+        },
+    ));
     state.dispatch(commands);
     true
 }

@@ -22,15 +22,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use self::flashphoner::protocol::{end_info, StreamDescription};
-use crate::dtls::DtlsCertificate;
-use crate::reactor::core::CoreStats;
-use crate::reactor::io::Waker;
 use crate::cdn::balancer::{render_stat, Balancer};
 use crate::cdn::config::CdnConfig;
 use crate::cdn::cpu::CpuSampler;
 use crate::cdn::relay::{self, RelayTarget};
+use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
+use crate::dtls::DtlsCertificate;
+use crate::reactor::core::CoreStats;
+use crate::reactor::io::Waker;
 use crate::registry::{Registry, SessionKind};
 
 /// The largest request body accepted (an SDP offer is a few KiB).
@@ -89,8 +89,16 @@ pub struct Signalling {
 
 impl Signalling {
     /// Shared state for a node's cores.
-    pub fn new(cores: Vec<CoreHandle>, certificate: DtlsCertificate, cdn: &CdnConfig) -> Signalling {
-        let relay_targets = if cdn.relays() { relay::targets(&cdn.nodes) } else { Vec::new() };
+    pub fn new(
+        cores: Vec<CoreHandle>,
+        certificate: DtlsCertificate,
+        cdn: &CdnConfig,
+    ) -> Signalling {
+        let relay_targets = if cdn.relays() {
+            relay::targets(&cdn.nodes)
+        } else {
+            Vec::new()
+        };
         let relay_tls = if relay_targets.iter().any(|t| t.secure) {
             match self::flashphoner::client::tls_config(cdn.tls_ca_file.as_deref()) {
                 Ok(tls) => Some(tls),
@@ -102,7 +110,9 @@ impl Signalling {
         } else {
             None
         };
-        let balancer = cdn.relays().then(|| Mutex::new(Balancer::new(cdn, rand::random())));
+        let balancer = cdn
+            .relays()
+            .then(|| Mutex::new(Balancer::new(cdn, rand::random())));
         Signalling {
             registry: Mutex::new(Registry::new(cores.len())),
             cores,
@@ -118,7 +128,9 @@ impl Signalling {
     /// The edge the balancer picks for the next player, as the SDK's `lbUrl` wants it.
     pub fn choose_edge(&self) -> Option<crate::cdn::config::CdnNode> {
         let balancer = self.balancer.as_ref()?;
-        let mut balancer = balancer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut balancer = balancer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         balancer.choose().cloned()
     }
 
@@ -137,11 +149,15 @@ impl Signalling {
 
     pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock would be a bug; the registry stays usable regardless.
-        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn watchers(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Watcher>> {
-        self.watchers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.watchers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Reports a session's status changes to a WebSocket client.
@@ -162,14 +178,20 @@ impl Signalling {
 
     fn notify_ended(&self, id: SessionId, reason: &EndReason) {
         if let Some(w) = self.watchers().remove(&id) {
-            let _ = w.out.send(w.description.status_frame("FAILED", Some(&end_info(reason))));
+            let _ = w.out.send(
+                w.description
+                    .status_frame("FAILED", Some(&end_info(reason))),
+            );
         }
     }
 
     /// Sends a frame built for each WebSocket player of `stream` (by its mediaSessionId).
     pub fn relay_stream_event(&self, stream: &str, build: impl Fn(&str) -> String) {
-        let players: Vec<SessionId> =
-            self.registry().stream(stream).map(|s| s.players.iter().map(|(id, _)| *id).collect()).unwrap_or_default();
+        let players: Vec<SessionId> = self
+            .registry()
+            .stream(stream)
+            .map(|s| s.players.iter().map(|(id, _)| *id).collect())
+            .unwrap_or_default();
         let watchers = self.watchers();
         for id in players {
             if let Some(w) = watchers.get(&id) {
@@ -180,7 +202,9 @@ impl Signalling {
 
     /// The mediaSessionId a WebSocket client gave a session, if it came from one.
     pub fn media_session_id(&self, id: SessionId) -> Option<String> {
-        self.watchers().get(&id).map(|w| w.description.media_session_id.clone())
+        self.watchers()
+            .get(&id)
+            .map(|w| w.description.media_session_id.clone())
     }
 
     /// Applies what a core reports.
@@ -190,7 +214,9 @@ impl Signalling {
                 let player = {
                     let mut registry = self.registry();
                     registry.set_connected(id);
-                    registry.session(id).is_some_and(|s| s.kind == SessionKind::Player)
+                    registry
+                        .session(id)
+                        .is_some_and(|s| s.kind == SessionKind::Player)
                 };
                 if player {
                     self.notify(id, "PLAYING");
@@ -200,7 +226,10 @@ impl Signalling {
                 let publisher_stream = {
                     let mut registry = self.registry();
                     registry.set_media_flowing(id);
-                    registry.session(id).filter(|s| s.kind == SessionKind::Publisher).map(|s| s.stream_name.clone())
+                    registry
+                        .session(id)
+                        .filter(|s| s.kind == SessionKind::Publisher)
+                        .map(|s| s.stream_name.clone())
                 };
                 self.notify(id, "PUBLISHING");
                 if let Some(stream) = publisher_stream.filter(|_| !self.relay_targets.is_empty()) {
@@ -223,11 +252,19 @@ pub async fn serve(listener: TcpListener, state: Arc<Signalling>) {
 }
 
 /// Serves HTTPS (and so wss://) on `listener` until the task is dropped.
-pub async fn serve_tls(listener: TcpListener, state: Arc<Signalling>, acceptor: tokio_rustls::TlsAcceptor) {
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: Arc<Signalling>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
     serve_with(listener, state, Some(acceptor)).await
 }
 
-async fn serve_with(listener: TcpListener, state: Arc<Signalling>, tls: Option<tokio_rustls::TlsAcceptor>) {
+async fn serve_with(
+    listener: TcpListener,
+    state: Arc<Signalling>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -244,7 +281,10 @@ async fn serve_with(listener: TcpListener, state: Arc<Signalling>, tls: Option<t
                 None => serve_connection(stream, state, peer).await,
                 Some(acceptor) => {
                     // A handshake that stalls must not hold a task forever.
-                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
                     match handshake.await {
                         Ok(Ok(stream)) => serve_connection(stream, state, peer).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
@@ -277,11 +317,18 @@ where
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.into())));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
-async fn handle(req: Request<Incoming>, state: Arc<Signalling>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Signalling>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if flashphoner::is_upgrade(&req) {
@@ -290,7 +337,10 @@ async fn handle(req: Request<Incoming>, state: Arc<Signalling>, peer: SocketAddr
     let mut response = route(req, &state).await;
     let headers = response.headers_mut();
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert("access-control-expose-headers", HeaderValue::from_static("Location, ETag, Link, Accept-Patch"));
+    headers.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
+    );
     if response.status().is_client_error() || response.status().is_server_error() {
         info!(%peer, %method, %path, status = response.status().as_u16(), "request refused");
     }
@@ -309,7 +359,10 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
         (Method::GET, ["lb"]) => load_balancer(state),
         (Method::GET, [""]) | (Method::GET, ["index.html"]) => {
             let mut response = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             response
         }
         (Method::GET, ["api", "stats"]) => stats(state),
@@ -320,20 +373,31 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
                 Err(response) => response,
             }
         }
-        (Method::POST, ["whep", stream]) if state.balancer.is_some() && !query.contains("local=1") => {
+        (Method::POST, ["whep", stream])
+            if state.balancer.is_some() && !query.contains("local=1") =>
+        {
             // An origin with edges sends players to an edge (RFC 9725 permits redirects). 307
             // keeps the method and the offer.
             let stream = percent_decode(stream);
-            let edge = state.choose_edge().and_then(|edge| match (edge.ws, edge.wss) {
-                (Some(port), _) => Some(("http", edge.host, port)),
-                (None, Some(port)) => Some(("https", edge.host, port)),
-                (None, None) => None,
-            });
+            let edge = state
+                .choose_edge()
+                .and_then(|edge| match (edge.ws, edge.wss) {
+                    (Some(port), _) => Some(("http", edge.host, port)),
+                    (None, Some(port)) => Some(("https", edge.host, port)),
+                    (None, None) => None,
+                });
             match edge {
                 Some((scheme, host, port)) => {
-                    let mut response = text(StatusCode::TEMPORARY_REDIRECT, "play this stream from an edge");
-                    if let Ok(value) = HeaderValue::from_str(&format!("{scheme}://{host}:{port}/whep/{stream}")) {
-                        response.headers_mut().insert(hyper::header::LOCATION, value);
+                    let mut response = text(
+                        StatusCode::TEMPORARY_REDIRECT,
+                        "play this stream from an edge",
+                    );
+                    if let Ok(value) =
+                        HeaderValue::from_str(&format!("{scheme}://{host}:{port}/whep/{stream}"))
+                    {
+                        response
+                            .headers_mut()
+                            .insert(hyper::header::LOCATION, value);
                     }
                     response
                 }
@@ -354,7 +418,10 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
         (Method::PATCH, ["whip" | "whep", _stream, _session]) => {
             // RFC 9725 §4.3.1: a server that does not support trickle ICE answers 405; rtcdn
             // puts every candidate in the answer.
-            text(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported: all candidates are in the answer")
+            text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "trickle ICE is not supported: all candidates are in the answer",
+            )
         }
         (_, ["whip" | "whep", ..]) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => text(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
@@ -364,8 +431,14 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
 fn preflight() -> Response<Full<Bytes>> {
     let mut response = text(StatusCode::NO_CONTENT, "");
     let headers = response.headers_mut();
-    headers.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, DELETE, PATCH, OPTIONS"));
-    headers.insert("access-control-allow-headers", HeaderValue::from_static("Content-Type, Authorization, If-Match"));
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, DELETE, PATCH, OPTIONS"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("Content-Type, Authorization, If-Match"),
+    );
     headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
     headers.insert("accept-post", HeaderValue::from_static("application/sdp"));
     response
@@ -375,15 +448,29 @@ fn preflight() -> Response<Full<Bytes>> {
 async fn read_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(_) => return Err(text(StatusCode::PAYLOAD_TOO_LARGE, format!("the body exceeds {MAX_BODY} bytes"))),
+        Err(_) => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds {MAX_BODY} bytes"),
+            ))
+        }
     };
-    String::from_utf8(body.to_vec()).map_err(|_| text(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
+    String::from_utf8(body.to_vec())
+        .map_err(|_| text(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
 
 /// Reads an `application/sdp` body.
 async fn sdp_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
-    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
         return Err(text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be application/sdp, not {content_type:?}"),
@@ -391,9 +478,15 @@ async fn sdp_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(_) => return Err(text(StatusCode::PAYLOAD_TOO_LARGE, format!("the offer exceeds {MAX_BODY} bytes"))),
+        Err(_) => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the offer exceeds {MAX_BODY} bytes"),
+            ))
+        }
     };
-    String::from_utf8(body.to_vec()).map_err(|_| text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))
+    String::from_utf8(body.to_vec())
+        .map_err(|_| text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))
 }
 
 /// Decodes `%XX` escapes in a path segment; invalid escapes stay as they are (and then fail the
@@ -408,7 +501,11 @@ fn percent_decode(segment: &str) -> String {
     while i < bytes.len() {
         // Works on bytes, never on str slices: a '%' before a multi-byte character must not
         // split it.
-        let escaped = match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        let escaped = match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(high), Some(low)) => Some(high << 4 | low),
             _ => None,
         };
@@ -431,12 +528,17 @@ fn percent_decode(segment: &str) -> String {
 /// timeout, so a clear error beats a stuck session less than an answer would, but there is none.
 fn load_balancer(state: &Signalling) -> Response<Full<Bytes>> {
     if state.balancer.is_none() {
-        return text(StatusCode::NOT_FOUND, "this node has no edges to balance over");
+        return text(
+            StatusCode::NOT_FOUND,
+            "this node has no edges to balance over",
+        );
     }
     match state.choose_edge() {
         Some(edge) => {
             let mut response = Response::new(Full::new(Bytes::from(edge.lb_answer().to_string())));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
         None => text(StatusCode::SERVICE_UNAVAILABLE, "no edge is answering"),
@@ -452,7 +554,11 @@ fn node_stat(state: &Signalling) -> Response<Full<Bytes>> {
         let players = registry.streams().map(|s| s.players.len()).sum();
         (calls, streams, players)
     };
-    let stat = state.cpu.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stat(calls as u64);
+    let stat = state
+        .cpu
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .stat(calls as u64);
     text(StatusCode::OK, render_stat(&stat, streams, players))
 }
 
@@ -496,7 +602,9 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
         .collect();
     let body = serde_json::json!({ "cores": cores, "streams": streams });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

@@ -27,16 +27,25 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
         .streams()
         .map(|s| {
             let codecs = s.tracks.iter().map(|t| t.codec.name.clone()).collect();
-            (s.publisher, s.name.clone(), s.media_flowing, s.players.len(), codecs)
+            (
+                s.publisher,
+                s.name.clone(),
+                s.media_flowing,
+                s.players.len(),
+                codecs,
+            )
         })
         .collect();
     let mut list: Vec<Value> = Vec::new();
     for (publisher, stream_name, flowing, players, codecs) in streams {
         // Every live stream here is a published one.
-        if action == "find" && (name.is_some_and(|n| n != stream_name) || published == Some(false)) {
+        if action == "find" && (name.is_some_and(|n| n != stream_name) || published == Some(false))
+        {
             continue;
         }
-        let media_session_id = state.media_session_id(publisher).unwrap_or_else(|| publisher.to_string());
+        let media_session_id = state
+            .media_session_id(publisher)
+            .unwrap_or_else(|| publisher.to_string());
         list.push(json!({
             "mediaSessionId": media_session_id,
             "name": stream_name,
@@ -60,6 +69,8 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
         return text(StatusCode::NOT_FOUND, "Stream not found");
     }
     let mut response = Response::new(Full::new(Bytes::from(Value::Array(list).to_string())));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -49,15 +49,27 @@ pub fn play(state: &Signalling, stream: &str, offer: &str) -> Response<Full<Byte
 
 /// `DELETE /whip/{stream}/{session}` and `DELETE /whep/{stream}/{session}`. The path must name
 /// the session's own protocol and stream: a player's id cannot end a publisher.
-pub fn delete(state: &Signalling, protocol: &str, stream: &str, session: &str) -> Response<Full<Bytes>> {
+pub fn delete(
+    state: &Signalling,
+    protocol: &str,
+    stream: &str,
+    session: &str,
+) -> Response<Full<Bytes>> {
     let id = u64::from_str_radix(session, 16).ok().map(SessionId);
-    let want = if protocol == "whip" { SessionKind::Publisher } else { SessionKind::Player };
+    let want = if protocol == "whip" {
+        SessionKind::Publisher
+    } else {
+        SessionKind::Player
+    };
     let matches = id
         .and_then(|id| state.registry().session(id).cloned())
         .is_some_and(|entry| entry.kind == want && entry.stream_name == stream);
     if matches && id.is_some_and(|id| media::end_session(state, id)) {
         text(StatusCode::OK, "session ended")
     } else {
-        text(StatusCode::NOT_FOUND, "no such session (it ended or never existed)")
+        text(
+            StatusCode::NOT_FOUND,
+            "no such session (it ended or never existed)",
+        )
     }
 }

@@ -22,9 +22,29 @@ pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, star
     let mut buf = [0u8; 1500];
     let n = *seq;
     let video = n % 5 != 4; // four video packets to one audio packet
-    let (pt, ssrc, len) = if video { (VIDEO_PT, publisher.video_ssrc, 1200) } else { (AUDIO_PT, publisher.audio_ssrc, 160) };
-    let probe = Probe { sequence: n, sent_at_ns: start.elapsed().as_nanos() as u64, phase };
-    let len = write_packet(&mut buf, pt, ssrc, n as u16, (n as u32).wrapping_mul(3000), video && n % 4 == 3, probe, len);
-    publisher.send_rtp(&buf[..len]).await.expect("publisher sends");
+    let (pt, ssrc, len) = if video {
+        (VIDEO_PT, publisher.video_ssrc, 1200)
+    } else {
+        (AUDIO_PT, publisher.audio_ssrc, 160)
+    };
+    let probe = Probe {
+        sequence: n,
+        sent_at_ns: start.elapsed().as_nanos() as u64,
+        phase,
+    };
+    let len = write_packet(
+        &mut buf,
+        pt,
+        ssrc,
+        n as u16,
+        (n as u32).wrapping_mul(3000),
+        video && n % 4 == 3,
+        probe,
+        len,
+    );
+    publisher
+        .send_rtp(&buf[..len])
+        .await
+        .expect("publisher sends");
     *seq += 1;
 }

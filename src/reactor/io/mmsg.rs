@@ -13,7 +13,9 @@ use std::time::Instant;
 use super::mem::Region;
 use super::sendq::SendQueue;
 use super::waker::Waker;
-use super::{errno, remaining, sockaddr, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH};
+use super::{
+    errno, remaining, sockaddr, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH,
+};
 
 /// Datagrams per `recvmmsg` call.
 const RECV_BATCH: usize = 64;
@@ -52,10 +54,15 @@ impl MmsgRecv {
 
         let bufs = Region::new(RECV_BATCH * MAX_DATAGRAM)?;
         // SAFETY (three closures): all-zero is a valid value of these C structs.
-        let mut addrs: Box<[libc::sockaddr_storage]> =
-            (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        let mut iovs: Box<[libc::iovec]> = (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        let mut hdrs: Box<[libc::mmsghdr]> = (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut addrs: Box<[libc::sockaddr_storage]> = (0..RECV_BATCH)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        let mut iovs: Box<[libc::iovec]> = (0..RECV_BATCH)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        let mut hdrs: Box<[libc::mmsghdr]> = (0..RECV_BATCH)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
         for i in 0..RECV_BATCH {
             // SAFETY: `i * MAX_DATAGRAM` is inside the `RECV_BATCH * MAX_DATAGRAM` region.
             iovs[i].iov_base = unsafe { bufs.ptr().add(i * MAX_DATAGRAM) }.cast();
@@ -64,7 +71,13 @@ impl MmsgRecv {
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
-        Ok(Self { epfd, bufs, addrs, _iovs: iovs, hdrs })
+        Ok(Self {
+            epfd,
+            bufs,
+            addrs,
+            _iovs: iovs,
+            hdrs,
+        })
     }
 
     /// Starts polling socket `fd` as index `idx`.
@@ -75,7 +88,15 @@ impl MmsgRecv {
     /// Stops polling socket `fd` (before it is closed).
     pub(super) fn remove(&mut self, fd: RawFd) {
         // SAFETY: `fd` is open; EPOLL_CTL_DEL ignores the event pointer (null is allowed).
-        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } < 0 {
+        if unsafe {
+            libc::epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        } < 0
+        {
             tracing::warn!(error = %io::Error::last_os_error(), "epoll_ctl(DEL) failed");
         }
     }
@@ -98,7 +119,14 @@ impl MmsgRecv {
         // SAFETY: all-zero is a valid epoll_event.
         let mut events: [libc::epoll_event; EVENTS] = unsafe { std::mem::zeroed() };
         // SAFETY: `events` has room for the EVENTS entries passed as maxevents.
-        let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), events.as_mut_ptr(), EVENTS as libc::c_int, timeout_ms) };
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                events.as_mut_ptr(),
+                EVENTS as libc::c_int,
+                timeout_ms,
+            )
+        };
         let n = if n < 0 {
             if errno() != libc::EINTR {
                 return Err(io::Error::last_os_error());
@@ -133,7 +161,13 @@ impl MmsgRecv {
 
     /// Reads up to `POLL_BATCH` datagrams from the `ready` sockets, round-robin, one
     /// `recvmmsg` of up to `RECV_BATCH` per socket and round, handing each to `handler`.
-    fn receive(&mut self, ready: &mut [u16], handler: &mut impl DatagramHandler, sendq: &mut SendQueue, rx: &mut RxStats) -> usize {
+    fn receive(
+        &mut self,
+        ready: &mut [u16],
+        handler: &mut impl DatagramHandler,
+        sendq: &mut SendQueue,
+        rx: &mut RxStats,
+    ) -> usize {
         let before = rx.datagrams;
         let mut budget = POLL_BATCH;
         let mut nready = ready.len();
@@ -180,7 +214,13 @@ impl MmsgRecv {
         // at its own MAX_DATAGRAM slice of `bufs`; all outlive the call and nothing else
         // references them during it. `want <= RECV_BATCH` headers are passed.
         let n = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), want as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             match errno() {
@@ -198,13 +238,18 @@ impl MmsgRecv {
                 rx.truncated += 1;
                 continue;
             }
-            let Some(src) = sockaddr::decode(sockaddr::storage_bytes(&self.addrs[i], hdr.msg_hdr.msg_namelen)) else {
+            let Some(src) = sockaddr::decode(sockaddr::storage_bytes(
+                &self.addrs[i],
+                hdr.msg_hdr.msg_namelen,
+            )) else {
                 rx.errors += 1;
                 continue;
             };
             // SAFETY: slot `i` of `bufs` holds the `len` bytes the kernel just wrote; the
             // kernel is done with it, and it is not reused until the next recvmmsg.
-            let data = unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr().add(i * MAX_DATAGRAM), len) };
+            let data = unsafe {
+                std::slice::from_raw_parts_mut(self.bufs.ptr().add(i * MAX_DATAGRAM), len)
+            };
             handler.on_datagram(SocketId(idx), src, data, sendq);
             rx.datagrams += 1;
         }
@@ -213,7 +258,10 @@ impl MmsgRecv {
 }
 
 fn epoll_add(epfd: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
     // SAFETY: both fds are open; `ev` is a valid epoll_event for the call.
     if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
         return Err(io::Error::last_os_error());

@@ -124,7 +124,13 @@ impl fmt::Display for Backend {
 pub trait DatagramHandler {
     /// One datagram received on `socket`. `data` may be modified in place (SRTP decrypt); it is
     /// only valid during the call. Sends queued into `tx` go out in the next batch.
-    fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue);
+    fn on_datagram(
+        &mut self,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &mut [u8],
+        tx: &mut SendQueue,
+    );
     /// The Waker fired (control messages or packets from other cores are waiting).
     fn on_wake(&mut self, tx: &mut SendQueue);
 }
@@ -262,7 +268,9 @@ impl UdpIo {
             .find(|&k| self.extras[k].is_none() && reusable(k, &self.state))
             .or_else(|| (self.extras.len() < MAX_EXTRA_SOCKETS).then_some(self.extras.len()))
             .ok_or_else(|| {
-                io::Error::other(format!("this media core already has {MAX_EXTRA_SOCKETS} extra sockets"))
+                io::Error::other(format!(
+                    "this media core already has {MAX_EXTRA_SOCKETS} extra sockets"
+                ))
             })?;
         let (socket, local) = open_socket(addr)?;
         let idx = (slot + 1) as u16;
@@ -290,7 +298,11 @@ impl UdpIo {
             tracing::warn!(local = %self.local, "remove_socket(MAIN) ignored: the main socket lives as long as the UdpIo");
             return;
         }
-        let Some(extra) = self.extras.get_mut(usize::from(id.0) - 1).and_then(Option::take) else {
+        let Some(extra) = self
+            .extras
+            .get_mut(usize::from(id.0) - 1)
+            .and_then(Option::take)
+        else {
             return;
         };
         // Queued sends on this socket go out now, while its fd is open.
@@ -327,7 +339,10 @@ impl UdpIo {
         if id == SocketId::MAIN {
             return Some(self.local);
         }
-        self.extras.get(usize::from(id.0) - 1)?.as_ref().map(|e| e.local)
+        self.extras
+            .get(usize::from(id.0) - 1)?
+            .as_ref()
+            .map(|e| e.local)
     }
 
     /// Open extra sockets.
@@ -359,8 +374,20 @@ impl UdpIo {
         // A timeout too large to represent waits indefinitely.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let handled = match &mut self.state {
-            State::Uring(recv) => recv.poll(deadline, handler, &mut self.sendq, &mut self.rx, &self.waker),
-            State::Mmsg(recv) => recv.poll(deadline, handler, &mut self.sendq, &mut self.rx, &self.waker),
+            State::Uring(recv) => recv.poll(
+                deadline,
+                handler,
+                &mut self.sendq,
+                &mut self.rx,
+                &self.waker,
+            ),
+            State::Mmsg(recv) => recv.poll(
+                deadline,
+                handler,
+                &mut self.sendq,
+                &mut self.rx,
+                &self.waker,
+            ),
         };
         if !self.closing.is_empty() && !self.sendq.has_unsubmitted() {
             self.closing.clear();
@@ -424,7 +451,10 @@ fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 }
 
 fn set_buffer_sizes(fd: RawFd) {
-    for (opt, name) in [(libc::SO_RCVBUF, "SO_RCVBUF"), (libc::SO_SNDBUF, "SO_SNDBUF")] {
+    for (opt, name) in [
+        (libc::SO_RCVBUF, "SO_RCVBUF"),
+        (libc::SO_SNDBUF, "SO_SNDBUF"),
+    ] {
         let value = SOCKET_BUFFER;
         // SAFETY: `fd` is an open socket; `value` is a valid c_int that outlives the call, and
         // the length passed matches its size.
@@ -445,11 +475,22 @@ fn set_buffer_sizes(fd: RawFd) {
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `actual` and `len` are valid for writes and `len` holds the size of `actual`.
         let rc = unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut actual as *mut libc::c_int).cast(), &mut len)
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut actual as *mut libc::c_int).cast(),
+                &mut len,
+            )
         };
         // The kernel reports twice the usable size; less than asked means rmem_max/wmem_max cap it.
         if rc == 0 && actual < value {
-            tracing::debug!(option = name, requested = value, actual, "socket buffer capped by sysctl");
+            tracing::debug!(
+                option = name,
+                requested = value,
+                actual,
+                "socket buffer capped by sysctl"
+            );
         }
     }
 }
@@ -477,7 +518,11 @@ mod tests {
 
     fn bind(choice: BackendChoice) -> UdpIo {
         let io = UdpIo::bind(localhost(), choice).unwrap();
-        let want = if choice == BackendChoice::Mmsg { Backend::Mmsg } else { Backend::IoUring };
+        let want = if choice == BackendChoice::Mmsg {
+            Backend::Mmsg
+        } else {
+            Backend::IoUring
+        };
         assert_eq!(io.backend(), want);
         io
     }
@@ -490,10 +535,18 @@ mod tests {
     }
 
     /// Polls until `done` or 10 s pass.
-    fn poll_until(io: &mut UdpIo, h: &mut impl DatagramHandler, mut done: impl FnMut(&UdpIo) -> bool) {
+    fn poll_until(
+        io: &mut UdpIo,
+        h: &mut impl DatagramHandler,
+        mut done: impl FnMut(&UdpIo) -> bool,
+    ) {
         let start = Instant::now();
         while !done(io) {
-            assert!(start.elapsed() < Duration::from_secs(10), "timed out: {:?}", io.stats());
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out: {:?}",
+                io.stats()
+            );
             io.poll(Some(Duration::from_millis(20)), h).unwrap();
         }
     }
@@ -517,7 +570,13 @@ mod tests {
     }
 
     impl DatagramHandler for Echo {
-        fn on_datagram(&mut self, _socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        fn on_datagram(
+            &mut self,
+            _socket: SocketId,
+            src: SocketAddr,
+            data: &mut [u8],
+            tx: &mut SendQueue,
+        ) {
             tx.push(src, data);
         }
         fn on_wake(&mut self, _tx: &mut SendQueue) {
@@ -532,7 +591,13 @@ mod tests {
     }
 
     impl DatagramHandler for FanOut {
-        fn on_datagram(&mut self, _socket: SocketId, _src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        fn on_datagram(
+            &mut self,
+            _socket: SocketId,
+            _src: SocketAddr,
+            data: &mut [u8],
+            tx: &mut SendQueue,
+        ) {
             for i in 0..self.copies {
                 tx.push_with(self.sink, |buf| {
                     buf[..data.len()].copy_from_slice(data);
@@ -577,7 +642,10 @@ mod tests {
         sent.sort();
         assert!(got == sent, "echoed datagrams differ");
         let s = io.stats();
-        assert_eq!((s.tx_datagrams, s.tx_errors, s.tx_dropped, s.rx_truncated), (N as u64, 0, 0, 0));
+        assert_eq!(
+            (s.tx_datagrams, s.tx_errors, s.tx_dropped, s.rx_truncated),
+            (N as u64, 0, 0, 0)
+        );
     }
 
     fn waker_wakes_blocked_poll(choice: BackendChoice) {
@@ -602,8 +670,15 @@ mod tests {
         let woke_at = Instant::now();
         waker.wake();
         let blocked = t.join().unwrap();
-        assert!(blocked >= Duration::from_millis(50), "poll(None) returned early: {blocked:?}");
-        assert!(woke_at.elapsed() < Duration::from_secs(2), "wake took {:?}", woke_at.elapsed());
+        assert!(
+            blocked >= Duration::from_millis(50),
+            "poll(None) returned early: {blocked:?}"
+        );
+        assert!(
+            woke_at.elapsed() < Duration::from_secs(2),
+            "wake took {:?}",
+            woke_at.elapsed()
+        );
     }
 
     fn wake_before_poll_is_kept(choice: BackendChoice) {
@@ -625,7 +700,10 @@ mod tests {
         let start = Instant::now();
         assert_eq!(io.poll(Some(Duration::from_millis(50)), &mut h).unwrap(), 0);
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(40) && took < Duration::from_secs(2), "took {took:?}");
+        assert!(
+            took >= Duration::from_millis(40) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
         let start = Instant::now();
         assert_eq!(io.poll(Some(Duration::ZERO), &mut h).unwrap(), 0);
         assert!(start.elapsed() < Duration::from_millis(500));
@@ -637,7 +715,10 @@ mod tests {
         let mut io = bind(choice);
         let server = io.local_addr();
         let sink = client();
-        let mut h = FanOut { sink: sink.local_addr().unwrap(), copies: COPIES };
+        let mut h = FanOut {
+            sink: sink.local_addr().unwrap(),
+            copies: COPIES,
+        };
         // The sender stays at most WINDOW datagrams ahead of what the sink has read, so the
         // sink's socket buffer cannot overflow however the two cores are scheduled: loss here
         // would be ours, not the kernel's.
@@ -660,13 +741,16 @@ mod tests {
             let c = client();
             for i in 0..N {
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while i > WINDOW && sunk.load(std::sync::atomic::Ordering::Relaxed) < (i - WINDOW) * COPIES {
+                while i > WINDOW
+                    && sunk.load(std::sync::atomic::Ordering::Relaxed) < (i - WINDOW) * COPIES
+                {
                     if Instant::now() > deadline {
                         return;
                     }
                     thread::yield_now();
                 }
-                c.send_to(&(i as u32).to_be_bytes().repeat(25), server).unwrap();
+                c.send_to(&(i as u32).to_be_bytes().repeat(25), server)
+                    .unwrap();
             }
         });
         poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == N as u64);
@@ -683,7 +767,10 @@ mod tests {
         let server = io.local_addr();
         let sink = client();
         let copies = io.send_queue().capacity() * 2 + 10;
-        let mut h = FanOut { sink: sink.local_addr().unwrap(), copies };
+        let mut h = FanOut {
+            sink: sink.local_addr().unwrap(),
+            copies,
+        };
         let counter = count_in_thread(sink, copies * 2);
         let c = client();
         c.send_to(b"x-one", server).unwrap();
@@ -699,7 +786,8 @@ mod tests {
     fn truncated_dropped(choice: BackendChoice) {
         let mut io = bind(choice);
         let c = client();
-        c.send_to(&[7u8; MAX_DATAGRAM + 100], io.local_addr()).unwrap();
+        c.send_to(&[7u8; MAX_DATAGRAM + 100], io.local_addr())
+            .unwrap();
         c.send_to(&[8u8; MAX_DATAGRAM], io.local_addr()).unwrap();
         let mut h = Echo::default();
         poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 1);
@@ -714,7 +802,8 @@ mod tests {
         let c = client();
         let v6: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
         io.send_queue().push(v6, b"unreachable family");
-        io.send_queue().push(c.local_addr().unwrap(), b"from a timer");
+        io.send_queue()
+            .push(c.local_addr().unwrap(), b"from a timer");
         io.send_queue().push_with(c.local_addr().unwrap(), |_| 0);
         assert_eq!(io.send_queue().len(), 1);
         io.poll(Some(Duration::ZERO), &mut Echo::default()).unwrap();
@@ -731,7 +820,9 @@ mod tests {
         };
         let c = UdpSocket::bind("[::1]:0").unwrap();
         c.send_to(b"six", io.local_addr()).unwrap();
-        poll_until(&mut io, &mut Echo::default(), |io| io.stats().rx_datagrams == 1);
+        poll_until(&mut io, &mut Echo::default(), |io| {
+            io.stats().rx_datagrams == 1
+        });
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(c.recv(&mut buf).unwrap(), 3);
@@ -746,7 +837,13 @@ mod tests {
         c.send_to(b"four", ("127.0.0.1", port)).unwrap();
         struct Check(Option<SocketAddr>);
         impl DatagramHandler for Check {
-            fn on_datagram(&mut self, _socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+            fn on_datagram(
+                &mut self,
+                _socket: SocketId,
+                src: SocketAddr,
+                data: &mut [u8],
+                tx: &mut SendQueue,
+            ) {
                 self.0 = Some(src);
                 tx.push(src, data);
             }
@@ -754,12 +851,15 @@ mod tests {
         }
         let mut h = Check(None);
         poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 1);
-        assert_eq!(h.0, Some(c.local_addr().unwrap()), "v4-mapped source reported as V4");
+        assert_eq!(
+            h.0,
+            Some(c.local_addr().unwrap()),
+            "v4-mapped source reported as V4"
+        );
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(c.recv(&mut buf).unwrap(), 4);
     }
-
 
     /// Records what arrived on which socket and echoes from the socket it arrived on.
     #[derive(Default)]
@@ -768,7 +868,13 @@ mod tests {
     }
 
     impl DatagramHandler for Recorder {
-        fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+        fn on_datagram(
+            &mut self,
+            socket: SocketId,
+            src: SocketAddr,
+            data: &mut [u8],
+            tx: &mut SendQueue,
+        ) {
             self.got.push((socket, src, data.to_vec()));
             tx.push_on(socket, src, data);
         }
@@ -799,7 +905,11 @@ mod tests {
         let (b, b_addr) = io.add_socket(localhost()).unwrap();
         assert_ne!(a, SocketId::MAIN);
         assert_ne!(a, b);
-        assert!(a_addr.port() != main.port() && b_addr.port() != main.port() && a_addr.port() != b_addr.port());
+        assert!(
+            a_addr.port() != main.port()
+                && b_addr.port() != main.port()
+                && a_addr.port() != b_addr.port()
+        );
         assert_eq!(io.socket_addr(a), Some(a_addr));
         assert_eq!(io.socket_addr(SocketId::MAIN), Some(main));
         assert_eq!(io.extra_sockets(), 2);
@@ -811,20 +921,37 @@ mod tests {
         for (round, dst) in [main, a_addr, b_addr, a_addr, main].into_iter().enumerate() {
             let payload = format!("round {round} to {dst}");
             c.send_to(payload.as_bytes(), dst).unwrap();
-            poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == round as u64 + 1);
+            poll_until(&mut io, &mut h, |io| {
+                io.stats().rx_datagrams == round as u64 + 1
+            });
             let (socket, src, data) = h.got.last().unwrap().clone();
-            let want = [(SocketId::MAIN, main), (a, a_addr), (b, b_addr)].into_iter().find(|&(_, addr)| addr == dst).unwrap();
+            let want = [(SocketId::MAIN, main), (a, a_addr), (b, b_addr)]
+                .into_iter()
+                .find(|&(_, addr)| addr == dst)
+                .unwrap();
             assert_eq!(socket, want.0, "datagram to {dst}");
             assert_eq!(src, c.local_addr().unwrap());
             assert_eq!(data, payload.as_bytes());
-            assert_eq!(recv_one(&c), (payload.into_bytes(), dst), "echo leaves from the socket it arrived on");
+            assert_eq!(
+                recv_one(&c),
+                (payload.into_bytes(), dst),
+                "echo leaves from the socket it arrived on"
+            );
         }
 
         // Sends outside poll (timers), interleaved over sockets: each leaves from its own port,
         // in order per socket (mmsg groups the queue per socket).
         let sink = client();
         let sink_addr = sink.local_addr().unwrap();
-        let plan = [(a, 0u8), (SocketId::MAIN, 1), (a, 2), (b, 3), (SocketId::MAIN, 4), (a, 5), (b, 6)];
+        let plan = [
+            (a, 0u8),
+            (SocketId::MAIN, 1),
+            (a, 2),
+            (b, 3),
+            (SocketId::MAIN, 4),
+            (a, 5),
+            (b, 6),
+        ];
         for &(socket, tag) in &plan {
             io.send_queue().push_with_on(socket, sink_addr, |buf| {
                 buf[0] = tag;
@@ -862,7 +989,8 @@ mod tests {
         }
         thread::sleep(Duration::from_millis(20));
         // A send queued on it before removal still goes out (flushed by remove_socket).
-        io.send_queue().push_on(a, c.local_addr().unwrap(), b"last words");
+        io.send_queue()
+            .push_on(a, c.local_addr().unwrap(), b"last words");
         io.remove_socket(a);
         assert_eq!(recv_one(&c), (b"last words".to_vec(), a_addr));
         assert_eq!(io.socket_addr(a), None);
@@ -880,13 +1008,20 @@ mod tests {
         for _ in 0..10 {
             io.poll(Some(Duration::from_millis(10)), &mut h).unwrap();
         }
-        assert_eq!(io.stats().rx_datagrams, rx_before, "removed socket delivered: {:?}", io.stats());
+        assert_eq!(
+            io.stats().rx_datagrams,
+            rx_before,
+            "removed socket delivered: {:?}",
+            io.stats()
+        );
         assert!(h.got.iter().all(|g| g.2 != b"in flight" && g.2 != b"after"));
 
         // Sends on the removed id are errors, not panics.
         let errors = io.stats().tx_errors;
-        io.send_queue().push_on(a, c.local_addr().unwrap(), b"to nowhere");
-        io.send_queue().push_with_on(SocketId(4000), c.local_addr().unwrap(), |_| unreachable!());
+        io.send_queue()
+            .push_on(a, c.local_addr().unwrap(), b"to nowhere");
+        io.send_queue()
+            .push_with_on(SocketId(4000), c.local_addr().unwrap(), |_| unreachable!());
         io.poll(Some(Duration::ZERO), &mut h).unwrap();
         assert_eq!(io.stats().tx_errors, errors + 2);
         assert_silent(&c, Duration::from_millis(100));
@@ -894,14 +1029,18 @@ mod tests {
         // The main socket works throughout.
         let c2 = client();
         c2.send_to(b"main", main).unwrap();
-        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == rx_before + 1);
+        poll_until(&mut io, &mut h, |io| {
+            io.stats().rx_datagrams == rx_before + 1
+        });
         assert_eq!(h.got.last().unwrap().0, SocketId::MAIN);
         assert_eq!(recv_one(&c2), (b"main".to_vec(), main));
 
         // The id is reused and the new socket works (no stale completion is attributed to it).
         let (a2, a2_addr) = io.add_socket(localhost()).unwrap();
         c.send_to(b"new", a2_addr).unwrap();
-        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == rx_before + 2);
+        poll_until(&mut io, &mut h, |io| {
+            io.stats().rx_datagrams == rx_before + 2
+        });
         assert_eq!(h.got.last().unwrap().0, a2);
         assert_eq!(h.got.last().unwrap().2, b"new");
         assert_eq!(recv_one(&c), (b"new".to_vec(), a2_addr));
@@ -985,7 +1124,8 @@ mod tests {
         assert_eq!(h.got[0].0, six);
         assert_eq!(recv_one(&c), (b"six".to_vec(), six_addr));
         // A v6 destination from the v4 main socket is still a family error.
-        io.send_queue().push(c.local_addr().unwrap(), b"wrong family");
+        io.send_queue()
+            .push(c.local_addr().unwrap(), b"wrong family");
         io.poll(Some(Duration::ZERO), &mut h).unwrap();
         assert_eq!(io.stats().tx_errors, 1);
     }
@@ -1038,9 +1178,13 @@ mod tests {
                 c.send_to(&[3; 1200], gone_addr).unwrap();
             }
             let sink = client();
-            let mut h = FanOut { sink: sink.local_addr().unwrap(), copies: 3 };
+            let mut h = FanOut {
+                sink: sink.local_addr().unwrap(),
+                copies: 3,
+            };
             io.poll(Some(Duration::from_millis(10)), &mut h).unwrap();
-            io.send_queue().push(sink.local_addr().unwrap(), b"queued at drop");
+            io.send_queue()
+                .push(sink.local_addr().unwrap(), b"queued at drop");
             // Removed with its receive cancelled but possibly not yet completed.
             io.remove_socket(gone);
             if let State::Uring(recv) = &mut io.state {
@@ -1048,6 +1192,60 @@ mod tests {
             }
             drop(io);
         }
+    }
+
+    /// The kernel side of a receive runs in the task that submitted it. The node binds every
+    /// media socket on its main thread and moves it to a core thread: the binding thread must
+    /// not be the one that completes the core's receives (it was, until the ring began
+    /// disabled and deferred its task work to the poller). Seen from the binding thread, such
+    /// task work interrupts a blocking `epoll_wait` with EINTR.
+    #[test]
+    fn receive_work_stays_on_the_polling_thread() {
+        let io = bind(BackendChoice::IoUring);
+        let deferred = matches!(&io.sendq.ring_ref(), Some(ring) if ring.defers_task_work());
+        if !deferred {
+            eprintln!("skipped: this kernel's io_uring cannot defer task work (needs 6.1)");
+            return;
+        }
+        let target = io.local_addr();
+        let done = Arc::new(AtomicBool::new(false));
+        let poller_done = done.clone();
+        let poller = thread::spawn(move || {
+            let mut io = io;
+            let mut h = Echo::default();
+            while !poller_done.load(Ordering::SeqCst) {
+                io.poll(Some(Duration::from_millis(5)), &mut h).unwrap();
+            }
+            io.stats().rx_datagrams
+        });
+        let sender = thread::spawn(move || {
+            let c = client();
+            for _ in 0..2_000 {
+                c.send_to(&[0x80; 200], target).unwrap();
+                thread::sleep(Duration::from_micros(200));
+            }
+        });
+        // SAFETY: a fresh epoll instance with no fds; the event buffer outlives each call.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(epfd >= 0);
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        let mut interrupted = 0;
+        while !sender.is_finished() {
+            // SAFETY: as above.
+            let rc = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), 1, 20) };
+            if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                interrupted += 1;
+            }
+        }
+        // SAFETY: closing the fd created above.
+        unsafe { libc::close(epfd) };
+        done.store(true, Ordering::SeqCst);
+        let received = poller.join().unwrap();
+        assert!(received > 1_000, "received {received}");
+        assert_eq!(
+            interrupted, 0,
+            "the binding thread ran the poller's receive work"
+        );
     }
 
     #[test]

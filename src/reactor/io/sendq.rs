@@ -151,8 +151,18 @@ impl SendQueue {
 
     /// Like [`push_with`](Self::push_with), from `socket`. An id that is not open (never
     /// added, or removed) counts as a send error and `fill` is not called.
-    pub fn push_with_on(&mut self, socket: SocketId, dst: SocketAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
-        let Some(sock) = self.socks.get(usize::from(socket.0)).copied().filter(|s| s.fd >= 0) else {
+    pub fn push_with_on(
+        &mut self,
+        socket: SocketId,
+        dst: SocketAddr,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) {
+        let Some(sock) = self
+            .socks
+            .get(usize::from(socket.0))
+            .copied()
+            .filter(|s| s.fd >= 0)
+        else {
             self.tx.errors += 1;
             return;
         };
@@ -168,7 +178,9 @@ impl SendQueue {
         };
         // SAFETY: the slot came off the free list, so neither the kernel nor another queued send
         // uses its buffer; the range lies inside `bufs`.
-        let buf = unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr().add(i * MAX_DATAGRAM), MAX_DATAGRAM) };
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(self.bufs.ptr().add(i * MAX_DATAGRAM), MAX_DATAGRAM)
+        };
         let len = fill(buf).min(MAX_DATAGRAM);
         if len == 0 {
             self.free.push(slot);
@@ -183,7 +195,11 @@ impl SendQueue {
                 if self.pending.first().is_some_and(|p| p.sock != socket.0) {
                     self.pending_mixed = true;
                 }
-                self.pending.push(Pending { sock: socket.0, seq, slot });
+                self.pending.push(Pending {
+                    sock: socket.0,
+                    seq,
+                    slot,
+                });
             }
             Some(ring) => {
                 if !ring.push_send(slot, &meta.hdr, sock.fd) {
@@ -221,7 +237,10 @@ impl SendQueue {
 
     /// The fd of socket `idx`, if open.
     pub(super) fn socket_fd(&self, idx: u16) -> Option<RawFd> {
-        self.socks.get(usize::from(idx)).map(|s| s.fd).filter(|&fd| fd >= 0)
+        self.socks
+            .get(usize::from(idx))
+            .map(|s| s.fd)
+            .filter(|&fd| fd >= 0)
     }
 
     /// io_uring: whether the SQ holds entries the kernel has not consumed.
@@ -262,6 +281,10 @@ impl SendQueue {
             }
         }
         Ok(())
+    }
+
+    pub(super) fn ring_ref(&self) -> Option<&Ring> {
+        self.ring.as_ref()
     }
 
     pub(super) fn ring_mut(&mut self) -> Option<&mut Ring> {
@@ -331,7 +354,10 @@ impl SendQueue {
         let mut start = 0;
         while start < self.pending.len() {
             let sock = self.pending[start].sock;
-            let len = self.pending[start..].iter().position(|p| p.sock != sock).unwrap_or(self.pending.len() - start);
+            let len = self.pending[start..]
+                .iter()
+                .position(|p| p.sock != sock)
+                .unwrap_or(self.pending.len() - start);
             self.send_group(sock, start, start + len);
             start += len;
         }
@@ -357,7 +383,14 @@ impl SendQueue {
             }
             // SAFETY: `mmsg[..n]` hold headers whose name/iov pointers point into `slots` and
             // `bufs`, all alive and not mutated during the call.
-            let sent = unsafe { libc::sendmmsg(fd, self.mmsg.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+            let sent = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.mmsg.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if sent > 0 {
                 self.tx.datagrams += sent as u64;
                 i += sent as usize;

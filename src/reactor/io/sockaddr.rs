@@ -28,7 +28,9 @@ pub(super) fn decode(bytes: &[u8]) -> Option<SocketAddr> {
             if let Some(v4) = ip.to_ipv4_mapped() {
                 return Some(SocketAddr::new(v4.into(), port));
             }
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, flowinfo, scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip, port, flowinfo, scope_id,
+            )))
         }
         _ => None,
     }
@@ -36,17 +38,27 @@ pub(super) fn decode(bytes: &[u8]) -> Option<SocketAddr> {
 
 /// Writes `dst` as the sockaddr a socket of the given family accepts; returns its length, or
 /// `None` if the family cannot reach it (an IPv6 destination from an IPv4 socket).
-pub(super) fn encode(dst: SocketAddr, v6_socket: bool, out: &mut libc::sockaddr_storage) -> Option<libc::socklen_t> {
+pub(super) fn encode(
+    dst: SocketAddr,
+    v6_socket: bool,
+    out: &mut libc::sockaddr_storage,
+) -> Option<libc::socklen_t> {
     let (ip6, port, flowinfo, scope_id) = match (dst, v6_socket) {
         (SocketAddr::V4(a), false) => {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and at least as aligned as sockaddr_in.
-            unsafe { (out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>().write(sin) };
+            unsafe {
+                (out as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
             return Some(size_of::<libc::sockaddr_in>() as libc::socklen_t);
         }
         (SocketAddr::V6(a), false) => {
@@ -60,11 +72,17 @@ pub(super) fn encode(dst: SocketAddr, v6_socket: bool, out: &mut libc::sockaddr_
         sin6_family: libc::AF_INET6 as libc::sa_family_t,
         sin6_port: port.to_be(),
         sin6_flowinfo: flowinfo.to_be(),
-        sin6_addr: libc::in6_addr { s6_addr: ip6.octets() },
+        sin6_addr: libc::in6_addr {
+            s6_addr: ip6.octets(),
+        },
         sin6_scope_id: scope_id,
     };
     // SAFETY: sockaddr_storage is larger than and at least as aligned as sockaddr_in6.
-    unsafe { (out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>().write(sin6) };
+    unsafe {
+        (out as *mut libc::sockaddr_storage)
+            .cast::<libc::sockaddr_in6>()
+            .write(sin6)
+    };
     Some(size_of::<libc::sockaddr_in6>() as libc::socklen_t)
 }
 
@@ -73,7 +91,9 @@ pub(super) fn storage_bytes(storage: &libc::sockaddr_storage, len: libc::socklen
     let len = (len as usize).min(size_of::<libc::sockaddr_storage>());
     // SAFETY: sockaddr_storage is plain old data, fully initialised (zeroed at allocation), and
     // `len` is clamped to its size.
-    unsafe { std::slice::from_raw_parts((storage as *const libc::sockaddr_storage).cast::<u8>(), len) }
+    unsafe {
+        std::slice::from_raw_parts((storage as *const libc::sockaddr_storage).cast::<u8>(), len)
+    }
 }
 
 #[cfg(test)]
@@ -92,11 +112,18 @@ mod tests {
         let v4: SocketAddr = "127.0.0.1:5004".parse().unwrap();
         let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
         assert_eq!(round_trip(v4, false), Some(v4));
-        assert_eq!(round_trip(v4, true), Some(v4), "mapped on a v6 socket, canonical on decode");
+        assert_eq!(
+            round_trip(v4, true),
+            Some(v4),
+            "mapped on a v6 socket, canonical on decode"
+        );
         assert_eq!(round_trip(v6, true), Some(v6));
         assert_eq!(round_trip(v6, false), None);
         let mapped: SocketAddr = "[::ffff:10.0.0.1]:9".parse().unwrap();
-        assert_eq!(round_trip(mapped, false), Some("10.0.0.1:9".parse().unwrap()));
+        assert_eq!(
+            round_trip(mapped, false),
+            Some("10.0.0.1:9".parse().unwrap())
+        );
     }
 
     #[test]

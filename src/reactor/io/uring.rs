@@ -31,7 +31,9 @@ use super::mem::Region;
 use super::sendq::SendQueue;
 use super::sockaddr::{self, NAME_LEN};
 use super::waker::Waker;
-use super::{remaining, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH, SOCKET_SLOTS};
+use super::{
+    remaining, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH, SOCKET_SLOTS,
+};
 
 /// Submission queue entries: all send slots can be queued without a submit in between.
 const SQ_ENTRIES: u32 = 1024;
@@ -56,9 +58,8 @@ const UD_SEND: u64 = 1 << 32;
 /// `| socket index`.
 const UD_RECV: u64 = 1 << 33;
 
-const _: () = assert!(
-    RECV_BUFS + super::sendq::SEND_SLOTS + 2 * SOCKET_SLOTS + 2 <= CQ_ENTRIES as usize
-);
+const _: () =
+    assert!(RECV_BUFS + super::sendq::SEND_SLOTS + 2 * SOCKET_SLOTS + 2 <= CQ_ENTRIES as usize);
 
 /// A copied completion.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +81,11 @@ struct BufEntry {
 /// The ring, owned by the send queue so that `push_with` can submit when the pool is full.
 pub(super) struct Ring {
     ring: IoUring,
+    /// False while a ring created with `R_DISABLED` waits for its first submit: the thread
+    /// that enables it becomes its only submitter and runs all of its task work.
+    enabled: bool,
+    /// Created with DEFER_TASKRUN (kernel 6.1+).
+    defers_task_work: bool,
     stash: VecDeque<Cqe>,
     sends_in_flight: usize,
     unsubmitted_sends: usize,
@@ -139,13 +145,39 @@ impl Ring {
     /// Submits and waits for `want` completions. EINTR, EBUSY (CQ overflow) and EAGAIN are
     /// not errors: the caller reaps and decides.
     pub(super) fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        self.enable()?;
         let res = self.ring.submit_and_wait(want);
         self.after_enter(res).map(drop)
+    }
+
+    /// Whether the ring defers its task work to the polling thread (kernel 6.1+).
+    pub(super) fn defers_task_work(&self) -> bool {
+        self.defers_task_work
+    }
+
+    /// Runs task work the kernel deferred (DEFER_TASKRUN), so that the completions it produces
+    /// (a cancelled receive's last one, for instance) are in the CQ now.
+    fn run_deferred_work(&mut self) -> io::Result<()> {
+        if self.enabled && self.ring.submission().taskrun() {
+            // The TASKRUN flag makes this enter carry GETEVENTS.
+            self.submit()?;
+        }
+        Ok(())
+    }
+
+    /// Enables a ring created disabled, on the calling thread (the one that polls).
+    fn enable(&mut self) -> io::Result<()> {
+        if !self.enabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.enabled = true;
+        }
+        Ok(())
     }
 
     /// Submits and waits for one completion or until `timeout` passes (`None`: forever).
     /// Returns false if a signal interrupted the wait.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.enable()?;
         let res = match timeout {
             None => self.ring.submit_and_wait(1),
             Some(t) => {
@@ -173,12 +205,25 @@ impl Ring {
 
     /// Consumes the CQ. Send completions go to `on_send(slot, res)`; other completions go to
     /// `other`, and those it refuses are stashed (in order) for a later poll.
-    pub(super) fn reap(&mut self, mut on_send: impl FnMut(u16, i32), mut other: impl FnMut(Cqe) -> bool) {
-        let Self { ring, stash, sends_in_flight, .. } = self;
+    pub(super) fn reap(
+        &mut self,
+        mut on_send: impl FnMut(u16, i32),
+        mut other: impl FnMut(Cqe) -> bool,
+    ) {
+        let Self {
+            ring,
+            stash,
+            sends_in_flight,
+            ..
+        } = self;
         let mut cq = ring.completion();
         while stash.len() < STASH_CAP {
             let Some(entry) = cq.next() else { break };
-            let cqe = Cqe { user_data: entry.user_data(), result: entry.result(), flags: entry.flags() };
+            let cqe = Cqe {
+                user_data: entry.user_data(),
+                result: entry.result(),
+                flags: entry.flags(),
+            };
             if cqe.user_data & UD_SEND != 0 {
                 *sends_in_flight = sends_in_flight.saturating_sub(1);
                 on_send(cqe.user_data as u16, cqe.result);
@@ -236,14 +281,41 @@ unsafe impl Send for UringRecv {}
 /// Creates the ring, checks the features and opcodes needed, registers the buffer ring and arms
 /// the receive and the waker poll. Fails (for `Auto` to fall back) if any step does.
 pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
-    let ring = IoUring::builder()
+    // Task work (the kernel side of every receive) runs in the task that submitted the
+    // request. The socket is bound on the node's main thread, so a receive armed here would
+    // be completed by the main thread: interrupted thousands of times a second, doing the
+    // media core's receive work on another core, and waking the core across CPUs. Preferred
+    // (kernel 6.1+): the ring starts disabled and is enabled by its first submit, on the
+    // polling thread; single issuer; task work deferred until that thread asks for events,
+    // so it runs in batches on the core that handles the packets.
+    let deferred = IoUring::builder()
         .setup_cqsize(CQ_ENTRIES)
-        .setup_coop_taskrun()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
         .setup_taskrun_flag()
-        .build(SQ_ENTRIES)
-        .or_else(|_| IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES))?;
+        .setup_r_disabled()
+        .build(SQ_ENTRIES);
+    let (ring, enabled) = match deferred {
+        Ok(ring) => (ring, false),
+        Err(_) => {
+            let ring = IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .build(SQ_ENTRIES)
+                .or_else(|_| {
+                    IoUring::builder()
+                        .setup_cqsize(CQ_ENTRIES)
+                        .build(SQ_ENTRIES)
+                })?;
+            (ring, true)
+        }
+    };
     if !ring.params().is_feature_ext_arg() {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring lacks EXT_ARG (kernel < 5.11)"));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring lacks EXT_ARG (kernel < 5.11)",
+        ));
     }
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
@@ -254,7 +326,10 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     ] {
         if !probe.is_supported(code) {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring lacks {name}"),
+            ));
         }
     }
 
@@ -269,7 +344,15 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         bufs,
         msghdr,
         tail: 0,
-        socks: vec![RecvSock { fd: -1, state: RecvState::Free, queued: false }; SOCKET_SLOTS].into_boxed_slice(),
+        socks: vec![
+            RecvSock {
+                fd: -1,
+                state: RecvState::Free,
+                queued: false
+            };
+            SOCKET_SLOTS
+        ]
+        .into_boxed_slice(),
         todo: Vec::with_capacity(SOCKET_SLOTS),
         wake_armed: false,
         batch: Vec::with_capacity(POLL_BATCH),
@@ -282,15 +365,27 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
     // SAFETY: `ring_mem` is page aligned, holds RECV_BUFS entries, and lives as long as the
     // ring (it is only unmapped after the ring is closed, or leaked).
     unsafe {
-        ring.submitter().register_buf_ring_with_flags(recv.ring_mem.ptr() as u64, RECV_BUFS as u16, BGID, 0)?;
+        ring.submitter().register_buf_ring_with_flags(
+            recv.ring_mem.ptr() as u64,
+            RECV_BUFS as u16,
+            BGID,
+            0,
+        )?;
     }
 
     let mut ring = Ring {
         ring,
+        enabled,
+        defers_task_work: !enabled,
         stash: VecDeque::with_capacity(STASH_CAP),
         sends_in_flight: 0,
         unsubmitted_sends: 0,
     };
+    if !enabled {
+        // DEFER_TASKRUN came with 6.1, multishot RECVMSG with 6.0: nothing to probe. The
+        // receive is armed by the first poll.
+        return Ok((ring, recv));
+    }
     recv.arm(&mut ring)?;
     ring.submit()?;
     // Kernels before 6.0 reject multishot RECVMSG at submit with EINVAL.
@@ -305,7 +400,10 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         },
     );
     if let Some(e) = unsupported {
-        return Err(io::Error::new(e.kind(), format!("multishot RECVMSG rejected: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("multishot RECVMSG rejected: {e}"),
+        ));
     }
     Ok((ring, recv))
 }
@@ -319,12 +417,16 @@ impl UringRecv {
         rx: &mut RxStats,
         waker: &Waker,
     ) -> io::Result<usize> {
-        let Some(ring) = sendq.ring_mut() else { return Ok(0) };
+        let Some(ring) = sendq.ring_mut() else {
+            return Ok(0);
+        };
         self.arm(ring)?;
         self.batch.clear();
         loop {
             self.gather(sendq);
-            let Some(ring) = sendq.ring_mut() else { return Ok(0) };
+            let Some(ring) = sendq.ring_mut() else {
+                return Ok(0);
+            };
             if !self.batch.is_empty() {
                 if ring.has_unsubmitted() {
                     ring.submit()?;
@@ -353,7 +455,9 @@ impl UringRecv {
                     self.wake_armed = false;
                     woken = true;
                 }
-                ud if ud & UD_RECV != 0 => handled += usize::from(self.on_recv(cqe, handler, sendq, rx)),
+                ud if ud & UD_RECV != 0 => {
+                    handled += usize::from(self.on_recv(cqe, handler, sendq, rx))
+                }
                 _ => {}
             }
         }
@@ -376,7 +480,9 @@ impl UringRecv {
     fn gather(&mut self, sendq: &mut SendQueue) {
         if let Some(ring) = sendq.ring_mut() {
             while self.batch.len() < POLL_BATCH {
-                let Some(cqe) = ring.stash.pop_front() else { break };
+                let Some(cqe) = ring.stash.pop_front() else {
+                    break;
+                };
                 self.batch.push(cqe);
             }
         }
@@ -392,7 +498,13 @@ impl UringRecv {
     }
 
     /// Handles one RECVMSG completion; true if a datagram went to the handler.
-    fn on_recv(&mut self, cqe: Cqe, handler: &mut impl DatagramHandler, sendq: &mut SendQueue, rx: &mut RxStats) -> bool {
+    fn on_recv(
+        &mut self,
+        cqe: Cqe,
+        handler: &mut impl DatagramHandler,
+        sendq: &mut SendQueue,
+        rx: &mut RxStats,
+    ) -> bool {
         let idx = cqe.user_data as u16;
         let live = self.note_recv(cqe);
         let bid = cqueue::buffer_select(cqe.flags).filter(|&b| usize::from(b) < RECV_BUFS);
@@ -425,11 +537,18 @@ impl UringRecv {
         let parsed = {
             // SAFETY: as above; this shared view ends before the mutable one below is created.
             let buf = unsafe { std::slice::from_raw_parts(base, len) };
-            io_uring::types::RecvMsgOut::parse(buf, &self.msghdr).ok().map(|out| {
-                let offset = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
-                let truncated = out.is_payload_truncated() || out.is_name_data_truncated();
-                (sockaddr::decode(out.name_data()), offset, out.payload_data().len(), truncated)
-            })
+            io_uring::types::RecvMsgOut::parse(buf, &self.msghdr)
+                .ok()
+                .map(|out| {
+                    let offset = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
+                    let truncated = out.is_payload_truncated() || out.is_name_data_truncated();
+                    (
+                        sockaddr::decode(out.name_data()),
+                        offset,
+                        out.payload_data().len(),
+                        truncated,
+                    )
+                })
         };
         let delivered = match parsed {
             Some((_, _, _, true)) => {
@@ -479,7 +598,9 @@ impl UringRecv {
     /// whether the socket is open (its datagrams are to be delivered).
     fn note_recv(&mut self, cqe: Cqe) -> bool {
         let idx = cqe.user_data as u16;
-        let Some(sock) = self.socks.get_mut(usize::from(idx)) else { return false };
+        let Some(sock) = self.socks.get_mut(usize::from(idx)) else {
+            return false;
+        };
         let live = sock.state == RecvState::Armed;
         if !cqueue::more(cqe.flags) {
             match sock.state {
@@ -508,7 +629,9 @@ impl UringRecv {
 
     /// Whether index `idx` may take a new socket (nothing of an old one is in flight).
     pub(super) fn slot_free(&self, idx: u16) -> bool {
-        self.socks.get(usize::from(idx)).is_some_and(|s| s.state == RecvState::Free)
+        self.socks
+            .get(usize::from(idx))
+            .is_some_and(|s| s.state == RecvState::Free)
     }
 
     /// Starts receiving on socket `fd` as index `idx` (which must be free); the receive is
@@ -538,10 +661,13 @@ impl UringRecv {
             }
             RecvState::Free | RecvState::Cancel | RecvState::Cancelled => {}
         }
-        let Some(ring) = sendq.ring_mut() else { return false };
+        let Some(ring) = sendq.ring_mut() else {
+            return false;
+        };
         // Errors leave the cancel queued for the next poll.
         if self.arm(ring).is_ok() {
             let _ = ring.submit();
+            let _ = ring.run_deferred_work();
         }
         // The flush submitted every send; only a failed submit leaves some in the SQ. Retry a
         // few times, stashing completions so the CQ has room.
@@ -566,7 +692,9 @@ impl UringRecv {
                     if cqe.user_data != target {
                         return true;
                     }
-                    if let Some(bid) = cqueue::buffer_select(cqe.flags).filter(|&b| usize::from(b) < RECV_BUFS) {
+                    if let Some(bid) =
+                        cqueue::buffer_select(cqe.flags).filter(|&b| usize::from(b) < RECV_BUFS)
+                    {
                         self.recycle(bid);
                     }
                     done |= !cqueue::more(cqe.flags);
@@ -596,7 +724,9 @@ impl UringRecv {
                     sock.state = RecvState::Armed;
                 }
                 RecvState::Cancel => {
-                    let sqe = opcode::AsyncCancel::new(UD_RECV | u64::from(idx)).build().user_data(UD_CANCEL);
+                    let sqe = opcode::AsyncCancel::new(UD_RECV | u64::from(idx))
+                        .build()
+                        .user_data(UD_CANCEL);
                     ring.push(&sqe)?;
                     sock.state = RecvState::Cancelled;
                 }
@@ -606,7 +736,9 @@ impl UringRecv {
             self.todo.pop();
         }
         if !self.wake_armed {
-            let sqe = opcode::PollAdd::new(Fd(self.efd), libc::POLLIN as u32).build().user_data(UD_WAKE);
+            let sqe = opcode::PollAdd::new(Fd(self.efd), libc::POLLIN as u32)
+                .build()
+                .user_data(UD_WAKE);
             ring.push(&sqe)?;
             self.wake_armed = true;
         }
@@ -616,7 +748,13 @@ impl UringRecv {
     /// Cancels every receive and the waker poll and waits until nothing is in flight. Returns
     /// false if that did not happen within about a second.
     pub(super) fn shutdown(&mut self, sendq: &mut SendQueue) -> bool {
-        let Some(ring) = sendq.ring_mut() else { return true };
+        let Some(ring) = sendq.ring_mut() else {
+            return true;
+        };
+        if !ring.enabled {
+            // Never submitted: the kernel holds no buffer and no operation of ours.
+            return true;
+        }
         while let Some(cqe) = ring.stash.pop_front() {
             self.note_final(cqe);
         }
@@ -624,7 +762,9 @@ impl UringRecv {
             let sock = &mut self.socks[idx];
             match sock.state {
                 RecvState::Armed | RecvState::Cancel => {
-                    let sqe = opcode::AsyncCancel::new(UD_RECV | idx as u64).build().user_data(UD_CANCEL);
+                    let sqe = opcode::AsyncCancel::new(UD_RECV | idx as u64)
+                        .build()
+                        .user_data(UD_CANCEL);
                     if ring.push(&sqe).is_err() {
                         return false;
                     }
@@ -635,13 +775,17 @@ impl UringRecv {
             }
         }
         if self.wake_armed {
-            let sqe = opcode::AsyncCancel::new(UD_WAKE).build().user_data(UD_CANCEL);
+            let sqe = opcode::AsyncCancel::new(UD_WAKE)
+                .build()
+                .user_data(UD_CANCEL);
             if ring.push(&sqe).is_err() {
                 return false;
             }
         }
         for _ in 0..50 {
-            let Some(ring) = sendq.ring_mut() else { return true };
+            let Some(ring) = sendq.ring_mut() else {
+                return true;
+            };
             if ring.wait(Some(Duration::from_millis(20))).is_err() {
                 return false;
             }
@@ -649,9 +793,15 @@ impl UringRecv {
                 self.note_final(cqe);
                 true
             });
-            let Some(ring) = sendq.ring_mut() else { return true };
+            let Some(ring) = sendq.ring_mut() else {
+                return true;
+            };
             let receiving = self.socks.iter().any(|s| s.state != RecvState::Free);
-            if !receiving && !self.wake_armed && ring.sends_in_flight == 0 && !ring.has_unsubmitted() {
+            if !receiving
+                && !self.wake_armed
+                && ring.sends_in_flight == 0
+                && !ring.has_unsubmitted()
+            {
                 self.todo.clear();
                 for s in self.socks.iter_mut() {
                     s.queued = false;

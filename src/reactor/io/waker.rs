@@ -52,6 +52,8 @@ impl Waker {
 
 impl fmt::Debug for Waker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Waker").field("eventfd", &self.fd.as_raw_fd()).finish()
+        f.debug_struct("Waker")
+            .field("eventfd", &self.fd.as_raw_fd())
+            .finish()
     }
 }

@@ -22,7 +22,11 @@ pub enum WsClientError {
     Transport { url: String, reason: String },
     /// The server did not answer in time.
     #[error("WebSocket {url}: no {waiting_for} within {timeout:?}")]
-    Timeout { url: String, waiting_for: &'static str, timeout: Duration },
+    Timeout {
+        url: String,
+        waiting_for: &'static str,
+        timeout: Duration,
+    },
     /// The server closed the session.
     #[error("WebSocket {url}: closed by the server")]
     Closed { url: String },
@@ -70,7 +74,9 @@ pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::Clie
             .and_then(|iter| iter.collect::<Result<_, _>>())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         for cert in certs {
-            roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -86,7 +92,14 @@ pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::Clie
 pub fn media_session_id() -> String {
     let v: u128 = rand::random();
     let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 impl WsClient {
@@ -97,25 +110,49 @@ impl WsClient {
     }
 
     /// [`WsClient::connect`] for `ws://` or `wss://` (which needs `tls`).
-    pub async fn connect_with_tls(url: &str, timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> Result<WsClient, WsClientError> {
-        let transport = |reason: String| WsClientError::Transport { url: url.to_owned(), reason };
-        let (secure, host, port) = split_url(url).ok_or_else(|| transport("not a ws:// or wss:// URL".into()))?;
+    pub async fn connect_with_tls(
+        url: &str,
+        timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<WsClient, WsClientError> {
+        let transport = |reason: String| WsClientError::Transport {
+            url: url.to_owned(),
+            reason,
+        };
+        let (secure, host, port) =
+            split_url(url).ok_or_else(|| transport("not a ws:// or wss:// URL".into()))?;
         let connecting = async {
-            let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| transport(e.to_string()))?;
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| transport(e.to_string()))?;
             let stream: Box<dyn Transport> = if secure {
-                let tls = tls.ok_or_else(|| transport("wss:// without a TLS configuration".into()))?;
-                let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| transport(e.to_string()))?;
-                let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| transport(format!("TLS: {e}")))?;
+                let tls =
+                    tls.ok_or_else(|| transport("wss:// without a TLS configuration".into()))?;
+                let name = rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| transport(e.to_string()))?;
+                let stream = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| transport(format!("TLS: {e}")))?;
                 Box::new(stream)
             } else {
                 Box::new(tcp)
             };
-            tokio_tungstenite::client_async(url, stream).await.map_err(|e| transport(e.to_string()))
+            tokio_tungstenite::client_async(url, stream)
+                .await
+                .map_err(|e| transport(e.to_string()))
         };
         let (ws, _) = tokio::time::timeout(timeout, connecting)
             .await
-            .map_err(|_| WsClientError::Timeout { url: url.to_owned(), waiting_for: "WebSocket upgrade", timeout })??;
-        let mut client = WsClient { url: url.to_owned(), ws };
+            .map_err(|_| WsClientError::Timeout {
+                url: url.to_owned(),
+                waiting_for: "WebSocket upgrade",
+                timeout,
+            })??;
+        let mut client = WsClient {
+            url: url.to_owned(),
+            ws,
+        };
         client
             .send(
                 "connection",
@@ -142,7 +179,10 @@ impl WsClient {
         self.ws
             .send(Message::text(text))
             .await
-            .map_err(|e| WsClientError::Transport { url: self.url.clone(), reason: e.to_string() })
+            .map_err(|e| WsClientError::Transport {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The next message other than `ping` (which is answered), as (name, `data` array). `None`
@@ -155,8 +195,12 @@ impl WsClient {
                 }
                 continue;
             };
-            let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-            let Some(Value::String(message)) = object.remove("message") else { continue };
+            let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(text.as_str()) else {
+                continue;
+            };
+            let Some(Value::String(message)) = object.remove("message") else {
+                continue;
+            };
             let data = match object.remove("data") {
                 Some(Value::Array(data)) => data,
                 _ => Vec::new(),
@@ -171,11 +215,21 @@ impl WsClient {
     }
 
     /// [`WsClient::next`] with a deadline.
-    pub async fn next_within(&mut self, timeout: Duration, waiting_for: &'static str) -> Result<(String, Vec<Value>), WsClientError> {
+    pub async fn next_within(
+        &mut self,
+        timeout: Duration,
+        waiting_for: &'static str,
+    ) -> Result<(String, Vec<Value>), WsClientError> {
         match tokio::time::timeout(timeout, self.next()).await {
             Ok(Some(message)) => Ok(message),
-            Ok(None) => Err(WsClientError::Closed { url: self.url.clone() }),
-            Err(_) => Err(WsClientError::Timeout { url: self.url.clone(), waiting_for, timeout }),
+            Ok(None) => Err(WsClientError::Closed {
+                url: self.url.clone(),
+            }),
+            Err(_) => Err(WsClientError::Timeout {
+                url: self.url.clone(),
+                waiting_for,
+                timeout,
+            }),
         }
     }
 
@@ -196,9 +250,18 @@ mod tests {
 
     #[test]
     fn urls_split() {
-        assert_eq!(split_url("ws://127.0.0.1:8180/"), Some((false, "127.0.0.1".into(), 8180)));
-        assert_eq!(split_url("wss://edge.example.com/websocket"), Some((true, "edge.example.com".into(), 443)));
-        assert_eq!(split_url("wss://[::1]:8443/"), Some((true, "::1".into(), 8443)));
+        assert_eq!(
+            split_url("ws://127.0.0.1:8180/"),
+            Some((false, "127.0.0.1".into(), 8180))
+        );
+        assert_eq!(
+            split_url("wss://edge.example.com/websocket"),
+            Some((true, "edge.example.com".into(), 443))
+        );
+        assert_eq!(
+            split_url("wss://[::1]:8443/"),
+            Some((true, "::1".into(), 8443))
+        );
         assert_eq!(split_url("http://x/"), None);
         assert_eq!(split_url("ws://:80/"), None);
     }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
-use super::protocol::{self, failed_frame, fail_frame, frame, str_field, StreamDescription};
+use super::protocol::{self, fail_frame, failed_frame, frame, str_field, StreamDescription};
 use crate::control::SessionId;
 use crate::negotiate::NegotiationError;
 use crate::registry::RegistryError;
@@ -36,8 +36,12 @@ fn start_error_info(error: &StartError) -> String {
     match error {
         StartError::Registry(RegistryError::NameInUse(_)) => "Stream name is already in use".into(),
         StartError::Registry(RegistryError::StreamNotFound(_)) => "Stream not found".into(),
-        StartError::Negotiation(NegotiationError::NothingToPlay(why)) => format!("No common codecs: {why}"),
-        StartError::Negotiation(NegotiationError::NothingToPublish) => format!("No common codecs: {error}"),
+        StartError::Negotiation(NegotiationError::NothingToPlay(why)) => {
+            format!("No common codecs: {why}")
+        }
+        StartError::Negotiation(NegotiationError::NothingToPublish) => {
+            format!("No common codecs: {error}")
+        }
         other => format!("Failed by error: {other}"),
     }
 }
@@ -45,7 +49,12 @@ fn start_error_info(error: &StartError) -> String {
 impl Connection {
     /// A session for a new socket; frames for the client go to `out`.
     pub fn new(peer: SocketAddr, out: UnboundedSender<String>) -> Connection {
-        Connection { peer, out, established: false, streams: HashMap::new() }
+        Connection {
+            peer,
+            out,
+            established: false,
+            streams: HashMap::new(),
+        }
     }
 
     fn send(&self, text: String) {
@@ -75,8 +84,13 @@ impl Connection {
             // Keep-alive answers; any frame already counts as a sign of life.
             "pong" | "ping" => {}
             // Sent by the SDK on request only; nothing for a media node to do.
-            "snapshot" | "pushLogs" | "submitBugReport" | "sessionDebug" | "getVersion"
-            | "webRTCMetricsClientDescription" | "webRTCMetricsBatch" => {
+            "snapshot"
+            | "pushLogs"
+            | "submitBugReport"
+            | "sessionDebug"
+            | "getVersion"
+            | "webRTCMetricsClientDescription"
+            | "webRTCMetricsBatch" => {
                 debug!(peer = %self.peer, message = frame.message, "ignored")
             }
             other => warn!(peer = %self.peer, message = other, "unknown message ignored"),
@@ -85,7 +99,10 @@ impl Connection {
 
     fn handle_connection(&mut self, payload: &Value) {
         if self.established {
-            self.send(fail_frame("connection", "the session is already established"));
+            self.send(fail_frame(
+                "connection",
+                "the session is already established",
+            ));
             return;
         }
         self.established = true;
@@ -95,17 +112,28 @@ impl Connection {
         };
         let session_id = format!("/{}/rtcdn", self.peer);
         user_data.insert("sessionId".into(), json!(session_id));
-        user_data.insert("authToken".into(), json!(format!("{:032x}", rand::random::<u128>())));
+        user_data.insert(
+            "authToken".into(),
+            json!(format!("{:032x}", rand::random::<u128>())),
+        );
         user_data.insert("status".into(), json!("ESTABLISHED"));
         // The SDK starts a metrics collector when this is present: never send it.
         user_data.remove("webRTCMetricsServerDescription");
-        self.send(frame("getVersion", vec![json!(concat!("rtcdn-", env!("CARGO_PKG_VERSION")))]));
+        self.send(frame(
+            "getVersion",
+            vec![json!(concat!("rtcdn-", env!("CARGO_PKG_VERSION")))],
+        ));
         self.send(frame("getUserData", vec![Value::Object(user_data)]));
         info!(peer = %self.peer, "WebSocket session established");
     }
 
     /// The mediaSessionId and name of a stream request, or a FAILED/fail already sent.
-    fn stream_ids<'a>(&self, payload: &'a Value, api: &str, published: bool) -> Option<(&'a str, &'a str)> {
+    fn stream_ids<'a>(
+        &self,
+        payload: &'a Value,
+        api: &str,
+        published: bool,
+    ) -> Option<(&'a str, &'a str)> {
         let Some(id) = str_field(payload, "mediaSessionId").filter(|id| !id.is_empty()) else {
             self.send(fail_frame(api, "MediaSessionId is null"));
             return None;
@@ -119,17 +147,37 @@ impl Connection {
     }
 
     fn handle_start(&mut self, state: &Signalling, payload: &Value, published: bool) {
-        let api = if published { "publishStream" } else { "playStream" };
-        let Some((id, name)) = self.stream_ids(payload, api, published) else { return };
+        let api = if published {
+            "publishStream"
+        } else {
+            "playStream"
+        };
+        let Some((id, name)) = self.stream_ids(payload, api, published) else {
+            return;
+        };
         if self.streams.contains_key(id) {
-            self.send(failed_frame(id, name, published, "MediaSessionId is already in use"));
+            self.send(failed_frame(
+                id,
+                name,
+                published,
+                "MediaSessionId is already in use",
+            ));
             return;
         }
         let Some(offer) = str_field(payload, "sdp") else {
-            self.send(failed_frame(id, name, published, &format!("Failed by error: {api} without an sdp offer")));
+            self.send(failed_frame(
+                id,
+                name,
+                published,
+                &format!("Failed by error: {api} without an sdp offer"),
+            ));
             return;
         };
-        let started = if published { media::start_publish(state, name, offer) } else { media::start_play(state, name, offer) };
+        let started = if published {
+            media::start_publish(state, name, offer)
+        } else {
+            media::start_play(state, name, offer)
+        };
         let started = match started {
             Ok(started) => started,
             Err(e) => {
@@ -139,14 +187,35 @@ impl Connection {
             }
         };
         let description = StreamDescription::from_request(payload, id, name, published);
-        state.watch(started.id, Watcher { out: self.out.clone(), description: description.clone() });
-        self.send(frame("setRemoteSDP", vec![json!(id), json!(started.answer), json!(true)]));
-        self.streams.insert(id.to_owned(), OwnStream { session: started.id, description });
+        state.watch(
+            started.id,
+            Watcher {
+                out: self.out.clone(),
+                description: description.clone(),
+            },
+        );
+        self.send(frame(
+            "setRemoteSDP",
+            vec![json!(id), json!(started.answer), json!(true)],
+        ));
+        self.streams.insert(
+            id.to_owned(),
+            OwnStream {
+                session: started.id,
+                description,
+            },
+        );
     }
 
     fn handle_stop(&mut self, state: &Signalling, payload: &Value, published: bool) {
-        let api = if published { "unPublishStream" } else { "stopStream" };
-        let Some((id, name)) = self.stream_ids(payload, api, published) else { return };
+        let api = if published {
+            "unPublishStream"
+        } else {
+            "stopStream"
+        };
+        let Some((id, name)) = self.stream_ids(payload, api, published) else {
+            return;
+        };
         let status = if published { "UNPUBLISHED" } else { "STOPPED" };
         match self.streams.remove(id) {
             Some(own) if own.description.published == published => {
@@ -156,8 +225,17 @@ impl Connection {
                 self.send(own.description.status_frame(status, None));
             }
             Some(own) => {
-                let kind = if own.description.published { "published" } else { "played" };
-                self.send(failed_frame(id, name, published, &format!("Failed by error: {api} on a {kind} stream")));
+                let kind = if own.description.published {
+                    "published"
+                } else {
+                    "played"
+                };
+                self.send(failed_frame(
+                    id,
+                    name,
+                    published,
+                    &format!("Failed by error: {api} on a {kind} stream"),
+                ));
                 self.streams.insert(id.to_owned(), own);
             }
             None => self.send(failed_frame(id, name, published, "Stream not found")),
@@ -176,12 +254,16 @@ impl Connection {
     }
 
     fn handle_stream_event(&self, state: &Signalling, payload: &Value) {
-        let Some(own) = str_field(payload, "mediaSessionId").and_then(|id| self.streams.get(id)) else {
+        let Some(own) = str_field(payload, "mediaSessionId").and_then(|id| self.streams.get(id))
+        else {
             self.send(fail_frame("sendStreamEvent", "Stream not found"));
             return;
         };
         if !own.description.published {
-            self.send(fail_frame("sendStreamEvent", "only a publisher can send stream events"));
+            self.send(fail_frame(
+                "sendStreamEvent",
+                "only a publisher can send stream events",
+            ));
             return;
         }
         let kind = payload.get("type").cloned().unwrap_or(Value::Null);
@@ -197,7 +279,10 @@ impl Connection {
 
     fn handle_send_data(&self, payload: &Value) {
         let operation = payload.get("operationId").cloned().unwrap_or(Value::Null);
-        self.send(frame("DataStatusEvent", vec![json!({ "operationId": operation, "status": "ACCEPTED" })]));
+        self.send(frame(
+            "DataStatusEvent",
+            vec![json!({ "operationId": operation, "status": "ACCEPTED" })],
+        ));
     }
 
     /// The socket closed: everything this session published or played ends (its players hear

@@ -46,16 +46,34 @@ pub fn is_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// Answers the upgrade and runs the session on the upgraded connection.
-pub fn upgrade(mut req: Request<Incoming>, state: Arc<Signalling>, peer: SocketAddr) -> Response<Full<Bytes>> {
-    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
-        return text(StatusCode::BAD_REQUEST, "WebSocket upgrade without Sec-WebSocket-Key");
+pub fn upgrade(
+    mut req: Request<Incoming>,
+    state: Arc<Signalling>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let Some(key) = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "WebSocket upgrade without Sec-WebSocket-Key",
+        );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config = WebSocketConfig::default().max_message_size(Some(MAX_FRAME)).max_frame_size(Some(MAX_FRAME));
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_FRAME))
+                    .max_frame_size(Some(MAX_FRAME));
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 run(ws, state, peer).await;
             }
             Err(e) => debug!(%peer, error = %e, "WebSocket upgrade failed"),
@@ -80,7 +98,8 @@ where
     let (mut sink, mut frames) = ws.split();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut connection = Connection::new(peer, out_tx);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
     let ping_frame = protocol::frame("ping", Vec::new());
     loop {

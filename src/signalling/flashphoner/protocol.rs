@@ -30,7 +30,9 @@ pub enum FrameError {
 /// Parses a client frame.
 pub fn parse_frame(text: &str) -> Result<ClientFrame, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
-    let Value::Object(mut object) = value else { return Err(FrameError::Envelope("not an object")) };
+    let Value::Object(mut object) = value else {
+        return Err(FrameError::Envelope("not an object"));
+    };
     let Some(Value::String(message)) = object.remove("message") else {
         return Err(FrameError::Envelope("no message name"));
     };
@@ -70,13 +72,24 @@ pub struct StreamDescription {
 
 impl StreamDescription {
     /// Reads the description from a `publishStream`/`playStream` payload.
-    pub fn from_request(payload: &Value, media_session_id: &str, name: &str, published: bool) -> Self {
+    pub fn from_request(
+        payload: &Value,
+        media_session_id: &str,
+        name: &str,
+        published: bool,
+    ) -> Self {
         StreamDescription {
             media_session_id: media_session_id.to_owned(),
             name: name.to_owned(),
             published,
-            has_audio: payload.get("hasAudio").and_then(Value::as_bool).unwrap_or(true),
-            has_video: payload.get("hasVideo").and_then(Value::as_bool).unwrap_or(true),
+            has_audio: payload
+                .get("hasAudio")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            has_video: payload
+                .get("hasVideo")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
         }
     }
 
@@ -94,7 +107,14 @@ impl StreamDescription {
             object.insert("info".into(), json!(info));
         }
         object.insert("record".into(), json!(false));
-        for key in ["width", "height", "bitrate", "minBitrate", "maxBitrate", "quality"] {
+        for key in [
+            "width",
+            "height",
+            "bitrate",
+            "minBitrate",
+            "maxBitrate",
+            "quality",
+        ] {
             object.insert(key.into(), json!(0));
         }
         object.insert("mediaProvider".into(), json!("WebRTC"));
@@ -105,7 +125,10 @@ impl StreamDescription {
 
     /// A `notifyStreamStatusEvent` frame.
     pub fn status_frame(&self, status: &str, info: Option<&str>) -> String {
-        frame("notifyStreamStatusEvent", vec![self.status_object(status, info)])
+        frame(
+            "notifyStreamStatusEvent",
+            vec![self.status_object(status, info)],
+        )
     }
 }
 
@@ -123,7 +146,10 @@ pub fn failed_frame(media_session_id: &str, name: &str, published: bool, info: &
 
 /// A `fail` frame: for errors no stream can carry. The SDK passes it to its WARN callback.
 pub fn fail_frame(api_method: &str, info: &str) -> String {
-    frame("fail", vec![json!({ "apiMethod": api_method, "status": "FAILED", "info": info })])
+    frame(
+        "fail",
+        vec![json!({ "apiMethod": api_method, "status": "FAILED", "info": info })],
+    )
 }
 
 /// The `info` text WCS pages expect when a session ends for `reason` (the SDK's
@@ -133,7 +159,9 @@ pub fn end_info(reason: &EndReason) -> String {
         EndReason::PublisherLeft => "Stopped by publisher stop".into(),
         EndReason::ConsentExpired => "Failed by ICE keep alive".into(),
         EndReason::NeverConnected => "Failed by ICE timeout".into(),
-        EndReason::DtlsFailed(why) if why.contains("fingerprint") => "Failed by DTLS fingerprint error".into(),
+        EndReason::DtlsFailed(why) if why.contains("fingerprint") => {
+            "Failed by DTLS fingerprint error".into()
+        }
         EndReason::DtlsFailed(_) | EndReason::DtlsClosed => "Failed by DTLS error".into(),
         EndReason::Deleted => "Stopped by user".into(),
         EndReason::Shutdown => "Stopped by session disconnect".into(),
@@ -150,17 +178,27 @@ mod tests {
         assert_eq!((f.message.as_str(), &f.payload), ("pong", &Value::Null));
         let f = parse_frame(r#"{"message":"publishStream","data":[{"name":"a"}]}"#).unwrap();
         assert_eq!(str_field(&f.payload, "name"), Some("a"));
-        assert_eq!(parse_frame(r#"{"message":"x"}"#).unwrap().payload, Value::Null);
+        assert_eq!(
+            parse_frame(r#"{"message":"x"}"#).unwrap().payload,
+            Value::Null
+        );
         assert!(matches!(parse_frame("not json"), Err(FrameError::Json(_))));
         assert!(matches!(parse_frame("[1]"), Err(FrameError::Envelope(_))));
-        assert!(matches!(parse_frame(r#"{"data":[]}"#), Err(FrameError::Envelope(_))));
-        assert!(matches!(parse_frame(r#"{"message":5,"data":[]}"#), Err(FrameError::Envelope(_))));
+        assert!(matches!(
+            parse_frame(r#"{"data":[]}"#),
+            Err(FrameError::Envelope(_))
+        ));
+        assert!(matches!(
+            parse_frame(r#"{"message":5,"data":[]}"#),
+            Err(FrameError::Envelope(_))
+        ));
     }
 
     #[test]
     fn status_objects_carry_what_the_sdk_reads() {
         let d = StreamDescription::from_request(&json!({"hasAudio": false}), "m1", "cam", true);
-        let frame: Value = serde_json::from_str(&d.status_frame("FAILED", Some("Stream not found"))).unwrap();
+        let frame: Value =
+            serde_json::from_str(&d.status_frame("FAILED", Some("Stream not found"))).unwrap();
         assert_eq!(frame["message"], "notifyStreamStatusEvent");
         let object = &frame["data"][0];
         assert_eq!(object["mediaSessionId"], "m1");
@@ -175,8 +213,17 @@ mod tests {
 
     #[test]
     fn end_reasons_map_to_sdk_info_strings() {
-        assert_eq!(end_info(&EndReason::PublisherLeft), "Stopped by publisher stop");
-        assert_eq!(end_info(&EndReason::DtlsFailed("fingerprint mismatch".into())), "Failed by DTLS fingerprint error");
-        assert_eq!(end_info(&EndReason::ConsentExpired), "Failed by ICE keep alive");
+        assert_eq!(
+            end_info(&EndReason::PublisherLeft),
+            "Stopped by publisher stop"
+        );
+        assert_eq!(
+            end_info(&EndReason::DtlsFailed("fingerprint mismatch".into())),
+            "Failed by DTLS fingerprint error"
+        );
+        assert_eq!(
+            end_info(&EndReason::ConsentExpired),
+            "Failed by ICE keep alive"
+        );
     }
 }
