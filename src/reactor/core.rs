@@ -188,7 +188,13 @@ pub fn run(setup: CoreSetup) {
         shutdown: false,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
     };
-    info!(core = id.0, addr = %io.local_addr(), backend = ?io.backend(), "media core started");
+    info!(
+        core = id.0,
+        addr = %io.local_addr(),
+        backend = ?io.backend(),
+        deferred_task_work = io.defers_task_work(),
+        "media core started"
+    );
     let mut next_tick = Instant::now() + TICK;
     while !core.shutdown {
         let timeout = next_tick.saturating_duration_since(Instant::now());
