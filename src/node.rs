@@ -16,6 +16,9 @@ use crate::reactor::io::{BackendChoice, UdpIo};
 use crate::reactor::mesh;
 use crate::signalling::{self, CoreHandle, Signalling};
 
+/// A consent timeout below this is accepted but warned about.
+const MIN_SAFE_CONSENT_TIMEOUT_SECS: u64 = 10;
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -97,6 +100,14 @@ impl Node {
             sockets.push(io);
         }
         let media_addrs: Vec<SocketAddr> = sockets.iter().map(|io| io.local_addr()).collect();
+        if config.session.consent_timeout_secs < MIN_SAFE_CONSENT_TIMEOUT_SECS {
+            // Browsers send a consent check every ~5 s (RFC 7675); one lost check would then
+            // drop a healthy session.
+            warn!(
+                consent_timeout_secs = config.session.consent_timeout_secs,
+                "session.consent_timeout_secs below {MIN_SAFE_CONSENT_TIMEOUT_SECS}: sessions whose peers send only consent checks may be dropped while healthy (RFC 7675 suggests 30)"
+            );
+        }
         let wakers = sockets.iter().map(|io| io.waker()).collect::<Vec<_>>();
         let mut endpoints = mesh::build(wakers.clone());
         let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -57,6 +57,9 @@ struct Forward {
     sink: SocketAddr,
     extra: SocketId,
     copies: usize,
+    /// Every 32nd datagram fans out to this many copies instead.
+    big_copies: usize,
+    handled: usize,
     wakes: u64,
 }
 
@@ -72,7 +75,13 @@ impl DatagramHandler for Forward {
             *b ^= 0x5a;
         }
         tx.push_on(socket, src, data);
-        for i in 0..self.copies {
+        let copies = if self.handled.is_multiple_of(32) {
+            self.big_copies
+        } else {
+            self.copies
+        };
+        self.handled += 1;
+        for i in 0..copies {
             // Interleaved over both sockets: mmsg groups the queue per socket.
             let from = if i % 2 == 0 {
                 SocketId::MAIN
@@ -81,7 +90,7 @@ impl DatagramHandler for Forward {
             };
             tx.push_with_on(from, self.sink, |buf| {
                 buf[..data.len()].copy_from_slice(data);
-                buf[0] = i as u8;
+                buf[0] = (i % 256) as u8;
                 data.len()
             });
         }
@@ -161,11 +170,14 @@ fn check(choice: BackendChoice, want: Backend) {
         .unwrap();
     // Nobody reads the sink; its receive buffer fills and the kernel drops (not our concern).
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    // 64 × 9 sends per round exceed the 512-slot pool: the overflow flush runs every round.
+    // The queue flushes itself after a datagram that left 64 sends queued; a single datagram
+    // fanned out past the 512-slot pool makes it flush synchronously (the overflow path).
     let mut h = Forward {
         sink: sink.local_addr().unwrap(),
         extra,
         copies: 8,
+        big_copies: 600,
+        handled: 0,
         wakes: 0,
     };
 

@@ -35,6 +35,8 @@ RUN OPTIONS:
     --setup-timeout S       per session, retries included (default 15)
     --warmup-timeout S      for every player to receive its first packet (default 15)
     --server-pid PID[,PID]  node process(es): report server CPU-ns per forwarded packet
+    --stats-server URL[,URL]  more nodes (a CDN's edges) whose packet residence to report;
+                            the --server's is always reported
     --baseline              measure the raw limit first (fan-out = --players), quote the ratio
     --repeat N              run N times, report each and the medians (default 1)
     --json                  print the report as JSON on stdout
@@ -59,7 +61,7 @@ pub enum Command {
     Help,
     /// The load run.
     Run {
-        options: RunOptions,
+        options: Box<RunOptions>,
         repeat: usize,
         json: bool,
         strict: bool,
@@ -178,6 +180,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                     run.server_pids.push(pid);
                 }
             }
+            (false, "--stats-server") => {
+                for url in value()?.split(',').filter(|u| !u.is_empty()) {
+                    if !url.starts_with("http://") {
+                        bail!("--stats-server: not an http:// URL: {url:?}");
+                    }
+                    run.stats_servers.push(url.trim_end_matches('/').to_owned());
+                }
+            }
             (false, "--baseline") => run.baseline = true,
             (false, "--quiet") => run.progress = false,
             (false, "--strict") => strict = true,
@@ -224,7 +234,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
         // Progress goes to stderr, so JSON on stdout stays clean; keep it unless --quiet.
     }
     Ok(Command::Run {
-        options: run,
+        options: Box::new(run),
         repeat,
         json,
         strict,
@@ -283,5 +293,15 @@ mod tests {
         assert!(parse_str("--players").is_err());
         assert!(parse_str("--signalling sip").is_err());
         assert!(parse_str("--seconds 0").is_err());
+        let Command::Run { options, .. } =
+            parse_str("--stats-server http://127.0.0.1:1/,http://127.0.0.1:2").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            options.stats_servers,
+            ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+        );
+        assert!(parse_str("--stats-server 127.0.0.1:1").is_err());
     }
 }

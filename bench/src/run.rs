@@ -6,6 +6,7 @@
 //! measured window starts: every packet carries phase 1, and loss, order, corruption and one-way
 //! latency are counted per player; then publishers stop, in-flight packets drain, sessions close.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +63,9 @@ pub struct RunOptions {
     pub drain: Duration,
     /// The node processes whose CPU time to read (`/proc/PID/stat`).
     pub server_pids: Vec<u32>,
+    /// Nodes whose residence histogram (`/api/stats`) to report, besides `server`: a CDN's
+    /// edges.
+    pub stats_servers: Vec<String>,
     /// Measure the raw forwarding limit first (fan-out = players per stream) and quote ratios.
     pub baseline: bool,
     /// Print live progress to stderr every second.
@@ -86,6 +90,7 @@ impl Default for RunOptions {
             warmup_timeout: Duration::from_secs(15),
             drain: Duration::from_secs(1),
             server_pids: Vec::new(),
+            stats_servers: Vec::new(),
             baseline: false,
             progress: false,
         }
@@ -134,7 +139,7 @@ struct PlayerStats {
 }
 
 /// Server-side counters from `/api/stats`, summed over cores.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct NodeCounters {
     rtp_received: u64,
     rtp_sent: u64,
@@ -144,6 +149,45 @@ struct NodeCounters {
     /// when the node does not count them.
     allocations: Option<u64>,
     media_allocations: Option<u64>,
+    /// Residence histogram buckets, `(low ns, high ns) -> count`, summed over cores.
+    residence: BTreeMap<(u64, u64), u64>,
+}
+
+/// How long packets stayed in one node during the window (its `residence_ns` histogram):
+/// kernel receive stamp to the send of what they caused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeResidence {
+    pub server: String,
+    pub packets: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl NodeResidence {
+    /// The window's residence: `after - before`, bucket by bucket; `None` if the node measured
+    /// nothing (an older node, or no timestamps).
+    fn between(server: &str, before: &NodeCounters, after: &NodeCounters) -> Option<Self> {
+        let mut histogram = Histogram::default();
+        for (&(low, high), &count) in &after.residence {
+            let n = count.saturating_sub(before.residence.get(&(low, high)).copied().unwrap_or(0));
+            // The bucket's middle: the node's buckets are at most 1/8 wide.
+            histogram.record_n(low + (high - low) / 2, n);
+        }
+        if histogram.is_empty() {
+            return None;
+        }
+        let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+        Some(Self {
+            server: server.to_owned(),
+            packets: histogram.len(),
+            p50_us: us(histogram.quantile(0.5)),
+            p99_us: us(histogram.quantile(0.99)),
+            p999_us: us(histogram.quantile(0.999)),
+            max_us: us(histogram.max()),
+        })
+    }
 }
 
 /// What a run found. `to_json` gives the flat object `--json` prints.
@@ -189,6 +233,8 @@ pub struct RunReport {
     pub node_allocations_per_packet: Option<f64>,
     /// Of those, the ones made while forwarding (SRTP/SRTCP in, packets between cores).
     pub node_media_allocations: Option<u64>,
+    /// Per node (`--server` first, then `--stats-server`s): time packets spent in it.
+    pub residence: Vec<NodeResidence>,
     pub client_cpu_cores: Option<f64>,
     pub baseline: Option<LimitReport>,
     pub first_errors: Vec<String>,
@@ -252,6 +298,13 @@ impl RunReport {
             "node_allocations": self.node_allocations,
             "node_allocations_per_packet": self.node_allocations_per_packet,
             "node_media_allocations": self.node_media_allocations,
+            "residence": self.residence.iter().map(|r| (r.server.clone(), json!({
+                "packets": r.packets,
+                "p50_us": r.p50_us,
+                "p99_us": r.p99_us,
+                "p999_us": r.p999_us,
+                "max_us": r.max_us,
+            }))).collect::<serde_json::Map<_, _>>(),
             "client_cpu_cores": self.client_cpu_cores.map(round3),
             "baseline": self.baseline.as_ref().map(LimitReport::to_json),
             "server_cpu_vs_baseline": self.baseline_ratio().map(|r| (r * 100.0).round() / 100.0),
@@ -522,6 +575,15 @@ async fn node_counters(server: &str) -> Option<NodeCounters> {
         if let Some(n) = core["media_allocations"].as_u64() {
             c.media_allocations = Some(c.media_allocations.unwrap_or(0) + n);
         }
+        for bucket in core["residence_ns"].as_array().into_iter().flatten() {
+            if let (Some(low), Some(high), Some(n)) =
+                (bucket[0].as_u64(), bucket[1].as_u64(), bucket[2].as_u64())
+            {
+                if high > low {
+                    *c.residence.entry((low, high)).or_default() += n;
+                }
+            }
+        }
     }
     Some(c)
 }
@@ -666,6 +728,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     let cpu_before = servers_cpu(&options.server_pids);
     let own_before = own_cpu();
     let node_before = node_counters(&options.server).await;
+    let mut others_before = Vec::new();
+    for server in &options.stats_servers {
+        others_before.push(node_counters(server).await);
+    }
     let window_start = Instant::now();
     shared.phase.store(PHASE_MEASURED, Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
@@ -674,6 +740,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     let cpu_after = servers_cpu(&options.server_pids);
     let own_after = own_cpu();
     let node_after = node_counters(&options.server).await;
+    let mut others_after = Vec::new();
+    for server in &options.stats_servers {
+        others_after.push(node_counters(server).await);
+    }
     tokio::time::sleep(options.drain).await;
     shared.done.store(true, Relaxed);
     for task in publisher_tasks {
@@ -782,6 +852,16 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     if let (Some(before), Some(after)) = (own_before, own_after) {
         report.client_cpu_cores =
             Some(after.saturating_sub(before).as_secs_f64() / measured_seconds);
+    }
+    let servers = std::iter::once(&options.server).chain(&options.stats_servers);
+    let befores = std::iter::once(&node_before).chain(&others_before);
+    let afters = std::iter::once(&node_after).chain(&others_after);
+    for ((server, before), after) in servers.zip(befores).zip(afters) {
+        if let (Some(before), Some(after)) = (before, after) {
+            report
+                .residence
+                .extend(NodeResidence::between(server, before, after));
+        }
     }
     if let (Some(before), Some(after)) = (node_before, node_after) {
         report.node_rtp_sent_pps =
@@ -957,6 +1037,12 @@ pub fn describe(r: &RunReport) -> String {
         line(format!(
             "node allocations   {n} on the media threads in the window ({per:.6} per packet sent), {} of them on the forwarding path",
             r.node_media_allocations.map_or("?".to_string(), |m| m.to_string())
+        ));
+    }
+    for n in &r.residence {
+        line(format!(
+            "node residence     p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs over {} packets at {} (kernel receive -> send)",
+            n.p50_us, n.p99_us, n.p999_us, n.max_us, n.packets, n.server
         ));
     }
     if let Some(c) = r.client_cpu_cores {

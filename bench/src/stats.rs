@@ -48,8 +48,16 @@ fn value_of(bucket: usize) -> u64 {
 impl Histogram {
     /// Records one value.
     pub fn record(&mut self, value: u64) {
-        self.counts[bucket_of(value)] += 1;
-        self.total += 1;
+        self.record_n(value, 1);
+    }
+
+    /// Records `n` times the same value.
+    pub fn record_n(&mut self, value: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.counts[bucket_of(value)] += n;
+        self.total += n;
         self.max = self.max.max(value);
     }
 

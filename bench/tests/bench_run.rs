@@ -71,6 +71,27 @@ fn assert_clean(report: &RunReport, players: usize) {
     );
 }
 
+/// The node at `server` reported how long the window's packets stayed in it: at least every
+/// packet a publisher sent it, in a plausible order of percentiles.
+fn assert_residence(report: &RunReport, server: &str) {
+    let text = rtcdn_bench::run::describe(report);
+    let r = report
+        .residence
+        .iter()
+        .find(|r| r.server == server)
+        .unwrap_or_else(|| panic!("no residence for {server}:\n{text}"));
+    assert!(r.packets >= report.packets_sent, "{r:?}\n{text}");
+    assert!(
+        r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us,
+        "{r:?}"
+    );
+    assert_eq!(
+        report.to_json()["residence"][server]["packets"],
+        r.packets,
+        "the JSON report carries it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stream_twenty_players_get_everything() {
     let node = node(None, Vec::new());
@@ -84,6 +105,7 @@ async fn one_stream_twenty_players_get_everything() {
     };
     let report = run(&options).await.expect("the bench runs");
     assert_clean(&report, 20);
+    assert_residence(&report, &options.server);
     assert!(
         report.setup_ms_p50 > 0.0 && report.first_packet_ms_p50 >= report.setup_ms_p50 * 0.5,
         "{report:?}"
@@ -118,10 +140,14 @@ async fn players_found_with_lb_play_from_the_edge_over_websocket() {
         players: 6,
         seconds: 2.0,
         setup_timeout: Duration::from_secs(20),
+        stats_servers: vec![format!("http://{}", edge.http_addr())],
         ..RunOptions::default()
     };
     let report = run(&options).await.expect("the bench runs through the CDN");
     assert_clean(&report, 6);
+    // Both hops measured: the origin receives from the publisher, the edge from the origin.
+    assert_residence(&report, &options.server);
+    assert_residence(&report, &options.stats_servers[0]);
 
     // WHEP on the origin answers 307 to the edge: the client follows it.
     let options = RunOptions {

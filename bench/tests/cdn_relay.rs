@@ -156,6 +156,33 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
         }
     }
 
+    // WHEP on the origin sends players to the edge; `?local=1` is answered by the origin itself
+    // (here: a 400 for the bad offer, instead of the redirect).
+    let whep = |query: &str| {
+        let url = format!("{origin_base}/whep/cdn{query}");
+        async move {
+            rtcdn_bench::http::request(
+                hyper::Method::POST,
+                &url,
+                Some("application/sdp"),
+                "not an offer".into(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    for query in ["", "?nonlocal=1", "?local=10"] {
+        let redirect = whep(query).await;
+        assert_eq!(redirect.status.as_u16(), 307, "{query}: {}", redirect.body);
+        let location = redirect.location.unwrap_or_default();
+        assert!(
+            location.starts_with(&format!("{edge_base}/whep/cdn")),
+            "{location}"
+        );
+    }
+    let local = whep("?x=1&local=1").await;
+    assert_eq!(local.status.as_u16(), 400, "{}", local.body);
+
     // The origin's publisher leaves: the origin unpublishes on the edge, whose players end.
     publisher.close().await.expect("DELETE the WHIP resource");
     for (i, player) in players.iter_mut().enumerate() {

@@ -6,6 +6,7 @@
 //! and encrypted once per player straight into that player's pooled send buffer.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -18,7 +19,9 @@ use crate::control::{
     CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionRole, SessionSpec, StreamId,
 };
 use crate::dtls::{DtlsCertificate, DtlsEvent, DtlsTransport};
-use crate::reactor::io::{DatagramHandler, SendQueue, SocketId, UdpIo, Waker};
+use crate::reactor::io::{
+    DatagramHandler, ResidenceHistogram, SendQueue, SocketId, UdpIo, Waker, RESIDENCE_BUCKETS,
+};
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
 use crate::sdp::MediaKind;
 use crate::session::{LostPackets, Session, SessionEvent, MAX_LOST_PACKETS};
@@ -58,6 +61,47 @@ pub struct CoreStats {
     pub media_allocations: AtomicU64,
     /// Whether the process counts allocations (the `rtcdn` binary does).
     pub counts_allocations: std::sync::atomic::AtomicBool,
+    /// How long received datagrams stayed in the core, kernel stamp to flush of their sends
+    /// (cumulative counts per [`ResidenceHistogram`] bucket).
+    pub residence: ResidenceCounts,
+}
+
+/// A published copy of a core's [`ResidenceHistogram`].
+pub struct ResidenceCounts(Box<[AtomicU64]>);
+
+impl Default for ResidenceCounts {
+    fn default() -> Self {
+        Self((0..RESIDENCE_BUCKETS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl fmt::Debug for ResidenceCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ResidenceCounts({} measured)",
+            self.nonzero().map(|(_, n)| n).sum::<u64>()
+        )
+    }
+}
+
+impl ResidenceCounts {
+    fn store(&self, histogram: &ResidenceHistogram) {
+        for (published, &count) in self.0.iter().zip(histogram.counts()) {
+            if count != 0 {
+                published.store(count, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The buckets that hold anything: (index for [`ResidenceHistogram::bucket_range`], count).
+    pub fn nonzero(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n != 0)
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -785,10 +829,10 @@ impl Core {
         self.scratch.sessions = due;
         self.closing
             .retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
-        self.publish_stats();
+        self.publish_stats(tx);
     }
 
-    fn publish_stats(&mut self) {
+    fn publish_stats(&mut self, tx: &SendQueue) {
         let c = std::mem::take(&mut self.counters);
         let s = &self.stats;
         s.sessions.store(self.sessions.len(), Ordering::Relaxed);
@@ -811,6 +855,7 @@ impl Core {
                 .fetch_add(c.media_allocations, Ordering::Relaxed);
             s.counts_allocations.store(true, Ordering::Relaxed);
         }
+        s.residence.store(tx.residence());
     }
 }
 

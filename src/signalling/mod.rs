@@ -30,6 +30,7 @@ use crate::cdn::relay::{self, RelayTarget};
 use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
+use crate::reactor::io::ResidenceHistogram;
 use crate::reactor::io::Waker;
 use crate::registry::{Registry, SessionKind};
 
@@ -374,7 +375,7 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             }
         }
         (Method::POST, ["whep", stream])
-            if state.balancer.is_some() && !query.contains("local=1") =>
+            if state.balancer.is_some() && !query.split('&').any(|p| p == "local=1") =>
         {
             // An origin with edges sends players to an edge (RFC 9725 permits redirects). 307
             // keeps the method and the offer.
@@ -584,6 +585,10 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "handoff_dropped": s.handoff_dropped.load(Relaxed),
                 "allocations": s.counts_allocations.load(Relaxed).then(|| s.allocations.load(Relaxed)),
                 "media_allocations": s.counts_allocations.load(Relaxed).then(|| s.media_allocations.load(Relaxed)),
+                "residence_ns": s.residence.nonzero().map(|(i, n)| {
+                    let (low, high) = ResidenceHistogram::bucket_range(i);
+                    [low, high, n]
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use super::mem::Region;
+use super::residence::{self, CONTROL_LEN};
 use super::sendq::SendQueue;
 use super::waker::Waker;
 use super::{
@@ -30,12 +31,14 @@ pub(super) struct MmsgRecv {
     epfd: OwnedFd,
     bufs: Region,
     addrs: Box<[libc::sockaddr_storage]>,
+    /// Control data (the receive timestamp) per header; u64s for cmsghdr alignment.
+    controls: Box<[[u64; CONTROL_LEN / 8]]>,
     /// Kept alive for the pointers in `hdrs`.
     _iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
 }
 
-// SAFETY: the raw pointers in `iovs` and `hdrs` point into `bufs`, `addrs` and `iovs`, all
+// SAFETY: the raw pointers in `iovs` and `hdrs` point into `bufs`, `addrs`, `controls` and `iovs`, all
 // owned by this value; nothing is tied to the creating thread.
 unsafe impl Send for MmsgRecv {}
 
@@ -63,6 +66,8 @@ impl MmsgRecv {
         let mut hdrs: Box<[libc::mmsghdr]> = (0..RECV_BATCH)
             .map(|_| unsafe { std::mem::zeroed() })
             .collect();
+        let mut controls: Box<[[u64; CONTROL_LEN / 8]]> =
+            vec![[0; CONTROL_LEN / 8]; RECV_BATCH].into_boxed_slice();
         for i in 0..RECV_BATCH {
             // SAFETY: `i * MAX_DATAGRAM` is inside the `RECV_BATCH * MAX_DATAGRAM` region.
             iovs[i].iov_base = unsafe { bufs.ptr().add(i * MAX_DATAGRAM) }.cast();
@@ -70,11 +75,13 @@ impl MmsgRecv {
             hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
+            hdrs[i].msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
         }
         Ok(Self {
             epfd,
             bufs,
             addrs,
+            controls,
             _iovs: iovs,
             hdrs,
         })
@@ -207,11 +214,12 @@ impl MmsgRecv {
     ) -> usize {
         for h in self.hdrs[..want].iter_mut() {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_controllen = CONTROL_LEN;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        // SAFETY: every header points at its own sockaddr_storage and iovec, and each iovec
-        // at its own MAX_DATAGRAM slice of `bufs`; all outlive the call and nothing else
+        // SAFETY: every header points at its own sockaddr_storage, control area and iovec, and
+        // each iovec at its own MAX_DATAGRAM slice of `bufs`; all outlive the call and nothing else
         // references them during it. `want <= RECV_BATCH` headers are passed.
         let n = unsafe {
             libc::recvmmsg(
@@ -250,7 +258,15 @@ impl MmsgRecv {
             let data = unsafe {
                 std::slice::from_raw_parts_mut(self.bufs.ptr().add(i * MAX_DATAGRAM), len)
             };
+            let control_len = hdr.msg_hdr.msg_controllen.min(CONTROL_LEN);
+            // SAFETY: the control area is CONTROL_LEN bytes owned by `controls[i]`; the kernel
+            // wrote `control_len` of them.
+            let control = unsafe {
+                std::slice::from_raw_parts(self.controls[i].as_ptr().cast::<u8>(), control_len)
+            };
+            let stamp = residence::parse_stamp(control);
             handler.on_datagram(SocketId(idx), src, data, sendq);
+            sendq.datagram_handled(stamp);
             rx.datagrams += 1;
         }
         n

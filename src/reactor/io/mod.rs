@@ -48,11 +48,13 @@ use std::time::{Duration, Instant};
 
 mod mem;
 mod mmsg;
+mod residence;
 mod sendq;
 mod sockaddr;
 mod uring;
 mod waker;
 
+pub use residence::{ResidenceHistogram, RESIDENCE_BUCKETS};
 pub use sendq::SendQueue;
 pub use waker::Waker;
 
@@ -449,6 +451,7 @@ fn open_socket(addr: SocketAddr) -> io::Result<(UdpSocket, SocketAddr)> {
     let socket = UdpSocket::bind(addr)?;
     socket.set_nonblocking(true)?;
     set_buffer_sizes(socket.as_raw_fd());
+    residence::enable_timestamps(socket.as_raw_fd());
     let local = socket.local_addr()?;
     Ok((socket, local))
 }
@@ -654,6 +657,16 @@ mod tests {
             (s.tx_datagrams, s.tx_errors, s.tx_dropped, s.rx_truncated),
             (N as u64, 0, 0, 0)
         );
+        // Every datagram carried a kernel stamp and its residence ended at a flush; none can
+        // have stayed longer than this test ran.
+        let residence = io.send_queue().residence();
+        assert_eq!(residence.total(), N as u64);
+        let longest = (0..RESIDENCE_BUCKETS)
+            .filter(|&i| residence.counts()[i] > 0)
+            .map(|i| ResidenceHistogram::bucket_range(i).0)
+            .max()
+            .unwrap();
+        assert!(longest < 10_000_000_000, "residence {longest} ns");
     }
 
     fn waker_wakes_blocked_poll(choice: BackendChoice) {

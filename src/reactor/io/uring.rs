@@ -28,6 +28,7 @@ use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 
 use super::mem::Region;
+use super::residence::{self, CONTROL_LEN};
 use super::sendq::SendQueue;
 use super::sockaddr::{self, NAME_LEN};
 use super::waker::Waker;
@@ -44,9 +45,9 @@ const CQ_ENTRIES: u32 = 4096;
 const RECV_BUFS: usize = 1024;
 /// Buffer group id of the receive ring.
 const BGID: u16 = 0;
-/// One receive buffer: `io_uring_recvmsg_out` (16 bytes) + name field + payload. The payload
-/// starts at byte 64, cache-line aligned.
-const RECV_BUF_SIZE: usize = 16 + NAME_LEN + MAX_DATAGRAM;
+/// One receive buffer: `io_uring_recvmsg_out` (16 bytes) + name field + control data (the
+/// receive timestamp) + payload. The payload starts at byte 128, cache-line aligned.
+const RECV_BUF_SIZE: usize = 16 + NAME_LEN + CONTROL_LEN + MAX_DATAGRAM;
 /// Completions parked while the send queue reaped for free slots: bounded by the receive
 /// buffers and control ops in flight, so it never fills in practice.
 const STASH_CAP: usize = CQ_ENTRIES as usize;
@@ -338,6 +339,9 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
     // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
     let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
     msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
+    // Only the length matters: with multishot RECVMSG the kernel writes the control data into
+    // each provided buffer, after the name.
+    msghdr.msg_controllen = CONTROL_LEN;
 
     let mut recv = UringRecv {
         ring_mem,
@@ -547,19 +551,21 @@ impl UringRecv {
                         offset,
                         out.payload_data().len(),
                         truncated,
+                        residence::parse_stamp(out.control_data()),
                     )
                 })
         };
         let delivered = match parsed {
-            Some((_, _, _, true)) => {
+            Some((_, _, _, true, _)) => {
                 rx.truncated += 1;
                 false
             }
-            Some((Some(src), offset, plen, false)) => {
+            Some((Some(src), offset, plen, false, stamp)) => {
                 // SAFETY: `offset + plen <= len` (parse derived both from `buf`); the buffer is
                 // ours until recycled after the handler returns, and no other view is alive.
                 let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), plen) };
                 handler.on_datagram(SocketId(idx), src, data, sendq);
+                sendq.datagram_handled(stamp);
                 rx.datagrams += 1;
                 true
             }
