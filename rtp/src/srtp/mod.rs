@@ -68,6 +68,10 @@ impl SrtpProfile {
     }
 }
 
+/// SSRCs per direction a context holds without allocating: audio, video and their
+/// retransmission streams. More still work; each further one allocates once.
+const STREAMS_RESERVED: usize = 4;
+
 /// One direction of an SRTP session: all SSRCs sent (or received) under one master key.
 pub struct SrtpContext {
     profile: SrtpProfile,
@@ -107,8 +111,9 @@ impl SrtpContext {
         Ok(SrtpContext {
             profile,
             cipher,
-            rtp: Vec::new(),
-            rtcp: Vec::new(),
+            // Reserved here so the first packet of a stream does not allocate on the media path.
+            rtp: Vec::with_capacity(STREAMS_RESERVED),
+            rtcp: Vec::with_capacity(STREAMS_RESERVED),
         })
     }
 
