@@ -71,8 +71,10 @@ fn assert_clean(report: &RunReport, players: usize) {
     );
 }
 
-/// The node at `server` reported how long the window's packets stayed in it: at least every
-/// packet a publisher sent it, in a plausible order of percentiles.
+/// The node at `server` reported how long the window's packets stayed in it: about every packet
+/// the publisher sent in the window (a core publishes its counts every 20 ms tick, and an edge
+/// gets the packets a hop later, so the node's window is shifted by a few packets), in a
+/// plausible order of percentiles.
 fn assert_residence(report: &RunReport, server: &str) {
     let text = rtcdn_bench::run::describe(report);
     let r = report
@@ -80,7 +82,7 @@ fn assert_residence(report: &RunReport, server: &str) {
         .iter()
         .find(|r| r.server == server)
         .unwrap_or_else(|| panic!("no residence for {server}:\n{text}"));
-    assert!(r.packets >= report.packets_sent, "{r:?}\n{text}");
+    assert!(r.packets * 10 >= report.packets_sent * 9, "{r:?}\n{text}");
     assert!(
         r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us,
         "{r:?}"

@@ -30,8 +30,7 @@ use crate::cdn::relay::{self, RelayTarget};
 use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
-use crate::reactor::io::ResidenceHistogram;
-use crate::reactor::io::Waker;
+use crate::reactor::io::{ResidenceHistogram, Waker};
 use crate::registry::{Registry, SessionKind};
 
 /// The largest request body accepted (an SDP offer is a few KiB).

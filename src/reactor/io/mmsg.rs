@@ -38,8 +38,8 @@ pub(super) struct MmsgRecv {
     hdrs: Box<[libc::mmsghdr]>,
 }
 
-// SAFETY: the raw pointers in `iovs` and `hdrs` point into `bufs`, `addrs`, `controls` and `iovs`, all
-// owned by this value; nothing is tied to the creating thread.
+// SAFETY: the raw pointers in `iovs` and `hdrs` point into `bufs`, `addrs`, `controls` and
+// `iovs`, all owned by this value; nothing is tied to the creating thread.
 unsafe impl Send for MmsgRecv {}
 
 impl MmsgRecv {
@@ -219,8 +219,8 @@ impl MmsgRecv {
             h.msg_len = 0;
         }
         // SAFETY: every header points at its own sockaddr_storage, control area and iovec, and
-        // each iovec at its own MAX_DATAGRAM slice of `bufs`; all outlive the call and nothing else
-        // references them during it. `want <= RECV_BATCH` headers are passed.
+        // each iovec at its own MAX_DATAGRAM slice of `bufs`; all outlive the call and nothing
+        // else references them during it. `want <= RECV_BATCH` headers are passed.
         let n = unsafe {
             libc::recvmmsg(
                 fd,

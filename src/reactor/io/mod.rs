@@ -373,7 +373,9 @@ impl UdpIo {
     /// Flushes queued sends, waits until datagrams arrive, the waker fires, or `timeout` passes
     /// (`None` = wait indefinitely, `Some(0)` = don't block), then calls the handler for each
     /// received datagram (at most 256 per call) and `on_wake` if woken, then flushes sends
-    /// queued by the handler. Returns the number of datagrams handled.
+    /// queued by the handler. Sends are also flushed as soon as a datagram's handling leaves 64
+    /// or more queued, so a large fan-out does not wait for the rest of the batch. Returns the
+    /// number of datagrams handled.
     ///
     /// A signal interrupting the wait makes it return early (possibly with 0).
     pub fn poll(

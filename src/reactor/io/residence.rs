@@ -90,7 +90,7 @@ impl Residence {
         })
     }
 
-    /// A datagram received at `stamp_ns` (realtime) is being handled.
+    /// A datagram received at `stamp_ns` (realtime) has been handled; its sends are queued.
     pub(super) fn note(&mut self, stamp_ns: u64) {
         if self.len < PENDING_CAP {
             self.pending[self.len] = stamp_ns;
