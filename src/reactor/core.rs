@@ -28,6 +28,9 @@ use crate::session::{LostPackets, Session, SessionEvent, MAX_LOST_PACKETS};
 
 /// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
 const TICK: Duration = Duration::from_millis(20);
+/// Items taken from each other core's hand-off ring per wake-up; the rest wait for the next
+/// poll, after this core's own datagrams and timers.
+const HANDOFF_BATCH: usize = 64;
 /// How long a closed session's address is remembered so its DTLS close_notify still goes out.
 const CLOSING_LINGER: Duration = Duration::from_secs(2);
 
@@ -304,7 +307,7 @@ impl DatagramHandler for Core {
             counters,
             ..
         } = self;
-        mesh.drain(|item: &Forwarded| match item.kind {
+        mesh.drain(HANDOFF_BATCH, |item: &Forwarded| match item.kind {
             ForwardKind::Rtp(kind) => {
                 counters.rtp_sent +=
                     fan_out(streams, sessions, item.stream, kind, item.payload(), tx);

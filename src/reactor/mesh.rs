@@ -54,6 +54,8 @@ pub struct MeshEndpoint {
     from: Vec<Option<Consumer<Forwarded>>>,
     wakers: Vec<Waker>,
     wake_pending: Vec<bool>,
+    /// This endpoint's core.
+    me: usize,
     /// Slots dropped because a ring was full (the other core is overloaded).
     pub dropped: u64,
 }
@@ -62,11 +64,12 @@ pub struct MeshEndpoint {
 pub fn build(wakers: Vec<Waker>) -> Vec<MeshEndpoint> {
     let n = wakers.len();
     let mut endpoints: Vec<MeshEndpoint> = (0..n)
-        .map(|_| MeshEndpoint {
+        .map(|me| MeshEndpoint {
             to: (0..n).map(|_| None).collect(),
             from: (0..n).map(|_| None).collect(),
             wakers: wakers.clone(),
             wake_pending: vec![false; n],
+            me,
             dropped: 0,
         })
         .collect();
@@ -122,12 +125,57 @@ impl MeshEndpoint {
         }
     }
 
-    /// Takes every waiting item from every other core.
-    pub fn drain(&mut self, mut f: impl FnMut(&Forwarded)) {
+    /// Takes up to `max` waiting items from each other core. If any are left, this core wakes
+    /// itself at the next [`flush_wakes`](Self::flush_wakes): a core that only drained until
+    /// the rings were empty would never get back to its own socket and timers while an
+    /// overloaded sender kept them full (consent checks unanswered, statistics not published).
+    pub fn drain(&mut self, max: usize, mut f: impl FnMut(&Forwarded)) {
+        let mut left = false;
         for consumer in self.from.iter_mut().flatten() {
-            while let Ok(item) = consumer.pop() {
-                f(&item);
+            for _ in 0..max {
+                match consumer.pop() {
+                    Ok(item) => f(&item),
+                    Err(_) => break,
+                }
             }
+            left |= !consumer.is_empty();
         }
+        if left {
+            self.wake_pending[self.me] = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::io::{BackendChoice, UdpIo};
+
+    #[test]
+    fn drain_takes_a_bounded_batch_and_wakes_itself_for_the_rest() {
+        let sockets: Vec<UdpIo> = (0..2)
+            .map(|_| UdpIo::bind("127.0.0.1:0".parse().unwrap(), BackendChoice::Mmsg).unwrap())
+            .collect();
+        let wakers: Vec<Waker> = sockets.iter().map(UdpIo::waker).collect();
+        let mut endpoints = build(wakers);
+        let mut core1 = endpoints.pop().unwrap();
+        let mut core0 = endpoints.pop().unwrap();
+        for i in 0..100u8 {
+            core0.send(
+                CoreId(1),
+                StreamId(7),
+                ForwardKind::Rtp(MediaKind::Video),
+                &[i; 40],
+            );
+        }
+        let mut seen = Vec::new();
+        core1.drain(64, |item| seen.push(item.payload()[0]));
+        assert_eq!(seen, (0..64).collect::<Vec<u8>>());
+        assert!(core1.wake_pending[1], "items are left: wake again");
+        core1.flush_wakes();
+        assert!(!core1.wake_pending[1]);
+        core1.drain(64, |item| seen.push(item.payload()[0]));
+        assert_eq!(seen, (0..100).collect::<Vec<u8>>(), "in order, none lost");
+        assert!(!core1.wake_pending[1], "nothing left: no self wake-up");
     }
 }
