@@ -35,6 +35,11 @@ use crate::registry::{Registry, SessionKind};
 
 /// The largest request body accepted (an SDP offer is a few KiB).
 const MAX_BODY: usize = 64 * 1024;
+/// How long a WebSocket client's session that its peer closed cleanly (DTLS close_notify) waits
+/// before it is reported FAILED: the SDK closes its peer connection right after sending
+/// unPublishStream or stopStream, over another transport, so the close can overtake the request,
+/// whose answer (UNPUBLISHED, STOPPED) is the one the page expects.
+const CLEAN_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const INDEX_HTML: &str = include_str!("../web/index.html");
 
 /// How signalling reaches a media core.
@@ -239,7 +244,16 @@ impl Signalling {
             CoreEvent::SessionEnded { id, reason } => {
                 let commands = self.registry().remove_session(id);
                 debug!(session = %id, %reason, "session forgotten");
-                self.notify_ended(id, &reason);
+                if reason == EndReason::DtlsClosed && self.watchers().contains_key(&id) {
+                    let state = Arc::clone(self);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(CLEAN_CLOSE_GRACE).await;
+                        // Still watched: the client did not stop the stream itself.
+                        state.notify_ended(id, &reason);
+                    });
+                } else {
+                    self.notify_ended(id, &reason);
+                }
                 self.dispatch(commands);
             }
         }
