@@ -30,6 +30,8 @@ use rtcdn_bench::media::{read_packet, write_packet, Probe};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+mod common;
+
 fn test_node(threads: usize, consent_timeout_secs: Option<u64>) -> Node {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
@@ -814,34 +816,7 @@ impl Healthy {
     }
 
     async fn send(&mut self, phase: u32) {
-        let mut buf = [0u8; 1500];
-        let n = self.seq;
-        let video = n % 5 != 4;
-        let (pt, ssrc, len) = if video {
-            (VIDEO_PT, self.publisher.video_ssrc, 1200)
-        } else {
-            (AUDIO_PT, self.publisher.audio_ssrc, 160)
-        };
-        let probe = Probe {
-            sequence: n,
-            sent_at_ns: self.start.elapsed().as_nanos() as u64,
-            phase,
-        };
-        let len = write_packet(
-            &mut buf,
-            pt,
-            ssrc,
-            n as u16,
-            (n as u32).wrapping_mul(3000),
-            video && n % 4 == 3,
-            probe,
-            len,
-        );
-        self.publisher
-            .send_rtp(&buf[..len])
-            .await
-            .expect("publisher sends");
-        self.seq += 1;
+        common::send(&mut self.publisher, &mut self.seq, phase, self.start).await;
     }
 
     /// Sends until the player receives (its keys are installed a moment after its DTLS is up),

@@ -9,7 +9,10 @@ use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
-use rtcdn_bench::media::{read_packet, write_packet, Probe};
+use rtcdn_bench::media::read_packet;
+
+mod common;
+use common::send;
 
 const PLAYERS: usize = 10;
 const MEASURED: u64 = 400;
@@ -27,37 +30,6 @@ fn node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
         ..CdnConfig::default()
     };
     Node::start(&config).expect("node starts")
-}
-
-async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, start: Instant) {
-    let mut buf = [0u8; 1500];
-    let n = *seq;
-    let video = n % 5 != 4;
-    let (pt, ssrc, len) = if video {
-        (VIDEO_PT, publisher.video_ssrc, 1100)
-    } else {
-        (AUDIO_PT, publisher.audio_ssrc, 160)
-    };
-    let probe = Probe {
-        sequence: n,
-        sent_at_ns: start.elapsed().as_nanos() as u64,
-        phase,
-    };
-    let len = write_packet(
-        &mut buf,
-        pt,
-        ssrc,
-        n as u16,
-        (n as u32).wrapping_mul(3000),
-        false,
-        probe,
-        len,
-    );
-    publisher
-        .send_rtp(&buf[..len])
-        .await
-        .expect("publisher sends");
-    *seq += 1;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

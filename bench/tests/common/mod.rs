@@ -1,5 +1,8 @@
 //! Shared by the integration tests that run an in-process node and a synthetic publisher.
 
+// Each test crate compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::time::Instant;
 
 use rtcdn::config::Config;
