@@ -6,27 +6,11 @@
 
 use std::time::Duration;
 
-use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
-use rtcdn::config::Config;
-use rtcdn::node::Node;
+use rtcdn::cdn::config::{CdnNode, CdnRole};
 use rtcdn_bench::run::{run, RunOptions, RunReport, Signalling};
 
-fn node(role: Option<CdnRole>, edges: Vec<CdnNode>) -> Node {
-    let mut config = Config::default();
-    config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.media.port_base = 0;
-    config.media.threads = 2;
-    if let Some(role) = role {
-        config.cdn = CdnConfig {
-            role,
-            load_balancing_enabled: !edges.is_empty(),
-            mode: BalanceMode::RoundRobin,
-            nodes: edges,
-            ..CdnConfig::default()
-        };
-    }
-    Node::start(&config).expect("node starts")
-}
+mod common;
+use common::{cdn_node, test_node};
 
 fn assert_clean(report: &RunReport, players: usize) {
     let text = rtcdn_bench::run::describe(report);
@@ -96,7 +80,7 @@ fn assert_residence(report: &RunReport, server: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stream_twenty_players_get_everything() {
-    let node = node(None, Vec::new());
+    let node = test_node(2);
     let options = RunOptions {
         server: format!("http://{}", node.http_addr()),
         stream: "benchtest".into(),
@@ -123,9 +107,9 @@ async fn one_stream_twenty_players_get_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_found_with_lb_play_from_the_edge_over_websocket() {
-    let edge = node(Some(CdnRole::Edge), Vec::new());
-    let origin = node(
-        Some(CdnRole::Origin),
+    let edge = cdn_node(CdnRole::Edge, Vec::new());
+    let origin = cdn_node(
+        CdnRole::Origin,
         vec![CdnNode {
             id: 1,
             host: "127.0.0.1".into(),

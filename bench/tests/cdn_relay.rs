@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
+use rtcdn::cdn::config::{CdnNode, CdnRole};
 use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
@@ -12,31 +12,16 @@ use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::send;
+use common::{cdn_node, send};
 
 const PLAYERS: usize = 10;
 const MEASURED: u64 = 400;
 
-fn node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
-    let mut config = Config::default();
-    config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.media.port_base = 0;
-    config.media.threads = 2;
-    config.cdn = CdnConfig {
-        role,
-        load_balancing_enabled: !edges.is_empty(),
-        mode: BalanceMode::RoundRobin,
-        nodes: edges,
-        ..CdnConfig::default()
-    };
-    Node::start(&config).expect("node starts")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
-    let edge = node(CdnRole::Edge, Vec::new());
+    let edge = cdn_node(CdnRole::Edge, Vec::new());
     let edge_addr = edge.http_addr();
-    let origin = node(
+    let origin = cdn_node(
         CdnRole::Origin,
         vec![CdnNode {
             id: 1,
@@ -206,7 +191,7 @@ fn edge_on(port: u16) -> Node {
 fn origin_and_edge() -> (Node, u16, Node, String, String) {
     let edge_port = free_port();
     let edge = edge_on(edge_port);
-    let origin = node(
+    let origin = cdn_node(
         CdnRole::Origin,
         vec![CdnNode {
             id: 1,

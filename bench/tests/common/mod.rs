@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
 use rtcdn::config::Config;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, AUDIO_PT, VIDEO_PT};
@@ -12,11 +13,29 @@ use rtcdn_bench::media::{write_packet, Probe};
 
 /// A node on loopback with ephemeral ports and `threads` media cores.
 pub fn test_node(threads: usize) -> Node {
+    Node::start(&loopback_config(threads)).expect("node starts")
+}
+
+/// A CDN origin or edge on loopback with two media cores; an origin with `edges` balances
+/// players over them round-robin.
+pub fn cdn_node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
+    let mut config = loopback_config(2);
+    config.cdn = CdnConfig {
+        role,
+        load_balancing_enabled: !edges.is_empty(),
+        mode: BalanceMode::RoundRobin,
+        nodes: edges,
+        ..CdnConfig::default()
+    };
+    Node::start(&config).expect("node starts")
+}
+
+fn loopback_config(threads: usize) -> Config {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.media.port_base = 0;
     config.media.threads = threads;
-    Node::start(&config).expect("node starts")
+    config
 }
 
 /// Sends the publisher's next synthetic packet: four 1200-byte video packets (every fourth
