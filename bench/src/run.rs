@@ -588,6 +588,15 @@ async fn node_counters(server: &str) -> Option<NodeCounters> {
     Some(c)
 }
 
+/// The counters of `--server` and then of every `--stats-server`.
+async fn nodes_counters(options: &RunOptions) -> Vec<Option<NodeCounters>> {
+    let mut all = Vec::with_capacity(1 + options.stats_servers.len());
+    for server in std::iter::once(&options.server).chain(&options.stats_servers) {
+        all.push(node_counters(server).await);
+    }
+    all
+}
+
 fn servers_cpu(pids: &[u32]) -> Option<Duration> {
     if pids.is_empty() {
         return None;
@@ -727,11 +736,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     // The measured window.
     let cpu_before = servers_cpu(&options.server_pids);
     let own_before = own_cpu();
-    let node_before = node_counters(&options.server).await;
-    let mut others_before = Vec::new();
-    for server in &options.stats_servers {
-        others_before.push(node_counters(server).await);
-    }
+    let nodes_before = nodes_counters(options).await;
     let window_start = Instant::now();
     shared.phase.store(PHASE_MEASURED, Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
@@ -739,11 +744,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     let measured_seconds = window_start.elapsed().as_secs_f64();
     let cpu_after = servers_cpu(&options.server_pids);
     let own_after = own_cpu();
-    let node_after = node_counters(&options.server).await;
-    let mut others_after = Vec::new();
-    for server in &options.stats_servers {
-        others_after.push(node_counters(server).await);
-    }
+    let nodes_after = nodes_counters(options).await;
     tokio::time::sleep(options.drain).await;
     shared.done.store(true, Relaxed);
     for task in publisher_tasks {
@@ -854,16 +855,14 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             Some(after.saturating_sub(before).as_secs_f64() / measured_seconds);
     }
     let servers = std::iter::once(&options.server).chain(&options.stats_servers);
-    let befores = std::iter::once(&node_before).chain(&others_before);
-    let afters = std::iter::once(&node_after).chain(&others_after);
-    for ((server, before), after) in servers.zip(befores).zip(afters) {
+    for ((server, before), after) in servers.zip(&nodes_before).zip(&nodes_after) {
         if let (Some(before), Some(after)) = (before, after) {
             report
                 .residence
                 .extend(NodeResidence::between(server, before, after));
         }
     }
-    if let (Some(before), Some(after)) = (node_before, node_after) {
+    if let (Some(Some(before)), Some(Some(after))) = (nodes_before.first(), nodes_after.first()) {
         report.node_rtp_sent_pps =
             Some(after.rtp_sent.saturating_sub(before.rtp_sent) as f64 / measured_seconds);
         report.node_srtp_rejected = Some(after.srtp_rejected.saturating_sub(before.srtp_rejected));
