@@ -55,3 +55,13 @@ pub fn fuzz_dtls_record(data: &[u8]) {
         "an alert record is at least 39 bytes"
     );
 }
+
+/// A received datagram's control data through the receive-timestamp parser (a `cmsghdr` walk).
+pub fn fuzz_control_stamp(data: &[u8]) {
+    if crate::reactor::io::parse_stamp(data).is_some() {
+        assert!(
+            data.len() >= 32,
+            "a stamp needs a 16-byte header and a 16-byte timespec"
+        );
+    }
+}

@@ -54,6 +54,7 @@ mod sockaddr;
 mod uring;
 mod waker;
 
+pub(crate) use residence::parse_stamp;
 pub use residence::{ResidenceHistogram, RESIDENCE_BUCKETS};
 pub use sendq::SendQueue;
 pub use waker::Waker;

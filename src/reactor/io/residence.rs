@@ -139,7 +139,7 @@ pub(super) fn enable_timestamps(fd: RawFd) {
 /// The `SCM_TIMESTAMPNS` stamp in a datagram's control data (nanoseconds since the Unix epoch),
 /// or `None` if there is none. Walks the `cmsghdr` chain with bounds checks, so a short or
 /// odd control area gives `None`, never a bad read.
-pub(super) fn parse_stamp(control: &[u8]) -> Option<u64> {
+pub(crate) fn parse_stamp(control: &[u8]) -> Option<u64> {
     const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
     const ALIGN: usize = std::mem::size_of::<usize>();
     let mut at = 0;
@@ -148,7 +148,9 @@ pub(super) fn parse_stamp(control: &[u8]) -> Option<u64> {
         let len = usize::from_ne_bytes(word(0, ALIGN)?.try_into().ok()?);
         let level = i32::from_ne_bytes(word(ALIGN, 4)?.try_into().ok()?);
         let kind = i32::from_ne_bytes(word(ALIGN + 4, 4)?.try_into().ok()?);
-        if len < HDR || at + len > control.len() {
+        // `at + HDR <= control.len()` here, so the subtraction cannot underflow; `at + len`
+        // could overflow with a huge length.
+        if len < HDR || len > control.len() - at {
             return None;
         }
         if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS && len >= HDR + 16 {
@@ -219,6 +221,12 @@ mod tests {
         let mut huge = good.clone();
         huge[..8].copy_from_slice(&usize::MAX.to_ne_bytes());
         assert_eq!(parse_stamp(&huge), None);
+        // A huge length after a first message (found by the fuzz target: `at + len` overflowed).
+        let mut second_huge = cmsg(libc::IPPROTO_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        let at = second_huge.len();
+        second_huge.extend(&good);
+        second_huge[at..at + 8].copy_from_slice(&usize::MAX.to_ne_bytes());
+        assert_eq!(parse_stamp(&second_huge), None);
         let negative = cmsg(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &timespec(-1, 0));
         assert_eq!(parse_stamp(&negative), None);
         let bad_nanos = cmsg(
