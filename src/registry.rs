@@ -57,6 +57,41 @@ pub struct SessionEntry {
     pub core: CoreId,
     /// Set once ICE and DTLS are up.
     pub connected: bool,
+    /// The secret of its WHIP/WHEP resource URL, if it has one.
+    pub resource: Option<ResourceSecret>,
+}
+
+/// The secret last segment of a WHIP/WHEP resource URL (`/whip/NAME/SECRET`): 128 random bits,
+/// shown only to the client that created the session. Listings show the session's public id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResourceSecret(u128);
+
+impl ResourceSecret {
+    /// A new random secret.
+    pub fn random() -> ResourceSecret {
+        ResourceSecret(rand::random())
+    }
+
+    /// Parses the 32 hex digits of a URL segment.
+    pub fn parse(text: &str) -> Option<ResourceSecret> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(ResourceSecret)
+    }
+}
+
+impl std::fmt::Display for ResourceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::fmt::Debug for ResourceSecret {
+    // Logs never show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResourceSecret(<redacted>)")
+    }
 }
 
 /// A live stream.
@@ -85,6 +120,7 @@ pub struct StreamEntry {
 pub struct Registry {
     streams: HashMap<String, StreamEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
+    resources: HashMap<ResourceSecret, SessionId>,
     core_load: Vec<usize>,
     next_stream: u64,
 }
@@ -109,6 +145,7 @@ impl Registry {
         Registry {
             streams: HashMap::new(),
             sessions: HashMap::new(),
+            resources: HashMap::new(),
             core_load: vec![0; cores],
             next_stream: 1,
         }
@@ -180,6 +217,7 @@ impl Registry {
             stream_name: name.to_owned(),
             core,
             connected: false,
+            resource: None,
         });
         Ok(stream)
     }
@@ -214,6 +252,7 @@ impl Registry {
             stream_name: name.to_owned(),
             core,
             connected: false,
+            resource: None,
         });
         Ok(commands)
     }
@@ -233,8 +272,26 @@ impl Registry {
             stream_name: name.to_owned(),
             core,
             connected: false,
+            resource: None,
         });
         Ok(core)
+    }
+
+    /// Gives a session a WHIP/WHEP resource URL secret.
+    pub fn set_resource(&mut self, id: SessionId, secret: ResourceSecret) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            if let Some(old) = session.resource.replace(secret) {
+                self.resources.remove(&old);
+            }
+            self.resources.insert(secret, id);
+        }
+    }
+
+    /// The session whose resource URL ends in `secret`.
+    pub fn resource(&self, secret: ResourceSecret) -> Option<&SessionEntry> {
+        self.resources
+            .get(&secret)
+            .and_then(|id| self.sessions.get(id))
     }
 
     fn insert_session(&mut self, entry: SessionEntry) {
@@ -265,12 +322,9 @@ impl Registry {
     /// Forgets a session. Returns the commands that follow: ending a publisher's players, and
     /// detaching a core that has no players of the stream left.
     pub fn remove_session(&mut self, id: SessionId) -> Vec<(CoreId, CoreCommand)> {
-        let Some(session) = self.sessions.remove(&id) else {
+        let Some(session) = self.forget(id) else {
             return Vec::new();
         };
-        if let Some(load) = self.core_load.get_mut(session.core.0) {
-            *load = load.saturating_sub(1);
-        }
         let mut commands = Vec::new();
         match session.kind {
             SessionKind::Publisher => {
@@ -286,11 +340,7 @@ impl Registry {
                     .expect("looked up just above");
                 let relays = stream.relays.into_iter().map(|id| (id, stream.core));
                 for (player, core) in stream.players.into_iter().chain(relays) {
-                    if let Some(entry) = self.sessions.remove(&player) {
-                        if let Some(load) = self.core_load.get_mut(entry.core.0) {
-                            *load = load.saturating_sub(1);
-                        }
-                    }
+                    self.forget(player);
                     commands.push((
                         core,
                         CoreCommand::RemoveSession {
@@ -323,6 +373,18 @@ impl Registry {
             }
         }
         commands
+    }
+
+    /// Drops a session's entry, its core slot and its resource secret.
+    fn forget(&mut self, id: SessionId) -> Option<SessionEntry> {
+        let session = self.sessions.remove(&id)?;
+        if let Some(load) = self.core_load.get_mut(session.core.0) {
+            *load = load.saturating_sub(1);
+        }
+        if let Some(secret) = session.resource {
+            self.resources.remove(&secret);
+        }
+        Some(session)
     }
 
     /// Sessions per core.
@@ -428,6 +490,34 @@ mod tests {
         registry
             .add_publisher("s", SessionId(3), CoreId(1), track())
             .unwrap();
+    }
+
+    #[test]
+    fn resource_secrets_find_their_session_until_it_ends() {
+        let mut registry = Registry::new(1);
+        registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        registry.add_player("s", SessionId(2), CoreId(0)).unwrap();
+        let (a, b) = (ResourceSecret::random(), ResourceSecret::random());
+        registry.set_resource(SessionId(1), a);
+        registry.set_resource(SessionId(2), b);
+        assert_eq!(registry.resource(a).map(|s| s.id), Some(SessionId(1)));
+        let parsed = ResourceSecret::parse(&b.to_string()).unwrap();
+        assert_eq!(registry.resource(parsed).map(|s| s.id), Some(SessionId(2)));
+        assert!(!format!("{a:?}").contains(&a.to_string()), "Debug hides it");
+        // The publisher's end takes its players' secrets along.
+        registry.remove_session(SessionId(1));
+        assert!(registry.resource(a).is_none() && registry.resource(b).is_none());
+        for bad in [
+            "",
+            "00",
+            &"g".repeat(32),
+            &"0".repeat(33),
+            "+0000000000000000000000000000000",
+        ] {
+            assert!(ResourceSecret::parse(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

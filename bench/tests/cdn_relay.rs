@@ -184,6 +184,7 @@ fn edge_on(port: u16) -> Node {
     config.media.port_base = 0;
     config.media.threads = 1;
     config.cdn.role = CdnRole::Edge;
+    config.cdn.secret = Some(rtcdn::auth::Secret::new(common::CDN_SECRET));
     Node::start(&config).expect("edge starts")
 }
 
@@ -322,6 +323,7 @@ async fn the_wcs_example_files_start_an_origin_that_relays() {
     .unwrap();
     let properties = std::fs::read_to_string(example.join("flashphoner.properties")).unwrap();
     let properties = properties
+        .replace(rtcdn::cdn::config::EXAMPLE_SECRET, common::CDN_SECRET)
         .replace("ws.port=8080", &format!("ws.port={}", free_port()))
         .replace(
             "media_port_from=31000",
@@ -534,6 +536,7 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
     edge_config.media.port_base = 0;
     edge_config.media.threads = 1;
     edge_config.cdn.role = CdnRole::Edge;
+    edge_config.cdn.secret = Some(rtcdn::auth::Secret::new(common::CDN_SECRET));
     let edge = Node::start(&edge_config).expect("TLS edge starts");
 
     // The seed's example as written (WCS docs, CDN 1.0), with the edge's address and port
@@ -550,7 +553,11 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
     .unwrap();
     std::fs::write(
         dir.join("flashphoner.properties"),
-        format!("load_balancing_enabled=true\nws.port={}\n", free_port()),
+        format!(
+            "load_balancing_enabled=true\nws.port={}\nrtcdn.cdn_secret={}\n",
+            free_port(),
+            common::CDN_SECRET
+        ),
     )
     .unwrap();
     let mut config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the seed's files load");

@@ -154,10 +154,17 @@ fn relay_offer(
 }
 
 async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str) -> Outcome {
+    // The edge takes our publish only if we prove the CDN's secret, with a token minted for
+    // this connection.
+    let custom = state
+        .relay_auth
+        .as_ref()
+        .map(|auth| json!({ "relayToken": auth.mint("origin") }));
     let mut ws = match WsClient::connect_with_tls(
         &target.url(),
         STEP_TIMEOUT,
         state.relay_tls.clone(),
+        custom,
     )
     .await
     {
@@ -302,7 +309,7 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
     };
     // The edge side failed: end our relay session without telling ourselves.
     state.unwatch(session);
-    media::end_session(state, session);
+    media::end_session(state, session, crate::control::EndReason::Deleted);
     ws.close().await;
     outcome
 }

@@ -5,6 +5,7 @@ use rand::Rng;
 use tracing::info;
 
 use super::Signalling;
+use crate::auth::{Action, AuthError, Authorized, Credentials};
 use crate::control::{CoreCommand, EndReason, SessionId, SessionRole, SessionSpec};
 use crate::dtls::DtlsRole;
 use crate::negotiate::{self, LocalParams, NegotiationError};
@@ -14,6 +15,9 @@ use crate::sdp;
 /// Why a publish or play could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The client may not do this.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The name is taken, unknown or invalid.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -60,12 +64,18 @@ fn remote_params(
     Ok((remote_ice, fingerprint.0, negotiate::dtls_setup(offer).1))
 }
 
-/// Publishes `stream` with an SDP offer.
+/// Publishes `stream` with an SDP offer, if `credentials` allow it.
 pub fn start_publish(
     state: &Signalling,
     stream: &str,
     offer_text: &str,
+    credentials: &Credentials,
 ) -> Result<Started, StartError> {
+    let authorized = state.auth.authorize(Action::Publish, stream, credentials)?;
+    validate_stream_name(stream)?;
+    if matches!(authorized, Authorized::Relay | Authorized::Token { .. }) {
+        take_over_unconnected(state, stream);
+    }
     state.registry().check_publish(stream)?;
     let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
@@ -89,19 +99,21 @@ pub fn start_publish(
         publisher_core: Some(core),
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
-    info!(session = %id, stream, core = core.0, "publish accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, "publish accepted");
     Ok(Started {
         id,
         answer: answer.sdp,
     })
 }
 
-/// Plays `stream` with an SDP offer.
+/// Plays `stream` with an SDP offer, if `credentials` allow it.
 pub fn start_play(
     state: &Signalling,
     stream: &str,
     offer_text: &str,
+    credentials: &Credentials,
 ) -> Result<Started, StartError> {
+    let authorized = state.auth.authorize(Action::Play, stream, credentials)?;
     validate_stream_name(stream)?;
     let stream_entry = state
         .registry()
@@ -139,28 +151,50 @@ pub fn start_play(
         publisher_core: Some(publisher_core),
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
-    info!(session = %id, stream, core = core.0, "play accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, "play accepted");
     Ok(Started {
         id,
         answer: answer.sdp,
     })
 }
 
-/// Ends a session at the client's request. Returns false when it is unknown (already ended).
-pub fn end_session(state: &Signalling, id: SessionId) -> bool {
+/// Ends the publisher holding `stream` if it has not connected (ICE and DTLS) yet, so an offer
+/// that never connects cannot keep a stream name from an authorized publisher.
+fn take_over_unconnected(state: &Signalling, stream: &str) {
+    let mut registry = state.registry();
+    let Some(publisher) = registry.stream(stream).map(|s| s.publisher) else {
+        return;
+    };
+    let Some(core) = registry
+        .session(publisher)
+        .filter(|s| !s.connected)
+        .map(|s| s.core)
+    else {
+        return;
+    };
+    let mut commands = registry.remove_session(publisher);
+    drop(registry);
+    commands.push((
+        core,
+        CoreCommand::RemoveSession {
+            id: publisher,
+            reason: EndReason::Superseded,
+        },
+    ));
+    info!(session = %publisher, stream, "an unconnected publisher gave its name up to an authorized one");
+    state.dispatch(commands);
+}
+
+/// Ends a session at the client's (or an administrator's) request. Returns false when it is
+/// unknown (already ended).
+pub fn end_session(state: &Signalling, id: SessionId, reason: EndReason) -> bool {
     let mut registry = state.registry();
     let Some(entry) = registry.session(id).cloned() else {
         return false;
     };
     let mut commands = registry.remove_session(id);
     drop(registry);
-    commands.push((
-        entry.core,
-        CoreCommand::RemoveSession {
-            id,
-            reason: EndReason::Deleted,
-        },
-    ));
+    commands.push((entry.core, CoreCommand::RemoveSession { id, reason }));
     state.dispatch(commands);
     true
 }

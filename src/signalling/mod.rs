@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use self::flashphoner::protocol::{end_info, StreamDescription};
+use crate::auth::{Authorizer, Credentials, RelayAuth};
 use crate::cdn::balancer::{render_stat, Balancer};
 use crate::cdn::config::CdnConfig;
 use crate::cdn::cpu::CpuSampler;
@@ -90,6 +91,10 @@ pub struct Signalling {
     pub balancer: Option<Mutex<Balancer>>,
     /// This node's CPU load, for `/?action=stat`.
     pub cpu: Mutex<CpuSampler>,
+    /// Who may publish, play and administer.
+    pub auth: Authorizer,
+    /// `cdn.secret`: proves our relays to edges, and edges check relays with it.
+    pub relay_auth: Option<RelayAuth>,
 }
 
 impl Signalling {
@@ -98,6 +103,7 @@ impl Signalling {
         cores: Vec<CoreHandle>,
         certificate: DtlsCertificate,
         cdn: &CdnConfig,
+        auth: Authorizer,
     ) -> Signalling {
         let relay_targets = if cdn.relays() {
             relay::targets(&cdn.nodes)
@@ -127,6 +133,11 @@ impl Signalling {
             relay_tls,
             balancer,
             cpu: Mutex::new(CpuSampler::new()),
+            auth,
+            relay_auth: cdn
+                .secret
+                .as_ref()
+                .map(|secret| RelayAuth::new(secret.expose())),
         }
     }
 
@@ -210,6 +221,14 @@ impl Signalling {
         self.watchers()
             .get(&id)
             .map(|w| w.description.media_session_id.clone())
+    }
+
+    /// The session a WebSocket client calls `media_session_id`.
+    pub fn session_by_media_session_id(&self, media_session_id: &str) -> Option<SessionId> {
+        self.watchers()
+            .iter()
+            .find(|(_, w)| w.description.media_session_id == media_session_id)
+            .map(|(id, _)| *id)
     }
 
     /// Applies what a core reports.
@@ -379,8 +398,17 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             );
             response
         }
-        (Method::GET, ["api", "stats"]) => stats(state),
-        (Method::GET | Method::POST, ["rest-api", "stream", action @ ("find_all" | "find")]) => {
+        (Method::GET, ["api", "stats"]) => match state.auth.admin(bearer(&req).as_deref()) {
+            Ok(()) => stats(state),
+            Err(e) => whip::auth_refusal(&e),
+        },
+        (
+            Method::GET | Method::POST,
+            ["rest-api", "stream", action @ ("find_all" | "find" | "terminate")],
+        ) => {
+            if let Err(e) = state.auth.admin(bearer(&req).as_deref()) {
+                return whip::auth_refusal(&e);
+            }
             let action = *action;
             match read_body(req).await {
                 Ok(body) => rest::stream(state, action, &body),
@@ -420,22 +448,28 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
         }
         (Method::POST, [protocol @ ("whip" | "whep"), stream]) => {
             let stream = percent_decode(stream);
+            let credentials = http_credentials(&req, &query);
             match sdp_body(req).await {
-                Ok(offer) if *protocol == "whip" => whip::publish(state, &stream, &offer),
-                Ok(offer) => whip::play(state, &stream, &offer),
+                Ok(offer) if *protocol == "whip" => {
+                    whip::publish(state, &stream, &offer, &credentials)
+                }
+                Ok(offer) => whip::play(state, &stream, &offer, &credentials),
                 Err(response) => response,
             }
         }
-        (Method::DELETE, [protocol @ ("whip" | "whep"), stream, session]) => {
-            whip::delete(state, protocol, &percent_decode(stream), session)
-        }
-        (Method::PATCH, ["whip" | "whep", _stream, _session]) => {
-            // RFC 9725 §4.3.1: a server that does not support trickle ICE answers 405; rtcdn
-            // puts every candidate in the answer.
-            text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "trickle ICE is not supported: all candidates are in the answer",
+        (Method::DELETE, [protocol @ ("whip" | "whep"), stream, resource]) => {
+            let credentials = http_credentials(&req, &query);
+            whip::delete(
+                state,
+                protocol,
+                &percent_decode(stream),
+                resource,
+                &credentials,
             )
+        }
+        (Method::PATCH, [protocol @ ("whip" | "whep"), stream, _resource]) => {
+            let credentials = http_credentials(&req, &query);
+            whip::patch(state, protocol, &percent_decode(stream), &credentials)
         }
         (_, ["whip" | "whep", ..]) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => text(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
@@ -456,6 +490,29 @@ fn preflight() -> Response<Full<Bytes>> {
     headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
     headers.insert("accept-post", HeaderValue::from_static("application/sdp"));
     response
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// What a WHIP/WHEP request presents: `Authorization: Bearer`, else `?token=` (for clients that
+/// cannot set headers).
+fn http_credentials(req: &Request<Incoming>, query: &str) -> Credentials {
+    let token = bearer(req).or_else(|| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(percent_decode)
+            .filter(|t| !t.is_empty())
+    });
+    Credentials::bearer(token)
 }
 
 /// Reads a body of at most [`MAX_BODY`] bytes as text.

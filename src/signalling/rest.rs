@@ -1,5 +1,6 @@
-//! The WCS REST calls WCS users script against: `/rest-api/stream/find_all` and
-//! `/rest-api/stream/find` (GET or POST, JSON body optional).
+//! The WCS REST calls WCS users script against: `/rest-api/stream/find_all`,
+//! `/rest-api/stream/find` and `/rest-api/stream/terminate` (GET or POST, JSON body). They are
+//! admin endpoints: the router checks the admin token first.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -7,7 +8,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::media;
 use super::{text, Signalling};
+use crate::control::{EndReason, SessionId};
 
 /// `find_all` lists every live stream; `find` those matching the body's `name` / `published`.
 pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Bytes>> {
@@ -20,6 +23,9 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
         }
     };
+    if action == "terminate" {
+        return terminate(state, &filter);
+    }
     let name = filter.get("name").and_then(Value::as_str);
     let published = filter.get("published").and_then(Value::as_bool);
     let streams: Vec<(crate::control::SessionId, String, bool, usize, Vec<String>)> = state
@@ -73,4 +79,26 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// `terminate` `{"mediaSessionId": ID}`: ends the session with that id, a WebSocket client's
+/// own id or the public id listings show for WHIP/WHEP sessions. Its client hears FAILED.
+fn terminate(state: &Signalling, filter: &Value) -> Response<Full<Bytes>> {
+    let Some(wanted) = filter.get("mediaSessionId").and_then(Value::as_str) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "terminate needs {\"mediaSessionId\": ID}",
+        );
+    };
+    let by_public_id = u64::from_str_radix(wanted, 16)
+        .ok()
+        .map(SessionId)
+        .filter(|id| state.registry().session(*id).is_some());
+    let session = by_public_id.or_else(|| state.session_by_media_session_id(wanted));
+    match session {
+        Some(id) if media::end_session(state, id, EndReason::Terminated) => {
+            text(StatusCode::OK, "terminated")
+        }
+        _ => text(StatusCode::NOT_FOUND, "Stream not found"),
+    }
 }

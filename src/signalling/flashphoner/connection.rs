@@ -11,7 +11,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, fail_frame, failed_frame, frame, str_field, StreamDescription};
-use crate::control::SessionId;
+use crate::auth::{Credentials, TokenError};
+use crate::control::{EndReason, SessionId};
 use crate::negotiate::NegotiationError;
 use crate::registry::RegistryError;
 use crate::signalling::media::{self, StartError};
@@ -28,12 +29,15 @@ pub struct Connection {
     peer: SocketAddr,
     out: UnboundedSender<String>,
     established: bool,
+    /// What its `connection` presented (`custom.token`, `custom.relayToken`).
+    credentials: Credentials,
     streams: HashMap<String, OwnStream>,
 }
 
 /// The `info` a FAILED status carries for a refused publish or play.
 fn start_error_info(error: &StartError) -> String {
     match error {
+        StartError::Auth(e) => e.wcs_info(),
         StartError::Registry(RegistryError::NameInUse(_)) => "Stream name is already in use".into(),
         StartError::Registry(RegistryError::StreamNotFound(_)) => "Stream not found".into(),
         StartError::Negotiation(NegotiationError::NothingToPlay(why)) => {
@@ -46,6 +50,32 @@ fn start_error_info(error: &StartError) -> String {
     }
 }
 
+/// What a `connection` message presents: `custom.token` (a client's bearer token) and
+/// `custom.relayToken` (a relay of this CDN proving `cdn.secret`).
+fn connection_credentials(state: &Signalling, payload: &Value) -> Credentials {
+    let custom = |key| {
+        payload
+            .get("custom")
+            .and_then(|c| c.get(key))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    };
+    let mut credentials = Credentials::bearer(custom("token").map(str::to_owned));
+    if let Some(token) = custom("relayToken") {
+        let checked = match &state.relay_auth {
+            Some(relay_auth) => relay_auth.verify(token),
+            None => Err(TokenError::Malformed(
+                "this node has no cdn.secret to check relay tokens with".into(),
+            )),
+        };
+        match checked {
+            Ok(()) => credentials.relay = true,
+            Err(e) => credentials.relay_refused = Some(e),
+        }
+    }
+    credentials
+}
+
 impl Connection {
     /// A session for a new socket; frames for the client go to `out`.
     pub fn new(peer: SocketAddr, out: UnboundedSender<String>) -> Connection {
@@ -53,6 +83,7 @@ impl Connection {
             peer,
             out,
             established: false,
+            credentials: Credentials::default(),
             streams: HashMap::new(),
         }
     }
@@ -73,7 +104,7 @@ impl Connection {
         };
         let payload = &frame.payload;
         match frame.message.as_str() {
-            "connection" => self.handle_connection(payload),
+            "connection" => self.handle_connection(state, payload),
             "publishStream" => self.handle_start(state, payload, true),
             "playStream" => self.handle_start(state, payload, false),
             "unPublishStream" => self.handle_stop(state, payload, true),
@@ -97,7 +128,7 @@ impl Connection {
         }
     }
 
-    fn handle_connection(&mut self, payload: &Value) {
+    fn handle_connection(&mut self, state: &Signalling, payload: &Value) {
         if self.established {
             self.send(fail_frame(
                 "connection",
@@ -106,6 +137,10 @@ impl Connection {
             return;
         }
         self.established = true;
+        self.credentials = connection_credentials(state, payload);
+        if let Some(e) = &self.credentials.relay_refused {
+            warn!(peer = %self.peer, error = %e, "relay token refused");
+        }
         let mut user_data = match payload {
             Value::Object(object) => object.clone(),
             _ => serde_json::Map::new(),
@@ -174,9 +209,9 @@ impl Connection {
             return;
         };
         let started = if published {
-            media::start_publish(state, name, offer)
+            media::start_publish(state, name, offer, &self.credentials)
         } else {
-            media::start_play(state, name, offer)
+            media::start_play(state, name, offer, &self.credentials)
         };
         let started = match started {
             Ok(started) => started,
@@ -221,7 +256,7 @@ impl Connection {
             Some(own) if own.description.published == published => {
                 // Unwatch first: the client asked, so it gets this status and no FAILED.
                 state.unwatch(own.session);
-                media::end_session(state, own.session);
+                media::end_session(state, own.session, EndReason::Deleted);
                 self.send(own.description.status_frame(status, None));
             }
             Some(own) => {
@@ -290,7 +325,7 @@ impl Connection {
     pub fn close(&mut self, state: &Signalling) {
         for (_, own) in self.streams.drain() {
             state.unwatch(own.session);
-            media::end_session(state, own.session);
+            media::end_session(state, own.session, EndReason::Deleted);
         }
         info!(peer = %self.peer, "WebSocket session closed");
     }
