@@ -3,7 +3,7 @@
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,9 +14,10 @@ use hyper_util::rt::TokioIo;
 use rtcdn::auth::Secret;
 use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
 use rtcdn::config::Config;
+use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, AUDIO_PT, VIDEO_PT};
-use rtcdn_bench::media::{write_packet, Probe};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
+use rtcdn_bench::media::{read_packet, write_packet, Probe};
 
 /// A node on loopback with ephemeral ports and `threads` media cores.
 pub fn test_node(threads: usize) -> Node {
@@ -81,6 +82,65 @@ pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, star
         .await
         .expect("publisher sends");
     *seq += 1;
+}
+
+/// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
+pub async fn play_until_media(
+    base: &str,
+    stream: &str,
+    certificate: &DtlsCertificate,
+    within: Duration,
+) -> ClientSession {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < within,
+            "{stream} never played from {base}"
+        );
+        if let Ok(mut player) = ClientSession::connect(
+            base,
+            Mode::Play,
+            stream,
+            certificate,
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            if let Some(packet) = player.recv_rtp(Duration::from_secs(2)).await {
+                read_packet(&packet).expect("relayed packet intact");
+                return player;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A publisher sending synthetic media from its own task until stopped.
+pub struct Streaming {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<ClientSession>,
+}
+
+impl Streaming {
+    /// Starts sending, numbering packets from `seq`, one every 5 ms.
+    pub fn start(mut publisher: ClientSession, mut seq: u64) -> Streaming {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            while stopped.try_recv().is_err() {
+                send(&mut publisher, &mut seq, 1, start).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            publisher
+        });
+        Streaming { stop, task }
+    }
+
+    /// Stops sending and gives the publisher back.
+    pub async fn stop(self) -> ClientSession {
+        let _ = self.stop.send(());
+        self.task.await.expect("the sending task")
+    }
 }
 
 /// A response with all its headers (`rtcdn_bench::http::request` keeps only `Location`).
