@@ -491,7 +491,12 @@ mod tests {
             ("[auth]\npublish = \"token\"\n", "auth.jwt_secret"),
             ("[auth]\njwt_secret = \"short\"\n", "auth.jwt_secret"),
             ("[auth]\nadmin_token = \"short\"\n", "auth.admin_token"),
-            ("[auth]\nplay = \"hook\"\n", "play"),
+            ("[auth]\nplay = \"maybe\"\n", "play"),
+            ("[auth]\nplay = \"hook\"\n", "auth.rest_hook_url"),
+            ("[auth]\nrest_hook_url = \"ftp://x/\"\n", "auth.rest_hook_url"),
+            ("[auth]\nrest_hook_timeout_secs = 0\n", "auth.rest_hook_timeout_secs"),
+            ("[[auth.apps]]\nkey = \"a\"\nurl = \"http://b/\"\n[[auth.apps]]\nkey = \"a\"\nurl = \"http://c/\"\n", "auth.apps.key"),
+            ("[[auth.apps]]\nkey = \"a\"\nurl = \"no url\"\n", "auth.apps.url"),
             ("[auth]\nleeway_secs = 3600\n", "auth.leeway_secs"),
             (
                 "[session]\nconnect_timeout_secs = 0\n",

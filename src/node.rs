@@ -74,7 +74,16 @@ impl Node {
     /// Starts media cores and signalling as `config` says. Returns once every socket is bound.
     pub fn start(config: &Config) -> Result<Node, StartError> {
         config.validate()?;
-        let authorizer = Authorizer::from_config(config)?;
+        // Bound with std so that starting a node works inside another runtime (tests, the CDN
+        // demo); first, because REST hooks name the node by this address.
+        let http_bind = |source| StartError::HttpBind {
+            addr: config.http.listen,
+            source,
+        };
+        let http_listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
+        http_listener.set_nonblocking(true).map_err(http_bind)?;
+        let http_addr = http_listener.local_addr().map_err(StartError::Runtime)?;
+        let authorizer = Authorizer::from_config(config, &http_addr.to_string())?;
         warn_about_open_access(config);
         let certificate = match (&config.dtls.certificate, &config.dtls.private_key) {
             (Some(cert), Some(key)) => {
@@ -173,18 +182,10 @@ impl Node {
                 config.cdn.stats_poll_secs,
             ));
         }
-        // Bound with std so that starting a node works inside another runtime (tests, the CDN demo).
-        let http_bind = |source| StartError::HttpBind {
-            addr: config.http.listen,
-            source,
-        };
-        let listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
-        listener.set_nonblocking(true).map_err(http_bind)?;
         let listener = {
             let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(http_bind)?
+            tokio::net::TcpListener::from_std(http_listener).map_err(http_bind)?
         };
-        let http_addr = listener.local_addr().map_err(StartError::Runtime)?;
         runtime.spawn(signalling::serve(listener, state.clone()));
         let https_addr = match (&config.http.tls_certificate, &config.http.tls_private_key) {
             (Some(cert), Some(key)) => {

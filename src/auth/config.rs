@@ -50,6 +50,18 @@ pub enum Policy {
     /// A JWT (signed with `auth.jwt_secret` or a key of `auth.jwks_file`) whose `rtcdn` claim
     /// grants the action for the stream name.
     Token,
+    /// The application's WCS REST hooks (`auth.rest_hook_url`, `[[auth.apps]]`) decide.
+    Hook,
+}
+
+/// `[[auth.apps]]`: the REST hook URL of a Flashphoner `appKey`, as WCS's `add app`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HookApp {
+    /// The `appKey` clients send (`Flashphoner.createSession({appKey})`).
+    pub key: String,
+    /// Its app URL: hooks go to `{url}/connect`, `{url}/publishStream`, `{url}/playStream`.
+    pub url: String,
 }
 
 /// `[auth]`
@@ -69,6 +81,13 @@ pub struct AuthConfig {
     /// Bearer token of the admin endpoints (`/api/stats`, `/rest-api/...`). Required for them
     /// whenever `publish` or `play` is not open.
     pub admin_token: Option<Secret>,
+    /// The WCS app URL of clients whose appKey has no `[[auth.apps]]` entry (WHIP/WHEP clients
+    /// count as `defaultApp`).
+    pub rest_hook_url: Option<String>,
+    /// Seconds a hook may take to answer.
+    pub rest_hook_timeout_secs: u64,
+    /// App URLs by appKey.
+    pub apps: Vec<HookApp>,
 }
 
 impl Default for AuthConfig {
@@ -80,11 +99,19 @@ impl Default for AuthConfig {
             jwks_file: None,
             leeway_secs: 5,
             admin_token: None,
+            rest_hook_url: None,
+            rest_hook_timeout_secs: 15,
+            apps: Vec::new(),
         }
     }
 }
 
 impl AuthConfig {
+    /// Whether any action is decided by REST hooks.
+    pub fn uses_hooks(&self) -> bool {
+        self.publish == Policy::Hook || self.play == Policy::Hook
+    }
+
     /// Whether every action is open (the first-run default).
     pub fn all_open(&self) -> bool {
         self.publish == Policy::Open && self.play == Policy::Open
@@ -117,6 +144,35 @@ impl AuthConfig {
                     format!("at least {MIN_ADMIN_TOKEN_LEN} characters"),
                 );
             }
+        }
+        if self.uses_hooks() && self.rest_hook_url.is_none() && self.apps.is_empty() {
+            return invalid(
+                "auth.rest_hook_url",
+                "a \"hook\" policy needs auth.rest_hook_url or [[auth.apps]]".into(),
+            );
+        }
+        let urls = self.rest_hook_url.iter().map(|u| ("auth.rest_hook_url", u));
+        let apps = self.apps.iter().map(|a| ("auth.apps.url", &a.url));
+        for (key, url) in urls.chain(apps) {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.parse::<hyper::Uri>().is_err()
+            {
+                return invalid(key, format!("{url:?} is not an http:// or https:// URL"));
+            }
+        }
+        if let Some((i, app)) = self
+            .apps
+            .iter()
+            .enumerate()
+            .find(|(i, a)| self.apps[..*i].iter().any(|b| b.key == a.key))
+        {
+            return invalid(
+                "auth.apps.key",
+                format!("{:?} appears twice (entry {i})", app.key),
+            );
+        }
+        if !(1..=120).contains(&self.rest_hook_timeout_secs) {
+            return invalid("auth.rest_hook_timeout_secs", "must be 1 to 120".into());
         }
         if self.leeway_secs > 300 {
             return invalid("auth.leeway_secs", "at most 300".into());

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod grant;
+pub mod hook;
 pub mod jwt;
 pub mod relay;
 
@@ -15,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 pub use config::{AuthConfig, Policy, Secret};
 pub use grant::Grant;
+pub use hook::{HookClient, HookError, HookMethod, HookSession};
 pub use jwt::{TokenError, TokenVerifier};
 pub use relay::RelayAuth;
 
@@ -69,6 +71,17 @@ pub enum Authorized {
     Token { subject: Option<String> },
     /// A relay of this CDN.
     Relay,
+    /// The application's REST hook allowed it.
+    Hook,
+}
+
+/// What the policy decides without asking anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed.
+    Allowed(Authorized),
+    /// The application's REST hook must be asked.
+    AskHook,
 }
 
 /// Why a request was refused. The text goes to the client.
@@ -93,6 +106,9 @@ pub enum AuthError {
     /// An admin endpoint while publish or play is protected and no admin token is configured.
     #[error("admin endpoints are disabled: set auth.admin_token")]
     AdminDisabled,
+    /// The application's REST hook refused, or could not be asked.
+    #[error(transparent)]
+    Hook(#[from] HookError),
 }
 
 impl AuthError {
@@ -104,15 +120,18 @@ impl AuthError {
             AuthError::NotGranted { .. }
             | AuthError::EdgeRelayOnly(_)
             | AuthError::AdminDisabled => 403,
+            AuthError::Hook(HookError::Refused { .. } | HookError::UnknownApp(_)) => 403,
+            // The backend may answer next time.
+            AuthError::Hook(HookError::Failed { .. }) => 503,
         }
     }
 
     /// The `info` of the FAILED status a Flashphoner SDK client gets.
     pub fn wcs_info(&self) -> String {
-        let kind = if self.http_status() == 401 {
-            "Unauthorized"
-        } else {
-            "Forbidden"
+        let kind = match self.http_status() {
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            _ => "Failed by error",
         };
         format!("{kind}: {self}")
     }
@@ -141,6 +160,9 @@ pub enum AuthSetupError {
     /// The keys are unusable.
     #[error("auth.jwks_file {path}: {source}")]
     Keys { path: String, source: jwt::KeyError },
+    /// The REST hook client could not be made.
+    #[error(transparent)]
+    Hooks(#[from] hook::HookSetupError),
 }
 
 /// The node's access rules.
@@ -151,11 +173,14 @@ pub struct Authorizer {
     admin: AdminAccess,
     /// An edge that takes publishes from relays only.
     relay_only: bool,
+    /// The REST hooks, when a policy uses them.
+    hooks: Option<HookClient>,
 }
 
 impl Authorizer {
-    /// The rules of `config`; reads `auth.jwks_file`.
-    pub fn from_config(config: &Config) -> Result<Authorizer, AuthSetupError> {
+    /// The rules of `config`; reads `auth.jwks_file`. `node_id` names this node to REST hooks
+    /// (its HTTP address).
+    pub fn from_config(config: &Config, node_id: &str) -> Result<Authorizer, AuthSetupError> {
         let auth = &config.auth;
         let jwks =
             match &auth.jwks_file {
@@ -185,24 +210,36 @@ impl Authorizer {
             (None, true) => AdminAccess::Open,
             (None, false) => AdminAccess::Closed,
         };
+        let hooks = if auth.uses_hooks() {
+            Some(HookClient::new(auth, node_id.to_owned())?)
+        } else {
+            None
+        };
         Ok(Authorizer {
             publish: auth.publish,
             play: auth.play,
             tokens,
             admin,
             relay_only: config.cdn.role == CdnRole::Edge && !config.cdn.edge_accepts_publish,
+            hooks,
         })
     }
 
-    /// Whether `credentials` may do `action` on the stream `name`.
-    pub fn authorize(
+    /// The REST hooks, when a policy uses them.
+    pub fn hooks(&self) -> Option<&HookClient> {
+        self.hooks.as_ref()
+    }
+
+    /// Whether `credentials` may do `action` on the stream `name`, as far as that can be told
+    /// without asking the application (see [`Verdict::AskHook`]).
+    pub fn check(
         &self,
         action: Action,
         name: &str,
         credentials: &Credentials,
-    ) -> Result<Authorized, AuthError> {
+    ) -> Result<Verdict, AuthError> {
         if credentials.relay {
-            return Ok(Authorized::Relay);
+            return Ok(Verdict::Allowed(Authorized::Relay));
         }
         if action == Action::Publish && self.relay_only {
             return Err(AuthError::EdgeRelayOnly(credentials.relay_refused.clone()));
@@ -212,7 +249,8 @@ impl Authorizer {
             Action::Play => self.play,
         };
         match policy {
-            Policy::Open => Ok(Authorized::Open),
+            Policy::Open => Ok(Verdict::Allowed(Authorized::Open)),
+            Policy::Hook => Ok(Verdict::AskHook),
             Policy::Token => {
                 let token = credentials
                     .token
@@ -220,9 +258,9 @@ impl Authorizer {
                     .ok_or(AuthError::MissingToken(action))?;
                 let claims = self.tokens.verify(token).map_err(AuthError::InvalidToken)?;
                 if claims.rtcdn.is_some_and(|grant| grant.allows(action, name)) {
-                    Ok(Authorized::Token {
+                    Ok(Verdict::Allowed(Authorized::Token {
                         subject: claims.sub,
-                    })
+                    }))
                 } else {
                     Err(AuthError::NotGranted {
                         action,
@@ -275,7 +313,7 @@ mod tests {
         config.auth.play = play;
         config.auth.jwt_secret = Some(Secret::new(SECRET));
         config.auth.admin_token = admin.map(Secret::new);
-        Authorizer::from_config(&config).unwrap()
+        Authorizer::from_config(&config, "node").unwrap()
     }
 
     fn token(publish: &[&str], play: &[&str]) -> Credentials {
@@ -295,27 +333,25 @@ mod tests {
     fn policies_per_action() {
         let auth = authorizer(Policy::Token, Policy::Open, None);
         assert_eq!(
-            auth.authorize(Action::Play, "x", &Credentials::default()),
-            Ok(Authorized::Open)
+            auth.check(Action::Play, "x", &Credentials::default()),
+            Ok(Verdict::Allowed(Authorized::Open))
         );
         assert_eq!(
-            auth.authorize(Action::Publish, "x", &Credentials::default()),
+            auth.check(Action::Publish, "x", &Credentials::default()),
             Err(AuthError::MissingToken(Action::Publish))
         );
         assert_eq!(
-            auth.authorize(Action::Publish, "cam1", &token(&["cam*"], &[])),
-            Ok(Authorized::Token {
+            auth.check(Action::Publish, "cam1", &token(&["cam*"], &[])),
+            Ok(Verdict::Allowed(Authorized::Token {
                 subject: Some("t".into())
-            })
+            }))
         );
         let refused = auth
-            .authorize(Action::Publish, "other", &token(&["cam*"], &["*"]))
+            .check(Action::Publish, "other", &token(&["cam*"], &["*"]))
             .unwrap_err();
         assert_eq!(refused.http_status(), 403);
         let garbage = Credentials::bearer(Some("garbage".into()));
-        let refused = auth
-            .authorize(Action::Publish, "cam1", &garbage)
-            .unwrap_err();
+        let refused = auth.check(Action::Publish, "cam1", &garbage).unwrap_err();
         assert!(matches!(refused, AuthError::InvalidToken(_)));
         assert_eq!(refused.http_status(), 401);
         assert!(refused.wcs_info().starts_with("Unauthorized: "));
@@ -348,9 +384,9 @@ mod tests {
     fn edges_take_publishes_from_relays_only() {
         let mut config = Config::default();
         config.cdn.role = CdnRole::Edge;
-        let auth = Authorizer::from_config(&config).unwrap();
+        let auth = Authorizer::from_config(&config, "node").unwrap();
         let refused = auth
-            .authorize(Action::Publish, "x", &Credentials::default())
+            .check(Action::Publish, "x", &Credentials::default())
             .unwrap_err();
         assert_eq!(refused.http_status(), 403);
         let relay = Credentials {
@@ -358,18 +394,18 @@ mod tests {
             ..Credentials::default()
         };
         assert_eq!(
-            auth.authorize(Action::Publish, "x", &relay),
-            Ok(Authorized::Relay)
+            auth.check(Action::Publish, "x", &relay),
+            Ok(Verdict::Allowed(Authorized::Relay))
         );
         assert_eq!(
-            auth.authorize(Action::Play, "x", &Credentials::default()),
-            Ok(Authorized::Open)
+            auth.check(Action::Play, "x", &Credentials::default()),
+            Ok(Verdict::Allowed(Authorized::Open))
         );
         config.cdn.edge_accepts_publish = true;
-        let auth = Authorizer::from_config(&config).unwrap();
+        let auth = Authorizer::from_config(&config, "node").unwrap();
         assert_eq!(
-            auth.authorize(Action::Publish, "x", &Credentials::default()),
-            Ok(Authorized::Open)
+            auth.check(Action::Publish, "x", &Credentials::default()),
+            Ok(Verdict::Allowed(Authorized::Open))
         );
     }
 }

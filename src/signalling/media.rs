@@ -5,7 +5,11 @@ use rand::Rng;
 use tracing::info;
 
 use super::Signalling;
-use crate::auth::{Action, AuthError, Authorized, Credentials};
+use serde_json::{json, Value};
+
+use crate::auth::{
+    Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
+};
 use crate::control::{CoreCommand, EndReason, SessionId, SessionRole, SessionSpec};
 use crate::dtls::DtlsRole;
 use crate::negotiate::{self, LocalParams, NegotiationError};
@@ -64,16 +68,75 @@ fn remote_params(
     Ok((remote_ice, fingerprint.0, negotiate::dtls_setup(offer).1))
 }
 
-/// Publishes `stream` with an SDP offer, if `credentials` allow it.
+/// Where a client's standing with the application's REST hooks comes from.
+pub enum HookStanding<'a> {
+    /// A WebSocket client: its `connect` hook was asked when it connected (`None` when no
+    /// policy used hooks then).
+    Connected(Option<&'a HookSession>),
+    /// A WHIP/WHEP request: `connect` is asked first, as appKey `defaultApp`, with the bearer
+    /// token as `custom.token`.
+    Request,
+}
+
+/// Whether a client may do `action` on the stream `name`: the policy, then the application's
+/// REST hook where the policy says so. `fields` describe the stream to the hook
+/// (`mediaSessionId`, `name`, `published`, ...).
+pub async fn authorize(
+    state: &Signalling,
+    action: Action,
+    name: &str,
+    credentials: &Credentials,
+    standing: HookStanding<'_>,
+    fields: &Value,
+) -> Result<Authorized, AuthError> {
+    if let Verdict::Allowed(authorized) = state.auth.check(action, name, credentials)? {
+        return Ok(authorized);
+    }
+    let no_connect = || HookError::Failed {
+        method: HookMethod::Connect.name(),
+        why: "the connection was not checked by the connect hook".into(),
+    };
+    let hooks = state.auth.hooks().ok_or_else(no_connect)?;
+    let asked;
+    let session = match standing {
+        HookStanding::Connected(session) => session.ok_or_else(no_connect)?,
+        HookStanding::Request => {
+            let custom = match &credentials.token {
+                Some(token) => json!({ "token": token }),
+                None => json!({}),
+            };
+            let connection = json!({
+                "appKey": "defaultApp",
+                "mediaProviders": ["WebRTC"],
+                "custom": custom,
+            });
+            let session_id = crate::signalling::flashphoner::client::media_session_id();
+            asked = hooks
+                .connect("defaultApp", &session_id, &connection)
+                .await?;
+            &asked
+        }
+    };
+    let method = match action {
+        Action::Publish => HookMethod::PublishStream,
+        Action::Play => HookMethod::PlayStream,
+    };
+    hooks.stream(session, method, fields).await?;
+    Ok(Authorized::Hook)
+}
+
+/// Publishes `stream` with an SDP offer, for a client [`authorize`] let through.
 pub fn start_publish(
     state: &Signalling,
     stream: &str,
     offer_text: &str,
-    credentials: &Credentials,
+    authorized: Authorized,
 ) -> Result<Started, StartError> {
-    let authorized = state.auth.authorize(Action::Publish, stream, credentials)?;
     validate_stream_name(stream)?;
-    if matches!(authorized, Authorized::Relay | Authorized::Token { .. }) {
+    if matches!(
+        authorized,
+        Authorized::Relay | Authorized::Token { .. } | Authorized::Hook
+    ) {
         take_over_unconnected(state, stream);
     }
     state.registry().check_publish(stream)?;
@@ -106,14 +169,13 @@ pub fn start_publish(
     })
 }
 
-/// Plays `stream` with an SDP offer, if `credentials` allow it.
+/// Plays `stream` with an SDP offer, for a client [`authorize`] let through.
 pub fn start_play(
     state: &Signalling,
     stream: &str,
     offer_text: &str,
-    credentials: &Credentials,
+    authorized: Authorized,
 ) -> Result<Started, StartError> {
-    let authorized = state.auth.authorize(Action::Play, stream, credentials)?;
     validate_stream_name(stream)?;
     let stream_entry = state
         .registry()
@@ -155,6 +217,21 @@ pub fn start_play(
     Ok(Started {
         id,
         answer: answer.sdp,
+    })
+}
+
+/// The stream fields a WHIP/WHEP request shows a REST hook, as a Flashphoner client's
+/// `publishStream` / `playStream` would.
+pub fn http_stream_fields(name: &str, published: bool) -> Value {
+    json!({
+        "mediaSessionId": crate::signalling::flashphoner::client::media_session_id(),
+        "name": name,
+        "published": published,
+        "hasVideo": true,
+        "hasAudio": true,
+        "status": "PENDING",
+        "record": false,
+        "mediaProvider": "WebRTC",
     })
 }
 

@@ -450,10 +450,7 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             let stream = percent_decode(stream);
             let credentials = http_credentials(&req, &query);
             match sdp_body(req).await {
-                Ok(offer) if *protocol == "whip" => {
-                    whip::publish(state, &stream, &offer, &credentials)
-                }
-                Ok(offer) => whip::play(state, &stream, &offer, &credentials),
+                Ok(offer) => whip::start(state, protocol, &stream, &offer, &credentials).await,
                 Err(response) => response,
             }
         }

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
-use super::media::{self, StartError};
+use super::media::{self, HookStanding, StartError};
 use super::{text, Signalling};
 use crate::auth::{Action, AuthError, Credentials};
 use crate::control::{EndReason, SessionId};
@@ -57,30 +57,48 @@ fn created(
     response
 }
 
-/// `POST /whip/{stream}`.
-pub fn publish(
+/// `POST /whip/{stream}` and `POST /whep/{stream}`.
+pub async fn start(
     state: &Signalling,
+    protocol: &str,
     stream: &str,
     offer: &str,
     credentials: &Credentials,
 ) -> Response<Full<Bytes>> {
-    match media::start_publish(state, stream, offer, credentials) {
-        Ok(started) => created(state, "whip", stream, started),
+    let (action, _) = action_of(protocol);
+    let fields = media::http_stream_fields(stream, action == Action::Publish);
+    let authorized = match media::authorize(
+        state,
+        action,
+        stream,
+        credentials,
+        HookStanding::Request,
+        &fields,
+    )
+    .await
+    {
+        Ok(authorized) => authorized,
+        Err(e) => return auth_refusal(&e),
+    };
+    let started = match action {
+        Action::Publish => media::start_publish(state, stream, offer, authorized),
+        Action::Play => media::start_play(state, stream, offer, authorized),
+    };
+    match started {
+        Ok(started) => created(state, protocol, stream, started),
         Err(e) => refuse(e),
     }
 }
 
-/// `POST /whep/{stream}`.
-pub fn play(
+/// Whether a request on an existing resource may go on: the policy's token rule applies; a
+/// REST hook is not asked again (it allowed the POST, and the URL's secret proves the client).
+fn check_resource_request(
     state: &Signalling,
+    action: Action,
     stream: &str,
-    offer: &str,
     credentials: &Credentials,
-) -> Response<Full<Bytes>> {
-    match media::start_play(state, stream, offer, credentials) {
-        Ok(started) => created(state, "whep", stream, started),
-        Err(e) => refuse(e),
-    }
+) -> Result<(), AuthError> {
+    state.auth.check(action, stream, credentials).map(|_| ())
 }
 
 fn action_of(protocol: &str) -> (Action, SessionKind) {
@@ -99,10 +117,7 @@ pub fn patch(
     stream: &str,
     credentials: &Credentials,
 ) -> Response<Full<Bytes>> {
-    if let Err(e) = state
-        .auth
-        .authorize(action_of(protocol).0, stream, credentials)
-    {
+    if let Err(e) = check_resource_request(state, action_of(protocol).0, stream, credentials) {
         return auth_refusal(&e);
     }
     text(
@@ -125,7 +140,7 @@ pub fn delete(
     let (action, kind) = action_of(protocol);
     let admin = state.auth.is_admin_token(credentials.token.as_deref());
     if !admin {
-        if let Err(e) = state.auth.authorize(action, stream, credentials) {
+        if let Err(e) = check_resource_request(state, action, stream, credentials) {
             return auth_refusal(&e);
         }
     }

@@ -11,11 +11,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, fail_frame, failed_frame, frame, str_field, StreamDescription};
-use crate::auth::{Credentials, TokenError};
+use crate::auth::{Action, Credentials, HookSession, TokenError};
 use crate::control::{EndReason, SessionId};
 use crate::negotiate::NegotiationError;
 use crate::registry::RegistryError;
-use crate::signalling::media::{self, StartError};
+use crate::signalling::media::{self, HookStanding, StartError};
 use crate::signalling::{Signalling, Watcher};
 
 /// A stream this WebSocket session publishes or plays.
@@ -31,6 +31,8 @@ pub struct Connection {
     established: bool,
     /// What its `connection` presented (`custom.token`, `custom.relayToken`).
     credentials: Credentials,
+    /// What the application's `connect` REST hook said, when a policy uses hooks.
+    hook: Option<HookSession>,
     streams: HashMap<String, OwnStream>,
 }
 
@@ -49,6 +51,10 @@ fn start_error_info(error: &StartError) -> String {
         other => format!("Failed by error: {other}"),
     }
 }
+
+/// A session its application refused: the WebSocket is closed.
+#[derive(Debug)]
+pub struct Refused;
 
 /// What a `connection` message presents: `custom.token` (a client's bearer token) and
 /// `custom.relayToken` (a relay of this CDN proving `cdn.secret`).
@@ -84,6 +90,7 @@ impl Connection {
             out,
             established: false,
             credentials: Credentials::default(),
+            hook: None,
             streams: HashMap::new(),
         }
     }
@@ -92,21 +99,22 @@ impl Connection {
         let _ = self.out.send(text);
     }
 
-    /// A text frame from the client.
-    pub fn handle_text(&mut self, state: &Signalling, text: &str) {
+    /// A text frame from the client. `Err` when the session must close (its application's
+    /// `connect` hook refused it).
+    pub async fn handle_text(&mut self, state: &Signalling, text: &str) -> Result<(), Refused> {
         let frame = match protocol::parse_frame(text) {
             Ok(frame) => frame,
             Err(e) => {
                 debug!(peer = %self.peer, error = %e, "bad frame");
                 self.send(fail_frame("unknown", &e.to_string()));
-                return;
+                return Ok(());
             }
         };
         let payload = &frame.payload;
         match frame.message.as_str() {
-            "connection" => self.handle_connection(state, payload),
-            "publishStream" => self.handle_start(state, payload, true),
-            "playStream" => self.handle_start(state, payload, false),
+            "connection" => return self.handle_connection(state, payload).await,
+            "publishStream" => self.handle_start(state, payload, true).await,
+            "playStream" => self.handle_start(state, payload, false).await,
             "unPublishStream" => self.handle_stop(state, payload, true),
             "stopStream" => self.handle_stop(state, payload, false),
             "availableStream" => self.handle_available(state, payload),
@@ -126,26 +134,42 @@ impl Connection {
             }
             other => warn!(peer = %self.peer, message = other, "unknown message ignored"),
         }
+        Ok(())
     }
 
-    fn handle_connection(&mut self, state: &Signalling, payload: &Value) {
+    async fn handle_connection(
+        &mut self,
+        state: &Signalling,
+        payload: &Value,
+    ) -> Result<(), Refused> {
         if self.established {
             self.send(fail_frame(
                 "connection",
                 "the session is already established",
             ));
-            return;
+            return Ok(());
         }
-        self.established = true;
         self.credentials = connection_credentials(state, payload);
         if let Some(e) = &self.credentials.relay_refused {
             warn!(peer = %self.peer, error = %e, "relay token refused");
         }
+        let session_id = format!("/{}/rtcdn", self.peer);
+        if let Some(hooks) = state.auth.hooks().filter(|_| !self.credentials.relay) {
+            let app_key = str_field(payload, "appKey").unwrap_or("defaultApp");
+            match hooks.connect(app_key, &session_id, payload).await {
+                Ok(session) => self.hook = Some(session),
+                Err(e) => {
+                    // WCS refuses a session by closing its WebSocket; the SDK reports FAILED.
+                    info!(peer = %self.peer, error = %e, "connection refused");
+                    return Err(Refused);
+                }
+            }
+        }
+        self.established = true;
         let mut user_data = match payload {
             Value::Object(object) => object.clone(),
             _ => serde_json::Map::new(),
         };
-        let session_id = format!("/{}/rtcdn", self.peer);
         user_data.insert("sessionId".into(), json!(session_id));
         user_data.insert(
             "authToken".into(),
@@ -160,6 +184,7 @@ impl Connection {
         ));
         self.send(frame("getUserData", vec![Value::Object(user_data)]));
         info!(peer = %self.peer, "WebSocket session established");
+        Ok(())
     }
 
     /// The mediaSessionId and name of a stream request, or a FAILED/fail already sent.
@@ -181,7 +206,7 @@ impl Connection {
         Some((id, name))
     }
 
-    fn handle_start(&mut self, state: &Signalling, payload: &Value, published: bool) {
+    async fn handle_start(&mut self, state: &Signalling, payload: &Value, published: bool) {
         let api = if published {
             "publishStream"
         } else {
@@ -208,11 +233,28 @@ impl Connection {
             ));
             return;
         };
-        let started = if published {
-            media::start_publish(state, name, offer, &self.credentials)
+        let action = if published {
+            Action::Publish
         } else {
-            media::start_play(state, name, offer, &self.credentials)
+            Action::Play
         };
+        let authorized = media::authorize(
+            state,
+            action,
+            name,
+            &self.credentials,
+            HookStanding::Connected(self.hook.as_ref()),
+            payload,
+        )
+        .await
+        .map_err(StartError::from);
+        let started = authorized.and_then(|authorized| {
+            if published {
+                media::start_publish(state, name, offer, authorized)
+            } else {
+                media::start_play(state, name, offer, authorized)
+            }
+        });
         let started = match started {
             Ok(started) => started,
             Err(e) => {
