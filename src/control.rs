@@ -121,6 +121,8 @@ pub enum EndReason {
     Deleted,
     /// An administrator ended it (admin token).
     Terminated,
+    /// Its ACL key was revoked from the stream's access list.
+    RestrictedAccess,
     /// The peer stopped ICE consent checks (RFC 7675).
     ConsentExpired,
     /// No ICE check arrived after the answer.
@@ -146,6 +148,7 @@ impl fmt::Display for EndReason {
         match self {
             EndReason::Deleted => f.write_str("deleted by the client"),
             EndReason::Terminated => f.write_str("terminated by an administrator"),
+            EndReason::RestrictedAccess => f.write_str("its ACL key was revoked"),
             EndReason::ConsentExpired => f.write_str("ICE consent expired"),
             EndReason::NeverConnected => f.write_str("no ICE connectivity check arrived"),
             EndReason::ConnectTimeout { ice: false } => {

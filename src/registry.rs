@@ -59,6 +59,8 @@ pub struct SessionEntry {
     pub connected: bool,
     /// The secret of its WHIP/WHEP resource URL, if it has one.
     pub resource: Option<ResourceSecret>,
+    /// The ACL key a player presented.
+    pub acl_key: Option<String>,
 }
 
 /// The secret last segment of a WHIP/WHEP resource URL (`/whip/NAME/SECRET`): 128 random bits,
@@ -113,7 +115,33 @@ pub struct StreamEntry {
     pub relays: Vec<SessionId>,
     /// Set once the publisher's first media packet arrived.
     pub media_flowing: bool,
+    /// WCS ACL keys (CDN 2.2): when not empty, a player must present one of them. A new
+    /// publish starts with none, open to all.
+    pub acl: Vec<String>,
 }
+
+impl StreamEntry {
+    /// Whether a player presenting `key` may play.
+    pub fn acl_allows(&self, key: Option<&str>) -> bool {
+        self.acl.is_empty() || key.is_some_and(|k| self.acl.iter().any(|a| a == k))
+    }
+}
+
+/// A change to a stream's ACL keys (`/rest-api/cdn/stream/access_list/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclChange {
+    /// Add these keys.
+    Add(Vec<String>),
+    /// Remove these keys.
+    Remove(Vec<String>),
+    /// Remove every key: open to all again.
+    Clear,
+    /// Set exactly these keys (how an origin's relay tells an edge).
+    Set(Vec<String>),
+}
+
+/// The most keys a stream's ACL holds, so one admin call cannot grow it without bound.
+pub const MAX_ACL_KEYS: usize = 10_000;
 
 /// The registry.
 #[derive(Debug)]
@@ -209,6 +237,7 @@ impl Registry {
                 players: Vec::new(),
                 relays: Vec::new(),
                 media_flowing: false,
+                acl: Vec::new(),
             },
         );
         self.insert_session(SessionEntry {
@@ -218,6 +247,7 @@ impl Registry {
             core,
             connected: false,
             resource: None,
+            acl_key: None,
         });
         Ok(stream)
     }
@@ -253,6 +283,7 @@ impl Registry {
             core,
             connected: false,
             resource: None,
+            acl_key: None,
         });
         Ok(commands)
     }
@@ -273,8 +304,55 @@ impl Registry {
             core,
             connected: false,
             resource: None,
+            acl_key: None,
         });
         Ok(core)
+    }
+
+    /// Remembers the ACL key a player presented.
+    pub fn set_acl_key(&mut self, id: SessionId, key: Option<String>) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.acl_key = key;
+        }
+    }
+
+    /// Changes the ACL keys of a live stream. Returns the keys it has now and the players whose
+    /// key no longer lets them play (relays are never subject to it).
+    pub fn change_acl(
+        &mut self,
+        name: &str,
+        change: AclChange,
+    ) -> Result<(Vec<String>, Vec<SessionId>), RegistryError> {
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+        match change {
+            AclChange::Add(keys) => {
+                for key in keys {
+                    if !stream.acl.contains(&key) && stream.acl.len() < MAX_ACL_KEYS {
+                        stream.acl.push(key);
+                    }
+                }
+            }
+            AclChange::Remove(keys) => stream.acl.retain(|k| !keys.contains(k)),
+            AclChange::Clear => stream.acl.clear(),
+            AclChange::Set(mut keys) => {
+                keys.truncate(MAX_ACL_KEYS);
+                stream.acl = keys;
+            }
+        }
+        let stream = &self.streams[name];
+        let refused = stream
+            .players
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                let key = self.sessions.get(id).and_then(|s| s.acl_key.as_deref());
+                !stream.acl_allows(key)
+            })
+            .collect();
+        Ok((stream.acl.clone(), refused))
     }
 
     /// Gives a session a WHIP/WHEP resource URL secret.
@@ -518,6 +596,47 @@ mod tests {
         ] {
             assert!(ResourceSecret::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn acl_keys_gate_players_and_reset_with_a_new_publish() {
+        let mut registry = Registry::new(1);
+        registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        for (id, key) in [(2, Some("k1")), (3, Some("k2")), (4, None)] {
+            registry.add_player("s", SessionId(id), CoreId(0)).unwrap();
+            registry.set_acl_key(SessionId(id), key.map(str::to_owned));
+        }
+        let keys = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Adding keys refuses whoever holds none of them: here the keyless player.
+        let (acl, refused) = registry
+            .change_acl("s", AclChange::Add(keys(&["k1", "k2", "k1"])))
+            .unwrap();
+        assert_eq!(acl, keys(&["k1", "k2"]));
+        assert_eq!(refused, vec![SessionId(4)]);
+        let (acl, refused) = registry
+            .change_acl("s", AclChange::Remove(keys(&["k1"])))
+            .unwrap();
+        assert_eq!(acl, keys(&["k2"]));
+        assert_eq!(refused, vec![SessionId(2), SessionId(4)]);
+        assert!(registry.stream("s").unwrap().acl_allows(Some("k2")));
+        assert!(!registry.stream("s").unwrap().acl_allows(None));
+        let (acl, refused) = registry.change_acl("s", AclChange::Clear).unwrap();
+        assert!(acl.is_empty() && refused.is_empty());
+        assert_eq!(
+            registry.change_acl("x", AclChange::Clear),
+            Err(RegistryError::StreamNotFound("x".into()))
+        );
+        // A new publish of the name starts open.
+        registry
+            .change_acl("s", AclChange::Set(keys(&["z"])))
+            .unwrap();
+        registry.remove_session(SessionId(1));
+        registry
+            .add_publisher("s", SessionId(9), CoreId(0), track())
+            .unwrap();
+        assert!(registry.stream("s").unwrap().acl.is_empty());
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct AuthConfig {
     pub rest_hook_timeout_secs: u64,
     /// App URLs by appKey.
     pub apps: Vec<HookApp>,
+    /// Where players present a WCS ACL key: `custom.{acl_property}` of `connection`, or
+    /// `?{acl_property}=` on WHEP (WCS's `client_acl_property_name`).
+    pub acl_property: String,
 }
 
 impl Default for AuthConfig {
@@ -102,6 +105,7 @@ impl Default for AuthConfig {
             rest_hook_url: None,
             rest_hook_timeout_secs: 15,
             apps: Vec::new(),
+            acl_property: "aclAuth".into(),
         }
     }
 }
@@ -173,6 +177,18 @@ impl AuthConfig {
         }
         if !(1..=120).contains(&self.rest_hook_timeout_secs) {
             return invalid("auth.rest_hook_timeout_secs", "must be 1 to 120".into());
+        }
+        let property_ok = !self.acl_property.is_empty()
+            && self.acl_property.len() <= 64
+            && self
+                .acl_property
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !property_ok {
+            return invalid(
+                "auth.acl_property",
+                format!("{:?}: use 1 to 64 of A-Z a-z 0-9 _ -", self.acl_property),
+            );
         }
         if self.leeway_secs > 300 {
             return invalid("auth.leeway_secs", "at most 300".into());

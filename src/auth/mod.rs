@@ -50,6 +50,8 @@ pub struct Credentials {
     pub relay: bool,
     /// Why a relay token that was presented was refused, for the refusal's text.
     pub relay_refused: Option<TokenError>,
+    /// A WCS ACL key (`custom.aclAuth`, `?aclAuth=`), for streams with an access list.
+    pub acl_key: Option<String>,
 }
 
 impl Credentials {
@@ -109,6 +111,9 @@ pub enum AuthError {
     /// The application's REST hook refused, or could not be asked.
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// The stream has an access list and the player's key is not on it.
+    #[error("Restricted access: the stream's access list does not hold the key presented")]
+    RestrictedAccess,
 }
 
 impl AuthError {
@@ -119,7 +124,8 @@ impl AuthError {
             AuthError::AdminTokenRequired => 401,
             AuthError::NotGranted { .. }
             | AuthError::EdgeRelayOnly(_)
-            | AuthError::AdminDisabled => 403,
+            | AuthError::AdminDisabled
+            | AuthError::RestrictedAccess => 403,
             AuthError::Hook(HookError::Refused { .. } | HookError::UnknownApp(_)) => 403,
             // The backend may answer next time.
             AuthError::Hook(HookError::Failed { .. }) => 503,
@@ -128,6 +134,10 @@ impl AuthError {
 
     /// The `info` of the FAILED status a Flashphoner SDK client gets.
     pub fn wcs_info(&self) -> String {
+        if *self == AuthError::RestrictedAccess {
+            // The SDK's RESTRICTED_ACCESS, which WCS pages match on.
+            return "Restricted access".into();
+        }
         let kind = match self.http_status() {
             401 => "Unauthorized",
             403 => "Forbidden",
@@ -173,6 +183,8 @@ pub struct Authorizer {
     admin: AdminAccess,
     /// An edge that takes publishes from relays only.
     relay_only: bool,
+    /// `auth.acl_property`.
+    acl_property: String,
     /// The REST hooks, when a policy uses them.
     hooks: Option<HookClient>,
 }
@@ -221,8 +233,14 @@ impl Authorizer {
             tokens,
             admin,
             relay_only: config.cdn.role == CdnRole::Edge && !config.cdn.edge_accepts_publish,
+            acl_property: auth.acl_property.clone(),
             hooks,
         })
+    }
+
+    /// Where players present an ACL key (`auth.acl_property`).
+    pub fn acl_property(&self) -> &str {
+        &self.acl_property
     }
 
     /// The REST hooks, when a policy uses them.

@@ -177,6 +177,11 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
     };
     let id = media_session_id();
     let has = |kind| tracks.iter().any(|t: &PlayedTrack| t.kind == kind);
+    // Subscribed before the keys are read, so no change falls between the two.
+    let mut acl_changes = state.acl_changes.subscribe();
+    let Some(acl) = state.registry().stream(stream).map(|s| s.acl.clone()) else {
+        return Outcome::StreamGone;
+    };
     let request = json!({
         "mediaSessionId": id,
         "name": stream,
@@ -187,6 +192,8 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
         "record": false,
         "mediaProvider": "WebRTC",
         "sdp": offer,
+        // The stream's access list (WCS CDN 2.2), which the edge enforces too.
+        "rtcdnAcl": acl,
     });
     if let Err(e) = ws.send("publishStream", request).await {
         return Outcome::Failed(e.to_string());
@@ -293,6 +300,23 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
                 Some(_) => {}
                 None => break Outcome::Failed("the edge closed the WebSocket".into()),
             },
+            change = acl_changes.recv() => {
+                let keys = match change {
+                    Ok((name, keys)) if name == stream => keys,
+                    Ok(_) => continue,
+                    // Missed some: send what the list is now.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        match state.registry().stream(stream) {
+                            Some(s) => s.acl.clone(),
+                            None => continue,
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => continue,
+                };
+                if let Err(e) = ws.send("rtcdnAcl", json!({ "name": stream, "keys": keys })).await {
+                    break Outcome::Failed(format!("passing the access list on: {e}"));
+                }
+            }
             note = notes.recv() => {
                 // Our relay session ended on the core: the publisher left, or ICE/DTLS with the
                 // edge failed. The note is a FAILED status frame saying which.

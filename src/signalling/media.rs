@@ -169,12 +169,14 @@ pub fn start_publish(
     })
 }
 
-/// Plays `stream` with an SDP offer, for a client [`authorize`] let through.
+/// Plays `stream` with an SDP offer, for a client [`authorize`] let through that presented
+/// `acl_key` (checked against the stream's access list).
 pub fn start_play(
     state: &Signalling,
     stream: &str,
     offer_text: &str,
     authorized: Authorized,
+    acl_key: Option<&str>,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
     let stream_entry = state
@@ -191,8 +193,19 @@ pub fn start_play(
     let answer = negotiate::answer_player(&offer, stream, &stream_entry.tracks, &local, || {
         rng.gen::<u32>() | 1
     })?;
-    // The stream may have ended, or been replaced, while we negotiated: the registry decides.
+    // The stream may have ended, been replaced, or had its access list changed while we
+    // negotiated: the registry decides.
+    if !registry
+        .stream(stream)
+        .is_some_and(|s| s.acl_allows(acl_key))
+    {
+        return Err(match registry.stream(stream) {
+            Some(_) => AuthError::RestrictedAccess.into(),
+            None => RegistryError::StreamNotFound(stream.to_owned()).into(),
+        });
+    }
     let commands = registry.add_player(stream, id, core)?;
+    registry.set_acl_key(id, acl_key.map(str::to_owned));
     let (stream_id, publisher_core) = registry
         .stream(stream)
         .map(|s| (s.id, s.core))

@@ -32,7 +32,7 @@ use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::{ResidenceHistogram, Waker};
-use crate::registry::{Registry, SessionKind};
+use crate::registry::{AclChange, Registry, RegistryError, SessionKind};
 
 /// The largest request body accepted (an SDP offer is a few KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -95,6 +95,8 @@ pub struct Signalling {
     pub auth: Authorizer,
     /// `cdn.secret`: proves our relays to edges, and edges check relays with it.
     pub relay_auth: Option<RelayAuth>,
+    /// Access-list changes, for the relays to pass on to the edges: (stream, its keys now).
+    pub acl_changes: tokio::sync::broadcast::Sender<(String, Vec<String>)>,
 }
 
 impl Signalling {
@@ -138,6 +140,7 @@ impl Signalling {
                 .secret
                 .as_ref()
                 .map(|secret| RelayAuth::new(secret.expose())),
+            acl_changes: tokio::sync::broadcast::channel(256).0,
         }
     }
 
@@ -221,6 +224,40 @@ impl Signalling {
         self.watchers()
             .get(&id)
             .map(|w| w.description.media_session_id.clone())
+    }
+
+    /// Changes a live stream's ACL keys: players whose key it no longer holds are ended with
+    /// "Restricted access", and the relays tell the edges, which do the same. Returns the keys.
+    pub fn change_acl(&self, name: &str, change: AclChange) -> Result<Vec<String>, RegistryError> {
+        let mut commands = Vec::new();
+        let (keys, ended) = {
+            let mut registry = self.registry();
+            let (keys, refused) = registry.change_acl(name, change)?;
+            let ended = refused.len();
+            for id in refused {
+                if let Some(core) = registry.session(id).map(|s| s.core) {
+                    commands.extend(registry.remove_session(id));
+                    commands.push((
+                        core,
+                        CoreCommand::RemoveSession {
+                            id,
+                            reason: EndReason::RestrictedAccess,
+                        },
+                    ));
+                }
+            }
+            (keys, ended)
+        };
+        if ended > 0 {
+            info!(
+                stream = name,
+                ended, "players without a listed ACL key ended"
+            );
+        }
+        self.dispatch(commands);
+        // No relay listening is fine: there are no edges to tell.
+        let _ = self.acl_changes.send((name.to_owned(), keys.clone()));
+        Ok(keys)
     }
 
     /// The session a WebSocket client calls `media_session_id`.
@@ -415,6 +452,19 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
                 Err(response) => response,
             }
         }
+        (
+            Method::GET | Method::POST,
+            ["rest-api", "cdn", "stream", "access_list", action @ ("add" | "remove" | "delete" | "print")],
+        ) => {
+            if let Err(e) = state.auth.admin(bearer(&req).as_deref()) {
+                return whip::auth_refusal(&e);
+            }
+            let action = *action;
+            match read_body(req).await {
+                Ok(body) => rest::access_list(state, action, &body),
+                Err(response) => response,
+            }
+        }
         (Method::POST, ["whep", stream])
             if state.balancer.is_some() && !query.split('&').any(|p| p == "local=1") =>
         {
@@ -448,14 +498,14 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
         }
         (Method::POST, [protocol @ ("whip" | "whep"), stream]) => {
             let stream = percent_decode(stream);
-            let credentials = http_credentials(&req, &query);
+            let credentials = http_credentials(state, &req, &query);
             match sdp_body(req).await {
                 Ok(offer) => whip::start(state, protocol, &stream, &offer, &credentials).await,
                 Err(response) => response,
             }
         }
         (Method::DELETE, [protocol @ ("whip" | "whep"), stream, resource]) => {
-            let credentials = http_credentials(&req, &query);
+            let credentials = http_credentials(state, &req, &query);
             whip::delete(
                 state,
                 protocol,
@@ -465,7 +515,7 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             )
         }
         (Method::PATCH, [protocol @ ("whip" | "whep"), stream, _resource]) => {
-            let credentials = http_credentials(&req, &query);
+            let credentials = http_credentials(state, &req, &query);
             whip::patch(state, protocol, &percent_decode(stream), &credentials)
         }
         (_, ["whip" | "whep", ..]) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
@@ -499,17 +549,21 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The value of `key` in a query string, percent-decoded.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(percent_decode)
+        .filter(|v| !v.is_empty())
+}
+
 /// What a WHIP/WHEP request presents: `Authorization: Bearer`, else `?token=` (for clients that
-/// cannot set headers).
-fn http_credentials(req: &Request<Incoming>, query: &str) -> Credentials {
-    let token = bearer(req).or_else(|| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(percent_decode)
-            .filter(|t| !t.is_empty())
-    });
-    Credentials::bearer(token)
+/// cannot set headers), and a WCS ACL key as `?aclAuth=` (`auth.acl_property`).
+fn http_credentials(state: &Signalling, req: &Request<Incoming>, query: &str) -> Credentials {
+    let mut credentials = Credentials::bearer(bearer(req).or_else(|| query_param(query, "token")));
+    credentials.acl_key = query_param(query, state.auth.acl_property());
+    credentials
 }
 
 /// Reads a body of at most [`MAX_BODY`] bytes as text.

@@ -11,6 +11,71 @@ use serde_json::{json, Value};
 use super::media;
 use super::{text, Signalling};
 use crate::control::{EndReason, SessionId};
+use crate::registry::{AclChange, RegistryError};
+
+/// The longest ACL key accepted, and the most keys one call may carry.
+const MAX_ACL_KEY_LEN: usize = 256;
+const MAX_KEYS_PER_CALL: usize = 1000;
+
+/// `/rest-api/cdn/stream/access_list/{add,remove,delete,print}` (WCS CDN 2.2), on the origin:
+/// `{"name": STREAM, "keys": [...]}` for add and remove, `{"name"}` for delete and print (which
+/// answers the keys). Changes reach the edges through the relays; players whose key is no
+/// longer listed are ended with "Restricted access".
+pub fn access_list(state: &Signalling, action: &str, body: &str) -> Response<Full<Bytes>> {
+    let request: Value = match serde_json::from_str(body) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) => return text(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let Some(name) = request.get("name").and_then(Value::as_str) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "access_list needs {\"name\": STREAM}",
+        );
+    };
+    let keys = || -> Result<Vec<String>, String> {
+        let list = request
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("add and remove need {\"keys\": [...]}")?;
+        if list.len() > MAX_KEYS_PER_CALL {
+            return Err(format!("at most {MAX_KEYS_PER_CALL} keys per call"));
+        }
+        list.iter()
+            .map(|k| match k.as_str() {
+                Some(k) if !k.is_empty() && k.len() <= MAX_ACL_KEY_LEN => Ok(k.to_owned()),
+                _ => Err(format!("keys are strings of 1 to {MAX_ACL_KEY_LEN} bytes")),
+            })
+            .collect()
+    };
+    let change = match action {
+        "add" | "remove" => match keys() {
+            Ok(keys) if action == "add" => AclChange::Add(keys),
+            Ok(keys) => AclChange::Remove(keys),
+            Err(why) => return text(StatusCode::BAD_REQUEST, why),
+        },
+        "delete" => AclChange::Clear,
+        _ => {
+            return match state.registry().stream(name) {
+                Some(stream) => json_response(&json!(stream.acl)),
+                None => text(StatusCode::NOT_FOUND, "Stream not found"),
+            }
+        }
+    };
+    match state.change_acl(name, change) {
+        Ok(_) => text(StatusCode::OK, ""),
+        Err(RegistryError::StreamNotFound(_)) => text(StatusCode::NOT_FOUND, "Stream not found"),
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+fn json_response(value: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
 
 /// `find_all` lists every live stream; `find` those matching the body's `name` / `published`.
 pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Bytes>> {
@@ -74,11 +139,7 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
     if action == "find" && list.is_empty() {
         return text(StatusCode::NOT_FOUND, "Stream not found");
     }
-    let mut response = Response::new(Full::new(Bytes::from(Value::Array(list).to_string())));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_response(&Value::Array(list))
 }
 
 /// `terminate` `{"mediaSessionId": ID}`: ends the session with that id, a WebSocket client's

@@ -82,7 +82,13 @@ pub async fn start(
     };
     let started = match action {
         Action::Publish => media::start_publish(state, stream, offer, authorized),
-        Action::Play => media::start_play(state, stream, offer, authorized),
+        Action::Play => media::start_play(
+            state,
+            stream,
+            offer,
+            authorized,
+            credentials.acl_key.as_deref(),
+        ),
     };
     match started {
         Ok(started) => created(state, protocol, stream, started),

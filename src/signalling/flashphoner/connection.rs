@@ -14,6 +14,7 @@ use super::protocol::{self, fail_frame, failed_frame, frame, str_field, StreamDe
 use crate::auth::{Action, Credentials, HookSession, TokenError};
 use crate::control::{EndReason, SessionId};
 use crate::negotiate::NegotiationError;
+use crate::registry::AclChange;
 use crate::registry::RegistryError;
 use crate::signalling::media::{self, HookStanding, StartError};
 use crate::signalling::{Signalling, Watcher};
@@ -52,6 +53,16 @@ fn start_error_info(error: &StartError) -> String {
     }
 }
 
+/// The `keys` of a relay's access list message (or of its `publishStream`'s `rtcdnAcl`).
+fn relayed_keys(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()
+        .or_else(|| value.get("keys")?.as_array())?
+        .iter()
+        .map(|k| k.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A session its application refused: the WebSocket is closed.
 #[derive(Debug)]
 pub struct Refused;
@@ -67,6 +78,7 @@ fn connection_credentials(state: &Signalling, payload: &Value) -> Credentials {
             .filter(|t| !t.is_empty())
     };
     let mut credentials = Credentials::bearer(custom("token").map(str::to_owned));
+    credentials.acl_key = custom(state.auth.acl_property()).map(str::to_owned);
     if let Some(token) = custom("relayToken") {
         let checked = match &state.relay_auth {
             Some(relay_auth) => relay_auth.verify(token),
@@ -120,6 +132,8 @@ impl Connection {
             "availableStream" => self.handle_available(state, payload),
             "sendStreamEvent" => self.handle_stream_event(state, payload),
             "sendData" => self.handle_send_data(payload),
+            // rtcdn's own: an origin's relay passing on its stream's access list.
+            "rtcdnAcl" => self.handle_relayed_acl(state, payload),
             // Keep-alive answers; any frame already counts as a sign of life.
             "pong" | "ping" => {}
             // Sent by the SDK on request only; nothing for a media node to do.
@@ -252,7 +266,13 @@ impl Connection {
             if published {
                 media::start_publish(state, name, offer, authorized)
             } else {
-                media::start_play(state, name, offer, authorized)
+                media::start_play(
+                    state,
+                    name,
+                    offer,
+                    authorized,
+                    self.credentials.acl_key.as_deref(),
+                )
             }
         });
         let started = match started {
@@ -263,6 +283,12 @@ impl Connection {
                 return;
             }
         };
+        if published && self.credentials.relay {
+            // The origin's access list comes with its relay's publish.
+            if let Some(keys) = payload.get("rtcdnAcl").and_then(relayed_keys) {
+                let _ = state.change_acl(name, AclChange::Set(keys));
+            }
+        }
         let description = StreamDescription::from_request(payload, id, name, published);
         state.watch(
             started.id,
@@ -352,6 +378,29 @@ impl Connection {
             }
             frame("notifyStreamEvent", vec![event])
         });
+    }
+
+    fn handle_relayed_acl(&self, state: &Signalling, payload: &Value) {
+        let name = str_field(payload, "name").unwrap_or("");
+        let publishes_it = self
+            .streams
+            .values()
+            .any(|own| own.description.published && own.description.name == name);
+        if !self.credentials.relay || !publishes_it {
+            warn!(peer = %self.peer, stream = name, "access list from a client that does not relay that stream ignored");
+            self.send(fail_frame(
+                "rtcdnAcl",
+                "only a relay of this CDN may set its stream's access list",
+            ));
+            return;
+        }
+        let Some(keys) = relayed_keys(payload) else {
+            self.send(fail_frame("rtcdnAcl", "keys must be an array of strings"));
+            return;
+        };
+        if let Err(e) = state.change_acl(name, AclChange::Set(keys)) {
+            debug!(peer = %self.peer, error = %e, "relayed access list for a stream that is gone");
+        }
     }
 
     fn handle_send_data(&self, payload: &Value) {

@@ -169,6 +169,7 @@ pub fn end_info(reason: &EndReason) -> String {
         EndReason::DtlsFailed(_) | EndReason::DtlsClosed => "Failed by DTLS error".into(),
         EndReason::Deleted => "Stopped by user".into(),
         EndReason::Terminated => "Terminated by an administrator".into(),
+        EndReason::RestrictedAccess => "Restricted access".into(),
         EndReason::Shutdown => "Stopped by session disconnect".into(),
     }
 }
