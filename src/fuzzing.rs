@@ -65,3 +65,42 @@ pub fn fuzz_control_stamp(data: &[u8]) {
         );
     }
 }
+
+/// What clients send to authenticate, through every parser it meets: a bearer token through
+/// the JWT verifiers (HS256, a JWKS with an RSA key, a relay audience), a query string, a REST
+/// hook answer (`restClientConfig`), an access-list request and a relay's access list.
+pub fn fuzz_auth_inputs(data: &[u8]) {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use crate::auth::{RelayAuth, TokenVerifier};
+    static VERIFIERS: OnceLock<(TokenVerifier, RelayAuth)> = OnceLock::new();
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (verifier, relay) = VERIFIERS.get_or_init(|| {
+        let jwks = include_str!("../bench/tests/fixtures/jwks-test.json");
+        let secret = "fuzz-secret-0123456789abcdef-0123456";
+        (
+            TokenVerifier::new(Some(secret), Some(jwks), Duration::from_secs(5))
+                .expect("the fixture JWKS loads"),
+            RelayAuth::new(secret),
+        )
+    });
+    if let Ok(claims) = verifier.verify(text) {
+        assert!(claims.aud.is_none(), "client tokens carry no audience");
+    }
+    let _ = relay.verify(text);
+    let _ = crate::signalling::query_param(text, "token");
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        let _ = crate::auth::hook::rest_on_error(&value);
+        let _ = crate::signalling::flashphoner::relayed_keys(&value);
+    }
+    for action in ["add", "remove", "delete", "print"] {
+        if let Ok((_, Some(crate::registry::AclChange::Add(keys)))) =
+            crate::signalling::rest::parse_access_list(action, text)
+        {
+            assert!(keys.iter().all(|k| !k.is_empty() && k.len() <= 256));
+        }
+    }
+}

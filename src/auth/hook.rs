@@ -280,7 +280,7 @@ fn short_reason(text: &str) -> String {
 
 /// `restOnError` per method from a `connect` answer's `restClientConfig`
 /// (`{"restClientConfig": {"publishStream": {"restOnError": "LOG"}, ...}}`).
-fn rest_on_error(answer: &Value) -> HashMap<String, OnError> {
+pub(crate) fn rest_on_error(answer: &Value) -> HashMap<String, OnError> {
     let mut map = HashMap::new();
     if let Some(Value::Object(methods)) = answer.get("restClientConfig") {
         for (method, settings) in methods {

@@ -4,7 +4,7 @@
 
 pub mod flashphoner;
 pub mod media;
-mod rest;
+pub(crate) mod rest;
 mod whip;
 
 use std::collections::HashMap;
@@ -484,9 +484,15 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
                         StatusCode::TEMPORARY_REDIRECT,
                         "play this stream from an edge",
                     );
-                    if let Ok(value) =
-                        HeaderValue::from_str(&format!("{scheme}://{host}:{port}/whep/{stream}"))
-                    {
+                    // The query goes along: a token or an ACL key is for the edge too.
+                    let query = if query.is_empty() {
+                        String::new()
+                    } else {
+                        format!("?{query}")
+                    };
+                    if let Ok(value) = HeaderValue::from_str(&format!(
+                        "{scheme}://{host}:{port}/whep/{stream}{query}"
+                    )) {
                         response
                             .headers_mut()
                             .insert(hyper::header::LOCATION, value);
@@ -550,7 +556,7 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
 }
 
 /// The value of `key` in a query string, percent-decoded.
-fn query_param(query: &str, key: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
     query
         .split('&')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))

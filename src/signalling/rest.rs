@@ -22,17 +22,39 @@ const MAX_KEYS_PER_CALL: usize = 1000;
 /// answers the keys). Changes reach the edges through the relays; players whose key is no
 /// longer listed are ended with "Restricted access".
 pub fn access_list(state: &Signalling, action: &str, body: &str) -> Response<Full<Bytes>> {
+    let (name, change) = match parse_access_list(action, body) {
+        Ok(request) => request,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    let Some(change) = change else {
+        return match state.registry().stream(&name) {
+            Some(stream) => json_response(&json!(stream.acl)),
+            None => text(StatusCode::NOT_FOUND, "Stream not found"),
+        };
+    };
+    match state.change_acl(&name, change) {
+        Ok(_) => text(StatusCode::OK, ""),
+        Err(RegistryError::StreamNotFound(_)) => text(StatusCode::NOT_FOUND, "Stream not found"),
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// The stream and the change an access-list request asks for (`None`: print); the error says
+/// what is wrong with the body.
+pub(crate) fn parse_access_list(
+    action: &str,
+    body: &str,
+) -> Result<(String, Option<AclChange>), String> {
     let request: Value = match serde_json::from_str(body) {
         Ok(value @ Value::Object(_)) => value,
-        Ok(_) => return text(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+        Ok(_) => return Err("the body must be a JSON object".into()),
+        Err(e) => return Err(format!("invalid JSON: {e}")),
     };
-    let Some(name) = request.get("name").and_then(Value::as_str) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "access_list needs {\"name\": STREAM}",
-        );
-    };
+    let name = request
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("access_list needs {\"name\": STREAM}")?
+        .to_owned();
     let keys = || -> Result<Vec<String>, String> {
         let list = request
             .get("keys")
@@ -49,24 +71,12 @@ pub fn access_list(state: &Signalling, action: &str, body: &str) -> Response<Ful
             .collect()
     };
     let change = match action {
-        "add" | "remove" => match keys() {
-            Ok(keys) if action == "add" => AclChange::Add(keys),
-            Ok(keys) => AclChange::Remove(keys),
-            Err(why) => return text(StatusCode::BAD_REQUEST, why),
-        },
-        "delete" => AclChange::Clear,
-        _ => {
-            return match state.registry().stream(name) {
-                Some(stream) => json_response(&json!(stream.acl)),
-                None => text(StatusCode::NOT_FOUND, "Stream not found"),
-            }
-        }
+        "add" => Some(AclChange::Add(keys()?)),
+        "remove" => Some(AclChange::Remove(keys()?)),
+        "delete" => Some(AclChange::Clear),
+        _ => None,
     };
-    match state.change_acl(name, change) {
-        Ok(_) => text(StatusCode::OK, ""),
-        Err(RegistryError::StreamNotFound(_)) => text(StatusCode::NOT_FOUND, "Stream not found"),
-        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
-    }
+    Ok((name, change))
 }
 
 fn json_response(value: &Value) -> Response<Full<Bytes>> {

@@ -54,7 +54,7 @@ fn start_error_info(error: &StartError) -> String {
 }
 
 /// The `keys` of a relay's access list message (or of its `publishStream`'s `rtcdnAcl`).
-fn relayed_keys(value: &Value) -> Option<Vec<String>> {
+pub(crate) fn relayed_keys(value: &Value) -> Option<Vec<String>> {
     value
         .as_array()
         .or_else(|| value.get("keys")?.as_array())?

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info};
 
+pub(crate) use connection::relayed_keys;
 pub use connection::Connection;
 
 use super::{text, Signalling};
