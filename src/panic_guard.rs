@@ -79,8 +79,11 @@ pub(crate) fn catch_silent<R>(f: impl FnOnce() -> R) -> Result<R, &'static str> 
 
 fn record(info: &PanicHookInfo<'_>) {
     let site = site(info);
-    let mut tally = TALLY.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(count) = tally.record(site, Instant::now()) {
+    let due = TALLY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(site, Instant::now());
+    if let Some(count) = due {
         tracing::error!(
             site,
             count,
