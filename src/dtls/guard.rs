@@ -11,20 +11,23 @@
 //! The reader (`dtls::conn::DTLSConn::handle_incoming_packet`) splits a datagram into records
 //! (dropping all of it if the lengths do not add up), caches each handshake fragment of an
 //! epoch-0 record in its fragment buffer and, whenever the next expected message can be
-//! reassembled, parses it. Two quirks matter:
+//! reassembled, parses it. Its quirks:
 //! - the fragment buffer walks a record by each fragment's `length` (the whole message's), not
-//!   its `fragment_length`, so a fragment's bytes are what the crate's walk says they are;
-//! - reassembly follows offsets through the first cached fragment at each offset, and takes the
+//!   its `fragment_length`, so a fragment's bytes are what that walk says they are;
+//! - reassembly follows offsets through the first cached fragment at each offset, appends each
+//!   one's bytes whatever their number, stops early at a zero-length fragment, and takes the
 //!   message type and length from the first fragment cached for that message.
 //!
 //! The guard cannot know which datagrams the crate actually processed (it drops replays and
-//! anything the inbound queue had no room for), so it does not try to track the crate's state.
-//! It makes the state irrelevant instead: all fragments of one message must agree on type and
-//! length, and all fragments at one offset must be identical (retransmissions are). Then every
-//! message the crate can reassemble from any subset of what was let through is the one message
-//! the guard reassembles from all of it, and that one has been parsed. Fragments the guard keeps
-//! per transport are bounded ([`MAX_FRAGMENT_BYTES`], [`MAX_FRAGMENTS`]), which also bounds what
-//! the crate's fragment buffer gets to hold.
+//! anything the inbound queue had no room for), so it does not track the crate's state; it makes
+//! that state irrelevant. Every fragment must be a plain slice of its message (its bytes number
+//! its `fragment_length`, it ends within `length`, it is empty only if the message is), all
+//! fragments of one message must agree on type and length, and their bytes must agree wherever
+//! they overlap (re-fragmented retransmissions do). Then whatever chain of fragments the crate
+//! completes, from whichever subset of what was let through, it rebuilds the one message the
+//! guard knows byte for byte, and the guard parsed that message when it let its last missing
+//! byte through. What the guard keeps per transport is bounded ([`MAX_MESSAGE_BYTES`],
+//! [`MAX_MESSAGES`]).
 //!
 //! Records of later epochs are decrypted by the crate before it parses them, so only the
 //! authenticated peer can get anything past that; they are not inspected.
@@ -32,6 +35,7 @@
 //! It also spots plaintext alerts, which the crate acts on even after the handshake (see
 //! [`has_plaintext_alert`]).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use ::dtls::content::ContentType;
@@ -48,11 +52,11 @@ const CONTENT_ALERT: u8 = 21;
 /// `INBOUND_BUFFER_SIZE`) and would see only a prefix of a longer one.
 pub(crate) const MAX_DATAGRAM: usize = 8192;
 
-/// Handshake bytes kept per transport. A browser's whole handshake is a few KiB.
-pub(crate) const MAX_FRAGMENT_BYTES: usize = 64 * 1024;
+/// Bytes of handshake messages kept per transport. A browser's whole handshake is a few KiB.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// Distinct handshake fragments kept per transport.
-pub(crate) const MAX_FRAGMENTS: usize = 256;
+/// Handshake messages kept per transport (a handshake has about ten).
+pub(crate) const MAX_MESSAGES: usize = 64;
 
 /// Why [`HandshakeGuard::admit`] refused a datagram.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,9 +68,12 @@ pub(crate) enum Refused {
     Framing,
     #[error("a handshake record ends inside a fragment header")]
     TruncatedFragment,
+    /// The crate would not rebuild the message from it the way the guard does.
+    #[error("a handshake fragment is not a slice of its message")]
+    NotASlice,
     #[error("a handshake fragment disagrees with one let through before")]
     Conflict,
-    #[error("more handshake fragments than a transport may keep")]
+    #[error("more handshake messages than a transport may keep")]
     TooMuch,
     #[error("the dtls parser panics on handshake message {seq} (at {site})")]
     ParserPanic { seq: u16, site: &'static str },
@@ -77,24 +84,16 @@ pub(crate) enum Refused {
 pub(crate) struct HandshakeGuard {
     messages: BTreeMap<u16, Message>,
     bytes: usize,
-    fragments: usize,
 }
 
 #[derive(Debug, Clone)]
 struct Message {
     msg_type: u8,
     length: u32,
-    /// By `fragment_offset`.
-    fragments: BTreeMap<u32, Fragment>,
-    /// Reassembled and parsed without a panic; later fragments cannot change it.
-    parsed: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fragment {
-    fragment_length: u32,
-    /// What the crate's fragment buffer takes as this fragment's bytes.
-    data: Vec<u8>,
+    /// `length` bytes, of which `known` marks those let through so far.
+    body: Vec<u8>,
+    known: Vec<bool>,
+    missing: usize,
 }
 
 /// A handshake fragment as the crate's fragment buffer cuts it out of a record.
@@ -124,70 +123,83 @@ impl HandshakeGuard {
         }
         // Staged on copies of the messages touched, so that a refused datagram leaves no trace.
         let mut touched: BTreeMap<u16, Message> = BTreeMap::new();
-        let (mut bytes, mut count) = (self.bytes, self.fragments);
+        let (mut bytes, mut new_messages) = (self.bytes, 0);
         for piece in pieces {
             let message = match touched.entry(piece.seq) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(self.messages.get(&piece.seq).cloned().unwrap_or(Message {
-                        msg_type: piece.msg_type,
-                        length: piece.length,
-                        fragments: BTreeMap::new(),
-                        parsed: false,
-                    }))
-                }
-            };
-            if (message.msg_type, message.length) != (piece.msg_type, piece.length) {
-                return Err(Refused::Conflict);
-            }
-            let fragment = Fragment {
-                fragment_length: piece.fragment_length,
-                data: piece.data.to_vec(),
-            };
-            match message.fragments.get(&piece.offset) {
-                Some(known) if *known == fragment => {} // a retransmission
-                Some(_) => return Err(Refused::Conflict),
-                None => {
-                    bytes += fragment.data.len();
-                    count += 1;
-                    if bytes > MAX_FRAGMENT_BYTES || count > MAX_FRAGMENTS {
-                        return Err(Refused::TooMuch);
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => match self.messages.get(&piece.seq) {
+                    Some(known) => e.insert(known.clone()),
+                    None => {
+                        bytes += piece.length as usize;
+                        new_messages += 1;
+                        if bytes > MAX_MESSAGE_BYTES
+                            || self.messages.len() + new_messages > MAX_MESSAGES
+                        {
+                            return Err(Refused::TooMuch);
+                        }
+                        e.insert(Message::new(piece.msg_type, piece.length))
                     }
-                    message.fragments.insert(piece.offset, fragment);
-                }
-            }
+                },
+            };
+            message.add(&piece)?;
         }
-        for (&seq, message) in touched.iter_mut().filter(|(_, m)| !m.parsed) {
-            if let Some(raw) = message.reassemble(seq) {
+        for (&seq, message) in &touched {
+            let was_incomplete = self.messages.get(&seq).is_none_or(|m| m.missing > 0);
+            if message.missing == 0 && was_incomplete {
                 // A parse error is fine: the crate logs it and goes on.
+                let raw = message.raw(seq);
                 let _parsed =
                     panic_guard::catch_silent(|| Handshake::unmarshal(&mut raw.as_slice()))
                         .map_err(|site| Refused::ParserPanic { seq, site })?;
-                message.parsed = true;
             }
         }
         self.messages.extend(touched);
-        (self.bytes, self.fragments) = (bytes, count);
+        self.bytes = bytes;
         Ok(())
     }
 }
 
 impl Message {
-    /// The message as the crate's `FragmentBuffer::pop` rebuilds it, once the fragments chain
-    /// from offset 0 to the end: its header from the first fragment (offset 0, fragment length
-    /// = length), then each fragment's bytes in chain order.
-    fn reassemble(&self, seq: u16) -> Option<Vec<u8>> {
-        let mut body = Vec::new();
-        let mut offset = 0;
-        loop {
-            let fragment = self.fragments.get(&offset)?;
-            body.extend_from_slice(&fragment.data);
-            let end = offset + fragment.fragment_length;
-            if end == self.length || fragment.fragment_length == 0 {
-                break;
-            }
-            offset = end;
+    fn new(msg_type: u8, length: u32) -> Message {
+        let len = length as usize;
+        Message {
+            msg_type,
+            length,
+            body: vec![0; len],
+            known: vec![false; len],
+            missing: len,
         }
+    }
+
+    fn add(&mut self, piece: &Piece<'_>) -> Result<(), Refused> {
+        if (self.msg_type, self.length) != (piece.msg_type, piece.length) {
+            return Err(Refused::Conflict);
+        }
+        let (start, len) = (piece.offset as usize, piece.fragment_length as usize);
+        let slice = piece.data.len() == len
+            && start + len <= self.body.len()
+            && (len > 0 || self.body.is_empty());
+        if !slice {
+            return Err(Refused::NotASlice);
+        }
+        let range = start..start + len;
+        let (body, known) = (&mut self.body[range.clone()], &mut self.known[range]);
+        for ((b, k), &new) in body.iter_mut().zip(known.iter_mut()).zip(piece.data) {
+            match *k {
+                true if *b != new => return Err(Refused::Conflict),
+                true => {}
+                false => {
+                    (*b, *k) = (new, true);
+                    self.missing -= 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The message as the crate's `FragmentBuffer::pop` rebuilds it: a header saying offset 0
+    /// and fragment length = length, then the body.
+    fn raw(&self, seq: u16) -> Vec<u8> {
         let length = self.length.to_be_bytes();
         let seq = seq.to_be_bytes();
         let mut raw = vec![
@@ -199,8 +211,8 @@ impl Message {
             seq[1],
         ];
         raw.extend_from_slice(&[0, 0, 0, length[1], length[2], length[3]]);
-        raw.extend_from_slice(&body);
-        Some(raw)
+        raw.extend_from_slice(&self.body);
+        raw
     }
 }
 
@@ -358,16 +370,16 @@ mod tests {
         ))
         .unwrap();
         assert!(admit(&[&second]).is_err());
-        // The same without the trailing conflict: the ServerKeyExchange alone is still parsed.
-        let mut hidden = record_of(
+        // Every message of a record is parsed: an empty ServerKeyExchange behind a ClientHello.
+        let hello = valid_client_hello();
+        let behind = record_of(
             &[
-                fragment(CLIENT_HELLO, 32, 0, 0x050025, &[]),
-                fragment(SERVER_KEY_EXCHANGE, 0, 0, 0, &[]),
+                hello[RECORD_HEADER..].to_vec(),
+                fragment(SERVER_KEY_EXCHANGE, 1, 0, 0, &[]),
             ],
             0,
         );
-        hidden[13 + 11] = 1; // ClientHello fragment_length 1, past the ServerKeyExchange
-        assert!(refuses_as_panic(admit(&[&hidden])));
+        assert!(refuses_as_panic(admit(&[&behind])));
     }
 
     #[test]
@@ -463,27 +475,52 @@ mod tests {
     }
 
     #[test]
+    fn passes_refragmented_retransmissions_only_if_consistent() {
+        let body = client_hello_body(&[0, 23, 0, 0]);
+        let n = body.len();
+        let whole = record_of(&[fragment(CLIENT_HELLO, 0, n, 0, &body)], 0);
+        let part = |offset: usize, end: usize, seq: u8| {
+            record_of(
+                &[fragment(CLIENT_HELLO, 0, n, offset, &body[offset..end])],
+                seq,
+            )
+        };
+        let mut guard = HandshakeGuard::default();
+        assert_eq!(guard.admit(&part(0, 25, 1)), Ok(()));
+        assert_eq!(guard.admit(&whole), Ok(()));
+        for (offset, end) in [(0, 10), (10, 40), (40, n), (5, 6)] {
+            assert_eq!(guard.admit(&part(offset, end, 2)), Ok(()));
+        }
+        let mut altered = body.clone();
+        altered[12] ^= 1;
+        let altered = record_of(&[fragment(CLIENT_HELLO, 0, n, 10, &altered[10..20])], 3);
+        assert_eq!(guard.admit(&altered), Err(Refused::Conflict));
+        // Not slices: the crate would rebuild something else from them.
+        let empty = record_of(&[fragment(CLIENT_HELLO, 0, n, 5, &[])], 4);
+        assert_eq!(guard.admit(&empty), Err(Refused::NotASlice));
+        let past_the_end = record_of(&[fragment(CLIENT_HELLO, 0, n, n - 1, &[1, 2])], 4);
+        assert_eq!(guard.admit(&past_the_end), Err(Refused::NotASlice));
+        let mut short = part(0, 10, 4);
+        short[RECORD_HEADER + 11] = 11; // fragment_length 11 over 10 bytes
+        assert_eq!(guard.admit(&short), Err(Refused::NotASlice));
+    }
+
+    #[test]
     fn bounds_what_a_transport_keeps() {
         let mut guard = HandshakeGuard::default();
-        // Fragments that never complete a message: offset 1 onwards.
-        let mut refused = None;
-        for i in 0..=MAX_FRAGMENTS {
-            let frag = fragment(CLIENT_HELLO, 0, 100_000, 1 + i, &[1]);
-            let result = guard.admit(&record_of(&[frag], 0));
-            if result.is_err() {
-                refused = Some((i, result));
-                break;
-            }
-        }
-        assert_eq!(refused, Some((MAX_FRAGMENTS, Err(Refused::TooMuch))));
-        let big = vec![0; 8000];
-        let mut guard = HandshakeGuard::default();
-        let refused = (0..10).find_map(|i| {
-            let frag = fragment(CLIENT_HELLO, 1, 1_000_000, 1 + i * 8000, &big);
-            guard.admit(&record_of(&[frag], 0)).err()
+        // Messages that never complete.
+        let refused = (0..=MAX_MESSAGES).find_map(|seq| {
+            let frag = fragment(CLIENT_HELLO, seq as u16, 100, 1, &[1]);
+            guard.admit(&record_of(&[frag], 0)).err().map(|e| (seq, e))
         });
-        assert_eq!(refused, Some(Refused::TooMuch));
-        assert!(guard.bytes <= MAX_FRAGMENT_BYTES);
+        assert_eq!(refused, Some((MAX_MESSAGES, Refused::TooMuch)));
+        let mut guard = HandshakeGuard::default();
+        let refused = (0..10).find_map(|seq| {
+            let frag = fragment(CLIENT_HELLO, seq, 30_000, 0, &[1]);
+            guard.admit(&record_of(&[frag], 0)).err().map(|e| (seq, e))
+        });
+        assert_eq!(refused, Some((2, Refused::TooMuch)));
+        assert!(guard.bytes <= MAX_MESSAGE_BYTES);
     }
 
     #[test]
