@@ -1,6 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/` (each target is a one-line call). Compiled in
 //! every build so that they cannot rot.
 
+pub(crate) mod dtls_reader;
+
 use std::path::Path;
 
 use crate::config::Config;
@@ -101,6 +103,27 @@ pub fn fuzz_auth_inputs(data: &[u8]) {
             crate::signalling::rest::parse_access_list(action, text)
         {
             assert!(keys.iter().all(|k| !k.is_empty() && k.len() <= 256));
+        }
+    }
+}
+
+/// Datagrams from one peer through a transport's handshake guard and, when it lets them pass,
+/// through the dtls crate's reader path and parsers (`fuzzing::dtls_reader`): a panic there is a
+/// datagram the guard should have dropped.
+///
+/// The input is a sequence of `[flags][length: u16 BE][datagram]`; the last datagram may be
+/// shorter than its length says. Flag bit 0: the datagram passes the guard but the crate never
+/// sees it (its inbound queue was full, or its replay window dropped it).
+pub fn fuzz_dtls_handshake(data: &[u8]) {
+    let mut guard = crate::dtls::guard::HandshakeGuard::default();
+    let mut reader = dtls_reader::CrateReader::default();
+    let mut rest = data;
+    while let [flags, hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        let (datagram, next) = tail.split_at(len);
+        rest = next;
+        if guard.admit(datagram).is_ok() && flags & 1 == 0 {
+            reader.receive(datagram);
         }
     }
 }

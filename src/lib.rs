@@ -14,6 +14,7 @@ pub mod dtls;
 pub mod fuzzing;
 pub mod negotiate;
 pub mod node;
+pub mod panic_guard;
 pub mod reactor;
 pub mod registry;
 pub mod sdp;

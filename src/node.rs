@@ -96,9 +96,11 @@ impl Node {
             }
             _ => DtlsCertificate::generate().map_err(|e| StartError::Certificate(e.to_string()))?,
         };
+        // Peer-driven tasks panic quietly into a counter instead of printing per datagram.
+        crate::panic_guard::install();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("rtcdn-signal")
+            .thread_name(crate::panic_guard::SIGNAL_THREAD)
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;

@@ -13,13 +13,13 @@
 
 mod cert;
 mod conn;
-mod guard;
+pub(crate) mod guard;
 pub(crate) mod record;
 #[cfg(test)]
 mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use ::dtls::cipher_suite::CipherSuiteId;
@@ -32,6 +32,7 @@ use webrtc_util::KeyingMaterialExporter;
 
 pub use cert::DtlsCertificate;
 use conn::{ChanConn, Sink};
+use guard::HandshakeGuard;
 use record::EstablishedRecords;
 
 /// Errors of certificate handling and of a DTLS handshake.
@@ -167,6 +168,8 @@ pub struct DtlsTransport {
     /// Set when the handshake task handed the association over to our own record layer.
     established: Arc<OnceLock<EstablishedRecords>>,
     sink: Arc<Sink>,
+    /// What the dtls crate's reader may be given (only the reactor thread locks it).
+    guard: Mutex<HandshakeGuard>,
     close: Arc<Notify>,
     closing: AtomicBool,
     task: tokio::task::JoinHandle<()>,
@@ -229,6 +232,7 @@ impl DtlsTransport {
             records,
             established,
             sink,
+            guard: Mutex::new(HandshakeGuard::default()),
             close,
             closing: AtomicBool::new(false),
             task,
@@ -248,11 +252,13 @@ impl DtlsTransport {
             }
             return;
         }
-        if guard::would_panic_parser(record) {
-            tracing::debug!(
-                len = record.len(),
-                "dtls: dropped a handshake record that would crash the parser"
-            );
+        let admitted = self
+            .guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(record);
+        if let Err(why) = admitted {
+            tracing::debug!(len = record.len(), %why, "dtls: dropped a datagram");
             return;
         }
         if self.sink.is_connected() && guard::has_plaintext_alert(record) {

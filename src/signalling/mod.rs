@@ -732,7 +732,8 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
             })
         })
         .collect();
-    let body = serde_json::json!({ "cores": cores, "streams": streams });
+    let panics = crate::panic_guard::counts();
+    let body = serde_json::json!({ "cores": cores, "streams": streams, "panics": panics });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     response
         .headers_mut()
