@@ -144,7 +144,9 @@ impl Node {
             core_threads.push(thread);
         }
         cores.reverse();
-        let state = Arc::new(Signalling::new(cores.clone(), certificate, &config.cdn));
+        let state = Arc::new(
+            Signalling::new(cores.clone(), certificate, &config.cdn).with_http(&config.http),
+        );
         if state.balancer.is_some() {
             runtime.spawn(crate::cdn::poll_edge_stats(
                 state.clone(),
