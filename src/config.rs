@@ -58,6 +58,8 @@ pub struct HttpConfig {
     pub session_burst_per_ip: u32,
     /// Addresses free of the per-address cap and session rate (a local reverse proxy).
     pub per_ip_exempt: Vec<IpNet>,
+    /// Origins whose pages may read answers (`*`: any); admin endpoints answer none.
+    pub cors_origins: Vec<String>,
 }
 
 /// `[media]`
@@ -122,6 +124,7 @@ impl Default for HttpConfig {
                 .into_iter()
                 .map(|net| IpNet::try_from(net.to_owned()).expect("a valid block"))
                 .collect(),
+            cors_origins: vec!["*".into()],
         }
     }
 }
@@ -166,6 +169,20 @@ impl HttpConfig {
                     self.sessions_per_ip_per_sec
                 ),
             });
+        }
+        if self.cors_origins.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "http.cors_origins",
+                message: "list at least one origin, or \"*\"".into(),
+            });
+        }
+        for origin in &self.cors_origins {
+            crate::signalling::cors::check_origin(origin).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "http.cors_origins",
+                    message,
+                }
+            })?;
         }
         Ok(())
     }
@@ -583,6 +600,8 @@ mod tests {
                 "http.sessions_per_ip_per_sec",
             ),
             ("session_burst_per_ip = 0", "http.session_burst_per_ip"),
+            ("cors_origins = []", "http.cors_origins"),
+            ("cors_origins = [\"example.com\"]", "http.cors_origins"),
             ("per_ip_exempt = [\"10.0.0.0/40\"]", "per_ip_exempt"),
         ] {
             let err = Config::from_toml(&format!("[http]\n{toml}\n"), Path::new("h.toml"))
@@ -590,8 +609,12 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{toml}: {err}");
         }
-        let config =
-            Config::from_toml("[http]\nper_ip_exempt = []\n", Path::new("h.toml")).unwrap();
+        let config = Config::from_toml(
+            "[http]\ncors_origins = [\"https://a.example\"]\nper_ip_exempt = []\n",
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.http.cors_origins, ["https://a.example"]);
         assert!(config.http.per_ip_exempt.is_empty());
     }
 

@@ -2,6 +2,7 @@
 //! built-in page, and `/api/stats`. Requests are negotiated here and handed to a media core as a
 //! [`CoreCommand`]; nothing on this thread touches media.
 
+pub mod cors;
 pub mod flashphoner;
 pub mod limits;
 mod listener;
@@ -16,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use self::cors::Cors;
 use self::flashphoner::protocol::{end_info, StreamDescription};
 use self::limits::Limits;
 use crate::cdn::balancer::{render_stat, Balancer};
@@ -83,6 +85,8 @@ pub struct Signalling {
     pub certificate: DtlsCertificate,
     /// Connection caps, timeouts and session rate (`[http]`).
     pub limits: Limits,
+    /// Which pages may read answers (`http.cors_origins`).
+    pub cors: Cors,
     /// WebSocket clients to tell when their sessions change.
     pub watchers: Mutex<HashMap<SessionId, Watcher>>,
     /// Edges every stream published here is relayed to (an origin's; empty otherwise).
@@ -126,6 +130,7 @@ impl Signalling {
             cores,
             certificate,
             limits: Limits::new(&HttpConfig::default()),
+            cors: Cors::new(&HttpConfig::default().cors_origins),
             watchers: Mutex::new(HashMap::new()),
             relay_targets,
             relay_tls,
@@ -134,9 +139,10 @@ impl Signalling {
         }
     }
 
-    /// The listener limits of `http` instead of the defaults.
+    /// The listener limits and CORS policy of `http` instead of the defaults.
     pub fn with_http(mut self, http: &HttpConfig) -> Signalling {
         self.limits = Limits::new(http);
+        self.cors = Cors::new(&http.cors_origins);
         self
     }
 
@@ -305,13 +311,11 @@ async fn handle(
     if flashphoner::is_upgrade(&req) {
         return flashphoner::upgrade(req, state, peer);
     }
+    let origin = req.headers().get(ORIGIN).cloned();
     let mut response = route(req, &state, peer).await;
-    let headers = response.headers_mut();
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        "access-control-expose-headers",
-        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
-    );
+    state
+        .cors
+        .apply(&path, origin.as_ref(), response.headers_mut());
     let refused = response.status().is_client_error() || response.status().is_server_error();
     // A 429 is logged where the session was refused.
     let logged = response.status() == StatusCode::TOO_MANY_REQUESTS;
@@ -328,6 +332,12 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if req.method() == Method::OPTIONS && cors::is_admin(&path) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "admin endpoints do not answer cross-origin requests",
+        );
+    }
     if req.method() == Method::OPTIONS {
         return preflight();
     }
