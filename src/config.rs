@@ -52,6 +52,8 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Seconds from a WebSocket upgrade to the client's `connection` message.
     pub websocket_connect_timeout_secs: u64,
+    /// Seconds the node's writes may stay blocked by a client that does not read.
+    pub send_timeout_secs: u64,
     /// Sessions (WHIP, WHEP, publishStream, playStream) one address may start per second...
     pub sessions_per_ip_per_sec: f64,
     /// ...and at once, after a pause.
@@ -118,6 +120,7 @@ impl Default for HttpConfig {
             header_read_timeout_secs: 10,
             request_timeout_secs: 10,
             websocket_connect_timeout_secs: 10,
+            send_timeout_secs: 30,
             sessions_per_ip_per_sec: 10.0,
             session_burst_per_ip: 40,
             per_ip_exempt: ["127.0.0.0/8", "::1"]
@@ -156,6 +159,7 @@ impl HttpConfig {
             "http.websocket_connect_timeout_secs",
             self.websocket_connect_timeout_secs,
         )?;
+        at_least_one("http.send_timeout_secs", self.send_timeout_secs)?;
         at_least_one(
             "http.session_burst_per_ip",
             u64::from(self.session_burst_per_ip),
@@ -600,6 +604,7 @@ mod tests {
                 "http.sessions_per_ip_per_sec",
             ),
             ("session_burst_per_ip = 0", "http.session_burst_per_ip"),
+            ("send_timeout_secs = 0", "http.send_timeout_secs"),
             ("cors_origins = []", "http.cors_origins"),
             ("cors_origins = [\"example.com\"]", "http.cors_origins"),
             ("per_ip_exempt = [\"10.0.0.0/40\"]", "per_ip_exempt"),

@@ -233,6 +233,33 @@ async fn silent_idle_and_slowloris_connections_are_closed() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    let node = node(|http| http.send_timeout_secs = 1);
+    let addr = node.http_addr();
+    // 2,000 pipelined requests for the ~15 KB page: ~30 MB of answers, far more than the
+    // socket buffers hold while the client reads nothing.
+    let mut stream = connect_from("127.0.0.1", addr).await;
+    let request = format!("GET / HTTP/1.1\r\nhost: {addr}\r\n\r\n").repeat(2000);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The node gave up on it: what it had sent is there, then the end (not every answer).
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let answers = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(read.is_ok(), "still open after {answers} answers");
+    assert!(answers < 2000, "every answer was sent: {answers}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connection caps
 // ---------------------------------------------------------------------------------------------

@@ -384,6 +384,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// From a WebSocket upgrade to the client's `connection` message.
     pub websocket_connect_timeout: Duration,
+    /// How long a write may stay blocked by a client that does not read.
+    pub send_timeout: Duration,
     /// Refused connections being answered now (see `listener::answer_refusal`).
     pub refusals_in_flight: AtomicUsize,
 }
@@ -402,6 +404,7 @@ impl Limits {
             header_read_timeout: Duration::from_secs(http.header_read_timeout_secs),
             request_timeout: Duration::from_secs(http.request_timeout_secs),
             websocket_connect_timeout: Duration::from_secs(http.websocket_connect_timeout_secs),
+            send_timeout: Duration::from_secs(http.send_timeout_secs),
             refusals_in_flight: AtomicUsize::new(0),
         }
     }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use super::limits::{request_timed_out, ConnectionSlot, Refused};
+use super::send_timeout::SendTimeout;
 use super::{handle, Signalling};
 
 /// A TLS handshake that stalls must not hold a connection for long.
@@ -64,6 +65,7 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        let stream = SendTimeout::new(stream, state.limits.send_timeout);
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {

@@ -8,6 +8,7 @@ pub mod limits;
 mod listener;
 pub mod media;
 mod rest;
+mod send_timeout;
 mod whip;
 
 use std::collections::HashMap;
