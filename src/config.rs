@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::cdn::config::CdnConfig;
 use crate::signalling::limits::IpNet;
 
@@ -27,6 +28,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The static CDN: origin or edge, the edges an origin relays to, player balancing.
     pub cdn: CdnConfig,
+    /// Who may publish, play and administer.
+    pub auth: AuthConfig,
 }
 
 /// `[http]`
@@ -98,6 +101,9 @@ pub struct DtlsConfig {
 pub struct SessionConfig {
     /// Seconds without ICE consent (RFC 7675) before a session is dropped.
     pub consent_timeout_secs: u64,
+    /// Seconds a new session has to complete ICE and DTLS before it is dropped and its stream
+    /// name freed.
+    pub connect_timeout_secs: u64,
 }
 
 /// `[log]`
@@ -208,6 +214,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             consent_timeout_secs: 30,
+            connect_timeout_secs: 10,
         }
     }
 }
@@ -261,6 +268,10 @@ pub enum Command {
     /// `rtcdn demo`: run the shipped origin and edge (`config/origin.toml`, `config/edge.toml`)
     /// in one process.
     Demo,
+    /// `rtcdn token`: print a client token.
+    Token(crate::auth::cli::MintRequest),
+    /// `rtcdn token --help`.
+    TokenHelp,
 }
 
 /// Usage text for `--help`.
@@ -271,6 +282,8 @@ USAGE:
     rtcdn [OPTIONS]
     rtcdn demo             run a CDN origin (http://127.0.0.1:8080) and an edge
                            (http://127.0.0.1:8180) in one process
+    rtcdn token ...        print a client token (JWT) for a node with a \"token\" policy
+                           (rtcdn token --help)
 
 OPTIONS:
     --config FILE          read a TOML config (see config/standalone.toml, origin.toml, edge.toml)
@@ -356,6 +369,12 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if !(1..=300).contains(&self.session.connect_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "session.connect_timeout_secs",
+                message: "must be 1 to 300".into(),
+            });
+        }
         if let Some(ip) = self.media.announce.iter().find(|ip| ip.is_unspecified()) {
             return Err(ConfigError::Invalid {
                 key: "media.announce",
@@ -363,6 +382,7 @@ impl Config {
             });
         }
         self.cdn.validate(self.http.listen)?;
+        self.auth.validate()?;
         Ok(())
     }
 
@@ -380,6 +400,16 @@ impl Config {
     /// Parses the command line (without the program name).
     pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
         let mut args = args.into_iter().peekable();
+        if args.peek().map(String::as_str) == Some("token") {
+            args.next();
+            let env_secret = std::env::var("RTCDN_JWT_SECRET").ok();
+            return Ok(
+                match crate::auth::cli::parse_token_args(args, env_secret)? {
+                    Some(request) => Command::Token(request),
+                    None => Command::TokenHelp,
+                },
+            );
+        }
         if args.peek().map(String::as_str) == Some("demo") {
             args.next();
             return match args.next() {
@@ -548,6 +578,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dtls.certificate"), "{err}");
+    }
+
+    #[test]
+    fn auth_and_session_keys_are_checked() {
+        let parse = |text: &str| Config::from_toml(text, Path::new("a.toml"));
+        for (text, key) in [
+            ("[auth]\npublish = \"token\"\n", "auth.jwt_secret"),
+            ("[auth]\njwt_secret = \"short\"\n", "auth.jwt_secret"),
+            ("[auth]\nadmin_token = \"short\"\n", "auth.admin_token"),
+            ("[auth]\nplay = \"maybe\"\n", "play"),
+            ("[auth]\nplay = \"hook\"\n", "auth.rest_hook_url"),
+            ("[auth]\nrest_hook_url = \"ftp://x/\"\n", "auth.rest_hook_url"),
+            ("[auth]\nrest_hook_timeout_secs = 0\n", "auth.rest_hook_timeout_secs"),
+            ("[[auth.apps]]\nkey = \"a\"\nurl = \"http://b/\"\n[[auth.apps]]\nkey = \"a\"\nurl = \"http://c/\"\n", "auth.apps.key"),
+            ("[[auth.apps]]\nkey = \"a\"\nurl = \"no url\"\n", "auth.apps.url"),
+            ("[auth]\nleeway_secs = 3600\n", "auth.leeway_secs"),
+            (
+                "[session]\nconnect_timeout_secs = 0\n",
+                "session.connect_timeout_secs",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
+        let config = parse(
+            "[auth]\npublish = \"token\"\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.auth.publish, crate::auth::Policy::Token);
+        assert_eq!(config.auth.play, crate::auth::Policy::Open);
+        assert_eq!(config.session.connect_timeout_secs, 10);
+    }
+
+    #[test]
+    fn token_subcommand() {
+        let Command::Token(request) = args(&[
+            "token",
+            "--secret",
+            "0123456789abcdef0123456789abcdef",
+            "--play",
+            "*",
+        ])
+        .unwrap() else {
+            panic!("expected Token")
+        };
+        assert_eq!(request.grant.play, vec!["*"]);
+        assert_eq!(args(&["token", "--help"]).unwrap(), Command::TokenHelp);
     }
 
     #[test]

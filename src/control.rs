@@ -119,10 +119,20 @@ pub enum CoreEvent {
 pub enum EndReason {
     /// The client deleted its WHIP/WHEP resource.
     Deleted,
+    /// An administrator ended it (admin token).
+    Terminated,
+    /// Its ACL key was revoked from the stream's access list.
+    RestrictedAccess,
     /// The peer stopped ICE consent checks (RFC 7675).
     ConsentExpired,
     /// No ICE check arrived after the answer.
     NeverConnected,
+    /// ICE and DTLS did not complete within `session.connect_timeout_secs`; `ice` tells whether
+    /// ICE did.
+    ConnectTimeout { ice: bool },
+    /// A publisher that had not connected yet gave its stream name up to an authorized one (a
+    /// relay of this CDN, or a token holder).
+    Superseded,
     /// The peer closed DTLS.
     DtlsClosed,
     /// The DTLS handshake failed.
@@ -137,8 +147,19 @@ impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EndReason::Deleted => f.write_str("deleted by the client"),
+            EndReason::Terminated => f.write_str("terminated by an administrator"),
+            EndReason::RestrictedAccess => f.write_str("its ACL key was revoked"),
             EndReason::ConsentExpired => f.write_str("ICE consent expired"),
             EndReason::NeverConnected => f.write_str("no ICE connectivity check arrived"),
+            EndReason::ConnectTimeout { ice: false } => {
+                f.write_str("ICE did not complete within the connect timeout")
+            }
+            EndReason::ConnectTimeout { ice: true } => {
+                f.write_str("DTLS did not complete within the connect timeout")
+            }
+            EndReason::Superseded => {
+                f.write_str("replaced by an authorized publisher before it connected")
+            }
             EndReason::DtlsClosed => f.write_str("DTLS closed by the peer"),
             EndReason::DtlsFailed(why) => write!(f, "DTLS handshake failed: {why}"),
             EndReason::PublisherLeft => f.write_str("stopped by publisher stop"),

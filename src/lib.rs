@@ -5,6 +5,7 @@
 //! the [`dtls`] driver task, [`node`]).
 
 pub mod alloc_count;
+pub mod auth;
 pub mod cdn;
 pub mod config;
 pub mod control;

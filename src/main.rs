@@ -24,6 +24,14 @@ fn main() -> ExitCode {
     let config = match parsed {
         Ok(Command::Run(config)) => config,
         Ok(Command::Demo) => return demo(),
+        Ok(Command::Token(request)) => {
+            println!("{}", request.mint());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::TokenHelp) => {
+            print!("{}", rtcdn::auth::cli::TOKEN_USAGE);
+            return ExitCode::SUCCESS;
+        }
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::auth::{Authorizer, Policy};
+use crate::cdn::config::CdnRole;
 use crate::config::Config;
 use crate::control::{CoreCommand, CoreId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::{self, CoreSetup, CoreStats};
 use crate::reactor::io::{BackendChoice, UdpIo};
 use crate::reactor::mesh;
+use crate::session::SessionTimeouts;
 use crate::signalling::{self, CoreHandle, Signalling};
 
 /// A consent timeout below this is accepted but warned about.
@@ -47,6 +50,13 @@ pub enum StartError {
     /// No address to advertise.
     #[error("no address to advertise in ICE candidates; set media.announce")]
     NoCandidates,
+    /// The configuration breaks a rule (callers that build a `Config` in code skip the checks
+    /// that reading a file makes).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The `[auth]` keys could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// A running node.
@@ -63,6 +73,18 @@ pub struct Node {
 impl Node {
     /// Starts media cores and signalling as `config` says. Returns once every socket is bound.
     pub fn start(config: &Config) -> Result<Node, StartError> {
+        config.validate()?;
+        // Bound with std so that starting a node works inside another runtime (tests, the CDN
+        // demo); first, because REST hooks name the node by this address.
+        let http_bind = |source| StartError::HttpBind {
+            addr: config.http.listen,
+            source,
+        };
+        let http_listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
+        http_listener.set_nonblocking(true).map_err(http_bind)?;
+        let http_addr = http_listener.local_addr().map_err(StartError::Runtime)?;
+        let authorizer = Authorizer::from_config(config, &http_addr.to_string())?;
+        warn_about_open_access(config);
         let certificate = match (&config.dtls.certificate, &config.dtls.private_key) {
             (Some(cert), Some(key)) => {
                 let read = |p: &std::path::Path| {
@@ -135,7 +157,10 @@ impl Node {
                 certificate: certificate.clone(),
                 mesh: endpoints.pop().expect("one endpoint per core"),
                 stats,
-                consent_timeout: Duration::from_secs(config.session.consent_timeout_secs),
+                timeouts: SessionTimeouts {
+                    connect: Duration::from_secs(config.session.connect_timeout_secs),
+                    consent: Duration::from_secs(config.session.consent_timeout_secs),
+                },
             };
             let thread = std::thread::Builder::new()
                 .name(format!("rtcdn-media-{i}"))
@@ -145,7 +170,8 @@ impl Node {
         }
         cores.reverse();
         let state = Arc::new(
-            Signalling::new(cores.clone(), certificate, &config.cdn).with_http(&config.http),
+            Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
+                .with_http(&config.http),
         );
         if state.balancer.is_some() {
             runtime.spawn(crate::cdn::poll_edge_stats(
@@ -154,18 +180,10 @@ impl Node {
                 config.cdn.stats_poll_secs,
             ));
         }
-        // Bound with std so that starting a node works inside another runtime (tests, the CDN demo).
-        let http_bind = |source| StartError::HttpBind {
-            addr: config.http.listen,
-            source,
-        };
-        let listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
-        listener.set_nonblocking(true).map_err(http_bind)?;
         let listener = {
             let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(http_bind)?
+            tokio::net::TcpListener::from_std(http_listener).map_err(http_bind)?
         };
-        let http_addr = listener.local_addr().map_err(StartError::Runtime)?;
         runtime.spawn(signalling::serve(listener, state.clone()));
         let https_addr = match (&config.http.tls_certificate, &config.http.tls_private_key) {
             (Some(cert), Some(key)) => {
@@ -341,4 +359,26 @@ fn interface_addresses() -> Vec<IpAddr> {
     }
     out.dedup();
     out
+}
+
+/// Says at start who can publish and play when the HTTP listener is reachable beyond loopback
+/// and the policy lets anyone: the first-run default is right on loopback only.
+fn warn_about_open_access(config: &Config) {
+    let listen = config.http.listen;
+    if listen.ip().is_loopback() {
+        return;
+    }
+    let edge_publish_closed = config.cdn.role == CdnRole::Edge && !config.cdn.edge_accepts_publish;
+    if config.auth.publish == Policy::Open && !edge_publish_closed {
+        warn!(
+            %listen,
+            "auth.publish = \"open\": anyone who reaches http://{listen} can publish any stream name; set auth.publish = \"token\" (see README, Securing rtcdn)"
+        );
+    }
+    if config.auth.play == Policy::Open {
+        warn!(%listen, "auth.play = \"open\": anyone who reaches http://{listen} can play every stream");
+    }
+    if config.cdn.relays() && config.cdn.secret.is_none() {
+        warn!("cdn.secret is not set: this origin's relays cannot prove themselves to rtcdn edges (WCS edges need none)");
+    }
 }

@@ -57,6 +57,43 @@ pub struct SessionEntry {
     pub core: CoreId,
     /// Set once ICE and DTLS are up.
     pub connected: bool,
+    /// The secret of its WHIP/WHEP resource URL, if it has one.
+    pub resource: Option<ResourceSecret>,
+    /// The ACL key a player presented.
+    pub acl_key: Option<String>,
+}
+
+/// The secret last segment of a WHIP/WHEP resource URL (`/whip/NAME/SECRET`): 128 random bits,
+/// shown only to the client that created the session. Listings show the session's public id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResourceSecret(u128);
+
+impl ResourceSecret {
+    /// A new random secret.
+    pub fn random() -> ResourceSecret {
+        ResourceSecret(rand::random())
+    }
+
+    /// Parses the 32 hex digits of a URL segment.
+    pub fn parse(text: &str) -> Option<ResourceSecret> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(ResourceSecret)
+    }
+}
+
+impl std::fmt::Display for ResourceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::fmt::Debug for ResourceSecret {
+    // Logs never show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResourceSecret(<redacted>)")
+    }
 }
 
 /// A live stream.
@@ -78,13 +115,40 @@ pub struct StreamEntry {
     pub relays: Vec<SessionId>,
     /// Set once the publisher's first media packet arrived.
     pub media_flowing: bool,
+    /// WCS ACL keys (CDN 2.2): when not empty, a player must present one of them. A new
+    /// publish starts with none, open to all.
+    pub acl: Vec<String>,
 }
+
+impl StreamEntry {
+    /// Whether a player presenting `key` may play.
+    pub fn acl_allows(&self, key: Option<&str>) -> bool {
+        self.acl.is_empty() || key.is_some_and(|k| self.acl.iter().any(|a| a == k))
+    }
+}
+
+/// A change to a stream's ACL keys (`/rest-api/cdn/stream/access_list/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclChange {
+    /// Add these keys.
+    Add(Vec<String>),
+    /// Remove these keys.
+    Remove(Vec<String>),
+    /// Remove every key: open to all again.
+    Clear,
+    /// Set exactly these keys (how an origin's relay tells an edge).
+    Set(Vec<String>),
+}
+
+/// The most keys a stream's ACL holds, so one admin call cannot grow it without bound.
+pub const MAX_ACL_KEYS: usize = 10_000;
 
 /// The registry.
 #[derive(Debug)]
 pub struct Registry {
     streams: HashMap<String, StreamEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
+    resources: HashMap<ResourceSecret, SessionId>,
     core_load: Vec<usize>,
     next_stream: u64,
 }
@@ -109,6 +173,7 @@ impl Registry {
         Registry {
             streams: HashMap::new(),
             sessions: HashMap::new(),
+            resources: HashMap::new(),
             core_load: vec![0; cores],
             next_stream: 1,
         }
@@ -172,6 +237,7 @@ impl Registry {
                 players: Vec::new(),
                 relays: Vec::new(),
                 media_flowing: false,
+                acl: Vec::new(),
             },
         );
         self.insert_session(SessionEntry {
@@ -180,6 +246,8 @@ impl Registry {
             stream_name: name.to_owned(),
             core,
             connected: false,
+            resource: None,
+            acl_key: None,
         });
         Ok(stream)
     }
@@ -214,6 +282,8 @@ impl Registry {
             stream_name: name.to_owned(),
             core,
             connected: false,
+            resource: None,
+            acl_key: None,
         });
         Ok(commands)
     }
@@ -233,8 +303,73 @@ impl Registry {
             stream_name: name.to_owned(),
             core,
             connected: false,
+            resource: None,
+            acl_key: None,
         });
         Ok(core)
+    }
+
+    /// Remembers the ACL key a player presented.
+    pub fn set_acl_key(&mut self, id: SessionId, key: Option<String>) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.acl_key = key;
+        }
+    }
+
+    /// Changes the ACL keys of a live stream. Returns the keys it has now and the players whose
+    /// key no longer lets them play (relays are never subject to it).
+    pub fn change_acl(
+        &mut self,
+        name: &str,
+        change: AclChange,
+    ) -> Result<(Vec<String>, Vec<SessionId>), RegistryError> {
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+        match change {
+            AclChange::Add(keys) => {
+                for key in keys {
+                    if !stream.acl.contains(&key) && stream.acl.len() < MAX_ACL_KEYS {
+                        stream.acl.push(key);
+                    }
+                }
+            }
+            AclChange::Remove(keys) => stream.acl.retain(|k| !keys.contains(k)),
+            AclChange::Clear => stream.acl.clear(),
+            AclChange::Set(mut keys) => {
+                keys.truncate(MAX_ACL_KEYS);
+                stream.acl = keys;
+            }
+        }
+        let stream = &self.streams[name];
+        let refused = stream
+            .players
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                let key = self.sessions.get(id).and_then(|s| s.acl_key.as_deref());
+                !stream.acl_allows(key)
+            })
+            .collect();
+        Ok((stream.acl.clone(), refused))
+    }
+
+    /// Gives a session a WHIP/WHEP resource URL secret.
+    pub fn set_resource(&mut self, id: SessionId, secret: ResourceSecret) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            if let Some(old) = session.resource.replace(secret) {
+                self.resources.remove(&old);
+            }
+            self.resources.insert(secret, id);
+        }
+    }
+
+    /// The session whose resource URL ends in `secret`.
+    pub fn resource(&self, secret: ResourceSecret) -> Option<&SessionEntry> {
+        self.resources
+            .get(&secret)
+            .and_then(|id| self.sessions.get(id))
     }
 
     fn insert_session(&mut self, entry: SessionEntry) {
@@ -265,12 +400,9 @@ impl Registry {
     /// Forgets a session. Returns the commands that follow: ending a publisher's players, and
     /// detaching a core that has no players of the stream left.
     pub fn remove_session(&mut self, id: SessionId) -> Vec<(CoreId, CoreCommand)> {
-        let Some(session) = self.sessions.remove(&id) else {
+        let Some(session) = self.forget(id) else {
             return Vec::new();
         };
-        if let Some(load) = self.core_load.get_mut(session.core.0) {
-            *load = load.saturating_sub(1);
-        }
         let mut commands = Vec::new();
         match session.kind {
             SessionKind::Publisher => {
@@ -286,11 +418,7 @@ impl Registry {
                     .expect("looked up just above");
                 let relays = stream.relays.into_iter().map(|id| (id, stream.core));
                 for (player, core) in stream.players.into_iter().chain(relays) {
-                    if let Some(entry) = self.sessions.remove(&player) {
-                        if let Some(load) = self.core_load.get_mut(entry.core.0) {
-                            *load = load.saturating_sub(1);
-                        }
-                    }
+                    self.forget(player);
                     commands.push((
                         core,
                         CoreCommand::RemoveSession {
@@ -323,6 +451,18 @@ impl Registry {
             }
         }
         commands
+    }
+
+    /// Drops a session's entry, its core slot and its resource secret.
+    fn forget(&mut self, id: SessionId) -> Option<SessionEntry> {
+        let session = self.sessions.remove(&id)?;
+        if let Some(load) = self.core_load.get_mut(session.core.0) {
+            *load = load.saturating_sub(1);
+        }
+        if let Some(secret) = session.resource {
+            self.resources.remove(&secret);
+        }
+        Some(session)
     }
 
     /// Sessions per core.
@@ -428,6 +568,75 @@ mod tests {
         registry
             .add_publisher("s", SessionId(3), CoreId(1), track())
             .unwrap();
+    }
+
+    #[test]
+    fn resource_secrets_find_their_session_until_it_ends() {
+        let mut registry = Registry::new(1);
+        registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        registry.add_player("s", SessionId(2), CoreId(0)).unwrap();
+        let (a, b) = (ResourceSecret::random(), ResourceSecret::random());
+        registry.set_resource(SessionId(1), a);
+        registry.set_resource(SessionId(2), b);
+        assert_eq!(registry.resource(a).map(|s| s.id), Some(SessionId(1)));
+        let parsed = ResourceSecret::parse(&b.to_string()).unwrap();
+        assert_eq!(registry.resource(parsed).map(|s| s.id), Some(SessionId(2)));
+        assert!(!format!("{a:?}").contains(&a.to_string()), "Debug hides it");
+        // The publisher's end takes its players' secrets along.
+        registry.remove_session(SessionId(1));
+        assert!(registry.resource(a).is_none() && registry.resource(b).is_none());
+        for bad in [
+            "",
+            "00",
+            &"g".repeat(32),
+            &"0".repeat(33),
+            "+0000000000000000000000000000000",
+        ] {
+            assert!(ResourceSecret::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn acl_keys_gate_players_and_reset_with_a_new_publish() {
+        let mut registry = Registry::new(1);
+        registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        for (id, key) in [(2, Some("k1")), (3, Some("k2")), (4, None)] {
+            registry.add_player("s", SessionId(id), CoreId(0)).unwrap();
+            registry.set_acl_key(SessionId(id), key.map(str::to_owned));
+        }
+        let keys = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Adding keys refuses whoever holds none of them: here the keyless player.
+        let (acl, refused) = registry
+            .change_acl("s", AclChange::Add(keys(&["k1", "k2", "k1"])))
+            .unwrap();
+        assert_eq!(acl, keys(&["k1", "k2"]));
+        assert_eq!(refused, vec![SessionId(4)]);
+        let (acl, refused) = registry
+            .change_acl("s", AclChange::Remove(keys(&["k1"])))
+            .unwrap();
+        assert_eq!(acl, keys(&["k2"]));
+        assert_eq!(refused, vec![SessionId(2), SessionId(4)]);
+        assert!(registry.stream("s").unwrap().acl_allows(Some("k2")));
+        assert!(!registry.stream("s").unwrap().acl_allows(None));
+        let (acl, refused) = registry.change_acl("s", AclChange::Clear).unwrap();
+        assert!(acl.is_empty() && refused.is_empty());
+        assert_eq!(
+            registry.change_acl("x", AclChange::Clear),
+            Err(RegistryError::StreamNotFound("x".into()))
+        );
+        // A new publish of the name starts open.
+        registry
+            .change_acl("s", AclChange::Set(keys(&["z"])))
+            .unwrap();
+        registry.remove_session(SessionId(1));
+        registry
+            .add_publisher("s", SessionId(9), CoreId(0), track())
+            .unwrap();
+        assert!(registry.stream("s").unwrap().acl.is_empty());
     }
 
     #[test]

@@ -336,6 +336,15 @@ impl IceAgent {
     }
 }
 
+/// How long a session may take: to connect, and between consent checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// From creation until ICE and DTLS are both done.
+    pub connect: Duration,
+    /// ICE consent (RFC 7675).
+    pub consent: Duration,
+}
+
 /// One WebRTC peer: a publisher, a player, or a relay to another node.
 pub struct Session {
     id: SessionId,
@@ -345,6 +354,8 @@ pub struct Session {
     dtls_role: DtlsRole,
     remote_fingerprint: [u8; 32],
     phase: Phase,
+    /// Until ICE and DTLS are done: when the session gives up (and frees its stream name).
+    connect_deadline: Option<Instant>,
     remote: Option<SocketAddr>,
     srtp_rx: Option<SrtpContext>,
     srtp_tx: Option<SrtpContext>,
@@ -360,7 +371,8 @@ pub struct Session {
 impl Session {
     /// Creates a session from what signalling negotiated. `seed` gives the session its random
     /// values (RTCP SSRC, RTP sequence/timestamp bases) without reading a global RNG.
-    pub fn new(spec: SessionSpec, now: Instant, consent_timeout: Duration, seed: u64) -> Session {
+    pub fn new(spec: SessionSpec, now: Instant, timeouts: SessionTimeouts, seed: u64) -> Session {
+        let consent_timeout = timeouts.consent;
         let mut random = SplitMix64(seed);
         let ice = match &spec.role {
             SessionRole::Relay {
@@ -419,6 +431,7 @@ impl Session {
             dtls_role: spec.dtls_role,
             remote_fingerprint: spec.remote_fingerprint,
             phase: Phase::AwaitingIce,
+            connect_deadline: Some(now + timeouts.connect),
             remote: None,
             srtp_rx: None,
             srtp_tx: None,
@@ -487,6 +500,7 @@ impl Session {
                 self.srtp_rx = Some(rx);
                 self.srtp_tx = Some(tx);
                 self.phase = Phase::Connected;
+                self.connect_deadline = None;
                 self.events.push_back(SessionEvent::Connected);
                 if let RoleState::Publisher(publisher) = &mut self.role {
                     publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
@@ -797,6 +811,13 @@ impl Session {
 
     /// Time passed: ICE consent, merged keyframe requests, receiver reports.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.connect_deadline.is_some_and(|at| at <= now) {
+            self.connect_deadline = None;
+            if matches!(self.phase, Phase::AwaitingIce | Phase::AwaitingDtls) {
+                let ice = self.phase == Phase::AwaitingDtls;
+                self.end(EndReason::ConnectTimeout { ice });
+            }
+        }
         self.ice.handle_timeout(now);
         self.drain_ice();
         let (pending, report) = match &self.role {
@@ -815,6 +836,9 @@ impl Session {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.ice.poll_timeout();
+        if let Some(at) = self.connect_deadline {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         if let RoleState::Publisher(p) = &self.role {
             for at in [p.pending_keyframe_request, p.next_receiver_report]
                 .into_iter()
@@ -928,5 +952,56 @@ mod tests {
         assert_eq!(block.cumulative_lost, 1);
         assert_eq!(block.extended_highest_seq, 104);
         assert_eq!(block.fraction_lost, (256 / 5) as u8);
+    }
+
+    fn publisher_spec() -> SessionSpec {
+        SessionSpec {
+            id: SessionId(1),
+            stream: StreamId(1),
+            stream_name: "s".into(),
+            role: SessionRole::Publisher { tracks: Vec::new() },
+            local_ice: ice::IceCredentials {
+                ufrag: "locl".into(),
+                pwd: "local-password-0123456789".into(),
+            },
+            remote_ice: ice::IceCredentials {
+                ufrag: "remt".into(),
+                pwd: "remote-password-0123456789".into(),
+            },
+            remote_fingerprint: [0; 32],
+            dtls_role: DtlsRole::Client,
+            publisher_core: None,
+        }
+    }
+
+    fn ended(session: &mut Session) -> Option<EndReason> {
+        while let Some(event) = session.poll_event() {
+            if let SessionEvent::Ended(reason) = event {
+                return Some(reason);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_session_that_never_connects_ends_at_the_connect_timeout() {
+        let start = Instant::now();
+        let timeouts = SessionTimeouts {
+            connect: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+        };
+        let mut session = Session::new(publisher_spec(), start, timeouts, 7);
+        // The connect deadline comes before anything the ICE agent waits for.
+        assert_eq!(
+            session.poll_timeout(),
+            Some(start + Duration::from_secs(10))
+        );
+        session.handle_timeout(start + Duration::from_secs(9));
+        assert_eq!(ended(&mut session), None);
+        session.handle_timeout(start + Duration::from_secs(10));
+        assert_eq!(
+            ended(&mut session),
+            Some(EndReason::ConnectTimeout { ice: false })
+        );
     }
 }

@@ -185,9 +185,22 @@ impl ClientSession {
         certificate: &DtlsCertificate,
         timeout: Duration,
     ) -> Result<ClientSession, ClientError> {
+        Self::connect_ws_custom(ws_url, mode, stream, certificate, timeout, None).await
+    }
+
+    /// [`ClientSession::connect_ws`] with `custom` in the `connection` message, as the SDK's
+    /// `createSession({custom})` sends it (e.g. `{"token": ...}`).
+    pub async fn connect_ws_custom(
+        ws_url: &str,
+        mode: Mode,
+        stream: &str,
+        certificate: &DtlsCertificate,
+        timeout: Duration,
+        custom: Option<Value>,
+    ) -> Result<ClientSession, ClientError> {
         let offer = Offer::new(mode, certificate);
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut ws = WsClient::connect(ws_url, timeout).await?;
+        let mut ws = WsClient::connect_with_tls(ws_url, timeout, None, custom).await?;
         let id = media_session_id();
         let published = mode == Mode::Publish;
         let request = json!({
@@ -531,6 +544,11 @@ impl Drop for ClientSession {
             task.abort();
         }
     }
+}
+
+/// An SDP offer like the one a session sends, for requests that are never meant to connect.
+pub fn sdp_offer(mode: Mode, certificate: &DtlsCertificate) -> String {
+    Offer::new(mode, certificate).sdp
 }
 
 /// The offer a session sends, and what it needs to remember from it.

@@ -11,11 +11,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::HeaderMap;
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use rtcdn::config::Config;
@@ -31,6 +27,7 @@ use rtcdn_bench::media::{read_packet, write_packet, Probe};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 mod common;
+use common::raw_request;
 
 fn test_node(threads: usize, consent_timeout_secs: Option<u64>) -> Node {
     let mut config = Config::default();
@@ -47,49 +44,6 @@ fn test_node(threads: usize, consent_timeout_secs: Option<u64>) -> Node {
 // ---------------------------------------------------------------------------------------------
 // HTTP helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A response with all its headers (`rtcdn_bench::http::request` keeps only `Location`).
-struct Raw {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-/// One HTTP/1.1 request with arbitrary headers and a byte body.
-async fn raw_request(method: Method, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Raw {
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .expect("connect to the node");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", authority);
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let request = builder.body(Full::new(Bytes::from(body))).expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Raw {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
 
 /// Writes `request` as it is on a new connection; returns everything the server sent until it
 /// closed (empty if it just hung up).

@@ -12,7 +12,7 @@ use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{cdn_node, send};
+use common::{cdn_node, play_until_media, send, Streaming};
 
 const PLAYERS: usize = 10;
 const MEASURED: u64 = 400;
@@ -184,6 +184,7 @@ fn edge_on(port: u16) -> Node {
     config.media.port_base = 0;
     config.media.threads = 1;
     config.cdn.role = CdnRole::Edge;
+    config.cdn.secret = Some(rtcdn::auth::Secret::new(common::CDN_SECRET));
     Node::start(&config).expect("edge starts")
 }
 
@@ -210,42 +211,11 @@ fn origin_and_edge() -> (Node, u16, Node, String, String) {
     )
 }
 
-/// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
-async fn play_until_media(
-    base: &str,
-    stream: &str,
-    certificate: &DtlsCertificate,
-    within: Duration,
-) -> ClientSession {
-    let start = Instant::now();
-    loop {
-        assert!(
-            start.elapsed() < within,
-            "{stream} never played from {base}"
-        );
-        if let Ok(mut player) = ClientSession::connect(
-            base,
-            Mode::Play,
-            stream,
-            certificate,
-            Duration::from_secs(5),
-        )
-        .await
-        {
-            if let Some(packet) = player.recv_rtp(Duration::from_secs(2)).await {
-                read_packet(&packet).expect("relayed packet intact");
-                return player;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_restart_heals_without_touching_the_origin() {
     let (edge, edge_port, origin, origin_base, edge_base) = origin_and_edge();
     let certificate = DtlsCertificate::generate().unwrap();
-    let mut publisher = ClientSession::connect(
+    let publisher = ClientSession::connect(
         &origin_base,
         Mode::Publish,
         "heal",
@@ -256,16 +226,7 @@ async fn edge_restart_heals_without_touching_the_origin() {
     .unwrap();
 
     // The publisher streams for the whole test, from its own task.
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sender = tokio::spawn(async move {
-        let start = Instant::now();
-        let mut seq = 0u64;
-        while stop_rx.try_recv().is_err() {
-            send(&mut publisher, &mut seq, 1, start).await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        publisher
-    });
+    let sender = Streaming::start(publisher, 0);
 
     let mut first =
         play_until_media(&edge_base, "heal", &certificate, Duration::from_secs(20)).await;
@@ -291,8 +252,7 @@ async fn edge_restart_heals_without_touching_the_origin() {
         read_packet(&packet).expect("intact");
         got += 1;
     }
-    stop_tx.send(()).unwrap();
-    let publisher = sender.await.unwrap();
+    let publisher = sender.stop().await;
     assert!(
         publisher.ended().is_none(),
         "the publisher on the origin was never harmed"
@@ -322,6 +282,7 @@ async fn the_wcs_example_files_start_an_origin_that_relays() {
     .unwrap();
     let properties = std::fs::read_to_string(example.join("flashphoner.properties")).unwrap();
     let properties = properties
+        .replace(rtcdn::cdn::config::EXAMPLE_SECRET, common::CDN_SECRET)
         .replace("ws.port=8080", &format!("ws.port={}", free_port()))
         .replace(
             "media_port_from=31000",
@@ -534,6 +495,7 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
     edge_config.media.port_base = 0;
     edge_config.media.threads = 1;
     edge_config.cdn.role = CdnRole::Edge;
+    edge_config.cdn.secret = Some(rtcdn::auth::Secret::new(common::CDN_SECRET));
     let edge = Node::start(&edge_config).expect("TLS edge starts");
 
     // The seed's example as written (WCS docs, CDN 1.0), with the edge's address and port
@@ -550,7 +512,11 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
     .unwrap();
     std::fs::write(
         dir.join("flashphoner.properties"),
-        format!("load_balancing_enabled=true\nws.port={}\n", free_port()),
+        format!(
+            "load_balancing_enabled=true\nws.port={}\nrtcdn.cdn_secret={}\n",
+            free_port(),
+            common::CDN_SECRET
+        ),
     )
     .unwrap();
     let mut config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the seed's files load");
@@ -594,20 +560,12 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sender = tokio::spawn(async move {
-        while stop_rx.try_recv().is_err() {
-            send(&mut publisher, &mut seq, 1, start).await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        publisher
-    });
+    let sender = Streaming::start(publisher, seq);
     let edge_base = format!("http://{}", edge.http_addr());
     let mut player =
         play_until_media(&edge_base, "seed", &certificate, Duration::from_secs(15)).await;
     assert!(player.recv_rtp(Duration::from_secs(3)).await.is_some());
-    stop_tx.send(()).unwrap();
-    sender.await.unwrap().close().await.unwrap();
+    sender.stop().await.close().await.unwrap();
     origin.stop();
     edge.stop();
     let _ = std::fs::remove_dir_all(dir);

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::auth::config::{Secret, MIN_SECRET_LEN};
 use crate::config::{Config, ConfigError};
 
 /// `cdn.role`: what this node is in the CDN.
@@ -161,6 +162,11 @@ pub struct CdnConfig {
     /// Extra PEM CA certificates trusted when relaying to `wss://` nodes, besides the system's
     /// (for edges with a private CA or a self-signed certificate).
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Shared by the nodes of one CDN: an origin's relays prove it (with a short-lived token,
+    /// never the secret itself) and edges take publishes only from relays that do.
+    pub secret: Option<Secret>,
+    /// Let an edge take publishes from anyone allowed by `auth.publish`, not only from relays.
+    pub edge_accepts_publish: bool,
 }
 
 impl Default for CdnConfig {
@@ -174,6 +180,8 @@ impl Default for CdnConfig {
             nodes: Vec::new(),
             stats_poll_secs: 2,
             tls_ca_file: None,
+            secret: None,
+            edge_accepts_publish: false,
         }
     }
 }
@@ -191,6 +199,22 @@ impl CdnConfig {
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         if self.stats_poll_secs == 0 {
             return invalid("cdn.stats_poll_secs", "must be at least 1".into());
+        }
+        if let Some(secret) = &self.secret {
+            if secret.expose().len() < MIN_SECRET_LEN {
+                return invalid(
+                    "cdn.secret",
+                    format!("at least {MIN_SECRET_LEN} characters (it signs relay tokens)"),
+                );
+            }
+        }
+        if self.secret.as_ref().map(Secret::expose) == Some(EXAMPLE_SECRET)
+            && !own_listen.ip().is_loopback()
+        {
+            return invalid(
+                "cdn.secret",
+                "this is the shipped example's secret and the node listens beyond loopback: set your own (e.g. `openssl rand -hex 32`) on every node".into(),
+            );
         }
         if self.role == CdnRole::Edge && !self.nodes.is_empty() {
             return invalid(
@@ -235,6 +259,12 @@ impl CdnConfig {
                 );
             }
         }
+        if self.role == CdnRole::Edge && !self.edge_accepts_publish && self.secret.is_none() {
+            return invalid(
+                "cdn.secret",
+                "an edge takes publishes only from relays that prove cdn.secret: set it (the same on the origin), or set cdn.edge_accepts_publish = true".into(),
+            );
+        }
         Ok(())
     }
 }
@@ -249,6 +279,10 @@ fn is_own_address(host: &str, listen: IpAddr) -> bool {
     };
     ip == listen || (ip.is_loopback() && (listen.is_loopback() || listen.is_unspecified()))
 }
+
+/// The `cdn.secret` of the shipped `config/origin.toml` and `config/edge.toml`: good for trying
+/// the CDN on one host, refused on a node that listens beyond loopback.
+pub const EXAMPLE_SECRET: &str = "rtcdn-example-secret-change-me-0123456789";
 
 /// The shipped `config/origin.toml`.
 pub const ORIGIN_TOML: &str = include_str!("../../config/origin.toml");
@@ -380,11 +414,35 @@ mod tests {
             ("[cdn]\nload_balancing_enabled = true\n[[cdn.nodes]]\nid = 1\nhost = \"localhost\"\nws = 8080\n", "relay to itself"),
             ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\nport = 1\n", "port"),
             ("[cdn]\nrole = \"relay\"\n", "role"),
+            ("[cdn]\nrole = \"edge\"\n", "cdn.secret"),
+            ("[cdn]\nsecret = \"short\"\n", "cdn.secret"),
+            ("[http]\nlisten = \"0.0.0.0:8080\"\n[cdn]\nsecret = \"rtcdn-example-secret-change-me-0123456789\"\n", "shipped example"),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} → {err}");
         }
+    }
+
+    #[test]
+    fn edges_need_a_secret_unless_they_take_any_publisher() {
+        assert!(parse("[cdn]\nrole = \"edge\"\nedge_accepts_publish = true\n").is_ok());
+        let config =
+            parse("[cdn]\nrole = \"edge\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n")
+                .unwrap();
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef"),
+            "Debug hides it"
+        );
+        // The example secret is fine on loopback, where the shipped configs listen.
+        assert!(parse(
+            "[cdn]\nrole = \"edge\"\nsecret = \"rtcdn-example-secret-change-me-0123456789\"\n"
+        )
+        .is_ok());
+        assert_eq!(
+            demo_configs().unwrap().0.cdn.secret.unwrap().expose(),
+            EXAMPLE_SECRET
+        );
     }
 
     #[test]

@@ -154,10 +154,17 @@ fn relay_offer(
 }
 
 async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str) -> Outcome {
+    // The edge takes our publish only if we prove the CDN's secret, with a token minted for
+    // this connection.
+    let custom = state
+        .relay_auth
+        .as_ref()
+        .map(|auth| json!({ "relayToken": auth.mint("origin") }));
     let mut ws = match WsClient::connect_with_tls(
         &target.url(),
         STEP_TIMEOUT,
         state.relay_tls.clone(),
+        custom,
     )
     .await
     {
@@ -170,6 +177,11 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
     };
     let id = media_session_id();
     let has = |kind| tracks.iter().any(|t: &PlayedTrack| t.kind == kind);
+    // Subscribed before the keys are read, so no change falls between the two.
+    let mut acl_changes = state.acl_changes.subscribe();
+    let Some(acl) = state.registry().stream(stream).map(|s| s.acl.clone()) else {
+        return Outcome::StreamGone;
+    };
     let request = json!({
         "mediaSessionId": id,
         "name": stream,
@@ -180,6 +192,8 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
         "record": false,
         "mediaProvider": "WebRTC",
         "sdp": offer,
+        // The stream's access list (WCS CDN 2.2), which the edge enforces too.
+        "rtcdnAcl": acl,
     });
     if let Err(e) = ws.send("publishStream", request).await {
         return Outcome::Failed(e.to_string());
@@ -286,6 +300,23 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
                 Some(_) => {}
                 None => break Outcome::Failed("the edge closed the WebSocket".into()),
             },
+            change = acl_changes.recv() => {
+                let keys = match change {
+                    Ok((name, keys)) if name == stream => keys,
+                    Ok(_) => continue,
+                    // Missed some: send what the list is now.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        match state.registry().stream(stream) {
+                            Some(s) => s.acl.clone(),
+                            None => continue,
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => continue,
+                };
+                if let Err(e) = ws.send("rtcdnAcl", json!({ "name": stream, "keys": keys })).await {
+                    break Outcome::Failed(format!("passing the access list on: {e}"));
+                }
+            }
             note = notes.recv() => {
                 // Our relay session ended on the core: the publisher left, or ICE/DTLS with the
                 // edge failed. The note is a FAILED status frame saying which.
@@ -302,7 +333,7 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
     };
     // The edge side failed: end our relay session without telling ourselves.
     state.unwatch(session);
-    media::end_session(state, session);
+    media::end_session(state, session, crate::control::EndReason::Deleted);
     ws.close().await;
     outcome
 }

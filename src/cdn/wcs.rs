@@ -20,6 +20,7 @@ use std::path::Path;
 
 use tracing::warn;
 
+use crate::auth::Secret;
 use crate::cdn::config::{parse_stream_distribution, BalanceMode, CdnConfig, CdnNode, CdnRole};
 use crate::config::{Config, ConfigError};
 
@@ -52,6 +53,7 @@ pub fn load_wcs_dir(dir: &Path) -> Result<Config, ConfigError> {
         let cdn = parse_loadbalancing(&xml, &xml_path)?;
         config.cdn = CdnConfig {
             load_balancing_enabled: true,
+            secret: config.cdn.secret.take(),
             ..cdn
         };
     }
@@ -102,6 +104,8 @@ fn apply_properties(config: &mut Config, text: &str, path: &Path) -> Result<(), 
             "media_port_to" => media_port_to = Some((parse_port(path, property)?, line)),
             "ip" => ip = parse_ip(path, property)?.map(|a| (a, line)),
             "ip_local" => ip_local = parse_ip(path, property)?.map(|a| (a, line)),
+            // rtcdn's own key: WCS has no relay authentication, rtcdn edges require it.
+            "rtcdn.cdn_secret" => config.cdn.secret = Some(Secret::new(value.trim())),
             _ => {
                 warn!(file = %path.display(), line, key = %key, value = %value, "WCS key not used by rtcdn; ignored")
             }

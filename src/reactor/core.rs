@@ -24,7 +24,7 @@ use crate::reactor::io::{
 };
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
 use crate::sdp::MediaKind;
-use crate::session::{LostPackets, Session, SessionEvent, MAX_LOST_PACKETS};
+use crate::session::{LostPackets, Session, SessionEvent, SessionTimeouts, MAX_LOST_PACKETS};
 
 /// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
 const TICK: Duration = Duration::from_millis(20);
@@ -137,8 +137,8 @@ pub struct CoreSetup {
     pub mesh: MeshEndpoint,
     /// Published counters.
     pub stats: Arc<CoreStats>,
-    /// ICE consent timeout for new sessions.
-    pub consent_timeout: Duration,
+    /// Connect and ICE consent timeouts of new sessions.
+    pub timeouts: SessionTimeouts,
 }
 
 struct Entry {
@@ -167,7 +167,7 @@ struct Core {
     certificate: DtlsCertificate,
     mesh: MeshEndpoint,
     stats: Arc<CoreStats>,
-    consent_timeout: Duration,
+    timeouts: SessionTimeouts,
     waker: Waker,
     dtls_tx: Sender<(SessionId, DtlsEvent)>,
     dtls_rx: Receiver<(SessionId, DtlsEvent)>,
@@ -207,7 +207,7 @@ pub fn run(setup: CoreSetup) {
         certificate,
         mesh,
         stats,
-        consent_timeout,
+        timeouts,
     } = setup;
     let (dtls_tx, dtls_rx) = std::sync::mpsc::channel();
     let waker = io.waker();
@@ -219,7 +219,7 @@ pub fn run(setup: CoreSetup) {
         certificate,
         mesh,
         stats,
-        consent_timeout,
+        timeouts,
         waker,
         dtls_tx,
         dtls_rx,
@@ -534,7 +534,7 @@ impl Core {
             }
         }
         self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let session = Session::new(spec, now, self.consent_timeout, self.seed ^ id.0);
+        let session = Session::new(spec, now, self.timeouts, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
         let local = self.streams.entry(stream).or_default();
         if session.is_publisher() {

@@ -5,6 +5,11 @@ use rand::Rng;
 use tracing::info;
 
 use super::Signalling;
+use serde_json::{json, Value};
+
+use crate::auth::{
+    Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
+};
 use crate::control::{CoreCommand, EndReason, SessionId, SessionRole, SessionSpec};
 use crate::dtls::DtlsRole;
 use crate::negotiate::{self, LocalParams, NegotiationError};
@@ -14,6 +19,9 @@ use crate::sdp;
 /// Why a publish or play could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The client may not do this.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The name is taken, unknown or invalid.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -60,12 +68,77 @@ fn remote_params(
     Ok((remote_ice, fingerprint.0, negotiate::dtls_setup(offer).1))
 }
 
-/// Publishes `stream` with an SDP offer.
+/// Where a client's standing with the application's REST hooks comes from.
+pub enum HookStanding<'a> {
+    /// A WebSocket client: its `connect` hook was asked when it connected (`None` when no
+    /// policy used hooks then).
+    Connected(Option<&'a HookSession>),
+    /// A WHIP/WHEP request: `connect` is asked first, as appKey `defaultApp`, with the bearer
+    /// token as `custom.token`.
+    Request,
+}
+
+/// Whether a client may do `action` on the stream `name`: the policy, then the application's
+/// REST hook where the policy says so. `fields` describe the stream to the hook
+/// (`mediaSessionId`, `name`, `published`, ...).
+pub async fn authorize(
+    state: &Signalling,
+    action: Action,
+    name: &str,
+    credentials: &Credentials,
+    standing: HookStanding<'_>,
+    fields: &Value,
+) -> Result<Authorized, AuthError> {
+    if let Verdict::Allowed(authorized) = state.auth.check(action, name, credentials)? {
+        return Ok(authorized);
+    }
+    let no_connect = || HookError::Failed {
+        method: HookMethod::Connect.name(),
+        why: "the connection was not checked by the connect hook".into(),
+    };
+    let hooks = state.auth.hooks().ok_or_else(no_connect)?;
+    let asked;
+    let session = match standing {
+        HookStanding::Connected(session) => session.ok_or_else(no_connect)?,
+        HookStanding::Request => {
+            let custom = match &credentials.token {
+                Some(token) => json!({ "token": token }),
+                None => json!({}),
+            };
+            let connection = json!({
+                "appKey": "defaultApp",
+                "mediaProviders": ["WebRTC"],
+                "custom": custom,
+            });
+            let session_id = crate::signalling::flashphoner::client::media_session_id();
+            asked = hooks
+                .connect("defaultApp", &session_id, &connection)
+                .await?;
+            &asked
+        }
+    };
+    let method = match action {
+        Action::Publish => HookMethod::PublishStream,
+        Action::Play => HookMethod::PlayStream,
+    };
+    hooks.stream(session, method, fields).await?;
+    Ok(Authorized::Hook)
+}
+
+/// Publishes `stream` with an SDP offer, for a client [`authorize`] let through.
 pub fn start_publish(
     state: &Signalling,
     stream: &str,
     offer_text: &str,
+    authorized: Authorized,
 ) -> Result<Started, StartError> {
+    validate_stream_name(stream)?;
+    if matches!(
+        authorized,
+        Authorized::Relay | Authorized::Token { .. } | Authorized::Hook
+    ) {
+        take_over_unconnected(state, stream);
+    }
     state.registry().check_publish(stream)?;
     let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
@@ -89,18 +162,21 @@ pub fn start_publish(
         publisher_core: Some(core),
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
-    info!(session = %id, stream, core = core.0, "publish accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, "publish accepted");
     Ok(Started {
         id,
         answer: answer.sdp,
     })
 }
 
-/// Plays `stream` with an SDP offer.
+/// Plays `stream` with an SDP offer, for a client [`authorize`] let through that presented
+/// `acl_key` (checked against the stream's access list).
 pub fn start_play(
     state: &Signalling,
     stream: &str,
     offer_text: &str,
+    authorized: Authorized,
+    acl_key: Option<&str>,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
     let stream_entry = state
@@ -117,8 +193,19 @@ pub fn start_play(
     let answer = negotiate::answer_player(&offer, stream, &stream_entry.tracks, &local, || {
         rng.gen::<u32>() | 1
     })?;
-    // The stream may have ended, or been replaced, while we negotiated: the registry decides.
+    // The stream may have ended, been replaced, or had its access list changed while we
+    // negotiated: the registry decides.
+    if !registry
+        .stream(stream)
+        .is_some_and(|s| s.acl_allows(acl_key))
+    {
+        return Err(match registry.stream(stream) {
+            Some(_) => AuthError::RestrictedAccess.into(),
+            None => RegistryError::StreamNotFound(stream.to_owned()).into(),
+        });
+    }
     let commands = registry.add_player(stream, id, core)?;
+    registry.set_acl_key(id, acl_key.map(str::to_owned));
     let (stream_id, publisher_core) = registry
         .stream(stream)
         .map(|s| (s.id, s.core))
@@ -139,28 +226,65 @@ pub fn start_play(
         publisher_core: Some(publisher_core),
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
-    info!(session = %id, stream, core = core.0, "play accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, "play accepted");
     Ok(Started {
         id,
         answer: answer.sdp,
     })
 }
 
-/// Ends a session at the client's request. Returns false when it is unknown (already ended).
-pub fn end_session(state: &Signalling, id: SessionId) -> bool {
+/// The stream fields a WHIP/WHEP request shows a REST hook, as a Flashphoner client's
+/// `publishStream` / `playStream` would.
+pub fn http_stream_fields(name: &str, published: bool) -> Value {
+    json!({
+        "mediaSessionId": crate::signalling::flashphoner::client::media_session_id(),
+        "name": name,
+        "published": published,
+        "hasVideo": true,
+        "hasAudio": true,
+        "status": "PENDING",
+        "record": false,
+        "mediaProvider": "WebRTC",
+    })
+}
+
+/// Ends the publisher holding `stream` if it has not connected (ICE and DTLS) yet, so an offer
+/// that never connects cannot keep a stream name from an authorized publisher.
+fn take_over_unconnected(state: &Signalling, stream: &str) {
+    let mut registry = state.registry();
+    let Some(publisher) = registry.stream(stream).map(|s| s.publisher) else {
+        return;
+    };
+    let Some(core) = registry
+        .session(publisher)
+        .filter(|s| !s.connected)
+        .map(|s| s.core)
+    else {
+        return;
+    };
+    let mut commands = registry.remove_session(publisher);
+    drop(registry);
+    commands.push((
+        core,
+        CoreCommand::RemoveSession {
+            id: publisher,
+            reason: EndReason::Superseded,
+        },
+    ));
+    info!(session = %publisher, stream, "an unconnected publisher gave its name up to an authorized one");
+    state.dispatch(commands);
+}
+
+/// Ends a session at the client's (or an administrator's) request. Returns false when it is
+/// unknown (already ended).
+pub fn end_session(state: &Signalling, id: SessionId, reason: EndReason) -> bool {
     let mut registry = state.registry();
     let Some(entry) = registry.session(id).cloned() else {
         return false;
     };
     let mut commands = registry.remove_session(id);
     drop(registry);
-    commands.push((
-        entry.core,
-        CoreCommand::RemoveSession {
-            id,
-            reason: EndReason::Deleted,
-        },
-    ));
+    commands.push((entry.core, CoreCommand::RemoveSession { id, reason }));
     state.dispatch(commands);
     true
 }

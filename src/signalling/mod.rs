@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use self::cors::Cors;
 use self::flashphoner::protocol::{end_info, StreamDescription};
 use self::limits::Limits;
+use crate::auth::{Authorizer, Credentials, RelayAuth};
 use crate::cdn::balancer::{render_stat, Balancer};
 use crate::cdn::config::CdnConfig;
 use crate::cdn::cpu::CpuSampler;
@@ -35,7 +36,7 @@ use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::{ResidenceHistogram, Waker};
-use crate::registry::{Registry, SessionKind};
+use crate::registry::{AclChange, Registry, RegistryError, SessionKind};
 
 /// The largest request body accepted (an SDP offer is a few KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -98,6 +99,12 @@ pub struct Signalling {
     pub balancer: Option<Mutex<Balancer>>,
     /// This node's CPU load, for `/?action=stat`.
     pub cpu: Mutex<CpuSampler>,
+    /// Who may publish, play and administer.
+    pub auth: Authorizer,
+    /// `cdn.secret`: proves our relays to edges, and edges check relays with it.
+    pub relay_auth: Option<RelayAuth>,
+    /// Access-list changes, for the relays to pass on to the edges: (stream, its keys now).
+    pub acl_changes: tokio::sync::broadcast::Sender<(String, Vec<String>)>,
 }
 
 impl Signalling {
@@ -106,6 +113,7 @@ impl Signalling {
         cores: Vec<CoreHandle>,
         certificate: DtlsCertificate,
         cdn: &CdnConfig,
+        auth: Authorizer,
     ) -> Signalling {
         let relay_targets = if cdn.relays() {
             relay::targets(&cdn.nodes)
@@ -137,6 +145,12 @@ impl Signalling {
             relay_tls,
             balancer,
             cpu: Mutex::new(CpuSampler::new()),
+            auth,
+            relay_auth: cdn
+                .secret
+                .as_ref()
+                .map(|secret| RelayAuth::new(secret.expose())),
+            acl_changes: tokio::sync::broadcast::channel(256).0,
         }
     }
 
@@ -227,6 +241,48 @@ impl Signalling {
         self.watchers()
             .get(&id)
             .map(|w| w.description.media_session_id.clone())
+    }
+
+    /// Changes a live stream's ACL keys: players whose key it no longer holds are ended with
+    /// "Restricted access", and the relays tell the edges, which do the same. Returns the keys.
+    pub fn change_acl(&self, name: &str, change: AclChange) -> Result<Vec<String>, RegistryError> {
+        let mut commands = Vec::new();
+        let (keys, ended) = {
+            let mut registry = self.registry();
+            let (keys, refused) = registry.change_acl(name, change)?;
+            let ended = refused.len();
+            for id in refused {
+                if let Some(core) = registry.session(id).map(|s| s.core) {
+                    commands.extend(registry.remove_session(id));
+                    commands.push((
+                        core,
+                        CoreCommand::RemoveSession {
+                            id,
+                            reason: EndReason::RestrictedAccess,
+                        },
+                    ));
+                }
+            }
+            (keys, ended)
+        };
+        if ended > 0 {
+            info!(
+                stream = name,
+                ended, "players without a listed ACL key ended"
+            );
+        }
+        self.dispatch(commands);
+        // No relay listening is fine: there are no edges to tell.
+        let _ = self.acl_changes.send((name.to_owned(), keys.clone()));
+        Ok(keys)
+    }
+
+    /// The session a WebSocket client calls `media_session_id`.
+    pub fn session_by_media_session_id(&self, media_session_id: &str) -> Option<SessionId> {
+        self.watchers()
+            .iter()
+            .find(|(_, w)| w.description.media_session_id == media_session_id)
+            .map(|(id, _)| *id)
     }
 
     /// Applies what a core reports.
@@ -354,11 +410,33 @@ async fn route(
             );
             response
         }
-        (Method::GET, ["api", "stats"]) => stats(state),
-        (Method::GET | Method::POST, ["rest-api", "stream", action @ ("find_all" | "find")]) => {
+        (Method::GET, ["api", "stats"]) => match state.auth.admin(bearer(&req).as_deref()) {
+            Ok(()) => stats(state),
+            Err(e) => whip::auth_refusal(&e),
+        },
+        (
+            Method::GET | Method::POST,
+            ["rest-api", "stream", action @ ("find_all" | "find" | "terminate")],
+        ) => {
+            if let Err(e) = state.auth.admin(bearer(&req).as_deref()) {
+                return whip::auth_refusal(&e);
+            }
             let action = *action;
             match read_body(req).await {
                 Ok(body) => rest::stream(state, action, &body),
+                Err(response) => response,
+            }
+        }
+        (
+            Method::GET | Method::POST,
+            ["rest-api", "cdn", "stream", "access_list", action @ ("add" | "remove" | "delete" | "print")],
+        ) => {
+            if let Err(e) = state.auth.admin(bearer(&req).as_deref()) {
+                return whip::auth_refusal(&e);
+            }
+            let action = *action;
+            match read_body(req).await {
+                Ok(body) => rest::access_list(state, action, &body),
                 Err(response) => response,
             }
         }
@@ -398,22 +476,25 @@ async fn route(
                 return refused.response();
             }
             let stream = percent_decode(stream);
+            let credentials = http_credentials(state, &req, &query);
             match sdp_body(req).await {
-                Ok(offer) if *protocol == "whip" => whip::publish(state, &stream, &offer),
-                Ok(offer) => whip::play(state, &stream, &offer),
+                Ok(offer) => whip::start(state, protocol, &stream, &offer, &credentials).await,
                 Err(response) => response,
             }
         }
-        (Method::DELETE, [protocol @ ("whip" | "whep"), stream, session]) => {
-            whip::delete(state, protocol, &percent_decode(stream), session)
-        }
-        (Method::PATCH, ["whip" | "whep", _stream, _session]) => {
-            // RFC 9725 §4.3.1: a server that does not support trickle ICE answers 405; rtcdn
-            // puts every candidate in the answer.
-            text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "trickle ICE is not supported: all candidates are in the answer",
+        (Method::DELETE, [protocol @ ("whip" | "whep"), stream, resource]) => {
+            let credentials = http_credentials(state, &req, &query);
+            whip::delete(
+                state,
+                protocol,
+                &percent_decode(stream),
+                resource,
+                &credentials,
             )
+        }
+        (Method::PATCH, [protocol @ ("whip" | "whep"), stream, _resource]) => {
+            let credentials = http_credentials(state, &req, &query);
+            whip::patch(state, protocol, &percent_decode(stream), &credentials)
         }
         (_, ["whip" | "whep", ..]) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => text(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
@@ -434,6 +515,33 @@ fn preflight() -> Response<Full<Bytes>> {
     headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
     headers.insert("accept-post", HeaderValue::from_static("application/sdp"));
     response
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// The value of `key` in a query string, percent-decoded.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(percent_decode)
+        .filter(|v| !v.is_empty())
+}
+
+/// What a WHIP/WHEP request presents: `Authorization: Bearer`, else `?token=` (for clients that
+/// cannot set headers), and a WCS ACL key as `?aclAuth=` (`auth.acl_property`).
+fn http_credentials(state: &Signalling, req: &Request<Incoming>, query: &str) -> Credentials {
+    let mut credentials = Credentials::bearer(bearer(req).or_else(|| query_param(query, "token")));
+    credentials.acl_key = query_param(query, state.auth.acl_property());
+    credentials
 }
 
 /// Reads a body of at most [`MAX_BODY`] bytes as text.

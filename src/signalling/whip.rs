@@ -1,17 +1,36 @@
 //! WHIP (RFC 9725) publish and WHEP play: an SDP offer in, a session on a core, an answer out.
+//!
+//! A resource's URL ends in a secret ([`ResourceSecret`]) that only its creator learns, from the
+//! `Location` of the `201`: listings show the session's public id, which ends nothing.
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
-use super::media::{self, StartError};
+use super::media::{self, HookStanding, StartError};
 use super::{text, Signalling};
-use crate::control::SessionId;
-use crate::registry::{RegistryError, SessionKind};
+use crate::auth::{Action, AuthError, Credentials};
+use crate::control::{EndReason, SessionId};
+use crate::registry::{RegistryError, ResourceSecret, SessionKind};
+
+/// The answer to a request the auth policy refused: 401 (with `WWW-Authenticate`, RFC 6750)
+/// when a token could make it work, else 403.
+pub(crate) fn auth_refusal(error: &AuthError) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = text(status, error.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"rtcdn\""),
+        );
+    }
+    response
+}
 
 fn refuse(error: StartError) -> Response<Full<Bytes>> {
     let status = match &error {
+        StartError::Auth(e) => return auth_refusal(e),
         StartError::Registry(RegistryError::NameInUse(_)) => StatusCode::CONFLICT,
         StartError::Registry(RegistryError::StreamNotFound(_)) => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
@@ -19,10 +38,17 @@ fn refuse(error: StartError) -> Response<Full<Bytes>> {
     text(status, error.to_string())
 }
 
-fn created(protocol: &str, stream: &str, started: media::Started) -> Response<Full<Bytes>> {
+fn created(
+    state: &Signalling,
+    protocol: &str,
+    stream: &str,
+    started: media::Started,
+) -> Response<Full<Bytes>> {
+    let secret = ResourceSecret::random();
+    state.registry().set_resource(started.id, secret);
     let mut response = Response::new(Full::new(Bytes::from(started.answer)));
     *response.status_mut() = StatusCode::CREATED;
-    let location = format!("/{protocol}/{stream}/{}", started.id);
+    let location = format!("/{protocol}/{stream}/{secret}");
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -31,40 +57,117 @@ fn created(protocol: &str, stream: &str, started: media::Started) -> Response<Fu
     response
 }
 
-/// `POST /whip/{stream}`.
-pub fn publish(state: &Signalling, stream: &str, offer: &str) -> Response<Full<Bytes>> {
-    match media::start_publish(state, stream, offer) {
-        Ok(started) => created("whip", stream, started),
+/// `POST /whip/{stream}` and `POST /whep/{stream}`.
+pub async fn start(
+    state: &Signalling,
+    protocol: &str,
+    stream: &str,
+    offer: &str,
+    credentials: &Credentials,
+) -> Response<Full<Bytes>> {
+    let (action, _) = action_of(protocol);
+    let fields = media::http_stream_fields(stream, action == Action::Publish);
+    let authorized = match media::authorize(
+        state,
+        action,
+        stream,
+        credentials,
+        HookStanding::Request,
+        &fields,
+    )
+    .await
+    {
+        Ok(authorized) => authorized,
+        Err(e) => return auth_refusal(&e),
+    };
+    let started = match action {
+        Action::Publish => media::start_publish(state, stream, offer, authorized),
+        Action::Play => media::start_play(
+            state,
+            stream,
+            offer,
+            authorized,
+            credentials.acl_key.as_deref(),
+        ),
+    };
+    match started {
+        Ok(started) => created(state, protocol, stream, started),
         Err(e) => refuse(e),
     }
 }
 
-/// `POST /whep/{stream}`.
-pub fn play(state: &Signalling, stream: &str, offer: &str) -> Response<Full<Bytes>> {
-    match media::start_play(state, stream, offer) {
-        Ok(started) => created("whep", stream, started),
-        Err(e) => refuse(e),
+/// Whether a request on an existing resource may go on: the policy's token rule applies; a
+/// REST hook is not asked again (it allowed the POST, and the URL's secret proves the client).
+fn check_resource_request(
+    state: &Signalling,
+    action: Action,
+    stream: &str,
+    credentials: &Credentials,
+) -> Result<(), AuthError> {
+    state.auth.check(action, stream, credentials).map(|_| ())
+}
+
+fn action_of(protocol: &str) -> (Action, SessionKind) {
+    if protocol == "whip" {
+        (Action::Publish, SessionKind::Publisher)
+    } else {
+        (Action::Play, SessionKind::Player)
     }
 }
 
-/// `DELETE /whip/{stream}/{session}` and `DELETE /whep/{stream}/{session}`. The path must name
-/// the session's own protocol and stream: a player's id cannot end a publisher.
+/// `PATCH /whip/{stream}/{resource}`: checked like the POST, then refused: RFC 9725 §4.3.1 lets
+/// a server without trickle ICE answer 405; rtcdn puts every candidate in the answer.
+pub fn patch(
+    state: &Signalling,
+    protocol: &str,
+    stream: &str,
+    credentials: &Credentials,
+) -> Response<Full<Bytes>> {
+    if let Err(e) = check_resource_request(state, action_of(protocol).0, stream, credentials) {
+        return auth_refusal(&e);
+    }
+    text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported: all candidates are in the answer",
+    )
+}
+
+/// `DELETE /whip/{stream}/{resource}` and `DELETE /whep/{stream}/{resource}`: `resource` is the
+/// secret of the session's `Location`, and the path must name the session's own protocol and
+/// stream (a player's URL cannot end a publisher). With the admin token, `resource` may be a
+/// session's public id instead.
 pub fn delete(
     state: &Signalling,
     protocol: &str,
     stream: &str,
-    session: &str,
+    resource: &str,
+    credentials: &Credentials,
 ) -> Response<Full<Bytes>> {
-    let id = u64::from_str_radix(session, 16).ok().map(SessionId);
-    let want = if protocol == "whip" {
-        SessionKind::Publisher
-    } else {
-        SessionKind::Player
+    let (action, kind) = action_of(protocol);
+    let admin = state.auth.is_admin_token(credentials.token.as_deref());
+    if !admin {
+        if let Err(e) = check_resource_request(state, action, stream, credentials) {
+            return auth_refusal(&e);
+        }
+    }
+    let session = {
+        let registry = state.registry();
+        let by_secret = ResourceSecret::parse(resource).and_then(|s| registry.resource(s));
+        let by_public_id = || {
+            let id = u64::from_str_radix(resource, 16).ok().map(SessionId)?;
+            registry.session(id)
+        };
+        by_secret
+            .or_else(|| admin.then(by_public_id).flatten())
+            .filter(|entry| entry.kind == kind && entry.stream_name == stream)
+            .map(|entry| entry.id)
     };
-    let matches = id
-        .and_then(|id| state.registry().session(id).cloned())
-        .is_some_and(|entry| entry.kind == want && entry.stream_name == stream);
-    if matches && id.is_some_and(|id| media::end_session(state, id)) {
+    let reason = if admin {
+        EndReason::Terminated
+    } else {
+        EndReason::Deleted
+    };
+    if session.is_some_and(|id| media::end_session(state, id, reason)) {
         text(StatusCode::OK, "session ended")
     } else {
         text(

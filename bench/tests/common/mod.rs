@@ -3,21 +3,32 @@
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use rtcdn::auth::Secret;
 use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
 use rtcdn::config::Config;
+use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, AUDIO_PT, VIDEO_PT};
-use rtcdn_bench::media::{write_packet, Probe};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
+use rtcdn_bench::media::{read_packet, write_packet, Probe};
 
 /// A node on loopback with ephemeral ports and `threads` media cores.
 pub fn test_node(threads: usize) -> Node {
     Node::start(&loopback_config(threads)).expect("node starts")
 }
 
+/// The `cdn.secret` the tests' origins and edges share.
+pub const CDN_SECRET: &str = "test-cdn-secret-0123456789abcdef-0123";
+
 /// A CDN origin or edge on loopback with two media cores; an origin with `edges` balances
-/// players over them round-robin.
+/// players over them round-robin. Both know [`CDN_SECRET`].
 pub fn cdn_node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
     let mut config = loopback_config(2);
     config.cdn = CdnConfig {
@@ -25,12 +36,14 @@ pub fn cdn_node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
         load_balancing_enabled: !edges.is_empty(),
         mode: BalanceMode::RoundRobin,
         nodes: edges,
+        secret: Some(Secret::new(CDN_SECRET)),
         ..CdnConfig::default()
     };
     Node::start(&config).expect("node starts")
 }
 
-fn loopback_config(threads: usize) -> Config {
+/// A standalone node's config on loopback with ephemeral ports and `threads` media cores.
+pub fn loopback_config(threads: usize) -> Config {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.media.port_base = 0;
@@ -69,4 +82,111 @@ pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, star
         .await
         .expect("publisher sends");
     *seq += 1;
+}
+
+/// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
+pub async fn play_until_media(
+    base: &str,
+    stream: &str,
+    certificate: &DtlsCertificate,
+    within: Duration,
+) -> ClientSession {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < within,
+            "{stream} never played from {base}"
+        );
+        if let Ok(mut player) = ClientSession::connect(
+            base,
+            Mode::Play,
+            stream,
+            certificate,
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            if let Some(packet) = player.recv_rtp(Duration::from_secs(2)).await {
+                read_packet(&packet).expect("relayed packet intact");
+                return player;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A publisher sending synthetic media from its own task until stopped.
+pub struct Streaming {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<ClientSession>,
+}
+
+impl Streaming {
+    /// Starts sending, numbering packets from `seq`, one every 5 ms.
+    pub fn start(mut publisher: ClientSession, mut seq: u64) -> Streaming {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            while stopped.try_recv().is_err() {
+                send(&mut publisher, &mut seq, 1, start).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            publisher
+        });
+        Streaming { stop, task }
+    }
+
+    /// Stops sending and gives the publisher back.
+    pub async fn stop(self) -> ClientSession {
+        let _ = self.stop.send(());
+        self.task.await.expect("the sending task")
+    }
+}
+
+/// A response with all its headers (`rtcdn_bench::http::request` keeps only `Location`).
+pub struct Raw {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request with arbitrary headers and a byte body.
+pub async fn raw_request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Raw {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connect to the node");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(Bytes::from(body))).expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Raw {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }

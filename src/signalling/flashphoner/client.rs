@@ -106,14 +106,16 @@ impl WsClient {
     /// Connects and establishes the session like the SDK does (`connection` → `getUserData`),
     /// over `ws://`.
     pub async fn connect(url: &str, timeout: Duration) -> Result<WsClient, WsClientError> {
-        WsClient::connect_with_tls(url, timeout, None).await
+        WsClient::connect_with_tls(url, timeout, None, None).await
     }
 
-    /// [`WsClient::connect`] for `ws://` or `wss://` (which needs `tls`).
+    /// [`WsClient::connect`] for `ws://` or `wss://` (which needs `tls`), with `custom` as the
+    /// `connection`'s `custom` object (what the SDK's `createSession({custom})` sends).
     pub async fn connect_with_tls(
         url: &str,
         timeout: Duration,
         tls: Option<Arc<rustls::ClientConfig>>,
+        custom: Option<Value>,
     ) -> Result<WsClient, WsClientError> {
         let transport = |reason: String| WsClientError::Transport {
             url: url.to_owned(),
@@ -153,18 +155,17 @@ impl WsClient {
             url: url.to_owned(),
             ws,
         };
-        client
-            .send(
-                "connection",
-                json!({
-                    "appKey": "defaultApp",
-                    "mediaProviders": ["WebRTC"],
-                    "clientVersion": "2.0",
-                    "clientOSVersion": "rtcdn",
-                    "clientBrowserVersion": concat!("rtcdn/", env!("CARGO_PKG_VERSION")),
-                }),
-            )
-            .await?;
+        let mut connection = json!({
+            "appKey": "defaultApp",
+            "mediaProviders": ["WebRTC"],
+            "clientVersion": "2.0",
+            "clientOSVersion": "rtcdn",
+            "clientBrowserVersion": concat!("rtcdn/", env!("CARGO_PKG_VERSION")),
+        });
+        if let Some(custom) = custom {
+            connection["custom"] = custom;
+        }
+        client.send("connection", connection).await?;
         loop {
             match client.next_within(timeout, "getUserData").await? {
                 (message, _) if message == "getUserData" => return Ok(client),

@@ -11,10 +11,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, fail_frame, failed_frame, frame, str_field, StreamDescription};
-use crate::control::SessionId;
+use crate::auth::{Action, Credentials, HookSession, TokenError};
+use crate::control::{EndReason, SessionId};
 use crate::negotiate::NegotiationError;
+use crate::registry::AclChange;
 use crate::registry::RegistryError;
-use crate::signalling::media::{self, StartError};
+use crate::signalling::media::{self, HookStanding, StartError};
 use crate::signalling::{Signalling, Watcher};
 
 /// A stream this WebSocket session publishes or plays.
@@ -28,12 +30,17 @@ pub struct Connection {
     peer: SocketAddr,
     out: UnboundedSender<String>,
     established: bool,
+    /// What its `connection` presented (`custom.token`, `custom.relayToken`).
+    credentials: Credentials,
+    /// What the application's `connect` REST hook said, when a policy uses hooks.
+    hook: Option<HookSession>,
     streams: HashMap<String, OwnStream>,
 }
 
 /// The `info` a FAILED status carries for a refused publish or play.
 fn start_error_info(error: &StartError) -> String {
     match error {
+        StartError::Auth(e) => e.wcs_info(),
         StartError::Registry(RegistryError::NameInUse(_)) => "Stream name is already in use".into(),
         StartError::Registry(RegistryError::StreamNotFound(_)) => "Stream not found".into(),
         StartError::Negotiation(NegotiationError::NothingToPlay(why)) => {
@@ -46,6 +53,47 @@ fn start_error_info(error: &StartError) -> String {
     }
 }
 
+/// The `keys` of a relay's access list message (or of its `publishStream`'s `rtcdnAcl`).
+fn relayed_keys(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()
+        .or_else(|| value.get("keys")?.as_array())?
+        .iter()
+        .map(|k| k.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A session its application refused: the WebSocket is closed.
+#[derive(Debug)]
+pub struct Refused;
+
+/// What a `connection` message presents: `custom.token` (a client's bearer token) and
+/// `custom.relayToken` (a relay of this CDN proving `cdn.secret`).
+fn connection_credentials(state: &Signalling, payload: &Value) -> Credentials {
+    let custom = |key| {
+        payload
+            .get("custom")
+            .and_then(|c| c.get(key))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    };
+    let mut credentials = Credentials::bearer(custom("token").map(str::to_owned));
+    credentials.acl_key = custom(state.auth.acl_property()).map(str::to_owned);
+    if let Some(token) = custom("relayToken") {
+        let checked = match &state.relay_auth {
+            Some(relay_auth) => relay_auth.verify(token),
+            None => Err(TokenError::Malformed(
+                "this node has no cdn.secret to check relay tokens with".into(),
+            )),
+        };
+        match checked {
+            Ok(()) => credentials.relay = true,
+            Err(e) => credentials.relay_refused = Some(e),
+        }
+    }
+    credentials
+}
+
 impl Connection {
     /// A session for a new socket; frames for the client go to `out`.
     pub fn new(peer: SocketAddr, out: UnboundedSender<String>) -> Connection {
@@ -53,6 +101,8 @@ impl Connection {
             peer,
             out,
             established: false,
+            credentials: Credentials::default(),
+            hook: None,
             streams: HashMap::new(),
         }
     }
@@ -61,26 +111,29 @@ impl Connection {
         let _ = self.out.send(text);
     }
 
-    /// A text frame from the client.
-    pub fn handle_text(&mut self, state: &Signalling, text: &str) {
+    /// A text frame from the client. `Err` when the session must close (its application's
+    /// `connect` hook refused it).
+    pub async fn handle_text(&mut self, state: &Signalling, text: &str) -> Result<(), Refused> {
         let frame = match protocol::parse_frame(text) {
             Ok(frame) => frame,
             Err(e) => {
                 debug!(peer = %self.peer, error = %e, "bad frame");
                 self.send(fail_frame("unknown", &e.to_string()));
-                return;
+                return Ok(());
             }
         };
         let payload = &frame.payload;
         match frame.message.as_str() {
-            "connection" => self.handle_connection(payload),
-            "publishStream" => self.handle_start(state, payload, true),
-            "playStream" => self.handle_start(state, payload, false),
+            "connection" => return self.handle_connection(state, payload).await,
+            "publishStream" => self.handle_start(state, payload, true).await,
+            "playStream" => self.handle_start(state, payload, false).await,
             "unPublishStream" => self.handle_stop(state, payload, true),
             "stopStream" => self.handle_stop(state, payload, false),
             "availableStream" => self.handle_available(state, payload),
             "sendStreamEvent" => self.handle_stream_event(state, payload),
             "sendData" => self.handle_send_data(payload),
+            // rtcdn's own: an origin's relay passing on its stream's access list.
+            "rtcdnAcl" => self.handle_relayed_acl(state, payload),
             // Keep-alive answers; any frame already counts as a sign of life.
             "pong" | "ping" => {}
             // Sent by the SDK on request only; nothing for a media node to do.
@@ -95,22 +148,42 @@ impl Connection {
             }
             other => warn!(peer = %self.peer, message = other, "unknown message ignored"),
         }
+        Ok(())
     }
 
-    fn handle_connection(&mut self, payload: &Value) {
+    async fn handle_connection(
+        &mut self,
+        state: &Signalling,
+        payload: &Value,
+    ) -> Result<(), Refused> {
         if self.established {
             self.send(fail_frame(
                 "connection",
                 "the session is already established",
             ));
-            return;
+            return Ok(());
+        }
+        self.credentials = connection_credentials(state, payload);
+        if let Some(e) = &self.credentials.relay_refused {
+            warn!(peer = %self.peer, error = %e, "relay token refused");
+        }
+        let session_id = format!("/{}/rtcdn", self.peer);
+        if let Some(hooks) = state.auth.hooks().filter(|_| !self.credentials.relay) {
+            let app_key = str_field(payload, "appKey").unwrap_or("defaultApp");
+            match hooks.connect(app_key, &session_id, payload).await {
+                Ok(session) => self.hook = Some(session),
+                Err(e) => {
+                    // WCS refuses a session by closing its WebSocket; the SDK reports FAILED.
+                    info!(peer = %self.peer, error = %e, "connection refused");
+                    return Err(Refused);
+                }
+            }
         }
         self.established = true;
         let mut user_data = match payload {
             Value::Object(object) => object.clone(),
             _ => serde_json::Map::new(),
         };
-        let session_id = format!("/{}/rtcdn", self.peer);
         user_data.insert("sessionId".into(), json!(session_id));
         user_data.insert(
             "authToken".into(),
@@ -125,6 +198,7 @@ impl Connection {
         ));
         self.send(frame("getUserData", vec![Value::Object(user_data)]));
         info!(peer = %self.peer, "WebSocket session established");
+        Ok(())
     }
 
     /// The mediaSessionId and name of a stream request, or a FAILED/fail already sent.
@@ -146,7 +220,7 @@ impl Connection {
         Some((id, name))
     }
 
-    fn handle_start(&mut self, state: &Signalling, payload: &Value, published: bool) {
+    async fn handle_start(&mut self, state: &Signalling, payload: &Value, published: bool) {
         let api = if published {
             "publishStream"
         } else {
@@ -176,11 +250,34 @@ impl Connection {
         if let Err(refused) = state.admit_session(self.peer.ip()) {
             return self.send(failed_frame(id, name, published, &refused.to_string()));
         }
-        let started = if published {
-            media::start_publish(state, name, offer)
+        let action = if published {
+            Action::Publish
         } else {
-            media::start_play(state, name, offer)
+            Action::Play
         };
+        let authorized = media::authorize(
+            state,
+            action,
+            name,
+            &self.credentials,
+            HookStanding::Connected(self.hook.as_ref()),
+            payload,
+        )
+        .await
+        .map_err(StartError::from);
+        let started = authorized.and_then(|authorized| {
+            if published {
+                media::start_publish(state, name, offer, authorized)
+            } else {
+                media::start_play(
+                    state,
+                    name,
+                    offer,
+                    authorized,
+                    self.credentials.acl_key.as_deref(),
+                )
+            }
+        });
         let started = match started {
             Ok(started) => started,
             Err(e) => {
@@ -189,6 +286,12 @@ impl Connection {
                 return;
             }
         };
+        if published && self.credentials.relay {
+            // The origin's access list comes with its relay's publish.
+            if let Some(keys) = payload.get("rtcdnAcl").and_then(relayed_keys) {
+                let _ = state.change_acl(name, AclChange::Set(keys));
+            }
+        }
         let description = StreamDescription::from_request(payload, id, name, published);
         state.watch(
             started.id,
@@ -224,7 +327,7 @@ impl Connection {
             Some(own) if own.description.published == published => {
                 // Unwatch first: the client asked, so it gets this status and no FAILED.
                 state.unwatch(own.session);
-                media::end_session(state, own.session);
+                media::end_session(state, own.session, EndReason::Deleted);
                 self.send(own.description.status_frame(status, None));
             }
             Some(own) => {
@@ -280,6 +383,29 @@ impl Connection {
         });
     }
 
+    fn handle_relayed_acl(&self, state: &Signalling, payload: &Value) {
+        let name = str_field(payload, "name").unwrap_or("");
+        let publishes_it = self
+            .streams
+            .values()
+            .any(|own| own.description.published && own.description.name == name);
+        if !self.credentials.relay || !publishes_it {
+            warn!(peer = %self.peer, stream = name, "access list from a client that does not relay that stream ignored");
+            self.send(fail_frame(
+                "rtcdnAcl",
+                "only a relay of this CDN may set its stream's access list",
+            ));
+            return;
+        }
+        let Some(keys) = relayed_keys(payload) else {
+            self.send(fail_frame("rtcdnAcl", "keys must be an array of strings"));
+            return;
+        };
+        if let Err(e) = state.change_acl(name, AclChange::Set(keys)) {
+            debug!(peer = %self.peer, error = %e, "relayed access list for a stream that is gone");
+        }
+    }
+
     fn handle_send_data(&self, payload: &Value) {
         let operation = payload.get("operationId").cloned().unwrap_or(Value::Null);
         self.send(frame(
@@ -298,7 +424,7 @@ impl Connection {
     pub fn close(&mut self, state: &Signalling) {
         for (_, own) in self.streams.drain() {
             state.unwatch(own.session);
-            media::end_session(state, own.session);
+            media::end_session(state, own.session, EndReason::Deleted);
         }
         info!(peer = %self.peer, "WebSocket session closed");
     }

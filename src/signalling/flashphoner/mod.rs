@@ -124,7 +124,10 @@ where
             incoming = frames.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
-                    connection.handle_text(&state, text.as_str());
+                    if connection.handle_text(&state, text.as_str()).await.is_err() {
+                        let _ = sink.close().await;
+                        break;
+                    }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     last_heard = Instant::now();

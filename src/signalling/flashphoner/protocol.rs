@@ -158,12 +158,18 @@ pub fn end_info(reason: &EndReason) -> String {
     match reason {
         EndReason::PublisherLeft => "Stopped by publisher stop".into(),
         EndReason::ConsentExpired => "Failed by ICE keep alive".into(),
-        EndReason::NeverConnected => "Failed by ICE timeout".into(),
+        EndReason::NeverConnected | EndReason::ConnectTimeout { ice: false } => {
+            "Failed by ICE timeout".into()
+        }
+        EndReason::ConnectTimeout { ice: true } => "Failed by DTLS error".into(),
+        EndReason::Superseded => format!("Failed by error: {reason}"),
         EndReason::DtlsFailed(why) if why.contains("fingerprint") => {
             "Failed by DTLS fingerprint error".into()
         }
         EndReason::DtlsFailed(_) | EndReason::DtlsClosed => "Failed by DTLS error".into(),
         EndReason::Deleted => "Stopped by user".into(),
+        EndReason::Terminated => "Terminated by an administrator".into(),
+        EndReason::RestrictedAccess => "Restricted access".into(),
         EndReason::Shutdown => "Stopped by session disconnect".into(),
     }
 }

@@ -1,0 +1,116 @@
+//! A stranger cannot stop a WHIP publisher and take its stream name. Today's listings
+//! (`/rest-api/stream/find_all`) show a publisher's `mediaSessionId`; before resource URLs got a
+//! secret of their own, that id was the last segment of the publisher's `Location`, so a DELETE
+//! with it cut every player and freed the name for the stranger's own publish. Now the id only
+//! identifies: the DELETE is 404, the stranger's publish 409, and the players keep receiving.
+//! The publisher's own DELETE (with its `Location`) still ends the stream.
+//!
+//! Everything is sent to 127.0.0.1 only.
+
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use rtcdn::dtls::DtlsCertificate;
+use rtcdn_bench::client::{sdp_offer, ClientSession, Mode};
+use rtcdn_bench::http;
+use serde_json::Value;
+
+mod common;
+use common::{raw_request, send, test_node};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_can_neither_stop_a_publisher_nor_take_its_name() {
+    let node = test_node(2);
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut publisher =
+        ClientSession::connect(&base, Mode::Publish, "victim", &certificate, TIMEOUT)
+            .await
+            .expect("publish");
+    let mut players = Vec::new();
+    for _ in 0..3 {
+        players.push(
+            ClientSession::connect(&base, Mode::Play, "victim", &certificate, TIMEOUT)
+                .await
+                .expect("play"),
+        );
+    }
+    let start = Instant::now();
+    let mut seq = 0;
+    let mut warm = [false; 3];
+    while warm.iter().any(|w| !w) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "players never received"
+        );
+        send(&mut publisher, &mut seq, 0, start).await;
+        for (i, player) in players.iter_mut().enumerate() {
+            while player.recv_rtp(Duration::from_millis(2)).await.is_some() {
+                warm[i] = true;
+            }
+        }
+    }
+
+    // The stranger reads the listing (open on a node with open policies) and tries every id it
+    // shows, as a publisher's and as a player's resource.
+    let listing = http::request(
+        Method::GET,
+        &format!("{base}/rest-api/stream/find_all"),
+        None,
+        String::new(),
+    )
+    .await
+    .unwrap();
+    let list: Value = serde_json::from_str(&listing.body).unwrap();
+    let id = list[0]["mediaSessionId"]
+        .as_str()
+        .expect("a listed id")
+        .to_owned();
+    assert!(
+        !publisher.resource().contains(&id),
+        "the listed id {id} is not in the publisher's resource URL {}",
+        publisher.resource()
+    );
+    for url in [
+        format!("{base}/whip/victim/{id}"),
+        format!("{base}/whep/victim/{id}"),
+    ] {
+        let raw = raw_request(Method::DELETE, &url, &[], Vec::new()).await;
+        assert_eq!(raw.status, StatusCode::NOT_FOUND, "{url}: {}", raw.body);
+    }
+    let squat = raw_request(
+        Method::POST,
+        &format!("{base}/whip/victim"),
+        &[("content-type", "application/sdp")],
+        sdp_offer(Mode::Publish, &certificate).into_bytes(),
+    )
+    .await;
+    assert_eq!(squat.status, StatusCode::CONFLICT, "{}", squat.body);
+
+    // Nothing was cut: every player keeps receiving.
+    for player in &mut players {
+        while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
+    }
+    for _ in 0..20 {
+        send(&mut publisher, &mut seq, 1, start).await;
+    }
+    for (i, player) in players.iter_mut().enumerate() {
+        assert!(
+            player.recv_rtp(Duration::from_secs(2)).await.is_some(),
+            "player {i} still receives"
+        );
+        assert!(player.ended().is_none(), "player {i} was not ended");
+    }
+
+    // The owner's DELETE, with its Location, still ends the stream and its players.
+    publisher.close().await.expect("the owner's DELETE");
+    for player in &mut players {
+        assert!(
+            player.wait_ended(Duration::from_secs(5)).await.is_some(),
+            "the publisher's end ends its players"
+        );
+    }
+    node.stop();
+}
