@@ -51,8 +51,8 @@ pub struct HttpConfig {
     /// Seconds from accept, or from the end of the previous answer on a keep-alive connection,
     /// to a complete request head; past it the connection is closed.
     pub header_read_timeout_secs: u64,
-    /// Seconds from a request's head to its answer (the body must arrive); past it: 408.
-    pub request_timeout_secs: u64,
+    /// Seconds from a request's head to the end of its body; past it: 408 and closed.
+    pub body_read_timeout_secs: u64,
     /// Seconds from a WebSocket upgrade to the client's `connection` message.
     pub websocket_connect_timeout_secs: u64,
     /// Seconds the node's writes may stay blocked by a client that does not read.
@@ -124,7 +124,7 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             max_connections_per_ip: 128,
             header_read_timeout_secs: 10,
-            request_timeout_secs: 10,
+            body_read_timeout_secs: 10,
             websocket_connect_timeout_secs: 10,
             send_timeout_secs: 30,
             sessions_per_ip_per_sec: 10.0,
@@ -160,7 +160,7 @@ impl HttpConfig {
             "http.header_read_timeout_secs",
             self.header_read_timeout_secs,
         )?;
-        at_least_one("http.request_timeout_secs", self.request_timeout_secs)?;
+        at_least_one("http.body_read_timeout_secs", self.body_read_timeout_secs)?;
         at_least_one(
             "http.websocket_connect_timeout_secs",
             self.websocket_connect_timeout_secs,
@@ -667,7 +667,7 @@ mod tests {
                 "header_read_timeout_secs = 0",
                 "http.header_read_timeout_secs",
             ),
-            ("request_timeout_secs = 0", "http.request_timeout_secs"),
+            ("body_read_timeout_secs = 0", "http.body_read_timeout_secs"),
             (
                 "websocket_connect_timeout_secs = 0",
                 "http.websocket_connect_timeout_secs",

@@ -137,7 +137,7 @@ async fn exchange(
 async fn silent_idle_and_slowloris_connections_are_closed() {
     let node = node(|http| {
         http.header_read_timeout_secs = 1;
-        http.request_timeout_secs = 1;
+        http.body_read_timeout_secs = 1;
     });
     let addr = node.http_addr();
 

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
-use hyper::{Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use tracing::info;
 
 use super::{text, Signalling};
@@ -380,8 +381,8 @@ pub struct Limits {
     pub log: LogLimiter,
     /// From accept (or the end of the previous response) to a complete request head.
     pub header_read_timeout: Duration,
-    /// From a complete request head to its answer: the body must arrive within it.
-    pub request_timeout: Duration,
+    /// From a complete request head to the end of its body.
+    pub body_read_timeout: Duration,
     /// From a WebSocket upgrade to the client's `connection` message.
     pub websocket_connect_timeout: Duration,
     /// How long a write may stay blocked by a client that does not read.
@@ -402,7 +403,7 @@ impl Limits {
             exempt: http.per_ip_exempt.clone(),
             log: LogLimiter::new(Instant::now()),
             header_read_timeout: Duration::from_secs(http.header_read_timeout_secs),
-            request_timeout: Duration::from_secs(http.request_timeout_secs),
+            body_read_timeout: Duration::from_secs(http.body_read_timeout_secs),
             websocket_connect_timeout: Duration::from_secs(http.websocket_connect_timeout_secs),
             send_timeout: Duration::from_secs(http.send_timeout_secs),
             refusals_in_flight: AtomicUsize::new(0),
@@ -443,19 +444,59 @@ impl Signalling {
     }
 }
 
-/// The answer to a request whose body did not arrive in time; the connection is closed after it.
-pub fn request_timed_out(timeout: Duration) -> Response<Full<Bytes>> {
-    let mut response = text(
-        StatusCode::REQUEST_TIMEOUT,
-        format!(
-            "the request was not complete within {} s\n",
-            timeout.as_secs()
-        ),
-    );
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    response
+/// When a request's body must have arrived (`http.body_read_timeout_secs` after its head), in
+/// the request's extensions. Only the body read is bounded: handlers also await auth hooks,
+/// which have their own timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline {
+    at: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl BodyDeadline {
+    /// `timeout` from now.
+    pub fn after(timeout: Duration) -> BodyDeadline {
+        BodyDeadline {
+            at: tokio::time::Instant::now() + timeout,
+            timeout,
+        }
+    }
+}
+
+/// Collects `req`'s body, at most `max` bytes, by its [`BodyDeadline`]. `what` names the body in
+/// the 413 reason. A body too slow gets 408 and the connection is closed after it.
+pub async fn collect_body(
+    req: Request<Incoming>,
+    max: usize,
+    what: &str,
+) -> Result<Bytes, Response<Full<Bytes>>> {
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let collect = Limited::new(req.into_body(), max).collect();
+    let collected = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.at, collect).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                let mut response = text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s\n",
+                        deadline.timeout.as_secs()
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                return Err(response);
+            }
+        },
+        None => collect.await,
+    };
+    collected.map(|body| body.to_bytes()).map_err(|_| {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} exceeds {max} bytes"),
+        )
+    })
 }
 
 #[cfg(test)]

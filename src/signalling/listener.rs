@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
-use super::limits::{request_timed_out, ConnectionSlot, Refused};
+use super::limits::{BodyDeadline, ConnectionSlot, Refused};
 use super::send_timeout::SendTimeout;
 use super::{handle, Signalling};
 
@@ -128,21 +128,10 @@ async fn serve_connection<S>(
     let service = service_fn(move |mut req| {
         // A WebSocket takes the connection over from hyper: it keeps the slot.
         req.extensions_mut().insert(slot.clone());
+        req.extensions_mut()
+            .insert(BodyDeadline::after(state.limits.body_read_timeout));
         let state = state.clone();
-        async move {
-            let timeout = state.limits.request_timeout;
-            // Bounds the body's arrival: nothing else a handler awaits can stall (handlers do
-            // their work synchronously), so cancelling at the deadline leaves no state half-done.
-            match tokio::time::timeout(timeout, handle(req, state.clone(), peer)).await {
-                Ok(response) => Ok::<_, Infallible>(response),
-                Err(_) => {
-                    if state.limits.may_log() {
-                        info!(%peer, reason = "request body timeout", "request refused");
-                    }
-                    Ok(request_timed_out(timeout))
-                }
-            }
-        }
+        async move { Ok::<_, Infallible>(handle(req, state, peer).await) }
     });
     // hyper 1 arms the header-read timer when it starts reading a request head: at the start of
     // the connection and again whenever a keep-alive connection goes idle after a response. So

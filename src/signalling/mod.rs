@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
@@ -546,15 +546,7 @@ fn http_credentials(state: &Signalling, req: &Request<Incoming>, query: &str) ->
 
 /// Reads a body of at most [`MAX_BODY`] bytes as text.
 async fn read_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return Err(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body exceeds {MAX_BODY} bytes"),
-            ))
-        }
-    };
+    let body = limits::collect_body(req, MAX_BODY, "the body").await?;
     String::from_utf8(body.to_vec())
         .map_err(|_| text(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
@@ -576,15 +568,7 @@ async fn sdp_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>
             format!("Content-Type must be application/sdp, not {content_type:?}"),
         ));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return Err(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the offer exceeds {MAX_BODY} bytes"),
-            ))
-        }
-    };
+    let body = limits::collect_body(req, MAX_BODY, "the offer").await?;
     String::from_utf8(body.to_vec())
         .map_err(|_| text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))
 }
