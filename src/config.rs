@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::cdn::config::CdnConfig;
+use crate::signalling::limits::IpNet;
 
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -43,6 +44,27 @@ pub struct HttpConfig {
     pub tls_certificate: Option<PathBuf>,
     /// PEM private key for `tls_certificate`.
     pub tls_private_key: Option<PathBuf>,
+    /// Open connections at most, both listeners together; past it new ones get 503.
+    pub max_connections: usize,
+    /// Open connections at most from one address (IPv6: one /64); past it new ones get 429.
+    pub max_connections_per_ip: usize,
+    /// Seconds from accept, or from the end of the previous answer on a keep-alive connection,
+    /// to a complete request head; past it the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Seconds from a request's head to the end of its body; past it: 408 and closed.
+    pub body_read_timeout_secs: u64,
+    /// Seconds from a WebSocket upgrade to the client's `connection` message.
+    pub websocket_connect_timeout_secs: u64,
+    /// Seconds the node's writes may stay blocked by a client that does not read.
+    pub send_timeout_secs: u64,
+    /// Sessions (WHIP, WHEP, publishStream, playStream) one address may start per second...
+    pub sessions_per_ip_per_sec: f64,
+    /// ...and at once, after a pause.
+    pub session_burst_per_ip: u32,
+    /// Addresses free of the per-address cap and session rate (a local reverse proxy).
+    pub per_ip_exempt: Vec<IpNet>,
+    /// Origins whose pages may read answers (`*`: any); admin endpoints answer none.
+    pub cors_origins: Vec<String>,
 }
 
 /// `[media]`
@@ -99,7 +121,80 @@ impl Default for HttpConfig {
             tls_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8443)),
             tls_certificate: None,
             tls_private_key: None,
+            max_connections: 10_000,
+            max_connections_per_ip: 128,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            websocket_connect_timeout_secs: 10,
+            send_timeout_secs: 30,
+            sessions_per_ip_per_sec: 10.0,
+            session_burst_per_ip: 40,
+            per_ip_exempt: ["127.0.0.0/8", "::1"]
+                .into_iter()
+                .map(|net| IpNet::try_from(net.to_owned()).expect("a valid block"))
+                .collect(),
+            cors_origins: vec!["*".into()],
         }
+    }
+}
+
+impl HttpConfig {
+    /// Checks the listener's limits and CORS origins.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let at_least_one = |key, value: u64| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("http.max_connections", self.max_connections as u64)?;
+        at_least_one(
+            "http.max_connections_per_ip",
+            self.max_connections_per_ip as u64,
+        )?;
+        at_least_one(
+            "http.header_read_timeout_secs",
+            self.header_read_timeout_secs,
+        )?;
+        at_least_one("http.body_read_timeout_secs", self.body_read_timeout_secs)?;
+        at_least_one(
+            "http.websocket_connect_timeout_secs",
+            self.websocket_connect_timeout_secs,
+        )?;
+        at_least_one("http.send_timeout_secs", self.send_timeout_secs)?;
+        at_least_one(
+            "http.session_burst_per_ip",
+            u64::from(self.session_burst_per_ip),
+        )?;
+        // Below one session a day the Retry-After would be meaningless.
+        if !(self.sessions_per_ip_per_sec >= 1e-5 && self.sessions_per_ip_per_sec.is_finite()) {
+            return Err(ConfigError::Invalid {
+                key: "http.sessions_per_ip_per_sec",
+                message: format!(
+                    "{} is not a positive rate (exempt addresses with http.per_ip_exempt instead)",
+                    self.sessions_per_ip_per_sec
+                ),
+            });
+        }
+        if self.cors_origins.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "http.cors_origins",
+                message: "list at least one origin, or \"*\"".into(),
+            });
+        }
+        for origin in &self.cors_origins {
+            crate::signalling::cors::check_origin(origin).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "http.cors_origins",
+                    message,
+                }
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -229,6 +324,7 @@ impl Config {
 
     /// Checks values serde cannot: ranges and cross-key rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate_limits()?;
         if !["auto", "io_uring", "mmsg"].contains(&self.media.backend.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "media.backend",
@@ -560,6 +656,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("flashphoner.properties"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_are_checked_and_named() {
+        for (toml, key) in [
+            ("max_connections = 0", "http.max_connections"),
+            ("max_connections_per_ip = 0", "http.max_connections_per_ip"),
+            (
+                "header_read_timeout_secs = 0",
+                "http.header_read_timeout_secs",
+            ),
+            ("body_read_timeout_secs = 0", "http.body_read_timeout_secs"),
+            (
+                "websocket_connect_timeout_secs = 0",
+                "http.websocket_connect_timeout_secs",
+            ),
+            (
+                "sessions_per_ip_per_sec = 0.0",
+                "http.sessions_per_ip_per_sec",
+            ),
+            (
+                "sessions_per_ip_per_sec = nan",
+                "http.sessions_per_ip_per_sec",
+            ),
+            ("session_burst_per_ip = 0", "http.session_burst_per_ip"),
+            ("send_timeout_secs = 0", "http.send_timeout_secs"),
+            ("cors_origins = []", "http.cors_origins"),
+            ("cors_origins = [\"example.com\"]", "http.cors_origins"),
+            ("per_ip_exempt = [\"10.0.0.0/40\"]", "per_ip_exempt"),
+        ] {
+            let err = Config::from_toml(&format!("[http]\n{toml}\n"), Path::new("h.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let config = Config::from_toml(
+            "[http]\ncors_origins = [\"https://a.example\"]\nper_ip_exempt = []\n",
+            Path::new("h.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.http.cors_origins, ["https://a.example"]);
+        assert!(config.http.per_ip_exempt.is_empty());
     }
 
     #[test]

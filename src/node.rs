@@ -171,12 +171,10 @@ impl Node {
             core_threads.push(thread);
         }
         cores.reverse();
-        let state = Arc::new(Signalling::new(
-            cores.clone(),
-            certificate,
-            &config.cdn,
-            authorizer,
-        ));
+        let state = Arc::new(
+            Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
+                .with_http(&config.http),
+        );
         if state.balancer.is_some() {
             runtime.spawn(crate::cdn::poll_edge_stats(
                 state.clone(),

@@ -2,32 +2,36 @@
 //! built-in page, and `/api/stats`. Requests are negotiated here and handed to a media core as a
 //! [`CoreCommand`]; nothing on this thread touches media.
 
+pub mod cors;
 pub mod flashphoner;
+pub mod limits;
+mod listener;
 pub mod media;
 pub(crate) mod rest;
+mod send_timeout;
 mod whip;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_TYPE};
-use hyper::service::service_fn;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use self::cors::Cors;
 use self::flashphoner::protocol::{end_info, StreamDescription};
+use self::limits::Limits;
 use crate::auth::{Authorizer, Credentials, RelayAuth};
 use crate::cdn::balancer::{render_stat, Balancer};
 use crate::cdn::config::CdnConfig;
 use crate::cdn::cpu::CpuSampler;
 use crate::cdn::relay::{self, RelayTarget};
+use crate::config::HttpConfig;
 use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
@@ -81,6 +85,10 @@ pub struct Signalling {
     pub cores: Vec<CoreHandle>,
     /// Our DTLS certificate (its fingerprint goes in answers).
     pub certificate: DtlsCertificate,
+    /// Connection caps, timeouts and session rate (`[http]`).
+    pub limits: Limits,
+    /// Which pages may read answers (`http.cors_origins`).
+    pub cors: Cors,
     /// WebSocket clients to tell when their sessions change.
     pub watchers: Mutex<HashMap<SessionId, Watcher>>,
     /// Edges every stream published here is relayed to (an origin's; empty otherwise).
@@ -130,6 +138,8 @@ impl Signalling {
             registry: Mutex::new(Registry::new(cores.len())),
             cores,
             certificate,
+            limits: Limits::new(&HttpConfig::default()),
+            cors: Cors::new(&HttpConfig::default().cors_origins),
             watchers: Mutex::new(HashMap::new()),
             relay_targets,
             relay_tls,
@@ -142,6 +152,13 @@ impl Signalling {
                 .map(|secret| RelayAuth::new(secret.expose())),
             acl_changes: tokio::sync::broadcast::channel(256).0,
         }
+    }
+
+    /// The listener limits and CORS policy of `http` instead of the defaults.
+    pub fn with_http(mut self, http: &HttpConfig) -> Signalling {
+        self.limits = Limits::new(http);
+        self.cors = Cors::new(&http.cors_origins);
+        self
     }
 
     /// The edge the balancer picks for the next player, as the SDK's `lbUrl` wants it.
@@ -318,7 +335,7 @@ impl Signalling {
 
 /// Serves HTTP on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Signalling>) {
-    serve_with(listener, state, None).await
+    listener::serve(listener, state, None).await
 }
 
 /// Serves HTTPS (and so wss://) on `listener` until the task is dropped.
@@ -327,60 +344,7 @@ pub async fn serve_tls(
     state: Arc<Signalling>,
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
-    serve_with(listener, state, Some(acceptor)).await
-}
-
-async fn serve_with(
-    listener: TcpListener,
-    state: Arc<Signalling>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "HTTP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_connection(stream, state, peer).await,
-                Some(acceptor) => {
-                    // A handshake that stalls must not hold a task forever.
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(stream)) => serve_connection(stream, state, peer).await,
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-}
-
-async fn serve_connection<S>(stream: S, state: Arc<Signalling>, peer: SocketAddr)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(req, state, peer).await) }
-    });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await
-    {
-        debug!(%peer, error = %e, "HTTP connection ended with an error");
-    }
+    listener::serve(listener, state, Some(acceptor)).await
 }
 
 /// A plain-text response.
@@ -404,22 +368,33 @@ async fn handle(
     if flashphoner::is_upgrade(&req) {
         return flashphoner::upgrade(req, state, peer);
     }
-    let mut response = route(req, &state).await;
-    let headers = response.headers_mut();
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        "access-control-expose-headers",
-        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
-    );
-    if response.status().is_client_error() || response.status().is_server_error() {
+    let origin = req.headers().get(ORIGIN).cloned();
+    let mut response = route(req, &state, peer).await;
+    state
+        .cors
+        .apply(&path, origin.as_ref(), response.headers_mut());
+    let refused = response.status().is_client_error() || response.status().is_server_error();
+    // A 429 is logged where the session was refused.
+    let logged = response.status() == StatusCode::TOO_MANY_REQUESTS;
+    if refused && !logged && state.limits.may_log() {
         info!(%peer, %method, %path, status = response.status().as_u16(), "request refused");
     }
     response
 }
 
-async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Bytes>> {
+async fn route(
+    req: Request<Incoming>,
+    state: &Signalling,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if req.method() == Method::OPTIONS && cors::is_admin(&path) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "admin endpoints do not answer cross-origin requests",
+        );
+    }
     if req.method() == Method::OPTIONS {
         return preflight();
     }
@@ -503,6 +478,9 @@ async fn route(req: Request<Incoming>, state: &Signalling) -> Response<Full<Byte
             }
         }
         (Method::POST, [protocol @ ("whip" | "whep"), stream]) => {
+            if let Err(refused) = state.admit_session(peer.ip()) {
+                return refused.response();
+            }
             let stream = percent_decode(stream);
             let credentials = http_credentials(state, &req, &query);
             match sdp_body(req).await {
@@ -574,15 +552,7 @@ fn http_credentials(state: &Signalling, req: &Request<Incoming>, query: &str) ->
 
 /// Reads a body of at most [`MAX_BODY`] bytes as text.
 async fn read_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>>> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return Err(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body exceeds {MAX_BODY} bytes"),
-            ))
-        }
-    };
+    let body = limits::collect_body(req, MAX_BODY, "the body").await?;
     String::from_utf8(body.to_vec())
         .map_err(|_| text(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
@@ -604,15 +574,7 @@ async fn sdp_body(req: Request<Incoming>) -> Result<String, Response<Full<Bytes>
             format!("Content-Type must be application/sdp, not {content_type:?}"),
         ));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
-            return Err(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the offer exceeds {MAX_BODY} bytes"),
-            ))
-        }
-    };
+    let body = limits::collect_body(req, MAX_BODY, "the offer").await?;
     String::from_utf8(body.to_vec())
         .map_err(|_| text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))
 }

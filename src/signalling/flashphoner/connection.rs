@@ -247,6 +247,9 @@ impl Connection {
             ));
             return;
         };
+        if let Err(refused) = state.admit_session(self.peer.ip()) {
+            return self.send(failed_frame(id, name, published, &refused.to_string()));
+        }
         let action = if published {
             Action::Publish
         } else {
@@ -409,6 +412,11 @@ impl Connection {
             "DataStatusEvent",
             vec![json!({ "operationId": operation, "status": "ACCEPTED" })],
         ));
+    }
+
+    /// Whether the client's `connection` message was accepted.
+    pub fn is_established(&self) -> bool {
+        self.established
     }
 
     /// The socket closed: everything this session published or played ends (its players hear

@@ -25,6 +25,7 @@ use tracing::{debug, info};
 pub(crate) use connection::relayed_keys;
 pub use connection::Connection;
 
+use super::limits::ConnectionSlot;
 use super::{text, Signalling};
 
 /// WCS pings every 5 s (`keep_alive.server_interval`).
@@ -63,7 +64,10 @@ pub fn upgrade(
         );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The connection's place in the listener's caps, held until the WebSocket closes.
+    let slot = req.extensions_mut().remove::<ConnectionSlot>();
     tokio::spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = WebSocketConfig::default()
@@ -103,8 +107,21 @@ where
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
     let ping_frame = protocol::frame("ping", Vec::new());
+    // Flashphoner clients send `connection` at once: a socket that does not is closed.
+    let connect_timeout = state.limits.websocket_connect_timeout;
+    let connect_deadline = tokio::time::sleep(connect_timeout);
+    tokio::pin!(connect_deadline);
     loop {
         tokio::select! {
+            _ = &mut connect_deadline, if !connection.is_established() => {
+                if state.limits.may_log() {
+                    info!(%peer, reason = "no connection message", "WebSocket closed");
+                }
+                let reason = format!("no connection message within {} s", connect_timeout.as_secs());
+                let _ = sink.send(Message::text(protocol::fail_frame("connection", &reason))).await;
+                let _ = sink.close().await;
+                break;
+            }
             incoming = frames.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
