@@ -10,13 +10,12 @@
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
-use rtcdn::cdn::config::{CdnNode, CdnRole};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn_bench::client::{ClientError, ClientSession, Mode};
 use serde_json::{json, Value};
 
 mod common;
-use common::{cdn_node, play_until_media, raw_request, Raw, Streaming};
+use common::{cdn_pair, play_until_media, raw_request, Raw, Streaming};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,16 +40,7 @@ async fn ws_player(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_keys_gate_players_on_origin_and_edge_and_revoking_stops_them() {
-    let edge = cdn_node(CdnRole::Edge, Vec::new());
-    let origin = cdn_node(
-        CdnRole::Origin,
-        vec![CdnNode {
-            id: 1,
-            host: "127.0.0.1".into(),
-            ws: Some(edge.http_addr().port()),
-            wss: None,
-        }],
-    );
+    let (origin, edge) = cdn_pair();
     let origin_base = format!("http://{}", origin.http_addr());
     let edge_base = format!("http://{}", edge.http_addr());
     let edge_ws = format!("ws://{}/", edge.http_addr());

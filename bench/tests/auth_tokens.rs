@@ -15,11 +15,11 @@ use rtcdn::auth::jwt::{self, Claims};
 use rtcdn::auth::{Grant, Policy, Secret};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{sdp_offer, ClientError, ClientSession, Mode};
+use rtcdn_bench::client::{ClientError, ClientSession, Mode};
 use serde_json::{json, Value};
 
 mod common;
-use common::{loopback_config, raw_request, Raw};
+use common::{loopback_config, post_sdp_offer, raw_request, Raw};
 
 const SECRET: &str = "auth-test-secret-0123456789abcdef-0123";
 const ADMIN: &str = "admin-token-0123456789";
@@ -85,19 +85,7 @@ fn wrongly_signed_token() -> String {
 }
 
 async fn post_offer(url: &str, bearer: Option<&str>, mode: Mode) -> Raw {
-    let certificate = DtlsCertificate::generate().unwrap();
-    let authorization = bearer.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("content-type", "application/sdp")];
-    if let Some(value) = authorization.as_deref() {
-        headers.push(("authorization", value));
-    }
-    raw_request(
-        Method::POST,
-        url,
-        &headers,
-        sdp_offer(mode, &certificate).into_bytes(),
-    )
-    .await
+    post_sdp_offer(url, mode, bearer).await
 }
 
 async fn bare(method: Method, url: &str, bearer: Option<&str>) -> Raw {

@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use rtcdn::cdn::config::{CdnNode, CdnRole};
 use rtcdn_bench::run::{run, RunOptions, RunReport, Signalling};
 
 mod common;
-use common::{cdn_node, test_node};
+use common::{cdn_pair, test_node};
 
 fn assert_clean(report: &RunReport, players: usize) {
     let text = rtcdn_bench::run::describe(report);
@@ -107,16 +106,7 @@ async fn one_stream_twenty_players_get_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_found_with_lb_play_from_the_edge_over_websocket() {
-    let edge = cdn_node(CdnRole::Edge, Vec::new());
-    let origin = cdn_node(
-        CdnRole::Origin,
-        vec![CdnNode {
-            id: 1,
-            host: "127.0.0.1".into(),
-            ws: Some(edge.http_addr().port()),
-            wss: None,
-        }],
-    );
+    let (origin, edge) = cdn_pair();
     let options = RunOptions {
         server: format!("http://{}", origin.http_addr()),
         signalling: Signalling::Ws,

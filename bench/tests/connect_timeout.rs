@@ -7,23 +7,17 @@
 
 use std::time::{Duration, Instant};
 
-use hyper::{Method, StatusCode};
-use rtcdn::dtls::DtlsCertificate;
+use hyper::StatusCode;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{sdp_offer, Mode};
+use rtcdn_bench::client::Mode;
 
 mod common;
-use common::{loopback_config, raw_request};
+use common::{loopback_config, post_sdp_offer};
 
-async fn publish(base: &str, stream: &str, certificate: &DtlsCertificate) -> StatusCode {
-    raw_request(
-        Method::POST,
-        &format!("{base}/whip/{stream}"),
-        &[("content-type", "application/sdp")],
-        sdp_offer(Mode::Publish, certificate).into_bytes(),
-    )
-    .await
-    .status
+async fn publish(base: &str, stream: &str) -> StatusCode {
+    post_sdp_offer(&format!("{base}/whip/{stream}"), Mode::Publish, None)
+        .await
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,20 +28,16 @@ async fn an_offer_that_never_connects_frees_its_name_at_the_connect_timeout() {
     config.session.consent_timeout_secs = 60;
     let node = Node::start(&config).expect("node starts");
     let base = format!("http://{}", node.http_addr());
-    let certificate = DtlsCertificate::generate().unwrap();
 
-    assert_eq!(
-        publish(&base, "half", &certificate).await,
-        StatusCode::CREATED
-    );
+    assert_eq!(publish(&base, "half").await, StatusCode::CREATED);
     let held_at = Instant::now();
     assert_eq!(
-        publish(&base, "half", &certificate).await,
+        publish(&base, "half").await,
         StatusCode::CONFLICT,
         "the name is held while the first offer may still connect"
     );
     loop {
-        let status = publish(&base, "half", &certificate).await;
+        let status = publish(&base, "half").await;
         if status == StatusCode::CREATED {
             break;
         }

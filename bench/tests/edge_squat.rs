@@ -16,12 +16,12 @@ use rtcdn::auth::Secret;
 use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{sdp_offer, ClientError, ClientSession, Mode};
+use rtcdn_bench::client::{ClientError, ClientSession, Mode};
 use rtcdn_bench::http;
 use serde_json::{json, Value};
 
 mod common;
-use common::{cdn_node, loopback_config, play_until_media, raw_request, Streaming, CDN_SECRET};
+use common::{cdn_node, loopback_config, play_until_media, post_sdp_offer, Streaming, CDN_SECRET};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,14 +57,7 @@ async fn edge_streams(edge: &Node) -> Vec<String> {
 }
 
 async fn whip_squat(base: &str, stream: &str) -> common::Raw {
-    let certificate = DtlsCertificate::generate().unwrap();
-    raw_request(
-        Method::POST,
-        &format!("{base}/whip/{stream}"),
-        &[("content-type", "application/sdp")],
-        sdp_offer(Mode::Publish, &certificate).into_bytes(),
-    )
-    .await
+    post_sdp_offer(&format!("{base}/whip/{stream}"), Mode::Publish, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rtcdn::auth::config::HookApp;
 use rtcdn::auth::Policy;
@@ -25,7 +25,7 @@ use rtcdn_bench::client::{sdp_offer, ClientError, ClientSession, Mode};
 use serde_json::{json, Value};
 
 mod common;
-use common::{loopback_config, raw_request, Raw};
+use common::{loopback_config, post_sdp_offer, Raw};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,19 +107,7 @@ async fn hooked_node(backend: SocketAddr) -> Node {
 }
 
 async fn whip(base: &str, stream: &str, bearer: Option<&str>) -> Raw {
-    let certificate = DtlsCertificate::generate().unwrap();
-    let authorization = bearer.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("content-type", "application/sdp")];
-    if let Some(v) = authorization.as_deref() {
-        headers.push(("authorization", v));
-    }
-    raw_request(
-        Method::POST,
-        &format!("{base}/whip/{stream}"),
-        &headers,
-        sdp_offer(Mode::Publish, &certificate).into_bytes(),
-    )
-    .await
+    post_sdp_offer(&format!("{base}/whip/{stream}"), Mode::Publish, bearer).await
 }
 
 fn calls_to(calls: &Calls, suffix: &str) -> Vec<Value> {
@@ -197,14 +185,7 @@ async fn whip_requests_go_through_the_hooks() {
     assert_eq!(calls_to(&calls, "/fail/publishStream").len(), before);
 
     // WHEP asks playStream.
-    let certificate = DtlsCertificate::generate().unwrap();
-    let play = raw_request(
-        Method::POST,
-        &format!("{base}/whep/ok"),
-        &[("content-type", "application/sdp")],
-        sdp_offer(Mode::Play, &certificate).into_bytes(),
-    )
-    .await;
+    let play = post_sdp_offer(&format!("{base}/whep/ok"), Mode::Play, None).await;
     assert_eq!(play.status, StatusCode::CREATED, "{}", play.body);
     let played = calls_to(&calls, "/fail/playStream");
     assert_eq!(played.len(), 1);

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn_bench::client::{sdp_offer, ClientSession, Mode};
+use rtcdn_bench::client::{ClientSession, Mode};
 use rtcdn_bench::http;
 use serde_json::Value;
 
 mod common;
-use common::{raw_request, send, test_node};
+use common::{post_sdp_offer, raw_request, send, test_node};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,13 +80,7 @@ async fn a_stranger_can_neither_stop_a_publisher_nor_take_its_name() {
         let raw = raw_request(Method::DELETE, &url, &[], Vec::new()).await;
         assert_eq!(raw.status, StatusCode::NOT_FOUND, "{url}: {}", raw.body);
     }
-    let squat = raw_request(
-        Method::POST,
-        &format!("{base}/whip/victim"),
-        &[("content-type", "application/sdp")],
-        sdp_offer(Mode::Publish, &certificate).into_bytes(),
-    )
-    .await;
+    let squat = post_sdp_offer(&format!("{base}/whip/victim"), Mode::Publish, None).await;
     assert_eq!(squat.status, StatusCode::CONFLICT, "{}", squat.body);
 
     // Nothing was cut: every player keeps receiving.

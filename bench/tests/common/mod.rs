@@ -42,6 +42,21 @@ pub fn cdn_node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
     Node::start(&config).expect("node starts")
 }
 
+/// An edge and an origin relaying to it, both from [`cdn_node`]: `(origin, edge)`.
+pub fn cdn_pair() -> (Node, Node) {
+    let edge = cdn_node(CdnRole::Edge, Vec::new());
+    let origin = cdn_node(
+        CdnRole::Origin,
+        vec![CdnNode {
+            id: 1,
+            host: "127.0.0.1".into(),
+            ws: Some(edge.http_addr().port()),
+            wss: None,
+        }],
+    );
+    (origin, edge)
+}
+
 /// A standalone node's config on loopback with ephemeral ports and `threads` media cores.
 pub fn loopback_config(threads: usize) -> Config {
     let mut config = Config::default();
@@ -189,4 +204,17 @@ pub async fn raw_request(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// POSTs a fresh SDP offer (`mode` decides publish or play) to a WHIP/WHEP `url`, with
+/// `Authorization: Bearer` when `bearer` is given. Nothing is meant to connect.
+pub async fn post_sdp_offer(url: &str, mode: Mode, bearer: Option<&str>) -> Raw {
+    let certificate = DtlsCertificate::generate().unwrap();
+    let authorization = bearer.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/sdp")];
+    if let Some(value) = authorization.as_deref() {
+        headers.push(("authorization", value));
+    }
+    let offer = rtcdn_bench::client::sdp_offer(mode, &certificate);
+    raw_request(Method::POST, url, &headers, offer.into_bytes()).await
 }
