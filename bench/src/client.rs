@@ -672,6 +672,19 @@ async fn ws_keeper(
     ws.close().await;
 }
 
+/// Reports the end of the media transport, unless the session already ended: the signalling's
+/// reason (a FAILED status over the WebSocket, which the node sends before it closes DTLS) is
+/// the one a client acts on, and the DTLS close that follows must not replace it.
+fn transport_ended(status: &watch::Sender<Status>, why: String) {
+    status.send_if_modified(|current| {
+        if matches!(current, Status::Ended(_)) {
+            return false;
+        }
+        *current = Status::Ended(why);
+        true
+    });
+}
+
 struct Driver {
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<PeerState>>,
@@ -691,7 +704,7 @@ impl Driver {
             let (transmits, deadline) = match self.step(&dtls_tx) {
                 Ok(step) => step,
                 Err(why) => {
-                    let _ = self.status.send(Status::Ended(why));
+                    transport_ended(&self.status, why);
                     return;
                 }
             };
@@ -710,7 +723,7 @@ impl Driver {
                 }
                 Some(event) = dtls_rx.recv() => {
                     if let Some(why) = self.handle_dtls(event).await {
-                        let _ = self.status.send(Status::Ended(why));
+                        transport_ended(&self.status, why);
                         return;
                     }
                 }

@@ -150,11 +150,17 @@ async fn acl_keys_gate_players_on_origin_and_edge_and_revoking_stops_them() {
     )
     .await;
     assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
-    let why = k1_player
-        .wait_ended(Duration::from_secs(1))
-        .await
-        .expect("the revoked key's player is stopped within 1 s");
-    assert!(why.contains("Restricted access"), "{why}");
+    // The media core's DTLS close may overtake the WebSocket's FAILED; the client keeps the
+    // status, the reason an SDK page acts on.
+    let mut why = String::new();
+    while revoked_at.elapsed() < Duration::from_secs(1) && !why.contains("Restricted access") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        why = k1_player.ended().unwrap_or_default();
+    }
+    assert_eq!(
+        why, "FAILED: Restricted access",
+        "the revoked key's player got FAILED \"Restricted access\" within 1 s"
+    );
     println!(
         "revoked key's edge player stopped after {:?}",
         revoked_at.elapsed()
