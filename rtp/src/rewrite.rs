@@ -32,6 +32,9 @@ struct Source {
     ssrc: Ssrc,
     seq_offset: u16,
     ts_offset: u32,
+    /// The output sequence number of the source's first packet: numbers before it belong to
+    /// an earlier mapping.
+    first_output_seq: u16,
 }
 
 impl RtpRewriter {
@@ -95,6 +98,22 @@ impl RtpRewriter {
         self.source.map(|s| source_ts.wrapping_add(s.ts_offset))
     }
 
+    /// The output sequence number a packet of `ssrc` numbered `source_seq` was written with,
+    /// when the current mapping wrote it: `ssrc` is the current source and the number lies
+    /// between the source's first packet and the newest one written. Rewriting such a packet
+    /// again yields the same header and leaves the mapping alone, e.g. to answer a player's
+    /// NACK from a cache; anything else would start a new source or reuse a number an earlier
+    /// source's packet went out with.
+    pub fn written_sequence(&self, ssrc: Ssrc, source_seq: u16) -> Option<u16> {
+        let source = self
+            .source
+            .filter(|s| s.ssrc == ssrc && !self.switch_pending)?;
+        let (newest, _) = self.last?;
+        let out = source_seq.wrapping_add(source.seq_offset);
+        let span = newest.wrapping_sub(source.first_output_seq);
+        (out.wrapping_sub(source.first_output_seq) <= span && span < 0x8000).then_some(out)
+    }
+
     /// Rewrites the RTP packet in `packet` in place. Any SSRC change starts a new mapping, so
     /// feed only packets of the source that currently drives this output.
     pub fn rewrite(&mut self, packet: &mut [u8]) -> Result<(), Error> {
@@ -131,6 +150,7 @@ impl RtpRewriter {
             ssrc,
             seq_offset: out_seq.wrapping_sub(seq),
             ts_offset: out_ts.wrapping_sub(ts),
+            first_output_seq: out_seq,
         };
         self.source = Some(source);
         self.switch_pending = false;
@@ -207,6 +227,36 @@ mod tests {
         rw.rewrite(&mut p).unwrap();
         assert_eq!(fields(&p).2, 11);
         assert_eq!(fields(&p).3, 960);
+    }
+
+    #[test]
+    fn only_numbers_written_under_the_current_mapping_count_as_written() {
+        let mut rw = RtpRewriter::new(Ssrc(7), Pt::new(96), 65_534, 0);
+        assert_eq!(
+            rw.written_sequence(Ssrc(1), 100),
+            None,
+            "nothing written yet"
+        );
+        for seq in 100..104u16 {
+            rw.rewrite(&mut packet(1, seq, 0)).unwrap();
+        }
+        // 100..=103 went out as 65534, 65535, 0, 1.
+        assert_eq!(rw.written_sequence(Ssrc(1), 100), Some(65_534));
+        assert_eq!(rw.written_sequence(Ssrc(1), 103), Some(1));
+        assert_eq!(rw.written_sequence(Ssrc(1), 99), None, "before the first");
+        assert_eq!(rw.written_sequence(Ssrc(1), 104), None, "not written yet");
+        assert_eq!(rw.written_sequence(Ssrc(2), 101), None, "another source");
+        // A new source continues at 2; the old numbers are no longer this mapping's.
+        rw.rewrite(&mut packet(2, 5000, 0)).unwrap();
+        assert_eq!(rw.written_sequence(Ssrc(2), 5000), Some(2));
+        assert_eq!(rw.written_sequence(Ssrc(2), 4999), None);
+        assert_eq!(rw.written_sequence(Ssrc(1), 103), None);
+        // Rewriting a written packet again gives the same numbers and keeps the mapping.
+        rw.rewrite(&mut packet(2, 5001, 0)).unwrap();
+        let mut again = packet(2, 5000, 0);
+        rw.rewrite(&mut again).unwrap();
+        assert_eq!(fields(&again).2, 2);
+        assert_eq!(rw.written_sequence(Ssrc(2), 5001), Some(3));
     }
 
     #[test]
