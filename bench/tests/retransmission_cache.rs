@@ -16,7 +16,7 @@ use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{send, test_node};
+use common::{core_stat, send, test_node, wait_for_core_stat};
 
 const STREAM: &str = "rtx-cache";
 const PLAYERS: usize = 4;
@@ -75,37 +75,6 @@ async fn nacked_at_publisher(publisher: &mut ClientSession, window: Duration) ->
         }
     }
     nacked
-}
-
-/// `/api/stats` counters summed over the cores.
-async fn stat(base: &str, key: &str) -> u64 {
-    let response = rtcdn_bench::http::request(
-        hyper::Method::GET,
-        &format!("{base}/api/stats"),
-        None,
-        String::new(),
-    )
-    .await
-    .expect("GET /api/stats");
-    let json: serde_json::Value = serde_json::from_str(&response.body).expect("stats JSON");
-    json["cores"]
-        .as_array()
-        .expect("cores")
-        .iter()
-        .map(|core| core[key].as_u64().unwrap_or_else(|| panic!("no {key}")))
-        .sum()
-}
-
-/// Polls a counter (cores publish every 20 ms) until it reaches `want` or 3 s pass.
-async fn wait_for_stat(base: &str, key: &str, want: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let got = stat(base, key).await;
-        if got >= want || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,10 +209,10 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     );
     let answered = (PLAYERS * lost.len()) as u64;
     assert_eq!(
-        wait_for_stat(&base, "retransmissions_sent", answered).await,
+        wait_for_core_stat(&base, "retransmissions_sent", answered).await,
         answered
     );
-    assert_eq!(stat(&base, "nacks_forwarded_upstream").await, 0);
+    assert_eq!(core_stat(&base, "nacks_forwarded_upstream").await, 0);
 
     // Once more video than the cache holds went by, the first lost packet is a miss: one
     // player on each core asks again, and the publisher is asked, by its own number.
@@ -275,8 +244,11 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
         [old as u16, old as u16],
         "each miss reached the publisher"
     );
-    assert_eq!(wait_for_stat(&base, "nacks_forwarded_upstream", 2).await, 2);
-    assert_eq!(stat(&base, "retransmissions_sent").await, answered);
+    assert_eq!(
+        wait_for_core_stat(&base, "nacks_forwarded_upstream", 2).await,
+        2
+    );
+    assert_eq!(core_stat(&base, "retransmissions_sent").await, answered);
     for &i in &askers {
         assert!(
             players[i]
