@@ -198,12 +198,24 @@ struct Core {
     seed: u64,
 }
 
-#[derive(Default)]
 struct Scratch {
     sessions: Vec<SessionId>,
     /// Control items from other cores: (stream, kind, payload range in `bytes`).
     control: Vec<(StreamId, ForwardKind, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
+}
+
+impl Scratch {
+    /// Sized up front for a full batch (from one other core) of the largest control items,
+    /// NACKs: how many sequence numbers players' NACKs miss in the caches varies, and must
+    /// never make the hand-off allocate.
+    fn new() -> Scratch {
+        Scratch {
+            sessions: Vec::new(),
+            control: Vec::with_capacity(HANDOFF_BATCH),
+            bytes: Vec::with_capacity(HANDOFF_BATCH * 2 * MAX_LOST_PACKETS),
+        }
+    }
 }
 
 /// Runs a core until it is told to shut down.
@@ -241,7 +253,7 @@ pub fn run(setup: CoreSetup) {
         relays_to_open: Vec::new(),
         sockets_to_close: Vec::new(),
         counters: Counters::default(),
-        scratch: Scratch::default(),
+        scratch: Scratch::new(),
         shutdown: false,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
     };
