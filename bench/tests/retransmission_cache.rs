@@ -219,10 +219,10 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     let old = lost[0];
     let later = seq + (CACHE_SLOTS as u64) * 5 / 4 + 20;
     while seq < later {
-        send(&mut publisher, &mut seq, 2, start).await;
-        if seq % 50 == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        for _ in 0..50 {
+            send(&mut publisher, &mut seq, 2, start).await;
         }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     for player in &mut players {
         while player.recv_rtp(Duration::from_millis(100)).await.is_some() {}
