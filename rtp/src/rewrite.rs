@@ -13,6 +13,10 @@ use crate::Error;
 /// Default timestamp step inserted at a source switch: one frame at 30 fps on a 90 kHz clock.
 const DEFAULT_SWITCH_TS_STEP: u32 = 3000;
 
+/// The farthest back [`RtpRewriter::written_sequence`] looks: half the sequence number space,
+/// beyond which "behind the newest" is ambiguous.
+const MAX_WRITTEN_SPAN: u16 = 0x7FFF;
+
 /// Rewrites SSRC, payload type, sequence number and timestamp of one outgoing stream in place.
 #[derive(Debug, Clone)]
 pub struct RtpRewriter {
@@ -32,9 +36,9 @@ struct Source {
     ssrc: Ssrc,
     seq_offset: u16,
     ts_offset: u32,
-    /// The output sequence number of the source's first packet: numbers before it belong to
-    /// an earlier mapping.
-    first_output_seq: u16,
+    /// How far the newest output number is ahead of the source's first one (numbers before
+    /// the first belong to an earlier mapping), saturating at half the number space.
+    written_span: u16,
 }
 
 impl RtpRewriter {
@@ -108,10 +112,11 @@ impl RtpRewriter {
         let source = self
             .source
             .filter(|s| s.ssrc == ssrc && !self.switch_pending)?;
+        // The newest number always belongs to the current source: its first packet is newer
+        // than anything before.
         let (newest, _) = self.last?;
         let out = source_seq.wrapping_add(source.seq_offset);
-        let span = newest.wrapping_sub(source.first_output_seq);
-        (out.wrapping_sub(source.first_output_seq) <= span && span < 0x8000).then_some(out)
+        (newest.wrapping_sub(out) <= source.written_span).then_some(out)
     }
 
     /// Rewrites the RTP packet in `packet` in place. Any SSRC change starts a new mapping, so
@@ -121,9 +126,9 @@ impl RtpRewriter {
         let in_ssrc = Ssrc(packet::read_u32(packet, 8));
         let in_seq = u16::from_be_bytes([packet[2], packet[3]]);
         let in_ts = packet::read_u32(packet, 4);
-        let source = match self.source {
-            Some(s) if s.ssrc == in_ssrc && !self.switch_pending => s,
-            _ => self.start_source(in_ssrc, in_seq, in_ts),
+        let (source, started) = match self.source {
+            Some(s) if s.ssrc == in_ssrc && !self.switch_pending => (s, false),
+            _ => (self.start_source(in_ssrc, in_seq, in_ts), true),
         };
         let out_seq = in_seq.wrapping_add(source.seq_offset);
         let out_ts = in_ts.wrapping_add(source.ts_offset);
@@ -133,6 +138,14 @@ impl RtpRewriter {
             Some((seq, _)) => out_seq.wrapping_sub(seq).wrapping_sub(1) < 0x7FFF,
         };
         if newer {
+            if let (false, Some((previous, _)), Some(s)) =
+                (started, self.last, self.source.as_mut())
+            {
+                s.written_span = s
+                    .written_span
+                    .saturating_add(out_seq.wrapping_sub(previous))
+                    .min(MAX_WRITTEN_SPAN);
+            }
             self.last = Some((out_seq, out_ts));
         }
         packet::set_ssrc(packet, self.ssrc)?;
@@ -150,7 +163,7 @@ impl RtpRewriter {
             ssrc,
             seq_offset: out_seq.wrapping_sub(seq),
             ts_offset: out_ts.wrapping_sub(ts),
-            first_output_seq: out_seq,
+            written_span: 0,
         };
         self.source = Some(source);
         self.switch_pending = false;
@@ -257,6 +270,21 @@ mod tests {
         rw.rewrite(&mut again).unwrap();
         assert_eq!(fields(&again).2, 2);
         assert_eq!(rw.written_sequence(Ssrc(2), 5001), Some(3));
+        // Long after the source started (and its first number came round again), recent
+        // numbers still count and the first one no longer does.
+        for seq in 5002..=50_000u16 {
+            rw.rewrite(&mut packet(2, seq, 0)).unwrap();
+        }
+        assert_eq!(
+            rw.written_sequence(Ssrc(2), 49_500),
+            Some(49_500u16.wrapping_sub(4998))
+        );
+        assert_eq!(
+            rw.written_sequence(Ssrc(2), 50_000 - 0x7FFF),
+            Some(50_000u16.wrapping_sub(0x7FFF + 4998))
+        );
+        assert_eq!(rw.written_sequence(Ssrc(2), 50_000 - 0x8000), None);
+        assert_eq!(rw.written_sequence(Ssrc(2), 50_001), None);
     }
 
     #[test]
