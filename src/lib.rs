@@ -1,8 +1,8 @@
 //! rtcdn: a real-time WebRTC CDN node.
 //!
 //! The server is split into sans-IO protocol logic ([`sdp`], [`session`], [`negotiate`],
-//! [`registry`]) and the only parts that touch sockets and threads ([`reactor`], [`signalling`],
-//! the [`dtls`] driver task, [`node`]).
+//! [`registry`], [`retransmission_cache`]) and the only parts that touch sockets and threads
+//! ([`reactor`], [`signalling`], the [`dtls`] driver task, [`node`]).
 
 pub mod alloc_count;
 pub mod auth;
@@ -17,6 +17,7 @@ pub mod node;
 pub mod panic_guard;
 pub mod reactor;
 pub mod registry;
+pub mod retransmission_cache;
 pub mod sdp;
 pub mod session;
 pub mod signalling;

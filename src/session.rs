@@ -69,7 +69,8 @@ pub enum SessionEvent {
     /// A player asked for a keyframe (PLI or FIR): forward to the stream's publisher.
     KeyframeRequested,
     /// A player (or an edge, through a relay) lost these packets of a track, numbered as the
-    /// publisher numbers them: ask the publisher to send them again.
+    /// publisher numbers them: answer from the core's retransmission cache, and ask the
+    /// publisher to send the rest again.
     RetransmissionRequested { kind: MediaKind, seqs: LostPackets },
     /// A publisher's sender report: players get a translated one.
     SenderReport {
@@ -471,6 +472,10 @@ impl Session {
     pub fn remote_fingerprint(&self) -> [u8; 32] {
         self.remote_fingerprint
     }
+    /// Whether it plays a track of this kind (a publisher plays none).
+    pub fn plays(&self, kind: MediaKind) -> bool {
+        matches!(&self.role, RoleState::Player(p) if p.tracks[kind_index(kind)].is_some())
+    }
     /// Whether SRTP keys are installed.
     pub fn is_connected(&self) -> bool {
         self.phase == Phase::Connected
@@ -598,9 +603,9 @@ impl Session {
         }
     }
 
-    /// Asks a publisher to send packets of a track again (generic NACK, RFC 4585 §6.2.1). rtcdn
-    /// keeps no retransmission buffer: the publisher's copy is forwarded again, and receivers that
-    /// already have it drop the duplicate.
+    /// Asks a publisher to send packets of a track again (generic NACK, RFC 4585 §6.2.1), for
+    /// what no core's retransmission cache held: the publisher's copy is forwarded again, and
+    /// receivers that already have it drop the duplicate.
     pub fn request_retransmission(&mut self, kind: MediaKind, seqs: &[u16]) {
         let RoleState::Publisher(publisher) = &self.role else {
             return;
@@ -649,6 +654,26 @@ impl Session {
     /// player's SSRC, payload type, sequence and timestamp, and encrypted. Returns the datagram
     /// length, or 0 when this player does not take the packet (not connected, no such track).
     pub fn write_rtp(&mut self, kind: MediaKind, plain: &[u8], out: &mut [u8]) -> usize {
+        self.write_player_rtp(kind, plain, out, false)
+    }
+
+    /// Writes a packet this player reported lost again, from the node's cache: rewritten and
+    /// encrypted exactly as [`Session::write_rtp`] first wrote it, so it carries the number the
+    /// player asked for and an SRTP index it never received. Returns 0, writing nothing, unless
+    /// the player's current mapping wrote that packet: a packet from before the player joined or
+    /// from an earlier source would reuse a number (and an SRTP index, so a GCM nonce) that went
+    /// out with other contents.
+    pub fn write_retransmission(&mut self, kind: MediaKind, plain: &[u8], out: &mut [u8]) -> usize {
+        self.write_player_rtp(kind, plain, out, true)
+    }
+
+    fn write_player_rtp(
+        &mut self,
+        kind: MediaKind,
+        plain: &[u8],
+        out: &mut [u8],
+        only_if_written: bool,
+    ) -> usize {
         let (RoleState::Player(player), Some(srtp)) = (&mut self.role, self.srtp_tx.as_mut())
         else {
             return 0;
@@ -659,6 +684,18 @@ impl Session {
         let len = plain.len();
         if len + 32 > out.len() {
             return 0;
+        }
+        if only_if_written {
+            let Ok(header) = RtpHeader::parse(plain) else {
+                return 0;
+            };
+            if track
+                .rewriter
+                .written_sequence(header.ssrc(), header.sequence_number())
+                .is_none()
+            {
+                return 0;
+            }
         }
         out[..len].copy_from_slice(plain);
         if track.rewriter.rewrite(&mut out[..len]).is_err() {
@@ -972,6 +1009,78 @@ mod tests {
             dtls_role: DtlsRole::Client,
             publisher_core: None,
         }
+    }
+
+    /// A connected player of one video track (SSRC 0x5eed, PT 96), with fixed SRTP keys.
+    fn connected_player() -> Session {
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Player {
+            tracks: vec![PlayedTrack {
+                kind: MediaKind::Video,
+                pt: 96,
+                ssrc: 0x5eed,
+            }],
+        };
+        let now = Instant::now();
+        let timeouts = SessionTimeouts {
+            connect: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+        };
+        let mut session = Session::new(spec, now, timeouts, 7);
+        let keys = SrtpKeyingMaterial {
+            profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
+            local_key: vec![1; 16],
+            local_salt: vec![2; 12],
+            remote_key: vec![3; 16],
+            remote_salt: vec![4; 12],
+        };
+        session.handle_dtls_connected(keys, now);
+        assert!(session.is_connected());
+        session
+    }
+
+    fn source_packet(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 200];
+        rtp::RtpHeaderBuilder::new(Pt::new(100), seq, u32::from(seq) * 3000, Ssrc(ssrc))
+            .write_to(&mut p)
+            .unwrap();
+        p[12..].fill(seq as u8);
+        p
+    }
+
+    #[test]
+    fn a_retransmission_is_the_original_datagram_and_only_for_packets_the_player_was_sent() {
+        let mut player = connected_player();
+        let mut sent = Vec::new();
+        for seq in 100..105u16 {
+            let mut out = [0u8; 1500];
+            let n = player.write_rtp(MediaKind::Video, &source_packet(1, seq), &mut out);
+            assert!(n > 0);
+            sent.push(out[..n].to_vec());
+        }
+        // The same number, timestamp and SRTP index: byte for byte the first datagram.
+        let mut out = [0u8; 1500];
+        let n = player.write_retransmission(MediaKind::Video, &source_packet(1, 102), &mut out);
+        assert_eq!(&out[..n], sent[2].as_slice());
+        // Not sent to this player (before it joined, not yet, another source): nothing.
+        for (ssrc, seq) in [(1, 99), (1, 105), (2, 102)] {
+            let n =
+                player.write_retransmission(MediaKind::Video, &source_packet(ssrc, seq), &mut out);
+            assert_eq!(n, 0, "ssrc {ssrc} seq {seq}");
+        }
+        assert_eq!(
+            player.write_retransmission(MediaKind::Audio, &source_packet(1, 102), &mut out),
+            0
+        );
+        // The mapping is untouched: the next packet follows on.
+        let n = player.write_rtp(MediaKind::Video, &source_packet(1, 105), &mut out);
+        let header = RtpHeader::parse(&out[..n]).unwrap();
+        let first = RtpHeader::parse(&sent[0]).unwrap();
+        assert_eq!(
+            header.sequence_number(),
+            first.sequence_number().wrapping_add(5)
+        );
+        assert!(player.plays(MediaKind::Video) && !player.plays(MediaKind::Audio));
     }
 
     fn ended(session: &mut Session) -> Option<EndReason> {

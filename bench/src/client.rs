@@ -70,6 +70,8 @@ pub struct ClientCounters {
     pub rtcp_received: u64,
     /// Packets that failed SRTP.
     pub srtp_failures: u64,
+    /// RTP packets dropped on arrival on purpose ([`ClientSession::lose_once`]).
+    pub rtp_lost: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,8 @@ struct PeerState {
     srtp_rx: Option<SrtpContext>,
     remote: Option<SocketAddr>,
     counters: ClientCounters,
+    /// (SSRC, sequence number) of RTP packets to drop the next time they arrive.
+    lose: Vec<(u32, u16)>,
 }
 
 /// How the session was negotiated, and how it is ended.
@@ -321,6 +325,7 @@ impl ClientSession {
             srtp_rx: None,
             remote: None,
             counters: ClientCounters::default(),
+            lose: Vec::new(),
         }));
         let (status_tx, mut status) = watch::channel(Status::Connecting);
         let status_tx = Arc::new(status_tx);
@@ -500,6 +505,15 @@ impl ClientSession {
             }
         };
         tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// Drops the next arrival of each of these RTP packets (SSRC, sequence number) before SRTP,
+    /// as if the network lost it on the way: a copy that arrives later, such as the node's
+    /// retransmission, is received. Dropping a packet after decrypting it would not do: SRTP's
+    /// replay check rejects a second copy of a packet the client kept.
+    pub fn lose_once(&self, ssrc: u32, seqs: impl IntoIterator<Item = u16>) {
+        let mut state = self.state.lock().expect("client state lock");
+        state.lose.extend(seqs.into_iter().map(|seq| (ssrc, seq)));
     }
 
     /// Counters so far.
@@ -782,6 +796,16 @@ impl Driver {
             }
             Some(128..=191) => {
                 let is_rtcp = rtp::rtcp::is_rtcp(data);
+                if !is_rtcp && !state.lose.is_empty() && data.len() >= 12 {
+                    // SRTP leaves the header in the clear.
+                    let seq = u16::from_be_bytes([data[2], data[3]]);
+                    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+                    if let Some(at) = state.lose.iter().position(|&l| l == (ssrc, seq)) {
+                        state.lose.swap_remove(at);
+                        state.counters.rtp_lost += 1;
+                        return;
+                    }
+                }
                 let Some(srtp) = state.srtp_rx.as_mut() else {
                     return;
                 };

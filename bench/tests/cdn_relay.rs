@@ -12,7 +12,7 @@ use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{cdn_node, play_until_media, send, Streaming};
+use common::{cdn_node, core_stat, play_until_media, send, wait_for_core_stat, Streaming};
 
 const PLAYERS: usize = 10;
 const MEASURED: u64 = 400;
@@ -426,22 +426,39 @@ async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
     };
     let (player_ssrc, player_seq, probe_seq) = video;
     // The bench publisher numbers RTP like its probes (sequence = probe as u16).
-    let publisher_seq = probe_seq as u16;
+    let offset = player_seq.wrapping_sub(probe_seq as u16);
+    // One video packet is lost between the publisher and the origin: no node's retransmission
+    // cache has it, so only the publisher can send it again.
+    while seq % 5 == 4 {
+        send(&mut publisher, &mut seq, 1, start).await;
+    }
+    let publisher_seq = seq as u16;
+    seq += 1;
+    for _ in 0..10 {
+        send(&mut publisher, &mut seq, 1, start).await;
+    }
     while publisher
         .recv_rtcp(Duration::from_millis(50))
         .await
         .is_some()
     {}
 
-    // The edge player asks for a keyframe and for one packet again, in its own numbering.
+    // The edge player asks for a keyframe and, in its own numbering, for the lost packet and
+    // one it has: the edge's cache answers for that one, so only the lost one goes upstream.
     let pli = rtp::rtcp::Pli {
         sender_ssrc: rtp::Ssrc(7),
         media_ssrc: rtp::Ssrc(player_ssrc),
     };
-    let pairs = [rtp::rtcp::NackPair {
-        pid: player_seq,
-        blp: 0,
-    }];
+    let pairs = [
+        rtp::rtcp::NackPair {
+            pid: player_seq,
+            blp: 0,
+        },
+        rtp::rtcp::NackPair {
+            pid: publisher_seq.wrapping_add(offset),
+            blp: 0,
+        },
+    ];
     let nack = rtp::rtcp::Nack {
         sender_ssrc: rtp::Ssrc(7),
         media_ssrc: rtp::Ssrc(player_ssrc),
@@ -472,6 +489,20 @@ async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
         [publisher_seq],
         "the NACK reached the publisher in its own numbering"
     );
+    // The edge answered the packet its player had from its cache; the origin's cache did not
+    // have the lost one either, so the relay's NACK went on to the publisher.
+    for (base, key, want) in [
+        (&edge_base, "retransmissions_sent", 1),
+        (&edge_base, "nacks_forwarded_upstream", 1),
+        (&origin_base, "nacks_forwarded_upstream", 1),
+    ] {
+        assert_eq!(
+            wait_for_core_stat(base, key, want).await,
+            want,
+            "{base} {key}"
+        );
+    }
+    assert_eq!(core_stat(&origin_base, "retransmissions_sent").await, 0);
     publisher.close().await.unwrap();
     origin.stop();
     edge.stop();

@@ -1,7 +1,9 @@
 //! The whole forwarding path of a running node makes no heap allocation: SRTP in, decrypt,
 //! fan-out to players on the publisher's core and across the hand-off ring to another core,
 //! rewrite and encrypt per player, plus the RTCP that rides along (sender reports translated to
-//! every player, keyframe and retransmission requests relayed to the publisher).
+//! every player, keyframe requests relayed to the publisher, NACKs answered from the cores'
+//! retransmission caches while the packets are recent and relayed to the publisher once they
+//! are older than the caches).
 //!
 //! The node runs in this process with the same counting allocator the `rtcdn` binary installs;
 //! each media core counts the allocations it makes while handling media and reports them in

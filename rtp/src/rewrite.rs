@@ -13,6 +13,10 @@ use crate::Error;
 /// Default timestamp step inserted at a source switch: one frame at 30 fps on a 90 kHz clock.
 const DEFAULT_SWITCH_TS_STEP: u32 = 3000;
 
+/// The farthest back [`RtpRewriter::written_sequence`] looks: half the sequence number space,
+/// beyond which "behind the newest" is ambiguous.
+const MAX_WRITTEN_SPAN: u16 = 0x7FFF;
+
 /// Rewrites SSRC, payload type, sequence number and timestamp of one outgoing stream in place.
 #[derive(Debug, Clone)]
 pub struct RtpRewriter {
@@ -32,6 +36,9 @@ struct Source {
     ssrc: Ssrc,
     seq_offset: u16,
     ts_offset: u32,
+    /// How far the newest output number is ahead of the source's first one (numbers before
+    /// the first belong to an earlier mapping), saturating at half the number space.
+    written_span: u16,
 }
 
 impl RtpRewriter {
@@ -95,6 +102,23 @@ impl RtpRewriter {
         self.source.map(|s| source_ts.wrapping_add(s.ts_offset))
     }
 
+    /// The output sequence number a packet of `ssrc` numbered `source_seq` was written with,
+    /// when the current mapping wrote it: `ssrc` is the current source and the number lies
+    /// between the source's first packet and the newest one written. Rewriting such a packet
+    /// again yields the same header and leaves the mapping alone, e.g. to answer a player's
+    /// NACK from a cache; anything else would start a new source or reuse a number an earlier
+    /// source's packet went out with.
+    pub fn written_sequence(&self, ssrc: Ssrc, source_seq: u16) -> Option<u16> {
+        let source = self
+            .source
+            .filter(|s| s.ssrc == ssrc && !self.switch_pending)?;
+        // The newest number always belongs to the current source: its first packet is newer
+        // than anything before.
+        let (newest, _) = self.last?;
+        let out = source_seq.wrapping_add(source.seq_offset);
+        (newest.wrapping_sub(out) <= source.written_span).then_some(out)
+    }
+
     /// Rewrites the RTP packet in `packet` in place. Any SSRC change starts a new mapping, so
     /// feed only packets of the source that currently drives this output.
     pub fn rewrite(&mut self, packet: &mut [u8]) -> Result<(), Error> {
@@ -102,9 +126,9 @@ impl RtpRewriter {
         let in_ssrc = Ssrc(packet::read_u32(packet, 8));
         let in_seq = u16::from_be_bytes([packet[2], packet[3]]);
         let in_ts = packet::read_u32(packet, 4);
-        let source = match self.source {
-            Some(s) if s.ssrc == in_ssrc && !self.switch_pending => s,
-            _ => self.start_source(in_ssrc, in_seq, in_ts),
+        let (source, started) = match self.source {
+            Some(s) if s.ssrc == in_ssrc && !self.switch_pending => (s, false),
+            _ => (self.start_source(in_ssrc, in_seq, in_ts), true),
         };
         let out_seq = in_seq.wrapping_add(source.seq_offset);
         let out_ts = in_ts.wrapping_add(source.ts_offset);
@@ -114,6 +138,14 @@ impl RtpRewriter {
             Some((seq, _)) => out_seq.wrapping_sub(seq).wrapping_sub(1) < 0x7FFF,
         };
         if newer {
+            if let (false, Some((previous, _)), Some(s)) =
+                (started, self.last, self.source.as_mut())
+            {
+                s.written_span = s
+                    .written_span
+                    .saturating_add(out_seq.wrapping_sub(previous))
+                    .min(MAX_WRITTEN_SPAN);
+            }
             self.last = Some((out_seq, out_ts));
         }
         packet::set_ssrc(packet, self.ssrc)?;
@@ -131,6 +163,7 @@ impl RtpRewriter {
             ssrc,
             seq_offset: out_seq.wrapping_sub(seq),
             ts_offset: out_ts.wrapping_sub(ts),
+            written_span: 0,
         };
         self.source = Some(source);
         self.switch_pending = false;
@@ -207,6 +240,51 @@ mod tests {
         rw.rewrite(&mut p).unwrap();
         assert_eq!(fields(&p).2, 11);
         assert_eq!(fields(&p).3, 960);
+    }
+
+    #[test]
+    fn only_numbers_written_under_the_current_mapping_count_as_written() {
+        let mut rw = RtpRewriter::new(Ssrc(7), Pt::new(96), 65_534, 0);
+        assert_eq!(
+            rw.written_sequence(Ssrc(1), 100),
+            None,
+            "nothing written yet"
+        );
+        for seq in 100..104u16 {
+            rw.rewrite(&mut packet(1, seq, 0)).unwrap();
+        }
+        // 100..=103 went out as 65534, 65535, 0, 1.
+        assert_eq!(rw.written_sequence(Ssrc(1), 100), Some(65_534));
+        assert_eq!(rw.written_sequence(Ssrc(1), 103), Some(1));
+        assert_eq!(rw.written_sequence(Ssrc(1), 99), None, "before the first");
+        assert_eq!(rw.written_sequence(Ssrc(1), 104), None, "not written yet");
+        assert_eq!(rw.written_sequence(Ssrc(2), 101), None, "another source");
+        // A new source continues at 2; the old numbers are no longer this mapping's.
+        rw.rewrite(&mut packet(2, 5000, 0)).unwrap();
+        assert_eq!(rw.written_sequence(Ssrc(2), 5000), Some(2));
+        assert_eq!(rw.written_sequence(Ssrc(2), 4999), None);
+        assert_eq!(rw.written_sequence(Ssrc(1), 103), None);
+        // Rewriting a written packet again gives the same numbers and keeps the mapping.
+        rw.rewrite(&mut packet(2, 5001, 0)).unwrap();
+        let mut again = packet(2, 5000, 0);
+        rw.rewrite(&mut again).unwrap();
+        assert_eq!(fields(&again).2, 2);
+        assert_eq!(rw.written_sequence(Ssrc(2), 5001), Some(3));
+        // Long after the source started (and its first number came round again), recent
+        // numbers still count and the first one no longer does.
+        for seq in 5002..=50_000u16 {
+            rw.rewrite(&mut packet(2, seq, 0)).unwrap();
+        }
+        assert_eq!(
+            rw.written_sequence(Ssrc(2), 49_500),
+            Some(49_500u16.wrapping_sub(4998))
+        );
+        assert_eq!(
+            rw.written_sequence(Ssrc(2), 50_000 - 0x7FFF),
+            Some(50_000u16.wrapping_sub(0x7FFF + 4998))
+        );
+        assert_eq!(rw.written_sequence(Ssrc(2), 50_000 - 0x8000), None);
+        assert_eq!(rw.written_sequence(Ssrc(2), 50_001), None);
     }
 
     #[test]

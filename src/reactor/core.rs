@@ -23,6 +23,7 @@ use crate::reactor::io::{
     DatagramHandler, ResidenceHistogram, SendQueue, SocketId, UdpIo, Waker, RESIDENCE_BUCKETS,
 };
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
+use crate::retransmission_cache::RetransmissionCache;
 use crate::sdp::MediaKind;
 use crate::session::{LostPackets, Session, SessionEvent, SessionTimeouts, MAX_LOST_PACKETS};
 
@@ -55,6 +56,10 @@ pub struct CoreStats {
     pub unclassified: AtomicU64,
     /// Packets dropped because another core's hand-off ring was full.
     pub handoff_dropped: AtomicU64,
+    /// Packets players reported lost that the core sent again from its retransmission cache.
+    pub retransmissions_sent: AtomicU64,
+    /// Packets players reported lost that the cache did not hold: asked of the publisher.
+    pub nacks_forwarded_upstream: AtomicU64,
     /// Heap allocations the core thread has made since it started (see [`crate::alloc_count`]);
     /// meaningful only when `counts_allocations` is set.
     pub allocations: AtomicU64,
@@ -116,6 +121,8 @@ struct Counters {
     rtp_malformed: u64,
     unknown_source: u64,
     unclassified: u64,
+    retransmissions_sent: u64,
+    nacks_forwarded_upstream: u64,
     media_allocations: u64,
 }
 
@@ -157,6 +164,9 @@ struct LocalStream {
     players: Vec<SessionId>,
     /// Cores that have players of this stream (only on the publisher's core).
     remote_cores: Vec<CoreId>,
+    /// The video this core forwarded to its players, to answer their NACKs here: allocated
+    /// with the first player of a video track, dropped with the last player.
+    video_cache: Option<RetransmissionCache>,
 }
 
 struct Core {
@@ -188,12 +198,24 @@ struct Core {
     seed: u64,
 }
 
-#[derive(Default)]
 struct Scratch {
     sessions: Vec<SessionId>,
     /// Control items from other cores: (stream, kind, payload range in `bytes`).
     control: Vec<(StreamId, ForwardKind, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
+}
+
+impl Scratch {
+    /// Sized up front for a full batch (from one other core) of the largest control items,
+    /// NACKs: how many sequence numbers players' NACKs miss in the caches varies, and must
+    /// never make the hand-off allocate.
+    fn new() -> Scratch {
+        Scratch {
+            sessions: Vec::new(),
+            control: Vec::with_capacity(HANDOFF_BATCH),
+            bytes: Vec::with_capacity(HANDOFF_BATCH * 2 * MAX_LOST_PACKETS),
+        }
+    }
 }
 
 /// Runs a core until it is told to shut down.
@@ -231,7 +253,7 @@ pub fn run(setup: CoreSetup) {
         relays_to_open: Vec::new(),
         sockets_to_close: Vec::new(),
         counters: Counters::default(),
-        scratch: Scratch::default(),
+        scratch: Scratch::new(),
         shutdown: false,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
     };
@@ -327,18 +349,23 @@ impl DatagramHandler for Core {
     }
 }
 
-/// Writes one decrypted packet to every local player of `stream`. Returns the packets queued.
+/// Writes one decrypted packet to every local player of `stream` and keeps a video packet for
+/// their NACKs. Returns the packets queued.
 fn fan_out(
-    streams: &HashMap<StreamId, LocalStream>,
+    streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
     kind: MediaKind,
     plain: &[u8],
     tx: &mut SendQueue,
 ) -> u64 {
-    let Some(local) = streams.get(&stream) else {
+    let Some(local) = streams.get_mut(&stream) else {
         return 0;
     };
+    if let (MediaKind::Video, Some(cache)) = (kind, local.video_cache.as_mut()) {
+        // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
+        let _ = cache.insert(plain);
+    }
     let mut sent = 0;
     for player in &local.players {
         let Some(entry) = sessions.get_mut(player) else {
@@ -432,8 +459,14 @@ impl Core {
                 self.counters.rtp_received += 1;
                 let stream = entry.session.stream();
                 let plain = &data[..len];
-                self.counters.rtp_sent +=
-                    fan_out(&self.streams, &mut self.sessions, stream, kind, plain, tx);
+                self.counters.rtp_sent += fan_out(
+                    &mut self.streams,
+                    &mut self.sessions,
+                    stream,
+                    kind,
+                    plain,
+                    tx,
+                );
                 if let Some(local) = self.streams.get(&stream) {
                     for core in &local.remote_cores {
                         self.mesh.send(*core, stream, ForwardKind::Rtp(kind), plain);
@@ -542,6 +575,10 @@ impl Core {
         } else {
             local.players.push(id);
             local.publisher_core = publisher_core.filter(|c| *c != self.id);
+            if session.plays(MediaKind::Video) && local.video_cache.is_none() {
+                // Here, not on the forwarding path, which must not allocate.
+                local.video_cache = Some(RetransmissionCache::new());
+            }
         }
         self.sessions.insert(
             id,
@@ -648,6 +685,54 @@ impl Core {
         );
     }
 
+    /// Answers a player's NACK: sends it the packets this core's cache holds, and asks the
+    /// publisher for the rest.
+    fn retransmit(
+        &mut self,
+        now: Instant,
+        player: SessionId,
+        stream: StreamId,
+        kind: MediaKind,
+        seqs: LostPackets,
+        tx: &mut SendQueue,
+    ) {
+        let mut missed = [0u16; MAX_LOST_PACKETS];
+        let mut misses = 0;
+        let cache = match kind {
+            MediaKind::Video => self
+                .streams
+                .get(&stream)
+                .and_then(|l| l.video_cache.as_ref()),
+            MediaKind::Audio => None,
+        };
+        let mut target = self
+            .sessions
+            .get_mut(&player)
+            .and_then(|e| Some((e.socket, e.session.remote()?, &mut e.session)));
+        for &seq in seqs.as_slice() {
+            let mut written = 0;
+            if let (Some(plain), Some((socket, remote, session))) =
+                (cache.and_then(|c| c.get(seq)), target.as_mut())
+            {
+                tx.push_with_on(*socket, *remote, |buf| {
+                    written = session.write_retransmission(kind, plain, buf);
+                    written
+                });
+            }
+            if written > 0 {
+                self.counters.retransmissions_sent += 1;
+            } else {
+                missed[misses] = seq;
+                misses += 1;
+            }
+        }
+        if misses > 0 {
+            self.counters.nacks_forwarded_upstream += misses as u64;
+            let missed = missed[..misses].iter().copied().collect();
+            self.request_retransmission(now, stream, kind, missed, tx);
+        }
+    }
+
     fn request_retransmission(
         &mut self,
         now: Instant,
@@ -730,7 +815,7 @@ impl Core {
                 }
                 SessionEvent::KeyframeRequested => self.request_keyframe(now, stream, tx),
                 SessionEvent::RetransmissionRequested { kind, seqs } => {
-                    self.request_retransmission(now, stream, kind, seqs, tx)
+                    self.retransmit(now, id, stream, kind, seqs, tx)
                 }
                 SessionEvent::SenderReport {
                     kind,
@@ -797,6 +882,9 @@ impl Core {
                 local.publisher = None;
             }
             local.players.retain(|p| *p != id);
+            if local.players.is_empty() {
+                local.video_cache = None;
+            }
             if local.publisher.is_none() && local.players.is_empty() {
                 self.streams.remove(&stream);
             }
@@ -850,6 +938,10 @@ impl Core {
         s.unknown_source
             .fetch_add(c.unknown_source, Ordering::Relaxed);
         s.unclassified.fetch_add(c.unclassified, Ordering::Relaxed);
+        s.retransmissions_sent
+            .fetch_add(c.retransmissions_sent, Ordering::Relaxed);
+        s.nacks_forwarded_upstream
+            .fetch_add(c.nacks_forwarded_upstream, Ordering::Relaxed);
         s.handoff_dropped
             .store(self.mesh.dropped, Ordering::Relaxed);
         if let Some(n) = crate::alloc_count::this_thread() {

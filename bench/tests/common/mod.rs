@@ -158,6 +158,38 @@ impl Streaming {
     }
 }
 
+/// A per-core counter of a node's `/api/stats`, summed over its cores.
+pub async fn core_stat(base: &str, key: &str) -> u64 {
+    let response = rtcdn_bench::http::request(
+        Method::GET,
+        &format!("{base}/api/stats"),
+        None,
+        String::new(),
+    )
+    .await
+    .expect("GET /api/stats");
+    let json: serde_json::Value = serde_json::from_str(&response.body).expect("stats JSON");
+    json["cores"]
+        .as_array()
+        .expect("cores")
+        .iter()
+        .map(|core| core[key].as_u64().unwrap_or_else(|| panic!("no {key}")))
+        .sum()
+}
+
+/// Polls [`core_stat`] (cores publish every 20 ms) until it reaches `want` or 3 s pass;
+/// returns the last value.
+pub async fn wait_for_core_stat(base: &str, key: &str, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let got = core_stat(base, key).await;
+        if got >= want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A response with all its headers (`rtcdn_bench::http::request` keeps only `Location`).
 pub struct Raw {
     pub status: StatusCode,

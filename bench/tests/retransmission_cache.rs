@@ -1,0 +1,262 @@
+//! A node answers its players' NACKs from its own retransmission cache (issue 11, step 1).
+//!
+//! A synthetic publisher and four players on a node with two media cores, so players sit both
+//! on the publisher's core and on the other one. Each player really loses some video packets on
+//! the node→player hop (dropped before SRTP, as the network would) and NACKs them: the node sends
+//! them again with the player's own sequence numbers and timestamps and intact payloads, and the
+//! publisher hears no NACK for them. A packet older than the cache is still asked of the
+//! publisher, in its own numbering. Everything is sent to 127.0.0.1 only.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rtcdn::dtls::DtlsCertificate;
+use rtcdn::retransmission_cache::CACHE_SLOTS;
+use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
+use rtcdn_bench::media::read_packet;
+
+mod common;
+use common::{core_stat, send, test_node, wait_for_core_stat};
+
+const STREAM: &str = "rtx-cache";
+const PLAYERS: usize = 4;
+
+/// How a player numbers the publisher's video: its SSRC and the offsets of its sequence numbers
+/// and timestamps from the publisher's.
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    ssrc: u32,
+    seq_offset: u16,
+    ts_offset: u32,
+}
+
+impl Mapping {
+    fn player_seq(&self, publisher_seq: u64) -> u16 {
+        (publisher_seq as u16).wrapping_add(self.seq_offset)
+    }
+}
+
+/// The publisher's packets are numbered like its probes (see `common::send`): four video to
+/// one audio, RTP sequence number `n as u16` and timestamp `n * 3000`.
+fn is_video(n: u64) -> bool {
+    n % 5 != 4
+}
+
+fn nack(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
+    let pairs: Vec<rtp::rtcp::NackPair> = seqs
+        .iter()
+        .map(|&pid| rtp::rtcp::NackPair { pid, blp: 0 })
+        .collect();
+    let nack = rtp::rtcp::Nack {
+        sender_ssrc: rtp::Ssrc(7),
+        media_ssrc: rtp::Ssrc(media_ssrc),
+        pairs: rtp::rtcp::Items::from_slice(&pairs),
+    };
+    let mut buf = vec![0u8; 16 + 4 * pairs.len()];
+    let n = rtp::rtcp::Rtcp::Nack(nack).write_to(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// The sequence numbers the publisher was NACKed for its video within `window`.
+async fn nacked_at_publisher(publisher: &mut ClientSession, window: Duration) -> Vec<u16> {
+    let mut nacked = Vec::new();
+    let deadline = Instant::now() + window;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some(packet) = publisher.recv_rtcp(left).await else {
+            break;
+        };
+        for rtcp in rtp::rtcp::RtcpIter::new(&packet).flatten() {
+            if let rtp::rtcp::Rtcp::Nack(n) = rtcp {
+                if n.media_ssrc.0 == publisher.video_ssrc {
+                    nacked.extend(n.lost());
+                }
+            }
+        }
+    }
+    nacked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
+    let node = test_node(2);
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let timeout = Duration::from_secs(10);
+    let mut publisher = ClientSession::connect(&base, Mode::Publish, STREAM, &certificate, timeout)
+        .await
+        .expect("publish");
+    let mut players = Vec::new();
+    for _ in 0..PLAYERS {
+        players.push(
+            ClientSession::connect(&base, Mode::Play, STREAM, &certificate, timeout)
+                .await
+                .expect("play"),
+        );
+    }
+    // Each core has its own socket: a player on the publisher's core talks to the same address.
+    let same_core: Vec<bool> = players
+        .iter()
+        .map(|p| p.remote_addr() == publisher.remote_addr())
+        .collect();
+    assert!(
+        same_core.contains(&true) && same_core.contains(&false),
+        "players on both cores: {same_core:?}"
+    );
+
+    // Warm up until every player receives video, and learn how it numbers it.
+    let start = Instant::now();
+    let mut seq = 0u64;
+    let mut mappings: Vec<Option<Mapping>> = vec![None; PLAYERS];
+    while mappings.iter().any(Option::is_none) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "players never received video"
+        );
+        send(&mut publisher, &mut seq, 0, start).await;
+        for (player, mapping) in players.iter_mut().zip(&mut mappings) {
+            while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
+                let header = rtp::RtpHeader::parse(&packet).unwrap();
+                let (probe, pt) = read_packet(&packet).expect("warm-up packet intact");
+                if pt == VIDEO_PT {
+                    *mapping = Some(Mapping {
+                        ssrc: header.ssrc().0,
+                        seq_offset: header.sequence_number().wrapping_sub(probe.sequence as u16),
+                        ts_offset: header
+                            .timestamp()
+                            .wrapping_sub((probe.sequence as u32).wrapping_mul(3000)),
+                    });
+                }
+            }
+        }
+    }
+    let mappings: Vec<Mapping> = mappings.into_iter().map(Option::unwrap).collect();
+    for player in &mut players {
+        while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
+    }
+    while publisher
+        .recv_rtcp(Duration::from_millis(50))
+        .await
+        .is_some()
+    {}
+
+    // Every player loses every third of the next video packets on its way from the node.
+    let first = seq;
+    let lost: Vec<u64> = (first..first + 60)
+        .filter(|&n| is_video(n))
+        .step_by(3)
+        .collect();
+    for (player, mapping) in players.iter().zip(&mappings) {
+        player.lose_once(mapping.ssrc, lost.iter().map(|&n| mapping.player_seq(n)));
+    }
+    while seq < first + 60 {
+        send(&mut publisher, &mut seq, 1, start).await;
+        tokio::time::sleep(Duration::from_micros(300)).await;
+    }
+    for (i, player) in players.iter_mut().enumerate() {
+        let mut received = BTreeSet::new();
+        while let Some(packet) = player.recv_rtp(Duration::from_millis(300)).await {
+            received.insert(read_packet(&packet).expect("packet intact").0.sequence);
+        }
+        let expected: BTreeSet<u64> = (first..first + 60).filter(|n| !lost.contains(n)).collect();
+        assert_eq!(received, expected, "player {i} got all but the lost ones");
+        assert_eq!(player.counters().rtp_lost, lost.len() as u64, "player {i}");
+    }
+
+    // Each NACKs what it lost, in its own numbering.
+    for (player, mapping) in players.iter_mut().zip(&mappings) {
+        let seqs: Vec<u16> = lost.iter().map(|&n| mapping.player_seq(n)).collect();
+        player.send_rtcp(&nack(mapping.ssrc, &seqs)).await.unwrap();
+    }
+    for (i, (player, mapping)) in players.iter_mut().zip(&mappings).enumerate() {
+        let mut repaired = BTreeSet::new();
+        while repaired.len() < lost.len() {
+            let packet = player
+                .recv_rtp(Duration::from_secs(2))
+                .await
+                .unwrap_or_else(|| {
+                    panic!(
+                        "player {i} (same core as the publisher: {}) got {repaired:?} of {lost:?}",
+                        same_core[i]
+                    )
+                });
+            let header = rtp::RtpHeader::parse(&packet).unwrap();
+            let (probe, pt) = read_packet(&packet).expect("retransmission intact");
+            assert_eq!(pt, VIDEO_PT);
+            assert_eq!(packet.len(), 1200, "the whole packet");
+            assert!(lost.contains(&probe.sequence), "player {i}: {probe:?}");
+            assert_eq!(header.ssrc().0, mapping.ssrc);
+            assert_eq!(
+                header.sequence_number(),
+                mapping.player_seq(probe.sequence),
+                "player {i}: the number it lost"
+            );
+            assert_eq!(
+                header.timestamp(),
+                (probe.sequence as u32)
+                    .wrapping_mul(3000)
+                    .wrapping_add(mapping.ts_offset),
+                "player {i}: the timestamp it lost"
+            );
+            assert!(repaired.insert(probe.sequence), "player {i}: twice");
+        }
+        assert_eq!(player.counters().srtp_failures, 0, "player {i}");
+    }
+    let nacked = nacked_at_publisher(&mut publisher, Duration::from_secs(1)).await;
+    assert!(
+        nacked.is_empty(),
+        "the cache answered, yet the publisher was asked for {nacked:?}"
+    );
+    let answered = (PLAYERS * lost.len()) as u64;
+    assert_eq!(
+        wait_for_core_stat(&base, "retransmissions_sent", answered).await,
+        answered
+    );
+    assert_eq!(core_stat(&base, "nacks_forwarded_upstream").await, 0);
+
+    // Once more video than the cache holds went by, the first lost packet is a miss: one
+    // player on each core asks again, and the publisher is asked, by its own number.
+    let old = lost[0];
+    let later = seq + (CACHE_SLOTS as u64) * 5 / 4 + 20;
+    while seq < later {
+        for _ in 0..50 {
+            send(&mut publisher, &mut seq, 2, start).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for player in &mut players {
+        while player.recv_rtp(Duration::from_millis(100)).await.is_some() {}
+    }
+    let askers = [
+        same_core.iter().position(|s| *s).unwrap(),
+        same_core.iter().position(|s| !*s).unwrap(),
+    ];
+    for &i in &askers {
+        let seqs = [mappings[i].player_seq(old)];
+        players[i]
+            .send_rtcp(&nack(mappings[i].ssrc, &seqs))
+            .await
+            .unwrap();
+    }
+    let nacked = nacked_at_publisher(&mut publisher, Duration::from_secs(1)).await;
+    assert_eq!(
+        nacked,
+        [old as u16, old as u16],
+        "each miss reached the publisher"
+    );
+    assert_eq!(
+        wait_for_core_stat(&base, "nacks_forwarded_upstream", 2).await,
+        2
+    );
+    assert_eq!(core_stat(&base, "retransmissions_sent").await, answered);
+    for &i in &askers {
+        assert!(
+            players[i]
+                .recv_rtp(Duration::from_millis(200))
+                .await
+                .is_none(),
+            "player {i} got something for a packet the node no longer has"
+        );
+    }
+    node.stop();
+}
