@@ -44,6 +44,7 @@ port_base = 46100
 threads = 1
 [cdn]
 role = "edge"
+secret = "bench-cdn-secret-0123456789abcdef-01234"
 T
 cat > origin.toml <<T
 [http]
@@ -55,6 +56,7 @@ threads = 1
 role = "origin"
 load_balancing_enabled = true
 mode = "roundrobin"
+secret = "bench-cdn-secret-0123456789abcdef-01234"
 [[cdn.nodes]]
 id = 1
 host = "127.0.0.1"
