@@ -453,6 +453,17 @@ impl Registry {
         commands
     }
 
+    /// Ends a session for `reason`: [`Registry::remove_session`]'s commands plus the one that
+    /// removes the session from its core. Empty when the session is unknown.
+    pub fn end_session(&mut self, id: SessionId, reason: EndReason) -> Vec<(CoreId, CoreCommand)> {
+        let Some(core) = self.sessions.get(&id).map(|s| s.core) else {
+            return Vec::new();
+        };
+        let mut commands = self.remove_session(id);
+        commands.push((core, CoreCommand::RemoveSession { id, reason }));
+        commands
+    }
+
     /// Drops a session's entry, its core slot and its resource secret.
     fn forget(&mut self, id: SessionId) -> Option<SessionEntry> {
         let session = self.sessions.remove(&id)?;
@@ -596,6 +607,33 @@ mod tests {
         ] {
             assert!(ResourceSecret::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ending_a_session_removes_it_from_its_core_with_the_reason() {
+        let mut registry = Registry::new(2);
+        registry
+            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
+        let commands = registry.end_session(SessionId(2), EndReason::RestrictedAccess);
+        assert!(matches!(
+            commands.as_slice(),
+            [
+                (CoreId(0), CoreCommand::DetachCore { .. }),
+                (
+                    CoreId(1),
+                    CoreCommand::RemoveSession {
+                        id: SessionId(2),
+                        reason: EndReason::RestrictedAccess
+                    }
+                )
+            ]
+        ));
+        assert!(registry
+            .end_session(SessionId(2), EndReason::Deleted)
+            .is_empty());
+        assert_eq!(registry.core_load(), &[1, 0]);
     }
 
     #[test]

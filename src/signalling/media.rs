@@ -4,9 +4,9 @@
 use rand::Rng;
 use tracing::info;
 
-use super::Signalling;
 use serde_json::{json, Value};
 
+use super::Signalling;
 use crate::auth::{
     Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
 };
@@ -255,22 +255,11 @@ fn take_over_unconnected(state: &Signalling, stream: &str) {
     let Some(publisher) = registry.stream(stream).map(|s| s.publisher) else {
         return;
     };
-    let Some(core) = registry
-        .session(publisher)
-        .filter(|s| !s.connected)
-        .map(|s| s.core)
-    else {
+    if registry.session(publisher).is_none_or(|s| s.connected) {
         return;
-    };
-    let mut commands = registry.remove_session(publisher);
+    }
+    let commands = registry.end_session(publisher, EndReason::Superseded);
     drop(registry);
-    commands.push((
-        core,
-        CoreCommand::RemoveSession {
-            id: publisher,
-            reason: EndReason::Superseded,
-        },
-    ));
     info!(session = %publisher, stream, "an unconnected publisher gave its name up to an authorized one");
     state.dispatch(commands);
 }
@@ -278,13 +267,8 @@ fn take_over_unconnected(state: &Signalling, stream: &str) {
 /// Ends a session at the client's (or an administrator's) request. Returns false when it is
 /// unknown (already ended).
 pub fn end_session(state: &Signalling, id: SessionId, reason: EndReason) -> bool {
-    let mut registry = state.registry();
-    let Some(entry) = registry.session(id).cloned() else {
-        return false;
-    };
-    let mut commands = registry.remove_session(id);
-    drop(registry);
-    commands.push((entry.core, CoreCommand::RemoveSession { id, reason }));
+    let commands = state.registry().end_session(id, reason);
+    let known = !commands.is_empty();
     state.dispatch(commands);
-    true
+    known
 }

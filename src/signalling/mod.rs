@@ -252,16 +252,7 @@ impl Signalling {
             let (keys, refused) = registry.change_acl(name, change)?;
             let ended = refused.len();
             for id in refused {
-                if let Some(core) = registry.session(id).map(|s| s.core) {
-                    commands.extend(registry.remove_session(id));
-                    commands.push((
-                        core,
-                        CoreCommand::RemoveSession {
-                            id,
-                            reason: EndReason::RestrictedAccess,
-                        },
-                    ));
-                }
+                commands.extend(registry.end_session(id, EndReason::RestrictedAccess));
             }
             (keys, ended)
         };
