@@ -164,7 +164,12 @@ impl Connection {
             return Ok(());
         }
         self.credentials = connection_credentials(state, payload);
-        if let Some(e) = &self.credentials.relay_refused {
+        if let Some(e) = self
+            .credentials
+            .relay_refused
+            .as_ref()
+            .filter(|_| state.limits.may_log())
+        {
             warn!(peer = %self.peer, error = %e, "relay token refused");
         }
         let session_id = format!("/{}/rtcdn", self.peer);
@@ -174,7 +179,9 @@ impl Connection {
                 Ok(session) => self.hook = Some(session),
                 Err(e) => {
                     // WCS refuses a session by closing its WebSocket; the SDK reports FAILED.
-                    info!(peer = %self.peer, error = %e, "connection refused");
+                    if state.limits.may_log() {
+                        info!(peer = %self.peer, error = %e, "connection refused");
+                    }
                     return Err(Refused);
                 }
             }
@@ -281,7 +288,9 @@ impl Connection {
         let started = match started {
             Ok(started) => started,
             Err(e) => {
-                info!(peer = %self.peer, stream = name, error = %e, "{api} refused");
+                if state.limits.may_log() {
+                    info!(peer = %self.peer, stream = name, error = %e, "{api} refused");
+                }
                 self.send(failed_frame(id, name, published, &start_error_info(&e)));
                 return;
             }
@@ -390,7 +399,9 @@ impl Connection {
             .values()
             .any(|own| own.description.published && own.description.name == name);
         if !self.credentials.relay || !publishes_it {
-            warn!(peer = %self.peer, stream = name, "access list from a client that does not relay that stream ignored");
+            if state.limits.may_log() {
+                warn!(peer = %self.peer, stream = name, "access list from a client that does not relay that stream ignored");
+            }
             self.send(fail_frame(
                 "rtcdnAcl",
                 "only a relay of this CDN may set its stream's access list",
