@@ -49,12 +49,12 @@ impl Cors {
     }
 }
 
-/// Whether `path` is an admin endpoint (`/api/stats`, `/rest-api/...`).
+/// Whether `path` is an admin endpoint (`/api/stats`, `/metrics`, `/rest-api/...`).
 pub fn is_admin(path: &str) -> bool {
     let mut segments = path.trim_start_matches('/').split('/');
     matches!(
         (segments.next(), segments.next()),
-        (Some("rest-api"), _) | (Some("api"), Some("stats"))
+        (Some("rest-api"), _) | (Some("api"), Some("stats")) | (Some("metrics"), None)
     )
 }
 

@@ -7,6 +7,7 @@ pub mod flashphoner;
 pub mod limits;
 mod listener;
 pub mod media;
+mod metrics;
 pub(crate) mod rest;
 mod send_timeout;
 mod whip;
@@ -403,6 +404,17 @@ async fn route(
         }
         (Method::GET, ["api", "stats"]) => match state.auth.admin(bearer(&req).as_deref()) {
             Ok(()) => stats(state),
+            Err(e) => whip::auth_refusal(&e),
+        },
+        (Method::GET, ["metrics"]) => match state.auth.admin(bearer(&req).as_deref()) {
+            Ok(()) => {
+                let mut response = text(StatusCode::OK, metrics::render(state));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                );
+                response
+            }
             Err(e) => whip::auth_refusal(&e),
         },
         (
