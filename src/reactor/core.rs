@@ -60,6 +60,8 @@ pub struct CoreStats {
     pub retransmissions_sent: AtomicU64,
     /// Packets players reported lost that the cache did not hold: asked of the publisher.
     pub nacks_forwarded_upstream: AtomicU64,
+    /// Packets players asked for again beyond their resend budget: dropped.
+    pub retransmissions_throttled: AtomicU64,
     /// Heap allocations the core thread has made since it started (see [`crate::alloc_count`]);
     /// meaningful only when `counts_allocations` is set.
     pub allocations: AtomicU64,
@@ -123,6 +125,7 @@ struct Counters {
     unclassified: u64,
     retransmissions_sent: u64,
     nacks_forwarded_upstream: u64,
+    retransmissions_throttled: u64,
     media_allocations: u64,
 }
 
@@ -714,6 +717,12 @@ impl Core {
             if let (Some(plain), Some((socket, remote, session))) =
                 (cache.and_then(|c| c.get(seq)), target.as_mut())
             {
+                if !session.may_resend(now) {
+                    // Over its budget: neither sent again nor asked of the publisher, which a
+                    // player NACKing in a loop must not reach either.
+                    self.counters.retransmissions_throttled += 1;
+                    continue;
+                }
                 tx.push_with_on(*socket, *remote, |buf| {
                     written = session.write_retransmission(kind, plain, buf);
                     written
@@ -942,6 +951,8 @@ impl Core {
             .fetch_add(c.retransmissions_sent, Ordering::Relaxed);
         s.nacks_forwarded_upstream
             .fetch_add(c.nacks_forwarded_upstream, Ordering::Relaxed);
+        s.retransmissions_throttled
+            .fetch_add(c.retransmissions_throttled, Ordering::Relaxed);
         s.handoff_dropped
             .store(self.mesh.dropped, Ordering::Relaxed);
         if let Some(n) = crate::alloc_count::this_thread() {

@@ -39,6 +39,7 @@ struct CoreSnapshot {
     rtp_sent: u64,
     retransmissions_sent: u64,
     nacks_forwarded_upstream: u64,
+    retransmissions_throttled: u64,
     /// (reason, packets) dropped as bad input.
     dropped: Vec<(&'static str, u64)>,
     media_allocations: Option<u64>,
@@ -74,6 +75,7 @@ fn snapshot(state: &Signalling) -> Snapshot {
                 rtp_sent: s.rtp_sent.load(Relaxed),
                 retransmissions_sent: s.retransmissions_sent.load(Relaxed),
                 nacks_forwarded_upstream: s.nacks_forwarded_upstream.load(Relaxed),
+                retransmissions_throttled: s.retransmissions_throttled.load(Relaxed),
                 dropped: vec![
                     ("stun_integrity", s.stun_rejected.load(Relaxed)),
                     ("srtp_authentication", s.srtp_rejected.load(Relaxed)),
@@ -179,6 +181,14 @@ impl Collector for Snapshot {
             "Packets players reported lost that the cache did not hold, asked of the publisher",
             MetricType::Counter,
             |c| c.nacks_forwarded_upstream,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "retransmissions_throttled_packets",
+            "Packets players asked for again beyond their resend budget, dropped",
+            MetricType::Counter,
+            |c| c.retransmissions_throttled,
         )?;
 
         let mut e = encoder.encode_descriptor(
