@@ -13,23 +13,7 @@ use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{core_stat, send, test_node};
-
-fn nack(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
-    let pairs: Vec<rtp::rtcp::NackPair> = seqs
-        .iter()
-        .map(|&pid| rtp::rtcp::NackPair { pid, blp: 0 })
-        .collect();
-    let nack = rtp::rtcp::Nack {
-        sender_ssrc: rtp::Ssrc(7),
-        media_ssrc: rtp::Ssrc(media_ssrc),
-        pairs: rtp::rtcp::Items::from_slice(&pairs),
-    };
-    let mut buf = vec![0u8; 16 + 4 * pairs.len()];
-    let n = rtp::rtcp::Rtcp::Nack(nack).write_to(&mut buf).unwrap();
-    buf.truncate(n);
-    buf
-}
+use common::{core_stat, nack, send, test_node};
 
 /// The SSRC and sequence numbers of the video packets a player has received since last asked.
 async fn received_video(player: &mut ClientSession) -> Option<(u32, Vec<u16>)> {

@@ -16,7 +16,7 @@ use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{core_stat, send, test_node, wait_for_core_stat};
+use common::{core_stat, nack, send, test_node, wait_for_core_stat};
 
 const STREAM: &str = "rtx-cache";
 const PLAYERS: usize = 4;
@@ -40,22 +40,6 @@ impl Mapping {
 /// one audio, RTP sequence number `n as u16` and timestamp `n * 3000`.
 fn is_video(n: u64) -> bool {
     n % 5 != 4
-}
-
-fn nack(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
-    let pairs: Vec<rtp::rtcp::NackPair> = seqs
-        .iter()
-        .map(|&pid| rtp::rtcp::NackPair { pid, blp: 0 })
-        .collect();
-    let nack = rtp::rtcp::Nack {
-        sender_ssrc: rtp::Ssrc(7),
-        media_ssrc: rtp::Ssrc(media_ssrc),
-        pairs: rtp::rtcp::Items::from_slice(&pairs),
-    };
-    let mut buf = vec![0u8; 16 + 4 * pairs.len()];
-    let n = rtp::rtcp::Rtcp::Nack(nack).write_to(&mut buf).unwrap();
-    buf.truncate(n);
-    buf
 }
 
 /// The sequence numbers the publisher was NACKed for its video within `window`.

@@ -27,9 +27,16 @@ const RESIDENCE_BOUNDS: [f64; 13] = [
 #[derive(Debug, Default)]
 struct Snapshot {
     cores: Vec<CoreSnapshot>,
-    /// (name, players, relays, media flowing).
-    streams: Vec<(String, usize, usize, bool)>,
+    streams: Vec<StreamSnapshot>,
     panics: Vec<(String, u64)>,
+}
+
+#[derive(Debug)]
+struct StreamSnapshot {
+    name: String,
+    players: usize,
+    relays: usize,
+    media_flowing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -95,13 +102,11 @@ fn snapshot(state: &Signalling) -> Snapshot {
     let streams = state
         .registry()
         .streams()
-        .map(|s| {
-            (
-                s.name.clone(),
-                s.players.len(),
-                s.relays.len(),
-                s.media_flowing,
-            )
+        .map(|s| StreamSnapshot {
+            name: s.name.clone(),
+            players: s.players.len(),
+            relays: s.relays.len(),
+            media_flowing: s.media_flowing,
         })
         .collect();
     Snapshot {
@@ -238,36 +243,27 @@ impl Collector for Snapshot {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.streams.len() as i64).encode(e)?;
-        let mut e = encoder.encode_descriptor(
+        per_stream(
+            &mut encoder,
+            self,
             "stream_players",
             "Players of a live stream on this node",
-            None,
-            MetricType::Gauge,
+            |s| s.players as i64,
         )?;
-        for (name, players, _, _) in &self.streams {
-            ConstGauge::new(*players as i64)
-                .encode(e.encode_family(&[("stream", name.as_str())])?)?;
-        }
-        let mut e = encoder.encode_descriptor(
+        per_stream(
+            &mut encoder,
+            self,
             "stream_relays",
             "Relays of a live stream to other nodes (an origin's edges)",
-            None,
-            MetricType::Gauge,
+            |s| s.relays as i64,
         )?;
-        for (name, _, relays, _) in &self.streams {
-            ConstGauge::new(*relays as i64)
-                .encode(e.encode_family(&[("stream", name.as_str())])?)?;
-        }
-        let mut e = encoder.encode_descriptor(
+        per_stream(
+            &mut encoder,
+            self,
             "stream_media_flowing",
             "1 once a live stream's publisher sends media",
-            None,
-            MetricType::Gauge,
+            |s| i64::from(s.media_flowing),
         )?;
-        for (name, _, _, flowing) in &self.streams {
-            ConstGauge::new(i64::from(*flowing))
-                .encode(e.encode_family(&[("stream", name.as_str())])?)?;
-        }
 
         let mut e = encoder.encode_descriptor(
             "panics",
@@ -280,6 +276,22 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// One gauge family with a value per live stream.
+fn per_stream(
+    encoder: &mut DescriptorEncoder,
+    snapshot: &Snapshot,
+    name: &str,
+    help: &str,
+    value: impl Fn(&StreamSnapshot) -> i64,
+) -> Result<(), std::fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for stream in &snapshot.streams {
+        ConstGauge::new(value(stream))
+            .encode(e.encode_family(&[("stream", stream.name.as_str())])?)?;
+    }
+    Ok(())
 }
 
 /// One family with a value per core.

@@ -250,3 +250,20 @@ pub async fn post_sdp_offer(url: &str, mode: Mode, bearer: Option<&str>) -> Raw 
     let offer = rtcdn_bench::client::sdp_offer(mode, &certificate);
     raw_request(Method::POST, url, &headers, offer.into_bytes()).await
 }
+
+/// A generic NACK (RFC 4585) for `seqs` of `media_ssrc`, one pair per number.
+pub fn nack(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
+    let pairs: Vec<rtp::rtcp::NackPair> = seqs
+        .iter()
+        .map(|&pid| rtp::rtcp::NackPair { pid, blp: 0 })
+        .collect();
+    let nack = rtp::rtcp::Nack {
+        sender_ssrc: rtp::Ssrc(7),
+        media_ssrc: rtp::Ssrc(media_ssrc),
+        pairs: rtp::rtcp::Items::from_slice(&pairs),
+    };
+    let mut buf = vec![0u8; 16 + 4 * pairs.len()];
+    let n = rtp::rtcp::Rtcp::Nack(nack).write_to(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
