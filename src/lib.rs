@@ -1,7 +1,8 @@
 //! rtcdn: a real-time WebRTC CDN node.
 //!
 //! The server is split into sans-IO protocol logic ([`sdp`], [`session`], [`negotiate`],
-//! [`registry`], [`retransmission_cache`]) and the only parts that touch sockets and threads
+//! [`registry`], [`retransmission_cache`],
+//! [`loss_detector`]) and the only parts that touch sockets and threads
 //! ([`reactor`], [`signalling`], the [`dtls`] driver task, [`node`]).
 
 pub mod alloc_count;
@@ -12,6 +13,7 @@ pub mod control;
 pub mod dtls;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod loss_detector;
 pub mod negotiate;
 pub mod node;
 pub mod panic_guard;

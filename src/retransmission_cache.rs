@@ -6,6 +6,10 @@
 //! repaired. A cache on every core that plays the stream repairs the node→player hop too, on the
 //! player's own core, without crossing cores.
 //!
+//! The ring also remembers where the newest keyframe began, so a new player can start on it at
+//! once ([`RetransmissionCache::since_keyframe`]) instead of waiting for its keyframe request to
+//! reach the publisher and a keyframe to come back.
+//!
 //! Memory: [`CACHE_SLOTS`] slots of [`CACHE_SLOT_BYTES`] plus 16 bytes of bookkeeping each,
 //! about 758 KiB per (video track, core with players of it), allocated once when the track gets
 //! its first player on the core and freed with its last. 512 slots hold about one second of a
@@ -54,6 +58,9 @@ pub struct RetransmissionCache {
     highest: SeqNo,
     slots: Box<[Slot]>,
     bytes: Box<[u8]>,
+    /// The newest keyframe: the extended sequence number of its first packet, and its RTP
+    /// timestamp (which all its packets share).
+    keyframe: Option<(u64, u32)>,
 }
 
 impl Default for RetransmissionCache {
@@ -71,6 +78,7 @@ impl RetransmissionCache {
             highest: SeqNo::new(0),
             slots: vec![Slot::default(); CACHE_SLOTS].into_boxed_slice(),
             bytes: vec![0; CACHE_SLOTS * CACHE_SLOT_BYTES].into_boxed_slice(),
+            keyframe: None,
         }
     }
 
@@ -96,6 +104,7 @@ impl RetransmissionCache {
             extended
         } else {
             self.slots.fill(Slot::default());
+            self.keyframe = None;
             self.ssrc = Some(ssrc);
             // Far enough from zero that packets just before the first one still extend.
             self.highest = SeqNo::new(0x1_0000 | u64::from(seq));
@@ -121,9 +130,50 @@ impl RetransmissionCache {
         {
             return None;
         }
-        let index = slot_index(extended);
+        self.get_extended(extended.value())
+    }
+}
+
+impl RetransmissionCache {
+    /// Notes that `packet`, just inserted, belongs to a keyframe (the publisher's codec said so:
+    /// see [`rtp::is_keyframe`]). The earliest packet of the newest keyframe is where
+    /// [`RetransmissionCache::since_keyframe`] starts.
+    pub fn note_keyframe(&mut self, packet: &[u8]) {
+        let Ok(header) = rtp::RtpHeader::parse(packet) else {
+            return;
+        };
+        if self.ssrc != Some(header.ssrc().0) {
+            return;
+        }
+        let seq = self.highest.extend(header.sequence_number()).value();
+        let ts = header.timestamp();
+        match self.keyframe {
+            // Another packet of the same keyframe, arrived out of order.
+            Some((start, at)) if at == ts => self.keyframe = Some((start.min(seq), ts)),
+            // A late packet of an older keyframe.
+            Some((start, _)) if seq < start => {}
+            _ => self.keyframe = Some((seq, ts)),
+        }
+    }
+
+    /// The packets from the newest keyframe's first to the newest, in order (a packet that
+    /// never arrived is skipped: the player asks for it like for any loss), when the ring still
+    /// holds that keyframe and they are at most `max_packets`; else `None`.
+    pub fn since_keyframe(&self, max_packets: usize) -> Option<impl Iterator<Item = &[u8]> + '_> {
+        let (start, _) = self.keyframe?;
+        let highest = self.highest.value();
+        let count = highest.checked_sub(start)? + 1;
+        if count > CACHE_SLOTS as u64 || count > max_packets as u64 {
+            return None;
+        }
+        self.get_extended(start)?;
+        Some((start..=highest).filter_map(|seq| self.get_extended(seq)))
+    }
+
+    fn get_extended(&self, seq: u64) -> Option<&[u8]> {
+        let index = slot_index(SeqNo::new(seq));
         let slot = self.slots[index];
-        (slot.len > 0 && slot.seq == extended.value()).then(|| {
+        (slot.len > 0 && slot.seq == seq).then(|| {
             let at = index * CACHE_SLOT_BYTES;
             &self.bytes[at..at + usize::from(slot.len)]
         })
@@ -237,6 +287,59 @@ mod tests {
         cache.insert(&packet(8, 5, 100)).unwrap();
         assert_eq!(cache.get(300), None);
         assert_eq!(cache.get(5), Some(packet(8, 5, 100).as_slice()));
+    }
+
+    fn with_timestamp(mut p: Vec<u8>, ts: u32) -> Vec<u8> {
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p
+    }
+
+    fn replay(cache: &RetransmissionCache, max: usize) -> Option<Vec<u16>> {
+        cache
+            .since_keyframe(max)
+            .map(|packets| packets.map(|p| u16::from_be_bytes([p[2], p[3]])).collect())
+    }
+
+    #[test]
+    fn a_new_player_starts_on_the_newest_keyframe_the_ring_holds() {
+        let mut cache = RetransmissionCache::new();
+        for seq in 100..110u16 {
+            cache.insert(&packet(7, seq, 100)).unwrap();
+        }
+        assert_eq!(replay(&cache, 64), None, "no keyframe yet");
+        // A keyframe of four packets (112 after 113), then deltas, one of them lost (116).
+        for seq in [110u16, 111, 113, 112, 114, 115, 117] {
+            let ts = if seq <= 113 { 9000 } else { 12_000 };
+            let p = with_timestamp(packet(7, seq, 100), ts);
+            cache.insert(&p).unwrap();
+            if ts == 9000 {
+                cache.note_keyframe(&p);
+            }
+        }
+        assert_eq!(
+            replay(&cache, 64),
+            Some(vec![110, 111, 112, 113, 114, 115, 117])
+        );
+        // More numbers since the keyframe (lost ones too) than the caller allows: no replay.
+        assert!(replay(&cache, 8).is_some());
+        assert_eq!(replay(&cache, 7), None);
+        // A later keyframe replaces it; a late packet of the older one does not move it back.
+        let p = with_timestamp(packet(7, 118, 100), 15_000);
+        cache.insert(&p).unwrap();
+        cache.note_keyframe(&p);
+        let late = with_timestamp(packet(7, 109, 100), 6000);
+        cache.insert(&late).unwrap();
+        cache.note_keyframe(&late);
+        assert_eq!(replay(&cache, 64), Some(vec![118]));
+        // Once the ring no longer holds the keyframe, nothing is replayed.
+        for seq in 119..119 + CACHE_SLOTS as u16 {
+            cache.insert(&packet(7, seq, 100)).unwrap();
+        }
+        assert_eq!(replay(&cache, usize::MAX), None);
+        // Nor after the source changed.
+        let p = with_timestamp(packet(8, 1, 100), 0);
+        cache.insert(&p).unwrap();
+        assert_eq!(replay(&cache, 64), None);
     }
 
     #[test]

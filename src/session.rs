@@ -15,12 +15,13 @@ use rtp::rtcp::{
     Items, Nack, NackPair, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, RtcpIter, SenderReport,
 };
 use rtp::srtp::SrtpContext;
-use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
+use rtp::{is_keyframe, Pt, RtpHeader, RtpRewriter, Ssrc, VideoCodec};
 
 use crate::control::{
     EndReason, PlayedTrack, PublishedTrack, SessionId, SessionRole, SessionSpec, StreamId,
 };
 use crate::dtls::{DtlsRole, SrtpKeyingMaterial};
+use crate::loss_detector::{LossDetector, RepairCounts};
 use crate::sdp::MediaKind;
 
 /// Keyframe requests toward a publisher are merged: at most one PLI per this interval.
@@ -78,6 +79,8 @@ pub enum SessionEvent {
         ntp_time: u64,
         rtp_time: u32,
     },
+    /// What the publisher's loss detector asked for and got back since the last report.
+    UpstreamRepair(RepairCounts),
     /// The session is over; the core removes it.
     Ended(EndReason),
 }
@@ -259,6 +262,33 @@ struct PublisherState {
     last_keyframe_request: Option<Instant>,
     pending_keyframe_request: Option<Instant>,
     next_receiver_report: Option<Instant>,
+    /// Gaps in the video, asked for again at once (see [`crate::loss_detector`]); `None`
+    /// without a video track.
+    video_loss: Option<LossDetector>,
+    /// The video codec, when rtcdn can tell its keyframes.
+    video_codec: Option<VideoCodec>,
+}
+
+/// A publisher's media packet, decrypted in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedMedia {
+    /// The track it belongs to.
+    pub kind: MediaKind,
+    /// The plaintext RTP length.
+    pub len: usize,
+    /// Whether it is part of a video keyframe.
+    pub keyframe: bool,
+}
+
+/// The codec behind an rtpmap name, for keyframe detection.
+fn video_codec(name: &str) -> Option<VideoCodec> {
+    match name.to_ascii_uppercase().as_str() {
+        "VP8" => Some(VideoCodec::Vp8),
+        "VP9" => Some(VideoCodec::Vp9),
+        "H264" => Some(VideoCodec::H264),
+        "AV1" | "AV1X" => Some(VideoCodec::Av1),
+        _ => None,
+    }
 }
 
 struct PlayerTrack {
@@ -439,6 +469,14 @@ impl Session {
         };
         let role = match spec.role {
             SessionRole::Publisher { tracks } => RoleState::Publisher(PublisherState {
+                video_loss: tracks
+                    .iter()
+                    .any(|t| t.kind == MediaKind::Video)
+                    .then(LossDetector::new),
+                video_codec: tracks
+                    .iter()
+                    .find(|t| t.kind == MediaKind::Video)
+                    .and_then(|t| video_codec(&t.codec)),
                 tracks,
                 stats: Default::default(),
                 media_started: false,
@@ -521,6 +559,10 @@ impl Session {
     pub fn plays(&self, kind: MediaKind) -> bool {
         matches!(&self.role, RoleState::Player(p) if p.tracks[kind_index(kind)].is_some())
     }
+    /// Whether it publishes a track of this kind.
+    pub fn publishes(&self, kind: MediaKind) -> bool {
+        matches!(&self.role, RoleState::Publisher(p) if p.tracks.iter().any(|t| t.kind == kind))
+    }
     /// Whether SRTP keys are installed.
     pub fn is_connected(&self) -> bool {
         self.phase == Phase::Connected
@@ -568,14 +610,14 @@ impl Session {
         }
     }
 
-    /// A publisher's SRTP packet: authenticated and decrypted in place. Returns the kind of the
-    /// track and the plaintext length, to be forwarded to players.
+    /// A publisher's SRTP packet: authenticated and decrypted in place, to be forwarded to
+    /// players.
     pub fn handle_srtp(
         &mut self,
         now: Instant,
         from: SocketAddr,
         data: &mut [u8],
-    ) -> Result<(MediaKind, usize), SessionError> {
+    ) -> Result<ReceivedMedia, SessionError> {
         let RoleState::Publisher(publisher) = &mut self.role else {
             return Err(SessionError::UnexpectedRtp);
         };
@@ -590,12 +632,28 @@ impl Session {
             .find(|t| t.pt == pt)
             .ok_or(SessionError::UnknownPayloadType(pt))?;
         let kind = track.kind;
-        publisher.stats[kind_index(kind)].record(header.ssrc().0, header.sequence_number());
+        let (ssrc, seq) = (header.ssrc().0, header.sequence_number());
+        publisher.stats[kind_index(kind)].record(ssrc, seq);
+        let gap = match (kind, publisher.video_loss.as_mut()) {
+            (MediaKind::Video, Some(loss)) => loss.on_packet(now, ssrc, seq),
+            _ => false,
+        };
+        let keyframe = match (kind, publisher.video_codec) {
+            (MediaKind::Video, Some(codec)) => is_keyframe(codec, header.payload()),
+            _ => false,
+        };
         if !publisher.media_started {
             publisher.media_started = true;
             self.events.push_back(SessionEvent::MediaStarted);
         }
-        Ok((kind, len))
+        if gap {
+            self.request_lost_video(now);
+        }
+        Ok(ReceivedMedia {
+            kind,
+            len,
+            keyframe,
+        })
     }
 
     /// An SRTCP packet from the peer.
@@ -650,8 +708,47 @@ impl Session {
 
     /// Asks a publisher to send packets of a track again (generic NACK, RFC 4585 §6.2.1), for
     /// what no core's retransmission cache held: the publisher's copy is forwarded again, and
-    /// receivers that already have it drop the duplicate.
-    pub fn request_retransmission(&mut self, kind: MediaKind, seqs: &[u16]) {
+    /// receivers that already have it drop the duplicate. Video packets this node already asked
+    /// for less than a round trip ago are left out (see [`LossDetector::should_request`]).
+    pub fn request_retransmission(&mut self, now: Instant, kind: MediaKind, seqs: &[u16]) {
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return;
+        };
+        let mut wanted = [0u16; MAX_LOST_PACKETS];
+        let mut count = 0;
+        for &seq in seqs.iter().take(MAX_LOST_PACKETS) {
+            let merged = match (kind, publisher.video_loss.as_mut()) {
+                (MediaKind::Video, Some(loss)) => !loss.should_request(now, seq),
+                _ => false,
+            };
+            if !merged {
+                wanted[count] = seq;
+                count += 1;
+            }
+        }
+        self.send_nack(kind, &wanted[..count]);
+    }
+
+    /// Asks for the video packets the loss detector found missing (or still misses a round
+    /// trip after asking), and reports what it did.
+    fn request_lost_video(&mut self, now: Instant) {
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return;
+        };
+        let Some(loss) = publisher.video_loss.as_mut() else {
+            return;
+        };
+        let mut seqs = [0u16; MAX_LOST_PACKETS];
+        let count = loss.poll_requests(now, &mut seqs);
+        let counts = loss.take_counts();
+        // A NACK carries at most MAX_LOST_PACKETS; what is left is due again at the next tick.
+        self.send_nack(MediaKind::Video, &seqs[..count]);
+        if counts != RepairCounts::default() {
+            self.events.push_back(SessionEvent::UpstreamRepair(counts));
+        }
+    }
+
+    fn send_nack(&mut self, kind: MediaKind, seqs: &[u16]) {
         let RoleState::Publisher(publisher) = &self.role else {
             return;
         };
@@ -833,6 +930,15 @@ impl Session {
             return;
         };
         publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
+        // Recoveries since the last request are reported here at the latest.
+        if let Some(counts) = publisher
+            .video_loss
+            .as_mut()
+            .map(LossDetector::take_counts)
+            .filter(|c| *c != RepairCounts::default())
+        {
+            self.events.push_back(SessionEvent::UpstreamRepair(counts));
+        }
         let mut reports = [ReportBlock::default(); 2];
         let mut ssrcs = [Ssrc(0); 2];
         let mut count = 0;
@@ -911,10 +1017,17 @@ impl Session {
         }
         self.ice.handle_timeout(now);
         self.drain_ice();
-        let (pending, report) = match &self.role {
-            RoleState::Publisher(p) => (p.pending_keyframe_request, p.next_receiver_report),
-            RoleState::Player(_) => (None, None),
+        let (pending, report, loss) = match &self.role {
+            RoleState::Publisher(p) => (
+                p.pending_keyframe_request,
+                p.next_receiver_report,
+                p.video_loss.as_ref().and_then(LossDetector::poll_timeout),
+            ),
+            RoleState::Player(_) => (None, None, None),
         };
+        if loss.is_some_and(|at| at <= now) {
+            self.request_lost_video(now);
+        }
         if pending.is_some_and(|at| at <= now) {
             self.send_keyframe_request(now);
         }
@@ -931,7 +1044,8 @@ impl Session {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         if let RoleState::Publisher(p) = &self.role {
-            for at in [p.pending_keyframe_request, p.next_receiver_report]
+            let loss = p.video_loss.as_ref().and_then(LossDetector::poll_timeout);
+            for at in [p.pending_keyframe_request, p.next_receiver_report, loss]
                 .into_iter()
                 .flatten()
             {

@@ -90,7 +90,14 @@ struct PeerState {
     counters: ClientCounters,
     /// (SSRC, sequence number) of RTP packets to drop the next time they arrive.
     lose: Vec<(u32, u16)>,
+    /// SRTP that arrived while the DTLS task was still handing over the keys (the server's
+    /// handshake may end, and its media start, before ours): read once the keys are in, as a
+    /// browser's DTLS stack, which installs them before it reads on, would.
+    early: Vec<Vec<u8>>,
 }
+
+/// The most early SRTP datagrams kept; more are dropped.
+const MAX_EARLY_SRTP: usize = 512;
 
 /// How the session was negotiated, and how it is ended.
 enum Signal {
@@ -326,6 +333,7 @@ impl ClientSession {
             remote: None,
             counters: ClientCounters::default(),
             lose: Vec::new(),
+            early: Vec::new(),
         }));
         let (status_tx, mut status) = watch::channel(Status::Connecting);
         let status_tx = Arc::new(status_tx);
@@ -806,27 +814,35 @@ impl Driver {
                         return;
                     }
                 }
-                let Some(srtp) = state.srtp_rx.as_mut() else {
-                    return;
-                };
-                let result = if is_rtcp {
-                    srtp.unprotect_rtcp(data)
-                } else {
-                    srtp.unprotect_rtp(data)
-                };
-                match result {
-                    Ok(len) if is_rtcp => {
-                        state.counters.rtcp_received += 1;
-                        let _ = self.rtcp.send(data[..len].to_vec());
-                    }
-                    Ok(len) => {
-                        state.counters.rtp_received += 1;
-                        let _ = self.received.send(data[..len].to_vec());
-                    }
-                    Err(_) => state.counters.srtp_failures += 1,
-                }
+                self.handle_srtp(&mut state, data);
             }
             _ => {}
+        }
+    }
+
+    fn handle_srtp(&self, state: &mut PeerState, data: &mut [u8]) {
+        let is_rtcp = rtp::rtcp::is_rtcp(data);
+        let Some(srtp) = state.srtp_rx.as_mut() else {
+            if state.early.len() < MAX_EARLY_SRTP {
+                state.early.push(data.to_vec());
+            }
+            return;
+        };
+        let result = if is_rtcp {
+            srtp.unprotect_rtcp(data)
+        } else {
+            srtp.unprotect_rtp(data)
+        };
+        match result {
+            Ok(len) if is_rtcp => {
+                state.counters.rtcp_received += 1;
+                let _ = self.rtcp.send(data[..len].to_vec());
+            }
+            Ok(len) => {
+                state.counters.rtp_received += 1;
+                let _ = self.received.send(data[..len].to_vec());
+            }
+            Err(_) => state.counters.srtp_failures += 1,
         }
     }
 
@@ -848,6 +864,9 @@ impl Driver {
                     (Ok(rx), Ok(tx)) => {
                         state.srtp_rx = Some(rx);
                         state.srtp_tx = Some(tx);
+                        for mut early in std::mem::take(&mut state.early) {
+                            self.handle_srtp(&mut state, &mut early);
+                        }
                         let _ = self.status.send(Status::Connected);
                         None
                     }

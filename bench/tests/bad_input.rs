@@ -762,11 +762,11 @@ impl Healthy {
 
     /// The RTP sequence number of the next packet `send` sends.
     fn next_rtp_seq(&self) -> u16 {
-        self.seq as u16
+        common::rtp_seq(self.seq)
     }
 
     fn next_is_video(&self) -> bool {
-        self.seq % 5 != 4
+        common::is_video(self.seq)
     }
 
     async fn send(&mut self, phase: u32) {

@@ -12,7 +12,9 @@ use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{cdn_node, core_stat, play_until_media, send, wait_for_core_stat, Streaming};
+use common::{
+    cdn_node, core_stat, is_video, play_until_media, rtp_seq, send, wait_for_core_stat, Streaming,
+};
 
 const PLAYERS: usize = 10;
 const MEASURED: u64 = 400;
@@ -375,7 +377,7 @@ fn feedback(packet: &[u8], media_ssrc: u32) -> (usize, Vec<u16>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
+async fn a_gap_is_asked_for_by_the_node_that_sees_it_and_keyframe_requests_cross_the_relay() {
     let (edge, _, origin, origin_base, edge_base) = origin_and_edge();
     let certificate = DtlsCertificate::generate().unwrap();
     let mut publisher = ClientSession::connect(
@@ -425,54 +427,84 @@ async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
         }
     };
     let (player_ssrc, player_seq, probe_seq) = video;
-    // The bench publisher numbers RTP like its probes (sequence = probe as u16).
-    let offset = player_seq.wrapping_sub(probe_seq as u16);
-    // One video packet is lost between the publisher and the origin: no node's retransmission
-    // cache has it, so only the publisher can send it again.
-    while seq % 5 == 4 {
-        send(&mut publisher, &mut seq, 1, start).await;
-    }
-    let publisher_seq = seq as u16;
-    seq += 1;
-    for _ in 0..10 {
-        send(&mut publisher, &mut seq, 1, start).await;
-    }
+    let offset = player_seq.wrapping_sub(rtp_seq(probe_seq));
     while publisher
         .recv_rtcp(Duration::from_millis(50))
         .await
         .is_some()
     {}
 
-    // The edge player asks for a keyframe and, in its own numbering, for the lost packet and
-    // one it has: the edge's cache answers for that one, so only the lost one goes upstream.
+    // One video packet is lost between the publisher and the origin. The origin sees the gap
+    // and asks the publisher for it at once, before any player could.
+    while !is_video(seq) {
+        send(&mut publisher, &mut seq, 1, start).await;
+    }
+    let lost = seq;
+    seq += 1;
+    for _ in 0..10 {
+        send(&mut publisher, &mut seq, 1, start).await;
+    }
+    let mut nacked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while nacked.is_empty() && Instant::now() < deadline {
+        if let Some(packet) = publisher.recv_rtcp(Duration::from_millis(20)).await {
+            nacked.extend(feedback(&packet, publisher.video_ssrc).1);
+        }
+    }
+    assert_eq!(
+        nacked,
+        [rtp_seq(lost)],
+        "the origin asked for the packet it missed, in the publisher's numbering"
+    );
+    assert!(wait_for_core_stat(&origin_base, "upstream_losses_requested", 1).await >= 1);
+
+    // The publisher sends it again: it reaches the edge's player late, with the number the
+    // gap left for it, and both nodes count it recovered (the edge saw the gap too).
+    let mut again = lost;
+    send(&mut publisher, &mut again, 1, start).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let repaired = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let packet = player
+            .recv_rtp(left)
+            .await
+            .expect("the repaired packet reached the edge's player");
+        if read_packet(&packet).unwrap().0.sequence == lost {
+            break rtp::RtpHeader::parse(&packet).unwrap().sequence_number();
+        }
+    };
+    assert_eq!(repaired, rtp_seq(lost).wrapping_add(offset));
+    for base in [&origin_base, &edge_base] {
+        assert_eq!(
+            wait_for_core_stat(base, "upstream_losses_recovered", 1).await,
+            1,
+            "{base}"
+        );
+    }
+
+    // The edge's player asks for a keyframe, which crosses the relay to the publisher, and
+    // for two packets it had: the edge's cache answers both (one of them the repaired packet),
+    // nothing goes upstream for them.
+    while publisher
+        .recv_rtcp(Duration::from_millis(50))
+        .await
+        .is_some()
+    {}
+    let forwarded_before = core_stat(&edge_base, "nacks_forwarded_upstream").await;
     let pli = rtp::rtcp::Pli {
         sender_ssrc: rtp::Ssrc(7),
         media_ssrc: rtp::Ssrc(player_ssrc),
     };
-    let pairs = [
-        rtp::rtcp::NackPair {
-            pid: player_seq,
-            blp: 0,
-        },
-        rtp::rtcp::NackPair {
-            pid: publisher_seq.wrapping_add(offset),
-            blp: 0,
-        },
-    ];
-    let nack = rtp::rtcp::Nack {
-        sender_ssrc: rtp::Ssrc(7),
-        media_ssrc: rtp::Ssrc(player_ssrc),
-        pairs: rtp::rtcp::Items::from_slice(&pairs),
-    };
     let mut buf = [0u8; 64];
     let n = rtp::rtcp::Rtcp::Pli(pli).write_to(&mut buf).unwrap();
     player.send_rtcp(&buf[..n]).await.unwrap();
-    let n = rtp::rtcp::Rtcp::Nack(nack).write_to(&mut buf).unwrap();
-    player.send_rtcp(&buf[..n]).await.unwrap();
-
+    player
+        .send_rtcp(&common::nack(player_ssrc, &[player_seq, repaired]))
+        .await
+        .unwrap();
     let (mut plis, mut nacked) = (0, Vec::new());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (plis == 0 || nacked.is_empty()) && Instant::now() < deadline {
+    while plis == 0 && Instant::now() < deadline {
         send(&mut publisher, &mut seq, 1, start).await;
         if let Some(packet) = publisher.recv_rtcp(Duration::from_millis(20)).await {
             let (p, n) = feedback(&packet, publisher.video_ssrc);
@@ -484,25 +516,15 @@ async fn keyframe_requests_and_nacks_cross_the_relay_to_the_publisher() {
         plis > 0,
         "the edge player's PLI never reached the publisher"
     );
+    assert!(nacked.is_empty(), "the publisher was asked for {nacked:?}");
     assert_eq!(
-        nacked,
-        [publisher_seq],
-        "the NACK reached the publisher in its own numbering"
+        wait_for_core_stat(&edge_base, "retransmissions_sent", 2).await,
+        2
     );
-    // The edge answered the packet its player had from its cache; the origin's cache did not
-    // have the lost one either, so the relay's NACK went on to the publisher.
-    for (base, key, want) in [
-        (&edge_base, "retransmissions_sent", 1),
-        (&edge_base, "nacks_forwarded_upstream", 1),
-        (&origin_base, "nacks_forwarded_upstream", 1),
-    ] {
-        assert_eq!(
-            wait_for_core_stat(base, key, want).await,
-            want,
-            "{base} {key}"
-        );
-    }
-    assert_eq!(core_stat(&origin_base, "retransmissions_sent").await, 0);
+    assert_eq!(
+        core_stat(&edge_base, "nacks_forwarded_upstream").await,
+        forwarded_before
+    );
     publisher.close().await.unwrap();
     origin.stop();
     edge.stop();

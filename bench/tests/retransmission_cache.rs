@@ -16,7 +16,7 @@ use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{core_stat, nack, send, test_node, wait_for_core_stat};
+use common::{core_stat, is_video, nack, rtp_seq, send, test_node, wait_for_core_stat};
 
 const STREAM: &str = "rtx-cache";
 const PLAYERS: usize = 4;
@@ -32,14 +32,8 @@ struct Mapping {
 
 impl Mapping {
     fn player_seq(&self, publisher_seq: u64) -> u16 {
-        (publisher_seq as u16).wrapping_add(self.seq_offset)
+        rtp_seq(publisher_seq).wrapping_add(self.seq_offset)
     }
-}
-
-/// The publisher's packets are numbered like its probes (see `common::send`): four video to
-/// one audio, RTP sequence number `n as u16` and timestamp `n * 3000`.
-fn is_video(n: u64) -> bool {
-    n % 5 != 4
 }
 
 /// The sequence numbers the publisher was NACKed for its video within `window`.
@@ -105,7 +99,9 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
                 if pt == VIDEO_PT {
                     *mapping = Some(Mapping {
                         ssrc: header.ssrc().0,
-                        seq_offset: header.sequence_number().wrapping_sub(probe.sequence as u16),
+                        seq_offset: header
+                            .sequence_number()
+                            .wrapping_sub(rtp_seq(probe.sequence)),
                         ts_offset: header
                             .timestamp()
                             .wrapping_sub((probe.sequence as u32).wrapping_mul(3000)),
@@ -225,7 +221,7 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     let nacked = nacked_at_publisher(&mut publisher, Duration::from_secs(1)).await;
     assert_eq!(
         nacked,
-        [old as u16, old as u16],
+        [rtp_seq(old), rtp_seq(old)],
         "each miss reached the publisher"
     );
     assert_eq!(

@@ -32,6 +32,10 @@ const TICK: Duration = Duration::from_millis(20);
 /// Items taken from each other core's hand-off ring per wake-up; the rest wait for the next
 /// poll, after this core's own datagrams and timers.
 const HANDOFF_BATCH: usize = 64;
+/// The most packets a new player is sent at once from the cached keyframe on: about a second of
+/// 3 Mbit/s video. A longer run since the last keyframe would be a burst too big for a
+/// player's link; the player waits for a fresh keyframe instead.
+const KEYFRAME_REPLAY_MAX_PACKETS: usize = 300;
 /// How long a closed session's address is remembered so its DTLS close_notify still goes out.
 const CLOSING_LINGER: Duration = Duration::from_secs(2);
 
@@ -62,6 +66,17 @@ pub struct CoreStats {
     pub nacks_forwarded_upstream: AtomicU64,
     /// Packets players asked for again beyond their resend budget: dropped.
     pub retransmissions_throttled: AtomicU64,
+    /// Video packets the node found missing from what it receives (from a publisher, or from
+    /// the node a relay comes from) and asked for again, each request counted.
+    pub upstream_losses_requested: AtomicU64,
+    /// Of those, packets that arrived after all.
+    pub upstream_losses_recovered: AtomicU64,
+    /// Missing packets given up (too many requests, too late).
+    pub upstream_losses_abandoned: AtomicU64,
+    /// Players (and relays) whose video started on the keyframe the core's cache held.
+    pub keyframe_cache_hits: AtomicU64,
+    /// Players whose video had to wait for a keyframe requested from the publisher.
+    pub keyframe_cache_misses: AtomicU64,
     /// Heap allocations the core thread has made since it started (see [`crate::alloc_count`]);
     /// meaningful only when `counts_allocations` is set.
     pub allocations: AtomicU64,
@@ -126,6 +141,11 @@ struct Counters {
     retransmissions_sent: u64,
     nacks_forwarded_upstream: u64,
     retransmissions_throttled: u64,
+    upstream_losses_requested: u64,
+    upstream_losses_recovered: u64,
+    upstream_losses_abandoned: u64,
+    keyframe_cache_hits: u64,
+    keyframe_cache_misses: u64,
     media_allocations: u64,
 }
 
@@ -167,8 +187,9 @@ struct LocalStream {
     players: Vec<SessionId>,
     /// Cores that have players of this stream (only on the publisher's core).
     remote_cores: Vec<CoreId>,
-    /// The video this core forwarded to its players, to answer their NACKs here: allocated
-    /// with the first player of a video track, dropped with the last player.
+    /// The video this core forwarded, to answer its players' NACKs here and start new players
+    /// on its newest keyframe: allocated with the first player of a video track (or with a
+    /// publisher of video on this core), dropped when the core has neither.
     video_cache: Option<RetransmissionCache>,
 }
 
@@ -333,9 +354,16 @@ impl DatagramHandler for Core {
             ..
         } = self;
         mesh.drain(HANDOFF_BATCH, |item: &Forwarded| match item.kind {
-            ForwardKind::Rtp(kind) => {
-                counters.rtp_sent +=
-                    fan_out(streams, sessions, item.stream, kind, item.payload(), tx);
+            ForwardKind::Rtp { kind, keyframe } => {
+                counters.rtp_sent += fan_out(
+                    streams,
+                    sessions,
+                    item.stream,
+                    kind,
+                    keyframe,
+                    item.payload(),
+                    tx,
+                );
             }
             other => {
                 let start = bytes.len();
@@ -353,12 +381,13 @@ impl DatagramHandler for Core {
 }
 
 /// Writes one decrypted packet to every local player of `stream` and keeps a video packet for
-/// their NACKs. Returns the packets queued.
+/// their NACKs and new players. Returns the packets queued.
 fn fan_out(
     streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
     kind: MediaKind,
+    keyframe: bool,
     plain: &[u8],
     tx: &mut SendQueue,
 ) -> u64 {
@@ -367,7 +396,9 @@ fn fan_out(
     };
     if let (MediaKind::Video, Some(cache)) = (kind, local.video_cache.as_mut()) {
         // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
-        let _ = cache.insert(plain);
+        if cache.insert(plain).is_ok() && keyframe {
+            cache.note_keyframe(plain);
+        }
     }
     let mut sent = 0;
     for player in &local.players {
@@ -458,21 +489,26 @@ impl Core {
         }
         // Only a publisher's packets decrypt; anything else is counted and dropped.
         match entry.session.handle_srtp(now, src, data) {
-            Ok((kind, len)) => {
+            Ok(media) => {
                 self.counters.rtp_received += 1;
                 let stream = entry.session.stream();
-                let plain = &data[..len];
+                let plain = &data[..media.len];
                 self.counters.rtp_sent += fan_out(
                     &mut self.streams,
                     &mut self.sessions,
                     stream,
-                    kind,
+                    media.kind,
+                    media.keyframe,
                     plain,
                     tx,
                 );
                 if let Some(local) = self.streams.get(&stream) {
+                    let forwarded = ForwardKind::Rtp {
+                        kind: media.kind,
+                        keyframe: media.keyframe,
+                    };
                     for core in &local.remote_cores {
-                        self.mesh.send(*core, stream, ForwardKind::Rtp(kind), plain);
+                        self.mesh.send(*core, stream, forwarded, plain);
                     }
                 }
             }
@@ -573,15 +609,18 @@ impl Core {
         let session = Session::new(spec, now, self.timeouts, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
         let local = self.streams.entry(stream).or_default();
-        if session.is_publisher() {
+        let caches_video = if session.is_publisher() {
             local.publisher = Some(id);
+            // The publisher's core keeps its keyframe for the players still to come.
+            session.publishes(MediaKind::Video)
         } else {
             local.players.push(id);
             local.publisher_core = publisher_core.filter(|c| *c != self.id);
-            if session.plays(MediaKind::Video) && local.video_cache.is_none() {
-                // Here, not on the forwarding path, which must not allocate.
-                local.video_cache = Some(RetransmissionCache::new());
-            }
+            session.plays(MediaKind::Video)
+        };
+        if caches_video && local.video_cache.is_none() {
+            // Here, not on the forwarding path, which must not allocate.
+            local.video_cache = Some(RetransmissionCache::new());
         }
         self.sessions.insert(
             id,
@@ -649,7 +688,7 @@ impl Core {
                 ntp_time,
                 rtp_time,
             } => self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx),
-            ForwardKind::Rtp(_) => {}
+            ForwardKind::Rtp { .. } => {}
         }
     }
 
@@ -686,6 +725,37 @@ impl Core {
             ForwardKind::KeyframeRequest,
             &[],
         );
+    }
+
+    /// Starts a connected player's video on the keyframe this core's cache holds, so it need
+    /// not wait for one from the publisher; asks the publisher for one when the cache has none.
+    fn start_player(&mut self, now: Instant, id: SessionId, stream: StreamId, tx: &mut SendQueue) {
+        let Core {
+            streams,
+            sessions,
+            counters,
+            ..
+        } = self;
+        let cached = streams
+            .get(&stream)
+            .and_then(|l| l.video_cache.as_ref())
+            .and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS));
+        let target = sessions
+            .get_mut(&id)
+            .filter(|e| e.session.plays(MediaKind::Video))
+            .and_then(|e| Some((e.socket, e.session.remote()?, &mut e.session)));
+        if let (Some(packets), Some((socket, remote, session))) = (cached, target) {
+            for plain in packets {
+                tx.push_with_on(socket, remote, |buf| {
+                    session.write_rtp(MediaKind::Video, plain, buf)
+                });
+                counters.rtp_sent += 1;
+            }
+            counters.keyframe_cache_hits += 1;
+            return;
+        }
+        counters.keyframe_cache_misses += 1;
+        self.request_keyframe(now, stream, tx);
     }
 
     /// Answers a player's NACK: sends it the packets this core's cache holds, and asks the
@@ -756,7 +826,7 @@ impl Core {
             now,
             stream,
             tx,
-            |publisher| publisher.request_retransmission(kind, seqs.as_slice()),
+            |publisher| publisher.request_retransmission(now, kind, seqs.as_slice()),
             ForwardKind::Nack { kind },
             &payload[..len],
         );
@@ -816,7 +886,7 @@ impl Core {
                     let is_player = !entry.session.is_publisher();
                     info!(session = %id, stream = entry.session.stream_name(), "session connected");
                     if is_player {
-                        self.request_keyframe(now, stream, tx);
+                        self.start_player(now, id, stream, tx);
                     }
                 }
                 SessionEvent::MediaStarted => {
@@ -846,6 +916,11 @@ impl Core {
                         }
                     }
                     self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx);
+                }
+                SessionEvent::UpstreamRepair(counts) => {
+                    self.counters.upstream_losses_requested += counts.requested;
+                    self.counters.upstream_losses_recovered += counts.recovered;
+                    self.counters.upstream_losses_abandoned += counts.abandoned;
                 }
                 SessionEvent::Ended(reason) => {
                     self.remove_session(now, id, reason);
@@ -891,7 +966,7 @@ impl Core {
                 local.publisher = None;
             }
             local.players.retain(|p| *p != id);
-            if local.players.is_empty() {
+            if local.players.is_empty() && local.publisher.is_none() {
                 local.video_cache = None;
             }
             if local.publisher.is_none() && local.players.is_empty() {
@@ -953,6 +1028,16 @@ impl Core {
             .fetch_add(c.nacks_forwarded_upstream, Ordering::Relaxed);
         s.retransmissions_throttled
             .fetch_add(c.retransmissions_throttled, Ordering::Relaxed);
+        s.upstream_losses_requested
+            .fetch_add(c.upstream_losses_requested, Ordering::Relaxed);
+        s.upstream_losses_recovered
+            .fetch_add(c.upstream_losses_recovered, Ordering::Relaxed);
+        s.upstream_losses_abandoned
+            .fetch_add(c.upstream_losses_abandoned, Ordering::Relaxed);
+        s.keyframe_cache_hits
+            .fetch_add(c.keyframe_cache_hits, Ordering::Relaxed);
+        s.keyframe_cache_misses
+            .fetch_add(c.keyframe_cache_misses, Ordering::Relaxed);
         s.handoff_dropped
             .store(self.mesh.dropped, Ordering::Relaxed);
         if let Some(n) = crate::alloc_count::this_thread() {

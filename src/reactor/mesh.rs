@@ -16,8 +16,9 @@ const RING_SLOTS: usize = 1024;
 /// What crosses from one core to another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKind {
-    /// A decrypted RTP packet of the stream, in `data[..len]`.
-    Rtp(MediaKind),
+    /// A decrypted RTP packet of the stream, in `data[..len]`; `keyframe` when it is part of a
+    /// video keyframe.
+    Rtp { kind: MediaKind, keyframe: bool },
     /// The publisher's sender report for one track.
     SenderReport {
         kind: MediaKind,
@@ -164,7 +165,10 @@ mod tests {
             core0.send(
                 CoreId(1),
                 StreamId(7),
-                ForwardKind::Rtp(MediaKind::Video),
+                ForwardKind::Rtp {
+                    kind: MediaKind::Video,
+                    keyframe: false,
+                },
                 &[i; 40],
             );
         }

@@ -47,6 +47,11 @@ struct CoreSnapshot {
     retransmissions_sent: u64,
     nacks_forwarded_upstream: u64,
     retransmissions_throttled: u64,
+    upstream_losses_requested: u64,
+    upstream_losses_recovered: u64,
+    upstream_losses_abandoned: u64,
+    keyframe_cache_hits: u64,
+    keyframe_cache_misses: u64,
     /// (reason, packets) dropped as bad input.
     dropped: Vec<(&'static str, u64)>,
     media_allocations: Option<u64>,
@@ -83,6 +88,11 @@ fn snapshot(state: &Signalling) -> Snapshot {
                 retransmissions_sent: s.retransmissions_sent.load(Relaxed),
                 nacks_forwarded_upstream: s.nacks_forwarded_upstream.load(Relaxed),
                 retransmissions_throttled: s.retransmissions_throttled.load(Relaxed),
+                upstream_losses_requested: s.upstream_losses_requested.load(Relaxed),
+                upstream_losses_recovered: s.upstream_losses_recovered.load(Relaxed),
+                upstream_losses_abandoned: s.upstream_losses_abandoned.load(Relaxed),
+                keyframe_cache_hits: s.keyframe_cache_hits.load(Relaxed),
+                keyframe_cache_misses: s.keyframe_cache_misses.load(Relaxed),
                 dropped: vec![
                     ("stun_integrity", s.stun_rejected.load(Relaxed)),
                     ("srtp_authentication", s.srtp_rejected.load(Relaxed)),
@@ -194,6 +204,46 @@ impl Collector for Snapshot {
             "Packets players asked for again beyond their resend budget, dropped",
             MetricType::Counter,
             |c| c.retransmissions_throttled,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "upstream_losses_requested_packets",
+            "Video packets missing from what the node receives, asked for again (each request)",
+            MetricType::Counter,
+            |c| c.upstream_losses_requested,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "upstream_losses_recovered_packets",
+            "Missing video packets that arrived after the node asked for them",
+            MetricType::Counter,
+            |c| c.upstream_losses_recovered,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "upstream_losses_abandoned_packets",
+            "Missing video packets given up after too many requests or too long",
+            MetricType::Counter,
+            |c| c.upstream_losses_abandoned,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "keyframe_cache_hits",
+            "Players whose video started on the keyframe the core had cached",
+            MetricType::Counter,
+            |c| c.keyframe_cache_hits,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "keyframe_cache_misses",
+            "Players whose video waited for a keyframe requested from the publisher",
+            MetricType::Counter,
+            |c| c.keyframe_cache_misses,
         )?;
 
         let mut e = encoder.encode_descriptor(

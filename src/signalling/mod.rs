@@ -678,6 +678,11 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "retransmissions_sent": s.retransmissions_sent.load(Relaxed),
                 "nacks_forwarded_upstream": s.nacks_forwarded_upstream.load(Relaxed),
                 "retransmissions_throttled": s.retransmissions_throttled.load(Relaxed),
+                "upstream_losses_requested": s.upstream_losses_requested.load(Relaxed),
+                "upstream_losses_recovered": s.upstream_losses_recovered.load(Relaxed),
+                "upstream_losses_abandoned": s.upstream_losses_abandoned.load(Relaxed),
+                "keyframe_cache_hits": s.keyframe_cache_hits.load(Relaxed),
+                "keyframe_cache_misses": s.keyframe_cache_misses.load(Relaxed),
                 "allocations": s.counts_allocations.load(Relaxed).then(|| s.allocations.load(Relaxed)),
                 "media_allocations": s.counts_allocations.load(Relaxed).then(|| s.media_allocations.load(Relaxed)),
                 "residence_ns": s.residence.nonzero().map(|(i, n)| {

@@ -66,12 +66,24 @@ pub fn loopback_config(threads: usize) -> Config {
     config
 }
 
+/// Whether the `n`th packet [`send`] sends is video: four video packets to one audio packet.
+pub fn is_video(n: u64) -> bool {
+    n % 5 != 4
+}
+
+/// The RTP sequence number [`send`] gives its `n`th packet: each SSRC is numbered on its own,
+/// without gaps, as a real sender numbers it (a node asks again for what a gap skips).
+pub fn rtp_seq(n: u64) -> u16 {
+    let index = if is_video(n) { n - (n + 1) / 5 } else { n / 5 };
+    index as u16
+}
+
 /// Sends the publisher's next synthetic packet: four 1200-byte video packets (every fourth
-/// marks a frame end) to one 160-byte audio packet, numbered by `seq`.
+/// marks a frame end) to one 160-byte audio packet, numbered by `seq` (see [`rtp_seq`]).
 pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, start: Instant) {
     let mut buf = [0u8; 1500];
     let n = *seq;
-    let video = n % 5 != 4; // four video packets to one audio packet
+    let video = is_video(n);
     let (pt, ssrc, len) = if video {
         (VIDEO_PT, publisher.video_ssrc, 1200)
     } else {
@@ -86,7 +98,7 @@ pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, star
         &mut buf,
         pt,
         ssrc,
-        n as u16,
+        rtp_seq(n),
         (n as u32).wrapping_mul(3000),
         video && n % 4 == 3,
         probe,
