@@ -8,6 +8,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -115,26 +116,34 @@ function inClient(name, cmd, args, opts) {
   return startProc(name, 'ip', ['netns', 'exec', CLI_NS, cmd, ...args], opts);
 }
 
-async function startServer({ bind, udpBase }) {
+/** Starts rtcdn on SRV_IP:httpPort; with `config` (TOML text), also `--config` with that text
+ * (the flags still set the listeners). Returns the process with its `base` URL and `argv`. */
+async function startServer({ bind, udpBase, httpPort = HTTP_PORT, name = 'rtcdn', config = null }) {
   assert.ok(existsSync(RTCDN_BIN), `rtcdn binary not found at ${RTCDN_BIN} (cargo build, or set RTCDN_BIN)`);
-  const args = ['--http', `${SRV_IP}:${HTTP_PORT}`, '--media-bind', bind, '--udp-port-base', String(udpBase),
+  const base = `http://${SRV_IP}:${httpPort}`;
+  const args = ['--http', `${SRV_IP}:${httpPort}`, '--media-bind', bind, '--udp-port-base', String(udpBase),
     '--media-threads', '2', '--log', process.env.RTCDN_LOG || 'info'];
-  const srv = startProc('rtcdn', RTCDN_BIN, args, { env: { NO_COLOR: '1', RUST_LOG_STYLE: 'never' } });
-  srv.argv = args;
+  if (config) {
+    const file = path.join(TMP, `${name.replace(/\W+/g, '-')}-${httpPort}.toml`);
+    writeFileSync(file, config);
+    args.unshift('--config', file);
+  }
+  const srv = startProc(name, RTCDN_BIN, args, { env: { NO_COLOR: '1', RUST_LOG_STYLE: 'never' } });
+  Object.assign(srv, { argv: args, base });
   await poll(async () => {
-    if (srv.exited) throw new Error(`rtcdn exited: ${JSON.stringify(srv.exited)}\n${srv.text()}`);
-    const res = await fetch(BASE + '/', { signal: AbortSignal.timeout(1000) });
+    if (srv.exited) throw new Error(`${name} exited: ${JSON.stringify(srv.exited)}\n${srv.text()}`);
+    const res = await fetch(base + '/', { signal: AbortSignal.timeout(1000) });
     await res.arrayBuffer();
     return res.status === 200;
-  }, { timeout: 15_000, interval: 100, what: `rtcdn answering GET / at ${BASE}` }).catch(async (e) => {
+  }, { timeout: 15_000, interval: 100, what: `${name} answering GET / at ${base}` }).catch(async (e) => {
     await srv.stop();
     throw new Error(`${e.message}\n${srv.text()}`);
   });
   return srv;
 }
 
-async function stats() {
-  const res = await fetch(BASE + '/api/stats', { signal: AbortSignal.timeout(2000) });
+async function stats(base = BASE) {
+  const res = await fetch(base + '/api/stats', { signal: AbortSignal.timeout(2000) });
   assert.equal(res.status, 200);
   const j = await res.json();
   const sum = (k) => j.cores.reduce((s, c) => s + (c[k] || 0), 0);
@@ -152,23 +161,48 @@ async function waitMediaIn(name, before, min = 300, timeout = 30_000) {
     .catch((e) => { throw new Error(`${e.message}; last: ${JSON.stringify(last)}`); });
 }
 
-/** Runs body(ctx) with a fresh server; on failure appends server and client logs to the error. */
-async function scenario({ bind, udpBase }, body) {
-  const server = await startServer({ bind, udpBase });
+// The CDN secret of the origin/edge scenarios: the shipped example's is refused beyond loopback.
+const CDN_SECRET = `rtcdn-netns-test-${randomBytes(16).toString('hex')}`;
+
+/** Runs body(ctx) with a fresh server; on failure appends server and client logs to the error.
+ * With `edge: { httpPort, udpBase }` the server is a CDN origin relaying every stream to an
+ * edge started first on SRV_IP:httpPort (ctx.edge), both knowing CDN_SECRET. */
+async function scenario({ bind, udpBase, edge: edgeAt = null }, body) {
+  const nodes = [];
+  let server, edge = null;
+  try {
+    if (edgeAt) {
+      edge = await startServer({ bind, ...edgeAt, name: 'rtcdn edge',
+        config: `[cdn]\nrole = "edge"\nsecret = "${CDN_SECRET}"\n` });
+      nodes.push(edge);
+    }
+    server = await startServer({ bind, udpBase, name: edgeAt ? 'rtcdn origin' : 'rtcdn',
+      config: edgeAt && `[cdn]\nrole = "origin"\nload_balancing_enabled = true\nsecret = "${CDN_SECRET}"\n` +
+        `[[cdn.nodes]]\nid = 1\nhost = "${SRV_IP}"\nws = ${edgeAt.httpPort}\n` });
+    nodes.unshift(server);
+  } catch (e) {
+    for (const n of nodes) await n.stop();
+    throw e;
+  }
   const procs = [];
-  const ctx = { server, procs, track: (p) => (procs.push(p), p) };
+  const ctx = { server, edge, procs, track: (p) => (procs.push(p), p) };
   try {
     await body(ctx);
   } catch (e) {
-    let extra = `\n--- rtcdn ${server.argv.join(' ')} ---\n${server.text(150)}`;
+    let extra = '';
+    for (const n of nodes) extra += `\n--- ${n.name} ${n.argv.join(' ')} ---\n${n.text(150)}`;
     for (const p of procs) extra += `\n--- ${p.name} (exit ${JSON.stringify(p.exited)}) ---\n${p.text(120)}`;
-    try { extra += `\n--- /api/stats ---\n${JSON.stringify((await stats()).raw)}`; } catch {}
+    for (const n of nodes) {
+      try { extra += `\n--- ${n.name} /api/stats ---\n${JSON.stringify((await stats(n.base)).raw)}`; } catch {}
+    }
     e.message += extra;
     throw e;
   } finally {
     for (const p of procs) await p.stop();
-    const r = await server.stop();
-    if (r && r.signal === 'SIGKILL') console.error('rtcdn did not exit within 5 s of SIGTERM');
+    for (const n of nodes) {
+      const r = await n.stop();
+      if (r && r.signal === 'SIGKILL') console.error(`${n.name} did not exit within 5 s of SIGTERM`);
+    }
   }
 }
 
@@ -331,17 +365,62 @@ test('Firefox ESR WHIP publish (fake camera, VP8) -> Chromium WHEP play; media b
   });
 
 /** Drops `percent`% of the UDP datagrams each namespace sends (nftables `numgen random`; this
- * kernel has no netem), or none at 0. Both directions of every media path lose that much. */
+ * kernel has no netem), or none at 0. Both directions of every media path lose that much.
+ * The output hook sees every datagram a namespace's sockets send, those to another socket of the
+ * same namespace too (routed through lo): an origin -> edge relay in the server namespace loses
+ * `percent`% as well. Datagrams on lo and on rtcdn0 are dropped by two rules (each draws its own
+ * number, and a datagram meets only one of them) so that `lossCounters` can tell them apart. */
 function setUdpLoss(percent) {
+  const drop = (oif, what) => `    meta l4proto udp oifname ${oif} numgen random mod 100 < ${percent} counter drop comment "${what}"`;
   for (const ns of [SRV_NS, CLI_NS]) {
     const rules = ['table inet rtcdn_loss', 'delete table inet rtcdn_loss', 'table inet rtcdn_loss {',
       '  chain out {', '    type filter hook output priority 0; policy accept;',
-      ...(percent > 0 ? [`    meta l4proto udp numgen random mod 100 < ${percent} drop`] : []),
+      ...(percent > 0 ? [drop('"lo"', 'lo dropped'), drop('!= "lo"', 'dropped')] : []),
+      '    meta l4proto udp oifname "lo" counter comment "lo passed"',
+      '    meta l4proto udp oifname != "lo" counter comment "passed"',
       '  }', '}'].join('\n');
     const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rules + '\n', encoding: 'utf8' });
     assert.equal(r.status, 0, `nft in ${ns}: ${r.stderr}`);
   }
 }
+
+/** The UDP datagrams the loss table counted since setUdpLoss, per namespace:
+ * { srv: { 'lo dropped': n, 'lo passed': n, dropped: n, passed: n }, cli: {...} }. */
+function lossCounters() {
+  const out = {};
+  for (const [key, ns] of [['srv', SRV_NS], ['cli', CLI_NS]]) {
+    const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'inet', 'rtcdn_loss'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `nft list in ${ns}: ${r.stderr}`);
+    out[key] = {};
+    for (const o of JSON.parse(r.stdout).nftables) {
+      const counter = o.rule && o.rule.comment && o.rule.expr.find((e) => e.counter);
+      if (counter) out[key][o.rule.comment] = counter.counter.packets;
+    }
+  }
+  return out;
+}
+
+/** `z - a` of lossCounters() per namespace and name, with the share dropped on lo and elsewhere. */
+function lossDelta(a, z) {
+  const d = {};
+  for (const ns of Object.keys(z)) {
+    const x = Object.fromEntries(Object.entries(z[ns]).map(([k, v]) => [k, v - ((a[ns] || {})[k] || 0)]));
+    const share = (dropped, passed) => ((100 * (x[dropped] || 0)) / Math.max(1, (x[dropped] || 0) + (x[passed] || 0))).toFixed(1) + '%';
+    d[ns] = { ...x, lo_share: share('lo dropped', 'lo passed'), share: share('dropped', 'passed') };
+  }
+  return d;
+}
+
+/** Sums over cores of the counters of two /api/stats answers, `z - a`: srtp_rejected and every
+ * numeric per-core counter whose name contains "nack", "retrans" or "keyframe" (read by pattern:
+ * counters are still being added). */
+function nodeCounters(a, z) {
+  const names = new Set(['retransmissions_sent', 'nacks_forwarded_upstream', 'srtp_rejected']);
+  for (const c of z.cores) for (const [k, v] of Object.entries(c)) if (typeof v === 'number' && /nack|retrans|keyframe/i.test(k)) names.add(k);
+  const sum = (j, k) => j.cores.reduce((s, c) => s + (typeof c[k] === 'number' ? c[k] : 0), 0);
+  return Object.fromEntries([...names].map((k) => [k, sum(z, k) - sum(a, k)]));
+}
+const fmtCounters = (o) => Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ');
 
 /** The player's video inbound-rtp counters that tell how the picture fared. */
 function playerCounters(page) {
@@ -392,6 +471,115 @@ test('Chromium WHIP publish -> Chromium WHEP play through one node under 0, 2, 5
         setUdpLoss(0);
         assert.ok(frames[0] > 200, `the 0% run decoded ${frames[0]} frames in 15 s`);
         assert.ok(frames[5] >= 0.95 * frames[0], `5% loss decoded ${frames[5]} frames, under 95% of the 0% run's ${frames[0]}`);
+      } finally {
+        setUdpLoss(0);
+        await b.close();
+      }
+    });
+  });
+
+/** On a fresh player page at `url` (the built-in page, not started): ms from rtcdn.play() to the
+ * end of ICE gathering (the page sends its offer only then: no trickle), to the WHEP answer, to
+ * connected, to the first frame getStats counts as decoded and to the first frame presented
+ * (requestVideoFrameCallback). All but the last are polled every 10 ms. */
+async function firstFrame(b, url) {
+  const page = await openPage(b, url);
+  try {
+    await waitForState(page, 'playState', 'idle');
+    return await page.evaluate(() => new Promise((resolve) => {
+      const rt = window.rtcdn, video = document.getElementById('play-video');
+      const t = {}, t0 = performance.now();
+      const at = (k) => { if (t[k] === undefined) t[k] = Math.round(performance.now() - t0); };
+      let busy = false;
+      const iv = setInterval(async () => {
+        if (rt.playPc && rt.playPc.iceGatheringState === 'complete') at('gathered');
+        if (rt.playLocation) at('answer');
+        if (rt.playState === 'playing') at('connected');
+        if (rt.playState === 'error') { at('error'); done(); }
+        if (busy || !rt.playPc || t.decoded !== undefined) return;
+        busy = true;
+        try {
+          (await rt.playPc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video' && r.framesDecoded > 0) at('decoded'); });
+        } catch {}
+        busy = false;
+        if (t.decoded !== undefined && (t.presented !== undefined || !video.requestVideoFrameCallback)) done();
+      }, 10);
+      const timer = setTimeout(() => { at('timeout'); done(); }, 15_000);
+      function done() { clearInterval(iv); clearTimeout(timer); resolve({ ...t, error: rt.playError }); }
+      video.addEventListener('loadeddata', () => at('loadeddata'), { once: true });
+      video.requestVideoFrameCallback?.(() => { at('presented'); if (t.decoded !== undefined) done(); });
+      rt.play();
+    }));
+  } finally {
+    await page.close();
+  }
+}
+
+const percentile = (xs, p) => xs.slice().sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor((xs.length - 1) * p))];
+
+// The same measurement through a CDN pair, both nodes in the server namespace: Chromium publishes
+// to the origin, which relays to the edge (over lo: the loss applies to that hop too, counted by
+// lossCounters), and plays from the edge. Media cross three lossy hops (publisher -> origin ->
+// edge -> player) and NACKs the same hops back. Also measured, before the loss runs: how long a
+// new player on the edge takes from play() to its first frame (the target: p50 <= 300 ms).
+test('Chromium WHIP publish to an origin -> Chromium WHEP play from its edge (origin -> edge relay) under 0, 2, 5 and 10% UDP loss: 5% keeps >= 95% of the frames',
+  { skip: nftSkip, timeout: 240_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 36000, edge: { httpPort: 8180, udpBase: 36100 } }, async ({ server: origin, edge }) => {
+      const b = await launchChromium({ args: [`--unsafely-treat-insecure-origin-as-secure=${origin.base}`] });
+      const pub = await openPage(b, `${origin.base}/?stream=cdnlossy&autostart=publish&codec=VP8`);
+      let play;
+      try {
+        setUdpLoss(0);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        await poll(async () => (await stats(edge.base)).stream('cdnlossy')?.media_flowing,
+          { timeout: 15_000, interval: 100, what: 'the origin relaying cdnlossy to the edge (media flowing there)' });
+
+        // First frame through the edge: a new player page each time, 0% loss.
+        const runs = [];
+        for (let i = 0; i < 5; i++) {
+          const r = await firstFrame(b, `${edge.base}/?stream=cdnlossy`);
+          runs.push(r);
+          t.diagnostic(`first frame via the edge, run ${i + 1}: ${JSON.stringify(r)} (ms after play())`);
+          await sleep(1000);
+        }
+        const ff = runs.map((r) => r.presented ?? r.decoded).filter((x) => x !== undefined);
+        const summary = (k) => { const xs = runs.map((r) => r[k]).filter((x) => x !== undefined);
+          return xs.length ? `${percentile(xs, 0)}/${percentile(xs, 0.5)}/${percentile(xs, 1)}` : 'none'; };
+        t.diagnostic(`first frame via the edge over ${runs.length} runs, ms after play() min/p50/max: presented ${summary('presented')}, ` +
+          `decoded (getStats) ${summary('decoded')}; ICE gathered ${summary('gathered')}, WHEP answer ${summary('answer')}, ` +
+          `connected ${summary('connected')}; ` +
+          `${ff.length} of ${runs.length} got a frame (target: p50 <= 300 ms)`);
+
+        play = await openPage(b, `${edge.base}/?stream=cdnlossy&autostart=play`);
+        await waitForState(play, 'playState', 'playing', { timeout: 20_000 });
+        await waitForDecodedVideo(play, { minFrames: 60, timeout: 30_000 });
+        const [so, se] = [await stats(origin.base), await stats(edge.base)];
+        t.diagnostic(`origin stream ${JSON.stringify(so.stream('cdnlossy'))}; edge stream ${JSON.stringify(se.stream('cdnlossy'))}`);
+        assert.equal(se.stream('cdnlossy')?.players, 1, 'the player is on the edge');
+        assert.equal(so.stream('cdnlossy')?.players, 0, 'no player on the origin (the relay is not one)');
+
+        const frames = {};
+        for (const loss of [0, 2, 5, 10]) {
+          setUdpLoss(loss);
+          await sleep(2000);
+          const snap = async () => [await playerCounters(play), (await stats(origin.base)).raw, (await stats(edge.base)).raw, lossCounters()];
+          const [a, oa, ea, la] = await snap();
+          await sleep(15_000);
+          const [z, oz, ez, lz] = await snap();
+          frames[loss] = z.frames - a.frames;
+          const nft = lossDelta(la, lz);
+          t.diagnostic(`${loss}% loss over 15 s: ${frames[loss]} frames decoded, ${z.freezes - a.freezes} freezes ` +
+            `(${(z.freezeSeconds - a.freezeSeconds).toFixed(2)} s frozen), player NACKs ${z.nacks - a.nacks}, ` +
+            `player lost ${z.lost - a.lost}, frames dropped ${z.dropped - a.dropped}; origin: ${fmtCounters(nodeCounters(oa, oz))}; ` +
+            `edge: ${fmtCounters(nodeCounters(ea, ez))}; UDP datagrams out (nft): server ns ${JSON.stringify(nft.srv)}, ` +
+            `client ns ${JSON.stringify(nft.cli)}`);
+          // The relay hop is lo inside the server namespace: the loss rule must have seen it.
+          assert.ok(nft.srv['lo passed'] > 500, `origin -> edge datagrams through the output hook on lo: ${JSON.stringify(nft.srv)}`);
+          if (loss > 0) assert.ok(nft.srv['lo dropped'] > 0, `some origin <-> edge datagrams dropped at ${loss}%: ${JSON.stringify(nft.srv)}`);
+        }
+        setUdpLoss(0);
+        assert.ok(frames[0] > 200, `the 0% run decoded ${frames[0]} frames in 15 s`);
+        assert.ok(frames[5] >= 0.95 * frames[0], `5% loss decoded ${frames[5]} frames through the edge, under 95% of the 0% run's ${frames[0]}`);
       } finally {
         setUdpLoss(0);
         await b.close();

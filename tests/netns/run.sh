@@ -13,12 +13,16 @@
 # run but report themselves as skipped, with the reason, so the TAP summary stays countable.
 #
 # Environment: RTCDN_BIN (default target/debug/rtcdn), RTCDN_LOG (server --log level),
-# CHROMIUM_BIN (default /usr/bin/chromium), FIREFOX_BIN (default firefox-esr).
+# CHROMIUM_BIN (default /usr/bin/chromium), FIREFOX_BIN (default firefox-esr),
+# RTCDN_NETNS_ONLY (a regular expression: run only the tests whose name matches it, through
+# node's --test-name-pattern; e.g. RTCDN_NETNS_ONLY='origin -> edge').
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 export RTCDN_BIN="$(realpath -m "${RTCDN_BIN:-$ROOT/target/debug/rtcdn}")"
+only=()
+if [ -n "${RTCDN_NETNS_ONLY:-}" ]; then only=(--test-name-pattern "$RTCDN_NETNS_ONLY"); fi
 
 SRV="rtcdn-srv-$$"
 CLI="rtcdn-cli-$$"
@@ -39,7 +43,7 @@ trap 'exit 143' TERM
 
 run_skipped() {
   echo "tests/netns: SKIPPING the namespace interop tests: $1" >&2
-  cd "$HERE" && RTCDN_NETNS_SKIP="$1" node --test --test-concurrency=1 interop.test.mjs
+  cd "$HERE" && RTCDN_NETNS_SKIP="$1" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs
   exit $?
 }
 
@@ -82,6 +86,6 @@ echo "tests/netns: namespaces $SRV (10.77.0.1) and $CLI (10.77.0.2) ready"
 
 cd "$HERE"
 RTCDN_NETNS_SRV="$SRV" RTCDN_NETNS_CLI="$CLI" RTCDN_SRV_IP=10.77.0.1 RTCDN_CLI_IP=10.77.0.2 \
-  ip netns exec "$SRV" node --test --test-concurrency=1 interop.test.mjs
+  ip netns exec "$SRV" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs
 rc=$?
 exit $rc
