@@ -412,11 +412,11 @@ function lossDelta(a, z) {
 }
 
 /** Sums over cores of the counters of two /api/stats answers, `z - a`: srtp_rejected and every
- * numeric per-core counter whose name contains "nack", "retrans" or "keyframe" (read by pattern:
- * counters are still being added). */
+ * numeric per-core counter whose name contains "nack", "retrans", "upstream" or "keyframe" (read
+ * by pattern, so new repair counters show up without editing this). */
 function nodeCounters(a, z) {
   const names = new Set(['retransmissions_sent', 'nacks_forwarded_upstream', 'srtp_rejected']);
-  for (const c of z.cores) for (const [k, v] of Object.entries(c)) if (typeof v === 'number' && /nack|retrans|keyframe/i.test(k)) names.add(k);
+  for (const c of z.cores) for (const [k, v] of Object.entries(c)) if (typeof v === 'number' && /nack|retrans|upstream|keyframe/i.test(k)) names.add(k);
   const sum = (j, k) => j.cores.reduce((s, c) => s + (typeof c[k] === 'number' ? c[k] : 0), 0);
   return Object.fromEntries([...names].map((k) => [k, sum(z, k) - sum(a, k)]));
 }
@@ -536,6 +536,7 @@ test('Chromium WHIP publish to an origin -> Chromium WHEP play from its edge (or
 
         // First frame through the edge: a new player page each time, 0% loss.
         const runs = [];
+        const [fo, fe] = [(await stats(origin.base)).raw, (await stats(edge.base)).raw];
         for (let i = 0; i < 5; i++) {
           const r = await firstFrame(b, `${edge.base}/?stream=cdnlossy`);
           runs.push(r);
@@ -548,7 +549,9 @@ test('Chromium WHIP publish to an origin -> Chromium WHEP play from its edge (or
         t.diagnostic(`first frame via the edge over ${runs.length} runs, ms after play() min/p50/max: presented ${summary('presented')}, ` +
           `decoded (getStats) ${summary('decoded')}; ICE gathered ${summary('gathered')}, WHEP answer ${summary('answer')}, ` +
           `connected ${summary('connected')}; ` +
-          `${ff.length} of ${runs.length} got a frame (target: p50 <= 300 ms)`);
+          `${ff.length} of ${runs.length} got a frame (target: p50 <= 300 ms); ` +
+          `origin: ${fmtCounters(nodeCounters(fo, (await stats(origin.base)).raw))}; ` +
+          `edge: ${fmtCounters(nodeCounters(fe, (await stats(edge.base)).raw))}`);
 
         play = await openPage(b, `${edge.base}/?stream=cdnlossy&autostart=play`);
         await waitForState(play, 'playState', 'playing', { timeout: 20_000 });
