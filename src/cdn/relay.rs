@@ -142,6 +142,7 @@ fn relay_offer(
             kind: track.kind,
             pt: track.codec.pt,
             ssrc,
+            rtx: None,
         });
     }
     let offer = sdp::write_offer(&OfferParams {

@@ -62,6 +62,9 @@ pub struct CoreStats {
     pub nacks_forwarded_upstream: AtomicU64,
     /// Packets players asked for again beyond their resend budget: dropped.
     pub retransmissions_throttled: AtomicU64,
+    /// Publishers' retransmissions (RFC 4588) dropped without being forwarded: padding-only
+    /// bandwidth probes, and copies of packets already received.
+    pub rtx_dropped: AtomicU64,
     /// Heap allocations the core thread has made since it started (see [`crate::alloc_count`]);
     /// meaningful only when `counts_allocations` is set.
     pub allocations: AtomicU64,
@@ -126,6 +129,7 @@ struct Counters {
     retransmissions_sent: u64,
     nacks_forwarded_upstream: u64,
     retransmissions_throttled: u64,
+    rtx_dropped: u64,
     media_allocations: u64,
 }
 
@@ -491,6 +495,7 @@ impl Core {
         use crate::session::SessionError;
         match error {
             SessionError::Srtp(_) | SessionError::NotKeyed => self.counters.srtp_rejected += 1,
+            SessionError::Rtx(e) if !e.is_malformed() => self.counters.rtx_dropped += 1,
             _ => self.counters.rtp_malformed += 1,
         }
     }
@@ -953,6 +958,7 @@ impl Core {
             .fetch_add(c.nacks_forwarded_upstream, Ordering::Relaxed);
         s.retransmissions_throttled
             .fetch_add(c.retransmissions_throttled, Ordering::Relaxed);
+        s.rtx_dropped.fetch_add(c.rtx_dropped, Ordering::Relaxed);
         s.handoff_dropped
             .store(self.mesh.dropped, Ordering::Relaxed);
         if let Some(n) = crate::alloc_count::this_thread() {

@@ -47,6 +47,7 @@ struct CoreSnapshot {
     retransmissions_sent: u64,
     nacks_forwarded_upstream: u64,
     retransmissions_throttled: u64,
+    rtx_dropped: u64,
     /// (reason, packets) dropped as bad input.
     dropped: Vec<(&'static str, u64)>,
     media_allocations: Option<u64>,
@@ -83,6 +84,7 @@ fn snapshot(state: &Signalling) -> Snapshot {
                 retransmissions_sent: s.retransmissions_sent.load(Relaxed),
                 nacks_forwarded_upstream: s.nacks_forwarded_upstream.load(Relaxed),
                 retransmissions_throttled: s.retransmissions_throttled.load(Relaxed),
+                rtx_dropped: s.rtx_dropped.load(Relaxed),
                 dropped: vec![
                     ("stun_integrity", s.stun_rejected.load(Relaxed)),
                     ("srtp_authentication", s.srtp_rejected.load(Relaxed)),
@@ -194,6 +196,14 @@ impl Collector for Snapshot {
             "Packets players asked for again beyond their resend budget, dropped",
             MetricType::Counter,
             |c| c.retransmissions_throttled,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "rtx_dropped_packets",
+            "Publishers' retransmissions not forwarded: bandwidth probes, packets already received",
+            MetricType::Counter,
+            |c| c.rtx_dropped,
         )?;
 
         let mut e = encoder.encode_descriptor(

@@ -678,6 +678,7 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "retransmissions_sent": s.retransmissions_sent.load(Relaxed),
                 "nacks_forwarded_upstream": s.nacks_forwarded_upstream.load(Relaxed),
                 "retransmissions_throttled": s.retransmissions_throttled.load(Relaxed),
+                "rtx_dropped": s.rtx_dropped.load(Relaxed),
                 "allocations": s.counts_allocations.load(Relaxed).then(|| s.allocations.load(Relaxed)),
                 "media_allocations": s.counts_allocations.load(Relaxed).then(|| s.media_allocations.load(Relaxed)),
                 "residence_ns": s.residence.nonzero().map(|(i, n)| {
