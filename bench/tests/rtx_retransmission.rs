@@ -11,7 +11,10 @@
 //! anyway, and a padding-only probe are counted and dropped, never forwarded.
 //!
 //! Both directions make no heap allocation on the media cores: the test installs the counting
-//! allocator the `rtcdn` binary uses. Everything is sent to 127.0.0.1 only.
+//! allocator the `rtcdn` binary uses.
+//!
+//! Relays: an origin negotiates rtx with its edge, and answers the edge's NACKs with RTX,
+//! which the edge recognises as its publisher's. Everything is sent to 127.0.0.1 only.
 
 use std::alloc::System;
 use std::collections::BTreeSet;
@@ -23,7 +26,9 @@ use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, VIDEO_PT, VIDEO_RTX
 use rtcdn_bench::media::{read_packet, write_packet, Probe};
 
 mod common;
-use common::{core_stat, nack, send, test_node, wait_for_core_stat};
+use common::{
+    cdn_pair, core_stat, nack, play_until_media, send, test_node, wait_for_core_stat, Streaming,
+};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
@@ -318,4 +323,70 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
         "allocations on the media path answering with and unwrapping RTX"
     );
     node.stop();
+}
+
+/// The relay hop: an edge player that joins late NACKs three packets sent just before it
+/// joined. The edge has them, but did not write them to this player, so it asks its publisher,
+/// the origin's relay; the origin's cache has them and the relay's mapping wrote them, so the
+/// origin answers as RTX. The edge already has those packets, so it drops them as repeats:
+/// counted as such, not as SRTP replays (what the packets as first sent would have been).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_answers_its_edges_nacks_as_rtx() {
+    let (origin, edge) = cdn_pair();
+    let origin_base = format!("http://{}", origin.http_addr());
+    let edge_base = format!("http://{}", edge.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let timeout = Duration::from_secs(10);
+    let publisher = ClientSession::connect(
+        &origin_base,
+        Mode::Publish,
+        "relayed",
+        &certificate,
+        timeout,
+    )
+    .await
+    .expect("publish to the origin");
+    let streaming = Streaming::start(publisher, 0);
+    let mut early =
+        play_until_media(&edge_base, "relayed", &certificate, Duration::from_secs(20)).await;
+    // From here on the edge has every packet, and the relay's mapping wrote them.
+    let relayed = early.recv_rtp(Duration::from_secs(2)).await.expect("media");
+    let relayed = read_packet(&relayed).expect("intact").0.sequence;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut late = ClientSession::connect(&edge_base, Mode::Play, "relayed", &certificate, timeout)
+        .await
+        .expect("play from the edge");
+    let (ssrc, joined, offset) = loop {
+        let packet = late
+            .recv_rtp(Duration::from_secs(2))
+            .await
+            .expect("the late player receives");
+        let (probe, pt) = read_packet(&packet).expect("intact");
+        if pt == VIDEO_PT {
+            let header = rtp::RtpHeader::parse(&packet).unwrap();
+            let offset = header.sequence_number().wrapping_sub(probe.sequence as u16);
+            break (header.ssrc().0, probe.sequence, offset);
+        }
+    };
+    let before: Vec<u64> = (relayed + 1..joined).filter(|&n| is_video(n)).collect();
+    assert!(before.len() >= 3, "{relayed}..{joined}");
+    let lost: Vec<u16> = before[before.len() - 3..]
+        .iter()
+        .map(|&n| (n as u16).wrapping_add(offset))
+        .collect();
+    let srtp_rejected = core_stat(&edge_base, "srtp_rejected").await;
+    late.send_rtcp(&nack(ssrc, &lost)).await.unwrap();
+    for (base, key) in [
+        (&edge_base, "nacks_forwarded_upstream"),
+        (&origin_base, "retransmissions_sent"),
+        (&edge_base, "rtx_dropped"),
+    ] {
+        assert_eq!(wait_for_core_stat(base, key, 3).await, 3, "{base} {key}");
+    }
+    assert_eq!(core_stat(&origin_base, "nacks_forwarded_upstream").await, 0);
+    assert_eq!(core_stat(&edge_base, "srtp_rejected").await, srtp_rejected);
+    assert_eq!(core_stat(&edge_base, "rtp_malformed").await, 0);
+    streaming.stop().await;
+    origin.stop();
+    edge.stop();
 }
