@@ -35,6 +35,12 @@ pub struct PublishedTrack {
     pub clock_rate: u32,
     /// Codec name as in rtpmap ("VP8", "H264", "opus", ...).
     pub codec: String,
+    /// Payload type of the track's retransmission stream (RFC 4588), when negotiated: its
+    /// packets are turned back into media packets on arrival.
+    pub rtx_pt: Option<u8>,
+    /// `(media, rtx)` SSRCs of the offer's `a=ssrc-group:FID`, when rtx is negotiated and the
+    /// offer announced them.
+    pub rtx_ssrcs: Option<(u32, u32)>,
 }
 
 /// A track sent to a player.
@@ -45,6 +51,19 @@ pub struct PlayedTrack {
     /// Payload type negotiated with this player.
     pub pt: u8,
     /// SSRC announced to this player in the answer.
+    pub ssrc: u32,
+    /// The retransmission stream negotiated with this player: the packets it reports lost are
+    /// sent again on it. Without one they are sent again as they first went out.
+    pub rtx: Option<RtxStream>,
+}
+
+/// A retransmission stream (RFC 4588) sent to a player: announced in the answer with
+/// `a=ssrc-group:FID <media> <rtx>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxStream {
+    /// Its payload type (`apt` = the track's).
+    pub pt: u8,
+    /// Its SSRC.
     pub ssrc: u32,
 }
 

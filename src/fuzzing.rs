@@ -107,6 +107,59 @@ pub fn fuzz_auth_inputs(data: &[u8]) {
     }
 }
 
+/// A decrypted packet as a publisher's retransmission (RFC 4588) of a video track, turned back
+/// into media in place; and as the original of a retransmission to a player, which must turn
+/// back into that original (without its padding).
+pub fn fuzz_rtx(data: &[u8]) {
+    use crate::control::PublishedTrack;
+    use crate::sdp::MediaKind;
+    use rtp::srtp::{SrtpContext, SrtpProfile};
+    use rtp::{Pt, RtpHeader, Ssrc};
+
+    let Ok(mut srtp) = SrtpContext::new(SrtpProfile::AeadAes128Gcm, &[1; 16], &[2; 12]) else {
+        return;
+    };
+    let tracks = [PublishedTrack {
+        kind: MediaKind::Video,
+        pt: 96,
+        clock_rate: 90_000,
+        codec: "VP8".into(),
+        rtx_pt: Some(97),
+        rtx_ssrcs: Some((0x1111, 0x2222)),
+    }];
+    // On the retransmission payload type, so it is taken for RTX.
+    if let [first, second, rest @ ..] = data {
+        let mut packet = [&[*first, (second & 0x80) | 97], rest].concat();
+        let media_ssrc = |_| 0x3333;
+        let restored =
+            crate::rtx::restore_publisher_rtx(&tracks, media_ssrc, &mut srtp, &mut packet);
+        if let Ok(len) = restored {
+            let header = RtpHeader::parse(&packet[..len]).expect("a restored packet is RTP");
+            assert_eq!(header.payload_type(), Pt::new(96));
+        }
+    }
+
+    let Ok(original) = RtpHeader::parse(data) else {
+        return;
+    };
+    let mut sender = crate::rtx::RtxSender::new(Ssrc(0x2222), Pt::new(97), 1);
+    let mut out = vec![0; data.len() + 2];
+    let len = sender
+        .write(data, 0xabcd, 1234, &mut out)
+        .expect("an RTP packet fits with two more bytes");
+    let back = crate::rtx::to_media(&mut out[..len], original.payload_type(), original.ssrc());
+    match back {
+        Ok(len) => {
+            let restored = RtpHeader::parse(&out[..len]).expect("RTP again");
+            assert_eq!(restored.payload(), original.payload());
+            assert_eq!(restored.sequence_number(), 0xabcd);
+            assert_eq!(out[2..4], [0xab, 0xcd]);
+        }
+        // Only what has less than one payload byte to carry.
+        Err(e) => assert!(original.payload().is_empty(), "{e}"),
+    }
+}
+
 /// Datagrams from one peer through a transport's handshake guard and, when it lets them pass,
 /// through the dtls crate's reader path and parsers (`fuzzing::dtls_reader`): a panic there is a
 /// datagram the guard should have dropped.

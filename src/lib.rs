@@ -1,9 +1,8 @@
 //! rtcdn: a real-time WebRTC CDN node.
 //!
 //! The server is split into sans-IO protocol logic ([`sdp`], [`session`], [`negotiate`],
-//! [`registry`], [`retransmission_cache`],
-//! [`loss_detector`]) and the only parts that touch sockets and threads
-//! ([`reactor`], [`signalling`], the [`dtls`] driver task, [`node`]).
+//! [`registry`], [`retransmission_cache`], [`loss_detector`], [`rtx`]) and the only parts that
+//! touch sockets and threads ([`reactor`], [`signalling`], the [`dtls`] driver task, [`node`]).
 
 pub mod alloc_count;
 pub mod auth;
@@ -20,6 +19,7 @@ pub mod panic_guard;
 pub mod reactor;
 pub mod registry;
 pub mod retransmission_cache;
+pub mod rtx;
 pub mod sdp;
 pub mod session;
 pub mod signalling;

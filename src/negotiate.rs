@@ -3,12 +3,12 @@
 
 use std::net::SocketAddr;
 
-use crate::control::{PlayedTrack, PublishedTrack};
+use crate::control::{PlayedTrack, PublishedTrack, RtxStream};
 use crate::dtls::DtlsRole;
 use crate::registry::StreamTrack;
 use crate::sdp::{
     self, AcceptedMedia, AnswerParams, Codec, Direction, Extmap, Fingerprint, MediaAnswer,
-    MediaKind, SendTrack, SessionDescription, Setup,
+    MediaDescription, MediaKind, SendTrack, SessionDescription, Setup,
 };
 
 /// Header extensions rtcdn accepts from publishers and passes on to players whose offers map the
@@ -81,12 +81,22 @@ pub struct PlayAnswer {
     pub tracks: Vec<PlayedTrack>,
 }
 
-/// A codec as rtcdn forwards it: no retransmission stream (the primary stream only), and only
-/// the RTCP feedback rtcdn honours.
-fn forwarded(mut codec: Codec) -> Codec {
-    codec.rtx_pt = None;
+/// A codec as rtcdn forwards it: only the RTCP feedback rtcdn honours, and a retransmission
+/// stream (RFC 4588) only for video, when offered. rtcdn answers NACKs for video only (from its
+/// cores' caches, or by asking the publisher), and turns a publisher's retransmissions back into
+/// media packets.
+fn forwarded(mut codec: Codec, kind: MediaKind) -> Codec {
+    if kind != MediaKind::Video {
+        codec.rtx_pt = None;
+    }
     codec.rtcp_fb.retain(|fb| FEEDBACK.contains(&fb.as_str()));
     codec
+}
+
+/// The `(media, rtx)` SSRCs of an offer's FID group for its (first) media SSRC.
+fn offered_rtx_ssrcs(m: &MediaDescription) -> Option<(u32, u32)> {
+    let media = *m.ssrcs.first()?;
+    m.rtx_ssrcs.iter().copied().find(|&(s, _)| s == media)
 }
 
 fn answer_params(
@@ -121,7 +131,7 @@ pub fn answer_publisher(
         } else {
             None
         };
-        let Some(codec) = codec.map(forwarded) else {
+        let Some(codec) = codec.map(|c| forwarded(c, m.kind)) else {
             media.push(MediaAnswer {
                 mid: m.mid.clone(),
                 accepted: None,
@@ -139,10 +149,17 @@ pub fn answer_publisher(
             pt: codec.pt,
             clock_rate: codec.clock_rate,
             codec: codec.name.clone(),
+            rtx_pt: codec.rtx_pt,
+            rtx_ssrcs: codec.rtx_pt.and_then(|_| offered_rtx_ssrcs(m)),
         });
+        // Players and relays get the media stream: the publisher's retransmissions become its
+        // packets on arrival, and each player negotiates rtx of its own.
         stream_tracks.push(StreamTrack {
             kind: m.kind,
-            codec: codec.clone(),
+            codec: Codec {
+                rtx_pt: None,
+                ..codec.clone()
+            },
             extmaps: extmaps.clone(),
         });
         media.push(MediaAnswer {
@@ -190,7 +207,7 @@ pub fn answer_player(
             continue;
         };
         let codec = match sdp::match_play_codec(m, &source.codec) {
-            Ok(codec) => forwarded(codec),
+            Ok(codec) => forwarded(codec, m.kind),
             Err(e) => {
                 codec_errors.push(e.to_string());
                 media.push(MediaAnswer {
@@ -207,6 +224,10 @@ pub fn answer_player(
             .cloned()
             .collect();
         let ssrc = next_ssrc();
+        let rtx = codec.rtx_pt.map(|pt| RtxStream {
+            pt,
+            ssrc: next_ssrc(),
+        });
         let kind_name = match m.kind {
             MediaKind::Audio => "audio",
             MediaKind::Video => "video",
@@ -216,12 +237,13 @@ pub fn answer_player(
             cname: format!("rtcdn-{stream_name}"),
             stream_id: stream_name.to_owned(),
             track_id: format!("{stream_name}-{kind_name}"),
-            rtx_ssrc: None,
+            rtx_ssrc: rtx.map(|rtx| rtx.ssrc),
         };
         tracks.push(PlayedTrack {
             kind: m.kind,
             pt: codec.pt,
             ssrc,
+            rtx,
         });
         media.push(MediaAnswer {
             mid: m.mid.clone(),
@@ -262,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn publisher_gets_the_first_codec_of_each_kind_without_rtx() {
+    fn publisher_gets_the_first_codec_of_each_kind_and_video_rtx() {
         let offer = sdp::parse(PUBLISH).unwrap();
         let answer = answer_publisher(&offer, &local()).unwrap();
         let kinds: Vec<_> = answer
@@ -281,9 +303,32 @@ mod tests {
         assert!(parsed.ice_lite);
         assert_eq!(parsed.setup, Setup::Active);
         assert_eq!(parsed.candidates, local().candidates);
+        // Chromium's VP8 is 96 with rtx 97, its FID group 1943521787 -> 3128855047.
+        let rtx: Vec<_> = answer
+            .tracks
+            .iter()
+            .map(|t| (t.rtx_pt, t.rtx_ssrcs))
+            .collect();
+        assert_eq!(
+            rtx,
+            [
+                (None, None),
+                (Some(97), Some((1_943_521_787, 3_128_855_047)))
+            ]
+        );
+        assert!(answer
+            .stream_tracks
+            .iter()
+            .all(|t| t.codec.rtx_pt.is_none()));
+        assert!(answer
+            .sdp
+            .contains("a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n"));
         for m in &parsed.media {
             assert_eq!(m.direction, Direction::RecvOnly);
-            assert_eq!(m.codecs.len(), 1, "one codec, no rtx: {:?}", m.codecs);
+            assert_eq!(m.codecs.len(), 1, "one codec: {:?}", m.codecs);
+            let rtx = (m.kind == MediaKind::Video).then_some(97);
+            assert_eq!(m.codecs[0].rtx_pt, rtx, "rtx for video only");
+            assert!(m.rtx_ssrcs.is_empty(), "the answer sends nothing");
             assert!(m.codecs[0]
                 .rtcp_fb
                 .iter()
@@ -336,6 +381,46 @@ mod tests {
             .media
             .iter()
             .all(|m| m.extmaps.iter().all(|e| e.uri != MID_EXTENSION)));
+    }
+
+    #[test]
+    fn player_gets_rtx_and_its_fid_group_for_video_only_when_it_offers_rtx() {
+        let publish = sdp::parse(PUBLISH).unwrap();
+        let published = answer_publisher(&publish, &local()).unwrap().stream_tracks;
+        let mut offer = sdp::parse(PLAY).unwrap();
+        // Opus with rtx too, as no browser offers: audio gets none all the same.
+        offer.media[0].codecs[0].rtx_pt = Some(63);
+        let mut ssrcs = 1000u32..;
+        let answer = answer_player(&offer, "cam", &published, &local(), || {
+            ssrcs.next().unwrap()
+        })
+        .unwrap();
+        let rtx: Vec<_> = answer.tracks.iter().map(|t| (t.ssrc, t.rtx)).collect();
+        let video_rtx = RtxStream { pt: 97, ssrc: 1002 };
+        assert_eq!(rtx, [(1000, None), (1001, Some(video_rtx))]);
+        let parsed = sdp::parse(&answer.sdp).unwrap();
+        assert_eq!(parsed.media[1].codecs[0].rtx_pt, Some(97));
+        assert_eq!(parsed.media[1].rtx_ssrcs, [(1001, 1002)]);
+        assert_eq!(parsed.media[1].ssrcs, [1001]);
+        assert!(answer.sdp.contains("a=ssrc:1002 cname:rtcdn-cam\r\n"));
+        assert!(answer.sdp.contains("a=ssrc:1002 msid:cam cam-video\r\n"));
+        assert_eq!(parsed.media[0].codecs[0].rtx_pt, None);
+        assert!(parsed.media[0].rtx_ssrcs.is_empty());
+
+        // Offered without rtx: answered without, the SSRCs as before.
+        for m in &mut offer.media {
+            for codec in &mut m.codecs {
+                codec.rtx_pt = None;
+            }
+        }
+        let mut ssrcs = 1000u32..;
+        let answer = answer_player(&offer, "cam", &published, &local(), || {
+            ssrcs.next().unwrap()
+        })
+        .unwrap();
+        assert!(answer.tracks.iter().all(|t| t.rtx.is_none()));
+        assert_eq!(answer.tracks[1].ssrc, 1001);
+        assert!(!answer.sdp.contains("rtx") && !answer.sdp.contains("FID"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::control::{
 };
 use crate::dtls::{DtlsRole, SrtpKeyingMaterial};
 use crate::loss_detector::{LossDetector, RepairCounts};
+use crate::rtx::{self, RtxError, RtxSender};
 use crate::sdp::MediaKind;
 
 /// Keyframe requests toward a publisher are merged: at most one PLI per this interval.
@@ -54,6 +55,9 @@ pub enum SessionError {
     /// A player sent RTP (players only receive).
     #[error("unexpected RTP from a player")]
     UnexpectedRtp,
+    /// A publisher's retransmission (RFC 4588) that carries no media to forward, or is bad.
+    #[error("RTX: {0}")]
+    Rtx(#[from] RtxError),
 }
 
 /// Something the core must act on.
@@ -291,9 +295,20 @@ fn video_codec(name: &str) -> Option<VideoCodec> {
     }
 }
 
+impl PublisherState {
+    /// Turns a retransmission (RFC 4588) in `packet` back into the media packet it carries,
+    /// in place; other packets are left alone. Returns the length of what to handle as media.
+    fn restore_rtx(&self, srtp: &mut SrtpContext, packet: &mut [u8]) -> Result<usize, RtxError> {
+        let media_ssrc = |kind| self.stats[kind_index(kind)].ssrc;
+        rtx::restore_publisher_rtx(&self.tracks, media_ssrc, srtp, packet)
+    }
+}
+
 struct PlayerTrack {
     track: PlayedTrack,
     rewriter: RtpRewriter,
+    /// Where the packets the player reports lost go again, when it negotiated rtx.
+    rtx: Option<RtxSender>,
     packets_sent: u32,
     octets_sent: u32,
 }
@@ -493,10 +508,14 @@ impl Session {
                         random.next() as u16,
                         random.next() as u32,
                     );
+                    let rtx = track.rtx.map(|rtx| {
+                        RtxSender::new(Ssrc(rtx.ssrc), Pt::new(rtx.pt), random.next() as u16)
+                    });
                     let slot = kind_index(track.kind);
                     slots[slot] = Some(PlayerTrack {
                         track,
                         rewriter,
+                        rtx,
                         packets_sent: 0,
                         octets_sent: 0,
                     });
@@ -624,6 +643,7 @@ impl Session {
         let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
         let len = srtp.unprotect_rtp(data).map_err(SessionError::Srtp)?;
         self.ice.renew_consent(now, from);
+        let len = publisher.restore_rtx(srtp, &mut data[..len])?;
         let header = RtpHeader::parse(&data[..len]).map_err(SessionError::Rtp)?;
         let pt = header.payload_type().value();
         let track = publisher
@@ -799,12 +819,14 @@ impl Session {
         self.write_player_rtp(kind, plain, out, false)
     }
 
-    /// Writes a packet this player reported lost again, from the node's cache: rewritten and
-    /// encrypted exactly as [`Session::write_rtp`] first wrote it, so it carries the number the
-    /// player asked for and an SRTP index it never received. Returns 0, writing nothing, unless
-    /// the player's current mapping wrote that packet: a packet from before the player joined or
-    /// from an earlier source would reuse a number (and an SRTP index, so a GCM nonce) that went
-    /// out with other contents.
+    /// Writes a packet this player reported lost again, from the node's cache. With rtx
+    /// negotiated, as a retransmission (RFC 4588) on the player's RTX stream: the number the
+    /// player asked for in front of the payload, the timestamp it first went out with. Without,
+    /// rewritten and encrypted exactly as [`Session::write_rtp`] first wrote it, so it carries
+    /// the number the player asked for and an SRTP index it never received. Returns 0, writing
+    /// nothing, unless the player's current mapping wrote that packet: a packet from before the
+    /// player joined or from an earlier source would carry a number that belonged to other
+    /// contents (and, resent as it went out, reuse an SRTP index, so a GCM nonce).
     pub fn write_retransmission(&mut self, kind: MediaKind, plain: &[u8], out: &mut [u8]) -> usize {
         self.write_player_rtp(kind, plain, out, true)
     }
@@ -840,12 +862,22 @@ impl Session {
             let Ok(header) = RtpHeader::parse(plain) else {
                 return 0;
             };
-            if track
+            let Some(osn) = track
                 .rewriter
                 .written_sequence(header.ssrc(), header.sequence_number())
-                .is_none()
-            {
+            else {
                 return 0;
+            };
+            if let Some(rtx) = track.rtx.as_mut() {
+                // Under the mapping that wrote it: the timestamp it went out with.
+                let Some(timestamp) = track.rewriter.output_timestamp(header.timestamp()) else {
+                    return 0;
+                };
+                // Not counted in the sender report's packets: those are the media SSRC's.
+                return rtx
+                    .write(plain, osn, timestamp, out)
+                    .and_then(|len| srtp.protect_rtp(out, len))
+                    .unwrap_or(0);
             }
         }
         out[..len].copy_from_slice(plain);
@@ -1116,6 +1148,7 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::RtxStream;
 
     #[test]
     fn sequence_extension_wraps_forward_and_back() {
@@ -1181,12 +1214,18 @@ mod tests {
 
     /// A connected player of one video track (SSRC 0x5eed, PT 96), with fixed SRTP keys.
     fn connected_player() -> Session {
+        connected_player_with(None)
+    }
+
+    /// [`connected_player`] with `rtx` negotiated.
+    fn connected_player_with(rtx: Option<RtxStream>) -> Session {
         let mut spec = publisher_spec();
         spec.role = SessionRole::Player {
             tracks: vec![PlayedTrack {
                 kind: MediaKind::Video,
                 pt: 96,
                 ssrc: 0x5eed,
+                rtx,
             }],
         };
         let now = Instant::now();
@@ -1249,6 +1288,184 @@ mod tests {
             first.sequence_number().wrapping_add(5)
         );
         assert!(player.plays(MediaKind::Video) && !player.plays(MediaKind::Audio));
+    }
+
+    /// The SRTP context of the peer's side of [`connected_player_with`]'s keys: `receiving`
+    /// what the session sends, or sending what it receives.
+    fn peer_context(receiving: bool) -> SrtpContext {
+        let (key, salt) = if receiving { (1, 2) } else { (3, 4) };
+        SrtpContext::new(
+            rtp::srtp::SrtpProfile::AeadAes128Gcm,
+            &[key; 16],
+            &[salt; 12],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_player_with_rtx_gets_what_it_lost_on_its_rtx_stream() {
+        let rtx = RtxStream {
+            pt: 97,
+            ssrc: 0x7e57,
+        };
+        let mut player = connected_player_with(Some(rtx));
+        let mut rx = peer_context(true);
+        let mut sent = Vec::new();
+        for seq in 100..105u16 {
+            let mut out = [0u8; 1500];
+            let n = player.write_rtp(MediaKind::Video, &source_packet(1, seq), &mut out);
+            let n = rx.unprotect_rtp(&mut out[..n]).unwrap();
+            sent.push(out[..n].to_vec());
+        }
+        let mut rtx_seq = None;
+        for (lost, original) in [(102u16, &sent[2]), (100, &sent[0])] {
+            let mut out = [0u8; 1500];
+            let n =
+                player.write_retransmission(MediaKind::Video, &source_packet(1, lost), &mut out);
+            let n = rx
+                .unprotect_rtp(&mut out[..n])
+                .expect("decrypts as the player would");
+            let header = RtpHeader::parse(&out[..n]).unwrap();
+            let original = RtpHeader::parse(original).unwrap();
+            assert_eq!(header.ssrc(), Ssrc(0x7e57));
+            assert_eq!(header.payload_type(), Pt::new(97));
+            assert_eq!(header.timestamp(), original.timestamp());
+            let osn = u16::from_be_bytes([header.payload()[0], header.payload()[1]]);
+            assert_eq!(
+                osn,
+                original.sequence_number(),
+                "the number the player lost"
+            );
+            assert_eq!(&header.payload()[2..], original.payload());
+            // Its own numbers, one after the other.
+            let expected = rtx_seq.map_or(header.sequence_number(), |s: u16| s.wrapping_add(1));
+            assert_eq!(header.sequence_number(), expected);
+            rtx_seq = Some(header.sequence_number());
+        }
+        // Still only what the current mapping wrote.
+        let mut out = [0u8; 1500];
+        for (ssrc, seq) in [(1, 99), (1, 105), (2, 102)] {
+            let n =
+                player.write_retransmission(MediaKind::Video, &source_packet(ssrc, seq), &mut out);
+            assert_eq!(n, 0, "ssrc {ssrc} seq {seq}");
+        }
+        // A NACK naming the RTX stream asks for nothing; one naming the media stream does.
+        let mut tx = peer_context(false);
+        for (ssrc, asks) in [(0x7e57, false), (0x5eed, true)] {
+            let lost = RtpHeader::parse(&sent[1]).unwrap().sequence_number();
+            let mut buf = nack_for(ssrc, lost);
+            let len = buf.len() - 20;
+            let n = tx.protect_rtcp(&mut buf, len).unwrap();
+            player
+                .handle_srtcp(
+                    Instant::now(),
+                    "127.0.0.1:5000".parse().unwrap(),
+                    &mut buf[..n],
+                )
+                .unwrap();
+            let asked = std::iter::from_fn(|| player.poll_event())
+                .any(|e| matches!(e, SessionEvent::RetransmissionRequested { .. }));
+            assert_eq!(asked, asks, "NACK for {ssrc:#x}");
+        }
+    }
+
+    /// A NACK of `media_ssrc` for packet `seq`, with room for the SRTCP overhead after it.
+    fn nack_for(media_ssrc: u32, seq: u16) -> Vec<u8> {
+        let pairs = [NackPair { pid: seq, blp: 0 }];
+        let nack = Rtcp::Nack(Nack {
+            sender_ssrc: Ssrc(9),
+            media_ssrc: Ssrc(media_ssrc),
+            pairs: Items::from_slice(&pairs),
+        });
+        let mut buf = vec![0u8; nack.encoded_len() + 20];
+        nack.write_to(&mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_publishers_rtx_packet_is_handled_as_the_media_packet_it_carries() {
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Publisher {
+            tracks: vec![PublishedTrack {
+                kind: MediaKind::Video,
+                pt: 100,
+                clock_rate: 90_000,
+                codec: "VP8".into(),
+                rtx_pt: Some(101),
+                rtx_ssrcs: Some((1, 2)),
+            }],
+        };
+        let now = Instant::now();
+        let timeouts = SessionTimeouts {
+            connect: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+        };
+        let mut publisher = Session::new(spec, now, timeouts, 7);
+        publisher.handle_dtls_connected(
+            SrtpKeyingMaterial {
+                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
+                local_key: vec![1; 16],
+                local_salt: vec![2; 12],
+                remote_key: vec![3; 16],
+                remote_salt: vec![4; 12],
+            },
+            now,
+        );
+        let mut tx = peer_context(false);
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut receive = |plain: &[u8]| {
+            let mut buf = [0u8; 1500];
+            buf[..plain.len()].copy_from_slice(plain);
+            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+            publisher
+                .handle_srtp(now, from, &mut buf[..n])
+                .map(|m| (m.kind, buf[..m.len].to_vec()))
+        };
+        for seq in [10u16, 11, 13] {
+            assert_eq!(
+                receive(&source_packet(1, seq)).unwrap(),
+                (MediaKind::Video, source_packet(1, seq))
+            );
+        }
+        // 12 was lost and comes on the RTX stream: OSN, then the payload.
+        let rtx = |rtx_seq: u16, osn: u16| {
+            let original = source_packet(1, osn);
+            let mut p = original[..12].to_vec();
+            p[1] = 101;
+            p[2..4].copy_from_slice(&rtx_seq.to_be_bytes());
+            p[8..12].copy_from_slice(&2u32.to_be_bytes());
+            p.extend_from_slice(&osn.to_be_bytes());
+            p.extend_from_slice(&original[12..]);
+            p
+        };
+        assert_eq!(
+            receive(&rtx(500, 12)).unwrap(),
+            (MediaKind::Video, source_packet(1, 12))
+        );
+        // Again, or for a packet that came: not forwarded twice.
+        for (rtx_seq, osn) in [(501, 12), (502, 11)] {
+            assert!(matches!(
+                receive(&rtx(rtx_seq, osn)),
+                Err(SessionError::Rtx(RtxError::AlreadyReceived))
+            ));
+        }
+        // A padding-only probe.
+        let mut probe = rtx(503, 14)[..12].to_vec();
+        probe[0] |= 0x20;
+        probe.extend_from_slice(&[0, 0, 0, 4]);
+        assert!(matches!(
+            receive(&probe),
+            Err(SessionError::Rtx(RtxError::Empty))
+        ));
+        // Receive statistics count the repaired packet as received.
+        let RoleState::Publisher(state) = &mut publisher.role else {
+            unreachable!()
+        };
+        let block = state.stats[kind_index(MediaKind::Video)]
+            .report_block(now)
+            .unwrap();
+        assert_eq!((block.ssrc, block.cumulative_lost), (Ssrc(1), 0));
+        assert_eq!(block.extended_highest_seq, 13);
     }
 
     fn ended(session: &mut Session) -> Option<EndReason> {

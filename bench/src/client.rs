@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::dtls::{DtlsCertificate, DtlsEvent, DtlsRole, DtlsTransport};
 use rtcdn::sdp::{
-    self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack, Setup,
+    self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack,
+    SessionDescription, Setup,
 };
 use rtp::srtp::SrtpContext;
 use tokio::net::UdpSocket;
@@ -23,6 +24,17 @@ use crate::http::{self, HttpError};
 pub const AUDIO_PT: u8 = 111;
 /// Payload type the client uses for VP8.
 pub const VIDEO_PT: u8 = 96;
+/// Payload type the client offers for VP8's retransmissions (RFC 4588) with
+/// [`OfferOptions::rtx`].
+pub const VIDEO_RTX_PT: u8 = 97;
+
+/// What a session's offer asks for beyond the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OfferOptions {
+    /// Offer rtx for video on [`VIDEO_RTX_PT`], as browsers do; a publisher also announces an
+    /// RTX SSRC in `a=ssrc-group:FID`.
+    pub rtx: bool,
+}
 
 /// Why a client session failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,9 +147,12 @@ pub struct ClientSession {
     pub audio_ssrc: u32,
     /// SSRC of the video track (publish).
     pub video_ssrc: u32,
+    /// The video retransmission stream the answer negotiated: its payload type, and its SSRC
+    /// (ours when publishing, the one the answer announced when playing).
+    pub video_rtx: Option<(u8, u32)>,
 }
 
-fn offer_codecs(kind: MediaKind) -> Vec<Codec> {
+fn offer_codecs(kind: MediaKind, options: OfferOptions) -> Vec<Codec> {
     let fb = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
     match kind {
         MediaKind::Audio => {
@@ -148,6 +163,7 @@ fn offer_codecs(kind: MediaKind) -> Vec<Codec> {
         MediaKind::Video => {
             let mut vp8 = Codec::new(VIDEO_PT, "VP8", 90000, None);
             vp8.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
+            vp8.rtx_pt = options.rtx.then_some(VIDEO_RTX_PT);
             vec![vp8]
         }
     }
@@ -163,7 +179,27 @@ impl ClientSession {
         certificate: &DtlsCertificate,
         timeout: Duration,
     ) -> Result<ClientSession, ClientError> {
-        let offer = Offer::new(mode, certificate);
+        Self::connect_with(
+            base,
+            mode,
+            stream,
+            certificate,
+            timeout,
+            OfferOptions::default(),
+        )
+        .await
+    }
+
+    /// [`ClientSession::connect`] with an offer that asks for more (e.g. rtx).
+    pub async fn connect_with(
+        base: &str,
+        mode: Mode,
+        stream: &str,
+        certificate: &DtlsCertificate,
+        timeout: Duration,
+        options: OfferOptions,
+    ) -> Result<ClientSession, ClientError> {
+        let offer = Offer::new(mode, certificate, options);
         let path = if mode == Mode::Publish {
             "whip"
         } else {
@@ -209,7 +245,21 @@ impl ClientSession {
         timeout: Duration,
         custom: Option<Value>,
     ) -> Result<ClientSession, ClientError> {
-        let offer = Offer::new(mode, certificate);
+        let options = OfferOptions::default();
+        Self::connect_ws_with(ws_url, mode, stream, certificate, timeout, custom, options).await
+    }
+
+    /// [`ClientSession::connect_ws_custom`] with an offer that asks for more (e.g. rtx).
+    pub async fn connect_ws_with(
+        ws_url: &str,
+        mode: Mode,
+        stream: &str,
+        certificate: &DtlsCertificate,
+        timeout: Duration,
+        custom: Option<Value>,
+        options: OfferOptions,
+    ) -> Result<ClientSession, ClientError> {
+        let offer = Offer::new(mode, certificate, options);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut ws = WsClient::connect_with_tls(ws_url, timeout, None, custom).await?;
         let id = media_session_id();
@@ -283,6 +333,7 @@ impl ClientSession {
             local,
             audio_ssrc,
             video_ssrc,
+            video_rtx_ssrc,
             ..
         } = offer;
         let Negotiated {
@@ -291,6 +342,7 @@ impl ClientSession {
             signal,
         } = negotiated;
         let answer = sdp::parse(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
+        let video_rtx = negotiated_video_rtx(&answer, video_rtx_ssrc);
         let remote_fingerprint = answer
             .fingerprint
             .ok_or_else(|| ClientError::Answer("no fingerprint".into()))?
@@ -390,6 +442,7 @@ impl ClientSession {
             send_buf: vec![0u8; 2048],
             audio_ssrc,
             video_ssrc,
+            video_rtx,
         })
     }
 
@@ -570,7 +623,21 @@ impl Drop for ClientSession {
 
 /// An SDP offer like the one a session sends, for requests that are never meant to connect.
 pub fn sdp_offer(mode: Mode, certificate: &DtlsCertificate) -> String {
-    Offer::new(mode, certificate).sdp
+    sdp_offer_with(mode, certificate, OfferOptions::default())
+}
+
+/// [`sdp_offer`] asking for more (e.g. rtx).
+pub fn sdp_offer_with(mode: Mode, certificate: &DtlsCertificate, options: OfferOptions) -> String {
+    Offer::new(mode, certificate, options).sdp
+}
+
+/// The video rtx an answer negotiated: the payload type it kept, with the RTX SSRC the answer
+/// announces (a server that sends), else the one we offered (we send).
+fn negotiated_video_rtx(answer: &SessionDescription, offered: Option<u32>) -> Option<(u8, u32)> {
+    let video = answer.media.iter().find(|m| m.kind == MediaKind::Video)?;
+    let pt = video.codecs.first()?.rtx_pt?;
+    let ssrc = video.rtx_ssrcs.first().map(|&(_, rtx)| rtx).or(offered)?;
+    Some((pt, ssrc))
 }
 
 /// The offer a session sends, and what it needs to remember from it.
@@ -579,13 +646,17 @@ struct Offer {
     local: IceCredentials,
     audio_ssrc: u32,
     video_ssrc: u32,
+    /// The RTX SSRC announced for video (publish with rtx).
+    video_rtx_ssrc: Option<u32>,
 }
 
 impl Offer {
-    fn new(mode: Mode, certificate: &DtlsCertificate) -> Offer {
+    fn new(mode: Mode, certificate: &DtlsCertificate, options: OfferOptions) -> Offer {
         let local = IceCredentials::random(&mut rand::thread_rng());
         let audio_ssrc = rand::random::<u32>() | 1;
         let video_ssrc = rand::random::<u32>() | 1;
+        let video_rtx_ssrc =
+            (options.rtx && mode == Mode::Publish).then(|| rand::random::<u32>() | 1);
         let direction = if mode == Mode::Publish {
             Direction::SendOnly
         } else {
@@ -600,13 +671,13 @@ impl Offer {
             mid: mid.into(),
             kind,
             direction,
-            codecs: offer_codecs(kind),
+            codecs: offer_codecs(kind, options),
             send: (mode == Mode::Publish).then(|| SendTrack {
                 ssrc,
                 cname: "rtcdn-bench".into(),
                 stream_id: "bench".into(),
                 track_id: format!("bench-{mid}"),
-                rtx_ssrc: None,
+                rtx_ssrc: video_rtx_ssrc.filter(|_| kind == MediaKind::Video),
             }),
         })
         .collect();
@@ -621,6 +692,7 @@ impl Offer {
             local,
             audio_ssrc,
             video_ssrc,
+            video_rtx_ssrc,
         }
     }
 }

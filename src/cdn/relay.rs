@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::control::{CoreCommand, PlayedTrack, SessionId, SessionRole, SessionSpec};
+use crate::control::{CoreCommand, PlayedTrack, RtxStream, SessionId, SessionRole, SessionSpec};
 use crate::dtls::DtlsRole;
+use crate::registry::StreamTrack;
 use crate::sdp::{
-    self, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack, Setup,
+    self, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack,
+    SessionDescription, Setup,
 };
 use crate::signalling::flashphoner::client::{media_session_id, WsClient};
 use crate::signalling::flashphoner::protocol::StreamDescription;
@@ -117,33 +119,7 @@ fn relay_offer(
     local_ice: &ice::IceCredentials,
 ) -> Option<(String, Vec<PlayedTrack>)> {
     let tracks = state.registry().stream(stream)?.tracks.clone();
-    let mut media = Vec::new();
-    let mut played = Vec::new();
-    for (index, track) in tracks.iter().enumerate() {
-        let ssrc = rand::random::<u32>() | 1;
-        let kind = match track.kind {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        };
-        media.push(OfferMedia {
-            mid: index.to_string(),
-            kind: track.kind,
-            direction: Direction::SendOnly,
-            codecs: vec![track.codec.clone()],
-            send: Some(SendTrack {
-                ssrc,
-                cname: format!("rtcdn-relay-{stream}"),
-                stream_id: stream.to_owned(),
-                track_id: format!("{stream}-{kind}"),
-                rtx_ssrc: None,
-            }),
-        });
-        played.push(PlayedTrack {
-            kind: track.kind,
-            pt: track.codec.pt,
-            ssrc,
-        });
-    }
+    let (media, played) = relay_media(stream, &tracks, || rand::random::<u32>() | 1);
     let offer = sdp::write_offer(&OfferParams {
         ice_ufrag: local_ice.ufrag.clone(),
         ice_pwd: local_ice.pwd.clone(),
@@ -151,6 +127,74 @@ fn relay_offer(
         media,
     });
     Some((offer, played))
+}
+
+/// The m-lines of the relay's offer (mid = the track's index), and the tracks the relay session
+/// sends if the edge accepts all of it. Video offers a retransmission stream (RFC 4588) on a
+/// payload type no track uses: the edge's NACKs are then answered the way browsers' are, and an
+/// edge that does not take rtx (an older rtcdn) leaves it out of its answer
+/// ([`keep_answered_rtx`]).
+fn relay_media(
+    stream: &str,
+    tracks: &[StreamTrack],
+    mut next_ssrc: impl FnMut() -> u32,
+) -> (Vec<OfferMedia>, Vec<PlayedTrack>) {
+    let mut media = Vec::new();
+    let mut played = Vec::new();
+    let free_pt = (96..=127u8).find(|pt| tracks.iter().all(|t| t.codec.pt != *pt));
+    for (index, track) in tracks.iter().enumerate() {
+        let ssrc = next_ssrc();
+        let kind = match track.kind {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        };
+        let rtx = match (track.kind, free_pt) {
+            (MediaKind::Video, Some(pt)) => Some(RtxStream {
+                pt,
+                ssrc: next_ssrc(),
+            }),
+            _ => None,
+        };
+        let mut codec = track.codec.clone();
+        codec.rtx_pt = rtx.map(|rtx| rtx.pt);
+        media.push(OfferMedia {
+            mid: index.to_string(),
+            kind: track.kind,
+            direction: Direction::SendOnly,
+            codecs: vec![codec],
+            send: Some(SendTrack {
+                ssrc,
+                cname: format!("rtcdn-relay-{stream}"),
+                stream_id: stream.to_owned(),
+                track_id: format!("{stream}-{kind}"),
+                rtx_ssrc: rtx.map(|rtx| rtx.ssrc),
+            }),
+        });
+        played.push(PlayedTrack {
+            kind: track.kind,
+            pt: track.codec.pt,
+            ssrc,
+            rtx,
+        });
+    }
+    (media, played)
+}
+
+/// Drops the retransmission stream of every track whose m-line (mid = the track's index) the
+/// edge answered without it: that edge takes NACK answers as the packets that first went out.
+fn keep_answered_rtx(tracks: &mut [PlayedTrack], answer: &SessionDescription) {
+    for (index, track) in tracks.iter_mut().enumerate() {
+        let Some(rtx) = track.rtx else {
+            continue;
+        };
+        let answered = answer
+            .media_by_mid(&index.to_string())
+            .and_then(|m| m.codecs.iter().find(|c| c.pt == track.pt))
+            .and_then(|c| c.rtx_pt);
+        if answered != Some(rtx.pt) {
+            track.rtx = None;
+        }
+    }
 }
 
 async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str) -> Outcome {
@@ -172,11 +216,12 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let local_ice = ice::IceCredentials::random(&mut rand::thread_rng());
-    let Some((offer, tracks)) = relay_offer(state, stream, &local_ice) else {
+    let Some((offer, mut tracks)) = relay_offer(state, stream, &local_ice) else {
         return Outcome::StreamGone;
     };
     let id = media_session_id();
-    let has = |kind| tracks.iter().any(|t: &PlayedTrack| t.kind == kind);
+    let kinds: Vec<MediaKind> = tracks.iter().map(|t| t.kind).collect();
+    let has = |kind| kinds.contains(&kind);
     // Subscribed before the keys are read, so no change falls between the two.
     let mut acl_changes = state.acl_changes.subscribe();
     let Some(acl) = state.registry().stream(stream).map(|s| s.acl.clone()) else {
@@ -226,6 +271,7 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
     let Some(fingerprint) = answer.fingerprint else {
         return Outcome::Failed("the edge's answer has no fingerprint".into());
     };
+    keep_answered_rtx(&mut tracks, &answer);
     let remote_candidates: Vec<_> = answer
         .candidates
         .iter()
@@ -349,4 +395,81 @@ fn info_of(data: &[Value]) -> String {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::negotiate::{answer_publisher, LocalParams};
+    use crate::sdp::Codec;
+
+    fn stream_tracks() -> Vec<StreamTrack> {
+        [
+            (MediaKind::Audio, Codec::new(111, "opus", 48_000, Some(2))),
+            (MediaKind::Video, Codec::new(96, "VP8", 90_000, None)),
+        ]
+        .into_iter()
+        .map(|(kind, codec)| StreamTrack {
+            kind,
+            codec,
+            extmaps: Vec::new(),
+        })
+        .collect()
+    }
+
+    fn offer(media: Vec<OfferMedia>) -> SessionDescription {
+        let text = sdp::write_offer(&OfferParams {
+            ice_ufrag: "relayufrag".into(),
+            ice_pwd: "relaypassword0123456789abc".into(),
+            fingerprint: Fingerprint([9; 32]),
+            media,
+        });
+        sdp::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn the_relay_offers_video_rtx_and_keeps_it_only_if_the_edge_answers_it() {
+        let mut ssrcs = 10u32..;
+        let (media, played) = relay_media("s", &stream_tracks(), || ssrcs.next().unwrap());
+        let rtx = Some(RtxStream { pt: 97, ssrc: 12 });
+        let sent: Vec<_> = played.iter().map(|t| (t.pt, t.ssrc, t.rtx)).collect();
+        assert_eq!(sent, [(111, 10, None), (96, 11, rtx)]);
+        let offer = offer(media);
+        assert_eq!(offer.media[1].codecs[0].rtx_pt, Some(97));
+        assert_eq!(offer.media[1].rtx_ssrcs, [(11, 12)]);
+        assert!(offer.media[0].rtx_ssrcs.is_empty());
+
+        // An edge of this version takes it as any publisher's rtx.
+        let local = LocalParams {
+            ice_ufrag: "edgeufrag".into(),
+            ice_pwd: "edgepassword0123456789abc".into(),
+            fingerprint: [7; 32],
+            candidates: vec!["127.0.0.1:31000".parse().unwrap()],
+        };
+        let edge = answer_publisher(&offer, &local).unwrap();
+        assert_eq!(edge.tracks[1].rtx_pt, Some(97));
+        assert_eq!(edge.tracks[1].rtx_ssrcs, Some((11, 12)));
+        let mut tracks = played.clone();
+        keep_answered_rtx(&mut tracks, &sdp::parse(&edge.sdp).unwrap());
+        assert_eq!(tracks, played);
+
+        // One that answers without it (an older rtcdn) gets the packets as they went out.
+        let older = edge
+            .sdp
+            .replace("a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n", "")
+            .replace(" 96 97\r\n", " 96\r\n");
+        let mut tracks = played.clone();
+        keep_answered_rtx(&mut tracks, &sdp::parse(&older).unwrap());
+        assert_eq!(tracks[1].rtx, None);
+        assert_eq!(tracks[1].ssrc, 11);
+    }
+
+    #[test]
+    fn rtx_takes_a_payload_type_no_track_uses() {
+        let mut tracks = stream_tracks();
+        tracks[1].codec.pt = 97;
+        tracks[0].codec.pt = 96;
+        let (_, played) = relay_media("s", &tracks, || 5);
+        assert_eq!(played[1].rtx.map(|r| r.pt), Some(98));
+    }
 }

@@ -77,6 +77,9 @@ pub struct CoreStats {
     pub keyframe_cache_hits: AtomicU64,
     /// Players whose video had to wait for a keyframe requested from the publisher.
     pub keyframe_cache_misses: AtomicU64,
+    /// Publishers' retransmissions (RFC 4588) dropped without being forwarded: padding-only
+    /// bandwidth probes, and copies of packets already received.
+    pub rtx_dropped: AtomicU64,
     /// Heap allocations the core thread has made since it started (see [`crate::alloc_count`]);
     /// meaningful only when `counts_allocations` is set.
     pub allocations: AtomicU64,
@@ -146,6 +149,7 @@ struct Counters {
     upstream_losses_abandoned: u64,
     keyframe_cache_hits: u64,
     keyframe_cache_misses: u64,
+    rtx_dropped: u64,
     media_allocations: u64,
 }
 
@@ -527,6 +531,7 @@ impl Core {
         use crate::session::SessionError;
         match error {
             SessionError::Srtp(_) | SessionError::NotKeyed => self.counters.srtp_rejected += 1,
+            SessionError::Rtx(e) if !e.is_malformed() => self.counters.rtx_dropped += 1,
             _ => self.counters.rtp_malformed += 1,
         }
     }
@@ -1038,6 +1043,7 @@ impl Core {
             .fetch_add(c.keyframe_cache_hits, Ordering::Relaxed);
         s.keyframe_cache_misses
             .fetch_add(c.keyframe_cache_misses, Ordering::Relaxed);
+        s.rtx_dropped.fetch_add(c.rtx_dropped, Ordering::Relaxed);
         s.handoff_dropped
             .store(self.mesh.dropped, Ordering::Relaxed);
         if let Some(n) = crate::alloc_count::this_thread() {

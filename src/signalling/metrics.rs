@@ -52,6 +52,7 @@ struct CoreSnapshot {
     upstream_losses_abandoned: u64,
     keyframe_cache_hits: u64,
     keyframe_cache_misses: u64,
+    rtx_dropped: u64,
     /// (reason, packets) dropped as bad input.
     dropped: Vec<(&'static str, u64)>,
     media_allocations: Option<u64>,
@@ -93,6 +94,7 @@ fn snapshot(state: &Signalling) -> Snapshot {
                 upstream_losses_abandoned: s.upstream_losses_abandoned.load(Relaxed),
                 keyframe_cache_hits: s.keyframe_cache_hits.load(Relaxed),
                 keyframe_cache_misses: s.keyframe_cache_misses.load(Relaxed),
+                rtx_dropped: s.rtx_dropped.load(Relaxed),
                 dropped: vec![
                     ("stun_integrity", s.stun_rejected.load(Relaxed)),
                     ("srtp_authentication", s.srtp_rejected.load(Relaxed)),
@@ -244,6 +246,14 @@ impl Collector for Snapshot {
             "Players whose video waited for a keyframe requested from the publisher",
             MetricType::Counter,
             |c| c.keyframe_cache_misses,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "rtx_dropped_packets",
+            "Publishers' retransmissions not forwarded: bandwidth probes, packets already received",
+            MetricType::Counter,
+            |c| c.rtx_dropped,
         )?;
 
         let mut e = encoder.encode_descriptor(

@@ -238,6 +238,25 @@ impl SrtpContext {
         Ok(plain)
     }
 
+    /// Records that packet `seq` of `ssrc` arrived inside another, already authenticated
+    /// stream: an RFC 4588 retransmission, which SRTP protects under its own SSRC and index, so
+    /// the replay check of the packet it carries is made here. Fails with [`Error::Replayed`]
+    /// when that packet was received before or is behind the window (drop the copy: forwarding
+    /// it again would reuse the index it went out with, with other header bytes); marks it
+    /// received otherwise. A new `ssrc` gets its state as with a first packet.
+    pub fn accept_repaired(&mut self, ssrc: crate::Ssrc, seq: u16) -> Result<(), Error> {
+        let pos = self.rtp.iter().position(|s| s.ssrc == ssrc.0);
+        let stream = pos.map_or(RtpStream::new(ssrc.0), |i| self.rtp[i]);
+        let index = stream.estimate(seq);
+        stream.window.check(index.value())?;
+        let i = pos.unwrap_or_else(|| {
+            self.rtp.push(stream);
+            self.rtp.len() - 1
+        });
+        self.rtp[i].window.accept(index.value());
+        Ok(())
+    }
+
     /// The rollover counter of `ssrc`: the upper 32 bits of its highest packet index.
     pub fn roc(&self, ssrc: crate::Ssrc) -> Option<u32> {
         let s = self.rtp.iter().find(|s| s.ssrc == ssrc.0)?;

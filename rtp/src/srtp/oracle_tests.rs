@@ -333,3 +333,75 @@ fn rejects_bad_keys_and_small_buffers() {
         Some(SrtpProfile::AeadAes128Gcm)
     );
 }
+
+/// A retransmission stream (RFC 4588) starts mid-session on a new SSRC, its random first
+/// sequence number just before a wrap, while the media SSRC is already in its second roll: the
+/// new SSRC's first index has ROC 0, as a receiver that first sees it assumes (RFC 3711 §3.3.1),
+/// and it rolls over on its own.
+#[test]
+fn a_new_ssrc_mid_session_starts_at_roc_zero_and_rolls_over_on_its_own() {
+    const MEDIA: u32 = 0x5eed_0001;
+    const RTX: u32 = 0x5eed_0002;
+    for profile in PROFILES {
+        let (mut tx, mut rx, mut oracle_rx) = (ours(profile), ours(profile), theirs(profile));
+        let mut n = 0;
+        let mut round_trip = |tx: &mut SrtpContext, ssrc: u32, seq: u16| {
+            let plain = rtp_packet(ssrc, seq, n);
+            n += 1;
+            let sealed = protect(tx, &plain);
+            assert_eq!(unprotect(&mut rx, &sealed).unwrap(), plain, "{profile:?}");
+            let theirs = oracle_rx.decrypt_rtp(&sealed).unwrap();
+            assert_eq!(
+                &theirs[..],
+                &plain[..],
+                "{profile:?} ssrc {ssrc:#x} seq {seq}"
+            );
+        };
+        for seq in (65_520..=65_535).chain(0..20u16) {
+            round_trip(&mut tx, MEDIA, seq);
+        }
+        assert_eq!(tx.roc(Ssrc(MEDIA)), Some(1));
+        for (i, seq) in (65_530..=65_535).chain(0..6u16).enumerate() {
+            round_trip(&mut tx, RTX, seq);
+            round_trip(&mut tx, MEDIA, 20 + i as u16);
+            let roc = u32::from(seq < 65_530);
+            assert_eq!(tx.roc(Ssrc(RTX)), Some(roc), "{profile:?} seq {seq}");
+        }
+        assert_eq!(
+            tx.roc(Ssrc(MEDIA)),
+            Some(1),
+            "the media stream is untouched"
+        );
+        assert_eq!(rx.roc(Ssrc(RTX)), Some(1));
+    }
+}
+
+#[test]
+fn a_repaired_packet_is_accepted_once_and_shares_the_media_streams_window() {
+    let profile = SrtpProfile::AeadAes128Gcm;
+    let (mut tx, mut rx) = (ours(profile), ours(profile));
+    let sealed: Vec<_> = (0..300u16)
+        .map(|s| protect(&mut tx, &rtp_packet(9, 65_400u16.wrapping_add(s), 1)))
+        .collect();
+    // 65_400..65_409 arrive; 65_405 is lost, and repaired inside another stream.
+    for (i, p) in sealed.iter().enumerate().take(10) {
+        if i != 5 {
+            unprotect(&mut rx, p).unwrap();
+        }
+    }
+    assert_eq!(rx.accept_repaired(Ssrc(9), 65_403), Err(Error::Replayed));
+    rx.accept_repaired(Ssrc(9), 65_405).unwrap();
+    assert_eq!(rx.accept_repaired(Ssrc(9), 65_405), Err(Error::Replayed));
+    // The original arriving late is now the duplicate.
+    assert_eq!(unprotect(&mut rx, &sealed[5]), Err(Error::Replayed));
+    // Across the wrap (index 65_536 + 100) and behind the window.
+    unprotect(&mut rx, &sealed[250]).unwrap();
+    rx.accept_repaired(Ssrc(9), 65_400u16.wrapping_add(249))
+        .unwrap();
+    assert_eq!(rx.roc(Ssrc(9)), Some(1));
+    assert_eq!(rx.accept_repaired(Ssrc(9), 65_420), Err(Error::Replayed));
+    // A stream not seen yet starts its state with the repaired packet.
+    rx.accept_repaired(Ssrc(10), 7).unwrap();
+    assert_eq!(rx.roc(Ssrc(10)), Some(0));
+    assert_eq!(rx.accept_repaired(Ssrc(10), 7), Err(Error::Replayed));
+}
