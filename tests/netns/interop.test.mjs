@@ -364,20 +364,23 @@ test('Firefox ESR WHIP publish (fake camera, VP8) -> Chromium WHEP play; media b
     });
   });
 
-/** Drops `percent`% of the UDP datagrams each namespace sends (nftables `numgen random`; this
+/** Drops `percent`% of the UDP datagrams each namespace receives (nftables `numgen random`; this
  * kernel has no netem), or none at 0. Both directions of every media path lose that much.
- * The output hook sees every datagram a namespace's sockets send, those to another socket of the
- * same namespace too (routed through lo): an origin -> edge relay in the server namespace loses
- * `percent`% as well. Datagrams on lo and on rtcdn0 are dropped by two rules (each draws its own
- * number, and a datagram meets only one of them) so that `lossCounters` can tell them apart. */
+ * On the input hook, not output: a datagram dropped on output fails the sender's sendmsg
+ * (EPERM), and Chromium sends it again, so a publisher's hop would never lose anything; on input
+ * the sender cannot tell, as on a real network. The input hook sees every datagram a namespace's
+ * sockets receive, those from another socket of the same namespace too (routed through lo): an
+ * origin -> edge relay in the server namespace loses `percent`% as well. Datagrams from lo and
+ * from rtcdn0 are dropped by two rules (each draws its own number, and a datagram meets only one
+ * of them) so that `lossCounters` can tell them apart. */
 function setUdpLoss(percent) {
-  const drop = (oif, what) => `    meta l4proto udp oifname ${oif} numgen random mod 100 < ${percent} counter drop comment "${what}"`;
+  const drop = (iif, what) => `    meta l4proto udp iifname ${iif} numgen random mod 100 < ${percent} counter drop comment "${what}"`;
   for (const ns of [SRV_NS, CLI_NS]) {
     const rules = ['table inet rtcdn_loss', 'delete table inet rtcdn_loss', 'table inet rtcdn_loss {',
-      '  chain out {', '    type filter hook output priority 0; policy accept;',
+      '  chain in {', '    type filter hook input priority 0; policy accept;',
       ...(percent > 0 ? [drop('"lo"', 'lo dropped'), drop('!= "lo"', 'dropped')] : []),
-      '    meta l4proto udp oifname "lo" counter comment "lo passed"',
-      '    meta l4proto udp oifname != "lo" counter comment "passed"',
+      '    meta l4proto udp iifname "lo" counter comment "lo passed"',
+      '    meta l4proto udp iifname != "lo" counter comment "passed"',
       '  }', '}'].join('\n');
     const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rules + '\n', encoding: 'utf8' });
     assert.equal(r.status, 0, `nft in ${ns}: ${r.stderr}`);
@@ -574,10 +577,10 @@ test('Chromium WHIP publish to an origin -> Chromium WHEP play from its edge (or
           t.diagnostic(`${loss}% loss over 15 s: ${frames[loss]} frames decoded, ${z.freezes - a.freezes} freezes ` +
             `(${(z.freezeSeconds - a.freezeSeconds).toFixed(2)} s frozen), player NACKs ${z.nacks - a.nacks}, ` +
             `player lost ${z.lost - a.lost}, frames dropped ${z.dropped - a.dropped}; origin: ${fmtCounters(nodeCounters(oa, oz))}; ` +
-            `edge: ${fmtCounters(nodeCounters(ea, ez))}; UDP datagrams out (nft): server ns ${JSON.stringify(nft.srv)}, ` +
+            `edge: ${fmtCounters(nodeCounters(ea, ez))}; UDP datagrams in (nft): server ns ${JSON.stringify(nft.srv)}, ` +
             `client ns ${JSON.stringify(nft.cli)}`);
           // The relay hop is lo inside the server namespace: the loss rule must have seen it.
-          assert.ok(nft.srv['lo passed'] > 500, `origin -> edge datagrams through the output hook on lo: ${JSON.stringify(nft.srv)}`);
+          assert.ok(nft.srv['lo passed'] > 500, `origin -> edge datagrams through the input hook on lo: ${JSON.stringify(nft.srv)}`);
           if (loss > 0) assert.ok(nft.srv['lo dropped'] > 0, `some origin <-> edge datagrams dropped at ${loss}%: ${JSON.stringify(nft.srv)}`);
         }
         setUdpLoss(0);
