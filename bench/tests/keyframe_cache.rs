@@ -2,9 +2,9 @@
 //! request to reach the publisher (issue 11, keyframe cache).
 //!
 //! A synthetic VP8 publisher sends delta frames, one keyframe and more delta frames; a player
-//! that joins afterwards gets the keyframe and everything after it at once, with continuous
-//! sequence numbers that carry on into the live packets, and the publisher is asked for no
-//! keyframe. A player of a stream whose keyframe is no longer cached asks the publisher as
+//! that joins afterwards, on the publisher's core or on another, gets the keyframe and
+//! everything after it at once, with continuous sequence numbers that carry on into the live
+//! packets, and the publisher is asked for no keyframe. A player of a stream whose keyframe is no longer cached asks the publisher as
 //! before. Everything is sent to 127.0.0.1 only.
 
 use std::time::{Duration, Instant};
@@ -103,7 +103,17 @@ async fn pli_within(publisher: &mut ClientSession, window: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_player_starts_on_the_cached_keyframe() {
-    let node = test_node(1);
+    starts_on_the_cached_keyframe(1).await;
+}
+
+/// The player lands on the other core: the publisher's core replays its keyframe there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_player_on_another_core_starts_on_the_keyframe_the_publishers_core_cached() {
+    starts_on_the_cached_keyframe(2).await;
+}
+
+async fn starts_on_the_cached_keyframe(cores: usize) {
+    let node = test_node(cores);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let mut sender = Sender { seq: 1000, ts: 0 };
@@ -131,6 +141,11 @@ async fn a_new_player_starts_on_the_cached_keyframe() {
     )
     .await
     .expect("play");
+    assert_eq!(
+        player.remote_addr() == publisher.remote_addr(),
+        cores == 1,
+        "the player is on the publisher's core only when there is one core"
+    );
     // The keyframe and every packet after it, at once, numbered without a gap.
     let mut first_seq = None;
     for (i, sent) in expected.iter().enumerate() {
@@ -175,7 +190,17 @@ async fn a_new_player_starts_on_the_cached_keyframe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_cached_keyframe_a_new_player_asks_the_publisher() {
-    let node = test_node(1);
+    asks_the_publisher_without_a_cached_keyframe(1).await;
+}
+
+/// On another core than the publisher's, whose core has no keyframe to replay either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cached_keyframe_a_player_on_another_core_asks_the_publisher() {
+    asks_the_publisher_without_a_cached_keyframe(2).await;
+}
+
+async fn asks_the_publisher_without_a_cached_keyframe(cores: usize) {
+    let node = test_node(cores);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let mut sender = Sender { seq: 7, ts: 0 };

@@ -36,6 +36,11 @@ const HANDOFF_BATCH: usize = 64;
 /// 3 Mbit/s video. A longer run since the last keyframe would be a burst too big for a
 /// player's link; the player waits for a fresh keyframe instead.
 const KEYFRAME_REPLAY_MAX_PACKETS: usize = 300;
+/// Room left in a hand-off ring after a keyframe replay, for the live packets that share it.
+const REPLAY_RING_HEADROOM: usize = 256;
+/// How long players wait for a replay from the publisher's core (its end marker may have been
+/// dropped with a full ring) before they take live video and a keyframe request.
+const REPLAY_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a closed session's address is remembered so its DTLS close_notify still goes out.
 const CLOSING_LINGER: Duration = Duration::from_secs(2);
 
@@ -181,6 +186,9 @@ struct Entry {
     /// The socket the session's datagrams use: the core's own, or a relay's private one (two
     /// relays to the same edge core must not share a 5-tuple).
     socket: SocketId,
+    /// A new player whose video waits for the keyframe replay from the publisher's core:
+    /// live video is held back until it arrives, so the player's first packet is the keyframe.
+    awaiting_replay: bool,
 }
 
 #[derive(Default)]
@@ -191,6 +199,8 @@ struct LocalStream {
     players: Vec<SessionId>,
     /// Cores that have players of this stream (only on the publisher's core).
     remote_cores: Vec<CoreId>,
+    /// When this core asked the publisher's core for a keyframe replay that has not ended yet.
+    replay_requested: Option<Instant>,
     /// The video this core forwarded, to answer its players' NACKs here and start new players
     /// on its newest keyframe: allocated with the first player of a video track (or with a
     /// publisher of video on this core), dropped when the core has neither.
@@ -228,6 +238,7 @@ struct Core {
 
 struct Scratch {
     sessions: Vec<SessionId>,
+    streams: Vec<StreamId>,
     /// Control items from other cores: (stream, kind, payload range in `bytes`).
     control: Vec<(StreamId, ForwardKind, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
@@ -240,6 +251,7 @@ impl Scratch {
     fn new() -> Scratch {
         Scratch {
             sessions: Vec::new(),
+            streams: Vec::new(),
             control: Vec::with_capacity(HANDOFF_BATCH),
             bytes: Vec::with_capacity(HANDOFF_BATCH * 2 * MAX_LOST_PACKETS),
         }
@@ -369,6 +381,10 @@ impl DatagramHandler for Core {
                     tx,
                 );
             }
+            ForwardKind::KeyframeReplay { keyframe } => {
+                counters.rtp_sent +=
+                    replay_to_waiting(streams, sessions, item.stream, keyframe, item.payload(), tx);
+            }
             other => {
                 let start = bytes.len();
                 bytes.extend_from_slice(item.payload());
@@ -412,12 +428,48 @@ fn fan_out(
         let Some(remote) = entry.session.remote() else {
             continue;
         };
-        if !entry.session.is_connected() {
+        if !entry.session.is_connected() || (entry.awaiting_replay && kind == MediaKind::Video) {
             continue;
         }
         let session = &mut entry.session;
         tx.push_with_on(entry.socket, remote, |buf| {
             session.write_rtp(kind, plain, buf)
+        });
+        sent += 1;
+    }
+    sent
+}
+
+/// Writes one packet of a keyframe replay from the publisher's core to the local players of
+/// `stream` that wait for it, and keeps it in the core's cache (which lacked it: its first
+/// player started the replay). Returns the packets queued.
+fn replay_to_waiting(
+    streams: &mut HashMap<StreamId, LocalStream>,
+    sessions: &mut HashMap<SessionId, Entry>,
+    stream: StreamId,
+    keyframe: bool,
+    plain: &[u8],
+    tx: &mut SendQueue,
+) -> u64 {
+    let Some(local) = streams.get_mut(&stream) else {
+        return 0;
+    };
+    if let Some(cache) = local.video_cache.as_mut() {
+        if cache.insert(plain).is_ok() && keyframe {
+            cache.note_keyframe(plain);
+        }
+    }
+    let mut sent = 0;
+    for player in &local.players {
+        let Some(entry) = sessions.get_mut(player).filter(|e| e.awaiting_replay) else {
+            continue;
+        };
+        let Some(remote) = entry.session.remote() else {
+            continue;
+        };
+        let session = &mut entry.session;
+        tx.push_with_on(entry.socket, remote, |buf| {
+            session.write_rtp(MediaKind::Video, plain, buf)
         });
         sent += 1;
     }
@@ -633,6 +685,7 @@ impl Core {
                 session,
                 dtls: None,
                 socket,
+                awaiting_replay: false,
             },
         );
         // A relay's first connectivity checks are ready at once.
@@ -693,7 +746,13 @@ impl Core {
                 ntp_time,
                 rtp_time,
             } => self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx),
-            ForwardKind::Rtp { .. } => {}
+            ForwardKind::KeyframeStart => {
+                if let Some(&core) = payload.first() {
+                    self.replay_keyframe_to(now, CoreId(usize::from(core)), stream, tx);
+                }
+            }
+            ForwardKind::KeyframeReplayEnd { replayed } => self.end_replay(stream, replayed),
+            ForwardKind::Rtp { .. } | ForwardKind::KeyframeReplay { .. } => {}
         }
     }
 
@@ -732,9 +791,53 @@ impl Core {
         );
     }
 
-    /// Starts a connected player's video on the keyframe this core's cache holds, so it need
-    /// not wait for one from the publisher; asks the publisher for one when the cache has none.
+    /// Starts a connected player's video on the newest keyframe, so it need not wait for one
+    /// from the publisher: from this core's cache, else replayed from the publisher's core;
+    /// asks the publisher for one when neither has it.
     fn start_player(&mut self, now: Instant, id: SessionId, stream: StreamId, tx: &mut SendQueue) {
+        if !self
+            .sessions
+            .get(&id)
+            .is_some_and(|e| e.session.plays(MediaKind::Video))
+        {
+            return;
+        }
+        if self.start_from_local_keyframe(id, stream, tx) {
+            self.counters.keyframe_cache_hits += 1;
+            return;
+        }
+        let me = u8::try_from(self.id.0).unwrap_or(u8::MAX);
+        let Core {
+            streams,
+            sessions,
+            mesh,
+            ..
+        } = self;
+        if let Some(local) = streams.get_mut(&stream) {
+            if let Some(publisher_core) = local.publisher_core {
+                // The publisher's core keeps the keyframe for players still to come: ask it to
+                // replay it here, and hold this player's live video back until it has.
+                if let Some(entry) = sessions.get_mut(&id) {
+                    entry.awaiting_replay = true;
+                }
+                if local.replay_requested.is_none() {
+                    local.replay_requested = Some(now);
+                    mesh.send(publisher_core, stream, ForwardKind::KeyframeStart, &[me]);
+                }
+                return;
+            }
+        }
+        self.counters.keyframe_cache_misses += 1;
+        self.request_keyframe(now, stream, tx);
+    }
+
+    /// Sends a player the packets from the keyframe this core cached on; false without one.
+    fn start_from_local_keyframe(
+        &mut self,
+        id: SessionId,
+        stream: StreamId,
+        tx: &mut SendQueue,
+    ) -> bool {
         let Core {
             streams,
             sessions,
@@ -747,20 +850,76 @@ impl Core {
             .and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS));
         let target = sessions
             .get_mut(&id)
-            .filter(|e| e.session.plays(MediaKind::Video))
             .and_then(|e| Some((e.socket, e.session.remote()?, &mut e.session)));
-        if let (Some(packets), Some((socket, remote, session))) = (cached, target) {
-            for plain in packets {
-                tx.push_with_on(socket, remote, |buf| {
-                    session.write_rtp(MediaKind::Video, plain, buf)
-                });
-                counters.rtp_sent += 1;
-            }
-            counters.keyframe_cache_hits += 1;
-            return;
+        let (Some(packets), Some((socket, remote, session))) = (cached, target) else {
+            return false;
+        };
+        for plain in packets {
+            tx.push_with_on(socket, remote, |buf| {
+                session.write_rtp(MediaKind::Video, plain, buf)
+            });
+            counters.rtp_sent += 1;
         }
-        counters.keyframe_cache_misses += 1;
-        self.request_keyframe(now, stream, tx);
+        true
+    }
+
+    /// On the publisher's core: another core's new players want to start on the cached
+    /// keyframe. Sends them the packets from it on, or, when there are none (or the ring has
+    /// no room for them next to the live packets), asks the publisher for a keyframe.
+    fn replay_keyframe_to(
+        &mut self,
+        now: Instant,
+        core: CoreId,
+        stream: StreamId,
+        tx: &mut SendQueue,
+    ) {
+        let Core { streams, mesh, .. } = self;
+        let cache = streams.get(&stream).and_then(|l| l.video_cache.as_ref());
+        let count = cache
+            .and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS))
+            .map_or(0, Iterator::count);
+        let fits = count + 1 + REPLAY_RING_HEADROOM <= mesh.free_slots(core);
+        let replayed = count > 0 && fits;
+        if let (true, Some(packets)) = (
+            replayed,
+            cache.and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS)),
+        ) {
+            for (i, plain) in packets.enumerate() {
+                let kind = ForwardKind::KeyframeReplay { keyframe: i == 0 };
+                mesh.send(core, stream, kind, plain);
+            }
+        }
+        mesh.send(
+            core,
+            stream,
+            ForwardKind::KeyframeReplayEnd { replayed },
+            &[],
+        );
+        if !replayed {
+            self.request_keyframe(now, stream, tx);
+        }
+    }
+
+    /// A keyframe replay this core asked for ended (or never came): its waiting players take
+    /// live video from now on; without a replay they wait for the keyframe requested for them.
+    fn end_replay(&mut self, stream: StreamId, replayed: bool) {
+        let Some(local) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        local.replay_requested = None;
+        let mut waited = 0;
+        for player in &local.players {
+            if let Some(entry) = self.sessions.get_mut(player).filter(|e| e.awaiting_replay) {
+                entry.awaiting_replay = false;
+                waited += 1;
+            }
+        }
+        if replayed {
+            self.counters.keyframe_cache_hits += waited;
+        } else {
+            // The publisher's core asked the publisher for a keyframe.
+            self.counters.keyframe_cache_misses += waited;
+        }
     }
 
     /// Answers a player's NACK: sends it the packets this core's cache holds, and asks the
@@ -1007,9 +1166,31 @@ impl Core {
             }
         }
         self.scratch.sessions = due;
+        self.expire_replays(now, tx);
         self.closing
             .retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
         self.publish_stats(tx);
+    }
+
+    /// Replays whose end marker never came (dropped with a full ring): their players take
+    /// live video and a keyframe request.
+    fn expire_replays(&mut self, now: Instant, tx: &mut SendQueue) {
+        let mut expired = std::mem::take(&mut self.scratch.streams);
+        expired.clear();
+        expired.extend(
+            self.streams
+                .iter()
+                .filter(|(_, l)| {
+                    l.replay_requested
+                        .is_some_and(|at| now >= at + REPLAY_TIMEOUT)
+                })
+                .map(|(id, _)| *id),
+        );
+        for &stream in &expired {
+            self.end_replay(stream, false);
+            self.request_keyframe(now, stream, tx);
+        }
+        self.scratch.streams = expired;
     }
 
     fn publish_stats(&mut self, tx: &SendQueue) {

@@ -30,6 +30,15 @@ pub enum ForwardKind {
     /// A player on the sending core lost packets of a track: the publisher's sequence numbers,
     /// big-endian, in `data[..len]`.
     Nack { kind: MediaKind },
+    /// A new player on the sending core wants its video to start on the keyframe the
+    /// publisher's core cached; `data[0]` is the sending core.
+    KeyframeStart,
+    /// One cached video packet from the newest keyframe on, in `data[..len]`, for the players
+    /// waiting for it (`keyframe` on the first).
+    KeyframeReplay { keyframe: bool },
+    /// The end of a replay; `replayed` is false when the publisher's core had no keyframe to
+    /// replay and asked the publisher for one instead.
+    KeyframeReplayEnd { replayed: bool },
 }
 
 /// One ring slot.
@@ -114,6 +123,14 @@ impl MeshEndpoint {
             }
             Err(_) => self.dropped += 1,
         }
+    }
+
+    /// How many more items the ring to `core` takes now.
+    pub fn free_slots(&self, core: CoreId) -> usize {
+        self.to
+            .get(core.0)
+            .and_then(Option::as_ref)
+            .map_or(0, Producer::slots)
     }
 
     /// Wakes every core that got items since the last call. Called once per receive batch, so
