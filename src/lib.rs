@@ -6,6 +6,7 @@
 
 pub mod alloc_count;
 pub mod auth;
+pub mod bwe;
 pub mod cdn;
 pub mod config;
 pub mod control;
