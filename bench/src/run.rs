@@ -17,7 +17,10 @@ use serde_json::{json, Value};
 
 use crate::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use crate::limit::{LimitOptions, LimitReport};
-use crate::media::{read_packet, write_packet, MediaEvent, MediaShape, Probe, ProbeError, Shaper};
+use crate::media::{
+    read_packet, write_packet, MediaEvent, MediaShape, Probe, ProbeError, RtpFields, Shaper,
+    Vp8Part,
+};
 use crate::stats::{median, own_cpu, process_cpu, Histogram};
 
 /// Signalling protocol.
@@ -446,33 +449,34 @@ async fn publisher_loop(
                 phase,
             };
             let len = match event {
-                MediaEvent::Video { frame, .. } => {
+                MediaEvent::Video {
+                    frame, keyframe, ..
+                } => {
                     video_seq = video_seq.wrapping_add(1);
-                    let ts = (frame as u32).wrapping_mul(90_000 / shape.fps.max(1));
-                    write_packet(
-                        &mut buf,
-                        VIDEO_PT,
-                        publisher.video_ssrc,
-                        video_seq,
-                        ts,
-                        i + 1 == count,
-                        probe,
-                        shape.video_packet,
-                    )
+                    let fields = RtpFields {
+                        pt: VIDEO_PT,
+                        ssrc: publisher.video_ssrc,
+                        seq: video_seq,
+                        ts: (frame as u32).wrapping_mul(90_000 / shape.fps.max(1)),
+                        marker: i + 1 == count,
+                    };
+                    let part = match (i, keyframe) {
+                        (0, true) => Vp8Part::KeyframeStart,
+                        (0, false) => Vp8Part::DeltaStart,
+                        _ => Vp8Part::Continuation,
+                    };
+                    write_packet(&mut buf, fields, Some(part), probe, shape.video_packet)
                 }
                 MediaEvent::Audio { index } => {
                     audio_seq = audio_seq.wrapping_add(1);
-                    let ts = (index as u32).wrapping_mul(48_000 / shape.audio_pps.max(1));
-                    write_packet(
-                        &mut buf,
-                        AUDIO_PT,
-                        publisher.audio_ssrc,
-                        audio_seq,
-                        ts,
-                        false,
-                        probe,
-                        shape.audio_packet,
-                    )
+                    let fields = RtpFields {
+                        pt: AUDIO_PT,
+                        ssrc: publisher.audio_ssrc,
+                        seq: audio_seq,
+                        ts: (index as u32).wrapping_mul(48_000 / shape.audio_pps.max(1)),
+                        marker: false,
+                    };
+                    write_packet(&mut buf, fields, None, probe, shape.audio_packet)
                 }
             };
             if let Err(e) = publisher.send_rtp(&buf[..len]).await {
