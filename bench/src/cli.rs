@@ -32,16 +32,23 @@ RUN OPTIONS:
     --audio-pps N           Opus-sized (160 B) audio packets per second (default 50)
     --concurrency C         session setups in flight during the ramp (default 16)
     --rate R                session setups started per second, 0 = unpaced (default 0)
+    --ramp-delay S          start the players S seconds after the publishers (default 0); a
+                            keyframe interval lets them start on the node's cached keyframe
     --setup-timeout S       per session, retries included (default 15)
     --warmup-timeout S      for every player to receive its first packet (default 15)
     --server-pid PID[,PID]  node process(es): report server CPU-ns per forwarded packet
     --stats-server URL[,URL]  more nodes (a CDN's edges) whose packet residence to report;
                             the --server's is always reported
+    --player-loss P         each player drops P% of its video datagrams at random on arrival
+                            (before SRTP) and asks for them again with NACKs; the report adds
+                            lost / NACKed / repaired / unrepaired (default 0: no loss, no NACKs)
     --baseline              measure the raw limit first (fan-out = --players), quote the ratio
     --repeat N              run N times, report each and the medians (default 1)
     --json                  print the report as JSON on stdout
     --quiet                 no live progress on stderr
     --strict                exit with code 1 unless every player got every packet intact
+                            (with --player-loss: repaired ones count, and every lost packet
+                            must have been repaired)
 
 LIMIT OPTIONS:
     --fanout M              destinations per ingress packet (default 100)
@@ -163,6 +170,26 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             (false, "--rate") => run.rate = value()?.parse().context("--rate")?,
             (false, "--setup-timeout") => {
                 run.setup_timeout = Duration::from_secs_f64(seconds(&value()?, "--setup-timeout")?)
+            }
+            (false, "--ramp-delay") => {
+                let v = value()?;
+                let s: f64 = v
+                    .parse()
+                    .with_context(|| format!("--ramp-delay: not a number: {v:?}"))?;
+                if !(s.is_finite() && s >= 0.0) {
+                    bail!("--ramp-delay must be 0 or more");
+                }
+                run.ramp_delay = Duration::from_secs_f64(s);
+            }
+            (false, "--player-loss") => {
+                let v = value()?;
+                let p: f64 = v
+                    .parse()
+                    .with_context(|| format!("--player-loss: not a number: {v:?}"))?;
+                if !(0.0..100.0).contains(&p) {
+                    bail!("--player-loss is a percentage, 0 or more and below 100");
+                }
+                run.player_loss_percent = p;
             }
             (false, "--warmup-timeout") => {
                 run.warmup_timeout =
@@ -303,5 +330,17 @@ mod tests {
             ["http://127.0.0.1:1", "http://127.0.0.1:2"]
         );
         assert!(parse_str("--stats-server 127.0.0.1:1").is_err());
+        let Command::Run { options, .. } = parse_str("--player-loss 2.5 --ramp-delay=2").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (options.player_loss_percent, options.ramp_delay),
+            (2.5, Duration::from_secs(2))
+        );
+        for bad in ["--player-loss 100", "--player-loss -1", "--player-loss x"] {
+            assert!(parse_str(bad).is_err(), "{bad}");
+        }
+        assert!(parse_str("--ramp-delay -1").is_err());
     }
 }

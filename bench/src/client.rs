@@ -19,6 +19,7 @@ use rtcdn::signalling::flashphoner::client::{media_session_id, WsClient, WsClien
 use serde_json::{json, Value};
 
 use crate::http::{self, HttpError};
+use crate::repair::{Repair, RepairCounts};
 
 /// Payload type the client uses for Opus.
 pub const AUDIO_PT: u8 = 111;
@@ -82,8 +83,11 @@ pub struct ClientCounters {
     pub rtcp_received: u64,
     /// Packets that failed SRTP.
     pub srtp_failures: u64,
-    /// RTP packets dropped on arrival on purpose ([`ClientSession::lose_once`]).
+    /// RTP packets dropped on arrival on purpose ([`ClientSession::lose_once`],
+    /// [`ClientSession::enable_nack`]).
     pub rtp_lost: u64,
+    /// Injected loss and its repair by NACKs; all zero unless [`ClientSession::enable_nack`].
+    pub repair: RepairCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +106,8 @@ struct PeerState {
     counters: ClientCounters,
     /// (SSRC, sequence number) of RTP packets to drop the next time they arrive.
     lose: Vec<(u32, u16)>,
+    /// Random loss and NACKs, once enabled.
+    repair: Option<Repair<rand::rngs::StdRng>>,
     /// SRTP that arrived while the DTLS task was still handing over the keys (the server's
     /// handshake may end, and its media start, before ours): read once the keys are in, as a
     /// browser's DTLS stack, which installs them before it reads on, would.
@@ -385,6 +391,7 @@ impl ClientSession {
             remote: None,
             counters: ClientCounters::default(),
             lose: Vec::new(),
+            repair: None,
             early: Vec::new(),
         }));
         let (status_tx, mut status) = watch::channel(Status::Connecting);
@@ -577,13 +584,38 @@ impl ClientSession {
         state.lose.extend(seqs.into_iter().map(|seq| (ssrc, seq)));
     }
 
+    /// Makes this player ask for the video it misses with generic NACKs (RFC 4585), as a
+    /// browser does, and drop `loss_percent` % of the video datagrams that arrive, at random,
+    /// before SRTP, as a lossy network would (0 for none). See [`crate::repair`]. Packets that
+    /// arrived before the call are not tracked.
+    pub fn enable_nack(&self, loss_percent: f64) {
+        use rand::SeedableRng;
+        let mut state = self.state.lock().expect("client state lock");
+        state.repair = Some(Repair::new(
+            vec![VIDEO_PT],
+            loss_percent,
+            rand::rngs::StdRng::seed_from_u64(rand::random()),
+            rand::random::<u32>() | 1,
+        ));
+    }
+
+    /// Changes the share of video datagrams dropped on arrival; NACKs go on. Nothing without
+    /// [`ClientSession::enable_nack`] first.
+    pub fn set_loss(&self, loss_percent: f64) {
+        let mut state = self.state.lock().expect("client state lock");
+        if let Some(repair) = state.repair.as_mut() {
+            repair.set_loss(loss_percent);
+        }
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> ClientCounters {
-        self.state
-            .lock()
-            .expect("client state lock")
-            .counters
-            .clone()
+        let state = self.state.lock().expect("client state lock");
+        let mut counters = state.counters.clone();
+        if let Some(repair) = &state.repair {
+            counters.repair = repair.counts();
+        }
+        counters
     }
 
     /// Ends the session: an HTTP DELETE on its resource (WHIP/WHEP), or `unPublishStream` /
@@ -779,6 +811,50 @@ fn transport_ended(status: &watch::Sender<Status>, why: String) {
     });
 }
 
+/// Whether to drop an arriving SRTP packet (at least an RTP header long) before SRTP, as if the
+/// network lost it: one [`ClientSession::lose_once`] names, or one the injected loss picks.
+/// Dropping after decrypting would not do: SRTP's replay check rejects a second copy of a packet
+/// the client kept, so a retransmission could never be received.
+fn should_drop(state: &mut PeerState, data: &[u8]) -> bool {
+    // SRTP leaves the header in the clear.
+    let pt = data[1] & 0x7f;
+    let seq = u16::from_be_bytes([data[2], data[3]]);
+    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+    if let Some(at) = state.lose.iter().position(|&l| l == (ssrc, seq)) {
+        state.lose.swap_remove(at);
+        return true;
+    }
+    state
+        .repair
+        .as_mut()
+        .is_some_and(|repair| repair.should_drop(ssrc, seq, pt))
+}
+
+/// Queues the NACKs due now, sealed (SRTCP), once keyed; returns when more will be due.
+fn poll_nacks(
+    state: &mut PeerState,
+    transmits: &mut Vec<(SocketAddr, Vec<u8>)>,
+) -> Option<Instant> {
+    let PeerState {
+        repair: Some(repair),
+        srtp_tx: Some(srtp),
+        remote: Some(remote),
+        ..
+    } = state
+    else {
+        return None;
+    };
+    let now = Instant::now();
+    let mut buf = [0u8; 1500];
+    while let Some(len) = repair.poll_nack(now, &mut buf) {
+        // A NACK of at most MAX_PER_NACK numbers fits with room for the SRTCP trailer.
+        if let Ok(len) = srtp.protect_rtcp(&mut buf, len) {
+            transmits.push((*remote, buf[..len].to_vec()));
+        }
+    }
+    repair.poll_timeout()
+}
+
 struct Driver {
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<PeerState>>,
@@ -860,7 +936,14 @@ impl Driver {
                 _ => {}
             }
         }
-        Ok((transmits, state.ice.poll_timeout()))
+        let deadline = [
+            state.ice.poll_timeout(),
+            poll_nacks(&mut state, &mut transmits),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        Ok((transmits, deadline))
     }
 
     fn handle_datagram(&self, from: SocketAddr, data: &mut [u8]) {
@@ -875,16 +958,9 @@ impl Driver {
                 }
             }
             Some(128..=191) => {
-                let is_rtcp = rtp::rtcp::is_rtcp(data);
-                if !is_rtcp && !state.lose.is_empty() && data.len() >= 12 {
-                    // SRTP leaves the header in the clear.
-                    let seq = u16::from_be_bytes([data[2], data[3]]);
-                    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-                    if let Some(at) = state.lose.iter().position(|&l| l == (ssrc, seq)) {
-                        state.lose.swap_remove(at);
-                        state.counters.rtp_lost += 1;
-                        return;
-                    }
+                if !rtp::rtcp::is_rtcp(data) && data.len() >= 12 && should_drop(&mut state, data) {
+                    state.counters.rtp_lost += 1;
+                    return;
                 }
                 self.handle_srtp(&mut state, data);
             }
@@ -912,6 +988,9 @@ impl Driver {
             }
             Ok(len) => {
                 state.counters.rtp_received += 1;
+                if let Some(repair) = state.repair.as_mut() {
+                    repair.handle_rtp(Instant::now(), &data[..len]);
+                }
                 let _ = self.received.send(data[..len].to_vec());
             }
             Err(_) => state.counters.srtp_failures += 1,

@@ -67,7 +67,10 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if strict && !reports.iter().all(run::RunReport::clean) {
-                eprintln!("rtcdn-bench: --strict: some players missed packets or got them damaged");
+                eprintln!(
+                    "rtcdn-bench: --strict: some players missed packets, got them damaged, or \
+                     (with --player-loss) lost packets that were never repaired"
+                );
                 std::process::exit(1);
             }
         }

@@ -1,5 +1,7 @@
 //! Synthetic media: RTP packets whose payload says what they are (stream, sequence, send time)
-//! and is filled with a pattern derived from that, so a receiver can check every byte.
+//! and is filled with a pattern derived from that, so a receiver can check every byte. Video
+//! payloads may start with a minimal VP8 payload descriptor and payload header (RFC 7741), so a
+//! node's keyframe detection sees the bench's keyframes.
 
 use rtp::{Pt, RtpHeaderBuilder, Ssrc};
 
@@ -7,6 +9,10 @@ use rtp::{Pt, RtpHeaderBuilder, Ssrc};
 pub const MAGIC: [u8; 4] = *b"RTCD";
 /// Bytes of the payload header: magic, sequence (u64), send time (u64 ns), phase (u32).
 pub const PAYLOAD_HEADER: usize = 4 + 8 + 8 + 4;
+/// Bytes of the VP8 prefix a video payload may start with: the payload descriptor's first byte
+/// (X clear: nothing follows it) and one more byte (the VP8 payload header's first byte on a
+/// partition start).
+pub const VP8_PREFIX: usize = 2;
 
 /// What a receiver reads back from a synthetic payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +25,49 @@ pub struct Probe {
     pub phase: u32,
 }
 
+/// The RTP header fields of a synthetic packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpFields {
+    pub pt: u8,
+    pub ssrc: u32,
+    pub seq: u16,
+    pub ts: u32,
+    pub marker: bool,
+}
+
+/// Where a video packet sits in its frame, as its VP8 prefix says (RFC 7741 §4.2, §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vp8Part {
+    /// A frame's later packet: S clear.
+    Continuation,
+    /// A delta frame's first packet: S set, partition 0, P (inverse key frame) set.
+    DeltaStart,
+    /// A keyframe's first packet: S set, partition 0, P clear. What `rtp::is_keyframe` finds.
+    KeyframeStart,
+}
+
+impl Vp8Part {
+    /// Descriptor byte (X=0, N=0, S, PID=0), then the payload header's first byte: show_frame
+    /// set, version 0, and P; a continuation's second byte is partition data, fixed here.
+    fn prefix(self) -> [u8; VP8_PREFIX] {
+        match self {
+            Vp8Part::Continuation => [0x00, 0x00],
+            Vp8Part::DeltaStart => [0x10, 0x11],
+            Vp8Part::KeyframeStart => [0x10, 0x10],
+        }
+    }
+
+    fn from_prefix(prefix: [u8; VP8_PREFIX]) -> Option<Self> {
+        [
+            Vp8Part::Continuation,
+            Vp8Part::DeltaStart,
+            Vp8Part::KeyframeStart,
+        ]
+        .into_iter()
+        .find(|part| part.prefix() == prefix)
+    }
+}
+
 fn pattern(sequence: u64, i: usize) -> u8 {
     (sequence as usize)
         .wrapping_mul(31)
@@ -26,22 +75,27 @@ fn pattern(sequence: u64, i: usize) -> u8 {
 }
 
 /// Writes an RTP packet of `total_len` bytes carrying `probe` into `buf`; returns its length.
-#[allow(clippy::too_many_arguments)]
+/// With `vp8`, the payload starts with that VP8 prefix (video); without, with the magic (audio,
+/// or video that must not look like VP8 to a node).
 pub fn write_packet(
     buf: &mut [u8],
-    pt: u8,
-    ssrc: u32,
-    rtp_seq: u16,
-    rtp_ts: u32,
-    marker: bool,
+    fields: RtpFields,
+    vp8: Option<Vp8Part>,
     probe: Probe,
     total_len: usize,
 ) -> usize {
-    let mut header = RtpHeaderBuilder::new(Pt::new(pt), rtp_seq, rtp_ts, Ssrc(ssrc));
-    header.marker = marker;
+    let mut header =
+        RtpHeaderBuilder::new(Pt::new(fields.pt), fields.seq, fields.ts, Ssrc(fields.ssrc));
+    header.marker = fields.marker;
     let header_len = header.write_to(buf).expect("buffer holds an RTP header");
-    let total_len = total_len.max(header_len + PAYLOAD_HEADER).min(buf.len());
-    let payload = &mut buf[header_len..total_len];
+    let prefix_len = if vp8.is_some() { VP8_PREFIX } else { 0 };
+    let total_len = total_len
+        .max(header_len + prefix_len + PAYLOAD_HEADER)
+        .min(buf.len());
+    let (prefix, payload) = buf[header_len..total_len].split_at_mut(prefix_len);
+    if let Some(part) = vp8 {
+        prefix.copy_from_slice(&part.prefix());
+    }
     payload[..4].copy_from_slice(&MAGIC);
     payload[4..12].copy_from_slice(&probe.sequence.to_be_bytes());
     payload[12..20].copy_from_slice(&probe.sent_at_ns.to_be_bytes());
@@ -64,13 +118,43 @@ pub enum ProbeError {
     /// A filler byte differs: the payload was corrupted on the way.
     #[error("payload byte {index} of packet {sequence} is corrupted")]
     Corrupted { sequence: u64, index: usize },
+    /// The VP8 prefix before the magic is none the bench writes.
+    #[error("VP8 prefix {0:02x?} of packet {1} is corrupted")]
+    Vp8Prefix([u8; VP8_PREFIX], u64),
+}
+
+/// A received synthetic packet, verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub probe: Probe,
+    pub pt: u8,
+    /// The VP8 prefix the payload started with, if any.
+    pub vp8: Option<Vp8Part>,
 }
 
 /// Reads and verifies a received packet; returns its probe and payload type.
 pub fn read_packet(packet: &[u8]) -> Result<(Probe, u8), ProbeError> {
+    read_media(packet).map(|r| (r.probe, r.pt))
+}
+
+/// Reads and verifies a received packet, its VP8 prefix included.
+pub fn read_media(packet: &[u8]) -> Result<Received, ProbeError> {
     let header = rtp::RtpHeader::parse(packet).map_err(|e| ProbeError::Rtp(e.to_string()))?;
     let payload = header.payload();
-    if payload.len() < PAYLOAD_HEADER || payload[..4] != MAGIC {
+    // The magic's first byte ('R') is no VP8 descriptor byte the bench writes, so where the
+    // magic sits says whether a prefix comes first.
+    let prefix_len = if payload.starts_with(&MAGIC) {
+        0
+    } else if payload
+        .get(VP8_PREFIX..)
+        .is_some_and(|p| p.starts_with(&MAGIC))
+    {
+        VP8_PREFIX
+    } else {
+        return Err(ProbeError::NotSynthetic);
+    };
+    let (prefix, payload) = payload.split_at(prefix_len);
+    if payload.len() < PAYLOAD_HEADER {
         return Err(ProbeError::NotSynthetic);
     }
     let word = |r: std::ops::Range<usize>| {
@@ -83,6 +167,13 @@ pub fn read_packet(packet: &[u8]) -> Result<(Probe, u8), ProbeError> {
         sent_at_ns: word(12..20),
         phase: word(20..24) as u32,
     };
+    let vp8 = match prefix {
+        [a, b] => Some(
+            Vp8Part::from_prefix([*a, *b])
+                .ok_or(ProbeError::Vp8Prefix([*a, *b], probe.sequence))?,
+        ),
+        _ => None,
+    };
     if let Some(index) = payload[PAYLOAD_HEADER..]
         .iter()
         .enumerate()
@@ -93,7 +184,11 @@ pub fn read_packet(packet: &[u8]) -> Result<(Probe, u8), ProbeError> {
             index,
         });
     }
-    Ok((probe, header.payload_type().value()))
+    Ok(Received {
+        probe,
+        pt: header.payload_type().value(),
+        vp8,
+    })
 }
 
 /// The shape of one synthetic publisher's media: video frames at a frame rate, split into
@@ -232,6 +327,16 @@ impl Shaper {
 mod tests {
     use super::*;
 
+    fn fields(pt: u8) -> RtpFields {
+        RtpFields {
+            pt,
+            ssrc: 0x1234,
+            seq: 5,
+            ts: 9000,
+            marker: true,
+        }
+    }
+
     #[test]
     fn packets_round_trip_and_corruption_is_found() {
         let mut buf = [0u8; 1500];
@@ -240,7 +345,7 @@ mod tests {
             sent_at_ns: 123_456,
             phase: 1,
         };
-        let len = write_packet(&mut buf, 96, 0x1234, 5, 9000, true, probe, 1200);
+        let len = write_packet(&mut buf, fields(96), None, probe, 1200);
         assert_eq!(len, 1200);
         assert_eq!(read_packet(&buf[..len]), Ok((probe, 96)));
         buf[600] ^= 1;
@@ -252,6 +357,67 @@ mod tests {
             read_packet(&[0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]),
             Err(ProbeError::NotSynthetic)
         );
+    }
+
+    #[test]
+    fn the_vp8_prefix_round_trips_and_marks_keyframes_as_the_node_sees_them() {
+        let probe = Probe {
+            sequence: 9,
+            sent_at_ns: 1,
+            phase: 0,
+        };
+        for part in [
+            Vp8Part::Continuation,
+            Vp8Part::DeltaStart,
+            Vp8Part::KeyframeStart,
+        ] {
+            let mut buf = [0u8; 1500];
+            let len = write_packet(&mut buf, fields(96), Some(part), probe, 1200);
+            assert_eq!(len, 1200);
+            let received = read_media(&buf[..len]).unwrap();
+            assert_eq!(
+                received,
+                Received {
+                    probe,
+                    pt: 96,
+                    vp8: Some(part)
+                }
+            );
+            let header = rtp::RtpHeader::parse(&buf[..len]).unwrap();
+            assert_eq!(
+                rtp::is_keyframe(rtp::VideoCodec::Vp8, header.payload()),
+                part == Vp8Part::KeyframeStart,
+                "{part:?}"
+            );
+            // Every byte is checked: the prefix's, and the filler's after it.
+            for (at, want) in [(12, "prefix"), (13, "prefix"), (12 + 2 + 24 + 5, "filler")] {
+                let mut bad = buf;
+                bad[at] ^= 0x40;
+                let got = read_media(&bad[..len]);
+                match want {
+                    "prefix" => assert!(matches!(got, Err(ProbeError::Vp8Prefix(_, 9))), "{got:?}"),
+                    _ => assert!(
+                        matches!(
+                            got,
+                            Err(ProbeError::Corrupted {
+                                sequence: 9,
+                                index: 5
+                            })
+                        ),
+                        "{got:?}"
+                    ),
+                }
+            }
+        }
+        // Audio, or video that must not look like VP8: no prefix, the magic first.
+        let mut buf = [0u8; 300];
+        let len = write_packet(&mut buf, fields(111), None, probe, 160);
+        assert_eq!(read_media(&buf[..len]).unwrap().vp8, None);
+        // Too short for the probe after a prefix: not synthetic, not a panic.
+        let mut short = buf[..12 + 6].to_vec();
+        short[12..14].copy_from_slice(&[0x10, 0x10]);
+        short[14..18].copy_from_slice(&MAGIC);
+        assert_eq!(read_media(&short), Err(ProbeError::NotSynthetic));
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! ramp is measured: setup time and time to first packet); once every player has received, the
 //! measured window starts: every packet carries phase 1, and loss, order, corruption and one-way
 //! latency are counted per player; then publishers stop, in-flight packets drain, sessions close.
+//!
+//! With `player_loss_percent`, every player drops that share of its video on arrival and asks
+//! for it again with NACKs ([`crate::repair`]): a measured packet that comes back fills its gap
+//! late and counts as received, and the report adds what was lost, asked for and repaired, with
+//! the nodes' own repair counters over the whole run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +22,10 @@ use serde_json::{json, Value};
 
 use crate::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use crate::limit::{LimitOptions, LimitReport};
-use crate::media::{read_packet, write_packet, MediaEvent, MediaShape, Probe, ProbeError, Shaper};
+use crate::media::{
+    read_media, write_packet, MediaEvent, MediaShape, Probe, ProbeError, RtpFields, Shaper, Vp8Part,
+};
+use crate::repair::RepairCounts;
 use crate::stats::{median, own_cpu, process_cpu, Histogram};
 
 /// Signalling protocol.
@@ -70,6 +78,12 @@ pub struct RunOptions {
     pub baseline: bool,
     /// Print live progress to stderr every second.
     pub progress: bool,
+    /// Share of its video datagrams (percent) each player drops on arrival, and then asks for
+    /// again with NACKs; 0: none dropped, no NACKs sent.
+    pub player_loss_percent: f64,
+    /// How long after the publishers start the players' ramp starts (e.g. a keyframe interval,
+    /// so players can start on the node's cached keyframe).
+    pub ramp_delay: Duration,
 }
 
 impl Default for RunOptions {
@@ -93,12 +107,38 @@ impl Default for RunOptions {
             stats_servers: Vec::new(),
             baseline: false,
             progress: false,
+            player_loss_percent: 0.0,
+            ramp_delay: Duration::ZERO,
         }
     }
 }
 
 const PHASE_WARMUP: u32 = 0;
 const PHASE_MEASURED: u32 = 1;
+/// With injected loss, after the window: players drop nothing more, and the publishers go on for
+/// [`LOSS_TAIL`], so every packet a player dropped is followed by one it receives (a gap shows a
+/// loss only once a later packet arrives) and is asked for.
+const PHASE_TAIL: u32 = 2;
+const LOSS_TAIL: Duration = Duration::from_millis(300);
+
+/// Skipped packet numbers a player keeps for late copies (repairs) to fill: far more than the
+/// packets a second of loss skips at the rates the bench sends.
+const MAX_SKIPPED: u64 = 4096;
+
+/// The per-core counters of a node's `/api/stats` about loss repair and keyframe starts that the
+/// report quotes; a node that lacks one (an older node, or `rtx_sent` before RTX) is not
+/// reported for it.
+pub const NODE_REPAIR_COUNTERS: [&str; 9] = [
+    "retransmissions_sent",
+    "rtx_sent",
+    "nacks_forwarded_upstream",
+    "retransmissions_throttled",
+    "upstream_losses_requested",
+    "upstream_losses_recovered",
+    "upstream_losses_abandoned",
+    "keyframe_cache_hits",
+    "keyframe_cache_misses",
+];
 
 struct Shared {
     clock: Instant,
@@ -122,16 +162,25 @@ struct PlayerStats {
     stream: usize,
     connected: bool,
     setup: Option<Duration>,
+    /// From the session request to the first RTP packet, and to the first packet of a keyframe.
     first_packet: Option<Duration>,
+    first_keyframe: Option<Duration>,
     received_any: u64,
     received: u64,
     duplicates: u64,
     out_of_order: u64,
     /// Sequence numbers skipped (a live loss estimate; the report counts against what was sent).
     gaps: u64,
+    /// Measured packets that filled a gap: repaired ones, when the player NACKs.
+    late: u64,
     corrupted: u64,
     foreign: u64,
+    /// The newest publisher packet number seen (warm-up or measured).
     last_sequence: Option<u64>,
+    /// Numbers skipped before `last_sequence` and not received since; kept only when the player
+    /// NACKs, at most [`MAX_SKIPPED`].
+    skipped: BTreeSet<u64>,
+    repair: RepairCounts,
     latency_us: Histogram,
     interval_latency_us: Histogram,
     ended_early: Option<String>,
@@ -151,6 +200,8 @@ struct NodeCounters {
     media_allocations: Option<u64>,
     /// Residence histogram buckets, `(low ns, high ns) -> count`, summed over cores.
     residence: BTreeMap<(u64, u64), u64>,
+    /// The [`NODE_REPAIR_COUNTERS`] the node has, summed over cores.
+    repair: BTreeMap<&'static str, u64>,
 }
 
 /// How long packets stayed in one node during the window (its `residence_ns` histogram):
@@ -206,8 +257,17 @@ pub struct RunReport {
     pub setup_ms_p50: f64,
     pub setup_ms_p99: f64,
     pub setup_ms_max: f64,
+    /// Session request to first RTP packet, over players.
     pub first_packet_ms_p50: f64,
+    pub first_packet_ms_p95: f64,
     pub first_packet_ms_p99: f64,
+    pub first_packet_ms_max: f64,
+    /// Session request to the first video packet that starts a keyframe, over the players that
+    /// got one.
+    pub first_keyframe_ms_p50: f64,
+    pub first_keyframe_ms_p95: f64,
+    pub first_keyframe_ms_max: f64,
+    pub players_without_keyframe: usize,
     pub measured_seconds: f64,
     pub packets_sent: u64,
     pub packets_expected: u64,
@@ -215,7 +275,24 @@ pub struct RunReport {
     pub duplicates: u64,
     pub out_of_order: u64,
     pub corrupted: u64,
+    /// Measured packets that arrived after a later one and filled its gap (repairs), counted in
+    /// `packets_received`; only when players NACK.
+    pub packets_late: u64,
     pub loss: f64,
+    /// The injected loss (`RunOptions::player_loss_percent`), and the players' sums over their
+    /// whole sessions (warm-up included): video packets dropped on first arrival, copies
+    /// dropped again, packets NACKed, numbers requested (retries included), NACK packets sent,
+    /// packets that came back, and those given up or still missing at the end.
+    pub player_loss_percent: f64,
+    pub packets_lost: u64,
+    pub packets_lost_again: u64,
+    pub packets_nacked: u64,
+    pub nack_requests: u64,
+    pub nacks_sent: u64,
+    pub packets_repaired: u64,
+    pub packets_unrepaired: u64,
+    /// `packets_repaired / (packets_repaired + packets_unrepaired)`; `None` with nothing missed.
+    pub repair_ratio: Option<f64>,
     pub out_pps: f64,
     pub in_pps: f64,
     pub latency_us_p50: u64,
@@ -235,6 +312,10 @@ pub struct RunReport {
     pub node_media_allocations: Option<u64>,
     /// Per node (`--server` first, then `--stats-server`s): time packets spent in it.
     pub residence: Vec<NodeResidence>,
+    /// The nodes' [`NODE_REPAIR_COUNTERS`] over the whole run (before the publishers connect to
+    /// after the drain), summed over cores and over `--server` and the `--stats-server`s; a
+    /// counter no node has is absent.
+    pub node_repair: BTreeMap<String, u64>,
     pub client_cpu_cores: Option<f64>,
     pub baseline: Option<LimitReport>,
     pub first_errors: Vec<String>,
@@ -247,7 +328,9 @@ impl RunReport {
         Some(self.server_cpu_ns_per_packet? / baseline).filter(|r| r.is_finite())
     }
 
-    /// Whether every connected player received every measured packet intact and in order.
+    /// Whether every connected player received every measured packet intact and in order (a
+    /// repaired packet counts as received, late), and, with injected loss, got back every
+    /// packet it missed over its whole session.
     pub fn clean(&self) -> bool {
         self.players_failed == 0
             && self.players_without_packets == 0
@@ -255,10 +338,21 @@ impl RunReport {
             && self.corrupted == 0
             && self.out_of_order == 0
             && self.duplicates == 0
+            && self.packets_unrepaired == 0
     }
 
     /// The report as a flat JSON object.
     pub fn to_json(&self) -> Value {
+        let mut value = self.to_json_without_node_repair();
+        if let Some(object) = value.as_object_mut() {
+            for key in NODE_REPAIR_COUNTERS {
+                object.insert(format!("node_{key}"), json!(self.node_repair.get(key)));
+            }
+        }
+        value
+    }
+
+    fn to_json_without_node_repair(&self) -> Value {
         json!({
             "signalling": self.signalling,
             "streams": self.streams,
@@ -274,7 +368,13 @@ impl RunReport {
             "setup_ms_p99": round1(self.setup_ms_p99),
             "setup_ms_max": round1(self.setup_ms_max),
             "first_packet_ms_p50": round1(self.first_packet_ms_p50),
+            "first_packet_ms_p95": round1(self.first_packet_ms_p95),
             "first_packet_ms_p99": round1(self.first_packet_ms_p99),
+            "first_packet_ms_max": round1(self.first_packet_ms_max),
+            "first_keyframe_ms_p50": round1(self.first_keyframe_ms_p50),
+            "first_keyframe_ms_p95": round1(self.first_keyframe_ms_p95),
+            "first_keyframe_ms_max": round1(self.first_keyframe_ms_max),
+            "players_without_keyframe": self.players_without_keyframe,
             "measured_seconds": round3(self.measured_seconds),
             "packets_sent": self.packets_sent,
             "packets_expected": self.packets_expected,
@@ -282,7 +382,17 @@ impl RunReport {
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
             "corrupted": self.corrupted,
+            "packets_late": self.packets_late,
             "loss": self.loss,
+            "player_loss_percent": self.player_loss_percent,
+            "packets_lost": self.packets_lost,
+            "packets_lost_again": self.packets_lost_again,
+            "packets_nacked": self.packets_nacked,
+            "nack_requests": self.nack_requests,
+            "nacks_sent": self.nacks_sent,
+            "packets_repaired": self.packets_repaired,
+            "packets_unrepaired": self.packets_unrepaired,
+            "repair_ratio": self.repair_ratio.map(|r| (r * 10_000.0).round() / 10_000.0),
             "out_pps": self.out_pps.round(),
             "in_pps": self.in_pps.round(),
             "latency_us_p50": self.latency_us_p50,
@@ -446,33 +556,34 @@ async fn publisher_loop(
                 phase,
             };
             let len = match event {
-                MediaEvent::Video { frame, .. } => {
+                MediaEvent::Video {
+                    frame, keyframe, ..
+                } => {
                     video_seq = video_seq.wrapping_add(1);
-                    let ts = (frame as u32).wrapping_mul(90_000 / shape.fps.max(1));
-                    write_packet(
-                        &mut buf,
-                        VIDEO_PT,
-                        publisher.video_ssrc,
-                        video_seq,
-                        ts,
-                        i + 1 == count,
-                        probe,
-                        shape.video_packet,
-                    )
+                    let fields = RtpFields {
+                        pt: VIDEO_PT,
+                        ssrc: publisher.video_ssrc,
+                        seq: video_seq,
+                        ts: (frame as u32).wrapping_mul(90_000 / shape.fps.max(1)),
+                        marker: i + 1 == count,
+                    };
+                    let part = match (i, keyframe) {
+                        (0, true) => Vp8Part::KeyframeStart,
+                        (0, false) => Vp8Part::DeltaStart,
+                        _ => Vp8Part::Continuation,
+                    };
+                    write_packet(&mut buf, fields, Some(part), probe, shape.video_packet)
                 }
                 MediaEvent::Audio { index } => {
                     audio_seq = audio_seq.wrapping_add(1);
-                    let ts = (index as u32).wrapping_mul(48_000 / shape.audio_pps.max(1));
-                    write_packet(
-                        &mut buf,
-                        AUDIO_PT,
-                        publisher.audio_ssrc,
-                        audio_seq,
-                        ts,
-                        false,
-                        probe,
-                        shape.audio_packet,
-                    )
+                    let fields = RtpFields {
+                        pt: AUDIO_PT,
+                        ssrc: publisher.audio_ssrc,
+                        seq: audio_seq,
+                        ts: (index as u32).wrapping_mul(48_000 / shape.audio_pps.max(1)),
+                        marker: false,
+                    };
+                    write_packet(&mut buf, fields, None, probe, shape.audio_packet)
                 }
             };
             if let Err(e) = publisher.send_rtp(&buf[..len]).await {
@@ -495,13 +606,57 @@ async fn publisher_loop(
     let _ = publisher.close().await;
 }
 
+impl PlayerStats {
+    /// Follows the publisher's packet numbers, warm-up and measured (a measured packet lost
+    /// first and repaired later may be the window's first), and counts what happens to the
+    /// measured ones. `repairing`: the player NACKs, so a packet that fills a gap is late, not
+    /// out of order.
+    fn follow(&mut self, sequence: u64, measured: bool, repairing: bool) {
+        let Some(last) = self.last_sequence else {
+            self.last_sequence = Some(sequence);
+            return;
+        };
+        if sequence > last {
+            if measured {
+                self.gaps += sequence - last - 1;
+            }
+            if repairing {
+                let from = (last + 1).max(sequence.saturating_sub(MAX_SKIPPED));
+                self.skipped.extend(from..sequence);
+                while self.skipped.len() as u64 > MAX_SKIPPED {
+                    self.skipped.pop_first();
+                }
+            }
+            self.last_sequence = Some(sequence);
+            return;
+        }
+        let filled = self.skipped.remove(&sequence);
+        if !measured {
+            return;
+        }
+        if filled {
+            self.late += 1;
+        } else if sequence == last {
+            self.duplicates += 1;
+        } else {
+            self.out_of_order += 1;
+        }
+    }
+}
+
 async fn player_loop(
     mut player: ClientSession,
     requested: Instant,
     shared: Arc<Shared>,
     stats: Arc<Mutex<PlayerStats>>,
+    repairing: bool,
 ) {
+    let mut dropping = repairing;
     loop {
+        if dropping && shared.phase.load(Relaxed) == PHASE_TAIL {
+            player.set_loss(0.0);
+            dropping = false;
+        }
         let next = match player.try_recv_rtp() {
             Some(packet) => Some(packet),
             None => player.recv_rtp(Duration::from_millis(200)).await,
@@ -529,30 +684,29 @@ async fn player_loop(
             s.first_packet = Some(requested.elapsed());
             shared.players_warm.fetch_add(1, Relaxed);
         }
-        match read_packet(&packet) {
-            Ok((probe, _)) => {
+        match read_media(&packet) {
+            Ok(received) => {
+                let probe = received.probe;
+                if s.first_keyframe.is_none()
+                    && received.pt == VIDEO_PT
+                    && received.vp8 == Some(Vp8Part::KeyframeStart)
+                {
+                    s.first_keyframe = Some(requested.elapsed());
+                }
                 let latency = now_ns.saturating_sub(probe.sent_at_ns) / 1000;
                 s.interval_latency_us.record(latency);
-                if probe.phase != PHASE_MEASURED {
-                    continue;
-                }
-                s.received += 1;
-                s.latency_us.record(latency);
-                match s.last_sequence {
-                    Some(last) if probe.sequence == last => s.duplicates += 1,
-                    Some(last) if probe.sequence < last => s.out_of_order += 1,
-                    last => {
-                        if let Some(last) = last {
-                            s.gaps += probe.sequence - last - 1;
-                        }
-                        s.last_sequence = Some(probe.sequence);
-                    }
+                let measured = probe.phase == PHASE_MEASURED;
+                s.follow(probe.sequence, measured, repairing);
+                if measured {
+                    s.received += 1;
+                    s.latency_us.record(latency);
                 }
             }
             Err(ProbeError::NotSynthetic) => s.foreign += 1,
             Err(_) => s.corrupted += 1,
         }
     }
+    stats.lock().unwrap().repair = player.counters().repair;
     drop(player);
 }
 
@@ -569,6 +723,11 @@ async fn node_counters(server: &str) -> Option<NodeCounters> {
         c.rtp_sent += get("rtp_sent");
         c.srtp_rejected += get("srtp_rejected");
         c.handoff_dropped += get("handoff_dropped");
+        for key in NODE_REPAIR_COUNTERS {
+            if let Some(n) = core[key].as_u64() {
+                *c.repair.entry(key).or_default() += n;
+            }
+        }
         if let Some(n) = core["allocations"].as_u64() {
             c.allocations = Some(c.allocations.unwrap_or(0) + n);
         }
@@ -635,6 +794,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         .map(|i| format!("{}-{i}", options.stream))
         .collect();
 
+    // The nodes' repair and keyframe counters count from here: players start during the ramp.
+    let nodes_at_start = nodes_counters(options).await;
+
     // Publishers: connected one by one, each starts sending warm-up media at once.
     let mut publishers = Vec::new();
     let mut publisher_tasks = Vec::new();
@@ -668,6 +830,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     });
 
     // The ramp.
+    tokio::time::sleep(options.ramp_delay).await;
     let ramp_start = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
     let mut player_tasks = Vec::new();
@@ -695,13 +858,17 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             drop(permit);
             match result {
                 Ok(session) => {
+                    let repairing = options.player_loss_percent > 0.0;
+                    if repairing {
+                        session.enable_nack(options.player_loss_percent);
+                    }
                     {
                         let mut s = stats.lock().unwrap();
                         s.connected = true;
                         s.setup = Some(requested.elapsed());
                     }
                     shared.players_connected.fetch_add(1, Relaxed);
-                    player_loop(session, requested, shared, stats).await;
+                    player_loop(session, requested, shared, stats, repairing).await;
                 }
                 Err(e) => {
                     stats.lock().unwrap().error = Some(format!("{e:#}"));
@@ -740,12 +907,22 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     let window_start = Instant::now();
     shared.phase.store(PHASE_MEASURED, Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
-    shared.stop.store(true, Relaxed);
+    let repairing = options.player_loss_percent > 0.0;
+    if repairing {
+        shared.phase.store(PHASE_TAIL, Relaxed);
+    } else {
+        shared.stop.store(true, Relaxed);
+    }
     let measured_seconds = window_start.elapsed().as_secs_f64();
     let cpu_after = servers_cpu(&options.server_pids);
     let own_after = own_cpu();
     let nodes_after = nodes_counters(options).await;
+    if repairing {
+        tokio::time::sleep(LOSS_TAIL).await;
+        shared.stop.store(true, Relaxed);
+    }
     tokio::time::sleep(options.drain).await;
+    let nodes_at_end = nodes_counters(options).await;
     shared.done.store(true, Relaxed);
     for task in publisher_tasks {
         let _ = task.await;
@@ -769,6 +946,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         ramp_seconds,
         measured_seconds,
         baseline,
+        player_loss_percent: options.player_loss_percent,
         ..RunReport::default()
     };
     let sent: Vec<u64> = publishers
@@ -781,7 +959,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             report.first_errors.push(format!("publisher: {e}"));
         }
     }
-    let (mut latency, mut setup, mut first) = (
+    let (mut latency, mut setup, mut first, mut keyframe) = (
+        Histogram::default(),
         Histogram::default(),
         Histogram::default(),
         Histogram::default(),
@@ -803,6 +982,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         report.duplicates += s.duplicates;
         report.out_of_order += s.out_of_order;
         report.corrupted += s.corrupted;
+        report.packets_late += s.late;
+        add_repair(&mut report, &s.repair);
         if s.received == 0 {
             report.players_without_packets += 1;
         }
@@ -819,7 +1000,13 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         if let Some(d) = s.first_packet {
             first.record(d.as_micros() as u64);
         }
+        match s.first_keyframe {
+            Some(d) => keyframe.record(d.as_micros() as u64),
+            None => report.players_without_keyframe += 1,
+        }
     }
+    let missed = report.packets_repaired + report.packets_unrepaired;
+    report.repair_ratio = (missed > 0).then(|| report.packets_repaired as f64 / missed as f64);
     let unique = report.packets_received - report.duplicates;
     report.loss = if report.packets_expected == 0 {
         0.0
@@ -837,7 +1024,12 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     report.setup_ms_p99 = setup.quantile(0.99) as f64 / 1000.0;
     report.setup_ms_max = setup.max() as f64 / 1000.0;
     report.first_packet_ms_p50 = first.quantile(0.5) as f64 / 1000.0;
+    report.first_packet_ms_p95 = first.quantile(0.95) as f64 / 1000.0;
     report.first_packet_ms_p99 = first.quantile(0.99) as f64 / 1000.0;
+    report.first_packet_ms_max = first.max() as f64 / 1000.0;
+    report.first_keyframe_ms_p50 = keyframe.quantile(0.5) as f64 / 1000.0;
+    report.first_keyframe_ms_p95 = keyframe.quantile(0.95) as f64 / 1000.0;
+    report.first_keyframe_ms_max = keyframe.max() as f64 / 1000.0;
     report.latency_us_p50 = latency.quantile(0.5);
     report.latency_us_p90 = latency.quantile(0.9);
     report.latency_us_p99 = latency.quantile(0.99);
@@ -853,6 +1045,16 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     if let (Some(before), Some(after)) = (own_before, own_after) {
         report.client_cpu_cores =
             Some(after.saturating_sub(before).as_secs_f64() / measured_seconds);
+    }
+    for (start, end) in nodes_at_start.iter().zip(&nodes_at_end) {
+        if let (Some(start), Some(end)) = (start, end) {
+            for (key, n) in &end.repair {
+                if let Some(before) = start.repair.get(key) {
+                    *report.node_repair.entry(key.to_string()).or_default() +=
+                        n.saturating_sub(*before);
+                }
+            }
+        }
     }
     let servers = std::iter::once(&options.server).chain(&options.stats_servers);
     for ((server, before), after) in servers.zip(&nodes_before).zip(&nodes_after) {
@@ -881,6 +1083,17 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
+/// Adds a player's loss and repair counts to the report's sums.
+fn add_repair(report: &mut RunReport, repair: &RepairCounts) {
+    report.packets_lost += repair.lost;
+    report.packets_lost_again += repair.lost_again;
+    report.packets_nacked += repair.nack.nacked;
+    report.nack_requests += repair.nack.requests;
+    report.nacks_sent += repair.nacks_sent;
+    report.packets_repaired += repair.nack.repaired;
+    report.packets_unrepaired += repair.nack.abandoned + repair.nack.pending;
+}
+
 async fn progress_loop(shared: Arc<Shared>, players: Vec<Arc<Mutex<PlayerStats>>>, total: usize) {
     let mut last = (Instant::now(), 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -888,12 +1101,14 @@ async fn progress_loop(shared: Arc<Shared>, players: Vec<Arc<Mutex<PlayerStats>>
     loop {
         tick.tick().await;
         let (mut received_any, mut received, mut gaps) = (0u64, 0u64, 0u64);
+        let mut late = 0u64;
         let mut latency = Histogram::default();
         for stats in &players {
             let mut s = stats.lock().unwrap();
             received_any += s.received_any;
             received += s.received - s.duplicates;
             gaps += s.gaps;
+            late += s.late;
             latency.merge(&s.interval_latency_us);
             s.interval_latency_us = Histogram::default();
         }
@@ -907,9 +1122,13 @@ async fn progress_loop(shared: Arc<Shared>, players: Vec<Arc<Mutex<PlayerStats>>
             "drain"
         } else if shared.phase.load(Relaxed) == PHASE_MEASURED {
             "measure"
+        } else if shared.phase.load(Relaxed) == PHASE_TAIL {
+            "tail"
         } else {
             "ramp/warm"
         };
+        // Late packets filled gaps counted before: repaired, not lost.
+        let gaps = gaps.saturating_sub(late);
         let loss = if received + gaps == 0 {
             0.0
         } else {
@@ -992,8 +1211,12 @@ pub fn describe(r: &RunReport) -> String {
         r.publishers_connected, r.players_connected, r.players_requested, r.players_failed, r.players_without_packets, r.players_ended_early
     ));
     line(format!(
-        "session ramp       {:.0} sessions/s ({} in {:.2} s); setup p50 {:.1} ms p99 {:.1} ms max {:.1} ms; request to first packet p50 {:.1} ms p99 {:.1} ms",
-        r.sessions_per_second, r.players_connected, r.ramp_seconds, r.setup_ms_p50, r.setup_ms_p99, r.setup_ms_max, r.first_packet_ms_p50, r.first_packet_ms_p99
+        "session ramp       {:.0} sessions/s ({} in {:.2} s); setup p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+        r.sessions_per_second, r.players_connected, r.ramp_seconds, r.setup_ms_p50, r.setup_ms_p99, r.setup_ms_max
+    ));
+    line(format!(
+        "first media        from the session request: first packet p50 {:.1} ms p95 {:.1} ms max {:.1} ms; first keyframe p50 {:.1} ms p95 {:.1} ms max {:.1} ms ({} players without one)",
+        r.first_packet_ms_p50, r.first_packet_ms_p95, r.first_packet_ms_max, r.first_keyframe_ms_p50, r.first_keyframe_ms_p95, r.first_keyframe_ms_max, r.players_without_keyframe
     ));
     line(format!("measured           {:.2} s", r.measured_seconds));
     line(format!(
@@ -1008,9 +1231,26 @@ pub fn describe(r: &RunReport) -> String {
         r.loss * 100.0
     ));
     line(format!(
-        "integrity          {} corrupted, {} out of order, {} duplicates",
-        r.corrupted, r.out_of_order, r.duplicates
+        "integrity          {} corrupted, {} out of order, {} duplicates, {} late (repaired)",
+        r.corrupted, r.out_of_order, r.duplicates, r.packets_late
     ));
+    if r.player_loss_percent > 0.0 {
+        line(format!(
+            "loss repair        {}% of video dropped at players: {} lost (+{} copies lost again), {} NACKed ({} requests in {} NACKs), {} repaired, {} unrepaired, repair ratio {}",
+            r.player_loss_percent, r.packets_lost, r.packets_lost_again, r.packets_nacked, r.nack_requests, r.nacks_sent, r.packets_repaired, r.packets_unrepaired,
+            r.repair_ratio.map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0))
+        ));
+    }
+    if !r.node_repair.is_empty() {
+        let counters: Vec<String> = NODE_REPAIR_COUNTERS
+            .iter()
+            .filter_map(|key| Some(format!("{key} {}", r.node_repair.get(*key)?)))
+            .collect();
+        line(format!(
+            "node repair        {} (whole run, all nodes read)",
+            counters.join(", ")
+        ));
+    }
     line(format!(
         "one-way latency    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms (publisher -> node -> player, one clock)",
         r.latency_us_p50 as f64 / 1000.0,
@@ -1061,4 +1301,36 @@ pub fn describe(r: &RunReport) -> String {
         line(format!("error              {e}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_that_fills_a_gap_is_late_only_when_players_nack() {
+        let mut s = PlayerStats::default();
+        // Warm-up 1, 2; measured 3 lost and repaired after 4, 5; then 5 again and 4 again.
+        for (sequence, measured) in [(1, false), (2, false), (4, true), (5, true), (3, true)] {
+            s.follow(sequence, measured, true);
+        }
+        assert_eq!((s.late, s.gaps, s.out_of_order, s.duplicates), (1, 1, 0, 0));
+        s.follow(5, true, true);
+        s.follow(4, true, true);
+        assert_eq!((s.late, s.out_of_order, s.duplicates), (1, 1, 1));
+        assert!(s.skipped.is_empty());
+
+        // Without NACKs, a packet behind the newest is out of order, as before.
+        let mut s = PlayerStats::default();
+        for sequence in [1, 3, 2] {
+            s.follow(sequence, true, false);
+        }
+        assert_eq!((s.late, s.gaps, s.out_of_order), (0, 1, 1));
+
+        // The skipped numbers kept are bounded.
+        let mut s = PlayerStats::default();
+        s.follow(0, false, true);
+        s.follow(10 * MAX_SKIPPED, false, true);
+        assert_eq!(s.skipped.len() as u64, MAX_SKIPPED);
+    }
 }

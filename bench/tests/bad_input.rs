@@ -22,7 +22,7 @@ use rtcdn::sdp::{
 };
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
 use rtcdn_bench::http;
-use rtcdn_bench::media::{read_packet, write_packet, Probe};
+use rtcdn_bench::media::{read_packet, write_packet, Probe, RtpFields};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -1061,7 +1061,14 @@ async fn garbage_datagrams_are_counted_and_harm_no_session() {
                     sent_at_ns: 0,
                     phase: 9,
                 };
-                let len = write_packet(&mut buf, 77, extra_ssrc, extra_seq, 0, false, probe, 300);
+                let fields = RtpFields {
+                    pt: 77,
+                    ssrc: extra_ssrc,
+                    seq: extra_seq,
+                    ts: 0,
+                    marker: false,
+                };
+                let len = write_packet(&mut buf, fields, None, probe, 300);
                 extra_seq = extra_seq.wrapping_add(1);
                 healthy.publisher.send_rtp(&buf[..len]).await.unwrap();
                 expected.rtp_malformed += 1;

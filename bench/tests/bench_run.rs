@@ -2,7 +2,9 @@
 //! players, 3 s of shaped video and audio) through an in-process node must reach every player
 //! intact, in order and without loss on loopback. Speed is not asserted. A second run goes
 //! through an origin and an edge, players finding the edge with `/lb` and signalling over the
-//! Flashphoner WebSocket protocol, then over WHIP/WHEP following the origin's `307`.
+//! Flashphoner WebSocket protocol, then over WHIP/WHEP following the origin's `307`. A third
+//! run drops 5% of every player's video on arrival: the players' NACKs get all of it back from
+//! the node's retransmission cache, and players that join after a keyframe start on it.
 
 use std::time::Duration;
 
@@ -138,4 +140,88 @@ async fn players_found_with_lb_play_from_the_edge_over_websocket() {
     assert_clean(&report, 6);
     origin.stop();
     edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_that_lose_video_get_it_all_back_and_start_on_the_cached_keyframe() {
+    let node = test_node(2);
+    let players = 10;
+    let options = RunOptions {
+        server: format!("http://{}", node.http_addr()),
+        stream: "benchloss".into(),
+        streams: 1,
+        players,
+        seconds: 3.0,
+        player_loss_percent: 5.0,
+        // The publisher's keyframes come at 0 s and every 2 s (the first may reach the node
+        // before its DTLS keys do): the players join just after the second, while the node's
+        // cache still holds it (KEYFRAME_REPLAY_MAX_PACKETS, about a second of this video).
+        ramp_delay: Duration::from_millis(2100),
+        ..RunOptions::default()
+    };
+    let report = run(&options).await.expect("the bench runs");
+    let text = rtcdn_bench::run::describe(&report);
+    // Repaired packets count as received: the measured window is whole, in order but for them.
+    assert_clean(&report, players);
+    assert!(report.packets_lost > 0, "loss was injected:\n{text}");
+    assert_eq!(
+        report.packets_nacked, report.packets_lost,
+        "every lost packet was asked for:\n{text}"
+    );
+    assert_eq!(
+        report.packets_repaired, report.packets_nacked,
+        "and came back:\n{text}"
+    );
+    assert_eq!(report.packets_unrepaired, 0, "{text}");
+    assert_eq!(report.repair_ratio, Some(1.0), "{text}");
+    assert!(
+        report.packets_late > 0,
+        "measured packets were repaired late:\n{text}"
+    );
+    let node_counter = |key: &str| {
+        *report
+            .node_repair
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key}:\n{text}"))
+    };
+    // Every repair was a retransmission from the cache (some were lost again and resent).
+    assert!(
+        node_counter("retransmissions_sent") >= report.packets_repaired,
+        "{text}"
+    );
+    assert_eq!(
+        node_counter("nacks_forwarded_upstream"),
+        0,
+        "the cache held every packet asked for:\n{text}"
+    );
+    assert_eq!(node_counter("retransmissions_throttled"), 0, "{text}");
+    // Every player started on the cached keyframe or asked for one; at least the players on the
+    // publisher's core found the keyframe that had just passed.
+    assert_eq!(
+        node_counter("keyframe_cache_hits") + node_counter("keyframe_cache_misses"),
+        players as u64,
+        "{text}"
+    );
+    assert!(node_counter("keyframe_cache_hits") > 0, "{text}");
+    assert_eq!(
+        report.players_without_keyframe, 0,
+        "every player saw a keyframe start:\n{text}"
+    );
+    assert!(
+        report.first_keyframe_ms_p50 >= report.first_packet_ms_p50
+            && report.first_keyframe_ms_p50 <= report.first_keyframe_ms_p95
+            && report.first_keyframe_ms_p95 <= report.first_keyframe_ms_max,
+        "{text}"
+    );
+    let json = report.to_json();
+    assert_eq!(json["packets_repaired"], report.packets_repaired);
+    assert_eq!(
+        json["node_keyframe_cache_hits"],
+        node_counter("keyframe_cache_hits")
+    );
+    assert!(
+        json["node_rtx_sent"].is_null(),
+        "a counter the node lacks is not reported"
+    );
+    node.stop();
 }

@@ -17,7 +17,7 @@ use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
-use rtcdn_bench::media::{read_packet, write_packet, Probe};
+use rtcdn_bench::media::{read_packet, write_packet, Probe, RtpFields, Vp8Part};
 
 /// A node on loopback with ephemeral ports and `threads` media cores.
 pub fn test_node(threads: usize) -> Node {
@@ -78,8 +78,15 @@ pub fn rtp_seq(n: u64) -> u16 {
     index as u16
 }
 
+/// Whether the `n`th packet [`send`] sends carries the marker bit (ends a video frame).
+fn is_frame_end(n: u64) -> bool {
+    is_video(n) && n % 4 == 3
+}
+
 /// Sends the publisher's next synthetic packet: four 1200-byte video packets (every fourth
-/// marks a frame end) to one 160-byte audio packet, numbered by `seq` (see [`rtp_seq`]).
+/// marks a frame end) to one 160-byte audio packet, numbered by `seq` (see [`rtp_seq`]). Video
+/// starts like VP8 but never as a keyframe: a node that saw one would start new players on it
+/// from its cache, and these tests' players expect the live packets first.
 pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, start: Instant) {
     let mut buf = [0u8; 1500];
     let n = *seq;
@@ -94,16 +101,23 @@ pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, star
         sent_at_ns: start.elapsed().as_nanos() as u64,
         phase,
     };
-    let len = write_packet(
-        &mut buf,
+    // The video packet before this one (one back, or two across an audio packet).
+    let previous_video = n
+        .checked_sub(1)
+        .filter(|&p| is_video(p))
+        .or(n.checked_sub(2));
+    let vp8 = video.then(|| match previous_video {
+        Some(p) if !is_frame_end(p) => Vp8Part::Continuation,
+        _ => Vp8Part::DeltaStart,
+    });
+    let fields = RtpFields {
         pt,
         ssrc,
-        rtp_seq(n),
-        (n as u32).wrapping_mul(3000),
-        video && n % 4 == 3,
-        probe,
-        len,
-    );
+        seq: rtp_seq(n),
+        ts: (n as u32).wrapping_mul(3000),
+        marker: is_frame_end(n),
+    };
+    let len = write_packet(&mut buf, fields, vp8, probe, len);
     publisher
         .send_rtp(&buf[..len])
         .await
