@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rtcdn::alloc_count::CountingAllocator;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, VIDEO_PT, VIDEO_RTX_PT};
-use rtcdn_bench::media::{read_packet, write_packet, Probe};
+use rtcdn_bench::media::{read_packet, Probe};
 
 mod common;
 use common::{
@@ -65,17 +65,7 @@ fn publisher_rtx(n: u64, rtx_ssrc: u32, rtx_seq: u16) -> Vec<u8> {
         sent_at_ns: 0,
         phase: 3,
     };
-    let ts = (n as u32).wrapping_mul(3000);
-    let len = write_packet(
-        &mut original,
-        VIDEO_PT,
-        1,
-        rtp_seq(n),
-        ts,
-        n % 4 == 3,
-        probe,
-        1200,
-    );
+    let len = common::write_synthetic(&mut original, (1, 0), probe);
     let mut rtx = original[..12].to_vec();
     rtx[1] = (rtx[1] & 0x80) | VIDEO_RTX_PT;
     rtx[2..4].copy_from_slice(&rtx_seq.to_be_bytes());

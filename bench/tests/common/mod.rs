@@ -89,17 +89,33 @@ fn is_frame_end(n: u64) -> bool {
 /// from its cache, and these tests' players expect the live packets first.
 pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, start: Instant) {
     let mut buf = [0u8; 1500];
-    let n = *seq;
-    let video = is_video(n);
-    let (pt, ssrc, len) = if video {
-        (VIDEO_PT, publisher.video_ssrc, 1200)
-    } else {
-        (AUDIO_PT, publisher.audio_ssrc, 160)
-    };
     let probe = Probe {
-        sequence: n,
+        sequence: *seq,
         sent_at_ns: start.elapsed().as_nanos() as u64,
         phase,
+    };
+    let ssrcs = (publisher.video_ssrc, publisher.audio_ssrc);
+    let len = write_synthetic(&mut buf, ssrcs, probe);
+    publisher
+        .send_rtp(&buf[..len])
+        .await
+        .expect("publisher sends");
+    *seq += 1;
+}
+
+/// Writes the packet [`send`] sends as its `probe.sequence`th, with these (video, audio) SSRCs,
+/// into `buf`; returns its length.
+pub fn write_synthetic(
+    buf: &mut [u8],
+    (video_ssrc, audio_ssrc): (u32, u32),
+    probe: Probe,
+) -> usize {
+    let n = probe.sequence;
+    let video = is_video(n);
+    let (pt, ssrc, len) = if video {
+        (VIDEO_PT, video_ssrc, 1200)
+    } else {
+        (AUDIO_PT, audio_ssrc, 160)
     };
     // The video packet before this one (one back, or two across an audio packet).
     let previous_video = n
@@ -117,12 +133,7 @@ pub async fn send(publisher: &mut ClientSession, seq: &mut u64, phase: u32, star
         ts: (n as u32).wrapping_mul(3000),
         marker: is_frame_end(n),
     };
-    let len = write_packet(&mut buf, fields, vp8, probe, len);
-    publisher
-        .send_rtp(&buf[..len])
-        .await
-        .expect("publisher sends");
-    *seq += 1;
+    write_packet(buf, fields, vp8, probe, len)
 }
 
 /// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
