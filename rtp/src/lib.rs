@@ -48,6 +48,7 @@ mod seq;
 
 pub mod rtcp;
 pub mod srtp;
+pub mod twcc;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
