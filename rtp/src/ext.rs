@@ -29,9 +29,9 @@ impl<'a> Extensions<'a> {
     /// Iterates RFC 8285 elements in wire order. Yields nothing for other profiles, and stops
     /// at the first element that does not fit.
     pub fn iter(&self) -> ExtensionIter<'a> {
-        let form = if self.profile == ONE_BYTE_PROFILE {
+        let form = if is_one_byte(self.profile) {
             Form::OneByte
-        } else if self.profile & TWO_BYTE_MASK == TWO_BYTE_PROFILE {
+        } else if is_two_byte(self.profile) {
             Form::TwoByte
         } else {
             Form::Other
@@ -80,10 +80,10 @@ pub struct ExtensionIter<'a> {
     form: Form,
 }
 
-impl<'a> Iterator for ExtensionIter<'a> {
-    type Item = ExtensionElement<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<'a> ExtensionIter<'a> {
+    /// The next element and the offset of its data in the extension data, so that callers
+    /// inside the crate can rewrite it in place.
+    pub(crate) fn next_with_offset(&mut self) -> Option<(usize, ExtensionElement<'a>)> {
         loop {
             let first = *self.data.get(self.pos)?;
             if first == 0 {
@@ -104,9 +104,27 @@ impl<'a> Iterator for ExtensionIter<'a> {
                 return None;
             };
             self.pos = start + len;
-            return Some(ExtensionElement { id, data });
+            return Some((start, ExtensionElement { id, data }));
         }
     }
+}
+
+impl<'a> Iterator for ExtensionIter<'a> {
+    type Item = ExtensionElement<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_with_offset().map(|(_, e)| e)
+    }
+}
+
+/// Whether `profile` is the RFC 8285 one-byte form.
+pub(crate) fn is_one_byte(profile: u16) -> bool {
+    profile == ONE_BYTE_PROFILE
+}
+
+/// Whether `profile` is the RFC 8285 two-byte form (any 4 application bits).
+pub(crate) fn is_two_byte(profile: u16) -> bool {
+    profile & TWO_BYTE_MASK == TWO_BYTE_PROFILE
 }
 
 #[cfg(test)]

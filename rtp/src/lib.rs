@@ -34,6 +34,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`twcc`] is the receiving side of transport-wide congestion control: it records arrivals
+//! and writes the feedback ([`rtcp::TransportCc`]) a sender's bandwidth estimator reads, on
+//! the `Instant`s the caller passes in.
+//!
 //! Panic policy: no input bytes can make this crate panic. An error means bad input or a
 //! misused API; a panic would be a bug in a local invariant.
 #![forbid(unsafe_code)]
@@ -48,6 +52,7 @@ mod seq;
 
 pub mod rtcp;
 pub mod srtp;
+pub mod twcc;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

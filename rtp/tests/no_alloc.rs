@@ -1,5 +1,6 @@
 //! The packet path allocates nothing: SRTP protect/unprotect (both profiles, RTP and RTCP),
-//! RTP parsing and rewriting and RTCP parsing, counted with a global allocator wrapper.
+//! RTP parsing and rewriting, RTCP parsing, and recording arrivals for transport-wide
+//! feedback and writing it, counted with a global allocator wrapper.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -116,4 +117,60 @@ fn packet_path_does_not_allocate() {
         );
         assert_eq!(rx.roc(Ssrc(0xabcd)), Some(1));
     }
+}
+
+#[test]
+fn twcc_recording_and_feedback_do_not_allocate() {
+    use std::time::{Duration, Instant};
+
+    use rtp::rtcp::{PacketStatus, TransportCc};
+    use rtp::twcc::{set_transport_seq, transport_seq, write_with_transport_seq, TwccRecorder};
+
+    let t0 = Instant::now();
+    let mut rec = TwccRecorder::new();
+    let mut feedback = [0u8; 1200];
+    let mut packet = [0u8; 1500];
+    let mut with_ext = [0u8; 1508];
+    // One packet a millisecond, every 13th lost, 1 in 9 swapped with the next; 20 s.
+    let mut round = |rec: &mut TwccRecorder, ms: u32| {
+        let len = write_packet(&mut packet, ms as u16);
+        let n = write_with_transport_seq(&packet[..len], 3, 0, &mut with_ext).unwrap();
+        let seq = if ms % 9 == 0 {
+            ms + 1
+        } else if ms % 9 == 1 {
+            ms - 1
+        } else {
+            ms
+        } as u16;
+        assert!(set_transport_seq(&mut with_ext[..n], 3, seq).unwrap());
+        let h = RtpHeader::parse(&with_ext[..n]).unwrap();
+        let now = t0 + Duration::from_millis(u64::from(ms));
+        if ms % 13 != 5 {
+            rec.on_packet(now, transport_seq(&h, 3).unwrap());
+        }
+        if rec.poll_timeout().is_some_and(|due| due <= now) {
+            while let Some(n) = rec
+                .poll_feedback(now, Ssrc(1), Ssrc(2), &mut feedback)
+                .unwrap()
+            {
+                let fb = TransportCc::parse(&feedback[..n]).unwrap();
+                let received = fb
+                    .packets()
+                    .unwrap()
+                    .filter(|(_, s)| matches!(s, PacketStatus::Received { .. }))
+                    .count();
+                assert!(received > 0);
+            }
+        }
+    };
+    // Warm up: the first rounds size the reused buffers.
+    for ms in 0..1_000 {
+        round(&mut rec, ms);
+    }
+    let before = allocs();
+    for ms in 1_000..20_000 {
+        round(&mut rec, ms);
+    }
+    assert_eq!(allocs() - before, 0, "twcc path allocated");
+    assert!(rec.stats().feedback_packets > 150);
 }

@@ -14,6 +14,7 @@ mod rr;
 mod sdes;
 mod sr;
 mod twcc;
+mod twcc_builder;
 
 pub use bye::Bye;
 pub use fir::{Fir, FirEntry};
@@ -24,7 +25,9 @@ pub use remb::Remb;
 pub use rr::{ReceiverReport, ReportBlock};
 pub use sdes::{Sdes, SdesChunk, SdesChunks};
 pub use sr::SenderReport;
-pub use twcc::TransportCc;
+pub use twcc::{PacketStatus, TransportCc, TransportCcPackets};
+pub use twcc_builder::TransportCcBuilder;
+pub(crate) use twcc_builder::MIN_FEEDBACK_LEN;
 
 use crate::Error;
 
