@@ -41,6 +41,10 @@ pub struct PublishedTrack {
     /// `(media, rtx)` SSRCs of the offer's `a=ssrc-group:FID`, when rtx is negotiated and the
     /// offer announced them.
     pub rtx_ssrcs: Option<(u32, u32)>,
+    /// Header extension id of the transport-wide sequence number, when transport-cc is
+    /// negotiated: rtcdn then sends the publisher transport-cc feedback for its bandwidth
+    /// estimate (one sequence space for every track of the transport).
+    pub transport_cc: Option<u8>,
 }
 
 /// A track sent to a player.
@@ -55,6 +59,10 @@ pub struct PlayedTrack {
     /// The retransmission stream negotiated with this player: the packets it reports lost are
     /// sent again on it. Without one they are sent again as they first went out.
     pub rtx: Option<RtxStream>,
+    /// Header extension id of the transport-wide sequence number, when transport-cc is
+    /// negotiated: every packet to the player carries rtcdn's own number, and the player's
+    /// feedback drives its bandwidth estimate (see [`crate::bwe`]).
+    pub transport_cc: Option<u8>,
 }
 
 /// A retransmission stream (RFC 4588) sent to a player: announced in the answer with

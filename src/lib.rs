@@ -24,3 +24,4 @@ pub mod rtx;
 pub mod sdp;
 pub mod session;
 pub mod signalling;
+pub mod transport_cc;

@@ -22,9 +22,10 @@ const PASSED_EXTENSIONS: &[&str] = &[
 ];
 const MID_EXTENSION: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 
-/// RTCP feedback rtcdn honours. transport-cc is left out: rtcdn sends no transport-wide feedback,
-/// so the browser falls back to REMB, which rtcdn sends.
+/// RTCP feedback rtcdn honours; transport-cc too, where the transport-wide sequence number
+/// extension is negotiated with it (see `transport_cc`).
 const FEEDBACK: &[&str] = &["nack pli", "ccm fir", "goog-remb", "nack"];
+const TRANSPORT_CC: &str = "transport-cc";
 
 /// Why an offer cannot be answered; shown to the client.
 #[derive(Debug, thiserror::Error)]
@@ -85,12 +86,25 @@ pub struct PlayAnswer {
 /// stream (RFC 4588) only for video, when offered. rtcdn answers NACKs for video only (from its
 /// cores' caches, or by asking the publisher), and turns a publisher's retransmissions back into
 /// media packets.
-fn forwarded(mut codec: Codec, kind: MediaKind) -> Codec {
+fn forwarded(mut codec: Codec, kind: MediaKind, transport_cc: bool) -> Codec {
     if kind != MediaKind::Video {
         codec.rtx_pt = None;
     }
-    codec.rtcp_fb.retain(|fb| FEEDBACK.contains(&fb.as_str()));
     codec
+        .rtcp_fb
+        .retain(|fb| FEEDBACK.contains(&fb.as_str()) || (transport_cc && fb == TRANSPORT_CC));
+    codec
+}
+
+/// The section's transport-wide sequence number extension, when it offers transport-cc
+/// feedback for `codec` too: rtcdn takes both or neither.
+fn transport_cc(m: &MediaDescription, codec: &Codec) -> Option<Extmap> {
+    let extmap = m.extmaps.iter().find(|e| e.uri == sdp::EXT_TRANSPORT_CC)?;
+    codec
+        .rtcp_fb
+        .iter()
+        .any(|fb| fb == TRANSPORT_CC)
+        .then(|| extmap.clone())
 }
 
 /// The `(media, rtx)` SSRCs of an offer's FID group for its (first) media SSRC.
@@ -131,13 +145,15 @@ pub fn answer_publisher(
         } else {
             None
         };
-        let Some(codec) = codec.map(|c| forwarded(c, m.kind)) else {
+        let Some(offered) = codec else {
             media.push(MediaAnswer {
                 mid: m.mid.clone(),
                 accepted: None,
             });
             continue;
         };
+        let twcc = transport_cc(m, &offered);
+        let codec = forwarded(offered, m.kind, twcc.is_some());
         let extmaps: Vec<Extmap> = m
             .extmaps
             .iter()
@@ -151,9 +167,10 @@ pub fn answer_publisher(
             codec: codec.name.clone(),
             rtx_pt: codec.rtx_pt,
             rtx_ssrcs: codec.rtx_pt.and_then(|_| offered_rtx_ssrcs(m)),
+            transport_cc: twcc.as_ref().map(|e| e.id),
         });
         // Players and relays get the media stream: the publisher's retransmissions become its
-        // packets on arrival, and each player negotiates rtx of its own.
+        // packets on arrival, and each player negotiates rtx (and transport-cc) of its own.
         stream_tracks.push(StreamTrack {
             kind: m.kind,
             codec: Codec {
@@ -167,7 +184,7 @@ pub fn answer_publisher(
             accepted: Some(AcceptedMedia {
                 direction: Direction::RecvOnly,
                 codec,
-                extmaps,
+                extmaps: extmaps.into_iter().chain(twcc).collect(),
                 send: None,
             }),
         });
@@ -207,7 +224,7 @@ pub fn answer_player(
             continue;
         };
         let codec = match sdp::match_play_codec(m, &source.codec) {
-            Ok(codec) => forwarded(codec, m.kind),
+            Ok(codec) => codec,
             Err(e) => {
                 codec_errors.push(e.to_string());
                 media.push(MediaAnswer {
@@ -217,11 +234,14 @@ pub fn answer_player(
                 continue;
             }
         };
+        let twcc = transport_cc(m, &codec);
+        let codec = forwarded(codec, m.kind, twcc.is_some());
         let extmaps: Vec<Extmap> = m
             .extmaps
             .iter()
             .filter(|e| PASSED_EXTENSIONS.contains(&e.uri.as_str()) && source.extmaps.contains(e))
             .cloned()
+            .chain(twcc.clone())
             .collect();
         let ssrc = next_ssrc();
         let rtx = codec.rtx_pt.map(|pt| RtxStream {
@@ -244,6 +264,7 @@ pub fn answer_player(
             pt: codec.pt,
             ssrc,
             rtx,
+            transport_cc: twcc.map(|e| e.id),
         });
         media.push(MediaAnswer {
             mid: m.mid.clone(),
@@ -329,12 +350,34 @@ mod tests {
             let rtx = (m.kind == MediaKind::Video).then_some(97);
             assert_eq!(m.codecs[0].rtx_pt, rtx, "rtx for video only");
             assert!(m.rtx_ssrcs.is_empty(), "the answer sends nothing");
+            // Chromium offers transport-cc with its extension (id 3) for both: rtcdn takes it,
+            // to send the publisher feedback for its bandwidth estimate.
             assert!(m.codecs[0]
                 .rtcp_fb
                 .iter()
-                .all(|fb| FEEDBACK.contains(&fb.as_str())));
-            assert!(m.extmaps.iter().all(|e| e.uri != sdp::EXT_TRANSPORT_CC));
+                .all(|fb| FEEDBACK.contains(&fb.as_str()) || fb == TRANSPORT_CC));
+            assert!(m.codecs[0].rtcp_fb.iter().any(|fb| fb == TRANSPORT_CC));
+            assert!(m
+                .extmaps
+                .iter()
+                .any(|e| e.uri == sdp::EXT_TRANSPORT_CC && e.id == 3));
         }
+        assert!(answer.tracks.iter().all(|t| t.transport_cc == Some(3)));
+        // Players get rtcdn's own transport-wide numbers, never the publisher's.
+        assert!(answer
+            .stream_tracks
+            .iter()
+            .all(|t| t.extmaps.iter().all(|e| e.uri != sdp::EXT_TRANSPORT_CC)));
+        // Without the extension, no transport-cc feedback either.
+        let without: String = PUBLISH
+            .lines()
+            .filter(|l| !l.contains(sdp::EXT_TRANSPORT_CC))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        let without = sdp::parse(&without).unwrap();
+        let answer = answer_publisher(&without, &local()).unwrap();
+        assert!(answer.tracks.iter().all(|t| t.transport_cc.is_none()));
+        assert!(!answer.sdp.contains("transport-cc"));
     }
 
     #[test]

@@ -210,6 +210,7 @@ mod tests {
             codec: "VP8".into(),
             rtx_pt: Some(RTX_PT),
             rtx_ssrcs: fid,
+            transport_cc: None,
         }
     }
 

@@ -17,6 +17,7 @@ use rtp::rtcp::{
 use rtp::srtp::SrtpContext;
 use rtp::{is_keyframe, Pt, RtpHeader, RtpRewriter, Ssrc, VideoCodec};
 
+use crate::bwe::BweConfig;
 use crate::control::{
     EndReason, PlayedTrack, PublishedTrack, SessionId, SessionRole, SessionSpec, StreamId,
 };
@@ -24,6 +25,7 @@ use crate::dtls::{DtlsRole, SrtpKeyingMaterial};
 use crate::loss_detector::{LossDetector, RepairCounts};
 use crate::rtx::{self, RtxError, RtxSender};
 use crate::sdp::MediaKind;
+use crate::transport_cc::{PlayerFeedback, PublisherFeedback, MAX_FEEDBACK_LEN};
 
 /// Keyframe requests toward a publisher are merged: at most one PLI per this interval.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -32,6 +34,13 @@ const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The bitrate announced to publishers in REMB, so a browser ramps up to a useful rate instead of
 /// staying at its cautious start estimate. rtcdn does no congestion control of its own (yet).
 const REMB_BITRATE_BPS: u64 = 5_000_000;
+
+/// A player's bandwidth estimator: the defaults, with a send history of 1,024 packets (16 KiB a
+/// player; 1.2 s at 7 Mbit/s, longer than feedback ever takes).
+const PLAYER_BWE: BweConfig = BweConfig {
+    history_len: 1024,
+    ..BweConfig::DEFAULT
+};
 
 /// Why the session refused a datagram. Counted and logged by the core, never fatal.
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +280,12 @@ struct PublisherState {
     video_loss: Option<LossDetector>,
     /// The video codec, when rtcdn can tell its keyframes.
     video_codec: Option<VideoCodec>,
+    /// Transport-cc feedback for the publisher's bandwidth estimate, when negotiated.
+    transport_cc: Option<Box<PublisherFeedback>>,
+    /// Bytes received since `bitrate_since`, and the bitrate measured over the last period.
+    received_bytes: u64,
+    bitrate_since: Option<Instant>,
+    bitrate_bps: u64,
 }
 
 /// A publisher's media packet, decrypted in place.
@@ -317,6 +332,9 @@ struct PlayerState {
     tracks: [Option<PlayerTrack>; 2],
     /// How many packets the node may still send this player again from its cache.
     resends: ResendBudget,
+    /// Transport-wide numbers and the bandwidth estimate, when transport-cc is negotiated.
+    /// Boxed: most of a player's state, allocated once with the session.
+    transport_cc: Option<Box<PlayerFeedback>>,
 }
 
 /// Packets a player may have sent again per second, and in one burst: far above what real loss
@@ -492,6 +510,13 @@ impl Session {
                     .iter()
                     .find(|t| t.kind == MediaKind::Video)
                     .and_then(|t| video_codec(&t.codec)),
+                transport_cc: tracks
+                    .iter()
+                    .find_map(|t| t.transport_cc)
+                    .map(|id| Box::new(PublisherFeedback::new(id))),
+                received_bytes: 0,
+                bitrate_since: None,
+                bitrate_bps: 0,
                 tracks,
                 stats: Default::default(),
                 media_started: false,
@@ -500,6 +525,11 @@ impl Session {
                 next_receiver_report: None,
             }),
             SessionRole::Player { tracks } | SessionRole::Relay { tracks, .. } => {
+                let transport_cc = tracks
+                    .iter()
+                    .find_map(|t| t.transport_cc)
+                    .and_then(|id| PlayerFeedback::new(id, now, PLAYER_BWE))
+                    .map(Box::new);
                 let mut slots: [Option<PlayerTrack>; 2] = [None, None];
                 for track in tracks {
                     let rewriter = RtpRewriter::new(
@@ -523,6 +553,7 @@ impl Session {
                 RoleState::Player(PlayerState {
                     tracks: slots,
                     resends: ResendBudget::full(),
+                    transport_cc,
                 })
             }
         };
@@ -643,6 +674,14 @@ impl Session {
         let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
         let len = srtp.unprotect_rtp(data).map_err(SessionError::Srtp)?;
         self.ice.renew_consent(now, from);
+        publisher.received_bytes += len as u64;
+        if let Some(feedback) = publisher.transport_cc.as_mut() {
+            // Every packet the publisher's estimate counts, probes and repeats too: recorded
+            // before a retransmission is unwrapped or dropped.
+            if let Ok(header) = RtpHeader::parse(&data[..len]) {
+                feedback.on_packet(now, &header);
+            }
+        }
         let len = publisher.restore_rtx(srtp, &mut data[..len])?;
         let header = RtpHeader::parse(&data[..len]).map_err(SessionError::Rtp)?;
         let pt = header.payload_type().value();
@@ -693,10 +732,47 @@ impl Session {
                     self.events.push_back(SessionEvent::KeyframeRequested)
                 }
                 Rtcp::Nack(nack) => self.handle_nack(&nack),
+                Rtcp::TransportCc(feedback) => {
+                    if let Some(f) = self.player_feedback() {
+                        f.on_feedback(now, &feedback);
+                    }
+                }
+                Rtcp::Remb(remb) => {
+                    if let Some(f) = self.player_feedback() {
+                        f.on_remb(now, remb.bitrate_bps);
+                    }
+                }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    fn player_feedback(&mut self) -> Option<&mut PlayerFeedback> {
+        match &mut self.role {
+            RoleState::Player(player) => player.transport_cc.as_deref_mut(),
+            RoleState::Publisher(_) => None,
+        }
+    }
+
+    /// A player's available bandwidth as estimated from its transport-cc feedback; `None`
+    /// without transport-cc (or for a publisher).
+    pub fn bandwidth_estimate(&self) -> Option<u64> {
+        match &self.role {
+            RoleState::Player(player) => player
+                .transport_cc
+                .as_deref()
+                .map(PlayerFeedback::estimate_bps),
+            RoleState::Publisher(_) => None,
+        }
+    }
+
+    /// A publisher's bitrate over the last receiver report period (about a second).
+    pub fn received_bitrate(&self) -> Option<u64> {
+        match &self.role {
+            RoleState::Publisher(p) => Some(p.bitrate_bps),
+            RoleState::Player(_) => None,
+        }
     }
 
     /// A player's NACK names packets in its own sequence space; the publisher knows them by its
@@ -815,8 +891,14 @@ impl Session {
     /// Writes a forwarded packet for this player into `out`: copied from `plain`, rewritten to the
     /// player's SSRC, payload type, sequence and timestamp, and encrypted. Returns the datagram
     /// length, or 0 when this player does not take the packet (not connected, no such track).
-    pub fn write_rtp(&mut self, kind: MediaKind, plain: &[u8], out: &mut [u8]) -> usize {
-        self.write_player_rtp(kind, plain, out, false)
+    pub fn write_rtp(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        self.write_player_rtp(now, kind, plain, out, false)
     }
 
     /// Writes a packet this player reported lost again, from the node's cache. With rtx
@@ -827,8 +909,14 @@ impl Session {
     /// nothing, unless the player's current mapping wrote that packet: a packet from before the
     /// player joined or from an earlier source would carry a number that belonged to other
     /// contents (and, resent as it went out, reuse an SRTP index, so a GCM nonce).
-    pub fn write_retransmission(&mut self, kind: MediaKind, plain: &[u8], out: &mut [u8]) -> usize {
-        self.write_player_rtp(kind, plain, out, true)
+    pub fn write_retransmission(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        self.write_player_rtp(now, kind, plain, out, true)
     }
 
     /// Whether this player may have one more packet sent again now ([`RESEND_RATE_PER_SEC`]);
@@ -842,6 +930,7 @@ impl Session {
 
     fn write_player_rtp(
         &mut self,
+        now: Instant,
         kind: MediaKind,
         plain: &[u8],
         out: &mut [u8],
@@ -874,15 +963,42 @@ impl Session {
                     return 0;
                 };
                 // Not counted in the sender report's packets: those are the media SSRC's.
-                return rtx
-                    .write(plain, osn, timestamp, out)
-                    .and_then(|len| srtp.protect_rtp(out, len))
-                    .unwrap_or(0);
+                let Ok(len) = rtx.write(plain, osn, timestamp, out) else {
+                    return 0;
+                };
+                if let Some(feedback) = player.transport_cc.as_mut() {
+                    // A new packet on the transport: a number of its own, when the copied
+                    // header has the element (else the player's feedback just never sees it).
+                    feedback.stamp_new(now, &mut out[..len]);
+                }
+                return srtp.protect_rtp(out, len).unwrap_or(0);
             }
         }
-        out[..len].copy_from_slice(plain);
+        // With transport-cc the element gets room now and its number once the packet is
+        // rewritten; a packet whose extensions cannot take it goes out without one (the same
+        // way every time, so a retransmission is still the same bytes).
+        let stamped = player
+            .transport_cc
+            .as_ref()
+            .and_then(|f| f.copy_with_room(plain, out).ok());
+        let len = match stamped {
+            Some(len) => len,
+            None => {
+                out[..len].copy_from_slice(plain);
+                len
+            }
+        };
         if track.rewriter.rewrite(&mut out[..len]).is_err() {
             return 0;
+        }
+        if let (Some(feedback), Some(_)) = (player.transport_cc.as_mut(), stamped) {
+            let video = kind == MediaKind::Video;
+            if feedback
+                .stamp(now, &mut out[..len], video, only_if_written)
+                .is_err()
+            {
+                return 0;
+            }
         }
         match srtp.protect_rtp(out, len) {
             Ok(n) => {
@@ -962,6 +1078,17 @@ impl Session {
             return;
         };
         publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
+        if let Some(since) = publisher.bitrate_since {
+            let elapsed = now.saturating_duration_since(since).as_secs_f64();
+            if elapsed > 0.0 {
+                publisher.bitrate_bps = (publisher.received_bytes as f64 * 8.0 / elapsed) as u64;
+            }
+            if let Some(feedback) = publisher.transport_cc.as_mut() {
+                feedback.set_bitrate(publisher.bitrate_bps);
+            }
+        }
+        publisher.received_bytes = 0;
+        publisher.bitrate_since = Some(now);
         // Recoveries since the last request are reported here at the latest.
         if let Some(counts) = publisher
             .video_loss
@@ -1000,9 +1127,9 @@ impl Session {
     }
 
     fn send_rtcp(&mut self, packets: &[Rtcp<'_>]) {
-        let (Some(remote), Some(srtp)) = (self.remote, self.srtp_tx.as_mut()) else {
+        if self.remote.is_none() || self.srtp_tx.is_none() {
             return;
-        };
+        }
         let len: usize = packets.iter().map(|p| p.encoded_len()).sum();
         let mut buf = self.spare_buffers.pop().unwrap_or_default();
         buf.clear();
@@ -1018,7 +1145,17 @@ impl Session {
                 }
             }
         }
-        match srtp.protect_rtcp(&mut buf, at) {
+        self.queue_srtcp(buf, at);
+    }
+
+    /// Protects the RTCP in `buf[..len]` (which has room for SRTCP's index and tag) and queues
+    /// it to the peer.
+    fn queue_srtcp(&mut self, mut buf: Vec<u8>, len: usize) {
+        let (Some(remote), Some(srtp)) = (self.remote, self.srtp_tx.as_mut()) else {
+            self.spare_buffers.push(buf);
+            return;
+        };
+        match srtp.protect_rtcp(&mut buf, len) {
             Ok(n) => {
                 buf.truncate(n);
                 self.transmits.push_back(Transmit {
@@ -1027,6 +1164,41 @@ impl Session {
                 });
             }
             Err(_) => self.spare_buffers.push(buf),
+        }
+    }
+
+    /// Sends the publisher the transport-cc feedback that is due.
+    fn send_transport_feedback(&mut self, now: Instant) {
+        loop {
+            let RoleState::Publisher(publisher) = &mut self.role else {
+                return;
+            };
+            let media_ssrc = publisher
+                .stats
+                .iter()
+                .rev()
+                .map(|s| s.ssrc)
+                .find(|&s| s != 0)
+                .unwrap_or(0);
+            let Some(feedback) = publisher.transport_cc.as_mut() else {
+                return;
+            };
+            let mut buf = self.spare_buffers.pop().unwrap_or_default();
+            buf.clear();
+            buf.resize(MAX_FEEDBACK_LEN + 64, 0);
+            let written = feedback.poll_feedback(
+                now,
+                self.rtcp_ssrc,
+                media_ssrc,
+                &mut buf[..MAX_FEEDBACK_LEN],
+            );
+            match written {
+                Some(len) => self.queue_srtcp(buf, len),
+                None => {
+                    self.spare_buffers.push(buf);
+                    return;
+                }
+            }
         }
     }
 
@@ -1049,14 +1221,18 @@ impl Session {
         }
         self.ice.handle_timeout(now);
         self.drain_ice();
-        let (pending, report, loss) = match &self.role {
+        let (pending, report, loss, feedback) = match &self.role {
             RoleState::Publisher(p) => (
                 p.pending_keyframe_request,
                 p.next_receiver_report,
                 p.video_loss.as_ref().and_then(LossDetector::poll_timeout),
+                p.transport_cc.as_ref().and_then(|f| f.poll_timeout()),
             ),
-            RoleState::Player(_) => (None, None, None),
+            RoleState::Player(_) => (None, None, None, None),
         };
+        if feedback.is_some_and(|at| at <= now) {
+            self.send_transport_feedback(now);
+        }
         if loss.is_some_and(|at| at <= now) {
             self.request_lost_video(now);
         }
@@ -1077,9 +1253,15 @@ impl Session {
         }
         if let RoleState::Publisher(p) = &self.role {
             let loss = p.video_loss.as_ref().and_then(LossDetector::poll_timeout);
-            for at in [p.pending_keyframe_request, p.next_receiver_report, loss]
-                .into_iter()
-                .flatten()
+            let feedback = p.transport_cc.as_ref().and_then(|f| f.poll_timeout());
+            for at in [
+                p.pending_keyframe_request,
+                p.next_receiver_report,
+                loss,
+                feedback,
+            ]
+            .into_iter()
+            .flatten()
             {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
@@ -1226,6 +1408,7 @@ mod tests {
                 pt: 96,
                 ssrc: 0x5eed,
                 rtx,
+                transport_cc: None,
             }],
         };
         let now = Instant::now();
@@ -1261,26 +1444,50 @@ mod tests {
         let mut sent = Vec::new();
         for seq in 100..105u16 {
             let mut out = [0u8; 1500];
-            let n = player.write_rtp(MediaKind::Video, &source_packet(1, seq), &mut out);
+            let n = player.write_rtp(
+                Instant::now(),
+                MediaKind::Video,
+                &source_packet(1, seq),
+                &mut out,
+            );
             assert!(n > 0);
             sent.push(out[..n].to_vec());
         }
         // The same number, timestamp and SRTP index: byte for byte the first datagram.
         let mut out = [0u8; 1500];
-        let n = player.write_retransmission(MediaKind::Video, &source_packet(1, 102), &mut out);
+        let n = player.write_retransmission(
+            Instant::now(),
+            MediaKind::Video,
+            &source_packet(1, 102),
+            &mut out,
+        );
         assert_eq!(&out[..n], sent[2].as_slice());
         // Not sent to this player (before it joined, not yet, another source): nothing.
         for (ssrc, seq) in [(1, 99), (1, 105), (2, 102)] {
-            let n =
-                player.write_retransmission(MediaKind::Video, &source_packet(ssrc, seq), &mut out);
+            let n = player.write_retransmission(
+                Instant::now(),
+                MediaKind::Video,
+                &source_packet(ssrc, seq),
+                &mut out,
+            );
             assert_eq!(n, 0, "ssrc {ssrc} seq {seq}");
         }
         assert_eq!(
-            player.write_retransmission(MediaKind::Audio, &source_packet(1, 102), &mut out),
+            player.write_retransmission(
+                Instant::now(),
+                MediaKind::Audio,
+                &source_packet(1, 102),
+                &mut out
+            ),
             0
         );
         // The mapping is untouched: the next packet follows on.
-        let n = player.write_rtp(MediaKind::Video, &source_packet(1, 105), &mut out);
+        let n = player.write_rtp(
+            Instant::now(),
+            MediaKind::Video,
+            &source_packet(1, 105),
+            &mut out,
+        );
         let header = RtpHeader::parse(&out[..n]).unwrap();
         let first = RtpHeader::parse(&sent[0]).unwrap();
         assert_eq!(
@@ -1313,15 +1520,24 @@ mod tests {
         let mut sent = Vec::new();
         for seq in 100..105u16 {
             let mut out = [0u8; 1500];
-            let n = player.write_rtp(MediaKind::Video, &source_packet(1, seq), &mut out);
+            let n = player.write_rtp(
+                Instant::now(),
+                MediaKind::Video,
+                &source_packet(1, seq),
+                &mut out,
+            );
             let n = rx.unprotect_rtp(&mut out[..n]).unwrap();
             sent.push(out[..n].to_vec());
         }
         let mut rtx_seq = None;
         for (lost, original) in [(102u16, &sent[2]), (100, &sent[0])] {
             let mut out = [0u8; 1500];
-            let n =
-                player.write_retransmission(MediaKind::Video, &source_packet(1, lost), &mut out);
+            let n = player.write_retransmission(
+                Instant::now(),
+                MediaKind::Video,
+                &source_packet(1, lost),
+                &mut out,
+            );
             let n = rx
                 .unprotect_rtp(&mut out[..n])
                 .expect("decrypts as the player would");
@@ -1345,8 +1561,12 @@ mod tests {
         // Still only what the current mapping wrote.
         let mut out = [0u8; 1500];
         for (ssrc, seq) in [(1, 99), (1, 105), (2, 102)] {
-            let n =
-                player.write_retransmission(MediaKind::Video, &source_packet(ssrc, seq), &mut out);
+            let n = player.write_retransmission(
+                Instant::now(),
+                MediaKind::Video,
+                &source_packet(ssrc, seq),
+                &mut out,
+            );
             assert_eq!(n, 0, "ssrc {ssrc} seq {seq}");
         }
         // A NACK naming the RTX stream asks for nothing; one naming the media stream does.
@@ -1393,6 +1613,7 @@ mod tests {
                 codec: "VP8".into(),
                 rtx_pt: Some(101),
                 rtx_ssrcs: Some((1, 2)),
+                transport_cc: None,
             }],
         };
         let now = Instant::now();

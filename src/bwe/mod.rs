@@ -72,17 +72,22 @@ pub struct BweConfig {
     pub history_len: usize,
 }
 
+impl BweConfig {
+    /// The defaults, usable in constants.
+    pub const DEFAULT: BweConfig = BweConfig {
+        start_bps: 1_000_000,
+        // libwebrtc's lowest video bitrate (its congestion controller alone would go down
+        // to 5 kbit/s, where no video plays).
+        min_bps: 30_000,
+        max_bps: 50_000_000,
+        // Two seconds at 20 Mbit/s of 1,200-byte packets: 64 KiB per player.
+        history_len: 4_096,
+    };
+}
+
 impl Default for BweConfig {
     fn default() -> Self {
-        BweConfig {
-            start_bps: 1_000_000,
-            // libwebrtc's lowest video bitrate (its congestion controller alone would go down
-            // to 5 kbit/s, where no video plays).
-            min_bps: 30_000,
-            max_bps: 50_000_000,
-            // Two seconds at 20 Mbit/s of 1,200-byte packets: 64 KiB per player.
-            history_len: 4_096,
-        }
+        Self::DEFAULT
     }
 }
 

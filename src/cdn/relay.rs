@@ -175,6 +175,9 @@ fn relay_media(
             pt: track.codec.pt,
             ssrc,
             rtx,
+            // The relay offers no transport-wide sequence numbers: between two nodes in one
+            // operator's network the link is provisioned, not estimated.
+            transport_cc: None,
         });
     }
     (media, played)

@@ -372,6 +372,7 @@ impl DatagramHandler for Core {
         mesh.drain(HANDOFF_BATCH, |item: &Forwarded| match item.kind {
             ForwardKind::Rtp { kind, keyframe } => {
                 counters.rtp_sent += fan_out(
+                    now,
                     streams,
                     sessions,
                     item.stream,
@@ -382,8 +383,15 @@ impl DatagramHandler for Core {
                 );
             }
             ForwardKind::KeyframeReplay { keyframe } => {
-                counters.rtp_sent +=
-                    replay_to_waiting(streams, sessions, item.stream, keyframe, item.payload(), tx);
+                counters.rtp_sent += replay_to_waiting(
+                    now,
+                    streams,
+                    sessions,
+                    item.stream,
+                    keyframe,
+                    item.payload(),
+                    tx,
+                );
             }
             other => {
                 let start = bytes.len();
@@ -402,7 +410,9 @@ impl DatagramHandler for Core {
 
 /// Writes one decrypted packet to every local player of `stream` and keeps a video packet for
 /// their NACKs and new players. Returns the packets queued.
+#[allow(clippy::too_many_arguments)] // The core's fields, split so the caller keeps the rest.
 fn fan_out(
+    now: Instant,
     streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
@@ -433,7 +443,7 @@ fn fan_out(
         }
         let session = &mut entry.session;
         tx.push_with_on(entry.socket, remote, |buf| {
-            session.write_rtp(kind, plain, buf)
+            session.write_rtp(now, kind, plain, buf)
         });
         sent += 1;
     }
@@ -444,6 +454,7 @@ fn fan_out(
 /// `stream` that wait for it, and keeps it in the core's cache (which lacked it: its first
 /// player started the replay). Returns the packets queued.
 fn replay_to_waiting(
+    now: Instant,
     streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
@@ -469,7 +480,7 @@ fn replay_to_waiting(
         };
         let session = &mut entry.session;
         tx.push_with_on(entry.socket, remote, |buf| {
-            session.write_rtp(MediaKind::Video, plain, buf)
+            session.write_rtp(now, MediaKind::Video, plain, buf)
         });
         sent += 1;
     }
@@ -550,6 +561,7 @@ impl Core {
                 let stream = entry.session.stream();
                 let plain = &data[..media.len];
                 self.counters.rtp_sent += fan_out(
+                    now,
                     &mut self.streams,
                     &mut self.sessions,
                     stream,
@@ -802,7 +814,7 @@ impl Core {
         {
             return;
         }
-        if self.start_from_local_keyframe(id, stream, tx) {
+        if self.start_from_local_keyframe(now, id, stream, tx) {
             self.counters.keyframe_cache_hits += 1;
             return;
         }
@@ -834,6 +846,7 @@ impl Core {
     /// Sends a player the packets from the keyframe this core cached on; false without one.
     fn start_from_local_keyframe(
         &mut self,
+        now: Instant,
         id: SessionId,
         stream: StreamId,
         tx: &mut SendQueue,
@@ -856,7 +869,7 @@ impl Core {
         };
         for plain in packets {
             tx.push_with_on(socket, remote, |buf| {
-                session.write_rtp(MediaKind::Video, plain, buf)
+                session.write_rtp(now, MediaKind::Video, plain, buf)
             });
             counters.rtp_sent += 1;
         }
@@ -958,7 +971,7 @@ impl Core {
                     continue;
                 }
                 tx.push_with_on(*socket, *remote, |buf| {
-                    written = session.write_retransmission(kind, plain, buf);
+                    written = session.write_retransmission(now, kind, plain, buf);
                     written
                 });
             }
