@@ -139,6 +139,13 @@ pub enum CoreEvent {
     MediaStarted { id: SessionId },
     /// The session is gone; signalling forgets it (and ends a publisher's players).
     SessionEnded { id: SessionId, reason: EndReason },
+    /// Once a second: a player's estimated bandwidth (with transport-cc), a publisher's
+    /// received bitrate.
+    Bitrates {
+        id: SessionId,
+        estimate_bps: Option<u64>,
+        received_bps: Option<u64>,
+    },
 }
 
 /// Why a session ended; logged and reported to clients.

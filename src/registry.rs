@@ -61,6 +61,9 @@ pub struct SessionEntry {
     pub resource: Option<ResourceSecret>,
     /// The ACL key a player presented.
     pub acl_key: Option<String>,
+    /// A player's estimated bandwidth, a publisher's received bitrate (bit/s), as last reported
+    /// by its core.
+    pub bitrate_bps: Option<u64>,
 }
 
 /// The secret last segment of a WHIP/WHEP resource URL (`/whip/NAME/SECRET`): 128 random bits,
@@ -248,6 +251,7 @@ impl Registry {
             connected: false,
             resource: None,
             acl_key: None,
+            bitrate_bps: None,
         });
         Ok(stream)
     }
@@ -284,6 +288,7 @@ impl Registry {
             connected: false,
             resource: None,
             acl_key: None,
+            bitrate_bps: None,
         });
         Ok(commands)
     }
@@ -305,6 +310,7 @@ impl Registry {
             connected: false,
             resource: None,
             acl_key: None,
+            bitrate_bps: None,
         });
         Ok(core)
     }
@@ -384,6 +390,19 @@ impl Registry {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.connected = true;
         }
+    }
+
+    /// Records what a core reported of a session's bitrate.
+    pub fn set_bitrate(&mut self, id: SessionId, bitrate_bps: u64) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.bitrate_bps = Some(bitrate_bps);
+        }
+    }
+
+    /// The bitrate the publisher of `stream` sends, as last reported.
+    pub fn publisher_bitrate(&self, stream: &str) -> Option<u64> {
+        let publisher = self.streams.get(stream)?.publisher;
+        self.sessions.get(&publisher)?.bitrate_bps
     }
 
     /// Marks a publisher's media as flowing.

@@ -40,6 +40,7 @@
 
 mod acked;
 mod aimd;
+pub mod alarm;
 mod delay;
 mod history;
 mod loss;

@@ -314,6 +314,7 @@ async fn relay_once(state: &Arc<Signalling>, target: &RelayTarget, stream: &str)
         Watcher {
             out: notes_tx,
             description,
+            bandwidth: Default::default(),
         },
     );
     let spec = SessionSpec {

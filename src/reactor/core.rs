@@ -41,6 +41,8 @@ const REPLAY_RING_HEADROOM: usize = 256;
 /// How long players wait for a replay from the publisher's core (its end marker may have been
 /// dropped with a full ring) before they take live video and a keyframe request.
 const REPLAY_TIMEOUT: Duration = Duration::from_millis(300);
+/// How often players' bandwidth estimates and publishers' bitrates go to signalling.
+const BITRATE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a closed session's address is remembered so its DTLS close_notify still goes out.
 const CLOSING_LINGER: Duration = Duration::from_secs(2);
 
@@ -234,6 +236,8 @@ struct Core {
     scratch: Scratch,
     shutdown: bool,
     seed: u64,
+    /// When sessions' bitrates next go to signalling.
+    next_bitrate_report: Instant,
 }
 
 struct Scratch {
@@ -295,6 +299,7 @@ pub fn run(setup: CoreSetup) {
         counters: Counters::default(),
         scratch: Scratch::new(),
         shutdown: false,
+        next_bitrate_report: Instant::now() + BITRATE_REPORT_INTERVAL,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
     };
     info!(
@@ -1180,9 +1185,27 @@ impl Core {
         }
         self.scratch.sessions = due;
         self.expire_replays(now, tx);
+        if now >= self.next_bitrate_report {
+            self.next_bitrate_report = now + BITRATE_REPORT_INTERVAL;
+            self.report_bitrates();
+        }
         self.closing
             .retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
         self.publish_stats(tx);
+    }
+
+    fn report_bitrates(&self) {
+        for (&id, entry) in &self.sessions {
+            let estimate_bps = entry.session.bandwidth_estimate();
+            let received_bps = entry.session.received_bitrate();
+            if estimate_bps.is_some() || received_bps.is_some() {
+                let _ = self.events.send(CoreEvent::Bitrates {
+                    id,
+                    estimate_bps,
+                    received_bps,
+                });
+            }
+        }
     }
 
     /// Replays whose end marker never came (dropped with a full ring): their players take

@@ -21,6 +21,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -28,6 +29,7 @@ use self::cors::Cors;
 use self::flashphoner::protocol::{end_info, StreamDescription};
 use self::limits::Limits;
 use crate::auth::{Authorizer, Credentials, RelayAuth};
+use crate::bwe::alarm::BandwidthAlarm;
 use crate::cdn::balancer::{render_stat, Balancer};
 use crate::cdn::config::CdnConfig;
 use crate::cdn::cpu::CpuSampler;
@@ -76,6 +78,8 @@ pub struct Watcher {
     pub out: tokio::sync::mpsc::UnboundedSender<String>,
     /// How the client knows the stream.
     pub description: StreamDescription,
+    /// WCS's `NOT_ENOUGH_BANDWIDTH` rule for a player.
+    pub bandwidth: BandwidthAlarm,
 }
 
 /// State shared by all requests.
@@ -277,6 +281,41 @@ impl Signalling {
             .map(|(id, _)| *id)
     }
 
+    /// A core's report of a session's bitrates: kept for `/api/stats`, and a WebSocket
+    /// player whose estimate stays under its publisher's bitrate is told (WCS's
+    /// `notEnoughBandwidth` stream event).
+    fn handle_bitrates(&self, id: SessionId, estimate: Option<u64>, received: Option<u64>) {
+        let publisher_bps = {
+            let mut registry = self.registry();
+            if let Some(bps) = estimate.or(received) {
+                registry.set_bitrate(id, bps);
+            }
+            let Some(estimate) = estimate else {
+                return;
+            };
+            let Some(publisher_bps) = registry
+                .session(id)
+                .and_then(|s| registry.publisher_bitrate(&s.stream_name))
+            else {
+                return;
+            };
+            (estimate, publisher_bps)
+        };
+        let (estimate, publisher_bps) = publisher_bps;
+        let mut watchers = self.watchers();
+        let Some(watcher) = watchers.get_mut(&id) else {
+            return;
+        };
+        if let Some(event) = watcher.bandwidth.update(estimate, publisher_bps) {
+            info!(session = %id, stream = watcher.description.name, publisher_bps, estimate_bps = estimate, "not enough bandwidth");
+            let _ = watcher.out.send(
+                watcher
+                    .description
+                    .stream_event_frame("notEnoughBandwidth", json!({ "info": event.info() })),
+            );
+        }
+    }
+
     /// Applies what a core reports.
     pub fn handle_core_event(self: &Arc<Self>, event: CoreEvent) {
         match event {
@@ -306,6 +345,11 @@ impl Signalling {
                     relay::spawn_relays(self, &stream, &self.relay_targets);
                 }
             }
+            CoreEvent::Bitrates {
+                id,
+                estimate_bps,
+                received_bps,
+            } => self.handle_bitrates(id, estimate_bps, received_bps),
             CoreEvent::SessionEnded { id, reason } => {
                 let commands = self.registry().remove_session(id);
                 debug!(session = %id, %reason, "session forgotten");
@@ -693,19 +737,28 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
             })
         })
         .collect();
-    let streams: Vec<serde_json::Value> = state
-        .registry()
+    let registry = state.registry();
+    let streams: Vec<serde_json::Value> = registry
         .streams()
         .map(|s| {
+            // Players' bandwidth as estimated from their transport-cc feedback (null without).
+            let estimates: Vec<Option<u64>> = s
+                .players
+                .iter()
+                .map(|(id, _)| registry.session(*id).and_then(|p| p.bitrate_bps))
+                .collect();
             serde_json::json!({
                 "name": s.name,
                 "core": s.core.0,
                 "media_flowing": s.media_flowing,
                 "players": s.players.len(),
                 "tracks": s.tracks.iter().map(|t| format!("{}/{}", t.codec.name, t.codec.clock_rate)).collect::<Vec<_>>(),
+                "bitrate_bps": registry.publisher_bitrate(&s.name),
+                "player_bandwidth_bps": estimates,
             })
         })
         .collect();
+    drop(registry);
     let panics = crate::panic_guard::counts();
     let body = serde_json::json!({ "cores": cores, "streams": streams, "panics": panics });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));

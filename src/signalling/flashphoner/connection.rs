@@ -307,6 +307,7 @@ impl Connection {
             Watcher {
                 out: self.out.clone(),
                 description: description.clone(),
+                bandwidth: Default::default(),
             },
         );
         self.send(frame(

@@ -123,6 +123,19 @@ impl StreamDescription {
         Value::Object(object)
     }
 
+    /// A `notifyStreamEvent` frame (the SDK's `STREAM_EVENT`): `type` and its `payload`.
+    pub fn stream_event_frame(&self, kind: &str, payload: Value) -> String {
+        frame(
+            "notifyStreamEvent",
+            vec![json!({
+                "mediaSessionId": self.media_session_id,
+                "name": self.name,
+                "type": kind,
+                "payload": payload,
+            })],
+        )
+    }
+
     /// A `notifyStreamStatusEvent` frame.
     pub fn status_frame(&self, status: &str, info: Option<&str>) -> String {
         frame(
