@@ -73,5 +73,9 @@ fn numbering_feedback_and_estimating_allocate_nothing() {
         panic!("the counting allocator is installed");
     };
     assert_eq!(after - before, 0, "allocations on the transport-cc paths");
-    assert!(player.estimate_bps() > 1_000_000, "{}", player.estimate_bps());
+    assert!(
+        player.estimate_bps() > 1_000_000,
+        "{}",
+        player.estimate_bps()
+    );
 }

@@ -42,6 +42,8 @@ RUN OPTIONS:
     --player-loss P         each player drops P% of its video datagrams at random on arrival
                             (before SRTP) and asks for them again with NACKs; the report adds
                             lost / NACKed / repaired / unrepaired (default 0: no loss, no NACKs)
+    --transport-cc          players offer transport-cc: the node numbers every packet it sends
+                            them (they send no feedback), to measure what that costs
     --baseline              measure the raw limit first (fan-out = --players), quote the ratio
     --repeat N              run N times, report each and the medians (default 1)
     --json                  print the report as JSON on stdout
@@ -191,6 +193,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                 }
                 run.player_loss_percent = p;
             }
+            (false, "--transport-cc") => run.transport_cc = true,
             (false, "--warmup-timeout") => {
                 run.warmup_timeout =
                     Duration::from_secs_f64(seconds(&value()?, "--warmup-timeout")?)

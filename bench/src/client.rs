@@ -35,7 +35,14 @@ pub struct OfferOptions {
     /// Offer rtx for video on [`VIDEO_RTX_PT`], as browsers do; a publisher also announces an
     /// RTX SSRC in `a=ssrc-group:FID`.
     pub rtx: bool,
+    /// Offer transport-cc (the transport-wide sequence number extension, id
+    /// [`TRANSPORT_CC_EXT_ID`], and its feedback), as browsers do: a node then numbers every
+    /// packet it sends this client. The client sends no feedback.
+    pub transport_cc: bool,
 }
+
+/// The id the client offers the transport-wide sequence number extension under (Chromium's).
+pub const TRANSPORT_CC_EXT_ID: u8 = 3;
 
 /// Why a client session failed.
 #[derive(Debug, thiserror::Error)]
@@ -164,11 +171,17 @@ fn offer_codecs(kind: MediaKind, options: OfferOptions) -> Vec<Codec> {
         MediaKind::Audio => {
             let mut opus = Codec::new(AUDIO_PT, "opus", 48000, Some(2));
             opus.fmtp = Some("minptime=10;useinbandfec=1".into());
+            if options.transport_cc {
+                opus.rtcp_fb = fb(&["transport-cc"]);
+            }
             vec![opus]
         }
         MediaKind::Video => {
             let mut vp8 = Codec::new(VIDEO_PT, "VP8", 90000, None);
             vp8.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
+            if options.transport_cc {
+                vp8.rtcp_fb.push("transport-cc".into());
+            }
             vp8.rtx_pt = options.rtx.then_some(VIDEO_RTX_PT);
             vec![vp8]
         }
@@ -704,6 +717,14 @@ impl Offer {
             kind,
             direction,
             codecs: offer_codecs(kind, options),
+            extmaps: options
+                .transport_cc
+                .then(|| rtcdn::sdp::Extmap {
+                    id: TRANSPORT_CC_EXT_ID,
+                    uri: rtcdn::sdp::EXT_TRANSPORT_CC.into(),
+                })
+                .into_iter()
+                .collect(),
             send: (mode == Mode::Publish).then(|| SendTrack {
                 ssrc,
                 cname: "rtcdn-bench".into(),

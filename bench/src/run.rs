@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use rtcdn::dtls::DtlsCertificate;
 use serde_json::{json, Value};
 
-use crate::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
+use crate::client::{ClientSession, Mode, OfferOptions, AUDIO_PT, VIDEO_PT};
 use crate::limit::{LimitOptions, LimitReport};
 use crate::media::{
     read_media, write_packet, MediaEvent, MediaShape, Probe, ProbeError, RtpFields, Shaper, Vp8Part,
@@ -84,6 +84,9 @@ pub struct RunOptions {
     /// How long after the publishers start the players' ramp starts (e.g. a keyframe interval,
     /// so players can start on the node's cached keyframe).
     pub ramp_delay: Duration,
+    /// Players offer transport-cc, so the node numbers every packet it sends them (the
+    /// players send no feedback): what numbering costs the node.
+    pub transport_cc: bool,
 }
 
 impl Default for RunOptions {
@@ -109,6 +112,7 @@ impl Default for RunOptions {
             progress: false,
             player_loss_percent: 0.0,
             ramp_delay: Duration::ZERO,
+            transport_cc: false,
         }
     }
 }
@@ -481,12 +485,17 @@ async fn connect_once(
     timeout: Duration,
 ) -> anyhow::Result<ClientSession> {
     let target = target_for(options, mode).await?;
+    let offer = OfferOptions {
+        transport_cc: options.transport_cc && mode == Mode::Play,
+        ..OfferOptions::default()
+    };
     let session = match options.signalling {
         Signalling::Whip => {
-            ClientSession::connect(&target, mode, stream, certificate, timeout).await
+            ClientSession::connect_with(&target, mode, stream, certificate, timeout, offer).await
         }
         Signalling::Ws => {
-            ClientSession::connect_ws(&target, mode, stream, certificate, timeout).await
+            ClientSession::connect_ws_with(&target, mode, stream, certificate, timeout, None, offer)
+                .await
         }
     };
     session.with_context(|| {

@@ -125,6 +125,7 @@ fn offer(publish: bool, ufrag: &str) -> String {
             MediaKind::Audio => vec![Codec::new(AUDIO_PT, "opus", 48000, Some(2))],
             MediaKind::Video => vec![Codec::new(VIDEO_PT, "VP8", 90000, None)],
         },
+        extmaps: Vec::new(),
         send: publish.then(|| SendTrack {
             ssrc,
             cname: "bad-input".into(),

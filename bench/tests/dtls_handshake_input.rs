@@ -134,6 +134,7 @@ impl RawPeer {
                 kind: MediaKind::Audio,
                 direction: Direction::SendOnly,
                 codecs: vec![opus],
+                extmaps: Vec::new(),
                 send: None,
             }],
         })

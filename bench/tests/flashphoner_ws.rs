@@ -241,6 +241,7 @@ async fn names_in_use_unknown_streams_and_availability() {
             kind: rtcdn::sdp::MediaKind::Video,
             direction: rtcdn::sdp::Direction::SendOnly,
             codecs: vec![rtcdn::sdp::Codec::new(96, "VP8", 90000, None)],
+            extmaps: Vec::new(),
             send: None,
         }],
     });

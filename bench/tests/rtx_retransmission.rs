@@ -35,7 +35,10 @@ use common::{
 static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
 
 const STREAM: &str = "rtx";
-const RTX: OfferOptions = OfferOptions { rtx: true };
+const RTX: OfferOptions = OfferOptions {
+    rtx: true,
+    transport_cc: false,
+};
 /// Packets sent per loss round.
 const ROUND: u64 = 40;
 

@@ -162,6 +162,7 @@ fn relay_media(
             kind: track.kind,
             direction: Direction::SendOnly,
             codecs: vec![codec],
+            extmaps: Vec::new(),
             send: Some(SendTrack {
                 ssrc,
                 cname: format!("rtcdn-relay-{stream}"),

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::types::{Codec, Direction, Fingerprint, MediaKind, SendTrack, Setup};
+use super::types::{Codec, Direction, Extmap, Fingerprint, MediaKind, SendTrack, Setup};
 use super::write;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct OfferMedia {
     pub direction: Direction,
     /// In preference order; each with its `rtx_pt`, fmtp and rtcp-fb as wanted.
     pub codecs: Vec<Codec>,
+    /// Header extensions offered (`a=extmap`).
+    pub extmaps: Vec<Extmap>,
     pub send: Option<SendTrack>,
 }
 
@@ -59,6 +61,7 @@ pub fn write_offer(params: &OfferParams) -> String {
         for codec in &offered.codecs {
             write::codec(&mut media, codec);
         }
+        write::extmaps(&mut media, &offered.extmaps);
         if let Some(track) = &offered.send {
             write::send_track(&mut media, track);
         }

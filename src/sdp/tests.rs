@@ -373,6 +373,7 @@ fn own_offer_round_trip_and_answer() {
                 kind: MediaKind::Audio,
                 direction: Direction::SendOnly,
                 codecs: vec![opus.clone()],
+                extmaps: Vec::new(),
                 send: Some(track(11, None, "mic")),
             },
             OfferMedia {
@@ -380,6 +381,7 @@ fn own_offer_round_trip_and_answer() {
                 kind: MediaKind::Video,
                 direction: Direction::SendOnly,
                 codecs: vec![vp8.clone()],
+                extmaps: Vec::new(),
                 send: Some(track(21, Some(22), "cam")),
             },
         ],
