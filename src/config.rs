@@ -30,6 +30,29 @@ pub struct Config {
     pub cdn: CdnConfig,
     /// Who may publish, play and administer.
     pub auth: AuthConfig,
+    /// What players' bandwidth estimates may do to publishers.
+    pub bwe: BweSettings,
+}
+
+/// `[bwe]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BweSettings {
+    /// WCS's behaviour: ask each publisher (REMB) to send no more than its weakest player's
+    /// estimated bandwidth. Off by default: one viewer on a thin link would lower the picture
+    /// for everyone.
+    pub limit_publisher: bool,
+    /// The lowest bitrate a publisher is asked for (WCS's `webrtc_cc2_min_remb_bitrate_bps`).
+    pub min_publisher_bps: u64,
+}
+
+impl Default for BweSettings {
+    fn default() -> Self {
+        BweSettings {
+            limit_publisher: false,
+            min_publisher_bps: 100_000,
+        }
+    }
 }
 
 /// `[http]`
@@ -379,6 +402,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "media.announce",
                 message: format!("{ip} cannot be reached by a client"),
+            });
+        }
+        if !(30_000..=50_000_000).contains(&self.bwe.min_publisher_bps) {
+            return Err(ConfigError::Invalid {
+                key: "bwe.min_publisher_bps",
+                message: "must be 30000 to 50000000 (bit/s)".into(),
             });
         }
         self.cdn.validate(self.http.listen)?;

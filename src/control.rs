@@ -126,6 +126,11 @@ pub enum CoreCommand {
     AttachCore { stream: StreamId, core: CoreId },
     /// Stop forwarding a stream to another core.
     DetachCore { stream: StreamId, core: CoreId },
+    /// Ask a publisher (REMB) to send at most this many bit/s, or lift the limit (`None`).
+    LimitPublisher {
+        id: SessionId,
+        bitrate_bps: Option<u64>,
+    },
     /// Stop the core thread.
     Shutdown,
 }

@@ -173,7 +173,8 @@ impl Node {
         cores.reverse();
         let state = Arc::new(
             Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
-                .with_http(&config.http),
+                .with_http(&config.http)
+                .with_bwe(&config.bwe),
         );
         if state.balancer.is_some() {
             runtime.spawn(crate::cdn::poll_edge_stats(

@@ -399,6 +399,16 @@ impl Registry {
         }
     }
 
+    /// The lowest bandwidth estimated for a player of `stream`, if any player has one.
+    pub fn weakest_player(&self, stream: &str) -> Option<u64> {
+        self.streams
+            .get(stream)?
+            .players
+            .iter()
+            .filter_map(|(id, _)| self.sessions.get(id)?.bitrate_bps)
+            .min()
+    }
+
     /// The bitrate the publisher of `stream` sends, as last reported.
     pub fn publisher_bitrate(&self, stream: &str) -> Option<u64> {
         let publisher = self.streams.get(stream)?.publisher;

@@ -286,6 +286,9 @@ struct PublisherState {
     received_bytes: u64,
     bitrate_since: Option<Instant>,
     bitrate_bps: u64,
+    /// The bitrate announced in REMB: [`REMB_BITRATE_BPS`], or what `bwe.limit_publisher`
+    /// allows (its weakest player's bandwidth).
+    remb_bps: u64,
 }
 
 /// A publisher's media packet, decrypted in place.
@@ -517,6 +520,7 @@ impl Session {
                 received_bytes: 0,
                 bitrate_since: None,
                 bitrate_bps: 0,
+                remb_bps: REMB_BITRATE_BPS,
                 tracks,
                 stats: Default::default(),
                 media_started: false,
@@ -764,6 +768,21 @@ impl Session {
                 .as_deref()
                 .map(PlayerFeedback::estimate_bps),
             RoleState::Publisher(_) => None,
+        }
+    }
+
+    /// Asks a publisher to send at most `bitrate_bps` (REMB, which Chromium's estimate is
+    /// capped by, transport-cc or not), or lifts the limit; a change goes out at once.
+    pub fn limit_bitrate(&mut self, now: Instant, bitrate_bps: Option<u64>) {
+        let RoleState::Publisher(publisher) = &mut self.role else {
+            return;
+        };
+        let remb = bitrate_bps.map_or(REMB_BITRATE_BPS, |b| b.min(REMB_BITRATE_BPS));
+        if remb != publisher.remb_bps {
+            publisher.remb_bps = remb;
+            if self.srtp_tx.is_some() {
+                self.send_receiver_report(now);
+            }
         }
     }
 
@@ -1120,7 +1139,7 @@ impl Session {
         });
         let remb = Rtcp::Remb(Remb {
             sender_ssrc,
-            bitrate_bps: REMB_BITRATE_BPS,
+            bitrate_bps: publisher.remb_bps,
             ssrcs: Items::from_slice(&ssrcs[..count]),
         });
         self.send_rtcp(&[rr, remb]);
@@ -1587,6 +1606,68 @@ mod tests {
                 .any(|e| matches!(e, SessionEvent::RetransmissionRequested { .. }));
             assert_eq!(asked, asks, "NACK for {ssrc:#x}");
         }
+    }
+
+    #[test]
+    fn a_limited_publisher_is_sent_the_limit_in_remb_at_once_and_in_every_report() {
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Publisher {
+            tracks: vec![PublishedTrack {
+                kind: MediaKind::Video,
+                pt: 100,
+                clock_rate: 90_000,
+                codec: "VP8".into(),
+                rtx_pt: None,
+                rtx_ssrcs: None,
+                transport_cc: None,
+            }],
+        };
+        let now = Instant::now();
+        let timeouts = SessionTimeouts {
+            connect: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+        };
+        let mut publisher = Session::new(spec, now, timeouts, 7);
+        publisher.handle_dtls_connected(
+            SrtpKeyingMaterial {
+                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
+                local_key: vec![1; 16],
+                local_salt: vec![2; 12],
+                remote_key: vec![3; 16],
+                remote_salt: vec![4; 12],
+            },
+            now,
+        );
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        publisher.remote = Some(from);
+        let (mut tx, mut rx) = (peer_context(false), peer_context(true));
+        for seq in 1..=5u16 {
+            let plain = source_packet(1, seq);
+            let mut buf = [0u8; 1500];
+            buf[..plain.len()].copy_from_slice(&plain);
+            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+            publisher.handle_srtp(now, from, &mut buf[..n]).unwrap();
+        }
+        let mut remb_sent = |publisher: &mut Session| {
+            let mut rembs = Vec::new();
+            while let Some(mut t) = publisher.poll_transmit() {
+                let n = rx.unprotect_rtcp(&mut t.contents).unwrap();
+                for packet in RtcpIter::new(&t.contents[..n]).flatten() {
+                    if let Rtcp::Remb(remb) = packet {
+                        rembs.push(remb.bitrate_bps);
+                    }
+                }
+            }
+            rembs
+        };
+        publisher.handle_timeout(now + RECEIVER_REPORT_INTERVAL);
+        assert_eq!(remb_sent(&mut publisher), [REMB_BITRATE_BPS]);
+        publisher.limit_bitrate(now + Duration::from_millis(1100), Some(300_000));
+        assert_eq!(remb_sent(&mut publisher), [300_000], "at once");
+        publisher.handle_timeout(now + Duration::from_millis(2200));
+        assert_eq!(remb_sent(&mut publisher), [300_000], "in the next report");
+        publisher.limit_bitrate(now + Duration::from_millis(2300), None);
+        assert_eq!(remb_sent(&mut publisher), [REMB_BITRATE_BPS], "lifted");
     }
 
     /// A NACK of `media_ssrc` for packet `seq`, with room for the SRTCP overhead after it.

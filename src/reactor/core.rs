@@ -628,6 +628,12 @@ impl Core {
                     local.remote_cores.retain(|c| *c != core);
                 }
             }
+            CoreCommand::LimitPublisher { id, bitrate_bps } => {
+                if let Some(entry) = self.sessions.get_mut(&id) {
+                    entry.session.limit_bitrate(now, bitrate_bps);
+                    self.drain_session(now, id, tx);
+                }
+            }
             CoreCommand::Shutdown => self.shutdown = true,
         }
     }

@@ -110,6 +110,11 @@ pub struct Signalling {
     pub relay_auth: Option<RelayAuth>,
     /// Access-list changes, for the relays to pass on to the edges: (stream, its keys now).
     pub acl_changes: tokio::sync::broadcast::Sender<(String, Vec<String>)>,
+    /// `bwe.limit_publisher`: the lowest bitrate a publisher is asked for, when publishers are
+    /// limited to their weakest player's bandwidth.
+    pub publisher_floor_bps: Option<u64>,
+    /// The limit last sent to each limited publisher.
+    pub publisher_limits: Mutex<HashMap<SessionId, u64>>,
 }
 
 impl Signalling {
@@ -156,6 +161,8 @@ impl Signalling {
                 .as_ref()
                 .map(|secret| RelayAuth::new(secret.expose())),
             acl_changes: tokio::sync::broadcast::channel(256).0,
+            publisher_floor_bps: None,
+            publisher_limits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,6 +171,51 @@ impl Signalling {
         self.limits = Limits::new(http);
         self.cors = Cors::new(&http.cors_origins);
         self
+    }
+
+    /// Applies `[bwe]`.
+    pub fn with_bwe(mut self, bwe: &crate::config::BweSettings) -> Signalling {
+        self.publisher_floor_bps = bwe.limit_publisher.then_some(bwe.min_publisher_bps);
+        self
+    }
+
+    /// With `bwe.limit_publisher`: asks the publisher of `stream` for no more than its
+    /// weakest player's bandwidth (never below the floor), when that moved by 5% or more.
+    fn limit_publisher(&self, stream: &str) {
+        let Some(floor) = self.publisher_floor_bps else {
+            return;
+        };
+        let (publisher, core, weakest) = {
+            let registry = self.registry();
+            let Some(entry) = registry.stream(stream) else {
+                return;
+            };
+            (entry.publisher, entry.core, registry.weakest_player(stream))
+        };
+        let limit = weakest.map(|w| w.max(floor));
+        let mut limits = self
+            .publisher_limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last = limits.get(&publisher).copied();
+        let moved = match (last, limit) {
+            (Some(a), Some(b)) => a.abs_diff(b) * 20 >= a,
+            (None, None) => false,
+            _ => true,
+        };
+        if !moved {
+            return;
+        }
+        match limit {
+            Some(bps) => limits.insert(publisher, bps),
+            None => limits.remove(&publisher),
+        };
+        drop(limits);
+        debug!(stream, limit_bps = ?limit, "publisher bitrate limit");
+        self.cores[core.0].send(CoreCommand::LimitPublisher {
+            id: publisher,
+            bitrate_bps: limit,
+        });
     }
 
     /// The edge the balancer picks for the next player, as the SDK's `lbUrl` wants it.
@@ -285,23 +337,24 @@ impl Signalling {
     /// player whose estimate stays under its publisher's bitrate is told (WCS's
     /// `notEnoughBandwidth` stream event).
     fn handle_bitrates(&self, id: SessionId, estimate: Option<u64>, received: Option<u64>) {
-        let publisher_bps = {
+        let (stream, publisher_bps) = {
             let mut registry = self.registry();
             if let Some(bps) = estimate.or(received) {
                 registry.set_bitrate(id, bps);
             }
-            let Some(estimate) = estimate else {
+            if estimate.is_none() {
+                return;
+            }
+            let Some(stream) = registry.session(id).map(|s| s.stream_name.clone()) else {
                 return;
             };
-            let Some(publisher_bps) = registry
-                .session(id)
-                .and_then(|s| registry.publisher_bitrate(&s.stream_name))
-            else {
-                return;
-            };
-            (estimate, publisher_bps)
+            let publisher_bps = registry.publisher_bitrate(&stream);
+            (stream, publisher_bps)
         };
-        let (estimate, publisher_bps) = publisher_bps;
+        self.limit_publisher(&stream);
+        let (Some(estimate), Some(publisher_bps)) = (estimate, publisher_bps) else {
+            return;
+        };
         let mut watchers = self.watchers();
         let Some(watcher) = watchers.get_mut(&id) else {
             return;
@@ -352,6 +405,10 @@ impl Signalling {
             } => self.handle_bitrates(id, estimate_bps, received_bps),
             CoreEvent::SessionEnded { id, reason } => {
                 let commands = self.registry().remove_session(id);
+                self.publisher_limits
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&id);
                 debug!(session = %id, %reason, "session forgotten");
                 if reason == EndReason::DtlsClosed && self.watchers().contains_key(&id) {
                     let state = Arc::clone(self);
