@@ -1,5 +1,6 @@
 // Shared helpers for rtcdn's browser end-to-end tests.
-// Only ever talks to 127.0.0.1.
+// Only ever talks to 127.0.0.1, unless a caller names other hosts (the netns tests name their
+// own namespaces' addresses).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -201,12 +202,14 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** Headless Debian Chromium with a fake camera/mic and loopback ICE allowed. */
-export async function launchChromium({ headless = true, args = [] } = {}) {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: install Debian's chromium package (scripts/test.sh does)`);
+/** Headless Debian Chromium with a fake camera/mic and loopback ICE allowed. `executablePath`
+ * (default CHROMIUM_BIN, or /usr/bin/chromium) may be a wrapper that execs Chromium, e.g. in
+ * another network namespace. */
+export async function launchChromium({ headless = true, args = [], executablePath = CHROMIUM } = {}) {
+  if (!existsSync(executablePath)) {
+    throw new Error(`${executablePath} not found: install Debian's chromium package (scripts/test.sh does)`);
   }
-  return chromium.launch({ executablePath: CHROMIUM, headless, args: [...CHROMIUM_ARGS, ...args] });
+  return chromium.launch({ executablePath, headless, args: [...CHROMIUM_ARGS, ...args] });
 }
 
 /** Opens a page and records its console output and page errors in page.consoleLines. */
@@ -334,8 +337,10 @@ const MIME = {
  * ../../dependencies/...) resolve as in the package. Every request is recorded in `requests`.
  * `serve(path, body, contentType)` adds a page of a test's own at `path` (served as a real
  * 127.0.0.1 response, so Chromium treats it as loopback like the package's files).
+ * `host` binds another address instead of 127.0.0.1 (e.g. a test network namespace's own, for
+ * browsers in other namespaces); `url` then names that host (127.0.0.1 for 0.0.0.0).
  */
-export async function startPackageServer(root = WEBSDK_DIR) {
+export async function startPackageServer(root = WEBSDK_DIR, { host = '127.0.0.1' } = {}) {
   if (!existsSync(path.join(root, 'flashphoner.js'))) {
     throw new Error(`${root}/flashphoner.js missing: run npm ci in tests/browser`);
   }
@@ -371,17 +376,22 @@ export async function startPackageServer(root = WEBSDK_DIR) {
     requests.push({ path: u.pathname, status });
     if (status !== 200) { res.writeHead(404, { 'Content-Type': 'text/plain' }); res.end('not found'); }
   });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${srv.address().port}`;
+  await new Promise((resolve, reject) => { srv.once('error', reject); srv.listen(0, host, resolve); });
+  const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const url = `http://${urlHost}:${srv.address().port}`;
   const serve = (p, body, contentType = 'text/html; charset=utf-8') => { extra.set(p, { body, contentType }); return url + p; };
   return { url, requests, serve, close: () => new Promise((r) => { srv.closeAllConnections?.(); srv.close(() => r()); }) };
 }
 
-/** Chromium flags that keep every DNS lookup on the machine (the Embed Player names a public TURN host). */
-export const OFFLINE_CHROMIUM_ARGS = [
-  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-  '--autoplay-policy=no-user-gesture-required',
-];
+/** Chromium flags that keep every DNS lookup on the machine (the Embed Player names a public
+ * TURN host): every host name resolves to nothing, except the IP literals in `hosts`. */
+export function offlineChromiumArgs(hosts = ['127.0.0.1']) {
+  return [
+    `--host-resolver-rules=MAP * ~NOTFOUND${hosts.map((h) => ` , EXCLUDE ${h}`).join('')}`,
+    '--autoplay-policy=no-user-gesture-required',
+  ];
+}
+export const OFFLINE_CHROMIUM_ARGS = offlineChromiumArgs();
 
 /** Records every RTCPeerConnection a page creates in window.__pcs (the SDK owns them). */
 const PC_HOOK = `(() => {
@@ -397,15 +407,17 @@ const PC_HOOK = `(() => {
 })();`;
 
 /**
- * A fresh browser context whose requests stay on 127.0.0.1: any http(s) request to another host
- * is aborted and listed in `context.blocked`; pages get the RTCPeerConnection hook.
+ * A fresh browser context whose requests stay on 127.0.0.1 (or on the hosts of `allowHosts`,
+ * e.g. a test's own network namespace addresses): any http(s) request to another host is
+ * aborted and listed in `context.blocked`; pages get the RTCPeerConnection hook.
  */
-export async function newLoopbackContext(browser) {
+export async function newLoopbackContext(browser, { allowHosts = ['127.0.0.1'] } = {}) {
+  const allowed = new Set(allowHosts);
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   context.blocked = [];
   await context.route('**/*', (route) => {
     const u = new URL(route.request().url());
-    if ((u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '127.0.0.1') {
+    if ((u.protocol === 'http:' || u.protocol === 'https:') && !allowed.has(u.hostname)) {
       context.blocked.push(u.href);
       return route.abort('blockedbyclient');
     }
@@ -429,6 +441,7 @@ export async function openLoggedPage(context, url) {
   page.consoleLines = [];
   page.wsFrames = [];
   const t0 = Date.now();
+  page.wsT0 = t0; // wsFrames' t is ms after this Date.now()
   page.on('console', (m) => page.consoleLines.push(`[${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => page.consoleLines.push(`[pageerror] ${e.message}`));
   page.on('websocket', (ws) => {

@@ -1,9 +1,11 @@
 // Interop with clients that never use loopback ICE candidates: GStreamer (webrtcbin + libnice)
-// and Firefox ESR. Run through tests/netns/run.sh, which creates two network namespaces joined
-// by a veth pair and runs this file inside the server one:
-//   server namespace  10.77.0.1  rtcdn + this test runner (talks to rtcdn's HTTP directly)
-//   client namespace  10.77.0.2  GStreamer, Firefox and Chromium, started with `ip netns exec`
-// No other address is ever used; the namespaces have no route anywhere else.
+// and Firefox ESR. Run through tests/netns/run.sh, which creates three network namespaces, each
+// client one joined to the server one by its own veth pair, and runs this file inside the server one:
+//   server namespace     10.77.0.1 (+ 10.77.1.1)  rtcdn + this test runner (talks to rtcdn's HTTP directly)
+//   client namespace     10.77.0.2  GStreamer, Firefox and Chromium, started with `ip netns exec`
+//   throttled namespace  10.77.1.2  a Chromium player behind a tbf on the server's end of its link
+// No other address is ever used; the namespaces have no route anywhere else (the throttled one's
+// default route ends in the server namespace, which forwards nothing).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -18,6 +20,15 @@ const REPO_ROOT = path.resolve(HERE, '../..');
 const SRV_NS = process.env.RTCDN_NETNS_SRV;
 const CLI_NS = process.env.RTCDN_NETNS_CLI;
 const SRV_IP = process.env.RTCDN_SRV_IP || '10.77.0.1';
+const CLI_IP = process.env.RTCDN_CLI_IP || '10.77.0.2';
+// The third namespace: a player behind a bottleneck (run.sh's rtcdn-thr-$$, linked to the server
+// namespace by its own veth pair; THR_DEV is the server-side end, whose egress goes to the player).
+const THR_NS = process.env.RTCDN_NETNS_THR;
+const THR_IP = process.env.RTCDN_THR_IP || '10.77.1.2';
+const THR_GW = process.env.RTCDN_THR_GW || '10.77.1.1';
+const THR_DEV = process.env.RTCDN_THR_DEV || 'rtcdn1';
+// The bottleneck's rate; "none" runs the throttle test without one (it must then fail).
+const THR_RATE = process.env.RTCDN_NETNS_THR_RATE || '300kbit';
 const HTTP_PORT = 8080;
 const BASE = `http://${SRV_IP}:${HTTP_PORT}`;
 const RTCDN_BIN = path.resolve(process.env.RTCDN_BIN || path.join(REPO_ROOT, 'target/debug/rtcdn'));
@@ -58,8 +69,13 @@ const chromiumWrapper = path.join(TMP, 'chromium-in-client-ns');
 writeFileSync(chromiumWrapper, `#!/bin/sh\nexec ip netns exec '${CLI_NS}' '${REAL_CHROMIUM}' "$@"\n`);
 chmodSync(chromiumWrapper, 0o755);
 process.env.CHROMIUM_BIN = chromiumWrapper; // read by harness.mjs when it is imported
-const { launchChromium, openPage, waitForState, waitForDecodedVideo, poll, sleep } =
-  await import('../browser/harness.mjs');
+// The same in the throttled namespace (launchChromium's executablePath).
+const chromiumThrWrapper = path.join(TMP, 'chromium-in-throttled-ns');
+writeFileSync(chromiumThrWrapper, `#!/bin/sh\nexec ip netns exec '${THR_NS}' '${REAL_CHROMIUM}' "$@"\n`);
+chmodSync(chromiumThrWrapper, 0o755);
+const { launchChromium, openPage, waitForState, waitForDecodedVideo, poll, sleep, startPackageServer, WEBSDK_DIR,
+  EMBED_PLAYER_PATH, offlineChromiumArgs, newLoopbackContext, openLoggedPage, framesOf, frameLog, hookedVideoStats,
+  waitForSdkVideo } = await import('../browser/harness.mjs');
 
 // ---- processes --------------------------------------------------------------------------------
 const children = new Set();
@@ -664,3 +680,185 @@ const FIREFOX_PREFS = Object.entries({
   'browser.contentblocking.report.monitor.enabled': false,
   'messaging-system.rsexperimentloader.enabled': false,
 }).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});\n`).join('');
+
+// ---- a player behind a bottleneck: WCS's NOT_ENOUGH_BANDWIDTH -----------------------------------
+
+const thrSkip = chromiumSkip
+  || (!THR_NS && 'no throttled namespace (RTCDN_NETNS_THR): run bash tests/netns/run.sh')
+  || (!existsSync(path.join(WEBSDK_DIR, 'flashphoner.js')) && `${WEBSDK_DIR} missing: run npm ci in tests/browser`)
+  || (probe('tc', ['-V']) ? 'tc (iproute2) missing' : false);
+
+/** Puts a token bucket of `rate` (tc syntax, e.g. "300kbit") on the server side of the throttled
+ * namespace's link: the server -> throttled player direction. "none" removes it. */
+function setThrottle(rate) {
+  spawnSync('ip', ['netns', 'exec', SRV_NS, 'tc', 'qdisc', 'del', 'dev', THR_DEV, 'root'], { encoding: 'utf8' });
+  if (rate === 'none') return;
+  const r = spawnSync('ip', ['netns', 'exec', SRV_NS, 'tc', 'qdisc', 'add', 'dev', THR_DEV, 'root', 'tbf',
+    'rate', rate, 'burst', '32kbit', 'latency', '400ms'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `tc qdisc add tbf on ${THR_DEV} in ${SRV_NS}: ${r.stderr}`);
+}
+
+/** The root qdisc of the throttled link with its counters, one line. */
+function throttleStats() {
+  const r = spawnSync('ip', ['netns', 'exec', SRV_NS, 'tc', '-s', 'qdisc', 'show', 'dev', THR_DEV], { encoding: 'utf8' });
+  return (r.stdout || r.stderr || '').replace(/\s+/g, ' ').trim();
+}
+
+/** The publisher page's video encoder: size, frame rate, target bitrate, what limits it, and
+ * Chromium's own estimate of its uplink (availableOutgoingBitrate). */
+function encoderStats(page) {
+  return page.evaluate(async () => {
+    const rep = await window.rtcdn.publishPc.getStats();
+    const o = {};
+    rep.forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') {
+        Object.assign(o, { size: `${r.frameWidth}x${r.frameHeight}`, fps: r.framesPerSecond, targetBitrate: r.targetBitrate,
+          limitedBy: r.qualityLimitationReason, framesEncoded: r.framesEncoded });
+      }
+      if (r.type === 'candidate-pair' && r.nominated && r.availableOutgoingBitrate) o.availableOutgoingBitrate = r.availableOutgoingBitrate;
+    });
+    return o;
+  });
+}
+
+const kbps = (b) => (b == null ? 'null' : `${Math.round(b / 1000)}k`);
+
+// Issue: "A throttled player (a tbf qdisc of 300 kbit/s on its own veth) gets NOT_ENOUGH_BANDWIDTH
+// in the official SDK's Embed Player page, while an unthrottled player does not". Chromium
+// publishes the built-in page's fake camera (1280x720 VP8) from the client namespace; two Embed
+// Player pages (npm @flashphoner/websdk, unchanged, served from the server namespace) play it, one
+// in the client namespace, one in the throttled namespace behind the tbf. rtcdn numbers what it
+// sends each player (transport-cc), estimates each one's bandwidth from its feedback and tells a
+// WebSocket player whose estimate stays >= 10% under the publisher's bitrate for 3 reports.
+test('Embed Player (official SDK) behind a 300 kbit/s tbf gets notEnoughBandwidth; an unthrottled Embed Player does not',
+  { skip: thrSkip, timeout: 120_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 37000 }, async ({ server }) => {
+      const pkg = await startPackageServer(WEBSDK_DIR, { host: SRV_IP });
+      const allowHosts = [SRV_IP, CLI_IP, THR_GW, THR_IP]; // the test namespaces' own addresses, nothing else
+      const args = [...offlineChromiumArgs(allowHosts), `--unsafely-treat-insecure-origin-as-secure=${BASE},${pkg.url}`];
+      const browsers = [];
+      const pages = [];
+      try {
+        const bCli = await launchChromium({ args });
+        browsers.push(bCli);
+        const bThr = await launchChromium({ args, executablePath: chromiumThrWrapper });
+        browsers.push(bThr);
+        const [cCli, cThr] = [await newLoopbackContext(bCli, { allowHosts }), await newLoopbackContext(bThr, { allowHosts })];
+        const open = async (ctx, url) => {
+          const p = await openLoggedPage(ctx);
+          pages.push(p);
+          p.pending = new Map();
+          p.on('request', (r) => p.pending.set(r, r.url()));
+          p.on('requestfinished', (r) => p.pending.delete(r));
+          p.on('requestfailed', (r) => { p.pending.delete(r); p.consoleLines.push(`[requestfailed] ${r.url()} ${r.failure()?.errorText}`); });
+          await p.goto(url);
+          return p;
+        };
+
+        const pub = await open(cCli, `${BASE}/?stream=thr&autostart=publish&codec=VP8`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const pubStart = Date.now();
+        const embed = (autoplay) => `${pkg.url}${EMBED_PLAYER_PATH}?${new URLSearchParams({
+          urlServer: `ws://${SRV_IP}:${HTTP_PORT}`, streamName: 'thr', mediaProviders: 'WebRTC', autoplay: String(autoplay) })}`;
+        // The unthrottled player plays at once; the throttled one loads its page (1.4 MB of
+        // flashphoner.js: 40 s through the bottleneck) before its link is throttled, and plays
+        // with the page's central Play button once it is.
+        const free = await open(cCli, embed(true));
+        const thr = await open(cThr, embed(false));
+        await poll(() => thr.isVisible('#play'), { timeout: 10_000, what: 'the throttled Embed Player\'s central Play button' });
+        await waitForSdkVideo(free, { minFrames: 30, timeout: 30_000 });
+        assert.equal((await stats()).stream('thr').players, 1, 'the unthrottled player is player_bandwidth_bps[0]');
+
+        // Chromium starts low and ramps up on rtcdn's transport-cc feedback: wait until the stream
+        // is well above the bottleneck, or the comparison proves nothing.
+        const ramp = [];
+        const rampUp = await poll(async () => {
+          const st = (await stats()).stream('thr');
+          const e = await encoderStats(pub);
+          ramp.push(`${((Date.now() - pubStart) / 1000).toFixed(0)}s ${kbps(st?.bitrate_bps)} (${e.size} ` +
+            `target ${kbps(e.targetBitrate)} available ${kbps(e.availableOutgoingBitrate)} ${e.limitedBy})`);
+          return st && st.bitrate_bps >= 600_000 && st;
+        }, { timeout: 40_000, interval: 1000, what: 'publisher bitrate_bps >= 600 kbit/s (twice the bottleneck)' });
+        t.diagnostic(`publisher at ${kbps(rampUp.bitrate_bps)}bit/s ${Date.now() - pubStart} ms after publishing; ` +
+          `unthrottled player's estimate ${JSON.stringify(rampUp.player_bandwidth_bps)}; every second once the ` +
+          `unthrottled player decodes, bitrate_bps (the publisher's encoder): ${ramp.join(', ')}`);
+
+        setThrottle(THR_RATE);
+        t.diagnostic(`throttle (${THR_RATE}): ${throttleStats()}`);
+        await thr.click('#play');
+        const playing = (p) => framesOf(p, 'notifyStreamStatusEvent').some((f) => f.data?.[0]?.status === 'PLAYING');
+        await poll(() => playing(thr), { timeout: 20_000, interval: 100, what: 'PLAYING on the throttled Embed Player' });
+        const t0 = Date.now();
+
+        // One sample a second (rtcdn's cores report once a second) for WINDOW ms.
+        const WINDOW = 20_000;
+        const events = (p) => framesOf(p, 'notifyStreamEvent').map((f) => f.data?.[0]).filter((d) => d?.type === 'notEnoughBandwidth');
+        const frames = async (p) => (await hookedVideoStats(p))?.framesDecoded ?? 0;
+        const samples = [];
+        const freeFrames0 = await frames(free);
+        while (Date.now() - t0 < WINDOW) {
+          await sleep(1000);
+          const st = (await stats()).stream('thr');
+          const est = st?.player_bandwidth_bps || [];
+          samples.push({ t: Date.now() - t0, pub: st?.bitrate_bps, free: est[0], thr: est[1],
+            freeFrames: await frames(free), thrFrames: await frames(thr), thrEvent: events(thr).length > 0 });
+        }
+        t.diagnostic(`every second after the throttled player's PLAYING (s: publisher bitrate_bps / unthrottled ` +
+          `estimate / throttled estimate, frames decoded unthrottled / throttled): ` +
+          samples.map((x) => `${(x.t / 1000).toFixed(0)}: ${kbps(x.pub)}/${kbps(x.free)}/${kbps(x.thr)} ` +
+            `${x.freeFrames}/${x.thrFrames}${x.thrEvent ? ' E' : ''}`).join(', '));
+        const tcAfter = throttleStats();
+        t.diagnostic(`throttle after: ${tcAfter}`);
+
+        const thrEvents = events(thr);
+        const thrFrame = thr.wsFrames.find((f) => f.dir === '<' && /"notEnoughBandwidth"/.test(f.text));
+        const firedAfter = thrFrame && thrFrame.t + thr.wsT0 - t0;
+        const logged = server.lines.filter((l) => /not enough bandwidth/.test(l));
+        const pageLog = thr.consoleLines.filter((l) => /Not enough bandwidth/.test(l));
+        t.diagnostic(`throttled player's notEnoughBandwidth events: ${JSON.stringify(thrEvents)}, the first ` +
+          `${firedAfter} ms after its PLAYING; server log: ${JSON.stringify(logged)}; Embed Player console: ` +
+          `${JSON.stringify(pageLog)}; its #status: ${JSON.stringify(await thr.textContent('#status'))}`);
+        t.diagnostic(`unthrottled player's notEnoughBandwidth events: ${JSON.stringify(events(free))}`);
+
+        // The bottleneck was on the throttled player's path, and too narrow for the stream.
+        const tc = /Sent (\d+) bytes \d+ pkt \(dropped (\d+)/.exec(tcAfter);
+        assert.ok(THR_RATE === 'none' || (tc && Number(tc[1]) > 100_000 && Number(tc[2]) > 0),
+          `the tbf on ${THR_DEV} passed and dropped the throttled player's media: ${tcAfter}`);
+        assert.equal(thrEvents.length, 1, `one notEnoughBandwidth for the throttled player within ${WINDOW} ms ` +
+          `of its PLAYING (behind ${THR_RATE})\n--- throttled player's frames ---\n${frameLog(thr)}`);
+        assert.ok(firedAfter <= WINDOW, `notEnoughBandwidth came ${firedAfter} ms after PLAYING`);
+        assert.equal(logged.length, 1, 'rtcdn logs "not enough bandwidth" once');
+        const playReq = framesOf(thr, 'playStream', '>')[0]?.data?.[0];
+        assert.equal(thrEvents[0].mediaSessionId, playReq?.mediaSessionId, 'the event names the player\'s mediaSessionId');
+        assert.equal(thrEvents[0].name, 'thr');
+        const m = /^(\d+)\/(\d+)$/.exec(thrEvents[0].payload?.info || '');
+        assert.ok(m, `payload.info "<publisher bps>/<player bps>": ${JSON.stringify(thrEvents[0].payload)}`);
+        const [a, b] = [Number(m[1]), Number(m[2])];
+        assert.ok(a >= 600_000 && b < 0.9 * a, `info ${a}/${b}: a publisher bitrate above the bottleneck, the player >= 10% under it`);
+        assert.equal(pageLog.length, 1, 'the Embed Player logs its "Not enough bandwidth" line once');
+
+        assert.ok(playing(free), 'the unthrottled player\'s frames are recorded (its PLAYING is there)');
+        assert.deepEqual(events(free), [], 'no notEnoughBandwidth for the unthrottled player');
+        const last = samples.at(-1);
+        assert.ok(last.freeFrames - freeFrames0 >= 5 * (WINDOW / 1000),
+          `the unthrottled player kept decoding: ${last.freeFrames - freeFrames0} frames in ${WINDOW} ms`);
+        const tail = samples.slice(-3);
+        const avg = (k) => tail.reduce((x, y) => x + (y[k] || 0), 0) / tail.length;
+        assert.ok(tail.every((x) => x.free != null && x.thr != null), 'both players have an estimate (transport-cc)');
+        assert.ok(avg('thr') < 0.5 * avg('free'),
+          `throttled estimate ${kbps(avg('thr'))} well under the unthrottled one's ${kbps(avg('free'))} (last 3 s)`);
+      } catch (e) {
+        for (const [i, p] of pages.entries()) {
+          let where = '?';
+          try { where = p.url(); } catch {}
+          e.message += `\n--- page ${i} ${where}: WebSocket frames ---\n${frameLog(p)}\n--- page ${i} console ---\n` +
+            (p.consoleLines || []).slice(-40).join('\n') + `\n--- page ${i} requests unfinished ---\n${[...(p.pending?.values() || [])].join('\n')}`;
+        }
+        throw e;
+      } finally {
+        setThrottle('none');
+        for (const b of browsers) await b.close().catch(() => {});
+        await pkg.close();
+      }
+    });
+  });

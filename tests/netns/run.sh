@@ -3,11 +3,18 @@
 #
 #   bash tests/netns/run.sh            (as root; scripts/test.sh runs it)
 #
-# Creates two network namespaces joined by a veth pair, and nothing else:
-#   rtcdn-srv-$$  rtcdn0 10.77.0.1/24 + lo    rtcdn (RTCDN_BIN) and the node test runner
+# Creates three network namespaces, the server one joined to each other by its own veth pair,
+# and nothing else:
+#   rtcdn-srv-$$  rtcdn0 10.77.0.1/24, rtcdn1 10.77.1.1/24 + lo
+#                                             rtcdn (RTCDN_BIN) and the node test runner
 #   rtcdn-cli-$$  rtcdn0 10.77.0.2/24 + lo    GStreamer, Firefox and Chromium clients
-# Neither namespace has a default route or any link to the host's namespace, so no test traffic
-# can leave them. Both are deleted on exit (trap), after killing whatever still runs inside.
+#   rtcdn-thr-$$  rtcdn0 10.77.1.2/24 + lo    a Chromium player behind a bottleneck: the throttle
+#                                             test puts a tbf qdisc on the server's rtcdn1
+# Only the throttled namespace has a route beyond its /24: default via 10.77.1.1, the server
+# namespace, which owns 10.77.0.1 (the address rtcdn listens on) and forwards nothing
+# (net.ipv4.ip_forward=0, checked below), so the throttled player reaches rtcdn and nothing else
+# (not even the client namespace). No namespace has any link to the host's namespace, so no test
+# traffic can leave them. All are deleted on exit (trap), after killing whatever still runs inside.
 #
 # If namespaces cannot be created (not root, no CAP_SYS_ADMIN, no `ip`), the node tests still
 # run but report themselves as skipped, with the reason, so the TAP summary stays countable.
@@ -15,7 +22,8 @@
 # Environment: RTCDN_BIN (default target/debug/rtcdn), RTCDN_LOG (server --log level),
 # CHROMIUM_BIN (default /usr/bin/chromium), FIREFOX_BIN (default firefox-esr),
 # RTCDN_NETNS_ONLY (a regular expression: run only the tests whose name matches it, through
-# node's --test-name-pattern; e.g. RTCDN_NETNS_ONLY='origin -> edge').
+# node's --test-name-pattern; e.g. RTCDN_NETNS_ONLY='origin -> edge'), RTCDN_NETNS_THR_RATE (the
+# throttle test's tbf rate, default 300kbit; "none" runs it without a bottleneck: it must fail).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +34,7 @@ if [ -n "${RTCDN_NETNS_ONLY:-}" ]; then only=(--test-name-pattern "$RTCDN_NETNS_
 
 SRV="rtcdn-srv-$$"
 CLI="rtcdn-cli-$$"
+THR="rtcdn-thr-$$"
 created=()
 
 cleanup() {
@@ -58,6 +67,10 @@ if ! err=$(ip netns add "$CLI" 2>&1); then
   run_skipped "cannot create a second network namespace: $err"
 fi
 created+=("$CLI")
+if ! err=$(ip netns add "$THR" 2>&1); then
+  run_skipped "cannot create a third network namespace: $err"
+fi
+created+=("$THR")
 
 set -e
 # The veth pair is named rtcdn0 on both sides, NOT veth*: libnice silently ignores interfaces whose
@@ -67,25 +80,44 @@ set -e
 ip -n "$SRV" link add rtcdn0 type veth peer name rtcdn0 netns "$CLI"
 ip -n "$SRV" addr add 10.77.0.1/24 dev rtcdn0
 ip -n "$CLI" addr add 10.77.0.2/24 dev rtcdn0
-for ns in "$SRV" "$CLI"; do
+# The throttled player's link: rtcdn1 on the server side (its egress is the server -> player
+# direction, where the throttle test puts its tbf qdisc), rtcdn0 in the throttled namespace.
+ip -n "$SRV" link add rtcdn1 type veth peer name rtcdn0 netns "$THR"
+ip -n "$SRV" addr add 10.77.1.1/24 dev rtcdn1
+ip -n "$THR" addr add 10.77.1.2/24 dev rtcdn0
+ip netns exec "$SRV" sysctl -qw net.ipv4.ip_forward=0
+for ns in "$SRV" "$CLI" "$THR"; do
   # IPv4 only: a fresh link's IPv6 address stays "tentative" (duplicate address detection)
   # for a moment, and libnice started in that moment was seen never to finish gathering.
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   ip -n "$ns" link set lo up
   ip -n "$ns" link set rtcdn0 up
 done
+ip -n "$SRV" link set rtcdn1 up
+ip -n "$THR" route add default via 10.77.1.1 dev rtcdn0
 set +e
-# Wait until both ends report the link up (carrier), so the first client gathers on it.
+# Wait until every end reports the link up (carrier), so the first client gathers on it.
+links_up() {
+  local l
+  for l in "$SRV rtcdn0" "$CLI rtcdn0" "$SRV rtcdn1" "$THR rtcdn0"; do
+    set -- $l
+    ip -n "$1" link show "$2" | grep -q 'state UP' || return 1
+  done
+}
 for _ in $(seq 50); do
-  if ip -n "$SRV" link show rtcdn0 | grep -q 'state UP' && ip -n "$CLI" link show rtcdn0 | grep -q 'state UP'; then
-    break
-  fi
+  if links_up; then break; fi
   sleep 0.1
 done
-echo "tests/netns: namespaces $SRV (10.77.0.1) and $CLI (10.77.0.2) ready"
+# The server namespace must not forward: the throttled namespace's default route ends there.
+if [ "$(ip netns exec "$SRV" sysctl -n net.ipv4.ip_forward)" != 0 ]; then
+  echo "tests/netns: net.ipv4.ip_forward is not 0 in $SRV" >&2
+  exit 1
+fi
+echo "tests/netns: namespaces $SRV (10.77.0.1, 10.77.1.1), $CLI (10.77.0.2) and $THR (10.77.1.2) ready"
 
 cd "$HERE"
 RTCDN_NETNS_SRV="$SRV" RTCDN_NETNS_CLI="$CLI" RTCDN_SRV_IP=10.77.0.1 RTCDN_CLI_IP=10.77.0.2 \
+  RTCDN_NETNS_THR="$THR" RTCDN_THR_IP=10.77.1.2 RTCDN_THR_GW=10.77.1.1 RTCDN_THR_DEV=rtcdn1 \
   ip netns exec "$SRV" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs
 rc=$?
 exit $rc
