@@ -119,6 +119,8 @@ struct PeerState {
     /// handshake may end, and its media start, before ours): read once the keys are in, as a
     /// browser's DTLS stack, which installs them before it reads on, would.
     early: Vec<Vec<u8>>,
+    /// The negotiated transport-wide sequence number extension id, and what arrived with it.
+    transport_cc: Option<(u8, rtp::twcc::TwccRecorder)>,
 }
 
 /// The most early SRTP datagrams kept; more are dropped.
@@ -362,6 +364,14 @@ impl ClientSession {
         } = negotiated;
         let answer = sdp::parse(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
         let video_rtx = negotiated_video_rtx(&answer, video_rtx_ssrc);
+        // A player that negotiated transport-cc records what arrives and sends feedback, as a
+        // browser does, so the node's estimate of it is real.
+        let transport_cc = answer
+            .media
+            .iter()
+            .flat_map(|m| &m.extmaps)
+            .find(|e| e.uri == sdp::EXT_TRANSPORT_CC)
+            .map(|e| (e.id, rtp::twcc::TwccRecorder::new()));
         let remote_fingerprint = answer
             .fingerprint
             .ok_or_else(|| ClientError::Answer("no fingerprint".into()))?
@@ -406,6 +416,7 @@ impl ClientSession {
             lose: Vec::new(),
             repair: None,
             early: Vec::new(),
+            transport_cc,
         }));
         let (status_tx, mut status) = watch::channel(Status::Connecting);
         let status_tx = Arc::new(status_tx);
@@ -876,6 +887,32 @@ fn poll_nacks(
     repair.poll_timeout()
 }
 
+/// Transport-cc feedback that is due, protected for sending; returns when more is due.
+fn poll_transport_feedback(
+    state: &mut PeerState,
+    transmits: &mut Vec<(SocketAddr, Vec<u8>)>,
+) -> Option<Instant> {
+    let PeerState {
+        transport_cc: Some((_, recorder)),
+        srtp_tx: Some(srtp),
+        remote: Some(remote),
+        ..
+    } = state
+    else {
+        return None;
+    };
+    let now = Instant::now();
+    let mut buf = [0u8; 1500];
+    while let Ok(Some(len)) =
+        recorder.poll_feedback(now, rtp::Ssrc(1), rtp::Ssrc(0), &mut buf[..1200])
+    {
+        if let Ok(len) = srtp.protect_rtcp(&mut buf, len) {
+            transmits.push((*remote, buf[..len].to_vec()));
+        }
+    }
+    recorder.poll_timeout()
+}
+
 struct Driver {
     socket: Arc<UdpSocket>,
     state: Arc<Mutex<PeerState>>,
@@ -960,6 +997,7 @@ impl Driver {
         let deadline = [
             state.ice.poll_timeout(),
             poll_nacks(&mut state, &mut transmits),
+            poll_transport_feedback(&mut state, &mut transmits),
         ]
         .into_iter()
         .flatten()
@@ -1009,6 +1047,14 @@ impl Driver {
             }
             Ok(len) => {
                 state.counters.rtp_received += 1;
+                if let (Some((id, recorder)), Ok(header)) = (
+                    state.transport_cc.as_mut(),
+                    rtp::RtpHeader::parse(&data[..len]),
+                ) {
+                    if let Some(seq) = rtp::twcc::transport_seq(&header, *id) {
+                        recorder.on_packet(Instant::now(), seq);
+                    }
+                }
                 if let Some(repair) = state.repair.as_mut() {
                     repair.handle_rtp(Instant::now(), &data[..len]);
                 }

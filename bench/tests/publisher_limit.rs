@@ -1,0 +1,86 @@
+//! `bwe.limit_publisher`: a publisher is asked (REMB) for no more than its weakest player's
+//! estimated bandwidth, which the node estimates from that player's transport-cc feedback (the
+//! bench client sends it, as a browser does). Without the setting the publisher keeps hearing the
+//! node's default. Everything is sent to 127.0.0.1 only.
+
+use std::time::{Duration, Instant};
+
+use rtcdn::dtls::DtlsCertificate;
+use rtcdn::node::Node;
+use rtcdn_bench::client::{ClientSession, Mode, OfferOptions};
+
+mod common;
+use common::{loopback_config, send};
+
+/// The REMB bitrates the publisher hears while streaming ~1.9 Mbit/s for `seconds`, and the
+/// node's estimate of the player.
+async fn stream_and_listen(limit_publisher: bool, seconds: u64) -> (Vec<u64>, Option<u64>) {
+    let mut config = loopback_config(1);
+    config.bwe.limit_publisher = limit_publisher;
+    let node = Node::start(&config).expect("node starts");
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let timeout = Duration::from_secs(10);
+    let mut publisher =
+        ClientSession::connect(&base, Mode::Publish, "limited", &certificate, timeout)
+            .await
+            .expect("publish");
+    let twcc = OfferOptions {
+        transport_cc: true,
+        ..OfferOptions::default()
+    };
+    let mut player =
+        ClientSession::connect_with(&base, Mode::Play, "limited", &certificate, timeout, twcc)
+            .await
+            .expect("play");
+    let start = Instant::now();
+    let mut seq = 0u64;
+    let mut rembs = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        send(&mut publisher, &mut seq, 0, start).await;
+        while player.try_recv_rtp().is_some() {}
+        while let Some(packet) = publisher.try_recv_rtcp() {
+            for rtcp in rtp::rtcp::RtcpIter::new(&packet).flatten() {
+                if let rtp::rtcp::Rtcp::Remb(remb) = rtcp {
+                    rembs.push(remb.bitrate_bps);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = rtcdn_bench::http::request(
+        hyper::Method::GET,
+        &format!("{base}/api/stats"),
+        None,
+        String::new(),
+    )
+    .await
+    .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    let estimate = stats["streams"][0]["player_bandwidth_bps"][0].as_u64();
+    node.stop();
+    (rembs, estimate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_publisher_is_asked_for_its_weakest_players_bandwidth() {
+    let (rembs, estimate) = stream_and_listen(true, 5).await;
+    let estimate = estimate.expect("the player's estimate, from its transport-cc feedback");
+    let last = *rembs.last().expect("receiver reports with REMB");
+    assert!(
+        (100_000..5_000_000).contains(&last),
+        "the publisher is asked for its player's bandwidth ({estimate}): REMB {rembs:?}"
+    );
+    // Within the 5% the limit moves by, of an estimate that kept moving.
+    assert!(
+        last.abs_diff(estimate) * 4 <= estimate,
+        "REMB {last} vs estimate {estimate}"
+    );
+
+    let (rembs, estimate) = stream_and_listen(false, 3).await;
+    assert!(estimate.is_some());
+    assert!(
+        rembs.iter().all(|&r| r == 5_000_000),
+        "unlimited by default: {rembs:?}"
+    );
+}
