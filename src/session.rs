@@ -613,6 +613,11 @@ impl Session {
     pub fn plays(&self, kind: MediaKind) -> bool {
         matches!(&self.role, RoleState::Player(p) if p.tracks[kind_index(kind)].is_some())
     }
+    /// Whether it negotiated a retransmission stream (RTX) for its track of this kind.
+    pub fn plays_rtx(&self, kind: MediaKind) -> bool {
+        matches!(&self.role, RoleState::Player(p)
+            if p.tracks[kind_index(kind)].as_ref().is_some_and(|t| t.track.rtx.is_some()))
+    }
     /// Whether it publishes a track of this kind.
     pub fn publishes(&self, kind: MediaKind) -> bool {
         matches!(&self.role, RoleState::Publisher(p) if p.tracks.iter().any(|t| t.kind == kind))

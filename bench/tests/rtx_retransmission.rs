@@ -241,6 +241,9 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
             wait_for_core_stat(&base, "retransmissions_sent", answered).await,
             answered
         );
+        // Two of the three players negotiated rtx.
+        let as_rtx = answered / players.len() as u64 * 2;
+        assert_eq!(wait_for_core_stat(&base, "rtx_sent", as_rtx).await, as_rtx);
     }
     assert_eq!(core_stat(&base, "nacks_forwarded_upstream").await, 0);
 

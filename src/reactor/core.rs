@@ -84,6 +84,8 @@ pub struct CoreStats {
     pub keyframe_cache_hits: AtomicU64,
     /// Players whose video had to wait for a keyframe requested from the publisher.
     pub keyframe_cache_misses: AtomicU64,
+    /// Of `retransmissions_sent`, those sent on the player's retransmission stream (RTX).
+    pub rtx_sent: AtomicU64,
     /// Publishers' retransmissions (RFC 4588) dropped without being forwarded: padding-only
     /// bandwidth probes, and copies of packets already received.
     pub rtx_dropped: AtomicU64,
@@ -157,6 +159,7 @@ struct Counters {
     keyframe_cache_hits: u64,
     keyframe_cache_misses: u64,
     rtx_dropped: u64,
+    rtx_sent: u64,
     media_allocations: u64,
 }
 
@@ -988,6 +991,9 @@ impl Core {
             }
             if written > 0 {
                 self.counters.retransmissions_sent += 1;
+                if target.as_ref().is_some_and(|(_, _, s)| s.plays_rtx(kind)) {
+                    self.counters.rtx_sent += 1;
+                }
             } else {
                 missed[misses] = seq;
                 misses += 1;
@@ -1267,6 +1273,7 @@ impl Core {
         s.keyframe_cache_misses
             .fetch_add(c.keyframe_cache_misses, Ordering::Relaxed);
         s.rtx_dropped.fetch_add(c.rtx_dropped, Ordering::Relaxed);
+        s.rtx_sent.fetch_add(c.rtx_sent, Ordering::Relaxed);
         s.handoff_dropped
             .store(self.mesh.dropped, Ordering::Relaxed);
         if let Some(n) = crate::alloc_count::this_thread() {

@@ -53,6 +53,7 @@ struct CoreSnapshot {
     keyframe_cache_hits: u64,
     keyframe_cache_misses: u64,
     rtx_dropped: u64,
+    rtx_sent: u64,
     /// (reason, packets) dropped as bad input.
     dropped: Vec<(&'static str, u64)>,
     media_allocations: Option<u64>,
@@ -95,6 +96,7 @@ fn snapshot(state: &Signalling) -> Snapshot {
                 keyframe_cache_hits: s.keyframe_cache_hits.load(Relaxed),
                 keyframe_cache_misses: s.keyframe_cache_misses.load(Relaxed),
                 rtx_dropped: s.rtx_dropped.load(Relaxed),
+                rtx_sent: s.rtx_sent.load(Relaxed),
                 dropped: vec![
                     ("stun_integrity", s.stun_rejected.load(Relaxed)),
                     ("srtp_authentication", s.srtp_rejected.load(Relaxed)),
@@ -254,6 +256,14 @@ impl Collector for Snapshot {
             "Publishers' retransmissions not forwarded: bandwidth probes, packets already received",
             MetricType::Counter,
             |c| c.rtx_dropped,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "rtx_sent_packets",
+            "Of the retransmissions sent, those on the player's RTX stream",
+            MetricType::Counter,
+            |c| c.rtx_sent,
         )?;
 
         let mut e = encoder.encode_descriptor(

@@ -785,6 +785,7 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "keyframe_cache_hits": s.keyframe_cache_hits.load(Relaxed),
                 "keyframe_cache_misses": s.keyframe_cache_misses.load(Relaxed),
                 "rtx_dropped": s.rtx_dropped.load(Relaxed),
+                "rtx_sent": s.rtx_sent.load(Relaxed),
                 "allocations": s.counts_allocations.load(Relaxed).then(|| s.allocations.load(Relaxed)),
                 "media_allocations": s.counts_allocations.load(Relaxed).then(|| s.media_allocations.load(Relaxed)),
                 "residence_ns": s.residence.nonzero().map(|(i, n)| {
