@@ -431,11 +431,11 @@ function lossDelta(a, z) {
 }
 
 /** Sums over cores of the counters of two /api/stats answers, `z - a`: srtp_rejected and every
- * numeric per-core counter whose name contains "nack", "retrans", "upstream" or "keyframe" (read
+ * numeric per-core counter whose name contains "nack", "retrans", "rtx", "upstream" or "keyframe" (read
  * by pattern, so new repair counters show up without editing this). */
 function nodeCounters(a, z) {
   const names = new Set(['retransmissions_sent', 'nacks_forwarded_upstream', 'srtp_rejected']);
-  for (const c of z.cores) for (const [k, v] of Object.entries(c)) if (typeof v === 'number' && /nack|retrans|upstream|keyframe/i.test(k)) names.add(k);
+  for (const c of z.cores) for (const [k, v] of Object.entries(c)) if (typeof v === 'number' && /nack|retrans|rtx|upstream|keyframe/i.test(k)) names.add(k);
   const sum = (j, k) => j.cores.reduce((s, c) => s + (typeof c[k] === 'number' ? c[k] : 0), 0);
   return Object.fromEntries([...names].map((k) => [k, sum(z, k) - sum(a, k)]));
 }
