@@ -683,7 +683,6 @@ impl Session {
         let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
         let len = srtp.unprotect_rtp(data).map_err(SessionError::Srtp)?;
         self.ice.renew_consent(now, from);
-        publisher.received_bytes += len as u64;
         if let Some(feedback) = publisher.transport_cc.as_mut() {
             // Every packet the publisher's estimate counts, probes and repeats too: recorded
             // before a retransmission is unwrapped or dropped.
@@ -692,6 +691,9 @@ impl Session {
             }
         }
         let len = publisher.restore_rtx(srtp, &mut data[..len])?;
+        // Media only: padding probes would make the publisher look faster than its players
+        // need to be (the NOT_ENOUGH_BANDWIDTH comparison).
+        publisher.received_bytes += len as u64;
         let header = RtpHeader::parse(&data[..len]).map_err(SessionError::Rtp)?;
         let pt = header.payload_type().value();
         let track = publisher
