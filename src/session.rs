@@ -1617,34 +1617,8 @@ mod tests {
 
     #[test]
     fn a_limited_publisher_is_sent_the_limit_in_remb_at_once_and_in_every_report() {
-        let mut spec = publisher_spec();
-        spec.role = SessionRole::Publisher {
-            tracks: vec![PublishedTrack {
-                kind: MediaKind::Video,
-                pt: 100,
-                clock_rate: 90_000,
-                codec: "VP8".into(),
-                rtx_pt: None,
-                rtx_ssrcs: None,
-                transport_cc: None,
-            }],
-        };
         let now = Instant::now();
-        let timeouts = SessionTimeouts {
-            connect: Duration::from_secs(10),
-            consent: Duration::from_secs(30),
-        };
-        let mut publisher = Session::new(spec, now, timeouts, 7);
-        publisher.handle_dtls_connected(
-            SrtpKeyingMaterial {
-                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
-                local_key: vec![1; 16],
-                local_salt: vec![2; 12],
-                remote_key: vec![3; 16],
-                remote_salt: vec![4; 12],
-            },
-            now,
-        );
+        let mut publisher = connected_publisher(None, now);
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         publisher.remote = Some(from);
         let (mut tx, mut rx) = (peer_context(false), peer_context(true));
@@ -1677,21 +1651,9 @@ mod tests {
         assert_eq!(remb_sent(&mut publisher), [REMB_BITRATE_BPS], "lifted");
     }
 
-    /// A NACK of `media_ssrc` for packet `seq`, with room for the SRTCP overhead after it.
-    fn nack_for(media_ssrc: u32, seq: u16) -> Vec<u8> {
-        let pairs = [NackPair { pid: seq, blp: 0 }];
-        let nack = Rtcp::Nack(Nack {
-            sender_ssrc: Ssrc(9),
-            media_ssrc: Ssrc(media_ssrc),
-            pairs: Items::from_slice(&pairs),
-        });
-        let mut buf = vec![0u8; nack.encoded_len() + 20];
-        nack.write_to(&mut buf).unwrap();
-        buf
-    }
-
-    #[test]
-    fn a_publishers_rtx_packet_is_handled_as_the_media_packet_it_carries() {
+    /// A connected publisher of one VP8 track (PT 100), with rtx `(pt, (media, rtx SSRCs))`
+    /// if given, and fixed SRTP keys (the peer's are [`peer_context`]'s).
+    fn connected_publisher(rtx: Option<(u8, (u32, u32))>, now: Instant) -> Session {
         let mut spec = publisher_spec();
         spec.role = SessionRole::Publisher {
             tracks: vec![PublishedTrack {
@@ -1699,12 +1661,11 @@ mod tests {
                 pt: 100,
                 clock_rate: 90_000,
                 codec: "VP8".into(),
-                rtx_pt: Some(101),
-                rtx_ssrcs: Some((1, 2)),
+                rtx_pt: rtx.map(|(pt, _)| pt),
+                rtx_ssrcs: rtx.map(|(_, ssrcs)| ssrcs),
                 transport_cc: None,
             }],
         };
-        let now = Instant::now();
         let timeouts = SessionTimeouts {
             connect: Duration::from_secs(10),
             consent: Duration::from_secs(30),
@@ -1720,6 +1681,26 @@ mod tests {
             },
             now,
         );
+        publisher
+    }
+
+    /// A NACK of `media_ssrc` for packet `seq`, with room for the SRTCP overhead after it.
+    fn nack_for(media_ssrc: u32, seq: u16) -> Vec<u8> {
+        let pairs = [NackPair { pid: seq, blp: 0 }];
+        let nack = Rtcp::Nack(Nack {
+            sender_ssrc: Ssrc(9),
+            media_ssrc: Ssrc(media_ssrc),
+            pairs: Items::from_slice(&pairs),
+        });
+        let mut buf = vec![0u8; nack.encoded_len() + 20];
+        nack.write_to(&mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_publishers_rtx_packet_is_handled_as_the_media_packet_it_carries() {
+        let now = Instant::now();
+        let mut publisher = connected_publisher(Some((101, (1, 2))), now);
         let mut tx = peer_context(false);
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let mut receive = |plain: &[u8]| {

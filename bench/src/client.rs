@@ -876,18 +876,14 @@ fn poll_nacks(
     else {
         return None;
     };
-    let now = Instant::now();
-    let mut buf = [0u8; 1500];
-    while let Some(len) = repair.poll_nack(now, &mut buf) {
-        // A NACK of at most MAX_PER_NACK numbers fits with room for the SRTCP trailer.
-        if let Ok(len) = srtp.protect_rtcp(&mut buf, len) {
-            transmits.push((*remote, buf[..len].to_vec()));
-        }
-    }
+    // A NACK of at most MAX_PER_NACK numbers fits with room for the SRTCP trailer.
+    seal_each(srtp, *remote, transmits, |buf| {
+        repair.poll_nack(Instant::now(), buf)
+    });
     repair.poll_timeout()
 }
 
-/// Transport-cc feedback that is due, protected for sending; returns when more is due.
+/// Transport-cc feedback that is due, sealed for sending; returns when more is due.
 fn poll_transport_feedback(
     state: &mut PeerState,
     transmits: &mut Vec<(SocketAddr, Vec<u8>)>,
@@ -902,15 +898,29 @@ fn poll_transport_feedback(
         return None;
     };
     let now = Instant::now();
+    seal_each(srtp, *remote, transmits, |buf| {
+        // Room for the SRTCP trailer after the feedback.
+        recorder
+            .poll_feedback(now, rtp::Ssrc(1), rtp::Ssrc(0), &mut buf[..1200])
+            .ok()
+            .flatten()
+    });
+    recorder.poll_timeout()
+}
+
+/// Seals each RTCP packet `next` writes (until it returns `None`) and queues it to `remote`.
+fn seal_each(
+    srtp: &mut SrtpContext,
+    remote: SocketAddr,
+    transmits: &mut Vec<(SocketAddr, Vec<u8>)>,
+    mut next: impl FnMut(&mut [u8]) -> Option<usize>,
+) {
     let mut buf = [0u8; 1500];
-    while let Ok(Some(len)) =
-        recorder.poll_feedback(now, rtp::Ssrc(1), rtp::Ssrc(0), &mut buf[..1200])
-    {
+    while let Some(len) = next(&mut buf) {
         if let Ok(len) = srtp.protect_rtcp(&mut buf, len) {
-            transmits.push((*remote, buf[..len].to_vec()));
+            transmits.push((remote, buf[..len].to_vec()));
         }
     }
-    recorder.poll_timeout()
 }
 
 struct Driver {

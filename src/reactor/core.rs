@@ -417,7 +417,8 @@ impl DatagramHandler for Core {
 }
 
 /// Writes one decrypted packet to every local player of `stream` and keeps a video packet for
-/// their NACKs and new players. Returns the packets queued.
+/// their NACKs and new players. Players waiting for a keyframe replay get no live video yet.
+/// Returns the packets queued.
 #[allow(clippy::too_many_arguments)] // The core's fields, split so the caller keeps the rest.
 fn fan_out(
     now: Instant,
@@ -432,30 +433,11 @@ fn fan_out(
     let Some(local) = streams.get_mut(&stream) else {
         return 0;
     };
-    if let (MediaKind::Video, Some(cache)) = (kind, local.video_cache.as_mut()) {
-        // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
-        if cache.insert(plain).is_ok() && keyframe {
-            cache.note_keyframe(plain);
-        }
+    if kind == MediaKind::Video {
+        keep_video(local, plain, keyframe);
     }
-    let mut sent = 0;
-    for player in &local.players {
-        let Some(entry) = sessions.get_mut(player) else {
-            continue;
-        };
-        let Some(remote) = entry.session.remote() else {
-            continue;
-        };
-        if !entry.session.is_connected() || (entry.awaiting_replay && kind == MediaKind::Video) {
-            continue;
-        }
-        let session = &mut entry.session;
-        tx.push_with_on(entry.socket, remote, |buf| {
-            session.write_rtp(now, kind, plain, buf)
-        });
-        sent += 1;
-    }
-    sent
+    let live = |e: &Entry| !(e.awaiting_replay && kind == MediaKind::Video);
+    write_to_players(now, &local.players, sessions, live, kind, plain, tx)
 }
 
 /// Writes one packet of a keyframe replay from the publisher's core to the local players of
@@ -473,22 +455,53 @@ fn replay_to_waiting(
     let Some(local) = streams.get_mut(&stream) else {
         return 0;
     };
+    keep_video(local, plain, keyframe);
+    let waiting = |e: &Entry| e.awaiting_replay;
+    write_to_players(
+        now,
+        &local.players,
+        sessions,
+        waiting,
+        MediaKind::Video,
+        plain,
+        tx,
+    )
+}
+
+/// Keeps a video packet in the stream's cache, if the core keeps one, noting a keyframe.
+fn keep_video(local: &mut LocalStream, plain: &[u8], keyframe: bool) {
     if let Some(cache) = local.video_cache.as_mut() {
+        // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
         if cache.insert(plain).is_ok() && keyframe {
             cache.note_keyframe(plain);
         }
     }
+}
+
+/// Writes `plain` to each connected player in `players` that `takes` it; returns how many.
+fn write_to_players(
+    now: Instant,
+    players: &[SessionId],
+    sessions: &mut HashMap<SessionId, Entry>,
+    takes: impl Fn(&Entry) -> bool,
+    kind: MediaKind,
+    plain: &[u8],
+    tx: &mut SendQueue,
+) -> u64 {
     let mut sent = 0;
-    for player in &local.players {
-        let Some(entry) = sessions.get_mut(player).filter(|e| e.awaiting_replay) else {
+    for player in players {
+        let Some(entry) = sessions.get_mut(player) else {
             continue;
         };
         let Some(remote) = entry.session.remote() else {
             continue;
         };
+        if !entry.session.is_connected() || !takes(entry) {
+            continue;
+        }
         let session = &mut entry.session;
         tx.push_with_on(entry.socket, remote, |buf| {
-            session.write_rtp(now, MediaKind::Video, plain, buf)
+            session.write_rtp(now, kind, plain, buf)
         });
         sent += 1;
     }
