@@ -267,6 +267,8 @@ pub struct Shaper {
     credit: f64,
     delta: f64,
     key: f64,
+    /// A receiver asked for a keyframe (PLI): the next frame is one.
+    keyframe_requested: bool,
 }
 
 impl Shaper {
@@ -280,7 +282,13 @@ impl Shaper {
             credit: 0.0,
             delta,
             key,
+            keyframe_requested: false,
         }
+    }
+
+    /// Makes the next video frame a keyframe, as an encoder does on a PLI or FIR.
+    pub fn request_keyframe(&mut self) {
+        self.keyframe_requested = true;
     }
 
     fn frame_at(&self) -> std::time::Duration {
@@ -306,7 +314,9 @@ impl Shaper {
             return (audio_at, MediaEvent::Audio { index });
         }
         let frames_per_gop = u64::from(self.shape.keyframe_interval_s) * u64::from(self.shape.fps);
-        let keyframe = self.frame == 0 || self.frame.checked_rem(frames_per_gop) == Some(0);
+        let keyframe = self.frame == 0
+            || self.frame.checked_rem(frames_per_gop) == Some(0)
+            || std::mem::take(&mut self.keyframe_requested);
         let bytes = self.credit + if keyframe { self.key } else { self.delta };
         let packets = ((bytes / self.shape.video_packet.max(1) as f64).floor() as u32).max(1);
         self.credit = bytes - f64::from(packets) * self.shape.video_packet as f64;
@@ -326,6 +336,35 @@ impl Shaper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_requested_keyframe_is_the_next_video_frame() {
+        let mut shaper = Shaper::new(MediaShape::default());
+        let mut frames = Vec::new();
+        for i in 0..200 {
+            if i == 100 {
+                shaper.request_keyframe();
+            }
+            if let (
+                _,
+                MediaEvent::Video {
+                    frame, keyframe, ..
+                },
+            ) = shaper.next_event()
+            {
+                frames.push((frame, keyframe, i >= 100));
+            }
+        }
+        let first_after = frames.iter().find(|(_, _, after)| *after).unwrap();
+        assert!(
+            first_after.1,
+            "the first frame after the request: {first_after:?}"
+        );
+        // The periodic ones (every 60 frames at 30 fps) and the requested one, which is not.
+        let keyframes: Vec<u64> = frames.iter().filter(|(_, k, _)| *k).map(|f| f.0).collect();
+        assert_eq!(keyframes, [0, first_after.0, 60]);
+        assert_ne!(first_after.0 % 60, 0);
+    }
 
     fn fields(pt: u8) -> RtpFields {
         RtpFields {

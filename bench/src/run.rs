@@ -548,6 +548,20 @@ async fn publisher_loop(
     let mut buf = vec![0u8; 1500];
     let (mut sequence, mut video_seq, mut audio_seq) = (0u64, 0u16, 0u16);
     'outer: while !shared.stop.load(Relaxed) {
+        // Answer keyframe requests as an encoder does: with the next frame.
+        while let Some(packet) = publisher.try_recv_rtcp() {
+            let video = publisher.video_ssrc;
+            if rtp::rtcp::RtcpIter::new(&packet)
+                .flatten()
+                .any(|r| match r {
+                    rtp::rtcp::Rtcp::Pli(pli) => pli.media_ssrc.0 == video,
+                    rtp::rtcp::Rtcp::Fir(_) => true,
+                    _ => false,
+                })
+            {
+                shaper.request_keyframe();
+            }
+        }
         let (at, event) = shaper.next_event();
         tokio::time::sleep_until(start + at).await;
         let count = match event {
