@@ -4,6 +4,10 @@
 //! [`registry`], [`retransmission_cache`], [`loss_detector`], [`rtx`]) and the only parts that
 //! touch sockets and threads ([`reactor`], [`signalling`], the [`dtls`] driver task, [`node`]).
 
+/// The git revision this build is from (`-modified` with uncommitted changes; "unknown" outside
+/// a git checkout), set by `build.rs`.
+pub const GIT_REVISION: &str = env!("RTCDN_GIT_REVISION");
+
 pub mod alloc_count;
 pub mod auth;
 pub mod bwe;

@@ -37,7 +37,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("rtcdn {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "rtcdn {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                rtcdn::GIT_REVISION
+            );
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -77,7 +77,11 @@ async fn metrics_parse_and_move_with_traffic() {
         "an admin endpoint answers no other origin"
     );
     let before = parse(&before.body);
-    assert_eq!(before["rtcdn_build_info{version=\"0.1.0\"}"], 1.0);
+    let build = format!(
+        "rtcdn_build_info{{version=\"0.1.0\",revision=\"{}\"}}",
+        rtcdn::GIT_REVISION
+    );
+    assert_eq!(before[&build], 1.0, "{build}");
     assert_eq!(total(&before, "rtcdn_streams"), 0.0);
 
     let certificate = DtlsCertificate::generate().unwrap();

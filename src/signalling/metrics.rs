@@ -152,7 +152,10 @@ fn residence_buckets(
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        let version = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", crate::GIT_REVISION),
+        ];
         let mut e = encoder.encode_descriptor(
             "build_info",
             "The rtcdn build (always 1)",

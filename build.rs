@@ -1,0 +1,28 @@
+//! Records the git revision the binary is built from, for `rtcdn --version` and the
+//! `rtcdn_build_info` metric; "unknown" outside a git checkout (a source tarball).
+
+use std::process::Command;
+
+fn main() {
+    let revision = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|o| !o.stdout.is_empty());
+    let suffix = if dirty { "-modified" } else { "" };
+    println!("cargo:rustc-env=RTCDN_GIT_REVISION={revision}{suffix}");
+    // Rebuilt when HEAD moves (a commit, a checkout), not on every source change.
+    for path in [".git/HEAD", ".git/index"] {
+        println!("cargo:rerun-if-changed={path}");
+    }
+}
