@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     // stderr through a scoped subscriber.
     let early = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_max_level(tracing::Level::WARN)
         .finish();
@@ -49,7 +50,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(code) = init_logging(&config.log.level) {
+    // The command line wins over RUST_LOG, which wins over the config file.
+    let log_flag = std::env::args().any(|a| a == "--log" || a.starts_with("--log="));
+    if let Err(code) = init_logging(&config.log.level, log_flag) {
         return code;
     }
     let node = match Node::start(&config) {
@@ -69,9 +72,13 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Sets up logging from `level` (or RUST_LOG); an invalid filter is exit code 2.
-fn init_logging(level: &str) -> Result<(), ExitCode> {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
+/// Sets up logging from `level`, or RUST_LOG unless `level` came from `--log`; an invalid
+/// filter is exit code 2.
+fn init_logging(level: &str, from_command_line: bool) -> Result<(), ExitCode> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !from_command_line => env,
+        _ => level.to_owned(),
+    };
     match tracing_subscriber::EnvFilter::try_new(&filter) {
         Ok(filter) => {
             tracing_subscriber::fmt()
@@ -98,7 +105,7 @@ fn demo() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(code) = init_logging(&origin_config.log.level) {
+    if let Err(code) = init_logging(&origin_config.log.level, false) {
         return code;
     }
     // The edge first, so that the origin's relays find it listening.

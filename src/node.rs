@@ -214,7 +214,8 @@ impl Node {
                 events_state.handle_core_event(event);
             }
         });
-        info!(http = %http_addr, https = ?https_addr, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
+        let https = https_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        info!(http = %http_addr, %https, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
         Ok(Node {
             http_addr,
             https_addr,
