@@ -83,6 +83,22 @@ impl Node {
         let http_listener = std::net::TcpListener::bind(config.http.listen).map_err(http_bind)?;
         http_listener.set_nonblocking(true).map_err(http_bind)?;
         let http_addr = http_listener.local_addr().map_err(StartError::Runtime)?;
+        // TLS files and the HTTPS port are checked before any media socket or thread exists, so
+        // a bad path leaves nothing bound behind it.
+        let tls = match (&config.http.tls_certificate, &config.http.tls_private_key) {
+            (Some(cert), Some(key)) => {
+                let acceptor = tls_acceptor(cert, key)?;
+                let tls_bind = |source| StartError::HttpBind {
+                    addr: config.http.tls_listen,
+                    source,
+                };
+                let listener =
+                    std::net::TcpListener::bind(config.http.tls_listen).map_err(tls_bind)?;
+                listener.set_nonblocking(true).map_err(tls_bind)?;
+                Some((acceptor, listener))
+            }
+            _ => None,
+        };
         let authorizer = Authorizer::from_config(config, &http_addr.to_string())?;
         warn_about_open_access(config);
         let certificate = match (&config.dtls.certificate, &config.dtls.private_key) {
@@ -188,25 +204,22 @@ impl Node {
             tokio::net::TcpListener::from_std(http_listener).map_err(http_bind)?
         };
         runtime.spawn(signalling::serve(listener, state.clone()));
-        let https_addr = match (&config.http.tls_certificate, &config.http.tls_private_key) {
-            (Some(cert), Some(key)) => {
-                let acceptor = tls_acceptor(cert, key)?;
-                let tls_bind = |source| StartError::HttpBind {
-                    addr: config.http.tls_listen,
-                    source,
-                };
-                let listener =
-                    std::net::TcpListener::bind(config.http.tls_listen).map_err(tls_bind)?;
-                listener.set_nonblocking(true).map_err(tls_bind)?;
+        let https_addr = match tls {
+            Some((acceptor, listener)) => {
                 let listener = {
                     let _entered = runtime.enter();
-                    tokio::net::TcpListener::from_std(listener).map_err(tls_bind)?
+                    tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                        StartError::HttpBind {
+                            addr: config.http.tls_listen,
+                            source,
+                        }
+                    })?
                 };
                 let addr = listener.local_addr().map_err(StartError::Runtime)?;
                 runtime.spawn(signalling::serve_tls(listener, state.clone(), acceptor));
                 Some(addr)
             }
-            _ => None,
+            None => None,
         };
         let events_state = state.clone();
         runtime.spawn(async move {
