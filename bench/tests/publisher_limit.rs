@@ -12,9 +12,18 @@ use rtcdn_bench::client::{ClientSession, Mode, OfferOptions};
 mod common;
 use common::{loopback_config, send};
 
-/// The REMB bitrates the publisher hears while streaming ~1.9 Mbit/s for `seconds`, and the
-/// node's estimate of the player.
-async fn stream_and_listen(limit_publisher: bool, seconds: u64) -> (Vec<u64>, Option<u64>) {
+/// What the node said while the publisher streamed ~1.9 Mbit/s for `seconds`.
+struct Heard {
+    /// The REMB bitrates the publisher heard.
+    rembs: Vec<u64>,
+    /// The node's estimate of the player.
+    estimate: Option<u64>,
+    /// The publisher's bitrate in `/api/stats` (bit/s) and in WCS's `find_all` (kbit/s).
+    bitrate_bps: u64,
+    find_all_kbps: u64,
+}
+
+async fn stream_and_listen(limit_publisher: bool, seconds: u64) -> Heard {
     let mut config = loopback_config(1);
     config.bwe.limit_publisher = limit_publisher;
     let node = Node::start(&config).expect("node starts");
@@ -58,14 +67,42 @@ async fn stream_and_listen(limit_publisher: bool, seconds: u64) -> (Vec<u64>, Op
     .unwrap();
     let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
     let estimate = stats["streams"][0]["player_bandwidth_bps"][0].as_u64();
+    let bitrate_bps = stats["streams"][0]["bitrate_bps"].as_u64().unwrap_or(0);
+    let list = rtcdn_bench::http::request(
+        hyper::Method::GET,
+        &format!("{base}/rest-api/stream/find_all"),
+        None,
+        String::new(),
+    )
+    .await
+    .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    let find_all_kbps = list[0]["bitrate"].as_u64().unwrap_or(0);
     node.stop();
-    (rembs, estimate)
+    Heard {
+        rembs,
+        estimate,
+        bitrate_bps,
+        find_all_kbps,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limited_publisher_is_asked_for_its_weakest_players_bandwidth() {
-    let (rembs, estimate) = stream_and_listen(true, 5).await;
-    let estimate = estimate.expect("the player's estimate, from its transport-cc feedback");
+    let heard = stream_and_listen(true, 5).await;
+    let rembs = heard.rembs;
+    let estimate = heard
+        .estimate
+        .expect("the player's estimate, from its transport-cc feedback");
+    // The publisher's bitrate is listed, in WCS's kbit/s by find_all (the two reads a moment
+    // apart, so only near each other).
+    assert!(heard.bitrate_bps > 500_000, "{}", heard.bitrate_bps);
+    assert!(
+        heard.find_all_kbps.abs_diff(heard.bitrate_bps / 1000) * 4 <= heard.bitrate_bps / 1000,
+        "find_all {} kbit/s, /api/stats {} bit/s",
+        heard.find_all_kbps,
+        heard.bitrate_bps
+    );
     let last = *rembs.last().expect("receiver reports with REMB");
     assert!(
         (100_000..5_000_000).contains(&last),
@@ -77,8 +114,9 @@ async fn a_limited_publisher_is_asked_for_its_weakest_players_bandwidth() {
         "REMB {last} vs estimate {estimate}"
     );
 
-    let (rembs, estimate) = stream_and_listen(false, 3).await;
-    assert!(estimate.is_some());
+    let heard = stream_and_listen(false, 3).await;
+    let rembs = heard.rembs;
+    assert!(heard.estimate.is_some());
     assert!(
         rembs.iter().all(|&r| r == 5_000_000),
         "unlimited by default: {rembs:?}"

@@ -103,22 +103,30 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
     }
     let name = filter.get("name").and_then(Value::as_str);
     let published = filter.get("published").and_then(Value::as_bool);
-    let streams: Vec<(crate::control::SessionId, String, bool, usize, Vec<String>)> = state
-        .registry()
-        .streams()
-        .map(|s| {
-            let codecs = s.tracks.iter().map(|t| t.codec.name.clone()).collect();
-            (
-                s.publisher,
-                s.name.clone(),
-                s.media_flowing,
-                s.players.len(),
-                codecs,
-            )
-        })
-        .collect();
+    let streams: Vec<Listed> = {
+        let registry = state.registry();
+        registry
+            .streams()
+            .map(|s| Listed {
+                publisher: s.publisher,
+                name: s.name.clone(),
+                flowing: s.media_flowing,
+                players: s.players.len(),
+                codecs: s.tracks.iter().map(|t| t.codec.name.clone()).collect(),
+                bitrate_bps: registry.publisher_bitrate(&s.name),
+            })
+            .collect()
+    };
     let mut list: Vec<Value> = Vec::new();
-    for (publisher, stream_name, flowing, players, codecs) in streams {
+    for listed in streams {
+        let Listed {
+            publisher,
+            name: stream_name,
+            flowing,
+            players,
+            codecs,
+            bitrate_bps,
+        } = listed;
         // Every live stream here is a published one.
         if action == "find" && (name.is_some_and(|n| n != stream_name) || published == Some(false))
         {
@@ -138,7 +146,8 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
             "record": false,
             "width": 0,
             "height": 0,
-            "bitrate": 0,
+            // kbit/s, as WCS reports it: what the publisher sent over the last second.
+            "bitrate": bitrate_bps.map_or(0, |bps| bps / 1000),
             "quality": 0,
             "mediaProvider": "WebRTC",
             "codecs": codecs,
@@ -150,6 +159,16 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
         return text(StatusCode::NOT_FOUND, "Stream not found");
     }
     json_response(&Value::Array(list))
+}
+
+/// A live stream as the listings show it.
+struct Listed {
+    publisher: crate::control::SessionId,
+    name: String,
+    flowing: bool,
+    players: usize,
+    codecs: Vec<String>,
+    bitrate_bps: Option<u64>,
 }
 
 /// `terminate` `{"mediaSessionId": ID}`: ends the session with that id, a WebSocket client's
