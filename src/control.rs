@@ -45,6 +45,36 @@ pub struct PublishedTrack {
     /// negotiated: rtcdn then sends the publisher transport-cc feedback for its bandwidth
     /// estimate (one sequence space for every track of the transport).
     pub transport_cc: Option<u8>,
+    /// The simulcast layers of a video track, when the publisher sends several.
+    pub simulcast: Option<SimulcastLayers>,
+}
+
+/// A publisher's simulcast layers (RFC 8853) of one video track: several SSRCs on the same
+/// payload type, told apart by the RTP stream id extension (RFC 8852) their packets carry.
+///
+/// The layers are numbered by their position in the offer's `a=simulcast:send` list, and the
+/// last is taken as the highest. That is the order Chromium writes for `sendEncodings` and
+/// the one its own examples (and LiveKit's, and the WHIP pages rtcdn ships) use: smallest
+/// first, `scaleResolutionDownBy` 4, 2, 1. Measuring the layers' bitrates would not depend on
+/// the page's order, but it would make the order change when a layer pauses or its bitrate
+/// dips, and a player pinned to `low` must stay on the same rid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulcastLayers {
+    /// The rids, layer 0 first.
+    pub rids: Vec<String>,
+    /// The RTP stream id extension's id: the first packets of each layer's SSRC carry it.
+    pub rid_ext: u8,
+    /// The repaired RTP stream id extension's id: the first packets of each layer's RTX SSRC
+    /// carry it.
+    pub repaired_rid_ext: Option<u8>,
+}
+
+impl SimulcastLayers {
+    /// The layer whose rid is `rid`.
+    pub fn layer(&self, rid: &[u8]) -> Option<u8> {
+        let index = self.rids.iter().position(|r| r.as_bytes() == rid)?;
+        u8::try_from(index).ok()
+    }
 }
 
 /// A track sent to a player.

@@ -127,6 +127,7 @@ pub fn fuzz_rtx(data: &[u8]) {
         rtx_pt: Some(97),
         rtx_ssrcs: Some((0x1111, 0x2222)),
         transport_cc: None,
+        simulcast: None,
     }];
     // On the retransmission payload type, so it is taken for RTX.
     if let [first, second, rest @ ..] = data {

@@ -211,6 +211,7 @@ mod tests {
             rtx_pt: Some(RTX_PT),
             rtx_ssrcs: fid,
             transport_cc: None,
+            simulcast: None,
         }
     }
 

@@ -1625,6 +1625,7 @@ mod tests {
                 rtx_pt: None,
                 rtx_ssrcs: None,
                 transport_cc: None,
+                simulcast: None,
             }],
         };
         let now = Instant::now();
@@ -1700,6 +1701,7 @@ mod tests {
                 rtx_pt: Some(101),
                 rtx_ssrcs: Some((1, 2)),
                 transport_cc: None,
+                simulcast: None,
             }],
         };
         let now = Instant::now();

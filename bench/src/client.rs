@@ -743,6 +743,7 @@ impl Offer {
                 track_id: format!("bench-{mid}"),
                 rtx_ssrc: video_rtx_ssrc.filter(|_| kind == MediaKind::Video),
             }),
+            send_rids: Vec::new(),
         })
         .collect();
         let sdp = sdp::write_offer(&OfferParams {

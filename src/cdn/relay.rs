@@ -170,6 +170,7 @@ fn relay_media(
                 track_id: format!("{stream}-{kind}"),
                 rtx_ssrc: rtx.map(|rtx| rtx.ssrc),
             }),
+            send_rids: Vec::new(),
         });
         played.push(PlayedTrack {
             kind: track.kind,
@@ -418,6 +419,7 @@ mod tests {
             kind,
             codec,
             extmaps: Vec::new(),
+            rids: Vec::new(),
         })
         .collect()
     }
