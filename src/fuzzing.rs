@@ -132,7 +132,7 @@ pub fn fuzz_rtx(data: &[u8]) {
     // On the retransmission payload type, so it is taken for RTX.
     if let [first, second, rest @ ..] = data {
         let mut packet = [&[*first, (second & 0x80) | 97], rest].concat();
-        let media_ssrc = |_| 0x3333;
+        let media_ssrc = |_, _: &rtp::RtpHeader<'_>| 0x3333;
         let restored =
             crate::rtx::restore_publisher_rtx(&tracks, media_ssrc, &mut srtp, &mut packet);
         if let Ok(len) = restored {

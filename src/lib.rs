@@ -24,4 +24,5 @@ pub mod rtx;
 pub mod sdp;
 pub mod session;
 pub mod signalling;
+pub mod simulcast;
 pub mod transport_cc;

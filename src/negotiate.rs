@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::control::{PlayedTrack, PublishedTrack, RtxStream, SimulcastLayers};
+use crate::control::{PlayedTrack, PlayerLayers, PublishedTrack, RtxStream, SimulcastLayers};
 use crate::dtls::DtlsRole;
 use crate::registry::StreamTrack;
 use crate::sdp::{
@@ -40,6 +40,9 @@ pub enum NegotiationError {
     /// A player's offer receives nothing the stream has.
     #[error("the offer receives no track of this stream: {0}")]
     NothingToPlay(String),
+    /// A player asked for a simulcast layer the stream does not have.
+    #[error("{0}")]
+    UnknownLayer(String),
 }
 
 /// Our side of a negotiation: credentials, certificate, and where the chosen core listens.
@@ -232,12 +235,14 @@ pub fn answer_publisher(
 }
 
 /// Answers a player's offer for a stream: each receiving section gets the stream's track of its
-/// kind, in the player's own payload type for the publisher's codec.
+/// kind, in the player's own payload type for the publisher's codec. Of simulcast video it
+/// gets one layer: `layer` (a rid, or `low`, `mid`, `high`), else the highest.
 pub fn answer_player(
     offer: &SessionDescription,
     stream_name: &str,
     stream_tracks: &[StreamTrack],
     local: &LocalParams,
+    layer: Option<&str>,
     mut next_ssrc: impl FnMut() -> u32,
 ) -> Result<PlayAnswer, NegotiationError> {
     let mut media = Vec::new();
@@ -290,12 +295,16 @@ pub fn answer_player(
             track_id: format!("{stream_name}-{kind_name}"),
             rtx_ssrc: rtx.map(|rtx| rtx.ssrc),
         };
+        let layers =
+            PlayerLayers::choose(&source.rids, layer.filter(|_| m.kind == MediaKind::Video))
+                .map_err(NegotiationError::UnknownLayer)?;
         tracks.push(PlayedTrack {
             kind: m.kind,
             pt: codec.pt,
             ssrc,
             rtx,
             transport_cc: twcc.map(|e| e.id),
+            layers,
         });
         media.push(MediaAnswer {
             mid: m.mid.clone(),
@@ -487,7 +496,7 @@ mod tests {
             ..h264.clone()
         };
         let mut ssrcs = 1000u32..;
-        let answer = answer_player(&player_offer, "cam", &published, &local(), || {
+        let answer = answer_player(&player_offer, "cam", &published, &local(), None, || {
             ssrcs.next().unwrap()
         })
         .unwrap();
@@ -521,7 +530,7 @@ mod tests {
         // Opus with rtx too, as no browser offers: audio gets none all the same.
         offer.media[0].codecs[0].rtx_pt = Some(63);
         let mut ssrcs = 1000u32..;
-        let answer = answer_player(&offer, "cam", &published, &local(), || {
+        let answer = answer_player(&offer, "cam", &published, &local(), None, || {
             ssrcs.next().unwrap()
         })
         .unwrap();
@@ -544,7 +553,7 @@ mod tests {
             }
         }
         let mut ssrcs = 1000u32..;
-        let answer = answer_player(&offer, "cam", &published, &local(), || {
+        let answer = answer_player(&offer, "cam", &published, &local(), None, || {
             ssrcs.next().unwrap()
         })
         .unwrap();
@@ -560,7 +569,7 @@ mod tests {
         published.retain(|t| t.kind == MediaKind::Video);
         published[0].codec = Codec::new(96, "H265", 90000, None);
         let player_offer = sdp::parse(PLAY).unwrap();
-        let err = answer_player(&player_offer, "cam", &published, &local(), || 1)
+        let err = answer_player(&player_offer, "cam", &published, &local(), None, || 1)
             .err()
             .unwrap();
         assert!(err.to_string().contains("H265"), "{err}");

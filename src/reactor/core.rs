@@ -25,7 +25,10 @@ use crate::reactor::io::{
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
 use crate::retransmission_cache::RetransmissionCache;
 use crate::sdp::MediaKind;
-use crate::session::{LostPackets, Session, SessionEvent, SessionTimeouts, MAX_LOST_PACKETS};
+use crate::session::{
+    LostPackets, ReceivedMedia, Session, SessionEvent, SessionTimeouts, MAX_LOST_PACKETS,
+};
+use crate::simulcast::{LayerDecision, MAX_LAYERS};
 
 /// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
 const TICK: Duration = Duration::from_millis(20);
@@ -206,10 +209,13 @@ struct LocalStream {
     remote_cores: Vec<CoreId>,
     /// When this core asked the publisher's core for a keyframe replay that has not ended yet.
     replay_requested: Option<Instant>,
-    /// The video this core forwarded, to answer its players' NACKs here and start new players
-    /// on its newest keyframe: allocated with the first player of a video track (or with a
-    /// publisher of video on this core), dropped when the core has neither.
-    video_cache: Option<RetransmissionCache>,
+    /// The simulcast layer of that replay.
+    replay_layer: u8,
+    /// The video this core forwarded, one cache per simulcast layer (each its own SSRC), to
+    /// answer its players' NACKs here and start new players on the layer's newest keyframe:
+    /// allocated with the first player of a video track (or with a publisher of video on this
+    /// core), for as many layers as it has, dropped when the core has neither.
+    video_caches: [Option<RetransmissionCache>; MAX_LAYERS],
 }
 
 struct Core {
@@ -249,6 +255,8 @@ struct Scratch {
     /// Control items from other cores: (stream, kind, payload range in `bytes`).
     control: Vec<(StreamId, ForwardKind, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
+    /// Keyframes of simulcast layers players wait for: (stream, layer).
+    layer_requests: Vec<(StreamId, u8)>,
 }
 
 impl Scratch {
@@ -261,6 +269,7 @@ impl Scratch {
             streams: Vec::new(),
             control: Vec::with_capacity(HANDOFF_BATCH),
             bytes: Vec::with_capacity(HANDOFF_BATCH * 2 * MAX_LOST_PACKETS),
+            layer_requests: Vec::new(),
         }
     }
 }
@@ -378,25 +387,34 @@ impl DatagramHandler for Core {
             ..
         } = self;
         mesh.drain(HANDOFF_BATCH, |item: &Forwarded| match item.kind {
-            ForwardKind::Rtp { kind, keyframe } => {
+            ForwardKind::Rtp {
+                kind,
+                keyframe,
+                layer,
+            } => {
+                let media = ReceivedMedia {
+                    kind,
+                    len: item.payload().len(),
+                    keyframe,
+                    layer,
+                };
                 counters.rtp_sent += fan_out(
                     now,
                     streams,
                     sessions,
                     item.stream,
-                    kind,
-                    keyframe,
+                    media,
                     item.payload(),
                     tx,
                 );
             }
-            ForwardKind::KeyframeReplay { keyframe } => {
+            ForwardKind::KeyframeReplay { keyframe, layer } => {
                 counters.rtp_sent += replay_to_waiting(
                     now,
                     streams,
                     sessions,
                     item.stream,
-                    keyframe,
+                    (keyframe, layer),
                     item.payload(),
                     tx,
                 );
@@ -416,23 +434,33 @@ impl DatagramHandler for Core {
     }
 }
 
-/// Writes one decrypted packet to every local player of `stream` and keeps a video packet for
-/// their NACKs and new players. Returns the packets queued.
-#[allow(clippy::too_many_arguments)] // The core's fields, split so the caller keeps the rest.
+/// A layer's cache of a stream's video, when this core keeps it.
+fn layer_cache(local: &mut LocalStream, layer: u8) -> Option<&mut RetransmissionCache> {
+    local.video_caches.get_mut(usize::from(layer))?.as_mut()
+}
+
+/// Writes one decrypted packet to every local player of `stream` (of a simulcast stream's
+/// video, to those its layer is for) and keeps a video packet for their NACKs and new players.
+/// Returns the packets queued.
 fn fan_out(
     now: Instant,
     streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
-    kind: MediaKind,
-    keyframe: bool,
+    media: ReceivedMedia,
     plain: &[u8],
     tx: &mut SendQueue,
 ) -> u64 {
     let Some(local) = streams.get_mut(&stream) else {
         return 0;
     };
-    if let (MediaKind::Video, Some(cache)) = (kind, local.video_cache.as_mut()) {
+    let ReceivedMedia {
+        kind,
+        keyframe,
+        layer,
+        ..
+    } = media;
+    if let (MediaKind::Video, Some(cache)) = (kind, layer_cache(local, layer)) {
         // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
         if cache.insert(plain).is_ok() && keyframe {
             cache.note_keyframe(plain);
@@ -450,6 +478,9 @@ fn fan_out(
             continue;
         }
         let session = &mut entry.session;
+        if kind == MediaKind::Video && session.take_layer(layer, keyframe) == LayerDecision::Drop {
+            continue;
+        }
         tx.push_with_on(entry.socket, remote, |buf| {
             session.write_rtp(now, kind, plain, buf)
         });
@@ -466,14 +497,14 @@ fn replay_to_waiting(
     streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
-    keyframe: bool,
+    (keyframe, layer): (bool, u8),
     plain: &[u8],
     tx: &mut SendQueue,
 ) -> u64 {
     let Some(local) = streams.get_mut(&stream) else {
         return 0;
     };
-    if let Some(cache) = local.video_cache.as_mut() {
+    if let Some(cache) = layer_cache(local, layer) {
         if cache.insert(plain).is_ok() && keyframe {
             cache.note_keyframe(plain);
         }
@@ -487,6 +518,10 @@ fn replay_to_waiting(
             continue;
         };
         let session = &mut entry.session;
+        // A player waiting for another layer waits for that layer's keyframe live.
+        if session.take_layer(layer, keyframe) == LayerDecision::Drop {
+            continue;
+        }
         tx.push_with_on(entry.socket, remote, |buf| {
             session.write_rtp(now, MediaKind::Video, plain, buf)
         });
@@ -573,8 +608,7 @@ impl Core {
                     &mut self.streams,
                     &mut self.sessions,
                     stream,
-                    media.kind,
-                    media.keyframe,
+                    media,
                     plain,
                     tx,
                 );
@@ -582,6 +616,7 @@ impl Core {
                     let forwarded = ForwardKind::Rtp {
                         kind: media.kind,
                         keyframe: media.keyframe,
+                        layer: media.layer,
                     };
                     for core in &local.remote_cores {
                         self.mesh.send(*core, stream, forwarded, plain);
@@ -692,18 +727,17 @@ impl Core {
         let session = Session::new(spec, now, self.timeouts, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
         let local = self.streams.entry(stream).or_default();
-        let caches_video = if session.is_publisher() {
+        if session.is_publisher() {
             local.publisher = Some(id);
-            // The publisher's core keeps its keyframe for the players still to come.
-            session.publishes(MediaKind::Video)
         } else {
             local.players.push(id);
             local.publisher_core = publisher_core.filter(|c| *c != self.id);
-            session.plays(MediaKind::Video)
-        };
-        if caches_video && local.video_cache.is_none() {
-            // Here, not on the forwarding path, which must not allocate.
-            local.video_cache = Some(RetransmissionCache::new());
+        }
+        // The publisher's core keeps its keyframes for the players still to come. Here, not on
+        // the forwarding path, which must not allocate.
+        let layers = session.video_layer_count();
+        for cache in local.video_caches.iter_mut().take(layers) {
+            cache.get_or_insert_with(RetransmissionCache::new);
         }
         self.sessions.insert(
             id,
@@ -757,24 +791,25 @@ impl Core {
         tx: &mut SendQueue,
     ) {
         match kind {
-            ForwardKind::KeyframeRequest => self.request_keyframe(now, stream, tx),
-            ForwardKind::Nack { kind } => {
+            ForwardKind::KeyframeRequest { layer } => self.request_keyframe(now, stream, layer, tx),
+            ForwardKind::Nack { kind, layer } => {
                 self.request_retransmission(
                     now,
                     stream,
-                    kind,
+                    (kind, layer),
                     LostPackets::from_be_bytes(payload),
                     tx,
                 );
             }
             ForwardKind::SenderReport {
                 kind,
+                layer,
                 ntp_time,
                 rtp_time,
-            } => self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx),
+            } => self.send_sender_reports(now, stream, (kind, layer), ntp_time, rtp_time, tx),
             ForwardKind::KeyframeStart => {
-                if let Some(&core) = payload.first() {
-                    self.replay_keyframe_to(now, CoreId(usize::from(core)), stream, tx);
+                if let &[core, layer, ..] = payload {
+                    self.replay_keyframe_to(now, CoreId(usize::from(core)), stream, layer, tx);
                 }
             }
             ForwardKind::KeyframeReplayEnd { replayed } => self.end_replay(stream, replayed),
@@ -806,15 +841,25 @@ impl Core {
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant, stream: StreamId, tx: &mut SendQueue) {
+    /// Asks the publisher for a keyframe of a simulcast layer (0 without simulcast).
+    fn request_keyframe(&mut self, now: Instant, stream: StreamId, layer: u8, tx: &mut SendQueue) {
         self.ask_publisher(
             now,
             stream,
             tx,
-            |publisher| publisher.request_keyframe(now),
-            ForwardKind::KeyframeRequest,
+            |publisher| publisher.request_keyframe(now, layer),
+            ForwardKind::KeyframeRequest { layer },
             &[],
         );
+    }
+
+    /// The simulcast layer a player is to start on, or waits for: its target (0 without
+    /// simulcast).
+    fn target_layer(&self, id: SessionId) -> u8 {
+        self.sessions
+            .get(&id)
+            .and_then(|e| e.session.video_layers())
+            .map_or(0, |(_, target)| target)
     }
 
     /// Starts a connected player's video on the newest keyframe, so it need not wait for one
@@ -828,7 +873,8 @@ impl Core {
         {
             return;
         }
-        if self.start_from_local_keyframe(now, id, stream, tx) {
+        let layer = self.target_layer(id);
+        if self.start_from_local_keyframe(now, id, stream, layer, tx) {
             self.counters.keyframe_cache_hits += 1;
             return;
         }
@@ -848,13 +894,19 @@ impl Core {
                 }
                 if local.replay_requested.is_none() {
                     local.replay_requested = Some(now);
-                    mesh.send(publisher_core, stream, ForwardKind::KeyframeStart, &[me]);
+                    local.replay_layer = layer;
+                    mesh.send(
+                        publisher_core,
+                        stream,
+                        ForwardKind::KeyframeStart,
+                        &[me, layer],
+                    );
                 }
                 return;
             }
         }
         self.counters.keyframe_cache_misses += 1;
-        self.request_keyframe(now, stream, tx);
+        self.request_keyframe(now, stream, layer, tx);
     }
 
     /// Sends a player the packets from the keyframe this core cached on; false without one.
@@ -863,6 +915,7 @@ impl Core {
         now: Instant,
         id: SessionId,
         stream: StreamId,
+        layer: u8,
         tx: &mut SendQueue,
     ) -> bool {
         let Core {
@@ -873,7 +926,7 @@ impl Core {
         } = self;
         let cached = streams
             .get(&stream)
-            .and_then(|l| l.video_cache.as_ref())
+            .and_then(|l| l.video_caches.get(usize::from(layer))?.as_ref())
             .and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS));
         let target = sessions
             .get_mut(&id)
@@ -881,7 +934,11 @@ impl Core {
         let (Some(packets), Some((socket, remote, session))) = (cached, target) else {
             return false;
         };
-        for plain in packets {
+        for (i, plain) in packets.enumerate() {
+            // Starts a simulcast player on the layer (the first packet is its keyframe).
+            if session.take_layer(layer, i == 0) == LayerDecision::Drop {
+                continue;
+            }
             tx.push_with_on(socket, remote, |buf| {
                 session.write_rtp(now, MediaKind::Video, plain, buf)
             });
@@ -898,10 +955,13 @@ impl Core {
         now: Instant,
         core: CoreId,
         stream: StreamId,
+        layer: u8,
         tx: &mut SendQueue,
     ) {
         let Core { streams, mesh, .. } = self;
-        let cache = streams.get(&stream).and_then(|l| l.video_cache.as_ref());
+        let cache = streams
+            .get(&stream)
+            .and_then(|l| l.video_caches.get(usize::from(layer))?.as_ref());
         let count = cache
             .and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS))
             .map_or(0, Iterator::count);
@@ -912,7 +972,10 @@ impl Core {
             cache.and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS)),
         ) {
             for (i, plain) in packets.enumerate() {
-                let kind = ForwardKind::KeyframeReplay { keyframe: i == 0 };
+                let kind = ForwardKind::KeyframeReplay {
+                    keyframe: i == 0,
+                    layer,
+                };
                 mesh.send(core, stream, kind, plain);
             }
         }
@@ -923,7 +986,7 @@ impl Core {
             &[],
         );
         if !replayed {
-            self.request_keyframe(now, stream, tx);
+            self.request_keyframe(now, stream, layer, tx);
         }
     }
 
@@ -962,11 +1025,21 @@ impl Core {
     ) {
         let mut missed = [0u16; MAX_LOST_PACKETS];
         let mut misses = 0;
+        // A simulcast player's numbers map to the layer it is sent now.
+        let layer = match kind {
+            MediaKind::Video => self
+                .sessions
+                .get(&player)
+                .and_then(|e| e.session.video_layers())
+                .and_then(|(current, _)| current)
+                .unwrap_or(0),
+            MediaKind::Audio => 0,
+        };
         let cache = match kind {
             MediaKind::Video => self
                 .streams
                 .get(&stream)
-                .and_then(|l| l.video_cache.as_ref()),
+                .and_then(|l| l.video_caches.get(usize::from(layer))?.as_ref()),
             MediaKind::Audio => None,
         };
         let mut target = self
@@ -1002,7 +1075,7 @@ impl Core {
         if misses > 0 {
             self.counters.nacks_forwarded_upstream += misses as u64;
             let missed = missed[..misses].iter().copied().collect();
-            self.request_retransmission(now, stream, kind, missed, tx);
+            self.request_retransmission(now, stream, (kind, layer), missed, tx);
         }
     }
 
@@ -1010,7 +1083,7 @@ impl Core {
         &mut self,
         now: Instant,
         stream: StreamId,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         seqs: LostPackets,
         tx: &mut SendQueue,
     ) {
@@ -1020,8 +1093,8 @@ impl Core {
             now,
             stream,
             tx,
-            |publisher| publisher.request_retransmission(now, kind, seqs.as_slice()),
-            ForwardKind::Nack { kind },
+            |publisher| publisher.request_retransmission(now, kind, layer, seqs.as_slice()),
+            ForwardKind::Nack { kind, layer },
             &payload[..len],
         );
     }
@@ -1030,7 +1103,7 @@ impl Core {
         &mut self,
         now: Instant,
         stream: StreamId,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         ntp: u64,
         rtp: u32,
         tx: &mut SendQueue,
@@ -1043,7 +1116,9 @@ impl Core {
         players.extend_from_slice(&local.players);
         for &player in &players {
             if let Some(entry) = self.sessions.get_mut(&player) {
-                entry.session.handle_publisher_sender_report(kind, ntp, rtp);
+                entry
+                    .session
+                    .handle_publisher_sender_report(kind, layer, ntp, rtp);
                 self.drain_session(now, player, tx);
             }
         }
@@ -1086,12 +1161,17 @@ impl Core {
                 SessionEvent::MediaStarted => {
                     let _ = self.events.send(CoreEvent::MediaStarted { id });
                 }
-                SessionEvent::KeyframeRequested => self.request_keyframe(now, stream, tx),
+                SessionEvent::KeyframeRequested => {
+                    // A simulcast player (or relay) needs its target layer's.
+                    let layer = self.target_layer(id);
+                    self.request_keyframe(now, stream, layer, tx)
+                }
                 SessionEvent::RetransmissionRequested { kind, seqs } => {
                     self.retransmit(now, id, stream, kind, seqs, tx)
                 }
                 SessionEvent::SenderReport {
                     kind,
+                    layer,
                     ntp_time,
                     rtp_time,
                 } => {
@@ -1102,6 +1182,7 @@ impl Core {
                                 stream,
                                 ForwardKind::SenderReport {
                                     kind,
+                                    layer,
                                     ntp_time,
                                     rtp_time,
                                 },
@@ -1109,7 +1190,8 @@ impl Core {
                             );
                         }
                     }
-                    self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx);
+                    let track = (kind, layer);
+                    self.send_sender_reports(now, stream, track, ntp_time, rtp_time, tx);
                 }
                 SessionEvent::UpstreamRepair(counts) => {
                     self.counters.upstream_losses_requested += counts.requested;
@@ -1161,7 +1243,7 @@ impl Core {
             }
             local.players.retain(|p| *p != id);
             if local.players.is_empty() && local.publisher.is_none() {
-                local.video_cache = None;
+                local.video_caches = Default::default();
             }
             if local.publisher.is_none() && local.players.is_empty() {
                 self.streams.remove(&stream);
@@ -1196,6 +1278,7 @@ impl Core {
             }
         }
         self.scratch.sessions = due;
+        self.request_layer_keyframes(now, tx);
         self.expire_replays(now, tx);
         if now >= self.next_bitrate_report {
             self.next_bitrate_report = now + BITRATE_REPORT_INTERVAL;
@@ -1204,6 +1287,27 @@ impl Core {
         self.closing
             .retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
         self.publish_stats(tx);
+    }
+
+    /// Asks for the keyframes simulcast players wait for to reach their target layer (again,
+    /// while they still wait: a PLI can be lost).
+    fn request_layer_keyframes(&mut self, now: Instant, tx: &mut SendQueue) {
+        let mut wanted = std::mem::take(&mut self.scratch.layer_requests);
+        wanted.clear();
+        for entry in self.sessions.values_mut() {
+            if !entry.session.is_connected() {
+                continue;
+            }
+            if let Some(layer) = entry.session.poll_layer_keyframe_request(now) {
+                wanted.push((entry.session.stream(), layer));
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        for &(stream, layer) in &wanted {
+            self.request_keyframe(now, stream, layer, tx);
+        }
+        self.scratch.layer_requests = wanted;
     }
 
     fn report_bitrates(&self) {
@@ -1235,8 +1339,9 @@ impl Core {
                 .map(|(id, _)| *id),
         );
         for &stream in &expired {
+            let layer = self.streams.get(&stream).map_or(0, |l| l.replay_layer);
             self.end_replay(stream, false);
-            self.request_keyframe(now, stream, tx);
+            self.request_keyframe(now, stream, layer, tx);
         }
         self.scratch.streams = expired;
     }

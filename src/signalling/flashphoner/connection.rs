@@ -282,6 +282,9 @@ impl Connection {
                     offer,
                     authorized,
                     self.credentials.acl_key.as_deref(),
+                    // TODO(simulcast): read a layer from the SDK's play options; the highest
+                    // layer until then.
+                    None,
                 )
             }
         });
