@@ -1057,6 +1057,22 @@ impl Session {
         }
     }
 
+    /// A simulcast player's layer choice: `(count, target)`, when its bandwidth estimate (or a
+    /// paused layer) may move it; `None` without simulcast or when it pinned its layer.
+    pub fn layer_choice(&self) -> Option<(u8, u8)> {
+        match &self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                tracks,
+                ..
+            }) if !layers.pinned() => {
+                let count = tracks.iter().flatten().find_map(|t| t.track.layers)?.count;
+                Some((count, layers.target()))
+            }
+            _ => None,
+        }
+    }
+
     /// A simulcast player's layers: `(current, target)`; `None` without simulcast.
     pub fn video_layers(&self) -> Option<(Option<u8>, u8)> {
         match &self.role {

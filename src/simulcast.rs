@@ -94,6 +94,46 @@ fn learn(
     u8::try_from(index).ok()
 }
 
+/// A layer that sent nothing for this long is taken as paused (Chromium stops its upper layers
+/// when its own uplink estimate drops): players move off it.
+pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+/// What a core measured of a stream's layers, as it forwards them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerRates {
+    /// The layer sent a packet within [`LAYER_IDLE`].
+    pub active: [bool; MAX_LAYERS],
+    /// Each layer's bitrate over the last measuring period.
+    pub bitrate_bps: [u64; MAX_LAYERS],
+}
+
+/// The layer an unpinned player should get: the highest active layer whose bitrate fits in
+/// 90% of its bandwidth estimate (the highest active one without an estimate), else the
+/// lowest active one. Hysteresis: a player stays on its active target while its bitrate fits
+/// the whole estimate, so a layer at the edge does not flip at every measurement. `None`
+/// when no layer is active (nothing to choose from: the stream paused or has not started).
+pub fn choose_layer(
+    rates: &LayerRates,
+    count: u8,
+    target: u8,
+    estimate_bps: Option<u64>,
+) -> Option<u8> {
+    let active = |layer: u8| usize::from(layer) < MAX_LAYERS && rates.active[usize::from(layer)];
+    let rate = |layer: u8| rates.bitrate_bps[usize::from(layer)];
+    let layers = (0..count.min(MAX_LAYERS as u8)).filter(|&l| active(l));
+    let Some(estimate) = estimate_bps else {
+        return layers.max();
+    };
+    let lowest = layers.clone().min()?;
+    let fits = layers.filter(|&l| rate(l) <= estimate / 10 * 9).max();
+    match fits {
+        Some(best) if best >= target || !active(target) || rate(target) > estimate => Some(best),
+        Some(_) => Some(target),
+        None if active(target) && rate(target) <= estimate => Some(target),
+        None => Some(lowest),
+    }
+}
+
 /// What a player does with one packet of its video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerDecision {
@@ -158,6 +198,11 @@ impl LayerSwitch {
     /// The layer the player should get.
     pub fn target(&self) -> u8 {
         self.target
+    }
+
+    /// The player chose its layer.
+    pub fn pinned(&self) -> bool {
+        self.pinned
     }
 
     /// Whether the player waits for a keyframe of its target layer.
@@ -296,6 +341,31 @@ mod tests {
             switch.poll_keyframe_request(start + Duration::from_secs(5)),
             Some(2)
         );
+    }
+
+    #[test]
+    fn the_layer_is_the_highest_active_one_that_fits_the_estimate() {
+        let rates = LayerRates {
+            active: [true, true, true],
+            bitrate_bps: [150_000, 500_000, 2_000_000],
+        };
+        // Without an estimate: the highest active layer.
+        assert_eq!(choose_layer(&rates, 3, 0, None), Some(2));
+        let paused_high = LayerRates {
+            active: [true, true, false],
+            ..rates
+        };
+        assert_eq!(choose_layer(&paused_high, 3, 2, None), Some(1));
+        assert_eq!(choose_layer(&LayerRates::default(), 3, 2, None), None);
+        // 90% of the estimate.
+        assert_eq!(choose_layer(&rates, 3, 0, Some(2_300_000)), Some(2));
+        assert_eq!(choose_layer(&rates, 3, 0, Some(2_100_000)), Some(1));
+        // Hysteresis: on layer 2, 2.1 Mbit/s is still enough; 1.9 is not.
+        assert_eq!(choose_layer(&rates, 3, 2, Some(2_100_000)), Some(2));
+        assert_eq!(choose_layer(&rates, 3, 2, Some(1_900_000)), Some(1));
+        // Nothing fits: the lowest active layer.
+        assert_eq!(choose_layer(&rates, 3, 2, Some(50_000)), Some(0));
+        assert_eq!(choose_layer(&paused_high, 3, 2, Some(50_000_000)), Some(1));
     }
 
     #[test]

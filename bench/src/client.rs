@@ -39,7 +39,19 @@ pub struct OfferOptions {
     /// [`TRANSPORT_CC_EXT_ID`], and its feedback), as browsers do: a node then numbers every
     /// packet it sends this client. The client sends no feedback.
     pub transport_cc: bool,
+    /// Publish video as the simulcast layers [`SIMULCAST_RIDS`] (`a=rid`, `a=simulcast`), with
+    /// the RTP stream id extensions [`RID_EXT_ID`] and [`REPAIRED_RID_EXT_ID`], as Chromium
+    /// does for `sendEncodings`. The caller sends each layer's packets on an SSRC of its own
+    /// with [`ClientSession::send_rtp`], the rid in its first packets.
+    pub simulcast: bool,
 }
+
+/// The simulcast layers an [`OfferOptions::simulcast`] publisher offers, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
+/// The id the client offers the RTP stream id extension under (Chromium's).
+pub const RID_EXT_ID: u8 = 10;
+/// The id the client offers the repaired RTP stream id extension under (Chromium's).
+pub const REPAIRED_RID_EXT_ID: u8 = 11;
 
 /// The id the client offers the transport-wide sequence number extension under (Chromium's).
 pub const TRANSPORT_CC_EXT_ID: u8 = 3;
@@ -165,6 +177,25 @@ pub struct ClientSession {
     /// The video retransmission stream the answer negotiated: its payload type, and its SSRC
     /// (ours when publishing, the one the answer announced when playing).
     pub video_rtx: Option<(u8, u32)>,
+}
+
+/// The rid extensions of a simulcast publisher's video section; none otherwise.
+fn simulcast_extmaps(
+    kind: MediaKind,
+    mode: Mode,
+    options: OfferOptions,
+) -> impl Iterator<Item = rtcdn::sdp::Extmap> {
+    let wanted = options.simulcast && kind == MediaKind::Video && mode == Mode::Publish;
+    [
+        (RID_EXT_ID, rtcdn::sdp::EXT_RTP_STREAM_ID),
+        (REPAIRED_RID_EXT_ID, rtcdn::sdp::EXT_REPAIRED_RTP_STREAM_ID),
+    ]
+    .into_iter()
+    .filter(move |_| wanted)
+    .map(|(id, uri)| rtcdn::sdp::Extmap {
+        id,
+        uri: uri.into(),
+    })
 }
 
 fn offer_codecs(kind: MediaKind, options: OfferOptions) -> Vec<Codec> {
@@ -735,6 +766,7 @@ impl Offer {
                     uri: rtcdn::sdp::EXT_TRANSPORT_CC.into(),
                 })
                 .into_iter()
+                .chain(simulcast_extmaps(kind, mode, options))
                 .collect(),
             send: (mode == Mode::Publish).then(|| SendTrack {
                 ssrc,
@@ -743,7 +775,10 @@ impl Offer {
                 track_id: format!("bench-{mid}"),
                 rtx_ssrc: video_rtx_ssrc.filter(|_| kind == MediaKind::Video),
             }),
-            send_rids: Vec::new(),
+            send_rids: simulcast_extmaps(kind, mode, options)
+                .next()
+                .map(|_| SIMULCAST_RIDS.map(String::from).to_vec())
+                .unwrap_or_default(),
         })
         .collect();
         let sdp = sdp::write_offer(&OfferParams {

@@ -38,6 +38,7 @@ const STREAM: &str = "rtx";
 const RTX: OfferOptions = OfferOptions {
     rtx: true,
     transport_cc: false,
+    simulcast: false,
 };
 /// Packets sent per loss round.
 const ROUND: u64 = 40;

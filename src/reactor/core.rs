@@ -28,10 +28,13 @@ use crate::sdp::MediaKind;
 use crate::session::{
     LostPackets, ReceivedMedia, Session, SessionEvent, SessionTimeouts, MAX_LOST_PACKETS,
 };
-use crate::simulcast::{LayerDecision, MAX_LAYERS};
+use crate::simulcast::{choose_layer, LayerDecision, LayerRates, LAYER_IDLE, MAX_LAYERS};
 
 /// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
 const TICK: Duration = Duration::from_millis(20);
+/// How often simulcast players' layers are chosen again, from the layers' bitrates measured
+/// over the same period and the players' estimates.
+const LAYER_CHOICE_INTERVAL: Duration = Duration::from_millis(500);
 /// Items taken from each other core's hand-off ring per wake-up; the rest wait for the next
 /// poll, after this core's own datagrams and timers.
 const HANDOFF_BATCH: usize = 64;
@@ -216,6 +219,12 @@ struct LocalStream {
     /// allocated with the first player of a video track (or with a publisher of video on this
     /// core), for as many layers as it has, dropped when the core has neither.
     video_caches: [Option<RetransmissionCache>; MAX_LAYERS],
+    /// When each video layer last sent a packet here.
+    layer_seen: [Option<Instant>; MAX_LAYERS],
+    /// Bytes of each video layer since the last bitrate measurement.
+    layer_bytes: [u64; MAX_LAYERS],
+    /// Each layer's activity and bitrate, as last measured (see `choose_layers`).
+    layer_rates: LayerRates,
 }
 
 struct Core {
@@ -247,6 +256,9 @@ struct Core {
     seed: u64,
     /// When sessions' bitrates next go to signalling.
     next_bitrate_report: Instant,
+    /// When simulcast players' layers are next chosen, and when layers were last measured.
+    next_layer_choice: Instant,
+    layers_measured_at: Option<Instant>,
 }
 
 struct Scratch {
@@ -312,6 +324,8 @@ pub fn run(setup: CoreSetup) {
         scratch: Scratch::new(),
         shutdown: false,
         next_bitrate_report: Instant::now() + BITRATE_REPORT_INTERVAL,
+        next_layer_choice: Instant::now() + LAYER_CHOICE_INTERVAL,
+        layers_measured_at: None,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
     };
     info!(
@@ -460,6 +474,10 @@ fn fan_out(
         layer,
         ..
     } = media;
+    if let (MediaKind::Video, Some(seen)) = (kind, local.layer_seen.get_mut(usize::from(layer))) {
+        *seen = Some(now);
+        local.layer_bytes[usize::from(layer)] += plain.len() as u64;
+    }
     if let (MediaKind::Video, Some(cache)) = (kind, layer_cache(local, layer)) {
         // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
         if cache.insert(plain).is_ok() && keyframe {
@@ -1278,6 +1296,10 @@ impl Core {
             }
         }
         self.scratch.sessions = due;
+        if now >= self.next_layer_choice {
+            self.next_layer_choice = now + LAYER_CHOICE_INTERVAL;
+            self.choose_layers(now);
+        }
         self.request_layer_keyframes(now, tx);
         self.expire_replays(now, tx);
         if now >= self.next_bitrate_report {
@@ -1287,6 +1309,43 @@ impl Core {
         self.closing
             .retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
         self.publish_stats(tx);
+    }
+
+    /// Measures each stream's layers (activity, bitrate) and moves unpinned simulcast players
+    /// to the highest active layer (see [`choose_layer`]): off a layer the publisher paused,
+    /// back when it resumes. The move takes effect at that layer's keyframe, asked for at once.
+    fn choose_layers(&mut self, now: Instant) {
+        let since = self.layers_measured_at.replace(now);
+        let elapsed = since.map(|at| now.saturating_duration_since(at).as_secs_f64());
+        for local in self.streams.values_mut() {
+            for layer in 0..MAX_LAYERS {
+                local.layer_rates.active[layer] = local.layer_seen[layer]
+                    .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE);
+                if let Some(elapsed) = elapsed.filter(|e| *e > 0.0) {
+                    let bits = local.layer_bytes[layer] as f64 * 8.0;
+                    local.layer_rates.bitrate_bps[layer] = (bits / elapsed) as u64;
+                }
+                local.layer_bytes[layer] = 0;
+            }
+        }
+        for entry in self.sessions.values_mut() {
+            let Some((count, target)) = entry.session.layer_choice() else {
+                continue;
+            };
+            let Some(local) = self.streams.get(&entry.session.stream()) else {
+                continue;
+            };
+            // Not the player's bandwidth estimate yet: it cannot grow past 1.5 x what the player
+            // acknowledges (see crate::bwe::aimd), so a player moved down would never earn its
+            // way back up. That needs probing (padding, or the next layer sent as a trial);
+            // until then a player gets the highest layer the publisher sends.
+            let estimate = None;
+            if let Some(layer) = choose_layer(&local.layer_rates, count, target, estimate) {
+                if entry.session.retarget_layer(layer) {
+                    debug!(core = self.id.0, session = %entry.session.id(), from = target, to = layer, "simulcast layer retargeted");
+                }
+            }
+        }
     }
 
     /// Asks for the keyframes simulcast players wait for to reach their target layer (again,

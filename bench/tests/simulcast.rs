@@ -1,0 +1,250 @@
+//! Simulcast passthrough (issue item 5, step 1): a publisher sends three VP8 layers (`l`, `m`,
+//! `h`), each on an SSRC of its own that the RTP stream id extension names in its first
+//! packets, as Chromium does for `sendEncodings`.
+//!
+//! A player that pins `?layer=l` gets only layer `l`; a default player gets `h`. When the
+//! publisher pauses `h` (as Chromium does when its uplink shrinks), the default player moves to
+//! `m`: the node asks for `m`'s keyframe, and the player's first `m` packet is that keyframe's,
+//! never a delta frame before it. When `h` resumes it moves back the same way. Its sequence
+//! numbers stay continuous across both switches. Everything is sent to 127.0.0.1 only.
+
+use std::time::{Duration, Instant};
+
+use rtcdn::dtls::DtlsCertificate;
+use rtcdn_bench::client::{
+    ClientSession, Mode, OfferOptions, RID_EXT_ID, SIMULCAST_RIDS, VIDEO_PT,
+};
+
+mod common;
+use common::{core_stat, test_node};
+
+const SSRCS: [u32; 3] = [0x1000_0001, 0x2000_0001, 0x3000_0001];
+/// Packets of a layer that carry its rid, as Chromium's first packets do.
+const RID_PACKETS: u16 = 10;
+
+/// One layer's numbering.
+#[derive(Default, Clone, Copy)]
+struct Layer {
+    seq: u16,
+    ts: u32,
+    sent: u16,
+}
+
+/// A publisher of three layers.
+struct Publisher {
+    session: ClientSession,
+    layers: [Layer; 3],
+}
+
+impl Publisher {
+    /// Sends a frame of `packets` packets on `layer`; the payload names the layer, and a
+    /// keyframe's first packet starts like a VP8 keyframe (RFC 7741).
+    async fn frame(&mut self, layer: usize, packets: usize, keyframe: bool) {
+        let numbering = &mut self.layers[layer];
+        numbering.ts = numbering.ts.wrapping_add(3000);
+        for i in 0..packets {
+            let rid = SIMULCAST_RIDS[layer].as_bytes();
+            let ext = [rtp::ExtensionElement {
+                id: RID_EXT_ID,
+                data: rid,
+            }];
+            let mut header = rtp::RtpHeaderBuilder::new(
+                rtp::Pt::new(VIDEO_PT),
+                numbering.seq,
+                numbering.ts,
+                rtp::Ssrc(SSRCS[layer]),
+            );
+            if numbering.sent < RID_PACKETS {
+                header.extensions = &ext;
+            }
+            let mut p = vec![0u8; header.encoded_len() + 400];
+            let at = header.write_to(&mut p).unwrap();
+            let start = keyframe && i == 0;
+            p[at] = if start { 0x10 } else { 0x00 };
+            p[at + 1] = if start { 0x00 } else { 0x01 };
+            p[at + 2] = layer as u8;
+            self.session.send_rtp(&p).await.unwrap();
+            numbering.seq = numbering.seq.wrapping_add(1);
+            numbering.sent += 1;
+        }
+    }
+
+    /// Whether a PLI for `layer`'s SSRC arrives within `window`.
+    async fn pli_for(&mut self, layer: usize, window: Duration) -> bool {
+        let deadline = Instant::now() + window;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(packet) = self.session.recv_rtcp(left).await else {
+                return false;
+            };
+            if rtp::rtcp::RtcpIter::new(&packet)
+                .flatten()
+                .any(|r| matches!(r, rtp::rtcp::Rtcp::Pli(p) if p.media_ssrc.0 == SSRCS[layer]))
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// What a player got: (sequence number, layer, starts a keyframe).
+async fn received(player: &mut ClientSession) -> Vec<(u16, u8, bool)> {
+    let mut got = Vec::new();
+    while let Some(p) = player.recv_rtp(Duration::from_millis(300)).await {
+        let header = rtp::RtpHeader::parse(&p).unwrap();
+        let payload = header.payload();
+        if header.payload_type().value() != VIDEO_PT || payload.len() < 3 {
+            continue;
+        }
+        let keyframe = payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0;
+        got.push((header.sequence_number(), payload[2], keyframe));
+    }
+    got
+}
+
+fn assert_continuous(got: &[(u16, u8, bool)]) {
+    for pair in got.windows(2) {
+        assert_eq!(
+            pair[1].0,
+            pair[0].0.wrapping_add(1),
+            "sequence numbers continue: {got:?}"
+        );
+    }
+}
+
+async fn play(base: &str, stream: &str, certificate: &DtlsCertificate) -> ClientSession {
+    ClientSession::connect(
+        base,
+        Mode::Play,
+        stream,
+        certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("play")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_get_one_layer_and_switch_only_at_a_keyframe_with_continuous_numbers() {
+    let node = test_node(1);
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let options = OfferOptions {
+        simulcast: true,
+        ..OfferOptions::default()
+    };
+    let session = ClientSession::connect_with(
+        &base,
+        Mode::Publish,
+        "sim",
+        &certificate,
+        Duration::from_secs(10),
+        options,
+    )
+    .await
+    .expect("publish");
+    let mut publisher = Publisher {
+        session,
+        layers: [1000, 20_000, 40_000].map(|seq| Layer {
+            seq,
+            ..Layer::default()
+        }),
+    };
+    // Our side of DTLS may finish before the node's, which drops what comes before its keys.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while core_stat(&base, "rtp_received").await < 3 {
+        assert!(Instant::now() < deadline, "the node never received media");
+        for layer in 0..3 {
+            publisher.frame(layer, 1, false).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for layer in 0..3 {
+        publisher.frame(layer, 2, true).await;
+        publisher.frame(layer, 2, false).await;
+    }
+
+    // The players start on their layer's cached keyframe.
+    let mut pinned = play(&base, "sim?layer=l", &certificate).await;
+    let mut default = play(&base, "sim", &certificate).await;
+    for _ in 0..3 {
+        for layer in 0..3 {
+            publisher.frame(layer, 2, false).await;
+        }
+    }
+    let got = received(&mut pinned).await;
+    assert_eq!(
+        got.len(),
+        2 + 2 + 6,
+        "layer l from its keyframe on: {got:?}"
+    );
+    assert!(got[0].2, "starts on a keyframe: {got:?}");
+    assert!(got.iter().all(|&(_, layer, _)| layer == 0), "{got:?}");
+    assert_continuous(&got);
+    let before = received(&mut default).await;
+    assert_eq!(before.len(), 10, "layer h from its keyframe on: {before:?}");
+    assert!(before[0].2);
+    assert!(before.iter().all(|&(_, layer, _)| layer == 2), "{before:?}");
+
+    // The publisher pauses h: the default player is moved to m at m's keyframe, requested.
+    while publisher
+        .session
+        .recv_rtcp(Duration::from_millis(10))
+        .await
+        .is_some()
+    {}
+    let paused = Instant::now();
+    let mut asked = false;
+    while paused.elapsed() < Duration::from_secs(4) && !asked {
+        publisher.frame(0, 1, false).await;
+        publisher.frame(1, 1, false).await;
+        asked = publisher.pli_for(1, Duration::from_millis(50)).await;
+    }
+    assert!(asked, "m's keyframe was asked for once h paused");
+    publisher.frame(1, 2, false).await;
+    publisher.frame(1, 3, true).await;
+    publisher.frame(1, 2, false).await;
+    let mut got = before;
+    let after_pause = received(&mut default).await;
+    assert_eq!(
+        after_pause
+            .iter()
+            .map(|&(_, l, k)| (l, k))
+            .collect::<Vec<_>>(),
+        [(1, true), (1, false), (1, false), (1, false), (1, false)],
+        "m from its keyframe on, none of its delta frames before: {after_pause:?}"
+    );
+    got.extend(after_pause);
+
+    // h resumes: back to h at its keyframe.
+    let resumed = Instant::now();
+    let mut asked = false;
+    while resumed.elapsed() < Duration::from_secs(4) && !asked {
+        publisher.frame(1, 1, false).await;
+        publisher.frame(2, 1, false).await;
+        asked = publisher.pli_for(2, Duration::from_millis(50)).await;
+    }
+    assert!(asked, "h's keyframe was asked for once it resumed");
+    publisher.frame(2, 2, true).await;
+    publisher.frame(1, 1, false).await;
+    publisher.frame(2, 1, false).await;
+    let after_resume = received(&mut default).await;
+    let back = after_resume
+        .iter()
+        .position(|&(_, layer, _)| layer == 2)
+        .expect("back on h");
+    assert!(
+        after_resume[back].2,
+        "h from its keyframe: {after_resume:?}"
+    );
+    assert!(after_resume[back..].iter().all(|&(_, l, _)| l == 2));
+    assert!(after_resume[..back].iter().all(|&(_, l, _)| l == 1));
+    got.extend(after_resume);
+    assert_continuous(&got);
+
+    // The pinned player stayed on l throughout.
+    let pinned_later = received(&mut pinned).await;
+    assert!(!pinned_later.is_empty());
+    assert!(pinned_later.iter().all(|&(_, layer, _)| layer == 0));
+    node.stop();
+}
