@@ -6,7 +6,8 @@
 //! publisher pauses `h` (as Chromium does when its uplink shrinks), the default player moves to
 //! `m`: the node asks for `m`'s keyframe, and the player's first `m` packet is that keyframe's,
 //! never a delta frame before it. When `h` resumes it moves back the same way. Its sequence
-//! numbers stay continuous across both switches. Everything is sent to 127.0.0.1 only.
+//! numbers stay continuous across both switches. The same with the players on another core
+//! than the publisher's. Everything is sent to 127.0.0.1 only.
 
 use std::time::{Duration, Instant};
 
@@ -126,7 +127,18 @@ async fn play(base: &str, stream: &str, certificate: &DtlsCertificate) -> Client
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_get_one_layer_and_switch_only_at_a_keyframe_with_continuous_numbers() {
-    let node = test_node(1);
+    one_layer_each_and_keyframe_switches(1).await;
+}
+
+/// Players on another core than the publisher's start on their layer's keyframe, replayed
+/// from the publisher's core (one replay per layer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_another_core_get_their_layers_keyframe_replayed() {
+    one_layer_each_and_keyframe_switches(2).await;
+}
+
+async fn one_layer_each_and_keyframe_switches(cores: usize) {
+    let node = test_node(cores);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let options = OfferOptions {
@@ -166,7 +178,29 @@ async fn players_get_one_layer_and_switch_only_at_a_keyframe_with_continuous_num
 
     // The players start on their layer's cached keyframe.
     let mut pinned = play(&base, "sim?layer=l", &certificate).await;
+    // With two cores, another session between the players puts both on the other core than
+    // the publisher's: two players there waiting for replays of different layers.
+    let _filler = if cores == 2 {
+        let filler = ClientSession::connect(
+            &base,
+            Mode::Publish,
+            "filler",
+            &certificate,
+            Duration::from_secs(10),
+        );
+        Some(filler.await.expect("filler"))
+    } else {
+        None
+    };
     let mut default = play(&base, "sim", &certificate).await;
+    let publisher_core = publisher.session.remote_addr();
+    for player in [&pinned, &default] {
+        assert_eq!(
+            player.remote_addr() == publisher_core,
+            cores == 1,
+            "players are on the publisher's core only when there is one core"
+        );
+    }
     for _ in 0..3 {
         for layer in 0..3 {
             publisher.frame(layer, 2, false).await;

@@ -211,9 +211,9 @@ struct LocalStream {
     /// Cores that have players of this stream (only on the publisher's core).
     remote_cores: Vec<CoreId>,
     /// When this core asked the publisher's core for a keyframe replay that has not ended yet.
-    replay_requested: Option<Instant>,
-    /// The simulcast layer of that replay.
-    replay_layer: u8,
+    /// One per simulcast layer: players waiting for different layers wait for different
+    /// replays.
+    replay_requested: [Option<Instant>; MAX_LAYERS],
     /// The video this core forwarded, one cache per simulcast layer (each its own SSRC), to
     /// answer its players' NACKs here and start new players on the layer's newest keyframe:
     /// allocated with the first player of a video track (or with a publisher of video on this
@@ -263,11 +263,10 @@ struct Core {
 
 struct Scratch {
     sessions: Vec<SessionId>,
-    streams: Vec<StreamId>,
     /// Control items from other cores: (stream, kind, payload range in `bytes`).
     control: Vec<(StreamId, ForwardKind, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
-    /// Keyframes of simulcast layers players wait for: (stream, layer).
+    /// (stream, layer) pairs: keyframes simulcast players wait for, replays that expired.
     layer_requests: Vec<(StreamId, u8)>,
 }
 
@@ -278,7 +277,6 @@ impl Scratch {
     fn new() -> Scratch {
         Scratch {
             sessions: Vec::new(),
-            streams: Vec::new(),
             control: Vec::with_capacity(HANDOFF_BATCH),
             bytes: Vec::with_capacity(HANDOFF_BATCH * 2 * MAX_LOST_PACKETS),
             layer_requests: Vec::new(),
@@ -830,7 +828,9 @@ impl Core {
                     self.replay_keyframe_to(now, CoreId(usize::from(core)), stream, layer, tx);
                 }
             }
-            ForwardKind::KeyframeReplayEnd { replayed } => self.end_replay(stream, replayed),
+            ForwardKind::KeyframeReplayEnd { replayed, layer } => {
+                self.end_replay(stream, layer, replayed)
+            }
             ForwardKind::Rtp { .. } | ForwardKind::KeyframeReplay { .. } => {}
         }
     }
@@ -910,9 +910,9 @@ impl Core {
                 if let Some(entry) = sessions.get_mut(&id) {
                     entry.awaiting_replay = true;
                 }
-                if local.replay_requested.is_none() {
-                    local.replay_requested = Some(now);
-                    local.replay_layer = layer;
+                let requested = local.replay_requested.get_mut(usize::from(layer));
+                if let Some(requested @ None) = requested {
+                    *requested = Some(now);
                     mesh.send(
                         publisher_core,
                         stream,
@@ -1000,7 +1000,7 @@ impl Core {
         mesh.send(
             core,
             stream,
-            ForwardKind::KeyframeReplayEnd { replayed },
+            ForwardKind::KeyframeReplayEnd { replayed, layer },
             &[],
         );
         if !replayed {
@@ -1010,14 +1010,21 @@ impl Core {
 
     /// A keyframe replay this core asked for ended (or never came): its waiting players take
     /// live video from now on; without a replay they wait for the keyframe requested for them.
-    fn end_replay(&mut self, stream: StreamId, replayed: bool) {
+    /// Only the players waiting for that replay's layer.
+    fn end_replay(&mut self, stream: StreamId, layer: u8, replayed: bool) {
         let Some(local) = self.streams.get_mut(&stream) else {
             return;
         };
-        local.replay_requested = None;
+        if let Some(requested) = local.replay_requested.get_mut(usize::from(layer)) {
+            *requested = None;
+        }
         let mut waited = 0;
         for player in &local.players {
-            if let Some(entry) = self.sessions.get_mut(player).filter(|e| e.awaiting_replay) {
+            let waits = |e: &&mut Entry| {
+                let target = e.session.video_layers().map_or(0, |(_, target)| target);
+                e.awaiting_replay && target == layer
+            };
+            if let Some(entry) = self.sessions.get_mut(player).filter(waits) {
                 entry.awaiting_replay = false;
                 waited += 1;
             }
@@ -1386,23 +1393,20 @@ impl Core {
     /// Replays whose end marker never came (dropped with a full ring): their players take
     /// live video and a keyframe request.
     fn expire_replays(&mut self, now: Instant, tx: &mut SendQueue) {
-        let mut expired = std::mem::take(&mut self.scratch.streams);
+        let mut expired = std::mem::take(&mut self.scratch.layer_requests);
         expired.clear();
-        expired.extend(
-            self.streams
-                .iter()
-                .filter(|(_, l)| {
-                    l.replay_requested
-                        .is_some_and(|at| now >= at + REPLAY_TIMEOUT)
-                })
-                .map(|(id, _)| *id),
-        );
-        for &stream in &expired {
-            let layer = self.streams.get(&stream).map_or(0, |l| l.replay_layer);
-            self.end_replay(stream, false);
+        for (&stream, local) in &self.streams {
+            for (layer, requested) in local.replay_requested.iter().enumerate() {
+                if requested.is_some_and(|at| now >= at + REPLAY_TIMEOUT) {
+                    expired.push((stream, layer as u8));
+                }
+            }
+        }
+        for &(stream, layer) in &expired {
+            self.end_replay(stream, layer, false);
             self.request_keyframe(now, stream, layer, tx);
         }
-        self.scratch.streams = expired;
+        self.scratch.layer_requests = expired;
     }
 
     fn publish_stats(&mut self, tx: &SendQueue) {

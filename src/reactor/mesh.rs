@@ -42,9 +42,9 @@ pub enum ForwardKind {
     /// One cached video packet of `layer` from its newest keyframe on, in `data[..len]`, for
     /// the players waiting for it (`keyframe` on the first).
     KeyframeReplay { keyframe: bool, layer: u8 },
-    /// The end of a replay; `replayed` is false when the publisher's core had no keyframe to
-    /// replay and asked the publisher for one instead.
-    KeyframeReplayEnd { replayed: bool },
+    /// The end of a replay of `layer`; `replayed` is false when the publisher's core had no
+    /// keyframe to replay and asked the publisher for one instead.
+    KeyframeReplayEnd { replayed: bool, layer: u8 },
 }
 
 /// One ring slot.
