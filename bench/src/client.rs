@@ -44,6 +44,8 @@ pub struct OfferOptions {
     /// does for `sendEncodings`. The caller sends each layer's packets on an SSRC of its own
     /// with [`ClientSession::send_rtp`], the rid in its first packets.
     pub simulcast: bool,
+    /// Play this simulcast layer: `?layer=` on WHEP, `custom.layer` in `playStream`.
+    pub layer: Option<&'static str>,
 }
 
 /// The simulcast layers an [`OfferOptions::simulcast`] publisher offers, lowest first.
@@ -257,7 +259,10 @@ impl ClientSession {
         } else {
             "whep"
         };
-        let url = format!("{}/{path}/{stream}", base.trim_end_matches('/'));
+        let mut url = format!("{}/{path}/{stream}", base.trim_end_matches('/'));
+        if let (Mode::Play, Some(layer)) = (mode, options.layer) {
+            url.push_str(&format!("?layer={layer}"));
+        }
         let response = http::post_offer(&url, offer.sdp.clone()).await?;
         let resource = http::resolve(&response.url, response.location.as_deref().unwrap_or(""));
         Self::start(
@@ -316,7 +321,7 @@ impl ClientSession {
         let mut ws = WsClient::connect_with_tls(ws_url, timeout, None, custom).await?;
         let id = media_session_id();
         let published = mode == Mode::Publish;
-        let request = json!({
+        let mut request = json!({
             "mediaSessionId": id,
             "name": stream,
             "published": published,
@@ -327,6 +332,9 @@ impl ClientSession {
             "mediaProvider": "WebRTC",
             "sdp": offer.sdp,
         });
+        if let (Mode::Play, Some(layer)) = (mode, options.layer) {
+            request["custom"] = json!({ "layer": layer });
+        }
         ws.send(
             if published {
                 "publishStream"

@@ -39,6 +39,7 @@ const RTX: OfferOptions = OfferOptions {
     rtx: true,
     transport_cc: false,
     simulcast: false,
+    layer: None,
 };
 /// Packets sent per loss round.
 const ROUND: u64 = 40;

@@ -2,7 +2,8 @@
 //! `h`), each on an SSRC of its own that the RTP stream id extension names in its first
 //! packets, as Chromium does for `sendEncodings`.
 //!
-//! A player that pins `?layer=l` gets only layer `l`; a default player gets `h`. When the
+//! A player that pins `?layer=l` gets only layer `l`, a Flashphoner WebSocket player that asks
+//! for `custom.layer` `mid` only `m`; a default player gets `h`. When the
 //! publisher pauses `h` (as Chromium does when its uplink shrinks), the default player moves to
 //! `m`: the node asks for `m`'s keyframe, and the player's first `m` packet is that keyframe's,
 //! never a delta frame before it. When `h` resumes it moves back the same way. Its sequence
@@ -113,16 +114,20 @@ fn assert_continuous(got: &[(u16, u8, bool)]) {
     }
 }
 
-async fn play(base: &str, stream: &str, certificate: &DtlsCertificate) -> ClientSession {
-    ClientSession::connect(
-        base,
-        Mode::Play,
-        stream,
-        certificate,
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("play")
+/// A WHEP player of `sim`, pinned to `layer` (`?layer=`) when given.
+async fn play(
+    base: &str,
+    layer: Option<&'static str>,
+    certificate: &DtlsCertificate,
+) -> ClientSession {
+    let options = OfferOptions {
+        layer,
+        ..OfferOptions::default()
+    };
+    let timeout = Duration::from_secs(10);
+    ClientSession::connect_with(base, Mode::Play, "sim", certificate, timeout, options)
+        .await
+        .expect("play")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +182,7 @@ async fn one_layer_each_and_keyframe_switches(cores: usize) {
     }
 
     // The players start on their layer's cached keyframe.
-    let mut pinned = play(&base, "sim?layer=l", &certificate).await;
+    let mut pinned = play(&base, Some("l"), &certificate).await;
     // With two cores, another session between the players puts both on the other core than
     // the publisher's: two players there waiting for replays of different layers.
     let _filler = if cores == 2 {
@@ -192,8 +197,27 @@ async fn one_layer_each_and_keyframe_switches(cores: usize) {
     } else {
         None
     };
-    let mut default = play(&base, "sim", &certificate).await;
+    let mut default = play(&base, None, &certificate).await;
+    // The Flashphoner SDK's `createStream({custom: {layer: "mid"}})`.
+    let ws = format!("ws://{}/", node.http_addr());
+    let options = OfferOptions {
+        layer: Some("mid"),
+        ..OfferOptions::default()
+    };
+    let timeout = Duration::from_secs(10);
+    let mut mid = ClientSession::connect_ws_with(
+        &ws,
+        Mode::Play,
+        "sim",
+        &certificate,
+        timeout,
+        None,
+        options,
+    )
+    .await
+    .expect("play over the WebSocket");
     let publisher_core = publisher.session.remote_addr();
+    // (The WebSocket player lands on either core: it checks the layer choice only.)
     for player in [&pinned, &default] {
         assert_eq!(
             player.remote_addr() == publisher_core,
@@ -215,6 +239,13 @@ async fn one_layer_each_and_keyframe_switches(cores: usize) {
     assert!(got[0].2, "starts on a keyframe: {got:?}");
     assert!(got.iter().all(|&(_, layer, _)| layer == 0), "{got:?}");
     assert_continuous(&got);
+    let got_mid = received(&mut mid).await;
+    assert_eq!(
+        got_mid.len(),
+        10,
+        "layer m from its keyframe on: {got_mid:?}"
+    );
+    assert!(got_mid[0].2 && got_mid.iter().all(|&(_, layer, _)| layer == 1));
     let before = received(&mut default).await;
     assert_eq!(before.len(), 10, "layer h from its keyframe on: {before:?}");
     assert!(before[0].2);
