@@ -13,81 +13,10 @@
 use std::time::{Duration, Instant};
 
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn_bench::client::{
-    ClientSession, Mode, OfferOptions, RID_EXT_ID, SIMULCAST_RIDS, VIDEO_PT,
-};
+use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, VIDEO_PT};
 
 mod common;
-use common::{core_stat, test_node};
-
-const SSRCS: [u32; 3] = [0x1000_0001, 0x2000_0001, 0x3000_0001];
-/// Packets of a layer that carry its rid, as Chromium's first packets do.
-const RID_PACKETS: u16 = 10;
-
-/// One layer's numbering.
-#[derive(Default, Clone, Copy)]
-struct Layer {
-    seq: u16,
-    ts: u32,
-    sent: u16,
-}
-
-/// A publisher of three layers.
-struct Publisher {
-    session: ClientSession,
-    layers: [Layer; 3],
-}
-
-impl Publisher {
-    /// Sends a frame of `packets` packets on `layer`; the payload names the layer, and a
-    /// keyframe's first packet starts like a VP8 keyframe (RFC 7741).
-    async fn frame(&mut self, layer: usize, packets: usize, keyframe: bool) {
-        let numbering = &mut self.layers[layer];
-        numbering.ts = numbering.ts.wrapping_add(3000);
-        for i in 0..packets {
-            let rid = SIMULCAST_RIDS[layer].as_bytes();
-            let ext = [rtp::ExtensionElement {
-                id: RID_EXT_ID,
-                data: rid,
-            }];
-            let mut header = rtp::RtpHeaderBuilder::new(
-                rtp::Pt::new(VIDEO_PT),
-                numbering.seq,
-                numbering.ts,
-                rtp::Ssrc(SSRCS[layer]),
-            );
-            if numbering.sent < RID_PACKETS {
-                header.extensions = &ext;
-            }
-            let mut p = vec![0u8; header.encoded_len() + 400];
-            let at = header.write_to(&mut p).unwrap();
-            let start = keyframe && i == 0;
-            p[at] = if start { 0x10 } else { 0x00 };
-            p[at + 1] = if start { 0x00 } else { 0x01 };
-            p[at + 2] = layer as u8;
-            self.session.send_rtp(&p).await.unwrap();
-            numbering.seq = numbering.seq.wrapping_add(1);
-            numbering.sent += 1;
-        }
-    }
-
-    /// Whether a PLI for `layer`'s SSRC arrives within `window`.
-    async fn pli_for(&mut self, layer: usize, window: Duration) -> bool {
-        let deadline = Instant::now() + window;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Some(packet) = self.session.recv_rtcp(left).await else {
-                return false;
-            };
-            if rtp::rtcp::RtcpIter::new(&packet)
-                .flatten()
-                .any(|r| matches!(r, rtp::rtcp::Rtcp::Pli(p) if p.media_ssrc.0 == SSRCS[layer]))
-            {
-                return true;
-            }
-        }
-        false
-    }
-}
+use common::{core_stat, test_node, SimulcastLayer as Layer, SimulcastPublisher as Publisher};
 
 /// What a player got: (sequence number, layer, starts a keyframe).
 async fn received(player: &mut ClientSession) -> Vec<(u16, u8, bool)> {
