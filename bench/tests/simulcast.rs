@@ -210,6 +210,19 @@ async fn one_layer_each_and_keyframe_switches(cores: usize) {
     );
     got.extend(after_pause);
 
+    // A default player joining while h is paused starts on m's keyframe, not h's old one.
+    let mut late = play(&base, None, &certificate).await;
+    publisher.frame(0, 1, false).await;
+    publisher.frame(1, 1, false).await;
+    let late_got = received(&mut late).await;
+    assert!(!late_got.is_empty() && late_got[0].2, "{late_got:?}");
+    assert!(
+        late_got.iter().all(|&(_, layer, _)| layer == 1),
+        "{late_got:?}"
+    );
+    // (The default player got that m packet too.)
+    got.extend(received(&mut default).await);
+
     // h resumes: back to h at its keyframe.
     let resumed = Instant::now();
     let mut asked = false;

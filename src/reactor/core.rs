@@ -891,6 +891,16 @@ impl Core {
         {
             return;
         }
+        // An unpinned simulcast player starts on the highest layer the publisher sends now,
+        // not on the last keyframe of a layer it paused.
+        if let (Some(entry), Some(local)) = (self.sessions.get_mut(&id), self.streams.get(&stream))
+        {
+            if let Some((count, target)) = entry.session.layer_choice() {
+                if let Some(layer) = choose_layer(&local.layer_rates, count, target, None) {
+                    entry.session.retarget_layer(layer);
+                }
+            }
+        }
         let layer = self.target_layer(id);
         if self.start_from_local_keyframe(now, id, stream, layer, tx) {
             self.counters.keyframe_cache_hits += 1;
