@@ -1045,7 +1045,7 @@ impl Session {
         }
     }
 
-    /// Moves a simulcast player's target layer (its bandwidth estimate changed); false when
+    /// Moves a simulcast player's target layer (the layers it can get changed); false when
     /// it pinned its layer, has none, or already targets `layer`.
     pub fn retarget_layer(&mut self, layer: u8) -> bool {
         match &mut self.role {
@@ -1057,8 +1057,8 @@ impl Session {
         }
     }
 
-    /// A simulcast player's layer choice: `(count, target)`, when its bandwidth estimate (or a
-    /// paused layer) may move it; `None` without simulcast or when it pinned its layer.
+    /// A simulcast player's layer choice: `(count, target)`, when the core may move it (to
+    /// another layer the publisher sends); `None` without simulcast or when it pinned one.
     pub fn layer_choice(&self) -> Option<(u8, u8)> {
         match &self.role {
             RoleState::Player(PlayerState {

@@ -32,8 +32,8 @@ use crate::simulcast::{choose_layer, LayerDecision, LayerRates, LAYER_IDLE, MAX_
 
 /// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
 const TICK: Duration = Duration::from_millis(20);
-/// How often simulcast players' layers are chosen again, from the layers' bitrates measured
-/// over the same period and the players' estimates.
+/// How often simulcast players' layers are chosen again, from which layers were active (and
+/// their bitrates, measured over the same period).
 const LAYER_CHOICE_INTERVAL: Duration = Duration::from_millis(500);
 /// Items taken from each other core's hand-off ring per wake-up; the rest wait for the next
 /// poll, after this core's own datagrams and timers.
