@@ -12,6 +12,15 @@
 //!
 //! Layers are numbered from 0 (lowest) in the order of the offer's `a=simulcast` list (see
 //! [`crate::control::SimulcastLayers`]). A stream without simulcast is one layer, 0.
+//!
+//! Which layer an unpinned player gets is [`choose_layer`]'s: the highest one the publisher
+//! sends (a layer silent for [`LAYER_IDLE`] is paused). Not yet done:
+//! - Choosing by the player's bandwidth estimate: `choose_layer` takes one, but the core passes
+//!   none. The estimate cannot grow past 1.5 x what the player acknowledges (`crate::bwe`), so
+//!   a player moved down could never show it has room for the layer above; that needs probing
+//!   (padding, or a trial of the next layer) first.
+//! - Relays: an origin sends an edge the highest layer as a plain stream, so the edge's
+//!   players cannot switch.
 
 use std::time::{Duration, Instant};
 
