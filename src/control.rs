@@ -45,6 +45,36 @@ pub struct PublishedTrack {
     /// negotiated: rtcdn then sends the publisher transport-cc feedback for its bandwidth
     /// estimate (one sequence space for every track of the transport).
     pub transport_cc: Option<u8>,
+    /// The simulcast layers of a video track, when the publisher sends several.
+    pub simulcast: Option<SimulcastLayers>,
+}
+
+/// A publisher's simulcast layers (RFC 8853) of one video track: several SSRCs on the same
+/// payload type, told apart by the RTP stream id extension (RFC 8852) their packets carry.
+///
+/// The layers are numbered by their position in the offer's `a=simulcast:send` list, and the
+/// last is taken as the highest. That is the order Chromium writes for `sendEncodings` and
+/// the one its own examples (and LiveKit's, and the WHIP pages rtcdn ships) use: smallest
+/// first, `scaleResolutionDownBy` 4, 2, 1. Measuring the layers' bitrates would not depend on
+/// the page's order, but it would make the order change when a layer pauses or its bitrate
+/// dips, and a player pinned to `low` must stay on the same rid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulcastLayers {
+    /// The rids, layer 0 first.
+    pub rids: Vec<String>,
+    /// The RTP stream id extension's id: the first packets of each layer's SSRC carry it.
+    pub rid_ext: u8,
+    /// The repaired RTP stream id extension's id: the first packets of each layer's RTX SSRC
+    /// carry it.
+    pub repaired_rid_ext: Option<u8>,
+}
+
+impl SimulcastLayers {
+    /// The layer whose rid is `rid`.
+    pub fn layer(&self, rid: &[u8]) -> Option<u8> {
+        let index = self.rids.iter().position(|r| r.as_bytes() == rid)?;
+        u8::try_from(index).ok()
+    }
 }
 
 /// A track sent to a player.
@@ -63,6 +93,53 @@ pub struct PlayedTrack {
     /// negotiated: every packet to the player carries rtcdn's own number, and the player's
     /// feedback drives its bandwidth estimate (see [`crate::bwe`]).
     pub transport_cc: Option<u8>,
+    /// The layer to send, when the stream's video is simulcast: the player gets one layer.
+    pub layers: Option<PlayerLayers>,
+}
+
+/// Which simulcast layer a player gets (see [`crate::simulcast::LayerSwitch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayerLayers {
+    /// How many layers the stream has.
+    pub count: u8,
+    /// The layer to start on: the one the player asked for, else the highest.
+    pub target: u8,
+    /// The player asked for `target` (`?layer=`): its bandwidth estimate does not move it.
+    pub pinned: bool,
+}
+
+impl PlayerLayers {
+    /// The layers of a stream whose video has simulcast layers `rids` (lowest first), for a
+    /// player that asked for `wanted`: a rid, or `low`, `mid` (the middle of three, else the
+    /// lower) or `high`. `None` without simulcast; `Err` names what was not understood.
+    pub fn choose(rids: &[String], wanted: Option<&str>) -> Result<Option<PlayerLayers>, String> {
+        let count = match u8::try_from(rids.len()) {
+            Ok(count) if count >= 2 => count,
+            _ => return Ok(None),
+        };
+        let highest = count - 1;
+        let target = match wanted {
+            None => highest,
+            Some(rid) if rids.iter().any(|r| r == rid) => {
+                // Found just above, and at most u8::MAX layers exist.
+                rids.iter().position(|r| r == rid).unwrap_or(0) as u8
+            }
+            Some("low") => 0,
+            Some("mid") => (count - 1) / 2,
+            Some("high") => highest,
+            Some(other) => {
+                return Err(format!(
+                    "no layer \"{other}\": the stream's layers are {} (or low, mid, high)",
+                    rids.join(", ")
+                ))
+            }
+        };
+        Ok(Some(PlayerLayers {
+            count,
+            target,
+            pinned: wanted.is_some(),
+        }))
+    }
 }
 
 /// A retransmission stream (RFC 4588) sent to a player: announced in the answer with
@@ -204,5 +281,25 @@ impl fmt::Display for EndReason {
             EndReason::PublisherLeft => f.write_str("stopped by publisher stop"),
             EndReason::Shutdown => f.write_str("node shutting down"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_player_layer_is_a_rid_or_low_mid_high_and_the_highest_by_default() {
+        let rids: Vec<String> = ["l", "m", "h"].map(String::from).to_vec();
+        let layer =
+            |wanted| PlayerLayers::choose(&rids, wanted).map(|l| l.map(|l| (l.target, l.pinned)));
+        assert_eq!(layer(None), Ok(Some((2, false))));
+        assert_eq!(layer(Some("l")), Ok(Some((0, true))));
+        assert_eq!(layer(Some("m")), Ok(Some((1, true))));
+        assert_eq!(layer(Some("low")), Ok(Some((0, true))));
+        assert_eq!(layer(Some("mid")), Ok(Some((1, true))));
+        assert_eq!(layer(Some("high")), Ok(Some((2, true))));
+        assert!(layer(Some("x")).is_err());
+        assert_eq!(PlayerLayers::choose(&rids[..1], Some("x")), Ok(None));
     }
 }

@@ -127,11 +127,12 @@ pub fn fuzz_rtx(data: &[u8]) {
         rtx_pt: Some(97),
         rtx_ssrcs: Some((0x1111, 0x2222)),
         transport_cc: None,
+        simulcast: None,
     }];
     // On the retransmission payload type, so it is taken for RTX.
     if let [first, second, rest @ ..] = data {
         let mut packet = [&[*first, (second & 0x80) | 97], rest].concat();
-        let media_ssrc = |_| 0x3333;
+        let media_ssrc = |_, _: &rtp::RtpHeader<'_>| 0x3333;
         let restored =
             crate::rtx::restore_publisher_rtx(&tracks, media_ssrc, &mut srtp, &mut packet);
         if let Ok(len) = restored {

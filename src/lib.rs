@@ -28,4 +28,5 @@ pub mod rtx;
 pub mod sdp;
 pub mod session;
 pub mod signalling;
+pub mod simulcast;
 pub mod transport_cc;

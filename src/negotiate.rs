@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::control::{PlayedTrack, PublishedTrack, RtxStream};
+use crate::control::{PlayedTrack, PlayerLayers, PublishedTrack, RtxStream, SimulcastLayers};
 use crate::dtls::DtlsRole;
 use crate::registry::StreamTrack;
 use crate::sdp::{
@@ -40,6 +40,9 @@ pub enum NegotiationError {
     /// A player's offer receives nothing the stream has.
     #[error("the offer receives no track of this stream: {0}")]
     NothingToPlay(String),
+    /// A player asked for a simulcast layer the stream does not have.
+    #[error("{0}")]
+    UnknownLayer(String),
 }
 
 /// Our side of a negotiation: credentials, certificate, and where the chosen core listens.
@@ -113,6 +116,22 @@ fn offered_rtx_ssrcs(m: &MediaDescription) -> Option<(u32, u32)> {
     m.rtx_ssrcs.iter().copied().find(|&(s, _)| s == media)
 }
 
+/// The simulcast layers of a video section, when it sends two or more and maps the RTP
+/// stream id extension (without it the layers' SSRCs could not be told apart: Chromium
+/// announces no SSRCs for simulcast). Otherwise the section is answered without `a=simulcast`,
+/// and a browser then sends one layer.
+fn simulcast_layers(m: &MediaDescription) -> Option<SimulcastLayers> {
+    let ext = |uri: &str| m.extmaps.iter().find(|e| e.uri == uri).map(|e| e.id);
+    if m.kind != MediaKind::Video || m.send_rids.len() < 2 {
+        return None;
+    }
+    Some(SimulcastLayers {
+        rids: m.send_rids.clone(),
+        rid_ext: ext(sdp::EXT_RTP_STREAM_ID)?,
+        repaired_rid_ext: ext(sdp::EXT_REPAIRED_RTP_STREAM_ID),
+    })
+}
+
 fn answer_params(
     offer: &SessionDescription,
     local: &LocalParams,
@@ -160,6 +179,18 @@ pub fn answer_publisher(
             .filter(|e| e.uri == MID_EXTENSION || PASSED_EXTENSIONS.contains(&e.uri.as_str()))
             .cloned()
             .collect();
+        let simulcast = simulcast_layers(m);
+        let recv_rids = simulcast.as_ref().map_or_else(Vec::new, |s| s.rids.clone());
+        let rid_extmaps = m.extmaps.iter().filter(|e| {
+            simulcast.is_some()
+                && (e.uri == sdp::EXT_RTP_STREAM_ID || e.uri == sdp::EXT_REPAIRED_RTP_STREAM_ID)
+        });
+        let answered_extmaps: Vec<Extmap> = extmaps
+            .iter()
+            .chain(rid_extmaps)
+            .cloned()
+            .chain(twcc.clone())
+            .collect();
         tracks.push(PublishedTrack {
             kind: m.kind,
             pt: codec.pt,
@@ -168,6 +199,7 @@ pub fn answer_publisher(
             rtx_pt: codec.rtx_pt,
             rtx_ssrcs: codec.rtx_pt.and_then(|_| offered_rtx_ssrcs(m)),
             transport_cc: twcc.as_ref().map(|e| e.id),
+            simulcast,
         });
         // Players and relays get the media stream: the publisher's retransmissions become its
         // packets on arrival, and each player negotiates rtx (and transport-cc) of its own.
@@ -177,15 +209,17 @@ pub fn answer_publisher(
                 rtx_pt: None,
                 ..codec.clone()
             },
-            extmaps: extmaps.clone(),
+            extmaps,
+            rids: recv_rids.clone(),
         });
         media.push(MediaAnswer {
             mid: m.mid.clone(),
             accepted: Some(AcceptedMedia {
                 direction: Direction::RecvOnly,
                 codec,
-                extmaps: extmaps.into_iter().chain(twcc).collect(),
+                extmaps: answered_extmaps,
                 send: None,
+                recv_rids,
             }),
         });
     }
@@ -201,12 +235,14 @@ pub fn answer_publisher(
 }
 
 /// Answers a player's offer for a stream: each receiving section gets the stream's track of its
-/// kind, in the player's own payload type for the publisher's codec.
+/// kind, in the player's own payload type for the publisher's codec. Of simulcast video it
+/// gets one layer: `layer` (a rid, or `low`, `mid`, `high`), else the highest.
 pub fn answer_player(
     offer: &SessionDescription,
     stream_name: &str,
     stream_tracks: &[StreamTrack],
     local: &LocalParams,
+    layer: Option<&str>,
     mut next_ssrc: impl FnMut() -> u32,
 ) -> Result<PlayAnswer, NegotiationError> {
     let mut media = Vec::new();
@@ -259,12 +295,16 @@ pub fn answer_player(
             track_id: format!("{stream_name}-{kind_name}"),
             rtx_ssrc: rtx.map(|rtx| rtx.ssrc),
         };
+        let layers =
+            PlayerLayers::choose(&source.rids, layer.filter(|_| m.kind == MediaKind::Video))
+                .map_err(NegotiationError::UnknownLayer)?;
         tracks.push(PlayedTrack {
             kind: m.kind,
             pt: codec.pt,
             ssrc,
             rtx,
             transport_cc: twcc.map(|e| e.id),
+            layers,
         });
         media.push(MediaAnswer {
             mid: m.mid.clone(),
@@ -273,6 +313,7 @@ pub fn answer_player(
                 codec,
                 extmaps,
                 send: Some(send),
+                recv_rids: Vec::new(),
             }),
         });
     }
@@ -294,6 +335,7 @@ mod tests {
 
     const PUBLISH: &str = include_str!("sdp/testdata/chromium_sendonly.sdp");
     const PLAY: &str = include_str!("sdp/testdata/chromium_recvonly.sdp");
+    const SIMULCAST: &str = include_str!("sdp/testdata/chromium_simulcast.sdp");
 
     fn local() -> LocalParams {
         LocalParams {
@@ -302,6 +344,60 @@ mod tests {
             fingerprint: [7; 32],
             candidates: vec!["127.0.0.1:31000".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn a_simulcast_publisher_is_answered_with_its_rids_and_the_rid_extensions() {
+        let offer = sdp::parse(SIMULCAST).unwrap();
+        let answer = answer_publisher(&offer, &local()).unwrap();
+        let video = answer
+            .tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Video)
+            .unwrap();
+        let layers = video.simulcast.as_ref().expect("simulcast layers");
+        assert_eq!(layers.rids, ["l", "m", "h"]);
+        // Chromium's a=extmap:10 rtp-stream-id, 11 repaired-rtp-stream-id.
+        assert_eq!((layers.rid_ext, layers.repaired_rid_ext), (10, Some(11)));
+        assert_eq!(layers.layer(b"h"), Some(2));
+        assert_eq!(layers.layer(b"x"), None);
+        let audio = answer.tracks.iter().find(|t| t.kind == MediaKind::Audio);
+        assert_eq!(audio.unwrap().simulcast, None);
+        let sdp = &answer.sdp;
+        assert!(
+            sdp.contains(
+                "a=rid:l recv\r\na=rid:m recv\r\na=rid:h recv\r\na=simulcast:recv l;m;h\r\n"
+            ),
+            "{sdp}"
+        );
+        assert!(sdp.contains("a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n"));
+        assert!(
+            sdp.contains("a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id\r\n")
+        );
+        let stream_video = answer
+            .stream_tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Video);
+        assert_eq!(stream_video.unwrap().rids, ["l", "m", "h"]);
+        // Players are never offered the rid extensions: their packets are one stream each.
+        assert!(stream_video
+            .unwrap()
+            .extmaps
+            .iter()
+            .all(|e| e.uri != sdp::EXT_RTP_STREAM_ID));
+    }
+
+    #[test]
+    fn simulcast_without_the_rid_extension_is_answered_as_one_layer() {
+        let text = SIMULCAST.replace(
+            "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\n",
+            "",
+        );
+        assert_ne!(text, SIMULCAST);
+        let answer = answer_publisher(&sdp::parse(&text).unwrap(), &local()).unwrap();
+        assert!(answer.tracks.iter().all(|t| t.simulcast.is_none()));
+        assert!(!answer.sdp.contains("a=simulcast"));
+        assert!(!answer.sdp.contains("a=rid"));
     }
 
     #[test]
@@ -400,7 +496,7 @@ mod tests {
             ..h264.clone()
         };
         let mut ssrcs = 1000u32..;
-        let answer = answer_player(&player_offer, "cam", &published, &local(), || {
+        let answer = answer_player(&player_offer, "cam", &published, &local(), None, || {
             ssrcs.next().unwrap()
         })
         .unwrap();
@@ -434,7 +530,7 @@ mod tests {
         // Opus with rtx too, as no browser offers: audio gets none all the same.
         offer.media[0].codecs[0].rtx_pt = Some(63);
         let mut ssrcs = 1000u32..;
-        let answer = answer_player(&offer, "cam", &published, &local(), || {
+        let answer = answer_player(&offer, "cam", &published, &local(), None, || {
             ssrcs.next().unwrap()
         })
         .unwrap();
@@ -457,7 +553,7 @@ mod tests {
             }
         }
         let mut ssrcs = 1000u32..;
-        let answer = answer_player(&offer, "cam", &published, &local(), || {
+        let answer = answer_player(&offer, "cam", &published, &local(), None, || {
             ssrcs.next().unwrap()
         })
         .unwrap();
@@ -473,7 +569,7 @@ mod tests {
         published.retain(|t| t.kind == MediaKind::Video);
         published[0].codec = Codec::new(96, "H265", 90000, None);
         let player_offer = sdp::parse(PLAY).unwrap();
-        let err = answer_player(&player_offer, "cam", &published, &local(), || 1)
+        let err = answer_player(&player_offer, "cam", &published, &local(), None, || 1)
             .err()
             .unwrap();
         assert!(err.to_string().contains("H265"), "{err}");

@@ -31,6 +31,9 @@ pub struct StreamTrack {
     pub codec: Codec,
     /// Header extensions the publisher's packets carry.
     pub extmaps: Vec<Extmap>,
+    /// The simulcast layers' rids, lowest first; empty without simulcast. A player's
+    /// `?layer=` names one of them.
+    pub rids: Vec<String>,
 }
 
 /// Whether a session publishes or plays.
@@ -528,6 +531,7 @@ mod tests {
                 rtx_pt: None,
             },
             extmaps: vec![],
+            rids: Vec::new(),
         }]
     }
 

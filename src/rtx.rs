@@ -118,7 +118,7 @@ impl RtxSender {
 /// a packet forwarded once must not be forwarded again.
 pub fn restore_publisher_rtx(
     tracks: &[PublishedTrack],
-    media_ssrc: impl Fn(MediaKind) -> u32,
+    mut media_ssrc: impl FnMut(MediaKind, &RtpHeader<'_>) -> u32,
     srtp: &mut SrtpContext,
     packet: &mut [u8],
 ) -> Result<usize, RtxError> {
@@ -132,7 +132,7 @@ pub fn restore_publisher_rtx(
     let header = RtpHeader::parse(packet).map_err(RtxError::Malformed)?;
     let ssrc = match track.rtx_ssrcs {
         Some((media, rtx)) if rtx == header.ssrc().0 => media,
-        _ => media_ssrc(track.kind),
+        _ => media_ssrc(track.kind, &header),
     };
     if ssrc == 0 {
         return Err(RtxError::UnknownMediaSsrc);
@@ -211,6 +211,7 @@ mod tests {
             rtx_pt: Some(RTX_PT),
             rtx_ssrcs: fid,
             transport_cc: None,
+            simulcast: None,
         }
     }
 
@@ -282,12 +283,18 @@ mod tests {
         buf[n..n + 4].copy_from_slice(&[0, 0, 0, 4]);
         let mut rx = srtp();
         let tracks = [track(Some((0x1111, 0x2222)))];
-        let len = restore_publisher_rtx(&tracks, |_| 0, &mut rx, &mut buf[..n + 4]).unwrap();
+        let len = restore_publisher_rtx(
+            &tracks,
+            |_, _: &RtpHeader<'_>| 0,
+            &mut rx,
+            &mut buf[..n + 4],
+        )
+        .unwrap();
         assert_eq!(&buf[..len], original.as_slice());
         // The same packet again repeats one received.
         let n = sender.write(&original, 7, 90_000, &mut buf).unwrap();
         assert_eq!(
-            restore_publisher_rtx(&tracks, |_| 0, &mut rx, &mut buf[..n]),
+            restore_publisher_rtx(&tracks, |_, _: &RtpHeader<'_>| 0, &mut rx, &mut buf[..n]),
             Err(RtxError::AlreadyReceived)
         );
         // Without a FID group the media SSRC is the one learned from media.
@@ -296,10 +303,10 @@ mod tests {
             .write(&media(8, b"x", 0), 8, 90_000, &mut buf)
             .unwrap();
         assert_eq!(
-            restore_publisher_rtx(&tracks, |_| 0, &mut rx, &mut buf[..n]),
+            restore_publisher_rtx(&tracks, |_, _: &RtpHeader<'_>| 0, &mut rx, &mut buf[..n]),
             Err(RtxError::UnknownMediaSsrc)
         );
-        let learned = |kind| if kind == MediaKind::Video { 0x1111 } else { 0 };
+        let learned = |kind, _: &RtpHeader<'_>| if kind == MediaKind::Video { 0x1111 } else { 0 };
         let len = restore_publisher_rtx(&tracks, learned, &mut rx, &mut buf[..n]).unwrap();
         assert_eq!(&buf[..len], media(8, b"x", 0).as_slice());
         // A media packet passes untouched.
@@ -319,7 +326,7 @@ mod tests {
         let restore = |rx: &mut SrtpContext, mut p: Vec<u8>| {
             p[1] = (p[1] & 0x80) | RTX_PT;
             p[8..12].copy_from_slice(&0x2222u32.to_be_bytes());
-            restore_publisher_rtx(&tracks, |_| 0, rx, &mut p)
+            restore_publisher_rtx(&tracks, |_, _: &RtpHeader<'_>| 0, rx, &mut p)
         };
         // Padding only (Chromium's probes), or an OSN with nothing after it.
         for (payload, padding) in [(&b""[..], 200), (&b"\x00\x07"[..], 0), (b"\x00", 0)] {

@@ -25,6 +25,7 @@ use crate::dtls::{DtlsRole, SrtpKeyingMaterial};
 use crate::loss_detector::{LossDetector, RepairCounts};
 use crate::rtx::{self, RtxError, RtxSender};
 use crate::sdp::MediaKind;
+use crate::simulcast::{LayerDecision, LayerMap, LayerSwitch, MAX_LAYERS};
 use crate::transport_cc::{PlayerFeedback, PublisherFeedback, MAX_FEEDBACK_LEN};
 
 /// Keyframe requests toward a publisher are merged: at most one PLI per this interval.
@@ -61,6 +62,9 @@ pub enum SessionError {
     /// Media from a payload type that was not negotiated.
     #[error("unnegotiated payload type {0}")]
     UnknownPayloadType(u8),
+    /// Simulcast video from an SSRC that never carried a rid of the offer's layers.
+    #[error("simulcast video from SSRC {0:#x} of no known layer")]
+    UnknownLayer(u32),
     /// A player sent RTP (players only receive).
     #[error("unexpected RTP from a player")]
     UnexpectedRtp,
@@ -86,9 +90,11 @@ pub enum SessionEvent {
     /// publisher numbers them: answer from the core's retransmission cache, and ask the
     /// publisher to send the rest again.
     RetransmissionRequested { kind: MediaKind, seqs: LostPackets },
-    /// A publisher's sender report: players get a translated one.
+    /// A publisher's sender report: players get a translated one. Each simulcast layer has
+    /// its own (its own SSRC and RTP timestamp base).
     SenderReport {
         kind: MediaKind,
+        layer: u8,
         ntp_time: u64,
         rtp_time: u32,
     },
@@ -254,6 +260,15 @@ fn nack_pairs(seqs: &[u16], out: &mut [NackPair; MAX_LOST_PACKETS]) -> usize {
     count
 }
 
+/// When the first of a publisher's per-layer loss detectors wants to run.
+fn earliest_loss_timeout(detectors: &[Option<LossDetector>; MAX_LAYERS]) -> Option<Instant> {
+    detectors
+        .iter()
+        .flatten()
+        .filter_map(LossDetector::poll_timeout)
+        .min()
+}
+
 /// Extends a 16-bit sequence number to 64 bits next to the highest one seen (RFC 3550 A.1).
 fn extend_seq(highest: u64, seq: u16) -> u64 {
     let cycle = highest & !0xffff;
@@ -268,16 +283,32 @@ fn extend_seq(highest: u64, seq: u16) -> u64 {
     }
 }
 
+/// Receive statistics slots of a publisher: audio, then one per video layer.
+const STATS_SLOTS: usize = 1 + MAX_LAYERS;
+
+/// A publisher's statistics slot of a track's layer (audio has one layer, 0).
+fn stats_slot(kind: MediaKind, layer: u8) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1 + usize::from(layer).min(MAX_LAYERS - 1),
+    }
+}
+
 struct PublisherState {
     tracks: Vec<PublishedTrack>,
-    stats: [ReceiveStats; 2],
+    /// One per SSRC the publisher sends: see [`stats_slot`]. Boxed like `video_loss`.
+    stats: Box<[ReceiveStats; STATS_SLOTS]>,
+    /// The video's simulcast layers, when it sends several.
+    layers: Option<LayerMap>,
     media_started: bool,
-    last_keyframe_request: Option<Instant>,
-    pending_keyframe_request: Option<Instant>,
+    /// Per video layer: each layer's keyframes are requested (and throttled) on their own.
+    last_keyframe_request: [Option<Instant>; MAX_LAYERS],
+    pending_keyframe_request: [Option<Instant>; MAX_LAYERS],
     next_receiver_report: Option<Instant>,
-    /// Gaps in the video, asked for again at once (see [`crate::loss_detector`]); `None`
-    /// without a video track.
-    video_loss: Option<LossDetector>,
+    /// Gaps in the video, per layer, asked for again at once (see [`crate::loss_detector`]);
+    /// `None` without a video track or beyond its layers. Boxed, with the session: a player's
+    /// state is much smaller, and most sessions are players.
+    video_loss: Box<[Option<LossDetector>; MAX_LAYERS]>,
     /// The video codec, when rtcdn can tell its keyframes.
     video_codec: Option<VideoCodec>,
     /// Transport-cc feedback for the publisher's bandwidth estimate, when negotiated.
@@ -300,6 +331,8 @@ pub struct ReceivedMedia {
     pub len: usize,
     /// Whether it is part of a video keyframe.
     pub keyframe: bool,
+    /// The simulcast layer (0 without simulcast, and for audio).
+    pub layer: u8,
 }
 
 /// The codec behind an rtpmap name, for keyframe detection.
@@ -316,9 +349,31 @@ fn video_codec(name: &str) -> Option<VideoCodec> {
 impl PublisherState {
     /// Turns a retransmission (RFC 4588) in `packet` back into the media packet it carries,
     /// in place; other packets are left alone. Returns the length of what to handle as media.
-    fn restore_rtx(&self, srtp: &mut SrtpContext, packet: &mut [u8]) -> Result<usize, RtxError> {
-        let media_ssrc = |kind| self.stats[kind_index(kind)].ssrc;
+    fn restore_rtx(
+        &mut self,
+        srtp: &mut SrtpContext,
+        packet: &mut [u8],
+    ) -> Result<usize, RtxError> {
+        let (stats, layers) = (&self.stats, &mut self.layers);
+        // A simulcast layer's RTX SSRC repairs that layer's media SSRC (both learned from
+        // their rids); without simulcast, the track's one media SSRC.
+        let media_ssrc = |kind, header: &RtpHeader<'_>| match (kind, layers.as_mut()) {
+            (MediaKind::Video, Some(layers)) => layers
+                .rtx_layer(header)
+                .map_or(0, |layer| layers.media_ssrc(layer)),
+            _ => stats[stats_slot(kind, 0)].ssrc,
+        };
         rtx::restore_publisher_rtx(&self.tracks, media_ssrc, srtp, packet)
+    }
+
+    /// The layer of a video packet: 0 without simulcast.
+    fn video_layer(&mut self, header: &RtpHeader<'_>) -> Result<u8, SessionError> {
+        match self.layers.as_mut() {
+            Some(layers) => layers
+                .media_layer(header)
+                .ok_or(SessionError::UnknownLayer(header.ssrc().0)),
+            None => Ok(0),
+        }
     }
 }
 
@@ -338,6 +393,8 @@ struct PlayerState {
     /// Transport-wide numbers and the bandwidth estimate, when transport-cc is negotiated.
     /// Boxed: most of a player's state, allocated once with the session.
     transport_cc: Option<Box<PlayerFeedback>>,
+    /// The simulcast layer of its video, when the stream has several.
+    layers: Option<LayerSwitch>,
 }
 
 /// Packets a player may have sent again per second, and in one burst: far above what real loss
@@ -505,10 +562,21 @@ impl Session {
         };
         let role = match spec.role {
             SessionRole::Publisher { tracks } => RoleState::Publisher(PublisherState {
-                video_loss: tracks
+                video_loss: {
+                    let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
+                    let layers = video.map_or(0, |t| {
+                        t.simulcast
+                            .as_ref()
+                            .map_or(1, |s| s.rids.len().clamp(1, MAX_LAYERS))
+                    });
+                    Box::new(std::array::from_fn(|layer| {
+                        (layer < layers).then(LossDetector::new)
+                    }))
+                },
+                layers: tracks
                     .iter()
-                    .any(|t| t.kind == MediaKind::Video)
-                    .then(LossDetector::new),
+                    .find_map(|t| t.simulcast.clone())
+                    .map(LayerMap::new),
                 video_codec: tracks
                     .iter()
                     .find(|t| t.kind == MediaKind::Video)
@@ -524,8 +592,8 @@ impl Session {
                 tracks,
                 stats: Default::default(),
                 media_started: false,
-                last_keyframe_request: None,
-                pending_keyframe_request: None,
+                last_keyframe_request: [None; MAX_LAYERS],
+                pending_keyframe_request: [None; MAX_LAYERS],
                 next_receiver_report: None,
             }),
             SessionRole::Player { tracks } | SessionRole::Relay { tracks, .. } => {
@@ -534,6 +602,10 @@ impl Session {
                     .find_map(|t| t.transport_cc)
                     .and_then(|id| PlayerFeedback::new(id, now, PLAYER_BWE))
                     .map(Box::new);
+                let layers = tracks
+                    .iter()
+                    .find_map(|t| t.layers)
+                    .map(|l| LayerSwitch::new(l.target, l.pinned));
                 let mut slots: [Option<PlayerTrack>; 2] = [None, None];
                 for track in tracks {
                     let rewriter = RtpRewriter::new(
@@ -558,6 +630,7 @@ impl Session {
                     tracks: slots,
                     resends: ResendBudget::full(),
                     transport_cc,
+                    layers,
                 })
             }
         };
@@ -702,9 +775,14 @@ impl Session {
             .find(|t| t.pt == pt)
             .ok_or(SessionError::UnknownPayloadType(pt))?;
         let kind = track.kind;
+        let layer = match kind {
+            MediaKind::Video => publisher.video_layer(&header)?,
+            MediaKind::Audio => 0,
+        };
         let (ssrc, seq) = (header.ssrc().0, header.sequence_number());
-        publisher.stats[kind_index(kind)].record(ssrc, seq);
-        let gap = match (kind, publisher.video_loss.as_mut()) {
+        publisher.stats[stats_slot(kind, layer)].record(ssrc, seq);
+        let loss = publisher.video_loss.get_mut(usize::from(layer));
+        let gap = match (kind, loss.and_then(Option::as_mut)) {
             (MediaKind::Video, Some(loss)) => loss.on_packet(now, ssrc, seq),
             _ => false,
         };
@@ -723,6 +801,7 @@ impl Session {
             kind,
             len,
             keyframe,
+            layer,
         })
     }
 
@@ -832,14 +911,21 @@ impl Session {
     /// what no core's retransmission cache held: the publisher's copy is forwarded again, and
     /// receivers that already have it drop the duplicate. Video packets this node already asked
     /// for less than a round trip ago are left out (see [`LossDetector::should_request`]).
-    pub fn request_retransmission(&mut self, now: Instant, kind: MediaKind, seqs: &[u16]) {
+    pub fn request_retransmission(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        layer: u8,
+        seqs: &[u16],
+    ) {
         let RoleState::Publisher(publisher) = &mut self.role else {
             return;
         };
         let mut wanted = [0u16; MAX_LOST_PACKETS];
         let mut count = 0;
         for &seq in seqs.iter().take(MAX_LOST_PACKETS) {
-            let merged = match (kind, publisher.video_loss.as_mut()) {
+            let loss = publisher.video_loss.get_mut(usize::from(layer));
+            let merged = match (kind, loss.and_then(Option::as_mut)) {
                 (MediaKind::Video, Some(loss)) => !loss.should_request(now, seq),
                 _ => false,
             };
@@ -848,33 +934,36 @@ impl Session {
                 count += 1;
             }
         }
-        self.send_nack(kind, &wanted[..count]);
+        self.send_nack(kind, layer, &wanted[..count]);
     }
 
     /// Asks for the video packets the loss detector found missing (or still misses a round
     /// trip after asking), and reports what it did.
     fn request_lost_video(&mut self, now: Instant) {
-        let RoleState::Publisher(publisher) = &mut self.role else {
-            return;
-        };
-        let Some(loss) = publisher.video_loss.as_mut() else {
-            return;
-        };
-        let mut seqs = [0u16; MAX_LOST_PACKETS];
-        let count = loss.poll_requests(now, &mut seqs);
-        let counts = loss.take_counts();
-        // A NACK carries at most MAX_LOST_PACKETS; what is left is due again at the next tick.
-        self.send_nack(MediaKind::Video, &seqs[..count]);
-        if counts != RepairCounts::default() {
-            self.events.push_back(SessionEvent::UpstreamRepair(counts));
+        for layer in 0..MAX_LAYERS as u8 {
+            let RoleState::Publisher(publisher) = &mut self.role else {
+                return;
+            };
+            let Some(loss) = publisher.video_loss[usize::from(layer)].as_mut() else {
+                continue;
+            };
+            let mut seqs = [0u16; MAX_LOST_PACKETS];
+            let count = loss.poll_requests(now, &mut seqs);
+            let counts = loss.take_counts();
+            // A NACK carries at most MAX_LOST_PACKETS; what is left is due again at the next
+            // tick.
+            self.send_nack(MediaKind::Video, layer, &seqs[..count]);
+            if counts != RepairCounts::default() {
+                self.events.push_back(SessionEvent::UpstreamRepair(counts));
+            }
         }
     }
 
-    fn send_nack(&mut self, kind: MediaKind, seqs: &[u16]) {
+    fn send_nack(&mut self, kind: MediaKind, layer: u8, seqs: &[u16]) {
         let RoleState::Publisher(publisher) = &self.role else {
             return;
         };
-        let media_ssrc = publisher.stats[kind_index(kind)].ssrc;
+        let media_ssrc = publisher.stats[stats_slot(kind, layer)].ssrc;
         if media_ssrc == 0 || seqs.is_empty() {
             return;
         }
@@ -902,13 +991,13 @@ impl Session {
         let stats = &mut publisher.stats[index];
         stats.last_sr_ntp_middle = (sr.ntp_time >> 16) as u32;
         stats.last_sr_at = Some(now);
-        let kind = if index == 0 {
-            MediaKind::Audio
-        } else {
-            MediaKind::Video
+        let (kind, layer) = match index {
+            0 => (MediaKind::Audio, 0),
+            video => (MediaKind::Video, (video - 1) as u8),
         };
         self.events.push_back(SessionEvent::SenderReport {
             kind,
+            layer,
             ntp_time: sr.ntp_time,
             rtp_time: sr.rtp_time,
         });
@@ -943,6 +1032,85 @@ impl Session {
         out: &mut [u8],
     ) -> usize {
         self.write_player_rtp(now, kind, plain, out, true)
+    }
+
+    /// Whether this player takes a video packet of simulcast `layer` (`keyframe` when it starts
+    /// a keyframe), moving it to its target layer at the target's keyframe (see
+    /// [`LayerSwitch`]). Every packet, without simulcast.
+    pub fn take_layer(&mut self, layer: u8, keyframe: bool) -> LayerDecision {
+        match &mut self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                ..
+            }) => layers.on_packet(layer, keyframe),
+            _ => LayerDecision::Forward,
+        }
+    }
+
+    /// Moves a simulcast player's target layer (the layers it can get changed); false when
+    /// it pinned its layer, has none, or already targets `layer`.
+    pub fn retarget_layer(&mut self, layer: u8) -> bool {
+        match &mut self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                ..
+            }) => layers.retarget(layer),
+            _ => false,
+        }
+    }
+
+    /// A simulcast player's layer choice: `(count, target)`, when the core may move it (to
+    /// another layer the publisher sends); `None` without simulcast or when it pinned one.
+    pub fn layer_choice(&self) -> Option<(u8, u8)> {
+        match &self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                tracks,
+                ..
+            }) if !layers.pinned() => {
+                let count = tracks.iter().flatten().find_map(|t| t.track.layers)?.count;
+                Some((count, layers.target()))
+            }
+            _ => None,
+        }
+    }
+
+    /// A simulcast player's layers: `(current, target)`; `None` without simulcast.
+    pub fn video_layers(&self) -> Option<(Option<u8>, u8)> {
+        match &self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                ..
+            }) => Some((layers.current(), layers.target())),
+            _ => None,
+        }
+    }
+
+    /// The layer whose keyframe this player waits for, when one is due to be asked for again
+    /// (see [`LayerSwitch::poll_keyframe_request`]).
+    pub fn poll_layer_keyframe_request(&mut self, now: Instant) -> Option<u8> {
+        match &mut self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                ..
+            }) => layers.poll_keyframe_request(now),
+            _ => None,
+        }
+    }
+
+    /// How many simulcast layers a publisher sends (1 without simulcast), or a player's stream
+    /// has; 0 without video.
+    pub fn video_layer_count(&self) -> usize {
+        match &self.role {
+            RoleState::Publisher(p) => p.video_loss.iter().flatten().count(),
+            RoleState::Player(p) if p.tracks[kind_index(MediaKind::Video)].is_some() => p
+                .tracks
+                .iter()
+                .flatten()
+                .find_map(|t| t.track.layers)
+                .map_or(1, |l| usize::from(l.count).clamp(1, MAX_LAYERS)),
+            RoleState::Player(_) => 0,
+        }
     }
 
     /// Whether this player may have one more packet sent again now ([`RESEND_RATE_PER_SEC`]);
@@ -1038,15 +1206,23 @@ impl Session {
 
     /// The publisher sent a sender report: send this player the same NTP↔RTP mapping in its own
     /// SSRC and timestamp space, so its browser keeps audio and video in sync.
+    /// With simulcast, only the report of the video layer it is sent applies: each layer has
+    /// its own timestamp base.
     pub fn handle_publisher_sender_report(
         &mut self,
         kind: MediaKind,
+        layer: u8,
         ntp_time: u64,
         rtp_time: u32,
     ) {
         let RoleState::Player(player) = &mut self.role else {
             return;
         };
+        if let (MediaKind::Video, Some(layers)) = (kind, &player.layers) {
+            if layers.current() != Some(layer) {
+                return;
+            }
+        }
         let Some(track) = player.tracks[kind_index(kind)].as_mut() else {
             return;
         };
@@ -1066,32 +1242,32 @@ impl Session {
 
     /// Asks a publisher for a keyframe; requests closer together than the throttle interval are
     /// merged into one PLI sent when the interval ends.
-    pub fn request_keyframe(&mut self, now: Instant) {
+    /// `layer` is the simulcast layer whose SSRC the PLI names (0 without simulcast).
+    pub fn request_keyframe(&mut self, now: Instant, layer: u8) {
         let RoleState::Publisher(publisher) = &mut self.role else {
             return;
         };
-        let due = publisher
-            .last_keyframe_request
-            .map(|at| at + KEYFRAME_REQUEST_INTERVAL);
+        let index = usize::from(layer).min(MAX_LAYERS - 1);
+        let due = publisher.last_keyframe_request[index].map(|at| at + KEYFRAME_REQUEST_INTERVAL);
         match due {
             Some(due) if due > now => {
-                publisher.pending_keyframe_request.get_or_insert(due);
+                publisher.pending_keyframe_request[index].get_or_insert(due);
             }
-            _ => self.send_keyframe_request(now),
+            _ => self.send_keyframe_request(now, index),
         }
     }
 
-    fn send_keyframe_request(&mut self, now: Instant) {
+    fn send_keyframe_request(&mut self, now: Instant, layer: usize) {
         let RoleState::Publisher(publisher) = &mut self.role else {
             return;
         };
-        publisher.pending_keyframe_request = None;
-        let video_ssrc = publisher.stats[kind_index(MediaKind::Video)].ssrc;
+        publisher.pending_keyframe_request[layer] = None;
+        let video_ssrc = publisher.stats[stats_slot(MediaKind::Video, layer as u8)].ssrc;
         if video_ssrc == 0 || self.srtp_tx.is_none() {
             // Nothing to ask yet: the first keyframe is on its way anyway.
             return;
         }
-        publisher.last_keyframe_request = Some(now);
+        publisher.last_keyframe_request[layer] = Some(now);
         let pli = Pli {
             sender_ssrc: Ssrc(self.rtcp_ssrc),
             media_ssrc: Ssrc(video_ssrc),
@@ -1116,16 +1292,17 @@ impl Session {
         publisher.received_bytes = 0;
         publisher.bitrate_since = Some(now);
         // Recoveries since the last request are reported here at the latest.
-        if let Some(counts) = publisher
+        for counts in publisher
             .video_loss
-            .as_mut()
+            .iter_mut()
+            .flatten()
             .map(LossDetector::take_counts)
             .filter(|c| *c != RepairCounts::default())
         {
             self.events.push_back(SessionEvent::UpstreamRepair(counts));
         }
-        let mut reports = [ReportBlock::default(); 2];
-        let mut ssrcs = [Ssrc(0); 2];
+        let mut reports = [ReportBlock::default(); STATS_SLOTS];
+        let mut ssrcs = [Ssrc(0); STATS_SLOTS];
         let mut count = 0;
         for block in publisher
             .stats
@@ -1251,10 +1428,10 @@ impl Session {
             RoleState::Publisher(p) => (
                 p.pending_keyframe_request,
                 p.next_receiver_report,
-                p.video_loss.as_ref().and_then(LossDetector::poll_timeout),
+                earliest_loss_timeout(&p.video_loss),
                 p.transport_cc.as_ref().and_then(|f| f.poll_timeout()),
             ),
-            RoleState::Player(_) => (None, None, None, None),
+            RoleState::Player(_) => ([None; MAX_LAYERS], None, None, None),
         };
         if feedback.is_some_and(|at| at <= now) {
             self.send_transport_feedback(now);
@@ -1262,8 +1439,10 @@ impl Session {
         if loss.is_some_and(|at| at <= now) {
             self.request_lost_video(now);
         }
-        if pending.is_some_and(|at| at <= now) {
-            self.send_keyframe_request(now);
+        for (layer, at) in pending.into_iter().enumerate() {
+            if at.is_some_and(|at| at <= now) {
+                self.send_keyframe_request(now, layer);
+            }
         }
         if report.is_some_and(|at| at <= now) {
             self.send_receiver_report(now);
@@ -1278,16 +1457,12 @@ impl Session {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         if let RoleState::Publisher(p) = &self.role {
-            let loss = p.video_loss.as_ref().and_then(LossDetector::poll_timeout);
+            let loss = earliest_loss_timeout(&p.video_loss);
             let feedback = p.transport_cc.as_ref().and_then(|f| f.poll_timeout());
-            for at in [
-                p.pending_keyframe_request,
-                p.next_receiver_report,
-                loss,
-                feedback,
-            ]
-            .into_iter()
-            .flatten()
+            for at in [p.next_receiver_report, loss, feedback]
+                .into_iter()
+                .chain(p.pending_keyframe_request)
+                .flatten()
             {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
@@ -1435,6 +1610,7 @@ mod tests {
                 ssrc: 0x5eed,
                 rtx,
                 transport_cc: None,
+                layers: None,
             }],
         };
         let now = Instant::now();
@@ -1664,6 +1840,7 @@ mod tests {
                 rtx_pt: rtx.map(|(pt, _)| pt),
                 rtx_ssrcs: rtx.map(|(_, ssrcs)| ssrcs),
                 transport_cc: None,
+                simulcast: None,
             }],
         };
         let timeouts = SessionTimeouts {
@@ -1803,5 +1980,235 @@ mod tests {
             }
         }
         assert_eq!(more, RESEND_RATE_PER_SEC, "one second earns the rate");
+    }
+
+    /// A connected publisher of simulcast VP8 (PT 100, RTX 101) with layers `l`, `h`: the
+    /// RTP stream id in extension 10, the repaired one in 11.
+    fn simulcast_publisher() -> Session {
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Publisher {
+            tracks: vec![PublishedTrack {
+                kind: MediaKind::Video,
+                pt: 100,
+                clock_rate: 90_000,
+                codec: "VP8".into(),
+                rtx_pt: Some(101),
+                rtx_ssrcs: None,
+                transport_cc: None,
+                simulcast: Some(crate::control::SimulcastLayers {
+                    rids: vec!["l".into(), "h".into()],
+                    rid_ext: 10,
+                    repaired_rid_ext: Some(11),
+                }),
+            }],
+        };
+        let now = Instant::now();
+        let timeouts = SessionTimeouts {
+            connect: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+        };
+        let mut publisher = Session::new(spec, now, timeouts, 7);
+        publisher.handle_dtls_connected(
+            SrtpKeyingMaterial {
+                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
+                local_key: vec![1; 16],
+                local_salt: vec![2; 12],
+                remote_key: vec![3; 16],
+                remote_salt: vec![4; 12],
+            },
+            now,
+        );
+        publisher.remote = Some("127.0.0.1:5000".parse().unwrap());
+        publisher
+    }
+
+    /// A VP8 packet; `rid` in extension `ext` when given; a keyframe start when `key`.
+    fn layer_packet(pt: u8, ssrc: u32, seq: u16, rid: Option<(u8, &[u8])>, key: bool) -> Vec<u8> {
+        let ext: Vec<rtp::ExtensionElement<'_>> = rid
+            .map(|(id, data)| rtp::ExtensionElement { id, data })
+            .into_iter()
+            .collect();
+        let mut header =
+            rtp::RtpHeaderBuilder::new(Pt::new(pt), seq, u32::from(seq) * 3000, Ssrc(ssrc));
+        header.extensions = &ext;
+        let mut p = vec![0u8; header.encoded_len() + 20];
+        let at = header.write_to(&mut p).unwrap();
+        // VP8 payload descriptor with S=1, PID 0; then a frame header whose P bit (0 for a
+        // keyframe) starts the payload.
+        p[at] = 0x10;
+        p[at + 1] = if key { 0x00 } else { 0x01 };
+        p
+    }
+
+    #[test]
+    fn a_simulcast_publishers_layers_are_told_apart_by_rid_and_each_reported_and_asked_on_its_own()
+    {
+        let mut publisher = simulcast_publisher();
+        let now = Instant::now();
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let (mut tx, mut rx) = (peer_context(false), peer_context(true));
+        let mut receive = |publisher: &mut Session, plain: &[u8]| {
+            let mut buf = [0u8; 1500];
+            buf[..plain.len()].copy_from_slice(plain);
+            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+            publisher
+                .handle_srtp(now, from, &mut buf[..n])
+                .map(|m| (m.layer, m.keyframe, buf[..m.len].to_vec()))
+        };
+        // Unknown until an SSRC carried a rid.
+        assert!(matches!(
+            receive(&mut publisher, &layer_packet(100, 5, 1, None, true)),
+            Err(SessionError::UnknownLayer(5))
+        ));
+        let first_h = layer_packet(100, 9, 50, Some((10, b"h")), true);
+        assert_eq!(
+            receive(&mut publisher, &first_h).unwrap(),
+            (1, true, first_h.clone())
+        );
+        assert_eq!(
+            receive(
+                &mut publisher,
+                &layer_packet(100, 7, 1, Some((10, b"l")), false)
+            )
+            .unwrap()
+            .0,
+            0
+        );
+        for seq in [2u16, 4] {
+            assert_eq!(
+                receive(&mut publisher, &layer_packet(100, 7, seq, None, false))
+                    .unwrap()
+                    .0,
+                0
+            );
+        }
+        assert_eq!(
+            receive(&mut publisher, &layer_packet(100, 9, 51, None, false))
+                .unwrap()
+                .0,
+            1
+        );
+        // Layer l's packet 3 comes on its RTX SSRC, known by the repaired rid.
+        let original = layer_packet(100, 7, 3, None, false);
+        let mut repair = layer_packet(101, 70, 900, Some((11, b"l")), false);
+        let header_len = RtpHeader::parse(&repair).unwrap().payload_offset();
+        repair.truncate(header_len);
+        repair.extend_from_slice(&3u16.to_be_bytes());
+        repair.extend_from_slice(&original[12..]);
+        let (layer, _, restored) = receive(&mut publisher, &repair).unwrap();
+        assert_eq!(layer, 0);
+        let restored = RtpHeader::parse(&restored).unwrap();
+        assert_eq!((restored.ssrc(), restored.sequence_number()), (Ssrc(7), 3));
+
+        // One report block per layer SSRC.
+        publisher.handle_timeout(now + RECEIVER_REPORT_INTERVAL);
+        let mut blocks = Vec::new();
+        let mut plis = Vec::new();
+        let mut drain =
+            |publisher: &mut Session, blocks: &mut Vec<(u32, u32)>, plis: &mut Vec<u32>| {
+                while let Some(mut t) = publisher.poll_transmit() {
+                    let n = rx.unprotect_rtcp(&mut t.contents).unwrap();
+                    for packet in RtcpIter::new(&t.contents[..n]).flatten() {
+                        match packet {
+                            Rtcp::ReceiverReport(rr) => blocks.extend(
+                                rr.reports
+                                    .iter()
+                                    .map(|b| (b.ssrc.0, b.extended_highest_seq)),
+                            ),
+                            Rtcp::Pli(pli) => plis.push(pli.media_ssrc.0),
+                            _ => {}
+                        }
+                    }
+                }
+            };
+        drain(&mut publisher, &mut blocks, &mut plis);
+        blocks.sort_unstable();
+        assert_eq!(blocks, [(7, 4), (9, 51)]);
+        // Keyframe requests name the layer's SSRC, and are throttled per layer.
+        publisher.request_keyframe(now, 1);
+        publisher.request_keyframe(now, 0);
+        publisher.request_keyframe(now, 1);
+        drain(&mut publisher, &mut blocks, &mut plis);
+        assert_eq!(plis, [9, 7]);
+    }
+
+    #[test]
+    fn a_switching_player_changes_layer_at_the_targets_keyframe_with_continuous_numbers() {
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Player {
+            tracks: vec![PlayedTrack {
+                kind: MediaKind::Video,
+                pt: 96,
+                ssrc: 0x5eed,
+                rtx: None,
+                transport_cc: None,
+                layers: Some(crate::control::PlayerLayers {
+                    count: 2,
+                    target: 1,
+                    pinned: false,
+                }),
+            }],
+        };
+        let now = Instant::now();
+        let timeouts = SessionTimeouts {
+            connect: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+        };
+        let mut player = Session::new(spec, now, timeouts, 7);
+        player.handle_dtls_connected(
+            SrtpKeyingMaterial {
+                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
+                local_key: vec![1; 16],
+                local_salt: vec![2; 12],
+                remote_key: vec![3; 16],
+                remote_salt: vec![4; 12],
+            },
+            now,
+        );
+        let mut rx = peer_context(true);
+        // Layer 0 is SSRC 7 (seq from 100), layer 1 SSRC 9 (seq from 5000).
+        let mut sent = Vec::new();
+        let mut offer = |player: &mut Session, layer: u8, seq: u16, key: bool| {
+            let ssrc = if layer == 0 { 7 } else { 9 };
+            let plain = layer_packet(100, ssrc, seq, None, key);
+            if player.take_layer(layer, key) == LayerDecision::Drop {
+                return;
+            }
+            let mut out = [0u8; 1500];
+            let n = player.write_rtp(now, MediaKind::Video, &plain, &mut out);
+            assert!(n > 0);
+            let n = rx.unprotect_rtp(&mut out[..n]).unwrap();
+            let header = RtpHeader::parse(&out[..n]).unwrap();
+            sent.push((
+                header.sequence_number(),
+                plain == out[..n].to_vec(),
+                key,
+                layer,
+            ));
+        };
+        offer(&mut player, 0, 100, true);
+        offer(&mut player, 1, 5000, false);
+        offer(&mut player, 1, 5001, true);
+        offer(&mut player, 0, 101, false);
+        offer(&mut player, 1, 5002, false);
+        assert!(player.retarget_layer(0));
+        offer(&mut player, 1, 5003, false);
+        offer(&mut player, 0, 102, false);
+        offer(&mut player, 0, 103, true);
+        offer(&mut player, 1, 5004, true);
+        offer(&mut player, 0, 104, false);
+        let layers: Vec<(bool, u8)> = sent
+            .iter()
+            .map(|&(_, _, key, layer)| (key, layer))
+            .collect();
+        // Started at layer 1's keyframe; back to 0 at layer 0's keyframe only.
+        assert_eq!(
+            layers,
+            [(true, 1), (false, 1), (false, 1), (true, 0), (false, 0)]
+        );
+        let seqs: Vec<u16> = sent.iter().map(|s| s.0).collect();
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0].wrapping_add(1), "{seqs:?}");
+        }
     }
 }

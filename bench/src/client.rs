@@ -39,7 +39,21 @@ pub struct OfferOptions {
     /// [`TRANSPORT_CC_EXT_ID`], and its feedback), as browsers do: a node then numbers every
     /// packet it sends this client. The client sends no feedback.
     pub transport_cc: bool,
+    /// Publish video as the simulcast layers [`SIMULCAST_RIDS`] (`a=rid`, `a=simulcast`), with
+    /// the RTP stream id extensions [`RID_EXT_ID`] and [`REPAIRED_RID_EXT_ID`], as Chromium
+    /// does for `sendEncodings`. The caller sends each layer's packets on an SSRC of its own
+    /// with [`ClientSession::send_rtp`], the rid in its first packets.
+    pub simulcast: bool,
+    /// Play this simulcast layer: `?layer=` on WHEP, `custom.layer` in `playStream`.
+    pub layer: Option<&'static str>,
 }
+
+/// The simulcast layers an [`OfferOptions::simulcast`] publisher offers, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
+/// The id the client offers the RTP stream id extension under (Chromium's).
+pub const RID_EXT_ID: u8 = 10;
+/// The id the client offers the repaired RTP stream id extension under (Chromium's).
+pub const REPAIRED_RID_EXT_ID: u8 = 11;
 
 /// The id the client offers the transport-wide sequence number extension under (Chromium's).
 pub const TRANSPORT_CC_EXT_ID: u8 = 3;
@@ -167,6 +181,25 @@ pub struct ClientSession {
     pub video_rtx: Option<(u8, u32)>,
 }
 
+/// The rid extensions of a simulcast publisher's video section; none otherwise.
+fn simulcast_extmaps(
+    kind: MediaKind,
+    mode: Mode,
+    options: OfferOptions,
+) -> impl Iterator<Item = rtcdn::sdp::Extmap> {
+    let wanted = options.simulcast && kind == MediaKind::Video && mode == Mode::Publish;
+    [
+        (RID_EXT_ID, rtcdn::sdp::EXT_RTP_STREAM_ID),
+        (REPAIRED_RID_EXT_ID, rtcdn::sdp::EXT_REPAIRED_RTP_STREAM_ID),
+    ]
+    .into_iter()
+    .filter(move |_| wanted)
+    .map(|(id, uri)| rtcdn::sdp::Extmap {
+        id,
+        uri: uri.into(),
+    })
+}
+
 fn offer_codecs(kind: MediaKind, options: OfferOptions) -> Vec<Codec> {
     let fb = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
     match kind {
@@ -226,7 +259,10 @@ impl ClientSession {
         } else {
             "whep"
         };
-        let url = format!("{}/{path}/{stream}", base.trim_end_matches('/'));
+        let mut url = format!("{}/{path}/{stream}", base.trim_end_matches('/'));
+        if let (Mode::Play, Some(layer)) = (mode, options.layer) {
+            url.push_str(&format!("?layer={layer}"));
+        }
         let response = http::post_offer(&url, offer.sdp.clone()).await?;
         let resource = http::resolve(&response.url, response.location.as_deref().unwrap_or(""));
         Self::start(
@@ -285,7 +321,7 @@ impl ClientSession {
         let mut ws = WsClient::connect_with_tls(ws_url, timeout, None, custom).await?;
         let id = media_session_id();
         let published = mode == Mode::Publish;
-        let request = json!({
+        let mut request = json!({
             "mediaSessionId": id,
             "name": stream,
             "published": published,
@@ -296,6 +332,9 @@ impl ClientSession {
             "mediaProvider": "WebRTC",
             "sdp": offer.sdp,
         });
+        if let (Mode::Play, Some(layer)) = (mode, options.layer) {
+            request["custom"] = json!({ "layer": layer });
+        }
         ws.send(
             if published {
                 "publishStream"
@@ -735,6 +774,7 @@ impl Offer {
                     uri: rtcdn::sdp::EXT_TRANSPORT_CC.into(),
                 })
                 .into_iter()
+                .chain(simulcast_extmaps(kind, mode, options))
                 .collect(),
             send: (mode == Mode::Publish).then(|| SendTrack {
                 ssrc,
@@ -743,6 +783,10 @@ impl Offer {
                 track_id: format!("bench-{mid}"),
                 rtx_ssrc: video_rtx_ssrc.filter(|_| kind == MediaKind::Video),
             }),
+            send_rids: simulcast_extmaps(kind, mode, options)
+                .next()
+                .map(|_| SIMULCAST_RIDS.map(String::from).to_vec())
+                .unwrap_or_default(),
         })
         .collect();
         let sdp = sdp::write_offer(&OfferParams {

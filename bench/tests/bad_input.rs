@@ -133,6 +133,7 @@ fn offer(publish: bool, ufrag: &str) -> String {
             track_id: format!("bad-input-{mid}"),
             rtx_ssrc: None,
         }),
+        send_rids: Vec::new(),
     })
     .collect();
     sdp::write_offer(&OfferParams {

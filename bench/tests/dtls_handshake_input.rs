@@ -136,6 +136,7 @@ impl RawPeer {
                 codecs: vec![opus],
                 extmaps: Vec::new(),
                 send: None,
+                send_rids: Vec::new(),
             }],
         })
         .replace("a=setup:actpass", "a=setup:active");

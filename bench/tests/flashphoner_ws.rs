@@ -243,6 +243,7 @@ async fn names_in_use_unknown_streams_and_availability() {
             codecs: vec![rtcdn::sdp::Codec::new(96, "VP8", 90000, None)],
             extmaps: Vec::new(),
             send: None,
+            send_rids: Vec::new(),
         }],
     });
     ws.send(

@@ -38,6 +38,8 @@ const STREAM: &str = "rtx";
 const RTX: OfferOptions = OfferOptions {
     rtx: true,
     transport_cc: false,
+    simulcast: false,
+    layer: None,
 };
 /// Packets sent per loss round.
 const ROUND: u64 = 40;

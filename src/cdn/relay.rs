@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::control::{CoreCommand, PlayedTrack, RtxStream, SessionId, SessionRole, SessionSpec};
+use crate::control::{
+    CoreCommand, PlayedTrack, PlayerLayers, RtxStream, SessionId, SessionRole, SessionSpec,
+};
 use crate::dtls::DtlsRole;
 use crate::registry::StreamTrack;
 use crate::sdp::{
@@ -170,6 +172,7 @@ fn relay_media(
                 track_id: format!("{stream}-{kind}"),
                 rtx_ssrc: rtx.map(|rtx| rtx.ssrc),
             }),
+            send_rids: Vec::new(),
         });
         played.push(PlayedTrack {
             kind: track.kind,
@@ -179,6 +182,9 @@ fn relay_media(
             // The relay offers no transport-wide sequence numbers: between two nodes in one
             // operator's network the link is provisioned, not estimated.
             transport_cc: None,
+            // Step 1 of simulcast: an edge is sent the highest layer only, as one stream (its
+            // offer has no rids), so its players cannot switch layers yet.
+            layers: PlayerLayers::choose(&track.rids, Some("high")).unwrap_or(None),
         });
     }
     (media, played)
@@ -418,6 +424,7 @@ mod tests {
             kind,
             codec,
             extmaps: Vec::new(),
+            rids: Vec::new(),
         })
         .collect()
     }

@@ -25,10 +25,16 @@ use crate::reactor::io::{
 use crate::reactor::mesh::{ForwardKind, Forwarded, MeshEndpoint};
 use crate::retransmission_cache::RetransmissionCache;
 use crate::sdp::MediaKind;
-use crate::session::{LostPackets, Session, SessionEvent, SessionTimeouts, MAX_LOST_PACKETS};
+use crate::session::{
+    LostPackets, ReceivedMedia, Session, SessionEvent, SessionTimeouts, MAX_LOST_PACKETS,
+};
+use crate::simulcast::{choose_layer, LayerDecision, LayerRates, LAYER_IDLE, MAX_LAYERS};
 
 /// How often session timers (ICE consent, RTCP, keyframe throttling) are checked.
 const TICK: Duration = Duration::from_millis(20);
+/// How often simulcast players' layers are chosen again, from which layers were active (and
+/// their bitrates, measured over the same period).
+const LAYER_CHOICE_INTERVAL: Duration = Duration::from_millis(500);
 /// Items taken from each other core's hand-off ring per wake-up; the rest wait for the next
 /// poll, after this core's own datagrams and timers.
 const HANDOFF_BATCH: usize = 64;
@@ -205,11 +211,20 @@ struct LocalStream {
     /// Cores that have players of this stream (only on the publisher's core).
     remote_cores: Vec<CoreId>,
     /// When this core asked the publisher's core for a keyframe replay that has not ended yet.
-    replay_requested: Option<Instant>,
-    /// The video this core forwarded, to answer its players' NACKs here and start new players
-    /// on its newest keyframe: allocated with the first player of a video track (or with a
-    /// publisher of video on this core), dropped when the core has neither.
-    video_cache: Option<RetransmissionCache>,
+    /// One per simulcast layer: players waiting for different layers wait for different
+    /// replays.
+    replay_requested: [Option<Instant>; MAX_LAYERS],
+    /// The video this core forwarded, one cache per simulcast layer (each its own SSRC), to
+    /// answer its players' NACKs here and start new players on the layer's newest keyframe:
+    /// allocated with the first player of a video track (or with a publisher of video on this
+    /// core), for as many layers as it has, dropped when the core has neither.
+    video_caches: [Option<RetransmissionCache>; MAX_LAYERS],
+    /// When each video layer last sent a packet here.
+    layer_seen: [Option<Instant>; MAX_LAYERS],
+    /// Bytes of each video layer since the last bitrate measurement.
+    layer_bytes: [u64; MAX_LAYERS],
+    /// Each layer's activity and bitrate, as last measured (see `choose_layers`).
+    layer_rates: LayerRates,
 }
 
 struct Core {
@@ -241,14 +256,18 @@ struct Core {
     seed: u64,
     /// When sessions' bitrates next go to signalling.
     next_bitrate_report: Instant,
+    /// When simulcast players' layers are next chosen, and when layers were last measured.
+    next_layer_choice: Instant,
+    layers_measured_at: Option<Instant>,
 }
 
 struct Scratch {
     sessions: Vec<SessionId>,
-    streams: Vec<StreamId>,
     /// Control items from other cores: (stream, kind, payload range in `bytes`).
     control: Vec<(StreamId, ForwardKind, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
+    /// (stream, layer) pairs: keyframes simulcast players wait for, replays that expired.
+    layer_requests: Vec<(StreamId, u8)>,
 }
 
 impl Scratch {
@@ -258,9 +277,9 @@ impl Scratch {
     fn new() -> Scratch {
         Scratch {
             sessions: Vec::new(),
-            streams: Vec::new(),
             control: Vec::with_capacity(HANDOFF_BATCH),
             bytes: Vec::with_capacity(HANDOFF_BATCH * 2 * MAX_LOST_PACKETS),
+            layer_requests: Vec::new(),
         }
     }
 }
@@ -303,6 +322,8 @@ pub fn run(setup: CoreSetup) {
         scratch: Scratch::new(),
         shutdown: false,
         next_bitrate_report: Instant::now() + BITRATE_REPORT_INTERVAL,
+        next_layer_choice: Instant::now() + LAYER_CHOICE_INTERVAL,
+        layers_measured_at: None,
         seed: (id.0 as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ std::process::id() as u64,
     };
     info!(
@@ -378,25 +399,34 @@ impl DatagramHandler for Core {
             ..
         } = self;
         mesh.drain(HANDOFF_BATCH, |item: &Forwarded| match item.kind {
-            ForwardKind::Rtp { kind, keyframe } => {
+            ForwardKind::Rtp {
+                kind,
+                keyframe,
+                layer,
+            } => {
+                let media = ReceivedMedia {
+                    kind,
+                    len: item.payload().len(),
+                    keyframe,
+                    layer,
+                };
                 counters.rtp_sent += fan_out(
                     now,
                     streams,
                     sessions,
                     item.stream,
-                    kind,
-                    keyframe,
+                    media,
                     item.payload(),
                     tx,
                 );
             }
-            ForwardKind::KeyframeReplay { keyframe } => {
+            ForwardKind::KeyframeReplay { keyframe, layer } => {
                 counters.rtp_sent += replay_to_waiting(
                     now,
                     streams,
                     sessions,
                     item.stream,
-                    keyframe,
+                    (keyframe, layer),
                     item.payload(),
                     tx,
                 );
@@ -416,28 +446,63 @@ impl DatagramHandler for Core {
     }
 }
 
-/// Writes one decrypted packet to every local player of `stream` and keeps a video packet for
-/// their NACKs and new players. Players waiting for a keyframe replay get no live video yet.
+/// A layer's cache of a stream's video, when this core keeps it.
+fn layer_cache(local: &mut LocalStream, layer: u8) -> Option<&mut RetransmissionCache> {
+    local.video_caches.get_mut(usize::from(layer))?.as_mut()
+}
+
+/// Writes one decrypted packet to every local player of `stream` (of a simulcast stream's
+/// video, to those its layer is for) and keeps a video packet for their NACKs and new players.
 /// Returns the packets queued.
-#[allow(clippy::too_many_arguments)] // The core's fields, split so the caller keeps the rest.
 fn fan_out(
     now: Instant,
     streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
-    kind: MediaKind,
-    keyframe: bool,
+    media: ReceivedMedia,
     plain: &[u8],
     tx: &mut SendQueue,
 ) -> u64 {
     let Some(local) = streams.get_mut(&stream) else {
         return 0;
     };
-    if kind == MediaKind::Video {
-        keep_video(local, plain, keyframe);
+    let ReceivedMedia {
+        kind,
+        keyframe,
+        layer,
+        ..
+    } = media;
+    if let (MediaKind::Video, Some(seen)) = (kind, local.layer_seen.get_mut(usize::from(layer))) {
+        *seen = Some(now);
+        local.layer_bytes[usize::from(layer)] += plain.len() as u64;
     }
-    let live = |e: &Entry| !(e.awaiting_replay && kind == MediaKind::Video);
-    write_to_players(now, &local.players, sessions, live, kind, plain, tx)
+    if let (MediaKind::Video, Some(cache)) = (kind, layer_cache(local, layer)) {
+        // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
+        if cache.insert(plain).is_ok() && keyframe {
+            cache.note_keyframe(plain);
+        }
+    }
+    let mut sent = 0;
+    for player in &local.players {
+        let Some(entry) = sessions.get_mut(player) else {
+            continue;
+        };
+        let Some(remote) = entry.session.remote() else {
+            continue;
+        };
+        if !entry.session.is_connected() || (entry.awaiting_replay && kind == MediaKind::Video) {
+            continue;
+        }
+        let session = &mut entry.session;
+        if kind == MediaKind::Video && session.take_layer(layer, keyframe) == LayerDecision::Drop {
+            continue;
+        }
+        tx.push_with_on(entry.socket, remote, |buf| {
+            session.write_rtp(now, kind, plain, buf)
+        });
+        sent += 1;
+    }
+    sent
 }
 
 /// Writes one packet of a keyframe replay from the publisher's core to the local players of
@@ -448,60 +513,33 @@ fn replay_to_waiting(
     streams: &mut HashMap<StreamId, LocalStream>,
     sessions: &mut HashMap<SessionId, Entry>,
     stream: StreamId,
-    keyframe: bool,
+    (keyframe, layer): (bool, u8),
     plain: &[u8],
     tx: &mut SendQueue,
 ) -> u64 {
     let Some(local) = streams.get_mut(&stream) else {
         return 0;
     };
-    keep_video(local, plain, keyframe);
-    let waiting = |e: &Entry| e.awaiting_replay;
-    write_to_players(
-        now,
-        &local.players,
-        sessions,
-        waiting,
-        MediaKind::Video,
-        plain,
-        tx,
-    )
-}
-
-/// Keeps a video packet in the stream's cache, if the core keeps one, noting a keyframe.
-fn keep_video(local: &mut LocalStream, plain: &[u8], keyframe: bool) {
-    if let Some(cache) = local.video_cache.as_mut() {
-        // Too long to keep, or a very late packet: a NACK for it goes to the publisher.
+    if let Some(cache) = layer_cache(local, layer) {
         if cache.insert(plain).is_ok() && keyframe {
             cache.note_keyframe(plain);
         }
     }
-}
-
-/// Writes `plain` to each connected player in `players` that `takes` it; returns how many.
-fn write_to_players(
-    now: Instant,
-    players: &[SessionId],
-    sessions: &mut HashMap<SessionId, Entry>,
-    takes: impl Fn(&Entry) -> bool,
-    kind: MediaKind,
-    plain: &[u8],
-    tx: &mut SendQueue,
-) -> u64 {
     let mut sent = 0;
-    for player in players {
-        let Some(entry) = sessions.get_mut(player) else {
+    for player in &local.players {
+        let Some(entry) = sessions.get_mut(player).filter(|e| e.awaiting_replay) else {
             continue;
         };
         let Some(remote) = entry.session.remote() else {
             continue;
         };
-        if !entry.session.is_connected() || !takes(entry) {
+        let session = &mut entry.session;
+        // A player waiting for another layer waits for that layer's keyframe live.
+        if session.take_layer(layer, keyframe) == LayerDecision::Drop {
             continue;
         }
-        let session = &mut entry.session;
         tx.push_with_on(entry.socket, remote, |buf| {
-            session.write_rtp(now, kind, plain, buf)
+            session.write_rtp(now, MediaKind::Video, plain, buf)
         });
         sent += 1;
     }
@@ -586,8 +624,7 @@ impl Core {
                     &mut self.streams,
                     &mut self.sessions,
                     stream,
-                    media.kind,
-                    media.keyframe,
+                    media,
                     plain,
                     tx,
                 );
@@ -595,6 +632,7 @@ impl Core {
                     let forwarded = ForwardKind::Rtp {
                         kind: media.kind,
                         keyframe: media.keyframe,
+                        layer: media.layer,
                     };
                     for core in &local.remote_cores {
                         self.mesh.send(*core, stream, forwarded, plain);
@@ -705,18 +743,17 @@ impl Core {
         let session = Session::new(spec, now, self.timeouts, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
         let local = self.streams.entry(stream).or_default();
-        let caches_video = if session.is_publisher() {
+        if session.is_publisher() {
             local.publisher = Some(id);
-            // The publisher's core keeps its keyframe for the players still to come.
-            session.publishes(MediaKind::Video)
         } else {
             local.players.push(id);
             local.publisher_core = publisher_core.filter(|c| *c != self.id);
-            session.plays(MediaKind::Video)
-        };
-        if caches_video && local.video_cache.is_none() {
-            // Here, not on the forwarding path, which must not allocate.
-            local.video_cache = Some(RetransmissionCache::new());
+        }
+        // The publisher's core keeps its keyframes for the players still to come. Here, not on
+        // the forwarding path, which must not allocate.
+        let layers = session.video_layer_count();
+        for cache in local.video_caches.iter_mut().take(layers) {
+            cache.get_or_insert_with(RetransmissionCache::new);
         }
         self.sessions.insert(
             id,
@@ -770,27 +807,30 @@ impl Core {
         tx: &mut SendQueue,
     ) {
         match kind {
-            ForwardKind::KeyframeRequest => self.request_keyframe(now, stream, tx),
-            ForwardKind::Nack { kind } => {
+            ForwardKind::KeyframeRequest { layer } => self.request_keyframe(now, stream, layer, tx),
+            ForwardKind::Nack { kind, layer } => {
                 self.request_retransmission(
                     now,
                     stream,
-                    kind,
+                    (kind, layer),
                     LostPackets::from_be_bytes(payload),
                     tx,
                 );
             }
             ForwardKind::SenderReport {
                 kind,
+                layer,
                 ntp_time,
                 rtp_time,
-            } => self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx),
+            } => self.send_sender_reports(now, stream, (kind, layer), ntp_time, rtp_time, tx),
             ForwardKind::KeyframeStart => {
-                if let Some(&core) = payload.first() {
-                    self.replay_keyframe_to(now, CoreId(usize::from(core)), stream, tx);
+                if let &[core, layer, ..] = payload {
+                    self.replay_keyframe_to(now, CoreId(usize::from(core)), stream, layer, tx);
                 }
             }
-            ForwardKind::KeyframeReplayEnd { replayed } => self.end_replay(stream, replayed),
+            ForwardKind::KeyframeReplayEnd { replayed, layer } => {
+                self.end_replay(stream, layer, replayed)
+            }
             ForwardKind::Rtp { .. } | ForwardKind::KeyframeReplay { .. } => {}
         }
     }
@@ -819,15 +859,25 @@ impl Core {
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant, stream: StreamId, tx: &mut SendQueue) {
+    /// Asks the publisher for a keyframe of a simulcast layer (0 without simulcast).
+    fn request_keyframe(&mut self, now: Instant, stream: StreamId, layer: u8, tx: &mut SendQueue) {
         self.ask_publisher(
             now,
             stream,
             tx,
-            |publisher| publisher.request_keyframe(now),
-            ForwardKind::KeyframeRequest,
+            |publisher| publisher.request_keyframe(now, layer),
+            ForwardKind::KeyframeRequest { layer },
             &[],
         );
+    }
+
+    /// The simulcast layer a player is to start on, or waits for: its target (0 without
+    /// simulcast).
+    fn target_layer(&self, id: SessionId) -> u8 {
+        self.sessions
+            .get(&id)
+            .and_then(|e| e.session.video_layers())
+            .map_or(0, |(_, target)| target)
     }
 
     /// Starts a connected player's video on the newest keyframe, so it need not wait for one
@@ -841,7 +891,18 @@ impl Core {
         {
             return;
         }
-        if self.start_from_local_keyframe(now, id, stream, tx) {
+        // An unpinned simulcast player starts on the highest layer the publisher sends now,
+        // not on the last keyframe of a layer it paused.
+        if let (Some(entry), Some(local)) = (self.sessions.get_mut(&id), self.streams.get(&stream))
+        {
+            if let Some((count, target)) = entry.session.layer_choice() {
+                if let Some(layer) = choose_layer(&local.layer_rates, count, target, None) {
+                    entry.session.retarget_layer(layer);
+                }
+            }
+        }
+        let layer = self.target_layer(id);
+        if self.start_from_local_keyframe(now, id, stream, layer, tx) {
             self.counters.keyframe_cache_hits += 1;
             return;
         }
@@ -859,15 +920,21 @@ impl Core {
                 if let Some(entry) = sessions.get_mut(&id) {
                     entry.awaiting_replay = true;
                 }
-                if local.replay_requested.is_none() {
-                    local.replay_requested = Some(now);
-                    mesh.send(publisher_core, stream, ForwardKind::KeyframeStart, &[me]);
+                let requested = local.replay_requested.get_mut(usize::from(layer));
+                if let Some(requested @ None) = requested {
+                    *requested = Some(now);
+                    mesh.send(
+                        publisher_core,
+                        stream,
+                        ForwardKind::KeyframeStart,
+                        &[me, layer],
+                    );
                 }
                 return;
             }
         }
         self.counters.keyframe_cache_misses += 1;
-        self.request_keyframe(now, stream, tx);
+        self.request_keyframe(now, stream, layer, tx);
     }
 
     /// Sends a player the packets from the keyframe this core cached on; false without one.
@@ -876,6 +943,7 @@ impl Core {
         now: Instant,
         id: SessionId,
         stream: StreamId,
+        layer: u8,
         tx: &mut SendQueue,
     ) -> bool {
         let Core {
@@ -886,7 +954,7 @@ impl Core {
         } = self;
         let cached = streams
             .get(&stream)
-            .and_then(|l| l.video_cache.as_ref())
+            .and_then(|l| l.video_caches.get(usize::from(layer))?.as_ref())
             .and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS));
         let target = sessions
             .get_mut(&id)
@@ -894,7 +962,11 @@ impl Core {
         let (Some(packets), Some((socket, remote, session))) = (cached, target) else {
             return false;
         };
-        for plain in packets {
+        for (i, plain) in packets.enumerate() {
+            // Starts a simulcast player on the layer (the first packet is its keyframe).
+            if session.take_layer(layer, i == 0) == LayerDecision::Drop {
+                continue;
+            }
             tx.push_with_on(socket, remote, |buf| {
                 session.write_rtp(now, MediaKind::Video, plain, buf)
             });
@@ -911,10 +983,13 @@ impl Core {
         now: Instant,
         core: CoreId,
         stream: StreamId,
+        layer: u8,
         tx: &mut SendQueue,
     ) {
         let Core { streams, mesh, .. } = self;
-        let cache = streams.get(&stream).and_then(|l| l.video_cache.as_ref());
+        let cache = streams
+            .get(&stream)
+            .and_then(|l| l.video_caches.get(usize::from(layer))?.as_ref());
         let count = cache
             .and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS))
             .map_or(0, Iterator::count);
@@ -925,31 +1000,41 @@ impl Core {
             cache.and_then(|c| c.since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS)),
         ) {
             for (i, plain) in packets.enumerate() {
-                let kind = ForwardKind::KeyframeReplay { keyframe: i == 0 };
+                let kind = ForwardKind::KeyframeReplay {
+                    keyframe: i == 0,
+                    layer,
+                };
                 mesh.send(core, stream, kind, plain);
             }
         }
         mesh.send(
             core,
             stream,
-            ForwardKind::KeyframeReplayEnd { replayed },
+            ForwardKind::KeyframeReplayEnd { replayed, layer },
             &[],
         );
         if !replayed {
-            self.request_keyframe(now, stream, tx);
+            self.request_keyframe(now, stream, layer, tx);
         }
     }
 
     /// A keyframe replay this core asked for ended (or never came): its waiting players take
     /// live video from now on; without a replay they wait for the keyframe requested for them.
-    fn end_replay(&mut self, stream: StreamId, replayed: bool) {
+    /// Only the players waiting for that replay's layer.
+    fn end_replay(&mut self, stream: StreamId, layer: u8, replayed: bool) {
         let Some(local) = self.streams.get_mut(&stream) else {
             return;
         };
-        local.replay_requested = None;
+        if let Some(requested) = local.replay_requested.get_mut(usize::from(layer)) {
+            *requested = None;
+        }
         let mut waited = 0;
         for player in &local.players {
-            if let Some(entry) = self.sessions.get_mut(player).filter(|e| e.awaiting_replay) {
+            let waits = |e: &&mut Entry| {
+                let target = e.session.video_layers().map_or(0, |(_, target)| target);
+                e.awaiting_replay && target == layer
+            };
+            if let Some(entry) = self.sessions.get_mut(player).filter(waits) {
                 entry.awaiting_replay = false;
                 waited += 1;
             }
@@ -975,11 +1060,21 @@ impl Core {
     ) {
         let mut missed = [0u16; MAX_LOST_PACKETS];
         let mut misses = 0;
+        // A simulcast player's numbers map to the layer it is sent now.
+        let layer = match kind {
+            MediaKind::Video => self
+                .sessions
+                .get(&player)
+                .and_then(|e| e.session.video_layers())
+                .and_then(|(current, _)| current)
+                .unwrap_or(0),
+            MediaKind::Audio => 0,
+        };
         let cache = match kind {
             MediaKind::Video => self
                 .streams
                 .get(&stream)
-                .and_then(|l| l.video_cache.as_ref()),
+                .and_then(|l| l.video_caches.get(usize::from(layer))?.as_ref()),
             MediaKind::Audio => None,
         };
         let mut target = self
@@ -1015,7 +1110,7 @@ impl Core {
         if misses > 0 {
             self.counters.nacks_forwarded_upstream += misses as u64;
             let missed = missed[..misses].iter().copied().collect();
-            self.request_retransmission(now, stream, kind, missed, tx);
+            self.request_retransmission(now, stream, (kind, layer), missed, tx);
         }
     }
 
@@ -1023,7 +1118,7 @@ impl Core {
         &mut self,
         now: Instant,
         stream: StreamId,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         seqs: LostPackets,
         tx: &mut SendQueue,
     ) {
@@ -1033,8 +1128,8 @@ impl Core {
             now,
             stream,
             tx,
-            |publisher| publisher.request_retransmission(now, kind, seqs.as_slice()),
-            ForwardKind::Nack { kind },
+            |publisher| publisher.request_retransmission(now, kind, layer, seqs.as_slice()),
+            ForwardKind::Nack { kind, layer },
             &payload[..len],
         );
     }
@@ -1043,7 +1138,7 @@ impl Core {
         &mut self,
         now: Instant,
         stream: StreamId,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         ntp: u64,
         rtp: u32,
         tx: &mut SendQueue,
@@ -1056,7 +1151,9 @@ impl Core {
         players.extend_from_slice(&local.players);
         for &player in &players {
             if let Some(entry) = self.sessions.get_mut(&player) {
-                entry.session.handle_publisher_sender_report(kind, ntp, rtp);
+                entry
+                    .session
+                    .handle_publisher_sender_report(kind, layer, ntp, rtp);
                 self.drain_session(now, player, tx);
             }
         }
@@ -1099,12 +1196,17 @@ impl Core {
                 SessionEvent::MediaStarted => {
                     let _ = self.events.send(CoreEvent::MediaStarted { id });
                 }
-                SessionEvent::KeyframeRequested => self.request_keyframe(now, stream, tx),
+                SessionEvent::KeyframeRequested => {
+                    // A simulcast player (or relay) needs its target layer's.
+                    let layer = self.target_layer(id);
+                    self.request_keyframe(now, stream, layer, tx)
+                }
                 SessionEvent::RetransmissionRequested { kind, seqs } => {
                     self.retransmit(now, id, stream, kind, seqs, tx)
                 }
                 SessionEvent::SenderReport {
                     kind,
+                    layer,
                     ntp_time,
                     rtp_time,
                 } => {
@@ -1115,6 +1217,7 @@ impl Core {
                                 stream,
                                 ForwardKind::SenderReport {
                                     kind,
+                                    layer,
                                     ntp_time,
                                     rtp_time,
                                 },
@@ -1122,7 +1225,8 @@ impl Core {
                             );
                         }
                     }
-                    self.send_sender_reports(now, stream, kind, ntp_time, rtp_time, tx);
+                    let track = (kind, layer);
+                    self.send_sender_reports(now, stream, track, ntp_time, rtp_time, tx);
                 }
                 SessionEvent::UpstreamRepair(counts) => {
                     self.counters.upstream_losses_requested += counts.requested;
@@ -1174,7 +1278,7 @@ impl Core {
             }
             local.players.retain(|p| *p != id);
             if local.players.is_empty() && local.publisher.is_none() {
-                local.video_cache = None;
+                local.video_caches = Default::default();
             }
             if local.publisher.is_none() && local.players.is_empty() {
                 self.streams.remove(&stream);
@@ -1209,6 +1313,11 @@ impl Core {
             }
         }
         self.scratch.sessions = due;
+        if now >= self.next_layer_choice {
+            self.next_layer_choice = now + LAYER_CHOICE_INTERVAL;
+            self.choose_layers(now);
+        }
+        self.request_layer_keyframes(now, tx);
         self.expire_replays(now, tx);
         if now >= self.next_bitrate_report {
             self.next_bitrate_report = now + BITRATE_REPORT_INTERVAL;
@@ -1217,6 +1326,64 @@ impl Core {
         self.closing
             .retain(|_, (_, since, _)| now.saturating_duration_since(*since) < CLOSING_LINGER);
         self.publish_stats(tx);
+    }
+
+    /// Measures each stream's layers (activity, bitrate) and moves unpinned simulcast players
+    /// to the highest active layer (see [`choose_layer`]): off a layer the publisher paused,
+    /// back when it resumes. The move takes effect at that layer's keyframe, asked for at once.
+    fn choose_layers(&mut self, now: Instant) {
+        let since = self.layers_measured_at.replace(now);
+        let elapsed = since.map(|at| now.saturating_duration_since(at).as_secs_f64());
+        for local in self.streams.values_mut() {
+            for layer in 0..MAX_LAYERS {
+                local.layer_rates.active[layer] = local.layer_seen[layer]
+                    .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE);
+                if let Some(elapsed) = elapsed.filter(|e| *e > 0.0) {
+                    let bits = local.layer_bytes[layer] as f64 * 8.0;
+                    local.layer_rates.bitrate_bps[layer] = (bits / elapsed) as u64;
+                }
+                local.layer_bytes[layer] = 0;
+            }
+        }
+        for entry in self.sessions.values_mut() {
+            let Some((count, target)) = entry.session.layer_choice() else {
+                continue;
+            };
+            let Some(local) = self.streams.get(&entry.session.stream()) else {
+                continue;
+            };
+            // Not the player's bandwidth estimate yet: it cannot grow past 1.5 x what the player
+            // acknowledges (see crate::bwe::aimd), so a player moved down would never earn its
+            // way back up. That needs probing (padding, or the next layer sent as a trial);
+            // until then a player gets the highest layer the publisher sends.
+            let estimate = None;
+            if let Some(layer) = choose_layer(&local.layer_rates, count, target, estimate) {
+                if entry.session.retarget_layer(layer) {
+                    debug!(core = self.id.0, session = %entry.session.id(), from = target, to = layer, "simulcast layer retargeted");
+                }
+            }
+        }
+    }
+
+    /// Asks for the keyframes simulcast players wait for to reach their target layer (again,
+    /// while they still wait: a PLI can be lost).
+    fn request_layer_keyframes(&mut self, now: Instant, tx: &mut SendQueue) {
+        let mut wanted = std::mem::take(&mut self.scratch.layer_requests);
+        wanted.clear();
+        for entry in self.sessions.values_mut() {
+            if !entry.session.is_connected() {
+                continue;
+            }
+            if let Some(layer) = entry.session.poll_layer_keyframe_request(now) {
+                wanted.push((entry.session.stream(), layer));
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        for &(stream, layer) in &wanted {
+            self.request_keyframe(now, stream, layer, tx);
+        }
+        self.scratch.layer_requests = wanted;
     }
 
     fn report_bitrates(&self) {
@@ -1236,22 +1403,20 @@ impl Core {
     /// Replays whose end marker never came (dropped with a full ring): their players take
     /// live video and a keyframe request.
     fn expire_replays(&mut self, now: Instant, tx: &mut SendQueue) {
-        let mut expired = std::mem::take(&mut self.scratch.streams);
+        let mut expired = std::mem::take(&mut self.scratch.layer_requests);
         expired.clear();
-        expired.extend(
-            self.streams
-                .iter()
-                .filter(|(_, l)| {
-                    l.replay_requested
-                        .is_some_and(|at| now >= at + REPLAY_TIMEOUT)
-                })
-                .map(|(id, _)| *id),
-        );
-        for &stream in &expired {
-            self.end_replay(stream, false);
-            self.request_keyframe(now, stream, tx);
+        for (&stream, local) in &self.streams {
+            for (layer, requested) in local.replay_requested.iter().enumerate() {
+                if requested.is_some_and(|at| now >= at + REPLAY_TIMEOUT) {
+                    expired.push((stream, layer as u8));
+                }
+            }
         }
-        self.scratch.streams = expired;
+        for &(stream, layer) in &expired {
+            self.end_replay(stream, layer, false);
+            self.request_keyframe(now, stream, layer, tx);
+        }
+        self.scratch.layer_requests = expired;
     }
 
     fn publish_stats(&mut self, tx: &SendQueue) {

@@ -17,28 +17,34 @@ const RING_SLOTS: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardKind {
     /// A decrypted RTP packet of the stream, in `data[..len]`; `keyframe` when it is part of a
-    /// video keyframe.
-    Rtp { kind: MediaKind, keyframe: bool },
-    /// The publisher's sender report for one track.
+    /// video keyframe; `layer` its simulcast layer (0 without simulcast, and for audio).
+    Rtp {
+        kind: MediaKind,
+        keyframe: bool,
+        layer: u8,
+    },
+    /// The publisher's sender report for one track (and simulcast layer).
     SenderReport {
         kind: MediaKind,
+        layer: u8,
         ntp_time: u64,
         rtp_time: u32,
     },
-    /// A player on the sending core wants a keyframe from the stream's publisher.
-    KeyframeRequest,
-    /// A player on the sending core lost packets of a track: the publisher's sequence numbers,
-    /// big-endian, in `data[..len]`.
-    Nack { kind: MediaKind },
+    /// A player on the sending core wants a keyframe of a simulcast layer (0 without
+    /// simulcast) from the stream's publisher.
+    KeyframeRequest { layer: u8 },
+    /// A player on the sending core lost packets of a track's layer: the publisher's sequence
+    /// numbers, big-endian, in `data[..len]`.
+    Nack { kind: MediaKind, layer: u8 },
     /// A new player on the sending core wants its video to start on the keyframe the
-    /// publisher's core cached; `data[0]` is the sending core.
+    /// publisher's core cached; `data[0]` is the sending core, `data[1]` the layer.
     KeyframeStart,
-    /// One cached video packet from the newest keyframe on, in `data[..len]`, for the players
-    /// waiting for it (`keyframe` on the first).
-    KeyframeReplay { keyframe: bool },
-    /// The end of a replay; `replayed` is false when the publisher's core had no keyframe to
-    /// replay and asked the publisher for one instead.
-    KeyframeReplayEnd { replayed: bool },
+    /// One cached video packet of `layer` from its newest keyframe on, in `data[..len]`, for
+    /// the players waiting for it (`keyframe` on the first).
+    KeyframeReplay { keyframe: bool, layer: u8 },
+    /// The end of a replay of `layer`; `replayed` is false when the publisher's core had no
+    /// keyframe to replay and asked the publisher for one instead.
+    KeyframeReplayEnd { replayed: bool, layer: u8 },
 }
 
 /// One ring slot.
@@ -185,6 +191,7 @@ mod tests {
                 ForwardKind::Rtp {
                     kind: MediaKind::Video,
                     keyframe: false,
+                    layer: 0,
                 },
                 &[i; 40],
             );

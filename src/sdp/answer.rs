@@ -39,6 +39,9 @@ pub struct AcceptedMedia {
     pub codec: Codec,
     pub extmaps: Vec<Extmap>,
     pub send: Option<SendTrack>,
+    /// Simulcast layers received (the offer's `send_rids`): `a=rid:<id> recv` each and
+    /// `a=simulcast:recv <list>` (RFC 8853 §5.3); empty for none.
+    pub recv_rids: Vec<String>,
 }
 
 /// Writes the answer to `offer`, with CRLF line endings.
@@ -147,6 +150,16 @@ fn accepted_media(
     write::codec(&mut media, &accepted.codec);
     if let Some(track) = &accepted.send {
         write::send_track(&mut media, track);
+    }
+    if !accepted.recv_rids.is_empty() {
+        for rid in &accepted.recv_rids {
+            write::attr(&mut media, "rid", format!("{rid} recv"));
+        }
+        write::attr(
+            &mut media,
+            "simulcast",
+            format!("recv {}", accepted.recv_rids.join(";")),
+        );
     }
     candidates(&mut media, &params.candidates);
     media

@@ -37,6 +37,7 @@ pub fn publisher_answer(offer: &SessionDescription) -> AnswerParams {
             codec,
             extmaps: m.extmaps.clone(),
             send: None,
+            recv_rids: Vec::new(),
         });
         MediaAnswer {
             mid: m.mid.clone(),
@@ -66,6 +67,7 @@ pub fn player_answer(offer: &SessionDescription, published: &[Codec]) -> AnswerP
                 stream_id: "stream".into(),
                 track_id: format!("track{i}"),
             }),
+            recv_rids: Vec::new(),
             codec,
             extmaps: Vec::new(),
         });

@@ -27,8 +27,8 @@ pub use codec::{
 };
 pub use error::SdpError;
 pub use offer::{write_offer, OfferMedia, OfferParams};
-pub use parse::{parse, MAX_MEDIA, MAX_SDP_LEN};
+pub use parse::{parse, MAX_MEDIA, MAX_SDP_LEN, MAX_SIMULCAST_LAYERS};
 pub use types::{
     Codec, Direction, Extmap, Fingerprint, MediaDescription, MediaKind, OtherMedia, SendTrack,
-    SessionDescription, Setup,
+    SessionDescription, Setup, EXT_REPAIRED_RTP_STREAM_ID, EXT_RTP_STREAM_ID,
 };

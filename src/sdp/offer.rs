@@ -25,6 +25,8 @@ pub struct OfferMedia {
     /// Header extensions offered (`a=extmap`).
     pub extmaps: Vec<Extmap>,
     pub send: Option<SendTrack>,
+    /// Simulcast layers sent: `a=rid:<id> send` each and `a=simulcast:send <list>`.
+    pub send_rids: Vec<String>,
 }
 
 /// Writes the offer, with CRLF line endings: `a=setup:actpass`, all m-lines in one BUNDLE group,
@@ -64,6 +66,13 @@ pub fn write_offer(params: &OfferParams) -> String {
         write::extmaps(&mut media, &offered.extmaps);
         if let Some(track) = &offered.send {
             write::send_track(&mut media, track);
+        }
+        if !offered.send_rids.is_empty() {
+            for rid in &offered.send_rids {
+                write::attr(&mut media, "rid", format!("{rid} send"));
+            }
+            let list = offered.send_rids.join(";");
+            write::attr(&mut media, "simulcast", format!("send {list}"));
         }
         session.medias.push(media);
     }

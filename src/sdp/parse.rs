@@ -17,6 +17,8 @@ use super::types::{
 pub const MAX_SDP_LEN: usize = 64 * 1024;
 /// More m-lines than this are refused.
 pub const MAX_MEDIA: usize = 64;
+/// More simulcast layers than this are refused (browsers send at most three).
+pub const MAX_SIMULCAST_LAYERS: usize = 3;
 
 /// Parses an offer (or an answer, on rtcdn's client side).
 ///
@@ -123,7 +125,62 @@ fn parse_media(
         rtx_ssrcs: ssrcs.rtx,
         cname: ssrcs.cname,
         msid,
+        send_rids: send_rids(&m.attributes)?,
     })
+}
+
+/// The layers of `a=simulcast:send <list>` (RFC 8853 §5.1) that have an `a=rid:<id> send`
+/// line (RFC 8851 §4), in the list's order. Of a group of alternatives (`a,b`) the first is
+/// taken, and a paused one (`~a`) counts as sent: a publisher may resume it any time. A
+/// `recv` part (Chromium never offers one) is ignored.
+fn send_rids(attributes: &[Attribute]) -> Result<Vec<String>, SdpError> {
+    let mut declared = Vec::new();
+    for value in values(attributes, "rid") {
+        let mut fields = value.split_ascii_whitespace();
+        let (Some(id), Some(direction)) = (fields.next(), fields.next()) else {
+            return Err(SdpError::Syntax(format!("invalid a=rid:{}", clip(value))));
+        };
+        if !is_rid(id) {
+            return Err(SdpError::Syntax(format!("invalid rid \"{}\"", clip(id))));
+        }
+        if direction == "send" {
+            declared.push(id);
+        }
+    }
+    let Some(simulcast) = first(attributes, "simulcast") else {
+        return Ok(Vec::new());
+    };
+    let mut fields = simulcast.split_ascii_whitespace();
+    let mut rids = Vec::new();
+    while let (Some(direction), Some(list)) = (fields.next(), fields.next()) {
+        if direction != "send" {
+            continue;
+        }
+        for group in list.split(';') {
+            let Some(first) = group.split(',').next() else {
+                continue;
+            };
+            let rid = first.strip_prefix('~').unwrap_or(first);
+            if declared.contains(&rid) && !rids.iter().any(|r: &String| r == rid) {
+                rids.push(rid.to_owned());
+            }
+        }
+    }
+    if rids.len() > MAX_SIMULCAST_LAYERS {
+        return Err(SdpError::Syntax(format!(
+            "more than {MAX_SIMULCAST_LAYERS} simulcast layers"
+        )));
+    }
+    Ok(rids)
+}
+
+/// RFC 8851 §10: `rid-id = 1*(alpha-numeric / "-" / "_")`; bounded by what fits the
+/// extension element (16 bytes).
+fn is_rid(id: &str) -> bool {
+    (1..=16).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn other(index: usize, m: &Media) -> Result<OtherMedia, SdpError> {

@@ -9,7 +9,15 @@ const CHROMIUM_SENDONLY: &str = include_str!("testdata/chromium_sendonly.sdp");
 const CHROMIUM_RECVONLY: &str = include_str!("testdata/chromium_recvonly.sdp");
 const FIREFOX: &str = include_str!("testdata/firefox_sendrecv.sdp");
 const GSTREAMER: &str = include_str!("testdata/gstreamer_whip.sdp");
-const FIXTURES: [&str; 4] = [CHROMIUM_SENDONLY, CHROMIUM_RECVONLY, FIREFOX, GSTREAMER];
+/// Chromium 156 publishing with `sendEncodings` `l`, `m`, `h` (scaleResolutionDownBy 4, 2, 1).
+const CHROMIUM_SIMULCAST: &str = include_str!("testdata/chromium_simulcast.sdp");
+const FIXTURES: [&str; 5] = [
+    CHROMIUM_SENDONLY,
+    CHROMIUM_RECVONLY,
+    FIREFOX,
+    GSTREAMER,
+    CHROMIUM_SIMULCAST,
+];
 
 fn crlf(sdp: &str) -> String {
     sdp.replace('\n', "\r\n")
@@ -375,6 +383,7 @@ fn own_offer_round_trip_and_answer() {
                 codecs: vec![opus.clone()],
                 extmaps: Vec::new(),
                 send: Some(track(11, None, "mic")),
+                send_rids: Vec::new(),
             },
             OfferMedia {
                 mid: "v".into(),
@@ -383,6 +392,7 @@ fn own_offer_round_trip_and_answer() {
                 codecs: vec![vp8.clone()],
                 extmaps: Vec::new(),
                 send: Some(track(21, Some(22), "cam")),
+                send_rids: Vec::new(),
             },
         ],
     };
@@ -788,4 +798,78 @@ fn answers_reparse(data: &[u8]) -> bool {
         }
     }
     true
+}
+
+#[test]
+fn chromium_simulcast_layers_are_read_in_the_simulcast_order() {
+    let offer = parse(CHROMIUM_SIMULCAST).unwrap();
+    let video = offer
+        .media
+        .iter()
+        .find(|m| m.kind == MediaKind::Video)
+        .unwrap();
+    assert_eq!(video.send_rids, ["l", "m", "h"]);
+    // Chromium announces no SSRCs for simulcast: the layers are known by their rid only.
+    assert!(video.ssrcs.is_empty());
+    let audio = offer
+        .media
+        .iter()
+        .find(|m| m.kind == MediaKind::Audio)
+        .unwrap();
+    assert!(audio.send_rids.is_empty());
+}
+
+fn with_simulcast(lines: &str) -> String {
+    CHROMIUM_SIMULCAST.replace(
+        "a=rid:l send\na=rid:m send\na=rid:h send\na=simulcast:send l;m;h\n",
+        lines,
+    )
+}
+
+#[test]
+fn simulcast_alternatives_and_paused_layers_take_the_first_and_unpaused_rid() {
+    let sdp = with_simulcast(
+        "a=rid:a send\na=rid:b send\na=rid:c send\na=rid:x recv\na=simulcast:send a,x;~b;c;undeclared\n",
+    );
+    assert_ne!(sdp, CHROMIUM_SIMULCAST);
+    let offer = parse(&sdp).unwrap();
+    assert_eq!(offer.media[1].send_rids, ["a", "b", "c"]);
+}
+
+#[test]
+fn simulcast_without_send_rids_or_with_bad_ones() {
+    let recv_only = with_simulcast("a=rid:a recv\na=simulcast:recv a\n");
+    assert!(parse(&recv_only).unwrap().media[1].send_rids.is_empty());
+    let bad = with_simulcast("a=rid:a/b send\na=simulcast:send a/b\n");
+    assert!(matches!(parse(&bad), Err(SdpError::Syntax(_))));
+    let four = with_simulcast(
+        "a=rid:a send\na=rid:b send\na=rid:c send\na=rid:d send\na=simulcast:send a;b;c;d\n",
+    );
+    assert!(matches!(parse(&four), Err(SdpError::Syntax(_))));
+}
+
+#[test]
+fn an_offer_with_send_rids_writes_rid_and_simulcast_lines() {
+    let mut offer = parse(CHROMIUM_SIMULCAST).unwrap();
+    let video = offer.media.remove(1);
+    let params = OfferParams {
+        ice_ufrag: "simUfrag".into(),
+        ice_pwd: "simPasswordOf24Chars000".into(),
+        fingerprint: Fingerprint([0x5a; 32]),
+        media: vec![OfferMedia {
+            mid: "v".into(),
+            kind: MediaKind::Video,
+            direction: Direction::SendOnly,
+            codecs: video.codecs[..1].to_vec(),
+            extmaps: video.extmaps.clone(),
+            send: None,
+            send_rids: vec!["q".into(), "f".into()],
+        }],
+    };
+    let text = write_offer(&params);
+    assert!(
+        text.contains("a=rid:q send\r\na=rid:f send\r\na=simulcast:send q;f\r\n"),
+        "{text}"
+    );
+    assert_eq!(parse(&text).unwrap().media[0].send_rids, ["q", "f"]);
 }

@@ -77,6 +77,9 @@ pub struct MediaDescription {
     pub cname: Option<String>,
     /// The `a=msid` value (`<stream id> <track id>`), else the first `a=ssrc:<n> msid:` value.
     pub msid: Option<String>,
+    /// The simulcast layers the author sends (RFC 8853 `a=simulcast:send`), each with an
+    /// `a=rid:<id> send` line (RFC 8851), in the `a=simulcast` order; empty without simulcast.
+    pub send_rids: Vec<String>,
 }
 
 /// An m-line that is neither audio nor video (e.g. `m=application ... webrtc-datachannel`).
@@ -114,6 +117,12 @@ pub struct Extmap {
     pub id: u8,
     pub uri: String,
 }
+
+/// The RTP stream id extension (RFC 8852): a simulcast layer's rid in its packets.
+pub const EXT_RTP_STREAM_ID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// The repaired RTP stream id extension (RFC 8852): the rid an RTX packet repairs.
+pub const EXT_REPAIRED_RTP_STREAM_ID: &str =
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 
 /// A track that the author of the SDP sends on an m-line.
 #[derive(Debug, Clone, PartialEq, Eq)]

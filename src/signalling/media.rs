@@ -177,6 +177,7 @@ pub fn start_play(
     offer_text: &str,
     authorized: Authorized,
     acl_key: Option<&str>,
+    layer: Option<&str>,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
     let stream_entry = state
@@ -190,7 +191,8 @@ pub fn start_play(
     let core = registry.least_loaded_core();
     let (id, local_ice, local) = new_session_params(state, core.0);
     let mut rng = rand::thread_rng();
-    let answer = negotiate::answer_player(&offer, stream, &stream_entry.tracks, &local, || {
+    let tracks = &stream_entry.tracks;
+    let answer = negotiate::answer_player(&offer, stream, tracks, &local, layer, || {
         rng.gen::<u32>() | 1
     })?;
     // The stream may have ended, been replaced, or had its access list changed while we

@@ -587,8 +587,13 @@ async fn route(
             }
             let stream = percent_decode(stream);
             let credentials = http_credentials(state, &req, &query);
+            // WHEP `?layer=`: the simulcast layer to play (a rid, or low, mid, high).
+            let layer = query_param(&query, "layer");
             match sdp_body(req).await {
-                Ok(offer) => whip::start(state, protocol, &stream, &offer, &credentials).await,
+                Ok(offer) => {
+                    let layer = layer.as_deref();
+                    whip::start(state, protocol, &stream, &offer, &credentials, layer).await
+                }
                 Err(response) => response,
             }
         }

@@ -64,6 +64,7 @@ pub async fn start(
     stream: &str,
     offer: &str,
     credentials: &Credentials,
+    layer: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let (action, _) = action_of(protocol);
     let fields = media::http_stream_fields(stream, action == Action::Publish);
@@ -88,6 +89,7 @@ pub async fn start(
             offer,
             authorized,
             credentials.acl_key.as_deref(),
+            layer,
         ),
     };
     match started {

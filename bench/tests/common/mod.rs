@@ -304,3 +304,72 @@ pub fn nack(media_ssrc: u32, seqs: &[u16]) -> Vec<u8> {
     buf.truncate(n);
     buf
 }
+
+pub const SIMULCAST_SSRCS: [u32; 3] = [0x1000_0001, 0x2000_0001, 0x3000_0001];
+/// Packets of a layer that carry its rid, as Chromium's first packets do.
+pub const RID_PACKETS: u16 = 10;
+
+/// One simulcast layer's numbering.
+#[derive(Default, Clone, Copy)]
+pub struct SimulcastLayer {
+    pub seq: u16,
+    pub ts: u32,
+    pub sent: u16,
+}
+
+/// A publisher of three simulcast layers (`OfferOptions::simulcast`), each on its own SSRC.
+pub struct SimulcastPublisher {
+    pub session: ClientSession,
+    pub layers: [SimulcastLayer; 3],
+}
+
+impl SimulcastPublisher {
+    /// Sends a frame of `packets` packets on `layer`; the payload names the layer, and a
+    /// keyframe's first packet starts like a VP8 keyframe (RFC 7741).
+    pub async fn frame(&mut self, layer: usize, packets: usize, keyframe: bool) {
+        let numbering = &mut self.layers[layer];
+        numbering.ts = numbering.ts.wrapping_add(3000);
+        for i in 0..packets {
+            let rid = rtcdn_bench::client::SIMULCAST_RIDS[layer].as_bytes();
+            let ext = [rtp::ExtensionElement {
+                id: rtcdn_bench::client::RID_EXT_ID,
+                data: rid,
+            }];
+            let mut header = rtp::RtpHeaderBuilder::new(
+                rtp::Pt::new(VIDEO_PT),
+                numbering.seq,
+                numbering.ts,
+                rtp::Ssrc(SIMULCAST_SSRCS[layer]),
+            );
+            if numbering.sent < RID_PACKETS {
+                header.extensions = &ext;
+            }
+            let mut p = vec![0u8; header.encoded_len() + 400];
+            let at = header.write_to(&mut p).unwrap();
+            let start = keyframe && i == 0;
+            p[at] = if start { 0x10 } else { 0x00 };
+            p[at + 1] = if start { 0x00 } else { 0x01 };
+            p[at + 2] = layer as u8;
+            self.session.send_rtp(&p).await.unwrap();
+            numbering.seq = numbering.seq.wrapping_add(1);
+            numbering.sent += 1;
+        }
+    }
+
+    /// Whether a PLI for `layer`'s SSRC arrives within `window`.
+    pub async fn pli_for(&mut self, layer: usize, window: Duration) -> bool {
+        let deadline = Instant::now() + window;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(packet) = self.session.recv_rtcp(left).await else {
+                return false;
+            };
+            if rtp::rtcp::RtcpIter::new(&packet)
+                .flatten()
+                .any(|r| matches!(r, rtp::rtcp::Rtcp::Pli(p) if p.media_ssrc.0 == SIMULCAST_SSRCS[layer]))
+            {
+                return true;
+            }
+        }
+        false
+    }
+}

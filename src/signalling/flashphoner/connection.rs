@@ -262,6 +262,12 @@ impl Connection {
         } else {
             Action::Play
         };
+        // The simulcast layer to play, as the SDK's `createStream({custom: {layer}})` sends it
+        // (`?layer=` on WHEP); the highest without.
+        let layer = payload
+            .get("custom")
+            .and_then(|custom| custom.get("layer"))
+            .and_then(Value::as_str);
         let authorized = media::authorize(
             state,
             action,
@@ -282,6 +288,7 @@ impl Connection {
                     offer,
                     authorized,
                     self.credentials.acl_key.as_deref(),
+                    layer,
                 )
             }
         });

@@ -1,0 +1,388 @@
+//! Simulcast passthrough (RFC 8853): a publisher sends one video track as several layers, each
+//! its own SSRC on the same payload type, and each player is forwarded one of them.
+//!
+//! Two sans-IO pieces, one per side:
+//! - [`LayerMap`], on a publisher's session: which layer an SSRC is. Chromium announces no
+//!   SSRCs for simulcast; the first packets of each SSRC carry the RTP stream id extension
+//!   (RFC 8852) with the layer's rid, and its RTX packets the repaired stream id.
+//! - [`LayerSwitch`], on a player's session: the layer it is sent now and the one it should
+//!   get. It moves to the target only at a keyframe of the target layer, so a player never
+//!   gets a frame whose references it has not seen. The player's `RtpRewriter` starts a new
+//!   mapping at the SSRC change, keeping its sequence numbers and timestamps continuous.
+//!
+//! Layers are numbered from 0 (lowest) in the order of the offer's `a=simulcast` list (see
+//! [`crate::control::SimulcastLayers`]). A stream without simulcast is one layer, 0.
+//!
+//! Which layer an unpinned player gets is [`choose_layer`]'s: the highest one the publisher
+//! sends (a layer silent for [`LAYER_IDLE`] is paused). Not yet done:
+//! - Choosing by the player's bandwidth estimate: `choose_layer` takes one, but the core passes
+//!   none. The estimate cannot grow past 1.5 x what the player acknowledges (`crate::bwe`), so
+//!   a player moved down could never show it has room for the layer above; that needs probing
+//!   (padding, or a trial of the next layer) first.
+//! - Relays: an origin sends an edge the highest layer as a plain stream, so the edge's
+//!   players cannot switch.
+
+use std::time::{Duration, Instant};
+
+use rtp::RtpHeader;
+
+use crate::control::SimulcastLayers;
+pub use crate::sdp::MAX_SIMULCAST_LAYERS as MAX_LAYERS;
+
+/// A publisher's simulcast layers and the SSRCs learned for them.
+#[derive(Debug, Clone)]
+pub struct LayerMap {
+    layers: SimulcastLayers,
+    /// Each layer's media SSRC; 0 until a packet with its rid arrived.
+    media: [u32; MAX_LAYERS],
+    /// Each layer's RTX SSRC; 0 until a packet repairing its rid arrived.
+    rtx: [u32; MAX_LAYERS],
+}
+
+impl LayerMap {
+    pub fn new(layers: SimulcastLayers) -> LayerMap {
+        LayerMap {
+            layers,
+            media: [0; MAX_LAYERS],
+            rtx: [0; MAX_LAYERS],
+        }
+    }
+
+    /// How many layers the publisher announced.
+    pub fn count(&self) -> usize {
+        self.layers.rids.len().min(MAX_LAYERS)
+    }
+
+    /// The layer of a media packet: by its SSRC once known, else by the rid it carries (which
+    /// then names the SSRC's layer from now on). `None` for an SSRC that never carried one.
+    pub fn media_layer(&mut self, header: &RtpHeader<'_>) -> Option<u8> {
+        learn(
+            &mut self.media,
+            &self.layers,
+            Some(self.layers.rid_ext),
+            header,
+        )
+    }
+
+    /// The layer an RTX packet repairs: by its SSRC once known, else by the repaired rid.
+    pub fn rtx_layer(&mut self, header: &RtpHeader<'_>) -> Option<u8> {
+        learn(
+            &mut self.rtx,
+            &self.layers,
+            self.layers.repaired_rid_ext,
+            header,
+        )
+    }
+
+    /// The layer's media SSRC; 0 while not known.
+    pub fn media_ssrc(&self, layer: u8) -> u32 {
+        self.media.get(usize::from(layer)).copied().unwrap_or(0)
+    }
+}
+
+fn learn(
+    ssrcs: &mut [u32; MAX_LAYERS],
+    layers: &SimulcastLayers,
+    ext: Option<u8>,
+    header: &RtpHeader<'_>,
+) -> Option<u8> {
+    let ssrc = header.ssrc().0;
+    let by_rid = ext
+        .and_then(|id| header.extensions()?.get(id))
+        .and_then(|rid| layers.layer(rid))
+        .filter(|&layer| usize::from(layer) < MAX_LAYERS);
+    if let Some(layer) = by_rid {
+        // A layer whose SSRC changed (the encoder restarted) keeps only the new one.
+        for known in ssrcs.iter_mut().filter(|s| **s == ssrc) {
+            *known = 0;
+        }
+        ssrcs[usize::from(layer)] = ssrc;
+        return Some(layer);
+    }
+    let index = ssrcs.iter().position(|&s| s == ssrc && s != 0)?;
+    u8::try_from(index).ok()
+}
+
+/// A layer that sent nothing for this long is taken as paused (Chromium stops its upper layers
+/// when its own uplink estimate drops): players move off it.
+pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+/// What a core measured of a stream's layers, as it forwards them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerRates {
+    /// The layer sent a packet within [`LAYER_IDLE`].
+    pub active: [bool; MAX_LAYERS],
+    /// Each layer's bitrate over the last measuring period.
+    pub bitrate_bps: [u64; MAX_LAYERS],
+}
+
+/// The layer an unpinned player should get: the highest active layer whose bitrate fits in
+/// 90% of its bandwidth estimate (the highest active one without an estimate), else the
+/// lowest active one. Hysteresis: a player stays on its active target while its bitrate fits
+/// the whole estimate, so a layer at the edge does not flip at every measurement. `None`
+/// when no layer is active (nothing to choose from: the stream paused or has not started).
+pub fn choose_layer(
+    rates: &LayerRates,
+    count: u8,
+    target: u8,
+    estimate_bps: Option<u64>,
+) -> Option<u8> {
+    let active = |layer: u8| usize::from(layer) < MAX_LAYERS && rates.active[usize::from(layer)];
+    let rate = |layer: u8| rates.bitrate_bps[usize::from(layer)];
+    let layers = (0..count.min(MAX_LAYERS as u8)).filter(|&l| active(l));
+    let Some(estimate) = estimate_bps else {
+        return layers.max();
+    };
+    let lowest = layers.clone().min()?;
+    let fits = layers.filter(|&l| rate(l) <= estimate / 10 * 9).max();
+    match fits {
+        Some(best) if best >= target || !active(target) || rate(target) > estimate => Some(best),
+        Some(_) => Some(target),
+        None if active(target) && rate(target) <= estimate => Some(target),
+        None => Some(lowest),
+    }
+}
+
+/// What a player does with one packet of its video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerDecision {
+    /// Not its layer (or its layer before the keyframe it must start on): dropped.
+    Drop,
+    /// Sent.
+    Forward,
+    /// The first packet of the target layer's keyframe: the player switched, this and the
+    /// layer's next packets are sent.
+    Switched,
+}
+
+/// How often a player waiting for its target layer's keyframe asks for it again (a PLI can be
+/// lost, and the publisher merges requests closer together than this anyway).
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A player's video layer: the one it is sent (`current`) and the one it should get
+/// (`target`). With one layer this forwards everything but never starts mid-GOP either way
+/// (the core starts players on a keyframe itself), so it is used only for simulcast streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSwitch {
+    current: Option<u8>,
+    target: u8,
+    /// The target was chosen by the player (`?layer=`) and the estimate does not move it.
+    pinned: bool,
+    /// When a keyframe of the target was last asked for.
+    requested_at: Option<Instant>,
+}
+
+impl LayerSwitch {
+    /// A player that has no layer yet and wants `target`.
+    pub fn new(target: u8, pinned: bool) -> LayerSwitch {
+        LayerSwitch {
+            current: None,
+            target,
+            pinned,
+            requested_at: None,
+        }
+    }
+
+    /// The layer whose keyframe is to be asked for now: the target while the player waits for
+    /// it, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+    pub fn poll_keyframe_request(&mut self, now: Instant) -> Option<u8> {
+        if !self.switching() {
+            return None;
+        }
+        let due = self
+            .requested_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= KEYFRAME_REQUEST_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.requested_at = Some(now);
+        Some(self.target)
+    }
+
+    /// The layer the player is sent, once it started on a keyframe.
+    pub fn current(&self) -> Option<u8> {
+        self.current
+    }
+
+    /// The layer the player should get.
+    pub fn target(&self) -> u8 {
+        self.target
+    }
+
+    /// The player chose its layer.
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Whether the player waits for a keyframe of its target layer.
+    pub fn switching(&self) -> bool {
+        self.current != Some(self.target)
+    }
+
+    /// Asks for another layer (the bandwidth estimate moved); ignored when the player pinned
+    /// its layer. Returns whether the target changed, so a keyframe of it is to be requested.
+    pub fn retarget(&mut self, layer: u8) -> bool {
+        if self.pinned || layer == self.target {
+            return false;
+        }
+        self.target = layer;
+        // The new target's keyframe is asked for at once.
+        self.requested_at = None;
+        true
+    }
+
+    /// Decides on one video packet of `layer`; `keyframe` when it starts a keyframe.
+    pub fn on_packet(&mut self, layer: u8, keyframe: bool) -> LayerDecision {
+        if layer == self.target && keyframe && self.current != Some(layer) {
+            self.current = Some(layer);
+            return LayerDecision::Switched;
+        }
+        if self.current == Some(layer) {
+            LayerDecision::Forward
+        } else {
+            LayerDecision::Drop
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rtp::{ExtensionElement, Pt, RtpHeaderBuilder, Ssrc};
+
+    use super::*;
+
+    fn layers() -> SimulcastLayers {
+        SimulcastLayers {
+            rids: vec!["l".into(), "m".into(), "h".into()],
+            rid_ext: 10,
+            repaired_rid_ext: Some(11),
+        }
+    }
+
+    fn packet(ssrc: u32, ext: Option<(u8, &[u8])>) -> Vec<u8> {
+        let elements: Vec<ExtensionElement<'_>> = ext
+            .map(|(id, data)| ExtensionElement { id, data })
+            .into_iter()
+            .collect();
+        let mut header = RtpHeaderBuilder::new(Pt::new(96), 1, 2, Ssrc(ssrc));
+        header.extensions = &elements;
+        let mut buf = vec![0u8; header.encoded_len() + 4];
+        header.write_to(&mut buf).unwrap();
+        buf
+    }
+
+    fn media_layer(map: &mut LayerMap, bytes: &[u8]) -> Option<u8> {
+        map.media_layer(&RtpHeader::parse(bytes).unwrap())
+    }
+
+    #[test]
+    fn an_ssrc_is_learned_from_its_rid_and_known_without_it_afterwards() {
+        let mut map = LayerMap::new(layers());
+        assert_eq!(media_layer(&mut map, &packet(7, None)), None);
+        assert_eq!(media_layer(&mut map, &packet(7, Some((10, b"m")))), Some(1));
+        assert_eq!(media_layer(&mut map, &packet(7, None)), Some(1));
+        assert_eq!(media_layer(&mut map, &packet(9, Some((10, b"h")))), Some(2));
+        assert_eq!((map.media_ssrc(1), map.media_ssrc(2)), (7, 9));
+        // An unknown rid, or the rid in another extension, does not name a layer.
+        assert_eq!(media_layer(&mut map, &packet(5, Some((10, b"x")))), None);
+        assert_eq!(media_layer(&mut map, &packet(5, Some((11, b"l")))), None);
+        // A new SSRC for a layer replaces the old one.
+        assert_eq!(media_layer(&mut map, &packet(8, Some((10, b"m")))), Some(1));
+        assert_eq!(media_layer(&mut map, &packet(7, None)), None);
+    }
+
+    #[test]
+    fn rtx_ssrcs_are_learned_from_the_repaired_rid() {
+        let mut map = LayerMap::new(layers());
+        let rtx =
+            |map: &mut LayerMap, bytes: &[u8]| map.rtx_layer(&RtpHeader::parse(bytes).unwrap());
+        assert_eq!(rtx(&mut map, &packet(20, Some((10, b"l")))), None);
+        assert_eq!(rtx(&mut map, &packet(20, Some((11, b"l")))), Some(0));
+        assert_eq!(rtx(&mut map, &packet(20, None)), Some(0));
+        // The media side did not learn it.
+        assert_eq!(media_layer(&mut map, &packet(20, None)), None);
+    }
+
+    #[test]
+    fn a_player_starts_and_switches_only_on_a_keyframe_of_its_target() {
+        let mut switch = LayerSwitch::new(2, false);
+        use LayerDecision::*;
+        // Nothing until the target's keyframe; other layers' keyframes do not start it.
+        assert_eq!(switch.on_packet(2, false), Drop);
+        assert_eq!(switch.on_packet(0, true), Drop);
+        assert_eq!(switch.on_packet(2, true), Switched);
+        assert_eq!(switch.on_packet(2, false), Forward);
+        assert_eq!(switch.on_packet(1, false), Drop);
+        assert!(!switch.switching());
+        // Down to layer 0: layer 2 goes on until layer 0's keyframe, never mid-GOP.
+        assert!(switch.retarget(0));
+        assert!(switch.switching());
+        assert_eq!(switch.on_packet(0, false), Drop);
+        assert_eq!(switch.on_packet(2, false), Forward);
+        assert_eq!(switch.on_packet(2, true), Forward);
+        assert_eq!(switch.on_packet(0, true), Switched);
+        assert_eq!(switch.on_packet(2, false), Drop);
+        assert_eq!(switch.on_packet(0, false), Forward);
+        assert_eq!(switch.current(), Some(0));
+    }
+
+    #[test]
+    fn the_target_keyframe_is_asked_for_while_waiting_and_not_more_than_once_a_second() {
+        let start = Instant::now();
+        let mut switch = LayerSwitch::new(1, false);
+        assert_eq!(switch.poll_keyframe_request(start), Some(1));
+        assert_eq!(
+            switch.poll_keyframe_request(start + Duration::from_millis(500)),
+            None
+        );
+        assert_eq!(
+            switch.poll_keyframe_request(start + Duration::from_secs(1)),
+            Some(1)
+        );
+        switch.on_packet(1, true);
+        assert_eq!(
+            switch.poll_keyframe_request(start + Duration::from_secs(5)),
+            None
+        );
+        // A new target is asked for at once.
+        assert!(switch.retarget(2));
+        assert_eq!(
+            switch.poll_keyframe_request(start + Duration::from_secs(5)),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn the_layer_is_the_highest_active_one_that_fits_the_estimate() {
+        let rates = LayerRates {
+            active: [true, true, true],
+            bitrate_bps: [150_000, 500_000, 2_000_000],
+        };
+        // Without an estimate: the highest active layer.
+        assert_eq!(choose_layer(&rates, 3, 0, None), Some(2));
+        let paused_high = LayerRates {
+            active: [true, true, false],
+            ..rates
+        };
+        assert_eq!(choose_layer(&paused_high, 3, 2, None), Some(1));
+        assert_eq!(choose_layer(&LayerRates::default(), 3, 2, None), None);
+        // 90% of the estimate.
+        assert_eq!(choose_layer(&rates, 3, 0, Some(2_300_000)), Some(2));
+        assert_eq!(choose_layer(&rates, 3, 0, Some(2_100_000)), Some(1));
+        // Hysteresis: on layer 2, 2.1 Mbit/s is still enough; 1.9 is not.
+        assert_eq!(choose_layer(&rates, 3, 2, Some(2_100_000)), Some(2));
+        assert_eq!(choose_layer(&rates, 3, 2, Some(1_900_000)), Some(1));
+        // Nothing fits: the lowest active layer.
+        assert_eq!(choose_layer(&rates, 3, 2, Some(50_000)), Some(0));
+        assert_eq!(choose_layer(&paused_high, 3, 2, Some(50_000_000)), Some(1));
+    }
+
+    #[test]
+    fn a_pinned_player_keeps_its_layer() {
+        let mut switch = LayerSwitch::new(0, true);
+        assert!(!switch.retarget(2));
+        assert_eq!(switch.target(), 0);
+        assert_eq!(switch.on_packet(2, true), LayerDecision::Drop);
+        assert_eq!(switch.on_packet(0, true), LayerDecision::Switched);
+    }
+}
