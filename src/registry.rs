@@ -67,6 +67,8 @@ pub struct SessionEntry {
     /// A player's estimated bandwidth, a publisher's received bitrate (bit/s), as last reported
     /// by its core.
     pub bitrate_bps: Option<u64>,
+    /// When signalling accepted it (for its age in the control API).
+    pub created: std::time::Instant,
 }
 
 /// The secret last segment of a WHIP/WHEP resource URL (`/whip/NAME/SECRET`): 128 random bits,
@@ -255,6 +257,7 @@ impl Registry {
             resource: None,
             acl_key: None,
             bitrate_bps: None,
+            created: std::time::Instant::now(),
         });
         Ok(stream)
     }
@@ -292,6 +295,7 @@ impl Registry {
             resource: None,
             acl_key: None,
             bitrate_bps: None,
+            created: std::time::Instant::now(),
         });
         Ok(commands)
     }
@@ -314,6 +318,7 @@ impl Registry {
             resource: None,
             acl_key: None,
             bitrate_bps: None,
+            created: std::time::Instant::now(),
         });
         Ok(core)
     }
@@ -400,6 +405,11 @@ impl Registry {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.bitrate_bps = Some(bitrate_bps);
         }
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> impl Iterator<Item = &SessionEntry> {
+        self.sessions.values()
     }
 
     /// The lowest bandwidth estimated for a player of `stream`, if any player has one.

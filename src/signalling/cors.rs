@@ -54,7 +54,7 @@ pub fn is_admin(path: &str) -> bool {
     let mut segments = path.trim_start_matches('/').split('/');
     matches!(
         (segments.next(), segments.next()),
-        (Some("rest-api"), _) | (Some("api"), Some("stats")) | (Some("metrics"), None)
+        (Some("rest-api"), _) | (Some("api"), Some("stats" | "sessions")) | (Some("metrics"), None)
     )
 }
 

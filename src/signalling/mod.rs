@@ -475,6 +475,55 @@ async fn handle(
     response
 }
 
+/// `GET /api/sessions`: every live session, oldest first: its public id (what
+/// `/rest-api/stream/terminate` takes as `mediaSessionId` to end it), a WebSocket client's own
+/// `mediaSessionId`, its kind, stream, core, whether ICE and DTLS are up, its bitrate (a
+/// player's estimated bandwidth, a publisher's received bitrate) and its age.
+fn sessions(state: &Signalling) -> Response<Full<Bytes>> {
+    let mut listed: Vec<(std::time::Instant, serde_json::Value)> = {
+        let registry = state.registry();
+        registry
+            .sessions()
+            .map(|s| {
+                let kind = match s.kind {
+                    SessionKind::Publisher => "publisher",
+                    SessionKind::Player => "player",
+                    SessionKind::Relay => "relay",
+                };
+                let row = json!({
+                    "id": s.id.to_string(),
+                    "kind": kind,
+                    "stream": s.stream_name,
+                    "core": s.core.0,
+                    "connected": s.connected,
+                    "bitrate_bps": s.bitrate_bps,
+                    "age_secs": (s.created.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                });
+                (s.created, row)
+            })
+            .collect()
+    };
+    listed.sort_by_key(|(created, _)| *created);
+    let rows: Vec<serde_json::Value> = listed
+        .into_iter()
+        .map(|(_, mut row)| {
+            let id = row["id"]
+                .as_str()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            let media_session_id = id.and_then(|id| state.media_session_id(SessionId(id)));
+            row["media_session_id"] = json!(media_session_id);
+            row
+        })
+        .collect();
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::Value::Array(rows).to_string(),
+    )));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 async fn route(
     req: Request<Incoming>,
     state: &Signalling,
@@ -505,6 +554,10 @@ async fn route(
         }
         (Method::GET, ["api", "stats"]) => match state.auth.admin(bearer(&req).as_deref()) {
             Ok(()) => stats(state),
+            Err(e) => whip::auth_refusal(&e),
+        },
+        (Method::GET, ["api", "sessions"]) => match state.auth.admin(bearer(&req).as_deref()) {
+            Ok(()) => sessions(state),
             Err(e) => whip::auth_refusal(&e),
         },
         (Method::GET, ["metrics"]) => match state.auth.admin(bearer(&req).as_deref()) {
