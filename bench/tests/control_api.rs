@@ -39,7 +39,7 @@ async fn sessions_are_listed_and_one_is_ended_by_its_id() {
     let mut publisher = ClientSession::connect(&base, Mode::Publish, "ctl", &certificate, timeout)
         .await
         .unwrap();
-    let mut kept = ClientSession::connect(&base, Mode::Play, "ctl", &certificate, timeout)
+    let kept = ClientSession::connect(&base, Mode::Play, "ctl", &certificate, timeout)
         .await
         .unwrap();
     let mut kicked = ClientSession::connect(&base, Mode::Play, "ctl", &certificate, timeout)
