@@ -69,6 +69,37 @@ pub struct SessionEntry {
     pub bitrate_bps: Option<u64>,
     /// When signalling accepted it (for its age in the control API).
     pub created: std::time::Instant,
+    /// Where its signalling came from.
+    pub client: ClientInfo,
+}
+
+/// Who asked for a session, as its signalling request showed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The HTTP or WebSocket peer.
+    pub peer: Option<std::net::SocketAddr>,
+    /// Its `User-Agent` header, cut at [`MAX_USER_AGENT`] bytes.
+    pub user_agent: Option<String>,
+}
+
+/// The longest `User-Agent` kept: a client cannot make the registry hold more.
+pub const MAX_USER_AGENT: usize = 256;
+
+impl ClientInfo {
+    /// From a peer address and a `User-Agent` value.
+    pub fn new(peer: std::net::SocketAddr, user_agent: Option<&str>) -> ClientInfo {
+        let user_agent = user_agent.map(|ua| {
+            let mut end = ua.len().min(MAX_USER_AGENT);
+            while !ua.is_char_boundary(end) {
+                end -= 1;
+            }
+            ua[..end].to_owned()
+        });
+        ClientInfo {
+            peer: Some(peer),
+            user_agent,
+        }
+    }
 }
 
 /// The secret last segment of a WHIP/WHEP resource URL (`/whip/NAME/SECRET`): 128 random bits,
@@ -258,6 +289,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             created: std::time::Instant::now(),
+            client: ClientInfo::default(),
         });
         Ok(stream)
     }
@@ -296,6 +328,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             created: std::time::Instant::now(),
+            client: ClientInfo::default(),
         });
         Ok(commands)
     }
@@ -319,6 +352,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             created: std::time::Instant::now(),
+            client: ClientInfo::default(),
         });
         Ok(core)
     }
@@ -404,6 +438,13 @@ impl Registry {
     pub fn set_bitrate(&mut self, id: SessionId, bitrate_bps: u64) {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.bitrate_bps = Some(bitrate_bps);
+        }
+    }
+
+    /// Records who asked for a session.
+    pub fn set_client(&mut self, id: SessionId, client: ClientInfo) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.client = client;
         }
     }
 

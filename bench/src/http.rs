@@ -8,6 +8,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// What the bench's requests call themselves (the node lists it with their sessions).
+pub const USER_AGENT: &str = concat!("rtcdn-bench/", env!("CARGO_PKG_VERSION"));
+
 /// A failed HTTP exchange.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -66,7 +69,8 @@ pub async fn request(
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", authority);
+        .header("host", authority)
+        .header("user-agent", USER_AGENT);
     if let Some(content_type) = content_type {
         builder = builder.header(CONTENT_TYPE, content_type);
     }

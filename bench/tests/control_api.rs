@@ -66,6 +66,12 @@ async fn sessions_are_listed_and_one_is_ended_by_its_id() {
         "oldest first: {rows:?}"
     );
     for row in &rows {
+        // Where each came from: the bench's address, and its User-Agent.
+        assert!(
+            row["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{row}"
+        );
+        assert_eq!(row["user_agent"], rtcdn_bench::http::USER_AGENT, "{row}");
         assert_eq!(row["stream"], "ctl");
         assert_eq!(row["connected"], true, "{row}");
         assert!(row["age_secs"].as_f64().unwrap() >= 0.0);

@@ -39,7 +39,7 @@ use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::{ResidenceHistogram, Waker};
-use crate::registry::{AclChange, Registry, RegistryError, SessionKind};
+use crate::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
 
 /// The largest request body accepted (an SDP offer is a few KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -498,6 +498,8 @@ fn sessions(state: &Signalling) -> Response<Full<Bytes>> {
                     "connected": s.connected,
                     "bitrate_bps": s.bitrate_bps,
                     "age_secs": (s.created.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                    "peer": s.client.peer.map(|p| p.to_string()),
+                    "user_agent": s.client.user_agent,
                 });
                 (s.created, row)
             })
@@ -642,10 +644,24 @@ async fn route(
             let credentials = http_credentials(state, &req, &query);
             // WHEP `?layer=`: the simulcast layer to play (a rid, or low, mid, high).
             let layer = query_param(&query, "layer");
+            let user_agent = req
+                .headers()
+                .get(hyper::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok());
+            let client = ClientInfo::new(peer, user_agent);
             match sdp_body(req).await {
                 Ok(offer) => {
                     let layer = layer.as_deref();
-                    whip::start(state, protocol, &stream, &offer, &credentials, layer).await
+                    whip::start(
+                        state,
+                        protocol,
+                        &stream,
+                        &offer,
+                        &credentials,
+                        layer,
+                        client,
+                    )
+                    .await
                 }
                 Err(response) => response,
             }

@@ -12,7 +12,7 @@ use super::media::{self, HookStanding, StartError};
 use super::{text, Signalling};
 use crate::auth::{Action, AuthError, Credentials};
 use crate::control::{EndReason, SessionId};
-use crate::registry::{RegistryError, ResourceSecret, SessionKind};
+use crate::registry::{ClientInfo, RegistryError, ResourceSecret, SessionKind};
 
 /// The answer to a request the auth policy refused: 401 (with `WWW-Authenticate`, RFC 6750)
 /// when a token could make it work, else 403.
@@ -65,6 +65,7 @@ pub async fn start(
     offer: &str,
     credentials: &Credentials,
     layer: Option<&str>,
+    client: ClientInfo,
 ) -> Response<Full<Bytes>> {
     let (action, _) = action_of(protocol);
     let fields = media::http_stream_fields(stream, action == Action::Publish);
@@ -93,7 +94,10 @@ pub async fn start(
         ),
     };
     match started {
-        Ok(started) => created(state, protocol, stream, started),
+        Ok(started) => {
+            state.registry().set_client(started.id, client);
+            created(state, protocol, stream, started)
+        }
         Err(e) => refuse(e),
     }
 }

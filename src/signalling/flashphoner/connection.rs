@@ -14,8 +14,8 @@ use super::protocol::{self, fail_frame, failed_frame, frame, str_field, StreamDe
 use crate::auth::{Action, Credentials, HookSession, TokenError};
 use crate::control::{EndReason, SessionId};
 use crate::negotiate::NegotiationError;
-use crate::registry::AclChange;
 use crate::registry::RegistryError;
+use crate::registry::{AclChange, ClientInfo};
 use crate::signalling::media::{self, HookStanding, StartError};
 use crate::signalling::{Signalling, Watcher};
 
@@ -28,6 +28,8 @@ struct OwnStream {
 /// One WebSocket client.
 pub struct Connection {
     peer: SocketAddr,
+    /// The peer and its upgrade request's `User-Agent`, for the sessions it starts.
+    client: ClientInfo,
     out: UnboundedSender<String>,
     established: bool,
     /// What its `connection` presented (`custom.token`, `custom.relayToken`).
@@ -96,9 +98,10 @@ fn connection_credentials(state: &Signalling, payload: &Value) -> Credentials {
 
 impl Connection {
     /// A session for a new socket; frames for the client go to `out`.
-    pub fn new(peer: SocketAddr, out: UnboundedSender<String>) -> Connection {
+    pub fn new(client: ClientInfo, out: UnboundedSender<String>) -> Connection {
         Connection {
-            peer,
+            peer: client.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            client,
             out,
             established: false,
             credentials: Credentials::default(),
@@ -293,7 +296,10 @@ impl Connection {
             }
         });
         let started = match started {
-            Ok(started) => started,
+            Ok(started) => {
+                state.registry().set_client(started.id, self.client.clone());
+                started
+            }
             Err(e) => {
                 if state.limits.may_log() {
                     info!(peer = %self.peer, stream = name, error = %e, "{api} refused");

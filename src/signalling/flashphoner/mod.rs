@@ -27,6 +27,7 @@ pub use connection::Connection;
 
 use super::limits::ConnectionSlot;
 use super::{text, Signalling};
+use crate::registry::ClientInfo;
 
 /// WCS pings every 5 s (`keep_alive.server_interval`).
 const PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -63,6 +64,11 @@ pub fn upgrade(
             "WebSocket upgrade without Sec-WebSocket-Key",
         );
     };
+    let user_agent = req
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let client = ClientInfo::new(peer, user_agent);
     let on_upgrade = hyper::upgrade::on(&mut req);
     // The connection's place in the listener's caps, held until the WebSocket closes.
     let slot = req.extensions_mut().remove::<ConnectionSlot>();
@@ -79,7 +85,7 @@ pub fn upgrade(
                     Some(config),
                 )
                 .await;
-                run(ws, state, peer).await;
+                run(ws, state, client).await;
             }
             Err(e) => debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
@@ -95,14 +101,15 @@ pub fn upgrade(
     response
 }
 
-async fn run<S>(ws: WebSocketStream<S>, state: Arc<Signalling>, peer: SocketAddr)
+async fn run<S>(ws: WebSocketStream<S>, state: Arc<Signalling>, client: ClientInfo)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let peer = client.peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     info!(%peer, "WebSocket connected");
     let (mut sink, mut frames) = ws.split();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let mut connection = Connection::new(peer, out_tx);
+    let mut connection = Connection::new(client, out_tx);
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
