@@ -1614,6 +1614,14 @@ mod tests {
             }],
         };
         let now = Instant::now();
+        let session = connected_with_test_keys(spec, now);
+        assert!(session.is_connected());
+        session
+    }
+
+    /// A session of `spec` with ICE skipped and DTLS done: fixed SRTP keys (the peer's side is
+    /// [`peer_context`]).
+    fn connected_with_test_keys(spec: SessionSpec, now: Instant) -> Session {
         let timeouts = SessionTimeouts {
             connect: Duration::from_secs(10),
             consent: Duration::from_secs(30),
@@ -1627,7 +1635,6 @@ mod tests {
             remote_salt: vec![4; 12],
         };
         session.handle_dtls_connected(keys, now);
-        assert!(session.is_connected());
         session
     }
 
@@ -1843,22 +1850,7 @@ mod tests {
                 simulcast: None,
             }],
         };
-        let timeouts = SessionTimeouts {
-            connect: Duration::from_secs(10),
-            consent: Duration::from_secs(30),
-        };
-        let mut publisher = Session::new(spec, now, timeouts, 7);
-        publisher.handle_dtls_connected(
-            SrtpKeyingMaterial {
-                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
-                local_key: vec![1; 16],
-                local_salt: vec![2; 12],
-                remote_key: vec![3; 16],
-                remote_salt: vec![4; 12],
-            },
-            now,
-        );
-        publisher
+        connected_with_test_keys(spec, now)
     }
 
     /// A NACK of `media_ssrc` for packet `seq`, with room for the SRTCP overhead after it.
@@ -2003,21 +1995,7 @@ mod tests {
             }],
         };
         let now = Instant::now();
-        let timeouts = SessionTimeouts {
-            connect: Duration::from_secs(10),
-            consent: Duration::from_secs(30),
-        };
-        let mut publisher = Session::new(spec, now, timeouts, 7);
-        publisher.handle_dtls_connected(
-            SrtpKeyingMaterial {
-                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
-                local_key: vec![1; 16],
-                local_salt: vec![2; 12],
-                remote_key: vec![3; 16],
-                remote_salt: vec![4; 12],
-            },
-            now,
-        );
+        let mut publisher = connected_with_test_keys(spec, now);
         publisher.remote = Some("127.0.0.1:5000".parse().unwrap());
         publisher
     }
@@ -2150,21 +2128,7 @@ mod tests {
             }],
         };
         let now = Instant::now();
-        let timeouts = SessionTimeouts {
-            connect: Duration::from_secs(10),
-            consent: Duration::from_secs(30),
-        };
-        let mut player = Session::new(spec, now, timeouts, 7);
-        player.handle_dtls_connected(
-            SrtpKeyingMaterial {
-                profile: rtp::srtp::SrtpProfile::AeadAes128Gcm,
-                local_key: vec![1; 16],
-                local_salt: vec![2; 12],
-                remote_key: vec![3; 16],
-                remote_salt: vec![4; 12],
-            },
-            now,
-        );
+        let mut player = connected_with_test_keys(spec, now);
         let mut rx = peer_context(true);
         // Layer 0 is SSRC 7 (seq from 100), layer 1 SSRC 9 (seq from 5000).
         let mut sent = Vec::new();

@@ -83,6 +83,31 @@ impl Sender {
     }
 }
 
+/// A player of `stream` that joins once the node took everything sent so far, with the
+/// publisher's feedback until then set aside (what follows is the player's doing).
+async fn join_later(
+    base: &str,
+    stream: &str,
+    certificate: &DtlsCertificate,
+    publisher: &mut ClientSession,
+) -> ClientSession {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while publisher
+        .recv_rtcp(Duration::from_millis(50))
+        .await
+        .is_some()
+    {}
+    ClientSession::connect(
+        base,
+        Mode::Play,
+        stream,
+        certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("play")
+}
+
 /// Whether a PLI for `media_ssrc` reaches `publisher` within `window`.
 async fn pli_within(publisher: &mut ClientSession, window: Duration) -> bool {
     let deadline = Instant::now() + window;
@@ -125,22 +150,7 @@ async fn starts_on_the_cached_keyframe(cores: usize) {
     for _ in 0..6 {
         expected.extend(sender.frame(&mut publisher, 3, false).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    while publisher
-        .recv_rtcp(Duration::from_millis(50))
-        .await
-        .is_some()
-    {}
-
-    let mut player = ClientSession::connect(
-        &base,
-        Mode::Play,
-        "kf",
-        &certificate,
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("play");
+    let mut player = join_later(&base, "kf", &certificate, &mut publisher).await;
     assert_eq!(
         player.remote_addr() == publisher.remote_addr(),
         cores == 1,
@@ -210,21 +220,7 @@ async fn asks_the_publisher_without_a_cached_keyframe(cores: usize) {
     for _ in 0..110 {
         sender.frame(&mut publisher, 3, false).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    while publisher
-        .recv_rtcp(Duration::from_millis(50))
-        .await
-        .is_some()
-    {}
-    let mut player = ClientSession::connect(
-        &base,
-        Mode::Play,
-        "nokf",
-        &certificate,
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("play");
+    let mut player = join_later(&base, "nokf", &certificate, &mut publisher).await;
     assert!(
         pli_within(&mut publisher, Duration::from_secs(2)).await,
         "the new player's keyframe request never reached the publisher"
