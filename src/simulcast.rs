@@ -13,12 +13,9 @@
 //! Layers are numbered from 0 (lowest) in the order of the offer's `a=simulcast` list (see
 //! [`crate::control::SimulcastLayers`]). A stream without simulcast is one layer, 0.
 //!
-//! Which layer an unpinned player gets is [`choose_layer`]'s: the highest one the publisher
-//! sends (a layer silent for [`LAYER_IDLE`] is paused). Not yet done:
-//! - Choosing by the player's bandwidth estimate: `choose_layer` takes one, but the core passes
-//!   none. The estimate cannot grow past 1.5 x what the player acknowledges (`crate::bwe`), so
-//!   a player moved down could never show it has room for the layer above; that needs probing
-//!   (padding, or a trial of the next layer) first.
+//! Which layer an unpinned player gets is [`LayerChooser`]'s: the highest active one (a layer
+//! silent for [`LAYER_IDLE`] is paused) that fits its bandwidth estimate, moving down at once
+//! and back up only after a trial of the layer above. Not yet done:
 //! - Relays: an origin sends an edge the highest layer as a plain stream, so the edge's
 //!   players cannot switch.
 
@@ -140,6 +137,128 @@ pub fn choose_layer(
         Some(_) => Some(target),
         None if active(target) && rate(target) <= estimate => Some(target),
         None => Some(lowest),
+    }
+}
+
+/// How long a trial of the layer above lasts before it is judged: long enough for the player to
+/// switch (a keyframe round trip) and for its feedback to show whether the link carries it.
+pub const LAYER_TRIAL: Duration = Duration::from_secs(4);
+/// The first wait before a player moved down by its estimate tries the layer above; doubled
+/// after every failed trial up to [`MAX_TRIAL_BACKOFF`], reset by a successful one.
+pub const FIRST_TRIAL_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between trials of a layer the link did not carry.
+pub const MAX_TRIAL_BACKOFF: Duration = Duration::from_secs(60);
+
+/// An unpinned player's layer choice over time: down as soon as its estimate says the layer
+/// does not fit ([`choose_layer`]), up only after a trial.
+///
+/// A player's estimate cannot show room for more than it is sent (it is capped at 1.5 x what
+/// the player acknowledges, see [`crate::bwe`]), so a player moved down would never earn its
+/// way back from the estimate alone. Every so often it is sent the layer above for
+/// [`LAYER_TRIAL`]: the more it is sent, the more it acknowledges, and the estimate follows if
+/// the link carries it. At the end of the trial the layer is kept if it fits the estimate by
+/// [`choose_layer`]'s own rule, else the player goes back and waits twice as long before the
+/// next trial. A trial ends early when the player's estimate falls below the layer it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerChooser {
+    trial: Option<Trial>,
+    /// When the next trial may start, once the player is below the highest active layer.
+    next_trial: Option<Instant>,
+    backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Trial {
+    layer: u8,
+    from: u8,
+    until: Instant,
+}
+
+impl Default for LayerChooser {
+    fn default() -> Self {
+        LayerChooser {
+            trial: None,
+            next_trial: None,
+            backoff: FIRST_TRIAL_BACKOFF,
+        }
+    }
+}
+
+impl LayerChooser {
+    /// The layer the player should get now, given the stream's layers, the player's current
+    /// target and its estimate (`None` until the estimator measured what the player receives:
+    /// the highest active layer until then). `None` when no layer is active.
+    pub fn choose(
+        &mut self,
+        now: Instant,
+        rates: &LayerRates,
+        count: u8,
+        target: u8,
+        estimate_bps: Option<u64>,
+    ) -> Option<u8> {
+        let Some(estimate) = estimate_bps else {
+            self.trial = None;
+            self.next_trial = None;
+            return choose_layer(rates, count, target, None);
+        };
+        let highest = choose_layer(rates, count, target, None)?;
+        if let Some(trial) = self.trial {
+            let active = rates.active.get(usize::from(trial.layer)) == Some(&true);
+            let from_rate = rates.bitrate_bps[usize::from(trial.from)];
+            if !active || estimate < from_rate {
+                return Some(self.trial_failed(now, rates, count, trial, estimate));
+            }
+            if now < trial.until {
+                return Some(trial.layer);
+            }
+            self.trial = None;
+            let kept = choose_layer(rates, count, trial.layer, Some(estimate))?;
+            if kept >= trial.layer {
+                // The next step up (if any) waits the first backoff again.
+                self.backoff = FIRST_TRIAL_BACKOFF;
+                self.next_trial = Some(now + self.backoff);
+                return Some(kept);
+            }
+            return Some(self.trial_failed(now, rates, count, trial, estimate));
+        }
+        let chosen = choose_layer(rates, count, target, Some(estimate))?;
+        if chosen >= highest {
+            self.next_trial = None;
+            return Some(chosen);
+        }
+        let due = *self.next_trial.get_or_insert(now + self.backoff);
+        if now < due {
+            return Some(chosen);
+        }
+        let above = (chosen + 1..=highest).find(|&l| rates.active[usize::from(l)])?;
+        self.trial = Some(Trial {
+            layer: above,
+            from: chosen,
+            until: now + LAYER_TRIAL,
+        });
+        Some(above)
+    }
+
+    fn trial_failed(
+        &mut self,
+        now: Instant,
+        rates: &LayerRates,
+        count: u8,
+        trial: Trial,
+        estimate: u64,
+    ) -> u8 {
+        self.trial = None;
+        self.backoff = (self.backoff * 2).min(MAX_TRIAL_BACKOFF);
+        self.next_trial = Some(now + self.backoff);
+        choose_layer(rates, count, trial.from, Some(estimate))
+            .unwrap_or(trial.from)
+            .min(trial.from)
+    }
+
+    /// Whether a trial of a higher layer is under way (the estimate is not acted on until it
+    /// ends).
+    pub fn in_trial(&self) -> bool {
+        self.trial.is_some()
     }
 }
 
@@ -384,5 +503,144 @@ mod tests {
         assert_eq!(switch.target(), 0);
         assert_eq!(switch.on_packet(2, true), LayerDecision::Drop);
         assert_eq!(switch.on_packet(0, true), LayerDecision::Switched);
+    }
+
+    fn three_layers() -> LayerRates {
+        LayerRates {
+            active: [true, true, true],
+            bitrate_bps: [150_000, 500_000, 2_000_000],
+        }
+    }
+
+    #[test]
+    fn without_a_measured_estimate_a_player_gets_the_highest_layer() {
+        let mut chooser = LayerChooser::default();
+        let now = Instant::now();
+        assert_eq!(chooser.choose(now, &three_layers(), 3, 2, None), Some(2));
+        assert_eq!(
+            chooser.choose(now, &LayerRates::default(), 3, 2, None),
+            None
+        );
+    }
+
+    #[test]
+    fn a_thin_link_moves_the_player_down_at_once_and_a_failed_trial_backs_off() {
+        let rates = three_layers();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut chooser = LayerChooser::default();
+        // 300 kbit/s: only the lowest layer fits.
+        assert_eq!(chooser.choose(at(0), &rates, 3, 2, Some(300_000)), Some(0));
+        // No trial before the first backoff.
+        assert_eq!(
+            chooser.choose(at(4_000), &rates, 3, 0, Some(300_000)),
+            Some(0)
+        );
+        // Then layer 1 is tried, and kept for the whole trial whatever the estimate says, as
+        // long as the layer it came from still fits.
+        assert_eq!(
+            chooser.choose(at(5_000), &rates, 3, 0, Some(300_000)),
+            Some(1)
+        );
+        assert!(chooser.in_trial());
+        assert_eq!(
+            chooser.choose(at(7_000), &rates, 3, 1, Some(400_000)),
+            Some(1)
+        );
+        // At the end the link did not carry it: back to 0, next trial after 10 s.
+        assert_eq!(
+            chooser.choose(at(9_000), &rates, 3, 1, Some(320_000)),
+            Some(0)
+        );
+        assert!(!chooser.in_trial());
+        assert_eq!(
+            chooser.choose(at(18_500), &rates, 3, 0, Some(300_000)),
+            Some(0)
+        );
+        assert_eq!(
+            chooser.choose(at(19_000), &rates, 3, 0, Some(300_000)),
+            Some(1)
+        );
+        // A trial whose estimate falls below the layer it came from ends at once, and the wait
+        // doubles again.
+        assert_eq!(
+            chooser.choose(at(19_500), &rates, 3, 1, Some(100_000)),
+            Some(0)
+        );
+        assert_eq!(
+            chooser.choose(at(38_000), &rates, 3, 0, Some(300_000)),
+            Some(0)
+        );
+        assert_eq!(
+            chooser.choose(at(39_500), &rates, 3, 0, Some(300_000)),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_successful_trial_keeps_the_layer_and_climbs_on() {
+        let rates = three_layers();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut chooser = LayerChooser::default();
+        assert_eq!(chooser.choose(at(0), &rates, 3, 2, Some(300_000)), Some(0));
+        assert_eq!(
+            chooser.choose(at(5_000), &rates, 3, 0, Some(300_000)),
+            Some(1)
+        );
+        // The link widened: the estimate follows what the player now acknowledges.
+        assert_eq!(
+            chooser.choose(at(9_000), &rates, 3, 1, Some(750_000)),
+            Some(1)
+        );
+        assert!(!chooser.in_trial());
+        // The next step up waits the first backoff again, not a doubled one.
+        assert_eq!(
+            chooser.choose(at(13_500), &rates, 3, 1, Some(750_000)),
+            Some(1)
+        );
+        assert_eq!(
+            chooser.choose(at(14_000), &rates, 3, 1, Some(750_000)),
+            Some(2)
+        );
+        assert_eq!(
+            chooser.choose(at(18_000), &rates, 3, 2, Some(3_000_000)),
+            Some(2)
+        );
+        assert!(!chooser.in_trial());
+    }
+
+    #[test]
+    fn a_wide_link_keeps_the_top_layer_and_never_tries() {
+        let rates = three_layers();
+        let start = Instant::now();
+        let mut chooser = LayerChooser::default();
+        for s in 0..60 {
+            let now = start + Duration::from_secs(s);
+            assert_eq!(chooser.choose(now, &rates, 3, 2, Some(3_000_000)), Some(2));
+            assert!(!chooser.in_trial());
+        }
+    }
+
+    #[test]
+    fn a_paused_trial_layer_ends_the_trial() {
+        let rates = three_layers();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut chooser = LayerChooser::default();
+        assert_eq!(chooser.choose(at(0), &rates, 3, 2, Some(300_000)), Some(0));
+        assert_eq!(
+            chooser.choose(at(5_000), &rates, 3, 0, Some(300_000)),
+            Some(1)
+        );
+        let paused = LayerRates {
+            active: [true, false, true],
+            ..rates
+        };
+        assert_eq!(
+            chooser.choose(at(5_500), &paused, 3, 1, Some(300_000)),
+            Some(0)
+        );
+        assert!(!chooser.in_trial());
     }
 }
