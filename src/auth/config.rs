@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The shortest HMAC secret accepted (`auth.jwt_secret`, `cdn.secret`): HS256 keys shorter than
 /// the hash are guessable offline from one token.

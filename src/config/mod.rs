@@ -1,16 +1,27 @@
-//! Configuration: the embedded default, a TOML file, and command-line overrides.
+//! The node configuration: the embedded default, a TOML file, and its validation.
 //!
 //! Every key is documented in `config/standalone.toml`. Unknown keys are errors, so a typo never
 //! silently falls back to a default.
+//!
+//! The modules, from the bottom up (each uses only those before it): [`error`] ([`ConfigError`]),
+//! [`cdn`] (the `[cdn]` section), this module (the whole [`Config`] and its other sections),
+//! [`wcs`] (a Flashphoner WCS folder read into a [`Config`]) and [`cli`] (the command line).
+//! `[auth]` is `crate::auth::config`, between [`error`] and [`cdn`].
+
+pub mod cdn;
+pub mod cli;
+pub mod error;
+pub mod wcs;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::auth::AuthConfig;
-use crate::cdn::config::CdnConfig;
+use crate::auth::config::AuthConfig;
 use crate::signalling::limits::IpNet;
+use cdn::CdnConfig;
+pub use error::ConfigError;
 
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -250,81 +261,6 @@ impl Default for LogConfig {
     }
 }
 
-/// Why a configuration was refused. The message names the file and key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The TOML did not parse or a key is unknown or has the wrong type.
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    /// A key has a value outside its range.
-    #[error("invalid config: {key}: {message}")]
-    Invalid { key: &'static str, message: String },
-    /// A command-line argument is wrong.
-    #[error("invalid argument: {0}")]
-    Argument(String),
-    /// A Flashphoner WCS file (`--wcs-config`) has a wrong value, element or syntax.
-    #[error("invalid WCS config {}:{line}: {key}: {message}", path.display())]
-    Wcs {
-        path: PathBuf,
-        line: usize,
-        key: String,
-        message: String,
-    },
-}
-
-/// What the command line asked for.
-#[derive(Debug, PartialEq)]
-pub enum Command {
-    /// Run the node with this configuration.
-    Run(Box<Config>),
-    /// Print usage and exit.
-    Help,
-    /// Print the version and exit.
-    Version,
-    /// `rtcdn demo`: run the shipped origin and edge (`config/origin.toml`, `config/edge.toml`)
-    /// in one process.
-    Demo,
-    /// `rtcdn token`: print a client token.
-    Token(crate::auth::cli::MintRequest),
-    /// `rtcdn token --help`.
-    TokenHelp,
-}
-
-/// Usage text for `--help`.
-pub const USAGE: &str = "\
-rtcdn: a real-time WebRTC CDN node (WHIP/WHEP)
-
-USAGE:
-    rtcdn [OPTIONS]
-    rtcdn demo             run a CDN origin (http://127.0.0.1:8080) and an edge
-                           (http://127.0.0.1:8180) in one process
-    rtcdn token ...        print a client token (JWT) for a node with a \"token\" policy
-                           (rtcdn token --help)
-
-OPTIONS:
-    --config FILE          read a TOML config (see config/standalone.toml, origin.toml, edge.toml)
-    --wcs-config DIR       read Flashphoner WCS flashphoner.properties and loadbalancing.xml from DIR
-    --http ADDR            HTTP listen address (default 127.0.0.1:8080)
-    --https ADDR           HTTPS/WSS listen address (default 127.0.0.1:8443; needs --tls-cert/--tls-key)
-    --tls-cert FILE        PEM certificate chain for HTTPS/WSS
-    --tls-key FILE         PEM private key for HTTPS/WSS
-    --media-bind IP        media bind address (default 127.0.0.1)
-    --announce IP          advertise this address in ICE candidates (repeatable)
-    --udp-port-base PORT   UDP port of media thread 0 (default 31000)
-    --media-threads N      media threads, 0 = one per core (default 0)
-    --media-backend NAME   auto | io_uring | mmsg (default auto)
-    --log LEVEL            log filter, e.g. info, debug, rtcdn=trace (default info)
-    -h, --help             print this help
-    -V, --version          print the version
-";
-
 impl Config {
     /// Parses a TOML document; `path` only names the source in errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -425,162 +361,25 @@ impl Config {
                 .unwrap_or(1)
         }
     }
+}
 
-    /// Parses the command line (without the program name).
-    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
-        let mut args = args.into_iter().peekable();
-        if args.peek().map(String::as_str) == Some("token") {
-            args.next();
-            let env_secret = std::env::var("RTCDN_JWT_SECRET").ok();
-            return Ok(
-                match crate::auth::cli::parse_token_args(args, env_secret)? {
-                    Some(request) => Command::Token(request),
-                    None => Command::TokenHelp,
-                },
-            );
-        }
-        if args.peek().map(String::as_str) == Some("demo") {
-            args.next();
-            return match args.next() {
-                None => Ok(Command::Demo),
-                Some(flag) if flag == "-h" || flag == "--help" => Ok(Command::Help),
-                Some(other) => Err(ConfigError::Argument(format!(
-                    "demo takes no arguments, got {other:?}"
-                ))),
-            };
-        }
-        let mut config: Option<Config> = None;
-        let mut config_flag: Option<&'static str> = None;
-        let mut overrides: Vec<(String, String)> = Vec::new();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            match flag.as_str() {
-                "-h" | "--help" => return Ok(Command::Help),
-                "-V" | "--version" => return Ok(Command::Version),
-                "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
-                | "--media-bind" | "--announce" | "--udp-port-base" | "--media-threads"
-                | "--media-backend" | "--log" => {
-                    let value = match inline {
-                        Some(v) => v,
-                        None => args.next().ok_or_else(|| {
-                            ConfigError::Argument(format!("{flag} needs a value"))
-                        })?,
-                    };
-                    if flag == "--config" || flag == "--wcs-config" {
-                        let this = if flag == "--config" {
-                            "--config"
-                        } else {
-                            "--wcs-config"
-                        };
-                        if let Some(earlier) = config_flag {
-                            return Err(ConfigError::Argument(format!(
-                                "{this} cannot be used with {earlier}: give one config"
-                            )));
-                        }
-                        config_flag = Some(this);
-                        config = Some(if flag == "--config" {
-                            Config::load(Path::new(&value))?
-                        } else {
-                            crate::cdn::wcs::load_wcs_dir(Path::new(&value))?
-                        });
-                    } else {
-                        overrides.push((flag, value));
-                    }
-                }
-                other => {
-                    return Err(ConfigError::Argument(format!(
-                        "unknown argument {other:?} (see --help)"
-                    )))
-                }
-            }
-        }
-        let mut config = config.unwrap_or_default();
-        for (flag, value) in overrides {
-            config.apply_flag(&flag, &value)?;
-        }
-        config.validate()?;
-        Ok(Command::Run(Box::new(config)))
-    }
+/// The shipped `config/origin.toml`.
+pub const ORIGIN_TOML: &str = include_str!("../../config/origin.toml");
+/// The shipped `config/edge.toml`.
+pub const EDGE_TOML: &str = include_str!("../../config/edge.toml");
 
-    fn apply_flag(&mut self, flag: &str, value: &str) -> Result<(), ConfigError> {
-        fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, ConfigError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            value
-                .parse()
-                .map_err(|e| ConfigError::Argument(format!("{flag} {value:?}: {e}")))
-        }
-        match flag {
-            "--http" => self.http.listen = parse(flag, value)?,
-            "--https" => self.http.tls_listen = parse(flag, value)?,
-            "--tls-cert" => self.http.tls_certificate = Some(PathBuf::from(value)),
-            "--tls-key" => self.http.tls_private_key = Some(PathBuf::from(value)),
-            "--media-bind" => self.media.bind = parse(flag, value)?,
-            "--announce" => self.media.announce.push(parse(flag, value)?),
-            "--udp-port-base" => self.media.port_base = parse(flag, value)?,
-            "--media-threads" => self.media.threads = parse(flag, value)?,
-            "--media-backend" => self.media.backend = value.to_owned(),
-            "--log" => self.log.level = value.to_owned(),
-            _ => unreachable!("from_args only passes known flags"),
-        }
-        Ok(())
-    }
+/// The origin and edge configs `rtcdn demo` runs in one process: the shipped
+/// `config/origin.toml` and `config/edge.toml`.
+pub fn demo_configs() -> Result<(Config, Config), ConfigError> {
+    let origin = Config::from_toml(ORIGIN_TOML, Path::new("config/origin.toml"))?;
+    let edge = Config::from_toml(EDGE_TOML, Path::new("config/edge.toml"))?;
+    Ok((origin, edge))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(list: &[&str]) -> Result<Command, ConfigError> {
-        Config::from_args(list.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn no_arguments_is_the_embedded_default() {
-        let Command::Run(config) = args(&[]).unwrap() else {
-            panic!("expected Run")
-        };
-        assert_eq!(
-            config.http.listen,
-            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(config.media.port_base, 31000);
-        assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
-
-    #[test]
-    fn flags_override() {
-        let Command::Run(config) = args(&[
-            "--http",
-            "127.0.0.1:9000",
-            "--udp-port-base=40000",
-            "--media-threads",
-            "3",
-        ])
-        .unwrap() else {
-            panic!("expected Run")
-        };
-        assert_eq!(config.http.listen.port(), 9000);
-        assert_eq!(config.media.port_base, 40000);
-        assert_eq!(config.media_threads(), 3);
-    }
-
-    #[test]
-    fn bad_flags_are_named() {
-        let err = args(&["--bogus"]).unwrap_err().to_string();
-        assert!(err.contains("--bogus"), "{err}");
-        let err = args(&["--udp-port-base", "abc"]).unwrap_err().to_string();
-        assert!(err.contains("--udp-port-base"), "{err}");
-        let err = args(&["--media-backend", "kqueue"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("media.backend"), "{err}");
-        assert!(matches!(args(&["--http"]), Err(ConfigError::Argument(_))));
-    }
+    use crate::config::cdn::{BalanceMode, CdnNode, CdnRole, EXAMPLE_SECRET};
 
     #[test]
     fn toml_unknown_key_is_named() {
@@ -635,56 +434,9 @@ mod tests {
             "[auth]\npublish = \"token\"\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n",
         )
         .unwrap();
-        assert_eq!(config.auth.publish, crate::auth::Policy::Token);
-        assert_eq!(config.auth.play, crate::auth::Policy::Open);
+        assert_eq!(config.auth.publish, crate::auth::config::Policy::Token);
+        assert_eq!(config.auth.play, crate::auth::config::Policy::Open);
         assert_eq!(config.session.connect_timeout_secs, 10);
-    }
-
-    #[test]
-    fn token_subcommand() {
-        let Command::Token(request) = args(&[
-            "token",
-            "--secret",
-            "0123456789abcdef0123456789abcdef",
-            "--play",
-            "*",
-        ])
-        .unwrap() else {
-            panic!("expected Token")
-        };
-        assert_eq!(request.grant.play, vec!["*"]);
-        assert_eq!(args(&["token", "--help"]).unwrap(), Command::TokenHelp);
-    }
-
-    #[test]
-    fn demo_and_wcs_config_arguments() {
-        assert_eq!(args(&["demo"]).unwrap(), Command::Demo);
-        assert_eq!(args(&["demo", "--help"]).unwrap(), Command::Help);
-        let err = args(&["demo", "--http", "x"]).unwrap_err().to_string();
-        assert!(err.contains("demo"), "{err}");
-        let err = args(&["--log", "info", "demo"]).unwrap_err().to_string();
-        assert!(err.contains("demo"), "{err}");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wcs-example");
-        let dir = dir.to_str().unwrap();
-        let Command::Run(config) =
-            args(&["--wcs-config", dir, "--udp-port-base", "33000"]).unwrap()
-        else {
-            panic!("expected Run")
-        };
-        assert!(config.cdn.relays());
-        assert_eq!(config.media.port_base, 33000);
-        let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/origin.toml");
-        let err = args(&["--config", toml.to_str().unwrap(), "--wcs-config", dir])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--wcs-config") && err.contains("--config"),
-            "{err}"
-        );
-        let err = args(&["--wcs-config", "/nonexistent-rtcdn-dir"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("flashphoner.properties"), "{err}");
     }
 
     #[test]
@@ -734,5 +486,66 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/standalone.toml");
         let config = Config::load(&path).unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn shipped_origin_and_edge_parse() {
+        let (origin, edge) = demo_configs().unwrap();
+        assert_eq!(
+            origin.http.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(origin.media.port_base, 31000);
+        assert_eq!(origin.cdn.role, CdnRole::Origin);
+        assert!(origin.cdn.relays());
+        assert_eq!(origin.cdn.mode, BalanceMode::RoundRobin);
+        assert_eq!(
+            origin.cdn.nodes,
+            vec![CdnNode {
+                id: 1,
+                host: "127.0.0.1".into(),
+                ws: Some(8180),
+                wss: None
+            }]
+        );
+        assert_eq!(
+            edge.http.listen,
+            "127.0.0.1:8180".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            edge.http.tls_listen,
+            "127.0.0.1:8543".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(edge.media.port_base, 32000);
+        assert_eq!(edge.cdn.role, CdnRole::Edge);
+        assert!(!edge.cdn.relays());
+        // The origin's node is the edge.
+        assert_eq!(origin.cdn.nodes[0].ws, Some(edge.http.listen.port()));
+        // The files on disk are the embedded ones.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        assert_eq!(Config::load(&dir.join("origin.toml")).unwrap(), origin);
+        assert_eq!(Config::load(&dir.join("edge.toml")).unwrap(), edge);
+        assert_eq!(origin.cdn.secret.unwrap().expose(), EXAMPLE_SECRET);
+    }
+
+    #[test]
+    fn cdn_errors_name_the_file_and_line() {
+        let parse = |text: &str| {
+            Config::from_toml(text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = parse("[cdn]\nmode = \"FEWESTCALLS\"\n");
+        assert!(err.contains("mode") && err.contains("t.toml"), "{err}");
+        let err = parse("[cdn]\nstream_distribution = \"rtmp\"\n");
+        assert!(
+            err.contains("cdn.stream_distribution")
+                && err.contains("t.toml")
+                && err.contains("line 2"),
+            "{err}"
+        );
+        // The section is checked against this node's own http.listen.
+        let err = parse("[http]\nlisten = \"0.0.0.0:8080\"\n[cdn]\nsecret = \"rtcdn-example-secret-change-me-0123456789\"\n");
+        assert!(err.contains("shipped example"), "{err}");
     }
 }
