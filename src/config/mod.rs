@@ -4,24 +4,26 @@
 //! silently falls back to a default.
 //!
 //! The modules, from the bottom up (each uses only those before it): [`error`] ([`ConfigError`]),
-//! [`cdn`] (the `[cdn]` section), this module (the whole [`Config`] and its other sections),
-//! [`wcs`] (a Flashphoner WCS folder read into a [`Config`]) and [`cli`] (the command line).
-//! `[auth]` is `crate::auth::config`, between [`error`] and [`cdn`].
+//! then the sections [`http`] and [`cdn`] (with `[auth]`, which is `crate::auth::config`), this
+//! module (the whole [`Config`] and its small sections), [`wcs`] (a Flashphoner WCS folder read
+//! into a [`Config`]) and [`cli`] (the command line, which also hands `rtcdn token` to
+//! `crate::auth::cli`). None of them imports signalling, the CDN or the reactor, which use them.
 
 pub mod cdn;
 pub mod cli;
 pub mod error;
+pub mod http;
 pub mod wcs;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::auth::config::AuthConfig;
-use crate::signalling::limits::IpNet;
 use cdn::CdnConfig;
 pub use error::ConfigError;
+pub use http::{HttpConfig, IpNet};
 
 /// The whole node configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -64,41 +66,6 @@ impl Default for BweSettings {
             min_publisher_bps: 100_000,
         }
     }
-}
-
-/// `[http]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address of the HTTP listener.
-    pub listen: SocketAddr,
-    /// Address of the HTTPS/WSS listener, served when a TLS certificate and key are set.
-    pub tls_listen: SocketAddr,
-    /// PEM certificate chain for HTTPS/WSS.
-    pub tls_certificate: Option<PathBuf>,
-    /// PEM private key for `tls_certificate`.
-    pub tls_private_key: Option<PathBuf>,
-    /// Open connections at most, both listeners together; past it new ones get 503.
-    pub max_connections: usize,
-    /// Open connections at most from one address (IPv6: one /64); past it new ones get 429.
-    pub max_connections_per_ip: usize,
-    /// Seconds from accept, or from the end of the previous answer on a keep-alive connection,
-    /// to a complete request head; past it the connection is closed.
-    pub header_read_timeout_secs: u64,
-    /// Seconds from a request's head to the end of its body; past it: 408 and closed.
-    pub body_read_timeout_secs: u64,
-    /// Seconds from a WebSocket upgrade to the client's `connection` message.
-    pub websocket_connect_timeout_secs: u64,
-    /// Seconds the node's writes may stay blocked by a client that does not read.
-    pub send_timeout_secs: u64,
-    /// Sessions (WHIP, WHEP, publishStream, playStream) one address may start per second...
-    pub sessions_per_ip_per_sec: f64,
-    /// ...and at once, after a pause.
-    pub session_burst_per_ip: u32,
-    /// Addresses free of the per-address cap and session rate (a local reverse proxy).
-    pub per_ip_exempt: Vec<IpNet>,
-    /// Origins whose pages may read answers (`*`: any); admin endpoints answer none.
-    pub cors_origins: Vec<String>,
 }
 
 /// `[media]`
@@ -146,90 +113,6 @@ pub struct SessionConfig {
 pub struct LogConfig {
     /// A `tracing` filter: "info", "debug", "rtcdn=debug,warn", ...
     pub level: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
-            tls_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8443)),
-            tls_certificate: None,
-            tls_private_key: None,
-            max_connections: 10_000,
-            max_connections_per_ip: 128,
-            header_read_timeout_secs: 10,
-            body_read_timeout_secs: 10,
-            websocket_connect_timeout_secs: 10,
-            send_timeout_secs: 30,
-            sessions_per_ip_per_sec: 10.0,
-            session_burst_per_ip: 40,
-            per_ip_exempt: ["127.0.0.0/8", "::1"]
-                .into_iter()
-                .map(|net| IpNet::try_from(net.to_owned()).expect("a valid block"))
-                .collect(),
-            cors_origins: vec!["*".into()],
-        }
-    }
-}
-
-impl HttpConfig {
-    /// Checks the listener's limits and CORS origins.
-    fn validate_limits(&self) -> Result<(), ConfigError> {
-        let at_least_one = |key, value: u64| {
-            if value == 0 {
-                Err(ConfigError::Invalid {
-                    key,
-                    message: "must be at least 1".into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        at_least_one("http.max_connections", self.max_connections as u64)?;
-        at_least_one(
-            "http.max_connections_per_ip",
-            self.max_connections_per_ip as u64,
-        )?;
-        at_least_one(
-            "http.header_read_timeout_secs",
-            self.header_read_timeout_secs,
-        )?;
-        at_least_one("http.body_read_timeout_secs", self.body_read_timeout_secs)?;
-        at_least_one(
-            "http.websocket_connect_timeout_secs",
-            self.websocket_connect_timeout_secs,
-        )?;
-        at_least_one("http.send_timeout_secs", self.send_timeout_secs)?;
-        at_least_one(
-            "http.session_burst_per_ip",
-            u64::from(self.session_burst_per_ip),
-        )?;
-        // Below one session a day the Retry-After would be meaningless.
-        if !(self.sessions_per_ip_per_sec >= 1e-5 && self.sessions_per_ip_per_sec.is_finite()) {
-            return Err(ConfigError::Invalid {
-                key: "http.sessions_per_ip_per_sec",
-                message: format!(
-                    "{} is not a positive rate (exempt addresses with http.per_ip_exempt instead)",
-                    self.sessions_per_ip_per_sec
-                ),
-            });
-        }
-        if self.cors_origins.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "http.cors_origins",
-                message: "list at least one origin, or \"*\"".into(),
-            });
-        }
-        for origin in &self.cors_origins {
-            crate::signalling::cors::check_origin(origin).map_err(|message| {
-                ConfigError::Invalid {
-                    key: "http.cors_origins",
-                    message,
-                }
-            })?;
-        }
-        Ok(())
-    }
 }
 
 impl Default for MediaConfig {
@@ -283,7 +166,7 @@ impl Config {
 
     /// Checks values serde cannot: ranges and cross-key rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.http.validate_limits()?;
+        self.http.validate()?;
         if !["auto", "io_uring", "mmsg"].contains(&self.media.backend.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "media.backend",
@@ -378,6 +261,8 @@ pub fn demo_configs() -> Result<(Config, Config), ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
     use crate::config::cdn::{BalanceMode, CdnNode, CdnRole, EXAMPLE_SECRET};
 
