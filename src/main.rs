@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             log_from_command_line,
         }) => run(&config, log_from_command_line),
         Ok(Command::Demo) => demo(),
+        Ok(Command::PrintConfig(config)) => print(&config.to_toml()),
         Ok(Command::Token(request)) => print(&format!("{}\n", request.mint())),
         Ok(Command::TokenHelp) => print(rtcdn::auth::cli::TOKEN_USAGE),
         Ok(Command::Help) => print(USAGE),

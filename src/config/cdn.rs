@@ -8,13 +8,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::auth::config::{Secret, MIN_SECRET_LEN};
 use crate::config::error::ConfigError;
 
 /// `cdn.role`: what this node is in the CDN.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CdnRole {
     /// Takes publishers; relays their streams to `cdn.nodes` when load balancing is enabled.
@@ -55,8 +55,16 @@ impl<'de> Deserialize<'de> for StreamDistribution {
     }
 }
 
+impl Serialize for StreamDistribution {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StreamDistribution::WebRtc => serializer.serialize_str("webrtc"),
+        }
+    }
+}
+
 /// `cdn.mode`: how the balancer picks the edge for a player.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 pub enum BalanceMode {
     /// "roundrobin" (WCS `ROUNDROBIN`): each answering node in turn.
     #[serde(rename = "roundrobin")]
@@ -98,7 +106,7 @@ impl BalanceMode {
 }
 
 /// `[[cdn.nodes]]`: an edge of this origin.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CdnNode {
     /// A number naming the node in logs and stats; unique in the list.
@@ -142,7 +150,7 @@ impl CdnNode {
 }
 
 /// `[cdn]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdnConfig {
     /// "origin" (default) or "edge".

@@ -19,6 +19,9 @@ pub enum Command {
         /// Whether `--log` set the log level, which then wins over `RUST_LOG`.
         log_from_command_line: bool,
     },
+    /// `--print-config`: print this configuration as TOML ([`Config::to_toml`], secrets
+    /// redacted) and exit.
+    PrintConfig(Box<Config>),
     /// Print usage and exit.
     Help,
     /// Print the version and exit.
@@ -56,6 +59,8 @@ OPTIONS:
     --media-threads N      media threads, 0 = one per core (default 0)
     --media-backend NAME   auto | io_uring | mmsg (default auto)
     --log LEVEL            log filter, e.g. info, debug, rtcdn=trace (default info)
+    --print-config         print the effective config (after the file and the options above)
+                           as TOML, secrets redacted, and exit
     -h, --help             print this help
     -V, --version          print the version
 ";
@@ -84,6 +89,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
     let mut config: Option<Config> = None;
     let mut config_flag: Option<&'static str> = None;
     let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut print_config = false;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -92,6 +98,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
+            "--print-config" if inline.is_some() => {
+                return Err(ConfigError::Argument(
+                    "--print-config takes no value".into(),
+                ))
+            }
+            "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
             | "--media-bind" | "--announce" | "--udp-port-base" | "--media-threads"
             | "--media-backend" | "--log" => {
@@ -135,6 +147,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         apply_flag(&mut config, &flag, &value)?;
     }
     config.validate()?;
+    if print_config {
+        return Ok(Command::PrintConfig(Box::new(config)));
+    }
     Ok(Command::Run {
         config: Box::new(config),
         log_from_command_line,
@@ -283,5 +298,29 @@ mod tests {
             };
             assert_eq!(log_from_command_line, from_command_line, "{list:?}");
         }
+    }
+
+    #[test]
+    fn print_config_carries_the_effective_config() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wcs-example");
+        let Command::PrintConfig(config) = args(&[
+            "--http",
+            "127.0.0.1:9000",
+            "--print-config",
+            "--wcs-config",
+            dir.to_str().unwrap(),
+        ])
+        .unwrap() else {
+            panic!("expected PrintConfig")
+        };
+        assert_eq!(config.http.listen.port(), 9000);
+        assert!(config.cdn.relays());
+        let err = args(&["--print-config=yes"]).unwrap_err().to_string();
+        assert!(err.contains("--print-config"), "{err}");
+        // Checked like a config that runs.
+        let err = args(&["--print-config", "--media-backend", "kqueue"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("media.backend"), "{err}");
     }
 }

@@ -5,12 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::error::ConfigError;
 
 /// `[http]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of the HTTP listener.
@@ -127,8 +127,8 @@ impl HttpConfig {
 }
 
 /// An address block in `http.per_ip_exempt`: `127.0.0.0/8`, `::1`, `2001:db8::/32`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct IpNet {
     addr: IpAddr,
     prefix: u8,
@@ -180,6 +180,19 @@ impl TryFrom<String> for IpNet {
                 .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
         };
         Ok(IpNet { addr, prefix })
+    }
+}
+
+impl From<IpNet> for String {
+    /// The block as `http.per_ip_exempt` spells it: a lone address without its full-length
+    /// prefix (`::1`), a wider block with it (`127.0.0.0/8`).
+    fn from(net: IpNet) -> String {
+        let full = if net.addr.is_ipv4() { 32 } else { 128 };
+        if net.prefix == full {
+            net.addr.to_string()
+        } else {
+            format!("{}/{}", net.addr, net.prefix)
+        }
     }
 }
 
@@ -239,6 +252,17 @@ mod tests {
         ] {
             assert!(IpNet::try_from(bad.to_owned()).is_err(), "{bad:?}");
         }
+        // Written back as read, so a printed config reads the same blocks.
+        for text in [
+            "127.0.0.0/8",
+            "::1",
+            "10.0.0.1",
+            "2001:db8::/32",
+            "0.0.0.0/0",
+        ] {
+            assert_eq!(String::from(net(text)), text);
+        }
+        assert_eq!(String::from(net("127.0.0.1/32")), "127.0.0.1");
     }
 
     #[test]

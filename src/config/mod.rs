@@ -18,15 +18,15 @@ pub mod wcs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::auth::config::AuthConfig;
+use crate::auth::config::{AuthConfig, REDACTED};
 use cdn::CdnConfig;
 pub use error::ConfigError;
 pub use http::{HttpConfig, IpNet};
 
 /// The whole node configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP signalling (WHIP, WHEP, the web page; later the WebSocket protocol).
@@ -48,7 +48,7 @@ pub struct Config {
 }
 
 /// `[bwe]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BweSettings {
     /// WCS's behaviour: ask each publisher (REMB) to send no more than its weakest player's
@@ -69,7 +69,7 @@ impl Default for BweSettings {
 }
 
 /// `[media]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Address the media UDP sockets bind to.
@@ -87,7 +87,7 @@ pub struct MediaConfig {
 }
 
 /// `[dtls]`
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DtlsConfig {
     /// PEM certificate; when unset a self-signed ECDSA P-256 certificate is generated at start.
@@ -97,7 +97,7 @@ pub struct DtlsConfig {
 }
 
 /// `[session]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// Seconds without ICE consent (RFC 7675) before a session is dropped.
@@ -108,7 +108,7 @@ pub struct SessionConfig {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter: "info", "debug", "rtcdn=debug,warn", ...
@@ -244,6 +244,40 @@ impl Config {
                 .unwrap_or(1)
         }
     }
+
+    /// The configuration as a TOML file with every key (`rtcdn --print-config`). Secrets
+    /// (`auth.jwt_secret`, `auth.admin_token`, `cdn.secret`) and what may carry one in a hook URL
+    /// (user info, query) read `"<redacted>"`; everything else reads back as the same config.
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        // Secrets hide themselves (their Serialize); a URL is a plain string.
+        if let Some(url) = &mut shown.auth.rest_hook_url {
+            *url = redact_url(url);
+        }
+        for app in &mut shown.auth.apps {
+            app.url = redact_url(&app.url);
+        }
+        toml::to_string(&shown).expect("every config value has a TOML form")
+    }
+}
+
+/// `url` with its user info (`user:password@`) and query, which may hold credentials, replaced
+/// by `<redacted>`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{REDACTED}@{host}"),
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((path, _)) => format!("{path}?{REDACTED}"),
+        None => path.to_owned(),
+    };
+    format!("{scheme}://{host}{path}")
 }
 
 /// The shipped `config/origin.toml`.
@@ -432,5 +466,89 @@ mod tests {
         // The section is checked against this node's own http.listen.
         let err = parse("[http]\nlisten = \"0.0.0.0:8080\"\n[cdn]\nsecret = \"rtcdn-example-secret-change-me-0123456789\"\n");
         assert!(err.contains("shipped example"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_reads_back_as_the_same_config_with_secrets_redacted() {
+        use crate::auth::config::Secret;
+        let (origin, edge) = demo_configs().unwrap();
+        let wcs =
+            wcs::load_wcs_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wcs-example"))
+                .unwrap();
+        let everything = Config::from_toml(
+            r#"
+[http]
+tls_certificate = "/etc/rtcdn/cert.pem"
+tls_private_key = "/etc/rtcdn/key.pem"
+per_ip_exempt = ["10.0.0.0/8", "2001:db8::1"]
+[media]
+bind = "0.0.0.0"
+announce = ["192.0.2.1", "2001:db8::2"]
+[dtls]
+certificate = "d.pem"
+private_key = "d.key"
+[auth]
+publish = "token"
+play = "hook"
+jwt_secret = "jwt-secret-0123456789abcdef0123456789"
+admin_token = "admin-token-0123456789"
+rest_hook_url = "https://hook-user:hook-password@hooks.example/app?token=hook-token"
+[[auth.apps]]
+key = "a"
+url = "http://apps.example/a"
+[cdn]
+role = "edge"
+secret = "cdn-secret-0123456789abcdef0123456789"
+tls_ca_file = "ca.pem"
+"#,
+            Path::new("everything.toml"),
+        )
+        .unwrap();
+        for config in [Config::default(), origin, edge, wcs, everything] {
+            let printed = config.to_toml();
+            let back: Config =
+                toml::from_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+            let mut expected = config.clone();
+            let redact = |secret: &mut Option<Secret>| {
+                if secret.is_some() {
+                    *secret = Some(Secret::new(REDACTED));
+                }
+            };
+            redact(&mut expected.auth.jwt_secret);
+            redact(&mut expected.auth.admin_token);
+            redact(&mut expected.cdn.secret);
+            if let Some(url) = &mut expected.auth.rest_hook_url {
+                *url = redact_url(url);
+            }
+            assert_eq!(back, expected, "{printed}");
+            for secret in [
+                "secret-0123",
+                "admin-token",
+                "hook-password",
+                "hook-token",
+                EXAMPLE_SECRET,
+            ] {
+                assert!(!printed.contains(secret), "{secret} in {printed}");
+            }
+        }
+    }
+
+    #[test]
+    fn hook_url_credentials_are_redacted() {
+        for (url, shown) in [
+            ("http://hooks.example/app", "http://hooks.example/app"),
+            (
+                "https://u:p@hooks.example:8443/app",
+                "https://<redacted>@hooks.example:8443/app",
+            ),
+            (
+                "http://hooks.example/app?token=t#f",
+                "http://hooks.example/app?<redacted>",
+            ),
+            ("http://u@h?x=1", "http://<redacted>@h?<redacted>"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }
