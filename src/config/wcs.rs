@@ -603,6 +603,16 @@ mod tests {
         let (origin, edge) = crate::config::demo_configs().unwrap();
         assert_eq!(config.cdn.nodes[0].ws, Some(edge.http.listen.port()));
         assert_eq!(config.cdn.nodes, origin.cdn.nodes);
+        // `--print-config` shows what the import understood, as TOML that reads back.
+        let printed = config.to_toml();
+        assert!(printed.contains("secret = \"<redacted>\""), "{printed}");
+        assert!(
+            !printed.contains(crate::config::cdn::EXAMPLE_SECRET),
+            "{printed}"
+        );
+        let back: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(back.cdn.nodes, config.cdn.nodes);
+        assert_eq!((back.http, back.media), (config.http, config.media));
     }
 
     #[test]
