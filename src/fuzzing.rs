@@ -38,8 +38,8 @@ pub fn fuzz_wcs(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = crate::cdn::wcs::parse_properties(text);
-    let _ = crate::cdn::wcs::parse_loadbalancing(text, Path::new("fuzz.xml"));
+    let _ = crate::config::wcs::parse_properties(text);
+    let _ = crate::config::wcs::parse_loadbalancing(text, Path::new("fuzz.xml"));
     let _ = crate::cdn::balancer::parse_stat(text);
 }
 

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use rtcdn::config::{Command, Config, USAGE};
+use rtcdn::config::cli::{parse_args, Command, USAGE};
+use rtcdn::config::Config;
 use rtcdn::node::Node;
 
 // Counting is a thread-local increment; it lets `/api/stats` show each media core's
@@ -20,42 +21,41 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_max_level(tracing::Level::WARN)
         .finish();
-    let parsed =
-        tracing::subscriber::with_default(early, || Config::from_args(std::env::args().skip(1)));
-    let config = match parsed {
-        Ok(Command::Run(config)) => config,
-        Ok(Command::Demo) => return demo(),
-        Ok(Command::Token(request)) => {
-            println!("{}", request.mint());
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::TokenHelp) => {
-            print!("{}", rtcdn::auth::cli::TOKEN_USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!(
-                "rtcdn {} ({})",
-                env!("CARGO_PKG_VERSION"),
-                rtcdn::GIT_REVISION
-            );
-            return ExitCode::SUCCESS;
-        }
+    let parsed = tracing::subscriber::with_default(early, || parse_args(std::env::args().skip(1)));
+    match parsed {
+        Ok(Command::Run {
+            config,
+            log_from_command_line,
+        }) => run(&config, log_from_command_line),
+        Ok(Command::Demo) => demo(),
+        Ok(Command::PrintConfig(config)) => print(&config.to_toml()),
+        Ok(Command::Token(request)) => print(&format!("{}\n", request.mint())),
+        Ok(Command::TokenHelp) => print(rtcdn::auth::cli::TOKEN_USAGE),
+        Ok(Command::Help) => print(USAGE),
+        Ok(Command::Version) => print(&format!(
+            "rtcdn {} ({})\n",
+            env!("CARGO_PKG_VERSION"),
+            rtcdn::GIT_REVISION
+        )),
         Err(e) => {
             eprintln!("rtcdn: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    // The command line wins over RUST_LOG, which wins over the config file.
-    let log_flag = std::env::args().any(|a| a == "--log" || a.starts_with("--log="));
-    if let Err(code) = init_logging(&config.log.level, log_flag) {
+    }
+}
+
+/// A command that only prints: `text` on stdout, exit code 0.
+fn print(text: &str) -> ExitCode {
+    print!("{text}");
+    ExitCode::SUCCESS
+}
+
+/// Runs one node until SIGINT or SIGTERM.
+fn run(config: &Config, log_from_command_line: bool) -> ExitCode {
+    if let Err(code) = init_logging(&config.log.level, log_from_command_line) {
         return code;
     }
-    let node = match Node::start(&config) {
+    let node = match Node::start(config) {
         Ok(node) => node,
         Err(e) => {
             eprintln!("rtcdn: {e}");
@@ -98,7 +98,7 @@ fn init_logging(level: &str, from_command_line: bool) -> Result<(), ExitCode> {
 
 /// `rtcdn demo`: the shipped origin and edge configs, both nodes in this process.
 fn demo() -> ExitCode {
-    let (origin_config, edge_config) = match rtcdn::cdn::config::demo_configs() {
+    let (origin_config, edge_config) = match rtcdn::config::demo_configs() {
         Ok(configs) => configs,
         Err(e) => {
             eprintln!("rtcdn: {e}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::auth::{Authorizer, Policy};
-use crate::cdn::config::CdnRole;
+use crate::config::cdn::CdnRole;
 use crate::config::Config;
 use crate::control::{CoreCommand, CoreId};
 use crate::dtls::DtlsCertificate;

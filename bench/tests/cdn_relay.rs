@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rtcdn::cdn::config::{CdnNode, CdnRole};
+use rtcdn::config::cdn::{CdnNode, CdnRole};
 use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
@@ -284,7 +284,7 @@ async fn the_wcs_example_files_start_an_origin_that_relays() {
     .unwrap();
     let properties = std::fs::read_to_string(example.join("flashphoner.properties")).unwrap();
     let properties = properties
-        .replace(rtcdn::cdn::config::EXAMPLE_SECRET, common::CDN_SECRET)
+        .replace(rtcdn::config::cdn::EXAMPLE_SECRET, common::CDN_SECRET)
         .replace("ws.port=8080", &format!("ws.port={}", free_port()))
         .replace(
             "media_port_from=31000",
@@ -294,7 +294,7 @@ async fn the_wcs_example_files_start_an_origin_that_relays() {
             ),
         );
     std::fs::write(dir.join("flashphoner.properties"), properties).unwrap();
-    let config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the WCS files load");
+    let config = rtcdn::config::wcs::load_wcs_dir(&dir).expect("the WCS files load");
     assert!(
         config.cdn.relays(),
         "load_balancing_enabled=true with a node makes a relaying origin"
@@ -572,7 +572,7 @@ async fn the_seeds_own_loadbalancing_xml_relays_over_wss() {
         ),
     )
     .unwrap();
-    let mut config = rtcdn::cdn::wcs::load_wcs_dir(&dir).expect("the seed's files load");
+    let mut config = rtcdn::config::wcs::load_wcs_dir(&dir).expect("the seed's files load");
     config.media.port_base = 0;
     config.cdn.tls_ca_file = Some(cert_path);
     let origin = Node::start(&config).expect("origin starts");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use rtcdn::auth::Secret;
-use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
+use rtcdn::config::cdn::{BalanceMode, CdnConfig, CdnNode, CdnRole};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientError, ClientSession, Mode};

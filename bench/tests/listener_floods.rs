@@ -32,7 +32,7 @@ fn node(configure: impl FnOnce(&mut HttpConfig)) -> Node {
     Node::start(&config).expect("node starts")
 }
 
-fn exempt(list: &[&str]) -> Vec<rtcdn::signalling::limits::IpNet> {
+fn exempt(list: &[&str]) -> Vec<rtcdn::config::IpNet> {
     let toml = format!("[http]\nper_ip_exempt = {list:?}\n");
     Config::from_toml(&toml, std::path::Path::new("test.toml"))
         .expect("valid blocks")

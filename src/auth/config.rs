@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The shortest HMAC secret accepted (`auth.jwt_secret`, `cdn.secret`): HS256 keys shorter than
 /// the hash are guessable offline from one token.
@@ -12,7 +12,8 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// The shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
-/// A configured secret. Its `Debug` never shows the value, so a logged config leaks nothing.
+/// A configured secret. Neither its `Debug` nor its `Serialize` shows the value (both write
+/// `<redacted>`), so a logged or printed config (`rtcdn --print-config`) leaks nothing.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -40,8 +41,17 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// What a [`Secret`] shows instead of its value.
+pub const REDACTED: &str = "<redacted>";
+
 /// `auth.publish` / `auth.play`: what a client must show to do that.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// Anyone may.
@@ -55,7 +65,7 @@ pub enum Policy {
 }
 
 /// `[[auth.apps]]`: the REST hook URL of a Flashphoner `appKey`, as WCS's `add app`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HookApp {
     /// The `appKey` clients send (`Flashphoner.createSession({appKey})`).
@@ -65,7 +75,7 @@ pub struct HookApp {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Who may publish.

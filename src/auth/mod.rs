@@ -20,7 +20,7 @@ pub use hook::{HookClient, HookError, HookMethod, HookSession};
 pub use jwt::{TokenError, TokenVerifier};
 pub use relay::RelayAuth;
 
-use crate::cdn::config::CdnRole;
+use crate::config::cdn::CdnRole;
 use crate::config::Config;
 
 /// What a client asks to do with a stream.

@@ -8,7 +8,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::cdn::config::{BalanceMode, CdnConfig, CdnNode};
+use crate::config::cdn::{BalanceMode, CdnConfig, CdnNode};
 
 /// A node's load, as its `/?action=stat` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

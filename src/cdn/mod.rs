@@ -1,14 +1,12 @@
 //! The static CDN (Flashphoner "CDN 1.0"): an origin relays every published stream to its
 //! configured edges over WebRTC, and players are sent to an edge.
 //!
-//! [`config`] is the `[cdn]` section, [`wcs`] reads a WCS `flashphoner.properties` and
-//! `loadbalancing.xml` into it, [`balancer`] picks a player's edge (sans-IO) and parses and
+//! Its settings are the `[cdn]` section, [`crate::config::cdn`] (read from WCS files by
+//! [`crate::config::wcs`]); [`balancer`] picks a player's edge (sans-IO) and parses and
 //! renders the nodes' `/?action=stat`, [`cpu`] samples the CPU figures a node reports.
 
 pub mod balancer;
-pub mod config;
 pub mod cpu;
-pub mod wcs;
 
 pub mod relay;
 
@@ -25,7 +23,11 @@ const STAT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Polls every edge's `/?action=stat` and feeds the balancer; an edge that does not answer is
 /// skipped by the balancer until it answers again. Runs for the node's lifetime.
-pub async fn poll_edge_stats(state: Arc<Signalling>, nodes: Vec<config::CdnNode>, every_secs: u64) {
+pub async fn poll_edge_stats(
+    state: Arc<Signalling>,
+    nodes: Vec<crate::config::cdn::CdnNode>,
+    every_secs: u64,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(every_secs.max(1)));
     loop {
         tick.tick().await;

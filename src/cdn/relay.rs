@@ -45,7 +45,7 @@ pub struct RelayTarget {
 }
 
 /// The relay targets of a node list: plain ws:// where a node has it, else wss://.
-pub fn targets(nodes: &[crate::cdn::config::CdnNode]) -> Vec<RelayTarget> {
+pub fn targets(nodes: &[crate::config::cdn::CdnNode]) -> Vec<RelayTarget> {
     nodes
         .iter()
         .filter_map(|node| {

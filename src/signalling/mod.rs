@@ -31,9 +31,9 @@ use self::limits::Limits;
 use crate::auth::{Authorizer, Credentials, RelayAuth};
 use crate::bwe::alarm::BandwidthAlarm;
 use crate::cdn::balancer::{render_stat, Balancer};
-use crate::cdn::config::CdnConfig;
 use crate::cdn::cpu::CpuSampler;
 use crate::cdn::relay::{self, RelayTarget};
+use crate::config::cdn::CdnConfig;
 use crate::config::HttpConfig;
 use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
@@ -219,7 +219,7 @@ impl Signalling {
     }
 
     /// The edge the balancer picks for the next player, as the SDK's `lbUrl` wants it.
-    pub fn choose_edge(&self) -> Option<crate::cdn::config::CdnNode> {
+    pub fn choose_edge(&self) -> Option<crate::config::cdn::CdnNode> {
         let balancer = self.balancer.as_ref()?;
         let mut balancer = balancer
             .lock()

@@ -12,7 +12,7 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use rtcdn::auth::Secret;
-use rtcdn::cdn::config::{BalanceMode, CdnConfig, CdnNode, CdnRole};
+use rtcdn::config::cdn::{BalanceMode, CdnConfig, CdnNode, CdnRole};
 use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;

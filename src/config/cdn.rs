@@ -4,17 +4,17 @@
 //! to each node (its edges) and sends players to an edge chosen by [`BalanceMode`]. An origin
 //! with no nodes is a standalone node. An edge is an ordinary node that its origin publishes to.
 //! The same settings can come from WCS's `flashphoner.properties` and `loadbalancing.xml`
-//! (see [`crate::cdn::wcs`]).
+//! (see [`crate::config::wcs`]). The CDN itself (relays, balancer) is `crate::cdn`.
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::auth::config::{Secret, MIN_SECRET_LEN};
-use crate::config::{Config, ConfigError};
+use crate::config::error::ConfigError;
 
 /// `cdn.role`: what this node is in the CDN.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CdnRole {
     /// Takes publishers; relays their streams to `cdn.nodes` when load balancing is enabled.
@@ -55,8 +55,16 @@ impl<'de> Deserialize<'de> for StreamDistribution {
     }
 }
 
+impl Serialize for StreamDistribution {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StreamDistribution::WebRtc => serializer.serialize_str("webrtc"),
+        }
+    }
+}
+
 /// `cdn.mode`: how the balancer picks the edge for a player.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 pub enum BalanceMode {
     /// "roundrobin" (WCS `ROUNDROBIN`): each answering node in turn.
     #[serde(rename = "roundrobin")]
@@ -98,7 +106,7 @@ impl BalanceMode {
 }
 
 /// `[[cdn.nodes]]`: an edge of this origin.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CdnNode {
     /// A number naming the node in logs and stats; unique in the list.
@@ -142,7 +150,7 @@ impl CdnNode {
 }
 
 /// `[cdn]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdnConfig {
     /// "origin" (default) or "edge".
@@ -284,77 +292,31 @@ fn is_own_address(host: &str, listen: IpAddr) -> bool {
 /// the CDN on one host, refused on a node that listens beyond loopback.
 pub const EXAMPLE_SECRET: &str = "rtcdn-example-secret-change-me-0123456789";
 
-/// The shipped `config/origin.toml`.
-pub const ORIGIN_TOML: &str = include_str!("../../config/origin.toml");
-/// The shipped `config/edge.toml`.
-pub const EDGE_TOML: &str = include_str!("../../config/edge.toml");
-
-/// The origin and edge configs `rtcdn demo` runs in one process: the shipped
-/// `config/origin.toml` and `config/edge.toml`.
-pub fn demo_configs() -> Result<(Config, Config), ConfigError> {
-    let origin = Config::from_toml(ORIGIN_TOML, std::path::Path::new("config/origin.toml"))?;
-    let edge = Config::from_toml(EDGE_TOML, std::path::Path::new("config/edge.toml"))?;
-    Ok((origin, edge))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new("t.toml"))
+    /// A `[cdn]` section's keys, checked as a node whose `http.listen` is `listen` checks them.
+    fn parse_on(section: &str, listen: &str) -> Result<CdnConfig, String> {
+        let cdn: CdnConfig = toml::from_str(section).map_err(|e| e.to_string())?;
+        cdn.validate(listen.parse().unwrap())
+            .map_err(|e| e.to_string())?;
+        Ok(cdn)
     }
 
-    #[test]
-    fn shipped_origin_and_edge_parse() {
-        let (origin, edge) = demo_configs().unwrap();
-        assert_eq!(
-            origin.http.listen,
-            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(origin.media.port_base, 31000);
-        assert_eq!(origin.cdn.role, CdnRole::Origin);
-        assert!(origin.cdn.relays());
-        assert_eq!(origin.cdn.mode, BalanceMode::RoundRobin);
-        assert_eq!(
-            origin.cdn.nodes,
-            vec![CdnNode {
-                id: 1,
-                host: "127.0.0.1".into(),
-                ws: Some(8180),
-                wss: None
-            }]
-        );
-        assert_eq!(
-            edge.http.listen,
-            "127.0.0.1:8180".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(
-            edge.http.tls_listen,
-            "127.0.0.1:8543".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(edge.media.port_base, 32000);
-        assert_eq!(edge.cdn.role, CdnRole::Edge);
-        assert!(!edge.cdn.relays());
-        // The origin's node is the edge.
-        assert_eq!(origin.cdn.nodes[0].ws, Some(edge.http.listen.port()));
-        // The files on disk are the embedded ones.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        assert_eq!(Config::load(&dir.join("origin.toml")).unwrap(), origin);
-        assert_eq!(Config::load(&dir.join("edge.toml")).unwrap(), edge);
+    fn parse(section: &str) -> Result<CdnConfig, String> {
+        parse_on(section, "127.0.0.1:8080")
     }
 
     #[test]
     fn default_is_a_standalone_origin() {
-        let config = parse("").unwrap();
-        assert_eq!(config.cdn, CdnConfig::default());
-        assert_eq!(config.cdn.role, CdnRole::Origin);
-        assert!(!config.cdn.relays());
+        let cdn = parse("").unwrap();
+        assert_eq!(cdn, CdnConfig::default());
+        assert_eq!(cdn.role, CdnRole::Origin);
+        assert!(!cdn.relays());
         // Load balancing on but no nodes: still standalone.
-        let config = parse("[cdn]\nload_balancing_enabled = true\n").unwrap();
-        assert!(!config.cdn.relays());
+        let cdn = parse("load_balancing_enabled = true\n").unwrap();
+        assert!(!cdn.relays());
     }
 
     #[test]
@@ -365,38 +327,32 @@ mod tests {
             ("random", BalanceMode::Random),
             ("less_loaded", BalanceMode::LessLoaded),
         ] {
-            let config = parse(&format!("[cdn]\nmode = \"{text}\"\n")).unwrap();
-            assert_eq!(config.cdn.mode, mode);
+            let cdn = parse(&format!("mode = \"{text}\"\n")).unwrap();
+            assert_eq!(cdn.mode, mode);
             assert_eq!(mode.as_str(), text);
         }
-        let err = parse("[cdn]\nmode = \"FEWESTCALLS\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("mode") && err.contains("t.toml"), "{err}");
-        let config = parse(
-            "[cdn]\nload_balancing_enabled = true\n[[cdn.nodes]]\nid = 1\nhost = \"a\"\nwss = 443\n[[cdn.nodes]]\nid = 2\nhost = \"b\"\nws = 8080\n",
+        let err = parse("mode = \"FEWESTCALLS\"\n").unwrap_err();
+        assert!(err.contains("mode"), "{err}");
+        let cdn = parse(
+            "load_balancing_enabled = true\n[[nodes]]\nid = 1\nhost = \"a\"\nwss = 443\n[[nodes]]\nid = 2\nhost = \"b\"\nws = 8080\n",
         )
         .unwrap();
-        assert!(config.cdn.relays());
-        assert_eq!(config.cdn.nodes[0].wss, Some(443));
-        assert_eq!(config.cdn.nodes[1].ws, Some(8080));
+        assert!(cdn.relays());
+        assert_eq!(cdn.nodes[0].wss, Some(443));
+        assert_eq!(cdn.nodes[1].ws, Some(8080));
     }
 
     #[test]
     fn rtmp_distribution_is_refused_by_name() {
-        let err = parse("[cdn]\nstream_distribution = \"rtmp\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("stream_distribution = \"rtmp\"\n").unwrap_err();
         assert!(
             err.contains("cdn.stream_distribution")
                 && err.contains("RTMP distribution is not implemented"),
             "{err}"
         );
-        assert!(err.contains("t.toml") && err.contains("line 2"), "{err}");
         assert_eq!(
-            parse("[cdn]\nstream_distribution = \"webrtc\"\n")
+            parse("stream_distribution = \"webrtc\"\n")
                 .unwrap()
-                .cdn
                 .stream_distribution,
             StreamDistribution::WebRtc
         );
@@ -405,43 +361,43 @@ mod tests {
     #[test]
     fn bad_nodes_are_named() {
         let cases = [
-            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\n", "cdn.nodes.ws"),
-            ("[[cdn.nodes]]\nid = 1\nhost = \"\"\nws = 1\n", "cdn.nodes.host"),
-            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\nws = 0\n", "cdn.nodes.ws"),
-            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\nws = 1\n[[cdn.nodes]]\nid = 1\nhost = \"b\"\nws = 1\n", "cdn.nodes.id"),
-            ("[cdn]\nrole = \"edge\"\n[[cdn.nodes]]\nid = 1\nhost = \"a\"\nws = 1\n", "cdn.nodes"),
-            ("[cdn]\nstats_poll_secs = 0\n", "cdn.stats_poll_secs"),
-            ("[cdn]\nload_balancing_enabled = true\n[[cdn.nodes]]\nid = 1\nhost = \"localhost\"\nws = 8080\n", "relay to itself"),
-            ("[[cdn.nodes]]\nid = 1\nhost = \"a\"\nport = 1\n", "port"),
-            ("[cdn]\nrole = \"relay\"\n", "role"),
-            ("[cdn]\nrole = \"edge\"\n", "cdn.secret"),
-            ("[cdn]\nsecret = \"short\"\n", "cdn.secret"),
-            ("[http]\nlisten = \"0.0.0.0:8080\"\n[cdn]\nsecret = \"rtcdn-example-secret-change-me-0123456789\"\n", "shipped example"),
+            ("[[nodes]]\nid = 1\nhost = \"a\"\n", "cdn.nodes.ws"),
+            ("[[nodes]]\nid = 1\nhost = \"\"\nws = 1\n", "cdn.nodes.host"),
+            ("[[nodes]]\nid = 1\nhost = \"a\"\nws = 0\n", "cdn.nodes.ws"),
+            ("[[nodes]]\nid = 1\nhost = \"a\"\nws = 1\n[[nodes]]\nid = 1\nhost = \"b\"\nws = 1\n", "cdn.nodes.id"),
+            ("role = \"edge\"\n[[nodes]]\nid = 1\nhost = \"a\"\nws = 1\n", "cdn.nodes"),
+            ("stats_poll_secs = 0\n", "cdn.stats_poll_secs"),
+            ("load_balancing_enabled = true\n[[nodes]]\nid = 1\nhost = \"localhost\"\nws = 8080\n", "relay to itself"),
+            ("[[nodes]]\nid = 1\nhost = \"a\"\nport = 1\n", "port"),
+            ("role = \"relay\"\n", "role"),
+            ("role = \"edge\"\n", "cdn.secret"),
+            ("secret = \"short\"\n", "cdn.secret"),
         ];
         for (text, key) in cases {
-            let err = parse(text).unwrap_err().to_string();
+            let err = parse(text).unwrap_err();
             assert!(err.contains(key), "{text:?} → {err}");
         }
+        let err = parse_on(
+            "secret = \"rtcdn-example-secret-change-me-0123456789\"\n",
+            "0.0.0.0:8080",
+        )
+        .unwrap_err();
+        assert!(err.contains("shipped example"), "{err}");
     }
 
     #[test]
     fn edges_need_a_secret_unless_they_take_any_publisher() {
-        assert!(parse("[cdn]\nrole = \"edge\"\nedge_accepts_publish = true\n").is_ok());
-        let config =
-            parse("[cdn]\nrole = \"edge\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n")
-                .unwrap();
+        assert!(parse("role = \"edge\"\nedge_accepts_publish = true\n").is_ok());
+        let cdn =
+            parse("role = \"edge\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
         assert!(
-            !format!("{config:?}").contains("0123456789abcdef"),
+            !format!("{cdn:?}").contains("0123456789abcdef"),
             "Debug hides it"
         );
         // The example secret is fine on loopback, where the shipped configs listen.
-        assert!(parse(
-            "[cdn]\nrole = \"edge\"\nsecret = \"rtcdn-example-secret-change-me-0123456789\"\n"
-        )
-        .is_ok());
-        assert_eq!(
-            demo_configs().unwrap().0.cdn.secret.unwrap().expose(),
-            EXAMPLE_SECRET
+        assert!(
+            parse("role = \"edge\"\nsecret = \"rtcdn-example-secret-change-me-0123456789\"\n")
+                .is_ok()
         );
     }
 

@@ -20,9 +20,10 @@ use std::path::Path;
 
 use tracing::warn;
 
-use crate::auth::Secret;
-use crate::cdn::config::{parse_stream_distribution, BalanceMode, CdnConfig, CdnNode, CdnRole};
-use crate::config::{Config, ConfigError};
+use crate::auth::config::Secret;
+use crate::config::cdn::{parse_stream_distribution, BalanceMode, CdnConfig, CdnNode, CdnRole};
+use crate::config::error::ConfigError;
+use crate::config::Config;
 
 /// The properties file in a WCS folder.
 pub const PROPERTIES_FILE: &str = "flashphoner.properties";
@@ -558,7 +559,7 @@ fn parse_node(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cdn::config::StreamDistribution;
+    use crate::config::cdn::StreamDistribution;
 
     fn props(text: &str) -> Vec<(String, String, usize)> {
         parse_properties(text)
@@ -599,9 +600,19 @@ mod tests {
         );
         assert_eq!(config.media.port_base, 31000);
         // The edge it names is the shipped edge config.
-        let (origin, edge) = crate::cdn::config::demo_configs().unwrap();
+        let (origin, edge) = crate::config::demo_configs().unwrap();
         assert_eq!(config.cdn.nodes[0].ws, Some(edge.http.listen.port()));
         assert_eq!(config.cdn.nodes, origin.cdn.nodes);
+        // `--print-config` shows what the import understood, as TOML that reads back.
+        let printed = config.to_toml();
+        assert!(printed.contains("secret = \"<redacted>\""), "{printed}");
+        assert!(
+            !printed.contains(crate::config::cdn::EXAMPLE_SECRET),
+            "{printed}"
+        );
+        let back: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(back.cdn.nodes, config.cdn.nodes);
+        assert_eq!((back.http, back.media), (config.http, config.media));
     }
 
     #[test]
