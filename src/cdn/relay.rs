@@ -10,18 +10,18 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use crate::control::registry::StreamTrack;
 use crate::control::{
     CoreCommand, PlayedTrack, PlayerLayers, RtxStream, SessionId, SessionRole, SessionSpec,
 };
 use crate::dtls::DtlsRole;
-use crate::registry::StreamTrack;
 use crate::sdp::{
     self, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack,
     SessionDescription, Setup,
 };
-use crate::signalling::flashphoner::client::{media_session_id, WsClient};
-use crate::signalling::flashphoner::protocol::StreamDescription;
 use crate::signalling::{media, Signalling, Watcher};
+use crate::wcs_protocol::client::{media_session_id, WsClient};
+use crate::wcs_protocol::frames::StreamDescription;
 
 /// How long the edge may take for each signalling step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);

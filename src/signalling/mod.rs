@@ -26,7 +26,6 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use self::cors::Cors;
-use self::flashphoner::protocol::{end_info, StreamDescription};
 use self::limits::Limits;
 use crate::auth::{Authorizer, Credentials, RelayAuth};
 use crate::bwe::alarm::BandwidthAlarm;
@@ -35,11 +34,12 @@ use crate::cdn::config::CdnConfig;
 use crate::cdn::cpu::CpuSampler;
 use crate::cdn::relay::{self, RelayTarget};
 use crate::config::HttpConfig;
+use crate::control::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
 use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::{ResidenceHistogram, Waker};
-use crate::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
+use crate::wcs_protocol::frames::{end_info, StreamDescription};
 
 /// The largest request body accepted (an SDP offer is a few KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -131,7 +131,7 @@ impl Signalling {
             Vec::new()
         };
         let relay_tls = if relay_targets.iter().any(|t| t.secure) {
-            match self::flashphoner::client::tls_config(cdn.tls_ca_file.as_deref()) {
+            match crate::wcs_protocol::client::tls_config(cdn.tls_ca_file.as_deref()) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     warn!(error = %e, "no TLS for wss:// relays: those edges will not be relayed to");

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::control::{CoreCommand, CoreId, EndReason, SessionId, StreamId};
+use super::{CoreCommand, CoreId, EndReason, SessionId, StreamId};
 use crate::sdp::{Codec, Extmap, MediaKind};
 
 /// Why a publish or play was refused; the signalling layer maps it to an HTTP status.
