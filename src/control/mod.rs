@@ -9,5 +9,7 @@
 
 pub mod messages;
 pub mod registry;
+pub mod relay_planner;
+pub mod status;
 
 pub use messages::*;
