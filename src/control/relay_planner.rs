@@ -112,8 +112,8 @@ pub enum RelayFailure {
     Refused(String),
     /// The edge's answer cannot be used.
     Answer(String),
-    /// The edge ended the relayed stream later (a FAILED or UNPUBLISHED status).
-    EdgeEnded(String),
+    /// The edge ended the relayed stream later: its status (FAILED, UNPUBLISHED) and `info`.
+    EdgeEnded { status: String, info: String },
     /// Our relay session ended on its core: ICE or DTLS with the edge failed.
     Session(EndReason),
 }
@@ -124,7 +124,9 @@ impl fmt::Display for RelayFailure {
             RelayFailure::Link(why) => f.write_str(why),
             RelayFailure::Refused(why) => write!(f, "the edge refused: {why}"),
             RelayFailure::Answer(why) => write!(f, "the edge's answer: {why}"),
-            RelayFailure::EdgeEnded(why) => write!(f, "the edge ended the stream: {why}"),
+            RelayFailure::EdgeEnded { status, info } => {
+                write!(f, "the edge reported {status}: {info}")
+            }
             RelayFailure::Session(reason) => write!(f, "relay session ended: {reason}"),
         }
     }
@@ -260,8 +262,11 @@ impl<R: Rng> RelayPlanner<R> {
         match end {
             RelayEnd::StreamGone | RelayEnd::Stopped => relay.state = RelayState::Idle,
             RelayEnd::Failed(_) => {
-                let healthy = matches!(relay.state,
-                    RelayState::Up { since, .. } if now.saturating_duration_since(since) >= policy.healthy_after);
+                let up_for = match relay.state {
+                    RelayState::Up { since, .. } => Some(now.saturating_duration_since(since)),
+                    _ => None,
+                };
+                let healthy = up_for.is_some_and(|up| up >= policy.healthy_after);
                 if healthy {
                     relay.next_delay = policy.first_delay;
                 }

@@ -16,7 +16,7 @@ use crate::control::registry::{AclChange, ClientInfo};
 use crate::control::{EndReason, SessionId};
 use crate::negotiate::NegotiationError;
 use crate::signalling::media::{self, HookStanding, StartError};
-use crate::signalling::{Signalling, Watcher};
+use crate::signalling::{ClientWatcher, Signalling, Watcher};
 use crate::wcs_protocol::frames::{
     self, fail_frame, failed_frame, frame, str_field, StreamDescription,
 };
@@ -319,11 +319,11 @@ impl Connection {
         let description = StreamDescription::from_request(payload, id, name, published);
         state.watch(
             started.id,
-            Watcher {
+            Watcher::Client(ClientWatcher {
                 out: self.out.clone(),
                 description: description.clone(),
                 bandwidth: Default::default(),
-            },
+            }),
         );
         self.send(frame(
             "setRemoteSDP",
