@@ -6,7 +6,7 @@ pub(crate) mod dtls_reader;
 use std::path::Path;
 
 use crate::config::Config;
-use crate::signalling::flashphoner::protocol::{self, StreamDescription};
+use crate::wcs_protocol::frames::{self as protocol, StreamDescription};
 
 /// A WebSocket text frame through the Flashphoner frame parser and the status builders.
 pub fn fuzz_signalling_frame(data: &[u8]) {
@@ -99,7 +99,7 @@ pub fn fuzz_auth_inputs(data: &[u8]) {
         let _ = crate::signalling::flashphoner::relayed_keys(&value);
     }
     for action in ["add", "remove", "delete", "print"] {
-        if let Ok((_, Some(crate::registry::AclChange::Add(keys)))) =
+        if let Ok((_, Some(crate::control::registry::AclChange::Add(keys)))) =
             crate::signalling::rest::parse_access_list(action, text)
         {
             assert!(keys.iter().all(|k| !k.is_empty() && k.len() <= 256));

@@ -1,7 +1,7 @@
 //! rtcdn: a real-time WebRTC CDN node.
 //!
 //! The server is split into sans-IO protocol logic ([`sdp`], [`session`], [`negotiate`],
-//! [`registry`], [`retransmission_cache`], [`loss_detector`], [`rtx`]) and the only parts that
+//! [`control`], [`retransmission_cache`], [`loss_detector`], [`rtx`]) and the only parts that
 //! touch sockets and threads ([`reactor`], [`signalling`], the [`dtls`] driver task, [`node`]).
 
 /// The git revision this build is from (`-modified` with uncommitted changes; "unknown" outside
@@ -22,7 +22,6 @@ pub mod negotiate;
 pub mod node;
 pub mod panic_guard;
 pub mod reactor;
-pub mod registry;
 pub mod retransmission_cache;
 pub mod rtx;
 pub mod sdp;
@@ -30,3 +29,4 @@ pub mod session;
 pub mod signalling;
 pub mod simulcast;
 pub mod transport_cc;
+pub mod wcs_protocol;

@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 
+use crate::control::registry::StreamTrack;
 use crate::control::{PlayedTrack, PlayerLayers, PublishedTrack, RtxStream, SimulcastLayers};
 use crate::dtls::DtlsRole;
-use crate::registry::StreamTrack;
 use crate::sdp::{
     self, AcceptedMedia, AnswerParams, Codec, Direction, Extmap, Fingerprint, MediaAnswer,
     MediaDescription, MediaKind, SendTrack, SessionDescription, Setup,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::auth::{Authorizer, Policy};
+use crate::cdn::relay::{self, RelayHost, RelaySetup};
 use crate::config::cdn::CdnRole;
 use crate::config::Config;
 use crate::control::{CoreCommand, CoreId};
@@ -187,14 +188,23 @@ impl Node {
             core_threads.push(thread);
         }
         cores.reverse();
-        let state = Arc::new(
-            Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
-                .with_http(&config.http)
-                .with_bwe(&config.bwe),
-        );
-        if state.balancer.is_some() {
+        // An origin's relays: signalling tells them of its streams, they ask it for sessions.
+        let relays = RelaySetup::from_cdn(&config.cdn, certificate.fingerprint())
+            .map(|setup| (relay::channel(), setup));
+        let mut signalling = Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
+            .with_http(&config.http)
+            .with_bwe(&config.bwe);
+        if let Some(((handle, _), _)) = &relays {
+            signalling = signalling.with_relays(handle.clone());
+        }
+        let state = Arc::new(signalling);
+        if let Some(((_, inputs), setup)) = relays {
+            let host: Arc<dyn RelayHost> = state.clone();
+            runtime.spawn(relay::run(inputs, setup, host, rand::random()));
+        }
+        if let Some(balancer) = &state.balancer {
             runtime.spawn(crate::cdn::poll_edge_stats(
-                state.clone(),
+                balancer.clone(),
                 config.cdn.nodes.clone(),
                 config.cdn.stats_poll_secs,
             ));

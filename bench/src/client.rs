@@ -15,7 +15,7 @@ use rtp::srtp::SrtpContext;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use rtcdn::signalling::flashphoner::client::{media_session_id, WsClient, WsClientError};
+use rtcdn::wcs_protocol::client::{media_session_id, WsClient, WsClientError};
 use serde_json::{json, Value};
 
 use crate::http::{self, HttpError};

@@ -110,8 +110,7 @@ pub struct HookClient {
 impl HookClient {
     /// A client for the hooks of `config`; `node_id` names this node in every call.
     pub fn new(config: &AuthConfig, node_id: String) -> Result<HookClient, HookSetupError> {
-        let tls =
-            crate::signalling::flashphoner::client::tls_config(None).map_err(HookSetupError)?;
+        let tls = crate::wcs_protocol::client::tls_config(None).map_err(HookSetupError)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_or_http()

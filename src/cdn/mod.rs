@@ -3,28 +3,27 @@
 //!
 //! Its settings are the `[cdn]` section, [`crate::config::cdn`] (read from WCS files by
 //! [`crate::config::wcs`]); [`balancer`] picks a player's edge (sans-IO) and parses and
-//! renders the nodes' `/?action=stat`, [`cpu`] samples the CPU figures a node reports.
+//! renders the nodes' `/?action=stat`, [`cpu`] samples the CPU figures a node reports, and
+//! [`relay`] carries the streams to the edges as the control plane's relay planner decides.
 
 pub mod balancer;
 pub mod cpu;
 
 pub mod relay;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::signalling::Signalling;
-
 /// How long an edge may take to answer `/?action=stat`.
 const STAT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Polls every edge's `/?action=stat` and feeds the balancer; an edge that does not answer is
+/// Polls every edge's `/?action=stat` and feeds `balancer`; an edge that does not answer is
 /// skipped by the balancer until it answers again. Runs for the node's lifetime.
 pub async fn poll_edge_stats(
-    state: Arc<Signalling>,
+    balancer: Arc<Mutex<balancer::Balancer>>,
     nodes: Vec<crate::config::cdn::CdnNode>,
     every_secs: u64,
 ) {
@@ -37,12 +36,10 @@ pub async fn poll_edge_stats(
             let stat = fetch_stat(&node.host, port)
                 .await
                 .and_then(|body| balancer::parse_stat(&body).ok());
-            if let Some(balancer) = &state.balancer {
-                balancer
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .set_stat(node.id, stat);
-            }
+            balancer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .set_stat(node.id, stat);
         }
     }
 }

@@ -10,10 +10,10 @@ use super::Signalling;
 use crate::auth::{
     Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
 };
+use crate::control::registry::{validate_stream_name, RegistryError};
 use crate::control::{CoreCommand, EndReason, SessionId, SessionRole, SessionSpec};
 use crate::dtls::DtlsRole;
 use crate::negotiate::{self, LocalParams, NegotiationError};
-use crate::registry::{validate_stream_name, RegistryError};
 use crate::sdp;
 
 /// Why a publish or play could not start.
@@ -110,7 +110,7 @@ pub async fn authorize(
                 "mediaProviders": ["WebRTC"],
                 "custom": custom,
             });
-            let session_id = crate::signalling::flashphoner::client::media_session_id();
+            let session_id = crate::wcs_protocol::client::media_session_id();
             asked = hooks
                 .connect("defaultApp", &session_id, &connection)
                 .await?;
@@ -239,7 +239,7 @@ pub fn start_play(
 /// `publishStream` / `playStream` would.
 pub fn http_stream_fields(name: &str, published: bool) -> Value {
     json!({
-        "mediaSessionId": crate::signalling::flashphoner::client::media_session_id(),
+        "mediaSessionId": crate::wcs_protocol::client::media_session_id(),
         "name": name,
         "published": published,
         "hasVideo": true,

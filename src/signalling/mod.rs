@@ -1,6 +1,11 @@
 //! The signalling thread's HTTP listener: WHIP (`/whip/{stream}`), WHEP (`/whep/{stream}`), the
 //! built-in page, and `/api/stats`. Requests are negotiated here and handed to a media core as a
 //! [`CoreCommand`]; nothing on this thread touches media.
+//!
+//! A transport of the control plane: it keeps the registry, turns the cores' events into
+//! [`SessionStatus`]es for each session's [`Watcher`] (frames for a WebSocket client, the typed
+//! status for a relay link), tells the CDN's [`Relays`] when streams come and go, and serves
+//! what a relay link asks of the node (`relay_host`).
 
 pub mod cors;
 pub mod flashphoner;
@@ -8,6 +13,7 @@ pub mod limits;
 mod listener;
 pub mod media;
 mod metrics;
+mod relay_host;
 pub(crate) mod rest;
 mod send_timeout;
 mod whip;
@@ -23,23 +29,24 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use self::cors::Cors;
-use self::flashphoner::protocol::{end_info, StreamDescription};
 use self::limits::Limits;
 use crate::auth::{Authorizer, Credentials, RelayAuth};
 use crate::bwe::alarm::BandwidthAlarm;
 use crate::cdn::balancer::{render_stat, Balancer};
 use crate::cdn::cpu::CpuSampler;
-use crate::cdn::relay::{self, RelayTarget};
+use crate::cdn::relay::Relays;
 use crate::config::cdn::CdnConfig;
 use crate::config::HttpConfig;
+use crate::control::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
+use crate::control::status::SessionStatus;
 use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::{ResidenceHistogram, Waker};
-use crate::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
+use crate::wcs_protocol::frames::StreamDescription;
 
 /// The largest request body accepted (an SDP offer is a few KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -72,14 +79,46 @@ impl CoreHandle {
     }
 }
 
+/// Who hears of a session's status changes.
+pub enum Watcher {
+    /// A WebSocket client: the statuses become its protocol's frames.
+    Client(ClientWatcher),
+    /// A transport that reads the typed statuses as they are: a CDN relay link.
+    Typed(tokio::sync::mpsc::UnboundedSender<SessionStatus>),
+}
+
 /// A WebSocket client waiting for news of one of its sessions.
-pub struct Watcher {
+pub struct ClientWatcher {
     /// The client's frame queue.
     pub out: tokio::sync::mpsc::UnboundedSender<String>,
     /// How the client knows the stream.
     pub description: StreamDescription,
     /// WCS's `NOT_ENOUGH_BANDWIDTH` rule for a player.
     pub bandwidth: BandwidthAlarm,
+}
+
+impl Watcher {
+    /// Tells the watcher of a status change.
+    fn deliver(&self, status: &SessionStatus) {
+        match self {
+            Watcher::Client(client) => {
+                if let Some(frame) = client.description.session_status_frame(status) {
+                    let _ = client.out.send(frame);
+                }
+            }
+            Watcher::Typed(out) => {
+                let _ = out.send(status.clone());
+            }
+        }
+    }
+
+    /// The WebSocket client's view of the session, if a client watches it.
+    fn client(&self) -> Option<&ClientWatcher> {
+        match self {
+            Watcher::Client(client) => Some(client),
+            Watcher::Typed(_) => None,
+        }
+    }
 }
 
 /// State shared by all requests.
@@ -94,22 +133,19 @@ pub struct Signalling {
     pub limits: Limits,
     /// Which pages may read answers (`http.cors_origins`).
     pub cors: Cors,
-    /// WebSocket clients to tell when their sessions change.
+    /// Who to tell when sessions change: WebSocket clients, relay links.
     pub watchers: Mutex<HashMap<SessionId, Watcher>>,
-    /// Edges every stream published here is relayed to (an origin's; empty otherwise).
-    pub relay_targets: Vec<RelayTarget>,
-    /// TLS for relays to wss:// edges.
-    pub relay_tls: Option<Arc<rustls::ClientConfig>>,
-    /// Picks the edge a player is sent to (an origin with edges).
-    pub balancer: Option<Mutex<Balancer>>,
+    /// An origin's relays to its edges, told when streams come and go.
+    pub relays: Option<Relays>,
+    /// Picks the edge a player is sent to (an origin with edges); `cdn::poll_edge_stats`
+    /// feeds it.
+    pub balancer: Option<Arc<Mutex<Balancer>>>,
     /// This node's CPU load, for `/?action=stat`.
     pub cpu: Mutex<CpuSampler>,
     /// Who may publish, play and administer.
     pub auth: Authorizer,
-    /// `cdn.secret`: proves our relays to edges, and edges check relays with it.
+    /// `cdn.secret`: an edge checks the origin's relays with it.
     pub relay_auth: Option<RelayAuth>,
-    /// Access-list changes, for the relays to pass on to the edges: (stream, its keys now).
-    pub acl_changes: tokio::sync::broadcast::Sender<(String, Vec<String>)>,
     /// `bwe.limit_publisher`: the lowest bitrate a publisher is asked for, when publishers are
     /// limited to their weakest player's bandwidth.
     pub publisher_floor_bps: Option<u64>,
@@ -125,25 +161,9 @@ impl Signalling {
         cdn: &CdnConfig,
         auth: Authorizer,
     ) -> Signalling {
-        let relay_targets = if cdn.relays() {
-            relay::targets(&cdn.nodes)
-        } else {
-            Vec::new()
-        };
-        let relay_tls = if relay_targets.iter().any(|t| t.secure) {
-            match self::flashphoner::client::tls_config(cdn.tls_ca_file.as_deref()) {
-                Ok(tls) => Some(tls),
-                Err(e) => {
-                    warn!(error = %e, "no TLS for wss:// relays: those edges will not be relayed to");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let balancer = cdn
             .relays()
-            .then(|| Mutex::new(Balancer::new(cdn, rand::random())));
+            .then(|| Arc::new(Mutex::new(Balancer::new(cdn, rand::random()))));
         Signalling {
             registry: Mutex::new(Registry::new(cores.len())),
             cores,
@@ -151,8 +171,7 @@ impl Signalling {
             limits: Limits::new(&HttpConfig::default()),
             cors: Cors::new(&HttpConfig::default().cors_origins),
             watchers: Mutex::new(HashMap::new()),
-            relay_targets,
-            relay_tls,
+            relays: None,
             balancer,
             cpu: Mutex::new(CpuSampler::new()),
             auth,
@@ -160,10 +179,15 @@ impl Signalling {
                 .secret
                 .as_ref()
                 .map(|secret| RelayAuth::new(secret.expose())),
-            acl_changes: tokio::sync::broadcast::channel(256).0,
             publisher_floor_bps: None,
             publisher_limits: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Tells `relays` when streams are published and unpublished here.
+    pub fn with_relays(mut self, relays: Relays) -> Signalling {
+        self.relays = Some(relays);
+        self
     }
 
     /// The listener limits and CORS policy of `http` instead of the defaults.
@@ -238,6 +262,13 @@ impl Signalling {
                 handle.send(command);
             }
         }
+        // Every removal from the registry ends here: the relays hear of the streams it ended.
+        let unpublished = self.registry().take_unpublished();
+        if let Some(relays) = &self.relays {
+            for (name, id) in unpublished {
+                relays.stream_unpublished(&name, id);
+            }
+        }
     }
 
     pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -253,7 +284,7 @@ impl Signalling {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reports a session's status changes to a WebSocket client.
+    /// Reports a session's status changes to `watcher`.
     pub fn watch(&self, id: SessionId, watcher: Watcher) {
         self.watchers().insert(id, watcher);
     }
@@ -263,18 +294,16 @@ impl Signalling {
         self.watchers().remove(&id);
     }
 
-    fn notify(&self, id: SessionId, status: &str) {
+    fn notify(&self, id: SessionId, status: &SessionStatus) {
         if let Some(w) = self.watchers().get(&id) {
-            let _ = w.out.send(w.description.status_frame(status, None));
+            w.deliver(status);
         }
     }
 
+    /// Tells a session's watcher that the node ended it, and forgets the watcher.
     fn notify_ended(&self, id: SessionId, reason: &EndReason) {
         if let Some(w) = self.watchers().remove(&id) {
-            let _ = w.out.send(
-                w.description
-                    .status_frame("FAILED", Some(&end_info(reason))),
-            );
+            w.deliver(&SessionStatus::Ended(reason.clone()));
         }
     }
 
@@ -287,7 +316,7 @@ impl Signalling {
             .unwrap_or_default();
         let watchers = self.watchers();
         for id in players {
-            if let Some(w) = watchers.get(&id) {
+            if let Some(w) = watchers.get(&id).and_then(Watcher::client) {
                 let _ = w.out.send(build(&w.description.media_session_id));
             }
         }
@@ -297,6 +326,7 @@ impl Signalling {
     pub fn media_session_id(&self, id: SessionId) -> Option<String> {
         self.watchers()
             .get(&id)
+            .and_then(Watcher::client)
             .map(|w| w.description.media_session_id.clone())
     }
 
@@ -320,8 +350,9 @@ impl Signalling {
             );
         }
         self.dispatch(commands);
-        // No relay listening is fine: there are no edges to tell.
-        let _ = self.acl_changes.send((name.to_owned(), keys.clone()));
+        if let Some(relays) = &self.relays {
+            relays.acl_changed(name, &keys);
+        }
         Ok(keys)
     }
 
@@ -329,7 +360,10 @@ impl Signalling {
     pub fn session_by_media_session_id(&self, media_session_id: &str) -> Option<SessionId> {
         self.watchers()
             .iter()
-            .find(|(_, w)| w.description.media_session_id == media_session_id)
+            .find(|(_, w)| {
+                w.client()
+                    .is_some_and(|w| w.description.media_session_id == media_session_id)
+            })
             .map(|(id, _)| *id)
     }
 
@@ -356,7 +390,7 @@ impl Signalling {
             return;
         };
         let mut watchers = self.watchers();
-        let Some(watcher) = watchers.get_mut(&id) else {
+        let Some(Watcher::Client(watcher)) = watchers.get_mut(&id) else {
             return;
         };
         if let Some(event) = watcher.bandwidth.update(estimate, publisher_bps) {
@@ -373,29 +407,23 @@ impl Signalling {
     pub fn handle_core_event(self: &Arc<Self>, event: CoreEvent) {
         match event {
             CoreEvent::SessionConnected { id } => {
-                let player = {
-                    let mut registry = self.registry();
-                    registry.set_connected(id);
-                    registry
-                        .session(id)
-                        .is_some_and(|s| s.kind == SessionKind::Player)
-                };
-                if player {
-                    self.notify(id, "PLAYING");
-                }
+                self.registry().set_connected(id);
+                self.notify(id, &SessionStatus::Connected);
             }
             CoreEvent::MediaStarted { id } => {
-                let publisher_stream = {
+                let published = {
                     let mut registry = self.registry();
                     registry.set_media_flowing(id);
                     registry
                         .session(id)
                         .filter(|s| s.kind == SessionKind::Publisher)
-                        .map(|s| s.stream_name.clone())
+                        .and_then(|s| registry.stream(&s.stream_name))
+                        .filter(|stream| stream.publisher == id)
+                        .map(|stream| (stream.name.clone(), stream.id))
                 };
-                self.notify(id, "PUBLISHING");
-                if let Some(stream) = publisher_stream.filter(|_| !self.relay_targets.is_empty()) {
-                    relay::spawn_relays(self, &stream, &self.relay_targets);
+                self.notify(id, &SessionStatus::MediaFlowing);
+                if let (Some(relays), Some((name, stream))) = (&self.relays, published) {
+                    relays.stream_published(&name, stream);
                 }
             }
             CoreEvent::Bitrates {

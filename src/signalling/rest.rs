@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::media;
 use super::{text, Signalling};
+use crate::control::registry::{AclChange, RegistryError};
 use crate::control::{EndReason, SessionId};
-use crate::registry::{AclChange, RegistryError};
 
 /// The longest ACL key accepted, and the most keys one call may carry.
 const MAX_ACL_KEY_LEN: usize = 256;

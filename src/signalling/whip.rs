@@ -11,8 +11,8 @@ use hyper::{Response, StatusCode};
 use super::media::{self, HookStanding, StartError};
 use super::{text, Signalling};
 use crate::auth::{Action, AuthError, Credentials};
+use crate::control::registry::{ClientInfo, RegistryError, ResourceSecret, SessionKind};
 use crate::control::{EndReason, SessionId};
-use crate::registry::{ClientInfo, RegistryError, ResourceSecret, SessionKind};
 
 /// The answer to a request the auth policy refused: 401 (with `WWW-Authenticate`, RFC 6750)
 /// when a token could make it work, else 403.

@@ -10,14 +10,16 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
-use super::protocol::{self, fail_frame, failed_frame, frame, str_field, StreamDescription};
 use crate::auth::{Action, Credentials, HookSession, TokenError};
+use crate::control::registry::RegistryError;
+use crate::control::registry::{AclChange, ClientInfo};
 use crate::control::{EndReason, SessionId};
 use crate::negotiate::NegotiationError;
-use crate::registry::RegistryError;
-use crate::registry::{AclChange, ClientInfo};
 use crate::signalling::media::{self, HookStanding, StartError};
-use crate::signalling::{Signalling, Watcher};
+use crate::signalling::{ClientWatcher, Signalling, Watcher};
+use crate::wcs_protocol::frames::{
+    self, fail_frame, failed_frame, frame, str_field, StreamDescription,
+};
 
 /// A stream this WebSocket session publishes or plays.
 struct OwnStream {
@@ -117,7 +119,7 @@ impl Connection {
     /// A text frame from the client. `Err` when the session must close (its application's
     /// `connect` hook refused it).
     pub async fn handle_text(&mut self, state: &Signalling, text: &str) -> Result<(), Refused> {
-        let frame = match protocol::parse_frame(text) {
+        let frame = match frames::parse_frame(text) {
             Ok(frame) => frame,
             Err(e) => {
                 debug!(peer = %self.peer, error = %e, "bad frame");
@@ -317,11 +319,11 @@ impl Connection {
         let description = StreamDescription::from_request(payload, id, name, published);
         state.watch(
             started.id,
-            Watcher {
+            Watcher::Client(ClientWatcher {
                 out: self.out.clone(),
                 description: description.clone(),
                 bandwidth: Default::default(),
-            },
+            }),
         );
         self.send(frame(
             "setRemoteSDP",

@@ -1,9 +1,7 @@
 //! The Flashphoner WCS WebSocket protocol on the HTTP listener, so pages written for WCS with the
 //! official Web SDK work unchanged. The upgrade is accepted on any path (`/`, `/websocket`, ...).
 
-pub mod client;
 mod connection;
-pub mod protocol;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +25,8 @@ pub use connection::Connection;
 
 use super::limits::ConnectionSlot;
 use super::{text, Signalling};
-use crate::registry::ClientInfo;
+use crate::control::registry::ClientInfo;
+use crate::wcs_protocol::frames;
 
 /// WCS pings every 5 s (`keep_alive.server_interval`).
 const PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -113,7 +112,7 @@ where
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();
-    let ping_frame = protocol::frame("ping", Vec::new());
+    let ping_frame = frames::frame("ping", Vec::new());
     // Flashphoner clients send `connection` at once: a socket that does not is closed.
     let connect_timeout = state.limits.websocket_connect_timeout;
     let connect_deadline = tokio::time::sleep(connect_timeout);
@@ -125,7 +124,7 @@ where
                     info!(%peer, reason = "no connection message", "WebSocket closed");
                 }
                 let reason = format!("no connection message within {} s", connect_timeout.as_secs());
-                let _ = sink.send(Message::text(protocol::fail_frame("connection", &reason))).await;
+                let _ = sink.send(Message::text(frames::fail_frame("connection", &reason))).await;
                 let _ = sink.close().await;
                 break;
             }
@@ -139,7 +138,7 @@ where
                 }
                 Some(Ok(Message::Binary(_))) => {
                     last_heard = Instant::now();
-                    let _ = sink.send(Message::text(protocol::fail_frame("unknown", "binary frames are not part of the protocol"))).await;
+                    let _ = sink.send(Message::text(frames::fail_frame("unknown", "binary frames are not part of the protocol"))).await;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => last_heard = Instant::now(),
                 Some(Ok(Message::Close(_))) | None => break,

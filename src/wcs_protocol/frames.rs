@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::control::status::SessionStatus;
 use crate::control::EndReason;
 
 /// A parsed client frame.
@@ -143,6 +144,33 @@ impl StreamDescription {
             vec![self.status_object(status, info)],
         )
     }
+
+    /// The `notifyStreamStatusEvent` a client expects for a change of its session's status, if
+    /// it expects one: PLAYING once a player connected, PUBLISHING once a publisher's media
+    /// flows, FAILED with the reason's `info` when the node ended the session.
+    pub fn session_status_frame(&self, status: &SessionStatus) -> Option<String> {
+        match status {
+            SessionStatus::Connected if !self.published => Some(self.status_frame("PLAYING", None)),
+            SessionStatus::MediaFlowing if self.published => {
+                Some(self.status_frame("PUBLISHING", None))
+            }
+            SessionStatus::Ended(reason) => {
+                Some(self.status_frame("FAILED", Some(&end_info(reason))))
+            }
+            SessionStatus::Connected | SessionStatus::MediaFlowing => None,
+        }
+    }
+}
+
+/// The `status` and `info` of a server's `notifyStreamStatusEvent` about the stream
+/// `media_session_id` (its `data`), as a client reads it; `None` when it is about another.
+pub fn stream_status<'a>(data: &'a [Value], media_session_id: &str) -> Option<(&'a str, &'a str)> {
+    let object = data.first()?;
+    if str_field(object, "mediaSessionId")? != media_session_id {
+        return None;
+    }
+    let status = str_field(object, "status")?;
+    Some((status, str_field(object, "info").unwrap_or("")))
 }
 
 /// A FAILED status for a request that names a stream we know nothing else about.
@@ -228,6 +256,57 @@ mod tests {
         assert_eq!(object["audioState"]["muted"], false);
         let object = d.status_object("PUBLISHING", None);
         assert!(object.get("info").is_none());
+    }
+
+    #[test]
+    fn session_statuses_become_the_frames_the_sdk_waits_for() {
+        let player = StreamDescription::from_request(&Value::Null, "p1", "cam", false);
+        let publisher = StreamDescription::from_request(&Value::Null, "m1", "cam", true);
+        let status_of = |frame: Option<String>| {
+            let frame: Value = serde_json::from_str(&frame?).unwrap();
+            let object = &frame["data"][0];
+            Some((
+                object["status"].as_str()?.to_owned(),
+                object["info"].as_str().map(str::to_owned),
+            ))
+        };
+        let playing = player.session_status_frame(&SessionStatus::Connected);
+        assert_eq!(status_of(playing), Some(("PLAYING".into(), None)));
+        assert_eq!(
+            player.session_status_frame(&SessionStatus::MediaFlowing),
+            None
+        );
+        assert_eq!(
+            publisher.session_status_frame(&SessionStatus::Connected),
+            None
+        );
+        let publishing = publisher.session_status_frame(&SessionStatus::MediaFlowing);
+        assert_eq!(status_of(publishing), Some(("PUBLISHING".into(), None)));
+        let ended = player.session_status_frame(&SessionStatus::Ended(EndReason::PublisherLeft));
+        assert_eq!(
+            status_of(ended),
+            Some(("FAILED".into(), Some("Stopped by publisher stop".into())))
+        );
+    }
+
+    #[test]
+    fn a_client_reads_the_status_of_its_own_stream() {
+        let edge = StreamDescription::from_request(&Value::Null, "m1", "cam", true);
+        let frame: Value =
+            serde_json::from_str(&edge.status_frame("FAILED", Some("Restricted access"))).unwrap();
+        let data = frame["data"].as_array().unwrap();
+        assert_eq!(
+            stream_status(data, "m1"),
+            Some(("FAILED", "Restricted access"))
+        );
+        assert_eq!(stream_status(data, "m2"), None);
+        let published: Value =
+            serde_json::from_str(&edge.status_frame("PUBLISHING", None)).unwrap();
+        assert_eq!(
+            stream_status(published["data"].as_array().unwrap(), "m1"),
+            Some(("PUBLISHING", ""))
+        );
+        assert_eq!(stream_status(&[], "m1"), None);
     }
 
     #[test]

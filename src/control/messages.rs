@@ -1,4 +1,4 @@
-//! Typed messages between the signalling thread and the media cores. Threads share no session
+//! Typed messages between the control plane and the media cores. Threads share no session
 //! state: a core owns its sessions outright, and everything else crosses through these messages.
 
 use std::fmt;

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::protocol::frame;
+use super::frames::frame;
 
 /// Why a client session failed.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::control::{CoreCommand, CoreId, EndReason, SessionId, StreamId};
+use super::{CoreCommand, CoreId, EndReason, SessionId, StreamId};
 use crate::sdp::{Codec, Extmap, MediaKind};
 
 /// Why a publish or play was refused; the signalling layer maps it to an HTTP status.
@@ -190,6 +190,8 @@ pub struct Registry {
     resources: HashMap<ResourceSecret, SessionId>,
     core_load: Vec<usize>,
     next_stream: u64,
+    /// Streams removed since [`Registry::take_unpublished`] was last asked.
+    unpublished: Vec<(String, StreamId)>,
 }
 
 /// Checks a stream name: it becomes part of URLs and SDP `msid` tokens.
@@ -215,6 +217,7 @@ impl Registry {
             resources: HashMap::new(),
             core_load: vec![0; cores],
             next_stream: 1,
+            unpublished: Vec::new(),
         }
     }
 
@@ -499,6 +502,7 @@ impl Registry {
                     .streams
                     .remove(&session.stream_name)
                     .expect("looked up just above");
+                self.unpublished.push((stream.name.clone(), stream.id));
                 let relays = stream.relays.into_iter().map(|id| (id, stream.core));
                 for (player, core) in stream.players.into_iter().chain(relays) {
                     self.forget(player);
@@ -557,6 +561,12 @@ impl Registry {
             self.resources.remove(&secret);
         }
         Some(session)
+    }
+
+    /// The streams removed (their publishers gone) since the last call, oldest first: the
+    /// relays of an origin stop with them.
+    pub fn take_unpublished(&mut self) -> Vec<(String, StreamId)> {
+        std::mem::take(&mut self.unpublished)
     }
 
     /// Sessions per core.
@@ -643,11 +653,15 @@ mod tests {
     #[test]
     fn publisher_leaving_ends_its_players_and_frees_the_name() {
         let mut registry = Registry::new(2);
-        registry
+        let id = registry
             .add_publisher("s", SessionId(1), CoreId(0), track())
             .unwrap();
         registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
+        // Nothing is unpublished while the publisher is there.
+        assert!(registry.take_unpublished().is_empty());
         let c = registry.remove_session(SessionId(1));
+        assert_eq!(registry.take_unpublished(), [("s".to_owned(), id)]);
+        assert!(registry.take_unpublished().is_empty());
         assert!(matches!(
             c.as_slice(),
             [(

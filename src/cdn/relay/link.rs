@@ -1,0 +1,325 @@
+//! One relay attempt: a WebSocket client session with one edge that publishes one stream there,
+//! and the relay session on our side that sends it. The link reports when its relay session is
+//! up and how the attempt ended; it takes the driver's Stop and access-list changes. It learns
+//! how its relay session does from the typed [`SessionStatus`], never from a client's frame.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tracing::info;
+
+use super::offer::{keep_answered_rtx, relay_offer};
+use super::{RelayHost, RelaySession, RelayTarget, RelayedStream};
+use crate::auth::RelayAuth;
+use crate::control::relay_planner::{AttemptId, RelayEnd, RelayFailure};
+use crate::control::status::SessionStatus;
+use crate::control::EndReason;
+use crate::dtls::DtlsRole;
+use crate::sdp::{self, MediaKind, Setup};
+use crate::wcs_protocol::client::{media_session_id, WsClient};
+use crate::wcs_protocol::frames::stream_status;
+
+/// How long the edge may take for each signalling step.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every link of a node shares.
+pub(super) struct LinkSetup {
+    /// The node.
+    pub host: Arc<dyn RelayHost>,
+    /// TLS for wss:// edges.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Mints the token that proves us to the edge.
+    pub auth: Option<RelayAuth>,
+    /// Our DTLS fingerprint.
+    pub fingerprint: [u8; 32],
+}
+
+/// One attempt to carry out.
+pub(super) struct Job {
+    pub attempt: AttemptId,
+    pub stream: String,
+    pub relayed: RelayedStream,
+    pub target: RelayTarget,
+}
+
+/// A link's news for the driver.
+pub(super) struct LinkReport {
+    pub attempt: AttemptId,
+    pub event: LinkEvent,
+}
+
+pub(super) enum LinkEvent {
+    /// Our relay session to the edge connected.
+    Up,
+    /// The attempt is over.
+    Ended(RelayEnd),
+}
+
+/// The driver's orders.
+enum LinkCommand {
+    PassAcl(Vec<String>),
+    Stop,
+}
+
+/// The driver's handle on a running link.
+pub(super) struct Link {
+    pub stream: String,
+    pub target: RelayTarget,
+    commands: UnboundedSender<LinkCommand>,
+}
+
+impl Link {
+    /// Unpublish on the edge and end.
+    pub fn stop(&self) {
+        let _ = self.commands.send(LinkCommand::Stop);
+    }
+
+    /// Tell the edge the stream's access list is now `keys`.
+    pub fn pass_acl(&self, keys: Vec<String>) {
+        let _ = self.commands.send(LinkCommand::PassAcl(keys));
+    }
+}
+
+/// Starts `job` in a task of its own.
+pub(super) fn spawn(job: Job, setup: Arc<LinkSetup>, reports: UnboundedSender<LinkReport>) -> Link {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let link = Link {
+        stream: job.stream.clone(),
+        target: job.target.clone(),
+        commands: commands_tx,
+    };
+    tokio::spawn(async move {
+        let end = relay(&job, &setup, commands, &reports).await;
+        let _ = reports.send(LinkReport {
+            attempt: job.attempt,
+            event: LinkEvent::Ended(end),
+        });
+    });
+    link
+}
+
+/// The edge's answer to our publish.
+struct Answered {
+    ws: WsClient,
+    /// Our id for the stream on the edge.
+    media_session_id: String,
+    session: RelaySession,
+}
+
+async fn relay(
+    job: &Job,
+    setup: &LinkSetup,
+    mut commands: UnboundedReceiver<LinkCommand>,
+    reports: &UnboundedSender<LinkReport>,
+) -> RelayEnd {
+    // The handshake, unless the driver stops the attempt first (dropping it closes the socket,
+    // which ends whatever the edge started for it). Access-list changes wait for the answer:
+    // the edge takes them from the stream's publisher only.
+    let mut pending_acl = None;
+    let handshake = publish(job, setup);
+    tokio::pin!(handshake);
+    let answered = loop {
+        tokio::select! {
+            result = &mut handshake => break result,
+            command = commands.recv() => match command {
+                Some(LinkCommand::PassAcl(keys)) => pending_acl = Some(keys),
+                Some(LinkCommand::Stop) | None => return RelayEnd::Stopped,
+            },
+        }
+    };
+    let Answered {
+        mut ws,
+        media_session_id: id,
+        session,
+    } = match answered {
+        Ok(answered) => answered,
+        Err(failure) => return RelayEnd::Failed(failure),
+    };
+    let (status_tx, mut statuses) = mpsc::unbounded_channel();
+    let Some(session) = setup.host.open_relay_session(session, status_tx) else {
+        unpublish(ws, &id, &job.stream).await;
+        return RelayEnd::StreamGone;
+    };
+    let (stream, edge) = (job.stream.as_str(), job.target.node_id);
+    info!(stream, edge, session = %session, "relay session started");
+    let mut failure = None;
+    if let Some(keys) = pending_acl {
+        failure = pass_acl(&mut ws, stream, keys).await.err();
+    }
+    let failure = match failure {
+        Some(failure) => failure,
+        None => loop {
+            tokio::select! {
+                message = ws.next() => match message {
+                    Some((name, data)) if name == "notifyStreamStatusEvent" => {
+                        match stream_status(&data, &id) {
+                            Some(("PUBLISHING", _)) => {
+                                info!(stream, edge, "relaying: the edge is publishing")
+                            }
+                            Some((status @ ("FAILED" | "UNPUBLISHED"), info)) => {
+                                break RelayFailure::EdgeEnded {
+                                    status: status.to_owned(),
+                                    info: info.to_owned(),
+                                };
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(_) => {}
+                    None => break RelayFailure::Link("the edge closed the WebSocket".into()),
+                },
+                command = commands.recv() => match command {
+                    Some(LinkCommand::PassAcl(keys)) => {
+                        if let Err(failure) = pass_acl(&mut ws, stream, keys).await {
+                            break failure;
+                        }
+                    }
+                    Some(LinkCommand::Stop) | None => {
+                        setup.host.close_relay_session(session);
+                        unpublish(ws, &id, stream).await;
+                        return RelayEnd::Stopped;
+                    }
+                },
+                status = statuses.recv() => match status {
+                    Some(SessionStatus::Connected) => {
+                        let up = LinkReport { attempt: job.attempt, event: LinkEvent::Up };
+                        let _ = reports.send(up);
+                    }
+                    Some(SessionStatus::MediaFlowing) => {}
+                    // Our relay session ended on its core: the publisher left, or ICE or DTLS
+                    // with the edge failed.
+                    ended => {
+                        let reason = match ended {
+                            Some(SessionStatus::Ended(reason)) => reason,
+                            _ => EndReason::Deleted,
+                        };
+                        unpublish(ws, &id, stream).await;
+                        let live = setup
+                            .host
+                            .relayed_stream(stream)
+                            .is_some_and(|s| s.id == job.relayed.id);
+                        return if live {
+                            RelayEnd::Failed(RelayFailure::Session(reason))
+                        } else {
+                            RelayEnd::StreamGone
+                        };
+                    }
+                },
+            }
+        },
+    };
+    // The edge side failed: end our relay session without telling ourselves.
+    setup.host.close_relay_session(session);
+    ws.close().await;
+    RelayEnd::Failed(failure)
+}
+
+/// Connects to the edge, publishes the stream there and reads its answer.
+async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure> {
+    let link = |e: crate::wcs_protocol::client::WsClientError| RelayFailure::Link(e.to_string());
+    // The edge takes our publish only if we prove the CDN's secret, with a token minted for
+    // this connection.
+    let custom = setup
+        .auth
+        .as_ref()
+        .map(|auth| json!({ "relayToken": auth.mint("origin") }));
+    let mut ws =
+        WsClient::connect_with_tls(&job.target.url(), STEP_TIMEOUT, setup.tls.clone(), custom)
+            .await
+            .map_err(link)?;
+    let stream = job.stream.as_str();
+    let local_ice = ice::IceCredentials::random(&mut rand::thread_rng());
+    let (offer, mut tracks) = relay_offer(
+        stream,
+        &job.relayed.tracks,
+        &local_ice,
+        setup.fingerprint,
+        || rand::random::<u32>() | 1,
+    );
+    let id = media_session_id();
+    let has = |kind| tracks.iter().any(|t| t.kind == kind);
+    let request = json!({
+        "mediaSessionId": id,
+        "name": stream,
+        "published": true,
+        "hasVideo": has(MediaKind::Video),
+        "hasAudio": has(MediaKind::Audio),
+        "status": "PENDING",
+        "record": false,
+        "mediaProvider": "WebRTC",
+        "sdp": offer,
+        // The stream's access list (WCS CDN 2.2), which the edge enforces too.
+        "rtcdnAcl": job.relayed.acl,
+    });
+    ws.send("publishStream", request).await.map_err(link)?;
+    let answer = loop {
+        let (message, data) = ws
+            .next_within(STEP_TIMEOUT, "setRemoteSDP")
+            .await
+            .map_err(link)?;
+        if message == "setRemoteSDP" && data.first().and_then(Value::as_str) == Some(&id) {
+            match data.get(1).and_then(Value::as_str) {
+                Some(sdp) => break sdp.to_owned(),
+                None => return Err(RelayFailure::Answer("setRemoteSDP without an SDP".into())),
+            }
+        }
+        if message == "notifyStreamStatusEvent" {
+            if let Some(("FAILED", info)) = stream_status(&data, &id) {
+                return Err(RelayFailure::Refused(info.to_owned()));
+            }
+        }
+    };
+    let answer = sdp::parse(&answer).map_err(|e| RelayFailure::Answer(e.to_string()))?;
+    let fingerprint = answer
+        .fingerprint
+        .ok_or_else(|| RelayFailure::Answer("no fingerprint".into()))?;
+    keep_answered_rtx(&mut tracks, &answer);
+    let remote_candidates: Vec<_> = answer
+        .candidates
+        .iter()
+        .copied()
+        .filter(|c| c.is_ipv4())
+        .collect();
+    if remote_candidates.is_empty() {
+        return Err(RelayFailure::Answer("no IPv4 host candidate".into()));
+    }
+    // The answerer's setup decides: active means the edge is the DTLS client.
+    let dtls_role = if answer.setup == Setup::Passive {
+        DtlsRole::Client
+    } else {
+        DtlsRole::Server
+    };
+    let session = RelaySession {
+        stream: stream.to_owned(),
+        stream_id: job.relayed.id,
+        tracks,
+        remote_candidates,
+        local_ice,
+        remote_ice: ice::IceCredentials {
+            ufrag: answer.ice_ufrag.clone(),
+            pwd: answer.ice_pwd.clone(),
+        },
+        remote_fingerprint: fingerprint.0,
+        dtls_role,
+    };
+    Ok(Answered {
+        ws,
+        media_session_id: id,
+        session,
+    })
+}
+
+async fn pass_acl(ws: &mut WsClient, stream: &str, keys: Vec<String>) -> Result<(), RelayFailure> {
+    ws.send("rtcdnAcl", json!({ "name": stream, "keys": keys }))
+        .await
+        .map_err(|e| RelayFailure::Link(format!("passing the access list on: {e}")))
+}
+
+/// Unpublishes the stream on the edge and closes the socket.
+async fn unpublish(mut ws: WsClient, id: &str, stream: &str) {
+    let request = json!({ "mediaSessionId": id, "name": stream, "published": true });
+    let _ = ws.send("unPublishStream", request).await;
+    ws.close().await;
+}
