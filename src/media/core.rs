@@ -25,7 +25,7 @@ use crate::media::dtls::{test_keys, DtlsAssociation, DtlsStarter};
 use crate::media::forward::{ForwardKind, ForwardSink};
 use crate::media::peer::{Peer, Peers};
 use crate::media::router::Router;
-use crate::media::timers::{entry_to_push, SessionTimers};
+use crate::media::timers::SessionTimers;
 use crate::media::tx::{SocketId, TxSink};
 use crate::session::{Session, SessionError, SessionEvent, SessionTimeouts};
 use crate::simulcast::KEYFRAME_REQUEST_INTERVAL;
@@ -166,8 +166,14 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     }
 
     /// Where items for other cores go.
-    pub fn forward_sink(&mut self) -> &mut F {
+    pub fn forward_sink(&self) -> &F {
         self.router.forward_sink()
+    }
+
+    /// Where items for other cores go, to drain them (a [`ForwardQueue`](crate::media::ForwardQueue))
+    /// or wake the cores they are for.
+    pub fn forward_sink_mut(&mut self) -> &mut F {
+        self.router.forward_sink_mut()
     }
 
     /// An event for signalling.
@@ -209,14 +215,10 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         match Datagram::classify(buf) {
             Datagram::Stun => self.handle_stun(now, socket, src, buf, tx),
             Datagram::Dtls => self.handle_dtls(socket, src, buf),
-            Datagram::Rtp => {
+            kind @ (Datagram::Rtp | Datagram::Rtcp) => {
                 let before = crate::alloc_count::this_thread();
-                self.handle_srtp(now, socket, src, buf, tx);
-                self.count_media_allocations(before);
-            }
-            Datagram::Rtcp => {
-                let before = crate::alloc_count::this_thread();
-                self.handle_srtcp(now, socket, src, buf, tx);
+                let rtcp = kind == Datagram::Rtcp;
+                self.handle_media(now, (socket, src), buf, rtcp, tx);
                 self.count_media_allocations(before);
             }
             Datagram::Unknown => self.counters.unclassified += 1,
@@ -459,12 +461,13 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         }
     }
 
-    fn handle_srtp(
+    /// SRTP or SRTCP (`rtcp`) from a session's peer.
+    fn handle_media(
         &mut self,
         now: Instant,
-        socket: SocketId,
-        src: SocketAddr,
+        (socket, src): (SocketId, SocketAddr),
         data: &mut [u8],
+        rtcp: bool,
         tx: &mut impl TxSink,
     ) {
         let Some(&id) = self.by_addr.get(&(socket, src)) else {
@@ -474,6 +477,13 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        if rtcp {
+            if let Err(e) = peer.session.handle_srtcp(now, src, data) {
+                self.count_media_error(&e);
+            }
+            self.drain_session(now, id, tx);
+            return;
+        }
         // Only a publisher's packets decrypt; anything else is counted and dropped.
         match peer.session.handle_srtp(now, src, data) {
             Ok(media) => {
@@ -484,27 +494,6 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     .route_publisher_packet(now, &mut self.peers, stream, media, plain, tx);
             }
             Err(e) => self.count_media_error(&e),
-        }
-        self.drain_session(now, id, tx);
-    }
-
-    fn handle_srtcp(
-        &mut self,
-        now: Instant,
-        socket: SocketId,
-        src: SocketAddr,
-        data: &mut [u8],
-        tx: &mut impl TxSink,
-    ) {
-        let Some(&id) = self.by_addr.get(&(socket, src)) else {
-            self.counters.unknown_source += 1;
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        if let Err(e) = peer.session.handle_srtcp(now, src, data) {
-            self.count_media_error(&e);
         }
         self.drain_session(now, id, tx);
     }
@@ -632,7 +621,11 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             }
             let socket = peer.socket;
             let Some(event) = peer.session.poll_event() else {
-                self.arm(id);
+                // Its deadline may have moved with this input: armed again while the session is
+                // at hand (this runs once per packet a publisher sends).
+                if let Some(at) = peer.next_entry(self.timer_floor) {
+                    self.push_timer(at, id);
+                }
                 return;
             };
             let stream = peer.session.stream();
@@ -695,20 +688,8 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         }
     }
 
-    /// Puts session `id`'s next deadline in the timer heap, when no entry at or before it is
-    /// there already (see `timers`).
-    fn arm(&mut self, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let floor = self.timer_floor;
-        let next = peer
-            .next_deadline()
-            .map(|at| floor.map_or(at, |floor| at.max(floor)));
-        let Some(at) = entry_to_push(peer.armed, next) else {
-            return;
-        };
-        peer.armed = Some(at);
+    /// Pushes session `id`'s timer entry at `at` (see [`Peer::next_entry`]).
+    fn push_timer(&mut self, at: Instant, id: SessionId) {
         let peers = &self.peers;
         self.timers.push(at, id, |at, id| {
             peers.get(&id).is_some_and(|p| p.armed == Some(at))

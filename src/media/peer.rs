@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::control::SessionId;
+use crate::media::timers::entry_to_push;
 use crate::media::tx::SocketId;
 use crate::session::Session;
 
@@ -44,6 +45,18 @@ impl Peer {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Arms this session's timer: the entry to push into the timer heap for its next deadline
+    /// (no earlier than `floor`), noted as the one that counts; `None` when an entry at or before
+    /// it is there already (see `timers`).
+    pub(super) fn next_entry(&mut self, floor: Option<Instant>) -> Option<Instant> {
+        let next = self
+            .next_deadline()
+            .map(|at| floor.map_or(at, |floor| at.max(floor)));
+        let at = entry_to_push(self.armed, next)?;
+        self.armed = Some(at);
+        Some(at)
     }
 
     /// The simulcast layer this player is to start on, or waits for: its target (0 without

@@ -17,7 +17,7 @@
 //! The router never sends a session's control packets itself: it lists the sessions it gave
 //! input to (`take_touched`) and the core drains them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -101,8 +101,9 @@ pub(super) struct Router<F> {
     me: CoreId,
     streams: HashMap<StreamId, LocalStream>,
     forward: F,
-    /// Sessions given input since the core last looked: their output is to be drained.
-    touched: Vec<SessionId>,
+    /// Sessions given input since the core last looked, in order: their output is to be
+    /// drained.
+    touched: VecDeque<SessionId>,
     counters: RouterCounters,
     /// When the earliest keyframe replay this core waits for is given up.
     replay_deadline: Option<Instant>,
@@ -118,7 +119,7 @@ impl<F: ForwardSink> Router<F> {
             me,
             streams: HashMap::new(),
             forward,
-            touched: Vec::new(),
+            touched: VecDeque::new(),
             counters: RouterCounters::default(),
             replay_deadline: None,
             layers_measured_at: None,
@@ -126,8 +127,12 @@ impl<F: ForwardSink> Router<F> {
         }
     }
 
-    pub(super) fn forward_sink(&mut self) -> &mut F {
+    pub(super) fn forward_sink_mut(&mut self) -> &mut F {
         &mut self.forward
+    }
+
+    pub(super) fn forward_sink(&self) -> &F {
+        &self.forward
     }
 
     pub(super) fn counters(&self) -> RouterCounters {
@@ -145,12 +150,12 @@ impl<F: ForwardSink> Router<F> {
 
     /// The next session given input since the last call.
     pub(super) fn take_touched(&mut self) -> Option<SessionId> {
-        self.touched.pop()
+        self.touched.pop_front()
     }
 
     /// Lists a session for the core to drain (and to arm its timer again).
     pub(super) fn touch(&mut self, id: SessionId) {
-        self.touched.push(id);
+        self.touched.push_back(id);
     }
 
     /// When a keyframe replay this core waits for is due to be given up.
@@ -386,7 +391,7 @@ impl<F: ForwardSink> Router<F> {
         if let Some(publisher) = local_stream.publisher {
             if let Some(peer) = peers.get_mut(&publisher) {
                 local(&mut peer.session);
-                self.touched.push(publisher);
+                self.touched.push_back(publisher);
             }
         } else if let Some(core) = local_stream.publisher_core {
             self.forward
@@ -453,7 +458,7 @@ impl<F: ForwardSink> Router<F> {
             if let Some(peer) = peers.get_mut(&player) {
                 peer.session
                     .handle_publisher_sender_report(kind, layer, ntp, rtp);
-                self.touched.push(player);
+                self.touched.push_back(player);
             }
         }
     }
@@ -762,7 +767,7 @@ impl<F: ForwardSink> Router<F> {
                 if peer.session.retarget_layer(layer) {
                     debug!(core = self.me.0, session = %id, from = target, to = layer, "simulcast layer retargeted");
                     peer.layer_request_at = Some(now);
-                    self.touched.push(id);
+                    self.touched.push_back(id);
                 }
             }
         }

@@ -22,14 +22,12 @@ use crate::reactor::io::{DatagramHandler, SendQueue, SocketId, UdpIo};
 use crate::reactor::mesh::{MeshEndpoint, MeshInbox, MeshOutbox};
 use crate::session::SessionTimeouts;
 
+use crate::reactor::stats::StatsSchedule;
 pub use crate::reactor::stats::{CoreStats, ResidenceCounts};
 
 /// Items taken from each other core's hand-off ring per wake-up; the rest wait for the next
 /// poll, after this core's own datagrams and timers.
 const HANDOFF_BATCH: usize = 64;
-/// How long after something happened the core's counters are published: often enough for
-/// `/api/stats`, rarely enough to cost nothing, and never while the core is idle.
-const STATS_DELAY: Duration = Duration::from_millis(100);
 
 /// Everything a core thread needs; built by the node before the thread starts.
 pub struct CoreSetup {
@@ -97,7 +95,7 @@ impl DatagramHandler for Driver {
             media.handle_forwarded(now, item.stream, item.kind, item.payload(), tx);
         });
         if left {
-            self.media.forward_sink().wake_self();
+            self.media.forward_sink_mut().wake_self();
         }
     }
 }
@@ -136,10 +134,20 @@ pub fn run(setup: CoreSetup) {
         deferred_task_work = io.defers_task_work(),
         "media core started"
     );
-    let mut stats_due: Option<Instant> = None;
+    let publish = |media: &Media, io: &mut UdpIo| {
+        let handoff_dropped = media.forward_sink().dropped;
+        stats.publish(
+            &media.counters(),
+            handoff_dropped,
+            io.send_queue().residence(),
+        );
+    };
+    // At once: the first publication says whether allocations are counted.
+    publish(&driver.media, &mut io);
+    let mut schedule = StatsSchedule::published_at(now);
     let mut sessions_published = None;
     while !driver.media.is_shut_down() {
-        let wake_at = [driver.media.poll_timeout(), stats_due]
+        let wake_at = [driver.media.poll_timeout(), schedule.poll_timeout()]
             .into_iter()
             .flatten()
             .min();
@@ -159,7 +167,7 @@ pub fn run(setup: CoreSetup) {
             driver.media.handle_timeout(now, io.send_queue());
             active = true;
         }
-        driver.media.forward_sink().flush_wakes();
+        driver.media.forward_sink_mut().flush_wakes();
         while let Some(event) = driver.media.poll_event() {
             let _ = events.send(event);
         }
@@ -169,14 +177,8 @@ pub fn run(setup: CoreSetup) {
             stats.sessions.store(sessions, Ordering::Relaxed);
             sessions_published = Some(sessions);
         }
-        if active && stats_due.is_none() {
-            stats_due = Some(now + STATS_DELAY);
-        }
-        if stats_due.is_some_and(|at| at <= now) {
-            stats_due = None;
-            let handoff_dropped = driver.media.forward_sink().dropped;
-            let residence = io.send_queue().residence();
-            stats.publish(&driver.media.counters(), handoff_dropped, residence);
+        if schedule.due(now, active) {
+            publish(&driver.media, &mut io);
         }
     }
     driver.media.close();

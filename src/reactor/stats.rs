@@ -4,12 +4,55 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::media::MediaCounters;
 use crate::reactor::io::{ResidenceHistogram, RESIDENCE_BUCKETS};
 
-/// Counters a core publishes for `/api/stats`. Written by the core thread, a little after
-/// anything happened (see `reactor::core`); `sessions` at once.
+/// While a core is busy its counters are published with its work, at most this often.
+const STATS_INTERVAL: Duration = Duration::from_millis(20);
+/// When it goes quiet, what it did since the last publication is published this long after it
+/// at the latest (the core wakes for it). Between the two, a steady stream of packets never
+/// wakes the core for its statistics, and an idle core never wakes at all.
+const STATS_LATEST: Duration = Duration::from_millis(50);
+
+/// When a core publishes its counters (see [`STATS_INTERVAL`], [`STATS_LATEST`]).
+#[derive(Debug)]
+pub(super) struct StatsSchedule {
+    last: Instant,
+    /// Something happened since the last publication.
+    dirty: bool,
+}
+
+impl StatsSchedule {
+    /// Counters published at `now`.
+    pub(super) fn published_at(now: Instant) -> StatsSchedule {
+        StatsSchedule {
+            last: now,
+            dirty: false,
+        }
+    }
+
+    /// When the core must wake to publish.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.dirty.then(|| self.last + STATS_LATEST)
+    }
+
+    /// After one turn of the core's loop (`active`: it handled anything): whether to publish
+    /// now.
+    pub(super) fn due(&mut self, now: Instant, active: bool) -> bool {
+        self.dirty |= active;
+        if self.dirty && now >= self.last + STATS_INTERVAL {
+            self.dirty = false;
+            self.last = now;
+            return true;
+        }
+        false
+    }
+}
+
+/// Counters a core publishes for `/api/stats`. Written by the core thread with its work, a
+/// little after anything happened (see [`StatsSchedule`]); `sessions` at once.
 #[derive(Debug, Default)]
 pub struct CoreStats {
     /// Sessions on this core; the signalling thread places new sessions on the least loaded core.
@@ -138,5 +181,29 @@ impl ResidenceCounts {
             .enumerate()
             .map(|(i, c)| (i, c.load(Ordering::Relaxed)))
             .filter(|&(_, n)| n != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_core_publishes_with_its_work_and_a_quiet_one_wakes_once() {
+        let start = Instant::now();
+        let ms = |n| start + Duration::from_millis(n);
+        let mut schedule = StatsSchedule::published_at(start);
+        assert_eq!(schedule.poll_timeout(), None, "idle: no wake-up");
+        assert!(!schedule.due(ms(5), true), "too soon");
+        assert_eq!(schedule.poll_timeout(), Some(ms(50)));
+        assert!(
+            schedule.due(ms(21), true),
+            "with the work, past the interval"
+        );
+        assert_eq!(schedule.poll_timeout(), None);
+        assert!(!schedule.due(ms(30), true));
+        assert!(!schedule.due(ms(40), false));
+        assert!(schedule.due(ms(71), false), "woken for it");
+        assert!(!schedule.due(ms(500), false));
     }
 }
