@@ -540,6 +540,11 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         // path never allocates for them.
         self.timers.reserve_for(self.peers.len());
         self.router.reserve_for(self.peers.len());
+        let events = self.peers.len() + 16;
+        if self.events.capacity() < events {
+            // A bitrate report is one event per session; a first packet makes one too.
+            self.events.reserve(events - self.events.len());
+        }
         // A relay's first connectivity checks are ready at once.
         self.drain_session(now, id, tx);
     }
