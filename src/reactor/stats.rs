@@ -52,7 +52,7 @@ impl StatsSchedule {
 }
 
 /// Counters a core publishes for `/api/stats`. Written by the core thread with its work, a
-/// little after anything happened (see [`StatsSchedule`]); `sessions` at once.
+/// little after anything happened (see `StatsSchedule`); `sessions` at once.
 #[derive(Debug, Default)]
 pub struct CoreStats {
     /// Sessions on this core; the signalling thread places new sessions on the least loaded core.
