@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::control::{CoreCommand, CoreId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::{self, CoreSetup, CoreStats};
-use crate::reactor::io::{BackendChoice, UdpIo};
+use crate::reactor::io::{interface_addresses, BackendChoice, UdpIo};
 use crate::reactor::mesh;
 use crate::session::SessionTimeouts;
 use crate::signalling::{self, CoreHandle, Signalling};
@@ -345,47 +345,6 @@ fn announced_addresses(config: &Config) -> Result<Vec<IpAddr>, StartError> {
         return Err(StartError::NoCandidates);
     }
     Ok(addresses)
-}
-
-/// The IP addresses of the host's interfaces that are up.
-fn interface_addresses() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list we free below with freeifaddrs; every
-    // pointer is checked for null and only read while the list is alive.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
-        }
-        let mut node = list;
-        while !node.is_null() {
-            let entry = &*node;
-            let up = entry.ifa_flags & libc::IFF_UP as u32 != 0;
-            if up && !entry.ifa_addr.is_null() {
-                match i32::from((*entry.ifa_addr).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(
-                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                        ));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
-                        let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                        // Link-local addresses need a scope id that SDP candidates cannot carry.
-                        if ip.segments()[0] & 0xffc0 != 0xfe80 {
-                            out.push(IpAddr::V6(ip));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            node = entry.ifa_next;
-        }
-        libc::freeifaddrs(list);
-    }
-    out.dedup();
-    out
 }
 
 /// Says at start who can publish and play when the HTTP listener is reachable beyond loopback

@@ -276,7 +276,7 @@ pub enum LayerDecision {
 
 /// How often a player waiting for its target layer's keyframe asks for it again (a PLI can be
 /// lost, and the publisher merges requests closer together than this anyway).
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A player's video layer: the one it is sent (`current`) and the one it should get
 /// (`target`). With one layer this forwards everything but never starts mid-GOP either way

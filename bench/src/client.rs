@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::dtls::{DtlsCertificate, DtlsEvent, DtlsRole, DtlsTransport};
+use rtcdn::media::Datagram;
 use rtcdn::sdp::{
     self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, SendTrack,
     SessionDescription, Setup,
@@ -1061,23 +1062,20 @@ impl Driver {
 
     fn handle_datagram(&self, from: SocketAddr, data: &mut [u8]) {
         let mut state = self.state.lock().expect("client state lock");
-        match data.first() {
-            Some(0..=3) => {
+        match Datagram::classify(data) {
+            Datagram::Stun => {
                 let _ = state.ice.handle_packet(Instant::now(), from, data);
             }
-            Some(20..=63) => {
+            Datagram::Dtls => {
                 if let Some(dtls) = &state.dtls {
                     dtls.handle_record(data);
                 }
             }
-            Some(128..=191) => {
-                if !rtp::rtcp::is_rtcp(data) && data.len() >= 12 && should_drop(&mut state, data) {
-                    state.counters.rtp_lost += 1;
-                    return;
-                }
-                self.handle_srtp(&mut state, data);
+            Datagram::Rtp if data.len() >= 12 && should_drop(&mut state, data) => {
+                state.counters.rtp_lost += 1;
             }
-            _ => {}
+            Datagram::Rtp | Datagram::Rtcp => self.handle_srtp(&mut state, data),
+            Datagram::Unknown => {}
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::dtls::{DtlsCertificate, DtlsEvent, DtlsRole, DtlsTransport};
+use rtcdn::media::Datagram;
 use rtcdn::sdp::{self, Codec, Direction, Fingerprint, MediaKind, OfferMedia, OfferParams, Setup};
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT};
 use rtcdn_bench::http;
@@ -223,11 +224,11 @@ impl RawPeer {
         let mut buf = [0u8; 2048];
         let wait = Duration::from_millis(10);
         match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
-            Ok(Ok((len, from))) => match buf[0] {
-                0..=3 => {
+            Ok(Ok((len, from))) => match Datagram::classify(&buf[..len]) {
+                Datagram::Stun => {
                     let _ = self.ice.handle_packet(Instant::now(), from, &buf[..len]);
                 }
-                20..=63 => {
+                Datagram::Dtls => {
                     if let Some(dtls) = dtls {
                         dtls.handle_record(&buf[..len]);
                     }

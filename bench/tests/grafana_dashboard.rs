@@ -46,8 +46,8 @@ async fn the_dashboard_queries_metrics_the_node_serves() {
 
     let node = test_node(1);
     let url = format!("http://{}/metrics", node.http_addr());
-    // The cores publish their counters every 20 ms; the first publication says whether
-    // allocations are counted.
+    // The cores publish their counters at start and shortly after anything happens; the
+    // first publication says whether allocations are counted.
     let start = Instant::now();
     let scrape = loop {
         let scrape = raw_request(Method::GET, &url, &[], Vec::new()).await;

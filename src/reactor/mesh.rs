@@ -1,51 +1,17 @@
 //! The lock-free hand-off between media cores: one single-producer single-consumer ring per
 //! ordered pair of cores. A publisher's packet crosses to another core once, however many players
-//! that core serves. Slots are fixed-size and preallocated, so a hand-off allocates nothing.
+//! that core serves. Slots are fixed-size and preallocated, so a hand-off allocates nothing. The
+//! rings a core writes are its media core's [`ForwardSink`]; the reactor drains the ones it reads.
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::control::{CoreId, StreamId};
+use crate::media::ForwardSink;
+pub use crate::media::{ForwardKind, FORWARD_MTU};
 use crate::reactor::io::Waker;
-use crate::sdp::MediaKind;
 
-/// The largest RTP packet that crosses cores (decrypted, so no SRTP tag).
-pub const FORWARD_MTU: usize = 1500;
 /// Slots per ring: about 100 ms of a 10k packets/s core.
 const RING_SLOTS: usize = 1024;
-
-/// What crosses from one core to another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForwardKind {
-    /// A decrypted RTP packet of the stream, in `data[..len]`; `keyframe` when it is part of a
-    /// video keyframe; `layer` its simulcast layer (0 without simulcast, and for audio).
-    Rtp {
-        kind: MediaKind,
-        keyframe: bool,
-        layer: u8,
-    },
-    /// The publisher's sender report for one track (and simulcast layer).
-    SenderReport {
-        kind: MediaKind,
-        layer: u8,
-        ntp_time: u64,
-        rtp_time: u32,
-    },
-    /// A player on the sending core wants a keyframe of a simulcast layer (0 without
-    /// simulcast) from the stream's publisher.
-    KeyframeRequest { layer: u8 },
-    /// A player on the sending core lost packets of a track's layer: the publisher's sequence
-    /// numbers, big-endian, in `data[..len]`.
-    Nack { kind: MediaKind, layer: u8 },
-    /// A new player on the sending core wants its video to start on the keyframe the
-    /// publisher's core cached; `data[0]` is the sending core, `data[1]` the layer.
-    KeyframeStart,
-    /// One cached video packet of `layer` from its newest keyframe on, in `data[..len]`, for
-    /// the players waiting for it (`keyframe` on the first).
-    KeyframeReplay { keyframe: bool, layer: u8 },
-    /// The end of a replay of `layer`; `replayed` is false when the publisher's core had no
-    /// keyframe to replay and asked the publisher for one instead.
-    KeyframeReplayEnd { replayed: bool, layer: u8 },
-}
 
 /// One ring slot.
 pub struct Forwarded {
@@ -58,16 +24,24 @@ pub struct Forwarded {
 }
 
 impl Forwarded {
-    /// The RTP packet, for [`ForwardKind::Rtp`].
+    /// The packet, sequence numbers or `[core, layer]`, as `kind` says.
     pub fn payload(&self) -> &[u8] {
         &self.data[..usize::from(self.len)]
     }
 }
 
-/// One core's ends of the mesh.
+/// One core's ends of the mesh: the rings it writes to other cores (its media core's
+/// [`ForwardSink`]) and the rings it reads from them (drained by the reactor).
 pub struct MeshEndpoint {
+    /// Rings to the other cores.
+    pub outbox: MeshOutbox,
+    /// Rings from the other cores.
+    pub inbox: MeshInbox,
+}
+
+/// The rings a core writes to the other cores.
+pub struct MeshOutbox {
     to: Vec<Option<Producer<Forwarded>>>,
-    from: Vec<Option<Consumer<Forwarded>>>,
     wakers: Vec<Waker>,
     wake_pending: Vec<bool>,
     /// This endpoint's core.
@@ -76,33 +50,42 @@ pub struct MeshEndpoint {
     pub dropped: u64,
 }
 
+/// The rings a core reads from the other cores.
+pub struct MeshInbox {
+    from: Vec<Option<Consumer<Forwarded>>>,
+}
+
 /// Builds the rings for `wakers.len()` cores; endpoint `i` belongs to core `i`.
 pub fn build(wakers: Vec<Waker>) -> Vec<MeshEndpoint> {
     let n = wakers.len();
     let mut endpoints: Vec<MeshEndpoint> = (0..n)
         .map(|me| MeshEndpoint {
-            to: (0..n).map(|_| None).collect(),
-            from: (0..n).map(|_| None).collect(),
-            wakers: wakers.clone(),
-            wake_pending: vec![false; n],
-            me,
-            dropped: 0,
+            outbox: MeshOutbox {
+                to: (0..n).map(|_| None).collect(),
+                wakers: wakers.clone(),
+                wake_pending: vec![false; n],
+                me,
+                dropped: 0,
+            },
+            inbox: MeshInbox {
+                from: (0..n).map(|_| None).collect(),
+            },
         })
         .collect();
     for from in 0..n {
         for to in 0..n {
             if from != to {
                 let (producer, consumer) = RingBuffer::new(RING_SLOTS);
-                endpoints[from].to[to] = Some(producer);
-                endpoints[to].from[from] = Some(consumer);
+                endpoints[from].outbox.to[to] = Some(producer);
+                endpoints[to].inbox.from[from] = Some(consumer);
             }
         }
     }
     endpoints
 }
 
-impl MeshEndpoint {
-    /// Queues an item for `core`; the core is woken by [`MeshEndpoint::flush_wakes`].
+impl MeshOutbox {
+    /// Queues an item for `core`; the core is woken by [`MeshOutbox::flush_wakes`].
     pub fn send(&mut self, core: CoreId, stream: StreamId, kind: ForwardKind, payload: &[u8]) {
         let Some(producer) = self.to.get_mut(core.0).and_then(Option::as_mut) else {
             return;
@@ -139,6 +122,11 @@ impl MeshEndpoint {
             .map_or(0, Producer::slots)
     }
 
+    /// Makes this core's own next poll return at once (its inbox has items left).
+    pub fn wake_self(&mut self) {
+        self.wake_pending[self.me] = true;
+    }
+
     /// Wakes every core that got items since the last call. Called once per receive batch, so
     /// a burst costs one wake-up, not one per packet.
     pub fn flush_wakes(&mut self) {
@@ -148,12 +136,25 @@ impl MeshEndpoint {
             }
         }
     }
+}
 
-    /// Takes up to `max` waiting items from each other core. If any are left, this core wakes
-    /// itself at the next [`flush_wakes`](Self::flush_wakes): a core that only drained until
-    /// the rings were empty would never get back to its own socket and timers while an
-    /// overloaded sender kept them full (consent checks unanswered, statistics not published).
-    pub fn drain(&mut self, max: usize, mut f: impl FnMut(&Forwarded)) {
+impl ForwardSink for MeshOutbox {
+    fn forward(&mut self, core: CoreId, stream: StreamId, kind: ForwardKind, payload: &[u8]) {
+        self.send(core, stream, kind, payload);
+    }
+
+    fn free_slots(&self, core: CoreId) -> usize {
+        MeshOutbox::free_slots(self, core)
+    }
+}
+
+impl MeshInbox {
+    /// Takes up to `max` waiting items from each other core; returns whether any are left.
+    /// The caller then wakes its core again ([`MeshOutbox::wake_self`]): a core that only
+    /// drained until the rings were empty would never get back to its own socket and timers
+    /// while an overloaded sender kept them full (consent checks unanswered, statistics not
+    /// published).
+    pub fn drain(&mut self, max: usize, mut f: impl FnMut(&Forwarded)) -> bool {
         let mut left = false;
         for consumer in self.from.iter_mut().flatten() {
             for _ in 0..max {
@@ -164,9 +165,7 @@ impl MeshEndpoint {
             }
             left |= !consumer.is_empty();
         }
-        if left {
-            self.wake_pending[self.me] = true;
-        }
+        left
     }
 }
 
@@ -174,16 +173,17 @@ impl MeshEndpoint {
 mod tests {
     use super::*;
     use crate::reactor::io::{BackendChoice, UdpIo};
+    use crate::sdp::MediaKind;
 
     #[test]
-    fn drain_takes_a_bounded_batch_and_wakes_itself_for_the_rest() {
+    fn drain_takes_a_bounded_batch_and_says_when_items_are_left() {
         let sockets: Vec<UdpIo> = (0..2)
             .map(|_| UdpIo::bind("127.0.0.1:0".parse().unwrap(), BackendChoice::Mmsg).unwrap())
             .collect();
         let wakers: Vec<Waker> = sockets.iter().map(UdpIo::waker).collect();
         let mut endpoints = build(wakers);
-        let mut core1 = endpoints.pop().unwrap();
-        let mut core0 = endpoints.pop().unwrap();
+        let mut core1 = endpoints.pop().unwrap().inbox;
+        let mut core0 = endpoints.pop().unwrap().outbox;
         for i in 0..100u8 {
             core0.send(
                 CoreId(1),
@@ -197,13 +197,11 @@ mod tests {
             );
         }
         let mut seen = Vec::new();
-        core1.drain(64, |item| seen.push(item.payload()[0]));
+        let left = core1.drain(64, |item| seen.push(item.payload()[0]));
         assert_eq!(seen, (0..64).collect::<Vec<u8>>());
-        assert!(core1.wake_pending[1], "items are left: wake again");
-        core1.flush_wakes();
-        assert!(!core1.wake_pending[1]);
-        core1.drain(64, |item| seen.push(item.payload()[0]));
+        assert!(left, "items are left: wake again");
+        let left = core1.drain(64, |item| seen.push(item.payload()[0]));
         assert_eq!(seen, (0..100).collect::<Vec<u8>>(), "in order, none lost");
-        assert!(!core1.wake_pending[1], "nothing left: no self wake-up");
+        assert!(!left, "nothing left: no self wake-up");
     }
 }

@@ -1,5 +1,11 @@
-//! The per-core media reactor: the only code that owns media sockets.
+//! The IO around the media plane: the only code that owns media sockets and core threads.
+//! [`core`] drives one sans-IO [`MediaCore`](crate::media::MediaCore) per thread; [`io`] holds
+//! the UDP backends (and every `unsafe` block of the crate outside the counting allocator);
+//! [`mesh`] carries items between cores.
 
 pub mod core;
+mod dtls;
+#[allow(unsafe_code)] // syscalls, io_uring, pooled kernel buffers
 pub mod io;
 pub mod mesh;
+mod stats;

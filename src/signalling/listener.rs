@@ -171,18 +171,13 @@ async fn report_suppressed(state: Arc<Signalling>) {
 /// With a file-descriptor limit below the cap, `accept` fails (for every client) before the cap
 /// answers 503.
 fn warn_if_fd_limit_is_below_the_cap(cap: usize) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given and nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+    let Some(open_files) = crate::reactor::io::open_file_limit() else {
         return;
-    }
+    };
     let needed = cap as u64 + RESERVED_FDS;
-    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < needed {
+    if open_files < needed {
         warn!(
-            open_files = limit.rlim_cur,
+            open_files,
             max_connections = cap,
             "the open-file limit (ulimit -n) is below http.max_connections + {RESERVED_FDS}: accept will fail before the cap answers 503; raise the limit or lower http.max_connections"
         );

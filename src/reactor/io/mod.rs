@@ -46,6 +46,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+mod interfaces;
+mod limits;
 mod mem;
 mod mmsg;
 mod residence;
@@ -54,6 +56,8 @@ mod sockaddr;
 mod uring;
 mod waker;
 
+pub use interfaces::interface_addresses;
+pub use limits::open_file_limit;
 pub(crate) use residence::parse_stamp;
 pub use residence::{ResidenceHistogram, RESIDENCE_BUCKETS};
 pub use sendq::SendQueue;
@@ -61,20 +65,8 @@ pub use waker::Waker;
 
 /// Identifies one UDP socket of a [`UdpIo`]: [`SocketId::MAIN`] is the socket given to
 /// [`UdpIo::bind`], others come from [`UdpIo::add_socket`]. An id is reused after
-/// [`UdpIo::remove_socket`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SocketId(pub u16);
-
-impl SocketId {
-    /// The socket bound by [`UdpIo::bind`].
-    pub const MAIN: SocketId = SocketId(0);
-}
-
-impl fmt::Display for SocketId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "socket#{}", self.0)
-    }
-}
+/// [`UdpIo::remove_socket`]. (Defined with the media core, which names the socket of every send.)
+pub use crate::media::SocketId;
 
 /// Extra sockets one [`UdpIo`] can hold at a time; [`UdpIo::add_socket`] fails beyond.
 pub const MAX_EXTRA_SOCKETS: usize = 1024;
@@ -83,7 +75,8 @@ pub const MAX_EXTRA_SOCKETS: usize = 1024;
 const SOCKET_SLOTS: usize = MAX_EXTRA_SOCKETS + 1;
 
 /// Size of one receive or send buffer slot. Larger datagrams are truncated, counted and dropped.
-pub const MAX_DATAGRAM: usize = 2048;
+/// (The media core's, whose writers are promised that much room.)
+pub use crate::media::MAX_DATAGRAM;
 
 /// Socket buffer size requested with `SO_RCVBUF`/`SO_SNDBUF`. The kernel caps it at twice
 /// `net.core.rmem_max`/`wmem_max`; `SO_RCVBUFFORCE` is deliberately not used.

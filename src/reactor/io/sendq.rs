@@ -25,6 +25,7 @@ use super::mem::Region;
 use super::residence::{Residence, ResidenceHistogram};
 use super::uring::Ring;
 use super::{sockaddr, SocketId, MAX_DATAGRAM, SOCKET_SLOTS};
+use crate::media::TxSink;
 
 /// Slots in the send pool (1 MiB of buffers). A fan-out larger than this within one `poll`
 /// flushes synchronously, which is also the natural batching point.
@@ -438,6 +439,21 @@ impl SendQueue {
                 }
             }
         }
+    }
+}
+
+impl TxSink for SendQueue {
+    fn push_with_on(
+        &mut self,
+        socket: SocketId,
+        dst: SocketAddr,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) {
+        SendQueue::push_with_on(self, socket, dst, fill);
+    }
+
+    fn push_on(&mut self, socket: SocketId, dst: SocketAddr, data: &[u8]) {
+        SendQueue::push_on(self, socket, dst, data);
     }
 }
 

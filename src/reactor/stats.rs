@@ -1,0 +1,209 @@
+//! The counters a core thread publishes for `/api/stats` and `/metrics`: its media core's totals,
+//! its hand-off drops, its allocations and how long datagrams stayed in it, as atomics the
+//! signalling thread reads.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::media::MediaCounters;
+use crate::reactor::io::{ResidenceHistogram, RESIDENCE_BUCKETS};
+
+/// While a core is busy its counters are published with its work, at most this often.
+const STATS_INTERVAL: Duration = Duration::from_millis(20);
+/// When it goes quiet, what it did since the last publication is published this long after it
+/// at the latest (the core wakes for it). Between the two, a steady stream of packets never
+/// wakes the core for its statistics, and an idle core never wakes at all.
+const STATS_LATEST: Duration = Duration::from_millis(50);
+
+/// When a core publishes its counters (see [`STATS_INTERVAL`], [`STATS_LATEST`]).
+#[derive(Debug)]
+pub(super) struct StatsSchedule {
+    last: Instant,
+    /// Something happened since the last publication.
+    dirty: bool,
+}
+
+impl StatsSchedule {
+    /// Counters published at `now`.
+    pub(super) fn published_at(now: Instant) -> StatsSchedule {
+        StatsSchedule {
+            last: now,
+            dirty: false,
+        }
+    }
+
+    /// When the core must wake to publish.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.dirty.then(|| self.last + STATS_LATEST)
+    }
+
+    /// After one turn of the core's loop (`active`: it handled anything): whether to publish
+    /// now.
+    pub(super) fn due(&mut self, now: Instant, active: bool) -> bool {
+        self.dirty |= active;
+        if self.dirty && now >= self.last + STATS_INTERVAL {
+            self.dirty = false;
+            self.last = now;
+            return true;
+        }
+        false
+    }
+}
+
+/// Counters a core publishes for `/api/stats`. Written by the core thread with its work, a
+/// little after anything happened (see `StatsSchedule`); `sessions` at once.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    /// Sessions on this core; the signalling thread places new sessions on the least loaded core.
+    pub sessions: AtomicUsize,
+    /// Media packets received from publishers and decrypted.
+    pub rtp_received: AtomicU64,
+    /// Media packets sent to players.
+    pub rtp_sent: AtomicU64,
+    /// STUN requests that failed ICE checks (bad integrity, unknown user).
+    pub stun_rejected: AtomicU64,
+    /// SRTP/SRTCP packets that failed authentication or replay checks.
+    pub srtp_rejected: AtomicU64,
+    /// Decrypted RTP/RTCP that did not parse or used an unknown payload type.
+    pub rtp_malformed: AtomicU64,
+    /// Datagrams from addresses no session owns.
+    pub unknown_source: AtomicU64,
+    /// Datagrams that are none of STUN, DTLS, RTP, RTCP.
+    pub unclassified: AtomicU64,
+    /// Packets dropped because another core's hand-off ring was full.
+    pub handoff_dropped: AtomicU64,
+    /// Packets players reported lost that the core sent again from its retransmission cache.
+    pub retransmissions_sent: AtomicU64,
+    /// Packets players reported lost that the cache did not hold: asked of the publisher.
+    pub nacks_forwarded_upstream: AtomicU64,
+    /// Packets players asked for again beyond their resend budget: dropped.
+    pub retransmissions_throttled: AtomicU64,
+    /// Video packets the node found missing from what it receives (from a publisher, or from
+    /// the node a relay comes from) and asked for again, each request counted.
+    pub upstream_losses_requested: AtomicU64,
+    /// Of those, packets that arrived after all.
+    pub upstream_losses_recovered: AtomicU64,
+    /// Missing packets given up (too many requests, too late).
+    pub upstream_losses_abandoned: AtomicU64,
+    /// Players (and relays) whose video started on the keyframe the core's cache held.
+    pub keyframe_cache_hits: AtomicU64,
+    /// Players whose video had to wait for a keyframe requested from the publisher.
+    pub keyframe_cache_misses: AtomicU64,
+    /// Of `retransmissions_sent`, those sent on the player's retransmission stream (RTX).
+    pub rtx_sent: AtomicU64,
+    /// Publishers' retransmissions (RFC 4588) dropped without being forwarded: padding-only
+    /// bandwidth probes, and copies of packets already received.
+    pub rtx_dropped: AtomicU64,
+    /// Heap allocations the core thread has made since it started (see [`crate::alloc_count`]);
+    /// meaningful only when `counts_allocations` is set.
+    pub allocations: AtomicU64,
+    /// The part of `allocations` made while handling SRTP/SRTCP from peers and packets from
+    /// other cores: the forwarding path, which should make none. The rest is control traffic
+    /// (STUN, whose decoder allocates; DTLS handshakes; session setup) and timers.
+    pub media_allocations: AtomicU64,
+    /// Whether the process counts allocations (the `rtcdn` binary does).
+    pub counts_allocations: AtomicBool,
+    /// How long received datagrams stayed in the core, kernel stamp to flush of their sends
+    /// (cumulative counts per [`ResidenceHistogram`] bucket).
+    pub residence: ResidenceCounts,
+}
+
+impl CoreStats {
+    /// Publishes a core's totals: its media core's `counters`, the items its hand-off rings
+    /// dropped, and its send queue's `residence` times.
+    pub(super) fn publish(
+        &self,
+        c: &MediaCounters,
+        handoff_dropped: u64,
+        residence: &ResidenceHistogram,
+    ) {
+        let store = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
+        store(&self.rtp_received, c.rtp_received);
+        store(&self.rtp_sent, c.rtp_sent);
+        store(&self.stun_rejected, c.stun_rejected);
+        store(&self.srtp_rejected, c.srtp_rejected);
+        store(&self.rtp_malformed, c.rtp_malformed);
+        store(&self.unknown_source, c.unknown_source);
+        store(&self.unclassified, c.unclassified);
+        store(&self.retransmissions_sent, c.retransmissions_sent);
+        store(&self.nacks_forwarded_upstream, c.nacks_forwarded_upstream);
+        store(&self.retransmissions_throttled, c.retransmissions_throttled);
+        store(&self.upstream_losses_requested, c.upstream_losses_requested);
+        store(&self.upstream_losses_recovered, c.upstream_losses_recovered);
+        store(&self.upstream_losses_abandoned, c.upstream_losses_abandoned);
+        store(&self.keyframe_cache_hits, c.keyframe_cache_hits);
+        store(&self.keyframe_cache_misses, c.keyframe_cache_misses);
+        store(&self.rtx_dropped, c.rtx_dropped);
+        store(&self.rtx_sent, c.rtx_sent);
+        store(&self.handoff_dropped, handoff_dropped);
+        if let Some(n) = crate::alloc_count::this_thread() {
+            store(&self.allocations, n);
+            store(&self.media_allocations, c.media_allocations);
+            self.counts_allocations.store(true, Ordering::Relaxed);
+        }
+        self.residence.store(residence);
+    }
+}
+
+/// A published copy of a core's [`ResidenceHistogram`].
+pub struct ResidenceCounts(Box<[AtomicU64]>);
+
+impl Default for ResidenceCounts {
+    fn default() -> Self {
+        Self((0..RESIDENCE_BUCKETS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl fmt::Debug for ResidenceCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ResidenceCounts({} measured)",
+            self.nonzero().map(|(_, n)| n).sum::<u64>()
+        )
+    }
+}
+
+impl ResidenceCounts {
+    fn store(&self, histogram: &ResidenceHistogram) {
+        for (published, &count) in self.0.iter().zip(histogram.counts()) {
+            if count != 0 {
+                published.store(count, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The buckets that hold anything: (index for [`ResidenceHistogram::bucket_range`], count).
+    pub fn nonzero(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_core_publishes_with_its_work_and_a_quiet_one_wakes_once() {
+        let start = Instant::now();
+        let ms = |n| start + Duration::from_millis(n);
+        let mut schedule = StatsSchedule::published_at(start);
+        assert_eq!(schedule.poll_timeout(), None, "idle: no wake-up");
+        assert!(!schedule.due(ms(5), true), "too soon");
+        assert_eq!(schedule.poll_timeout(), Some(ms(50)));
+        assert!(
+            schedule.due(ms(21), true),
+            "with the work, past the interval"
+        );
+        assert_eq!(schedule.poll_timeout(), None);
+        assert!(!schedule.due(ms(30), true));
+        assert!(!schedule.due(ms(40), false));
+        assert!(schedule.due(ms(71), false), "woken for it");
+        assert!(!schedule.due(ms(500), false));
+    }
+}

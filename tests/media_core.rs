@@ -1,0 +1,470 @@
+//! Media cores driven by hand on virtual time, with no socket, thread, runtime or DTLS:
+//! publishers and players connect with real STUN checks from controlling ICE agents, are keyed
+//! with the fixed test keys, and the players get every packet the publisher sends, intact, in
+//! order and rewritten to their own SSRC and payload type. Two cores of one node talk through
+//! their forward queues: a player on the other core starts on the keyframe the publisher's core
+//! replays to it. A core wakes by deadline: an idle second costs a few timeouts, not fifty.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ice::{IceControllingAgent, IceCredentials, IceEvent};
+use rtcdn::control::{
+    CoreCommand, CoreEvent, CoreId, PlayedTrack, PublishedTrack, SessionId, SessionRole,
+    SessionSpec, StreamId,
+};
+use rtcdn::dtls::DtlsRole;
+use rtcdn::media::{
+    peer_test_keys, Datagram, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls,
+    SocketId,
+};
+use rtcdn::sdp::MediaKind;
+use rtcdn::session::SessionTimeouts;
+use rtp::srtp::SrtpContext;
+use rtp::{Pt, RtpHeader, RtpHeaderBuilder, Ssrc};
+
+const PUBLISHER: SessionId = SessionId(1);
+const STREAM: StreamId = StreamId(7);
+const PUBLISHED_PT: u8 = 96;
+const PUBLISHED_SSRC: u32 = 0xabc0_0001;
+
+/// The client side of one session: its ICE agent, SRTP and what it received.
+struct Client {
+    id: SessionId,
+    /// The core its session is on.
+    core: usize,
+    addr: SocketAddr,
+    ice: IceControllingAgent,
+    ice_connected: bool,
+    srtp_tx: SrtpContext,
+    srtp_rx: SrtpContext,
+    /// Decrypted RTP from the core.
+    rtp: Vec<Vec<u8>>,
+    /// Decrypted RTCP from the core.
+    rtcp: usize,
+}
+
+/// One media core, the address its clients reach it at, and what it sent.
+struct Core {
+    addr: SocketAddr,
+    media: MediaCore<NoDtls, ForwardQueue>,
+    sink: MemorySink,
+    /// Times its deadline came and `handle_timeout` ran.
+    timeouts: usize,
+}
+
+/// Cores of one node, their clients, and a clock moved by hand.
+struct Sim {
+    now: Instant,
+    cores: Vec<Core>,
+    clients: Vec<Client>,
+    events: Vec<CoreEvent>,
+}
+
+fn credentials(name: &str) -> IceCredentials {
+    IceCredentials {
+        ufrag: format!("{name}ufrag"),
+        pwd: format!("{name}-password-0123456789"),
+    }
+}
+
+fn spec(id: SessionId, role: SessionRole) -> SessionSpec {
+    SessionSpec {
+        id,
+        stream: STREAM,
+        stream_name: "live".into(),
+        role,
+        local_ice: credentials(&format!("core{}", id.0)),
+        remote_ice: credentials(&format!("peer{}", id.0)),
+        remote_fingerprint: [0; 32],
+        dtls_role: DtlsRole::Server,
+        // The publisher is on core 0.
+        publisher_core: Some(CoreId(0)),
+    }
+}
+
+fn publisher_role() -> SessionRole {
+    SessionRole::Publisher {
+        tracks: vec![PublishedTrack {
+            kind: MediaKind::Video,
+            pt: PUBLISHED_PT,
+            clock_rate: 90_000,
+            codec: "VP8".into(),
+            rtx_pt: None,
+            rtx_ssrcs: None,
+            transport_cc: None,
+            simulcast: None,
+        }],
+    }
+}
+
+fn player_role(pt: u8, ssrc: u32) -> SessionRole {
+    SessionRole::Player {
+        tracks: vec![PlayedTrack {
+            kind: MediaKind::Video,
+            pt,
+            ssrc,
+            rtx: None,
+            transport_cc: None,
+            layers: None,
+        }],
+    }
+}
+
+impl Sim {
+    fn new(cores: usize) -> Sim {
+        let now = Instant::now();
+        let cores = (0..cores)
+            .map(|i| {
+                let config = MediaCoreConfig {
+                    id: CoreId(i),
+                    timeouts: SessionTimeouts {
+                        connect: Duration::from_secs(10),
+                        consent: Duration::from_secs(30),
+                    },
+                    seed: 42 + i as u64,
+                };
+                Core {
+                    addr: SocketAddr::from(([10, 0, 0, 1], 4000 + i as u16)),
+                    media: MediaCore::new(config, NoDtls, ForwardQueue::new(), now),
+                    sink: MemorySink::new(),
+                    timeouts: 0,
+                }
+            })
+            .collect();
+        Sim {
+            now,
+            cores,
+            clients: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn command(&mut self, core: usize, command: CoreCommand) {
+        let core = &mut self.cores[core];
+        core.media.handle_command(self.now, command, &mut core.sink);
+        self.deliver();
+    }
+
+    /// Adds a session to `core` through a command, and its client, whose checks start at once.
+    fn add(&mut self, core: usize, id: SessionId, role: SessionRole) {
+        let spec = spec(id, role);
+        let keys = peer_test_keys();
+        self.clients.push(Client {
+            id,
+            core,
+            addr: SocketAddr::from(([10, 0, 1, id.0 as u8], 5000)),
+            ice: IceControllingAgent::new(
+                spec.remote_ice.clone(),
+                spec.local_ice.clone(),
+                vec![self.cores[core].addr],
+                id.0,
+                self.now,
+            ),
+            ice_connected: false,
+            srtp_tx: SrtpContext::new(keys.profile, &keys.local_key, &keys.local_salt).unwrap(),
+            srtp_rx: SrtpContext::new(keys.profile, &keys.remote_key, &keys.remote_salt).unwrap(),
+            rtp: Vec::new(),
+            rtcp: 0,
+        });
+        self.command(core, CoreCommand::AddSession(Box::new(spec)));
+    }
+
+    fn client(&mut self, id: SessionId) -> &mut Client {
+        self.clients.iter_mut().find(|c| c.id == id).unwrap()
+    }
+
+    /// Carries datagrams both ways and items between cores (instantly) until none is left.
+    fn deliver(&mut self) {
+        let now = self.now;
+        loop {
+            let mut moved = false;
+            for client in &mut self.clients {
+                let core = &mut self.cores[client.core];
+                while let Some(transmit) = client.ice.poll_transmit() {
+                    assert_eq!(transmit.destination, core.addr);
+                    let mut contents = transmit.contents;
+                    core.media.handle_datagram(
+                        now,
+                        SocketId::MAIN,
+                        client.addr,
+                        &mut contents,
+                        &mut core.sink,
+                    );
+                    moved = true;
+                }
+                while let Some(event) = client.ice.poll_event() {
+                    if let IceEvent::Connected { .. } = event {
+                        client.ice_connected = true;
+                    }
+                }
+            }
+            for i in 0..self.cores.len() {
+                let items: Vec<_> = self.cores[i].media.forward_sink_mut().drain().collect();
+                for item in items {
+                    let to = &mut self.cores[item.core.0];
+                    to.media.handle_forwarded(
+                        now,
+                        item.stream,
+                        item.kind,
+                        &item.payload,
+                        &mut to.sink,
+                    );
+                    moved = true;
+                }
+                let core = &mut self.cores[i];
+                for sent in core.sink.drain() {
+                    assert_eq!(sent.socket, SocketId::MAIN);
+                    moved = true;
+                    // A client that went away no longer receives.
+                    let Some(client) = self.clients.iter_mut().find(|c| c.addr == sent.destination)
+                    else {
+                        continue;
+                    };
+                    assert_eq!(client.core, i, "a session's datagrams come from its core");
+                    client.receive(now, core.addr, sent.contents);
+                }
+                while let Some(event) = core.media.poll_event() {
+                    self.events.push(event);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Moves the clock to the earliest deadline (cores or clients) up to `until`, fires what is
+    /// due and delivers what that sent; returns false once `until` is reached.
+    fn progress(&mut self, until: Instant) -> bool {
+        let next = self
+            .clients
+            .iter()
+            .filter_map(|c| c.ice.poll_timeout())
+            .chain(self.cores.iter().filter_map(|c| c.media.poll_timeout()))
+            .min()
+            .map_or(until, |at| at.min(until));
+        self.now = self.now.max(next);
+        for client in &mut self.clients {
+            if client.ice.poll_timeout().is_some_and(|at| at <= self.now) {
+                client.ice.handle_timeout(self.now);
+            }
+        }
+        for core in &mut self.cores {
+            if core.media.poll_timeout().is_some_and(|at| at <= self.now) {
+                core.media.handle_timeout(self.now, &mut core.sink);
+                core.timeouts += 1;
+            }
+        }
+        self.deliver();
+        self.now < until
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        while self.progress(until) {}
+    }
+
+    /// Runs until ICE is up on both ends of `id`, then keys it as DTLS would have.
+    fn connect(&mut self, id: SessionId) {
+        let until = self.now + Duration::from_secs(5);
+        let core = self.client(id).core;
+        while !self.client(id).ice_connected
+            || self.cores[core]
+                .media
+                .session(id)
+                .and_then(|s| s.remote())
+                .is_none()
+        {
+            assert!(self.progress(until), "ICE of {id} did not connect");
+        }
+        let core = &mut self.cores[core];
+        core.media
+            .connect_with_test_keys(self.now, id, &mut core.sink);
+        assert!(core.media.session(id).unwrap().is_connected());
+        self.deliver();
+        assert!(self.events.contains(&CoreEvent::SessionConnected { id }));
+    }
+
+    /// The publisher (on core 0) sends one video packet.
+    fn publish(&mut self, seq: u16, payload: &[u8]) {
+        let now = self.now;
+        let client = self.clients.iter_mut().find(|c| c.id == PUBLISHER).unwrap();
+        let mut buf = vec![0u8; 1500];
+        let header = RtpHeaderBuilder::new(
+            Pt::new(PUBLISHED_PT),
+            seq,
+            u32::from(seq) * 3000,
+            Ssrc(PUBLISHED_SSRC),
+        )
+        .write_to(&mut buf)
+        .unwrap();
+        buf[header..header + payload.len()].copy_from_slice(payload);
+        let len = client
+            .srtp_tx
+            .protect_rtp(&mut buf, header + payload.len())
+            .unwrap();
+        buf.truncate(len);
+        let core = &mut self.cores[client.core];
+        core.media
+            .handle_datagram(now, SocketId::MAIN, client.addr, &mut buf, &mut core.sink);
+        self.deliver();
+    }
+}
+
+impl Client {
+    fn receive(&mut self, now: Instant, from: SocketAddr, mut data: Vec<u8>) {
+        match Datagram::classify(&data) {
+            Datagram::Stun => {
+                let _ = self.ice.handle_packet(now, from, &data);
+            }
+            Datagram::Rtp => {
+                let len = self.srtp_rx.unprotect_rtp(&mut data).unwrap();
+                data.truncate(len);
+                self.rtp.push(data);
+            }
+            Datagram::Rtcp => {
+                self.srtp_rx.unprotect_rtcp(&mut data).unwrap();
+                self.rtcp += 1;
+            }
+            other => panic!("the core sent {other:?}"),
+        }
+    }
+
+    /// Checks that this player got the publisher's packets `first..first + count` intact, in
+    /// order, on its own SSRC and payload type.
+    fn assert_received(&self, (pt, ssrc): (u8, u32), first: u16, count: u16) {
+        let id = self.id;
+        assert_eq!(self.rtp.len(), usize::from(count), "player {id}");
+        let mut previous: Option<u16> = None;
+        for (i, packet) in self.rtp.iter().enumerate() {
+            let header = RtpHeader::parse(packet).unwrap();
+            assert_eq!(header.ssrc(), Ssrc(ssrc));
+            assert_eq!(header.payload_type(), Pt::new(pt));
+            let seq = first.wrapping_add(i as u16);
+            assert_eq!(
+                header.payload(),
+                payload(seq).as_slice(),
+                "player {id} packet {i}"
+            );
+            if let Some(previous) = previous {
+                assert_eq!(header.sequence_number(), previous.wrapping_add(1));
+            }
+            previous = Some(header.sequence_number());
+        }
+    }
+}
+
+/// A VP8 packet (one-packet frames): a keyframe every tenth sequence number.
+fn payload(seq: u16) -> Vec<u8> {
+    let keyframe = seq.is_multiple_of(10);
+    let mut payload = vec![0x10, if keyframe { 0x10 } else { 0x11 }];
+    payload.extend((0..200).map(|i| (i as u16 ^ seq) as u8));
+    payload
+}
+
+#[test]
+fn two_players_get_the_publishers_packets_intact_on_virtual_time() {
+    let mut sim = Sim::new(1);
+    let players = [
+        (SessionId(2), (100u8, 0x1111_0002u32)),
+        (SessionId(3), (101u8, 0x1111_0003u32)),
+    ];
+    sim.add(0, PUBLISHER, publisher_role());
+    sim.connect(PUBLISHER);
+    for (id, (pt, ssrc)) in players {
+        sim.add(0, id, player_role(pt, ssrc));
+        sim.connect(id);
+    }
+    let core = &sim.cores[0].media;
+    assert_eq!(core.session_count(), 3);
+
+    let first = 65_500u16; // across the wrap
+    let count = 100u16;
+    for i in 0..count {
+        let seq = first.wrapping_add(i);
+        sim.publish(seq, &payload(seq));
+        sim.run_for(Duration::from_millis(20));
+    }
+    assert!(sim
+        .events
+        .contains(&CoreEvent::MediaStarted { id: PUBLISHER }));
+    for (id, track) in players {
+        sim.client(id).assert_received(track, first, count);
+    }
+    // The publisher heard from the core (a keyframe request for the new players, reports).
+    assert!(sim.client(PUBLISHER).rtcp > 0);
+    let counters = sim.cores[0].media.counters();
+    assert_eq!(counters.rtp_received, u64::from(count));
+    assert_eq!(counters.rtp_sent, 2 * u64::from(count));
+    assert_eq!(counters.srtp_rejected + counters.rtp_malformed, 0);
+
+    // Idle, the core wakes for its sessions' deadlines, not on a 20 ms tick.
+    let before = sim.cores[0].timeouts;
+    sim.run_for(Duration::from_secs(10));
+    let wakes = sim.cores[0].timeouts - before;
+    assert!(wakes < 100, "{wakes} wake-ups in 10 idle seconds");
+    assert_eq!(
+        sim.cores[0].media.session_count(),
+        3,
+        "consent checks keep every session"
+    );
+}
+
+#[test]
+fn a_player_on_another_core_starts_on_the_keyframe_replayed_from_the_publishers_core() {
+    let mut sim = Sim::new(2);
+    let (here, there) = (SessionId(2), SessionId(3));
+    let (here_track, there_track) = ((100u8, 0x2222_0002u32), (101u8, 0x2222_0003u32));
+    sim.add(0, PUBLISHER, publisher_role());
+    sim.connect(PUBLISHER);
+    sim.add(0, here, player_role(here_track.0, here_track.1));
+    sim.connect(here);
+    // Signalling forwards the stream to the core of the player still to come.
+    sim.command(
+        0,
+        CoreCommand::AttachCore {
+            stream: STREAM,
+            core: CoreId(1),
+        },
+    );
+    // A keyframe (seq 10), then more.
+    for seq in 10..15u16 {
+        sim.publish(seq, &payload(seq));
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.add(1, there, player_role(there_track.0, there_track.1));
+    sim.connect(there);
+    for seq in 15..30u16 {
+        sim.publish(seq, &payload(seq));
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.client(here).assert_received(here_track, 10, 20);
+    // Its first packets are the replay from the keyframe on, then live ones, none twice.
+    sim.client(there).assert_received(there_track, 10, 20);
+    let there_core = sim.cores[1].media.counters();
+    assert_eq!(there_core.keyframe_cache_hits, 1);
+    assert_eq!(there_core.rtp_sent, 20);
+    assert_eq!(sim.cores[0].media.counters().rtp_received, 20);
+}
+
+#[test]
+fn a_player_whose_peer_goes_silent_ends_at_its_consent_deadline() {
+    let mut sim = Sim::new(1);
+    sim.add(0, PUBLISHER, publisher_role());
+    sim.connect(PUBLISHER);
+    let player = SessionId(2);
+    sim.add(0, player, player_role(100, 0x2222));
+    sim.connect(player);
+    // The player's peer vanishes: no more consent checks from it.
+    sim.clients.retain(|c| c.id != player);
+    sim.run_for(Duration::from_secs(29));
+    assert!(sim.cores[0].media.session(player).is_some());
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.cores[0].media.session(player).is_none());
+    assert!(sim.events.iter().any(|e| matches!(
+        e,
+        CoreEvent::SessionEnded { id, .. } if *id == player
+    )));
+    assert!(sim.cores[0].media.session(PUBLISHER).is_some());
+}
