@@ -41,3 +41,17 @@ pub fn fuzz_stun(data: &[u8]) {
     while controlling.poll_event().is_some() {}
     controlling.handle_timeout(now + Duration::from_secs(60));
 }
+
+/// Walks arbitrary bytes for a USERNAME's local part. Must never panic, and what it finds must
+/// be a piece of the datagram without a colon.
+pub fn fuzz_stun_username(data: &[u8]) {
+    if let Some(ufrag) = crate::local_ufrag(data) {
+        assert!(!ufrag.contains(':'), "{ufrag:?} holds the separator");
+        let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+        let at = ufrag.as_ptr() as usize;
+        assert!(
+            at >= start && at + ufrag.len() <= end,
+            "not borrowed from the datagram"
+        );
+    }
+}

@@ -10,6 +10,8 @@
 //! * [`IceControllingAgent`] is the client side used by rtcdn's bench client and the
 //!   origin→edge relay. It checks the server's candidates with aggressive nomination (allowed
 //!   against a lite peer, RFC 8445 §7.1.1), then sends consent checks.
+//! * [`local_ufrag`] reads the receiver's ufrag from a Binding request without decoding it,
+//!   so a server with many agents on one port can pick the agent a new peer's check is for.
 //!
 //! # The run loop
 //!
@@ -86,11 +88,13 @@ mod error;
 pub mod fuzzing;
 mod lite;
 mod stun;
+mod username;
 
 pub use controlling::IceControllingAgent;
 pub use error::IceError;
 pub use lite::IceLiteAgent;
 pub use stun::is_stun;
+pub use username::local_ufrag;
 
 /// An ICE username fragment and password (RFC 8445 §5.3, RFC 8839 §5.4).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

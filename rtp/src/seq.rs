@@ -98,6 +98,16 @@ mod tests {
     }
 
     #[test]
+    fn extends_receive_statistics_forward_and_back() {
+        // What RFC 3550 A.1 receive statistics see: ahead, across a wrap, late from the
+        // previous cycle, late in the current one.
+        assert_eq!(SeqNo::new(10).extend(11), SeqNo::new(11));
+        assert_eq!(SeqNo::new(0xfff0).extend(0x0005), SeqNo::new(0x1_0005));
+        assert_eq!(SeqNo::new(0x1_0005).extend(0xfff0), SeqNo::new(0xfff0));
+        assert_eq!(SeqNo::new(0x1_0005).extend(0x0003), SeqNo::new(0x1_0003));
+    }
+
+    #[test]
     fn wraps_from_high_half() {
         let hi = SeqNo::new(40_000);
         assert_eq!(hi.extend(100), SeqNo::new(65_536 + 100));

@@ -429,7 +429,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     ) {
         let id = match self.by_addr.get(&(socket, src)) {
             Some(id) => *id,
-            None => match stun_username_local_part(data).and_then(|ufrag| self.by_ufrag.get(ufrag))
+            None => match ice::local_ufrag(data).and_then(|ufrag| self.by_ufrag.get(ufrag))
             {
                 Some(id) => *id,
                 None => {
@@ -713,49 +713,5 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.timers.push(at, id, |at, id| {
             peers.get(&id).is_some_and(|p| p.armed == Some(at))
         });
-    }
-}
-
-/// The local part of a STUN request's USERNAME ("<our ufrag>:<their ufrag>"), to find the session
-/// of a peer whose address we do not know yet. Bounds-checked walk; the full STUN checks happen in
-/// the session's ICE agent.
-fn stun_username_local_part(data: &[u8]) -> Option<&str> {
-    const HEADER: usize = 20;
-    const USERNAME: u16 = 0x0006;
-    let body_len = usize::from(u16::from_be_bytes([*data.get(2)?, *data.get(3)?]));
-    let end = (HEADER + body_len).min(data.len());
-    let mut at = HEADER;
-    while at + 4 <= end {
-        let kind = u16::from_be_bytes([data[at], data[at + 1]]);
-        let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
-        let value = data.get(at + 4..at + 4 + len)?;
-        if kind == USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split(':').next();
-        }
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn username_is_found_and_garbage_is_not() {
-        let mut msg = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-        msg.extend_from_slice(&[7; 12]);
-        let username = b"abcd1234:wxyz";
-        msg.extend_from_slice(&[0x00, 0x24, 0x00, 0x04, 0, 0, 0, 1]); // PRIORITY first
-        msg.extend_from_slice(&[0x00, 0x06, 0x00, username.len() as u8]);
-        msg.extend_from_slice(username);
-        msg.extend_from_slice(&[0; 3]); // padding to 4
-        let body = (msg.len() - 20) as u16;
-        msg[2..4].copy_from_slice(&body.to_be_bytes());
-        assert_eq!(stun_username_local_part(&msg), Some("abcd1234"));
-        assert_eq!(stun_username_local_part(&msg[..30]), None);
-        assert_eq!(stun_username_local_part(&[0, 1]), None);
-        assert_eq!(stun_username_local_part(&[]), None);
     }
 }

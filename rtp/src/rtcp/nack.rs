@@ -20,6 +20,44 @@ impl NackPair {
             .map(move |i| self.pid.wrapping_add(i + 1));
         core::iter::once(self.pid).chain(following)
     }
+
+    /// Packs lost sequence numbers into as few entries as they fit: each entry covers its
+    /// `pid` and the 16 numbers after it. Writes the entries into `out` and returns how many.
+    ///
+    /// `lost` may come in any order and repeat numbers. It is sorted in place, in wrapping
+    /// order around its first number (so 65535 comes before 0 when they are close), which is
+    /// what lets the packing work without scratch space. Numbers that would need more entries
+    /// than `out` holds are left out.
+    pub fn pack(lost: &mut [u16], out: &mut [NackPair]) -> usize {
+        let Some(&first) = lost.first() else {
+            return 0;
+        };
+        // Puts `first` in the middle of the sort window: numbers up to half the sequence space
+        // behind or ahead of it keep their wrapping order.
+        let window_start = first.wrapping_sub(0x8000);
+        lost.sort_unstable_by_key(|seq| seq.wrapping_sub(window_start));
+        let mut count: usize = 0;
+        let mut previous = None;
+        for &seq in lost.iter() {
+            if previous == Some(seq) {
+                continue;
+            }
+            previous = Some(seq);
+            if let Some(last) = out[..count].last_mut() {
+                let offset = seq.wrapping_sub(last.pid);
+                if (1..=16).contains(&offset) {
+                    last.blp |= 1 << (offset - 1);
+                    continue;
+                }
+            }
+            if count == out.len() {
+                break;
+            }
+            out[count] = NackPair { pid: seq, blp: 0 };
+            count += 1;
+        }
+        count
+    }
 }
 
 impl WireItem for NackPair {
@@ -114,6 +152,76 @@ mod tests {
         let n = built.write_to(&mut out).unwrap();
         assert_eq!(Nack::parse(&out[..n]).unwrap(), built);
         assert_eq!(built.lost().collect::<Vec<_>>(), vec![1, 17]);
+    }
+
+    #[test]
+    fn packing_covers_every_lost_number_once() {
+        let mut lost = [10u16, 12, 26, 27, 11, 10, 65535, 0];
+        let mut out = [NackPair::default(); 8];
+        let count = NackPair::pack(&mut lost, &mut out);
+        let pairs = &out[..count];
+        let mut covered: Vec<u16> = pairs.iter().flat_map(|p| p.lost()).collect();
+        covered.sort_unstable();
+        assert_eq!(covered, [0, 10, 11, 12, 26, 27, 65535]);
+        // 65535 covers 0 and 10..=12 (offsets 1, 11, 12, 13) across the wrap; 26 starts a pair.
+        assert_eq!(
+            pairs,
+            [
+                NackPair {
+                    pid: 65535,
+                    blp: 1 | 1 << 10 | 1 << 11 | 1 << 12
+                },
+                NackPair { pid: 26, blp: 1 },
+            ]
+        );
+    }
+
+    #[test]
+    fn packing_nothing_writes_nothing() {
+        let mut out = [NackPair::default(); 2];
+        assert_eq!(NackPair::pack(&mut [], &mut out), 0);
+        assert_eq!(NackPair::pack(&mut [1, 2], &mut []), 0);
+    }
+
+    #[test]
+    fn packing_stops_when_out_is_full_but_fills_the_last_entry() {
+        // Four entries' worth; room for two. The second still takes its following numbers.
+        let mut lost = [100u16, 200, 201, 216, 217, 300, 400];
+        let mut out = [NackPair::default(); 2];
+        assert_eq!(NackPair::pack(&mut lost, &mut out), 2);
+        assert_eq!(
+            out,
+            [
+                NackPair { pid: 100, blp: 0 },
+                NackPair {
+                    pid: 200,
+                    blp: 1 | 1 << 15
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn packed_entries_round_trip_through_a_nack() {
+        // Every number of a 64-packet burst with holes, across the wrap.
+        let mut lost: Vec<u16> = (0..64u16)
+            .filter(|i| i % 3 != 1)
+            .map(|i| 65_500u16.wrapping_add(i * 2))
+            .collect();
+        let mut expected = lost.clone();
+        let mut out = [NackPair::default(); 64];
+        let count = NackPair::pack(&mut lost, &mut out);
+        let nack = Nack {
+            sender_ssrc: Ssrc(1),
+            media_ssrc: Ssrc(2),
+            pairs: Items::from_slice(&out[..count]),
+        };
+        let mut wire = [0u8; 12 + 4 * 64];
+        let n = nack.write_to(&mut wire).unwrap();
+        let mut got: Vec<u16> = Nack::parse(&wire[..n]).unwrap().lost().collect();
+        got.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(got, expected);
     }
 
     #[test]
