@@ -311,6 +311,16 @@ impl Session {
             (MediaKind::Video, Some(codec)) => is_keyframe(codec, header.payload()),
             _ => false,
         };
+        if keyframe {
+            // The keyframe answers every request made since the last PLI went out: a merged
+            // request still pending would only cost the publisher a second keyframe.
+            if let Some(pending) = publisher
+                .pending_keyframe_request
+                .get_mut(usize::from(layer))
+            {
+                *pending = None;
+            }
+        }
         if !publisher.media_started {
             publisher.media_started = true;
             self.events.push_back(SessionEvent::MediaStarted);
@@ -450,7 +460,8 @@ impl Session {
     }
 
     /// Asks a publisher for a keyframe; requests closer together than the throttle interval are
-    /// merged into one PLI sent when the interval ends.
+    /// merged into one PLI sent when the interval ends, unless a keyframe arrives first (it
+    /// answers them all).
     /// `layer` is the simulcast layer whose SSRC the PLI names (0 without simulcast).
     pub fn request_keyframe(&mut self, now: Instant, layer: u8) {
         let RoleState::Publisher(publisher) = &mut self.role else {
@@ -897,5 +908,44 @@ mod tests {
         publisher.request_keyframe(now, 1);
         drain(&mut publisher, &mut blocks, &mut plis);
         assert_eq!(plis, [9, 7]);
+    }
+
+    #[test]
+    fn a_keyframe_answers_the_requests_merged_while_it_was_on_its_way() {
+        let start = Instant::now();
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let plis_after = |keyframe_arrives: bool| {
+            let mut publisher = connected_publisher(None, start);
+            publisher.remote = Some(from);
+            let (mut tx, mut rx) = (peer_context(false), peer_context(true));
+            let mut send = |publisher: &mut Session, seq: u16, key: bool, now: Instant| {
+                let plain = layer_packet(100, 7, seq, None, key);
+                let mut buf = [0u8; 1500];
+                buf[..plain.len()].copy_from_slice(&plain);
+                let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+                publisher.handle_srtp(now, from, &mut buf[..n]).unwrap();
+            };
+            send(&mut publisher, 1, true, start);
+            // Three players ask at once: one PLI now, the others merged.
+            for _ in 0..3 {
+                publisher.request_keyframe(start + Duration::from_millis(100), 0);
+            }
+            if keyframe_arrives {
+                send(&mut publisher, 2, true, start + Duration::from_millis(150));
+            }
+            publisher.handle_timeout(start + Duration::from_secs(1));
+            let mut plis = 0;
+            while let Some(mut t) = publisher.poll_transmit() {
+                let n = rx.unprotect_rtcp(&mut t.contents).unwrap();
+                plis += RtcpIter::new(&t.contents[..n])
+                    .flatten()
+                    .filter(|p| matches!(p, Rtcp::Pli(_)))
+                    .count();
+            }
+            plis
+        };
+        assert_eq!(plis_after(true), 1);
+        // No keyframe came: the merged requests go out when the interval ends.
+        assert_eq!(plis_after(false), 2);
     }
 }
