@@ -8,8 +8,8 @@ use crate::world::World;
 #[test]
 fn a_new_player_starts_on_the_edges_cached_keyframe_without_a_request_to_the_publisher() {
     let mut world = World::new(11);
-    let origin = world.add_node("origin");
-    let edge = world.add_node("edge");
+    let origin = world.add_node();
+    let edge = world.add_node();
     let publisher = world.publish(origin, "live");
     // One keyframe at the start, then none for a long while.
     world.peers[publisher.peer].publisher_mut().gop = 100_000;
@@ -32,10 +32,16 @@ fn a_new_player_starts_on_the_edges_cached_keyframe_without_a_request_to_the_pub
     }
     let player = world.peers[late.peer].player_state();
     let first_video = player.received.iter().find(|r| !r.id.audio).unwrap();
-    assert_eq!(first_video.id.frame, 0, "the late player starts on the stream's only keyframe");
+    assert_eq!(
+        first_video.id.frame, 0,
+        "the late player starts on the stream's only keyframe"
+    );
     let waited = first_video.at - joined_at;
     // Connecting takes the ICE round trip; no keyframe round trip to the publisher on top.
-    assert!(waited < Duration::from_millis(200), "first keyframe after {waited:?}");
+    assert!(
+        waited < Duration::from_millis(200),
+        "first keyframe after {waited:?}"
+    );
     assert_eq!(
         world.peers[publisher.peer].publisher_state().plis,
         plis_before,
@@ -48,8 +54,8 @@ fn a_new_player_starts_on_the_edges_cached_keyframe_without_a_request_to_the_pub
 #[test]
 fn players_keyframe_requests_reach_the_publisher_once_merged() {
     let mut world = World::new(12);
-    let origin = world.add_node("origin");
-    let edge = world.add_node("edge");
+    let origin = world.add_node();
+    let edge = world.add_node();
     let publisher = world.publish(origin, "live");
     world.peers[publisher.peer].publisher_mut().gop = 100_000;
     world.run_for(Duration::from_millis(300));
@@ -75,6 +81,10 @@ fn players_keyframe_requests_reach_the_publisher_once_merged() {
             .iter()
             .filter(|r| r.id.keyframe && r.id.index == 0 && r.id.frame > 0)
             .count();
-        assert!(keyframes >= 1, "{} got the new keyframe", world.peers[browser.peer].name);
+        assert!(
+            keyframes >= 1,
+            "{} got the new keyframe",
+            world.peers[browser.peer].name
+        );
     }
 }

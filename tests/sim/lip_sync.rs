@@ -41,8 +41,8 @@ fn ntp_to_us(ntp: u64) -> i64 {
 #[test]
 fn sender_reports_keep_audio_and_video_in_sync_through_origin_and_edge() {
     let mut world = World::new(21);
-    let origin = world.add_node("origin");
-    let edge = world.add_node("edge");
+    let origin = world.add_node();
+    let edge = world.add_node();
     world.publish(origin, "live");
     world.run_for(Duration::from_millis(700));
     world.relay(origin, edge, "live");
@@ -53,7 +53,12 @@ fn sender_reports_keep_audio_and_video_in_sync_through_origin_and_edge() {
         let peer = &world.peers[browser.peer];
         let player = peer.player_state();
         let offsets = offsets(player);
-        assert_eq!(offsets.len(), 2, "{}: audio and video with sender reports: {offsets:?}", peer.name);
+        assert_eq!(
+            offsets.len(),
+            2,
+            "{}: audio and video with sender reports: {offsets:?}",
+            peer.name
+        );
         let audio = offsets.iter().find(|((a, _), _)| *a).unwrap().1;
         let video = offsets.iter().find(|((a, _), _)| !*a).unwrap().1;
         // Within a stream: one mapping for every packet (timestamps are whole ticks).
@@ -62,6 +67,10 @@ fn sender_reports_keep_audio_and_video_in_sync_through_origin_and_edge() {
         }
         // Across: audio and video captured together play together.
         let skew = (audio.0 - video.0).abs();
-        assert!(skew <= 1_000, "{}: audio/video skew {skew} µs ({audio:?} vs {video:?})", peer.name);
+        assert!(
+            skew <= 1_000,
+            "{}: audio/video skew {skew} µs ({audio:?} vs {video:?})",
+            peer.name
+        );
     }
 }

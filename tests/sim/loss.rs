@@ -21,8 +21,8 @@ fn lossy(loss: f64) -> LinkConfig {
 /// Origin, edge, a publisher on the origin relayed to the edge, `players` players on the edge.
 fn cdn(seed: u64, players: usize) -> (World, Browser, crate::world::Relay, Vec<Browser>) {
     let mut world = World::new(seed);
-    let origin = world.add_node("origin");
-    let edge = world.add_node("edge");
+    let origin = world.add_node();
+    let edge = world.add_node();
     let publisher = world.publish(origin, "live");
     world.run_for(Duration::from_millis(300));
     let relay = world.relay(origin, edge, "live");
@@ -60,8 +60,14 @@ fn a_loss_on_the_relay_hop_is_repaired_by_the_origins_cache_and_no_nack_reaches_
     }
     let origin = world.nodes[relay.origin].core.counters();
     let edge = world.nodes[relay.edge].core.counters();
-    assert!(origin.retransmissions_sent > 0, "the origin repaired: {origin:?}");
-    assert!(edge.upstream_losses_requested > 0, "the edge asked: {edge:?}");
+    assert!(
+        origin.retransmissions_sent > 0,
+        "the origin repaired: {origin:?}"
+    );
+    assert!(
+        edge.upstream_losses_requested > 0,
+        "the edge asked: {edge:?}"
+    );
     assert_eq!(edge.upstream_losses_abandoned, 0, "{edge:?}");
     let nacked = &world.peers[publisher.peer].publisher_state().nacked;
     assert!(nacked.is_empty(), "the publisher was asked for {nacked:?}");
@@ -75,11 +81,18 @@ fn a_players_loss_is_repaired_from_the_edges_cache() {
 
     assert_frames(&world, viewers[0], 0.97);
     let player = world.peers[viewers[0].peer].player_state();
-    assert!(player.nacks_sent > 10, "the player NACKed {} times", player.nacks_sent);
+    assert!(
+        player.nacks_sent > 10,
+        "the player NACKed {} times",
+        player.nacks_sent
+    );
     let origin = world.nodes[relay.origin].core.counters();
     let edge = world.nodes[relay.edge].core.counters();
     assert!(edge.retransmissions_sent > 10, "{edge:?}");
-    assert_eq!(origin.retransmissions_sent, 0, "nothing for the origin to repair: {origin:?}");
+    assert_eq!(
+        origin.retransmissions_sent, 0,
+        "nothing for the origin to repair: {origin:?}"
+    );
     assert_eq!(edge.nacks_forwarded_upstream, 0, "{edge:?}");
     let nacked = &world.peers[publisher.peer].publisher_state().nacked;
     assert!(nacked.is_empty(), "the publisher was asked for {nacked:?}");
@@ -95,11 +108,20 @@ fn a_player_on_a_ten_percent_loss_link_does_not_disturb_the_others() {
     for &other in &viewers[1..] {
         let player = world.peers[other.peer].player_state();
         assert_frames(&world, other, 1.0);
-        assert_eq!(player.nacks_sent, 0, "{} lost nothing", world.peers[other.peer].name);
+        assert_eq!(
+            player.nacks_sent, 0,
+            "{} lost nothing",
+            world.peers[other.peer].name
+        );
         // Nothing was sent twice to a player that lost nothing.
         let mut seqs = BTreeSet::new();
         for r in player.received.iter().filter(|r| !r.id.audio) {
-            assert!(seqs.insert(r.seq), "{}: seq {} twice", world.peers[other.peer].name, r.seq);
+            assert!(
+                seqs.insert(r.seq),
+                "{}: seq {} twice",
+                world.peers[other.peer].name,
+                r.seq
+            );
         }
     }
     let nacked = &world.peers[publisher.peer].publisher_state().nacked;
@@ -132,8 +154,14 @@ fn nacks_map_back_through_the_relay_to_exactly_the_packets_the_publishers_uplink
     let nacked: BTreeSet<u16> = state.nacked.iter().copied().collect();
     assert!(!lost.is_empty());
     let wrong: Vec<_> = nacked.difference(&lost).collect();
-    assert!(wrong.is_empty(), "NACKed but never lost on the uplink: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "NACKed but never lost on the uplink: {wrong:?}"
+    );
     let missed: Vec<_> = lost.difference(&nacked).collect();
     // Losses in the last moments of the run may not have been asked for yet.
-    assert!(missed.len() <= 2, "lost on the uplink, never NACKed: {missed:?}");
+    assert!(
+        missed.len() <= 2,
+        "lost on the uplink, never NACKed: {missed:?}"
+    );
 }

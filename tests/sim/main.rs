@@ -18,6 +18,7 @@ mod delivery;
 mod keyframes;
 mod lip_sync;
 mod loss;
+mod relay_recovery;
 mod timeouts;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +50,10 @@ pub fn assert_video_intact_and_in_order(name: &str, player: &Player) -> usize {
     let mut previous = None;
     for (&(_, seq), &key) in &by_seq {
         if let Some((last_seq, last)) = previous {
-            assert!(key > last, "{name}: seq {seq} has {key:?}, seq {last_seq} had {last:?}");
+            assert!(
+                key > last,
+                "{name}: seq {seq} has {key:?}, seq {last_seq} had {last:?}"
+            );
         }
         previous = Some((seq, key));
     }

@@ -236,7 +236,10 @@ mod tests {
             net.send(start, addr(1), addr(2), &[i]);
         }
         assert_eq!(net.poll_timeout(), Some(start + Duration::from_millis(10)));
-        assert!(net.poll_deliver(start).is_none(), "nothing before the delay");
+        assert!(
+            net.poll_deliver(start).is_none(),
+            "nothing before the delay"
+        );
         let got = deliver_all(&mut net, start);
         assert_eq!(got, (0..100u8).map(|i| vec![i]).collect::<Vec<_>>());
     }

@@ -238,13 +238,6 @@ impl Peer {
         }
     }
 
-    pub fn player_mut(&mut self) -> &mut Player {
-        match &mut self.role {
-            Role::Player(p) => p,
-            Role::Publisher(_) => panic!("{} is a publisher", self.name),
-        }
-    }
-
     pub fn is_connected(&self) -> bool {
         self.connected_at.is_some() && !self.disconnected
     }
@@ -358,7 +351,8 @@ impl Peer {
                     p.keyframe_wanted = true;
                 }
                 (Role::Player(p), Rtcp::SenderReport(sr)) => {
-                    p.sender_reports.push((sr.sender_ssrc.0, sr.ntp_time, sr.rtp_time));
+                    p.sender_reports
+                        .push((sr.sender_ssrc.0, sr.ntp_time, sr.rtp_time));
                 }
                 _ => {}
             }
@@ -399,15 +393,15 @@ impl Peer {
         let ice = self.ice.poll_timeout();
         let role = if self.remote.is_some() && !self.disconnected {
             match &self.role {
-                Role::Publisher(p) => [p.next_frame, p.next_sr, p.audio.then_some(p.next_audio).flatten()]
-                    .into_iter()
-                    .flatten()
-                    .min(),
-                Role::Player(p) => p
-                    .missing
-                    .values()
-                    .map(|(at, _)| *at)
-                    .min(),
+                Role::Publisher(p) => [
+                    p.next_frame,
+                    p.next_sr,
+                    p.audio.then_some(p.next_audio).flatten(),
+                ]
+                .into_iter()
+                .flatten()
+                .min(),
+                Role::Player(p) => p.missing.values().map(|(at, _)| *at).min(),
             }
         } else {
             None
@@ -446,9 +440,13 @@ impl Publisher {
     fn produce(&mut self, now: Instant, plain: &mut Vec<Vec<u8>>, rtcp: &mut Vec<Vec<u8>>) {
         let started = self.started.unwrap_or(now);
         while let Some(at) = self.next_frame.filter(|at| *at <= now) {
-            let keyframe = self.keyframe_wanted || self.frame % self.gop == 0;
+            let keyframe = self.keyframe_wanted || self.frame.is_multiple_of(self.gop);
             self.keyframe_wanted = false;
-            let count = if keyframe { KEYFRAME_PACKETS } else { DELTA_PACKETS };
+            let count = if keyframe {
+                KEYFRAME_PACKETS
+            } else {
+                DELTA_PACKETS
+            };
             let captured_us = at.duration_since(started).as_micros() as u64;
             for index in 0..count {
                 let id = PayloadId {
@@ -613,7 +611,11 @@ pub fn ntp_at(since_us: u64) -> u64 {
 /// What a payload id's bytes look like: a VP8 payload descriptor and header (so the node sees
 /// keyframes), the id, then a pattern derived from it.
 fn payload(id: &PayloadId) -> Vec<u8> {
-    let len = if id.audio { AUDIO_PAYLOAD } else { VIDEO_PAYLOAD };
+    let len = if id.audio {
+        AUDIO_PAYLOAD
+    } else {
+        VIDEO_PAYLOAD
+    };
     let mut p = Vec::with_capacity(len);
     if id.audio {
         p.extend_from_slice(&[0xfc, 0x00, 0x00]);
@@ -697,10 +699,38 @@ mod tests {
     #[test]
     fn payloads_say_what_they_are_and_are_checked_whole() {
         for id in [
-            PayloadId { audio: false, frame: 7, index: 0, count: 12, keyframe: true, captured_us: 233_331 },
-            PayloadId { audio: false, frame: 8, index: 0, count: 3, keyframe: false, captured_us: 266_664 },
-            PayloadId { audio: false, frame: 8, index: 2, count: 3, keyframe: false, captured_us: 266_664 },
-            PayloadId { audio: true, frame: 70, index: 0, count: 1, keyframe: false, captured_us: 1_400_000 },
+            PayloadId {
+                audio: false,
+                frame: 7,
+                index: 0,
+                count: 12,
+                keyframe: true,
+                captured_us: 233_331,
+            },
+            PayloadId {
+                audio: false,
+                frame: 8,
+                index: 0,
+                count: 3,
+                keyframe: false,
+                captured_us: 266_664,
+            },
+            PayloadId {
+                audio: false,
+                frame: 8,
+                index: 2,
+                count: 3,
+                keyframe: false,
+                captured_us: 266_664,
+            },
+            PayloadId {
+                audio: true,
+                frame: 70,
+                index: 0,
+                count: 1,
+                keyframe: false,
+                captured_us: 1_400_000,
+            },
         ] {
             let mut p = payload(&id);
             assert_eq!(read_payload(&p), (id, true));
@@ -708,9 +738,23 @@ mod tests {
             p[last] ^= 1;
             assert_eq!(read_payload(&p), (id, false));
         }
-        let key = payload(&PayloadId { audio: false, frame: 0, index: 0, count: 12, keyframe: true, captured_us: 0 });
+        let key = payload(&PayloadId {
+            audio: false,
+            frame: 0,
+            index: 0,
+            count: 12,
+            keyframe: true,
+            captured_us: 0,
+        });
         assert!(rtp::is_keyframe(rtp::VideoCodec::Vp8, &key));
-        let delta = payload(&PayloadId { audio: false, frame: 1, index: 0, count: 3, keyframe: false, captured_us: 0 });
+        let delta = payload(&PayloadId {
+            audio: false,
+            frame: 1,
+            index: 0,
+            count: 3,
+            keyframe: false,
+            captured_us: 0,
+        });
         assert!(!rtp::is_keyframe(rtp::VideoCodec::Vp8, &delta));
     }
 }

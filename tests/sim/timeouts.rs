@@ -11,7 +11,7 @@ use crate::world::{World, CONSENT};
 #[test]
 fn a_player_that_vanishes_is_ended_when_consent_expires_and_is_sent_nothing_more() {
     let mut world = World::new(31);
-    let node = world.add_node("node");
+    let node = world.add_node();
     world.publish(node, "live");
     world.run_for(Duration::from_millis(300));
     let gone = world.play(node, "live");
@@ -20,7 +20,13 @@ fn a_player_that_vanishes_is_ended_when_consent_expires_and_is_sent_nothing_more
     assert!(world.nodes[node].connected(gone.session));
 
     let vanished_at = world.now;
-    world.set_browser_link(gone, LinkConfig { up: false, ..LinkConfig::default() });
+    world.set_browser_link(
+        gone,
+        LinkConfig {
+            up: false,
+            ..LinkConfig::default()
+        },
+    );
     world.run_for(CONSENT + Duration::from_secs(5));
 
     let ended = world.nodes[node]
@@ -44,9 +50,18 @@ fn a_player_that_vanishes_is_ended_when_consent_expires_and_is_sent_nothing_more
     let (player, server) = (world.peers[gone.peer].addr, world.nodes[node].addr);
     let sent_then = world.net.counts(server, player).sent;
     world.run_for(Duration::from_secs(5));
-    assert_eq!(world.net.counts(server, player).sent, sent_then, "sent to an ended session");
+    assert_eq!(
+        world.net.counts(server, player).sent,
+        sent_then,
+        "sent to an ended session"
+    );
     // The other player never noticed.
     assert!(world.nodes[node].ended(stays.session).is_none());
-    let last = world.peers[stays.peer].player_state().received.last().unwrap().at;
+    let last = world.peers[stays.peer]
+        .player_state()
+        .received
+        .last()
+        .unwrap()
+        .at;
     assert!(world.now - last < Duration::from_millis(100));
 }

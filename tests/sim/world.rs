@@ -12,14 +12,19 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ice::IceCredentials;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rtcdn::control::relay_planner::{
+    AttemptId, EdgeId, RelayAction, RelayEnd, RelayFailure, RelayPlanner, RetryPolicy,
+};
 use rtcdn::control::{
-    CoreCommand, CoreEvent, CoreId, EndReason, PlayedTrack, PublishedTrack, SessionId,
-    SessionRole, SessionSpec, StreamId,
+    CoreCommand, CoreEvent, CoreId, EndReason, PlayedTrack, PublishedTrack, SessionId, SessionRole,
+    SessionSpec, StreamId,
 };
 use rtcdn::dtls::{DtlsEvent, DtlsRole};
 use rtcdn::media::{
-    peer_test_keys, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls,
-    SocketId, SocketRequest,
+    peer_test_keys, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId,
+    SocketRequest,
 };
 use rtcdn::sdp::MediaKind;
 use rtcdn::session::SessionTimeouts;
@@ -32,7 +37,6 @@ pub const CONSENT: Duration = Duration::from_secs(30);
 
 /// A node: one media core, its main socket's address, and the relay sockets it opened.
 pub struct Node {
-    pub name: String,
     pub addr: SocketAddr,
     pub core: MediaCore<NoDtls, ForwardQueue>,
     sink: MemorySink,
@@ -88,9 +92,22 @@ pub struct Relay {
     pub edge_session: SessionId,
 }
 
+/// An origin's CDN: the control plane's relay planner deciding, the world carrying out its
+/// actions as the `cdn::relay` links do on a real node (a link to an edge that is down fails
+/// at once, as a refused connection does; a killed edge closes its links).
+pub struct Cdn {
+    pub origin: usize,
+    pub planner: RelayPlanner<StdRng>,
+    attempts: HashMap<AttemptId, Relay>,
+    /// Every attempt the planner started: when, which, and to which node.
+    pub starts: Vec<(Instant, AttemptId, usize)>,
+}
+
 pub struct World {
     pub now: Instant,
-    pub start: Instant,
+    pub cdn: Option<Cdn>,
+    /// Each browser publisher's stream name, per node.
+    publishers: HashMap<(usize, SessionId), String>,
     pub net: Network,
     pub nodes: Vec<Node>,
     pub peers: Vec<Peer>,
@@ -132,7 +149,8 @@ impl World {
         let now = Instant::now();
         World {
             now,
-            start: now,
+            cdn: None,
+            publishers: HashMap::new(),
             net: Network::new(seed),
             nodes: Vec::new(),
             peers: Vec::new(),
@@ -144,16 +162,10 @@ impl World {
         }
     }
 
-    /// Virtual time since the world began.
-    pub fn elapsed(&self) -> Duration {
-        self.now - self.start
-    }
-
-    pub fn add_node(&mut self, name: &str) -> usize {
+    pub fn add_node(&mut self) -> usize {
         let index = self.nodes.len();
         let addr = SocketAddr::from(([10, 0, 0, index as u8 + 1], 4000));
         self.nodes.push(Node {
-            name: name.to_string(),
             addr,
             core: self.new_core(index),
             sink: MemorySink::new(),
@@ -179,8 +191,44 @@ impl World {
         MediaCore::new(config, NoDtls, ForwardQueue::new(), self.now)
     }
 
+    /// Relays every stream published on `origin` to each of `edges`, as the origin's relay
+    /// planner decides.
+    pub fn enable_cdn(&mut self, origin: usize, edges: &[usize], policy: RetryPolicy) {
+        let edges = edges.iter().map(|&e| EdgeId(e as u32)).collect();
+        self.cdn = Some(Cdn {
+            origin,
+            planner: RelayPlanner::new(edges, policy, StdRng::seed_from_u64(self.seed)),
+            attempts: HashMap::new(),
+            starts: Vec::new(),
+        });
+    }
+
     /// The node stops: it drops every datagram and forgets its sessions, as a killed process.
+    /// The origin's links to it close.
     pub fn kill(&mut self, node: usize) {
+        if let Some(cdn) = &mut self.cdn {
+            let closed: Vec<(AttemptId, Relay)> = cdn
+                .attempts
+                .iter()
+                .filter(|(_, r)| r.edge == node)
+                .map(|(a, r)| (*a, *r))
+                .collect();
+            for (attempt, relay) in closed {
+                cdn.attempts.remove(&attempt);
+                let failure = RelayFailure::Link("the edge closed the connection".into());
+                cdn.planner
+                    .handle_relay_ended(self.now, attempt, &RelayEnd::Failed(failure));
+                let origin = &mut self.nodes[relay.origin];
+                origin.core.handle_command(
+                    self.now,
+                    CoreCommand::RemoveSession {
+                        id: relay.origin_session,
+                        reason: EndReason::Deleted,
+                    },
+                    &mut origin.sink,
+                );
+            }
+        }
         let n = &mut self.nodes[node];
         n.down = true;
         n.core = MediaCore::new(
@@ -246,8 +294,11 @@ impl World {
 
     fn add_session(&mut self, node: usize, spec: SessionSpec) {
         let n = &mut self.nodes[node];
-        n.core
-            .handle_command(self.now, CoreCommand::AddSession(Box::new(spec)), &mut n.sink);
+        n.core.handle_command(
+            self.now,
+            CoreCommand::AddSession(Box::new(spec)),
+            &mut n.sink,
+        );
     }
 
     /// A browser publishes `stream` (VP8 video and Opus audio) to `node`.
@@ -257,6 +308,7 @@ impl World {
         };
         let spec = self.spec(node, stream, role);
         let id = spec.id;
+        self.publishers.insert((node, id), stream.to_string());
         let addr = self.peer_addr();
         let peer = Peer::publisher(
             &format!("publisher {stream}"),
@@ -451,6 +503,7 @@ impl World {
             .filter_map(|n| n.core.poll_timeout())
             .chain(self.peers.iter().filter_map(Peer::poll_timeout))
             .chain(self.net.poll_timeout())
+            .chain(self.cdn.as_ref().and_then(|c| c.planner.poll_timeout()))
             .min()
             .map_or(until, |at| at.min(until));
         self.now = self.now.max(next);
@@ -463,6 +516,11 @@ impl World {
         for node in self.nodes.iter_mut().filter(|n| !n.down) {
             if node.core.poll_timeout().is_some_and(|at| at <= now) {
                 node.core.handle_timeout(now, &mut node.sink);
+            }
+        }
+        if let Some(cdn) = &mut self.cdn {
+            if cdn.planner.poll_timeout().is_some_and(|at| at <= now) {
+                cdn.planner.handle_timeout(now);
             }
         }
         while let Some(datagram) = self.net.poll_deliver(now) {
@@ -518,9 +576,12 @@ impl World {
                 }
             }
             while let Some(event) = node.core.poll_event() {
+                if let Some(cdn) = &mut self.cdn {
+                    feed_planner(cdn, index, &self.publishers, &node.streams, now, &event);
+                }
                 node.events.push((now, event));
             }
-            let forwarded: Vec<_> = node.core.forward_sink().drain().collect();
+            let forwarded: Vec<_> = node.core.forward_sink_mut().drain().collect();
             assert!(
                 forwarded.is_empty(),
                 "one core per node: nothing crosses cores"
@@ -545,6 +606,50 @@ impl World {
             }
         }
         self.key_connected_sessions();
+        self.carry_out_relay_actions();
+    }
+
+    fn carry_out_relay_actions(&mut self) {
+        let Some(mut cdn) = self.cdn.take() else {
+            return;
+        };
+        let mut acted = false;
+        while let Some(action) = cdn.planner.poll_action() {
+            acted = true;
+            match action {
+                RelayAction::Start {
+                    attempt,
+                    stream,
+                    edge,
+                    ..
+                } => {
+                    let edge = edge.0 as usize;
+                    cdn.starts.push((self.now, attempt, edge));
+                    if self.nodes[edge].down {
+                        let refused = RelayFailure::Link("connection refused".into());
+                        cdn.planner.handle_relay_ended(
+                            self.now,
+                            attempt,
+                            &RelayEnd::Failed(refused),
+                        );
+                    } else {
+                        let relay = self.relay(cdn.origin, edge, &stream);
+                        cdn.attempts.insert(attempt, relay);
+                    }
+                }
+                RelayAction::Stop { attempt } => {
+                    if let Some(relay) = cdn.attempts.remove(&attempt) {
+                        self.remove(relay.origin, relay.origin_session);
+                        self.remove(relay.edge, relay.edge_session);
+                    }
+                }
+                RelayAction::PassAcl { .. } => {}
+            }
+        }
+        self.cdn = Some(cdn);
+        if acted {
+            self.flush();
+        }
     }
 
     fn key_connected_sessions(&mut self) {
@@ -574,14 +679,65 @@ impl World {
             if let Far::Relay(origin, id) = pending.far {
                 let origin = &mut self.nodes[origin];
                 let keys = peer_test_keys();
-                origin
-                    .core
-                    .handle_dtls_event(now, id, DtlsEvent::Connected(keys), &mut origin.sink);
+                origin.core.handle_dtls_event(
+                    now,
+                    id,
+                    DtlsEvent::Connected(keys),
+                    &mut origin.sink,
+                );
             }
         }
         if self.nodes.iter().any(|n| !n.sink.is_empty()) {
             self.flush();
         }
+    }
+}
+
+/// What the origin's cores report, as the relay planner hears it: a publisher's media starts
+/// or ends its stream's relays; a relay session's connection or end is its attempt's.
+fn feed_planner(
+    cdn: &mut Cdn,
+    node: usize,
+    publishers: &HashMap<(usize, SessionId), String>,
+    streams: &HashMap<String, StreamId>,
+    now: Instant,
+    event: &CoreEvent,
+) {
+    if node != cdn.origin {
+        return;
+    }
+    let attempt_of = |id: SessionId| {
+        cdn.attempts
+            .iter()
+            .find(|(_, r)| r.origin_session == id)
+            .map(|(a, _)| *a)
+    };
+    match event {
+        CoreEvent::SessionConnected { id } => {
+            if let Some(attempt) = attempt_of(*id) {
+                cdn.planner.handle_relay_up(now, attempt);
+            }
+        }
+        CoreEvent::SessionEnded { id, reason } => {
+            if let Some(attempt) = attempt_of(*id) {
+                cdn.attempts.remove(&attempt);
+                let failure = RelayFailure::Session(reason.clone());
+                cdn.planner
+                    .handle_relay_ended(now, attempt, &RelayEnd::Failed(failure));
+            } else if let Some(name) = publishers.get(&(node, *id)) {
+                if let Some(&stream) = streams.get(name) {
+                    cdn.planner.handle_stream_unpublished(now, name, stream);
+                }
+            }
+        }
+        CoreEvent::MediaStarted { id } => {
+            if let Some(name) = publishers.get(&(node, *id)) {
+                if let Some(&stream) = streams.get(name) {
+                    cdn.planner.handle_stream_published(now, name, stream);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
