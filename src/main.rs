@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use rtcdn::config::cli::{parse_args, Command, USAGE};
-use rtcdn::config::Config;
+use rtcdn::config::{Config, LogConfig, LogFormat};
 use rtcdn::node::Node;
 
 // Counting is a thread-local increment; it lets `/api/stats` show each media core's
@@ -52,7 +52,7 @@ fn print(text: &str) -> ExitCode {
 
 /// Runs one node until SIGINT or SIGTERM.
 fn run(config: &Config, log_from_command_line: bool) -> ExitCode {
-    if let Err(code) = init_logging(&config.log.level, log_from_command_line) {
+    if let Err(code) = init_logging(&config.log, log_from_command_line) {
         return code;
     }
     let node = match Node::start(config) {
@@ -72,28 +72,32 @@ fn run(config: &Config, log_from_command_line: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Sets up logging from `level`, or RUST_LOG unless `level` came from `--log`; an invalid
-/// filter is exit code 2.
-fn init_logging(level: &str, from_command_line: bool) -> Result<(), ExitCode> {
+/// Sets up logging from `log`'s level, or RUST_LOG unless the level came from `--log`, in its
+/// format; an invalid filter is exit code 2.
+fn init_logging(log: &LogConfig, from_command_line: bool) -> Result<(), ExitCode> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !from_command_line => env,
-        _ => level.to_owned(),
+        _ => log.level.clone(),
     };
-    match tracing_subscriber::EnvFilter::try_new(&filter) {
-        Ok(filter) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_target(false)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
-            Ok(())
-        }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => filter,
         Err(e) => {
             eprintln!("rtcdn: invalid config: log.level {filter:?}: {e}");
-            Err(ExitCode::from(2))
+            return Err(ExitCode::from(2));
         }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    match log.format {
+        // Colour only where a person reads it: escapes in a file or a journal are noise.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    Ok(())
 }
 
 /// `rtcdn demo`: the shipped origin and edge configs, both nodes in this process.
@@ -105,7 +109,7 @@ fn demo() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(code) = init_logging(&origin_config.log.level, false) {
+    if let Err(code) = init_logging(&origin_config.log, false) {
         return code;
     }
     // The edge first, so that the origin's relays find it listening.

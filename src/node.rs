@@ -239,6 +239,7 @@ impl Node {
         });
         let https = https_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
         info!(http = %http_addr, %https, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
+        log_summary(config, http_addr);
         Ok(Node {
             http_addr,
             https_addr,
@@ -327,6 +328,36 @@ fn tls_acceptor(
 
 /// The addresses put in ICE host candidates: the configured ones, else the bind address, else
 /// (binding to the unspecified address) every interface's address, one candidate each.
+/// One line an operator reads to know what this node is: its CDN role, where players are sent
+/// (an origin balancing over edges), and the URLs clients use.
+fn log_summary(config: &Config, http_addr: SocketAddr) {
+    let cdn = &config.cdn;
+    let role = match cdn.role {
+        CdnRole::Origin if cdn.load_balancing_enabled && !cdn.nodes.is_empty() => "origin",
+        CdnRole::Origin => "standalone",
+        CdnRole::Edge => "edge",
+    };
+    let edges: Vec<String> = cdn
+        .nodes
+        .iter()
+        .map(|n| format!("{}#{}", n.host, n.id))
+        .collect();
+    let balancer = if role == "origin" {
+        cdn.mode.as_str()
+    } else {
+        "off"
+    };
+    info!(
+        role,
+        balancer,
+        edges = ?edges,
+        whip = %format_args!("http://{http_addr}/whip/{{stream}}"),
+        whep = %format_args!("http://{http_addr}/whep/{{stream}}"),
+        websocket = %format_args!("ws://{http_addr}/"),
+        "serving"
+    );
+}
+
 fn announced_addresses(config: &Config) -> Result<Vec<IpAddr>, StartError> {
     if !config.media.announce.is_empty() {
         return Ok(config.media.announce.clone());

@@ -59,6 +59,7 @@ OPTIONS:
     --media-threads N      media threads, 0 = one per core (default 0)
     --media-backend NAME   auto | io_uring | mmsg (default auto)
     --log LEVEL            log filter, e.g. info, debug, rtcdn=trace (default info)
+    --log-format FORMAT    text (default) or json: one JSON object a line
     --print-config         print the effective config (after the file and the options above)
                            as TOML, secrets redacted, and exit
     -h, --help             print this help
@@ -106,7 +107,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
             | "--media-bind" | "--announce" | "--udp-port-base" | "--media-threads"
-            | "--media-backend" | "--log" => {
+            | "--media-backend" | "--log" | "--log-format" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args
@@ -177,6 +178,17 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), Config
         "--media-threads" => config.media.threads = parse(flag, value)?,
         "--media-backend" => config.media.backend = value.to_owned(),
         "--log" => config.log.level = value.to_owned(),
+        "--log-format" => {
+            config.log.format = match value {
+                "text" => crate::config::LogFormat::Text,
+                "json" => crate::config::LogFormat::Json,
+                other => {
+                    return Err(ConfigError::Argument(format!(
+                        "--log-format {other:?}: expected text or json"
+                    )))
+                }
+            }
+        }
         _ => unreachable!("parse_args only passes known flags"),
     }
     Ok(())

@@ -113,6 +113,18 @@ pub struct SessionConfig {
 pub struct LogConfig {
     /// A `tracing` filter: "info", "debug", "rtcdn=debug,warn", ...
     pub level: String,
+    /// `"text"` (one line a record, coloured on a terminal) or `"json"` (one JSON object a
+    /// line, for log shippers).
+    pub format: LogFormat,
+}
+
+/// How log records are written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for MediaConfig {
@@ -140,6 +152,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

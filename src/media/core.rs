@@ -568,7 +568,21 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             return;
         };
         let session = peer.session;
-        info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), %reason, "session ended");
+        let traffic = session.traffic();
+        let duration = now.saturating_duration_since(session.started_at());
+        info!(
+            core = self.id.0,
+            session = %id,
+            stream = session.stream_name(),
+            publisher = session.is_publisher(),
+            %reason,
+            duration_s = %format_args!("{:.1}", duration.as_secs_f64()),
+            packets_in = traffic.packets_in,
+            bytes_in = traffic.bytes_in,
+            packets_out = traffic.packets_out,
+            bytes_out = traffic.bytes_out,
+            "session ended"
+        );
         self.by_addr.retain(|_, owner| *owner != id);
         self.by_ufrag.retain(|_, owner| *owner != id);
         self.router.remove_session(id, session.stream());

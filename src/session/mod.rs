@@ -145,6 +145,19 @@ pub struct Session {
     /// Buffers of sent control packets, handed back by [`Session::recycle`]: RTCP is written
     /// into them, so a session's steady state allocates nothing.
     spare_buffers: Vec<Vec<u8>>,
+    /// When the session was created, for the duration its end is logged with.
+    started_at: Instant,
+    traffic: Traffic,
+}
+
+/// The media a session carried, as SRTP on the wire: what a publisher sent the node (accepted
+/// packets), what the node sent a player (first sends and repairs). RTCP and STUN not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
 }
 
 impl Session {
@@ -183,7 +196,19 @@ impl Session {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             spare_buffers: Vec::new(),
+            started_at: now,
+            traffic: Traffic::default(),
         }
+    }
+
+    /// When the session was created.
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// The media it carried so far.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
     }
 
     /// The session's id.

@@ -226,7 +226,9 @@ impl Session {
         plain: &[u8],
         out: &mut [u8],
     ) -> usize {
-        self.write_player_rtp(now, kind, plain, out, false)
+        let n = self.write_player_rtp(now, kind, plain, out, false);
+        self.count_sent(n);
+        n
     }
 
     /// Writes a packet this player reported lost again, from the node's cache. With rtx
@@ -244,7 +246,16 @@ impl Session {
         plain: &[u8],
         out: &mut [u8],
     ) -> usize {
-        self.write_player_rtp(now, kind, plain, out, true)
+        let n = self.write_player_rtp(now, kind, plain, out, true);
+        self.count_sent(n);
+        n
+    }
+
+    fn count_sent(&mut self, written: usize) {
+        if written > 0 {
+            self.traffic.packets_out += 1;
+            self.traffic.bytes_out += written as u64;
+        }
     }
 
     /// Whether this player takes a video packet of simulcast `layer` (`keyframe` when it starts
@@ -705,5 +716,26 @@ mod tests {
         for pair in seqs.windows(2) {
             assert_eq!(pair[1], pair[0].wrapping_add(1), "{seqs:?}");
         }
+    }
+
+    #[test]
+    fn a_players_traffic_counts_what_was_sent_first_and_again() {
+        let mut player = connected_player();
+        let now = Instant::now();
+        let mut total = 0;
+        for seq in 10..13u16 {
+            let mut out = [0u8; 1500];
+            total += player.write_rtp(now, MediaKind::Video, &source_packet(1, seq), &mut out);
+        }
+        let mut out = [0u8; 1500];
+        total +=
+            player.write_retransmission(now, MediaKind::Video, &source_packet(1, 11), &mut out);
+        // Not a packet this player was sent: nothing written, nothing counted.
+        let none =
+            player.write_retransmission(now, MediaKind::Video, &source_packet(1, 99), &mut out);
+        assert_eq!(none, 0);
+        let traffic = player.traffic();
+        assert_eq!((traffic.packets_out, traffic.bytes_out), (4, total as u64));
+        assert_eq!((traffic.packets_in, traffic.bytes_in), (0, 0));
     }
 }

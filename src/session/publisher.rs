@@ -275,7 +275,10 @@ impl Session {
             return Err(SessionError::UnexpectedRtp);
         };
         let srtp = self.srtp_rx.as_mut().ok_or(SessionError::NotKeyed)?;
+        let wire_len = data.len() as u64;
         let len = srtp.unprotect_rtp(data).map_err(SessionError::Srtp)?;
+        self.traffic.packets_in += 1;
+        self.traffic.bytes_in += wire_len;
         self.ice.renew_consent(now, from);
         if let Some(feedback) = publisher.transport_cc.as_mut() {
             // Every packet the publisher's estimate counts, probes and repeats too: recorded
@@ -652,6 +655,10 @@ mod tests {
             let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
             publisher.handle_srtp(now, from, &mut buf[..n]).unwrap();
         }
+        let traffic = publisher.traffic();
+        assert_eq!(traffic.packets_in, 5);
+        // 200-byte packets and the GCM tag, as they came.
+        assert_eq!(traffic.bytes_in, 5 * (200 + 16));
         let mut remb_sent = |publisher: &mut Session| {
             let mut rembs = Vec::new();
             while let Some(mut t) = publisher.poll_transmit() {
