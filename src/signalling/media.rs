@@ -10,7 +10,7 @@ use super::Signalling;
 use crate::auth::{
     Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
 };
-use crate::control::registry::{validate_stream_name, RegistryError};
+use crate::control::registry::{validate_stream_name, ClientInfo, RegistryError};
 use crate::control::{CoreCommand, EndReason, SessionId, SessionRole, SessionSpec};
 use crate::dtls::DtlsRole;
 use crate::negotiate::{self, LocalParams, NegotiationError};
@@ -131,6 +131,7 @@ pub fn start_publish(
     stream: &str,
     offer_text: &str,
     authorized: Authorized,
+    client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
     if matches!(
@@ -147,6 +148,7 @@ pub fn start_publish(
     let (id, local_ice, local) = new_session_params(state, core.0);
     let answer = negotiate::answer_publisher(&offer, &local)?;
     let stream_id = registry.add_publisher(stream, id, core, answer.stream_tracks)?;
+    registry.set_client(id, client.clone());
     drop(registry);
     let spec = SessionSpec {
         id,
@@ -162,7 +164,7 @@ pub fn start_publish(
         publisher_core: Some(core),
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
-    info!(session = %id, stream, core = core.0, by = ?authorized, "publish accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, peer = ?client.peer, user_agent = client.user_agent.as_deref().unwrap_or("-"), "publish accepted");
     Ok(Started {
         id,
         answer: answer.sdp,
@@ -178,6 +180,7 @@ pub fn start_play(
     authorized: Authorized,
     acl_key: Option<&str>,
     layer: Option<&str>,
+    client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
     let stream_entry = state
@@ -208,6 +211,7 @@ pub fn start_play(
     }
     let commands = registry.add_player(stream, id, core)?;
     registry.set_acl_key(id, acl_key.map(str::to_owned));
+    registry.set_client(id, client.clone());
     let (stream_id, publisher_core) = registry
         .stream(stream)
         .map(|s| (s.id, s.core))
@@ -228,7 +232,7 @@ pub fn start_play(
         publisher_core: Some(publisher_core),
     };
     state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
-    info!(session = %id, stream, core = core.0, by = ?authorized, "play accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, peer = ?client.peer, user_agent = client.user_agent.as_deref().unwrap_or("-"), "play accepted");
     Ok(Started {
         id,
         answer: answer.sdp,

@@ -83,7 +83,7 @@ pub async fn start(
         Err(e) => return auth_refusal(&e),
     };
     let started = match action {
-        Action::Publish => media::start_publish(state, stream, offer, authorized),
+        Action::Publish => media::start_publish(state, stream, offer, authorized, client),
         Action::Play => media::start_play(
             state,
             stream,
@@ -91,13 +91,11 @@ pub async fn start(
             authorized,
             credentials.acl_key.as_deref(),
             layer,
+            client,
         ),
     };
     match started {
-        Ok(started) => {
-            state.registry().set_client(started.id, client);
-            created(state, protocol, stream, started)
-        }
+        Ok(started) => created(state, protocol, stream, started),
         Err(e) => refuse(e),
     }
 }

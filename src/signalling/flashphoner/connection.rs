@@ -285,7 +285,7 @@ impl Connection {
         .map_err(StartError::from);
         let started = authorized.and_then(|authorized| {
             if published {
-                media::start_publish(state, name, offer, authorized)
+                media::start_publish(state, name, offer, authorized, self.client.clone())
             } else {
                 media::start_play(
                     state,
@@ -294,14 +294,12 @@ impl Connection {
                     authorized,
                     self.credentials.acl_key.as_deref(),
                     layer,
+                    self.client.clone(),
                 )
             }
         });
         let started = match started {
-            Ok(started) => {
-                state.registry().set_client(started.id, self.client.clone());
-                started
-            }
+            Ok(started) => started,
             Err(e) => {
                 if state.limits.may_log() {
                     info!(peer = %self.peer, stream = name, error = %e, "{api} refused");
