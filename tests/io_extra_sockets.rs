@@ -26,6 +26,7 @@ impl DatagramHandler for Echo {
         socket: SocketId,
         src: SocketAddr,
         data: &mut [u8],
+        _received_ns: Option<u64>,
         tx: &mut SendQueue,
     ) {
         self.per_socket.push((socket, data.to_vec()));

@@ -69,6 +69,7 @@ impl DatagramHandler for Forward {
         socket: SocketId,
         src: SocketAddr,
         data: &mut [u8],
+        _received_ns: Option<u64>,
         tx: &mut SendQueue,
     ) {
         for b in data.iter_mut() {

@@ -1,7 +1,8 @@
 //! One media core thread: the IO loop around a sans-IO [`MediaCore`].
 //!
 //! The loop polls the core's sockets and hands every datagram, command, DTLS event and item
-//! from another core to the media core, with the time read once per batch; then it flushes,
+//! from another core to the media core, with the time read once per batch (a datagram gets
+//! the time the kernel received it: see `arrival`); then it flushes,
 //! passes the media core's events to signalling and its items to the other cores' rings, opens
 //! and closes relay sockets, and sleeps until the media core's next deadline. Nothing here
 //! decides anything about media: that is `crate::media`.
@@ -17,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::control::{CoreCommand, CoreEvent, CoreId, SessionId};
 use crate::dtls::{DtlsCertificate, DtlsEvent};
 use crate::media::{MediaCore, MediaCoreConfig, SocketRequest};
+use crate::reactor::arrival::ArrivalClock;
 use crate::reactor::dtls::HandshakeTasks;
 use crate::reactor::io::{DatagramHandler, SendQueue, SocketId, UdpIo};
 use crate::reactor::mesh::{MeshEndpoint, MeshInbox, MeshOutbox};
@@ -60,14 +62,8 @@ struct Driver {
     commands: Receiver<CoreCommand>,
     dtls_events: Receiver<(SessionId, DtlsEvent)>,
     inbox: MeshInbox,
-    /// The time of the current batch: read at its first datagram or wake-up.
-    now: Option<Instant>,
-}
-
-impl Driver {
-    fn now(&mut self) -> Instant {
-        *self.now.get_or_insert_with(Instant::now)
-    }
+    /// The time of the current batch, and of each datagram in it.
+    clock: ArrivalClock,
 }
 
 impl DatagramHandler for Driver {
@@ -76,14 +72,15 @@ impl DatagramHandler for Driver {
         socket: SocketId,
         src: SocketAddr,
         data: &mut [u8],
+        received_ns: Option<u64>,
         tx: &mut SendQueue,
     ) {
-        let now = self.now();
+        let now = self.clock.arrival(received_ns);
         self.media.handle_datagram(now, socket, src, data, tx);
     }
 
     fn on_wake(&mut self, tx: &mut SendQueue) {
-        let now = self.now();
+        let now = self.clock.batch_time();
         while let Ok(command) = self.commands.try_recv() {
             self.media.handle_command(now, command, tx);
         }
@@ -125,7 +122,7 @@ pub fn run(setup: CoreSetup) {
         commands,
         dtls_events,
         inbox: mesh.inbox,
-        now: None,
+        clock: ArrivalClock::default(),
     };
     info!(
         core = id.0,
@@ -160,7 +157,7 @@ pub fn run(setup: CoreSetup) {
                 0
             }
         };
-        let mut active = handled > 0 || driver.now.take().is_some();
+        let mut active = driver.clock.end_batch() || handled > 0;
         now = Instant::now();
         driver.serve_socket_requests(now, &mut io);
         if driver.media.poll_timeout().is_some_and(|at| at <= now) {

@@ -3,6 +3,7 @@
 //! the UDP backends (and every `unsafe` block of the crate outside the counting allocator);
 //! [`mesh`] carries items between cores.
 
+mod arrival;
 pub mod core;
 mod dtls;
 #[allow(unsafe_code)] // syscalls, io_uring, pooled kernel buffers

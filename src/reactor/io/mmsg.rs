@@ -265,7 +265,7 @@ impl MmsgRecv {
                 std::slice::from_raw_parts(self.controls[i].as_ptr().cast::<u8>(), control_len)
             };
             let stamp = residence::parse_stamp(control);
-            handler.on_datagram(SocketId(idx), src, data, sendq);
+            handler.on_datagram(SocketId(idx), src, data, stamp, sendq);
             sendq.datagram_handled(stamp);
             rx.datagrams += 1;
         }

@@ -13,7 +13,7 @@
 //!
 //! struct Core;
 //! impl DatagramHandler for Core {
-//!     fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], tx: &mut SendQueue) {
+//!     fn on_datagram(&mut self, socket: SocketId, src: SocketAddr, data: &mut [u8], _received_ns: Option<u64>, tx: &mut SendQueue) {
 //!         tx.push_on(socket, src, data); // echo from the socket it arrived on
 //!     }
 //!     fn on_wake(&mut self, _tx: &mut SendQueue) {}
@@ -58,7 +58,7 @@ mod waker;
 
 pub use interfaces::interface_addresses;
 pub use limits::open_file_limit;
-pub(crate) use residence::parse_stamp;
+pub(crate) use residence::{parse_stamp, realtime_ns};
 pub use residence::{ResidenceHistogram, RESIDENCE_BUCKETS};
 pub use sendq::SendQueue;
 pub use waker::Waker;
@@ -119,12 +119,16 @@ impl fmt::Display for Backend {
 /// Receives the datagrams and wake-ups of one [`UdpIo::poll`].
 pub trait DatagramHandler {
     /// One datagram received on `socket`. `data` may be modified in place (SRTP decrypt); it is
-    /// only valid during the call. Sends queued into `tx` go out in the next batch.
+    /// only valid during the call. `received_ns` is when the kernel received it (its
+    /// `SO_TIMESTAMPNS` stamp, `CLOCK_REALTIME` nanoseconds), if it stamped it: datagrams
+    /// handled in one batch may have arrived milliseconds apart. Sends queued into `tx` go
+    /// out in the next batch.
     fn on_datagram(
         &mut self,
         socket: SocketId,
         src: SocketAddr,
         data: &mut [u8],
+        received_ns: Option<u64>,
         tx: &mut SendQueue,
     );
     /// The Waker fired (control messages or packets from other cores are waiting).
@@ -582,6 +586,7 @@ mod tests {
             _socket: SocketId,
             src: SocketAddr,
             data: &mut [u8],
+            _received_ns: Option<u64>,
             tx: &mut SendQueue,
         ) {
             tx.push(src, data);
@@ -603,6 +608,7 @@ mod tests {
             _socket: SocketId,
             _src: SocketAddr,
             data: &mut [u8],
+            _received_ns: Option<u64>,
             tx: &mut SendQueue,
         ) {
             for i in 0..self.copies {
@@ -663,6 +669,51 @@ mod tests {
             .max()
             .unwrap();
         assert!(longest < 10_000_000_000, "residence {longest} ns");
+    }
+
+    /// Keeps the kernel's receive stamps.
+    #[derive(Default)]
+    struct Stamps(Vec<Option<u64>>);
+
+    impl DatagramHandler for Stamps {
+        fn on_datagram(
+            &mut self,
+            _socket: SocketId,
+            _src: SocketAddr,
+            _data: &mut [u8],
+            received_ns: Option<u64>,
+            _tx: &mut SendQueue,
+        ) {
+            self.0.push(received_ns);
+        }
+        fn on_wake(&mut self, _tx: &mut SendQueue) {}
+    }
+
+    /// Datagrams that waited in the socket and are handled in one batch carry the times they
+    /// arrived, not the time of the batch: what transport-wide feedback reports.
+    fn datagrams_carry_their_arrival_times(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let c = client();
+        let before = residence::realtime_ns();
+        for _ in 0..3 {
+            c.send_to(b"stamped", io.local_addr()).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+        let mut h = Stamps::default();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 3);
+        let after = residence::realtime_ns();
+        let stamps: Vec<u64> = h.0.iter().map(|s| s.expect("stamped")).collect();
+        assert!(
+            stamps.iter().all(|&s| (before..=after).contains(&s)),
+            "{stamps:?}"
+        );
+        for pair in stamps.windows(2) {
+            let apart = pair[1].saturating_sub(pair[0]);
+            assert!(
+                apart >= 15_000_000,
+                "sent 20 ms apart, stamped {apart} ns apart"
+            );
+        }
     }
 
     fn waker_wakes_blocked_poll(choice: BackendChoice) {
@@ -859,6 +910,7 @@ mod tests {
                 _socket: SocketId,
                 src: SocketAddr,
                 data: &mut [u8],
+                _received_ns: Option<u64>,
                 tx: &mut SendQueue,
             ) {
                 self.0 = Some(src);
@@ -890,6 +942,7 @@ mod tests {
             socket: SocketId,
             src: SocketAddr,
             data: &mut [u8],
+            _received_ns: Option<u64>,
             tx: &mut SendQueue,
         ) {
             self.got.push((socket, src, data.to_vec()));
@@ -1160,6 +1213,7 @@ mod tests {
 
     per_backend!(
         echo,
+        datagrams_carry_their_arrival_times,
         waker_wakes_blocked_poll,
         wake_before_poll_is_kept,
         timeout_returns,

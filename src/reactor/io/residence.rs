@@ -166,7 +166,7 @@ pub(crate) fn parse_stamp(control: &[u8]) -> Option<u64> {
 }
 
 /// The realtime clock (the one the kernel stamps with), in nanoseconds since the Unix epoch.
-fn realtime_ns() -> u64 {
+pub(crate) fn realtime_ns() -> u64 {
     // SAFETY: all-zero is a valid timespec.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: `ts` is a valid out-pointer for the call; CLOCK_REALTIME always exists.

@@ -564,7 +564,7 @@ impl UringRecv {
                 // SAFETY: `offset + plen <= len` (parse derived both from `buf`); the buffer is
                 // ours until recycled after the handler returns, and no other view is alive.
                 let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), plen) };
-                handler.on_datagram(SocketId(idx), src, data, sendq);
+                handler.on_datagram(SocketId(idx), src, data, stamp, sendq);
                 sendq.datagram_handled(stamp);
                 rx.datagrams += 1;
                 true
