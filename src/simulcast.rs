@@ -16,8 +16,8 @@
 //! Which layer an unpinned player gets is [`LayerChooser`]'s: the highest active one (a layer
 //! silent for [`LAYER_IDLE`] is paused) that fits its bandwidth estimate, moving down at once
 //! and back up only after a trial of the layer above. Not yet done:
-//! - Relays: an origin sends an edge the highest layer as a plain stream, so the edge's
-//!   players cannot switch.
+//! - Relays: nothing left. An origin relays every layer to an edge, each on its own SSRC naming
+//!   its rid (see `cdn::relay`), and the edge's players choose and pin layers as the origin's do.
 
 use std::time::{Duration, Instant};
 

@@ -165,7 +165,38 @@ pub enum SessionRole {
     Relay {
         tracks: Vec<PlayedTrack>,
         remote_candidates: Vec<std::net::SocketAddr>,
+        /// Every simulcast layer of the video, each on its own SSRC, when the other node took
+        /// them; `None`: the video as `tracks` says (one layer, or a stream without simulcast).
+        layers: Option<RelayedLayers>,
     },
+}
+
+/// A relay's simulcast video when the other node took every layer (RFC 8853): each layer is
+/// its own stream, and its packets name its rid in the RTP stream id extension (RFC 8852), so
+/// the other node tells the layers apart as it does a browser's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedLayers {
+    /// The RTP stream id extension's id: every packet of a layer carries it, as its only
+    /// header extension.
+    pub rid_ext: u8,
+    /// The repaired RTP stream id extension's id: every retransmission (RFC 4588) of a layer
+    /// carries it. `None` when the other node did not take it: the layers then have no
+    /// retransmission streams.
+    pub repaired_rid_ext: Option<u8>,
+    /// The layers, lowest first, as the publisher numbers them.
+    pub layers: Vec<RelayedLayer>,
+}
+
+/// One simulcast layer a relay sends (see [`RelayedLayers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedLayer {
+    /// The publisher's rid of it: the other node's players pin layers by it.
+    pub rid: String,
+    /// The SSRC it is sent on.
+    pub ssrc: u32,
+    /// Its retransmission stream's SSRC (on the video track's rtx payload type), when there is
+    /// one.
+    pub rtx_ssrc: Option<u32>,
 }
 
 /// Everything a core needs to run one session. Negotiated by signalling.

@@ -671,16 +671,13 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 SessionEvent::MediaStarted => {
                     self.events.push_back(CoreEvent::MediaStarted { id });
                 }
-                SessionEvent::KeyframeRequested => {
-                    // A simulcast player (or relay) needs its target layer's.
-                    let layer = peer.target_layer();
+                SessionEvent::KeyframeRequested { layer } => {
                     self.router
                         .request_keyframe(now, &mut self.peers, stream, layer);
                 }
-                SessionEvent::RetransmissionRequested { kind, seqs } => {
-                    self.router
-                        .retransmit(now, &mut self.peers, id, kind, seqs, tx)
-                }
+                SessionEvent::RetransmissionRequested { kind, layer, seqs } => self
+                    .router
+                    .retransmit(now, &mut self.peers, id, (kind, layer), seqs, tx),
                 SessionEvent::SenderReport {
                     kind,
                     layer,

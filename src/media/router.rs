@@ -11,7 +11,7 @@
 //!   publisher;
 //! - the publisher's sender reports are translated into each player's timestamps;
 //! - a new player starts on the newest cached keyframe, replayed from the publisher's core when
-//!   the publisher is elsewhere;
+//!   the publisher is elsewhere (a relay of every simulcast layer, on each layer's);
 //! - simulcast players move between the layers the publisher sends.
 //!
 //! The router never sends a session's control packets itself: it lists the sessions it gave
@@ -334,7 +334,7 @@ impl<F: ForwardSink> Router<F> {
                 continue;
             }
             tx.push_with_on(peer.socket, remote, |buf| {
-                session.write_rtp(now, kind, plain, buf)
+                session.write_rtp(now, (kind, layer), plain, buf)
             });
             self.counters.rtp_sent += 1;
         }
@@ -369,7 +369,7 @@ impl<F: ForwardSink> Router<F> {
                 continue;
             }
             tx.push_with_on(peer.socket, remote, |buf| {
-                session.write_rtp(now, MediaKind::Video, plain, buf)
+                session.write_rtp(now, (MediaKind::Video, layer), plain, buf)
             });
             self.counters.rtp_sent += 1;
         }
@@ -480,6 +480,11 @@ impl<F: ForwardSink> Router<F> {
         if !peer.session.plays(MediaKind::Video) {
             return;
         }
+        let relayed = peer.session.relayed_layers();
+        if relayed > 0 {
+            self.start_relayed_layers(now, peers, id, stream, relayed, tx);
+            return;
+        }
         // An unpinned simulcast player starts on the highest layer the publisher sends now,
         // not on the last keyframe of a layer it paused.
         if let (Some((count, target)), Some(local)) =
@@ -519,6 +524,32 @@ impl<F: ForwardSink> Router<F> {
         self.request_keyframe(now, peers, stream, layer);
     }
 
+    /// Starts a relay that sends each of the stream's `layers` simulcast layers on its own
+    /// SSRC: every layer on its newest cached keyframe, else on the keyframe asked of the
+    /// publisher for it. A relay runs on its publisher's core (see
+    /// [`crate::control::registry::Registry::add_relay`]), which keeps every layer's keyframe.
+    fn start_relayed_layers(
+        &mut self,
+        now: Instant,
+        peers: &mut Peers,
+        id: SessionId,
+        stream: StreamId,
+        layers: u8,
+        tx: &mut impl TxSink,
+    ) {
+        for layer in 0..layers.min(MAX_LAYERS as u8) {
+            let Some(peer) = peers.get_mut(&id) else {
+                return;
+            };
+            if self.start_from_local_keyframe(now, peer, stream, layer, tx) {
+                self.counters.keyframe_cache_hits += 1;
+            } else {
+                self.counters.keyframe_cache_misses += 1;
+                self.request_keyframe(now, peers, stream, layer);
+            }
+        }
+    }
+
     /// Sends a player the packets from the keyframe this core cached on; false without one.
     fn start_from_local_keyframe(
         &mut self,
@@ -543,7 +574,7 @@ impl<F: ForwardSink> Router<F> {
             }
             let session = &mut peer.session;
             tx.push_with_on(peer.socket, remote, |buf| {
-                session.write_rtp(now, MediaKind::Video, plain, buf)
+                session.write_rtp(now, (MediaKind::Video, layer), plain, buf)
             });
             self.counters.rtp_sent += 1;
         }
@@ -647,14 +678,14 @@ impl<F: ForwardSink> Router<F> {
             .min();
     }
 
-    /// Answers a player's NACK: sends it the packets this core's cache holds, and asks the
-    /// publisher for the rest.
+    /// Answers a player's NACK of a track (and the simulcast layer its numbers belong to):
+    /// sends it the packets this core's cache holds, and asks the publisher for the rest.
     pub(super) fn retransmit(
         &mut self,
         now: Instant,
         peers: &mut Peers,
         player: SessionId,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         seqs: LostPackets,
         tx: &mut impl TxSink,
     ) {
@@ -663,15 +694,6 @@ impl<F: ForwardSink> Router<F> {
         let mut target = peers.get_mut(&player);
         let Some(stream) = target.as_ref().map(|p| p.session.stream()) else {
             return;
-        };
-        // A simulcast player's numbers map to the layer it is sent now.
-        let layer = match kind {
-            MediaKind::Video => target
-                .as_ref()
-                .and_then(|p| p.session.video_layers())
-                .and_then(|(current, _)| current)
-                .unwrap_or(0),
-            MediaKind::Audio => 0,
         };
         let cache = match kind {
             MediaKind::Video => self
@@ -692,7 +714,7 @@ impl<F: ForwardSink> Router<F> {
                     }
                     let session = &mut peer.session;
                     tx.push_with_on(peer.socket, remote, |buf| {
-                        written = session.write_retransmission(now, kind, plain, buf);
+                        written = session.write_retransmission(now, (kind, layer), plain, buf);
                         written
                     });
                 }

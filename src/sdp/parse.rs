@@ -125,15 +125,17 @@ fn parse_media(
         rtx_ssrcs: ssrcs.rtx,
         cname: ssrcs.cname,
         msid,
-        send_rids: send_rids(&m.attributes)?,
+        send_rids: simulcast_rids(&m.attributes, "send")?,
+        recv_rids: simulcast_rids(&m.attributes, "recv")?,
     })
 }
 
-/// The layers of `a=simulcast:send <list>` (RFC 8853 §5.1) that have an `a=rid:<id> send`
-/// line (RFC 8851 §4), in the list's order. Of a group of alternatives (`a,b`) the first is
-/// taken, and a paused one (`~a`) counts as sent: a publisher may resume it any time. A
-/// `recv` part (Chromium never offers one) is ignored.
-fn send_rids(attributes: &[Attribute]) -> Result<Vec<String>, SdpError> {
+/// The layers of `a=simulcast:<direction> <list>` (RFC 8853 §5.1) that have an
+/// `a=rid:<id> <direction>` line (RFC 8851 §4), in the list's order: `send` in an offer (the
+/// layers its author sends), `recv` in an answer (the layers its author takes). Of a group of
+/// alternatives (`a,b`) the first is taken, and a paused one (`~a`) counts: a publisher may
+/// resume it any time. The other direction's part is ignored.
+fn simulcast_rids(attributes: &[Attribute], wanted: &str) -> Result<Vec<String>, SdpError> {
     let mut declared = Vec::new();
     for value in values(attributes, "rid") {
         let mut fields = value.split_ascii_whitespace();
@@ -143,7 +145,7 @@ fn send_rids(attributes: &[Attribute]) -> Result<Vec<String>, SdpError> {
         if !is_rid(id) {
             return Err(SdpError::Syntax(format!("invalid rid \"{}\"", clip(id))));
         }
-        if direction == "send" {
+        if direction == wanted {
             declared.push(id);
         }
     }
@@ -153,7 +155,7 @@ fn send_rids(attributes: &[Attribute]) -> Result<Vec<String>, SdpError> {
     let mut fields = simulcast.split_ascii_whitespace();
     let mut rids = Vec::new();
     while let (Some(direction), Some(list)) = (fields.next(), fields.next()) {
-        if direction != "send" {
+        if direction != wanted {
             continue;
         }
         for group in list.split(';') {

@@ -840,12 +840,26 @@ fn simulcast_alternatives_and_paused_layers_take_the_first_and_unpaused_rid() {
 fn simulcast_without_send_rids_or_with_bad_ones() {
     let recv_only = with_simulcast("a=rid:a recv\na=simulcast:recv a\n");
     assert!(parse(&recv_only).unwrap().media[1].send_rids.is_empty());
+    assert_eq!(parse(&recv_only).unwrap().media[1].recv_rids, ["a"]);
     let bad = with_simulcast("a=rid:a/b send\na=simulcast:send a/b\n");
     assert!(matches!(parse(&bad), Err(SdpError::Syntax(_))));
     let four = with_simulcast(
         "a=rid:a send\na=rid:b send\na=rid:c send\na=rid:d send\na=simulcast:send a;b;c;d\n",
     );
     assert!(matches!(parse(&four), Err(SdpError::Syntax(_))));
+}
+
+#[test]
+fn an_answers_recv_rids_are_the_layers_it_took() {
+    let answer = with_simulcast(
+        "a=rid:l recv\na=rid:h recv\na=rid:m send\na=simulcast:recv l;~h;m send m\n",
+    );
+    let video = &parse(&answer).unwrap().media[1];
+    assert_eq!(video.recv_rids, ["l", "h"]);
+    assert_eq!(video.send_rids, ["m"]);
+    assert!(parse(CHROMIUM_SIMULCAST).unwrap().media[1]
+        .recv_rids
+        .is_empty());
 }
 
 #[test]

@@ -80,6 +80,9 @@ pub struct MediaDescription {
     /// The simulcast layers the author sends (RFC 8853 `a=simulcast:send`), each with an
     /// `a=rid:<id> send` line (RFC 8851), in the `a=simulcast` order; empty without simulcast.
     pub send_rids: Vec<String>,
+    /// The simulcast layers the author receives (`a=simulcast:recv`, `a=rid:<id> recv`): in an
+    /// answer, those of the offer's layers it took.
+    pub recv_rids: Vec<String>,
 }
 
 /// An m-line that is neither audio nor video (e.g. `m=application ... webrtc-datachannel`).

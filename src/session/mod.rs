@@ -9,7 +9,8 @@
 //! This file is the state machine every session shares (phases, deadlines, the `poll_*` queues,
 //! RTCP out). The rest is by role: [`publisher`] (receive statistics, loss detection, what a
 //! publisher is told), [`player`] (rewriting, retransmission, layers, bandwidth estimate),
-//! [`ice`] (the agent and consent), and [`lost_packets`] (NACKed numbers as they cross cores).
+//! `layer_rid` (the rid a relay names its layers by), [`ice`] (the agent and consent), and
+//! [`lost_packets`] (NACKed numbers as they cross cores).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::rtx::RtxError;
 use crate::sdp::MediaKind;
 
 mod ice;
+mod layer_rid;
 mod lost_packets;
 mod player;
 mod publisher;
@@ -81,12 +83,19 @@ pub enum SessionEvent {
     Connected,
     /// A publisher's first media packet arrived.
     MediaStarted,
-    /// A player asked for a keyframe (PLI or FIR): forward to the stream's publisher.
-    KeyframeRequested,
+    /// A player asked for a keyframe (PLI or FIR) of a simulcast layer (0 without simulcast):
+    /// the one it waits for or is sent, or the layer a relay's edge named. Forward to the
+    /// stream's publisher.
+    KeyframeRequested { layer: u8 },
     /// A player (or an edge, through a relay) lost these packets of a track, numbered as the
-    /// publisher numbers them: answer from the core's retransmission cache, and ask the
-    /// publisher to send the rest again.
-    RetransmissionRequested { kind: MediaKind, seqs: LostPackets },
+    /// publisher numbers them (in the simulcast layer it is sent, or the one the edge named):
+    /// answer from the core's retransmission cache, and ask the publisher to send the rest
+    /// again.
+    RetransmissionRequested {
+        kind: MediaKind,
+        layer: u8,
+        seqs: LostPackets,
+    },
     /// A publisher's sender report: players get a translated one. Each simulcast layer has
     /// its own (its own SSRC and RTP timestamp base).
     SenderReport {
@@ -175,8 +184,11 @@ impl Session {
         );
         let role = match spec.role {
             SessionRole::Publisher { tracks } => RoleState::Publisher(PublisherState::new(tracks)),
-            SessionRole::Player { tracks } | SessionRole::Relay { tracks, .. } => {
-                RoleState::Player(PlayerState::new(tracks, now, &mut random))
+            SessionRole::Player { tracks } => {
+                RoleState::Player(PlayerState::new(tracks, None, now, &mut random))
+            }
+            SessionRole::Relay { tracks, layers, .. } => {
+                RoleState::Player(PlayerState::new(tracks, layers, now, &mut random))
             }
         };
         Session {
@@ -311,8 +323,9 @@ impl Session {
         for packet in RtcpIter::new(&data[..len]) {
             match packet.map_err(SessionError::Rtp)? {
                 Rtcp::SenderReport(sr) => self.handle_sender_report(now, &sr),
-                Rtcp::Pli(_) | Rtcp::Fir(_) if !self.is_publisher() => {
-                    self.events.push_back(SessionEvent::KeyframeRequested)
+                Rtcp::Pli(pli) => self.handle_keyframe_request([pli.media_ssrc]),
+                Rtcp::Fir(fir) => {
+                    self.handle_keyframe_request(fir.entries.iter().map(|entry| entry.ssrc))
                 }
                 Rtcp::Nack(nack) => self.handle_nack(&nack),
                 Rtcp::TransportCc(feedback) => {

@@ -5,15 +5,20 @@
 //! RTX stream when negotiated), within a budget; with simulcast it switches layers at
 //! keyframes; its transport-cc feedback and REMB drive a bandwidth estimate; and the
 //! publisher's sender reports are translated into its timestamps.
+//!
+//! A relay is a player to the node it sends to. When that node took every simulcast layer,
+//! each layer is a track of its own (its SSRC, numbering, retransmission stream and sender
+//! reports), its packets naming the layer's rid (see [`super::layer_rid`]).
 
 use std::time::{Duration, Instant};
 
 use rtp::rtcp::{Items, Nack, Rtcp, SenderReport};
 use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
 
+use super::layer_rid::LayerRid;
 use super::{LostPackets, RoleState, Session, SessionEvent, SplitMix64};
 use crate::bwe::BweConfig;
-use crate::control::PlayedTrack;
+use crate::control::{PlayedTrack, RelayedLayers, RtxStream};
 use crate::rtx::RtxSender;
 use crate::sdp::MediaKind;
 use crate::simulcast::{LayerDecision, LayerSwitch, MAX_LAYERS};
@@ -34,11 +39,16 @@ struct PlayerTrack {
     rtx: Option<RtxSender>,
     packets_sent: u32,
     octets_sent: u32,
+    /// A relayed simulcast layer's rid, which each of its packets carries.
+    rid: Option<LayerRid>,
 }
 
 /// What a session keeps of its player (or of the relay it sends a stream through).
 pub(super) struct PlayerState {
     tracks: [Option<PlayerTrack>; 2],
+    /// A relay's video layers when it sends every one on its own SSRC, lowest first (the
+    /// video track above then only describes them); empty otherwise.
+    relayed: Vec<PlayerTrack>,
     /// How many packets the node may still send this player again from its cache.
     resends: ResendBudget,
     /// Transport-wide numbers and the bandwidth estimate, when transport-cc is negotiated.
@@ -96,11 +106,36 @@ fn kind_index(kind: MediaKind) -> usize {
     }
 }
 
+impl PlayerTrack {
+    /// A track of its own numbering, drawn from `random`.
+    fn new(track: PlayedTrack, rid: Option<LayerRid>, random: &mut SplitMix64) -> PlayerTrack {
+        let rewriter = RtpRewriter::new(
+            Ssrc(track.ssrc),
+            Pt::new(track.pt),
+            random.next() as u16,
+            random.next() as u32,
+        );
+        let rtx = track
+            .rtx
+            .map(|rtx| RtxSender::new(Ssrc(rtx.ssrc), Pt::new(rtx.pt), random.next() as u16));
+        PlayerTrack {
+            track,
+            rewriter,
+            rtx,
+            packets_sent: 0,
+            octets_sent: 0,
+            rid,
+        }
+    }
+}
+
 impl PlayerState {
-    /// The state of a player of `tracks`: its sequence and timestamp bases (and its RTX
-    /// streams') drawn from `random`, track by track.
+    /// The state of a player of `tracks` (a relay's, with the video's `relayed` layers): its
+    /// sequence and timestamp bases (and its RTX streams') drawn from `random`, track by
+    /// track, then layer by layer.
     pub(super) fn new(
         tracks: Vec<PlayedTrack>,
+        relayed: Option<RelayedLayers>,
         now: Instant,
         random: &mut SplitMix64,
     ) -> PlayerState {
@@ -115,26 +150,17 @@ impl PlayerState {
             .map(|l| LayerSwitch::new(l.target, l.pinned));
         let mut slots: [Option<PlayerTrack>; 2] = [None, None];
         for track in tracks {
-            let rewriter = RtpRewriter::new(
-                Ssrc(track.ssrc),
-                Pt::new(track.pt),
-                random.next() as u16,
-                random.next() as u32,
-            );
-            let rtx = track
-                .rtx
-                .map(|rtx| RtxSender::new(Ssrc(rtx.ssrc), Pt::new(rtx.pt), random.next() as u16));
             let slot = kind_index(track.kind);
-            slots[slot] = Some(PlayerTrack {
-                track,
-                rewriter,
-                rtx,
-                packets_sent: 0,
-                octets_sent: 0,
-            });
+            slots[slot] = Some(PlayerTrack::new(track, None, random));
         }
+        let video = slots[kind_index(MediaKind::Video)].as_ref();
+        let relayed = match (relayed, video) {
+            (Some(relayed), Some(video)) => relayed_tracks(&relayed, &video.track, random),
+            _ => Vec::new(),
+        };
         PlayerState {
             tracks: slots,
+            relayed,
             resends: ResendBudget::full(),
             transport_cc,
             layers,
@@ -158,12 +184,90 @@ impl PlayerState {
         if !self.plays(MediaKind::Video) {
             return 0;
         }
+        if !self.relayed.is_empty() {
+            return self.relayed.len();
+        }
         self.tracks
             .iter()
             .flatten()
             .find_map(|t| t.track.layers)
             .map_or(1, |l| usize::from(l.count).clamp(1, MAX_LAYERS))
     }
+
+    /// The track whose packets are numbered as the peer knows `ssrc`, and the layer its
+    /// numbers belong to: a relayed layer's, else the layer the player is sent now.
+    fn output_by_ssrc(&self, ssrc: u32) -> Option<(&PlayerTrack, u8)> {
+        let relayed = self
+            .relayed
+            .iter()
+            .zip(0u8..)
+            .find(|(t, _)| t.track.ssrc == ssrc);
+        // The relayed layers first: the video track describing them has the highest one's SSRC.
+        relayed.or_else(|| {
+            let track = self
+                .tracks
+                .iter()
+                .flatten()
+                .find(|t| t.track.ssrc == ssrc)?;
+            let layer = match track.track.kind {
+                MediaKind::Video => self.layers.and_then(|l| l.current()).unwrap_or(0),
+                MediaKind::Audio => 0,
+            };
+            Some((track, layer))
+        })
+    }
+}
+
+/// The track of `tracks` (or a relay's `relayed` layers) a packet of `kind` and simulcast
+/// `layer` is written to. Over the fields, not the state: the caller goes on using the others.
+fn output<'a>(
+    tracks: &'a mut [Option<PlayerTrack>; 2],
+    relayed: &'a mut [PlayerTrack],
+    (kind, layer): (MediaKind, u8),
+) -> Option<&'a mut PlayerTrack> {
+    match kind {
+        MediaKind::Video if !relayed.is_empty() => relayed.get_mut(usize::from(layer)),
+        _ => tracks[kind_index(kind)].as_mut(),
+    }
+}
+
+/// A relay's video layers, each a track of its own as `relayed` says, cut from the `video`
+/// track: its payload type, and its retransmission payload type when the layers have
+/// retransmission streams. No layers when a rid cannot be written (the relay's offer never
+/// makes such).
+fn relayed_tracks(
+    relayed: &RelayedLayers,
+    video: &PlayedTrack,
+    random: &mut SplitMix64,
+) -> Vec<PlayerTrack> {
+    let rids: Option<Vec<LayerRid>> = relayed
+        .layers
+        .iter()
+        .take(MAX_LAYERS)
+        .map(|layer| LayerRid::new(&layer.rid, relayed.rid_ext, relayed.repaired_rid_ext))
+        .collect();
+    let Some(rids) = rids else {
+        return Vec::new();
+    };
+    let rtx_pt = video.rtx.map(|rtx| rtx.pt);
+    relayed
+        .layers
+        .iter()
+        .zip(rids)
+        .map(|(layer, rid)| {
+            let rtx = match (rtx_pt, layer.rtx_ssrc, relayed.repaired_rid_ext) {
+                (Some(pt), Some(ssrc), Some(_)) => Some(RtxStream { pt, ssrc }),
+                _ => None,
+            };
+            let track = PlayedTrack {
+                ssrc: layer.ssrc,
+                rtx,
+                layers: None,
+                ..video.clone()
+            };
+            PlayerTrack::new(track, Some(rid), random)
+        })
+        .collect()
 }
 
 /// The player's side of [`Session`]. Called on a publisher, these do nothing: nothing is
@@ -195,12 +299,7 @@ impl Session {
         let RoleState::Player(player) = &self.role else {
             return;
         };
-        let Some(track) = player
-            .tracks
-            .iter()
-            .flatten()
-            .find(|t| t.track.ssrc == nack.media_ssrc.0)
-        else {
+        let Some((track, layer)) = player.output_by_ssrc(nack.media_ssrc.0) else {
             return;
         };
         let seqs: LostPackets = nack
@@ -211,22 +310,45 @@ impl Session {
             self.events
                 .push_back(SessionEvent::RetransmissionRequested {
                     kind: track.track.kind,
+                    layer,
                     seqs,
                 });
         }
     }
 
-    /// Writes a forwarded packet for this player into `out`: copied from `plain`, rewritten to the
-    /// player's SSRC, payload type, sequence and timestamp, and encrypted. Returns the datagram
-    /// length, or 0 when this player does not take the packet (not connected, no such track).
+    /// A player asked for a keyframe (PLI, FIR) of the streams `media_ssrcs`: of its target
+    /// layer, or a relay of every layer of the layers those name.
+    pub(super) fn handle_keyframe_request(&mut self, media_ssrcs: impl IntoIterator<Item = Ssrc>) {
+        let RoleState::Player(player) = &self.role else {
+            return;
+        };
+        if player.relayed.is_empty() {
+            let layer = player.layers.map_or(0, |l| l.target());
+            self.events
+                .push_back(SessionEvent::KeyframeRequested { layer });
+            return;
+        }
+        for ssrc in media_ssrcs {
+            let named = player.relayed.iter().position(|t| t.track.ssrc == ssrc.0);
+            if let Some(layer) = named.and_then(|l| u8::try_from(l).ok()) {
+                self.events
+                    .push_back(SessionEvent::KeyframeRequested { layer });
+            }
+        }
+    }
+
+    /// Writes a forwarded packet of `kind` (and simulcast `layer`, 0 without simulcast) for
+    /// this player into `out`: copied from `plain`, rewritten to the player's SSRC, payload
+    /// type, sequence and timestamp, and encrypted. Returns the datagram length, or 0 when this
+    /// player does not take the packet (not connected, no such track).
     pub fn write_rtp(
         &mut self,
         now: Instant,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         plain: &[u8],
         out: &mut [u8],
     ) -> usize {
-        let n = self.write_player_rtp(now, kind, plain, out, false);
+        let n = self.write_player_rtp(now, (kind, layer), plain, out, false);
         self.count_sent(n);
         n
     }
@@ -242,11 +364,11 @@ impl Session {
     pub fn write_retransmission(
         &mut self,
         now: Instant,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         plain: &[u8],
         out: &mut [u8],
     ) -> usize {
-        let n = self.write_player_rtp(now, kind, plain, out, true);
+        let n = self.write_player_rtp(now, (kind, layer), plain, out, true);
         self.count_sent(n);
         n
     }
@@ -322,6 +444,15 @@ impl Session {
         }
     }
 
+    /// How many simulcast layers a relay sends each on its own SSRC; 0 for a player, or a
+    /// relay of one video stream.
+    pub fn relayed_layers(&self) -> u8 {
+        match &self.role {
+            RoleState::Player(player) => player.relayed.len() as u8,
+            RoleState::Publisher(_) => 0,
+        }
+    }
+
     /// Whether this player may have one more packet sent again now ([`RESEND_RATE_PER_SEC`]);
     /// takes it from its budget if so. Never for a publisher.
     pub fn may_resend(&mut self, now: Instant) -> bool {
@@ -334,7 +465,7 @@ impl Session {
     fn write_player_rtp(
         &mut self,
         now: Instant,
-        kind: MediaKind,
+        (kind, layer): (MediaKind, u8),
         plain: &[u8],
         out: &mut [u8],
         only_if_written: bool,
@@ -343,7 +474,7 @@ impl Session {
         else {
             return 0;
         };
-        let Some(track) = player.tracks[kind_index(kind)].as_mut() else {
+        let Some(track) = output(&mut player.tracks, &mut player.relayed, (kind, layer)) else {
             return 0;
         };
         let len = plain.len();
@@ -369,6 +500,13 @@ impl Session {
                 let Ok(len) = rtx.write(plain, osn, timestamp, out) else {
                     return 0;
                 };
+                let len = match track.rid {
+                    Some(rid) => match rid.write_repair(out, len) {
+                        Ok(len) => len,
+                        Err(_) => return 0,
+                    },
+                    None => len,
+                };
                 if let Some(feedback) = player.transport_cc.as_mut() {
                     // A new packet on the transport: a number of its own, when the copied
                     // header has the element (else the player's feedback just never sees it).
@@ -390,6 +528,15 @@ impl Session {
                 out[..len].copy_from_slice(plain);
                 len
             }
+        };
+        // A relayed layer: the same element every time, so a retransmission is the same bytes.
+        // (A relay negotiates no transport-cc, whose element this would drop.)
+        let len = match track.rid {
+            Some(rid) => match rid.write_media(out, len) {
+                Ok(len) => len,
+                Err(_) => return 0,
+            },
+            None => len,
         };
         if track.rewriter.rewrite(&mut out[..len]).is_err() {
             return 0;
@@ -416,7 +563,7 @@ impl Session {
     /// The publisher sent a sender report: send this player the same NTP↔RTP mapping in its own
     /// SSRC and timestamp space, so its browser keeps audio and video in sync.
     /// With simulcast, only the report of the video layer it is sent applies: each layer has
-    /// its own timestamp base.
+    /// its own timestamp base (a relay of every layer sends each layer's).
     pub fn handle_publisher_sender_report(
         &mut self,
         kind: MediaKind,
@@ -432,7 +579,8 @@ impl Session {
                 return;
             }
         }
-        let Some(track) = player.tracks[kind_index(kind)].as_mut() else {
+        // A relay of every layer reports each on its own SSRC.
+        let Some(track) = output(&mut player.tracks, &mut player.relayed, (kind, layer)) else {
             return;
         };
         let Some(rtp_time) = track.rewriter.output_timestamp(rtp_time) else {
@@ -505,7 +653,7 @@ mod tests {
             let mut out = [0u8; 1500];
             let n = player.write_rtp(
                 Instant::now(),
-                MediaKind::Video,
+                (MediaKind::Video, 0),
                 &source_packet(1, seq),
                 &mut out,
             );
@@ -516,7 +664,7 @@ mod tests {
         let mut out = [0u8; 1500];
         let n = player.write_retransmission(
             Instant::now(),
-            MediaKind::Video,
+            (MediaKind::Video, 0),
             &source_packet(1, 102),
             &mut out,
         );
@@ -525,7 +673,7 @@ mod tests {
         for (ssrc, seq) in [(1, 99), (1, 105), (2, 102)] {
             let n = player.write_retransmission(
                 Instant::now(),
-                MediaKind::Video,
+                (MediaKind::Video, 0),
                 &source_packet(ssrc, seq),
                 &mut out,
             );
@@ -534,7 +682,7 @@ mod tests {
         assert_eq!(
             player.write_retransmission(
                 Instant::now(),
-                MediaKind::Audio,
+                (MediaKind::Audio, 0),
                 &source_packet(1, 102),
                 &mut out
             ),
@@ -543,7 +691,7 @@ mod tests {
         // The mapping is untouched: the next packet follows on.
         let n = player.write_rtp(
             Instant::now(),
-            MediaKind::Video,
+            (MediaKind::Video, 0),
             &source_packet(1, 105),
             &mut out,
         );
@@ -569,7 +717,7 @@ mod tests {
             let mut out = [0u8; 1500];
             let n = player.write_rtp(
                 Instant::now(),
-                MediaKind::Video,
+                (MediaKind::Video, 0),
                 &source_packet(1, seq),
                 &mut out,
             );
@@ -581,7 +729,7 @@ mod tests {
             let mut out = [0u8; 1500];
             let n = player.write_retransmission(
                 Instant::now(),
-                MediaKind::Video,
+                (MediaKind::Video, 0),
                 &source_packet(1, lost),
                 &mut out,
             );
@@ -610,7 +758,7 @@ mod tests {
         for (ssrc, seq) in [(1, 99), (1, 105), (2, 102)] {
             let n = player.write_retransmission(
                 Instant::now(),
-                MediaKind::Video,
+                (MediaKind::Video, 0),
                 &source_packet(ssrc, seq),
                 &mut out,
             );
@@ -681,7 +829,7 @@ mod tests {
                 return;
             }
             let mut out = [0u8; 1500];
-            let n = player.write_rtp(now, MediaKind::Video, &plain, &mut out);
+            let n = player.write_rtp(now, (MediaKind::Video, 0), &plain, &mut out);
             assert!(n > 0);
             let n = rx.unprotect_rtp(&mut out[..n]).unwrap();
             let header = RtpHeader::parse(&out[..n]).unwrap();
@@ -725,17 +873,250 @@ mod tests {
         let mut total = 0;
         for seq in 10..13u16 {
             let mut out = [0u8; 1500];
-            total += player.write_rtp(now, MediaKind::Video, &source_packet(1, seq), &mut out);
+            total += player.write_rtp(now, (MediaKind::Video, 0), &source_packet(1, seq), &mut out);
         }
         let mut out = [0u8; 1500];
-        total +=
-            player.write_retransmission(now, MediaKind::Video, &source_packet(1, 11), &mut out);
+        total += player.write_retransmission(
+            now,
+            (MediaKind::Video, 0),
+            &source_packet(1, 11),
+            &mut out,
+        );
         // Not a packet this player was sent: nothing written, nothing counted.
-        let none =
-            player.write_retransmission(now, MediaKind::Video, &source_packet(1, 99), &mut out);
+        let none = player.write_retransmission(
+            now,
+            (MediaKind::Video, 0),
+            &source_packet(1, 99),
+            &mut out,
+        );
         assert_eq!(none, 0);
         let traffic = player.traffic();
         assert_eq!((traffic.packets_out, traffic.bytes_out), (4, total as u64));
         assert_eq!((traffic.packets_in, traffic.bytes_in), (0, 0));
+    }
+
+    /// A connected relay of two simulcast layers, `l` (SSRC 0x1000, rtx 0x1001) and `h` (the
+    /// video track's 0x3000, rtx 0x3001), on PT 96 (rtx 97), the rid in extension 10, the
+    /// repaired one in 11; its edge at 127.0.0.1:5000.
+    fn relay_of_two_layers() -> Session {
+        let layer = |rid: &str, ssrc| crate::control::RelayedLayer {
+            rid: rid.into(),
+            ssrc,
+            rtx_ssrc: Some(ssrc + 1),
+        };
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Relay {
+            tracks: vec![PlayedTrack {
+                kind: MediaKind::Video,
+                pt: 96,
+                ssrc: 0x3000,
+                rtx: Some(RtxStream {
+                    pt: 97,
+                    ssrc: 0x3001,
+                }),
+                transport_cc: None,
+                layers: None,
+            }],
+            remote_candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+            layers: Some(crate::control::RelayedLayers {
+                rid_ext: 10,
+                repaired_rid_ext: Some(11),
+                layers: vec![layer("l", 0x1000), layer("h", 0x3000)],
+            }),
+        };
+        let mut relay = connected_with_test_keys(spec, Instant::now());
+        relay.remote = Some("127.0.0.1:5000".parse().unwrap());
+        assert_eq!(relay.poll_event(), Some(SessionEvent::Connected));
+        relay
+    }
+
+    /// The header extension elements of a packet.
+    fn elements(header: &RtpHeader<'_>) -> Vec<(u8, Vec<u8>)> {
+        header
+            .extensions()
+            .into_iter()
+            .flat_map(|e| e.iter())
+            .map(|e| (e.id, e.data.to_vec()))
+            .collect()
+    }
+
+    /// Hands a player (or relay) RTCP from its peer; returns the events it made.
+    fn rtcp_in(
+        session: &mut Session,
+        tx: &mut rtp::srtp::SrtpContext,
+        rtcp: Rtcp<'_>,
+    ) -> Vec<SessionEvent> {
+        let mut buf = vec![0u8; rtcp.encoded_len() + 32];
+        let len = rtcp.write_to(&mut buf).unwrap();
+        let n = tx.protect_rtcp(&mut buf, len).unwrap();
+        let from = "127.0.0.1:5000".parse().unwrap();
+        session
+            .handle_srtcp(Instant::now(), from, &mut buf[..n])
+            .unwrap();
+        std::iter::from_fn(|| session.poll_event()).collect()
+    }
+
+    #[test]
+    fn a_relay_of_every_layer_sends_each_on_its_own_ssrc_naming_its_rid() {
+        let mut relay = relay_of_two_layers();
+        let now = Instant::now();
+        assert_eq!(relay.relayed_layers(), 2);
+        assert_eq!(relay.video_layer_count(), 2);
+        assert_eq!(relay.video_layers(), None, "no layer is chosen");
+        let mut rx = peer_context(true);
+        // Layer 0 from the publisher's SSRC 7, layer 1 from 9 (with the publisher's own rid
+        // element, which gives way): every packet goes, mid-GOP too.
+        let mut sent = Vec::new();
+        let mut offer = |relay: &mut Session, layer: u8, seq: u16| {
+            let (ssrc, rid) = if layer == 0 {
+                (7, None)
+            } else {
+                (9, Some((3, &b"hi"[..])))
+            };
+            let plain = layer_packet(100, ssrc, seq, rid, false);
+            assert_eq!(relay.take_layer(layer, false), LayerDecision::Forward);
+            let mut out = [0u8; 1500];
+            let n = relay.write_rtp(now, (MediaKind::Video, layer), &plain, &mut out);
+            let n = rx.unprotect_rtp(&mut out[..n]).unwrap();
+            let header = RtpHeader::parse(&out[..n]).unwrap();
+            let source = RtpHeader::parse(&plain).unwrap();
+            assert_eq!(header.payload(), source.payload());
+            assert_eq!(header.payload_type(), Pt::new(96));
+            sent.push((
+                header.ssrc().0,
+                header.sequence_number(),
+                elements(&header),
+                header.timestamp(),
+            ));
+        };
+        for (layer, seq) in [
+            (0, 100),
+            (1, 5000),
+            (0, 101),
+            (1, 5001),
+            (1, 5002),
+            (0, 102),
+        ] {
+            offer(&mut relay, layer, seq);
+        }
+        for (ssrc, rid) in [(0x1000, b"l"), (0x3000, b"h")] {
+            let seqs: Vec<u16> = sent
+                .iter()
+                .filter(|s| s.0 == ssrc)
+                .inspect(|s| assert_eq!(s.2, [(10, rid.to_vec())], "only the layer's rid"))
+                .map(|s| s.1)
+                .collect();
+            assert_eq!(seqs.len(), 3);
+            for pair in seqs.windows(2) {
+                assert_eq!(pair[1], pair[0].wrapping_add(1), "{ssrc:#x}: {seqs:?}");
+            }
+        }
+
+        // The edge's NACK names a layer's SSRC: its numbers are that layer's.
+        let mut tx = peer_context(false);
+        let lost_l = sent[2].1;
+        let pairs = [NackPair {
+            pid: lost_l,
+            blp: 0,
+        }];
+        let nack = |media_ssrc| {
+            Rtcp::Nack(Nack {
+                sender_ssrc: Ssrc(9),
+                media_ssrc: Ssrc(media_ssrc),
+                pairs: Items::from_slice(&pairs),
+            })
+        };
+        let events = rtcp_in(&mut relay, &mut tx, nack(0x1000));
+        assert_eq!(
+            events,
+            [SessionEvent::RetransmissionRequested {
+                kind: MediaKind::Video,
+                layer: 0,
+                seqs: [101].into_iter().collect(),
+            }]
+        );
+        // Answered on the layer's own retransmission stream, repairing its rid.
+        let mut out = [0u8; 1500];
+        let plain = layer_packet(100, 7, 101, None, false);
+        let n = relay.write_retransmission(now, (MediaKind::Video, 0), &plain, &mut out);
+        let n = rx.unprotect_rtp(&mut out[..n]).unwrap();
+        let header = RtpHeader::parse(&out[..n]).unwrap();
+        assert_eq!(
+            (header.ssrc(), header.payload_type()),
+            (Ssrc(0x1001), Pt::new(97))
+        );
+        assert_eq!(elements(&header), [(11, b"l".to_vec())]);
+        assert_eq!(&header.payload()[..2], &lost_l.to_be_bytes());
+        // Layer 1's source never wrote it: nothing.
+        let n = relay.write_retransmission(now, (MediaKind::Video, 1), &plain, &mut out);
+        assert_eq!(n, 0);
+
+        // Keyframe requests name a layer's SSRC too.
+        let pli = |media_ssrc| {
+            Rtcp::Pli(rtp::rtcp::Pli {
+                sender_ssrc: Ssrc(9),
+                media_ssrc: Ssrc(media_ssrc),
+            })
+        };
+        let keyframe = |layer| SessionEvent::KeyframeRequested { layer };
+        assert_eq!(rtcp_in(&mut relay, &mut tx, pli(0x3000)), [keyframe(1)]);
+        assert!(rtcp_in(&mut relay, &mut tx, pli(0x1001)).is_empty());
+        let entries = [0x1000, 0x3000].map(|ssrc| rtp::rtcp::FirEntry {
+            ssrc: Ssrc(ssrc),
+            seq_nr: 1,
+        });
+        let fir = Rtcp::Fir(rtp::rtcp::Fir {
+            sender_ssrc: Ssrc(9),
+            entries: Items::from_slice(&entries),
+        });
+        assert_eq!(
+            rtcp_in(&mut relay, &mut tx, fir),
+            [keyframe(0), keyframe(1)]
+        );
+
+        // Each layer's sender report goes out on its SSRC, in its timestamps.
+        relay.handle_publisher_sender_report(MediaKind::Video, 0, 1 << 40, 102 * 3000);
+        let mut t = relay.poll_transmit().expect("a sender report");
+        let n = rx.unprotect_rtcp(&mut t.contents).unwrap();
+        let reports: Vec<_> = rtp::rtcp::RtcpIter::new(&t.contents[..n])
+            .flatten()
+            .filter_map(|p| match p {
+                Rtcp::SenderReport(sr) => Some((sr.sender_ssrc, sr.rtp_time, sr.packet_count)),
+                _ => None,
+            })
+            .collect();
+        // Packet 102 (source timestamp 102 * 3000) went out last on layer 0.
+        assert_eq!(sent[5].0, 0x1000);
+        assert_eq!(reports, [(Ssrc(0x1000), sent[5].3, 3)]);
+    }
+
+    #[test]
+    fn a_player_asks_for_its_target_layers_keyframe_whatever_the_request_names() {
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Player {
+            tracks: vec![PlayedTrack {
+                kind: MediaKind::Video,
+                pt: 96,
+                ssrc: 0x5eed,
+                rtx: None,
+                transport_cc: None,
+                layers: Some(crate::control::PlayerLayers {
+                    count: 3,
+                    target: 1,
+                    pinned: true,
+                }),
+            }],
+        };
+        let mut player = connected_with_test_keys(spec, Instant::now());
+        assert_eq!(player.poll_event(), Some(SessionEvent::Connected));
+        let mut tx = peer_context(false);
+        let pli = Rtcp::Pli(rtp::rtcp::Pli {
+            sender_ssrc: Ssrc(9),
+            media_ssrc: Ssrc(0x1234),
+        });
+        assert_eq!(
+            rtcp_in(&mut player, &mut tx, pli),
+            [SessionEvent::KeyframeRequested { layer: 1 }]
+        );
     }
 }

@@ -39,6 +39,7 @@ impl RelayHost for Signalling {
             role: SessionRole::Relay {
                 tracks: session.tracks,
                 remote_candidates: session.remote_candidates,
+                layers: session.layers,
             },
             local_ice: session.local_ice,
             remote_ice: session.remote_ice,

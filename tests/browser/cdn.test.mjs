@@ -8,6 +8,9 @@
 //   C. rtcdn's built-in page playing over WHEP via the CDN: with cdn=1 (asks /lb, plays from the
 //      edge) and without (the origin answers WHEP with 307 to the edge).
 // Then the publisher stops: every edge player fails with "Stopped by publisher stop".
+// A second test publishes simulcast (the built-in page's ?simulcast=1: l, m, h) to the origin:
+// every layer crosses to the edge, where a WHEP player pinned to ?layer=l gets smaller frames
+// than a default one.
 // Only 127.0.0.1 is ever contacted (newLoopbackContext, OFFLINE_CHROMIUM_ARGS).
 // Set RTCDN_SKIP_E2E=1 to skip.
 import { test, before, after } from 'node:test';
@@ -15,7 +18,7 @@ import assert from 'node:assert/strict';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
   openLoggedPage, frameLog, framesOf, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, EMBED_PLAYER_PATH, poll, sleep,
+  TWO_WAY_PATH, EMBED_PLAYER_PATH, poll, sleep, videoStats,
 } from './harness.mjs';
 
 const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
@@ -259,5 +262,55 @@ test('CDN: SDK publish to the origin (config/origin.toml); Embed Player, lbUrl a
     const [ro, re] = await Promise.all([origin?.stop(), edge?.stop()]);
     if (ro?.signal === 'SIGKILL') console.error('origin rtcdn did not exit within 3 s of SIGTERM');
     if (re?.signal === 'SIGKILL') console.error('edge rtcdn did not exit within 3 s of SIGTERM');
+  }
+});
+
+test('CDN simulcast: Chromium publishes l, m, h to the origin; on the edge a player pinned to ?layer=l gets smaller frames than the default one', { skip, timeout: 180_000 }, async (t) => {
+  let origin;
+  let edge;
+  let context;
+  const pages = [];
+  try {
+    edge = await startRtcdnWithConfig('config/edge.toml');
+    origin = await startRtcdnWithConfig('config/origin.toml');
+    context = await newLoopbackContext(browser);
+    const name = `simcdn${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
+    const pub = await openLoggedPage(context, `${ORIGIN_HTTP}/?stream=${name}&simulcast=1&autostart=publish`);
+    pages.push(pub);
+    await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+    const answer = await pub.evaluate(() => window.rtcdn.publishPc.remoteDescription.sdp);
+    assert.match(answer, /a=simulcast:recv l;m;h/, 'the origin takes the three layers');
+    await poll(async () => {
+      const s = await (await fetch(`${EDGE_HTTP}/api/stats`, { signal: AbortSignal.timeout(2000) })).json();
+      return s.streams.find((x) => x.name === name && x.media_flowing) || false;
+    }, { timeout: RELAY_TIMEOUT, interval: 100, what: `stream ${name} with media flowing on the edge` });
+
+    // An edge that got the highest layer only would play both players the same frames.
+    const low = await openLoggedPage(context, `${EDGE_HTTP}/?stream=${name}&layer=l&autostart=play`);
+    const high = await openLoggedPage(context, `${EDGE_HTTP}/?stream=${name}&autostart=play`);
+    pages.push(low, high);
+    for (const page of [low, high]) await waitForState(page, 'playState', 'playing', { timeout: 20_000 });
+    const lowStats = await waitForDecodedVideo(low, { minFrames: 30, timeout: 30_000 });
+    await waitForDecodedVideo(high, { minFrames: 30, timeout: 30_000 });
+    t.diagnostic(`pinned l on the edge: ${JSON.stringify(lowStats)}`);
+    // Chromium turns its upper layers on as its estimate grows: the default player follows.
+    const both = await poll(async () => {
+      const h = await videoStats(high);
+      const l = await videoStats(low);
+      return h && l && h.frameWidth > l.frameWidth ? { high: h, low: l } : false;
+    }, { timeout: 40_000, interval: 500, what: 'the default edge player gets larger frames than the pinned one' });
+    t.diagnostic(`default vs pinned on the edge: ${JSON.stringify(both)}`);
+    assert.ok(both.low.frameWidth <= 1280 / 4 + 16, `pinned to l: ${both.low.frameWidth} px wide`);
+    const onOrigin = (await (await fetch(`${ORIGIN_HTTP}/api/stats`)).json()).streams.find((s) => s.name === name);
+    assert.equal(onOrigin?.players, 0, 'both play from the edge');
+  } catch (e) {
+    for (const [label, s] of [['origin', origin], ['edge', edge]]) {
+      if (s) e.message += `\n--- ${label} rtcdn logs ---\n${s.logText().split('\n').slice(-100).join('\n')}`;
+    }
+    throw e;
+  } finally {
+    for (const page of pages) await page.close().catch(() => {});
+    await context?.close().catch(() => {});
+    await Promise.all([origin?.stop(), edge?.stop()]);
   }
 });

@@ -422,6 +422,7 @@ impl World {
                     },
                 ],
                 remote_candidates: vec![self.nodes[edge].addr],
+                layers: None,
             },
         );
         // The two ends know each other's credentials from the offer and the answer.

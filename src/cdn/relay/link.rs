@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::info;
 
-use super::offer::{keep_answered_rtx, relay_offer};
+use super::offer::{keep_answered_layers, keep_answered_rtx, relay_offer};
 use super::{RelayHost, RelaySession, RelayTarget, RelayedStream};
 use crate::auth::RelayAuth;
 use crate::control::relay_planner::{AttemptId, RelayEnd, RelayFailure};
@@ -138,12 +138,14 @@ async fn relay(
         Err(failure) => return RelayEnd::Failed(failure),
     };
     let (status_tx, mut statuses) = mpsc::unbounded_channel();
+    // 0: one video stream (no simulcast, or an edge that takes none).
+    let layers = session.layers.as_ref().map_or(0, |l| l.layers.len());
     let Some(session) = setup.host.open_relay_session(session, status_tx) else {
         unpublish(ws, &id, &job.stream).await;
         return RelayEnd::StreamGone;
     };
     let (stream, edge) = (job.stream.as_str(), job.target.node_id);
-    info!(stream, edge, session = %session, "relay session started");
+    info!(stream, edge, session = %session, layers, "relay session started");
     let mut failure = None;
     if let Some(keys) = pending_acl {
         failure = pass_acl(&mut ws, stream, keys).await.err();
@@ -231,7 +233,7 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
             .map_err(link)?;
     let stream = job.stream.as_str();
     let local_ice = ice::IceCredentials::random(&mut rand::thread_rng());
-    let (offer, mut tracks) = relay_offer(
+    let (offer, mut tracks, offered_layers) = relay_offer(
         stream,
         &job.relayed.tracks,
         &local_ice,
@@ -276,6 +278,7 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
         .fingerprint
         .ok_or_else(|| RelayFailure::Answer("no fingerprint".into()))?;
     keep_answered_rtx(&mut tracks, &answer);
+    let layers = keep_answered_layers(&mut tracks, offered_layers, &answer);
     let remote_candidates: Vec<_> = answer
         .candidates
         .iter()
@@ -295,6 +298,7 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
         stream: stream.to_owned(),
         stream_id: job.relayed.id,
         tracks,
+        layers,
         remote_candidates,
         local_ice,
         remote_ice: ice::IceCredentials {

@@ -30,7 +30,7 @@ use crate::control::relay_planner::{
     AttemptId, EdgeId, RelayAction, RelayEnd, RelayPlanner, RelayState, RetryPolicy,
 };
 use crate::control::status::SessionStatus;
-use crate::control::{PlayedTrack, SessionId, StreamId};
+use crate::control::{PlayedTrack, RelayedLayers, SessionId, StreamId};
 use crate::dtls::DtlsRole;
 
 /// An edge to relay to.
@@ -93,6 +93,9 @@ pub struct RelaySession {
     pub stream_id: StreamId,
     /// What it sends the edge.
     pub tracks: Vec<PlayedTrack>,
+    /// Every simulcast layer of the video, when the edge took them; else the video is its
+    /// highest layer, as one stream.
+    pub layers: Option<RelayedLayers>,
     /// The edge's candidates (IPv4 host candidates of its answer).
     pub remote_candidates: Vec<SocketAddr>,
     /// Our ICE credentials, in our offer.
