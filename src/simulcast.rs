@@ -13,11 +13,16 @@
 //! Layers are numbered from 0 (lowest) in the order of the offer's `a=simulcast` list (see
 //! [`crate::control::SimulcastLayers`]). A stream without simulcast is one layer, 0.
 //!
-//! Which layer an unpinned player gets is [`LayerChooser`]'s: the highest active one (a layer
-//! silent for [`LAYER_IDLE`] is paused) that fits its bandwidth estimate, moving down at once
-//! and back up only after a trial of the layer above. Not yet done:
-//! - Relays: nothing left. An origin relays every layer to an edge, each on its own SSRC naming
-//!   its rid (see `cdn::relay`), and the edge's players choose and pin layers as the origin's do.
+//! Which layer an unpinned player gets is [`LayerChooser`]'s, one per player, run by the core's
+//! router every half second with the player's transport-cc estimate (as its [`LayerEstimate`]
+//! holds it: lowered only by congestion): the highest active layer (a layer silent for
+//! [`LAYER_IDLE`] is paused) that fits the estimate, moving down at once and back up only after
+//! a trial of the layer above. Until the estimator has measured what the player acknowledges
+//! (or without transport-cc), the highest active layer. A pinned player's client may pin another
+//! layer, or unpin ([`LayerSwitch::pin`]).
+//!
+//! Relays: an origin relays every layer to an edge, each on its own SSRC naming its rid (see
+//! `cdn::relay`), and the edge's players have their layers chosen and pinned as the origin's do.
 
 use std::time::{Duration, Instant};
 
@@ -109,9 +114,13 @@ pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
 pub struct LayerRates {
     /// The layer sent a packet within [`LAYER_IDLE`].
     pub active: [bool; MAX_LAYERS],
-    /// Each layer's bitrate over the last measuring period.
+    /// Each layer's bitrate as last measured, or [`UNKNOWN_RATE`].
     pub bitrate_bps: [u64; MAX_LAYERS],
 }
+
+/// The bitrate of a layer not measured yet (it just started): no estimate moves a player onto
+/// it, nor off it.
+pub const UNKNOWN_RATE: u64 = u64::MAX;
 
 /// The layer an unpinned player should get: the highest active layer whose bitrate fits in
 /// 90% of its bandwidth estimate (the highest active one without an estimate), else the
@@ -132,11 +141,44 @@ pub fn choose_layer(
     };
     let lowest = layers.clone().min()?;
     let fits = layers.filter(|&l| rate(l) <= estimate / 10 * 9).max();
+    // A target whose rate is not known yet is kept, like one that fits the whole estimate.
+    let target_fits = active(target) && (rate(target) <= estimate || rate(target) == UNKNOWN_RATE);
     match fits {
-        Some(best) if best >= target || !active(target) || rate(target) > estimate => Some(best),
+        Some(best) if best >= target || !target_fits => Some(best),
         Some(_) => Some(target),
-        None if active(target) && rate(target) <= estimate => Some(target),
+        None if target_fits => Some(target),
         None => Some(lowest),
+    }
+}
+
+/// The estimate a player's layer is chosen by: its bandwidth estimate, except that it only
+/// falls while the player's link shows congestion.
+///
+/// A player's estimate cannot stay far above what it is sent (see [`LayerChooser`]), so it also
+/// falls when the player is sent less for reasons of the stream's: the publisher paused the
+/// player's layer, or sends little. Read as the link's room, that would move a player whose link
+/// is fine to the lowest layer (and keep it there until trials bring it back). So the estimate
+/// is held at its highest since the link last showed congestion (a queue building, or heavy
+/// loss): a drop with congestion is taken at once, a rise always.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerEstimate {
+    held: Option<u64>,
+}
+
+impl LayerEstimate {
+    /// The player's measured estimate now (`None` until measured: then `None`) and whether its
+    /// link is congested now; returns the estimate to choose its layer by.
+    pub fn update(&mut self, estimate_bps: Option<u64>, congested: bool) -> Option<u64> {
+        let Some(estimate) = estimate_bps else {
+            self.held = None;
+            return None;
+        };
+        let held = match self.held {
+            Some(held) if !congested => held.max(estimate),
+            _ => estimate,
+        };
+        self.held = Some(held);
+        Some(held)
     }
 }
 
@@ -205,7 +247,7 @@ impl LayerChooser {
         if let Some(trial) = self.trial {
             let active = rates.active.get(usize::from(trial.layer)) == Some(&true);
             let from_rate = rates.bitrate_bps[usize::from(trial.from)];
-            if !active || estimate < from_rate {
+            if !active || (estimate < from_rate && from_rate != UNKNOWN_RATE) {
                 return Some(self.trial_failed(now, rates, count, trial, estimate));
             }
             if now < trial.until {
@@ -336,6 +378,21 @@ impl LayerSwitch {
     /// Whether the player waits for a keyframe of its target layer.
     pub fn switching(&self) -> bool {
         self.current != Some(self.target)
+    }
+
+    /// The player's client chose its layer: pinned to `Some(layer)` from now on, or (`None`)
+    /// its estimate chooses again, from the layer it targets now. Returns whether the target
+    /// changed, so a keyframe of it is to be requested.
+    pub fn pin(&mut self, layer: Option<u8>) -> bool {
+        self.pinned = layer.is_some();
+        match layer {
+            Some(layer) if layer != self.target => {
+                self.target = layer;
+                self.requested_at = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Asks for another layer (the bandwidth estimate moved); ignored when the player pinned
@@ -494,6 +551,15 @@ mod tests {
         // Nothing fits: the lowest active layer.
         assert_eq!(choose_layer(&rates, 3, 2, Some(50_000)), Some(0));
         assert_eq!(choose_layer(&paused_high, 3, 2, Some(50_000_000)), Some(1));
+        // A layer just started, its rate not measured yet: no estimate moves a player onto it
+        // or off it.
+        let new_high = LayerRates {
+            bitrate_bps: [150_000, 500_000, UNKNOWN_RATE],
+            ..rates
+        };
+        assert_eq!(choose_layer(&new_high, 3, 0, Some(300_000)), Some(0));
+        assert_eq!(choose_layer(&new_high, 3, 1, Some(50_000_000)), Some(1));
+        assert_eq!(choose_layer(&new_high, 3, 2, Some(300_000)), Some(2));
     }
 
     #[test]
@@ -503,6 +569,28 @@ mod tests {
         assert_eq!(switch.target(), 0);
         assert_eq!(switch.on_packet(2, true), LayerDecision::Drop);
         assert_eq!(switch.on_packet(0, true), LayerDecision::Switched);
+    }
+
+    #[test]
+    fn a_player_pinned_again_switches_at_the_new_layers_keyframe_and_unpinned_follows_retargets() {
+        let start = Instant::now();
+        let mut switch = LayerSwitch::new(0, true);
+        assert_eq!(switch.on_packet(0, true), LayerDecision::Switched);
+        assert!(!switch.pin(Some(0)), "the same layer: nothing to switch");
+        assert!(switch.pin(Some(2)));
+        assert!(switch.pinned() && switch.switching());
+        assert_eq!(switch.poll_keyframe_request(start), Some(2));
+        assert_eq!(switch.on_packet(0, false), LayerDecision::Forward);
+        assert_eq!(switch.on_packet(2, true), LayerDecision::Switched);
+        assert!(!switch.retarget(1), "still pinned");
+        assert!(!switch.pin(None));
+        assert!(!switch.pinned());
+        assert_eq!(
+            switch.target(),
+            2,
+            "unpinned, it keeps its layer until the next choice"
+        );
+        assert!(switch.retarget(1));
     }
 
     fn three_layers() -> LayerRates {
@@ -620,6 +708,20 @@ mod tests {
             assert_eq!(chooser.choose(now, &rates, 3, 2, Some(3_000_000)), Some(2));
             assert!(!chooser.in_trial());
         }
+    }
+
+    #[test]
+    fn the_layer_estimate_falls_only_with_congestion_and_rises_always() {
+        let mut estimate = LayerEstimate::default();
+        assert_eq!(estimate.update(None, false), None);
+        assert_eq!(estimate.update(Some(1_500_000), false), Some(1_500_000));
+        // The layer paused: the player is sent less, its estimate follows, its link is fine.
+        assert_eq!(estimate.update(Some(200_000), false), Some(1_500_000));
+        assert_eq!(estimate.update(Some(1_800_000), false), Some(1_800_000));
+        // A queue builds: the drop is taken, and held from there.
+        assert_eq!(estimate.update(Some(300_000), true), Some(300_000));
+        assert_eq!(estimate.update(Some(250_000), false), Some(300_000));
+        assert_eq!(estimate.update(Some(400_000), false), Some(400_000));
     }
 
     #[test]

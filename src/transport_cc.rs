@@ -14,7 +14,11 @@ use rtp::rtcp::{PacketStatus, TransportCc};
 use rtp::twcc::{set_transport_seq, transport_seq, write_with_transport_seq, TwccRecorder};
 use rtp::{RtpHeader, SeqNo, Ssrc};
 
-use crate::bwe::{BandwidthEstimator, BweConfig};
+use crate::bwe::{BandwidthEstimator, BandwidthUsage, BweConfig};
+
+/// The share of a player's packets lost above which its link counts as overloaded: where GCC's
+/// loss-based control starts cutting its rate.
+pub const CONGESTED_LOSS: f64 = 0.1;
 
 /// The largest feedback packet, before SRTCP's index and tag: fits any path's MTU.
 pub const MAX_FEEDBACK_LEN: usize = 1200;
@@ -229,6 +233,21 @@ impl PlayerFeedback {
     pub fn acked_bps(&self) -> Option<u64> {
         self.estimator.acked_bps()
     }
+
+    /// Whether the player's feedback shows its link overloaded now: a queue building (the
+    /// delay trend), or more than [`CONGESTED_LOSS`] of its packets lost. An estimate that fell
+    /// without this fell because less was sent (see [`crate::simulcast::LayerEstimate`]).
+    pub fn congested(&self) -> bool {
+        self.estimator.usage() == BandwidthUsage::Overuse
+            || self.estimator.loss_fraction() > CONGESTED_LOSS
+    }
+
+    /// The estimate once it rests on a measurement: `None` until the player's feedback has
+    /// shown what it receives ([`PlayerFeedback::acked_bps`]). Before that the estimate is only
+    /// the configured start value, which says nothing about this player's link.
+    pub fn measured_estimate_bps(&self) -> Option<u64> {
+        self.acked_bps().map(|_| self.estimate_bps())
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +265,13 @@ mod tests {
 
     fn player() -> PlayerFeedback {
         PlayerFeedback::new(3, Instant::now(), BweConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn no_measured_estimate_before_feedback_shows_what_the_player_receives() {
+        let p = player();
+        assert_eq!(p.estimate_bps(), BweConfig::default().start_bps);
+        assert_eq!(p.measured_estimate_bps(), None);
     }
 
     #[test]
@@ -311,6 +337,7 @@ mod tests {
         );
         let acked = p.acked_bps().expect("acknowledged bitrate");
         assert!((1_600_000..2_400_000).contains(&acked), "{acked}");
+        assert_eq!(p.measured_estimate_bps(), Some(estimate));
     }
 
     #[test]

@@ -239,6 +239,9 @@ pub enum CoreCommand {
         id: SessionId,
         bitrate_bps: Option<u64>,
     },
+    /// A simulcast player's client chose its layer: pin it to `Some(layer)`, or let its
+    /// bandwidth estimate choose again (`None`). It switches at that layer's next keyframe.
+    PinLayer { id: SessionId, layer: Option<u8> },
     /// Stop the core thread.
     Shutdown,
 }
@@ -253,12 +256,24 @@ pub enum CoreEvent {
     /// The session is gone; signalling forgets it (and ends a publisher's players).
     SessionEnded { id: SessionId, reason: EndReason },
     /// Once a second: a player's estimated bandwidth (with transport-cc), a publisher's
-    /// received bitrate.
+    /// received bitrate, a simulcast player's layer.
     Bitrates {
         id: SessionId,
         estimate_bps: Option<u64>,
         received_bps: Option<u64>,
+        layer: Option<PlayerLayer>,
     },
+}
+
+/// A simulcast player's video layer as its core reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlayerLayer {
+    /// The layer it is sent; `None` until it started on a keyframe.
+    pub current: Option<u8>,
+    /// The layer it should get (it switches at that layer's next keyframe).
+    pub target: u8,
+    /// Its client chose the layer; the estimate does not move it.
+    pub pinned: bool,
 }
 
 /// Why a session ended; logged and reported to clients.

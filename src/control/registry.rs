@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{CoreCommand, CoreId, EndReason, SessionId, StreamId};
+use super::{CoreCommand, CoreId, EndReason, PlayerLayer, SessionId, StreamId};
 use crate::sdp::{Codec, Extmap, MediaKind};
 
 /// Why a publish or play was refused; the signalling layer maps it to an HTTP status.
@@ -67,6 +67,8 @@ pub struct SessionEntry {
     /// A player's estimated bandwidth, a publisher's received bitrate (bit/s), as last reported
     /// by its core.
     pub bitrate_bps: Option<u64>,
+    /// A simulcast player's layer, as last reported by its core.
+    pub layer: Option<PlayerLayer>,
     /// When signalling accepted it (for its age in the control API).
     pub created: std::time::Instant,
     /// Where its signalling came from.
@@ -291,6 +293,7 @@ impl Registry {
             resource: None,
             acl_key: None,
             bitrate_bps: None,
+            layer: None,
             created: std::time::Instant::now(),
             client: ClientInfo::default(),
         });
@@ -330,6 +333,7 @@ impl Registry {
             resource: None,
             acl_key: None,
             bitrate_bps: None,
+            layer: None,
             created: std::time::Instant::now(),
             client: ClientInfo::default(),
         });
@@ -354,6 +358,7 @@ impl Registry {
             resource: None,
             acl_key: None,
             bitrate_bps: None,
+            layer: None,
             created: std::time::Instant::now(),
             client: ClientInfo::default(),
         });
@@ -441,6 +446,13 @@ impl Registry {
     pub fn set_bitrate(&mut self, id: SessionId, bitrate_bps: u64) {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.bitrate_bps = Some(bitrate_bps);
+        }
+    }
+
+    /// Records what a core reported of a simulcast player's layer.
+    pub fn set_layer(&mut self, id: SessionId, layer: PlayerLayer) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.layer = Some(layer);
         }
     }
 

@@ -57,6 +57,7 @@ mod tests {
             id,
             estimate_bps: None,
             received_bps: Some(1),
+            layer: None,
         };
         assert_eq!(SessionStatus::of_core_event(&bitrates), None);
     }

@@ -28,7 +28,7 @@ use crate::media::router::Router;
 use crate::media::timers::SessionTimers;
 use crate::media::tx::{SocketId, TxSink};
 use crate::session::{Session, SessionError, SessionEvent, SessionTimeouts};
-use crate::simulcast::KEYFRAME_REQUEST_INTERVAL;
+use crate::simulcast::{LayerChooser, KEYFRAME_REQUEST_INTERVAL};
 
 /// How often simulcast players' layers are chosen again, from which layers were active (and
 /// their bitrates, measured over the same period).
@@ -262,6 +262,17 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     self.drain_session(now, id, tx);
                 }
             }
+            CoreCommand::PinLayer { id, layer } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    if peer.session.pin_layer(layer) {
+                        // The new layer's keyframe is asked for at once.
+                        peer.layer_request_at = Some(now);
+                    }
+                    // Unpinned, its estimate chooses afresh: no trial or backoff from before.
+                    peer.layer_chooser = LayerChooser::default();
+                    self.drain_session(now, id, tx);
+                }
+            }
             CoreCommand::Shutdown => self.shutdown = true,
         }
     }
@@ -411,11 +422,13 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         for (&id, peer) in &self.peers {
             let estimate_bps = peer.session.bandwidth_estimate();
             let received_bps = peer.session.received_bitrate();
-            if estimate_bps.is_some() || received_bps.is_some() {
+            let layer = peer.session.player_layer();
+            if estimate_bps.is_some() || received_bps.is_some() || layer.is_some() {
                 self.events.push_back(CoreEvent::Bitrates {
                     id,
                     estimate_bps,
                     received_bps,
+                    layer,
                 });
             }
         }

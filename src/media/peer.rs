@@ -8,6 +8,7 @@ use crate::control::SessionId;
 use crate::media::timers::entry_to_push;
 use crate::media::tx::SocketId;
 use crate::session::Session;
+use crate::simulcast::{LayerChooser, LayerEstimate};
 
 /// A core's sessions by id.
 pub(super) type Peers = HashMap<SessionId, Peer>;
@@ -25,6 +26,10 @@ pub(super) struct Peer {
     pub(super) armed: Option<Instant>,
     /// A simulcast player waiting for its target layer's keyframe: when to ask for it (again).
     pub(super) layer_request_at: Option<Instant>,
+    /// An unpinned simulcast player's layer choice over time (its trials of the layer above).
+    pub(super) layer_chooser: LayerChooser,
+    /// The estimate its layer is chosen by.
+    pub(super) layer_estimate: LayerEstimate,
 }
 
 impl Peer {
@@ -35,6 +40,8 @@ impl Peer {
             awaiting_replay: false,
             armed: None,
             layer_request_at: None,
+            layer_chooser: LayerChooser::default(),
+            layer_estimate: LayerEstimate::default(),
         }
     }
 

@@ -29,7 +29,14 @@ use crate::media::tx::TxSink;
 use crate::retransmission_cache::RetransmissionCache;
 use crate::sdp::MediaKind;
 use crate::session::{LostPackets, ReceivedMedia, Session, MAX_LOST_PACKETS};
-use crate::simulcast::{choose_layer, LayerDecision, LayerRates, LAYER_IDLE, MAX_LAYERS};
+use crate::simulcast::{
+    choose_layer, LayerDecision, LayerRates, LAYER_IDLE, MAX_LAYERS, UNKNOWN_RATE,
+};
+
+/// A layer's bitrate is its mean over this many layer choices (two seconds): a keyframe is
+/// many delta frames' worth of bytes, and the half second it falls into must not make the layer
+/// look too big for a player's estimate.
+const LAYER_RATE_PERIODS: usize = 4;
 
 /// The most packets a new player is sent at once from the cached keyframe on: about a second of
 /// 3 Mbit/s video. A longer run since the last keyframe would be a burst too big for a
@@ -65,6 +72,61 @@ pub(super) struct LocalStream {
     layer_bytes: [u64; MAX_LAYERS],
     /// Each layer's activity and bitrate, as last measured (see [`Router::choose_layers`]).
     layer_rates: LayerRates,
+    /// Each layer's bitrate over the last [`LAYER_RATE_PERIODS`] measurements, the mean of
+    /// which is its `layer_rates` bitrate.
+    layer_rate_window: LayerRateWindow,
+}
+
+/// The last few bitrate measurements of a stream's layers.
+#[derive(Default)]
+struct LayerRateWindow {
+    samples: [[u64; LAYER_RATE_PERIODS]; MAX_LAYERS],
+    /// Where the next measurement goes.
+    next: usize,
+    /// How many measurements the window holds (fewer than its size at the start).
+    filled: usize,
+    /// For how many measurements each layer has been active.
+    active_for: [usize; MAX_LAYERS],
+    /// Each layer's rate over the last window it was active for whole.
+    known: [Option<u64>; MAX_LAYERS],
+}
+
+impl LayerRateWindow {
+    /// Adds one period's bitrates and which layers are active; returns each layer's rate: the
+    /// mean over the window of the periods it sent in. A layer that started or resumed keeps
+    /// the rate it had before ([`UNKNOWN_RATE`] if none) until the window holds only periods
+    /// since (its first one is partial): measured from a period or two it would look small
+    /// enough for players whose estimate it does not fit.
+    fn push(
+        &mut self,
+        bitrates: [u64; MAX_LAYERS],
+        active: [bool; MAX_LAYERS],
+    ) -> [u64; MAX_LAYERS] {
+        self.filled = (self.filled + 1).min(LAYER_RATE_PERIODS);
+        let mut rates = [0; MAX_LAYERS];
+        for layer in 0..MAX_LAYERS {
+            let samples = &mut self.samples[layer];
+            samples[self.next] = bitrates[layer];
+            self.active_for[layer] = if active[layer] {
+                self.active_for[layer] + 1
+            } else {
+                0
+            };
+            let (sum, periods) = samples[..self.filled]
+                .iter()
+                .filter(|&&bps| bps > 0)
+                .fold((0, 0), |(sum, n), &bps| (sum + bps, n + 1));
+            let mean = sum.checked_div(periods).unwrap_or(0);
+            rates[layer] = if self.active_for[layer] > LAYER_RATE_PERIODS {
+                self.known[layer] = Some(mean);
+                mean
+            } else {
+                self.known[layer].unwrap_or(UNKNOWN_RATE)
+            };
+        }
+        self.next = (self.next + 1) % LAYER_RATE_PERIODS;
+        rates
+    }
 }
 
 impl LocalStream {
@@ -755,22 +817,30 @@ impl<F: ForwardSink> Router<F> {
         );
     }
 
-    /// Measures each stream's layers (activity, bitrate) and moves unpinned simulcast players
-    /// to the highest active layer (see [`choose_layer`]): off a layer the publisher paused,
-    /// back when it resumes. The move takes effect at that layer's keyframe, asked for at once
-    /// (the moved players are touched, with their keyframe request due now).
+    /// Measures each stream's layers (activity, bitrate) and moves each unpinned simulcast
+    /// player to the layer its [`LayerChooser`](crate::simulcast::LayerChooser) picks from them
+    /// and its bandwidth estimate (as its [`LayerEstimate`](crate::simulcast::LayerEstimate)
+    /// holds it): off a layer the publisher paused or its link does not carry,
+    /// up again after a trial of the layer above (the highest active layer until its estimate
+    /// is measured). The move takes effect at that layer's keyframe, asked for at once (the
+    /// moved players are touched, with their keyframe request due now).
     pub(super) fn choose_layers(&mut self, now: Instant, peers: &mut Peers) {
         let since = self.layers_measured_at.replace(now);
         let elapsed = since.map(|at| now.saturating_duration_since(at).as_secs_f64());
         for local in self.streams.values_mut() {
-            for layer in 0..MAX_LAYERS {
+            let mut bitrates = [0u64; MAX_LAYERS];
+            for (layer, bitrate) in bitrates.iter_mut().enumerate() {
                 local.layer_rates.active[layer] = local.layer_seen[layer]
                     .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE);
                 if let Some(elapsed) = elapsed.filter(|e| *e > 0.0) {
                     let bits = local.layer_bytes[layer] as f64 * 8.0;
-                    local.layer_rates.bitrate_bps[layer] = (bits / elapsed) as u64;
+                    *bitrate = (bits / elapsed) as u64;
                 }
                 local.layer_bytes[layer] = 0;
+            }
+            if elapsed.is_some_and(|e| e > 0.0) {
+                let active = local.layer_rates.active;
+                local.layer_rates.bitrate_bps = local.layer_rate_window.push(bitrates, active);
             }
         }
         for (&id, peer) in peers.iter_mut() {
@@ -780,18 +850,68 @@ impl<F: ForwardSink> Router<F> {
             let Some(local) = self.streams.get(&peer.session.stream()) else {
                 continue;
             };
-            // Not the player's bandwidth estimate yet: it cannot grow past 1.5 x what the player
-            // acknowledges (see crate::bwe::aimd), so a player moved down would never earn its
-            // way back up. That needs probing (padding, or the next layer sent as a trial);
-            // until then a player gets the highest layer the publisher sends.
-            let estimate = None;
-            if let Some(layer) = choose_layer(&local.layer_rates, count, target, estimate) {
+            let estimate = peer.layer_estimate.update(
+                peer.session.measured_bandwidth_estimate(),
+                peer.session.bandwidth_congested(),
+            );
+            let chosen =
+                peer.layer_chooser
+                    .choose(now, &local.layer_rates, count, target, estimate);
+            if let Some(layer) = chosen {
                 if peer.session.retarget_layer(layer) {
-                    debug!(core = self.me.0, session = %id, from = target, to = layer, "simulcast layer retargeted");
+                    debug!(core = self.me.0, session = %id, from = target, to = layer, estimate_bps = estimate, trial = peer.layer_chooser.in_trial(), "simulcast layer retargeted");
                     peer.layer_request_at = Some(now);
                     self.touched.push_back(id);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layers_bitrate_is_its_mean_over_the_last_periods_so_one_keyframe_does_not_double_it() {
+        let mut window = LayerRateWindow::default();
+        let all = [true; MAX_LAYERS];
+        // Not known until a whole window measured the layers.
+        for _ in 0..LAYER_RATE_PERIODS {
+            assert_eq!(
+                window.push([100, 500, 1_000], all),
+                [UNKNOWN_RATE; MAX_LAYERS]
+            );
+        }
+        assert_eq!(window.push([100, 500, 1_000], all), [100, 500, 1_000]);
+        // A keyframe in the top layer's period.
+        assert_eq!(window.push([100, 500, 5_000], all), [100, 500, 2_000]);
+        // It leaves the window four periods later.
+        for _ in 0..3 {
+            assert_eq!(window.push([100, 500, 1_000], all), [100, 500, 2_000]);
+        }
+        assert_eq!(window.push([100, 500, 1_000], all), [100, 500, 1_000]);
+    }
+
+    #[test]
+    fn a_resumed_layer_keeps_its_rate_until_a_whole_window_measured_it_again() {
+        let mut window = LayerRateWindow::default();
+        let all = [true; MAX_LAYERS];
+        for _ in 0..6 {
+            window.push([100, 500, 1_000], all);
+        }
+        // The top layer pauses: a silent period does not lower its rate; inactive, it keeps it.
+        assert_eq!(window.push([100, 500, 0], all), [100, 500, 1_000]);
+        let paused = [true, true, false];
+        for _ in 0..4 {
+            assert_eq!(window.push([100, 500, 0], paused), [100, 500, 1_000]);
+        }
+        // It resumes, its first period partial: still the rate from before, until the window
+        // holds only whole periods since.
+        assert_eq!(window.push([100, 500, 200], all), [100, 500, 1_000]);
+        for _ in 0..3 {
+            assert_eq!(window.push([100, 500, 1_200], all), [100, 500, 1_000]);
+        }
+        assert_eq!(window.push([100, 500, 1_200], all), [100, 500, 1_200]);
     }
 }

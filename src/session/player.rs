@@ -18,7 +18,7 @@ use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
 use super::layer_rid::LayerRid;
 use super::{LostPackets, RoleState, Session, SessionEvent, SplitMix64};
 use crate::bwe::BweConfig;
-use crate::control::{PlayedTrack, RelayedLayers, RtxStream};
+use crate::control::{PlayedTrack, PlayerLayer, RelayedLayers, RtxStream};
 use crate::rtx::RtxSender;
 use crate::sdp::MediaKind;
 use crate::simulcast::{LayerDecision, LayerSwitch, MAX_LAYERS};
@@ -293,6 +293,31 @@ impl Session {
         }
     }
 
+    /// A player's bandwidth estimate once its estimator has measured what the player
+    /// acknowledges (see [`PlayerFeedback::measured_estimate_bps`]): what its simulcast layer is
+    /// chosen by. `None` before that, without transport-cc, and for a publisher.
+    pub fn measured_bandwidth_estimate(&self) -> Option<u64> {
+        match &self.role {
+            RoleState::Player(player) => player
+                .transport_cc
+                .as_deref()
+                .and_then(PlayerFeedback::measured_estimate_bps),
+            RoleState::Publisher(_) => None,
+        }
+    }
+
+    /// Whether a player's transport-cc feedback shows its link overloaded now (see
+    /// [`PlayerFeedback::congested`]); false without transport-cc.
+    pub fn bandwidth_congested(&self) -> bool {
+        match &self.role {
+            RoleState::Player(player) => player
+                .transport_cc
+                .as_deref()
+                .is_some_and(PlayerFeedback::congested),
+            RoleState::Publisher(_) => false,
+        }
+    }
+
     /// A player's NACK names packets in its own sequence space; the publisher knows them by its
     /// own numbers.
     pub(super) fn handle_nack(&mut self, nack: &Nack<'_>) {
@@ -405,6 +430,21 @@ impl Session {
         }
     }
 
+    /// The player's client chose its simulcast layer: pinned to `Some(layer)` (one of the
+    /// stream's layers), or `None` to let its bandwidth estimate choose again. Returns whether
+    /// the target changed (its keyframe is to be asked for); false without simulcast or for a
+    /// layer the stream does not have.
+    pub fn pin_layer(&mut self, layer: Option<u8>) -> bool {
+        let count = self.video_layer_count();
+        match &mut self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                ..
+            }) if layer.is_none_or(|l| usize::from(l) < count) => layers.pin(layer),
+            _ => false,
+        }
+    }
+
     /// A simulcast player's layer choice: `(count, target)`, when the core may move it (to
     /// another layer the publisher sends); `None` without simulcast or when it pinned one.
     pub fn layer_choice(&self) -> Option<(u8, u8)> {
@@ -417,6 +457,21 @@ impl Session {
                 let count = tracks.iter().flatten().find_map(|t| t.track.layers)?.count;
                 Some((count, layers.target()))
             }
+            _ => None,
+        }
+    }
+
+    /// A simulcast player's layer as it is reported to signalling; `None` without simulcast.
+    pub fn player_layer(&self) -> Option<PlayerLayer> {
+        match &self.role {
+            RoleState::Player(PlayerState {
+                layers: Some(layers),
+                ..
+            }) => Some(PlayerLayer {
+                current: layers.current(),
+                target: layers.target(),
+                pinned: layers.pinned(),
+            }),
             _ => None,
         }
     }
@@ -798,6 +853,47 @@ mod tests {
             }
         }
         assert_eq!(more, RESEND_RATE_PER_SEC, "one second earns the rate");
+    }
+
+    #[test]
+    fn a_player_pins_only_a_layer_its_stream_has_and_reports_its_layer() {
+        let mut spec = publisher_spec();
+        spec.role = SessionRole::Player {
+            tracks: vec![PlayedTrack {
+                kind: MediaKind::Video,
+                pt: 96,
+                ssrc: 0x5eed,
+                rtx: None,
+                transport_cc: Some(3),
+                layers: Some(crate::control::PlayerLayers {
+                    count: 3,
+                    target: 2,
+                    pinned: false,
+                }),
+            }],
+        };
+        let mut player = connected_with_test_keys(spec, Instant::now());
+        let layer = |current, target, pinned| {
+            Some(PlayerLayer {
+                current,
+                target,
+                pinned,
+            })
+        };
+        assert_eq!(player.player_layer(), layer(None, 2, false));
+        assert!(!player.pin_layer(Some(3)), "the stream has layers 0 to 2");
+        assert!(player.pin_layer(Some(0)));
+        assert_eq!(player.player_layer(), layer(None, 0, true));
+        assert_eq!(
+            player.layer_choice(),
+            None,
+            "pinned: the estimate does not move it"
+        );
+        assert!(!player.pin_layer(None));
+        assert_eq!(player.layer_choice(), Some((3, 0)));
+        // Transport-cc is negotiated, but nothing measured yet: no estimate to choose by.
+        assert_eq!(player.measured_bandwidth_estimate(), None);
+        assert!(player.bandwidth_estimate().is_some());
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::config::cdn::CdnConfig;
 use crate::config::HttpConfig;
 use crate::control::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
 use crate::control::status::SessionStatus;
-use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId};
+use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, PlayerLayer, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::{ResidenceHistogram, Waker};
@@ -370,11 +370,20 @@ impl Signalling {
     /// A core's report of a session's bitrates: kept for `/api/stats`, and a WebSocket
     /// player whose estimate stays under its publisher's bitrate is told (WCS's
     /// `notEnoughBandwidth` stream event).
-    fn handle_bitrates(&self, id: SessionId, estimate: Option<u64>, received: Option<u64>) {
+    fn handle_bitrates(
+        &self,
+        id: SessionId,
+        estimate: Option<u64>,
+        received: Option<u64>,
+        layer: Option<PlayerLayer>,
+    ) {
         let (stream, publisher_bps) = {
             let mut registry = self.registry();
             if let Some(bps) = estimate.or(received) {
                 registry.set_bitrate(id, bps);
+            }
+            if let Some(layer) = layer {
+                registry.set_layer(id, layer);
             }
             if estimate.is_none() {
                 return;
@@ -430,7 +439,8 @@ impl Signalling {
                 id,
                 estimate_bps,
                 received_bps,
-            } => self.handle_bitrates(id, estimate_bps, received_bps),
+                layer,
+            } => self.handle_bitrates(id, estimate_bps, received_bps, layer),
             CoreEvent::SessionEnded { id, reason } => {
                 let commands = self.registry().remove_session(id);
                 self.publisher_limits
@@ -506,7 +516,8 @@ async fn handle(
 /// `GET /api/sessions`: every live session, oldest first: its public id (what
 /// `/rest-api/stream/terminate` takes as `mediaSessionId` to end it), a WebSocket client's own
 /// `mediaSessionId`, its kind, stream, core, whether ICE and DTLS are up, its bitrate (a
-/// player's estimated bandwidth, a publisher's received bitrate) and its age.
+/// player's estimated bandwidth, a publisher's received bitrate), a simulcast player's layer
+/// (`{current, target, pinned}`, layers numbered from 0, the lowest) and its age.
 fn sessions(state: &Signalling) -> Response<Full<Bytes>> {
     let mut listed: Vec<(std::time::Instant, serde_json::Value)> = {
         let registry = state.registry();
@@ -525,6 +536,11 @@ fn sessions(state: &Signalling) -> Response<Full<Bytes>> {
                     "core": s.core.0,
                     "connected": s.connected,
                     "bitrate_bps": s.bitrate_bps,
+                    "layer": s.layer.map(|l| json!({
+                        "current": l.current,
+                        "target": l.target,
+                        "pinned": l.pinned,
+                    })),
                     "age_secs": (s.created.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                     "peer": s.client.peer.map(|p| p.to_string()),
                     "user_agent": s.client.user_agent,

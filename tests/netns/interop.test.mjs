@@ -862,3 +862,148 @@ test('Embed Player (official SDK) behind a 300 kbit/s tbf gets notEnoughBandwidt
       }
     });
   });
+
+// ---- simulcast layers chosen by each player's bandwidth estimate --------------------------------
+
+/** `GET /api/sessions`: rtcdn's view of every live session. */
+async function sessions(base = BASE) {
+  const res = await fetch(base + '/api/sessions', { signal: AbortSignal.timeout(2000) });
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+/** The publisher page's simulcast layers as Chromium sends them: per rid, frame size, frames per
+ * second, bytes sent and its target bitrate. */
+function simulcastLayers(page) {
+  return page.evaluate(async () => {
+    const rep = await window.rtcdn.publishPc.getStats();
+    const o = {};
+    rep.forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) {
+        o[r.rid] = { size: `${r.frameWidth || 0}x${r.frameHeight || 0}`, fps: r.framesPerSecond || 0, bytes: r.bytesSent || 0,
+          target: r.targetBitrate || 0, active: r.active, limitedBy: r.qualityLimitationReason };
+      }
+    });
+    return o;
+  });
+}
+
+/** A player page's video as it decodes it: frame size and frames decoded. */
+function playerVideo(page) {
+  return page.evaluate(async () => {
+    const pc = window.rtcdn.playPc;
+    if (!pc) return null;
+    let v = null;
+    (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') v = r; });
+    return v && { width: v.frameWidth || 0, height: v.frameHeight || 0, frames: v.framesDecoded || 0, lost: v.packetsLost || 0 };
+  });
+}
+
+// Issue 11, item 5 and its test "a throttled player gets, for a simulcast publisher, the lowest
+// layer, while an unthrottled player keeps the top layer". Chromium publishes the built-in page
+// with ?simulcast=1 (l, m, h: 320x180, 640x360, 1280x720) from the client namespace; a WHEP player
+// (the built-in page) plays it from the client namespace, another from the throttled namespace
+// behind `tbf rate 300kbit burst 32kbit latency 400ms`. rtcdn estimates each player's bandwidth
+// from its transport-cc feedback and moves an unpinned player to the highest layer that fits it
+// (down at once, up only after a 4 s trial of the layer above). rtcdn's own view of each player's
+// layer is `layer` in `GET /api/sessions`.
+const layersSkip = chromiumSkip
+  || (!THR_NS && 'no throttled namespace (RTCDN_NETNS_THR): run bash tests/netns/run.sh')
+  || (probe('tc', ['-V']) ? 'tc (iproute2) missing' : false);
+
+test('Chromium simulcast publish (l, m, h): a WHEP player behind a 300 kbit/s tbf is moved to the lowest layer, an unthrottled one keeps the top layer',
+  { skip: layersSkip, timeout: 180_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 38000 }, async () => {
+      const allowHosts = [SRV_IP, CLI_IP, THR_GW, THR_IP];
+      const args = [...offlineChromiumArgs(allowHosts), `--unsafely-treat-insecure-origin-as-secure=${BASE}`];
+      const browsers = [];
+      try {
+        const bCli = await launchChromium({ args });
+        browsers.push(bCli);
+        const pub = await openPage(bCli, `${BASE}/?stream=layers&autostart=publish&codec=VP8&simulcast=1`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const pubStart = Date.now();
+        // Chromium enables its upper layers as its own estimate of the uplink grows: wait until it
+        // sends all three, or at least two after 45 s (on two shared cores Chromium may keep its
+        // top layer off: short of CPU, it scales its input down to a size with no room for it).
+        const ramp = [];
+        const active = (l) => ['l', 'm', 'h'].filter((rid) => l[rid] && l[rid].fps > 0);
+        let layers = {};
+        await poll(async () => {
+          layers = await simulcastLayers(pub);
+          ramp.push(`${((Date.now() - pubStart) / 1000).toFixed(0)}s ${Object.entries(layers).map(([rid, x]) => `${rid} ${x.size}@${x.fps} ${kbps(x.target)} ${x.limitedBy}`).join(' ')}`);
+          return active(layers).length === 3;
+        }, { timeout: 45_000, interval: 1000, what: 'Chromium sending l, m and h' }).catch(() => {});
+        t.diagnostic(`publisher layers every second: ${ramp.join(', ')}`);
+        assert.ok(active(layers).length >= 2, `Chromium sends at least two layers: ${JSON.stringify(layers)}`);
+
+        const free = await openPage(bCli, `${BASE}/?stream=layers&autostart=play`);
+        await waitForState(free, 'playState', 'playing', { timeout: 20_000 });
+        await waitForDecodedVideo(free, { minFrames: 30, timeout: 30_000 });
+
+        setThrottle(THR_RATE);
+        t.diagnostic(`throttle (${THR_RATE}): ${throttleStats()}`);
+        const bThr = await launchChromium({ args, executablePath: chromiumThrWrapper });
+        browsers.push(bThr);
+        const thr = await openPage(bThr, `${BASE}/?stream=layers&autostart=play`);
+        await waitForState(thr, 'playState', 'playing', { timeout: 30_000 });
+        const t0 = Date.now();
+
+        // rtcdn's view of both players, once a second (its cores report once a second).
+        const WINDOW = 45_000;
+        const samples = [];
+        while (Date.now() - t0 < WINDOW) {
+          await sleep(1000);
+          const rows = (await sessions()).filter((r) => r.kind === 'player' && r.stream === 'layers');
+          const by = (ip) => rows.find((r) => (r.peer || '').startsWith(`${ip}:`));
+          const [f, h] = [by(CLI_IP), by(THR_IP)];
+          const pubLayers = await simulcastLayers(pub);
+          samples.push({ t: Date.now() - t0, free: f && { est: f.bitrate_bps, layer: f.layer }, thr: h && { est: h.bitrate_bps, layer: h.layer },
+            freeVideo: await playerVideo(free), thrVideo: await playerVideo(thr),
+            pub: Object.fromEntries(Object.entries(pubLayers).map(([rid, x]) => [rid, x.fps > 0 ? x.size : 'off'])),
+            limitedBy: pubLayers.h?.limitedBy });
+        }
+        const lay = (x) => (x?.layer ? `${x.layer.current ?? '-'}>${x.layer.target}` : 'none');
+        t.diagnostic(`every second after the throttled player played (s: unthrottled estimate layer current>target ` +
+          `width / throttled estimate layer width; publisher's layers): ` + samples.map((x) =>
+          `${(x.t / 1000).toFixed(0)}: ${kbps(x.free?.est)} ${lay(x.free)} ${x.freeVideo?.width} / ${kbps(x.thr?.est)} ${lay(x.thr)} ` +
+          `${x.thrVideo?.width} [${Object.values(x.pub).join(' ')} ${x.limitedBy}]`).join(', '));
+        const tcAfter = throttleStats();
+        t.diagnostic(`throttle after: ${tcAfter}`);
+        t.diagnostic(`decoded over the window: unthrottled ${samples.at(-1).freeVideo?.frames - samples[0].freeVideo?.frames} frames, ` +
+          `throttled ${samples.at(-1).thrVideo?.frames - samples[0].thrVideo?.frames} (lost ${samples.at(-1).thrVideo?.lost})`);
+
+        assert.ok(samples.every((x) => x.free?.layer && x.thr?.layer), 'both players are simulcast players with a layer in /api/sessions');
+        // The throttled player is moved to the lowest layer and stays there but for trials of
+        // the middle one (never the top one once down).
+        const down = samples.findIndex((x) => x.thr.layer.current === 0 && x.thr.layer.target === 0);
+        assert.ok(down >= 0 && samples[down].t <= 20_000, `the throttled player is on layer 0 within 20 s (at ${samples[down]?.t} ms)`);
+        const after = samples.slice(down);
+        assert.ok(after.every((x) => x.thr.layer.target <= 1), 'once down, only trials of the middle layer');
+        const onLowest = after.filter((x) => x.thr.layer.current === 0).length;
+        assert.ok(onLowest >= 0.6 * after.length, `on the lowest layer ${onLowest} of ${after.length} s after it got there`);
+        // Its decoder follows a switch a second or two later.
+        const settled = after.filter((x, i) => i >= 2 && after.slice(i - 2, i + 1).every((y) => y.thr.layer.current === 0));
+        const thrWidths = settled.map((x) => x.thrVideo?.width);
+        t.diagnostic(`throttled player's decoded width 2 s into layer 0: ${[...new Set(thrWidths)].join(', ')}`);
+        assert.ok(thrWidths.length > 0 && thrWidths.every((w) => w <= 1280 / 4 + 16), `the throttled player decodes the lowest layer (${thrWidths})`);
+        // The unthrottled player keeps the top layer: the highest the publisher sends (but for
+        // the second or two a switch takes when that changes).
+        const top = (x) => Math.max(...['l', 'm', 'h'].map((rid, i) => (x.pub[rid] && x.pub[rid] !== 'off' ? i : -1)));
+        const onTop = samples.filter((x) => x.free.layer.current === top(x) && x.free.layer.target === top(x)).length;
+        const changes = samples.slice(1).filter((x, i) => top(x) !== top(samples[i])).length;
+        t.diagnostic(`the publisher sent h ${samples.filter((x) => top(x) === 2).length} of ${samples.length} s; ` +
+          `the unthrottled player was on the highest layer sent ${onTop} of ${samples.length} s (${changes} changes of it)`);
+        assert.ok(onTop >= samples.length - 2 - 3 * changes, `the unthrottled player on the highest layer sent ${onTop} of ${samples.length} s`);
+        assert.ok(samples.filter((x) => top(x) >= 1).length >= 0.8 * samples.length, 'the publisher sent more than its lowest layer');
+        const tail = samples.slice(-5);
+        const mean = (k) => tail.reduce((sum, x) => sum + (x[k].est || 0), 0) / tail.length;
+        assert.ok(mean('free') > 1.3 * mean('thr'), `the unthrottled estimate (${kbps(mean('free'))}) above the throttled one (${kbps(mean('thr'))}), last 5 s`);
+        const tc = /Sent (\d+) bytes \d+ pkt \(dropped (\d+)/.exec(tcAfter);
+        assert.ok(THR_RATE === 'none' || (tc && Number(tc[1]) > 100_000), `the tbf carried the throttled player's media: ${tcAfter}`);
+      } finally {
+        setThrottle('none');
+        for (const b of browsers) await b.close().catch(() => {});
+      }
+    });
+  });

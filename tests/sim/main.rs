@@ -19,6 +19,7 @@ mod keyframes;
 mod lip_sync;
 mod loss;
 mod relay_recovery;
+mod simulcast;
 mod timeouts;
 
 use std::collections::{BTreeMap, BTreeSet};

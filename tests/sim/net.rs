@@ -1,11 +1,12 @@
 //! The simulator's network: datagrams between addresses, delivered on the virtual clock.
 //!
 //! Every ordered pair of addresses is a link with its own loss, delay, jitter, duplication
-//! and reordering, and can be taken down and brought back. All randomness comes from one
-//! generator seeded by the scenario, so a failing run is replayed exactly by its seed.
+//! and reordering, and can be taken down and brought back, or limited to a rate (a token bucket
+//! with a bounded queue, as Linux's `tbf`). All randomness comes from one generator seeded by the
+//! scenario, so a failing run is replayed exactly by its seed.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,90 @@ pub struct LinkConfig {
     pub reorder_delay: Duration,
     /// A link that is down drops everything.
     pub up: bool,
+    /// A bottleneck in front of the delay: datagrams leave at its rate, after waiting in its
+    /// queue; what does not fit in the queue is dropped.
+    pub rate: Option<RateLimit>,
+}
+
+/// A token bucket filter, as Linux's `tbf` qdisc: tokens (bytes) accrue at `rate_bps` up to
+/// `burst_bytes`; a datagram leaves when the bucket holds its size, in the order datagrams came;
+/// while it waits it takes room in the queue, and one that would make the waiting bytes exceed
+/// `queue_bytes` is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate_bps: u64,
+    pub burst_bytes: u64,
+    pub queue_bytes: u64,
+}
+
+impl RateLimit {
+    /// What `tc qdisc add ... tbf rate R burst B latency L` sets up: a queue of `L` at the rate,
+    /// plus the burst (tbf's own `limit`).
+    pub fn tbf(rate_bps: u64, burst_bytes: u64, latency: Duration) -> RateLimit {
+        let queued = rate_bps as f64 / 8.0 * latency.as_secs_f64();
+        RateLimit {
+            rate_bps,
+            burst_bytes,
+            queue_bytes: queued as u64 + burst_bytes,
+        }
+    }
+
+    /// How long `bytes` of tokens take to accrue.
+    fn time_for(&self, bytes: f64) -> Duration {
+        Duration::from_secs_f64(bytes * 8.0 / self.rate_bps as f64)
+    }
+}
+
+/// The state of a rate-limited link.
+struct Bucket {
+    /// Tokens (bytes) at `at`.
+    tokens: f64,
+    /// When the last datagram leaves (or left): tokens are counted from there.
+    at: Instant,
+    /// The datagrams still waiting: when each leaves, and its size.
+    queue: VecDeque<(Instant, u64)>,
+    queued_bytes: u64,
+}
+
+impl Bucket {
+    fn new(limit: &RateLimit, now: Instant) -> Bucket {
+        Bucket {
+            tokens: limit.burst_bytes as f64,
+            at: now,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+        }
+    }
+
+    /// When a datagram of `len` bytes given at `now` leaves; `None` when the queue has no room.
+    fn admit(&mut self, limit: &RateLimit, now: Instant, len: u64) -> Option<Instant> {
+        while let Some(&(leaves, size)) = self.queue.front() {
+            if leaves > now {
+                break;
+            }
+            self.queue.pop_front();
+            self.queued_bytes -= size;
+        }
+        if self.queued_bytes + len > limit.queue_bytes {
+            return None;
+        }
+        // After the datagrams ahead of it, with the tokens accrued since the last one left.
+        let start = now.max(self.at);
+        let accrued =
+            start.saturating_duration_since(self.at).as_secs_f64() * limit.rate_bps as f64 / 8.0;
+        let tokens = (self.tokens + accrued).min(limit.burst_bytes as f64);
+        let leaves = if tokens >= len as f64 {
+            self.tokens = tokens - len as f64;
+            start
+        } else {
+            self.tokens = 0.0;
+            start + limit.time_for(len as f64 - tokens)
+        };
+        self.at = leaves;
+        self.queue.push_back((leaves, len));
+        self.queued_bytes += len;
+        Some(leaves)
+    }
 }
 
 impl Default for LinkConfig {
@@ -42,6 +127,7 @@ impl Default for LinkConfig {
             reorder: 0.0,
             reorder_delay: Duration::from_millis(15),
             up: true,
+            rate: None,
         }
     }
 }
@@ -58,7 +144,10 @@ pub struct Datagram {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LinkCounts {
     pub sent: u64,
+    /// By loss, a link that is down, or (counted in `overflowed` too) a full queue.
     pub dropped: u64,
+    /// Dropped because the rate limit's queue was full.
+    pub overflowed: u64,
     pub duplicated: u64,
     pub delivered: u64,
 }
@@ -72,6 +161,8 @@ pub struct Network {
     counts: HashMap<(SocketAddr, SocketAddr), LinkCounts>,
     /// Every datagram a link dropped, for scenarios that check what was repaired.
     dropped: HashMap<(SocketAddr, SocketAddr), Vec<Vec<u8>>>,
+    /// The token buckets of rate-limited links.
+    buckets: HashMap<(SocketAddr, SocketAddr), Bucket>,
     in_flight: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     slots: Vec<Option<Datagram>>,
     free: Vec<usize>,
@@ -86,6 +177,7 @@ impl Network {
             links: HashMap::new(),
             counts: HashMap::new(),
             dropped: HashMap::new(),
+            buckets: HashMap::new(),
             in_flight: BinaryHeap::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -145,6 +237,26 @@ impl Network {
                 .push(bytes.to_vec());
             return;
         }
+        // The bottleneck sits at the sending end: the delay starts when the datagram leaves it.
+        let mut leaves = now;
+        if let Some(limit) = link.rate {
+            let bucket = self
+                .buckets
+                .entry((src, dst))
+                .or_insert_with(|| Bucket::new(&limit, now));
+            match bucket.admit(&limit, now, bytes.len() as u64) {
+                Some(at) => leaves = at,
+                None => {
+                    counts.dropped += 1;
+                    counts.overflowed += 1;
+                    self.dropped
+                        .entry((src, dst))
+                        .or_default()
+                        .push(bytes.to_vec());
+                    return;
+                }
+            }
+        }
         let copies = if self.rng.gen_bool(link.duplicate.clamp(0.0, 1.0)) {
             counts.duplicated += 1;
             2
@@ -176,7 +288,7 @@ impl Network {
             };
             self.sequence += 1;
             self.in_flight
-                .push(Reverse((now + delay, self.sequence, slot)));
+                .push(Reverse((leaves + delay, self.sequence, slot)));
         }
     }
 
@@ -286,6 +398,104 @@ mod tests {
         net.set_up(addr(1), addr(2), true);
         net.send(start, addr(1), addr(2), b"arrives");
         assert_eq!(deliver_all(&mut net, start), vec![b"arrives".to_vec()]);
+    }
+
+    /// Delivers everything in flight, with arrival times.
+    fn deliver_all_timed(net: &mut Network) -> Vec<(Instant, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(at) = net.poll_timeout() {
+            while let Some(d) = net.poll_deliver(at) {
+                out.push((at, d.bytes));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_rate_limited_link_carries_its_rate_queues_up_to_its_limit_and_drops_the_rest() {
+        let mut net = Network::new(5);
+        // `tbf rate 300kbit burst 32kbit latency 400ms`: 4,000 bytes of burst, 19,000 of queue.
+        let limit = RateLimit::tbf(300_000, 4_000, Duration::from_millis(400));
+        assert_eq!(limit.queue_bytes, 19_000);
+        net.set_link(
+            addr(1),
+            addr(2),
+            LinkConfig {
+                rate: Some(limit),
+                ..LinkConfig::default()
+            },
+        );
+        let start = Instant::now();
+        // 1,000-byte datagrams at 600 kbit/s (twice the rate) for 10 s: one every 13.33 ms.
+        let sent_at = |i: u32| start + Duration::from_micros(u64::from(i) * 13_333);
+        for i in 0..750u32 {
+            net.send(
+                sent_at(i),
+                addr(1),
+                addr(2),
+                &[&i.to_be_bytes()[..], &[0; 996]].concat(),
+            );
+        }
+        let got = deliver_all_timed(&mut net);
+        let counts = net.counts(addr(1), addr(2));
+        assert_eq!(counts.dropped, counts.overflowed);
+        assert_eq!(counts.delivered as usize, got.len());
+        // What got through is the rate: 300 kbit/s over the 10 s plus what the queue and burst
+        // held at the end.
+        let carried = got.len() as f64 * 8_000.0;
+        assert!(
+            (2_900_000.0..3_300_000.0).contains(&carried),
+            "{} datagrams carried, {counts:?}",
+            got.len()
+        );
+        assert!((330..380).contains(&counts.overflowed), "{counts:?}");
+        // In order, and never delayed more than the queue at the rate plus the link's delay.
+        let index = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().unwrap());
+        let most = Duration::from_millis(10) + limit.time_for(19_000.0);
+        let mut last = None;
+        for (at, bytes) in &got {
+            let i = index(bytes);
+            assert!(last.is_none_or(|l| i > l));
+            last = Some(i);
+            assert!(
+                *at - sent_at(i) <= most,
+                "datagram {i} waited {:?}",
+                *at - sent_at(i)
+            );
+        }
+        // The first ones went out at once, in the burst; the queue filled later.
+        assert_eq!(got[0].0, sent_at(0) + Duration::from_millis(10));
+        assert!(got[2].0 - sent_at(2) <= Duration::from_millis(11));
+    }
+
+    #[test]
+    fn under_its_rate_a_limited_link_drops_nothing_and_delays_nothing() {
+        let mut net = Network::new(6);
+        let limit = RateLimit::tbf(1_000_000, 1_500, Duration::from_millis(100));
+        net.set_link(
+            addr(1),
+            addr(2),
+            LinkConfig {
+                rate: Some(limit),
+                ..LinkConfig::default()
+            },
+        );
+        let start = Instant::now();
+        // 1,250-byte datagrams every 20 ms: 500 kbit/s, each within the burst the bucket refilled.
+        for i in 0..100u64 {
+            net.send(
+                start + Duration::from_millis(i * 20),
+                addr(1),
+                addr(2),
+                &[0; 1250],
+            );
+        }
+        let got = deliver_all_timed(&mut net);
+        assert_eq!(got.len(), 100, "nothing dropped");
+        for (i, (at, _)) in got.iter().enumerate() {
+            let sent = start + Duration::from_millis(i as u64 * 20);
+            assert!(*at - sent <= Duration::from_millis(10), "{:?}", *at - sent);
+        }
     }
 
     #[test]

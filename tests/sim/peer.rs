@@ -1,5 +1,7 @@
-//! The simulator's browsers: a publisher that sends video frames and audio with sender reports
-//! and answers NACKs and PLIs, and a player that records what it receives and NACKs its gaps.
+//! The simulator's browsers: a publisher that sends video frames (as one stream, or as
+//! simulcast layers, each its own SSRC announced by its rid) and audio with sender reports and
+//! answers NACKs and PLIs, and a player that records what it receives, NACKs its gaps and, with
+//! transport-cc, sends feedback on when each packet arrived.
 //!
 //! Both are sans-IO like the node: `handle_datagram`, `handle_timeout`, `poll_transmit`,
 //! `poll_timeout`. ICE is the `ice` crate's controlling agent (what rtcdn's own relay and bench
@@ -16,19 +18,28 @@ use std::time::{Duration, Instant};
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtp::rtcp::{Items, Nack, NackPair, Pli, Rtcp, RtcpIter, SenderReport};
 use rtp::srtp::{SrtpContext, SrtpProfile};
-use rtp::{Pt, RtpHeader, RtpHeaderBuilder, SeqNo, Ssrc};
+use rtp::twcc::{transport_seq, TwccRecorder};
+use rtp::{ExtensionElement, Pt, RtpHeader, RtpHeaderBuilder, SeqNo, Ssrc};
 
 pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
 const FRAME_INTERVAL: Duration = Duration::from_micros(33_333);
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 const SR_INTERVAL: Duration = Duration::from_secs(1);
-/// Packets per keyframe and per delta frame.
-const KEYFRAME_PACKETS: u16 = 12;
-const DELTA_PACKETS: u16 = 3;
+/// The video of a publisher without simulcast: 12 packets per keyframe, 3 per delta frame,
+/// 400 bytes of payload each (about 330 kbit/s).
+const VIDEO: VideoShape = VideoShape {
+    keyframe_packets: 12,
+    delta_packets: 3,
+    payload: 400,
+};
 /// A keyframe every this many frames without a PLI (2 s), unless a scenario sets its own.
 const GOP: u32 = 60;
-const VIDEO_PAYLOAD: usize = 400;
+/// The RTP stream id extension's id (RFC 8852) on a simulcast publisher's packets.
+pub const RID_EXT: u8 = 10;
+/// A simulcast layer's first this many packets carry its rid (Chromium sends it until the
+/// receiver's reports show the SSRC arrived).
+const RID_PACKETS: u32 = 20;
 const AUDIO_PAYLOAD: usize = 80;
 /// How long a publisher keeps what it sent, to answer NACKs.
 const HISTORY: usize = 2_000;
@@ -56,7 +67,57 @@ pub struct PayloadId {
     pub keyframe: bool,
     /// When the publisher captured it, µs after the publisher started.
     pub captured_us: u64,
+    /// The simulcast layer it belongs to (0 without simulcast).
+    pub layer: u8,
+    /// The payload's length.
+    pub len: u16,
 }
+
+/// How big a video stream's frames are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoShape {
+    pub keyframe_packets: u16,
+    pub delta_packets: u16,
+    /// Bytes of payload per packet.
+    pub payload: usize,
+}
+
+impl VideoShape {
+    /// About the bitrate of the stream's delta frames, RTP headers included.
+    pub fn delta_bps(&self) -> u64 {
+        let bytes = (self.payload + 12) as u64 * u64::from(self.delta_packets);
+        bytes * 8 * 30
+    }
+}
+
+/// The three layers of a simulcast publisher, lowest first, each with its rid: about 120,
+/// 490 and 1,220 kbit/s of delta frames, keyframes three times as big.
+pub const SIMULCAST: [(&str, VideoShape); 3] = [
+    (
+        "l",
+        VideoShape {
+            keyframe_packets: 3,
+            delta_packets: 1,
+            payload: 500,
+        },
+    ),
+    (
+        "m",
+        VideoShape {
+            keyframe_packets: 6,
+            delta_packets: 2,
+            payload: 1000,
+        },
+    ),
+    (
+        "h",
+        VideoShape {
+            keyframe_packets: 15,
+            delta_packets: 5,
+            payload: 1000,
+        },
+    ),
+];
 
 /// One RTP packet as a player received it (after SRTP).
 #[derive(Debug, Clone)]
@@ -77,25 +138,59 @@ pub enum Role {
     Player(Player),
 }
 
+/// One video stream a publisher sends: its only one, or one simulcast layer.
+pub struct VideoLayer {
+    pub ssrc: u32,
+    /// The layer's rid, with simulcast: its first packets carry it.
+    pub rid: Option<String>,
+    pub shape: VideoShape,
+    seq: u16,
+    keyframe_wanted: bool,
+    history: VecDeque<(u16, Vec<u8>)>,
+    packets: u32,
+    octets: u32,
+    /// PLIs that named this stream.
+    pub plis: u32,
+    /// The frames it sent as keyframes.
+    pub keyframes: Vec<u32>,
+    /// The layer sends nothing (Chromium pauses upper layers when its uplink narrows).
+    pub paused: bool,
+}
+
+impl VideoLayer {
+    fn new(ssrc: u32, rid: Option<String>, shape: VideoShape, seq: u16) -> VideoLayer {
+        VideoLayer {
+            ssrc,
+            rid,
+            shape,
+            seq,
+            keyframe_wanted: true,
+            history: VecDeque::with_capacity(HISTORY),
+            packets: 0,
+            octets: 0,
+            plis: 0,
+            keyframes: Vec::new(),
+            paused: false,
+        }
+    }
+}
+
 pub struct Publisher {
-    pub video_ssrc: u32,
+    /// Its video: one stream, or its simulcast layers, lowest first.
+    pub video: Vec<VideoLayer>,
     pub audio_ssrc: u32,
     started: Option<Instant>,
-    video_seq: u16,
     audio_seq: u16,
     frame: u32,
     audio_frame: u32,
     next_frame: Option<Instant>,
     next_audio: Option<Instant>,
     next_sr: Option<Instant>,
-    keyframe_wanted: bool,
-    history: VecDeque<(u16, Vec<u8>)>,
-    video_packets: u32,
-    video_octets: u32,
     audio_packets: u32,
     audio_octets: u32,
     /// Sequence numbers NACKed by the node, in order.
     pub nacked: Vec<u16>,
+    /// PLIs received, for any of its video streams.
     pub plis: u32,
     /// Whether to send audio too.
     pub audio: bool,
@@ -113,7 +208,27 @@ pub struct Player {
     pub sender_reports: Vec<(u32, u64, u32)>,
     /// Whether to NACK gaps at all.
     pub nack: bool,
+    /// Transport-cc, when negotiated: arrivals recorded, feedback sent.
+    /// Boxed: most players in a scenario have none.
+    twcc: Option<Box<PlayerTwcc>>,
+    /// The RTX stream (RFC 4588) of its video, when negotiated: `(pt, ssrc)` of the RTX stream
+    /// and the SSRC of the video it repairs.
+    rtx: Option<(u8, u32, u32)>,
+    /// Retransmissions received on the RTX stream.
+    pub rtx_received: u32,
+    /// Transport-cc feedback packets sent.
+    pub feedback_sent: u32,
 }
+
+/// A player's transport-cc: the extension id its packets carry the number in, and the
+/// arrivals waiting for feedback.
+struct PlayerTwcc {
+    extension_id: u8,
+    recorder: TwccRecorder,
+}
+
+/// How often a player sends transport-cc feedback: Chromium's interval above about 220 kbit/s.
+const FEEDBACK_INTERVAL: Duration = Duration::from_millis(50);
 
 pub struct Peer {
     pub name: String,
@@ -170,21 +285,17 @@ impl Peer {
         seed: u64,
         now: Instant,
     ) -> Peer {
+        let video_seq = (seed as u16).wrapping_mul(7919);
         let role = Role::Publisher(Publisher {
-            video_ssrc,
+            video: vec![VideoLayer::new(video_ssrc, None, VIDEO, video_seq)],
             audio_ssrc,
             started: None,
-            video_seq: (seed as u16).wrapping_mul(7919),
             audio_seq: (seed as u16).wrapping_mul(104_729u32 as u16),
             frame: 0,
             audio_frame: 0,
             next_frame: None,
             next_audio: None,
             next_sr: None,
-            keyframe_wanted: true,
-            history: VecDeque::with_capacity(HISTORY),
-            video_packets: 0,
-            video_octets: 0,
             audio_packets: 0,
             audio_octets: 0,
             nacked: Vec::new(),
@@ -213,6 +324,10 @@ impl Peer {
             nacks_sent: 0,
             sender_reports: Vec::new(),
             nack: true,
+            twcc: None,
+            feedback_sent: 0,
+            rtx: None,
+            rtx_received: 0,
         });
         Peer::new(name, addr, server, local, remote, keys, role, seed, now)
     }
@@ -233,6 +348,13 @@ impl Peer {
 
     pub fn player_state(&self) -> &Player {
         match &self.role {
+            Role::Player(p) => p,
+            Role::Publisher(_) => panic!("{} is a publisher", self.name),
+        }
+    }
+
+    pub fn player_mut(&mut self) -> &mut Player {
+        match &mut self.role {
             Role::Player(p) => p,
             Role::Publisher(_) => panic!("{} is a publisher", self.name),
         }
@@ -295,9 +417,25 @@ impl Peer {
         let Ok(header) = RtpHeader::parse(packet) else {
             return;
         };
-        let ssrc = header.ssrc().0;
-        let seq = header.sequence_number();
-        let (id, intact) = read_payload(header.payload());
+        if let Some(twcc) = player.twcc.as_mut() {
+            if let Some(number) = transport_seq(&header, twcc.extension_id) {
+                twcc.recorder.on_packet(now, number);
+            }
+        }
+        let (mut ssrc, mut seq, mut payload) =
+            (header.ssrc().0, header.sequence_number(), header.payload());
+        if let Some((pt, rtx_ssrc, media_ssrc)) = player.rtx {
+            // A retransmission: the number it repairs in front of the original payload.
+            if header.payload_type().value() == pt && ssrc == rtx_ssrc && payload.len() >= 2 {
+                player.rtx_received += 1;
+                (ssrc, seq, payload) = (
+                    media_ssrc,
+                    u16::from_be_bytes([payload[0], payload[1]]),
+                    &payload[2..],
+                );
+            }
+        }
+        let (id, intact) = read_payload(payload);
         let highest = player.highest.get(&ssrc).copied();
         let extended = match highest {
             Some(h) => SeqNo::new(h).extend(seq).value(),
@@ -332,8 +470,11 @@ impl Peer {
                 (Role::Publisher(p), Rtcp::Nack(nack)) => {
                     let lost: Vec<u16> = nack.lost().collect();
                     p.nacked.extend(&lost);
+                    let Some(layer) = p.video.iter().find(|v| v.ssrc == nack.media_ssrc.0) else {
+                        continue;
+                    };
                     for seq in lost {
-                        if let Some((_, plain)) = p.history.iter().find(|(s, _)| *s == seq) {
+                        if let Some((_, plain)) = layer.history.iter().find(|(s, _)| *s == seq) {
                             let plain = plain.clone();
                             if let Some(to) = self.remote {
                                 let mut buf = plain;
@@ -346,9 +487,12 @@ impl Peer {
                         }
                     }
                 }
-                (Role::Publisher(p), Rtcp::Pli(_)) => {
+                (Role::Publisher(p), Rtcp::Pli(pli)) => {
                     p.plis += 1;
-                    p.keyframe_wanted = true;
+                    if let Some(layer) = p.video.iter_mut().find(|v| v.ssrc == pli.media_ssrc.0) {
+                        layer.plis += 1;
+                        layer.keyframe_wanted = true;
+                    }
                 }
                 (Role::Player(p), Rtcp::SenderReport(sr)) => {
                     p.sender_reports
@@ -401,7 +545,10 @@ impl Peer {
                 .into_iter()
                 .flatten()
                 .min(),
-                Role::Player(p) => p.missing.values().map(|(at, _)| *at).min(),
+                Role::Player(p) => {
+                    let feedback = p.twcc.as_ref().and_then(|t| t.recorder.poll_timeout());
+                    p.missing.values().map(|(at, _)| *at).chain(feedback).min()
+                }
             }
         } else {
             None
@@ -437,42 +584,77 @@ impl Peer {
 }
 
 impl Publisher {
+    /// Sends its video as simulcast layers from now on (before it connects): one SSRC each,
+    /// from `first_ssrc` up, with the rid and shape of each of `layers`, lowest first.
+    pub fn set_simulcast(&mut self, first_ssrc: u32, layers: &[(&str, VideoShape)]) {
+        let seq = self.video[0].seq;
+        self.video = layers
+            .iter()
+            .enumerate()
+            .map(|(i, (rid, shape))| {
+                let seq = seq.wrapping_add(10_007 * i as u16);
+                VideoLayer::new(first_ssrc + i as u32, Some(rid.to_string()), *shape, seq)
+            })
+            .collect();
+    }
+
     fn produce(&mut self, now: Instant, plain: &mut Vec<Vec<u8>>, rtcp: &mut Vec<Vec<u8>>) {
         let started = self.started.unwrap_or(now);
+        let layers = self.video.len() as u32;
         while let Some(at) = self.next_frame.filter(|at| *at <= now) {
-            let keyframe = self.keyframe_wanted || self.frame.is_multiple_of(self.gop);
-            self.keyframe_wanted = false;
-            let count = if keyframe {
-                KEYFRAME_PACKETS
-            } else {
-                DELTA_PACKETS
-            };
             let captured_us = at.duration_since(started).as_micros() as u64;
-            for index in 0..count {
-                let id = PayloadId {
-                    audio: false,
-                    frame: self.frame,
-                    index,
-                    count,
-                    keyframe,
-                    captured_us,
-                };
-                let packet = rtp_packet(
-                    VIDEO_PT,
-                    self.video_seq,
-                    video_timestamp(captured_us),
-                    self.video_ssrc,
-                    index + 1 == count,
-                    &id,
-                );
-                if self.history.len() == HISTORY {
-                    self.history.pop_front();
+            for (index, video) in self.video.iter_mut().enumerate() {
+                if video.paused {
+                    continue;
                 }
-                self.history.push_back((self.video_seq, packet.clone()));
-                self.video_packets += 1;
-                self.video_octets += (packet.len() - 12) as u32;
-                plain.push(packet);
-                self.video_seq = self.video_seq.wrapping_add(1);
+                // Each layer's periodic keyframes fall on frames of their own.
+                let phase = index as u32 * self.gop / layers;
+                let keyframe =
+                    video.keyframe_wanted || (self.frame + phase).is_multiple_of(self.gop);
+                video.keyframe_wanted = false;
+                if keyframe {
+                    video.keyframes.push(self.frame);
+                }
+                let shape = video.shape;
+                let count = if keyframe {
+                    shape.keyframe_packets
+                } else {
+                    shape.delta_packets
+                };
+                for packet_index in 0..count {
+                    let id = PayloadId {
+                        audio: false,
+                        frame: self.frame,
+                        index: packet_index,
+                        count,
+                        keyframe,
+                        captured_us,
+                        layer: index as u8,
+                        len: shape.payload as u16,
+                    };
+                    let rid = video
+                        .rid
+                        .as_deref()
+                        .filter(|_| video.packets < RID_PACKETS)
+                        .map(|rid| (RID_EXT, rid.as_bytes()));
+                    let packet = rtp_packet(
+                        VIDEO_PT,
+                        video.seq,
+                        video_timestamp(captured_us),
+                        video.ssrc,
+                        packet_index + 1 == count,
+                        rid,
+                        &id,
+                    );
+                    if video.history.len() == HISTORY {
+                        video.history.pop_front();
+                    }
+                    video.history.push_back((video.seq, packet.clone()));
+                    video.packets += 1;
+                    video.octets += (packet.len() - 12) as u32;
+                    plain.push(packet);
+                    video.seq = video.seq.wrapping_add(1);
+                }
             }
             self.frame += 1;
             self.next_frame = Some(at + FRAME_INTERVAL);
@@ -486,6 +668,8 @@ impl Publisher {
                 count: 1,
                 keyframe: false,
                 captured_us,
+                layer: 0,
+                len: AUDIO_PAYLOAD as u16,
             };
             let packet = rtp_packet(
                 AUDIO_PT,
@@ -493,6 +677,7 @@ impl Publisher {
                 audio_timestamp(captured_us),
                 self.audio_ssrc,
                 false,
+                None,
                 &id,
             );
             self.audio_packets += 1;
@@ -505,18 +690,21 @@ impl Publisher {
         if let Some(at) = self.next_sr.filter(|at| *at <= now) {
             let since_us = now.duration_since(started).as_micros() as u64;
             let ntp = ntp_at(since_us);
-            let mut video = vec![0u8; 28];
-            SenderReport {
-                sender_ssrc: Ssrc(self.video_ssrc),
-                ntp_time: ntp,
-                rtp_time: video_timestamp(since_us),
-                packet_count: self.video_packets,
-                octet_count: self.video_octets,
-                reports: Items::from_slice(&[]),
+            // One per video stream: each layer has its own SSRC and counts.
+            for video in self.video.iter().filter(|v| v.packets > 0) {
+                let mut report = vec![0u8; 28];
+                SenderReport {
+                    sender_ssrc: Ssrc(video.ssrc),
+                    ntp_time: ntp,
+                    rtp_time: video_timestamp(since_us),
+                    packet_count: video.packets,
+                    octet_count: video.octets,
+                    reports: Items::from_slice(&[]),
+                }
+                .write_to(&mut report)
+                .unwrap();
+                rtcp.push(report);
             }
-            .write_to(&mut video)
-            .unwrap();
-            rtcp.push(video);
             if self.audio {
                 let mut audio = vec![0u8; 28];
                 SenderReport {
@@ -537,7 +725,40 @@ impl Publisher {
 }
 
 impl Player {
+    /// Negotiates transport-cc with the number in extension `extension_id`: the player records
+    /// when each packet arrived and reports it every [`FEEDBACK_INTERVAL`].
+    pub fn enable_transport_cc(&mut self, extension_id: u8) {
+        let mut recorder = TwccRecorder::new();
+        recorder.set_interval(FEEDBACK_INTERVAL);
+        self.twcc = Some(Box::new(PlayerTwcc {
+            extension_id,
+            recorder,
+        }));
+    }
+
+    /// Negotiates an RTX stream for its video (SSRC `media_ssrc`): payload type `pt`, SSRC
+    /// `ssrc`. Retransmissions on it count as the packets they repair.
+    pub fn enable_rtx(&mut self, pt: u8, ssrc: u32, media_ssrc: u32) {
+        self.rtx = Some((pt, ssrc, media_ssrc));
+    }
+
     fn produce(&mut self, now: Instant, rtcp: &mut Vec<Vec<u8>>) {
+        if let Some(twcc) = self.twcc.as_mut() {
+            let media_ssrc = self
+                .received
+                .iter()
+                .rev()
+                .find(|r| !r.id.audio)
+                .map_or(0, |r| r.ssrc);
+            let mut buf = [0u8; 1200];
+            while let Ok(Some(n)) =
+                twcc.recorder
+                    .poll_feedback(now, Ssrc(1), Ssrc(media_ssrc), &mut buf)
+            {
+                rtcp.push(buf[..n].to_vec());
+                self.feedback_sent += 1;
+            }
+        }
         let due: Vec<(u32, u64)> = self
             .missing
             .iter()
@@ -611,11 +832,7 @@ pub fn ntp_at(since_us: u64) -> u64 {
 /// What a payload id's bytes look like: a VP8 payload descriptor and header (so the node sees
 /// keyframes), the id, then a pattern derived from it.
 fn payload(id: &PayloadId) -> Vec<u8> {
-    let len = if id.audio {
-        AUDIO_PAYLOAD
-    } else {
-        VIDEO_PAYLOAD
-    };
+    let len = usize::from(id.len);
     let mut p = Vec::with_capacity(len);
     if id.audio {
         p.extend_from_slice(&[0xfc, 0x00, 0x00]);
@@ -637,6 +854,8 @@ fn payload(id: &PayloadId) -> Vec<u8> {
     p.extend_from_slice(&id.index.to_be_bytes());
     p.extend_from_slice(&id.count.to_be_bytes());
     p.extend_from_slice(&id.captured_us.to_be_bytes());
+    p.push(id.layer);
+    p.extend_from_slice(&id.len.to_be_bytes());
     let seed = id.frame.wrapping_mul(31).wrapping_add(u32::from(id.index));
     while p.len() < len {
         p.push((seed as usize + p.len()) as u8);
@@ -652,13 +871,15 @@ fn read_payload(p: &[u8]) -> (PayloadId, bool) {
         count: 0,
         keyframe: false,
         captured_us: 0,
+        layer: 0,
+        len: 0,
     };
     let header_len = find_header_len(p);
     if p.get(header_len) != Some(&(header_len as u8)) {
         return (broken, false);
     }
     let at = header_len + 1;
-    let Some(fields) = p.get(at..at + 17) else {
+    let Some(fields) = p.get(at..at + 20) else {
         return (broken, false);
     };
     let id = PayloadId {
@@ -668,6 +889,8 @@ fn read_payload(p: &[u8]) -> (PayloadId, bool) {
         index: u16::from_be_bytes(fields[5..7].try_into().unwrap()),
         count: u16::from_be_bytes(fields[7..9].try_into().unwrap()),
         captured_us: u64::from_be_bytes(fields[9..17].try_into().unwrap()),
+        layer: fields[17],
+        len: u16::from_be_bytes(fields[18..20].try_into().unwrap()),
     };
     (id, payload(&id) == p)
 }
@@ -682,10 +905,23 @@ fn find_header_len(p: &[u8]) -> usize {
     }
 }
 
-fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, id: &PayloadId) -> Vec<u8> {
+fn rtp_packet(
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    extension: Option<(u8, &[u8])>,
+    id: &PayloadId,
+) -> Vec<u8> {
     let body = payload(id);
+    let elements: Vec<ExtensionElement<'_>> = extension
+        .map(|(id, data)| ExtensionElement { id, data })
+        .into_iter()
+        .collect();
     let mut header = RtpHeaderBuilder::new(Pt::new(pt), seq, ts, Ssrc(ssrc));
     header.marker = marker;
+    header.extensions = &elements;
     let mut buf = vec![0u8; header.encoded_len() + body.len()];
     let n = header.write_to(&mut buf).unwrap();
     buf[n..].copy_from_slice(&body);
@@ -703,9 +939,11 @@ mod tests {
                 audio: false,
                 frame: 7,
                 index: 0,
-                count: 12,
+                count: 15,
                 keyframe: true,
                 captured_us: 233_331,
+                layer: 2,
+                len: SIMULCAST[2].1.payload as u16,
             },
             PayloadId {
                 audio: false,
@@ -714,6 +952,8 @@ mod tests {
                 count: 3,
                 keyframe: false,
                 captured_us: 266_664,
+                layer: 0,
+                len: VIDEO.payload as u16,
             },
             PayloadId {
                 audio: false,
@@ -722,6 +962,8 @@ mod tests {
                 count: 3,
                 keyframe: false,
                 captured_us: 266_664,
+                layer: 0,
+                len: VIDEO.payload as u16,
             },
             PayloadId {
                 audio: true,
@@ -730,6 +972,8 @@ mod tests {
                 count: 1,
                 keyframe: false,
                 captured_us: 1_400_000,
+                layer: 0,
+                len: AUDIO_PAYLOAD as u16,
             },
         ] {
             let mut p = payload(&id);
@@ -745,6 +989,8 @@ mod tests {
             count: 12,
             keyframe: true,
             captured_us: 0,
+            layer: 0,
+            len: VIDEO.payload as u16,
         });
         assert!(rtp::is_keyframe(rtp::VideoCodec::Vp8, &key));
         let delta = payload(&PayloadId {
@@ -754,6 +1000,8 @@ mod tests {
             count: 3,
             keyframe: false,
             captured_us: 0,
+            layer: 0,
+            len: VIDEO.payload as u16,
         });
         assert!(!rtp::is_keyframe(rtp::VideoCodec::Vp8, &delta));
     }

@@ -18,8 +18,8 @@ use rtcdn::control::relay_planner::{
     AttemptId, EdgeId, RelayAction, RelayEnd, RelayFailure, RelayPlanner, RetryPolicy,
 };
 use rtcdn::control::{
-    CoreCommand, CoreEvent, CoreId, EndReason, PlayedTrack, PublishedTrack, SessionId, SessionRole,
-    SessionSpec, StreamId,
+    CoreCommand, CoreEvent, CoreId, EndReason, PlayedTrack, PlayerLayer, PlayerLayers,
+    PublishedTrack, RtxStream, SessionId, SessionRole, SessionSpec, SimulcastLayers, StreamId,
 };
 use rtcdn::dtls::{DtlsEvent, DtlsRole};
 use rtcdn::media::{
@@ -30,7 +30,10 @@ use rtcdn::sdp::MediaKind;
 use rtcdn::session::SessionTimeouts;
 
 use crate::net::{LinkConfig, Network};
-use crate::peer::{Keys, Peer, AUDIO_PT, VIDEO_PT};
+use crate::peer::{Keys, Peer, VideoShape, AUDIO_PT, RID_EXT, VIDEO_PT};
+
+/// The payload type of a player's RTX stream, when it negotiates one.
+const PLAYER_RTX_PT: u8 = 101;
 
 /// The consent timeout every node runs with (rtcdn's default).
 pub const CONSENT: Duration = Duration::from_secs(30);
@@ -118,6 +121,18 @@ pub struct World {
     seed: u64,
     /// Datagrams carried, for a sense of how much happened.
     pub delivered: u64,
+}
+
+/// What a player negotiates beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlayOptions {
+    /// The layers of a simulcast stream's video it is sent (pinned or not).
+    pub layers: Option<PlayerLayers>,
+    /// The transport-wide sequence number's extension id, when it negotiates transport-cc.
+    pub transport_cc: Option<u8>,
+    /// It negotiates an RTX stream for its video, as browsers do: what it reports lost comes
+    /// back on it, with transport-wide numbers of their own.
+    pub rtx: bool,
 }
 
 /// A browser session: where it is in the world.
@@ -303,14 +318,40 @@ impl World {
 
     /// A browser publishes `stream` (VP8 video and Opus audio) to `node`.
     pub fn publish(&mut self, node: usize, stream: &str) -> Browser {
-        let role = SessionRole::Publisher {
-            tracks: publisher_tracks(),
-        };
+        self.publish_with(node, stream, &[])
+    }
+
+    /// A browser publishes `stream` to `node` with its video as simulcast `layers` (rid and
+    /// shape, lowest first), each its own SSRC announced by its rid.
+    pub fn publish_simulcast(
+        &mut self,
+        node: usize,
+        stream: &str,
+        layers: &[(&str, VideoShape)],
+    ) -> Browser {
+        self.publish_with(node, stream, layers)
+    }
+
+    fn publish_with(
+        &mut self,
+        node: usize,
+        stream: &str,
+        layers: &[(&str, VideoShape)],
+    ) -> Browser {
+        let mut tracks = publisher_tracks();
+        if !layers.is_empty() {
+            tracks[0].simulcast = Some(SimulcastLayers {
+                rids: layers.iter().map(|(rid, _)| rid.to_string()).collect(),
+                rid_ext: RID_EXT,
+                repaired_rid_ext: None,
+            });
+        }
+        let role = SessionRole::Publisher { tracks };
         let spec = self.spec(node, stream, role);
         let id = spec.id;
         self.publishers.insert((node, id), stream.to_string());
         let addr = self.peer_addr();
-        let peer = Peer::publisher(
+        let mut peer = Peer::publisher(
             &format!("publisher {stream}"),
             addr,
             self.nodes[node].addr,
@@ -321,6 +362,10 @@ impl World {
             self.seed ^ id.0,
             self.now,
         );
+        if !layers.is_empty() {
+            peer.publisher_mut()
+                .set_simulcast(0x5800_0000 + (id.0 as u32) * 16, layers);
+        }
         self.add_session(node, spec);
         self.peers.push(peer);
         let index = self.peers.len() - 1;
@@ -338,6 +383,11 @@ impl World {
 
     /// A browser plays `stream` from `node`.
     pub fn play(&mut self, node: usize, stream: &str) -> Browser {
+        self.play_with(node, stream, PlayOptions::default())
+    }
+
+    /// A browser plays `stream` from `node`, negotiating `options`.
+    pub fn play_with(&mut self, node: usize, stream: &str, options: PlayOptions) -> Browser {
         let n = self.next_session as u32;
         let role = SessionRole::Player {
             tracks: vec![
@@ -345,16 +395,19 @@ impl World {
                     kind: MediaKind::Video,
                     pt: 100,
                     ssrc: 0x7000_0000 + n,
-                    rtx: None,
-                    transport_cc: None,
-                    layers: None,
+                    rtx: options.rtx.then_some(RtxStream {
+                        pt: PLAYER_RTX_PT,
+                        ssrc: 0x7200_0000 + n,
+                    }),
+                    transport_cc: options.transport_cc,
+                    layers: options.layers,
                 },
                 PlayedTrack {
                     kind: MediaKind::Audio,
                     pt: AUDIO_PT,
                     ssrc: 0x7100_0000 + n,
                     rtx: None,
-                    transport_cc: None,
+                    transport_cc: options.transport_cc,
                     layers: None,
                 },
             ],
@@ -362,7 +415,7 @@ impl World {
         let spec = self.spec(node, stream, role);
         let id = spec.id;
         let addr = self.peer_addr();
-        let peer = Peer::player(
+        let mut peer = Peer::player(
             &format!("player {} of {stream}", id.0),
             addr,
             self.nodes[node].addr,
@@ -372,6 +425,13 @@ impl World {
             self.seed ^ id.0,
             self.now,
         );
+        if let Some(extension_id) = options.transport_cc {
+            peer.player_mut().enable_transport_cc(extension_id);
+        }
+        if options.rtx {
+            peer.player_mut()
+                .enable_rtx(PLAYER_RTX_PT, 0x7200_0000 + n, 0x7000_0000 + n);
+        }
         self.add_session(node, spec);
         self.peers.push(peer);
         let index = self.peers.len() - 1;
@@ -385,6 +445,36 @@ impl World {
             session: id,
             peer: index,
         }
+    }
+
+    /// A player's client pins its simulcast layer (`None`: the estimate chooses again), as
+    /// signalling would on its request.
+    pub fn pin_layer(&mut self, browser: Browser, layer: Option<u8>) {
+        let n = &mut self.nodes[browser.node];
+        n.core.handle_command(
+            self.now,
+            CoreCommand::PinLayer {
+                id: browser.session,
+                layer,
+            },
+            &mut n.sink,
+        );
+    }
+
+    /// A simulcast player's layer as its node has it.
+    pub fn player_layer(&self, browser: Browser) -> Option<PlayerLayer> {
+        self.nodes[browser.node]
+            .core
+            .session(browser.session)?
+            .player_layer()
+    }
+
+    /// A player's bandwidth estimate as its node has it, once measured.
+    pub fn estimate(&self, browser: Browser) -> Option<u64> {
+        self.nodes[browser.node]
+            .core
+            .session(browser.session)?
+            .measured_bandwidth_estimate()
     }
 
     /// Relays `stream` from `origin` to `edge`, as the origin's CDN relay does: a publisher
@@ -462,6 +552,12 @@ impl World {
     pub fn set_browser_link(&mut self, browser: Browser, config: LinkConfig) {
         let (a, b) = (self.peers[browser.peer].addr, self.nodes[browser.node].addr);
         self.net.set_path(a, b, config);
+    }
+
+    /// Sets the link from a browser's node to the browser: what it receives.
+    pub fn set_downlink(&mut self, browser: Browser, config: LinkConfig) {
+        let (node, peer) = (self.nodes[browser.node].addr, self.peers[browser.peer].addr);
+        self.net.set_link(node, peer, config);
     }
 
     /// The address of the origin's socket for a relay, once opened.
