@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, VIDEO_PT};
+use rtcdn_bench::client::{ClientSession, Mode};
 
 mod common;
-use common::{cdn_pair, SimulcastLayer, SimulcastPublisher};
+use common::{cdn_pair, simulcast_video, SimulcastPublisher};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_gets_the_highest_layer_of_a_simulcast_stream() {
@@ -18,27 +18,7 @@ async fn an_edge_gets_the_highest_layer_of_a_simulcast_stream() {
     let edge_base = format!("http://{}", edge.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let timeout = Duration::from_secs(10);
-    let options = OfferOptions {
-        simulcast: true,
-        ..OfferOptions::default()
-    };
-    let session = ClientSession::connect_with(
-        &origin_base,
-        Mode::Publish,
-        "simcdn",
-        &certificate,
-        timeout,
-        options,
-    )
-    .await
-    .expect("publish to the origin");
-    let mut publisher = SimulcastPublisher {
-        session,
-        layers: [1000, 20_000, 40_000].map(|seq| SimulcastLayer {
-            seq,
-            ..SimulcastLayer::default()
-        }),
-    };
+    let mut publisher = SimulcastPublisher::connect(&origin_base, "simcdn", &certificate).await;
     // Each round starts every layer on a keyframe: whenever the relay and the edge's player
     // start, a keyframe of theirs is close.
     let start = Instant::now();
@@ -65,12 +45,7 @@ async fn an_edge_gets_the_highest_layer_of_a_simulcast_stream() {
             publisher.frame(layer, 2, false).await;
         }
         while let Some(p) = player.recv_rtp(Duration::from_millis(30)).await {
-            let header = rtp::RtpHeader::parse(&p).unwrap();
-            let payload = header.payload();
-            if header.payload_type().value() == VIDEO_PT && payload.len() >= 3 {
-                let keyframe = payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0;
-                got.push((header.sequence_number(), payload[2], keyframe));
-            }
+            got.extend(simulcast_video(&p));
         }
     }
     assert!(

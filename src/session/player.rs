@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use rtp::rtcp::{Items, Nack, Rtcp, SenderReport};
 use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
 
+use super::rtx::RtxSender;
+use super::transport_cc::PlayerFeedback;
 use super::{LostPackets, RoleState, Session, SessionEvent, SplitMix64};
 use crate::bwe::BweConfig;
 use crate::control::PlayedTrack;
-use crate::rtx::RtxSender;
 use crate::sdp::MediaKind;
 use crate::simulcast::{LayerDecision, LayerSwitch, MAX_LAYERS};
-use crate::transport_cc::PlayerFeedback;
 
 /// A player's bandwidth estimator: the defaults, with a send history of 1,024 packets (16 KiB a
 /// player; 1.2 s at 7 Mbit/s, longer than feedback ever takes).
