@@ -2,6 +2,7 @@
 //! every build so that they cannot rot.
 
 pub(crate) mod dtls_reader;
+pub(crate) mod session_input;
 
 use std::path::Path;
 
@@ -134,7 +135,7 @@ pub fn fuzz_rtx(data: &[u8]) {
         let mut packet = [&[*first, (second & 0x80) | 97], rest].concat();
         let media_ssrc = |_, _: &rtp::RtpHeader<'_>| 0x3333;
         let restored =
-            crate::rtx::restore_publisher_rtx(&tracks, media_ssrc, &mut srtp, &mut packet);
+            crate::session::rtx::restore_publisher_rtx(&tracks, media_ssrc, &mut srtp, &mut packet);
         if let Ok(len) = restored {
             let header = RtpHeader::parse(&packet[..len]).expect("a restored packet is RTP");
             assert_eq!(header.payload_type(), Pt::new(96));
@@ -144,12 +145,13 @@ pub fn fuzz_rtx(data: &[u8]) {
     let Ok(original) = RtpHeader::parse(data) else {
         return;
     };
-    let mut sender = crate::rtx::RtxSender::new(Ssrc(0x2222), Pt::new(97), 1);
+    let mut sender = crate::session::rtx::RtxSender::new(Ssrc(0x2222), Pt::new(97), 1);
     let mut out = vec![0; data.len() + 2];
     let len = sender
         .write(data, 0xabcd, 1234, &mut out)
         .expect("an RTP packet fits with two more bytes");
-    let back = crate::rtx::to_media(&mut out[..len], original.payload_type(), original.ssrc());
+    let back =
+        crate::session::rtx::to_media(&mut out[..len], original.payload_type(), original.ssrc());
     match back {
         Ok(len) => {
             let restored = RtpHeader::parse(&out[..len]).expect("RTP again");
@@ -192,9 +194,9 @@ pub fn fuzz_media_state(data: &[u8]) {
     use std::time::{Duration, Instant};
 
     use crate::bwe::BweConfig;
-    use crate::loss_detector::LossDetector;
-    use crate::retransmission_cache::RetransmissionCache;
-    use crate::transport_cc::PlayerFeedback;
+    use crate::media::retransmission_cache::RetransmissionCache;
+    use crate::session::loss_detector::LossDetector;
+    use crate::session::transport_cc::PlayerFeedback;
 
     let start = Instant::now();
     let mut now = start;
@@ -290,6 +292,28 @@ pub fn fuzz_media_state(data: &[u8]) {
     }
 }
 
+/// Datagrams into media cores whose publisher and player are connected through ICE and keyed:
+/// from the two peers and from strangers, sealed with the peers' SRTP keys or not, at advancing
+/// virtual times (the input's format is in `fuzzing::session_input`). Nothing may panic, the
+/// cores send only datagrams RFC 7983 names, and no core wants its timeout again at once.
+pub fn fuzz_session_input(data: &[u8]) {
+    session_input::run(data);
+}
+
+/// `len` bytes from the xorshift generator whose state is `x`: garbage for the smoke tests of
+/// the fuzz entry points and for other bad-input tests, the same on every run.
+#[cfg(test)]
+pub(crate) fn pseudo_random_bytes(x: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     /// The media-state script runs on a few thousand pseudo-random inputs (the fuzz target
@@ -298,14 +322,7 @@ mod tests {
     fn media_state_scripts_run() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for len in 0..2000usize {
-            let bytes: Vec<u8> = (0..len % 300)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let bytes = super::pseudo_random_bytes(&mut x, len % 300);
             super::fuzz_media_state(&bytes);
         }
     }

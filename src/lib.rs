@@ -1,9 +1,13 @@
 //! rtcdn: a real-time WebRTC CDN node.
 //!
-//! The server is split into sans-IO protocol logic ([`sdp`], [`session`], [`media`],
-//! [`negotiate`], [`control`], [`retransmission_cache`], [`loss_detector`], [`rtx`]) and the
-//! only parts that touch sockets and threads ([`reactor`], [`signalling`], the [`dtls`] driver
-//! task, [`node`]).
+//! Sans-IO in the middle, IO at the edges. The middle decides, takes the time as an argument
+//! and is driven by hand in tests: [`media`] (a core's sessions and the router), [`session`]
+//! (one peer), [`control`] (the control plane: registry, relay planner, session statuses),
+//! [`sdp`] and [`negotiate`] (offer and answer), [`simulcast`], [`bwe`], [`config`] and the
+//! protocol frames of [`wcs_protocol`]. The edges own the sockets, threads and runtimes and carry
+//! out what the middle decides: [`reactor`] (media sockets and core threads), [`signalling`]
+//! (HTTP and WebSocket), [`cdn`] (the links to edges), the [`dtls`] handshake tasks, [`auth`]'s
+//! REST hook, and [`node`] (start and stop). The README's Layout section has the map.
 //!
 //! Unsafe code is denied outside [`reactor::io`] (syscalls, io_uring) and [`alloc_count`] (the
 //! counting global allocator).
@@ -23,17 +27,13 @@ pub mod control;
 pub mod dtls;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod loss_detector;
 pub mod media;
 pub mod negotiate;
 pub mod node;
 pub mod panic_guard;
 pub mod reactor;
-pub mod retransmission_cache;
-pub mod rtx;
 pub mod sdp;
 pub mod session;
 pub mod signalling;
 pub mod simulcast;
-pub mod transport_cc;
 pub mod wcs_protocol;

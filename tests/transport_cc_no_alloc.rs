@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rtcdn::alloc_count::{this_thread, CountingAllocator};
 use rtcdn::bwe::BweConfig;
-use rtcdn::transport_cc::{PlayerFeedback, PublisherFeedback};
+use rtcdn::session::transport_cc::{PlayerFeedback, PublisherFeedback};
 use rtp::rtcp::{TransportCc, TransportCcBuilder};
 use rtp::twcc::write_with_transport_seq;
 use rtp::{Pt, RtpHeader, RtpHeaderBuilder, Ssrc};

@@ -1080,7 +1080,7 @@ impl Driver {
     }
 
     fn handle_srtp(&self, state: &mut PeerState, data: &mut [u8]) {
-        let is_rtcp = rtp::rtcp::is_rtcp(data);
+        let is_rtcp = Datagram::classify(data) == Datagram::Rtcp;
         let Some(srtp) = state.srtp_rx.as_mut() else {
             if state.early.len() < MAX_EARLY_SRTP {
                 state.early.push(data.to_vec());

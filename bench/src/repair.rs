@@ -19,7 +19,7 @@ use rtp::rtcp::{Items, Nack, NackPair, Rtcp};
 use rtp::{SeqNo, Ssrc};
 
 /// How long after asking for a packet it is asked for again: a loopback or LAN round trip with
-/// room for the node's tick, without asking again for a copy that is on its way.
+/// room to spare, without asking again for a copy that is on its way.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// Requests per missing packet: the first and a few retries.
 pub const MAX_REQUESTS: u8 = 4;

@@ -27,7 +27,7 @@ use rtcdn_bench::media::{read_packet, write_packet, Probe, RtpFields};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 mod common;
-use common::raw_request;
+use common::{raw_request, stats_json, CoreStats};
 
 fn test_node(threads: usize, consent_timeout_secs: Option<u64>) -> Node {
     let mut config = Config::default();
@@ -174,63 +174,23 @@ struct Stats {
     unclassified: u64,
 }
 
-/// Sums every `"key": <integer>` in `json` (the counters appear once per core).
-fn sum_of(json: &str, key: &str) -> u64 {
-    let needle = format!("\"{key}\"");
-    let mut total = 0;
-    let mut found = false;
-    let mut rest = json;
-    while let Some(at) = rest.find(&needle) {
-        rest = &rest[at + needle.len()..];
-        let value = rest
-            .trim_start()
-            .strip_prefix(':')
-            .expect("a colon after a JSON key")
-            .trim_start();
-        let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
-        total += digits
-            .parse::<u64>()
-            .unwrap_or_else(|_| panic!("{key} is not an integer in {json}"));
-        found = true;
-    }
-    assert!(found, "/api/stats lacks {key}: {json}");
-    total
-}
-
-async fn stats_json(base: &str) -> String {
-    let response = http::request(
-        Method::GET,
-        &format!("{base}/api/stats"),
-        None,
-        String::new(),
-    )
-    .await
-    .expect("GET /api/stats");
-    assert_eq!(
-        response.status,
-        StatusCode::OK,
-        "GET /api/stats: {}",
-        response.body
-    );
-    response.body
-}
-
 async fn stats(base: &str) -> Stats {
-    let json = stats_json(base).await;
+    let cores = CoreStats::fetch(base).await;
     Stats {
-        sessions: sum_of(&json, "sessions"),
-        rtp_received: sum_of(&json, "rtp_received"),
-        rtp_sent: sum_of(&json, "rtp_sent"),
-        stun_rejected: sum_of(&json, "stun_rejected"),
-        srtp_rejected: sum_of(&json, "srtp_rejected"),
-        rtp_malformed: sum_of(&json, "rtp_malformed"),
-        unknown_source: sum_of(&json, "unknown_source"),
-        unclassified: sum_of(&json, "unclassified"),
+        sessions: cores.sum("sessions"),
+        rtp_received: cores.sum("rtp_received"),
+        rtp_sent: cores.sum("rtp_sent"),
+        stun_rejected: cores.sum("stun_rejected"),
+        srtp_rejected: cores.sum("srtp_rejected"),
+        rtp_malformed: cores.sum("rtp_malformed"),
+        unknown_source: cores.sum("unknown_source"),
+        unclassified: cores.sum("unclassified"),
     }
 }
 
-/// Polls `/api/stats` (the cores publish every 20 ms) until `done` holds or `deadline` passes;
-/// returns the last value either way.
+/// Polls `/api/stats` until `done` holds or `deadline` passes (a core publishes its counters
+/// with its work, at most every 20 ms and 50 ms after it goes quiet); returns the last value
+/// either way.
 async fn stats_until(base: &str, deadline: Duration, done: impl Fn(&Stats) -> bool) -> Stats {
     let start = Instant::now();
     loop {
@@ -458,8 +418,9 @@ async fn signalling_refuses_bad_requests_with_reasons() {
         "not found",
     );
     let json = stats_json(&base).await;
-    assert!(
-        json.contains("\"streams\":[]"),
+    assert_eq!(
+        json["streams"],
+        serde_json::json!([]),
         "refused requests left streams behind: {json}"
     );
 
@@ -716,7 +677,7 @@ async fn signalling_refuses_bad_requests_with_reasons() {
     assert_eq!(delete(&again_resource).await.status, StatusCode::OK);
 
     // The node still serves after all this.
-    assert!(stats_json(&base).await.contains("\"streams\":[]"));
+    assert_eq!(stats_json(&base).await["streams"], serde_json::json!([]));
     node.stop();
 }
 
@@ -778,25 +739,14 @@ impl Healthy {
     /// Sends until the player receives (its keys are installed a moment after its DTLS is up),
     /// then drains the warm-up packets.
     async fn warm_up(&mut self) {
-        let start = Instant::now();
-        let mut warm = false;
-        while !warm {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "the player never received warm-up packets"
-            );
-            self.send(0).await;
-            while let Some(packet) = self.player.recv_rtp(Duration::from_millis(5)).await {
-                read_packet(&packet).expect("warm-up packet intact");
-                warm = true;
-            }
-        }
-        while self
-            .player
-            .recv_rtp(Duration::from_millis(100))
-            .await
-            .is_some()
-        {}
+        let players = std::slice::from_mut(&mut self.player);
+        let within = Duration::from_secs(15);
+        let (seq, start) = (&mut self.seq, self.start);
+        common::warm_up(&mut self.publisher, players, seq, start, within, |_| {
+            Some(())
+        })
+        .await;
+        common::drain_rtp(players, Duration::from_millis(100)).await;
     }
 
     /// Checks that the player got packets `first..first + count` of `phase`, intact, in order.

@@ -57,9 +57,9 @@ fn assert_clean(report: &RunReport, players: usize) {
 }
 
 /// The node at `server` reported how long the window's packets stayed in it: about every packet
-/// the publisher sent in the window (a core publishes its counts every 20 ms tick, and an edge
-/// gets the packets a hop later, so the node's window is shifted by a few packets), in a
-/// plausible order of percentiles.
+/// the publisher sent in the window (a core publishes its counts with its work, at most every
+/// 20 ms and 50 ms after it goes quiet, and an edge gets the packets a hop later, so the node's
+/// window is shifted by a few packets), in a plausible order of percentiles.
 fn assert_residence(report: &RunReport, server: &str) {
     let text = rtcdn_bench::run::describe(report);
     let r = report

@@ -8,12 +8,13 @@ use rtcdn::config::cdn::{CdnNode, CdnRole};
 use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
+use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
 use common::{
-    cdn_node, core_stat, is_video, play_until_media, rtp_seq, send, wait_for_core_stat, Streaming,
+    assert_every_packet_in_order, cdn_node, core_stat, drain_rtp, is_video, play_until_media,
+    rtp_seq, send, wait_for_core_stat, warm_up, Streaming,
 };
 
 const PLAYERS: usize = 10;
@@ -67,53 +68,23 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
     }
 
     // Warm up until every edge player receives, then measure.
-    let mut warm = [false; PLAYERS];
-    while warm.iter().any(|w| !w) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "edge players never received"
-        );
-        send(&mut publisher, &mut seq, 0, start).await;
-        for (i, player) in players.iter_mut().enumerate() {
-            while let Some(packet) = player.recv_rtp(Duration::from_millis(2)).await {
-                read_packet(&packet).expect("warm-up packet intact");
-                warm[i] = true;
-            }
-        }
-    }
-    for player in &mut players {
-        while player.recv_rtp(Duration::from_millis(100)).await.is_some() {}
-    }
+    let within = Duration::from_secs(30);
+    warm_up(
+        &mut publisher,
+        &mut players,
+        &mut seq,
+        start,
+        within,
+        |_| Some(()),
+    )
+    .await;
+    drain_rtp(&mut players, Duration::from_millis(100)).await;
     let first = seq;
     for _ in 0..MEASURED {
         send(&mut publisher, &mut seq, 1, start).await;
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
-    for (i, player) in players.iter_mut().enumerate() {
-        let mut expected = first;
-        while expected < first + MEASURED {
-            let packet = player
-                .recv_rtp(Duration::from_secs(3))
-                .await
-                .unwrap_or_else(|| panic!("edge player {i} missed packet {expected}"));
-            let (probe, pt) =
-                read_packet(&packet).unwrap_or_else(|e| panic!("edge player {i}: {e}"));
-            assert_eq!(
-                (probe.phase, probe.sequence),
-                (1, expected),
-                "edge player {i}: out of order or lost"
-            );
-            assert_eq!(
-                pt,
-                if expected % 5 != 4 {
-                    VIDEO_PT
-                } else {
-                    AUDIO_PT
-                }
-            );
-            expected += 1;
-        }
-    }
+    assert_every_packet_in_order(&mut players, 1, first..first + MEASURED).await;
 
     // WHEP on the origin sends players to the edge; `?local=1` is answered by the origin itself
     // (here: a 400 for the bad offer, instead of the redirect).

@@ -9,10 +9,9 @@ use hyper::{Method, StatusCode};
 use rtcdn::auth::{Policy, Secret};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode};
 
 mod common;
-use common::{loopback_config, raw_request, send, test_node};
+use common::{loopback_config, publish_and_play, raw_request, send, test_node};
 
 async fn list(base: &str) -> Vec<serde_json::Value> {
     let raw = raw_request(
@@ -35,16 +34,7 @@ async fn sessions_are_listed_and_one_is_ended_by_its_id() {
     let node = test_node(2);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let timeout = Duration::from_secs(10);
-    let mut publisher = ClientSession::connect(&base, Mode::Publish, "ctl", &certificate, timeout)
-        .await
-        .unwrap();
-    let kept = ClientSession::connect(&base, Mode::Play, "ctl", &certificate, timeout)
-        .await
-        .unwrap();
-    let mut kicked = ClientSession::connect(&base, Mode::Play, "ctl", &certificate, timeout)
-        .await
-        .unwrap();
+    let (mut publisher, [kept, mut kicked]) = publish_and_play(&base, "ctl", &certificate).await;
     // Media until the publisher's bitrate is measured (over a receiver report period, reported
     // by its core once a second).
     let start = Instant::now();

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::{Method, StatusCode};
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::dtls::{DtlsCertificate, DtlsEvent, DtlsRole, DtlsTransport};
 use rtcdn::media::Datagram;
@@ -47,7 +46,12 @@ async fn panicking_handshake_records_from_a_peer_are_dropped() {
         .await
         .expect("play");
     let (mut seq, start) = (0, Instant::now());
-    warm_up(&mut publisher, &mut player, &mut seq, start).await;
+    let players = std::slice::from_mut(&mut player);
+    common::warm_up(&mut publisher, players, &mut seq, start, TIMEOUT, |_| {
+        Some(())
+    })
+    .await;
+    common::drain_rtp(players, Duration::from_millis(100)).await;
 
     let mut peer = RawPeer::offer(&base, "attacked", &certificate).await;
     peer.complete_ice().await;
@@ -59,7 +63,7 @@ async fn panicking_handshake_records_from_a_peer_are_dropped() {
     }
     // The crate's reader would have panicked by now (it runs on the node's signalling runtime).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let stats = stats(&base).await;
+    let stats = common::stats_json(&base).await;
     assert_eq!(stats["panics"], serde_json::json!({}), "{stats}");
     peer.complete_dtls(&certificate).await;
 
@@ -83,33 +87,6 @@ fn unhex(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
-}
-
-/// Sends until the player receives, then drains.
-async fn warm_up(
-    publisher: &mut ClientSession,
-    player: &mut ClientSession,
-    seq: &mut u64,
-    start: Instant,
-) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        assert!(Instant::now() < deadline, "the player never received");
-        common::send(publisher, seq, 0, start).await;
-        if player.recv_rtp(Duration::from_millis(5)).await.is_some() {
-            break;
-        }
-    }
-    while player.recv_rtp(Duration::from_millis(100)).await.is_some() {}
-}
-
-async fn stats(base: &str) -> serde_json::Value {
-    let url = format!("{base}/api/stats");
-    let response = http::request(Method::GET, &url, None, String::new())
-        .await
-        .expect("GET /api/stats");
-    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-    serde_json::from_str(&response.body).expect("JSON")
 }
 
 /// A publisher that runs ICE itself and offers `a=setup:active`, so that the node is the DTLS

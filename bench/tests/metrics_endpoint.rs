@@ -111,7 +111,7 @@ async fn metrics_parse_and_move_with_traffic() {
             }
         }
     }
-    // The cores publish their counters on their tick.
+    // A core publishes its counters with its work, and 50 ms after it goes quiet at the latest.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = parse(&scrape(&base, None).await.body);
     let moved = |family: &str| total(&after, family) - total(&before, family);

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use rtcdn::alloc_count::CountingAllocator;
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
+use rtcdn_bench::client::VIDEO_PT;
 use rtcdn_bench::media::read_packet;
-use serde_json::Value;
 
 mod common;
-use common::{send, test_node};
+use common::{drain_rtp, publish_and_play, send, test_node, warm_up, CoreStats};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
@@ -37,31 +36,14 @@ struct CoreTotals {
 }
 
 async fn core_totals(base: &str) -> CoreTotals {
-    // Cores publish their counters once per 20 ms tick.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let response = rtcdn_bench::http::request(
-        hyper::Method::GET,
-        &format!("{base}/api/stats"),
-        None,
-        String::new(),
-    )
-    .await
-    .expect("stats answer");
-    let stats: Value = serde_json::from_str(&response.body).expect("stats are JSON");
-    let mut t = CoreTotals::default();
-    for core in stats["cores"].as_array().expect("cores") {
-        let get = |k: &str| {
-            core[k]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{k} missing in {core}"))
-        };
-        t.rtp_received += get("rtp_received");
-        t.rtp_sent += get("rtp_sent");
-        t.allocations += get("allocations");
-        t.media_allocations += get("media_allocations");
-        t.cores_with_sessions += usize::from(get("sessions") > 0);
+    let stats = CoreStats::settled(base).await;
+    CoreTotals {
+        rtp_received: stats.sum("rtp_received"),
+        rtp_sent: stats.sum("rtp_sent"),
+        allocations: stats.sum("allocations"),
+        media_allocations: stats.sum("media_allocations"),
+        cores_with_sessions: stats.cores_with("sessions"),
     }
-    t
 }
 
 fn rtcp(packet: rtp::rtcp::Rtcp<'_>) -> Vec<u8> {
@@ -76,41 +58,27 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     let node = test_node(2);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let timeout = Duration::from_secs(10);
-    let mut publisher =
-        ClientSession::connect(&base, Mode::Publish, "noalloc", &certificate, timeout)
-            .await
-            .expect("publish");
-    let mut players = Vec::new();
-    for _ in 0..PLAYERS {
-        players.push(
-            ClientSession::connect(&base, Mode::Play, "noalloc", &certificate, timeout)
-                .await
-                .expect("play"),
-        );
-    }
+    let (mut publisher, mut players) =
+        publish_and_play::<PLAYERS>(&base, "noalloc", &certificate).await;
 
     // Warm up until every player receives video, and remember each player's video SSRC and
     // latest sequence number for the NACK below.
     let start = Instant::now();
     let mut seq = 0u64;
-    let mut video: [Option<(u32, u16)>; PLAYERS] = [None; PLAYERS];
-    while video.iter().any(Option::is_none) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "players never received warm-up packets"
-        );
-        send(&mut publisher, &mut seq, 0, start).await;
-        for (i, player) in players.iter_mut().enumerate() {
-            while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
-                read_packet(&packet).expect("warm-up packet intact");
-                let header = rtp::RtpHeader::parse(&packet).unwrap();
-                if header.payload_type().value() == VIDEO_PT {
-                    video[i] = Some((header.ssrc().0, header.sequence_number()));
-                }
-            }
-        }
-    }
+    let within = Duration::from_secs(10);
+    let video = warm_up(
+        &mut publisher,
+        &mut players,
+        &mut seq,
+        start,
+        within,
+        |packet| {
+            let header = rtp::RtpHeader::parse(packet).unwrap();
+            (header.payload_type().value() == VIDEO_PT)
+                .then(|| (header.ssrc().0, header.sequence_number()))
+        },
+    )
+    .await;
     // Everything that happens once per session or stream (first sender report, first keyframe
     // request, buffers of the hand-off and of RTCP) has happened once before the window.
     let video_ssrc = publisher.video_ssrc;
@@ -126,8 +94,7 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     };
     let requests: Vec<Vec<Vec<u8>>> = video
         .iter()
-        .map(|v| {
-            let (ssrc, last) = v.unwrap();
+        .map(|&(ssrc, last)| {
             let pli = rtp::rtcp::Pli {
                 sender_ssrc: rtp::Ssrc(7),
                 media_ssrc: rtp::Ssrc(ssrc),
@@ -156,9 +123,7 @@ async fn forwarding_allocates_nothing_on_the_media_cores() {
     for _ in 0..100 {
         send(&mut publisher, &mut seq, 0, start).await;
     }
-    for player in &mut players {
-        while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
-    }
+    drain_rtp(&mut players, Duration::from_millis(50)).await;
 
     let before = core_totals(&base).await;
     assert_eq!(

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::session::{RESEND_BURST, RESEND_RATE_PER_SEC};
-use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
+use rtcdn_bench::client::{ClientSession, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{core_stat, nack, send, test_node};
+use common::{core_stat, nack, publish_and_play, send, test_node};
 
 /// The SSRC and sequence numbers of the video packets a player has received since last asked.
 async fn received_video(player: &mut ClientSession) -> Option<(u32, Vec<u16>)> {
@@ -35,16 +35,8 @@ async fn a_player_nacking_in_a_loop_is_held_to_its_budget() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let timeout = Duration::from_secs(10);
-    let mut publisher =
-        ClientSession::connect(&base, Mode::Publish, "budget", &certificate, timeout)
-            .await
-            .expect("publish");
-    let mut flooder = ClientSession::connect(&base, Mode::Play, "budget", &certificate, timeout)
-        .await
-        .expect("play");
-    let mut other = ClientSession::connect(&base, Mode::Play, "budget", &certificate, timeout)
-        .await
-        .expect("play");
+    let (mut publisher, [mut flooder, mut other]) =
+        publish_and_play(&base, "budget", &certificate).await;
     // Until both players receive video, then a little more so that 16 recent packets are
     // cached and were written to them.
     let start = Instant::now();

@@ -11,30 +11,18 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn::retransmission_cache::CACHE_SLOTS;
-use rtcdn_bench::client::{ClientSession, Mode, VIDEO_PT};
+use rtcdn::media::retransmission_cache::CACHE_SLOTS;
+use rtcdn_bench::client::{ClientSession, VIDEO_PT};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{core_stat, is_video, nack, rtp_seq, send, test_node, wait_for_core_stat};
+use common::{
+    core_stat, drain_rtp, is_video, nack, publish_and_play, rtp_seq, send, test_node,
+    wait_for_core_stat, warm_up, Mapping,
+};
 
 const STREAM: &str = "rtx-cache";
 const PLAYERS: usize = 4;
-
-/// How a player numbers the publisher's video: its SSRC and the offsets of its sequence numbers
-/// and timestamps from the publisher's.
-#[derive(Debug, Clone, Copy)]
-struct Mapping {
-    ssrc: u32,
-    seq_offset: u16,
-    ts_offset: u32,
-}
-
-impl Mapping {
-    fn player_seq(&self, publisher_seq: u64) -> u16 {
-        rtp_seq(publisher_seq).wrapping_add(self.seq_offset)
-    }
-}
 
 /// The sequence numbers the publisher was NACKed for its video within `window`.
 async fn nacked_at_publisher(publisher: &mut ClientSession, window: Duration) -> Vec<u16> {
@@ -60,18 +48,8 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     let node = test_node(2);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let timeout = Duration::from_secs(10);
-    let mut publisher = ClientSession::connect(&base, Mode::Publish, STREAM, &certificate, timeout)
-        .await
-        .expect("publish");
-    let mut players = Vec::new();
-    for _ in 0..PLAYERS {
-        players.push(
-            ClientSession::connect(&base, Mode::Play, STREAM, &certificate, timeout)
-                .await
-                .expect("play"),
-        );
-    }
+    let (mut publisher, mut players) =
+        publish_and_play::<PLAYERS>(&base, STREAM, &certificate).await;
     // Each core has its own socket: a player on the publisher's core talks to the same address.
     let same_core: Vec<bool> = players
         .iter()
@@ -85,35 +63,17 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     // Warm up until every player receives video, and learn how it numbers it.
     let start = Instant::now();
     let mut seq = 0u64;
-    let mut mappings: Vec<Option<Mapping>> = vec![None; PLAYERS];
-    while mappings.iter().any(Option::is_none) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "players never received video"
-        );
-        send(&mut publisher, &mut seq, 0, start).await;
-        for (player, mapping) in players.iter_mut().zip(&mut mappings) {
-            while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
-                let header = rtp::RtpHeader::parse(&packet).unwrap();
-                let (probe, pt) = read_packet(&packet).expect("warm-up packet intact");
-                if pt == VIDEO_PT {
-                    *mapping = Some(Mapping {
-                        ssrc: header.ssrc().0,
-                        seq_offset: header
-                            .sequence_number()
-                            .wrapping_sub(rtp_seq(probe.sequence)),
-                        ts_offset: header
-                            .timestamp()
-                            .wrapping_sub((probe.sequence as u32).wrapping_mul(3000)),
-                    });
-                }
-            }
-        }
-    }
-    let mappings: Vec<Mapping> = mappings.into_iter().map(Option::unwrap).collect();
-    for player in &mut players {
-        while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
-    }
+    let within = Duration::from_secs(10);
+    let mappings = warm_up(
+        &mut publisher,
+        &mut players,
+        &mut seq,
+        start,
+        within,
+        Mapping::of_video,
+    )
+    .await;
+    drain_rtp(&mut players, Duration::from_millis(50)).await;
     while publisher
         .recv_rtcp(Duration::from_millis(50))
         .await
@@ -127,7 +87,7 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
         .step_by(3)
         .collect();
     for (player, mapping) in players.iter().zip(&mappings) {
-        player.lose_once(mapping.ssrc, lost.iter().map(|&n| mapping.player_seq(n)));
+        player.lose_once(mapping.ssrc, lost.iter().map(|&n| mapping.seq(n)));
     }
     while seq < first + 60 {
         send(&mut publisher, &mut seq, 1, start).await;
@@ -145,7 +105,7 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
 
     // Each NACKs what it lost, in its own numbering.
     for (player, mapping) in players.iter_mut().zip(&mappings) {
-        let seqs: Vec<u16> = lost.iter().map(|&n| mapping.player_seq(n)).collect();
+        let seqs: Vec<u16> = lost.iter().map(|&n| mapping.seq(n)).collect();
         player.send_rtcp(&nack(mapping.ssrc, &seqs)).await.unwrap();
     }
     for (i, (player, mapping)) in players.iter_mut().zip(&mappings).enumerate() {
@@ -165,19 +125,7 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
             assert_eq!(pt, VIDEO_PT);
             assert_eq!(packet.len(), 1200, "the whole packet");
             assert!(lost.contains(&probe.sequence), "player {i}: {probe:?}");
-            assert_eq!(header.ssrc().0, mapping.ssrc);
-            assert_eq!(
-                header.sequence_number(),
-                mapping.player_seq(probe.sequence),
-                "player {i}: the number it lost"
-            );
-            assert_eq!(
-                header.timestamp(),
-                (probe.sequence as u32)
-                    .wrapping_mul(3000)
-                    .wrapping_add(mapping.ts_offset),
-                "player {i}: the timestamp it lost"
-            );
+            mapping.assert_numbers(&header, probe.sequence, i);
             assert!(repaired.insert(probe.sequence), "player {i}: twice");
         }
         assert_eq!(player.counters().srtp_failures, 0, "player {i}");
@@ -204,15 +152,13 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    for player in &mut players {
-        while player.recv_rtp(Duration::from_millis(100)).await.is_some() {}
-    }
+    drain_rtp(&mut players, Duration::from_millis(100)).await;
     let askers = [
         same_core.iter().position(|s| *s).unwrap(),
         same_core.iter().position(|s| !*s).unwrap(),
     ];
     for &i in &askers {
-        let seqs = [mappings[i].player_seq(old)];
+        let seqs = [mappings[i].seq(old)];
         players[i]
             .send_rtcp(&nack(mappings[i].ssrc, &seqs))
             .await

@@ -27,8 +27,8 @@ use rtcdn_bench::media::{read_packet, Probe};
 
 mod common;
 use common::{
-    cdn_pair, core_stat, is_video, nack, play_until_media, rtp_seq, send, test_node,
-    wait_for_core_stat, Streaming,
+    cdn_pair, core_stat, drain_rtp, is_video, nack, play_until_media, rtp_seq, send, test_node,
+    wait_for_core_stat, warm_up, Mapping, Streaming,
 };
 
 #[global_allocator]
@@ -43,23 +43,6 @@ const RTX: OfferOptions = OfferOptions {
 };
 /// Packets sent per loss round.
 const ROUND: u64 = 40;
-
-/// How a player numbers the publisher's video.
-#[derive(Debug, Clone, Copy)]
-struct Mapping {
-    ssrc: u32,
-    seq_offset: u16,
-    ts_offset: u32,
-}
-
-impl Mapping {
-    fn seq(&self, n: u64) -> u16 {
-        rtp_seq(n).wrapping_add(self.seq_offset)
-    }
-    fn ts(&self, n: u64) -> u32 {
-        (n as u32).wrapping_mul(3000).wrapping_add(self.ts_offset)
-    }
-}
 
 /// Packet `n` as `common::send` would send it, as an RTX packet of the publisher's RTX stream:
 /// its SSRC, payload type and `rtx_seq`, the original sequence number, then the payload.
@@ -135,32 +118,16 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
     // Warm up until every player receives video, and learn how it numbers it.
     let start = Instant::now();
     let mut seq = 0u64;
-    let mut mappings: Vec<Option<Mapping>> = vec![None; players.len()];
-    while mappings.iter().any(Option::is_none) {
-        assert!(start.elapsed() < timeout, "players never received video");
-        send(&mut publisher, &mut seq, 0, start).await;
-        for (player, mapping) in players.iter_mut().zip(&mut mappings) {
-            while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
-                let header = rtp::RtpHeader::parse(&packet).unwrap();
-                let (probe, pt) = read_packet(&packet).expect("warm-up packet intact");
-                if pt == VIDEO_PT {
-                    *mapping = Some(Mapping {
-                        ssrc: header.ssrc().0,
-                        seq_offset: header
-                            .sequence_number()
-                            .wrapping_sub(rtp_seq(probe.sequence)),
-                        ts_offset: header
-                            .timestamp()
-                            .wrapping_sub((probe.sequence as u32).wrapping_mul(3000)),
-                    });
-                }
-            }
-        }
-    }
-    let mappings: Vec<Mapping> = mappings.into_iter().map(Option::unwrap).collect();
-    for player in &mut players {
-        while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
-    }
+    let mappings = warm_up(
+        &mut publisher,
+        &mut players,
+        &mut seq,
+        start,
+        timeout,
+        Mapping::of_video,
+    )
+    .await;
+    drain_rtp(&mut players, Duration::from_millis(50)).await;
 
     // Two rounds of loss on the node→player hop; the second (and what follows) is measured,
     // the first makes whatever happens once per session (RTX's SRTP state) happen before.
@@ -223,17 +190,7 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
                 let (probe, pt) = read_packet(&media).expect("the original payload");
                 assert_eq!(pt, VIDEO_PT);
                 assert!(lost.contains(&probe.sequence), "player {i}: {probe:?}");
-                assert_eq!(header.ssrc().0, mapping.ssrc, "player {i}");
-                assert_eq!(
-                    header.sequence_number(),
-                    mapping.seq(probe.sequence),
-                    "player {i}: the number it lost"
-                );
-                assert_eq!(
-                    header.timestamp(),
-                    mapping.ts(probe.sequence),
-                    "player {i}: the timestamp it first went out with"
-                );
+                mapping.assert_numbers(&header, probe.sequence, i);
                 assert!(repaired.insert(probe.sequence), "player {i}: twice");
             }
             assert_eq!(player.counters().srtp_failures, 0, "player {i}");
@@ -279,9 +236,7 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
                     "player {i}: the media packet it carried"
                 );
                 assert_eq!(header.payload_type().value(), VIDEO_PT);
-                assert_eq!(header.ssrc().0, mapping.ssrc);
-                assert_eq!(header.sequence_number(), mapping.seq(missing));
-                assert_eq!(header.timestamp(), mapping.ts(missing));
+                mapping.assert_numbers(&header, missing, i);
             }
             assert!(received.insert(probe.sequence), "player {i}: twice");
         }

@@ -13,22 +13,16 @@
 use std::time::{Duration, Instant};
 
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, VIDEO_PT};
+use rtcdn_bench::client::{ClientSession, Mode, OfferOptions};
 
 mod common;
-use common::{core_stat, test_node, SimulcastLayer as Layer, SimulcastPublisher as Publisher};
+use common::{core_stat, simulcast_video, test_node, SimulcastPublisher};
 
 /// What a player got: (sequence number, layer, starts a keyframe).
 async fn received(player: &mut ClientSession) -> Vec<(u16, u8, bool)> {
     let mut got = Vec::new();
     while let Some(p) = player.recv_rtp(Duration::from_millis(300)).await {
-        let header = rtp::RtpHeader::parse(&p).unwrap();
-        let payload = header.payload();
-        if header.payload_type().value() != VIDEO_PT || payload.len() < 3 {
-            continue;
-        }
-        let keyframe = payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0;
-        got.push((header.sequence_number(), payload[2], keyframe));
+        got.extend(simulcast_video(&p));
     }
     got
 }
@@ -75,27 +69,7 @@ async fn one_layer_each_and_keyframe_switches(cores: usize) {
     let node = test_node(cores);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let options = OfferOptions {
-        simulcast: true,
-        ..OfferOptions::default()
-    };
-    let session = ClientSession::connect_with(
-        &base,
-        Mode::Publish,
-        "sim",
-        &certificate,
-        Duration::from_secs(10),
-        options,
-    )
-    .await
-    .expect("publish");
-    let mut publisher = Publisher {
-        session,
-        layers: [1000, 20_000, 40_000].map(|seq| Layer {
-            seq,
-            ..Layer::default()
-        }),
-    };
+    let mut publisher = SimulcastPublisher::connect(&base, "sim", &certificate).await;
     // Our side of DTLS may finish before the node's, which drops what comes before its keys.
     let deadline = Instant::now() + Duration::from_secs(10);
     while core_stat(&base, "rtp_received").await < 3 {

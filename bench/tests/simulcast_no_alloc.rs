@@ -12,30 +12,17 @@ use std::time::{Duration, Instant};
 use rtcdn::alloc_count::CountingAllocator;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn_bench::client::{ClientSession, Mode, OfferOptions};
-use serde_json::Value;
 
 mod common;
-use common::{core_stat, test_node, SimulcastLayer, SimulcastPublisher};
+use common::{core_stat, simulcast_video, test_node, CoreStats, SimulcastPublisher};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
 
 /// (media allocations, packets sent) summed over the cores.
 async fn totals(base: &str) -> (u64, u64) {
-    // Cores publish their counters once per 20 ms tick.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let response = rtcdn_bench::http::request(
-        hyper::Method::GET,
-        &format!("{base}/api/stats"),
-        None,
-        String::new(),
-    )
-    .await
-    .expect("stats answer");
-    let stats: Value = serde_json::from_str(&response.body).expect("stats are JSON");
-    let cores = stats["cores"].as_array().expect("cores");
-    let sum = |k: &str| cores.iter().map(|c| c[k].as_u64().unwrap()).sum::<u64>();
-    (sum("media_allocations"), sum("rtp_sent"))
+    let stats = CoreStats::settled(base).await;
+    (stats.sum("media_allocations"), stats.sum("rtp_sent"))
 }
 
 /// Packets the players got, per layer (the payload names it).
@@ -43,8 +30,7 @@ async fn drain(players: &mut [ClientSession]) -> [usize; 3] {
     let mut got = [0; 3];
     for player in players {
         while let Some(p) = player.recv_rtp(Duration::from_millis(50)).await {
-            let header = rtp::RtpHeader::parse(&p).unwrap();
-            if let Some(&layer) = header.payload().get(2).filter(|&&l| l < 3) {
+            if let Some((_, layer @ 0..=2, _)) = simulcast_video(&p) {
                 got[usize::from(layer)] += 1;
             }
         }
@@ -58,21 +44,7 @@ async fn simulcast_forwarding_allocates_nothing_on_the_media_cores() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let timeout = Duration::from_secs(10);
-    let options = OfferOptions {
-        simulcast: true,
-        ..OfferOptions::default()
-    };
-    let session =
-        ClientSession::connect_with(&base, Mode::Publish, "sim", &certificate, timeout, options)
-            .await
-            .expect("publish");
-    let mut publisher = SimulcastPublisher {
-        session,
-        layers: [1000, 20_000, 40_000].map(|seq| SimulcastLayer {
-            seq,
-            ..SimulcastLayer::default()
-        }),
-    };
+    let mut publisher = SimulcastPublisher::connect(&base, "sim", &certificate).await;
     let start = Instant::now();
     while core_stat(&base, "rtp_received").await < 3 {
         assert!(

@@ -37,8 +37,8 @@ static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
 
 mod common;
 use common::{
-    cdn_node, cdn_pair, core_stat, loopback_config, wait_for_core_stat, SimulcastLayer,
-    SimulcastPublisher, CDN_SECRET, RID_PACKETS, SIMULCAST_SSRCS,
+    cdn_node, cdn_pair, core_stat, loopback_config, simulcast_video, wait_for_core_stat,
+    SimulcastLayer, SimulcastPublisher, CDN_SECRET, RID_PACKETS, SIMULCAST_SSRCS,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,27 +48,7 @@ async fn an_edge_gets_the_highest_layer_of_a_simulcast_stream() {
     let edge_base = format!("http://{}", edge.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
     let timeout = Duration::from_secs(10);
-    let options = OfferOptions {
-        simulcast: true,
-        ..OfferOptions::default()
-    };
-    let session = ClientSession::connect_with(
-        &origin_base,
-        Mode::Publish,
-        "simcdn",
-        &certificate,
-        timeout,
-        options,
-    )
-    .await
-    .expect("publish to the origin");
-    let mut publisher = SimulcastPublisher {
-        session,
-        layers: [1000, 20_000, 40_000].map(|seq| SimulcastLayer {
-            seq,
-            ..SimulcastLayer::default()
-        }),
-    };
+    let mut publisher = SimulcastPublisher::connect(&origin_base, "simcdn", &certificate).await;
     // Each round starts every layer on a keyframe: whenever the relay and the edge's player
     // start, a keyframe of theirs is close.
     let start = Instant::now();
@@ -95,9 +75,7 @@ async fn an_edge_gets_the_highest_layer_of_a_simulcast_stream() {
             publisher.frame(layer, 2, false).await;
         }
         while let Some(p) = player.recv_rtp(Duration::from_millis(30)).await {
-            if let Some(video) = video_packet(&p) {
-                got.push(video);
-            }
+            got.extend(simulcast_video(&p));
         }
     }
     assert!(
@@ -119,17 +97,6 @@ async fn an_edge_gets_the_highest_layer_of_a_simulcast_stream() {
     }
     origin.stop();
     edge.stop();
-}
-
-/// A video packet a player got: (sequence number, layer, starts a keyframe).
-fn video_packet(packet: &[u8]) -> Option<(u16, u8, bool)> {
-    let header = rtp::RtpHeader::parse(packet).ok()?;
-    let payload = header.payload();
-    if header.payload_type().value() != VIDEO_PT || payload.len() < 3 {
-        return None;
-    }
-    let keyframe = payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0;
-    Some((header.sequence_number(), payload[2], keyframe))
 }
 
 /// Payload bytes of each layer's packets: the hop tells layer `l`'s packets apart by their

@@ -11,47 +11,31 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn_bench::client::{ClientSession, Mode};
+use rtcdn_bench::client::Mode;
 use rtcdn_bench::http;
 use serde_json::Value;
 
 mod common;
-use common::{post_sdp_offer, raw_request, send, test_node};
-
-const TIMEOUT: Duration = Duration::from_secs(10);
+use common::{drain_rtp, post_sdp_offer, publish_and_play, raw_request, send, test_node, warm_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_can_neither_stop_a_publisher_nor_take_its_name() {
     let node = test_node(2);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let mut publisher =
-        ClientSession::connect(&base, Mode::Publish, "victim", &certificate, TIMEOUT)
-            .await
-            .expect("publish");
-    let mut players = Vec::new();
-    for _ in 0..3 {
-        players.push(
-            ClientSession::connect(&base, Mode::Play, "victim", &certificate, TIMEOUT)
-                .await
-                .expect("play"),
-        );
-    }
+    let (mut publisher, mut players) = publish_and_play::<3>(&base, "victim", &certificate).await;
     let start = Instant::now();
     let mut seq = 0;
-    let mut warm = [false; 3];
-    while warm.iter().any(|w| !w) {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "players never received"
-        );
-        send(&mut publisher, &mut seq, 0, start).await;
-        for (i, player) in players.iter_mut().enumerate() {
-            while player.recv_rtp(Duration::from_millis(2)).await.is_some() {
-                warm[i] = true;
-            }
-        }
-    }
+    let within = Duration::from_secs(15);
+    warm_up(
+        &mut publisher,
+        &mut players,
+        &mut seq,
+        start,
+        within,
+        |_| Some(()),
+    )
+    .await;
 
     // The stranger reads the listing (open on a node with open policies) and tries every id it
     // shows, as a publisher's and as a player's resource.
@@ -84,9 +68,7 @@ async fn a_stranger_can_neither_stop_a_publisher_nor_take_its_name() {
     assert_eq!(squat.status, StatusCode::CONFLICT, "{}", squat.body);
 
     // Nothing was cut: every player keeps receiving.
-    for player in &mut players {
-        while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
-    }
+    drain_rtp(&mut players, Duration::from_millis(50)).await;
     for _ in 0..20 {
         send(&mut publisher, &mut seq, 1, start).await;
     }

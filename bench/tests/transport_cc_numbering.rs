@@ -9,7 +9,7 @@ use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, TRANSPORT_CC_EXT_ID
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{send, test_node};
+use common::{drain_rtp, send, test_node, warm_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_packet_to_a_transport_cc_player_is_numbered() {
@@ -24,26 +24,27 @@ async fn every_packet_to_a_transport_cc_player_is_numbered() {
         transport_cc: true,
         ..OfferOptions::default()
     };
-    let mut numbered =
+    let numbered =
         ClientSession::connect_with(&base, Mode::Play, "twcc", &certificate, timeout, twcc)
             .await
             .expect("play with transport-cc");
-    let mut plain = ClientSession::connect(&base, Mode::Play, "twcc", &certificate, timeout)
+    let plain = ClientSession::connect(&base, Mode::Play, "twcc", &certificate, timeout)
         .await
         .expect("play without");
     let start = Instant::now();
     let mut seq = 0u64;
-    // Until both players receive (the node's side of DTLS may end after ours), then drained.
-    let (mut a, mut b) = (false, false);
-    while !(a && b) {
-        assert!(start.elapsed() < timeout, "players never received");
-        send(&mut publisher, &mut seq, 0, start).await;
-        a |= numbered.recv_rtp(Duration::from_millis(20)).await.is_some();
-        b |= plain.recv_rtp(Duration::from_millis(20)).await.is_some();
-    }
-    for player in [&mut numbered, &mut plain] {
-        while player.recv_rtp(Duration::from_millis(100)).await.is_some() {}
-    }
+    let mut players = [numbered, plain];
+    warm_up(
+        &mut publisher,
+        &mut players,
+        &mut seq,
+        start,
+        timeout,
+        |_| Some(()),
+    )
+    .await;
+    drain_rtp(&mut players, Duration::from_millis(100)).await;
+    let [mut numbered, mut plain] = players;
     for _ in 0..200 {
         send(&mut publisher, &mut seq, 0, start).await;
         tokio::time::sleep(Duration::from_micros(500)).await;

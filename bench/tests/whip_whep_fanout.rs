@@ -5,11 +5,9 @@
 use std::time::{Duration, Instant};
 
 use rtcdn::dtls::DtlsCertificate;
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, VIDEO_PT};
-use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{send, test_node};
+use common::{assert_every_packet_in_order, drain_rtp, publish_and_play, send, test_node, warm_up};
 
 const MEASURED: u64 = 600;
 const PLAYERS: usize = 3;
@@ -19,69 +17,29 @@ async fn three_players_get_every_packet_intact_and_in_order() {
     let node = test_node(2);
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
-    let timeout = Duration::from_secs(10);
-    let mut publisher =
-        ClientSession::connect(&base, Mode::Publish, "fanout", &certificate, timeout)
-            .await
-            .expect("publish");
-    let mut players = Vec::new();
-    for _ in 0..PLAYERS {
-        players.push(
-            ClientSession::connect(&base, Mode::Play, "fanout", &certificate, timeout)
-                .await
-                .expect("play"),
-        );
-    }
+    let (mut publisher, mut players) =
+        publish_and_play::<PLAYERS>(&base, "fanout", &certificate).await;
 
-    // Warm up until every player receives: the server installs a player's keys a moment after
-    // the client's DTLS finishes.
     let start = Instant::now();
     let mut seq = 0u64;
-    let mut warm = [false; PLAYERS];
-    while warm.iter().any(|w| !w) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "players never received warm-up packets"
-        );
-        send(&mut publisher, &mut seq, 0, start).await;
-        for (i, player) in players.iter_mut().enumerate() {
-            while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
-                read_packet(&packet).expect("warm-up packet intact");
-                warm[i] = true;
-            }
-        }
-    }
-    for player in &mut players {
-        while player.recv_rtp(Duration::from_millis(50)).await.is_some() {}
-    }
+    let within = Duration::from_secs(10);
+    warm_up(
+        &mut publisher,
+        &mut players,
+        &mut seq,
+        start,
+        within,
+        |_| Some(()),
+    )
+    .await;
+    drain_rtp(&mut players, Duration::from_millis(50)).await;
 
     let first = seq;
     for _ in 0..MEASURED {
         send(&mut publisher, &mut seq, 1, start).await;
         tokio::time::sleep(Duration::from_micros(300)).await;
     }
-    for (i, player) in players.iter_mut().enumerate() {
-        let mut expected = first;
-        while expected < first + MEASURED {
-            let packet = player
-                .recv_rtp(Duration::from_secs(3))
-                .await
-                .unwrap_or_else(|| panic!("player {i} missed packet {expected}"));
-            let (probe, pt) = read_packet(&packet).unwrap_or_else(|e| panic!("player {i}: {e}"));
-            assert_eq!(
-                probe.phase, 1,
-                "player {i}: warm-up packet after the measured ones"
-            );
-            assert_eq!(probe.sequence, expected, "player {i}: out of order or lost");
-            let video = expected % 5 != 4;
-            assert_eq!(
-                pt,
-                if video { VIDEO_PT } else { AUDIO_PT },
-                "player {i}: payload type of packet {expected}"
-            );
-            expected += 1;
-        }
-    }
+    assert_every_packet_in_order(&mut players, 1, first..first + MEASURED).await;
 
     // The publisher leaves: every player's session is ended by the server (DTLS close).
     publisher.close().await.expect("DELETE the WHIP resource");

@@ -1,6 +1,11 @@
 //! Who may publish, play and administer. Every entry point (WHIP/WHEP, the WebSocket protocol,
 //! the REST and stats endpoints) asks the node's [`Authorizer`], which applies the `[auth]`
 //! policy of each action and the edge's relay-only rule (`[cdn]`).
+//!
+//! Called by the transports (`crate::signalling`), never by the media plane. The policy is
+//! sans-IO: the [`config`], token [`grant`]s, [`jwt`] verification and the CDN's [`relay`]
+//! tokens; the IO is the REST [`hook`] (an HTTP call to the application's backend) and the
+//! `rtcdn token` command ([`cli`]).
 
 pub mod cli;
 pub mod config;

@@ -1,5 +1,6 @@
 //! A player's available bandwidth, estimated from transport-wide congestion control feedback,
-//! sans-IO.
+//! sans-IO. Each player's session holds one (through `crate::session::transport_cc`); the media
+//! core reports its estimate to signalling.
 //!
 //! The node numbers every packet it sends a player with a transport-wide sequence number
 //! ([`BandwidthEstimator::on_packet_sent`]) and reads the player's feedback: which packets

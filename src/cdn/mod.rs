@@ -1,5 +1,7 @@
 //! The static CDN (Flashphoner "CDN 1.0"): an origin relays every published stream to its
-//! configured edges over WebRTC, and players are sent to an edge.
+//! configured edges over WebRTC, and players are sent to an edge. Mostly an IO edge: when to
+//! relay is decided by the sans-IO control plane (`crate::control::relay_planner`), and this
+//! room carries it out; it never imports `crate::signalling`.
 //!
 //! Its settings are the `[cdn]` section, [`crate::config::cdn`] (read from WCS files by
 //! [`crate::config::wcs`]); [`balancer`] picks a player's edge (sans-IO) and parses and

@@ -1,4 +1,6 @@
-//! The node configuration: the embedded default, a TOML file, and its validation.
+//! The node configuration: the embedded default, a TOML file, and its validation. Read once at
+//! start (reading the files is its only IO); every other room takes its section by value, and
+//! none of this imports them back.
 //!
 //! Every key is documented in `config/standalone.toml`. Unknown keys are errors, so a typo never
 //! silently falls back to a default.

@@ -1,10 +1,15 @@
-//! DTLS handshake driver (dtls 0.17) fed by the reactor, and SRTP key export.
+//! DTLS for media sessions: the handshake driver around the dtls crate (0.17), SRTP key export,
+//! and a record layer of our own for after the handshake. An IO room: the dtls crate is not
+//! sans-IO, so every handshake runs as a task on a tokio runtime owned by another thread, behind
+//! a channel-fed `webrtc_util::conn::Conn`.
 //!
-//! The reactor owns the UDP socket. For each peer it creates a [`DtlsTransport`], passes every
-//! incoming DTLS datagram (first byte 20..=63, RFC 7983) to [`DtlsTransport::handle_record`] and
-//! sends every [`DtlsEvent::Transmit`] to the peer. The handshake runs on a tokio runtime owned by
-//! another thread, behind a channel-fed `webrtc_util::conn::Conn`. Once connected, the exported
-//! SRTP keys are delivered as [`DtlsEvent::Connected`]; SRTP itself is done by the reactor.
+//! A media core (`crate::media`) starts a handshake when a session's ICE connects, through the
+//! reactor's starter, which creates a [`DtlsTransport`]. The core hands it every DTLS datagram
+//! of the session's peer (RFC 7983, told apart by `crate::media::demux`) through
+//! [`DtlsTransport::handle_record`] and sends every [`DtlsEvent::Transmit`] to the peer. Once
+//! connected, the exported SRTP keys go back to the core as [`DtlsEvent::Connected`]; SRTP
+//! itself is the session's (`crate::session`). Tests, the simulator and the fuzz targets key
+//! sessions without DTLS (`crate::media::NoDtls`); the real-socket and browser tests cover this.
 //!
 //! Each transport costs one task of ours plus the two tasks `dtls::conn::DTLSConn::new` spawns
 //! (a record reader and a record writer); all of them end when the transport is dropped. In the

@@ -1,10 +1,12 @@
 //! What one media core hands to another: a publisher's packets for the other core's players, and
-//! the players' requests back (keyframes, NACKs, keyframe replays). A [`ForwardSink`] carries
-//! them: the reactor's lock-free rings between core threads on a real node, [`ForwardQueue`] in
-//! memory for tests and simulations.
+//! the players' requests back (keyframes, NACKs, keyframe replays), with the wire format of a
+//! NACK's numbers ([`LostPackets`] as big-endian pairs). A [`ForwardSink`] carries them: the
+//! reactor's lock-free rings between core threads on a real node, [`ForwardQueue`] in memory for
+//! tests and simulations.
 
 use crate::control::{CoreId, StreamId};
 use crate::sdp::MediaKind;
+use crate::session::{LostPackets, MAX_LOST_PACKETS};
 
 /// The largest RTP packet that crosses cores (decrypted, so no SRTP tag).
 pub const FORWARD_MTU: usize = 1500;
@@ -41,6 +43,26 @@ pub enum ForwardKind {
     /// The end of a replay of `layer`; `replayed` is false when the publisher's core had no
     /// keyframe to replay and asked the publisher for one instead.
     KeyframeReplayEnd { replayed: bool, layer: u8 },
+}
+
+/// The payload of a [`ForwardKind::Nack`]: the publisher's sequence numbers as big-endian pairs
+/// of bytes, read back into the inline list a session takes, so the trip allocates nothing.
+impl LostPackets {
+    /// Reads numbers written by [`LostPackets::to_be_bytes`] (an odd last byte is ignored).
+    pub fn from_be_bytes(bytes: &[u8]) -> Self {
+        bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .collect()
+    }
+
+    /// The numbers as big-endian pairs of bytes, for the cross-core hand-off; returns the length.
+    pub fn to_be_bytes(&self, out: &mut [u8; 2 * MAX_LOST_PACKETS]) -> usize {
+        for (chunk, seq) in out.chunks_exact_mut(2).zip(self.as_slice()) {
+            chunk.copy_from_slice(&seq.to_be_bytes());
+        }
+        2 * self.as_slice().len()
+    }
 }
 
 /// Carries items to other cores. Items to one core arrive in order; a full queue drops them.
@@ -103,5 +125,21 @@ impl ForwardSink for ForwardQueue {
 
     fn free_slots(&self, _core: CoreId) -> usize {
         usize::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nacked_numbers_cross_as_big_endian_pairs() {
+        let lost: LostPackets = [1u16, 0x1234, 65535].into_iter().collect();
+        let mut bytes = [0u8; 2 * MAX_LOST_PACKETS];
+        let len = lost.to_be_bytes(&mut bytes);
+        assert_eq!(&bytes[..len], [0, 1, 0x12, 0x34, 0xff, 0xff]);
+        assert_eq!(LostPackets::from_be_bytes(&bytes[..len]), lost);
+        assert_eq!(LostPackets::from_be_bytes(&[0, 7, 9]).as_slice(), [7]);
+        assert!(LostPackets::from_be_bytes(&[]).is_empty());
     }
 }

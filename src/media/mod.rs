@@ -1,9 +1,14 @@
-//! The media plane of one core, sans-IO: [`MediaCore`] owns a core's sessions and feeds them
-//! datagrams, commands, DTLS outcomes, items from other cores and the time; its router
-//! (`media/router.rs`) decides where every packet and every request goes. Nothing here reads the clock, opens a
-//! socket or spawns a thread: the reactor (`crate::reactor`) drives a `MediaCore` on a real
-//! node, and a test drives one by hand on virtual time with a [`MemorySink`], a
-//! [`ForwardQueue`] and [`NoDtls`].
+//! The media plane of one core, sans-IO: the middle of the node. [`MediaCore`] owns a core's
+//! sessions (`crate::session`) and feeds them datagrams, commands from the control plane
+//! (`crate::control`), DTLS outcomes, items from other cores and the time; its router
+//! (`router.rs`: streams → players, fan-out, keyframe-request merging, NACK mapping, sender
+//! report translation) decides where every packet and every request goes, and answers players'
+//! NACKs from the [`retransmission_cache`]. [`demux`] is the one RFC 7983 demultiplexer.
+//!
+//! Nothing here reads the clock, opens a socket or spawns a thread: the reactor
+//! (`crate::reactor`, the IO edge) drives a `MediaCore` on a real node, and the tests, the
+//! simulator (`tests/sim`) and the `session_input` fuzz target drive one by hand on virtual
+//! time with a [`MemorySink`], a [`ForwardQueue`] and [`NoDtls`].
 //!
 //! ```text
 //! datagram ─ demux ─┬─ STUN ─── session (ICE) ──────────┐
@@ -18,6 +23,7 @@ pub mod demux;
 mod dtls;
 mod forward;
 mod peer;
+pub mod retransmission_cache;
 mod router;
 mod timers;
 mod tx;

@@ -25,8 +25,8 @@ use tracing::debug;
 use crate::control::{CoreId, SessionId, StreamId};
 use crate::media::forward::{ForwardKind, ForwardSink};
 use crate::media::peer::{Peer, Peers};
+use crate::media::retransmission_cache::RetransmissionCache;
 use crate::media::tx::TxSink;
-use crate::retransmission_cache::RetransmissionCache;
 use crate::sdp::MediaKind;
 use crate::session::{LostPackets, ReceivedMedia, Session, MAX_LOST_PACKETS};
 use crate::simulcast::{

@@ -5,6 +5,8 @@
 //! transport per peer and forwards media without transcoding, so an answer accepts one codec
 //! per m-line: [`choose_publish_codec`] for a publisher's offer, [`match_play_codec`] for a
 //! player's. No I/O, no clock and no RNG here: the `o=` session id derives from the ICE ufrag.
+//! `crate::negotiate` decides with it what a session gets; the transports (`crate::signalling`,
+//! the CDN's relay offers) call that.
 
 mod answer;
 mod codec;

@@ -1,9 +1,10 @@
-//! The sequence numbers of one retransmission request, as they cross cores.
+//! The sequence numbers one retransmission request names, kept inline.
 //!
-//! A player's NACK is answered from its core's retransmission cache; what the cache missed is
-//! asked of the publisher, whose session may live on another core. The numbers (already in the
-//! publisher's sequence space) then cross the mesh as big-endian pairs of bytes: this is that
-//! wire format, and the inline list it is read into, so the trip allocates nothing.
+//! A player's NACK is read into a [`LostPackets`] and answered from its core's retransmission
+//! cache; what the cache missed is asked of the publisher, whose session may live on another
+//! core. A publisher's session takes the same list. Nothing on that way allocates: the list is
+//! a fixed array, and its wire format across cores (big-endian pairs of bytes) lives with the
+//! other forwarded items, in `crate::media`'s `forward.rs`.
 
 /// The most sequence numbers one retransmission request carries.
 pub const MAX_LOST_PACKETS: usize = 64;
@@ -32,26 +33,12 @@ impl FromIterator<u16> for LostPackets {
 }
 
 impl LostPackets {
-    /// Reads numbers written by [`LostPackets::to_be_bytes`].
-    pub fn from_be_bytes(bytes: &[u8]) -> Self {
-        bytes
-            .chunks_exact(2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .collect()
-    }
-
-    /// The numbers as big-endian pairs of bytes, for the cross-core hand-off; returns the length.
-    pub fn to_be_bytes(&self, out: &mut [u8; 2 * MAX_LOST_PACKETS]) -> usize {
-        for (chunk, seq) in out.chunks_exact_mut(2).zip(self.as_slice()) {
-            chunk.copy_from_slice(&seq.to_be_bytes());
-        }
-        2 * self.as_slice().len()
-    }
-
+    /// The numbers, in the order they were named.
     pub fn as_slice(&self) -> &[u16] {
         &self.seqs[..usize::from(self.len)]
     }
 
+    /// Whether it names none.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -68,23 +55,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbers_cross_as_big_endian_pairs() {
-        let lost: LostPackets = [1u16, 0x1234, 65535].into_iter().collect();
-        let mut bytes = [0u8; 2 * MAX_LOST_PACKETS];
-        let len = lost.to_be_bytes(&mut bytes);
-        assert_eq!(&bytes[..len], [0, 1, 0x12, 0x34, 0xff, 0xff]);
-        assert_eq!(LostPackets::from_be_bytes(&bytes[..len]), lost);
-        assert_eq!(format!("{lost:?}"), "[1, 4660, 65535]");
-    }
-
-    #[test]
-    fn keeps_the_first_max_lost_packets_and_ignores_an_odd_byte() {
+    fn keeps_the_first_max_lost_packets_in_order() {
         let lost: LostPackets = (0..1000u16).collect();
         assert_eq!(
             lost.as_slice(),
             (0..MAX_LOST_PACKETS as u16).collect::<Vec<_>>()
         );
-        assert_eq!(LostPackets::from_be_bytes(&[0, 7, 9]).as_slice(), [7]);
-        assert!(LostPackets::from_be_bytes(&[]).is_empty());
+        assert_eq!(
+            format!("{:?}", [1u16, 0x1234].into_iter().collect::<LostPackets>()),
+            "[1, 4660]"
+        );
+        assert!(std::iter::empty().collect::<LostPackets>().is_empty());
     }
 }

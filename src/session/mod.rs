@@ -10,7 +10,13 @@
 //! RTCP out). The rest is by role: [`publisher`] (receive statistics, loss detection, what a
 //! publisher is told), [`player`] (rewriting, retransmission, layers, bandwidth estimate),
 //! `layer_rid` (the rid a relay names its layers by), [`ice`] (the agent and consent), and
-//! [`lost_packets`] (NACKed numbers as they cross cores).
+//! [`lost_packets`] (the numbers a player's NACK names).
+//! The protocol parts they use, each sans-IO and tested on its own: [`loss_detector`] (a
+//! publisher's gaps turned into NACKs), [`rtx`] (RFC 4588 both ways) and [`transport_cc`]
+//! (feedback to publishers, bandwidth estimates of players).
+//!
+//! A room below `crate::media`, which owns the sessions of a core and routes what they
+//! decrypt: nothing here knows other sessions, cores or sockets.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,24 +29,27 @@ use rtp::srtp::SrtpContext;
 
 use crate::control::{EndReason, SessionId, SessionRole, SessionSpec, StreamId};
 use crate::dtls::{DtlsRole, SrtpKeyingMaterial};
-use crate::loss_detector::RepairCounts;
-use crate::rtx::RtxError;
 use crate::sdp::MediaKind;
 
 mod ice;
 mod layer_rid;
+pub mod loss_detector;
 mod lost_packets;
 mod player;
 mod publisher;
+pub mod rtx;
 #[cfg(test)]
 mod test_support;
+pub mod transport_cc;
 
 use self::ice::IceAgent;
+use self::loss_detector::RepairCounts;
 pub use self::lost_packets::{LostPackets, MAX_LOST_PACKETS};
 use self::player::PlayerState;
 pub use self::player::{RESEND_BURST, RESEND_RATE_PER_SEC};
 use self::publisher::PublisherState;
 pub use self::publisher::ReceivedMedia;
+use self::rtx::RtxError;
 
 /// Why the session refused a datagram. Counted and logged by the core, never fatal.
 #[derive(Debug, thiserror::Error)]

@@ -16,13 +16,13 @@ use rtp::rtcp::{Items, Nack, Rtcp, SenderReport};
 use rtp::{Pt, RtpHeader, RtpRewriter, Ssrc};
 
 use super::layer_rid::LayerRid;
+use super::rtx::RtxSender;
+use super::transport_cc::PlayerFeedback;
 use super::{LostPackets, RoleState, Session, SessionEvent, SplitMix64};
 use crate::bwe::BweConfig;
 use crate::control::{PlayedTrack, PlayerLayer, RelayedLayers, RtxStream};
-use crate::rtx::RtxSender;
 use crate::sdp::MediaKind;
 use crate::simulcast::{LayerDecision, LayerSwitch, MAX_LAYERS};
-use crate::transport_cc::PlayerFeedback;
 
 /// A player's bandwidth estimator: the defaults, with a send history of 1,024 packets (16 KiB a
 /// player; 1.2 s at 7 Mbit/s, longer than feedback ever takes).

@@ -15,13 +15,13 @@ use rtp::rtcp::{
 use rtp::srtp::SrtpContext;
 use rtp::{is_keyframe, RtpHeader, SeqNo, Ssrc, VideoCodec};
 
+use super::loss_detector::{LossDetector, RepairCounts};
+use super::rtx::{self, RtxError};
+use super::transport_cc::{PublisherFeedback, MAX_FEEDBACK_LEN};
 use super::{RoleState, Session, SessionError, SessionEvent, MAX_LOST_PACKETS};
 use crate::control::PublishedTrack;
-use crate::loss_detector::{LossDetector, RepairCounts};
-use crate::rtx::{self, RtxError};
 use crate::sdp::MediaKind;
 use crate::simulcast::{LayerMap, MAX_LAYERS};
-use crate::transport_cc::{PublisherFeedback, MAX_FEEDBACK_LEN};
 
 /// Keyframe requests toward a publisher are merged: at most one PLI per this interval.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -123,7 +123,7 @@ pub(super) struct PublisherState {
     last_keyframe_request: [Option<Instant>; MAX_LAYERS],
     pending_keyframe_request: [Option<Instant>; MAX_LAYERS],
     next_receiver_report: Option<Instant>,
-    /// Gaps in the video, per layer, asked for again at once (see [`crate::loss_detector`]);
+    /// Gaps in the video, per layer, asked for again at once (see [`super::loss_detector`]);
     /// `None` without a video track or beyond its layers. Boxed, with the session: a player's
     /// state is much smaller, and most sessions are players.
     video_loss: Box<[Option<LossDetector>; MAX_LAYERS]>,
@@ -405,8 +405,8 @@ impl Session {
             let mut seqs = [0u16; MAX_LOST_PACKETS];
             let count = loss.poll_requests(now, &mut seqs);
             let counts = loss.take_counts();
-            // A NACK carries at most MAX_LOST_PACKETS; what is left is due again at the next
-            // tick.
+            // A NACK carries at most MAX_LOST_PACKETS; what is left is due at once, and goes
+            // out when the core next visits the session.
             self.send_nack(MediaKind::Video, layer, &mut seqs[..count]);
             if counts != RepairCounts::default() {
                 self.events.push_back(SessionEvent::UpstreamRepair(counts));

@@ -1,8 +1,10 @@
-//! The signalling thread's HTTP listener: WHIP (`/whip/{stream}`), WHEP (`/whep/{stream}`), the
-//! built-in page, and `/api/stats`. Requests are negotiated here and handed to a media core as a
-//! [`CoreCommand`]; nothing on this thread touches media.
+//! The signalling thread's HTTP listener, an IO edge of the node: WHIP (`/whip/{stream}`), WHEP
+//! (`/whep/{stream}`), the Flashphoner WebSocket protocol ([`flashphoner`]), the REST and admin
+//! endpoints, the built-in page, `/api/stats` and `/metrics`. Requests are negotiated here (with
+//! the sans-IO `crate::negotiate` and `crate::sdp`) and handed to a media core as a
+//! [`CoreCommand`]; nothing on this thread touches media packets.
 //!
-//! A transport of the control plane: it keeps the registry, turns the cores' events into
+//! A transport of the sans-IO control plane (`crate::control`): it keeps the registry, turns the cores' events into
 //! [`SessionStatus`]es for each session's [`Watcher`] (frames for a WebSocket client, the typed
 //! status for a relay link), tells the CDN's [`Relays`] when streams come and go, and serves
 //! what a relay link asks of the node (`relay_host`).

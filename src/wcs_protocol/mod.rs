@@ -4,6 +4,7 @@
 //!
 //! It sits apart from `signalling` (the server side: the upgrade and what each client message
 //! does) so that the CDN's relays speak the protocol without reaching into the server.
+//! [`frames`] is sans-IO (text in, text out); [`client`] drives a WebSocket connection.
 
 pub mod client;
 pub mod frames;

@@ -136,6 +136,148 @@ pub fn write_synthetic(
     write_packet(buf, fields, vp8, probe, len)
 }
 
+/// A publisher of `stream` on the node at `base` (WHIP) and `N` players of it (WHEP), all
+/// connected (their DTLS done; the node keys a session a moment later, see [`warm_up`]).
+pub async fn publish_and_play<const N: usize>(
+    base: &str,
+    stream: &str,
+    certificate: &DtlsCertificate,
+) -> (ClientSession, [ClientSession; N]) {
+    let timeout = Duration::from_secs(10);
+    let publisher = ClientSession::connect(base, Mode::Publish, stream, certificate, timeout)
+        .await
+        .expect("publish");
+    let mut players = Vec::with_capacity(N);
+    for _ in 0..N {
+        players.push(
+            ClientSession::connect(base, Mode::Play, stream, certificate, timeout)
+                .await
+                .expect("play"),
+        );
+    }
+    let Ok(players) = players.try_into() else {
+        unreachable!("{N} players were connected")
+    };
+    (publisher, players)
+}
+
+/// Sends the publisher's warm-up packets ([`send`]'s, phase 0) until every player has received
+/// one that `learn` takes, each checked intact: the node keys a player's session a moment after
+/// the client's DTLS is done, and a relayed stream arrives later still. Returns what `learn`
+/// took last from each player's packets; panics after `within`.
+pub async fn warm_up<T>(
+    publisher: &mut ClientSession,
+    players: &mut [ClientSession],
+    seq: &mut u64,
+    start: Instant,
+    within: Duration,
+    mut learn: impl FnMut(&[u8]) -> Option<T>,
+) -> Vec<T> {
+    let began = Instant::now();
+    let mut learnt: Vec<Option<T>> = players.iter().map(|_| None).collect();
+    while learnt.iter().any(Option::is_none) {
+        assert!(
+            began.elapsed() < within,
+            "players never received warm-up packets"
+        );
+        send(publisher, seq, 0, start).await;
+        for (player, slot) in players.iter_mut().zip(&mut learnt) {
+            while let Some(packet) = player.recv_rtp(Duration::from_millis(5)).await {
+                read_packet(&packet).expect("warm-up packet intact");
+                if let Some(value) = learn(&packet) {
+                    *slot = Some(value);
+                }
+            }
+        }
+    }
+    learnt.into_iter().flatten().collect()
+}
+
+/// Checks that every player gets the publisher's packets `sent` ([`send`]'s, of `phase`),
+/// intact, in order and none lost, each on the payload type of its kind.
+pub async fn assert_every_packet_in_order(
+    players: &mut [ClientSession],
+    phase: u32,
+    sent: std::ops::Range<u64>,
+) {
+    for (i, player) in players.iter_mut().enumerate() {
+        for expected in sent.clone() {
+            let packet = player
+                .recv_rtp(Duration::from_secs(3))
+                .await
+                .unwrap_or_else(|| panic!("player {i} missed packet {expected}"));
+            let (probe, pt) = read_packet(&packet).unwrap_or_else(|e| panic!("player {i}: {e}"));
+            assert_eq!(
+                (probe.phase, probe.sequence),
+                (phase, expected),
+                "player {i}: out of order, lost, or a packet of another phase"
+            );
+            let kind_pt = if is_video(expected) {
+                VIDEO_PT
+            } else {
+                AUDIO_PT
+            };
+            assert_eq!(pt, kind_pt, "player {i}: payload type of packet {expected}");
+        }
+    }
+}
+
+/// Takes the packets the players still have coming, until each was quiet for `quiet`.
+pub async fn drain_rtp(players: &mut [ClientSession], quiet: Duration) {
+    for player in players {
+        while player.recv_rtp(quiet).await.is_some() {}
+    }
+}
+
+/// How a player numbers the publisher's video ([`send`]'s packets): its SSRC, and the offsets of
+/// its sequence numbers and timestamps from the publisher's.
+#[derive(Debug, Clone, Copy)]
+pub struct Mapping {
+    pub ssrc: u32,
+    pub seq_offset: u16,
+    pub ts_offset: u32,
+}
+
+impl Mapping {
+    /// The mapping a video packet a player received shows (`None` for audio): a [`warm_up`]
+    /// learner.
+    pub fn of_video(packet: &[u8]) -> Option<Mapping> {
+        let (probe, pt) = read_packet(packet).ok()?;
+        let header = rtp::RtpHeader::parse(packet).ok()?;
+        (pt == VIDEO_PT).then(|| Mapping {
+            ssrc: header.ssrc().0,
+            seq_offset: header
+                .sequence_number()
+                .wrapping_sub(rtp_seq(probe.sequence)),
+            ts_offset: header
+                .timestamp()
+                .wrapping_sub((probe.sequence as u32).wrapping_mul(3000)),
+        })
+    }
+
+    /// The player's sequence number of the publisher's `n`th packet.
+    pub fn seq(&self, n: u64) -> u16 {
+        rtp_seq(n).wrapping_add(self.seq_offset)
+    }
+
+    /// The player's timestamp of the publisher's `n`th packet.
+    pub fn ts(&self, n: u64) -> u32 {
+        (n as u32).wrapping_mul(3000).wrapping_add(self.ts_offset)
+    }
+
+    /// Checks that `header`, which `player` got for the publisher's `n`th packet (sent again),
+    /// carries the SSRC, sequence number and timestamp the player knows it by.
+    pub fn assert_numbers(&self, header: &rtp::RtpHeader<'_>, n: u64, player: usize) {
+        assert_eq!(header.ssrc().0, self.ssrc, "player {player}: the SSRC");
+        let numbers = (header.sequence_number(), header.timestamp());
+        assert_eq!(
+            numbers,
+            (self.seq(n), self.ts(n)),
+            "player {player}: the number and timestamp packet {n} first went out with"
+        );
+    }
+}
+
 /// Plays `stream` from `base` until a packet arrives; retries while the relay is (re)connecting.
 pub async fn play_until_media(
     base: &str,
@@ -195,27 +337,62 @@ impl Streaming {
     }
 }
 
-/// A per-core counter of a node's `/api/stats`, summed over its cores.
-pub async fn core_stat(base: &str, key: &str) -> u64 {
-    let response = rtcdn_bench::http::request(
-        Method::GET,
-        &format!("{base}/api/stats"),
-        None,
-        String::new(),
-    )
-    .await
-    .expect("GET /api/stats");
-    let json: serde_json::Value = serde_json::from_str(&response.body).expect("stats JSON");
-    json["cores"]
-        .as_array()
-        .expect("cores")
-        .iter()
-        .map(|core| core[key].as_u64().unwrap_or_else(|| panic!("no {key}")))
-        .sum()
+/// The per-core counters of a node's `/api/stats`, as the cores last published them: a core
+/// publishes its counters with its work, at most every 20 ms, and 50 ms after it goes quiet.
+pub struct CoreStats {
+    cores: Vec<serde_json::Value>,
 }
 
-/// Polls [`core_stat`] (cores publish every 20 ms) until it reaches `want` or 3 s pass;
-/// returns the last value.
+impl CoreStats {
+    /// The counters as published now.
+    pub async fn fetch(base: &str) -> CoreStats {
+        let mut json = stats_json(base).await;
+        let serde_json::Value::Array(cores) = json["cores"].take() else {
+            panic!("no cores in {json}")
+        };
+        CoreStats { cores }
+    }
+
+    /// The counters once the cores have published what they did so far (twice their latest).
+    pub async fn settled(base: &str) -> CoreStats {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        CoreStats::fetch(base).await
+    }
+
+    /// `key` summed over the cores.
+    pub fn sum(&self, key: &str) -> u64 {
+        self.cores.iter().map(|core| Self::get(core, key)).sum()
+    }
+
+    /// The cores whose `key` is not zero.
+    pub fn cores_with(&self, key: &str) -> usize {
+        self.cores.iter().filter(|c| Self::get(c, key) > 0).count()
+    }
+
+    fn get(core: &serde_json::Value, key: &str) -> u64 {
+        core[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {core}"))
+    }
+}
+
+/// A node's `/api/stats`: its cores' counters, its streams, its panics.
+pub async fn stats_json(base: &str) -> serde_json::Value {
+    let url = format!("{base}/api/stats");
+    let response = rtcdn_bench::http::request(Method::GET, &url, None, String::new())
+        .await
+        .expect("GET /api/stats");
+    assert_eq!(response.status, StatusCode::OK, "{url}: {}", response.body);
+    serde_json::from_str(&response.body).expect("stats JSON")
+}
+
+/// A per-core counter of a node's `/api/stats`, summed over its cores.
+pub async fn core_stat(base: &str, key: &str) -> u64 {
+    CoreStats::fetch(base).await.sum(key)
+}
+
+/// Polls [`core_stat`] until it reaches `want` or 3 s pass (see [`CoreStats`] for when cores
+/// publish); returns the last value.
 pub async fn wait_for_core_stat(base: &str, key: &str, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -324,6 +501,31 @@ pub struct SimulcastPublisher {
 }
 
 impl SimulcastPublisher {
+    /// Publishes `stream` on the node at `base` with three layers, each numbered from its own
+    /// start (1000, 20 000, 40 000).
+    pub async fn connect(
+        base: &str,
+        stream: &str,
+        certificate: &DtlsCertificate,
+    ) -> SimulcastPublisher {
+        let options = rtcdn_bench::client::OfferOptions {
+            simulcast: true,
+            ..Default::default()
+        };
+        let timeout = Duration::from_secs(10);
+        let session =
+            ClientSession::connect_with(base, Mode::Publish, stream, certificate, timeout, options)
+                .await
+                .expect("publish simulcast");
+        SimulcastPublisher {
+            session,
+            layers: [1000, 20_000, 40_000].map(|seq| SimulcastLayer {
+                seq,
+                ..SimulcastLayer::default()
+            }),
+        }
+    }
+
     /// Sends a frame of `packets` packets on `layer`; the payload names the layer, and a
     /// keyframe's first packet starts like a VP8 keyframe (RFC 7741).
     pub async fn frame(&mut self, layer: usize, packets: usize, keyframe: bool) {
@@ -372,4 +574,17 @@ impl SimulcastPublisher {
         }
         false
     }
+}
+
+/// A video packet a player received, as [`SimulcastPublisher::frame`] wrote it: its sequence
+/// number, the layer its payload names, and whether it starts a keyframe. `None` for anything
+/// else.
+pub fn simulcast_video(packet: &[u8]) -> Option<(u16, u8, bool)> {
+    let header = rtp::RtpHeader::parse(packet).ok()?;
+    let payload = header.payload();
+    if header.payload_type().value() != VIDEO_PT || payload.len() < 3 {
+        return None;
+    }
+    let keyframe = payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0;
+    Some((header.sequence_number(), payload[2], keyframe))
 }

@@ -1,5 +1,8 @@
 //! The Flashphoner WCS WebSocket protocol on the HTTP listener, so pages written for WCS with the
 //! official Web SDK work unchanged. The upgrade is accepted on any path (`/`, `/websocket`, ...).
+//!
+//! The server side of `crate::wcs_protocol` (whose frames it speaks): the connection task (IO)
+//! and what each client message does, through the same session paths as WHIP/WHEP.
 
 mod connection;
 

@@ -18,7 +18,7 @@
 
 use rtp::SeqNo;
 
-use crate::reactor::mesh::FORWARD_MTU;
+use crate::media::forward::FORWARD_MTU;
 
 /// Packets kept per track. A power of two that divides 2^16, so a slot is the sequence number's
 /// low bits.
