@@ -181,16 +181,16 @@ fn tampering_fails_authentication_without_state_change() {
 fn replays_and_too_old_packets_are_rejected() {
     for profile in PROFILES {
         let (mut tx, mut rx) = (ours(profile), ours(profile));
-        let sealed: Vec<_> = (0..200u16)
+        let sealed: Vec<_> = (0..1200u16)
             .map(|s| protect(&mut tx, &rtp_packet(9, s, 1)))
             .collect();
         unprotect(&mut rx, &sealed[0]).unwrap();
         assert_eq!(unprotect(&mut rx, &sealed[0]), Err(Error::Replayed));
-        unprotect(&mut rx, &sealed[199]).unwrap();
-        // 150 is inside the 128-packet window, 50 is not.
-        unprotect(&mut rx, &sealed[150]).unwrap();
-        assert_eq!(unprotect(&mut rx, &sealed[150]), Err(Error::Replayed));
-        assert_eq!(unprotect(&mut rx, &sealed[50]), Err(Error::Replayed));
+        unprotect(&mut rx, &sealed[1199]).unwrap();
+        // 300 is inside the 1024-packet window (libwebrtc's), 100 is not.
+        unprotect(&mut rx, &sealed[300]).unwrap();
+        assert_eq!(unprotect(&mut rx, &sealed[300]), Err(Error::Replayed));
+        assert_eq!(unprotect(&mut rx, &sealed[100]), Err(Error::Replayed));
     }
 }
 
@@ -380,7 +380,7 @@ fn a_new_ssrc_mid_session_starts_at_roc_zero_and_rolls_over_on_its_own() {
 fn a_repaired_packet_is_accepted_once_and_shares_the_media_streams_window() {
     let profile = SrtpProfile::AeadAes128Gcm;
     let (mut tx, mut rx) = (ours(profile), ours(profile));
-    let sealed: Vec<_> = (0..300u16)
+    let sealed: Vec<_> = (0..1300u16)
         .map(|s| protect(&mut tx, &rtp_packet(9, 65_400u16.wrapping_add(s), 1)))
         .collect();
     // 65_400..65_409 arrive; 65_405 is lost, and repaired inside another stream.
@@ -394,9 +394,9 @@ fn a_repaired_packet_is_accepted_once_and_shares_the_media_streams_window() {
     assert_eq!(rx.accept_repaired(Ssrc(9), 65_405), Err(Error::Replayed));
     // The original arriving late is now the duplicate.
     assert_eq!(unprotect(&mut rx, &sealed[5]), Err(Error::Replayed));
-    // Across the wrap (index 65_536 + 100) and behind the window.
-    unprotect(&mut rx, &sealed[250]).unwrap();
-    rx.accept_repaired(Ssrc(9), 65_400u16.wrapping_add(249))
+    // Across the wrap (index 65_536 + 1_114) and behind the 1024-packet window.
+    unprotect(&mut rx, &sealed[1250]).unwrap();
+    rx.accept_repaired(Ssrc(9), 65_400u16.wrapping_add(1249))
         .unwrap();
     assert_eq!(rx.roc(Ssrc(9)), Some(1));
     assert_eq!(rx.accept_repaired(Ssrc(9), 65_420), Err(Error::Replayed));

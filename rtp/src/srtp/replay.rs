@@ -2,15 +2,19 @@
 
 use crate::{Error, SeqNo};
 
-/// Window size in packets. RFC 3711 §3.3.2 asks for at least 64; 128 tolerates the deeper
-/// reordering seen with retransmissions.
-const WINDOW: u64 = 128;
+/// Window size in packets. RFC 3711 §3.3.2 asks for at least 64; a retransmission on the
+/// original SSRC (a sender without RTX) comes back a round trip after the loss, which at a few
+/// hundred packets a second and a loaded path is hundreds of packets: libwebrtc uses 1024, and
+/// a window narrower than its peers' rejects as replays the very repairs they accept.
+const WINDOW: u64 = 1024;
+const WORDS: usize = (WINDOW / 64) as usize;
 
-/// Sliding replay window over packet indices: bit i of `seen` is index `top - i`.
+/// Sliding replay window over packet indices: a ring of bits, index `i` at bit `i % WINDOW`,
+/// meaningful for the `WINDOW` indices up to `top`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ReplayWindow {
     top: Option<u64>,
-    seen: u128,
+    seen: [u64; WORDS],
 }
 
 impl ReplayWindow {
@@ -25,8 +29,7 @@ impl ReplayWindow {
         if index > top {
             return Ok(());
         }
-        let age = top - index;
-        if age >= WINDOW || self.seen & (1u128 << age) != 0 {
+        if top - index >= WINDOW || self.is_set(index) {
             return Err(Error::Replayed);
         }
         Ok(())
@@ -36,26 +39,48 @@ impl ReplayWindow {
     pub fn accept(&mut self, index: u64) {
         match self.top {
             Some(top) if index <= top => {
-                let age = top - index;
-                if age < WINDOW {
-                    self.seen |= 1u128 << age;
+                if top - index < WINDOW {
+                    self.set(index);
                 }
             }
             Some(top) => {
-                let shift = index - top;
-                self.seen = if shift >= WINDOW {
-                    0
+                // The indices the window slides over were not received (yet): clear them.
+                if index - top >= WINDOW {
+                    self.seen = [0; WORDS];
                 } else {
-                    self.seen << shift
-                };
-                self.seen |= 1;
+                    for skipped in top + 1..index {
+                        self.clear(skipped);
+                    }
+                }
+                self.set(index);
                 self.top = Some(index);
             }
             None => {
-                self.seen = 1;
+                self.seen = [0; WORDS];
+                self.set(index);
                 self.top = Some(index);
             }
         }
+    }
+
+    fn bit(index: u64) -> (usize, u64) {
+        let slot = index % WINDOW;
+        ((slot / 64) as usize, 1 << (slot % 64))
+    }
+
+    fn is_set(&self, index: u64) -> bool {
+        let (word, mask) = Self::bit(index);
+        self.seen[word] & mask != 0
+    }
+
+    fn set(&mut self, index: u64) {
+        let (word, mask) = Self::bit(index);
+        self.seen[word] |= mask;
+    }
+
+    fn clear(&mut self, index: u64) {
+        let (word, mask) = Self::bit(index);
+        self.seen[word] &= !mask;
     }
 }
 
@@ -119,14 +144,43 @@ mod tests {
         assert!(w.check(1000 - 1).is_err(), "999 was seen");
         assert!(w.check(998).is_ok(), "age 102 is inside the window");
         assert_eq!(
-            w.check(1100 - 128),
+            w.check(1100 - WINDOW),
             Err(Error::Replayed),
             "left of the window"
+        );
+        assert!(
+            w.check(1100 - WINDOW + 1).is_ok(),
+            "the window's oldest index"
         );
         w.accept(5000);
         assert!(w.check(4999).is_ok());
         assert_eq!(w.check(1100), Err(Error::Replayed));
         assert_eq!(w.top(), Some(5000));
+    }
+
+    /// A sender without RTX repairs a loss on its original SSRC a round trip later: hundreds
+    /// of packets on, at a video rate, it is still accepted, once.
+    #[test]
+    fn a_late_repair_is_accepted_once_and_the_ring_forgets_what_it_slid_past() {
+        let mut w = ReplayWindow::default();
+        for index in (10..1010).filter(|&i| i != 500) {
+            assert!(w.check(index).is_ok());
+            w.accept(index);
+        }
+        assert!(w.check(500).is_ok(), "509 packets late, never received");
+        w.accept(500);
+        assert_eq!(w.check(500), Err(Error::Replayed));
+        // Index 500 + WINDOW shares 500's bit: sliding onto it must not read as a replay,
+        // and clears the bit for what the window passes over.
+        w.accept(500 + WINDOW - 1);
+        assert!(w.check(500 + WINDOW).is_ok());
+        w.accept(500 + WINDOW);
+        assert_eq!(w.check(500), Err(Error::Replayed), "left of the window");
+        assert!(w.check(1010 + 10).is_ok(), "slid past unseen, bit cleared");
+        // A jump wider than the window forgets everything before it.
+        w.accept(100_000);
+        assert!(w.check(100_000 - 1).is_ok());
+        assert_eq!(w.check(100_000 - WINDOW), Err(Error::Replayed));
     }
 
     #[test]
