@@ -17,8 +17,8 @@ use rtcdn_bench::media::read_packet;
 
 mod common;
 use common::{
-    core_stat, drain_rtp, is_video, nack, nack_lost, publish_and_play, rtp_seq, send,
-    send_with_loss, test_node, wait_for_core_stat, warm_up_video_mappings,
+    core_stat, drain_rtp, nack, nack_lost, publish_and_play, rtp_seq, send, send_losing_video,
+    test_node, wait_for_core_stat, warm_up_video_mappings,
 };
 
 const STREAM: &str = "rtx-cache";
@@ -73,21 +73,8 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     {}
 
     // Every player loses every third of the next video packets on its way from the node.
-    let first = seq;
-    let lost: Vec<u64> = (first..first + 60)
-        .filter(|&n| is_video(n))
-        .step_by(3)
-        .collect();
-    let (sending, until) = ((&mut seq, start), first + 60);
-    send_with_loss(
-        &mut publisher,
-        &mut players,
-        &mappings,
-        sending,
-        until,
-        &lost,
-    )
-    .await;
+    let sending = (&mut seq, start);
+    let lost = send_losing_video(&mut publisher, &mut players, &mappings, sending, 60, 3).await;
     for (i, player) in players.iter().enumerate() {
         assert_eq!(player.counters().rtp_lost, lost.len() as u64, "player {i}");
     }

@@ -28,7 +28,7 @@ use rtcdn_bench::media::{read_packet, Probe};
 mod common;
 use common::{
     cdn_pair, core_stat, is_video, nack, nack_lost, play_until_media, rtp_seq, send,
-    send_with_loss, test_node, wait_for_core_stat, warm_up_video_mappings, Mapping, Streaming,
+    send_losing_video, test_node, wait_for_core_stat, warm_up_video_mappings, Mapping, Streaming,
 };
 
 #[global_allocator]
@@ -130,21 +130,9 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
         if round == 1 {
             allocations_before = core_stat(&base, "media_allocations").await;
         }
-        let first = seq;
-        let lost: Vec<u64> = (first..first + ROUND)
-            .filter(|&n| is_video(n))
-            .step_by(4)
-            .collect();
-        let (sending, until) = ((&mut seq, start), first + ROUND);
-        send_with_loss(
-            &mut publisher,
-            &mut players,
-            &mappings,
-            sending,
-            until,
-            &lost,
-        )
-        .await;
+        let sending = (&mut seq, start);
+        let lost =
+            send_losing_video(&mut publisher, &mut players, &mappings, sending, ROUND, 4).await;
         nack_lost(&mut players, &mappings, &lost).await;
         for (i, player) in players.iter_mut().enumerate() {
             let mapping = &mappings[i];

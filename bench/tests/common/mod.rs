@@ -271,19 +271,24 @@ pub async fn assert_every_packet_in_order(
     }
 }
 
-/// Has every player lose the publisher's packets `lost` once on their way from the node (by
-/// the player's numbers, from `mappings`), sends the publisher's packets up to `until`
-/// ([`send`]'s, phase 1, 300 µs apart), and checks that every player got every one of them, intact,
-/// but the lost ones.
-pub async fn send_with_loss(
+/// Has every player lose every `every`th video packet of the publisher's next `count` once on
+/// its way from the node (by the player's numbers, from `mappings`), sends those packets
+/// ([`send`]'s, phase 1, 300 µs apart), and checks that every player got every one of them,
+/// intact, but the lost ones. Returns the lost packets (the publisher's numbers).
+pub async fn send_losing_video(
     publisher: &mut ClientSession,
     players: &mut [ClientSession],
     mappings: &[Mapping],
     (seq, start): (&mut u64, Instant),
-    until: u64,
-    lost: &[u64],
-) {
+    count: u64,
+    every: usize,
+) -> Vec<u64> {
     let first = *seq;
+    let until = first + count;
+    let lost: Vec<u64> = (first..until)
+        .filter(|&n| is_video(n))
+        .step_by(every)
+        .collect();
     for (player, mapping) in players.iter().zip(mappings) {
         player.lose_once(mapping.ssrc, lost.iter().map(|&n| mapping.seq(n)));
     }
@@ -299,6 +304,7 @@ pub async fn send_with_loss(
         let expected: BTreeSet<u64> = (first..until).filter(|n| !lost.contains(n)).collect();
         assert_eq!(received, expected, "player {i} got all but the lost ones");
     }
+    lost
 }
 
 /// Has every player NACK the publisher's packets `lost`, by its own numbers (from `mappings`).
