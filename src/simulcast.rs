@@ -611,101 +611,79 @@ mod tests {
         );
     }
 
+    /// A [`LayerChooser`] over [`three_layers`], fed at times counted from its start.
+    struct ThreeLayerChooser {
+        chooser: LayerChooser,
+        rates: LayerRates,
+        start: Instant,
+    }
+
+    impl ThreeLayerChooser {
+        fn new() -> Self {
+            ThreeLayerChooser {
+                chooser: LayerChooser::default(),
+                rates: three_layers(),
+                start: Instant::now(),
+            }
+        }
+
+        /// The layer chosen `ms` after the start for a player at `target` whose link was
+        /// measured at `estimate_bps`.
+        fn choose(&mut self, ms: u64, target: u8, estimate_bps: u64) -> Option<u8> {
+            let now = self.start + Duration::from_millis(ms);
+            self.chooser
+                .choose(now, &self.rates, 3, target, Some(estimate_bps))
+        }
+
+        fn in_trial(&self) -> bool {
+            self.chooser.in_trial()
+        }
+    }
+
     #[test]
     fn a_thin_link_moves_the_player_down_at_once_and_a_failed_trial_backs_off() {
-        let rates = three_layers();
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut chooser = LayerChooser::default();
+        let mut chooser = ThreeLayerChooser::new();
         // 300 kbit/s: only the lowest layer fits.
-        assert_eq!(chooser.choose(at(0), &rates, 3, 2, Some(300_000)), Some(0));
+        assert_eq!(chooser.choose(0, 2, 300_000), Some(0));
         // No trial before the first backoff.
-        assert_eq!(
-            chooser.choose(at(4_000), &rates, 3, 0, Some(300_000)),
-            Some(0)
-        );
+        assert_eq!(chooser.choose(4_000, 0, 300_000), Some(0));
         // Then layer 1 is tried, and kept for the whole trial whatever the estimate says, as
         // long as the layer it came from still fits.
-        assert_eq!(
-            chooser.choose(at(5_000), &rates, 3, 0, Some(300_000)),
-            Some(1)
-        );
+        assert_eq!(chooser.choose(5_000, 0, 300_000), Some(1));
         assert!(chooser.in_trial());
-        assert_eq!(
-            chooser.choose(at(7_000), &rates, 3, 1, Some(400_000)),
-            Some(1)
-        );
+        assert_eq!(chooser.choose(7_000, 1, 400_000), Some(1));
         // At the end the link did not carry it: back to 0, next trial after 10 s.
-        assert_eq!(
-            chooser.choose(at(9_000), &rates, 3, 1, Some(320_000)),
-            Some(0)
-        );
+        assert_eq!(chooser.choose(9_000, 1, 320_000), Some(0));
         assert!(!chooser.in_trial());
-        assert_eq!(
-            chooser.choose(at(18_500), &rates, 3, 0, Some(300_000)),
-            Some(0)
-        );
-        assert_eq!(
-            chooser.choose(at(19_000), &rates, 3, 0, Some(300_000)),
-            Some(1)
-        );
+        assert_eq!(chooser.choose(18_500, 0, 300_000), Some(0));
+        assert_eq!(chooser.choose(19_000, 0, 300_000), Some(1));
         // A trial whose estimate falls below the layer it came from ends at once, and the wait
         // doubles again.
-        assert_eq!(
-            chooser.choose(at(19_500), &rates, 3, 1, Some(100_000)),
-            Some(0)
-        );
-        assert_eq!(
-            chooser.choose(at(38_000), &rates, 3, 0, Some(300_000)),
-            Some(0)
-        );
-        assert_eq!(
-            chooser.choose(at(39_500), &rates, 3, 0, Some(300_000)),
-            Some(1)
-        );
+        assert_eq!(chooser.choose(19_500, 1, 100_000), Some(0));
+        assert_eq!(chooser.choose(38_000, 0, 300_000), Some(0));
+        assert_eq!(chooser.choose(39_500, 0, 300_000), Some(1));
     }
 
     #[test]
     fn a_successful_trial_keeps_the_layer_and_climbs_on() {
-        let rates = three_layers();
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut chooser = LayerChooser::default();
-        assert_eq!(chooser.choose(at(0), &rates, 3, 2, Some(300_000)), Some(0));
-        assert_eq!(
-            chooser.choose(at(5_000), &rates, 3, 0, Some(300_000)),
-            Some(1)
-        );
+        let mut chooser = ThreeLayerChooser::new();
+        assert_eq!(chooser.choose(0, 2, 300_000), Some(0));
+        assert_eq!(chooser.choose(5_000, 0, 300_000), Some(1));
         // The link widened: the estimate follows what the player now acknowledges.
-        assert_eq!(
-            chooser.choose(at(9_000), &rates, 3, 1, Some(750_000)),
-            Some(1)
-        );
+        assert_eq!(chooser.choose(9_000, 1, 750_000), Some(1));
         assert!(!chooser.in_trial());
         // The next step up waits the first backoff again, not a doubled one.
-        assert_eq!(
-            chooser.choose(at(13_500), &rates, 3, 1, Some(750_000)),
-            Some(1)
-        );
-        assert_eq!(
-            chooser.choose(at(14_000), &rates, 3, 1, Some(750_000)),
-            Some(2)
-        );
-        assert_eq!(
-            chooser.choose(at(18_000), &rates, 3, 2, Some(3_000_000)),
-            Some(2)
-        );
+        assert_eq!(chooser.choose(13_500, 1, 750_000), Some(1));
+        assert_eq!(chooser.choose(14_000, 1, 750_000), Some(2));
+        assert_eq!(chooser.choose(18_000, 2, 3_000_000), Some(2));
         assert!(!chooser.in_trial());
     }
 
     #[test]
     fn a_wide_link_keeps_the_top_layer_and_never_tries() {
-        let rates = three_layers();
-        let start = Instant::now();
-        let mut chooser = LayerChooser::default();
+        let mut chooser = ThreeLayerChooser::new();
         for s in 0..60 {
-            let now = start + Duration::from_secs(s);
-            assert_eq!(chooser.choose(now, &rates, 3, 2, Some(3_000_000)), Some(2));
+            assert_eq!(chooser.choose(s * 1000, 2, 3_000_000), Some(2));
             assert!(!chooser.in_trial());
         }
     }

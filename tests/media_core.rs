@@ -10,14 +10,12 @@ use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::control::{
-    CoreCommand, CoreEvent, CoreId, PlayedTrack, PublishedTrack, SessionId, SessionRole,
-    SessionSpec, StreamId,
+    CoreCommand, CoreEvent, CoreId, PlayedTrack, SessionId, SessionRole, SessionSpec, StreamId,
 };
-use rtcdn::dtls::DtlsRole;
-use rtcdn::media::{
-    peer_test_keys, Datagram, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls,
-    SocketId,
+use rtcdn::media::test_support::{
+    core_session_spec, peer_agent, peer_srtp, receive_from_core, vp8_track, FromCore,
 };
+use rtcdn::media::{ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId};
 use rtcdn::sdp::MediaKind;
 use rtcdn::session::SessionTimeouts;
 use rtp::srtp::SrtpContext;
@@ -69,32 +67,15 @@ fn credentials(name: &str) -> IceCredentials {
 }
 
 fn spec(id: SessionId, role: SessionRole) -> SessionSpec {
-    SessionSpec {
-        id,
-        stream: STREAM,
-        stream_name: "live".into(),
-        role,
-        local_ice: credentials(&format!("core{}", id.0)),
-        remote_ice: credentials(&format!("peer{}", id.0)),
-        remote_fingerprint: [0; 32],
-        dtls_role: DtlsRole::Server,
-        // The publisher is on core 0.
-        publisher_core: Some(CoreId(0)),
-    }
+    let core_ice = credentials(&format!("core{}", id.0));
+    let peer_ice = credentials(&format!("peer{}", id.0));
+    // The publisher is on core 0.
+    core_session_spec(id, STREAM, "live", role, core_ice, peer_ice)
 }
 
 fn publisher_role() -> SessionRole {
     SessionRole::Publisher {
-        tracks: vec![PublishedTrack {
-            kind: MediaKind::Video,
-            pt: PUBLISHED_PT,
-            clock_rate: 90_000,
-            codec: "VP8".into(),
-            rtx_pt: None,
-            rtx_ssrcs: None,
-            transport_cc: None,
-            simulcast: None,
-        }],
+        tracks: vec![vp8_track(PUBLISHED_PT)],
     }
 }
 
@@ -149,21 +130,15 @@ impl Sim {
     /// Adds a session to `core` through a command, and its client, whose checks start at once.
     fn add(&mut self, core: usize, id: SessionId, role: SessionRole) {
         let spec = spec(id, role);
-        let keys = peer_test_keys();
+        let (srtp_tx, srtp_rx) = peer_srtp();
         self.clients.push(Client {
             id,
             core,
             addr: SocketAddr::from(([10, 0, 1, id.0 as u8], 5000)),
-            ice: IceControllingAgent::new(
-                spec.remote_ice.clone(),
-                spec.local_ice.clone(),
-                vec![self.cores[core].addr],
-                id.0,
-                self.now,
-            ),
+            ice: peer_agent(&spec, self.cores[core].addr, self.now),
             ice_connected: false,
-            srtp_tx: SrtpContext::new(keys.profile, &keys.local_key, &keys.local_salt).unwrap(),
-            srtp_rx: SrtpContext::new(keys.profile, &keys.remote_key, &keys.remote_salt).unwrap(),
+            srtp_tx,
+            srtp_rx,
             rtp: Vec::new(),
             rtcp: 0,
         });
@@ -314,19 +289,10 @@ impl Sim {
 
 impl Client {
     fn receive(&mut self, now: Instant, from: SocketAddr, mut data: Vec<u8>) {
-        match Datagram::classify(&data) {
-            Datagram::Stun => {
-                let _ = self.ice.handle_packet(now, from, &data);
-            }
-            Datagram::Rtp => {
-                let len = self.srtp_rx.unprotect_rtp(&mut data).unwrap();
-                data.truncate(len);
-                self.rtp.push(data);
-            }
-            Datagram::Rtcp => {
-                self.srtp_rx.unprotect_rtcp(&mut data).unwrap();
-                self.rtcp += 1;
-            }
+        match receive_from_core(&mut self.ice, &mut self.srtp_rx, now, from, &mut data) {
+            FromCore::Stun => {}
+            FromCore::Rtp(packet) => self.rtp.push(packet.to_vec()),
+            FromCore::Rtcp(_) => self.rtcp += 1,
             other => panic!("the core sent {other:?}"),
         }
     }

@@ -153,6 +153,21 @@ enum Signal {
     },
 }
 
+impl PeerState {
+    /// The server address ICE nominated and the SRTP context to send to it with: an error
+    /// until ICE and DTLS are done.
+    fn keyed_sender(&mut self) -> Result<(SocketAddr, &mut SrtpContext), ClientError> {
+        let remote = self
+            .remote
+            .ok_or_else(|| ClientError::Connect("no remote".into()))?;
+        let srtp = self
+            .srtp_tx
+            .as_mut()
+            .ok_or_else(|| ClientError::Connect("not keyed".into()))?;
+        Ok((remote, srtp))
+    }
+}
+
 /// What signalling produced: the answer and how to end the session.
 struct Negotiated {
     answer: String,
@@ -526,13 +541,7 @@ impl ClientSession {
     pub async fn send_rtp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
         let (len, remote) = {
             let mut state = self.state.lock().expect("client state lock");
-            let remote = state
-                .remote
-                .ok_or_else(|| ClientError::Connect("no remote".into()))?;
-            let srtp = state
-                .srtp_tx
-                .as_mut()
-                .ok_or_else(|| ClientError::Connect("not keyed".into()))?;
+            let (remote, srtp) = state.keyed_sender()?;
             self.send_buf[..packet.len()].copy_from_slice(packet);
             let len = srtp
                 .protect_rtp(&mut self.send_buf, packet.len())
@@ -548,13 +557,7 @@ impl ClientSession {
     pub async fn send_rtcp(&mut self, packet: &[u8]) -> Result<(), ClientError> {
         let (len, remote) = {
             let mut state = self.state.lock().expect("client state lock");
-            let remote = state
-                .remote
-                .ok_or_else(|| ClientError::Connect("no remote".into()))?;
-            let srtp = state
-                .srtp_tx
-                .as_mut()
-                .ok_or_else(|| ClientError::Connect("not keyed".into()))?;
+            let (remote, srtp) = state.keyed_sender()?;
             let buf = self
                 .send_buf
                 .get_mut(..packet.len())

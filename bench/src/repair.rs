@@ -11,12 +11,11 @@
 //! video; its Opus, like a browser's, negotiates none, and a node keeps no audio to send again).
 //! Time and randomness come from the caller.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rtp::rtcp::{Items, Nack, NackPair, Rtcp};
-use rtp::{SeqNo, Ssrc};
+use rtp::{MissingPacket, MissingSeqs, SeqArrival, Ssrc};
 
 /// How long after asking for a packet it is asked for again: a loopback or LAN round trip with
 /// room to spare, without asking again for a copy that is on its way.
@@ -69,97 +68,69 @@ impl NackCounts {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Missing {
-    seq: u64,
-    detected_at: Instant,
-    /// When it was last asked for; `None` until the first request.
-    requested_at: Option<Instant>,
-    requests: u8,
-}
-
-impl Missing {
-    fn due_at(&self) -> Option<Instant> {
-        match self.requested_at {
-            _ if self.requests >= MAX_REQUESTS => None,
-            Some(at) => Some(at + RETRY_INTERVAL),
-            None => Some(self.detected_at),
-        }
+/// When a missing packet is due to be asked for (again); `None` once it was asked for
+/// [`MAX_REQUESTS`] times.
+fn due_at(m: &MissingPacket) -> Option<Instant> {
+    match m.requested_at {
+        _ if m.requests >= MAX_REQUESTS => None,
+        Some(at) => Some(at + RETRY_INTERVAL),
+        None => Some(m.detected_at),
     }
 }
 
 /// One track's sequence numbers and the packets missing from them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NackGenerator {
-    highest: Option<SeqNo>,
-    /// Oldest first (gaps are found in sequence order).
-    missing: VecDeque<Missing>,
+    missing: MissingSeqs,
     counts: NackCounts,
+}
+
+impl Default for NackGenerator {
+    fn default() -> Self {
+        NackGenerator {
+            missing: MissingSeqs::new(MAX_MISSING),
+            counts: NackCounts::default(),
+        }
+    }
 }
 
 impl NackGenerator {
     /// A packet with sequence number `seq` arrived (authenticated).
     pub fn handle_packet(&mut self, now: Instant, seq: u16) -> Arrival {
-        let Some(highest) = self.highest else {
-            // Far enough from zero that packets just before the first one still extend.
-            self.highest = Some(SeqNo::new(0x1_0000 | u64::from(seq)));
-            return Arrival::New;
-        };
-        let extended = highest.extend(seq);
-        if extended.is_after(highest) {
-            self.highest = Some(extended);
-            let gap = extended.value() - highest.value() - 1;
-            if gap as usize > MAX_MISSING {
-                self.counts.abandoned += self.missing.len() as u64;
-                self.missing.clear();
-                return Arrival::New;
+        match self.missing.handle_packet(now, seq) {
+            SeqArrival::New { dropped, .. } => {
+                self.counts.abandoned += dropped as u64;
+                Arrival::New
             }
-            for seq in highest.value() + 1..extended.value() {
-                if self.missing.len() == MAX_MISSING {
-                    self.missing.pop_front();
-                    self.counts.abandoned += 1;
-                }
-                self.missing.push_back(Missing {
-                    seq,
-                    detected_at: now,
-                    requested_at: None,
-                    requests: 0,
-                });
+            SeqArrival::Found(found) if found.requests == 0 => Arrival::Late,
+            SeqArrival::Found(_) => {
+                self.counts.repaired += 1;
+                Arrival::Repaired
             }
-            return Arrival::New;
+            SeqArrival::Old => Arrival::Old,
         }
-        let Some(at) = self.missing.iter().position(|m| m.seq == extended.value()) else {
-            return Arrival::Old;
-        };
-        let found = self.missing.remove(at).expect("a position in the queue");
-        if found.requests == 0 {
-            return Arrival::Late;
-        }
-        self.counts.repaired += 1;
-        Arrival::Repaired
     }
 
     /// Whether `seq` would be newer than every packet so far (not a copy of a missing or a
     /// received one). Before the first packet, every number is new.
     pub fn is_new(&self, seq: u16) -> bool {
-        self.highest
-            .is_none_or(|highest| highest.extend(seq).is_after(highest))
+        self.missing.is_new(seq)
     }
 
     /// Gives up what waited past [`GIVE_UP_AFTER`], then writes the sequence numbers due to be
     /// asked for now into `out` (oldest first, at most its length) and counts them as asked.
     /// Returns how many.
     pub fn poll_requests(&mut self, now: Instant, out: &mut [u16]) -> usize {
-        let before = self.missing.len();
-        self.missing
-            .retain(|m| now.saturating_duration_since(m.detected_at) < GIVE_UP_AFTER);
-        self.counts.abandoned += (before - self.missing.len()) as u64;
+        self.counts.abandoned += self
+            .missing
+            .give_up_unless(|m| now.saturating_duration_since(m.detected_at) < GIVE_UP_AFTER)
+            as u64;
         let mut count = 0;
-        for m in &mut self.missing {
+        for m in self.missing.iter_mut() {
             if count == out.len() {
                 break;
             }
-            if m.due_at().is_none_or(|due| due > now) {
+            if due_at(m).is_none_or(|due| due > now) {
                 continue;
             }
             if m.requests == 0 {
@@ -180,7 +151,7 @@ impl NackGenerator {
             .iter()
             .map(|m| {
                 let give_up = m.detected_at + GIVE_UP_AFTER;
-                m.due_at().map_or(give_up, |due| due.min(give_up))
+                due_at(m).map_or(give_up, |due| due.min(give_up))
             })
             .min()
     }
@@ -192,21 +163,6 @@ impl NackGenerator {
             ..self.counts
         }
     }
-}
-
-/// Packs sequence numbers, in sending order, into NACK (PID, BLP) pairs: a pair covers its PID
-/// and the 16 numbers after it.
-pub fn nack_pairs(seqs: &[u16]) -> Vec<NackPair> {
-    let mut pairs: Vec<NackPair> = Vec::new();
-    for &seq in seqs {
-        match pairs.last_mut() {
-            Some(pair) if (1..=16).contains(&seq.wrapping_sub(pair.pid)) => {
-                pair.blp |= 1 << (seq.wrapping_sub(pair.pid) - 1);
-            }
-            _ => pairs.push(NackPair { pid: seq, blp: 0 }),
-        }
-    }
-    pairs
 }
 
 /// What the injected loss dropped, beside what [`NackCounts`] says of the repair.
@@ -319,11 +275,14 @@ impl<R: Rng> Repair<R> {
             if count == 0 {
                 continue;
             }
-            let pairs = nack_pairs(&self.due[..count]);
+            // In sending order, so packing keeps it.
+            let mut pairs = [NackPair::default(); MAX_PER_NACK];
+            let packed = NackPair::pack(&mut self.due[..count], &mut pairs);
+            let pairs = &pairs[..packed];
             let nack = Nack {
                 sender_ssrc: Ssrc(self.sender_ssrc),
                 media_ssrc: Ssrc(*ssrc),
-                pairs: Items::from_slice(&pairs),
+                pairs: Items::from_slice(pairs),
             };
             let len = Rtcp::Nack(nack).write_to(buf).ok()?;
             self.nacks_sent += 1;
@@ -387,7 +346,9 @@ mod tests {
         let due = requests(&mut g, t0);
         assert_eq!(due, [vec![102, 103, 105], (107..130).collect()].concat());
         // 102 covers the 16 after it (103 and 105 among them, up to 118); 119 the rest.
-        let pairs = nack_pairs(&due);
+        let mut pairs = [NackPair::default(); MAX_PER_NACK];
+        let packed = NackPair::pack(&mut due.clone(), &mut pairs);
+        let pairs = &pairs[..packed];
         assert_eq!(
             pairs,
             [

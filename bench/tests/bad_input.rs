@@ -742,10 +742,7 @@ impl Healthy {
         let players = std::slice::from_mut(&mut self.player);
         let within = Duration::from_secs(15);
         let (seq, start) = (&mut self.seq, self.start);
-        common::warm_up(&mut self.publisher, players, seq, start, within, |_| {
-            Some(())
-        })
-        .await;
+        common::warm_up_until_received(&mut self.publisher, players, seq, start, within).await;
         common::drain_rtp(players, Duration::from_millis(100)).await;
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rtcdn::config::cdn::{CdnNode, CdnRole};
+use rtcdn::config::cdn::CdnRole;
 use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
@@ -13,8 +13,8 @@ use rtcdn_bench::media::read_packet;
 
 mod common;
 use common::{
-    assert_every_packet_in_order, cdn_node, core_stat, drain_rtp, is_video, play_until_media,
-    rtp_seq, send, wait_for_core_stat, warm_up, Streaming,
+    assert_players_get_every_packet, cdn_origin_of, cdn_pair, core_stat, drain_rtp, is_video,
+    play_until_media, rtp_seq, send, wait_for_core_stat, warm_up_until_received, Streaming,
 };
 
 const PLAYERS: usize = 10;
@@ -22,17 +22,8 @@ const MEASURED: u64 = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
-    let edge = cdn_node(CdnRole::Edge, Vec::new());
+    let (origin, edge) = cdn_pair();
     let edge_addr = edge.http_addr();
-    let origin = cdn_node(
-        CdnRole::Origin,
-        vec![CdnNode {
-            id: 1,
-            host: "127.0.0.1".into(),
-            ws: Some(edge_addr.port()),
-            wss: None,
-        }],
-    );
     let origin_base = format!("http://{}", origin.http_addr());
     let edge_base = format!("http://{edge_addr}");
     let certificate = DtlsCertificate::generate().unwrap();
@@ -69,22 +60,11 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
 
     // Warm up until every edge player receives, then measure.
     let within = Duration::from_secs(30);
-    warm_up(
-        &mut publisher,
-        &mut players,
-        &mut seq,
-        start,
-        within,
-        |_| Some(()),
-    )
-    .await;
+    warm_up_until_received(&mut publisher, &mut players, &mut seq, start, within).await;
     drain_rtp(&mut players, Duration::from_millis(100)).await;
-    let first = seq;
-    for _ in 0..MEASURED {
-        send(&mut publisher, &mut seq, 1, start).await;
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
-    assert_every_packet_in_order(&mut players, 1, first..first + MEASURED).await;
+    let gap = Duration::from_micros(500);
+    assert_players_get_every_packet(&mut publisher, &mut players, &mut seq, start, MEASURED, gap)
+        .await;
 
     // WHEP on the origin sends players to the edge; `?local=1` is answered by the origin itself
     // (here: a 400 for the bad offer, instead of the redirect).
@@ -165,15 +145,7 @@ fn edge_on(port: u16) -> Node {
 fn origin_and_edge() -> (Node, u16, Node, String, String) {
     let edge_port = free_port();
     let edge = edge_on(edge_port);
-    let origin = cdn_node(
-        CdnRole::Origin,
-        vec![CdnNode {
-            id: 1,
-            host: "127.0.0.1".into(),
-            ws: Some(edge_port),
-            wss: None,
-        }],
-    );
+    let origin = cdn_origin_of(&edge);
     let origin_base = format!("http://{}", origin.http_addr());
     (
         edge,

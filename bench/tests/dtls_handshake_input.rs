@@ -47,10 +47,7 @@ async fn panicking_handshake_records_from_a_peer_are_dropped() {
         .expect("play");
     let (mut seq, start) = (0, Instant::now());
     let players = std::slice::from_mut(&mut player);
-    common::warm_up(&mut publisher, players, &mut seq, start, TIMEOUT, |_| {
-        Some(())
-    })
-    .await;
+    common::warm_up_until_received(&mut publisher, players, &mut seq, start, TIMEOUT).await;
     common::drain_rtp(players, Duration::from_millis(100)).await;
 
     let mut peer = RawPeer::offer(&base, "attacked", &certificate).await;

@@ -11,17 +11,19 @@
 
 use std::time::Duration;
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use rtcdn::auth::Secret;
 use rtcdn::config::cdn::{BalanceMode, CdnConfig, CdnNode, CdnRole};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientError, ClientSession, Mode};
-use rtcdn_bench::http;
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod common;
-use common::{cdn_node, loopback_config, play_until_media, post_sdp_offer, Streaming, CDN_SECRET};
+use common::{
+    cdn_node, loopback_config, play_until_media, post_sdp_offer, stream_listing, Streaming,
+    CDN_SECRET,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,11 +46,7 @@ fn origin_for(edge: &Node, secret: &str) -> Node {
 }
 
 async fn edge_streams(edge: &Node) -> Vec<String> {
-    let url = format!("http://{}/rest-api/stream/find_all", edge.http_addr());
-    let list = http::request(Method::GET, &url, None, String::new())
-        .await
-        .unwrap();
-    let list: Value = serde_json::from_str(&list.body).unwrap();
+    let list = stream_listing(&format!("http://{}", edge.http_addr())).await;
     list.as_array()
         .unwrap()
         .iter()

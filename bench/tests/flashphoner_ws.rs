@@ -14,12 +14,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod common;
+
+/// A node with two media cores, as the WCS tests need.
 fn test_node() -> Node {
-    let mut config = Config::default();
-    config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.media.port_base = 0;
-    config.media.threads = 2;
-    Node::start(&config).expect("node starts")
+    common::test_node(2)
 }
 
 struct Ws(WebSocketStream<MaybeTlsStream<TcpStream>>);
@@ -271,15 +270,7 @@ async fn names_in_use_unknown_streams_and_availability() {
     ws.expect_failed("q2", "Stream not found").await;
 
     // A REST listing sees the stream and its player.
-    let list = rtcdn_bench::http::request(
-        hyper::Method::GET,
-        &format!("{base}/rest-api/stream/find_all"),
-        None,
-        String::new(),
-    )
-    .await
-    .unwrap();
-    let list: Value = serde_json::from_str(&list.body).unwrap();
+    let list = common::stream_listing(&base).await;
     assert_eq!(list[0]["name"], "live");
     assert_eq!(list[0]["playerCount"], 1);
     let found = rtcdn_bench::http::request(

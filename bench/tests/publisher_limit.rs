@@ -10,7 +10,7 @@ use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode, OfferOptions};
 
 mod common;
-use common::{loopback_config, send};
+use common::{loopback_config, send, stats_json, stream_listing};
 
 /// What the node said while the publisher streamed ~1.9 Mbit/s for `seconds`.
 struct Heard {
@@ -57,26 +57,10 @@ async fn stream_and_listen(limit_publisher: bool, seconds: u64) -> Heard {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let stats = rtcdn_bench::http::request(
-        hyper::Method::GET,
-        &format!("{base}/api/stats"),
-        None,
-        String::new(),
-    )
-    .await
-    .unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    let stats = stats_json(&base).await;
     let estimate = stats["streams"][0]["player_bandwidth_bps"][0].as_u64();
     let bitrate_bps = stats["streams"][0]["bitrate_bps"].as_u64().unwrap_or(0);
-    let list = rtcdn_bench::http::request(
-        hyper::Method::GET,
-        &format!("{base}/rest-api/stream/find_all"),
-        None,
-        String::new(),
-    )
-    .await
-    .unwrap();
-    let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    let list = stream_listing(&base).await;
     let find_all_kbps = list[0]["bitrate"].as_u64().unwrap_or(0);
     node.stop();
     Heard {

@@ -17,8 +17,8 @@ use rtcdn_bench::media::read_packet;
 
 mod common;
 use common::{
-    core_stat, drain_rtp, is_video, nack, publish_and_play, rtp_seq, send, test_node,
-    wait_for_core_stat, warm_up, Mapping,
+    core_stat, drain_rtp, nack, nack_lost, publish_and_play, rtp_seq, send, send_losing_video,
+    test_node, wait_for_core_stat, warm_up_video_mappings,
 };
 
 const STREAM: &str = "rtx-cache";
@@ -64,16 +64,8 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     let start = Instant::now();
     let mut seq = 0u64;
     let within = Duration::from_secs(10);
-    let mappings = warm_up(
-        &mut publisher,
-        &mut players,
-        &mut seq,
-        start,
-        within,
-        Mapping::of_video,
-    )
-    .await;
-    drain_rtp(&mut players, Duration::from_millis(50)).await;
+    let mappings =
+        warm_up_video_mappings(&mut publisher, &mut players, &mut seq, start, within).await;
     while publisher
         .recv_rtcp(Duration::from_millis(50))
         .await
@@ -81,33 +73,14 @@ async fn players_nacks_are_answered_from_the_cache_on_their_own_core() {
     {}
 
     // Every player loses every third of the next video packets on its way from the node.
-    let first = seq;
-    let lost: Vec<u64> = (first..first + 60)
-        .filter(|&n| is_video(n))
-        .step_by(3)
-        .collect();
-    for (player, mapping) in players.iter().zip(&mappings) {
-        player.lose_once(mapping.ssrc, lost.iter().map(|&n| mapping.seq(n)));
-    }
-    while seq < first + 60 {
-        send(&mut publisher, &mut seq, 1, start).await;
-        tokio::time::sleep(Duration::from_micros(300)).await;
-    }
-    for (i, player) in players.iter_mut().enumerate() {
-        let mut received = BTreeSet::new();
-        while let Some(packet) = player.recv_rtp(Duration::from_millis(300)).await {
-            received.insert(read_packet(&packet).expect("packet intact").0.sequence);
-        }
-        let expected: BTreeSet<u64> = (first..first + 60).filter(|n| !lost.contains(n)).collect();
-        assert_eq!(received, expected, "player {i} got all but the lost ones");
+    let sending = (&mut seq, start);
+    let lost = send_losing_video(&mut publisher, &mut players, &mappings, sending, 60, 3).await;
+    for (i, player) in players.iter().enumerate() {
         assert_eq!(player.counters().rtp_lost, lost.len() as u64, "player {i}");
     }
 
     // Each NACKs what it lost, in its own numbering.
-    for (player, mapping) in players.iter_mut().zip(&mappings) {
-        let seqs: Vec<u16> = lost.iter().map(|&n| mapping.seq(n)).collect();
-        player.send_rtcp(&nack(mapping.ssrc, &seqs)).await.unwrap();
-    }
+    nack_lost(&mut players, &mappings, &lost).await;
     for (i, (player, mapping)) in players.iter_mut().zip(&mappings).enumerate() {
         let mut repaired = BTreeSet::new();
         while repaired.len() < lost.len() {

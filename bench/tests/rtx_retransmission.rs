@@ -27,8 +27,8 @@ use rtcdn_bench::media::{read_packet, Probe};
 
 mod common;
 use common::{
-    cdn_pair, core_stat, drain_rtp, is_video, nack, play_until_media, rtp_seq, send, test_node,
-    wait_for_core_stat, warm_up, Mapping, Streaming,
+    cdn_pair, core_stat, is_video, nack, nack_lost, play_until_media, rtp_seq, send,
+    send_losing_video, test_node, wait_for_core_stat, warm_up_video_mappings, Mapping, Streaming,
 };
 
 #[global_allocator]
@@ -118,16 +118,8 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
     // Warm up until every player receives video, and learn how it numbers it.
     let start = Instant::now();
     let mut seq = 0u64;
-    let mappings = warm_up(
-        &mut publisher,
-        &mut players,
-        &mut seq,
-        start,
-        timeout,
-        Mapping::of_video,
-    )
-    .await;
-    drain_rtp(&mut players, Duration::from_millis(50)).await;
+    let mappings =
+        warm_up_video_mappings(&mut publisher, &mut players, &mut seq, start, timeout).await;
 
     // Two rounds of loss on the node→player hop; the second (and what follows) is measured,
     // the first makes whatever happens once per session (RTX's SRTP state) happen before.
@@ -138,32 +130,10 @@ async fn nacks_are_answered_as_rtx_when_offered_and_a_publishers_rtx_becomes_med
         if round == 1 {
             allocations_before = core_stat(&base, "media_allocations").await;
         }
-        let first = seq;
-        let lost: Vec<u64> = (first..first + ROUND)
-            .filter(|&n| is_video(n))
-            .step_by(4)
-            .collect();
-        for (player, mapping) in players.iter().zip(&mappings) {
-            player.lose_once(mapping.ssrc, lost.iter().map(|&n| mapping.seq(n)));
-        }
-        while seq < first + ROUND {
-            send(&mut publisher, &mut seq, 1, start).await;
-            tokio::time::sleep(Duration::from_micros(300)).await;
-        }
-        for (i, player) in players.iter_mut().enumerate() {
-            let mut received = BTreeSet::new();
-            while let Some(packet) = player.recv_rtp(Duration::from_millis(300)).await {
-                received.insert(read_packet(&packet).expect("packet intact").0.sequence);
-            }
-            let expected: BTreeSet<u64> = (first..first + ROUND)
-                .filter(|n| !lost.contains(n))
-                .collect();
-            assert_eq!(received, expected, "player {i} got all but the lost ones");
-        }
-        for (player, mapping) in players.iter_mut().zip(&mappings) {
-            let seqs: Vec<u16> = lost.iter().map(|&n| mapping.seq(n)).collect();
-            player.send_rtcp(&nack(mapping.ssrc, &seqs)).await.unwrap();
-        }
+        let sending = (&mut seq, start);
+        let lost =
+            send_losing_video(&mut publisher, &mut players, &mappings, sending, ROUND, 4).await;
+        nack_lost(&mut players, &mappings, &lost).await;
         for (i, player) in players.iter_mut().enumerate() {
             let mapping = &mappings[i];
             let mut repaired = BTreeSet::new();

@@ -24,12 +24,11 @@ use std::time::{Duration, Instant};
 
 use rtcdn::alloc_count::CountingAllocator;
 use rtcdn::auth::Secret;
-use rtcdn::config::cdn::{CdnConfig, CdnNode, CdnRole};
+use rtcdn::config::cdn::{CdnConfig, CdnRole};
 use rtcdn::dtls::DtlsCertificate;
+use rtcdn::media::Datagram;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{
-    ClientSession, Mode, OfferOptions, RID_EXT_ID, SIMULCAST_RIDS, VIDEO_PT,
-};
+use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, VIDEO_PT};
 use tokio::net::UdpSocket;
 
 #[global_allocator]
@@ -37,8 +36,8 @@ static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
 
 mod common;
 use common::{
-    cdn_node, cdn_pair, core_stat, loopback_config, simulcast_video, wait_for_core_stat,
-    SimulcastLayer, SimulcastPublisher, CDN_SECRET, RID_PACKETS, SIMULCAST_SSRCS,
+    cdn_origin_of, cdn_pair, core_stat, loopback_config, simulcast_video, wait_for_core_stat,
+    SimulcastLayer, SimulcastPublisher, CDN_SECRET, SIMULCAST_SSRCS,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,32 +107,11 @@ const LAYER_L_SRTP: std::ops::Range<usize> = 100..300;
 /// Sends one packet, a frame, of `layer`: its payload names the layer and the frame's number,
 /// and a keyframe starts like a VP8 keyframe (RFC 7741). Returns the frame's number.
 async fn frame(publisher: &mut SimulcastPublisher, layer: usize, keyframe: bool) -> u16 {
-    let numbering = &mut publisher.layers[layer];
-    numbering.ts = numbering.ts.wrapping_add(3000);
-    let rid = [rtp::ExtensionElement {
-        id: RID_EXT_ID,
-        data: SIMULCAST_RIDS[layer].as_bytes(),
-    }];
-    let mut header = rtp::RtpHeaderBuilder::new(
-        rtp::Pt::new(VIDEO_PT),
-        numbering.seq,
-        numbering.ts,
-        rtp::Ssrc(SIMULCAST_SSRCS[layer]),
-    );
-    if numbering.sent < RID_PACKETS {
-        header.extensions = &rid;
-    }
-    let mut p = vec![0u8; header.encoded_len() + PAYLOAD[layer]];
-    let at = header.write_to(&mut p).unwrap();
-    p[at] = if keyframe { 0x10 } else { 0x00 };
-    p[at + 1] = if keyframe { 0x00 } else { 0x01 };
-    p[at + 2] = layer as u8;
-    p[at + 3..at + 5].copy_from_slice(&numbering.sent.to_be_bytes());
-    let number = numbering.sent;
-    publisher.session.send_rtp(&p).await.unwrap();
-    numbering.seq = numbering.seq.wrapping_add(1);
-    numbering.sent += 1;
-    number
+    publisher.next_frame(layer);
+    let number = publisher.layers[layer].sent.to_be_bytes();
+    publisher
+        .send_packet(layer, PAYLOAD[layer], keyframe, &number)
+        .await
 }
 
 /// A UDP hop in front of the edge's media ports, which the edge announces on 127.0.0.2: what
@@ -188,8 +166,7 @@ impl LossyHop {
     /// Whether to lose this datagram: armed, and an RTP packet (not RTCP, STUN or DTLS) of
     /// layer `l`'s size.
     fn loses(&self, packet: &[u8]) -> bool {
-        let rtp = matches!(packet, [128..=191, second, ..] if !(192..=223).contains(second));
-        if !rtp || !LAYER_L_SRTP.contains(&packet.len()) {
+        if Datagram::classify(packet) != Datagram::Rtp || !LAYER_L_SRTP.contains(&packet.len()) {
             return false;
         }
         if self
@@ -219,15 +196,7 @@ fn origin_and_edge_behind_a_hop() -> (Node, Node) {
         ..CdnConfig::default()
     };
     let edge = Node::start(&config).expect("edge starts");
-    let origin = cdn_node(
-        CdnRole::Origin,
-        vec![CdnNode {
-            id: 1,
-            host: "127.0.0.1".into(),
-            ws: Some(edge.http_addr().port()),
-            wss: None,
-        }],
-    );
+    let origin = cdn_origin_of(&edge);
     (origin, edge)
 }
 

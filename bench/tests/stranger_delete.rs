@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn_bench::client::Mode;
-use rtcdn_bench::http;
-use serde_json::Value;
 
 mod common;
-use common::{drain_rtp, post_sdp_offer, publish_and_play, raw_request, send, test_node, warm_up};
+use common::{
+    drain_rtp, post_sdp_offer, publish_and_play, raw_request, send, stream_listing, test_node,
+    warm_up_until_received,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_can_neither_stop_a_publisher_nor_take_its_name() {
@@ -27,27 +28,11 @@ async fn a_stranger_can_neither_stop_a_publisher_nor_take_its_name() {
     let start = Instant::now();
     let mut seq = 0;
     let within = Duration::from_secs(15);
-    warm_up(
-        &mut publisher,
-        &mut players,
-        &mut seq,
-        start,
-        within,
-        |_| Some(()),
-    )
-    .await;
+    warm_up_until_received(&mut publisher, &mut players, &mut seq, start, within).await;
 
     // The stranger reads the listing (open on a node with open policies) and tries every id it
     // shows, as a publisher's and as a player's resource.
-    let listing = http::request(
-        Method::GET,
-        &format!("{base}/rest-api/stream/find_all"),
-        None,
-        String::new(),
-    )
-    .await
-    .unwrap();
-    let list: Value = serde_json::from_str(&listing.body).unwrap();
+    let list = stream_listing(&base).await;
     let id = list[0]["mediaSessionId"]
         .as_str()
         .expect("a listed id")

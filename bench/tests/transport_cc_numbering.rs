@@ -9,7 +9,7 @@ use rtcdn_bench::client::{ClientSession, Mode, OfferOptions, TRANSPORT_CC_EXT_ID
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{drain_rtp, send, test_node, warm_up};
+use common::{drain_rtp, send, test_node, warm_up_until_received};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_packet_to_a_transport_cc_player_is_numbered() {
@@ -34,15 +34,7 @@ async fn every_packet_to_a_transport_cc_player_is_numbered() {
     let start = Instant::now();
     let mut seq = 0u64;
     let mut players = [numbered, plain];
-    warm_up(
-        &mut publisher,
-        &mut players,
-        &mut seq,
-        start,
-        timeout,
-        |_| Some(()),
-    )
-    .await;
+    warm_up_until_received(&mut publisher, &mut players, &mut seq, start, timeout).await;
     drain_rtp(&mut players, Duration::from_millis(100)).await;
     let [mut numbered, mut plain] = players;
     for _ in 0..200 {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use rtcdn::dtls::DtlsCertificate;
 
 mod common;
-use common::{assert_every_packet_in_order, drain_rtp, publish_and_play, send, test_node, warm_up};
+use common::{
+    assert_players_get_every_packet, drain_rtp, publish_and_play, test_node, warm_up_until_received,
+};
 
 const MEASURED: u64 = 600;
 const PLAYERS: usize = 3;
@@ -23,23 +25,12 @@ async fn three_players_get_every_packet_intact_and_in_order() {
     let start = Instant::now();
     let mut seq = 0u64;
     let within = Duration::from_secs(10);
-    warm_up(
-        &mut publisher,
-        &mut players,
-        &mut seq,
-        start,
-        within,
-        |_| Some(()),
-    )
-    .await;
+    warm_up_until_received(&mut publisher, &mut players, &mut seq, start, within).await;
     drain_rtp(&mut players, Duration::from_millis(50)).await;
 
-    let first = seq;
-    for _ in 0..MEASURED {
-        send(&mut publisher, &mut seq, 1, start).await;
-        tokio::time::sleep(Duration::from_micros(300)).await;
-    }
-    assert_every_packet_in_order(&mut players, 1, first..first + MEASURED).await;
+    let gap = Duration::from_micros(300);
+    assert_players_get_every_packet(&mut publisher, &mut players, &mut seq, start, MEASURED, gap)
+        .await;
 
     // The publisher leaves: every player's session is ended by the server (DTLS close).
     publisher.close().await.expect("DELETE the WHIP resource");

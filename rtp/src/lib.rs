@@ -46,6 +46,7 @@
 mod codec;
 mod error;
 mod ext;
+mod missing;
 mod packet;
 mod rewrite;
 mod seq;
@@ -60,6 +61,7 @@ pub mod fuzzing;
 pub use codec::{is_keyframe, VideoCodec};
 pub use error::Error;
 pub use ext::{ExtensionElement, ExtensionIter, Extensions};
+pub use missing::{MissingPacket, MissingSeqs, SeqArrival};
 pub use packet::{
     header_len, set_marker, set_payload_type, set_sequence_number, set_ssrc, set_timestamp, Pt,
     RtpHeader, RtpHeaderBuilder, Ssrc,

@@ -25,10 +25,11 @@ use crate::control::{
     CoreCommand, CoreId, PlayedTrack, PlayerLayers, PublishedTrack, RtxStream, SessionId,
     SessionRole, SessionSpec, SimulcastLayers, StreamId,
 };
-use crate::dtls::DtlsRole;
+use crate::media::test_support::{
+    core_session_spec, opus_track, peer_agent, peer_srtp, receive_from_core, vp8_track, FromCore,
+};
 use crate::media::{
-    peer_test_keys, Datagram, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls,
-    SocketId, MAX_DATAGRAM,
+    Datagram, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId, MAX_DATAGRAM,
 };
 use crate::sdp::MediaKind;
 use crate::session::SessionTimeouts;
@@ -164,13 +165,11 @@ pub(crate) fn run(data: &[u8]) -> KeyedCores {
 }
 
 fn srtp_tx() -> SrtpContext {
-    let keys = peer_test_keys();
-    SrtpContext::new(keys.profile, &keys.local_key, &keys.local_salt).expect("test keys")
+    peer_srtp().0
 }
 
 fn srtp_rx() -> SrtpContext {
-    let keys = peer_test_keys();
-    SrtpContext::new(keys.profile, &keys.remote_key, &keys.remote_salt).expect("test keys")
+    peer_srtp().1
 }
 
 /// ICE credentials of one end of session `id` (`end`: "core" or "peer").
@@ -182,17 +181,8 @@ fn credentials(end: &str, id: SessionId) -> IceCredentials {
 }
 
 fn spec(id: SessionId, role: SessionRole) -> SessionSpec {
-    SessionSpec {
-        id,
-        stream: STREAM,
-        stream_name: "fuzz".into(),
-        role,
-        local_ice: credentials("core", id),
-        remote_ice: credentials("peer", id),
-        remote_fingerprint: [0; 32],
-        dtls_role: DtlsRole::Server,
-        publisher_core: Some(CoreId(0)),
-    }
+    let (core_ice, peer_ice) = (credentials("core", id), credentials("peer", id));
+    core_session_spec(id, STREAM, "fuzz", role, core_ice, peer_ice)
 }
 
 fn publisher_role(setup: Setup) -> SessionRole {
@@ -206,24 +196,15 @@ fn publisher_role(setup: Setup) -> SessionRole {
     // Chromium announces no SSRCs for simulcast.
     let rtx_ssrcs = (rtx && simulcast.is_none()).then_some((VIDEO_SSRC, VIDEO_RTX_SSRC));
     let video = PublishedTrack {
-        kind: MediaKind::Video,
-        pt: VIDEO_PT,
-        clock_rate: 90_000,
-        codec: "VP8".into(),
         rtx_pt: rtx.then_some(VIDEO_RTX_PT),
         rtx_ssrcs,
         transport_cc,
         simulcast,
+        ..vp8_track(VIDEO_PT)
     };
     let audio = PublishedTrack {
-        kind: MediaKind::Audio,
-        pt: AUDIO_PT,
-        clock_rate: 48_000,
-        codec: "opus".into(),
-        rtx_pt: None,
-        rtx_ssrcs: None,
         transport_cc,
-        simulcast: None,
+        ..opus_track(AUDIO_PT)
     };
     SessionRole::Publisher {
         tracks: vec![audio, video],
@@ -337,13 +318,7 @@ impl KeyedCores {
                 core,
                 tx: srtp_tx(),
             },
-            ice: IceControllingAgent::new(
-                spec.remote_ice.clone(),
-                spec.local_ice.clone(),
-                vec![self.cores[core].addr],
-                id.0,
-                self.now,
-            ),
+            ice: peer_agent(&spec, self.cores[core].addr, self.now),
             rx: srtp_rx(),
             last_rtp: None,
         });
@@ -497,18 +472,11 @@ impl KeyedCores {
 
 impl Peer {
     fn receive(&mut self, now: Instant, from: SocketAddr, mut data: Vec<u8>) {
-        match Datagram::classify(&data) {
-            Datagram::Stun => {
-                let _ = self.ice.handle_packet(now, from, &data);
+        let received = receive_from_core(&mut self.ice, &mut self.rx, now, from, &mut data);
+        if let FromCore::Rtp(packet) = received {
+            if let Ok(header) = RtpHeader::parse(packet) {
+                self.last_rtp = Some((header.ssrc().0, header.sequence_number()));
             }
-            Datagram::Rtp => {
-                if let Ok(len) = self.rx.unprotect_rtp(&mut data) {
-                    if let Ok(header) = RtpHeader::parse(&data[..len]) {
-                        self.last_rtp = Some((header.ssrc().0, header.sequence_number()));
-                    }
-                }
-            }
-            Datagram::Rtcp | Datagram::Dtls | Datagram::Unknown => {}
         }
     }
 }

@@ -25,6 +25,8 @@ mod forward;
 mod peer;
 pub mod retransmission_cache;
 mod router;
+#[doc(hidden)]
+pub mod test_support;
 mod timers;
 mod tx;
 

@@ -582,8 +582,7 @@ impl<F: ForwardSink> Router<F> {
                 return;
             }
         }
-        self.counters.keyframe_cache_misses += 1;
-        self.request_keyframe(now, peers, stream, layer);
+        self.start_on_requested_keyframe(now, peers, stream, layer);
     }
 
     /// Starts a relay that sends each of the stream's `layers` simulcast layers on its own
@@ -606,10 +605,22 @@ impl<F: ForwardSink> Router<F> {
             if self.start_from_local_keyframe(now, peer, stream, layer, tx) {
                 self.counters.keyframe_cache_hits += 1;
             } else {
-                self.counters.keyframe_cache_misses += 1;
-                self.request_keyframe(now, peers, stream, layer);
+                self.start_on_requested_keyframe(now, peers, stream, layer);
             }
         }
+    }
+
+    /// No cache here holds a keyframe of `stream`'s `layer` to start on: counts the miss and
+    /// asks the publisher for one.
+    fn start_on_requested_keyframe(
+        &mut self,
+        now: Instant,
+        peers: &mut Peers,
+        stream: StreamId,
+        layer: u8,
+    ) {
+        self.counters.keyframe_cache_misses += 1;
+        self.request_keyframe(now, peers, stream, layer);
     }
 
     /// Sends a player the packets from the keyframe this core cached on; false without one.

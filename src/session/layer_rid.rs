@@ -109,6 +109,7 @@ mod tests {
     use rtp::{ExtensionElement, Pt, RtpHeaderBuilder, Ssrc};
 
     use super::*;
+    use crate::session::test_support::extension_elements;
 
     /// A packet with a CSRC, `extensions`, payload `frame` and 3 bytes of padding, in a
     /// buffer with room to spare.
@@ -129,13 +130,7 @@ mod tests {
     }
 
     fn elements(packet: &[u8]) -> Vec<(u8, Vec<u8>)> {
-        let header = RtpHeader::parse(packet).unwrap();
-        header
-            .extensions()
-            .into_iter()
-            .flat_map(|e| e.iter())
-            .map(|e| (e.id, e.data.to_vec()))
-            .collect()
+        extension_elements(&RtpHeader::parse(packet).unwrap())
     }
 
     fn check_rest(packet: &[u8]) {

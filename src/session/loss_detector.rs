@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use rtp::SeqNo;
+use rtp::{MissingSeqs, SeqArrival, SeqNo};
 
 /// Missing packets tracked at once. A gap wider than this is a discontinuity (a restarted source,
 /// an outage), not loss worth repairing packet by packet.
@@ -32,15 +32,6 @@ const INITIAL_RTT: Duration = Duration::from_millis(100);
 const MIN_RETRY: Duration = Duration::from_millis(20);
 const MAX_RETRY: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Copy)]
-struct Missing {
-    seq: u64,
-    detected_at: Instant,
-    /// When it was last asked for; `None` until the first request.
-    requested_at: Option<Instant>,
-    requests: u8,
-}
-
 /// What the detector did, since the last [`LossDetector::take_counts`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RepairCounts {
@@ -56,9 +47,8 @@ pub struct RepairCounts {
 #[derive(Debug)]
 pub struct LossDetector {
     ssrc: Option<u32>,
-    highest: SeqNo,
-    /// Oldest first. Allocated once with room for [`MAX_MISSING`]; never grows.
-    missing: Vec<Missing>,
+    /// Room for [`MAX_MISSING`] allocated once; never grows.
+    missing: MissingSeqs,
     rtt: Duration,
     counts: RepairCounts,
 }
@@ -74,8 +64,7 @@ impl LossDetector {
     pub fn new() -> Self {
         LossDetector {
             ssrc: None,
-            highest: SeqNo::new(0),
-            missing: Vec::with_capacity(MAX_MISSING),
+            missing: MissingSeqs::new(MAX_MISSING),
             rtt: INITIAL_RTT,
             counts: RepairCounts::default(),
         }
@@ -90,57 +79,29 @@ impl LossDetector {
     /// packets at once ([`LossDetector::poll_requests`]) instead of at its next timer.
     pub fn on_packet(&mut self, now: Instant, ssrc: u32, seq: u16) -> bool {
         if self.ssrc != Some(ssrc) {
-            self.restart(ssrc, seq);
+            self.ssrc = Some(ssrc);
+            self.counts.abandoned += self.missing.restart(SeqNo::new(u64::from(seq))) as u64;
             return false;
         }
-        let extended = self.highest.extend(seq);
-        let highest = self.highest.value();
-        let seq = extended.value();
-        if seq > highest {
-            self.highest = extended;
-            let gap = seq - highest - 1;
-            if gap == 0 {
-                return false;
+        match self.missing.handle_packet(now, seq) {
+            SeqArrival::New { opened, dropped } => {
+                // Past the bound the source jumped, or the oldest are the least likely still
+                // to be useful: either way those are given up.
+                self.counts.abandoned += dropped as u64;
+                opened > 0
             }
-            if gap as usize > MAX_MISSING {
-                // Not loss: the source jumped. Nothing before the jump is worth asking for.
-                self.counts.abandoned += self.missing.len() as u64;
-                self.missing.clear();
-                return false;
-            }
-            for lost in highest + 1..seq {
-                if self.missing.len() == MAX_MISSING {
-                    // Keep the newest: the oldest are the least likely still to be useful.
-                    self.missing.remove(0);
-                    self.counts.abandoned += 1;
+            // Late: reordered, or a retransmission.
+            SeqArrival::Found(found) => {
+                self.counts.recovered += 1;
+                if let (1, Some(at)) = (found.requests, found.requested_at) {
+                    // Only a first request times the round trip: after a retry, which request
+                    // this answers is unknown.
+                    self.sample_rtt(now.saturating_duration_since(at));
                 }
-                self.missing.push(Missing {
-                    seq: lost,
-                    detected_at: now,
-                    requested_at: None,
-                    requests: 0,
-                });
+                false
             }
-            return true;
+            SeqArrival::Old => false,
         }
-        // Late: reordered, or a retransmission.
-        if let Some(i) = self.missing.iter().position(|m| m.seq == seq) {
-            let found = self.missing.remove(i);
-            self.counts.recovered += 1;
-            if let (1, Some(at)) = (found.requests, found.requested_at) {
-                // Only a first request times the round trip: after a retry, which request this
-                // answers is unknown.
-                self.sample_rtt(now.saturating_duration_since(at));
-            }
-        }
-        false
-    }
-
-    fn restart(&mut self, ssrc: u32, seq: u16) {
-        self.counts.abandoned += self.missing.len() as u64;
-        self.missing.clear();
-        self.ssrc = Some(ssrc);
-        self.highest = SeqNo::new(u64::from(seq));
     }
 
     fn sample_rtt(&mut self, sample: Duration) {
@@ -157,12 +118,8 @@ impl LossDetector {
     /// answer is on its way, and is forwarded to every player), nor when it was given up. A
     /// number the node did receive (a player's cache missed it) is passed through.
     pub fn should_request(&mut self, now: Instant, seq: u16) -> bool {
-        if self.ssrc.is_none() {
-            return true;
-        }
-        let extended = self.highest.extend(seq).value();
         let retry = self.retry_interval();
-        match self.missing.iter_mut().find(|m| m.seq == extended) {
+        match self.missing.get_mut(seq) {
             Some(m) if m.requested_at.is_some_and(|at| now < at + retry) => false,
             Some(m) => {
                 m.requested_at = Some(now);
@@ -179,13 +136,11 @@ impl LossDetector {
     /// past [`MAX_REQUESTS`] or [`MAX_AGE`].
     pub fn poll_requests(&mut self, now: Instant, out: &mut [u16]) -> usize {
         let retry = self.retry_interval();
-        let before = self.missing.len();
-        self.missing.retain(|m| {
+        self.counts.abandoned += self.missing.give_up_unless(|m| {
             m.requests < MAX_REQUESTS && now.saturating_duration_since(m.detected_at) < MAX_AGE
-        });
-        self.counts.abandoned += (before - self.missing.len()) as u64;
+        }) as u64;
         let mut count = 0;
-        for m in &mut self.missing {
+        for m in self.missing.iter_mut() {
             if count == out.len() {
                 break;
             }

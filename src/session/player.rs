@@ -658,9 +658,10 @@ mod tests {
     use rtp::rtcp::NackPair;
 
     use super::*;
-    use crate::control::{RtxStream, SessionRole};
+    use crate::control::{PlayerLayers, RtxStream, SessionRole};
     use crate::session::test_support::{
-        connected_with_test_keys, layer_packet, peer_context, publisher_spec, source_packet,
+        connected_with_test_keys, extension_elements as elements, layer_packet, peer_context,
+        publisher_spec, source_packet,
     };
 
     /// A connected player of one video track (SSRC 0x5eed, PT 96), with fixed SRTP keys.
@@ -670,6 +671,18 @@ mod tests {
 
     /// [`connected_player`] with `rtx` negotiated.
     fn connected_player_with(rtx: Option<RtxStream>) -> Session {
+        let session = connected_video_player(rtx, None, None);
+        assert!(session.is_connected());
+        session
+    }
+
+    /// A connected player of one video track (SSRC 0x5eed, PT 96) with `rtx`, transport-cc
+    /// (its extension id) and simulcast `layers` as given, and fixed SRTP keys.
+    fn connected_video_player(
+        rtx: Option<RtxStream>,
+        transport_cc: Option<u8>,
+        layers: Option<PlayerLayers>,
+    ) -> Session {
         let mut spec = publisher_spec();
         spec.role = SessionRole::Player {
             tracks: vec![PlayedTrack {
@@ -677,14 +690,11 @@ mod tests {
                 pt: 96,
                 ssrc: 0x5eed,
                 rtx,
-                transport_cc: None,
-                layers: None,
+                transport_cc,
+                layers,
             }],
         };
-        let now = Instant::now();
-        let session = connected_with_test_keys(spec, now);
-        assert!(session.is_connected());
-        session
+        connected_with_test_keys(spec, Instant::now())
     }
 
     /// A NACK of `media_ssrc` for packet `seq`, with room for the SRTCP overhead after it.
@@ -857,22 +867,12 @@ mod tests {
 
     #[test]
     fn a_player_pins_only_a_layer_its_stream_has_and_reports_its_layer() {
-        let mut spec = publisher_spec();
-        spec.role = SessionRole::Player {
-            tracks: vec![PlayedTrack {
-                kind: MediaKind::Video,
-                pt: 96,
-                ssrc: 0x5eed,
-                rtx: None,
-                transport_cc: Some(3),
-                layers: Some(crate::control::PlayerLayers {
-                    count: 3,
-                    target: 2,
-                    pinned: false,
-                }),
-            }],
+        let layers = PlayerLayers {
+            count: 3,
+            target: 2,
+            pinned: false,
         };
-        let mut player = connected_with_test_keys(spec, Instant::now());
+        let mut player = connected_video_player(None, Some(3), Some(layers));
         let layer = |current, target, pinned| {
             Some(PlayerLayer {
                 current,
@@ -898,23 +898,13 @@ mod tests {
 
     #[test]
     fn a_switching_player_changes_layer_at_the_targets_keyframe_with_continuous_numbers() {
-        let mut spec = publisher_spec();
-        spec.role = SessionRole::Player {
-            tracks: vec![PlayedTrack {
-                kind: MediaKind::Video,
-                pt: 96,
-                ssrc: 0x5eed,
-                rtx: None,
-                transport_cc: None,
-                layers: Some(crate::control::PlayerLayers {
-                    count: 2,
-                    target: 1,
-                    pinned: false,
-                }),
-            }],
+        let layers = PlayerLayers {
+            count: 2,
+            target: 1,
+            pinned: false,
         };
         let now = Instant::now();
-        let mut player = connected_with_test_keys(spec, now);
+        let mut player = connected_video_player(None, None, Some(layers));
         let mut rx = peer_context(true);
         // Layer 0 is SSRC 7 (seq from 100), layer 1 SSRC 9 (seq from 5000).
         let mut sent = Vec::new();
@@ -1024,16 +1014,6 @@ mod tests {
         relay.remote = Some("127.0.0.1:5000".parse().unwrap());
         assert_eq!(relay.poll_event(), Some(SessionEvent::Connected));
         relay
-    }
-
-    /// The header extension elements of a packet.
-    fn elements(header: &RtpHeader<'_>) -> Vec<(u8, Vec<u8>)> {
-        header
-            .extensions()
-            .into_iter()
-            .flat_map(|e| e.iter())
-            .map(|e| (e.id, e.data.to_vec()))
-            .collect()
     }
 
     /// Hands a player (or relay) RTCP from its peer; returns the events it made.
@@ -1188,22 +1168,12 @@ mod tests {
 
     #[test]
     fn a_player_asks_for_its_target_layers_keyframe_whatever_the_request_names() {
-        let mut spec = publisher_spec();
-        spec.role = SessionRole::Player {
-            tracks: vec![PlayedTrack {
-                kind: MediaKind::Video,
-                pt: 96,
-                ssrc: 0x5eed,
-                rtx: None,
-                transport_cc: None,
-                layers: Some(crate::control::PlayerLayers {
-                    count: 3,
-                    target: 1,
-                    pinned: true,
-                }),
-            }],
+        let layers = PlayerLayers {
+            count: 3,
+            target: 1,
+            pinned: true,
         };
-        let mut player = connected_with_test_keys(spec, Instant::now());
+        let mut player = connected_video_player(None, None, Some(layers));
         assert_eq!(player.poll_event(), Some(SessionEvent::Connected));
         let mut tx = peer_context(false);
         let pli = Rtcp::Pli(rtp::rtcp::Pli {

@@ -624,8 +624,10 @@ mod tests {
 
     use super::*;
     use crate::control::SessionRole;
+    use crate::media::test_support::vp8_track;
     use crate::session::test_support::{
         connected_with_test_keys, layer_packet, peer_context, publisher_spec, source_packet,
+        srtp_datagram,
     };
 
     #[test]
@@ -644,16 +646,10 @@ mod tests {
     #[test]
     fn a_limited_publisher_is_sent_the_limit_in_remb_at_once_and_in_every_report() {
         let now = Instant::now();
-        let mut publisher = connected_publisher(None, now);
-        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        publisher.remote = Some(from);
-        let (mut tx, mut rx) = (peer_context(false), peer_context(true));
+        let (mut publisher, from, mut tx, mut rx) = publisher_with_peer(now);
         for seq in 1..=5u16 {
-            let plain = source_packet(1, seq);
-            let mut buf = [0u8; 1500];
-            buf[..plain.len()].copy_from_slice(&plain);
-            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
-            publisher.handle_srtp(now, from, &mut buf[..n]).unwrap();
+            let mut datagram = srtp_datagram(&mut tx, &source_packet(1, seq));
+            publisher.handle_srtp(now, from, &mut datagram).unwrap();
         }
         let traffic = publisher.traffic();
         assert_eq!(traffic.packets_in, 5);
@@ -684,37 +680,37 @@ mod tests {
     /// A connected publisher of one VP8 track (PT 100), with rtx `(pt, (media, rtx SSRCs))`
     /// if given, and fixed SRTP keys (the peer's are [`peer_context`]'s).
     fn connected_publisher(rtx: Option<(u8, (u32, u32))>, now: Instant) -> Session {
+        let track = PublishedTrack {
+            rtx_pt: rtx.map(|(pt, _)| pt),
+            rtx_ssrcs: rtx.map(|(_, ssrcs)| ssrcs),
+            ..vp8_track(100)
+        };
         let mut spec = publisher_spec();
         spec.role = SessionRole::Publisher {
-            tracks: vec![PublishedTrack {
-                kind: MediaKind::Video,
-                pt: 100,
-                clock_rate: 90_000,
-                codec: "VP8".into(),
-                rtx_pt: rtx.map(|(pt, _)| pt),
-                rtx_ssrcs: rtx.map(|(_, ssrcs)| ssrcs),
-                transport_cc: None,
-                simulcast: None,
-            }],
+            tracks: vec![track],
         };
         connected_with_test_keys(spec, now)
+    }
+
+    /// A [`connected_publisher`] without rtx whose peer is at 127.0.0.1:5000: the session,
+    /// that address, and the peer's contexts to send to it with (`tx`) and receive from it
+    /// with (`rx`).
+    fn publisher_with_peer(now: Instant) -> (Session, SocketAddr, SrtpContext, SrtpContext) {
+        let mut publisher = connected_publisher(None, now);
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        publisher.remote = Some(from);
+        (publisher, from, peer_context(false), peer_context(true))
     }
 
     #[test]
     fn a_publisher_is_asked_again_in_one_nack_of_packed_entries() {
         let now = Instant::now();
-        let mut publisher = connected_publisher(None, now);
-        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        publisher.remote = Some(from);
-        let (mut tx, mut rx) = (peer_context(false), peer_context(true));
+        let (mut publisher, from, mut tx, mut rx) = publisher_with_peer(now);
         // Nothing to name before its media came: the NACK needs the media SSRC.
         publisher.request_retransmission(now, MediaKind::Video, 0, &[7]);
         assert!(publisher.poll_transmit().is_none());
-        let plain = source_packet(1, 40);
-        let mut buf = [0u8; 1500];
-        buf[..plain.len()].copy_from_slice(&plain);
-        let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
-        publisher.handle_srtp(now, from, &mut buf[..n]).unwrap();
+        let mut datagram = srtp_datagram(&mut tx, &source_packet(1, 40));
+        publisher.handle_srtp(now, from, &mut datagram).unwrap();
 
         publisher.request_retransmission(now, MediaKind::Video, 0, &[30, 10, 12, 11, 10, 65535]);
         let mut t = publisher.poll_transmit().expect("a NACK");
@@ -745,12 +741,10 @@ mod tests {
         let mut tx = peer_context(false);
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let mut receive = |plain: &[u8]| {
-            let mut buf = [0u8; 1500];
-            buf[..plain.len()].copy_from_slice(plain);
-            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+            let mut datagram = srtp_datagram(&mut tx, plain);
             publisher
-                .handle_srtp(now, from, &mut buf[..n])
-                .map(|m| (m.kind, buf[..m.len].to_vec()))
+                .handle_srtp(now, from, &mut datagram)
+                .map(|m| (m.kind, datagram[..m.len].to_vec()))
         };
         for seq in [10u16, 11, 13] {
             assert_eq!(
@@ -805,18 +799,13 @@ mod tests {
         let mut spec = publisher_spec();
         spec.role = SessionRole::Publisher {
             tracks: vec![PublishedTrack {
-                kind: MediaKind::Video,
-                pt: 100,
-                clock_rate: 90_000,
-                codec: "VP8".into(),
                 rtx_pt: Some(101),
-                rtx_ssrcs: None,
-                transport_cc: None,
                 simulcast: Some(crate::control::SimulcastLayers {
                     rids: vec!["l".into(), "h".into()],
                     rid_ext: 10,
                     repaired_rid_ext: Some(11),
                 }),
+                ..vp8_track(100)
             }],
         };
         let now = Instant::now();
@@ -833,12 +822,10 @@ mod tests {
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let (mut tx, mut rx) = (peer_context(false), peer_context(true));
         let mut receive = |publisher: &mut Session, plain: &[u8]| {
-            let mut buf = [0u8; 1500];
-            buf[..plain.len()].copy_from_slice(plain);
-            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+            let mut datagram = srtp_datagram(&mut tx, plain);
             publisher
-                .handle_srtp(now, from, &mut buf[..n])
-                .map(|m| (m.layer, m.keyframe, buf[..m.len].to_vec()))
+                .handle_srtp(now, from, &mut datagram)
+                .map(|m| (m.layer, m.keyframe, datagram[..m.len].to_vec()))
         };
         // Unknown until an SSRC carried a rid.
         assert!(matches!(
@@ -920,17 +907,11 @@ mod tests {
     #[test]
     fn a_keyframe_answers_the_requests_merged_while_it_was_on_its_way() {
         let start = Instant::now();
-        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let plis_after = |keyframe_arrives: bool| {
-            let mut publisher = connected_publisher(None, start);
-            publisher.remote = Some(from);
-            let (mut tx, mut rx) = (peer_context(false), peer_context(true));
+            let (mut publisher, from, mut tx, mut rx) = publisher_with_peer(start);
             let mut send = |publisher: &mut Session, seq: u16, key: bool, now: Instant| {
-                let plain = layer_packet(100, 7, seq, None, key);
-                let mut buf = [0u8; 1500];
-                buf[..plain.len()].copy_from_slice(&plain);
-                let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
-                publisher.handle_srtp(now, from, &mut buf[..n]).unwrap();
+                let mut datagram = srtp_datagram(&mut tx, &layer_packet(100, 7, seq, None, key));
+                publisher.handle_srtp(now, from, &mut datagram).unwrap();
             };
             send(&mut publisher, 1, true, start);
             // Three players ask at once: one PLI now, the others merged.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use rtp::srtp::{SrtpContext, SrtpProfile};
-use rtp::{Pt, RtpHeaderBuilder, Ssrc};
+use rtp::{Pt, RtpHeader, RtpHeaderBuilder, Ssrc};
 
 use super::{Session, SessionTimeouts};
 use crate::control::{SessionId, SessionRole, SessionSpec, StreamId};
@@ -57,6 +57,15 @@ pub(super) fn peer_context(receiving: bool) -> SrtpContext {
     SrtpContext::new(SrtpProfile::AeadAes128Gcm, &[key; 16], &[salt; 12]).unwrap()
 }
 
+/// The datagram a peer sends for the RTP packet `plain`: protected with `tx` (a
+/// [`peer_context`] that is not `receiving`).
+pub(super) fn srtp_datagram(tx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; 1500];
+    buf[..plain.len()].copy_from_slice(plain);
+    let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+    buf[..n].to_vec()
+}
+
 /// A 200-byte RTP packet of PT 100, its payload filled with the low byte of `seq`.
 pub(super) fn source_packet(ssrc: u32, seq: u16) -> Vec<u8> {
     let mut p = vec![0u8; 200];
@@ -88,4 +97,14 @@ pub(super) fn layer_packet(
     p[at] = 0x10;
     p[at + 1] = if key { 0x00 } else { 0x01 };
     p
+}
+
+/// A packet's header extension elements, as (id, data) pairs in their order.
+pub(super) fn extension_elements(header: &RtpHeader<'_>) -> Vec<(u8, Vec<u8>)> {
+    header
+        .extensions()
+        .into_iter()
+        .flat_map(|e| e.iter())
+        .map(|e| (e.id, e.data.to_vec()))
+        .collect()
 }

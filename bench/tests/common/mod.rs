@@ -3,6 +3,7 @@
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,7 +46,13 @@ pub fn cdn_node(role: CdnRole, edges: Vec<CdnNode>) -> Node {
 /// An edge and an origin relaying to it, both from [`cdn_node`]: `(origin, edge)`.
 pub fn cdn_pair() -> (Node, Node) {
     let edge = cdn_node(CdnRole::Edge, Vec::new());
-    let origin = cdn_node(
+    let origin = cdn_origin_of(&edge);
+    (origin, edge)
+}
+
+/// An origin from [`cdn_node`] that relays to `edge` alone (node id 1, over its HTTP port).
+pub fn cdn_origin_of(edge: &Node) -> Node {
+    cdn_node(
         CdnRole::Origin,
         vec![CdnNode {
             id: 1,
@@ -53,8 +60,7 @@ pub fn cdn_pair() -> (Node, Node) {
             ws: Some(edge.http_addr().port()),
             wss: None,
         }],
-    );
-    (origin, edge)
+    )
 }
 
 /// A standalone node's config on loopback with ephemeral ports and `threads` media cores.
@@ -193,6 +199,49 @@ pub async fn warm_up<T>(
     learnt.into_iter().flatten().collect()
 }
 
+/// [`warm_up`] until every player has received a packet, whatever it was.
+pub async fn warm_up_until_received(
+    publisher: &mut ClientSession,
+    players: &mut [ClientSession],
+    seq: &mut u64,
+    start: Instant,
+    within: Duration,
+) {
+    warm_up(publisher, players, seq, start, within, |_| Some(())).await;
+}
+
+/// [`warm_up`] until every player has received video, then drains the warm-up packets: how each
+/// player numbers the publisher's video, in the players' order.
+pub async fn warm_up_video_mappings(
+    publisher: &mut ClientSession,
+    players: &mut [ClientSession],
+    seq: &mut u64,
+    start: Instant,
+    within: Duration,
+) -> Vec<Mapping> {
+    let mappings = warm_up(publisher, players, seq, start, within, Mapping::of_video).await;
+    drain_rtp(players, Duration::from_millis(50)).await;
+    mappings
+}
+
+/// Sends `count` of the publisher's packets ([`send`]'s, phase 1), `gap` apart, and checks with
+/// [`assert_every_packet_in_order`] that every player gets every one.
+pub async fn assert_players_get_every_packet(
+    publisher: &mut ClientSession,
+    players: &mut [ClientSession],
+    seq: &mut u64,
+    start: Instant,
+    count: u64,
+    gap: Duration,
+) {
+    let first = *seq;
+    for _ in 0..count {
+        send(publisher, seq, 1, start).await;
+        tokio::time::sleep(gap).await;
+    }
+    assert_every_packet_in_order(players, 1, first..first + count).await;
+}
+
 /// Checks that every player gets the publisher's packets `sent` ([`send`]'s, of `phase`),
 /// intact, in order and none lost, each on the payload type of its kind.
 pub async fn assert_every_packet_in_order(
@@ -219,6 +268,50 @@ pub async fn assert_every_packet_in_order(
             };
             assert_eq!(pt, kind_pt, "player {i}: payload type of packet {expected}");
         }
+    }
+}
+
+/// Has every player lose every `every`th video packet of the publisher's next `count` once on
+/// its way from the node (by the player's numbers, from `mappings`), sends those packets
+/// ([`send`]'s, phase 1, 300 µs apart), and checks that every player got every one of them,
+/// intact, but the lost ones. Returns the lost packets (the publisher's numbers).
+pub async fn send_losing_video(
+    publisher: &mut ClientSession,
+    players: &mut [ClientSession],
+    mappings: &[Mapping],
+    (seq, start): (&mut u64, Instant),
+    count: u64,
+    every: usize,
+) -> Vec<u64> {
+    let first = *seq;
+    let until = first + count;
+    let lost: Vec<u64> = (first..until)
+        .filter(|&n| is_video(n))
+        .step_by(every)
+        .collect();
+    for (player, mapping) in players.iter().zip(mappings) {
+        player.lose_once(mapping.ssrc, lost.iter().map(|&n| mapping.seq(n)));
+    }
+    while *seq < until {
+        send(publisher, seq, 1, start).await;
+        tokio::time::sleep(Duration::from_micros(300)).await;
+    }
+    for (i, player) in players.iter_mut().enumerate() {
+        let mut received = BTreeSet::new();
+        while let Some(packet) = player.recv_rtp(Duration::from_millis(300)).await {
+            received.insert(read_packet(&packet).expect("packet intact").0.sequence);
+        }
+        let expected: BTreeSet<u64> = (first..until).filter(|n| !lost.contains(n)).collect();
+        assert_eq!(received, expected, "player {i} got all but the lost ones");
+    }
+    lost
+}
+
+/// Has every player NACK the publisher's packets `lost`, by its own numbers (from `mappings`).
+pub async fn nack_lost(players: &mut [ClientSession], mappings: &[Mapping], lost: &[u64]) {
+    for (player, mapping) in players.iter_mut().zip(mappings) {
+        let seqs: Vec<u16> = lost.iter().map(|&n| mapping.seq(n)).collect();
+        player.send_rtcp(&nack(mapping.ssrc, &seqs)).await.unwrap();
     }
 }
 
@@ -378,12 +471,21 @@ impl CoreStats {
 
 /// A node's `/api/stats`: its cores' counters, its streams, its panics.
 pub async fn stats_json(base: &str) -> serde_json::Value {
-    let url = format!("{base}/api/stats");
-    let response = rtcdn_bench::http::request(Method::GET, &url, None, String::new())
+    get_json(&format!("{base}/api/stats")).await
+}
+
+/// A node's WCS REST listing of its streams (`/rest-api/stream/find_all`).
+pub async fn stream_listing(base: &str) -> serde_json::Value {
+    get_json(&format!("{base}/rest-api/stream/find_all")).await
+}
+
+/// GETs `url`, which must answer 200 with JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = rtcdn_bench::http::request(Method::GET, url, None, String::new())
         .await
-        .expect("GET /api/stats");
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     assert_eq!(response.status, StatusCode::OK, "{url}: {}", response.body);
-    serde_json::from_str(&response.body).expect("stats JSON")
+    serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
 /// A per-core counter of a node's `/api/stats`, summed over its cores.
@@ -529,33 +631,54 @@ impl SimulcastPublisher {
     /// Sends a frame of `packets` packets on `layer`; the payload names the layer, and a
     /// keyframe's first packet starts like a VP8 keyframe (RFC 7741).
     pub async fn frame(&mut self, layer: usize, packets: usize, keyframe: bool) {
+        self.next_frame(layer);
+        for i in 0..packets {
+            self.send_packet(layer, 400, keyframe && i == 0, &[]).await;
+        }
+    }
+
+    /// Moves `layer`'s timestamp on to its next frame.
+    pub fn next_frame(&mut self, layer: usize) {
         let numbering = &mut self.layers[layer];
         numbering.ts = numbering.ts.wrapping_add(3000);
-        for i in 0..packets {
-            let rid = rtcdn_bench::client::SIMULCAST_RIDS[layer].as_bytes();
-            let ext = [rtp::ExtensionElement {
-                id: rtcdn_bench::client::RID_EXT_ID,
-                data: rid,
-            }];
-            let mut header = rtp::RtpHeaderBuilder::new(
-                rtp::Pt::new(VIDEO_PT),
-                numbering.seq,
-                numbering.ts,
-                rtp::Ssrc(SIMULCAST_SSRCS[layer]),
-            );
-            if numbering.sent < RID_PACKETS {
-                header.extensions = &ext;
-            }
-            let mut p = vec![0u8; header.encoded_len() + 400];
-            let at = header.write_to(&mut p).unwrap();
-            let start = keyframe && i == 0;
-            p[at] = if start { 0x10 } else { 0x00 };
-            p[at + 1] = if start { 0x00 } else { 0x01 };
-            p[at + 2] = layer as u8;
-            self.session.send_rtp(&p).await.unwrap();
-            numbering.seq = numbering.seq.wrapping_add(1);
-            numbering.sent += 1;
+    }
+
+    /// Sends the next packet of `layer`, in its current frame, with `payload_len` payload
+    /// bytes: the first two start like a VP8 keyframe when `keyframe_start` (else like the
+    /// rest of a frame), the third names the layer, `tail` follows. The layer's first
+    /// [`RID_PACKETS`] packets carry its rid. Returns the packet's number within its layer.
+    pub async fn send_packet(
+        &mut self,
+        layer: usize,
+        payload_len: usize,
+        keyframe_start: bool,
+        tail: &[u8],
+    ) -> u16 {
+        let numbering = &mut self.layers[layer];
+        let ext = [rtp::ExtensionElement {
+            id: rtcdn_bench::client::RID_EXT_ID,
+            data: rtcdn_bench::client::SIMULCAST_RIDS[layer].as_bytes(),
+        }];
+        let mut header = rtp::RtpHeaderBuilder::new(
+            rtp::Pt::new(VIDEO_PT),
+            numbering.seq,
+            numbering.ts,
+            rtp::Ssrc(SIMULCAST_SSRCS[layer]),
+        );
+        if numbering.sent < RID_PACKETS {
+            header.extensions = &ext;
         }
+        let mut p = vec![0u8; header.encoded_len() + payload_len];
+        let at = header.write_to(&mut p).unwrap();
+        p[at] = if keyframe_start { 0x10 } else { 0x00 };
+        p[at + 1] = if keyframe_start { 0x00 } else { 0x01 };
+        p[at + 2] = layer as u8;
+        p[at + 3..at + 3 + tail.len()].copy_from_slice(tail);
+        let number = numbering.sent;
+        numbering.seq = numbering.seq.wrapping_add(1);
+        numbering.sent += 1;
+        self.session.send_rtp(&p).await.unwrap();
+        number
     }
 
     /// Whether a PLI for `layer`'s SSRC arrives within `window`.
