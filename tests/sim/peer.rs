@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
+use rtcdn::media::demux::Datagram;
 use rtp::rtcp::{Items, Nack, NackPair, Pli, Rtcp, RtcpIter, SenderReport};
 use rtp::srtp::{SrtpContext, SrtpProfile};
 use rtp::twcc::{transport_seq, TwccRecorder};
@@ -365,23 +366,23 @@ impl Peer {
     }
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        match bytes.first() {
-            Some(0..=3) => {
+        match Datagram::classify(bytes) {
+            Datagram::Stun => {
                 let _ = self.ice.handle_packet(now, from, bytes);
                 self.drain_ice(now);
             }
-            Some(128..=191) if self.remote == Some(from) => {
+            Datagram::Rtcp if self.remote == Some(from) => {
                 let mut buf = bytes.to_vec();
-                if rtp::rtcp::is_rtcp(&buf) {
-                    match self.rx.unprotect_rtcp(&mut buf) {
-                        Ok(n) => self.handle_rtcp(now, &buf[..n]),
-                        Err(_) => self.srtp_errors += 1,
-                    }
-                } else {
-                    match self.rx.unprotect_rtp(&mut buf) {
-                        Ok(n) => self.handle_rtp(now, &buf[..n]),
-                        Err(_) => self.srtp_errors += 1,
-                    }
+                match self.rx.unprotect_rtcp(&mut buf) {
+                    Ok(n) => self.handle_rtcp(now, &buf[..n]),
+                    Err(_) => self.srtp_errors += 1,
+                }
+            }
+            Datagram::Rtp if self.remote == Some(from) => {
+                let mut buf = bytes.to_vec();
+                match self.rx.unprotect_rtp(&mut buf) {
+                    Ok(n) => self.handle_rtp(now, &buf[..n]),
+                    Err(_) => self.srtp_errors += 1,
                 }
             }
             _ => {}
