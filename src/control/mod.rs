@@ -9,6 +9,7 @@
 //! a session was accepted, shown as its age by the control API.)
 
 pub mod messages;
+pub mod plane;
 pub mod registry;
 pub mod relay_planner;
 pub mod status;

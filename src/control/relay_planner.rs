@@ -322,6 +322,17 @@ impl<R: Rng> RelayPlanner<R> {
             .map(|r| r.state)
     }
 
+    /// The stream and edge `attempt` relays, while it is under way.
+    pub fn relay_of(&self, attempt: AttemptId) -> Option<(&str, EdgeId)> {
+        self.streams.iter().find_map(|(name, stream)| {
+            stream
+                .relays
+                .iter()
+                .find(|r| live_attempt(r.state) == Some(attempt))
+                .map(|r| (name.as_str(), r.edge))
+        })
+    }
+
     fn relay_mut(&mut self, attempt: AttemptId) -> Option<&mut Relay> {
         self.streams
             .values_mut()
