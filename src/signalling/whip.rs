@@ -45,7 +45,7 @@ fn created(
     started: media::Started,
 ) -> Response<Full<Bytes>> {
     let secret = ResourceSecret::random();
-    state.registry().set_resource(started.id, secret);
+    state.control(|plane, _| plane.handle_resource_created(started.id, secret));
     let mut response = Response::new(Full::new(Bytes::from(started.answer)));
     *response.status_mut() = StatusCode::CREATED;
     let location = format!("/{protocol}/{stream}/{secret}");
