@@ -149,6 +149,7 @@ impl<R: Rng> ControlPlane<R> {
     /// (its `spec.stream` is set here). Refused when the name is taken.
     pub fn handle_publish(
         &mut self,
+        now: Instant,
         core: CoreId,
         mut spec: SessionSpec,
         tracks: Vec<StreamTrack>,
@@ -156,7 +157,7 @@ impl<R: Rng> ControlPlane<R> {
     ) -> Result<StreamId, RegistryError> {
         let stream = self
             .registry
-            .add_publisher(&spec.stream_name, spec.id, core, tracks)?;
+            .add_publisher(now, &spec.stream_name, spec.id, core, tracks)?;
         self.registry.set_client(spec.id, client);
         spec.stream = stream;
         spec.publisher_core = Some(core);
@@ -169,6 +170,7 @@ impl<R: Rng> ControlPlane<R> {
     /// was replaced or its access list does not let the key in.
     pub fn handle_play(
         &mut self,
+        now: Instant,
         core: CoreId,
         mut spec: SessionSpec,
         acl_key: Option<String>,
@@ -183,7 +185,7 @@ impl<R: Rng> ControlPlane<R> {
             return Err(PlayError::RestrictedAccess);
         }
         let (stream_id, publisher_core) = (stream.id, stream.core);
-        let commands = self.registry.add_player(&name, spec.id, core)?;
+        let commands = self.registry.add_player(now, &name, spec.id, core)?;
         self.registry.set_acl_key(spec.id, acl_key);
         self.registry.set_client(spec.id, client);
         self.commands(commands);
@@ -196,12 +198,16 @@ impl<R: Rng> ControlPlane<R> {
     /// A relay link's session to an edge, for the publication `spec.stream` of
     /// `spec.stream_name`: it runs on the publisher's core (returned), so the stream's packets
     /// reach it without crossing cores. Refused when that publication is gone.
-    pub fn handle_relay_session(&mut self, mut spec: SessionSpec) -> Result<CoreId, RegistryError> {
+    pub fn handle_relay_session(
+        &mut self,
+        now: Instant,
+        mut spec: SessionSpec,
+    ) -> Result<CoreId, RegistryError> {
         let name = spec.stream_name.clone();
         if self.registry.stream(&name).map(|s| s.id) != Some(spec.stream) {
             return Err(RegistryError::StreamNotFound(name));
         }
-        let core = self.registry.add_relay(&name, spec.id)?;
+        let core = self.registry.add_relay(now, &name, spec.id)?;
         spec.publisher_core = Some(core);
         self.core(core, CoreCommand::AddSession(Box::new(spec)));
         Ok(core)
@@ -531,6 +537,7 @@ mod tests {
         plane.handle_publish_requested(now, "cam", false).unwrap();
         plane
             .handle_publish(
+                now,
                 CoreId(0),
                 publisher(PUBLISHER, "cam"),
                 tracks(),
@@ -549,6 +556,7 @@ mod tests {
         plane.handle_publish_requested(now, "cam", false).unwrap();
         let stream = plane
             .handle_publish(
+                now,
                 CoreId(1),
                 publisher(PUBLISHER, "cam"),
                 tracks(),
@@ -605,7 +613,7 @@ mod tests {
         let (watcher, viewer) = (SessionId(2), SessionId(3));
         for (id, core) in [(watcher, CoreId(0)), (viewer, CoreId(1))] {
             plane
-                .handle_play(core, player(id, "cam"), None, ClientInfo::default())
+                .handle_play(now, core, player(id, "cam"), None, ClientInfo::default())
                 .unwrap();
         }
         let relay = SessionId(4);
@@ -619,7 +627,7 @@ mod tests {
             },
         );
         relay_spec.stream = plane.registry().stream("cam").unwrap().id;
-        assert_eq!(plane.handle_relay_session(relay_spec), Ok(CoreId(0)));
+        assert_eq!(plane.handle_relay_session(now, relay_spec), Ok(CoreId(0)));
         plane.handle_relay_up(now, attempts[0].1);
         actions(&mut plane);
 
@@ -699,6 +707,7 @@ mod tests {
         plane.handle_publish_requested(now, "cam", false).unwrap();
         plane
             .handle_publish(
+                now,
                 CoreId(0),
                 publisher(PUBLISHER, "cam"),
                 tracks(),
@@ -713,6 +722,7 @@ mod tests {
         assert_eq!(
             plane
                 .handle_publish(
+                    now,
                     CoreId(1),
                     publisher(second, "cam"),
                     tracks(),
@@ -736,6 +746,7 @@ mod tests {
         // ...but not from one that did.
         plane
             .handle_publish(
+                now,
                 CoreId(1),
                 publisher(second, "cam"),
                 tracks(),
@@ -758,6 +769,7 @@ mod tests {
         for (id, key) in keyed.into_iter().chain([(SessionId(4), None)]) {
             plane
                 .handle_play(
+                    now,
                     CoreId(0),
                     player(id, "cam"),
                     key.map(str::to_owned),
@@ -795,6 +807,7 @@ mod tests {
         // A new player needs a listed key.
         assert_eq!(
             plane.handle_play(
+                now,
                 CoreId(0),
                 player(SessionId(5), "cam"),
                 Some("k2".into()),
@@ -804,6 +817,7 @@ mod tests {
         );
         assert_eq!(
             plane.handle_play(
+                now,
                 CoreId(0),
                 player(SessionId(6), "gone"),
                 None,
@@ -827,6 +841,7 @@ mod tests {
         let viewer = SessionId(2);
         plane
             .handle_play(
+                now,
                 CoreId(1),
                 player(viewer, "cam"),
                 None,

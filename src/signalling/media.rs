@@ -150,7 +150,7 @@ pub fn start_publish(
     let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
     // Negotiated under the plane's lock: the name cannot be taken meanwhile.
-    let (id, core, answer) = state.control(|plane, _| -> Result<_, StartError> {
+    let (id, core, answer) = state.control(|plane, now| -> Result<_, StartError> {
         let core = plane.registry().least_loaded_core();
         let (id, local_ice, local) = new_session_params(state, core.0);
         let answer = negotiate::answer_publisher(&offer, &local)?;
@@ -167,7 +167,7 @@ pub fn start_publish(
             dtls_role,
             publisher_core: Some(core),
         };
-        plane.handle_publish(core, spec, answer.stream_tracks, client.clone())?;
+        plane.handle_publish(now, core, spec, answer.stream_tracks, client.clone())?;
         Ok((id, core, answer.sdp))
     })?;
     info!(session = %id, stream, core = core.0, by = ?authorized, peer = ?client.peer, user_agent = client.user_agent.as_deref().unwrap_or("-"), "publish accepted");
@@ -195,7 +195,7 @@ pub fn start_play(
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
     // The stream may end, be replaced, or have its access list changed while we negotiate: the
     // control plane decides, under the same lock.
-    let (id, core, answer) = state.control(|plane, _| -> Result<_, StartError> {
+    let (id, core, answer) = state.control(|plane, now| -> Result<_, StartError> {
         let core = plane.registry().least_loaded_core();
         let (id, local_ice, local) = new_session_params(state, core.0);
         let mut rng = rand::thread_rng();
@@ -217,7 +217,7 @@ pub fn start_play(
             publisher_core: Some(stream_entry.core),
         };
         plane
-            .handle_play(core, spec, acl_key.map(str::to_owned), client.clone())
+            .handle_play(now, core, spec, acl_key.map(str::to_owned), client.clone())
             .map_err(|e| match e {
                 PlayError::Registry(e) => StartError::Registry(e),
                 PlayError::RestrictedAccess => AuthError::RestrictedAccess.into(),

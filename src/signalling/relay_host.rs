@@ -34,8 +34,8 @@ impl RelayHost for Signalling {
         };
         // Watched before the plane's actions are carried out: an end of the stream reaches
         // the link after its session started, both as a status and on the core's queue.
-        self.control(|plane, _| {
-            plane.handle_relay_session(spec).ok()?;
+        self.control(|plane, now| {
+            plane.handle_relay_session(now, spec).ok()?;
             self.watch(id, Watcher::Typed(status));
             Some(id)
         })
