@@ -1,6 +1,7 @@
-//! The node's stream registry, owned by the signalling thread: which streams are live, which
-//! sessions belong to them and on which core each runs. The cores never read it; they learn what
-//! they need through [`crate::control::CoreCommand`]s, which the registry's methods return.
+//! The node's stream registry, owned by the control plane ([`super::plane::ControlPlane`]):
+//! which streams are live, which sessions belong to them and on which core each runs. The cores
+//! never read it; they learn what they need through [`crate::control::CoreCommand`]s, which the
+//! registry's methods return and the plane hands out.
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -1,13 +1,16 @@
 //! The signalling thread's HTTP listener, an IO edge of the node: WHIP (`/whip/{stream}`), WHEP
 //! (`/whep/{stream}`), the Flashphoner WebSocket protocol ([`flashphoner`]), the REST and admin
 //! endpoints, the built-in page, `/api/stats` and `/metrics`. Requests are negotiated here (with
-//! the sans-IO `crate::negotiate` and `crate::sdp`) and handed to a media core as a
-//! [`CoreCommand`]; nothing on this thread touches media packets.
+//! the sans-IO `crate::negotiate` and `crate::sdp`); nothing on this thread touches media
+//! packets.
 //!
-//! A transport of the sans-IO control plane (`crate::control`): it keeps the registry, turns the cores' events into
-//! [`SessionStatus`]es for each session's [`Watcher`] (frames for a WebSocket client, the typed
-//! status for a relay link), tells the CDN's [`Relays`] when streams come and go, and serves
-//! what a relay link asks of the node (`relay_host`).
+//! It holds the node's control plane (`crate::control::plane::ControlPlane`) behind one lock,
+//! shared with the other transports: HTTP requests and WebSocket clients, the cores' events and
+//! the CDN's relay links (through `relay_host`) feed it with [`Signalling::control`], which
+//! carries out its actions before the lock is let go — commands to the cores, statuses to each
+//! session's [`Watcher`] (frames for a WebSocket client, the typed status for a relay link),
+//! relay orders to the CDN's [`Relays`]; [`drive_control_timers`] calls it at its deadlines. It
+//! reads the registry, and decides nothing the plane decides.
 
 pub mod cors;
 pub mod flashphoner;
