@@ -188,19 +188,22 @@ impl Node {
             core_threads.push(thread);
         }
         cores.reverse();
-        // An origin's relays: signalling tells them of its streams, they ask it for sessions.
+        // An origin's relays: the control plane (in signalling) decides, the relay transport
+        // carries its orders out and reports back through the plane.
         let relays = RelaySetup::from_cdn(&config.cdn, certificate.fingerprint())
             .map(|setup| (relay::channel(), setup));
         let mut signalling = Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
             .with_http(&config.http)
             .with_bwe(&config.bwe);
-        if let Some(((handle, _), _)) = &relays {
-            signalling = signalling.with_relays(handle.clone());
+        if let Some(((handle, _), setup)) = &relays {
+            signalling =
+                signalling.with_relays(handle.clone(), setup.edges(), setup.policy, rand::random());
         }
         let state = Arc::new(signalling);
-        if let Some(((_, inputs), setup)) = relays {
+        runtime.spawn(signalling::drive_control_timers(Arc::downgrade(&state)));
+        if let Some(((_, orders), setup)) = relays {
             let host: Arc<dyn RelayHost> = state.clone();
-            runtime.spawn(relay::run(inputs, setup, host, rand::random()));
+            runtime.spawn(relay::run(orders, setup, host));
         }
         if let Some(balancer) = &state.balancer {
             runtime.spawn(crate::cdn::poll_edge_stats(

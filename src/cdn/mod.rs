@@ -1,12 +1,12 @@
 //! The static CDN (Flashphoner "CDN 1.0"): an origin relays every published stream to its
 //! configured edges over WebRTC, and players are sent to an edge. Mostly an IO edge: when to
-//! relay is decided by the sans-IO control plane (`crate::control::relay_planner`), and this
-//! room carries it out; it never imports `crate::signalling`.
+//! relay, retry and stop is decided by the node's sans-IO control plane
+//! (`crate::control::plane`), and [`relay`] carries its orders out and reports back to it; this
+//! room never imports `crate::signalling`.
 //!
 //! Its settings are the `[cdn]` section, [`crate::config::cdn`] (read from WCS files by
 //! [`crate::config::wcs`]); [`balancer`] picks a player's edge (sans-IO) and parses and
-//! renders the nodes' `/?action=stat`, [`cpu`] samples the CPU figures a node reports, and
-//! [`relay`] carries the streams to the edges as the control plane's relay planner decides.
+//! renders the nodes' `/?action=stat`, [`cpu`] samples the CPU figures a node reports.
 
 pub mod balancer;
 pub mod cpu;

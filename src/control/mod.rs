@@ -1,14 +1,19 @@
-//! The node's control plane, sans-IO: which streams and sessions exist and where they run
-//! ([`registry`]), the typed messages between it and the media cores ([`messages`], re-exported
-//! here), what a session's watcher is told ([`status`]), and when each stream is relayed to
-//! each CDN edge ([`relay_planner`]).
+//! The node's control plane, sans-IO, and its one owner: [`plane::ControlPlane`] owns the
+//! stream and session [`registry`] and the [`relay_planner`] (when each stream is relayed to
+//! each CDN edge), takes what happened through its `handle_*` inputs, with the time, and gives
+//! out what to do ([`plane::ControlAction`]: commands for the media cores in the typed
+//! [`messages`], re-exported here; [`status`]es for whoever watches a session; relay orders).
+//! Every decision of the control plane is made there: who may publish a name and play a
+//! stream, which sessions end when a publisher leaves or a key is revoked, and why, which
+//! stream is relayed where, retried and stopped.
 //!
-//! Nothing here touches a socket or a runtime: the transports (`signalling` for HTTP and
-//! WebSocket clients, `cdn::relay` for the links to edges) feed it what happened, with the
-//! time, and carry out what it decides. (The one clock it reads is the registry's stamp of when
-//! a session was accepted, shown as its age by the control API.)
+//! Nothing here touches a socket, a runtime, the clock or a random source: the transports
+//! (`signalling` for HTTP, WHIP/WHEP and WebSocket clients, which holds the plane; `cdn::relay`
+//! for the links to the edges) feed it and carry out its actions, and the relay planner's
+//! jitter comes from the RNG it is given.
 
 pub mod messages;
+pub mod plane;
 pub mod registry;
 pub mod relay_planner;
 pub mod status;

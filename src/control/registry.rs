@@ -1,8 +1,10 @@
-//! The node's stream registry, owned by the signalling thread: which streams are live, which
-//! sessions belong to them and on which core each runs. The cores never read it; they learn what
-//! they need through [`crate::control::CoreCommand`]s, which the registry's methods return.
+//! The node's stream registry, owned by the control plane ([`super::plane::ControlPlane`]):
+//! which streams are live, which sessions belong to them and on which core each runs. The cores
+//! never read it; they learn what they need through [`crate::control::CoreCommand`]s, which the
+//! registry's methods return and the plane hands out.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::{CoreCommand, CoreId, EndReason, PlayerLayer, SessionId, StreamId};
 use crate::sdp::{Codec, Extmap, MediaKind};
@@ -69,8 +71,8 @@ pub struct SessionEntry {
     pub bitrate_bps: Option<u64>,
     /// A simulcast player's layer, as last reported by its core.
     pub layer: Option<PlayerLayer>,
-    /// When signalling accepted it (for its age in the control API).
-    pub created: std::time::Instant,
+    /// When the control plane accepted it (for its age in the control API).
+    pub created: Instant,
     /// Where its signalling came from.
     pub client: ClientInfo,
 }
@@ -110,9 +112,9 @@ impl ClientInfo {
 pub struct ResourceSecret(u128);
 
 impl ResourceSecret {
-    /// A new random secret.
-    pub fn random() -> ResourceSecret {
-        ResourceSecret(rand::random())
+    /// The secret of 128 random bits (from the caller's RNG: the control plane draws none).
+    pub fn new(random: u128) -> ResourceSecret {
+        ResourceSecret(random)
     }
 
     /// Parses the 32 hex digits of a URL segment.
@@ -262,6 +264,7 @@ impl Registry {
     /// Registers a publisher on `core`.
     pub fn add_publisher(
         &mut self,
+        now: Instant,
         name: &str,
         id: SessionId,
         core: CoreId,
@@ -294,7 +297,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
-            created: std::time::Instant::now(),
+            created: now,
             client: ClientInfo::default(),
         });
         Ok(stream)
@@ -304,6 +307,7 @@ impl Registry {
     /// start handing packets to `core`, the first time that core gets a player of this stream).
     pub fn add_player(
         &mut self,
+        now: Instant,
         name: &str,
         id: SessionId,
         core: CoreId,
@@ -334,7 +338,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
-            created: std::time::Instant::now(),
+            created: now,
             client: ClientInfo::default(),
         });
         Ok(commands)
@@ -342,7 +346,12 @@ impl Registry {
 
     /// Registers a relay of `name` to another node. It runs on the publisher's core, which it
     /// returns, so the stream's packets reach it without crossing cores.
-    pub fn add_relay(&mut self, name: &str, id: SessionId) -> Result<CoreId, RegistryError> {
+    pub fn add_relay(
+        &mut self,
+        now: Instant,
+        name: &str,
+        id: SessionId,
+    ) -> Result<CoreId, RegistryError> {
         let stream = self
             .streams
             .get_mut(name)
@@ -359,7 +368,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
-            created: std::time::Instant::now(),
+            created: now,
             client: ClientInfo::default(),
         });
         Ok(core)
@@ -590,6 +599,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn track() -> Vec<StreamTrack> {
         vec![StreamTrack {
@@ -620,11 +630,11 @@ mod tests {
     fn second_publish_of_a_live_name_is_refused() {
         let mut registry = Registry::new(2);
         registry
-            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
             .unwrap();
         assert_eq!(
             registry
-                .add_publisher("s", SessionId(2), CoreId(1), track())
+                .add_publisher(Instant::now(), "s", SessionId(2), CoreId(1), track())
                 .unwrap_err(),
             RegistryError::NameInUse("s".into())
         );
@@ -634,18 +644,20 @@ mod tests {
     fn players_on_other_cores_attach_once_and_detach_when_gone() {
         let mut registry = Registry::new(2);
         let stream = registry
-            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
             .unwrap();
-        let c = registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
+        let c = registry
+            .add_player(Instant::now(), "s", SessionId(2), CoreId(1))
+            .unwrap();
         assert!(
             matches!(c.as_slice(), [(CoreId(0), CoreCommand::AttachCore { stream: s, core: CoreId(1) })] if *s == stream)
         );
         assert!(registry
-            .add_player("s", SessionId(3), CoreId(1))
+            .add_player(Instant::now(), "s", SessionId(3), CoreId(1))
             .unwrap()
             .is_empty());
         assert!(registry
-            .add_player("s", SessionId(4), CoreId(0))
+            .add_player(Instant::now(), "s", SessionId(4), CoreId(0))
             .unwrap()
             .is_empty());
         assert!(registry.remove_session(SessionId(2)).is_empty());
@@ -656,7 +668,7 @@ mod tests {
         ));
         assert_eq!(
             registry
-                .add_player("x", SessionId(5), CoreId(0))
+                .add_player(Instant::now(), "x", SessionId(5), CoreId(0))
                 .unwrap_err(),
             RegistryError::StreamNotFound("x".into())
         );
@@ -666,9 +678,11 @@ mod tests {
     fn publisher_leaving_ends_its_players_and_frees_the_name() {
         let mut registry = Registry::new(2);
         let id = registry
-            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
             .unwrap();
-        registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
+        registry
+            .add_player(Instant::now(), "s", SessionId(2), CoreId(1))
+            .unwrap();
         // Nothing is unpublished while the publisher is there.
         assert!(registry.take_unpublished().is_empty());
         let c = registry.remove_session(SessionId(1));
@@ -687,7 +701,7 @@ mod tests {
         assert!(registry.session(SessionId(2)).is_none());
         assert_eq!(registry.core_load(), &[0, 0]);
         registry
-            .add_publisher("s", SessionId(3), CoreId(1), track())
+            .add_publisher(Instant::now(), "s", SessionId(3), CoreId(1), track())
             .unwrap();
     }
 
@@ -695,10 +709,15 @@ mod tests {
     fn resource_secrets_find_their_session_until_it_ends() {
         let mut registry = Registry::new(1);
         registry
-            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
             .unwrap();
-        registry.add_player("s", SessionId(2), CoreId(0)).unwrap();
-        let (a, b) = (ResourceSecret::random(), ResourceSecret::random());
+        registry
+            .add_player(Instant::now(), "s", SessionId(2), CoreId(0))
+            .unwrap();
+        let (a, b) = (
+            ResourceSecret::new(0x1234),
+            ResourceSecret::new(u128::MAX - 7),
+        );
         registry.set_resource(SessionId(1), a);
         registry.set_resource(SessionId(2), b);
         assert_eq!(registry.resource(a).map(|s| s.id), Some(SessionId(1)));
@@ -723,9 +742,11 @@ mod tests {
     fn ending_a_session_removes_it_from_its_core_with_the_reason() {
         let mut registry = Registry::new(2);
         registry
-            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
             .unwrap();
-        registry.add_player("s", SessionId(2), CoreId(1)).unwrap();
+        registry
+            .add_player(Instant::now(), "s", SessionId(2), CoreId(1))
+            .unwrap();
         let commands = registry.end_session(SessionId(2), EndReason::RestrictedAccess);
         assert!(matches!(
             commands.as_slice(),
@@ -750,10 +771,12 @@ mod tests {
     fn acl_keys_gate_players_and_reset_with_a_new_publish() {
         let mut registry = Registry::new(1);
         registry
-            .add_publisher("s", SessionId(1), CoreId(0), track())
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
             .unwrap();
         for (id, key) in [(2, Some("k1")), (3, Some("k2")), (4, None)] {
-            registry.add_player("s", SessionId(id), CoreId(0)).unwrap();
+            registry
+                .add_player(Instant::now(), "s", SessionId(id), CoreId(0))
+                .unwrap();
             registry.set_acl_key(SessionId(id), key.map(str::to_owned));
         }
         let keys = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -782,7 +805,7 @@ mod tests {
             .unwrap();
         registry.remove_session(SessionId(1));
         registry
-            .add_publisher("s", SessionId(9), CoreId(0), track())
+            .add_publisher(Instant::now(), "s", SessionId(9), CoreId(0), track())
             .unwrap();
         assert!(registry.stream("s").unwrap().acl.is_empty());
     }
@@ -791,9 +814,12 @@ mod tests {
     fn relays_run_on_the_publishers_core_and_end_with_it() {
         let mut registry = Registry::new(2);
         registry
-            .add_publisher("s", SessionId(1), CoreId(1), track())
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(1), track())
             .unwrap();
-        assert_eq!(registry.add_relay("s", SessionId(9)), Ok(CoreId(1)));
+        assert_eq!(
+            registry.add_relay(Instant::now(), "s", SessionId(9)),
+            Ok(CoreId(1))
+        );
         assert!(
             registry.stream("s").unwrap().players.is_empty(),
             "a relay is not a player"
@@ -810,7 +836,7 @@ mod tests {
             )]
         ));
         assert_eq!(
-            registry.add_relay("s", SessionId(10)),
+            registry.add_relay(Instant::now(), "s", SessionId(10)),
             Err(RegistryError::StreamNotFound("s".into()))
         );
     }
@@ -819,7 +845,7 @@ mod tests {
     fn least_loaded_core_balances() {
         let mut registry = Registry::new(2);
         registry
-            .add_publisher("a", SessionId(1), CoreId(0), track())
+            .add_publisher(Instant::now(), "a", SessionId(1), CoreId(0), track())
             .unwrap();
         assert_eq!(registry.least_loaded_core(), CoreId(1));
     }

@@ -2,8 +2,9 @@
 //! what it does when a relay fails. It owns every decision a relay makes — start once the
 //! stream's media flows, try again after a failure with a growing, jittered delay, start over
 //! from the shortest delay once a relay has stayed up, stop when the stream is unpublished, pass
-//! an access-list change on — and none of the work: the `cdn::relay` transport feeds it what
-//! happened, with the time, and carries out its [`RelayAction`]s.
+//! an access-list change on — and none of the work. The control plane
+//! ([`super::plane::ControlPlane`]) owns it: it feeds it what the node and the `cdn::relay`
+//! transport report, with the time, and turns its [`RelayAction`]s into that transport's orders.
 //!
 //! Per stream and edge a relay is [`RelayState::Connecting`] (an attempt is under way),
 //! [`RelayState::Up`] (our relay session to the edge is connected), [`RelayState::Backoff`]
@@ -320,6 +321,17 @@ impl<R: Rng> RelayPlanner<R> {
             .iter()
             .find(|r| r.edge == edge)
             .map(|r| r.state)
+    }
+
+    /// The stream and edge `attempt` relays, while it is under way.
+    pub fn relay_of(&self, attempt: AttemptId) -> Option<(&str, EdgeId)> {
+        self.streams.iter().find_map(|(name, stream)| {
+            stream
+                .relays
+                .iter()
+                .find(|r| live_attempt(r.state) == Some(attempt))
+                .map(|r| (name.as_str(), r.edge))
+        })
     }
 
     fn relay_mut(&mut self, attempt: AttemptId) -> Option<&mut Relay> {

@@ -10,8 +10,9 @@ use super::Signalling;
 use crate::auth::{
     Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
 };
+use crate::control::plane::PlayError;
 use crate::control::registry::{validate_stream_name, ClientInfo, RegistryError};
-use crate::control::{CoreCommand, EndReason, SessionId, SessionRole, SessionSpec};
+use crate::control::{EndReason, SessionId, SessionRole, SessionSpec, StreamId};
 use crate::dtls::DtlsRole;
 use crate::negotiate::{self, LocalParams, NegotiationError};
 use crate::sdp;
@@ -125,7 +126,10 @@ pub async fn authorize(
     Ok(Authorized::Hook)
 }
 
-/// Publishes `stream` with an SDP offer, for a client [`authorize`] let through.
+/// Publishes `stream` with an SDP offer, for a client [`authorize`] let through. The control
+/// plane decides whether the name may be taken; an authorized client (a relay of this CDN, a
+/// token or hook holder) supersedes a publisher of the name that has not connected yet, so an
+/// offer that never connects cannot keep the name.
 pub fn start_publish(
     state: &Signalling,
     stream: &str,
@@ -134,45 +138,44 @@ pub fn start_publish(
     client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
-    if matches!(
+    let supersedes = matches!(
         authorized,
         Authorized::Relay | Authorized::Token { .. } | Authorized::Hook
-    ) {
-        take_over_unconnected(state, stream);
+    );
+    let superseded =
+        state.control(|plane, now| plane.handle_publish_requested(now, stream, supersedes))?;
+    if let Some(publisher) = superseded {
+        info!(session = %publisher, stream, "an unconnected publisher gave its name up to an authorized one");
     }
-    state.registry().check_publish(stream)?;
     let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
-    let mut registry = state.registry();
-    let core = registry.least_loaded_core();
-    let (id, local_ice, local) = new_session_params(state, core.0);
-    let answer = negotiate::answer_publisher(&offer, &local)?;
-    let stream_id = registry.add_publisher(stream, id, core, answer.stream_tracks)?;
-    registry.set_client(id, client.clone());
-    drop(registry);
-    let spec = SessionSpec {
-        id,
-        stream: stream_id,
-        stream_name: stream.to_owned(),
-        role: SessionRole::Publisher {
-            tracks: answer.tracks,
-        },
-        local_ice,
-        remote_ice,
-        remote_fingerprint,
-        dtls_role,
-        publisher_core: Some(core),
-    };
-    state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
+    // Negotiated under the plane's lock: the name cannot be taken meanwhile.
+    let (id, core, answer) = state.control(|plane, now| -> Result<_, StartError> {
+        let core = plane.registry().least_loaded_core();
+        let (id, local_ice, local) = new_session_params(state, core.0);
+        let answer = negotiate::answer_publisher(&offer, &local)?;
+        let spec = SessionSpec {
+            id,
+            stream: StreamId(0),
+            stream_name: stream.to_owned(),
+            role: SessionRole::Publisher {
+                tracks: answer.tracks,
+            },
+            local_ice,
+            remote_ice,
+            remote_fingerprint,
+            dtls_role,
+            publisher_core: Some(core),
+        };
+        plane.handle_publish(now, core, spec, answer.stream_tracks, client.clone())?;
+        Ok((id, core, answer.sdp))
+    })?;
     info!(session = %id, stream, core = core.0, by = ?authorized, peer = ?client.peer, user_agent = client.user_agent.as_deref().unwrap_or("-"), "publish accepted");
-    Ok(Started {
-        id,
-        answer: answer.sdp,
-    })
+    Ok(Started { id, answer })
 }
 
 /// Plays `stream` with an SDP offer, for a client [`authorize`] let through that presented
-/// `acl_key` (checked against the stream's access list).
+/// `acl_key` (the control plane checks it against the stream's access list).
 pub fn start_play(
     state: &Signalling,
     stream: &str,
@@ -190,53 +193,39 @@ pub fn start_play(
         .ok_or_else(|| RegistryError::StreamNotFound(stream.to_owned()))?;
     let offer = sdp::parse(offer_text).map_err(NegotiationError::from)?;
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
-    let mut registry = state.registry();
-    let core = registry.least_loaded_core();
-    let (id, local_ice, local) = new_session_params(state, core.0);
-    let mut rng = rand::thread_rng();
-    let tracks = &stream_entry.tracks;
-    let answer = negotiate::answer_player(&offer, stream, tracks, &local, layer, || {
-        rng.gen::<u32>() | 1
+    // The stream may end, be replaced, or have its access list changed while we negotiate: the
+    // control plane decides, under the same lock.
+    let (id, core, answer) = state.control(|plane, now| -> Result<_, StartError> {
+        let core = plane.registry().least_loaded_core();
+        let (id, local_ice, local) = new_session_params(state, core.0);
+        let mut rng = rand::thread_rng();
+        let tracks = &stream_entry.tracks;
+        let answer = negotiate::answer_player(&offer, stream, tracks, &local, layer, || {
+            rng.gen::<u32>() | 1
+        })?;
+        let spec = SessionSpec {
+            id,
+            stream: stream_entry.id,
+            stream_name: stream.to_owned(),
+            role: SessionRole::Player {
+                tracks: answer.tracks,
+            },
+            local_ice,
+            remote_ice,
+            remote_fingerprint,
+            dtls_role,
+            publisher_core: Some(stream_entry.core),
+        };
+        plane
+            .handle_play(now, core, spec, acl_key.map(str::to_owned), client.clone())
+            .map_err(|e| match e {
+                PlayError::Registry(e) => StartError::Registry(e),
+                PlayError::RestrictedAccess => AuthError::RestrictedAccess.into(),
+            })?;
+        Ok((id, core, answer.sdp))
     })?;
-    // The stream may have ended, been replaced, or had its access list changed while we
-    // negotiated: the registry decides.
-    if !registry
-        .stream(stream)
-        .is_some_and(|s| s.acl_allows(acl_key))
-    {
-        return Err(match registry.stream(stream) {
-            Some(_) => AuthError::RestrictedAccess.into(),
-            None => RegistryError::StreamNotFound(stream.to_owned()).into(),
-        });
-    }
-    let commands = registry.add_player(stream, id, core)?;
-    registry.set_acl_key(id, acl_key.map(str::to_owned));
-    registry.set_client(id, client.clone());
-    let (stream_id, publisher_core) = registry
-        .stream(stream)
-        .map(|s| (s.id, s.core))
-        .expect("add_player found it");
-    drop(registry);
-    state.dispatch(commands);
-    let spec = SessionSpec {
-        id,
-        stream: stream_id,
-        stream_name: stream.to_owned(),
-        role: SessionRole::Player {
-            tracks: answer.tracks,
-        },
-        local_ice,
-        remote_ice,
-        remote_fingerprint,
-        dtls_role,
-        publisher_core: Some(publisher_core),
-    };
-    state.cores[core.0].send(CoreCommand::AddSession(Box::new(spec)));
     info!(session = %id, stream, core = core.0, by = ?authorized, peer = ?client.peer, user_agent = client.user_agent.as_deref().unwrap_or("-"), "play accepted");
-    Ok(Started {
-        id,
-        answer: answer.sdp,
-    })
+    Ok(Started { id, answer })
 }
 
 /// The stream fields a WHIP/WHEP request shows a REST hook, as a Flashphoner client's
@@ -254,27 +243,8 @@ pub fn http_stream_fields(name: &str, published: bool) -> Value {
     })
 }
 
-/// Ends the publisher holding `stream` if it has not connected (ICE and DTLS) yet, so an offer
-/// that never connects cannot keep a stream name from an authorized publisher.
-fn take_over_unconnected(state: &Signalling, stream: &str) {
-    let mut registry = state.registry();
-    let Some(publisher) = registry.stream(stream).map(|s| s.publisher) else {
-        return;
-    };
-    if registry.session(publisher).is_none_or(|s| s.connected) {
-        return;
-    }
-    let commands = registry.end_session(publisher, EndReason::Superseded);
-    drop(registry);
-    info!(session = %publisher, stream, "an unconnected publisher gave its name up to an authorized one");
-    state.dispatch(commands);
-}
-
 /// Ends a session at the client's (or an administrator's) request. Returns false when it is
 /// unknown (already ended).
 pub fn end_session(state: &Signalling, id: SessionId, reason: EndReason) -> bool {
-    let commands = state.registry().end_session(id, reason);
-    let known = !commands.is_empty();
-    state.dispatch(commands);
-    known
+    state.control(|plane, now| plane.handle_end_session(now, id, reason))
 }

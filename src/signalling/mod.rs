@@ -1,13 +1,16 @@
 //! The signalling thread's HTTP listener, an IO edge of the node: WHIP (`/whip/{stream}`), WHEP
 //! (`/whep/{stream}`), the Flashphoner WebSocket protocol ([`flashphoner`]), the REST and admin
 //! endpoints, the built-in page, `/api/stats` and `/metrics`. Requests are negotiated here (with
-//! the sans-IO `crate::negotiate` and `crate::sdp`) and handed to a media core as a
-//! [`CoreCommand`]; nothing on this thread touches media packets.
+//! the sans-IO `crate::negotiate` and `crate::sdp`); nothing on this thread touches media
+//! packets.
 //!
-//! A transport of the sans-IO control plane (`crate::control`): it keeps the registry, turns the cores' events into
-//! [`SessionStatus`]es for each session's [`Watcher`] (frames for a WebSocket client, the typed
-//! status for a relay link), tells the CDN's [`Relays`] when streams come and go, and serves
-//! what a relay link asks of the node (`relay_host`).
+//! It holds the node's control plane (`crate::control::plane::ControlPlane`) behind one lock,
+//! shared with the other transports: HTTP requests and WebSocket clients, the cores' events and
+//! the CDN's relay links (through `relay_host`) feed it with [`Signalling::control`], which
+//! carries out its actions before the lock is let go — commands to the cores, statuses to each
+//! session's [`Watcher`] (frames for a WebSocket client, the typed status for a relay link),
+//! relay orders to the CDN's [`Relays`]; [`drive_control_timers`] calls it at its deadlines. It
+//! reads the registry, and decides nothing the plane decides.
 
 pub mod cors;
 pub mod flashphoner;
@@ -22,15 +25,19 @@ mod whip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use self::cors::Cors;
@@ -42,9 +49,11 @@ use crate::cdn::cpu::CpuSampler;
 use crate::cdn::relay::Relays;
 use crate::config::cdn::CdnConfig;
 use crate::config::HttpConfig;
+use crate::control::plane::{ControlAction, ControlPlane};
 use crate::control::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
+use crate::control::relay_planner::{EdgeId, RetryPolicy};
 use crate::control::status::SessionStatus;
-use crate::control::{CoreCommand, CoreEvent, CoreId, EndReason, PlayerLayer, SessionId};
+use crate::control::{CoreCommand, CoreEvent, EndReason, SessionId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::CoreStats;
 use crate::reactor::io::{ResidenceHistogram, Waker};
@@ -123,10 +132,30 @@ impl Watcher {
     }
 }
 
+/// The node's control plane as the transports share it.
+pub type NodeControl = ControlPlane<StdRng>;
+
+/// A read-only view of the registry, under the control plane's lock: transports read it
+/// freely, and change it only through the plane's `handle_*` inputs
+/// ([`Signalling::control`]).
+pub(crate) struct RegistryView<'a>(MutexGuard<'a, NodeControl>);
+
+impl std::ops::Deref for RegistryView<'_> {
+    type Target = Registry;
+
+    fn deref(&self) -> &Registry {
+        self.0.registry()
+    }
+}
+
 /// State shared by all requests.
 pub struct Signalling {
-    /// The stream registry.
-    pub registry: Mutex<Registry>,
+    /// The control plane: registry and relay planner. One lock shared by every transport (HTTP
+    /// requests, WebSocket clients, the core events, the relay links), held for one input and
+    /// the carrying out of its actions.
+    control: Mutex<NodeControl>,
+    /// Wakes [`drive_control_timers`] when the plane's next deadline moved.
+    control_timer: Arc<Notify>,
     /// The media cores.
     pub cores: Vec<CoreHandle>,
     /// Our DTLS certificate (its fingerprint goes in answers).
@@ -136,8 +165,8 @@ pub struct Signalling {
     /// Which pages may read answers (`http.cors_origins`).
     pub cors: Cors,
     /// Who to tell when sessions change: WebSocket clients, relay links.
-    pub watchers: Mutex<HashMap<SessionId, Watcher>>,
-    /// An origin's relays to its edges, told when streams come and go.
+    watchers: Arc<Mutex<HashMap<SessionId, Watcher>>>,
+    /// An origin's relay transport, which carries out the plane's relay orders.
     pub relays: Option<Relays>,
     /// Picks the edge a player is sent to (an origin with edges); `cdn::poll_edge_stats`
     /// feeds it.
@@ -167,12 +196,18 @@ impl Signalling {
             .relays()
             .then(|| Arc::new(Mutex::new(Balancer::new(cdn, rand::random()))));
         Signalling {
-            registry: Mutex::new(Registry::new(cores.len())),
+            control: Mutex::new(ControlPlane::new(
+                cores.len(),
+                Vec::new(),
+                RetryPolicy::default(),
+                StdRng::seed_from_u64(0),
+            )),
+            control_timer: Arc::new(Notify::new()),
             cores,
             certificate,
             limits: Limits::new(&HttpConfig::default()),
             cors: Cors::new(&HttpConfig::default().cors_origins),
-            watchers: Mutex::new(HashMap::new()),
+            watchers: Arc::new(Mutex::new(HashMap::new())),
             relays: None,
             balancer,
             cpu: Mutex::new(CpuSampler::new()),
@@ -186,8 +221,22 @@ impl Signalling {
         }
     }
 
-    /// Tells `relays` when streams are published and unpublished here.
-    pub fn with_relays(mut self, relays: Relays) -> Signalling {
+    /// Relays every stream to each of `edges`, retrying as `policy` says with jitter seeded
+    /// by `seed`: the plane's relay orders go to `relays`.
+    pub fn with_relays(
+        mut self,
+        relays: Relays,
+        edges: Vec<EdgeId>,
+        policy: RetryPolicy,
+        seed: u64,
+    ) -> Signalling {
+        let cores = self.cores.len();
+        self.control = Mutex::new(ControlPlane::new(
+            cores,
+            edges,
+            policy,
+            StdRng::seed_from_u64(seed),
+        ));
         self.relays = Some(relays);
         self
     }
@@ -253,31 +302,48 @@ impl Signalling {
         balancer.choose().cloned()
     }
 
-    /// Sends commands to their cores. A session ended by the node (not at its client's request)
-    /// is reported to its WebSocket client first.
-    pub fn dispatch(&self, commands: Vec<(CoreId, CoreCommand)>) {
-        for (core, command) in commands {
-            if let CoreCommand::RemoveSession { id, reason } = &command {
-                self.notify_ended(*id, reason);
-            }
-            if let Some(handle) = self.cores.get(core.0) {
-                handle.send(command);
-            }
+    /// Feeds the control plane one input (`now` is the time it is handled) and carries out
+    /// what it decides, in order, before anyone else can feed it: a core's command never
+    /// overtakes the one before it, a watcher hears a session end before the core removes it.
+    pub fn control<T>(&self, input: impl FnOnce(&mut NodeControl, Instant) -> T) -> T {
+        let mut plane = self.lock_control();
+        let deadline = plane.poll_timeout();
+        let out = input(&mut plane, Instant::now());
+        while let Some(action) = plane.poll_action() {
+            self.carry_out(action);
         }
-        // Every removal from the registry ends here: the relays hear of the streams it ended.
-        let unpublished = self.registry().take_unpublished();
-        if let Some(relays) = &self.relays {
-            for (name, id) in unpublished {
-                relays.stream_unpublished(&name, id);
+        if plane.poll_timeout() != deadline {
+            self.control_timer.notify_one();
+        }
+        out
+    }
+
+    fn carry_out(&self, action: ControlAction) {
+        match action {
+            ControlAction::Core { core, command } => {
+                if let Some(handle) = self.cores.get(core.0) {
+                    handle.send(command);
+                }
+            }
+            ControlAction::Status { session, status } => self.deliver(session, status),
+            ControlAction::Relay(order) => {
+                if let Some(relays) = &self.relays {
+                    relays.carry_out(order);
+                }
             }
         }
     }
 
-    pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        // A panic while holding the lock would be a bug; the registry stays usable regardless.
-        self.registry
+    fn lock_control(&self) -> MutexGuard<'_, NodeControl> {
+        // A panic while holding the lock would be a bug; the plane stays usable regardless.
+        self.control
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The registry, to read.
+    pub(crate) fn registry(&self) -> RegistryView<'_> {
+        RegistryView(self.lock_control())
     }
 
     fn watchers(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Watcher>> {
@@ -296,17 +362,21 @@ impl Signalling {
         self.watchers().remove(&id);
     }
 
-    fn notify(&self, id: SessionId, status: &SessionStatus) {
-        if let Some(w) = self.watchers().get(&id) {
-            w.deliver(status);
+    /// Tells a session's watcher how it is doing; an ended session's watcher is forgotten.
+    /// A WebSocket client's session that its peer closed cleanly is reported after
+    /// [`CLEAN_CLOSE_GRACE`], if the client has not stopped it itself by then.
+    fn deliver(&self, id: SessionId, status: SessionStatus) {
+        if status != SessionStatus::Ended(EndReason::DtlsClosed) {
+            return deliver(&self.watchers, id, &status);
         }
-    }
-
-    /// Tells a session's watcher that the node ended it, and forgets the watcher.
-    fn notify_ended(&self, id: SessionId, reason: &EndReason) {
-        if let Some(w) = self.watchers().remove(&id) {
-            w.deliver(&SessionStatus::Ended(reason.clone()));
+        if !self.watchers().contains_key(&id) {
+            return;
         }
+        let watchers = Arc::clone(&self.watchers);
+        tokio::spawn(async move {
+            tokio::time::sleep(CLEAN_CLOSE_GRACE).await;
+            deliver(&watchers, id, &status);
+        });
     }
 
     /// Sends a frame built for each WebSocket player of `stream` (by its mediaSessionId).
@@ -335,27 +405,15 @@ impl Signalling {
     /// Changes a live stream's ACL keys: players whose key it no longer holds are ended with
     /// "Restricted access", and the relays tell the edges, which do the same. Returns the keys.
     pub fn change_acl(&self, name: &str, change: AclChange) -> Result<Vec<String>, RegistryError> {
-        let mut commands = Vec::new();
-        let (keys, ended) = {
-            let mut registry = self.registry();
-            let (keys, refused) = registry.change_acl(name, change)?;
-            let ended = refused.len();
-            for id in refused {
-                commands.extend(registry.end_session(id, EndReason::RestrictedAccess));
-            }
-            (keys, ended)
-        };
-        if ended > 0 {
+        let changed = self.control(|plane, now| plane.handle_acl_change(now, name, change))?;
+        if changed.ended > 0 {
             info!(
                 stream = name,
-                ended, "players without a listed ACL key ended"
+                ended = changed.ended,
+                "players without a listed ACL key ended"
             );
         }
-        self.dispatch(commands);
-        if let Some(relays) = &self.relays {
-            relays.acl_changed(name, &keys);
-        }
-        Ok(keys)
+        Ok(changed.keys)
     }
 
     /// The session a WebSocket client calls `media_session_id`.
@@ -369,24 +427,12 @@ impl Signalling {
             .map(|(id, _)| *id)
     }
 
-    /// A core's report of a session's bitrates: kept for `/api/stats`, and a WebSocket
-    /// player whose estimate stays under its publisher's bitrate is told (WCS's
-    /// `notEnoughBandwidth` stream event).
-    fn handle_bitrates(
-        &self,
-        id: SessionId,
-        estimate: Option<u64>,
-        received: Option<u64>,
-        layer: Option<PlayerLayer>,
-    ) {
+    /// A player's bandwidth estimate, after the control plane kept it: a WebSocket player
+    /// whose estimate stays under its publisher's bitrate is told (WCS's `notEnoughBandwidth`
+    /// stream event).
+    fn handle_estimate(&self, id: SessionId, estimate: Option<u64>) {
         let (stream, publisher_bps) = {
-            let mut registry = self.registry();
-            if let Some(bps) = estimate.or(received) {
-                registry.set_bitrate(id, bps);
-            }
-            if let Some(layer) = layer {
-                registry.set_layer(id, layer);
-            }
+            let registry = self.registry();
             if estimate.is_none() {
                 return;
             }
@@ -414,54 +460,63 @@ impl Signalling {
         }
     }
 
-    /// Applies what a core reports.
-    pub fn handle_core_event(self: &Arc<Self>, event: CoreEvent) {
+    /// Applies what a core reports: the control plane decides what follows.
+    pub fn handle_core_event(&self, event: CoreEvent) {
+        self.control(|plane, now| plane.handle_core_event(now, &event));
         match event {
-            CoreEvent::SessionConnected { id } => {
-                self.registry().set_connected(id);
-                self.notify(id, &SessionStatus::Connected);
-            }
-            CoreEvent::MediaStarted { id } => {
-                let published = {
-                    let mut registry = self.registry();
-                    registry.set_media_flowing(id);
-                    registry
-                        .session(id)
-                        .filter(|s| s.kind == SessionKind::Publisher)
-                        .and_then(|s| registry.stream(&s.stream_name))
-                        .filter(|stream| stream.publisher == id)
-                        .map(|stream| (stream.name.clone(), stream.id))
-                };
-                self.notify(id, &SessionStatus::MediaFlowing);
-                if let (Some(relays), Some((name, stream))) = (&self.relays, published) {
-                    relays.stream_published(&name, stream);
-                }
-            }
             CoreEvent::Bitrates {
-                id,
-                estimate_bps,
-                received_bps,
-                layer,
-            } => self.handle_bitrates(id, estimate_bps, received_bps, layer),
+                id, estimate_bps, ..
+            } => self.handle_estimate(id, estimate_bps),
             CoreEvent::SessionEnded { id, reason } => {
-                let commands = self.registry().remove_session(id);
                 self.publisher_limits
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .remove(&id);
                 debug!(session = %id, %reason, "session forgotten");
-                if reason == EndReason::DtlsClosed && self.watchers().contains_key(&id) {
-                    let state = Arc::clone(self);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(CLEAN_CLOSE_GRACE).await;
-                        // Still watched: the client did not stop the stream itself.
-                        state.notify_ended(id, &reason);
-                    });
-                } else {
-                    self.notify_ended(id, &reason);
-                }
-                self.dispatch(commands);
             }
+            CoreEvent::SessionConnected { .. } | CoreEvent::MediaStarted { .. } => {}
+        }
+    }
+}
+
+/// Tells a session's watcher in `watchers` how it is doing; an ended session's watcher is
+/// forgotten.
+fn deliver(watchers: &Mutex<HashMap<SessionId, Watcher>>, id: SessionId, status: &SessionStatus) {
+    let mut watchers = watchers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let SessionStatus::Ended(_) = status {
+        if let Some(watcher) = watchers.remove(&id) {
+            watcher.deliver(status);
+        }
+    } else if let Some(watcher) = watchers.get(&id) {
+        watcher.deliver(status);
+    }
+}
+
+/// Calls the control plane's [`ControlPlane::handle_timeout`] at its deadlines (relays backing
+/// off), for as long as the node lives.
+pub async fn drive_control_timers(state: Weak<Signalling>) {
+    let Some(wake) = state.upgrade().map(|s| Arc::clone(&s.control_timer)) else {
+        return;
+    };
+    loop {
+        let deadline = match state.upgrade() {
+            Some(state) => state.lock_control().poll_timeout(),
+            None => return,
+        };
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+        match state.upgrade() {
+            Some(state) => state.control(|plane, now| plane.handle_timeout(now)),
+            None => return,
         }
     }
 }

@@ -44,8 +44,8 @@ fn created(
     stream: &str,
     started: media::Started,
 ) -> Response<Full<Bytes>> {
-    let secret = ResourceSecret::random();
-    state.registry().set_resource(started.id, secret);
+    let secret = ResourceSecret::new(rand::random());
+    state.control(|plane, _| plane.handle_resource_created(started.id, secret));
     let mut response = Response::new(Full::new(Bytes::from(started.answer)));
     *response.status_mut() = StatusCode::CREATED;
     let location = format!("/{protocol}/{stream}/{secret}");

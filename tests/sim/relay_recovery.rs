@@ -1,4 +1,4 @@
-//! The control plane's relay planner on virtual time: an edge that goes away is tried again
+//! The control plane's relays on virtual time: an edge that goes away is tried again
 //! with growing, jittered delays, and relayed to again as soon as it returns; its new players
 //! play without anyone on the origin doing anything.
 
@@ -21,8 +21,8 @@ fn an_edge_that_goes_away_and_returns_is_relayed_to_again_with_the_planners_back
             .cdn
             .as_ref()
             .unwrap()
-            .planner
-            .state("live", EdgeId(edge as u32))
+            .plane
+            .relay_state("live", EdgeId(edge as u32))
     };
     let up = |world: &World| matches!(state(world), Some(RelayState::Up { .. }));
     // The relay starts when the publisher's media flows, with no one asking.

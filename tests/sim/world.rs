@@ -2,7 +2,8 @@
 //! all on one virtual clock.
 //!
 //! Signalling is the part a simulator does not need to reproduce: a scenario adds sessions to
-//! a node's core with the `CoreCommand`s signalling would send, and keys each session's SRTP
+//! a node's core with the `CoreCommand`s signalling would send (on a CDN's origin, through the
+//! node's own control plane, which then decides what follows), and keys each session's SRTP
 //! with the fixed test keys once ICE is up on both ends (as DTLS would have). Everything that
 //! happens after that — STUN, SRTP, RTCP, retransmissions, relays, timeouts — is the node's
 //! own code, driven by [`World::run_for`] from deadline to deadline.
@@ -14,9 +15,10 @@ use std::time::{Duration, Instant};
 use ice::IceCredentials;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rtcdn::control::relay_planner::{
-    AttemptId, EdgeId, RelayAction, RelayEnd, RelayFailure, RelayPlanner, RetryPolicy,
-};
+use rtcdn::control::plane::{ControlAction, ControlPlane, RelayOrder};
+use rtcdn::control::registry::ClientInfo;
+use rtcdn::control::relay_planner::{AttemptId, EdgeId, RelayEnd, RelayFailure, RetryPolicy};
+use rtcdn::control::status::SessionStatus;
 use rtcdn::control::{
     CoreCommand, CoreEvent, CoreId, EndReason, PlayedTrack, PlayerLayer, PlayerLayers,
     PublishedTrack, RtxStream, SessionId, SessionRole, SessionSpec, SimulcastLayers, StreamId,
@@ -95,12 +97,14 @@ pub struct Relay {
     pub edge_session: SessionId,
 }
 
-/// An origin's CDN: the control plane's relay planner deciding, the world carrying out its
-/// actions as the `cdn::relay` links do on a real node (a link to an edge that is down fails
-/// at once, as a refused connection does; a killed edge closes its links).
+/// An origin's CDN: the origin's control plane deciding (its publishers, players and relay
+/// sessions are placed through it, as signalling places them), the world carrying out its
+/// actions as the node's transports do: core commands to the origin's core, relay orders as the
+/// `cdn::relay` links carry them out (a link to an edge that is down fails at once, as a
+/// refused connection does; a killed edge closes its links).
 pub struct Cdn {
     pub origin: usize,
-    pub planner: RelayPlanner<StdRng>,
+    pub plane: ControlPlane<StdRng>,
     attempts: HashMap<AttemptId, Relay>,
     /// Every attempt the planner started: when, which, and to which node.
     pub starts: Vec<(Instant, AttemptId, usize)>,
@@ -109,8 +113,6 @@ pub struct Cdn {
 pub struct World {
     pub now: Instant,
     pub cdn: Option<Cdn>,
-    /// Each browser publisher's stream name, per node.
-    publishers: HashMap<(usize, SessionId), String>,
     pub net: Network,
     pub nodes: Vec<Node>,
     pub peers: Vec<Peer>,
@@ -165,7 +167,6 @@ impl World {
         World {
             now,
             cdn: None,
-            publishers: HashMap::new(),
             net: Network::new(seed),
             nodes: Vec::new(),
             peers: Vec::new(),
@@ -206,13 +207,13 @@ impl World {
         MediaCore::new(config, NoDtls, ForwardQueue::new(), self.now)
     }
 
-    /// Relays every stream published on `origin` to each of `edges`, as the origin's relay
-    /// planner decides.
+    /// Relays every stream published on `origin` to each of `edges`, as the origin's control
+    /// plane decides. Enable it before anything is published on `origin`.
     pub fn enable_cdn(&mut self, origin: usize, edges: &[usize], policy: RetryPolicy) {
         let edges = edges.iter().map(|&e| EdgeId(e as u32)).collect();
         self.cdn = Some(Cdn {
             origin,
-            planner: RelayPlanner::new(edges, policy, StdRng::seed_from_u64(self.seed)),
+            plane: ControlPlane::new(1, edges, policy, StdRng::seed_from_u64(self.seed)),
             attempts: HashMap::new(),
             starts: Vec::new(),
         });
@@ -231,18 +232,12 @@ impl World {
             for (attempt, relay) in closed {
                 cdn.attempts.remove(&attempt);
                 let failure = RelayFailure::Link("the edge closed the connection".into());
-                cdn.planner
+                cdn.plane
                     .handle_relay_ended(self.now, attempt, &RelayEnd::Failed(failure));
-                let origin = &mut self.nodes[relay.origin];
-                origin.core.handle_command(
-                    self.now,
-                    CoreCommand::RemoveSession {
-                        id: relay.origin_session,
-                        reason: EndReason::Deleted,
-                    },
-                    &mut origin.sink,
-                );
+                cdn.plane
+                    .handle_end_session(self.now, relay.origin_session, EndReason::Deleted);
             }
+            self.carry_out_control_actions();
         }
         let n = &mut self.nodes[node];
         n.down = true;
@@ -307,7 +302,36 @@ impl World {
         }
     }
 
+    /// Places a session on `node`: through the control plane on a CDN's origin, as signalling
+    /// does, else straight on its core.
     fn add_session(&mut self, node: usize, spec: SessionSpec) {
+        if let Some(cdn) = self.cdn.as_mut().filter(|c| c.origin == node) {
+            let (now, core) = (self.now, CoreId(0));
+            let name = spec.stream_name.clone();
+            match &spec.role {
+                SessionRole::Publisher { .. } => {
+                    cdn.plane
+                        .handle_publish_requested(now, &name, false)
+                        .expect("a free stream name");
+                    let stream = cdn
+                        .plane
+                        .handle_publish(now, core, spec, Vec::new(), ClientInfo::default())
+                        .expect("a free stream name");
+                    self.nodes[node].streams.insert(name, stream);
+                }
+                SessionRole::Player { .. } => cdn
+                    .plane
+                    .handle_play(now, core, spec, None, ClientInfo::default())
+                    .expect("a live stream"),
+                SessionRole::Relay { .. } => {
+                    cdn.plane
+                        .handle_relay_session(now, spec)
+                        .expect("a live stream");
+                }
+            }
+            self.carry_out_control_actions();
+            return;
+        }
         let n = &mut self.nodes[node];
         n.core.handle_command(
             self.now,
@@ -349,7 +373,6 @@ impl World {
         let role = SessionRole::Publisher { tracks };
         let spec = self.spec(node, stream, role);
         let id = spec.id;
-        self.publishers.insert((node, id), stream.to_string());
         let addr = self.peer_addr();
         let mut peer = Peer::publisher(
             &format!("publisher {stream}"),
@@ -537,6 +560,12 @@ impl World {
 
     /// Ends a session as signalling would (a WHEP DELETE).
     pub fn remove(&mut self, node: usize, id: SessionId) {
+        if let Some(cdn) = self.cdn.as_mut().filter(|c| c.origin == node) {
+            cdn.plane
+                .handle_end_session(self.now, id, EndReason::Deleted);
+            self.carry_out_control_actions();
+            return;
+        }
         let n = &mut self.nodes[node];
         n.core.handle_command(
             self.now,
@@ -600,7 +629,7 @@ impl World {
             .filter_map(|n| n.core.poll_timeout())
             .chain(self.peers.iter().filter_map(Peer::poll_timeout))
             .chain(self.net.poll_timeout())
-            .chain(self.cdn.as_ref().and_then(|c| c.planner.poll_timeout()))
+            .chain(self.cdn.as_ref().and_then(|c| c.plane.poll_timeout()))
             .min()
             .map_or(until, |at| at.min(until));
         self.now = self.now.max(next);
@@ -616,8 +645,8 @@ impl World {
             }
         }
         if let Some(cdn) = &mut self.cdn {
-            if cdn.planner.poll_timeout().is_some_and(|at| at <= now) {
-                cdn.planner.handle_timeout(now);
+            if cdn.plane.poll_timeout().is_some_and(|at| at <= now) {
+                cdn.plane.handle_timeout(now);
             }
         }
         while let Some(datagram) = self.net.poll_deliver(now) {
@@ -673,8 +702,8 @@ impl World {
                 }
             }
             while let Some(event) = node.core.poll_event() {
-                if let Some(cdn) = &mut self.cdn {
-                    feed_planner(cdn, index, &self.publishers, &node.streams, now, &event);
+                if let Some(cdn) = self.cdn.as_mut().filter(|c| c.origin == index) {
+                    cdn.plane.handle_core_event(now, &event);
                 }
                 node.events.push((now, event));
             }
@@ -703,47 +732,71 @@ impl World {
             }
         }
         self.key_connected_sessions();
-        self.carry_out_relay_actions();
+        self.carry_out_control_actions();
     }
 
-    fn carry_out_relay_actions(&mut self) {
-        let Some(mut cdn) = self.cdn.take() else {
-            return;
-        };
+    /// Carries out what the origin's control plane decided, as the node's transports do.
+    fn carry_out_control_actions(&mut self) {
+        let now = self.now;
         let mut acted = false;
-        while let Some(action) = cdn.planner.poll_action() {
+        while let Some(action) = self.cdn.as_mut().and_then(|c| c.plane.poll_action()) {
             acted = true;
+            let Some(cdn) = self.cdn.as_mut() else {
+                return;
+            };
             match action {
-                RelayAction::Start {
+                ControlAction::Core { command, .. } => {
+                    let origin = &mut self.nodes[cdn.origin];
+                    origin.core.handle_command(now, command, &mut origin.sink);
+                }
+                // A relay session's news is its link's (`cdn::relay`).
+                ControlAction::Status { session, status } => {
+                    let attempt = cdn
+                        .attempts
+                        .iter()
+                        .find(|(_, r)| r.origin_session == session)
+                        .map(|(a, _)| *a);
+                    let Some(attempt) = attempt else { continue };
+                    match status {
+                        SessionStatus::Connected => cdn.plane.handle_relay_up(now, attempt),
+                        SessionStatus::MediaFlowing => {}
+                        SessionStatus::Ended(reason) => {
+                            cdn.attempts.remove(&attempt);
+                            let failure = RelayEnd::Failed(RelayFailure::Session(reason));
+                            cdn.plane.handle_relay_ended(now, attempt, &failure);
+                        }
+                    }
+                }
+                ControlAction::Relay(RelayOrder::Start {
                     attempt,
                     stream,
                     edge,
                     ..
-                } => {
+                }) => {
                     let edge = edge.0 as usize;
-                    cdn.starts.push((self.now, attempt, edge));
+                    cdn.starts.push((now, attempt, edge));
                     if self.nodes[edge].down {
-                        let refused = RelayFailure::Link("connection refused".into());
-                        cdn.planner.handle_relay_ended(
-                            self.now,
-                            attempt,
-                            &RelayEnd::Failed(refused),
-                        );
+                        let refused =
+                            RelayEnd::Failed(RelayFailure::Link("connection refused".into()));
+                        cdn.plane.handle_relay_ended(now, attempt, &refused);
                     } else {
-                        let relay = self.relay(cdn.origin, edge, &stream);
-                        cdn.attempts.insert(attempt, relay);
+                        let origin = cdn.origin;
+                        let relay = self.relay(origin, edge, &stream);
+                        if let Some(cdn) = self.cdn.as_mut() {
+                            cdn.attempts.insert(attempt, relay);
+                        }
                     }
                 }
-                RelayAction::Stop { attempt } => {
+                ControlAction::Relay(RelayOrder::Stop { attempt }) => {
                     if let Some(relay) = cdn.attempts.remove(&attempt) {
-                        self.remove(relay.origin, relay.origin_session);
+                        cdn.plane
+                            .handle_end_session(now, relay.origin_session, EndReason::Deleted);
                         self.remove(relay.edge, relay.edge_session);
                     }
                 }
-                RelayAction::PassAcl { .. } => {}
+                ControlAction::Relay(RelayOrder::PassAcl { .. }) => {}
             }
         }
-        self.cdn = Some(cdn);
         if acted {
             self.flush();
         }
@@ -787,54 +840,6 @@ impl World {
         if self.nodes.iter().any(|n| !n.sink.is_empty()) {
             self.flush();
         }
-    }
-}
-
-/// What the origin's cores report, as the relay planner hears it: a publisher's media starts
-/// or ends its stream's relays; a relay session's connection or end is its attempt's.
-fn feed_planner(
-    cdn: &mut Cdn,
-    node: usize,
-    publishers: &HashMap<(usize, SessionId), String>,
-    streams: &HashMap<String, StreamId>,
-    now: Instant,
-    event: &CoreEvent,
-) {
-    if node != cdn.origin {
-        return;
-    }
-    let attempt_of = |id: SessionId| {
-        cdn.attempts
-            .iter()
-            .find(|(_, r)| r.origin_session == id)
-            .map(|(a, _)| *a)
-    };
-    match event {
-        CoreEvent::SessionConnected { id } => {
-            if let Some(attempt) = attempt_of(*id) {
-                cdn.planner.handle_relay_up(now, attempt);
-            }
-        }
-        CoreEvent::SessionEnded { id, reason } => {
-            if let Some(attempt) = attempt_of(*id) {
-                cdn.attempts.remove(&attempt);
-                let failure = RelayFailure::Session(reason.clone());
-                cdn.planner
-                    .handle_relay_ended(now, attempt, &RelayEnd::Failed(failure));
-            } else if let Some(name) = publishers.get(&(node, *id)) {
-                if let Some(&stream) = streams.get(name) {
-                    cdn.planner.handle_stream_unpublished(now, name, stream);
-                }
-            }
-        }
-        CoreEvent::MediaStarted { id } => {
-            if let Some(name) = publishers.get(&(node, *id)) {
-                if let Some(&stream) = streams.get(name) {
-                    cdn.planner.handle_stream_published(now, name, stream);
-                }
-            }
-        }
-        _ => {}
     }
 }
 

@@ -198,15 +198,9 @@ async fn relay(
                             _ => EndReason::Deleted,
                         };
                         unpublish(ws, &id, stream).await;
-                        let live = setup
-                            .host
-                            .relayed_stream(stream)
-                            .is_some_and(|s| s.id == job.relayed.id);
-                        return if live {
-                            RelayEnd::Failed(RelayFailure::Session(reason))
-                        } else {
-                            RelayEnd::StreamGone
-                        };
+                        // A relay session that ended with its stream is one the control plane
+                        // has already stopped: it ignores this report.
+                        return RelayEnd::Failed(RelayFailure::Session(reason));
                     }
                 },
             }

@@ -3,12 +3,13 @@
 //! the stream there with an offer of its own, and a relay session on the publisher's core sends
 //! the stream's packets. The edge sees an ordinary publisher.
 //!
-//! When to relay, retry and stop is decided by the control plane's [`RelayPlanner`]; [`run`]
-//! feeds it what the node tells [`Relays`] and what each link (one attempt, `link.rs`) reports,
-//! and carries out its actions. What a link needs from the node (the stream's tracks, a relay
-//! session on a core and that session's status) it asks through [`RelayHost`], which the node's
-//! signalling implements: this module never reaches into it. `offer.rs` writes the relay's
-//! offer and reads what of it the edge's answer kept.
+//! It decides nothing: the node's control plane (`crate::control::plane`, whose relay planner
+//! says when to relay, retry and stop) sends its [`RelayOrder`]s through [`Relays`], [`run`]
+//! carries them out with one link per attempt (`link.rs`), and reports how each attempt goes
+//! back to the plane through [`RelayHost`], which the node's signalling implements: this module
+//! never reaches into it. A link learns how its relay session does from the typed
+//! `SessionStatus`, never from a browser's frame. `offer.rs` writes the relay's offer and reads
+//! what of it the edge's answer kept.
 
 mod link;
 mod offer;
@@ -18,16 +19,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{info, warn};
 
 use crate::auth::RelayAuth;
 use crate::config::cdn::{CdnConfig, CdnNode};
-use crate::control::registry::StreamTrack;
+use crate::control::plane::RelayOrder;
+pub use crate::control::plane::RelayedStream;
 use crate::control::relay_planner::{
-    AttemptId, EdgeId, RelayAction, RelayEnd, RelayPlanner, RelayState, RetryPolicy,
+    AttemptId, EdgeId, RelayEnd, RelayFailure, RelayState, RetryPolicy,
 };
 use crate::control::status::SessionStatus;
 use crate::control::{PlayedTrack, RelayedLayers, SessionId, StreamId};
@@ -73,17 +73,6 @@ impl RelayTarget {
     }
 }
 
-/// A live stream as a relay offers it.
-#[derive(Debug, Clone)]
-pub struct RelayedStream {
-    /// Which publication of the name it is.
-    pub id: StreamId,
-    /// What the publisher sends.
-    pub tracks: Vec<StreamTrack>,
-    /// Its access list, which the edge enforces too.
-    pub acl: Vec<String>,
-}
-
 /// A relay session for the node to run, as the edge's answer made it.
 #[derive(Debug, Clone)]
 pub struct RelaySession {
@@ -108,10 +97,9 @@ pub struct RelaySession {
     pub dtls_role: DtlsRole,
 }
 
-/// What a relay needs from the node it runs on.
+/// What a relay needs from the node it runs on, and how it reports back to the node's control
+/// plane.
 pub trait RelayHost: Send + Sync + 'static {
-    /// The live stream `name`, if there is one.
-    fn relayed_stream(&self, name: &str) -> Option<RelayedStream>;
     /// Registers `session` and starts it on its stream's publisher core; every status change
     /// of it goes to `status`. `None` when its publication is gone.
     fn open_relay_session(
@@ -121,60 +109,34 @@ pub trait RelayHost: Send + Sync + 'static {
     ) -> Option<SessionId>;
     /// Ends a relay session the link gives up on, without reporting it back.
     fn close_relay_session(&self, id: SessionId);
+    /// `attempt`'s relay session to its edge connected.
+    fn relay_up(&self, attempt: AttemptId);
+    /// `attempt` ended. Returns where its relay stands now (for the log), `None` when the
+    /// plane had moved on from it.
+    fn relay_ended(&self, attempt: AttemptId, end: &RelayEnd) -> Option<RelayState>;
 }
 
-/// What the node tells its relays.
-#[derive(Debug)]
-enum NodeInput {
-    Published { name: String, id: StreamId },
-    Unpublished { name: String, id: StreamId },
-    AclChanged { name: String, keys: Vec<String> },
-}
-
-/// How the node tells its relays what happened to its streams.
+/// How the control plane hands its relay orders to [`run`].
 #[derive(Debug, Clone)]
 pub struct Relays {
-    inputs: UnboundedSender<NodeInput>,
+    orders: UnboundedSender<RelayOrder>,
 }
 
 /// [`run`]'s end of [`Relays`].
 #[derive(Debug)]
-pub struct RelayInputs(UnboundedReceiver<NodeInput>);
+pub struct RelayOrders(UnboundedReceiver<RelayOrder>);
 
-/// A [`Relays`] handle and the inputs for [`run`].
-pub fn channel() -> (Relays, RelayInputs) {
-    let (inputs, receiver) = mpsc::unbounded_channel();
-    (Relays { inputs }, RelayInputs(receiver))
+/// A [`Relays`] handle and the orders for [`run`].
+pub fn channel() -> (Relays, RelayOrders) {
+    let (orders, receiver) = mpsc::unbounded_channel();
+    (Relays { orders }, RelayOrders(receiver))
 }
 
 impl Relays {
-    /// The stream `name` (`id`) is published and its media flows.
-    pub fn stream_published(&self, name: &str, id: StreamId) {
-        self.send(NodeInput::Published {
-            name: name.to_owned(),
-            id,
-        });
-    }
-
-    /// The stream `name` (`id`) is gone.
-    pub fn stream_unpublished(&self, name: &str, id: StreamId) {
-        self.send(NodeInput::Unpublished {
-            name: name.to_owned(),
-            id,
-        });
-    }
-
-    /// The access list of `name` is now `keys`.
-    pub fn acl_changed(&self, name: &str, keys: &[String]) {
-        self.send(NodeInput::AclChanged {
-            name: name.to_owned(),
-            keys: keys.to_vec(),
-        });
-    }
-
-    fn send(&self, input: NodeInput) {
+    /// Hands `order` to the relay transport.
+    pub fn carry_out(&self, order: RelayOrder) {
         // Closed only when the node stops.
-        let _ = self.inputs.send(input);
+        let _ = self.orders.send(order);
     }
 }
 
@@ -223,19 +185,24 @@ impl RelaySetup {
     }
 }
 
-/// Runs the node's relays until the node drops its [`Relays`]: the planner decides, links to
-/// the edges carry its actions out. `seed` seeds the retry jitter.
-pub async fn run(inputs: RelayInputs, setup: RelaySetup, host: Arc<dyn RelayHost>, seed: u64) {
-    let RelayInputs(mut inputs) = inputs;
-    let edges = setup.targets.iter().map(|t| EdgeId(t.node_id)).collect();
-    let mut planner = RelayPlanner::new(edges, setup.policy, StdRng::seed_from_u64(seed));
+impl RelaySetup {
+    /// The edges, as the control plane knows them.
+    pub fn edges(&self) -> Vec<EdgeId> {
+        self.targets.iter().map(|t| EdgeId(t.node_id)).collect()
+    }
+}
+
+/// Carries out the control plane's relay orders until the node drops its [`Relays`]: a link to
+/// the edge per attempt, whose news goes back to the plane through `host`.
+pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost>) {
+    let RelayOrders(mut orders) = orders;
     let targets: HashMap<EdgeId, RelayTarget> = setup
         .targets
         .iter()
         .map(|t| (EdgeId(t.node_id), t.clone()))
         .collect();
     let link_setup = Arc::new(link::LinkSetup {
-        host,
+        host: host.clone(),
         tls: setup.tls,
         auth: setup.auth,
         fingerprint: setup.fingerprint,
@@ -243,23 +210,12 @@ pub async fn run(inputs: RelayInputs, setup: RelaySetup, host: Arc<dyn RelayHost
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let mut links: HashMap<AttemptId, link::Link> = HashMap::new();
     loop {
-        while let Some(action) = planner.poll_action() {
-            match action {
-                RelayAction::Start {
-                    attempt,
-                    stream,
-                    stream_id,
-                    edge,
-                } => {
+        tokio::select! {
+            order = orders.recv() => match order {
+                Some(RelayOrder::Start { attempt, edge, stream, relayed }) => {
                     let Some(target) = targets.get(&edge) else {
-                        continue;
-                    };
-                    let relayed = link_setup
-                        .host
-                        .relayed_stream(&stream)
-                        .filter(|s| s.id == stream_id);
-                    let Some(relayed) = relayed else {
-                        planner.handle_relay_ended(Instant::now(), attempt, &RelayEnd::StreamGone);
+                        let why = format!("edge {} is not in the node list", edge.0);
+                        host.relay_ended(attempt, &RelayEnd::Failed(RelayFailure::Link(why)));
                         continue;
                     };
                     let job = link::Job {
@@ -273,60 +229,31 @@ pub async fn run(inputs: RelayInputs, setup: RelaySetup, host: Arc<dyn RelayHost
                         link::spawn(job, link_setup.clone(), reports_tx.clone()),
                     );
                 }
-                RelayAction::Stop { attempt } => {
+                Some(RelayOrder::Stop { attempt }) => {
                     if let Some(link) = links.get(&attempt) {
                         link.stop();
                     }
                 }
-                RelayAction::PassAcl { attempt, keys } => {
+                Some(RelayOrder::PassAcl { attempt, keys }) => {
                     if let Some(link) = links.get(&attempt) {
                         link.pass_acl(keys);
                     }
                 }
-            }
-        }
-        let wake = planner.poll_timeout();
-        let deadline = wake.map_or_else(far_future, tokio::time::Instant::from_std);
-        tokio::select! {
-            input = inputs.recv() => {
-                let now = Instant::now();
-                match input {
-                    Some(NodeInput::Published { name, id }) => {
-                        planner.handle_stream_published(now, &name, id)
-                    }
-                    Some(NodeInput::Unpublished { name, id }) => {
-                        planner.handle_stream_unpublished(now, &name, id)
-                    }
-                    Some(NodeInput::AclChanged { name, keys }) => {
-                        planner.handle_acl_changed(&name, &keys)
-                    }
-                    // The node is gone; its runtime ends the links.
-                    None => return,
+                // The node is gone; its runtime ends the links.
+                None => return,
+            },
+            Some(report) = reports.recv() => match report.event {
+                link::LinkEvent::Up => host.relay_up(report.attempt),
+                link::LinkEvent::Ended(end) => {
+                    let Some(link) = links.remove(&report.attempt) else {
+                        continue;
+                    };
+                    let state = host.relay_ended(report.attempt, &end);
+                    log_end(&link, &end, state, Instant::now());
                 }
-            }
-            Some(report) = reports.recv() => {
-                let now = Instant::now();
-                match report.event {
-                    link::LinkEvent::Up => planner.handle_relay_up(now, report.attempt),
-                    link::LinkEvent::Ended(end) => {
-                        let Some(link) = links.remove(&report.attempt) else {
-                            continue;
-                        };
-                        planner.handle_relay_ended(now, report.attempt, &end);
-                        let state = planner.state(&link.stream, EdgeId(link.target.node_id));
-                        log_end(&link, &end, state, now);
-                    }
-                }
-            }
-            () = tokio::time::sleep_until(deadline), if wake.is_some() => {
-                planner.handle_timeout(Instant::now());
-            }
+            },
         }
     }
-}
-
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400)
 }
 
 fn log_end(link: &link::Link, end: &RelayEnd, state: Option<RelayState>, now: Instant) {
@@ -342,9 +269,11 @@ fn log_end(link: &link::Link, end: &RelayEnd, state: Option<RelayState>, now: In
                 "relay failed: {why}"
             );
         }
-        (RelayEnd::Failed(why), _) => {
+        (RelayEnd::Failed(why), Some(_)) => {
             warn!(stream, edge, url = link.target.url(), "relay failed: {why}")
         }
+        // The plane had moved on: the stream was unpublished, or published anew.
+        (RelayEnd::Failed(why), None) => info!(stream, edge, "relay ended with the stream: {why}"),
         (RelayEnd::StreamGone, _) => info!(stream, edge, "relay ended with the stream"),
         (RelayEnd::Stopped, _) => info!(stream, edge, "relay stopped"),
     }

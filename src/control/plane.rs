@@ -1,0 +1,878 @@
+//! The node's control plane, one sans-IO owner of it: the [`Registry`] (streams, sessions,
+//! access lists) and the [`RelayPlanner`] (each stream's relay to each CDN edge) behind one set
+//! of `handle_*` inputs, each with the time where time matters, and one queue of
+//! [`ControlAction`]s out ([`ControlPlane::poll_action`], [`ControlPlane::poll_timeout`]).
+//!
+//! It decides: who may publish a name (a second publisher of a taken name is refused; an
+//! authorized one supersedes a publisher that never connected), who may play (the stream's
+//! access list), which sessions end when a publisher leaves or a key is revoked, and with which
+//! reason, and when each stream is relayed where, retried and stopped. The transports
+//! (`signalling` for HTTP, WHIP/WHEP and WebSocket clients; `cdn::relay` for the links to the
+//! edges) feed it what happened and carry its actions out: commands for the media cores,
+//! statuses for whoever watches a session, relays to start and stop.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use rand::Rng;
+
+use super::registry::{
+    AclChange, ClientInfo, Registry, RegistryError, ResourceSecret, SessionKind, StreamTrack,
+};
+use super::relay_planner::{
+    AttemptId, EdgeId, RelayAction, RelayEnd, RelayPlanner, RelayState, RetryPolicy,
+};
+use super::status::SessionStatus;
+use super::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionSpec, StreamId};
+
+/// What the control plane asks its transports to do, in order.
+#[derive(Debug)]
+pub enum ControlAction {
+    /// Send `command` to the media core `core`.
+    Core { core: CoreId, command: CoreCommand },
+    /// Tell whoever watches `session` (a WebSocket client, a relay link) how it is doing.
+    Status {
+        session: SessionId,
+        status: SessionStatus,
+    },
+    /// For the CDN's relay transport.
+    Relay(RelayOrder),
+}
+
+/// What the relay transport is asked to do.
+#[derive(Debug, Clone)]
+pub enum RelayOrder {
+    /// Relay `stream` (as it is now: `relayed`) to `edge`, as `attempt`: report how it goes
+    /// with that id ([`ControlPlane::handle_relay_up`], [`ControlPlane::handle_relay_ended`]).
+    Start {
+        attempt: AttemptId,
+        edge: EdgeId,
+        stream: String,
+        relayed: RelayedStream,
+    },
+    /// End `attempt`: unpublish on the edge, close the link and our relay session.
+    Stop { attempt: AttemptId },
+    /// Tell the edge of `attempt` the stream's access list is now `keys`.
+    PassAcl {
+        attempt: AttemptId,
+        keys: Vec<String>,
+    },
+}
+
+/// A live stream as a relay offers it to an edge.
+#[derive(Debug, Clone)]
+pub struct RelayedStream {
+    /// Which publication of the name it is.
+    pub id: StreamId,
+    /// What the publisher sends.
+    pub tracks: Vec<StreamTrack>,
+    /// Its access list, which the edge enforces too.
+    pub acl: Vec<String>,
+}
+
+/// Why a play was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlayError {
+    /// The stream is not live (or its name is invalid).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The stream's access list does not hold the player's key.
+    #[error("restricted access")]
+    RestrictedAccess,
+}
+
+/// What an access-list change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclChanged {
+    /// The stream's keys now.
+    pub keys: Vec<String>,
+    /// How many players it ended ("Restricted access").
+    pub ended: usize,
+}
+
+/// The node's control plane.
+#[derive(Debug)]
+pub struct ControlPlane<R> {
+    registry: Registry,
+    relays: RelayPlanner<R>,
+    actions: VecDeque<ControlAction>,
+}
+
+impl<R: Rng> ControlPlane<R> {
+    /// The control plane of a node with `cores` media cores that relays every stream to each of
+    /// `edges` (none: a node that relays nothing), retrying as `policy` says with jitter drawn
+    /// from `rng`.
+    pub fn new(cores: usize, edges: Vec<EdgeId>, policy: RetryPolicy, rng: R) -> ControlPlane<R> {
+        ControlPlane {
+            registry: Registry::new(cores),
+            relays: RelayPlanner::new(edges, policy, rng),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The streams and sessions, to read.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Where the relay of `stream` to `edge` stands; `None` when the stream is not relayed.
+    pub fn relay_state(&self, stream: &str, edge: EdgeId) -> Option<RelayState> {
+        self.relays.state(stream, edge)
+    }
+
+    /// A client asks to publish `name`, before any negotiation work: refused when the name is
+    /// invalid or live. A publisher that `supersedes` (authorized: a relay of this CDN, a token
+    /// or hook holder) first ends a holder of the name that has not connected yet, so an offer
+    /// that never connects cannot keep the name. Returns the superseded session, if any.
+    pub fn handle_publish_requested(
+        &mut self,
+        now: Instant,
+        name: &str,
+        supersedes: bool,
+    ) -> Result<Option<SessionId>, RegistryError> {
+        super::registry::validate_stream_name(name)?;
+        let mut superseded = None;
+        if supersedes {
+            let holder = self.registry.stream(name).map(|s| s.publisher);
+            let unconnected =
+                holder.filter(|id| self.registry.session(*id).is_some_and(|s| !s.connected));
+            if let Some(holder) = unconnected {
+                self.end_session(now, holder, EndReason::Superseded);
+                superseded = Some(holder);
+            }
+        }
+        self.registry.check_publish(name)?;
+        Ok(superseded)
+    }
+
+    /// A negotiated publisher of `spec.stream_name`, with the tracks it sends, runs on `core`
+    /// (its `spec.stream` is set here). Refused when the name is taken.
+    pub fn handle_publish(
+        &mut self,
+        now: Instant,
+        core: CoreId,
+        mut spec: SessionSpec,
+        tracks: Vec<StreamTrack>,
+        client: ClientInfo,
+    ) -> Result<StreamId, RegistryError> {
+        let stream = self
+            .registry
+            .add_publisher(now, &spec.stream_name, spec.id, core, tracks)?;
+        self.registry.set_client(spec.id, client);
+        spec.stream = stream;
+        spec.publisher_core = Some(core);
+        self.core(core, CoreCommand::AddSession(Box::new(spec)));
+        Ok(stream)
+    }
+
+    /// A negotiated player of `spec.stream_name`, presenting `acl_key`, runs on `core` (its
+    /// `spec.stream` and `spec.publisher_core` are set here). Refused when the stream is gone,
+    /// was replaced or its access list does not let the key in.
+    pub fn handle_play(
+        &mut self,
+        now: Instant,
+        core: CoreId,
+        mut spec: SessionSpec,
+        acl_key: Option<String>,
+        client: ClientInfo,
+    ) -> Result<(), PlayError> {
+        let name = spec.stream_name.clone();
+        let stream = self
+            .registry
+            .stream(&name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.clone()))?;
+        if !stream.acl_allows(acl_key.as_deref()) {
+            return Err(PlayError::RestrictedAccess);
+        }
+        let (stream_id, publisher_core) = (stream.id, stream.core);
+        let commands = self.registry.add_player(now, &name, spec.id, core)?;
+        self.registry.set_acl_key(spec.id, acl_key);
+        self.registry.set_client(spec.id, client);
+        self.commands(commands);
+        spec.stream = stream_id;
+        spec.publisher_core = Some(publisher_core);
+        self.core(core, CoreCommand::AddSession(Box::new(spec)));
+        Ok(())
+    }
+
+    /// A relay link's session to an edge, for the publication `spec.stream` of
+    /// `spec.stream_name`: it runs on the publisher's core (returned), so the stream's packets
+    /// reach it without crossing cores. Refused when that publication is gone.
+    pub fn handle_relay_session(
+        &mut self,
+        now: Instant,
+        mut spec: SessionSpec,
+    ) -> Result<CoreId, RegistryError> {
+        let name = spec.stream_name.clone();
+        if self.registry.stream(&name).map(|s| s.id) != Some(spec.stream) {
+            return Err(RegistryError::StreamNotFound(name));
+        }
+        let core = self.registry.add_relay(now, &name, spec.id)?;
+        spec.publisher_core = Some(core);
+        self.core(core, CoreCommand::AddSession(Box::new(spec)));
+        Ok(core)
+    }
+
+    /// A session was given a WHIP/WHEP resource URL ending in `secret`.
+    pub fn handle_resource_created(&mut self, id: SessionId, secret: ResourceSecret) {
+        self.registry.set_resource(id, secret);
+    }
+
+    /// Ends a session for `reason` (its client deleted it, an administrator terminated it):
+    /// a publisher takes its players and relays with it. Returns false when it is unknown.
+    pub fn handle_end_session(&mut self, now: Instant, id: SessionId, reason: EndReason) -> bool {
+        self.end_session(now, id, reason)
+    }
+
+    /// Changes a live stream's access list: players whose key it no longer holds are ended
+    /// with [`EndReason::RestrictedAccess`], and the relays pass the new list to the edges,
+    /// which do the same.
+    pub fn handle_acl_change(
+        &mut self,
+        now: Instant,
+        name: &str,
+        change: AclChange,
+    ) -> Result<AclChanged, RegistryError> {
+        let (keys, refused) = self.registry.change_acl(name, change)?;
+        let ended = refused.len();
+        for id in refused {
+            self.end_session(now, id, EndReason::RestrictedAccess);
+        }
+        self.relays.handle_acl_changed(name, &keys);
+        self.pump_relays(now);
+        Ok(AclChanged { keys, ended })
+    }
+
+    /// What a media core reports: a session connected (its watcher hears), a publisher's media
+    /// flows (its stream is relayed to every edge), a session ended (a publisher's players and
+    /// relays end with it, its stream's relays stop), a session's bitrates (kept).
+    pub fn handle_core_event(&mut self, now: Instant, event: &CoreEvent) {
+        match event {
+            CoreEvent::SessionConnected { id } => {
+                self.registry.set_connected(*id);
+                self.status(*id, SessionStatus::Connected);
+            }
+            CoreEvent::MediaStarted { id } => {
+                self.registry.set_media_flowing(*id);
+                let published = self
+                    .registry
+                    .session(*id)
+                    .filter(|s| s.kind == SessionKind::Publisher)
+                    .and_then(|s| self.registry.stream(&s.stream_name))
+                    .filter(|stream| stream.publisher == *id)
+                    .map(|stream| (stream.name.clone(), stream.id));
+                self.status(*id, SessionStatus::MediaFlowing);
+                if let Some((name, stream)) = published {
+                    self.relays.handle_stream_published(now, &name, stream);
+                    self.pump_relays(now);
+                }
+            }
+            CoreEvent::SessionEnded { id, reason } => {
+                let commands = self.registry.remove_session(*id);
+                self.status(*id, SessionStatus::Ended(reason.clone()));
+                self.commands(commands);
+                self.stop_unpublished(now);
+            }
+            CoreEvent::Bitrates {
+                id,
+                estimate_bps,
+                received_bps,
+                layer,
+            } => {
+                if let Some(bps) = estimate_bps.or(*received_bps) {
+                    self.registry.set_bitrate(*id, bps);
+                }
+                if let Some(layer) = layer {
+                    self.registry.set_layer(*id, *layer);
+                }
+            }
+        }
+    }
+
+    /// `attempt`'s relay session to its edge connected.
+    pub fn handle_relay_up(&mut self, now: Instant, attempt: AttemptId) {
+        self.relays.handle_relay_up(now, attempt);
+    }
+
+    /// `attempt` ended. Returns where its relay stands now (a failure backs off, to be tried
+    /// again), or `None` when the planner had moved on from it (its stream was unpublished or
+    /// published anew).
+    pub fn handle_relay_ended(
+        &mut self,
+        now: Instant,
+        attempt: AttemptId,
+        end: &RelayEnd,
+    ) -> Option<RelayState> {
+        let (stream, edge) = self
+            .relays
+            .relay_of(attempt)
+            .map(|(stream, edge)| (stream.to_owned(), edge))?;
+        self.relays.handle_relay_ended(now, attempt, end);
+        self.pump_relays(now);
+        self.relays.state(&stream, edge)
+    }
+
+    /// Does what is due at `now`: relays whose backoff is over start again.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.relays.handle_timeout(now);
+        self.pump_relays(now);
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<ControlAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`ControlPlane::handle_timeout`] has something to do next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.relays.poll_timeout()
+    }
+
+    /// Ends a session: its watcher hears why first, then its core removes it; a publisher's
+    /// players and relays end with it, and its stream's relays stop.
+    fn end_session(&mut self, now: Instant, id: SessionId, reason: EndReason) -> bool {
+        let commands = self.registry.end_session(id, reason);
+        let known = !commands.is_empty();
+        self.commands(commands);
+        self.stop_unpublished(now);
+        known
+    }
+
+    /// The registry's commands, in order; a session the node ends is reported to its watcher
+    /// before its core hears.
+    fn commands(&mut self, commands: Vec<(CoreId, CoreCommand)>) {
+        for (core, command) in commands {
+            if let CoreCommand::RemoveSession { id, reason } = &command {
+                self.status(*id, SessionStatus::Ended(reason.clone()));
+            }
+            self.core(core, command);
+        }
+    }
+
+    /// Every stream the registry removed stops being relayed.
+    fn stop_unpublished(&mut self, now: Instant) {
+        for (name, id) in self.registry.take_unpublished() {
+            self.relays.handle_stream_unpublished(now, &name, id);
+        }
+        self.pump_relays(now);
+    }
+
+    /// The planner's actions as orders for the relay transport: a start carries the stream as
+    /// the registry has it.
+    fn pump_relays(&mut self, now: Instant) {
+        while let Some(action) = self.relays.poll_action() {
+            let order = match action {
+                RelayAction::Start {
+                    attempt,
+                    stream,
+                    stream_id,
+                    edge,
+                } => {
+                    let relayed = self
+                        .registry
+                        .stream(&stream)
+                        .filter(|s| s.id == stream_id)
+                        .map(|s| RelayedStream {
+                            id: s.id,
+                            tracks: s.tracks.clone(),
+                            acl: s.acl.clone(),
+                        });
+                    let Some(relayed) = relayed else {
+                        // Cannot happen while the planner hears of every unpublish; if it
+                        // did, the relay waits for the stream.
+                        self.relays
+                            .handle_relay_ended(now, attempt, &RelayEnd::StreamGone);
+                        continue;
+                    };
+                    RelayOrder::Start {
+                        attempt,
+                        edge,
+                        stream,
+                        relayed,
+                    }
+                }
+                RelayAction::Stop { attempt } => RelayOrder::Stop { attempt },
+                RelayAction::PassAcl { attempt, keys } => RelayOrder::PassAcl { attempt, keys },
+            };
+            self.actions.push_back(ControlAction::Relay(order));
+        }
+    }
+
+    fn core(&mut self, core: CoreId, command: CoreCommand) {
+        self.actions
+            .push_back(ControlAction::Core { core, command });
+    }
+
+    fn status(&mut self, session: SessionId, status: SessionStatus) {
+        self.actions
+            .push_back(ControlAction::Status { session, status });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::control::relay_planner::RelayFailure;
+    use crate::control::SessionRole;
+    use crate::dtls::DtlsRole;
+    use crate::sdp::{Codec, MediaKind};
+
+    const A: EdgeId = EdgeId(1);
+    const B: EdgeId = EdgeId(2);
+    const PUBLISHER: SessionId = SessionId(1);
+
+    fn plane(edges: &[EdgeId]) -> ControlPlane<StdRng> {
+        ControlPlane::new(
+            2,
+            edges.to_vec(),
+            RetryPolicy::default(),
+            StdRng::seed_from_u64(1),
+        )
+    }
+
+    fn tracks() -> Vec<StreamTrack> {
+        vec![StreamTrack {
+            kind: MediaKind::Video,
+            codec: Codec {
+                pt: 96,
+                name: "VP8".into(),
+                clock_rate: 90000,
+                channels: None,
+                fmtp: None,
+                rtcp_fb: vec![],
+                rtx_pt: None,
+            },
+            extmaps: vec![],
+            rids: Vec::new(),
+        }]
+    }
+
+    fn spec(id: SessionId, stream: &str, role: SessionRole) -> SessionSpec {
+        let credentials = || ice::IceCredentials {
+            ufrag: "u".into(),
+            pwd: "p".into(),
+        };
+        SessionSpec {
+            id,
+            stream: StreamId(0),
+            stream_name: stream.into(),
+            role,
+            local_ice: credentials(),
+            remote_ice: credentials(),
+            remote_fingerprint: [0; 32],
+            dtls_role: DtlsRole::Server,
+            publisher_core: None,
+        }
+    }
+
+    fn publisher(id: SessionId, stream: &str) -> SessionSpec {
+        spec(id, stream, SessionRole::Publisher { tracks: vec![] })
+    }
+
+    fn player(id: SessionId, stream: &str) -> SessionSpec {
+        spec(id, stream, SessionRole::Player { tracks: vec![] })
+    }
+
+    fn actions(plane: &mut ControlPlane<StdRng>) -> Vec<ControlAction> {
+        std::iter::from_fn(|| plane.poll_action()).collect()
+    }
+
+    fn started(actions: &[ControlAction]) -> Vec<(EdgeId, AttemptId)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                ControlAction::Relay(RelayOrder::Start { edge, attempt, .. }) => {
+                    Some((*edge, *attempt))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stopped(actions: &[ControlAction]) -> Vec<AttemptId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                ControlAction::Relay(RelayOrder::Stop { attempt }) => Some(*attempt),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The sessions removed from their cores, with their reasons, in order.
+    fn removed(actions: &[ControlAction]) -> Vec<(SessionId, EndReason)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                ControlAction::Core {
+                    command: CoreCommand::RemoveSession { id, reason },
+                    ..
+                } => Some((*id, reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The Ended statuses, in order.
+    fn ended(actions: &[ControlAction]) -> Vec<(SessionId, EndReason)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                ControlAction::Status {
+                    session,
+                    status: SessionStatus::Ended(reason),
+                } => Some((*session, reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Publishes `cam` on core 0 and lets its media flow; returns the actions that followed.
+    fn publish_cam(plane: &mut ControlPlane<StdRng>, now: Instant) -> Vec<ControlAction> {
+        plane.handle_publish_requested(now, "cam", false).unwrap();
+        plane
+            .handle_publish(
+                now,
+                CoreId(0),
+                publisher(PUBLISHER, "cam"),
+                tracks(),
+                ClientInfo::default(),
+            )
+            .unwrap();
+        plane.handle_core_event(now, &CoreEvent::SessionConnected { id: PUBLISHER });
+        plane.handle_core_event(now, &CoreEvent::MediaStarted { id: PUBLISHER });
+        actions(plane)
+    }
+
+    #[test]
+    fn a_publish_is_placed_on_its_core_and_relayed_to_each_edge_once_media_flows() {
+        let now = Instant::now();
+        let mut plane = plane(&[A, B]);
+        plane.handle_publish_requested(now, "cam", false).unwrap();
+        let stream = plane
+            .handle_publish(
+                now,
+                CoreId(1),
+                publisher(PUBLISHER, "cam"),
+                tracks(),
+                ClientInfo::default(),
+            )
+            .unwrap();
+        let placed = actions(&mut plane);
+        assert!(matches!(
+            &placed[..],
+            [ControlAction::Core { core: CoreId(1), command: CoreCommand::AddSession(spec) }]
+                if spec.stream == stream && spec.publisher_core == Some(CoreId(1))
+        ));
+        // Nothing is relayed before the media flows.
+        plane.handle_core_event(now, &CoreEvent::SessionConnected { id: PUBLISHER });
+        assert!(matches!(
+            &actions(&mut plane)[..],
+            [ControlAction::Status {
+                session: PUBLISHER,
+                status: SessionStatus::Connected
+            }]
+        ));
+        plane.handle_core_event(now, &CoreEvent::MediaStarted { id: PUBLISHER });
+        let flowing = actions(&mut plane);
+        assert!(matches!(
+            flowing[0],
+            ControlAction::Status {
+                session: PUBLISHER,
+                status: SessionStatus::MediaFlowing
+            }
+        ));
+        let edges: Vec<EdgeId> = started(&flowing).iter().map(|(e, _)| *e).collect();
+        assert_eq!(edges, [A, B]);
+        for action in &flowing[1..] {
+            let ControlAction::Relay(RelayOrder::Start {
+                stream: name,
+                relayed,
+                ..
+            }) = action
+            else {
+                panic!("{action:?}");
+            };
+            assert_eq!(name, "cam");
+            assert_eq!(relayed.id, stream);
+            assert_eq!(relayed.tracks.len(), 1);
+        }
+        assert_eq!(plane.poll_timeout(), None);
+    }
+
+    #[test]
+    fn unpublishing_ends_the_relays_and_the_players_with_the_publishers_reason() {
+        let now = Instant::now();
+        let mut plane = plane(&[A]);
+        let attempts = started(&publish_cam(&mut plane, now));
+        let (watcher, viewer) = (SessionId(2), SessionId(3));
+        for (id, core) in [(watcher, CoreId(0)), (viewer, CoreId(1))] {
+            plane
+                .handle_play(now, core, player(id, "cam"), None, ClientInfo::default())
+                .unwrap();
+        }
+        let relay = SessionId(4);
+        let mut relay_spec = spec(
+            relay,
+            "cam",
+            SessionRole::Relay {
+                tracks: vec![],
+                remote_candidates: vec![],
+                layers: None,
+            },
+        );
+        relay_spec.stream = plane.registry().stream("cam").unwrap().id;
+        assert_eq!(plane.handle_relay_session(now, relay_spec), Ok(CoreId(0)));
+        plane.handle_relay_up(now, attempts[0].1);
+        actions(&mut plane);
+
+        plane.handle_core_event(
+            now,
+            &CoreEvent::SessionEnded {
+                id: PUBLISHER,
+                reason: EndReason::DtlsClosed,
+            },
+        );
+        let after = actions(&mut plane);
+        let left = EndReason::PublisherLeft;
+        assert_eq!(
+            ended(&after),
+            [
+                (PUBLISHER, EndReason::DtlsClosed),
+                (watcher, left.clone()),
+                (viewer, left.clone()),
+                (relay, left.clone()),
+            ]
+        );
+        assert_eq!(
+            removed(&after),
+            [
+                (watcher, left.clone()),
+                (viewer, left.clone()),
+                (relay, left)
+            ]
+        );
+        assert_eq!(stopped(&after), [attempts[0].1]);
+        assert!(plane.registry().stream("cam").is_none());
+        // The link's late report changes nothing, and nothing is retried.
+        let end = RelayEnd::Failed(RelayFailure::Session(EndReason::PublisherLeft));
+        assert_eq!(plane.handle_relay_ended(now, attempts[0].1, &end), None);
+        assert!(actions(&mut plane).is_empty());
+        assert_eq!(plane.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_edge_failure_backs_off_and_is_retried_when_the_delay_is_over() {
+        let mut now = Instant::now();
+        let mut plane = plane(&[A, B]);
+        let attempts = started(&publish_cam(&mut plane, now));
+        plane.handle_relay_up(now, attempts[1].1);
+        now += Duration::from_secs(1);
+        let failure = RelayEnd::Failed(RelayFailure::Link("connection refused".into()));
+        let state = plane.handle_relay_ended(now, attempts[0].1, &failure);
+        let until = plane.poll_timeout().expect("a retry is planned");
+        assert_eq!(state, Some(RelayState::Backoff { until }));
+        assert!(until > now && until <= now + RetryPolicy::default().first_delay);
+        assert!(actions(&mut plane).is_empty(), "nothing until the delay");
+        plane.handle_timeout(until - Duration::from_millis(1));
+        assert!(actions(&mut plane).is_empty());
+        plane.handle_timeout(until);
+        let retried = started(&actions(&mut plane));
+        assert_eq!(retried.len(), 1);
+        assert_eq!(retried[0].0, A);
+        assert_ne!(retried[0].1, attempts[0].1);
+        assert_eq!(
+            plane.relay_state("cam", A),
+            Some(RelayState::Connecting {
+                attempt: retried[0].1
+            })
+        );
+        // The edge that stayed up is left alone.
+        assert!(matches!(
+            plane.relay_state("cam", B),
+            Some(RelayState::Up { .. })
+        ));
+        assert_eq!(plane.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_second_publisher_of_a_taken_name_is_refused_unless_it_supersedes_an_unconnected_one() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        plane.handle_publish_requested(now, "cam", false).unwrap();
+        plane
+            .handle_publish(
+                now,
+                CoreId(0),
+                publisher(PUBLISHER, "cam"),
+                tracks(),
+                ClientInfo::default(),
+            )
+            .unwrap();
+        actions(&mut plane);
+        let taken = Err(RegistryError::NameInUse("cam".into()));
+        assert_eq!(plane.handle_publish_requested(now, "cam", false), taken);
+        // Even if it got past the request, the publish itself is refused.
+        let second = SessionId(2);
+        assert_eq!(
+            plane
+                .handle_publish(
+                    now,
+                    CoreId(1),
+                    publisher(second, "cam"),
+                    tracks(),
+                    ClientInfo::default()
+                )
+                .map(|_| None),
+            taken.clone()
+        );
+        assert!(actions(&mut plane).is_empty());
+        assert!(plane.handle_publish_requested(now, "a b", false).is_err());
+
+        // An authorized publisher takes the name from one that never connected...
+        assert_eq!(
+            plane.handle_publish_requested(now, "cam", true),
+            Ok(Some(PUBLISHER))
+        );
+        assert_eq!(
+            removed(&actions(&mut plane)),
+            [(PUBLISHER, EndReason::Superseded)]
+        );
+        // ...but not from one that did.
+        plane
+            .handle_publish(
+                now,
+                CoreId(1),
+                publisher(second, "cam"),
+                tracks(),
+                ClientInfo::default(),
+            )
+            .unwrap();
+        plane.handle_core_event(now, &CoreEvent::SessionConnected { id: second });
+        actions(&mut plane);
+        assert_eq!(plane.handle_publish_requested(now, "cam", true), taken);
+        assert!(actions(&mut plane).is_empty());
+    }
+
+    #[test]
+    fn an_acl_change_ends_the_players_it_refuses_and_reaches_the_relays() {
+        let now = Instant::now();
+        let mut plane = plane(&[A]);
+        let attempts = started(&publish_cam(&mut plane, now));
+        plane.handle_relay_up(now, attempts[0].1);
+        let keyed = [(SessionId(2), Some("k1")), (SessionId(3), Some("k2"))];
+        for (id, key) in keyed.into_iter().chain([(SessionId(4), None)]) {
+            plane
+                .handle_play(
+                    now,
+                    CoreId(0),
+                    player(id, "cam"),
+                    key.map(str::to_owned),
+                    ClientInfo::default(),
+                )
+                .unwrap();
+        }
+        actions(&mut plane);
+        let changed = plane
+            .handle_acl_change(now, "cam", AclChange::Add(vec!["k1".into()]))
+            .unwrap();
+        assert_eq!(
+            changed,
+            AclChanged {
+                keys: vec!["k1".into()],
+                ended: 2
+            }
+        );
+        let after = actions(&mut plane);
+        let refused = [
+            (SessionId(3), EndReason::RestrictedAccess),
+            (SessionId(4), EndReason::RestrictedAccess),
+        ];
+        let mut ended_now = ended(&after);
+        ended_now.sort_by_key(|(id, _)| *id);
+        assert_eq!(ended_now, refused);
+        let mut removed_now = removed(&after);
+        removed_now.sort_by_key(|(id, _)| *id);
+        assert_eq!(removed_now, refused);
+        assert!(matches!(
+            after.last(),
+            Some(ControlAction::Relay(RelayOrder::PassAcl { attempt, keys }))
+                if *attempt == attempts[0].1 && keys == &["k1".to_owned()]
+        ));
+        // A new player needs a listed key.
+        assert_eq!(
+            plane.handle_play(
+                now,
+                CoreId(0),
+                player(SessionId(5), "cam"),
+                Some("k2".into()),
+                ClientInfo::default()
+            ),
+            Err(PlayError::RestrictedAccess)
+        );
+        assert_eq!(
+            plane.handle_play(
+                now,
+                CoreId(0),
+                player(SessionId(6), "gone"),
+                None,
+                ClientInfo::default()
+            ),
+            Err(PlayError::Registry(RegistryError::StreamNotFound(
+                "gone".into()
+            )))
+        );
+        assert!(actions(&mut plane).is_empty());
+        assert!(plane
+            .handle_acl_change(now, "gone", AclChange::Clear)
+            .is_err());
+    }
+
+    #[test]
+    fn a_client_ending_its_session_is_told_and_its_core_removes_it() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        publish_cam(&mut plane, now);
+        let viewer = SessionId(2);
+        plane
+            .handle_play(
+                now,
+                CoreId(1),
+                player(viewer, "cam"),
+                None,
+                ClientInfo::default(),
+            )
+            .unwrap();
+        let played = actions(&mut plane);
+        // The publisher's core starts handing the stream to the player's core.
+        assert!(matches!(
+            played[0],
+            ControlAction::Core {
+                core: CoreId(0),
+                command: CoreCommand::AttachCore {
+                    core: CoreId(1),
+                    ..
+                }
+            }
+        ));
+        assert!(plane.handle_end_session(now, viewer, EndReason::Deleted));
+        let after = actions(&mut plane);
+        assert_eq!(removed(&after), [(viewer, EndReason::Deleted)]);
+        assert!(after.iter().any(|a| matches!(
+            a,
+            ControlAction::Core {
+                command: CoreCommand::DetachCore {
+                    core: CoreId(1),
+                    ..
+                },
+                ..
+            }
+        )));
+        assert!(!plane.handle_end_session(now, viewer, EndReason::Deleted));
+    }
+}
