@@ -201,9 +201,14 @@ pub const MAX_TRIAL_BACKOFF: Duration = Duration::from_secs(60);
 /// the link carries it. At the end of the trial the layer is kept if it fits the estimate by
 /// [`choose_layer`]'s own rule, else the player goes back and waits twice as long before the
 /// next trial. A trial ends early when the player's estimate falls below the layer it came from.
+/// A kept layer is on probation for another [`LAYER_TRIAL`]: leaving it then counts as a failed
+/// trial, so a link at the edge of a layer does not swing up and down at the first backoff
+/// (measured behind a 300 kbit/s bottleneck: up every 5-10 s, down a second later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerChooser {
     trial: Option<Trial>,
+    /// A layer a trial kept, until when leaving it counts as a failed trial.
+    probation: Option<(u8, Instant)>,
     /// When the next trial may start, once the player is below the highest active layer.
     next_trial: Option<Instant>,
     backoff: Duration,
@@ -220,6 +225,7 @@ impl Default for LayerChooser {
     fn default() -> Self {
         LayerChooser {
             trial: None,
+            probation: None,
             next_trial: None,
             backoff: FIRST_TRIAL_BACKOFF,
         }
@@ -240,6 +246,7 @@ impl LayerChooser {
     ) -> Option<u8> {
         let Some(estimate) = estimate_bps else {
             self.trial = None;
+            self.probation = None;
             self.next_trial = None;
             return choose_layer(rates, count, target, None);
         };
@@ -256,14 +263,25 @@ impl LayerChooser {
             self.trial = None;
             let kept = choose_layer(rates, count, trial.layer, Some(estimate))?;
             if kept >= trial.layer {
-                // The next step up (if any) waits the first backoff again.
-                self.backoff = FIRST_TRIAL_BACKOFF;
-                self.next_trial = Some(now + self.backoff);
+                // The next step up (if any) waits the first backoff; the backoff itself is
+                // reset once the layer outlives its probation.
+                self.probation = Some((trial.layer, now + LAYER_TRIAL));
+                self.next_trial = Some(now + FIRST_TRIAL_BACKOFF);
                 return Some(kept);
             }
             return Some(self.trial_failed(now, rates, count, trial, estimate));
         }
         let chosen = choose_layer(rates, count, target, Some(estimate))?;
+        if let Some((layer, until)) = self.probation {
+            if chosen < layer {
+                self.probation = None;
+                self.backoff = (self.backoff * 2).min(MAX_TRIAL_BACKOFF);
+                self.next_trial = Some(now + self.backoff);
+            } else if now >= until {
+                self.probation = None;
+                self.backoff = FIRST_TRIAL_BACKOFF;
+            }
+        }
         if chosen >= highest {
             self.next_trial = None;
             return Some(chosen);
@@ -677,6 +695,22 @@ mod tests {
         assert_eq!(chooser.choose(14_000, 1, 750_000), Some(2));
         assert_eq!(chooser.choose(18_000, 2, 3_000_000), Some(2));
         assert!(!chooser.in_trial());
+    }
+
+    #[test]
+    fn a_layer_left_soon_after_its_trial_counts_as_a_failed_trial() {
+        let mut chooser = ThreeLayerChooser::new();
+        assert_eq!(chooser.choose(0, 2, 300_000), Some(0));
+        assert_eq!(chooser.choose(5_000, 0, 300_000), Some(1));
+        // Kept at the end of the trial, then the estimate falls a second later.
+        assert_eq!(chooser.choose(9_000, 1, 560_000), Some(1));
+        assert_eq!(chooser.choose(10_000, 1, 300_000), Some(0));
+        // The next trial waits a doubled backoff (10 s), not the first one (5 s).
+        assert_eq!(chooser.choose(15_500, 0, 300_000), Some(0));
+        assert_eq!(chooser.choose(19_500, 0, 300_000), Some(0));
+        assert_eq!(chooser.choose(20_000, 0, 300_000), Some(1));
+        // (A layer that outlives its probation resets the backoff: the next step up waits the
+        // first backoff, as a_successful_trial_keeps_the_layer_and_climbs_on shows.)
     }
 
     #[test]
