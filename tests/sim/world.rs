@@ -24,6 +24,7 @@ use rtcdn::control::{
     PublishedTrack, RtxStream, SessionId, SessionRole, SessionSpec, SimulcastLayers, StreamId,
 };
 use rtcdn::dtls::{DtlsEvent, DtlsRole};
+use rtcdn::media::test_support::{core_session_spec, opus_track, vp8_track};
 use rtcdn::media::{
     peer_test_keys, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId,
     SocketRequest,
@@ -289,17 +290,14 @@ impl World {
 
     fn spec(&mut self, node: usize, stream: &str, role: SessionRole) -> SessionSpec {
         let id = self.new_session();
-        SessionSpec {
+        core_session_spec(
             id,
-            stream: self.stream_id(node, stream),
-            stream_name: stream.to_string(),
+            self.stream_id(node, stream),
+            stream,
             role,
-            local_ice: credentials(&format!("n{node}s{}", id.0)),
-            remote_ice: credentials(&format!("p{}", id.0)),
-            remote_fingerprint: [0; 32],
-            dtls_role: DtlsRole::Server,
-            publisher_core: Some(CoreId(0)),
-        }
+            credentials(&format!("n{node}s{}", id.0)),
+            credentials(&format!("p{}", id.0)),
+        )
     }
 
     /// Places a session on `node`: through the control plane on a CDN's origin, as signalling
@@ -844,26 +842,5 @@ impl World {
 }
 
 fn publisher_tracks() -> Vec<PublishedTrack> {
-    vec![
-        PublishedTrack {
-            kind: MediaKind::Video,
-            pt: VIDEO_PT,
-            clock_rate: 90_000,
-            codec: "VP8".into(),
-            rtx_pt: None,
-            rtx_ssrcs: None,
-            transport_cc: None,
-            simulcast: None,
-        },
-        PublishedTrack {
-            kind: MediaKind::Audio,
-            pt: AUDIO_PT,
-            clock_rate: 48_000,
-            codec: "opus".into(),
-            rtx_pt: None,
-            rtx_ssrcs: None,
-            transport_cc: None,
-            simulcast: None,
-        },
-    ]
+    vec![vp8_track(VIDEO_PT), opus_track(AUDIO_PT)]
 }
