@@ -244,10 +244,9 @@ impl RtmpConnection {
                     stream_key,
                 });
             }
-            ServerSessionEvent::PublishStreamFinished { .. } => {
-                if std::mem::take(&mut self.publishing) {
-                    self.events.push_back(RtmpEvent::PublishFinished);
-                }
+            ServerSessionEvent::PublishStreamFinished { .. } if self.publishing => {
+                self.publishing = false;
+                self.events.push_back(RtmpEvent::PublishFinished);
             }
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..

@@ -40,12 +40,12 @@ impl Pair {
             server,
             client_events: Vec::new(),
         };
-        pair.to_server(results).unwrap();
+        pair.deliver(results).unwrap();
         pair
     }
 
     /// Sends the client's packets to the server and the server's answers back.
-    fn to_server(&mut self, results: Vec<ClientSessionResult>) -> Result<(), RtmpError> {
+    fn deliver(&mut self, results: Vec<ClientSessionResult>) -> Result<(), RtmpError> {
         for result in results {
             match result {
                 ClientSessionResult::OutboundResponse(packet) => {
@@ -53,7 +53,7 @@ impl Pair {
                     let answer = self.server.output().to_vec();
                     self.server.clear_output();
                     let back = self.client.handle_input(&answer).unwrap();
-                    self.to_server(back)?;
+                    self.deliver(back)?;
                 }
                 ClientSessionResult::RaisedEvent(event) => self.client_events.push(event),
                 ClientSessionResult::UnhandleableMessageReceived(_) => {}
@@ -68,7 +68,7 @@ impl Pair {
 
     fn connect(&mut self, app: &str) -> Result<(), RtmpError> {
         let request = self.client.request_connection(app.into()).unwrap();
-        self.to_server(vec![request])
+        self.deliver(vec![request])
     }
 
     fn publish(&mut self, key: &str) {
@@ -76,7 +76,7 @@ impl Pair {
             .client
             .request_publishing(key.into(), PublishRequestType::Live)
             .unwrap();
-        self.to_server(vec![request]).unwrap();
+        self.deliver(vec![request]).unwrap();
     }
 }
 
@@ -99,7 +99,7 @@ fn connect_publish_and_media_reach_the_node() {
     let answer = pair.server.output().to_vec();
     pair.server.clear_output();
     let results = pair.client.handle_input(&answer).unwrap();
-    pair.to_server(results).unwrap();
+    pair.deliver(results).unwrap();
     assert!(pair
         .client_events
         .contains(&ClientSessionEvent::PublishRequestAccepted));
@@ -108,7 +108,7 @@ fn connect_publish_and_media_reach_the_node() {
         .client
         .publish_video_data(frame.clone(), RtmpTimestamp::new(40), false)
         .unwrap();
-    pair.to_server(vec![video]).unwrap();
+    pair.deliver(vec![video]).unwrap();
     assert_eq!(
         pair.events(),
         [RtmpEvent::Video {
@@ -117,7 +117,7 @@ fn connect_publish_and_media_reach_the_node() {
         }]
     );
     let stop = pair.client.stop_publishing().unwrap();
-    pair.to_server(stop).unwrap();
+    pair.deliver(stop).unwrap();
     assert_eq!(pair.events(), [RtmpEvent::PublishFinished]);
 }
 
