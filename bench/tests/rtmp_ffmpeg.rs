@@ -2,7 +2,8 @@
 //! to the node's RTMP listener, and a WHEP player gets the stream as H.264 RTP from its first
 //! packet: SPS, PPS and an IDR, then in-order packets with 90 kHz timestamps, keyframes again
 //! at the encoder's interval. A second publish of the live name and a publish to an unknown
-//! application are refused. Everything stays on 127.0.0.1.
+//! application are refused; garbage and a stalled handshake are closed while the listener goes
+//! on. Everything stays on 127.0.0.1.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -177,5 +178,46 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
     let _ = encoder.wait();
     let ended = player.wait_ended(Duration::from_secs(10)).await;
     assert!(ended.is_some(), "the player ends with the RTMP publish");
+    node.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_silent_rtmp_connections_are_closed_and_the_listener_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = loopback_config(1);
+    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtmp.handshake_timeout_secs = 1;
+    let node = Node::start(&config).expect("node starts");
+    let rtmp = node.rtmp_addr().expect("RTMP listener runs");
+    let closed = |mut stream: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 8192];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    // Not RTMP at all.
+    let mut garbage = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    let _ = garbage.write_all(&[0x47; 5000]).await;
+    assert!(closed(garbage).await, "garbage closes the connection");
+    // A handshake that never ends, a byte at a time.
+    let mut slow = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    slow.write_all(&[3]).await.unwrap();
+    let started = Instant::now();
+    assert!(closed(slow).await, "a stalled handshake is closed");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The listener still serves a real encoder.
+    let mut encoder = ffmpeg_publish(&format!("rtmp://{rtmp}/live/after"), 3);
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut player = play_when_live(&base, "after", &certificate).await;
+    assert!(player.recv_rtp(Duration::from_secs(3)).await.is_some());
+    let _ = encoder.kill();
+    let _ = encoder.wait();
     node.stop();
 }

@@ -106,17 +106,26 @@ impl Client {
         config: &RtmpConfig,
     ) -> Result<(), String> {
         let mut buf = vec![0u8; READ_BUFFER];
-        let handshake = Duration::from_secs(config.handshake_timeout_secs);
+        // The whole handshake has its time (a byte now and then does not stretch it); after
+        // it, every read has the idle timeout.
+        let handshake_deadline =
+            tokio::time::Instant::now() + Duration::from_secs(config.handshake_timeout_secs);
         let idle = Duration::from_secs(config.idle_timeout_secs);
         loop {
-            let timeout = if self.connection.handshake_done() {
-                idle
+            let (deadline, what) = if self.connection.handshake_done() {
+                (
+                    tokio::time::Instant::now() + idle,
+                    "nothing received for rtmp.idle_timeout_secs",
+                )
             } else {
-                handshake
+                (
+                    handshake_deadline,
+                    "handshake not done within rtmp.handshake_timeout_secs",
+                )
             };
-            let read = tokio::time::timeout(timeout, stream.read(&mut buf))
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut buf))
                 .await
-                .map_err(|_| format!("nothing received for {} s", timeout.as_secs()))?
+                .map_err(|_| what.to_owned())?
                 .map_err(|e| e.to_string())?;
             if read == 0 {
                 return Ok(());
