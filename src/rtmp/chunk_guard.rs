@@ -27,6 +27,9 @@ const SET_CHUNK_SIZE: u8 = 1;
 const WINDOW_ACK_SIZE: u8 = 5;
 /// AMF0/AMF3 commands, data, shared objects: parsed recursively by the protocol crate.
 const AMF_TYPES: [u8; 6] = [15, 16, 17, 18, 19, 20];
+/// An AMF0 command: the protocol crate takes its first three values without checking that
+/// there are three.
+const AMF0_COMMAND: u8 = 20;
 
 /// The guard's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,9 @@ pub enum ChunkError {
     /// Window Acknowledgement Size with the top bit set.
     #[error("window acknowledgement size {0} is over 2147483647")]
     BadWindowSize(u32),
+    /// An AMF0 command of fewer than three values (name, transaction id, command object).
+    #[error("AMF0 command of {0} values (at least 3: name, transaction id, object)")]
+    ShortCommand(usize),
     /// A protocol control message shorter than its four bytes.
     #[error("protocol control message of type {0} is shorter than 4 bytes")]
     ShortControlMessage(u8),
@@ -125,6 +131,8 @@ pub struct ChunkGuard {
     header_len: usize,
     streams: HashMap<u32, StreamHeader>,
     open: Option<OpenMessage>,
+    /// The AMF0 command being received (at most `max_command_bytes`), checked when complete.
+    command: Vec<u8>,
 }
 
 impl ChunkGuard {
@@ -138,6 +146,7 @@ impl ChunkGuard {
             header_len: 0,
             streams: HashMap::new(),
             open: None,
+            command: Vec::new(),
         }
     }
 
@@ -170,6 +179,9 @@ impl ChunkGuard {
                         let copy = (4 - have).min(take);
                         open.head[have..have + copy].copy_from_slice(&bytes[..copy]);
                         open.head_len += copy as u8;
+                        if open.type_id == AMF0_COMMAND {
+                            self.command.extend_from_slice(&bytes[..take]);
+                        }
                     }
                     bytes = &bytes[take..];
                     let left = left - take as u32;
@@ -302,6 +314,15 @@ impl ChunkGuard {
                 }
                 self.chunk_size = size;
             }
+            AMF0_COMMAND => {
+                let mut cursor = std::io::Cursor::new(std::mem::take(&mut self.command));
+                let values = rml_amf0::deserialize(&mut cursor).map_or(0, |v| v.len());
+                self.command = cursor.into_inner();
+                self.command.clear();
+                if values < 3 {
+                    return Err(ChunkError::ShortCommand(values));
+                }
+            }
             WINDOW_ACK_SIZE => {
                 let size = value()?;
                 if size > MAX_CHUNK_SIZE {
@@ -406,6 +427,22 @@ mod tests {
             guard.check(&stream),
             Err(ChunkError::BadExtendedTimestamp(5))
         );
+    }
+
+    #[test]
+    fn amf0_commands_of_fewer_than_three_values_are_refused() {
+        let mut guard = ChunkGuard::new(ChunkLimits::default());
+        // One string value: "ab".
+        let mut stream = full_header(3, 0, 5, AMF0_COMMAND);
+        stream.extend_from_slice(&[0x02, 0, 2, b'a', b'b']);
+        assert_eq!(guard.check(&stream), Err(ChunkError::ShortCommand(1)));
+        let mut guard = ChunkGuard::new(ChunkLimits::default());
+        // "ab", 1.0, null.
+        let mut stream = full_header(3, 0, 15, AMF0_COMMAND);
+        stream.extend_from_slice(&[0x02, 0, 2, b'a', b'b', 0x00]);
+        stream.extend_from_slice(&1f64.to_be_bytes());
+        stream.push(0x05);
+        guard.check(&stream).unwrap();
     }
 
     #[test]
