@@ -30,6 +30,8 @@ const AMF_TYPES: [u8; 6] = [15, 16, 17, 18, 19, 20];
 /// An AMF0 command: the protocol crate takes its first three values without checking that
 /// there are three.
 const AMF0_COMMAND: u8 = 20;
+/// An AMF3 command, read by the protocol crate as an AMF0 one: refused.
+const AMF3_COMMAND: u8 = 17;
 
 /// The guard's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,10 @@ pub enum ChunkError {
     /// An AMF0 command of fewer than three values (name, transaction id, command object).
     #[error("AMF0 command of {0} values (at least 3: name, transaction id, object)")]
     ShortCommand(usize),
+    /// An AMF3 command message (type 17): encoders publish with AMF0 commands, and the protocol
+    /// crate reads these unchecked.
+    #[error("AMF3 command messages are not accepted")]
+    Amf3Command,
     /// A protocol control message shorter than its four bytes.
     #[error("protocol control message of type {0} is shorter than 4 bytes")]
     ShortControlMessage(u8),
@@ -251,6 +257,9 @@ impl ChunkGuard {
                     csid,
                     open: open.csid,
                 });
+            }
+            if header.type_id == AMF3_COMMAND {
+                return Err(ChunkError::Amf3Command);
             }
             let limit = if AMF_TYPES.contains(&header.type_id) {
                 self.limits.max_command_bytes
