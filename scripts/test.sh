@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: bash scripts/test.sh
 # Works on a fresh Debian-based machine (root, Rust toolchain, node/npm): installs Debian's
-# chromium if missing, npm-installs the browser test deps from the lockfile, then runs
+# chromium and ffmpeg if missing, npm-installs the browser test deps from the lockfile, then runs
 # cargo build, cargo test, a short fuzz pass (if fuzz/ has targets) and the browser tests.
 #
 # Environment knobs:
@@ -86,6 +86,13 @@ if [ "${SKIP_BROWSER:-0}" != 1 ]; then
   else
     echo "node_modules up to date"
   fi
+fi
+
+if ! command -v ffmpeg >/dev/null 2>&1; then
+  # The RTMP ingest tests publish with the encoder users have.
+  echo "ffmpeg missing: installing Debian's ffmpeg"
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ffmpeg
 fi
 
 banner "cargo build --workspace --all-targets"

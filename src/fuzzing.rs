@@ -2,7 +2,10 @@
 //! every build so that they cannot rot.
 
 pub(crate) mod dtls_reader;
+mod rtmp_input;
 pub(crate) mod session_input;
+
+pub use rtmp_input::fuzz_rtmp_input;
 
 use std::path::Path;
 

@@ -32,6 +32,7 @@ pub mod negotiate;
 pub mod node;
 pub mod panic_guard;
 pub mod reactor;
+pub mod rtmp;
 pub mod sdp;
 pub mod session;
 pub mod signalling;

@@ -64,6 +64,7 @@ pub enum StartError {
 pub struct Node {
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
+    rtmp_addr: Option<SocketAddr>,
     media_addrs: Vec<SocketAddr>,
     cores: Vec<CoreHandle>,
     core_threads: Vec<JoinHandle<()>>,
@@ -234,6 +235,7 @@ impl Node {
             }
             None => None,
         };
+        let rtmp_addr = start_rtmp(config, &runtime, &state);
         let events_state = state.clone();
         runtime.spawn(async move {
             while let Some(event) = event_rx.recv().await {
@@ -241,11 +243,13 @@ impl Node {
             }
         });
         let https = https_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
-        info!(http = %http_addr, %https, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
+        let rtmp = rtmp_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        info!(http = %http_addr, %https, %rtmp, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
         log_summary(config, http_addr);
         Ok(Node {
             http_addr,
             https_addr,
+            rtmp_addr,
             media_addrs,
             cores,
             core_threads,
@@ -262,6 +266,11 @@ impl Node {
     /// The HTTPS/WSS listener's address, when TLS is configured.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
+    }
+
+    /// The RTMP listener's address, when it runs (`rtmp.enabled` and its port was free).
+    pub fn rtmp_addr(&self) -> Option<SocketAddr> {
+        self.rtmp_addr
     }
 
     /// Each media core's socket address.
@@ -298,6 +307,40 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Starts the RTMP listener (`[rtmp]`). A port that cannot be bound leaves the node running
+/// without RTMP, with a warning: RTMP is an extra way in, and nodes started side by side (the
+/// tests, a second node on a host) keep the default port of the first.
+fn start_rtmp(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    state: &Arc<Signalling>,
+) -> Option<SocketAddr> {
+    if !config.rtmp.enabled {
+        return None;
+    }
+    let listen = config.rtmp.listen;
+    let bound = std::net::TcpListener::bind(listen).and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+    });
+    match bound {
+        Ok(listener) => {
+            let addr = listener.local_addr().ok()?;
+            runtime.spawn(crate::rtmp::listener::serve(
+                listener,
+                state.clone(),
+                config.rtmp.clone(),
+            ));
+            Some(addr)
+        }
+        Err(e) => {
+            warn!(%listen, error = %e, "RTMP ingest is off: cannot listen on rtmp.listen (set another with --rtmp ADDR, or --rtmp off)");
+            None
+        }
     }
 }
 

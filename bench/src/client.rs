@@ -216,7 +216,11 @@ fn simulcast_extmaps(
     })
 }
 
-fn offer_codecs(kind: MediaKind, options: OfferOptions) -> Vec<Codec> {
+/// Payload type a player offers H.264 under, after VP8 (as browsers offer both): it plays an
+/// H.264 stream (an RTMP publisher's) and a VP8 one alike.
+pub const H264_PT: u8 = 109;
+
+fn offer_codecs(kind: MediaKind, mode: Mode, options: OfferOptions) -> Vec<Codec> {
     let fb = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
     match kind {
         MediaKind::Audio => {
@@ -234,7 +238,16 @@ fn offer_codecs(kind: MediaKind, options: OfferOptions) -> Vec<Codec> {
                 vp8.rtcp_fb.push("transport-cc".into());
             }
             vp8.rtx_pt = options.rtx.then_some(VIDEO_RTX_PT);
-            vec![vp8]
+            let mut codecs = vec![vp8];
+            if mode == Mode::Play {
+                let mut h264 = Codec::new(H264_PT, "H264", 90000, None);
+                h264.fmtp = Some(
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+                );
+                h264.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
+                codecs.push(h264);
+            }
+            codecs
         }
     }
 }
@@ -770,7 +783,7 @@ impl Offer {
             mid: mid.into(),
             kind,
             direction,
-            codecs: offer_codecs(kind, options),
+            codecs: offer_codecs(kind, mode, options),
             extmaps: options
                 .transport_cc
                 .then(|| rtcdn::sdp::Extmap {

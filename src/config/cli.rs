@@ -53,6 +53,7 @@ OPTIONS:
     --https ADDR           HTTPS/WSS listen address (default 127.0.0.1:8443; needs --tls-cert/--tls-key)
     --tls-cert FILE        PEM certificate chain for HTTPS/WSS
     --tls-key FILE         PEM private key for HTTPS/WSS
+    --rtmp ADDR|off        RTMP ingest listen address (default 127.0.0.1:1935), or off
     --media-bind IP        media bind address (default 127.0.0.1)
     --announce IP          advertise this address in ICE candidates (repeatable)
     --udp-port-base PORT   UDP port of media thread 0 (default 31000)
@@ -107,7 +108,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
             | "--media-bind" | "--announce" | "--udp-port-base" | "--media-threads"
-            | "--media-backend" | "--log" | "--log-format" => {
+            | "--media-backend" | "--log" | "--log-format" | "--rtmp" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args
@@ -172,6 +173,11 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), Config
         "--https" => config.http.tls_listen = parse(flag, value)?,
         "--tls-cert" => config.http.tls_certificate = Some(PathBuf::from(value)),
         "--tls-key" => config.http.tls_private_key = Some(PathBuf::from(value)),
+        "--rtmp" if value == "off" => config.rtmp.enabled = false,
+        "--rtmp" => {
+            config.rtmp.enabled = true;
+            config.rtmp.listen = parse(flag, value)?;
+        }
         "--media-bind" => config.media.bind = parse(flag, value)?,
         "--announce" => config.media.announce.push(parse(flag, value)?),
         "--udp-port-base" => config.media.port_base = parse(flag, value)?,
@@ -232,6 +238,28 @@ mod tests {
         assert_eq!(config.http.listen.port(), 9000);
         assert_eq!(config.media.port_base, 40000);
         assert_eq!(config.media_threads(), 3);
+    }
+
+    #[test]
+    fn rtmp_flag_sets_or_turns_off_the_listener() {
+        let Command::Run { config, .. } = args(&[]).unwrap() else {
+            panic!("expected Run")
+        };
+        assert!(config.rtmp.enabled);
+        assert_eq!(
+            config.rtmp.listen,
+            "127.0.0.1:1935".parse::<SocketAddr>().unwrap()
+        );
+        let Command::Run { config, .. } = args(&["--rtmp", "127.0.0.1:19350"]).unwrap() else {
+            panic!("expected Run")
+        };
+        assert_eq!(config.rtmp.listen.port(), 19350);
+        let Command::Run { config, .. } = args(&["--rtmp=off"]).unwrap() else {
+            panic!("expected Run")
+        };
+        assert!(!config.rtmp.enabled);
+        let err = args(&["--rtmp", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("--rtmp"), "{err}");
     }
 
     #[test]

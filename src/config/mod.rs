@@ -6,7 +6,7 @@
 //! silently falls back to a default.
 //!
 //! The modules, from the bottom up (each uses only those before it): [`error`] ([`ConfigError`]),
-//! then the sections [`http`] and [`cdn`] (with `[auth]`, which is `crate::auth::config`), this
+//! then the sections [`http`], [`rtmp`] and [`cdn`] (with `[auth]`, which is `crate::auth::config`), this
 //! module (the whole [`Config`] and its small sections), [`wcs`] (a Flashphoner WCS folder read
 //! into a [`Config`]) and [`cli`] (the command line, which also hands `rtcdn token` to
 //! `crate::auth::cli`). None of them imports signalling, the CDN or the reactor, which use them.
@@ -15,6 +15,7 @@ pub mod cdn;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod rtmp;
 pub mod wcs;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,6 +48,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What players' bandwidth estimates may do to publishers.
     pub bwe: BweSettings,
+    /// The RTMP ingest listener.
+    pub rtmp: rtmp::RtmpConfig,
 }
 
 /// `[bwe]`
@@ -246,6 +249,7 @@ impl Config {
         }
         self.cdn.validate(self.http.listen)?;
         self.auth.validate()?;
+        self.rtmp.validate()?;
         Ok(())
     }
 

@@ -242,8 +242,25 @@ pub enum CoreCommand {
     /// A simulcast player's client chose its layer: pin it to `Some(layer)`, or let its
     /// bandwidth estimate choose again (`None`). It switches at that layer's next keyframe.
     PinLayer { id: SessionId, layer: Option<u8> },
+    /// Start an ingest: a publisher that is not a WebRTC peer (RTMP), whose plain RTP comes
+    /// through a ring (see [`crate::media::ingest`]). It ends with `RemoveSession` like a
+    /// session, or when its ring's sender is dropped.
+    AddIngest(Box<IngestSpec>),
     /// Stop the core thread.
     Shutdown,
+}
+
+/// An ingest publisher for a core (see [`CoreCommand::AddIngest`]).
+#[derive(Debug)]
+pub struct IngestSpec {
+    /// Its id: signalling knows it as the stream's publisher session.
+    pub id: SessionId,
+    /// The stream it publishes.
+    pub stream: StreamId,
+    /// The stream's name, for logs.
+    pub stream_name: String,
+    /// Where its packets come from.
+    pub feed: crate::media::IngestFeed,
 }
 
 /// Core → signalling.

@@ -16,18 +16,20 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
 use crate::control::{
-    CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionRole, SessionSpec, StreamId,
+    CoreCommand, CoreEvent, CoreId, EndReason, IngestSpec, SessionId, SessionRole, SessionSpec,
+    StreamId,
 };
 use crate::dtls::DtlsEvent;
 use crate::media::counters::MediaCounters;
 use crate::media::demux::Datagram;
 use crate::media::dtls::{test_keys, DtlsAssociation, DtlsStarter};
 use crate::media::forward::{ForwardKind, ForwardSink};
+use crate::media::ingest::IngestFeed;
 use crate::media::peer::{Peer, Peers};
 use crate::media::router::Router;
 use crate::media::timers::SessionTimers;
 use crate::media::tx::{SocketId, TxSink};
-use crate::session::{Session, SessionError, SessionEvent, SessionTimeouts};
+use crate::session::{ReceivedMedia, Session, SessionError, SessionEvent, SessionTimeouts};
 use crate::simulcast::{LayerChooser, KEYFRAME_REQUEST_INTERVAL};
 
 /// How often simulcast players' layers are chosen again, from which layers were active (and
@@ -40,6 +42,20 @@ const CLOSING_LINGER: Duration = Duration::from_secs(2);
 /// A session whose deadline is still due after its timeout was handled is visited again this
 /// much later, not at once: a core must never spin on one session.
 const MIN_TIMER_STEP: Duration = Duration::from_millis(1);
+
+/// Packets taken from each ingest's ring per call of [`MediaCore::handle_ingests`]: the rest
+/// wait for the next turn, after the core's datagrams and timers.
+const INGEST_BATCH: usize = 256;
+
+/// An ingest publisher on this core (see `crate::media::ingest`).
+struct Ingest {
+    stream: StreamId,
+    stream_name: String,
+    feed: IngestFeed,
+    started_at: Instant,
+    packets: u64,
+    bytes: u64,
+}
 
 /// What a core is, beyond its sessions.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +116,8 @@ pub struct MediaCore<D: DtlsStarter, F: ForwardSink> {
     /// Scratch lists reused between calls, so that timers do not allocate.
     due: Vec<SessionId>,
     layer_requests: Vec<(StreamId, u8)>,
+    /// Publishers that are not WebRTC peers, by the id signalling knows them by.
+    ingests: HashMap<SessionId, Ingest>,
 }
 
 impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
@@ -127,6 +145,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             next_layer_choice: now + LAYER_CHOICE_INTERVAL,
             due: Vec::new(),
             layer_requests: Vec::new(),
+            ingests: HashMap::new(),
         }
     }
 
@@ -161,6 +180,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             keyframe_cache_hits: r.keyframe_cache_hits,
             keyframe_cache_misses: r.keyframe_cache_misses,
             rtx_sent: r.rtx_sent,
+            ingest_keyframe_requests: r.ingest_keyframe_requests,
             ..self.counters
         }
     }
@@ -248,6 +268,10 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 self.socket_requests.push_back(SocketRequest::Open(spec))
             }
             CoreCommand::AddSession(spec) => self.add_session(now, *spec, SocketId::MAIN, tx),
+            CoreCommand::AddIngest(spec) => self.add_ingest(now, *spec),
+            CoreCommand::RemoveSession { id, reason } if self.ingests.contains_key(&id) => {
+                self.remove_ingest(now, id, reason)
+            }
             CoreCommand::RemoveSession { id, reason } => {
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.session.end(reason);
@@ -369,6 +393,96 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             association.close();
         }
         self.peers.clear();
+        self.ingests.clear();
+    }
+
+    /// Routes what the ingests queued (at most [`INGEST_BATCH`] packets each), like a WebRTC
+    /// publisher's decrypted packets; ends an ingest whose sender is gone. Returns whether
+    /// packets are left for another call.
+    pub fn handle_ingests(&mut self, now: Instant, tx: &mut impl TxSink) -> bool {
+        if self.ingests.is_empty() {
+            return false;
+        }
+        let before = crate::alloc_count::this_thread();
+        let mut left = false;
+        let mut finished = None;
+        for (&id, ingest) in &mut self.ingests {
+            for _ in 0..INGEST_BATCH {
+                let Some(packet) = ingest.feed.pop() else {
+                    break;
+                };
+                if ingest.packets == 0 {
+                    // Signalling marks the stream live, as for a WebRTC publisher's first packet.
+                    self.events.push_back(CoreEvent::SessionConnected { id });
+                    self.events.push_back(CoreEvent::MediaStarted { id });
+                }
+                let plain = packet.packet();
+                ingest.packets += 1;
+                ingest.bytes += plain.len() as u64;
+                self.counters.rtp_received += 1;
+                let media = ReceivedMedia {
+                    kind: packet.kind(),
+                    len: plain.len(),
+                    keyframe: packet.keyframe(),
+                    layer: 0,
+                };
+                self.router.route_publisher_packet(
+                    now,
+                    &mut self.peers,
+                    ingest.stream,
+                    media,
+                    plain,
+                    tx,
+                );
+            }
+            left |= ingest.feed.has_queued();
+            if ingest.feed.is_finished() {
+                finished = Some(id);
+            }
+        }
+        self.drain_touched(now, tx);
+        self.count_media_allocations(before);
+        if let Some(id) = finished {
+            self.remove_ingest(now, id, EndReason::Deleted);
+        }
+        left
+    }
+
+    fn add_ingest(&mut self, now: Instant, spec: IngestSpec) {
+        info!(core = self.id.0, session = %spec.id, stream = spec.stream_name, "ingest started");
+        self.router.add_ingest(spec.id, spec.stream);
+        self.ingests.insert(
+            spec.id,
+            Ingest {
+                stream: spec.stream,
+                stream_name: spec.stream_name,
+                feed: spec.feed,
+                started_at: now,
+                packets: 0,
+                bytes: 0,
+            },
+        );
+    }
+
+    fn remove_ingest(&mut self, now: Instant, id: SessionId, reason: EndReason) {
+        let Some(ingest) = self.ingests.remove(&id) else {
+            return;
+        };
+        let duration = now.saturating_duration_since(ingest.started_at);
+        info!(
+            core = self.id.0,
+            session = %id,
+            stream = ingest.stream_name,
+            %reason,
+            duration_s = %format_args!("{:.1}", duration.as_secs_f64()),
+            packets_in = ingest.packets,
+            bytes_in = ingest.bytes,
+            keyframe_requests_dropped = self.router.ingest_keyframe_requests(ingest.stream),
+            "ingest ended"
+        );
+        self.router.remove_session(id, ingest.stream);
+        self.events
+            .push_back(CoreEvent::SessionEnded { id, reason });
     }
 
     fn visit_due_sessions(&mut self, now: Instant, tx: &mut impl TxSink) {

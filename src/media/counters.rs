@@ -40,6 +40,9 @@ pub struct MediaCounters {
     pub rtx_dropped: u64,
     /// Of `retransmissions_sent`, those sent on the player's retransmission stream (RTX).
     pub rtx_sent: u64,
+    /// Players' keyframe requests for an ingest publisher (RTMP), which has no way to ask its
+    /// encoder: dropped, their players wait for the encoder's next keyframe.
+    pub ingest_keyframe_requests: u64,
     /// Heap allocations made while handling SRTP/SRTCP and items from other cores (the
     /// forwarding path, which should make none); counted only in a process that installs
     /// [`crate::alloc_count::CountingAllocator`].

@@ -10,6 +10,9 @@
 //! simulator (`tests/sim`) and the `session_input` fuzz target drive one by hand on virtual
 //! time with a [`MemorySink`], a [`ForwardQueue`] and [`NoDtls`].
 //!
+//! Publishers that are not WebRTC peers ([`ingest`]: RTMP) hand the core plain RTP through a
+//! ring; the router takes it from there as from a decrypted SRTP packet.
+//!
 //! ```text
 //! datagram ─ demux ─┬─ STUN ─── session (ICE) ──────────┐
 //!                   ├─ DTLS ─── DtlsAssociation         ├─ drain: transmits → TxSink
@@ -22,6 +25,7 @@ mod counters;
 pub mod demux;
 mod dtls;
 mod forward;
+pub mod ingest;
 mod peer;
 pub mod retransmission_cache;
 mod router;
@@ -37,4 +41,5 @@ pub use self::dtls::{
     peer_test_keys, test_keys, DtlsAssociation, DtlsStarter, NoAssociation, NoDtls,
 };
 pub use self::forward::{ForwardKind, ForwardQueue, ForwardSink, ForwardedItem, FORWARD_MTU};
+pub use self::ingest::{ingest_channel, IngestFeed, IngestSender, INGEST_MTU};
 pub use self::tx::{MemorySink, SentDatagram, SocketId, TxSink, MAX_DATAGRAM};

@@ -75,6 +75,9 @@ pub(super) struct LocalStream {
     /// Each layer's bitrate over the last [`LAYER_RATE_PERIODS`] measurements, the mean of
     /// which is its `layer_rates` bitrate.
     layer_rate_window: LayerRateWindow,
+    /// Keyframe requests for an ingest publisher, which cannot ask its encoder for one (RTMP
+    /// has no such message): counted, and otherwise dropped.
+    ingest_keyframe_requests: u64,
 }
 
 /// The last few bitrate measurements of a stream's layers.
@@ -156,6 +159,7 @@ pub(super) struct RouterCounters {
     pub(super) keyframe_cache_hits: u64,
     pub(super) keyframe_cache_misses: u64,
     pub(super) rtx_sent: u64,
+    pub(super) ingest_keyframe_requests: u64,
 }
 
 /// The streams of one core and the routes between their sessions (see the module docs).
@@ -245,6 +249,21 @@ impl<F: ForwardSink> Router<F> {
         for cache in local.video_caches.iter_mut().take(layers) {
             cache.get_or_insert_with(RetransmissionCache::new);
         }
+    }
+
+    /// An ingest (see `crate::media::ingest`) publishes `stream` from this core: its packets
+    /// are routed as a publisher's, and its video cached for NACKs and new players.
+    pub(super) fn add_ingest(&mut self, id: SessionId, stream: StreamId) {
+        let local = self.streams.entry(stream).or_default();
+        local.publisher = Some(id);
+        local.video_caches[0].get_or_insert_with(RetransmissionCache::new);
+    }
+
+    /// How many keyframe requests reached `stream`'s ingest publisher (and were dropped).
+    pub(super) fn ingest_keyframe_requests(&self, stream: StreamId) -> u64 {
+        self.streams
+            .get(&stream)
+            .map_or(0, |local| local.ingest_keyframe_requests)
     }
 
     /// A session of this core left its stream.
@@ -469,6 +488,14 @@ impl<F: ForwardSink> Router<F> {
         stream: StreamId,
         layer: u8,
     ) {
+        if let Some(local) = self.streams.get_mut(&stream) {
+            // An ingest's keyframes come when its encoder sends them (its keyframe interval).
+            if local.publisher.is_some_and(|p| !peers.contains_key(&p)) {
+                local.ingest_keyframe_requests += 1;
+                self.counters.ingest_keyframe_requests += 1;
+                return;
+            }
+        }
         self.ask_publisher(
             peers,
             stream,

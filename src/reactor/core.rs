@@ -91,7 +91,9 @@ impl DatagramHandler for Driver {
         let left = self.inbox.drain(HANDOFF_BATCH, |item| {
             media.handle_forwarded(now, item.stream, item.kind, item.payload(), tx);
         });
-        if left {
+        // Ingests (RTMP publishers) wake the core after queueing packets.
+        let ingest_left = self.media.handle_ingests(now, tx);
+        if left || ingest_left {
             self.media.forward_sink_mut().wake_self();
         }
     }

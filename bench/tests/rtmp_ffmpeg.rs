@@ -1,0 +1,223 @@
+//! RTMP publish -> WebRTC player (issue 15): ffmpeg publishes H.264 (and AAC, which is dropped)
+//! to the node's RTMP listener, and a WHEP player gets the stream as H.264 RTP from its first
+//! packet: SPS, PPS and an IDR, then in-order packets with 90 kHz timestamps, keyframes again
+//! at the encoder's interval. A second publish of the live name and a publish to an unknown
+//! application are refused; garbage and a stalled handshake are closed while the listener goes
+//! on. Everything stays on 127.0.0.1.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rtcdn::dtls::DtlsCertificate;
+use rtcdn::node::Node;
+use rtcdn_bench::client::{ClientSession, Mode, H264_PT};
+
+mod common;
+use common::loopback_config;
+
+/// A node with two cores and its RTMP listener on an ephemeral port.
+fn rtmp_node() -> Node {
+    let mut config = loopback_config(2);
+    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    Node::start(&config).expect("node starts")
+}
+
+/// ffmpeg publishing `seconds` of test pattern and tone to `url`, as the issue's users do.
+fn ffmpeg_publish(url: &str, seconds: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-profile:v",
+            "baseline",
+        ])
+        .args(["-tune", "zerolatency"])
+        .args(["-g", "60", "-bf", "0", "-c:a", "aac", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg runs (scripts/test.sh installs it)")
+}
+
+/// The H.264 NAL unit types a packet carries: its single NAL unit, or the unit an FU-A
+/// fragment starts (none for a later fragment).
+fn nal_types(payload: &[u8]) -> Option<u8> {
+    let t = payload.first()? & 0x1F;
+    if t == 28 {
+        let fu = payload.get(1)?;
+        return (fu & 0x80 != 0).then_some(fu & 0x1F);
+    }
+    Some(t)
+}
+
+/// Plays `stream` once it is live (the node registers it at the encoder's sequence header).
+async fn play_when_live(base: &str, stream: &str, certificate: &DtlsCertificate) -> ClientSession {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let timeout = Duration::from_secs(10);
+        match ClientSession::connect(base, Mode::Play, stream, certificate, timeout).await {
+            Ok(player) => return player,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the RTMP stream never went live: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe() {
+    let node = rtmp_node();
+    let rtmp = node.rtmp_addr().expect("RTMP listener runs");
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut encoder = ffmpeg_publish(&format!("rtmp://{rtmp}/live/rtmpcam"), 20);
+
+    let mut player = play_when_live(&base, "rtmpcam", &certificate).await;
+    let mut packets = Vec::new();
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        if let Some(p) = player.recv_rtp(Duration::from_millis(500)).await {
+            packets.push(p);
+        }
+    }
+    assert!(packets.len() > 100, "only {} packets in 4 s", packets.len());
+    let headers: Vec<_> = packets
+        .iter()
+        .map(|p| rtp::RtpHeader::parse(p).expect("RTP"))
+        .collect();
+    assert!(headers
+        .iter()
+        .all(|h| h.payload_type() == rtp::Pt::new(H264_PT)));
+    // From the start: the keyframe, SPS and PPS first.
+    let first: Vec<Option<u8>> = headers
+        .iter()
+        .take(2)
+        .map(|h| nal_types(h.payload()))
+        .collect();
+    assert_eq!(first, [Some(7), Some(8)], "SPS, PPS first");
+    let first_frame = headers
+        .iter()
+        .take_while(|h| h.timestamp() == headers[0].timestamp());
+    assert!(
+        first_frame
+            .clone()
+            .any(|h| nal_types(h.payload()) == Some(5)),
+        "an IDR in the first frame"
+    );
+    // In order, without gaps, on one SSRC.
+    for pair in headers.windows(2) {
+        assert_eq!(pair[0].ssrc(), pair[1].ssrc());
+        assert_eq!(
+            pair[1].sequence_number(),
+            pair[0].sequence_number().wrapping_add(1),
+            "packets in order"
+        );
+    }
+    // Frames 1/30 s apart on the 90 kHz clock (to FLV's millisecond), each ended by the
+    // marker bit.
+    let frame_starts: Vec<u32> = headers
+        .windows(2)
+        .filter(|w| w[0].marker())
+        .map(|w| w[1].timestamp().wrapping_sub(w[0].timestamp()))
+        .collect();
+    assert!(frame_starts.len() > 60, "{} frames", frame_starts.len());
+    // FLV times are whole milliseconds: 33, 34, 33 ms.
+    assert!(
+        frame_starts.iter().all(|&d| (2970..=3060).contains(&d)),
+        "frame steps {frame_starts:?}"
+    );
+    // The encoder's next keyframe (every 60 frames) comes again with SPS and PPS.
+    let idrs = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| nal_types(h.payload()) == Some(5))
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>();
+    assert!(
+        idrs.len() >= 2,
+        "a second keyframe within 4 s (-g 60 at 30 fps)"
+    );
+    for &i in &idrs {
+        // SPS and PPS open the IDR's access unit (an SEI may sit between them and the IDR).
+        let frame: Vec<Option<u8>> = headers[..i]
+            .iter()
+            .rev()
+            .take_while(|h| h.timestamp() == headers[i].timestamp())
+            .map(|h| nal_types(h.payload()))
+            .collect();
+        assert!(
+            frame.contains(&Some(7)) && frame.contains(&Some(8)),
+            "{frame:?}"
+        );
+    }
+
+    // The live name cannot be published twice, nor an unknown application.
+    for url in [
+        format!("rtmp://{rtmp}/live/rtmpcam"),
+        format!("rtmp://{rtmp}/other/cam2"),
+    ] {
+        let second = ffmpeg_publish(&url, 2).wait_with_output().unwrap();
+        assert!(!second.status.success(), "{url} must be refused");
+    }
+    // The first publisher is unharmed.
+    assert!(player.recv_rtp(Duration::from_secs(2)).await.is_some());
+
+    // The encoder stops: the player's stream ends.
+    let _ = encoder.kill();
+    let _ = encoder.wait();
+    let ended = player.wait_ended(Duration::from_secs(10)).await;
+    assert!(ended.is_some(), "the player ends with the RTMP publish");
+    node.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_silent_rtmp_connections_are_closed_and_the_listener_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = loopback_config(1);
+    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtmp.handshake_timeout_secs = 1;
+    let node = Node::start(&config).expect("node starts");
+    let rtmp = node.rtmp_addr().expect("RTMP listener runs");
+    let closed = |mut stream: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 8192];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    // Not RTMP at all.
+    let mut garbage = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    let _ = garbage.write_all(&[0x47; 5000]).await;
+    assert!(closed(garbage).await, "garbage closes the connection");
+    // A handshake that never ends, a byte at a time.
+    let mut slow = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    slow.write_all(&[3]).await.unwrap();
+    let started = Instant::now();
+    assert!(closed(slow).await, "a stalled handshake is closed");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The listener still serves a real encoder.
+    let mut encoder = ffmpeg_publish(&format!("rtmp://{rtmp}/live/after"), 3);
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut player = play_when_live(&base, "after", &certificate).await;
+    assert!(player.recv_rtp(Duration::from_secs(3)).await.is_some());
+    let _ = encoder.kill();
+    let _ = encoder.wait();
+    node.stop();
+}

@@ -1,0 +1,67 @@
+//! The `rtmp_input` fuzz target's body: bytes into a server-side RTMP connection.
+
+/// Bytes into a server-side RTMP connection (see `fuzz/README.md`, `rtmp_input`). The first
+/// byte picks the mode: bit 0 starts after a real handshake, bit 1 feeds `[len: u16][video
+/// message]…` straight to the FLV parser and H.264 packetizer, bits 2.. size the reads.
+pub fn fuzz_rtmp_input(data: &[u8]) {
+    use crate::rtmp::chunk_guard::ChunkLimits;
+    use crate::rtmp::h264_rtp::RTP_MAX_PACKET;
+    use crate::rtmp::publisher::RtmpPublisher;
+    use crate::rtmp::{RtmpConnection, RtmpEvent};
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let mut publisher = RtmpPublisher::new(1, 0, 0);
+    let mut video = |timestamp_ms: u32, message: &[u8]| {
+        let _ = publisher.handle_video(timestamp_ms, message, |packet, _| {
+            assert!(packet.len() <= RTP_MAX_PACKET, "packets fit the MTU");
+        });
+    };
+    if mode & 2 != 0 {
+        let mut rest = data;
+        let mut timestamp = 0u32;
+        while let [hi, lo, tail @ ..] = rest {
+            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+            video(timestamp, &tail[..len]);
+            timestamp = timestamp.wrapping_add(33);
+            rest = &tail[len..];
+        }
+        return;
+    }
+    let mut server = RtmpConnection::new(vec!["live".into()], ChunkLimits::default());
+    if mode & 1 != 0 {
+        let mut client = Handshake::new(PeerType::Client);
+        let Ok(c0c1) = client.generate_outbound_p0_and_p1() else {
+            return;
+        };
+        server.handle_input(&c0c1).expect("a real handshake passes");
+        let answer = server.output().to_vec();
+        server.clear_output();
+        if let Ok(HandshakeProcessResult::Completed { response_bytes, .. }) =
+            client.process_bytes(&answer)
+        {
+            server
+                .handle_input(&response_bytes)
+                .expect("a real handshake passes");
+        }
+        server.clear_output();
+    }
+    let read = usize::from(mode >> 2) * 17 + 1;
+    for part in data.chunks(read) {
+        if server.handle_input(part).is_err() {
+            return;
+        }
+        server.clear_output();
+        while let Some(event) = server.poll_event() {
+            match event {
+                RtmpEvent::PublishRequested { .. } => {
+                    let _ = server.accept_publish();
+                }
+                RtmpEvent::Video { timestamp_ms, data } => video(timestamp_ms, &data),
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The RTMP listener, the IO edge of `crate::rtmp`: accepts TCP connections within
+//! `rtmp.max_connections`, reads each into its [`RtmpConnection`] under the handshake and idle
+//! timeouts, writes its answers, and carries out what it asks: a publish is authorized and,
+//! at the stream's sequence header, registered; its video goes to the stream's media core as
+//! RTP through the ingest ring, with the core's wake-up once per frame.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use super::chunk_guard::ChunkLimits;
+use super::connection::{RtmpConnection, RtmpEvent};
+use super::h264_rtp::RTP_MAX_PACKET;
+use super::ingest::{self, Registered};
+use super::publisher::{RtmpPublisher, VideoOutcome};
+use crate::config::rtmp::RtmpConfig;
+use crate::control::registry::ClientInfo;
+use crate::control::EndReason;
+use crate::sdp::MediaKind;
+use crate::signalling::media::end_session;
+use crate::signalling::Signalling;
+
+/// Bytes read from a connection at a time.
+const READ_BUFFER: usize = 16 * 1024;
+/// How long a frame waits for room in the core's ring before it is dropped (and the stream
+/// skips to its next keyframe).
+const RING_WAIT: Duration = Duration::from_millis(500);
+
+/// Accepts RTMP connections on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpConfig) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: do not spin.
+                warn!(error = %e, "RTMP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, max = config.max_connections, "RTMP connection refused: rtmp.max_connections reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let mut client = Client::new(peer, &config);
+            if let Err(why) = client.run(stream, &state, &config).await {
+                info!(%peer, stream = client.name.as_deref().unwrap_or("-"), "RTMP connection closed: {why}");
+            } else {
+                debug!(%peer, "RTMP connection closed by the client");
+            }
+            client.finish(&state);
+            drop(permit);
+        });
+    }
+}
+
+/// A published stream's state on its connection.
+struct Published {
+    name: String,
+    publisher: RtmpPublisher,
+    /// Set at the sequence header.
+    ingest: Option<Registered>,
+    audio_noted: bool,
+    b_frames_noted: bool,
+    interval_noted: Option<u32>,
+}
+
+/// One connection's state beyond the protocol.
+struct Client {
+    peer: SocketAddr,
+    connection: RtmpConnection,
+    name: Option<String>,
+    published: Option<Published>,
+}
+
+impl Client {
+    fn new(peer: SocketAddr, config: &RtmpConfig) -> Client {
+        let limits = ChunkLimits {
+            max_message_bytes: config.max_message_bytes,
+            ..ChunkLimits::default()
+        };
+        Client {
+            peer,
+            connection: RtmpConnection::new(config.apps.clone(), limits),
+            name: None,
+            published: None,
+        }
+    }
+
+    /// Serves the connection; `Err` says why the node closed it.
+    async fn run(
+        &mut self,
+        mut stream: TcpStream,
+        state: &Signalling,
+        config: &RtmpConfig,
+    ) -> Result<(), String> {
+        let mut buf = vec![0u8; READ_BUFFER];
+        // The whole handshake has its time (a byte now and then does not stretch it); after
+        // it, every read has the idle timeout.
+        let handshake_deadline =
+            tokio::time::Instant::now() + Duration::from_secs(config.handshake_timeout_secs);
+        let idle = Duration::from_secs(config.idle_timeout_secs);
+        loop {
+            let (deadline, what) = if self.connection.handshake_done() {
+                (
+                    tokio::time::Instant::now() + idle,
+                    "nothing received for rtmp.idle_timeout_secs",
+                )
+            } else {
+                (
+                    handshake_deadline,
+                    "handshake not done within rtmp.handshake_timeout_secs",
+                )
+            };
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                .await
+                .map_err(|_| what.to_owned())?
+                .map_err(|e| e.to_string())?;
+            if read == 0 {
+                return Ok(());
+            }
+            let result = self.connection.handle_input(&buf[..read]);
+            self.flush(&mut stream).await?;
+            result.map_err(|e| e.to_string())?;
+            while let Some(event) = self.connection.poll_event() {
+                self.handle_event(event, state).await?;
+                self.flush(&mut stream).await?;
+            }
+        }
+    }
+
+    async fn flush(&mut self, stream: &mut TcpStream) -> Result<(), String> {
+        if !self.connection.output().is_empty() {
+            stream
+                .write_all(self.connection.output())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.connection.clear_output();
+        }
+        Ok(())
+    }
+
+    async fn handle_event(&mut self, event: RtmpEvent, state: &Signalling) -> Result<(), String> {
+        match event {
+            RtmpEvent::PublishRequested { app, stream_key } => {
+                self.start_publish(&app, &stream_key, state).await
+            }
+            RtmpEvent::Video { timestamp_ms, data } => {
+                self.handle_video(timestamp_ms, &data, state).await
+            }
+            RtmpEvent::Audio { .. } => {
+                if let Some(published) = self.published.as_mut() {
+                    if !std::mem::replace(&mut published.audio_noted, true) {
+                        warn!(peer = %self.peer, stream = published.name, "RTMP audio is dropped: AAC to Opus is not done yet, the stream is video-only");
+                    }
+                }
+                Ok(())
+            }
+            RtmpEvent::PublishFinished => {
+                self.finish(state);
+                Ok(())
+            }
+        }
+    }
+
+    async fn start_publish(
+        &mut self,
+        app: &str,
+        stream_key: &str,
+        state: &Signalling,
+    ) -> Result<(), String> {
+        let (name, token) = ingest::parse_key(app, stream_key);
+        self.name = Some(name.clone());
+        let refused = match ingest::authorize_publish(state, &name, token).await {
+            Ok(by) => match state.registry().check_publish(&name) {
+                Ok(()) => {
+                    info!(peer = %self.peer, stream = name, by = ?by, "RTMP publish accepted");
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = refused {
+            self.connection
+                .refuse_publish(&why)
+                .map_err(|e| e.to_string())?;
+            return Err(format!("publish of {name:?} refused: {why}"));
+        }
+        self.connection
+            .accept_publish()
+            .map_err(|e| e.to_string())?;
+        let mut rng = rand::thread_rng();
+        use rand::Rng;
+        self.published = Some(Published {
+            name,
+            publisher: RtmpPublisher::new(rng.gen::<u32>() | 1, rng.gen(), rng.gen()),
+            ingest: None,
+            audio_noted: false,
+            b_frames_noted: false,
+            interval_noted: None,
+        });
+        Ok(())
+    }
+
+    async fn handle_video(
+        &mut self,
+        timestamp_ms: u32,
+        data: &[u8],
+        state: &Signalling,
+    ) -> Result<(), String> {
+        // Room for the frame's packets (a few more for SPS, PPS and fragment headers), or the
+        // encoder waits: TCP pushes back on it. Past RING_WAIT the frame is dropped.
+        let needed = data.len() / (RTP_MAX_PACKET - 14) + 4;
+        let mut waited = Duration::ZERO;
+        while self.ring_short_of(needed) && waited < RING_WAIT {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            waited += Duration::from_millis(2);
+        }
+        let dropped = self.ring_short_of(needed);
+        let peer = self.peer;
+        let Some(published) = self.published.as_mut() else {
+            return Ok(());
+        };
+        if dropped {
+            warn!(%peer, stream = published.name, "media core behind: RTMP frame dropped, waiting for the next keyframe");
+            published.publisher.drop_frame();
+            return Ok(());
+        }
+        let Published {
+            publisher, ingest, ..
+        } = published;
+        let outcome = publisher.handle_video(timestamp_ms, data, |packet, keyframe| {
+            if let Some(ingest) = ingest.as_mut() {
+                // Room was checked above; a full ring here drops the packet (a loss the
+                // players' NACKs cannot repair: the next keyframe will).
+                let _ = ingest.sender.push(MediaKind::Video, keyframe, packet);
+            }
+        });
+        match outcome {
+            Ok(VideoOutcome::Configured { profile_level_id }) => {
+                let client = ClientInfo {
+                    peer: Some(peer),
+                    user_agent: Some("RTMP".into()),
+                };
+                let registered =
+                    ingest::register(state, &published.name, &profile_level_id, client)
+                        .map_err(|e| format!("cannot register the stream: {e}"))?;
+                info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, profile_level_id, "RTMP stream live (H.264)");
+                published.ingest = Some(registered);
+            }
+            Ok(VideoOutcome::Frame(info)) => {
+                if let Some(ingest) = &published.ingest {
+                    if info.packets > 0 {
+                        state.cores[ingest.core.0].waker.wake();
+                    }
+                }
+                note_encoder(peer, published);
+            }
+            Ok(VideoOutcome::Reconfigured) => {
+                info!(%peer, stream = published.name, "RTMP sequence header changed");
+            }
+            Ok(VideoOutcome::Skipped | VideoOutcome::Nothing) => {}
+            Err(e) => {
+                // A frame before the sequence header, or a codec rtcdn does not carry: say it
+                // once per kind of problem would need state; the encoder's setup is wrong, so
+                // the publish ends with the reason.
+                return Err(format!("video of {:?}: {e}", published.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the stream's ring has fewer than `packets` free slots.
+    fn ring_short_of(&self, packets: usize) -> bool {
+        self.published
+            .as_ref()
+            .and_then(|p| p.ingest.as_ref())
+            .is_some_and(|ingest| ingest.sender.free() < packets)
+    }
+
+    /// Ends the published stream, if any.
+    fn finish(&mut self, state: &Signalling) {
+        let Some(published) = self.published.take() else {
+            return;
+        };
+        let p = &published.publisher;
+        info!(peer = %self.peer, stream = published.name, frames = p.frames, keyframes = p.keyframes, keyframe_interval_ms = ?p.keyframe_interval_ms, "RTMP publish ended");
+        if let Some(ingest) = published.ingest {
+            end_session(state, ingest.id, EndReason::Deleted);
+            state.cores[ingest.core.0].waker.wake();
+        }
+    }
+}
+
+/// Logs what players of an RTMP stream depend on: the keyframe interval (RTMP cannot be asked
+/// for a keyframe, so a new player waits up to this long when the cache has none), and
+/// B-frames, which WebRTC players do not reorder.
+fn note_encoder(peer: SocketAddr, published: &mut Published) {
+    let p = &published.publisher;
+    if p.b_frames && !published.b_frames_noted {
+        published.b_frames_noted = true;
+        warn!(%peer, stream = published.name, "the encoder sends B-frames: WebRTC players show them out of order; set -bf 0 (ffmpeg) or the baseline profile / bframes=0 (OBS)");
+    }
+    if let Some(interval) = p.keyframe_interval_ms {
+        let noted = published.interval_noted.unwrap_or(0);
+        // Once, and again when it moves by more than a fifth.
+        if published.interval_noted.is_none() || interval.abs_diff(noted) > noted / 5 {
+            published.interval_noted = Some(interval);
+            info!(%peer, stream = published.name, keyframe_interval_ms = interval, "RTMP keyframe interval (players' keyframe requests cannot shorten it)");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! [`RtmpPublisher`]: one published RTMP stream's video, sans-IO: FLV video messages in, RTP
+//! packets out (through a callback), with what the node logs about the encoder (its keyframe
+//! interval, B-frames).
+
+use super::flv::{parse_video, FlvError, VideoTag};
+use super::h264_rtp::{FrameInfo, H264Packetizer, PacketizeError, RtpClock};
+
+/// The payload type of the H.264 track an RTMP stream is registered with.
+pub const H264_PT: u8 = 102;
+
+/// What a video message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoOutcome {
+    /// The first AVC sequence header: the stream can be registered with this
+    /// `profile-level-id`.
+    Configured { profile_level_id: String },
+    /// A later sequence header (the encoder restarted or changed resolution).
+    Reconfigured,
+    /// A frame went out as RTP.
+    Frame(FrameInfo),
+    /// A frame was skipped: a delta frame after a dropped one, before the next keyframe.
+    Skipped,
+    /// Nothing to send (end of sequence, info frame).
+    Nothing,
+}
+
+/// Why a video message was not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VideoError {
+    #[error(transparent)]
+    Flv(#[from] FlvError),
+    #[error(transparent)]
+    Packetize(#[from] PacketizeError),
+}
+
+/// One RTMP stream's video (see the module docs).
+pub struct RtmpPublisher {
+    packetizer: H264Packetizer,
+    clock: RtpClock,
+    configured: bool,
+    /// A frame was dropped (the core's ring was full): delta frames are skipped until the next
+    /// keyframe, which players can decode again.
+    waiting_for_keyframe: bool,
+    /// Keyframes forwarded.
+    pub keyframes: u64,
+    /// Frames forwarded.
+    pub frames: u64,
+    last_keyframe_ms: Option<u32>,
+    /// The time between the last two keyframes, in milliseconds.
+    pub keyframe_interval_ms: Option<u32>,
+    /// A frame with a composition time offset came: the encoder uses B-frames.
+    pub b_frames: bool,
+}
+
+impl RtmpPublisher {
+    /// A publisher whose packets go out on `ssrc`, numbered from `first_seq`, timestamped
+    /// from `rtp_base`.
+    pub fn new(ssrc: u32, first_seq: u16, rtp_base: u32) -> RtmpPublisher {
+        RtmpPublisher {
+            packetizer: H264Packetizer::new(H264_PT, ssrc, first_seq),
+            clock: RtpClock { base: rtp_base },
+            configured: false,
+            waiting_for_keyframe: false,
+            keyframes: 0,
+            frames: 0,
+            last_keyframe_ms: None,
+            keyframe_interval_ms: None,
+            b_frames: false,
+        }
+    }
+
+    /// Whether a sequence header came.
+    pub fn is_configured(&self) -> bool {
+        self.configured
+    }
+
+    /// A frame could not be handed on: skip to the next keyframe.
+    pub fn drop_frame(&mut self) {
+        self.waiting_for_keyframe = true;
+    }
+
+    /// One video message at RTMP time `timestamp_ms`; `emit` gets each RTP packet and whether
+    /// it is part of a keyframe.
+    pub fn handle_video(
+        &mut self,
+        timestamp_ms: u32,
+        data: &[u8],
+        emit: impl FnMut(&[u8], bool),
+    ) -> Result<VideoOutcome, VideoError> {
+        match parse_video(data)? {
+            VideoTag::AvcConfig(config) => {
+                self.packetizer.set_config(&config);
+                if std::mem::replace(&mut self.configured, true) {
+                    return Ok(VideoOutcome::Reconfigured);
+                }
+                Ok(VideoOutcome::Configured {
+                    profile_level_id: config.profile_level_id(),
+                })
+            }
+            VideoTag::AvcFrame {
+                keyframe,
+                composition_ms,
+                nalus,
+            } => {
+                if self.waiting_for_keyframe && !keyframe {
+                    return Ok(VideoOutcome::Skipped);
+                }
+                self.b_frames |= composition_ms != 0;
+                let rtp_time = self.clock.rtp_time(timestamp_ms, composition_ms);
+                let info = self.packetizer.packetize(rtp_time, nalus, emit)?;
+                if info.packets > 0 {
+                    self.frames += 1;
+                }
+                if info.idr {
+                    self.waiting_for_keyframe = false;
+                    self.keyframes += 1;
+                    if let Some(last) = self.last_keyframe_ms.replace(timestamp_ms) {
+                        self.keyframe_interval_ms = Some(timestamp_ms.wrapping_sub(last));
+                    }
+                }
+                Ok(VideoOutcome::Frame(info))
+            }
+            VideoTag::Other => Ok(VideoOutcome::Nothing),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Vec<u8> {
+        let (sps, pps) = ([0x67, 0x42, 0xC0, 0x1E, 0xAA], [0x68, 0xCE]);
+        let mut m = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0xC0, 0x1E, 0xFF, 0xE1, 0, 5];
+        m.extend_from_slice(&sps);
+        m.extend_from_slice(&[1, 0, 2]);
+        m.extend_from_slice(&pps);
+        m
+    }
+
+    fn frame(keyframe: bool, composition: u8) -> Vec<u8> {
+        let (tag, nal) = if keyframe { (0x17, 0x65) } else { (0x27, 0x41) };
+        vec![tag, 1, 0, 0, composition, 0, 0, 0, 2, nal, 0x88]
+    }
+
+    #[test]
+    fn sequence_header_then_frames_make_rtp_with_the_keyframe_interval() {
+        let mut p = RtmpPublisher::new(7, 0, 0);
+        let mut packets = Vec::new();
+        let mut emit = |packet: &[u8], keyframe: bool| packets.push((packet.to_vec(), keyframe));
+        let outcome = p.handle_video(0, &frame(true, 0), &mut emit);
+        assert_eq!(
+            outcome,
+            Err(VideoError::Packetize(PacketizeError::NoConfig))
+        );
+        assert_eq!(
+            p.handle_video(0, &config(), &mut emit),
+            Ok(VideoOutcome::Configured {
+                profile_level_id: "42c01e".into()
+            })
+        );
+        p.handle_video(0, &frame(true, 0), &mut emit).unwrap();
+        p.handle_video(33, &frame(false, 0), &mut emit).unwrap();
+        p.handle_video(2000, &frame(true, 0), &mut emit).unwrap();
+        assert_eq!((p.keyframes, p.frames), (2, 3));
+        assert_eq!(p.keyframe_interval_ms, Some(2000));
+        assert!(!p.b_frames);
+        // SPS, PPS, IDR; delta; SPS, PPS, IDR.
+        assert_eq!(packets.len(), 7);
+        let ts = |i: usize| u32::from_be_bytes(packets[i].0[4..8].try_into().unwrap());
+        assert_eq!((ts(0), ts(3), ts(4)), (0, 33 * 90, 2000 * 90));
+    }
+
+    #[test]
+    fn after_a_dropped_frame_delta_frames_wait_for_a_keyframe_and_b_frames_are_noted() {
+        let mut p = RtmpPublisher::new(7, 0, 0);
+        let mut count = 0;
+        let mut emit = |_: &[u8], _: bool| count += 1;
+        p.handle_video(0, &config(), &mut emit).unwrap();
+        p.drop_frame();
+        assert_eq!(
+            p.handle_video(33, &frame(false, 0), &mut emit),
+            Ok(VideoOutcome::Skipped)
+        );
+        p.handle_video(66, &frame(true, 40), &mut emit).unwrap();
+        assert!(matches!(
+            p.handle_video(99, &frame(false, 0), &mut emit),
+            Ok(VideoOutcome::Frame(_))
+        ));
+        assert!(p.b_frames);
+    }
+}

@@ -1,0 +1,58 @@
+// End-to-end, issue 15: ffmpeg publishes H.264 over RTMP to the real rtcdn binary, and headless
+// Chromium plays the stream over WHEP on the built-in page and decodes its frames.
+// Needs ffmpeg (scripts/test.sh installs it); skipped without it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  startRtcdn, launchChromium, openPage, waitForState, waitForDecodedVideo, poll, freeTcpPort,
+} from './harness.mjs';
+
+const noFfmpeg = spawnSync('ffmpeg', ['-version']).status !== 0;
+const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set'
+  : noFfmpeg ? 'ffmpeg is not installed' : false;
+
+let browser;
+before(async () => { if (!skip) browser = await launchChromium(); });
+after(async () => { await browser?.close(); });
+
+test('RTMP publish (ffmpeg, H.264) -> WHEP play in Chromium: frames decoded', { skip, timeout: 120_000 }, async (t) => {
+  const rtmpPort = await freeTcpPort();
+  const server = await startRtcdn({ args: ['--rtmp', `127.0.0.1:${rtmpPort}`] });
+  const stream = 'rtmp-e2e';
+  const ffmpeg = spawn('ffmpeg', [
+    '-hide_banner', '-loglevel', 'error', '-re',
+    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-t', '60', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-profile:v', 'baseline',
+    '-tune', 'zerolatency', '-g', '60', '-bf', '0', '-c:a', 'aac',
+    '-f', 'flv', `rtmp://127.0.0.1:${rtmpPort}/live/${stream}`,
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let ffmpegErr = '';
+  ffmpeg.stderr.on('data', (b) => { ffmpegErr += b; });
+  const page = await openPage(browser);
+  try {
+    // Live once the node has the encoder's sequence header: WHEP then answers 400 to a bad
+    // offer instead of 404.
+    await poll(async () => {
+      const res = await fetch(`${server.url}/whep/${stream}`, {
+        method: 'POST', headers: { 'content-type': 'application/sdp' }, body: 'v=0',
+      });
+      await res.arrayBuffer();
+      return res.status !== 404;
+    }, { timeout: 20_000, what: 'the RTMP stream to go live' });
+    await page.goto(`${server.url}/?stream=${stream}&autostart=play`);
+    await waitForState(page, 'playState', 'playing', { timeout: 20_000 });
+    const st = await waitForDecodedVideo(page, { minFrames: 60, timeout: 30_000 });
+    t.diagnostic(`decoded: ${JSON.stringify(st)}`);
+    assert.equal(st.mimeType.toLowerCase(), 'video/h264');
+    assert.ok(st.frameWidth === 640 && st.frameHeight === 360, `frame ${st.frameWidth}x${st.frameHeight}`);
+  } catch (e) {
+    e.message += `\n--- ffmpeg ---\n${ffmpegErr}\n--- rtcdn logs ---\n${server.logText().split('\n').slice(-100).join('\n')}`;
+    throw e;
+  } finally {
+    await page.close();
+    ffmpeg.kill('SIGKILL');
+    await server.stop();
+  }
+});
