@@ -23,7 +23,9 @@ use super::relay_planner::{
     AttemptId, EdgeId, RelayAction, RelayEnd, RelayPlanner, RelayState, RetryPolicy,
 };
 use super::status::SessionStatus;
-use super::{CoreCommand, CoreEvent, CoreId, EndReason, SessionId, SessionSpec, StreamId};
+use super::{
+    CoreCommand, CoreEvent, CoreId, EndReason, IngestSpec, SessionId, SessionSpec, StreamId,
+};
 
 /// What the control plane asks its transports to do, in order.
 #[derive(Debug)]
@@ -162,6 +164,27 @@ impl<R: Rng> ControlPlane<R> {
         spec.stream = stream;
         spec.publisher_core = Some(core);
         self.core(core, CoreCommand::AddSession(Box::new(spec)));
+        Ok(stream)
+    }
+
+    /// An ingest publisher (RTMP) of `spec.stream_name`, with the tracks it sends, runs on
+    /// `core` (its `spec.stream` is set here); the core hears of it after the registry, as a
+    /// WebRTC publisher's does. Refused when the name is invalid or taken.
+    pub fn handle_ingest(
+        &mut self,
+        now: Instant,
+        core: CoreId,
+        mut spec: IngestSpec,
+        tracks: Vec<StreamTrack>,
+        client: ClientInfo,
+    ) -> Result<StreamId, RegistryError> {
+        super::registry::validate_stream_name(&spec.stream_name)?;
+        let stream = self
+            .registry
+            .add_publisher(now, &spec.stream_name, spec.id, core, tracks)?;
+        self.registry.set_client(spec.id, client);
+        spec.stream = stream;
+        self.core(core, CoreCommand::AddIngest(Box::new(spec)));
         Ok(stream)
     }
 
@@ -698,6 +721,64 @@ mod tests {
             Some(RelayState::Up { .. })
         ));
         assert_eq!(plane.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_ingest_is_registered_before_its_core_hears_of_it_and_refused_on_a_taken_name() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        let ingest = |id, name: &str| IngestSpec {
+            id,
+            stream: StreamId(0),
+            stream_name: name.into(),
+            feed: crate::media::ingest_channel(4).1,
+        };
+        let stream = plane
+            .handle_ingest(
+                now,
+                CoreId(1),
+                ingest(PUBLISHER, "cam"),
+                tracks(),
+                ClientInfo::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            plane.registry().stream("cam").map(|s| s.publisher),
+            Some(PUBLISHER)
+        );
+        match actions(&mut plane).as_slice() {
+            [ControlAction::Core {
+                core: CoreId(1),
+                command: CoreCommand::AddIngest(spec),
+            }] => assert_eq!((spec.id, spec.stream), (PUBLISHER, stream)),
+            other => panic!("{other:?}"),
+        }
+        // A WebRTC publisher or another ingest of the live name is refused, and so is a bad name.
+        let taken = Err(RegistryError::NameInUse("cam".into()));
+        assert_eq!(
+            plane.handle_publish_requested(now, "cam", false),
+            taken.clone().map(|_: ()| None)
+        );
+        assert_eq!(
+            plane.handle_ingest(
+                now,
+                CoreId(0),
+                ingest(SessionId(2), "cam"),
+                tracks(),
+                ClientInfo::default()
+            ),
+            taken.map(|_: ()| stream)
+        );
+        assert!(plane
+            .handle_ingest(
+                now,
+                CoreId(0),
+                ingest(SessionId(3), "a/b"),
+                tracks(),
+                ClientInfo::default()
+            )
+            .is_err());
+        assert!(actions(&mut plane).is_empty());
     }
 
     #[test]

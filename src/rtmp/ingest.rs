@@ -6,7 +6,7 @@ use rand::Rng;
 
 use crate::auth::{Action, AuthError, Authorized, Credentials};
 use crate::control::registry::{ClientInfo, RegistryError, StreamTrack};
-use crate::control::{CoreCommand, CoreId, IngestSpec, SessionId};
+use crate::control::{CoreId, IngestSpec, SessionId, StreamId};
 use crate::media::{ingest_channel, IngestSender};
 use crate::sdp::{Codec, MediaKind};
 use crate::signalling::media::{authorize, http_stream_fields, HookStanding};
@@ -81,19 +81,19 @@ pub fn register(
         extmaps: Vec::new(),
         rids: Vec::new(),
     };
-    let mut registry = state.registry();
-    let core = registry.least_loaded_core();
     let id = SessionId(rand::thread_rng().gen::<u64>() | 1);
-    let stream = registry.add_publisher(name, id, core, vec![track])?;
-    registry.set_client(id, client);
-    drop(registry);
     let (sender, feed) = ingest_channel(INGEST_RING_PACKETS);
-    state.cores[core.0].send(CoreCommand::AddIngest(Box::new(IngestSpec {
-        id,
-        stream,
-        stream_name: name.to_owned(),
-        feed,
-    })));
+    let core = state.control(|plane, now| -> Result<_, RegistryError> {
+        let core = plane.registry().least_loaded_core();
+        let spec = IngestSpec {
+            id,
+            stream: StreamId(0),
+            stream_name: name.to_owned(),
+            feed,
+        };
+        plane.handle_ingest(now, core, spec, vec![track], client)?;
+        Ok(core)
+    })?;
     Ok(Registered { id, core, sender })
 }
 
