@@ -1,4 +1,4 @@
-//! The time a media core hands the media core with each input.
+//! The time a core thread hands its `MediaCore` with each input.
 //!
 //! A core reads the clock once per batch, but the datagrams of one batch may have waited in the
 //! socket for milliseconds: stamped with the batch's time, a publisher's probe burst looks as if
