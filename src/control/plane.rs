@@ -440,10 +440,10 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+    use crate::control::registry::tests::track;
     use crate::control::relay_planner::RelayFailure;
     use crate::control::SessionRole;
     use crate::dtls::DtlsRole;
-    use crate::sdp::{Codec, MediaKind};
 
     const A: EdgeId = EdgeId(1);
     const B: EdgeId = EdgeId(2);
@@ -456,23 +456,6 @@ mod tests {
             RetryPolicy::default(),
             StdRng::seed_from_u64(1),
         )
-    }
-
-    fn tracks() -> Vec<StreamTrack> {
-        vec![StreamTrack {
-            kind: MediaKind::Video,
-            codec: Codec {
-                pt: 96,
-                name: "VP8".into(),
-                clock_rate: 90000,
-                channels: None,
-                fmtp: None,
-                rtcp_fb: vec![],
-                rtx_pt: None,
-            },
-            extmaps: vec![],
-            rids: Vec::new(),
-        }]
     }
 
     fn spec(id: SessionId, stream: &str, role: SessionRole) -> SessionSpec {
@@ -563,7 +546,7 @@ mod tests {
                 now,
                 CoreId(0),
                 publisher(PUBLISHER, "cam"),
-                tracks(),
+                track(),
                 ClientInfo::default(),
             )
             .unwrap();
@@ -582,7 +565,7 @@ mod tests {
                 now,
                 CoreId(1),
                 publisher(PUBLISHER, "cam"),
-                tracks(),
+                track(),
                 ClientInfo::default(),
             )
             .unwrap();
@@ -738,7 +721,7 @@ mod tests {
                 now,
                 CoreId(1),
                 ingest(PUBLISHER, "cam"),
-                tracks(),
+                track(),
                 ClientInfo::default(),
             )
             .unwrap();
@@ -764,7 +747,7 @@ mod tests {
                 now,
                 CoreId(0),
                 ingest(SessionId(2), "cam"),
-                tracks(),
+                track(),
                 ClientInfo::default()
             ),
             taken.map(|_: ()| stream)
@@ -774,7 +757,7 @@ mod tests {
                 now,
                 CoreId(0),
                 ingest(SessionId(3), "a/b"),
-                tracks(),
+                track(),
                 ClientInfo::default()
             )
             .is_err());
@@ -791,7 +774,7 @@ mod tests {
                 now,
                 CoreId(0),
                 publisher(PUBLISHER, "cam"),
-                tracks(),
+                track(),
                 ClientInfo::default(),
             )
             .unwrap();
@@ -806,7 +789,7 @@ mod tests {
                     now,
                     CoreId(1),
                     publisher(second, "cam"),
-                    tracks(),
+                    track(),
                     ClientInfo::default()
                 )
                 .map(|_| None),
@@ -830,7 +813,7 @@ mod tests {
                 now,
                 CoreId(1),
                 publisher(second, "cam"),
-                tracks(),
+                track(),
                 ClientInfo::default(),
             )
             .unwrap();

@@ -597,11 +597,12 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn track() -> Vec<StreamTrack> {
+    /// One VP8 video track: what the registry's and the control plane's tests publish.
+    pub(in crate::control) fn track() -> Vec<StreamTrack> {
         vec![StreamTrack {
             kind: MediaKind::Video,
             codec: Codec {
