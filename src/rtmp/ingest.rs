@@ -2,14 +2,12 @@
 //! policy asked as for a WHIP publish, the stream registered with an H.264 track and placed on
 //! a media core as an ingest (see `crate::media::ingest`).
 
-use rand::Rng;
-
 use crate::auth::{Action, AuthError, Authorized, Credentials};
 use crate::control::registry::{ClientInfo, RegistryError, StreamTrack};
 use crate::control::{CoreId, IngestSpec, SessionId, StreamId};
 use crate::media::{ingest_channel, IngestSender};
 use crate::sdp::{Codec, MediaKind};
-use crate::signalling::media::{authorize, http_stream_fields, HookStanding};
+use crate::signalling::media::{authorize, http_stream_fields, new_session_id, HookStanding};
 use crate::signalling::Signalling;
 
 use super::publisher::H264_PT;
@@ -81,7 +79,7 @@ pub fn register(
         extmaps: Vec::new(),
         rids: Vec::new(),
     };
-    let id = SessionId(rand::thread_rng().gen::<u64>() | 1);
+    let id = new_session_id();
     let (sender, feed) = ingest_channel(INGEST_RING_PACKETS);
     let core = state.control(|plane, now| -> Result<_, RegistryError> {
         let core = plane.registry().least_loaded_core();

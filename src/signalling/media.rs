@@ -39,12 +39,18 @@ pub struct Started {
     pub answer: String,
 }
 
+/// A fresh session id: random, so that ids do not reveal how many sessions the node served,
+/// and never 0.
+pub(crate) fn new_session_id() -> SessionId {
+    SessionId(rand::random::<u64>() | 1)
+}
+
 fn new_session_params(
     state: &Signalling,
     core: usize,
 ) -> (SessionId, ice::IceCredentials, LocalParams) {
     let mut rng = rand::thread_rng();
-    let id = SessionId(rng.gen::<u64>() | 1);
+    let id = new_session_id();
     let local_ice = ice::IceCredentials::random(&mut rng);
     let local = LocalParams {
         ice_ufrag: local_ice.ufrag.clone(),

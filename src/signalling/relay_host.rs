@@ -16,7 +16,7 @@ impl RelayHost for Signalling {
         session: RelaySession,
         status: UnboundedSender<SessionStatus>,
     ) -> Option<SessionId> {
-        let id = SessionId(rand::random::<u64>() | 1);
+        let id = super::media::new_session_id();
         let spec = SessionSpec {
             id,
             stream: session.stream_id,
