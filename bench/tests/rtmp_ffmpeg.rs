@@ -13,7 +13,7 @@ use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT};
 
 mod common;
-use common::loopback_config;
+use common::{loopback_config, stats_json};
 
 /// A node with two cores and its RTMP listener on an ephemeral port.
 fn rtmp_node() -> Node {
@@ -173,6 +173,19 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
             "{frame:?}"
         );
     }
+
+    // The stats show the ingest's bitrate and the encoder's keyframe interval (-g 60 at 30 fps),
+    // which players' keyframe requests cannot shorten.
+    let stats = stats_json(&base).await;
+    let stream = &stats["streams"][0];
+    assert_eq!(stream["name"], "rtmpcam");
+    let bitrate = stream["bitrate_bps"].as_u64().unwrap_or(0);
+    assert!(bitrate > 50_000, "ingest bitrate {stream}");
+    let interval = stream["keyframe_interval_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (1900..=2100).contains(&interval),
+        "keyframe interval {stream}"
+    );
 
     // The live name cannot be published twice, nor an unknown application.
     for url in [

@@ -55,6 +55,8 @@ struct Ingest {
     started_at: Instant,
     packets: u64,
     bytes: u64,
+    /// `bytes` at the last bitrate report, and when that was.
+    reported: (u64, Instant),
 }
 
 /// What a core is, beyond its sessions.
@@ -208,9 +210,9 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
 
     /// When [`MediaCore::handle_timeout`] wants to run next: the earliest session deadline, a
     /// keyframe replay to give up, a closed session to forget, and (while the core has
-    /// sessions) the bitrate report and the simulcast layer choice.
+    /// sessions or ingests) the bitrate report and the simulcast layer choice.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let busy = !self.peers.is_empty();
+        let busy = !self.peers.is_empty() || !self.ingests.is_empty();
         [
             self.timers.next(),
             self.router.poll_timeout(),
@@ -373,7 +375,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.drain_touched(now, tx);
         if now >= self.next_bitrate_report {
             self.next_bitrate_report = now + BITRATE_REPORT_INTERVAL;
-            self.report_bitrates();
+            self.report_bitrates(now);
         }
         if self.closing_deadline.is_some_and(|at| at <= now) {
             self.closing
@@ -460,6 +462,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 started_at: now,
                 packets: 0,
                 bytes: 0,
+                reported: (0, now),
             },
         );
     }
@@ -532,7 +535,21 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.drain_touched(now, tx);
     }
 
-    fn report_bitrates(&mut self) {
+    fn report_bitrates(&mut self, now: Instant) {
+        // An ingest's bitrate is what came through its ring since the last report.
+        for (&id, ingest) in &mut self.ingests {
+            let (bytes, at) = std::mem::replace(&mut ingest.reported, (ingest.bytes, now));
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            if elapsed > 0.0 {
+                let bps = ((ingest.bytes - bytes) as f64 * 8.0 / elapsed) as u64;
+                self.events.push_back(CoreEvent::Bitrates {
+                    id,
+                    estimate_bps: None,
+                    received_bps: Some(bps),
+                    layer: None,
+                });
+            }
+        }
         for (&id, peer) in &self.peers {
             let estimate_bps = peer.session.bandwidth_estimate();
             let received_bps = peer.session.received_bitrate();

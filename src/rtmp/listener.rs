@@ -295,7 +295,15 @@ impl Client {
                         state.cores[ingest.core.0].waker.wake();
                     }
                 }
-                note_encoder(peer, published);
+                if note_encoder(peer, published) {
+                    if let (Some(ingest), Some(interval)) =
+                        (&published.ingest, published.publisher.keyframe_interval_ms)
+                    {
+                        state.control(|plane, _| {
+                            plane.handle_keyframe_interval(ingest.id, interval)
+                        });
+                    }
+                }
             }
             Ok(VideoOutcome::Reconfigured) => {
                 info!(%peer, stream = published.name, "RTMP sequence header changed");
@@ -389,8 +397,8 @@ impl Client {
 
 /// Logs what players of an RTMP stream depend on: the keyframe interval (RTMP cannot be asked
 /// for a keyframe, so a new player waits up to this long when the cache has none), and
-/// B-frames, which WebRTC players do not reorder.
-fn note_encoder(peer: SocketAddr, published: &mut Published) {
+/// B-frames, which WebRTC players do not reorder. Returns whether the interval is new.
+fn note_encoder(peer: SocketAddr, published: &mut Published) -> bool {
     let p = &published.publisher;
     if p.b_frames && !published.b_frames_noted {
         published.b_frames_noted = true;
@@ -402,6 +410,8 @@ fn note_encoder(peer: SocketAddr, published: &mut Published) {
         if published.interval_noted.is_none() || interval.abs_diff(noted) > noted / 5 {
             published.interval_noted = Some(interval);
             info!(%peer, stream = published.name, keyframe_interval_ms = interval, "RTMP keyframe interval (players' keyframe requests cannot shorten it)");
+            return true;
         }
     }
+    false
 }

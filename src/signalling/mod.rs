@@ -987,6 +987,7 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "players": s.players.len(),
                 "tracks": s.tracks.iter().map(|t| format!("{}/{}", t.codec.name, t.codec.clock_rate)).collect::<Vec<_>>(),
                 "bitrate_bps": registry.publisher_bitrate(&s.name),
+                "keyframe_interval_ms": registry.session(s.publisher).and_then(|p| p.keyframe_interval_ms),
                 "player_bandwidth_bps": estimates,
             })
         })
