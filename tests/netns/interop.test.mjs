@@ -1014,3 +1014,104 @@ test('Chromium simulcast publish (l, m, h): a WHEP player behind a 300 kbit/s tb
       }
     });
   });
+
+// ---- ICE-TCP (issue 13) -----------------------------------------------------------------------
+
+/** Blocks UDP in namespace `ns` (nftables, input and output hooks, counted), or lifts the block. */
+function blockUdp(ns, on) {
+  const rules = ['table inet rtcdn_noudp', 'delete table inet rtcdn_noudp',
+    ...(on ? ['table inet rtcdn_noudp {',
+      '  chain in { type filter hook input priority 0; policy accept; meta l4proto udp counter drop comment "in"; }',
+      '  chain out { type filter hook output priority 0; policy accept; meta l4proto udp counter drop comment "out"; }',
+      '}'] : [])].join('\n');
+  const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rules + '\n', encoding: 'utf8' });
+  assert.equal(r.status, 0, `nft in ${ns}: ${r.stderr}`);
+}
+
+/** UDP datagrams the block dropped in `ns`: { in, out }. */
+function udpBlocked(ns) {
+  const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'inet', 'rtcdn_noudp'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `nft list in ${ns}: ${r.stderr}`);
+  const out = {};
+  for (const o of JSON.parse(r.stdout).nftables) {
+    const counter = o.rule && o.rule.comment && o.rule.expr.find((e) => e.counter);
+    if (counter) out[o.rule.comment] = counter.counter.packets;
+  }
+  return out;
+}
+
+/** The selected candidate pair of the page's `pcExpr` connection: local and remote protocol,
+ * candidate types and addresses. */
+function selectedPair(page, pcExpr) {
+  return page.evaluate(async (expr) => {
+    const pc = (0, eval)(expr);
+    const rep = await pc.getStats();
+    let pair = null;
+    rep.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = rep.get(r.selectedCandidatePairId); });
+    if (!pair) rep.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
+    if (!pair) return null;
+    const [l, rr] = [rep.get(pair.localCandidateId), rep.get(pair.remoteCandidateId)];
+    return {
+      local: `${l.protocol} ${l.candidateType} ${l.address}:${l.port} ${l.tcpType || ''}`.trim(),
+      remote: `${rr.protocol} ${rr.candidateType} ${rr.address}:${rr.port} ${rr.tcpType || ''}`.trim(),
+      protocol: rr.protocol,
+    };
+  }, pcExpr);
+}
+
+/** ICE-TCP counters summed over the cores of an /api/stats answer. */
+function tcpCounters(raw) {
+  const sum = {};
+  for (const c of raw.cores) for (const [k, v] of Object.entries(c.tcp || {})) sum[k] = (sum[k] || 0) + v;
+  return sum;
+}
+
+// The throttled namespace (its own link to the server namespace) with every UDP datagram dropped
+// in and out: a viewer behind a UDP-hostile firewall. Chromium there can only reach rtcdn over
+// its passive TCP candidate; the publisher (Chromium, client namespace) uses UDP as usual.
+test('ICE-TCP: Chromium in a namespace that drops all UDP plays over WHEP via TCP (>= 60 frames) and publishes over WHIP via TCP',
+  { skip: thrSkip, timeout: 150_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 38000 }, async () => {
+      const args = [`--unsafely-treat-insecure-origin-as-secure=${BASE}`];
+      const bCli = await launchChromium({ args });
+      blockUdp(THR_NS, true);
+      const bThr = await launchChromium({ args, executablePath: chromiumThrWrapper });
+      try {
+        const pub = await openPage(bCli, `${BASE}/?stream=tcpplay&autostart=publish&codec=VP8`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const pubPair = await selectedPair(pub, 'window.rtcdn.publishPc');
+        t.diagnostic(`publisher (client namespace) pair: ${JSON.stringify(pubPair)}`);
+        assert.equal(pubPair?.protocol, 'udp', 'the unblocked publisher stays on UDP (TCP ranks lower)');
+
+        const play = await openPage(bThr, `${BASE}/?stream=tcpplay&autostart=play`);
+        await waitForState(play, 'playState', 'playing', { timeout: 30_000 });
+        const st = await waitForDecodedVideo(play, { minFrames: 60, timeout: 40_000 });
+        const pair = await selectedPair(play, 'window.rtcdn.playPc');
+        const s = await stats();
+        t.diagnostic(`player (UDP blocked) decoded ${JSON.stringify(st)} over ${JSON.stringify(pair)}; ` +
+          `rtcdn tcp ${JSON.stringify(tcpCounters(s.raw))}; UDP dropped in the player's namespace ${JSON.stringify(udpBlocked(THR_NS))}`);
+        assert.equal(pair?.protocol, 'tcp', 'the player is connected over TCP');
+        assert.ok(st.framesDecoded >= 60);
+        const tcp = tcpCounters(s.raw);
+        assert.ok(tcp.accepted >= 1 && tcp.rx_frames > 0 && tcp.tx_frames >= 60, JSON.stringify(tcp));
+        const blocked = udpBlocked(THR_NS);
+        assert.ok(blocked.out > 0, `Chromium tried UDP and was blocked: ${JSON.stringify(blocked)}`);
+
+        // The other way: Chromium behind the UDP block publishes; a client-namespace player decodes.
+        const pub2 = await openPage(bThr, `${BASE}/?stream=tcppub&autostart=publish&codec=VP8`);
+        await waitForState(pub2, 'publishState', 'publishing', { timeout: 30_000 });
+        const pub2Pair = await selectedPair(pub2, 'window.rtcdn.publishPc');
+        const play2 = await openPage(bCli, `${BASE}/?stream=tcppub&autostart=play`);
+        await waitForState(play2, 'playState', 'playing', { timeout: 30_000 });
+        const st2 = await waitForDecodedVideo(play2, { minFrames: 60, timeout: 40_000 });
+        t.diagnostic(`publisher (UDP blocked) pair ${JSON.stringify(pub2Pair)}; client-namespace player decoded ${JSON.stringify(st2)}; ` +
+          `rtcdn tcp ${JSON.stringify(tcpCounters((await stats()).raw))}`);
+        assert.equal(pub2Pair?.protocol, 'tcp', 'the publisher is connected over TCP');
+        assert.ok(st2.framesDecoded >= 60);
+      } finally {
+        blockUdp(THR_NS, false);
+        await bThr.close().catch(() => {});
+        await bCli.close().catch(() => {});
+      }
+    });
+  });
