@@ -317,20 +317,6 @@ pub(crate) fn pseudo_random_bytes(x: &mut u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    /// The media-state script runs on a few thousand pseudo-random inputs (the fuzz target
-    /// explores further): a smoke test that its steps reach the state machines.
-    #[test]
-    fn media_state_scripts_run() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for len in 0..2000usize {
-            let bytes = super::pseudo_random_bytes(&mut x, len % 300);
-            super::fuzz_media_state(&bytes);
-        }
-    }
-}
-
 /// A byte stream through the ICE-TCP deframer (in reads whose sizes the first byte picks) and
 /// every frame it yields back through the send queue's framer, whose output must deframe to
 /// the same frames.
@@ -393,4 +379,18 @@ pub fn fuzz_tcp_framing(data: &[u8]) {
     }
     let sent: Vec<Vec<u8>> = frames.into_iter().filter(|f| !f.is_empty()).collect();
     assert_eq!(back, sent);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The media-state script runs on a few thousand pseudo-random inputs (the fuzz target
+    /// explores further): a smoke test that its steps reach the state machines.
+    #[test]
+    fn media_state_scripts_run() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..2000usize {
+            let bytes = super::pseudo_random_bytes(&mut x, len % 300);
+            super::fuzz_media_state(&bytes);
+        }
+    }
 }

@@ -26,7 +26,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String)
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     (status, body)
 }
 
@@ -126,16 +129,18 @@ fn connect(
 ) {
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < Duration::from_secs(10), "ICE did not connect");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ICE did not connect"
+        );
         let now = Instant::now();
         while let Some(t) = agent.poll_transmit() {
             send(&t.contents);
         }
-        while let Some(event) = agent.poll_event() {
-            match event {
-                IceEvent::Connected { .. } => return,
-                other => panic!("unexpected {other:?}"),
-            }
+        match agent.poll_event() {
+            Some(IceEvent::Connected { .. }) => return,
+            Some(other) => panic!("unexpected {other:?}"),
+            None => {}
         }
         match recv() {
             Some(data) => {
@@ -148,7 +153,8 @@ fn connect(
 
 fn connect_udp(local: &IceCredentials, answer: &Answer) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut agent = IceControllingAgent::new(
         local.clone(),
         answer.creds.clone(),

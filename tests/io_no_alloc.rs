@@ -291,7 +291,11 @@ fn check_tcp(choice: BackendChoice) {
         let mut sent = 0;
         let start = Instant::now();
         while h.frames < target {
-            assert!(start.elapsed() < Duration::from_secs(10), "stalled at {} frames", h.frames);
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "stalled at {} frames",
+                h.frames
+            );
             if sent < frames {
                 writer.write_all(&media).unwrap();
                 sent += 1;
@@ -309,7 +313,10 @@ fn check_tcp(choice: BackendChoice) {
     round(&mut io, &mut h, 2000, true);
     let allocs = ALLOCS.with(|a| a.get());
     let tcp = io.tcp_stats();
-    println!("{choice:?} ICE-TCP: {} frames, {allocs} allocations, {tcp:?}", h.frames);
+    println!(
+        "{choice:?} ICE-TCP: {} frames, {allocs} allocations, {tcp:?}",
+        h.frames
+    );
     client.shutdown(std::net::Shutdown::Write).unwrap();
     let start = Instant::now();
     while io.tcp_stats().open > 0 && start.elapsed() < Duration::from_secs(5) {
@@ -318,7 +325,10 @@ fn check_tcp(choice: BackendChoice) {
     assert!(drained.join().unwrap() > 0);
     assert_eq!(tcp.accepted, 1);
     assert!(tcp.tx_frames >= 3 * 2000, "{tcp:?}");
-    assert_eq!(allocs, 0, "{choice:?} allocated {allocs} times on the ICE-TCP path");
+    assert_eq!(
+        allocs, 0,
+        "{choice:?} allocated {allocs} times on the ICE-TCP path"
+    );
 }
 
 #[test]

@@ -204,7 +204,10 @@ impl Sim {
                         assert_eq!(sent.socket, SocketId::MAIN);
                         continue;
                     };
-                    assert_eq!(sent.socket, client.socket, "on the socket its checks came on");
+                    assert_eq!(
+                        sent.socket, client.socket,
+                        "on the socket its checks came on"
+                    );
                     assert_eq!(client.core, i, "a session's datagrams come from its core");
                     client.receive(now, core.addr, sent.contents);
                 }
@@ -348,7 +351,11 @@ fn sessions_connected_over_ice_tcp_get_everything_on_their_connections() {
     sim.connect(PUBLISHER);
     let udp_player = (SessionId(2), (100u8, 0x1111_0002u32));
     let tcp_player = (SessionId(3), (101u8, 0x1111_0003u32));
-    sim.add(0, udp_player.0, player_role(udp_player.1 .0, udp_player.1 .1));
+    sim.add(
+        0,
+        udp_player.0,
+        player_role(udp_player.1 .0, udp_player.1 .1),
+    );
     sim.connect(udp_player.0);
     sim.add_on(
         0,

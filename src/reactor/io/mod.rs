@@ -355,7 +355,9 @@ impl UdpIo {
     /// listening address. Once only.
     pub fn listen_tcp(&mut self, addr: SocketAddr, limits: TcpLimits) -> io::Result<SocketAddr> {
         if self.tcp.is_some() {
-            return Err(io::Error::other("this media core listens for ICE-TCP already"));
+            return Err(io::Error::other(
+                "this media core listens for ICE-TCP already",
+            ));
         }
         let side = tcp::TcpSide::listen(addr, limits, &mut self.sendq)?;
         match &mut self.state {

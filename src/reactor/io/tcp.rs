@@ -120,7 +120,11 @@ struct ConnTx {
 impl TcpTx {
     /// Queues one frame for connection `idx`; see `SendQueue::push_with_on`.
     pub(super) fn push_with(&mut self, idx: u16, fill: impl FnOnce(&mut [u8]) -> usize) {
-        let Some(conn) = self.conns.get_mut(usize::from(idx)).and_then(Option::as_mut) else {
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
             self.dropped += 1;
             return;
         };
@@ -150,7 +154,11 @@ impl TcpTx {
     /// Writes connection `idx`'s queue as far as its kernel buffer takes it.
     fn write(&mut self, idx: u16) {
         let epfd = self.epfd;
-        let Some(conn) = self.conns.get_mut(usize::from(idx)).and_then(Option::as_mut) else {
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
             return;
         };
         conn.dirty = false;
@@ -230,8 +238,13 @@ impl TcpSide {
         limits: TcpLimits,
         sendq: &mut SendQueue,
     ) -> io::Result<TcpSide> {
-        assert!(MAX_DATAGRAM <= usize::from(u16::MAX), "fits a length prefix");
-        let max = limits.max_connections.clamp(1, usize::from(SocketId::TCP_SLOTS));
+        assert!(
+            MAX_DATAGRAM <= usize::from(u16::MAX),
+            "fits a length prefix"
+        );
+        let max = limits
+            .max_connections
+            .clamp(1, usize::from(SocketId::TCP_SLOTS));
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
@@ -410,7 +423,11 @@ impl TcpSide {
         handler: &mut impl DatagramHandler,
         sendq: &mut SendQueue,
     ) -> usize {
-        let Some(conn) = self.conns.get_mut(usize::from(idx)).and_then(Option::as_mut) else {
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
             return 0;
         };
         let socket = SocketId::tcp(idx);
@@ -638,7 +655,10 @@ mod tests {
         c.read_exact(&mut back).unwrap();
         assert_eq!(back, want);
         let s = io.tcp_stats();
-        assert_eq!((s.accepted, s.open, s.tx_frames, s.tx_dropped), (1, 1, 3, 0));
+        assert_eq!(
+            (s.accepted, s.open, s.tx_frames, s.tx_dropped),
+            (1, 1, 3, 0)
+        );
         // The peer closes: so does the core.
         c.shutdown(Shutdown::Both).unwrap();
         poll_until(&mut io, &mut h, |io| io.tcp_stats().closed_by_peer == 1);
@@ -674,7 +694,9 @@ mod tests {
         assert_eq!(io.tcp_stats().open, 1);
         // Garbage, then a 65535-byte length prefix: each closed at once.
         let mut garbage = TcpStream::connect(addr).unwrap();
-        garbage.write_all(&framed(b"GET / HTTP/1.1 and more")).unwrap();
+        garbage
+            .write_all(&framed(b"GET / HTTP/1.1 and more"))
+            .unwrap();
         poll_until(&mut io, &mut h, |io| io.tcp_stats().garbage == 1);
         assert!(closed(&mut garbage));
         let mut oversized = TcpStream::connect(addr).unwrap();
@@ -683,7 +705,11 @@ mod tests {
         assert!(closed(&mut oversized));
         good.write_all(&framed(&stun(3))).unwrap();
         poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 2);
-        assert_eq!(h.got.len(), 2, "nothing of the bad connections reached the handler");
+        assert_eq!(
+            h.got.len(),
+            2,
+            "nothing of the bad connections reached the handler"
+        );
         let s = io.tcp_stats();
         assert_eq!((s.open, s.accepted, s.closed_by_peer), (1, 4, 0), "{s:?}");
     }
@@ -708,7 +734,10 @@ mod tests {
             });
             io.poll(Some(Duration::ZERO), &mut h).unwrap();
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "the core never blocks");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the core never blocks"
+        );
         let s = io.tcp_stats();
         assert!(s.tx_dropped > 0, "{s:?}");
         assert_eq!(s.open, 1);

@@ -433,7 +433,7 @@ impl UringRecv {
         sendq: &mut SendQueue,
         rx: &mut RxStats,
         waker: &Waker,
-        mut tcp: Option<&mut TcpSide>,
+        tcp: Option<&mut TcpSide>,
     ) -> io::Result<usize> {
         let Some(ring) = sendq.ring_mut() else {
             return Ok(0);
@@ -485,7 +485,7 @@ impl UringRecv {
             }
         }
         self.batch.clear();
-        if let Some(tcp) = tcp.as_deref_mut() {
+        if let Some(tcp) = tcp {
             if tcp_ready || tcp.deadline().is_some_and(|at| at <= Instant::now()) {
                 // Before re-arming its poll: what is left readable then fires it again.
                 handled += tcp.service(handler, sendq);
