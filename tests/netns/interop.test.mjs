@@ -1115,3 +1115,78 @@ test('ICE-TCP: Chromium in a namespace that drops all UDP plays over WHEP via TC
       }
     });
   });
+
+/** A page that plays `stream` over WHEP from `base` and logs, every second on the console
+ * (Firefox writes it to stdout: FIREFOX_PREFS), frames decoded and the selected pair's protocol. */
+function whepLogPage(base, stream) {
+  return `<!doctype html><meta charset="utf-8"><title>WHEP over ICE-TCP</title>
+<video id="v" autoplay muted playsinline></video>
+<script>
+(async () => {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.ontrack = (e) => { document.getElementById('v').srcObject = e.streams[0] || new MediaStream([e.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => {
+    if (pc.iceGatheringState === 'complete') r();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); };
+    setTimeout(r, 5000);
+  });
+  const res = await fetch(${JSON.stringify(`${base}/whep/${stream}`)}, {
+    method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+  const answer = await res.text();
+  console.log('rtcdn-ff: whep ' + res.status);
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  setInterval(async () => {
+    const rep = await pc.getStats();
+    let frames = 0, proto = null;
+    rep.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded || 0;
+      if (r.type === 'candidate-pair' && (r.selected || r.nominated) && r.state === 'succeeded') {
+        const rc = rep.get(r.remoteCandidateId);
+        proto = rc ? rc.protocol + ' ' + rc.candidateType + ' ' + rc.address + ':' + rc.port : '?';
+      }
+    });
+    console.log('rtcdn-ff: frames ' + frames + ' pair ' + proto + ' state ' + pc.connectionState);
+  }, 1000);
+})().catch((e) => console.log('rtcdn-ff: error ' + e));
+</script>`;
+}
+
+test('ICE-TCP: Firefox ESR in a namespace that drops all UDP plays over WHEP via TCP (>= 60 frames)',
+  { skip: thrSkip || firefoxSkip, timeout: 150_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 38100 }, async ({ track }) => {
+      const pkg = await startPackageServer(WEBSDK_DIR, { host: SRV_IP });
+      const b = await launchChromium({ args: [`--unsafely-treat-insecure-origin-as-secure=${BASE}`] });
+      blockUdp(THR_NS, true);
+      try {
+        const pub = await openPage(b, `${BASE}/?stream=fftcp&autostart=publish&codec=VP8`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const home = mkdtempSync(path.join(TMP, 'firefox-tcp-'));
+        const profile = path.join(home, 'profile');
+        spawnSync('mkdir', ['-p', profile]);
+        writeFileSync(path.join(profile, 'user.js'), FIREFOX_PREFS);
+        const url = pkg.serve('/whep-log.html', whepLogPage(BASE, 'fftcp'));
+        const ff = track(startProc('firefox (UDP blocked)', 'ip', ['netns', 'exec', THR_NS, FIREFOX, '--headless', '--no-remote',
+          '--profile', profile, url], {
+          env: { HOME: home, MOZ_CRASHREPORTER_DISABLE: '1', MOZ_CRASHREPORTER: '0', XDG_CACHE_HOME: path.join(home, 'cache'),
+            XDG_CONFIG_HOME: path.join(home, 'config'), MOZ_DISABLE_AUTO_SAFE_MODE: '1' },
+        }));
+        const line = await poll(() => {
+          if (ff.exited) throw new Error(`firefox exited ${JSON.stringify(ff.exited)}`);
+          if (ff.lines.some((l) => /rtcdn-ff: error/.test(l))) throw new Error(ff.lines.filter((l) => /rtcdn-ff/.test(l)).join('\n'));
+          return ff.lines.find((l) => /rtcdn-ff: frames (\d+)/.test(l) && Number(/frames (\d+)/.exec(l)[1]) >= 60);
+        }, { timeout: 60_000, interval: 250, what: 'Firefox decoding >= 60 frames' });
+        const s = await stats();
+        t.diagnostic(`firefox (UDP blocked): ${line.trim()}; rtcdn tcp ${JSON.stringify(tcpCounters(s.raw))}; ` +
+          `UDP dropped in its namespace ${JSON.stringify(udpBlocked(THR_NS))}`);
+        assert.match(line, /pair tcp host 10\.77\.0\.1:/, 'Firefox is connected to rtcdn\'s TCP candidate');
+        assert.ok(tcpCounters(s.raw).tx_frames >= 60);
+      } finally {
+        blockUdp(THR_NS, false);
+        await b.close().catch(() => {});
+        await pkg.close();
+      }
+    });
+  });
