@@ -306,5 +306,12 @@ fn bad_tcp_input_is_closed_and_counted_while_sessions_connect() {
         "garbage, oversized, the idle ones the core kept, the session's"
     );
     assert_eq!(s["cores"][0]["tcp_candidates"][0], answer.tcp.to_string());
+    let (status, metrics) = http(web, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    for (reason, n) in [("garbage", 1), ("oversized_frame", 1), ("table_full", 4)] {
+        let line =
+            format!("rtcdn_tcp_connections_closed_total{{core=\"0\",reason=\"{reason}\"}} {n}");
+        assert!(metrics.contains(&line), "no {line} in /metrics:\n{metrics}");
+    }
     node.stop();
 }

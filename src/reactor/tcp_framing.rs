@@ -125,6 +125,11 @@ impl FrameQueue {
         }
     }
 
+    /// Whether a frame of the largest size fits (after moving what waits to the front).
+    pub fn has_room(&self) -> bool {
+        self.buf.len() - (self.end - self.start) >= PREFIX + self.max
+    }
+
     /// Queues one frame written by `fill` into a buffer of `max` bytes (`fill` returns its
     /// length, 0 for nothing). Returns false, without calling `fill`, if the queue has no room
     /// for a frame of `max` bytes.

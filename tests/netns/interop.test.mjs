@@ -1190,3 +1190,33 @@ test('ICE-TCP: Firefox ESR in a namespace that drops all UDP plays over WHEP via
       }
     });
   });
+
+test('ICE-TCP: the Flashphoner SDK Embed Player in a namespace that drops all UDP plays via TCP (>= 60 frames)',
+  { skip: thrSkip, timeout: 150_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 38200 }, async () => {
+      const pkg = await startPackageServer(WEBSDK_DIR, { host: SRV_IP });
+      const allowHosts = [SRV_IP, CLI_IP, THR_GW, THR_IP]; // the test namespaces' own addresses, nothing else
+      const args = [...offlineChromiumArgs(allowHosts), `--unsafely-treat-insecure-origin-as-secure=${BASE},${pkg.url}`];
+      const bCli = await launchChromium({ args });
+      blockUdp(THR_NS, true);
+      const bThr = await launchChromium({ args, executablePath: chromiumThrWrapper });
+      try {
+        const pub = await openPage(bCli, `${BASE}/?stream=sdktcp&autostart=publish&codec=VP8`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const ctx = await newLoopbackContext(bThr, { allowHosts });
+        const url = `${pkg.url}${EMBED_PLAYER_PATH}?${new URLSearchParams({
+          urlServer: `ws://${SRV_IP}:${HTTP_PORT}`, streamName: 'sdktcp', mediaProviders: 'WebRTC', autoplay: 'true' })}`;
+        const page = await openLoggedPage(ctx, url);
+        const st = await waitForSdkVideo(page, { minFrames: 60, timeout: 60_000 });
+        const pair = await selectedPair(page, 'window.__pcs.filter((pc) => pc.connectionState === "connected").at(-1)');
+        t.diagnostic(`Embed Player (UDP blocked) decoded ${JSON.stringify(st)} over ${JSON.stringify(pair)}; ` +
+          `rtcdn tcp ${JSON.stringify(tcpCounters((await stats()).raw))}; UDP dropped ${JSON.stringify(udpBlocked(THR_NS))}`);
+        assert.equal(pair?.protocol, 'tcp', 'the SDK player is connected over TCP');
+      } finally {
+        blockUdp(THR_NS, false);
+        await bThr.close().catch(() => {});
+        await bCli.close().catch(() => {});
+        await pkg.close();
+      }
+    });
+  });

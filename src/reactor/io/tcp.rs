@@ -36,6 +36,9 @@ use crate::reactor::tcp_framing::{Deframer, FrameQueue};
 
 /// Frames handed to the handler per [`TcpSide::service`].
 const SERVICE_BUDGET: usize = 256;
+/// Connections accepted (or refused) per [`TcpSide::service`]: a flood of connection attempts
+/// waits in the listen backlog, it does not hold the core.
+const ACCEPT_BUDGET: usize = 64;
 /// Events per `epoll_wait` of the TCP epoll.
 const EVENTS: usize = 64;
 /// The listener's epoll token; connections use their index.
@@ -128,6 +131,18 @@ impl TcpTx {
             self.dropped += 1;
             return;
         };
+        if !conn.queue.has_room() {
+            // A burst (a keyframe, a replay) filled the queue before the flush: what the
+            // kernel takes now makes room; only then is the frame dropped.
+            self.write(idx);
+        }
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
         let before = conn.queue.pending().len();
         if !conn.queue.push_with(fill) {
             self.dropped += 1;
@@ -147,6 +162,13 @@ impl TcpTx {
     /// Writes what the connections touched since the last flush have queued.
     pub(super) fn flush(&mut self) {
         while let Some(idx) = self.dirty.pop() {
+            if let Some(conn) = self
+                .conns
+                .get_mut(usize::from(idx))
+                .and_then(Option::as_mut)
+            {
+                conn.dirty = false;
+            }
             self.write(idx);
         }
     }
@@ -161,7 +183,6 @@ impl TcpTx {
         else {
             return;
         };
-        conn.dirty = false;
         while !conn.queue.is_empty() && !conn.broken {
             let pending = conn.queue.pending();
             // SAFETY: `fd` is an open socket (closed only after its entry is cleared); the
@@ -353,7 +374,7 @@ impl TcpSide {
     }
 
     fn accept(&mut self, sendq: &mut SendQueue) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let (stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -512,6 +533,8 @@ impl TcpSide {
             // What is queued goes out first, if the kernel takes it (a STUN answer, an alert).
             tx.write(idx);
             tx.conns[usize::from(idx)] = None;
+            // A later connection on this index must not find itself listed twice.
+            tx.dirty.retain(|&i| i != idx);
         }
         let counter = match reason {
             Close::Peer => &mut self.stats.closed_by_peer,
