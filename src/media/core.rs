@@ -84,6 +84,7 @@ pub enum SocketRequest {
 /// A session that ended while its peer was still there: its DTLS close_notify may still have to
 /// go out to `remote`.
 struct Closing<A> {
+    socket: SocketId,
     remote: SocketAddr,
     since: Instant,
     _association: A,
@@ -331,9 +332,9 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         tx: &mut impl TxSink,
     ) {
         if let Some(closing) = self.closing.get(&id) {
-            // Only sessions on the core's own socket linger (relays close theirs at once).
+            // Only client sessions linger (relays close their sockets at once).
             if let DtlsEvent::Transmit(record) = event {
-                tx.push_on(SocketId::MAIN, closing.remote, &record);
+                tx.push_on(closing.socket, closing.remote, &record);
             }
             return;
         }
@@ -586,6 +587,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        peer.note_path(socket, src);
         if let Err(e) = peer.session.handle_stun(now, src, data) {
             self.counters.stun_rejected += 1;
             debug!(session = %id, error = %e, "STUN rejected");
@@ -731,7 +733,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.by_ufrag.retain(|_, owner| *owner != id);
         self.router.remove_session(id, session.stream());
         let association = self.associations.remove(&id);
-        if peer.socket != SocketId::MAIN {
+        if peer.socket != SocketId::MAIN && !peer.socket.is_tcp() {
             // A relay's socket is its own; its edge hears of the end over the WebSocket.
             self.socket_requests
                 .push_back(SocketRequest::Close(peer.socket));
@@ -742,6 +744,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 self.closing.insert(
                     id,
                     Closing {
+                        socket: peer.socket,
                         remote,
                         since: now,
                         _association: association,
@@ -778,10 +781,10 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 return;
             };
             while let Some(transmit) = peer.session.poll_transmit() {
-                tx.push_on(peer.socket, transmit.destination, &transmit.contents);
+                let socket = peer.socket_for(transmit.destination);
+                tx.push_on(socket, transmit.destination, &transmit.contents);
                 peer.session.recycle(transmit.contents);
             }
-            let socket = peer.socket;
             let Some(event) = peer.session.poll_event() else {
                 // Its deadline may have moved with this input: armed again while the session is
                 // at hand (this runs once per packet a publisher sends).
@@ -793,12 +796,15 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             let stream = peer.session.stream();
             match event {
                 SessionEvent::IceConnected { remote } => {
-                    self.by_addr.insert((socket, remote), id);
+                    // A client's media follows its selected pair, over UDP or ICE-TCP.
+                    peer.socket = peer.socket_for(remote);
+                    self.by_addr.insert((peer.socket, remote), id);
                     self.start_dtls(id);
                 }
                 SessionEvent::RemoteChanged { remote } => {
+                    peer.socket = peer.socket_for(remote);
                     self.by_addr.retain(|_, owner| *owner != id);
-                    self.by_addr.insert((socket, remote), id);
+                    self.by_addr.insert((peer.socket, remote), id);
                 }
                 SessionEvent::Connected => {
                     self.events.push_back(CoreEvent::SessionConnected { id });
