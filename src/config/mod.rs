@@ -256,6 +256,12 @@ impl Config {
         self.rtmp.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
+            if self.cdn.role == cdn::CdnRole::Edge || self.cdn.relays() {
+                return Err(ConfigError::Invalid {
+                    key: "cluster",
+                    message: "a node is in the static CDN ([cdn] edge, or an origin with nodes) or in a dynamic one ([cluster]), not both".into(),
+                });
+            }
         }
         Ok(())
     }

@@ -182,6 +182,8 @@ pub struct Signalling {
     pub publisher_floor_bps: Option<u64>,
     /// The limit last sent to each limited publisher.
     pub publisher_limits: Mutex<HashMap<SessionId, u64>>,
+    /// The dynamic CDN (`[cluster]`): publishes are claimed in Redis, `show_nodes` reads it.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Signalling {
@@ -218,7 +220,14 @@ impl Signalling {
                 .map(|secret| RelayAuth::new(secret.expose())),
             publisher_floor_bps: None,
             publisher_limits: Mutex::new(HashMap::new()),
+            cluster: None,
         }
+    }
+
+    /// A member of `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Signalling {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Relays every stream to each of `edges`, retrying as `policy` says with jitter seeded
@@ -314,6 +323,11 @@ impl Signalling {
         }
         if plane.poll_timeout() != deadline {
             self.control_timer.notify_one();
+        }
+        drop(plane);
+        // The cluster looks at the registry soon: a stream may have ended.
+        if let Some(cluster) = &self.cluster {
+            cluster.nudge();
         }
         out
     }
