@@ -701,6 +701,12 @@ async fn route(
                 Err(response) => response,
             }
         }
+        (Method::GET | Method::POST, ["rest-api", "cdn", "show_nodes"]) => {
+            match state.auth.admin(bearer(&req).as_deref()) {
+                Ok(()) => rest::show_nodes(state).await,
+                Err(e) => whip::auth_refusal(&e),
+            }
+        }
         (
             Method::GET | Method::POST,
             ["rest-api", "cdn", "stream", "access_list", action @ ("add" | "remove" | "delete" | "print")],
