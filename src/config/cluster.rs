@@ -260,8 +260,10 @@ mod tests {
                 .is_none()
         );
         // The printed config hides a password in the URL.
-        let mut config = crate::config::Config::default();
-        config.cluster = Some(ClusterConfig::new("redis://:hunter2@r:6379"));
+        let config = crate::config::Config {
+            cluster: Some(ClusterConfig::new("redis://:hunter2@r:6379")),
+            ..Default::default()
+        };
         let printed = config.to_toml();
         assert!(
             printed.contains("[cluster]") && !printed.contains("hunter2"),
