@@ -71,3 +71,34 @@ fn a_name_published_on_one_node_is_refused_on_another_until_it_is_unpublished() 
     assert_eq!(counter, Some(second_epoch));
     assert!(b.log_text().contains("stream claim re-asserted"));
 }
+
+#[test]
+fn a_stream_published_while_redis_is_down_is_accepted_at_once_and_claimed_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let a = ClusterNode::start(&redis.url(), "a");
+    redis.kill();
+    // The node notices at its next lease write (every 2 s).
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log_text()
+            .contains("Redis is unreachable"))
+        .is_some(),
+        "{}",
+        a.log_text()
+    );
+    let asked = std::time::Instant::now();
+    let (status, _, body) = a.whip_publish("cam");
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "the publish waited {:?} for Redis",
+        asked.elapsed()
+    );
+    redis.restart();
+    let claimed = wait_for(Duration::from_secs(8), || {
+        claim(&redis, "cam").is_some_and(|(owner, _)| owner == a.id)
+    })
+    .unwrap_or_else(|| panic!("never claimed; a's log:\n{}", a.log_text()));
+    println!("claimed {} ms after Redis came back", claimed.as_millis());
+    assert!(claimed <= Duration::from_secs(5), "{claimed:?}");
+}

@@ -86,6 +86,12 @@ impl Membership {
         self.joined && self.down.is_none()
     }
 
+    /// Whether the last write failed (not before the first write: at start Redis is presumed
+    /// up).
+    pub fn redis_down(&self) -> bool {
+        self.down.is_some()
+    }
+
     /// The next command, when one is due at `now`.
     #[must_use]
     pub fn poll_command(&mut self, now: Instant) -> Option<MembershipCommand> {
@@ -165,6 +171,10 @@ mod tests {
     fn the_lease_is_written_at_once_then_every_refresh_with_the_load() {
         let start = Instant::now();
         let mut m = membership(start);
+        assert!(
+            !m.redis_up() && !m.redis_down(),
+            "unknown until the first write"
+        );
         assert_eq!(m.poll_timeout(), Some(start));
         let first = written(m.poll_command(start));
         assert_eq!(first.state, NodeState::Serving);
@@ -201,7 +211,7 @@ mod tests {
                 error: "connection refused".into()
             })
         );
-        assert!(!m.redis_up());
+        assert!(!m.redis_up() && m.redis_down());
         let mut delays = Vec::new();
         for _ in 0..5 {
             let due = m.poll_timeout().unwrap();

@@ -90,8 +90,14 @@ impl Cluster {
 
     /// Claims `stream` for a publish about to be accepted here. Refused when another node
     /// publishes it. When Redis does not answer, the publish goes on unclaimed (logged) and is
-    /// claimed once Redis is back: the node keeps serving.
+    /// claimed once Redis is back: the node keeps serving. While the lease writes fail, the
+    /// publish does not even wait for Redis (an unreachable host may take the whole operation
+    /// deadline to fail).
     pub async fn claim(&self, stream: &str) -> Result<(), ClaimRefused> {
+        if self.machines().membership.redis_down() {
+            warn!(stream, "Redis is unreachable: publishing the stream unclaimed; it is claimed when Redis answers again");
+            return Ok(());
+        }
         match self.store.claim(&self.node, stream).await {
             Ok(ClaimReply::Claimed(claim)) => {
                 debug!(stream, epoch = claim.epoch, "stream claimed in the cluster");
