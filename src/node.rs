@@ -423,6 +423,7 @@ fn public_host(config: &Config, http_addr: SocketAddr, announce: &[IpAddr]) -> S
 fn log_summary(config: &Config, http_addr: SocketAddr) {
     let cdn = &config.cdn;
     let role = match cdn.role {
+        _ if config.cluster.is_some() => "cluster",
         CdnRole::Origin if cdn.load_balancing_enabled && !cdn.nodes.is_empty() => "origin",
         CdnRole::Origin => "standalone",
         CdnRole::Edge => "edge",

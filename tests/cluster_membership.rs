@@ -35,7 +35,7 @@ fn nodes_see_each_other_a_killed_node_expires_and_leases_return_after_a_redis_re
         a.show_node_ids(),
         b.show_node_ids()
     );
-    // WCS's POST form answers the same, in WCS's shape first.
+    // WCS's POST form answers the same, with WCS's fields.
     let (status, _, body) = http(
         a.http,
         "POST",

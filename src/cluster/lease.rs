@@ -125,7 +125,7 @@ impl NodeLease {
     }
 
     /// The node as WCS's `/rest-api/cdn/show_nodes` lists it (`id`, `globalState`,
-    /// `processingState`, `role`), with rtcdn's own fields after them. `id` is the node's
+    /// `processingState`, `role`), with rtcdn's own fields beside them. `id` is the node's
     /// cluster id, not its address (several nodes may share a host); `role` joins several roles
     /// with commas; a DRAINING node is PASSIVE and allows no new streams.
     pub fn show_node(&self) -> serde_json::Value {
@@ -255,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn show_nodes_speaks_wcs_first() {
+    fn show_nodes_speaks_wcs_and_more() {
         let mut l = lease("h", Some(1), None);
         let shown = l.show_node();
         assert_eq!(shown["id"], "eu-000000ab");
