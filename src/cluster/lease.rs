@@ -268,6 +268,26 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seeds_and_garbage_pass_the_fuzz_body() {
+        for seed in ["claim", "lease"] {
+            let path = format!(
+                "{}/fuzz/corpus/seed-cluster_records/{seed}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let data = std::fs::read(&path).unwrap();
+            crate::fuzzing::fuzz_cluster_records(&data);
+        }
+        let lease = include_str!("../../fuzz/corpus/seed-cluster_records/lease");
+        assert!(
+            serde_json::from_str::<NodeLease>(lease).is_ok(),
+            "the seed is a lease"
+        );
+        for garbage in [&b"{\"node\":1}"[..], b"\xff", b"[]", b"{\"epoch\":1e400}"] {
+            crate::fuzzing::fuzz_cluster_records(garbage);
+        }
+    }
+
+    #[test]
     fn claims_parse_or_are_refused() {
         let claim = StreamClaim::parse("{\"node\":\"a-1\",\"epoch\":3}").unwrap();
         assert_eq!((claim.node.as_str(), claim.epoch), ("a-1", 3));
