@@ -2,7 +2,8 @@
 //! of the cluster publishes gets WCS's own refusal, "Stream name is already in use", as on one
 //! node; the stream keeps playing where it is published; and once its publisher leaves (its
 //! session ends on the node, without any DELETE), the name is free on the other node within a
-//! moment.
+//! moment, as a new epoch. Each node knows who publishes a name and sees the other in its view
+//! of the cluster.
 //!
 //! A real `redis-server` on a loopback port; everything is sent to 127.0.0.1 only.
 
@@ -40,6 +41,22 @@ async fn an_sdk_publisher_of_a_name_published_elsewhere_is_refused_as_wcs_refuse
         matches!(&refused, ClientError::Refused(info) if info == "Stream name is already in use"),
         "{refused}"
     );
+    // b knows who publishes it, and sees a in its view of the cluster.
+    let b_cluster = b.signalling().cluster.clone().expect("b is in a cluster");
+    let a_id = a.signalling().cluster.as_ref().unwrap().node_id().clone();
+    let owner = b_cluster
+        .stream_owner("live")
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(owner.node, a_id);
+    let first_epoch = owner.epoch;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b_cluster.view().node(&a_id).is_none() {
+        assert!(Instant::now() < deadline, "b's view never shows a");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b_cluster.view().is_fresh(Instant::now()));
     // The stream itself is unharmed.
     let mut player = play_until_media(&a_base, "live", &certificate, TIMEOUT).await;
     assert!(player.recv_rtp(Duration::from_secs(2)).await.is_some());
@@ -65,6 +82,13 @@ async fn an_sdk_publisher_of_a_name_published_elsewhere_is_refused_as_wcs_refuse
         "the name was free on the other node {} ms after its publisher left",
         left.elapsed().as_millis()
     );
+    let owner = b_cluster
+        .stream_owner("live")
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(owner.node, *b_cluster.node_id());
+    assert!(owner.epoch > first_epoch);
     republished.close().await.unwrap();
     a.stop();
     b.stop();

@@ -8,6 +8,7 @@
 //!   publisher of the name elsewhere is refused), refreshed while published, re-asserted after
 //!   Redis comes back, released on unpublish.
 //! - [`store`] (IO): the Redis operations, one Lua script each.
+//! - [`view`] (sans-IO): the live nodes as last read, for whatever chooses among them.
 //! - this module (IO): [`Cluster`], the handle signalling holds, and [`run`], the task on the
 //!   signalling runtime that feeds the two state machines (the registry's streams, the node's
 //!   load, the time) and carries their commands out.
@@ -21,6 +22,7 @@ pub mod lease;
 pub mod membership;
 pub mod ownership;
 pub mod store;
+pub mod view;
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -28,10 +30,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use self::lease::StreamClaim;
 use self::lease::{NodeAddresses, NodeId, NodeLease, NodeLoad};
 use self::membership::{Membership, MembershipCommand, RedisHealth};
 use self::ownership::{ClaimReply, Ownership, OwnershipCommand, OwnershipNote};
 use self::store::{Store, StoreError};
+use self::view::ClusterView;
 use crate::config::cluster::ClusterConfig;
 use crate::signalling::Signalling;
 
@@ -53,6 +57,7 @@ pub struct Cluster {
     node: NodeId,
     store: Store,
     machines: Mutex<Machines>,
+    view: Mutex<Arc<ClusterView>>,
     nudge: Notify,
 }
 
@@ -79,6 +84,7 @@ impl Cluster {
                 ownership: Ownership::new(now, node.clone()),
             }),
             node,
+            view: Mutex::new(Arc::new(ClusterView::default())),
             nudge: Notify::new(),
         })
     }
@@ -120,6 +126,19 @@ impl Cluster {
     /// The live nodes' leases, this one's included.
     pub async fn live_nodes(&self) -> Result<Vec<NodeLease>, StoreError> {
         self.store.live_nodes().await
+    }
+
+    /// The live nodes as last read (with every lease write, every 2 s).
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Who publishes `stream` in the cluster, and which publication it is (None: nobody).
+    pub async fn stream_owner(&self, stream: &str) -> Result<Option<StreamClaim>, StoreError> {
+        self.store.stream_owner(stream).await
     }
 
     /// Something changed in the registry (a stream may have ended): [`run`] looks soon.
@@ -207,6 +226,9 @@ async fn carry_out(cluster: &Cluster, command: Command) {
     match command {
         Command::Membership(MembershipCommand::WriteLease { lease }) => {
             let result = store.write_lease(node, &lease).await;
+            if result.is_ok() {
+                read_view(cluster).await;
+            }
             let now = Instant::now();
             let mut machines = cluster.machines();
             let health = machines
@@ -260,6 +282,20 @@ async fn carry_out(cluster: &Cluster, command: Command) {
                 }
             }
         }
+    }
+}
+
+/// Reads the live nodes into the view; a failed read leaves the old view to go stale.
+async fn read_view(cluster: &Cluster) {
+    match cluster.store.live_nodes().await {
+        Ok(nodes) => {
+            let view = Arc::new(ClusterView::new(Instant::now(), nodes));
+            *cluster
+                .view
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = view;
+        }
+        Err(e) => debug!(error = %e, "cannot read the cluster's nodes"),
     }
 }
 

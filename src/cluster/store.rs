@@ -243,6 +243,18 @@ impl Store {
         Ok(released == 1)
     }
 
+    /// The claim of `stream`, if a node holds it (a value that is not a claim reads as none).
+    pub async fn stream_owner(&self, stream: &str) -> Result<Option<StreamClaim>, StoreError> {
+        let mut connection = self.connection.clone();
+        let value: Option<String> = deadline(
+            redis::cmd("GET")
+                .arg(Keys::stream(stream))
+                .query_async(&mut connection),
+        )
+        .await?;
+        Ok(value.as_deref().and_then(StreamClaim::parse))
+    }
+
     /// Writes our lease (`lease` is its JSON) for [`LEASE_TTL`].
     pub async fn write_lease(&self, node: &NodeId, lease: &str) -> Result<(), StoreError> {
         let mut invocation = self.scripts.lease.prepare_invoke();
