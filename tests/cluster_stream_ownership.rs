@@ -1,7 +1,8 @@
 //! A stream name is published on one node of a dynamic CDN at a time: a publish on node A
 //! claims the name in Redis (with an epoch that grows at every publish), a publish of the same
 //! name on node B is refused as a taken name is on one node (WHIP 409, "Stream name is
-//! already in use"), and once A's publisher leaves, B may publish it as a new epoch. When
+//! already in use"), and once A's publisher leaves, B may publish it as a new epoch; each
+//! change goes out on the `rtcdn:events` channel. When
 //! Redis restarts empty, B writes its claim back (same epoch) within a few seconds, and A is
 //! refused again.
 //!
@@ -25,6 +26,7 @@ fn a_name_published_on_one_node_is_refused_on_another_until_it_is_unpublished() 
     let mut redis = RedisServer::start();
     let a = ClusterNode::start(&redis.url(), "a");
     let b = ClusterNode::start(&redis.url(), "b");
+    let events = redis.events();
 
     let (status, location, body) = a.whip_publish("cam");
     assert_eq!(status, 201, "{body}\n{}", a.log_text());
@@ -53,6 +55,31 @@ fn a_name_published_on_one_node_is_refused_on_another_until_it_is_unpublished() 
     assert_eq!(owner, b.id);
     assert!(second_epoch > first_epoch, "{second_epoch} > {first_epoch}");
     assert_eq!(a.whip_publish("cam").0, 409);
+    // Each change went out on the events channel, in order.
+    let stream_event = |event: &serde_json::Value| {
+        (
+            event["event"].as_str().unwrap_or_default().to_owned(),
+            event["node"].as_str().unwrap_or_default().to_owned(),
+            event["epoch"].as_u64(),
+        )
+    };
+    let want = [
+        ("stream_up".to_owned(), a.id.clone(), Some(first_epoch)),
+        ("stream_down".to_owned(), a.id.clone(), None),
+        ("stream_up".to_owned(), b.id.clone(), Some(second_epoch)),
+    ];
+    assert!(
+        wait_for(Duration::from_secs(2), || events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["stream"] == "cam")
+            .map(stream_event)
+            .eq(want.iter().cloned()))
+        .is_some(),
+        "{:?}",
+        events.lock().unwrap()
+    );
 
     // Redis restarts with nothing: B writes its claim back, with its epoch.
     redis.restart();

@@ -42,6 +42,8 @@ use crate::signalling::Signalling;
 /// How long [`run`] waits after a nudge before it looks at the registry, so a burst of
 /// changes (players joining) costs one look.
 const NUDGE_DEBOUNCE: Duration = Duration::from_millis(20);
+/// How long a publish waits for its claim while the lease writes fail.
+pub const CLAIM_WHILE_DOWN: Duration = Duration::from_millis(300);
 
 /// Why a publish was refused by the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,15 +98,26 @@ impl Cluster {
 
     /// Claims `stream` for a publish about to be accepted here. Refused when another node
     /// publishes it. When Redis does not answer, the publish goes on unclaimed (logged) and is
-    /// claimed once Redis is back: the node keeps serving. While the lease writes fail, the
-    /// publish does not even wait for Redis (an unreachable host may take the whole operation
-    /// deadline to fail).
+    /// claimed once Redis is back: the node keeps serving. While the lease writes fail, Redis
+    /// gets [`CLAIM_WHILE_DOWN`] to answer, not the whole [`store::OP_TIMEOUT`] (an unreachable
+    /// host may take all of it to fail), but it is asked: it may be back before the lease
+    /// writes notice, and a publisher elsewhere may hold the name again.
     pub async fn claim(&self, stream: &str) -> Result<(), ClaimRefused> {
-        if self.machines().membership.redis_down() {
-            warn!(stream, "Redis is unreachable: publishing the stream unclaimed; it is claimed when Redis answers again");
-            return Ok(());
+        let limit = if self.machines().membership.redis_down() {
+            CLAIM_WHILE_DOWN
+        } else {
+            store::OP_TIMEOUT
+        };
+        let asked = Instant::now();
+        let mut result = self.store.claim(&self.node, stream, limit).await;
+        if let (Err(StoreError::Redis(_)), Some(left)) =
+            (&result, limit.checked_sub(asked.elapsed()))
+        {
+            // A connection that broke while Redis was away fails its first command and
+            // reconnects: once more, within what is left.
+            result = self.store.claim(&self.node, stream, left).await;
         }
-        match self.store.claim(&self.node, stream).await {
+        match result {
             Ok(ClaimReply::Claimed(claim)) => {
                 debug!(stream, epoch = claim.epoch, "stream claimed in the cluster");
                 self.machines()
@@ -249,7 +262,7 @@ async fn carry_out(cluster: &Cluster, command: Command) {
             }
         }
         Command::Ownership(OwnershipCommand::Claim { stream }) => {
-            let result = store.claim(node, &stream).await;
+            let result = store.claim(node, &stream, store::OP_TIMEOUT).await;
             if let Err(e) = &result {
                 debug!(stream, error = %e, "stream claim failed");
             }

@@ -29,8 +29,8 @@ pub enum StoreError {
     /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// Redis did not answer within [`OP_TIMEOUT`].
-    #[error("redis did not answer within {} ms", OP_TIMEOUT.as_millis())]
+    /// Redis did not answer in time.
+    #[error("redis did not answer in time")]
     Timeout,
     /// A script answered something it never answers.
     #[error("redis: unexpected answer: {0}")]
@@ -167,8 +167,13 @@ impl Store {
         })
     }
 
-    /// Claims `stream` for `node`.
-    pub async fn claim(&self, node: &NodeId, stream: &str) -> Result<ClaimReply, StoreError> {
+    /// Claims `stream` for `node`, giving Redis at most `limit` to answer.
+    pub async fn claim(
+        &self,
+        node: &NodeId,
+        stream: &str,
+        limit: Duration,
+    ) -> Result<ClaimReply, StoreError> {
         let mut invocation = self.scripts.claim.prepare_invoke();
         invocation
             .key(Keys::stream(stream))
@@ -180,7 +185,7 @@ impl Store {
             .arg(EPOCH_TTL_MS);
         let mut connection = self.connection.clone();
         let (claimed, value): (i64, String) =
-            deadline(invocation.invoke_async(&mut connection)).await?;
+            deadline(limit, invocation.invoke_async(&mut connection)).await?;
         let claim = StreamClaim::parse(&value);
         match (claimed, claim) {
             (1, Some(claim)) => Ok(ClaimReply::Claimed(claim)),
@@ -215,7 +220,7 @@ impl Store {
             .arg(EPOCH_TTL_MS);
         let mut connection = self.connection.clone();
         let (reply, holder): (i64, String) =
-            deadline(invocation.invoke_async(&mut connection)).await?;
+            deadline(OP_TIMEOUT, invocation.invoke_async(&mut connection)).await?;
         match reply {
             1 => Ok((RefreshReply::Refreshed, None)),
             2 => Ok((RefreshReply::Reasserted, None)),
@@ -239,7 +244,7 @@ impl Store {
             .arg(Keys::EVENTS)
             .arg(node.as_str());
         let mut connection = self.connection.clone();
-        let released: i64 = deadline(invocation.invoke_async(&mut connection)).await?;
+        let released: i64 = deadline(OP_TIMEOUT, invocation.invoke_async(&mut connection)).await?;
         Ok(released == 1)
     }
 
@@ -247,6 +252,7 @@ impl Store {
     pub async fn stream_owner(&self, stream: &str) -> Result<Option<StreamClaim>, StoreError> {
         let mut connection = self.connection.clone();
         let value: Option<String> = deadline(
+            OP_TIMEOUT,
             redis::cmd("GET")
                 .arg(Keys::stream(stream))
                 .query_async(&mut connection),
@@ -266,7 +272,7 @@ impl Store {
             .arg(LEASE_TTL.as_millis() as u64)
             .arg(Keys::EVENTS);
         let mut connection = self.connection.clone();
-        let _: i64 = deadline(invocation.invoke_async(&mut connection)).await?;
+        let _: i64 = deadline(OP_TIMEOUT, invocation.invoke_async(&mut connection)).await?;
         Ok(())
     }
 
@@ -275,7 +281,8 @@ impl Store {
         let mut invocation = self.scripts.live_nodes.prepare_invoke();
         invocation.key(Keys::NODES).arg(Keys::NODE_PREFIX);
         let mut connection = self.connection.clone();
-        let leases: Vec<String> = deadline(invocation.invoke_async(&mut connection)).await?;
+        let leases: Vec<String> =
+            deadline(OP_TIMEOUT, invocation.invoke_async(&mut connection)).await?;
         Ok(leases
             .iter()
             .filter_map(|lease| serde_json::from_str(lease).ok())
@@ -284,9 +291,10 @@ impl Store {
 }
 
 async fn deadline<T>(
+    limit: Duration,
     operation: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(OP_TIMEOUT, operation).await {
+    match tokio::time::timeout(limit, operation).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(StoreError::Timeout),
     }

@@ -51,6 +51,33 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// The events published on `rtcdn:events` from now on (each a JSON object), collected
+    /// until Redis goes away.
+    pub fn events(&self) -> Arc<Mutex<Vec<serde_json::Value>>> {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut connection = self.connection();
+        let kept = events.clone();
+        let (ready, subscribed_now) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // One PubSub for the whole life: dropping it unsubscribes.
+            let mut subscribed = connection.as_pubsub();
+            subscribed.subscribe("rtcdn:events").expect("subscribed");
+            let _ = subscribed.set_read_timeout(Some(Duration::from_secs(60)));
+            let _ = ready.send(());
+            while let Ok(message) = subscribed.get_message() {
+                if let Ok(payload) = message.get_payload::<String>() {
+                    if let Ok(event) = serde_json::from_str(&payload) {
+                        kept.lock().unwrap().push(event);
+                    }
+                }
+            }
+        });
+        subscribed_now
+            .recv_timeout(Duration::from_secs(5))
+            .expect("subscribed to rtcdn:events");
+        events
+    }
+
     /// Kills it (all its data goes: it keeps none on disk).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
