@@ -1,7 +1,8 @@
 //! Nodes of a dynamic CDN (`[cluster]`) find each other in Redis: two rtcdn processes list
 //! each other in `/rest-api/cdn/show_nodes` (an admin endpoint); a node killed with SIGKILL
-//! leaves the list once its lease expires (about 6 s; the time is printed); and when Redis
-//! restarts empty, the living nodes write their leases back within a few seconds.
+//! leaves the list once its lease expires (about 6 s; the time is printed), and the index of
+//! live nodes is pruned of it; and when Redis is gone for a while and comes back empty, the
+//! living nodes say so and write their leases back within a few seconds.
 //!
 //! A real `redis-server` on a loopback port; everything is sent to 127.0.0.1 only.
 
@@ -67,9 +68,29 @@ fn nodes_see_each_other_a_killed_node_expires_and_leases_return_after_a_redis_re
     // The lease lives 6 s past its last refresh, which came before the kill; the margin is
     // for the polling on a busy machine.
     assert!(gone <= Duration::from_secs(7), "{gone:?}");
+    // Its key has expired, and a's next lease write prunes it from the index.
+    assert_eq!(redis.get(&format!("rtcdn:node:{}", b.id)), None);
+    let pruned = wait_for(Duration::from_secs(3), || {
+        redis::cmd("ZSCORE")
+            .arg("rtcdn:nodes")
+            .arg(&b.id)
+            .query::<Option<f64>>(&mut redis.connection())
+            .unwrap()
+            .is_none()
+    });
+    assert!(pruned.is_some(), "b stays in the index");
 
-    // Redis restarts with nothing: a's lease is back within a few seconds, and a node that
-    // joins then sees it.
+    // Redis goes away (a's next lease write, within 2 s, notices and says so) and comes back
+    // with nothing: a's lease is back within a few seconds, and a node that joins then sees it.
+    redis.kill();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log_text()
+            .contains("Redis is unreachable"))
+        .is_some(),
+        "{}",
+        a.log_text()
+    );
     redis.restart();
     let key = format!("rtcdn:node:{}", a.id);
     let back = wait_for(Duration::from_secs(8), || redis.get(&key).is_some())
@@ -88,6 +109,5 @@ fn nodes_see_each_other_a_killed_node_expires_and_leases_return_after_a_redis_re
         c.show_node_ids()
     );
     let log = a.log_text();
-    assert!(log.contains("Redis is unreachable"), "{log}");
     assert!(log.contains("Redis answers again"), "{log}");
 }
