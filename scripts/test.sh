@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: bash scripts/test.sh
 # Works on a fresh Debian-based machine (root, Rust toolchain, node/npm): installs Debian's
-# chromium and ffmpeg if missing, npm-installs the browser test deps from the lockfile, then runs
-# cargo build, cargo test, a short fuzz pass (if fuzz/ has targets) and the browser tests.
+# chromium, ffmpeg and redis-server if missing, npm-installs the browser test deps from the
+# lockfile, then runs cargo build, cargo test, a short fuzz pass (if fuzz/ has targets) and the
+# browser tests.
 #
 # Environment knobs:
 #   FUZZ_SECONDS=N      seconds per fuzz target (default 5; 0 skips running, still builds)
@@ -93,6 +94,13 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
   echo "ffmpeg missing: installing Debian's ffmpeg"
   as_root apt-get update
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ffmpeg
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  # The cluster tests (tests/cluster_*.rs) start their own Redis on a loopback port.
+  echo "redis-server missing: installing Debian's redis-server"
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
 fi
 
 banner "cargo build --workspace --all-targets"

@@ -29,6 +29,21 @@ pub fn fuzz_signalling_frame(data: &[u8]) {
     }
 }
 
+/// What a cluster node reads back from Redis (another node's lease, a stream's claim, as any
+/// client of that Redis may have written them): parsed or refused, never a panic; what parses
+/// shows as `show_nodes` shows it.
+pub fn fuzz_cluster_records(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(claim) = crate::cluster::lease::StreamClaim::parse(text) {
+        assert_eq!(claim.raw, text);
+    }
+    if let Ok(lease) = serde_json::from_str::<crate::cluster::lease::NodeLease>(text) {
+        let _ = lease.show_node();
+    }
+}
+
 /// A config file through the TOML loader and validation.
 pub fn fuzz_config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -6,7 +6,8 @@
 //! [`sdp`] and [`negotiate`] (offer and answer), [`simulcast`], [`bwe`], [`config`] and the
 //! protocol frames of [`wcs_protocol`]. The edges own the sockets, threads and runtimes and carry
 //! out what the middle decides: [`reactor`] (media sockets and core threads), [`signalling`]
-//! (HTTP and WebSocket), [`cdn`] (the links to edges), the [`dtls`] handshake tasks, [`auth`]'s
+//! (HTTP and WebSocket), [`cdn`] (the links to edges), [`cluster`] (the dynamic CDN's state in
+//! Redis, around its sans-IO membership and ownership), the [`dtls`] handshake tasks, [`auth`]'s
 //! REST hook, and [`node`] (start and stop). The README's Layout section has the map.
 //!
 //! Unsafe code is denied outside [`reactor::io`] (syscalls, io_uring) and [`alloc_count`] (the
@@ -22,6 +23,7 @@ pub mod alloc_count;
 pub mod auth;
 pub mod bwe;
 pub mod cdn;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dtls;

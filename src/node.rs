@@ -10,6 +10,8 @@ use tracing::{info, warn};
 
 use crate::auth::{Authorizer, Policy};
 use crate::cdn::relay::{self, RelayHost, RelaySetup};
+use crate::cluster::lease::NodeAddresses;
+use crate::cluster::Cluster;
 use crate::config::cdn::CdnRole;
 use crate::config::Config;
 use crate::control::{CoreCommand, CoreId};
@@ -58,6 +60,9 @@ pub enum StartError {
     /// The `[auth]` keys could not be loaded.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// The cluster's Redis client could not be made (`cluster.redis_url`).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running node.
@@ -224,8 +229,32 @@ impl Node {
             signalling =
                 signalling.with_relays(handle.clone(), setup.edges(), setup.policy, rand::random());
         }
+        let https_port = tls
+            .as_ref()
+            .and_then(|(_, listener)| listener.local_addr().ok())
+            .map(|addr| addr.port());
+        let cluster = match &config.cluster {
+            Some(cluster_config) => {
+                let addresses = NodeAddresses {
+                    host: public_host(config, http_addr, &announce),
+                    http_port: Some(http_addr.port()),
+                    https_port,
+                };
+                let _entered = runtime.enter();
+                let cluster = Cluster::new(cluster_config, &addresses)
+                    .map_err(|e| StartError::Cluster(e.to_string()))?;
+                Some(Arc::new(cluster))
+            }
+            None => None,
+        };
+        if let Some(cluster) = &cluster {
+            signalling = signalling.with_cluster(cluster.clone());
+        }
         let state = Arc::new(signalling);
         runtime.spawn(signalling::drive_control_timers(Arc::downgrade(&state)));
+        if let Some(cluster) = cluster {
+            runtime.spawn(crate::cluster::run(cluster, Arc::downgrade(&state)));
+        }
         if let Some(((_, orders), setup)) = relays {
             let host: Arc<dyn RelayHost> = state.clone();
             runtime.spawn(relay::run(orders, setup, host));
@@ -396,6 +425,21 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The host other cluster nodes and players reach this node by: `cluster.public_host`, else
+/// the HTTP listener's address when it is a specific one, else the first announced media
+/// address.
+fn public_host(config: &Config, http_addr: SocketAddr, announce: &[IpAddr]) -> String {
+    if let Some(host) = config.cluster.as_ref().and_then(|c| c.public_host.clone()) {
+        return host;
+    }
+    if !http_addr.ip().is_unspecified() {
+        return http_addr.ip().to_string();
+    }
+    announce
+        .first()
+        .map_or_else(|| http_addr.ip().to_string(), IpAddr::to_string)
+}
+
 /// The addresses put in ICE host candidates: the configured ones, else the bind address, else
 /// (binding to the unspecified address) every interface's address, one candidate each.
 /// One line an operator reads to know what this node is: its CDN role, where players are sent
@@ -403,6 +447,7 @@ fn tls_acceptor(
 fn log_summary(config: &Config, http_addr: SocketAddr) {
     let cdn = &config.cdn;
     let role = match cdn.role {
+        _ if config.cluster.is_some() => "cluster",
         CdnRole::Origin if cdn.load_balancing_enabled && !cdn.nodes.is_empty() => "origin",
         CdnRole::Origin => "standalone",
         CdnRole::Edge => "edge",

@@ -6,13 +6,14 @@
 //! silently falls back to a default.
 //!
 //! The modules, from the bottom up (each uses only those before it): [`error`] ([`ConfigError`]),
-//! then the sections [`http`], [`rtmp`] and [`cdn`] (with `[auth]`, which is `crate::auth::config`), this
+//! then the sections [`http`], [`rtmp`], [`cdn`] and [`cluster`] (with `[auth]`, which is `crate::auth::config`), this
 //! module (the whole [`Config`] and its small sections), [`wcs`] (a Flashphoner WCS folder read
 //! into a [`Config`]) and [`cli`] (the command line, which also hands `rtcdn token` to
 //! `crate::auth::cli`). None of them imports signalling, the CDN or the reactor, which use them.
 
 pub mod cdn;
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod http;
 pub mod rtmp;
@@ -50,6 +51,9 @@ pub struct Config {
     pub bwe: BweSettings,
     /// The RTMP ingest listener.
     pub rtmp: rtmp::RtmpConfig,
+    /// The dynamic CDN on Redis; absent: no Redis at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// `[bwe]`
@@ -284,6 +288,15 @@ impl Config {
         self.cdn.validate(self.http.listen)?;
         self.auth.validate()?;
         self.rtmp.validate()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+            if self.cdn.role == cdn::CdnRole::Edge || self.cdn.relays() {
+                return Err(ConfigError::Invalid {
+                    key: "cluster",
+                    message: "a node is in the static CDN ([cdn] edge, or an origin with nodes) or in a dynamic one ([cluster]), not both".into(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -310,13 +323,16 @@ impl Config {
         for app in &mut shown.auth.apps {
             app.url = redact_url(&app.url);
         }
+        if let Some(cluster) = &mut shown.cluster {
+            cluster.redis_url = redact_url(&cluster.redis_url);
+        }
         toml::to_string(&shown).expect("every config value has a TOML form")
     }
 }
 
 /// `url` with its user info (`user:password@`) and query, which may hold credentials, replaced
 /// by `<redacted>`.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

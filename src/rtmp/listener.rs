@@ -197,15 +197,24 @@ impl Client {
     ) -> Result<(), String> {
         let (name, token) = ingest::parse_key(app, stream_key);
         self.name = Some(name.clone());
-        let refused = match ingest::authorize_publish(state, &name, token).await {
-            Ok(by) => match state.registry().check_publish(&name) {
+        let authorized = ingest::authorize_publish(state, &name, token)
+            .await
+            .map_err(|e| e.to_string());
+        // Checked here, and in the cluster when the node is in one, before the publisher is
+        // told to go on; the registry checks again when the first frame registers the stream.
+        let checked = authorized.and_then(|by| {
+            let free = state.registry().check_publish(&name);
+            free.map(|()| by).map_err(|e| e.to_string())
+        });
+        let refused = match checked {
+            Ok(by) => match crate::signalling::media::claim_in_cluster(state, &name, &by).await {
                 Ok(()) => {
                     info!(peer = %self.peer, stream = name, by = ?by, "RTMP publish accepted");
                     None
                 }
                 Err(e) => Some(e.to_string()),
             },
-            Err(e) => Some(e.to_string()),
+            Err(why) => Some(why),
         };
         if let Some(why) = refused {
             self.connection

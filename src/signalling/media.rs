@@ -133,6 +133,29 @@ pub async fn authorize(
     Ok(Authorized::Hook)
 }
 
+/// Claims `stream` in the cluster for a publish, when the node is in one: refused, as a taken
+/// name is refused on one node ("Stream name is already in use"), when another node of the
+/// cluster publishes it. A name live on this node is left to the control plane (which refuses
+/// it, or lets an authorized publisher supersede an unconnected one; the cluster task claims
+/// the new publication), and so is a relay of the static CDN, whose origin owns the stream.
+pub async fn claim_in_cluster(
+    state: &Signalling,
+    stream: &str,
+    authorized: &Authorized,
+) -> Result<(), RegistryError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(());
+    };
+    validate_stream_name(stream)?;
+    if *authorized == Authorized::Relay || state.registry().stream(stream).is_some() {
+        return Ok(());
+    }
+    cluster.claim(stream).await.map_err(|refused| {
+        info!(stream, why = %refused, "publish refused: the name is taken in the cluster");
+        RegistryError::NameInUse(stream.to_owned())
+    })
+}
+
 /// Publishes `stream` with an SDP offer, for a client [`authorize`] let through. The control
 /// plane decides whether the name may be taken; an authorized client (a relay of this CDN, a
 /// token or hook holder) supersedes a publisher of the name that has not connected yet, so an

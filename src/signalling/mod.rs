@@ -185,6 +185,8 @@ pub struct Signalling {
     pub publisher_floor_bps: Option<u64>,
     /// The limit last sent to each limited publisher.
     pub publisher_limits: Mutex<HashMap<SessionId, u64>>,
+    /// The dynamic CDN (`[cluster]`): publishes are claimed in Redis, `show_nodes` reads it.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Signalling {
@@ -221,7 +223,14 @@ impl Signalling {
                 .map(|secret| RelayAuth::new(secret.expose())),
             publisher_floor_bps: None,
             publisher_limits: Mutex::new(HashMap::new()),
+            cluster: None,
         }
+    }
+
+    /// A member of `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Signalling {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Relays every stream to each of `edges`, retrying as `policy` says with jitter seeded
@@ -317,6 +326,11 @@ impl Signalling {
         }
         if plane.poll_timeout() != deadline {
             self.control_timer.notify_one();
+        }
+        drop(plane);
+        // The cluster looks at the registry soon: a stream may have ended.
+        if let Some(cluster) = &self.cluster {
+            cluster.nudge();
         }
         out
     }
@@ -688,6 +702,12 @@ async fn route(
             match read_body(req).await {
                 Ok(body) => rest::stream(state, action, &body),
                 Err(response) => response,
+            }
+        }
+        (Method::GET | Method::POST, ["rest-api", "cdn", "show_nodes"]) => {
+            match state.auth.admin(bearer(&req).as_deref()) {
+                Ok(()) => rest::show_nodes(state).await,
+                Err(e) => whip::auth_refusal(&e),
             }
         }
         (

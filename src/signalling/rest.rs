@@ -1,5 +1,6 @@
 //! The WCS REST calls WCS users script against: `/rest-api/stream/find_all`,
-//! `/rest-api/stream/find` and `/rest-api/stream/terminate` (GET or POST, JSON body). They are
+//! `/rest-api/stream/find` and `/rest-api/stream/terminate` (GET or POST, JSON body), the
+//! access lists and `/rest-api/cdn/show_nodes`. They are
 //! admin endpoints: the router checks the admin token first.
 
 use bytes::Bytes;
@@ -12,6 +13,33 @@ use super::media;
 use super::{text, Signalling};
 use crate::control::registry::{AclChange, RegistryError};
 use crate::control::{EndReason, SessionId};
+
+/// `/rest-api/cdn/show_nodes` (WCS CDN 2.x): the live nodes of the cluster but this one, as
+/// WCS lists them (`id`, `globalState`, `processingState`, `role`) with rtcdn's own fields
+/// (`roles`, `group`, `state`, addresses, `load`; see `NodeLease::show_node`). 404 on a node
+/// that is not in a cluster; 500, as WCS answers, when Redis does not answer.
+pub async fn show_nodes(state: &Signalling) -> Response<Full<Bytes>> {
+    let Some(cluster) = &state.cluster else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this node is not in a cluster ([cluster] is not configured)",
+        );
+    };
+    match cluster.live_nodes().await {
+        Ok(nodes) => {
+            let shown: Vec<Value> = nodes
+                .iter()
+                .filter(|lease| lease.id != *cluster.node_id())
+                .map(|lease| lease.show_node())
+                .collect();
+            json_response(&Value::Array(shown))
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the cluster's nodes: {e}"),
+        ),
+    }
+}
 
 /// The longest ACL key accepted, and the most keys one call may carry.
 const MAX_ACL_KEY_LEN: usize = 256;

@@ -82,6 +82,11 @@ pub async fn start(
         Ok(authorized) => authorized,
         Err(e) => return auth_refusal(&e),
     };
+    if action == Action::Publish {
+        if let Err(e) = media::claim_in_cluster(state, stream, &authorized).await {
+            return refuse(e.into());
+        }
+    }
     let started = match action {
         Action::Publish => media::start_publish(state, stream, offer, authorized, client),
         Action::Play => media::start_play(

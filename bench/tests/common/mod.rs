@@ -711,3 +711,70 @@ pub fn simulcast_video(packet: &[u8]) -> Option<(u16, u8, bool)> {
     let keyframe = payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0;
     Some((header.sequence_number(), payload[2], keyframe))
 }
+
+/// A `redis-server` on a free 127.0.0.1 port with no persistence, killed on drop (Debian's
+/// package; `scripts/test.sh` installs it).
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian: apt-get install redis-server; scripts/test.sh installs it)");
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server does not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pings(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node on loopback with one media core in the cluster of `redis_url`.
+pub fn cluster_node(redis_url: &str) -> Node {
+    let mut config = loopback_config(1);
+    config.rtmp.enabled = false;
+    config.cluster = Some(rtcdn::config::cluster::ClusterConfig::new(redis_url));
+    Node::start(&config).expect("node starts")
+}

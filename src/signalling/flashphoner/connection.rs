@@ -283,6 +283,13 @@ impl Connection {
         )
         .await
         .map_err(StartError::from);
+        let authorized = match authorized {
+            Ok(authorized) if published => media::claim_in_cluster(state, name, &authorized)
+                .await
+                .map(|()| authorized)
+                .map_err(StartError::from),
+            other => other,
+        };
         let started = authorized.and_then(|authorized| {
             if published {
                 media::start_publish(state, name, offer, authorized, self.client.clone())
