@@ -136,6 +136,8 @@ pub struct TcpCounts {
     pub tx_frames: AtomicU64,
     /// Frames dropped: the connection's write queue was full (a slow reader).
     pub tx_dropped: AtomicU64,
+    /// Frames not sent: their session's connection closed and its id serves another peer.
+    pub tx_misdirected: AtomicU64,
 }
 
 impl TcpCounts {
@@ -152,6 +154,7 @@ impl TcpCounts {
         store(&self.rx_frames, t.rx_frames);
         store(&self.tx_frames, t.tx_frames);
         store(&self.tx_dropped, t.tx_dropped);
+        store(&self.tx_misdirected, t.tx_misdirected);
     }
 
     /// The counters by name, for `/api/stats`.
@@ -169,6 +172,7 @@ impl TcpCounts {
             "rx_frames": load(&self.rx_frames),
             "tx_frames": load(&self.tx_frames),
             "tx_dropped": load(&self.tx_dropped),
+            "tx_misdirected": load(&self.tx_misdirected),
         })
     }
 }

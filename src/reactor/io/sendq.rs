@@ -169,7 +169,7 @@ impl SendQueue {
     ) {
         if let Some(idx) = socket.tcp_index() {
             match &mut self.tcp {
-                Some(tcp) => tcp.push_with(idx, fill),
+                Some(tcp) => tcp.push_with(idx, dst, fill),
                 None => self.tx.errors += 1,
             }
             return;
@@ -356,9 +356,11 @@ impl SendQueue {
         self.tcp.as_mut()
     }
 
-    /// ICE-TCP frames queued and dropped.
-    pub(super) fn tcp_counts(&self) -> (u64, u64) {
-        self.tcp.as_ref().map_or((0, 0), |t| (t.frames, t.dropped))
+    /// ICE-TCP frames queued, dropped and misdirected.
+    pub(super) fn tcp_counts(&self) -> (u64, u64, u64) {
+        self.tcp
+            .as_ref()
+            .map_or((0, 0, 0), |t| (t.frames, t.dropped, t.misdirected))
     }
 
     pub(super) fn tx_stats(&self) -> TxStats {

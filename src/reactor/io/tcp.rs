@@ -98,6 +98,9 @@ pub struct TcpStats {
     pub tx_frames: u64,
     /// Frames dropped because the connection's write queue was full (or it was gone).
     pub tx_dropped: u64,
+    /// Frames not sent because the connection's peer is not their destination: a session's
+    /// connection closed and its index now serves someone else.
+    pub tx_misdirected: u64,
 }
 
 /// The write side of the connections, kept in the send queue (which every send goes through).
@@ -109,10 +112,14 @@ pub(super) struct TcpTx {
     queue_bytes: usize,
     pub(super) frames: u64,
     pub(super) dropped: u64,
+    /// Sends to a connection whose peer is not the destination (an old session's).
+    pub(super) misdirected: u64,
 }
 
 struct ConnTx {
     fd: RawFd,
+    /// The peer, as the handler sees it: sends name it as their destination.
+    peer: SocketAddr,
     queue: FrameQueue,
     dirty: bool,
     /// `EPOLLOUT` interest is registered.
@@ -124,8 +131,14 @@ struct ConnTx {
 }
 
 impl TcpTx {
-    /// Queues one frame for connection `idx`; see `SendQueue::push_with_on`.
-    pub(super) fn push_with(&mut self, idx: u16, fill: impl FnOnce(&mut [u8]) -> usize) {
+    /// Queues one frame for connection `idx`, whose peer must be `dst`; see
+    /// `SendQueue::push_with_on`.
+    pub(super) fn push_with(
+        &mut self,
+        idx: u16,
+        dst: SocketAddr,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) {
         let Some(conn) = self
             .conns
             .get_mut(usize::from(idx))
@@ -134,6 +147,12 @@ impl TcpTx {
             self.dropped += 1;
             return;
         };
+        if conn.peer != dst {
+            // A session whose connection closed, while its index serves another peer now:
+            // its packets must not reach that peer (nor bind the connection).
+            self.misdirected += 1;
+            return;
+        }
         if !conn.queue.has_room() {
             // A burst (a keyframe, a replay) filled the queue before the flush: what the
             // kernel takes now makes room; only then is the frame dropped.
@@ -293,6 +312,7 @@ impl TcpSide {
             queue_bytes: limits.queue_bytes,
             frames: 0,
             dropped: 0,
+            misdirected: 0,
         });
         Ok(TcpSide {
             epfd,
@@ -323,11 +343,12 @@ impl TcpSide {
     }
 
     pub(super) fn stats(&self, sendq: &SendQueue) -> TcpStats {
-        let (frames, dropped) = sendq.tcp_counts();
+        let (frames, dropped, misdirected) = sendq.tcp_counts();
         TcpStats {
             open: self.conns.iter().filter(|c| c.is_some()).count() as u64,
             tx_frames: frames,
             tx_dropped: dropped,
+            tx_misdirected: misdirected,
             ..self.stats
         }
     }
@@ -409,9 +430,10 @@ impl TcpSide {
                 continue;
             }
             let now = Instant::now();
+            let peer = canonical(peer);
             self.conns[idx] = Some(ConnRx {
                 stream,
-                peer: canonical(peer),
+                peer,
                 deframer: Deframer::new(MAX_DATAGRAM),
                 accepted_at: now,
                 last_rx: now,
@@ -420,6 +442,7 @@ impl TcpSide {
             if let Some(tx) = sendq.tcp_mut() {
                 tx.conns[idx] = Some(ConnTx {
                     fd,
+                    peer,
                     queue: FrameQueue::new(tx.queue_bytes, MAX_DATAGRAM),
                     dirty: false,
                     waiting_out: false,
@@ -769,6 +792,34 @@ mod tests {
         assert_eq!(s.open, 1);
     }
 
+    /// A connection id reused by another peer never carries the old peer's packets.
+    fn reused_id_sends_only_to_its_own_peer(choice: BackendChoice) {
+        let (mut io, addr) = setup(choice, TcpLimits::default());
+        let mut h = Echo::default();
+        let a = TcpStream::connect(addr).unwrap();
+        (&a).write_all(&framed(&stun(1))).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
+        let (id, a_addr, _) = h.got[0].clone();
+        a.shutdown(Shutdown::Both).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().open == 0);
+        let mut b = TcpStream::connect(addr).unwrap();
+        b.write_all(&framed(&stun(2))).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 2);
+        let (b_id, b_addr, _) = h.got[1].clone();
+        assert_eq!(b_id, id, "the index is reused");
+        // The old session still sends to its peer's address on that id.
+        io.send_queue().push_on(id, a_addr, b"for the old peer");
+        io.send_queue().push_on(id, b_addr, b"for b");
+        io.poll(Some(Duration::ZERO), &mut h).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut echo = vec![0u8; 22];
+        b.read_exact(&mut echo).unwrap(); // its own check, echoed
+        let mut next = [0u8; 7];
+        b.read_exact(&mut next).unwrap();
+        assert_eq!(&next, b"\x00\x05for b");
+        assert_eq!(io.tcp_stats().tx_misdirected, 1);
+    }
+
     macro_rules! per_backend {
         ($($name:ident),* $(,)?) => {
             mod uring {
@@ -784,5 +835,6 @@ mod tests {
         frames_echo_on_their_connection,
         bad_input_closes_with_a_count,
         slow_reader_drops_and_counts,
+        reused_id_sends_only_to_its_own_peer,
     );
 }
