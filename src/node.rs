@@ -195,7 +195,8 @@ impl Node {
             .map(|setup| (relay::channel(), setup));
         let mut signalling = Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
             .with_http(&config.http)
-            .with_bwe(&config.bwe);
+            .with_bwe(&config.bwe)
+            .with_ice(&config.ice);
         if let Some(((handle, _), setup)) = &relays {
             signalling =
                 signalling.with_relays(handle.clone(), setup.edges(), setup.policy, rand::random());

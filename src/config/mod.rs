@@ -15,6 +15,7 @@ pub mod cdn;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod ice;
 pub mod rtmp;
 pub mod wcs;
 
@@ -50,6 +51,8 @@ pub struct Config {
     pub bwe: BweSettings,
     /// The RTMP ingest listener.
     pub rtmp: rtmp::RtmpConfig,
+    /// The STUN/TURN servers handed to WHIP/WHEP clients.
+    pub ice: ice::IceConfig,
 }
 
 /// `[bwe]`
@@ -250,6 +253,7 @@ impl Config {
         self.cdn.validate(self.http.listen)?;
         self.auth.validate()?;
         self.rtmp.validate()?;
+        self.ice.validate()?;
         Ok(())
     }
 
