@@ -130,7 +130,11 @@ fn check_url(url: &str) -> Result<bool, String> {
     let turn = match scheme {
         "stun" | "stuns" => false,
         "turn" | "turns" => true,
-        _ => return Err(format!("scheme {scheme:?} is not stun, stuns, turn or turns")),
+        _ => {
+            return Err(format!(
+                "scheme {scheme:?} is not stun, stuns, turn or turns"
+            ))
+        }
     };
     if rest.starts_with("//") {
         return Err("write stun:host or turn:host, without \"//\" (RFC 7064)".into());
@@ -224,14 +228,22 @@ ttl_secs = 600
         for (entry, key, words) in [
             ("urls = []", "ice.servers.urls", "at least one"),
             ("urls = [\"http://x\"]", "ice.servers.urls", "scheme"),
-            ("urls = [\"turn://x\"]\nsecret = \"s\"", "ice.servers.urls", "//"),
+            (
+                "urls = [\"turn://x\"]\nsecret = \"s\"",
+                "ice.servers.urls",
+                "//",
+            ),
             ("urls = [\"turn:x\"]", "ice.servers.urls", "needs username"),
             (
                 "urls = [\"turn:x?transport=sctp\"]\nsecret = \"s\"",
                 "ice.servers.urls",
                 "transport",
             ),
-            ("urls = [\"stun:x?transport=udp\"]", "ice.servers.urls", "no query"),
+            (
+                "urls = [\"stun:x?transport=udp\"]",
+                "ice.servers.urls",
+                "no query",
+            ),
             ("urls = [\"stun:x:0\"]", "ice.servers.urls", "port"),
             ("urls = [\"stun:x:99999\"]", "ice.servers.urls", "port"),
             ("urls = [\"stun:[::1\"]", "ice.servers.urls", "unclosed"),
@@ -257,8 +269,16 @@ ttl_secs = 600
                 "ice.servers.ttl_secs",
                 "60",
             ),
-            ("urls = [\"turn:x\"]\nsecret = \"\"", "ice.servers.secret", "empty"),
-            ("urls = [\"stun:x\"]\npassword = \"p\"", "password", "unknown"),
+            (
+                "urls = [\"turn:x\"]\nsecret = \"\"",
+                "ice.servers.secret",
+                "empty",
+            ),
+            (
+                "urls = [\"stun:x\"]\npassword = \"p\"",
+                "password",
+                "unknown",
+            ),
         ] {
             let err = parse(&format!("[[ice.servers]]\n{entry}\n")).unwrap_err();
             assert!(err.contains(key) && err.contains(words), "{entry}: {err}");
