@@ -155,7 +155,7 @@ else
 fi
 
 # Interop with clients that never use loopback ICE candidates (GStreamer/libnice, Firefox): the
-# server and the clients run in two network namespaces the test creates (see tests/netns/run.sh).
+# server, the clients and coturn run in network namespaces the test creates (see tests/netns/run.sh).
 # Needs root (or CAP_SYS_ADMIN) for `ip netns add`; without it the tests report as skipped.
 netns_deps_missing() {
   command -v ip >/dev/null 2>&1 || return 0

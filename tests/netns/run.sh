@@ -3,8 +3,8 @@
 #
 #   bash tests/netns/run.sh            (as root; scripts/test.sh runs it)
 #
-# Creates three network namespaces, the server one joined to each other by its own veth pair,
-# and nothing else:
+# Creates four network namespaces joined by veth pairs (the server to the client, the throttled
+# and the TURN one; the TURN one also to the client), and nothing else:
 #   rtcdn-srv-$$  rtcdn0 10.77.0.1/24, rtcdn1 10.77.1.1/24 + lo
 #                                             rtcdn (RTCDN_BIN) and the node test runner
 #   rtcdn-cli-$$  rtcdn0 10.77.0.2/24 + lo    GStreamer, Firefox and Chromium clients
@@ -19,7 +19,8 @@
 # Only the throttled namespace has a route beyond its /24: default via 10.77.1.1, the server
 # namespace, which owns 10.77.0.1 (the address rtcdn listens on) and forwards nothing
 # (net.ipv4.ip_forward=0, checked below), so the throttled player reaches rtcdn and nothing else
-# (not even the client namespace). No namespace has any link to the host's namespace, so no test
+# (not even the client namespace). The TURN namespace forwards nothing either: only coturn, a
+# program, carries the client's media to the server's 10.77.2.1. No namespace has any link to the host's namespace, so no test
 # traffic can leave them. All are deleted on exit (trap), after killing whatever still runs inside.
 #
 # If namespaces cannot be created (not root, no CAP_SYS_ADMIN, no `ip`), the node tests still
