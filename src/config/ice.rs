@@ -160,11 +160,15 @@ fn check_url(url: &str) -> Result<bool, String> {
                 .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
             (ip, after.strip_prefix(':'))
         }
+        None if authority.matches(':').count() > 1 => {
+            return Err("write an IPv6 host in brackets: turn:[2001:db8::1]:3478".into())
+        }
         None => match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
         },
     };
+    // A ':' is left only in a bracketed IPv6 address, already parsed above.
     let host_ok = !host.is_empty()
         && host
             .chars()
@@ -247,6 +251,11 @@ ttl_secs = 600
             ("urls = [\"stun:x:0\"]", "ice.servers.urls", "port"),
             ("urls = [\"stun:x:99999\"]", "ice.servers.urls", "port"),
             ("urls = [\"stun:[::1\"]", "ice.servers.urls", "unclosed"),
+            (
+                "urls = [\"stun:2001:db8::1\"]",
+                "ice.servers.urls",
+                "brackets",
+            ),
             ("urls = [\"stun:a b\"]", "ice.servers.urls", "host"),
             ("urls = [\"stun:\"]", "ice.servers.urls", "host"),
             (
