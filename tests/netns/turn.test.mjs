@@ -17,8 +17,12 @@
 // rtcdn minted, and nothing else. Played twice: over TURN/UDP (TCP to coturn dropped in the
 // client namespace) and over TURN/TCP (UDP dropped). Each run asserts >= 60 decoded frames, a
 // selected pair whose local candidate is a relay one of that protocol, and coturn's log showing
-// the minted username's allocation and the media it relayed. The publisher is Chromium in the
-// server namespace, straight to 10.77.2.1.
+// the minted username's allocation and the media it relayed. Then a Flashphoner Web SDK page
+// (the package's flashphoner.js, served from the server namespace) does what the README shows:
+// reads the Link headers of an OPTIONS and passes them as createSession's
+// `mediaOptions.iceServers` (with iceTransportPolicy relay), and plays over the WebSocket
+// protocol via TURN/UDP. The publisher is Chromium in the server namespace, straight to
+// 10.77.2.1.
 //
 // The server's rtcdn2 and the client's rtcdn3 (the links to coturn) are up only during this
 // test, so the other tests' clients see the interfaces they always saw.
@@ -61,7 +65,8 @@ const skip = process.env.RTCDN_NETNS_SKIP
 const chromiumWrapper = path.join(TMP, 'chromium-in-client-ns');
 writeFileSync(chromiumWrapper, `#!/bin/sh\nexec ip netns exec '${CLI_NS}' '${REAL_CHROMIUM}' "$@"\n`);
 chmodSync(chromiumWrapper, 0o755);
-const { launchChromium, openPage, waitForState, waitForDecodedVideo, poll } = await import('../browser/harness.mjs');
+const { launchChromium, openPage, waitForState, waitForDecodedVideo, poll, startPackageServer, newLoopbackContext,
+  openLoggedPage, waitForSdkVideo } = await import('../browser/harness.mjs');
 
 // ---- processes ----------------------------------------------------------------------------
 const children = new Set();
@@ -151,10 +156,46 @@ async function startRtcdn() {
   return srv;
 }
 
-/** The selected ICE pair of the player: its local candidate's type and relay protocol. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const pc = window.rtcdn.playPc;
+/** The README's recipe for a Flashphoner Web SDK page: the ICE servers of the Link headers of an
+ * OPTIONS on the stream's WHEP URL, passed as createSession's mediaOptions (here with
+ * iceTransportPolicy relay, to prove they are used). */
+const SDK_PAGE_PATH = '/__rtcdn_test__/turn_sdk_player.html';
+const SDK_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>SDK player via TURN</title>
+<script src="/flashphoner.js"></script></head>
+<body><div id="remote" style="width:320px;height:240px"></div>
+<script>
+window.__ev = [];
+function iceServersOf(header) {
+  const out = [];
+  for (const entry of (header || '').split(/,\\s*(?=<)/)) {
+    const m = /^\\s*<([^>]*)>(.*)$/.exec(entry);
+    if (!m || !/;\\s*rel="ice-server"/.test(m[2])) continue;
+    const p = (k) => (new RegExp(';\\\\s*' + k + '="([^"]*)"').exec(m[2]) || [])[1];
+    out.push(p('username') ? { urls: m[1], username: p('username'), credential: p('credential') } : { urls: m[1] });
+  }
+  return out;
+}
+window.start = async (http, ws, name) => {
+  const res = await fetch(http + '/whep/' + encodeURIComponent(name), { method: 'OPTIONS' });
+  const iceServers = window.__servers = iceServersOf(res.headers.get('Link'));
+  Flashphoner.init({ preferredMediaProvider: 'WebRTC' });
+  const SESSION = Flashphoner.constants.SESSION_STATUS, STREAM = Flashphoner.constants.STREAM_STATUS;
+  const session = Flashphoner.createSession({ urlServer: ws, mediaOptions: { iceServers, iceTransportPolicy: 'relay' } });
+  session.on(SESSION.ESTABLISHED, () => {
+    const stream = session.createStream({ name, display: document.getElementById('remote') });
+    for (const s of [STREAM.PLAYING, STREAM.FAILED, STREAM.STOPPED]) stream.on(s, (st) => window.__ev.push(s === STREAM.PLAYING ? s : s + ': ' + (st && st.getInfo && st.getInfo())));
+    window.__stream = stream;
+    stream.play();
+  });
+  session.on(SESSION.FAILED, () => window.__ev.push('SESSION_FAILED'));
+};
+</script></body></html>`;
+
+/** The selected ICE pair of a peer connection (`pcExpr`, evaluated in the page). */
+function selectedPairOf(page, pcExpr) {
+  return page.evaluate(async (expr) => {
+    const pc = (0, eval)(expr);
     const rep = await pc.getStats();
     let pair = null;
     rep.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = rep.get(r.selectedCandidatePairId); });
@@ -162,18 +203,29 @@ function selectedPair(page) {
     const local = rep.get(pair.localCandidateId), remote = rep.get(pair.remoteCandidateId);
     return { local: local.candidateType, relayProtocol: local.relayProtocol, localAddress: local.address,
       localUrl: local.url, remote: `${remote.address}:${remote.port}`, bytesReceived: pair.bytesReceived };
-  });
+  }, pcExpr);
 }
 
-let publisher, player;
+/** Waits for coturn's report of what `username`'s allocation relayed from rtcdn (>= 50 kB)
+ * once its client let go, in the log lines from `from` on; returns [session, bytes, closed line]. */
+async function coturnCarried(turn, from, username) {
+  const log = () => turn.lines.slice(from);
+  const m = await poll(() => log().map((l) => /session (\d+): peer usage: realm=<[^>]*>, username=<([^>]*)>, rp=\d+, rb=(\d+)/.exec(l))
+    .find((x) => x && x[2] === username && Number(x[3]) >= 50_000),
+  { timeout: 15_000, interval: 250, what: `coturn: peer usage >= 50 kB for ${username}` });
+  return [m[1], Number(m[3]), log().find((l) => l.includes(`session ${m[1]}: closed`)) || ''];
+}
+
+let publisher, player, pkg;
 after(async () => {
   await publisher?.close().catch(() => {});
   await player?.close().catch(() => {});
+  await pkg?.close().catch(() => {});
   for (const c of children) killGroup(c, 'SIGKILL');
   rmSync(TMP, { recursive: true, force: true });
 });
 
-test('TURN: Chromium (iceTransportPolicy relay) plays over WHEP via coturn over UDP and over TCP, with credentials from rtcdn\'s Link headers',
+test('TURN: Chromium (iceTransportPolicy relay) plays over WHEP via coturn over UDP and over TCP, and through the Flashphoner SDK, with credentials from rtcdn\'s Link headers',
   { skip, timeout: 180_000 }, async (t) => {
     links('up');
     let turn, srv;
@@ -199,7 +251,9 @@ test('TURN: Chromium (iceTransportPolicy relay) plays over WHEP via coturn over 
       const whipLinks = await pub.evaluate(() => window.rtcdn.publishLinks);
       assert.match(whipLinks || '', /rel="ice-server"; username="\d+:[0-9a-f]{16}"/, 'the WHIP 201 carries Link headers');
 
-      player = await launchChromium({ executablePath: chromiumWrapper });
+      // The SDK page's origin must be a secure context for the SDK to pick WebRTC.
+      pkg = await startPackageServer(undefined, { host: SRV_IP });
+      player = await launchChromium({ executablePath: chromiumWrapper, args: [`--unsafely-treat-insecure-origin-as-secure=${pkg.url}`] });
       for (const proto of ['udp', 'tcp']) {
         blockToTurn(proto === 'udp' ? 'tcp' : 'udp');
         const before = turn.lines.length;
@@ -207,7 +261,7 @@ test('TURN: Chromium (iceTransportPolicy relay) plays over WHEP via coturn over 
         try {
           await waitForState(page, 'playState', 'playing', { timeout: 30_000 });
           const st = await waitForDecodedVideo(page, { minFrames: 60, timeout: 30_000 });
-          const pair = await selectedPair(page);
+          const pair = await selectedPairOf(page, 'window.rtcdn.playPc');
           const servers = await page.evaluate(() => window.rtcdn.playIceServers);
           const postLinks = await page.evaluate(() => window.rtcdn.playLinks);
           t.diagnostic(`TURN/${proto}: decoded ${JSON.stringify(st)}; selected pair ${JSON.stringify(pair)}`);
@@ -231,12 +285,9 @@ test('TURN: Chromium (iceTransportPolicy relay) plays over WHEP via coturn over 
           // carried the media received (rb) the video from rtcdn (peer usage), over `proto`.
           await page.evaluate(() => window.rtcdn.stopPlay()).catch(() => {});
           await page.close().catch(() => {});
-          const carried = await poll(() => log().map((l) => /session (\d+): peer usage: realm=<[^>]*>, username=<([^>]*)>, rp=\d+, rb=(\d+)/.exec(l))
-            .find((m) => m && m[2] === username && Number(m[3]) >= 50_000),
-          { timeout: 15_000, interval: 250, what: `coturn: peer usage >= 50 kB for ${username}` });
-          const closed = log().find((l) => l.includes(`session ${carried[1]}: closed`));
-          t.diagnostic(`coturn (TURN/${proto}): session ${carried[1]} relayed ${carried[3]} bytes from rtcdn; ${closed}`);
-          assert.equal(/TCP connection closed/.test(closed || ''), proto === 'tcp', `session ${carried[1]} over ${proto}: ${closed}`);
+          const [session, bytes, closed] = await coturnCarried(turn, before, username);
+          t.diagnostic(`coturn (TURN/${proto}): session ${session} relayed ${bytes} bytes from rtcdn; ${closed}`);
+          assert.equal(/TCP connection closed/.test(closed), proto === 'tcp', `session ${session} over ${proto}: ${closed}`);
         } catch (e) {
           e.message += `\n--- page console ---\n${page.consoleLines.join('\n')}\n--- coturn ---\n${turn.lines.slice(before).slice(-80).join('\n')}`;
           throw e;
@@ -244,6 +295,34 @@ test('TURN: Chromium (iceTransportPolicy relay) plays over WHEP via coturn over 
           await page.evaluate(() => window.rtcdn.stopPlay()).catch(() => {});
           await page.close().catch(() => {});
         }
+      }
+
+      // The Flashphoner Web SDK, as the README shows it: Link headers -> mediaOptions.iceServers.
+      blockToTurn('tcp');
+      const context = await newLoopbackContext(player, { allowHosts: [SRV_IP] });
+      const sdk = await openLoggedPage(context, pkg.serve(SDK_PAGE_PATH, SDK_PAGE));
+      const before = turn.lines.length;
+      try {
+        await sdk.evaluate(([http, ws]) => window.start(http, ws, 'turn'), [BASE, `ws://${SRV_IP}:${HTTP_PORT}`]);
+        await poll(() => sdk.evaluate(() => window.__ev.includes('PLAYING') || (window.__ev.length && window.__ev.join())),
+          { timeout: 30_000, interval: 200, what: 'SDK stream PLAYING' }).then((r) => assert.equal(r, true, `SDK events: ${r}`));
+        const st = await waitForSdkVideo(sdk, { containerSelector: '#remote', minFrames: 60 });
+        const pair = await selectedPairOf(sdk, 'window.__pcs.find((pc) => pc.connectionState !== "closed")');
+        const servers = await sdk.evaluate(() => window.__servers);
+        t.diagnostic(`SDK via TURN/udp: decoded ${JSON.stringify(st)}; selected pair ${JSON.stringify(pair)}`);
+        assert.equal(servers.length, 2);
+        assert.equal(pair.local, 'relay');
+        assert.equal(pair.relayProtocol, 'udp');
+        await sdk.evaluate(() => window.__stream.stop());
+        await sdk.close();
+        const [session, bytes] = await coturnCarried(turn, before, servers[0].username);
+        t.diagnostic(`coturn (SDK): session ${session} relayed ${bytes} bytes from rtcdn`);
+      } catch (e) {
+        e.message += `\n--- SDK frames ---\n${(sdk.wsFrames || []).filter((f) => f.dir === '>').map((f) => f.text.slice(0, 3000)).join('\n')}`;
+        e.message += `\n--- SDK page console ---\n${sdk.consoleLines.join('\n')}\n--- coturn ---\n${turn.lines.slice(before).slice(-60).join('\n')}`;
+        throw e;
+      } finally {
+        await context.close().catch(() => {});
       }
     } catch (e) {
       if (srv) e.message += `\n--- rtcdn ---\n${srv.text(80)}`;
