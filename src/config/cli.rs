@@ -60,6 +60,8 @@ OPTIONS:
                            1:1 NAT: advertise PUBLIC before the local address it maps
                            (repeatable; see media.nat_1to1)
     --udp-port-base PORT   UDP port of media thread 0 (default 31000)
+    --tcp-port-base PORT   ICE-TCP port of media thread 0 (default: the UDP ports)
+    --ice-tcp on|off       passive ICE-TCP beside UDP (default on)
     --media-threads N      media threads, 0 = one per core (default 0)
     --media-backend NAME   auto | io_uring | mmsg (default auto)
     --log LEVEL            log filter, e.g. info, debug, rtcdn=trace (default info)
@@ -110,8 +112,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             }
             "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
-            | "--media-bind" | "--announce" | "--nat-1to1" | "--udp-port-base"
-            | "--media-threads" | "--media-backend" | "--log" | "--log-format" | "--rtmp" => {
+            | "--media-bind" | "--announce" | "--nat-1to1" | "--udp-port-base" | "--media-threads"
+            | "--tcp-port-base" | "--ice-tcp" | "--media-backend" | "--log" | "--log-format"
+            | "--rtmp" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args
@@ -186,6 +189,18 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), Config
         "--nat-1to1" => config.media.nat_1to1.push(parse(flag, value)?),
         "--udp-port-base" => config.media.port_base = parse(flag, value)?,
         "--media-threads" => config.media.threads = parse(flag, value)?,
+        "--tcp-port-base" => config.media.tcp_port_base = Some(parse(flag, value)?),
+        "--ice-tcp" => {
+            config.media.tcp = match value {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError::Argument(format!(
+                        "--ice-tcp {other:?}: expected on or off"
+                    )))
+                }
+            }
+        }
         "--media-backend" => config.media.backend = value.to_owned(),
         "--log" => config.log.level = value.to_owned(),
         "--log-format" => {

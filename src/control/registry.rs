@@ -71,6 +71,9 @@ pub struct SessionEntry {
     pub bitrate_bps: Option<u64>,
     /// A simulcast player's layer, as last reported by its core.
     pub layer: Option<PlayerLayer>,
+    /// An RTMP publisher's keyframe interval (ms): RTMP cannot be asked for a keyframe, so a
+    /// new player may wait this long.
+    pub keyframe_interval_ms: Option<u32>,
     /// When the control plane accepted it (for its age in the control API).
     pub created: Instant,
     /// Where its signalling came from.
@@ -297,6 +300,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
+            keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
         });
@@ -338,6 +342,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
+            keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
         });
@@ -368,6 +373,7 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
+            keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
         });
@@ -455,6 +461,13 @@ impl Registry {
     pub fn set_bitrate(&mut self, id: SessionId, bitrate_bps: u64) {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.bitrate_bps = Some(bitrate_bps);
+        }
+    }
+
+    /// Records an RTMP publisher's keyframe interval.
+    pub fn set_keyframe_interval(&mut self, id: SessionId, interval_ms: u32) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.keyframe_interval_ms = Some(interval_ms);
         }
     }
 

@@ -20,8 +20,8 @@
 # namespace, which owns 10.77.0.1 (the address rtcdn listens on) and forwards nothing
 # (net.ipv4.ip_forward=0, checked below), so the throttled player reaches rtcdn and nothing else
 # (not even the client namespace). The TURN namespace forwards nothing either: only coturn, a
-# program, carries the client's media to the server's 10.77.2.1. No namespace has any link to the host's namespace, so no test
-# traffic can leave them. All are deleted on exit (trap), after killing whatever still runs inside.
+# program, carries the client's media to the server's 10.77.2.1. No namespace has any link to
+# the host's namespace, so no test traffic can leave them. All are deleted on exit (trap), after killing whatever still runs inside.
 #
 # If namespaces cannot be created (not root, no CAP_SYS_ADMIN, no `ip`), the node tests still
 # run but report themselves as skipped, with the reason, so the TAP summary stays countable.
