@@ -163,13 +163,14 @@ else
 fi
 
 # Interop with clients that never use loopback ICE candidates (GStreamer/libnice, Firefox): the
-# server and the clients run in two network namespaces the test creates (see tests/netns/run.sh).
+# server, the clients and coturn run in network namespaces the test creates (see tests/netns/run.sh).
 # Needs root (or CAP_SYS_ADMIN) for `ip netns add`; without it the tests report as skipped.
 netns_deps_missing() {
   command -v ip >/dev/null 2>&1 || return 0
   command -v firefox-esr >/dev/null 2>&1 || return 0
   command -v gst-inspect-1.0 >/dev/null 2>&1 || return 0
   command -v nft >/dev/null 2>&1 || return 0
+  command -v turnserver >/dev/null 2>&1 || return 0
   local e
   for e in webrtcbin nicesrc vp8enc vp8dec opusenc rtpvp8pay rtpopuspay videotestsrc; do
     gst-inspect-1.0 "$e" >/dev/null 2>&1 || return 0  # not --exists: it also wants version >= GStreamer's
@@ -185,14 +186,14 @@ else
   banner "netns interop tests (GStreamer, Firefox ESR)"
   if netns_deps_missing; then
     if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
-      echo "installing Debian's GStreamer (webrtcbin, libnice), python3-gi, firefox-esr, iproute2, nftables"
+      echo "installing Debian's GStreamer (webrtcbin, libnice), python3-gi, firefox-esr, iproute2, nftables, coturn"
       as_root apt-get update
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        iproute2 nftables firefox-esr python3-gi gstreamer1.0-tools gstreamer1.0-plugins-base \
+        iproute2 nftables coturn firefox-esr python3-gi gstreamer1.0-tools gstreamer1.0-plugins-base \
         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice \
         gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0
     else
-      echo "GStreamer/Firefox missing and no root to install them: those tests will skip"
+      echo "GStreamer/Firefox/coturn missing and no root to install them: those tests will skip"
     fi
   fi
   netns_rc=0

@@ -12,6 +12,7 @@ use crate::auth::{Authorizer, Policy};
 use crate::cdn::relay::{self, RelayHost, RelaySetup};
 use crate::cluster::lease::NodeAddresses;
 use crate::cluster::Cluster;
+use crate::config::addresses::{host_candidates, loopback_only_warning};
 use crate::config::cdn::CdnRole;
 use crate::config::Config;
 use crate::control::{CoreCommand, CoreId};
@@ -224,7 +225,8 @@ impl Node {
             .map(|setup| (relay::channel(), setup));
         let mut signalling = Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
             .with_http(&config.http)
-            .with_bwe(&config.bwe);
+            .with_bwe(&config.bwe)
+            .with_ice(&config.ice);
         if let Some(((handle, _), setup)) = &relays {
             signalling =
                 signalling.with_relays(handle.clone(), setup.edges(), setup.policy, rand::random());
@@ -440,8 +442,6 @@ fn public_host(config: &Config, http_addr: SocketAddr, announce: &[IpAddr]) -> S
         .map_or_else(|| http_addr.ip().to_string(), IpAddr::to_string)
 }
 
-/// The addresses put in ICE host candidates: the configured ones, else the bind address, else
-/// (binding to the unspecified address) every interface's address, one candidate each.
 /// One line an operator reads to know what this node is: its CDN role, where players are sent
 /// (an origin balancing over edges), and the URLs clients use.
 fn log_summary(config: &Config, http_addr: SocketAddr) {
@@ -473,24 +473,34 @@ fn log_summary(config: &Config, http_addr: SocketAddr) {
     );
 }
 
+/// The addresses put in ICE host candidates (`config::addresses`: `media.announce`, else the
+/// bind address, else every interface's, mapped by `media.nat_1to1`); logs them, and warns when
+/// HTTP is reachable from other hosts but they are loopback only.
 fn announced_addresses(config: &Config) -> Result<Vec<IpAddr>, StartError> {
-    if !config.media.announce.is_empty() {
-        return Ok(config.media.announce.clone());
-    }
-    if !config.media.bind.is_unspecified() {
-        return Ok(vec![config.media.bind]);
-    }
-    let want_v4 = config.media.bind.is_ipv4();
-    let mut addresses: Vec<IpAddr> = interface_addresses()
-        .into_iter()
-        .filter(|ip| ip.is_ipv4() == want_v4)
-        .collect();
-    // Loopback last: clients on other hosts cannot use it, local ones can.
-    addresses.sort_by_key(|ip| ip.is_loopback());
-    if addresses.is_empty() {
+    let interfaces = if config.media.bind.is_unspecified() && config.media.announce.is_empty() {
+        interface_addresses()
+    } else {
+        Vec::new()
+    };
+    let candidates = host_candidates(&config.media, &interfaces, ipv6_takes_ipv4());
+    if candidates.addresses.is_empty() {
         return Err(StartError::NoCandidates);
     }
-    Ok(addresses)
+    info!(candidates = %candidates.summary(), "ICE host candidates");
+    let mut listens = vec![config.http.listen];
+    if config.http.tls_certificate.is_some() {
+        listens.push(config.http.tls_listen);
+    }
+    if let Some(warning) = loopback_only_warning(&listens, &candidates.addresses) {
+        warn!("{warning}");
+    }
+    Ok(candidates.addresses)
+}
+
+/// Whether an IPv6 socket bound to `::` also takes IPv4 (Linux's default; the media sockets
+/// leave `IPV6_V6ONLY` as the host sets it).
+fn ipv6_takes_ipv4() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() == "0")
 }
 
 /// Says at start who can publish and play when the HTTP listener is reachable beyond loopback

@@ -56,6 +56,9 @@ OPTIONS:
     --rtmp ADDR|off        RTMP ingest listen address (default 127.0.0.1:1935), or off
     --media-bind IP        media bind address (default 127.0.0.1)
     --announce IP          advertise this address in ICE candidates (repeatable)
+    --nat-1to1 PUBLIC[/LOCAL]
+                           1:1 NAT: advertise PUBLIC before the local address it maps
+                           (repeatable; see media.nat_1to1)
     --udp-port-base PORT   UDP port of media thread 0 (default 31000)
     --tcp-port-base PORT   ICE-TCP port of media thread 0 (default: the UDP ports)
     --ice-tcp on|off       passive ICE-TCP beside UDP (default on)
@@ -109,9 +112,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             }
             "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
-            | "--media-bind" | "--announce" | "--udp-port-base" | "--media-threads"
-            | "--tcp-port-base" | "--ice-tcp" | "--media-backend" | "--log" | "--log-format"
-            | "--rtmp" => {
+            | "--media-bind" | "--announce" | "--nat-1to1" | "--udp-port-base"
+            | "--media-threads" | "--tcp-port-base" | "--ice-tcp" | "--media-backend" | "--log"
+            | "--log-format" | "--rtmp" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args
@@ -183,6 +186,7 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), Config
         }
         "--media-bind" => config.media.bind = parse(flag, value)?,
         "--announce" => config.media.announce.push(parse(flag, value)?),
+        "--nat-1to1" => config.media.nat_1to1.push(parse(flag, value)?),
         "--udp-port-base" => config.media.port_base = parse(flag, value)?,
         "--media-threads" => config.media.threads = parse(flag, value)?,
         "--tcp-port-base" => config.media.tcp_port_base = Some(parse(flag, value)?),
@@ -253,6 +257,31 @@ mod tests {
         assert_eq!(config.http.listen.port(), 9000);
         assert_eq!(config.media.port_base, 40000);
         assert_eq!(config.media_threads(), 3);
+    }
+
+    #[test]
+    fn nat_1to1_flag_is_repeatable_and_checked() {
+        let Command::Run { config, .. } = args(&[
+            "--media-bind",
+            "0.0.0.0",
+            "--nat-1to1",
+            "203.0.113.7",
+            "--nat-1to1=2001:db8:ff::1/2001:db8::5",
+        ])
+        .unwrap() else {
+            panic!("expected Run")
+        };
+        let shown: Vec<String> = config
+            .media
+            .nat_1to1
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["203.0.113.7", "2001:db8:ff::1/2001:db8::5"]);
+        let Err(err) = args(&["--nat-1to1", "public"]) else {
+            panic!("accepted a bad address")
+        };
+        assert!(err.to_string().contains("--nat-1to1"), "{err}");
     }
 
     #[test]

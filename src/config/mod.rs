@@ -11,11 +11,13 @@
 //! into a [`Config`]) and [`cli`] (the command line, which also hands `rtcdn token` to
 //! `crate::auth::cli`). None of them imports signalling, the CDN or the reactor, which use them.
 
+pub mod addresses;
 pub mod cdn;
 pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod http;
+pub mod ice;
 pub mod rtmp;
 pub mod wcs;
 
@@ -54,6 +56,8 @@ pub struct Config {
     /// The dynamic CDN on Redis; absent: no Redis at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<cluster::ClusterConfig>,
+    /// The STUN/TURN servers handed to WHIP/WHEP clients.
+    pub ice: ice::IceConfig,
 }
 
 /// `[bwe]`
@@ -84,8 +88,15 @@ pub struct MediaConfig {
     /// Address the media UDP sockets bind to.
     pub bind: IpAddr,
     /// Addresses advertised as ICE host candidates. Empty: the bind address, or every interface's
-    /// address when binding to the unspecified address.
+    /// address when binding to the unspecified address (`::` takes IPv4 too, unless the host
+    /// sets `net.ipv6.bindv6only`).
     pub announce: Vec<IpAddr>,
+    /// 1:1 NAT: `"PUBLIC"` or `"PUBLIC/LOCAL"`; the public address is advertised before the
+    /// local one it maps ([`addresses`]).
+    pub nat_1to1: Vec<addresses::Nat1to1>,
+    /// Whether a mapped local address is still advertised (after its public one), for clients
+    /// on the node's own network.
+    pub nat_1to1_keep_local: bool,
     /// UDP port of media thread 0; thread `i` uses `port_base + i`. 0 gives every thread an
     /// ephemeral port (tests run many nodes at once).
     pub port_base: u16,
@@ -158,6 +169,8 @@ impl Default for MediaConfig {
         MediaConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             announce: Vec::new(),
+            nat_1to1: Vec::new(),
+            nat_1to1_keep_local: true,
             port_base: 31000,
             threads: 0,
             backend: "auto".into(),
@@ -279,6 +292,7 @@ impl Config {
                 message: format!("{ip} cannot be reached by a client"),
             });
         }
+        addresses::validate(&self.media)?;
         if !(30_000..=50_000_000).contains(&self.bwe.min_publisher_bps) {
             return Err(ConfigError::Invalid {
                 key: "bwe.min_publisher_bps",
@@ -297,6 +311,7 @@ impl Config {
                 });
             }
         }
+        self.ice.validate()?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 
 pub mod cors;
 pub mod flashphoner;
+pub mod ice_servers;
 pub mod limits;
 mod listener;
 pub mod media;
@@ -187,6 +188,8 @@ pub struct Signalling {
     pub publisher_limits: Mutex<HashMap<SessionId, u64>>,
     /// The dynamic CDN (`[cluster]`): publishes are claimed in Redis, `show_nodes` reads it.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// `[[ice.servers]]`: the STUN/TURN servers WHIP/WHEP answers name.
+    pub ice_servers: ice_servers::IceServers,
 }
 
 impl Signalling {
@@ -224,6 +227,7 @@ impl Signalling {
             publisher_floor_bps: None,
             publisher_limits: Mutex::new(HashMap::new()),
             cluster: None,
+            ice_servers: ice_servers::IceServers::default(),
         }
     }
 
@@ -257,6 +261,12 @@ impl Signalling {
     pub fn with_http(mut self, http: &HttpConfig) -> Signalling {
         self.limits = Limits::new(http);
         self.cors = Cors::new(&http.cors_origins);
+        self
+    }
+
+    /// Names the servers of `[[ice.servers]]` in WHIP/WHEP answers.
+    pub fn with_ice(mut self, ice: &crate::config::ice::IceConfig) -> Signalling {
+        self.ice_servers = ice_servers::IceServers::new(&ice.servers);
         self
     }
 
@@ -657,10 +667,26 @@ async fn route(
             "admin endpoints do not answer cross-origin requests",
         );
     }
-    if req.method() == Method::OPTIONS {
-        return preflight();
-    }
     let query = req.uri().query().unwrap_or("").to_owned();
+    if req.method() == Method::OPTIONS {
+        let mut response = preflight();
+        // A client's own OPTIONS (not a browser's CORS preflight, which would drop them) learns
+        // the ICE servers before it creates its peer connection (RFC 9725 §4.6).
+        let cors_preflight = req
+            .headers()
+            .contains_key(hyper::header::ACCESS_CONTROL_REQUEST_METHOD);
+        if let (false, [protocol @ ("whip" | "whep"), stream]) = (cors_preflight, &segments[..]) {
+            let credentials = http_credentials(state, &req, &query);
+            whip::add_ice_server_links(
+                state,
+                protocol,
+                &percent_decode(stream),
+                &credentials,
+                response.headers_mut(),
+            );
+        }
+        return response;
+    }
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, [""]) if query.split('&').any(|kv| kv == "action=stat") => node_stat(state),
         (Method::GET, ["lb"]) => load_balancer(state),

@@ -3,9 +3,11 @@
 //! A resource's URL ends in a secret ([`ResourceSecret`]) that only its creator learns, from the
 //! `Location` of the `201`: listings show the session's public id, which ends nothing.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 use super::media::{self, HookStanding, StartError};
@@ -54,7 +56,41 @@ fn created(
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(LOCATION, value);
     }
+    // The session's public id tags its TURN username, so coturn's log names the session.
+    append_links(state, &started.id.to_string(), headers);
     response
+}
+
+/// The `Link: <…>; rel="ice-server"` headers, credentials minted for `tag`.
+fn append_links(state: &Signalling, tag: &str, headers: &mut HeaderMap) {
+    if state.ice_servers.is_empty() {
+        return;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for link in state.ice_servers.links(now, tag) {
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.append(LINK, value);
+        }
+    }
+}
+
+/// `OPTIONS /whip/{stream}` and `OPTIONS /whep/{stream}`: the ICE servers a client should use,
+/// for clients that create their peer connection before they POST (the built-in page). Only
+/// for a client the policy's token rule lets publish or play the stream (a REST hook is asked
+/// at the POST): TURN credentials are not for anyone who asks.
+pub fn add_ice_server_links(
+    state: &Signalling,
+    protocol: &str,
+    stream: &str,
+    credentials: &Credentials,
+    headers: &mut HeaderMap,
+) {
+    if check_resource_request(state, action_of(protocol).0, stream, credentials).is_ok() {
+        let tag = format!("{:016x}", rand::random::<u64>());
+        append_links(state, &tag, headers);
+    }
 }
 
 /// `POST /whip/{stream}` and `POST /whep/{stream}`.
