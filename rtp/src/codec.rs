@@ -1,5 +1,5 @@
 //! Keyframe detection from RTP payloads, so a CDN can start a new player on a keyframe and
-//! remember the last one without depacketizing.
+//! remember the last one without depacketizing, and the picture size a VP8 keyframe announces.
 
 /// Video codecs whose payload format [`is_keyframe`] understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,11 +29,21 @@ pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
 
 /// RFC 7741 §4.2 payload descriptor, then the §4.3 payload header of the first partition.
 fn vp8(p: &[u8]) -> Option<bool> {
+    let Some(pos) = vp8_first_partition(p)? else {
+        return Some(false);
+    };
+    // §4.3: the inverse key frame flag P is 0 for key frames.
+    Some(*p.get(pos)? & 0x01 == 0)
+}
+
+/// Where the VP8 payload header starts (after the §4.2 descriptor) in the packet that begins a
+/// frame's first partition; `Some(None)` for any other packet, `None` when it is cut short.
+fn vp8_first_partition(p: &[u8]) -> Option<Option<usize>> {
     let b0 = *p.first()?;
     let start_of_partition = b0 & 0x10 != 0;
     let partition_id = b0 & 0x07;
     if !start_of_partition || partition_id != 0 {
-        return Some(false);
+        return Some(None);
     }
     let mut pos = 1;
     if b0 & 0x80 != 0 {
@@ -51,8 +61,28 @@ fn vp8(p: &[u8]) -> Option<bool> {
             pos += 1; // T or K: TID/Y/KEYIDX
         }
     }
-    // §4.3: the inverse key frame flag P is 0 for key frames.
-    Some(*p.get(pos)? & 0x01 == 0)
+    Some(Some(pos))
+}
+
+/// The picture size (width, height) a keyframe's first packet announces, where the codec puts
+/// it in the first bytes of the frame: VP8 (RFC 6386 §9.1). `None` for other packets, other
+/// codecs (their sizes sit in parameter sets this crate does not parse) and malformed input.
+pub fn keyframe_size(codec: VideoCodec, payload: &[u8]) -> Option<(u16, u16)> {
+    match codec {
+        VideoCodec::Vp8 => {
+            let pos = vp8_first_partition(payload)??;
+            let frame = payload.get(pos..pos + 10)?;
+            // A 3-byte frame tag with P clear, the start code, then 14-bit width and height
+            // (the top two bits are the scaling mode).
+            if frame[0] & 0x01 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+                return None;
+            }
+            let width = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+            let height = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+            (width > 0 && height > 0).then_some((width, height))
+        }
+        VideoCodec::Vp9 | VideoCodec::H264 | VideoCodec::Av1 => None,
+    }
 }
 
 /// RFC 9628 §4.2: a key frame has P (inter-picture predicted) clear in the first packet (B)
@@ -140,6 +170,25 @@ mod tests {
         // Not the first partition start.
         assert!(!is_keyframe(VideoCodec::Vp8, &[0x00, 0x10]));
         assert!(!is_keyframe(VideoCodec::Vp8, &[0x90, 0xe0, 0x80]));
+    }
+
+    #[test]
+    fn vp8_keyframe_size() {
+        // 640x360 with the scaling bits set on the width, after a 3-byte descriptor.
+        let key = [
+            0x90, 0x80, 0x05, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x42, 0x68, 0x01,
+        ];
+        assert_eq!(keyframe_size(VideoCodec::Vp8, &key), Some((640, 360)));
+        let mut delta = key;
+        delta[3] |= 0x01;
+        assert_eq!(keyframe_size(VideoCodec::Vp8, &delta), None);
+        let mut no_start_code = key;
+        no_start_code[7] = 0;
+        assert_eq!(keyframe_size(VideoCodec::Vp8, &no_start_code), None);
+        for len in 0..key.len() {
+            assert_eq!(keyframe_size(VideoCodec::Vp8, &key[..len]), None);
+        }
+        assert_eq!(keyframe_size(VideoCodec::H264, &[0x65, 0x88]), None);
     }
 
     #[test]
