@@ -1,6 +1,7 @@
 //! The signalling thread's HTTP listener, an IO edge of the node: WHIP (`/whip/{stream}`), WHEP
 //! (`/whep/{stream}`), the Flashphoner WebSocket protocol ([`flashphoner`]), the REST and admin
-//! endpoints, the built-in page, the control API, `/api/stats` and `/metrics`. Requests are negotiated here (with
+//! endpoints, the built-in page, the operator console, the control API, `/api/stats` and
+//! `/metrics`. Requests are negotiated here (with
 //! the sans-IO `crate::negotiate` and `crate::sdp`); nothing on this thread touches media
 //! packets.
 //!
@@ -68,6 +69,8 @@ const MAX_BODY: usize = 64 * 1024;
 /// whose answer (UNPUBLISHED, STOPPED) is the one the page expects.
 const CLEAN_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const INDEX_HTML: &str = include_str!("../web/index.html");
+/// The operator console: it reads the control API (`control_api`) with the admin token.
+const CONSOLE_HTML: &str = include_str!("../web/console.html");
 
 /// How signalling reaches a media core.
 #[derive(Clone)]
@@ -594,6 +597,15 @@ async fn route(
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, [""]) if query.split('&').any(|kv| kv == "action=stat") => node_stat(state),
         (Method::GET, ["lb"]) => load_balancer(state),
+        (Method::GET, ["console"]) => {
+            let mut response =
+                Response::new(Full::new(Bytes::from_static(CONSOLE_HTML.as_bytes())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
         (Method::GET, [""]) | (Method::GET, ["index.html"]) => {
             let mut response = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
             response.headers_mut().insert(
