@@ -74,7 +74,7 @@ pub struct SessionEntry {
     /// The share of packets lost over its last receiver report (in 256ths), as last reported:
     /// what the node missed of a publisher, the worst a player reported.
     pub loss_fraction: Option<u8>,
-    /// The picture size a publisher's keyframes announced, when its codec shows it (VP8).
+    /// The picture size a publisher's keyframes announced, when its codec shows it (VP8, H.264).
     pub video_size: Option<(u16, u16)>,
     /// When the control plane accepted it (for its age in the control API).
     pub created: Instant,

@@ -129,7 +129,7 @@ pub(super) struct PublisherState {
     video_loss: Box<[Option<LossDetector>; MAX_LAYERS]>,
     /// The video codec, when rtcdn can tell its keyframes.
     video_codec: Option<VideoCodec>,
-    /// Per video layer: the picture size its last keyframe announced (VP8 only, see
+    /// Per video layer: the picture size its last keyframe announced (VP8, H.264; see
     /// [`rtp::keyframe_size`]).
     video_size: [Option<(u16, u16)>; MAX_LAYERS],
     /// Transport-cc feedback for the publisher's bandwidth estimate, when negotiated.

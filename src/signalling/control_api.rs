@@ -2,7 +2,7 @@
 //! who is connected, in JSON. Admin endpoints: the router checks the admin token first.
 //!
 //! - `GET /api/streams`: every live stream with its codecs, bitrate, picture size (only when the
-//!   node knows it: a VP8 publisher's keyframes announce it), loss, players and relays;
+//!   node knows it: VP8 keyframes and H.264 SPSs announce it), loss, players and relays;
 //! - `GET /api/sessions`: every live session, oldest first;
 //! - `DELETE /api/sessions/{id}`: ends a session (its client hears why: a WebSocket client a
 //!   FAILED status, a WHIP/WHEP client from its resource URL, see `whip::resource_state`);

@@ -150,7 +150,7 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
         });
         // What the node does not know is left out, never shown as 0: the bitrate until the
         // first receiver report period ends, the size unless the publisher's keyframes announce
-        // it (VP8). WCS's `quality` has no equivalent here.
+        // it (VP8, H.264). WCS's `quality` has no equivalent here.
         if let Some(bps) = view.bitrate_bps {
             // kbit/s, as WCS reports it: what the publisher sent over the last second.
             row["bitrate"] = json!(bps / 1000);

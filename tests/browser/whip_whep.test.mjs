@@ -45,6 +45,12 @@ for (const codec of ['VP8', 'H264']) {
         t.diagnostic(`decoded: ${JSON.stringify(st)}`);
         assert.equal(st.mimeType.toLowerCase(), `video/${codec.toLowerCase()}`);
         assert.ok(st.videoWidth > 0 && st.frameWidth > 0);
+        // The node read the picture size from the publisher's keyframes (VP8 frame header, H.264
+        // SPS): the control API shows it, in the proportions the player decodes.
+        const listed = (await (await fetch(`${server.url}/api/streams`)).json()).find((x) => x.name === stream);
+        t.diagnostic(`/api/streams: ${listed.width}x${listed.height}, ${listed.bitrate_bps} bit/s`);
+        assert.ok(listed.width > 0 && listed.height > 0, `a size in /api/streams: ${JSON.stringify(listed)}`);
+        assert.ok(Math.abs(listed.width / listed.height - st.frameWidth / st.frameHeight) < 0.05, 'the decoded proportions');
         await play.screenshot({ path: `/tmp/rtcdn-e2e-${codec}.png` });
 
         // Publisher leaves (DELETE on its Location): the server must end its players. The page
