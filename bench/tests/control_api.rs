@@ -1,6 +1,7 @@
 //! The control API: `GET /api/sessions` shows every live session (kind, stream, core, state,
 //! bitrate, loss, age), and the id it shows ends that session through WCS's
-//! `/rest-api/stream/terminate` or `DELETE /api/sessions/{id}`; `GET /api/streams` shows each
+//! `/rest-api/stream/terminate` or `DELETE /api/sessions/{id}`, a stream through
+//! `DELETE /api/streams/{name}`; `GET /api/streams` shows each
 //! stream's codecs, bitrate, picture size (only once known) and players; `GET /api/cdn` an
 //! origin's edges and relays. Admin endpoints: a protected node wants its admin token.
 //! Everything is sent to 127.0.0.1 only.
@@ -260,12 +261,25 @@ async fn streams_show_bitrate_size_and_players_and_a_kicked_player_hears_why() {
     assert_eq!(streams[0]["player_count"], 1, "{streams}");
     assert!(kept.ended().is_none(), "the other player plays on");
 
-    // The publisher leaves: the remaining player's resource says so.
+    // The stream is ended: its publisher as an administrator's doing, the remaining player
+    // because the publisher left; each resource says so.
     let kept_url = kept.resource().to_owned();
-    publisher.close().await.unwrap();
+    let publisher_url = publisher.resource().to_owned();
+    let stream_url = format!("{base}/api/streams/console");
+    let raw = raw_request(Method::DELETE, &stream_url, &[], Vec::new()).await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.body);
+    assert!(publisher.wait_ended(Duration::from_secs(5)).await.is_some());
     assert!(kept.wait_ended(Duration::from_secs(5)).await.is_some());
     let ended = admin_get(&kept_url).await;
     assert_eq!(ended["code"], "publisher_left", "{ended}");
+    let ended = admin_get(&publisher_url).await;
+    assert_eq!(ended["code"], "terminated", "{ended}");
+    let again = raw_request(Method::DELETE, &stream_url, &[], Vec::new()).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
+    assert_eq!(
+        admin_get(&format!("{base}/api/streams")).await,
+        serde_json::json!([])
+    );
     node.stop();
 }
 
@@ -343,6 +357,7 @@ async fn the_session_list_wants_the_admin_token_on_a_protected_node() {
         (Method::GET, "/api/streams"),
         (Method::GET, "/api/cdn"),
         (Method::DELETE, "/api/sessions/1"),
+        (Method::DELETE, "/api/streams/x"),
     ] {
         let url = format!("{base}{path}");
         let refused = raw_request(method.clone(), &url, &[], Vec::new()).await;

@@ -6,6 +6,8 @@
 //! - `GET /api/sessions`: every live session, oldest first;
 //! - `DELETE /api/sessions/{id}`: ends a session (its client hears why: a WebSocket client a
 //!   FAILED status, a WHIP/WHEP client from its resource URL, see `whip::resource_state`);
+//! - `DELETE /api/streams/{name}`: ends a stream: its publisher, and with it its players and
+//!   relays;
 //! - `GET /api/cdn`: this node's place in the CDN: an origin's edges with their health and load
 //!   (from the stats the balancer polls) and each stream's relay to each edge.
 //!
@@ -119,6 +121,22 @@ pub fn kick(state: &Signalling, id: &str) -> Response<Full<Bytes>> {
             StatusCode::NOT_FOUND,
             "no such session (it ended or never existed)",
         ),
+    }
+}
+
+/// `DELETE /api/streams/{name}`: ends the stream's publisher for [`EndReason::Terminated`]; its
+/// players and relays end with it (their clients hear that the publisher left). 404 when no
+/// stream has that name.
+pub fn terminate_stream(state: &Signalling, name: &str) -> Response<Full<Bytes>> {
+    let publisher = state.registry().stream(name).map(|s| s.publisher);
+    match publisher {
+        Some(id) if media::end_session(state, id, EndReason::Terminated) => json_response(&json!({
+            "stream": name,
+            "ended": true,
+            "publisher": id.to_string(),
+            "reason": EndReason::Terminated.to_string(),
+        })),
+        _ => text(StatusCode::NOT_FOUND, "Stream not found"),
     }
 }
 

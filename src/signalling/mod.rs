@@ -626,6 +626,9 @@ async fn route(
                 (Method::GET, ["sessions"]) => control_api::sessions(state),
                 (Method::DELETE, ["sessions", id]) => control_api::kick(state, id),
                 (Method::GET, ["streams"]) => control_api::streams(state),
+                (Method::DELETE, ["streams", name]) => {
+                    control_api::terminate_stream(state, &percent_decode(name))
+                }
                 (Method::GET, ["cdn"]) => control_api::cdn(state),
                 (Method::GET, _) => {
                     text(StatusCode::NOT_FOUND, format!("no such resource: {path}"))

@@ -2,7 +2,8 @@
 // Chromium, with real data: the built-in page publishes a stream; the console (after it was
 // given the token) lists it with its bitrate and a player count that moves when a player joins;
 // the operator kicks the player from the sessions table and sees it go, and the player's page
-// says an administrator ended it. A screenshot of each view goes to /tmp for a person to look at.
+// says an administrator ended it; then ends the stream from its page, and the publisher's page
+// says so. A screenshot of each view goes to /tmp for a person to look at.
 // Only 127.0.0.1 is contacted. Set RTCDN_SKIP_E2E=1 to skip.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -122,6 +123,14 @@ test('the console lists a live stream, counts its players and kicks one', { skip
       await poll(async () => (await ops.locator('#stream-sessions tr[data-kind="player"]').count()) === 1,
         { timeout: 10_000, what: 'the embedded player in the stream\'s sessions' });
       await ops.screenshot({ path: '/tmp/rtcdn-console-stream.png' });
+
+      // End the stream from its page: the publisher's page says an administrator ended it.
+      await ops.click('#stream-end');
+      await waitForState(pub, 'publishState', 'ended', { timeout: 15_000 });
+      await poll(async () => /administrator/.test(await pub.textContent('#publish-reason')),
+        { timeout: 10_000, what: 'the publisher page naming the administrator' });
+      await poll(async () => /not live/.test(await ops.textContent('#stream-facts')),
+        { timeout: 10_000, what: 'the stream page saying the stream is not live' });
 
       // The CDN view of a lone node.
       await ops.goto(`${server.url}/console#/cdn`);
