@@ -332,8 +332,18 @@ async fn the_cdn_view_shows_an_origins_edges_and_relays() {
         streams[0]["relays"],
         serde_json::json!([{ "edge": 1, "state": "up" }])
     );
+    assert_eq!(streams[0]["source"], "publisher");
     let on_edge = admin_get(&format!("http://{}/api/cdn", edge.http_addr())).await;
     assert_eq!(on_edge["role"], "edge", "{on_edge}");
+    // The edge sees the origin's relay that brings it the stream.
+    let relay_in = &on_edge["relays_in"][0];
+    assert_eq!(relay_in["stream"], "mapped", "{on_edge}");
+    assert_eq!(relay_in["state"], "connected", "{on_edge}");
+    assert!(relay_in["from"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(on_edge["relays_in"].as_array().unwrap().len(), 1);
+    let edge_streams = admin_get(&format!("http://{}/api/streams", edge.http_addr())).await;
+    assert_eq!(edge_streams[0]["source"], "relay", "{edge_streams}");
+    assert_eq!(view["relays_in"], serde_json::json!([]));
     origin.stop();
     edge.stop();
 }

@@ -89,6 +89,9 @@ pub struct ClientInfo {
     pub peer: Option<std::net::SocketAddr>,
     /// Its `User-Agent` header, cut at [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
+    /// A publisher that is a relay of this CDN (it proved the CDN's secret): on an edge, the
+    /// origin's copy of a stream.
+    pub relay: bool,
 }
 
 /// The longest `User-Agent` kept: a client cannot make the registry hold more.
@@ -107,6 +110,7 @@ impl ClientInfo {
         ClientInfo {
             peer: Some(peer),
             user_agent,
+            relay: false,
         }
     }
 }

@@ -253,6 +253,7 @@ impl Client {
                 let client = ClientInfo {
                     peer: Some(peer),
                     user_agent: Some("RTMP".into()),
+                    relay: false,
                 };
                 let registered =
                     ingest::register(state, &published.name, &profile_level_id, client)

@@ -71,6 +71,7 @@ fn session_row(s: &SessionEntry, now: Instant) -> Value {
         "age_secs": (now.saturating_duration_since(s.created).as_secs_f64() * 10.0).round() / 10.0,
         "peer": s.client.peer.map(|p| p.to_string()),
         "user_agent": s.client.user_agent,
+        "relay": s.client.relay,
     })
 }
 
@@ -176,6 +177,13 @@ pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
             row.insert("name".into(), json!(s.name));
             row.insert("id".into(), json!(s.publisher.to_string()));
             row.insert("core".into(), json!(s.core.0));
+            let from_relay = registry
+                .session(s.publisher)
+                .is_some_and(|p| p.client.relay);
+            row.insert(
+                "source".into(),
+                json!(if from_relay { "relay" } else { "publisher" }),
+            );
             row.insert(
                 "state".into(),
                 json!(if s.media_flowing { "live" } else { "starting" }),
@@ -250,15 +258,35 @@ fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
     }
 }
 
-/// `GET /api/cdn`: this node's role, its own load, and on an origin each configured edge with
-/// its health (`answering`, `silent`: its last stats poll failed, `unknown`: not polled yet),
-/// its load as its last stats showed it, and the streams relayed to it with their relay state.
+/// `GET /api/cdn`: this node's role, its own load, on an origin each configured edge with its
+/// health (`answering`, `silent`: its last stats poll failed, `unknown`: not polled yet), its
+/// load as its last stats showed it, and the streams relayed to it with their relay state; on an
+/// edge, the relays that bring it streams (`relays_in`: the origin's relay sessions, with their
+/// state and bitrate).
 pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
     // The balancer's lock is never taken under the control plane's.
     let edge_list = edge_ids(state);
-    let (streams, players, sessions, relay_rows) = {
+    let now = Instant::now();
+    let (streams, players, sessions, relay_rows, relays_in) = {
         let plane = state.lock_control();
         let registry = plane.registry();
+        let mut relays_in: Vec<(Instant, Value)> = registry
+            .sessions()
+            .filter(|s| s.kind == SessionKind::Publisher && s.client.relay)
+            .map(|s| {
+                let row = json!({
+                    "stream": s.stream_name,
+                    "id": s.id.to_string(),
+                    "from": s.client.peer.map(|p| p.to_string()),
+                    "state": if s.connected { "connected" } else { "connecting" },
+                    "bitrate_bps": s.bitrate_bps,
+                    "age_secs": (now.saturating_duration_since(s.created).as_secs_f64() * 10.0).round() / 10.0,
+                });
+                (s.created, row)
+            })
+            .collect();
+        relays_in.sort_by_key(|(created, _)| *created);
+        let relays_in: Vec<Value> = relays_in.into_iter().map(|(_, row)| row).collect();
         let players: usize = registry.streams().map(|s| s.players.len()).sum();
         let sessions: usize = registry.core_load().iter().sum();
         let mut relay_rows: Vec<(EdgeId, String, RelayState)> = Vec::new();
@@ -269,7 +297,13 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
                 }
             }
         }
-        (registry.streams().count(), players, sessions, relay_rows)
+        (
+            registry.streams().count(),
+            players,
+            sessions,
+            relay_rows,
+            relays_in,
+        )
     };
     let edges: Vec<Value> = match &state.balancer {
         Some(balancer) => {
@@ -321,6 +355,7 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
             "sessions": sessions,
         },
         "edges": edges,
+        "relays_in": relays_in,
     }))
 }
 

@@ -179,6 +179,18 @@ test('the console maps an origin to its edge with its health and relayed stream'
     assert.equal(await ops.getAttribute('#cdn-self', 'data-role'), 'origin');
     await ops.screenshot({ path: '/tmp/rtcdn-console-cdn-map.png' });
 
+    // The edge's console: the origin's relay bringing the stream in.
+    const onEdge = await openPage(browser, `${edge.url}/console#/cdn`);
+    try {
+      await onEdge.setViewportSize({ width: 1280, height: 720 });
+      await poll(async () => /mapped\s*connected/.test(await onEdge.locator('#cdn-origin').textContent({ timeout: 500 }).catch(() => '')),
+        { timeout: 10_000, what: 'the edge console showing the relay in' });
+      assert.equal(await onEdge.getAttribute('#cdn-self', 'data-role'), 'edge');
+      await onEdge.screenshot({ path: '/tmp/rtcdn-console-cdn-edge.png' });
+    } finally {
+      await onEdge.close();
+    }
+
     // The edge goes away: the map shows it silent.
     await edge.stop();
     await poll(async () => /silent/.test(await ops.locator(edgeBox).textContent()), { timeout: 15_000, what: 'edge 7 silent' });
