@@ -460,6 +460,35 @@ mod tests {
     }
 
     #[test]
+    fn sizes_of_random_bytes_never_panic() {
+        // A fixed LCG: the same bytes every run, nothing to install.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        };
+        for round in 0..20_000 {
+            let len = usize::from(next()) % 64;
+            let mut p: Vec<u8> = (0..len).map(|_| next()).collect();
+            // Steer the first bytes towards what is parsed: SPS, STAP-A, FU-A, VP8 keyframes.
+            match (round % 4, p.first_mut()) {
+                (0, Some(b)) => *b = 0x67,
+                (1, Some(b)) => *b = 0x78,
+                (2, Some(b)) => *b = 0x7c,
+                (_, Some(b)) => *b &= 0x97,
+                (_, None) => {}
+            }
+            for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+                if let Some((w, h)) = keyframe_size(codec, &p) {
+                    assert!(w > 0 && h > 0);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn vp9_key_and_delta() {
         // I=1 (7-bit id), B=1, P=0.
         assert!(is_keyframe(VideoCodec::Vp9, &[0x88, 0x12, 0x00]));
