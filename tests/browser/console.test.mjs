@@ -106,6 +106,9 @@ test('the console lists a live stream, counts its players and kicks one', { skip
         return /administrator/.test(text) ? text : null;
       }, { timeout: 10_000, what: 'the player page naming the administrator' });
       t.diagnostic(`player page: ${reason}`);
+      // Its Stop now deletes nothing: the node already ended the session (no 404 in the log).
+      await play.click('#play-stop');
+      await waitForState(play, 'playState', 'stopped');
       await ops.goto(`${server.url}/console#/streams`);
       await poll(async () => (await streamRow(ops, stream))?.players === 0, { timeout: 10_000, what: 'no players listed' });
 
@@ -123,6 +126,12 @@ test('the console lists a live stream, counts its players and kicks one', { skip
       await poll(async () => (await ops.locator('#stream-sessions tr[data-kind="player"]').count()) === 1,
         { timeout: 10_000, what: 'the embedded player in the stream\'s sessions' });
       await ops.screenshot({ path: '/tmp/rtcdn-console-stream.png' });
+
+      // Its Stop deletes the resource before closing: the session goes, and no DELETE is refused.
+      await ops.click('#player-stop');
+      await poll(async () => (await ops.locator('#stream-sessions tr[data-kind="player"]').count()) === 0,
+        { timeout: 10_000, what: 'the embedded player gone after Stop' });
+      assert.deepEqual(server.logText().split('\n').filter((l) => /request refused/.test(l) && /DELETE/.test(l)), []);
 
       // End the stream from its page: the publisher's page says an administrator ended it.
       await ops.click('#stream-end');
