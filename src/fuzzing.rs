@@ -317,6 +317,70 @@ pub(crate) fn pseudo_random_bytes(x: &mut u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A byte stream through the ICE-TCP deframer (in reads whose sizes the first byte picks) and
+/// every frame it yields back through the send queue's framer, whose output must deframe to
+/// the same frames.
+pub fn fuzz_tcp_framing(data: &[u8]) {
+    use crate::reactor::tcp_framing::{Deframer, FrameQueue};
+    const MAX: usize = crate::media::MAX_DATAGRAM;
+    let Some((&step, mut rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step).max(1);
+    let mut deframer = Deframer::new(MAX);
+    let mut queue = FrameQueue::new(64 * 1024, MAX);
+    let mut frames = Vec::new();
+    'read: while !rest.is_empty() {
+        let spare = deframer.spare();
+        assert!(!spare.is_empty(), "a deframer always has room for a read");
+        let n = step.min(spare.len()).min(rest.len());
+        spare[..n].copy_from_slice(&rest[..n]);
+        deframer.filled(n);
+        rest = &rest[n..];
+        loop {
+            match deframer.next_frame() {
+                Ok(Some(frame)) => {
+                    assert!(frame.len() <= MAX);
+                    frames.push(frame.to_vec());
+                    let pushed = queue.push_with(|buf| {
+                        buf[..frame.len()].copy_from_slice(frame);
+                        frame.len()
+                    });
+                    if !pushed {
+                        queue.consume(queue.pending().len() / 2);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => break 'read,
+            }
+        }
+    }
+    assert!(deframer.buffered() < 2 + MAX);
+    // A fresh queue's output deframes to exactly the frames that went in.
+    let mut queue = FrameQueue::new(frames.len() * (2 + MAX) + 2 + MAX, MAX);
+    for f in frames.iter().filter(|f| !f.is_empty()) {
+        assert!(queue.push_with(|buf| {
+            buf[..f.len()].copy_from_slice(f);
+            f.len()
+        }));
+    }
+    let mut again = Deframer::new(MAX);
+    let mut stream = queue.pending();
+    let mut back = Vec::new();
+    while !stream.is_empty() {
+        let spare = again.spare();
+        let n = spare.len().min(stream.len());
+        spare[..n].copy_from_slice(&stream[..n]);
+        again.filled(n);
+        stream = &stream[n..];
+        while let Some(frame) = again.next_frame().expect("our own frames deframe") {
+            back.push(frame.to_vec());
+        }
+    }
+    let sent: Vec<Vec<u8>> = frames.into_iter().filter(|f| !f.is_empty()).collect();
+    assert_eq!(back, sent);
+}
+
 #[cfg(test)]
 mod tests {
     /// The media-state script runs on a few thousand pseudo-random inputs (the fuzz target

@@ -55,6 +55,8 @@ pub struct LocalParams {
     pub fingerprint: [u8; 32],
     /// Host candidates of the chosen core.
     pub candidates: Vec<SocketAddr>,
+    /// Its passive ICE-TCP host candidates (none without ICE-TCP).
+    pub tcp_candidates: Vec<SocketAddr>,
 }
 
 /// Our DTLS role and `a=setup` for an offer. rtcdn prefers to be the DTLS client (`active`): it
@@ -143,6 +145,7 @@ fn answer_params(
         fingerprint: Fingerprint(local.fingerprint),
         setup: dtls_setup(offer).0,
         candidates: local.candidates.clone(),
+        tcp_candidates: local.tcp_candidates.clone(),
         media,
     }
 }
@@ -343,6 +346,7 @@ mod tests {
             ice_pwd: "0123456789abcdefghijklmn".into(),
             fingerprint: [7; 32],
             candidates: vec!["127.0.0.1:31000".parse().unwrap()],
+            tcp_candidates: Vec::new(),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::control::{CoreCommand, CoreId};
 use crate::dtls::DtlsCertificate;
 use crate::reactor::core::{self, CoreSetup, CoreStats};
-use crate::reactor::io::{interface_addresses, BackendChoice, UdpIo};
+use crate::reactor::io::{interface_addresses, BackendChoice, TcpLimits, UdpIo};
 use crate::reactor::mesh;
 use crate::session::SessionTimeouts;
 use crate::signalling::{self, CoreHandle, Signalling};
@@ -137,11 +137,27 @@ impl Node {
                 config.media.port_base + i as u16
             };
             let addr = SocketAddr::new(config.media.bind, port);
-            let io = UdpIo::bind(addr, backend)
+            let mut io = UdpIo::bind(addr, backend)
                 .map_err(|source| StartError::MediaBind { addr, source })?;
+            if config.media.tcp {
+                let tcp_addr = SocketAddr::new(config.media.bind, config.media.tcp_port(i));
+                let limits = TcpLimits {
+                    max_connections: config.media.tcp_max_connections,
+                    ..TcpLimits::default()
+                };
+                io.listen_tcp(tcp_addr, limits)
+                    .map_err(|source| StartError::MediaBind {
+                        addr: tcp_addr,
+                        source,
+                    })?;
+            }
             sockets.push(io);
         }
         let media_addrs: Vec<SocketAddr> = sockets.iter().map(|io| io.local_addr()).collect();
+        let tcp_ports: Vec<Option<u16>> = sockets
+            .iter()
+            .map(|io| io.tcp_addr().map(|a| a.port()))
+            .collect();
         if config.session.consent_timeout_secs < MIN_SAFE_CONSENT_TIMEOUT_SECS {
             // Browsers send a consent check every ~5 s (RFC 7675); one lost check would then
             // drop a healthy session.
@@ -166,6 +182,14 @@ impl Node {
                     .iter()
                     .map(|ip| SocketAddr::new(*ip, port))
                     .collect(),
+                tcp_candidates: tcp_ports[i]
+                    .map(|tcp_port| {
+                        announce
+                            .iter()
+                            .map(|ip| SocketAddr::new(*ip, tcp_port))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 stats: stats.clone(),
             });
             let setup = CoreSetup {

@@ -1,14 +1,18 @@
 //! Proves that `UdpIo::poll` and the `SendQueue` allocate nothing in steady state, for both
 //! backends: receive on the main and an extra socket, in-place handling, echo from the socket a
 //! datagram arrived on, fan-out over both sockets past the pool size (overflow flush), waker
-//! wake-ups and zero timeouts.
+//! wake-ups and zero timeouts; and the same for ICE-TCP frames: deframed in place, echoed and
+//! fanned out into the connection's frame queue and to UDP.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use rtcdn::reactor::io::{Backend, BackendChoice, DatagramHandler, SendQueue, SocketId, UdpIo};
+use rtcdn::reactor::io::{
+    Backend, BackendChoice, DatagramHandler, SendQueue, SocketId, TcpLimits, UdpIo,
+};
 
 /// Counts allocations made by the current thread while `COUNTING` is set.
 struct Counting;
@@ -213,4 +217,122 @@ fn no_heap_allocation_per_datagram() {
 
     check(BackendChoice::IoUring, Backend::IoUring);
     check(BackendChoice::Mmsg, Backend::Mmsg);
+}
+
+/// Echoes each ICE-TCP frame on its connection with two more copies there, and one to a UDP sink.
+struct TcpForward {
+    sink: SocketAddr,
+    frames: u64,
+}
+
+impl DatagramHandler for TcpForward {
+    fn on_datagram(
+        &mut self,
+        socket: SocketId,
+        src: SocketAddr,
+        data: &mut [u8],
+        _received_ns: Option<u64>,
+        tx: &mut SendQueue,
+    ) {
+        assert!(socket.is_tcp());
+        self.frames += 1;
+        for b in data.iter_mut().skip(20) {
+            *b ^= 0x5a;
+        }
+        for _ in 0..3 {
+            tx.push_on(socket, src, data);
+        }
+        tx.push_with(self.sink, |buf| {
+            buf[..data.len()].copy_from_slice(data);
+            data.len()
+        });
+    }
+    fn on_wake(&mut self, _tx: &mut SendQueue) {}
+}
+
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn check_tcp(choice: BackendChoice) {
+    let mut io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), choice).unwrap();
+    let addr = io
+        .listen_tcp("127.0.0.1:0".parse().unwrap(), TcpLimits::default())
+        .unwrap();
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut h = TcpForward {
+        sink: sink.local_addr().unwrap(),
+        frames: 0,
+    };
+    let client = TcpStream::connect(addr).unwrap();
+    // A reader thread keeps the connection drained (a slow reader is tcp.rs's own test).
+    let mut reader = client.try_clone().unwrap();
+    let drained = std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        let mut total = 0usize;
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    // The first frame looks like STUN (the connection's first must), the rest like SRTP.
+    let mut stun = [0u8; 1200];
+    stun[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    let first = framed(&stun);
+    let media = framed(&[0x80; 1200]);
+    let round = |io: &mut UdpIo, h: &mut TcpForward, frames: u64, count: bool| {
+        let mut writer = &client;
+        let target = h.frames + frames;
+        let mut sent = 0;
+        let start = Instant::now();
+        while h.frames < target {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "stalled at {} frames",
+                h.frames
+            );
+            if sent < frames {
+                writer.write_all(&media).unwrap();
+                sent += 1;
+            }
+            COUNTING.with(|c| c.set(count));
+            let res = io.poll(Some(Duration::from_millis(1)), h);
+            COUNTING.with(|c| c.set(false));
+            res.unwrap();
+        }
+    };
+    (&client).write_all(&first).unwrap();
+    // Warm-up: the accept allocates the connection's buffers.
+    round(&mut io, &mut h, 200, false);
+    ALLOCS.with(|a| a.set(0));
+    round(&mut io, &mut h, 2000, true);
+    let allocs = ALLOCS.with(|a| a.get());
+    let tcp = io.tcp_stats();
+    println!(
+        "{choice:?} ICE-TCP: {} frames, {allocs} allocations, {tcp:?}",
+        h.frames
+    );
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let start = Instant::now();
+    while io.tcp_stats().open > 0 && start.elapsed() < Duration::from_secs(5) {
+        io.poll(Some(Duration::from_millis(10)), &mut h).unwrap();
+    }
+    assert!(drained.join().unwrap() > 0);
+    assert_eq!(tcp.accepted, 1);
+    assert!(tcp.tx_frames >= 3 * 2000, "{tcp:?}");
+    assert_eq!(
+        allocs, 0,
+        "{choice:?} allocated {allocs} times on the ICE-TCP path"
+    );
+}
+
+#[test]
+fn no_heap_allocation_per_tcp_frame() {
+    check_tcp(BackendChoice::IoUring);
+    check_tcp(BackendChoice::Mmsg);
 }

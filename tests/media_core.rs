@@ -32,6 +32,8 @@ struct Client {
     /// The core its session is on.
     core: usize,
     addr: SocketAddr,
+    /// The core's socket its datagrams arrive on: the UDP one, or an ICE-TCP connection.
+    socket: SocketId,
     ice: IceControllingAgent,
     ice_connected: bool,
     srtp_tx: SrtpContext,
@@ -129,12 +131,18 @@ impl Sim {
 
     /// Adds a session to `core` through a command, and its client, whose checks start at once.
     fn add(&mut self, core: usize, id: SessionId, role: SessionRole) {
+        self.add_on(core, id, role, SocketId::MAIN);
+    }
+
+    /// Like `add`, with the client's datagrams arriving on `socket` (an ICE-TCP connection).
+    fn add_on(&mut self, core: usize, id: SessionId, role: SessionRole, socket: SocketId) {
         let spec = spec(id, role);
         let (srtp_tx, srtp_rx) = peer_srtp();
         self.clients.push(Client {
             id,
             core,
             addr: SocketAddr::from(([10, 0, 1, id.0 as u8], 5000)),
+            socket,
             ice: peer_agent(&spec, self.cores[core].addr, self.now),
             ice_connected: false,
             srtp_tx,
@@ -161,7 +169,7 @@ impl Sim {
                     let mut contents = transmit.contents;
                     core.media.handle_datagram(
                         now,
-                        SocketId::MAIN,
+                        client.socket,
                         client.addr,
                         &mut contents,
                         &mut core.sink,
@@ -189,13 +197,17 @@ impl Sim {
                 }
                 let core = &mut self.cores[i];
                 for sent in core.sink.drain() {
-                    assert_eq!(sent.socket, SocketId::MAIN);
                     moved = true;
                     // A client that went away no longer receives.
                     let Some(client) = self.clients.iter_mut().find(|c| c.addr == sent.destination)
                     else {
+                        assert_eq!(sent.socket, SocketId::MAIN);
                         continue;
                     };
+                    assert_eq!(
+                        sent.socket, client.socket,
+                        "on the socket its checks came on"
+                    );
                     assert_eq!(client.core, i, "a session's datagrams come from its core");
                     client.receive(now, core.addr, sent.contents);
                 }
@@ -282,7 +294,7 @@ impl Sim {
         buf.truncate(len);
         let core = &mut self.cores[client.core];
         core.media
-            .handle_datagram(now, SocketId::MAIN, client.addr, &mut buf, &mut core.sink);
+            .handle_datagram(now, client.socket, client.addr, &mut buf, &mut core.sink);
         self.deliver();
     }
 }
@@ -327,6 +339,42 @@ fn payload(seq: u16) -> Vec<u8> {
     let mut payload = vec![0x10, if keyframe { 0x10 } else { 0x11 }];
     payload.extend((0..200).map(|i| (i as u16 ^ seq) as u8));
     payload
+}
+
+/// ICE-TCP: a player and a publisher whose checks came over TCP connections (each its own
+/// socket id) are answered on them, and media follows: the player's packets leave on its
+/// connection (the sink asserts every datagram's socket), the publisher's arrive on its own.
+#[test]
+fn sessions_connected_over_ice_tcp_get_everything_on_their_connections() {
+    let mut sim = Sim::new(1);
+    sim.add_on(0, PUBLISHER, publisher_role(), SocketId::tcp(0));
+    sim.connect(PUBLISHER);
+    let udp_player = (SessionId(2), (100u8, 0x1111_0002u32));
+    let tcp_player = (SessionId(3), (101u8, 0x1111_0003u32));
+    sim.add(
+        0,
+        udp_player.0,
+        player_role(udp_player.1 .0, udp_player.1 .1),
+    );
+    sim.connect(udp_player.0);
+    sim.add_on(
+        0,
+        tcp_player.0,
+        player_role(tcp_player.1 .0, tcp_player.1 .1),
+        SocketId::tcp(7),
+    );
+    sim.connect(tcp_player.0);
+    for seq in 0..50u16 {
+        sim.publish(seq, &payload(seq));
+        sim.run_for(Duration::from_millis(20));
+    }
+    for (id, track) in [udp_player, tcp_player] {
+        sim.client(id).assert_received(track, 0, 50);
+    }
+    // Consent checks keep coming over TCP and are answered there.
+    sim.run_for(Duration::from_secs(40));
+    assert_eq!(sim.cores[0].media.session_count(), 3);
+    assert_eq!(sim.cores[0].media.counters().unknown_source, 0);
 }
 
 #[test]

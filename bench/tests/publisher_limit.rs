@@ -12,7 +12,7 @@ use rtcdn_bench::client::{ClientSession, Mode, OfferOptions};
 mod common;
 use common::{loopback_config, send, stats_json, stream_listing};
 
-/// What the node said while the publisher streamed ~1.9 Mbit/s for `seconds`.
+/// What the node said while the publisher streamed ~1.9 Mbit/s (a packet per 5 ms) for `seconds`.
 struct Heard {
     /// The REMB bitrates the publisher heard.
     rembs: Vec<u64>,
@@ -46,7 +46,12 @@ async fn stream_and_listen(limit_publisher: bool, seconds: u64) -> Heard {
     let mut seq = 0u64;
     let mut rembs = Vec::new();
     while start.elapsed() < Duration::from_secs(seconds) {
-        send(&mut publisher, &mut seq, 0, start).await;
+        // Paced by the clock, not by the sleeps: a loaded machine's late wake-ups would
+        // otherwise lower the publisher's rate below what the test reads back.
+        let due = start.elapsed().as_millis() as u64 / 5;
+        while seq <= due {
+            send(&mut publisher, &mut seq, 0, start).await;
+        }
         while player.try_recv_rtp().is_some() {}
         while let Some(packet) = publisher.try_recv_rtcp() {
             for rtcp in rtp::rtcp::RtcpIter::new(&packet).flatten() {

@@ -1,7 +1,7 @@
-//! RTMP publish -> WebRTC player (issue 15): ffmpeg publishes H.264 (and AAC, which is dropped)
+//! RTMP publish -> WebRTC player (issue 15): ffmpeg publishes H.264 and AAC (made into Opus)
 //! to the node's RTMP listener, and a WHEP player gets the stream as H.264 RTP from its first
 //! packet: SPS, PPS and an IDR, then in-order packets with 90 kHz timestamps, keyframes again
-//! at the encoder's interval. A second publish of the live name and a publish to an unknown
+//! at the encoder's interval, and the audio as 20 ms Opus packets. A second publish of the live name and a publish to an unknown
 //! application are refused; garbage and a stalled handshake are closed while the listener goes
 //! on. Everything stays on 127.0.0.1.
 
@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode, H264_PT};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT};
 
 mod common;
-use common::loopback_config;
+use common::{loopback_config, stats_json};
 
 /// A node with two cores and its RTMP listener on an ephemeral port.
 fn rtmp_node() -> Node {
@@ -92,13 +92,25 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
         }
     }
     assert!(packets.len() > 100, "only {} packets in 4 s", packets.len());
-    let headers: Vec<_> = packets
+    let (headers, audio): (Vec<_>, Vec<_>) = packets
         .iter()
         .map(|p| rtp::RtpHeader::parse(p).expect("RTP"))
-        .collect();
-    assert!(headers
-        .iter()
-        .all(|h| h.payload_type() == rtp::Pt::new(H264_PT)));
+        .partition(|h| h.payload_type() == rtp::Pt::new(H264_PT));
+    // The AAC as Opus, 20 ms a packet, from the second the node saw its player on.
+    assert!(
+        audio
+            .iter()
+            .all(|h| h.payload_type() == rtp::Pt::new(AUDIO_PT)),
+        "H.264 and Opus only"
+    );
+    assert!(audio.len() >= 100, "{} Opus packets in 4 s", audio.len());
+    for pair in audio.windows(2) {
+        assert_eq!(
+            pair[1].sequence_number(),
+            pair[0].sequence_number().wrapping_add(1)
+        );
+        assert_eq!(pair[1].timestamp().wrapping_sub(pair[0].timestamp()), 960);
+    }
     // From the start: the keyframe, SPS and PPS first.
     let first: Vec<Option<u8>> = headers
         .iter()
@@ -161,6 +173,19 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
             "{frame:?}"
         );
     }
+
+    // The stats show the ingest's bitrate and the encoder's keyframe interval (-g 60 at 30 fps),
+    // which players' keyframe requests cannot shorten.
+    let stats = stats_json(&base).await;
+    let stream = &stats["streams"][0];
+    assert_eq!(stream["name"], "rtmpcam");
+    let bitrate = stream["bitrate_bps"].as_u64().unwrap_or(0);
+    assert!(bitrate > 50_000, "ingest bitrate {stream}");
+    let interval = stream["keyframe_interval_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (1900..=2100).contains(&interval),
+        "keyframe interval {stream}"
+    );
 
     // The live name cannot be published twice, nor an unknown application.
     for url in [

@@ -57,6 +57,8 @@ OPTIONS:
     --media-bind IP        media bind address (default 127.0.0.1)
     --announce IP          advertise this address in ICE candidates (repeatable)
     --udp-port-base PORT   UDP port of media thread 0 (default 31000)
+    --tcp-port-base PORT   ICE-TCP port of media thread 0 (default: the UDP ports)
+    --ice-tcp on|off       passive ICE-TCP beside UDP (default on)
     --media-threads N      media threads, 0 = one per core (default 0)
     --media-backend NAME   auto | io_uring | mmsg (default auto)
     --log LEVEL            log filter, e.g. info, debug, rtcdn=trace (default info)
@@ -108,7 +110,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
             | "--media-bind" | "--announce" | "--udp-port-base" | "--media-threads"
-            | "--media-backend" | "--log" | "--log-format" | "--rtmp" => {
+            | "--tcp-port-base" | "--ice-tcp" | "--media-backend" | "--log" | "--log-format"
+            | "--rtmp" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args
@@ -182,6 +185,18 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), Config
         "--announce" => config.media.announce.push(parse(flag, value)?),
         "--udp-port-base" => config.media.port_base = parse(flag, value)?,
         "--media-threads" => config.media.threads = parse(flag, value)?,
+        "--tcp-port-base" => config.media.tcp_port_base = Some(parse(flag, value)?),
+        "--ice-tcp" => {
+            config.media.tcp = match value {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError::Argument(format!(
+                        "--ice-tcp {other:?}: expected on or off"
+                    )))
+                }
+            }
+        }
         "--media-backend" => config.media.backend = value.to_owned(),
         "--log" => config.log.level = value.to_owned(),
         "--log-format" => {

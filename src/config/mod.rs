@@ -89,6 +89,23 @@ pub struct MediaConfig {
     pub threads: usize,
     /// I/O backend: "auto", "io_uring" or "mmsg".
     pub backend: String,
+    /// Passive ICE-TCP (RFC 6544): each media thread also listens on TCP and answers list TCP
+    /// host candidates beside the UDP ones, for viewers whose networks block UDP.
+    pub tcp: bool,
+    /// TCP port of media thread 0 (thread `i`: `tcp_port_base + i`); unset: the UDP ports.
+    pub tcp_port_base: Option<u16>,
+    /// ICE-TCP connections one media thread keeps open at a time; more are closed at accept.
+    pub tcp_max_connections: usize,
+}
+
+impl MediaConfig {
+    /// The TCP port of media thread `i` (0: ephemeral).
+    pub fn tcp_port(&self, i: usize) -> u16 {
+        match self.tcp_port_base.unwrap_or(self.port_base) {
+            0 => 0,
+            base => base + i as u16,
+        }
+    }
 }
 
 /// `[dtls]`
@@ -140,6 +157,9 @@ impl Default for MediaConfig {
             port_base: 31000,
             threads: 0,
             backend: "auto".into(),
+            tcp: true,
+            tcp_port_base: None,
+            tcp_max_connections: 256,
         }
     }
 }
@@ -202,6 +222,20 @@ impl Config {
                     "{} + {threads} threads runs past port 65535",
                     self.media.port_base
                 ),
+            });
+        }
+        if let Some(base) = self.media.tcp_port_base {
+            if usize::from(base) + threads - 1 > usize::from(u16::MAX) {
+                return Err(ConfigError::Invalid {
+                    key: "media.tcp_port_base",
+                    message: format!("{base} + {threads} threads runs past port 65535"),
+                });
+            }
+        }
+        if self.media.tcp && !(1..=32768).contains(&self.media.tcp_max_connections) {
+            return Err(ConfigError::Invalid {
+                key: "media.tcp_max_connections",
+                message: "between 1 and 32768".into(),
             });
         }
         if self.media.threads > 1024 {

@@ -188,6 +188,12 @@ impl<R: Rng> ControlPlane<R> {
         Ok(stream)
     }
 
+    /// An ingest's encoder sends a keyframe every `interval_ms` (for the control API: players
+    /// of an RTMP stream wait up to that long for their first picture when the cache has none).
+    pub fn handle_keyframe_interval(&mut self, id: SessionId, interval_ms: u32) {
+        self.registry.set_keyframe_interval(id, interval_ms);
+    }
+
     /// A negotiated player of `spec.stream_name`, presenting `acl_key`, runs on `core` (its
     /// `spec.stream` and `spec.publisher_core` are set here). Refused when the stream is gone,
     /// was replaced or its access list does not let the key in.

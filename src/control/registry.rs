@@ -76,6 +76,9 @@ pub struct SessionEntry {
     pub loss_fraction: Option<u8>,
     /// The picture size a publisher's keyframes announced, when its codec shows it (VP8, H.264).
     pub video_size: Option<(u16, u16)>,
+    /// An RTMP publisher's keyframe interval (ms): RTMP cannot be asked for a keyframe, so a
+    /// new player may wait this long.
+    pub keyframe_interval_ms: Option<u32>,
     /// When the control plane accepted it (for its age in the control API).
     pub created: Instant,
     /// Where its signalling came from.
@@ -316,6 +319,7 @@ impl Registry {
             layer: None,
             loss_fraction: None,
             video_size: None,
+            keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
         });
@@ -359,6 +363,7 @@ impl Registry {
             layer: None,
             loss_fraction: None,
             video_size: None,
+            keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
         });
@@ -391,6 +396,7 @@ impl Registry {
             layer: None,
             loss_fraction: None,
             video_size: None,
+            keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
         });
@@ -492,6 +498,13 @@ impl Registry {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.loss_fraction = loss_fraction.or(session.loss_fraction);
             session.video_size = video_size.or(session.video_size);
+        }
+    }
+
+    /// Records an RTMP publisher's keyframe interval.
+    pub fn set_keyframe_interval(&mut self, id: SessionId, interval_ms: u32) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.keyframe_interval_ms = Some(interval_ms);
         }
     }
 

@@ -1,9 +1,11 @@
 //! The `rtmp_input` fuzz target's body: bytes into a server-side RTMP connection.
 
 /// Bytes into a server-side RTMP connection (see `fuzz/README.md`, `rtmp_input`). The first
-/// byte picks the mode: bit 0 starts after a real handshake, bit 1 feeds `[len: u16][video
-/// message]…` straight to the FLV parser and H.264 packetizer, bits 2.. size the reads.
+/// byte picks the mode: bit 0 starts after a real handshake, bit 1 feeds `[len: u16][message]…`
+/// straight to the FLV parsers, the H.264 packetizer and the AAC to Opus transcoder (a length
+/// with its top bit set is an audio message), bits 2.. size the reads.
 pub fn fuzz_rtmp_input(data: &[u8]) {
+    use crate::rtmp::audio::RtmpAudio;
     use crate::rtmp::chunk_guard::ChunkLimits;
     use crate::rtmp::h264_rtp::RTP_MAX_PACKET;
     use crate::rtmp::publisher::RtmpPublisher;
@@ -19,12 +21,23 @@ pub fn fuzz_rtmp_input(data: &[u8]) {
             assert!(packet.len() <= RTP_MAX_PACKET, "packets fit the MTU");
         });
     };
+    let mut transcoder = RtmpAudio::new(1, 0, 0);
+    transcoder.set_registered(true);
+    let mut audio = |timestamp_ms: u32, message: &[u8]| {
+        let _ = transcoder.handle(timestamp_ms, message, |packet| {
+            assert!(packet.len() <= 12 + 1275, "one Opus frame a packet");
+        });
+    };
     if mode & 2 != 0 {
         let mut rest = data;
         let mut timestamp = 0u32;
         while let [hi, lo, tail @ ..] = rest {
-            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
-            video(timestamp, &tail[..len]);
+            let len = usize::from(u16::from_be_bytes([*hi & 0x7F, *lo])).min(tail.len());
+            if *hi & 0x80 != 0 {
+                audio(timestamp, &tail[..len]);
+            } else {
+                video(timestamp, &tail[..len]);
+            }
             timestamp = timestamp.wrapping_add(33);
             rest = &tail[len..];
         }
@@ -60,6 +73,7 @@ pub fn fuzz_rtmp_input(data: &[u8]) {
                     let _ = server.accept_publish();
                 }
                 RtmpEvent::Video { timestamp_ms, data } => video(timestamp_ms, &data),
+                RtmpEvent::Audio { timestamp_ms, data } => audio(timestamp_ms, &data),
                 _ => {}
             }
         }

@@ -55,6 +55,8 @@ struct Ingest {
     started_at: Instant,
     packets: u64,
     bytes: u64,
+    /// `bytes` at the last bitrate report, and when that was.
+    reported: (u64, Instant),
 }
 
 /// What a core is, beyond its sessions.
@@ -82,6 +84,7 @@ pub enum SocketRequest {
 /// A session that ended while its peer was still there: its DTLS close_notify may still have to
 /// go out to `remote`.
 struct Closing<A> {
+    socket: SocketId,
     remote: SocketAddr,
     since: Instant,
     _association: A,
@@ -208,9 +211,9 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
 
     /// When [`MediaCore::handle_timeout`] wants to run next: the earliest session deadline, a
     /// keyframe replay to give up, a closed session to forget, and (while the core has
-    /// sessions) the bitrate report and the simulcast layer choice.
+    /// sessions or ingests) the bitrate report and the simulcast layer choice.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let busy = !self.peers.is_empty();
+        let busy = !self.peers.is_empty() || !self.ingests.is_empty();
         [
             self.timers.next(),
             self.router.poll_timeout(),
@@ -329,9 +332,9 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         tx: &mut impl TxSink,
     ) {
         if let Some(closing) = self.closing.get(&id) {
-            // Only sessions on the core's own socket linger (relays close theirs at once).
+            // Only client sessions linger (relays close their sockets at once).
             if let DtlsEvent::Transmit(record) = event {
-                tx.push_on(SocketId::MAIN, closing.remote, &record);
+                tx.push_on(closing.socket, closing.remote, &record);
             }
             return;
         }
@@ -373,7 +376,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.drain_touched(now, tx);
         if now >= self.next_bitrate_report {
             self.next_bitrate_report = now + BITRATE_REPORT_INTERVAL;
-            self.report_bitrates();
+            self.report_bitrates(now);
         }
         if self.closing_deadline.is_some_and(|at| at <= now) {
             self.closing
@@ -460,6 +463,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 started_at: now,
                 packets: 0,
                 bytes: 0,
+                reported: (0, now),
             },
         );
     }
@@ -532,7 +536,23 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.drain_touched(now, tx);
     }
 
-    fn report_bitrates(&mut self) {
+    fn report_bitrates(&mut self, now: Instant) {
+        // An ingest's bitrate is what came through its ring since the last report.
+        for (&id, ingest) in &mut self.ingests {
+            let (bytes, at) = std::mem::replace(&mut ingest.reported, (ingest.bytes, now));
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            if elapsed > 0.0 {
+                let bps = ((ingest.bytes - bytes) as f64 * 8.0 / elapsed) as u64;
+                self.events.push_back(CoreEvent::Bitrates {
+                    id,
+                    estimate_bps: None,
+                    received_bps: Some(bps),
+                    layer: None,
+                    loss_fraction: None,
+                    video_size: None,
+                });
+            }
+        }
         for (&id, peer) in &self.peers {
             let estimate_bps = peer.session.bandwidth_estimate();
             let received_bps = peer.session.received_bitrate();
@@ -577,6 +597,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        peer.note_path(socket, src);
         if let Err(e) = peer.session.handle_stun(now, src, data) {
             self.counters.stun_rejected += 1;
             debug!(session = %id, error = %e, "STUN rejected");
@@ -722,7 +743,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.by_ufrag.retain(|_, owner| *owner != id);
         self.router.remove_session(id, session.stream());
         let association = self.associations.remove(&id);
-        if peer.socket != SocketId::MAIN {
+        if peer.socket != SocketId::MAIN && !peer.socket.is_tcp() {
             // A relay's socket is its own; its edge hears of the end over the WebSocket.
             self.socket_requests
                 .push_back(SocketRequest::Close(peer.socket));
@@ -733,6 +754,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 self.closing.insert(
                     id,
                     Closing {
+                        socket: peer.socket,
                         remote,
                         since: now,
                         _association: association,
@@ -769,10 +791,10 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 return;
             };
             while let Some(transmit) = peer.session.poll_transmit() {
-                tx.push_on(peer.socket, transmit.destination, &transmit.contents);
+                let socket = peer.socket_for(transmit.destination);
+                tx.push_on(socket, transmit.destination, &transmit.contents);
                 peer.session.recycle(transmit.contents);
             }
-            let socket = peer.socket;
             let Some(event) = peer.session.poll_event() else {
                 // Its deadline may have moved with this input: armed again while the session is
                 // at hand (this runs once per packet a publisher sends).
@@ -784,12 +806,15 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             let stream = peer.session.stream();
             match event {
                 SessionEvent::IceConnected { remote } => {
-                    self.by_addr.insert((socket, remote), id);
+                    // A client's media follows its selected pair, over UDP or ICE-TCP.
+                    peer.socket = peer.socket_for(remote);
+                    self.by_addr.insert((peer.socket, remote), id);
                     self.start_dtls(id);
                 }
                 SessionEvent::RemoteChanged { remote } => {
+                    peer.socket = peer.socket_for(remote);
                     self.by_addr.retain(|_, owner| *owner != id);
-                    self.by_addr.insert((socket, remote), id);
+                    self.by_addr.insert((peer.socket, remote), id);
                 }
                 SessionEvent::Connected => {
                     self.events.push_back(CoreEvent::SessionConnected { id });

@@ -2,6 +2,7 @@
 //! what the router and the timers note about it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::control::SessionId;
@@ -9,6 +10,10 @@ use crate::media::timers::entry_to_push;
 use crate::media::tx::SocketId;
 use crate::session::Session;
 use crate::simulcast::{LayerChooser, LayerEstimate};
+
+/// Candidate paths a client session's checks came on that are remembered: a browser checks its
+/// UDP and TCP candidates side by side.
+const PATHS: usize = 4;
 
 /// A core's sessions by id.
 pub(super) type Peers = HashMap<SessionId, Peer>;
@@ -18,7 +23,13 @@ pub(super) struct Peer {
     pub(super) session: Session,
     /// The socket the session's datagrams use: the core's own, or a relay's private one (two
     /// relays to the same edge core must not share a 5-tuple).
+    /// A client session's socket follows its selected path: the core's UDP socket or the ICE-TCP
+    /// connection its checks came on (see [`Peer::note_path`]).
     pub(super) socket: SocketId,
+    /// The socket each of the client's recent check sources used, newest at `next - 1`, so
+    /// that every answer leaves on the socket its check arrived on.
+    paths: [Option<(SocketAddr, SocketId)>; PATHS],
+    next_path: usize,
     /// A new player whose video waits for the keyframe replay from the publisher's core:
     /// live video is held back until it arrives, so the player's first packet is the keyframe.
     pub(super) awaiting_replay: bool,
@@ -37,12 +48,40 @@ impl Peer {
         Peer {
             session,
             socket,
+            paths: [None; PATHS],
+            next_path: 0,
             awaiting_replay: false,
             armed: None,
             layer_request_at: None,
             layer_chooser: LayerChooser::default(),
             layer_estimate: LayerEstimate::default(),
         }
+    }
+
+    /// A check from `src` arrived on `socket`. Relays (on a socket of their own) keep theirs.
+    pub(super) fn note_path(&mut self, socket: SocketId, src: SocketAddr) {
+        if !self.follows_paths() || self.paths.iter().flatten().any(|&p| p == (src, socket)) {
+            return;
+        }
+        self.paths[self.next_path] = Some((src, socket));
+        self.next_path = (self.next_path + 1) % PATHS;
+    }
+
+    /// The socket that reaches `dst`: the one its last check came on, else the session's.
+    pub(super) fn socket_for(&self, dst: SocketAddr) -> SocketId {
+        if !self.follows_paths() {
+            return self.socket;
+        }
+        (0..PATHS)
+            .map(|k| (self.next_path + PATHS - 1 - k) % PATHS)
+            .filter_map(|i| self.paths[i])
+            .find(|&(addr, _)| addr == dst)
+            .map_or(SocketId::MAIN, |(_, socket)| socket)
+    }
+
+    /// A client session (on the core's own socket or an ICE-TCP connection), not a relay.
+    fn follows_paths(&self) -> bool {
+        self.socket == SocketId::MAIN || self.socket.is_tcp()
     }
 
     /// When the core must next visit this session: its own timers, or a layer's keyframe to ask

@@ -8,21 +8,50 @@ use std::net::SocketAddr;
 /// The largest datagram a core sends or receives; a [`TxSink`] gives its writers this much room.
 pub const MAX_DATAGRAM: usize = 2048;
 
-/// One of a core's UDP sockets: [`SocketId::MAIN`] is the core's own, others are opened for relay
-/// sessions (two relays to the same edge must not share a 5-tuple). On a real node they are the
-/// sockets of the core's [`UdpIo`](crate::reactor::io::UdpIo); an id is reused once its socket is
-/// closed.
+/// One of a core's sockets: [`SocketId::MAIN`] is the core's own UDP socket, others are opened
+/// for relay sessions (two relays to the same edge must not share a 5-tuple), and ids from
+/// [`SocketId::tcp`] on are ICE-TCP connections accepted by the core (one peer each). On a real
+/// node they are the sockets of the core's [`UdpIo`](crate::reactor::io::UdpIo); an id is reused
+/// once its socket is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SocketId(pub u16);
 
 impl SocketId {
     /// The core's own socket.
     pub const MAIN: SocketId = SocketId(0);
+
+    /// The first ICE-TCP connection's id; the ids below are UDP sockets.
+    const FIRST_TCP: u16 = 0x8000;
+
+    /// How many ICE-TCP connection ids there are.
+    pub const TCP_SLOTS: u16 = u16::MAX - Self::FIRST_TCP + 1;
+
+    /// ICE-TCP connection `index` (below [`TCP_SLOTS`](Self::TCP_SLOTS)).
+    pub const fn tcp(index: u16) -> SocketId {
+        SocketId(Self::FIRST_TCP | index)
+    }
+
+    /// The connection index of an ICE-TCP id; `None` for a UDP socket.
+    pub const fn tcp_index(self) -> Option<u16> {
+        if self.0 >= Self::FIRST_TCP {
+            Some(self.0 - Self::FIRST_TCP)
+        } else {
+            None
+        }
+    }
+
+    /// Whether this is an ICE-TCP connection.
+    pub const fn is_tcp(self) -> bool {
+        self.0 >= Self::FIRST_TCP
+    }
 }
 
 impl fmt::Display for SocketId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "socket#{}", self.0)
+        match self.tcp_index() {
+            Some(i) => write!(f, "tcp#{i}"),
+            None => write!(f, "socket#{}", self.0),
+        }
     }
 }
 

@@ -129,16 +129,19 @@ pub fn run(setup: CoreSetup) {
     info!(
         core = id.0,
         addr = %io.local_addr(),
+        tcp = ?io.tcp_addr(),
         backend = ?io.backend(),
         deferred_task_work = io.defers_task_work(),
         "media core started"
     );
     let publish = |media: &Media, io: &mut UdpIo| {
         let handoff_dropped = media.forward_sink().dropped;
+        let tcp = io.tcp_stats();
         stats.publish(
             &media.counters(),
             handoff_dropped,
             io.send_queue().residence(),
+            &tcp,
         );
     };
     // At once: the first publication says whether allocations are counted.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::media::MediaCounters;
-use crate::reactor::io::{ResidenceHistogram, RESIDENCE_BUCKETS};
+use crate::reactor::io::{ResidenceHistogram, TcpStats, RESIDENCE_BUCKETS};
 
 /// While a core is busy its counters are published with its work, at most this often.
 const STATS_INTERVAL: Duration = Duration::from_millis(20);
@@ -107,17 +107,83 @@ pub struct CoreStats {
     /// How long received datagrams stayed in the core, kernel stamp to flush of their sends
     /// (cumulative counts per [`ResidenceHistogram`] bucket).
     pub residence: ResidenceCounts,
+    /// ICE-TCP: connections and frames, and why connections were closed.
+    pub tcp: TcpCounts,
+}
+
+/// A published copy of a core's [`TcpStats`].
+#[derive(Debug, Default)]
+pub struct TcpCounts {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Closed at accept: the core had its maximum open.
+    pub rejected_full: AtomicU64,
+    /// Closed by the peer, or after a failed read or write.
+    pub closed_by_peer: AtomicU64,
+    /// Closed: no valid ICE check in time.
+    pub stun_timeouts: AtomicU64,
+    /// Closed: nothing received for too long.
+    pub idle_timeouts: AtomicU64,
+    /// Closed: a length prefix above the largest datagram.
+    pub oversized: AtomicU64,
+    /// Closed: the first frame was not STUN.
+    pub garbage: AtomicU64,
+    /// Frames received and handed to the media core.
+    pub rx_frames: AtomicU64,
+    /// Frames queued for sending.
+    pub tx_frames: AtomicU64,
+    /// Frames dropped: the connection's write queue was full (a slow reader).
+    pub tx_dropped: AtomicU64,
+}
+
+impl TcpCounts {
+    fn store(&self, t: &TcpStats) {
+        let store = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
+        store(&self.accepted, t.accepted);
+        store(&self.open, t.open);
+        store(&self.rejected_full, t.rejected_full);
+        store(&self.closed_by_peer, t.closed_by_peer);
+        store(&self.stun_timeouts, t.stun_timeouts);
+        store(&self.idle_timeouts, t.idle_timeouts);
+        store(&self.oversized, t.oversized);
+        store(&self.garbage, t.garbage);
+        store(&self.rx_frames, t.rx_frames);
+        store(&self.tx_frames, t.tx_frames);
+        store(&self.tx_dropped, t.tx_dropped);
+    }
+
+    /// The counters by name, for `/api/stats`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "accepted": load(&self.accepted),
+            "open": load(&self.open),
+            "rejected_full": load(&self.rejected_full),
+            "closed_by_peer": load(&self.closed_by_peer),
+            "stun_timeouts": load(&self.stun_timeouts),
+            "idle_timeouts": load(&self.idle_timeouts),
+            "oversized": load(&self.oversized),
+            "garbage": load(&self.garbage),
+            "rx_frames": load(&self.rx_frames),
+            "tx_frames": load(&self.tx_frames),
+            "tx_dropped": load(&self.tx_dropped),
+        })
+    }
 }
 
 impl CoreStats {
     /// Publishes a core's totals: its media core's `counters`, the items its hand-off rings
-    /// dropped, and its send queue's `residence` times.
+    /// dropped, its send queue's `residence` times and its ICE-TCP counters.
     pub(super) fn publish(
         &self,
         c: &MediaCounters,
         handoff_dropped: u64,
         residence: &ResidenceHistogram,
+        tcp: &TcpStats,
     ) {
+        self.tcp.store(tcp);
         let store = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
         store(&self.rtp_received, c.rtp_received);
         store(&self.rtp_sent, c.rtp_sent);

@@ -33,6 +33,12 @@ pub enum RtmpEvent {
     Video { timestamp_ms: u32, data: Bytes },
     /// An audio message (an FLV audio tag body) of the published stream.
     Audio { timestamp_ms: u32, data: Bytes },
+    /// The published stream's `onMetaData`: what the encoder says it sends.
+    Metadata {
+        audio_codec_id: Option<u32>,
+        width: Option<u32>,
+        height: Option<u32>,
+    },
     /// The client stopped publishing (deleteStream, closeStream, FCUnpublish).
     PublishFinished,
 }
@@ -260,6 +266,13 @@ impl RtmpConnection {
                 timestamp_ms: timestamp.value,
                 data,
             }),
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } if self.publishing => {
+                self.events.push_back(RtmpEvent::Metadata {
+                    audio_codec_id: metadata.audio_codec_id,
+                    width: metadata.video_width,
+                    height: metadata.video_height,
+                })
+            }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 let results = self.session()?.reject_request(
                     request_id,

@@ -1,12 +1,13 @@
-//! FLV video tag bodies as RTMP carries them (the FLV file format spec, E.4.3): which codec, a
-//! frame's type, and for H.264 (AVC) the decoder configuration record or the frame's
-//! length-prefixed NAL units with their composition time. Borrowing parsers; nothing copied.
+//! FLV video and audio tag bodies as RTMP carries them (the FLV file format spec, E.4.2 and
+//! E.4.3): which codec, a frame's type, for H.264 (AVC) the decoder configuration record or the
+//! frame's length-prefixed NAL units with their composition time, and for AAC the
+//! AudioSpecificConfig or a raw frame. Borrowing parsers; nothing copied.
 
 /// Why a video message was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlvError {
     /// Shorter than its headers.
-    #[error("video message too short")]
+    #[error("FLV tag body too short")]
     Truncated,
     /// A classic FLV codec other than AVC (Sorenson, VP6, screen video, HEVC by id 12, ...).
     #[error("video codec id {0} is not supported (only H.264/AVC)")]
@@ -54,6 +55,37 @@ impl AvcConfig<'_> {
             }
             _ => "42e01f".to_owned(),
         }
+    }
+}
+
+/// One audio message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioTag<'a> {
+    /// The AAC sequence header: an AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
+    AacConfig(&'a [u8]),
+    /// One raw AAC frame.
+    AacFrame(&'a [u8]),
+    /// A classic FLV sound format other than AAC (MP3, Speex, G.711, ...), by its id, or an
+    /// Enhanced RTMP (FourCC) audio message (id 9).
+    Unsupported(u8),
+}
+
+/// FLV SoundFormat 10: AAC.
+const SOUND_FORMAT_AAC: u8 = 10;
+/// FLV SoundFormat 9: Enhanced RTMP's ExHeader (a FourCC follows).
+const SOUND_FORMAT_EX_HEADER: u8 = 9;
+
+/// Parses an audio message's body.
+pub fn parse_audio(data: &[u8]) -> Result<AudioTag<'_>, FlvError> {
+    let (&first, rest) = data.split_first().ok_or(FlvError::Truncated)?;
+    match first >> 4 {
+        SOUND_FORMAT_AAC => match rest.split_first() {
+            Some((0, config)) => Ok(AudioTag::AacConfig(config)),
+            Some((_, frame)) => Ok(AudioTag::AacFrame(frame)),
+            None => Err(FlvError::Truncated),
+        },
+        SOUND_FORMAT_EX_HEADER => Ok(AudioTag::Unsupported(SOUND_FORMAT_EX_HEADER)),
+        format => Ok(AudioTag::Unsupported(format)),
     }
 }
 
@@ -160,6 +192,23 @@ pub fn nal_units(data: &[u8], length_size: u8) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_tags_say_aac_config_frame_or_which_format() {
+        // 0xAF: AAC, 44 kHz, 16 bit, stereo.
+        assert_eq!(
+            parse_audio(&[0xAF, 0, 0x12, 0x10]),
+            Ok(AudioTag::AacConfig(&[0x12, 0x10]))
+        );
+        assert_eq!(
+            parse_audio(&[0xAF, 1, 0x21, 0x1B]),
+            Ok(AudioTag::AacFrame(&[0x21, 0x1B]))
+        );
+        assert_eq!(parse_audio(&[0x2F, 0xFF]), Ok(AudioTag::Unsupported(2)));
+        assert_eq!(parse_audio(&[0x90, 0, 0, 0]), Ok(AudioTag::Unsupported(9)));
+        assert_eq!(parse_audio(&[0xAF]), Err(FlvError::Truncated));
+        assert_eq!(parse_audio(&[]), Err(FlvError::Truncated));
+    }
 
     /// An AVC sequence header video message with this SPS and PPS.
     pub(crate) fn config_message(sps: &[u8], pps: &[u8]) -> Vec<u8> {

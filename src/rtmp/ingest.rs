@@ -1,6 +1,7 @@
 //! An RTMP stream as the node knows it: the publish key read for a name and a token, the
-//! policy asked as for a WHIP publish, the stream registered with an H.264 track and placed on
-//! a media core as an ingest (see `crate::media::ingest`).
+//! policy asked as for a WHIP publish, the stream registered with an H.264 track (and an Opus
+//! track for its transcoded AAC) and placed on a media core as an ingest (see
+//! `crate::media::ingest`).
 
 use crate::auth::{Action, AuthError, Authorized, Credentials};
 use crate::control::registry::{ClientInfo, RegistryError, StreamTrack};
@@ -10,6 +11,7 @@ use crate::sdp::{Codec, MediaKind};
 use crate::signalling::media::{authorize, http_stream_fields, new_session_id, HookStanding};
 use crate::signalling::Signalling;
 
+use super::aac_opus::OPUS_PT;
 use super::publisher::H264_PT;
 
 /// Packets an ingest's ring holds: over a second of 3 Mbit/s video, ~1.2 MB.
@@ -53,15 +55,16 @@ pub struct Registered {
     pub sender: IngestSender,
 }
 
-/// Registers `name` as a live stream with one H.264 track of `profile_level_id` and starts its
-/// ingest on the least loaded core.
+/// Registers `name` as a live stream with an H.264 track of `profile_level_id` (and an Opus
+/// track `with_audio`) and starts its ingest on the least loaded core.
 pub fn register(
     state: &Signalling,
     name: &str,
     profile_level_id: &str,
+    with_audio: bool,
     client: ClientInfo,
 ) -> Result<Registered, RegistryError> {
-    let track = StreamTrack {
+    let video = StreamTrack {
         kind: MediaKind::Video,
         codec: Codec {
             pt: H264_PT,
@@ -79,6 +82,25 @@ pub fn register(
         extmaps: Vec::new(),
         rids: Vec::new(),
     };
+    let audio = StreamTrack {
+        kind: MediaKind::Audio,
+        codec: Codec {
+            pt: OPUS_PT,
+            name: "opus".into(),
+            clock_rate: 48_000,
+            channels: Some(2),
+            fmtp: Some("minptime=10;useinbandfec=1;stereo=1".into()),
+            rtcp_fb: vec!["transport-cc".into()],
+            rtx_pt: None,
+        },
+        extmaps: Vec::new(),
+        rids: Vec::new(),
+    };
+    let tracks = if with_audio {
+        vec![audio, video]
+    } else {
+        vec![video]
+    };
     let id = new_session_id();
     let (sender, feed) = ingest_channel(INGEST_RING_PACKETS);
     let core = state.control(|plane, now| -> Result<_, RegistryError> {
@@ -89,7 +111,7 @@ pub fn register(
             stream_name: name.to_owned(),
             feed,
         };
-        plane.handle_ingest(now, core, spec, vec![track], client)?;
+        plane.handle_ingest(now, core, spec, tracks, client)?;
         Ok(core)
     })?;
     Ok(Registered { id, core, sender })

@@ -1,18 +1,20 @@
 //! The RTMP listener, the IO edge of `crate::rtmp`: accepts TCP connections within
 //! `rtmp.max_connections`, reads each into its [`RtmpConnection`] under the handshake and idle
 //! timeouts, writes its answers, and carries out what it asks: a publish is authorized and,
-//! at the stream's sequence header, registered; its video goes to the stream's media core as
-//! RTP through the ingest ring, with the core's wake-up once per frame.
+//! at the stream's sequence header, registered; its video, and its audio as Opus while players
+//! listen, go to the stream's media core as RTP through the ingest ring, with the core's
+//! wake-up once per frame.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::audio::{AudioOutcome, RtmpAudio};
 use super::chunk_guard::ChunkLimits;
 use super::connection::{RtmpConnection, RtmpEvent};
 use super::h264_rtp::RTP_MAX_PACKET;
@@ -30,6 +32,8 @@ const READ_BUFFER: usize = 16 * 1024;
 /// How long a frame waits for room in the core's ring before it is dropped (and the stream
 /// skips to its next keyframe).
 const RING_WAIT: Duration = Duration::from_millis(500);
+/// How often a stream's players are counted, to transcode its audio only while one listens.
+const PLAYERS_CHECK: Duration = Duration::from_secs(1);
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpConfig) {
@@ -69,8 +73,12 @@ pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpCo
 struct Published {
     name: String,
     publisher: RtmpPublisher,
+    audio: RtmpAudio,
+    /// When the players were last counted, to pause the audio transcoder while none wants it.
+    players_checked: Option<Instant>,
     /// Set at the sequence header.
     ingest: Option<Registered>,
+    /// An audio problem was logged (once per stream; the video goes on).
     audio_noted: bool,
     b_frames_noted: bool,
     interval_noted: Option<u32>,
@@ -159,11 +167,18 @@ impl Client {
             RtmpEvent::Video { timestamp_ms, data } => {
                 self.handle_video(timestamp_ms, &data, state).await
             }
-            RtmpEvent::Audio { .. } => {
+            RtmpEvent::Audio { timestamp_ms, data } => {
+                self.handle_audio(timestamp_ms, &data, state);
+                Ok(())
+            }
+            RtmpEvent::Metadata {
+                audio_codec_id,
+                width,
+                height,
+            } => {
                 if let Some(published) = self.published.as_mut() {
-                    if !std::mem::replace(&mut published.audio_noted, true) {
-                        warn!(peer = %self.peer, stream = published.name, "RTMP audio is dropped: AAC to Opus is not done yet, the stream is video-only");
-                    }
+                    debug!(peer = %self.peer, stream = published.name, ?audio_codec_id, ?width, ?height, "RTMP metadata");
+                    published.audio.announce(audio_codec_id);
                 }
                 Ok(())
             }
@@ -206,6 +221,8 @@ impl Client {
         self.published = Some(Published {
             name,
             publisher: RtmpPublisher::new(rng.gen::<u32>() | 1, rng.gen(), rng.gen()),
+            audio: RtmpAudio::new(rng.gen::<u32>() | 1, rng.gen(), rng.gen()),
+            players_checked: None,
             ingest: None,
             audio_noted: false,
             b_frames_noted: false,
@@ -255,10 +272,22 @@ impl Client {
                     user_agent: Some("RTMP".into()),
                     relay: false,
                 };
-                let registered =
-                    ingest::register(state, &published.name, &profile_level_id, client)
-                        .map_err(|e| format!("cannot register the stream: {e}"))?;
-                info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, profile_level_id, "RTMP stream live (H.264)");
+                let with_audio = published.audio.expected();
+                let registered = ingest::register(
+                    state,
+                    &published.name,
+                    &profile_level_id,
+                    with_audio,
+                    client,
+                )
+                .map_err(|e| format!("cannot register the stream: {e}"))?;
+                let codecs = if with_audio {
+                    "H.264, AAC as Opus"
+                } else {
+                    "H.264"
+                };
+                info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, profile_level_id, "RTMP stream live ({codecs})");
+                published.audio.set_registered(with_audio);
                 published.ingest = Some(registered);
             }
             Ok(VideoOutcome::Frame(info)) => {
@@ -267,7 +296,15 @@ impl Client {
                         state.cores[ingest.core.0].waker.wake();
                     }
                 }
-                note_encoder(peer, published);
+                if note_encoder(peer, published) {
+                    if let (Some(ingest), Some(interval)) =
+                        (&published.ingest, published.publisher.keyframe_interval_ms)
+                    {
+                        state.control(|plane, _| {
+                            plane.handle_keyframe_interval(ingest.id, interval)
+                        });
+                    }
+                }
             }
             Ok(VideoOutcome::Reconfigured) => {
                 info!(%peer, stream = published.name, "RTMP sequence header changed");
@@ -281,6 +318,60 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// An audio message: transcoded to Opus into the ring while the stream has players. An
+    /// audio problem is logged once and the video goes on.
+    fn handle_audio(&mut self, timestamp_ms: u32, data: &[u8], state: &Signalling) {
+        let peer = self.peer;
+        let Some(published) = self.published.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(ingest) = &published.ingest {
+            if published
+                .players_checked
+                .is_none_or(|at| now.duration_since(at) >= PLAYERS_CHECK)
+            {
+                published.players_checked = Some(now);
+                let registry = state.registry();
+                let players = registry
+                    .stream(&published.name)
+                    .filter(|s| s.publisher == ingest.id)
+                    .is_some_and(|s| !s.players.is_empty());
+                if published.audio.set_wanted(players) {
+                    let state = if players {
+                        "on: a player listens"
+                    } else {
+                        "paused: no player"
+                    };
+                    info!(%peer, stream = published.name, "RTMP audio transcoding {state}");
+                }
+            }
+        }
+        let Published { audio, ingest, .. } = published;
+        let outcome = audio.handle(timestamp_ms, data, |packet| {
+            if let Some(ingest) = ingest.as_mut() {
+                // A full ring drops the packet: 20 ms of audio the players conceal.
+                let _ = ingest.sender.push(MediaKind::Audio, false, packet);
+            }
+        });
+        match outcome {
+            Ok(AudioOutcome::Sent(n)) if n > 0 => {
+                if let Some(ingest) = &published.ingest {
+                    state.cores[ingest.core.0].waker.wake();
+                }
+            }
+            Ok(AudioOutcome::Configured { input_rate }) => {
+                debug!(%peer, stream = published.name, input_rate, "RTMP AAC sequence header");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !std::mem::replace(&mut published.audio_noted, true) {
+                    warn!(%peer, stream = published.name, "RTMP audio not forwarded: {e}");
+                }
+            }
+        }
     }
 
     /// Whether the stream's ring has fewer than `packets` free slots.
@@ -297,7 +388,7 @@ impl Client {
             return;
         };
         let p = &published.publisher;
-        info!(peer = %self.peer, stream = published.name, frames = p.frames, keyframes = p.keyframes, keyframe_interval_ms = ?p.keyframe_interval_ms, "RTMP publish ended");
+        info!(peer = %self.peer, stream = published.name, frames = p.frames, keyframes = p.keyframes, keyframe_interval_ms = ?p.keyframe_interval_ms, opus_frames = published.audio.frames(), "RTMP publish ended");
         if let Some(ingest) = published.ingest {
             end_session(state, ingest.id, EndReason::Deleted);
             state.cores[ingest.core.0].waker.wake();
@@ -307,8 +398,8 @@ impl Client {
 
 /// Logs what players of an RTMP stream depend on: the keyframe interval (RTMP cannot be asked
 /// for a keyframe, so a new player waits up to this long when the cache has none), and
-/// B-frames, which WebRTC players do not reorder.
-fn note_encoder(peer: SocketAddr, published: &mut Published) {
+/// B-frames, which WebRTC players do not reorder. Returns whether the interval is new.
+fn note_encoder(peer: SocketAddr, published: &mut Published) -> bool {
     let p = &published.publisher;
     if p.b_frames && !published.b_frames_noted {
         published.b_frames_noted = true;
@@ -320,6 +411,8 @@ fn note_encoder(peer: SocketAddr, published: &mut Published) {
         if published.interval_noted.is_none() || interval.abs_diff(noted) > noted / 5 {
             published.interval_noted = Some(interval);
             info!(%peer, stream = published.name, keyframe_interval_ms = interval, "RTMP keyframe interval (players' keyframe requests cannot shorten it)");
+            return true;
         }
     }
+    false
 }

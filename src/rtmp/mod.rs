@@ -7,16 +7,18 @@
 //! ```text
 //! TCP ─ listener ─ connection (chunk_guard + rml_rtmp: handshake, chunks, AMF0)
 //!                      │ publish ─ ingest (auth policy, registry, core placement)
-//!                      └ video ─ publisher (flv ─ h264_rtp) ─ ingest ring ─ media core router
+//!                      ├ video ─ publisher (flv ─ h264_rtp) ─┬ ingest ring ─ media core router
+//!                      └ audio ─ audio (flv ─ aac_opus) ──────┘
 //! ```
 //!
 //! [`connection`] is one client connection (bytes in, bytes and events out), [`chunk_guard`]
-//! the chunk stream checks in front of the protocol crate, [`flv`] the video tag parser,
-//! [`h264_rtp`] the RFC 6184 packetizer, [`publisher`] one stream's video, [`ingest`] the
+//! the chunk stream checks in front of the protocol crate, [`flv`] the tag parsers,
+//! [`h264_rtp`] the RFC 6184 packetizer, [`publisher`] one stream's video, [`audio`] its audio,
+//! transcoded by [`aac_opus`] to Opus once per stream while players listen, [`ingest`] the
 //! node's side of a publish, [`listener`] the TCP listener and its limits.
-//!
-//! Video only for now: AAC audio is dropped (with a log line) until it is transcoded to Opus.
 
+pub mod aac_opus;
+pub mod audio;
 pub mod chunk_guard;
 pub mod connection;
 pub mod flv;

@@ -21,6 +21,9 @@ pub struct AnswerParams {
     pub setup: Setup,
     /// One `a=candidate` host UDP line each, in this order, with descending priorities.
     pub candidates: Vec<SocketAddr>,
+    /// One passive ICE-TCP host candidate line each (RFC 6544), after the UDP ones and below
+    /// all of them in priority.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// One per audio/video m-line of the offer (`offer.media`), same order.
     pub media: Vec<MediaAnswer>,
 }
@@ -162,6 +165,8 @@ fn accepted_media(
         );
     }
     candidates(&mut media, &params.candidates);
+    tcp_candidates(&mut media, &params.tcp_candidates, params.candidates.len());
+    write::flag(&mut media, "end-of-candidates");
     media
 }
 
@@ -179,7 +184,25 @@ fn candidates(media: &mut Media, candidates: &[SocketAddr]) {
         );
         write::attr(media, "candidate", value);
     }
-    write::flag(media, "end-of-candidates");
+}
+
+/// RFC 6544 passive TCP host candidates. Priority (§4.2): type preference 90, below UDP host
+/// candidates (126) as browsers rank their own, so a peer that reaches UDP prefers it; local
+/// preference with the passive direction preference (4) in its top bits. Foundations follow
+/// the `udp` ones (`first` of them): a foundation names one transport.
+fn tcp_candidates(media: &mut Media, candidates: &[SocketAddr], first: usize) {
+    for (i, addr) in candidates.iter().enumerate() {
+        let other = 8191_u32.saturating_sub(u32::try_from(i).unwrap_or(u32::MAX));
+        let local_preference = (4 << 13) | other;
+        let priority = (90 << 24) | (local_preference << 8) | 255;
+        let value = format!(
+            "{} 1 tcp {priority} {} {} typ host tcptype passive",
+            first + i + 1,
+            addr.ip(),
+            addr.port()
+        );
+        write::attr(media, "candidate", value);
+    }
 }
 
 /// RFC 3264 §6: a rejected stream keeps its media type and a format of the offer, port 0.

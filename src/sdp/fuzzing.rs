@@ -94,6 +94,7 @@ fn params(media: Vec<MediaAnswer>) -> AnswerParams {
         fingerprint: Fingerprint([0xab; 32]),
         setup: Setup::Active,
         candidates: vec!["192.0.2.1:3478".parse().expect("literal address")],
+        tcp_candidates: vec!["192.0.2.1:3478".parse().expect("literal address")],
         media,
     }
 }

@@ -27,6 +27,8 @@ use crate::simulcast::{LayerMap, MAX_LAYERS};
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a publisher gets a receiver report (and REMB).
 const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest period a publisher's bitrate is measured over.
+const MIN_BITRATE_WINDOW: Duration = Duration::from_millis(500);
 /// The bitrate announced to publishers in REMB, so a browser ramps up to a useful rate instead of
 /// staying at its cautious start estimate. rtcdn does no congestion control of its own (yet).
 const REMB_BITRATE_BPS: u64 = 5_000_000;
@@ -558,17 +560,27 @@ impl Session {
             return;
         };
         publisher.next_receiver_report = Some(now + RECEIVER_REPORT_INTERVAL);
-        if let Some(since) = publisher.bitrate_since {
-            let elapsed = now.saturating_duration_since(since).as_secs_f64();
-            if elapsed > 0.0 {
-                publisher.bitrate_bps = (publisher.received_bytes as f64 * 8.0 / elapsed) as u64;
+        // Reports also go out of turn (a REMB change): the bitrate window only ends once it is
+        // long enough to say something, else a limit that moves often reads as silence.
+        let window = publisher
+            .bitrate_since
+            .map(|since| now.saturating_duration_since(since));
+        match window {
+            Some(window) if window < MIN_BITRATE_WINDOW => {}
+            Some(window) => {
+                publisher.bitrate_bps =
+                    (publisher.received_bytes as f64 * 8.0 / window.as_secs_f64()) as u64;
+                if let Some(feedback) = publisher.transport_cc.as_mut() {
+                    feedback.set_bitrate(publisher.bitrate_bps);
+                }
+                publisher.received_bytes = 0;
+                publisher.bitrate_since = Some(now);
             }
-            if let Some(feedback) = publisher.transport_cc.as_mut() {
-                feedback.set_bitrate(publisher.bitrate_bps);
+            None => {
+                publisher.received_bytes = 0;
+                publisher.bitrate_since = Some(now);
             }
         }
-        publisher.received_bytes = 0;
-        publisher.bitrate_since = Some(now);
         // Recoveries since the last request are reported here at the latest.
         for counts in publisher
             .video_loss
@@ -703,6 +715,43 @@ mod tests {
         assert_eq!(remb_sent(&mut publisher), [300_000], "in the next report");
         publisher.limit_bitrate(now + Duration::from_millis(2300), None);
         assert_eq!(remb_sent(&mut publisher), [REMB_BITRATE_BPS], "lifted");
+    }
+
+    #[test]
+    fn a_remb_sent_out_of_turn_does_not_cut_the_bitrate_window_short() {
+        // A REMB change goes out at once in a receiver report; the bitrate is still measured
+        // over about a second, or a limit that moves often reads the publisher as silent.
+        let now = Instant::now();
+        let (mut publisher, from, mut tx, _rx) = publisher_with_peer(now);
+        let mut seq = 0u16;
+        let mut receive_for = |publisher: &mut Session, from_ms: u64, to_ms: u64| {
+            // A 200-byte packet every 10 ms: 172.8 kbit/s with the GCM tag.
+            for ms in (from_ms..to_ms).step_by(10) {
+                seq += 1;
+                let mut datagram = srtp_datagram(&mut tx, &source_packet(1, seq));
+                let at = now + Duration::from_millis(ms);
+                publisher.handle_srtp(at, from, &mut datagram).unwrap();
+            }
+        };
+        // The first report starts the first window.
+        publisher.handle_timeout(now + RECEIVER_REPORT_INTERVAL);
+        receive_for(&mut publisher, 1000, 2000);
+        publisher.handle_timeout(now + 2 * RECEIVER_REPORT_INTERVAL);
+        let settled = publisher.received_bitrate().unwrap();
+        assert!((150_000..200_000).contains(&settled), "{settled}");
+        while publisher.poll_transmit().is_some() {}
+        // The limit changes just after the report, before the next packet.
+        publisher.limit_bitrate(now + Duration::from_millis(2001), Some(300_000));
+        let read = publisher.received_bitrate().unwrap();
+        assert!((150_000..200_000).contains(&read), "{read}");
+        receive_for(&mut publisher, 2005, 2300);
+        publisher.limit_bitrate(now + Duration::from_millis(2301), Some(250_000));
+        let read = publisher.received_bitrate().unwrap();
+        assert!((150_000..200_000).contains(&read), "{read}");
+        receive_for(&mut publisher, 2305, 3301);
+        publisher.handle_timeout(now + Duration::from_millis(3301));
+        let read = publisher.received_bitrate().unwrap();
+        assert!((150_000..200_000).contains(&read), "{read}");
     }
 
     /// A connected publisher of one VP8 track (PT 100), with rtx `(pt, (media, rtx SSRCs))`

@@ -57,6 +57,7 @@ fn new_session_params(
         ice_pwd: local_ice.pwd.clone(),
         fingerprint: state.certificate.fingerprint(),
         candidates: state.cores[core].candidates.clone(),
+        tcp_candidates: state.cores[core].tcp_candidates.clone(),
     };
     (id, local_ice, local)
 }

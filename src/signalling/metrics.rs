@@ -56,6 +56,10 @@ struct CoreSnapshot {
     rtx_sent: u64,
     /// (reason, packets) dropped as bad input.
     dropped: Vec<(&'static str, u64)>,
+    /// ICE-TCP connections open, closed by reason, and frames dropped at a full write queue.
+    tcp_open: u64,
+    tcp_closed: Vec<(&'static str, u64)>,
+    tcp_frames_dropped: u64,
     media_allocations: Option<u64>,
     /// Counts in each of [`RESIDENCE_BOUNDS`] (not cumulative: the encoder adds them up), the
     /// total, and an estimated sum (each bucket counted at its middle).
@@ -105,6 +109,16 @@ fn snapshot(state: &Signalling) -> Snapshot {
                     ("unclassified", s.unclassified.load(Relaxed)),
                     ("handoff_full", s.handoff_dropped.load(Relaxed)),
                 ],
+                tcp_open: s.tcp.open.load(Relaxed),
+                tcp_closed: vec![
+                    ("peer", s.tcp.closed_by_peer.load(Relaxed)),
+                    ("stun_timeout", s.tcp.stun_timeouts.load(Relaxed)),
+                    ("idle", s.tcp.idle_timeouts.load(Relaxed)),
+                    ("oversized_frame", s.tcp.oversized.load(Relaxed)),
+                    ("garbage", s.tcp.garbage.load(Relaxed)),
+                    ("table_full", s.tcp.rejected_full.load(Relaxed)),
+                ],
+                tcp_frames_dropped: s.tcp.tx_dropped.load(Relaxed),
                 media_allocations: s
                     .counts_allocations
                     .load(Relaxed)
@@ -281,6 +295,35 @@ impl Collector for Snapshot {
                 ConstCounter::new(*n).encode(e.encode_family(&labels)?)?;
             }
         }
+
+        per_core(
+            &mut encoder,
+            self,
+            "tcp_connections",
+            "ICE-TCP connections open",
+            MetricType::Gauge,
+            |c| c.tcp_open,
+        )?;
+        let mut e = encoder.encode_descriptor(
+            "tcp_connections_closed",
+            "ICE-TCP connections closed, by reason (table_full: refused at accept)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, core) in self.cores.iter().enumerate() {
+            for (reason, n) in &core.tcp_closed {
+                let labels = [("core", i.to_string()), ("reason", reason.to_string())];
+                ConstCounter::new(*n).encode(e.encode_family(&labels)?)?;
+            }
+        }
+        per_core(
+            &mut encoder,
+            self,
+            "tcp_frames_dropped",
+            "Frames to ICE-TCP players dropped because their write queue was full (slow readers)",
+            MetricType::Counter,
+            |c| c.tcp_frames_dropped,
+        )?;
 
         if self.cores.iter().any(|c| c.media_allocations.is_some()) {
             per_core(

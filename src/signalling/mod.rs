@@ -81,6 +81,9 @@ pub struct CoreHandle {
     pub waker: Waker,
     /// Host candidates of this core: each announced address with the core's port.
     pub candidates: Vec<SocketAddr>,
+    /// Passive ICE-TCP host candidates of this core (empty without `media.tcp`): each
+    /// announced address with the core's TCP port.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// The core's counters.
     pub stats: Arc<CoreStats>,
 }
@@ -937,6 +940,8 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "keyframe_cache_misses": s.keyframe_cache_misses.load(Relaxed),
                 "rtx_dropped": s.rtx_dropped.load(Relaxed),
                 "rtx_sent": s.rtx_sent.load(Relaxed),
+                "tcp_candidates": core.tcp_candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                "tcp": s.tcp.to_json(),
                 "allocations": s.counts_allocations.load(Relaxed).then(|| s.allocations.load(Relaxed)),
                 "media_allocations": s.counts_allocations.load(Relaxed).then(|| s.media_allocations.load(Relaxed)),
                 "residence_ns": s.residence.nonzero().map(|(i, n)| {
@@ -963,6 +968,7 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "players": s.players.len(),
                 "tracks": s.tracks.iter().map(|t| format!("{}/{}", t.codec.name, t.codec.clock_rate)).collect::<Vec<_>>(),
                 "bitrate_bps": registry.publisher_bitrate(&s.name),
+                "keyframe_interval_ms": registry.session(s.publisher).and_then(|p| p.keyframe_interval_ms),
                 "player_bandwidth_bps": estimates,
             })
         })

@@ -244,6 +244,25 @@ export function videoStats(page, pcExpr = 'window.rtcdn.playPc', type = 'inbound
   }, [pcExpr, type]);
 }
 
+/** The page's player's audio as Chromium received and decoded it (null before any). */
+export function audioStats(page, pcExpr = 'window.rtcdn.playPc') {
+  return page.evaluate(async (expr) => {
+    const pc = (0, eval)(expr);
+    if (!pc || pc.connectionState === 'closed') return null;
+    const rep = await pc.getStats();
+    let a = null;
+    rep.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'audio') a = r; });
+    if (!a) return null;
+    const codec = a.codecId && rep.get(a.codecId);
+    return {
+      packetsReceived: a.packetsReceived || 0, packetsLost: a.packetsLost || 0,
+      totalSamplesReceived: a.totalSamplesReceived || 0, concealedSamples: a.concealedSamples || 0,
+      audioLevel: a.audioLevel || 0, totalAudioEnergy: a.totalAudioEnergy || 0,
+      mimeType: codec ? codec.mimeType : null,
+    };
+  }, pcExpr);
+}
+
 /** Waits until the page's player has decoded >= minFrames with a non-zero size; returns the stats. */
 export async function waitForDecodedVideo(page, { minFrames = 60, timeout = 30_000, pcExpr, videoSelector = '#play-video' } = {}) {
   let last = null;

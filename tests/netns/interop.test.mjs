@@ -1014,3 +1014,209 @@ test('Chromium simulcast publish (l, m, h): a WHEP player behind a 300 kbit/s tb
       }
     });
   });
+
+// ---- ICE-TCP (issue 13) -----------------------------------------------------------------------
+
+/** Blocks UDP in namespace `ns` (nftables, input and output hooks, counted), or lifts the block. */
+function blockUdp(ns, on) {
+  const rules = ['table inet rtcdn_noudp', 'delete table inet rtcdn_noudp',
+    ...(on ? ['table inet rtcdn_noudp {',
+      '  chain in { type filter hook input priority 0; policy accept; meta l4proto udp counter drop comment "in"; }',
+      '  chain out { type filter hook output priority 0; policy accept; meta l4proto udp counter drop comment "out"; }',
+      '}'] : [])].join('\n');
+  const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rules + '\n', encoding: 'utf8' });
+  assert.equal(r.status, 0, `nft in ${ns}: ${r.stderr}`);
+}
+
+/** UDP datagrams the block dropped in `ns`: { in, out }. */
+function udpBlocked(ns) {
+  const r = spawnSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'table', 'inet', 'rtcdn_noudp'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `nft list in ${ns}: ${r.stderr}`);
+  const out = {};
+  for (const o of JSON.parse(r.stdout).nftables) {
+    const counter = o.rule && o.rule.comment && o.rule.expr.find((e) => e.counter);
+    if (counter) out[o.rule.comment] = counter.counter.packets;
+  }
+  return out;
+}
+
+/** The selected candidate pair of the page's `pcExpr` connection: local and remote protocol,
+ * candidate types and addresses. */
+function selectedPair(page, pcExpr) {
+  return page.evaluate(async (expr) => {
+    const pc = (0, eval)(expr);
+    const rep = await pc.getStats();
+    let pair = null;
+    rep.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = rep.get(r.selectedCandidatePairId); });
+    if (!pair) rep.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
+    if (!pair) return null;
+    const [l, rr] = [rep.get(pair.localCandidateId), rep.get(pair.remoteCandidateId)];
+    return {
+      local: `${l.protocol} ${l.candidateType} ${l.address}:${l.port} ${l.tcpType || ''}`.trim(),
+      remote: `${rr.protocol} ${rr.candidateType} ${rr.address}:${rr.port} ${rr.tcpType || ''}`.trim(),
+      protocol: rr.protocol,
+    };
+  }, pcExpr);
+}
+
+/** ICE-TCP counters summed over the cores of an /api/stats answer. */
+function tcpCounters(raw) {
+  const sum = {};
+  for (const c of raw.cores) for (const [k, v] of Object.entries(c.tcp || {})) sum[k] = (sum[k] || 0) + v;
+  return sum;
+}
+
+// The throttled namespace (its own link to the server namespace) with every UDP datagram dropped
+// in and out: a viewer behind a UDP-hostile firewall. Chromium there can only reach rtcdn over
+// its passive TCP candidate; the publisher (Chromium, client namespace) uses UDP as usual.
+test('ICE-TCP: Chromium in a namespace that drops all UDP plays over WHEP via TCP (>= 60 frames) and publishes over WHIP via TCP',
+  { skip: thrSkip, timeout: 150_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 38000 }, async () => {
+      const args = [`--unsafely-treat-insecure-origin-as-secure=${BASE}`];
+      const bCli = await launchChromium({ args });
+      blockUdp(THR_NS, true);
+      const bThr = await launchChromium({ args, executablePath: chromiumThrWrapper });
+      try {
+        const pub = await openPage(bCli, `${BASE}/?stream=tcpplay&autostart=publish&codec=VP8`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const pubPair = await selectedPair(pub, 'window.rtcdn.publishPc');
+        t.diagnostic(`publisher (client namespace) pair: ${JSON.stringify(pubPair)}`);
+        assert.equal(pubPair?.protocol, 'udp', 'the unblocked publisher stays on UDP (TCP ranks lower)');
+
+        const play = await openPage(bThr, `${BASE}/?stream=tcpplay&autostart=play`);
+        await waitForState(play, 'playState', 'playing', { timeout: 30_000 });
+        const st = await waitForDecodedVideo(play, { minFrames: 60, timeout: 40_000 });
+        const pair = await selectedPair(play, 'window.rtcdn.playPc');
+        const s = await stats();
+        t.diagnostic(`player (UDP blocked) decoded ${JSON.stringify(st)} over ${JSON.stringify(pair)}; ` +
+          `rtcdn tcp ${JSON.stringify(tcpCounters(s.raw))}; UDP dropped in the player's namespace ${JSON.stringify(udpBlocked(THR_NS))}`);
+        assert.equal(pair?.protocol, 'tcp', 'the player is connected over TCP');
+        assert.ok(st.framesDecoded >= 60);
+        const tcp = tcpCounters(s.raw);
+        assert.ok(tcp.accepted >= 1 && tcp.rx_frames > 0 && tcp.tx_frames >= 60, JSON.stringify(tcp));
+        const blocked = udpBlocked(THR_NS);
+        assert.ok(blocked.out > 0, `Chromium tried UDP and was blocked: ${JSON.stringify(blocked)}`);
+
+        // The other way: Chromium behind the UDP block publishes; a client-namespace player decodes.
+        const pub2 = await openPage(bThr, `${BASE}/?stream=tcppub&autostart=publish&codec=VP8`);
+        await waitForState(pub2, 'publishState', 'publishing', { timeout: 30_000 });
+        const pub2Pair = await selectedPair(pub2, 'window.rtcdn.publishPc');
+        const play2 = await openPage(bCli, `${BASE}/?stream=tcppub&autostart=play`);
+        await waitForState(play2, 'playState', 'playing', { timeout: 30_000 });
+        const st2 = await waitForDecodedVideo(play2, { minFrames: 60, timeout: 40_000 });
+        t.diagnostic(`publisher (UDP blocked) pair ${JSON.stringify(pub2Pair)}; client-namespace player decoded ${JSON.stringify(st2)}; ` +
+          `rtcdn tcp ${JSON.stringify(tcpCounters((await stats()).raw))}`);
+        assert.equal(pub2Pair?.protocol, 'tcp', 'the publisher is connected over TCP');
+        assert.ok(st2.framesDecoded >= 60);
+      } finally {
+        blockUdp(THR_NS, false);
+        await bThr.close().catch(() => {});
+        await bCli.close().catch(() => {});
+      }
+    });
+  });
+
+/** A page that plays `stream` over WHEP from `base` and logs, every second on the console
+ * (Firefox writes it to stdout: FIREFOX_PREFS), frames decoded and the selected pair's protocol. */
+function whepLogPage(base, stream) {
+  return `<!doctype html><meta charset="utf-8"><title>WHEP over ICE-TCP</title>
+<video id="v" autoplay muted playsinline></video>
+<script>
+(async () => {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.ontrack = (e) => { document.getElementById('v').srcObject = e.streams[0] || new MediaStream([e.track]); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => {
+    if (pc.iceGatheringState === 'complete') r();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); };
+    setTimeout(r, 5000);
+  });
+  const res = await fetch(${JSON.stringify(`${base}/whep/${stream}`)}, {
+    method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+  const answer = await res.text();
+  console.log('rtcdn-ff: whep ' + res.status);
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  setInterval(async () => {
+    const rep = await pc.getStats();
+    let frames = 0, proto = null;
+    rep.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded || 0;
+      if (r.type === 'candidate-pair' && (r.selected || r.nominated) && r.state === 'succeeded') {
+        const rc = rep.get(r.remoteCandidateId);
+        proto = rc ? rc.protocol + ' ' + rc.candidateType + ' ' + rc.address + ':' + rc.port : '?';
+      }
+    });
+    console.log('rtcdn-ff: frames ' + frames + ' pair ' + proto + ' state ' + pc.connectionState);
+  }, 1000);
+})().catch((e) => console.log('rtcdn-ff: error ' + e));
+</script>`;
+}
+
+test('ICE-TCP: Firefox ESR in a namespace that drops all UDP plays over WHEP via TCP (>= 60 frames)',
+  { skip: thrSkip || firefoxSkip, timeout: 150_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 38100 }, async ({ track }) => {
+      const pkg = await startPackageServer(WEBSDK_DIR, { host: SRV_IP });
+      const b = await launchChromium({ args: [`--unsafely-treat-insecure-origin-as-secure=${BASE}`] });
+      blockUdp(THR_NS, true);
+      try {
+        const pub = await openPage(b, `${BASE}/?stream=fftcp&autostart=publish&codec=VP8`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const home = mkdtempSync(path.join(TMP, 'firefox-tcp-'));
+        const profile = path.join(home, 'profile');
+        spawnSync('mkdir', ['-p', profile]);
+        writeFileSync(path.join(profile, 'user.js'), FIREFOX_PREFS);
+        const url = pkg.serve('/whep-log.html', whepLogPage(BASE, 'fftcp'));
+        const ff = track(startProc('firefox (UDP blocked)', 'ip', ['netns', 'exec', THR_NS, FIREFOX, '--headless', '--no-remote',
+          '--profile', profile, url], {
+          env: { HOME: home, MOZ_CRASHREPORTER_DISABLE: '1', MOZ_CRASHREPORTER: '0', XDG_CACHE_HOME: path.join(home, 'cache'),
+            XDG_CONFIG_HOME: path.join(home, 'config'), MOZ_DISABLE_AUTO_SAFE_MODE: '1' },
+        }));
+        const line = await poll(() => {
+          if (ff.exited) throw new Error(`firefox exited ${JSON.stringify(ff.exited)}`);
+          if (ff.lines.some((l) => /rtcdn-ff: error/.test(l))) throw new Error(ff.lines.filter((l) => /rtcdn-ff/.test(l)).join('\n'));
+          return ff.lines.find((l) => /rtcdn-ff: frames (\d+)/.test(l) && Number(/frames (\d+)/.exec(l)[1]) >= 60);
+        }, { timeout: 60_000, interval: 250, what: 'Firefox decoding >= 60 frames' });
+        const s = await stats();
+        t.diagnostic(`firefox (UDP blocked): ${line.trim()}; rtcdn tcp ${JSON.stringify(tcpCounters(s.raw))}; ` +
+          `UDP dropped in its namespace ${JSON.stringify(udpBlocked(THR_NS))}`);
+        assert.match(line, /pair tcp host 10\.77\.0\.1:/, 'Firefox is connected to rtcdn\'s TCP candidate');
+        assert.ok(tcpCounters(s.raw).tx_frames >= 60);
+      } finally {
+        blockUdp(THR_NS, false);
+        await b.close().catch(() => {});
+        await pkg.close();
+      }
+    });
+  });
+
+test('ICE-TCP: the Flashphoner SDK Embed Player in a namespace that drops all UDP plays via TCP (>= 60 frames)',
+  { skip: thrSkip, timeout: 150_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 38200 }, async () => {
+      const pkg = await startPackageServer(WEBSDK_DIR, { host: SRV_IP });
+      const allowHosts = [SRV_IP, CLI_IP, THR_GW, THR_IP]; // the test namespaces' own addresses, nothing else
+      const args = [...offlineChromiumArgs(allowHosts), `--unsafely-treat-insecure-origin-as-secure=${BASE},${pkg.url}`];
+      const bCli = await launchChromium({ args });
+      blockUdp(THR_NS, true);
+      const bThr = await launchChromium({ args, executablePath: chromiumThrWrapper });
+      try {
+        const pub = await openPage(bCli, `${BASE}/?stream=sdktcp&autostart=publish&codec=VP8`);
+        await waitForState(pub, 'publishState', 'publishing', { timeout: 20_000 });
+        const ctx = await newLoopbackContext(bThr, { allowHosts });
+        const url = `${pkg.url}${EMBED_PLAYER_PATH}?${new URLSearchParams({
+          urlServer: `ws://${SRV_IP}:${HTTP_PORT}`, streamName: 'sdktcp', mediaProviders: 'WebRTC', autoplay: 'true' })}`;
+        const page = await openLoggedPage(ctx, url);
+        const st = await waitForSdkVideo(page, { minFrames: 60, timeout: 60_000 });
+        const pair = await selectedPair(page, 'window.__pcs.filter((pc) => pc.connectionState === "connected").at(-1)');
+        t.diagnostic(`Embed Player (UDP blocked) decoded ${JSON.stringify(st)} over ${JSON.stringify(pair)}; ` +
+          `rtcdn tcp ${JSON.stringify(tcpCounters((await stats()).raw))}; UDP dropped ${JSON.stringify(udpBlocked(THR_NS))}`);
+        assert.equal(pair?.protocol, 'tcp', 'the SDK player is connected over TCP');
+      } finally {
+        blockUdp(THR_NS, false);
+        await bThr.close().catch(() => {});
+        await bCli.close().catch(() => {});
+        await pkg.close();
+      }
+    });
+  });

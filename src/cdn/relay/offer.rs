@@ -242,6 +242,7 @@ mod tests {
             ice_pwd: "edgepassword0123456789abc".into(),
             fingerprint: [7; 32],
             candidates: vec!["127.0.0.1:31000".parse().unwrap()],
+            tcp_candidates: Vec::new(),
         }
     }
 

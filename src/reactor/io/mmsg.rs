@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::mem::Region;
 use super::residence::{self, CONTROL_LEN};
 use super::sendq::SendQueue;
+use super::tcp::TcpSide;
 use super::waker::Waker;
 use super::{
     errno, remaining, sockaddr, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH,
@@ -26,6 +27,8 @@ const EVENTS: usize = 64;
 
 /// The waker's token; sockets use their index.
 const TOKEN_WAKE: u64 = u64::MAX;
+/// The ICE-TCP epoll fd's token (`tcp.rs`).
+const TOKEN_TCP: u64 = u64::MAX - 1;
 
 pub(super) struct MmsgRecv {
     epfd: OwnedFd,
@@ -92,6 +95,11 @@ impl MmsgRecv {
         epoll_add(self.epfd.as_raw_fd(), fd, u64::from(idx))
     }
 
+    /// Watches the ICE-TCP epoll fd.
+    pub(super) fn watch_tcp(&mut self, fd: RawFd) -> io::Result<()> {
+        epoll_add(self.epfd.as_raw_fd(), fd, TOKEN_TCP)
+    }
+
     /// Stops polling socket `fd` (before it is closed).
     pub(super) fn remove(&mut self, fd: RawFd) {
         // SAFETY: `fd` is open; EPOLL_CTL_DEL ignores the event pointer (null is allowed).
@@ -115,6 +123,7 @@ impl MmsgRecv {
         sendq: &mut SendQueue,
         rx: &mut RxStats,
         waker: &Waker,
+        tcp: Option<&mut TcpSide>,
     ) -> io::Result<usize> {
         sendq.flush()?;
         // Level triggered: a socket left readable by the last poll's budget is reported at once.
@@ -145,9 +154,11 @@ impl MmsgRecv {
         let mut ready = [0u16; EVENTS];
         let mut nready = 0;
         let mut woken = false;
+        let mut tcp_ready = false;
         for ev in &events[..n] {
             match ev.u64 {
                 TOKEN_WAKE => woken = true,
+                TOKEN_TCP => tcp_ready = true,
                 token => {
                     ready[nready] = token as u16;
                     nready += 1;
@@ -158,7 +169,12 @@ impl MmsgRecv {
             // Reset before on_wake: a wake() during on_wake makes the next poll return.
             waker.reset();
         }
-        let handled = self.receive(&mut ready[..nready], handler, sendq, rx);
+        let mut handled = self.receive(&mut ready[..nready], handler, sendq, rx);
+        if let Some(tcp) = tcp {
+            if tcp_ready || tcp.deadline().is_some_and(|at| at <= Instant::now()) {
+                handled += tcp.service(handler, sendq);
+            }
+        }
         if woken {
             handler.on_wake(sendq);
         }

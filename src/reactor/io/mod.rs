@@ -1,4 +1,6 @@
-//! UDP I/O backends for a media core: io_uring and recvmmsg/sendmmsg on epoll.
+//! UDP I/O backends for a media core: io_uring and recvmmsg/sendmmsg on epoll; and its
+//! ICE-TCP listener (`tcp.rs`, [`UdpIo::listen_tcp`]), whose connections the handler sees as
+//! sockets of their own ([`SocketId::tcp`]).
 //!
 //! One [`UdpIo`] per media core owns its main UDP socket ([`SocketId::MAIN`]), up to
 //! [`MAX_EXTRA_SOCKETS`] extra sockets added with [`UdpIo::add_socket`] (one per relay session, so
@@ -53,6 +55,7 @@ mod mmsg;
 mod residence;
 mod sendq;
 mod sockaddr;
+mod tcp;
 mod uring;
 mod waker;
 
@@ -61,6 +64,7 @@ pub use limits::open_file_limit;
 pub(crate) use residence::{parse_stamp, realtime_ns};
 pub use residence::{ResidenceHistogram, RESIDENCE_BUCKETS};
 pub use sendq::SendQueue;
+pub use tcp::{TcpLimits, TcpStats};
 pub use waker::Waker;
 
 /// Identifies one UDP socket of a [`UdpIo`]: [`SocketId::MAIN`] is the socket given to
@@ -176,6 +180,8 @@ pub struct UdpIo {
     waker: Waker,
     local: SocketAddr,
     rx: RxStats,
+    /// The ICE-TCP listener and its connections' read side, once [`UdpIo::listen_tcp`] ran.
+    tcp: Option<tcp::TcpSide>,
 }
 
 struct Extra {
@@ -227,6 +233,7 @@ impl UdpIo {
             waker,
             local,
             rx: RxStats::default(),
+            tcp: None,
         })
     }
 
@@ -342,6 +349,39 @@ impl UdpIo {
         }
     }
 
+    /// Listens for ICE-TCP (RFC 6544, passive) on `addr`: accepted connections reach the
+    /// handler as [`SocketId::tcp`] ids with the peer's address as source, one frame per call,
+    /// and sends to those ids are framed into the connection (see `tcp.rs`). Returns the
+    /// listening address. Once only.
+    pub fn listen_tcp(&mut self, addr: SocketAddr, limits: TcpLimits) -> io::Result<SocketAddr> {
+        if self.tcp.is_some() {
+            return Err(io::Error::other(
+                "this media core listens for ICE-TCP already",
+            ));
+        }
+        let side = tcp::TcpSide::listen(addr, limits, &mut self.sendq)?;
+        match &mut self.state {
+            State::Uring(recv) => recv.watch_tcp(side.poll_fd()),
+            State::Mmsg(recv) => recv.watch_tcp(side.poll_fd())?,
+        }
+        let local = side.local_addr();
+        self.tcp = Some(side);
+        Ok(local)
+    }
+
+    /// The ICE-TCP listening address, if the core listens.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(|t| t.local_addr())
+    }
+
+    /// ICE-TCP counters (all zero if the core does not listen).
+    pub fn tcp_stats(&self) -> TcpStats {
+        self.tcp
+            .as_ref()
+            .map(|t| t.stats(&self.sendq))
+            .unwrap_or_default()
+    }
+
     /// The local address of `id`, if it is open.
     pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
         if id == SocketId::MAIN {
@@ -382,7 +422,11 @@ impl UdpIo {
         handler: &mut impl DatagramHandler,
     ) -> io::Result<usize> {
         // A timeout too large to represent waits indefinitely.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if let Some(at) = self.tcp.as_ref().and_then(|t| t.deadline()) {
+            // ICE-TCP timeouts are checked in the poll: no need for the caller to know.
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
         let handled = match &mut self.state {
             State::Uring(recv) => recv.poll(
                 deadline,
@@ -390,6 +434,7 @@ impl UdpIo {
                 &mut self.sendq,
                 &mut self.rx,
                 &self.waker,
+                self.tcp.as_mut(),
             ),
             State::Mmsg(recv) => recv.poll(
                 deadline,
@@ -397,6 +442,7 @@ impl UdpIo {
                 &mut self.sendq,
                 &mut self.rx,
                 &self.waker,
+                self.tcp.as_mut(),
             ),
         };
         if !self.closing.is_empty() && !self.sendq.has_unsubmitted() {

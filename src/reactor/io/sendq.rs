@@ -23,6 +23,7 @@ use std::os::fd::RawFd;
 
 use super::mem::Region;
 use super::residence::{Residence, ResidenceHistogram};
+use super::tcp::TcpTx;
 use super::uring::Ring;
 use super::{sockaddr, SocketId, MAX_DATAGRAM, SOCKET_SLOTS};
 use crate::media::TxSink;
@@ -103,6 +104,9 @@ pub struct SendQueue {
     tx: TxStats,
     /// Receive stamps of the datagrams handled since the last flush (see `residence.rs`).
     residence: Box<Residence>,
+    /// The write side of the ICE-TCP connections, if the core listens for them: sends to a
+    /// TCP [`SocketId`] are framed into its queues and written at flush.
+    tcp: Option<TcpTx>,
 }
 
 // SAFETY: the raw pointers inside `slots` and `mmsg` point into `bufs` and `slots`, which this
@@ -142,6 +146,7 @@ impl SendQueue {
             ring,
             tx: TxStats::default(),
             residence: Residence::new(),
+            tcp: None,
         })
     }
 
@@ -162,6 +167,13 @@ impl SendQueue {
         dst: SocketAddr,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) {
+        if let Some(idx) = socket.tcp_index() {
+            match &mut self.tcp {
+                Some(tcp) => tcp.push_with(idx, fill),
+                None => self.tx.errors += 1,
+            }
+            return;
+        }
         let Some(sock) = self
             .socks
             .get(usize::from(socket.0))
@@ -275,6 +287,9 @@ impl SendQueue {
     /// send completions posted by the submit (MSG_DONTWAIT sends complete inline) are reaped
     /// right away, so slots and counters are current; other completions wait in the stash.
     pub(super) fn flush(&mut self) -> io::Result<()> {
+        if let Some(tcp) = &mut self.tcp {
+            tcp.flush();
+        }
         match &mut self.ring {
             None => self.flush_mmsg(),
             Some(ring) => {
@@ -331,6 +346,19 @@ impl SendQueue {
                 other,
             );
         }
+    }
+
+    pub(super) fn set_tcp(&mut self, tcp: TcpTx) {
+        self.tcp = Some(tcp);
+    }
+
+    pub(super) fn tcp_mut(&mut self) -> Option<&mut TcpTx> {
+        self.tcp.as_mut()
+    }
+
+    /// ICE-TCP frames queued and dropped.
+    pub(super) fn tcp_counts(&self) -> (u64, u64) {
+        self.tcp.as_ref().map_or((0, 0), |t| (t.frames, t.dropped))
     }
 
     pub(super) fn tx_stats(&self) -> TxStats {

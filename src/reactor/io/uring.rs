@@ -31,6 +31,7 @@ use super::mem::Region;
 use super::residence::{self, CONTROL_LEN};
 use super::sendq::SendQueue;
 use super::sockaddr::{self, NAME_LEN};
+use super::tcp::TcpSide;
 use super::waker::Waker;
 use super::{
     remaining, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH, SOCKET_SLOTS,
@@ -54,6 +55,8 @@ const STASH_CAP: usize = CQ_ENTRIES as usize;
 
 const UD_WAKE: u64 = 2;
 const UD_CANCEL: u64 = 3;
+/// The oneshot POLL_ADD on the ICE-TCP epoll fd (`tcp.rs`).
+const UD_TCP: u64 = 4;
 /// `| slot`.
 const UD_SEND: u64 = 1 << 32;
 /// `| socket index`.
@@ -273,6 +276,9 @@ pub(super) struct UringRecv {
     wake_armed: bool,
     batch: Vec<Cqe>,
     efd: RawFd,
+    /// The ICE-TCP epoll fd, if the core listens, and whether its poll is in flight.
+    tcp_fd: Option<RawFd>,
+    tcp_armed: bool,
 }
 
 // SAFETY: the raw pointers in `msghdr` are null; the regions are owned memory. Nothing is tied
@@ -361,6 +367,8 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         wake_armed: false,
         batch: Vec::with_capacity(POLL_BATCH),
         efd,
+        tcp_fd: None,
+        tcp_armed: false,
     };
     recv.add(0, sock);
     for bid in 0..RECV_BUFS as u16 {
@@ -413,6 +421,11 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
 }
 
 impl UringRecv {
+    /// Watches the ICE-TCP epoll fd from the next poll on.
+    pub(super) fn watch_tcp(&mut self, fd: RawFd) {
+        self.tcp_fd = Some(fd);
+    }
+
     pub(super) fn poll(
         &mut self,
         deadline: Option<Instant>,
@@ -420,6 +433,7 @@ impl UringRecv {
         sendq: &mut SendQueue,
         rx: &mut RxStats,
         waker: &Waker,
+        tcp: Option<&mut TcpSide>,
     ) -> io::Result<usize> {
         let Some(ring) = sendq.ring_mut() else {
             return Ok(0);
@@ -452,12 +466,17 @@ impl UringRecv {
 
         let mut handled = 0;
         let mut woken = false;
+        let mut tcp_ready = false;
         for k in 0..self.batch.len() {
             let cqe = self.batch[k];
             match cqe.user_data {
                 UD_WAKE => {
                     self.wake_armed = false;
                     woken = true;
+                }
+                UD_TCP => {
+                    self.tcp_armed = false;
+                    tcp_ready = true;
                 }
                 ud if ud & UD_RECV != 0 => {
                     handled += usize::from(self.on_recv(cqe, handler, sendq, rx))
@@ -466,6 +485,12 @@ impl UringRecv {
             }
         }
         self.batch.clear();
+        if let Some(tcp) = tcp {
+            if tcp_ready || tcp.deadline().is_some_and(|at| at <= Instant::now()) {
+                // Before re-arming its poll: what is left readable then fires it again.
+                handled += tcp.service(handler, sendq);
+            }
+        }
         if woken {
             // Reset before re-arming: a wake() from now on makes the new poll fire.
             waker.reset();
@@ -748,6 +773,13 @@ impl UringRecv {
             ring.push(&sqe)?;
             self.wake_armed = true;
         }
+        if let (Some(fd), false) = (self.tcp_fd, self.tcp_armed) {
+            let sqe = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                .build()
+                .user_data(UD_TCP);
+            ring.push(&sqe)?;
+            self.tcp_armed = true;
+        }
         Ok(())
     }
 
@@ -788,6 +820,14 @@ impl UringRecv {
                 return false;
             }
         }
+        if self.tcp_armed {
+            let sqe = opcode::AsyncCancel::new(UD_TCP)
+                .build()
+                .user_data(UD_CANCEL);
+            if ring.push(&sqe).is_err() {
+                return false;
+            }
+        }
         for _ in 0..50 {
             let Some(ring) = sendq.ring_mut() else {
                 return true;
@@ -805,6 +845,7 @@ impl UringRecv {
             let receiving = self.socks.iter().any(|s| s.state != RecvState::Free);
             if !receiving
                 && !self.wake_armed
+                && !self.tcp_armed
                 && ring.sends_in_flight == 0
                 && !ring.has_unsubmitted()
             {
@@ -822,6 +863,8 @@ impl UringRecv {
     fn note_final(&mut self, cqe: Cqe) {
         if cqe.user_data == UD_WAKE {
             self.wake_armed = false;
+        } else if cqe.user_data == UD_TCP {
+            self.tcp_armed = false;
         } else if cqe.user_data & UD_RECV != 0 && !cqueue::more(cqe.flags) {
             if let Some(sock) = self.socks.get_mut(usize::from(cqe.user_data as u16)) {
                 sock.state = RecvState::Free;

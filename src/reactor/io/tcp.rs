@@ -1,0 +1,788 @@
+//! Passive ICE-TCP (RFC 6544) for a media core: one listening socket and its accepted
+//! connections, each seen by the handler as a socket of its own.
+//!
+//! Connection `i` is [`SocketId::tcp(i)`](SocketId::tcp) with the peer's address as source, so
+//! the media core's demultiplexer and session lookup (ufrag first, then `(socket, address)`)
+//! treat it as one more 5-tuple. Every frame (RFC 4571, `tcp_framing`) is one datagram.
+//!
+//! Readiness: the listener and the connections sit in an epoll instance of their own, whose fd
+//! the backend watches (a oneshot POLL_ADD on the io_uring, re-armed after each batch; an entry
+//! in the mmsg backend's epoll). When it is readable, [`TcpSide::service`] accepts and reads
+//! with non-blocking syscalls, at most [`SERVICE_BUDGET`] frames per poll; level triggering
+//! brings back the rest. Writes: a send to a connection is framed into its bounded
+//! [`FrameQueue`] (in [`TcpTx`], inside the send queue), written with non-blocking `send` at
+//! every flush; a connection whose kernel buffer is full gets `EPOLLOUT` interest until its
+//! queue drains. A full queue drops the frame and counts it, as a congested UDP player loses.
+//!
+//! Memory: each connection's two buffers are allocated when it is accepted (at most
+//! `max_connections` of them, fixed at [`TcpSide::listen`]); reading, deframing, sending and
+//! framing never allocate.
+//!
+//! A connection is closed when its peer closes it or it fails; when its first frame is not
+//! STUN (garbage); when a length prefix exceeds [`MAX_DATAGRAM`]; when the core has sent
+//! nothing to it within [`TcpLimits::stun_timeout`] of its accept (the ICE-lite agent answers
+//! only checks with the right credentials, so an answer is what binds a connection to a
+//! session); when nothing arrived on it for [`TcpLimits::idle_timeout`] (consent checks come
+//! every few seconds); and at once when the table is full. Each reason has its counter.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::sendq::SendQueue;
+use super::{DatagramHandler, SocketId, MAX_DATAGRAM};
+use crate::reactor::tcp_framing::{Deframer, FrameQueue};
+
+/// Frames handed to the handler per [`TcpSide::service`].
+const SERVICE_BUDGET: usize = 256;
+/// Connections accepted (or refused) per [`TcpSide::service`]: a flood of connection attempts
+/// waits in the listen backlog, it does not hold the core.
+const ACCEPT_BUDGET: usize = 64;
+/// Events per `epoll_wait` of the TCP epoll.
+const EVENTS: usize = 64;
+/// The listener's epoll token; connections use their index.
+const TOKEN_LISTENER: u64 = u64::MAX;
+/// How often the timeouts are checked while connections are open.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Limits of one core's ICE-TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Connections open at a time; more are closed at accept (and counted).
+    pub max_connections: usize,
+    /// Bytes of each connection's write queue: what a slow reader may have waiting.
+    pub queue_bytes: usize,
+    /// A connection the core has sent nothing to by then (no valid ICE check) is closed.
+    pub stun_timeout: Duration,
+    /// A connection on which nothing arrived for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 256,
+            // A new connection's kernel buffer is small (16 KiB until TCP autotuning grows it),
+            // and a player's start is a burst: the cached keyframe and what follows it. 128 KiB
+            // dropped a dozen frames of a 640x360 start in the netns tests.
+            queue_bytes: 256 * 1024,
+            stun_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// ICE-TCP counters of one core (totals since listen).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Connections accepted into the table.
+    pub accepted: u64,
+    /// Connections closed at accept because the table was full.
+    pub rejected_full: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Closed: the peer closed or reset it, or a read or write failed.
+    pub closed_by_peer: u64,
+    /// Closed: no valid ICE check within the STUN timeout.
+    pub stun_timeouts: u64,
+    /// Closed: nothing received for the idle timeout.
+    pub idle_timeouts: u64,
+    /// Closed: a length prefix above [`MAX_DATAGRAM`].
+    pub oversized: u64,
+    /// Closed: the first frame was not STUN.
+    pub garbage: u64,
+    /// Frames handed to the handler.
+    pub rx_frames: u64,
+    /// Frames queued for sending.
+    pub tx_frames: u64,
+    /// Frames dropped because the connection's write queue was full (or it was gone).
+    pub tx_dropped: u64,
+}
+
+/// The write side of the connections, kept in the send queue (which every send goes through).
+pub(super) struct TcpTx {
+    conns: Box<[Option<ConnTx>]>,
+    /// Indexes with bytes queued since the last flush; each listed once (`ConnTx::dirty`).
+    dirty: Vec<u16>,
+    epfd: RawFd,
+    queue_bytes: usize,
+    pub(super) frames: u64,
+    pub(super) dropped: u64,
+}
+
+struct ConnTx {
+    fd: RawFd,
+    queue: FrameQueue,
+    dirty: bool,
+    /// `EPOLLOUT` interest is registered.
+    waiting_out: bool,
+    /// The core sent something: the connection carries a session.
+    bound: bool,
+    /// A write failed: the read side closes the connection at its next sweep.
+    broken: bool,
+}
+
+impl TcpTx {
+    /// Queues one frame for connection `idx`; see `SendQueue::push_with_on`.
+    pub(super) fn push_with(&mut self, idx: u16, fill: impl FnOnce(&mut [u8]) -> usize) {
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
+            self.dropped += 1;
+            return;
+        };
+        if !conn.queue.has_room() {
+            // A burst (a keyframe, a replay) filled the queue before the flush: what the
+            // kernel takes now makes room; only then is the frame dropped.
+            self.write(idx);
+        }
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let before = conn.queue.pending().len();
+        if !conn.queue.push_with(fill) {
+            self.dropped += 1;
+            return;
+        }
+        if conn.queue.pending().len() == before {
+            return; // `fill` wrote nothing
+        }
+        conn.bound = true;
+        self.frames += 1;
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Writes what the connections touched since the last flush have queued.
+    pub(super) fn flush(&mut self) {
+        while let Some(idx) = self.dirty.pop() {
+            if let Some(conn) = self
+                .conns
+                .get_mut(usize::from(idx))
+                .and_then(Option::as_mut)
+            {
+                conn.dirty = false;
+            }
+            self.write(idx);
+        }
+    }
+
+    /// Writes connection `idx`'s queue as far as its kernel buffer takes it.
+    fn write(&mut self, idx: u16) {
+        let epfd = self.epfd;
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        while !conn.queue.is_empty() && !conn.broken {
+            let pending = conn.queue.pending();
+            // SAFETY: `fd` is an open socket (closed only after its entry is cleared); the
+            // pointer and length describe `pending`, alive for the call.
+            let n = unsafe {
+                libc::send(
+                    conn.fd,
+                    pending.as_ptr().cast(),
+                    pending.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                conn.queue.consume(n as usize);
+                continue;
+            }
+            match super::errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => break,
+                _ => conn.broken = true,
+            }
+        }
+        let want_out = !conn.queue.is_empty() && !conn.broken;
+        if want_out != conn.waiting_out {
+            let events = libc::EPOLLIN as u32 | if want_out { libc::EPOLLOUT as u32 } else { 0 };
+            if epoll_ctl(epfd, libc::EPOLL_CTL_MOD, conn.fd, events, u64::from(idx)).is_ok() {
+                conn.waiting_out = want_out;
+            }
+        }
+    }
+
+    fn state(&self, idx: usize) -> (bool, bool) {
+        self.conns[idx]
+            .as_ref()
+            .map_or((false, false), |c| (c.bound, c.broken))
+    }
+}
+
+/// The read side: the listener, the epoll instance, and each connection's deframer.
+pub(super) struct TcpSide {
+    epfd: OwnedFd,
+    listener: TcpListener,
+    local: SocketAddr,
+    conns: Box<[Option<ConnRx>]>,
+    limits: TcpLimits,
+    next_sweep: Option<Instant>,
+    stats: TcpStats,
+}
+
+struct ConnRx {
+    stream: TcpStream,
+    peer: SocketAddr,
+    deframer: Deframer,
+    accepted_at: Instant,
+    last_rx: Instant,
+    /// A frame arrived (the first must be STUN).
+    spoke: bool,
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy)]
+enum Close {
+    Peer,
+    StunTimeout,
+    Idle,
+    Oversized,
+    Garbage,
+}
+
+impl TcpSide {
+    /// Listens on `addr`; the write side goes into `sendq`.
+    pub(super) fn listen(
+        addr: SocketAddr,
+        limits: TcpLimits,
+        sendq: &mut SendQueue,
+    ) -> io::Result<TcpSide> {
+        assert!(
+            MAX_DATAGRAM <= usize::from(u16::MAX),
+            "fits a length prefix"
+        );
+        let max = limits
+            .max_connections
+            .clamp(1, usize::from(SocketId::TCP_SLOTS));
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        // SAFETY: epoll_create1 has no memory preconditions; the result is checked.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `epfd` was just created and is owned by nobody else.
+        let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
+        epoll_ctl(
+            epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            listener.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            TOKEN_LISTENER,
+        )?;
+        sendq.set_tcp(TcpTx {
+            conns: (0..max).map(|_| None).collect(),
+            dirty: Vec::with_capacity(max),
+            epfd: epfd.as_raw_fd(),
+            queue_bytes: limits.queue_bytes,
+            frames: 0,
+            dropped: 0,
+        });
+        Ok(TcpSide {
+            epfd,
+            listener,
+            local,
+            conns: (0..max).map(|_| None).collect(),
+            limits: TcpLimits {
+                max_connections: max,
+                ..limits
+            },
+            next_sweep: None,
+            stats: TcpStats::default(),
+        })
+    }
+
+    /// The fd the backend watches: readable when the listener or a connection is.
+    pub(super) fn poll_fd(&self) -> RawFd {
+        self.epfd.as_raw_fd()
+    }
+
+    pub(super) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// When [`service`](Self::service) must run even if nothing is readable (timeouts).
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    pub(super) fn stats(&self, sendq: &SendQueue) -> TcpStats {
+        let (frames, dropped) = sendq.tcp_counts();
+        TcpStats {
+            open: self.conns.iter().filter(|c| c.is_some()).count() as u64,
+            tx_frames: frames,
+            tx_dropped: dropped,
+            ..self.stats
+        }
+    }
+
+    /// Accepts, reads and hands frames to `handler`; writes to connections that can take
+    /// more; closes those that timed out. Returns the frames handled.
+    pub(super) fn service(
+        &mut self,
+        handler: &mut impl DatagramHandler,
+        sendq: &mut SendQueue,
+    ) -> usize {
+        // SAFETY: all-zero is a valid epoll_event.
+        let mut events: [libc::epoll_event; EVENTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: `events` has room for the EVENTS entries passed as maxevents.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                events.as_mut_ptr(),
+                EVENTS as libc::c_int,
+                0,
+            )
+        };
+        let mut handled = 0;
+        for ev in &events[..n.max(0) as usize] {
+            let (token, flags) = (ev.u64, ev.events);
+            if token == TOKEN_LISTENER {
+                self.accept(sendq);
+                continue;
+            }
+            let idx = token as u16;
+            if flags & libc::EPOLLOUT as u32 != 0 {
+                if let Some(tx) = sendq.tcp_mut() {
+                    tx.write(idx);
+                }
+            }
+            if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
+                && handled < SERVICE_BUDGET
+            {
+                handled += self.read(idx, SERVICE_BUDGET - handled, handler, sendq);
+            }
+        }
+        let now = Instant::now();
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            self.sweep(now, sendq);
+        }
+        handled
+    }
+
+    fn accept(&mut self, sendq: &mut SendQueue) {
+        for _ in 0..ACCEPT_BUDGET {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: the pending connection waits for the next round.
+                    tracing::debug!(error = %e, "ICE-TCP accept failed");
+                    return;
+                }
+            };
+            let Some(idx) = self.conns.iter().position(Option::is_none) else {
+                self.stats.rejected_full += 1;
+                continue; // dropped: closed
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let fd = stream.as_raw_fd();
+            if epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+                idx as u64,
+            )
+            .is_err()
+            {
+                continue;
+            }
+            let now = Instant::now();
+            self.conns[idx] = Some(ConnRx {
+                stream,
+                peer: canonical(peer),
+                deframer: Deframer::new(MAX_DATAGRAM),
+                accepted_at: now,
+                last_rx: now,
+                spoke: false,
+            });
+            if let Some(tx) = sendq.tcp_mut() {
+                tx.conns[idx] = Some(ConnTx {
+                    fd,
+                    queue: FrameQueue::new(tx.queue_bytes, MAX_DATAGRAM),
+                    dirty: false,
+                    waiting_out: false,
+                    bound: false,
+                    broken: false,
+                });
+            }
+            self.stats.accepted += 1;
+            self.arm_sweep(now);
+            tracing::debug!(local = %self.local, %peer, id = %SocketId::tcp(idx as u16), "ICE-TCP connection accepted");
+        }
+    }
+
+    fn arm_sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
+
+    /// Reads connection `idx` until it would block or `budget` frames were handled.
+    fn read(
+        &mut self,
+        idx: u16,
+        budget: usize,
+        handler: &mut impl DatagramHandler,
+        sendq: &mut SendQueue,
+    ) -> usize {
+        let Some(conn) = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::as_mut)
+        else {
+            return 0;
+        };
+        let socket = SocketId::tcp(idx);
+        let mut handled = 0;
+        let mut close = None;
+        'read: while handled < budget {
+            let got = match conn.stream.read(conn.deframer.spare()) {
+                Ok(0) => {
+                    close = Some(Close::Peer);
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    close = Some(Close::Peer);
+                    break;
+                }
+            };
+            conn.deframer.filled(got);
+            conn.last_rx = Instant::now();
+            loop {
+                match conn.deframer.next_frame() {
+                    Ok(Some(frame)) => {
+                        if !conn.spoke && !looks_like_stun(frame) {
+                            close = Some(Close::Garbage);
+                            break 'read;
+                        }
+                        conn.spoke = true;
+                        if frame.is_empty() {
+                            continue;
+                        }
+                        handler.on_datagram(socket, conn.peer, frame, None, sendq);
+                        sendq.datagram_handled(None);
+                        handled += 1;
+                        self.stats.rx_frames += 1;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        close = Some(Close::Oversized);
+                        break 'read;
+                    }
+                }
+            }
+        }
+        if let Some(reason) = close {
+            self.close(idx, reason, sendq);
+        }
+        handled
+    }
+
+    /// Closes connections that timed out or whose writes failed.
+    fn sweep(&mut self, now: Instant, sendq: &mut SendQueue) {
+        let mut any = false;
+        for idx in 0..self.conns.len() {
+            let Some(conn) = &self.conns[idx] else {
+                continue;
+            };
+            let (bound, broken) = sendq.tcp_mut().map_or((false, true), |tx| tx.state(idx));
+            let reason = if broken {
+                Some(Close::Peer)
+            } else if !bound && now >= conn.accepted_at + self.limits.stun_timeout {
+                Some(Close::StunTimeout)
+            } else if now >= conn.last_rx + self.limits.idle_timeout {
+                Some(Close::Idle)
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => self.close(idx as u16, reason, sendq),
+                None => any = true,
+            }
+        }
+        self.next_sweep = any.then(|| now + SWEEP_INTERVAL);
+    }
+
+    fn close(&mut self, idx: u16, reason: Close, sendq: &mut SendQueue) {
+        let Some(conn) = self.conns.get_mut(usize::from(idx)).and_then(Option::take) else {
+            return;
+        };
+        if let Some(tx) = sendq.tcp_mut() {
+            // What is queued goes out first, if the kernel takes it (a STUN answer, an alert).
+            tx.write(idx);
+            tx.conns[usize::from(idx)] = None;
+            // A later connection on this index must not find itself listed twice.
+            tx.dirty.retain(|&i| i != idx);
+        }
+        let counter = match reason {
+            Close::Peer => &mut self.stats.closed_by_peer,
+            Close::StunTimeout => &mut self.stats.stun_timeouts,
+            Close::Idle => &mut self.stats.idle_timeouts,
+            Close::Oversized => &mut self.stats.oversized,
+            Close::Garbage => &mut self.stats.garbage,
+        };
+        *counter += 1;
+        // Closing the fd removes it from the epoll set.
+        tracing::debug!(local = %self.local, peer = %conn.peer, id = %SocketId::tcp(idx), ?reason, "ICE-TCP connection closed");
+        drop(conn);
+    }
+}
+
+/// A STUN message header: first two bits zero, the magic cookie (RFC 5389 §6).
+fn looks_like_stun(frame: &[u8]) -> bool {
+    frame.len() >= 20 && frame[0] < 4 && frame[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+/// IPv4 peers of a dual-stack listener as plain IPv4 addresses, as UDP reports them.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: both fds are open; `ev` is a valid epoll_event for the call.
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::Shutdown;
+
+    use super::super::{BackendChoice, UdpIo};
+    use super::*;
+
+    /// Echoes every frame on the connection it came from, so a valid-looking check binds it.
+    #[derive(Default)]
+    struct Echo {
+        got: Vec<(SocketId, SocketAddr, Vec<u8>)>,
+    }
+
+    impl DatagramHandler for Echo {
+        fn on_datagram(
+            &mut self,
+            socket: SocketId,
+            src: SocketAddr,
+            data: &mut [u8],
+            _received_ns: Option<u64>,
+            tx: &mut SendQueue,
+        ) {
+            self.got.push((socket, src, data.to_vec()));
+            tx.push_on(socket, src, data);
+        }
+        fn on_wake(&mut self, _tx: &mut SendQueue) {}
+    }
+
+    fn stun(tag: u8) -> Vec<u8> {
+        let mut m = vec![0u8; 20];
+        m[1] = 1;
+        m[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        m[8] = tag;
+        m
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut v = (payload.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn setup(choice: BackendChoice, limits: TcpLimits) -> (UdpIo, SocketAddr) {
+        let mut io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), choice).unwrap();
+        let addr = io
+            .listen_tcp("127.0.0.1:0".parse().unwrap(), limits)
+            .unwrap();
+        (io, addr)
+    }
+
+    fn poll_until(io: &mut UdpIo, h: &mut Echo, mut done: impl FnMut(&UdpIo) -> bool) {
+        let start = Instant::now();
+        while !done(io) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out: {:?}",
+                io.tcp_stats()
+            );
+            io.poll(Some(Duration::from_millis(20)), h).unwrap();
+        }
+    }
+
+    /// Whether the server closed `c` (EOF or reset within a second).
+    fn closed(c: &mut TcpStream) -> bool {
+        c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn frames_echo_on_their_connection(choice: BackendChoice) {
+        let (mut io, addr) = setup(choice, TcpLimits::default());
+        let mut h = Echo::default();
+        let mut c = TcpStream::connect(addr).unwrap();
+        // Two frames in one write, a third split over two writes.
+        let mut bytes = framed(&stun(1));
+        bytes.extend_from_slice(&framed(b"\x80second"));
+        c.write_all(&bytes).unwrap();
+        let third = framed(&[0x17; 1500]);
+        c.write_all(&third[..700]).unwrap();
+        poll_until(&mut io, &mut h, |io| h_len(io) >= 2);
+        c.write_all(&third[700..]).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 3);
+        let socket = h.got[0].0;
+        assert!(socket.is_tcp());
+        assert_eq!(h.got[0].1, c.local_addr().unwrap());
+        assert!(h.got.iter().all(|g| g.0 == socket && g.1 == h.got[0].1));
+        assert_eq!(h.got[2].2, vec![0x17; 1500]);
+        let mut want = bytes.clone();
+        want.extend_from_slice(&third);
+        let mut back = vec![0u8; want.len()];
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        io.poll(Some(Duration::ZERO), &mut h).unwrap();
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back, want);
+        let s = io.tcp_stats();
+        assert_eq!(
+            (s.accepted, s.open, s.tx_frames, s.tx_dropped),
+            (1, 1, 3, 0)
+        );
+        // The peer closes: so does the core.
+        c.shutdown(Shutdown::Both).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().closed_by_peer == 1);
+        assert_eq!(io.tcp_stats().open, 0);
+    }
+
+    fn h_len(io: &UdpIo) -> usize {
+        io.tcp_stats().rx_frames as usize
+    }
+
+    fn bad_input_closes_with_a_count(choice: BackendChoice) {
+        let limits = TcpLimits {
+            max_connections: 2,
+            stun_timeout: Duration::from_millis(300),
+            ..TcpLimits::default()
+        };
+        let (mut io, addr) = setup(choice, limits);
+        let mut h = Echo::default();
+        let mut silent = TcpStream::connect(addr).unwrap();
+        let mut good = TcpStream::connect(addr).unwrap();
+        good.write_all(&framed(&stun(2))).unwrap();
+        poll_until(&mut io, &mut h, |io| {
+            let s = io.tcp_stats();
+            s.accepted == 2 && s.rx_frames == 1
+        });
+        // The table is full: a third is closed at once.
+        let mut third = TcpStream::connect(addr).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rejected_full == 1);
+        assert!(closed(&mut third));
+        // The silent one times out; the one the core answered stays.
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().stun_timeouts == 1);
+        assert!(closed(&mut silent));
+        assert_eq!(io.tcp_stats().open, 1);
+        // Garbage, then a 65535-byte length prefix: each closed at once.
+        let mut garbage = TcpStream::connect(addr).unwrap();
+        garbage
+            .write_all(&framed(b"GET / HTTP/1.1 and more"))
+            .unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().garbage == 1);
+        assert!(closed(&mut garbage));
+        let mut oversized = TcpStream::connect(addr).unwrap();
+        oversized.write_all(&[0xff, 0xff, 1, 2, 3]).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().oversized == 1);
+        assert!(closed(&mut oversized));
+        good.write_all(&framed(&stun(3))).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 2);
+        assert_eq!(
+            h.got.len(),
+            2,
+            "nothing of the bad connections reached the handler"
+        );
+        let s = io.tcp_stats();
+        assert_eq!((s.open, s.accepted, s.closed_by_peer), (1, 4, 0), "{s:?}");
+    }
+
+    fn slow_reader_drops_and_counts(choice: BackendChoice) {
+        let limits = TcpLimits {
+            queue_bytes: 16 * 1024,
+            ..TcpLimits::default()
+        };
+        let (mut io, addr) = setup(choice, limits);
+        let mut h = Echo::default();
+        let c = TcpStream::connect(addr).unwrap();
+        (&c).write_all(&framed(&stun(1))).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
+        let (socket, peer, _) = h.got[0].clone();
+        // The client never reads: far more than its kernel buffers and queue hold.
+        let start = Instant::now();
+        for _ in 0..20_000 {
+            io.send_queue().push_with_on(socket, peer, |b| {
+                b[..1200].fill(0x80);
+                1200
+            });
+            io.poll(Some(Duration::ZERO), &mut h).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the core never blocks"
+        );
+        let s = io.tcp_stats();
+        assert!(s.tx_dropped > 0, "{s:?}");
+        assert_eq!(s.open, 1);
+    }
+
+    macro_rules! per_backend {
+        ($($name:ident),* $(,)?) => {
+            mod uring {
+                $( #[test] fn $name() { super::$name(super::BackendChoice::IoUring) } )*
+            }
+            mod mmsg {
+                $( #[test] fn $name() { super::$name(super::BackendChoice::Mmsg) } )*
+            }
+        };
+    }
+
+    per_backend!(
+        frames_echo_on_their_connection,
+        bad_input_closes_with_a_count,
+        slow_reader_drops_and_counts,
+    );
+}
