@@ -1,9 +1,19 @@
 //! Records the git revision the binary is built from, for `rtcdn --version` and the
-//! `rtcdn_build_info` metric; "unknown" outside a git checkout (a source tarball).
+//! `rtcdn_build_info` metric: `RTCDN_GIT_REVISION` when the build names it (a container build
+//! has no `.git`), else git's; "unknown" outside a git checkout (a source tarball).
 
 use std::process::Command;
 
 fn main() {
+    // A build without a checkout (a container's context, a tarball) may name it instead.
+    println!("cargo:rerun-if-env-changed=RTCDN_GIT_REVISION");
+    if let Some(given) = std::env::var("RTCDN_GIT_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty() && r != "unknown")
+    {
+        println!("cargo:rustc-env=RTCDN_GIT_REVISION={given}");
+        return;
+    }
     let revision = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

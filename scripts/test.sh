@@ -2,8 +2,8 @@
 # The one test command: bash scripts/test.sh
 # Works on a fresh Debian-based machine (root, Rust toolchain, node/npm): installs Debian's
 # chromium, ffmpeg and redis-server if missing, npm-installs the browser test deps from the
-# lockfile, then runs cargo build, cargo test, a short fuzz pass (if fuzz/ has targets) and the
-# browser tests.
+# lockfile, then runs cargo build, cargo test, a short fuzz pass (if fuzz/ has targets), the
+# browser tests and, where Docker runs, the container image's smoke test.
 #
 # Environment knobs:
 #   FUZZ_SECONDS=N      seconds per fuzz target (default 5; 0 skips running, still builds)
@@ -11,6 +11,7 @@
 #   SKIP_BROWSER=1      skip the browser stage (and the netns interop stage, which uses chromium)
 #   SKIP_NETNS=1        skip the netns interop stage (GStreamer, Firefox; tests/netns/run.sh)
 #   RTCDN_SKIP_E2E=1    run only the server-less browser checks
+#   SKIP_DOCKER=1       skip the Docker image build and smoke test (it skips itself without an engine)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -204,6 +205,19 @@ else
     echo "tests/netns/run.sh exited with $netns_rc without reporting a failed test" >&2
     FAILED=$((FAILED + 1))
   fi
+fi
+
+# The Dockerfile's image, built and smoke-tested where a Docker engine answers (`docker info`);
+# elsewhere the stage says so and counts as skipped.
+banner "docker image"
+docker_rc=0
+bash scripts/docker_smoke.sh 2>&1 | tee "$WORK/docker.log" || docker_rc=$?
+if [ "$docker_rc" -ne 0 ]; then
+  FAILED=$((FAILED + 1))
+elif grep -q "^docker smoke test passed" "$WORK/docker.log"; then
+  PASSED=$((PASSED + 1))
+else
+  SKIPPED=$((SKIPPED + 1))
 fi
 
 banner "summary"

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use crate::rtcp::{PacketStatus, Rtcp, RtcpIter, TransportCc, TransportCcBuilder};
 use crate::srtp::{SrtpContext, SrtpProfile};
 use crate::twcc::{set_transport_seq, transport_seq, write_with_transport_seq, TwccRecorder};
-use crate::{is_keyframe, RtpHeader, RtpRewriter, Ssrc, VideoCodec};
+use crate::{is_keyframe, keyframe_size, RtpHeader, RtpRewriter, Ssrc, VideoCodec};
 
-/// Parses `data` as an RTP packet and exercises every accessor, the keyframe detectors and an
+/// Parses `data` as an RTP packet and exercises every accessor, the keyframe detectors (and sizes) and an
 /// in-place rewrite.
 pub fn fuzz_rtp_header(data: &[u8]) {
     if let Ok(h) = RtpHeader::parse(data) {
@@ -34,6 +34,7 @@ pub fn fuzz_rtp_header(data: &[u8]) {
             VideoCodec::Av1,
         ] {
             let _ = is_keyframe(codec, h.payload());
+            let _ = keyframe_size(codec, h.payload());
         }
         for id in [1, 2, 14, 15, 200] {
             check_transport_seq(data, &h, id);

@@ -58,7 +58,7 @@ pub mod twcc;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
-pub use codec::{is_keyframe, VideoCodec};
+pub use codec::{is_keyframe, keyframe_size, VideoCodec};
 pub use error::Error;
 pub use ext::{ExtensionElement, ExtensionIter, Extensions};
 pub use missing::{MissingPacket, MissingSeqs, SeqArrival};

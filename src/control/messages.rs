@@ -273,12 +273,15 @@ pub enum CoreEvent {
     /// The session is gone; signalling forgets it (and ends a publisher's players).
     SessionEnded { id: SessionId, reason: EndReason },
     /// Once a second: a player's estimated bandwidth (with transport-cc), a publisher's
-    /// received bitrate, a simulcast player's layer.
+    /// received bitrate, a simulcast player's layer, the loss over the last receiver report
+    /// (in 256ths) and the picture size a publisher's keyframes announce.
     Bitrates {
         id: SessionId,
         estimate_bps: Option<u64>,
         received_bps: Option<u64>,
         layer: Option<PlayerLayer>,
+        loss_fraction: Option<u8>,
+        video_size: Option<(u16, u16)>,
     },
 }
 
@@ -320,6 +323,26 @@ pub enum EndReason {
     PublisherLeft,
     /// The node is shutting down.
     Shutdown,
+}
+
+impl EndReason {
+    /// A short stable name, for clients that explain the end in their own words (the
+    /// built-in page): `deleted`, `terminated`, `publisher_left`, ...
+    pub fn code(&self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Terminated => "terminated",
+            EndReason::RestrictedAccess => "restricted_access",
+            EndReason::ConsentExpired => "consent_expired",
+            EndReason::NeverConnected => "never_connected",
+            EndReason::ConnectTimeout { .. } => "connect_timeout",
+            EndReason::Superseded => "superseded",
+            EndReason::DtlsClosed => "dtls_closed",
+            EndReason::DtlsFailed(_) => "dtls_failed",
+            EndReason::PublisherLeft => "publisher_left",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 impl fmt::Display for EndReason {

@@ -297,7 +297,7 @@ impl<R: Rng> ControlPlane<R> {
                 }
             }
             CoreEvent::SessionEnded { id, reason } => {
-                let commands = self.registry.remove_session(*id);
+                let commands = self.registry.remove_session(*id, reason);
                 self.status(*id, SessionStatus::Ended(reason.clone()));
                 self.commands(commands);
                 self.stop_unpublished(now);
@@ -307,10 +307,13 @@ impl<R: Rng> ControlPlane<R> {
                 estimate_bps,
                 received_bps,
                 layer,
+                loss_fraction,
+                video_size,
             } => {
                 if let Some(bps) = estimate_bps.or(*received_bps) {
                     self.registry.set_bitrate(*id, bps);
                 }
+                self.registry.set_quality(*id, *loss_fraction, *video_size);
                 if let Some(layer) = layer {
                     self.registry.set_layer(*id, *layer);
                 }

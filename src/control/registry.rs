@@ -3,7 +3,7 @@
 //! never read it; they learn what they need through [`crate::control::CoreCommand`]s, which the
 //! registry's methods return and the plane hands out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::{CoreCommand, CoreId, EndReason, PlayerLayer, SessionId, StreamId};
@@ -71,6 +71,11 @@ pub struct SessionEntry {
     pub bitrate_bps: Option<u64>,
     /// A simulcast player's layer, as last reported by its core.
     pub layer: Option<PlayerLayer>,
+    /// The share of packets lost over its last receiver report (in 256ths), as last reported:
+    /// what the node missed of a publisher, the worst a player reported.
+    pub loss_fraction: Option<u8>,
+    /// The picture size a publisher's keyframes announced, when its codec shows it (VP8, H.264).
+    pub video_size: Option<(u16, u16)>,
     /// An RTMP publisher's keyframe interval (ms): RTMP cannot be asked for a keyframe, so a
     /// new player may wait this long.
     pub keyframe_interval_ms: Option<u32>,
@@ -87,6 +92,9 @@ pub struct ClientInfo {
     pub peer: Option<std::net::SocketAddr>,
     /// Its `User-Agent` header, cut at [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
+    /// A publisher that is a relay of this CDN (it proved the CDN's secret): on an edge, the
+    /// origin's copy of a stream.
+    pub relay: bool,
 }
 
 /// The longest `User-Agent` kept: a client cannot make the registry hold more.
@@ -105,6 +113,7 @@ impl ClientInfo {
         ClientInfo {
             peer: Some(peer),
             user_agent,
+            relay: false,
         }
     }
 }
@@ -199,7 +208,14 @@ pub struct Registry {
     next_stream: u64,
     /// Streams removed since [`Registry::take_unpublished`] was last asked.
     unpublished: Vec<(String, StreamId)>,
+    /// Why the last [`MAX_ENDED`] sessions with a resource URL ended, oldest first: their
+    /// clients may ask ([`Registry::ended`]).
+    ended: VecDeque<(ResourceSecret, EndReason)>,
 }
+
+/// How many ended resources [`Registry::ended`] remembers: a client asks right after its
+/// connection dropped, so a short memory is enough, and it stays bounded.
+pub const MAX_ENDED: usize = 1024;
 
 /// Checks a stream name: it becomes part of URLs and SDP `msid` tokens.
 pub fn validate_stream_name(name: &str) -> Result<(), RegistryError> {
@@ -225,6 +241,7 @@ impl Registry {
             core_load: vec![0; cores],
             next_stream: 1,
             unpublished: Vec::new(),
+            ended: VecDeque::new(),
         }
     }
 
@@ -300,6 +317,8 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
+            loss_fraction: None,
+            video_size: None,
             keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
@@ -342,6 +361,8 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
+            loss_fraction: None,
+            video_size: None,
             keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
@@ -373,6 +394,8 @@ impl Registry {
             acl_key: None,
             bitrate_bps: None,
             layer: None,
+            loss_fraction: None,
+            video_size: None,
             keyframe_interval_ms: None,
             created: now,
             client: ClientInfo::default(),
@@ -464,6 +487,20 @@ impl Registry {
         }
     }
 
+    /// Records what a core reported of a session's loss and a publisher's picture size; what
+    /// it did not report this time stays as it was.
+    pub fn set_quality(
+        &mut self,
+        id: SessionId,
+        loss_fraction: Option<u8>,
+        video_size: Option<(u16, u16)>,
+    ) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.loss_fraction = loss_fraction.or(session.loss_fraction);
+            session.video_size = video_size.or(session.video_size);
+        }
+    }
+
     /// Records an RTMP publisher's keyframe interval.
     pub fn set_keyframe_interval(&mut self, id: SessionId, interval_ms: u32) {
         if let Some(session) = self.sessions.get_mut(&id) {
@@ -519,8 +556,12 @@ impl Registry {
 
     /// Forgets a session. Returns the commands that follow: ending a publisher's players, and
     /// detaching a core that has no players of the stream left.
-    pub fn remove_session(&mut self, id: SessionId) -> Vec<(CoreId, CoreCommand)> {
-        let Some(session) = self.forget(id) else {
+    pub fn remove_session(
+        &mut self,
+        id: SessionId,
+        reason: &EndReason,
+    ) -> Vec<(CoreId, CoreCommand)> {
+        let Some(session) = self.forget(id, reason) else {
             return Vec::new();
         };
         let mut commands = Vec::new();
@@ -539,7 +580,7 @@ impl Registry {
                 self.unpublished.push((stream.name.clone(), stream.id));
                 let relays = stream.relays.into_iter().map(|id| (id, stream.core));
                 for (player, core) in stream.players.into_iter().chain(relays) {
-                    self.forget(player);
+                    self.forget(player, &EndReason::PublisherLeft);
                     commands.push((
                         core,
                         CoreCommand::RemoveSession {
@@ -580,19 +621,33 @@ impl Registry {
         let Some(core) = self.sessions.get(&id).map(|s| s.core) else {
             return Vec::new();
         };
-        let mut commands = self.remove_session(id);
+        let mut commands = self.remove_session(id, &reason);
         commands.push((core, CoreCommand::RemoveSession { id, reason }));
         commands
     }
 
-    /// Drops a session's entry, its core slot and its resource secret.
-    fn forget(&mut self, id: SessionId) -> Option<SessionEntry> {
+    /// Why the session of a resource URL ended, if it ended lately.
+    pub fn ended(&self, secret: ResourceSecret) -> Option<&EndReason> {
+        self.ended
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == secret)
+            .map(|(_, reason)| reason)
+    }
+
+    /// Drops a session's entry, its core slot and its resource secret (remembering why it
+    /// ended).
+    fn forget(&mut self, id: SessionId, reason: &EndReason) -> Option<SessionEntry> {
         let session = self.sessions.remove(&id)?;
         if let Some(load) = self.core_load.get_mut(session.core.0) {
             *load = load.saturating_sub(1);
         }
         if let Some(secret) = session.resource {
             self.resources.remove(&secret);
+            if self.ended.len() == MAX_ENDED {
+                self.ended.pop_front();
+            }
+            self.ended.push_back((secret, reason.clone()));
         }
         Some(session)
     }
@@ -674,8 +729,10 @@ pub(super) mod tests {
             .add_player(Instant::now(), "s", SessionId(4), CoreId(0))
             .unwrap()
             .is_empty());
-        assert!(registry.remove_session(SessionId(2)).is_empty());
-        let c = registry.remove_session(SessionId(3));
+        assert!(registry
+            .remove_session(SessionId(2), &EndReason::Deleted)
+            .is_empty());
+        let c = registry.remove_session(SessionId(3), &EndReason::Deleted);
         assert!(matches!(
             c.as_slice(),
             [(CoreId(0), CoreCommand::DetachCore { .. })]
@@ -689,6 +746,40 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_resource_remembers_why_its_session_ended_for_a_while() {
+        let mut registry = Registry::new(1);
+        registry
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        registry
+            .add_player(Instant::now(), "s", SessionId(2), CoreId(0))
+            .unwrap();
+        let (publisher, player) = (ResourceSecret::new(1), ResourceSecret::new(2));
+        registry.set_resource(SessionId(1), publisher);
+        registry.set_resource(SessionId(2), player);
+        assert_eq!(registry.ended(player), None);
+        registry.end_session(SessionId(1), EndReason::Deleted);
+        assert_eq!(registry.ended(publisher), Some(&EndReason::Deleted));
+        // Its player ended with it.
+        assert_eq!(registry.ended(player), Some(&EndReason::PublisherLeft));
+        // Bounded: the oldest are forgotten.
+        for n in 0..MAX_ENDED as u64 {
+            let id = SessionId(10 + n);
+            registry
+                .add_publisher(Instant::now(), "t", id, CoreId(0), track())
+                .unwrap();
+            registry.set_resource(id, ResourceSecret::new(u128::from(10 + n)));
+            registry.end_session(id, EndReason::Terminated);
+        }
+        assert_eq!(registry.ended(publisher), None);
+        assert_eq!(
+            registry.ended(ResourceSecret::new(10)),
+            Some(&EndReason::Terminated)
+        );
+        assert!(registry.ended.len() <= MAX_ENDED);
+    }
+
+    #[test]
     fn publisher_leaving_ends_its_players_and_frees_the_name() {
         let mut registry = Registry::new(2);
         let id = registry
@@ -699,7 +790,7 @@ pub(super) mod tests {
             .unwrap();
         // Nothing is unpublished while the publisher is there.
         assert!(registry.take_unpublished().is_empty());
-        let c = registry.remove_session(SessionId(1));
+        let c = registry.remove_session(SessionId(1), &EndReason::Deleted);
         assert_eq!(registry.take_unpublished(), [("s".to_owned(), id)]);
         assert!(registry.take_unpublished().is_empty());
         assert!(matches!(
@@ -739,7 +830,7 @@ pub(super) mod tests {
         assert_eq!(registry.resource(parsed).map(|s| s.id), Some(SessionId(2)));
         assert!(!format!("{a:?}").contains(&a.to_string()), "Debug hides it");
         // The publisher's end takes its players' secrets along.
-        registry.remove_session(SessionId(1));
+        registry.remove_session(SessionId(1), &EndReason::Deleted);
         assert!(registry.resource(a).is_none() && registry.resource(b).is_none());
         for bad in [
             "",
@@ -817,7 +908,7 @@ pub(super) mod tests {
         registry
             .change_acl("s", AclChange::Set(keys(&["z"])))
             .unwrap();
-        registry.remove_session(SessionId(1));
+        registry.remove_session(SessionId(1), &EndReason::Deleted);
         registry
             .add_publisher(Instant::now(), "s", SessionId(9), CoreId(0), track())
             .unwrap();
@@ -838,7 +929,7 @@ pub(super) mod tests {
             registry.stream("s").unwrap().players.is_empty(),
             "a relay is not a player"
         );
-        let c = registry.remove_session(SessionId(1));
+        let c = registry.remove_session(SessionId(1), &EndReason::Deleted);
         assert!(matches!(
             c.as_slice(),
             [(

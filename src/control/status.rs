@@ -58,6 +58,8 @@ mod tests {
             estimate_bps: None,
             received_bps: Some(1),
             layer: None,
+            loss_fraction: None,
+            video_size: None,
         };
         assert_eq!(SessionStatus::of_core_event(&bitrates), None);
     }

@@ -548,6 +548,8 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     estimate_bps: None,
                     received_bps: Some(bps),
                     layer: None,
+                    loss_fraction: None,
+                    video_size: None,
                 });
             }
         }
@@ -555,12 +557,20 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             let estimate_bps = peer.session.bandwidth_estimate();
             let received_bps = peer.session.received_bitrate();
             let layer = peer.session.player_layer();
-            if estimate_bps.is_some() || received_bps.is_some() || layer.is_some() {
+            let loss_fraction = peer.session.loss_fraction();
+            let video_size = peer.session.video_size();
+            if estimate_bps.is_some()
+                || received_bps.is_some()
+                || layer.is_some()
+                || loss_fraction.is_some()
+            {
                 self.events.push_back(CoreEvent::Bitrates {
                     id,
                     estimate_bps,
                     received_bps,
                     layer,
+                    loss_fraction,
+                    video_size,
                 });
             }
         }

@@ -279,6 +279,7 @@ impl Client {
                 let client = ClientInfo {
                     peer: Some(peer),
                     user_agent: Some("RTMP".into()),
+                    relay: false,
                 };
                 let with_audio = published.audio.expected();
                 let registered = ingest::register(

@@ -166,6 +166,9 @@ pub struct Session {
     /// When the session was created, for the duration its end is logged with.
     started_at: Instant,
     traffic: Traffic,
+    /// The fraction of packets lost (RFC 3550 `fraction lost`, in 256ths) over the last
+    /// receiver report: the node's own for a publisher, the worst of its peer's for a player.
+    loss_fraction: Option<u8>,
 }
 
 /// The media a session carried, as SRTP on the wire: what a publisher sent the node (accepted
@@ -219,6 +222,7 @@ impl Session {
             spare_buffers: Vec::new(),
             started_at: now,
             traffic: Traffic::default(),
+            loss_fraction: None,
         }
     }
 
@@ -230,6 +234,13 @@ impl Session {
     /// The media it carried so far.
     pub fn traffic(&self) -> Traffic {
         self.traffic
+    }
+
+    /// The share of packets lost over the last receiver report period, in 256ths: what the
+    /// node missed of a publisher, or the worst a player reported of what it was sent. `None`
+    /// before the first report.
+    pub fn loss_fraction(&self) -> Option<u8> {
+        self.loss_fraction
     }
 
     /// The session's id.
@@ -332,6 +343,11 @@ impl Session {
         for packet in RtcpIter::new(&data[..len]) {
             match packet.map_err(SessionError::Rtp)? {
                 Rtcp::SenderReport(sr) => self.handle_sender_report(now, &sr),
+                Rtcp::ReceiverReport(rr) => {
+                    if let Some(worst) = rr.reports.iter().map(|b| b.fraction_lost).max() {
+                        self.loss_fraction = Some(worst);
+                    }
+                }
                 Rtcp::Pli(pli) => self.handle_keyframe_request([pli.media_ssrc]),
                 Rtcp::Fir(fir) => {
                     self.handle_keyframe_request(fir.entries.iter().map(|entry| entry.ssrc))

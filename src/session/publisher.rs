@@ -13,7 +13,7 @@ use rtp::rtcp::{
     Items, Nack, NackPair, Pli, ReceiverReport, Remb, ReportBlock, Rtcp, SenderReport,
 };
 use rtp::srtp::SrtpContext;
-use rtp::{is_keyframe, RtpHeader, SeqNo, Ssrc, VideoCodec};
+use rtp::{is_keyframe, keyframe_size, RtpHeader, SeqNo, Ssrc, VideoCodec};
 
 use super::loss_detector::{LossDetector, RepairCounts};
 use super::rtx::{self, RtxError};
@@ -131,6 +131,9 @@ pub(super) struct PublisherState {
     video_loss: Box<[Option<LossDetector>; MAX_LAYERS]>,
     /// The video codec, when rtcdn can tell its keyframes.
     video_codec: Option<VideoCodec>,
+    /// Per video layer: the picture size its last keyframe announced (VP8, H.264; see
+    /// [`rtp::keyframe_size`]).
+    video_size: [Option<(u16, u16)>; MAX_LAYERS],
     /// Transport-cc feedback for the publisher's bandwidth estimate, when negotiated.
     transport_cc: Option<Box<PublisherFeedback>>,
     /// Bytes received since `bitrate_since`, and the bitrate measured over the last period.
@@ -189,6 +192,7 @@ impl PublisherState {
                 .iter()
                 .find(|t| t.kind == MediaKind::Video)
                 .and_then(|t| video_codec(&t.codec)),
+            video_size: [None; MAX_LAYERS],
             transport_cc: tracks
                 .iter()
                 .find_map(|t| t.transport_cc)
@@ -317,6 +321,14 @@ impl Session {
             _ => false,
         };
         if keyframe {
+            if let (Some(codec), Some(size)) = (
+                publisher.video_codec,
+                publisher.video_size.get_mut(usize::from(layer)),
+            ) {
+                if let Some(announced) = keyframe_size(codec, header.payload()) {
+                    *size = Some(announced);
+                }
+            }
             // The keyframe answers every request made since the last PLI went out: a merged
             // request still pending would only cost the publisher a second keyframe.
             if let Some(pending) = publisher
@@ -360,6 +372,21 @@ impl Session {
     pub fn received_bitrate(&self) -> Option<u64> {
         match &self.role {
             RoleState::Publisher(p) => Some(p.bitrate_bps),
+            RoleState::Player(_) => None,
+        }
+    }
+
+    /// The largest picture size a publisher's keyframes announced (of its simulcast layers);
+    /// `None` until one did, and where the codec keeps it elsewhere (see
+    /// [`rtp::keyframe_size`]).
+    pub fn video_size(&self) -> Option<(u16, u16)> {
+        match &self.role {
+            RoleState::Publisher(p) => p
+                .video_size
+                .iter()
+                .flatten()
+                .copied()
+                .max_by_key(|&(w, h)| u32::from(w) * u32::from(h)),
             RoleState::Player(_) => None,
         }
     }
@@ -579,6 +606,7 @@ impl Session {
         if count == 0 {
             return;
         }
+        self.loss_fraction = reports[..count].iter().map(|b| b.fraction_lost).max();
         let sender_ssrc = Ssrc(self.rtcp_ssrc);
         let rr = Rtcp::ReceiverReport(ReceiverReport {
             sender_ssrc,

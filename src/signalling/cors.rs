@@ -49,12 +49,12 @@ impl Cors {
     }
 }
 
-/// Whether `path` is an admin endpoint (`/api/stats`, `/metrics`, `/rest-api/...`).
+/// Whether `path` is an admin endpoint (`/api/...`, `/metrics`, `/rest-api/...`).
 pub fn is_admin(path: &str) -> bool {
     let mut segments = path.trim_start_matches('/').split('/');
     matches!(
         (segments.next(), segments.next()),
-        (Some("rest-api"), _) | (Some("api"), Some("stats" | "sessions")) | (Some("metrics"), None)
+        (Some("rest-api"), _) | (Some("api"), Some(_)) | (Some("metrics"), None)
     )
 }
 

@@ -165,9 +165,10 @@ pub fn start_publish(
     stream: &str,
     offer_text: &str,
     authorized: Authorized,
-    client: ClientInfo,
+    mut client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
+    client.relay = matches!(authorized, Authorized::Relay);
     let supersedes = matches!(
         authorized,
         Authorized::Relay | Authorized::Token { .. } | Authorized::Hook

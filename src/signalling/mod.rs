@@ -1,6 +1,7 @@
 //! The signalling thread's HTTP listener, an IO edge of the node: WHIP (`/whip/{stream}`), WHEP
 //! (`/whep/{stream}`), the Flashphoner WebSocket protocol ([`flashphoner`]), the REST and admin
-//! endpoints, the built-in page, `/api/stats` and `/metrics`. Requests are negotiated here (with
+//! endpoints, the built-in page, the operator console, the control API, `/api/stats` and
+//! `/metrics`. Requests are negotiated here (with
 //! the sans-IO `crate::negotiate` and `crate::sdp`); nothing on this thread touches media
 //! packets.
 //!
@@ -12,6 +13,7 @@
 //! relay orders to the CDN's [`Relays`]; [`drive_control_timers`] calls it at its deadlines. It
 //! reads the registry, and decides nothing the plane decides.
 
+mod control_api;
 pub mod cors;
 pub mod flashphoner;
 pub mod ice_servers;
@@ -51,7 +53,7 @@ use crate::cdn::relay::Relays;
 use crate::config::cdn::CdnConfig;
 use crate::config::HttpConfig;
 use crate::control::plane::{ControlAction, ControlPlane};
-use crate::control::registry::{AclChange, ClientInfo, Registry, RegistryError, SessionKind};
+use crate::control::registry::{AclChange, ClientInfo, Registry, RegistryError};
 use crate::control::relay_planner::{EdgeId, RetryPolicy};
 use crate::control::status::SessionStatus;
 use crate::control::{CoreCommand, CoreEvent, EndReason, SessionId};
@@ -68,6 +70,8 @@ const MAX_BODY: usize = 64 * 1024;
 /// whose answer (UNPUBLISHED, STOPPED) is the one the page expects.
 const CLEAN_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const INDEX_HTML: &str = include_str!("../web/index.html");
+/// The operator console: it reads the control API (`control_api`) with the admin token.
+const CONSOLE_HTML: &str = include_str!("../web/console.html");
 
 /// How signalling reaches a media core.
 #[derive(Clone)]
@@ -190,6 +194,8 @@ pub struct Signalling {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// `[[ice.servers]]`: the STUN/TURN servers WHIP/WHEP answers name.
     pub ice_servers: ice_servers::IceServers,
+    /// `cdn.role`, for the control API.
+    pub cdn_role: crate::config::cdn::CdnRole,
 }
 
 impl Signalling {
@@ -228,6 +234,7 @@ impl Signalling {
             publisher_limits: Mutex::new(HashMap::new()),
             cluster: None,
             ice_servers: ice_servers::IceServers::default(),
+            cdn_role: cdn.role.clone(),
         }
     }
 
@@ -597,63 +604,6 @@ async fn handle(
     response
 }
 
-/// `GET /api/sessions`: every live session, oldest first: its public id (what
-/// `/rest-api/stream/terminate` takes as `mediaSessionId` to end it), a WebSocket client's own
-/// `mediaSessionId`, its kind, stream, core, whether ICE and DTLS are up, its bitrate (a
-/// player's estimated bandwidth, a publisher's received bitrate), a simulcast player's layer
-/// (`{current, target, pinned}`, layers numbered from 0, the lowest) and its age.
-fn sessions(state: &Signalling) -> Response<Full<Bytes>> {
-    let mut listed: Vec<(std::time::Instant, serde_json::Value)> = {
-        let registry = state.registry();
-        registry
-            .sessions()
-            .map(|s| {
-                let kind = match s.kind {
-                    SessionKind::Publisher => "publisher",
-                    SessionKind::Player => "player",
-                    SessionKind::Relay => "relay",
-                };
-                let row = json!({
-                    "id": s.id.to_string(),
-                    "kind": kind,
-                    "stream": s.stream_name,
-                    "core": s.core.0,
-                    "connected": s.connected,
-                    "bitrate_bps": s.bitrate_bps,
-                    "layer": s.layer.map(|l| json!({
-                        "current": l.current,
-                        "target": l.target,
-                        "pinned": l.pinned,
-                    })),
-                    "age_secs": (s.created.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-                    "peer": s.client.peer.map(|p| p.to_string()),
-                    "user_agent": s.client.user_agent,
-                });
-                (s.created, row)
-            })
-            .collect()
-    };
-    listed.sort_by_key(|(created, _)| *created);
-    let rows: Vec<serde_json::Value> = listed
-        .into_iter()
-        .map(|(_, mut row)| {
-            let id = row["id"]
-                .as_str()
-                .and_then(|h| u64::from_str_radix(h, 16).ok());
-            let media_session_id = id.and_then(|id| state.media_session_id(SessionId(id)));
-            row["media_session_id"] = json!(media_session_id);
-            row
-        })
-        .collect();
-    let mut response = Response::new(Full::new(Bytes::from(
-        serde_json::Value::Array(rows).to_string(),
-    )));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
 async fn route(
     req: Request<Incoming>,
     state: &Signalling,
@@ -690,6 +640,15 @@ async fn route(
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, [""]) if query.split('&').any(|kv| kv == "action=stat") => node_stat(state),
         (Method::GET, ["lb"]) => load_balancer(state),
+        (Method::GET, ["console"]) => {
+            let mut response =
+                Response::new(Full::new(Bytes::from_static(CONSOLE_HTML.as_bytes())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
         (Method::GET, [""]) | (Method::GET, ["index.html"]) => {
             let mut response = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
             response.headers_mut().insert(
@@ -702,10 +661,24 @@ async fn route(
             Ok(()) => stats(state),
             Err(e) => whip::auth_refusal(&e),
         },
-        (Method::GET, ["api", "sessions"]) => match state.auth.admin(bearer(&req).as_deref()) {
-            Ok(()) => sessions(state),
-            Err(e) => whip::auth_refusal(&e),
-        },
+        (method @ (Method::GET | Method::DELETE), ["api", ..]) => {
+            if let Err(e) = state.auth.admin(bearer(&req).as_deref()) {
+                return whip::auth_refusal(&e);
+            }
+            match (method, &segments[1..]) {
+                (Method::GET, ["sessions"]) => control_api::sessions(state),
+                (Method::DELETE, ["sessions", id]) => control_api::kick(state, id),
+                (Method::GET, ["streams"]) => control_api::streams(state),
+                (Method::DELETE, ["streams", name]) => {
+                    control_api::terminate_stream(state, &percent_decode(name))
+                }
+                (Method::GET, ["cdn"]) => control_api::cdn(state),
+                (Method::GET, _) => {
+                    text(StatusCode::NOT_FOUND, format!("no such resource: {path}"))
+                }
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            }
+        }
         (Method::GET, ["metrics"]) => match state.auth.admin(bearer(&req).as_deref()) {
             Ok(()) => {
                 let mut response = text(StatusCode::OK, metrics::render(state));
@@ -825,6 +798,9 @@ async fn route(
                 resource,
                 &credentials,
             )
+        }
+        (Method::GET, [protocol @ ("whip" | "whep"), stream, resource]) => {
+            whip::resource_state(state, protocol, &percent_decode(stream), resource)
         }
         (Method::PATCH, [protocol @ ("whip" | "whep"), stream, _resource]) => {
             let credentials = http_credentials(state, &req, &query);

@@ -9,7 +9,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::media;
+use super::{control_api, media};
 use super::{text, Signalling};
 use crate::control::registry::{AclChange, RegistryError};
 use crate::control::{EndReason, SessionId};
@@ -141,7 +141,7 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
                 flowing: s.media_flowing,
                 players: s.players.len(),
                 codecs: s.tracks.iter().map(|t| t.codec.name.clone()).collect(),
-                bitrate_bps: registry.publisher_bitrate(&s.name),
+                view: control_api::publisher_view(&registry, &s.name),
             })
             .collect()
     };
@@ -153,7 +153,7 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
             flowing,
             players,
             codecs,
-            bitrate_bps,
+            view,
         } = listed;
         // Every live stream here is a published one.
         if action == "find" && (name.is_some_and(|n| n != stream_name) || published == Some(false))
@@ -163,7 +163,7 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
         let media_session_id = state
             .media_session_id(publisher)
             .unwrap_or_else(|| publisher.to_string());
-        list.push(json!({
+        let mut row = json!({
             "mediaSessionId": media_session_id,
             "name": stream_name,
             "published": true,
@@ -172,15 +172,22 @@ pub fn stream(state: &Signalling, action: &str, body: &str) -> Response<Full<Byt
             "status": if flowing { "PUBLISHING" } else { "PENDING" },
             "info": null,
             "record": false,
-            "width": 0,
-            "height": 0,
-            // kbit/s, as WCS reports it: what the publisher sent over the last second.
-            "bitrate": bitrate_bps.map_or(0, |bps| bps / 1000),
-            "quality": 0,
             "mediaProvider": "WebRTC",
             "codecs": codecs,
             "playerCount": players,
-        }));
+        });
+        // What the node does not know is left out, never shown as 0: the bitrate until the
+        // first receiver report period ends, the size unless the publisher's keyframes announce
+        // it (VP8, H.264). WCS's `quality` has no equivalent here.
+        if let Some(bps) = view.bitrate_bps {
+            // kbit/s, as WCS reports it: what the publisher sent over the last second.
+            row["bitrate"] = json!(bps / 1000);
+        }
+        if let Some((width, height)) = view.video_size {
+            row["width"] = json!(width);
+            row["height"] = json!(height);
+        }
+        list.push(row);
     }
     list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     if action == "find" && list.is_empty() {
@@ -196,7 +203,7 @@ struct Listed {
     flowing: bool,
     players: usize,
     codecs: Vec<String>,
-    bitrate_bps: Option<u64>,
+    view: control_api::PublisherView,
 }
 
 /// `terminate` `{"mediaSessionId": ID}`: ends the session with that id, a WebSocket client's

@@ -221,3 +221,35 @@ pub fn delete(
         )
     }
 }
+
+/// `GET /whip/{stream}/{resource}` and `GET /whep/{stream}/{resource}`: how the session of a
+/// resource URL stands, for its client (the URL's secret proves it): `{"state": "live",
+/// "connected"}` while it lives, `{"state": "ended", "reason", "code"}` for a while after it
+/// ended (see `Registry::ended`), so that a page whose connection dropped can say why. 404
+/// otherwise.
+pub fn resource_state(
+    state: &Signalling,
+    protocol: &str,
+    stream: &str,
+    resource: &str,
+) -> Response<Full<Bytes>> {
+    let (_, kind) = action_of(protocol);
+    let answer = ResourceSecret::parse(resource).and_then(|secret| {
+        let registry = state.registry();
+        if let Some(entry) = registry.resource(secret) {
+            return (entry.kind == kind && entry.stream_name == stream).then(|| {
+                serde_json::json!({ "state": "live", "connected": entry.connected })
+            });
+        }
+        registry.ended(secret).map(|reason| {
+            serde_json::json!({ "state": "ended", "reason": reason.to_string(), "code": reason.code() })
+        })
+    });
+    match answer {
+        Some(body) => super::control_api::json_response(&body),
+        None => text(
+            StatusCode::NOT_FOUND,
+            "no such session (it ended long ago or never existed)",
+        ),
+    }
+}

@@ -1,0 +1,373 @@
+//! The control API an operator (and the console at `/console`) reads: what the node serves and
+//! who is connected, in JSON. Admin endpoints: the router checks the admin token first.
+//!
+//! - `GET /api/streams`: every live stream with its codecs, bitrate, picture size (only when the
+//!   node knows it: VP8 keyframes and H.264 SPSs announce it), loss, players and relays;
+//! - `GET /api/sessions`: every live session, oldest first;
+//! - `DELETE /api/sessions/{id}`: ends a session (its client hears why: a WebSocket client a
+//!   FAILED status, a WHIP/WHEP client from its resource URL, see `whip::resource_state`);
+//! - `DELETE /api/streams/{name}`: ends a stream: its publisher, and with it its players and
+//!   relays;
+//! - `GET /api/cdn`: this node's place in the CDN: an origin's edges with their health and load
+//!   (from the stats the balancer polls) and each stream's relay to each edge.
+//!
+//! Unknown values are left out or null, never shown as 0.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::{media, text, Signalling};
+use crate::config::cdn::CdnRole;
+use crate::control::registry::{Registry, SessionEntry, SessionKind};
+use crate::control::relay_planner::{EdgeId, RelayState};
+use crate::control::{EndReason, SessionId};
+
+pub(crate) fn json_response(value: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Live data: a console polling it must never be shown a cached answer.
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A loss fraction in 256ths as a percentage with one decimal.
+fn loss_percent(fraction: u8) -> f64 {
+    (f64::from(fraction) * 1000.0 / 256.0).round() / 10.0
+}
+
+fn kind_name(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Publisher => "publisher",
+        SessionKind::Player => "player",
+        SessionKind::Relay => "relay",
+    }
+}
+
+/// One session's row, as `/api/sessions` and a stream's players show it.
+fn session_row(s: &SessionEntry, now: Instant) -> Value {
+    json!({
+        "id": s.id.to_string(),
+        "kind": kind_name(s.kind),
+        "stream": s.stream_name,
+        "core": s.core.0,
+        "state": if s.connected { "connected" } else { "connecting" },
+        "connected": s.connected,
+        "bitrate_bps": s.bitrate_bps,
+        "loss_percent": s.loss_fraction.map(loss_percent),
+        "layer": s.layer.map(|l| json!({
+            "current": l.current,
+            "target": l.target,
+            "pinned": l.pinned,
+        })),
+        "age_secs": (now.saturating_duration_since(s.created).as_secs_f64() * 10.0).round() / 10.0,
+        "peer": s.client.peer.map(|p| p.to_string()),
+        "user_agent": s.client.user_agent,
+        "relay": s.client.relay,
+    })
+}
+
+/// `GET /api/sessions`: every live session, oldest first: its public id (what
+/// `DELETE /api/sessions/{id}` and `/rest-api/stream/terminate` take), a WebSocket client's own
+/// `media_session_id`, its kind, stream, core, state (`connecting`, `connected`), bitrate (a
+/// player's estimated bandwidth, a publisher's received bitrate), loss over the last receiver
+/// report (what the node missed of a publisher, the worst a player reported), a simulcast
+/// player's layer (`{current, target, pinned}`, layers numbered from 0, the lowest), its age and
+/// where its signalling came from (peer address, User-Agent).
+pub fn sessions(state: &Signalling) -> Response<Full<Bytes>> {
+    let now = Instant::now();
+    let mut listed: Vec<(Instant, Value)> = {
+        let registry = state.registry();
+        registry
+            .sessions()
+            .map(|s| (s.created, session_row(s, now)))
+            .collect()
+    };
+    listed.sort_by_key(|(created, _)| *created);
+    let rows: Vec<Value> = listed
+        .into_iter()
+        .map(|(_, mut row)| {
+            let id = row["id"]
+                .as_str()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            let media_session_id = id.and_then(|id| state.media_session_id(SessionId(id)));
+            row["media_session_id"] = json!(media_session_id);
+            row
+        })
+        .collect();
+    json_response(&Value::Array(rows))
+}
+
+/// `DELETE /api/sessions/{id}`: ends the session with that public id for
+/// [`EndReason::Terminated`]. 404 when no live session has it.
+pub fn kick(state: &Signalling, id: &str) -> Response<Full<Bytes>> {
+    let session = u64::from_str_radix(id, 16).ok().map(SessionId);
+    match session {
+        Some(session) if media::end_session(state, session, EndReason::Terminated) => {
+            json_response(&json!({
+                "id": session.to_string(),
+                "ended": true,
+                "reason": EndReason::Terminated.to_string(),
+            }))
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "no such session (it ended or never existed)",
+        ),
+    }
+}
+
+/// `DELETE /api/streams/{name}`: ends the stream's publisher for [`EndReason::Terminated`]; its
+/// players and relays end with it (their clients hear that the publisher left). 404 when no
+/// stream has that name.
+pub fn terminate_stream(state: &Signalling, name: &str) -> Response<Full<Bytes>> {
+    let publisher = state.registry().stream(name).map(|s| s.publisher);
+    match publisher {
+        Some(id) if media::end_session(state, id, EndReason::Terminated) => json_response(&json!({
+            "stream": name,
+            "ended": true,
+            "publisher": id.to_string(),
+            "reason": EndReason::Terminated.to_string(),
+        })),
+        _ => text(StatusCode::NOT_FOUND, "Stream not found"),
+    }
+}
+
+/// What `/api/streams` and WCS's `find_all` know of a live stream's publisher.
+pub(crate) struct PublisherView {
+    pub bitrate_bps: Option<u64>,
+    pub video_size: Option<(u16, u16)>,
+    pub loss_fraction: Option<u8>,
+}
+
+/// The publisher's side of the stream `name`.
+pub(crate) fn publisher_view(registry: &Registry, name: &str) -> PublisherView {
+    let publisher = registry
+        .stream(name)
+        .and_then(|s| registry.session(s.publisher));
+    PublisherView {
+        bitrate_bps: registry.publisher_bitrate(name),
+        video_size: publisher.and_then(|p| p.video_size),
+        loss_fraction: publisher.and_then(|p| p.loss_fraction),
+    }
+}
+
+/// `GET /api/streams`: every live stream, by name: its publisher's id, core, state (`live` once
+/// media flows, else `starting`), tracks, bitrate, picture size (`width`/`height`, left out
+/// when unknown), loss, its players (each a session row) and, on an origin, its relay to each
+/// edge.
+pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
+    let now = Instant::now();
+    let edges = edge_ids(state);
+    let plane = state.lock_control();
+    let registry = plane.registry();
+    let mut list: Vec<Value> = registry
+        .streams()
+        .map(|s| {
+            let view = publisher_view(registry, &s.name);
+            let mut row = Map::new();
+            row.insert("name".into(), json!(s.name));
+            row.insert("id".into(), json!(s.publisher.to_string()));
+            row.insert("core".into(), json!(s.core.0));
+            let from_relay = registry
+                .session(s.publisher)
+                .is_some_and(|p| p.client.relay);
+            row.insert(
+                "source".into(),
+                json!(if from_relay { "relay" } else { "publisher" }),
+            );
+            row.insert(
+                "state".into(),
+                json!(if s.media_flowing { "live" } else { "starting" }),
+            );
+            let tracks: Vec<Value> = s
+                .tracks
+                .iter()
+                .map(|t| {
+                    json!({
+                        "kind": t.kind.to_string(),
+                        "codec": t.codec.name,
+                        "clock_rate": t.codec.clock_rate,
+                        "channels": t.codec.channels,
+                        "simulcast_layers": (!t.rids.is_empty()).then_some(t.rids.len()),
+                    })
+                })
+                .collect();
+            row.insert("tracks".into(), Value::Array(tracks));
+            row.insert("bitrate_bps".into(), json!(view.bitrate_bps));
+            if let Some((width, height)) = view.video_size {
+                row.insert("width".into(), json!(width));
+                row.insert("height".into(), json!(height));
+            }
+            row.insert(
+                "loss_percent".into(),
+                json!(view.loss_fraction.map(loss_percent)),
+            );
+            let players: Vec<Value> = s
+                .players
+                .iter()
+                .filter_map(|(id, _)| registry.session(*id))
+                .map(|p| session_row(p, now))
+                .collect();
+            row.insert("player_count".into(), json!(players.len()));
+            row.insert("players".into(), Value::Array(players));
+            let relays: Vec<Value> = edges
+                .iter()
+                .filter_map(|&edge| {
+                    let relay = plane.relay_state(&s.name, edge)?;
+                    Some(json!({ "edge": edge.0, "state": relay_state_name(relay) }))
+                })
+                .collect();
+            row.insert("relays".into(), Value::Array(relays));
+            Value::Object(row)
+        })
+        .collect();
+    drop(plane);
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json_response(&Value::Array(list))
+}
+
+fn relay_state_name(state: RelayState) -> &'static str {
+    match state {
+        RelayState::Idle => "idle",
+        RelayState::Connecting { .. } => "connecting",
+        RelayState::Up { .. } => "up",
+        RelayState::Backoff { .. } => "backoff",
+    }
+}
+
+/// The edges an origin relays to (none on an edge or a lone node).
+fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
+    match &state.balancer {
+        Some(balancer) => balancer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .nodes()
+            .iter()
+            .map(|n| EdgeId(n.id))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// `GET /api/cdn`: this node's role, its own load, on an origin each configured edge with its
+/// health (`answering`, `silent`: its last stats poll failed, `unknown`: not polled yet), its
+/// load as its last stats showed it, and the streams relayed to it with their relay state; on an
+/// edge, the relays that bring it streams (`relays_in`: the origin's relay sessions, with their
+/// state and bitrate).
+pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
+    // The balancer's lock is never taken under the control plane's.
+    let edge_list = edge_ids(state);
+    let now = Instant::now();
+    let (streams, players, sessions, relay_rows, relays_in) = {
+        let plane = state.lock_control();
+        let registry = plane.registry();
+        let mut relays_in: Vec<(Instant, Value)> = registry
+            .sessions()
+            .filter(|s| s.kind == SessionKind::Publisher && s.client.relay)
+            .map(|s| {
+                let row = json!({
+                    "stream": s.stream_name,
+                    "id": s.id.to_string(),
+                    "from": s.client.peer.map(|p| p.to_string()),
+                    "state": if s.connected { "connected" } else { "connecting" },
+                    "bitrate_bps": s.bitrate_bps,
+                    "age_secs": (now.saturating_duration_since(s.created).as_secs_f64() * 10.0).round() / 10.0,
+                });
+                (s.created, row)
+            })
+            .collect();
+        relays_in.sort_by_key(|(created, _)| *created);
+        let relays_in: Vec<Value> = relays_in.into_iter().map(|(_, row)| row).collect();
+        let players: usize = registry.streams().map(|s| s.players.len()).sum();
+        let sessions: usize = registry.core_load().iter().sum();
+        let mut relay_rows: Vec<(EdgeId, String, RelayState)> = Vec::new();
+        for stream in registry.streams() {
+            for &edge in &edge_list {
+                if let Some(relay) = plane.relay_state(&stream.name, edge) {
+                    relay_rows.push((edge, stream.name.clone(), relay));
+                }
+            }
+        }
+        (
+            registry.streams().count(),
+            players,
+            sessions,
+            relay_rows,
+            relays_in,
+        )
+    };
+    let edges: Vec<Value> = match &state.balancer {
+        Some(balancer) => {
+            let balancer = balancer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            balancer
+                .nodes()
+                .iter()
+                .map(|node| {
+                    let stat = balancer.stat(node.id);
+                    let health = match (stat, balancer.is_answering(node.id)) {
+                        (Some(_), _) => "answering",
+                        (None, false) => "silent",
+                        (None, true) => "unknown",
+                    };
+                    let relayed: Vec<Value> = relay_rows
+                        .iter()
+                        .filter(|(edge, _, _)| edge.0 == node.id)
+                        .map(|(_, name, relay)| {
+                            json!({ "stream": name, "state": relay_state_name(*relay) })
+                        })
+                        .collect();
+                    json!({
+                        "id": node.id,
+                        "host": node.host,
+                        "ws": node.ws,
+                        "wss": node.wss,
+                        "health": health,
+                        "calls": stat.map(|s| s.calls),
+                        "system_cpu_load": stat.map(|s| s.system_cpu_load),
+                        "relays": relayed,
+                    })
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let role = match state.cdn_role {
+        CdnRole::Origin if edges.is_empty() => "standalone",
+        CdnRole::Origin => "origin",
+        CdnRole::Edge => "edge",
+    };
+    json_response(&json!({
+        "role": role,
+        "node": {
+            "streams": streams,
+            "players": players,
+            "sessions": sessions,
+        },
+        "edges": edges,
+        "relays_in": relays_in,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_is_a_percentage_with_one_decimal() {
+        assert_eq!(loss_percent(0), 0.0);
+        assert_eq!(loss_percent(128), 50.0);
+        assert_eq!(loss_percent(255), 99.6);
+        assert_eq!(loss_percent(3), 1.2);
+    }
+}
