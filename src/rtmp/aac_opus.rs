@@ -287,7 +287,7 @@ impl AacToOpus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// AAC-LC, 44.1 kHz, stereo.
@@ -358,7 +358,7 @@ mod tests {
 
     /// The raw frames of an ADTS file (ffmpeg's `-f adts`), and the AudioSpecificConfig its
     /// headers describe.
-    fn adts_frames(data: &[u8]) -> (Vec<&[u8]>, [u8; 2]) {
+    pub(in crate::rtmp) fn adts_frames(data: &[u8]) -> (Vec<&[u8]>, [u8; 2]) {
         let mut frames = Vec::new();
         let mut config = [0; 2];
         let mut at = 0;

@@ -148,18 +148,11 @@ mod tests {
     /// The raw frames of the test tone, as RTMP audio messages.
     fn frames() -> Vec<Vec<u8>> {
         let data = include_bytes!("testdata/sine440_44k1_stereo.aac");
-        let mut frames = Vec::new();
-        let mut at = 0;
-        while at + 7 <= data.len() {
-            let h = &data[at..at + 7];
-            let len =
-                (usize::from(h[3] & 3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
-            let mut message = vec![0xAF, 1];
-            message.extend_from_slice(&data[at + 7..at + len]);
-            frames.push(message);
-            at += len;
-        }
+        let (frames, _) = crate::rtmp::aac_opus::tests::adts_frames(data);
         frames
+            .iter()
+            .map(|frame| [&[0xAF, 1][..], frame].concat())
+            .collect()
     }
 
     fn play(audio: &mut RtmpAudio) -> usize {
