@@ -133,6 +133,11 @@ impl AacToOpus {
         })
     }
 
+    /// The sequence number of the next packet.
+    pub fn next_seq(&self) -> u16 {
+        self.seq
+    }
+
     /// The AAC sample rate.
     pub fn input_rate(&self) -> u32 {
         self.input_rate

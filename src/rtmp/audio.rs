@@ -109,7 +109,13 @@ impl RtmpAudio {
     ) -> Result<AudioOutcome, RtmpAudioError> {
         match parse_audio(data)? {
             AudioTag::AacConfig(config) => {
-                let transcoder = AacToOpus::new(config, self.ssrc, self.first_seq, self.rtp_base)?;
+                // A repeated sequence header (an encoder reconfigured) goes on numbering where
+                // the last one stopped: players see one stream, not a jump back.
+                let seq = self
+                    .transcoder
+                    .as_ref()
+                    .map_or(self.first_seq, AacToOpus::next_seq);
+                let transcoder = AacToOpus::new(config, self.ssrc, seq, self.rtp_base)?;
                 let input_rate = transcoder.input_rate();
                 self.transcoder = Some(transcoder);
                 Ok(AudioOutcome::Configured { input_rate })
@@ -182,6 +188,25 @@ mod tests {
         audio.set_wanted(true);
         assert!(play(&mut audio) >= 48);
         assert!(audio.frames() >= 48);
+        // The encoder sends its sequence header again: numbering goes on.
+        let record = |audio: &mut RtmpAudio, seqs: &mut Vec<u16>| {
+            for (i, frame) in frames().iter().enumerate().take(10) {
+                let ms = 10_000 + (i * 1024 * 1000 / 44_100) as u32;
+                audio
+                    .handle(ms, frame, |p| seqs.push(u16::from_be_bytes([p[2], p[3]])))
+                    .unwrap();
+            }
+        };
+        let mut seqs = Vec::new();
+        record(&mut audio, &mut seqs);
+        let before = seqs.len();
+        audio.handle(0, &CONFIG, |_| {}).unwrap();
+        record(&mut audio, &mut seqs);
+        assert!(before > 0 && seqs.len() > before, "{seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{seqs:?}"
+        );
     }
 
     #[test]
