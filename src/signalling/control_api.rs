@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::HeaderValue;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
@@ -28,10 +28,7 @@ use crate::control::relay_planner::{EdgeId, RelayState};
 use crate::control::{EndReason, SessionId};
 
 pub(crate) fn json_response(value: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = super::rest::json_response(value);
     // Live data: a console polling it must never be shown a cached answer.
     response
         .headers_mut()

@@ -604,6 +604,16 @@ async fn handle(
     response
 }
 
+/// One of the pages built into the binary.
+fn html_page(page: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(page.as_bytes())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
 async fn route(
     req: Request<Incoming>,
     state: &Signalling,
@@ -640,23 +650,8 @@ async fn route(
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, [""]) if query.split('&').any(|kv| kv == "action=stat") => node_stat(state),
         (Method::GET, ["lb"]) => load_balancer(state),
-        (Method::GET, ["console"]) => {
-            let mut response =
-                Response::new(Full::new(Bytes::from_static(CONSOLE_HTML.as_bytes())));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            response
-        }
-        (Method::GET, [""]) | (Method::GET, ["index.html"]) => {
-            let mut response = Response::new(Full::new(Bytes::from_static(INDEX_HTML.as_bytes())));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            response
-        }
+        (Method::GET, ["console"]) => html_page(CONSOLE_HTML),
+        (Method::GET, [""]) | (Method::GET, ["index.html"]) => html_page(INDEX_HTML),
         (Method::GET, ["api", "stats"]) => match state.auth.admin(bearer(&req).as_deref()) {
             Ok(()) => stats(state),
             Err(e) => whip::auth_refusal(&e),
@@ -928,13 +923,7 @@ fn load_balancer(state: &Signalling) -> Response<Full<Bytes>> {
         );
     }
     match state.choose_edge() {
-        Some(edge) => {
-            let mut response = Response::new(Full::new(Bytes::from(edge.lb_answer().to_string())));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
+        Some(edge) => rest::json_response(&edge.lb_answer()),
         None => text(StatusCode::SERVICE_UNAVAILABLE, "no edge is answering"),
     }
 }
@@ -1021,12 +1010,9 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
         .collect();
     drop(registry);
     let panics = crate::panic_guard::counts();
-    let body = serde_json::json!({ "cores": cores, "streams": streams, "panics": panics });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    rest::json_response(
+        &serde_json::json!({ "cores": cores, "streams": streams, "panics": panics }),
+    )
 }
 
 #[cfg(test)]

@@ -107,7 +107,8 @@ pub(crate) fn parse_access_list(
     Ok((name, change))
 }
 
-fn json_response(value: &Value) -> Response<Full<Bytes>> {
+/// `value` as an `application/json` answer.
+pub(crate) fn json_response(value: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     response
         .headers_mut()
