@@ -743,7 +743,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.by_ufrag.retain(|_, owner| *owner != id);
         self.router.remove_session(id, session.stream());
         let association = self.associations.remove(&id);
-        if peer.socket != SocketId::MAIN && !peer.socket.is_tcp() {
+        if peer.socket.is_relay() {
             // A relay's socket is its own; its edge hears of the end over the WebSocket.
             self.socket_requests
                 .push_back(SocketRequest::Close(peer.socket));

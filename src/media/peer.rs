@@ -81,7 +81,7 @@ impl Peer {
 
     /// A client session (on the core's own socket or an ICE-TCP connection), not a relay.
     fn follows_paths(&self) -> bool {
-        self.socket == SocketId::MAIN || self.socket.is_tcp()
+        !self.socket.is_relay()
     }
 
     /// When the core must next visit this session: its own timers, or a layer's keyframe to ask

@@ -44,6 +44,11 @@ impl SocketId {
     pub const fn is_tcp(self) -> bool {
         self.0 >= Self::FIRST_TCP
     }
+
+    /// Whether this is a relay session's own UDP socket (not the core's, not ICE-TCP).
+    pub const fn is_relay(self) -> bool {
+        self.0 != Self::MAIN.0 && !self.is_tcp()
+    }
 }
 
 impl fmt::Display for SocketId {
