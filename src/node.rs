@@ -42,6 +42,12 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The RTMP listener could not be bound on the address it was given.
+    #[error("cannot listen for RTMP on {addr}: {source} (set another with --rtmp ADDR or rtmp.listen, or turn it off with --rtmp off)")]
+    RtmpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The HTTPS certificate or key could not be read.
     #[error("TLS certificate for HTTPS/WSS: {0}")]
     Tls(String),
@@ -107,6 +113,7 @@ impl Node {
             }
             _ => None,
         };
+        let rtmp_listener = bind_rtmp(config)?;
         let authorizer = Authorizer::from_config(config, &http_addr.to_string())?;
         warn_about_open_access(config);
         let certificate = match (&config.dtls.certificate, &config.dtls.private_key) {
@@ -290,7 +297,10 @@ impl Node {
             }
             None => None,
         };
-        let rtmp_addr = start_rtmp(config, &runtime, &state);
+        let rtmp_addr = match rtmp_listener {
+            Some(listener) => Some(start_rtmp(config, listener, &runtime, &state)?),
+            None => None,
+        };
         let events_state = state.clone();
         runtime.spawn(async move {
             while let Some(event) = event_rx.recv().await {
@@ -365,38 +375,55 @@ impl Drop for Node {
     }
 }
 
-/// Starts the RTMP listener (`[rtmp]`). A port that cannot be bound leaves the node running
-/// without RTMP, with a warning: RTMP is an extra way in, and nodes started side by side (the
-/// tests, a second node on a host) keep the default port of the first.
-fn start_rtmp(
-    config: &Config,
-    runtime: &tokio::runtime::Runtime,
-    state: &Arc<Signalling>,
-) -> Option<SocketAddr> {
+/// Binds the RTMP listener (`[rtmp]`), before any media socket or thread exists. An address
+/// given (`--rtmp ADDR`, `rtmp.listen`) that cannot be bound stops the start, like HTTP's;
+/// the default one leaves the node running without RTMP, with a warning: RTMP is an extra way
+/// in, and nodes started side by side (the tests, a second node on a host) find the default
+/// port taken by the first.
+fn bind_rtmp(config: &Config) -> Result<Option<std::net::TcpListener>, StartError> {
     if !config.rtmp.enabled {
-        return None;
+        return Ok(None);
     }
-    let listen = config.rtmp.listen;
+    let listen = config.rtmp.listen_addr();
     let bound = std::net::TcpListener::bind(listen).and_then(|listener| {
         listener.set_nonblocking(true)?;
-        let _entered = runtime.enter();
-        tokio::net::TcpListener::from_std(listener)
+        Ok(listener)
     });
     match bound {
-        Ok(listener) => {
-            let addr = listener.local_addr().ok()?;
-            runtime.spawn(crate::rtmp::listener::serve(
-                listener,
-                state.clone(),
-                config.rtmp.clone(),
-            ));
-            Some(addr)
-        }
+        Ok(listener) => Ok(Some(listener)),
+        Err(source) if config.rtmp.listen.is_some() => Err(StartError::RtmpBind {
+            addr: listen,
+            source,
+        }),
         Err(e) => {
-            warn!(%listen, error = %e, "RTMP ingest is off: cannot listen on rtmp.listen (set another with --rtmp ADDR, or --rtmp off)");
-            None
+            warn!(%listen, error = %e, "RTMP ingest is off: the default RTMP port is taken (set another with --rtmp ADDR or rtmp.listen, or --rtmp off)");
+            Ok(None)
         }
     }
+}
+
+/// Serves RTMP on the listener [`bind_rtmp`] bound; returns its address.
+fn start_rtmp(
+    config: &Config,
+    listener: std::net::TcpListener,
+    runtime: &tokio::runtime::Runtime,
+    state: &Arc<Signalling>,
+) -> Result<SocketAddr, StartError> {
+    let rtmp_bind = |source| StartError::RtmpBind {
+        addr: config.rtmp.listen_addr(),
+        source,
+    };
+    let addr = listener.local_addr().map_err(rtmp_bind)?;
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).map_err(rtmp_bind)?
+    };
+    runtime.spawn(crate::rtmp::listener::serve(
+        listener,
+        state.clone(),
+        config.rtmp.clone(),
+    ));
+    Ok(addr)
 }
 
 /// A TLS acceptor for HTTPS/WSS from PEM files, on ring (no second crypto library).

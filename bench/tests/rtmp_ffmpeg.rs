@@ -18,7 +18,7 @@ use common::{loopback_config, stats_json};
 /// A node with two cores and its RTMP listener on an ephemeral port.
 fn rtmp_node() -> Node {
     let mut config = loopback_config(2);
-    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
     Node::start(&config).expect("node starts")
 }
 
@@ -210,7 +210,7 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
 async fn garbage_and_silent_rtmp_connections_are_closed_and_the_listener_goes_on() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut config = loopback_config(1);
-    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
     config.rtmp.handshake_timeout_secs = 1;
     let node = Node::start(&config).expect("node starts");
     let rtmp = node.rtmp_addr().expect("RTMP listener runs");
