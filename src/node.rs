@@ -21,6 +21,7 @@ use crate::reactor::core::{self, CoreSetup, CoreStats};
 use crate::reactor::io::{interface_addresses, BackendChoice, TcpLimits, UdpIo};
 use crate::reactor::mesh;
 use crate::session::SessionTimeouts;
+use crate::signalling::drain::DEFAULT_DRAIN;
 use crate::signalling::{self, CoreHandle, Signalling};
 
 /// A consent timeout below this is accepted but warned about.
@@ -82,7 +83,21 @@ pub struct Node {
     core_threads: Vec<JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
     state: Arc<Signalling>,
+    /// How long a drain lasts at most (`cluster.drain_secs`, else [`DEFAULT_DRAIN`]).
+    drain_time: Duration,
 }
+
+/// How a node's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Its last session ended.
+    Drained,
+    /// The drain time was over with these sessions left.
+    TimeOver { sessions: usize },
+}
+
+/// How often a draining node looks whether its sessions have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
 
 impl Node {
     /// Starts media cores and signalling as `config` says. Returns once every socket is bound.
@@ -320,7 +335,41 @@ impl Node {
             core_threads,
             runtime: Some(runtime),
             state,
+            drain_time: config
+                .cluster
+                .as_ref()
+                .map_or(DEFAULT_DRAIN, |c| Duration::from_secs(c.drain_secs)),
         })
+    }
+
+    /// Starts the node's drain (see [`crate::signalling::drain`]); false when it had started.
+    pub fn drain(&self) -> bool {
+        self.state.start_drain()
+    }
+
+    /// Returns once a drain has started, whoever started it (`POST /rest-api/cdn/drain`).
+    pub async fn drain_started(&self) {
+        self.state.drain.started().await
+    }
+
+    /// How long a drain lasts at most.
+    pub fn drain_time(&self) -> Duration {
+        self.drain_time
+    }
+
+    /// Waits until the node has no session left, or [`Node::drain_time`] has passed.
+    pub async fn drained(&self) -> DrainEnd {
+        let deadline = tokio::time::Instant::now() + self.drain_time;
+        loop {
+            let sessions = self.state.session_count();
+            if sessions == 0 {
+                return DrainEnd::Drained;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return DrainEnd::TimeOver { sessions };
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     }
 
     /// The HTTP listener's address (useful when the config asked for port 0).

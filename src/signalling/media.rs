@@ -29,6 +29,11 @@ pub enum StartError {
     /// The offer cannot be answered.
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
+    /// The node drains: it takes no new sessions.
+    #[error(
+        "this node is draining (shutting down) and takes no new sessions: connect to another node"
+    )]
+    Draining,
 }
 
 /// A session that was placed on a core.
@@ -168,6 +173,9 @@ pub fn start_publish(
     mut client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
+    if state.drain.is_draining() {
+        return Err(StartError::Draining);
+    }
     client.relay = matches!(authorized, Authorized::Relay);
     let supersedes = matches!(
         authorized,
@@ -217,6 +225,9 @@ pub fn start_play(
     client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
+    if state.drain.is_draining() {
+        return Err(StartError::Draining);
+    }
     let stream_entry = state
         .registry()
         .stream(stream)
