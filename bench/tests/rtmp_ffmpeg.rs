@@ -186,6 +186,28 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
         (1900..=2100).contains(&interval),
         "keyframe interval {stream}"
     );
+    // The control API shows the interval too, and /metrics counts the publisher as an ingest.
+    let url = format!("{base}/api/streams");
+    let streams = rtcdn_bench::http::request(hyper::Method::GET, &url, None, String::new())
+        .await
+        .unwrap();
+    let streams: serde_json::Value = serde_json::from_str(&streams.body).unwrap();
+    assert_eq!(streams[0]["keyframe_interval_ms"].as_u64(), Some(interval));
+    let url = format!("{base}/metrics");
+    let metrics = rtcdn_bench::http::request(hyper::Method::GET, &url, None, String::new())
+        .await
+        .unwrap()
+        .body;
+    let role = |role: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("rtcdn_sessions_by_role{") && l.contains(&format!("role=\"{role}\""))
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!((role("ingest"), role("publisher")), (1.0, 0.0), "{metrics}");
 
     // The live name cannot be published twice, nor an unknown application.
     for url in [
