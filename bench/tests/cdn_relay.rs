@@ -14,7 +14,8 @@ use rtcdn_bench::media::read_packet;
 mod common;
 use common::{
     assert_players_get_every_packet, cdn_origin_of, cdn_pair, core_stat, drain_rtp, is_video,
-    play_until_media, rtp_seq, send, wait_for_core_stat, warm_up_until_received, Streaming,
+    metrics_text, play_until_media, rtp_seq, sample_sum, send, wait_for_core_stat,
+    warm_up_until_received, Streaming,
 };
 
 const PLAYERS: usize = 10;
@@ -95,23 +96,27 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
 
     // Both nodes' /metrics show the relay: up on the origin, connected on the edge, the
     // sessions by role on each.
-    let origin_metrics = metrics(&origin_base).await;
+    let origin_metrics = metrics_text(&origin_base, None).await;
     assert_eq!(
-        sample_sum(&origin_metrics, "rtcdn_relays{", "state=\"up\""),
+        sample_sum(&origin_metrics, "rtcdn_relays{", &["state=\"up\""]),
         1.0
     );
     assert_eq!(
-        sample_sum(&origin_metrics, "rtcdn_relays{", "state=\"backoff\""),
+        sample_sum(&origin_metrics, "rtcdn_relays{", &["state=\"backoff\""]),
         0.0
     );
     let roles = |text: &str, role: &str| {
-        sample_sum(text, "rtcdn_sessions_by_role{", &format!("role=\"{role}\""))
+        sample_sum(
+            text,
+            "rtcdn_sessions_by_role{",
+            &[&format!("role=\"{role}\"")],
+        )
     };
     assert_eq!(roles(&origin_metrics, "publisher"), 1.0);
     assert_eq!(roles(&origin_metrics, "relay"), 1.0);
-    let edge_metrics = metrics(&edge_base).await;
+    let edge_metrics = metrics_text(&edge_base, None).await;
     assert_eq!(
-        sample_sum(&edge_metrics, "rtcdn_relays_in{", "state=\"connected\""),
+        sample_sum(&edge_metrics, "rtcdn_relays_in{", &["state=\"connected\""]),
         1.0
     );
     assert_eq!(roles(&edge_metrics, "relay_in"), 1.0);
@@ -145,23 +150,6 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
     }
     origin.stop();
     edge.stop();
-}
-
-/// A node's `/metrics` text.
-async fn metrics(base: &str) -> String {
-    let url = format!("{base}/metrics");
-    rtcdn_bench::http::request(hyper::Method::GET, &url, None, String::new())
-        .await
-        .unwrap()
-        .body
-}
-
-/// The sum of the samples whose line starts with `series` (`name{`) and holds `label`.
-fn sample_sum(text: &str, series: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(series) && l.contains(label))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; fine for a test that binds it next).
