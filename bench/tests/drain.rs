@@ -60,6 +60,18 @@ async fn a_draining_node_refuses_new_sessions_serves_its_own_and_is_drained_when
         assert!(refused.body.contains("draining"), "{}", refused.body);
         assert!(refused.headers.contains_key("retry-after"), "{url}");
     }
+    let metrics = raw_request(
+        Method::GET,
+        &format!("{base}/metrics"),
+        &[("authorization", &bearer)],
+        Vec::new(),
+    )
+    .await;
+    assert!(
+        metrics.body.lines().any(|l| l == "rtcdn_draining 1"),
+        "{}",
+        metrics.body
+    );
     let stat = raw_request(
         Method::GET,
         &format!("{base}/?action=stat"),

@@ -13,7 +13,7 @@ use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT};
 
 mod common;
-use common::{loopback_config, stats_json};
+use common::{loopback_config, metrics_text, sample_sum, stats_json};
 
 /// A node with two cores and its RTMP listener on an ephemeral port.
 fn rtmp_node() -> Node {
@@ -186,6 +186,22 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
         (1900..=2100).contains(&interval),
         "keyframe interval {stream}"
     );
+    // The control API shows the interval too, and /metrics counts the publisher as an ingest.
+    let url = format!("{base}/api/streams");
+    let streams = rtcdn_bench::http::request(hyper::Method::GET, &url, None, String::new())
+        .await
+        .unwrap();
+    let streams: serde_json::Value = serde_json::from_str(&streams.body).unwrap();
+    assert_eq!(streams[0]["keyframe_interval_ms"].as_u64(), Some(interval));
+    let metrics = metrics_text(&base, None).await;
+    let role = |role: &str| {
+        sample_sum(
+            &metrics,
+            "rtcdn_sessions_by_role{",
+            &[&format!("role=\"{role}\"")],
+        )
+    };
+    assert_eq!((role("ingest"), role("publisher")), (1.0, 0.0), "{metrics}");
 
     // The live name cannot be published twice, nor an unknown application.
     for url in [

@@ -274,7 +274,8 @@ pub enum CoreEvent {
     SessionEnded { id: SessionId, reason: EndReason },
     /// Once a second: a player's estimated bandwidth (with transport-cc), a publisher's
     /// received bitrate, a simulcast player's layer, the loss over the last receiver report
-    /// (in 256ths) and the picture size a publisher's keyframes announce.
+    /// (in 256ths), the picture size a publisher's keyframes announce, and the media and
+    /// repair requests the session carried so far.
     Bitrates {
         id: SessionId,
         estimate_bps: Option<u64>,
@@ -282,6 +283,7 @@ pub enum CoreEvent {
         layer: Option<PlayerLayer>,
         loss_fraction: Option<u8>,
         video_size: Option<(u16, u16)>,
+        traffic: crate::session::Traffic,
     },
 }
 

@@ -309,10 +309,12 @@ impl<R: Rng> ControlPlane<R> {
                 layer,
                 loss_fraction,
                 video_size,
+                traffic,
             } => {
                 if let Some(bps) = estimate_bps.or(*received_bps) {
                     self.registry.set_bitrate(*id, bps);
                 }
+                self.registry.set_traffic(*id, *traffic);
                 self.registry.set_quality(*id, *loss_fraction, *video_size);
                 if let Some(layer) = layer {
                     self.registry.set_layer(*id, *layer);

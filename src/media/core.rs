@@ -29,7 +29,9 @@ use crate::media::peer::{Peer, Peers};
 use crate::media::router::Router;
 use crate::media::timers::SessionTimers;
 use crate::media::tx::{SocketId, TxSink};
-use crate::session::{ReceivedMedia, Session, SessionError, SessionEvent, SessionTimeouts};
+use crate::session::{
+    ReceivedMedia, Session, SessionError, SessionEvent, SessionTimeouts, Traffic,
+};
 use crate::simulcast::{LayerChooser, KEYFRAME_REQUEST_INTERVAL};
 
 /// How often simulcast players' layers are chosen again, from which layers were active (and
@@ -177,6 +179,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let r = self.router.counters();
         MediaCounters {
             rtp_sent: r.rtp_sent,
+            rtp_sent_bytes: r.rtp_sent_bytes,
             retransmissions_sent: r.retransmissions_sent,
             nacks_forwarded_upstream: r.nacks_forwarded_upstream,
             retransmissions_throttled: r.retransmissions_throttled,
@@ -423,6 +426,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 ingest.packets += 1;
                 ingest.bytes += plain.len() as u64;
                 self.counters.rtp_received += 1;
+                self.counters.rtp_received_bytes += plain.len() as u64;
                 let media = ReceivedMedia {
                     kind: packet.kind(),
                     len: plain.len(),
@@ -550,6 +554,11 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     layer: None,
                     loss_fraction: None,
                     video_size: None,
+                    traffic: Traffic {
+                        packets_in: ingest.packets,
+                        bytes_in: ingest.bytes,
+                        ..Traffic::default()
+                    },
                 });
             }
         }
@@ -559,10 +568,12 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             let layer = peer.session.player_layer();
             let loss_fraction = peer.session.loss_fraction();
             let video_size = peer.session.video_size();
+            let traffic = peer.session.traffic();
             if estimate_bps.is_some()
                 || received_bps.is_some()
                 || layer.is_some()
                 || loss_fraction.is_some()
+                || traffic != Traffic::default()
             {
                 self.events.push_back(CoreEvent::Bitrates {
                     id,
@@ -571,6 +582,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     layer,
                     loss_fraction,
                     video_size,
+                    traffic,
                 });
             }
         }
@@ -640,9 +652,11 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             return;
         }
         // Only a publisher's packets decrypt; anything else is counted and dropped.
+        let wire_len = data.len() as u64;
         match peer.session.handle_srtp(now, src, data) {
             Ok(media) => {
                 self.counters.rtp_received += 1;
+                self.counters.rtp_received_bytes += wire_len;
                 let stream = peer.session.stream();
                 let plain = &data[..media.len];
                 self.router

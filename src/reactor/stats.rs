@@ -59,8 +59,12 @@ pub struct CoreStats {
     pub sessions: AtomicUsize,
     /// Media packets received from publishers and decrypted.
     pub rtp_received: AtomicU64,
+    /// The bytes of those packets as they arrived (SRTP; an ingest's RTP).
+    pub rtp_received_bytes: AtomicU64,
     /// Media packets sent to players.
     pub rtp_sent: AtomicU64,
+    /// The bytes of those packets as sent (SRTP).
+    pub rtp_sent_bytes: AtomicU64,
     /// STUN requests that failed ICE checks (bad integrity, unknown user).
     pub stun_rejected: AtomicU64,
     /// SRTP/SRTCP packets that failed authentication or replay checks.
@@ -191,6 +195,8 @@ impl CoreStats {
         let store = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
         store(&self.rtp_received, c.rtp_received);
         store(&self.rtp_sent, c.rtp_sent);
+        store(&self.rtp_received_bytes, c.rtp_received_bytes);
+        store(&self.rtp_sent_bytes, c.rtp_sent_bytes);
         store(&self.stun_rejected, c.stun_rejected);
         store(&self.srtp_rejected, c.srtp_rejected);
         store(&self.rtp_malformed, c.rtp_malformed);

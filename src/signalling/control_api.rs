@@ -208,6 +208,14 @@ pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
                 "loss_percent".into(),
                 json!(view.loss_fraction.map(loss_percent)),
             );
+            // An RTMP encoder's keyframe interval: how long a new player may wait for its first
+            // picture when the cache has none (RTMP cannot be asked for a keyframe).
+            row.insert(
+                "keyframe_interval_ms".into(),
+                json!(registry
+                    .session(s.publisher)
+                    .and_then(|p| p.keyframe_interval_ms)),
+            );
             let players: Vec<Value> = s
                 .players
                 .iter()
@@ -232,7 +240,7 @@ pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
     json_response(&Value::Array(list))
 }
 
-fn relay_state_name(state: RelayState) -> &'static str {
+pub(crate) fn relay_state_name(state: RelayState) -> &'static str {
     match state {
         RelayState::Idle => "idle",
         RelayState::Connecting { .. } => "connecting",
@@ -242,7 +250,7 @@ fn relay_state_name(state: RelayState) -> &'static str {
 }
 
 /// The edges an origin relays to (none on an edge or a lone node).
-fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
+pub(crate) fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
     match &state.balancer {
         Some(balancer) => balancer
             .lock()

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::Signalling;
 use crate::auth::{
-    Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
+    Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, RefusedKind,
+    Verdict,
 };
 use crate::control::plane::PlayError;
 use crate::control::registry::{validate_stream_name, ClientInfo, RegistryError};
@@ -105,6 +106,19 @@ pub async fn authorize(
     if let Verdict::Allowed(authorized) = state.auth.check(action, name, credentials)? {
         return Ok(authorized);
     }
+    ask_hooks(state, action, credentials, standing, fields)
+        .await
+        .inspect_err(|e| state.auth.count_refusal(action.into(), e))
+}
+
+/// The REST hook's answer on what [`authorize`]'s policy left to it.
+async fn ask_hooks(
+    state: &Signalling,
+    action: Action,
+    credentials: &Credentials,
+    standing: HookStanding<'_>,
+    fields: &Value,
+) -> Result<Authorized, AuthError> {
     let no_connect = || HookError::Failed {
         method: HookMethod::Connect.name(),
         why: "the connection was not checked by the connect hook".into(),
@@ -262,7 +276,11 @@ pub fn start_play(
             .handle_play(now, core, spec, acl_key.map(str::to_owned), client.clone())
             .map_err(|e| match e {
                 PlayError::Registry(e) => StartError::Registry(e),
-                PlayError::RestrictedAccess => AuthError::RestrictedAccess.into(),
+                PlayError::RestrictedAccess => {
+                    let refused = AuthError::RestrictedAccess;
+                    state.auth.count_refusal(RefusedKind::Play, &refused);
+                    refused.into()
+                }
             })?;
         Ok((id, core, answer.sdp))
     })?;

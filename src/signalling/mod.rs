@@ -199,6 +199,9 @@ pub struct Signalling {
     pub cdn_role: crate::config::cdn::CdnRole,
     /// Whether the node drains (takes no new sessions).
     pub drain: drain::Drain,
+    /// When the node started: the wall clock for `/metrics`' start time, the monotonic one for
+    /// its uptime.
+    pub started: (Instant, std::time::SystemTime),
 }
 
 impl Signalling {
@@ -239,6 +242,7 @@ impl Signalling {
             ice_servers: ice_servers::IceServers::default(),
             cdn_role: cdn.role.clone(),
             drain: drain::Drain::default(),
+            started: (Instant::now(), std::time::SystemTime::now()),
         }
     }
 
@@ -998,6 +1002,8 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "sessions": s.sessions.load(Relaxed),
                 "rtp_received": s.rtp_received.load(Relaxed),
                 "rtp_sent": s.rtp_sent.load(Relaxed),
+                "rtp_received_bytes": s.rtp_received_bytes.load(Relaxed),
+                "rtp_sent_bytes": s.rtp_sent_bytes.load(Relaxed),
                 "stun_rejected": s.stun_rejected.load(Relaxed),
                 "srtp_rejected": s.srtp_rejected.load(Relaxed),
                 "rtp_malformed": s.rtp_malformed.load(Relaxed),

@@ -96,7 +96,11 @@ pub fn add_ice_server_links(
     credentials: &Credentials,
     headers: &mut HeaderMap,
 ) {
-    if check_resource_request(state, action_of(protocol).0, stream, credentials).is_ok() {
+    // Withholding the links is no refusal to count: the POST that follows is checked.
+    if state
+        .auth
+        .would_allow(action_of(protocol).0, stream, credentials)
+    {
         let tag = format!("{:016x}", rand::random::<u64>());
         append_links(state, &tag, headers);
     }
