@@ -676,6 +676,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     ) {
         let id = spec.id;
         let publisher_core = spec.publisher_core;
+        let relay = matches!(spec.role, SessionRole::Relay { .. });
         self.by_ufrag.insert(spec.local_ice.ufrag.clone(), id);
         if let SessionRole::Relay {
             remote_candidates, ..
@@ -690,7 +691,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let session = Session::new(spec, now, self.timeouts, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
         self.router.add_session(id, &session, publisher_core);
-        self.peers.insert(id, Peer::new(session, socket));
+        self.peers.insert(id, Peer::new(session, socket, relay));
         // Room for the new session's timer entries and routing, made here so that the media
         // path never allocates for them.
         self.timers.reserve_for(self.peers.len());
@@ -743,8 +744,8 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.by_ufrag.retain(|_, owner| *owner != id);
         self.router.remove_session(id, session.stream());
         let association = self.associations.remove(&id);
-        if peer.socket.is_relay() {
-            // A relay's socket is its own; its edge hears of the end over the WebSocket.
+        if peer.own_socket {
+            // A relay's socket (or TCP connection) is its own; its edge hears of the end over the WebSocket.
             self.socket_requests
                 .push_back(SocketRequest::Close(peer.socket));
         } else if let Some(association) = association {
