@@ -70,7 +70,7 @@ pub enum RelayTransport {
     /// The edge's UDP host candidates only (rtcdn before 0.x did nothing else).
     Udp,
     /// The edge's passive ICE-TCP candidates (RFC 6544: the origin is the active side); the
-    /// edge needs `media.tcp = true`.
+    /// edge must listen for ICE-TCP (`media.tcp`, on by default).
     Tcp,
     /// UDP first; TCP when UDP has not connected within a few seconds and the edge offers TCP.
     #[default]

@@ -6,7 +6,7 @@
 //! moves to TCP when the session has not connected within [`UDP_CONNECT_WINDOW`]: a network
 //! between origin and edge that drops UDP (a firewall that only opens TCP ports) never lets a
 //! check through, while one that passes UDP connects in a round trip or two. An edge whose
-//! answer has no TCP candidate (no `media.tcp`) leaves "auto" on UDP: there is nothing to fall
+//! answer has no TCP candidate (`media.tcp = false`) leaves "auto" on UDP: there is nothing to fall
 //! back to, and the session's own connect timeout ends the attempt.
 
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ impl TransportChoice {
         let no_udp = || RelayFailure::Answer("no IPv4 host candidate".into());
         let no_tcp = || {
             RelayFailure::Answer(
-                "no IPv4 passive TCP candidate (cdn.relay_transport = \"tcp\" needs media.tcp = true on the edge)".into(),
+                "no IPv4 passive TCP candidate (cdn.relay_transport = \"tcp\" needs an edge with media.tcp = true)".into(),
             )
         };
         let (path, fallback_at) = match mode {
