@@ -60,7 +60,7 @@ trap 'exit 143' TERM
 
 run_skipped() {
   echo "tests/netns: SKIPPING the namespace interop tests: $1" >&2
-  cd "$HERE" && RTCDN_NETNS_SKIP="$1" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs
+  cd "$HERE" && RTCDN_NETNS_SKIP="$1" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs relay_tcp.test.mjs
   exit $?
 }
 
@@ -143,6 +143,6 @@ cd "$HERE"
 RTCDN_NETNS_SRV="$SRV" RTCDN_NETNS_CLI="$CLI" RTCDN_SRV_IP=10.77.0.1 RTCDN_CLI_IP=10.77.0.2 \
   RTCDN_NETNS_THR="$THR" RTCDN_THR_IP=10.77.1.2 RTCDN_THR_GW=10.77.1.1 RTCDN_THR_DEV=rtcdn1 \
   RTCDN_NETNS_TRN="$TRN" \
-  ip netns exec "$SRV" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs
+  ip netns exec "$SRV" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs relay_tcp.test.mjs
 rc=$?
 exit $rc
