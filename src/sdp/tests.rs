@@ -399,6 +399,7 @@ fn own_offer_round_trip_and_answer() {
                 send_rids: Vec::new(),
             },
         ],
+        active_tcp: None,
     };
     let text = write_offer(&params);
     assert!(
@@ -883,6 +884,7 @@ fn an_offer_with_send_rids_writes_rid_and_simulcast_lines() {
             send: None,
             send_rids: vec!["q".into(), "f".into()],
         }],
+        active_tcp: None,
     };
     let text = write_offer(&params);
     assert!(

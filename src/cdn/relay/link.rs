@@ -43,6 +43,8 @@ pub(super) struct LinkSetup {
     pub fingerprint: [u8; 32],
     /// `cdn.relay_transport`.
     pub transport: RelayTransport,
+    /// Our media address, for the active TCP candidate of the offer.
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 /// One attempt to carry out.
@@ -268,11 +270,15 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
             .map_err(link)?;
     let stream = job.stream.as_str();
     let local_ice = ice::IceCredentials::random(&mut rand::thread_rng());
+    let active_tcp = (setup.transport != RelayTransport::Udp)
+        .then_some(setup.media_ip)
+        .flatten();
     let (offer, mut tracks, offered_layers) = relay_offer(
         stream,
         &job.relayed.tracks,
         &local_ice,
         setup.fingerprint,
+        active_tcp,
         || rand::random::<u32>() | 1,
     );
     let id = media_session_id();

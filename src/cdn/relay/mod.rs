@@ -19,7 +19,7 @@ mod transport;
 pub use transport::UDP_CONNECT_WINDOW;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -161,11 +161,19 @@ pub struct RelaySetup {
     pub policy: RetryPolicy,
     /// `cdn.relay_transport`.
     pub transport: RelayTransport,
+    /// Our media address (IPv4, as the relay sockets are), named in the offers' active TCP
+    /// candidate.
+    pub media_ip: Option<IpAddr>,
 }
 
 impl RelaySetup {
-    /// The relays of a node with `[cdn]` config `cdn`; `None` when it relays to no edge.
-    pub fn from_cdn(cdn: &CdnConfig, fingerprint: [u8; 32]) -> Option<RelaySetup> {
+    /// The relays of a node with `[cdn]` config `cdn`, whose media candidates have the addresses
+    /// `media_ips`; `None` when it relays to no edge.
+    pub fn from_cdn(
+        cdn: &CdnConfig,
+        fingerprint: [u8; 32],
+        media_ips: &[IpAddr],
+    ) -> Option<RelaySetup> {
         if !cdn.relays() {
             return None;
         }
@@ -191,6 +199,7 @@ impl RelaySetup {
             fingerprint,
             policy: RetryPolicy::default(),
             transport: cdn.relay_transport,
+            media_ip: media_ips.iter().copied().find(IpAddr::is_ipv4),
         })
     }
 }
@@ -217,6 +226,7 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
         auth: setup.auth,
         fingerprint: setup.fingerprint,
         transport: setup.transport,
+        media_ip: setup.media_ip,
     });
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let mut links: HashMap<AttemptId, link::Link> = HashMap::new();
