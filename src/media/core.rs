@@ -323,6 +323,26 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         });
     }
 
+    /// The relay connection `socket` failed or its peer closed it (a relay over TCP): its relay
+    /// session ends now, as one whose peer never came or went away, instead of at its connect
+    /// or consent timeout.
+    pub fn handle_socket_lost(&mut self, now: Instant, socket: SocketId, tx: &mut impl TxSink) {
+        let Some((&id, peer)) = self
+            .peers
+            .iter_mut()
+            .find(|(_, p)| p.own_socket && p.socket == socket)
+        else {
+            return;
+        };
+        let reason = if peer.session.is_connected() {
+            EndReason::ConsentExpired
+        } else {
+            EndReason::NeverConnected
+        };
+        peer.session.end(reason);
+        self.drain_session(now, id, tx);
+    }
+
     /// What session `id`'s DTLS handshake (or association) reports.
     pub fn handle_dtls_event(
         &mut self,

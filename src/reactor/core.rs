@@ -166,6 +166,11 @@ pub fn run(setup: CoreSetup) {
         };
         let mut active = driver.clock.end_batch() || handled > 0;
         now = Instant::now();
+        while let Some(socket) = io.take_lost_connection() {
+            driver
+                .media
+                .handle_socket_lost(now, socket, io.send_queue());
+        }
         driver.serve_socket_requests(now, &mut io);
         if driver.media.poll_timeout().is_some_and(|at| at <= now) {
             driver.media.handle_timeout(now, io.send_queue());

@@ -2,6 +2,7 @@
 # Interop tests with clients that never use loopback ICE candidates (GStreamer/libnice, Firefox).
 #
 #   bash tests/netns/run.sh            (as root; scripts/test.sh runs it)
+#   (interop.test.mjs, turn.test.mjs and relay_tcp.test.mjs, in the server namespace)
 #
 # Creates four network namespaces joined by veth pairs (the server to the client, the throttled
 # and the TURN one; the TURN one also to the client), and nothing else:

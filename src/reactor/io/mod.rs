@@ -413,6 +413,14 @@ impl UdpIo {
             .unwrap_or_default()
     }
 
+    /// A connection opened by [`connect_tcp`](Self::connect_tcp) that failed or that its peer
+    /// closed since the last call (it is closed; its id stays taken until
+    /// [`remove_socket`](Self::remove_socket)).
+    pub fn take_lost_connection(&mut self) -> Option<SocketId> {
+        let idx = self.tcp.as_mut()?.take_lost()?;
+        Some(SocketId::tcp(idx))
+    }
+
     /// The local address of `id`, if it is open.
     pub fn socket_addr(&self, id: SocketId) -> Option<SocketAddr> {
         if id == SocketId::MAIN {

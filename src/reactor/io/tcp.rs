@@ -264,6 +264,9 @@ pub(super) struct TcpSide {
     /// Indexes of outgoing connections, held until their relay session ends even when the
     /// connection closed before (see `connect.rs`).
     reserved: Box<[bool]>,
+    /// Outgoing connections that failed or that their peer closed, for the core to end their
+    /// relay sessions (`connect.rs`); room for every index, so pushing never allocates.
+    lost: Vec<u16>,
     limits: TcpLimits,
     next_sweep: Option<Instant>,
     stats: TcpStats,
@@ -359,6 +362,7 @@ impl TcpSide {
             local,
             conns: (0..max).map(|_| None).collect(),
             reserved: vec![false; max].into_boxed_slice(),
+            lost: Vec::with_capacity(max),
             limits: TcpLimits {
                 max_connections: max,
                 ..limits
@@ -620,6 +624,9 @@ impl TcpSide {
             Close::Ended => &mut self.stats.closed_by_core,
         };
         *counter += 1;
+        if conn.outgoing.is_some() && !matches!(reason, Close::Ended) {
+            self.lost.push(idx);
+        }
         // Closing the fd removes it from the epoll set.
         tracing::debug!(local = %self.local, peer = %conn.peer, id = %SocketId::tcp(idx), ?reason, "ICE-TCP connection closed");
         drop(conn);

@@ -7,10 +7,12 @@
 //! sits in the TCP epoll with `EPOLLOUT` interest, frames the relay's ICE agent sends meanwhile
 //! wait in its bounded write queue (a `send` before the handshake ends says `EAGAIN`), and the
 //! first `EPOLLOUT` or `EPOLLERR` tells [`TcpSide::finish_connect`] how the connect went. A
-//! failed one is closed and logged with the kernel's reason; the relay session, which never
-//! hears from its edge, then ends at its connect timeout and its link reports the attempt as
-//! failed, which the relay planner retries. A connect that never completes (a black hole) ends
-//! the same way: the ended session closes its connection ([`TcpSide::close_outgoing`]).
+//! failed one is closed and logged with the kernel's reason, and so is one its peer closes
+//! later; either is handed to the core ([`TcpSide::take_lost`]), which ends the relay session at
+//! once (its link reports the attempt as failed, and the relay planner retries) rather than at
+//! its connect or consent timeout. A connect that never completes (a black hole) ends at the
+//! session's connect timeout: the ended session closes its connection
+//! ([`TcpSide::close_outgoing`]).
 //!
 //! An outgoing connection's index stays reserved until its relay session ends, even when the
 //! connection closed long before: every relay to one edge has the same peer address, so a
@@ -156,6 +158,12 @@ impl TcpSide {
 }
 
 impl TcpSide {
+    /// An outgoing connection that failed or was closed by its peer since the last call: its
+    /// relay session has lost its edge.
+    pub(in crate::reactor::io) fn take_lost(&mut self) -> Option<u16> {
+        self.lost.pop()
+    }
+
     /// An index neither open nor reserved.
     pub(super) fn free_index(&self) -> Option<usize> {
         (0..self.conns.len()).find(|&i| self.conns[i].is_none() && !self.reserved[i])
@@ -321,6 +329,7 @@ mod tests {
         assert_eq!(h.got[1], (socket, edge_addr, b"\x80media".to_vec()));
         let s = io.tcp_stats();
         assert_eq!((s.connects, s.connect_failures, s.open), (1, 0, 1), "{s:?}");
+        assert_eq!(io.take_lost_connection(), None);
         // The relay ends: its connection closes.
         io.remove_socket(socket);
         let mut rest = [0u8; 16];
@@ -345,6 +354,9 @@ mod tests {
         let s = io.tcp_stats();
         assert_eq!((s.connects, s.open), (1, 0), "{s:?}");
         assert!(h.got.is_empty());
+        // The core hears of it, once, to end the relay session at once.
+        assert_eq!(io.take_lost_connection(), Some(socket));
+        assert_eq!(io.take_lost_connection(), None);
         // Removing it later (its session ends) is harmless.
         io.remove_socket(socket);
         assert_eq!(io.tcp_stats().closed_by_core, 0);
@@ -369,6 +381,21 @@ mod tests {
         poll_until(&mut io, &mut h, |_, h| h.got.len() == 1);
         assert_eq!(h.got[0].0, socket);
         assert_eq!(io.tcp_stats().accepted, 0);
+        // The edge goes away: the core hears of it; the id stays taken until it lets go.
+        drop(conn);
+        poll_until(&mut io, &mut h, |io, _| io.tcp_stats().closed_by_peer == 1);
+        assert_eq!(io.take_lost_connection(), Some(socket));
+        let again = io.connect_tcp(edge.local_addr().unwrap()).unwrap();
+        assert_ne!(
+            again, socket,
+            "a lost relay's id is not reused before its session ends"
+        );
+        io.remove_socket(socket);
+        assert_eq!(
+            io.tcp_stats().open,
+            1,
+            "removing the lost one leaves the new one open"
+        );
     }
 
     macro_rules! per_backend {
