@@ -11,9 +11,8 @@ pub const MAX_DATAGRAM: usize = 2048;
 /// One of a core's sockets: [`SocketId::MAIN`] is the core's own UDP socket, others are opened
 /// for relay sessions (two relays to the same edge must not share a 5-tuple), and ids from
 /// [`SocketId::tcp`] on are ICE-TCP connections (one peer each): accepted by the core, or opened
-/// by it for a relay over TCP. On a real
-/// node they are the sockets of the core's [`UdpIo`](crate::reactor::io::UdpIo); an id is reused
-/// once its socket is closed.
+/// by it for a relay over TCP. On a real node they are the sockets of the core's
+/// [`UdpIo`](crate::reactor::io::UdpIo); an id is reused once its socket is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SocketId(pub u16);
 
