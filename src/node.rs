@@ -243,7 +243,7 @@ impl Node {
         cores.reverse();
         // An origin's relays: the control plane (in signalling) decides, the relay transport
         // carries its orders out and reports back through the plane.
-        let relays = RelaySetup::from_cdn(&config.cdn, certificate.fingerprint())
+        let relays = RelaySetup::from_cdn(&config.cdn, certificate.fingerprint(), &announce)
             .map(|setup| (relay::channel(), setup));
         let mut signalling = Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
             .with_http(&config.http)

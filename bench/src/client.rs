@@ -811,6 +811,7 @@ impl Offer {
             ice_pwd: local.pwd.clone(),
             fingerprint: Fingerprint(certificate.fingerprint()),
             media,
+            active_tcp: None,
         });
         Offer {
             sdp,

@@ -326,6 +326,26 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         });
     }
 
+    /// The relay connection `socket` failed or its peer closed it (a relay over TCP): its relay
+    /// session ends now, as one whose peer never came or went away, instead of at its connect
+    /// or consent timeout.
+    pub fn handle_socket_lost(&mut self, now: Instant, socket: SocketId, tx: &mut impl TxSink) {
+        let Some((&id, peer)) = self
+            .peers
+            .iter_mut()
+            .find(|(_, p)| p.own_socket && p.socket == socket)
+        else {
+            return;
+        };
+        let reason = if peer.session.is_connected() {
+            EndReason::ConsentExpired
+        } else {
+            EndReason::NeverConnected
+        };
+        peer.session.end(reason);
+        self.drain_session(now, id, tx);
+    }
+
     /// What session `id`'s DTLS handshake (or association) reports.
     pub fn handle_dtls_event(
         &mut self,
@@ -690,6 +710,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     ) {
         let id = spec.id;
         let publisher_core = spec.publisher_core;
+        let relay = matches!(spec.role, SessionRole::Relay { .. });
         self.by_ufrag.insert(spec.local_ice.ufrag.clone(), id);
         if let SessionRole::Relay {
             remote_candidates, ..
@@ -704,7 +725,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let session = Session::new(spec, now, self.timeouts, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
         self.router.add_session(id, &session, publisher_core);
-        self.peers.insert(id, Peer::new(session, socket));
+        self.peers.insert(id, Peer::new(session, socket, relay));
         // Room for the new session's timer entries and routing, made here so that the media
         // path never allocates for them.
         self.timers.reserve_for(self.peers.len());
@@ -757,8 +778,8 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.by_ufrag.retain(|_, owner| *owner != id);
         self.router.remove_session(id, session.stream());
         let association = self.associations.remove(&id);
-        if peer.socket.is_relay() {
-            // A relay's socket is its own; its edge hears of the end over the WebSocket.
+        if peer.own_socket {
+            // A relay's socket (or TCP connection) is its own; its edge hears of the end over the WebSocket.
             self.socket_requests
                 .push_back(SocketRequest::Close(peer.socket));
         } else if let Some(association) = association {

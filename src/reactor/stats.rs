@@ -142,6 +142,12 @@ pub struct TcpCounts {
     pub tx_dropped: AtomicU64,
     /// Frames not sent: their session's connection closed and its id serves another peer.
     pub tx_misdirected: AtomicU64,
+    /// Connections the core opened for relays over TCP.
+    pub connects: AtomicU64,
+    /// Of those, connects that failed.
+    pub connect_failures: AtomicU64,
+    /// Closed: the relay session that opened it ended.
+    pub closed_by_core: AtomicU64,
 }
 
 impl TcpCounts {
@@ -159,6 +165,9 @@ impl TcpCounts {
         store(&self.tx_frames, t.tx_frames);
         store(&self.tx_dropped, t.tx_dropped);
         store(&self.tx_misdirected, t.tx_misdirected);
+        store(&self.connects, t.connects);
+        store(&self.connect_failures, t.connect_failures);
+        store(&self.closed_by_core, t.closed_by_core);
     }
 
     /// The counters by name, for `/api/stats`.
@@ -177,6 +186,9 @@ impl TcpCounts {
             "tx_frames": load(&self.tx_frames),
             "tx_dropped": load(&self.tx_dropped),
             "tx_misdirected": load(&self.tx_misdirected),
+            "connects": load(&self.connects),
+            "connect_failures": load(&self.connect_failures),
+            "closed_by_core": load(&self.closed_by_core),
         })
     }
 }

@@ -1006,6 +1006,7 @@ mod tests {
                 layers: None,
             }],
             remote_candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+            path: crate::control::RelayPath::Udp,
             layers: Some(crate::control::RelayedLayers {
                 rid_ext: 10,
                 repaired_rid_ext: Some(11),

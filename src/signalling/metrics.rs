@@ -172,6 +172,8 @@ fn snapshot(state: &Signalling) -> Snapshot {
                     ("oversized_frame", s.tcp.oversized.load(Relaxed)),
                     ("garbage", s.tcp.garbage.load(Relaxed)),
                     ("table_full", s.tcp.rejected_full.load(Relaxed)),
+                    ("connect_failed", s.tcp.connect_failures.load(Relaxed)),
+                    ("relay_ended", s.tcp.closed_by_core.load(Relaxed)),
                 ],
                 tcp_frames_dropped: s.tcp.tx_dropped.load(Relaxed),
                 media_allocations: s
