@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::auth::config::{Secret, MIN_SECRET_LEN};
 
 /// The longest `cluster.node_id` prefix (the node's id adds a dash and 8 hex digits).
 pub const MAX_NODE_ID_PREFIX: usize = 48;
@@ -63,6 +64,12 @@ pub struct ClusterConfig {
     /// address (or the media bind address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_host: Option<String>,
+    /// The cluster's shared secret (the same on every node, at least 32 characters): a node
+    /// asking another for a stream (a pull) and the relay that brings it prove it with
+    /// short-lived tokens, as `cdn.secret` does for the static CDN. None: no pulls, a node
+    /// plays only what is published on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
 }
 
 fn default_roles() -> Vec<ClusterRole> {
@@ -92,6 +99,7 @@ impl ClusterConfig {
             idle_pull_secs: default_idle_pull_secs(),
             drain_secs: default_drain_secs(),
             public_host: None,
+            secret: None,
         }
     }
 
@@ -155,6 +163,14 @@ impl ClusterConfig {
         }
         if !(1..=86_400).contains(&self.drain_secs) {
             return invalid("cluster.drain_secs", "must be 1 to 86400".into());
+        }
+        if let Some(secret) = &self.secret {
+            if secret.expose().len() < MIN_SECRET_LEN {
+                return invalid(
+                    "cluster.secret",
+                    format!("at least {MIN_SECRET_LEN} characters (it signs pull and relay tokens)"),
+                );
+            }
         }
         if let Some(host) = &self.public_host {
             if host.trim().is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
@@ -222,6 +238,7 @@ mod tests {
             ("idle_pull_secs = 0\n", "cluster.idle_pull_secs"),
             ("drain_secs = 0\n", "cluster.drain_secs"),
             ("public_host = \"a b\"\n", "cluster.public_host"),
+            ("secret = \"short\"\n", "cluster.secret"),
             ("redis = \"x\"\n", "redis"),
         ] {
             let text = if text.starts_with("redis_url") {

@@ -12,9 +12,16 @@
 //! waits to hear that it is unpublished, or published anew). It never gives up on an edge while
 //! the stream lives: an edge that is down or restarts is relayed to again when it returns.
 //!
+//! Besides the static edges (`cdn.nodes`, relayed every stream for as long as it lives), a
+//! stream has on-demand targets in a dynamic CDN (`[cluster]`): a node that pulls it
+//! ([`RelayPlanner::handle_pull_requested`]) is relayed it until it lets it go
+//! ([`RelayPlanner::handle_pull_released`]) or the stream ends; a pull that fails
+//! [`PULL_MAX_FAILURES`] times in a row is dropped (the puller is gone or refuses; it asks again
+//! when a player wants the stream), so a node that left the cluster is not knocked on forever.
+//!
 //! The jitter comes from the RNG it is given, so a seeded RNG makes every schedule repeatable.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -25,6 +32,9 @@ use super::{EndReason, RelayPath, StreamId};
 /// A CDN edge, by its node id in the `[cdn]` node list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EdgeId(pub u32);
+
+/// How many failures in a row drop an on-demand pull.
+pub const PULL_MAX_FAILURES: u32 = 3;
 
 /// One try at relaying a stream to an edge. Reports about an attempt the planner has moved on
 /// from are ignored.
@@ -152,6 +162,23 @@ struct Relay {
     next_delay: Duration,
     /// The transport the live attempt's relay session connected over, once it did.
     path: Option<RelayPath>,
+    /// A node that pulled the stream (a dynamic CDN), not a static edge.
+    pulled: bool,
+    /// Failures in a row, for dropping a pull.
+    failures: u32,
+}
+
+impl Relay {
+    fn new(edge: EdgeId, policy: &RetryPolicy, pulled: bool) -> Relay {
+        Relay {
+            edge,
+            state: RelayState::Idle,
+            next_delay: policy.first_delay,
+            path: None,
+            pulled,
+            failures: 0,
+        }
+    }
 }
 
 /// A stream being relayed.
@@ -168,6 +195,9 @@ pub struct RelayPlanner<R> {
     policy: RetryPolicy,
     rng: R,
     streams: BTreeMap<String, PlannedStream>,
+    /// The nodes that pulled each stream (on-demand targets), kept while the stream's media
+    /// has not started flowing yet too.
+    pulls: BTreeMap<String, BTreeSet<EdgeId>>,
     next_attempt: u64,
     actions: VecDeque<RelayAction>,
 }
@@ -180,6 +210,7 @@ impl<R: Rng> RelayPlanner<R> {
             policy,
             rng,
             streams: BTreeMap::new(),
+            pulls: BTreeMap::new(),
             next_attempt: 1,
             actions: VecDeque::new(),
         }
@@ -194,17 +225,19 @@ impl<R: Rng> RelayPlanner<R> {
         if let Some(old) = self.streams.remove(name) {
             self.stop_all(&old);
         }
+        let policy = self.policy;
+        let pulled = self.pulls.get(name).into_iter().flatten();
         let mut stream = PlannedStream {
             id,
             relays: self
                 .edges
                 .iter()
-                .map(|&edge| Relay {
-                    edge,
-                    state: RelayState::Idle,
-                    next_delay: self.policy.first_delay,
-                    path: None,
-                })
+                .map(|&edge| Relay::new(edge, &policy, false))
+                .chain(
+                    pulled
+                        .filter(|edge| !self.edges.contains(edge))
+                        .map(|&edge| Relay::new(edge, &policy, true)),
+                )
                 .collect(),
         };
         for relay in &mut stream.relays {
@@ -215,10 +248,62 @@ impl<R: Rng> RelayPlanner<R> {
 
     /// The stream `name` (`id`) is unpublished: stop its relays, and try none again. A stale
     /// report (the name has been published anew since) is ignored.
+    /// Its pulls end with it: the pullers' copies end too, and they pull anew when a player
+    /// asks.
     pub fn handle_stream_unpublished(&mut self, _now: Instant, name: &str, id: StreamId) {
-        if self.streams.get(name).is_some_and(|s| s.id == id) {
-            if let Some(stream) = self.streams.remove(name) {
-                self.stop_all(&stream);
+        match self.streams.get(name) {
+            Some(stream) if stream.id != id => return,
+            Some(_) => {
+                if let Some(stream) = self.streams.remove(name) {
+                    self.stop_all(&stream);
+                }
+            }
+            None => {}
+        }
+        self.pulls.remove(name);
+    }
+
+    /// The node `edge` pulls the stream `name`, which is published here: relay it there from
+    /// now on (once its media flows, if it does not yet). Asking again changes nothing.
+    pub fn handle_pull_requested(&mut self, _now: Instant, name: &str, edge: EdgeId) {
+        if self.edges.contains(&edge) || !self.pulls.entry(name.to_owned()).or_default().insert(edge)
+        {
+            return;
+        }
+        let policy = self.policy;
+        if let Some(stream) = self.streams.get_mut(name) {
+            let mut relay = Relay::new(edge, &policy, true);
+            begin(&mut self.next_attempt, &mut self.actions, name, stream.id, &mut relay);
+            stream.relays.push(relay);
+        }
+    }
+
+    /// The node `edge` no longer pulls `name`: its relay stops.
+    pub fn handle_pull_released(&mut self, _now: Instant, name: &str, edge: EdgeId) {
+        self.drop_pull(name, edge);
+    }
+
+    /// The nodes that pull `name`.
+    pub fn pullers(&self, name: &str) -> impl Iterator<Item = EdgeId> + '_ {
+        self.pulls.get(name).into_iter().flatten().copied()
+    }
+
+    fn drop_pull(&mut self, name: &str, edge: EdgeId) {
+        let Some(pullers) = self.pulls.get_mut(name) else {
+            return;
+        };
+        if !pullers.remove(&edge) {
+            return;
+        }
+        if pullers.is_empty() {
+            self.pulls.remove(name);
+        }
+        if let Some(stream) = self.streams.get_mut(name) {
+            if let Some(at) = stream.relays.iter().position(|r| r.pulled && r.edge == edge) {
+                let relay = stream.relays.remove(at);
+                if let Some(attempt) = live_attempt(relay.state) {
+                    self.actions.push_back(RelayAction::Stop { attempt });
+                }
             }
         }
     }
@@ -243,6 +328,7 @@ impl<R: Rng> RelayPlanner<R> {
     pub fn handle_relay_up(&mut self, now: Instant, attempt: AttemptId) {
         if let Some(relay) = self.relay_mut(attempt) {
             if relay.state == (RelayState::Connecting { attempt }) {
+                relay.failures = 0;
                 relay.state = RelayState::Up {
                     attempt,
                     since: now,
@@ -262,17 +348,23 @@ impl<R: Rng> RelayPlanner<R> {
     /// gone waits to hear of the stream.
     pub fn handle_relay_ended(&mut self, now: Instant, attempt: AttemptId, end: &RelayEnd) {
         let policy = self.policy;
-        let Some(relay) = self
-            .streams
-            .values_mut()
-            .flat_map(|s| s.relays.iter_mut())
-            .find(|r| live_attempt(r.state) == Some(attempt))
-        else {
+        let Some((name, relay)) = self.streams.iter_mut().find_map(|(name, s)| {
+            s.relays
+                .iter_mut()
+                .find(|r| live_attempt(r.state) == Some(attempt))
+                .map(|r| (name, r))
+        }) else {
             return;
         };
+        let mut dropped = None;
         match end {
             RelayEnd::StreamGone | RelayEnd::Stopped => relay.state = RelayState::Idle,
+            RelayEnd::Failed(_) if relay.pulled && relay.failures + 1 >= PULL_MAX_FAILURES => {
+                relay.state = RelayState::Idle;
+                dropped = Some((name.clone(), relay.edge));
+            }
             RelayEnd::Failed(_) => {
+                relay.failures += 1;
                 let up_for = match relay.state {
                     RelayState::Up { since, .. } => Some(now.saturating_duration_since(since)),
                     _ => None,
@@ -286,6 +378,9 @@ impl<R: Rng> RelayPlanner<R> {
                 let until = now + jittered(&mut self.rng, delay);
                 relay.state = RelayState::Backoff { until };
             }
+        }
+        if let Some((name, edge)) = dropped {
+            self.drop_pull(&name, edge);
         }
     }
 
@@ -745,5 +840,87 @@ mod tests {
         planner.handle_stream_published(now, "cam", CAM);
         assert!(actions(&mut planner).is_empty());
         assert_eq!(planner.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_pull_is_relayed_once_media_flows_and_stops_when_released() {
+        let mut now = Instant::now();
+        let mut planner = planner(&[], 1);
+        // Asked before the media flows: it waits for it.
+        planner.handle_pull_requested(now, "cam", B);
+        planner.handle_pull_requested(now, "cam", B);
+        assert!(actions(&mut planner).is_empty());
+        planner.handle_stream_published(now, "cam", CAM);
+        let first = started(&actions(&mut planner));
+        assert_eq!(first.iter().map(|s| s.0).collect::<Vec<_>>(), [B]);
+        // A second puller of a flowing stream starts at once; asking again changes nothing.
+        planner.handle_pull_requested(now, "cam", A);
+        planner.handle_pull_requested(now, "cam", A);
+        let second = started(&actions(&mut planner));
+        assert_eq!(second.iter().map(|s| s.0).collect::<Vec<_>>(), [A]);
+        assert_eq!(planner.pullers("cam").collect::<Vec<_>>(), [A, B]);
+        now += Duration::from_secs(1);
+        planner.handle_pull_released(now, "cam", B);
+        assert_eq!(
+            actions(&mut planner),
+            [RelayAction::Stop {
+                attempt: first[0].1
+            }]
+        );
+        assert_eq!(planner.state("cam", B), None);
+        planner.handle_pull_released(now, "cam", B);
+        assert!(actions(&mut planner).is_empty());
+        // The stream's end ends its pulls: a new publication is not relayed to the old puller.
+        planner.handle_stream_unpublished(now, "cam", CAM);
+        assert_eq!(
+            actions(&mut planner),
+            [RelayAction::Stop {
+                attempt: second[0].1
+            }]
+        );
+        assert_eq!(planner.pullers("cam").count(), 0);
+        planner.handle_stream_published(now, "cam", StreamId(11));
+        assert!(actions(&mut planner).is_empty());
+    }
+
+    #[test]
+    fn a_pull_that_keeps_failing_is_dropped_but_a_static_edge_never_is() {
+        let mut now = Instant::now();
+        let mut planner = planner(&[A], 3);
+        planner.handle_stream_published(now, "cam", CAM);
+        planner.handle_pull_requested(now, "cam", B);
+        let mut attempts = started(&actions(&mut planner));
+        assert_eq!(attempts.iter().map(|s| s.0).collect::<Vec<_>>(), [A, B]);
+        for round in 1..=PULL_MAX_FAILURES {
+            for (_, attempt) in &attempts {
+                planner.handle_relay_ended(now, *attempt, &failed());
+            }
+            let pulled = planner.state("cam", B);
+            if round < PULL_MAX_FAILURES {
+                assert!(matches!(pulled, Some(RelayState::Backoff { .. })), "{pulled:?}");
+            } else {
+                assert_eq!(pulled, None, "dropped after {round} failures");
+            }
+            assert!(planner.poll_timeout().is_some(), "the static edge is retried");
+            now += RetryPolicy::default().max_delay;
+            planner.handle_timeout(now);
+            attempts = started(&actions(&mut planner));
+        }
+        assert_eq!(attempts.iter().map(|s| s.0).collect::<Vec<_>>(), [A]);
+        assert_eq!(planner.pullers("cam").count(), 0);
+        // A pull that came up starts counting again.
+        planner.handle_pull_requested(now, "cam", B);
+        let pulled = started(&actions(&mut planner))[0].1;
+        planner.handle_relay_ended(now, pulled, &failed());
+        now += RetryPolicy::default().max_delay;
+        planner.handle_timeout(now);
+        let retried = started(&actions(&mut planner));
+        let pulled = retried.iter().find(|s| s.0 == B).unwrap().1;
+        planner.handle_relay_up(now, pulled);
+        planner.handle_relay_ended(now, pulled, &failed());
+        assert!(matches!(
+            planner.state("cam", B),
+            Some(RelayState::Backoff { .. })
+        ));
     }
 }
