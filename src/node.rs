@@ -243,7 +243,23 @@ impl Node {
         cores.reverse();
         // An origin's relays: the control plane (in signalling) decides, the relay transport
         // carries its orders out and reports back through the plane.
+        // A dynamic CDN's node with a secret relays on demand: to the nodes that pull.
+        let cluster_secret = config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.secret.as_ref())
+            .map(|s| s.expose().to_owned());
         let relays = RelaySetup::from_cdn(&config.cdn, certificate.fingerprint(), &announce)
+            .or_else(|| {
+                cluster_secret.as_deref().map(|secret| {
+                    RelaySetup::for_cluster(
+                        secret,
+                        &config.cdn,
+                        certificate.fingerprint(),
+                        &announce,
+                    )
+                })
+            })
             .map(|setup| (relay::channel(), setup));
         let mut signalling = Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
             .with_http(&config.http)
@@ -274,10 +290,22 @@ impl Node {
         if let Some(cluster) = &cluster {
             signalling = signalling.with_cluster(cluster.clone());
         }
+        if let (Some(_), Some(secret), Some(cluster_config)) =
+            (&cluster, &cluster_secret, &config.cluster)
+        {
+            let idle = std::time::Duration::from_secs(cluster_config.idle_pull_secs);
+            let hub = signalling::pull::PullHub::new(secret, idle).map_err(StartError::Cluster)?;
+            signalling = signalling.with_pulls(hub, secret);
+        } else if cluster.is_some() {
+            info!("cluster.secret is not set: this node does not pull streams from other nodes, nor relay to them");
+        }
         let state = Arc::new(signalling);
         runtime.spawn(signalling::drive_control_timers(Arc::downgrade(&state)));
         if let Some(cluster) = cluster {
             runtime.spawn(crate::cluster::run(cluster, Arc::downgrade(&state)));
+        }
+        if state.pulls.is_some() {
+            runtime.spawn(signalling::pull::run(Arc::downgrade(&state)));
         }
         if let Some(((_, orders), setup)) = relays {
             let host: Arc<dyn RelayHost> = state.clone();

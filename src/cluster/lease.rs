@@ -27,6 +27,13 @@ impl NodeId {
     }
 }
 
+impl From<&str> for NodeId {
+    /// A node id as another node names it (a pull request).
+    fn from(id: &str) -> NodeId {
+        NodeId(id.to_owned())
+    }
+}
+
 impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

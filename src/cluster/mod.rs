@@ -7,6 +7,8 @@
 //! - [`ownership`] (sans-IO): the streams this node owns: claimed on publish (a second
 //!   publisher of the name elsewhere is refused), refreshed while published, re-asserted after
 //!   Redis comes back, released on unpublish.
+//! - [`pulls`] (sans-IO): the streams this node pulls from others, and when an unwatched one
+//!   is let go.
 //! - [`store`] (IO): the Redis operations, one Lua script each.
 //! - [`view`] (sans-IO): the live nodes as last read, for whatever chooses among them.
 //! - this module (IO): [`Cluster`], the handle signalling holds, and [`run`], the task on the
@@ -21,6 +23,7 @@
 pub mod lease;
 pub mod membership;
 pub mod ownership;
+pub mod pulls;
 pub mod store;
 pub mod view;
 
@@ -224,9 +227,15 @@ fn plan(cluster: &Cluster, state: &Signalling, now: Instant) -> Vec<Command> {
             streams: registry.streams().count() as u64,
         };
         machines.membership.set_load(load);
+        // A copy relayed here (a pull) is its owner's, not ours to claim.
+        let published = registry.streams().filter(|s| {
+            !registry
+                .session(s.publisher)
+                .is_some_and(|p| p.client.relay)
+        });
         machines
             .ownership
-            .handle_local_streams(now, registry.streams().map(|s| (s.name.as_str(), s.id)));
+            .handle_local_streams(now, published.map(|s| (s.name.as_str(), s.id)));
     }
     machines.ownership.handle_timeout(now);
     let mut commands = Vec::new();

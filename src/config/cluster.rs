@@ -168,7 +168,9 @@ impl ClusterConfig {
             if secret.expose().len() < MIN_SECRET_LEN {
                 return invalid(
                     "cluster.secret",
-                    format!("at least {MIN_SECRET_LEN} characters (it signs pull and relay tokens)"),
+                    format!(
+                        "at least {MIN_SECRET_LEN} characters (it signs pull and relay tokens)"
+                    ),
                 );
             }
         }

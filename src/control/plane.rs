@@ -248,6 +248,38 @@ impl<R: Rng> ControlPlane<R> {
         Ok(core)
     }
 
+    /// The cluster node `edge` pulls the stream `name` (a dynamic CDN, issue 14): it is relayed
+    /// there once its media flows, until the node releases it or the stream ends. Refused when
+    /// the stream is not published here, or is itself a copy relayed to this node: a node only
+    /// relays what its own publisher sends, so pulls never loop.
+    pub fn handle_pull_requested(
+        &mut self,
+        now: Instant,
+        name: &str,
+        edge: EdgeId,
+    ) -> Result<(), RegistryError> {
+        let stream = self
+            .registry
+            .stream(name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+        if self
+            .registry
+            .session(stream.publisher)
+            .is_some_and(|p| p.client.relay)
+        {
+            return Err(RegistryError::StreamNotFound(name.to_owned()));
+        }
+        self.relays.handle_pull_requested(now, name, edge);
+        self.pump_relays(now);
+        Ok(())
+    }
+
+    /// The cluster node `edge` no longer pulls `name`: its relay stops.
+    pub fn handle_pull_released(&mut self, now: Instant, name: &str, edge: EdgeId) {
+        self.relays.handle_pull_released(now, name, edge);
+        self.pump_relays(now);
+    }
+
     /// A session was given a WHIP/WHEP resource URL ending in `secret`.
     pub fn handle_resource_created(&mut self, id: SessionId, secret: ResourceSecret) {
         self.registry.set_resource(id, secret);
@@ -961,5 +993,38 @@ mod tests {
             }
         )));
         assert!(!plane.handle_end_session(now, viewer, EndReason::Deleted));
+    }
+
+    #[test]
+    fn a_pull_of_a_local_publish_is_relayed_and_released_but_a_relayed_copy_is_never_pulled() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        assert_eq!(
+            plane.handle_pull_requested(now, "cam", B),
+            Err(RegistryError::StreamNotFound("cam".into()))
+        );
+        publish_cam(&mut plane, now);
+        plane.handle_pull_requested(now, "cam", B).unwrap();
+        let pulled = started(&actions(&mut plane));
+        assert_eq!(pulled.iter().map(|s| s.0).collect::<Vec<_>>(), [B]);
+        plane.handle_pull_released(now, "cam", B);
+        assert_eq!(stopped(&actions(&mut plane)), [pulled[0].1]);
+
+        // A copy relayed to this node (its publisher is a relay) is not relayed on.
+        let relayed = SessionId(7);
+        plane.handle_publish_requested(now, "copy", true).unwrap();
+        let client = ClientInfo {
+            relay: true,
+            ..ClientInfo::default()
+        };
+        plane
+            .handle_publish(now, CoreId(0), publisher(relayed, "copy"), track(), client)
+            .unwrap();
+        actions(&mut plane);
+        assert_eq!(
+            plane.handle_pull_requested(now, "copy", A),
+            Err(RegistryError::StreamNotFound("copy".into()))
+        );
+        assert!(actions(&mut plane).is_empty());
     }
 }

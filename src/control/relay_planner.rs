@@ -266,14 +266,21 @@ impl<R: Rng> RelayPlanner<R> {
     /// The node `edge` pulls the stream `name`, which is published here: relay it there from
     /// now on (once its media flows, if it does not yet). Asking again changes nothing.
     pub fn handle_pull_requested(&mut self, _now: Instant, name: &str, edge: EdgeId) {
-        if self.edges.contains(&edge) || !self.pulls.entry(name.to_owned()).or_default().insert(edge)
+        if self.edges.contains(&edge)
+            || !self.pulls.entry(name.to_owned()).or_default().insert(edge)
         {
             return;
         }
         let policy = self.policy;
         if let Some(stream) = self.streams.get_mut(name) {
             let mut relay = Relay::new(edge, &policy, true);
-            begin(&mut self.next_attempt, &mut self.actions, name, stream.id, &mut relay);
+            begin(
+                &mut self.next_attempt,
+                &mut self.actions,
+                name,
+                stream.id,
+                &mut relay,
+            );
             stream.relays.push(relay);
         }
     }
@@ -299,7 +306,11 @@ impl<R: Rng> RelayPlanner<R> {
             self.pulls.remove(name);
         }
         if let Some(stream) = self.streams.get_mut(name) {
-            if let Some(at) = stream.relays.iter().position(|r| r.pulled && r.edge == edge) {
+            if let Some(at) = stream
+                .relays
+                .iter()
+                .position(|r| r.pulled && r.edge == edge)
+            {
                 let relay = stream.relays.remove(at);
                 if let Some(attempt) = live_attempt(relay.state) {
                     self.actions.push_back(RelayAction::Stop { attempt });
@@ -897,11 +908,17 @@ mod tests {
             }
             let pulled = planner.state("cam", B);
             if round < PULL_MAX_FAILURES {
-                assert!(matches!(pulled, Some(RelayState::Backoff { .. })), "{pulled:?}");
+                assert!(
+                    matches!(pulled, Some(RelayState::Backoff { .. })),
+                    "{pulled:?}"
+                );
             } else {
                 assert_eq!(pulled, None, "dropped after {round} failures");
             }
-            assert!(planner.poll_timeout().is_some(), "the static edge is retried");
+            assert!(
+                planner.poll_timeout().is_some(),
+                "the static edge is retried"
+            );
             now += RetryPolicy::default().max_delay;
             planner.handle_timeout(now);
             attempts = started(&actions(&mut planner));

@@ -22,6 +22,7 @@ pub mod limits;
 mod listener;
 pub mod media;
 mod metrics;
+pub mod pull;
 mod relay_host;
 pub(crate) mod rest;
 mod send_timeout;
@@ -193,6 +194,9 @@ pub struct Signalling {
     pub publisher_limits: Mutex<HashMap<SessionId, u64>>,
     /// The dynamic CDN (`[cluster]`): publishes are claimed in Redis, `show_nodes` reads it.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Pull on demand (`[cluster]` with a `secret`): the streams pulled from other nodes, and
+    /// the nodes pulling from this one.
+    pub pulls: Option<Arc<pull::PullHub>>,
     /// `[[ice.servers]]`: the STUN/TURN servers WHIP/WHEP answers name.
     pub ice_servers: ice_servers::IceServers,
     /// `cdn.role`, for the control API.
@@ -239,6 +243,7 @@ impl Signalling {
             publisher_floor_bps: None,
             publisher_limits: Mutex::new(HashMap::new()),
             cluster: None,
+            pulls: None,
             ice_servers: ice_servers::IceServers::default(),
             cdn_role: cdn.role.clone(),
             drain: drain::Drain::default(),
@@ -249,6 +254,14 @@ impl Signalling {
     /// A member of `cluster`.
     pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Signalling {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Pulls on demand with `hub`; relays between the cluster's nodes prove `secret` (the
+    /// cluster's, in place of `cdn.secret`).
+    pub fn with_pulls(mut self, hub: pull::PullHub, secret: &str) -> Signalling {
+        self.pulls = Some(Arc::new(hub));
+        self.relay_auth = Some(RelayAuth::new(secret));
         self
     }
 
@@ -731,6 +744,14 @@ async fn route(
             match state.auth.admin(bearer(&req).as_deref()) {
                 Ok(()) => rest::drain(state),
                 Err(e) => whip::auth_refusal(&e),
+            }
+        }
+        (Method::POST, ["rest-api", "cdn", action @ ("pull" | "release")]) => {
+            let release = *action == "release";
+            let token = bearer(&req);
+            match read_body(req).await {
+                Ok(body) => pull::serve(state, token.as_deref(), &body, release).await,
+                Err(response) => response,
             }
         }
         (Method::GET | Method::POST, ["rest-api", "cdn", "show_nodes"]) => {

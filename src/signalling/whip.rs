@@ -136,6 +136,9 @@ pub async fn start(
             return refuse(e.into());
         }
     }
+    if action == Action::Play {
+        super::pull::pull_in_cluster(state, stream).await;
+    }
     let started = match action {
         Action::Publish => media::start_publish(state, stream, offer, authorized, client),
         Action::Play => media::start_play(

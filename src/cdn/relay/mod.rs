@@ -123,15 +123,24 @@ pub trait RelayHost: Send + Sync + 'static {
     fn relay_ended(&self, attempt: AttemptId, end: &RelayEnd) -> Option<RelayState>;
 }
 
+/// What [`run`] is handed: the control plane's orders, and the targets a dynamic CDN learns
+/// as nodes pull streams (sent before the orders that name them, on the same channel, so they
+/// arrive first).
+#[derive(Debug)]
+enum Message {
+    Order(RelayOrder),
+    Target(RelayTarget),
+}
+
 /// How the control plane hands its relay orders to [`run`].
 #[derive(Debug, Clone)]
 pub struct Relays {
-    orders: UnboundedSender<RelayOrder>,
+    orders: UnboundedSender<Message>,
 }
 
 /// [`run`]'s end of [`Relays`].
 #[derive(Debug)]
-pub struct RelayOrders(UnboundedReceiver<RelayOrder>);
+pub struct RelayOrders(UnboundedReceiver<Message>);
 
 /// A [`Relays`] handle and the orders for [`run`].
 pub fn channel() -> (Relays, RelayOrders) {
@@ -143,7 +152,13 @@ impl Relays {
     /// Hands `order` to the relay transport.
     pub fn carry_out(&self, order: RelayOrder) {
         // Closed only when the node stops.
-        let _ = self.orders.send(order);
+        let _ = self.orders.send(Message::Order(order));
+    }
+
+    /// Relays to `EdgeId(target.node_id)` go to `target` from now on (a cluster node that
+    /// pulls a stream; a node's address may change between its lives).
+    pub fn add_target(&self, target: RelayTarget) {
+        let _ = self.orders.send(Message::Target(target));
     }
 }
 
@@ -205,6 +220,32 @@ impl RelaySetup {
 }
 
 impl RelaySetup {
+    /// The relays of a dynamic CDN's node (`[cluster]` with a `secret`): no static edges; the
+    /// nodes that pull its streams become targets as they ask.
+    pub fn for_cluster(
+        secret: &str,
+        cdn: &CdnConfig,
+        fingerprint: [u8; 32],
+        media_ips: &[IpAddr],
+    ) -> RelaySetup {
+        let tls = match crate::wcs_protocol::client::tls_config(cdn.tls_ca_file.as_deref()) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                warn!(error = %e, "no TLS for wss:// relays: nodes reached only by wss:// cannot pull from this one");
+                None
+            }
+        };
+        RelaySetup {
+            targets: Vec::new(),
+            tls,
+            auth: Some(RelayAuth::new(secret)),
+            fingerprint,
+            policy: RetryPolicy::default(),
+            transport: cdn.relay_transport,
+            media_ip: media_ips.iter().copied().find(IpAddr::is_ipv4),
+        }
+    }
+
     /// The edges, as the control plane knows them.
     pub fn edges(&self) -> Vec<EdgeId> {
         self.targets.iter().map(|t| EdgeId(t.node_id)).collect()
@@ -215,7 +256,7 @@ impl RelaySetup {
 /// the edge per attempt, whose news goes back to the plane through `host`.
 pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost>) {
     let RelayOrders(mut orders) = orders;
-    let targets: HashMap<EdgeId, RelayTarget> = setup
+    let mut targets: HashMap<EdgeId, RelayTarget> = setup
         .targets
         .iter()
         .map(|t| (EdgeId(t.node_id), t.clone()))
@@ -233,7 +274,10 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
     loop {
         tokio::select! {
             order = orders.recv() => match order {
-                Some(RelayOrder::Start { attempt, edge, stream, relayed }) => {
+                Some(Message::Target(target)) => {
+                    targets.insert(EdgeId(target.node_id), target);
+                }
+                Some(Message::Order(RelayOrder::Start { attempt, edge, stream, relayed })) => {
                     let Some(target) = targets.get(&edge) else {
                         let why = format!("edge {} is not in the node list", edge.0);
                         host.relay_ended(attempt, &RelayEnd::Failed(RelayFailure::Link(why)));
@@ -250,12 +294,12 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
                         link::spawn(job, link_setup.clone(), reports_tx.clone()),
                     );
                 }
-                Some(RelayOrder::Stop { attempt }) => {
+                Some(Message::Order(RelayOrder::Stop { attempt })) => {
                     if let Some(link) = links.get(&attempt) {
                         link.stop();
                     }
                 }
-                Some(RelayOrder::PassAcl { attempt, keys }) => {
+                Some(Message::Order(RelayOrder::PassAcl { attempt, keys })) => {
                     if let Some(link) = links.get(&attempt) {
                         link.pass_acl(keys);
                     }

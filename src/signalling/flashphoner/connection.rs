@@ -292,6 +292,10 @@ impl Connection {
                 .await
                 .map(|()| authorized)
                 .map_err(StartError::from),
+            Ok(authorized) => {
+                crate::signalling::pull::pull_in_cluster(state, name).await;
+                Ok(authorized)
+            }
             other => other,
         };
         let started = authorized.and_then(|authorized| {

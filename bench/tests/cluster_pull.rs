@@ -1,0 +1,146 @@
+//! Pull on demand in a dynamic CDN (`[cluster]` with a `secret`, issue 14 step 3): a WHEP
+//! player asks node b for a stream published on node a, right after the publish and with no
+//! retry: b asks a, a relays the stream to b, and the player's first packet arrives intact
+//! (the first-frame time of this cold pull is printed for BENCHMARKS.md). A stream published
+//! nowhere is 404 at once. Once the player leaves, b releases the pull after
+//! `cluster.idle_pull_secs` and a's relay ends.
+//!
+//! A real `redis-server` on a loopback port; everything is sent to 127.0.0.1 only.
+
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use rtcdn::auth::Secret;
+use rtcdn::config::cluster::ClusterConfig;
+use rtcdn::dtls::DtlsCertificate;
+use rtcdn::node::Node;
+use rtcdn_bench::client::{ClientSession, Mode};
+use rtcdn_bench::media::read_packet;
+
+mod common;
+use common::{get_json, loopback_config, post_sdp_offer, RedisServer, Streaming};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_PULL_SECS: u64 = 2;
+const SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
+/// A cluster node that pulls, with a short idle time.
+fn pulling_node(redis_url: &str) -> Node {
+    let mut config = loopback_config(1);
+    config.rtmp.enabled = false;
+    let mut cluster = ClusterConfig::new(redis_url);
+    cluster.secret = Some(Secret::new(SECRET));
+    cluster.idle_pull_secs = IDLE_PULL_SECS;
+    config.cluster = Some(cluster);
+    Node::start(&config).expect("node starts")
+}
+
+/// Whether `base` lists the stream `name` in `/api/streams`.
+async fn lists(base: &str, name: &str) -> bool {
+    let streams = get_json(&format!("{base}/api/streams")).await;
+    streams
+        .as_array()
+        .or_else(|| streams["streams"].as_array())
+        .expect("a list of streams")
+        .iter()
+        .any(|s| s["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_ends() {
+    let redis = RedisServer::start();
+    let a = pulling_node(&redis.url());
+    let b = pulling_node(&redis.url());
+    let a_ws = format!("ws://{}/", a.http_addr());
+    let b_base = format!("http://{}", b.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+
+    // Published nowhere: 404 at once, nothing pulled.
+    let asked = Instant::now();
+    let nowhere = post_sdp_offer(&format!("{b_base}/whep/nowhere"), Mode::Play, None).await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND, "{}", nowhere.body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    let publisher = ClientSession::connect_ws(&a_ws, Mode::Publish, "live", &certificate, TIMEOUT)
+        .await
+        .expect("publish on a");
+    let sender = Streaming::start(publisher, 0);
+    assert!(!lists(&b_base, "live").await, "b has no copy yet");
+
+    // Right after the publish, one try: the player waits for the pull.
+    let asked = Instant::now();
+    let mut player = ClientSession::connect(&b_base, Mode::Play, "live", &certificate, TIMEOUT)
+        .await
+        .expect("b pulls the stream for its player");
+    let answered = asked.elapsed();
+    let first = player
+        .recv_rtp(Duration::from_secs(5))
+        .await
+        .expect("media arrives through the pull");
+    let first_packet = asked.elapsed();
+    read_packet(&first).expect("pulled packet intact");
+    for _ in 0..100 {
+        let packet = player
+            .recv_rtp(Duration::from_secs(2))
+            .await
+            .expect("media keeps arriving");
+        read_packet(&packet).expect("pulled packet intact");
+    }
+    println!(
+        "cold pull: WHEP answer after {} ms, first media packet after {} ms",
+        answered.as_millis(),
+        first_packet.as_millis()
+    );
+    assert_eq!(a.signalling().session_count(), 2, "a's publisher and relay");
+    // An SDK player on b plays the same copy.
+    let b_ws = format!("ws://{}/", b.http_addr());
+    let mut sdk = ClientSession::connect_ws(&b_ws, Mode::Play, "live", &certificate, TIMEOUT)
+        .await
+        .expect("an SDK player on b");
+    let packet = sdk
+        .recv_rtp(Duration::from_secs(5))
+        .await
+        .expect("SDK media");
+    read_packet(&packet).expect("pulled packet intact");
+    sdk.close().await.unwrap();
+    assert_eq!(
+        a.signalling().session_count(),
+        2,
+        "one relay for both players"
+    );
+
+    // The player leaves: after idle_pull_secs without one, b lets the pull go and a's relay
+    // ends.
+    player.close().await.unwrap();
+    let left = Instant::now();
+    while lists(&b_base, "live").await {
+        assert!(
+            left.elapsed() < Duration::from_secs(IDLE_PULL_SECS + 5),
+            "the unwatched pull is still there after {:?}",
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let released = left.elapsed();
+    println!(
+        "unwatched pull released {} ms after its last player left",
+        released.as_millis()
+    );
+    assert!(
+        released >= Duration::from_secs(IDLE_PULL_SECS) - Duration::from_millis(600),
+        "released after {released:?}, before idle_pull_secs"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.signalling().session_count() != 1 {
+        assert!(Instant::now() < deadline, "a's relay to b never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    sender.stop().await.close().await.unwrap();
+    a.stop();
+    b.stop();
+}

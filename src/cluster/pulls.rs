@@ -1,0 +1,229 @@
+//! The streams this node pulls from other nodes of the cluster, sans-IO: which node each came
+//! from, and when a pull nobody watches is let go.
+//!
+//! A player asking for a stream that another node publishes makes this node ask that node
+//! (the stream's owner in Redis) to relay it here ([`Pulls::handle_requested`]); the player
+//! waits up to [`PULL_WAIT`] for it. The node then feeds [`Pulls::handle_local`] what its
+//! registry holds, with the time: a pulled stream without a player for `cluster.idle_pull_secs`
+//! is released ([`PullCommand::Release`]: the owner is asked to stop the relay, which ends the
+//! copy here), and so is one that never arrived. A copy that ended by itself (its publisher
+//! left the owner) is forgotten: the owner has dropped the pull already.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::lease::NodeId;
+
+/// How long a player waits for a stream this node pulls from another.
+pub const PULL_WAIT: Duration = Duration::from_secs(6);
+/// How long a requested pull may take to arrive before it is released (the owner may have
+/// accepted it and failed to relay).
+pub const ARRIVAL_GRACE: Duration = Duration::from_secs(12);
+
+/// What the node is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullCommand {
+    /// Ask `owner` to stop relaying `stream` here.
+    Release { stream: String, owner: NodeId },
+}
+
+#[derive(Debug)]
+struct Pull {
+    owner: NodeId,
+    requested_at: Instant,
+    /// Seen in the registry.
+    arrived: bool,
+    /// Last seen with a player (or when it arrived).
+    watched_at: Instant,
+}
+
+/// The streams pulled to this node.
+#[derive(Debug)]
+pub struct Pulls {
+    idle_after: Duration,
+    pulls: BTreeMap<String, Pull>,
+    commands: VecDeque<PullCommand>,
+}
+
+impl Pulls {
+    /// Pulls released after `idle_after` without a player (`cluster.idle_pull_secs`).
+    pub fn new(idle_after: Duration) -> Pulls {
+        Pulls {
+            idle_after,
+            pulls: BTreeMap::new(),
+            commands: VecDeque::new(),
+        }
+    }
+
+    /// Whether `stream` is pulled (or asked for) from `owner`.
+    pub fn is_pulled_from(&self, stream: &str, owner: &NodeId) -> bool {
+        self.pulls.get(stream).is_some_and(|p| p.owner == *owner)
+    }
+
+    /// `owner` was asked to relay `stream` here. A pull from another owner (the stream was
+    /// published anew elsewhere) replaces the old one, which is released.
+    pub fn handle_requested(&mut self, now: Instant, stream: &str, owner: NodeId) {
+        let pull = Pull {
+            owner,
+            requested_at: now,
+            arrived: false,
+            watched_at: now,
+        };
+        if let Some(old) = self.pulls.insert(stream.to_owned(), pull) {
+            if self.pulls[stream].owner != old.owner {
+                self.commands.push_back(PullCommand::Release {
+                    stream: stream.to_owned(),
+                    owner: old.owner,
+                });
+            }
+        }
+    }
+
+    /// The registry's streams now, each with its number of players.
+    pub fn handle_local<'a>(
+        &mut self,
+        now: Instant,
+        streams: impl IntoIterator<Item = (&'a str, usize)>,
+    ) {
+        let local: BTreeMap<&str, usize> = streams.into_iter().collect();
+        let idle_after = self.idle_after;
+        let mut released = Vec::new();
+        self.pulls.retain(|name, pull| {
+            match local.get(name.as_str()) {
+                Some(&players) => {
+                    if players > 0 || !pull.arrived {
+                        pull.watched_at = now;
+                    }
+                    pull.arrived = true;
+                    if now.saturating_duration_since(pull.watched_at) >= idle_after {
+                        released.push((name.clone(), pull.owner.clone()));
+                        return false;
+                    }
+                }
+                // Ended by itself: the owner's relay is gone with it.
+                None if pull.arrived => return false,
+                None => {
+                    if now.saturating_duration_since(pull.requested_at) >= ARRIVAL_GRACE {
+                        released.push((name.clone(), pull.owner.clone()));
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+        for (stream, owner) in released {
+            self.commands
+                .push_back(PullCommand::Release { stream, owner });
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll_command(&mut self) -> Option<PullCommand> {
+        self.commands.pop_front()
+    }
+
+    /// When a pull may next be due for release (None: no pulls).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pulls
+            .values()
+            .map(|p| {
+                if p.arrived {
+                    p.watched_at + self.idle_after
+                } else {
+                    p.requested_at + ARRIVAL_GRACE
+                }
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(n: u32) -> NodeId {
+        NodeId::new(None, n)
+    }
+
+    fn commands(pulls: &mut Pulls) -> Vec<PullCommand> {
+        std::iter::from_fn(|| pulls.poll_command()).collect()
+    }
+
+    #[test]
+    fn an_unwatched_pull_is_released_after_the_idle_time_and_a_watched_one_is_kept() {
+        let idle = Duration::from_secs(60);
+        let mut now = Instant::now();
+        let mut pulls = Pulls::new(idle);
+        pulls.handle_requested(now, "cam", owner(1));
+        pulls.handle_requested(now, "desk", owner(2));
+        assert!(pulls.is_pulled_from("cam", &owner(1)));
+        assert!(!pulls.is_pulled_from("cam", &owner(2)));
+        now += Duration::from_secs(1);
+        pulls.handle_local(now, [("cam", 1), ("desk", 1)]);
+        // cam keeps a player; desk's leaves at 10 s.
+        for t in 2..=68 {
+            now += Duration::from_secs(1);
+            let desk = if t < 10 { 1 } else { 0 };
+            pulls.handle_local(now, [("cam", 1), ("desk", desk)]);
+            assert!(commands(&mut pulls).is_empty(), "at {t} s");
+        }
+        assert_eq!(pulls.poll_timeout(), Some(now + Duration::from_secs(1)));
+        now += Duration::from_secs(1);
+        pulls.handle_local(now, [("cam", 1), ("desk", 0)]);
+        assert_eq!(
+            commands(&mut pulls),
+            [PullCommand::Release {
+                stream: "desk".into(),
+                owner: owner(2)
+            }]
+        );
+        assert!(!pulls.is_pulled_from("desk", &owner(2)));
+        assert!(pulls.is_pulled_from("cam", &owner(1)));
+    }
+
+    #[test]
+    fn a_pull_that_never_arrives_is_released_and_one_that_ended_is_forgotten() {
+        let mut now = Instant::now();
+        let mut pulls = Pulls::new(Duration::from_secs(60));
+        pulls.handle_requested(now, "cam", owner(1));
+        pulls.handle_requested(now, "desk", owner(1));
+        now += Duration::from_secs(1);
+        pulls.handle_local(now, [("desk", 0)]);
+        now += Duration::from_secs(1);
+        // desk ended by itself (its publisher left the owner): nothing to release.
+        pulls.handle_local(now, []);
+        assert!(!pulls.is_pulled_from("desk", &owner(1)));
+        assert!(commands(&mut pulls).is_empty());
+        assert_eq!(
+            pulls.poll_timeout(),
+            Some(now - Duration::from_secs(2) + ARRIVAL_GRACE)
+        );
+        now += ARRIVAL_GRACE;
+        pulls.handle_local(now, []);
+        assert_eq!(
+            commands(&mut pulls),
+            [PullCommand::Release {
+                stream: "cam".into(),
+                owner: owner(1)
+            }]
+        );
+        assert_eq!(pulls.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_pull_from_a_new_owner_releases_the_old_one() {
+        let now = Instant::now();
+        let mut pulls = Pulls::new(Duration::from_secs(60));
+        pulls.handle_requested(now, "cam", owner(1));
+        pulls.handle_requested(now, "cam", owner(1));
+        assert!(commands(&mut pulls).is_empty());
+        pulls.handle_requested(now, "cam", owner(2));
+        assert_eq!(
+            commands(&mut pulls),
+            [PullCommand::Release {
+                stream: "cam".into(),
+                owner: owner(1)
+            }]
+        );
+    }
+}
