@@ -35,15 +35,22 @@ fn pulling_node(redis_url: &str) -> Node {
     Node::start(&config).expect("node starts")
 }
 
-/// Whether `base` lists the stream `name` in `/api/streams`.
-async fn lists(base: &str, name: &str) -> bool {
-    let streams = get_json(&format!("{base}/api/streams")).await;
+/// The row of `name` in an `/api/streams` listing, or null.
+fn stream_row(streams: &serde_json::Value, name: &str) -> serde_json::Value {
     streams
         .as_array()
         .or_else(|| streams["streams"].as_array())
         .expect("a list of streams")
         .iter()
-        .any(|s| s["name"] == name)
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether `base` lists the stream `name` in `/api/streams`.
+async fn lists(base: &str, name: &str) -> bool {
+    let streams = get_json(&format!("{base}/api/streams")).await;
+    !stream_row(&streams, name).is_null()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +103,9 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
         first_packet.as_millis()
     );
     assert_eq!(a.signalling().session_count(), 2, "a's publisher and relay");
+    let a_streams = get_json(&format!("http://{}/api/streams", a.http_addr())).await;
+    let row = stream_row(&a_streams, "live");
+    assert_eq!(row["relays"][0]["state"], "up", "{row}");
     // An SDK player on b plays the same copy.
     let b_ws = format!("ws://{}/", b.http_addr());
     let mut sdk = ClientSession::connect_ws(&b_ws, Mode::Play, "live", &certificate, TIMEOUT)

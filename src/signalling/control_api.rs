@@ -255,9 +255,10 @@ pub(crate) fn relay_state_name(state: RelayState) -> &'static str {
     }
 }
 
-/// The edges an origin relays to (none on an edge or a lone node).
+/// The edges an origin relays to (none on an edge or a lone node), and the cluster nodes that
+/// pulled from this one.
 pub(crate) fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
-    match &state.balancer {
+    let mut edges = match &state.balancer {
         Some(balancer) => balancer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -266,7 +267,11 @@ pub(crate) fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
             .map(|n| EdgeId(n.id))
             .collect(),
         None => Vec::new(),
+    };
+    if let Some(hub) = &state.pulls {
+        edges.extend(hub.edge_ids());
     }
+    edges
 }
 
 /// `GET /api/cdn`: this node's role, its own load, on an origin each configured edge with its
