@@ -3,13 +3,14 @@
 //! retry: b asks a, a relays the stream to b, and the player's first packet arrives intact
 //! (the first-frame time of this cold pull is printed for BENCHMARKS.md). A stream published
 //! nowhere is 404 at once. Once the player leaves, b releases the pull after
-//! `cluster.idle_pull_secs` and a's relay ends.
+//! `cluster.idle_pull_secs` and a's relay ends. A warm-up (`/rest-api/v3/cdn/warmup`) pulls
+//! the stream without a player and keeps it past the idle time, until its publishing stops.
 //!
 //! A real `redis-server` on a loopback port; everything is sent to 127.0.0.1 only.
 
 use std::time::{Duration, Instant};
 
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 use rtcdn::auth::Secret;
 use rtcdn::config::cluster::ClusterConfig;
 use rtcdn::dtls::DtlsCertificate;
@@ -18,7 +19,7 @@ use rtcdn_bench::client::{ClientSession, Mode};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{get_json, loopback_config, post_sdp_offer, RedisServer, Streaming};
+use common::{get_json, loopback_config, post_sdp_offer, raw_request, Raw, RedisServer, Streaming};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_PULL_SECS: u64 = 2;
@@ -33,6 +34,18 @@ fn pulling_node(redis_url: &str) -> Node {
     cluster.idle_pull_secs = IDLE_PULL_SECS;
     config.cluster = Some(cluster);
     Node::start(&config).expect("node starts")
+}
+
+/// `POST /rest-api/v3/cdn/warmup` of `name` on `base`.
+async fn warmup(base: &str, name: &str) -> Raw {
+    let body = format!("{{\"name\": \"{name}\"}}");
+    raw_request(
+        Method::POST,
+        &format!("{base}/rest-api/v3/cdn/warmup"),
+        &[("content-type", "application/json")],
+        body.into_bytes(),
+    )
+    .await
 }
 
 /// The row of `name` in an `/api/streams` listing, or null.
@@ -150,7 +163,32 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The warm-up list: pulled without a player, kept past idle_pull_secs, until the
+    // publishing stops.
+    let warm = warmup(&b_base, "nowhere").await;
+    assert_eq!(warm.status, StatusCode::NOT_FOUND, "{}", warm.body);
+    let warm = warmup(&b_base, "live").await;
+    assert_eq!(warm.status, StatusCode::OK, "{}", warm.body);
+    assert!(warm.body.contains("\"pulled\""), "{}", warm.body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lists(&b_base, "live").await {
+        assert!(Instant::now() < deadline, "the warm-up never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(IDLE_PULL_SECS + 1)).await;
+    assert!(
+        lists(&b_base, "live").await,
+        "a warm pull is kept without players"
+    );
     sender.stop().await.close().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lists(&b_base, "live").await {
+        assert!(
+            Instant::now() < deadline,
+            "the warm copy outlived its publishing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     a.stop();
     b.stop();
 }

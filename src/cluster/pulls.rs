@@ -8,6 +8,9 @@
 //! is released ([`PullCommand::Release`]: the owner is asked to stop the relay, which ends the
 //! copy here), and so is one that never arrived. A copy that ended by itself (its publisher
 //! left the owner) is forgotten: the owner has dropped the pull already.
+//!
+//! A warm pull (the warm-up list, WCS's `/rest-api/v3/cdn/warmup`: [`Pulls::set_warm`]) is
+//! never released for idleness: it lasts until its publishing stops, as WCS's does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -35,6 +38,8 @@ struct Pull {
     arrived: bool,
     /// Last seen with a player (or when it arrived).
     watched_at: Instant,
+    /// On the warm-up list: kept without players.
+    warm: bool,
 }
 
 /// The streams pulled to this node.
@@ -68,6 +73,7 @@ impl Pulls {
             requested_at: now,
             arrived: false,
             watched_at: now,
+            warm: false,
         };
         if let Some(old) = self.pulls.insert(stream.to_owned(), pull) {
             if self.pulls[stream].owner != old.owner {
@@ -77,6 +83,12 @@ impl Pulls {
                 });
             }
         }
+    }
+
+    /// Keeps `stream`'s pull without players until its publishing stops. False when it is
+    /// not pulled.
+    pub fn set_warm(&mut self, stream: &str) -> bool {
+        self.pulls.get_mut(stream).map(|p| p.warm = true).is_some()
     }
 
     /// The registry's streams now, each with its number of players.
@@ -91,7 +103,7 @@ impl Pulls {
         self.pulls.retain(|name, pull| {
             match local.get(name.as_str()) {
                 Some(&players) => {
-                    if players > 0 || !pull.arrived {
+                    if players > 0 || !pull.arrived || pull.warm {
                         pull.watched_at = now;
                     }
                     pull.arrived = true;
@@ -126,6 +138,7 @@ impl Pulls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.pulls
             .values()
+            .filter(|p| !(p.warm && p.arrived))
             .map(|p| {
                 if p.arrived {
                     p.watched_at + self.idle_after
@@ -225,5 +238,24 @@ mod tests {
                 owner: owner(1)
             }]
         );
+    }
+
+    #[test]
+    fn a_warm_pull_stays_without_players_until_its_stream_ends() {
+        let mut now = Instant::now();
+        let mut pulls = Pulls::new(Duration::from_secs(2));
+        assert!(!pulls.set_warm("cam"));
+        pulls.handle_requested(now, "cam", owner(1));
+        assert!(pulls.set_warm("cam"));
+        for _ in 0..100 {
+            now += Duration::from_secs(1);
+            pulls.handle_local(now, [("cam", 0)]);
+        }
+        assert!(commands(&mut pulls).is_empty());
+        assert!(pulls.is_pulled_from("cam", &owner(1)));
+        assert_eq!(pulls.poll_timeout(), None);
+        pulls.handle_local(now, []);
+        assert!(!pulls.is_pulled_from("cam", &owner(1)));
+        assert!(commands(&mut pulls).is_empty());
     }
 }

@@ -746,6 +746,15 @@ async fn route(
                 Err(e) => whip::auth_refusal(&e),
             }
         }
+        (Method::POST, ["rest-api", "v3", "cdn", "warmup"]) => {
+            if let Err(e) = state.auth.admin(bearer(&req).as_deref()) {
+                return whip::auth_refusal(&e);
+            }
+            match read_body(req).await {
+                Ok(body) => pull::warmup(state, &body).await,
+                Err(response) => response,
+            }
+        }
         (Method::POST, ["rest-api", "cdn", action @ ("pull" | "release")]) => {
             let release = *action == "release";
             let token = bearer(&req);

@@ -11,6 +11,8 @@
 //!
 //! - [`pull_in_cluster`]: a player asks for a stream this node does not have; when another
 //!   node publishes it, the owner is asked and the player waits up to [`PULL_WAIT`].
+//! - [`warmup`]: `POST /rest-api/v3/cdn/warmup`, the warm-up list: a stream pulled now and
+//!   kept pulled without players until its publishing stops.
 //! - [`serve`]: the owner's end of `/rest-api/cdn/pull` and `/rest-api/cdn/release`.
 //! - [`run`]: releases pulls nobody watches (`cluster.idle_pull_secs`).
 
@@ -143,49 +145,67 @@ impl PullHub {
     }
 }
 
+/// What asking for a stream's pull came to.
+enum Pulled {
+    /// The stream is on this node (or the name is invalid): nothing to pull.
+    Here,
+    /// Nobody publishes it in the cluster.
+    Nowhere,
+    /// Pulled (or being pulled) from this node.
+    From(NodeId),
+    /// The owner could not be found, reached, or refused.
+    Failed(String),
+}
+
+/// Asks the owner of `stream` to relay it here, unless it is here already or asked for.
+async fn request_pull(state: &Signalling, hub: &PullHub, stream: &str) -> Pulled {
+    let Some(cluster) = &state.cluster else {
+        return Pulled::Nowhere;
+    };
+    if validate_stream_name(stream).is_err() || state.registry().stream(stream).is_some() {
+        return Pulled::Here;
+    }
+    let owner = match cluster.stream_owner(stream).await {
+        Ok(Some(claim)) if claim.node != *cluster.node_id() => claim.node,
+        Ok(_) => return Pulled::Nowhere,
+        Err(e) => return Pulled::Failed(format!("cannot find the stream's owner: {e}")),
+    };
+    if hub.pulls().is_pulled_from(stream, &owner) {
+        return Pulled::From(owner);
+    }
+    let Some(lease) = lease_of(state, &owner).await else {
+        return Pulled::Failed(format!("its owner {owner} is not a live node"));
+    };
+    match hub.ask(&lease, "pull", stream, cluster.node_id()).await {
+        Ok(status) if status.is_success() => {
+            hub.pulls()
+                .handle_requested(Instant::now(), stream, owner.clone());
+            info!(stream, owner = %owner, "pulling the stream from its owner");
+            Pulled::From(owner)
+        }
+        Ok(status) => Pulled::Failed(format!("its owner {owner} answered {status}")),
+        Err(e) => Pulled::Failed(format!("cannot ask its owner {owner}: {e}")),
+    }
+}
+
 /// A player asks for `stream`: when this node does not have it and another node of the
 /// cluster publishes it, that node is asked to relay it here (once, however many players ask)
 /// and the player waits up to [`PULL_WAIT`] for it to arrive. Returns at once when the node
 /// has it, is not in a cluster that pulls, or nobody publishes it; whatever happens, the play
 /// goes on and finds the stream or not ("Stream not found").
 pub async fn pull_in_cluster(state: &Signalling, stream: &str) {
-    let (Some(cluster), Some(hub)) = (&state.cluster, &state.pulls) else {
+    let Some(hub) = &state.pulls else {
         return;
     };
-    if validate_stream_name(stream).is_err() || state.registry().stream(stream).is_some() {
-        return;
-    }
     let asked = Instant::now();
-    let owner = match cluster.stream_owner(stream).await {
-        Ok(Some(claim)) if claim.node != *cluster.node_id() => claim.node,
-        Ok(_) => return,
-        Err(e) => {
-            warn!(stream, error = %e, "cannot find the stream's owner in the cluster: not pulling it");
+    let owner = match request_pull(state, hub, stream).await {
+        Pulled::From(owner) => owner,
+        Pulled::Here | Pulled::Nowhere => return,
+        Pulled::Failed(why) => {
+            warn!(stream, "not pulling the stream: {why}");
             return;
         }
     };
-    let already = hub.pulls().is_pulled_from(stream, &owner);
-    if !already {
-        let Some(lease) = lease_of(state, &owner).await else {
-            info!(stream, owner = %owner, "the stream's owner is not a live node: not pulling it");
-            return;
-        };
-        match hub.ask(&lease, "pull", stream, cluster.node_id()).await {
-            Ok(status) if status.is_success() => {
-                hub.pulls()
-                    .handle_requested(Instant::now(), stream, owner.clone());
-                info!(stream, owner = %owner, "pulling the stream from its owner");
-            }
-            Ok(status) => {
-                info!(stream, owner = %owner, %status, "the owner refused the pull");
-                return;
-            }
-            Err(e) => {
-                warn!(stream, owner = %owner, error = %e, "cannot ask the owner for the stream");
-                return;
-            }
-        }
-    }
     let deadline = asked + PULL_WAIT;
     while Instant::now() < deadline {
         if state.registry().stream(stream).is_some() {
@@ -199,6 +219,40 @@ pub async fn pull_in_cluster(state: &Signalling, stream: &str) {
         tokio::time::sleep(ARRIVAL_POLL).await;
     }
     info!(stream, owner = %owner, "the pulled stream did not arrive within {PULL_WAIT:?}");
+}
+
+/// `POST /rest-api/v3/cdn/warmup` (admin; WCS's warm-up, `{"name": STREAM}`): pulls the
+/// stream now and keeps it pulled without players until its publishing stops. 200 with the
+/// owner (`"state": "pulled"`, or `"published here"`), 404 when nobody publishes it, 502 when
+/// its owner cannot be asked, 404 on a node that does not pull.
+pub async fn warmup(state: &Signalling, body: &str) -> Response<Full<Bytes>> {
+    let Some(hub) = &state.pulls else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this node does not pull ([cluster] with a secret)",
+        );
+    };
+    let request: Value = match serde_json::from_str(body) {
+        Ok(value) => value,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let Some(name) = request.get("name").and_then(Value::as_str) else {
+        return text(StatusCode::BAD_REQUEST, "expected {\"name\"}");
+    };
+    match request_pull(state, hub, name).await {
+        Pulled::Here => json_answer(json!({ "name": name, "state": "published here" })),
+        Pulled::Nowhere => text(StatusCode::NOT_FOUND, "Stream not found"),
+        Pulled::From(owner) => {
+            hub.pulls().set_warm(name);
+            info!(stream = name, owner = %owner, "warm-up: kept pulled until its publishing stops");
+            json_answer(json!({ "name": name, "state": "pulled", "owner": owner }))
+        }
+        Pulled::Failed(why) => text(StatusCode::BAD_GATEWAY, why),
+    }
+}
+
+fn json_answer(value: Value) -> Response<Full<Bytes>> {
+    super::control_api::json_response(&value)
 }
 
 /// The lease of the live node `id`: from the view, else read from Redis (it may have joined
