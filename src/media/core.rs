@@ -29,6 +29,7 @@ use crate::media::peer::{Peer, Peers};
 use crate::media::router::Router;
 use crate::media::timers::SessionTimers;
 use crate::media::tx::{SocketId, TxSink};
+use crate::sdp::MediaKind;
 use crate::session::{
     ReceivedMedia, Session, SessionError, SessionEvent, SessionTimeouts, Traffic,
 };
@@ -59,6 +60,8 @@ struct Ingest {
     bytes: u64,
     /// `bytes` at the last bitrate report, and when that was.
     reported: (u64, Instant),
+    /// The picture size its H.264 keyframes' SPS announced (an RTMP encoder's video is H.264).
+    video_size: Option<(u16, u16)>,
 }
 
 /// What a core is, beyond its sessions.
@@ -447,6 +450,15 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 ingest.bytes += plain.len() as u64;
                 self.counters.rtp_received += 1;
                 self.counters.rtp_received_bytes += plain.len() as u64;
+                if packet.kind() == MediaKind::Video && packet.keyframe() {
+                    // The SPS goes before every IDR; a new one may announce a new size.
+                    if let Some(size) = rtp::RtpHeader::parse(plain)
+                        .ok()
+                        .and_then(|h| rtp::keyframe_size(rtp::VideoCodec::H264, h.payload()))
+                    {
+                        ingest.video_size = Some(size);
+                    }
+                }
                 let media = ReceivedMedia {
                     kind: packet.kind(),
                     len: plain.len(),
@@ -488,6 +500,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 packets: 0,
                 bytes: 0,
                 reported: (0, now),
+                video_size: None,
             },
         );
     }
@@ -573,7 +586,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     received_bps: Some(bps),
                     layer: None,
                     loss_fraction: None,
-                    video_size: None,
+                    video_size: ingest.video_size,
                     traffic: Traffic {
                         packets_in: ingest.packets,
                         bytes_in: ingest.bytes,
