@@ -456,24 +456,26 @@ impl ClientSession {
         } else {
             DtlsRole::Server
         };
-        let socket = match transport {
-            Transport::Udp => Link::udp().await?,
-            Transport::Tcp => {
-                let to = passive_tcp.first().ok_or_else(|| {
-                    ClientError::Answer("no IPv4 passive TCP host candidate".into())
-                })?;
-                Link::tcp(*to).await?
-            }
-        };
         let candidates: Vec<SocketAddr> = match transport {
-            Transport::Udp => answer.candidates.iter().copied().collect(),
+            Transport::Udp => answer
+                .candidates
+                .iter()
+                .copied()
+                .filter(SocketAddr::is_ipv4)
+                .collect(),
+            // One connection, to the first (already IPv4): checks and media go on it.
             Transport::Tcp => passive_tcp.into_iter().take(1).collect(),
         };
-        let candidates: Vec<SocketAddr> =
-            candidates.into_iter().filter(SocketAddr::is_ipv4).collect();
-        if candidates.is_empty() {
-            return Err(ClientError::Answer("no IPv4 host candidate".into()));
-        }
+        let Some(&first) = candidates.first() else {
+            return Err(ClientError::Answer(format!(
+                "no IPv4 {} host candidate",
+                transport.name()
+            )));
+        };
+        let socket = match transport {
+            Transport::Udp => Link::udp().await?,
+            Transport::Tcp => Link::tcp(first).await?,
+        };
         if let Some(udp) = socket.udp_socket() {
             grow_receive_buffer(udp);
         }
