@@ -220,6 +220,30 @@ else
   SKIPPED=$((SKIPPED + 1))
 fi
 
+# What failed, with each failure's first line, repeated here because a CI page may show only
+# the end of this output (tests print a lot before their verdict).
+list_failures() {
+  local log
+  for log in "$WORK/cargo-test.log"; do
+    [ -f "$log" ] || continue
+    grep -E '^test .* \.\.\. FAILED$' "$log" | sed 's/^/  cargo: /' || true
+    grep -E -A1 "^thread '.*' .*panicked at" "$log" | grep -vE '^(--|thread )' | head -c 300 | sed 's/^/    /' || true
+  done
+  for log in "$WORK/browser.log" "$WORK/netns.log"; do
+    [ -f "$log" ] || continue
+    # A TAP "not ok" line, then the first line of its error (after "error: |-" or inline).
+    awk -v tag="$(basename "$log" .log)" '
+      /^ *not ok / { sub(/^ */, ""); print "  " tag ": " substr($0, 1, 160); want = 1; next }
+      want && /^ *error: *\|-?$/ { getline; sub(/^ */, ""); print "    " substr($0, 1, 200); want = 0; next }
+      want && /^ *error: / { sub(/^ *error: */, ""); print "    " substr($0, 1, 200); want = 0 }
+    ' "$log" | head -n 40
+  done
+}
+
 banner "summary"
+if [ "$FAILED" -ne 0 ]; then
+  echo "Failed:"
+  list_failures
+fi
 echo "Total: $PASSED passed, $FAILED failed, $SKIPPED skipped"
 if [ "$FAILED" -ne 0 ]; then exit 1; fi

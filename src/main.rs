@@ -50,7 +50,7 @@ fn print(text: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs one node until SIGINT or SIGTERM.
+/// Runs one node until SIGINT or SIGTERM (in a cluster, SIGTERM drains it first).
 fn run(config: &Config, log_from_command_line: bool) -> ExitCode {
     if let Err(code) = init_logging(&config.log, log_from_command_line) {
         return code;
@@ -66,10 +66,46 @@ fn run(config: &Config, log_from_command_line: bool) -> ExitCode {
         "rtcdn listening on http://{} (open it in a browser to publish and play)",
         node.http_addr()
     );
-    wait_for_signal();
+    wait_for_stop(&node, config.cluster.is_some());
     tracing::info!("shutting down");
     node.stop();
     ExitCode::SUCCESS
+}
+
+/// Waits until the node is to stop: at once on SIGINT, and on SIGTERM unless the node is in a
+/// cluster; after a drain (see `rtcdn::signalling::drain`) on SIGTERM in a cluster, where other
+/// nodes take the viewers, or when `POST /rest-api/cdn/drain` asked for one. A signal during
+/// the drain ends it at once.
+fn wait_for_stop(node: &Node, drain_on_sigterm: bool) {
+    use rtcdn::node::DrainEnd;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a signal runtime");
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        let drain = tokio::select! {
+            _ = tokio::signal::ctrl_c() => false,
+            _ = term.recv() => drain_on_sigterm,
+            () = node.drain_started() => true,
+        };
+        if !drain {
+            return;
+        }
+        node.drain();
+        let drain_secs = node.drain_time().as_secs();
+        tokio::select! {
+            end = node.drained() => match end {
+                DrainEnd::Drained => tracing::info!("drained: no session left"),
+                DrainEnd::TimeOver { sessions } => {
+                    tracing::info!(sessions, drain_secs, "drain time over: ending the sessions left");
+                }
+            },
+            _ = tokio::signal::ctrl_c() => tracing::info!("stopping during the drain (SIGINT)"),
+            _ = term.recv() => tracing::info!("stopping during the drain (SIGTERM)"),
+        }
+    });
 }
 
 /// Sets up logging from `log`'s level, or RUST_LOG unless the level came from `--log`, in its

@@ -21,6 +21,7 @@ use crate::reactor::core::{self, CoreSetup, CoreStats};
 use crate::reactor::io::{interface_addresses, BackendChoice, TcpLimits, UdpIo};
 use crate::reactor::mesh;
 use crate::session::SessionTimeouts;
+use crate::signalling::drain::DEFAULT_DRAIN;
 use crate::signalling::{self, CoreHandle, Signalling};
 
 /// A consent timeout below this is accepted but warned about.
@@ -39,6 +40,12 @@ pub enum StartError {
     /// The HTTP listener could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The RTMP listener could not be bound on the address it was given.
+    #[error("cannot listen for RTMP on {addr}: {source} (set another with --rtmp ADDR or rtmp.listen, or turn it off with --rtmp off)")]
+    RtmpBind {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -76,7 +83,21 @@ pub struct Node {
     core_threads: Vec<JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
     state: Arc<Signalling>,
+    /// How long a drain lasts at most (`cluster.drain_secs`, else [`DEFAULT_DRAIN`]).
+    drain_time: Duration,
 }
+
+/// How a node's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Its last session ended.
+    Drained,
+    /// The drain time was over with these sessions left.
+    TimeOver { sessions: usize },
+}
+
+/// How often a draining node looks whether its sessions have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
 
 impl Node {
     /// Starts media cores and signalling as `config` says. Returns once every socket is bound.
@@ -107,6 +128,7 @@ impl Node {
             }
             _ => None,
         };
+        let rtmp_listener = bind_rtmp(config)?;
         let authorizer = Authorizer::from_config(config, &http_addr.to_string())?;
         warn_about_open_access(config);
         let certificate = match (&config.dtls.certificate, &config.dtls.private_key) {
@@ -223,7 +245,7 @@ impl Node {
         cores.reverse();
         // An origin's relays: the control plane (in signalling) decides, the relay transport
         // carries its orders out and reports back through the plane.
-        let relays = RelaySetup::from_cdn(&config.cdn, certificate.fingerprint())
+        let relays = RelaySetup::from_cdn(&config.cdn, certificate.fingerprint(), &announce)
             .map(|setup| (relay::channel(), setup));
         let mut signalling = Signalling::new(cores.clone(), certificate, &config.cdn, authorizer)
             .with_http(&config.http)
@@ -292,7 +314,10 @@ impl Node {
             }
             None => None,
         };
-        let rtmp_addr = start_rtmp(config, &runtime, &state);
+        let rtmp_addr = match rtmp_listener {
+            Some(listener) => Some(start_rtmp(config, listener, &runtime, &state)?),
+            None => None,
+        };
         let events_state = state.clone();
         runtime.spawn(async move {
             while let Some(event) = event_rx.recv().await {
@@ -312,7 +337,41 @@ impl Node {
             core_threads,
             runtime: Some(runtime),
             state,
+            drain_time: config
+                .cluster
+                .as_ref()
+                .map_or(DEFAULT_DRAIN, |c| Duration::from_secs(c.drain_secs)),
         })
+    }
+
+    /// Starts the node's drain (see [`crate::signalling::drain`]); false when it had started.
+    pub fn drain(&self) -> bool {
+        self.state.start_drain()
+    }
+
+    /// Returns once a drain has started, whoever started it (`POST /rest-api/cdn/drain`).
+    pub async fn drain_started(&self) {
+        self.state.drain.started().await
+    }
+
+    /// How long a drain lasts at most.
+    pub fn drain_time(&self) -> Duration {
+        self.drain_time
+    }
+
+    /// Waits until the node has no session left, or [`Node::drain_time`] has passed.
+    pub async fn drained(&self) -> DrainEnd {
+        let deadline = tokio::time::Instant::now() + self.drain_time;
+        loop {
+            let sessions = self.state.session_count();
+            if sessions == 0 {
+                return DrainEnd::Drained;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return DrainEnd::TimeOver { sessions };
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     }
 
     /// The HTTP listener's address (useful when the config asked for port 0).
@@ -367,38 +426,55 @@ impl Drop for Node {
     }
 }
 
-/// Starts the RTMP listener (`[rtmp]`). A port that cannot be bound leaves the node running
-/// without RTMP, with a warning: RTMP is an extra way in, and nodes started side by side (the
-/// tests, a second node on a host) keep the default port of the first.
-fn start_rtmp(
-    config: &Config,
-    runtime: &tokio::runtime::Runtime,
-    state: &Arc<Signalling>,
-) -> Option<SocketAddr> {
+/// Binds the RTMP listener (`[rtmp]`), before any media socket or thread exists. An address
+/// given (`--rtmp ADDR`, `rtmp.listen`) that cannot be bound stops the start, like HTTP's;
+/// the default one leaves the node running without RTMP, with a warning: RTMP is an extra way
+/// in, and nodes started side by side (the tests, a second node on a host) find the default
+/// port taken by the first.
+fn bind_rtmp(config: &Config) -> Result<Option<std::net::TcpListener>, StartError> {
     if !config.rtmp.enabled {
-        return None;
+        return Ok(None);
     }
-    let listen = config.rtmp.listen;
+    let listen = config.rtmp.listen_addr();
     let bound = std::net::TcpListener::bind(listen).and_then(|listener| {
         listener.set_nonblocking(true)?;
-        let _entered = runtime.enter();
-        tokio::net::TcpListener::from_std(listener)
+        Ok(listener)
     });
     match bound {
-        Ok(listener) => {
-            let addr = listener.local_addr().ok()?;
-            runtime.spawn(crate::rtmp::listener::serve(
-                listener,
-                state.clone(),
-                config.rtmp.clone(),
-            ));
-            Some(addr)
-        }
+        Ok(listener) => Ok(Some(listener)),
+        Err(source) if config.rtmp.listen.is_some() => Err(StartError::RtmpBind {
+            addr: listen,
+            source,
+        }),
         Err(e) => {
-            warn!(%listen, error = %e, "RTMP ingest is off: cannot listen on rtmp.listen (set another with --rtmp ADDR, or --rtmp off)");
-            None
+            warn!(%listen, error = %e, "RTMP ingest is off: the default RTMP port is taken (set another with --rtmp ADDR or rtmp.listen, or --rtmp off)");
+            Ok(None)
         }
     }
+}
+
+/// Serves RTMP on the listener [`bind_rtmp`] bound; returns its address.
+fn start_rtmp(
+    config: &Config,
+    listener: std::net::TcpListener,
+    runtime: &tokio::runtime::Runtime,
+    state: &Arc<Signalling>,
+) -> Result<SocketAddr, StartError> {
+    let rtmp_bind = |source| StartError::RtmpBind {
+        addr: config.rtmp.listen_addr(),
+        source,
+    };
+    let addr = listener.local_addr().map_err(rtmp_bind)?;
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).map_err(rtmp_bind)?
+    };
+    runtime.spawn(crate::rtmp::listener::serve(
+        listener,
+        state.clone(),
+        config.rtmp.clone(),
+    ));
+    Ok(addr)
 }
 
 /// A TLS acceptor for HTTPS/WSS from PEM files, on ring (no second crypto library).

@@ -196,8 +196,8 @@ pub const MAX_TRIAL_BACKOFF: Duration = Duration::from_secs(60);
 ///
 /// A player's estimate cannot show room for more than it is sent (it is capped at 1.5 x what
 /// the player acknowledges, see [`crate::bwe`]), so a player moved down would never earn its
-/// way back from the estimate alone. Every so often it is sent the layer above for
-/// [`LAYER_TRIAL`]: the more it is sent, the more it acknowledges, and the estimate follows if
+/// way back from the estimate alone. Every so often it is sent the next layer up (when that
+/// one is active; a paused one defers the trial) for [`LAYER_TRIAL`]: the more it is sent, the more it acknowledges, and the estimate follows if
 /// the link carries it. At the end of the trial the layer is kept if it fits the estimate by
 /// [`choose_layer`]'s own rule, else the player goes back and waits twice as long before the
 /// next trial. A trial ends early when the player's estimate falls below the layer it came from.
@@ -290,7 +290,13 @@ impl LayerChooser {
         if now < due {
             return Some(chosen);
         }
-        let above = (chosen + 1..=highest).find(|&l| rates.active[usize::from(l)])?;
+        // One layer up, never over a paused one: publishers pause from the top, so a middle
+        // layer paused under an active top one is a moment's gap (a publisher short of CPU),
+        // and a trial of the top layer would flood a link measured for the lowest.
+        let above = chosen + 1;
+        if rates.active.get(usize::from(above)) != Some(&true) {
+            return Some(chosen);
+        }
         self.trial = Some(Trial {
             layer: above,
             from: chosen,
@@ -734,6 +740,35 @@ mod tests {
         assert_eq!(estimate.update(Some(300_000), true), Some(300_000));
         assert_eq!(estimate.update(Some(250_000), false), Some(300_000));
         assert_eq!(estimate.update(Some(400_000), false), Some(400_000));
+    }
+
+    #[test]
+    fn a_trial_goes_one_layer_up_and_waits_while_that_layer_is_paused() {
+        let rates = three_layers();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut chooser = LayerChooser::default();
+        assert_eq!(chooser.choose(at(0), &rates, 3, 2, Some(300_000)), Some(0));
+        // The middle layer paused for a moment (seen in CI: a publisher short of CPU) while
+        // the top one still counts as active: a trial would send 2 Mbit/s down a link measured
+        // at 300 kbit/s. It waits instead...
+        let middle_paused = LayerRates {
+            active: [true, false, true],
+            ..rates
+        };
+        for ms in [5_000, 5_500, 6_000] {
+            assert_eq!(
+                chooser.choose(at(ms), &middle_paused, 3, 0, Some(300_000)),
+                Some(0)
+            );
+            assert!(!chooser.in_trial());
+        }
+        // ...and tries the middle layer once it is back.
+        assert_eq!(
+            chooser.choose(at(6_500), &rates, 3, 0, Some(300_000)),
+            Some(1)
+        );
+        assert!(chooser.in_trial());
     }
 
     #[test]

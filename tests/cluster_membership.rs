@@ -36,6 +36,15 @@ fn nodes_see_each_other_a_killed_node_expires_and_leases_return_after_a_redis_re
         a.show_node_ids(),
         b.show_node_ids()
     );
+    // /metrics says so too: Redis answers, two live nodes (this one included).
+    assert!(
+        wait_for(Duration::from_secs(5), || metric(&a, "rtcdn_cluster_nodes")
+            == Some(2.0))
+        .is_some(),
+        "{:?}",
+        metric(&a, "rtcdn_cluster_nodes")
+    );
+    assert_eq!(metric(&a, "rtcdn_cluster_redis_up"), Some(1.0));
     // WCS's POST form answers the same, with WCS's fields.
     let (status, _, body) = http(
         a.http,
@@ -91,6 +100,7 @@ fn nodes_see_each_other_a_killed_node_expires_and_leases_return_after_a_redis_re
         "{}",
         a.log_text()
     );
+    assert_eq!(metric(&a, "rtcdn_cluster_redis_up"), Some(0.0));
     redis.restart();
     let key = format!("rtcdn:node:{}", a.id);
     let back = wait_for(Duration::from_secs(8), || redis.get(&key).is_some())
@@ -110,4 +120,19 @@ fn nodes_see_each_other_a_killed_node_expires_and_leases_return_after_a_redis_re
     );
     let log = a.log_text();
     assert!(log.contains("Redis answers again"), "{log}");
+}
+
+/// A sample without labels from `node`'s `/metrics`.
+fn metric(node: &ClusterNode, name: &str) -> Option<f64> {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (status, _, body) = http(
+        node.http,
+        "GET",
+        "/metrics",
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -413,6 +413,16 @@ fn two_players_get_the_publishers_packets_intact_on_virtual_time() {
     assert_eq!(counters.rtp_received, u64::from(count));
     assert_eq!(counters.rtp_sent, 2 * u64::from(count));
     assert_eq!(counters.srtp_rejected + counters.rtp_malformed, 0);
+    // Bytes as on the wire: the 202-byte payload, a 12-byte header, the SRTP tag and the
+    // header extensions each side negotiated.
+    let per_packet = |bytes: u64, packets: u64| bytes as f64 / packets as f64;
+    let received = per_packet(counters.rtp_received_bytes, counters.rtp_received);
+    let sent = per_packet(counters.rtp_sent_bytes, counters.rtp_sent);
+    assert!(
+        (214.0..300.0).contains(&received),
+        "{received} bytes a packet in"
+    );
+    assert!((214.0..300.0).contains(&sent), "{sent} bytes a packet out");
 
     // Idle, the core wakes for its sessions' deadlines, not on a 20 ms tick.
     let before = sim.cores[0].timeouts;

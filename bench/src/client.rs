@@ -830,6 +830,7 @@ impl Offer {
             ice_pwd: local.pwd.clone(),
             fingerprint: Fingerprint(certificate.fingerprint()),
             media,
+            active_tcp: None,
         });
         Offer {
             sdp,

@@ -15,7 +15,7 @@ use rtcdn_bench::client::{ClientError, ClientSession, Mode};
 use serde_json::{json, Value};
 
 mod common;
-use common::{cdn_pair, play_until_media, raw_request, Raw, Streaming};
+use common::{cdn_pair, metrics_text, play_until_media, raw_request, sample_sum, Raw, Streaming};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,6 +134,16 @@ async fn acl_keys_gate_players_on_origin_and_edge_and_revoking_stops_them() {
         refused.to_string().contains("Restricted access"),
         "{refused}"
     );
+    // Each node counted its refusals: the edge two over WebSocket and one over WHEP.
+    let restricted = ["kind=\"play\"", "reason=\"restricted_access\""];
+    for (base, refusals) in [(&edge_base, 3.0), (&origin_base, 1.0)] {
+        let metrics = metrics_text(base, None).await;
+        assert_eq!(
+            sample_sum(&metrics, "rtcdn_auth_refusals_total{", &restricted),
+            refusals,
+            "{base}: {metrics}"
+        );
+    }
     for player in [&mut k1_player, &mut k2_whep] {
         assert!(
             player.recv_rtp(Duration::from_secs(3)).await.is_some(),

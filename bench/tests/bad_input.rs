@@ -141,6 +141,7 @@ fn offer(publish: bool, ufrag: &str) -> String {
         ice_pwd: "abcdefghijklmnopqrstuvwxyz012345".into(),
         fingerprint: Fingerprint([0x5a; 32]),
         media,
+        active_tcp: None,
     })
 }
 

@@ -14,7 +14,8 @@ use rtcdn_bench::media::read_packet;
 mod common;
 use common::{
     assert_players_get_every_packet, cdn_origin_of, cdn_pair, core_stat, drain_rtp, is_video,
-    play_until_media, rtp_seq, send, wait_for_core_stat, warm_up_until_received, Streaming,
+    metrics_text, play_until_media, rtp_seq, sample_sum, send, wait_for_core_stat,
+    warm_up_until_received, Streaming,
 };
 
 const PLAYERS: usize = 10;
@@ -92,6 +93,35 @@ async fn origin_relays_to_edge_and_edge_players_get_every_packet() {
     }
     let local = whep("?x=1&local=1").await;
     assert_eq!(local.status.as_u16(), 400, "{}", local.body);
+
+    // Both nodes' /metrics show the relay: up on the origin, connected on the edge, the
+    // sessions by role on each.
+    let origin_metrics = metrics_text(&origin_base, None).await;
+    assert_eq!(
+        sample_sum(&origin_metrics, "rtcdn_relays{", &["state=\"up\""]),
+        1.0
+    );
+    assert_eq!(
+        sample_sum(&origin_metrics, "rtcdn_relays{", &["state=\"backoff\""]),
+        0.0
+    );
+    let roles = |text: &str, role: &str| {
+        sample_sum(
+            text,
+            "rtcdn_sessions_by_role{",
+            &[&format!("role=\"{role}\"")],
+        )
+    };
+    assert_eq!(roles(&origin_metrics, "publisher"), 1.0);
+    assert_eq!(roles(&origin_metrics, "relay"), 1.0);
+    let edge_metrics = metrics_text(&edge_base, None).await;
+    assert_eq!(
+        sample_sum(&edge_metrics, "rtcdn_relays_in{", &["state=\"connected\""]),
+        1.0
+    );
+    assert_eq!(roles(&edge_metrics, "relay_in"), 1.0);
+    assert_eq!(roles(&edge_metrics, "publisher"), 0.0);
+    assert_eq!(roles(&edge_metrics, "player"), PLAYERS as f64);
 
     // The origin's publisher leaves: the origin unpublishes on the edge, whose players end.
     publisher.close().await.expect("DELETE the WHIP resource");

@@ -323,14 +323,15 @@ async fn the_cdn_view_shows_an_origins_edges_and_relays() {
     assert!(listed["calls"].is_u64(), "{view}");
     assert_eq!(
         listed["relays"],
-        serde_json::json!([{ "stream": "mapped", "state": "up" }]),
+        // Loopback passes UDP: "auto" (the default) stays there.
+        serde_json::json!([{ "stream": "mapped", "state": "up", "transport": "udp" }]),
         "{view}"
     );
     assert_eq!(view["node"]["streams"], 1);
     let streams = admin_get(&format!("{origin_base}/api/streams")).await;
     assert_eq!(
         streams[0]["relays"],
-        serde_json::json!([{ "edge": 1, "state": "up" }])
+        serde_json::json!([{ "edge": 1, "state": "up", "transport": "udp" }])
     );
     assert_eq!(streams[0]["source"], "publisher");
     let on_edge = admin_get(&format!("http://{}/api/cdn", edge.http_addr())).await;

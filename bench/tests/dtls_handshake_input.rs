@@ -113,6 +113,7 @@ impl RawPeer {
                 send: None,
                 send_rids: Vec::new(),
             }],
+            active_tcp: None,
         })
         .replace("a=setup:actpass", "a=setup:active");
         let url = format!("{base}/whip/{stream}");

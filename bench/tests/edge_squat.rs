@@ -21,8 +21,8 @@ use serde_json::json;
 
 mod common;
 use common::{
-    cdn_node, loopback_config, play_until_media, post_sdp_offer, stream_listing, Streaming,
-    CDN_SECRET,
+    cdn_node, loopback_config, metrics_text, play_until_media, post_sdp_offer, sample_sum,
+    stream_listing, Streaming, CDN_SECRET,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,6 +99,14 @@ async fn strangers_cannot_publish_on_an_edge() {
         "{refused}"
     );
     assert!(edge_streams(&edge).await.is_empty());
+    // /metrics counted the three refused publishes and the forged relay token.
+    let metrics = metrics_text(&edge_base, None).await;
+    let refusals = |kind: &str, reason: &str| {
+        let (kind, reason) = (format!("kind=\"{kind}\""), format!("reason=\"{reason}\""));
+        sample_sum(&metrics, "rtcdn_auth_refusals_total{", &[&kind, &reason])
+    };
+    assert_eq!(refusals("publish", "edge_relay_only"), 3.0, "{metrics}");
+    assert_eq!(refusals("relay", "invalid_token"), 1.0, "{metrics}");
 
     // The origin's relay proves the secret: the real stream plays on the edge.
     let origin = origin_for(&edge, CDN_SECRET);

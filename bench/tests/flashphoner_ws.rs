@@ -244,6 +244,7 @@ async fn names_in_use_unknown_streams_and_availability() {
             send: None,
             send_rids: Vec::new(),
         }],
+        active_tcp: None,
     });
     ws.send(
         "publishStream",

@@ -18,14 +18,16 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rtcdn::auth::config::HookApp;
-use rtcdn::auth::Policy;
+use rtcdn::auth::{Policy, Secret};
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{sdp_offer, ClientError, ClientSession, Mode};
 use serde_json::{json, Value};
 
 mod common;
-use common::{loopback_config, post_sdp_offer, Raw};
+use common::{loopback_config, metrics_text, post_sdp_offer, sample_sum, Raw};
+
+const ADMIN_TOKEN: &str = "rest-hooks-admin-token-0123";
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -99,6 +101,7 @@ async fn hooked_node(backend: SocketAddr) -> Node {
     config.auth.play = Policy::Hook;
     config.auth.rest_hook_url = Some(format!("http://{backend}/fail"));
     config.auth.rest_hook_timeout_secs = 1;
+    config.auth.admin_token = Some(Secret::new(ADMIN_TOKEN));
     config.auth.apps = vec![HookApp {
         key: "logApp".into(),
         url: format!("http://{backend}/log"),
@@ -183,6 +186,19 @@ async fn whip_requests_go_through_the_hooks() {
     assert_eq!(banned.status, StatusCode::FORBIDDEN, "{}", banned.body);
     assert!(banned.body.contains("banned user"), "{}", banned.body);
     assert_eq!(calls_to(&calls, "/fail/publishStream").len(), before);
+    // /metrics counted the refusals: two answered 403 (forbidden, banned), two could not be
+    // asked (slow, error).
+    let metrics = metrics_text(&base, Some(ADMIN_TOKEN)).await;
+    let refused = |reason: &str| {
+        let reason = format!("reason=\"{reason}\"");
+        sample_sum(
+            &metrics,
+            "rtcdn_auth_refusals_total{",
+            &["kind=\"publish\"", &reason],
+        )
+    };
+    assert_eq!(refused("hook_refused"), 2.0, "{metrics}");
+    assert_eq!(refused("hook_failed"), 2.0, "{metrics}");
 
     // WHEP asks playStream.
     let play = post_sdp_offer(&format!("{base}/whep/ok"), Mode::Play, None).await;

@@ -13,12 +13,12 @@ use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT};
 
 mod common;
-use common::{loopback_config, stats_json};
+use common::{loopback_config, metrics_text, sample_sum, stats_json};
 
 /// A node with two cores and its RTMP listener on an ephemeral port.
 fn rtmp_node() -> Node {
     let mut config = loopback_config(2);
-    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
     Node::start(&config).expect("node starts")
 }
 
@@ -186,6 +186,29 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
         (1900..=2100).contains(&interval),
         "keyframe interval {stream}"
     );
+    // The control API shows the interval too, and /metrics counts the publisher as an ingest.
+    let url = format!("{base}/api/streams");
+    let streams = rtcdn_bench::http::request(hyper::Method::GET, &url, None, String::new())
+        .await
+        .unwrap();
+    let streams: serde_json::Value = serde_json::from_str(&streams.body).unwrap();
+    assert_eq!(streams[0]["keyframe_interval_ms"].as_u64(), Some(interval));
+    // And the picture size, from the SPS the node sends before every IDR.
+    assert_eq!(
+        (streams[0]["width"].as_u64(), streams[0]["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{}",
+        streams[0]
+    );
+    let metrics = metrics_text(&base, None).await;
+    let role = |role: &str| {
+        sample_sum(
+            &metrics,
+            "rtcdn_sessions_by_role{",
+            &[&format!("role=\"{role}\"")],
+        )
+    };
+    assert_eq!((role("ingest"), role("publisher")), (1.0, 0.0), "{metrics}");
 
     // The live name cannot be published twice, nor an unknown application.
     for url in [
@@ -210,7 +233,7 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
 async fn garbage_and_silent_rtmp_connections_are_closed_and_the_listener_goes_on() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut config = loopback_config(1);
-    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
     config.rtmp.handshake_timeout_secs = 1;
     let node = Node::start(&config).expect("node starts");
     let rtmp = node.rtmp_addr().expect("RTMP listener runs");

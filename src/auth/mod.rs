@@ -12,6 +12,7 @@ pub mod config;
 pub mod grant;
 pub mod hook;
 pub mod jwt;
+pub mod refusals;
 pub mod relay;
 
 use std::fmt;
@@ -23,6 +24,7 @@ pub use config::{AuthConfig, Policy, Secret};
 pub use grant::Grant;
 pub use hook::{HookClient, HookError, HookMethod, HookSession};
 pub use jwt::{TokenError, TokenVerifier};
+pub use refusals::{Refusals, RefusedKind};
 pub use relay::RelayAuth;
 
 use crate::config::cdn::CdnRole;
@@ -192,6 +194,8 @@ pub struct Authorizer {
     acl_property: String,
     /// The REST hooks, when a policy uses them.
     hooks: Option<HookClient>,
+    /// What it refused, for `/metrics`.
+    refusals: Refusals,
 }
 
 impl Authorizer {
@@ -240,6 +244,7 @@ impl Authorizer {
             relay_only: config.cdn.role == CdnRole::Edge && !config.cdn.edge_accepts_publish,
             acl_property: auth.acl_property.clone(),
             hooks,
+            refusals: Refusals::default(),
         })
     }
 
@@ -253,9 +258,36 @@ impl Authorizer {
         self.hooks.as_ref()
     }
 
+    /// What it refused so far, by kind and reason.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// Counts a refusal decided elsewhere: the REST hook's answer, a stream's access list, a
+    /// relay token that did not verify.
+    pub fn count_refusal(&self, what: RefusedKind, why: &AuthError) {
+        self.refusals.count(what, why);
+    }
+
     /// Whether `credentials` may do `action` on the stream `name`, as far as that can be told
-    /// without asking the application (see [`Verdict::AskHook`]).
+    /// without asking the application (see [`Verdict::AskHook`]). A refusal is counted.
     pub fn check(
+        &self,
+        action: Action,
+        name: &str,
+        credentials: &Credentials,
+    ) -> Result<Verdict, AuthError> {
+        self.decide(action, name, credentials)
+            .inspect_err(|e| self.refusals.count(action.into(), e))
+    }
+
+    /// Whether [`check`](Self::check) would let `credentials` through, without counting a
+    /// refusal: for answers that only withhold something (an OPTIONS' TURN credentials).
+    pub fn would_allow(&self, action: Action, name: &str, credentials: &Credentials) -> bool {
+        self.decide(action, name, credentials).is_ok()
+    }
+
+    fn decide(
         &self,
         action: Action,
         name: &str,
@@ -294,8 +326,13 @@ impl Authorizer {
         }
     }
 
-    /// Whether a request to an admin endpoint with `bearer` may go on.
+    /// Whether a request to an admin endpoint with `bearer` may go on. A refusal is counted.
     pub fn admin(&self, bearer: Option<&str>) -> Result<(), AuthError> {
+        self.admin_access(bearer)
+            .inspect_err(|e| self.refusals.count(RefusedKind::Admin, e))
+    }
+
+    fn admin_access(&self, bearer: Option<&str>) -> Result<(), AuthError> {
         match &self.admin {
             AdminAccess::Open => Ok(()),
             AdminAccess::Closed => Err(AuthError::AdminDisabled),
@@ -312,7 +349,7 @@ impl Authorizer {
 
     /// Whether `bearer` is the configured admin token (which may act on any session).
     pub fn is_admin_token(&self, bearer: Option<&str>) -> bool {
-        matches!(self.admin, AdminAccess::Token(_)) && self.admin(bearer).is_ok()
+        matches!(self.admin, AdminAccess::Token(_)) && self.admin_access(bearer).is_ok()
     }
 
     /// Whether anyone may do `action`.

@@ -136,6 +136,12 @@ impl Cluster {
         }
     }
 
+    /// The node drains: its lease says DRAINING with the next write, which is due at once.
+    pub fn drain(&self) {
+        self.machines().membership.set_draining(Instant::now());
+        self.nudge();
+    }
+
     /// The live nodes' leases, this one's included.
     pub async fn live_nodes(&self) -> Result<Vec<NodeLease>, StoreError> {
         self.store.live_nodes().await

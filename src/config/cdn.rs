@@ -63,6 +63,31 @@ impl Serialize for StreamDistribution {
     }
 }
 
+/// `cdn.relay_transport`: how an origin's relay sessions reach their edges' media ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTransport {
+    /// The edge's UDP host candidates only (rtcdn before 0.x did nothing else).
+    Udp,
+    /// The edge's passive ICE-TCP candidates (RFC 6544: the origin is the active side); the
+    /// edge must listen for ICE-TCP (`media.tcp`, on by default).
+    Tcp,
+    /// UDP first; TCP when UDP has not connected within a few seconds and the edge offers TCP.
+    #[default]
+    Auto,
+}
+
+impl RelayTransport {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayTransport::Udp => "udp",
+            RelayTransport::Tcp => "tcp",
+            RelayTransport::Auto => "auto",
+        }
+    }
+}
+
 /// `cdn.mode`: how the balancer picks the edge for a player.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 pub enum BalanceMode {
@@ -175,6 +200,8 @@ pub struct CdnConfig {
     pub secret: Option<Secret>,
     /// Let an edge take publishes from anyone allowed by `auth.publish`, not only from relays.
     pub edge_accepts_publish: bool,
+    /// How relays reach the edges: "udp", "tcp" or "auto" (default).
+    pub relay_transport: RelayTransport,
 }
 
 impl Default for CdnConfig {
@@ -190,6 +217,7 @@ impl Default for CdnConfig {
             tls_ca_file: None,
             secret: None,
             edge_accepts_publish: false,
+            relay_transport: RelayTransport::Auto,
         }
     }
 }
@@ -340,6 +368,23 @@ mod tests {
         assert!(cdn.relays());
         assert_eq!(cdn.nodes[0].wss, Some(443));
         assert_eq!(cdn.nodes[1].ws, Some(8080));
+    }
+
+    #[test]
+    fn relay_transport_is_auto_unless_set() {
+        assert_eq!(parse("").unwrap().relay_transport, RelayTransport::Auto);
+        for mode in [
+            RelayTransport::Udp,
+            RelayTransport::Tcp,
+            RelayTransport::Auto,
+        ] {
+            let cdn = parse(&format!("relay_transport = \"{}\"\n", mode.as_str())).unwrap();
+            assert_eq!(cdn.relay_transport, mode);
+        }
+        for bad in ["\"quic\"", "\"TCP\"", "true"] {
+            let err = parse(&format!("relay_transport = {bad}\n")).unwrap_err();
+            assert!(err.contains("relay_transport"), "{bad} → {err}");
+        }
     }
 
     #[test]

@@ -182,7 +182,7 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), Config
         "--rtmp" if value == "off" => config.rtmp.enabled = false,
         "--rtmp" => {
             config.rtmp.enabled = true;
-            config.rtmp.listen = parse(flag, value)?;
+            config.rtmp.listen = Some(parse(flag, value)?);
         }
         "--media-bind" => config.media.bind = parse(flag, value)?,
         "--announce" => config.media.announce.push(parse(flag, value)?),
@@ -290,14 +290,15 @@ mod tests {
             panic!("expected Run")
         };
         assert!(config.rtmp.enabled);
+        assert_eq!(config.rtmp.listen, None, "the default, which may be taken");
         assert_eq!(
-            config.rtmp.listen,
+            config.rtmp.listen_addr(),
             "127.0.0.1:1935".parse::<SocketAddr>().unwrap()
         );
         let Command::Run { config, .. } = args(&["--rtmp", "127.0.0.1:19350"]).unwrap() else {
             panic!("expected Run")
         };
-        assert_eq!(config.rtmp.listen.port(), 19350);
+        assert_eq!(config.rtmp.listen.map(|a| a.port()), Some(19350));
         let Command::Run { config, .. } = args(&["--rtmp=off"]).unwrap() else {
             panic!("expected Run")
         };

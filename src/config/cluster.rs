@@ -54,7 +54,8 @@ pub struct ClusterConfig {
     /// Seconds an edge keeps pulling a stream nobody watches.
     #[serde(default = "default_idle_pull_secs")]
     pub idle_pull_secs: u64,
-    /// Seconds a draining node waits for its players to leave before it exits.
+    /// Seconds a draining node (SIGTERM, `POST /rest-api/cdn/drain`) waits for its sessions
+    /// to end before it exits.
     #[serde(default = "default_drain_secs")]
     pub drain_secs: u64,
     /// The host name or address other nodes and players reach this node by. None: the

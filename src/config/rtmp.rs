@@ -13,8 +13,11 @@ use super::ConfigError;
 pub struct RtmpConfig {
     /// Whether the RTMP listener runs.
     pub enabled: bool,
-    /// Its address; 1935 is RTMP's port.
-    pub listen: SocketAddr,
+    /// Its address, when set (`--rtmp ADDR` or `rtmp.listen`): a node that cannot listen on
+    /// it does not start. Unset, [`DEFAULT_RTMP_LISTEN`], which a node started beside another
+    /// may find taken: it then runs without RTMP, with a warning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
     /// The application names publishers may connect to (`rtmp://host/APP/NAME`).
     pub apps: Vec<String>,
     /// Open RTMP connections at most; past it new ones are closed at once.
@@ -31,7 +34,7 @@ impl Default for RtmpConfig {
     fn default() -> Self {
         RtmpConfig {
             enabled: true,
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 1935)),
+            listen: None,
             apps: vec!["live".to_owned()],
             max_connections: 256,
             handshake_timeout_secs: 10,
@@ -41,7 +44,16 @@ impl Default for RtmpConfig {
     }
 }
 
+/// Where the RTMP listener listens unless told: loopback, like HTTP; 1935 is RTMP's port.
+pub const DEFAULT_RTMP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 1935);
+
 impl RtmpConfig {
+    /// The address to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or(DEFAULT_RTMP_LISTEN)
+    }
+
     /// Checks ranges serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {

@@ -165,10 +165,39 @@ pub enum SessionRole {
     Relay {
         tracks: Vec<PlayedTrack>,
         remote_candidates: Vec<std::net::SocketAddr>,
+        /// Over what the core reaches `remote_candidates`: a UDP socket of the relay's own, or
+        /// a TCP connection it opens to the first of them (RFC 6544, the active side).
+        path: RelayPath,
         /// Every simulcast layer of the video, each on its own SSRC, when the other node took
         /// them; `None`: the video as `tracks` says (one layer, or a stream without simulcast).
         layers: Option<RelayedLayers>,
     },
+}
+
+/// The transport of one relay session (`cdn.relay_transport` chooses; "auto" tries both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RelayPath {
+    /// The edge's UDP host candidates, from a UDP socket of the relay's own.
+    #[default]
+    Udp,
+    /// A TCP connection to the edge's passive ICE-TCP candidate, RFC 4571 framed.
+    Tcp,
+}
+
+impl RelayPath {
+    /// As logs and `/api/cdn` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayPath::Udp => "udp",
+            RelayPath::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::fmt::Display for RelayPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A relay's simulcast video when the other node took every layer (RFC 8853): each layer is
@@ -274,7 +303,8 @@ pub enum CoreEvent {
     SessionEnded { id: SessionId, reason: EndReason },
     /// Once a second: a player's estimated bandwidth (with transport-cc), a publisher's
     /// received bitrate, a simulcast player's layer, the loss over the last receiver report
-    /// (in 256ths) and the picture size a publisher's keyframes announce.
+    /// (in 256ths), the picture size a publisher's keyframes announce, and the media and
+    /// repair requests the session carried so far.
     Bitrates {
         id: SessionId,
         estimate_bps: Option<u64>,
@@ -282,6 +312,7 @@ pub enum CoreEvent {
         layer: Option<PlayerLayer>,
         loss_fraction: Option<u8>,
         video_size: Option<(u16, u16)>,
+        traffic: crate::session::Traffic,
     },
 }
 

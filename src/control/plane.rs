@@ -24,7 +24,8 @@ use super::relay_planner::{
 };
 use super::status::SessionStatus;
 use super::{
-    CoreCommand, CoreEvent, CoreId, EndReason, IngestSpec, SessionId, SessionSpec, StreamId,
+    CoreCommand, CoreEvent, CoreId, EndReason, IngestSpec, RelayPath, SessionId, SessionSpec,
+    StreamId,
 };
 
 /// What the control plane asks its transports to do, in order.
@@ -120,6 +121,11 @@ impl<R: Rng> ControlPlane<R> {
     /// Where the relay of `stream` to `edge` stands; `None` when the stream is not relayed.
     pub fn relay_state(&self, stream: &str, edge: EdgeId) -> Option<RelayState> {
         self.relays.state(stream, edge)
+    }
+
+    /// The transport the relay of `stream` to `edge` connected over, while its attempt lives.
+    pub fn relay_path(&self, stream: &str, edge: EdgeId) -> Option<RelayPath> {
+        self.relays.path(stream, edge)
     }
 
     /// A client asks to publish `name`, before any negotiation work: refused when the name is
@@ -309,10 +315,12 @@ impl<R: Rng> ControlPlane<R> {
                 layer,
                 loss_fraction,
                 video_size,
+                traffic,
             } => {
                 if let Some(bps) = estimate_bps.or(*received_bps) {
                     self.registry.set_bitrate(*id, bps);
                 }
+                self.registry.set_traffic(*id, *traffic);
                 self.registry.set_quality(*id, *loss_fraction, *video_size);
                 if let Some(layer) = layer {
                     self.registry.set_layer(*id, *layer);
@@ -324,6 +332,11 @@ impl<R: Rng> ControlPlane<R> {
     /// `attempt`'s relay session to its edge connected.
     pub fn handle_relay_up(&mut self, now: Instant, attempt: AttemptId) {
         self.relays.handle_relay_up(now, attempt);
+    }
+
+    /// `attempt`'s relay session connected over `path`.
+    pub fn handle_relay_path(&mut self, attempt: AttemptId, path: RelayPath) {
+        self.relays.handle_relay_path(attempt, path);
     }
 
     /// `attempt` ended. Returns where its relay stands now (a failure backs off, to be tried
@@ -638,6 +651,7 @@ mod tests {
             SessionRole::Relay {
                 tracks: vec![],
                 remote_candidates: vec![],
+                path: crate::control::RelayPath::Udp,
                 layers: None,
             },
         );

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::{CoreCommand, CoreId, EndReason, PlayerLayer, SessionId, StreamId};
 use crate::sdp::{Codec, Extmap, MediaKind};
+use crate::session::Traffic;
 
 /// Why a publish or play was refused; the signalling layer maps it to an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,11 +75,13 @@ pub struct SessionEntry {
     /// The share of packets lost over its last receiver report (in 256ths), as last reported:
     /// what the node missed of a publisher, the worst a player reported.
     pub loss_fraction: Option<u8>,
-    /// The picture size a publisher's keyframes announced, when its codec shows it (VP8, H.264).
+    /// The picture size a publisher's keyframes announced (VP8, H.264, VP9, AV1; an RTMP ingest's SPS).
     pub video_size: Option<(u16, u16)>,
     /// An RTMP publisher's keyframe interval (ms): RTMP cannot be asked for a keyframe, so a
     /// new player may wait this long.
     pub keyframe_interval_ms: Option<u32>,
+    /// The media and repair requests it carried, as last reported by its core (once a second).
+    pub traffic: Traffic,
     /// When the control plane accepted it (for its age in the control API).
     pub created: Instant,
     /// Where its signalling came from.
@@ -95,6 +98,8 @@ pub struct ClientInfo {
     /// A publisher that is a relay of this CDN (it proved the CDN's secret): on an edge, the
     /// origin's copy of a stream.
     pub relay: bool,
+    /// A publisher whose media comes in over another protocol (RTMP) and is fed to its core.
+    pub ingest: bool,
 }
 
 /// The longest `User-Agent` kept: a client cannot make the registry hold more.
@@ -114,6 +119,7 @@ impl ClientInfo {
             peer: Some(peer),
             user_agent,
             relay: false,
+            ingest: false,
         }
     }
 }
@@ -173,6 +179,9 @@ pub struct StreamEntry {
     /// WCS ACL keys (CDN 2.2): when not empty, a player must present one of them. A new
     /// publish starts with none, open to all.
     pub acl: Vec<String>,
+    /// What its players and relays that ended carried, as last reported: with the live
+    /// sessions' it makes the stream's totals, which never go back.
+    pub ended_traffic: Traffic,
 }
 
 impl StreamEntry {
@@ -305,6 +314,7 @@ impl Registry {
                 relays: Vec::new(),
                 media_flowing: false,
                 acl: Vec::new(),
+                ended_traffic: Traffic::default(),
             },
         );
         self.insert_session(SessionEntry {
@@ -320,6 +330,7 @@ impl Registry {
             loss_fraction: None,
             video_size: None,
             keyframe_interval_ms: None,
+            traffic: Traffic::default(),
             created: now,
             client: ClientInfo::default(),
         });
@@ -364,6 +375,7 @@ impl Registry {
             loss_fraction: None,
             video_size: None,
             keyframe_interval_ms: None,
+            traffic: Traffic::default(),
             created: now,
             client: ClientInfo::default(),
         });
@@ -397,6 +409,7 @@ impl Registry {
             loss_fraction: None,
             video_size: None,
             keyframe_interval_ms: None,
+            traffic: Traffic::default(),
             created: now,
             client: ClientInfo::default(),
         });
@@ -501,6 +514,31 @@ impl Registry {
         }
     }
 
+    /// Records what a core reported of a session's traffic so far.
+    pub fn set_traffic(&mut self, id: SessionId, traffic: Traffic) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.traffic = traffic;
+        }
+    }
+
+    /// What a stream's sessions carried so far: its publisher's and its players' and relays',
+    /// the ended ones' included.
+    pub fn stream_traffic(&self, stream: &StreamEntry) -> Traffic {
+        let mut total = stream.ended_traffic;
+        let sessions = stream
+            .players
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(stream.relays.iter().copied())
+            .chain([stream.publisher]);
+        for id in sessions {
+            if let Some(session) = self.sessions.get(&id) {
+                total.add(&session.traffic);
+            }
+        }
+        total
+    }
+
     /// Records an RTMP publisher's keyframe interval.
     pub fn set_keyframe_interval(&mut self, id: SessionId, interval_ms: u32) {
         if let Some(session) = self.sessions.get_mut(&id) {
@@ -593,6 +631,7 @@ impl Registry {
             SessionKind::Relay => {
                 if let Some(stream) = self.streams.get_mut(&session.stream_name) {
                     stream.relays.retain(|r| *r != id);
+                    stream.ended_traffic.add(&session.traffic);
                 }
             }
             SessionKind::Player => {
@@ -600,6 +639,7 @@ impl Registry {
                     return commands;
                 };
                 stream.players.retain(|(p, _)| *p != id);
+                stream.ended_traffic.add(&session.traffic);
                 let core_still_used = stream.players.iter().any(|(_, c)| *c == session.core);
                 if session.core != stream.core && !core_still_used {
                     commands.push((
@@ -841,6 +881,44 @@ pub(super) mod tests {
         ] {
             assert!(ResourceSecret::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_streams_traffic_keeps_what_its_ended_players_carried() {
+        let mut registry = Registry::new(1);
+        registry
+            .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        for id in [2, 3] {
+            registry
+                .add_player(Instant::now(), "s", SessionId(id), CoreId(0))
+                .unwrap();
+        }
+        let publisher = Traffic {
+            packets_in: 100,
+            bytes_in: 100_000,
+            keyframe_requests_out: 1,
+            ..Traffic::default()
+        };
+        let player = Traffic {
+            packets_out: 90,
+            bytes_out: 90_000,
+            nacks_in: 2,
+            keyframe_requests_in: 1,
+            ..Traffic::default()
+        };
+        registry.set_traffic(SessionId(1), publisher);
+        registry.set_traffic(SessionId(2), player);
+        registry.set_traffic(SessionId(3), player);
+        let total = |registry: &Registry| registry.stream_traffic(registry.stream("s").unwrap());
+        let before = total(&registry);
+        assert_eq!(before.packets_in, 100);
+        assert_eq!(before.packets_out, 180);
+        assert_eq!(before.nacks_in, 4);
+        assert_eq!(before.keyframe_requests_out, 1);
+        // A player leaves: the stream's counters do not go back.
+        registry.remove_session(SessionId(3), &EndReason::Deleted);
+        assert_eq!(total(&registry), before);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::{EndReason, StreamId};
+use super::{EndReason, RelayPath, StreamId};
 
 /// A CDN edge, by its node id in the `[cdn]` node list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,6 +150,8 @@ struct Relay {
     state: RelayState,
     /// The delay before the next attempt if this one fails (before jitter).
     next_delay: Duration,
+    /// The transport the live attempt's relay session connected over, once it did.
+    path: Option<RelayPath>,
 }
 
 /// A stream being relayed.
@@ -201,6 +203,7 @@ impl<R: Rng> RelayPlanner<R> {
                     edge,
                     state: RelayState::Idle,
                     next_delay: self.policy.first_delay,
+                    path: None,
                 })
                 .collect(),
         };
@@ -245,6 +248,13 @@ impl<R: Rng> RelayPlanner<R> {
                     since: now,
                 };
             }
+        }
+    }
+
+    /// `attempt`'s relay session connected over `path` (UDP, or TCP where UDP does not pass).
+    pub fn handle_relay_path(&mut self, attempt: AttemptId, path: RelayPath) {
+        if let Some(relay) = self.relay_mut(attempt) {
+            relay.path = Some(path);
         }
     }
 
@@ -334,6 +344,17 @@ impl<R: Rng> RelayPlanner<R> {
         })
     }
 
+    /// The transport the relay of `stream` to `edge` connected over, while its attempt lives.
+    pub fn path(&self, stream: &str, edge: EdgeId) -> Option<RelayPath> {
+        let relay = self
+            .streams
+            .get(stream)?
+            .relays
+            .iter()
+            .find(|r| r.edge == edge)?;
+        live_attempt(relay.state).and(relay.path)
+    }
+
     fn relay_mut(&mut self, attempt: AttemptId) -> Option<&mut Relay> {
         self.streams
             .values_mut()
@@ -369,6 +390,7 @@ fn begin(
     let attempt = AttemptId(*next_attempt);
     *next_attempt += 1;
     relay.state = RelayState::Connecting { attempt };
+    relay.path = None;
     actions.push_back(RelayAction::Start {
         attempt,
         stream: stream.to_owned(),
@@ -558,6 +580,29 @@ mod tests {
         }
         assert!(actions(&mut planner).is_empty());
         assert_eq!(planner.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_path_a_relay_connected_over_lasts_as_long_as_its_attempt() {
+        let now = Instant::now();
+        let mut planner = planner(&[A], 1);
+        let first = published(&mut planner, now);
+        assert_eq!(planner.path("cam", A), None);
+        planner.handle_relay_up(now, first);
+        planner.handle_relay_path(first, RelayPath::Tcp);
+        assert_eq!(planner.path("cam", A), Some(RelayPath::Tcp));
+        // A report about another attempt changes nothing.
+        planner.handle_relay_path(AttemptId(first.0 + 7), RelayPath::Udp);
+        assert_eq!(planner.path("cam", A), Some(RelayPath::Tcp));
+        // Failed: the next attempt has not connected yet.
+        planner.handle_relay_ended(now, first, &failed());
+        assert_eq!(planner.path("cam", A), None);
+        let at = planner.poll_timeout().unwrap();
+        planner.handle_timeout(at);
+        let next = started(&actions(&mut planner))[0].1;
+        assert_eq!(planner.path("cam", A), None);
+        planner.handle_relay_path(next, RelayPath::Udp);
+        assert_eq!(planner.path("cam", A), Some(RelayPath::Udp));
     }
 
     #[test]

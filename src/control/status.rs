@@ -60,6 +60,7 @@ mod tests {
             layer: None,
             loss_fraction: None,
             video_size: None,
+            traffic: Default::default(),
         };
         assert_eq!(SessionStatus::of_core_event(&bitrates), None);
     }

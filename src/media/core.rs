@@ -29,7 +29,10 @@ use crate::media::peer::{Peer, Peers};
 use crate::media::router::Router;
 use crate::media::timers::SessionTimers;
 use crate::media::tx::{SocketId, TxSink};
-use crate::session::{ReceivedMedia, Session, SessionError, SessionEvent, SessionTimeouts};
+use crate::sdp::MediaKind;
+use crate::session::{
+    ReceivedMedia, Session, SessionError, SessionEvent, SessionTimeouts, Traffic,
+};
 use crate::simulcast::{LayerChooser, KEYFRAME_REQUEST_INTERVAL};
 
 /// How often simulcast players' layers are chosen again, from which layers were active (and
@@ -57,6 +60,8 @@ struct Ingest {
     bytes: u64,
     /// `bytes` at the last bitrate report, and when that was.
     reported: (u64, Instant),
+    /// The picture size its H.264 keyframes' SPS announced (an RTMP encoder's video is H.264).
+    video_size: Option<(u16, u16)>,
 }
 
 /// What a core is, beyond its sessions.
@@ -177,6 +182,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let r = self.router.counters();
         MediaCounters {
             rtp_sent: r.rtp_sent,
+            rtp_sent_bytes: r.rtp_sent_bytes,
             retransmissions_sent: r.retransmissions_sent,
             nacks_forwarded_upstream: r.nacks_forwarded_upstream,
             retransmissions_throttled: r.retransmissions_throttled,
@@ -341,6 +347,26 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         });
     }
 
+    /// The relay connection `socket` failed or its peer closed it (a relay over TCP): its relay
+    /// session ends now, as one whose peer never came or went away, instead of at its connect
+    /// or consent timeout.
+    pub fn handle_socket_lost(&mut self, now: Instant, socket: SocketId, tx: &mut impl TxSink) {
+        let Some((&id, peer)) = self
+            .peers
+            .iter_mut()
+            .find(|(_, p)| p.own_socket && p.socket == socket)
+        else {
+            return;
+        };
+        let reason = if peer.session.is_connected() {
+            EndReason::ConsentExpired
+        } else {
+            EndReason::NeverConnected
+        };
+        peer.session.end(reason);
+        self.drain_session(now, id, tx);
+    }
+
     /// What session `id`'s DTLS handshake (or association) reports.
     pub fn handle_dtls_event(
         &mut self,
@@ -441,6 +467,16 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 ingest.packets += 1;
                 ingest.bytes += plain.len() as u64;
                 self.counters.rtp_received += 1;
+                self.counters.rtp_received_bytes += plain.len() as u64;
+                if packet.kind() == MediaKind::Video && packet.keyframe() {
+                    // The SPS goes before every IDR; a new one may announce a new size.
+                    if let Some(size) = rtp::RtpHeader::parse(plain)
+                        .ok()
+                        .and_then(|h| rtp::keyframe_size(rtp::VideoCodec::H264, h.payload()))
+                    {
+                        ingest.video_size = Some(size);
+                    }
+                }
                 let media = ReceivedMedia {
                     kind: packet.kind(),
                     len: plain.len(),
@@ -482,6 +518,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 packets: 0,
                 bytes: 0,
                 reported: (0, now),
+                video_size: None,
             },
         );
     }
@@ -567,7 +604,12 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     received_bps: Some(bps),
                     layer: None,
                     loss_fraction: None,
-                    video_size: None,
+                    video_size: ingest.video_size,
+                    traffic: Traffic {
+                        packets_in: ingest.packets,
+                        bytes_in: ingest.bytes,
+                        ..Traffic::default()
+                    },
                 });
             }
         }
@@ -577,10 +619,12 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             let layer = peer.session.player_layer();
             let loss_fraction = peer.session.loss_fraction();
             let video_size = peer.session.video_size();
+            let traffic = peer.session.traffic();
             if estimate_bps.is_some()
                 || received_bps.is_some()
                 || layer.is_some()
                 || loss_fraction.is_some()
+                || traffic != Traffic::default()
             {
                 self.events.push_back(CoreEvent::Bitrates {
                     id,
@@ -589,6 +633,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     layer,
                     loss_fraction,
                     video_size,
+                    traffic,
                 });
             }
         }
@@ -658,9 +703,11 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             return;
         }
         // Only a publisher's packets decrypt; anything else is counted and dropped.
+        let wire_len = data.len() as u64;
         match peer.session.handle_srtp(now, src, data) {
             Ok(media) => {
                 self.counters.rtp_received += 1;
+                self.counters.rtp_received_bytes += wire_len;
                 let stream = peer.session.stream();
                 let plain = &data[..media.len];
                 self.router
@@ -694,6 +741,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     ) {
         let id = spec.id;
         let publisher_core = spec.publisher_core;
+        let relay = matches!(spec.role, SessionRole::Relay { .. });
         self.by_ufrag.insert(spec.local_ice.ufrag.clone(), id);
         if let SessionRole::Relay {
             remote_candidates, ..
@@ -708,7 +756,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         let session = Session::new(spec, now, self.timeouts, self.seed ^ id.0);
         info!(core = self.id.0, session = %id, stream = session.stream_name(), publisher = session.is_publisher(), "session started");
         self.router.add_session(id, &session, publisher_core);
-        self.peers.insert(id, Peer::new(session, socket));
+        self.peers.insert(id, Peer::new(session, socket, relay));
         // Room for the new session's timer entries and routing, made here so that the media
         // path never allocates for them.
         self.timers.reserve_for(self.peers.len());
@@ -761,8 +809,8 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.by_ufrag.retain(|_, owner| *owner != id);
         self.router.remove_session(id, session.stream());
         let association = self.associations.remove(&id);
-        if peer.socket.is_relay() {
-            // A relay's socket is its own; its edge hears of the end over the WebSocket.
+        if peer.own_socket {
+            // A relay's socket (or TCP connection) is its own; its edge hears of the end over the WebSocket.
             self.socket_requests
                 .push_back(SocketRequest::Close(peer.socket));
         } else if let Some(association) = association {

@@ -6,8 +6,12 @@
 pub struct MediaCounters {
     /// Media packets received from publishers and decrypted.
     pub rtp_received: u64,
+    /// The bytes of those packets as they arrived (SRTP, as on the wire; an ingest's RTP).
+    pub rtp_received_bytes: u64,
     /// Media packets sent to players.
     pub rtp_sent: u64,
+    /// The bytes of those packets as sent (SRTP, as on the wire).
+    pub rtp_sent_bytes: u64,
     /// STUN requests that failed ICE checks (bad integrity, unknown user).
     pub stun_rejected: u64,
     /// SRTP/SRTCP packets that failed authentication or replay checks.

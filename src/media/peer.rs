@@ -26,6 +26,9 @@ pub(super) struct Peer {
     /// A client session's socket follows its selected path: the core's UDP socket or the ICE-TCP
     /// connection its checks came on (see [`Peer::note_path`]).
     pub(super) socket: SocketId,
+    /// A relay session to another node: `socket` is its own (a UDP socket, or the TCP
+    /// connection it opened), closed when it ends, and never changes.
+    pub(super) own_socket: bool,
     /// The socket each of the client's recent check sources used, newest at `next - 1`, so
     /// that every answer leaves on the socket its check arrived on.
     paths: [Option<(SocketAddr, SocketId)>; PATHS],
@@ -44,10 +47,12 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    pub(super) fn new(session: Session, socket: SocketId) -> Peer {
+    /// A session on `socket`; `own_socket`: a relay's, opened for it alone.
+    pub(super) fn new(session: Session, socket: SocketId, own_socket: bool) -> Peer {
         Peer {
             session,
             socket,
+            own_socket,
             paths: [None; PATHS],
             next_path: 0,
             awaiting_replay: false,
@@ -92,7 +97,7 @@ impl Peer {
 
     /// A client session (on the core's own socket or an ICE-TCP connection), not a relay.
     fn follows_paths(&self) -> bool {
-        !self.socket.is_relay()
+        !self.own_socket
     }
 
     /// When the core must next visit this session: its own timers, or a layer's keyframe to ask

@@ -153,6 +153,7 @@ impl LocalStream {
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct RouterCounters {
     pub(super) rtp_sent: u64,
+    pub(super) rtp_sent_bytes: u64,
     pub(super) retransmissions_sent: u64,
     pub(super) nacks_forwarded_upstream: u64,
     pub(super) retransmissions_throttled: u64,
@@ -414,10 +415,13 @@ impl<F: ForwardSink> Router<F> {
             {
                 continue;
             }
+            let mut written = 0;
             tx.push_with_on(peer.socket, remote, |buf| {
-                session.write_rtp(now, (kind, layer), plain, buf)
+                written = session.write_rtp(now, (kind, layer), plain, buf);
+                written
             });
             self.counters.rtp_sent += 1;
+            self.counters.rtp_sent_bytes += written as u64;
         }
     }
 
@@ -449,10 +453,13 @@ impl<F: ForwardSink> Router<F> {
             if session.take_layer(layer, keyframe) == LayerDecision::Drop {
                 continue;
             }
+            let mut written = 0;
             tx.push_with_on(peer.socket, remote, |buf| {
-                session.write_rtp(now, (MediaKind::Video, layer), plain, buf)
+                written = session.write_rtp(now, (MediaKind::Video, layer), plain, buf);
+                written
             });
             self.counters.rtp_sent += 1;
+            self.counters.rtp_sent_bytes += written as u64;
         }
     }
 
@@ -673,10 +680,13 @@ impl<F: ForwardSink> Router<F> {
                 continue;
             }
             let session = &mut peer.session;
+            let mut written = 0;
             tx.push_with_on(peer.socket, remote, |buf| {
-                session.write_rtp(now, (MediaKind::Video, layer), plain, buf)
+                written = session.write_rtp(now, (MediaKind::Video, layer), plain, buf);
+                written
             });
             self.counters.rtp_sent += 1;
+            self.counters.rtp_sent_bytes += written as u64;
         }
         true
     }

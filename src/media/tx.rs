@@ -10,9 +10,9 @@ pub const MAX_DATAGRAM: usize = 2048;
 
 /// One of a core's sockets: [`SocketId::MAIN`] is the core's own UDP socket, others are opened
 /// for relay sessions (two relays to the same edge must not share a 5-tuple), and ids from
-/// [`SocketId::tcp`] on are ICE-TCP connections accepted by the core (one peer each). On a real
-/// node they are the sockets of the core's [`UdpIo`](crate::reactor::io::UdpIo); an id is reused
-/// once its socket is closed.
+/// [`SocketId::tcp`] on are ICE-TCP connections (one peer each): accepted by the core, or opened
+/// by it for a relay over TCP. On a real node they are the sockets of the core's
+/// [`UdpIo`](crate::reactor::io::UdpIo); an id is reused once its socket is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SocketId(pub u16);
 
@@ -43,11 +43,6 @@ impl SocketId {
     /// Whether this is an ICE-TCP connection.
     pub const fn is_tcp(self) -> bool {
         self.0 >= Self::FIRST_TCP
-    }
-
-    /// Whether this is a relay session's own UDP socket (not the core's, not ICE-TCP).
-    pub const fn is_relay(self) -> bool {
-        self.0 != Self::MAIN.0 && !self.is_tcp()
     }
 }
 

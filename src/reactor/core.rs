@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::control::{CoreCommand, CoreEvent, CoreId, SessionId};
+use crate::control::{
+    CoreCommand, CoreEvent, CoreId, RelayPath, SessionId, SessionRole, SessionSpec,
+};
 use crate::dtls::{DtlsCertificate, DtlsEvent};
 use crate::media::{MediaCore, MediaCoreConfig, SocketRequest};
 use crate::reactor::arrival::ArrivalClock;
@@ -169,6 +171,11 @@ pub fn run(setup: CoreSetup) {
         };
         let mut active = driver.clock.end_batch() || handled > 0;
         now = Instant::now();
+        while let Some(socket) = io.take_lost_connection() {
+            driver
+                .media
+                .handle_socket_lost(now, socket, io.send_queue());
+        }
         driver.serve_socket_requests(now, &mut io);
         if driver.media.poll_timeout().is_some_and(|at| at <= now) {
             driver.media.handle_timeout(now, io.send_queue());
@@ -199,21 +206,39 @@ impl Driver {
         while let Some(request) = self.media.poll_socket_request() {
             match request {
                 SocketRequest::Close(socket) => io.remove_socket(socket),
-                SocketRequest::Open(spec) => {
-                    let bind = SocketAddr::new(io.local_addr().ip(), 0);
-                    match io.add_socket(bind) {
-                        Ok((socket, local)) => {
-                            debug!(session = %spec.id, %local, "relay socket opened");
-                            self.media
-                                .handle_socket_opened(now, *spec, socket, io.send_queue());
-                        }
-                        Err(e) => {
-                            warn!(session = %spec.id, error = %e, "cannot open a relay socket");
-                            self.media.handle_socket_failed(spec.id, &e.to_string());
-                        }
+                SocketRequest::Open(spec) => match open_relay_socket(&spec, io) {
+                    Ok(socket) => {
+                        debug!(session = %spec.id, %socket, "relay socket opened");
+                        self.media
+                            .handle_socket_opened(now, *spec, socket, io.send_queue());
                     }
-                }
+                    Err(e) => {
+                        warn!(session = %spec.id, error = %e, "cannot open a relay socket or connection");
+                        self.media.handle_socket_failed(spec.id, &e.to_string());
+                    }
+                },
             }
+        }
+    }
+}
+
+/// A relay's own socket: a UDP socket on the media address, or a TCP connection to the edge's
+/// passive candidate (the first of its remote candidates: the link gives it only that one).
+fn open_relay_socket(spec: &SessionSpec, io: &mut UdpIo) -> std::io::Result<SocketId> {
+    match &spec.role {
+        SessionRole::Relay {
+            path: RelayPath::Tcp,
+            remote_candidates,
+            ..
+        } => {
+            let remote = remote_candidates
+                .first()
+                .ok_or_else(|| std::io::Error::other("no TCP candidate to connect to"))?;
+            io.connect_tcp(*remote)
+        }
+        _ => {
+            let bind = SocketAddr::new(io.local_addr().ip(), 0);
+            io.add_socket(bind).map(|(socket, _)| socket)
         }
     }
 }

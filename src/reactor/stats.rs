@@ -59,8 +59,12 @@ pub struct CoreStats {
     pub sessions: AtomicUsize,
     /// Media packets received from publishers and decrypted.
     pub rtp_received: AtomicU64,
+    /// The bytes of those packets as they arrived (SRTP; an ingest's RTP).
+    pub rtp_received_bytes: AtomicU64,
     /// Media packets sent to players.
     pub rtp_sent: AtomicU64,
+    /// The bytes of those packets as sent (SRTP).
+    pub rtp_sent_bytes: AtomicU64,
     /// STUN requests that failed ICE checks (bad integrity, unknown user).
     pub stun_rejected: AtomicU64,
     /// SRTP/SRTCP packets that failed authentication or replay checks.
@@ -140,6 +144,12 @@ pub struct TcpCounts {
     pub tx_dropped: AtomicU64,
     /// Frames not sent: their session's connection closed and its id serves another peer.
     pub tx_misdirected: AtomicU64,
+    /// Connections the core opened for relays over TCP.
+    pub connects: AtomicU64,
+    /// Of those, connects that failed.
+    pub connect_failures: AtomicU64,
+    /// Closed: the relay session that opened it ended.
+    pub closed_by_core: AtomicU64,
 }
 
 impl TcpCounts {
@@ -158,6 +168,9 @@ impl TcpCounts {
         store(&self.tx_frames, t.tx_frames);
         store(&self.tx_dropped, t.tx_dropped);
         store(&self.tx_misdirected, t.tx_misdirected);
+        store(&self.connects, t.connects);
+        store(&self.connect_failures, t.connect_failures);
+        store(&self.closed_by_core, t.closed_by_core);
     }
 
     /// The counters by name, for `/api/stats`.
@@ -177,6 +190,9 @@ impl TcpCounts {
             "tx_frames": load(&self.tx_frames),
             "tx_dropped": load(&self.tx_dropped),
             "tx_misdirected": load(&self.tx_misdirected),
+            "connects": load(&self.connects),
+            "connect_failures": load(&self.connect_failures),
+            "closed_by_core": load(&self.closed_by_core),
         })
     }
 }
@@ -195,6 +211,8 @@ impl CoreStats {
         let store = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
         store(&self.rtp_received, c.rtp_received);
         store(&self.rtp_sent, c.rtp_sent);
+        store(&self.rtp_received_bytes, c.rtp_received_bytes);
+        store(&self.rtp_sent_bytes, c.rtp_sent_bytes);
         store(&self.stun_rejected, c.stun_rejected);
         store(&self.srtp_rejected, c.srtp_rejected);
         store(&self.rtp_malformed, c.rtp_malformed);

@@ -280,6 +280,7 @@ impl Client {
                     peer: Some(peer),
                     user_agent: Some("RTMP".into()),
                     relay: false,
+                    ingest: true,
                 };
                 let with_audio = published.audio.expected();
                 let registered = ingest::register(

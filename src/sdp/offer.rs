@@ -1,7 +1,7 @@
 //! rtcdn's own client side (bench client, origin→edge relay): the offer it sends. The server's
 //! answer is read back with [`parse`](super::parse).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::types::{Codec, Direction, Extmap, Fingerprint, MediaKind, SendTrack, Setup};
 use super::write;
@@ -12,6 +12,9 @@ pub struct OfferParams {
     pub ice_pwd: String,
     pub fingerprint: Fingerprint,
     pub media: Vec<OfferMedia>,
+    /// An active TCP candidate of this address (RFC 6544 §4.5: port 9), for a side that will
+    /// connect to the answerer's passive TCP candidates (a relay over TCP).
+    pub active_tcp: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +34,7 @@ pub struct OfferMedia {
 
 /// Writes the offer, with CRLF line endings: `a=setup:actpass`, all m-lines in one BUNDLE group,
 /// rtcp-mux and rtcp-rsize, `c=IN IP4 0.0.0.0` and port 9, and no candidates (the ICE-lite server
-/// learns the client's address from its STUN requests).
+/// learns the client's address from its STUN requests) but the active TCP one of `active_tcp`.
 pub fn write_offer(params: &OfferParams) -> String {
     let mut session = write::session(&params.ice_ufrag);
     let mids: Vec<&str> = params.media.iter().map(|m| m.mid.as_str()).collect();
@@ -66,6 +69,16 @@ pub fn write_offer(params: &OfferParams) -> String {
         write::extmaps(&mut media, &offered.extmaps);
         if let Some(track) = &offered.send {
             write::send_track(&mut media, track);
+        }
+        if let Some(ip) = params.active_tcp {
+            // RFC 6544 §4.2: type preference 90 (below host UDP), direction preference 6
+            // (active) in the local preference's top bits.
+            let priority = (90u32 << 24) | (((6 << 13) | 8191) << 8) | 255;
+            write::attr(
+                &mut media,
+                "candidate",
+                format!("1 1 tcp {priority} {ip} 9 typ host tcptype active"),
+            );
         }
         if !offered.send_rids.is_empty() {
             for rid in &offered.send_rids {

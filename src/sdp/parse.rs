@@ -86,7 +86,8 @@ pub fn parse(sdp: &str) -> Result<SessionDescription, SdpError> {
         fingerprint,
         setup,
         ice_lite: has(&session.attributes, "ice-lite"),
-        candidates: candidates(&session),
+        candidates: candidates(&session, host_udp_candidate),
+        tcp_candidates: candidates(&session, host_passive_tcp_candidate),
         media,
         other_media,
         bundle_mids,
@@ -342,15 +343,15 @@ fn direction(attributes: &[Attribute]) -> Option<Direction> {
     })
 }
 
-/// Host UDP candidates of component 1 with a literal address, from all levels, deduplicated.
-fn candidates(session: &Session) -> Vec<SocketAddr> {
+/// The candidates `pick` takes, from all levels, deduplicated.
+fn candidates(session: &Session, pick: fn(&str) -> Option<SocketAddr>) -> Vec<SocketAddr> {
     let all = session
         .attributes
         .iter()
         .chain(session.medias.iter().flat_map(|m| m.attributes.iter()));
     let mut found = Vec::new();
     for attr in all.filter(|a| a.attribute == "candidate") {
-        if let Some(addr) = attr.value.as_deref().and_then(host_udp_candidate) {
+        if let Some(addr) = attr.value.as_deref().and_then(pick) {
             if !found.contains(&addr) {
                 found.push(addr);
             }
@@ -370,6 +371,24 @@ fn host_udp_candidate(value: &str) -> Option<SocketAddr> {
     }
     let ip = IpAddr::from_str(address).ok()?;
     Some(SocketAddr::new(ip, port.parse().ok()?))
+}
+
+/// A passive TCP host candidate of component 1 with a literal address (RFC 6544 §4.5:
+/// `... tcp <priority> <address> <port> typ host tcptype passive`).
+fn host_passive_tcp_candidate(value: &str) -> Option<SocketAddr> {
+    let fields: Vec<&str> = value.split_ascii_whitespace().take(10).collect();
+    let [_, component, transport, _, address, port, "typ", "host", "tcptype", "passive"] =
+        fields[..]
+    else {
+        return None;
+    };
+    if component != "1" || !transport.eq_ignore_ascii_case("tcp") {
+        return None;
+    }
+    let ip = IpAddr::from_str(address).ok()?;
+    let port: u16 = port.parse().ok()?;
+    // Port 9 is an active candidate's placeholder; 0 is no port at all.
+    (port != 0 && port != 9).then(|| SocketAddr::new(ip, port))
 }
 
 fn codecs(m: &Media) -> Result<Vec<Codec>, SdpError> {

@@ -135,6 +135,8 @@ fn parses_chromium_recvonly_with_candidates() {
         "[fd00:1:2::20]:56144".parse().unwrap(),
     ];
     assert_eq!(offer.candidates, expected);
+    // An active TCP candidate (port 9) is nowhere to connect to.
+    assert!(offer.tcp_candidates.is_empty());
 }
 
 #[test]
@@ -221,6 +223,8 @@ fn publisher_answers_round_trip() {
         assert_eq!(answer.fingerprint, Some(params.fingerprint));
         assert_eq!(answer.setup, Setup::Active);
         assert_eq!(answer.candidates, params.candidates);
+        // A relay reads the passive TCP candidates back (an origin connects to them).
+        assert_eq!(answer.tcp_candidates, params.tcp_candidates);
         assert_eq!(
             answer.bundle_mids,
             offer
@@ -395,6 +399,7 @@ fn own_offer_round_trip_and_answer() {
                 send_rids: Vec::new(),
             },
         ],
+        active_tcp: None,
     };
     let text = write_offer(&params);
     assert!(
@@ -879,6 +884,7 @@ fn an_offer_with_send_rids_writes_rid_and_simulcast_lines() {
             send: None,
             send_rids: vec!["q".into(), "f".into()],
         }],
+        active_tcp: None,
     };
     let text = write_offer(&params);
     assert!(

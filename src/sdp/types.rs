@@ -18,6 +18,9 @@ pub struct SessionDescription {
     pub ice_lite: bool,
     /// Host UDP candidates (component 1, literal IP) found, without duplicates, in SDP order.
     pub candidates: Vec<SocketAddr>,
+    /// Host passive TCP candidates (RFC 6544, component 1, literal IP): where an active side
+    /// connects. Deduplicated, in SDP order.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// Audio and video m-lines, in SDP order.
     pub media: Vec<MediaDescription>,
     /// m-lines rtcdn cannot use at all (data channels, unknown media types). `write_answer`

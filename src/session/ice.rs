@@ -128,6 +128,7 @@ mod tests {
         let relay = SessionRole::Relay {
             tracks: Vec::new(),
             remote_candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+            path: crate::control::RelayPath::Udp,
             layers: None,
         };
         let (mut random, mut untouched) = (SplitMix64(7), SplitMix64(7));

@@ -172,13 +172,33 @@ pub struct Session {
 }
 
 /// The media a session carried, as SRTP on the wire: what a publisher sent the node (accepted
-/// packets), what the node sent a player (first sends and repairs). RTCP and STUN not counted.
+/// packets), what the node sent a player (first sends and repairs). RTCP and STUN not counted,
+/// except the repair requests: NACKs and keyframe requests (PLI, FIR) a player sent the node
+/// (`_in`), and those the node sent a publisher (`_out`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub packets_in: u64,
     pub bytes_in: u64,
     pub packets_out: u64,
     pub bytes_out: u64,
+    pub nacks_in: u64,
+    pub keyframe_requests_in: u64,
+    pub nacks_out: u64,
+    pub keyframe_requests_out: u64,
+}
+
+impl Traffic {
+    /// Adds `other`'s counts to these (a stream's total over its sessions).
+    pub fn add(&mut self, other: &Traffic) {
+        self.packets_in += other.packets_in;
+        self.bytes_in += other.bytes_in;
+        self.packets_out += other.packets_out;
+        self.bytes_out += other.bytes_out;
+        self.nacks_in += other.nacks_in;
+        self.keyframe_requests_in += other.keyframe_requests_in;
+        self.nacks_out += other.nacks_out;
+        self.keyframe_requests_out += other.keyframe_requests_out;
+    }
 }
 
 impl Session {
@@ -348,11 +368,18 @@ impl Session {
                         self.loss_fraction = Some(worst);
                     }
                 }
-                Rtcp::Pli(pli) => self.handle_keyframe_request([pli.media_ssrc]),
+                Rtcp::Pli(pli) => {
+                    self.traffic.keyframe_requests_in += 1;
+                    self.handle_keyframe_request([pli.media_ssrc])
+                }
                 Rtcp::Fir(fir) => {
+                    self.traffic.keyframe_requests_in += 1;
                     self.handle_keyframe_request(fir.entries.iter().map(|entry| entry.ssrc))
                 }
-                Rtcp::Nack(nack) => self.handle_nack(&nack),
+                Rtcp::Nack(nack) => {
+                    self.traffic.nacks_in += 1;
+                    self.handle_nack(&nack)
+                }
                 Rtcp::TransportCc(feedback) => {
                     if let Some(f) = self.player_feedback() {
                         f.on_feedback(now, &feedback);

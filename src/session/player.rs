@@ -847,6 +847,8 @@ mod tests {
                 .any(|e| matches!(e, SessionEvent::RetransmissionRequested { .. }));
             assert_eq!(asked, asks, "NACK for {ssrc:#x}");
         }
+        // Both NACKs came from the player, whether they named anything or not.
+        assert_eq!(player.traffic().nacks_in, 2);
     }
 
     #[test]
@@ -1004,6 +1006,7 @@ mod tests {
                 layers: None,
             }],
             remote_candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+            path: crate::control::RelayPath::Udp,
             layers: Some(crate::control::RelayedLayers {
                 rid_ext: 10,
                 repaired_rid_ext: Some(11),
@@ -1184,5 +1187,6 @@ mod tests {
             rtcp_in(&mut player, &mut tx, pli),
             [SessionEvent::KeyframeRequested { layer: 1 }]
         );
+        assert_eq!(player.traffic().keyframe_requests_in, 1);
     }
 }

@@ -460,6 +460,7 @@ impl Session {
             media_ssrc: Ssrc(media_ssrc),
             pairs: Items::from_slice(&pairs[..count]),
         };
+        self.traffic.nacks_out += 1;
         self.send_rtcp(&[Rtcp::Nack(nack)]);
     }
 
@@ -524,6 +525,7 @@ impl Session {
             sender_ssrc: Ssrc(self.rtcp_ssrc),
             media_ssrc: Ssrc(video_ssrc),
         };
+        self.traffic.keyframe_requests_out += 1;
         self.send_rtcp(&[Rtcp::Pli(pli)]);
     }
 
@@ -809,6 +811,8 @@ mod tests {
             NackPair { pid: 30, blp: 0 },
         ];
         assert_eq!(nacks, [(Ssrc(1), pairs)]);
+        // The one sent, not the one that had no SSRC to name.
+        assert_eq!(publisher.traffic().nacks_out, 1);
     }
 
     #[test]
@@ -1007,6 +1011,7 @@ mod tests {
                     .filter(|p| matches!(p, Rtcp::Pli(_)))
                     .count();
             }
+            assert_eq!(publisher.traffic().keyframe_requests_out, plis as u64);
             plis
         };
         assert_eq!(plis_after(true), 1);

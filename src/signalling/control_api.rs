@@ -9,7 +9,8 @@
 //! - `DELETE /api/streams/{name}`: ends a stream: its publisher, and with it its players and
 //!   relays;
 //! - `GET /api/cdn`: this node's place in the CDN: an origin's edges with their health and load
-//!   (from the stats the balancer polls) and each stream's relay to each edge.
+//!   (from the stats the balancer polls) and each stream's relay to each edge, with the
+//!   transport ("udp", "tcp") its relay session connected over.
 //!
 //! Unknown values are left out or null, never shown as 0.
 
@@ -25,7 +26,7 @@ use super::{media, text, Signalling};
 use crate::config::cdn::CdnRole;
 use crate::control::registry::{Registry, SessionEntry, SessionKind};
 use crate::control::relay_planner::{EdgeId, RelayState};
-use crate::control::{EndReason, SessionId};
+use crate::control::{EndReason, RelayPath, SessionId};
 
 pub(crate) fn json_response(value: &Value) -> Response<Full<Bytes>> {
     let mut response = super::rest::json_response(value);
@@ -208,6 +209,14 @@ pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
                 "loss_percent".into(),
                 json!(view.loss_fraction.map(loss_percent)),
             );
+            // An RTMP encoder's keyframe interval: how long a new player may wait for its first
+            // picture when the cache has none (RTMP cannot be asked for a keyframe).
+            row.insert(
+                "keyframe_interval_ms".into(),
+                json!(registry
+                    .session(s.publisher)
+                    .and_then(|p| p.keyframe_interval_ms)),
+            );
             let players: Vec<Value> = s
                 .players
                 .iter()
@@ -220,7 +229,12 @@ pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
                 .iter()
                 .filter_map(|&edge| {
                     let relay = plane.relay_state(&s.name, edge)?;
-                    Some(json!({ "edge": edge.0, "state": relay_state_name(relay) }))
+                    let transport = plane.relay_path(&s.name, edge).map(RelayPath::as_str);
+                    Some(json!({
+                        "edge": edge.0,
+                        "state": relay_state_name(relay),
+                        "transport": transport,
+                    }))
                 })
                 .collect();
             row.insert("relays".into(), Value::Array(relays));
@@ -232,7 +246,7 @@ pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
     json_response(&Value::Array(list))
 }
 
-fn relay_state_name(state: RelayState) -> &'static str {
+pub(crate) fn relay_state_name(state: RelayState) -> &'static str {
     match state {
         RelayState::Idle => "idle",
         RelayState::Connecting { .. } => "connecting",
@@ -242,7 +256,7 @@ fn relay_state_name(state: RelayState) -> &'static str {
 }
 
 /// The edges an origin relays to (none on an edge or a lone node).
-fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
+pub(crate) fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
     match &state.balancer {
         Some(balancer) => balancer
             .lock()
@@ -286,11 +300,12 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
         let relays_in: Vec<Value> = relays_in.into_iter().map(|(_, row)| row).collect();
         let players: usize = registry.streams().map(|s| s.players.len()).sum();
         let sessions: usize = registry.core_load().iter().sum();
-        let mut relay_rows: Vec<(EdgeId, String, RelayState)> = Vec::new();
+        let mut relay_rows: Vec<(EdgeId, String, RelayState, Option<RelayPath>)> = Vec::new();
         for stream in registry.streams() {
             for &edge in &edge_list {
                 if let Some(relay) = plane.relay_state(&stream.name, edge) {
-                    relay_rows.push((edge, stream.name.clone(), relay));
+                    let path = plane.relay_path(&stream.name, edge);
+                    relay_rows.push((edge, stream.name.clone(), relay, path));
                 }
             }
         }
@@ -319,9 +334,13 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
                     };
                     let relayed: Vec<Value> = relay_rows
                         .iter()
-                        .filter(|(edge, _, _)| edge.0 == node.id)
-                        .map(|(_, name, relay)| {
-                            json!({ "stream": name, "state": relay_state_name(*relay) })
+                        .filter(|(edge, _, _, _)| edge.0 == node.id)
+                        .map(|(_, name, relay, path)| {
+                            json!({
+                                "stream": name,
+                                "state": relay_state_name(*relay),
+                                "transport": path.map(RelayPath::as_str),
+                            })
                         })
                         .collect();
                     json!({

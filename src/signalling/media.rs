@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::Signalling;
 use crate::auth::{
-    Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, Verdict,
+    Action, AuthError, Authorized, Credentials, HookError, HookMethod, HookSession, RefusedKind,
+    Verdict,
 };
 use crate::control::plane::PlayError;
 use crate::control::registry::{validate_stream_name, ClientInfo, RegistryError};
@@ -29,6 +30,11 @@ pub enum StartError {
     /// The offer cannot be answered.
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
+    /// The node drains: it takes no new sessions.
+    #[error(
+        "this node is draining (shutting down) and takes no new sessions: connect to another node"
+    )]
+    Draining,
 }
 
 /// A session that was placed on a core.
@@ -100,6 +106,19 @@ pub async fn authorize(
     if let Verdict::Allowed(authorized) = state.auth.check(action, name, credentials)? {
         return Ok(authorized);
     }
+    ask_hooks(state, action, credentials, standing, fields)
+        .await
+        .inspect_err(|e| state.auth.count_refusal(action.into(), e))
+}
+
+/// The REST hook's answer on what [`authorize`]'s policy left to it.
+async fn ask_hooks(
+    state: &Signalling,
+    action: Action,
+    credentials: &Credentials,
+    standing: HookStanding<'_>,
+    fields: &Value,
+) -> Result<Authorized, AuthError> {
     let no_connect = || HookError::Failed {
         method: HookMethod::Connect.name(),
         why: "the connection was not checked by the connect hook".into(),
@@ -168,6 +187,9 @@ pub fn start_publish(
     mut client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
+    if state.drain.is_draining() {
+        return Err(StartError::Draining);
+    }
     client.relay = matches!(authorized, Authorized::Relay);
     let supersedes = matches!(
         authorized,
@@ -217,6 +239,9 @@ pub fn start_play(
     client: ClientInfo,
 ) -> Result<Started, StartError> {
     validate_stream_name(stream)?;
+    if state.drain.is_draining() {
+        return Err(StartError::Draining);
+    }
     let stream_entry = state
         .registry()
         .stream(stream)
@@ -251,7 +276,11 @@ pub fn start_play(
             .handle_play(now, core, spec, acl_key.map(str::to_owned), client.clone())
             .map_err(|e| match e {
                 PlayError::Registry(e) => StartError::Registry(e),
-                PlayError::RestrictedAccess => AuthError::RestrictedAccess.into(),
+                PlayError::RestrictedAccess => {
+                    let refused = AuthError::RestrictedAccess;
+                    state.auth.count_refusal(RefusedKind::Play, &refused);
+                    refused.into()
+                }
             })?;
         Ok((id, core, answer.sdp))
     })?;

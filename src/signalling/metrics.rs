@@ -1,9 +1,14 @@
 //! `GET /metrics`: the node's counters in the Prometheus text format (0.0.4), encoded by the
 //! `prometheus-client` crate from a snapshot taken at each scrape (the counters themselves live
-//! where they are counted: the media cores' atomics, the registry, the panic tally).
+//! where they are counted: the media cores' atomics, the registry with what the cores report
+//! of each session once a second, the relay planner, the authorizer's refusals, the cluster
+//! membership, the panic tally). The media path never waits for a scrape: the cores' atomics
+//! are read without a lock, and the control plane's lock is held only while the registry is
+//! copied, never while encoding.
 //!
 //! Every family is prefixed `rtcdn_`; per-core families carry a `core` label, per-stream ones a
-//! `stream` label. It is an admin endpoint, like `/api/stats`.
+//! `stream` label. The README's table documents each one (a test holds the two together). It
+//! is an admin endpoint, like `/api/stats`.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -14,8 +19,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::Signalling;
+use super::{control_api, Signalling};
+use crate::control::registry::{SessionEntry, SessionKind};
 use crate::reactor::io::ResidenceHistogram;
+use crate::session::Traffic;
 
 /// Upper bounds (seconds) of the residence histogram's buckets, besides `+Inf`: the node's own
 /// log-linear buckets are 12.5% wide, too many to export; these cover 50 µs to 1 s.
@@ -27,7 +34,22 @@ const RESIDENCE_BOUNDS: [f64; 13] = [
 #[derive(Debug, Default)]
 struct Snapshot {
     cores: Vec<CoreSnapshot>,
+    /// (core, role, sessions) for every core and role, from the registry.
+    sessions_by_role: Vec<(usize, &'static str, u64)>,
     streams: Vec<StreamSnapshot>,
+    /// (kind, reason, refusals).
+    auth_refusals: Vec<(&'static str, &'static str, u64)>,
+    /// On an origin: (edge id, relay state, streams) for every edge and state.
+    relays: Vec<(u32, &'static str, u64)>,
+    /// On an edge: the origin's relay sessions bringing it streams, (state, count).
+    relays_in: Vec<(&'static str, u64)>,
+    /// With `[cluster]`: whether Redis answered the last lease write, and the live nodes.
+    cluster: Option<(bool, usize)>,
+    /// Unix time (seconds) the node started, and seconds since.
+    start_time: f64,
+    uptime: f64,
+    /// Whether the node drains (takes no new sessions).
+    draining: bool,
     panics: Vec<(String, u64)>,
 }
 
@@ -37,13 +59,44 @@ struct StreamSnapshot {
     players: usize,
     relays: usize,
     media_flowing: bool,
+    /// The publisher's received bitrate (bit/s).
+    bitrate_bps: Option<u64>,
+    /// What the node missed of the publisher over its last receiver report (0 to 1).
+    publisher_loss: Option<f64>,
+    /// The worst loss a player reported over its last receiver report (0 to 1).
+    player_loss: Option<f64>,
+    /// What its sessions carried, as their cores last reported (once a second).
+    traffic: Traffic,
 }
+
+/// The `role` label of a session: `relay_in` is an edge's copy of a stream from its origin,
+/// `ingest` an RTMP publisher.
+const ROLES: [&str; 5] = ["publisher", "player", "relay", "relay_in", "ingest"];
+
+/// The index of a session's role in [`ROLES`].
+fn role(session: &SessionEntry) -> usize {
+    match session.kind {
+        SessionKind::Publisher if session.client.ingest => 4,
+        SessionKind::Publisher if session.client.relay => 3,
+        SessionKind::Publisher => 0,
+        SessionKind::Player => 1,
+        SessionKind::Relay => 2,
+    }
+}
+
+/// A per-stream counter family: name, help, and its value in a stream's traffic.
+type StreamCounter = (&'static str, &'static str, fn(&Traffic) -> u64);
+
+/// The relay planner's states, as `/api/streams` names them.
+const RELAY_STATES: [&str; 4] = ["idle", "connecting", "up", "backoff"];
 
 #[derive(Debug, Default)]
 struct CoreSnapshot {
     sessions: usize,
     rtp_received: u64,
+    rtp_received_bytes: u64,
     rtp_sent: u64,
+    rtp_sent_bytes: u64,
     retransmissions_sent: u64,
     nacks_forwarded_upstream: u64,
     retransmissions_throttled: u64,
@@ -90,7 +143,9 @@ fn snapshot(state: &Signalling) -> Snapshot {
             CoreSnapshot {
                 sessions: s.sessions.load(Relaxed),
                 rtp_received: s.rtp_received.load(Relaxed),
+                rtp_received_bytes: s.rtp_received_bytes.load(Relaxed),
                 rtp_sent: s.rtp_sent.load(Relaxed),
+                rtp_sent_bytes: s.rtp_sent_bytes.load(Relaxed),
                 retransmissions_sent: s.retransmissions_sent.load(Relaxed),
                 nacks_forwarded_upstream: s.nacks_forwarded_upstream.load(Relaxed),
                 retransmissions_throttled: s.retransmissions_throttled.load(Relaxed),
@@ -118,6 +173,8 @@ fn snapshot(state: &Signalling) -> Snapshot {
                     ("garbage", s.tcp.garbage.load(Relaxed)),
                     ("table_full", s.tcp.rejected_full.load(Relaxed)),
                     ("per_ip_limit", s.tcp.rejected_per_ip.load(Relaxed)),
+                    ("connect_failed", s.tcp.connect_failures.load(Relaxed)),
+                    ("relay_ended", s.tcp.closed_by_core.load(Relaxed)),
                 ],
                 tcp_frames_dropped: s.tcp.tx_dropped.load(Relaxed),
                 media_allocations: s
@@ -128,19 +185,84 @@ fn snapshot(state: &Signalling) -> Snapshot {
             }
         })
         .collect();
-    let streams = state
-        .registry()
-        .streams()
-        .map(|s| StreamSnapshot {
-            name: s.name.clone(),
-            players: s.players.len(),
-            relays: s.relays.len(),
-            media_flowing: s.media_flowing,
-        })
-        .collect();
+    let edges = control_api::edge_ids(state);
+    let (sessions_by_role, streams, relays, relays_in) = {
+        // One short hold of the control plane's lock (never the media cores'): the registry
+        // and the relay planner are read into the snapshot, and encoded after it is let go.
+        let plane = state.lock_control();
+        let registry = plane.registry();
+        // Rows in (core, role) order: a session's row is found by index, not by search.
+        let mut by_role: Vec<(usize, &'static str, u64)> = (0..state.cores.len())
+            .flat_map(|core| ROLES.iter().map(move |&role| (core, role, 0)))
+            .collect();
+        let mut relays_in: Vec<(&'static str, u64)> = vec![("connecting", 0), ("connected", 0)];
+        for session in registry.sessions() {
+            let role = role(session);
+            if let Some(row) = by_role.get_mut(session.core.0 * ROLES.len() + role) {
+                row.2 += 1;
+            }
+            if ROLES[role] == "relay_in" {
+                relays_in[usize::from(session.connected)].1 += 1;
+            }
+        }
+        let loss = |fraction: u8| f64::from(fraction) / 256.0;
+        let streams = registry
+            .streams()
+            .map(|s| StreamSnapshot {
+                name: s.name.clone(),
+                players: s.players.len(),
+                relays: s.relays.len(),
+                media_flowing: s.media_flowing,
+                bitrate_bps: registry.publisher_bitrate(&s.name),
+                publisher_loss: registry
+                    .session(s.publisher)
+                    .and_then(|p| p.loss_fraction)
+                    .map(loss),
+                player_loss: s
+                    .players
+                    .iter()
+                    .filter_map(|(id, _)| registry.session(*id)?.loss_fraction)
+                    .max()
+                    .map(loss),
+                traffic: registry.stream_traffic(s),
+            })
+            .collect();
+        let mut relays: Vec<(u32, &'static str, u64)> = edges
+            .iter()
+            .flat_map(|edge| RELAY_STATES.iter().map(move |&state| (edge.0, state, 0)))
+            .collect();
+        for stream in registry.streams() {
+            for (i, &edge) in edges.iter().enumerate() {
+                let Some(relay) = plane.relay_state(&stream.name, edge) else {
+                    continue;
+                };
+                let name = control_api::relay_state_name(relay);
+                if let Some(state) = RELAY_STATES.iter().position(|&s| s == name) {
+                    relays[i * RELAY_STATES.len() + state].2 += 1;
+                }
+            }
+        }
+        (by_role, streams, relays, relays_in)
+    };
+    let cluster = state
+        .cluster
+        .as_ref()
+        .map(|c| (c.redis_up(), c.view().nodes().len()));
+    let (started, started_wall) = state.started;
+    let start_time = started_wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     Snapshot {
         cores,
+        sessions_by_role,
         streams,
+        auth_refusals: state.auth.refusals().snapshot(),
+        relays,
+        relays_in,
+        cluster,
+        start_time,
+        uptime: started.elapsed().as_secs_f64(),
+        draining: state.drain.is_draining(),
         panics: crate::panic_guard::counts().into_iter().collect(),
     }
 }
@@ -178,6 +300,27 @@ impl Collector for Snapshot {
             MetricType::Gauge,
         )?;
         ConstGauge::new(1i64).encode(e.encode_family(&version)?)?;
+        let e = encoder.encode_descriptor(
+            "start_time_seconds",
+            "When the node started, in seconds since the Unix epoch",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.start_time).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "uptime_seconds",
+            "Seconds since the node started",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.uptime).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "draining",
+            "1 while the node drains (takes no new sessions, exits when its sessions end)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.draining)).encode(e)?;
 
         per_core(
             &mut encoder,
@@ -187,6 +330,16 @@ impl Collector for Snapshot {
             MetricType::Gauge,
             |c| c.sessions as u64,
         )?;
+        let mut e = encoder.encode_descriptor(
+            "sessions_by_role",
+            "Live sessions by role (publisher, player, relay to an edge, relay_in from the origin, RTMP ingest), by the core they run on",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (core, role, n) in &self.sessions_by_role {
+            let labels = [("core", core.to_string()), ("role", role.to_string())];
+            ConstGauge::new(*n as i64).encode(e.encode_family(&labels)?)?;
+        }
         per_core(
             &mut encoder,
             self,
@@ -202,6 +355,22 @@ impl Collector for Snapshot {
             "Media packets sent to players and relays",
             MetricType::Counter,
             |c| c.rtp_sent,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "rtp_received_bytes",
+            "Bytes of the media packets received (SRTP as on the wire; an RTMP ingest's RTP)",
+            MetricType::Counter,
+            |c| c.rtp_received_bytes,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "rtp_sent_bytes",
+            "Bytes of the media packets sent to players and relays (SRTP as on the wire)",
+            MetricType::Counter,
+            |c| c.rtp_sent_bytes,
         )?;
         per_core(
             &mut encoder,
@@ -381,6 +550,132 @@ impl Collector for Snapshot {
             "1 once a live stream's publisher sends media",
             |s| i64::from(s.media_flowing),
         )?;
+        let stream_counters: [StreamCounter; 8] = [
+            (
+                "stream_received_packets",
+                "Media packets of a live stream received from its publisher (as its core last reported)",
+                |t| t.packets_in,
+            ),
+            (
+                "stream_received_bytes",
+                "Bytes of those packets, as on the wire",
+                |t| t.bytes_in,
+            ),
+            (
+                "stream_sent_packets",
+                "Media packets of a live stream sent to its players and relays, repairs included, ended players' too",
+                |t| t.packets_out,
+            ),
+            (
+                "stream_sent_bytes",
+                "Bytes of those packets, as on the wire",
+                |t| t.bytes_out,
+            ),
+            (
+                "stream_nacks_received",
+                "NACKs the stream's players (and edges, through relays) sent the node",
+                |t| t.nacks_in,
+            ),
+            (
+                "stream_keyframe_requests_received",
+                "Keyframe requests (PLI, FIR) the stream's players (and edges) sent the node",
+                |t| t.keyframe_requests_in,
+            ),
+            (
+                "stream_nacks_sent",
+                "NACKs the node sent the stream's publisher (its own losses and players' the cache could not answer)",
+                |t| t.nacks_out,
+            ),
+            (
+                "stream_keyframe_requests_sent",
+                "Keyframe requests (PLI) the node sent the stream's publisher",
+                |t| t.keyframe_requests_out,
+            ),
+        ];
+        for (name, help, value) in stream_counters {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for stream in &self.streams {
+                ConstCounter::new(value(&stream.traffic))
+                    .encode(e.encode_family(&[("stream", stream.name.as_str())])?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "stream_bitrate_bits_per_second",
+            "A live stream's bitrate as its publisher's packets arrive (once it is known)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for stream in &self.streams {
+            if let Some(bps) = stream.bitrate_bps {
+                ConstGauge::new(bps as i64)
+                    .encode(e.encode_family(&[("stream", stream.name.as_str())])?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "stream_loss_ratio",
+            "Loss over the last receiver report: what the node missed of the publisher (side=publisher), the worst a player reported (side=players)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for stream in &self.streams {
+            for (side, loss) in [
+                ("publisher", stream.publisher_loss),
+                ("players", stream.player_loss),
+            ] {
+                if let Some(loss) = loss {
+                    let labels = [("stream", stream.name.as_str()), ("side", side)];
+                    ConstGauge::new(loss).encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+
+        let mut e = encoder.encode_descriptor(
+            "auth_refusals",
+            "Requests refused by the access rules, by what was asked (publish, play, admin, relay) and why",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, reason, n) in &self.auth_refusals {
+            let labels = [("kind", *kind), ("reason", *reason)];
+            ConstCounter::new(*n).encode(e.encode_family(&labels)?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "relays",
+            "On an origin: streams relayed to each edge, by relay state (idle, connecting, up, backoff)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (edge, state, n) in &self.relays {
+            let labels = [("edge", edge.to_string()), ("state", state.to_string())];
+            ConstGauge::new(*n as i64).encode(e.encode_family(&labels)?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "relays_in",
+            "On an edge: the origin's relay sessions bringing it streams, by state (connecting, connected)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in &self.relays_in {
+            ConstGauge::new(*n as i64).encode(e.encode_family(&[("state", *state)])?)?;
+        }
+        let e = encoder.encode_descriptor(
+            "cluster_redis_up",
+            "With [cluster]: 1 when Redis answered the node's last lease write",
+            None,
+            MetricType::Gauge,
+        )?;
+        if let Some((up, _)) = self.cluster {
+            ConstGauge::new(i64::from(up)).encode(e)?;
+        }
+        let e = encoder.encode_descriptor(
+            "cluster_nodes",
+            "With [cluster]: the live nodes of the cluster as last read, this one included",
+            None,
+            MetricType::Gauge,
+        )?;
+        if let Some((_, nodes)) = self.cluster {
+            ConstGauge::new(nodes as i64).encode(e)?;
+        }
 
         let mut e = encoder.encode_descriptor(
             "panics",

@@ -15,6 +15,7 @@
 
 mod control_api;
 pub mod cors;
+pub mod drain;
 pub mod flashphoner;
 pub mod ice_servers;
 pub mod limits;
@@ -196,6 +197,11 @@ pub struct Signalling {
     pub ice_servers: ice_servers::IceServers,
     /// `cdn.role`, for the control API.
     pub cdn_role: crate::config::cdn::CdnRole,
+    /// Whether the node drains (takes no new sessions).
+    pub drain: drain::Drain,
+    /// When the node started: the wall clock for `/metrics`' start time, the monotonic one for
+    /// its uptime.
+    pub started: (Instant, std::time::SystemTime),
 }
 
 impl Signalling {
@@ -235,6 +241,8 @@ impl Signalling {
             cluster: None,
             ice_servers: ice_servers::IceServers::default(),
             cdn_role: cdn.role.clone(),
+            drain: drain::Drain::default(),
+            started: (Instant::now(), std::time::SystemTime::now()),
         }
     }
 
@@ -329,6 +337,27 @@ impl Signalling {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         balancer.choose().cloned()
+    }
+
+    /// Starts the node's drain (see [`drain`]): no new publish or play from now on, and the
+    /// cluster lease says DRAINING. Returns false when it had started already.
+    pub fn start_drain(&self) -> bool {
+        if !self.drain.start() {
+            return false;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.drain();
+        }
+        info!(
+            sessions = self.session_count(),
+            "draining: no new sessions; the node stops when its sessions end"
+        );
+        true
+    }
+
+    /// The node's sessions now (publishers, players, relays).
+    pub fn session_count(&self) -> usize {
+        self.registry().core_load().iter().sum()
     }
 
     /// Feeds the control plane one input (`now` is the time it is handled) and carries out
@@ -698,6 +727,12 @@ async fn route(
                 Err(response) => response,
             }
         }
+        (Method::POST, ["rest-api", "cdn", "drain"]) => {
+            match state.auth.admin(bearer(&req).as_deref()) {
+                Ok(()) => rest::drain(state),
+                Err(e) => whip::auth_refusal(&e),
+            }
+        }
         (Method::GET | Method::POST, ["rest-api", "cdn", "show_nodes"]) => {
             match state.auth.admin(bearer(&req).as_deref()) {
                 Ok(()) => rest::show_nodes(state).await,
@@ -929,7 +964,15 @@ fn load_balancer(state: &Signalling) -> Response<Full<Bytes>> {
 }
 
 /// `GET /?action=stat`: the WCS load report an origin polls (`calls=`, `systemCpuLoad=`, ...).
+/// A draining node answers 503, which an origin's balancer takes as a node to skip, as it
+/// skips one that does not answer.
 fn node_stat(state: &Signalling) -> Response<Full<Bytes>> {
+    if state.drain.is_draining() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: this node takes no new sessions",
+        );
+    }
     let (calls, streams, players) = {
         let registry = state.registry();
         let calls: usize = registry.core_load().iter().sum();
@@ -959,6 +1002,8 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "sessions": s.sessions.load(Relaxed),
                 "rtp_received": s.rtp_received.load(Relaxed),
                 "rtp_sent": s.rtp_sent.load(Relaxed),
+                "rtp_received_bytes": s.rtp_received_bytes.load(Relaxed),
+                "rtp_sent_bytes": s.rtp_sent_bytes.load(Relaxed),
                 "stun_rejected": s.stun_rejected.load(Relaxed),
                 "srtp_rejected": s.srtp_rejected.load(Relaxed),
                 "rtp_malformed": s.rtp_malformed.load(Relaxed),

@@ -8,7 +8,7 @@ use super::{media, Signalling, Watcher};
 use crate::cdn::relay::{RelayHost, RelaySession};
 use crate::control::relay_planner::{AttemptId, RelayEnd, RelayState};
 use crate::control::status::SessionStatus;
-use crate::control::{EndReason, SessionId, SessionRole, SessionSpec};
+use crate::control::{EndReason, RelayPath, SessionId, SessionRole, SessionSpec};
 
 impl RelayHost for Signalling {
     fn open_relay_session(
@@ -24,6 +24,7 @@ impl RelayHost for Signalling {
             role: SessionRole::Relay {
                 tracks: session.tracks,
                 remote_candidates: session.remote_candidates,
+                path: session.path,
                 layers: session.layers,
             },
             local_ice: session.local_ice,
@@ -46,8 +47,11 @@ impl RelayHost for Signalling {
         media::end_session(self, id, EndReason::Deleted);
     }
 
-    fn relay_up(&self, attempt: AttemptId) {
-        self.control(|plane, now| plane.handle_relay_up(now, attempt));
+    fn relay_up(&self, attempt: AttemptId, path: RelayPath) {
+        self.control(|plane, now| {
+            plane.handle_relay_up(now, attempt);
+            plane.handle_relay_path(attempt, path);
+        });
     }
 
     fn relay_ended(&self, attempt: AttemptId, end: &RelayEnd) -> Option<RelayState> {

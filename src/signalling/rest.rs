@@ -41,6 +41,16 @@ pub async fn show_nodes(state: &Signalling) -> Response<Full<Bytes>> {
     }
 }
 
+/// `POST /rest-api/cdn/drain`: the node drains (see [`super::drain`]). Answers its state and
+/// the sessions it still has; asking again changes nothing.
+pub fn drain(state: &Signalling) -> Response<Full<Bytes>> {
+    state.start_drain();
+    json_response(&serde_json::json!({
+        "state": "DRAINING",
+        "sessions": state.session_count(),
+    }))
+}
+
 /// The longest ACL key accepted, and the most keys one call may carry.
 const MAX_ACL_KEY_LEN: usize = 256;
 const MAX_KEYS_PER_CALL: usize = 1000;

@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONTENT_TYPE, LINK, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Response, StatusCode};
 
 use super::media::{self, HookStanding, StartError};
@@ -35,6 +37,13 @@ fn refuse(error: StartError) -> Response<Full<Bytes>> {
         StartError::Auth(e) => return auth_refusal(e),
         StartError::Registry(RegistryError::NameInUse(_)) => StatusCode::CONFLICT,
         StartError::Registry(RegistryError::StreamNotFound(_)) => StatusCode::NOT_FOUND,
+        StartError::Draining => {
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
         _ => StatusCode::BAD_REQUEST,
     };
     text(status, error.to_string())
@@ -87,7 +96,11 @@ pub fn add_ice_server_links(
     credentials: &Credentials,
     headers: &mut HeaderMap,
 ) {
-    if check_resource_request(state, action_of(protocol).0, stream, credentials).is_ok() {
+    // Withholding the links is no refusal to count: the POST that follows is checked.
+    if state
+        .auth
+        .would_allow(action_of(protocol).0, stream, credentials)
+    {
         let tag = format!("{:016x}", rand::random::<u64>());
         append_links(state, &tag, headers);
     }

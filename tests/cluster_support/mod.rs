@@ -221,6 +221,27 @@ impl ClusterNode {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM: in a cluster, the node drains first.
+    pub fn terminate(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with a child's pid and a signal number has no memory effects.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// Whether the process has exited, waiting for it up to `within`.
+    pub fn exited_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `GET /rest-api/cdn/show_nodes` with the admin token: the ids it lists.
     pub fn show_node_ids(&self) -> Vec<String> {
         let (status, _, body) = http(

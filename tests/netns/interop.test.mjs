@@ -8,7 +8,7 @@
 // default route ends in the server namespace, which forwards nothing).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -78,54 +78,7 @@ const { launchChromium, openPage, waitForState, waitForDecodedVideo, poll, sleep
   waitForSdkVideo } = await import('../browser/harness.mjs');
 
 // ---- processes --------------------------------------------------------------------------------
-const children = new Set();
-function killGroup(child, sig) {
-  try { process.kill(-child.pid, sig); } catch { try { child.kill(sig); } catch {} }
-}
-process.on('exit', () => { for (const c of children) killGroup(c, 'SIGKILL'); });
-
-/** Spawns a process in its own process group, keeping the last lines of its output. */
-function startProc(name, cmd, args, { env = {} } = {}) {
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  children.add(child);
-  const lines = [];
-  // Whole lines only: a chunk may end in the middle of one (stdout and stderr kept apart).
-  const keeper = () => {
-    let partial = '';
-    const push = (l) => { if (l) lines.push(l); if (lines.length > 3000) lines.splice(0, lines.length - 3000); };
-    return {
-      data: (buf) => {
-        const parts = (partial + buf.toString()).split('\n');
-        partial = parts.pop();
-        parts.forEach(push);
-      },
-      flush: () => { push(partial); partial = ''; },
-    };
-  };
-  const out = keeper(), err = keeper();
-  child.stdout.on('data', out.data);
-  child.stderr.on('data', err.data);
-  child.stdout.on('end', out.flush);
-  child.stderr.on('end', err.flush);
-  let exited = null;
-  const exitP = new Promise((r) => child.on('exit', (code, signal) => { exited = { code, signal }; children.delete(child); r(exited); }));
-  child.on('error', (e) => lines.push(`spawn error: ${e.message}`));
-  return {
-    name, child, lines, exitP,
-    get exited() { return exited; },
-    text: (n = 200) => lines.slice(-n).join('\n'),
-    /** SIGTERM to the process group, SIGKILL after `grace` ms. */
-    async stop(grace = 5000) {
-      if (exited) return exited;
-      killGroup(child, 'SIGTERM');
-      const t = setTimeout(() => killGroup(child, 'SIGKILL'), grace);
-      const r = await exitP;
-      clearTimeout(t);
-      killGroup(child, 'SIGKILL'); // leftovers of the group, if any
-      return r;
-    },
-  };
-}
+const { startProc, killAll } = await import('./procs.mjs');
 
 /** Runs a command in the client namespace. */
 function inClient(name, cmd, args, opts) {
@@ -229,7 +182,7 @@ async function chromium() {
 }
 after(async () => {
   await browser?.close().catch(() => {});
-  for (const c of children) killGroup(c, 'SIGKILL');
+  killAll();
   rmSync(TMP, { recursive: true, force: true });
 });
 

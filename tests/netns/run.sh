@@ -2,6 +2,7 @@
 # Interop tests with clients that never use loopback ICE candidates (GStreamer/libnice, Firefox).
 #
 #   bash tests/netns/run.sh            (as root; scripts/test.sh runs it)
+#   (interop.test.mjs, turn.test.mjs and relay_tcp.test.mjs, in the server namespace)
 #
 # Creates four network namespaces joined by veth pairs (the server to the client, the throttled
 # and the TURN one; the TURN one also to the client), and nothing else:
@@ -60,7 +61,7 @@ trap 'exit 143' TERM
 
 run_skipped() {
   echo "tests/netns: SKIPPING the namespace interop tests: $1" >&2
-  cd "$HERE" && RTCDN_NETNS_SKIP="$1" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs
+  cd "$HERE" && RTCDN_NETNS_SKIP="$1" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs relay_tcp.test.mjs
   exit $?
 }
 
@@ -143,6 +144,6 @@ cd "$HERE"
 RTCDN_NETNS_SRV="$SRV" RTCDN_NETNS_CLI="$CLI" RTCDN_SRV_IP=10.77.0.1 RTCDN_CLI_IP=10.77.0.2 \
   RTCDN_NETNS_THR="$THR" RTCDN_THR_IP=10.77.1.2 RTCDN_THR_GW=10.77.1.1 RTCDN_THR_DEV=rtcdn1 \
   RTCDN_NETNS_TRN="$TRN" \
-  ip netns exec "$SRV" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs
+  ip netns exec "$SRV" node --test --test-concurrency=1 "${only[@]}" interop.test.mjs turn.test.mjs relay_tcp.test.mjs
 rc=$?
 exit $rc

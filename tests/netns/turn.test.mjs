@@ -28,7 +28,7 @@
 // test, so the other tests' clients see the interfaces they always saw.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -69,39 +69,9 @@ const { launchChromium, openPage, waitForState, waitForDecodedVideo, poll, start
   openLoggedPage, waitForSdkVideo } = await import('../browser/harness.mjs');
 
 // ---- processes ----------------------------------------------------------------------------
-const children = new Set();
-const killGroup = (child, sig) => { try { process.kill(-child.pid, sig); } catch { try { child.kill(sig); } catch {} } };
-process.on('exit', () => { for (const c of children) killGroup(c, 'SIGKILL'); });
-
-/** Spawns a process in its own group, keeping its output lines. */
-function startProc(name, cmd, args) {
-  const child = spawn(cmd, args, { env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  children.add(child);
-  const lines = [];
-  for (const stream of [child.stdout, child.stderr]) {
-    let partial = '';
-    stream.on('data', (buf) => {
-      const parts = (partial + buf.toString()).split('\n');
-      partial = parts.pop();
-      lines.push(...parts.filter(Boolean));
-      if (lines.length > 20000) lines.splice(0, lines.length - 20000);
-    });
-  }
-  let exited = null;
-  const exitP = new Promise((r) => child.on('exit', (code, signal) => { exited = { code, signal }; children.delete(child); r(exited); }));
-  return {
-    name, lines,
-    get exited() { return exited; },
-    text: (n = 150) => lines.slice(-n).join('\n'),
-    async stop() {
-      if (exited) return;
-      killGroup(child, 'SIGTERM');
-      const t = setTimeout(() => killGroup(child, 'SIGKILL'), 5000);
-      await exitP;
-      clearTimeout(t);
-    },
-  };
-}
+const { startProc: start, killAll } = await import('./procs.mjs');
+/** A process whose output is plain (no colours). */
+const startProc = (name, cmd, args) => start(name, cmd, args, { env: { NO_COLOR: '1' }, keep: 20000 });
 
 function sh(args) {
   const r = spawnSync(args[0], args.slice(1), { encoding: 'utf8' });
@@ -221,7 +191,7 @@ after(async () => {
   await publisher?.close().catch(() => {});
   await player?.close().catch(() => {});
   await pkg?.close().catch(() => {});
-  for (const c of children) killGroup(c, 'SIGKILL');
+  killAll();
   rmSync(TMP, { recursive: true, force: true });
 });
 

@@ -533,6 +533,7 @@ impl World {
                     },
                 ],
                 remote_candidates: vec![self.nodes[edge].addr],
+                path: rtcdn::control::RelayPath::Udp,
                 layers: None,
             },
         );

@@ -778,3 +778,30 @@ pub fn cluster_node(redis_url: &str) -> Node {
     config.cluster = Some(rtcdn::config::cluster::ClusterConfig::new(redis_url));
     Node::start(&config).expect("node starts")
 }
+
+/// A node's `/metrics` text, with the admin token when one is given.
+pub async fn metrics_text(base: &str, admin_token: Option<&str>) -> String {
+    let authorization = admin_token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .as_deref()
+        .map(|v| vec![("authorization", v)])
+        .unwrap_or_default();
+    let scrape = raw_request(
+        Method::GET,
+        &format!("{base}/metrics"),
+        &headers,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(scrape.status, StatusCode::OK, "{}", scrape.body);
+    scrape.body
+}
+
+/// The sum of the `/metrics` samples whose line starts with `series` (`name{`) and holds every
+/// one of `labels` (`key="value"`).
+pub fn sample_sum(text: &str, series: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

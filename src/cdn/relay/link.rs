@@ -2,20 +2,27 @@
 //! and the relay session on our side that sends it. The link reports when its relay session is
 //! up and how the attempt ended; it takes the driver's Stop and access-list changes. It learns
 //! how its relay session does from the typed [`SessionStatus`], never from a client's frame.
+//!
+//! The relay session goes over UDP or TCP as [`TransportChoice`] says; when "auto" moves to TCP,
+//! the link ends the UDP session and opens one over TCP with the same ICE credentials and DTLS
+//! setup, so the edge's publish (and its answer) stay the same: its ICE-lite agent takes the
+//! check from the new path as from any client's.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::offer::{keep_answered_layers, keep_answered_rtx, relay_offer};
+use super::transport::{TransportChoice, UDP_CONNECT_WINDOW};
 use super::{RelayHost, RelaySession, RelayTarget, RelayedStream};
 use crate::auth::RelayAuth;
+use crate::config::cdn::RelayTransport;
 use crate::control::relay_planner::{AttemptId, RelayEnd, RelayFailure};
 use crate::control::status::SessionStatus;
-use crate::control::EndReason;
+use crate::control::{EndReason, RelayPath, SessionId};
 use crate::dtls::DtlsRole;
 use crate::sdp::{self, MediaKind, Setup};
 use crate::wcs_protocol::client::{media_session_id, WsClient};
@@ -34,6 +41,10 @@ pub(super) struct LinkSetup {
     pub auth: Option<RelayAuth>,
     /// Our DTLS fingerprint.
     pub fingerprint: [u8; 32],
+    /// `cdn.relay_transport`.
+    pub transport: RelayTransport,
+    /// Our media address, for the active TCP candidate of the offer.
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 /// One attempt to carry out.
@@ -51,8 +62,8 @@ pub(super) struct LinkReport {
 }
 
 pub(super) enum LinkEvent {
-    /// Our relay session to the edge connected.
-    Up,
+    /// Our relay session to the edge connected, over this transport.
+    Up(RelayPath),
     /// The attempt is over.
     Ended(RelayEnd),
 }
@@ -105,7 +116,9 @@ struct Answered {
     ws: WsClient,
     /// Our id for the stream on the edge.
     media_session_id: String,
+    /// The relay session to open, on `choice`'s transport.
     session: RelaySession,
+    choice: TransportChoice,
 }
 
 async fn relay(
@@ -132,7 +145,8 @@ async fn relay(
     let Answered {
         mut ws,
         media_session_id: id,
-        session,
+        mut session,
+        mut choice,
     } = match answered {
         Ok(answered) => answered,
         Err(failure) => return RelayEnd::Failed(failure),
@@ -140,12 +154,15 @@ async fn relay(
     let (status_tx, mut statuses) = mpsc::unbounded_channel();
     // 0: one video stream (no simulcast, or an edge that takes none).
     let layers = session.layers.as_ref().map_or(0, |l| l.layers.len());
-    let Some(session) = setup.host.open_relay_session(session, status_tx) else {
+    let (stream, edge) = (job.stream.as_str(), job.target.node_id);
+    let Some(mut relay_session) = open(setup, &mut session, &choice, &status_tx) else {
         unpublish(ws, &id, &job.stream).await;
         return RelayEnd::StreamGone;
     };
-    let (stream, edge) = (job.stream.as_str(), job.target.node_id);
-    info!(stream, edge, session = %session, layers, "relay session started");
+    // Kept for the TCP session "auto" may open; dropped when it cannot, so that a session
+    // whose status sender is gone reads as ended.
+    let mut spare_status = choice.poll_timeout().map(|_| status_tx);
+    info!(stream, edge, session = %relay_session, layers, transport = %choice.path(), "relay session started");
     let mut failure = None;
     if let Some(keys) = pending_acl {
         failure = pass_acl(&mut ws, stream, keys).await.err();
@@ -179,14 +196,40 @@ async fn relay(
                         }
                     }
                     Some(LinkCommand::Stop) | None => {
-                        setup.host.close_relay_session(session);
+                        setup.host.close_relay_session(relay_session);
                         unpublish(ws, &id, stream).await;
                         return RelayEnd::Stopped;
                     }
                 },
+                () = sleep_until(choice.poll_timeout()) => {
+                    if !choice.handle_timeout(Instant::now()) {
+                        continue;
+                    }
+                    // Kept while "auto" may move, so always there.
+                    let Some(status_tx) = spare_status.take() else {
+                        continue;
+                    };
+                    warn!(
+                        stream,
+                        edge,
+                        waited = ?UDP_CONNECT_WINDOW,
+                        "relay: UDP to the edge did not connect, trying TCP"
+                    );
+                    setup.host.close_relay_session(relay_session);
+                    let Some(id_tcp) = open(setup, &mut session, &choice, &status_tx) else {
+                        unpublish(ws, &id, stream).await;
+                        return RelayEnd::StreamGone;
+                    };
+                    relay_session = id_tcp;
+                    info!(stream, edge, session = %relay_session, transport = %choice.path(), "relay session started");
+                },
                 status = statuses.recv() => match status {
                     Some(SessionStatus::Connected) => {
-                        let up = LinkReport { attempt: job.attempt, event: LinkEvent::Up };
+                        choice.connected();
+                        spare_status = None;
+                        let path = choice.path();
+                        info!(stream, edge, session = %relay_session, transport = %path, "relay session connected");
+                        let up = LinkReport { attempt: job.attempt, event: LinkEvent::Up(path) };
                         let _ = reports.send(up);
                     }
                     Some(SessionStatus::MediaFlowing) => {}
@@ -207,7 +250,7 @@ async fn relay(
         },
     };
     // The edge side failed: end our relay session without telling ourselves.
-    setup.host.close_relay_session(session);
+    setup.host.close_relay_session(relay_session);
     ws.close().await;
     RelayEnd::Failed(failure)
 }
@@ -227,11 +270,15 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
             .map_err(link)?;
     let stream = job.stream.as_str();
     let local_ice = ice::IceCredentials::random(&mut rand::thread_rng());
+    let active_tcp = (setup.transport != RelayTransport::Udp)
+        .then_some(setup.media_ip)
+        .flatten();
     let (offer, mut tracks, offered_layers) = relay_offer(
         stream,
         &job.relayed.tracks,
         &local_ice,
         setup.fingerprint,
+        active_tcp,
         || rand::random::<u32>() | 1,
     );
     let id = media_session_id();
@@ -273,15 +320,12 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
         .ok_or_else(|| RelayFailure::Answer("no fingerprint".into()))?;
     keep_answered_rtx(&mut tracks, &answer);
     let layers = keep_answered_layers(&mut tracks, offered_layers, &answer);
-    let remote_candidates: Vec<_> = answer
-        .candidates
-        .iter()
-        .copied()
-        .filter(|c| c.is_ipv4())
-        .collect();
-    if remote_candidates.is_empty() {
-        return Err(RelayFailure::Answer("no IPv4 host candidate".into()));
-    }
+    let choice = TransportChoice::new(
+        setup.transport,
+        &answer.candidates,
+        &answer.tcp_candidates,
+        Instant::now(),
+    )?;
     // The answerer's setup decides: active means the edge is the DTLS client.
     let dtls_role = if answer.setup == Setup::Passive {
         DtlsRole::Client
@@ -293,7 +337,8 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
         stream_id: job.relayed.id,
         tracks,
         layers,
-        remote_candidates,
+        remote_candidates: choice.candidates(),
+        path: choice.path(),
         local_ice,
         remote_ice: ice::IceCredentials {
             ufrag: answer.ice_ufrag.clone(),
@@ -306,7 +351,30 @@ async fn publish(job: &Job, setup: &LinkSetup) -> Result<Answered, RelayFailure>
         ws,
         media_session_id: id,
         session,
+        choice,
     })
+}
+
+/// Opens `session` on `choice`'s transport; `None` when its publication is gone.
+fn open(
+    setup: &LinkSetup,
+    session: &mut RelaySession,
+    choice: &TransportChoice,
+    status: &UnboundedSender<SessionStatus>,
+) -> Option<SessionId> {
+    session.path = choice.path();
+    session.remote_candidates = choice.candidates();
+    setup
+        .host
+        .open_relay_session(session.clone(), status.clone())
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn pass_acl(ws: &mut WsClient, stream: &str, keys: Vec<String>) -> Result<(), RelayFailure> {

@@ -9,13 +9,17 @@
 //! back to the plane through [`RelayHost`], which the node's signalling implements: this module
 //! never reaches into it. A link learns how its relay session does from the typed
 //! `SessionStatus`, never from a browser's frame. `offer.rs` writes the relay's offer and reads
-//! what of it the edge's answer kept.
+//! what of it the edge's answer kept; `transport.rs` decides whether the relay session goes
+//! over UDP or TCP (`cdn.relay_transport`).
 
 mod link;
 mod offer;
+mod transport;
+
+pub use transport::UDP_CONNECT_WINDOW;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,14 +27,14 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{info, warn};
 
 use crate::auth::RelayAuth;
-use crate::config::cdn::{CdnConfig, CdnNode};
+use crate::config::cdn::{CdnConfig, CdnNode, RelayTransport};
 use crate::control::plane::RelayOrder;
 pub use crate::control::plane::RelayedStream;
 use crate::control::relay_planner::{
     AttemptId, EdgeId, RelayEnd, RelayFailure, RelayState, RetryPolicy,
 };
 use crate::control::status::SessionStatus;
-use crate::control::{PlayedTrack, RelayedLayers, SessionId, StreamId};
+use crate::control::{PlayedTrack, RelayPath, RelayedLayers, SessionId, StreamId};
 use crate::dtls::DtlsRole;
 
 /// An edge to relay to.
@@ -85,8 +89,11 @@ pub struct RelaySession {
     /// Every simulcast layer of the video, when the edge took them; else the video is its
     /// highest layer, as one stream.
     pub layers: Option<RelayedLayers>,
-    /// The edge's candidates (IPv4 host candidates of its answer).
+    /// The edge's candidates (IPv4 host candidates of its answer) on `path`: every UDP one,
+    /// or the passive TCP one the session connects to.
     pub remote_candidates: Vec<SocketAddr>,
+    /// UDP or TCP.
+    pub path: RelayPath,
     /// Our ICE credentials, in our offer.
     pub local_ice: ice::IceCredentials,
     /// The edge's, from its answer.
@@ -109,8 +116,8 @@ pub trait RelayHost: Send + Sync + 'static {
     ) -> Option<SessionId>;
     /// Ends a relay session the link gives up on, without reporting it back.
     fn close_relay_session(&self, id: SessionId);
-    /// `attempt`'s relay session to its edge connected.
-    fn relay_up(&self, attempt: AttemptId);
+    /// `attempt`'s relay session to its edge connected, over `path`.
+    fn relay_up(&self, attempt: AttemptId, path: RelayPath);
     /// `attempt` ended. Returns where its relay stands now (for the log), `None` when the
     /// plane had moved on from it.
     fn relay_ended(&self, attempt: AttemptId, end: &RelayEnd) -> Option<RelayState>;
@@ -152,11 +159,21 @@ pub struct RelaySetup {
     pub fingerprint: [u8; 32],
     /// When a failed relay is tried again.
     pub policy: RetryPolicy,
+    /// `cdn.relay_transport`.
+    pub transport: RelayTransport,
+    /// Our media address (IPv4, as the relay sockets are), named in the offers' active TCP
+    /// candidate.
+    pub media_ip: Option<IpAddr>,
 }
 
 impl RelaySetup {
-    /// The relays of a node with `[cdn]` config `cdn`; `None` when it relays to no edge.
-    pub fn from_cdn(cdn: &CdnConfig, fingerprint: [u8; 32]) -> Option<RelaySetup> {
+    /// The relays of a node with `[cdn]` config `cdn`, whose media candidates have the addresses
+    /// `media_ips`; `None` when it relays to no edge.
+    pub fn from_cdn(
+        cdn: &CdnConfig,
+        fingerprint: [u8; 32],
+        media_ips: &[IpAddr],
+    ) -> Option<RelaySetup> {
         if !cdn.relays() {
             return None;
         }
@@ -181,6 +198,8 @@ impl RelaySetup {
             auth: cdn.secret.as_ref().map(|s| RelayAuth::new(s.expose())),
             fingerprint,
             policy: RetryPolicy::default(),
+            transport: cdn.relay_transport,
+            media_ip: media_ips.iter().copied().find(IpAddr::is_ipv4),
         })
     }
 }
@@ -206,6 +225,8 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
         tls: setup.tls,
         auth: setup.auth,
         fingerprint: setup.fingerprint,
+        transport: setup.transport,
+        media_ip: setup.media_ip,
     });
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let mut links: HashMap<AttemptId, link::Link> = HashMap::new();
@@ -243,7 +264,7 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
                 None => return,
             },
             Some(report) = reports.recv() => match report.event {
-                link::LinkEvent::Up => host.relay_up(report.attempt),
+                link::LinkEvent::Up(path) => host.relay_up(report.attempt, path),
                 link::LinkEvent::Ended(end) => {
                     let Some(link) = links.remove(&report.attempt) else {
                         continue;

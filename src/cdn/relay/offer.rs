@@ -8,6 +8,8 @@
 //! do. The offer also announces the highest layer's SSRC, which an edge that takes no
 //! simulcast (an older rtcdn) is sent as one stream, as before.
 
+use std::net::IpAddr;
+
 use crate::control::registry::StreamTrack;
 use crate::control::{PlayedTrack, PlayerLayers, RelayedLayer, RelayedLayers, RtxStream};
 use crate::sdp::{
@@ -24,12 +26,14 @@ const REPAIRED_RID_EXT: u8 = 11;
 
 /// Our offer for the edge, with our ICE credentials and DTLS fingerprint, the tracks the relay
 /// session sends if the edge accepts all of it, and the video's simulcast layers offered (see
-/// [`keep_answered_layers`]).
+/// [`keep_answered_layers`]). `active_tcp`: our address, announced as an active TCP candidate
+/// when the relay may connect to the edge over TCP (RFC 6544).
 pub(super) fn relay_offer(
     stream: &str,
     tracks: &[StreamTrack],
     local_ice: &ice::IceCredentials,
     fingerprint: [u8; 32],
+    active_tcp: Option<IpAddr>,
     next_ssrc: impl FnMut() -> u32,
 ) -> (String, Vec<PlayedTrack>, Option<RelayedLayers>) {
     let (media, played, layers) = relay_media(stream, tracks, next_ssrc);
@@ -38,6 +42,7 @@ pub(super) fn relay_offer(
         ice_pwd: local_ice.pwd.clone(),
         fingerprint: Fingerprint(fingerprint),
         media,
+        active_tcp,
     });
     (offer, played, layers)
 }
@@ -258,6 +263,7 @@ mod tests {
             ice_pwd: "relaypassword0123456789abc".into(),
             fingerprint: Fingerprint([9; 32]),
             media,
+            active_tcp: None,
         });
         sdp::parse(&text).unwrap()
     }
@@ -292,6 +298,28 @@ mod tests {
         keep_answered_rtx(&mut tracks, &sdp::parse(&older).unwrap());
         assert_eq!(tracks[1].rtx, None);
         assert_eq!(tracks[1].ssrc, 11);
+    }
+
+    #[test]
+    fn a_relay_that_may_go_over_tcp_offers_an_active_tcp_candidate_the_edge_takes() {
+        let ice = ice::IceCredentials {
+            ufrag: "relayufrag".into(),
+            pwd: "relaypassword0123456789abc".into(),
+        };
+        let ip: IpAddr = "10.77.2.1".parse().unwrap();
+        let mut ssrcs = 10u32..;
+        let (text, _, _) = relay_offer("s", &stream_tracks(), &ice, [9; 32], Some(ip), || {
+            ssrcs.next().unwrap()
+        });
+        let active = " 1 tcp 1524629503 10.77.2.1 9 typ host tcptype active\r\n";
+        assert_eq!(text.matches(active).count(), 2, "one per m-line: {text}");
+        let parsed = sdp::parse(&text).unwrap();
+        assert!(parsed.candidates.is_empty() && parsed.tcp_candidates.is_empty());
+        // The edge answers it as any offer, with its own candidates.
+        let edge = answer_publisher(&parsed, &edge_local()).unwrap();
+        assert!(edge.sdp.contains("127.0.0.1 31000 typ host"));
+        let (text, _, _) = relay_offer("s", &stream_tracks(), &ice, [9; 32], None, || 1);
+        assert!(!text.contains("tcptype"), "a UDP relay offers none");
     }
 
     #[test]

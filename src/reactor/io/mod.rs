@@ -312,10 +312,17 @@ impl UdpIo {
     /// count as `tx_errors`. Datagrams it received but not yet handed to the handler are
     /// dropped. io_uring: its multishot receive is cancelled; the final completions are drained
     /// by later polls (the shared receive buffers stay mapped, so nothing the kernel may still
-    /// write is freed). Unknown ids and [`SocketId::MAIN`] are ignored.
+    /// write is freed). An ICE-TCP id closes the connection if the core opened it
+    /// ([`connect_tcp`](Self::connect_tcp)). Unknown ids and [`SocketId::MAIN`] are ignored.
     pub fn remove_socket(&mut self, id: SocketId) {
         if id == SocketId::MAIN {
             tracing::warn!(local = %self.local, "remove_socket(MAIN) ignored: the main socket lives as long as the UdpIo");
+            return;
+        }
+        if let Some(idx) = id.tcp_index() {
+            if let Some(tcp) = self.tcp.as_mut() {
+                tcp.close_outgoing(idx, &mut self.sendq);
+            }
             return;
         }
         let Some(extra) = self
@@ -369,14 +376,38 @@ impl UdpIo {
             State::Uring(recv) => recv.watch_tcp(side.poll_fd()),
             State::Mmsg(recv) => recv.watch_tcp(side.poll_fd())?,
         }
-        let local = side.local_addr();
+        let local = side.local_addr().unwrap_or(addr);
         self.tcp = Some(side);
         Ok(local)
     }
 
     /// The ICE-TCP listening address, if the core listens.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp.as_ref().map(|t| t.local_addr())
+        self.tcp.as_ref().and_then(|t| t.local_addr())
+    }
+
+    /// Opens an ICE-TCP connection to `remote` (RFC 6544, the active side: a relay over TCP),
+    /// from the main socket's address: the handler sees it as the returned [`SocketId::tcp`]
+    /// id with `remote` as source, and sends to that id are framed into it, as for accepted
+    /// connections. The connect is non-blocking: what is sent before it completes waits in the
+    /// connection's queue, and a connect that fails closes it (logged and counted in
+    /// [`TcpStats`]). [`remove_socket`](Self::remove_socket) closes it. On a core that does not
+    /// listen, the first connect sets up the TCP side with default limits.
+    pub fn connect_tcp(&mut self, remote: SocketAddr) -> io::Result<SocketId> {
+        let side = match self.tcp.take() {
+            Some(side) => side,
+            None => {
+                let side = tcp::TcpSide::outgoing_only(TcpLimits::default(), &mut self.sendq)?;
+                match &mut self.state {
+                    State::Uring(recv) => recv.watch_tcp(side.poll_fd()),
+                    State::Mmsg(recv) => recv.watch_tcp(side.poll_fd())?,
+                }
+                side
+            }
+        };
+        let tcp = self.tcp.insert(side);
+        let idx = tcp.connect(self.local.ip(), remote, &mut self.sendq)?;
+        Ok(SocketId::tcp(idx))
     }
 
     /// ICE-TCP counters (all zero if the core does not listen).
@@ -385,6 +416,14 @@ impl UdpIo {
             .as_ref()
             .map(|t| t.stats(&self.sendq))
             .unwrap_or_default()
+    }
+
+    /// A connection opened by [`connect_tcp`](Self::connect_tcp) that failed or that its peer
+    /// closed since the last call (it is closed; its id stays taken until
+    /// [`remove_socket`](Self::remove_socket)).
+    pub fn take_lost_connection(&mut self) -> Option<SocketId> {
+        let idx = self.tcp.as_mut()?.take_lost()?;
+        Some(SocketId::tcp(idx))
     }
 
     /// The local address of `id`, if it is open.

@@ -25,6 +25,9 @@
 //! session); when nothing arrived on it for [`TcpLimits::idle_timeout`] (consent checks come
 //! every few seconds); and at once when the table is full, or when the peer's IP address holds
 //! [`TcpLimits::max_per_ip`] connections already. Each reason has its counter.
+//!
+//! The core also opens connections itself, for relays over TCP (`connect.rs`); they share the
+//! table and everything after the connect.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -34,6 +37,8 @@ use std::time::{Duration, Instant};
 use super::sendq::SendQueue;
 use super::{DatagramHandler, SocketId, MAX_DATAGRAM};
 use crate::reactor::tcp_framing::{Deframer, FrameQueue};
+
+mod connect;
 
 /// Frames handed to the handler per [`TcpSide::service`].
 const SERVICE_BUDGET: usize = 256;
@@ -108,6 +113,12 @@ pub struct TcpStats {
     /// Frames not sent because the connection's peer is not their destination: a session's
     /// connection closed and its index now serves someone else.
     pub tx_misdirected: u64,
+    /// Connections the core opened for relays over TCP.
+    pub connects: u64,
+    /// Of those, connects that failed (refused, unreachable, reset).
+    pub connect_failures: u64,
+    /// Closed: the relay session that opened it ended.
+    pub closed_by_core: u64,
 }
 
 /// The write side of the connections, kept in the send queue (which every send goes through).
@@ -253,9 +264,16 @@ impl TcpTx {
 /// The read side: the listener, the epoll instance, and each connection's deframer.
 pub(super) struct TcpSide {
     epfd: OwnedFd,
-    listener: TcpListener,
+    /// `None` on a core that does not listen but opens connections for relays.
+    listener: Option<TcpListener>,
     local: SocketAddr,
     conns: Box<[Option<ConnRx>]>,
+    /// Indexes of outgoing connections, held until their relay session ends even when the
+    /// connection closed before (see `connect.rs`).
+    reserved: Box<[bool]>,
+    /// Outgoing connections that failed or that their peer closed, for the core to end their
+    /// relay sessions (`connect.rs`); room for every index, so pushing never allocates.
+    lost: Vec<u16>,
     limits: TcpLimits,
     next_sweep: Option<Instant>,
     stats: TcpStats,
@@ -269,6 +287,8 @@ struct ConnRx {
     last_rx: Instant,
     /// A frame arrived (the first must be STUN).
     spoke: bool,
+    /// The core opened it (a relay over TCP), and how that stands.
+    outgoing: Option<connect::Outgoing>,
 }
 
 /// Why a connection is closed.
@@ -279,6 +299,10 @@ enum Close {
     Idle,
     Oversized,
     Garbage,
+    /// An outgoing connect failed.
+    ConnectFailed,
+    /// The relay session that opened it ended.
+    Ended,
 }
 
 impl TcpSide {
@@ -292,12 +316,28 @@ impl TcpSide {
             MAX_DATAGRAM <= usize::from(u16::MAX),
             "fits a length prefix"
         );
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        TcpSide::new(Some(listener), limits, sendq)
+    }
+
+    /// A side without a listener, for the connections a core opens for relays.
+    pub(super) fn outgoing_only(limits: TcpLimits, sendq: &mut SendQueue) -> io::Result<TcpSide> {
+        TcpSide::new(None, limits, sendq)
+    }
+
+    fn new(
+        listener: Option<TcpListener>,
+        limits: TcpLimits,
+        sendq: &mut SendQueue,
+    ) -> io::Result<TcpSide> {
         let max = limits
             .max_connections
             .clamp(1, usize::from(SocketId::TCP_SLOTS));
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let local = listener.local_addr()?;
+        let local = match &listener {
+            Some(listener) => listener.local_addr()?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         // SAFETY: epoll_create1 has no memory preconditions; the result is checked.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epfd < 0 {
@@ -305,13 +345,15 @@ impl TcpSide {
         }
         // SAFETY: `epfd` was just created and is owned by nobody else.
         let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
-        epoll_ctl(
-            epfd.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            listener.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            TOKEN_LISTENER,
-        )?;
+        if let Some(listener) = &listener {
+            epoll_ctl(
+                epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                listener.as_raw_fd(),
+                libc::EPOLLIN as u32,
+                TOKEN_LISTENER,
+            )?;
+        }
         sendq.set_tcp(TcpTx {
             conns: (0..max).map(|_| None).collect(),
             dirty: Vec::with_capacity(max),
@@ -326,6 +368,8 @@ impl TcpSide {
             listener,
             local,
             conns: (0..max).map(|_| None).collect(),
+            reserved: vec![false; max].into_boxed_slice(),
+            lost: Vec::with_capacity(max),
             limits: TcpLimits {
                 max_connections: max,
                 ..limits
@@ -340,8 +384,9 @@ impl TcpSide {
         self.epfd.as_raw_fd()
     }
 
-    pub(super) fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// The listening address; `None` when the side only opens connections.
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().map(|_| self.local)
     }
 
     /// When [`service`](Self::service) must run even if nothing is readable (timeouts).
@@ -386,6 +431,9 @@ impl TcpSide {
                 continue;
             }
             let idx = token as u16;
+            if !self.finish_connect(idx, flags, sendq) {
+                continue;
+            }
             if flags & libc::EPOLLOUT as u32 != 0 {
                 if let Some(tx) = sendq.tcp_mut() {
                     tx.write(idx);
@@ -406,7 +454,10 @@ impl TcpSide {
 
     fn accept(&mut self, sendq: &mut SendQueue) {
         for _ in 0..ACCEPT_BUDGET {
-            let (stream, peer) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -421,7 +472,7 @@ impl TcpSide {
                 self.stats.rejected_per_ip += 1;
                 continue; // dropped: closed
             }
-            let Some(idx) = self.conns.iter().position(Option::is_none) else {
+            let Some(idx) = self.free_index() else {
                 self.stats.rejected_full += 1;
                 continue;
             };
@@ -449,6 +500,7 @@ impl TcpSide {
                 accepted_at: now,
                 last_rx: now,
                 spoke: false,
+                outgoing: None,
             });
             if let Some(tx) = sendq.tcp_mut() {
                 tx.conns[idx] = Some(ConnTx {
@@ -476,7 +528,8 @@ impl TcpSide {
                 .conns
                 .iter()
                 .flatten()
-                .filter(|c| c.peer.ip() == ip)
+                // The connections the core opened (relays) are not the peer's to count.
+                .filter(|c| c.outgoing.is_none() && c.peer.ip() == ip)
                 .count()
                 >= max
     }
@@ -546,7 +599,7 @@ impl TcpSide {
             }
         }
         if let Some(reason) = close {
-            self.close(idx, reason, handler, sendq);
+            self.close_and_tell(idx, reason, handler, sendq);
         }
         handled
     }
@@ -569,23 +622,34 @@ impl TcpSide {
                 None
             };
             match reason {
-                Some(reason) => self.close(idx as u16, reason, handler, sendq),
+                Some(reason) => self.close_and_tell(idx as u16, reason, handler, sendq),
                 None => any = true,
             }
         }
         self.next_sweep = any.then(|| now + SWEEP_INTERVAL);
     }
 
-    fn close(
+    /// Closes connection `idx` and tells `handler` when it carried a client's frames (an
+    /// accepted connection whose session may have lost its only path).
+    fn close_and_tell(
         &mut self,
         idx: u16,
         reason: Close,
         handler: &mut impl DatagramHandler,
         sendq: &mut SendQueue,
     ) {
-        let Some(conn) = self.conns.get_mut(usize::from(idx)).and_then(Option::take) else {
-            return;
-        };
+        if let Some(peer) = self.close(idx, reason, sendq) {
+            handler.on_tcp_closed(SocketId::tcp(idx), peer);
+        }
+    }
+
+    /// Closes connection `idx`; returns its peer when it was accepted and a frame arrived on
+    /// it. A relay's own connection is reported through `lost` (connect.rs) instead.
+    fn close(&mut self, idx: u16, reason: Close, sendq: &mut SendQueue) -> Option<SocketAddr> {
+        let conn = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::take)?;
         if let Some(tx) = sendq.tcp_mut() {
             // What is queued goes out first, if the kernel takes it (a STUN answer, an alert).
             tx.write(idx);
@@ -599,14 +663,16 @@ impl TcpSide {
             Close::Idle => &mut self.stats.idle_timeouts,
             Close::Oversized => &mut self.stats.oversized,
             Close::Garbage => &mut self.stats.garbage,
+            Close::ConnectFailed => &mut self.stats.connect_failures,
+            Close::Ended => &mut self.stats.closed_by_core,
         };
         *counter += 1;
+        if conn.outgoing.is_some() && !matches!(reason, Close::Ended) {
+            self.lost.push(idx);
+        }
         // Closing the fd removes it from the epoll set.
         tracing::debug!(local = %self.local, peer = %conn.peer, id = %SocketId::tcp(idx), ?reason, "ICE-TCP connection closed");
-        if conn.spoke {
-            handler.on_tcp_closed(SocketId::tcp(idx), conn.peer);
-        }
-        drop(conn);
+        (conn.spoke && conn.outgoing.is_none()).then_some(conn.peer)
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
-use crate::auth::{Action, Credentials, HookSession, TokenError};
+use crate::auth::{Action, AuthError, Credentials, HookSession, RefusedKind, TokenError};
 use crate::control::registry::RegistryError;
 use crate::control::registry::{AclChange, ClientInfo};
 use crate::control::{EndReason, SessionId};
@@ -92,7 +92,11 @@ fn connection_credentials(state: &Signalling, payload: &Value) -> Credentials {
         };
         match checked {
             Ok(()) => credentials.relay = true,
-            Err(e) => credentials.relay_refused = Some(e),
+            Err(e) => {
+                let refused = AuthError::InvalidToken(e.clone());
+                state.auth.count_refusal(RefusedKind::Relay, &refused);
+                credentials.relay_refused = Some(e);
+            }
         }
     }
     credentials
