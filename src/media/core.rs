@@ -254,6 +254,24 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         }
     }
 
+    /// The ICE-TCP connection `socket` from `src` closed. A session whose selected pair was on
+    /// it ends now, not at its consent deadline half a minute later, unless its checks also
+    /// came on another path (ICE may move it there; consent decides): a browser behind a
+    /// firewall that drops UDP has no other way back, and its players and stream slots would
+    /// otherwise linger.
+    pub fn handle_tcp_closed(&mut self, now: Instant, socket: SocketId, src: SocketAddr) {
+        let Some(id) = self.by_addr.remove(&(socket, src)) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.forget_path(socket, src) {
+            return;
+        }
+        self.remove_session(now, id, EndReason::TransportClosed);
+    }
+
     /// An item from another core (see [`ForwardKind`]).
     pub fn handle_forwarded(
         &mut self,
