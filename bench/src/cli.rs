@@ -45,7 +45,7 @@ RUN OPTIONS:
                             lost / NACKed / repaired / unrepaired (default 0: no loss, no NACKs)
     --transport udp|tcp     how publishers and players reach the node's media ports: UDP, or
                             ICE-TCP to its passive TCP candidates (default udp); the node
-                            keeps media.tcp_max_connections_per_ip (32) from one address:
+                            keeps media.tcp_max_connections_per_ip (64) from one address:
                             set it to 0 there for more sessions from this host
     --transport-cc          players offer transport-cc: the node numbers every packet it sends
                             them (they send no feedback), to measure what that costs

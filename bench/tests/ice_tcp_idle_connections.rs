@@ -26,7 +26,7 @@ const IDLE: usize = 1000;
 const GREEDY: usize = 100;
 /// The core's table and one address's share (the defaults).
 const TABLE: usize = 256;
-const PER_IP: usize = 32;
+const PER_IP: usize = 64;
 /// Connections each of the other addresses opens (below `PER_IP`).
 const PER_OTHER_IP: usize = 30;
 
