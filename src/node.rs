@@ -157,6 +157,7 @@ impl Node {
         };
         let announce = announced_addresses(config)?;
         let threads = config.media_threads();
+        raise_fd_limit(config, threads);
         let mut sockets = Vec::with_capacity(threads);
         for i in 0..threads {
             let port = if config.media.port_base == 0 {
@@ -171,6 +172,7 @@ impl Node {
                 let tcp_addr = SocketAddr::new(config.media.bind, config.media.tcp_port(i));
                 let limits = TcpLimits {
                     max_connections: config.media.tcp_max_connections,
+                    max_per_ip: config.media.tcp_max_connections_per_ip,
                     ..TcpLimits::default()
                 };
                 io.listen_tcp(tcp_addr, limits)
@@ -605,6 +607,29 @@ fn announced_addresses(config: &Config) -> Result<Vec<IpAddr>, StartError> {
 /// leave `IPV6_V6ONLY` as the host sets it).
 fn ipv6_takes_ipv4() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() == "0")
+}
+
+/// Raises the open-file limit to what the configured connection caps can use: every ICE-TCP
+/// connection and HTTP connection is a descriptor, and a limit below them makes `accept` fail
+/// for everyone instead of the caps refusing the surplus.
+fn raise_fd_limit(config: &Config, threads: usize) {
+    // Sockets, rings, epoll and event fds, logs, certificates: a margin beside the caps.
+    const RESERVED: u64 = 256;
+    let tcp = if config.media.tcp {
+        config.media.tcp_max_connections as u64 * threads as u64
+    } else {
+        0
+    };
+    let needed =
+        RESERVED + tcp + config.http.max_connections as u64 + config.rtmp.max_connections as u64;
+    match crate::reactor::io::raise_open_file_limit(needed) {
+        Some(limit) if limit < needed => warn!(
+            open_files = limit,
+            needed,
+            "the open-file limit (ulimit -n, hard) is below what the connection caps can use: accept will fail before they refuse"
+        ),
+        _ => {}
+    }
 }
 
 /// Says at start who can publish and play when the HTTP listener is reachable beyond loopback

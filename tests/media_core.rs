@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::control::{
-    CoreCommand, CoreEvent, CoreId, PlayedTrack, SessionId, SessionRole, SessionSpec, StreamId,
+    CoreCommand, CoreEvent, CoreId, EndReason, PlayedTrack, SessionId, SessionRole, SessionSpec,
+    StreamId,
 };
 use rtcdn::media::test_support::{
     core_session_spec, peer_agent, peer_srtp, receive_from_core, vp8_track, FromCore,
@@ -490,5 +491,35 @@ fn a_player_whose_peer_goes_silent_ends_at_its_consent_deadline() {
         e,
         CoreEvent::SessionEnded { id, .. } if *id == player
     )));
+    assert!(sim.cores[0].media.session(PUBLISHER).is_some());
+}
+
+/// ICE-TCP: a player whose only path was a TCP connection ends as soon as the reactor reports
+/// the connection closed, not at its consent deadline half a minute later; closes of other
+/// connections, or of its connection id from another address, leave it alone.
+#[test]
+fn a_player_whose_ice_tcp_connection_closes_ends_at_once() {
+    let mut sim = Sim::new(1);
+    sim.add(0, PUBLISHER, publisher_role());
+    sim.connect(PUBLISHER);
+    let player = SessionId(2);
+    sim.add_on(0, player, player_role(100, 0x2222), SocketId::tcp(3));
+    sim.connect(player);
+    let addr = sim.client(player).addr;
+    let now = sim.now;
+    let media = &mut sim.cores[0].media;
+    media.handle_tcp_closed(now, SocketId::tcp(4), addr);
+    media.handle_tcp_closed(now, SocketId::tcp(3), SocketAddr::from(([10, 0, 9, 9], 1)));
+    assert!(media.session(player).is_some());
+    sim.clients.retain(|c| c.id != player);
+    sim.cores[0]
+        .media
+        .handle_tcp_closed(now, SocketId::tcp(3), addr);
+    assert!(sim.cores[0].media.session(player).is_none());
+    sim.deliver();
+    assert!(sim.events.contains(&CoreEvent::SessionEnded {
+        id: player,
+        reason: EndReason::TransportClosed
+    }));
     assert!(sim.cores[0].media.session(PUBLISHER).is_some());
 }

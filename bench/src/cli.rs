@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::limit::LimitOptions;
+use crate::link::Transport;
 use crate::run::{RunOptions, Signalling};
 
 /// Usage text.
@@ -42,6 +43,10 @@ RUN OPTIONS:
     --player-loss P         each player drops P% of its video datagrams at random on arrival
                             (before SRTP) and asks for them again with NACKs; the report adds
                             lost / NACKed / repaired / unrepaired (default 0: no loss, no NACKs)
+    --transport udp|tcp     how publishers and players reach the node's media ports: UDP, or
+                            ICE-TCP to its passive TCP candidates (default udp); the node
+                            keeps media.tcp_max_connections_per_ip (64) from one address:
+                            set it to 0 there for more sessions from this host
     --transport-cc          players offer transport-cc: the node numbers every packet it sends
                             them (they send no feedback), to measure what that costs
     --baseline              measure the raw limit first (fan-out = --players), quote the ratio
@@ -194,6 +199,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                 run.player_loss_percent = p;
             }
             (false, "--transport-cc") => run.transport_cc = true,
+            (false, "--transport") => {
+                run.transport = match value()?.as_str() {
+                    "udp" => Transport::Udp,
+                    "tcp" | "ice-tcp" => Transport::Tcp,
+                    other => bail!("--transport: {other:?} is not udp or tcp"),
+                }
+            }
             (false, "--warmup-timeout") => {
                 run.warmup_timeout =
                     Duration::from_secs_f64(seconds(&value()?, "--warmup-timeout")?)
@@ -316,6 +328,15 @@ mod tests {
             (50, None, false, 3)
         );
         assert!(matches!(parse_str("run --help").unwrap(), Command::Help));
+        let Command::Run { options, .. } = parse_str("--transport tcp --transport-cc").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (options.transport, options.transport_cc),
+            (Transport::Tcp, true)
+        );
+        assert!(parse_str("--transport sctp").is_err());
         assert!(
             parse_str("--fanout 3").is_err(),
             "a limit flag is refused for run"

@@ -1,5 +1,6 @@
 //! rtcdn's WebRTC client side over WHIP/WHEP: an offer, a controlling ICE agent, DTLS and SRTP
-//! from the same crates the server uses, on a tokio UDP socket.
+//! from the same crates the server uses, on a tokio UDP socket or an ICE-TCP connection
+//! ([`crate::link`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,13 +14,13 @@ use rtcdn::sdp::{
     SessionDescription, Setup,
 };
 use rtp::srtp::SrtpContext;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use rtcdn::wcs_protocol::client::{media_session_id, WsClient, WsClientError};
 use serde_json::{json, Value};
 
 use crate::http::{self, HttpError};
+use crate::link::{Link, Transport};
 use crate::repair::{Repair, RepairCounts};
 
 /// Payload type the client uses for Opus.
@@ -47,6 +48,9 @@ pub struct OfferOptions {
     pub simulcast: bool,
     /// Play this simulcast layer: `?layer=` on WHEP, `custom.layer` in `playStream`.
     pub layer: Option<&'static str>,
+    /// Connect over UDP, or over TCP to the answer's passive TCP candidate (not part of the
+    /// offer: which of the answer's candidates the session uses).
+    pub transport: Transport,
 }
 
 /// The simulcast layers an [`OfferOptions::simulcast`] publisher offers, lowest first.
@@ -177,7 +181,7 @@ struct Negotiated {
 
 /// One WHIP/WHEP or Flashphoner WebSocket session.
 pub struct ClientSession {
-    socket: Arc<UdpSocket>,
+    socket: Arc<Link>,
     state: Arc<Mutex<PeerState>>,
     status: watch::Receiver<Status>,
     status_tx: Arc<watch::Sender<Status>>,
@@ -423,6 +427,7 @@ impl ClientSession {
             audio_ssrc,
             video_ssrc,
             video_rtx_ssrc,
+            transport,
             ..
         } = offer;
         let Negotiated {
@@ -430,6 +435,7 @@ impl ClientSession {
             resource,
             signal,
         } = negotiated;
+        let passive_tcp = tcp_candidates(&answer);
         let answer = sdp::parse(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
         let video_rtx = negotiated_video_rtx(&answer, video_rtx_ssrc);
         // A player that negotiated transport-cc records what arrives and sends feedback, as a
@@ -450,17 +456,29 @@ impl ClientSession {
         } else {
             DtlsRole::Server
         };
-        let candidates: Vec<SocketAddr> = answer
-            .candidates
-            .iter()
-            .copied()
-            .filter(SocketAddr::is_ipv4)
-            .collect();
-        if candidates.is_empty() {
-            return Err(ClientError::Answer("no IPv4 host candidate".into()));
+        let candidates: Vec<SocketAddr> = match transport {
+            Transport::Udp => answer
+                .candidates
+                .iter()
+                .copied()
+                .filter(SocketAddr::is_ipv4)
+                .collect(),
+            // One connection, to the first (already IPv4): checks and media go on it.
+            Transport::Tcp => passive_tcp.into_iter().take(1).collect(),
+        };
+        let Some(&first) = candidates.first() else {
+            return Err(ClientError::Answer(format!(
+                "no IPv4 {} host candidate",
+                transport.name()
+            )));
+        };
+        let socket = match transport {
+            Transport::Udp => Link::udp().await?,
+            Transport::Tcp => Link::tcp(first).await?,
+        };
+        if let Some(udp) = socket.udp_socket() {
+            grow_receive_buffer(udp);
         }
-        let socket = UdpSocket::bind("0.0.0.0:0").await?;
-        grow_receive_buffer(&socket);
         let socket = Arc::new(socket);
         let remote_ice = IceCredentials {
             ufrag: answer.ice_ufrag.clone(),
@@ -760,6 +778,7 @@ struct Offer {
     video_ssrc: u32,
     /// The RTX SSRC announced for video (publish with rtx).
     video_rtx_ssrc: Option<u32>,
+    transport: Transport,
 }
 
 impl Offer {
@@ -819,13 +838,37 @@ impl Offer {
             audio_ssrc,
             video_ssrc,
             video_rtx_ssrc,
+            transport: options.transport,
         }
     }
 }
 
+/// The answer's passive TCP host candidates (RFC 6544) of component 1, IPv4, in its order.
+/// The SDP parser the server shares keeps UDP ones only: it never needs these.
+fn tcp_candidates(answer: &str) -> Vec<SocketAddr> {
+    answer
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
+        .filter_map(|value| {
+            let f: Vec<&str> = value.split_ascii_whitespace().collect();
+            let [_, "1", transport, _, address, port, "typ", "host", rest @ ..] = &f[..] else {
+                return None;
+            };
+            let passive = rest.windows(2).any(|w| w == ["tcptype", "passive"]);
+            if !transport.eq_ignore_ascii_case("tcp") || !passive {
+                return None;
+            }
+            format!("{address}:{port}")
+                .parse::<SocketAddr>()
+                .ok()
+                .filter(SocketAddr::is_ipv4)
+        })
+        .collect()
+}
+
 /// A few MiB of socket receive buffer, so a keyframe burst to a busy client is not dropped by
 /// the kernel before the client reads it (best effort: SO_RCVBUFFORCE needs privileges).
-fn grow_receive_buffer(socket: &UdpSocket) {
+fn grow_receive_buffer(socket: &tokio::net::UdpSocket) {
     use std::os::fd::AsRawFd;
     let size: libc::c_int = 4 << 20;
     let fd = socket.as_raw_fd();
@@ -986,7 +1029,7 @@ fn seal_each(
 }
 
 struct Driver {
-    socket: Arc<UdpSocket>,
+    socket: Arc<Link>,
     state: Arc<Mutex<PeerState>>,
     status: Arc<watch::Sender<Status>>,
     received: mpsc::UnboundedSender<Vec<u8>>,
@@ -1018,7 +1061,14 @@ impl Driver {
             );
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
-                    let Ok((len, from)) = received else { continue };
+                    let (len, from) = match received {
+                        Ok(got) => got,
+                        Err(e) if self.socket.is_closed(&e) => {
+                            transport_ended(&self.status, format!("ICE-TCP: {e}"));
+                            return;
+                        }
+                        Err(_) => continue,
+                    };
                     self.handle_datagram(from, &mut buf[..len]);
                 }
                 Some(event) = dtls_rx.recv() => {
@@ -1163,5 +1213,24 @@ impl Driver {
             DtlsEvent::Failed(e) => Some(format!("DTLS failed: {e}")),
             DtlsEvent::Closed => Some("DTLS closed by the server".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passive_tcp_candidates_are_read_from_the_answer() {
+        let answer = "v=0\r\n\
+            a=candidate:1 1 udp 2130706431 127.0.0.1 31000 typ host\r\n\
+            a=candidate:2 1 tcp 1518280447 127.0.0.1 31000 typ host tcptype passive\r\n\
+            a=candidate:3 1 TCP 1518280446 10.0.0.1 9 typ host tcptype active\r\n\
+            a=candidate:4 1 tcp 1518280445 ::1 31000 typ host tcptype passive\r\n\
+            a=candidate:5 2 tcp 1518280444 127.0.0.2 31000 typ host tcptype passive\r\n";
+        assert_eq!(
+            tcp_candidates(answer),
+            vec!["127.0.0.1:31000".parse::<SocketAddr>().unwrap()]
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod http;
 pub mod limit;
+pub mod link;
 pub mod media;
 pub mod repair;
 pub mod run;

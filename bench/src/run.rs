@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::client::{ClientSession, Mode, OfferOptions, AUDIO_PT, VIDEO_PT};
 use crate::limit::{LimitOptions, LimitReport};
+use crate::link::Transport;
 use crate::media::{
     read_media, write_packet, MediaEvent, MediaShape, Probe, ProbeError, RtpFields, Shaper, Vp8Part,
 };
@@ -87,6 +88,8 @@ pub struct RunOptions {
     /// Players offer transport-cc, so the node numbers every packet it sends them (the
     /// players send no feedback): what numbering costs the node.
     pub transport_cc: bool,
+    /// How publishers and players reach the node's media ports: UDP, or ICE-TCP.
+    pub transport: Transport,
 }
 
 impl Default for RunOptions {
@@ -113,6 +116,7 @@ impl Default for RunOptions {
             player_loss_percent: 0.0,
             ramp_delay: Duration::ZERO,
             transport_cc: false,
+            transport: Transport::Udp,
         }
     }
 }
@@ -249,6 +253,8 @@ impl NodeResidence {
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
     pub signalling: String,
+    /// `udp` or `tcp` (`RunOptions::transport`).
+    pub transport: String,
     pub streams: usize,
     pub players_requested: usize,
     pub publishers_connected: usize,
@@ -359,6 +365,7 @@ impl RunReport {
     fn to_json_without_node_repair(&self) -> Value {
         json!({
             "signalling": self.signalling,
+            "transport": self.transport,
             "streams": self.streams,
             "players_requested": self.players_requested,
             "publishers_connected": self.publishers_connected,
@@ -487,6 +494,7 @@ async fn connect_once(
     let target = target_for(options, mode).await?;
     let offer = OfferOptions {
         transport_cc: options.transport_cc && mode == Mode::Play,
+        transport: options.transport,
         ..OfferOptions::default()
     };
     let session = match options.signalling {
@@ -963,6 +971,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             Signalling::Whip => "whip".into(),
             Signalling::Ws => "ws".into(),
         },
+        transport: options.transport.name().into(),
         streams: options.streams,
         players_requested: total,
         publishers_connected: publishers.len(),
@@ -1229,6 +1238,7 @@ pub fn describe(r: &RunReport) -> String {
         out.push('\n');
     };
     line(format!("signalling         {}", r.signalling));
+    line(format!("transport          {}", r.transport));
     line(format!(
         "sessions           {} publishers, {}/{} players connected ({} failed, {} without packets, {} ended early)",
         r.publishers_connected, r.players_connected, r.players_requested, r.players_failed, r.players_without_packets, r.players_ended_early

@@ -193,6 +193,13 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
         .unwrap();
     let streams: serde_json::Value = serde_json::from_str(&streams.body).unwrap();
     assert_eq!(streams[0]["keyframe_interval_ms"].as_u64(), Some(interval));
+    // And the picture size, from the SPS the node sends before every IDR.
+    assert_eq!(
+        (streams[0]["width"].as_u64(), streams[0]["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{}",
+        streams[0]
+    );
     let metrics = metrics_text(&base, None).await;
     let role = |role: &str| {
         sample_sum(

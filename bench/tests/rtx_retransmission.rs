@@ -40,6 +40,7 @@ const RTX: OfferOptions = OfferOptions {
     transport_cc: false,
     simulcast: false,
     layer: None,
+    transport: rtcdn_bench::link::Transport::Udp,
 };
 /// Packets sent per loss round.
 const ROUND: u64 = 40;

@@ -67,7 +67,8 @@ fn vp8_first_partition(p: &[u8]) -> Option<Option<usize>> {
 
 /// The picture size (width, height) a keyframe's packet announces: a VP8 keyframe's first packet
 /// (RFC 6386 §9.1), an H.264 sequence parameter set (H.264 §7.3.2.1.1, alone, in a STAP-A or
-/// starting an FU-A). `None` for other packets, VP9 and AV1 (not parsed here) and malformed
+/// starting an FU-A), a VP9 scalability structure (RFC 9628 §4.2.1, its highest spatial layer),
+/// an AV1 sequence header OBU (its maximum frame size). `None` for other packets and malformed
 /// input.
 pub fn keyframe_size(codec: VideoCodec, payload: &[u8]) -> Option<(u16, u16)> {
     match codec {
@@ -84,7 +85,8 @@ pub fn keyframe_size(codec: VideoCodec, payload: &[u8]) -> Option<(u16, u16)> {
             (width > 0 && height > 0).then_some((width, height))
         }
         VideoCodec::H264 => h264_sps_size(payload),
-        VideoCodec::Vp9 | VideoCodec::Av1 => None,
+        VideoCodec::Vp9 => vp9_ss_size(payload),
+        VideoCodec::Av1 => crate::av1_sequence::sequence_header_size(payload),
     }
 }
 
@@ -282,6 +284,43 @@ fn skip_scaling_list(r: &mut RbspBits<'_>, size: usize) -> Option<()> {
 
 /// RFC 9628 §4.2: a key frame has P (inter-picture predicted) clear in the first packet (B)
 /// of the base spatial layer.
+/// The size of the highest spatial layer in a VP9 payload descriptor's scalability structure
+/// (RFC 9628 §4.2.1), which senders put in a keyframe's first packet.
+fn vp9_ss_size(p: &[u8]) -> Option<(u16, u16)> {
+    let b0 = *p.first()?;
+    if b0 & 0x02 == 0 {
+        return None; // V: no scalability structure
+    }
+    let mut pos = 1;
+    if b0 & 0x80 != 0 {
+        pos += if *p.get(pos)? & 0x80 != 0 { 2 } else { 1 }; // I: picture id
+    }
+    let flexible = b0 & 0x10 != 0;
+    if b0 & 0x20 != 0 {
+        pos += if flexible { 1 } else { 2 }; // L: layer indices (+ TL0PICIDX)
+    }
+    if flexible && b0 & 0x40 != 0 {
+        // P in flexible mode: up to three P_DIFF bytes, each with N set when another follows.
+        for _ in 0..3 {
+            let diff = *p.get(pos)?;
+            pos += 1;
+            if diff & 0x01 == 0 {
+                break;
+            }
+        }
+    }
+    let ss = *p.get(pos)?;
+    if ss & 0x10 == 0 {
+        return None; // Y: no sizes
+    }
+    let spatial_layers = usize::from(ss >> 5) + 1;
+    let last = pos + 1 + (spatial_layers - 1) * 4;
+    let size = p.get(last..last + 4)?;
+    let width = u16::from_be_bytes([size[0], size[1]]);
+    let height = u16::from_be_bytes([size[2], size[3]]);
+    (width > 0 && height > 0).then_some((width, height))
+}
+
 fn vp9(p: &[u8]) -> Option<bool> {
     let b0 = *p.first()?;
     let picture_id = b0 & 0x80 != 0;
@@ -365,6 +404,28 @@ mod tests {
         // Not the first partition start.
         assert!(!is_keyframe(VideoCodec::Vp8, &[0x00, 0x10]));
         assert!(!is_keyframe(VideoCodec::Vp8, &[0x90, 0xe0, 0x80]));
+    }
+
+    #[test]
+    fn vp9_keyframe_size_from_the_scalability_structure() {
+        // I (15-bit picture id), B, V; SS: one spatial layer, Y, 640x360, no G.
+        let key = [0x8A, 0x80, 0x01, 0x10, 0x02, 0x80, 0x01, 0x68, 0xAA];
+        assert_eq!(keyframe_size(VideoCodec::Vp9, &key), Some((640, 360)));
+        // L in non-flexible mode (layer byte + TL0PICIDX), three spatial layers: the last.
+        let svc = [
+            0xAA, 0x05, 0x00, 0x00, 0x50, 0x01, 0x40, 0x00, 0xB4, 0x02, 0x80, 0x01, 0x68, 0x05,
+            0x00, 0x02, 0xD0,
+        ];
+        assert_eq!(keyframe_size(VideoCodec::Vp9, &svc), Some((1280, 720)));
+        // Flexible mode with P and two P_DIFF bytes (a delta frame may carry an SS too).
+        let flexible = [0x5A, 0x03, 0x04, 0x10, 0x01, 0x40, 0x00, 0xF0];
+        assert_eq!(keyframe_size(VideoCodec::Vp9, &flexible), Some((320, 240)));
+        // No V, or no Y: nothing to read.
+        assert_eq!(keyframe_size(VideoCodec::Vp9, &[0x88, 0x01]), None);
+        assert_eq!(keyframe_size(VideoCodec::Vp9, &[0x0A, 0x00]), None);
+        for cut in 0..key.len() - 1 {
+            assert_eq!(keyframe_size(VideoCodec::Vp9, &key[..cut]), None, "{cut}");
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod av1_sequence;
 mod codec;
 mod error;
 mod ext;

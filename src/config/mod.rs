@@ -111,6 +111,10 @@ pub struct MediaConfig {
     pub tcp_port_base: Option<u16>,
     /// ICE-TCP connections one media thread keeps open at a time; more are closed at accept.
     pub tcp_max_connections: usize,
+    /// ICE-TCP connections one media thread keeps open from one IP address (0: no limit), so
+    /// one host cannot take the whole table; more are closed at accept. Not lower by default:
+    /// the viewers who need ICE-TCP sit behind firewalls, and often behind one NAT address.
+    pub tcp_max_connections_per_ip: usize,
 }
 
 impl MediaConfig {
@@ -177,6 +181,7 @@ impl Default for MediaConfig {
             tcp: true,
             tcp_port_base: None,
             tcp_max_connections: 256,
+            tcp_max_connections_per_ip: 64,
         }
     }
 }

@@ -352,6 +352,8 @@ pub enum EndReason {
     DtlsFailed(String),
     /// The stream's publisher left.
     PublisherLeft,
+    /// The ICE-TCP connection its media used closed, and no other path was known.
+    TransportClosed,
     /// The node is shutting down.
     Shutdown,
 }
@@ -371,6 +373,7 @@ impl EndReason {
             EndReason::DtlsClosed => "dtls_closed",
             EndReason::DtlsFailed(_) => "dtls_failed",
             EndReason::PublisherLeft => "publisher_left",
+            EndReason::TransportClosed => "transport_closed",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -396,6 +399,7 @@ impl fmt::Display for EndReason {
             EndReason::DtlsClosed => f.write_str("DTLS closed by the peer"),
             EndReason::DtlsFailed(why) => write!(f, "DTLS handshake failed: {why}"),
             EndReason::PublisherLeft => f.write_str("stopped by publisher stop"),
+            EndReason::TransportClosed => f.write_str("its ICE-TCP connection closed"),
             EndReason::Shutdown => f.write_str("node shutting down"),
         }
     }

@@ -75,7 +75,7 @@ pub struct SessionEntry {
     /// The share of packets lost over its last receiver report (in 256ths), as last reported:
     /// what the node missed of a publisher, the worst a player reported.
     pub loss_fraction: Option<u8>,
-    /// The picture size a publisher's keyframes announced, when its codec shows it (VP8, H.264).
+    /// The picture size a publisher's keyframes announced (VP8, H.264, VP9, AV1; an RTMP ingest's SPS).
     pub video_size: Option<(u16, u16)>,
     /// An RTMP publisher's keyframe interval (ms): RTMP cannot be asked for a keyframe, so a
     /// new player may wait this long.

@@ -29,6 +29,7 @@ use crate::media::peer::{Peer, Peers};
 use crate::media::router::Router;
 use crate::media::timers::SessionTimers;
 use crate::media::tx::{SocketId, TxSink};
+use crate::sdp::MediaKind;
 use crate::session::{
     ReceivedMedia, Session, SessionError, SessionEvent, SessionTimeouts, Traffic,
 };
@@ -59,6 +60,8 @@ struct Ingest {
     bytes: u64,
     /// `bytes` at the last bitrate report, and when that was.
     reported: (u64, Instant),
+    /// The picture size its H.264 keyframes' SPS announced (an RTMP encoder's video is H.264).
+    video_size: Option<(u16, u16)>,
 }
 
 /// What a core is, beyond its sessions.
@@ -249,6 +252,24 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             }
             Datagram::Unknown => self.counters.unclassified += 1,
         }
+    }
+
+    /// The ICE-TCP connection `socket` from `src` closed. A session whose selected pair was on
+    /// it ends now, not at its consent deadline half a minute later, unless its checks also
+    /// came on another path (ICE may move it there; consent decides): a browser behind a
+    /// firewall that drops UDP has no other way back, and its players and stream slots would
+    /// otherwise linger.
+    pub fn handle_tcp_closed(&mut self, now: Instant, socket: SocketId, src: SocketAddr) {
+        let Some(id) = self.by_addr.remove(&(socket, src)) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.forget_path(socket, src) {
+            return;
+        }
+        self.remove_session(now, id, EndReason::TransportClosed);
     }
 
     /// An item from another core (see [`ForwardKind`]).
@@ -447,6 +468,15 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 ingest.bytes += plain.len() as u64;
                 self.counters.rtp_received += 1;
                 self.counters.rtp_received_bytes += plain.len() as u64;
+                if packet.kind() == MediaKind::Video && packet.keyframe() {
+                    // The SPS goes before every IDR; a new one may announce a new size.
+                    if let Some(size) = rtp::RtpHeader::parse(plain)
+                        .ok()
+                        .and_then(|h| rtp::keyframe_size(rtp::VideoCodec::H264, h.payload()))
+                    {
+                        ingest.video_size = Some(size);
+                    }
+                }
                 let media = ReceivedMedia {
                     kind: packet.kind(),
                     len: plain.len(),
@@ -488,6 +518,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 packets: 0,
                 bytes: 0,
                 reported: (0, now),
+                video_size: None,
             },
         );
     }
@@ -573,7 +604,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     received_bps: Some(bps),
                     layer: None,
                     loss_fraction: None,
-                    video_size: None,
+                    video_size: ingest.video_size,
                     traffic: Traffic {
                         packets_in: ingest.packets,
                         bytes_in: ingest.bytes,

@@ -72,6 +72,17 @@ impl Peer {
         self.next_path = (self.next_path + 1) % PATHS;
     }
 
+    /// Forgets the path `(src, socket)` (its connection closed); returns whether another
+    /// path is left.
+    pub(super) fn forget_path(&mut self, socket: SocketId, src: SocketAddr) -> bool {
+        for path in &mut self.paths {
+            if *path == Some((src, socket)) {
+                *path = None;
+            }
+        }
+        self.paths.iter().any(Option::is_some)
+    }
+
     /// The socket that reaches `dst`: the one its last check came on, else the session's.
     pub(super) fn socket_for(&self, dst: SocketAddr) -> SocketId {
         if !self.follows_paths() {

@@ -99,6 +99,11 @@ impl DatagramHandler for Driver {
             self.media.forward_sink_mut().wake_self();
         }
     }
+
+    fn on_tcp_closed(&mut self, socket: SocketId, src: SocketAddr) {
+        let now = self.clock.batch_time();
+        self.media.handle_tcp_closed(now, socket, src);
+    }
 }
 
 /// Runs a core until it is told to shut down.

@@ -124,6 +124,8 @@ pub struct TcpCounts {
     pub open: AtomicU64,
     /// Closed at accept: the core had its maximum open.
     pub rejected_full: AtomicU64,
+    /// Closed at accept: its IP address had the most one address may hold.
+    pub rejected_per_ip: AtomicU64,
     /// Closed by the peer, or after a failed read or write.
     pub closed_by_peer: AtomicU64,
     /// Closed: no valid ICE check in time.
@@ -156,6 +158,7 @@ impl TcpCounts {
         store(&self.accepted, t.accepted);
         store(&self.open, t.open);
         store(&self.rejected_full, t.rejected_full);
+        store(&self.rejected_per_ip, t.rejected_per_ip);
         store(&self.closed_by_peer, t.closed_by_peer);
         store(&self.stun_timeouts, t.stun_timeouts);
         store(&self.idle_timeouts, t.idle_timeouts);
@@ -177,6 +180,7 @@ impl TcpCounts {
             "accepted": load(&self.accepted),
             "open": load(&self.open),
             "rejected_full": load(&self.rejected_full),
+            "rejected_per_ip": load(&self.rejected_per_ip),
             "closed_by_peer": load(&self.closed_by_peer),
             "stun_timeouts": load(&self.stun_timeouts),
             "idle_timeouts": load(&self.idle_timeouts),

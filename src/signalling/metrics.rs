@@ -172,6 +172,7 @@ fn snapshot(state: &Signalling) -> Snapshot {
                     ("oversized_frame", s.tcp.oversized.load(Relaxed)),
                     ("garbage", s.tcp.garbage.load(Relaxed)),
                     ("table_full", s.tcp.rejected_full.load(Relaxed)),
+                    ("per_ip_limit", s.tcp.rejected_per_ip.load(Relaxed)),
                     ("connect_failed", s.tcp.connect_failures.load(Relaxed)),
                     ("relay_ended", s.tcp.closed_by_core.load(Relaxed)),
                 ],
@@ -475,7 +476,7 @@ impl Collector for Snapshot {
         )?;
         let mut e = encoder.encode_descriptor(
             "tcp_connections_closed",
-            "ICE-TCP connections closed, by reason (table_full: refused at accept)",
+            "ICE-TCP connections closed, by reason (table_full, per_ip_limit: refused at accept)",
             None,
             MetricType::Counter,
         )?;

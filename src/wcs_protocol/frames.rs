@@ -198,7 +198,8 @@ pub fn fail_frame(api_method: &str, info: &str) -> String {
 pub fn end_info(reason: &EndReason) -> String {
     match reason {
         EndReason::PublisherLeft => "Stopped by publisher stop".into(),
-        EndReason::ConsentExpired => "Failed by ICE keep alive".into(),
+        // The SDK knows no transport of its own: a closed ICE-TCP connection is a lost path.
+        EndReason::ConsentExpired | EndReason::TransportClosed => "Failed by ICE keep alive".into(),
         EndReason::NeverConnected | EndReason::ConnectTimeout { ice: false } => {
             "Failed by ICE timeout".into()
         }

@@ -56,15 +56,29 @@ function udpFree(port) {
   });
 }
 
-/** A base UDP port such that base..base+span-1 were all free a moment ago. */
+function tcpFree(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '0.0.0.0', () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A base port such that base..base+span-1 were all free a moment ago for UDP and for TCP (a
+ * core's ICE-TCP listener takes its UDP port's number). Drawn below Linux's ephemeral range
+ * (32768-60999), where the kernel hands out ports to outgoing connections: a base in it could be
+ * taken by one between this check and rtcdn's bind.
+ */
 export async function freeUdpBase(span = 8) {
   for (let i = 0; i < 50; i++) {
-    const base = 20000 + 10 * Math.floor(Math.random() * 3000);
+    const base = 20000 + 10 * Math.floor(Math.random() * 1270);
     let ok = true;
-    for (let p = base; p < base + span && ok; p++) ok = await udpFree(p);
+    for (let p = base; p < base + span && ok; p++) ok = (await udpFree(p)) && (await tcpFree(p));
     if (ok) return base;
   }
-  throw new Error('no free UDP port range found');
+  throw new Error('no free port range found');
 }
 
 const children = new Set();

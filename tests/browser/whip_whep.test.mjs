@@ -26,7 +26,7 @@ async function withRtcdn(body, opts) {
   }
 }
 
-for (const codec of ['VP8', 'H264']) {
+for (const codec of ['VP8', 'H264', 'VP9', 'AV1']) {
   test(`WHIP publish -> WHEP play, ${codec}: frames decoded, then the stream ends`, { skip, timeout: 120_000 }, async (t) => {
     await withRtcdn(async (server) => {
       const stream = `t-${codec}`;
@@ -46,7 +46,8 @@ for (const codec of ['VP8', 'H264']) {
         assert.equal(st.mimeType.toLowerCase(), `video/${codec.toLowerCase()}`);
         assert.ok(st.videoWidth > 0 && st.frameWidth > 0);
         // The node read the picture size from the publisher's keyframes (VP8 frame header, H.264
-        // SPS): the control API shows it, in the proportions the player decodes.
+        // SPS, VP9 scalability structure, AV1 sequence header): the control API shows it, in the
+        // proportions the player decodes.
         const listed = (await (await fetch(`${server.url}/api/streams`)).json()).find((x) => x.name === stream);
         t.diagnostic(`/api/streams: ${listed.width}x${listed.height}, ${listed.bitrate_bps} bit/s`);
         assert.ok(listed.width > 0 && listed.height > 0, `a size in /api/streams: ${JSON.stringify(listed)}`);

@@ -60,7 +60,7 @@ mod uring;
 mod waker;
 
 pub use interfaces::interface_addresses;
-pub use limits::open_file_limit;
+pub use limits::{open_file_limit, raise_open_file_limit};
 pub(crate) use residence::{parse_stamp, realtime_ns};
 pub use residence::{ResidenceHistogram, RESIDENCE_BUCKETS};
 pub use sendq::SendQueue;
@@ -137,6 +137,11 @@ pub trait DatagramHandler {
     );
     /// The Waker fired (control messages or packets from other cores are waiting).
     fn on_wake(&mut self, tx: &mut SendQueue);
+    /// ICE-TCP connection `socket`, whose peer was `src`, closed (after a frame arrived on
+    /// it): the session it carried has lost that path. Its id may serve another peer next.
+    fn on_tcp_closed(&mut self, socket: SocketId, src: SocketAddr) {
+        let _ = (socket, src);
+    }
 }
 
 /// Counters of one [`UdpIo`]. All are totals since bind.

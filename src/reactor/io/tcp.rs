@@ -23,13 +23,14 @@
 //! nothing to it within [`TcpLimits::stun_timeout`] of its accept (the ICE-lite agent answers
 //! only checks with the right credentials, so an answer is what binds a connection to a
 //! session); when nothing arrived on it for [`TcpLimits::idle_timeout`] (consent checks come
-//! every few seconds); and at once when the table is full. Each reason has its counter.
+//! every few seconds); and at once when the table is full, or when the peer's IP address holds
+//! [`TcpLimits::max_per_ip`] connections already. Each reason has its counter.
 //!
 //! The core also opens connections itself, for relays over TCP (`connect.rs`); they share the
 //! table and everything after the connect.
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 pub struct TcpLimits {
     /// Connections open at a time; more are closed at accept (and counted).
     pub max_connections: usize,
+    /// Of those, the most one IP address may hold (0: no limit): more from it are closed at
+    /// accept, so one host cannot take the whole table from everyone else.
+    pub max_per_ip: usize,
     /// Bytes of each connection's write queue: what a slow reader may have waiting.
     pub queue_bytes: usize,
     /// A connection the core has sent nothing to by then (no valid ICE check) is closed.
@@ -68,6 +72,7 @@ impl Default for TcpLimits {
     fn default() -> Self {
         TcpLimits {
             max_connections: 256,
+            max_per_ip: 32,
             // A new connection's kernel buffer is small (16 KiB until TCP autotuning grows it),
             // and a player's start is a burst: the cached keyframe and what follows it. 128 KiB
             // dropped a dozen frames of a 640x360 start in the netns tests.
@@ -85,6 +90,8 @@ pub struct TcpStats {
     pub accepted: u64,
     /// Connections closed at accept because the table was full.
     pub rejected_full: u64,
+    /// Connections closed at accept because their IP address had `max_per_ip` open.
+    pub rejected_per_ip: u64,
     /// Connections open now.
     pub open: u64,
     /// Closed: the peer closed or reset it, or a read or write failed.
@@ -440,7 +447,7 @@ impl TcpSide {
         }
         let now = Instant::now();
         if self.next_sweep.is_some_and(|at| at <= now) {
-            self.sweep(now, sendq);
+            self.sweep(now, handler, sendq);
         }
         handled
     }
@@ -460,9 +467,14 @@ impl TcpSide {
                     return;
                 }
             };
+            let peer = canonical(peer);
+            if self.at_ip_limit(peer.ip()) {
+                self.stats.rejected_per_ip += 1;
+                continue; // dropped: closed
+            }
             let Some(idx) = self.free_index() else {
                 self.stats.rejected_full += 1;
-                continue; // dropped: closed
+                continue;
             };
             if stream.set_nonblocking(true).is_err() {
                 continue;
@@ -481,7 +493,6 @@ impl TcpSide {
                 continue;
             }
             let now = Instant::now();
-            let peer = canonical(peer);
             self.conns[idx] = Some(ConnRx {
                 stream,
                 peer,
@@ -506,6 +517,21 @@ impl TcpSide {
             self.arm_sweep(now);
             tracing::debug!(local = %self.local, %peer, id = %SocketId::tcp(idx as u16), "ICE-TCP connection accepted");
         }
+    }
+
+    /// Whether `ip` holds [`TcpLimits::max_per_ip`] connections already. A scan of the table
+    /// (at most `max_connections` entries) per accept, never per packet.
+    fn at_ip_limit(&self, ip: IpAddr) -> bool {
+        let max = self.limits.max_per_ip;
+        max != 0
+            && self
+                .conns
+                .iter()
+                .flatten()
+                // The connections the core opened (relays) are not the peer's to count.
+                .filter(|c| c.outgoing.is_none() && c.peer.ip() == ip)
+                .count()
+                >= max
     }
 
     fn arm_sweep(&mut self, now: Instant) {
@@ -573,13 +599,13 @@ impl TcpSide {
             }
         }
         if let Some(reason) = close {
-            self.close(idx, reason, sendq);
+            self.close_and_tell(idx, reason, handler, sendq);
         }
         handled
     }
 
     /// Closes connections that timed out or whose writes failed.
-    fn sweep(&mut self, now: Instant, sendq: &mut SendQueue) {
+    fn sweep(&mut self, now: Instant, handler: &mut impl DatagramHandler, sendq: &mut SendQueue) {
         let mut any = false;
         for idx in 0..self.conns.len() {
             let Some(conn) = &self.conns[idx] else {
@@ -596,17 +622,34 @@ impl TcpSide {
                 None
             };
             match reason {
-                Some(reason) => self.close(idx as u16, reason, sendq),
+                Some(reason) => self.close_and_tell(idx as u16, reason, handler, sendq),
                 None => any = true,
             }
         }
         self.next_sweep = any.then(|| now + SWEEP_INTERVAL);
     }
 
-    fn close(&mut self, idx: u16, reason: Close, sendq: &mut SendQueue) {
-        let Some(conn) = self.conns.get_mut(usize::from(idx)).and_then(Option::take) else {
-            return;
-        };
+    /// Closes connection `idx` and tells `handler` when it carried a client's frames (an
+    /// accepted connection whose session may have lost its only path).
+    fn close_and_tell(
+        &mut self,
+        idx: u16,
+        reason: Close,
+        handler: &mut impl DatagramHandler,
+        sendq: &mut SendQueue,
+    ) {
+        if let Some(peer) = self.close(idx, reason, sendq) {
+            handler.on_tcp_closed(SocketId::tcp(idx), peer);
+        }
+    }
+
+    /// Closes connection `idx`; returns its peer when it was accepted and a frame arrived on
+    /// it. A relay's own connection is reported through `lost` (connect.rs) instead.
+    fn close(&mut self, idx: u16, reason: Close, sendq: &mut SendQueue) -> Option<SocketAddr> {
+        let conn = self
+            .conns
+            .get_mut(usize::from(idx))
+            .and_then(Option::take)?;
         if let Some(tx) = sendq.tcp_mut() {
             // What is queued goes out first, if the kernel takes it (a STUN answer, an alert).
             tx.write(idx);
@@ -629,7 +672,7 @@ impl TcpSide {
         }
         // Closing the fd removes it from the epoll set.
         tracing::debug!(local = %self.local, peer = %conn.peer, id = %SocketId::tcp(idx), ?reason, "ICE-TCP connection closed");
-        drop(conn);
+        (conn.spoke && conn.outgoing.is_none()).then_some(conn.peer)
     }
 }
 
@@ -670,6 +713,7 @@ mod tests {
     #[derive(Default)]
     struct Echo {
         got: Vec<(SocketId, SocketAddr, Vec<u8>)>,
+        closed: Vec<(SocketId, SocketAddr)>,
     }
 
     impl DatagramHandler for Echo {
@@ -685,6 +729,9 @@ mod tests {
             tx.push_on(socket, src, data);
         }
         fn on_wake(&mut self, _tx: &mut SendQueue) {}
+        fn on_tcp_closed(&mut self, socket: SocketId, src: SocketAddr) {
+            self.closed.push((socket, src));
+        }
     }
 
     fn stun(tag: u8) -> Vec<u8> {
@@ -769,6 +816,8 @@ mod tests {
         c.shutdown(Shutdown::Both).unwrap();
         poll_until(&mut io, &mut h, |io| io.tcp_stats().closed_by_peer == 1);
         assert_eq!(io.tcp_stats().open, 0);
+        // The core hears of it: its session lost that path.
+        assert_eq!(h.closed, vec![(socket, h.got[0].1)]);
     }
 
     fn h_len(io: &UdpIo) -> usize {
@@ -816,6 +865,7 @@ mod tests {
             2,
             "nothing of the bad connections reached the handler"
         );
+        assert!(h.closed.is_empty(), "none of them carried a session");
         let s = io.tcp_stats();
         assert_eq!((s.open, s.accepted, s.closed_by_peer), (1, 4, 0), "{s:?}");
     }
@@ -847,6 +897,61 @@ mod tests {
         let s = io.tcp_stats();
         assert!(s.tx_dropped > 0, "{s:?}");
         assert_eq!(s.open, 1);
+    }
+
+    /// Connects to `to` from `local` (another loopback address), blocking.
+    fn connect_from(local: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(local, 0)).unwrap();
+            let stream = socket.connect(to).await.unwrap().into_std().unwrap();
+            stream.set_nonblocking(false).unwrap();
+            stream
+        })
+    }
+
+    fn one_ip_cannot_take_the_table(choice: BackendChoice) {
+        let limits = TcpLimits {
+            max_connections: 4,
+            max_per_ip: 2,
+            ..TcpLimits::default()
+        };
+        let (mut io, addr) = setup(choice, limits);
+        let mut h = Echo::default();
+        let mut greedy: Vec<TcpStream> =
+            (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        poll_until(&mut io, &mut h, |io| {
+            let s = io.tcp_stats();
+            s.accepted + s.rejected_per_ip == 3
+        });
+        let s = io.tcp_stats();
+        assert_eq!(
+            (s.accepted, s.rejected_per_ip, s.rejected_full),
+            (2, 1, 0),
+            "{s:?}"
+        );
+        assert_eq!(greedy.iter_mut().map(closed).filter(|&c| c).count(), 1);
+        // Another address still gets in, up to its own share and the table's size.
+        let other = "127.0.0.2".parse().unwrap();
+        let _others: Vec<TcpStream> = (0..2).map(|_| connect_from(other, addr)).collect();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().accepted == 4);
+        assert_eq!(io.tcp_stats().open, 4);
+        // Off (0): one address may fill the table.
+        let (mut io, addr) = setup(
+            choice,
+            TcpLimits {
+                max_connections: 4,
+                max_per_ip: 0,
+                ..TcpLimits::default()
+            },
+        );
+        let _all: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().accepted == 4);
+        assert_eq!(io.tcp_stats().rejected_per_ip, 0);
     }
 
     /// A connection id reused by another peer never carries the old peer's packets.
@@ -893,5 +998,6 @@ mod tests {
         bad_input_closes_with_a_count,
         slow_reader_drops_and_counts,
         reused_id_sends_only_to_its_own_peer,
+        one_ip_cannot_take_the_table,
     );
 }

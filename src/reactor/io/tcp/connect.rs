@@ -128,7 +128,7 @@ impl TcpSide {
             }
             Err(error) => {
                 tracing::warn!(peer = %conn.peer, %error, "relay ICE-TCP connect failed");
-                self.close(idx, Close::ConnectFailed, sendq);
+                let _ = self.close(idx, Close::ConnectFailed, sendq);
                 false
             }
         }
@@ -153,7 +153,7 @@ impl TcpSide {
             }
             Some(Outgoing::Established) => {}
         }
-        self.close(idx, Close::Ended, sendq);
+        let _ = self.close(idx, Close::Ended, sendq);
     }
 }
 
