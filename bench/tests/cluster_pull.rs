@@ -5,6 +5,7 @@
 //! nowhere is 404 at once. Once the player leaves, b releases the pull after
 //! `cluster.idle_pull_secs` and a's relay ends. A warm-up (`/rest-api/v3/cdn/warmup`) pulls
 //! the stream without a player and keeps it past the idle time, until its publishing stops.
+//! Without Redis, a play of a stream the node does not have is refused at once.
 //!
 //! A real `redis-server` on a loopback port; everything is sent to 127.0.0.1 only.
 
@@ -189,6 +190,24 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Without Redis the owner of a name cannot be known: a play of a stream b does not have is
+    // refused at once, not after Redis's timeout.
+    drop(redis);
+    let b_cluster = b.signalling().cluster.clone().expect("b is in a cluster");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while b_cluster.redis_up() {
+        assert!(Instant::now() < deadline, "b never noticed Redis is gone");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = Instant::now();
+    let refused = post_sdp_offer(&format!("{b_base}/whep/live"), Mode::Play, None).await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
     a.stop();
     b.stop();
 }

@@ -173,6 +173,11 @@ impl Cluster {
         self.machines().membership.redis_up()
     }
 
+    /// Whether the last lease write failed (at start, before any write, Redis is presumed up).
+    pub fn redis_down(&self) -> bool {
+        self.machines().membership.redis_down()
+    }
+
     fn machines(&self) -> MutexGuard<'_, Machines> {
         // The machines stay consistent between calls; a panic elsewhere must not stop the node.
         self.machines

@@ -165,6 +165,14 @@ async fn request_pull(state: &Signalling, hub: &PullHub, stream: &str) -> Pulled
     if validate_stream_name(stream).is_err() || state.registry().stream(stream).is_some() {
         return Pulled::Here;
     }
+    // A draining node takes no new player; without Redis the owner cannot be known (and
+    // asking would make every "Stream not found" wait for Redis's timeout).
+    if state.drain.is_draining() {
+        return Pulled::Here;
+    }
+    if cluster.redis_down() {
+        return Pulled::Failed("Redis is unreachable: new cross-node pulls are refused".into());
+    }
     let owner = match cluster.stream_owner(stream).await {
         Ok(Some(claim)) if claim.node != *cluster.node_id() => claim.node,
         Ok(_) => return Pulled::Nowhere,
