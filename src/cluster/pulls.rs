@@ -36,8 +36,8 @@ struct Pull {
     requested_at: Instant,
     /// Seen in the registry.
     arrived: bool,
-    /// Last seen with a player (or when it arrived).
-    watched_at: Instant,
+    /// Since when it has been seen without a player (None: watched, warm, or not arrived).
+    idle_since: Option<Instant>,
     /// On the warm-up list: kept without players.
     warm: bool,
 }
@@ -72,7 +72,7 @@ impl Pulls {
             owner,
             requested_at: now,
             arrived: false,
-            watched_at: now,
+            idle_since: None,
             warm: false,
         };
         if let Some(old) = self.pulls.insert(stream.to_owned(), pull) {
@@ -103,11 +103,16 @@ impl Pulls {
         self.pulls.retain(|name, pull| {
             match local.get(name.as_str()) {
                 Some(&players) => {
-                    if players > 0 || !pull.arrived || pull.warm {
-                        pull.watched_at = now;
-                    }
                     pull.arrived = true;
-                    if now.saturating_duration_since(pull.watched_at) >= idle_after {
+                    if players > 0 || pull.warm {
+                        pull.idle_since = None;
+                    } else if pull.idle_since.is_none() {
+                        pull.idle_since = Some(now);
+                    }
+                    let idle_for = pull
+                        .idle_since
+                        .map(|since| now.saturating_duration_since(since));
+                    if idle_for.is_some_and(|idle| idle >= idle_after) {
                         released.push((name.clone(), pull.owner.clone()));
                         return false;
                     }
@@ -134,16 +139,15 @@ impl Pulls {
         self.commands.pop_front()
     }
 
-    /// When a pull may next be due for release (None: no pulls).
+    /// When a pull is next due for release (None: none is, while watched or warm).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.pulls
             .values()
-            .filter(|p| !(p.warm && p.arrived))
-            .map(|p| {
+            .filter_map(|p| {
                 if p.arrived {
-                    p.watched_at + self.idle_after
+                    p.idle_since.map(|since| since + self.idle_after)
                 } else {
-                    p.requested_at + ARRIVAL_GRACE
+                    Some(p.requested_at + ARRIVAL_GRACE)
                 }
             })
             .min()
@@ -174,7 +178,7 @@ mod tests {
         now += Duration::from_secs(1);
         pulls.handle_local(now, [("cam", 1), ("desk", 1)]);
         // cam keeps a player; desk's leaves at 10 s.
-        for t in 2..=68 {
+        for t in 2..=69 {
             now += Duration::from_secs(1);
             let desk = if t < 10 { 1 } else { 0 };
             pulls.handle_local(now, [("cam", 1), ("desk", desk)]);
