@@ -17,8 +17,9 @@
 //!
 //! Redis trouble never stops the node: what it serves goes on, a publish is accepted without a
 //! claim (and claimed when Redis is back), and the log says when Redis was lost and when it
-//! came back. Pulling on demand, routing and failover (later steps of issue 14) read the
-//! cluster view from here.
+//! came back. Pulling on demand (`crate::signalling::pull`, with [`pulls`]) finds a stream's
+//! owner and its address here; routing and failover (later steps of issue 14) will read the
+//! cluster view from here too.
 
 pub mod lease;
 pub mod membership;
