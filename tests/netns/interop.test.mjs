@@ -483,6 +483,10 @@ async function firstFrame(b, url) {
       rt.play();
     }));
   } finally {
+    // Stop as the page's own Stop does (WHEP DELETE first): a page closed mid-request may send
+    // neither the DELETE nor a DTLS close, and its session would stay until consent expires,
+    // counted as a player of the stream by the checks that follow.
+    await page.evaluate(() => window.rtcdn.stopPlay()).catch(() => {});
     await page.close();
   }
 }
