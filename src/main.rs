@@ -78,13 +78,7 @@ fn run(config: &Config, log_from_command_line: bool) -> ExitCode {
 /// the drain ends it at once.
 fn wait_for_stop(node: &Node, drain_on_sigterm: bool) {
     use rtcdn::node::DrainEnd;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a signal runtime");
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    with_signals(|mut term| async move {
         let drain = tokio::select! {
             _ = tokio::signal::ctrl_c() => false,
             _ = term.recv() => drain_on_sigterm,
@@ -176,16 +170,25 @@ fn demo() -> ExitCode {
 }
 
 fn wait_for_signal() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a signal runtime");
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    with_signals(|mut term| async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
     });
+}
+
+/// Runs `body` on a small runtime of its own, given the SIGTERM stream (SIGINT is `ctrl_c`).
+fn with_signals<F: std::future::Future>(
+    body: impl FnOnce(tokio::signal::unix::Signal) -> F,
+) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a signal runtime");
+    runtime.block_on(async {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        body(term).await
+    })
 }
