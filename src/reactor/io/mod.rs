@@ -48,6 +48,20 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// Runs each named test function (taking a [`BackendChoice`]) once per I/O backend, as
+/// `uring::NAME` and `mmsg::NAME`; defined before the modules so their tests use it too.
+#[cfg(test)]
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { super::$name(super::BackendChoice::IoUring) } )*
+        }
+        mod mmsg {
+            $( #[test] fn $name() { super::$name(super::BackendChoice::Mmsg) } )*
+        }
+    };
+}
+
 mod interfaces;
 mod limits;
 mod mem;
@@ -1288,17 +1302,6 @@ mod tests {
             .push(c.local_addr().unwrap(), b"wrong family");
         io.poll(Some(Duration::ZERO), &mut h).unwrap();
         assert_eq!(io.stats().tx_errors, 1);
-    }
-
-    macro_rules! per_backend {
-        ($($name:ident),* $(,)?) => {
-            mod uring {
-                $( #[test] fn $name() { super::$name(super::BackendChoice::IoUring) } )*
-            }
-            mod mmsg {
-                $( #[test] fn $name() { super::$name(super::BackendChoice::Mmsg) } )*
-            }
-        };
     }
 
     per_backend!(

@@ -982,17 +982,6 @@ mod tests {
         assert_eq!(io.tcp_stats().tx_misdirected, 1);
     }
 
-    macro_rules! per_backend {
-        ($($name:ident),* $(,)?) => {
-            mod uring {
-                $( #[test] fn $name() { super::$name(super::BackendChoice::IoUring) } )*
-            }
-            mod mmsg {
-                $( #[test] fn $name() { super::$name(super::BackendChoice::Mmsg) } )*
-            }
-        };
-    }
-
     per_backend!(
         frames_echo_on_their_connection,
         bad_input_closes_with_a_count,

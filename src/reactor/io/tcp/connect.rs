@@ -398,17 +398,6 @@ mod tests {
         );
     }
 
-    macro_rules! per_backend {
-        ($($name:ident),* $(,)?) => {
-            mod uring {
-                $( #[test] fn $name() { super::$name(super::BackendChoice::IoUring) } )*
-            }
-            mod mmsg {
-                $( #[test] fn $name() { super::$name(super::BackendChoice::Mmsg) } )*
-            }
-        };
-    }
-
     per_backend!(
         a_relay_connection_frames_both_ways,
         a_refused_connect_is_counted,
