@@ -10,9 +10,11 @@ const OBU_SEQUENCE_HEADER: u8 = 1;
 pub(crate) fn sequence_header_size(payload: &[u8]) -> Option<(u16, u16)> {
     let aggregation = *payload.first()?;
     let continues_fragment = aggregation & 0x80 != 0;
-    let count = (aggregation >> 4) & 0x03;
+    let count = usize::from((aggregation >> 4) & 0x03);
     let mut rest = payload.get(1..)?;
-    let mut index = 0u8;
+    // Every element takes at least a byte, so this counts no further than the payload's length
+    // (a u8 overflowed on a packet of 256 empty elements, found by the rtp_header fuzz target).
+    let mut index = 0usize;
     while !rest.is_empty() {
         index += 1;
         // With W = 0 every element has a length; else all but the W-th.
@@ -215,6 +217,18 @@ mod tests {
             sequence_header_size(&[0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]),
             None
         );
+    }
+
+    #[test]
+    fn a_packet_of_hundreds_of_empty_elements_is_read_to_its_end() {
+        // W=0, then 300 elements of length 0, then the sequence header.
+        let obu = [&[OBU_SEQUENCE_HEADER << 3][..], &sequence_header(320, 240)].concat();
+        let mut packet = vec![0x00];
+        packet.extend(std::iter::repeat_n(0u8, 300));
+        assert_eq!(sequence_header_size(&packet), None);
+        packet.push(obu.len() as u8);
+        packet.extend_from_slice(&obu);
+        assert_eq!(sequence_header_size(&packet), Some((320, 240)));
     }
 
     #[test]
