@@ -8,7 +8,7 @@ use crate::config::cluster::{ClusterConfig, ClusterRole};
 
 /// A node's id in the cluster: the configured prefix and a random suffix drawn at start, so
 /// a restarted node is a new node and never refreshes the lease of its previous life.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeId(String);
 
@@ -129,6 +129,28 @@ impl NodeLease {
             started_at_ms,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
+    }
+
+    /// What `/lb` answers when it sends a player here: the static CDN's `server`, `ws` and
+    /// `wss` (ports, as WCS's balancer gives them) with the WHEP base and the node's id.
+    pub fn lb_answer(&self) -> serde_json::Value {
+        let port = |url: &Option<String>| {
+            url.as_deref()
+                .and_then(|u| u.parse::<hyper::Uri>().ok())
+                .and_then(|u| u.port_u16())
+        };
+        let mut answer = serde_json::json!({
+            "server": self.host,
+            "whep": self.whep,
+            "node": self.id,
+        });
+        if let Some(ws) = port(&self.ws) {
+            answer["ws"] = ws.into();
+        }
+        if let Some(wss) = port(&self.wss) {
+            answer["wss"] = wss.into();
+        }
+        answer
     }
 
     /// The node as WCS's `/rest-api/cdn/show_nodes` lists it (`id`, `globalState`,

@@ -9,6 +9,7 @@
 //!   Redis comes back, released on unpublish.
 //! - [`pulls`] (sans-IO): the streams this node pulls from others, and when an unwatched one
 //!   is let go.
+//! - [`route`] (sans-IO): which edge a player is sent to (`/lb`, the WHEP redirect).
 //! - [`store`] (IO): the Redis operations, one Lua script each.
 //! - [`view`] (sans-IO): the live nodes as last read, for whatever chooses among them.
 //! - this module (IO): [`Cluster`], the handle signalling holds, and [`run`], the task on the
@@ -25,6 +26,7 @@ pub mod lease;
 pub mod membership;
 pub mod ownership;
 pub mod pulls;
+pub mod route;
 pub mod store;
 pub mod view;
 
@@ -40,7 +42,7 @@ use self::membership::{Membership, MembershipCommand, RedisHealth};
 use self::ownership::{ClaimReply, Ownership, OwnershipCommand, OwnershipNote};
 use self::store::{Store, StoreError};
 use self::view::ClusterView;
-use crate::config::cluster::ClusterConfig;
+use crate::config::cluster::{ClusterConfig, ClusterRole};
 use crate::signalling::Signalling;
 
 /// How long [`run`] waits after a nudge before it looks at the registry, so a burst of
@@ -61,6 +63,7 @@ pub enum ClaimRefused {
 /// it and reads the live nodes) and [`run`].
 pub struct Cluster {
     node: NodeId,
+    roles: Vec<ClusterRole>,
     store: Store,
     machines: Mutex<Machines>,
     view: Mutex<Arc<ClusterView>>,
@@ -90,6 +93,7 @@ impl Cluster {
                 ownership: Ownership::new(now, node.clone()),
             }),
             node,
+            roles: config.roles.clone(),
             view: Mutex::new(Arc::new(ClusterView::default())),
             nudge: Notify::new(),
         })
@@ -98,6 +102,21 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &NodeId {
         &self.node
+    }
+
+    /// Whether this node has `role`.
+    pub fn has_role(&self, role: ClusterRole) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The edge a player of `stream` is sent to (see [`route`]), from the view last read;
+    /// None when no edge serves or the view is stale (its nodes may be gone).
+    pub fn choose_edge(&self, stream: Option<&str>) -> Option<NodeLease> {
+        let view = self.view();
+        if !view.is_fresh(Instant::now()) {
+            return None;
+        }
+        route::choose_edge(&view, stream, |n| rand::random::<u32>() as usize % n).cloned()
     }
 
     /// Claims `stream` for a publish about to be accepted here. Refused when another node

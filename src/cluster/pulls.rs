@@ -30,6 +30,17 @@ pub enum PullCommand {
     Release { stream: String, owner: NodeId },
 }
 
+/// A stream this node pulls, as [`Pulls::list`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PulledStream<'a> {
+    pub stream: &'a str,
+    pub owner: &'a NodeId,
+    /// Seen in the registry.
+    pub arrived: bool,
+    /// On the warm-up list.
+    pub warm: bool,
+}
+
 #[derive(Debug)]
 struct Pull {
     owner: NodeId,
@@ -63,6 +74,16 @@ impl Pulls {
     /// Whether `stream` is pulled (or asked for) from `owner`.
     pub fn is_pulled_from(&self, stream: &str, owner: &NodeId) -> bool {
         self.pulls.get(stream).is_some_and(|p| p.owner == *owner)
+    }
+
+    /// The pulls, by stream name: who each comes from, and whether it has arrived and is warm.
+    pub fn list(&self) -> impl Iterator<Item = PulledStream<'_>> {
+        self.pulls.iter().map(|(stream, pull)| PulledStream {
+            stream,
+            owner: &pull.owner,
+            arrived: pull.arrived,
+            warm: pull.warm,
+        })
     }
 
     /// `owner` was asked to relay `stream` here. A pull from another owner (the stream was

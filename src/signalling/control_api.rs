@@ -274,6 +274,86 @@ pub(crate) fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
     edges
 }
 
+/// Who each relay id of [`edge_ids`] names: a static edge's host, or the id of a cluster node
+/// that pulled from this one.
+pub(crate) fn edge_names(state: &Signalling) -> Vec<(EdgeId, String)> {
+    let mut names: Vec<(EdgeId, String)> = match &state.balancer {
+        Some(balancer) => balancer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .nodes()
+            .iter()
+            .map(|n| (EdgeId(n.id), n.host.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Some(hub) = &state.pulls {
+        names.extend(
+            hub.pullers()
+                .into_iter()
+                .map(|(edge, node)| (edge, node.to_string())),
+        );
+    }
+    names
+}
+
+/// `/rest-api/cdn/show_routes` (WCS CDN 2.x): the node's live routes as WCS lists them, route
+/// id → stream name. A route id is `N-FROM-TO`: the relays this node sends that are up (to a
+/// static edge's host or a pulling node's id), then the relays it receives (from the owner's
+/// node id for a pull, the sender's address otherwise). This node is its cluster id, or
+/// `local` outside a cluster.
+pub fn show_routes(state: &Signalling) -> Response<Full<Bytes>> {
+    let this = state
+        .cluster
+        .as_ref()
+        .map_or_else(|| "local".to_owned(), |c| c.node_id().to_string());
+    let names = edge_names(state);
+    let pulled = state
+        .pulls
+        .as_ref()
+        .map(|hub| hub.pulled())
+        .unwrap_or_default();
+    let mut routes: Vec<(String, String, String)> = Vec::new();
+    {
+        let plane = state.lock_control();
+        let registry = plane.registry();
+        let mut streams: Vec<&str> = registry.streams().map(|s| s.name.as_str()).collect();
+        streams.sort_unstable();
+        for stream in &streams {
+            for (edge, name) in &names {
+                if let Some(RelayState::Up { .. }) = plane.relay_state(stream, *edge) {
+                    routes.push((this.clone(), name.clone(), (*stream).to_owned()));
+                }
+            }
+        }
+        let mut incoming: Vec<(String, String)> = registry
+            .sessions()
+            .filter(|s| s.kind == SessionKind::Publisher && s.client.relay && s.connected)
+            .map(|s| {
+                let from = pulled
+                    .iter()
+                    .find(|(name, ..)| *name == s.stream_name)
+                    .map(|(_, owner, ..)| owner.to_string())
+                    .or_else(|| s.client.peer.map(|p| p.ip().to_string()))
+                    .unwrap_or_else(|| "unknown".to_owned());
+                (from, s.stream_name.clone())
+            })
+            .collect();
+        incoming.sort();
+        routes.extend(
+            incoming
+                .into_iter()
+                .map(|(from, stream)| (from, this.clone(), stream)),
+        );
+    }
+    let table: Map<String, Value> = routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (from, to, stream))| (format!("{}-{from}-{to}", i + 1), Value::String(stream)))
+        .collect();
+    json_response(&Value::Object(table))
+}
+
 /// `GET /api/cdn`: this node's role, its own load, on an origin each configured edge with its
 /// health (`answering`, `silent`: its last stats poll failed, `unknown`: not polled yet), its
 /// load as its last stats showed it, and the streams relayed to it with their relay state; on an
@@ -364,11 +444,12 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
         None => Vec::new(),
     };
     let role = match state.cdn_role {
+        _ if state.cluster.is_some() => "cluster",
         CdnRole::Origin if edges.is_empty() => "standalone",
         CdnRole::Origin => "origin",
         CdnRole::Edge => "edge",
     };
-    json_response(&json!({
+    let mut answer = json!({
         "role": role,
         "node": {
             "streams": streams,
@@ -377,7 +458,34 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
         },
         "edges": edges,
         "relays_in": relays_in,
-    }))
+    });
+    if let Some(hub) = &state.pulls {
+        // The dynamic CDN: the relays to the nodes that pulled from this one, and the streams
+        // this one pulls.
+        let pullers = hub.pullers();
+        let pulls_out: Vec<Value> = relay_rows
+            .iter()
+            .filter_map(|(edge, stream, relay, path)| {
+                let (_, node) = pullers.iter().find(|(id, _)| id == edge)?;
+                Some(json!({
+                    "node": node,
+                    "stream": stream,
+                    "state": relay_state_name(*relay),
+                    "transport": path.map(RelayPath::as_str),
+                }))
+            })
+            .collect();
+        let pulls_in: Vec<Value> = hub
+            .pulled()
+            .into_iter()
+            .map(|(stream, owner, arrived, warm)| {
+                json!({ "stream": stream, "from": owner, "arrived": arrived, "warm": warm })
+            })
+            .collect();
+        answer["pulls_out"] = Value::Array(pulls_out);
+        answer["pulls_in"] = Value::Array(pulls_in);
+    }
+    json_response(&answer)
 }
 
 #[cfg(test)]

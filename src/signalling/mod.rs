@@ -689,9 +689,14 @@ async fn route(
         }
         return response;
     }
+    if let (&Method::POST, ["whep", stream]) = (req.method(), segments.as_slice()) {
+        if let Some(redirect) = redirect_player(state, stream, &query) {
+            return redirect;
+        }
+    }
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, [""]) if query.split('&').any(|kv| kv == "action=stat") => node_stat(state),
-        (Method::GET, ["lb"]) => load_balancer(state),
+        (Method::GET, ["lb"]) => load_balancer(state, &query),
         (Method::GET, ["console"]) => html_page(CONSOLE_HTML),
         (Method::GET, [""]) | (Method::GET, ["index.html"]) => html_page(INDEX_HTML),
         (Method::GET, ["api", "stats"]) => match state.auth.admin(bearer(&req).as_deref()) {
@@ -763,6 +768,12 @@ async fn route(
                 Err(response) => response,
             }
         }
+        (Method::GET | Method::POST, ["rest-api", "cdn", "show_routes"]) => {
+            match state.auth.admin(bearer(&req).as_deref()) {
+                Ok(()) => rest::show_routes(state),
+                Err(e) => whip::auth_refusal(&e),
+            }
+        }
         (Method::GET | Method::POST, ["rest-api", "cdn", "show_nodes"]) => {
             match state.auth.admin(bearer(&req).as_deref()) {
                 Ok(()) => rest::show_nodes(state).await,
@@ -780,43 +791,6 @@ async fn route(
             match read_body(req).await {
                 Ok(body) => rest::access_list(state, action, &body),
                 Err(response) => response,
-            }
-        }
-        (Method::POST, ["whep", stream])
-            if state.balancer.is_some() && !query.split('&').any(|p| p == "local=1") =>
-        {
-            // An origin with edges sends players to an edge (RFC 9725 permits redirects). 307
-            // keeps the method and the offer.
-            let stream = percent_decode(stream);
-            let edge = state
-                .choose_edge()
-                .and_then(|edge| match (edge.ws, edge.wss) {
-                    (Some(port), _) => Some(("http", edge.host, port)),
-                    (None, Some(port)) => Some(("https", edge.host, port)),
-                    (None, None) => None,
-                });
-            match edge {
-                Some((scheme, host, port)) => {
-                    let mut response = text(
-                        StatusCode::TEMPORARY_REDIRECT,
-                        "play this stream from an edge",
-                    );
-                    // The query goes along: a token or an ACL key is for the edge too.
-                    let query = if query.is_empty() {
-                        String::new()
-                    } else {
-                        format!("?{query}")
-                    };
-                    if let Ok(value) = HeaderValue::from_str(&format!(
-                        "{scheme}://{host}:{port}/whep/{stream}{query}"
-                    )) {
-                        response
-                            .headers_mut()
-                            .insert(hyper::header::LOCATION, value);
-                    }
-                    response
-                }
-                None => text(StatusCode::SERVICE_UNAVAILABLE, "no edge is answering"),
             }
         }
         (Method::POST, [protocol @ ("whip" | "whep"), stream]) => {
@@ -980,17 +954,81 @@ fn percent_decode(segment: &str) -> String {
 /// `GET /lb` (an origin's load balancer, the Flashphoner SDK's `lbUrl`): `{"server", "ws", "wss"}`
 /// of the chosen edge. 503 when no edge answers: the SDK falls back to `urlServer` only on a
 /// timeout, so a clear error beats a stuck session less than an answer would, but there is none.
-fn load_balancer(state: &Signalling) -> Response<Full<Bytes>> {
-    if state.balancer.is_none() {
+fn load_balancer(state: &Signalling, query: &str) -> Response<Full<Bytes>> {
+    if state.balancer.is_some() {
+        return match state.choose_edge() {
+            Some(edge) => rest::json_response(&edge.lb_answer()),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "no edge is answering"),
+        };
+    }
+    let Some(cluster) = &state.cluster else {
         return text(
             StatusCode::NOT_FOUND,
             "this node has no edges to balance over",
         );
-    }
-    match state.choose_edge() {
+    };
+    // `?stream=NAME`: players of one stream gather on few edges (see `cluster::route`).
+    let stream = query_param(query, "stream");
+    match cluster.choose_edge(stream.as_deref()) {
         Some(edge) => rest::json_response(&edge.lb_answer()),
-        None => text(StatusCode::SERVICE_UNAVAILABLE, "no edge is answering"),
+        None => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no edge of the cluster is serving",
+        ),
     }
+}
+
+/// A WHEP offer on a node that sends its players to edges: an origin of the static CDN, or a
+/// cluster node without the edge role. The 307 keeps the method and the offer (RFC 9725
+/// permits redirects) and the query (a token or an ACL key is for the edge too); `?local=1`
+/// plays here. None: the node serves the player itself (also a cluster origin while no edge
+/// serves: better a player on the origin than none).
+fn redirect_player(
+    state: &Signalling,
+    raw_stream: &str,
+    query: &str,
+) -> Option<Response<Full<Bytes>>> {
+    if query.split('&').any(|p| p == "local=1") {
+        return None;
+    }
+    let whep_base = if state.balancer.is_some() {
+        let edge = state.choose_edge();
+        match edge.and_then(|edge| match (edge.ws, edge.wss) {
+            (Some(port), _) => Some(("http", edge.host, port)),
+            (None, Some(port)) => Some(("https", edge.host, port)),
+            (None, None) => None,
+        }) {
+            Some((scheme, host, port)) => format!("{scheme}://{host}:{port}/whep/"),
+            None => {
+                return Some(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no edge is answering",
+                ))
+            }
+        }
+    } else {
+        let cluster = state.cluster.as_ref()?;
+        if cluster.has_role(crate::config::cluster::ClusterRole::Edge) {
+            return None;
+        }
+        let stream = percent_decode(raw_stream);
+        cluster.choose_edge(Some(&stream))?.whep
+    };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    // The stream's path segment as it came (still percent-encoded).
+    let location = HeaderValue::from_str(&format!("{whep_base}{raw_stream}{query}")).ok()?;
+    let mut response = text(
+        StatusCode::TEMPORARY_REDIRECT,
+        "play this stream from an edge",
+    );
+    response
+        .headers_mut()
+        .insert(hyper::header::LOCATION, location);
+    Some(response)
 }
 
 /// `GET /?action=stat`: the WCS load report an origin polls (`calls=`, `systemCpuLoad=`, ...).

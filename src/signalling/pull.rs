@@ -91,6 +91,27 @@ impl PullHub {
         *edges.entry(node.clone()).or_insert(next)
     }
 
+    /// The nodes that pulled from us, with the relay planner's ids for them, in id order.
+    pub fn pullers(&self) -> Vec<(EdgeId, NodeId)> {
+        let mut pullers: Vec<(EdgeId, NodeId)> = self
+            .edges
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(node, &edge)| (edge, node.clone()))
+            .collect();
+        pullers.sort();
+        pullers
+    }
+
+    /// The streams this node pulls: name, owner, arrived, warm.
+    pub fn pulled(&self) -> Vec<(String, NodeId, bool, bool)> {
+        self.pulls()
+            .list()
+            .map(|p| (p.stream.to_owned(), p.owner.clone(), p.arrived, p.warm))
+            .collect()
+    }
+
     /// The relay planner's ids of the nodes that pulled from us, in order.
     pub fn edge_ids(&self) -> Vec<EdgeId> {
         let mut ids: Vec<EdgeId> = self

@@ -41,6 +41,8 @@ pub async fn show_nodes(state: &Signalling) -> Response<Full<Bytes>> {
     }
 }
 
+pub use super::control_api::show_routes;
+
 /// `POST /rest-api/cdn/drain`: the node drains (see [`super::drain`]). Answers its state and
 /// the sessions it still has; asking again changes nothing.
 pub fn drain(state: &Signalling) -> Response<Full<Bytes>> {

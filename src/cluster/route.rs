@@ -1,0 +1,291 @@
+//! Which edge a player is sent to in a dynamic CDN (`/lb` and the WHEP redirect), sans-IO: the
+//! cluster view's SERVING edges and their loads in, one edge out.
+//!
+//! - **Sticky per stream**: the edges are ranked for each stream by rendezvous hashing (the
+//!   highest `hash(stream, node)` first), so every node that answers `/lb` ranks them the same
+//!   way and the players of one stream gather on few edges: one pull serves them all.
+//! - **Two choices**: of the first two edges in that order which are not over their share, the
+//!   one with fewer sessions (the "power of two choices": near-even load without herding).
+//! - **Bounded load**: an edge is over its share when its sessions reach `(1 + ε)` times the
+//!   edges' average (counting the player being placed) — consistent hashing with bounded loads
+//!   (Mirrokni, Thorup, Zadimoghaddam 2018). A popular stream spills onto the next edges in its
+//!   order as the first fill, instead of overloading two.
+//!
+//! Without a stream name, the two choices are drawn at random. Loads are the leases' (written
+//! every 2 s), so a burst of players between two writes follows the same choice; the bound
+//! catches up at the next write.
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::lease::NodeLease;
+use super::view::ClusterView;
+use crate::config::cluster::ClusterRole;
+
+/// The ε of the bound: an edge takes new players until it has 25% more sessions than the
+/// edges' average.
+const LOAD_SLACK: f64 = 0.25;
+/// A fixed seed: every node of the cluster, whatever its build, must rank edges alike.
+const RANK_SEED: u64 = 0x7274_6364_6e5f_6c62; // "rtcdn_lb"
+
+/// The edge for a player of `stream` (None: any stream), from the SERVING edges of `view`;
+/// `draw` gives random numbers for the stream-less case. None when no edge serves.
+pub fn choose_edge<'a>(
+    view: &'a ClusterView,
+    stream: Option<&str>,
+    mut draw: impl FnMut(usize) -> usize,
+) -> Option<&'a NodeLease> {
+    let mut edges: Vec<&NodeLease> = view.serving(ClusterRole::Edge).collect();
+    if edges.len() <= 1 {
+        return edges.pop();
+    }
+    match stream {
+        Some(stream) => {
+            edges.sort_by_key(|edge| std::cmp::Reverse(rank(stream, edge)));
+        }
+        None => {
+            // A partial Fisher-Yates shuffle: two distinct edges drawn at random, in front.
+            for i in 0..2 {
+                let j = i + draw(edges.len() - i);
+                edges.swap(i, j);
+            }
+        }
+    }
+    let bound = load_bound(&edges);
+    let mut open = edges
+        .iter()
+        .filter(|edge| (edge.load.sessions as f64) < bound);
+    match (open.next(), open.next()) {
+        (Some(first), Some(second)) if second.load.sessions < first.load.sessions => Some(second),
+        (Some(first), _) => Some(first),
+        // Every edge is at its bound (it cannot be for all, but loads are floats): the least
+        // loaded.
+        (None, _) => edges.into_iter().min_by_key(|edge| edge.load.sessions),
+    }
+}
+
+/// The sessions an edge may have before it takes no more players in the ranking.
+fn load_bound(edges: &[&NodeLease]) -> f64 {
+    let total: u64 = edges.iter().map(|edge| edge.load.sessions).sum();
+    let average = (total + 1) as f64 / edges.len() as f64;
+    ((1.0 + LOAD_SLACK) * average).ceil()
+}
+
+/// The rendezvous score of `edge` for `stream`.
+fn rank(stream: &str, edge: &NodeLease) -> u64 {
+    let id = edge.id.as_str();
+    let mut key = Vec::with_capacity(stream.len() + 1 + id.len());
+    key.extend_from_slice(stream.as_bytes());
+    // A separator no stream name contains, so ("ab", "c") and ("a", "bc") differ.
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    xxh3_64_with_seed(&key, RANK_SEED)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::cluster::lease::{NodeAddresses, NodeId, NodeLoad, NodeState};
+    use crate::config::cluster::ClusterConfig;
+
+    fn lease(n: u32, roles: &[ClusterRole], state: NodeState, sessions: u64) -> NodeLease {
+        let mut config = ClusterConfig::new("redis://127.0.0.1");
+        config.roles = roles.to_vec();
+        let addresses = NodeAddresses {
+            host: "127.0.0.1".into(),
+            http_port: Some(8000 + n as u16),
+            https_port: None,
+        };
+        let mut lease = NodeLease::new(NodeId::new(Some("n"), n), &config, &addresses, 0);
+        lease.state = state;
+        lease.load = NodeLoad {
+            sessions,
+            streams: 0,
+        };
+        lease
+    }
+
+    fn edges(loads: &[u64]) -> ClusterView {
+        let mut nodes = vec![lease(100, &[ClusterRole::Origin], NodeState::Serving, 0)];
+        for (i, &sessions) in loads.iter().enumerate() {
+            nodes.push(lease(
+                i as u32,
+                &[ClusterRole::Edge],
+                NodeState::Serving,
+                sessions,
+            ));
+        }
+        ClusterView::new(Instant::now(), nodes)
+    }
+
+    fn no_draw(_: usize) -> usize {
+        panic!("a stream's choice draws nothing")
+    }
+
+    #[test]
+    fn only_serving_edges_are_chosen() {
+        let mut nodes = vec![
+            lease(1, &[ClusterRole::Origin], NodeState::Serving, 0),
+            lease(2, &[ClusterRole::Edge], NodeState::Draining, 0),
+        ];
+        let view = ClusterView::new(Instant::now(), nodes.clone());
+        assert!(choose_edge(&view, Some("s"), no_draw).is_none());
+        nodes.push(lease(3, &[ClusterRole::Edge], NodeState::Serving, 500));
+        let view = ClusterView::new(Instant::now(), nodes);
+        for name in ["a", "b", "c", "d"] {
+            assert_eq!(
+                choose_edge(&view, Some(name), no_draw).unwrap().id,
+                NodeId::new(Some("n"), 3)
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_goes_to_the_same_edge_every_time_and_streams_spread() {
+        let view = edges(&[0; 8]);
+        let mut used = BTreeSet::new();
+        for i in 0..64 {
+            let name = format!("stream-{i}");
+            let first = choose_edge(&view, Some(&name), no_draw).unwrap().id.clone();
+            for _ in 0..3 {
+                assert_eq!(choose_edge(&view, Some(&name), no_draw).unwrap().id, first);
+            }
+            used.insert(first);
+        }
+        assert!(
+            used.len() >= 6,
+            "64 streams on only {} of 8 edges",
+            used.len()
+        );
+    }
+
+    #[test]
+    fn of_a_streams_two_edges_the_less_loaded_is_chosen() {
+        let view = edges(&[10, 10, 10, 10]);
+        let ranked = {
+            let mut e: Vec<&NodeLease> = view.serving(ClusterRole::Edge).collect();
+            e.sort_by_key(|edge| std::cmp::Reverse(rank("live", edge)));
+            e.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+        };
+        let loads_with = |first: u64, second: u64| {
+            let mut loads = BTreeMap::new();
+            loads.insert(ranked[0].clone(), first);
+            loads.insert(ranked[1].clone(), second);
+            let nodes = view
+                .nodes()
+                .iter()
+                .cloned()
+                .map(|mut n| {
+                    if let Some(&s) = loads.get(&n.id) {
+                        n.load.sessions = s;
+                    }
+                    n
+                })
+                .collect();
+            ClusterView::new(Instant::now(), nodes)
+        };
+        let view = loads_with(10, 9);
+        assert_eq!(
+            choose_edge(&view, Some("live"), no_draw).unwrap().id,
+            ranked[1]
+        );
+        let view = loads_with(9, 10);
+        assert_eq!(
+            choose_edge(&view, Some("live"), no_draw).unwrap().id,
+            ranked[0]
+        );
+        // A tie keeps the stream's first edge.
+        let view = loads_with(10, 10);
+        assert_eq!(
+            choose_edge(&view, Some("live"), no_draw).unwrap().id,
+            ranked[0]
+        );
+    }
+
+    #[test]
+    fn a_popular_stream_spills_over_to_more_edges_as_the_first_fill() {
+        // Place 1,000 players of one stream, updating the loads as each arrives (as lease
+        // writes would): every edge ends within the bound of the average.
+        let mut view = edges(&[0; 5]);
+        for _ in 0..1000 {
+            let chosen = choose_edge(&view, Some("popular"), no_draw)
+                .unwrap()
+                .id
+                .clone();
+            let nodes = view
+                .nodes()
+                .iter()
+                .cloned()
+                .map(|mut n| {
+                    if n.id == chosen {
+                        n.load.sessions += 1;
+                    }
+                    n
+                })
+                .collect();
+            view = ClusterView::new(Instant::now(), nodes);
+        }
+        let loads: Vec<u64> = view
+            .serving(ClusterRole::Edge)
+            .map(|e| e.load.sessions)
+            .collect();
+        assert_eq!(loads.iter().sum::<u64>(), 1000);
+        assert!(loads.iter().all(|&l| l <= 251), "{loads:?}");
+        // With few players, they stay on the stream's first edges.
+        let mut view = edges(&[100, 100, 100, 100, 100]);
+        let mut used = BTreeSet::new();
+        for _ in 0..20 {
+            let chosen = choose_edge(&view, Some("small"), no_draw)
+                .unwrap()
+                .id
+                .clone();
+            used.insert(chosen.clone());
+            let nodes = view
+                .nodes()
+                .iter()
+                .cloned()
+                .map(|mut n| {
+                    if n.id == chosen {
+                        n.load.sessions += 1;
+                    }
+                    n
+                })
+                .collect();
+            view = ClusterView::new(Instant::now(), nodes);
+        }
+        assert!(used.len() <= 2, "20 players of one stream on {used:?}");
+    }
+
+    #[test]
+    fn without_a_stream_two_random_edges_are_compared() {
+        let view = edges(&[5, 1, 9, 3]);
+        let ids: Vec<NodeId> = view
+            .serving(ClusterRole::Edge)
+            .map(|e| e.id.clone())
+            .collect();
+        // The draws pick edges 2 (load 9) and then, of the rest, what is at index 3 (load 3).
+        let mut draws = [2, 2].into_iter();
+        let chosen = choose_edge(&view, None, |n| {
+            let d = draws.next().unwrap();
+            assert!(d < n);
+            d
+        })
+        .unwrap();
+        assert_eq!(chosen.id, ids[3]);
+        // A loaded edge drawn first loses to a lighter one.
+        let mut draws = [0, 0].into_iter();
+        let chosen = choose_edge(&view, None, |_| draws.next().unwrap()).unwrap();
+        assert_eq!(chosen.id, ids[1]);
+    }
+
+    #[test]
+    fn every_node_ranks_alike() {
+        // The ranking is a fixed function of the names: a change of hash or seed would send a
+        // stream's players to different edges from nodes of different versions.
+        let edge = lease(7, &[ClusterRole::Edge], NodeState::Serving, 0);
+        assert_eq!(edge.id.as_str(), "n-00000007");
+        assert_eq!(rank("live", &edge), 8_837_226_930_744_811_645);
+    }
+}
