@@ -5,7 +5,9 @@
 //! nowhere is 404 at once. Once the player leaves, b releases the pull after
 //! `cluster.idle_pull_secs` and a's relay ends. A warm-up (`/rest-api/v3/cdn/warmup`) pulls
 //! the stream without a player and keeps it past the idle time, until its publishing stops.
-//! Without Redis, a play of a stream the node does not have is refused at once.
+//! Without Redis, a play of a stream the node does not have is refused at once. Refusals say
+//! what a WCS edge says: "CDN stream not found" for a stream published nowhere, "Failed to
+//! connect to origin stream" when it cannot be pulled (WHEP `404` and `502`).
 //!
 //! A real `redis-server` on a loopback port; everything is sent to 127.0.0.1 only.
 
@@ -16,7 +18,7 @@ use rtcdn::auth::Secret;
 use rtcdn::config::cluster::ClusterConfig;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode};
+use rtcdn_bench::client::{ClientError, ClientSession, Mode};
 use rtcdn_bench::media::read_packet;
 
 mod common;
@@ -81,10 +83,21 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
     let nowhere = post_sdp_offer(&format!("{b_base}/whep/nowhere"), Mode::Play, None).await;
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND, "{}", nowhere.body);
     assert!(
+        nowhere.body.starts_with("CDN stream not found"),
+        "{}",
+        nowhere.body
+    );
+    assert!(
         asked.elapsed() < Duration::from_secs(1),
         "{:?}",
         asked.elapsed()
     );
+    // An SDK player is told what a WCS edge tells it, word for word.
+    let b_ws = format!("ws://{}/", b.http_addr());
+    match ClientSession::connect_ws(&b_ws, Mode::Play, "nowhere", &certificate, TIMEOUT).await {
+        Err(ClientError::Refused(info)) => assert_eq!(info, "CDN stream not found"),
+        other => panic!("{:?}", other.map(|_| "a session")),
+    }
 
     let publisher = ClientSession::connect_ws(&a_ws, Mode::Publish, "live", &certificate, TIMEOUT)
         .await
@@ -121,7 +134,6 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
     let row = stream_row(&a_streams, "live");
     assert_eq!(row["relays"][0]["state"], "up", "{row}");
     // An SDK player on b plays the same copy.
-    let b_ws = format!("ws://{}/", b.http_addr());
     let mut sdk = ClientSession::connect_ws(&b_ws, Mode::Play, "live", &certificate, TIMEOUT)
         .await
         .expect("an SDK player on b");
@@ -202,12 +214,23 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
     }
     let asked = Instant::now();
     let refused = post_sdp_offer(&format!("{b_base}/whep/live"), Mode::Play, None).await;
-    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .starts_with("Failed to connect to origin stream: Redis is unreachable"),
+        "{}",
+        refused.body
+    );
     assert!(
         asked.elapsed() < Duration::from_millis(500),
         "{:?}",
         asked.elapsed()
     );
+    match ClientSession::connect_ws(&b_ws, Mode::Play, "live", &certificate, TIMEOUT).await {
+        Err(ClientError::Refused(info)) => assert_eq!(info, "Failed to connect to origin stream"),
+        other => panic!("{:?}", other.map(|_| "a session")),
+    }
     a.stop();
     b.stop();
 }

@@ -30,6 +30,9 @@ pub enum StartError {
     /// The offer cannot be answered.
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
+    /// A stream this node pulls from another node of the cluster is not here.
+    #[error(transparent)]
+    Pull(#[from] super::pull::PullFailure),
     /// The node drains: it takes no new sessions.
     #[error(
         "this node is draining (shutting down) and takes no new sessions: connect to another node"

@@ -29,12 +29,13 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use super::media::StartError;
 use super::{text, Signalling};
 use crate::auth::RelayAuth;
 use crate::cdn::relay::RelayTarget;
 use crate::cluster::lease::{NodeId, NodeLease};
 use crate::cluster::pulls::{PullCommand, Pulls, PULL_WAIT};
-use crate::control::registry::validate_stream_name;
+use crate::control::registry::{validate_stream_name, RegistryError};
 use crate::control::relay_planner::EdgeId;
 
 /// How long a pull or release request to the owner may take.
@@ -217,22 +218,45 @@ async fn request_pull(state: &Signalling, hub: &PullHub, stream: &str) -> Pulled
     }
 }
 
+/// Why a player's stream could not be pulled here: what the player is told when the stream
+/// is not on this node after all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullFailure {
+    /// Nobody publishes it in the cluster.
+    #[error("CDN stream not found: nobody publishes it in the cluster")]
+    NotInCdn,
+    /// Its owner could not be found, asked, or did not relay it in time.
+    #[error("Failed to connect to origin stream: {0}")]
+    Origin(String),
+}
+
+impl PullFailure {
+    /// The `info` a WCS edge gives a player for this, word for word: WCS pages compare it.
+    pub fn wcs_info(&self) -> &'static str {
+        match self {
+            PullFailure::NotInCdn => "CDN stream not found",
+            PullFailure::Origin(_) => "Failed to connect to origin stream",
+        }
+    }
+}
+
 /// A player asks for `stream`: when this node does not have it and another node of the
 /// cluster publishes it, that node is asked to relay it here (once, however many players ask)
 /// and the player waits up to [`PULL_WAIT`] for it to arrive. Returns at once when the node
-/// has it, is not in a cluster that pulls, or nobody publishes it; whatever happens, the play
-/// goes on and finds the stream or not ("Stream not found").
-pub async fn pull_in_cluster(state: &Signalling, stream: &str) {
+/// has it, is not in a cluster that pulls, or nobody publishes it. The play goes on either
+/// way; when it finds no stream, [`explain_missing`] tells the player why with the failure.
+pub async fn pull_in_cluster(state: &Signalling, stream: &str) -> Result<(), PullFailure> {
     let Some(hub) = &state.pulls else {
-        return;
+        return Ok(());
     };
     let asked = Instant::now();
     let owner = match request_pull(state, hub, stream).await {
         Pulled::From(owner) => owner,
-        Pulled::Here | Pulled::Nowhere => return,
+        Pulled::Here => return Ok(()),
+        Pulled::Nowhere => return Err(PullFailure::NotInCdn),
         Pulled::Failed(why) => {
             warn!(stream, "not pulling the stream: {why}");
-            return;
+            return Err(PullFailure::Origin(why));
         }
     };
     let deadline = asked + PULL_WAIT;
@@ -243,11 +267,28 @@ pub async fn pull_in_cluster(state: &Signalling, stream: &str) {
                 waited_ms = asked.elapsed().as_millis() as u64,
                 "pulled stream arrived"
             );
-            return;
+            return Ok(());
         }
         tokio::time::sleep(ARRIVAL_POLL).await;
     }
     info!(stream, owner = %owner, "the pulled stream did not arrive within {PULL_WAIT:?}");
+    Err(PullFailure::Origin(format!(
+        "its owner {owner} did not relay it within {PULL_WAIT:?}"
+    )))
+}
+
+/// A play that found no stream after [`pull_in_cluster`] failed is refused for the pull's
+/// reason, not as a plain "Stream not found".
+pub fn explain_missing<T>(
+    started: Result<T, StartError>,
+    pulled: Result<(), PullFailure>,
+) -> Result<T, StartError> {
+    match (started, pulled) {
+        (Err(StartError::Registry(RegistryError::StreamNotFound(_))), Err(failure)) => {
+            Err(StartError::Pull(failure))
+        }
+        (started, _) => started,
+    }
 }
 
 /// `POST /rest-api/v3/cdn/warmup` (admin; WCS's warm-up, `{"name": STREAM}`): pulls the

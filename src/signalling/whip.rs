@@ -13,6 +13,7 @@ use hyper::header::{
 use hyper::{Response, StatusCode};
 
 use super::media::{self, HookStanding, StartError};
+use super::pull::PullFailure;
 use super::{text, Signalling};
 use crate::auth::{Action, AuthError, Credentials};
 use crate::control::registry::{ClientInfo, RegistryError, ResourceSecret, SessionKind};
@@ -37,6 +38,8 @@ fn refuse(error: StartError) -> Response<Full<Bytes>> {
         StartError::Auth(e) => return auth_refusal(e),
         StartError::Registry(RegistryError::NameInUse(_)) => StatusCode::CONFLICT,
         StartError::Registry(RegistryError::StreamNotFound(_)) => StatusCode::NOT_FOUND,
+        StartError::Pull(PullFailure::NotInCdn) => StatusCode::NOT_FOUND,
+        StartError::Pull(PullFailure::Origin(_)) => StatusCode::BAD_GATEWAY,
         StartError::Draining => {
             let mut response = text(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
             response
@@ -136,9 +139,10 @@ pub async fn start(
             return refuse(e.into());
         }
     }
-    if action == Action::Play {
-        super::pull::pull_in_cluster(state, stream).await;
-    }
+    let pulled = match action {
+        Action::Play => super::pull::pull_in_cluster(state, stream).await,
+        Action::Publish => Ok(()),
+    };
     let started = match action {
         Action::Publish => media::start_publish(state, stream, offer, authorized, client),
         Action::Play => media::start_play(
@@ -151,7 +155,7 @@ pub async fn start(
             client,
         ),
     };
-    match started {
+    match super::pull::explain_missing(started, pulled) {
         Ok(started) => created(state, protocol, stream, started),
         Err(e) => refuse(e),
     }

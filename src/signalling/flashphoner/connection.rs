@@ -47,6 +47,7 @@ fn start_error_info(error: &StartError) -> String {
         StartError::Auth(e) => e.wcs_info(),
         StartError::Registry(RegistryError::NameInUse(_)) => "Stream name is already in use".into(),
         StartError::Registry(RegistryError::StreamNotFound(_)) => "Stream not found".into(),
+        StartError::Pull(failure) => failure.wcs_info().into(),
         StartError::Negotiation(NegotiationError::NothingToPlay(why)) => {
             format!("No common codecs: {why}")
         }
@@ -287,13 +288,14 @@ impl Connection {
         )
         .await
         .map_err(StartError::from);
+        let mut pulled = Ok(());
         let authorized = match authorized {
             Ok(authorized) if published => media::claim_in_cluster(state, name, &authorized)
                 .await
                 .map(|()| authorized)
                 .map_err(StartError::from),
             Ok(authorized) => {
-                crate::signalling::pull::pull_in_cluster(state, name).await;
+                pulled = crate::signalling::pull::pull_in_cluster(state, name).await;
                 Ok(authorized)
             }
             other => other,
@@ -313,7 +315,7 @@ impl Connection {
                 )
             }
         });
-        let started = match started {
+        let started = match crate::signalling::pull::explain_missing(started, pulled) {
             Ok(started) => started,
             Err(e) => {
                 if state.limits.may_log() {
