@@ -448,9 +448,15 @@ fn authority(url: &str) -> &str {
 }
 
 /// Where one session signals: a WHIP/WHEP base URL or a WebSocket URL.
-async fn target_for(options: &RunOptions, mode: Mode) -> anyhow::Result<String> {
+async fn target_for(options: &RunOptions, mode: Mode, stream: &str) -> anyhow::Result<String> {
     let (host_port, ws_port) = if options.lb && mode == Mode::Play {
-        let url = format!("{}/lb", options.server.trim_end_matches('/'));
+        // `?stream=`: a dynamic CDN sends a stream's players to the same few edges (the static
+        // CDN's balancer ignores it).
+        let url = format!(
+            "{}/lb?stream={}",
+            options.server.trim_end_matches('/'),
+            stream
+        );
         let response = crate::http::request(hyper::Method::GET, &url, None, String::new())
             .await
             .context("GET /lb")?;
@@ -491,7 +497,7 @@ async fn connect_once(
     certificate: &DtlsCertificate,
     timeout: Duration,
 ) -> anyhow::Result<ClientSession> {
-    let target = target_for(options, mode).await?;
+    let target = target_for(options, mode, stream).await?;
     let offer = OfferOptions {
         transport_cc: options.transport_cc && mode == Mode::Play,
         transport: options.transport,
