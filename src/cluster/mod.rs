@@ -64,6 +64,7 @@ pub enum ClaimRefused {
 pub struct Cluster {
     node: NodeId,
     roles: Vec<ClusterRole>,
+    group: String,
     store: Store,
     machines: Mutex<Machines>,
     view: Mutex<Arc<ClusterView>>,
@@ -94,6 +95,7 @@ impl Cluster {
             }),
             node,
             roles: config.roles.clone(),
+            group: config.group.clone(),
             view: Mutex::new(Arc::new(ClusterView::default())),
             nudge: Notify::new(),
         })
@@ -117,6 +119,22 @@ impl Cluster {
             return None;
         }
         route::choose_edge(&view, stream, |n| rand::random::<u32>() as usize % n).cloned()
+    }
+
+    /// The transit node this node pulls `stream` through (see [`route::choose_transit`]): one
+    /// of its group's, never itself; None when the group has none serving, this node is a
+    /// transit node itself (it pulls from the owner), or the view is stale.
+    pub fn choose_transit(&self, stream: &str) -> Option<NodeLease> {
+        if self.has_role(ClusterRole::Transit) {
+            return None;
+        }
+        let view = self.view();
+        if !view.is_fresh(Instant::now()) {
+            return None;
+        }
+        route::choose_transit(&view, &self.group, stream)
+            .filter(|node| node.id != self.node)
+            .cloned()
     }
 
     /// Claims `stream` for a publish about to be accepted here. Refused when another node

@@ -11,7 +11,8 @@
 //!   (Mirrokni, Thorup, Zadimoghaddam 2018). A popular stream spills onto the next edges in its
 //!   order as the first fill, instead of overloading two.
 //!
-//! Without a stream name, the two choices are drawn at random. Loads are the leases' (written
+//! Without a stream name, the two choices are drawn at random. An edge pulls through a transit
+//! node of its group chosen the same way ([`choose_transit`]). Loads are the leases' (written
 //! every 2 s), so a burst of players between two writes follows the same choice; the bound
 //! catches up at the next write.
 
@@ -32,9 +33,34 @@ const RANK_SEED: u64 = 0x7274_6364_6e5f_6c62; // "rtcdn_lb"
 pub fn choose_edge<'a>(
     view: &'a ClusterView,
     stream: Option<&str>,
+    draw: impl FnMut(usize) -> usize,
+) -> Option<&'a NodeLease> {
+    let edges: Vec<&NodeLease> = view.serving(ClusterRole::Edge).collect();
+    choose(edges, stream, draw)
+}
+
+/// The transit node an edge of `group` pulls `stream` through: of the group's SERVING transit
+/// nodes, chosen as edges are, so every edge of the group pulls a stream through the same
+/// transit node (one relay from the origin per group) while the transit nodes share the
+/// streams. None when the group has none.
+pub fn choose_transit<'a>(
+    view: &'a ClusterView,
+    group: &str,
+    stream: &str,
+) -> Option<&'a NodeLease> {
+    let transits: Vec<&NodeLease> = view
+        .serving(ClusterRole::Transit)
+        .filter(|node| node.group == group)
+        .collect();
+    choose(transits, Some(stream), |_| 0)
+}
+
+/// Of `edges`, the one for `stream` (see the module's doc).
+fn choose<'a>(
+    mut edges: Vec<&'a NodeLease>,
+    stream: Option<&str>,
     mut draw: impl FnMut(usize) -> usize,
 ) -> Option<&'a NodeLease> {
-    let mut edges: Vec<&NodeLease> = view.serving(ClusterRole::Edge).collect();
     if edges.len() <= 1 {
         return edges.pop();
     }
@@ -278,6 +304,38 @@ mod tests {
         let mut draws = [0, 0].into_iter();
         let chosen = choose_edge(&view, None, |_| draws.next().unwrap()).unwrap();
         assert_eq!(chosen.id, ids[1]);
+    }
+
+    #[test]
+    fn an_edge_pulls_through_a_transit_of_its_group() {
+        let mut nodes = vec![lease(1, &[ClusterRole::Origin], NodeState::Serving, 0)];
+        let mut far = lease(2, &[ClusterRole::Transit], NodeState::Serving, 0);
+        far.group = "far".into();
+        nodes.push(far);
+        let view = ClusterView::new(Instant::now(), nodes.clone());
+        assert!(choose_transit(&view, "default", "live").is_none());
+        assert_eq!(
+            choose_transit(&view, "far", "live").unwrap().id,
+            NodeId::new(Some("n"), 2)
+        );
+        for n in 3..7 {
+            nodes.push(lease(n, &[ClusterRole::Transit], NodeState::Serving, 0));
+        }
+        nodes.push(lease(7, &[ClusterRole::Transit], NodeState::Draining, 0));
+        let view = ClusterView::new(Instant::now(), nodes);
+        let mut used = BTreeSet::new();
+        for i in 0..32 {
+            let name = format!("s{i}");
+            let transit = choose_transit(&view, "default", &name).unwrap();
+            assert_eq!(transit.group, "default");
+            assert_ne!(transit.id, NodeId::new(Some("n"), 7), "a draining transit");
+            assert_eq!(
+                choose_transit(&view, "default", &name).unwrap().id,
+                transit.id
+            );
+            used.insert(transit.id.clone());
+        }
+        assert!(used.len() >= 3, "32 streams through {used:?}");
     }
 
     #[test]

@@ -249,25 +249,32 @@ impl<R: Rng> ControlPlane<R> {
     }
 
     /// The cluster node `edge` pulls the stream `name` (a dynamic CDN, issue 14): it is relayed
-    /// there once its media flows, until the node releases it or the stream ends. Refused when
-    /// the stream is not published here, or is itself a copy relayed to this node: a node only
-    /// relays what its own publisher sends, so pulls never loop.
+    /// there once its media flows, until the node releases it or the stream ends.
+    ///
+    /// Tiers are origin → transit → edge, and only a `transit` node relays a copy it received
+    /// (one it pulled from the owner itself), and may be asked for a stream before its copy
+    /// has arrived. Any other node relays only what its own publisher sends: a copy there is
+    /// refused as not found. So a relay never goes down more than two hops and pulls never loop.
     pub fn handle_pull_requested(
         &mut self,
         now: Instant,
         name: &str,
         edge: EdgeId,
+        transit: bool,
     ) -> Result<(), RegistryError> {
-        let stream = self
-            .registry
-            .stream(name)
-            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
-        if self
-            .registry
-            .session(stream.publisher)
-            .is_some_and(|p| p.client.relay)
-        {
-            return Err(RegistryError::StreamNotFound(name.to_owned()));
+        let not_found = || RegistryError::StreamNotFound(name.to_owned());
+        match self.registry.stream(name) {
+            Some(stream) => {
+                let copy = self
+                    .registry
+                    .session(stream.publisher)
+                    .is_some_and(|p| p.client.relay);
+                if copy && !transit {
+                    return Err(not_found());
+                }
+            }
+            None if transit => {}
+            None => return Err(not_found()),
         }
         self.relays.handle_pull_requested(now, name, edge);
         self.pump_relays(now);
@@ -1000,11 +1007,11 @@ mod tests {
         let now = Instant::now();
         let mut plane = plane(&[]);
         assert_eq!(
-            plane.handle_pull_requested(now, "cam", B),
+            plane.handle_pull_requested(now, "cam", B, false),
             Err(RegistryError::StreamNotFound("cam".into()))
         );
         publish_cam(&mut plane, now);
-        plane.handle_pull_requested(now, "cam", B).unwrap();
+        plane.handle_pull_requested(now, "cam", B, false).unwrap();
         let pulled = started(&actions(&mut plane));
         assert_eq!(pulled.iter().map(|s| s.0).collect::<Vec<_>>(), [B]);
         plane.handle_pull_released(now, "cam", B);
@@ -1022,9 +1029,38 @@ mod tests {
             .unwrap();
         actions(&mut plane);
         assert_eq!(
-            plane.handle_pull_requested(now, "copy", A),
+            plane.handle_pull_requested(now, "copy", A, false),
             Err(RegistryError::StreamNotFound("copy".into()))
         );
         assert!(actions(&mut plane).is_empty());
+    }
+
+    #[test]
+    fn a_transit_node_takes_a_pull_before_its_copy_arrives_and_relays_the_copy() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        plane.handle_pull_requested(now, "copy", A, true).unwrap();
+        assert!(
+            started(&actions(&mut plane)).is_empty(),
+            "nothing to relay yet"
+        );
+        // The copy the transit node pulled from the owner arrives and its media flows.
+        let relayed = SessionId(7);
+        plane.handle_publish_requested(now, "copy", true).unwrap();
+        let client = ClientInfo {
+            relay: true,
+            ..ClientInfo::default()
+        };
+        plane
+            .handle_publish(now, CoreId(0), publisher(relayed, "copy"), track(), client)
+            .unwrap();
+        plane.handle_core_event(now, &CoreEvent::SessionConnected { id: relayed });
+        plane.handle_core_event(now, &CoreEvent::MediaStarted { id: relayed });
+        let pulled = started(&actions(&mut plane));
+        assert_eq!(pulled.iter().map(|s| s.0).collect::<Vec<_>>(), [A]);
+        // A second edge of the group, once the copy is here.
+        plane.handle_pull_requested(now, "copy", B, true).unwrap();
+        let pulled = started(&actions(&mut plane));
+        assert_eq!(pulled.iter().map(|s| s.0).collect::<Vec<_>>(), [B]);
     }
 }

@@ -35,6 +35,7 @@ use crate::auth::RelayAuth;
 use crate::cdn::relay::RelayTarget;
 use crate::cluster::lease::{NodeId, NodeLease};
 use crate::cluster::pulls::{PullCommand, Pulls, PULL_WAIT};
+use crate::config::cluster::ClusterRole;
 use crate::control::registry::{validate_stream_name, RegistryError};
 use crate::control::relay_planner::EdgeId;
 
@@ -200,21 +201,36 @@ async fn request_pull(state: &Signalling, hub: &PullHub, stream: &str) -> Pulled
         Ok(_) => return Pulled::Nowhere,
         Err(e) => return Pulled::Failed(format!("cannot find the stream's owner: {e}")),
     };
-    if hub.pulls().is_pulled_from(stream, &owner) {
-        return Pulled::From(owner);
+    // An edge of a group with transit nodes pulls through one of them (tiers: origin →
+    // transit → edge), so the origin relays a stream once per group.
+    let (source, lease) = match cluster.choose_transit(stream) {
+        Some(transit) if transit.id != owner => (transit.id.clone(), Some(transit)),
+        _ => (owner.clone(), None),
+    };
+    if hub.pulls().is_pulled_from(stream, &source) {
+        return Pulled::From(source);
     }
-    let Some(lease) = lease_of(state, &owner).await else {
-        return Pulled::Failed(format!("its owner {owner} is not a live node"));
+    let lease = match lease {
+        Some(lease) => lease,
+        None => match lease_of(state, &owner).await {
+            Some(lease) => lease,
+            None => return Pulled::Failed(format!("its owner {owner} is not a live node")),
+        },
+    };
+    let via = if source == owner {
+        "owner"
+    } else {
+        "transit node"
     };
     match hub.ask(&lease, "pull", stream, cluster.node_id()).await {
         Ok(status) if status.is_success() => {
             hub.pulls()
-                .handle_requested(Instant::now(), stream, owner.clone());
-            info!(stream, owner = %owner, "pulling the stream from its owner");
-            Pulled::From(owner)
+                .handle_requested(Instant::now(), stream, source.clone());
+            info!(stream, %owner, %source, "pulling the stream from its {via}");
+            Pulled::From(source)
         }
-        Ok(status) => Pulled::Failed(format!("its owner {owner} answered {status}")),
-        Err(e) => Pulled::Failed(format!("cannot ask its owner {owner}: {e}")),
+        Ok(status) => Pulled::Failed(format!("its {via} {source} answered {status}")),
+        Err(e) => Pulled::Failed(format!("cannot ask its {via} {source}: {e}")),
     }
 }
 
@@ -386,10 +402,29 @@ pub async fn serve(
             format!("node {node:?} has no WebSocket URL"),
         );
     };
+    // A transit node asked for a stream it does not have pulls it from its owner first, and
+    // relays its copy once it arrives; the asking edge waits for it as for any pull.
+    let transit = state
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.has_role(ClusterRole::Transit));
+    if transit && validate_stream_name(name).is_ok() {
+        match request_pull(state, hub, name).await {
+            Pulled::Here | Pulled::From(_) => {}
+            Pulled::Nowhere => return text(StatusCode::NOT_FOUND, "Stream not found"),
+            Pulled::Failed(why) => {
+                warn!(
+                    stream = name,
+                    node, "transit: cannot pull the stream: {why}"
+                );
+                return text(StatusCode::BAD_GATEWAY, format!("cannot pull it: {why}"));
+            }
+        }
+    }
     if let Some(relays) = &state.relays {
         relays.add_target(target);
     }
-    match state.control(|plane, now| plane.handle_pull_requested(now, name, edge)) {
+    match state.control(|plane, now| plane.handle_pull_requested(now, name, edge, transit)) {
         Ok(()) => {
             info!(stream = name, node, "pulled: relaying the stream there");
             text(StatusCode::OK, "")
@@ -428,9 +463,10 @@ pub async fn run(signalling: Weak<Signalling>) {
         let commands: Vec<PullCommand> = {
             let registry = state.registry();
             let mut pulls = hub.pulls();
+            // A copy this node relays on (a transit node's) is watched through its relays.
             let local = registry
                 .streams()
-                .map(|s| (s.name.as_str(), s.players.len()));
+                .map(|s| (s.name.as_str(), s.players.len() + s.relays.len()));
             pulls.handle_local(Instant::now(), local);
             std::iter::from_fn(|| pulls.poll_command()).collect()
         };
