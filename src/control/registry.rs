@@ -217,6 +217,8 @@ pub struct Registry {
     next_stream: u64,
     /// Streams removed since [`Registry::take_unpublished`] was last asked.
     unpublished: Vec<(String, StreamId)>,
+    /// Streams removed since the start.
+    removed_streams: u64,
     /// Why the last [`MAX_ENDED`] sessions with a resource URL ended, oldest first: their
     /// clients may ask ([`Registry::ended`]).
     ended: VecDeque<(ResourceSecret, EndReason)>,
@@ -250,6 +252,7 @@ impl Registry {
             core_load: vec![0; cores],
             next_stream: 1,
             unpublished: Vec::new(),
+            removed_streams: 0,
             ended: VecDeque::new(),
         }
     }
@@ -616,6 +619,7 @@ impl Registry {
                     .remove(&session.stream_name)
                     .expect("looked up just above");
                 self.unpublished.push((stream.name.clone(), stream.id));
+                self.removed_streams += 1;
                 let relays = stream.relays.into_iter().map(|id| (id, stream.core));
                 for (player, core) in stream.players.into_iter().chain(relays) {
                     self.forget(player, &EndReason::PublisherLeft);
@@ -690,6 +694,12 @@ impl Registry {
             self.ended.push_back((secret, reason.clone()));
         }
         Some(session)
+    }
+
+    /// A number that changes whenever a stream is published or removed, and only then: who
+    /// follows the set of streams (the cluster's claims) looks again when it changed.
+    pub fn stream_generation(&self) -> u64 {
+        self.next_stream + self.removed_streams
     }
 
     /// The streams removed (their publishers gone) since the last call, oldest first: the
@@ -822,15 +832,24 @@ pub(super) mod tests {
     #[test]
     fn publisher_leaving_ends_its_players_and_frees_the_name() {
         let mut registry = Registry::new(2);
+        let empty = registry.stream_generation();
         let id = registry
             .add_publisher(Instant::now(), "s", SessionId(1), CoreId(0), track())
             .unwrap();
+        let published = registry.stream_generation();
+        assert_ne!(published, empty);
         registry
             .add_player(Instant::now(), "s", SessionId(2), CoreId(1))
             .unwrap();
+        assert_eq!(
+            registry.stream_generation(),
+            published,
+            "a player is no stream"
+        );
         // Nothing is unpublished while the publisher is there.
         assert!(registry.take_unpublished().is_empty());
         let c = registry.remove_session(SessionId(1), &EndReason::Deleted);
+        assert_ne!(registry.stream_generation(), published);
         assert_eq!(registry.take_unpublished(), [("s".to_owned(), id)]);
         assert!(registry.take_unpublished().is_empty());
         assert!(matches!(

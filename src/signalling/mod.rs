@@ -379,6 +379,7 @@ impl Signalling {
     pub fn control<T>(&self, input: impl FnOnce(&mut NodeControl, Instant) -> T) -> T {
         let mut plane = self.lock_control();
         let deadline = plane.poll_timeout();
+        let streams = plane.registry().stream_generation();
         let out = input(&mut plane, Instant::now());
         while let Some(action) = plane.poll_action() {
             self.carry_out(action);
@@ -386,9 +387,11 @@ impl Signalling {
         if plane.poll_timeout() != deadline {
             self.control_timer.notify_one();
         }
+        let streams_changed = plane.registry().stream_generation() != streams;
         drop(plane);
-        // The cluster looks at the registry soon: a stream may have ended.
-        if let Some(cluster) = &self.cluster {
+        // The cluster claims and releases streams: it looks at the registry soon when one was
+        // published or ended (not at every player's or core's report).
+        if let (Some(cluster), true) = (&self.cluster, streams_changed) {
             cluster.nudge();
         }
         out
