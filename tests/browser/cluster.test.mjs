@@ -1,0 +1,175 @@
+// The dynamic CDN with real browsers (issue 14): a redis-server and three rtcdn processes on
+// loopback — an origin and two edges sharing a cluster secret. Chromium publishes to the origin
+// with the official Flashphoner SDK demo (Two Way Streaming); right after PUBLISHING, with no
+// retry:
+//   A. an SDK page with lbUrl = the origin's /lb?stream=NAME plays from the edge /lb names: the
+//      edge pulls the stream for it (no "Stream not found" race) and frames are decoded;
+//   B. rtcdn's built-in page posts WHEP to the origin, which redirects it (307) to the same edge
+//      (a stream's players gather on its edge), and frames are decoded;
+// the origin relays the stream once (one pull), and `show_routes` names the route.
+// Only 127.0.0.1 is ever contacted. Set RTCDN_SKIP_E2E=1 to skip.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
+  openLoggedPage, frameLog, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
+  TWO_WAY_PATH, poll, freeTcpPort, freeUdpBase,
+} from './harness.mjs';
+
+const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const SECRET = 'browser-test-cluster-secret-0123456789';
+
+let browser;
+let pkg;
+before(async () => {
+  browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
+  pkg = await startPackageServer();
+});
+after(async () => {
+  await browser?.close();
+  await pkg?.close();
+});
+
+/** redis-server on a free loopback port, no persistence; resolves once it answers PING. */
+async function startRedis() {
+  const port = await freeTcpPort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  let exited = false;
+  child.on('exit', () => { exited = true; });
+  await poll(() => new Promise((resolve) => {
+    if (exited) throw new Error('redis-server exited (is Debian\'s redis-server installed?)');
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => resolve(false));
+    s.on('connect', () => s.write('PING\r\n'));
+    s.on('data', (d) => { s.destroy(); resolve(d.toString().startsWith('+PONG')); });
+  }), { timeout: 10_000, interval: 100, what: 'redis-server to answer PING' });
+  return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
+}
+
+/** The SDK page for lbUrl (as in cdn.test.mjs), statuses in window.__ev. */
+const LB_PAGE_PATH = '/__rtcdn_test__/cluster_lb_player.html';
+const LB_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>lbUrl player</title>
+<script src="/flashphoner.js"></script></head>
+<body><div id="display" style="width:640px;height:360px"></div>
+<script>
+window.__ev = [];
+const log = (what, status, info) => window.__ev.push({ t: Date.now(), what, status, info: info || null });
+window.startLbPlayer = (urlServer, lbUrl, name) => {
+  Flashphoner.init({});
+  const SESSION = Flashphoner.constants.SESSION_STATUS, STREAM = Flashphoner.constants.STREAM_STATUS;
+  const session = Flashphoner.createSession({ urlServer, lbUrl });
+  for (const s of [SESSION.ESTABLISHED, SESSION.DISCONNECTED, SESSION.FAILED]) session.on(s, () => log('session', s));
+  session.on(SESSION.ESTABLISHED, () => {
+    const stream = session.createStream({ name, display: document.getElementById('display') });
+    for (const s of [STREAM.PLAYING, STREAM.STOPPED, STREAM.FAILED]) {
+      stream.on(s, (st) => log('stream', s, st && st.getInfo && st.getInfo()));
+    }
+    stream.play();
+  });
+};
+</script></body></html>`;
+
+test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP player are sent to the stream\'s edge, which pulls it on demand', { skip, timeout: 240_000 }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-cluster-'));
+  const nodes = [];
+  let redis;
+  let context;
+  const pages = [];
+  let step = 'start redis and three nodes';
+  try {
+    redis = await startRedis();
+    for (const [label, roles] of [['origin', '["origin"]'], ['edge1', '["edge"]'], ['edge2', '["edge"]']]) {
+      const http = await freeTcpPort();
+      const udp = await freeUdpBase();
+      const config = path.join(dir, `${label}.toml`);
+      writeFileSync(config, `[http]\nlisten = "127.0.0.1:${http}"\n[media]\nport_base = ${udp}\nthreads = 1\n` +
+        `[rtmp]\nenabled = false\n[cluster]\nredis_url = "${redis.url}"\nnode_id = "${label}"\nroles = ${roles}\n` +
+        `secret = "${SECRET}"\n`);
+      const server = await startRtcdnWithConfig(config);
+      nodes.push(Object.assign(server, { label, http: `http://127.0.0.1:${http}`, ws: `ws://127.0.0.1:${http}` }));
+    }
+    const [origin, ...edges] = nodes;
+    const name = `dyn${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
+
+    step = 'the origin\'s /lb knows both edges';
+    const lbUrl = `${origin.http}/lb?stream=${name}`;
+    const seen = new Set();
+    await poll(async () => {
+      for (let i = 0; i < 12; i++) {
+        const res = await fetch(`${origin.http}/lb?stream=probe${i}`, { signal: AbortSignal.timeout(2000) });
+        if (res.status === 200) seen.add((await res.json()).ws); else await res.arrayBuffer();
+      }
+      return seen.size === 2;
+    }, { timeout: 15_000, interval: 250, what: 'the origin\'s /lb to answer with both edges' });
+    const chosen = await (await fetch(lbUrl)).json();
+    const edge = edges.find((e) => e.http.endsWith(`:${chosen.ws}`));
+    assert.ok(edge, `/lb named an edge: ${JSON.stringify(chosen)}`);
+    t.diagnostic(`/lb for ${name}: ${JSON.stringify(chosen)}`);
+
+    context = await newLoopbackContext(browser);
+    step = 'publish with Two Way Streaming to the origin';
+    const pub = await openLoggedPage(context, pkg.url + TWO_WAY_PATH);
+    pages.push(pub);
+    await waitForText(pub, '#connectBtn', 'Connect');
+    await pub.fill('#urlServer', origin.ws);
+    await pub.click('#connectBtn');
+    await waitForText(pub, '#connectStatus', 'ESTABLISHED');
+    await pub.fill('#publishStream', name);
+    await pub.click('#publishBtn');
+    await waitForText(pub, '#publishStatus', 'PUBLISHING', { timeout: 20_000 });
+    const tPublishing = Date.now();
+
+    step = 'A: SDK lbUrl player, once, right after PUBLISHING';
+    const playerA = await openLoggedPage(context);
+    pages.push(playerA);
+    await playerA.goto(pkg.serve(LB_PAGE_PATH, LB_PAGE));
+    await playerA.evaluate(([u, lb, n]) => window.startLbPlayer(u, lb, n), [origin.ws, lbUrl, name]);
+    const evA = await poll(() => playerA.evaluate(() => window.__ev.find((x) => x.what === 'stream' || (x.what === 'session' && x.status !== 'ESTABLISHED')) || false),
+      { timeout: 20_000, interval: 100, what: 'lbUrl player: stream PLAYING/FAILED or session failure' });
+    assert.deepEqual([evA.what, evA.status], ['stream', 'PLAYING'], `first try: ${JSON.stringify(evA)}`);
+    const wsOpened = playerA.wsFrames.filter((f) => f.text.startsWith('open ')).map((f) => f.text.slice(5));
+    assert.deepEqual(wsOpened, [`${edge.ws}/`], 'the SDK played from the edge /lb named');
+    const stA = await waitForSdkVideo(playerA, { containerSelector: '#display', minFrames: 60, timeout: 30_000 });
+    t.diagnostic(`A (lbUrl, pulled on demand): PLAYING ${evA.t - tPublishing} ms after PUBLISHING; ${JSON.stringify(stA)}`);
+
+    step = 'B: built-in page, WHEP to the origin, redirected to the stream\'s edge';
+    const playerB = await openLoggedPage(context, `${origin.http}/?stream=${name}&autostart=play`);
+    pages.push(playerB);
+    await waitForState(playerB, 'playState', 'playing', { timeout: 20_000 });
+    const stB = await waitForDecodedVideo(playerB, { minFrames: 60, timeout: 30_000 });
+    const b = await playerB.evaluate(() => ({ location: window.rtcdn.playLocation }));
+    t.diagnostic(`B (WHEP 307): ${JSON.stringify(b)} ${JSON.stringify(stB)}`);
+    assert.match(b.location || '', new RegExp(`^${edge.http}/whep/${name}/[^/]+$`), 'redirected to the stream\'s edge');
+
+    step = 'one pull, one route';
+    const cdn = await (await fetch(`${origin.http}/api/cdn`)).json();
+    assert.equal(cdn.pulls_out.length, 1, `one relay out of the origin: ${JSON.stringify(cdn.pulls_out)}`);
+    assert.equal(cdn.pulls_out[0].node, chosen.node);
+    const routes = await (await fetch(`${origin.http}/rest-api/cdn/show_routes`)).json();
+    assert.deepEqual(Object.values(routes), [name], JSON.stringify(routes));
+    const onEdge = (await (await fetch(`${edge.http}/api/stats`)).json()).streams.find((s) => s.name === name);
+    assert.equal(onEdge?.players, 2, 'both players on the stream\'s edge');
+  } catch (e) {
+    let extra = `\n--- failed at: ${step} ---`;
+    for (const [i, p] of pages.entries()) {
+      extra += `\n--- page ${i}: WebSocket frames ---\n${frameLog(p)}`;
+      extra += `\n--- page ${i} console ---\n${(p.consoleLines || []).slice(-40).join('\n')}`;
+    }
+    for (const n of nodes) extra += `\n--- ${n.label} rtcdn logs ---\n${n.logText().split('\n').slice(-80).join('\n')}`;
+    e.message += extra;
+    throw e;
+  } finally {
+    for (const page of pages) await page.close().catch(() => {});
+    await context?.close().catch(() => {});
+    await Promise.all(nodes.map((n) => n.stop()));
+    redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
