@@ -14,29 +14,20 @@
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
-use rtcdn::auth::Secret;
-use rtcdn::config::cluster::ClusterConfig;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientError, ClientSession, Mode};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{get_json, loopback_config, post_sdp_offer, raw_request, Raw, RedisServer, Streaming};
+use common::{get_json, post_sdp_offer, raw_request, Raw, RedisServer, Streaming};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_PULL_SECS: u64 = 2;
-const SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
 /// A cluster node that pulls, with a short idle time.
 fn pulling_node(redis_url: &str) -> Node {
-    let mut config = loopback_config(1);
-    config.rtmp.enabled = false;
-    let mut cluster = ClusterConfig::new(redis_url);
-    cluster.secret = Some(Secret::new(SECRET));
-    cluster.idle_pull_secs = IDLE_PULL_SECS;
-    config.cluster = Some(cluster);
-    Node::start(&config).expect("node starts")
+    common::pulling_node(redis_url, None, IDLE_PULL_SECS)
 }
 
 /// `POST /rest-api/v3/cdn/warmup` of `name` on `base`.

@@ -16,8 +16,7 @@
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
-use rtcdn::auth::Secret;
-use rtcdn::config::cluster::{ClusterConfig, ClusterRole};
+use rtcdn::config::cluster::ClusterRole;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode};
@@ -25,39 +24,19 @@ use rtcdn_bench::media::read_packet;
 use serde_json::Value;
 
 mod common;
-use common::{get_json, loopback_config, post_sdp_offer, raw_request, RedisServer, Streaming};
+use common::{base_url, cluster_id, get_json, post_sdp_offer, raw_request, RedisServer, Streaming};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-const SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
 fn cluster_node(redis_url: &str, roles: &[ClusterRole]) -> Node {
-    let mut config = loopback_config(1);
-    config.rtmp.enabled = false;
-    let mut cluster = ClusterConfig::new(redis_url);
-    cluster.secret = Some(Secret::new(SECRET));
-    cluster.roles = roles.to_vec();
-    config.cluster = Some(cluster);
-    Node::start(&config).expect("node starts")
-}
-
-fn base(node: &Node) -> String {
-    format!("http://{}", node.http_addr())
-}
-
-fn node_id(node: &Node) -> String {
-    node.signalling()
-        .cluster
-        .as_ref()
-        .expect("in a cluster")
-        .node_id()
-        .to_string()
+    common::pulling_node(redis_url, Some(roles), 60)
 }
 
 /// `GET /lb` on `node` (with `?stream=` when given): the chosen node's id, or the status.
 async fn lb(node: &Node, stream: Option<&str>) -> Result<String, StatusCode> {
     let url = match stream {
-        Some(s) => format!("{}/lb?stream={s}", base(node)),
-        None => format!("{}/lb", base(node)),
+        Some(s) => format!("{}/lb?stream={s}", base_url(node)),
+        None => format!("{}/lb", base_url(node)),
     };
     let answer = raw_request(Method::GET, &url, &[], Vec::new()).await;
     if answer.status != StatusCode::OK {
@@ -92,7 +71,7 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
     let origin = cluster_node(&redis.url(), &[ClusterRole::Origin]);
     let edge_a = cluster_node(&redis.url(), &[ClusterRole::Edge]);
     let edge_b = cluster_node(&redis.url(), &[ClusterRole::Edge]);
-    let edges = [node_id(&edge_a), node_id(&edge_b)];
+    let edges = [cluster_id(&edge_a), cluster_id(&edge_b)];
 
     // Every node's view lists both edges within a lease refresh or two.
     let both_known = Instant::now();
@@ -126,7 +105,7 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
     } else {
         (edge_b, edge_a)
     };
-    let other = node_id(&other_node);
+    let other = cluster_id(&other_node);
     let chosen_node = &chosen_node;
     // Without a stream, either edge.
     assert!(edges.contains(&lb(&origin, None).await.expect("an edge")));
@@ -140,7 +119,7 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
             .expect("publish on the origin");
     let sender = Streaming::start(publisher, 0);
     let redirect = post_sdp_offer(
-        &format!("{}/whep/live?key=k1", base(&origin)),
+        &format!("{}/whep/live?key=k1", base_url(&origin)),
         Mode::Play,
         None,
     )
@@ -153,13 +132,18 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
     );
     assert_eq!(
         redirect.headers["location"].to_str().unwrap(),
-        format!("{}/whep/live?key=k1", base(chosen_node)),
+        format!("{}/whep/live?key=k1", base_url(chosen_node)),
     );
     // The bench client follows it; the edge pulls the stream for it.
-    let mut player =
-        ClientSession::connect(&base(&origin), Mode::Play, "live", &certificate, TIMEOUT)
-            .await
-            .expect("a player through the origin's redirect");
+    let mut player = ClientSession::connect(
+        &base_url(&origin),
+        Mode::Play,
+        "live",
+        &certificate,
+        TIMEOUT,
+    )
+    .await
+    .expect("a player through the origin's redirect");
     let packet = player
         .recv_rtp(Duration::from_secs(5))
         .await
@@ -173,24 +157,28 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
     assert_eq!(other_node.signalling().session_count(), 0);
 
     // The route, as WCS lists it, on both ends.
-    let origin_id = node_id(&origin);
+    let origin_id = cluster_id(&origin);
     let route = format!("1-{origin_id}-{chosen}");
     for node in [&origin, chosen_node] {
-        let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base(node))).await;
+        let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base_url(node))).await;
         assert_eq!(
             routes,
             serde_json::json!({ route.clone(): "live" }),
             "on {}",
-            node_id(node)
+            cluster_id(node)
         );
     }
-    let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base(&other_node))).await;
+    let routes = get_json(&format!(
+        "{}/rest-api/cdn/show_routes",
+        base_url(&other_node)
+    ))
+    .await;
     assert_eq!(routes, serde_json::json!({}));
-    let cdn = get_json(&format!("{}/api/cdn", base(&origin))).await;
+    let cdn = get_json(&format!("{}/api/cdn", base_url(&origin))).await;
     assert_eq!(cdn["role"], "cluster");
     assert_eq!(cdn["pulls_out"][0]["node"], chosen.as_str(), "{cdn}");
     assert_eq!(cdn["pulls_out"][0]["state"], "up", "{cdn}");
-    let cdn = get_json(&format!("{}/api/cdn", base(chosen_node))).await;
+    let cdn = get_json(&format!("{}/api/cdn", base_url(chosen_node))).await;
     assert_eq!(cdn["pulls_in"][0]["stream"], "live", "{cdn}");
     assert_eq!(cdn["pulls_in"][0]["from"], origin_id.as_str(), "{cdn}");
     assert_eq!(cdn["pulls_in"][0]["arrived"], true, "{cdn}");
@@ -217,10 +205,15 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
     );
 
     // No edge serves: the origin plays the stream itself rather than refuse.
-    let mut local =
-        ClientSession::connect(&base(&origin), Mode::Play, "live", &certificate, TIMEOUT)
-            .await
-            .expect("the origin plays it while no edge serves");
+    let mut local = ClientSession::connect(
+        &base_url(&origin),
+        Mode::Play,
+        "live",
+        &certificate,
+        TIMEOUT,
+    )
+    .await
+    .expect("the origin plays it while no edge serves");
     let packet = local
         .recv_rtp(Duration::from_secs(5))
         .await

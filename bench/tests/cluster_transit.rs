@@ -11,42 +11,21 @@
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
-use rtcdn::auth::{RelayAuth, Secret};
-use rtcdn::config::cluster::{ClusterConfig, ClusterRole};
+use rtcdn::auth::RelayAuth;
+use rtcdn::config::cluster::ClusterRole;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{get_json, loopback_config, raw_request, RedisServer, Streaming};
+use common::{base_url, cluster_id, get_json, raw_request, RedisServer, Streaming};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_PULL_SECS: u64 = 2;
-const SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
 fn cluster_node(redis_url: &str, role: ClusterRole) -> Node {
-    let mut config = loopback_config(1);
-    config.rtmp.enabled = false;
-    let mut cluster = ClusterConfig::new(redis_url);
-    cluster.secret = Some(Secret::new(SECRET));
-    cluster.roles = vec![role];
-    cluster.idle_pull_secs = IDLE_PULL_SECS;
-    config.cluster = Some(cluster);
-    Node::start(&config).expect("node starts")
-}
-
-fn base(node: &Node) -> String {
-    format!("http://{}", node.http_addr())
-}
-
-fn node_id(node: &Node) -> String {
-    node.signalling()
-        .cluster
-        .as_ref()
-        .expect("in a cluster")
-        .node_id()
-        .to_string()
+    common::pulling_node(redis_url, Some(&[role]), IDLE_PULL_SECS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,8 +37,8 @@ async fn edges_pull_through_their_groups_transit_node_and_release_down_the_chain
         cluster_node(&redis.url(), ClusterRole::Edge),
         cluster_node(&redis.url(), ClusterRole::Edge),
     ];
-    let (o, t) = (node_id(&origin), node_id(&transit));
-    let e: Vec<String> = edges.iter().map(node_id).collect();
+    let (o, t) = (cluster_id(&origin), cluster_id(&transit));
+    let e: Vec<String> = edges.iter().map(cluster_id).collect();
 
     // Both edges' views list the transit node (a lease write and a view read or two).
     let deadline = Instant::now() + Duration::from_secs(8);
@@ -86,7 +65,7 @@ async fn edges_pull_through_their_groups_transit_node_and_release_down_the_chain
     for edge in &edges {
         let asked = Instant::now();
         let mut player =
-            ClientSession::connect(&base(edge), Mode::Play, "live", &certificate, TIMEOUT)
+            ClientSession::connect(&base_url(edge), Mode::Play, "live", &certificate, TIMEOUT)
                 .await
                 .expect("the edge pulls the stream through the transit node");
         for _ in 0..50 {
@@ -121,9 +100,9 @@ async fn edges_pull_through_their_groups_transit_node_and_release_down_the_chain
     }
 
     // The chain in show_routes: origin → transit, transit → each edge.
-    let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base(&origin))).await;
+    let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base_url(&origin))).await;
     assert_eq!(routes, serde_json::json!({ format!("1-{o}-{t}"): "live" }));
-    let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base(&transit))).await;
+    let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base_url(&transit))).await;
     let routes = routes.as_object().expect("an object");
     assert_eq!(routes.len(), 3, "{routes:?}");
     for (from, to) in [(&t, &e[0]), (&t, &e[1]), (&o, &t)] {
@@ -134,18 +113,21 @@ async fn edges_pull_through_their_groups_transit_node_and_release_down_the_chain
             "{from} → {to} missing in {routes:?}"
         );
     }
-    let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base(&edges[0]))).await;
+    let routes = get_json(&format!("{}/rest-api/cdn/show_routes", base_url(&edges[0]))).await;
     assert_eq!(
         routes,
         serde_json::json!({ format!("1-{t}-{}", e[0]): "live" })
     );
 
     // An edge relays no copy on: a pull asked of it is refused.
-    let token = format!("Bearer {}", RelayAuth::new(SECRET).mint(&e[1]));
+    let token = format!(
+        "Bearer {}",
+        RelayAuth::new(common::CLUSTER_SECRET).mint(&e[1])
+    );
     let body = format!("{{\"name\": \"live\", \"node\": \"{}\"}}", e[1]);
     let refused = raw_request(
         Method::POST,
-        &format!("{}/rest-api/cdn/pull", base(&edges[0])),
+        &format!("{}/rest-api/cdn/pull", base_url(&edges[0])),
         &[
             ("content-type", "application/json"),
             ("authorization", &token),

@@ -3,18 +3,19 @@
 //!
 //! - **Sticky per stream**: the edges are ranked for each stream by rendezvous hashing (the
 //!   highest `hash(stream, node)` first), so every node that answers `/lb` ranks them the same
-//!   way and the players of one stream gather on few edges: one pull serves them all.
-//! - **Two choices**: of the first two edges in that order which are not over their share, the
-//!   one with fewer sessions (the "power of two choices": near-even load without herding).
+//!   way, and a stream's players go to its first edge: one pull serves them all.
 //! - **Bounded load**: an edge is over its share when its sessions reach `(1 + ε)` times the
-//!   edges' average (counting the player being placed) — consistent hashing with bounded loads
-//!   (Mirrokni, Thorup, Zadimoghaddam 2018). A popular stream spills onto the next edges in its
-//!   order as the first fill, instead of overloading two.
+//!   edges' average (counting the player being placed), and never below the average plus
+//!   [`MIN_HEADROOM`] — consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam
+//!   2018). A stream whose first edge is over its share spills onto the next ones.
+//! - **Two choices** for the spill: of the next two edges in the stream's order that are not
+//!   over their share, the one with fewer sessions (the "power of two choices": near-even load
+//!   without herding).
 //!
-//! Without a stream name, the two choices are drawn at random. An edge pulls through a transit
-//! node of its group chosen the same way ([`choose_transit`]). Loads are the leases' (written
-//! every 2 s), so a burst of players between two writes follows the same choice; the bound
-//! catches up at the next write.
+//! Without a stream name, two edges are drawn at random and the one with fewer sessions wins.
+//! An edge pulls through a transit node of its group chosen the same way ([`choose_transit`]).
+//! Loads are the leases' (written every 2 s), so a burst of players between two writes follows
+//! the same choice; the bound catches up at the next write.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -25,6 +26,9 @@ use crate::config::cluster::ClusterRole;
 /// The ε of the bound: an edge takes new players until it has 25% more sessions than the
 /// edges' average.
 const LOAD_SLACK: f64 = 0.25;
+/// The bound is never less than the average plus this many sessions: with few sessions, 25%
+/// would move a small stream's second player to another edge and cost a second pull.
+const MIN_HEADROOM: f64 = 10.0;
 /// A fixed seed: every node of the cluster, whatever its build, must rank edges alike.
 const RANK_SEED: u64 = 0x7274_6364_6e5f_6c62; // "rtcdn_lb"
 
@@ -77,10 +81,12 @@ fn choose<'a>(
         }
     }
     let bound = load_bound(&edges);
-    let mut open = edges
-        .iter()
-        .filter(|edge| (edge.load.sessions as f64) < bound);
-    match (open.next(), open.next()) {
+    let open = |edge: &&&NodeLease| (edge.load.sessions as f64) < bound;
+    if stream.is_some() && open(&&edges[0]) {
+        return Some(edges[0]);
+    }
+    let mut spill = edges.iter().filter(open);
+    match (spill.next(), spill.next()) {
         (Some(first), Some(second)) if second.load.sessions < first.load.sessions => Some(second),
         (Some(first), _) => Some(first),
         // Every edge is at its bound (it cannot be for all, but loads are floats): the least
@@ -93,7 +99,9 @@ fn choose<'a>(
 fn load_bound(edges: &[&NodeLease]) -> f64 {
     let total: u64 = edges.iter().map(|edge| edge.load.sessions).sum();
     let average = (total + 1) as f64 / edges.len() as f64;
-    ((1.0 + LOAD_SLACK) * average).ceil()
+    ((1.0 + LOAD_SLACK) * average)
+        .max(average + MIN_HEADROOM)
+        .ceil()
 }
 
 /// The rendezvous score of `edge` for `stream`.
@@ -109,7 +117,7 @@ fn rank(stream: &str, edge: &NodeLease) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::time::Instant;
 
     use super::*;
@@ -143,6 +151,22 @@ mod tests {
                 sessions,
             ));
         }
+        ClusterView::new(Instant::now(), nodes)
+    }
+
+    /// `view` with one more session on `node` (as its next lease would say).
+    fn with_one_more_session(view: &ClusterView, node: &NodeId) -> ClusterView {
+        let nodes = view
+            .nodes()
+            .iter()
+            .cloned()
+            .map(|mut n| {
+                if n.id == *node {
+                    n.load.sessions += 1;
+                }
+                n
+            })
+            .collect();
         ClusterView::new(Instant::now(), nodes)
     }
 
@@ -188,46 +212,40 @@ mod tests {
     }
 
     #[test]
-    fn of_a_streams_two_edges_the_less_loaded_is_chosen() {
+    fn a_stream_stays_on_its_first_edge_until_it_is_over_its_share_then_spills_to_the_lesser_of_the_next_two(
+    ) {
         let view = edges(&[10, 10, 10, 10]);
         let ranked = {
             let mut e: Vec<&NodeLease> = view.serving(ClusterRole::Edge).collect();
             e.sort_by_key(|edge| std::cmp::Reverse(rank("live", edge)));
             e.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
         };
-        let loads_with = |first: u64, second: u64| {
-            let mut loads = BTreeMap::new();
-            loads.insert(ranked[0].clone(), first);
-            loads.insert(ranked[1].clone(), second);
+        let loads_with = |loads: [u64; 3]| {
             let nodes = view
                 .nodes()
                 .iter()
                 .cloned()
                 .map(|mut n| {
-                    if let Some(&s) = loads.get(&n.id) {
-                        n.load.sessions = s;
+                    if let Some(i) = ranked[..3].iter().position(|id| *id == n.id) {
+                        n.load.sessions = loads[i];
                     }
                     n
                 })
                 .collect();
             ClusterView::new(Instant::now(), nodes)
         };
-        let view = loads_with(10, 9);
-        assert_eq!(
-            choose_edge(&view, Some("live"), no_draw).unwrap().id,
-            ranked[1]
-        );
-        let view = loads_with(9, 10);
-        assert_eq!(
-            choose_edge(&view, Some("live"), no_draw).unwrap().id,
-            ranked[0]
-        );
-        // A tie keeps the stream's first edge.
-        let view = loads_with(10, 10);
-        assert_eq!(
-            choose_edge(&view, Some("live"), no_draw).unwrap().id,
-            ranked[0]
-        );
+        let choose = |loads| {
+            choose_edge(&loads_with(loads), Some("live"), no_draw)
+                .unwrap()
+                .id
+                .clone()
+        };
+        // Under its share (the average 5.75 + 10): the first edge, however idle the others.
+        assert_eq!(choose([12, 0, 0]), ranked[0]);
+        // Over it (average 18.5, bound 29): the lesser of the next two; a tie keeps the order.
+        assert_eq!(choose([40, 12, 11]), ranked[2]);
+        assert_eq!(choose([40, 11, 12]), ranked[1]);
+        assert_eq!(choose([40, 11, 11]), ranked[1]);
     }
 
     #[test]
@@ -240,18 +258,7 @@ mod tests {
                 .unwrap()
                 .id
                 .clone();
-            let nodes = view
-                .nodes()
-                .iter()
-                .cloned()
-                .map(|mut n| {
-                    if n.id == chosen {
-                        n.load.sessions += 1;
-                    }
-                    n
-                })
-                .collect();
-            view = ClusterView::new(Instant::now(), nodes);
+            view = with_one_more_session(&view, &chosen);
         }
         let loads: Vec<u64> = view
             .serving(ClusterRole::Edge)
@@ -268,20 +275,9 @@ mod tests {
                 .id
                 .clone();
             used.insert(chosen.clone());
-            let nodes = view
-                .nodes()
-                .iter()
-                .cloned()
-                .map(|mut n| {
-                    if n.id == chosen {
-                        n.load.sessions += 1;
-                    }
-                    n
-                })
-                .collect();
-            view = ClusterView::new(Instant::now(), nodes);
+            view = with_one_more_session(&view, &chosen);
         }
-        assert!(used.len() <= 2, "20 players of one stream on {used:?}");
+        assert_eq!(used.len(), 1, "20 players of one stream on {used:?}");
     }
 
     #[test]

@@ -1002,6 +1002,23 @@ mod tests {
         assert!(!plane.handle_end_session(now, viewer, EndReason::Deleted));
     }
 
+    /// A copy of the stream "copy" relayed to this node: its publisher (a relay) connects and
+    /// its media flows.
+    fn publish_copy(plane: &mut ControlPlane<StdRng>, now: Instant) -> Vec<ControlAction> {
+        let relayed = SessionId(7);
+        plane.handle_publish_requested(now, "copy", true).unwrap();
+        let client = ClientInfo {
+            relay: true,
+            ..ClientInfo::default()
+        };
+        plane
+            .handle_publish(now, CoreId(0), publisher(relayed, "copy"), track(), client)
+            .unwrap();
+        plane.handle_core_event(now, &CoreEvent::SessionConnected { id: relayed });
+        plane.handle_core_event(now, &CoreEvent::MediaStarted { id: relayed });
+        actions(plane)
+    }
+
     #[test]
     fn a_pull_of_a_local_publish_is_relayed_and_released_but_a_relayed_copy_is_never_pulled() {
         let now = Instant::now();
@@ -1018,16 +1035,7 @@ mod tests {
         assert_eq!(stopped(&actions(&mut plane)), [pulled[0].1]);
 
         // A copy relayed to this node (its publisher is a relay) is not relayed on.
-        let relayed = SessionId(7);
-        plane.handle_publish_requested(now, "copy", true).unwrap();
-        let client = ClientInfo {
-            relay: true,
-            ..ClientInfo::default()
-        };
-        plane
-            .handle_publish(now, CoreId(0), publisher(relayed, "copy"), track(), client)
-            .unwrap();
-        actions(&mut plane);
+        publish_copy(&mut plane, now);
         assert_eq!(
             plane.handle_pull_requested(now, "copy", A, false),
             Err(RegistryError::StreamNotFound("copy".into()))
@@ -1045,18 +1053,7 @@ mod tests {
             "nothing to relay yet"
         );
         // The copy the transit node pulled from the owner arrives and its media flows.
-        let relayed = SessionId(7);
-        plane.handle_publish_requested(now, "copy", true).unwrap();
-        let client = ClientInfo {
-            relay: true,
-            ..ClientInfo::default()
-        };
-        plane
-            .handle_publish(now, CoreId(0), publisher(relayed, "copy"), track(), client)
-            .unwrap();
-        plane.handle_core_event(now, &CoreEvent::SessionConnected { id: relayed });
-        plane.handle_core_event(now, &CoreEvent::MediaStarted { id: relayed });
-        let pulled = started(&actions(&mut plane));
+        let pulled = started(&publish_copy(&mut plane, now));
         assert_eq!(pulled.iter().map(|s| s.0).collect::<Vec<_>>(), [A]);
         // A second edge of the group, once the copy is here.
         plane.handle_pull_requested(now, "copy", B, true).unwrap();

@@ -479,6 +479,8 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
             .pulled()
             .into_iter()
             .map(|(stream, owner, arrived, warm)| {
+                // The pulls' own view is refreshed every 250 ms; the registry knows now.
+                let arrived = arrived || state.registry().stream(&stream).is_some();
                 json!({ "stream": stream, "from": owner, "arrived": arrived, "warm": warm })
             })
             .collect();

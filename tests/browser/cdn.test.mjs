@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
   openLoggedPage, frameLog, framesOf, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, EMBED_PLAYER_PATH, poll, sleep, videoStats,
+  TWO_WAY_PATH, EMBED_PLAYER_PATH, LB_PAGE_PATH, LB_PAGE, poll, sleep, videoStats,
 } from './harness.mjs';
 
 const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
@@ -40,35 +40,6 @@ after(async () => {
   await browser?.close();
   await pkg?.close();
 });
-
-/** The SDK page for lbUrl (no demo passes lbUrl): served by the package server (pkg.serve), so
- * `/flashphoner.js` is the package's own bundle, as the demos load it. Statuses go to window.__ev. */
-const LB_PAGE_PATH = '/__rtcdn_test__/lb_player.html';
-const LB_PAGE = `<!doctype html>
-<html><head><meta charset="utf-8"><title>lbUrl player</title>
-<script src="/flashphoner.js"></script></head>
-<body><div id="display" style="width:640px;height:360px"></div>
-<script>
-window.__ev = [];
-window.__session = null;
-window.__stream = null;
-const log = (what, status, info) => window.__ev.push({ t: Date.now(), what, status, info: info || null });
-window.startLbPlayer = (urlServer, lbUrl, name) => {
-  Flashphoner.init({});
-  const SESSION = Flashphoner.constants.SESSION_STATUS, STREAM = Flashphoner.constants.STREAM_STATUS;
-  const session = window.__session = Flashphoner.createSession({ urlServer, lbUrl });
-  for (const s of [SESSION.ESTABLISHED, SESSION.DISCONNECTED, SESSION.FAILED]) {
-    session.on(s, () => log('session', s));
-  }
-  session.on(SESSION.ESTABLISHED, () => {
-    const stream = window.__stream = session.createStream({ name, display: document.getElementById('display') });
-    for (const s of [STREAM.PLAYING, STREAM.STOPPED, STREAM.FAILED]) {
-      stream.on(s, (st) => log('stream', s, st && st.getInfo && st.getInfo()));
-    }
-    stream.play();
-  });
-};
-</script></body></html>`;
 
 test('CDN: SDK publish to the origin (config/origin.toml); Embed Player, lbUrl and WHEP players on the edge (config/edge.toml); publisher stop fails them', { skip, timeout: 240_000 }, async (t) => {
   const t0 = Date.now();

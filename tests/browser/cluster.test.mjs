@@ -18,7 +18,7 @@ import path from 'node:path';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
   openLoggedPage, frameLog, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, poll, freeTcpPort, freeUdpBase,
+  TWO_WAY_PATH, LB_PAGE_PATH, LB_PAGE, poll, freeTcpPort, freeUdpBase,
 } from './harness.mjs';
 
 const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
@@ -51,30 +51,6 @@ async function startRedis() {
   }), { timeout: 10_000, interval: 100, what: 'redis-server to answer PING' });
   return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
 }
-
-/** The SDK page for lbUrl (as in cdn.test.mjs), statuses in window.__ev. */
-const LB_PAGE_PATH = '/__rtcdn_test__/cluster_lb_player.html';
-const LB_PAGE = `<!doctype html>
-<html><head><meta charset="utf-8"><title>lbUrl player</title>
-<script src="/flashphoner.js"></script></head>
-<body><div id="display" style="width:640px;height:360px"></div>
-<script>
-window.__ev = [];
-const log = (what, status, info) => window.__ev.push({ t: Date.now(), what, status, info: info || null });
-window.startLbPlayer = (urlServer, lbUrl, name) => {
-  Flashphoner.init({});
-  const SESSION = Flashphoner.constants.SESSION_STATUS, STREAM = Flashphoner.constants.STREAM_STATUS;
-  const session = Flashphoner.createSession({ urlServer, lbUrl });
-  for (const s of [SESSION.ESTABLISHED, SESSION.DISCONNECTED, SESSION.FAILED]) session.on(s, () => log('session', s));
-  session.on(SESSION.ESTABLISHED, () => {
-    const stream = session.createStream({ name, display: document.getElementById('display') });
-    for (const s of [STREAM.PLAYING, STREAM.STOPPED, STREAM.FAILED]) {
-      stream.on(s, (st) => log('stream', s, st && st.getInfo && st.getInfo()));
-    }
-    stream.play();
-  });
-};
-</script></body></html>`;
 
 test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP player are sent to the stream\'s edge, which pulls it on demand', { skip, timeout: 240_000 }, async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-cluster-'));

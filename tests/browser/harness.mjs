@@ -567,3 +567,32 @@ export async function waitForText(page, selector, want, { timeout = 15_000 } = {
     throw new Error(`${e.message} (last ${selector} text: ${JSON.stringify(last)})`);
   }
 }
+
+/** The SDK page for lbUrl (no demo passes lbUrl): served by the package server (pkg.serve), so
+ * `/flashphoner.js` is the package's own bundle, as the demos load it. Statuses go to window.__ev. */
+export const LB_PAGE_PATH = '/__rtcdn_test__/lb_player.html';
+export const LB_PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>lbUrl player</title>
+<script src="/flashphoner.js"></script></head>
+<body><div id="display" style="width:640px;height:360px"></div>
+<script>
+window.__ev = [];
+window.__session = null;
+window.__stream = null;
+const log = (what, status, info) => window.__ev.push({ t: Date.now(), what, status, info: info || null });
+window.startLbPlayer = (urlServer, lbUrl, name) => {
+  Flashphoner.init({});
+  const SESSION = Flashphoner.constants.SESSION_STATUS, STREAM = Flashphoner.constants.STREAM_STATUS;
+  const session = window.__session = Flashphoner.createSession({ urlServer, lbUrl });
+  for (const s of [SESSION.ESTABLISHED, SESSION.DISCONNECTED, SESSION.FAILED]) {
+    session.on(s, () => log('session', s));
+  }
+  session.on(SESSION.ESTABLISHED, () => {
+    const stream = window.__stream = session.createStream({ name, display: document.getElementById('display') });
+    for (const s of [STREAM.PLAYING, STREAM.STOPPED, STREAM.FAILED]) {
+      stream.on(s, (st) => log('stream', s, st && st.getInfo && st.getInfo()));
+    }
+    stream.play();
+  });
+};
+</script></body></html>`;

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use rtcdn::auth::Secret;
 use rtcdn::config::cdn::{BalanceMode, CdnConfig, CdnNode, CdnRole};
+use rtcdn::config::cluster::{ClusterConfig, ClusterRole};
 use rtcdn::config::Config;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
@@ -61,6 +62,39 @@ pub fn cdn_origin_of(edge: &Node) -> Node {
             wss: None,
         }],
     )
+}
+
+/// The `cluster.secret` the tests' cluster nodes share.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
+/// A dynamic-CDN node that pulls: on loopback (one media core, no RTMP) in the cluster of
+/// `redis_url`, with `roles` (None: the default), [`CLUSTER_SECRET`] and `idle_pull_secs`.
+pub fn pulling_node(redis_url: &str, roles: Option<&[ClusterRole]>, idle_pull_secs: u64) -> Node {
+    let mut config = loopback_config(1);
+    config.rtmp.enabled = false;
+    let mut cluster = ClusterConfig::new(redis_url);
+    cluster.secret = Some(Secret::new(CLUSTER_SECRET));
+    if let Some(roles) = roles {
+        cluster.roles = roles.to_vec();
+    }
+    cluster.idle_pull_secs = idle_pull_secs;
+    config.cluster = Some(cluster);
+    Node::start(&config).expect("node starts")
+}
+
+/// `http://` and a node's HTTP address.
+pub fn base_url(node: &Node) -> String {
+    format!("http://{}", node.http_addr())
+}
+
+/// A cluster node's id.
+pub fn cluster_id(node: &Node) -> String {
+    node.signalling()
+        .cluster
+        .as_ref()
+        .expect("in a cluster")
+        .node_id()
+        .to_string()
 }
 
 /// A standalone node's config on loopback with ephemeral ports and `threads` media cores.
@@ -775,7 +809,7 @@ impl Drop for RedisServer {
 pub fn cluster_node(redis_url: &str) -> Node {
     let mut config = loopback_config(1);
     config.rtmp.enabled = false;
-    config.cluster = Some(rtcdn::config::cluster::ClusterConfig::new(redis_url));
+    config.cluster = Some(ClusterConfig::new(redis_url));
     Node::start(&config).expect("node starts")
 }
 
