@@ -852,6 +852,9 @@ mod tests {
         let addr = io
             .listen_tcp("127.0.0.1:0".parse().unwrap(), limits)
             .unwrap();
+        // Each backend its own driver: io_uring's SQEs, or the epoll.
+        let uring = io.tcp.as_ref().is_some_and(|t| t.uring.is_some());
+        assert_eq!(uring, choice == BackendChoice::IoUring);
         (io, addr)
     }
 
@@ -976,15 +979,16 @@ mod tests {
         };
         let (mut io, addr) = setup(choice, limits);
         let mut h = Echo::default();
-        let c = TcpStream::connect(addr).unwrap();
+        let mut c = TcpStream::connect(addr).unwrap();
         (&c).write_all(&framed(&stun(1))).unwrap();
         poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
         let (socket, peer, _) = h.got[0].clone();
-        // The client never reads: far more than its kernel buffers and queue hold.
+        // The client does not read yet: far more than its kernel buffers and queue hold.
         let start = Instant::now();
-        for _ in 0..20_000 {
+        for seq in 0..20_000u32 {
             io.send_queue().push_with_on(socket, peer, |b| {
                 b[..1200].fill(0x80);
+                b[..4].copy_from_slice(&seq.to_be_bytes());
                 1200
             });
             io.poll(Some(Duration::ZERO), &mut h).unwrap();
@@ -996,6 +1000,61 @@ mod tests {
         let s = io.tcp_stats();
         assert!(s.tx_dropped > 0, "{s:?}");
         assert_eq!(s.open, 1);
+        // Now it reads: every frame queued arrives whole and in order (a SEND in flight while
+        // the queue took more must not have seen its bytes move), the dropped ones never.
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut stream = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_millis(500) {
+            io.poll(Some(Duration::ZERO), &mut h).unwrap();
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    stream.extend_from_slice(&buf[..n]);
+                    quiet = Instant::now();
+                }
+                _ => {}
+            }
+            assert!(start.elapsed() < Duration::from_secs(40), "never drained");
+        }
+        let mut frames = 0;
+        let mut last = None;
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let frame = &rest[2..2 + len];
+            if frames == 0 {
+                assert_eq!(frame, &stun(1)[..], "the echo comes first");
+            } else {
+                assert_eq!(len, 1200);
+                let seq = u32::from_be_bytes(frame[..4].try_into().unwrap());
+                assert!(last.is_none_or(|l| seq > l), "{seq} after {last:?}");
+                assert!(frame[4..].iter().all(|&b| b == 0x80));
+                last = Some(seq);
+            }
+            frames += 1;
+            rest = &rest[2 + len..];
+        }
+        assert_eq!(frames, io.tcp_stats().tx_frames, "{:?}", io.tcp_stats());
+    }
+
+    /// A peer that closes halfway through a frame: the frames before it were delivered, the
+    /// half is not, the connection closes with its count and the core hears of it once.
+    fn a_peer_closing_mid_frame(choice: BackendChoice) {
+        let (mut io, addr) = setup(choice, TcpLimits::default());
+        let mut h = Echo::default();
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut bytes = framed(&stun(1));
+        bytes.extend_from_slice(&framed(&[0x17; 1000])[..300]);
+        c.write_all(&bytes).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
+        let (socket, peer, _) = h.got[0].clone();
+        drop(c);
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().closed_by_peer == 1);
+        assert_eq!(h.got.len(), 1, "half a frame is not a frame");
+        assert_eq!(h.closed, vec![(socket, peer)]);
+        let s = io.tcp_stats();
+        assert_eq!((s.open, s.rx_frames, s.oversized, s.garbage), (0, 1, 0, 0));
     }
 
     /// Connects to `to` from `local` (another loopback address), blocking.
@@ -1087,5 +1146,6 @@ mod tests {
         slow_reader_drops_and_counts,
         reused_id_sends_only_to_its_own_peer,
         one_ip_cannot_take_the_table,
+        a_peer_closing_mid_frame,
     );
 }

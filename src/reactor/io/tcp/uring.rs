@@ -608,3 +608,160 @@ fn arm_recv(conn: &mut ConnRx, idx: u16, ring: &mut Ring) -> bool {
     conn.ops.recv = true;
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::Shutdown;
+    use std::time::Duration;
+
+    use super::super::super::{BackendChoice, UdpIo};
+    use super::super::TcpLimits;
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        got: Vec<Vec<u8>>,
+        closed: usize,
+    }
+
+    impl DatagramHandler for Recorder {
+        fn on_datagram(
+            &mut self,
+            _socket: SocketId,
+            _src: SocketAddr,
+            data: &mut [u8],
+            _received_ns: Option<u64>,
+            _tx: &mut SendQueue,
+        ) {
+            self.got.push(data.to_vec());
+        }
+        fn on_wake(&mut self, _tx: &mut SendQueue) {}
+        fn on_tcp_closed(&mut self, _socket: SocketId, _src: SocketAddr) {
+            self.closed += 1;
+        }
+    }
+
+    fn framed_stun(tag: u8) -> Vec<u8> {
+        let mut m = vec![0, 20, 0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+        m.extend_from_slice(&[tag; 12]);
+        m
+    }
+
+    fn poll_until(io: &mut UdpIo, h: &mut Recorder, done: impl Fn(&UdpIo) -> bool) {
+        let start = Instant::now();
+        while !done(io) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                io.tcp_stats()
+            );
+            io.poll(Some(Duration::from_millis(20)), h).unwrap();
+        }
+    }
+
+    /// The one open connection's index and generation.
+    fn only_conn(io: &UdpIo) -> (u16, u16) {
+        let tcp = io.tcp.as_ref().unwrap();
+        let idx = tcp.conns.iter().position(Option::is_some).unwrap();
+        (idx as u16, tcp.conns[idx].as_ref().unwrap().gen)
+    }
+
+    #[test]
+    fn user_data_round_trips_and_never_looks_like_udp() {
+        for op in [Op::Accept, Op::Recv, Op::Send, Op::Connect] {
+            let ud = user_data(op, 0xffff, 0xffff);
+            assert!(is_uring_op(ud));
+            assert_eq!(decode(ud), Some((op, 0xffff, 0xffff)));
+            assert_eq!(ud & (1 << 32 | 1 << 33), 0, "UDP send and receive bits");
+        }
+        assert!(!is_uring_op(UD_CANCEL));
+    }
+
+    /// Completions of a closed connection's generation that arrive when its index serves
+    /// another connection are counted and ignored: no bytes, no frames, no state change.
+    #[test]
+    fn a_late_completion_after_close_is_ignored() {
+        let mut io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), BackendChoice::IoUring).unwrap();
+        let addr = io
+            .listen_tcp("127.0.0.1:0".parse().unwrap(), TcpLimits::default())
+            .unwrap();
+        let mut h = Recorder::default();
+        let a = TcpStream::connect(addr).unwrap();
+        (&a).write_all(&framed_stun(1)).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
+        let (idx, old) = only_conn(&io);
+        a.shutdown(Shutdown::Both).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().open == 0);
+        let mut b = TcpStream::connect(addr).unwrap();
+        b.write_all(&framed_stun(2)).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 2);
+        let (b_idx, gen) = only_conn(&io);
+        assert_eq!(b_idx, idx, "the index serves b now");
+        assert_ne!(gen, old);
+        let tcp = io.tcp.as_mut().unwrap();
+        for (op, result) in [
+            (Op::Recv, 100),
+            (Op::Send, 50),
+            (Op::Connect, 0),
+            (Op::Recv, 0),
+        ] {
+            let cqe = Cqe {
+                user_data: user_data(op, old, idx),
+                result,
+                flags: 0,
+            };
+            assert_eq!(tcp.on_uring_cqe(cqe, &mut h, &mut io.sendq), 0);
+        }
+        assert_eq!(tcp.late_completions(), 4);
+        let conn = tcp.conns[usize::from(idx)].as_ref().unwrap();
+        assert!(conn.ops.recv, "b's own RECV is still in flight");
+        assert_eq!(conn.deframer.buffered(), 0, "no phantom bytes");
+        // b carries on as if nothing happened.
+        b.write_all(&framed_stun(3)).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 3);
+        assert_eq!(h.got.last().unwrap()[..], framed_stun(3)[2..]);
+        let s = io.tcp_stats();
+        assert_eq!((s.open, s.closed_by_peer), (1, 1), "{s:?}");
+        assert_eq!(h.closed, 1, "a's close only");
+    }
+
+    /// A connection closed by the core while its RECV is in flight keeps its index (and
+    /// buffer, and fd) until the cancelled RECV completed; then the index serves again.
+    #[test]
+    fn a_closed_connection_holds_its_index_until_its_recv_completed() {
+        let limits = TcpLimits {
+            max_connections: 1,
+            stun_timeout: Duration::from_millis(200),
+            ..TcpLimits::default()
+        };
+        let mut io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), BackendChoice::IoUring).unwrap();
+        let addr = io
+            .listen_tcp("127.0.0.1:0".parse().unwrap(), limits)
+            .unwrap();
+        let mut h = Recorder::default();
+        let _silent = TcpStream::connect(addr).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().accepted == 1);
+        let (idx, _) = only_conn(&io);
+        assert!(
+            io.tcp.as_ref().unwrap().conns[usize::from(idx)]
+                .as_ref()
+                .unwrap()
+                .ops
+                .recv
+        );
+        // The STUN timeout closes it from the core's side, RECV in flight.
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().stun_timeouts == 1);
+        let tcp = io.tcp.as_ref().unwrap();
+        let held = !tcp.uring.as_ref().unwrap().slot_free(usize::from(idx));
+        assert_eq!(tcp.free_index().is_none(), held);
+        poll_until(&mut io, &mut h, |io| {
+            io.tcp.as_ref().unwrap().free_index() == Some(usize::from(idx))
+        });
+        let mut next = TcpStream::connect(addr).unwrap();
+        next.write_all(&framed_stun(4)).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
+        assert_eq!(io.tcp_stats().rejected_full, 0);
+        assert_eq!(io.tcp.as_ref().unwrap().late_completions(), 0);
+    }
+}
