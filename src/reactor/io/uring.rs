@@ -215,6 +215,11 @@ impl Ring {
         }
     }
 
+    /// Hands the stashed completions to `take`, in order; those it refuses stay stashed.
+    pub(super) fn take_stashed(&mut self, mut take: impl FnMut(Cqe) -> bool) {
+        self.stash.retain(|&cqe| !take(cqe));
+    }
+
     /// Consumes the CQ. Send completions go to `on_send(slot, res)`; other completions go to
     /// `other`, and those it refuses are stashed (in order) for a later poll.
     pub(super) fn reap(

@@ -565,27 +565,35 @@ impl TcpSide {
             {
                 return false;
             }
-            sendq.reap(|cqe| {
-                let Some((op, gen, idx)) =
-                    decode(cqe.user_data).filter(|_| is_uring_op(cqe.user_data))
-                else {
-                    return false; // the UDP side's, for its own shutdown
-                };
-                if op == Op::Accept {
-                    if cqe.result >= 0 {
-                        // SAFETY: a connection accepted meanwhile: ours to close.
-                        unsafe { libc::close(cqe.result) };
-                    }
-                    if let Some(u) = self.uring.as_mut() {
-                        u.accept_armed &= cqueue::more(cqe.flags);
-                    }
-                } else {
-                    self.closing_done(op, gen, idx);
-                }
-                true
-            });
+            // A completion the UDP side's stash holds keeps later ones behind it: take ours
+            // from both.
+            sendq.reap(|cqe| self.drained(cqe));
+            if let Some(ring) = sendq.ring_mut() {
+                ring.take_stashed(|cqe| self.drained(cqe));
+            }
         }
         false
+    }
+
+    /// Shutdown bookkeeping of one completion; false if it is not ICE-TCP's (the UDP side's,
+    /// for its own shutdown).
+    fn drained(&mut self, cqe: Cqe) -> bool {
+        let Some((op, gen, idx)) = decode(cqe.user_data).filter(|_| is_uring_op(cqe.user_data))
+        else {
+            return false;
+        };
+        if op == Op::Accept {
+            if cqe.result >= 0 {
+                // SAFETY: a connection accepted meanwhile: ours to close.
+                unsafe { libc::close(cqe.result) };
+            }
+            if let Some(u) = self.uring.as_mut() {
+                u.accept_armed &= cqueue::more(cqe.flags);
+            }
+        } else {
+            self.closing_done(op, gen, idx);
+        }
+        true
     }
 }
 
