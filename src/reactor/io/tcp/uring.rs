@@ -236,7 +236,9 @@ impl TcpSide {
         }
     }
 
-    /// After a poll's completions: the timeouts, when due.
+    /// After a poll's completions: the timeouts, when due, and the SQEs they left to push
+    /// (the poll's flush submits them, so a RECV that found the SQ full does not wait for
+    /// some other event).
     pub(in crate::reactor::io) fn uring_service(
         &mut self,
         handler: &mut impl DatagramHandler,
@@ -250,6 +252,7 @@ impl TcpSide {
                 self.next_sweep = Some(self.next_sweep.map_or(at, |s| s.min(at)));
             }
         }
+        self.uring_arm(sendq);
     }
 
     /// Handles one ICE-TCP completion; returns the frames it handed to `handler`.
@@ -549,12 +552,15 @@ impl TcpSide {
                 }
             }
         }
-        for _ in 0..50 {
+        for round in 0..=50 {
             let Some(u) = self.uring.as_mut() else {
                 return true;
             };
             if !u.accept_armed && u.closing.iter().all(Option::is_none) {
                 return true;
+            }
+            if round == 50 {
+                break;
             }
             let Some(ring) = sendq.ring_mut() else {
                 return true;
