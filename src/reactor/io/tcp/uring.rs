@@ -740,6 +740,46 @@ mod tests {
         assert_eq!(h.closed, 1, "a's close only");
     }
 
+    /// Multishot ACCEPT is what this kernel does; one that refuses it (EINVAL, a completion
+    /// without F_MORE) gets single ACCEPTs re-armed after each, and connections still come in.
+    #[test]
+    fn accepts_fall_back_to_single_shot_on_einval() {
+        let mut io = UdpIo::bind("127.0.0.1:0".parse().unwrap(), BackendChoice::IoUring).unwrap();
+        let addr = io
+            .listen_tcp("127.0.0.1:0".parse().unwrap(), TcpLimits::default())
+            .unwrap();
+        let mut h = Recorder::default();
+        let first = TcpStream::connect(addr).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().accepted == 1);
+        let u = io.tcp.as_ref().unwrap().uring.as_ref().unwrap();
+        assert!(u.multishot && u.accept_armed, "multishot, and still armed");
+        // As an older kernel would answer a multishot ACCEPT. (The real one stays in flight;
+        // its connections are accepted all the same.)
+        let refused = Cqe {
+            user_data: user_data(Op::Accept, 0, 0),
+            result: -libc::EINVAL,
+            flags: 0,
+        };
+        let tcp = io.tcp.as_mut().unwrap();
+        tcp.on_uring_cqe(refused, &mut h, &mut io.sendq);
+        let u = tcp.uring.as_ref().unwrap();
+        assert!(!u.multishot && !u.accept_armed);
+        io.poll(Some(Duration::ZERO), &mut h).unwrap();
+        assert!(
+            io.tcp
+                .as_ref()
+                .unwrap()
+                .uring
+                .as_ref()
+                .unwrap()
+                .accept_armed
+        );
+        let others: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().accepted == 6);
+        assert_eq!(io.tcp_stats().open, 6);
+        drop((first, others));
+    }
+
     /// A connection closed by the core while its RECV is in flight keeps its index (and
     /// buffer, and fd) until the cancelled RECV completed; then the index serves again.
     #[test]
