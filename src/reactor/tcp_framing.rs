@@ -112,6 +112,8 @@ pub struct FrameQueue {
     end: usize,
     /// The largest frame; a push needs `PREFIX + max` bytes of room.
     max: usize,
+    /// The kernel is reading `pending` (an io_uring SEND in flight): the bytes must not move.
+    pinned: bool,
 }
 
 impl FrameQueue {
@@ -122,12 +124,26 @@ impl FrameQueue {
             start: 0,
             end: 0,
             max,
+            pinned: false,
         }
     }
 
-    /// Whether a frame of the largest size fits (after moving what waits to the front).
+    /// Whether a frame of the largest size fits (after moving what waits to the front, unless
+    /// the queue is pinned).
     pub fn has_room(&self) -> bool {
-        self.buf.len() - (self.end - self.start) >= PREFIX + self.max
+        let free = if self.pinned {
+            self.buf.len() - self.end
+        } else {
+            self.buf.len() - (self.end - self.start)
+        };
+        free >= PREFIX + self.max
+    }
+
+    /// Pins (or unpins) what is pending where it is: while the kernel reads it asynchronously
+    /// (an io_uring SEND), pushes append after it and never move it to the front, so they may
+    /// be refused sooner.
+    pub fn set_pinned(&mut self, pinned: bool) {
+        self.pinned = pinned;
     }
 
     /// Queues one frame written by `fill` into a buffer of `max` bytes (`fill` returns its
@@ -136,7 +152,7 @@ impl FrameQueue {
     pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> usize) -> bool {
         let room = PREFIX + self.max;
         if self.buf.len() - self.end < room {
-            if self.buf.len() - (self.end - self.start) < room {
+            if self.pinned || self.buf.len() - (self.end - self.start) < room {
                 return false;
             }
             self.buf.copy_within(self.start..self.end, 0);
@@ -162,7 +178,7 @@ impl FrameQueue {
     /// `n` bytes of [`pending`](Self::pending) were written.
     pub fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
+        if self.start == self.end && !self.pinned {
             self.start = 0;
             self.end = 0;
         }
@@ -305,6 +321,35 @@ mod tests {
         let (got, left) = deframe(&expected[2004..], 13, 2048).unwrap();
         assert_eq!(got.len(), 4);
         assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn a_pinned_queue_never_moves_what_is_pending() {
+        let mut q = FrameQueue::new(3 * 2050, 2048);
+        for _ in 0..3 {
+            assert!(q.push_with(|b| {
+                b[..1000].fill(1);
+                1000
+            }));
+        }
+        q.consume(2004);
+        // Unpinned, the rest would move to the front to make room; pinned (a SEND reads it),
+        // it stays where the kernel reads it and the push is refused instead.
+        q.set_pinned(true);
+        let at = q.pending().as_ptr();
+        for _ in 0..2 {
+            assert!(q.push_with(|b| {
+                b[..1000].fill(2);
+                1000
+            }));
+        }
+        assert!(!q.has_room());
+        assert!(!q.push_with(|_| 1));
+        assert_eq!(q.pending().as_ptr(), at);
+        q.set_pinned(false);
+        assert!(q.has_room());
+        assert!(q.push_with(|_| 1));
+        assert_eq!(q.pending().len(), 3 * 1002 + 3);
     }
 
     #[test]

@@ -386,9 +386,9 @@ impl UdpIo {
             ));
         }
         let side = tcp::TcpSide::listen(addr, limits, &mut self.sendq)?;
-        match &mut self.state {
-            State::Uring(recv) => recv.watch_tcp(side.poll_fd()),
-            State::Mmsg(recv) => recv.watch_tcp(side.poll_fd())?,
+        // io_uring drives the TCP side with its own SQEs (`tcp/uring.rs`).
+        if let State::Mmsg(recv) = &mut self.state {
+            recv.watch_tcp(side.poll_fd())?;
         }
         let local = side.local_addr().unwrap_or(addr);
         self.tcp = Some(side);
@@ -412,9 +412,8 @@ impl UdpIo {
             Some(side) => side,
             None => {
                 let side = tcp::TcpSide::outgoing_only(TcpLimits::default(), &mut self.sendq)?;
-                match &mut self.state {
-                    State::Uring(recv) => recv.watch_tcp(side.poll_fd()),
-                    State::Mmsg(recv) => recv.watch_tcp(side.poll_fd())?,
+                if let State::Mmsg(recv) = &mut self.state {
+                    recv.watch_tcp(side.poll_fd())?;
                 }
                 side
             }
@@ -538,6 +537,15 @@ impl fmt::Debug for UdpIo {
 impl Drop for UdpIo {
     fn drop(&mut self) {
         if let State::Uring(recv) = &mut self.state {
+            // ICE-TCP first: its connections' buffers and fds are borrowed by the operations
+            // in flight. On failure they are leaked, like the receive buffers below.
+            if let Some(tcp) = self.tcp.as_mut() {
+                if !tcp.uring_drain(&mut self.sendq) {
+                    tracing::warn!(local = %self.local, "ICE-TCP io_uring operations did not drain on drop; leaking their buffers");
+                    std::mem::forget(self.tcp.take());
+                    self.sendq.leak_tcp();
+                }
+            }
             // The kernel may still own receive buffers (armed multishot) and send slots: cancel
             // and wait for the final completions before any of that memory is freed. If that
             // fails, leak the memory rather than let the kernel write into freed pages.

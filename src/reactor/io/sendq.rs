@@ -169,7 +169,7 @@ impl SendQueue {
     ) {
         if let Some(idx) = socket.tcp_index() {
             match &mut self.tcp {
-                Some(tcp) => tcp.push_with(idx, dst, fill),
+                Some(tcp) => tcp.push_with(idx, dst, fill, self.ring.as_mut()),
                 None => self.tx.errors += 1,
             }
             return;
@@ -288,7 +288,7 @@ impl SendQueue {
     /// right away, so slots and counters are current; other completions wait in the stash.
     pub(super) fn flush(&mut self) -> io::Result<()> {
         if let Some(tcp) = &mut self.tcp {
-            tcp.flush();
+            tcp.flush(self.ring.as_mut());
         }
         match &mut self.ring {
             None => self.flush_mmsg(),
@@ -354,6 +354,16 @@ impl SendQueue {
 
     pub(super) fn tcp_mut(&mut self) -> Option<&mut TcpTx> {
         self.tcp.as_mut()
+    }
+
+    /// The TCP write side with the ring its SENDs go through (io_uring).
+    pub(super) fn tcp_and_ring(&mut self) -> (Option<&mut TcpTx>, Option<&mut Ring>) {
+        (self.tcp.as_mut(), self.ring.as_mut())
+    }
+
+    /// Keeps the TCP write queues allocated forever (the kernel may still read some).
+    pub(super) fn leak_tcp(&mut self) {
+        std::mem::forget(self.tcp.take());
     }
 
     /// ICE-TCP frames queued, dropped and misdirected.

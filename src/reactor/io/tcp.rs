@@ -5,14 +5,16 @@
 //! the media core's demultiplexer and session lookup (ufrag first, then `(socket, address)`)
 //! treat it as one more 5-tuple. Every frame (RFC 4571, `tcp_framing`) is one datagram.
 //!
-//! Readiness: the listener and the connections sit in an epoll instance of their own, whose fd
-//! the backend watches (a oneshot POLL_ADD on the io_uring, re-armed after each batch; an entry
-//! in the mmsg backend's epoll). When it is readable, [`TcpSide::service`] accepts and reads
-//! with non-blocking syscalls, at most [`SERVICE_BUDGET`] frames per poll; level triggering
-//! brings back the rest. Writes: a send to a connection is framed into its bounded
-//! [`FrameQueue`] (in [`TcpTx`], inside the send queue), written with non-blocking `send` at
-//! every flush; a connection whose kernel buffer is full gets `EPOLLOUT` interest until its
-//! queue drains. A full queue drops the frame and counts it, as a congested UDP player loses.
+//! Two drivers, chosen by the backend. On io_uring (`uring.rs`) the listener has a multishot
+//! ACCEPT, each connection one RECV into its own deframer's buffer and at most one SEND of its
+//! queue in flight, and relays connect with CONNECT; completions come with the UDP ones. On the
+//! mmsg backend the listener and the connections sit in an epoll instance of their own, whose
+//! fd is an entry in the backend's epoll: when it is readable, [`TcpSide::service`] accepts and
+//! reads with non-blocking syscalls, at most [`SERVICE_BUDGET`] frames per poll (level
+//! triggering brings back the rest). Writes: a send to a connection is framed into its bounded
+//! [`FrameQueue`] (in [`TcpTx`], inside the send queue) and written at every flush (a SEND, or
+//! a non-blocking `send` with `EPOLLOUT` interest while the kernel buffer is full). A full
+//! queue drops the frame and counts it, as a congested UDP player loses.
 //!
 //! Memory: each connection's two buffers are allocated when it is accepted (at most
 //! `max_connections` of them, fixed at [`TcpSide::listen`]); reading, deframing, sending and
@@ -35,10 +37,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::sendq::SendQueue;
+use super::uring::Ring;
 use super::{DatagramHandler, SocketId, MAX_DATAGRAM};
 use crate::reactor::tcp_framing::{Deframer, FrameQueue};
 
 mod connect;
+mod uring;
+
+pub(super) use uring::is_uring_op;
 
 /// Frames handed to the handler per [`TcpSide::service`].
 const SERVICE_BUDGET: usize = 256;
@@ -122,6 +128,7 @@ pub struct TcpStats {
 }
 
 /// The write side of the connections, kept in the send queue (which every send goes through).
+/// With io_uring its writes are SENDs on the send queue's ring (`uring.rs`).
 pub(super) struct TcpTx {
     conns: Box<[Option<ConnTx>]>,
     /// Indexes with bytes queued since the last flush; each listed once (`ConnTx::dirty`).
@@ -146,6 +153,29 @@ struct ConnTx {
     bound: bool,
     /// A write failed: the read side closes the connection at its next sweep.
     broken: bool,
+    /// The connection's generation (io_uring: tags its operations, see `uring.rs`).
+    gen: u16,
+    /// io_uring: a SEND of `queue.pending()` is in flight (the queue is pinned).
+    sending: bool,
+    /// io_uring: an outgoing connection still connecting; nothing is sent before it ends.
+    hold: bool,
+}
+
+impl ConnTx {
+    fn new(fd: RawFd, peer: SocketAddr, queue_bytes: usize, gen: u16) -> ConnTx {
+        ConnTx {
+            fd,
+            peer,
+            queue: FrameQueue::new(queue_bytes, MAX_DATAGRAM),
+            dirty: false,
+            waiting_out: false,
+            bound: false,
+            broken: false,
+            gen,
+            sending: false,
+            hold: false,
+        }
+    }
 }
 
 impl TcpTx {
@@ -156,6 +186,7 @@ impl TcpTx {
         idx: u16,
         dst: SocketAddr,
         fill: impl FnOnce(&mut [u8]) -> usize,
+        ring: Option<&mut Ring>,
     ) {
         let Some(conn) = self
             .conns
@@ -173,8 +204,9 @@ impl TcpTx {
         }
         if !conn.queue.has_room() {
             // A burst (a keyframe, a replay) filled the queue before the flush: what the
-            // kernel takes now makes room; only then is the frame dropped.
-            self.write(idx);
+            // kernel takes now makes room; only then is the frame dropped. (With io_uring the
+            // SEND completes later: the frame is dropped now unless the queue has room.)
+            self.write(idx, ring);
         }
         let Some(conn) = self
             .conns
@@ -200,7 +232,7 @@ impl TcpTx {
     }
 
     /// Writes what the connections touched since the last flush have queued.
-    pub(super) fn flush(&mut self) {
+    pub(super) fn flush(&mut self, mut ring: Option<&mut Ring>) {
         while let Some(idx) = self.dirty.pop() {
             if let Some(conn) = self
                 .conns
@@ -209,12 +241,17 @@ impl TcpTx {
             {
                 conn.dirty = false;
             }
-            self.write(idx);
+            self.write(idx, ring.as_deref_mut());
         }
     }
 
-    /// Writes connection `idx`'s queue as far as its kernel buffer takes it.
-    fn write(&mut self, idx: u16) {
+    /// Writes connection `idx`'s queue: a SEND on `ring`, or as far as its kernel buffer takes
+    /// it now (epoll).
+    fn write(&mut self, idx: u16, ring: Option<&mut Ring>) {
+        if let Some(ring) = ring {
+            self.send_uring(idx, ring);
+            return;
+        }
         let epfd = self.epfd;
         let Some(conn) = self
             .conns
@@ -223,28 +260,7 @@ impl TcpTx {
         else {
             return;
         };
-        while !conn.queue.is_empty() && !conn.broken {
-            let pending = conn.queue.pending();
-            // SAFETY: `fd` is an open socket (closed only after its entry is cleared); the
-            // pointer and length describe `pending`, alive for the call.
-            let n = unsafe {
-                libc::send(
-                    conn.fd,
-                    pending.as_ptr().cast(),
-                    pending.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                conn.queue.consume(n as usize);
-                continue;
-            }
-            match super::errno() {
-                libc::EINTR => {}
-                libc::EAGAIN => break,
-                _ => conn.broken = true,
-            }
-        }
+        write_now(conn);
         let want_out = !conn.queue.is_empty() && !conn.broken;
         if want_out != conn.waiting_out {
             let events = libc::EPOLLIN as u32 | if want_out { libc::EPOLLOUT as u32 } else { 0 };
@@ -258,6 +274,36 @@ impl TcpTx {
         self.conns[idx]
             .as_ref()
             .map_or((false, false), |c| (c.bound, c.broken))
+    }
+}
+
+/// Writes `conn`'s queue with non-blocking `send`s as far as its kernel buffer takes it (not
+/// while an io_uring SEND is in flight or a connect under way).
+fn write_now(conn: &mut ConnTx) {
+    if conn.sending || conn.hold {
+        return;
+    }
+    while !conn.queue.is_empty() && !conn.broken {
+        let pending = conn.queue.pending();
+        // SAFETY: `fd` is an open socket (closed only after its entry is cleared); the
+        // pointer and length describe `pending`, alive for the call.
+        let n = unsafe {
+            libc::send(
+                conn.fd,
+                pending.as_ptr().cast(),
+                pending.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            conn.queue.consume(n as usize);
+            continue;
+        }
+        match super::errno() {
+            libc::EINTR => {}
+            libc::EAGAIN => break,
+            _ => conn.broken = true,
+        }
     }
 }
 
@@ -277,6 +323,10 @@ pub(super) struct TcpSide {
     limits: TcpLimits,
     next_sweep: Option<Instant>,
     stats: TcpStats,
+    /// The next connection's generation.
+    next_gen: u16,
+    /// The io_uring driver's state; `None` on the epoll backend.
+    uring: Option<uring::UringTcp>,
 }
 
 struct ConnRx {
@@ -289,6 +339,10 @@ struct ConnRx {
     spoke: bool,
     /// The core opened it (a relay over TCP), and how that stands.
     outgoing: Option<connect::Outgoing>,
+    /// The connection's generation (io_uring: tags its operations, see `uring.rs`).
+    gen: u16,
+    /// Its io_uring operations in flight.
+    ops: uring::Ops,
 }
 
 /// Why a connection is closed.
@@ -317,7 +371,9 @@ impl TcpSide {
             "fits a length prefix"
         );
         let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        // io_uring accepts without blocking anyway, and a non-blocking listener would make a
+        // kernel that punts the ACCEPT to a worker complete it with EAGAIN.
+        listener.set_nonblocking(sendq.ring_ref().is_none())?;
         TcpSide::new(Some(listener), limits, sendq)
     }
 
@@ -354,6 +410,9 @@ impl TcpSide {
                 TOKEN_LISTENER,
             )?;
         }
+        let uring = sendq
+            .ring_ref()
+            .map(|_| uring::UringTcp::new(max, listener.is_some()));
         sendq.set_tcp(TcpTx {
             conns: (0..max).map(|_| None).collect(),
             dirty: Vec::with_capacity(max),
@@ -376,10 +435,12 @@ impl TcpSide {
             },
             next_sweep: None,
             stats: TcpStats::default(),
+            next_gen: 0,
+            uring,
         })
     }
 
-    /// The fd the backend watches: readable when the listener or a connection is.
+    /// The fd the mmsg backend watches: readable when the listener or a connection is.
     pub(super) fn poll_fd(&self) -> RawFd {
         self.epfd.as_raw_fd()
     }
@@ -436,7 +497,7 @@ impl TcpSide {
             }
             if flags & libc::EPOLLOUT as u32 != 0 {
                 if let Some(tx) = sendq.tcp_mut() {
-                    tx.write(idx);
+                    tx.write(idx, None);
                 }
             }
             if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
@@ -492,31 +553,46 @@ impl TcpSide {
             {
                 continue;
             }
-            let now = Instant::now();
-            self.conns[idx] = Some(ConnRx {
-                stream,
-                peer,
-                deframer: Deframer::new(MAX_DATAGRAM),
-                accepted_at: now,
-                last_rx: now,
-                spoke: false,
-                outgoing: None,
-            });
-            if let Some(tx) = sendq.tcp_mut() {
-                tx.conns[idx] = Some(ConnTx {
-                    fd,
-                    peer,
-                    queue: FrameQueue::new(tx.queue_bytes, MAX_DATAGRAM),
-                    dirty: false,
-                    waiting_out: false,
-                    bound: false,
-                    broken: false,
-                });
-            }
-            self.stats.accepted += 1;
-            self.arm_sweep(now);
-            tracing::debug!(local = %self.local, %peer, id = %SocketId::tcp(idx as u16), "ICE-TCP connection accepted");
+            self.insert(idx, stream, peer, None, sendq);
+            self.accepted(idx, peer);
         }
+    }
+
+    /// Counts and logs connection `idx` from `peer`, accepted.
+    fn accepted(&mut self, idx: usize, peer: SocketAddr) {
+        self.stats.accepted += 1;
+        tracing::debug!(local = %self.local, %peer, id = %SocketId::tcp(idx as u16), "ICE-TCP connection accepted");
+    }
+
+    /// Puts a connection into the table at `idx` (free), both sides; returns its generation.
+    fn insert(
+        &mut self,
+        idx: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        outgoing: Option<connect::Outgoing>,
+        sendq: &mut SendQueue,
+    ) -> u16 {
+        let gen = self.next_gen;
+        self.next_gen = gen.wrapping_add(1);
+        let fd = stream.as_raw_fd();
+        let now = Instant::now();
+        self.conns[idx] = Some(ConnRx {
+            stream,
+            peer,
+            deframer: Deframer::new(MAX_DATAGRAM),
+            accepted_at: now,
+            last_rx: now,
+            spoke: false,
+            outgoing,
+            gen,
+            ops: uring::Ops::default(),
+        });
+        if let Some(tx) = sendq.tcp_mut() {
+            tx.conns[idx] = Some(ConnTx::new(fd, peer, tx.queue_bytes, gen));
+        }
+        self.arm_sweep(now);
+        gen
     }
 
     /// Whether `ip` holds [`TcpLimits::max_per_ip`] connections already. A scan of the table
@@ -558,7 +634,7 @@ impl TcpSide {
         let socket = SocketId::tcp(idx);
         let mut handled = 0;
         let mut close = None;
-        'read: while handled < budget {
+        while handled < budget {
             let got = match conn.stream.read(conn.deframer.spare()) {
                 Ok(0) => {
                     close = Some(Close::Peer);
@@ -572,32 +648,14 @@ impl TcpSide {
                     break;
                 }
             };
-            conn.deframer.filled(got);
-            conn.last_rx = Instant::now();
-            loop {
-                match conn.deframer.next_frame() {
-                    Ok(Some(frame)) => {
-                        if !conn.spoke && !looks_like_stun(frame) {
-                            close = Some(Close::Garbage);
-                            break 'read;
-                        }
-                        conn.spoke = true;
-                        if frame.is_empty() {
-                            continue;
-                        }
-                        handler.on_datagram(socket, conn.peer, frame, None, sendq);
-                        sendq.datagram_handled(None);
-                        handled += 1;
-                        self.stats.rx_frames += 1;
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        close = Some(Close::Oversized);
-                        break 'read;
-                    }
-                }
+            let (n, reason) = deliver(conn, got, socket, handler, sendq);
+            handled += n;
+            if reason.is_some() {
+                close = reason;
+                break;
             }
         }
+        self.stats.rx_frames += handled as u64;
         if let Some(reason) = close {
             self.close_and_tell(idx, reason, handler, sendq);
         }
@@ -650,10 +708,14 @@ impl TcpSide {
             .conns
             .get_mut(usize::from(idx))
             .and_then(Option::take)?;
+        let mut conn_tx = None;
         if let Some(tx) = sendq.tcp_mut() {
-            // What is queued goes out first, if the kernel takes it (a STUN answer, an alert).
-            tx.write(idx);
-            tx.conns[usize::from(idx)] = None;
+            conn_tx = tx.conns[usize::from(idx)].take();
+            if let Some(c) = conn_tx.as_mut() {
+                // What is queued goes out first, if the kernel takes it (a STUN answer, an
+                // alert), unless a SEND is reading it.
+                write_now(c);
+            }
             // A later connection on this index must not find itself listed twice.
             tx.dirty.retain(|&i| i != idx);
         }
@@ -670,9 +732,46 @@ impl TcpSide {
         if conn.outgoing.is_some() && !matches!(reason, Close::Ended) {
             self.lost.push(idx);
         }
-        // Closing the fd removes it from the epoll set.
         tracing::debug!(local = %self.local, peer = %conn.peer, id = %SocketId::tcp(idx), ?reason, "ICE-TCP connection closed");
-        (conn.spoke && conn.outgoing.is_none()).then_some(conn.peer)
+        let closed = (conn.spoke && conn.outgoing.is_none()).then_some(conn.peer);
+        if self.uring.is_some() {
+            // Its buffers and fd live until its operations in flight have completed.
+            self.retire(idx, conn, conn_tx, sendq);
+        }
+        // Otherwise dropped here: closing the fd removes it from the epoll set.
+        closed
+    }
+}
+
+/// Hands the frames completed by `got` new bytes of `conn`'s stream to `handler`; returns how
+/// many, and why the connection must close if it must.
+fn deliver(
+    conn: &mut ConnRx,
+    got: usize,
+    socket: SocketId,
+    handler: &mut impl DatagramHandler,
+    sendq: &mut SendQueue,
+) -> (usize, Option<Close>) {
+    conn.deframer.filled(got);
+    conn.last_rx = Instant::now();
+    let mut handled = 0;
+    loop {
+        match conn.deframer.next_frame() {
+            Ok(Some(frame)) => {
+                if !conn.spoke && !looks_like_stun(frame) {
+                    return (handled, Some(Close::Garbage));
+                }
+                conn.spoke = true;
+                if frame.is_empty() {
+                    continue;
+                }
+                handler.on_datagram(socket, conn.peer, frame, None, sendq);
+                sendq.datagram_handled(None);
+                handled += 1;
+            }
+            Ok(None) => return (handled, None),
+            Err(_) => return (handled, Some(Close::Oversized)),
+        }
     }
 }
 
@@ -753,6 +852,9 @@ mod tests {
         let addr = io
             .listen_tcp("127.0.0.1:0".parse().unwrap(), limits)
             .unwrap();
+        // Each backend its own driver: io_uring's SQEs, or the epoll.
+        let uring = io.tcp.as_ref().is_some_and(|t| t.uring.is_some());
+        assert_eq!(uring, choice == BackendChoice::IoUring);
         (io, addr)
     }
 
@@ -877,15 +979,16 @@ mod tests {
         };
         let (mut io, addr) = setup(choice, limits);
         let mut h = Echo::default();
-        let c = TcpStream::connect(addr).unwrap();
+        let mut c = TcpStream::connect(addr).unwrap();
         (&c).write_all(&framed(&stun(1))).unwrap();
         poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
         let (socket, peer, _) = h.got[0].clone();
-        // The client never reads: far more than its kernel buffers and queue hold.
+        // The client does not read yet: far more than its kernel buffers and queue hold.
         let start = Instant::now();
-        for _ in 0..20_000 {
+        for seq in 0..20_000u32 {
             io.send_queue().push_with_on(socket, peer, |b| {
                 b[..1200].fill(0x80);
+                b[..4].copy_from_slice(&seq.to_be_bytes());
                 1200
             });
             io.poll(Some(Duration::ZERO), &mut h).unwrap();
@@ -897,6 +1000,61 @@ mod tests {
         let s = io.tcp_stats();
         assert!(s.tx_dropped > 0, "{s:?}");
         assert_eq!(s.open, 1);
+        // Now it reads: every frame queued arrives whole and in order (a SEND in flight while
+        // the queue took more must not have seen its bytes move), the dropped ones never.
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut stream = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_millis(500) {
+            io.poll(Some(Duration::ZERO), &mut h).unwrap();
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    stream.extend_from_slice(&buf[..n]);
+                    quiet = Instant::now();
+                }
+                _ => {}
+            }
+            assert!(start.elapsed() < Duration::from_secs(40), "never drained");
+        }
+        let mut frames = 0;
+        let mut last = None;
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let frame = &rest[2..2 + len];
+            if frames == 0 {
+                assert_eq!(frame, &stun(1)[..], "the echo comes first");
+            } else {
+                assert_eq!(len, 1200);
+                let seq = u32::from_be_bytes(frame[..4].try_into().unwrap());
+                assert!(last.is_none_or(|l| seq > l), "{seq} after {last:?}");
+                assert!(frame[4..].iter().all(|&b| b == 0x80));
+                last = Some(seq);
+            }
+            frames += 1;
+            rest = &rest[2 + len..];
+        }
+        assert_eq!(frames, io.tcp_stats().tx_frames, "{:?}", io.tcp_stats());
+    }
+
+    /// A peer that closes halfway through a frame: the frames before it were delivered, the
+    /// half is not, the connection closes with its count and the core hears of it once.
+    fn a_peer_closing_mid_frame(choice: BackendChoice) {
+        let (mut io, addr) = setup(choice, TcpLimits::default());
+        let mut h = Echo::default();
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut bytes = framed(&stun(1));
+        bytes.extend_from_slice(&framed(&[0x17; 1000])[..300]);
+        c.write_all(&bytes).unwrap();
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().rx_frames == 1);
+        let (socket, peer, _) = h.got[0].clone();
+        drop(c);
+        poll_until(&mut io, &mut h, |io| io.tcp_stats().closed_by_peer == 1);
+        assert_eq!(h.got.len(), 1, "half a frame is not a frame");
+        assert_eq!(h.closed, vec![(socket, peer)]);
+        let s = io.tcp_stats();
+        assert_eq!((s.open, s.rx_frames, s.oversized, s.garbage), (0, 1, 0, 0));
     }
 
     /// Connects to `to` from `local` (another loopback address), blocking.
@@ -988,5 +1146,6 @@ mod tests {
         slow_reader_drops_and_counts,
         reused_id_sends_only_to_its_own_peer,
         one_ip_cannot_take_the_table,
+        a_peer_closing_mid_frame,
     );
 }

@@ -2,6 +2,9 @@
 //! ring, a oneshot POLL_ADD on the waker's eventfd, SENDMSG SQEs from the send queue (each
 //! carrying its socket's fd), waits with an EXT_ARG timespec.
 //!
+//! ICE-TCP (`tcp/uring.rs`) goes through the same ring: ACCEPT, RECV, SEND and CONNECT SQEs
+//! whose user_data carries `tcp::uring`'s tag; their completions are handed to the TCP side.
+//!
 //! Buffer ownership: the 1,024 receive buffers belong to the kernel while they sit in the
 //! buffer ring. A completion with `IORING_CQE_F_BUFFER` hands buffer `bid` to us; it goes back
 //! into the ring right after the handler returns. If the ring runs dry, a multishot RECVMSG
@@ -31,7 +34,7 @@ use super::mem::Region;
 use super::residence::{self, CONTROL_LEN};
 use super::sendq::SendQueue;
 use super::sockaddr::{self, NAME_LEN};
-use super::tcp::TcpSide;
+use super::tcp::{self, TcpSide};
 use super::waker::Waker;
 use super::{
     remaining, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH, SOCKET_SLOTS,
@@ -40,8 +43,9 @@ use super::{
 /// Submission queue entries: all send slots can be queued without a submit in between.
 const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries: more than receive buffers + send slots + one final receive
-/// completion and one cancel per socket + the waker poll.
-const CQ_ENTRIES: u32 = 4096;
+/// completion and one cancel per socket + the waker poll, with room for ICE-TCP's operations
+/// (a RECV, a SEND and their cancels per connection; the kernel keeps what overflows).
+const CQ_ENTRIES: u32 = 8192;
 /// Receive buffers in the provided-buffer ring (a power of two).
 const RECV_BUFS: usize = 1024;
 /// Buffer group id of the receive ring.
@@ -54,9 +58,8 @@ const RECV_BUF_SIZE: usize = 16 + NAME_LEN + CONTROL_LEN + MAX_DATAGRAM;
 const STASH_CAP: usize = CQ_ENTRIES as usize;
 
 const UD_WAKE: u64 = 2;
-const UD_CANCEL: u64 = 3;
-/// The oneshot POLL_ADD on the ICE-TCP epoll fd (`tcp.rs`).
-const UD_TCP: u64 = 4;
+/// Every ASYNC_CANCEL (its own completion says nothing the cancelled one does not).
+pub(super) const UD_CANCEL: u64 = 3;
 /// `| slot`.
 const UD_SEND: u64 = 1 << 32;
 /// `| socket index`.
@@ -128,7 +131,7 @@ impl Ring {
     }
 
     /// Pushes an SQE whose pointers stay valid until its completion.
-    fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+    pub(super) fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         for _ in 0..2 {
             // SAFETY: every SQE built in this module points at memory owned by the `UdpIo`
             // (msghdrs in boxed slices, buffers in mmap regions) that outlives the operation:
@@ -152,6 +155,11 @@ impl Ring {
         self.enable()?;
         let res = self.ring.submit_and_wait(want);
         self.after_enter(res).map(drop)
+    }
+
+    /// Whether anything was ever submitted (before that, the kernel holds nothing of ours).
+    pub(super) fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Whether the ring defers its task work to the polling thread (kernel 6.1+).
@@ -180,7 +188,7 @@ impl Ring {
 
     /// Submits and waits for one completion or until `timeout` passes (`None`: forever).
     /// Returns false if a signal interrupted the wait.
-    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+    pub(super) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
         self.enable()?;
         let res = match timeout {
             None => self.ring.submit_and_wait(1),
@@ -205,6 +213,11 @@ impl Ring {
                 _ => Err(e),
             },
         }
+    }
+
+    /// Hands the stashed completions to `take`, in order; those it refuses stay stashed.
+    pub(super) fn take_stashed(&mut self, mut take: impl FnMut(Cqe) -> bool) {
+        self.stash.retain(|&cqe| !take(cqe));
     }
 
     /// Consumes the CQ. Send completions go to `on_send(slot, res)`; other completions go to
@@ -276,9 +289,6 @@ pub(super) struct UringRecv {
     wake_armed: bool,
     batch: Vec<Cqe>,
     efd: RawFd,
-    /// The ICE-TCP epoll fd, if the core listens, and whether its poll is in flight.
-    tcp_fd: Option<RawFd>,
-    tcp_armed: bool,
 }
 
 // SAFETY: the raw pointers in `msghdr` are null; the regions are owned memory. Nothing is tied
@@ -331,6 +341,11 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+        // ICE-TCP (`tcp/uring.rs`).
+        (opcode::Accept::CODE, "ACCEPT"),
+        (opcode::Recv::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
+        (opcode::Connect::CODE, "CONNECT"),
     ] {
         if !probe.is_supported(code) {
             return Err(io::Error::new(
@@ -367,8 +382,6 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
         wake_armed: false,
         batch: Vec::with_capacity(POLL_BATCH),
         efd,
-        tcp_fd: None,
-        tcp_armed: false,
     };
     recv.add(0, sock);
     for bid in 0..RECV_BUFS as u16 {
@@ -421,11 +434,6 @@ pub(super) fn setup(sock: RawFd, efd: RawFd) -> io::Result<(Ring, UringRecv)> {
 }
 
 impl UringRecv {
-    /// Watches the ICE-TCP epoll fd from the next poll on.
-    pub(super) fn watch_tcp(&mut self, fd: RawFd) {
-        self.tcp_fd = Some(fd);
-    }
-
     pub(super) fn poll(
         &mut self,
         deadline: Option<Instant>,
@@ -433,8 +441,11 @@ impl UringRecv {
         sendq: &mut SendQueue,
         rx: &mut RxStats,
         waker: &Waker,
-        tcp: Option<&mut TcpSide>,
+        mut tcp: Option<&mut TcpSide>,
     ) -> io::Result<usize> {
+        if let Some(tcp) = tcp.as_deref_mut() {
+            tcp.uring_arm(sendq);
+        }
         let Some(ring) = sendq.ring_mut() else {
             return Ok(0);
         };
@@ -466,7 +477,6 @@ impl UringRecv {
 
         let mut handled = 0;
         let mut woken = false;
-        let mut tcp_ready = false;
         for k in 0..self.batch.len() {
             let cqe = self.batch[k];
             match cqe.user_data {
@@ -474,9 +484,10 @@ impl UringRecv {
                     self.wake_armed = false;
                     woken = true;
                 }
-                UD_TCP => {
-                    self.tcp_armed = false;
-                    tcp_ready = true;
+                ud if tcp::is_uring_op(ud) => {
+                    if let Some(tcp) = tcp.as_deref_mut() {
+                        handled += tcp.on_uring_cqe(cqe, handler, sendq);
+                    }
                 }
                 ud if ud & UD_RECV != 0 => {
                     handled += usize::from(self.on_recv(cqe, handler, sendq, rx))
@@ -486,10 +497,7 @@ impl UringRecv {
         }
         self.batch.clear();
         if let Some(tcp) = tcp {
-            if tcp_ready || tcp.deadline().is_some_and(|at| at <= Instant::now()) {
-                // Before re-arming its poll: what is left readable then fires it again.
-                handled += tcp.service(handler, sendq);
-            }
+            tcp.uring_service(handler, sendq);
         }
         if woken {
             // Reset before re-arming: a wake() from now on makes the new poll fire.
@@ -773,13 +781,6 @@ impl UringRecv {
             ring.push(&sqe)?;
             self.wake_armed = true;
         }
-        if let (Some(fd), false) = (self.tcp_fd, self.tcp_armed) {
-            let sqe = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
-                .build()
-                .user_data(UD_TCP);
-            ring.push(&sqe)?;
-            self.tcp_armed = true;
-        }
         Ok(())
     }
 
@@ -820,14 +821,6 @@ impl UringRecv {
                 return false;
             }
         }
-        if self.tcp_armed {
-            let sqe = opcode::AsyncCancel::new(UD_TCP)
-                .build()
-                .user_data(UD_CANCEL);
-            if ring.push(&sqe).is_err() {
-                return false;
-            }
-        }
         for _ in 0..50 {
             let Some(ring) = sendq.ring_mut() else {
                 return true;
@@ -845,7 +838,6 @@ impl UringRecv {
             let receiving = self.socks.iter().any(|s| s.state != RecvState::Free);
             if !receiving
                 && !self.wake_armed
-                && !self.tcp_armed
                 && ring.sends_in_flight == 0
                 && !ring.has_unsubmitted()
             {
@@ -863,8 +855,6 @@ impl UringRecv {
     fn note_final(&mut self, cqe: Cqe) {
         if cqe.user_data == UD_WAKE {
             self.wake_armed = false;
-        } else if cqe.user_data == UD_TCP {
-            self.tcp_armed = false;
         } else if cqe.user_data & UD_RECV != 0 && !cqueue::more(cqe.flags) {
             if let Some(sock) = self.socks.get_mut(usize::from(cqe.user_data as u16)) {
                 sock.state = RecvState::Free;

@@ -3,10 +3,11 @@
 //!
 //! An outgoing connection joins the same table as accepted ones (`TcpSide::conns`, one
 //! [`SocketId::tcp`] id each), so it is read, deframed (RFC 4571), demultiplexed, queued and
-//! counted by the same code; only its start differs. The connect is non-blocking: the socket
-//! sits in the TCP epoll with `EPOLLOUT` interest, frames the relay's ICE agent sends meanwhile
-//! wait in its bounded write queue (a `send` before the handshake ends says `EAGAIN`), and the
-//! first `EPOLLOUT` or `EPOLLERR` tells [`TcpSide::finish_connect`] how the connect went. A
+//! counted by the same code; only its start differs. The connect is non-blocking: on io_uring
+//! a CONNECT SQE whose completion says how it went (`uring.rs`); on epoll the socket sits in
+//! the TCP epoll with `EPOLLOUT` interest, and the first `EPOLLOUT` or `EPOLLERR` tells
+//! [`TcpSide::finish_connect`]. Frames the relay's ICE agent sends meanwhile wait in its
+//! bounded write queue. A
 //! failed one is closed and logged with the kernel's reason, and so is one its peer closes
 //! later; either is handed to the core ([`TcpSide::take_lost`]), which ends the relay session at
 //! once (its link reports the attempt as failed, and the relay planner retries) rather than at
@@ -24,12 +25,10 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Instant;
 
 use super::super::sendq::SendQueue;
 use super::super::sockaddr;
-use super::{canonical, epoll_ctl, Close, ConnRx, ConnTx, TcpSide, MAX_DATAGRAM};
-use crate::reactor::tcp_framing::{Deframer, FrameQueue};
+use super::{canonical, epoll_ctl, Close, TcpSide};
 
 /// How an outgoing connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,41 +55,37 @@ impl TcpSide {
                 self.conns.len()
             ))
         })?;
-        let stream = start_connect(bind_ip, remote)?;
+        let uring = self.uring.is_some();
+        let stream = start_connect(bind_ip, remote, !uring)?;
         let fd = stream.as_raw_fd();
-        epoll_ctl(
-            self.epfd.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd,
-            (libc::EPOLLIN | libc::EPOLLOUT) as u32,
-            idx as u64,
-        )?;
-        let now = Instant::now();
-        let peer = canonical(remote);
-        self.conns[idx] = Some(ConnRx {
-            stream,
-            peer,
-            deframer: Deframer::new(MAX_DATAGRAM),
-            accepted_at: now,
-            last_rx: now,
-            spoke: false,
-            outgoing: Some(Outgoing::Connecting),
-        });
-        if let Some(tx) = sendq.tcp_mut() {
-            tx.conns[idx] = Some(ConnTx {
+        if !uring {
+            epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
                 fd,
-                peer,
-                queue: FrameQueue::new(tx.queue_bytes, MAX_DATAGRAM),
-                dirty: false,
-                // Registered with EPOLLOUT: the first write that empties the queue drops it.
-                waiting_out: true,
-                bound: false,
-                broken: false,
-            });
+                (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+                idx as u64,
+            )?;
+        }
+        let peer = canonical(remote);
+        self.insert(idx, stream, peer, Some(Outgoing::Connecting), sendq);
+        if let Some(tx) = sendq.tcp_mut().and_then(|tx| tx.conns[idx].as_mut()) {
+            // epoll: registered with EPOLLOUT, the first write that empties the queue drops
+            // it. io_uring: nothing is sent before the CONNECT completes.
+            tx.waiting_out = !uring;
+            tx.hold = uring;
+        }
+        if uring {
+            if let Err(e) = self.connect_uring(idx as u16, remote, sendq) {
+                self.conns[idx] = None;
+                if let Some(tx) = sendq.tcp_mut() {
+                    tx.conns[idx] = None;
+                }
+                return Err(e);
+            }
         }
         self.reserved[idx] = true;
         self.stats.connects += 1;
-        self.arm_sweep(now);
         tracing::debug!(%peer, id = %super::SocketId::tcp(idx as u16), "relay ICE-TCP connect started");
         Ok(idx as u16)
     }
@@ -164,21 +159,28 @@ impl TcpSide {
         self.lost.pop()
     }
 
-    /// An index neither open nor reserved.
+    /// An index neither open nor reserved, nor closing with io_uring operations in flight.
     pub(super) fn free_index(&self) -> Option<usize> {
-        (0..self.conns.len()).find(|&i| self.conns[i].is_none() && !self.reserved[i])
+        (0..self.conns.len()).find(|&i| {
+            self.conns[i].is_none()
+                && !self.reserved[i]
+                && self.uring.as_ref().is_none_or(|u| u.slot_free(i))
+        })
     }
 }
 
-/// A non-blocking TCP socket with its connect to `remote` under way.
-fn start_connect(bind_ip: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> {
+/// A TCP socket for `remote`, bound to `bind_ip` unless unspecified; `connect_now`: non-blocking,
+/// with its connect under way (epoll), otherwise blocking and not connected yet (io_uring's
+/// CONNECT does it without blocking).
+fn start_connect(bind_ip: IpAddr, remote: SocketAddr, connect_now: bool) -> io::Result<TcpStream> {
     let v6 = remote.is_ipv6();
     let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: socket() has no memory preconditions; the result is checked.
+    let nonblock = if connect_now { libc::SOCK_NONBLOCK } else { 0 };
     let fd = unsafe {
         libc::socket(
             family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::SOCK_STREAM | nonblock | libc::SOCK_CLOEXEC,
             libc::IPPROTO_TCP,
         )
     };
@@ -194,10 +196,12 @@ fn start_connect(bind_ip: IpAddr, remote: SocketAddr) -> io::Result<TcpStream> {
     if !bind_ip.is_unspecified() && bind_ip.is_ipv6() == v6 {
         call_with_addr(fd.as_raw_fd(), SocketAddr::new(bind_ip, 0), v6, libc::bind)?;
     }
-    match call_with_addr(fd.as_raw_fd(), remote, v6, libc::connect) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
+    if connect_now {
+        match call_with_addr(fd.as_raw_fd(), remote, v6, libc::connect) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
     }
     let stream = TcpStream::from(fd);
     let _ = stream.set_nodelay(true);
@@ -228,7 +232,7 @@ fn call_with_addr(
 mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::super::super::{BackendChoice, DatagramHandler, SocketId, UdpIo};
     use super::*;
