@@ -128,6 +128,8 @@ const PHASE_MEASURED: u32 = 1;
 /// loss only once a later packet arrives) and is asked for.
 const PHASE_TAIL: u32 = 2;
 const LOSS_TAIL: Duration = Duration::from_millis(300);
+/// How long a player's leaving (WHEP DELETE, WebSocket close) may take at the end of a run.
+const PLAYER_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Skipped packet numbers a player keeps for late copies (repairs) to fill: far more than the
 /// packets a second of loss skips at the rates the bench sends.
@@ -153,6 +155,8 @@ struct Shared {
     phase: AtomicU32,
     stop: AtomicBool,
     done: AtomicBool,
+    /// Every player has left (and told the node): the publishers may go.
+    players_gone: AtomicBool,
     players_connected: AtomicUsize,
     players_failed: AtomicUsize,
     players_warm: AtomicUsize,
@@ -636,8 +640,8 @@ async fn publisher_loop(
         // RTCP from the node (receiver reports, keyframe requests) is not acted upon.
         while publisher.try_recv_rtcp().is_some() {}
     }
-    // Leave once the players have drained: the node ends their sessions when the publisher goes.
-    while !shared.done.load(Relaxed) {
+    // Leave once the players have left.
+    while !shared.players_gone.load(Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = publisher.close().await;
@@ -744,7 +748,8 @@ async fn player_loop(
         }
     }
     stats.lock().unwrap().repair = player.counters().repair;
-    drop(player);
+    // Ended by the node already (its publisher left early): the DELETE is answered 404.
+    let _ = tokio::time::timeout(PLAYER_CLOSE_TIMEOUT, player.close()).await;
 }
 
 async fn node_counters(server: &str) -> Option<NodeCounters> {
@@ -822,6 +827,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         phase: AtomicU32::new(PHASE_WARMUP),
         stop: AtomicBool::new(false),
         done: AtomicBool::new(false),
+        players_gone: AtomicBool::new(false),
         players_connected: AtomicUsize::new(0),
         players_failed: AtomicUsize::new(0),
         players_warm: AtomicUsize::new(0),
@@ -961,10 +967,14 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     tokio::time::sleep(options.drain).await;
     let nodes_at_end = nodes_counters(options).await;
     shared.done.store(true, Relaxed);
-    for task in publisher_tasks {
+    // Players leave first (WHEP DELETE, or their WebSocket closed) while their streams still
+    // exist, as viewers do; then the publishers. A server that keeps a player until it is told
+    // (a peer without rtcdn's "publisher left" ending) is not left serving dead viewers.
+    for task in player_tasks {
         let _ = task.await;
     }
-    for task in player_tasks {
+    shared.players_gone.store(true, Relaxed);
+    for task in publisher_tasks {
         let _ = task.await;
     }
     if let Some(progress) = progress {

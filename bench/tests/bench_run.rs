@@ -103,6 +103,19 @@ async fn one_stream_twenty_players_get_everything() {
         "publisher rate {}",
         report.out_pps
     );
+    // The players left with a WHEP DELETE before their publisher did (a server that does not
+    // end players with their publisher would otherwise keep serving them).
+    let metrics = common::metrics_text(&options.server, None).await;
+    let ended = |kind: &str, reason: &str| {
+        let prefix = format!("rtcdn_sessions_ended_total{{kind=\"{kind}\",reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    assert_eq!(ended("player", "deleted"), 20.0, "{metrics}");
+    assert_eq!(ended("player", "publisher_left"), 0.0, "{metrics}");
+    assert_eq!(ended("publisher", "deleted"), 1.0, "{metrics}");
     node.stop();
 }
 

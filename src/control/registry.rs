@@ -219,6 +219,8 @@ pub struct Registry {
     unpublished: Vec<(String, StreamId)>,
     /// Streams removed since the start.
     removed_streams: u64,
+    /// Sessions ended since the start, by kind and [`EndReason::code`].
+    ended_counts: std::collections::BTreeMap<(&'static str, &'static str), u64>,
     /// Why the last [`MAX_ENDED`] sessions with a resource URL ended, oldest first: their
     /// clients may ask ([`Registry::ended`]).
     ended: VecDeque<(ResourceSecret, EndReason)>,
@@ -253,6 +255,7 @@ impl Registry {
             next_stream: 1,
             unpublished: Vec::new(),
             removed_streams: 0,
+            ended_counts: std::collections::BTreeMap::new(),
             ended: VecDeque::new(),
         }
     }
@@ -683,6 +686,12 @@ impl Registry {
     /// ended).
     fn forget(&mut self, id: SessionId, reason: &EndReason) -> Option<SessionEntry> {
         let session = self.sessions.remove(&id)?;
+        let kind = match session.kind {
+            SessionKind::Publisher => "publisher",
+            SessionKind::Player => "player",
+            SessionKind::Relay => "relay",
+        };
+        *self.ended_counts.entry((kind, reason.code())).or_default() += 1;
         if let Some(load) = self.core_load.get_mut(session.core.0) {
             *load = load.saturating_sub(1);
         }
@@ -694,6 +703,14 @@ impl Registry {
             self.ended.push_back((secret, reason.clone()));
         }
         Some(session)
+    }
+
+    /// Sessions ended since the start: (kind, reason code, count), `publisher`, `player` or
+    /// `relay` and [`EndReason::code`].
+    pub fn sessions_ended(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        self.ended_counts
+            .iter()
+            .map(|(&(kind, reason), &n)| (kind, reason, n))
     }
 
     /// A number that changes whenever a stream is published or removed, and only then: who
@@ -850,6 +867,10 @@ pub(super) mod tests {
         assert!(registry.take_unpublished().is_empty());
         let c = registry.remove_session(SessionId(1), &EndReason::Deleted);
         assert_ne!(registry.stream_generation(), published);
+        assert_eq!(
+            registry.sessions_ended().collect::<Vec<_>>(),
+            [("player", "publisher_left", 1), ("publisher", "deleted", 1)]
+        );
         assert_eq!(registry.take_unpublished(), [("s".to_owned(), id)]);
         assert!(registry.take_unpublished().is_empty());
         assert!(matches!(

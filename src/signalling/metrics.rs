@@ -39,6 +39,8 @@ struct Snapshot {
     streams: Vec<StreamSnapshot>,
     /// (kind, reason, refusals).
     auth_refusals: Vec<(&'static str, &'static str, u64)>,
+    /// (kind, end reason, sessions) ended since the start.
+    sessions_ended: Vec<(&'static str, &'static str, u64)>,
     /// On an origin: (edge id, relay state, streams) for every edge and state.
     relays: Vec<(u32, &'static str, u64)>,
     /// On an edge: the origin's relay sessions bringing it streams, (state, count).
@@ -186,7 +188,7 @@ fn snapshot(state: &Signalling) -> Snapshot {
         })
         .collect();
     let edges = control_api::edge_ids(state);
-    let (sessions_by_role, streams, relays, relays_in) = {
+    let (sessions_by_role, sessions_ended, streams, relays, relays_in) = {
         // One short hold of the control plane's lock (never the media cores'): the registry
         // and the relay planner are read into the snapshot, and encoded after it is let go.
         let plane = state.lock_control();
@@ -242,7 +244,8 @@ fn snapshot(state: &Signalling) -> Snapshot {
                 }
             }
         }
-        (by_role, streams, relays, relays_in)
+        let ended = registry.sessions_ended().collect();
+        (by_role, ended, streams, relays, relays_in)
     };
     let cluster = state
         .cluster
@@ -257,6 +260,7 @@ fn snapshot(state: &Signalling) -> Snapshot {
         sessions_by_role,
         streams,
         auth_refusals: state.auth.refusals().snapshot(),
+        sessions_ended,
         relays,
         relays_in,
         cluster,
@@ -636,6 +640,16 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         for (kind, reason, n) in &self.auth_refusals {
+            let labels = [("kind", *kind), ("reason", *reason)];
+            ConstCounter::new(*n).encode(e.encode_family(&labels)?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "sessions_ended",
+            "Sessions ended since the start, by kind (publisher, player, relay) and reason (deleted, publisher_left, consent_expired, ...)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, reason, n) in &self.sessions_ended {
             let labels = [("kind", *kind), ("reason", *reason)];
             ConstCounter::new(*n).encode(e.encode_family(&labels)?)?;
         }
