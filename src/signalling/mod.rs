@@ -955,7 +955,8 @@ fn percent_decode(segment: &str) -> String {
 }
 
 /// `GET /lb` (an origin's load balancer, the Flashphoner SDK's `lbUrl`): `{"server", "ws", "wss"}`
-/// of the chosen edge. 503 when no edge answers: the SDK falls back to `urlServer` only on a
+/// of the chosen edge: the static CDN's balancer, or in a cluster the edge `cluster::route`
+/// chooses for `?stream=` (with `whep` and `node` added). 503 when no edge answers: the SDK falls back to `urlServer` only on a
 /// timeout, so a clear error beats a stuck session less than an answer would, but there is none.
 fn load_balancer(state: &Signalling, query: &str) -> Response<Full<Bytes>> {
     if state.balancer.is_some() {

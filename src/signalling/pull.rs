@@ -9,8 +9,14 @@
 //! while this reuses the relay path that is proven (simulcast layers, NACK and PLI upstream,
 //! UDP or TCP, ACLs passed on), and a player sees the same.
 //!
+//! Tiers: an edge in a group with transit nodes asks one of them instead of the owner (see
+//! `cluster::route::choose_transit`); the transit node pulls from the owner as above and relays
+//! its copy to each edge that asked. Only transit nodes relay a copy (`ControlPlane::
+//! handle_pull_requested`), and they pull from owners only, so relays never loop.
+//!
 //! - [`pull_in_cluster`]: a player asks for a stream this node does not have; when another
-//!   node publishes it, the owner is asked and the player waits up to [`PULL_WAIT`].
+//!   node publishes it, the owner (or the group's transit node) is asked and the player waits
+//!   up to [`PULL_WAIT`]; a failure is told to the player in WCS's words ([`PullFailure`]).
 //! - [`warmup`]: `POST /rest-api/v3/cdn/warmup`, the warm-up list: a stream pulled now and
 //!   kept pulled without players until its publishing stops.
 //! - [`serve`]: the owner's end of `/rest-api/cdn/pull` and `/rest-api/cdn/release`.
@@ -266,8 +272,8 @@ pub async fn pull_in_cluster(state: &Signalling, stream: &str) -> Result<(), Pul
         return Ok(());
     };
     let asked = Instant::now();
-    let owner = match request_pull(state, hub, stream).await {
-        Pulled::From(owner) => owner,
+    let source = match request_pull(state, hub, stream).await {
+        Pulled::From(source) => source,
         Pulled::Here => return Ok(()),
         Pulled::Nowhere => return Err(PullFailure::NotInCdn),
         Pulled::Failed(why) => {
@@ -287,9 +293,9 @@ pub async fn pull_in_cluster(state: &Signalling, stream: &str) -> Result<(), Pul
         }
         tokio::time::sleep(ARRIVAL_POLL).await;
     }
-    info!(stream, owner = %owner, "the pulled stream did not arrive within {PULL_WAIT:?}");
+    info!(stream, %source, "the pulled stream did not arrive within {PULL_WAIT:?}");
     Err(PullFailure::Origin(format!(
-        "its owner {owner} did not relay it within {PULL_WAIT:?}"
+        "node {source} did not relay it within {PULL_WAIT:?}"
     )))
 }
 
