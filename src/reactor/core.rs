@@ -138,6 +138,7 @@ pub fn run(setup: CoreSetup) {
         addr = %io.local_addr(),
         tcp = ?io.tcp_addr(),
         backend = ?io.backend(),
+        gso = io.gso(),
         deferred_task_work = io.defers_task_work(),
         "media core started"
     );
