@@ -333,8 +333,7 @@ mod tests {
             (50, None, false, 3)
         );
         assert!(!options.gso);
-        let Command::Limit { options, .. } =
-            parse_str("limit --gso --frame-packets 12").unwrap()
+        let Command::Limit { options, .. } = parse_str("limit --gso --frame-packets 12").unwrap()
         else {
             panic!()
         };

@@ -412,7 +412,14 @@ fn forward_loop(
     // send them, each with its UDP_SEGMENT message.
     let seg = if options.crypto { slot } else { size };
     let max_segments = (65_000 / seg).min(64);
-    let mut frame_bufs = vec![0u8; if options.gso { fanout * max_segments * seg } else { 0 }];
+    let mut frame_bufs = vec![
+        0u8;
+        if options.gso {
+            fanout * max_segments * seg
+        } else {
+            0
+        }
+    ];
     let mut in_frame = 0usize;
     let mut gso_iov: Vec<libc::iovec> = (0..batch)
         .map(|_| libc::iovec {
@@ -429,7 +436,9 @@ fn forward_loop(
             (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
             (*cmsg).cmsg_level = libc::SOL_UDP;
             (*cmsg).cmsg_type = UDP_SEGMENT;
-            libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(seg as u16);
+            libc::CMSG_DATA(cmsg)
+                .cast::<u16>()
+                .write_unaligned(seg as u16);
         }
         let h = &mut gso_msgs[i].msg_hdr;
         h.msg_iov = &mut gso_iov[i];

@@ -114,9 +114,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
             | "--media-bind" | "--announce" | "--nat-1to1" | "--udp-port-base"
-            | "--media-threads" | "--tcp-port-base" | "--ice-tcp" | "--media-backend" | "--media-gso"
-            | "--log"
-            | "--log-format" | "--rtmp" => {
+            | "--media-threads" | "--tcp-port-base" | "--ice-tcp" | "--media-backend"
+            | "--media-gso" | "--log" | "--log-format" | "--rtmp" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args

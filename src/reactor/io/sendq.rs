@@ -274,7 +274,12 @@ impl SendQueue {
                 cmsg_type: UDP_SEGMENT,
             };
             // SAFETY: the control area is u64-aligned and larger than a cmsghdr.
-            unsafe { slot.control.as_mut_ptr().cast::<libc::cmsghdr>().write(cmsg) };
+            unsafe {
+                slot.control
+                    .as_mut_ptr()
+                    .cast::<libc::cmsghdr>()
+                    .write(cmsg)
+            };
         }
         let mmsg = (0..SEND_BATCH)
             // SAFETY: all-zero is a valid mmsghdr.
@@ -956,7 +961,9 @@ mod tests {
         assert!(!ends_frame(&rtp[..11]), "too short for RTP");
         // RTCP sender report (PT 200) and a STUN request are not frame ends.
         assert!(!ends_frame(&[0x80, 200, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]));
-        assert!(!ends_frame(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0]));
+        assert!(!ends_frame(&[
+            0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0
+        ]));
     }
 
     fn queue() -> (UdpSocket, SendQueue) {
@@ -1028,7 +1035,14 @@ mod tests {
     fn unequal_sizes_split_and_order_holds() {
         let (_s, mut q) = queue();
         let dst = "127.0.0.1:6000";
-        for (tag, len) in [(1, 1216), (2, 1216), (3, 160), (4, 1216), (5, 1300), (6, 1300)] {
+        for (tag, len) in [
+            (1, 1216),
+            (2, 1216),
+            (3, 160),
+            (4, 1216),
+            (5, 1300),
+            (6, 1300),
+        ] {
             push(&mut q, dst, tag, len);
         }
         let sends: Vec<Vec<u8>> = plan(&mut q).into_iter().map(|(_, t)| t).collect();
