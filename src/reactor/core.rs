@@ -145,10 +145,12 @@ pub fn run(setup: CoreSetup) {
     let publish = |media: &Media, io: &mut UdpIo| {
         let handoff_dropped = media.forward_sink().dropped;
         let tcp = io.tcp_stats();
+        let udp = io.stats();
         stats.publish(
             &media.counters(),
             handoff_dropped,
             io.send_queue().residence(),
+            &udp,
             &tcp,
         );
     };
