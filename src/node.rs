@@ -168,6 +168,7 @@ impl Node {
             let addr = SocketAddr::new(config.media.bind, port);
             let mut io = UdpIo::bind(addr, backend)
                 .map_err(|source| StartError::MediaBind { addr, source })?;
+            io.set_gso(config.media.gso);
             if config.media.tcp {
                 let tcp_addr = SocketAddr::new(config.media.bind, config.media.tcp_port(i));
                 let limits = TcpLimits {

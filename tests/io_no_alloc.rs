@@ -175,13 +175,15 @@ fn check(choice: BackendChoice, want: Backend) {
         .unwrap();
     // Nobody reads the sink; its receive buffer fills and the kernel drops (not our concern).
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    // The queue flushes itself after a datagram that left 64 sends queued; a single datagram
-    // fanned out past the 512-slot pool makes it flush synchronously (the overflow path).
+    // The queue flushes itself after a datagram that left 64 sends queued (with GSO: that ended
+    // a frame, or filled most of the pool); a single datagram fanned out past the pool makes it
+    // flush synchronously (the overflow path).
+    let pool = io.send_queue().capacity();
     let mut h = Forward {
         sink: sink.local_addr().unwrap(),
         extra,
         copies: 8,
-        big_copies: 600,
+        big_copies: pool + 88,
         handled: 0,
         wakes: 0,
     };

@@ -12,9 +12,13 @@ cd "$O" || exit 1
 for F in 2 10 100; do
   "$B/rtcdn-bench" limit --fanout $F --repeat 3 --json > limit-$F.json 2> limit-$F.err
 done
+# The GSO baseline: each destination's frame of 8 packets in one UDP_SEGMENT send.
+"$B/rtcdn-bench" limit --fanout 100 --gso --repeat 3 --json > limit-gso-100.json 2> limit-gso-100.err
 
-node() { # port udp-base backend
-  "$B/rtcdn" --http 127.0.0.1:$1 --udp-port-base $2 --media-threads 1 --media-backend $3 --log warn 2>> node.log &
+node() { # port udp-base backend [more node options]
+  local port=$1 base=$2 backend=$3
+  shift 3
+  "$B/rtcdn" --http 127.0.0.1:$port --udp-port-base $base --media-threads 1 --media-backend $backend --log warn "$@" 2>> node.log &
   NODE=$!
   sleep 1
 }
@@ -33,6 +37,11 @@ kill $NODE; wait $NODE 2>/dev/null
 # 4. the mmsg backend, as §1 at 100 players
 node 18501 45100 mmsg
 bench s4-mmsg-100 http://127.0.0.1:18501 --server-pid $NODE --players 100 --stream s4
+kill $NODE; wait $NODE 2>/dev/null
+
+# GSO off (media.gso = false), as §1 at 100 and 500 players
+node 18502 45200 auto --media-gso off
+for M in 100 500; do bench s1-nogso-$M http://127.0.0.1:18502 --server-pid $NODE --players $M --stream s1ng$M; done
 kill $NODE; wait $NODE 2>/dev/null
 
 # 3. origin -> edge -> players, all sharing the cores, then the origin pinned to CPU 0

@@ -64,6 +64,9 @@ LIMIT OPTIONS:
     --batch N               packets per sendmmsg (default 32)
     --core N                pin the forwarder to core N, or 'none' (default 0)
     --crypto gcm|none       seal each copy with AES-128-GCM, or copy only (default gcm)
+    --gso                   send each destination's copies of a frame as one UDP GSO send
+                            (UDP_SEGMENT), as rtcdn does with media.gso
+    --frame-packets N       packets per frame, the last one marked (default 8)
     --repeat N              runs; the median is reported (default 1)
     --json                  print the report as JSON on stdout
 ";
@@ -235,6 +238,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             (false, "--strict") => strict = true,
             (true, "--fanout") => lim.fanout = int(value()?, "--fanout")?,
             (true, "--batch") => lim.batch = int(value()?, "--batch")?,
+            (true, "--gso") => lim.gso = true,
+            (true, "--frame-packets") => lim.frame_packets = int(value()?, "--frame-packets")?,
             (true, "--core") => {
                 let v = value()?;
                 lim.core = if v == "none" {
@@ -257,8 +262,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
         }
     }
     if limit {
-        if lim.fanout == 0 || lim.batch == 0 {
-            bail!("--fanout and --batch must be positive");
+        if lim.fanout == 0 || lim.batch == 0 || lim.frame_packets == 0 {
+            bail!("--fanout, --batch and --frame-packets must be positive");
         }
         return Ok(Command::Limit {
             options: lim,
@@ -327,6 +332,13 @@ mod tests {
             (options.fanout, options.core, options.crypto, repeat),
             (50, None, false, 3)
         );
+        assert!(!options.gso);
+        let Command::Limit { options, .. } = parse_str("limit --gso --frame-packets 12").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((options.gso, options.frame_packets), (true, 12));
+        assert!(parse_str("limit --frame-packets 0").is_err());
         assert!(matches!(parse_str("run --help").unwrap(), Command::Help));
         let Command::Run { options, .. } = parse_str("--transport tcp --transport-cc").unwrap()
         else {

@@ -64,6 +64,7 @@ OPTIONS:
     --ice-tcp on|off       passive ICE-TCP beside UDP (default on)
     --media-threads N      media threads, 0 = one per core (default 0)
     --media-backend NAME   auto | io_uring | mmsg (default auto)
+    --media-gso on|off     UDP GSO for a frame's packets to one player (default on)
     --log LEVEL            log filter, e.g. info, debug, rtcdn=trace (default info)
     --log-format FORMAT    text (default) or json: one JSON object a line
     --print-config         print the effective config (after the file and the options above)
@@ -113,8 +114,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             "--print-config" => print_config = true,
             "--config" | "--wcs-config" | "--http" | "--https" | "--tls-cert" | "--tls-key"
             | "--media-bind" | "--announce" | "--nat-1to1" | "--udp-port-base"
-            | "--media-threads" | "--tcp-port-base" | "--ice-tcp" | "--media-backend" | "--log"
-            | "--log-format" | "--rtmp" => {
+            | "--media-threads" | "--tcp-port-base" | "--ice-tcp" | "--media-backend"
+            | "--media-gso" | "--log" | "--log-format" | "--rtmp" => {
                 let value = match inline {
                     Some(v) => v,
                     None => args
@@ -202,6 +203,17 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), Config
             }
         }
         "--media-backend" => config.media.backend = value.to_owned(),
+        "--media-gso" => {
+            config.media.gso = match value {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError::Argument(format!(
+                        "--media-gso {other:?}: expected on or off"
+                    )))
+                }
+            }
+        }
         "--log" => config.log.level = value.to_owned(),
         "--log-format" => {
             config.log.format = match value {

@@ -104,6 +104,10 @@ pub struct MediaConfig {
     pub threads: usize,
     /// I/O backend: "auto", "io_uring" or "mmsg".
     pub backend: String,
+    /// UDP GSO: a frame's packets to one player leave in one send with `UDP_SEGMENT` (the kernel
+    /// segments them, at about half the cost of separate sends). Sockets whose kernel refuses it
+    /// fall back to one send per datagram by themselves; `false` never tries.
+    pub gso: bool,
     /// Passive ICE-TCP (RFC 6544): each media thread also listens on TCP and answers list TCP
     /// host candidates beside the UDP ones, for viewers whose networks block UDP.
     pub tcp: bool,
@@ -178,6 +182,7 @@ impl Default for MediaConfig {
             port_base: 31000,
             threads: 0,
             backend: "auto".into(),
+            gso: true,
             tcp: true,
             tcp_port_base: None,
             tcp_max_connections: 256,

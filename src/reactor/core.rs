@@ -138,16 +138,19 @@ pub fn run(setup: CoreSetup) {
         addr = %io.local_addr(),
         tcp = ?io.tcp_addr(),
         backend = ?io.backend(),
+        gso = io.gso(),
         deferred_task_work = io.defers_task_work(),
         "media core started"
     );
     let publish = |media: &Media, io: &mut UdpIo| {
         let handoff_dropped = media.forward_sink().dropped;
         let tcp = io.tcp_stats();
+        let udp = io.stats();
         stats.publish(
             &media.counters(),
             handoff_dropped,
             io.send_queue().residence(),
+            &udp,
             &tcp,
         );
     };

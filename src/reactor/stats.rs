@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::media::MediaCounters;
-use crate::reactor::io::{ResidenceHistogram, TcpStats, RESIDENCE_BUCKETS};
+use crate::reactor::io::{IoStats, ResidenceHistogram, TcpStats, RESIDENCE_BUCKETS};
 
 /// While a core is busy its counters are published with its work, at most this often.
 const STATS_INTERVAL: Duration = Duration::from_millis(20);
@@ -77,6 +77,12 @@ pub struct CoreStats {
     pub unclassified: AtomicU64,
     /// Packets dropped because another core's hand-off ring was full.
     pub handoff_dropped: AtomicU64,
+    /// UDP datagrams the kernel accepted for sending.
+    pub udp_datagrams_sent: AtomicU64,
+    /// Of the sends that carried them, those with several datagrams (UDP GSO).
+    pub udp_gso_sends: AtomicU64,
+    /// Sockets whose GSO send the kernel refused (they send one datagram at a time since).
+    pub udp_gso_fallbacks: AtomicU64,
     /// Packets players reported lost that the core sent again from its retransmission cache.
     pub retransmissions_sent: AtomicU64,
     /// Packets players reported lost that the cache did not hold: asked of the publisher.
@@ -199,12 +205,14 @@ impl TcpCounts {
 
 impl CoreStats {
     /// Publishes a core's totals: its media core's `counters`, the items its hand-off rings
-    /// dropped, its send queue's `residence` times and its ICE-TCP counters.
+    /// dropped, its send queue's `residence` times, its UDP send counters and its ICE-TCP
+    /// counters.
     pub(super) fn publish(
         &self,
         c: &MediaCounters,
         handoff_dropped: u64,
         residence: &ResidenceHistogram,
+        udp: &IoStats,
         tcp: &TcpStats,
     ) {
         self.tcp.store(tcp);
@@ -229,6 +237,9 @@ impl CoreStats {
         store(&self.rtx_dropped, c.rtx_dropped);
         store(&self.rtx_sent, c.rtx_sent);
         store(&self.handoff_dropped, handoff_dropped);
+        store(&self.udp_datagrams_sent, udp.tx_datagrams);
+        store(&self.udp_gso_sends, udp.tx_gso_sends);
+        store(&self.udp_gso_fallbacks, udp.tx_gso_fallbacks);
         if let Some(n) = crate::alloc_count::this_thread() {
             store(&self.allocations, n);
             store(&self.media_allocations, c.media_allocations);

@@ -282,7 +282,7 @@ impl MmsgRecv {
             };
             let stamp = residence::parse_stamp(control);
             handler.on_datagram(SocketId(idx), src, data, stamp, sendq);
-            sendq.datagram_handled(stamp);
+            sendq.udp_datagram_handled(stamp, data);
             rx.datagrams += 1;
         }
         n

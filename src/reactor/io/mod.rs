@@ -173,6 +173,12 @@ pub struct IoStats {
     pub tx_dropped: u64,
     /// Times the send pool was full and the queue flushed itself synchronously.
     pub tx_overflow_flushes: u64,
+    /// Sends that carried several datagrams (UDP GSO); their datagrams count in
+    /// `tx_datagrams`.
+    pub tx_gso_sends: u64,
+    /// Sockets whose GSO send the kernel refused; they send one datagram at a time since (the
+    /// refused datagrams are sent so).
+    pub tx_gso_fallbacks: u64,
     /// io_uring: the buffer ring ran dry (ENOBUFS) and the multishot receive had to be re-armed.
     /// Datagrams stay in the socket buffer meanwhile.
     pub rx_no_buffers: u64,
@@ -272,6 +278,20 @@ impl UdpIo {
         self.sendq
             .ring_ref()
             .is_some_and(|ring| ring.defers_task_work())
+    }
+
+    /// Turns UDP GSO on or off for this core's sends (on by default): see
+    /// [`SendQueue::set_gso`]. Queued sends are flushed first.
+    pub fn set_gso(&mut self, on: bool) {
+        if let Err(error) = self.sendq.flush() {
+            tracing::warn!(%error, "flush before set_gso failed");
+        }
+        self.sendq.set_gso(on);
+    }
+
+    /// Whether UDP GSO is on for this core's sends.
+    pub fn gso(&self) -> bool {
+        self.sendq.gso()
     }
 
     /// The backend in use.
@@ -469,8 +489,10 @@ impl UdpIo {
     /// (`None` = wait indefinitely, `Some(0)` = don't block), then calls the handler for each
     /// received datagram (at most 256 per call) and `on_wake` if woken, then flushes sends
     /// queued by the handler. Sends are also flushed as soon as a datagram's handling leaves 64
-    /// or more queued, so a large fan-out does not wait for the rest of the batch. Returns the
-    /// number of datagrams handled.
+    /// or more queued, so a large fan-out does not wait for the rest of the batch; with GSO
+    /// (the default), after a datagram that ends a frame (RTP marker bit), so that each
+    /// destination's packets of the frame leave in one send. Returns the number of datagrams
+    /// handled.
     ///
     /// A signal interrupting the wait makes it return early (possibly with 0).
     pub fn poll(
@@ -517,6 +539,8 @@ impl UdpIo {
             tx_errors: tx.errors,
             tx_dropped: tx.dropped,
             tx_overflow_flushes: tx.overflow_flushes,
+            tx_gso_sends: tx.gso_sends,
+            tx_gso_fallbacks: tx.gso_fallbacks,
             rx_no_buffers: self.rx.no_buffers,
             rx_truncated: self.rx.truncated,
             rx_errors: self.rx.errors,
@@ -1312,6 +1336,153 @@ mod tests {
         assert_eq!(io.stats().tx_errors, 1);
     }
 
+    /// Sends every datagram it receives to each of `players`, as the media core fans a
+    /// stream out.
+    struct Players {
+        players: Vec<SocketAddr>,
+    }
+
+    impl DatagramHandler for Players {
+        fn on_datagram(
+            &mut self,
+            _socket: SocketId,
+            _src: SocketAddr,
+            data: &mut [u8],
+            _received_ns: Option<u64>,
+            tx: &mut SendQueue,
+        ) {
+            for &player in &self.players {
+                tx.push(player, data);
+            }
+        }
+        fn on_wake(&mut self, _tx: &mut SendQueue) {}
+    }
+
+    /// An RTP-shaped packet `k` of `len` bytes whose bytes all depend on `k`.
+    fn rtp_packet(k: usize, len: usize, marker: bool) -> Vec<u8> {
+        let mut p: Vec<u8> = (0..len).map(|i| (i * 7 + k * 13) as u8).collect();
+        p[0] = 0x80;
+        p[1] = 96 | if marker { 0x80 } else { 0 };
+        p[2..4].copy_from_slice(&(k as u16).to_be_bytes());
+        p
+    }
+
+    /// Reads `n` datagrams from `sink` (2 s timeout each).
+    fn read_n(sink: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|_| recv_one(sink).0).collect()
+    }
+
+    /// A frame of 12 packets (equal size, the last shorter and marked) fanned out to three
+    /// players: each player's copies leave in one GSO send and arrive as 12 intact datagrams in
+    /// order; a keyframe of 70 needs two sends per player.
+    fn gso_frame_fan_out(choice: BackendChoice) {
+        let mut io = bind(choice);
+        assert!(io.gso(), "GSO is on by default");
+        let sinks: Vec<UdpSocket> = (0..3).map(|_| client()).collect();
+        let mut h = Players {
+            players: sinks.iter().map(|s| s.local_addr().unwrap()).collect(),
+        };
+        let server = io.local_addr();
+        let c = client();
+        for (frame, packets) in [12, 70].into_iter().enumerate() {
+            let sent: Vec<Vec<u8>> = (0..packets)
+                .map(|k| {
+                    let last = k + 1 == packets;
+                    rtp_packet(frame * 100 + k, if last { 700 } else { 1200 }, last)
+                })
+                .collect();
+            let before = io.stats();
+            for p in &sent {
+                c.send_to(p, server).unwrap();
+            }
+            poll_until(&mut io, &mut h, |io| {
+                io.stats().tx_datagrams == before.tx_datagrams + 3 * packets as u64
+            });
+            for sink in &sinks {
+                assert_eq!(read_n(sink, packets), sent, "frame {frame}");
+            }
+            let s = io.stats();
+            // Handled in one poll (as usual on loopback) each player gets 1 send for 12
+            // packets, 2 for 70; split over polls, more. Never one per packet.
+            let gso_sends = s.tx_gso_sends - before.tx_gso_sends;
+            assert!(
+                (3..3 * packets as u64 / 2).contains(&gso_sends),
+                "{gso_sends} GSO sends for frame {frame}: {s:?}"
+            );
+            assert_eq!((s.tx_errors, s.tx_dropped, s.tx_gso_fallbacks), (0, 0, 0));
+        }
+    }
+
+    /// Sends queued outside a poll: interleaved over players and of mixed sizes, each player
+    /// receives its own in order; with GSO off every datagram is a send of its own.
+    fn gso_mixed_sizes_and_off_switch(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let sinks: Vec<UdpSocket> = (0..2).map(|_| client()).collect();
+        let sizes = [1200, 1200, 1200, 160, 1200, 1300, 1300, 50, 1200];
+        let mut h = Echo::default();
+        for gso in [true, false] {
+            io.set_gso(gso);
+            let before = io.stats();
+            for (k, &len) in sizes.iter().enumerate() {
+                for (p, sink) in sinks.iter().enumerate() {
+                    let data = rtp_packet(k * 2 + p, len, false);
+                    io.send_queue().push(sink.local_addr().unwrap(), &data);
+                }
+            }
+            io.poll(Some(Duration::ZERO), &mut h).unwrap();
+            for (p, sink) in sinks.iter().enumerate() {
+                let want: Vec<Vec<u8>> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &len)| rtp_packet(k * 2 + p, len, false))
+                    .collect();
+                assert_eq!(read_n(sink, sizes.len()), want, "gso {gso}");
+            }
+            let s = io.stats();
+            let gso_sends = s.tx_gso_sends - before.tx_gso_sends;
+            // Per player: [1200 x3, 160], [1200], [1300 x2, 50], [1200].
+            assert_eq!(gso_sends, if gso { 2 * 2 } else { 0 }, "{s:?}");
+            assert_eq!(s.tx_datagrams - before.tx_datagrams, 2 * sizes.len() as u64);
+        }
+    }
+
+    /// A socket whose kernel refuses GSO sends (here: UDP checksums turned off with
+    /// SO_NO_CHECK, which makes the kernel answer EINVAL to UDP_SEGMENT): the refused
+    /// datagrams still arrive, in order, and the socket sends one by one from then on.
+    fn gso_refused_falls_back(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let fd = io.sendq.socket_fd(0).unwrap();
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is the open main socket; `one` outlives the call and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let sink = client();
+        let dst = sink.local_addr().unwrap();
+        let mut h = Echo::default();
+        for round in 0..2 {
+            let sent: Vec<Vec<u8>> = (0..10)
+                .map(|k| rtp_packet(round * 10 + k, 1000, false))
+                .collect();
+            for p in &sent {
+                io.send_queue().push(dst, p);
+            }
+            io.poll(Some(Duration::ZERO), &mut h).unwrap();
+            assert_eq!(read_n(&sink, sent.len()), sent, "round {round}");
+        }
+        let s = io.stats();
+        assert_eq!(s.tx_gso_fallbacks, 1, "{s:?}");
+        assert_eq!((s.tx_gso_sends, s.tx_datagrams, s.tx_errors), (0, 20, 0));
+        assert!(!io.sendq.socket_gso(0));
+    }
+
     per_backend!(
         echo,
         datagrams_carry_their_arrival_times,
@@ -1329,6 +1500,9 @@ mod tests {
         add_remove_churn_with_traffic,
         socket_limit,
         extra_socket_ipv6,
+        gso_frame_fan_out,
+        gso_mixed_sizes_and_off_switch,
+        gso_refused_falls_back,
     );
 
     #[test]

@@ -40,7 +40,7 @@ use super::{
     remaining, DatagramHandler, RxStats, SocketId, MAX_DATAGRAM, POLL_BATCH, SOCKET_SLOTS,
 };
 
-/// Submission queue entries: all send slots can be queued without a submit in between.
+/// Submission queue entries: a flush of more sends than this submits when the SQ is full.
 const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries: more than receive buffers + send slots + one final receive
 /// completion and one cancel per socket + the waker poll, with room for ICE-TCP's operations
@@ -598,7 +598,7 @@ impl UringRecv {
                 // ours until recycled after the handler returns, and no other view is alive.
                 let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), plen) };
                 handler.on_datagram(SocketId(idx), src, data, stamp, sendq);
-                sendq.datagram_handled(stamp);
+                sendq.udp_datagram_handled(stamp, data);
                 rx.datagrams += 1;
                 true
             }
