@@ -20,7 +20,7 @@ use rtcdn_bench::client::{ClientError, ClientSession, Mode};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{get_json, post_sdp_offer, raw_request, Raw, RedisServer, Streaming};
+use common::{get_json, post_sdp_offer, raw_request, Raw, RedisServer};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_PULL_SECS: u64 = 2;
@@ -65,7 +65,6 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
     let redis = RedisServer::start();
     let a = pulling_node(&redis.url());
     let b = pulling_node(&redis.url());
-    let a_ws = format!("ws://{}/", a.http_addr());
     let b_base = format!("http://{}", b.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
 
@@ -90,10 +89,7 @@ async fn a_player_on_another_node_gets_the_stream_pulled_and_an_unwatched_pull_e
         other => panic!("{:?}", other.map(|_| "a session")),
     }
 
-    let publisher = ClientSession::connect_ws(&a_ws, Mode::Publish, "live", &certificate, TIMEOUT)
-        .await
-        .expect("publish on a");
-    let sender = Streaming::start(publisher, 0);
+    let sender = common::publish_ws(&a, "live", &certificate).await;
     assert!(!lists(&b_base, "live").await, "b has no copy yet");
 
     // Right after the publish, one try: the player waits for the pull.

@@ -24,12 +24,26 @@ use rtcdn_bench::media::read_packet;
 use serde_json::Value;
 
 mod common;
-use common::{base_url, cluster_id, get_json, post_sdp_offer, raw_request, RedisServer, Streaming};
+use common::{base_url, cluster_id, get_json, post_sdp_offer, raw_request, RedisServer};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cluster_node(redis_url: &str, roles: &[ClusterRole]) -> Node {
     common::pulling_node(redis_url, Some(roles), 60)
+}
+
+/// One WHEP play of "live" posted to `node` (no retry), its first packet received intact.
+async fn play_once(node: &Node, certificate: &DtlsCertificate, what: &str) -> ClientSession {
+    let mut player =
+        ClientSession::connect(&base_url(node), Mode::Play, "live", certificate, TIMEOUT)
+            .await
+            .expect(what);
+    let packet = player
+        .recv_rtp(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("{what}: no media"));
+    read_packet(&packet).expect("intact");
+    player
 }
 
 /// `GET /lb` on `node` (with `?stream=` when given): the chosen node's id, or the status.
@@ -112,12 +126,7 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
 
     // Publish on the origin; a WHEP offer there is sent to the stream's edge, query and all.
     let certificate = DtlsCertificate::generate().unwrap();
-    let origin_ws = format!("ws://{}/", origin.http_addr());
-    let publisher =
-        ClientSession::connect_ws(&origin_ws, Mode::Publish, "live", &certificate, TIMEOUT)
-            .await
-            .expect("publish on the origin");
-    let sender = Streaming::start(publisher, 0);
+    let sender = common::publish_ws(&origin, "live", &certificate).await;
     let redirect = post_sdp_offer(
         &format!("{}/whep/live?key=k1", base_url(&origin)),
         Mode::Play,
@@ -135,20 +144,12 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
         format!("{}/whep/live?key=k1", base_url(chosen_node)),
     );
     // The bench client follows it; the edge pulls the stream for it.
-    let mut player = ClientSession::connect(
-        &base_url(&origin),
-        Mode::Play,
-        "live",
+    let player = play_once(
+        &origin,
         &certificate,
-        TIMEOUT,
+        "a player through the origin's redirect",
     )
-    .await
-    .expect("a player through the origin's redirect");
-    let packet = player
-        .recv_rtp(Duration::from_secs(5))
-        .await
-        .expect("media through the pull");
-    read_packet(&packet).expect("intact");
+    .await;
     assert_eq!(
         chosen_node.signalling().session_count(),
         2,
@@ -205,20 +206,12 @@ async fn players_are_routed_to_a_streams_edge_and_away_from_draining_or_dead_edg
     );
 
     // No edge serves: the origin plays the stream itself rather than refuse.
-    let mut local = ClientSession::connect(
-        &base_url(&origin),
-        Mode::Play,
-        "live",
+    let local = play_once(
+        &origin,
         &certificate,
-        TIMEOUT,
+        "the origin plays it while no edge serves",
     )
-    .await
-    .expect("the origin plays it while no edge serves");
-    let packet = local
-        .recv_rtp(Duration::from_secs(5))
-        .await
-        .expect("media from the origin");
-    read_packet(&packet).expect("intact");
+    .await;
     local.close().await.unwrap();
     sender.stop().await.close().await.unwrap();
 }

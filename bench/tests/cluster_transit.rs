@@ -19,7 +19,7 @@ use rtcdn_bench::client::{ClientSession, Mode};
 use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{base_url, cluster_id, get_json, raw_request, RedisServer, Streaming};
+use common::{base_url, cluster_id, get_json, raw_request, RedisServer};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_PULL_SECS: u64 = 2;
@@ -54,12 +54,7 @@ async fn edges_pull_through_their_groups_transit_node_and_release_down_the_chain
     }
 
     let certificate = DtlsCertificate::generate().unwrap();
-    let origin_ws = format!("ws://{}/", origin.http_addr());
-    let publisher =
-        ClientSession::connect_ws(&origin_ws, Mode::Publish, "live", &certificate, TIMEOUT)
-            .await
-            .expect("publish on the origin");
-    let sender = Streaming::start(publisher, 0);
+    let sender = common::publish_ws(&origin, "live", &certificate).await;
 
     let mut players = Vec::new();
     for edge in &edges {

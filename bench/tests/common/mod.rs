@@ -82,6 +82,21 @@ pub fn pulling_node(redis_url: &str, roles: Option<&[ClusterRole]>, idle_pull_se
     Node::start(&config).expect("node starts")
 }
 
+/// An SDK (WebSocket) publisher of `stream` on `node`, sending synthetic media until stopped.
+pub async fn publish_ws(node: &Node, stream: &str, certificate: &DtlsCertificate) -> Streaming {
+    let ws = format!("ws://{}/", node.http_addr());
+    let publisher = ClientSession::connect_ws(
+        &ws,
+        Mode::Publish,
+        stream,
+        certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("publish over the WebSocket");
+    Streaming::start(publisher, 0)
+}
+
 /// `http://` and a node's HTTP address.
 pub fn base_url(node: &Node) -> String {
     format!("http://{}", node.http_addr())
