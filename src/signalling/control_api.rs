@@ -258,20 +258,7 @@ pub(crate) fn relay_state_name(state: RelayState) -> &'static str {
 /// The edges an origin relays to (none on an edge or a lone node), and the cluster nodes that
 /// pulled from this one.
 pub(crate) fn edge_ids(state: &Signalling) -> Vec<EdgeId> {
-    let mut edges = match &state.balancer {
-        Some(balancer) => balancer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .nodes()
-            .iter()
-            .map(|n| EdgeId(n.id))
-            .collect(),
-        None => Vec::new(),
-    };
-    if let Some(hub) = &state.pulls {
-        edges.extend(hub.edge_ids());
-    }
-    edges
+    edge_names(state).into_iter().map(|(id, _)| id).collect()
 }
 
 /// Who each relay id of [`edge_ids`] names: a static edge's host, or the id of a cluster node

@@ -120,18 +120,6 @@ impl PullHub {
             .collect()
     }
 
-    /// The relay planner's ids of the nodes that pulled from us, in order.
-    pub fn edge_ids(&self) -> Vec<EdgeId> {
-        let mut ids: Vec<EdgeId> = self
-            .edges
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .values()
-            .copied()
-            .collect();
-        ids.sort();
-        ids
-    }
 
     /// POSTs `{"name", "node"}` to `owner`'s `/rest-api/cdn/{action}`; the status it answered.
     async fn ask(
