@@ -120,7 +120,6 @@ impl PullHub {
             .collect()
     }
 
-
     /// POSTs `{"name", "node"}` to `owner`'s `/rest-api/cdn/{action}`; the status it answered.
     async fn ask(
         &self,
