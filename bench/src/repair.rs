@@ -11,6 +11,7 @@
 //! video; its Opus, like a browser's, negotiates none, and a node keeps no audio to send again).
 //! Time and randomness come from the caller.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -48,6 +49,9 @@ pub enum Arrival {
 pub struct NackCounts {
     /// Missing packets asked for at least once.
     pub nacked: u64,
+    /// Of those, packets the injected loss had not dropped: reordered on the way (they arrive
+    /// after the request and count as repaired), or lost before they reached the player.
+    pub nacked_undropped: u64,
     /// Sequence numbers asked for, retries included.
     pub requests: u64,
     /// Packets that arrived after they were asked for.
@@ -61,6 +65,7 @@ pub struct NackCounts {
 impl NackCounts {
     fn add(&mut self, other: NackCounts) {
         self.nacked += other.nacked;
+        self.nacked_undropped += other.nacked_undropped;
         self.requests += other.requests;
         self.repaired += other.repaired;
         self.abandoned += other.abandoned;
@@ -82,6 +87,9 @@ fn due_at(m: &MissingPacket) -> Option<Instant> {
 #[derive(Debug)]
 pub struct NackGenerator {
     missing: MissingSeqs,
+    /// Sequence numbers the injected loss dropped and no copy has repaired yet, oldest first,
+    /// at most [`MAX_MISSING`]: what tells a lost packet from a reordered one.
+    dropped: VecDeque<u16>,
     counts: NackCounts,
 }
 
@@ -89,6 +97,7 @@ impl Default for NackGenerator {
     fn default() -> Self {
         NackGenerator {
             missing: MissingSeqs::new(MAX_MISSING),
+            dropped: VecDeque::new(),
             counts: NackCounts::default(),
         }
     }
@@ -105,16 +114,26 @@ impl NackGenerator {
             SeqArrival::Found(found) if found.requests == 0 => Arrival::Late,
             SeqArrival::Found(_) => {
                 self.counts.repaired += 1;
+                self.dropped.retain(|&s| s != seq);
                 Arrival::Repaired
             }
             SeqArrival::Old => Arrival::Old,
         }
     }
 
-    /// Whether `seq` would be newer than every packet so far (not a copy of a missing or a
-    /// received one). Before the first packet, every number is new.
-    pub fn is_new(&self, seq: u16) -> bool {
-        self.missing.is_new(seq)
+    /// The injected loss dropped `seq`. Returns whether that was the packet's first copy (never
+    /// received, never dropped before) rather than a retransmission or a duplicate: a first copy
+    /// may also come after a newer packet, when the way reordered them.
+    pub fn note_dropped(&mut self, seq: u16) -> bool {
+        let first = !self.dropped.contains(&seq)
+            && (self.missing.is_new(seq) || self.missing.iter().any(|m| m.seq as u16 == seq));
+        if first {
+            if self.dropped.len() == MAX_MISSING {
+                self.dropped.pop_front();
+            }
+            self.dropped.push_back(seq);
+        }
+        first
     }
 
     /// Gives up what waited past [`GIVE_UP_AFTER`], then writes the sequence numbers due to be
@@ -135,6 +154,9 @@ impl NackGenerator {
             }
             if m.requests == 0 {
                 self.counts.nacked += 1;
+                if !self.dropped.contains(&(m.seq as u16)) {
+                    self.counts.nacked_undropped += 1;
+                }
             }
             m.requests += 1;
             m.requested_at = Some(now);
@@ -168,7 +190,7 @@ impl NackGenerator {
 /// What the injected loss dropped, beside what [`NackCounts`] says of the repair.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RepairCounts {
-    /// Packets dropped on their first arrival (newer than every packet received before).
+    /// Packets dropped on their first arrival (never received nor dropped before).
     pub lost: u64,
     /// Other copies dropped: retransmissions of missing packets, or duplicates.
     pub lost_again: u64,
@@ -227,13 +249,13 @@ impl<R: Rng> Repair<R> {
         if !self.nack_pts.contains(&pt) || self.loss <= 0.0 {
             return false;
         }
-        let Some((_, track)) = self.tracks.iter().find(|(s, _)| *s == ssrc) else {
+        let Some((_, track)) = self.tracks.iter_mut().find(|(s, _)| *s == ssrc) else {
             return false;
         };
         if !self.rng.gen_bool(self.loss) {
             return false;
         }
-        if track.is_new(seq) {
+        if track.note_dropped(seq) {
             self.lost += 1;
         } else {
             self.lost_again += 1;
@@ -401,6 +423,7 @@ mod tests {
             counts,
             NackCounts {
                 nacked: 2,
+                nacked_undropped: 2,
                 requests: 2 + u64::from(MAX_REQUESTS) - 1,
                 repaired: 2,
                 abandoned: 0,
@@ -477,6 +500,28 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!((counts.nack.nacked, counts.nack.repaired), (1, 1));
+
+        // A first copy the way reordered behind a newer packet, then dropped, is lost, not lost
+        // again; a packet only reordered is asked for too, but was never dropped.
+        assert_eq!(repair.handle_rtp(t0, &packet(6)), Some(Arrival::New));
+        assert!(repair.should_drop(7, 4, 96));
+        let len = repair.poll_nack(t0, &mut buf).expect("a NACK for 4 and 5");
+        let Ok(Rtcp::Nack(nack)) = rtp::rtcp::RtcpIter::new(&buf[..len]).next().unwrap() else {
+            panic!("not a NACK");
+        };
+        assert_eq!(nack.lost().collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(
+            repair.handle_rtp(t0 + ms(1), &packet(5)),
+            Some(Arrival::Repaired),
+            "indistinguishable from a repair at the player"
+        );
+        let counts = repair.counts();
+        assert_eq!((counts.lost, counts.lost_again), (2, 1));
+        assert_eq!(
+            (counts.nack.nacked, counts.nack.nacked_undropped),
+            (3, 1),
+            "5 was asked for, though never dropped"
+        );
 
         let mut none = Repair::new(vec![96], 0.0, StdRng::seed_from_u64(1), 42);
         none.handle_rtp(t0, &packet(1));

@@ -301,6 +301,8 @@ pub struct RunReport {
     pub packets_lost: u64,
     pub packets_lost_again: u64,
     pub packets_nacked: u64,
+    /// Of those, packets the injected loss had not dropped (reordered or lost on the way).
+    pub packets_nacked_undropped: u64,
     pub nack_requests: u64,
     pub nacks_sent: u64,
     pub packets_repaired: u64,
@@ -403,6 +405,7 @@ impl RunReport {
             "packets_lost": self.packets_lost,
             "packets_lost_again": self.packets_lost_again,
             "packets_nacked": self.packets_nacked,
+            "packets_nacked_undropped": self.packets_nacked_undropped,
             "nack_requests": self.nack_requests,
             "nacks_sent": self.nacks_sent,
             "packets_repaired": self.packets_repaired,
@@ -1136,6 +1139,7 @@ fn add_repair(report: &mut RunReport, repair: &RepairCounts) {
     report.packets_lost += repair.lost;
     report.packets_lost_again += repair.lost_again;
     report.packets_nacked += repair.nack.nacked;
+    report.packets_nacked_undropped += repair.nack.nacked_undropped;
     report.nack_requests += repair.nack.requests;
     report.nacks_sent += repair.nacks_sent;
     report.packets_repaired += repair.nack.repaired;
@@ -1285,8 +1289,8 @@ pub fn describe(r: &RunReport) -> String {
     ));
     if r.player_loss_percent > 0.0 {
         line(format!(
-            "loss repair        {}% of video dropped at players: {} lost (+{} copies lost again), {} NACKed ({} requests in {} NACKs), {} repaired, {} unrepaired, repair ratio {}",
-            r.player_loss_percent, r.packets_lost, r.packets_lost_again, r.packets_nacked, r.nack_requests, r.nacks_sent, r.packets_repaired, r.packets_unrepaired,
+            "loss repair        {}% of video dropped at players: {} lost (+{} copies lost again), {} NACKed ({} not dropped here: reordered or lost on the way; {} requests in {} NACKs), {} repaired, {} unrepaired, repair ratio {}",
+            r.player_loss_percent, r.packets_lost, r.packets_lost_again, r.packets_nacked, r.packets_nacked_undropped, r.nack_requests, r.nacks_sent, r.packets_repaired, r.packets_unrepaired,
             r.repair_ratio.map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0))
         ));
     }

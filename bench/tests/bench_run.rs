@@ -177,8 +177,11 @@ async fn players_that_lose_video_get_it_all_back_and_start_on_the_cached_keyfram
     // Repaired packets count as received: the measured window is whole, in order but for them.
     assert_clean(&report, players);
     assert!(report.packets_lost > 0, "loss was injected:\n{text}");
+    // Loopback may reorder a few packets (a sender moved between CPUs): the players ask for
+    // those too, and they count as repaired when they arrive.
     assert_eq!(
-        report.packets_nacked, report.packets_lost,
+        report.packets_nacked - report.packets_nacked_undropped,
+        report.packets_lost,
         "every lost packet was asked for:\n{text}"
     );
     assert_eq!(
