@@ -678,6 +678,21 @@ mod tests {
     fn client() -> UdpSocket {
         let s = UdpSocket::bind(localhost()).unwrap();
         set_buffer_sizes(s.as_raw_fd());
+        // A sink counts thousands of datagrams from a thread that a loaded machine may not
+        // run for a while: past `net.core.rmem_max` where the tests may (as root), so the
+        // kernel holds them all rather than drop some.
+        let value: libc::c_int = 16 << 20;
+        // SAFETY: `s` is an open socket; `value` is a valid c_int that outlives the call, and
+        // the length passed matches its size. Refused without CAP_NET_ADMIN, which is fine.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         s
     }
 
