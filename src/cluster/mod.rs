@@ -271,11 +271,7 @@ fn plan(cluster: &Cluster, state: &Signalling, now: Instant) -> Vec<Command> {
         };
         machines.membership.set_load(load);
         // A copy relayed here (a pull) is its owner's, not ours to claim.
-        let published = registry.streams().filter(|s| {
-            !registry
-                .session(s.publisher)
-                .is_some_and(|p| p.client.relay)
-        });
+        let published = registry.streams().filter(|s| !registry.is_copy(s));
         machines
             .ownership
             .handle_local_streams(now, published.map(|s| (s.name.as_str(), s.id)));

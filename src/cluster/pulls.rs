@@ -9,6 +9,11 @@
 //! copy here), and so is one that never arrived. A copy that ended by itself (its publisher
 //! left the owner) is forgotten: the owner has dropped the pull already.
 //!
+//! A pulled copy that lost its source (its owner died: the registry keeps its players,
+//! orphaned) looks for the stream's owner again ([`Pulls::due_repulls`]): when the publisher
+//! publishes anew on another node, that node is asked to relay it here, and its copy takes
+//! the players over.
+//!
 //! A warm pull (the warm-up list, WCS's `/rest-api/v3/cdn/warmup`: [`Pulls::set_warm`]) is
 //! never released for idleness: it lasts until its publishing stops, as WCS's does.
 
@@ -22,6 +27,8 @@ pub const PULL_WAIT: Duration = Duration::from_secs(6);
 /// How long a requested pull may take to arrive before it is released (the owner may have
 /// accepted it and failed to relay).
 pub const ARRIVAL_GRACE: Duration = Duration::from_secs(12);
+/// How often a pulled copy that lost its source looks for the stream's owner.
+pub const REPULL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What the node is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +58,8 @@ struct Pull {
     idle_since: Option<Instant>,
     /// On the warm-up list: kept without players.
     warm: bool,
+    /// When the owner of an orphaned copy was last looked for.
+    repulled_at: Option<Instant>,
 }
 
 /// The streams pulled to this node.
@@ -95,6 +104,7 @@ impl Pulls {
             arrived: false,
             idle_since: None,
             warm: false,
+            repulled_at: None,
         };
         if let Some(old) = self.pulls.insert(stream.to_owned(), pull) {
             if self.pulls[stream].owner != old.owner {
@@ -153,6 +163,30 @@ impl Pulls {
             self.commands
                 .push_back(PullCommand::Release { stream, owner });
         }
+    }
+
+    /// The pulled streams among `orphaned` (copies here that lost their source, their players
+    /// waiting) whose owner is due to be looked for again: at once, then every
+    /// [`REPULL_INTERVAL`]. A stream this node does not pull is not its to look for.
+    pub fn due_repulls<'a>(
+        &mut self,
+        now: Instant,
+        orphaned: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let mut due = Vec::new();
+        for stream in orphaned {
+            let Some(pull) = self.pulls.get_mut(stream) else {
+                continue;
+            };
+            let waited = pull
+                .repulled_at
+                .map_or(REPULL_INTERVAL, |at| now.saturating_duration_since(at));
+            if waited >= REPULL_INTERVAL {
+                pull.repulled_at = Some(now);
+                due.push(stream.to_owned());
+            }
+        }
+        due
     }
 
     /// The next thing to do.
@@ -262,6 +296,34 @@ mod tests {
                 stream: "cam".into(),
                 owner: owner(1)
             }]
+        );
+    }
+
+    #[test]
+    fn an_orphaned_copy_looks_for_its_owner_at_once_then_every_interval() {
+        let t0 = Instant::now();
+        let mut pulls = Pulls::new(Duration::from_secs(60));
+        pulls.handle_requested(t0, "cam", owner(1));
+        pulls.handle_local(t0, [("cam", 1)]);
+        assert_eq!(pulls.due_repulls(t0, ["cam", "other"]), ["cam"]);
+        assert!(pulls
+            .due_repulls(t0 + REPULL_INTERVAL / 2, ["cam"])
+            .is_empty());
+        assert_eq!(pulls.due_repulls(t0 + REPULL_INTERVAL, ["cam"]), ["cam"]);
+        // The new owner's copy is asked for: the dead owner's pull is let go.
+        pulls.handle_requested(t0 + REPULL_INTERVAL, "cam", owner(2));
+        assert_eq!(
+            commands(&mut pulls),
+            [PullCommand::Release {
+                stream: "cam".into(),
+                owner: owner(1)
+            }]
+        );
+        assert!(pulls.is_pulled_from("cam", &owner(2)));
+        assert_eq!(
+            pulls.due_repulls(t0 + REPULL_INTERVAL, ["cam"]),
+            ["cam"],
+            "a new pull looks at once when it is orphaned in turn"
         );
     }
 

@@ -356,9 +356,25 @@ pub enum EndReason {
     TransportClosed,
     /// The node is shutting down.
     Shutdown,
+    /// A relay's signalling connection closed without unpublishing: its node died or the
+    /// link broke. The stream's players wait for another copy a while
+    /// ([`crate::control::registry::ORPHAN_GRACE`]).
+    SourceLost,
 }
 
 impl EndReason {
+    /// Whether a relayed publisher that ended for this reason lost its source without it
+    /// leaving: its players are kept for the next copy of the stream to take over.
+    pub fn loses_source(&self) -> bool {
+        matches!(
+            self,
+            EndReason::SourceLost
+                | EndReason::ConsentExpired
+                | EndReason::TransportClosed
+                | EndReason::DtlsClosed
+        )
+    }
+
     /// A short stable name, for clients that explain the end in their own words (the
     /// built-in page): `deleted`, `terminated`, `publisher_left`, ...
     pub fn code(&self) -> &'static str {
@@ -375,6 +391,7 @@ impl EndReason {
             EndReason::PublisherLeft => "publisher_left",
             EndReason::TransportClosed => "transport_closed",
             EndReason::Shutdown => "shutdown",
+            EndReason::SourceLost => "source_lost",
         }
     }
 }
@@ -401,6 +418,7 @@ impl fmt::Display for EndReason {
             EndReason::PublisherLeft => f.write_str("stopped by publisher stop"),
             EndReason::TransportClosed => f.write_str("its ICE-TCP connection closed"),
             EndReason::Shutdown => f.write_str("node shutting down"),
+            EndReason::SourceLost => f.write_str("the relay's connection closed unannounced"),
         }
     }
 }

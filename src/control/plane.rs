@@ -15,9 +15,11 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use rand::Rng;
+use tracing::info;
 
 use super::registry::{
     AclChange, ClientInfo, Registry, RegistryError, ResourceSecret, SessionKind, StreamTrack,
+    ORPHAN_GRACE,
 };
 use super::relay_planner::{
     AttemptId, EdgeId, RelayAction, RelayEnd, RelayPlanner, RelayState, RetryPolicy,
@@ -131,14 +133,19 @@ impl<R: Rng> ControlPlane<R> {
     /// A client asks to publish `name`, before any negotiation work: refused when the name is
     /// invalid or live. A publisher that `supersedes` (authorized: a relay of this CDN, a token
     /// or hook holder) first ends a holder of the name that has not connected yet, so an offer
-    /// that never connects cannot keep the name. Returns the superseded session, if any.
+    /// that never connects cannot keep the name. A `relay` of this CDN may publish an orphaned
+    /// stream: it takes its players over. Returns the superseded session, if any.
     pub fn handle_publish_requested(
         &mut self,
         now: Instant,
         name: &str,
         supersedes: bool,
+        relay: bool,
     ) -> Result<Option<SessionId>, RegistryError> {
         super::registry::validate_stream_name(name)?;
+        if relay && self.registry.is_orphaned(name) {
+            return Ok(None);
+        }
         let mut superseded = None;
         if supersedes {
             let holder = self.registry.stream(name).map(|s| s.publisher);
@@ -154,7 +161,9 @@ impl<R: Rng> ControlPlane<R> {
     }
 
     /// A negotiated publisher of `spec.stream_name`, with the tracks it sends, runs on `core`
-    /// (its `spec.stream` is set here). Refused when the name is taken.
+    /// (its `spec.stream` is set here). Refused when the name is taken. A relay of this CDN
+    /// publishing an orphaned stream takes it over (see [`Registry::adopt_or_publish`]; the
+    /// core to run it on is [`Registry::core_for_publisher`]).
     pub fn handle_publish(
         &mut self,
         now: Instant,
@@ -163,9 +172,25 @@ impl<R: Rng> ControlPlane<R> {
         tracks: Vec<StreamTrack>,
         client: ClientInfo,
     ) -> Result<StreamId, RegistryError> {
-        let stream = self
-            .registry
-            .add_publisher(now, &spec.stream_name, spec.id, core, tracks)?;
+        let name = &spec.stream_name;
+        let stream = if client.relay && self.registry.is_orphaned(name) {
+            let (stream, commands) = self
+                .registry
+                .adopt_or_publish(now, name, spec.id, core, tracks)?;
+            match commands.first() {
+                Some((_, CoreCommand::RemoveSession { .. })) => {
+                    info!(stream = %name, "the new copy's tracks do not fit what the stream's players negotiated: they end");
+                }
+                _ => {
+                    info!(stream = %name, session = %spec.id, "a new copy of the stream takes its players over")
+                }
+            }
+            self.commands(commands);
+            stream
+        } else {
+            self.registry
+                .add_publisher(now, name, spec.id, core, tracks)?
+        };
         self.registry.set_client(spec.id, client);
         spec.stream = stream;
         spec.publisher_core = Some(core);
@@ -265,11 +290,7 @@ impl<R: Rng> ControlPlane<R> {
         let not_found = || RegistryError::StreamNotFound(name.to_owned());
         match self.registry.stream(name) {
             Some(stream) => {
-                let copy = self
-                    .registry
-                    .session(stream.publisher)
-                    .is_some_and(|p| p.client.relay);
-                if copy && !transit {
+                if self.registry.is_copy(stream) && !transit {
                     return Err(not_found());
                 }
             }
@@ -342,7 +363,11 @@ impl<R: Rng> ControlPlane<R> {
                 }
             }
             CoreEvent::SessionEnded { id, reason } => {
-                let commands = self.registry.remove_session(*id, reason);
+                let commands = if self.orphan(now, *id, reason) {
+                    Vec::new()
+                } else {
+                    self.registry.remove_session(*id, reason)
+                };
                 self.status(*id, SessionStatus::Ended(reason.clone()));
                 self.commands(commands);
                 self.stop_unpublished(now);
@@ -396,8 +421,18 @@ impl<R: Rng> ControlPlane<R> {
         self.relays.state(&stream, edge)
     }
 
-    /// Does what is due at `now`: relays whose backoff is over start again.
+    /// Does what is due at `now`: relays whose backoff is over start again; orphaned streams
+    /// that no new copy took over end.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let expired = self.registry.expire_orphans(now);
+        if !expired.is_empty() {
+            info!(
+                sessions = expired.len(),
+                "no new copy of an orphaned stream came within {ORPHAN_GRACE:?}: its sessions end"
+            );
+        }
+        self.commands(expired);
+        self.stop_unpublished(now);
         self.relays.handle_timeout(now);
         self.pump_relays(now);
     }
@@ -409,12 +444,40 @@ impl<R: Rng> ControlPlane<R> {
 
     /// When [`ControlPlane::handle_timeout`] has something to do next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.relays.poll_timeout()
+        match (
+            self.relays.poll_timeout(),
+            self.registry.next_orphan_expiry(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Keeps the players and relays of a relayed publisher that lost its source (see
+    /// [`Registry::orphan`]); false when the session ends as usual.
+    fn orphan(&mut self, now: Instant, id: SessionId, reason: &EndReason) -> bool {
+        let stream = self.registry.session(id).map(|s| s.stream_name.clone());
+        if !self.registry.orphan(now, id, reason) {
+            return false;
+        }
+        info!(
+            stream = stream.as_deref().unwrap_or("-"),
+            session = %id,
+            %reason,
+            "a relayed stream lost its source: its players wait up to {ORPHAN_GRACE:?} for a new copy"
+        );
+        true
     }
 
     /// Ends a session: its watcher hears why first, then its core removes it; a publisher's
     /// players and relays end with it, and its stream's relays stop.
     fn end_session(&mut self, now: Instant, id: SessionId, reason: EndReason) -> bool {
+        if let Some(core) = self.registry.session(id).map(|s| s.core) {
+            if self.orphan(now, id, &reason) {
+                self.commands(vec![(core, CoreCommand::RemoveSession { id, reason })]);
+                return true;
+            }
+        }
         let commands = self.registry.end_session(id, reason);
         let known = !commands.is_empty();
         self.commands(commands);
@@ -601,7 +664,9 @@ mod tests {
 
     /// Publishes `cam` on core 0 and lets its media flow; returns the actions that followed.
     fn publish_cam(plane: &mut ControlPlane<StdRng>, now: Instant) -> Vec<ControlAction> {
-        plane.handle_publish_requested(now, "cam", false).unwrap();
+        plane
+            .handle_publish_requested(now, "cam", false, false)
+            .unwrap();
         plane
             .handle_publish(
                 now,
@@ -617,10 +682,93 @@ mod tests {
     }
 
     #[test]
+    fn a_relayed_copy_that_lost_its_source_hands_its_players_to_the_next_copy() {
+        let t0 = Instant::now();
+        let mut plane = plane(&[]);
+        let relay = || ClientInfo {
+            relay: true,
+            ..ClientInfo::default()
+        };
+        let stream = plane
+            .handle_publish(t0, CoreId(0), publisher(PUBLISHER, "cam"), track(), relay())
+            .unwrap();
+        let viewer = SessionId(2);
+        plane
+            .handle_play(
+                t0,
+                CoreId(1),
+                player(viewer, "cam"),
+                None,
+                ClientInfo::default(),
+            )
+            .unwrap();
+        actions(&mut plane);
+        // The origin's node died: its relay's connection closed without an unpublish.
+        assert!(plane.handle_end_session(t0, PUBLISHER, EndReason::SourceLost));
+        let lost = actions(&mut plane);
+        assert_eq!(removed(&lost), [(PUBLISHER, EndReason::SourceLost)]);
+        assert_eq!(plane.poll_timeout(), Some(t0 + ORPHAN_GRACE));
+        // The publisher published again elsewhere, and that node's relay arrives.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            plane.handle_publish_requested(t1, "cam", true, true),
+            Ok(None)
+        );
+        assert_eq!(
+            plane.handle_publish_requested(t1, "cam", true, false),
+            Err(RegistryError::NameInUse("cam".into())),
+            "only a relay takes an orphan over"
+        );
+        let next = SessionId(7);
+        assert_eq!(plane.registry().core_for_publisher("cam"), CoreId(0));
+        let adopted = plane
+            .handle_publish(t1, CoreId(0), publisher(next, "cam"), track(), relay())
+            .unwrap();
+        assert_eq!(adopted, stream, "the same stream: its players' routes stay");
+        let taken_over = actions(&mut plane);
+        assert!(ended(&taken_over).is_empty(), "{taken_over:?}");
+        assert!(taken_over.iter().any(|a| matches!(
+            a,
+            ControlAction::Core {
+                core: CoreId(0),
+                command: CoreCommand::AttachCore {
+                    core: CoreId(1),
+                    ..
+                }
+            }
+        )));
+        assert!(taken_over.iter().any(|a| matches!(
+            a,
+            ControlAction::Core { core: CoreId(0), command: CoreCommand::AddSession(spec) }
+                if spec.id == next && spec.stream == stream
+        )));
+        assert_eq!(plane.poll_timeout(), None);
+        // Lost again, and nothing comes: the players end when the grace is over.
+        plane.handle_core_event(
+            t1,
+            &CoreEvent::SessionEnded {
+                id: next,
+                reason: EndReason::ConsentExpired,
+            },
+        );
+        assert!(removed(&actions(&mut plane)).is_empty());
+        plane.handle_timeout(t1 + ORPHAN_GRACE - Duration::from_millis(1));
+        assert!(ended(&actions(&mut plane)).is_empty());
+        plane.handle_timeout(t1 + ORPHAN_GRACE);
+        assert_eq!(
+            ended(&actions(&mut plane)),
+            [(viewer, EndReason::PublisherLeft)]
+        );
+        assert!(plane.registry().stream("cam").is_none());
+    }
+
+    #[test]
     fn a_publish_is_placed_on_its_core_and_relayed_to_each_edge_once_media_flows() {
         let now = Instant::now();
         let mut plane = plane(&[A, B]);
-        plane.handle_publish_requested(now, "cam", false).unwrap();
+        plane
+            .handle_publish_requested(now, "cam", false, false)
+            .unwrap();
         let stream = plane
             .handle_publish(
                 now,
@@ -801,7 +949,7 @@ mod tests {
         // A WebRTC publisher or another ingest of the live name is refused, and so is a bad name.
         let taken = Err(RegistryError::NameInUse("cam".into()));
         assert_eq!(
-            plane.handle_publish_requested(now, "cam", false),
+            plane.handle_publish_requested(now, "cam", false, false),
             taken.clone().map(|_: ()| None)
         );
         assert_eq!(
@@ -830,7 +978,9 @@ mod tests {
     fn a_second_publisher_of_a_taken_name_is_refused_unless_it_supersedes_an_unconnected_one() {
         let now = Instant::now();
         let mut plane = plane(&[]);
-        plane.handle_publish_requested(now, "cam", false).unwrap();
+        plane
+            .handle_publish_requested(now, "cam", false, false)
+            .unwrap();
         plane
             .handle_publish(
                 now,
@@ -842,7 +992,10 @@ mod tests {
             .unwrap();
         actions(&mut plane);
         let taken = Err(RegistryError::NameInUse("cam".into()));
-        assert_eq!(plane.handle_publish_requested(now, "cam", false), taken);
+        assert_eq!(
+            plane.handle_publish_requested(now, "cam", false, false),
+            taken
+        );
         // Even if it got past the request, the publish itself is refused.
         let second = SessionId(2);
         assert_eq!(
@@ -858,11 +1011,13 @@ mod tests {
             taken.clone()
         );
         assert!(actions(&mut plane).is_empty());
-        assert!(plane.handle_publish_requested(now, "a b", false).is_err());
+        assert!(plane
+            .handle_publish_requested(now, "a b", false, false)
+            .is_err());
 
         // An authorized publisher takes the name from one that never connected...
         assert_eq!(
-            plane.handle_publish_requested(now, "cam", true),
+            plane.handle_publish_requested(now, "cam", true, false),
             Ok(Some(PUBLISHER))
         );
         assert_eq!(
@@ -881,7 +1036,10 @@ mod tests {
             .unwrap();
         plane.handle_core_event(now, &CoreEvent::SessionConnected { id: second });
         actions(&mut plane);
-        assert_eq!(plane.handle_publish_requested(now, "cam", true), taken);
+        assert_eq!(
+            plane.handle_publish_requested(now, "cam", true, false),
+            taken
+        );
         assert!(actions(&mut plane).is_empty());
     }
 
@@ -1006,7 +1164,9 @@ mod tests {
     /// its media flows.
     fn publish_copy(plane: &mut ControlPlane<StdRng>, now: Instant) -> Vec<ControlAction> {
         let relayed = SessionId(7);
-        plane.handle_publish_requested(now, "copy", true).unwrap();
+        plane
+            .handle_publish_requested(now, "copy", true, false)
+            .unwrap();
         let client = ClientInfo {
             relay: true,
             ..ClientInfo::default()

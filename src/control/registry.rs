@@ -4,7 +4,7 @@
 //! registry's methods return and the plane hands out.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{CoreCommand, CoreId, EndReason, PlayerLayer, SessionId, StreamId};
 use crate::sdp::{Codec, Extmap, MediaKind};
@@ -88,6 +88,35 @@ pub struct SessionEntry {
     pub client: ClientInfo,
 }
 
+impl SessionEntry {
+    /// A session that has just been accepted: not connected, nothing reported yet.
+    fn new(
+        now: Instant,
+        id: SessionId,
+        kind: SessionKind,
+        stream_name: &str,
+        core: CoreId,
+    ) -> SessionEntry {
+        SessionEntry {
+            id,
+            kind,
+            stream_name: stream_name.to_owned(),
+            core,
+            connected: false,
+            resource: None,
+            acl_key: None,
+            bitrate_bps: None,
+            layer: None,
+            loss_fraction: None,
+            video_size: None,
+            keyframe_interval_ms: None,
+            traffic: Traffic::default(),
+            created: now,
+            client: ClientInfo::default(),
+        }
+    }
+}
+
 /// Who asked for a session, as its signalling request showed it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
@@ -164,7 +193,7 @@ pub struct StreamEntry {
     pub id: StreamId,
     /// Its name.
     pub name: String,
-    /// Its publisher.
+    /// Its publisher; while orphaned, the one that was lost.
     pub publisher: SessionId,
     /// The publisher's core.
     pub core: CoreId,
@@ -182,6 +211,9 @@ pub struct StreamEntry {
     /// What its players and relays that ended carried, as last reported: with the live
     /// sessions' it makes the stream's totals, which never go back.
     pub ended_traffic: Traffic,
+    /// Since when the stream has no publisher: a relayed copy whose source was lost
+    /// ([`Registry::orphan`]), its players and relays kept for the next copy to take over.
+    pub orphaned_since: Option<Instant>,
 }
 
 impl StreamEntry {
@@ -202,6 +234,25 @@ pub enum AclChange {
     Clear,
     /// Set exactly these keys (how an origin's relay tells an edge).
     Set(Vec<String>),
+}
+
+/// How long the players of an orphaned stream wait for a new copy before they end: the
+/// stream's claim in the cluster outlives a dead owner by up to its TTL (6 s), and its
+/// publisher needs a moment to publish again elsewhere.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(15);
+
+/// Whether a new copy of a stream can take over the players of the old one: the same kinds of
+/// track in the same order, with the same codecs and simulcast layers, so what the players
+/// negotiated still decodes.
+fn tracks_fit(old: &[StreamTrack], new: &[StreamTrack]) -> bool {
+    old.len() == new.len()
+        && old.iter().zip(new).all(|(a, b)| {
+            a.kind == b.kind
+                && a.codec.name.eq_ignore_ascii_case(&b.codec.name)
+                && a.codec.clock_rate == b.codec.clock_rate
+                && a.codec.channels == b.codec.channels
+                && a.rids.len() == b.rids.len()
+        })
 }
 
 /// The most keys a stream's ACL holds, so one admin call cannot grow it without bound.
@@ -321,25 +372,16 @@ impl Registry {
                 media_flowing: false,
                 acl: Vec::new(),
                 ended_traffic: Traffic::default(),
+                orphaned_since: None,
             },
         );
-        self.insert_session(SessionEntry {
+        self.insert_session(SessionEntry::new(
+            now,
             id,
-            kind: SessionKind::Publisher,
-            stream_name: name.to_owned(),
+            SessionKind::Publisher,
+            name,
             core,
-            connected: false,
-            resource: None,
-            acl_key: None,
-            bitrate_bps: None,
-            layer: None,
-            loss_fraction: None,
-            video_size: None,
-            keyframe_interval_ms: None,
-            traffic: Traffic::default(),
-            created: now,
-            client: ClientInfo::default(),
-        });
+        ));
         Ok(stream)
     }
 
@@ -368,23 +410,7 @@ impl Registry {
             ));
         }
         stream.players.push((id, core));
-        self.insert_session(SessionEntry {
-            id,
-            kind: SessionKind::Player,
-            stream_name: name.to_owned(),
-            core,
-            connected: false,
-            resource: None,
-            acl_key: None,
-            bitrate_bps: None,
-            layer: None,
-            loss_fraction: None,
-            video_size: None,
-            keyframe_interval_ms: None,
-            traffic: Traffic::default(),
-            created: now,
-            client: ClientInfo::default(),
-        });
+        self.insert_session(SessionEntry::new(now, id, SessionKind::Player, name, core));
         Ok(commands)
     }
 
@@ -402,23 +428,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
         let core = stream.core;
         stream.relays.push(id);
-        self.insert_session(SessionEntry {
-            id,
-            kind: SessionKind::Relay,
-            stream_name: name.to_owned(),
-            core,
-            connected: false,
-            resource: None,
-            acl_key: None,
-            bitrate_bps: None,
-            layer: None,
-            loss_fraction: None,
-            video_size: None,
-            keyframe_interval_ms: None,
-            traffic: Traffic::default(),
-            created: now,
-            client: ClientInfo::default(),
-        });
+        self.insert_session(SessionEntry::new(now, id, SessionKind::Relay, name, core));
         Ok(core)
     }
 
@@ -617,23 +627,7 @@ impl Registry {
                 if stream.publisher != id {
                     return commands;
                 }
-                let stream = self
-                    .streams
-                    .remove(&session.stream_name)
-                    .expect("looked up just above");
-                self.unpublished.push((stream.name.clone(), stream.id));
-                self.removed_streams += 1;
-                let relays = stream.relays.into_iter().map(|id| (id, stream.core));
-                for (player, core) in stream.players.into_iter().chain(relays) {
-                    self.forget(player, &EndReason::PublisherLeft);
-                    commands.push((
-                        core,
-                        CoreCommand::RemoveSession {
-                            id: player,
-                            reason: EndReason::PublisherLeft,
-                        },
-                    ));
-                }
+                commands = self.remove_stream(&session.stream_name);
             }
             SessionKind::Relay => {
                 if let Some(stream) = self.streams.get_mut(&session.stream_name) {
@@ -662,11 +656,174 @@ impl Registry {
         commands
     }
 
+    /// Removes a stream whose publisher is gone: its players and relays end
+    /// ([`EndReason::PublisherLeft`]). Returns the commands that remove them from their cores.
+    fn remove_stream(&mut self, name: &str) -> Vec<(CoreId, CoreCommand)> {
+        let Some(stream) = self.streams.remove(name) else {
+            return Vec::new();
+        };
+        self.unpublished.push((stream.name.clone(), stream.id));
+        self.removed_streams += 1;
+        let relays = stream.relays.into_iter().map(|id| (id, stream.core));
+        let mut commands = Vec::new();
+        for (player, core) in stream.players.into_iter().chain(relays) {
+            self.forget(player, &EndReason::PublisherLeft);
+            commands.push((
+                core,
+                CoreCommand::RemoveSession {
+                    id: player,
+                    reason: EndReason::PublisherLeft,
+                },
+            ));
+        }
+        commands
+    }
+
+    /// A publisher relayed here (a copy of another node's stream) lost its source: `reason`
+    /// [`EndReason::loses_source`], while the stream has players or relays. Forgets the
+    /// publisher but keeps the stream and its sessions, orphaned since `now`, for the next
+    /// copy to take over ([`Registry::adopt_or_publish`]) within [`ORPHAN_GRACE`]. False, and
+    /// nothing done, for any other end: the caller removes the session as usual.
+    pub fn orphan(&mut self, now: Instant, id: SessionId, reason: &EndReason) -> bool {
+        let Some(session) = self.sessions.get(&id) else {
+            return false;
+        };
+        if session.kind != SessionKind::Publisher || !session.client.relay || !reason.loses_source()
+        {
+            return false;
+        }
+        let name = session.stream_name.clone();
+        let watched = self
+            .streams
+            .get(&name)
+            .is_some_and(|s| s.publisher == id && (!s.players.is_empty() || !s.relays.is_empty()));
+        if !watched {
+            return false;
+        }
+        self.forget(id, reason);
+        if let Some(stream) = self.streams.get_mut(&name) {
+            stream.orphaned_since = Some(now);
+            stream.media_flowing = false;
+        }
+        true
+    }
+
+    /// Whether `stream` is a copy of another node's stream: relayed here, or orphaned and
+    /// waiting for the next copy. A node never claims nor relays on a copy as its own.
+    pub fn is_copy(&self, stream: &StreamEntry) -> bool {
+        stream.orphaned_since.is_some()
+            || self
+                .sessions
+                .get(&stream.publisher)
+                .is_some_and(|p| p.client.relay)
+    }
+
+    /// Whether the stream `name` is orphaned: what a relay publishing it would take over.
+    pub fn is_orphaned(&self, name: &str) -> bool {
+        self.streams
+            .get(name)
+            .is_some_and(|s| s.orphaned_since.is_some())
+    }
+
+    /// The core a new publisher of `name` is to run on: an orphaned stream's own, where its
+    /// players' routes start; else the least loaded.
+    pub fn core_for_publisher(&self, name: &str) -> CoreId {
+        match self.streams.get(name) {
+            Some(stream) if stream.orphaned_since.is_some() => stream.core,
+            _ => self.least_loaded_core(),
+        }
+    }
+
+    /// A relay publishes `name` on `core`. When the stream is orphaned and the new copy's
+    /// `tracks` fit what its players negotiated, the publisher takes it over: the same stream,
+    /// its players and relays kept, the other cores with players attached again (returned).
+    /// Otherwise the orphans end ([`EndReason::PublisherLeft`], returned) and the stream is
+    /// published anew, as [`Registry::add_publisher`] does.
+    pub fn adopt_or_publish(
+        &mut self,
+        now: Instant,
+        name: &str,
+        id: SessionId,
+        core: CoreId,
+        tracks: Vec<StreamTrack>,
+    ) -> Result<(StreamId, Vec<(CoreId, CoreCommand)>), RegistryError> {
+        let mut commands = Vec::new();
+        if let Some(stream) = self
+            .streams
+            .get_mut(name)
+            .filter(|s| s.orphaned_since.is_some())
+        {
+            if stream.core == core && tracks_fit(&stream.tracks, &tracks) {
+                stream.publisher = id;
+                stream.orphaned_since = None;
+                stream.tracks = tracks;
+                let mut cores: Vec<CoreId> = stream
+                    .players
+                    .iter()
+                    .map(|(_, c)| *c)
+                    .filter(|c| *c != core)
+                    .collect();
+                cores.sort_by_key(|c| c.0);
+                cores.dedup();
+                let stream_id = stream.id;
+                commands.extend(cores.into_iter().map(|other| {
+                    let attach = CoreCommand::AttachCore {
+                        stream: stream_id,
+                        core: other,
+                    };
+                    (core, attach)
+                }));
+                self.insert_session(SessionEntry::new(
+                    now,
+                    id,
+                    SessionKind::Publisher,
+                    name,
+                    core,
+                ));
+                return Ok((stream_id, commands));
+            }
+            commands = self.remove_stream(name);
+        }
+        let stream = self.add_publisher(now, name, id, core, tracks)?;
+        Ok((stream, commands))
+    }
+
+    /// Ends the orphaned streams whose players waited [`ORPHAN_GRACE`] by `now` for a new
+    /// copy. Returns the commands that remove their sessions.
+    pub fn expire_orphans(&mut self, now: Instant) -> Vec<(CoreId, CoreCommand)> {
+        let expired: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.orphaned_since.is_some_and(|at| now >= at + ORPHAN_GRACE))
+            .map(|s| s.name.clone())
+            .collect();
+        expired
+            .iter()
+            .flat_map(|name| self.remove_stream(name))
+            .collect()
+    }
+
+    /// When the next orphaned stream expires.
+    pub fn next_orphan_expiry(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter_map(|s| s.orphaned_since)
+            .min()
+            .map(|at| at + ORPHAN_GRACE)
+    }
+
     /// Ends a session for `reason`: [`Registry::remove_session`]'s commands plus the one that
-    /// removes the session from its core. Empty when the session is unknown.
+    /// removes the session from its core. Empty when the session is unknown. The lost
+    /// publisher of an orphaned stream ends the stream: its source left after all (a relay
+    /// unpublishing after its media path closed), or an administrator ended it.
     pub fn end_session(&mut self, id: SessionId, reason: EndReason) -> Vec<(CoreId, CoreCommand)> {
         let Some(core) = self.sessions.get(&id).map(|s| s.core) else {
-            return Vec::new();
+            let orphaned = self
+                .streams
+                .values()
+                .find(|s| s.orphaned_since.is_some() && s.publisher == id)
+                .map(|s| s.name.clone());
+            return orphaned.map_or_else(Vec::new, |name| self.remove_stream(&name));
         };
         let mut commands = self.remove_session(id, &reason);
         commands.push((core, CoreCommand::RemoveSession { id, reason }));
@@ -1062,6 +1219,126 @@ pub(super) mod tests {
             registry.add_relay(Instant::now(), "s", SessionId(10)),
             Err(RegistryError::StreamNotFound("s".into()))
         );
+    }
+
+    /// A registry with the relayed copy "s" published by session 1 on core 0, players 2 (core
+    /// 0) and 3 (core 1).
+    fn relayed_copy_with_players() -> Registry {
+        let mut registry = Registry::new(2);
+        let now = Instant::now();
+        registry
+            .add_publisher(now, "s", SessionId(1), CoreId(0), track())
+            .unwrap();
+        registry.set_client(
+            SessionId(1),
+            ClientInfo {
+                relay: true,
+                ..ClientInfo::default()
+            },
+        );
+        registry
+            .add_player(now, "s", SessionId(2), CoreId(0))
+            .unwrap();
+        registry
+            .add_player(now, "s", SessionId(3), CoreId(1))
+            .unwrap();
+        registry
+    }
+
+    #[test]
+    fn a_copy_that_lost_its_source_keeps_its_players_for_the_next_copy() {
+        let t0 = Instant::now();
+        let mut registry = relayed_copy_with_players();
+        let id = registry.stream("s").unwrap().id;
+        assert!(
+            !registry.orphan(t0, SessionId(1), &EndReason::Deleted),
+            "an unpublish is no loss"
+        );
+        assert!(registry.orphan(t0, SessionId(1), &EndReason::SourceLost));
+        assert!(registry.session(SessionId(1)).is_none());
+        let stream = registry.stream("s").unwrap();
+        assert_eq!(stream.players.len(), 2);
+        assert!(registry.is_orphaned("s") && registry.is_copy(stream));
+        assert_eq!(registry.next_orphan_expiry(), Some(t0 + ORPHAN_GRACE));
+        // A publisher that is not a relay cannot take the name meanwhile.
+        assert_eq!(
+            registry.check_publish("s"),
+            Err(RegistryError::NameInUse("s".into()))
+        );
+        // The next copy runs on the stream's core and takes it over: the same stream, the
+        // core with players attached again, no player ended.
+        assert_eq!(registry.core_for_publisher("s"), CoreId(0));
+        let (adopted, commands) = registry
+            .adopt_or_publish(t0, "s", SessionId(9), CoreId(0), track())
+            .unwrap();
+        assert_eq!(adopted, id);
+        assert!(matches!(
+            commands.as_slice(),
+            [(CoreId(0), CoreCommand::AttachCore { stream, core: CoreId(1) })] if *stream == id
+        ));
+        let stream = registry.stream("s").unwrap();
+        assert_eq!(
+            (
+                stream.publisher,
+                stream.orphaned_since,
+                stream.players.len()
+            ),
+            (SessionId(9), None, 2)
+        );
+        assert_eq!(registry.next_orphan_expiry(), None);
+        assert!(registry.take_unpublished().is_empty());
+    }
+
+    #[test]
+    fn an_orphan_ends_when_no_copy_comes_or_one_does_not_fit() {
+        let t0 = Instant::now();
+        let mut registry = relayed_copy_with_players();
+        registry.orphan(t0, SessionId(1), &EndReason::ConsentExpired);
+        assert!(registry.expire_orphans(t0 + ORPHAN_GRACE / 2).is_empty());
+        let ended = registry.expire_orphans(t0 + ORPHAN_GRACE);
+        assert_eq!(ended.len(), 2, "{ended:?}");
+        assert!(ended.iter().all(|(_, c)| matches!(
+            c,
+            CoreCommand::RemoveSession {
+                reason: EndReason::PublisherLeft,
+                ..
+            }
+        )));
+        assert!(registry.stream("s").is_none());
+        assert_eq!(registry.take_unpublished().len(), 1);
+
+        // A copy of other codecs: the players end and the copy is published anew.
+        let mut registry = relayed_copy_with_players();
+        let old = registry.stream("s").unwrap().id;
+        registry.orphan(t0, SessionId(1), &EndReason::SourceLost);
+        let mut h264 = track();
+        h264[0].codec.name = "H264".into();
+        let (stream, commands) = registry
+            .adopt_or_publish(t0, "s", SessionId(9), CoreId(0), h264)
+            .unwrap();
+        assert_ne!(stream, old);
+        assert_eq!(commands.len(), 2);
+        assert!(registry.stream("s").unwrap().players.is_empty());
+
+        // The lost publisher's unpublish, arriving after its media path closed, ends the
+        // orphan at once.
+        let mut registry = relayed_copy_with_players();
+        registry.orphan(t0, SessionId(1), &EndReason::TransportClosed);
+        assert_eq!(
+            registry.end_session(SessionId(1), EndReason::Deleted).len(),
+            2
+        );
+        assert!(registry.stream("s").is_none());
+
+        // A copy nobody watches, or a publisher that is not a relay, is not kept.
+        let mut registry = Registry::new(1);
+        registry
+            .add_publisher(t0, "p", SessionId(1), CoreId(0), track())
+            .unwrap();
+        registry
+            .add_player(t0, "p", SessionId(2), CoreId(0))
+            .unwrap();
+        assert!(!registry.orphan(t0, SessionId(1), &EndReason::SourceLost));
     }
 
     #[test]

@@ -175,13 +175,12 @@ pub fn streams(state: &Signalling) -> Response<Full<Bytes>> {
             row.insert("name".into(), json!(s.name));
             row.insert("id".into(), json!(s.publisher.to_string()));
             row.insert("core".into(), json!(s.core.0));
-            let from_relay = registry
-                .session(s.publisher)
-                .is_some_and(|p| p.client.relay);
-            row.insert(
-                "source".into(),
-                json!(if from_relay { "relay" } else { "publisher" }),
-            );
+            let source = match (s.orphaned_since, registry.is_copy(s)) {
+                (Some(_), _) => "orphaned",
+                (None, true) => "relay",
+                (None, false) => "publisher",
+            };
+            row.insert("source".into(), json!(source));
             row.insert(
                 "state".into(),
                 json!(if s.media_flowing { "live" } else { "starting" }),

@@ -198,8 +198,9 @@ pub fn start_publish(
         authorized,
         Authorized::Relay | Authorized::Token { .. } | Authorized::Hook
     );
-    let superseded =
-        state.control(|plane, now| plane.handle_publish_requested(now, stream, supersedes))?;
+    let superseded = state.control(|plane, now| {
+        plane.handle_publish_requested(now, stream, supersedes, client.relay)
+    })?;
     if let Some(publisher) = superseded {
         info!(session = %publisher, stream, "an unconnected publisher gave its name up to an authorized one");
     }
@@ -207,7 +208,8 @@ pub fn start_publish(
     let (remote_ice, remote_fingerprint, dtls_role) = remote_params(&offer)?;
     // Negotiated under the plane's lock: the name cannot be taken meanwhile.
     let (id, core, answer) = state.control(|plane, now| -> Result<_, StartError> {
-        let core = plane.registry().least_loaded_core();
+        // A relay taking over an orphaned stream runs where the stream's players' routes start.
+        let core = plane.registry().core_for_publisher(stream);
         let (id, local_ice, local) = new_session_params(state, core.0);
         let answer = negotiate::answer_publisher(&offer, &local)?;
         let spec = SessionSpec {

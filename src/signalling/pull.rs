@@ -181,11 +181,23 @@ async fn request_pull(state: &Signalling, hub: &PullHub, stream: &str) -> Pulled
     if validate_stream_name(stream).is_err() || state.registry().stream(stream).is_some() {
         return Pulled::Here;
     }
-    // A draining node takes no new player; without Redis the owner cannot be known (and
-    // asking would make every "Stream not found" wait for Redis's timeout).
+    // A draining node takes no new player.
     if state.drain.is_draining() {
         return Pulled::Here;
     }
+    ask_owner(state, cluster, hub, stream).await
+}
+
+/// Asks the owner of `stream` in Redis (or the group's transit node) to relay it here, unless
+/// this node pulls it from there already.
+async fn ask_owner(
+    state: &Signalling,
+    cluster: &crate::cluster::Cluster,
+    hub: &PullHub,
+    stream: &str,
+) -> Pulled {
+    // Without Redis the owner cannot be known (and asking would make every "Stream not
+    // found" wait for Redis's timeout).
     if cluster.redis_down() {
         return Pulled::Failed("Redis is unreachable: new cross-node pulls are refused".into());
     }
@@ -453,16 +465,35 @@ pub async fn run(signalling: Weak<Signalling>) {
         let (Some(cluster), Some(hub)) = (&state.cluster, &state.pulls) else {
             return;
         };
-        let commands: Vec<PullCommand> = {
+        let (commands, repulls): (Vec<PullCommand>, Vec<String>) = {
             let registry = state.registry();
             let mut pulls = hub.pulls();
+            let now = Instant::now();
             // A copy this node relays on (a transit node's) is watched through its relays.
             let local = registry
                 .streams()
                 .map(|s| (s.name.as_str(), s.players.len() + s.relays.len()));
-            pulls.handle_local(Instant::now(), local);
-            std::iter::from_fn(|| pulls.poll_command()).collect()
+            pulls.handle_local(now, local);
+            let orphaned = registry
+                .streams()
+                .filter(|s| s.orphaned_since.is_some())
+                .map(|s| s.name.as_str());
+            let repulls = pulls.due_repulls(now, orphaned);
+            (
+                std::iter::from_fn(|| pulls.poll_command()).collect(),
+                repulls,
+            )
         };
+        // A copy whose source was lost: when its publisher published anew on another node,
+        // that node relays it here and the new copy takes the waiting players over.
+        for stream in repulls {
+            if let Pulled::Failed(why) = ask_owner(&state, cluster, hub, &stream).await {
+                debug!(
+                    stream,
+                    "the orphaned copy's new owner cannot be asked yet: {why}"
+                );
+            }
+        }
         for PullCommand::Release { stream, owner } in commands {
             let Some(lease) = lease_of(&state, &owner).await else {
                 continue;

@@ -200,6 +200,7 @@ pub fn end_info(reason: &EndReason) -> String {
         EndReason::PublisherLeft => "Stopped by publisher stop".into(),
         // The SDK knows no transport of its own: a closed ICE-TCP connection is a lost path.
         EndReason::ConsentExpired | EndReason::TransportClosed => "Failed by ICE keep alive".into(),
+        EndReason::SourceLost => "Failed to connect to origin stream".into(),
         EndReason::NeverConnected | EndReason::ConnectTimeout { ice: false } => {
             "Failed by ICE timeout".into()
         }

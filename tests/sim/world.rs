@@ -309,7 +309,7 @@ impl World {
             match &spec.role {
                 SessionRole::Publisher { .. } => {
                     cdn.plane
-                        .handle_publish_requested(now, &name, false)
+                        .handle_publish_requested(now, &name, false, false)
                         .expect("a free stream name");
                     let stream = cdn
                         .plane

@@ -462,11 +462,22 @@ impl Connection {
     }
 
     /// The socket closed: everything this session published or played ends (its players hear
-    /// "Stopped by publisher stop").
+    /// "Stopped by publisher stop"). A relay of this CDN that closes without unpublishing lost
+    /// its source (its node died, the link broke): its players wait for a new copy.
     pub fn close(&mut self, state: &Signalling) {
         for (_, own) in self.streams.drain() {
             state.unwatch(own.session);
-            media::end_session(state, own.session, EndReason::Deleted);
+            let relayed = own.description.published
+                && state
+                    .registry()
+                    .session(own.session)
+                    .is_some_and(|s| s.client.relay);
+            let reason = if relayed {
+                EndReason::SourceLost
+            } else {
+                EndReason::Deleted
+            };
+            media::end_session(state, own.session, reason);
         }
         info!(peer = %self.peer, "WebSocket session closed");
     }
