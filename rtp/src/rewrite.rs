@@ -7,11 +7,24 @@
 //! the last packet sent. The first source is offset to a caller-chosen random-like base, so
 //! streams of different players are not predictable from one another (RFC 3550 §5.1).
 
+use std::time::{Duration, Instant};
+
 use crate::packet::{self, Pt, Ssrc};
 use crate::Error;
 
 /// Default timestamp step inserted at a source switch: one frame at 30 fps on a 90 kHz clock.
 const DEFAULT_SWITCH_TS_STEP: u32 = 3000;
+
+/// A source that starts this long after the last packet written (a failover, a publisher
+/// that came back) moves the output timestamp on by the pause itself, at the output's measured
+/// clock rate: a receiver's jitter buffer maps timestamps to arrival times, and a pause of
+/// seconds with timestamps one frame apart looks to it like frames seconds late (Chromium
+/// holds the video for its 5 s "maximum allowed frame delay" before it resets its timing).
+const PAUSE_AS_GAP: Duration = Duration::from_millis(500);
+/// The output's clock rate is measured over windows at least this long.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// The clock rates a measurement is believed within (8 kHz audio to 90 kHz video, with room).
+const PLAUSIBLE_RATES: std::ops::RangeInclusive<u64> = 4_000..=200_000;
 
 /// The farthest back [`RtpRewriter::written_sequence`] looks: half the sequence number space,
 /// beyond which "behind the newest" is ambiguous.
@@ -29,6 +42,50 @@ pub struct RtpRewriter {
     /// Highest output sequence number written, and the timestamp it carried.
     last: Option<(u16, u32)>,
     switch_pending: bool,
+    /// The output's clock, when written with [`RtpRewriter::rewrite_at`].
+    clock: OutputClock,
+}
+
+/// The wall-clock times of the output's timestamps, to measure its clock rate.
+#[derive(Debug, Clone, Copy, Default)]
+struct OutputClock {
+    /// When the newest packet was written, and its output timestamp.
+    last: Option<(Instant, u32)>,
+    /// The start of the current measurement window.
+    window: Option<(Instant, u32)>,
+    /// Timestamp units per second, as last measured.
+    rate: Option<u64>,
+}
+
+impl OutputClock {
+    /// A newer packet with output timestamp `ts` was written at `now`.
+    fn note(&mut self, now: Instant, ts: u32) {
+        self.last = Some((now, ts));
+        let (start, start_ts) = *self.window.get_or_insert((now, ts));
+        let span = now.saturating_duration_since(start);
+        if span >= RATE_WINDOW {
+            let ticks = u64::from(ts.wrapping_sub(start_ts));
+            let rate = ticks * 1000 / span.as_millis().max(1) as u64;
+            self.rate = PLAUSIBLE_RATES
+                .contains(&rate)
+                .then_some(rate)
+                .or(self.rate);
+            self.window = Some((now, ts));
+        }
+    }
+
+    /// How far the output timestamp moves on for a source that starts at `now`: the pause
+    /// since the last packet at the measured rate, when the pause is long and the rate known.
+    fn pause_step(&self, now: Instant) -> Option<u32> {
+        let (at, _) = self.last?;
+        let pause = now.saturating_duration_since(at);
+        if pause < PAUSE_AS_GAP {
+            return None;
+        }
+        let ticks = u128::from(self.rate?) * pause.as_millis() / 1000;
+        // Half the timestamp space is as far forward as a receiver can tell.
+        Some(ticks.min(0x7FFF_FFFF) as u32)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +112,7 @@ impl RtpRewriter {
             source: None,
             last: None,
             switch_pending: false,
+            clock: OutputClock::default(),
         }
     }
 
@@ -122,13 +180,28 @@ impl RtpRewriter {
     /// Rewrites the RTP packet in `packet` in place. Any SSRC change starts a new mapping, so
     /// feed only packets of the source that currently drives this output.
     pub fn rewrite(&mut self, packet: &mut [u8]) -> Result<(), Error> {
+        self.rewrite_with(None, packet)
+    }
+
+    /// [`RtpRewriter::rewrite`], sent at `now`: a source that starts after a pause of more
+    /// than half a second moves the output timestamp on by the pause (see [`PAUSE_AS_GAP`]).
+    pub fn rewrite_at(&mut self, now: Instant, packet: &mut [u8]) -> Result<(), Error> {
+        self.rewrite_with(Some(now), packet)
+    }
+
+    fn rewrite_with(&mut self, now: Option<Instant>, packet: &mut [u8]) -> Result<(), Error> {
         packet::header_len(packet)?;
         let in_ssrc = Ssrc(packet::read_u32(packet, 8));
         let in_seq = u16::from_be_bytes([packet[2], packet[3]]);
         let in_ts = packet::read_u32(packet, 4);
         let (source, started) = match self.source {
             Some(s) if s.ssrc == in_ssrc && !self.switch_pending => (s, false),
-            _ => (self.start_source(in_ssrc, in_seq, in_ts), true),
+            _ => {
+                let step = now.and_then(|now| self.clock.pause_step(now));
+                // A new source's first window would span the jump.
+                self.clock.window = None;
+                (self.start_source(in_ssrc, in_seq, in_ts, step), true)
+            }
         };
         let out_seq = in_seq.wrapping_add(source.seq_offset);
         let out_ts = in_ts.wrapping_add(source.ts_offset);
@@ -147,6 +220,9 @@ impl RtpRewriter {
                     .min(MAX_WRITTEN_SPAN);
             }
             self.last = Some((out_seq, out_ts));
+            if let Some(now) = now {
+                self.clock.note(now, out_ts);
+            }
         }
         packet::set_ssrc(packet, self.ssrc)?;
         packet::set_payload_type(packet, self.pt)?;
@@ -154,10 +230,12 @@ impl RtpRewriter {
         packet::set_timestamp(packet, out_ts)
     }
 
-    fn start_source(&mut self, ssrc: Ssrc, seq: u16, ts: u32) -> Source {
+    /// Maps a new source on from the last packet written: one frame's step later, or `step`.
+    fn start_source(&mut self, ssrc: Ssrc, seq: u16, ts: u32, step: Option<u32>) -> Source {
+        let step = step.unwrap_or(self.switch_ts_step);
         let (out_seq, out_ts) = match self.last {
             None => (self.seq_base, self.ts_base),
-            Some((seq, ts)) => (seq.wrapping_add(1), ts.wrapping_add(self.switch_ts_step)),
+            Some((seq, ts)) => (seq.wrapping_add(1), ts.wrapping_add(step)),
         };
         let source = Source {
             ssrc,
@@ -211,6 +289,36 @@ mod tests {
         assert_eq!(rw.source_sequence(1001), Some(40_001));
         assert_eq!(rw.output_sequence(40_001), Some(1001));
         assert_eq!(rw.output_timestamp(93_000), Some(3555));
+    }
+
+    #[test]
+    fn a_source_after_a_pause_moves_the_timestamp_on_by_the_pause() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut rw = RtpRewriter::new(Ssrc(7), Pt::new(96), 0, 1000);
+        // Two seconds of 30 fps video at 90 kHz: the rate is measured.
+        for i in 0..=60u16 {
+            let mut p = packet(1, i, 3000 * u32::from(i));
+            rw.rewrite_at(ms(u64::from(i) * 1000 / 30), &mut p).unwrap();
+        }
+        let last_ts = 1000 + 3000 * 60;
+        // A quick switch (a simulcast layer) steps one frame on, as without a clock.
+        let mut p = packet(2, 500, 7);
+        rw.rewrite_at(ms(2_000 + 40), &mut p).unwrap();
+        assert_eq!(fields(&p).3, last_ts + 3000);
+        // A source that comes 5 s later: the timestamp moves 5 s on.
+        let mut p = packet(3, 9, 123);
+        rw.rewrite_at(ms(7_040), &mut p).unwrap();
+        let (_, _, seq, ts, _) = fields(&p);
+        assert_eq!(seq, 62, "sequence numbers still run on");
+        assert_eq!(ts, last_ts + 3000 + 5 * 90_000);
+        // Without a measured rate (too short a run), the step stays one frame.
+        let mut short = RtpRewriter::new(Ssrc(7), Pt::new(96), 0, 0);
+        let mut p = packet(1, 0, 0);
+        short.rewrite_at(t0, &mut p).unwrap();
+        let mut p = packet(2, 0, 0);
+        short.rewrite_at(ms(5_000), &mut p).unwrap();
+        assert_eq!(fields(&p).3, 3000);
     }
 
     #[test]

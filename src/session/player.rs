@@ -593,7 +593,7 @@ impl Session {
             },
             None => len,
         };
-        if track.rewriter.rewrite(&mut out[..len]).is_err() {
+        if track.rewriter.rewrite_at(now, &mut out[..len]).is_err() {
             return 0;
         }
         if let (Some(feedback), Some(_)) = (player.transport_cc.as_mut(), stamped) {

@@ -7,6 +7,8 @@
 //   B. rtcdn's built-in page posts WHEP to the origin, which redirects it (307) to the same edge
 //      (a stream's players gather on its edge), and frames are decoded;
 // the origin relays the stream once (one pull), and `show_routes` names the route.
+// A second test kills an origin with SIGKILL while an edge's WHEP player plays its stream; the
+// stream is published again on another origin, and the same player session decodes on.
 // Only 127.0.0.1 is ever contacted. Set RTCDN_SKIP_E2E=1 to skip.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +20,7 @@ import path from 'node:path';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
   openLoggedPage, frameLog, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, LB_PAGE_PATH, LB_PAGE, poll, freeTcpPort, freeUdpBase,
+  TWO_WAY_PATH, LB_PAGE_PATH, LB_PAGE, poll, freeTcpPort, freeUdpBase, videoStats,
 } from './harness.mjs';
 
 const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
@@ -52,25 +54,44 @@ async function startRedis() {
   return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
 }
 
+/** Starts one rtcdn process per [label, roles] in the cluster of `redis`, configs in `dir`. */
+async function startClusterNodes(dir, redis, specs) {
+  const nodes = [];
+  for (const [label, roles] of specs) {
+    const http = await freeTcpPort();
+    const udp = await freeUdpBase();
+    const config = path.join(dir, `${label}.toml`);
+    writeFileSync(config, `[http]\nlisten = "127.0.0.1:${http}"\n[media]\nport_base = ${udp}\nthreads = 1\n` +
+      `[rtmp]\nenabled = false\n[cluster]\nredis_url = "${redis.url}"\nnode_id = "${label}"\nroles = ${roles}\n` +
+      `secret = "${SECRET}"\n`);
+    const server = await startRtcdnWithConfig(config);
+    nodes.push(Object.assign(server, { label, http: `http://127.0.0.1:${http}`, ws: `ws://127.0.0.1:${http}` }));
+  }
+  return nodes;
+}
+
+/** Adds the failed step, the pages' frames and consoles and the nodes' logs to `e`. */
+function explain(e, step, pages, nodes) {
+  let extra = `\n--- failed at: ${step} ---`;
+  for (const [i, p] of pages.entries()) {
+    extra += `\n--- page ${i}: WebSocket frames ---\n${frameLog(p)}`;
+    extra += `\n--- page ${i} console ---\n${(p.consoleLines || []).slice(-40).join('\n')}`;
+  }
+  for (const n of nodes) extra += `\n--- ${n.label} rtcdn logs ---\n${n.logText().split('\n').slice(-80).join('\n')}`;
+  e.message += extra;
+  return e;
+}
+
 test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP player are sent to the stream\'s edge, which pulls it on demand', { skip, timeout: 240_000 }, async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-cluster-'));
-  const nodes = [];
+  let nodes = [];
   let redis;
   let context;
   const pages = [];
   let step = 'start redis and three nodes';
   try {
     redis = await startRedis();
-    for (const [label, roles] of [['origin', '["origin"]'], ['edge1', '["edge"]'], ['edge2', '["edge"]']]) {
-      const http = await freeTcpPort();
-      const udp = await freeUdpBase();
-      const config = path.join(dir, `${label}.toml`);
-      writeFileSync(config, `[http]\nlisten = "127.0.0.1:${http}"\n[media]\nport_base = ${udp}\nthreads = 1\n` +
-        `[rtmp]\nenabled = false\n[cluster]\nredis_url = "${redis.url}"\nnode_id = "${label}"\nroles = ${roles}\n` +
-        `secret = "${SECRET}"\n`);
-      const server = await startRtcdnWithConfig(config);
-      nodes.push(Object.assign(server, { label, http: `http://127.0.0.1:${http}`, ws: `ws://127.0.0.1:${http}` }));
-    }
+    nodes = await startClusterNodes(dir, redis, [['origin', '["origin"]'], ['edge1', '["edge"]'], ['edge2', '["edge"]']]);
     const [origin, ...edges] = nodes;
     const name = `dyn${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
 
@@ -133,14 +154,89 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     const onEdge = (await (await fetch(`${edge.http}/api/stats`)).json()).streams.find((s) => s.name === name);
     assert.equal(onEdge?.players, 2, 'both players on the stream\'s edge');
   } catch (e) {
-    let extra = `\n--- failed at: ${step} ---`;
-    for (const [i, p] of pages.entries()) {
-      extra += `\n--- page ${i}: WebSocket frames ---\n${frameLog(p)}`;
-      extra += `\n--- page ${i} console ---\n${(p.consoleLines || []).slice(-40).join('\n')}`;
-    }
-    for (const n of nodes) extra += `\n--- ${n.label} rtcdn logs ---\n${n.logText().split('\n').slice(-80).join('\n')}`;
-    e.message += extra;
-    throw e;
+    throw explain(e, step, pages, nodes);
+  } finally {
+    for (const page of pages) await page.close().catch(() => {});
+    await context?.close().catch(() => {});
+    await Promise.all(nodes.map((n) => n.stop()));
+    redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dynamic CDN failover: the origin is killed, the stream is published on another origin, and the edge\'s WHEP player decodes on in the same session', { skip, timeout: 240_000 }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-failover-'));
+  let nodes = [];
+  let redis;
+  let context;
+  const pages = [];
+  let step = 'start redis, two origins and an edge';
+  try {
+    redis = await startRedis();
+    nodes = await startClusterNodes(dir, redis, [['origin-a', '["origin"]'], ['origin-b', '["origin"]'], ['edge', '["edge"]']]);
+    const [originA, originB, edge] = nodes;
+    const name = `fo${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
+    context = await newLoopbackContext(browser);
+
+    step = 'publish on origin A (built-in page, WHIP)';
+    const pubA = await openLoggedPage(context, `${originA.http}/?stream=${name}&autostart=publish`);
+    pages.push(pubA);
+    await waitForState(pubA, 'publishState', 'publishing', { timeout: 20_000 });
+
+    step = 'play on the edge (built-in page, WHEP): the edge pulls from A';
+    const player = await openLoggedPage(context, `${edge.http}/?stream=${name}&autostart=play`);
+    pages.push(player);
+    await waitForState(player, 'playState', 'playing', { timeout: 20_000 });
+    await waitForDecodedVideo(player, { minFrames: 60, timeout: 30_000 });
+    await player.evaluate(() => { window.__failoverPc = window.rtcdn.playPc; });
+
+    step = 'kill origin A with SIGKILL';
+    const killed = Date.now();
+    process.kill(originA.pid, 'SIGKILL');
+    await poll(() => originA.exited !== null, { timeout: 5_000, interval: 50, what: 'origin A to exit' });
+    await pubA.close();
+
+    step = 'publish again on origin B, refused while A\'s claim lives';
+    let pubB;
+    let attempts = 0;
+    await poll(async () => {
+      attempts += 1;
+      if (pubB) await pubB.close();
+      pubB = await openLoggedPage(context, `${originB.http}/?stream=${name}&autostart=publish`);
+      const state = await waitForState(pubB, 'publishState', ['publishing', 'error', 'ended'], { timeout: 15_000 });
+      return state === 'publishing';
+    }, { timeout: 30_000, interval: 300, what: 'origin B to accept the publish' });
+    pages.push(pubB);
+    const republished = Date.now();
+
+    step = 'the edge\'s player decodes B\'s video in the same session';
+    const stalled = (await videoStats(player)).framesDecoded;
+    const resumed = await poll(async () => {
+      const s = await videoStats(player);
+      return s.framesDecoded > stalled + 5 ? Date.now() : false;
+    }, { timeout: 20_000, interval: 100, what: 'frames decoded again after the switch' });
+    const after = await waitForDecodedVideo(player, { minFrames: stalled + 60, timeout: 30_000 });
+    const same = await player.evaluate(() => ({
+      pc: window.__failoverPc === window.rtcdn.playPc, state: window.rtcdn.playState,
+      connection: window.rtcdn.playPc.connectionState,
+    }));
+    assert.deepEqual(same, { pc: true, state: 'playing', connection: 'connected' }, 'no reconnection');
+    const repair = await player.evaluate(async () => {
+      let out = null;
+      (await window.rtcdn.playPc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') {
+          out = { pliCount: r.pliCount, keyFramesDecoded: r.keyFramesDecoded, packetsLost: r.packetsLost };
+        }
+      });
+      return out;
+    });
+    t.diagnostic(`B accepted the publish ${republished - killed} ms after A was killed (${attempts} attempts); ` +
+      `frames decoded again ${resumed - killed} ms after the kill (${resumed - republished} ms after the new publish); ` +
+      `${after.framesDecoded - stalled} frames since, ${JSON.stringify(after)} ${JSON.stringify(repair)}`);
+    const listed = (await (await fetch(`${edge.http}/api/stats`)).json()).streams.find((s) => s.name === name);
+    assert.equal(listed?.players, 1, 'the edge kept its one player');
+  } catch (e) {
+    throw explain(e, step, pages, nodes);
   } finally {
     for (const page of pages) await page.close().catch(() => {});
     await context?.close().catch(() => {});
