@@ -15,60 +15,14 @@ use rtcdn::config::cluster::ClusterRole;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn_bench::client::{ClientSession, Mode};
-use rtcdn_bench::media::read_packet;
 
 mod common;
-use common::{base_url, get_json, RedisServer, Streaming};
+use common::{base_url, follow_numbering, get_json, RedisServer, Streaming};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn cluster_node(redis_url: &str, roles: &[ClusterRole]) -> Node {
     common::pulling_node(redis_url, Some(roles), 60)
-}
-
-/// What a player saw of one SSRC: the last sequence number and timestamp.
-#[derive(Debug, Clone, Copy)]
-struct Track {
-    seq: u16,
-    ts: u32,
-}
-
-/// Receives RTP on `player` until `until` says stop or `limit` passes without a packet;
-/// checks that each SSRC's sequence numbers run on without a gap or a repeat and its
-/// timestamps never go back. Returns the time of the last packet received.
-async fn follow(
-    player: &mut ClientSession,
-    tracks: &mut HashMap<u32, Track>,
-    limit: Duration,
-    mut until: impl FnMut(u64) -> bool,
-) -> Instant {
-    let mut last = Instant::now();
-    while let Some(packet) = player.recv_rtp(limit).await {
-        last = Instant::now();
-        let header = rtp::RtpHeader::parse(&packet).expect("RTP");
-        let (ssrc, seq, ts) = (
-            header.ssrc().0,
-            header.sequence_number(),
-            header.timestamp(),
-        );
-        if let Some(before) = tracks.get(&ssrc) {
-            assert_eq!(
-                seq,
-                before.seq.wrapping_add(1),
-                "SSRC {ssrc:#x}: sequence numbers run on ({before:?} then {seq})"
-            );
-            assert!(
-                ts.wrapping_sub(before.ts) < 0x8000_0000,
-                "SSRC {ssrc:#x}: the timestamp went back ({before:?} then {ts})"
-            );
-        }
-        tracks.insert(ssrc, Track { seq, ts });
-        let (probe, _) = read_packet(&packet).expect("intact");
-        if until(probe.sequence) {
-            break;
-        }
-    }
-    last
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +41,7 @@ async fn edge_players_keep_playing_when_the_origin_dies_and_the_stream_is_publis
             .expect("the edge plays the stream it pulls");
     let mut tracks = HashMap::new();
     let mut received = 0;
-    follow(&mut player, &mut tracks, Duration::from_secs(5), |_| {
+    follow_numbering(&mut player, &mut tracks, Duration::from_secs(5), |_| {
         received += 1;
         received == 200
     })
@@ -122,7 +76,7 @@ async fn edge_players_keep_playing_when_the_origin_dies_and_the_stream_is_publis
     // The same player session carries on with B's media, numbers continuous.
     let mut gap = None;
     let mut after = 0;
-    follow(&mut player, &mut tracks, Duration::from_secs(12), |n| {
+    follow_numbering(&mut player, &mut tracks, Duration::from_secs(12), |n| {
         if n >= 1_000_000 {
             gap.get_or_insert_with(|| died.elapsed());
             after += 1;

@@ -3,7 +3,7 @@
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -853,4 +853,49 @@ pub fn sample_sum(text: &str, series: &str, labels: &[&str]) -> f64 {
         .filter(|l| l.starts_with(series) && labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
+}
+
+/// What a player saw of one SSRC: the last sequence number and timestamp.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackNumbers {
+    pub seq: u16,
+    pub ts: u32,
+}
+
+/// Receives RTP on `player` until `until` says stop or `limit` passes without a packet;
+/// checks that each SSRC's sequence numbers run on without a gap or a repeat and its
+/// timestamps never go back. Returns the time of the last packet received.
+pub async fn follow_numbering(
+    player: &mut ClientSession,
+    tracks: &mut HashMap<u32, TrackNumbers>,
+    limit: Duration,
+    mut until: impl FnMut(u64) -> bool,
+) -> Instant {
+    let mut last = Instant::now();
+    while let Some(packet) = player.recv_rtp(limit).await {
+        last = Instant::now();
+        let header = rtp::RtpHeader::parse(&packet).expect("RTP");
+        let (ssrc, seq, ts) = (
+            header.ssrc().0,
+            header.sequence_number(),
+            header.timestamp(),
+        );
+        if let Some(before) = tracks.get(&ssrc) {
+            assert_eq!(
+                seq,
+                before.seq.wrapping_add(1),
+                "SSRC {ssrc:#x}: sequence numbers run on ({before:?} then {seq})"
+            );
+            assert!(
+                ts.wrapping_sub(before.ts) < 0x8000_0000,
+                "SSRC {ssrc:#x}: the timestamp went back ({before:?} then {ts})"
+            );
+        }
+        tracks.insert(ssrc, TrackNumbers { seq, ts });
+        let (probe, _) = read_packet(&packet).expect("intact");
+        if until(probe.sequence) {
+            break;
+        }
+    }
+    last
 }
