@@ -15,6 +15,7 @@ mod peer;
 mod world;
 
 mod delivery;
+mod failover;
 mod keyframes;
 mod lip_sync;
 mod loss;
