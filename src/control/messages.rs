@@ -364,7 +364,8 @@ pub enum EndReason {
 
 impl EndReason {
     /// Whether a relayed publisher that ended for this reason lost its source without it
-    /// leaving: its players are kept for the next copy of the stream to take over.
+    /// leaving: its players are kept for the next copy of the stream to take over. A copy
+    /// superseded before it connected (two copies arriving at once) hands them on too.
     pub fn loses_source(&self) -> bool {
         matches!(
             self,
@@ -372,6 +373,7 @@ impl EndReason {
                 | EndReason::ConsentExpired
                 | EndReason::TransportClosed
                 | EndReason::DtlsClosed
+                | EndReason::Superseded
         )
     }
 

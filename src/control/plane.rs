@@ -143,9 +143,6 @@ impl<R: Rng> ControlPlane<R> {
         relay: bool,
     ) -> Result<Option<SessionId>, RegistryError> {
         super::registry::validate_stream_name(name)?;
-        if relay && self.registry.is_orphaned(name) {
-            return Ok(None);
-        }
         let mut superseded = None;
         if supersedes {
             let holder = self.registry.stream(name).map(|s| s.publisher);
@@ -155,6 +152,10 @@ impl<R: Rng> ControlPlane<R> {
                 self.end_session(now, holder, EndReason::Superseded);
                 superseded = Some(holder);
             }
+        }
+        // A relay's copy superseded that way leaves the stream orphaned for the next one.
+        if relay && self.registry.is_orphaned(name) {
+            return Ok(superseded);
         }
         self.registry.check_publish(name)?;
         Ok(superseded)
@@ -743,6 +744,23 @@ mod tests {
                 if spec.id == next && spec.stream == stream
         )));
         assert_eq!(plane.poll_timeout(), None);
+        // Another copy arrives before this one connected (the old owner's relay came back as
+        // the new owner's did): it supersedes it and takes the players over in turn.
+        let third = SessionId(8);
+        assert_eq!(
+            plane.handle_publish_requested(t1, "cam", true, true),
+            Ok(Some(next))
+        );
+        let superseded = actions(&mut plane);
+        assert_eq!(removed(&superseded), [(next, EndReason::Superseded)]);
+        assert_eq!(
+            plane
+                .handle_publish(t1, CoreId(0), publisher(third, "cam"), track(), relay())
+                .unwrap(),
+            stream
+        );
+        assert!(ended(&actions(&mut plane)).is_empty());
+        let next = third;
         // Lost again, and nothing comes: the players end when the grace is over.
         plane.handle_core_event(
             t1,

@@ -653,6 +653,13 @@ impl Registry {
                 }
             }
         }
+        // An orphan nobody waits for any more is not worth a new copy.
+        let abandoned = self.streams.get(&session.stream_name).is_some_and(|s| {
+            s.orphaned_since.is_some() && s.players.is_empty() && s.relays.is_empty()
+        });
+        if abandoned {
+            commands.extend(self.remove_stream(&session.stream_name));
+        }
         commands
     }
 
@@ -1329,6 +1336,15 @@ pub(super) mod tests {
             2
         );
         assert!(registry.stream("s").is_none());
+
+        // The last player leaving ends the orphan.
+        let mut registry = relayed_copy_with_players();
+        registry.orphan(t0, SessionId(1), &EndReason::SourceLost);
+        registry.remove_session(SessionId(2), &EndReason::Deleted);
+        assert!(registry.is_orphaned("s"));
+        registry.remove_session(SessionId(3), &EndReason::Deleted);
+        assert!(registry.stream("s").is_none());
+        assert_eq!(registry.take_unpublished().len(), 1);
 
         // A copy nobody watches, or a publisher that is not a relay, is not kept.
         let mut registry = Registry::new(1);
