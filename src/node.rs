@@ -356,7 +356,7 @@ impl Node {
         let https = https_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
         let rtmp = rtmp_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
         info!(http = %http_addr, %https, %rtmp, media = ?media_addrs, candidates = ?announce, "rtcdn node started");
-        log_summary(config, http_addr);
+        log_summary(config, http_addr, https_addr, &announce);
         Ok(Node {
             http_addr,
             https_addr,
@@ -550,8 +550,14 @@ fn public_host(config: &Config, http_addr: SocketAddr, announce: &[IpAddr]) -> S
 }
 
 /// One line an operator reads to know what this node is: its CDN role, where players are sent
-/// (an origin balancing over edges), and the URLs clients use.
-fn log_summary(config: &Config, http_addr: SocketAddr) {
+/// (an origin balancing over edges), the URLs clients use (with the host other machines reach,
+/// not a wildcard bind address) and the ICE candidates media goes to.
+fn log_summary(
+    config: &Config,
+    http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    announce: &[IpAddr],
+) {
     let cdn = &config.cdn;
     let role = match cdn.role {
         _ if config.cluster.is_some() => "cluster",
@@ -569,13 +575,24 @@ fn log_summary(config: &Config, http_addr: SocketAddr) {
     } else {
         "off"
     };
+    let host = public_host(config, http_addr, announce);
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => format!("[{ip}]"),
+        Err(_) => host,
+    };
+    let (scheme, ws, port) = match https_addr {
+        Some(tls) => ("https", "wss", tls.port()),
+        None => ("http", "ws", http_addr.port()),
+    };
+    let candidates: Vec<String> = announce.iter().map(IpAddr::to_string).collect();
     info!(
         role,
         balancer,
-        edges = ?edges,
-        whip = %format_args!("http://{http_addr}/whip/{{stream}}"),
-        whep = %format_args!("http://{http_addr}/whep/{{stream}}"),
-        websocket = %format_args!("ws://{http_addr}/"),
+        edges = %edges.join(", "),
+        whip = %format_args!("{scheme}://{host}:{port}/whip/{{stream}}"),
+        whep = %format_args!("{scheme}://{host}:{port}/whep/{{stream}}"),
+        websocket = %format_args!("{ws}://{host}:{port}/"),
+        candidates = %candidates.join(", "),
         "serving"
     );
 }

@@ -502,6 +502,30 @@ mod tests {
     }
 
     #[test]
+    fn the_standalone_configs_example_edge_parses_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/standalone.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The table's lines, up to the blank line after it, without their "# ".
+        let table = text.find("# [[cdn.nodes]]").expect("the example edge table");
+        let end = table + text[table..].find("\n\n").expect("a blank line after it");
+        let uncommented: String = text[table..end]
+            .lines()
+            .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line)))
+            .collect();
+        let text = format!("{}{uncommented}{}", &text[..table], &text[end..]);
+        let config = Config::from_toml(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.cdn.nodes,
+            vec![CdnNode {
+                id: 1,
+                host: "edge1.example.com".into(),
+                ws: Some(8080),
+                wss: Some(8443),
+            }]
+        );
+    }
+
+    #[test]
     fn shipped_origin_and_edge_parse() {
         let (origin, edge) = demo_configs().unwrap();
         assert_eq!(

@@ -151,6 +151,11 @@ impl ClientInfo {
             ingest: false,
         }
     }
+
+    /// The peer's address for a log line, `-` when there is none (an ingest fed in-process).
+    pub fn peer_text(&self) -> String {
+        self.peer.map_or_else(|| "-".to_owned(), |p| p.to_string())
+    }
 }
 
 /// The secret last segment of a WHIP/WHEP resource URL (`/whip/NAME/SECRET`): 128 random bits,

@@ -228,7 +228,7 @@ pub fn start_publish(
         plane.handle_publish(now, core, spec, answer.stream_tracks, client.clone())?;
         Ok((id, core, answer.sdp))
     })?;
-    info!(session = %id, stream, core = core.0, by = ?authorized, peer = ?client.peer, user_agent = client.user_agent.as_deref().unwrap_or("-"), "publish accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, peer = %client.peer_text(), user_agent = client.user_agent.as_deref().unwrap_or("-"), "publish accepted");
     Ok(Started { id, answer })
 }
 
@@ -289,7 +289,7 @@ pub fn start_play(
             })?;
         Ok((id, core, answer.sdp))
     })?;
-    info!(session = %id, stream, core = core.0, by = ?authorized, peer = ?client.peer, user_agent = client.user_agent.as_deref().unwrap_or("-"), "play accepted");
+    info!(session = %id, stream, core = core.0, by = ?authorized, peer = %client.peer_text(), user_agent = client.user_agent.as_deref().unwrap_or("-"), "play accepted");
     Ok(Started { id, answer })
 }
 
