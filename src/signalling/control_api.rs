@@ -344,7 +344,9 @@ pub fn show_routes(state: &Signalling) -> Response<Full<Bytes>> {
 /// health (`answering`, `silent`: its last stats poll failed, `unknown`: not polled yet), its
 /// load as its last stats showed it, and the streams relayed to it with their relay state; on an
 /// edge, the relays that bring it streams (`relays_in`: the origin's relay sessions, with their
-/// state and bitrate).
+/// state and bitrate); on a dynamic-CDN node, the pulls both ways (`pulls_out`, `pulls_in`) and
+/// the cluster (`cluster`: this node's id, Redis's state, the live nodes with roles, group,
+/// state and load).
 pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
     // The balancer's lock is never taken under the control plane's.
     let edge_list = edge_ids(state);
@@ -472,6 +474,31 @@ pub fn cdn(state: &Signalling) -> Response<Full<Bytes>> {
             .collect();
         answer["pulls_out"] = Value::Array(pulls_out);
         answer["pulls_in"] = Value::Array(pulls_in);
+    }
+    if let Some(cluster) = &state.cluster {
+        // The cluster's live nodes as this node's view last read them (every lease write).
+        let view = cluster.view();
+        let nodes: Vec<Value> = view
+            .nodes()
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id,
+                    "roles": n.roles,
+                    "group": n.group,
+                    "state": n.state,
+                    "host": n.host,
+                    "sessions": n.load.sessions,
+                    "streams": n.load.streams,
+                    "self": n.id == *cluster.node_id(),
+                })
+            })
+            .collect();
+        answer["cluster"] = json!({
+            "node": cluster.node_id(),
+            "redis": if cluster.redis_down() { "unreachable" } else { "up" },
+            "nodes": nodes,
+        });
     }
     json_response(&answer)
 }

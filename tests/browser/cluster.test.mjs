@@ -153,6 +153,19 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     assert.deepEqual(Object.values(routes), [name], JSON.stringify(routes));
     const onEdge = (await (await fetch(`${edge.http}/api/stats`)).json()).streams.find((s) => s.name === name);
     assert.equal(onEdge?.players, 2, 'both players on the stream\'s edge');
+
+    step = 'the edge\'s console shows the cluster\'s nodes and the pull';
+    const ops = await openLoggedPage(context, `${edge.http}/console#/cdn`);
+    pages.push(ops);
+    await ops.waitForSelector('.cluster-node.self');
+    const cards = await poll(async () => {
+      const found = await ops.$$eval('.cluster-node', (els) => els.map((e) => ({ id: e.dataset.node, text: e.textContent })));
+      return found.length === 3 && found.some((c) => c.text.includes(`${name} → here`)) ? found : false;
+    }, { timeout: 10_000, what: 'three cluster nodes in the console, one with the pull' });
+    const pulledFrom = cards.find((c) => c.text.includes(`${name} → here`));
+    assert.match(pulledFrom.text, /origin.*arrived/s, JSON.stringify(cards));
+    assert.equal(await ops.$eval('.cluster-node.self', (e) => e.dataset.node), chosen.node, 'this node marked');
+    await ops.screenshot({ path: '/tmp/rtcdn-console-cluster.png' });
   } catch (e) {
     throw explain(e, step, pages, nodes);
   } finally {
