@@ -2,7 +2,7 @@
 //! claims the name in Redis (with an epoch that grows at every publish), a publish of the same
 //! name on node B is refused as a taken name is on one node (WHIP 409, "Stream name is
 //! already in use"), and once A's publisher leaves, B may publish it as a new epoch; each
-//! change goes out on the `rtcdn:events` channel. When
+//! change (and an access list change on the owner) goes out on the `rtcdn:events` channel. When
 //! Redis restarts empty, B writes its claim back (same epoch) within a few seconds, and A is
 //! refused again.
 //!
@@ -12,7 +12,7 @@ mod cluster_support;
 
 use std::time::Duration;
 
-use cluster_support::{wait_for, ClusterNode, RedisServer};
+use cluster_support::{http, wait_for, ClusterNode, RedisServer, ADMIN_TOKEN};
 
 /// The owner and epoch of `stream` in Redis.
 fn claim(redis: &RedisServer, stream: &str) -> Option<(String, u64)> {
@@ -55,6 +55,18 @@ fn a_name_published_on_one_node_is_refused_on_another_until_it_is_unpublished() 
     assert_eq!(owner, b.id);
     assert!(second_epoch > first_epoch, "{second_epoch} > {first_epoch}");
     assert_eq!(a.whip_publish("cam").0, 409);
+    // An access list change on the owner is announced (how many keys, never the keys).
+    let (status, _, body) = http(
+        b.http,
+        "POST",
+        "/rest-api/cdn/stream/access_list/add",
+        &[
+            ("authorization", &format!("Bearer {ADMIN_TOKEN}")),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name": "cam", "keys": ["key-one", "key-two"]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
     // Each change went out on the events channel, in order.
     let stream_event = |event: &serde_json::Value| {
         (
@@ -67,6 +79,7 @@ fn a_name_published_on_one_node_is_refused_on_another_until_it_is_unpublished() 
         ("stream_up".to_owned(), a.id.clone(), Some(first_epoch)),
         ("stream_down".to_owned(), a.id.clone(), None),
         ("stream_up".to_owned(), b.id.clone(), Some(second_epoch)),
+        ("acl_changed".to_owned(), b.id.clone(), None),
     ];
     assert!(
         wait_for(Duration::from_secs(2), || events
@@ -80,6 +93,15 @@ fn a_name_published_on_one_node_is_refused_on_another_until_it_is_unpublished() 
         "{:?}",
         events.lock().unwrap()
     );
+    let acl_event = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "acl_changed")
+        .cloned()
+        .unwrap();
+    assert_eq!(acl_event["keys"], 2, "{acl_event}");
+    assert!(!acl_event.to_string().contains("key-one"), "{acl_event}");
 
     // Redis restarts with nothing: B writes its claim back, with its epoch.
     redis.restart();

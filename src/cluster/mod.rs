@@ -201,6 +201,21 @@ impl Cluster {
         self.store.stream_owner(stream).await
     }
 
+    /// Tells the events channel that the access list of `stream`, published here, now holds
+    /// `keys` keys (the keys themselves are players' credentials: never sent). The relays
+    /// carry the list itself to the nodes that pull the stream.
+    pub async fn announce_acl_change(&self, stream: &str, keys: usize) {
+        let event = serde_json::json!({
+            "event": "acl_changed",
+            "stream": stream,
+            "node": self.node,
+            "keys": keys,
+        });
+        if let Err(e) = self.store.publish_event(&event).await {
+            debug!(stream, error = %e, "cannot announce the access list change");
+        }
+    }
+
     /// Something changed in the registry (a stream may have ended): [`run`] looks soon.
     pub fn nudge(&self) {
         self.nudge.notify_one();

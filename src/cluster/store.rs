@@ -276,6 +276,20 @@ impl Store {
         Ok(())
     }
 
+    /// Sends `event` (JSON) on the cluster's events channel, for whoever listens.
+    pub async fn publish_event(&self, event: &serde_json::Value) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = deadline(
+            OP_TIMEOUT,
+            redis::cmd("PUBLISH")
+                .arg(Keys::EVENTS)
+                .arg(event.to_string())
+                .query_async(&mut connection),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The leases of the live nodes; one that does not parse is skipped.
     pub async fn live_nodes(&self) -> Result<Vec<NodeLease>, StoreError> {
         let mut invocation = self.scripts.live_nodes.prepare_invoke();

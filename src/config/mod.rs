@@ -506,7 +506,9 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/standalone.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         // The table's lines, up to the blank line after it, without their "# ".
-        let table = text.find("# [[cdn.nodes]]").expect("the example edge table");
+        let table = text
+            .find("# [[cdn.nodes]]")
+            .expect("the example edge table");
         let end = table + text[table..].find("\n\n").expect("a blank line after it");
         let uncommented: String = text[table..end]
             .lines()

@@ -485,6 +485,16 @@ impl Signalling {
     /// "Restricted access", and the relays tell the edges, which do the same. Returns the keys.
     pub fn change_acl(&self, name: &str, change: AclChange) -> Result<Vec<String>, RegistryError> {
         let changed = self.control(|plane, now| plane.handle_acl_change(now, name, change))?;
+        // A stream published here is announced in the cluster; a copy's list came from its
+        // owner, which announced it.
+        let owned = {
+            let registry = self.registry();
+            registry.stream(name).is_some_and(|s| !registry.is_copy(s))
+        };
+        if let (Some(cluster), true) = (&self.cluster, owned) {
+            let (cluster, name, keys) = (cluster.clone(), name.to_owned(), changed.keys.len());
+            tokio::spawn(async move { cluster.announce_acl_change(&name, keys).await });
+        }
         if changed.ended > 0 {
             info!(
                 stream = name,
