@@ -82,20 +82,39 @@ function explain(e, step, pages, nodes) {
   return e;
 }
 
-test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP player are sent to the stream\'s edge, which pulls it on demand', { skip, timeout: 240_000 }, async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-cluster-'));
+/** Runs `body` with a redis-server, the rtcdn nodes `specs` ([label, roles]) and a browser
+ * context; `state.step` names what it is doing, which a failure reports with the pages' frames
+ * and consoles and the nodes' logs. Everything is stopped and removed after. */
+async function withCluster(prefix, specs, body) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
   let nodes = [];
   let redis;
   let context;
   const pages = [];
-  let step = 'start redis and three nodes';
+  const state = { step: 'start redis and the nodes' };
   try {
     redis = await startRedis();
-    nodes = await startClusterNodes(dir, redis, [['origin', '["origin"]'], ['edge1', '["edge"]'], ['edge2', '["edge"]']]);
+    nodes = await startClusterNodes(dir, redis, specs);
+    context = await newLoopbackContext(browser);
+    await body({ nodes, context, pages, state });
+  } catch (e) {
+    throw explain(e, state.step, pages, nodes);
+  } finally {
+    for (const page of pages) await page.close().catch(() => {});
+    await context?.close().catch(() => {});
+    await Promise.all(nodes.map((n) => n.stop()));
+    redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP player are sent to the stream\'s edge, which pulls it on demand', { skip, timeout: 240_000 }, async (t) => {
+  const specs = [['origin', '["origin"]'], ['edge1', '["edge"]'], ['edge2', '["edge"]']];
+  await withCluster('rtcdn-cluster-', specs, async ({ nodes, context, pages, state }) => {
     const [origin, ...edges] = nodes;
     const name = `dyn${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
 
-    step = 'the origin\'s /lb knows both edges';
+    state.step = 'the origin\'s /lb knows both edges';
     const lbUrl = `${origin.http}/lb?stream=${name}`;
     const seen = new Set();
     await poll(async () => {
@@ -110,8 +129,7 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     assert.ok(edge, `/lb named an edge: ${JSON.stringify(chosen)}`);
     t.diagnostic(`/lb for ${name}: ${JSON.stringify(chosen)}`);
 
-    context = await newLoopbackContext(browser);
-    step = 'publish with Two Way Streaming to the origin';
+    state.step = 'publish with Two Way Streaming to the origin';
     const pub = await openLoggedPage(context, pkg.url + TWO_WAY_PATH);
     pages.push(pub);
     await waitForText(pub, '#connectBtn', 'Connect');
@@ -123,7 +141,7 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     await waitForText(pub, '#publishStatus', 'PUBLISHING', { timeout: 20_000 });
     const tPublishing = Date.now();
 
-    step = 'A: SDK lbUrl player, once, right after PUBLISHING';
+    state.step = 'A: SDK lbUrl player, once, right after PUBLISHING';
     const playerA = await openLoggedPage(context);
     pages.push(playerA);
     await playerA.goto(pkg.serve(LB_PAGE_PATH, LB_PAGE));
@@ -136,7 +154,7 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     const stA = await waitForSdkVideo(playerA, { containerSelector: '#display', minFrames: 60, timeout: 30_000 });
     t.diagnostic(`A (lbUrl, pulled on demand): PLAYING ${evA.t - tPublishing} ms after PUBLISHING; ${JSON.stringify(stA)}`);
 
-    step = 'B: built-in page, WHEP to the origin, redirected to the stream\'s edge';
+    state.step = 'B: built-in page, WHEP to the origin, redirected to the stream\'s edge';
     const playerB = await openLoggedPage(context, `${origin.http}/?stream=${name}&autostart=play`);
     pages.push(playerB);
     await waitForState(playerB, 'playState', 'playing', { timeout: 20_000 });
@@ -145,7 +163,7 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     t.diagnostic(`B (WHEP 307): ${JSON.stringify(b)} ${JSON.stringify(stB)}`);
     assert.match(b.location || '', new RegExp(`^${edge.http}/whep/${name}/[^/]+$`), 'redirected to the stream\'s edge');
 
-    step = 'one pull, one route';
+    state.step = 'one pull, one route';
     const cdn = await (await fetch(`${origin.http}/api/cdn`)).json();
     assert.equal(cdn.pulls_out.length, 1, `one relay out of the origin: ${JSON.stringify(cdn.pulls_out)}`);
     assert.equal(cdn.pulls_out[0].node, chosen.node);
@@ -154,7 +172,7 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     const onEdge = (await (await fetch(`${edge.http}/api/stats`)).json()).streams.find((s) => s.name === name);
     assert.equal(onEdge?.players, 2, 'both players on the stream\'s edge');
 
-    step = 'the edge\'s console shows the cluster\'s nodes and the pull';
+    state.step = 'the edge\'s console shows the cluster\'s nodes and the pull';
     const ops = await openLoggedPage(context, `${edge.http}/console#/cdn`);
     pages.push(ops);
     await ops.waitForSelector('.cluster-node.self');
@@ -166,50 +184,34 @@ test('dynamic CDN: SDK publish on the origin; an lbUrl SDK player and a WHEP pla
     assert.match(pulledFrom.text, /origin.*arrived/s, JSON.stringify(cards));
     assert.equal(await ops.$eval('.cluster-node.self', (e) => e.dataset.node), chosen.node, 'this node marked');
     await ops.screenshot({ path: '/tmp/rtcdn-console-cluster.png' });
-  } catch (e) {
-    throw explain(e, step, pages, nodes);
-  } finally {
-    for (const page of pages) await page.close().catch(() => {});
-    await context?.close().catch(() => {});
-    await Promise.all(nodes.map((n) => n.stop()));
-    redis?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('dynamic CDN failover: the origin is killed, the stream is published on another origin, and the edge\'s WHEP player decodes on in the same session', { skip, timeout: 240_000 }, async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-failover-'));
-  let nodes = [];
-  let redis;
-  let context;
-  const pages = [];
-  let step = 'start redis, two origins and an edge';
-  try {
-    redis = await startRedis();
-    nodes = await startClusterNodes(dir, redis, [['origin-a', '["origin"]'], ['origin-b', '["origin"]'], ['edge', '["edge"]']]);
+  const specs = [['origin-a', '["origin"]'], ['origin-b', '["origin"]'], ['edge', '["edge"]']];
+  await withCluster('rtcdn-failover-', specs, async ({ nodes, context, pages, state }) => {
     const [originA, originB, edge] = nodes;
     const name = `fo${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
-    context = await newLoopbackContext(browser);
 
-    step = 'publish on origin A (built-in page, WHIP)';
+    state.step = 'publish on origin A (built-in page, WHIP)';
     const pubA = await openLoggedPage(context, `${originA.http}/?stream=${name}&autostart=publish`);
     pages.push(pubA);
     await waitForState(pubA, 'publishState', 'publishing', { timeout: 20_000 });
 
-    step = 'play on the edge (built-in page, WHEP): the edge pulls from A';
+    state.step = 'play on the edge (built-in page, WHEP): the edge pulls from A';
     const player = await openLoggedPage(context, `${edge.http}/?stream=${name}&autostart=play`);
     pages.push(player);
     await waitForState(player, 'playState', 'playing', { timeout: 20_000 });
     await waitForDecodedVideo(player, { minFrames: 60, timeout: 30_000 });
     await player.evaluate(() => { window.__failoverPc = window.rtcdn.playPc; });
 
-    step = 'kill origin A with SIGKILL';
+    state.step = 'kill origin A with SIGKILL';
     const killed = Date.now();
     process.kill(originA.pid, 'SIGKILL');
     await poll(() => originA.exited !== null, { timeout: 5_000, interval: 50, what: 'origin A to exit' });
     await pubA.close();
 
-    step = 'publish again on origin B, refused while A\'s claim lives';
+    state.step = 'publish again on origin B, refused while A\'s claim lives';
     let pubB;
     let attempts = 0;
     await poll(async () => {
@@ -222,7 +224,7 @@ test('dynamic CDN failover: the origin is killed, the stream is published on ano
     pages.push(pubB);
     const republished = Date.now();
 
-    step = 'the edge\'s player decodes B\'s video in the same session';
+    state.step = 'the edge\'s player decodes B\'s video in the same session';
     const stalled = (await videoStats(player)).framesDecoded;
     const resumed = await poll(async () => {
       const s = await videoStats(player);
@@ -248,13 +250,5 @@ test('dynamic CDN failover: the origin is killed, the stream is published on ano
       `${after.framesDecoded - stalled} frames since, ${JSON.stringify(after)} ${JSON.stringify(repair)}`);
     const listed = (await (await fetch(`${edge.http}/api/stats`)).json()).streams.find((s) => s.name === name);
     assert.equal(listed?.players, 1, 'the edge kept its one player');
-  } catch (e) {
-    throw explain(e, step, pages, nodes);
-  } finally {
-    for (const page of pages) await page.close().catch(() => {});
-    await context?.close().catch(() => {});
-    await Promise.all(nodes.map((n) => n.stop()));
-    redis?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
