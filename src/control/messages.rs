@@ -365,7 +365,8 @@ pub enum EndReason {
 impl EndReason {
     /// Whether a relayed publisher that ended for this reason lost its source without it
     /// leaving: its players are kept for the next copy of the stream to take over. A copy
-    /// superseded before it connected (two copies arriving at once) hands them on too.
+    /// superseded before it connected (two copies arriving at once), or one that never
+    /// connected, hands them on too.
     pub fn loses_source(&self) -> bool {
         matches!(
             self,
@@ -374,6 +375,8 @@ impl EndReason {
                 | EndReason::TransportClosed
                 | EndReason::DtlsClosed
                 | EndReason::Superseded
+                | EndReason::NeverConnected
+                | EndReason::ConnectTimeout { .. }
         )
     }
 

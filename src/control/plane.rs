@@ -761,7 +761,9 @@ mod tests {
         );
         assert!(ended(&actions(&mut plane)).is_empty());
         let next = third;
-        // Lost again, and nothing comes: the players end when the grace is over.
+        // It connects and plays; lost in turn, and nothing comes: the players end when a new
+        // grace is over.
+        plane.handle_core_event(t1, &CoreEvent::SessionConnected { id: next });
         plane.handle_core_event(
             t1,
             &CoreEvent::SessionEnded {

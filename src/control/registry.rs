@@ -219,6 +219,10 @@ pub struct StreamEntry {
     /// Since when the stream has no publisher: a relayed copy whose source was lost
     /// ([`Registry::orphan`]), its players and relays kept for the next copy to take over.
     pub orphaned_since: Option<Instant>,
+    /// Since when its players have waited for a source that connects: kept while a copy that
+    /// took them over has not connected yet, so that copies failing to connect one after the
+    /// other never make them wait longer than [`ORPHAN_GRACE`] in all.
+    waiting_since: Option<Instant>,
 }
 
 impl StreamEntry {
@@ -378,6 +382,7 @@ impl Registry {
                 acl: Vec::new(),
                 ended_traffic: Traffic::default(),
                 orphaned_since: None,
+                waiting_since: None,
             },
         );
         self.insert_session(SessionEntry::new(
@@ -511,6 +516,11 @@ impl Registry {
     pub fn set_connected(&mut self, id: SessionId) {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.connected = true;
+            if let Some(stream) = self.streams.get_mut(&session.stream_name) {
+                if stream.publisher == id {
+                    stream.waiting_since = None;
+                }
+            }
         }
     }
 
@@ -714,7 +724,7 @@ impl Registry {
         }
         self.forget(id, reason);
         if let Some(stream) = self.streams.get_mut(&name) {
-            stream.orphaned_since = Some(now);
+            stream.orphaned_since = Some(*stream.waiting_since.get_or_insert(now));
             stream.media_flowing = false;
         }
         true
@@ -1341,6 +1351,39 @@ pub(super) mod tests {
             2
         );
         assert!(registry.stream("s").is_none());
+
+        // A copy that took the players over and never connected leaves them waiting, but only
+        // as long as the first loss allows.
+        let mut registry = relayed_copy_with_players();
+        registry.set_connected(SessionId(1));
+        registry.orphan(t0, SessionId(1), &EndReason::SourceLost);
+        let later = t0 + ORPHAN_GRACE / 2;
+        registry
+            .adopt_or_publish(later, "s", SessionId(9), CoreId(0), track())
+            .unwrap();
+        registry.set_client(
+            SessionId(9),
+            ClientInfo {
+                relay: true,
+                ..ClientInfo::default()
+            },
+        );
+        assert!(registry.orphan(later, SessionId(9), &EndReason::NeverConnected));
+        assert_eq!(registry.next_orphan_expiry(), Some(t0 + ORPHAN_GRACE));
+        // One that connected and was lost later gives them a new grace.
+        registry
+            .adopt_or_publish(later, "s", SessionId(10), CoreId(0), track())
+            .unwrap();
+        registry.set_client(
+            SessionId(10),
+            ClientInfo {
+                relay: true,
+                ..ClientInfo::default()
+            },
+        );
+        registry.set_connected(SessionId(10));
+        assert!(registry.orphan(later, SessionId(10), &EndReason::ConsentExpired));
+        assert_eq!(registry.next_orphan_expiry(), Some(later + ORPHAN_GRACE));
 
         // The last player leaving ends the orphan.
         let mut registry = relayed_copy_with_players();
