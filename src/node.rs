@@ -575,11 +575,7 @@ fn log_summary(
     } else {
         "off"
     };
-    let host = public_host(config, http_addr, announce);
-    let host = match host.parse::<std::net::Ipv6Addr>() {
-        Ok(ip) => format!("[{ip}]"),
-        Err(_) => host,
-    };
+    let host = crate::config::addresses::url_host(&public_host(config, http_addr, announce));
     let (scheme, ws, port) = match https_addr {
         Some(tls) => ("https", "wss", tls.port()),
         None => ("http", "ws", http_addr.port()),

@@ -105,10 +105,7 @@ impl NodeLease {
         addresses: &NodeAddresses,
         started_at_ms: u64,
     ) -> NodeLease {
-        let host = match addresses.host.parse::<std::net::Ipv6Addr>() {
-            Ok(ip) => format!("[{ip}]"),
-            Err(_) => addresses.host.clone(),
-        };
+        let host = crate::config::addresses::url_host(&addresses.host);
         let ws = addresses.http_port.map(|p| format!("ws://{host}:{p}/"));
         let wss = addresses.https_port.map(|p| format!("wss://{host}:{p}/"));
         let whep = match (addresses.http_port, addresses.https_port) {

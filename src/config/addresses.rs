@@ -15,6 +15,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{ConfigError, MediaConfig};
 
+/// `host` as the host part of a URL: an IPv6 address in brackets, anything else as it is.
+pub fn url_host(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => format!("[{ip}]"),
+        Err(_) => host.to_owned(),
+    }
+}
+
 /// One `media.nat_1to1` entry: `"PUBLIC"` (every non-loopback local address of its family) or
 /// `"PUBLIC/LOCAL"` (that local address only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +248,14 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_url_host_brackets_ipv6_only() {
+        assert_eq!(url_host("2001:db8::1"), "[2001:db8::1]");
+        assert_eq!(url_host("192.0.2.7"), "192.0.2.7");
+        assert_eq!(url_host("edge1.example.com"), "edge1.example.com");
+        assert_eq!(url_host("[::1]"), "[::1]");
     }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {

@@ -162,10 +162,7 @@ impl CdnNode {
 
     /// Where the node answers `/?action=stat`: its plain HTTP port when it has one, else HTTPS.
     pub fn stat_url(&self) -> String {
-        let host = match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
-            _ => self.host.clone(),
-        };
+        let host = super::addresses::url_host(&self.host);
         match (self.ws, self.wss) {
             (Some(port), _) => format!("http://{host}:{port}/?action=stat"),
             (None, Some(port)) => format!("https://{host}:{port}/?action=stat"),
