@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 
 use crate::limit::LimitOptions;
 use crate::link::Transport;
-use crate::run::{RunOptions, Signalling};
+use crate::run::{Publish, RunOptions, Signalling};
 
 /// Usage text.
 pub const USAGE: &str = "\
@@ -47,6 +47,11 @@ RUN OPTIONS:
                             ICE-TCP to its passive TCP candidates (default udp); the node
                             keeps media.tcp_max_connections_per_ip (64) from one address:
                             set it to 0 there for more sessions from this host
+    --rtp-publish HOST:PORT publish as plain RTP instead: stream i's video to PORT+4i and its
+                            audio to PORT+4i+2 (a peer's RTP input, e.g. Janus's streaming
+                            plugin); players still play over --signalling from --server
+    --play-only             publish nothing: play streams something else publishes; packets
+                            that arrive within the window count as measured, loss is not known
     --transport-cc          players offer transport-cc: the node numbers every packet it sends
                             them (they send no feedback), to measure what that costs
     --baseline              measure the raw limit first (fan-out = --players), quote the ratio
@@ -202,6 +207,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                 run.player_loss_percent = p;
             }
             (false, "--transport-cc") => run.transport_cc = true,
+            (false, "--rtp-publish") => {
+                let v = value()?;
+                let addr = v.parse().with_context(|| {
+                    format!("--rtp-publish: not an address like 10.0.0.1:5000: {v:?}")
+                })?;
+                run.publish = Publish::Rtp(addr);
+            }
+            (false, "--play-only") => run.publish = Publish::Elsewhere,
             (false, "--transport") => {
                 run.transport = match value()?.as_str() {
                     "udp" => Transport::Udp,
@@ -322,6 +335,19 @@ mod tests {
             ),
             (vec![1], 2.5, 3, true, true)
         );
+        assert_eq!(options.publish, Publish::Signalled);
+        let Command::Run { options, .. } = parse_str("--rtp-publish 10.0.0.1:5000").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            options.publish,
+            Publish::Rtp("10.0.0.1:5000".parse().unwrap())
+        );
+        let Command::Run { options, .. } = parse_str("--play-only").unwrap() else {
+            panic!()
+        };
+        assert_eq!(options.publish, Publish::Elsewhere);
+        assert!(parse_str("--rtp-publish 5000").is_err());
         let Command::Limit {
             options, repeat, ..
         } = parse_str("limit --fanout 50 --core none --crypto none --repeat 3").unwrap()

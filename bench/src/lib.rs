@@ -13,6 +13,7 @@ pub mod limit;
 pub mod link;
 pub mod media;
 pub mod repair;
+pub mod rtp_publish;
 pub mod run;
 pub mod stats;
 

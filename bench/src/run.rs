@@ -27,6 +27,7 @@ use crate::media::{
     read_media, write_packet, MediaEvent, MediaShape, Probe, ProbeError, RtpFields, Shaper, Vp8Part,
 };
 use crate::repair::RepairCounts;
+use crate::rtp_publish::RtpPublisher;
 use crate::stats::{median, own_cpu, process_cpu, Histogram};
 
 /// Signalling protocol.
@@ -36,6 +37,19 @@ pub enum Signalling {
     Whip,
     /// The Flashphoner WebSocket protocol (publishStream / playStream).
     Ws,
+}
+
+/// Where the run's streams come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// The bench publishes each stream to the server over `signalling`.
+    Signalled,
+    /// The bench sends each stream's packets as plain RTP to a server's input ports (see
+    /// [`crate::rtp_publish`]); players play over `signalling`.
+    Rtp(std::net::SocketAddr),
+    /// Something else publishes the streams (another bench, a peer's own source): the bench
+    /// only plays. Packets count as measured when they arrive within the window.
+    Elsewhere,
 }
 
 /// What to run.
@@ -90,6 +104,8 @@ pub struct RunOptions {
     pub transport_cc: bool,
     /// How publishers and players reach the node's media ports: UDP, or ICE-TCP.
     pub transport: Transport,
+    /// Where the streams come from.
+    pub publish: Publish,
 }
 
 impl Default for RunOptions {
@@ -117,6 +133,7 @@ impl Default for RunOptions {
             ramp_delay: Duration::ZERO,
             transport_cc: false,
             transport: Transport::Udp,
+            publish: Publish::Signalled,
         }
     }
 }
@@ -558,8 +575,51 @@ async fn connect(
     }
 }
 
+/// A stream's sender: a WHIP or WebSocket session, or plain RTP to a server's ports.
+enum Source {
+    Session(ClientSession),
+    Rtp(RtpPublisher),
+}
+
+impl Source {
+    fn video_ssrc(&self) -> u32 {
+        match self {
+            Source::Session(s) => s.video_ssrc,
+            Source::Rtp(r) => r.video_ssrc,
+        }
+    }
+
+    fn audio_ssrc(&self) -> u32 {
+        match self {
+            Source::Session(s) => s.audio_ssrc,
+            Source::Rtp(r) => r.audio_ssrc,
+        }
+    }
+
+    /// RTCP from the server; plain RTP senders hear none (the server's RTCP goes nowhere).
+    fn try_recv_rtcp(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Source::Session(s) => s.try_recv_rtcp(),
+            Source::Rtp(_) => None,
+        }
+    }
+
+    async fn send(&mut self, video: bool, packet: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Source::Session(s) => Ok(s.send_rtp(packet).await?),
+            Source::Rtp(r) => Ok(r.send(video, packet).await?),
+        }
+    }
+
+    async fn close(self) {
+        if let Source::Session(s) = self {
+            let _ = s.close().await;
+        }
+    }
+}
+
 async fn publisher_loop(
-    mut publisher: ClientSession,
+    mut publisher: Source,
     shape: MediaShape,
     shared: Arc<Shared>,
     counters: Arc<PublisherCounters>,
@@ -571,7 +631,7 @@ async fn publisher_loop(
     'outer: while !shared.stop.load(Relaxed) {
         // Answer keyframe requests as an encoder does: with the next frame.
         while let Some(packet) = publisher.try_recv_rtcp() {
-            let video = publisher.video_ssrc;
+            let video = publisher.video_ssrc();
             if rtp::rtcp::RtcpIter::new(&packet)
                 .flatten()
                 .any(|r| match r {
@@ -606,7 +666,7 @@ async fn publisher_loop(
                     video_seq = video_seq.wrapping_add(1);
                     let fields = RtpFields {
                         pt: VIDEO_PT,
-                        ssrc: publisher.video_ssrc,
+                        ssrc: publisher.video_ssrc(),
                         seq: video_seq,
                         ts: (frame as u32).wrapping_mul(90_000 / shape.fps.max(1)),
                         marker: i + 1 == count,
@@ -622,7 +682,7 @@ async fn publisher_loop(
                     audio_seq = audio_seq.wrapping_add(1);
                     let fields = RtpFields {
                         pt: AUDIO_PT,
-                        ssrc: publisher.audio_ssrc,
+                        ssrc: publisher.audio_ssrc(),
                         seq: audio_seq,
                         ts: (index as u32).wrapping_mul(48_000 / shape.audio_pps.max(1)),
                         marker: false,
@@ -630,7 +690,8 @@ async fn publisher_loop(
                     write_packet(&mut buf, fields, None, probe, shape.audio_packet)
                 }
             };
-            if let Err(e) = publisher.send_rtp(&buf[..len]).await {
+            let video = matches!(event, MediaEvent::Video { .. });
+            if let Err(e) = publisher.send(video, &buf[..len]).await {
                 *counters.error.lock().unwrap() = Some(e.to_string());
                 break 'outer;
             }
@@ -647,7 +708,7 @@ async fn publisher_loop(
     while !shared.players_gone.load(Relaxed) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = publisher.close().await;
+    publisher.close().await;
 }
 
 impl PlayerStats {
@@ -694,6 +755,7 @@ async fn player_loop(
     shared: Arc<Shared>,
     stats: Arc<Mutex<PlayerStats>>,
     repairing: bool,
+    measured_by_arrival: bool,
 ) {
     let mut dropping = repairing;
     loop {
@@ -739,7 +801,13 @@ async fn player_loop(
                 }
                 let latency = now_ns.saturating_sub(probe.sent_at_ns) / 1000;
                 s.interval_latency_us.record(latency);
-                let measured = probe.phase == PHASE_MEASURED;
+                // A publisher elsewhere marks its own phases: what arrives within this run's
+                // window is what this run measured.
+                let measured = if measured_by_arrival {
+                    shared.phase.load(Relaxed) == PHASE_MEASURED
+                } else {
+                    probe.phase == PHASE_MEASURED
+                };
                 s.follow(probe.sequence, measured, repairing);
                 if measured {
                     s.received += 1;
@@ -846,8 +914,19 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     // Publishers: connected one by one, each starts sending warm-up media at once.
     let mut publishers = Vec::new();
     let mut publisher_tasks = Vec::new();
-    for name in &names {
-        let session = connect(options, Mode::Publish, name, &certificate).await?;
+    let sources = match options.publish {
+        Publish::Elsewhere => 0,
+        Publish::Signalled | Publish::Rtp(_) => names.len(),
+    };
+    for (index, name) in names.iter().enumerate().take(sources) {
+        let session = match options.publish {
+            Publish::Rtp(base) => Source::Rtp(
+                RtpPublisher::bind(base, index)
+                    .await
+                    .with_context(|| format!("plain RTP sender of {name}"))?,
+            ),
+            _ => Source::Session(connect(options, Mode::Publish, name, &certificate).await?),
+        };
         let counters = Arc::new(PublisherCounters::default());
         publisher_tasks.push(tokio::spawn(publisher_loop(
             session,
@@ -914,7 +993,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
                         s.setup = Some(requested.elapsed());
                     }
                     shared.players_connected.fetch_add(1, Relaxed);
-                    player_loop(session, requested, shared, stats, repairing).await;
+                    let by_arrival = options.publish == Publish::Elsewhere;
+                    player_loop(session, requested, shared, stats, repairing, by_arrival).await;
                 }
                 Err(e) => {
                     stats.lock().unwrap().error = Some(format!("{e:#}"));
@@ -940,7 +1020,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         {
             break;
         }
-        if publishers.iter().all(|p| p.error.lock().unwrap().is_some()) {
+        if !publishers.is_empty() && publishers.iter().all(|p| p.error.lock().unwrap().is_some()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1028,7 +1108,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             continue;
         }
         report.players_connected += 1;
-        report.packets_expected += sent[s.stream];
+        // Nothing is known to have been sent to a player of a stream published elsewhere.
+        report.packets_expected += sent.get(s.stream).copied().unwrap_or(0);
         report.packets_received += s.received;
         report.duplicates += s.duplicates;
         report.out_of_order += s.out_of_order;
