@@ -26,5 +26,6 @@ pub mod h264_rtp;
 pub mod ingest;
 pub mod listener;
 pub mod publisher;
+pub mod rtp_flv;
 
 pub use connection::{RtmpConnection, RtmpError, RtmpEvent};
