@@ -25,6 +25,7 @@ pub mod flv;
 pub mod h264_rtp;
 pub mod ingest;
 pub mod listener;
+pub mod player;
 pub mod publisher;
 pub mod rtp_flv;
 
