@@ -309,7 +309,17 @@ impl Client {
             played.dropped = dropped;
             played.flv.resync();
         }
-        let finished = played.playing.receiver.is_finished();
+        // The core dropped the tap: the session ended, and its status says why (it is sent
+        // before the core hears).
+        let finished =
+            played
+                .playing
+                .receiver
+                .is_finished()
+                .then(|| match played.playing.status.try_recv() {
+                    Ok(SessionStatus::Ended(reason)) => reason.to_string(),
+                    _ => "the stream ended".to_owned(),
+                });
         for video in out {
             match video {
                 FlvVideo::Config {
@@ -339,8 +349,8 @@ impl Client {
         if let Some(played) = self.played.as_mut() {
             played.bytes += pending;
         }
-        if finished {
-            return self.end_play(stream, "the stream ended").await;
+        if let Some(why) = finished {
+            return self.end_play(stream, &why).await;
         }
         Ok(())
     }
