@@ -1054,11 +1054,25 @@ mod tests {
             ),
             Err(PlayError::Registry(RegistryError::StreamNotFound(_)))
         ));
+        // A stream with an access list wants one of its keys, as from a WHEP player.
+        plane
+            .handle_acl_change(now, "cam", AclChange::Add(vec!["k1".into()]))
+            .unwrap();
+        actions(&mut plane);
+        assert!(matches!(
+            plane.handle_egress(
+                now,
+                egress(SessionId(5), "cam"),
+                None,
+                ClientInfo::default()
+            ),
+            Err(PlayError::RestrictedAccess)
+        ));
         let core = plane
             .handle_egress(
                 now,
                 egress(SessionId(5), "cam"),
-                None,
+                Some("k1".into()),
                 ClientInfo::default(),
             )
             .unwrap();
