@@ -286,6 +286,12 @@ impl<R: Rng> ControlPlane<R> {
         Ok(core)
     }
 
+    /// What an egress (an RTMP player) sent its client so far, kept as a core's report of a
+    /// session's traffic is: in the stream's totals, the console and the metrics.
+    pub fn handle_egress_traffic(&mut self, id: SessionId, traffic: crate::session::Traffic) {
+        self.registry.set_traffic(id, traffic);
+    }
+
     /// A relay link's session to an edge, for the publication `spec.stream` of
     /// `spec.stream_name`: it runs on the publisher's core (returned), so the stream's packets
     /// reach it without crossing cores. Refused when that publication is gone.

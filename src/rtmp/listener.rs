@@ -30,6 +30,7 @@ use crate::control::registry::ClientInfo;
 use crate::control::status::SessionStatus;
 use crate::control::EndReason;
 use crate::sdp::MediaKind;
+use crate::session::Traffic;
 use crate::signalling::media::end_session;
 use crate::signalling::Signalling;
 
@@ -40,6 +41,8 @@ const READ_BUFFER: usize = 16 * 1024;
 const RING_WAIT: Duration = Duration::from_millis(500);
 /// How often a stream's players are counted, to transcode its audio only while one listens.
 const PLAYERS_CHECK: Duration = Duration::from_secs(1);
+/// How often what an RTMP player was sent goes to the control plane.
+const TRAFFIC_REPORT: Duration = Duration::from_secs(1);
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpConfig) {
@@ -100,7 +103,11 @@ struct Played {
     /// When the last packet came (a stream whose video stopped ends its players).
     last_packet: tokio::time::Instant,
     started: Instant,
+    /// Video messages and bytes written to the player.
+    messages: u64,
     bytes: u64,
+    /// When they were last reported to the control plane.
+    reported: Instant,
 }
 
 /// What ended a played stream's wait.
@@ -175,7 +182,7 @@ impl Client {
                 match wake {
                     PlayWake::Read(read) => read.map_err(|e| e.to_string())?,
                     PlayWake::Video => {
-                        self.play_video(&mut stream, idle).await?;
+                        self.play_video(&mut stream, idle, state).await?;
                         continue;
                     }
                     PlayWake::Status(Some(SessionStatus::Ended(reason))) => {
@@ -278,7 +285,9 @@ impl Client {
                     dropped: 0,
                     last_packet: tokio::time::Instant::now(),
                     started: Instant::now(),
+                    messages: 0,
                     bytes: 0,
+                    reported: Instant::now(),
                 });
                 Ok(())
             }
@@ -294,7 +303,12 @@ impl Client {
     /// The tap queued video: as FLV to the player, written before more is taken (a player
     /// too slow for the stream leaves the tap's ring to fill: the core drops packets, and
     /// frames are skipped until the next keyframe).
-    async fn play_video(&mut self, stream: &mut TcpStream, idle: Duration) -> Result<(), String> {
+    async fn play_video(
+        &mut self,
+        stream: &mut TcpStream,
+        idle: Duration,
+        state: &Signalling,
+    ) -> Result<(), String> {
         let Some(played) = self.played.as_mut() else {
             return Ok(());
         };
@@ -320,6 +334,7 @@ impl Client {
                     Ok(SessionStatus::Ended(reason)) => reason.to_string(),
                     _ => "the stream ended".to_owned(),
                 });
+        let messages = out.len() as u64;
         for video in out {
             match video {
                 FlvVideo::Config {
@@ -348,6 +363,11 @@ impl Client {
             .map_err(|_| "the player took no video for rtmp.idle_timeout_secs".to_owned())??;
         if let Some(played) = self.played.as_mut() {
             played.bytes += pending;
+            played.messages += messages;
+            if played.reported.elapsed() >= TRAFFIC_REPORT {
+                played.reported = Instant::now();
+                report_traffic(state, played);
+            }
         }
         if let Some(why) = finished {
             return self.end_play(stream, &why).await;
@@ -573,6 +593,7 @@ impl Client {
             let c = played.flv.counters;
             info!(peer = %self.peer, stream = played.name, session = %played.playing.id, duration_s = %format_args!("{:.1}", played.started.elapsed().as_secs_f64()), frames = c.frames, keyframes = c.keyframes, frames_skipped = c.skipped, losses = c.losses, packets_dropped = played.dropped, bytes = played.bytes, "RTMP play ended");
             state.unwatch(played.playing.id);
+            report_traffic(state, &played);
             end_session(state, played.playing.id, EndReason::Deleted);
         }
         self.finish_publish(state);
@@ -590,6 +611,16 @@ impl Client {
             state.cores[ingest.core.0].waker.wake();
         }
     }
+}
+
+/// Tells the control plane what a player was sent so far.
+fn report_traffic(state: &Signalling, played: &Played) {
+    let traffic = Traffic {
+        packets_out: played.messages,
+        bytes_out: played.bytes,
+        ..Traffic::default()
+    };
+    state.control(|plane, _| plane.handle_egress_traffic(played.playing.id, traffic));
 }
 
 /// Logs what players of an RTMP stream depend on: the keyframe interval (RTMP cannot be asked
