@@ -482,6 +482,14 @@ fn an_egress_starts_on_the_cached_keyframe_gets_the_plain_packets_and_ends_when_
     assert_eq!(rx.dropped(), 0);
     // Copying into the tap allocates nothing (when the test binary counts allocations).
     assert_eq!(sim.cores[0].media.counters().media_allocations, before);
+    // Its player lost packets: the publisher is asked for a keyframe (a PLI).
+    let rtcp = sim.client(PUBLISHER).rtcp;
+    sim.command(0, CoreCommand::RequestKeyframe { id: egress });
+    sim.run_for(Duration::from_millis(50));
+    assert!(
+        sim.client(PUBLISHER).rtcp > rtcp,
+        "no keyframe request reached the publisher"
+    );
     sim.command(
         0,
         CoreCommand::RemoveSession {

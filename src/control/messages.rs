@@ -279,6 +279,9 @@ pub enum CoreCommand {
     /// video at the publisher's core through a ring (see [`crate::media::egress`]). It ends
     /// with `RemoveSession` like a session.
     AddEgress(Box<EgressSpec>),
+    /// An egress lost packets (its player waits for a keyframe): ask its stream's publisher
+    /// for one of its layer, as a player's PLI would.
+    RequestKeyframe { id: SessionId },
     /// Stop the core thread.
     Shutdown,
 }

@@ -301,6 +301,13 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             CoreCommand::AddSession(spec) => self.add_session(now, *spec, SocketId::MAIN, tx),
             CoreCommand::AddIngest(spec) => self.add_ingest(now, *spec),
             CoreCommand::AddEgress(spec) => self.add_egress(now, *spec, tx),
+            CoreCommand::RequestKeyframe { id } => {
+                if let Some((stream, layer, _)) = self.egresses.tap_mut(id) {
+                    self.router
+                        .request_keyframe(now, &mut self.peers, stream, layer);
+                    self.drain_touched(now, tx);
+                }
+            }
             CoreCommand::RemoveSession { id, reason } if self.egresses.contains(id) => {
                 self.egresses.remove(id);
                 info!(core = self.id.0, session = %id, %reason, "egress ended");

@@ -28,7 +28,7 @@ use super::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::config::rtmp::RtmpConfig;
 use crate::control::registry::ClientInfo;
 use crate::control::status::SessionStatus;
-use crate::control::EndReason;
+use crate::control::{CoreCommand, EndReason};
 use crate::sdp::MediaKind;
 use crate::session::Traffic;
 use crate::signalling::media::end_session;
@@ -43,6 +43,8 @@ const RING_WAIT: Duration = Duration::from_millis(500);
 const PLAYERS_CHECK: Duration = Duration::from_secs(1);
 /// How often what an RTMP player was sent goes to the control plane.
 const TRAFFIC_REPORT: Duration = Duration::from_secs(1);
+/// How often an RTMP player waiting for a keyframe after a loss asks for one.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpConfig) {
@@ -108,6 +110,8 @@ struct Played {
     bytes: u64,
     /// When they were last reported to the control plane.
     reported: Instant,
+    /// When a keyframe was last asked for.
+    keyframe_asked: Instant,
 }
 
 /// What ended a played stream's wait.
@@ -288,6 +292,8 @@ impl Client {
                     messages: 0,
                     bytes: 0,
                     reported: Instant::now(),
+                    // The core asked at the start, when it had no keyframe cached.
+                    keyframe_asked: Instant::now(),
                 });
                 Ok(())
             }
@@ -322,6 +328,16 @@ impl Client {
             debug!(peer = %self.peer, stream = played.name, packets = dropped - played.dropped, "RTMP player behind: packets dropped, waiting for the next keyframe");
             played.dropped = dropped;
             played.flv.resync();
+        }
+        // After a loss (or while the first keyframe, asked for by the core, does not come)
+        // the player waits for a keyframe: a WebRTC publisher sends one when asked (an RTMP
+        // encoder only at its interval; the core counts the request).
+        if played.flv.waits_for_keyframe()
+            && played.keyframe_asked.elapsed() >= KEYFRAME_REQUEST_INTERVAL
+        {
+            played.keyframe_asked = Instant::now();
+            let id = played.playing.id;
+            state.cores[played.playing.core.0].send(CoreCommand::RequestKeyframe { id });
         }
         // The core dropped the tap: the session ended, and its status says why (it is sent
         // before the core hears).

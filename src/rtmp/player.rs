@@ -9,7 +9,7 @@ use crate::auth::{Action, AuthError, Credentials, RefusedKind};
 use crate::control::plane::PlayError;
 use crate::control::registry::{ClientInfo, StreamTrack};
 use crate::control::status::SessionStatus;
-use crate::control::{EgressSpec, SessionId, StreamId};
+use crate::control::{CoreId, EgressSpec, SessionId, StreamId};
 use crate::media::{egress_channel, EgressReceiver};
 use crate::sdp::MediaKind;
 use crate::signalling::media::{authorize, http_stream_fields, new_session_id, HookStanding};
@@ -80,6 +80,8 @@ pub fn h264_video(name: &str, tracks: &[StreamTrack]) -> Result<(u8, u8), PlayRe
 /// A registered RTMP player.
 pub struct Playing {
     pub id: SessionId,
+    /// The core of its tap (the stream's publisher's).
+    pub core: CoreId,
     /// The H.264 payload type of the stream's packets.
     pub pt: u8,
     /// The stream's video, as its publisher sends it.
@@ -136,19 +138,20 @@ pub async fn start(
     };
     let acl_key = credentials.acl_key.clone();
     let placed = state.control(|plane, now| plane.handle_egress(now, spec, acl_key, client));
-    if let Err(e) = placed {
+    let core = placed.map_err(|e| {
         state.unwatch(id);
-        return Err(match e {
+        match e {
             PlayError::Registry(e) => PlayRefusal::not_found(e.to_string()),
             PlayError::RestrictedAccess => {
                 let refused = AuthError::RestrictedAccess;
                 state.auth.count_refusal(RefusedKind::Play, &refused);
                 PlayRefusal::failed(refused.to_string())
             }
-        });
-    }
+        }
+    })?;
     Ok(Playing {
         id,
+        core,
         pt,
         receiver,
         status,

@@ -137,6 +137,11 @@ impl RtpToFlv {
         }
     }
 
+    /// Whether frames are dropped until the next keyframe (a loss, or none came yet).
+    pub fn waits_for_keyframe(&self) -> bool {
+        self.waiting_for_keyframe
+    }
+
     /// Frames are dropped until the next keyframe (packets were dropped before they came
     /// here).
     pub fn resync(&mut self) {
