@@ -3,9 +3,11 @@
 
 pub(crate) mod dtls_reader;
 mod rtmp_input;
+mod rtp_flv;
 pub(crate) mod session_input;
 
 pub use rtmp_input::fuzz_rtmp_input;
+pub use rtp_flv::fuzz_rtp_flv;
 
 use std::path::Path;
 

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceCredentials, IceEvent};
 use rtcdn::control::{
-    CoreCommand, CoreEvent, CoreId, EndReason, PlayedTrack, SessionId, SessionRole, SessionSpec,
-    StreamId,
+    CoreCommand, CoreEvent, CoreId, EgressSpec, EndReason, PlayedTrack, SessionId, SessionRole,
+    SessionSpec, StreamId,
 };
 use rtcdn::media::test_support::{
     core_session_spec, peer_agent, peer_srtp, receive_from_core, vp8_track, FromCore,
 };
-use rtcdn::media::{ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId};
+use rtcdn::media::{
+    egress_channel, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId,
+};
 use rtcdn::sdp::MediaKind;
 use rtcdn::session::SessionTimeouts;
 use rtp::srtp::SrtpContext;
@@ -434,6 +436,72 @@ fn two_players_get_the_publishers_packets_intact_on_virtual_time() {
         3,
         "consent checks keep every session"
     );
+}
+
+#[test]
+fn an_egress_starts_on_the_cached_keyframe_gets_the_plain_packets_and_ends_when_removed() {
+    let mut sim = Sim::new(1);
+    sim.add(0, PUBLISHER, publisher_role());
+    sim.connect(PUBLISHER);
+    // A keyframe (seq 10), then more, cached on the publisher's core.
+    for seq in 10..15u16 {
+        sim.publish(seq, &payload(seq));
+        sim.run_for(Duration::from_millis(20));
+    }
+    let egress = SessionId(4);
+    let (tap, mut rx) = egress_channel(64);
+    sim.command(
+        0,
+        CoreCommand::AddEgress(Box::new(EgressSpec {
+            id: egress,
+            stream: STREAM,
+            stream_name: "cam".into(),
+            layer: 0,
+            tap,
+        })),
+    );
+    assert!(sim
+        .events
+        .contains(&CoreEvent::SessionConnected { id: egress }));
+    let before = sim.cores[0].media.counters().media_allocations;
+    for seq in 15..30u16 {
+        sim.publish(seq, &payload(seq));
+        sim.run_for(Duration::from_millis(20));
+    }
+    // The publisher's own packets, as it sent them (not rewritten for a player), from the
+    // cached keyframe on, none twice.
+    let got: Vec<u16> = std::iter::from_fn(|| rx.pop())
+        .map(|p| {
+            let header = RtpHeader::parse(p.packet()).unwrap();
+            assert_eq!(header.ssrc(), Ssrc(PUBLISHED_SSRC));
+            assert_eq!(header.payload(), payload(header.sequence_number()));
+            header.sequence_number()
+        })
+        .collect();
+    assert_eq!(got, (10..30).collect::<Vec<_>>());
+    assert_eq!(rx.dropped(), 0);
+    // Copying into the tap allocates nothing (when the test binary counts allocations).
+    assert_eq!(sim.cores[0].media.counters().media_allocations, before);
+    // Its player lost packets: the publisher is asked for a keyframe (a PLI).
+    let rtcp = sim.client(PUBLISHER).rtcp;
+    sim.command(0, CoreCommand::RequestKeyframe { id: egress });
+    sim.run_for(Duration::from_millis(50));
+    assert!(
+        sim.client(PUBLISHER).rtcp > rtcp,
+        "no keyframe request reached the publisher"
+    );
+    sim.command(
+        0,
+        CoreCommand::RemoveSession {
+            id: egress,
+            reason: EndReason::PublisherLeft,
+        },
+    );
+    assert!(rx.is_finished());
+    assert!(sim.events.contains(&CoreEvent::SessionEnded {
+        id: egress,
+        reason: EndReason::PublisherLeft
+    }));
 }
 
 #[test]

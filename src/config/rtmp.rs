@@ -24,7 +24,8 @@ pub struct RtmpConfig {
     pub max_connections: usize,
     /// Seconds a new connection has for the RTMP handshake.
     pub handshake_timeout_secs: u64,
-    /// Seconds without a byte from a connection before it is closed.
+    /// Seconds without a byte from a connection before it is closed; for a player, without
+    /// video from the stream or with a write to it stuck.
     pub idle_timeout_secs: u64,
     /// The longest RTMP message accepted (a keyframe is one message), in bytes.
     pub max_message_bytes: u32,

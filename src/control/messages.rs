@@ -275,6 +275,13 @@ pub enum CoreCommand {
     /// through a ring (see [`crate::media::ingest`]). It ends with `RemoveSession` like a
     /// session, or when its ring's sender is dropped.
     AddIngest(Box<IngestSpec>),
+    /// Start an egress: a player that is not a WebRTC peer (RTMP), tapping the stream's plain
+    /// video at the publisher's core through a ring (see [`crate::media::egress`]). It ends
+    /// with `RemoveSession` like a session.
+    AddEgress(Box<EgressSpec>),
+    /// An egress lost packets (its player waits for a keyframe): ask its stream's publisher
+    /// for one of its layer, as a player's PLI would.
+    RequestKeyframe { id: SessionId },
     /// Stop the core thread.
     Shutdown,
 }
@@ -290,6 +297,21 @@ pub struct IngestSpec {
     pub stream_name: String,
     /// Where its packets come from.
     pub feed: crate::media::IngestFeed,
+}
+
+/// An egress for a core (see [`crate::control::CoreCommand::AddEgress`]).
+#[derive(Debug)]
+pub struct EgressSpec {
+    /// Its id: signalling knows it as a player session of the stream.
+    pub id: SessionId,
+    /// The stream it taps (set by the control plane).
+    pub stream: StreamId,
+    /// The stream's name, for logs.
+    pub stream_name: String,
+    /// The simulcast layer it takes (0 without simulcast).
+    pub layer: u8,
+    /// Where the packets go.
+    pub tap: crate::media::EgressTap,
 }
 
 /// Core → signalling.

@@ -26,8 +26,8 @@ use super::relay_planner::{
 };
 use super::status::SessionStatus;
 use super::{
-    CoreCommand, CoreEvent, CoreId, EndReason, IngestSpec, RelayPath, SessionId, SessionSpec,
-    StreamId,
+    CoreCommand, CoreEvent, CoreId, EgressSpec, EndReason, IngestSpec, RelayPath, SessionId,
+    SessionSpec, StreamId,
 };
 
 /// What the control plane asks its transports to do, in order.
@@ -254,6 +254,42 @@ impl<R: Rng> ControlPlane<R> {
         spec.publisher_core = Some(publisher_core);
         self.core(core, CoreCommand::AddSession(Box::new(spec)));
         Ok(())
+    }
+
+    /// A player that is not a WebRTC peer (RTMP) of `spec.stream_name`, presenting `acl_key`:
+    /// registered as a player of the stream, like a WHEP player (counted, ended with its
+    /// publisher, kicked by the control API), and tapping the stream at its publisher's core
+    /// (returned; `spec.stream` is set here). Refused as [`ControlPlane::handle_play`] is.
+    pub fn handle_egress(
+        &mut self,
+        now: Instant,
+        mut spec: EgressSpec,
+        acl_key: Option<String>,
+        client: ClientInfo,
+    ) -> Result<CoreId, PlayError> {
+        let name = spec.stream_name.clone();
+        let stream = self
+            .registry
+            .stream(&name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.clone()))?;
+        if !stream.acl_allows(acl_key.as_deref()) {
+            return Err(PlayError::RestrictedAccess);
+        }
+        let (stream_id, core) = (stream.id, stream.core);
+        // On the publisher's core: no core is attached for it.
+        let commands = self.registry.add_player(now, &name, spec.id, core)?;
+        self.registry.set_acl_key(spec.id, acl_key);
+        self.registry.set_client(spec.id, client);
+        self.commands(commands);
+        spec.stream = stream_id;
+        self.core(core, CoreCommand::AddEgress(Box::new(spec)));
+        Ok(core)
+    }
+
+    /// What an egress (an RTMP player) sent its client so far, kept as a core's report of a
+    /// session's traffic is: in the stream's totals, the console and the metrics.
+    pub fn handle_egress_traffic(&mut self, id: SessionId, traffic: crate::session::Traffic) {
+        self.registry.set_traffic(id, traffic);
     }
 
     /// A relay link's session to an edge, for the publication `spec.stream` of
@@ -992,6 +1028,92 @@ mod tests {
             )
             .is_err());
         assert!(actions(&mut plane).is_empty());
+    }
+
+    #[test]
+    fn an_egress_is_a_player_on_the_publishers_core_and_ends_with_its_publisher() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        let egress = |id, name: &str| EgressSpec {
+            id,
+            stream: StreamId(0),
+            stream_name: name.into(),
+            layer: 0,
+            tap: crate::media::egress_channel(4).0,
+        };
+        let ingest = IngestSpec {
+            id: PUBLISHER,
+            stream: StreamId(0),
+            stream_name: "cam".into(),
+            feed: crate::media::ingest_channel(4).1,
+        };
+        let stream = plane
+            .handle_ingest(now, CoreId(1), ingest, track(), ClientInfo::default())
+            .unwrap();
+        actions(&mut plane);
+        assert!(matches!(
+            plane.handle_egress(
+                now,
+                egress(SessionId(5), "nope"),
+                None,
+                ClientInfo::default()
+            ),
+            Err(PlayError::Registry(RegistryError::StreamNotFound(_)))
+        ));
+        // A stream with an access list wants one of its keys, as from a WHEP player.
+        plane
+            .handle_acl_change(now, "cam", AclChange::Add(vec!["k1".into()]))
+            .unwrap();
+        actions(&mut plane);
+        assert!(matches!(
+            plane.handle_egress(
+                now,
+                egress(SessionId(5), "cam"),
+                None,
+                ClientInfo::default()
+            ),
+            Err(PlayError::RestrictedAccess)
+        ));
+        let core = plane
+            .handle_egress(
+                now,
+                egress(SessionId(5), "cam"),
+                Some("k1".into()),
+                ClientInfo::default(),
+            )
+            .unwrap();
+        assert_eq!(core, CoreId(1));
+        match actions(&mut plane).as_slice() {
+            [ControlAction::Core {
+                core: CoreId(1),
+                command: CoreCommand::AddEgress(spec),
+            }] => assert_eq!((spec.id, spec.stream), (SessionId(5), stream)),
+            other => panic!("{other:?}"),
+        }
+        let players = |plane: &ControlPlane<StdRng>| {
+            plane.registry().stream("cam").map(|s| s.players.clone())
+        };
+        assert_eq!(players(&plane), Some(vec![(SessionId(5), CoreId(1))]));
+        // The publisher stops: the egress is told why and its core removes it.
+        plane.handle_end_session(now, PUBLISHER, EndReason::Deleted);
+        let ended = actions(&mut plane);
+        assert!(ended.iter().any(|a| matches!(
+            a,
+            ControlAction::Status {
+                session: SessionId(5),
+                status: SessionStatus::Ended(EndReason::PublisherLeft)
+            }
+        )));
+        assert!(ended.iter().any(|a| matches!(
+            a,
+            ControlAction::Core {
+                core: CoreId(1),
+                command: CoreCommand::RemoveSession {
+                    id: SessionId(5),
+                    ..
+                }
+            }
+        )));
     }
 
     #[test]

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
 use crate::control::{
-    CoreCommand, CoreEvent, CoreId, EndReason, IngestSpec, SessionId, SessionRole, SessionSpec,
-    StreamId,
+    CoreCommand, CoreEvent, CoreId, EgressSpec, EndReason, IngestSpec, SessionId, SessionRole,
+    SessionSpec, StreamId,
 };
 use crate::dtls::DtlsEvent;
 use crate::media::counters::MediaCounters;
 use crate::media::demux::Datagram;
 use crate::media::dtls::{test_keys, DtlsAssociation, DtlsStarter};
+use crate::media::egress::Egresses;
 use crate::media::forward::{ForwardKind, ForwardSink};
 use crate::media::ingest::IngestFeed;
 use crate::media::peer::{Peer, Peers};
@@ -126,6 +127,8 @@ pub struct MediaCore<D: DtlsStarter, F: ForwardSink> {
     layer_requests: Vec<(StreamId, u8)>,
     /// Publishers that are not WebRTC peers, by the id signalling knows them by.
     ingests: HashMap<SessionId, Ingest>,
+    /// Players that are not WebRTC peers, tapping streams published here.
+    egresses: Egresses,
 }
 
 impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
@@ -154,6 +157,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             due: Vec::new(),
             layer_requests: Vec::new(),
             ingests: HashMap::new(),
+            egresses: Egresses::default(),
         }
     }
 
@@ -296,6 +300,20 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
             }
             CoreCommand::AddSession(spec) => self.add_session(now, *spec, SocketId::MAIN, tx),
             CoreCommand::AddIngest(spec) => self.add_ingest(now, *spec),
+            CoreCommand::AddEgress(spec) => self.add_egress(now, *spec, tx),
+            CoreCommand::RequestKeyframe { id } => {
+                if let Some((stream, layer, _)) = self.egresses.tap_mut(id) {
+                    self.router
+                        .request_keyframe(now, &mut self.peers, stream, layer);
+                    self.drain_touched(now, tx);
+                }
+            }
+            CoreCommand::RemoveSession { id, reason } if self.egresses.contains(id) => {
+                self.egresses.remove(id);
+                info!(core = self.id.0, session = %id, %reason, "egress ended");
+                self.events
+                    .push_back(CoreEvent::SessionEnded { id, reason });
+            }
             CoreCommand::RemoveSession { id, reason } if self.ingests.contains_key(&id) => {
                 self.remove_ingest(now, id, reason)
             }
@@ -441,6 +459,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         }
         self.peers.clear();
         self.ingests.clear();
+        self.egresses.clear();
     }
 
     /// Routes what the ingests queued (at most [`INGEST_BATCH`] packets each), like a WebRTC
@@ -491,6 +510,8 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                     plain,
                     tx,
                 );
+                self.egresses
+                    .feed(ingest.stream, media.kind, (media.keyframe, 0), plain);
             }
             left |= ingest.feed.has_queued();
             if ingest.feed.is_finished() {
@@ -521,6 +542,33 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 video_size: None,
             },
         );
+    }
+
+    /// Starts an egress on the stream's newest cached keyframe, or asks the publisher for one.
+    fn add_egress(&mut self, now: Instant, spec: EgressSpec, tx: &mut impl TxSink) {
+        info!(core = self.id.0, session = %spec.id, stream = spec.stream_name, layer = spec.layer, "egress started");
+        let (id, stream, layer) = (spec.id, spec.stream, spec.layer);
+        self.egresses.add(spec);
+        let mut started = false;
+        if let (Some(packets), Some((_, _, tap))) = (
+            self.router.cached_since_keyframe(stream, layer),
+            self.egresses.tap_mut(id),
+        ) {
+            for plain in packets {
+                tap.push(!started, plain);
+                started = true;
+            }
+            tap.wake();
+        }
+        if started {
+            debug!(session = %id, "egress starts on the cached keyframe");
+        } else {
+            self.router
+                .request_keyframe(now, &mut self.peers, stream, layer);
+            self.drain_touched(now, tx);
+        }
+        // Signalling counts it as a connected player at once: it has no handshake.
+        self.events.push_back(CoreEvent::SessionConnected { id });
     }
 
     fn remove_ingest(&mut self, now: Instant, id: SessionId, reason: EndReason) {
@@ -712,6 +760,8 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 let plain = &data[..media.len];
                 self.router
                     .route_publisher_packet(now, &mut self.peers, stream, media, plain, tx);
+                self.egresses
+                    .feed(stream, media.kind, (media.keyframe, media.layer), plain);
             }
             Err(e) => self.count_media_error(&e),
         }

@@ -11,7 +11,9 @@
 //! time with a [`MemorySink`], a [`ForwardQueue`] and [`NoDtls`].
 //!
 //! Publishers that are not WebRTC peers ([`ingest`]: RTMP) hand the core plain RTP through a
-//! ring; the router takes it from there as from a decrypted SRTP packet.
+//! ring; the router takes it from there as from a decrypted SRTP packet. Players that are not
+//! WebRTC peers ([`egress`]: RTMP) tap a stream's plain video at its publisher's core through
+//! a ring the other way.
 //!
 //! ```text
 //! datagram ─ demux ─┬─ STUN ─── session (ICE) ──────────┐
@@ -24,6 +26,7 @@ mod core;
 mod counters;
 pub mod demux;
 mod dtls;
+pub mod egress;
 mod forward;
 pub mod ingest;
 mod peer;
@@ -40,6 +43,7 @@ pub use self::demux::Datagram;
 pub use self::dtls::{
     peer_test_keys, test_keys, DtlsAssociation, DtlsStarter, NoAssociation, NoDtls,
 };
+pub use self::egress::{egress_channel, EgressPacket, EgressReceiver, EgressTap, EGRESS_MTU};
 pub use self::forward::{ForwardKind, ForwardQueue, ForwardSink, ForwardedItem, FORWARD_MTU};
 pub use self::ingest::{ingest_channel, IngestFeed, IngestSender, INGEST_MTU};
 pub use self::tx::{MemorySink, SentDatagram, SocketId, TxSink, MAX_DATAGRAM};

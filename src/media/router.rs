@@ -267,6 +267,21 @@ impl<F: ForwardSink> Router<F> {
             .map_or(0, |local| local.ingest_keyframe_requests)
     }
 
+    /// The packets of `stream`'s video `layer` from the newest keyframe this core cached on
+    /// (as for a new player), for an egress to start on; `None` without one.
+    pub(super) fn cached_since_keyframe(
+        &self,
+        stream: StreamId,
+        layer: u8,
+    ) -> Option<impl Iterator<Item = &[u8]> + '_> {
+        self.streams
+            .get(&stream)?
+            .video_caches
+            .get(usize::from(layer))?
+            .as_ref()?
+            .since_keyframe(KEYFRAME_REPLAY_MAX_PACKETS)
+    }
+
     /// A session of this core left its stream.
     pub(super) fn remove_session(&mut self, id: SessionId, stream: StreamId) {
         let Some(local) = self.streams.get_mut(&stream) else {

@@ -6,15 +6,16 @@
 //! The handshake, the chunk stream and the AMF0 commands (connect, createStream, publish,
 //! deleteStream, ...) are `rml_rtmp`'s `Handshake` and `ServerSession`, with the
 //! [`ChunkGuard`] in front (see there why). This type decides what the node allows: the
-//! applications it serves, one publish per connection, no playback yet.
+//! applications it serves, one publish or one play per connection.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
 };
+use rml_rtmp::time::RtmpTimestamp;
 
 use super::chunk_guard::{ChunkError, ChunkGuard, ChunkLimits};
 
@@ -41,6 +42,11 @@ pub enum RtmpEvent {
     },
     /// The client stopped publishing (deleteStream, closeStream, FCUnpublish).
     PublishFinished,
+    /// The client asks to play `stream_key` (with any `?query`) on `app`: answer with
+    /// [`RtmpConnection::accept_play`] or [`RtmpConnection::refuse_play`].
+    PlayRequested { app: String, stream_key: String },
+    /// The client stopped playing (deleteStream, closeStream).
+    PlayFinished,
 }
 
 /// Why the connection ends.
@@ -78,6 +84,10 @@ pub struct RtmpConnection {
     /// The publish request waiting for an answer.
     pending_publish: Option<u32>,
     publishing: bool,
+    /// The play request waiting for an answer: its request and stream ids.
+    pending_play: Option<(u32, u32)>,
+    /// The stream id the client plays on.
+    playing: Option<u32>,
 }
 
 impl RtmpConnection {
@@ -91,6 +101,8 @@ impl RtmpConnection {
             events: VecDeque::new(),
             pending_publish: None,
             publishing: false,
+            pending_play: None,
+            playing: None,
         }
     }
 
@@ -186,6 +198,80 @@ impl RtmpConnection {
         self.handle_results(results)
     }
 
+    /// Lets the pending play go on (`NetStream.Play.Start`); video follows with
+    /// [`RtmpConnection::send_video`].
+    pub fn accept_play(&mut self) -> Result<(), RtmpError> {
+        let Some((request, stream_id)) = self.pending_play.take() else {
+            return Ok(());
+        };
+        let results = self.session()?.accept_request(request);
+        let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        self.playing = Some(stream_id);
+        self.handle_results(results)
+    }
+
+    /// Refuses the pending play with `code` (`NetStream.Play.StreamNotFound`,
+    /// `NetStream.Play.Failed`) and `why`, which ffmpeg prints.
+    pub fn refuse_play(&mut self, code: &str, why: &str) -> Result<(), RtmpError> {
+        let Some((request, _)) = self.pending_play.take() else {
+            return Ok(());
+        };
+        let results = self
+            .session()?
+            .reject_request(request, code, why)
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        self.handle_results(results)
+    }
+
+    /// Whether the client plays a stream.
+    pub fn is_playing(&self) -> bool {
+        self.playing.is_some()
+    }
+
+    /// `onMetaData` for the player: H.264 (codec id 7) of this size.
+    pub fn send_metadata(&mut self, size: Option<(u16, u16)>) -> Result<(), RtmpError> {
+        let Some(stream_id) = self.playing else {
+            return Ok(());
+        };
+        let mut metadata = StreamMetadata::new();
+        metadata.video_codec_id = Some(7);
+        metadata.video_width = size.map(|(w, _)| u32::from(w));
+        metadata.video_height = size.map(|(_, h)| u32::from(h));
+        metadata.encoder = Some("rtcdn".into());
+        let packet = self
+            .session()?
+            .send_metadata(stream_id, &metadata)
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        self.out.extend_from_slice(&packet.bytes);
+        Ok(())
+    }
+
+    /// One video tag body for the player at `timestamp_ms`.
+    pub fn send_video(&mut self, timestamp_ms: u32, data: Bytes) -> Result<(), RtmpError> {
+        let Some(stream_id) = self.playing else {
+            return Ok(());
+        };
+        let packet = self
+            .session()?
+            .send_video_data(stream_id, data, RtmpTimestamp::new(timestamp_ms), false)
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        self.out.extend_from_slice(&packet.bytes);
+        Ok(())
+    }
+
+    /// The stream ended: `NetStream.Play.Complete` for the player.
+    pub fn finish_play(&mut self) -> Result<(), RtmpError> {
+        let Some(stream_id) = self.playing.take() else {
+            return Ok(());
+        };
+        let packet = self
+            .session()?
+            .finish_playing(stream_id)
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        self.out.extend_from_slice(&packet.bytes);
+        Ok(())
+    }
+
     fn session(&mut self) -> Result<&mut ServerSession, RtmpError> {
         match &mut self.phase {
             Phase::Chunks { session, .. } => Ok(session),
@@ -235,7 +321,11 @@ impl RtmpConnection {
                 stream_key,
                 ..
             } => {
-                if self.publishing || self.pending_publish.is_some() {
+                if self.publishing
+                    || self.pending_publish.is_some()
+                    || self.playing.is_some()
+                    || self.pending_play.is_some()
+                {
                     let results = self.session()?.reject_request(
                         request_id,
                         "NetStream.Publish.BadName",
@@ -273,14 +363,35 @@ impl RtmpConnection {
                     height: metadata.video_height,
                 })
             }
-            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                let results = self.session()?.reject_request(
-                    request_id,
-                    "NetStream.Play.Failed",
-                    "RTMP playback is not served yet: play over WebRTC (WHEP)",
-                );
-                let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
-                self.handle_results(results)?;
+            ServerSessionEvent::PlayStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                stream_id,
+                ..
+            } => {
+                let busy = self.publishing
+                    || self.pending_publish.is_some()
+                    || self.playing.is_some()
+                    || self.pending_play.is_some();
+                if busy {
+                    let results = self.session()?.reject_request(
+                        request_id,
+                        "NetStream.Play.Failed",
+                        "this connection publishes or plays a stream already",
+                    );
+                    let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+                    return self.handle_results(results);
+                }
+                self.pending_play = Some((request_id, stream_id));
+                self.events.push_back(RtmpEvent::PlayRequested {
+                    app: app_name,
+                    stream_key,
+                });
+            }
+            ServerSessionEvent::PlayStreamFinished { .. } if self.playing.is_some() => {
+                self.playing = None;
+                self.events.push_back(RtmpEvent::PlayFinished);
             }
             _ => {}
         }

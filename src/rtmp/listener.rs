@@ -3,7 +3,10 @@
 //! timeouts, writes its answers, and carries out what it asks: a publish is authorized and,
 //! at the stream's sequence header, registered; its video, and its audio as Opus while players
 //! listen, go to the stream's media core as RTP through the ingest ring, with the core's
-//! wake-up once per frame.
+//! wake-up once per frame. A play is authorized and registered as a player with a tap on the
+//! stream's publisher's core; the tap's RTP becomes FLV video for the player, written as the
+//! player's socket takes it (a player too slow loses frames until the next keyframe, and is
+//! closed when it takes nothing for `rtmp.idle_timeout_secs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,11 +22,15 @@ use super::chunk_guard::ChunkLimits;
 use super::connection::{RtmpConnection, RtmpEvent};
 use super::h264_rtp::RTP_MAX_PACKET;
 use super::ingest::{self, Registered};
+use super::player::{self, Playing};
 use super::publisher::{RtmpPublisher, VideoOutcome};
+use super::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::config::rtmp::RtmpConfig;
 use crate::control::registry::ClientInfo;
-use crate::control::EndReason;
+use crate::control::status::SessionStatus;
+use crate::control::{CoreCommand, EndReason};
 use crate::sdp::MediaKind;
+use crate::session::Traffic;
 use crate::signalling::media::end_session;
 use crate::signalling::Signalling;
 
@@ -34,6 +41,10 @@ const READ_BUFFER: usize = 16 * 1024;
 const RING_WAIT: Duration = Duration::from_millis(500);
 /// How often a stream's players are counted, to transcode its audio only while one listens.
 const PLAYERS_CHECK: Duration = Duration::from_secs(1);
+/// How often what an RTMP player was sent goes to the control plane.
+const TRAFFIC_REPORT: Duration = Duration::from_secs(1);
+/// How often an RTMP player waiting for a keyframe after a loss asks for one.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpConfig) {
@@ -84,12 +95,40 @@ struct Published {
     interval_noted: Option<u32>,
 }
 
+/// A played stream's state on its connection.
+struct Played {
+    name: String,
+    playing: Playing,
+    flv: RtpToFlv,
+    /// The tap's dropped packets already accounted for.
+    dropped: u64,
+    /// When the last packet came (a stream whose video stopped ends its players).
+    last_packet: tokio::time::Instant,
+    started: Instant,
+    /// Video messages and bytes written to the player.
+    messages: u64,
+    bytes: u64,
+    /// When they were last reported to the control plane.
+    reported: Instant,
+    /// When a keyframe was last asked for.
+    keyframe_asked: Instant,
+}
+
+/// What ended a played stream's wait.
+enum PlayWake {
+    Read(std::io::Result<usize>),
+    Video,
+    Status(Option<SessionStatus>),
+    Quiet,
+}
+
 /// One connection's state beyond the protocol.
 struct Client {
     peer: SocketAddr,
     connection: RtmpConnection,
     name: Option<String>,
     published: Option<Published>,
+    played: Option<Played>,
 }
 
 impl Client {
@@ -103,6 +142,7 @@ impl Client {
             connection: RtmpConnection::new(config.apps.clone(), limits),
             name: None,
             published: None,
+            played: None,
         }
     }
 
@@ -131,10 +171,39 @@ impl Client {
                     "handshake not done within rtmp.handshake_timeout_secs",
                 )
             };
-            let read = tokio::time::timeout_at(deadline, stream.read(&mut buf))
-                .await
-                .map_err(|_| what.to_owned())?
-                .map_err(|e| e.to_string())?;
+            let read = if let Some(played) = &mut self.played {
+                // A player sends little (acknowledgements): its wait is for the stream's video.
+                let quiet = played.last_packet + idle;
+                let Playing {
+                    receiver, status, ..
+                } = &mut played.playing;
+                let wake = tokio::select! {
+                    read = stream.read(&mut buf) => PlayWake::Read(read),
+                    () = receiver.wait() => PlayWake::Video,
+                    status = status.recv() => PlayWake::Status(status),
+                    () = tokio::time::sleep_until(quiet) => PlayWake::Quiet,
+                };
+                match wake {
+                    PlayWake::Read(read) => read.map_err(|e| e.to_string())?,
+                    PlayWake::Video => {
+                        self.play_video(&mut stream, idle, state).await?;
+                        continue;
+                    }
+                    PlayWake::Status(Some(SessionStatus::Ended(reason))) => {
+                        return self.end_play(&mut stream, &reason.to_string()).await;
+                    }
+                    PlayWake::Status(_) => continue,
+                    PlayWake::Quiet => {
+                        let why = "no video from the stream for rtmp.idle_timeout_secs";
+                        return self.end_play(&mut stream, why).await;
+                    }
+                }
+            } else {
+                tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                    .await
+                    .map_err(|_| what.to_owned())?
+                    .map_err(|e| e.to_string())?
+            };
             if read == 0 {
                 return Ok(());
             }
@@ -142,8 +211,10 @@ impl Client {
             self.flush(&mut stream).await?;
             result.map_err(|e| e.to_string())?;
             while let Some(event) = self.connection.poll_event() {
-                self.handle_event(event, state).await?;
+                // A refusal goes out before the connection closes: the client shows its text.
+                let handled = self.handle_event(event, state).await;
                 self.flush(&mut stream).await?;
+                handled?;
             }
         }
     }
@@ -186,7 +257,147 @@ impl Client {
                 self.finish(state);
                 Ok(())
             }
+            RtmpEvent::PlayRequested { app, stream_key } => {
+                self.start_play(&app, &stream_key, state).await
+            }
+            RtmpEvent::PlayFinished => Err("the player stopped playing".into()),
         }
+    }
+
+    async fn start_play(
+        &mut self,
+        app: &str,
+        stream_key: &str,
+        state: &Signalling,
+    ) -> Result<(), String> {
+        let (name, credentials) = player::parse_key(app, stream_key);
+        self.name = Some(name.clone());
+        let client = ClientInfo {
+            peer: Some(self.peer),
+            user_agent: Some("RTMP".into()),
+            relay: false,
+            ingest: false,
+        };
+        match player::start(state, &name, &credentials, client).await {
+            Ok(playing) => {
+                self.connection.accept_play().map_err(|e| e.to_string())?;
+                info!(peer = %self.peer, stream = name, session = %playing.id, "RTMP play accepted");
+                self.played = Some(Played {
+                    name,
+                    flv: RtpToFlv::new(playing.pt),
+                    playing,
+                    dropped: 0,
+                    last_packet: tokio::time::Instant::now(),
+                    started: Instant::now(),
+                    messages: 0,
+                    bytes: 0,
+                    reported: Instant::now(),
+                    // The core asked at the start, when it had no keyframe cached.
+                    keyframe_asked: Instant::now(),
+                });
+                Ok(())
+            }
+            Err(refusal) => {
+                self.connection
+                    .refuse_play(refusal.code, &refusal.why)
+                    .map_err(|e| e.to_string())?;
+                Err(format!("play of {name:?} refused: {}", refusal.why))
+            }
+        }
+    }
+
+    /// The tap queued video: as FLV to the player, written before more is taken (a player
+    /// too slow for the stream leaves the tap's ring to fill: the core drops packets, and
+    /// frames are skipped until the next keyframe).
+    async fn play_video(
+        &mut self,
+        stream: &mut TcpStream,
+        idle: Duration,
+        state: &Signalling,
+    ) -> Result<(), String> {
+        let Some(played) = self.played.as_mut() else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        while let Some(packet) = played.playing.receiver.pop() {
+            played.last_packet = tokio::time::Instant::now();
+            played.flv.push(packet.packet(), |video| out.push(video));
+        }
+        let dropped = played.playing.receiver.dropped();
+        if dropped > played.dropped {
+            debug!(peer = %self.peer, stream = played.name, packets = dropped - played.dropped, "RTMP player behind: packets dropped, waiting for the next keyframe");
+            played.dropped = dropped;
+            played.flv.resync();
+        }
+        // After a loss (or while the first keyframe, asked for by the core, does not come)
+        // the player waits for a keyframe: a WebRTC publisher sends one when asked (an RTMP
+        // encoder only at its interval; the core counts the request).
+        if played.flv.waits_for_keyframe()
+            && played.keyframe_asked.elapsed() >= KEYFRAME_REQUEST_INTERVAL
+        {
+            played.keyframe_asked = Instant::now();
+            let id = played.playing.id;
+            state.cores[played.playing.core.0].send(CoreCommand::RequestKeyframe { id });
+        }
+        // The core dropped the tap: the session ended, and its status says why (it is sent
+        // before the core hears).
+        let finished =
+            played
+                .playing
+                .receiver
+                .is_finished()
+                .then(|| match played.playing.status.try_recv() {
+                    Ok(SessionStatus::Ended(reason)) => reason.to_string(),
+                    _ => "the stream ended".to_owned(),
+                });
+        let messages = out.len() as u64;
+        for video in out {
+            match video {
+                FlvVideo::Config {
+                    timestamp_ms,
+                    body,
+                    size,
+                } => {
+                    self.connection
+                        .send_metadata(size)
+                        .map_err(|e| e.to_string())?;
+                    self.connection
+                        .send_video(timestamp_ms, body.into())
+                        .map_err(|e| e.to_string())?;
+                }
+                FlvVideo::Frame {
+                    timestamp_ms, body, ..
+                } => self
+                    .connection
+                    .send_video(timestamp_ms, body.into())
+                    .map_err(|e| e.to_string())?,
+            }
+        }
+        let pending = self.connection.output().len() as u64;
+        tokio::time::timeout(idle, self.flush(stream))
+            .await
+            .map_err(|_| "the player took no video for rtmp.idle_timeout_secs".to_owned())??;
+        if let Some(played) = self.played.as_mut() {
+            played.bytes += pending;
+            played.messages += messages;
+            if played.reported.elapsed() >= TRAFFIC_REPORT {
+                played.reported = Instant::now();
+                report_traffic(state, played);
+            }
+        }
+        if let Some(why) = finished {
+            return self.end_play(stream, &why).await;
+        }
+        Ok(())
+    }
+
+    /// Tells the player the stream is over (`NetStream.Play.Complete`) and ends the connection
+    /// for `why`.
+    async fn end_play(&mut self, stream: &mut TcpStream, why: &str) -> Result<(), String> {
+        if self.connection.finish_play().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(stream)).await;
+        }
+        Err(format!("RTMP play ended: {why}"))
     }
 
     async fn start_publish(
@@ -392,8 +603,20 @@ impl Client {
             .is_some_and(|ingest| ingest.sender.free() < packets)
     }
 
-    /// Ends the published stream, if any.
+    /// Ends the published or played stream, if any.
     fn finish(&mut self, state: &Signalling) {
+        if let Some(played) = self.played.take() {
+            let c = played.flv.counters;
+            info!(peer = %self.peer, stream = played.name, session = %played.playing.id, duration_s = %format_args!("{:.1}", played.started.elapsed().as_secs_f64()), frames = c.frames, keyframes = c.keyframes, frames_skipped = c.skipped, losses = c.losses, packets_dropped = played.dropped, bytes = played.bytes, "RTMP play ended");
+            state.unwatch(played.playing.id);
+            report_traffic(state, &played);
+            end_session(state, played.playing.id, EndReason::Deleted);
+        }
+        self.finish_publish(state);
+    }
+
+    /// Ends the published stream, if any.
+    fn finish_publish(&mut self, state: &Signalling) {
         let Some(published) = self.published.take() else {
             return;
         };
@@ -404,6 +627,16 @@ impl Client {
             state.cores[ingest.core.0].waker.wake();
         }
     }
+}
+
+/// Tells the control plane what a player was sent so far.
+fn report_traffic(state: &Signalling, played: &Played) {
+    let traffic = Traffic {
+        packets_out: played.messages,
+        bytes_out: played.bytes,
+        ..Traffic::default()
+    };
+    state.control(|plane, _| plane.handle_egress_traffic(played.playing.id, traffic));
 }
 
 /// Logs what players of an RTMP stream depend on: the keyframe interval (RTMP cannot be asked

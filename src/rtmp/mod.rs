@@ -1,6 +1,7 @@
-//! RTMP ingest: encoders (ffmpeg, OBS, hardware encoders) publish `rtmp://HOST:1935/live/NAME`,
-//! and the stream is registered like any publisher, so WebRTC players (WHEP, the Flashphoner
-//! SDK, CDN edges) play NAME.
+//! RTMP: encoders (ffmpeg, OBS, hardware encoders) publish `rtmp://HOST:1935/live/NAME`, and
+//! the stream is registered like any publisher, so WebRTC players (WHEP, the Flashphoner SDK,
+//! CDN edges) play NAME; RTMP players (ffplay, VLC) play any stream with H.264 video the same
+//! way.
 //!
 //! Sans-IO in the middle, IO at the edge:
 //!
@@ -8,14 +9,18 @@
 //! TCP ─ listener ─ connection (chunk_guard + rml_rtmp: handshake, chunks, AMF0)
 //!                      │ publish ─ ingest (auth policy, registry, core placement)
 //!                      ├ video ─ publisher (flv ─ h264_rtp) ─┬ ingest ring ─ media core router
-//!                      └ audio ─ audio (flv ─ aac_opus) ──────┘
+//!                      ├ audio ─ audio (flv ─ aac_opus) ──────┘
+//!                      │ play ─ player (auth policy, registry: a player with an egress tap)
+//!                      └ video ◂─ rtp_flv ◂─ egress ring ◂─ the publisher's media core
 //! ```
 //!
 //! [`connection`] is one client connection (bytes in, bytes and events out), [`chunk_guard`]
 //! the chunk stream checks in front of the protocol crate, [`flv`] the tag parsers,
 //! [`h264_rtp`] the RFC 6184 packetizer, [`publisher`] one stream's video, [`audio`] its audio,
 //! transcoded by [`aac_opus`] to Opus once per stream while players listen, [`ingest`] the
-//! node's side of a publish, [`listener`] the TCP listener and its limits.
+//! node's side of a publish, [`player`] the node's side of a play, [`rtp_flv`] the RFC 6184
+//! depacketizer that makes a stream's RTP FLV again for an RTMP player, [`listener`] the TCP
+//! listener and its limits.
 
 pub mod aac_opus;
 pub mod audio;
@@ -25,6 +30,8 @@ pub mod flv;
 pub mod h264_rtp;
 pub mod ingest;
 pub mod listener;
+pub mod player;
 pub mod publisher;
+pub mod rtp_flv;
 
 pub use connection::{RtmpConnection, RtmpError, RtmpEvent};

@@ -180,3 +180,58 @@ fn garbage_and_hostile_chunks_end_the_connection_without_panic() {
         RtmpError::Chunk(ChunkError::MessageTooLong { type_id: 20, .. })
     ));
 }
+
+#[test]
+fn a_play_is_asked_of_the_node_and_once_accepted_gets_metadata_and_video() {
+    let mut pair = Pair::new(&["live"]);
+    pair.connect("live").unwrap();
+    let request = pair.client.request_playback("cam?token=t".into()).unwrap();
+    pair.deliver(vec![request]).unwrap();
+    assert_eq!(
+        pair.events(),
+        [RtmpEvent::PlayRequested {
+            app: "live".into(),
+            stream_key: "cam?token=t".into()
+        }]
+    );
+    pair.server.accept_play().unwrap();
+    assert!(pair.server.is_playing());
+    pair.server.send_metadata(Some((640, 360))).unwrap();
+    let frame = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
+    pair.server.send_video(40, frame.clone()).unwrap();
+    pair.server.finish_play().unwrap();
+    let answer = pair.server.output().to_vec();
+    pair.server.clear_output();
+    let results = pair.client.handle_input(&answer).unwrap();
+    pair.deliver(results).unwrap();
+    let events = &pair.client_events;
+    assert!(events.contains(&ClientSessionEvent::PlaybackRequestAccepted));
+    assert!(events.iter().any(|e| matches!(e,
+        ClientSessionEvent::StreamMetadataReceived { metadata }
+            if metadata.video_width == Some(640) && metadata.video_codec_id == Some(7))));
+    assert!(events.iter().any(|e| matches!(e,
+        ClientSessionEvent::VideoDataReceived { data, timestamp, .. }
+            if *data == frame && timestamp.value == 40)));
+    assert!(!pair.server.is_playing());
+}
+
+#[test]
+fn a_refused_play_tells_the_client_why_and_a_second_request_is_refused() {
+    let mut pair = Pair::new(&["live"]);
+    pair.connect("live").unwrap();
+    let request = pair.client.request_playback("vp8cam".into()).unwrap();
+    pair.deliver(vec![request]).unwrap();
+    pair.events();
+    pair.server
+        .refuse_play(
+            "NetStream.Play.Failed",
+            "RTMP playback needs H.264 video; vp8cam is VP8",
+        )
+        .unwrap();
+    let answer = pair.server.output().to_vec();
+    assert!(
+        answer.windows(b"is VP8".len()).any(|w| w == b"is VP8"),
+        "the refusal carries the reason"
+    );
+    assert!(!pair.server.is_playing());
+}

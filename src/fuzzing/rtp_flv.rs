@@ -1,0 +1,51 @@
+//! The `rtp_flv` fuzz target's body: packets into an RTMP player's RTP → FLV depacketizer.
+
+/// Packets framed `[len: u16][packet]…` into [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for
+/// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV
+/// video tags it claims to be, frames as 4-byte length-prefixed NAL units that fill the tag
+/// exactly, within the access unit bound, on a clock that never goes back.
+pub fn fuzz_rtp_flv(data: &[u8]) {
+    use crate::rtmp::flv::{parse_video, VideoTag};
+    use crate::rtmp::rtp_flv::{FlvVideo, RtpToFlv, MAX_ACCESS_UNIT};
+
+    let mut flv = RtpToFlv::new(102);
+    let mut last_ms = 0u32;
+    let mut check = |video: FlvVideo| match video {
+        FlvVideo::Config { body, .. } => {
+            assert!(matches!(parse_video(&body), Ok(VideoTag::AvcConfig(_))));
+        }
+        FlvVideo::Frame {
+            timestamp_ms,
+            keyframe,
+            body,
+        } => {
+            assert!(
+                timestamp_ms >= last_ms,
+                "the player's clock never goes back"
+            );
+            last_ms = timestamp_ms;
+            assert!(body.len() <= MAX_ACCESS_UNIT + 5);
+            let Ok(VideoTag::AvcFrame {
+                keyframe: tagged,
+                composition_ms: 0,
+                nalus,
+            }) = parse_video(&body)
+            else {
+                panic!("a frame that does not parse: {body:?}")
+            };
+            assert_eq!(tagged, keyframe);
+            let mut rest = nalus;
+            while !rest.is_empty() {
+                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                assert!(len > 0 && 4 + len <= rest.len(), "NAL units fill the tag");
+                rest = &rest[4 + len..];
+            }
+        }
+    };
+    let mut rest = data;
+    while let [hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        flv.push(&tail[..len], &mut check);
+        rest = &tail[len..];
+    }
+}
