@@ -4,7 +4,8 @@
 #
 # Usage: bench/scripts/peer-janus.sh [OUT_DIR]   (root; after cargo build --release --bins)
 #   PLAYERS="10 100"   the points;  EVENT_LOOPS=N   Janus's event_loops (default: its own 0,
-#   a thread per viewer);  KEEP=1  leave the namespace for a look afterwards.
+#   a thread per viewer);  WINDOW=S  measured seconds per run (default 5; the CPU time is read
+#   in 10 ms ticks, so a light point needs a longer window);  KEEP=1  leave the namespace.
 #
 # Janus 1.1 (Debian's `janus`) serves its streaming plugin's RTP mountpoints, fed by the bench
 # as plain RTP (--rtp-publish), and is played through bench/scripts/whep-janus-shim.py (WHEP
@@ -138,7 +139,7 @@ done
 bench() { # out args...
   local out=$1
   shift
-  in_ns "$B/rtcdn-bench" --seconds 5 --repeat 3 --quiet --json --setup-timeout 30 "$@" > "$O/$out.json" 2> "$O/$out.err"
+  in_ns "$B/rtcdn-bench" --seconds "${WINDOW:-5}" --repeat 3 --quiet --json --setup-timeout 30 "$@" > "$O/$out.json" 2> "$O/$out.err"
 }
 median() { # file key
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); m=r.get("median", r); v=m.get(sys.argv[2]); print("" if v is None else v)' "$1" "$2" 2> /dev/null
