@@ -151,6 +151,12 @@ pub trait DatagramHandler {
     );
     /// The Waker fired (control messages or packets from other cores are waiting).
     fn on_wake(&mut self, tx: &mut SendQueue);
+    /// The poll's datagrams and wake-up were handled; what the handler queued is flushed right
+    /// after. A handler that holds input to send it in another order (the media core's burst
+    /// order) writes it now, so it is held no longer than the poll.
+    fn on_batch_end(&mut self, tx: &mut SendQueue) {
+        let _ = tx;
+    }
     /// ICE-TCP connection `socket`, whose peer was `src`, closed (after a frame arrived on
     /// it): the session it carried has lost that path. Its id may serve another peer next.
     fn on_tcp_closed(&mut self, socket: SocketId, src: SocketAddr) {
@@ -487,8 +493,8 @@ impl UdpIo {
 
     /// Flushes queued sends, waits until datagrams arrive, the waker fires, or `timeout` passes
     /// (`None` = wait indefinitely, `Some(0)` = don't block), then calls the handler for each
-    /// received datagram (at most 256 per call) and `on_wake` if woken, then flushes sends
-    /// queued by the handler. Sends are also flushed as soon as a datagram's handling leaves 64
+    /// received datagram (at most 256 per call), `on_wake` if woken and `on_batch_end`, then
+    /// flushes sends queued by the handler. Sends are also flushed as soon as a datagram's handling leaves 64
     /// or more queued, so a large fan-out does not wait for the rest of the batch; with GSO
     /// (the default), after a datagram that ends a frame (RTP marker bit), so that each
     /// destination's packets of the frame leave in one send. Returns the number of datagrams

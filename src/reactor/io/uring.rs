@@ -509,6 +509,7 @@ impl UringRecv {
         if woken {
             handler.on_wake(sendq);
         }
+        handler.on_batch_end(sendq);
         sendq.flush()?;
         Ok(handled)
     }
