@@ -4,6 +4,8 @@
 //! order and rewritten to their own SSRC and payload type. Two cores of one node talk through
 //! their forward queues: a player on the other core starts on the keyframe the publisher's core
 //! replays to it. A core wakes by deadline: an idle second costs a few timeouts, not fifty.
+//! In burst order (as with UDP GSO) a frame goes out player by player at its end, and at the
+//! latest at the end of the batch.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -414,7 +416,16 @@ fn payload(seq: u16) -> Vec<u8> {
 /// connection (the sink asserts every datagram's socket), the publisher's arrive on its own.
 #[test]
 fn sessions_connected_over_ice_tcp_get_everything_on_their_connections() {
-    let mut sim = Sim::new(1);
+    everything_over_ice_tcp(Sim::new(1));
+}
+
+/// The same in burst order: a player on an ICE-TCP connection gets its bursts there.
+#[test]
+fn with_burst_order_sessions_connected_over_ice_tcp_get_everything_on_their_connections() {
+    everything_over_ice_tcp(Sim::with_burst_order(1));
+}
+
+fn everything_over_ice_tcp(mut sim: Sim) {
     sim.add_on(0, PUBLISHER, publisher_role(), SocketId::tcp(0));
     sim.connect(PUBLISHER);
     let udp_player = (SessionId(2), (100u8, 0x1111_0002u32));

@@ -5,7 +5,9 @@
 //! or the core it is on; the players here; the other cores with players) and routes between them:
 //!
 //! - a publisher's packet fans out to the players here, each written, rewritten and encrypted
-//!   straight into its own datagram, and crosses once to each other core that has players;
+//!   straight into its own datagram, and crosses once to each other core that has players; in
+//!   burst order (with UDP GSO) a frame's video is held plain and written player by player at
+//!   the frame's end, so that a player's datagrams of the frame lie together (see `burst.rs`);
 //! - players' keyframe requests go to the publisher's session, which merges them, and their
 //!   NACKs are answered from the core's cache of the stream's video, the rest asked of the
 //!   publisher;
