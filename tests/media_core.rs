@@ -605,9 +605,12 @@ fn a_player_whose_ice_tcp_connection_closes_ends_at_once() {
     assert!(sim.cores[0].media.session(PUBLISHER).is_some());
 }
 
+/// A player's id and its video track's payload type and SSRC.
+type PlayerTrack = (SessionId, (u8, u32));
+
 /// Connects the publisher and `players` players of video and audio (ids 2, 3, ...) on core 0;
 /// returns each player's id and video track.
-fn burst_sim(players: u32) -> (Sim, Vec<(SessionId, (u8, u32))>) {
+fn burst_sim(players: u32) -> (Sim, Vec<PlayerTrack>) {
     let mut sim = Sim::with_burst_order(1);
     sim.add(0, PUBLISHER, av_publisher_role());
     sim.connect(PUBLISHER);
