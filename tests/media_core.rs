@@ -4,6 +4,8 @@
 //! order and rewritten to their own SSRC and payload type. Two cores of one node talk through
 //! their forward queues: a player on the other core starts on the keyframe the publisher's core
 //! replays to it. A core wakes by deadline: an idle second costs a few timeouts, not fifty.
+//! In burst order (as with UDP GSO) a frame goes out player by player at its end, and at the
+//! latest at the end of the batch.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use rtcdn::control::{
     SessionSpec, StreamId,
 };
 use rtcdn::media::test_support::{
-    core_session_spec, peer_agent, peer_srtp, receive_from_core, vp8_track, FromCore,
+    core_session_spec, opus_track, peer_agent, peer_srtp, receive_from_core, vp8_track, FromCore,
 };
 use rtcdn::media::{
     egress_channel, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId,
@@ -28,6 +30,8 @@ const PUBLISHER: SessionId = SessionId(1);
 const STREAM: StreamId = StreamId(7);
 const PUBLISHED_PT: u8 = 96;
 const PUBLISHED_SSRC: u32 = 0xabc0_0001;
+const PUBLISHED_AUDIO_PT: u8 = 111;
+const PUBLISHED_AUDIO_SSRC: u32 = 0xabc0_0002;
 
 /// The client side of one session: its ICE agent, SRTP and what it received.
 struct Client {
@@ -62,6 +66,8 @@ struct Sim {
     cores: Vec<Core>,
     clients: Vec<Client>,
     events: Vec<CoreEvent>,
+    /// The cores hold bursts (`MediaCore::set_burst_order`); a batch ends at each delivery.
+    burst_order: bool,
 }
 
 fn credentials(name: &str) -> IceCredentials {
@@ -82,6 +88,27 @@ fn publisher_role() -> SessionRole {
     SessionRole::Publisher {
         tracks: vec![vp8_track(PUBLISHED_PT)],
     }
+}
+
+/// A publisher of video and Opus audio.
+fn av_publisher_role() -> SessionRole {
+    SessionRole::Publisher {
+        tracks: vec![vp8_track(PUBLISHED_PT), opus_track(PUBLISHED_AUDIO_PT)],
+    }
+}
+
+/// A player of video and audio (the audio on the same payload type, SSRC `ssrc + 1`).
+fn av_player_role(pt: u8, ssrc: u32) -> SessionRole {
+    let SessionRole::Player { mut tracks } = player_role(pt, ssrc) else {
+        unreachable!()
+    };
+    tracks.push(PlayedTrack {
+        kind: MediaKind::Audio,
+        pt: PUBLISHED_AUDIO_PT,
+        ssrc: ssrc + 1,
+        ..tracks[0].clone()
+    });
+    SessionRole::Player { tracks }
 }
 
 fn player_role(pt: u8, ssrc: u32) -> SessionRole {
@@ -123,7 +150,18 @@ impl Sim {
             cores,
             clients: Vec::new(),
             events: Vec::new(),
+            burst_order: false,
         }
+    }
+
+    /// Cores that hold bursts, as a node with UDP GSO runs them.
+    fn with_burst_order(cores: usize) -> Sim {
+        let mut sim = Sim::new(cores);
+        sim.burst_order = true;
+        for core in &mut sim.cores {
+            core.media.set_burst_order(true, &mut core.sink);
+        }
+        sim
     }
 
     fn command(&mut self, core: usize, command: CoreCommand) {
@@ -165,6 +203,12 @@ impl Sim {
         let now = self.now;
         loop {
             let mut moved = false;
+            if self.burst_order {
+                // What was handed to the cores before is a batch that ended.
+                for core in &mut self.cores {
+                    core.media.end_batch(&mut core.sink);
+                }
+            }
             for client in &mut self.clients {
                 let core = &mut self.cores[client.core];
                 while let Some(transmit) = client.ice.poll_transmit() {
@@ -278,15 +322,20 @@ impl Sim {
 
     /// The publisher (on core 0) sends one video packet.
     fn publish(&mut self, seq: u16, payload: &[u8]) {
+        self.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), seq, false, payload);
+        self.deliver();
+    }
+
+    /// The publisher's packet reaches its core, whose output stays in its sink (no delivery:
+    /// the core's batch has not ended).
+    fn hand_to_core(&mut self, (pt, ssrc): (u8, u32), seq: u16, marker: bool, payload: &[u8]) {
         let now = self.now;
         let client = self.clients.iter_mut().find(|c| c.id == PUBLISHER).unwrap();
         let mut buf = vec![0u8; 1500];
-        let header = RtpHeaderBuilder::new(
-            Pt::new(PUBLISHED_PT),
-            seq,
-            u32::from(seq) * 3000,
-            Ssrc(PUBLISHED_SSRC),
-        )
+        let header = RtpHeaderBuilder {
+            marker,
+            ..RtpHeaderBuilder::new(Pt::new(pt), seq, u32::from(seq) * 3000, Ssrc(ssrc))
+        }
         .write_to(&mut buf)
         .unwrap();
         buf[header..header + payload.len()].copy_from_slice(payload);
@@ -298,7 +347,27 @@ impl Sim {
         let core = &mut self.cores[client.core];
         core.media
             .handle_datagram(now, client.socket, client.addr, &mut buf, &mut core.sink);
-        self.deliver();
+    }
+
+    /// Which player each datagram core 0 has sent so far goes to, in order (what went to the
+    /// publisher left out).
+    fn sent_to(&self) -> Vec<SessionId> {
+        self.sent_to_before(usize::MAX)
+    }
+
+    /// Like `sent_to`, of the first `n` datagrams only.
+    fn sent_to_before(&self, n: usize) -> Vec<SessionId> {
+        self.cores[0]
+            .sink
+            .sent()
+            .iter()
+            .take(n)
+            .map(|sent| {
+                let client = self.clients.iter().find(|c| c.addr == sent.destination);
+                client.expect("a client's address").id
+            })
+            .filter(|&id| id != PUBLISHER)
+            .collect()
     }
 }
 
@@ -349,7 +418,16 @@ fn payload(seq: u16) -> Vec<u8> {
 /// connection (the sink asserts every datagram's socket), the publisher's arrive on its own.
 #[test]
 fn sessions_connected_over_ice_tcp_get_everything_on_their_connections() {
-    let mut sim = Sim::new(1);
+    everything_over_ice_tcp(Sim::new(1));
+}
+
+/// The same in burst order: a player on an ICE-TCP connection gets its bursts there.
+#[test]
+fn with_burst_order_sessions_connected_over_ice_tcp_get_everything_on_their_connections() {
+    everything_over_ice_tcp(Sim::with_burst_order(1));
+}
+
+fn everything_over_ice_tcp(mut sim: Sim) {
     sim.add_on(0, PUBLISHER, publisher_role(), SocketId::tcp(0));
     sim.connect(PUBLISHER);
     let udp_player = (SessionId(2), (100u8, 0x1111_0002u32));
@@ -506,7 +584,10 @@ fn an_egress_starts_on_the_cached_keyframe_gets_the_plain_packets_and_ends_when_
 
 #[test]
 fn a_player_on_another_core_starts_on_the_keyframe_replayed_from_the_publishers_core() {
-    let mut sim = Sim::new(2);
+    replay_to_another_core(&mut Sim::new(2));
+}
+
+fn replay_to_another_core(sim: &mut Sim) {
     let (here, there) = (SessionId(2), SessionId(3));
     let (here_track, there_track) = ((100u8, 0x2222_0002u32), (101u8, 0x2222_0003u32));
     sim.add(0, PUBLISHER, publisher_role());
@@ -590,4 +671,137 @@ fn a_player_whose_ice_tcp_connection_closes_ends_at_once() {
         reason: EndReason::TransportClosed
     }));
     assert!(sim.cores[0].media.session(PUBLISHER).is_some());
+}
+
+/// A player's id and its video track's payload type and SSRC.
+type PlayerTrack = (SessionId, (u8, u32));
+
+/// Connects the publisher and `players` players of video and audio (ids 2, 3, ...) on core 0;
+/// returns each player's id and video track.
+fn burst_sim(players: u32) -> (Sim, Vec<PlayerTrack>) {
+    let mut sim = Sim::with_burst_order(1);
+    sim.add(0, PUBLISHER, av_publisher_role());
+    sim.connect(PUBLISHER);
+    let players: Vec<_> = (0..players)
+        .map(|i| (SessionId(2 + u64::from(i)), (100u8, 0x3333_0000 + 2 * i)))
+        .collect();
+    for &(id, (pt, ssrc)) in &players {
+        sim.add(0, id, av_player_role(pt, ssrc));
+        sim.connect(id);
+    }
+    (sim, players)
+}
+
+/// Burst order: a frame's packets are held until its last one (the marker bit), then each
+/// player gets all of them back to back before the next player gets any, so that its frame can
+/// leave in one GSO send while its datagrams are in the cache; every player still gets every
+/// packet, intact and in order.
+#[test]
+fn with_burst_order_a_frame_goes_out_player_by_player_at_its_last_packet() {
+    let (mut sim, players) = burst_sim(3);
+    let video = (PUBLISHED_PT, PUBLISHED_SSRC);
+    sim.hand_to_core(video, 0, false, &payload(0));
+    sim.hand_to_core(video, 1, false, &payload(1));
+    assert!(sim.sent_to().is_empty(), "held until the frame ends");
+    sim.hand_to_core(video, 2, true, &payload(2));
+    let ids: Vec<SessionId> = players.iter().map(|p| p.0).collect();
+    let grouped: Vec<SessionId> = ids.iter().flat_map(|&id| [id; 3]).collect();
+    assert_eq!(sim.sent_to(), grouped);
+    sim.deliver();
+    for &(id, track) in &players {
+        sim.client(id).assert_received(track, 0, 3);
+    }
+    let counters = sim.cores[0].media.counters();
+    assert_eq!((counters.rtp_received, counters.rtp_sent), (3, 9));
+}
+
+/// A burst without a marker bit (a batch that ended mid-frame) is held no longer than the
+/// batch: `end_batch` sends it, player by player.
+#[test]
+fn with_burst_order_a_burst_without_its_marker_leaves_at_the_end_of_the_batch() {
+    let (mut sim, players) = burst_sim(3);
+    for seq in 0..3 {
+        sim.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), seq, false, &payload(seq));
+    }
+    assert!(sim.sent_to().is_empty());
+    let core = &mut sim.cores[0];
+    core.media.end_batch(&mut core.sink);
+    let grouped: Vec<SessionId> = players.iter().flat_map(|p| [p.0; 3]).collect();
+    assert_eq!(sim.sent_to(), grouped);
+    sim.deliver();
+    for &(id, track) in &players {
+        sim.client(id).assert_received(track, 0, 3);
+    }
+}
+
+/// Audio is not held behind video: an audio packet sends the video held before it (as the
+/// send queue's flush at the audio packet did before burst order), then itself, at once.
+#[test]
+fn with_burst_order_audio_is_not_held_behind_video() {
+    let (mut sim, players) = burst_sim(2);
+    sim.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), 0, false, &payload(0));
+    sim.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), 1, false, &payload(1));
+    let audio = (PUBLISHED_AUDIO_PT, PUBLISHED_AUDIO_SSRC);
+    sim.hand_to_core(audio, 500, false, b"opus");
+    let (a, b) = (players[0].0, players[1].0);
+    assert_eq!(sim.sent_to(), [a, a, b, b, a, b]);
+    sim.deliver();
+    for &(id, (_, ssrc)) in &players {
+        let client = sim.client(id);
+        let ssrcs: Vec<u32> = client
+            .rtp
+            .iter()
+            .map(|p| RtpHeader::parse(p).unwrap().ssrc().0)
+            .collect();
+        assert_eq!(ssrcs, [ssrc, ssrc, ssrc + 1], "player {id}");
+    }
+}
+
+/// A player's share of a burst is never split, and the sink is asked to submit once 64 or
+/// more datagrams were written since the last submit, at a player's end: the kernel copies a
+/// few players' datagrams at a time, while they are in the cache.
+#[test]
+fn with_burst_order_the_sink_submits_every_few_players() {
+    let (mut sim, players) = burst_sim(4);
+    for seq in 0..22 {
+        sim.hand_to_core(
+            (PUBLISHED_PT, PUBLISHED_SSRC),
+            seq,
+            seq == 21,
+            &payload(seq),
+        );
+    }
+    let grouped: Vec<SessionId> = players.iter().flat_map(|p| [p.0; 22]).collect();
+    assert_eq!(sim.sent_to(), grouped);
+    let submits = sim.cores[0].sink.submits().to_vec();
+    assert_eq!(submits.len(), 1, "{submits:?}");
+    assert_eq!(
+        sim.sent_to_before(submits[0]).len(),
+        66,
+        "after the third player's 22"
+    );
+}
+
+/// Without burst order (a node without GSO) every packet goes to every player at once.
+#[test]
+fn without_burst_order_each_packet_goes_to_every_player_at_once() {
+    let mut sim = Sim::new(1);
+    sim.add(0, PUBLISHER, publisher_role());
+    sim.connect(PUBLISHER);
+    let (a, b) = (SessionId(2), SessionId(3));
+    for (id, ssrc) in [(a, 0x10), (b, 0x20)] {
+        sim.add(0, id, player_role(100, ssrc));
+        sim.connect(id);
+    }
+    sim.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), 0, false, &payload(0));
+    sim.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), 1, true, &payload(1));
+    assert_eq!(sim.sent_to(), [a, b, a, b]);
+}
+
+/// With burst order, a player on another core still starts on the replayed keyframe and gets
+/// every live packet once: the held burst goes out before the replay changes what it takes.
+#[test]
+fn with_burst_order_a_player_on_another_core_starts_on_the_replayed_keyframe() {
+    let mut sim = Sim::with_burst_order(2);
+    replay_to_another_core(&mut sim);
 }

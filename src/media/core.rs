@@ -424,9 +424,31 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         self.handle_dtls_event(now, id, DtlsEvent::Connected(test_keys()), tx);
     }
 
+    /// Turns burst order on or off (off by default). On, a publisher's video packets are held
+    /// (plain, in a bounded buffer) until the frame's last packet, a packet of something else,
+    /// or [`end_batch`](Self::end_batch), then written player by player: each player's packets
+    /// of the burst back to back, the sink asked to [`submit`](TxSink::submit) every few
+    /// players. That suits a sink that sends a destination's datagrams of a burst together (UDP
+    /// GSO), which held them until the frame's end anyway. Whoever turns it on must call
+    /// `end_batch` after each batch of input (a poll's datagrams, a hand-off drain).
+    pub fn set_burst_order(&mut self, on: bool, tx: &mut impl TxSink) {
+        self.router.set_burst_order(on, &mut self.peers, tx);
+    }
+
+    /// The end of a batch of input: writes the held burst (see
+    /// [`set_burst_order`](Self::set_burst_order)) to its players.
+    pub fn end_batch(&mut self, tx: &mut impl TxSink) {
+        let before = crate::alloc_count::this_thread();
+        self.router.end_burst(&mut self.peers, tx);
+        self.count_media_allocations(before);
+    }
+
     /// Time passed: visits the sessions whose deadline came, and runs the core's own periodic
     /// work when it is due.
     pub fn handle_timeout(&mut self, now: Instant, tx: &mut impl TxSink) {
+        // Layer choices and replays given up change what players take: a held burst goes out
+        // first (a node's loop has none here: it ends every batch).
+        self.router.end_burst(&mut self.peers, tx);
         if !self.peers.is_empty() && now >= self.next_layer_choice {
             self.next_layer_choice = now + LAYER_CHOICE_INTERVAL;
             // Moved players' keyframe requests come due now, and are made below.

@@ -22,6 +22,7 @@
 //!                                                       └─ other cores → ForwardSink
 //! ```
 
+mod burst;
 mod core;
 mod counters;
 pub mod demux;

@@ -5,7 +5,9 @@
 //! or the core it is on; the players here; the other cores with players) and routes between them:
 //!
 //! - a publisher's packet fans out to the players here, each written, rewritten and encrypted
-//!   straight into its own datagram, and crosses once to each other core that has players;
+//!   straight into its own datagram, and crosses once to each other core that has players; in
+//!   burst order (with UDP GSO) a frame's video is held plain and written player by player at
+//!   the frame's end, so that a player's datagrams of the frame lie together (see `burst.rs`);
 //! - players' keyframe requests go to the publisher's session, which merges them, and their
 //!   NACKs are answered from the core's cache of the stream's video, the rest asked of the
 //!   publisher;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::control::{CoreId, SessionId, StreamId};
+use crate::media::burst::{ends_frame, Burst};
 use crate::media::forward::{ForwardKind, ForwardSink};
 use crate::media::peer::{Peer, Peers};
 use crate::media::retransmission_cache::RetransmissionCache;
@@ -44,6 +47,10 @@ const LAYER_RATE_PERIODS: usize = 4;
 const KEYFRAME_REPLAY_MAX_PACKETS: usize = 300;
 /// Room left in a hand-off ring after a keyframe replay, for the live packets that share it.
 const REPLAY_RING_HEADROOM: usize = 256;
+/// A burst's fan-out asks the sink to submit once this many datagrams were written since the
+/// last submit (at a player's end): a delta frame of ~8 packets to 8 players, a keyframe to 1 or
+/// 2, ~80–150 KB that the kernel copies while they are still in the cache.
+const SUBMIT_AFTER: usize = 64;
 /// How long players wait for a replay from the publisher's core (its end marker may have been
 /// dropped with a full ring) before they take live video and a keyframe request.
 const REPLAY_TIMEOUT: Duration = Duration::from_millis(300);
@@ -138,6 +145,20 @@ impl LocalStream {
         self.video_caches.get_mut(usize::from(layer))?.as_mut()
     }
 
+    /// Accounts for a packet the publisher sent, when it arrives (whether or not its fan-out is
+    /// held): its layer's activity and bytes, and a video packet kept for NACKs and new players.
+    fn note_received(&mut self, now: Instant, media: ReceivedMedia, plain: &[u8]) {
+        if media.kind != MediaKind::Video {
+            return;
+        }
+        let layer = usize::from(media.layer);
+        if let Some(seen) = self.layer_seen.get_mut(layer) {
+            *seen = Some(now);
+            self.layer_bytes[layer] += plain.len() as u64;
+        }
+        self.cache_video(media.layer, media.keyframe, plain);
+    }
+
     /// Keeps a video packet for players' NACKs and new players.
     fn cache_video(&mut self, layer: u8, keyframe: bool, plain: &[u8]) {
         if let Some(cache) = self.layer_cache(layer) {
@@ -178,6 +199,8 @@ pub(super) struct Router<F> {
     layers_measured_at: Option<Instant>,
     /// Scratch list of (stream, layer) replays given up, kept so that expiring allocates nothing.
     expired: Vec<(StreamId, u8)>,
+    /// The video burst held for fan-out player by player, when burst order is on.
+    burst: Option<Burst>,
 }
 
 impl<F: ForwardSink> Router<F> {
@@ -191,6 +214,7 @@ impl<F: ForwardSink> Router<F> {
             replay_deadline: None,
             layers_measured_at: None,
             expired: Vec::new(),
+            burst: None,
         }
     }
 
@@ -345,6 +369,11 @@ impl<F: ForwardSink> Router<F> {
         payload: &[u8],
         tx: &mut impl TxSink,
     ) {
+        if !matches!(kind, ForwardKind::Rtp { .. }) {
+            // Replays, their ends and the rest change what players take: the held burst goes
+            // first, to the players as they were when it arrived.
+            self.end_burst(peers, tx);
+        }
         match kind {
             ForwardKind::Rtp {
                 kind,
@@ -388,7 +417,9 @@ impl<F: ForwardSink> Router<F> {
 
     /// Writes one decrypted packet to every local player of `stream` (of a simulcast stream's
     /// video, to those its layer is for) and keeps a video packet for their NACKs and new
-    /// players.
+    /// players. With burst order on, video is held and written at the burst's end, player by
+    /// player (see [`Burst`]); anything else ends the burst held before it (so audio is not held
+    /// behind video, and nothing is held longer than the send queue held it before).
     fn fan_out(
         &mut self,
         now: Instant,
@@ -401,43 +432,74 @@ impl<F: ForwardSink> Router<F> {
         let Some(local) = self.streams.get_mut(&stream) else {
             return;
         };
-        let ReceivedMedia {
-            kind,
-            keyframe,
-            layer,
-            ..
-        } = media;
-        if kind == MediaKind::Video {
-            if let Some(seen) = local.layer_seen.get_mut(usize::from(layer)) {
-                *seen = Some(now);
-                local.layer_bytes[usize::from(layer)] += plain.len() as u64;
-            }
-            local.cache_video(layer, keyframe, plain);
+        local.note_received(now, media, plain);
+        if local.players.is_empty() {
+            return;
         }
-        for player in &local.players {
-            let Some(peer) = peers.get_mut(player) else {
-                continue;
-            };
-            let Some(remote) = peer.session.remote() else {
-                continue;
-            };
-            if !peer.session.is_connected() || (peer.awaiting_replay && kind == MediaKind::Video) {
-                continue;
+        let packet = (now, media, plain);
+        let Some(burst) = &mut self.burst else {
+            write_to_players(&mut self.counters, &local.players, peers, packet, tx);
+            return;
+        };
+        if media.kind != MediaKind::Video {
+            self.end_burst(peers, tx);
+            if let Some(local) = self.streams.get(&stream) {
+                write_to_players(&mut self.counters, &local.players, peers, packet, tx);
             }
-            let session = &mut peer.session;
-            if kind == MediaKind::Video
-                && session.take_layer(layer, keyframe) == LayerDecision::Drop
-            {
-                continue;
-            }
-            let mut written = 0;
-            tx.push_with_on(peer.socket, remote, |buf| {
-                written = session.write_rtp(now, (kind, layer), plain, buf);
-                written
-            });
-            self.counters.rtp_sent += 1;
-            self.counters.rtp_sent_bytes += written as u64;
+            return;
         }
+        if !burst.fits(stream, plain.len()) {
+            self.end_burst(peers, tx);
+        }
+        if let Some(burst) = &mut self.burst {
+            burst.hold(stream, now, media, plain);
+        }
+        if ends_frame(plain) {
+            self.end_burst(peers, tx);
+        }
+    }
+
+    /// Turns burst order on or off (off: every packet is written to every player at once). On
+    /// suits a sink that sends each destination's datagrams of a burst together (UDP GSO);
+    /// whoever drives the core then ends each batch of input with [`end_burst`](Self::end_burst).
+    pub(super) fn set_burst_order(&mut self, on: bool, peers: &mut Peers, tx: &mut impl TxSink) {
+        self.end_burst(peers, tx);
+        match (on, self.burst.is_some()) {
+            (true, false) => self.burst = Some(Burst::new()),
+            (false, true) => self.burst = None,
+            _ => {}
+        }
+    }
+
+    /// Writes the held burst to the players of its stream, one player at a time: all of the
+    /// burst's packets that a player takes, back to back, then the next player; the sink is
+    /// asked to submit every [`SUBMIT_AFTER`] datagrams, at a player's end. Each player takes the
+    /// packets as at once before: in order, with its layer decided packet by packet.
+    pub(super) fn end_burst(&mut self, peers: &mut Peers, tx: &mut impl TxSink) {
+        let Some(burst) = &mut self.burst else {
+            return;
+        };
+        let Some(stream) = burst.stream() else {
+            return;
+        };
+        if let Some(local) = self.streams.get(&stream) {
+            let mut queued = 0;
+            for player in &local.players {
+                let Some(peer) = peers.get_mut(player) else {
+                    continue;
+                };
+                for packet in burst.packets() {
+                    if write_packet(&mut self.counters, peer, packet, tx) {
+                        queued += 1;
+                    }
+                }
+                if queued >= SUBMIT_AFTER {
+                    tx.submit();
+                    queued = 0;
+                }
+            }
+        }
+        burst.clear();
     }
 
     /// Writes one packet of a keyframe replay from the publisher's core to the local players of
@@ -585,6 +647,8 @@ impl<F: ForwardSink> Router<F> {
         stream: StreamId,
         tx: &mut impl TxSink,
     ) {
+        // The held burst is in the cache the new player starts from: it must not get it twice.
+        self.end_burst(peers, tx);
         let Some(peer) = peers.get_mut(&id) else {
             return;
         };
@@ -929,6 +993,51 @@ impl<F: ForwardSink> Router<F> {
             }
         }
     }
+}
+
+/// Writes one packet (with its arrival time) to every one of `players` at once.
+fn write_to_players(
+    counters: &mut RouterCounters,
+    players: &[SessionId],
+    peers: &mut Peers,
+    packet: (Instant, ReceivedMedia, &[u8]),
+    tx: &mut impl TxSink,
+) {
+    for player in players {
+        if let Some(peer) = peers.get_mut(player) {
+            write_packet(counters, peer, packet, tx);
+        }
+    }
+}
+
+/// Writes one packet (with its arrival time) to one player, rewritten and encrypted straight
+/// into the sink's buffer, unless the player does not take it: not connected yet, waiting for
+/// a keyframe replay (video), or on another simulcast layer. Returns whether it was queued.
+fn write_packet(
+    counters: &mut RouterCounters,
+    peer: &mut Peer,
+    (now, media, plain): (Instant, ReceivedMedia, &[u8]),
+    tx: &mut impl TxSink,
+) -> bool {
+    let Some(remote) = peer.session.remote() else {
+        return false;
+    };
+    let video = media.kind == MediaKind::Video;
+    if !peer.session.is_connected() || (peer.awaiting_replay && video) {
+        return false;
+    }
+    let session = &mut peer.session;
+    if video && session.take_layer(media.layer, media.keyframe) == LayerDecision::Drop {
+        return false;
+    }
+    let mut written = 0;
+    tx.push_with_on(peer.socket, remote, |buf| {
+        written = session.write_rtp(now, (media.kind, media.layer), plain, buf);
+        written
+    });
+    counters.rtp_sent += 1;
+    counters.rtp_sent_bytes += written as u64;
+    true
 }
 
 #[cfg(test)]

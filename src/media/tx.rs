@@ -67,6 +67,12 @@ pub trait TxSink {
         fill: impl FnOnce(&mut [u8]) -> usize,
     );
 
+    /// Hands what was queued so far to the kernel now, where the sink holds datagrams to send
+    /// them together (a send queue, which groups each destination's datagrams for UDP GSO); a
+    /// no-op otherwise. A burst's fan-out calls it every few players, each of whose datagrams
+    /// were pushed back to back, so that the kernel copies them while they are in the cache.
+    fn submit(&mut self) {}
+
     /// Queues a copy of `data` (cut to [`MAX_DATAGRAM`]).
     fn push_on(&mut self, socket: SocketId, dst: SocketAddr, data: &[u8]) {
         self.push_with_on(socket, dst, |buf| {
@@ -105,6 +111,8 @@ impl fmt::Debug for SentDatagram {
 #[derive(Debug, Default)]
 pub struct MemorySink {
     sent: Vec<SentDatagram>,
+    /// How many datagrams had been queued at each [`TxSink::submit`] since the last drain.
+    submits: Vec<usize>,
 }
 
 impl MemorySink {
@@ -115,7 +123,14 @@ impl MemorySink {
 
     /// Takes the datagrams queued so far, oldest first.
     pub fn drain(&mut self) -> std::vec::Drain<'_, SentDatagram> {
+        self.submits.clear();
         self.sent.drain(..)
+    }
+
+    /// Where the writer asked for a submit ([`TxSink::submit`]) since the last drain: how many
+    /// datagrams were queued at each.
+    pub fn submits(&self) -> &[usize] {
+        &self.submits
     }
 
     /// The datagrams queued so far, oldest first.
@@ -151,6 +166,10 @@ impl TxSink for MemorySink {
                 contents,
             });
         }
+    }
+
+    fn submit(&mut self) {
+        self.submits.push(self.sent.len());
     }
 }
 

@@ -104,6 +104,10 @@ impl DatagramHandler for Driver {
         let now = self.clock.batch_time();
         self.media.handle_tcp_closed(now, socket, src);
     }
+
+    fn on_batch_end(&mut self, tx: &mut SendQueue) {
+        self.media.end_batch(tx);
+    }
 }
 
 /// Runs a core until it is told to shut down.
@@ -133,6 +137,9 @@ pub fn run(setup: CoreSetup) {
         inbox: mesh.inbox,
         clock: ArrivalClock::default(),
     };
+    // With GSO the send queue holds a frame's sends until its end anyway: the media core holds
+    // the frame's plain packets instead and writes them player by player at the end.
+    driver.media.set_burst_order(io.gso(), io.send_queue());
     info!(
         core = id.0,
         addr = %io.local_addr(),
@@ -173,6 +180,8 @@ pub fn run(setup: CoreSetup) {
             }
         };
         let mut active = driver.clock.end_batch() || handled > 0;
+        // The poll ended its batch unless it failed half-way: nothing is held across polls.
+        driver.media.end_batch(io.send_queue());
         now = Instant::now();
         while let Some(socket) = io.take_lost_connection() {
             driver

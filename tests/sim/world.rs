@@ -7,6 +7,10 @@
 //! with the fixed test keys once ICE is up on both ends (as DTLS would have). Everything that
 //! happens after that — STUN, SRTP, RTCP, retransmissions, relays, timeouts — is the node's
 //! own code, driven by [`World::run_for`] from deadline to deadline.
+//!
+//! The cores run in burst order (`MediaCore::set_burst_order`), as a node with UDP GSO (the
+//! default) runs them: what a step delivered is a batch, ended before the nodes' output is put
+//! on the network.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -205,7 +209,12 @@ impl World {
             },
             seed: self.seed ^ (index as u64 + 1),
         };
-        MediaCore::new(config, NoDtls, ForwardQueue::new(), self.now)
+        burst_ordered(MediaCore::new(
+            config,
+            NoDtls,
+            ForwardQueue::new(),
+            self.now,
+        ))
     }
 
     /// Relays every stream published on `origin` to each of `edges`, as the origin's control
@@ -242,7 +251,7 @@ impl World {
         }
         let n = &mut self.nodes[node];
         n.down = true;
-        n.core = MediaCore::new(
+        n.core = burst_ordered(MediaCore::new(
             MediaCoreConfig {
                 id: CoreId(0),
                 timeouts: SessionTimeouts {
@@ -254,7 +263,7 @@ impl World {
             NoDtls,
             ForwardQueue::new(),
             self.now,
-        );
+        ));
         n.streams.clear();
         n.sockets.clear();
         n.relay_sockets.clear();
@@ -682,6 +691,9 @@ impl World {
     /// requests and events, and keys the sessions whose ICE is up.
     fn flush(&mut self) {
         let now = self.now;
+        for node in &mut self.nodes {
+            node.core.end_batch(&mut node.sink);
+        }
         for index in 0..self.nodes.len() {
             let node = &mut self.nodes[index];
             while let Some(request) = node.core.poll_socket_request() {
@@ -840,6 +852,12 @@ impl World {
             self.flush();
         }
     }
+}
+
+/// A new core, holding bursts.
+fn burst_ordered(mut core: MediaCore<NoDtls, ForwardQueue>) -> MediaCore<NoDtls, ForwardQueue> {
+    core.set_burst_order(true, &mut MemorySink::new());
+    core
 }
 
 fn publisher_tracks() -> Vec<PublishedTrack> {

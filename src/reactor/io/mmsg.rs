@@ -178,6 +178,7 @@ impl MmsgRecv {
         if woken {
             handler.on_wake(sendq);
         }
+        handler.on_batch_end(sendq);
         sendq.flush()?;
         Ok(handled)
     }

@@ -151,6 +151,12 @@ pub trait DatagramHandler {
     );
     /// The Waker fired (control messages or packets from other cores are waiting).
     fn on_wake(&mut self, tx: &mut SendQueue);
+    /// The poll's datagrams and wake-up were handled; what the handler queued is flushed right
+    /// after. A handler that holds input to send it in another order (the media core's burst
+    /// order) writes it now, so it is held no longer than the poll.
+    fn on_batch_end(&mut self, tx: &mut SendQueue) {
+        let _ = tx;
+    }
     /// ICE-TCP connection `socket`, whose peer was `src`, closed (after a frame arrived on
     /// it): the session it carried has lost that path. Its id may serve another peer next.
     fn on_tcp_closed(&mut self, socket: SocketId, src: SocketAddr) {
@@ -487,8 +493,8 @@ impl UdpIo {
 
     /// Flushes queued sends, waits until datagrams arrive, the waker fires, or `timeout` passes
     /// (`None` = wait indefinitely, `Some(0)` = don't block), then calls the handler for each
-    /// received datagram (at most 256 per call) and `on_wake` if woken, then flushes sends
-    /// queued by the handler. Sends are also flushed as soon as a datagram's handling leaves 64
+    /// received datagram (at most 256 per call), `on_wake` if woken and `on_batch_end`, then
+    /// flushes sends queued by the handler. Sends are also flushed as soon as a datagram's handling leaves 64
     /// or more queued, so a large fan-out does not wait for the rest of the batch; with GSO
     /// (the default), after a datagram that ends a frame (RTP marker bit), so that each
     /// destination's packets of the frame leave in one send. Returns the number of datagrams
@@ -1033,6 +1039,74 @@ mod tests {
         assert_eq!(io.stats().tx_errors, 1);
     }
 
+    /// Sends queued between polls (a timer's) leave before the next poll waits, not when it
+    /// returns (here after a second of silence).
+    fn sends_between_polls_leave_before_the_wait(choice: BackendChoice) {
+        let mut io = bind(choice);
+        let c = client();
+        let to = c.local_addr().unwrap();
+        let arrival = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.recv(&mut buf).map(|_| Instant::now())
+        });
+        let start = Instant::now();
+        io.send_queue().push(to, b"from a timer");
+        io.poll(Some(Duration::from_secs(1)), &mut Echo::default())
+            .unwrap();
+        let arrived = arrival.join().unwrap().expect("the send arrived");
+        let waited = arrived.saturating_duration_since(start);
+        assert!(
+            waited < Duration::from_millis(500),
+            "arrived after {waited:?}"
+        );
+    }
+
+    /// What a handler queues at the end of the batch leaves with the poll.
+    fn batch_end_sends_leave_with_the_poll(choice: BackendChoice) {
+        /// Holds what arrives and echoes it all at the batch's end.
+        #[derive(Default)]
+        struct Held {
+            held: Vec<(SocketAddr, Vec<u8>)>,
+            batches: usize,
+        }
+        impl DatagramHandler for Held {
+            fn on_datagram(
+                &mut self,
+                _socket: SocketId,
+                src: SocketAddr,
+                data: &mut [u8],
+                _received_ns: Option<u64>,
+                _tx: &mut SendQueue,
+            ) {
+                self.held.push((src, data.to_vec()));
+            }
+            fn on_wake(&mut self, _tx: &mut SendQueue) {}
+            fn on_batch_end(&mut self, tx: &mut SendQueue) {
+                self.batches += 1;
+                for (src, data) in self.held.drain(..) {
+                    tx.push(src, &data);
+                }
+            }
+        }
+        let mut io = bind(choice);
+        let c = client();
+        for i in 0..3u8 {
+            c.send_to(&[i], io.local_addr()).unwrap();
+        }
+        let mut h = Held::default();
+        poll_until(&mut io, &mut h, |io| io.stats().rx_datagrams == 3);
+        assert!(h.held.is_empty());
+        assert!(h.batches >= 1);
+        assert!(io.send_queue().is_empty(), "flushed by the poll");
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 8];
+        for i in 0..3u8 {
+            assert_eq!(c.recv(&mut buf).unwrap(), 1);
+            assert_eq!(buf[0], i);
+        }
+    }
+
     fn ipv6_echo(choice: BackendChoice) {
         let Ok(mut io) = UdpIo::bind("[::1]:0".parse().unwrap(), choice) else {
             return; // no IPv6 loopback here
@@ -1508,6 +1582,8 @@ mod tests {
         overflow_flushes,
         truncated_dropped,
         timer_sends_and_bad_family,
+        sends_between_polls_leave_before_the_wait,
+        batch_end_sends_leave_with_the_poll,
         ipv6_echo,
         dual_stack_echo,
         extra_socket_receives_and_sends,

@@ -17,9 +17,14 @@
 //! adjacent, so a GSO send names each slot in an iovec of its own (every one but the last
 //! exactly the segment size, as the kernel cuts at that boundary). Sends are held until the
 //! received packet that ends a frame (the RTP marker bit) has been handled, or the end of the
-//! poll, never longer. A socket whose GSO send the kernel refuses (EIO, EINVAL: no checksum
-//! offload, a route it cannot segment for) is marked non-GSO and the packets are sent one by
-//! one (counted in `gso_fallbacks`). A socket whose kernel lacks `UDP_SEGMENT` (before 4.18) is
+//! poll, never longer. With GSO the media core also holds a frame's plain packets and writes them
+//! player by player (burst order, `MediaCore::set_burst_order`), asking for a submit
+//! ([`TxSink::submit`]) every few players: each player's datagrams then lie back to back and
+//! leave while they are in the cache, and the sort finds them already grouped.
+//!
+//! A socket whose GSO send the kernel refuses (EIO, EINVAL: no checksum offload, a route it
+//! cannot segment for) is marked non-GSO and the packets are sent one by one (counted in
+//! `gso_fallbacks`). A socket whose kernel lacks `UDP_SEGMENT` (before 4.18) is
 //! never sent GSO: older kernels would ignore the control message and send one big datagram.
 //!
 //! When the pool is empty, `push_with` flushes synchronously: sendmmsg, or submit + reap the
@@ -461,12 +466,20 @@ impl SendQueue {
     /// send completions posted by the submit (MSG_DONTWAIT sends complete inline) are reaped
     /// right away, so slots and counters are current; other completions wait in the stash.
     pub(super) fn flush(&mut self) -> io::Result<()> {
+        let result = self.hand_over();
+        self.residence.flushed();
+        result
+    }
+
+    /// What [`flush`](Self::flush) does but end the residence of the datagrams handled since
+    /// the last flush: a burst's fan-out submits every few players (see [`TxSink::submit`]),
+    /// and its packets' residence ends with their last player's sends, at the flush after the
+    /// burst ends.
+    fn hand_over(&mut self) -> io::Result<()> {
         if let Some(tcp) = &mut self.tcp {
             tcp.flush(self.ring.as_mut());
         }
-        let result = self.send_pending();
-        self.residence.flushed();
-        result
+        self.send_pending()
     }
 
     /// Sends `pending`; io_uring: submits, reaps, and sends one by one what a refused GSO send
@@ -909,6 +922,12 @@ impl TxSink for SendQueue {
 
     fn push_on(&mut self, socket: SocketId, dst: SocketAddr, data: &[u8]) {
         SendQueue::push_on(self, socket, dst, data);
+    }
+
+    fn submit(&mut self) {
+        // An error here (EINTR, EBUSY) leaves the sends queued; the poll's own flush retries
+        // and reports it.
+        let _ = self.hand_over();
     }
 }
 

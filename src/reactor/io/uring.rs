@@ -443,6 +443,9 @@ impl UringRecv {
         waker: &Waker,
         mut tcp: Option<&mut TcpSide>,
     ) -> io::Result<usize> {
+        // Sends queued since the last poll (a timer's) leave now, not after the wait: the queue
+        // holds them in `pending` until a flush, which the wait's submit does not do.
+        sendq.flush()?;
         if let Some(tcp) = tcp.as_deref_mut() {
             tcp.uring_arm(sendq);
         }
@@ -509,6 +512,7 @@ impl UringRecv {
         if woken {
             handler.on_wake(sendq);
         }
+        handler.on_batch_end(sendq);
         sendq.flush()?;
         Ok(handled)
     }
