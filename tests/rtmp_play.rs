@@ -77,8 +77,16 @@ impl Node {
     fn wait_for_n(&self, text: &str, n: usize, limit: Duration) -> Option<()> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let lines = self.logs.lock().unwrap();
-            if lines.iter().filter(|l| l.contains(text)).count() >= n {
+            // The guard must be gone before the sleep: held through it, the lock is taken
+            // again at once and the thread reading the node's log starves.
+            let seen = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(text))
+                .count();
+            if seen >= n {
                 return Some(());
             }
             std::thread::sleep(Duration::from_millis(50));
