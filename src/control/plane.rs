@@ -75,6 +75,13 @@ pub struct RelayedStream {
     pub acl: Vec<String>,
 }
 
+/// A player the registry took: its stream, the stream's publisher's core and its own.
+struct AdmittedPlayer {
+    stream: StreamId,
+    publisher_core: CoreId,
+    core: CoreId,
+}
+
 /// Why a play was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlayError {
@@ -237,23 +244,44 @@ impl<R: Rng> ControlPlane<R> {
         acl_key: Option<String>,
         client: ClientInfo,
     ) -> Result<(), PlayError> {
-        let name = spec.stream_name.clone();
+        let admitted =
+            self.admit_player(now, &spec.stream_name, spec.id, Some(core), acl_key, client)?;
+        spec.stream = admitted.stream;
+        spec.publisher_core = Some(admitted.publisher_core);
+        self.core(core, CoreCommand::AddSession(Box::new(spec)));
+        Ok(())
+    }
+
+    /// Registers player `id` of stream `name` on `core` (`None`: on the publisher's core) when
+    /// the stream's access list lets `acl_key` in, for [`handle_play`](Self::handle_play) and
+    /// [`handle_egress`](Self::handle_egress).
+    fn admit_player(
+        &mut self,
+        now: Instant,
+        name: &str,
+        id: SessionId,
+        core: Option<CoreId>,
+        acl_key: Option<String>,
+        client: ClientInfo,
+    ) -> Result<AdmittedPlayer, PlayError> {
         let stream = self
             .registry
-            .stream(&name)
-            .ok_or_else(|| RegistryError::StreamNotFound(name.clone()))?;
+            .stream(name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
         if !stream.acl_allows(acl_key.as_deref()) {
             return Err(PlayError::RestrictedAccess);
         }
-        let (stream_id, publisher_core) = (stream.id, stream.core);
-        let commands = self.registry.add_player(now, &name, spec.id, core)?;
-        self.registry.set_acl_key(spec.id, acl_key);
-        self.registry.set_client(spec.id, client);
+        let (stream, publisher_core) = (stream.id, stream.core);
+        let core = core.unwrap_or(publisher_core);
+        let commands = self.registry.add_player(now, name, id, core)?;
+        self.registry.set_acl_key(id, acl_key);
+        self.registry.set_client(id, client);
         self.commands(commands);
-        spec.stream = stream_id;
-        spec.publisher_core = Some(publisher_core);
-        self.core(core, CoreCommand::AddSession(Box::new(spec)));
-        Ok(())
+        Ok(AdmittedPlayer {
+            stream,
+            publisher_core,
+            core,
+        })
     }
 
     /// A player that is not a WebRTC peer (RTMP) of `spec.stream_name`, presenting `acl_key`:
@@ -267,23 +295,11 @@ impl<R: Rng> ControlPlane<R> {
         acl_key: Option<String>,
         client: ClientInfo,
     ) -> Result<CoreId, PlayError> {
-        let name = spec.stream_name.clone();
-        let stream = self
-            .registry
-            .stream(&name)
-            .ok_or_else(|| RegistryError::StreamNotFound(name.clone()))?;
-        if !stream.acl_allows(acl_key.as_deref()) {
-            return Err(PlayError::RestrictedAccess);
-        }
-        let (stream_id, core) = (stream.id, stream.core);
         // On the publisher's core: no core is attached for it.
-        let commands = self.registry.add_player(now, &name, spec.id, core)?;
-        self.registry.set_acl_key(spec.id, acl_key);
-        self.registry.set_client(spec.id, client);
-        self.commands(commands);
-        spec.stream = stream_id;
-        self.core(core, CoreCommand::AddEgress(Box::new(spec)));
-        Ok(core)
+        let admitted = self.admit_player(now, &spec.stream_name, spec.id, None, acl_key, client)?;
+        spec.stream = admitted.stream;
+        self.core(admitted.core, CoreCommand::AddEgress(Box::new(spec)));
+        Ok(admitted.core)
     }
 
     /// What an egress (an RTMP player) sent its client so far, kept as a core's report of a
