@@ -201,8 +201,9 @@ impl H264Packetizer {
     }
 }
 
-/// Copies `from` into `to`, reusing its allocation.
-fn replace(to: &mut Vec<u8>, from: &[u8]) {
+/// Copies `from` into `to`, reusing its allocation (the packetizer's and the RTMP player's
+/// parameter sets).
+pub(super) fn replace(to: &mut Vec<u8>, from: &[u8]) {
     if to.as_slice() != from {
         to.clear();
         to.extend_from_slice(from);

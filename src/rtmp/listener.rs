@@ -272,12 +272,7 @@ impl Client {
     ) -> Result<(), String> {
         let (name, credentials) = player::parse_key(app, stream_key);
         self.name = Some(name.clone());
-        let client = ClientInfo {
-            peer: Some(self.peer),
-            user_agent: Some("RTMP".into()),
-            relay: false,
-            ingest: false,
-        };
+        let client = ClientInfo::new(self.peer, Some("RTMP"));
         match player::start(state, &name, &credentials, client).await {
             Ok(playing) => {
                 self.connection.accept_play().map_err(|e| e.to_string())?;
@@ -488,10 +483,8 @@ impl Client {
         match outcome {
             Ok(VideoOutcome::Configured { profile_level_id }) => {
                 let client = ClientInfo {
-                    peer: Some(peer),
-                    user_agent: Some("RTMP".into()),
-                    relay: false,
                     ingest: true,
+                    ..ClientInfo::new(peer, Some("RTMP"))
                 };
                 let with_audio = published.audio.expected();
                 let registered = ingest::register(

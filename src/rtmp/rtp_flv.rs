@@ -14,6 +14,8 @@
 
 use rtp::{RtpHeader, VideoCodec};
 
+use super::h264_rtp::replace;
+
 /// The largest access unit passed on (a 4K keyframe at a high bitrate is well under it).
 pub const MAX_ACCESS_UNIT: usize = 4 << 20;
 /// The largest SPS or PPS kept.
@@ -313,11 +315,6 @@ impl RtpToFlv {
             body,
         });
     }
-}
-
-fn replace(stored: &mut Vec<u8>, nal: &[u8]) {
-    stored.clear();
-    stored.extend_from_slice(nal);
 }
 
 /// The AVC sequence header's tag body: an AVCDecoderConfigurationRecord of one SPS and one
