@@ -66,6 +66,13 @@ pub enum RtmpError {
     UnknownApp(String),
 }
 
+impl RtmpError {
+    /// What the protocol crate refused, as its text.
+    fn protocol(e: impl std::fmt::Display) -> RtmpError {
+        RtmpError::Protocol(e.to_string())
+    }
+}
+
 enum Phase {
     Handshake(Box<Handshake>),
     Chunks {
@@ -145,7 +152,7 @@ impl RtmpConnection {
                     } => {
                         self.out.extend_from_slice(&response_bytes);
                         let (session, results) = ServerSession::new(ServerSessionConfig::new())
-                            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+                            .map_err(RtmpError::protocol)?;
                         self.phase = Phase::Chunks {
                             session: Box::new(session),
                             guard: ChunkGuard::new(self.limits),
@@ -168,9 +175,7 @@ impl RtmpConnection {
             return Ok(());
         };
         guard.check(bytes)?;
-        let results = session
-            .handle_input(bytes)
-            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        let results = session.handle_input(bytes).map_err(RtmpError::protocol)?;
         self.handle_results(results)
     }
 
@@ -180,7 +185,7 @@ impl RtmpConnection {
             return Ok(());
         };
         let results = self.session()?.accept_request(request);
-        let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        let results = results.map_err(RtmpError::protocol)?;
         self.publishing = true;
         self.handle_results(results)
     }
@@ -194,7 +199,7 @@ impl RtmpConnection {
         let results = self
             .session()?
             .reject_request(request, "NetStream.Publish.BadName", why)
-            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            .map_err(RtmpError::protocol)?;
         self.handle_results(results)
     }
 
@@ -205,7 +210,7 @@ impl RtmpConnection {
             return Ok(());
         };
         let results = self.session()?.accept_request(request);
-        let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        let results = results.map_err(RtmpError::protocol)?;
         self.playing = Some(stream_id);
         self.handle_results(results)
     }
@@ -219,7 +224,7 @@ impl RtmpConnection {
         let results = self
             .session()?
             .reject_request(request, code, why)
-            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            .map_err(RtmpError::protocol)?;
         self.handle_results(results)
     }
 
@@ -241,7 +246,7 @@ impl RtmpConnection {
         let packet = self
             .session()?
             .send_metadata(stream_id, &metadata)
-            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            .map_err(RtmpError::protocol)?;
         self.out.extend_from_slice(&packet.bytes);
         Ok(())
     }
@@ -254,7 +259,7 @@ impl RtmpConnection {
         let packet = self
             .session()?
             .send_video_data(stream_id, data, RtmpTimestamp::new(timestamp_ms), false)
-            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            .map_err(RtmpError::protocol)?;
         self.out.extend_from_slice(&packet.bytes);
         Ok(())
     }
@@ -267,7 +272,7 @@ impl RtmpConnection {
         let packet = self
             .session()?
             .finish_playing(stream_id)
-            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            .map_err(RtmpError::protocol)?;
         self.out.extend_from_slice(&packet.bytes);
         Ok(())
     }
@@ -301,7 +306,7 @@ impl RtmpConnection {
                 let base = app_name.split('?').next().unwrap_or_default();
                 if self.apps.iter().any(|a| a == base) {
                     let results = self.session()?.accept_request(request_id);
-                    let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+                    let results = results.map_err(RtmpError::protocol)?;
                     self.handle_results(results)?;
                 } else {
                     let why = format!("application {base:?} is not served here");
@@ -310,7 +315,7 @@ impl RtmpConnection {
                         "NetConnection.Connect.Rejected",
                         &why,
                     );
-                    let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+                    let results = results.map_err(RtmpError::protocol)?;
                     self.handle_results(results)?;
                     return Err(RtmpError::UnknownApp(app_name));
                 }
@@ -331,7 +336,7 @@ impl RtmpConnection {
                         "NetStream.Publish.BadName",
                         "this connection publishes a stream already",
                     );
-                    let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+                    let results = results.map_err(RtmpError::protocol)?;
                     return self.handle_results(results);
                 }
                 self.pending_publish = Some(request_id);
@@ -380,7 +385,7 @@ impl RtmpConnection {
                         "NetStream.Play.Failed",
                         "this connection publishes or plays a stream already",
                     );
-                    let results = results.map_err(|e| RtmpError::Protocol(e.to_string()))?;
+                    let results = results.map_err(RtmpError::protocol)?;
                     return self.handle_results(results);
                 }
                 self.pending_play = Some((request_id, stream_id));
