@@ -1,4 +1,5 @@
-//! An egress tap (an RTMP player) on the forwarding path allocates nothing: an ingest's packets
+//! An egress tap (an RTMP player, or an RTMP push taking audio too) on the forwarding path
+//! allocates nothing: an ingest's video and audio packets
 //! routed by a media core and copied into the tap's ring, the ring full and dropping, the
 //! consumer taking them out, over thousands of packets once warm.
 
@@ -45,29 +46,36 @@ fn routing_into_an_egress_tap_allocates_nothing() {
         stream,
         stream_name: "cam".into(),
         layer: 0,
+        audio: true,
         tap,
     };
     core.handle_command(now, CoreCommand::AddEgress(Box::new(egress)), &mut sink);
     let mut buf = [0u8; 1200];
     let mut taken = 0u64;
+    let mut audio_taken = 0u64;
     let mut warm = None;
     for seq in 0..5000u16 {
         if seq == 500 {
             // Warm: the first packet reported the stream live (events queued) long ago.
             warm = Some(core.counters().media_allocations);
         }
-        let len = RtpHeaderBuilder::new(Pt::new(102), seq, u32::from(seq) * 3000, Ssrc(9))
+        // Every fifth packet is audio (an RTMP push takes it too).
+        let (kind, pt, ssrc) = if seq % 5 == 0 {
+            (MediaKind::Audio, 111, Ssrc(8))
+        } else {
+            (MediaKind::Video, 102, Ssrc(9))
+        };
+        let len = RtpHeaderBuilder::new(Pt::new(pt), seq, u32::from(seq) * 3000, ssrc)
             .write_to(&mut buf)
             .unwrap();
         buf[len] = 0x41;
-        sender
-            .push(MediaKind::Video, false, &buf[..len + 400])
-            .unwrap();
+        sender.push(kind, false, &buf[..len + 400]).unwrap();
         core.handle_ingests(now, &mut sink);
         // The consumer keeps up most of the time, and falls behind now and then (full ring).
         if seq % 100 < 60 {
-            while rx.pop().is_some() {
+            while let Some(packet) = rx.pop() {
                 taken += 1;
+                audio_taken += u64::from(packet.audio());
             }
         }
         now += Duration::from_millis(3);
@@ -78,6 +86,7 @@ fn routing_into_an_egress_tap_allocates_nothing() {
     );
     assert!(rx.dropped() > 0, "the ring was full at times");
     assert!(taken > 3000, "{taken} packets taken");
+    assert!(audio_taken > 500, "{audio_taken} audio packets taken");
     // Routing counts its own allocations: none once warm.
     assert_eq!(Some(core.counters().media_allocations), warm);
 }

@@ -535,6 +535,7 @@ fn an_egress_starts_on_the_cached_keyframe_gets_the_plain_packets_and_ends_when_
             stream: STREAM,
             stream_name: "cam".into(),
             layer: 0,
+            audio: false,
             tap,
         })),
     );

@@ -310,6 +310,8 @@ pub struct EgressSpec {
     pub stream_name: String,
     /// The simulcast layer it takes (0 without simulcast).
     pub layer: u8,
+    /// Whether it takes the stream's audio too.
+    pub audio: bool,
     /// Where the packets go.
     pub tap: crate::media::EgressTap,
 }

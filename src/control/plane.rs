@@ -326,6 +326,24 @@ impl<R: Rng> ControlPlane<R> {
         Ok(core)
     }
 
+    /// A relay link's tap on the publication `spec.stream` of `spec.stream_name` (an RTMP push
+    /// to an edge): registered as a relay of the stream (ended with it, never subject to its
+    /// access list) and tapping it at its publisher's core (returned). Refused when that
+    /// publication is gone.
+    pub fn handle_relay_egress(
+        &mut self,
+        now: Instant,
+        spec: EgressSpec,
+    ) -> Result<CoreId, RegistryError> {
+        let name = spec.stream_name.clone();
+        if self.registry.stream(&name).map(|s| s.id) != Some(spec.stream) {
+            return Err(RegistryError::StreamNotFound(name));
+        }
+        let core = self.registry.add_relay(now, &name, spec.id)?;
+        self.core(core, CoreCommand::AddEgress(Box::new(spec)));
+        Ok(core)
+    }
+
     /// The cluster node `edge` pulls the stream `name` (a dynamic CDN, issue 14): it is relayed
     /// there once its media flows, until the node releases it or the stream ends.
     ///
@@ -1055,6 +1073,7 @@ mod tests {
             stream: StreamId(0),
             stream_name: name.into(),
             layer: 0,
+            audio: false,
             tap: crate::media::egress_channel(4).0,
         };
         let ingest = IngestSpec {
@@ -1128,6 +1147,60 @@ mod tests {
                     id: SessionId(5),
                     ..
                 }
+            }
+        )));
+    }
+
+    #[test]
+    fn a_relay_egress_taps_its_publication_past_the_access_list_and_ends_with_it() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        let ingest = IngestSpec {
+            id: PUBLISHER,
+            stream: StreamId(0),
+            stream_name: "cam".into(),
+            feed: crate::media::ingest_channel(4).1,
+        };
+        let stream = plane
+            .handle_ingest(now, CoreId(1), ingest, track(), ClientInfo::default())
+            .unwrap();
+        plane
+            .handle_acl_change(now, "cam", AclChange::Add(vec!["k1".into()]))
+            .unwrap();
+        actions(&mut plane);
+        let tap = |id, stream| EgressSpec {
+            id,
+            stream,
+            stream_name: "cam".into(),
+            layer: 0,
+            audio: true,
+            tap: crate::media::egress_channel(4).0,
+        };
+        // Another publication of the name (this one ended, a new one began) is not tapped.
+        assert!(plane
+            .handle_relay_egress(now, tap(SessionId(6), StreamId(stream.0 + 1)))
+            .is_err());
+        assert_eq!(
+            plane.handle_relay_egress(now, tap(SessionId(7), stream)),
+            Ok(CoreId(1))
+        );
+        assert!(matches!(
+            actions(&mut plane).as_slice(),
+            [ControlAction::Core { core: CoreId(1), command: CoreCommand::AddEgress(spec) }]
+                if spec.id == SessionId(7) && spec.audio
+        ));
+        let stream_entry = plane.registry().stream("cam").unwrap();
+        assert_eq!(stream_entry.relays, vec![SessionId(7)]);
+        assert!(stream_entry.players.is_empty());
+        plane.handle_end_session(now, PUBLISHER, EndReason::Deleted);
+        assert!(actions(&mut plane).iter().any(|a| matches!(
+            a,
+            ControlAction::Core {
+                command: CoreCommand::RemoveSession {
+                    id: SessionId(7),
+                    ..
+                },
+                ..
             }
         )));
     }

@@ -1,13 +1,14 @@
 //! Egresses: players that are not WebRTC peers, the mirror of [`crate::media::ingest`]. An
 //! egress (an RTMP player, see `crate::rtmp`) is a tap on a stream at its publisher's core:
 //! the core copies each plain video packet of the stream (decrypted, not rewritten for any
-//! player: the publisher's own sequence numbers and timestamps) into the tap's
-//! single-producer ring of fixed-size slots, and a task on the signalling runtime takes them
-//! out and repackages them.
+//! player: the publisher's own sequence numbers and timestamps), and its audio packets when
+//! the egress asked for them (an RTMP push to an edge), into the tap's single-producer ring of
+//! fixed-size slots, and a task on the signalling runtime takes them out and repackages them.
 //!
 //! Nothing is allocated per packet: the core copies a packet into a slot, and wakes the
-//! consumer through a [`Notify`] once per frame (at a packet with the RTP marker bit: a
-//! frame's packets are only of use together), which stores a permit without allocating. A
+//! consumer through a [`Notify`] once per video frame (at a packet with the RTP marker bit: a
+//! frame's packets are only of use together) or audio packet, which stores a permit without
+//! allocating. A
 //! full ring drops the packet and counts it: the consumer sees the gap in the sequence
 //! numbers and waits for the next keyframe.
 //!
@@ -30,6 +31,7 @@ pub const EGRESS_MTU: usize = 1500;
 #[derive(Clone, Copy)]
 pub struct EgressPacket {
     keyframe: bool,
+    audio: bool,
     len: u16,
     data: [u8; EGRESS_MTU],
 }
@@ -38,6 +40,11 @@ impl EgressPacket {
     /// Whether the publisher marked the packet as part of a keyframe.
     pub fn keyframe(&self) -> bool {
         self.keyframe
+    }
+
+    /// Whether it is an audio packet (else video).
+    pub fn audio(&self) -> bool {
+        self.audio
     }
 
     /// The plain RTP packet.
@@ -85,24 +92,35 @@ pub fn egress_channel(capacity: usize) -> (EgressTap, EgressReceiver) {
 }
 
 impl EgressTap {
-    /// Copies one plain RTP packet in; a full ring (or a packet too long) drops it, counted.
-    /// At the end of a frame (the marker bit) the consumer is woken.
+    /// Copies one plain video RTP packet in; a full ring (or a packet too long) drops it,
+    /// counted. At the end of a frame (the marker bit) the consumer is woken.
     pub fn push(&mut self, keyframe: bool, packet: &[u8]) {
         let marker = packet.get(1).is_some_and(|b| b & 0x80 != 0);
+        self.copy_in(keyframe, false, packet);
+        if marker {
+            self.wake();
+        }
+    }
+
+    /// Copies one plain audio RTP packet in, and wakes the consumer: each is a frame.
+    pub fn push_audio(&mut self, packet: &[u8]) {
+        self.copy_in(false, true, packet);
+        self.wake();
+    }
+
+    fn copy_in(&mut self, keyframe: bool, audio: bool, packet: &[u8]) {
         if packet.len() > EGRESS_MTU || self.producer.is_full() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             let mut slot = EgressPacket {
                 keyframe,
+                audio,
                 len: packet.len() as u16,
                 data: [0; EGRESS_MTU],
             };
             slot.data[..packet.len()].copy_from_slice(packet);
             // Not full (checked above), and this is the only producer.
             let _ = self.producer.push(slot);
-        }
-        if marker {
-            self.wake();
         }
     }
 
@@ -154,6 +172,7 @@ struct Egress {
     id: SessionId,
     stream: StreamId,
     layer: u8,
+    audio: bool,
     tap: EgressTap,
 }
 
@@ -170,6 +189,7 @@ impl Egresses {
             id: spec.id,
             stream: spec.stream,
             layer: spec.layer,
+            audio: spec.audio,
             tap: spec.tap,
         });
     }
@@ -199,7 +219,8 @@ impl Egresses {
             .map(|e| (e.stream, e.layer, &mut e.tap))
     }
 
-    /// A publisher's plain packet of `stream`: copied to its taps (video of their layer).
+    /// A publisher's plain packet of `stream`: copied to its taps (video of their layer, and
+    /// audio to those that take it).
     pub(super) fn feed(
         &mut self,
         stream: StreamId,
@@ -207,11 +228,17 @@ impl Egresses {
         (keyframe, layer): (bool, u8),
         plain: &[u8],
     ) {
-        if self.taps.is_empty() || kind != crate::sdp::MediaKind::Video {
+        if self.taps.is_empty() {
             return;
         }
+        let audio = kind == crate::sdp::MediaKind::Audio;
         for egress in &mut self.taps {
-            if egress.stream == stream && egress.layer == layer && !egress.tap.is_abandoned() {
+            if egress.stream != stream || egress.tap.is_abandoned() {
+                continue;
+            }
+            if audio && egress.audio {
+                egress.tap.push_audio(plain);
+            } else if !audio && egress.layer == layer {
                 egress.tap.push(keyframe, plain);
             }
         }
@@ -241,6 +268,7 @@ mod tests {
             stream,
             stream_name: "s".into(),
             layer: 0,
+            audio: false,
             tap,
         });
         egresses.feed(stream, MediaKind::Audio, (false, 0), &rtp(0, false));
@@ -283,5 +311,40 @@ mod tests {
         assert!(!tap.is_abandoned());
         drop(rx);
         assert!(tap.is_abandoned());
+    }
+
+    #[test]
+    fn audio_crosses_only_to_a_tap_that_takes_it_and_wakes_per_packet() {
+        let (video_only, mut video_rx) = egress_channel(4);
+        let (with_audio, mut audio_rx) = egress_channel(4);
+        let mut egresses = Egresses::default();
+        let stream = StreamId(1);
+        for (id, audio, tap) in [(1, false, video_only), (2, true, with_audio)] {
+            egresses.add(EgressSpec {
+                id: SessionId(id),
+                stream,
+                stream_name: "s".into(),
+                layer: 0,
+                audio,
+                tap,
+            });
+        }
+        egresses.feed(stream, MediaKind::Audio, (false, 0), &rtp(7, false));
+        egresses.feed(stream, MediaKind::Video, (true, 0), &rtp(8, true));
+        assert_eq!(video_rx.pop().unwrap().packet()[3], 8);
+        assert!(video_rx.pop().is_none());
+        let audio = audio_rx.pop().unwrap();
+        assert!(audio.audio() && !audio.keyframe());
+        assert_eq!(audio.packet()[3], 7);
+        let video = audio_rx.pop().unwrap();
+        assert!(!video.audio() && video.keyframe());
+        // The audio packet (no marker bit) woke the consumer by itself: a permit is stored.
+        use std::future::Future;
+        let waker = std::task::Waker::noop();
+        let mut wait = Box::pin(audio_rx.wait());
+        assert!(wait
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_ready());
     }
 }

@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod listener;
 pub mod player;
 pub mod publisher;
+pub mod push;
 pub mod rtp_flv;
 
 pub use connection::{RtmpConnection, RtmpError, RtmpEvent};

@@ -134,6 +134,7 @@ pub async fn start(
         stream: StreamId(0),
         stream_name: name.to_owned(),
         layer,
+        audio: false,
         tap,
     };
     let acl_key = credentials.acl_key.clone();
