@@ -60,6 +60,7 @@ fn origin_of(edge: &Node, transport: RelayTransport) -> Node {
             host: "127.0.0.1".into(),
             ws: Some(edge.http_addr().port()),
             wss: None,
+            rtmp: None,
         }],
         secret: Some(Secret::new(CDN_SECRET)),
         relay_transport: transport,

@@ -38,6 +38,7 @@ fn origin_for(edge: &Node, secret: &str) -> Node {
             host: "127.0.0.1".into(),
             ws: Some(edge.http_addr().port()),
             wss: None,
+            rtmp: None,
         }],
         secret: Some(Secret::new(secret)),
         ..CdnConfig::default()

@@ -244,6 +244,7 @@ mod tests {
                     host: format!("edge{id}"),
                     ws: Some(8080),
                     wss: None,
+                    rtmp: None,
                 })
                 .collect(),
             ..CdnConfig::default()

@@ -25,13 +25,25 @@ pub enum CdnRole {
 }
 
 /// `cdn.stream_distribution`: how an origin rebroadcasts streams to its edges.
-///
-/// WCS also has "rtmp"; rtcdn refuses it when the config is read, naming the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StreamDistribution {
     /// "webrtc": the origin publishes each stream to each edge over the WCS WebSocket protocol.
     #[default]
     WebRtc,
+    /// "rtmp": the origin publishes each stream to each edge's RTMP listener (H.264 video and
+    /// Opus audio as they came, over Enhanced RTMP); a stream RTMP cannot carry (VP8, VP9,
+    /// AV1 video) goes over WebRTC instead.
+    Rtmp,
+}
+
+impl StreamDistribution {
+    /// The TOML (and WCS) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamDistribution::WebRtc => "webrtc",
+            StreamDistribution::Rtmp => "rtmp",
+        }
+    }
 }
 
 /// Parses a `stream_distribution` value (TOML or WCS, case-insensitive); the error says why it
@@ -39,10 +51,8 @@ pub enum StreamDistribution {
 pub(crate) fn parse_stream_distribution(value: &str) -> Result<StreamDistribution, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "webrtc" => Ok(StreamDistribution::WebRtc),
-        "rtmp" => Err("\"rtmp\": RTMP distribution is not implemented; use \"webrtc\"".to_owned()),
-        _ => Err(format!(
-            "{value:?} is not \"webrtc\" (the only distribution rtcdn implements)"
-        )),
+        "rtmp" => Ok(StreamDistribution::Rtmp),
+        _ => Err(format!("{value:?} is not \"webrtc\" or \"rtmp\"")),
     }
 }
 
@@ -57,9 +67,7 @@ impl<'de> Deserialize<'de> for StreamDistribution {
 
 impl Serialize for StreamDistribution {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            StreamDistribution::WebRtc => serializer.serialize_str("webrtc"),
-        }
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -144,6 +152,10 @@ pub struct CdnNode {
     /// Its secure WebSocket (and HTTPS) port; rtcdn's `http.tls_listen` port on that node.
     #[serde(default)]
     pub wss: Option<u16>,
+    /// Its RTMP port (WCS `<rtmp>`), where `stream_distribution = "rtmp"` pushes; else
+    /// `cdn.rtmp_port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmp: Option<u16>,
 }
 
 impl CdnNode {
@@ -179,8 +191,10 @@ pub struct CdnConfig {
     pub role: CdnRole,
     /// WCS `load_balancing_enabled`: an origin relays to `nodes` and balances players over them.
     pub load_balancing_enabled: bool,
-    /// How streams reach the edges; only "webrtc".
+    /// How streams reach the edges: "webrtc" (default) or "rtmp".
     pub stream_distribution: StreamDistribution,
+    /// The edges' RTMP port for `stream_distribution = "rtmp"`, where a node names none.
+    pub rtmp_port: u16,
     /// How a player's edge is chosen.
     pub mode: BalanceMode,
     /// Break ties between equally loaded nodes at random instead of taking the first.
@@ -207,6 +221,7 @@ impl Default for CdnConfig {
             role: CdnRole::Origin,
             load_balancing_enabled: false,
             stream_distribution: StreamDistribution::WebRtc,
+            rtmp_port: 1935,
             mode: BalanceMode::FewestCalls,
             randomize: false,
             nodes: Vec::new(),
@@ -232,6 +247,9 @@ impl CdnConfig {
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         if self.stats_poll_secs == 0 {
             return invalid("cdn.stats_poll_secs", "must be at least 1".into());
+        }
+        if self.rtmp_port == 0 {
+            return invalid("cdn.rtmp_port", "port 0".into());
         }
         if let Some(secret) = &self.secret {
             if secret.expose().len() < MIN_SECRET_LEN {
@@ -278,6 +296,9 @@ impl CdnConfig {
             }
             if node.wss == Some(0) {
                 return invalid("cdn.nodes.wss", format!("node id {}: port 0", node.id));
+            }
+            if node.rtmp == Some(0) {
+                return invalid("cdn.nodes.rtmp", format!("node id {}: port 0", node.id));
             }
             if self.nodes[..i].iter().any(|other| other.id == node.id) {
                 return invalid("cdn.nodes.id", format!("node id {} appears twice", node.id));
@@ -385,19 +406,23 @@ mod tests {
     }
 
     #[test]
-    fn rtmp_distribution_is_refused_by_name() {
-        let err = parse("stream_distribution = \"rtmp\"\n").unwrap_err();
+    fn rtmp_distribution_pushes_to_each_nodes_rtmp_port_or_the_default() {
+        let cdn = parse("stream_distribution = \"RTMP\"\n[[nodes]]\nid = 1\nhost = \"a\"\nws = 1\nrtmp = 1936\n").unwrap();
+        assert_eq!(cdn.stream_distribution, StreamDistribution::Rtmp);
+        assert_eq!((cdn.rtmp_port, cdn.nodes[0].rtmp), (1935, Some(1936)));
+        let cdn = parse("stream_distribution = \"webrtc\"\nrtmp_port = 1940\n").unwrap();
+        assert_eq!(
+            (cdn.stream_distribution, cdn.rtmp_port),
+            (StreamDistribution::WebRtc, 1940)
+        );
+        let err = parse("stream_distribution = \"hls\"\n").unwrap_err();
         assert!(
-            err.contains("cdn.stream_distribution")
-                && err.contains("RTMP distribution is not implemented"),
+            err.contains("cdn.stream_distribution") && err.contains("\"rtmp\""),
             "{err}"
         );
-        assert_eq!(
-            parse("stream_distribution = \"webrtc\"\n")
-                .unwrap()
-                .stream_distribution,
-            StreamDistribution::WebRtc
-        );
+        assert!(parse("rtmp_port = 0\n").unwrap_err().contains("cdn.rtmp_port"));
+        let err = parse("[[nodes]]\nid = 1\nhost = \"a\"\nws = 1\nrtmp = 0\n").unwrap_err();
+        assert!(err.contains("cdn.nodes.rtmp"), "{err}");
     }
 
     #[test]
@@ -450,6 +475,7 @@ mod tests {
             host: "edge1".into(),
             ws: Some(8080),
             wss: Some(8443),
+            rtmp: None,
         };
         assert_eq!(
             node.lb_answer(),
@@ -461,6 +487,7 @@ mod tests {
             host: "::1".into(),
             ws: None,
             wss: Some(443),
+            rtmp: None,
         };
         assert_eq!(
             node.lb_answer(),

@@ -523,6 +523,7 @@ mod tests {
                 host: "edge1.example.com".into(),
                 ws: Some(8080),
                 wss: Some(8443),
+                rtmp: None,
             }]
         );
     }
@@ -544,7 +545,8 @@ mod tests {
                 id: 1,
                 host: "127.0.0.1".into(),
                 ws: Some(8180),
-                wss: None
+                wss: None,
+                rtmp: None,
             }]
         );
         assert_eq!(
@@ -576,7 +578,7 @@ mod tests {
         };
         let err = parse("[cdn]\nmode = \"FEWESTCALLS\"\n");
         assert!(err.contains("mode") && err.contains("t.toml"), "{err}");
-        let err = parse("[cdn]\nstream_distribution = \"rtmp\"\n");
+        let err = parse("[cdn]\nstream_distribution = \"srt\"\n");
         assert!(
             err.contains("cdn.stream_distribution")
                 && err.contains("t.toml")

@@ -443,6 +443,7 @@ fn parse_node(
     let mut host: Option<String> = None;
     let mut ws: Option<u16> = None;
     let mut wss: Option<u16> = None;
+    let mut rtmp: Option<u16> = None;
     for child in node.children() {
         let line = line_of(child.range().start);
         if child.is_text() {
@@ -520,10 +521,17 @@ fn parse_node(
                 }
                 wss = Some(port()?);
             }
-            // The RTMP port the WCS balancer also hands out; rtcdn has no RTMP.
-            "flash" | "rtmp" => {
+            // Where `stream_distribution="rtmp"` pushes to the node.
+            "rtmp" => {
+                if rtmp.is_some() {
+                    return Err(duplicate());
+                }
+                rtmp = Some(port()?);
+            }
+            // The Flash port the WCS balancer also hands out.
+            "flash" => {
                 port()?;
-                warn!(file = %path.display(), line, element = name, "<node> element not used by rtcdn (no RTMP); ignored");
+                warn!(file = %path.display(), line, element = name, "<node> element not used by rtcdn (no Flash); ignored");
             }
             other => {
                 return Err(error(
@@ -553,7 +561,13 @@ fn parse_node(
             format!("<node id=\"{id}\"> has neither <ws> nor <wss>"),
         ));
     }
-    Ok(CdnNode { id, host, ws, wss })
+    Ok(CdnNode {
+        id,
+        host,
+        ws,
+        wss,
+        rtmp,
+    })
 }
 
 #[cfg(test)]
@@ -587,7 +601,8 @@ mod tests {
                 id: 1,
                 host: "127.0.0.1".into(),
                 ws: Some(8180),
-                wss: None
+                wss: None,
+                rtmp: None,
             }]
         );
         assert_eq!(
@@ -630,7 +645,8 @@ mod tests {
                 id: 2,
                 host: "edge2.mydomain.com".into(),
                 ws: None,
-                wss: Some(443)
+                wss: Some(443),
+                rtmp: None,
             }
         );
         // No mode: FEWESTCALLS; modes are case-insensitive; randomize.
@@ -670,12 +686,9 @@ mod tests {
         let err = xml_err("<loadbalancer\n  mode=\"LEAST\">\n</loadbalancer>");
         assert_names(&err, 2, "mode");
         assert!(err.contains("LEAST"), "{err}");
-        let err = xml_err("<loadbalancer\n stream_distribution=\"rtmp\"/>");
+        let err = xml_err("<loadbalancer\n stream_distribution=\"flash\"/>");
         assert_names(&err, 2, "stream_distribution");
-        assert!(
-            err.contains("RTMP distribution is not implemented"),
-            "{err}"
-        );
+        assert!(err.contains("\"webrtc\" or \"rtmp\""), "{err}");
         let err =
             xml_err("<loadbalancer>\n<node id=\"1\">\n<wss>443</wss>\n</node>\n</loadbalancer>");
         assert_names(&err, 2, "ip");
@@ -818,17 +831,14 @@ mod tests {
             err.contains("loadbalancing.xml:1: loadbalancer mode:"),
             "{err}"
         );
-        let err = load_props(
+        // The seed's RTMP distribution, pushing to each node's <rtmp> port.
+        let config = load_props(
             "load_balancing_enabled=true\n",
-            Some("<loadbalancer stream_distribution=\"rtmp\"/>"),
+            Some("<loadbalancer stream_distribution=\"rtmp\">\n<node id=\"1\"><ip>edge1</ip><ws>8080</ws><rtmp>1936</rtmp></node>\n</loadbalancer>"),
         )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("loadbalancing.xml:1: loadbalancer stream_distribution:")
-                && err.contains("RTMP"),
-            "{err}"
-        );
+        .unwrap();
+        assert_eq!(config.cdn.stream_distribution, StreamDistribution::Rtmp);
+        assert_eq!(config.cdn.nodes[0].rtmp, Some(1936));
         let err = load_props(
             "load_balancing_enabled=true\n",
             Some(

@@ -34,5 +34,6 @@ pub mod player;
 pub mod publisher;
 pub mod push;
 pub mod rtp_flv;
+pub mod rtp_opus_flv;
 
 pub use connection::{RtmpConnection, RtmpError, RtmpEvent};

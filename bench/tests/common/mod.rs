@@ -60,6 +60,7 @@ pub fn cdn_origin_of(edge: &Node) -> Node {
             host: "127.0.0.1".into(),
             ws: Some(edge.http_addr().port()),
             wss: None,
+            rtmp: None,
         }],
     )
 }
