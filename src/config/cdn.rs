@@ -420,7 +420,9 @@ mod tests {
             err.contains("cdn.stream_distribution") && err.contains("\"rtmp\""),
             "{err}"
         );
-        assert!(parse("rtmp_port = 0\n").unwrap_err().contains("cdn.rtmp_port"));
+        assert!(parse("rtmp_port = 0\n")
+            .unwrap_err()
+            .contains("cdn.rtmp_port"));
         let err = parse("[[nodes]]\nid = 1\nhost = \"a\"\nws = 1\nrtmp = 0\n").unwrap_err();
         assert!(err.contains("cdn.nodes.rtmp"), "{err}");
     }

@@ -182,6 +182,8 @@ pub enum RelayPath {
     Udp,
     /// A TCP connection to the edge's passive ICE-TCP candidate, RFC 4571 framed.
     Tcp,
+    /// Not WebRTC: an RTMP publish to the edge's RTMP listener (`cdn.stream_distribution`).
+    Rtmp,
 }
 
 impl RelayPath {
@@ -190,6 +192,7 @@ impl RelayPath {
         match self {
             RelayPath::Udp => "udp",
             RelayPath::Tcp => "tcp",
+            RelayPath::Rtmp => "rtmp",
         }
     }
 }

@@ -208,7 +208,9 @@ impl<R: Rng> ControlPlane<R> {
 
     /// An ingest publisher (RTMP) of `spec.stream_name`, with the tracks it sends, runs on
     /// `core` (its `spec.stream` is set here); the core hears of it after the registry, as a
-    /// WebRTC publisher's does. Refused when the name is invalid or taken.
+    /// WebRTC publisher's does. Refused when the name is invalid or taken; an origin's RTMP
+    /// relay takes an orphaned stream over as a WebRTC relay does
+    /// ([`handle_publish`](Self::handle_publish)).
     pub fn handle_ingest(
         &mut self,
         now: Instant,
@@ -218,9 +220,18 @@ impl<R: Rng> ControlPlane<R> {
         client: ClientInfo,
     ) -> Result<StreamId, RegistryError> {
         super::registry::validate_stream_name(&spec.stream_name)?;
-        let stream = self
-            .registry
-            .add_publisher(now, &spec.stream_name, spec.id, core, tracks)?;
+        let name = &spec.stream_name;
+        let stream = if client.relay && self.registry.is_orphaned(name) {
+            let (stream, commands) = self
+                .registry
+                .adopt_or_publish(now, name, spec.id, core, tracks)?;
+            info!(stream = %name, session = %spec.id, "a new RTMP copy of the stream takes its players over");
+            self.commands(commands);
+            stream
+        } else {
+            self.registry
+                .add_publisher(now, name, spec.id, core, tracks)?
+        };
         self.registry.set_client(spec.id, client);
         spec.stream = stream;
         self.core(core, CoreCommand::AddIngest(Box::new(spec)));

@@ -25,8 +25,9 @@ use super::ingest::{self, Registered};
 use super::player::{self, Playing};
 use super::publisher::{RtmpPublisher, VideoOutcome};
 use super::rtp_flv::{FlvVideo, RtpToFlv};
+use crate::auth::Authorized;
 use crate::config::rtmp::RtmpConfig;
-use crate::control::registry::ClientInfo;
+use crate::control::registry::{AclChange, ClientInfo};
 use crate::control::status::SessionStatus;
 use crate::control::{CoreCommand, EndReason};
 use crate::sdp::MediaKind;
@@ -74,7 +75,7 @@ pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpCo
             } else {
                 debug!(%peer, "RTMP connection closed by the client");
             }
-            client.finish(&state);
+            client.finish(&state, false);
             drop(permit);
         });
     }
@@ -83,6 +84,10 @@ pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpCo
 /// A published stream's state on its connection.
 struct Published {
     name: String,
+    /// An origin's relay of this CDN publishes it (`cdn.stream_distribution = "rtmp"`).
+    relay: bool,
+    /// The stream's access list the relay brought.
+    acl: Option<Vec<String>>,
     publisher: RtmpPublisher,
     audio: RtmpAudio,
     /// When the players were last counted, to pause the audio transcoder while none wants it.
@@ -254,7 +259,7 @@ impl Client {
                 Ok(())
             }
             RtmpEvent::PublishFinished => {
-                self.finish(state);
+                self.finish(state, true);
                 Ok(())
             }
             RtmpEvent::PlayRequested { app, stream_key } => {
@@ -401,15 +406,22 @@ impl Client {
         stream_key: &str,
         state: &Signalling,
     ) -> Result<(), String> {
-        let (name, token) = ingest::parse_key(app, stream_key);
+        let key = ingest::parse_key(app, stream_key);
+        let name = key.name.clone();
         self.name = Some(name.clone());
-        let authorized = ingest::authorize_publish(state, &name, token)
+        let authorized = ingest::authorize_publish(state, &key)
             .await
             .map_err(|e| e.to_string());
+        let relay = matches!(authorized, Ok(Authorized::Relay));
         // Checked here, and in the cluster when the node is in one, before the publisher is
         // told to go on; the registry checks again when the first frame registers the stream.
+        // A relay's copy may take over an orphaned stream (its source was lost).
         let checked = authorized.and_then(|by| {
-            let free = state.registry().check_publish(&name);
+            let registry = state.registry();
+            if relay && registry.is_orphaned(&name) {
+                return Ok(by);
+            }
+            let free = registry.check_publish(&name);
             free.map(|()| by).map_err(|e| e.to_string())
         });
         let refused = match checked {
@@ -435,6 +447,8 @@ impl Client {
         use rand::Rng;
         self.published = Some(Published {
             name,
+            relay,
+            acl: key.acl.filter(|_| relay),
             publisher: RtmpPublisher::new(rng.gen::<u32>() | 1, rng.gen(), rng.gen()),
             audio: RtmpAudio::new(rng.gen::<u32>() | 1, rng.gen(), rng.gen()),
             players_checked: None,
@@ -484,6 +498,7 @@ impl Client {
             Ok(VideoOutcome::Configured { profile_level_id }) => {
                 let client = ClientInfo {
                     ingest: true,
+                    relay: published.relay,
                     ..ClientInfo::new(peer, Some("RTMP"))
                 };
                 let with_audio = published.audio.expected();
@@ -500,7 +515,11 @@ impl Client {
                 } else {
                     "H.264"
                 };
-                info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, profile_level_id, "RTMP stream live ({codecs})");
+                info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, profile_level_id, relay = published.relay, "RTMP stream live ({codecs})");
+                if let Some(keys) = published.acl.take() {
+                    // The origin's access list comes with its relay's publish.
+                    let _ = state.change_acl(&published.name, AclChange::Set(keys));
+                }
                 published.audio.set_registered(with_audio);
                 published.ingest = Some(registered);
             }
@@ -596,8 +615,9 @@ impl Client {
             .is_some_and(|ingest| ingest.sender.free() < packets)
     }
 
-    /// Ends the published or played stream, if any.
-    fn finish(&mut self, state: &Signalling) {
+    /// Ends the published or played stream, if any; `unpublished` when the publisher said so
+    /// (else the connection broke).
+    fn finish(&mut self, state: &Signalling, unpublished: bool) {
         if let Some(played) = self.played.take() {
             let c = played.flv.counters;
             info!(peer = %self.peer, stream = played.name, session = %played.playing.id, duration_s = %format_args!("{:.1}", played.started.elapsed().as_secs_f64()), frames = c.frames, keyframes = c.keyframes, frames_skipped = c.skipped, losses = c.losses, packets_dropped = played.dropped, bytes = played.bytes, "RTMP play ended");
@@ -605,18 +625,25 @@ impl Client {
             report_traffic(state, &played);
             end_session(state, played.playing.id, EndReason::Deleted);
         }
-        self.finish_publish(state);
+        self.finish_publish(state, unpublished);
     }
 
-    /// Ends the published stream, if any.
-    fn finish_publish(&mut self, state: &Signalling) {
+    /// Ends the published stream, if any. An origin's relay that did not unpublish lost its
+    /// source (the origin, or the link to it, broke): the stream's players wait for its next
+    /// copy, as for a WebRTC relay.
+    fn finish_publish(&mut self, state: &Signalling, unpublished: bool) {
         let Some(published) = self.published.take() else {
             return;
         };
         let p = &published.publisher;
         info!(peer = %self.peer, stream = published.name, frames = p.frames, keyframes = p.keyframes, keyframe_interval_ms = ?p.keyframe_interval_ms, opus_frames = published.audio.frames(), "RTMP publish ended");
+        let reason = if published.relay && !unpublished {
+            EndReason::SourceLost
+        } else {
+            EndReason::Deleted
+        };
         if let Some(ingest) = published.ingest {
-            end_session(state, ingest.id, EndReason::Deleted);
+            end_session(state, ingest.id, reason);
             state.cores[ingest.core.0].waker.wake();
         }
     }

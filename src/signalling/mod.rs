@@ -884,6 +884,28 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// A relay token presented with `credentials` (a WebSocket `connection`'s `custom.relayToken`,
+/// an RTMP push's `?relayToken=`): a relay of this CDN when it proves `cdn.secret`, else the
+/// refusal is counted and kept for the refusal's text.
+pub(crate) fn check_relay_token(state: &Signalling, token: &str, credentials: &mut Credentials) {
+    let checked = match &state.relay_auth {
+        Some(relay_auth) => relay_auth.verify(token),
+        None => Err(crate::auth::TokenError::Malformed(
+            "this node has no cdn.secret to check relay tokens with".into(),
+        )),
+    };
+    match checked {
+        Ok(()) => credentials.relay = true,
+        Err(e) => {
+            let refused = crate::auth::AuthError::InvalidToken(e.clone());
+            state
+                .auth
+                .count_refusal(crate::auth::RefusedKind::Relay, &refused);
+            credentials.relay_refused = Some(e);
+        }
+    }
+}
+
 /// The value of `key` in a query string, percent-decoded.
 pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
     query

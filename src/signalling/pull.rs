@@ -451,6 +451,8 @@ fn target_of(lease: &NodeLease, edge: EdgeId) -> Option<RelayTarget> {
         host: host.to_owned(),
         port: port.parse().ok()?,
         secure,
+        // A dynamic CDN relays over WebRTC.
+        rtmp_port: crate::config::cdn::CdnConfig::default().rtmp_port,
     })
 }
 

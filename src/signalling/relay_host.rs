@@ -5,10 +5,17 @@
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{media, Signalling, Watcher};
-use crate::cdn::relay::{RelayHost, RelaySession};
+use crate::cdn::relay::{RelayHost, RelaySession, RelayTap};
 use crate::control::relay_planner::{AttemptId, RelayEnd, RelayState};
 use crate::control::status::SessionStatus;
-use crate::control::{EndReason, RelayPath, SessionId, SessionRole, SessionSpec};
+use crate::control::{
+    CoreCommand, EgressSpec, EndReason, RelayPath, SessionId, SessionRole, SessionSpec, StreamId,
+};
+use crate::media::egress_channel;
+
+/// Packets an RTMP push's tap holds: a second and a half of a 2.5 Mbit/s stream and its audio,
+/// time for a slow edge connection to catch up before frames are skipped.
+const RELAY_TAP_PACKETS: usize = 512;
 
 impl RelayHost for Signalling {
     fn open_relay_session(
@@ -40,6 +47,36 @@ impl RelayHost for Signalling {
             self.watch(id, Watcher::Typed(status));
             Some(id)
         })
+    }
+
+    fn open_relay_tap(
+        &self,
+        stream: &str,
+        stream_id: StreamId,
+        layer: u8,
+        audio: bool,
+        status: UnboundedSender<SessionStatus>,
+    ) -> Option<RelayTap> {
+        let id = media::new_session_id();
+        let (tap, receiver) = egress_channel(RELAY_TAP_PACKETS);
+        let spec = EgressSpec {
+            id,
+            stream: stream_id,
+            stream_name: stream.to_owned(),
+            layer,
+            audio,
+            tap,
+        };
+        // Watched with the plane held: the stream's end cannot come in between.
+        self.control(|plane, now| {
+            let core = plane.handle_relay_egress(now, spec).ok()?;
+            self.watch(id, Watcher::Typed(status));
+            Some(RelayTap { id, core, receiver })
+        })
+    }
+
+    fn request_keyframe(&self, tap: &RelayTap) {
+        self.cores[tap.core.0].send(CoreCommand::RequestKeyframe { id: tap.id });
     }
 
     fn close_relay_session(&self, id: SessionId) {

@@ -69,7 +69,7 @@ pub(super) enum LinkEvent {
 }
 
 /// The driver's orders.
-enum LinkCommand {
+pub(super) enum LinkCommand {
     PassAcl(Vec<String>),
     Stop,
 }
@@ -82,6 +82,17 @@ pub(super) struct Link {
 }
 
 impl Link {
+    /// The handle on `job`'s link, and the link's end of it.
+    pub fn new(job: &Job) -> (Link, UnboundedReceiver<LinkCommand>) {
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let link = Link {
+            stream: job.stream.clone(),
+            target: job.target.clone(),
+            commands: commands_tx,
+        };
+        (link, commands)
+    }
+
     /// Unpublish on the edge and end.
     pub fn stop(&self) {
         let _ = self.commands.send(LinkCommand::Stop);
@@ -95,12 +106,7 @@ impl Link {
 
 /// Starts `job` in a task of its own.
 pub(super) fn spawn(job: Job, setup: Arc<LinkSetup>, reports: UnboundedSender<LinkReport>) -> Link {
-    let (commands_tx, commands) = mpsc::unbounded_channel();
-    let link = Link {
-        stream: job.stream.clone(),
-        target: job.target.clone(),
-        commands: commands_tx,
-    };
+    let (link, commands) = Link::new(&job);
     tokio::spawn(async move {
         let end = relay(&job, &setup, commands, &reports).await;
         let _ = reports.send(LinkReport {

@@ -10,15 +10,20 @@
 //! never reaches into it. A link learns how its relay session does from the typed
 //! `SessionStatus`, never from a browser's frame. `offer.rs` writes the relay's offer and reads
 //! what of it the edge's answer kept; `transport.rs` decides whether the relay session goes
-//! over UDP or TCP (`cdn.relay_transport`).
+//! over UDP or TCP (`cdn.relay_transport`). With `cdn.stream_distribution = "rtmp"` a stream
+//! RTMP can carry goes by `rtmp_link.rs` instead: an RTMP publish to the edge fed by a tap on
+//! the stream.
 
 mod link;
 mod offer;
+mod rtmp_link;
 mod transport;
+
+pub use rtmp_link::{carries as rtmp_carries, stream_key as rtmp_stream_key};
 
 pub use transport::UDP_CONNECT_WINDOW;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,14 +32,14 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tracing::{info, warn};
 
 use crate::auth::RelayAuth;
-use crate::config::cdn::{CdnConfig, CdnNode, RelayTransport};
+use crate::config::cdn::{CdnConfig, CdnNode, RelayTransport, StreamDistribution};
 use crate::control::plane::RelayOrder;
 pub use crate::control::plane::RelayedStream;
 use crate::control::relay_planner::{
     AttemptId, EdgeId, RelayEnd, RelayFailure, RelayState, RetryPolicy,
 };
 use crate::control::status::SessionStatus;
-use crate::control::{PlayedTrack, RelayPath, RelayedLayers, SessionId, StreamId};
+use crate::control::{CoreId, PlayedTrack, RelayPath, RelayedLayers, SessionId, StreamId};
 use crate::dtls::DtlsRole;
 
 /// An edge to relay to.
@@ -48,10 +53,13 @@ pub struct RelayTarget {
     pub port: u16,
     /// Whether that port speaks wss:// (TLS).
     pub secure: bool,
+    /// Its RTMP port, for `cdn.stream_distribution = "rtmp"`.
+    pub rtmp_port: u16,
 }
 
-/// The relay targets of a node list: plain ws:// where a node has it, else wss://.
-pub fn targets(nodes: &[CdnNode]) -> Vec<RelayTarget> {
+/// The relay targets of a node list: plain ws:// where a node has it, else wss://; RTMP on the
+/// node's port, else `rtmp_port`.
+pub fn targets(nodes: &[CdnNode], rtmp_port: u16) -> Vec<RelayTarget> {
     nodes
         .iter()
         .filter_map(|node| {
@@ -65,6 +73,7 @@ pub fn targets(nodes: &[CdnNode]) -> Vec<RelayTarget> {
                 host: node.host.clone(),
                 port,
                 secure,
+                rtmp_port: node.rtmp.unwrap_or(rtmp_port),
             })
         })
         .collect()
@@ -104,6 +113,16 @@ pub struct RelaySession {
     pub dtls_role: DtlsRole,
 }
 
+/// A tap on a stream at its publisher's core, for an RTMP push.
+pub struct RelayTap {
+    /// Its session: a relay of the stream.
+    pub id: SessionId,
+    /// The publisher's core.
+    pub core: CoreId,
+    /// The stream's packets.
+    pub receiver: crate::media::EgressReceiver,
+}
+
 /// What a relay needs from the node it runs on, and how it reports back to the node's control
 /// plane.
 pub trait RelayHost: Send + Sync + 'static {
@@ -114,7 +133,20 @@ pub trait RelayHost: Send + Sync + 'static {
         session: RelaySession,
         status: UnboundedSender<SessionStatus>,
     ) -> Option<SessionId>;
-    /// Ends a relay session the link gives up on, without reporting it back.
+    /// Registers a tap on the publication `stream_id` of `stream` at its publisher's core: the
+    /// video of simulcast `layer`, and the audio when `audio`; its end goes to `status`.
+    /// `None` when the publication is gone.
+    fn open_relay_tap(
+        &self,
+        stream: &str,
+        stream_id: StreamId,
+        layer: u8,
+        audio: bool,
+        status: UnboundedSender<SessionStatus>,
+    ) -> Option<RelayTap>;
+    /// Asks the publisher of `tap`'s stream for a keyframe.
+    fn request_keyframe(&self, tap: &RelayTap);
+    /// Ends a relay session (or tap) the link gives up on, without reporting it back.
     fn close_relay_session(&self, id: SessionId);
     /// `attempt`'s relay session to its edge connected, over `path`.
     fn relay_up(&self, attempt: AttemptId, path: RelayPath);
@@ -179,6 +211,8 @@ pub struct RelaySetup {
     /// Our media address (IPv4, as the relay sockets are), named in the offers' active TCP
     /// candidate.
     pub media_ip: Option<IpAddr>,
+    /// `cdn.stream_distribution`.
+    pub distribution: StreamDistribution,
 }
 
 impl RelaySetup {
@@ -192,7 +226,7 @@ impl RelaySetup {
         if !cdn.relays() {
             return None;
         }
-        let targets = targets(&cdn.nodes);
+        let targets = targets(&cdn.nodes, cdn.rtmp_port);
         if targets.is_empty() {
             return None;
         }
@@ -215,6 +249,7 @@ impl RelaySetup {
             policy: RetryPolicy::default(),
             transport: cdn.relay_transport,
             media_ip: media_ips.iter().copied().find(IpAddr::is_ipv4),
+            distribution: cdn.stream_distribution,
         })
     }
 }
@@ -243,6 +278,8 @@ impl RelaySetup {
             policy: RetryPolicy::default(),
             transport: cdn.relay_transport,
             media_ip: media_ips.iter().copied().find(IpAddr::is_ipv4),
+            // Nodes that pull streams take them over WebRTC.
+            distribution: StreamDistribution::WebRtc,
         }
     }
 
@@ -271,6 +308,8 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
     });
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let mut links: HashMap<AttemptId, link::Link> = HashMap::new();
+    // Streams said once to go over WebRTC although the distribution is RTMP.
+    let mut not_rtmp: HashSet<StreamId> = HashSet::new();
     loop {
         tokio::select! {
             order = orders.recv() => match order {
@@ -283,16 +322,29 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
                         host.relay_ended(attempt, &RelayEnd::Failed(RelayFailure::Link(why)));
                         continue;
                     };
+                    let carried = match setup.distribution {
+                        StreamDistribution::WebRtc => None,
+                        StreamDistribution::Rtmp => match rtmp_link::carries(&stream, &relayed.tracks) {
+                            Ok(carried) => Some(carried),
+                            Err(why) => {
+                                if not_rtmp.insert(relayed.id) {
+                                    warn!(stream, "relayed over WebRTC, not RTMP: {why}");
+                                }
+                                None
+                            }
+                        },
+                    };
                     let job = link::Job {
                         attempt,
                         stream,
                         relayed,
                         target: target.clone(),
                     };
-                    links.insert(
-                        attempt,
-                        link::spawn(job, link_setup.clone(), reports_tx.clone()),
-                    );
+                    let link = match carried {
+                        Some(carried) => rtmp_link::spawn(job, carried, link_setup.clone(), reports_tx.clone()),
+                        None => link::spawn(job, link_setup.clone(), reports_tx.clone()),
+                    };
+                    links.insert(attempt, link);
                 }
                 Some(Message::Order(RelayOrder::Stop { attempt })) => {
                     if let Some(link) = links.get(&attempt) {

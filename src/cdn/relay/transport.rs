@@ -79,6 +79,8 @@ impl TransportChoice {
         match self.path {
             RelayPath::Udp => self.udp.clone(),
             RelayPath::Tcp => self.tcp.into_iter().collect(),
+            // Never chosen here: an RTMP relay has no WebRTC session.
+            RelayPath::Rtmp => Vec::new(),
         }
     }
 

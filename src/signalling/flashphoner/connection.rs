@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
-use crate::auth::{Action, AuthError, Credentials, HookSession, RefusedKind, TokenError};
+use crate::auth::{Action, Credentials, HookSession};
 use crate::control::registry::RegistryError;
 use crate::control::registry::{AclChange, ClientInfo};
 use crate::control::{EndReason, SessionId};
@@ -85,20 +85,7 @@ fn connection_credentials(state: &Signalling, payload: &Value) -> Credentials {
     let mut credentials = Credentials::bearer(custom("token").map(str::to_owned));
     credentials.acl_key = custom(state.auth.acl_property()).map(str::to_owned);
     if let Some(token) = custom("relayToken") {
-        let checked = match &state.relay_auth {
-            Some(relay_auth) => relay_auth.verify(token),
-            None => Err(TokenError::Malformed(
-                "this node has no cdn.secret to check relay tokens with".into(),
-            )),
-        };
-        match checked {
-            Ok(()) => credentials.relay = true,
-            Err(e) => {
-                let refused = AuthError::InvalidToken(e.clone());
-                state.auth.count_refusal(RefusedKind::Relay, &refused);
-                credentials.relay_refused = Some(e);
-            }
-        }
+        crate::signalling::check_relay_token(state, token, &mut credentials);
     }
     credentials
 }
