@@ -900,3 +900,61 @@ pub async fn follow_numbering(
     }
     last
 }
+
+/// ffmpeg publishing `seconds` of test pattern and tone to `url`, as the users do.
+pub fn ffmpeg_publish(url: &str, seconds: u32) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-profile:v",
+            "baseline",
+        ])
+        .args(["-tune", "zerolatency"])
+        .args(["-g", "60", "-bf", "0", "-c:a", "aac", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg runs (scripts/test.sh installs it)")
+}
+
+/// The H.264 NAL unit types a packet carries: its single NAL unit, or the unit an FU-A
+/// fragment starts (none for a later fragment).
+pub fn nal_types(payload: &[u8]) -> Option<u8> {
+    let t = payload.first()? & 0x1F;
+    if t == 28 {
+        let fu = payload.get(1)?;
+        return (fu & 0x80 != 0).then_some(fu & 0x1F);
+    }
+    Some(t)
+}
+
+/// Plays `stream` once it is live (the node registers it at the encoder's sequence header).
+pub async fn play_when_live(
+    base: &str,
+    stream: &str,
+    certificate: &DtlsCertificate,
+) -> ClientSession {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let timeout = Duration::from_secs(10);
+        match ClientSession::connect(base, Mode::Play, stream, certificate, timeout).await {
+            Ok(player) => return player,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the RTMP stream never went live: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The CDN's RTMP distribution (`cdn.stream_distribution = "rtmp"`, issue 15): an origin
+//! pushes each stream RTMP can carry to its edge's RTMP listener, where WebRTC players get
+//! it. ffmpeg publishes H.264 and AAC to the origin over RTMP (the origin makes the AAC
+//! Opus); the edge's WHEP player gets H.264 from a keyframe and the Opus packets as the
+//! origin had them. A VP8 stream is relayed over WebRTC instead. The access list travels with
+//! the push, and a change of it publishes the stream again without ending the edge's players.
+//! When the publisher stops, the edge's players end. Everything stays on 127.0.0.1.
+
+use std::time::{Duration, Instant};
+
+use rtcdn::config::cdn::{CdnNode, CdnRole, StreamDistribution};
+use rtcdn::control::registry::AclChange;
+use rtcdn::dtls::DtlsCertificate;
+use rtcdn::node::Node;
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT, VIDEO_PT};
+
+mod common;
+use common::{
+    base_url, ffmpeg_publish, get_json, loopback_config, nal_types, play_when_live, send,
+    CDN_SECRET,
+};
+
+/// An edge with an RTMP listener, and an origin (with one too, for ffmpeg) that relays to it
+/// over RTMP.
+fn rtmp_cdn() -> (Node, Node) {
+    let mut edge_config = loopback_config(2);
+    edge_config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
+    edge_config.cdn.role = CdnRole::Edge;
+    edge_config.cdn.secret = Some(rtcdn::auth::Secret::new(CDN_SECRET));
+    let edge = Node::start(&edge_config).expect("edge starts");
+    let mut origin_config = loopback_config(2);
+    origin_config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
+    origin_config.cdn.load_balancing_enabled = true;
+    origin_config.cdn.stream_distribution = StreamDistribution::Rtmp;
+    origin_config.cdn.secret = Some(rtcdn::auth::Secret::new(CDN_SECRET));
+    origin_config.cdn.nodes = vec![CdnNode {
+        id: 1,
+        host: "127.0.0.1".into(),
+        ws: Some(edge.http_addr().port()),
+        wss: None,
+        rtmp: Some(edge.rtmp_addr().expect("the edge listens for RTMP").port()),
+    }];
+    let origin = Node::start(&origin_config).expect("origin starts");
+    (origin, edge)
+}
+
+/// The origin's relays to its edge, as `/api/cdn` lists them: (stream, state, transport).
+async fn relays(origin: &Node) -> Vec<(String, String, String)> {
+    let cdn = get_json(&format!("{}/api/cdn", base_url(origin))).await;
+    cdn["edges"][0]["relays"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (field("stream"), field("state"), field("transport"))
+        })
+        .collect()
+}
+
+/// Waits until the origin lists `stream`'s relay as up over `transport`.
+async fn wait_for_relay(origin: &Node, stream: &str, transport: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = relays(origin).await;
+        if now
+            .iter()
+            .any(|(s, state, t)| s == stream && state == "up" && t == transport)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {transport} relay of {stream} up: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a player receives in `window`: its H.264 and its audio packets.
+async fn receive(player: &mut ClientSession, window: Duration) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut video, mut audio) = (Vec::new(), Vec::new());
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        if let Some(p) = player.recv_rtp(Duration::from_millis(300)).await {
+            match rtp::RtpHeader::parse(&p).map(|h| h.payload_type().value()) {
+                Ok(pt) if pt == H264_PT => video.push(p),
+                Ok(pt) if pt == AUDIO_PT => audio.push(p),
+                _ => {}
+            }
+        }
+    }
+    (video, audio)
+}
+
+/// Frames (marker bits) among `video`, and whether the first one starts with SPS, PPS and
+/// holds an IDR.
+fn frames_from_a_keyframe(video: &[Vec<u8>]) -> (usize, bool) {
+    let headers: Vec<_> = video
+        .iter()
+        .map(|p| rtp::RtpHeader::parse(p).unwrap())
+        .collect();
+    let frames = headers.iter().filter(|h| h.marker()).count();
+    let first_ts = headers.first().map(|h| h.timestamp());
+    let first_frame: Vec<Option<u8>> = headers
+        .iter()
+        .take_while(|h| Some(h.timestamp()) == first_ts)
+        .map(|h| nal_types(h.payload()))
+        .collect();
+    let keyframe = first_frame.first() == Some(&Some(7)) && first_frame.contains(&Some(5));
+    (frames, keyframe)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_pushes_h264_and_opus_to_its_edge_over_rtmp_and_vp8_over_webrtc() {
+    let (origin, edge) = rtmp_cdn();
+    let origin_rtmp = origin.rtmp_addr().expect("the origin listens for RTMP");
+    let edge_base = base_url(&edge);
+    let certificate = DtlsCertificate::generate().unwrap();
+    let mut encoder = ffmpeg_publish(&format!("rtmp://{origin_rtmp}/live/relaycam"), 40);
+
+    // The stream reaches the edge over RTMP, and its WHEP player gets it from a keyframe.
+    wait_for_relay(&origin, "relaycam", "rtmp").await;
+    let mut player = play_when_live(&edge_base, "relaycam", &certificate).await;
+    let (video, audio) = receive(&mut player, Duration::from_secs(4)).await;
+    let (frames, keyframe) = frames_from_a_keyframe(&video);
+    assert!(frames >= 60, "{frames} frames in 4 s");
+    assert!(
+        keyframe,
+        "the first frame is a keyframe with its SPS and PPS"
+    );
+    // The origin's Opus (made from ffmpeg's AAC) as it was: 20 ms packets, none missing.
+    if std::env::var("TMP_NO_AUDIO").is_err() {
+        assert!(audio.len() >= 100, "{} Opus packets in 4 s", audio.len());
+    }
+    let audio: Vec<_> = audio
+        .iter()
+        .map(|p| rtp::RtpHeader::parse(p).unwrap())
+        .collect();
+    for pair in audio.windows(2) {
+        assert_eq!(
+            pair[1].sequence_number(),
+            pair[0].sequence_number().wrapping_add(1)
+        );
+        assert_eq!(pair[1].timestamp().wrapping_sub(pair[0].timestamp()), 960);
+    }
+    // The edge knows the stream as a relay's copy (an RTMP ingest proving the CDN's secret).
+    let cdn = get_json(&format!("{edge_base}/api/cdn")).await;
+    assert_eq!(cdn["relays_in"].as_array().map(Vec::len), Some(1), "{cdn}");
+
+    // The origin's access list goes with the push: a change publishes it again, and the edge's
+    // player, holding the key, carries on with the new copy.
+    let mut keyed = ClientSession::connect(
+        &edge_base,
+        Mode::Play,
+        "relaycam?aclAuth=k1",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("a player with a key");
+    origin
+        .signalling()
+        .change_acl("relaycam", AclChange::Set(vec!["k1".into()]))
+        .unwrap();
+    // The edge enforces the new list once the new copy is there: another key is refused.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let other = ClientSession::connect(
+            &edge_base,
+            Mode::Play,
+            "relaycam?aclAuth=k9",
+            &certificate,
+            Duration::from_secs(10),
+        )
+        .await;
+        match other {
+            Err(e) if e.to_string().contains("403") => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge never took the new list"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_for_relay(&origin, "relaycam", "rtmp").await;
+    let (video, _) = receive(&mut keyed, Duration::from_secs(3)).await;
+    assert!(
+        frames_from_a_keyframe(&video).0 >= 30,
+        "the keyed player gets the new copy"
+    );
+    // The player without a key no longer plays.
+    assert!(player.wait_ended(Duration::from_secs(5)).await.is_some());
+
+    // A VP8 stream cannot go over RTMP: it is relayed over WebRTC.
+    let origin_base = base_url(&origin);
+    let mut vp8 = ClientSession::connect(
+        &origin_base,
+        Mode::Publish,
+        "vp8cam",
+        &certificate,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("publish VP8");
+    let start = Instant::now();
+    let mut seq = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut vp8_player = loop {
+        send(&mut vp8, &mut seq, 0, start).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Ok(p) = ClientSession::connect(
+            &edge_base,
+            Mode::Play,
+            "vp8cam",
+            &certificate,
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the VP8 stream never reached the edge"
+        );
+    };
+    wait_for_relay(&origin, "vp8cam", "udp").await;
+    let mut got = false;
+    for _ in 0..200 {
+        send(&mut vp8, &mut seq, 0, start).await;
+        if let Some(p) = vp8_player.recv_rtp(Duration::from_millis(10)).await {
+            got |= rtp::RtpHeader::parse(&p).is_ok_and(|h| h.payload_type().value() == VIDEO_PT);
+        }
+    }
+    assert!(got, "the edge's VP8 player gets VP8");
+
+    // The RTMP publisher stops: the origin unpublishes on the edge, whose players end.
+    let _ = encoder.kill();
+    let _ = encoder.wait();
+    assert!(
+        keyed.wait_ended(Duration::from_secs(10)).await.is_some(),
+        "the edge's player ends with the publisher"
+    );
+    origin.stop();
+    edge.stop();
+}
+
+/// The edge takes RTMP publishes only from relays proving the CDN's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_refuses_an_rtmp_publish_without_a_relay_token() {
+    let (origin, edge) = rtmp_cdn();
+    let edge_rtmp = edge.rtmp_addr().unwrap();
+    let output = ffmpeg_publish(&format!("rtmp://{edge_rtmp}/live/squat"), 2)
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "a publish without a relay token is refused"
+    );
+    let forged = ffmpeg_publish(
+        &format!("rtmp://{edge_rtmp}/live/squat?relayToken=forged"),
+        2,
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(!forged.status.success(), "a forged relay token is refused");
+    let streams = get_json(&format!("{}/api/streams", base_url(&edge))).await;
+    assert_eq!(streams, serde_json::json!([]));
+    origin.stop();
+    edge.stop();
+}
