@@ -3,10 +3,12 @@
 
 pub(crate) mod dtls_reader;
 mod rtmp_input;
+mod rtmp_push_input;
 mod rtp_flv;
 pub(crate) mod session_input;
 
 pub use rtmp_input::fuzz_rtmp_input;
+pub use rtmp_push_input::fuzz_rtmp_push_input;
 pub use rtp_flv::fuzz_rtp_flv;
 
 use std::path::Path;

@@ -1,9 +1,13 @@
-//! The `rtp_flv` fuzz target's body: packets into an RTMP player's RTP → FLV depacketizer.
+//! The `rtp_flv` fuzz target's body: packets into an RTMP player's RTP → FLV depacketizer, and
+//! an RTMP push's Opus RTP → Enhanced RTMP audio.
 
 /// Packets framed `[len: u16][packet]…` into [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for
 /// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV
 /// video tags it claims to be, frames as 4-byte length-prefixed NAL units that fill the tag
-/// exactly, within the access unit bound, on a clock that never goes back.
+/// exactly, within the access unit bound, on a clock that never goes back. A length with its
+/// top bit set sends the packet to [`RtpOpusToFlv`](crate::rtmp::rtp_opus_flv::RtpOpusToFlv)
+/// for payload type 111 instead, whose audio tags carry the packet's payload after the
+/// ExHeader and FourCC, on a clock that never goes back either.
 pub fn fuzz_rtp_flv(data: &[u8]) {
     use crate::rtmp::flv::{parse_video, VideoTag};
     use crate::rtmp::rtp_flv::{FlvVideo, RtpToFlv, MAX_ACCESS_UNIT};
@@ -42,10 +46,33 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             }
         }
     };
+    let mut opus = crate::rtmp::rtp_opus_flv::RtpOpusToFlv::new(111, 2);
+    let mut last_audio_ms = 0u32;
+    let mut check_audio = |audio: crate::rtmp::rtp_opus_flv::FlvAudio, payload: &[u8]| {
+        use crate::rtmp::rtp_opus_flv::FlvAudio;
+        match audio {
+            FlvAudio::Config { body, .. } => assert_eq!(&body[..13], b"\x90OpusOpusHead"),
+            FlvAudio::Frame { timestamp_ms, body } => {
+                assert!(
+                    timestamp_ms >= last_audio_ms,
+                    "the audio clock never goes back"
+                );
+                last_audio_ms = timestamp_ms;
+                assert_eq!(&body[..5], b"\x91Opus");
+                assert_eq!(&body[5..], payload);
+            }
+        }
+    };
     let mut rest = data;
     while let [hi, lo, tail @ ..] = rest {
-        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
-        flv.push(&tail[..len], &mut check);
+        let len = usize::from(u16::from_be_bytes([*hi & 0x7F, *lo])).min(tail.len());
+        let packet = &tail[..len];
+        if *hi & 0x80 != 0 {
+            let payload = rtp::RtpHeader::parse(packet).map_or(&[][..], |h| h.payload());
+            opus.push(packet, 0, |audio| check_audio(audio, payload));
+        } else {
+            flv.push(packet, &mut check);
+        }
         rest = &tail[len..];
     }
 }
