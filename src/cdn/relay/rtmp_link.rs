@@ -53,6 +53,17 @@ pub struct Carried {
 /// What an RTMP push of `tracks` carries, or why it cannot: RTMP between rtcdn nodes takes
 /// H.264 video and Opus audio as they are.
 pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
+    let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
+    match video {
+        Some(video) if video.codec.name.eq_ignore_ascii_case("H264") => {}
+        Some(video) => {
+            return Err(format!(
+                "RTMP relays carry H.264 video; {name}'s is {}",
+                video.codec.name.to_uppercase()
+            ))
+        }
+        None => return Err(format!("RTMP relays carry H.264 video; {name} has none")),
+    }
     let (video_pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
     let audio = match tracks.iter().find(|t| t.kind == MediaKind::Audio) {
         None => None,
