@@ -228,11 +228,8 @@ async fn an_enhanced_rtmp_publish_of_avc1_and_opus_reaches_a_whep_player_opus_un
     metadata.video_codec_id = Some(fourcc_codec_id(FOURCC_AVC));
     metadata.audio_codec_id = Some(fourcc_codec_id(FOURCC_OPUS));
     publisher.metadata(&metadata).await;
-    let mut head = OPUS_HEAD_MAGIC.to_vec();
-    head.extend_from_slice(&[1, 2, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
-    publisher
-        .audio(0, ex_opus(AUDIO_PACKET_SEQUENCE_START, &head))
-        .await;
+    // The video's sequence start first: the stream goes live at it, with the Opus track
+    // because onMetaData named Opus.
     let start = ex_video(
         VIDEO_FRAME_KEY,
         VIDEO_PACKET_SEQUENCE_START,
@@ -240,6 +237,11 @@ async fn an_enhanced_rtmp_publish_of_avc1_and_opus_reaches_a_whep_player_opus_un
         &avc_record(),
     );
     publisher.video(0, start).await;
+    let mut head = OPUS_HEAD_MAGIC.to_vec();
+    head.extend_from_slice(&[1, 2, 0x38, 0x01, 0x80, 0xBB, 0, 0, 0, 0, 0]);
+    publisher
+        .audio(0, ex_opus(AUDIO_PACKET_SEQUENCE_START, &head))
+        .await;
 
     // 30 fps video (a keyframe a second; CodedFrames with a zero composition time, then
     // CodedFramesX) and 20 ms Opus, paced as an encoder sends them, while the player joins.

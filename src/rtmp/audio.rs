@@ -55,7 +55,7 @@ pub enum RtmpAudioError {
     NotAnnounced,
     /// Opus in more than one stream (surround): a WebRTC player's Opus track is one stream,
     /// mono or stereo.
-    #[error("Opus with {0} channels is not supported (mono or stereo only)")]
+    #[error("multistream Opus ({0} channels) is not supported: WebRTC players take one mono or stereo stream")]
     OpusChannels(u8),
     /// An Opus packet too large for one RTP packet within the node's MTU.
     #[error("Opus packet of {0} bytes does not fit one RTP packet")]
