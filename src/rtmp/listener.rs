@@ -569,10 +569,11 @@ impl Client {
             {
                 published.players_checked = Some(now);
                 let registry = state.registry();
+                // A relay to an edge listens for the edge's players.
                 let players = registry
                     .stream(&published.name)
                     .filter(|s| s.publisher == ingest.id)
-                    .is_some_and(|s| !s.players.is_empty());
+                    .is_some_and(|s| !s.players.is_empty() || !s.relays.is_empty());
                 if published.audio.set_wanted(players) && !published.audio.is_opus() {
                     let state = if players {
                         "on: a player listens"

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   startRtcdn, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
-  openLoggedPage, frameLog, framesOf, waitForSdkVideo, waitForText, EMBED_PLAYER_PATH, poll, sleep,
+  openLoggedPage, frameLog, framesOf, waitForSdkVideo, hookedAudioStats, waitForText, EMBED_PLAYER_PATH, poll, sleep,
   freeTcpPort,
 } from './harness.mjs';
 
@@ -125,23 +125,6 @@ async function embedPlayer(context, edge, name) {
   }
 }
 
-/** The page's received audio: packets and energy, from its RTCPeerConnections. */
-function audioIn(page) {
-  return page.evaluate(async () => {
-    let best = { packets: 0, energy: 0, codec: null };
-    for (const pc of window.__pcs || []) {
-      if (pc.connectionState === 'closed') continue;
-      const rep = await pc.getStats();
-      rep.forEach((r) => {
-        if (r.type !== 'inbound-rtp' || r.kind !== 'audio' || (r.packetsReceived || 0) < best.packets) return;
-        const codec = r.codecId && rep.get(r.codecId);
-        best = { packets: r.packetsReceived || 0, energy: r.totalAudioEnergy || 0, codec: codec ? codec.mimeType : null };
-      });
-    }
-    return best;
-  });
-}
-
 /** The origin's relays to its edge, as /api/cdn lists them. */
 async function relaysOf(origin) {
   const cdn = await (await fetch(`http://127.0.0.1:${origin.port}/api/cdn`)).json();
@@ -178,11 +161,18 @@ for (const style of ['toml', 'wcs']) {
       const video = await waitForSdkVideo(player, { minFrames: 60, timeout: 30_000 });
       t.diagnostic(`Embed Player on the edge: ${JSON.stringify(video)}`);
       assert.match(video.mimeType || '', /H264/i, 'H.264 all the way');
-      const audio = await poll(async () => {
-        const a = await audioIn(player);
-        return a.packets >= 50 && a.energy > 0 ? a : false;
-      }, { timeout: 15_000, interval: 250, what: 'the edge player hears audio' });
+      // Chromium measures the level of the audio it plays out, and the Embed Player starts
+      // muted (autoplay): unmute it as a user would.
+      await player.evaluate(() => { document.querySelector('#remoteVideo video').muted = false; });
+      let audio = null;
+      await poll(async () => {
+        audio = await hookedAudioStats(player);
+        return audio && audio.packetsReceived >= 50 && audio.totalAudioEnergy > 0 && audio.audioLevel > 0.001;
+      }, { timeout: 15_000, interval: 250, what: 'the edge player hears audio' }).catch((e) => {
+        throw new Error(`${e.message}; last audio stats: ${JSON.stringify(audio)}`);
+      });
       t.diagnostic(`audio on the edge: ${JSON.stringify(audio)}`);
+      assert.equal(audio.mimeType?.toLowerCase(), 'audio/opus');
       const edgeCdn = await (await fetch(`http://127.0.0.1:${edge.port}/api/cdn`)).json();
       assert.equal(edgeCdn.relays_in?.length, 1, `the edge knows one relay's copy: ${JSON.stringify(edgeCdn)}`);
 
