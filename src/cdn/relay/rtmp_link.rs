@@ -3,10 +3,10 @@
 //! encoder would, fed by a tap on the stream at its publisher's core. The edge sees an RTMP
 //! ingest, and serves it to its players like any stream.
 //!
-//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV (its highest
-//! simulcast layer; RFC 6184 depacketized by [`RtpToFlv`]), Opus audio as Enhanced RTMP
-//! ([`RtpOpusToFlv`]). [`carries`] says which streams RTMP can take; the driver relays the
-//! others over WebRTC.
+//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV (RFC 6184
+//! depacketized by [`RtpToFlv`]), Opus audio as Enhanced RTMP ([`RtpOpusToFlv`]). [`carries`]
+//! says which streams RTMP can take; the driver relays the others (other codecs, simulcast,
+//! whose layers one RTMP stream cannot keep) over WebRTC.
 //!
 //! The stream key proves the CDN's secret (`?relayToken=`, minted for this connection) and
 //! carries the stream's access list (`&rtcdnAcl=`, a JSON array), which the edge enforces
@@ -63,6 +63,12 @@ pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
             ))
         }
         None => return Err(format!("RTMP relays carry H.264 video; {name} has none")),
+    }
+    // One RTMP stream is one picture: a WebRTC relay keeps every layer for the edge's players.
+    if let Some(layers) = video.map(|v| v.rids.len()).filter(|&n| n > 1) {
+        return Err(format!(
+            "RTMP relays carry one picture; {name} is simulcast with {layers} layers"
+        ));
     }
     let (video_pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
     let audio = match tracks.iter().find(|t| t.kind == MediaKind::Audio) {
@@ -446,6 +452,10 @@ mod tests {
         let vp8 = track(MediaKind::Video, "VP8", 96);
         let why = carries("cam", &[opus, vp8]).unwrap_err();
         assert!(why.contains("H.264") && why.contains("VP8"), "{why}");
+        let mut simulcast = h264.clone();
+        simulcast.rids = vec!["l".into(), "m".into(), "h".into()];
+        let why = carries("cam", &[simulcast]).unwrap_err();
+        assert!(why.contains("simulcast with 3 layers"), "{why}");
         let pcmu = track(MediaKind::Audio, "PCMU", 0);
         let why = carries("cam", &[pcmu, h264]).unwrap_err();
         assert!(why.contains("Opus") && why.contains("PCMU"), "{why}");
