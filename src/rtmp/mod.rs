@@ -37,5 +37,6 @@ pub mod publisher;
 pub mod push;
 pub mod rtp_flv;
 pub mod rtp_opus_flv;
+pub mod rtp_rtmp;
 
 pub use connection::{RtmpConnection, RtmpError, RtmpEvent};
