@@ -1,12 +1,13 @@
 //! The RTMP listener, the IO edge of `crate::rtmp`: accepts TCP connections within
 //! `rtmp.max_connections`, reads each into its [`RtmpConnection`] under the handshake and idle
-//! timeouts, writes its answers, and carries out what it asks: a publish is authorized and,
-//! at the stream's sequence header, registered; its video, and its audio as Opus (AAC
-//! transcoded while players listen, Enhanced RTMP's Opus as it comes), go to the stream's media
-//! core as RTP through the ingest ring, with the core's wake-up once per frame. A play is authorized and registered as a player with a tap on the
-//! stream's publisher's core; the tap's RTP becomes FLV video for the player, written as the
-//! player's socket takes it (a player too slow loses frames until the next keyframe, and is
-//! closed when it takes nothing for `rtmp.idle_timeout_secs`).
+//! timeouts, writes its answers, and carries out what it asks: a publish is authorized (an
+//! origin's RTMP relay by its relay token) and, at the stream's sequence header, registered;
+//! its video, and its audio as Opus (AAC transcoded while players or relays listen, Enhanced
+//! RTMP's Opus as it comes), go to the stream's media core as RTP through the ingest ring,
+//! with the core's wake-up once per frame. A play is authorized and registered as a player
+//! with a tap on the stream's publisher's core; the tap's RTP becomes FLV video for the
+//! player, written as the player's socket takes it (a player too slow loses frames until the
+//! next keyframe, and is closed when it takes nothing for `rtmp.idle_timeout_secs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
