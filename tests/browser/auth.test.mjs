@@ -16,10 +16,10 @@ import path from 'node:path';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
   openLoggedPage, frameLog, waitForState, waitForDecodedVideo, waitForSdkVideo, freeTcpPort, freeUdpBase,
-  rtcdnBin, poll,
+  rtcdnBin, poll, e2eSkip, logTail,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 const SECRET = 'browser-test-secret-0123456789abcdef-01';
 
 let browser;
@@ -62,7 +62,7 @@ async function withProtectedRtcdn(t, body) {
       e.message += `\n--- page ${i}: WebSocket frames ---\n${frameLog(p)}`;
       e.message += `\n--- page ${i} console ---\n${(p.consoleLines || []).slice(-40).join('\n')}`;
     }
-    e.message += `\n--- rtcdn logs ---\n${server.logText().split('\n').slice(-120).join('\n')}`;
+    e.message += logTail(server, { lines: 120 });
     throw e;
   } finally {
     await context.close().catch(() => {});

@@ -18,10 +18,10 @@ import assert from 'node:assert/strict';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
   openLoggedPage, frameLog, framesOf, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, EMBED_PLAYER_PATH, LB_PAGE_PATH, LB_PAGE, poll, sleep, videoStats,
+  TWO_WAY_PATH, EMBED_PLAYER_PATH, LB_PAGE_PATH, LB_PAGE, poll, sleep, videoStats, e2eSkip,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 
 const ORIGIN_WS = 'ws://127.0.0.1:8080';
 const ORIGIN_HTTP = 'http://127.0.0.1:8080';

@@ -20,10 +20,10 @@ import path from 'node:path';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
   openLoggedPage, frameLog, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, LB_PAGE_PATH, LB_PAGE, poll, freeTcpPort, freeUdpBase, videoStats,
+  TWO_WAY_PATH, LB_PAGE_PATH, LB_PAGE, poll, freeTcpPort, freeUdpBase, videoStats, e2eSkip,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 const SECRET = 'browser-test-cluster-secret-0123456789';
 
 let browser;

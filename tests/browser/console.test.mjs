@@ -11,10 +11,10 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
-  startRtcdnWithConfig, launchChromium, openPage, waitForState, freeTcpPort, freeUdpBase, poll,
+  startRtcdnWithConfig, launchChromium, openPage, waitForState, freeTcpPort, freeUdpBase, poll, e2eSkip, logTail,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 const ADMIN = 'console-test-admin-token-0123456789';
 
 let browser;
@@ -35,7 +35,7 @@ async function withAdminRtcdn(body) {
   try {
     await body(server);
   } catch (e) {
-    e.message += `\n--- rtcdn logs ---\n${server.logText().split('\n').slice(-150).join('\n')}`;
+    e.message += logTail(server, { lines: 150 });
     throw e;
   } finally {
     await server.stop();

@@ -13,10 +13,10 @@ import assert from 'node:assert/strict';
 import {
   startRtcdn, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext, openLoggedPage,
   frameLog, framesOf, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo, hookedVideoStats,
-  TWO_WAY_PATH, EMBED_PLAYER_PATH, poll,
+  TWO_WAY_PATH, EMBED_PLAYER_PATH, poll, e2eSkip, logTail,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 
 let browser;
 let pkg;
@@ -55,7 +55,7 @@ async function withRtcdn(t, body) {
       extra += `\n--- page ${i} console ---\n${(p.consoleLines || []).slice(-60).join('\n')}`;
     }
     extra += `\n--- blocked off-host requests ---\n${context.blocked.join('\n')}`;
-    extra += `\n--- rtcdn logs (${server.argv.join(' ')}) ---\n${server.logText().split('\n').slice(-150).join('\n')}`;
+    extra += logTail(server, { lines: 150 });
     e.message += extra;
     throw e;
   } finally {

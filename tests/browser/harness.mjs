@@ -1,7 +1,7 @@
 // Shared helpers for rtcdn's browser end-to-end tests.
 // Only ever talks to 127.0.0.1, unless a caller names other hosts (the netns tests name their
 // own namespaces' addresses).
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import net from 'node:net';
@@ -16,6 +16,22 @@ export const INDEX_HTML = path.join(REPO_ROOT, 'src/web/index.html');
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Why an end-to-end test file is skipped, or false: `RTCDN_SKIP_E2E` is set, or one of the
+ * programs in `needs` (e.g. 'ffmpeg') does not run. For node:test's `{ skip }`.
+ */
+export function e2eSkip({ needs = [] } = {}) {
+  if (process.env.RTCDN_SKIP_E2E) return 'RTCDN_SKIP_E2E is set';
+  const missing = needs.find((program) => spawnSync(program, ['-version']).status !== 0);
+  return missing ? `${missing} is not installed` : false;
+}
+
+/** The last `lines` lines of a started rtcdn's log, as a section for a failure message. */
+export function logTail(server, { lines = 100, label = 'rtcdn' } = {}) {
+  const argv = server.argv ? ` (${server.argv.join(' ')})` : '';
+  return `\n--- ${label} logs${argv} ---\n${server.logText().split('\n').slice(-lines).join('\n')}`;
+}
 
 /** Polls `fn` until it returns a truthy value; throws with the last value seen. */
 export async function poll(fn, { timeout = 10_000, interval = 200, what = 'condition' } = {}) {

@@ -13,10 +13,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
   startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, newLoopbackContext, openLoggedPage,
-  waitForState, waitForDecodedVideo, freeTcpPort, freeUdpBase, rtcdnBin,
+  waitForState, waitForDecodedVideo, freeTcpPort, freeUdpBase, rtcdnBin, e2eSkip,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 const TURN_SECRET = 'coturn-static-auth-secret-for-the-test';
 const JWT_SECRET = 'browser-test-secret-0123456789abcdef-02';
 const SERVERS = [

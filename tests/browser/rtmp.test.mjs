@@ -4,14 +4,12 @@
 // Needs ffmpeg (scripts/test.sh installs it); skipped without it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import {
-  startRtcdn, launchChromium, openPage, waitForState, waitForDecodedVideo, audioStats, poll, freeTcpPort,
+  startRtcdn, launchChromium, openPage, waitForState, waitForDecodedVideo, audioStats, poll, freeTcpPort, e2eSkip,
 } from './harness.mjs';
 
-const noFfmpeg = spawnSync('ffmpeg', ['-version']).status !== 0;
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set'
-  : noFfmpeg ? 'ffmpeg is not installed' : false;
+const skip = e2eSkip({ needs: ['ffmpeg'] });
 
 let browser;
 before(async () => { if (!skip) browser = await launchChromium(); });

@@ -6,10 +6,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startRtcdn, launchChromium, openPage, waitForState, waitForDecodedVideo, videoStats, poll,
+  startRtcdn, launchChromium, openPage, waitForState, waitForDecodedVideo, videoStats, poll, e2eSkip, logTail,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 
 let browser;
 before(async () => { if (!skip) browser = await launchChromium(); });
@@ -43,7 +43,7 @@ test('WHIP simulcast publish: a player pinned to l gets smaller frames than the 
     t.diagnostic(`default vs pinned: ${JSON.stringify(highStats)}`);
     assert.ok(highStats.low.frameWidth <= 1280 / 4 + 16, `pinned to l: ${highStats.low.frameWidth} px wide`);
   } catch (e) {
-    e.message += `\n--- rtcdn logs ---\n${server.logText().split('\n').slice(-100).join('\n')}`;
+    e.message += logTail(server, { lines: 100 });
     throw e;
   } finally {
     for (const page of pages) await page.close();

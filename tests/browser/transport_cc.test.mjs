@@ -3,9 +3,9 @@
 // the player's feedback to the transport-wide numbers rtcdn puts on every packet.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRtcdn, launchChromium, openPage, waitForState, waitForDecodedVideo, poll, sleep } from './harness.mjs';
+import { startRtcdn, launchChromium, openPage, waitForState, waitForDecodedVideo, poll, sleep, e2eSkip, logTail } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 
 let browser;
 before(async () => { if (!skip) browser = await launchChromium(); });
@@ -70,7 +70,7 @@ test('transport-cc: a Chromium publisher keeps its bitrate on rtcdn\'s feedback;
     assert.ok(estimate >= 0.9 * s.bitrate_bps,
       `on loopback the player's estimate (${estimate}) covers the publisher's bitrate (${s.bitrate_bps})`);
   } catch (e) {
-    e.message += `\n--- rtcdn logs ---\n${server.logText().split('\n').slice(-100).join('\n')}`;
+    e.message += logTail(server, { lines: 100 });
     throw e;
   } finally {
     await pub.close();

@@ -3,10 +3,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startRtcdn, launchChromium, openPage, startStaticServer, waitForState, waitForDecodedVideo, poll,
+  startRtcdn, launchChromium, openPage, startStaticServer, waitForState, waitForDecodedVideo, poll, e2eSkip, logTail,
 } from './harness.mjs';
 
-const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
+const skip = e2eSkip();
 
 let browser;
 before(async () => { if (!skip) browser = await launchChromium(); });
@@ -18,7 +18,7 @@ async function withRtcdn(body, opts) {
   try {
     await body(server);
   } catch (e) {
-    e.message += `\n--- rtcdn logs (${server.argv.join(' ')}) ---\n${server.logText().split('\n').slice(-200).join('\n')}`;
+    e.message += logTail(server, { lines: 200 });
     throw e;
   } finally {
     const r = await server.stop();
