@@ -125,7 +125,7 @@ rtmp_case() { # name run [ffmpeg output options]
     > "$name-player-r$run.json" 2> "$name-player-r$run.err" &
   local bench_pid=$!
   PIDS+=("$bench_pid")
-  while kill -0 "$bench_pid" 2>/dev/null && ! grep -q '] drain' "$name-player-r$run.err"; do sleep 0.5; done
+  while kill -0 "$bench_pid" 2>/dev/null && ! grep -qs '] drain' "$name-player-r$run.err"; do sleep 0.5; done
   kill "${ff[@]}" 2>/dev/null
   wait "${ff[@]}" 2>/dev/null
   wait "$bench_pid"
