@@ -224,12 +224,15 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     /// sessions or ingests) the bitrate report and the simulcast layer choice.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let busy = !self.peers.is_empty() || !self.ingests.is_empty();
+        // Layer choices are for players (peers): an ingest alone must not keep a deadline
+        // that `handle_timeout` never moves on, or the core spins.
+        let players = !self.peers.is_empty();
         [
             self.timers.next(),
             self.router.poll_timeout(),
             self.closing_deadline,
             busy.then_some(self.next_bitrate_report),
-            busy.then_some(self.next_layer_choice),
+            players.then_some(self.next_layer_choice),
         ]
         .into_iter()
         .flatten()
