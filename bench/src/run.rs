@@ -759,6 +759,11 @@ async fn player_loop(
 ) {
     let mut dropping = repairing;
     loop {
+        // A publisher elsewhere (`--play-only`) never pauses: the run's end must not wait for
+        // a quiet moment.
+        if shared.done.load(Relaxed) {
+            break;
+        }
         if dropping && shared.phase.load(Relaxed) == PHASE_TAIL {
             player.set_loss(0.0);
             dropping = false;

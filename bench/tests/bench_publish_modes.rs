@@ -117,8 +117,17 @@ async fn play_only_players_play_what_another_run_publishes() {
         // The publishing run connects its publisher first; players that come too early are
         // refused and retry within the setup timeout anyway.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        run(&playing).await
+        let started = std::time::Instant::now();
+        let played = run(&playing).await;
+        (played, started.elapsed())
     });
+    let (played, took) = played;
+    // It ends with its own window, while the other run still publishes (its players used to
+    // wait for a quiet moment that never came).
+    assert!(
+        took < Duration::from_secs(4),
+        "the play-only run took {took:?} of the publisher's 5 s"
+    );
     let published = published.expect("the publishing run");
     let played = played.expect("the playing run");
     let text = rtcdn_bench::run::describe(&played);
