@@ -24,6 +24,11 @@ use tokio::sync::Notify;
 
 use crate::control::{EgressSpec, SessionId, StreamId};
 
+/// The layer of an audio-only egress (`audio: true`): no video has it, so the core copies
+/// only the stream's audio into its tap (the shared transcoder of a stream's RTMP players,
+/// `crate::rtmp::player_audio`).
+pub const AUDIO_ONLY_LAYER: u8 = u8::MAX;
+
 /// The longest packet a tap carries (a publisher's packet is at most a datagram).
 pub const EGRESS_MTU: usize = 1500;
 
