@@ -232,6 +232,7 @@ fn ffmpeg_plays_an_rtmp_published_stream_back_over_rtmp_and_the_publishers_stop_
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|db| db.parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no volumedetect: {text}"));
+        eprintln!("RTMP playback's audio: mean volume {mean_volume} dB");
         assert!(mean_volume > -40.0, "mean volume {mean_volume} dB: {text}");
         counted
     };

@@ -125,10 +125,10 @@ struct Played {
     /// The stream's audio as AAC, when it has Opus.
     audio: Option<AudioSubscription>,
     /// The clock of the player's audio and video (the audio's when it has some), and the
-    /// time on it the player started at: what it is sent counts from there.
+    /// time on it of the player's first video frame: what it is sent counts from there.
     epoch: Instant,
     offset_ms: u32,
-    /// When the video's first frame came, on that clock: the frames follow their RTP time.
+    /// Where the video's first frame sits on that clock (the frames follow their RTP time).
     video_start_ms: Option<u32>,
     /// The AAC sequence header went out (after the metadata, with the video's).
     audio_started: bool,
@@ -344,7 +344,7 @@ impl Client {
                     // The core asked at the start, when it had no keyframe cached.
                     keyframe_asked: Instant::now(),
                     audio,
-                    offset_ms: epoch.elapsed().as_millis() as u32,
+                    offset_ms: 0,
                     epoch,
                     video_start_ms: None,
                     audio_started: false,
@@ -407,16 +407,28 @@ impl Client {
                     _ => "the stream ended".to_owned(),
                 });
         let messages = out.len() as u64;
-        let now_ms = played.epoch.elapsed().as_millis() as u32;
+        if played.video_start_ms.is_none() {
+            // The first frames are the core's cache since its last keyframe, up to seconds
+            // old, and the last of them came just now: the video is placed so that it is the
+            // present on the clock the audio shares, and the player's times start at the
+            // keyframe.
+            let newest = out.iter().map(|video| match video {
+                FlvVideo::Config { timestamp_ms, .. } | FlvVideo::Frame { timestamp_ms, .. } => {
+                    *timestamp_ms
+                }
+            });
+            if let Some(newest) = newest.max() {
+                let now_ms = played.epoch.elapsed().as_millis() as u32;
+                let start = now_ms.wrapping_sub(newest);
+                played.video_start_ms = Some(start);
+                played.offset_ms = start;
+            }
+        }
         let audio_config = played.audio.as_ref().map(|a| (a.channels(), a.config()));
+        let (start, offset) = (played.video_start_ms.unwrap_or(0), played.offset_ms);
         for video in out {
-            // On the clock the audio shares, from the player's start.
-            let start = *played.video_start_ms.get_or_insert(now_ms);
-            let at = |timestamp_ms: u32| {
-                start
-                    .wrapping_add(timestamp_ms)
-                    .wrapping_sub(played.offset_ms)
-            };
+            // On the clock the audio shares, from the player's first frame.
+            let at = |timestamp_ms: u32| start.wrapping_add(timestamp_ms).wrapping_sub(offset);
             match video {
                 FlvVideo::Config {
                     timestamp_ms,
@@ -487,7 +499,7 @@ impl Client {
             }
         };
         let timestamp_ms = frame.timestamp_ms.wrapping_sub(played.offset_ms);
-        // Before the player's start (it came in between), or before its video: not for it.
+        // Before the player's video started, or older than its first frame: not for it.
         if !played.audio_started || (timestamp_ms as i32) < 0 {
             played.audio_skipped += 1;
             return Ok(());

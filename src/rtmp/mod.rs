@@ -1,7 +1,7 @@
 //! RTMP: encoders (ffmpeg, OBS, hardware encoders) publish `rtmp://HOST:1935/live/NAME`, and
 //! the stream is registered like any publisher, so WebRTC players (WHEP, the Flashphoner SDK,
 //! CDN edges) play NAME; RTMP players (ffplay, VLC) play any stream with H.264 video the same
-//! way.
+//! way, with its Opus audio as AAC.
 //!
 //! Sans-IO in the middle, IO at the edge:
 //!
@@ -11,7 +11,8 @@
 //!                      ├ video ─ publisher (flv ─ h264_rtp) ─┬ ingest ring ─ media core router
 //!                      ├ audio ─ audio (flv ─ aac_opus) ──────┘
 //!                      │ play ─ player (auth policy, registry: a player with an egress tap)
-//!                      └ video ◂─ rtp_flv ◂─ egress ring ◂─ the publisher's media core
+//!                      ├ video ◂─ rtp_flv ◂─ egress ring ◂─ the publisher's media core
+//!                      └ audio ◂─ player_audio (opus_aac, one per stream) ◂─ audio-only ring
 //! ```
 //!
 //! [`connection`] is one client connection (bytes in, bytes and events out), [`chunk_guard`]
@@ -19,8 +20,9 @@
 //! [`h264_rtp`] the RFC 6184 packetizer, [`publisher`] one stream's video, [`audio`] its audio,
 //! transcoded by [`aac_opus`] to Opus once per stream while players listen, [`ingest`] the
 //! node's side of a publish, [`player`] the node's side of a play, [`rtp_flv`] the RFC 6184
-//! depacketizer that makes a stream's RTP FLV again for an RTMP player, [`listener`] the TCP
-//! listener and its limits.
+//! depacketizer that makes a stream's RTP FLV again for an RTMP player, [`opus_aac`] the
+//! Opus to AAC transcoder for RTMP players, run once per stream by [`player_audio`] while one
+//! plays, [`listener`] the TCP listener and its limits.
 
 pub mod aac_opus;
 pub mod audio;
