@@ -40,7 +40,7 @@ async function publishFromChromium(server, stream, codec) {
   return pub;
 }
 
-test('WHIP publish (Chromium, H.264) -> RTMP play (ffmpeg): frames decoded; publisher stop ends the player', { skip, timeout: 120_000 }, async (t) => {
+test('WHIP publish (Chromium, H.264 + Opus) -> RTMP play (ffmpeg): frames and AAC audio decoded; publisher stop ends the player', { skip, timeout: 120_000 }, async (t) => {
   const rtmpPort = await freeTcpPort();
   const server = await startRtcdn({ args: ['--rtmp', `127.0.0.1:${rtmpPort}`] });
   const stream = 'whip-to-rtmp';
