@@ -89,6 +89,7 @@ fn apply_properties(config: &mut Config, text: &str, path: &Path) -> Result<(), 
     let mut ip: Option<(IpAddr, usize)> = None;
     let mut ip_local: Option<(IpAddr, usize)> = None;
     let mut media_port_to: Option<(u16, usize)> = None;
+    let mut rtmp_port: Option<u16> = None;
     for (i, property) in properties.iter().enumerate() {
         let Property { key, value, line } = property;
         let line = *line;
@@ -103,6 +104,8 @@ fn apply_properties(config: &mut Config, text: &str, path: &Path) -> Result<(), 
             "wss.port" => config.http.tls_listen.set_port(parse_port(path, property)?),
             "media_port_from" => config.media.port_base = parse_port(path, property)?,
             "media_port_to" => media_port_to = Some((parse_port(path, property)?, line)),
+            // WCS's RTMP port: where encoders publish, and an origin's RTMP relays arrive.
+            "rtmp.port" => rtmp_port = Some(parse_port(path, property)?),
             "ip" => ip = parse_ip(path, property)?.map(|a| (a, line)),
             "ip_local" => ip_local = parse_ip(path, property)?.map(|a| (a, line)),
             // rtcdn's own key: WCS has no relay authentication, rtcdn edges require it.
@@ -113,6 +116,10 @@ fn apply_properties(config: &mut Config, text: &str, path: &Path) -> Result<(), 
         }
     }
     let bind = ip_local.or(ip).map(|(a, _)| a);
+    if let Some(port) = rtmp_port {
+        let host = bind.unwrap_or(crate::config::rtmp::DEFAULT_RTMP_LISTEN.ip());
+        config.rtmp.listen = Some(SocketAddr::new(host, port));
+    }
     if let Some(bind) = bind {
         config.media.bind = bind;
         config.http.listen = SocketAddr::new(bind, config.http.listen.port());
@@ -784,9 +791,16 @@ mod tests {
             vec!["192.0.2.7".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(config.media.port_base, 40000);
+        assert_eq!(config.rtmp.listen, Some("10.0.0.5:1935".parse().unwrap()));
         let config = load_props("ip=127.0.0.2\n", None).unwrap();
+        assert_eq!(config.rtmp.listen, None);
         assert_eq!(config.media.bind, "127.0.0.2".parse::<IpAddr>().unwrap());
         assert!(config.media.announce.is_empty());
+        let rtmp_only = load_props("rtmp.port=1936\n", None).unwrap();
+        assert_eq!(
+            rtmp_only.rtmp.listen,
+            Some("127.0.0.1:1936".parse().unwrap())
+        );
         // load_balancing_enabled=false: loadbalancing.xml is not read (even when broken).
         let config = load_props("load_balancing_enabled=false\n", Some("<broken")).unwrap();
         assert_eq!(config.cdn, CdnConfig::default());

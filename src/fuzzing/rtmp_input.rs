@@ -2,8 +2,9 @@
 
 /// Bytes into a server-side RTMP connection (see `fuzz/README.md`, `rtmp_input`). The first
 /// byte picks the mode: bit 0 starts after a real handshake, bit 1 feeds `[len: u16][message]…`
-/// straight to the FLV parsers, the H.264 packetizer and the AAC to Opus transcoder (a length
-/// with its top bit set is an audio message), bits 2.. size the reads.
+/// straight to the FLV parsers (classic and Enhanced RTMP), the H.264 packetizer and the audio
+/// (the AAC to Opus transcoder, Opus forwarded as it comes; a length with its top bit set is
+/// an audio message), bits 2.. size the reads.
 pub fn fuzz_rtmp_input(data: &[u8]) {
     use crate::rtmp::audio::RtmpAudio;
     use crate::rtmp::chunk_guard::ChunkLimits;
@@ -26,6 +27,7 @@ pub fn fuzz_rtmp_input(data: &[u8]) {
     let mut audio = |timestamp_ms: u32, message: &[u8]| {
         let _ = transcoder.handle(timestamp_ms, message, |packet| {
             assert!(packet.len() <= 12 + 1275, "one Opus frame a packet");
+            assert_eq!(packet[1] & 0x7F, crate::rtmp::aac_opus::OPUS_PT);
         });
     };
     if mode & 2 != 0 {
@@ -75,6 +77,28 @@ pub fn fuzz_rtmp_input(data: &[u8]) {
                 RtmpEvent::Video { timestamp_ms, data } => video(timestamp_ms, &data),
                 RtmpEvent::Audio { timestamp_ms, data } => audio(timestamp_ms, &data),
                 _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed seeds (classic AAC; Enhanced RTMP `avc1` and Opus, with refused FourCCs
+    /// and packet types, also cut at every length) run through the target's body.
+    #[test]
+    fn the_seeds_and_their_truncations_pass_the_target() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/seed-rtmp_input");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let seed = std::fs::read(&path).unwrap();
+            super::fuzz_rtmp_input(&seed);
+            // The transcoder's seed is slow to cut everywhere in a debug build.
+            if path.to_string_lossy().contains("enhanced") {
+                for len in 0..seed.len() {
+                    super::fuzz_rtmp_input(&seed[..len]);
+                }
             }
         }
     }

@@ -1,9 +1,96 @@
-//! FLV video and audio tag bodies as RTMP carries them (the FLV file format spec, E.4.2 and
-//! E.4.3): which codec, a frame's type, for H.264 (AVC) the decoder configuration record or the
-//! frame's length-prefixed NAL units with their composition time, and for AAC the
-//! AudioSpecificConfig or a raw frame. Borrowing parsers; nothing copied.
+//! FLV video and audio tag bodies as RTMP carries them: the classic tags (the FLV file format
+//! spec, E.4.2 and E.4.3) and Enhanced RTMP's FourCC tags (veovera's enhanced-rtmp v1/v2,
+//! "Enhanced Audio" and "Enhanced Video"). Which codec, a frame's type, for H.264 (AVC, classic
+//! or FourCC `avc1`) the decoder configuration record or the frame's length-prefixed NAL units
+//! with their composition time, for AAC (classic or `mp4a`) the AudioSpecificConfig or a raw
+//! frame, and for Opus (`Opus`) its ID header (RFC 7845 §5.1) or one raw Opus packet.
+//! Borrowing parsers; nothing copied. The constants are the wire values, for writers too.
+//!
+//! Enhanced RTMP's multitrack and ModEx packets, and FourCCs other than `avc1`, `Opus` and
+//! `mp4a`, are refused by name: a publisher's setup that rtcdn cannot carry is said, not
+//! guessed at.
 
-/// Why a video message was not understood.
+/// Classic FLV CodecID 7: AVC (H.264).
+pub const VIDEO_CODEC_AVC: u8 = 7;
+/// The video tag's first byte bit that makes it an Enhanced RTMP ExVideoTagHeader (the low
+/// nibble is then a VideoPacketType and a FourCC follows).
+pub const VIDEO_EX_HEADER: u8 = 0x80;
+/// VideoFrameType 1: a keyframe (bits 4-6 of the first byte).
+pub const VIDEO_FRAME_KEY: u8 = 1;
+/// VideoFrameType 2: an inter frame.
+pub const VIDEO_FRAME_INTER: u8 = 2;
+/// VideoFrameType 5: a video info / command frame (no picture).
+pub const VIDEO_FRAME_COMMAND: u8 = 5;
+
+/// Enhanced RTMP VideoPacketType: the codec's configuration record.
+pub const VIDEO_PACKET_SEQUENCE_START: u8 = 0;
+/// Enhanced RTMP VideoPacketType: frames, after an SI24 composition time offset.
+pub const VIDEO_PACKET_CODED_FRAMES: u8 = 1;
+/// Enhanced RTMP VideoPacketType: end of sequence.
+pub const VIDEO_PACKET_SEQUENCE_END: u8 = 2;
+/// Enhanced RTMP VideoPacketType: frames with a composition time offset of zero (not sent).
+pub const VIDEO_PACKET_CODED_FRAMES_X: u8 = 3;
+/// Enhanced RTMP VideoPacketType: AMF-encoded metadata (HDR colour info, ...), no picture.
+pub const VIDEO_PACKET_METADATA: u8 = 4;
+/// Enhanced RTMP VideoPacketType: the sequence start of an MPEG-2 TS carriage.
+pub const VIDEO_PACKET_MPEG2TS_SEQUENCE_START: u8 = 5;
+/// Enhanced RTMP VideoPacketType: several tracks in one message.
+pub const VIDEO_PACKET_MULTITRACK: u8 = 6;
+/// Enhanced RTMP VideoPacketType: a modifier (nanosecond timestamp offset, ...) comes first.
+pub const VIDEO_PACKET_MOD_EX: u8 = 7;
+
+/// Enhanced RTMP video FourCC: H.264, carried as classic AVC is.
+pub const FOURCC_AVC: [u8; 4] = *b"avc1";
+/// Enhanced RTMP video FourCC: H.265 (not carried).
+pub const FOURCC_HEVC: [u8; 4] = *b"hvc1";
+/// Enhanced RTMP video FourCC: AV1 (not carried).
+pub const FOURCC_AV1: [u8; 4] = *b"av01";
+/// Enhanced RTMP video FourCC: VP9 (not carried).
+pub const FOURCC_VP9: [u8; 4] = *b"vp09";
+
+/// FLV SoundFormat 10: AAC.
+pub const SOUND_FORMAT_AAC: u8 = 10;
+/// FLV SoundFormat 9: Enhanced RTMP's ExAudioTagHeader (the low nibble is then an
+/// AudioPacketType and a FourCC follows).
+pub const SOUND_FORMAT_EX_HEADER: u8 = 9;
+/// Classic AAC's AACPacketType 0: the AudioSpecificConfig.
+pub const AAC_PACKET_SEQUENCE_HEADER: u8 = 0;
+/// Classic AAC's AACPacketType 1: a raw frame.
+pub const AAC_PACKET_RAW: u8 = 1;
+
+/// Enhanced RTMP AudioPacketType: the codec's configuration (for Opus its ID header).
+pub const AUDIO_PACKET_SEQUENCE_START: u8 = 0;
+/// Enhanced RTMP AudioPacketType: coded frames (for Opus one packet).
+pub const AUDIO_PACKET_CODED_FRAMES: u8 = 1;
+/// Enhanced RTMP AudioPacketType: end of sequence.
+pub const AUDIO_PACKET_SEQUENCE_END: u8 = 2;
+/// Enhanced RTMP AudioPacketType: the channel order and count.
+pub const AUDIO_PACKET_MULTICHANNEL_CONFIG: u8 = 4;
+/// Enhanced RTMP AudioPacketType: several tracks in one message.
+pub const AUDIO_PACKET_MULTITRACK: u8 = 5;
+/// Enhanced RTMP AudioPacketType: a modifier (nanosecond timestamp offset, ...) comes first.
+pub const AUDIO_PACKET_MOD_EX: u8 = 7;
+
+/// Enhanced RTMP audio FourCC: Opus, forwarded as it comes.
+pub const FOURCC_OPUS: [u8; 4] = *b"Opus";
+/// Enhanced RTMP audio FourCC: AAC, carried as classic AAC is.
+pub const FOURCC_AAC: [u8; 4] = *b"mp4a";
+/// Enhanced RTMP audio FourCC: MP3 (not carried).
+pub const FOURCC_MP3: [u8; 4] = *b".mp3";
+/// Enhanced RTMP audio FourCC: AC-3 (not carried).
+pub const FOURCC_AC3: [u8; 4] = *b"ac-3";
+/// Enhanced RTMP audio FourCC: E-AC-3 (not carried).
+pub const FOURCC_EAC3: [u8; 4] = *b"ec-3";
+/// Enhanced RTMP audio FourCC: FLAC (not carried).
+pub const FOURCC_FLAC: [u8; 4] = *b"fLaC";
+
+/// A FourCC as `onMetaData`'s `audiocodecid`/`videocodecid` carry it in Enhanced RTMP: its
+/// bytes as a big-endian number (`Opus` is 0x4F70_7573).
+pub const fn fourcc_codec_id(fourcc: [u8; 4]) -> u32 {
+    u32::from_be_bytes(fourcc)
+}
+
+/// Why a video or audio message was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlvError {
     /// Shorter than its headers.
@@ -12,12 +99,50 @@ pub enum FlvError {
     /// A classic FLV codec other than AVC (Sorenson, VP6, screen video, HEVC by id 12, ...).
     #[error("video codec id {0} is not supported (only H.264/AVC)")]
     UnsupportedCodec(u8),
-    /// An Enhanced RTMP (FourCC) video message: not supported yet.
-    #[error("Enhanced RTMP video {0:?} is not supported yet (only classic H.264/AVC)")]
+    /// An Enhanced RTMP video FourCC other than `avc1` (`hvc1`, `av01`, `vp09`, ...).
+    #[error(
+        "Enhanced RTMP video \"{}\" is not supported yet: rtcdn takes avc1 (H.264) over Enhanced RTMP",
+        .0.escape_ascii()
+    )]
     UnsupportedFourCc([u8; 4]),
+    /// An Enhanced RTMP audio FourCC other than `Opus` and `mp4a` (`.mp3`, `ac-3`, `ec-3`,
+    /// `fLaC`, ...).
+    #[error(
+        "Enhanced RTMP audio \"{}\" is not supported yet: rtcdn takes Opus and mp4a (AAC) over Enhanced RTMP",
+        .0.escape_ascii()
+    )]
+    UnsupportedAudioFourCc([u8; 4]),
+    /// An Enhanced RTMP VideoPacketType rtcdn does not take: multitrack, ModEx, MPEG-2 TS
+    /// carriage, or a reserved value.
+    #[error("Enhanced RTMP video packet type {0} ({name}) is not supported", name = video_packet_name(*.0))]
+    UnsupportedVideoPacket(u8),
+    /// An Enhanced RTMP AudioPacketType rtcdn does not take: multitrack, ModEx, or a reserved
+    /// value.
+    #[error("Enhanced RTMP audio packet type {0} ({name}) is not supported", name = audio_packet_name(*.0))]
+    UnsupportedAudioPacket(u8),
     /// An AVCDecoderConfigurationRecord that does not parse.
     #[error("bad AVC decoder configuration record: {0}")]
     BadConfig(&'static str),
+    /// An Opus ID header (RFC 7845 §5.1) that does not parse.
+    #[error("bad Opus ID header (OpusHead, RFC 7845 section 5.1): {0}")]
+    BadOpusHead(&'static str),
+}
+
+fn video_packet_name(packet_type: u8) -> &'static str {
+    match packet_type {
+        VIDEO_PACKET_MPEG2TS_SEQUENCE_START => "MPEG-2 TS sequence start",
+        VIDEO_PACKET_MULTITRACK => "multitrack",
+        VIDEO_PACKET_MOD_EX => "ModEx",
+        _ => "reserved",
+    }
+}
+
+fn audio_packet_name(packet_type: u8) -> &'static str {
+    match packet_type {
+        AUDIO_PACKET_MULTITRACK => "multitrack",
+        AUDIO_PACKET_MOD_EX => "ModEx",
+        _ => "reserved",
+    }
 }
 
 /// One video message.
@@ -32,7 +157,7 @@ pub enum VideoTag<'a> {
         composition_ms: i32,
         nalus: &'a [u8],
     },
-    /// End of sequence, or a command/info frame: nothing to forward.
+    /// End of sequence, a command/info frame or (Enhanced RTMP) metadata: nothing to forward.
     Other,
 }
 
@@ -61,51 +186,148 @@ impl AvcConfig<'_> {
 /// One audio message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AudioTag<'a> {
-    /// The AAC sequence header: an AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
+    /// The AAC sequence header (classic, or Enhanced RTMP `mp4a`): an AudioSpecificConfig
+    /// (ISO/IEC 14496-3 §1.6.2.1).
     AacConfig(&'a [u8]),
     /// One raw AAC frame.
     AacFrame(&'a [u8]),
-    /// A classic FLV sound format other than AAC (MP3, Speex, G.711, ...), by its id, or an
-    /// Enhanced RTMP (FourCC) audio message (id 9).
+    /// Enhanced RTMP Opus's sequence start: its ID header, or `None` when it carries none
+    /// (the spec then means mono or stereo, as a multichannel config may say).
+    OpusConfig(Option<OpusHead>),
+    /// One Opus packet (RFC 6716 §3), as an RTP payload takes it (RFC 7587).
+    OpusFrame(&'a [u8]),
+    /// Enhanced RTMP Opus's multichannel config: the number of channels (AAC's own config
+    /// says its channels, so `mp4a`'s is [`AudioTag::Other`]).
+    OpusChannels(u8),
+    /// An end of sequence, or the empty message RTMP means as silence: nothing to forward.
+    Other,
+    /// A classic FLV sound format other than AAC (MP3, Speex, G.711, ...), by its id.
     Unsupported(u8),
 }
 
-/// FLV SoundFormat 10: AAC.
-const SOUND_FORMAT_AAC: u8 = 10;
-/// FLV SoundFormat 9: Enhanced RTMP's ExHeader (a FourCC follows).
-const SOUND_FORMAT_EX_HEADER: u8 = 9;
+/// The fixed part of an Opus ID header (RFC 7845 §5.1) as Enhanced RTMP's Opus sequence
+/// start carries it; the channel mapping table is read only for its stream count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpusHead {
+    pub channels: u8,
+    /// Samples (at 48 kHz) the decoder drops at the start.
+    pub pre_skip: u16,
+    /// The encoder's input rate, for information only (0: not said); Opus decodes at 48 kHz.
+    pub input_rate: u32,
+    /// 0: mono or stereo in one stream; other families map channels onto several streams.
+    pub mapping_family: u8,
+    /// Opus streams in each packet (1 with mapping family 0).
+    pub streams: u8,
+}
+
+/// The ID header's magic signature.
+pub const OPUS_HEAD_MAGIC: [u8; 8] = *b"OpusHead";
+/// The ID header's length with mapping family 0.
+pub const OPUS_HEAD_LEN: usize = 19;
+
+impl OpusHead {
+    /// Parses an ID header; what follows it is ignored.
+    pub fn parse(data: &[u8]) -> Result<OpusHead, FlvError> {
+        let Some((fixed, mapping)) = data.split_first_chunk::<OPUS_HEAD_LEN>() else {
+            return Err(FlvError::BadOpusHead("shorter than its 19 bytes"));
+        };
+        let [m0, m1, m2, m3, m4, m5, m6, m7, version, channels, s0, s1, r0, r1, r2, r3, _, _, family] =
+            *fixed;
+        if [m0, m1, m2, m3, m4, m5, m6, m7] != OPUS_HEAD_MAGIC {
+            return Err(FlvError::BadOpusHead("no OpusHead signature"));
+        }
+        // §5.1: a major version other than 0 (the high nibble) is not compatible.
+        if version >> 4 != 0 {
+            return Err(FlvError::BadOpusHead("version not 0.x"));
+        }
+        if channels == 0 {
+            return Err(FlvError::BadOpusHead("no channels"));
+        }
+        let streams = match (family, mapping) {
+            (0, _) if channels > 2 => {
+                return Err(FlvError::BadOpusHead(
+                    "mapping family 0 with more than 2 channels",
+                ))
+            }
+            (0, _) => 1,
+            (_, [streams, coupled, table @ ..]) => {
+                if *streams == 0 || coupled > streams || table.len() < usize::from(channels) {
+                    return Err(FlvError::BadOpusHead("bad channel mapping table"));
+                }
+                *streams
+            }
+            _ => return Err(FlvError::BadOpusHead("channel mapping table missing")),
+        };
+        Ok(OpusHead {
+            channels,
+            pre_skip: u16::from_le_bytes([s0, s1]),
+            input_rate: u32::from_le_bytes([r0, r1, r2, r3]),
+            mapping_family: family,
+            streams,
+        })
+    }
+}
 
 /// Parses an audio message's body.
 pub fn parse_audio(data: &[u8]) -> Result<AudioTag<'_>, FlvError> {
-    let (&first, rest) = data.split_first().ok_or(FlvError::Truncated)?;
+    let Some((&first, rest)) = data.split_first() else {
+        // The Enhanced RTMP spec documents it: an empty audio message is silence.
+        return Ok(AudioTag::Other);
+    };
     match first >> 4 {
         SOUND_FORMAT_AAC => match rest.split_first() {
-            Some((0, config)) => Ok(AudioTag::AacConfig(config)),
+            Some((&AAC_PACKET_SEQUENCE_HEADER, config)) => Ok(AudioTag::AacConfig(config)),
             Some((_, frame)) => Ok(AudioTag::AacFrame(frame)),
             None => Err(FlvError::Truncated),
         },
-        SOUND_FORMAT_EX_HEADER => Ok(AudioTag::Unsupported(SOUND_FORMAT_EX_HEADER)),
+        SOUND_FORMAT_EX_HEADER => parse_ex_audio(first & 0x0F, rest),
         format => Ok(AudioTag::Unsupported(format)),
+    }
+}
+
+/// An ExAudioTagHeader's body: after the AudioPacketType nibble, a FourCC and its payload.
+fn parse_ex_audio(packet_type: u8, rest: &[u8]) -> Result<AudioTag<'_>, FlvError> {
+    // Multitrack puts a track header, and ModEx its modifier, before the FourCC.
+    if matches!(packet_type, AUDIO_PACKET_MULTITRACK | AUDIO_PACKET_MOD_EX) {
+        return Err(FlvError::UnsupportedAudioPacket(packet_type));
+    }
+    let (fourcc, body) = split_fourcc(rest)?;
+    let opus = match fourcc {
+        FOURCC_OPUS => true,
+        FOURCC_AAC => false,
+        other => return Err(FlvError::UnsupportedAudioFourCc(other)),
+    };
+    match packet_type {
+        AUDIO_PACKET_SEQUENCE_START if !opus => Ok(AudioTag::AacConfig(body)),
+        AUDIO_PACKET_SEQUENCE_START if body.is_empty() => Ok(AudioTag::OpusConfig(None)),
+        AUDIO_PACKET_SEQUENCE_START => OpusHead::parse(body).map(|h| AudioTag::OpusConfig(Some(h))),
+        AUDIO_PACKET_CODED_FRAMES if !opus => Ok(AudioTag::AacFrame(body)),
+        // RFC 6716 §3.4 R1: an Opus packet has at least its TOC byte.
+        AUDIO_PACKET_CODED_FRAMES if body.is_empty() => Err(FlvError::Truncated),
+        AUDIO_PACKET_CODED_FRAMES => Ok(AudioTag::OpusFrame(body)),
+        AUDIO_PACKET_SEQUENCE_END => Ok(AudioTag::Other),
+        AUDIO_PACKET_MULTICHANNEL_CONFIG if !opus => Ok(AudioTag::Other),
+        AUDIO_PACKET_MULTICHANNEL_CONFIG => match body {
+            [_order, channels, ..] => Ok(AudioTag::OpusChannels(*channels)),
+            _ => Err(FlvError::Truncated),
+        },
+        _ => Err(FlvError::UnsupportedAudioPacket(packet_type)),
     }
 }
 
 /// Parses a video message's body.
 pub fn parse_video(data: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     let (&first, rest) = data.split_first().ok_or(FlvError::Truncated)?;
-    if first & 0x80 != 0 {
-        // Enhanced RTMP: IsExHeader, then the packet type and a FourCC.
-        let fourcc = rest.get(..4).ok_or(FlvError::Truncated)?;
-        return Err(FlvError::UnsupportedFourCc([
-            fourcc[0], fourcc[1], fourcc[2], fourcc[3],
-        ]));
+    let frame_type = (first >> 4) & 0x07;
+    if first & VIDEO_EX_HEADER != 0 {
+        return parse_ex_video(frame_type, first & 0x0F, rest);
     }
-    let frame_type = first >> 4;
     let codec = first & 0x0F;
-    if frame_type == 5 {
+    if frame_type == VIDEO_FRAME_COMMAND {
         // A video info/command frame carries no picture, whatever its codec id.
         return Ok(VideoTag::Other);
     }
-    if codec != 7 {
+    if codec != VIDEO_CODEC_AVC {
         return Err(FlvError::UnsupportedCodec(codec));
     }
     let [packet_type, c0, c1, c2, body @ ..] = rest else {
@@ -113,17 +335,62 @@ pub fn parse_video(data: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     };
     match packet_type {
         0 => parse_avc_config(body).map(VideoTag::AvcConfig),
-        1 => {
-            // SI24, sign-extended.
-            let composition_ms = i32::from_be_bytes([*c0, *c1, *c2, 0]) >> 8;
-            Ok(VideoTag::AvcFrame {
-                keyframe: frame_type == 1,
-                composition_ms,
-                nalus: body,
-            })
-        }
+        1 => Ok(VideoTag::AvcFrame {
+            keyframe: frame_type == VIDEO_FRAME_KEY,
+            composition_ms: si24([*c0, *c1, *c2]),
+            nalus: body,
+        }),
         _ => Ok(VideoTag::Other),
     }
+}
+
+/// An ExVideoTagHeader's body: after the VideoPacketType nibble, a FourCC and its payload;
+/// `avc1` is read as classic AVC is.
+fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoTag<'_>, FlvError> {
+    if frame_type == VIDEO_FRAME_COMMAND && packet_type != VIDEO_PACKET_METADATA {
+        // A command (a UI8, no FourCC) and no picture.
+        return Ok(VideoTag::Other);
+    }
+    // MPEG-2 TS carriage, multitrack, ModEx and the reserved values 8..=15.
+    if packet_type >= VIDEO_PACKET_MPEG2TS_SEQUENCE_START {
+        return Err(FlvError::UnsupportedVideoPacket(packet_type));
+    }
+    let (fourcc, body) = split_fourcc(rest)?;
+    if fourcc != FOURCC_AVC {
+        return Err(FlvError::UnsupportedFourCc(fourcc));
+    }
+    let keyframe = frame_type == VIDEO_FRAME_KEY;
+    match packet_type {
+        VIDEO_PACKET_SEQUENCE_START => parse_avc_config(body).map(VideoTag::AvcConfig),
+        VIDEO_PACKET_CODED_FRAMES => {
+            let [c0, c1, c2, nalus @ ..] = body else {
+                return Err(FlvError::Truncated);
+            };
+            Ok(VideoTag::AvcFrame {
+                keyframe,
+                composition_ms: si24([*c0, *c1, *c2]),
+                nalus,
+            })
+        }
+        VIDEO_PACKET_CODED_FRAMES_X => Ok(VideoTag::AvcFrame {
+            keyframe,
+            composition_ms: 0,
+            nalus: body,
+        }),
+        // SequenceEnd, Metadata.
+        _ => Ok(VideoTag::Other),
+    }
+}
+
+/// A signed 24-bit big-endian number (a composition time offset), sign-extended.
+fn si24([b0, b1, b2]: [u8; 3]) -> i32 {
+    i32::from_be_bytes([b0, b1, b2, 0]) >> 8
+}
+
+fn split_fourcc(data: &[u8]) -> Result<([u8; 4], &[u8]), FlvError> {
+    data.split_first_chunk::<4>()
+        .map(|(fourcc, rest)| (*fourcc, rest))
+        .ok_or(FlvError::Truncated)
 }
 
 fn parse_avc_config(record: &[u8]) -> Result<AvcConfig<'_>, FlvError> {
@@ -190,7 +457,7 @@ pub fn nal_units(data: &[u8], length_size: u8) -> impl Iterator<Item = &[u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -205,9 +472,175 @@ mod tests {
             Ok(AudioTag::AacFrame(&[0x21, 0x1B]))
         );
         assert_eq!(parse_audio(&[0x2F, 0xFF]), Ok(AudioTag::Unsupported(2)));
-        assert_eq!(parse_audio(&[0x90, 0, 0, 0]), Ok(AudioTag::Unsupported(9)));
         assert_eq!(parse_audio(&[0xAF]), Err(FlvError::Truncated));
-        assert_eq!(parse_audio(&[]), Err(FlvError::Truncated));
+        // RTMP's silence message.
+        assert_eq!(parse_audio(&[]), Ok(AudioTag::Other));
+    }
+
+    /// An Enhanced RTMP audio message: ExHeader with `packet_type`, `fourcc`, `body`.
+    pub(crate) fn ex_audio(packet_type: u8, fourcc: [u8; 4], body: &[u8]) -> Vec<u8> {
+        [
+            &[SOUND_FORMAT_EX_HEADER << 4 | packet_type][..],
+            &fourcc,
+            body,
+        ]
+        .concat()
+    }
+
+    /// An OpusHead (RFC 7845 §5.1) with mapping family 0.
+    pub(crate) fn opus_head(channels: u8, input_rate: u32) -> Vec<u8> {
+        let mut head = OPUS_HEAD_MAGIC.to_vec();
+        head.extend_from_slice(&[1, channels]);
+        head.extend_from_slice(&312u16.to_le_bytes());
+        head.extend_from_slice(&input_rate.to_le_bytes());
+        head.extend_from_slice(&[0, 0, 0]);
+        head
+    }
+
+    #[test]
+    fn enhanced_opus_gives_its_id_header_and_packets() {
+        let head = opus_head(2, 44_100);
+        assert_eq!(
+            parse_audio(&ex_audio(AUDIO_PACKET_SEQUENCE_START, FOURCC_OPUS, &head)),
+            Ok(AudioTag::OpusConfig(Some(OpusHead {
+                channels: 2,
+                pre_skip: 312,
+                input_rate: 44_100,
+                mapping_family: 0,
+                streams: 1,
+            })))
+        );
+        // No ID header: the spec's default, mono or stereo.
+        assert_eq!(
+            parse_audio(&ex_audio(AUDIO_PACKET_SEQUENCE_START, FOURCC_OPUS, &[])),
+            Ok(AudioTag::OpusConfig(None))
+        );
+        assert_eq!(
+            parse_audio(&ex_audio(
+                AUDIO_PACKET_CODED_FRAMES,
+                FOURCC_OPUS,
+                &[0xFC, 1, 2]
+            )),
+            Ok(AudioTag::OpusFrame(&[0xFC, 1, 2]))
+        );
+        assert_eq!(
+            parse_audio(&ex_audio(AUDIO_PACKET_SEQUENCE_END, FOURCC_OPUS, &[])),
+            Ok(AudioTag::Other)
+        );
+        assert_eq!(
+            parse_audio(&ex_audio(
+                AUDIO_PACKET_MULTICHANNEL_CONFIG,
+                FOURCC_OPUS,
+                &[1, 6, 0]
+            )),
+            Ok(AudioTag::OpusChannels(6))
+        );
+        // The codec id onMetaData carries for it.
+        assert_eq!(fourcc_codec_id(FOURCC_OPUS), 0x4F70_7573);
+    }
+
+    #[test]
+    fn enhanced_audio_truncations_and_bad_id_headers_are_errors() {
+        let full = ex_audio(AUDIO_PACKET_CODED_FRAMES, FOURCC_OPUS, &[0xFC]);
+        for len in 1..full.len() {
+            assert_eq!(parse_audio(&full[..len]), Err(FlvError::Truncated), "{len}");
+        }
+        let channels = ex_audio(AUDIO_PACKET_MULTICHANNEL_CONFIG, FOURCC_OPUS, &[1]);
+        assert_eq!(parse_audio(&channels), Err(FlvError::Truncated));
+        let head = opus_head(2, 48_000);
+        for len in 1..OPUS_HEAD_LEN {
+            let message = ex_audio(AUDIO_PACKET_SEQUENCE_START, FOURCC_OPUS, &head[..len]);
+            assert_eq!(
+                parse_audio(&message),
+                Err(FlvError::BadOpusHead("shorter than its 19 bytes")),
+                "{len}"
+            );
+        }
+        let bad = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut head = opus_head(2, 48_000);
+            edit(&mut head);
+            OpusHead::parse(&head)
+        };
+        assert_eq!(
+            bad(&|h| h[0] = b'o'),
+            Err(FlvError::BadOpusHead("no OpusHead signature"))
+        );
+        assert_eq!(
+            bad(&|h| h[8] = 0x10),
+            Err(FlvError::BadOpusHead("version not 0.x"))
+        );
+        assert_eq!(
+            bad(&|h| h[9] = 0),
+            Err(FlvError::BadOpusHead("no channels"))
+        );
+        assert_eq!(
+            bad(&|h| h[9] = 6),
+            Err(FlvError::BadOpusHead(
+                "mapping family 0 with more than 2 channels"
+            ))
+        );
+        assert_eq!(
+            bad(&|h| h[18] = 1),
+            Err(FlvError::BadOpusHead("channel mapping table missing"))
+        );
+        // Family 1, 6 channels in 4 streams (2 coupled), with its table: parses.
+        let surround = bad(&|h| {
+            h[9] = 6;
+            h[18] = 1;
+            h.extend_from_slice(&[4, 2, 0, 4, 1, 2, 3, 5]);
+        });
+        assert_eq!(surround.map(|h| (h.channels, h.streams)), Ok((6, 4)));
+        assert_eq!(
+            bad(&|h| {
+                h[18] = 1;
+                h.extend_from_slice(&[1, 2, 0]);
+            }),
+            Err(FlvError::BadOpusHead("bad channel mapping table"))
+        );
+    }
+
+    #[test]
+    fn enhanced_aac_is_read_as_classic_aac_and_other_audio_fourccs_are_named() {
+        assert_eq!(
+            parse_audio(&ex_audio(
+                AUDIO_PACKET_SEQUENCE_START,
+                FOURCC_AAC,
+                &[0x12, 0x10]
+            )),
+            Ok(AudioTag::AacConfig(&[0x12, 0x10]))
+        );
+        assert_eq!(
+            parse_audio(&ex_audio(AUDIO_PACKET_CODED_FRAMES, FOURCC_AAC, &[0x21])),
+            Ok(AudioTag::AacFrame(&[0x21]))
+        );
+        for fourcc in [FOURCC_MP3, FOURCC_AC3, FOURCC_EAC3, FOURCC_FLAC] {
+            let message = ex_audio(AUDIO_PACKET_SEQUENCE_START, fourcc, &[1, 2]);
+            let refused = parse_audio(&message);
+            assert_eq!(refused, Err(FlvError::UnsupportedAudioFourCc(fourcc)));
+            let text = refused.unwrap_err().to_string();
+            assert!(
+                text.contains(std::str::from_utf8(&fourcc).unwrap())
+                    && text.contains("not supported yet"),
+                "{text}"
+            );
+        }
+        // Multitrack and ModEx put more before the FourCC; reserved types mean nothing yet.
+        for packet_type in [AUDIO_PACKET_MULTITRACK, AUDIO_PACKET_MOD_EX] {
+            let message = ex_audio(packet_type, FOURCC_OPUS, &[0; 8]);
+            assert_eq!(
+                parse_audio(&message),
+                Err(FlvError::UnsupportedAudioPacket(packet_type))
+            );
+        }
+        let reserved = ex_audio(3, FOURCC_OPUS, &[1]);
+        assert_eq!(
+            parse_audio(&reserved),
+            Err(FlvError::UnsupportedAudioPacket(3))
+        );
+        assert_eq!(
+            FlvError::UnsupportedAudioPacket(AUDIO_PACKET_MULTITRACK).to_string(),
+            "Enhanced RTMP audio packet type 5 (multitrack) is not supported"
+        );
     }
 
     /// An AVC sequence header video message with this SPS and PPS.
@@ -258,13 +691,96 @@ mod tests {
     }
 
     #[test]
-    fn other_codecs_and_enhanced_rtmp_are_named() {
+    fn other_codecs_and_enhanced_rtmp_fourccs_are_named() {
         assert_eq!(parse_video(&[0x22, 0]), Err(FlvError::UnsupportedCodec(2)));
+        for fourcc in [FOURCC_HEVC, FOURCC_AV1, FOURCC_VP9, *b"vp08", *b"\0\x01ab"] {
+            let message = ex_video(VIDEO_PACKET_SEQUENCE_START, fourcc, &[1]);
+            let refused = parse_video(&message);
+            assert_eq!(refused, Err(FlvError::UnsupportedFourCc(fourcc)));
+        }
         assert_eq!(
-            parse_video(&[0x90, b'h', b'v', b'c', b'1']),
-            Err(FlvError::UnsupportedFourCc(*b"hvc1"))
+            FlvError::UnsupportedFourCc(FOURCC_HEVC).to_string(),
+            "Enhanced RTMP video \"hvc1\" is not supported yet: rtcdn takes avc1 (H.264) over Enhanced RTMP"
         );
         assert_eq!(parse_video(&[]), Err(FlvError::Truncated));
         assert_eq!(parse_video(&[0x17, 2, 0, 0, 0]), Ok(VideoTag::Other));
+    }
+
+    /// An Enhanced RTMP keyframe video message: ExHeader with `packet_type`, `fourcc`, `body`.
+    pub(crate) fn ex_video(packet_type: u8, fourcc: [u8; 4], body: &[u8]) -> Vec<u8> {
+        let first = VIDEO_EX_HEADER | VIDEO_FRAME_KEY << 4 | packet_type;
+        [&[first][..], &fourcc, body].concat()
+    }
+
+    #[test]
+    fn enhanced_avc1_reads_as_classic_avc() {
+        let sps = [0x67, 0x64, 0x00, 0x1F, 0xAC];
+        let pps = [0x68, 0xEE, 0x3C, 0x80];
+        // The classic sequence header's record, behind an ExHeader and `avc1`.
+        let record = &config_message(&sps, &pps)[5..];
+        let start = ex_video(VIDEO_PACKET_SEQUENCE_START, FOURCC_AVC, record);
+        let VideoTag::AvcConfig(config) = parse_video(&start).unwrap() else {
+            panic!("not a config");
+        };
+        assert_eq!((config.sps, config.pps), (&sps[..], &pps[..]));
+        assert_eq!(config.profile_level_id(), "64001f");
+        let nalus = [0, 0, 0, 2, 0x65, 0x88];
+        // CodedFrames: an SI24 composition time (here -40) before the NAL units.
+        let coded = ex_video(
+            VIDEO_PACKET_CODED_FRAMES,
+            FOURCC_AVC,
+            &[&[0xFF, 0xFF, 0xD8][..], &nalus].concat(),
+        );
+        assert_eq!(
+            parse_video(&coded),
+            Ok(VideoTag::AvcFrame {
+                keyframe: true,
+                composition_ms: -40,
+                nalus: &nalus
+            })
+        );
+        // CodedFramesX: none, zero.
+        let mut coded_x = ex_video(VIDEO_PACKET_CODED_FRAMES_X, FOURCC_AVC, &nalus);
+        coded_x[0] = VIDEO_EX_HEADER | VIDEO_FRAME_INTER << 4 | VIDEO_PACKET_CODED_FRAMES_X;
+        assert_eq!(
+            parse_video(&coded_x),
+            Ok(VideoTag::AvcFrame {
+                keyframe: false,
+                composition_ms: 0,
+                nalus: &nalus
+            })
+        );
+        for packet_type in [VIDEO_PACKET_SEQUENCE_END, VIDEO_PACKET_METADATA] {
+            let message = ex_video(packet_type, FOURCC_AVC, &[2, 0, 0]);
+            assert_eq!(parse_video(&message), Ok(VideoTag::Other));
+        }
+        // A command frame: one command byte, no FourCC.
+        let command = VIDEO_EX_HEADER | VIDEO_FRAME_COMMAND << 4 | VIDEO_PACKET_CODED_FRAMES;
+        assert_eq!(parse_video(&[command, 0]), Ok(VideoTag::Other));
+    }
+
+    #[test]
+    fn enhanced_video_truncations_multitrack_and_modex_are_errors() {
+        let coded = ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_AVC, &[0, 0, 0]);
+        for len in 1..coded.len() {
+            assert_eq!(
+                parse_video(&coded[..len]),
+                Err(FlvError::Truncated),
+                "{len}"
+            );
+        }
+        let start = ex_video(VIDEO_PACKET_SEQUENCE_START, FOURCC_AVC, &[1, 0x42]);
+        assert!(matches!(parse_video(&start), Err(FlvError::BadConfig(_))));
+        for packet_type in 5..=15 {
+            let message = ex_video(packet_type, FOURCC_AVC, &[0; 12]);
+            assert_eq!(
+                parse_video(&message),
+                Err(FlvError::UnsupportedVideoPacket(packet_type))
+            );
+        }
+        assert_eq!(
+            FlvError::UnsupportedVideoPacket(VIDEO_PACKET_MULTITRACK).to_string(),
+            "Enhanced RTMP video packet type 6 (multitrack) is not supported"
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The RTMP listener, the IO edge of `crate::rtmp`: accepts TCP connections within
 //! `rtmp.max_connections`, reads each into its [`RtmpConnection`] under the handshake and idle
 //! timeouts, writes its answers, and carries out what it asks: a publish is authorized and,
-//! at the stream's sequence header, registered; its video, and its audio as Opus while players
-//! listen, go to the stream's media core as RTP through the ingest ring, with the core's
-//! wake-up once per frame. A play is authorized and registered as a player with a tap on the
+//! at the stream's sequence header, registered; its video, and its audio as Opus (AAC
+//! transcoded while players listen, Enhanced RTMP's Opus as it comes), go to the stream's media
+//! core as RTP through the ingest ring, with the core's wake-up once per frame. A play is authorized and registered as a player with a tap on the
 //! stream's publisher's core; the tap's RTP becomes FLV video for the player, written as the
 //! player's socket takes it (a player too slow loses frames until the next keyframe, and is
 //! closed when it takes nothing for `rtmp.idle_timeout_secs`). A stream with Opus audio also
@@ -638,10 +638,10 @@ impl Client {
                     client,
                 )
                 .map_err(|e| format!("cannot register the stream: {e}"))?;
-                let codecs = if with_audio {
-                    "H.264, AAC as Opus"
-                } else {
-                    "H.264"
+                let codecs = match (with_audio, published.audio.is_opus()) {
+                    (false, _) => "H.264",
+                    (true, true) => "H.264, Opus",
+                    (true, false) => "H.264, AAC as Opus",
                 };
                 info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, profile_level_id, relay = published.relay, "RTMP stream live ({codecs})");
                 if let Some(keys) = published.acl.take() {
@@ -681,8 +681,9 @@ impl Client {
         Ok(())
     }
 
-    /// An audio message: transcoded to Opus into the ring while the stream has players. An
-    /// audio problem is logged once and the video goes on.
+    /// An audio message: AAC transcoded to Opus into the ring while the stream has players,
+    /// Enhanced RTMP's Opus into the ring as it comes. An audio problem is logged once and
+    /// the video goes on.
     fn handle_audio(&mut self, timestamp_ms: u32, data: &[u8], state: &Signalling) {
         let peer = self.peer;
         let Some(published) = self.published.as_mut() else {
@@ -696,11 +697,12 @@ impl Client {
             {
                 published.players_checked = Some(now);
                 let registry = state.registry();
+                // A relay to an edge listens for the edge's players.
                 let players = registry
                     .stream(&published.name)
                     .filter(|s| s.publisher == ingest.id)
-                    .is_some_and(|s| !s.players.is_empty());
-                if published.audio.set_wanted(players) {
+                    .is_some_and(|s| !s.players.is_empty() || !s.relays.is_empty());
+                if published.audio.set_wanted(players) && !published.audio.is_opus() {
                     let state = if players {
                         "on: a player listens"
                     } else {
@@ -725,6 +727,12 @@ impl Client {
             }
             Ok(AudioOutcome::Configured { input_rate }) => {
                 debug!(%peer, stream = published.name, input_rate, "RTMP AAC sequence header");
+            }
+            Ok(AudioOutcome::OpusConfigured {
+                channels,
+                input_rate,
+            }) => {
+                debug!(%peer, stream = published.name, channels, input_rate, "RTMP Opus sequence start (Enhanced RTMP): forwarded as it comes");
             }
             Ok(_) => {}
             Err(e) => {

@@ -9,16 +9,18 @@
 //! TCP ─ listener ─ connection (chunk_guard + rml_rtmp: handshake, chunks, AMF0)
 //!                      │ publish ─ ingest (auth policy, registry, core placement)
 //!                      ├ video ─ publisher (flv ─ h264_rtp) ─┬ ingest ring ─ media core router
-//!                      ├ audio ─ audio (flv ─ aac_opus) ──────┘
+//!                      ├ audio ─ audio (flv ─ aac_opus|Opus) ─┘
 //!                      │ play ─ player (auth policy, registry: a player with an egress tap)
 //!                      ├ video ◂─ rtp_flv ◂─ egress ring ◂─ the publisher's media core
 //!                      └ audio ◂─ player_audio (opus_aac, one per stream) ◂─ audio-only ring
 //! ```
 //!
 //! [`connection`] is one client connection (bytes in, bytes and events out), [`chunk_guard`]
-//! the chunk stream checks in front of the protocol crate, [`flv`] the tag parsers,
+//! the chunk stream checks in front of the protocol crate, [`flv`] the tag parsers (classic
+//! FLV, and Enhanced RTMP's FourCC tags: `avc1` video, `Opus` and `mp4a` audio),
 //! [`h264_rtp`] the RFC 6184 packetizer, [`publisher`] one stream's video, [`audio`] its audio,
-//! transcoded by [`aac_opus`] to Opus once per stream while players listen, [`ingest`] the
+//! AAC transcoded by [`aac_opus`] to Opus once per stream while players listen, Opus (Enhanced
+//! RTMP) forwarded as it comes, one RTP packet a frame, [`ingest`] the
 //! node's side of a publish, [`player`] the node's side of a play, [`rtp_flv`] the RFC 6184
 //! depacketizer that makes a stream's RTP FLV again for an RTMP player, [`opus_aac`] the
 //! Opus to AAC transcoder for RTMP players, run once per stream by [`player_audio`] while one
@@ -39,5 +41,6 @@ pub mod publisher;
 pub mod push;
 pub mod rtp_flv;
 pub mod rtp_opus_flv;
+pub mod rtp_rtmp;
 
 pub use connection::{RtmpConnection, RtmpError, RtmpEvent};

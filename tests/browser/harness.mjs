@@ -533,6 +533,32 @@ export function hookedVideoStats(page, type = 'inbound-rtp') {
 }
 
 /**
+ * Inbound audio of the page's RTCPeerConnections collected by the hook, as Chromium received and
+ * decoded it: the stream with the most packets, or null before any.
+ */
+export function hookedAudioStats(page) {
+  return page.evaluate(async () => {
+    let best = null;
+    for (const pc of window.__pcs || []) {
+      if (pc.connectionState === 'closed') continue;
+      const rep = await pc.getStats();
+      rep.forEach((r) => {
+        if (r.type !== 'inbound-rtp' || r.kind !== 'audio') return;
+        if (best && (r.packetsReceived || 0) <= best.packetsReceived) return;
+        const codec = r.codecId && rep.get(r.codecId);
+        best = {
+          packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0,
+          totalSamplesReceived: r.totalSamplesReceived || 0, concealedSamples: r.concealedSamples || 0,
+          audioLevel: r.audioLevel || 0, totalAudioEnergy: r.totalAudioEnergy || 0,
+          mimeType: codec ? codec.mimeType : null,
+        };
+      });
+    }
+    return best;
+  });
+}
+
+/**
  * Waits until a player inside `containerSelector` (the SDK puts a <video id=mediaSessionId> there)
  * has videoWidth > 0 and the page's inbound video has decoded >= minFrames.
  */

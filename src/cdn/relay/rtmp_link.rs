@@ -3,10 +3,10 @@
 //! encoder would, fed by a tap on the stream at its publisher's core. The edge sees an RTMP
 //! ingest, and serves it to its players like any stream.
 //!
-//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV (its highest
-//! simulcast layer; RFC 6184 depacketized by [`RtpToFlv`]), Opus audio as Enhanced RTMP
-//! ([`RtpOpusToFlv`]). [`carries`] says which streams RTMP can take; the driver relays the
-//! others over WebRTC.
+//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV, Opus audio as
+//! Enhanced RTMP, both on one clock ([`RtpToRtmp`]). [`carries`] says which streams RTMP can
+//! take; the driver relays the others (other codecs, and simulcast, whose layers one RTMP
+//! stream cannot keep) over WebRTC.
 //!
 //! The stream key proves the CDN's secret (`?relayToken=`, minted for this connection) and
 //! carries the stream's access list (`&rtcdnAcl=`, a JSON array), which the edge enforces
@@ -30,8 +30,7 @@ use crate::control::relay_planner::{RelayEnd, RelayFailure};
 use crate::control::status::SessionStatus;
 use crate::control::{EndReason, RelayPath};
 use crate::rtmp::push::RtmpPush;
-use crate::rtmp::rtp_flv::{FlvVideo, RtpToFlv};
-use crate::rtmp::rtp_opus_flv::{FlvAudio, RtpOpusToFlv};
+use crate::rtmp::rtp_rtmp::{RtmpMessage, RtpToRtmp, CLOCK_BASE_MS};
 use crate::sdp::MediaKind;
 
 /// How long the edge may take to connect and take the publish, and to take what we write.
@@ -53,6 +52,23 @@ pub struct Carried {
 /// What an RTMP push of `tracks` carries, or why it cannot: RTMP between rtcdn nodes takes
 /// H.264 video and Opus audio as they are.
 pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
+    let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
+    match video {
+        Some(video) if video.codec.name.eq_ignore_ascii_case("H264") => {}
+        Some(video) => {
+            return Err(format!(
+                "RTMP relays carry H.264 video; {name}'s is {}",
+                video.codec.name.to_uppercase()
+            ))
+        }
+        None => return Err(format!("RTMP relays carry H.264 video; {name} has none")),
+    }
+    // One RTMP stream is one picture: a WebRTC relay keeps every layer for the edge's players.
+    if let Some(layers) = video.map(|v| v.rids.len()).filter(|&n| n > 1) {
+        return Err(format!(
+            "RTMP relays carry one picture; {name} is simulcast with {layers} layers"
+        ));
+    }
     let (video_pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
     let audio = match tracks.iter().find(|t| t.kind == MediaKind::Audio) {
         None => None,
@@ -113,15 +129,14 @@ pub(super) fn spawn(
 struct Pusher {
     socket: TcpStream,
     push: RtmpPush,
-    video: RtpToFlv,
-    audio: Option<RtpOpusToFlv>,
-    /// The push's clock: audio and video are timed from it.
+    media: RtpToRtmp,
+    /// The push's clock (see [`RtpToRtmp`]).
     started: Instant,
-    /// The video's first frame on the push's clock (its timestamps count from there).
-    video_start_ms: Option<u32>,
     dropped: u64,
     keyframe_asked: Option<Instant>,
     with_audio: bool,
+    /// Reused for each batch.
+    messages: Vec<RtmpMessage>,
 }
 
 impl Pusher {
@@ -143,20 +158,8 @@ impl Pusher {
         }
     }
 
-    /// What the tap queued, as FLV for the edge.
+    /// What the tap queued, as RTMP messages for the edge.
     fn take_packets(&mut self, tap: &mut RelayTap) -> Result<(), RelayFailure> {
-        let mut video = Vec::new();
-        let mut audio = Vec::new();
-        let now_ms = self.started.elapsed().as_millis() as u32;
-        while let Some(packet) = tap.receiver.pop() {
-            if packet.audio() {
-                if let Some(flv) = self.audio.as_mut() {
-                    flv.push(packet.packet(), now_ms, |a| audio.push(a));
-                }
-            } else {
-                self.video.push(packet.packet(), |v| video.push(v));
-            }
-        }
         let dropped = tap.receiver.dropped();
         if dropped > self.dropped {
             debug!(
@@ -164,38 +167,27 @@ impl Pusher {
                 "RTMP push behind: packets dropped, waiting for the next keyframe"
             );
             self.dropped = dropped;
-            self.video.resync();
+            self.media.resync();
         }
+        let now_ms = CLOCK_BASE_MS + self.started.elapsed().as_millis() as u32;
+        let mut packets = Vec::new();
+        while let Some(packet) = tap.receiver.pop() {
+            packets.push(packet);
+        }
+        let batch = packets.iter().map(|p| (p.audio(), p.packet()));
+        self.media.push(batch, now_ms, &mut self.messages);
         let protocol = |e: crate::rtmp::push::PushError| RelayFailure::Link(e.to_string());
-        for item in video {
-            let start = *self.video_start_ms.get_or_insert(now_ms);
-            match item {
-                FlvVideo::Config {
-                    timestamp_ms,
-                    body,
-                    size,
-                } => {
-                    self.push
-                        .send_metadata(size, self.with_audio)
-                        .map_err(protocol)?;
-                    self.push
-                        .send_video(start.wrapping_add(timestamp_ms), body.into())
-                        .map_err(protocol)?;
+        for message in self.messages.drain(..) {
+            match message {
+                RtmpMessage::Metadata { size } => self.push.send_metadata(size, self.with_audio),
+                RtmpMessage::Video { timestamp_ms, body } => {
+                    self.push.send_video(timestamp_ms, Bytes::from(body))
                 }
-                FlvVideo::Frame {
-                    timestamp_ms, body, ..
-                } => self
-                    .push
-                    .send_video(start.wrapping_add(timestamp_ms), Bytes::from(body))
-                    .map_err(protocol)?,
+                RtmpMessage::Audio { timestamp_ms, body } => {
+                    self.push.send_audio(timestamp_ms, Bytes::from(body))
+                }
             }
-        }
-        for item in audio {
-            let (FlvAudio::Config { timestamp_ms, body } | FlvAudio::Frame { timestamp_ms, body }) =
-                item;
-            self.push
-                .send_audio(timestamp_ms, body.into())
-                .map_err(protocol)?;
+            .map_err(protocol)?;
         }
         Ok(())
     }
@@ -206,7 +198,7 @@ impl Pusher {
         let due = self
             .keyframe_asked
             .is_none_or(|at| at.elapsed() >= KEYFRAME_REQUEST_INTERVAL);
-        if self.video.waits_for_keyframe() && due {
+        if self.media.waits_for_keyframe() && due {
             self.keyframe_asked = Some(Instant::now());
             return true;
         }
@@ -356,15 +348,12 @@ async fn connect(job: &Job, carried: Carried, setup: &LinkSetup) -> Result<Pushe
     let mut pusher = Pusher {
         socket,
         push,
-        video: RtpToFlv::new(carried.video_pt),
-        audio: carried
-            .audio
-            .map(|(pt, channels)| RtpOpusToFlv::new(pt, channels)),
+        media: RtpToRtmp::new(carried.video_pt, carried.audio),
         started: Instant::now(),
-        video_start_ms: None,
         dropped: 0,
         keyframe_asked: None,
         with_audio: carried.audio.is_some(),
+        messages: Vec::new(),
     };
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
@@ -385,6 +374,12 @@ async fn connect(job: &Job, carried: Carried, setup: &LinkSetup) -> Result<Pushe
                 other => link("publishing to", &other),
             })?;
     }
+    // The metadata first, as encoders send it: the edge registers the stream's audio track
+    // from it, whichever of the audio and video sequence starts comes first.
+    pusher
+        .push
+        .send_metadata(None, pusher.with_audio)
+        .map_err(|e| link("publishing to", &e))?;
     pusher.flush().await?;
     Ok(pusher)
 }
@@ -431,10 +426,14 @@ mod tests {
                 audio: Some((111, 2))
             })
         );
-        assert_eq!(carries("cam", &[h264.clone()]).unwrap().audio, None);
+        assert_eq!(carries("cam", std::slice::from_ref(&h264)).unwrap().audio, None);
         let vp8 = track(MediaKind::Video, "VP8", 96);
         let why = carries("cam", &[opus, vp8]).unwrap_err();
         assert!(why.contains("H.264") && why.contains("VP8"), "{why}");
+        let mut simulcast = h264.clone();
+        simulcast.rids = vec!["l".into(), "m".into(), "h".into()];
+        let why = carries("cam", &[simulcast]).unwrap_err();
+        assert!(why.contains("simulcast with 3 layers"), "{why}");
         let pcmu = track(MediaKind::Audio, "PCMU", 0);
         let why = carries("cam", &[pcmu, h264]).unwrap_err();
         assert!(why.contains("Opus") && why.contains("PCMU"), "{why}");

@@ -243,3 +243,46 @@ fn a_refused_play_tells_the_client_why_and_a_second_request_is_refused() {
     );
     assert!(!pair.server.is_playing());
 }
+
+#[test]
+fn an_enhanced_rtmp_connect_with_its_fourcc_list_and_capabilities_is_accepted() {
+    use std::collections::HashMap;
+
+    use rml_amf0::Amf0Value;
+    use rml_rtmp::chunk_io::ChunkSerializer;
+    use rml_rtmp::messages::RtmpMessage;
+
+    let mut pair = Pair::new(&["live"]);
+    // The default chunk size: the client session sets its own only when it connects.
+    let mut serializer = ChunkSerializer::new();
+    let fourccs = ["avc1", "hvc1", "av01", "Opus", "mp4a"]
+        .map(|f| Amf0Value::Utf8String(f.into()))
+        .to_vec();
+    let mut opus_info = HashMap::new();
+    opus_info.insert("Opus".to_string(), Amf0Value::Number(0x06 as f64));
+    let mut properties = HashMap::new();
+    properties.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
+    properties.insert("fourCcList".to_string(), Amf0Value::StrictArray(fourccs));
+    properties.insert("capsEx".to_string(), Amf0Value::Number(1.0));
+    properties.insert(
+        "audioFourCcInfoMap".to_string(),
+        Amf0Value::Object(opus_info),
+    );
+    let connect = RtmpMessage::Amf0Command {
+        command_name: "connect".into(),
+        transaction_id: 1.0,
+        command_object: Amf0Value::Object(properties),
+        additional_arguments: Vec::new(),
+    };
+    let payload = connect
+        .into_message_payload(RtmpTimestamp::new(0), 0)
+        .unwrap();
+    let packet = serializer.serialize(&payload, false, false).unwrap();
+    pair.server.handle_input(&packet.bytes).unwrap();
+    let answer = pair.server.output();
+    let success = b"NetConnection.Connect.Success";
+    assert!(
+        answer.windows(success.len()).any(|w| w == success),
+        "the connect is answered with success"
+    );
+}

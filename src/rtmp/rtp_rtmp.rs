@@ -1,0 +1,215 @@
+//! [`RtpToRtmp`]: a stream's plain RTP (H.264 video, Opus audio) as the RTMP messages of one
+//! publish, sans-IO — what an origin's RTMP push sends an edge. Packets in as a tap hands them
+//! over, with the time they came on the push's clock; `onMetaData`, video and audio tag bodies
+//! out, in order.
+//!
+//! Video goes through [`RtpToFlv`], audio through [`RtpOpusToFlv`]. Their clocks are put on
+//! one timeline by arrival: the newest video frame of the first batch, and the first audio
+//! packet, are placed at the time they came; the rest follow their RTP time. A push that starts
+//! on the keyframe cache replays older frames at once, and they land before "now", where they
+//! belong against the live audio. Times start at [`CLOCK_BASE_MS`], so they never go below
+//! zero.
+
+use super::rtp_flv::{FlvVideo, RtpToFlv};
+use super::rtp_opus_flv::{FlvAudio, RtpOpusToFlv};
+
+/// Where the push's clock starts, in milliseconds: frames replayed from the keyframe cache at
+/// the start are placed before it (a group of pictures is well under 10 s).
+pub const CLOCK_BASE_MS: u32 = 10_000;
+
+/// One RTMP message for the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RtmpMessage {
+    /// `onMetaData`: the picture size (when the sequence header says it).
+    Metadata { size: Option<(u16, u16)> },
+    /// A video tag body.
+    Video { timestamp_ms: u32, body: Vec<u8> },
+    /// An audio tag body.
+    Audio { timestamp_ms: u32, body: Vec<u8> },
+}
+
+/// One push's media (see the module docs).
+pub struct RtpToRtmp {
+    video: RtpToFlv,
+    audio: Option<RtpOpusToFlv>,
+    /// Where the video's first frame sits on the push's clock.
+    video_start_ms: Option<u32>,
+}
+
+impl RtpToRtmp {
+    /// H.264 of payload type `video_pt`, and Opus of `audio`'s payload type and channels.
+    pub fn new(video_pt: u8, audio: Option<(u8, u8)>) -> RtpToRtmp {
+        RtpToRtmp {
+            video: RtpToFlv::new(video_pt),
+            audio: audio.map(|(pt, channels)| RtpOpusToFlv::new(pt, channels)),
+            video_start_ms: None,
+        }
+    }
+
+    /// Whether the video waits for a keyframe (the start, or a loss).
+    pub fn waits_for_keyframe(&self) -> bool {
+        self.video.waits_for_keyframe()
+    }
+
+    /// Packets were dropped before they came here: frames wait for the next keyframe.
+    pub fn resync(&mut self) {
+        self.video.resync();
+    }
+
+    /// A batch of plain RTP packets (`true` for audio) that came at `now_ms` on the push's
+    /// clock (from [`CLOCK_BASE_MS`]); `out` gets the messages they make.
+    pub fn push<'a>(
+        &mut self,
+        packets: impl IntoIterator<Item = (bool, &'a [u8])>,
+        now_ms: u32,
+        out: &mut Vec<RtmpMessage>,
+    ) {
+        let mut video = Vec::new();
+        let mut audio = Vec::new();
+        for (is_audio, packet) in packets {
+            if is_audio {
+                if let Some(flv) = self.audio.as_mut() {
+                    flv.push(packet, now_ms, |a| audio.push(a));
+                }
+            } else {
+                self.video.push(packet, |v| video.push(v));
+            }
+        }
+        let newest = video.last().map_or(0, |item| match item {
+            FlvVideo::Config { timestamp_ms, .. } | FlvVideo::Frame { timestamp_ms, .. } => {
+                *timestamp_ms
+            }
+        });
+        for item in video {
+            let start = *self
+                .video_start_ms
+                .get_or_insert(now_ms.saturating_sub(newest));
+            match item {
+                FlvVideo::Config {
+                    timestamp_ms,
+                    body,
+                    size,
+                } => {
+                    out.push(RtmpMessage::Metadata { size });
+                    out.push(RtmpMessage::Video {
+                        timestamp_ms: start.wrapping_add(timestamp_ms),
+                        body,
+                    });
+                }
+                FlvVideo::Frame {
+                    timestamp_ms, body, ..
+                } => out.push(RtmpMessage::Video {
+                    timestamp_ms: start.wrapping_add(timestamp_ms),
+                    body,
+                }),
+            }
+        }
+        for item in audio {
+            let (FlvAudio::Config { timestamp_ms, body } | FlvAudio::Frame { timestamp_ms, body }) =
+                item;
+            out.push(RtmpMessage::Audio { timestamp_ms, body });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtp::{Pt, RtpHeaderBuilder, Ssrc};
+
+    fn rtp(pt: u8, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let len = RtpHeaderBuilder::new(Pt::new(pt), seq, ts, Ssrc(u32::from(pt)))
+            .write_to(&mut buf)
+            .unwrap();
+        rtp::set_marker(&mut buf[..len], marker).unwrap();
+        buf[len..len + payload.len()].copy_from_slice(payload);
+        buf[..len + payload.len()].to_vec()
+    }
+
+    /// A keyframe (SPS, PPS, IDR as a STAP-A and a single NAL unit) at 90 kHz time `ts`.
+    fn keyframe(seq: u16, ts: u32) -> Vec<Vec<u8>> {
+        let stap = [24, 0, 4, 0x67, 0x42, 0xC0, 0x1E, 0, 2, 0x68, 0xCE];
+        vec![
+            rtp(102, seq, ts, false, &stap),
+            rtp(102, seq + 1, ts, true, &[0x65, 1, 2]),
+        ]
+    }
+
+    fn delta(seq: u16, ts: u32) -> Vec<u8> {
+        rtp(102, seq, ts, true, &[0x41, 9])
+    }
+
+    fn times(out: &[RtmpMessage]) -> (Vec<u32>, Vec<u32>) {
+        let video = out
+            .iter()
+            .filter_map(|m| match m {
+                RtmpMessage::Video { timestamp_ms, .. } => Some(*timestamp_ms),
+                _ => None,
+            })
+            .collect();
+        let audio = out
+            .iter()
+            .filter_map(|m| match m {
+                RtmpMessage::Audio { timestamp_ms, .. } => Some(*timestamp_ms),
+                _ => None,
+            })
+            .collect();
+        (video, audio)
+    }
+
+    #[test]
+    fn a_replayed_group_of_pictures_lands_before_the_live_audio() {
+        let mut rtmp = RtpToRtmp::new(102, Some((111, 2)));
+        // The cache replays a keyframe and a second of frames at once, with live audio.
+        let mut batch: Vec<(bool, Vec<u8>)> =
+            keyframe(1, 0).into_iter().map(|p| (false, p)).collect();
+        for i in 1..=30u16 {
+            batch.push((false, delta(2 + i, u32::from(i) * 3000)));
+        }
+        batch.push((true, rtp(111, 7, 48_000, false, &[0xFC])));
+        let now = CLOCK_BASE_MS + 40;
+        let mut out = Vec::new();
+        rtmp.push(batch.iter().map(|(a, p)| (*a, p.as_slice())), now, &mut out);
+        assert!(matches!(out[0], RtmpMessage::Metadata { .. }));
+        let (video, audio) = times(&out);
+        // Sequence header and keyframe a second before the newest frame, which is now.
+        assert_eq!(video.first(), Some(&(now - 1000)));
+        assert_eq!(video.last(), Some(&now));
+        // Audio: its sequence start and first frame now.
+        assert_eq!(audio, vec![now, now]);
+        // The next frame and packet follow their RTP time, whenever they come.
+        out.clear();
+        rtmp.push(
+            [
+                (false, delta(33, 31 * 3000).as_slice()),
+                (true, rtp(111, 8, 48_000 + 960, false, &[0xFC]).as_slice()),
+            ],
+            now + 500,
+            &mut out,
+        );
+        assert_eq!(times(&out), (vec![now + 33], vec![now + 20]));
+    }
+
+    #[test]
+    fn video_without_audio_and_garbage_make_nothing_unexpected() {
+        let mut rtmp = RtpToRtmp::new(102, None);
+        let mut out = Vec::new();
+        rtmp.push(
+            [(true, &[0x80u8, 111, 0, 1][..]), (false, &[1, 2, 3][..])],
+            CLOCK_BASE_MS,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert!(rtmp.waits_for_keyframe());
+        let frame = keyframe(1, 0);
+        rtmp.push(
+            frame.iter().map(|p| (false, p.as_slice())),
+            CLOCK_BASE_MS,
+            &mut out,
+        );
+        assert!(!rtmp.waits_for_keyframe());
+        rtmp.resync();
+        assert!(rtmp.waits_for_keyframe());
+    }
+}
