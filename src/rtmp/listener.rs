@@ -25,7 +25,7 @@ use super::connection::{RtmpConnection, RtmpEvent};
 use super::h264_rtp::RTP_MAX_PACKET;
 use super::ingest::{self, Registered};
 use super::player::{self, Playing};
-use super::player_audio::{AacFrame, AudioSubscription, PlayerAudio};
+use super::player_audio::{self, AacFrame, AudioSubscription, PlayerAudio};
 use super::publisher::{RtmpPublisher, VideoOutcome};
 use super::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::auth::Authorized;
@@ -124,12 +124,10 @@ struct Played {
     keyframe_asked: Instant,
     /// The stream's audio as AAC, when it has Opus.
     audio: Option<AudioSubscription>,
-    /// The clock of the player's audio and video (the audio's when it has some), and the
-    /// time on it of the player's first video frame: what it is sent counts from there.
+    /// The clock the stream's audio is timed on, and where the player's first video frame sits
+    /// on it (see [`player_audio::video_origin`]): what the player is sent counts from there.
     epoch: Instant,
-    offset_ms: u32,
-    /// Where the video's first frame sits on that clock (the frames follow their RTP time).
-    video_start_ms: Option<u32>,
+    video_origin_ms: Option<u32>,
     /// The AAC sequence header went out (after the metadata, with the video's).
     audio_started: bool,
     /// AAC frames sent, and skipped (before the video, or the player fell behind).
@@ -344,9 +342,8 @@ impl Client {
                     // The core asked at the start, when it had no keyframe cached.
                     keyframe_asked: Instant::now(),
                     audio,
-                    offset_ms: 0,
                     epoch,
-                    video_start_ms: None,
+                    video_origin_ms: None,
                     audio_started: false,
                     audio_frames: 0,
                     audio_skipped: 0,
@@ -407,11 +404,7 @@ impl Client {
                     _ => "the stream ended".to_owned(),
                 });
         let messages = out.len() as u64;
-        if played.video_start_ms.is_none() {
-            // The first frames are the core's cache since its last keyframe, up to seconds
-            // old, and the last of them came just now: the video is placed so that it is the
-            // present on the clock the audio shares, and the player's times start at the
-            // keyframe.
+        if played.video_origin_ms.is_none() {
             let newest = out.iter().map(|video| match video {
                 FlvVideo::Config { timestamp_ms, .. } | FlvVideo::Frame { timestamp_ms, .. } => {
                     *timestamp_ms
@@ -419,16 +412,12 @@ impl Client {
             });
             if let Some(newest) = newest.max() {
                 let now_ms = played.epoch.elapsed().as_millis() as u32;
-                let start = now_ms.wrapping_sub(newest);
-                played.video_start_ms = Some(start);
-                played.offset_ms = start;
+                played.video_origin_ms = Some(player_audio::video_origin(now_ms, newest));
             }
         }
         let audio_config = played.audio.as_ref().map(|a| (a.channels(), a.config()));
-        let (start, offset) = (played.video_start_ms.unwrap_or(0), played.offset_ms);
+        // The video keeps its own times (from its first frame); the audio is put on them.
         for video in out {
-            // On the clock the audio shares, from the player's first frame.
-            let at = |timestamp_ms: u32| start.wrapping_add(timestamp_ms).wrapping_sub(offset);
             match video {
                 FlvVideo::Config {
                     timestamp_ms,
@@ -439,13 +428,13 @@ impl Client {
                         .send_metadata(size, audio_config.as_ref().map(|(c, _)| *c))
                         .map_err(|e| e.to_string())?;
                     self.connection
-                        .send_video(at(timestamp_ms), body.into())
+                        .send_video(timestamp_ms, body.into())
                         .map_err(|e| e.to_string())?;
                     if let Some((_, config)) = &audio_config {
                         if !played.audio_started {
                             played.audio_started = true;
                             self.connection
-                                .send_audio(at(timestamp_ms), config.clone())
+                                .send_audio(timestamp_ms, config.clone())
                                 .map_err(|e| e.to_string())?;
                         }
                     }
@@ -454,7 +443,7 @@ impl Client {
                     timestamp_ms, body, ..
                 } => self
                     .connection
-                    .send_video(at(timestamp_ms), body.into())
+                    .send_video(timestamp_ms, body.into())
                     .map_err(|e| e.to_string())?,
             }
         }
@@ -498,12 +487,15 @@ impl Client {
                 return Ok(());
             }
         };
-        let timestamp_ms = frame.timestamp_ms.wrapping_sub(played.offset_ms);
         // Before the player's video started, or older than its first frame: not for it.
-        if !played.audio_started || (timestamp_ms as i32) < 0 {
+        let timestamp_ms = played
+            .video_origin_ms
+            .filter(|_| played.audio_started)
+            .and_then(|origin| player_audio::audio_time(origin, frame.timestamp_ms));
+        let Some(timestamp_ms) = timestamp_ms else {
             played.audio_skipped += 1;
             return Ok(());
-        }
+        };
         self.connection
             .send_audio(timestamp_ms, frame.body)
             .map_err(|e| e.to_string())?;

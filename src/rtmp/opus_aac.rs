@@ -251,12 +251,16 @@ impl OpusToAac {
             };
             at += info.input_consumed;
             if info.output_size > 0 {
-                // The frame's first sample, on the RTP time line and so on the player's clock.
-                let first = (self.counters.frames * u64::from(AAC_FRAME_SAMPLES))
-                    .saturating_sub(u64::from(self.delay))
-                    + self.skipped;
-                let timestamp_ms = start_ms.wrapping_add((first * 1000 / u64::from(RATE)) as u32);
+                let n = self.counters.frames;
                 self.counters.frames += 1;
+                let frame = u64::from(AAC_FRAME_SAMPLES);
+                if (n + 1) * frame <= u64::from(self.delay) {
+                    // The encoder's start-up: nothing of the stream in it yet.
+                    continue;
+                }
+                // The frame's first sample, on the RTP time line and so on the player's clock.
+                let first = (n * frame).saturating_sub(u64::from(self.delay)) + self.skipped;
+                let timestamp_ms = start_ms.wrapping_add((first * 1000 / u64::from(RATE)) as u32);
                 self.body[0] = flv;
                 self.body[1] = AAC_RAW;
                 out(FlvAac::Frame {
@@ -371,18 +375,22 @@ mod tests {
                 Out::Config(..) => panic!("a second header"),
             })
             .collect();
-        // Two seconds are 93.75 frames of 1024 samples: all but the last partial one.
-        assert_eq!(frames.len(), 93, "{}", frames.len());
-        assert_eq!(t.counters.packets, 100);
+        // Two seconds are 93.75 frames of 1024 samples: all but the last partial one, less
+        // the encoder's start-up frames (its delay holds nothing of the stream).
+        let startup = (t.delay / 1024) as usize;
+        assert!((1..=3).contains(&startup), "delay {}", t.delay);
+        assert_eq!(frames.len(), 93 - startup, "{}", frames.len());
+        assert_eq!((t.counters.packets, t.counters.frames), (100, 93));
         for (i, (ts, body)) in frames.iter().enumerate() {
             assert_eq!(&body[..2], &[0xAF, 1]);
-            // The encoder's delay is taken off: frame i starts at i × 1024 samples less it.
-            let first = (i as u64 * 1024).saturating_sub(u64::from(t.delay));
+            // The encoder's delay is taken off: frame n starts at n × 1024 samples less it.
+            let first = ((i + startup) as u64 * 1024).saturating_sub(u64::from(t.delay));
             assert_eq!(*ts, 5_000 + (first * 1000 / 48_000) as u32, "frame {i}");
         }
+        assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "times go up");
         let bodies: Vec<&[u8]> = frames.iter().map(|(_, b)| &b[2..]).collect();
         let left = decode_aac(t.audio_specific_config(), &bodies);
-        assert_eq!(left.len(), 93 * 1024);
+        assert_eq!(left.len(), (93 - startup) * 1024);
         let middle = &left[9_600..left.len() - 4_800];
         let crossings = middle
             .windows(2)

@@ -8,9 +8,10 @@
 //! Each player holds an [`AudioSubscription`]; the task ends when the last one is dropped (and
 //! with the stream: its tap finishes, the players go on with video only).
 //!
-//! Times are on the task's clock ([`AudioSubscription::epoch`]), which each player's video
-//! shares: the audio's first packet at the moment it came, then RTP time, as an RTMP push
-//! times Opus against video (see [`super::rtp_opus_flv`]).
+//! Times are on the task's clock ([`AudioSubscription::epoch`]): the audio's first packet at
+//! the moment it came, then RTP time, as an RTMP push times Opus against video (see
+//! [`super::rtp_rtmp`]). Each player puts its video on that clock by arrival too
+//! ([`video_origin`]) and the audio on its video's times ([`audio_time`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -56,6 +57,21 @@ pub fn opus_audio(tracks: &[StreamTrack]) -> Result<(u8, u8), String> {
     }
     let channels = audio.codec.channels.unwrap_or(2).clamp(1, 2);
     Ok((audio.codec.pt, channels as u8))
+}
+
+/// Where a player's first video frame sits on the audio's clock: the newest frame of its
+/// first batch, `newest_ms` after the first on the video's own clock, came at `now_ms`. The
+/// first frames are the core's cache since its last keyframe, up to seconds old, replayed at
+/// once; only the newest is live, as the audio is.
+pub fn video_origin(now_ms: u32, newest_ms: u32) -> u32 {
+    now_ms.wrapping_sub(newest_ms)
+}
+
+/// An AAC frame's time for a player whose first video frame is at `origin_ms` on the audio's
+/// clock: the same time line as its video; none for audio from before that frame.
+pub fn audio_time(origin_ms: u32, frame_ms: u32) -> Option<u32> {
+    let time = frame_ms.wrapping_sub(origin_ms);
+    ((time as i32) >= 0).then_some(time)
 }
 
 /// The running transcoders of the node's streams, by name.
@@ -226,6 +242,21 @@ mod tests {
             extmaps: Vec::new(),
             rids: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_players_audio_lands_on_its_video_times_by_arrival() {
+        // A 2 s group of pictures replayed from the cache: its newest frame is live at 10 s.
+        let origin = video_origin(10_000, 2_000);
+        assert_eq!(origin, 8_000);
+        // Audio made just now plays with the live frame, not with the cached keyframe.
+        assert_eq!(audio_time(origin, 10_020), Some(2_020));
+        assert_eq!(audio_time(origin, 8_000), Some(0));
+        // Older than the player's first frame: not for it.
+        assert_eq!(audio_time(origin, 7_990), None);
+        // Across the clock's wrap.
+        let origin = video_origin(5, 1_000);
+        assert_eq!(audio_time(origin, 10), Some(1_005));
     }
 
     #[test]
