@@ -2,11 +2,13 @@
 //! every build so that they cannot rot.
 
 pub(crate) mod dtls_reader;
+mod opus_aac;
 mod rtmp_input;
 mod rtmp_push_input;
 mod rtp_flv;
 pub(crate) mod session_input;
 
+pub use opus_aac::fuzz_opus_aac;
 pub use rtmp_input::fuzz_rtmp_input;
 pub use rtmp_push_input::fuzz_rtmp_push_input;
 pub use rtp_flv::fuzz_rtp_flv;

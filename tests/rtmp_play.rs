@@ -1,7 +1,9 @@
 //! RTMP playback (issue 15 step 4), end to end with the real binary: ffmpeg publishes H.264
-//! over RTMP, and ffmpeg plays `rtmp://127.0.0.1:PORT/live/NAME` back and decodes at least 60
-//! frames, counted as a player of the stream meanwhile; a name nobody publishes is refused
-//! with its reason; the publisher's stop ends the player. Skipped without ffmpeg.
+//! and AAC over RTMP (the node makes the AAC Opus), and ffmpeg plays
+//! `rtmp://127.0.0.1:PORT/live/NAME` back, decodes at least 60 frames and audible AAC (the
+//! stream's Opus transcoded back), counted as a player of the stream meanwhile (with the
+//! stream's shared audio transcoder); a name nobody publishes is refused with its reason; the
+//! publisher's stop ends the player. Skipped without ffmpeg.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -125,14 +127,16 @@ impl Drop for Node {
     }
 }
 
-/// ffmpeg publishes `seconds` of 30 fps H.264 test video to `url`.
+/// ffmpeg publishes `seconds` of 30 fps H.264 test video and a 440 Hz AAC tone to `url`.
 fn publish(url: &str, seconds: u32) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
         .args(["-t", &seconds.to_string(), "-c:v", "libx264"])
         .args(["-pix_fmt", "yuv420p", "-profile:v", "baseline"])
         .args(["-tune", "zerolatency", "-g", "30", "-bf", "0"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
         .args(["-f", "flv", url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -206,16 +210,30 @@ fn ffmpeg_plays_an_rtmp_published_stream_back_over_rtmp_and_the_publishers_stop_
     // While it plays, the node counts it as a player of the stream.
     let counted = {
         let url = node.url("cam");
-        let counting =
-            std::thread::spawn(move || play(&url, &["-frames:v", "90"], Duration::from_secs(30)));
+        let counting = std::thread::spawn(move || {
+            let extra = ["-frames:v", "90", "-af", "volumedetect"];
+            play(&url, &extra, Duration::from_secs(30))
+        });
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut counted = false;
         while !counted && Instant::now() < deadline {
-            counted = node.players("cam") == Some(1);
+            // The player, and the stream's audio transcoder for its RTMP players.
+            counted = node.players("cam") == Some(2);
             std::thread::sleep(Duration::from_millis(100));
         }
         let (ok, frames, text) = counting.join().unwrap();
         assert!(ok && frames >= 60, "{frames} frames decoded: {text}");
+        // The stream's audio, AAC for the player: announced, and it decodes to the tone
+        // (lavfi's sine is an eighth of full scale, about -21 dB; silence is -91 dB).
+        assert!(text.contains("Audio: aac"), "no AAC audio: {text}");
+        let mean_volume = text
+            .split("mean_volume:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|db| db.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no volumedetect: {text}"));
+        eprintln!("RTMP playback's audio: mean volume {mean_volume} dB");
+        assert!(mean_volume > -40.0, "mean volume {mean_volume} dB: {text}");
         counted
     };
     assert!(
@@ -226,6 +244,16 @@ fn ffmpeg_plays_an_rtmp_published_stream_back_over_rtmp_and_the_publishers_stop_
     assert!(node
         .wait_for("RTMP play ended", Duration::from_secs(5))
         .is_some());
+    // Its last player gone, the stream's audio transcoder stops.
+    assert!(
+        node.wait_for(
+            "RTMP players' audio: transcoding off",
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{}",
+        node.log_text()
+    );
 
     // A name nobody publishes: refused with the reason, which ffmpeg prints.
     let (ok, _, text) = play(&node.url("nobody"), &[], Duration::from_secs(15));

@@ -574,6 +574,11 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
         info!(core = self.id.0, session = %spec.id, stream = spec.stream_name, layer = spec.layer, "egress started");
         let (id, stream, layer) = (spec.id, spec.stream, spec.layer);
         self.egresses.add(spec);
+        if layer == super::egress::AUDIO_ONLY_LAYER {
+            // Audio only: no keyframe to start on or ask for.
+            self.events.push_back(CoreEvent::SessionConnected { id });
+            return;
+        }
         let mut started = false;
         if let (Some(packets), Some((_, _, tap))) = (
             self.router.cached_since_keyframe(stream, layer),

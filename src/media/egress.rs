@@ -2,7 +2,8 @@
 //! egress (an RTMP player, see `crate::rtmp`) is a tap on a stream at its publisher's core:
 //! the core copies each plain video packet of the stream (decrypted, not rewritten for any
 //! player: the publisher's own sequence numbers and timestamps), and its audio packets when
-//! the egress asked for them (an RTMP push to an edge), into the tap's single-producer ring of
+//! the egress asked for them (an RTMP push to an edge; only those for an audio-only egress, the
+//! transcoder of a stream's RTMP players' audio), into the tap's single-producer ring of
 //! fixed-size slots, and a task on the signalling runtime takes them out and repackages them.
 //!
 //! Nothing is allocated per packet: the core copies a packet into a slot, and wakes the
@@ -23,6 +24,11 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use tokio::sync::Notify;
 
 use crate::control::{EgressSpec, SessionId, StreamId};
+
+/// The layer of an audio-only egress (`audio: true`): no video has it, so the core copies
+/// only the stream's audio into its tap (the shared transcoder of a stream's RTMP players,
+/// `crate::rtmp::player_audio`).
+pub const AUDIO_ONLY_LAYER: u8 = u8::MAX;
 
 /// The longest packet a tap carries (a publisher's packet is at most a datagram).
 pub const EGRESS_MTU: usize = 1500;
@@ -346,5 +352,28 @@ mod tests {
             .as_mut()
             .poll(&mut std::task::Context::from_waker(waker))
             .is_ready());
+    }
+
+    #[test]
+    fn an_audio_only_tap_takes_no_video_of_any_layer() {
+        let (tap, mut rx) = egress_channel(4);
+        let mut egresses = Egresses::default();
+        let stream = StreamId(1);
+        egresses.add(EgressSpec {
+            id: SessionId(3),
+            stream,
+            stream_name: "s".into(),
+            layer: AUDIO_ONLY_LAYER,
+            audio: true,
+            tap,
+        });
+        for layer in [0, 1, 2] {
+            egresses.feed(stream, MediaKind::Video, (true, layer), &rtp(layer, true));
+        }
+        egresses.feed(stream, MediaKind::Audio, (false, 0), &rtp(9, false));
+        let audio = rx.pop().unwrap();
+        assert!(audio.audio());
+        assert_eq!(audio.packet()[3], 9);
+        assert!(rx.pop().is_none());
     }
 }

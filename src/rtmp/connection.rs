@@ -233,8 +233,13 @@ impl RtmpConnection {
         self.playing.is_some()
     }
 
-    /// `onMetaData` for the player: H.264 (codec id 7) of this size.
-    pub fn send_metadata(&mut self, size: Option<(u16, u16)>) -> Result<(), RtmpError> {
+    /// `onMetaData` for the player: H.264 (codec id 7) of this size, and AAC (10) with these
+    /// channels when it gets audio.
+    pub fn send_metadata(
+        &mut self,
+        size: Option<(u16, u16)>,
+        audio_channels: Option<u8>,
+    ) -> Result<(), RtmpError> {
         let Some(stream_id) = self.playing else {
             return Ok(());
         };
@@ -242,6 +247,13 @@ impl RtmpConnection {
         metadata.video_codec_id = Some(7);
         metadata.video_width = size.map(|(w, _)| u32::from(w));
         metadata.video_height = size.map(|(_, h)| u32::from(h));
+        if let Some(channels) = audio_channels {
+            // AAC (the players' audio is transcoded to it, see `super::opus_aac`).
+            metadata.audio_codec_id = Some(10);
+            metadata.audio_sample_rate = Some(48_000);
+            metadata.audio_channels = Some(u32::from(channels));
+            metadata.audio_is_stereo = Some(channels == 2);
+        }
         metadata.encoder = Some("rtcdn".into());
         let packet = self
             .session()?
@@ -259,6 +271,19 @@ impl RtmpConnection {
         let packet = self
             .session()?
             .send_video_data(stream_id, data, RtmpTimestamp::new(timestamp_ms), false)
+            .map_err(RtmpError::protocol)?;
+        self.out.extend_from_slice(&packet.bytes);
+        Ok(())
+    }
+
+    /// One audio tag body for the player at `timestamp_ms`.
+    pub fn send_audio(&mut self, timestamp_ms: u32, data: Bytes) -> Result<(), RtmpError> {
+        let Some(stream_id) = self.playing else {
+            return Ok(());
+        };
+        let packet = self
+            .session()?
+            .send_audio_data(stream_id, data, RtmpTimestamp::new(timestamp_ms), false)
             .map_err(RtmpError::protocol)?;
         self.out.extend_from_slice(&packet.bytes);
         Ok(())

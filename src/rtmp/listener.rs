@@ -7,7 +7,9 @@
 //! with the core's wake-up once per frame. A play is authorized and registered as a player
 //! with a tap on the stream's publisher's core; the tap's RTP becomes FLV video for the
 //! player, written as the player's socket takes it (a player too slow loses frames until the
-//! next keyframe, and is closed when it takes nothing for `rtmp.idle_timeout_secs`).
+//! next keyframe, and is closed when it takes nothing for `rtmp.idle_timeout_secs`). A stream
+//! with Opus audio also gives its RTMP players AAC, transcoded once for all of them
+//! ([`super::player_audio`]) and timed on the clock their video shares.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::audio::{AudioOutcome, RtmpAudio};
@@ -24,6 +26,7 @@ use super::connection::{RtmpConnection, RtmpEvent};
 use super::h264_rtp::RTP_MAX_PACKET;
 use super::ingest::{self, Registered};
 use super::player::{self, Playing};
+use super::player_audio::{self, AacFrame, AudioSubscription, PlayerAudio};
 use super::publisher::{RtmpPublisher, VideoOutcome};
 use super::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::auth::Authorized;
@@ -52,6 +55,7 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpConfig) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let config = Arc::new(config);
+    let audio = Arc::new(PlayerAudio::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -69,8 +73,9 @@ pub async fn serve(listener: TcpListener, state: Arc<Signalling>, config: RtmpCo
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let config = config.clone();
+        let audio = audio.clone();
         tokio::spawn(async move {
-            let mut client = Client::new(peer, &config);
+            let mut client = Client::new(peer, &config, audio, state.clone());
             if let Err(why) = client.run(stream, &state, &config).await {
                 info!(%peer, stream = client.name.as_deref().unwrap_or("-"), "RTMP connection closed: {why}");
             } else {
@@ -118,12 +123,24 @@ struct Played {
     reported: Instant,
     /// When a keyframe was last asked for.
     keyframe_asked: Instant,
+    /// The stream's audio as AAC, when it has Opus.
+    audio: Option<AudioSubscription>,
+    /// The clock the stream's audio is timed on, and where the player's first video frame sits
+    /// on it (see [`player_audio::video_origin`]): what the player is sent counts from there.
+    epoch: Instant,
+    video_origin_ms: Option<u32>,
+    /// The AAC sequence header went out (after the metadata, with the video's).
+    audio_started: bool,
+    /// AAC frames sent, and skipped (before the video, or the player fell behind).
+    audio_frames: u64,
+    audio_skipped: u64,
 }
 
 /// What ended a played stream's wait.
 enum PlayWake {
     Read(std::io::Result<usize>),
     Video,
+    Audio(Result<AacFrame, broadcast::error::RecvError>),
     Status(Option<SessionStatus>),
     Quiet,
 }
@@ -135,10 +152,18 @@ struct Client {
     name: Option<String>,
     published: Option<Published>,
     played: Option<Played>,
+    /// The node's RTMP players' audio transcoders.
+    player_audio: Arc<PlayerAudio>,
+    state: Arc<Signalling>,
 }
 
 impl Client {
-    fn new(peer: SocketAddr, config: &RtmpConfig) -> Client {
+    fn new(
+        peer: SocketAddr,
+        config: &RtmpConfig,
+        player_audio: Arc<PlayerAudio>,
+        state: Arc<Signalling>,
+    ) -> Client {
         let limits = ChunkLimits {
             max_message_bytes: config.max_message_bytes,
             ..ChunkLimits::default()
@@ -149,6 +174,8 @@ impl Client {
             name: None,
             published: None,
             played: None,
+            player_audio,
+            state,
         }
     }
 
@@ -186,6 +213,7 @@ impl Client {
                 let wake = tokio::select! {
                     read = stream.read(&mut buf) => PlayWake::Read(read),
                     () = receiver.wait() => PlayWake::Video,
+                    frame = next_audio(&mut played.audio) => PlayWake::Audio(frame),
                     status = status.recv() => PlayWake::Status(status),
                     () = tokio::time::sleep_until(quiet) => PlayWake::Quiet,
                 };
@@ -193,6 +221,10 @@ impl Client {
                     PlayWake::Read(read) => read.map_err(|e| e.to_string())?,
                     PlayWake::Video => {
                         self.play_video(&mut stream, idle, state).await?;
+                        continue;
+                    }
+                    PlayWake::Audio(frame) => {
+                        self.play_audio(&mut stream, idle, frame).await?;
                         continue;
                     }
                     PlayWake::Status(Some(SessionStatus::Ended(reason))) => {
@@ -282,7 +314,22 @@ impl Client {
         match player::start(state, &name, &credentials, client).await {
             Ok(playing) => {
                 self.connection.accept_play().map_err(|e| e.to_string())?;
-                info!(peer = %self.peer, stream = name, session = %playing.id, "RTMP play accepted");
+                let client = ClientInfo::new(self.peer, Some("RTMP players' audio"));
+                let audio = self.player_audio.subscribe(
+                    &self.state,
+                    &name,
+                    credentials.acl_key.clone(),
+                    client,
+                );
+                let audio = match audio {
+                    Ok(audio) => Some(audio),
+                    Err(why) => {
+                        info!(peer = %self.peer, stream = name, "RTMP play without audio: {why}");
+                        None
+                    }
+                };
+                info!(peer = %self.peer, stream = name, session = %playing.id, audio = audio.is_some(), "RTMP play accepted");
+                let epoch = audio.as_ref().map_or_else(Instant::now, |a| a.epoch());
                 self.played = Some(Played {
                     name,
                     flv: RtpToFlv::new(playing.pt),
@@ -295,6 +342,12 @@ impl Client {
                     reported: Instant::now(),
                     // The core asked at the start, when it had no keyframe cached.
                     keyframe_asked: Instant::now(),
+                    audio,
+                    epoch,
+                    video_origin_ms: None,
+                    audio_started: false,
+                    audio_frames: 0,
+                    audio_skipped: 0,
                 });
                 Ok(())
             }
@@ -352,6 +405,19 @@ impl Client {
                     _ => "the stream ended".to_owned(),
                 });
         let messages = out.len() as u64;
+        if played.video_origin_ms.is_none() {
+            let newest = out.iter().map(|video| match video {
+                FlvVideo::Config { timestamp_ms, .. } | FlvVideo::Frame { timestamp_ms, .. } => {
+                    *timestamp_ms
+                }
+            });
+            if let Some(newest) = newest.max() {
+                let now_ms = played.epoch.elapsed().as_millis() as u32;
+                played.video_origin_ms = Some(player_audio::video_origin(now_ms, newest));
+            }
+        }
+        let audio_config = played.audio.as_ref().map(|a| (a.channels(), a.config()));
+        // The video keeps its own times (from its first frame); the audio is put on them.
         for video in out {
             match video {
                 FlvVideo::Config {
@@ -360,11 +426,19 @@ impl Client {
                     size,
                 } => {
                     self.connection
-                        .send_metadata(size)
+                        .send_metadata(size, audio_config.as_ref().map(|(c, _)| *c))
                         .map_err(|e| e.to_string())?;
                     self.connection
                         .send_video(timestamp_ms, body.into())
                         .map_err(|e| e.to_string())?;
+                    if let Some((_, config)) = &audio_config {
+                        if !played.audio_started {
+                            played.audio_started = true;
+                            self.connection
+                                .send_audio(timestamp_ms, config.clone())
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
                 }
                 FlvVideo::Frame {
                     timestamp_ms, body, ..
@@ -388,6 +462,52 @@ impl Client {
         }
         if let Some(why) = finished {
             return self.end_play(stream, &why).await;
+        }
+        Ok(())
+    }
+
+    /// The stream's audio made an AAC frame: to the player once its video (and with it the
+    /// metadata and the AAC sequence header) started, at its time from the player's start.
+    async fn play_audio(
+        &mut self,
+        stream: &mut TcpStream,
+        idle: Duration,
+        frame: Result<AacFrame, broadcast::error::RecvError>,
+    ) -> Result<(), String> {
+        let Some(played) = self.played.as_mut() else {
+            return Ok(());
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                played.audio_skipped += n;
+                return Ok(());
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                played.audio = None;
+                return Ok(());
+            }
+        };
+        // Before the player's video started, or older than its first frame: not for it.
+        let timestamp_ms = played
+            .video_origin_ms
+            .filter(|_| played.audio_started)
+            .and_then(|origin| player_audio::audio_time(origin, frame.timestamp_ms));
+        let Some(timestamp_ms) = timestamp_ms else {
+            played.audio_skipped += 1;
+            return Ok(());
+        };
+        self.connection
+            .send_audio(timestamp_ms, frame.body)
+            .map_err(|e| e.to_string())?;
+        played.audio_frames += 1;
+        let pending = self.connection.output().len() as u64;
+        tokio::time::timeout(idle, self.flush(stream))
+            .await
+            .map_err(|_| "the player took no audio for rtmp.idle_timeout_secs".to_owned())??;
+        if let Some(played) = self.played.as_mut() {
+            played.bytes += pending;
+            played.messages += 1;
         }
         Ok(())
     }
@@ -629,7 +749,7 @@ impl Client {
     fn finish(&mut self, state: &Signalling, unpublished: bool) {
         if let Some(played) = self.played.take() {
             let c = played.flv.counters;
-            info!(peer = %self.peer, stream = played.name, session = %played.playing.id, duration_s = %format_args!("{:.1}", played.started.elapsed().as_secs_f64()), frames = c.frames, keyframes = c.keyframes, frames_skipped = c.skipped, losses = c.losses, packets_dropped = played.dropped, bytes = played.bytes, "RTMP play ended");
+            info!(peer = %self.peer, stream = played.name, session = %played.playing.id, duration_s = %format_args!("{:.1}", played.started.elapsed().as_secs_f64()), frames = c.frames, keyframes = c.keyframes, frames_skipped = c.skipped, losses = c.losses, packets_dropped = played.dropped, audio_frames = played.audio_frames, audio_skipped = played.audio_skipped, bytes = played.bytes, "RTMP play ended");
             state.unwatch(played.playing.id);
             report_traffic(state, &played);
             end_session(state, played.playing.id, EndReason::Deleted);
@@ -655,6 +775,16 @@ impl Client {
             end_session(state, ingest.id, reason);
             state.cores[ingest.core.0].waker.wake();
         }
+    }
+}
+
+/// The next AAC frame of the player's audio; never, without audio.
+async fn next_audio(
+    audio: &mut Option<AudioSubscription>,
+) -> Result<AacFrame, broadcast::error::RecvError> {
+    match audio {
+        Some(audio) => audio.frames.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! RTMP: encoders (ffmpeg, OBS, hardware encoders) publish `rtmp://HOST:1935/live/NAME`, and
 //! the stream is registered like any publisher, so WebRTC players (WHEP, the Flashphoner SDK,
 //! CDN edges) play NAME; RTMP players (ffplay, VLC) play any stream with H.264 video the same
-//! way.
+//! way, with its Opus audio as AAC.
 //!
 //! Sans-IO in the middle, IO at the edge:
 //!
@@ -11,7 +11,8 @@
 //!                      ├ video ─ publisher (flv ─ h264_rtp) ─┬ ingest ring ─ media core router
 //!                      ├ audio ─ audio (flv ─ aac_opus|Opus) ─┘
 //!                      │ play ─ player (auth policy, registry: a player with an egress tap)
-//!                      └ video ◂─ rtp_flv ◂─ egress ring ◂─ the publisher's media core
+//!                      ├ video ◂─ rtp_flv ◂─ egress ring ◂─ the publisher's media core
+//!                      └ audio ◂─ player_audio (opus_aac, one per stream) ◂─ audio-only ring
 //! ```
 //!
 //! [`connection`] is one client connection (bytes in, bytes and events out), [`chunk_guard`]
@@ -21,8 +22,9 @@
 //! AAC transcoded by [`aac_opus`] to Opus once per stream while players listen, Opus (Enhanced
 //! RTMP) forwarded as it comes, one RTP packet a frame, [`ingest`] the
 //! node's side of a publish, [`player`] the node's side of a play, [`rtp_flv`] the RFC 6184
-//! depacketizer that makes a stream's RTP FLV again for an RTMP player, [`listener`] the TCP
-//! listener and its limits.
+//! depacketizer that makes a stream's RTP FLV again for an RTMP player, [`opus_aac`] the
+//! Opus to AAC transcoder for RTMP players, run once per stream by [`player_audio`] while one
+//! plays, [`listener`] the TCP listener and its limits.
 
 pub mod aac_opus;
 pub mod audio;
@@ -32,7 +34,9 @@ pub mod flv;
 pub mod h264_rtp;
 pub mod ingest;
 pub mod listener;
+pub mod opus_aac;
 pub mod player;
+pub mod player_audio;
 pub mod publisher;
 pub mod push;
 pub mod rtp_flv;

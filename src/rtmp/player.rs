@@ -1,7 +1,8 @@
 //! An RTMP player as the node knows it: the play key read for a name, a token and an ACL key,
 //! the policy asked as for a WHEP play, the stream's video checked (RTMP carries H.264), and
 //! the player registered as a player session of the stream with an egress tap at its
-//! publisher's core (see `crate::media::egress`).
+//! publisher's core (see `crate::media::egress`). Its audio, when the stream has Opus, comes
+//! from the stream's shared transcoder ([`super::player_audio`]), not from its own tap.
 
 use tokio::sync::mpsc::UnboundedReceiver;
 

@@ -1,7 +1,8 @@
 // End-to-end, issue 15 step 4: headless Chromium publishes over WHIP on the built-in page, and
 // ffmpeg plays the stream over RTMP (`ffmpeg -i rtmp://…/live/NAME`): an H.264 stream decodes
-// (at least 60 frames), a VP8 stream is refused with the reason, and the publisher's stop ends
-// the RTMP player.
+// (at least 60 frames) with its Opus as AAC that is not silent (Chromium's fake microphone
+// beeps), a VP8 stream is refused with the reason, and the publisher's stop ends the RTMP
+// player.
 // Needs ffmpeg (scripts/test.sh installs it); skipped without it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,7 +40,7 @@ async function publishFromChromium(server, stream, codec) {
   return pub;
 }
 
-test('WHIP publish (Chromium, H.264) -> RTMP play (ffmpeg): frames decoded; publisher stop ends the player', { skip, timeout: 120_000 }, async (t) => {
+test('WHIP publish (Chromium, H.264 + Opus) -> RTMP play (ffmpeg): frames and AAC audio decoded; publisher stop ends the player', { skip, timeout: 120_000 }, async (t) => {
   const rtmpPort = await freeTcpPort();
   const server = await startRtcdn({ args: ['--rtmp', `127.0.0.1:${rtmpPort}`] });
   const stream = 'whip-to-rtmp';
@@ -47,11 +48,15 @@ test('WHIP publish (Chromium, H.264) -> RTMP play (ffmpeg): frames decoded; publ
   let pub;
   try {
     pub = await publishFromChromium(server, stream, 'H264');
-    const decoded = await ffmpegPlay(url, ['-frames:v', '60']);
+    const decoded = await ffmpegPlay(url, ['-frames:v', '90', '-af', 'volumedetect']);
     t.diagnostic(`ffmpeg: exit ${decoded.code}, ${decoded.frames} frames in ${decoded.ms} ms`);
     assert.equal(decoded.code, 0, decoded.out);
     assert.ok(decoded.frames >= 60, `${decoded.frames} frames decoded\n${decoded.out}`);
     assert.match(decoded.out, /Video: h264/);
+    assert.match(decoded.out, /Audio: aac/);
+    const max = decoded.out.match(/max_volume: (-?[\d.]+) dB/);
+    t.diagnostic(`audio: ${max?.[0]}, ${decoded.out.match(/mean_volume: (-?[\d.]+) dB/)?.[0]}`);
+    assert.ok(max && Number(max[1]) > -40, `the AAC is silent\n${decoded.out}`);
 
     // The publisher leaves: the RTMP player's connection ends with it, not at a timeout.
     const playing = ffmpegPlay(url);

@@ -182,7 +182,7 @@ fn garbage_and_hostile_chunks_end_the_connection_without_panic() {
 }
 
 #[test]
-fn a_play_is_asked_of_the_node_and_once_accepted_gets_metadata_and_video() {
+fn a_play_is_asked_of_the_node_and_once_accepted_gets_metadata_video_and_audio() {
     let mut pair = Pair::new(&["live"]);
     pair.connect("live").unwrap();
     let request = pair.client.request_playback("cam?token=t".into()).unwrap();
@@ -196,9 +196,13 @@ fn a_play_is_asked_of_the_node_and_once_accepted_gets_metadata_and_video() {
     );
     pair.server.accept_play().unwrap();
     assert!(pair.server.is_playing());
-    pair.server.send_metadata(Some((640, 360))).unwrap();
+    pair.server
+        .send_metadata(Some((640, 360)), Some(2))
+        .unwrap();
     let frame = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
     pair.server.send_video(40, frame.clone()).unwrap();
+    let aac = Bytes::from_static(&[0xAF, 1, 0x21, 0x10]);
+    pair.server.send_audio(43, aac.clone()).unwrap();
     pair.server.finish_play().unwrap();
     let answer = pair.server.output().to_vec();
     pair.server.clear_output();
@@ -208,7 +212,11 @@ fn a_play_is_asked_of_the_node_and_once_accepted_gets_metadata_and_video() {
     assert!(events.contains(&ClientSessionEvent::PlaybackRequestAccepted));
     assert!(events.iter().any(|e| matches!(e,
         ClientSessionEvent::StreamMetadataReceived { metadata }
-            if metadata.video_width == Some(640) && metadata.video_codec_id == Some(7))));
+            if metadata.video_width == Some(640) && metadata.video_codec_id == Some(7)
+                && metadata.audio_codec_id == Some(10) && metadata.audio_channels == Some(2))));
+    assert!(events.iter().any(|e| matches!(e,
+        ClientSessionEvent::AudioDataReceived { data, timestamp, .. }
+            if *data == aac && timestamp.value == 43)));
     assert!(events.iter().any(|e| matches!(e,
         ClientSessionEvent::VideoDataReceived { data, timestamp, .. }
             if *data == frame && timestamp.value == 40)));
