@@ -514,8 +514,14 @@ mod tests {
         // Not beginning of frame.
         assert!(!is_keyframe(VideoCodec::Vp9, &[0x80, 0x12]));
         // L=1, picture id 15-bit, layer byte SID=0 / SID=1, TL0PICIDX (non-flexible mode).
-        assert!(is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80, 0x01, 0x00, 0x05]));
-        assert!(!is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80, 0x01, 0x02, 0x05]));
+        assert!(is_keyframe(
+            VideoCodec::Vp9,
+            &[0xa8, 0x80, 0x01, 0x00, 0x05]
+        ));
+        assert!(!is_keyframe(
+            VideoCodec::Vp9,
+            &[0xa8, 0x80, 0x01, 0x02, 0x05]
+        ));
         // Cut short before TL0PICIDX.
         assert!(!is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80, 0x01, 0x00]));
         assert!(!is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80]));

@@ -139,7 +139,10 @@ impl Vp9FrameHeader {
     /// Parses the start of a frame (the first frame of a superframe); `None` when it is not a
     /// VP9 frame or is cut short.
     pub fn parse(frame: &[u8]) -> Option<Vp9FrameHeader> {
-        let mut r = Bits { data: frame, pos: 0 };
+        let mut r = Bits {
+            data: frame,
+            pos: 0,
+        };
         if r.read(2)? != 2 {
             return None; // frame_marker
         }

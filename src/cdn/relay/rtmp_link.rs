@@ -4,9 +4,12 @@
 //! ingest, and serves it to its players like any stream.
 //!
 //! The stream goes as it came, nothing transcoded: H.264 video as classic FLV (its highest
-//! simulcast layer; RFC 6184 depacketized by [`RtpToFlv`]), Opus audio as Enhanced RTMP
-//! ([`RtpOpusToFlv`]). [`carries`] says which streams RTMP can take; the driver relays the
-//! others over WebRTC.
+//! simulcast layer; RFC 6184 depacketized by [`RtpToFlv`]), VP9 video as Enhanced RTMP `vp09`
+//! (RFC 9628 depacketized by [`RtpVp9ToFlv`]), Opus audio as Enhanced RTMP ([`RtpOpusToFlv`]).
+//! [`carries`] says which streams RTMP can take; the driver relays the others over WebRTC.
+//! Whether a VP9 stream is layered (SVC) shows only in its packets: RTMP carries one picture
+//! per frame, so the edge would get the base layer alone; the push then ends, telling the
+//! driver ([`LinkEvent::NotCarried`]) to relay the stream over WebRTC from then on.
 //!
 //! The stream key proves the CDN's secret (`?relayToken=`, minted for this connection) and
 //! carries the stream's access list (`&rtcdnAcl=`, a JSON array), which the edge enforces
@@ -32,6 +35,7 @@ use crate::control::{EndReason, RelayPath};
 use crate::rtmp::push::RtmpPush;
 use crate::rtmp::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::rtmp::rtp_opus_flv::{FlvAudio, RtpOpusToFlv};
+use crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv;
 use crate::sdp::MediaKind;
 
 /// How long the edge may take to connect and take the publish, and to take what we write.
@@ -41,30 +45,51 @@ const APP: &str = "live";
 /// How often the publisher is asked for a keyframe while the push waits for one.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What of a stream an RTMP push carries: the H.264 payload type and simulcast layer, and the
-/// Opus payload type and channels when it has audio.
+/// The video codecs an RTMP push carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarriedVideo {
+    /// Classic FLV AVC.
+    H264,
+    /// Enhanced RTMP `vp09`.
+    Vp9,
+}
+
+/// What of a stream an RTMP push carries: the video codec, payload type and simulcast layer,
+/// and the Opus payload type and channels when it has audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Carried {
+    pub video: CarriedVideo,
     pub video_pt: u8,
     pub layer: u8,
     pub audio: Option<(u8, u8)>,
 }
 
 /// What an RTMP push of `tracks` carries, or why it cannot: RTMP between rtcdn nodes takes
-/// H.264 video and Opus audio as they are.
+/// H.264 and VP9 video and Opus audio as they are.
 pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
     let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
-    match video {
-        Some(video) if video.codec.name.eq_ignore_ascii_case("H264") => {}
-        Some(video) => {
+    let (video, video_pt, layer) = match video {
+        Some(track) if track.codec.name.eq_ignore_ascii_case("H264") => {
+            let (pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
+            (CarriedVideo::H264, pt, layer)
+        }
+        Some(track) if track.codec.name.eq_ignore_ascii_case("VP9") => {
+            // Its highest simulcast layer, as for H.264.
+            let layers = track.rids.len().clamp(1, usize::from(u8::MAX));
+            (CarriedVideo::Vp9, track.codec.pt, (layers - 1) as u8)
+        }
+        Some(track) => {
             return Err(format!(
-                "RTMP relays carry H.264 video; {name}'s is {}",
-                video.codec.name.to_uppercase()
+                "RTMP relays carry H.264 and VP9 video; {name}'s is {}",
+                track.codec.name.to_uppercase()
             ))
         }
-        None => return Err(format!("RTMP relays carry H.264 video; {name} has none")),
-    }
-    let (video_pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
+        None => {
+            return Err(format!(
+                "RTMP relays carry H.264 or VP9 video; {name} has none"
+            ))
+        }
+    };
     let audio = match tracks.iter().find(|t| t.kind == MediaKind::Audio) {
         None => None,
         Some(track) if track.codec.name.eq_ignore_ascii_case("opus") => Some((
@@ -79,6 +104,7 @@ pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
         }
     };
     Ok(Carried {
+        video,
         video_pt,
         layer,
         audio,
@@ -120,11 +146,66 @@ pub(super) fn spawn(
     link
 }
 
+/// The stream's video depacketizer, by codec.
+enum VideoToFlv {
+    H264(RtpToFlv),
+    Vp9(RtpVp9ToFlv),
+}
+
+impl VideoToFlv {
+    fn new(carried: &Carried) -> VideoToFlv {
+        match carried.video {
+            CarriedVideo::H264 => VideoToFlv::H264(RtpToFlv::new(carried.video_pt)),
+            CarriedVideo::Vp9 => VideoToFlv::Vp9(RtpVp9ToFlv::new(carried.video_pt)),
+        }
+    }
+
+    fn push(&mut self, packet: &[u8], out: impl FnMut(FlvVideo)) {
+        match self {
+            VideoToFlv::H264(flv) => flv.push(packet, out),
+            VideoToFlv::Vp9(flv) => flv.push(packet, out),
+        }
+    }
+
+    fn resync(&mut self) {
+        match self {
+            VideoToFlv::H264(flv) => flv.resync(),
+            VideoToFlv::Vp9(flv) => flv.resync(),
+        }
+    }
+
+    fn waits_for_keyframe(&self) -> bool {
+        match self {
+            VideoToFlv::H264(flv) => flv.waits_for_keyframe(),
+            VideoToFlv::Vp9(flv) => flv.waits_for_keyframe(),
+        }
+    }
+
+    /// Why the stream's video cannot go over RTMP after all (see the module docs).
+    fn not_carried(&self) -> Option<&'static str> {
+        match self {
+            VideoToFlv::Vp9(flv) if flv.layered() => Some(
+                "its VP9 is layered (SVC): RTMP carries one picture per frame, so the edge's \
+                 players would get the base spatial layer alone",
+            ),
+            _ => None,
+        }
+    }
+
+    /// `onMetaData`'s `videocodecid`: FLV's AVC, or the FourCC.
+    fn codec_id(&self) -> u32 {
+        match self {
+            VideoToFlv::H264(_) => u32::from(crate::rtmp::flv::VIDEO_CODEC_AVC),
+            VideoToFlv::Vp9(_) => crate::rtmp::flv::fourcc_codec_id(crate::rtmp::flv::FOURCC_VP9),
+        }
+    }
+}
+
 /// The push's connection and what it turns the tap's packets into.
 struct Pusher {
     socket: TcpStream,
     push: RtmpPush,
-    video: RtpToFlv,
+    video: VideoToFlv,
     audio: Option<RtpOpusToFlv>,
     /// The push's clock: audio and video are timed from it.
     started: Instant,
@@ -187,7 +268,7 @@ impl Pusher {
                     size,
                 } => {
                     self.push
-                        .send_metadata(size, self.with_audio)
+                        .send_metadata(self.video.codec_id(), size, self.with_audio)
                         .map_err(protocol)?;
                     self.push
                         .send_video(start.wrapping_add(timestamp_ms), body.into())
@@ -280,6 +361,13 @@ async fn relay(
                 if let Err(failure) = pusher.take_packets(&mut tap) {
                     break failure;
                 }
+                if let Some(why) = pusher.video.not_carried() {
+                    let _ = reports.send(LinkReport {
+                        attempt: job.attempt,
+                        event: LinkEvent::NotCarried(why),
+                    });
+                    break RelayFailure::Link(format!("not over RTMP: {why}"));
+                }
                 if pusher.wants_keyframe() {
                     setup.host.request_keyframe(&tap);
                 }
@@ -367,7 +455,7 @@ async fn connect(job: &Job, carried: Carried, setup: &LinkSetup) -> Result<Pushe
     let mut pusher = Pusher {
         socket,
         push,
-        video: RtpToFlv::new(carried.video_pt),
+        video: VideoToFlv::new(&carried),
         audio: carried
             .audio
             .map(|(pt, channels)| RtpOpusToFlv::new(pt, channels)),
@@ -437,6 +525,7 @@ mod tests {
         assert_eq!(
             carries("cam", &[opus.clone(), h264.clone()]),
             Ok(Carried {
+                video: CarriedVideo::H264,
                 video_pt: 102,
                 layer: 0,
                 audio: Some((111, 2))
@@ -444,8 +533,21 @@ mod tests {
         );
         assert_eq!(carries("cam", &[h264.clone()]).unwrap().audio, None);
         let vp8 = track(MediaKind::Video, "VP8", 96);
-        let why = carries("cam", &[opus, vp8]).unwrap_err();
+        let why = carries("cam", &[opus.clone(), vp8]).unwrap_err();
         assert!(why.contains("H.264") && why.contains("VP8"), "{why}");
+        let mut vp9 = track(MediaKind::Video, "VP9", 98);
+        vp9.rids = vec!["l".into(), "h".into()];
+        assert_eq!(
+            carries("cam", &[opus, vp9]),
+            Ok(Carried {
+                video: CarriedVideo::Vp9,
+                video_pt: 98,
+                layer: 1,
+                audio: Some((111, 2))
+            })
+        );
+        let av1 = track(MediaKind::Video, "AV1", 45);
+        assert!(carries("cam", &[av1]).unwrap_err().contains("AV1"));
         let pcmu = track(MediaKind::Audio, "PCMU", 0);
         let why = carries("cam", &[pcmu, h264]).unwrap_err();
         assert!(why.contains("Opus") && why.contains("PCMU"), "{why}");
