@@ -531,7 +531,10 @@ mod tests {
                 audio: Some((111, 2))
             })
         );
-        assert_eq!(carries("cam", &[h264.clone()]).unwrap().audio, None);
+        assert_eq!(
+            carries("cam", std::slice::from_ref(&h264)).unwrap().audio,
+            None
+        );
         let vp8 = track(MediaKind::Video, "VP8", 96);
         let why = carries("cam", &[opus.clone(), vp8]).unwrap_err();
         assert!(why.contains("H.264") && why.contains("VP8"), "{why}");
