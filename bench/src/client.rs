@@ -223,6 +223,9 @@ fn simulcast_extmaps(
 /// Payload type a player offers H.264 under, after VP8 (as browsers offer both): it plays an
 /// H.264 stream (an RTMP publisher's) and a VP8 one alike.
 pub const H264_PT: u8 = 109;
+/// Payload type a player offers VP9 (profile 0) under, after VP8 and H.264: it plays a VP9
+/// stream (an RTMP `vp09` publisher's) too.
+pub const VP9_PT: u8 = 98;
 
 fn offer_codecs(kind: MediaKind, mode: Mode, options: OfferOptions) -> Vec<Codec> {
     let fb = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
@@ -250,6 +253,10 @@ fn offer_codecs(kind: MediaKind, mode: Mode, options: OfferOptions) -> Vec<Codec
                 );
                 h264.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
                 codecs.push(h264);
+                let mut vp9 = Codec::new(VP9_PT, "VP9", 90000, None);
+                vp9.fmtp = Some("profile-id=0".into());
+                vp9.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
+                codecs.push(vp9);
             }
             codecs
         }

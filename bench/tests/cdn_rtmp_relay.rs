@@ -2,7 +2,9 @@
 //! pushes each stream RTMP can carry to its edge's RTMP listener, where WebRTC players get
 //! it. ffmpeg publishes H.264 and AAC to the origin over RTMP (the origin makes the AAC
 //! Opus); the edge's WHEP player gets H.264 from a keyframe and the Opus packets as the
-//! origin had them. A VP8 stream is relayed over WebRTC instead. The access list travels with
+//! origin had them. A VP9 stream (libvpx's frames, published to the origin as Enhanced RTMP
+//! `vp09`) goes over RTMP too, and the edge's player gets the same frames. A VP8 stream is
+//! relayed over WebRTC instead. The access list travels with
 //! the push, and a change of it publishes the stream again without ending the edge's players.
 //! When the publisher stops, the edge's players end. Everything stays on 127.0.0.1.
 
@@ -12,7 +14,7 @@ use rtcdn::config::cdn::{CdnNode, CdnRole, StreamDistribution};
 use rtcdn::control::registry::AclChange;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT, VIDEO_PT};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT, VIDEO_PT, VP9_PT};
 
 mod common;
 use common::{
@@ -319,4 +321,151 @@ async fn an_edge_refuses_an_rtmp_publish_without_a_relay_token() {
     assert_eq!(streams, serde_json::json!([]));
     origin.stop();
     edge.stop();
+}
+
+/// libvpx's VP9 frames of a test pattern: ffmpeg's IVF output (a 32-byte file header, then
+/// each frame after a 12-byte header whose first four bytes are its size).
+fn vp9_frames(count: usize) -> Vec<Vec<u8>> {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x180:rate=30"])
+        .args(["-frames:v", &count.to_string(), "-pix_fmt", "yuv420p"])
+        .args(["-c:v", "libvpx-vp9"])
+        .args(["-deadline", "realtime", "-cpu-used", "8", "-g", "30"])
+        .args(["-auto-alt-ref", "0", "-lag-in-frames", "0", "-b:v", "300k"])
+        .args(["-f", "ivf", "pipe:1"])
+        .output()
+        .expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(output.status.success(), "{output:?}");
+    let mut rest = &output.stdout[32..];
+    let mut frames = Vec::new();
+    while rest.len() >= 12 {
+        let size = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        frames.push(rest[12..12 + size].to_vec());
+        rest = &rest[12 + size..];
+    }
+    assert_eq!(frames.len(), count);
+    frames
+}
+
+fn is_vp9_keyframe(frame: &[u8]) -> bool {
+    rtp::vp9::Vp9FrameHeader::parse(frame).is_some_and(|h| h.keyframe)
+}
+
+/// Publishes `frames` to `rtmp_addr` as Enhanced RTMP `vp09` at 30 fps, looping, for `seconds`.
+async fn publish_vp9(
+    rtmp_addr: std::net::SocketAddr,
+    stream: &str,
+    frames: Vec<Vec<u8>>,
+    seconds: u64,
+) {
+    use bytes::Bytes;
+    use rtcdn::rtmp::flv::{Vp9Config, FOURCC_VP9};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut socket = tokio::net::TcpStream::connect(rtmp_addr).await.unwrap();
+    let url = format!("rtmp://{rtmp_addr}/live");
+    let mut push = rtcdn::rtmp::push::RtmpPush::new(&url, "live", stream).unwrap();
+    let mut buf = vec![0u8; 4096];
+    while !push.is_publishing() {
+        socket.write_all(push.output()).await.unwrap();
+        push.clear_output();
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the origin closed the publish");
+        push.handle_input(&buf[..n]).unwrap();
+    }
+    let tag = |key: bool, packet_type: u8, body: &[u8]| {
+        let first = 0x80 | if key { 0x10 } else { 0x20 } | packet_type;
+        Bytes::from([&[first][..], &FOURCC_VP9, body].concat())
+    };
+    let config = Vp9Config {
+        profile: 0,
+        level: 10,
+        bit_depth: 8,
+        chroma_subsampling: 1,
+        full_range: false,
+        colour_primaries: 2,
+        transfer_characteristics: 2,
+        matrix_coefficients: 2,
+    };
+    push.send_video(0, tag(true, 0, &config.write())).unwrap();
+    let started = Instant::now();
+    let mut i = 0usize;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let frame = &frames[i % frames.len()];
+        let key = is_vp9_keyframe(frame);
+        push.send_video((i as u32) * 33, tag(key, 1, frame))
+            .unwrap();
+        socket.write_all(push.output()).await.unwrap();
+        push.clear_output();
+        i += 1;
+        // Acknowledgements and pings from the origin, without waiting for them.
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(1), socket.read(&mut buf)).await
+        {
+            if n > 0 {
+                let _ = push.handle_input(&buf[..n]);
+            }
+        }
+        tokio::time::sleep_until((started + Duration::from_millis(33 * i as u64)).into()).await;
+    }
+    let _ = push.finish();
+    let _ = socket.write_all(push.output()).await;
+}
+
+/// The frames among a player's VP9 packets: each from the packet with B to the one with E, its
+/// keyframe flag (P clear) and its bytes.
+fn vp9_player_frames(packets: &[Vec<u8>]) -> Vec<(bool, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let mut current: Option<(bool, Vec<u8>)> = None;
+    for packet in packets {
+        let header = rtp::RtpHeader::parse(packet).unwrap();
+        let payload = header.payload();
+        let d = rtp::vp9::Vp9Descriptor::parse(payload).expect("a VP9 payload descriptor");
+        if d.begins_frame {
+            current = Some((!d.inter_predicted, Vec::new()));
+        }
+        if let Some((_, bytes)) = current.as_mut() {
+            bytes.extend_from_slice(&payload[d.len..]);
+        }
+        if d.ends_frame {
+            frames.extend(current.take());
+        }
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_pushes_vp9_to_its_edge_over_enhanced_rtmp() {
+    let (origin, edge) = rtmp_cdn();
+    let origin_rtmp = origin.rtmp_addr().expect("the origin listens for RTMP");
+    let certificate = DtlsCertificate::generate().unwrap();
+    let frames = vp9_frames(60);
+    let publisher = tokio::spawn(publish_vp9(origin_rtmp, "vp9cam", frames.clone(), 20));
+
+    wait_for_relay(&origin, "vp9cam", "rtmp").await;
+    let mut player = play_when_live(&base_url(&edge), "vp9cam", &certificate).await;
+    let mut video = Vec::new();
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        if let Some(p) = player.recv_rtp(Duration::from_millis(300)).await {
+            if rtp::RtpHeader::parse(&p).is_ok_and(|h| h.payload_type().value() == VP9_PT) {
+                video.push(p);
+            }
+        }
+    }
+    let got = vp9_player_frames(&video);
+    assert!(got.len() >= 60, "{} VP9 frames in 4 s", got.len());
+    assert!(got[0].0, "the player starts on a keyframe");
+    // Every frame is one libvpx made, the keyframes where they were, in order.
+    let start = frames
+        .iter()
+        .position(|f| *f == got[0].1)
+        .expect("the first frame is one of the publisher's");
+    for (n, (key, bytes)) in got.iter().enumerate() {
+        let index = (start + n) % frames.len();
+        assert_eq!(bytes, &frames[index], "frame {n}");
+        assert_eq!(*key, is_vp9_keyframe(&frames[index]), "frame {n}'s P bit");
+    }
+    publisher.abort();
 }

@@ -282,64 +282,20 @@ fn skip_scaling_list(r: &mut RbspBits<'_>, size: usize) -> Option<()> {
     Some(())
 }
 
-/// RFC 9628 §4.2: a key frame has P (inter-picture predicted) clear in the first packet (B)
-/// of the base spatial layer.
 /// The size of the highest spatial layer in a VP9 payload descriptor's scalability structure
 /// (RFC 9628 §4.2.1), which senders put in a keyframe's first packet.
 fn vp9_ss_size(p: &[u8]) -> Option<(u16, u16)> {
-    let b0 = *p.first()?;
-    if b0 & 0x02 == 0 {
-        return None; // V: no scalability structure
-    }
-    let mut pos = 1;
-    if b0 & 0x80 != 0 {
-        pos += if *p.get(pos)? & 0x80 != 0 { 2 } else { 1 }; // I: picture id
-    }
-    let flexible = b0 & 0x10 != 0;
-    if b0 & 0x20 != 0 {
-        pos += if flexible { 1 } else { 2 }; // L: layer indices (+ TL0PICIDX)
-    }
-    if flexible && b0 & 0x40 != 0 {
-        // P in flexible mode: up to three P_DIFF bytes, each with N set when another follows.
-        for _ in 0..3 {
-            let diff = *p.get(pos)?;
-            pos += 1;
-            if diff & 0x01 == 0 {
-                break;
-            }
-        }
-    }
-    let ss = *p.get(pos)?;
-    if ss & 0x10 == 0 {
-        return None; // Y: no sizes
-    }
-    let spatial_layers = usize::from(ss >> 5) + 1;
-    let last = pos + 1 + (spatial_layers - 1) * 4;
-    let size = p.get(last..last + 4)?;
-    let width = u16::from_be_bytes([size[0], size[1]]);
-    let height = u16::from_be_bytes([size[2], size[3]]);
-    (width > 0 && height > 0).then_some((width, height))
+    crate::vp9::Vp9Descriptor::parse(p)?.size
 }
 
+/// RFC 9628 §4.2: a key frame has P (inter-picture predicted) clear in the first packet (B)
+/// of the base spatial layer.
 fn vp9(p: &[u8]) -> Option<bool> {
-    let b0 = *p.first()?;
-    let picture_id = b0 & 0x80 != 0;
-    let inter_predicted = b0 & 0x40 != 0;
-    let layer_indices = b0 & 0x20 != 0;
-    let begins_frame = b0 & 0x08 != 0;
-    if inter_predicted || !begins_frame {
+    let d = crate::vp9::Vp9Descriptor::parse(p)?;
+    if d.inter_predicted || !d.begins_frame {
         return Some(false);
     }
-    if !layer_indices {
-        return Some(true);
-    }
-    let mut pos = 1;
-    if picture_id {
-        pos += if *p.get(pos)? & 0x80 != 0 { 2 } else { 1 };
-    }
-    // Layer index: TID(3) U(1) SID(3) D(1); the picture starts at spatial layer 0.
-    let sid = (*p.get(pos)? >> 1) & 0x07;
-    Some(sid == 0)
+    Some(d.spatial_id.unwrap_or(0) == 0)
 }
 
 const NAL_IDR: u8 = 5;
@@ -557,9 +513,17 @@ mod tests {
         assert!(!is_keyframe(VideoCodec::Vp9, &[0xc8, 0x12]));
         // Not beginning of frame.
         assert!(!is_keyframe(VideoCodec::Vp9, &[0x80, 0x12]));
-        // L=1, picture id 15-bit, layer byte SID=0 / SID=1.
-        assert!(is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80, 0x01, 0x00]));
-        assert!(!is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80, 0x01, 0x02]));
+        // L=1, picture id 15-bit, layer byte SID=0 / SID=1, TL0PICIDX (non-flexible mode).
+        assert!(is_keyframe(
+            VideoCodec::Vp9,
+            &[0xa8, 0x80, 0x01, 0x00, 0x05]
+        ));
+        assert!(!is_keyframe(
+            VideoCodec::Vp9,
+            &[0xa8, 0x80, 0x01, 0x02, 0x05]
+        ));
+        // Cut short before TL0PICIDX.
+        assert!(!is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80, 0x01, 0x00]));
         assert!(!is_keyframe(VideoCodec::Vp9, &[0xa8, 0x80]));
     }
 

@@ -51,6 +51,7 @@ mod missing;
 mod packet;
 mod rewrite;
 mod seq;
+pub mod vp9;
 
 pub mod rtcp;
 pub mod srtp;

@@ -2,7 +2,7 @@
 
 /// Bytes into a server-side RTMP connection (see `fuzz/README.md`, `rtmp_input`). The first
 /// byte picks the mode: bit 0 starts after a real handshake, bit 1 feeds `[len: u16][message]…`
-/// straight to the FLV parsers (classic and Enhanced RTMP), the H.264 packetizer and the audio
+/// straight to the FLV parsers (classic and Enhanced RTMP), the H.264 and VP9 packetizers and the audio
 /// (the AAC to Opus transcoder, Opus forwarded as it comes; a length with its top bit set is
 /// an audio message), bits 2.. size the reads.
 pub fn fuzz_rtmp_input(data: &[u8]) {

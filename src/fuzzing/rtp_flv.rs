@@ -1,10 +1,13 @@
-//! The `rtp_flv` fuzz target's body: packets into an RTMP player's RTP → FLV depacketizer, and
-//! an RTMP push's Opus RTP → Enhanced RTMP audio.
+//! The `rtp_flv` fuzz target's body: packets into an RTMP player's RTP → FLV depacketizer, an
+//! RTMP push's VP9 RTP → Enhanced RTMP video, and its Opus RTP → Enhanced RTMP audio.
 
 /// Packets framed `[len: u16][packet]…` into [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for
 /// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV
 /// video tags it claims to be, frames as 4-byte length-prefixed NAL units that fill the tag
-/// exactly, within the access unit bound, on a clock that never goes back. A length with its
+/// exactly, within the access unit bound, on a clock that never goes back. The same packets go
+/// to [`RtpVp9ToFlv`](crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv) for payload type 98: its sequence
+/// starts parse as `vp09` configuration records, its frames as `vp09` frames tagged as they
+/// say, within the bound, on a clock that never goes back. A length with its
 /// top bit set sends the packet to [`RtpOpusToFlv`](crate::rtmp::rtp_opus_flv::RtpOpusToFlv)
 /// for payload type 111 instead, whose audio tags carry the packet's payload after the
 /// ExHeader and FourCC, on a clock that never goes back either.
@@ -46,6 +49,30 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             }
         }
     };
+    let mut vp9 = crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv::new(98);
+    let mut last_vp9_ms = 0u32;
+    let mut check_vp9 = |video: FlvVideo| match video {
+        FlvVideo::Config { body, size, .. } => {
+            assert!(matches!(parse_video(&body), Ok(VideoTag::Vp9Config(_))));
+            assert!(size.is_some_and(|(w, h)| w > 0 && h > 0));
+        }
+        FlvVideo::Frame {
+            timestamp_ms,
+            keyframe,
+            body,
+        } => {
+            assert!(timestamp_ms >= last_vp9_ms, "the VP9 clock never goes back");
+            last_vp9_ms = timestamp_ms;
+            assert!(body.len() <= MAX_ACCESS_UNIT + 5);
+            let Ok(VideoTag::Vp9Frame {
+                keyframe: tagged, ..
+            }) = parse_video(&body)
+            else {
+                panic!("a VP9 frame that does not parse: {body:?}")
+            };
+            assert_eq!(tagged, keyframe);
+        }
+    };
     let mut opus = crate::rtmp::rtp_opus_flv::RtpOpusToFlv::new(111, 2);
     let mut last_audio_ms = 0u32;
     let mut check_audio = |audio: crate::rtmp::rtp_opus_flv::FlvAudio, payload: &[u8]| {
@@ -72,6 +99,7 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             opus.push(packet, 0, |audio| check_audio(audio, payload));
         } else {
             flv.push(packet, &mut check);
+            vp9.push(packet, &mut check_vp9);
         }
         rest = &tail[len..];
     }

@@ -2,12 +2,14 @@
 //! spec, E.4.2 and E.4.3) and Enhanced RTMP's FourCC tags (veovera's enhanced-rtmp v1/v2,
 //! "Enhanced Audio" and "Enhanced Video"). Which codec, a frame's type, for H.264 (AVC, classic
 //! or FourCC `avc1`) the decoder configuration record or the frame's length-prefixed NAL units
-//! with their composition time, for AAC (classic or `mp4a`) the AudioSpecificConfig or a raw
-//! frame, and for Opus (`Opus`) its ID header (RFC 7845 §5.1) or one raw Opus packet.
+//! with their composition time, for VP9 (`vp09`) the VPCodecConfigurationRecord (`vpcC`) or
+//! one frame as it is (no composition time), for AAC (classic or `mp4a`) the
+//! AudioSpecificConfig or a raw frame, and for Opus (`Opus`) its ID header (RFC 7845 §5.1) or
+//! one raw Opus packet.
 //! Borrowing parsers; nothing copied. The constants are the wire values, for writers too.
 //!
-//! Enhanced RTMP's multitrack and ModEx packets, and FourCCs other than `avc1`, `Opus` and
-//! `mp4a`, are refused by name: a publisher's setup that rtcdn cannot carry is said, not
+//! Enhanced RTMP's multitrack and ModEx packets, and FourCCs other than `avc1`, `vp09`, `Opus`
+//! and `mp4a`, are refused by name: a publisher's setup that rtcdn cannot carry is said, not
 //! guessed at.
 
 /// Classic FLV CodecID 7: AVC (H.264).
@@ -45,7 +47,7 @@ pub const FOURCC_AVC: [u8; 4] = *b"avc1";
 pub const FOURCC_HEVC: [u8; 4] = *b"hvc1";
 /// Enhanced RTMP video FourCC: AV1 (not carried).
 pub const FOURCC_AV1: [u8; 4] = *b"av01";
-/// Enhanced RTMP video FourCC: VP9 (not carried).
+/// Enhanced RTMP video FourCC: VP9.
 pub const FOURCC_VP9: [u8; 4] = *b"vp09";
 
 /// FLV SoundFormat 10: AAC.
@@ -99,9 +101,9 @@ pub enum FlvError {
     /// A classic FLV codec other than AVC (Sorenson, VP6, screen video, HEVC by id 12, ...).
     #[error("video codec id {0} is not supported (only H.264/AVC)")]
     UnsupportedCodec(u8),
-    /// An Enhanced RTMP video FourCC other than `avc1` (`hvc1`, `av01`, `vp09`, ...).
+    /// An Enhanced RTMP video FourCC other than `avc1` and `vp09` (`hvc1`, `av01`, ...).
     #[error(
-        "Enhanced RTMP video \"{}\" is not supported yet: rtcdn takes avc1 (H.264) over Enhanced RTMP",
+        "Enhanced RTMP video \"{}\" is not supported yet: rtcdn takes avc1 (H.264) and vp09 (VP9) over Enhanced RTMP",
         .0.escape_ascii()
     )]
     UnsupportedFourCc([u8; 4]),
@@ -123,6 +125,9 @@ pub enum FlvError {
     /// An AVCDecoderConfigurationRecord that does not parse.
     #[error("bad AVC decoder configuration record: {0}")]
     BadConfig(&'static str),
+    /// A VPCodecConfigurationRecord that does not parse.
+    #[error("bad VP9 codec configuration record (vpcC): {0}")]
+    BadVp9Config(&'static str),
     /// An Opus ID header (RFC 7845 §5.1) that does not parse.
     #[error("bad Opus ID header (OpusHead, RFC 7845 section 5.1): {0}")]
     BadOpusHead(&'static str),
@@ -157,8 +162,81 @@ pub enum VideoTag<'a> {
         composition_ms: i32,
         nalus: &'a [u8],
     },
+    /// VP9's sequence start (Enhanced RTMP `vp09`).
+    Vp9Config(Vp9Config),
+    /// One VP9 frame (or superframe) as the encoder made it.
+    Vp9Frame { keyframe: bool, frame: &'a [u8] },
     /// End of sequence, a command/info frame or (Enhanced RTMP) metadata: nothing to forward.
     Other,
+}
+
+/// What a VPCodecConfigurationRecord says ("VP Codec ISO Media File Format Binding" §2.3,
+/// the `vpcC` box's body: version 1 and flags, then the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp9Config {
+    /// 0 to 3: the SDP's `profile-id`.
+    pub profile: u8,
+    pub level: u8,
+    pub bit_depth: u8,
+    /// 0, 1: 4:2:0; 2: 4:2:2; 3: 4:4:4.
+    pub chroma_subsampling: u8,
+    pub full_range: bool,
+    pub colour_primaries: u8,
+    pub transfer_characteristics: u8,
+    pub matrix_coefficients: u8,
+}
+
+/// The `vpcC` box body's length: version and flags, eight bytes of record, an empty
+/// codecInitializationData's size.
+pub const VP9_CONFIG_LEN: usize = 12;
+
+impl Vp9Config {
+    /// Parses the box body (what ffmpeg and OBS write); the initialization data is ignored
+    /// (VP9 has none).
+    pub fn parse(data: &[u8]) -> Result<Vp9Config, FlvError> {
+        let [version, _, _, _, profile, level, bits, primaries, transfer, matrix, ..] = *data
+        else {
+            return Err(FlvError::BadVp9Config("shorter than its 10 bytes"));
+        };
+        if version != 1 {
+            return Err(FlvError::BadVp9Config("version not 1"));
+        }
+        if profile > 3 {
+            return Err(FlvError::BadVp9Config("profile above 3"));
+        }
+        let bit_depth = bits >> 4;
+        if !matches!(bit_depth, 8 | 10 | 12) {
+            return Err(FlvError::BadVp9Config("bit depth not 8, 10 or 12"));
+        }
+        Ok(Vp9Config {
+            profile,
+            level,
+            bit_depth,
+            chroma_subsampling: (bits >> 1) & 0x07,
+            full_range: bits & 1 != 0,
+            colour_primaries: primaries,
+            transfer_characteristics: transfer,
+            matrix_coefficients: matrix,
+        })
+    }
+
+    /// The box body, as [`Vp9Config::parse`] reads it.
+    pub fn write(&self) -> [u8; VP9_CONFIG_LEN] {
+        [
+            1,
+            0,
+            0,
+            0,
+            self.profile,
+            self.level,
+            self.bit_depth << 4 | (self.chroma_subsampling & 0x07) << 1 | u8::from(self.full_range),
+            self.colour_primaries,
+            self.transfer_characteristics,
+            self.matrix_coefficients,
+            0,
+            0,
+        ]
+    }
 }
 
 /// An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.2.4.1), first SPS and PPS only.
@@ -356,10 +434,13 @@ fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoT
         return Err(FlvError::UnsupportedVideoPacket(packet_type));
     }
     let (fourcc, body) = split_fourcc(rest)?;
+    let keyframe = frame_type == VIDEO_FRAME_KEY;
+    if fourcc == FOURCC_VP9 {
+        return parse_vp9(keyframe, packet_type, body);
+    }
     if fourcc != FOURCC_AVC {
         return Err(FlvError::UnsupportedFourCc(fourcc));
     }
-    let keyframe = frame_type == VIDEO_FRAME_KEY;
     match packet_type {
         VIDEO_PACKET_SEQUENCE_START => parse_avc_config(body).map(VideoTag::AvcConfig),
         VIDEO_PACKET_CODED_FRAMES => {
@@ -378,6 +459,22 @@ fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoT
             nalus: body,
         }),
         // SequenceEnd, Metadata.
+        _ => Ok(VideoTag::Other),
+    }
+}
+
+/// `vp09`'s body: the configuration record, or a frame with no composition time before it
+/// (the spec gives one to AVC and HEVC only).
+fn parse_vp9(keyframe: bool, packet_type: u8, body: &[u8]) -> Result<VideoTag<'_>, FlvError> {
+    match packet_type {
+        VIDEO_PACKET_SEQUENCE_START => Vp9Config::parse(body).map(VideoTag::Vp9Config),
+        VIDEO_PACKET_CODED_FRAMES | VIDEO_PACKET_CODED_FRAMES_X if body.is_empty() => {
+            Err(FlvError::Truncated)
+        }
+        VIDEO_PACKET_CODED_FRAMES | VIDEO_PACKET_CODED_FRAMES_X => Ok(VideoTag::Vp9Frame {
+            keyframe,
+            frame: body,
+        }),
         _ => Ok(VideoTag::Other),
     }
 }
@@ -693,14 +790,14 @@ pub(crate) mod tests {
     #[test]
     fn other_codecs_and_enhanced_rtmp_fourccs_are_named() {
         assert_eq!(parse_video(&[0x22, 0]), Err(FlvError::UnsupportedCodec(2)));
-        for fourcc in [FOURCC_HEVC, FOURCC_AV1, FOURCC_VP9, *b"vp08", *b"\0\x01ab"] {
+        for fourcc in [FOURCC_HEVC, FOURCC_AV1, *b"vp08", *b"\0\x01ab"] {
             let message = ex_video(VIDEO_PACKET_SEQUENCE_START, fourcc, &[1]);
             let refused = parse_video(&message);
             assert_eq!(refused, Err(FlvError::UnsupportedFourCc(fourcc)));
         }
         assert_eq!(
             FlvError::UnsupportedFourCc(FOURCC_HEVC).to_string(),
-            "Enhanced RTMP video \"hvc1\" is not supported yet: rtcdn takes avc1 (H.264) over Enhanced RTMP"
+            "Enhanced RTMP video \"hvc1\" is not supported yet: rtcdn takes avc1 (H.264) and vp09 (VP9) over Enhanced RTMP"
         );
         assert_eq!(parse_video(&[]), Err(FlvError::Truncated));
         assert_eq!(parse_video(&[0x17, 2, 0, 0, 0]), Ok(VideoTag::Other));
@@ -757,6 +854,53 @@ pub(crate) mod tests {
         // A command frame: one command byte, no FourCC.
         let command = VIDEO_EX_HEADER | VIDEO_FRAME_COMMAND << 4 | VIDEO_PACKET_CODED_FRAMES;
         assert_eq!(parse_video(&[command, 0]), Ok(VideoTag::Other));
+    }
+
+    #[test]
+    fn vp09_sequence_start_and_frames() {
+        let config = Vp9Config {
+            profile: 2,
+            level: 31,
+            bit_depth: 10,
+            chroma_subsampling: 1,
+            full_range: true,
+            colour_primaries: 9,
+            transfer_characteristics: 16,
+            matrix_coefficients: 9,
+        };
+        let start = ex_video(VIDEO_PACKET_SEQUENCE_START, FOURCC_VP9, &config.write());
+        assert_eq!(parse_video(&start), Ok(VideoTag::Vp9Config(config)));
+        // ffmpeg's bytes for an 8-bit 4:2:0 profile 0 stream.
+        let ffmpeg = [1, 0, 0, 0, 0, 31, 0x82, 2, 2, 2, 0, 0];
+        let VideoTag::Vp9Config(read) = parse_video(&ex_video(0, FOURCC_VP9, &ffmpeg)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (read.profile, read.bit_depth, read.chroma_subsampling),
+            (0, 8, 1)
+        );
+        let frame = [0x82, 0x49, 0x83, 0x42, 0x00];
+        assert_eq!(
+            parse_video(&ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_VP9, &frame)),
+            Ok(VideoTag::Vp9Frame {
+                keyframe: true,
+                frame: &frame
+            })
+        );
+        for bad in [
+            &[1, 0, 0, 0, 0][..],
+            &[0; 12],
+            &[1, 0, 0, 0, 4, 0, 0x80, 0, 0, 0],
+        ] {
+            let message = ex_video(VIDEO_PACKET_SEQUENCE_START, FOURCC_VP9, bad);
+            assert!(matches!(
+                parse_video(&message),
+                Err(FlvError::BadVp9Config(_))
+            ));
+        }
+        let empty = ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_VP9, &[]);
+        assert_eq!(parse_video(&empty), Err(FlvError::Truncated));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! An RTMP stream as the node knows it: the publish key read for a name and a token (or an
 //! origin's relay token and access list: `cdn.stream_distribution = "rtmp"`), the policy asked
-//! as for a WHIP publish, the stream registered with an H.264 track (and an Opus track for its
+//! as for a WHIP publish, the stream registered with an H.264 or VP9 track (and an Opus track for its
 //! transcoded AAC or its Enhanced RTMP Opus) and placed on a media core as an ingest (see
 //! `crate::media::ingest`).
 
@@ -13,7 +13,7 @@ use crate::signalling::media::{authorize, http_stream_fields, new_session_id, Ho
 use crate::signalling::Signalling;
 
 use super::aac_opus::OPUS_PT;
-use super::publisher::H264_PT;
+use super::publisher::{RtmpVideoCodec, H264_PT, VP9_PT};
 
 /// Packets an ingest's ring holds: over a second of 3 Mbit/s video, ~1.2 MB.
 pub const INGEST_RING_PACKETS: usize = 1024;
@@ -79,26 +79,35 @@ pub struct Registered {
     pub sender: IngestSender,
 }
 
-/// Registers `name` as a live stream with an H.264 track of `profile_level_id` (and an Opus
-/// track `with_audio`) and starts its ingest on the least loaded core (a relay's copy taking
+/// Registers `name` as a live stream with a video track of `codec` (and an Opus track
+/// `with_audio`) and starts its ingest on the least loaded core (a relay's copy taking
 /// over an orphaned stream: on that stream's core).
 pub fn register(
     state: &Signalling,
     name: &str,
-    profile_level_id: &str,
+    codec: &RtmpVideoCodec,
     with_audio: bool,
     client: ClientInfo,
 ) -> Result<Registered, RegistryError> {
+    let (pt, codec_name, fmtp) = match codec {
+        RtmpVideoCodec::H264 { profile_level_id } => (
+            H264_PT,
+            "H264",
+            format!(
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+            ),
+        ),
+        // As browsers offer VP9 (RFC 9628 §6).
+        RtmpVideoCodec::Vp9 { profile } => (VP9_PT, "VP9", format!("profile-id={profile}")),
+    };
     let video = StreamTrack {
         kind: MediaKind::Video,
         codec: Codec {
-            pt: H264_PT,
-            name: "H264".into(),
+            pt,
+            name: codec_name.into(),
             clock_rate: 90_000,
             channels: None,
-            fmtp: Some(format!(
-                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
-            )),
+            fmtp: Some(fmtp),
             rtcp_fb: ["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"]
                 .map(String::from)
                 .to_vec(),

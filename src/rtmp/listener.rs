@@ -27,7 +27,7 @@ use super::h264_rtp::RTP_MAX_PACKET;
 use super::ingest::{self, Registered};
 use super::player::{self, Playing};
 use super::player_audio::{self, AacFrame, AudioSubscription, PlayerAudio};
-use super::publisher::{RtmpPublisher, VideoOutcome};
+use super::publisher::{RtmpPublisher, RtmpVideoCodec, VideoOutcome};
 use super::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::auth::Authorized;
 use crate::config::rtmp::RtmpConfig;
@@ -616,27 +616,28 @@ impl Client {
             }
         });
         match outcome {
-            Ok(VideoOutcome::Configured { profile_level_id }) => {
+            Ok(VideoOutcome::Configured(codec)) => {
                 let client = ClientInfo {
                     ingest: true,
                     relay: published.relay,
                     ..ClientInfo::new(peer, Some("RTMP"))
                 };
                 let with_audio = published.audio.expected();
-                let registered = ingest::register(
-                    state,
-                    &published.name,
-                    &profile_level_id,
-                    with_audio,
-                    client,
-                )
-                .map_err(|e| format!("cannot register the stream: {e}"))?;
-                let codecs = match (with_audio, published.audio.is_opus()) {
-                    (false, _) => "H.264",
-                    (true, true) => "H.264, Opus",
-                    (true, false) => "H.264, AAC as Opus",
+                let registered =
+                    ingest::register(state, &published.name, &codec, with_audio, client)
+                        .map_err(|e| format!("cannot register the stream: {e}"))?;
+                let (video, format) = match &codec {
+                    RtmpVideoCodec::H264 { profile_level_id } => {
+                        ("H.264", format!("profile-level-id={profile_level_id}"))
+                    }
+                    RtmpVideoCodec::Vp9 { profile } => ("VP9", format!("profile-id={profile}")),
                 };
-                info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, profile_level_id, relay = published.relay, "RTMP stream live ({codecs})");
+                let codecs = match (with_audio, published.audio.is_opus()) {
+                    (false, _) => video.to_owned(),
+                    (true, true) => format!("{video}, Opus"),
+                    (true, false) => format!("{video}, AAC as Opus"),
+                };
+                info!(%peer, stream = published.name, session = %registered.id, core = registered.core.0, format, relay = published.relay, "RTMP stream live ({codecs})");
                 if let Some(keys) = published.acl.take() {
                     // The origin's access list comes with its relay's publish.
                     let _ = state.change_acl(&published.name, AclChange::Set(keys));

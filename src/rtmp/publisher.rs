@@ -1,19 +1,33 @@
 //! [`RtmpPublisher`]: one published RTMP stream's video, sans-IO: FLV video messages in, RTP
 //! packets out (through a callback), with what the node logs about the encoder (its keyframe
-//! interval, B-frames).
+//! interval, B-frames). H.264 (classic or `avc1`) goes out by [`H264Packetizer`], VP9 (`vp09`,
+//! an rtcdn origin's push or an Enhanced RTMP encoder) by [`Vp9Packetizer`]; the first
+//! sequence start says which, and the stream is registered with that codec.
 
 use super::flv::{parse_video, FlvError, VideoTag};
 use super::h264_rtp::{FrameInfo, H264Packetizer, PacketizeError, RtpClock};
+use super::vp9_rtp::Vp9Packetizer;
 
 /// The payload type of the H.264 track an RTMP stream is registered with.
 pub const H264_PT: u8 = 102;
+/// The payload type of the VP9 track an RTMP stream is registered with (Chrome's for VP9
+/// profile 0).
+pub const VP9_PT: u8 = 98;
+
+/// The video codec a sequence start configured, as the stream is registered with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RtmpVideoCodec {
+    /// H.264 of this `profile-level-id`.
+    H264 { profile_level_id: String },
+    /// VP9 of this `profile-id`.
+    Vp9 { profile: u8 },
+}
 
 /// What a video message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoOutcome {
-    /// The first AVC sequence header: the stream can be registered with this
-    /// `profile-level-id`.
-    Configured { profile_level_id: String },
+    /// The first sequence header: the stream can be registered with this codec.
+    Configured(RtmpVideoCodec),
     /// A later sequence header (the encoder restarted or changed resolution).
     Reconfigured,
     /// A frame went out as RTP.
@@ -31,11 +45,21 @@ pub enum VideoError {
     Flv(#[from] FlvError),
     #[error(transparent)]
     Packetize(#[from] PacketizeError),
+    /// A sequence start of another codec than the first one.
+    #[error("the video codec changed mid-stream (the stream is registered with the first one)")]
+    CodecChanged,
+    /// A VP9 frame before its sequence start, or an H.264 frame in a VP9 stream.
+    #[error("a frame of another codec than the sequence start's")]
+    Unconfigured,
 }
 
 /// One RTMP stream's video (see the module docs).
 pub struct RtmpPublisher {
     packetizer: H264Packetizer,
+    /// Set by a `vp09` sequence start: the stream is VP9.
+    vp9: Option<Vp9Packetizer>,
+    ssrc: u32,
+    first_seq: u16,
     clock: RtpClock,
     configured: bool,
     /// A frame was dropped (the core's ring was full): delta frames are skipped until the next
@@ -58,6 +82,9 @@ impl RtmpPublisher {
     pub fn new(ssrc: u32, first_seq: u16, rtp_base: u32) -> RtmpPublisher {
         RtmpPublisher {
             packetizer: H264Packetizer::new(H264_PT, ssrc, first_seq),
+            vp9: None,
+            ssrc,
+            first_seq,
             clock: RtpClock { base: rtp_base },
             configured: false,
             waiting_for_keyframe: false,
@@ -89,39 +116,73 @@ impl RtmpPublisher {
     ) -> Result<VideoOutcome, VideoError> {
         match parse_video(data)? {
             VideoTag::AvcConfig(config) => {
+                if self.vp9.is_some() {
+                    return Err(VideoError::CodecChanged);
+                }
                 self.packetizer.set_config(&config);
                 if std::mem::replace(&mut self.configured, true) {
                     return Ok(VideoOutcome::Reconfigured);
                 }
-                Ok(VideoOutcome::Configured {
+                Ok(VideoOutcome::Configured(RtmpVideoCodec::H264 {
                     profile_level_id: config.profile_level_id(),
-                })
+                }))
+            }
+            VideoTag::Vp9Config(config) => {
+                if self.configured && self.vp9.is_none() {
+                    return Err(VideoError::CodecChanged);
+                }
+                if std::mem::replace(&mut self.configured, true) {
+                    return Ok(VideoOutcome::Reconfigured);
+                }
+                self.vp9 = Some(Vp9Packetizer::new(VP9_PT, self.ssrc, self.first_seq));
+                Ok(VideoOutcome::Configured(RtmpVideoCodec::Vp9 {
+                    profile: config.profile,
+                }))
+            }
+            VideoTag::Vp9Frame { keyframe, frame } => {
+                let Some(packetizer) = self.vp9.as_mut() else {
+                    return Err(VideoError::Unconfigured);
+                };
+                if self.waiting_for_keyframe && !keyframe {
+                    return Ok(VideoOutcome::Skipped);
+                }
+                let rtp_time = self.clock.rtp_time(timestamp_ms, 0);
+                let info = packetizer.packetize(rtp_time, frame, keyframe, emit);
+                Ok(VideoOutcome::Frame(self.count(timestamp_ms, info)))
             }
             VideoTag::AvcFrame {
                 keyframe,
                 composition_ms,
                 nalus,
             } => {
+                if self.vp9.is_some() {
+                    return Err(VideoError::Unconfigured);
+                }
                 if self.waiting_for_keyframe && !keyframe {
                     return Ok(VideoOutcome::Skipped);
                 }
                 self.b_frames |= composition_ms != 0;
                 let rtp_time = self.clock.rtp_time(timestamp_ms, composition_ms);
                 let info = self.packetizer.packetize(rtp_time, nalus, emit)?;
-                if info.packets > 0 {
-                    self.frames += 1;
-                }
-                if info.idr {
-                    self.waiting_for_keyframe = false;
-                    self.keyframes += 1;
-                    if let Some(last) = self.last_keyframe_ms.replace(timestamp_ms) {
-                        self.keyframe_interval_ms = Some(timestamp_ms.wrapping_sub(last));
-                    }
-                }
-                Ok(VideoOutcome::Frame(info))
+                Ok(VideoOutcome::Frame(self.count(timestamp_ms, info)))
             }
             VideoTag::Other => Ok(VideoOutcome::Nothing),
         }
+    }
+
+    /// Counts a frame that went out; a keyframe ends a wait and times the keyframe interval.
+    fn count(&mut self, timestamp_ms: u32, info: FrameInfo) -> FrameInfo {
+        if info.packets > 0 {
+            self.frames += 1;
+        }
+        if info.idr {
+            self.waiting_for_keyframe = false;
+            self.keyframes += 1;
+            if let Some(last) = self.last_keyframe_ms.replace(timestamp_ms) {
+                self.keyframe_interval_ms = Some(timestamp_ms.wrapping_sub(last));
+            }
+        }
+        info
     }
 }
 
@@ -155,9 +216,9 @@ mod tests {
         );
         assert_eq!(
             p.handle_video(0, &config(), &mut emit),
-            Ok(VideoOutcome::Configured {
+            Ok(VideoOutcome::Configured(RtmpVideoCodec::H264 {
                 profile_level_id: "42c01e".into()
-            })
+            }))
         );
         p.handle_video(0, &frame(true, 0), &mut emit).unwrap();
         p.handle_video(33, &frame(false, 0), &mut emit).unwrap();
@@ -188,5 +249,42 @@ mod tests {
             Ok(VideoOutcome::Frame(_))
         ));
         assert!(p.b_frames);
+    }
+
+    #[test]
+    fn a_vp09_sequence_start_makes_a_vp9_stream_and_codecs_do_not_mix() {
+        use crate::rtmp::flv::tests::ex_video;
+        use crate::rtmp::flv::{Vp9Config, FOURCC_VP9, VIDEO_PACKET_CODED_FRAMES};
+        let mut p = RtmpPublisher::new(7, 0, 0);
+        let mut packets = Vec::new();
+        let mut emit = |packet: &[u8], keyframe: bool| packets.push((packet.to_vec(), keyframe));
+        let vp9_frame = ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_VP9, &[0x82, 0x49]);
+        assert_eq!(
+            p.handle_video(0, &vp9_frame, &mut emit),
+            Err(VideoError::Unconfigured)
+        );
+        let vp9_config = Vp9Config::parse(&[1, 0, 0, 0, 0, 31, 0x82, 2, 2, 2, 0, 0]).unwrap();
+        let start = ex_video(0, FOURCC_VP9, &vp9_config.write());
+        assert_eq!(
+            p.handle_video(0, &start, &mut emit),
+            Ok(VideoOutcome::Configured(RtmpVideoCodec::Vp9 { profile: 0 }))
+        );
+        assert!(matches!(
+            p.handle_video(40, &vp9_frame, &mut emit),
+            Ok(VideoOutcome::Frame(FrameInfo { packets: 1, .. }))
+        ));
+        assert_eq!(
+            p.handle_video(0, &config(), &mut emit),
+            Err(VideoError::CodecChanged)
+        );
+        assert_eq!(
+            p.handle_video(0, &frame(true, 0), &mut emit),
+            Err(VideoError::Unconfigured)
+        );
+        assert_eq!(packets[0].0[1] & 0x7F, VP9_PT);
+        assert_eq!(
+            u32::from_be_bytes(packets[0].0[4..8].try_into().unwrap()),
+            40 * 90
+        );
     }
 }

@@ -206,15 +206,16 @@ impl RtmpPush {
         }
     }
 
-    /// `onMetaData` for the server: H.264 video (codec id 7) of `size`, and Opus audio when
-    /// `with_audio` (Enhanced RTMP's FourCC as the codec id).
+    /// `onMetaData` for the server: video of `video_codec_id` (7: H.264; Enhanced RTMP a
+    /// FourCC as a number) and `size`, and Opus audio when `with_audio` (its FourCC likewise).
     pub fn send_metadata(
         &mut self,
+        video_codec_id: u32,
         size: Option<(u16, u16)>,
         with_audio: bool,
     ) -> Result<(), PushError> {
         let mut metadata = StreamMetadata::new();
-        metadata.video_codec_id = Some(7);
+        metadata.video_codec_id = Some(video_codec_id);
         metadata.video_width = size.map(|(w, _)| u32::from(w));
         metadata.video_height = size.map(|(_, h)| u32::from(h));
         if with_audio {
@@ -339,7 +340,7 @@ mod tests {
         server.accept_publish().unwrap();
         pump(&mut push, &mut server).unwrap();
         assert!(push.is_publishing());
-        push.send_metadata(Some((640, 360)), true).unwrap();
+        push.send_metadata(7, Some((640, 360)), true).unwrap();
         push.send_video(40, Bytes::from_static(&[0x17, 1, 0, 0, 0, 9]))
             .unwrap();
         push.send_audio(45, Bytes::from_static(&[0x91, b'O', b'p', b'u', b's', 7]))

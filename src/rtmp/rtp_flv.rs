@@ -70,15 +70,15 @@ pub struct RtpToFlvCounters {
 /// The player's clock: RTP time (90 kHz) to milliseconds since the first frame, wrap-safe,
 /// never going back.
 #[derive(Debug, Default)]
-struct FlvClock {
+pub(super) struct FlvClock {
     last: Option<u32>,
     ticks: u64,
     /// The next frame follows a discontinuity.
-    rebase: bool,
+    pub(super) rebase: bool,
 }
 
 impl FlvClock {
-    fn ms(&mut self, rtp_time: u32) -> u32 {
+    pub(super) fn ms(&mut self, rtp_time: u32) -> u32 {
         match self.last {
             None => {}
             Some(_) if self.rebase => self.ticks += DISCONTINUITY_STEP,

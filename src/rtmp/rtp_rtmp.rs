@@ -1,9 +1,10 @@
-//! [`RtpToRtmp`]: a stream's plain RTP (H.264 video, Opus audio) as the RTMP messages of one
-//! publish, sans-IO — what an origin's RTMP push sends an edge. Packets in as a tap hands them
+//! [`RtpToRtmp`]: a stream's plain RTP (H.264 or VP9 video, Opus audio) as the RTMP messages
+//! of one publish, sans-IO — what an origin's RTMP push sends an edge. Packets in as a tap hands them
 //! over, with the time they came on the push's clock; `onMetaData`, video and audio tag bodies
 //! out, in order.
 //!
-//! Video goes through [`RtpToFlv`], audio through [`RtpOpusToFlv`]. Their clocks are put on
+//! Video goes through [`RtpToFlv`] (H.264) or [`RtpVp9ToFlv`] (VP9, as Enhanced RTMP `vp09`),
+//! audio through [`RtpOpusToFlv`]. Their clocks are put on
 //! one timeline by arrival: the newest video frame of the first batch, and the first audio
 //! packet, are placed at the time they came; the rest follow their RTP time. A push that starts
 //! on the keyframe cache replays older frames at once, and they land before "now", where they
@@ -12,6 +13,45 @@
 
 use super::rtp_flv::{FlvVideo, RtpToFlv};
 use super::rtp_opus_flv::{FlvAudio, RtpOpusToFlv};
+use super::rtp_vp9_flv::RtpVp9ToFlv;
+
+/// The video codecs an RTMP push carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarriedVideo {
+    /// Classic FLV AVC.
+    H264,
+    /// Enhanced RTMP `vp09`.
+    Vp9,
+}
+
+/// The stream's video depacketizer, by codec.
+enum VideoToFlv {
+    H264(RtpToFlv),
+    Vp9(RtpVp9ToFlv),
+}
+
+impl VideoToFlv {
+    fn push(&mut self, packet: &[u8], out: impl FnMut(FlvVideo)) {
+        match self {
+            VideoToFlv::H264(flv) => flv.push(packet, out),
+            VideoToFlv::Vp9(flv) => flv.push(packet, out),
+        }
+    }
+
+    fn resync(&mut self) {
+        match self {
+            VideoToFlv::H264(flv) => flv.resync(),
+            VideoToFlv::Vp9(flv) => flv.resync(),
+        }
+    }
+
+    fn waits_for_keyframe(&self) -> bool {
+        match self {
+            VideoToFlv::H264(flv) => flv.waits_for_keyframe(),
+            VideoToFlv::Vp9(flv) => flv.waits_for_keyframe(),
+        }
+    }
+}
 
 /// Where the push's clock starts, in milliseconds: frames replayed from the keyframe cache at
 /// the start are placed before it (a group of pictures is well under 10 s).
@@ -30,17 +70,21 @@ pub enum RtmpMessage {
 
 /// One push's media (see the module docs).
 pub struct RtpToRtmp {
-    video: RtpToFlv,
+    video: VideoToFlv,
     audio: Option<RtpOpusToFlv>,
     /// Where the video's first frame sits on the push's clock.
     video_start_ms: Option<u32>,
 }
 
 impl RtpToRtmp {
-    /// H.264 of payload type `video_pt`, and Opus of `audio`'s payload type and channels.
-    pub fn new(video_pt: u8, audio: Option<(u8, u8)>) -> RtpToRtmp {
+    /// `video` of payload type `video_pt`, and Opus of `audio`'s payload type and channels.
+    pub fn new(video: CarriedVideo, video_pt: u8, audio: Option<(u8, u8)>) -> RtpToRtmp {
+        let video = match video {
+            CarriedVideo::H264 => VideoToFlv::H264(RtpToFlv::new(video_pt)),
+            CarriedVideo::Vp9 => VideoToFlv::Vp9(RtpVp9ToFlv::new(video_pt)),
+        };
         RtpToRtmp {
-            video: RtpToFlv::new(video_pt),
+            video,
             audio: audio.map(|(pt, channels)| RtpOpusToFlv::new(pt, channels)),
             video_start_ms: None,
         }
@@ -49,6 +93,26 @@ impl RtpToRtmp {
     /// Whether the video waits for a keyframe (the start, or a loss).
     pub fn waits_for_keyframe(&self) -> bool {
         self.video.waits_for_keyframe()
+    }
+
+    /// Why the stream's video cannot go over RTMP after all: a layered (SVC) VP9 stream shows
+    /// its layers only in its packets.
+    pub fn not_carried(&self) -> Option<&'static str> {
+        match &self.video {
+            VideoToFlv::Vp9(flv) if flv.layered() => Some(
+                "its VP9 is layered (SVC): RTMP carries one picture per frame, so the edge's \
+                 players would get the base spatial layer alone",
+            ),
+            _ => None,
+        }
+    }
+
+    /// `onMetaData`'s `videocodecid`: FLV's AVC, or the FourCC.
+    pub fn codec_id(&self) -> u32 {
+        match self.video {
+            VideoToFlv::H264(_) => u32::from(super::flv::VIDEO_CODEC_AVC),
+            VideoToFlv::Vp9(_) => super::flv::fourcc_codec_id(super::flv::FOURCC_VP9),
+        }
     }
 
     /// Packets were dropped before they came here: frames wait for the next keyframe.
@@ -160,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_replayed_group_of_pictures_lands_before_the_live_audio() {
-        let mut rtmp = RtpToRtmp::new(102, Some((111, 2)));
+        let mut rtmp = RtpToRtmp::new(CarriedVideo::H264, 102, Some((111, 2)));
         // The cache replays a keyframe and a second of frames at once, with live audio.
         let mut batch: Vec<(bool, Vec<u8>)> =
             keyframe(1, 0).into_iter().map(|p| (false, p)).collect();
@@ -193,7 +257,7 @@ mod tests {
 
     #[test]
     fn video_without_audio_and_garbage_make_nothing_unexpected() {
-        let mut rtmp = RtpToRtmp::new(102, None);
+        let mut rtmp = RtpToRtmp::new(CarriedVideo::H264, 102, None);
         let mut out = Vec::new();
         rtmp.push(
             [(true, &[0x80u8, 111, 0, 1][..]), (false, &[1, 2, 3][..])],

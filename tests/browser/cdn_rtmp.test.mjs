@@ -3,7 +3,8 @@
 // flashphoner.properties and loadbalancing.xml) and an edge with an RTMP listener; Chromium
 // publishes H.264 to the origin with the official Flashphoner Web SDK, the origin pushes it to
 // the edge over RTMP, and the SDK's Embed Player plays it from the edge (frames decoded, audio
-// heard). A VP8 publisher is relayed over WebRTC instead, with the origin's WARN naming it. The
+// heard). A VP9 publisher goes over RTMP too (Enhanced RTMP vp09) and the edge's Embed Player
+// decodes VP9. A VP8 publisher is relayed over WebRTC instead, with the origin's WARN naming it. The
 // publisher's stop fails the edge's player with "Stopped by publisher stop".
 // Only 127.0.0.1 is ever contacted (newLoopbackContext, OFFLINE_CHROMIUM_ARGS).
 // Set RTCDN_SKIP_E2E=1 to skip.
@@ -132,7 +133,7 @@ async function relaysOf(origin) {
 }
 
 for (const style of ['toml', 'wcs']) {
-  test(`CDN over RTMP (origin from ${style}): SDK H.264 publish -> RTMP push -> Embed Player on the edge; VP8 over WebRTC with a WARN; publisher stop fails the player`, { skip, timeout: 180_000 }, async (t) => {
+  test(`CDN over RTMP (origin from ${style}): SDK H.264 publish -> RTMP push -> Embed Player on the edge; VP8 over WebRTC with a WARN; VP9 over RTMP; publisher stop fails the player`, { skip, timeout: 180_000 }, async (t) => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-cdn-rtmp-'));
     let origin;
     let edge;
@@ -191,6 +192,18 @@ for (const style of ['toml', 'wcs']) {
       const vp8Video = await waitForSdkVideo(vp8Player, { minFrames: 30, timeout: 30_000 });
       assert.match(vp8Video.mimeType || '', /VP8/i, JSON.stringify(vp8Video));
       await vp8Pub.evaluate(() => window.stopPublisher());
+
+      step = 'a VP9 publisher goes over RTMP';
+      const vp9Name = `vp9relay${suffix}`;
+      const vp9Pub = await publish(context, origin, vp9Name, 'VP8,H264,AV1');
+      const vp9Relay = await poll(async () => (await relaysOf(origin)).find((r) => r.stream === vp9Name && r.state === 'up') || false,
+        { timeout: RELAY_TIMEOUT, interval: 200, what: `${vp9Name}'s relay up` });
+      assert.equal(vp9Relay.transport, 'rtmp', JSON.stringify(vp9Relay));
+      const vp9Player = await embedPlayer(context, edge, vp9Name);
+      const vp9Video = await waitForSdkVideo(vp9Player, { minFrames: 30, timeout: 30_000 });
+      t.diagnostic(`VP9 Embed Player on the edge: ${JSON.stringify(vp9Video)}`);
+      assert.match(vp9Video.mimeType || '', /VP9/i, JSON.stringify(vp9Video));
+      await vp9Pub.evaluate(() => window.stopPublisher());
 
       step = 'publisher stop fails the edge player';
       await pub.evaluate(() => window.stopPublisher());

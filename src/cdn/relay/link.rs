@@ -66,6 +66,9 @@ pub(super) enum LinkEvent {
     Up(RelayPath),
     /// The attempt is over.
     Ended(RelayEnd),
+    /// The RTMP push found why its stream cannot go over RTMP (before it ends): relay it over
+    /// WebRTC from now on.
+    NotCarried(&'static str),
 }
 
 /// The driver's orders.
@@ -77,6 +80,7 @@ pub(super) enum LinkCommand {
 /// The driver's handle on a running link.
 pub(super) struct Link {
     pub stream: String,
+    pub stream_id: crate::control::StreamId,
     pub target: RelayTarget,
     commands: UnboundedSender<LinkCommand>,
 }
@@ -87,6 +91,7 @@ impl Link {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let link = Link {
             stream: job.stream.clone(),
+            stream_id: job.relayed.id,
             target: job.target.clone(),
             commands: commands_tx,
         };

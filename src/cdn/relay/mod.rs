@@ -324,6 +324,8 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
                     };
                     let carried = match setup.distribution {
                         StreamDistribution::WebRtc => None,
+                        // Said once already (by `carries`, or by an RTMP push that found out).
+                        StreamDistribution::Rtmp if not_rtmp.contains(&relayed.id) => None,
                         StreamDistribution::Rtmp => match rtmp_link::carries(&stream, &relayed.tracks) {
                             Ok(carried) => Some(carried),
                             Err(why) => {
@@ -361,6 +363,14 @@ pub async fn run(orders: RelayOrders, setup: RelaySetup, host: Arc<dyn RelayHost
             },
             Some(report) = reports.recv() => match report.event {
                 link::LinkEvent::Up(path) => host.relay_up(report.attempt, path),
+                link::LinkEvent::NotCarried(why) => {
+                    let Some(link) = links.get(&report.attempt) else {
+                        continue;
+                    };
+                    if not_rtmp.insert(link.stream_id) {
+                        warn!(stream = link.stream, "relayed over WebRTC, not RTMP: {why}");
+                    }
+                }
                 link::LinkEvent::Ended(end) => {
                     let Some(link) = links.remove(&report.attempt) else {
                         continue;

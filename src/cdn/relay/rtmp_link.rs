@@ -3,10 +3,13 @@
 //! encoder would, fed by a tap on the stream at its publisher's core. The edge sees an RTMP
 //! ingest, and serves it to its players like any stream.
 //!
-//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV, Opus audio as
-//! Enhanced RTMP, both on one clock ([`RtpToRtmp`]). [`carries`] says which streams RTMP can
-//! take; the driver relays the others (other codecs, and simulcast, whose layers one RTMP
-//! stream cannot keep) over WebRTC.
+//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV, VP9 video as
+//! Enhanced RTMP `vp09`, Opus audio as Enhanced RTMP, all on one clock ([`RtpToRtmp`]).
+//! [`carries`] says which streams RTMP can take; the driver relays the others (other codecs,
+//! and simulcast, whose layers one RTMP stream cannot keep) over WebRTC. Whether a VP9 stream
+//! is layered (SVC) shows only in its packets: RTMP carries one picture per frame, so the edge
+//! would get the base layer alone; the push then ends, telling the driver
+//! ([`LinkEvent::NotCarried`]) to relay the stream over WebRTC from then on.
 //!
 //! The stream key proves the CDN's secret (`?relayToken=`, minted for this connection) and
 //! carries the stream's access list (`&rtcdnAcl=`, a JSON array), which the edge enforces
@@ -30,6 +33,7 @@ use crate::control::relay_planner::{RelayEnd, RelayFailure};
 use crate::control::status::SessionStatus;
 use crate::control::{EndReason, RelayPath};
 use crate::rtmp::push::RtmpPush;
+pub use crate::rtmp::rtp_rtmp::CarriedVideo;
 use crate::rtmp::rtp_rtmp::{RtmpMessage, RtpToRtmp, CLOCK_BASE_MS};
 use crate::sdp::MediaKind;
 
@@ -40,36 +44,46 @@ const APP: &str = "live";
 /// How often the publisher is asked for a keyframe while the push waits for one.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What of a stream an RTMP push carries: the H.264 payload type and simulcast layer, and the
-/// Opus payload type and channels when it has audio.
+/// What of a stream an RTMP push carries: the video codec, payload type and simulcast layer,
+/// and the Opus payload type and channels when it has audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Carried {
+    pub video: CarriedVideo,
     pub video_pt: u8,
     pub layer: u8,
     pub audio: Option<(u8, u8)>,
 }
 
 /// What an RTMP push of `tracks` carries, or why it cannot: RTMP between rtcdn nodes takes
-/// H.264 video and Opus audio as they are.
+/// H.264 and VP9 video and Opus audio as they are.
 pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
     let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
-    match video {
-        Some(video) if video.codec.name.eq_ignore_ascii_case("H264") => {}
-        Some(video) => {
-            return Err(format!(
-                "RTMP relays carry H.264 video; {name}'s is {}",
-                video.codec.name.to_uppercase()
-            ))
-        }
-        None => return Err(format!("RTMP relays carry H.264 video; {name} has none")),
-    }
     // One RTMP stream is one picture: a WebRTC relay keeps every layer for the edge's players.
     if let Some(layers) = video.map(|v| v.rids.len()).filter(|&n| n > 1) {
         return Err(format!(
             "RTMP relays carry one picture; {name} is simulcast with {layers} layers"
         ));
     }
-    let (video_pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
+    let (video, video_pt, layer) = match video {
+        Some(track) if track.codec.name.eq_ignore_ascii_case("H264") => {
+            let (pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
+            (CarriedVideo::H264, pt, layer)
+        }
+        Some(track) if track.codec.name.eq_ignore_ascii_case("VP9") => {
+            (CarriedVideo::Vp9, track.codec.pt, 0)
+        }
+        Some(track) => {
+            return Err(format!(
+                "RTMP relays carry H.264 and VP9 video; {name}'s is {}",
+                track.codec.name.to_uppercase()
+            ))
+        }
+        None => {
+            return Err(format!(
+                "RTMP relays carry H.264 or VP9 video; {name} has none"
+            ))
+        }
+    };
     let audio = match tracks.iter().find(|t| t.kind == MediaKind::Audio) {
         None => None,
         Some(track) if track.codec.name.eq_ignore_ascii_case("opus") => Some((
@@ -84,6 +98,7 @@ pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
         }
     };
     Ok(Carried {
+        video,
         video_pt,
         layer,
         audio,
@@ -179,7 +194,10 @@ impl Pusher {
         let protocol = |e: crate::rtmp::push::PushError| RelayFailure::Link(e.to_string());
         for message in self.messages.drain(..) {
             match message {
-                RtmpMessage::Metadata { size } => self.push.send_metadata(size, self.with_audio),
+                RtmpMessage::Metadata { size } => {
+                    let codec = self.media.codec_id();
+                    self.push.send_metadata(codec, size, self.with_audio)
+                }
                 RtmpMessage::Video { timestamp_ms, body } => {
                     self.push.send_video(timestamp_ms, Bytes::from(body))
                 }
@@ -260,6 +278,13 @@ async fn relay(
             () = tap.receiver.wait() => {
                 if let Err(failure) = pusher.take_packets(&mut tap) {
                     break failure;
+                }
+                if let Some(why) = pusher.media.not_carried() {
+                    let _ = reports.send(LinkReport {
+                        attempt: job.attempt,
+                        event: LinkEvent::NotCarried(why),
+                    });
+                    break RelayFailure::Link(format!("not over RTMP: {why}"));
                 }
                 if pusher.wants_keyframe() {
                     setup.host.request_keyframe(&tap);
@@ -348,7 +373,7 @@ async fn connect(job: &Job, carried: Carried, setup: &LinkSetup) -> Result<Pushe
     let mut pusher = Pusher {
         socket,
         push,
-        media: RtpToRtmp::new(carried.video_pt, carried.audio),
+        media: RtpToRtmp::new(carried.video, carried.video_pt, carried.audio),
         started: Instant::now(),
         dropped: 0,
         keyframe_asked: None,
@@ -376,9 +401,10 @@ async fn connect(job: &Job, carried: Carried, setup: &LinkSetup) -> Result<Pushe
     }
     // The metadata first, as encoders send it: the edge registers the stream's audio track
     // from it, whichever of the audio and video sequence starts comes first.
+    let codec = pusher.media.codec_id();
     pusher
         .push
-        .send_metadata(None, pusher.with_audio)
+        .send_metadata(codec, None, pusher.with_audio)
         .map_err(|e| link("publishing to", &e))?;
     pusher.flush().await?;
     Ok(pusher)
@@ -421,6 +447,7 @@ mod tests {
         assert_eq!(
             carries("cam", &[opus.clone(), h264.clone()]),
             Ok(Carried {
+                video: CarriedVideo::H264,
                 video_pt: 102,
                 layer: 0,
                 audio: Some((111, 2))
@@ -431,12 +458,24 @@ mod tests {
             None
         );
         let vp8 = track(MediaKind::Video, "VP8", 96);
-        let why = carries("cam", &[opus, vp8]).unwrap_err();
+        let why = carries("cam", &[opus.clone(), vp8]).unwrap_err();
         assert!(why.contains("H.264") && why.contains("VP8"), "{why}");
-        let mut simulcast = h264.clone();
-        simulcast.rids = vec!["l".into(), "m".into(), "h".into()];
-        let why = carries("cam", &[simulcast]).unwrap_err();
-        assert!(why.contains("simulcast with 3 layers"), "{why}");
+        let mut vp9 = track(MediaKind::Video, "VP9", 98);
+        assert_eq!(
+            carries("cam", &[opus, vp9.clone()]),
+            Ok(Carried {
+                video: CarriedVideo::Vp9,
+                video_pt: 98,
+                layer: 0,
+                audio: Some((111, 2))
+            })
+        );
+        // Simulcast keeps its layers over WebRTC.
+        vp9.rids = vec!["l".into(), "h".into()];
+        let why = carries("cam", &[vp9]).unwrap_err();
+        assert!(why.contains("simulcast with 2 layers"), "{why}");
+        let av1 = track(MediaKind::Video, "AV1", 45);
+        assert!(carries("cam", &[av1]).unwrap_err().contains("AV1"));
         let pcmu = track(MediaKind::Audio, "PCMU", 0);
         let why = carries("cam", &[pcmu, h264]).unwrap_err();
         assert!(why.contains("Opus") && why.contains("PCMU"), "{why}");
