@@ -99,11 +99,52 @@ impl FlvClock {
     }
 }
 
+/// Where a packet stands in its source's numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PacketOrder {
+    /// The next one.
+    InOrder,
+    /// Packets before it are missing.
+    AfterLoss,
+    /// Another source (a layer switch, a new copy of the stream), numbered on its own.
+    NewSource,
+    /// A duplicate, or later than packets after it: to be dropped.
+    Late,
+}
+
+/// A depacketizer's view of its packets' numbering: the source and the sequence number next.
+#[derive(Debug, Default)]
+pub(super) struct SourceOrder {
+    ssrc: Option<u32>,
+    next_seq: Option<u16>,
+}
+
+impl SourceOrder {
+    /// Where `header`'s packet stands; it is taken as the newest unless [`PacketOrder::Late`].
+    pub(super) fn take(&mut self, header: &RtpHeader<'_>) -> PacketOrder {
+        let (ssrc, seq) = (header.ssrc().0, header.sequence_number());
+        let next = Some(seq.wrapping_add(1));
+        if self.ssrc.replace(ssrc).is_some_and(|s| s != ssrc) {
+            self.next_seq = next;
+            return PacketOrder::NewSource;
+        }
+        let order = match self.next_seq {
+            None => PacketOrder::InOrder,
+            Some(expected) => match (seq.wrapping_sub(expected) as i16).signum() {
+                -1 => return PacketOrder::Late,
+                0 => PacketOrder::InOrder,
+                _ => PacketOrder::AfterLoss,
+            },
+        };
+        self.next_seq = next;
+        order
+    }
+}
+
 /// One RTMP player's video (see the module docs).
 pub struct RtpToFlv {
     pt: u8,
-    ssrc: Option<u32>,
-    next_seq: Option<u16>,
+    order: SourceOrder,
     waiting_for_keyframe: bool,
     /// The access unit being put together: an FLV video tag header, then NAL units.
     au: Vec<u8>,
@@ -124,8 +165,7 @@ impl RtpToFlv {
     pub fn new(pt: u8) -> RtpToFlv {
         RtpToFlv {
             pt,
-            ssrc: None,
-            next_seq: None,
+            order: SourceOrder::default(),
             waiting_for_keyframe: true,
             au: vec![0; FLV_HEADER],
             au_time: None,
@@ -160,26 +200,19 @@ impl RtpToFlv {
             self.counters.ignored += 1;
             return;
         }
-        let ssrc = header.ssrc().0;
-        if self.ssrc.replace(ssrc).is_some_and(|s| s != ssrc) {
-            // Another source (a layer switch, a new copy of the stream): its own numbering.
-            self.next_seq = None;
-            self.clock.rebase = true;
-            self.lose();
-        }
-        let seq = header.sequence_number();
-        if let Some(expected) = self.next_seq {
-            let ahead = seq.wrapping_sub(expected) as i16;
-            if ahead < 0 {
-                // A duplicate or a late packet: its frame is gone already.
-                return;
+        match self.order.take(&header) {
+            // A duplicate or a late packet: its frame is gone already.
+            PacketOrder::Late => return,
+            PacketOrder::NewSource => {
+                self.clock.rebase = true;
+                self.lose();
             }
-            if ahead > 0 {
+            PacketOrder::AfterLoss => {
                 self.counters.losses += 1;
                 self.lose();
             }
+            PacketOrder::InOrder => {}
         }
-        self.next_seq = Some(seq.wrapping_add(1));
         let time = header.timestamp();
         if self.au_time.is_some_and(|t| t != time) {
             self.finish(&mut out);

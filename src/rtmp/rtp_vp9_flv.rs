@@ -23,7 +23,9 @@ use super::flv::{
     Vp9Config, FOURCC_VP9, VIDEO_EX_HEADER, VIDEO_FRAME_INTER, VIDEO_FRAME_KEY,
     VIDEO_PACKET_CODED_FRAMES, VIDEO_PACKET_SEQUENCE_START,
 };
-use super::rtp_flv::{FlvClock, FlvVideo, RtpToFlvCounters, MAX_ACCESS_UNIT};
+use super::rtp_flv::{
+    FlvClock, FlvVideo, PacketOrder, RtpToFlvCounters, SourceOrder, MAX_ACCESS_UNIT,
+};
 
 /// ExVideoTagHeader: the first byte and the FourCC.
 const FLV_HEADER: usize = 5;
@@ -31,8 +33,7 @@ const FLV_HEADER: usize = 5;
 /// One stream's VP9 video (see the module docs).
 pub struct RtpVp9ToFlv {
     pt: u8,
-    ssrc: Option<u32>,
-    next_seq: Option<u16>,
+    order: SourceOrder,
     waiting_for_keyframe: bool,
     /// The frame being put together: an ExVideoTagHeader, then the frame's bytes.
     frame: Vec<u8>,
@@ -51,8 +52,7 @@ impl RtpVp9ToFlv {
     pub fn new(pt: u8) -> RtpVp9ToFlv {
         RtpVp9ToFlv {
             pt,
-            ssrc: None,
-            next_seq: None,
+            order: SourceOrder::default(),
             waiting_for_keyframe: true,
             frame: Vec::new(),
             frame_time: None,
@@ -90,26 +90,19 @@ impl RtpVp9ToFlv {
             self.counters.ignored += 1;
             return;
         }
-        let ssrc = header.ssrc().0;
-        if self.ssrc.replace(ssrc).is_some_and(|s| s != ssrc) {
-            // Another source (a layer switch, a new copy of the stream): its own numbering.
-            self.next_seq = None;
-            self.clock.rebase = true;
-            self.lose();
-        }
-        let seq = header.sequence_number();
-        if let Some(expected) = self.next_seq {
-            let ahead = seq.wrapping_sub(expected) as i16;
-            if ahead < 0 {
-                // A duplicate or a late packet: its frame is gone already.
-                return;
+        match self.order.take(&header) {
+            // A duplicate or a late packet: its frame is gone already.
+            PacketOrder::Late => return,
+            PacketOrder::NewSource => {
+                self.clock.rebase = true;
+                self.lose();
             }
-            if ahead > 0 {
+            PacketOrder::AfterLoss => {
                 self.counters.losses += 1;
                 self.lose();
             }
+            PacketOrder::InOrder => {}
         }
-        self.next_seq = Some(seq.wrapping_add(1));
         let payload = header.payload();
         let Some(d) = Vp9Descriptor::parse(payload) else {
             self.counters.ignored += 1;
