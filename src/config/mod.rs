@@ -523,7 +523,7 @@ mod tests {
                 host: "edge1.example.com".into(),
                 ws: Some(8080),
                 wss: Some(8443),
-                rtmp: None,
+                rtmp: Some(1935),
             }]
         );
     }
