@@ -101,7 +101,7 @@ impl FlvClock {
 
 /// Where a packet stands in its source's numbering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PacketOrder {
+enum PacketOrder {
     /// The next one.
     InOrder,
     /// Packets before it are missing.
@@ -112,16 +112,59 @@ pub(super) enum PacketOrder {
     Late,
 }
 
-/// A depacketizer's view of its packets' numbering: the source and the sequence number next.
-#[derive(Debug, Default)]
+/// Which packets a depacketizer takes: those of its payload type, in their source's order.
+#[derive(Debug)]
 pub(super) struct SourceOrder {
+    pt: u8,
     ssrc: Option<u32>,
     next_seq: Option<u16>,
 }
 
 impl SourceOrder {
+    /// The packets of payload type `pt`.
+    pub(super) fn new(pt: u8) -> SourceOrder {
+        SourceOrder {
+            pt,
+            ssrc: None,
+            next_seq: None,
+        }
+    }
+
+    /// `packet`'s header when the depacketizer takes it, and whether the frame being put
+    /// together is lost (packets before it are missing, or another source began: `clock`
+    /// then starts again). Other payload types and what does not parse are counted in
+    /// `counters` as ignored, gaps as losses; a duplicate or late packet is dropped (its frame
+    /// is gone already).
+    pub(super) fn admit<'a>(
+        &mut self,
+        packet: &'a [u8],
+        counters: &mut RtpToFlvCounters,
+        clock: &mut FlvClock,
+    ) -> Option<(RtpHeader<'a>, bool)> {
+        let header = match RtpHeader::parse(packet) {
+            Ok(header) if header.payload_type().value() == self.pt => header,
+            _ => {
+                counters.ignored += 1;
+                return None;
+            }
+        };
+        let lost = match self.take(&header) {
+            PacketOrder::Late => return None,
+            PacketOrder::NewSource => {
+                clock.rebase = true;
+                true
+            }
+            PacketOrder::AfterLoss => {
+                counters.losses += 1;
+                true
+            }
+            PacketOrder::InOrder => false,
+        };
+        Some((header, lost))
+    }
+
     /// Where `header`'s packet stands; it is taken as the newest unless [`PacketOrder::Late`].
-    pub(super) fn take(&mut self, header: &RtpHeader<'_>) -> PacketOrder {
+    fn take(&mut self, header: &RtpHeader<'_>) -> PacketOrder {
         let (ssrc, seq) = (header.ssrc().0, header.sequence_number());
         let next = Some(seq.wrapping_add(1));
         if self.ssrc.replace(ssrc).is_some_and(|s| s != ssrc) {
@@ -143,7 +186,6 @@ impl SourceOrder {
 
 /// One RTMP player's video (see the module docs).
 pub struct RtpToFlv {
-    pt: u8,
     order: SourceOrder,
     waiting_for_keyframe: bool,
     /// The access unit being put together: an FLV video tag header, then NAL units.
@@ -164,8 +206,7 @@ impl RtpToFlv {
     /// A depacketizer of the H.264 packets of payload type `pt`.
     pub fn new(pt: u8) -> RtpToFlv {
         RtpToFlv {
-            pt,
-            order: SourceOrder::default(),
+            order: SourceOrder::new(pt),
             waiting_for_keyframe: true,
             au: vec![0; FLV_HEADER],
             au_time: None,
@@ -192,26 +233,14 @@ impl RtpToFlv {
 
     /// One plain RTP packet; `out` gets what it completes.
     pub fn push(&mut self, packet: &[u8], mut out: impl FnMut(FlvVideo)) {
-        let Ok(header) = RtpHeader::parse(packet) else {
-            self.counters.ignored += 1;
+        let Some((header, lost)) = self
+            .order
+            .admit(packet, &mut self.counters, &mut self.clock)
+        else {
             return;
         };
-        if header.payload_type().value() != self.pt {
-            self.counters.ignored += 1;
-            return;
-        }
-        match self.order.take(&header) {
-            // A duplicate or a late packet: its frame is gone already.
-            PacketOrder::Late => return,
-            PacketOrder::NewSource => {
-                self.clock.rebase = true;
-                self.lose();
-            }
-            PacketOrder::AfterLoss => {
-                self.counters.losses += 1;
-                self.lose();
-            }
-            PacketOrder::InOrder => {}
+        if lost {
+            self.lose();
         }
         let time = header.timestamp();
         if self.au_time.is_some_and(|t| t != time) {

@@ -17,22 +17,18 @@
 //! layer would reach the edge; the push gives such a stream back to a WebRTC relay.
 
 use rtp::vp9::{Vp9Descriptor, Vp9FrameHeader, Vp9KeyInfo};
-use rtp::RtpHeader;
 
 use super::flv::{
     Vp9Config, FOURCC_VP9, VIDEO_EX_HEADER, VIDEO_FRAME_INTER, VIDEO_FRAME_KEY,
     VIDEO_PACKET_CODED_FRAMES, VIDEO_PACKET_SEQUENCE_START,
 };
-use super::rtp_flv::{
-    FlvClock, FlvVideo, PacketOrder, RtpToFlvCounters, SourceOrder, MAX_ACCESS_UNIT,
-};
+use super::rtp_flv::{FlvClock, FlvVideo, RtpToFlvCounters, SourceOrder, MAX_ACCESS_UNIT};
 
 /// ExVideoTagHeader: the first byte and the FourCC.
 const FLV_HEADER: usize = 5;
 
 /// One stream's VP9 video (see the module docs).
 pub struct RtpVp9ToFlv {
-    pt: u8,
     order: SourceOrder,
     waiting_for_keyframe: bool,
     /// The frame being put together: an ExVideoTagHeader, then the frame's bytes.
@@ -51,8 +47,7 @@ impl RtpVp9ToFlv {
     /// A depacketizer of the VP9 packets of payload type `pt`.
     pub fn new(pt: u8) -> RtpVp9ToFlv {
         RtpVp9ToFlv {
-            pt,
-            order: SourceOrder::default(),
+            order: SourceOrder::new(pt),
             waiting_for_keyframe: true,
             frame: Vec::new(),
             frame_time: None,
@@ -82,26 +77,14 @@ impl RtpVp9ToFlv {
 
     /// One plain RTP packet; `out` gets what it completes.
     pub fn push(&mut self, packet: &[u8], mut out: impl FnMut(FlvVideo)) {
-        let Ok(header) = RtpHeader::parse(packet) else {
-            self.counters.ignored += 1;
+        let Some((header, lost)) = self
+            .order
+            .admit(packet, &mut self.counters, &mut self.clock)
+        else {
             return;
         };
-        if header.payload_type().value() != self.pt {
-            self.counters.ignored += 1;
-            return;
-        }
-        match self.order.take(&header) {
-            // A duplicate or a late packet: its frame is gone already.
-            PacketOrder::Late => return,
-            PacketOrder::NewSource => {
-                self.clock.rebase = true;
-                self.lose();
-            }
-            PacketOrder::AfterLoss => {
-                self.counters.losses += 1;
-                self.lose();
-            }
-            PacketOrder::InOrder => {}
+        if lost {
+            self.lose();
         }
         let payload = header.payload();
         let Some(d) = Vp9Descriptor::parse(payload) else {
