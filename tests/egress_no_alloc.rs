@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 
 use rtcdn::alloc_count::{this_thread, CountingAllocator};
 use rtcdn::control::{CoreCommand, CoreId, EgressSpec, IngestSpec, SessionId, StreamId};
-use rtcdn::media::{
-    egress_channel, ingest_channel, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls,
-};
+use rtcdn::media::test_support::core_config;
+use rtcdn::media::{egress_channel, ingest_channel, ForwardQueue, MediaCore, MemorySink, NoDtls};
 use rtcdn::sdp::MediaKind;
-use rtcdn::session::SessionTimeouts;
 use rtp::{Pt, RtpHeaderBuilder, Ssrc};
 
 #[global_allocator]
@@ -21,14 +19,7 @@ static GLOBAL: CountingAllocator<System> = CountingAllocator(System);
 #[test]
 fn routing_into_an_egress_tap_allocates_nothing() {
     let mut now = Instant::now();
-    let config = MediaCoreConfig {
-        id: CoreId(0),
-        timeouts: SessionTimeouts {
-            connect: Duration::from_secs(10),
-            consent: Duration::from_secs(30),
-        },
-        seed: 1,
-    };
+    let config = core_config(CoreId(0), 1);
     let mut core = MediaCore::new(config, NoDtls, ForwardQueue::new(), now);
     let mut sink = MemorySink::new();
     let stream = StreamId(3);

@@ -6,22 +6,15 @@
 use std::time::{Duration, Instant};
 
 use rtcdn::control::{CoreCommand, CoreId, IngestSpec, SessionId, StreamId};
-use rtcdn::media::{ingest_channel, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls};
+use rtcdn::media::test_support::core_config;
+use rtcdn::media::{ingest_channel, ForwardQueue, MediaCore, MemorySink, NoDtls};
 use rtcdn::sdp::MediaKind;
-use rtcdn::session::SessionTimeouts;
 use rtp::{Pt, RtpHeaderBuilder, Ssrc};
 
 #[test]
 fn a_core_with_only_an_ingest_never_wants_its_timeout_at_once_again() {
     let mut now = Instant::now();
-    let config = MediaCoreConfig {
-        id: CoreId(0),
-        timeouts: SessionTimeouts {
-            connect: Duration::from_secs(10),
-            consent: Duration::from_secs(30),
-        },
-        seed: 1,
-    };
+    let config = core_config(CoreId(0), 1);
     let mut core = MediaCore::new(config, NoDtls, ForwardQueue::new(), now);
     let mut sink = MemorySink::new();
     let (mut sender, feed) = ingest_channel(64);

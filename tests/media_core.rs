@@ -16,13 +16,11 @@ use rtcdn::control::{
     SessionSpec, StreamId,
 };
 use rtcdn::media::test_support::{
-    core_session_spec, opus_track, peer_agent, peer_srtp, receive_from_core, vp8_track, FromCore,
+    core_config, core_session_spec, opus_track, peer_agent, peer_srtp, receive_from_core,
+    vp8_track, FromCore,
 };
-use rtcdn::media::{
-    egress_channel, ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId,
-};
+use rtcdn::media::{egress_channel, ForwardQueue, MediaCore, MemorySink, NoDtls, SocketId};
 use rtcdn::sdp::MediaKind;
-use rtcdn::session::SessionTimeouts;
 use rtp::srtp::SrtpContext;
 use rtp::{Pt, RtpHeader, RtpHeaderBuilder, Ssrc};
 
@@ -129,14 +127,7 @@ impl Sim {
         let now = Instant::now();
         let cores = (0..cores)
             .map(|i| {
-                let config = MediaCoreConfig {
-                    id: CoreId(i),
-                    timeouts: SessionTimeouts {
-                        connect: Duration::from_secs(10),
-                        consent: Duration::from_secs(30),
-                    },
-                    seed: 42 + i as u64,
-                };
+                let config = core_config(CoreId(i), 42 + i as u64);
                 Core {
                     addr: SocketAddr::from(([10, 0, 0, 1], 4000 + i as u16)),
                     media: MediaCore::new(config, NoDtls, ForwardQueue::new(), now),

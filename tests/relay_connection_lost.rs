@@ -10,11 +10,8 @@ use ice::IceCredentials;
 use rtcdn::control::{
     CoreCommand, CoreEvent, CoreId, EndReason, RelayPath, SessionId, SessionRole, StreamId,
 };
-use rtcdn::media::test_support::core_session_spec;
-use rtcdn::media::{
-    ForwardQueue, MediaCore, MediaCoreConfig, MemorySink, NoDtls, SocketId, SocketRequest,
-};
-use rtcdn::session::SessionTimeouts;
+use rtcdn::media::test_support::{core_config, core_session_spec};
+use rtcdn::media::{ForwardQueue, MediaCore, MemorySink, NoDtls, SocketId, SocketRequest};
 
 const STREAM: StreamId = StreamId(7);
 const RELAY: SessionId = SessionId(5);
@@ -40,14 +37,7 @@ fn ended(core: &mut MediaCore<NoDtls, ForwardQueue>) -> Vec<(SessionId, EndReaso
 #[test]
 fn a_lost_relay_connection_ends_its_relay_session_and_nothing_else() {
     let now = Instant::now();
-    let config = MediaCoreConfig {
-        id: CoreId(0),
-        timeouts: SessionTimeouts {
-            connect: Duration::from_secs(10),
-            consent: Duration::from_secs(30),
-        },
-        seed: 42,
-    };
+    let config = core_config(CoreId(0), 42);
     let mut core = MediaCore::new(config, NoDtls, ForwardQueue::new(), now);
     let mut sink = MemorySink::new();
     let relay = core_session_spec(

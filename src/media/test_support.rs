@@ -4,15 +4,29 @@
 //! Public so that tests outside the crate reach it; never for real peers.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ice::{IceControllingAgent, IceCredentials};
 use rtp::srtp::SrtpContext;
 
-use super::{peer_test_keys, Datagram};
+use super::{peer_test_keys, Datagram, MediaCoreConfig};
 use crate::control::{CoreId, PublishedTrack, SessionId, SessionRole, SessionSpec, StreamId};
 use crate::dtls::DtlsRole;
 use crate::sdp::MediaKind;
+use crate::session::SessionTimeouts;
+
+/// A core `id`'s config with the timeouts the harnesses use (10 s to connect, 30 s of consent)
+/// and `seed` for its randomness.
+pub fn core_config(id: CoreId, seed: u64) -> MediaCoreConfig {
+    MediaCoreConfig {
+        id,
+        timeouts: SessionTimeouts {
+            connect: Duration::from_secs(10),
+            consent: Duration::from_secs(30),
+        },
+        seed,
+    }
+}
 
 /// The spec of a session the harness's core answers as the DTLS server (keyed with the test
 /// keys, so no fingerprint is checked), with its ICE credentials and the peer's, the stream's
