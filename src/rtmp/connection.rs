@@ -49,7 +49,7 @@ pub enum RtmpEvent {
     PlayFinished,
 }
 
-/// Why the connection ends.
+/// Why an RTMP connection ends, on either side.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RtmpError {
     /// The handshake failed (bad version, bad digest, ...).
@@ -64,11 +64,15 @@ pub enum RtmpError {
     /// The client connected to an application this node does not serve.
     #[error("application {0:?} is not served here (rtmp.apps)")]
     UnknownApp(String),
+    /// The server refused our connection or publish (an origin's push, [`super::push`]): its
+    /// status code, or its description.
+    #[error("the server refused: {0}")]
+    Refused(String),
 }
 
 impl RtmpError {
     /// What the protocol crate refused, as its text.
-    fn protocol(e: impl std::fmt::Display) -> RtmpError {
+    pub(super) fn protocol(e: impl std::fmt::Display) -> RtmpError {
         RtmpError::Protocol(e.to_string())
     }
 }

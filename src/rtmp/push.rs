@@ -17,31 +17,8 @@ use rml_rtmp::sessions::{
 };
 use rml_rtmp::time::RtmpTimestamp;
 
-use super::chunk_guard::{ChunkError, ChunkGuard, ChunkLimits};
-
-/// Why a push ended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PushError {
-    /// The handshake failed.
-    #[error("RTMP handshake: {0}")]
-    Handshake(String),
-    /// The server's chunk stream broke a rule or a limit.
-    #[error("RTMP chunk stream: {0}")]
-    Chunk(#[from] ChunkError),
-    /// A message or command the protocol crate refused.
-    #[error("RTMP: {0}")]
-    Protocol(String),
-    /// The server refused the connection or the publish (its status code, or its
-    /// description).
-    #[error("the server refused: {0}")]
-    Refused(String),
-}
-
-impl PushError {
-    fn protocol(e: impl std::fmt::Display) -> PushError {
-        PushError::Protocol(e.to_string())
-    }
-}
+use super::chunk_guard::{ChunkGuard, ChunkLimits};
+use super::connection::RtmpError;
 
 enum Phase {
     Handshake(Box<Handshake>),
@@ -65,11 +42,11 @@ impl RtmpPush {
     /// A push of `stream_key` (the name, with any `?query`) to the application `app` of the
     /// server at `tc_url` (`rtmp://host:port/app`). The handshake's first bytes are in
     /// [`RtmpPush::output`] at once.
-    pub fn new(tc_url: &str, app: &str, stream_key: &str) -> Result<RtmpPush, PushError> {
+    pub fn new(tc_url: &str, app: &str, stream_key: &str) -> Result<RtmpPush, RtmpError> {
         let mut handshake = Box::new(Handshake::new(PeerType::Client));
         let c0c1 = handshake
             .generate_outbound_p0_and_p1()
-            .map_err(|e| PushError::Handshake(e.to_string()))?;
+            .map_err(|e| RtmpError::Handshake(e.to_string()))?;
         Ok(RtmpPush {
             phase: Phase::Handshake(handshake),
             tc_url: tc_url.to_owned(),
@@ -96,11 +73,11 @@ impl RtmpPush {
     }
 
     /// Bytes from the server. After an error the push is over.
-    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), PushError> {
+    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), RtmpError> {
         let rest = match &mut self.phase {
             Phase::Handshake(handshake) => match handshake
                 .process_bytes(bytes)
-                .map_err(|e| PushError::Handshake(e.to_string()))?
+                .map_err(|e| RtmpError::Handshake(e.to_string()))?
             {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     self.out.extend_from_slice(&response_bytes);
@@ -115,10 +92,10 @@ impl RtmpPush {
                     config.flash_version = concat!("rtcdn/", env!("CARGO_PKG_VERSION")).into();
                     config.tc_url = Some(self.tc_url.clone());
                     let (mut session, results) =
-                        ClientSession::new(config).map_err(PushError::protocol)?;
+                        ClientSession::new(config).map_err(RtmpError::protocol)?;
                     let connect = session
                         .request_connection(self.app.clone())
-                        .map_err(PushError::protocol)?;
+                        .map_err(RtmpError::protocol)?;
                     self.phase = Phase::Session {
                         session: Box::new(session),
                         guard: ChunkGuard::new(ChunkLimits::default()),
@@ -133,7 +110,7 @@ impl RtmpPush {
         self.handle_chunks(&rest)
     }
 
-    fn handle_chunks(&mut self, bytes: &[u8]) -> Result<(), PushError> {
+    fn handle_chunks(&mut self, bytes: &[u8]) -> Result<(), RtmpError> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -141,18 +118,18 @@ impl RtmpPush {
             return Ok(());
         };
         guard.check(bytes)?;
-        let results = session.handle_input(bytes).map_err(PushError::protocol)?;
+        let results = session.handle_input(bytes).map_err(RtmpError::protocol)?;
         self.handle_results(results)
     }
 
-    fn session(&mut self) -> Result<&mut ClientSession, PushError> {
+    fn session(&mut self) -> Result<&mut ClientSession, RtmpError> {
         match &mut self.phase {
             Phase::Session { session, .. } => Ok(session),
-            Phase::Handshake(_) => Err(PushError::Protocol("no session yet".into())),
+            Phase::Handshake(_) => Err(RtmpError::Protocol("no session yet".into())),
         }
     }
 
-    fn handle_results(&mut self, results: Vec<ClientSessionResult>) -> Result<(), PushError> {
+    fn handle_results(&mut self, results: Vec<ClientSessionResult>) -> Result<(), RtmpError> {
         for result in results {
             match result {
                 ClientSessionResult::OutboundResponse(packet) => {
@@ -165,18 +142,18 @@ impl RtmpPush {
         Ok(())
     }
 
-    fn handle_event(&mut self, event: ClientSessionEvent) -> Result<(), PushError> {
+    fn handle_event(&mut self, event: ClientSessionEvent) -> Result<(), RtmpError> {
         match event {
             ClientSessionEvent::ConnectionRequestAccepted => {
                 let key = self.stream_key.clone();
                 let publish = self
                     .session()?
                     .request_publishing(key, PublishRequestType::Live)
-                    .map_err(PushError::protocol)?;
+                    .map_err(RtmpError::protocol)?;
                 self.handle_results(vec![publish])
             }
             ClientSessionEvent::ConnectionRequestRejected { description } => {
-                Err(PushError::Refused(description))
+                Err(RtmpError::Refused(description))
             }
             ClientSessionEvent::PublishRequestAccepted => {
                 self.publishing = true;
@@ -189,7 +166,7 @@ impl RtmpPush {
                     || code.contains("Rejected") =>
             {
                 self.publishing = false;
-                Err(PushError::Refused(code))
+                Err(RtmpError::Refused(code))
             }
             // A refused publish is an `_error` for transaction 0, which the crate does not
             // match to its request.
@@ -198,7 +175,7 @@ impl RtmpPush {
             } => match error_status(&additional_values) {
                 Some(why) => {
                     self.publishing = false;
-                    Err(PushError::Refused(why))
+                    Err(RtmpError::Refused(why))
                 }
                 None => Ok(()),
             },
@@ -213,7 +190,7 @@ impl RtmpPush {
         video_codec_id: u32,
         size: Option<(u16, u16)>,
         with_audio: bool,
-    ) -> Result<(), PushError> {
+    ) -> Result<(), RtmpError> {
         let mut metadata = StreamMetadata::new();
         metadata.video_codec_id = Some(video_codec_id);
         metadata.video_width = size.map(|(w, _)| u32::from(w));
@@ -227,44 +204,44 @@ impl RtmpPush {
         let result = self
             .publishing_session()?
             .publish_metadata(&metadata)
-            .map_err(PushError::protocol)?;
+            .map_err(RtmpError::protocol)?;
         self.handle_results(vec![result])
     }
 
     /// One video tag body at `timestamp_ms`.
-    pub fn send_video(&mut self, timestamp_ms: u32, data: Bytes) -> Result<(), PushError> {
+    pub fn send_video(&mut self, timestamp_ms: u32, data: Bytes) -> Result<(), RtmpError> {
         let result = self
             .publishing_session()?
             .publish_video_data(data, RtmpTimestamp::new(timestamp_ms), false)
-            .map_err(PushError::protocol)?;
+            .map_err(RtmpError::protocol)?;
         self.handle_results(vec![result])
     }
 
     /// One audio tag body at `timestamp_ms`.
-    pub fn send_audio(&mut self, timestamp_ms: u32, data: Bytes) -> Result<(), PushError> {
+    pub fn send_audio(&mut self, timestamp_ms: u32, data: Bytes) -> Result<(), RtmpError> {
         let result = self
             .publishing_session()?
             .publish_audio_data(data, RtmpTimestamp::new(timestamp_ms), false)
-            .map_err(PushError::protocol)?;
+            .map_err(RtmpError::protocol)?;
         self.handle_results(vec![result])
     }
 
     /// The stream ended: `FCUnpublish` and `deleteStream` for the server, whose players then
     /// hear that the publisher stopped.
-    pub fn finish(&mut self) -> Result<(), PushError> {
+    pub fn finish(&mut self) -> Result<(), RtmpError> {
         if !std::mem::take(&mut self.publishing) {
             return Ok(());
         }
         let results = self
             .session()?
             .stop_publishing()
-            .map_err(PushError::protocol)?;
+            .map_err(RtmpError::protocol)?;
         self.handle_results(results)
     }
 
-    fn publishing_session(&mut self) -> Result<&mut ClientSession, PushError> {
+    fn publishing_session(&mut self) -> Result<&mut ClientSession, RtmpError> {
         if !self.publishing {
-            return Err(PushError::Protocol("not publishing".into()));
+            return Err(RtmpError::Protocol("not publishing".into()));
         }
         self.session()
     }
@@ -294,7 +271,7 @@ mod tests {
     use crate::rtmp::{RtmpConnection, RtmpEvent};
 
     /// Passes bytes both ways until neither side has any; returns the server's events.
-    fn pump(push: &mut RtmpPush, server: &mut RtmpConnection) -> Result<Vec<RtmpEvent>, PushError> {
+    fn pump(push: &mut RtmpPush, server: &mut RtmpConnection) -> Result<Vec<RtmpEvent>, RtmpError> {
         let mut events = Vec::new();
         for _ in 0..32 {
             let to_server = push.output().to_vec();
@@ -379,7 +356,7 @@ mod tests {
         let err = pump(&mut push, &mut server).unwrap_err();
         assert_eq!(
             err,
-            PushError::Refused("NetStream.Publish.BadName: stream cam is live already".into())
+            RtmpError::Refused("NetStream.Publish.BadName: stream cam is live already".into())
         );
 
         let mut server = live_server();
@@ -405,7 +382,7 @@ mod tests {
             }
         }
         assert!(
-            matches!(&result, Err(PushError::Refused(why)) if why.contains("not served")),
+            matches!(&result, Err(RtmpError::Refused(why)) if why.contains("not served")),
             "{result:?}"
         );
     }

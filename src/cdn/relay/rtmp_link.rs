@@ -191,7 +191,7 @@ impl Pusher {
         }
         let batch = packets.iter().map(|p| (p.audio(), p.packet()));
         self.media.push(batch, now_ms, &mut self.messages);
-        let protocol = |e: crate::rtmp::push::PushError| RelayFailure::Link(e.to_string());
+        let protocol = |e: crate::rtmp::RtmpError| RelayFailure::Link(e.to_string());
         for message in self.messages.drain(..) {
             match message {
                 RtmpMessage::Metadata { size } => {
@@ -395,7 +395,7 @@ async fn connect(job: &Job, carried: Carried, setup: &LinkSetup) -> Result<Pushe
             .push
             .handle_input(&buf[..read])
             .map_err(|e| match e {
-                crate::rtmp::push::PushError::Refused(why) => RelayFailure::Refused(why),
+                crate::rtmp::RtmpError::Refused(why) => RelayFailure::Refused(why),
                 other => link("publishing to", &other),
             })?;
     }
