@@ -295,6 +295,22 @@ impl AacToOpus {
 pub(super) mod tests {
     use super::*;
 
+    /// Asserts that 48 kHz `samples` hold a 440 Hz tone louder than `min_rms`, past the
+    /// codecs' start-up (the first 200 ms) and before their end (the last 100 ms): both
+    /// transcoders' tests.
+    pub(in crate::rtmp) fn assert_tone_440(samples: &[f32], min_rms: f32) {
+        let middle = &samples[9_600..samples.len() - 4_800];
+        // Rising zero crossings a second.
+        let crossings = middle
+            .windows(2)
+            .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+            .count();
+        let hz = crossings as f32 / (middle.len() as f32 / 48_000.0);
+        assert!((430.0..450.0).contains(&hz), "{hz} Hz");
+        let rms = (middle.iter().map(|x| x * x).sum::<f32>() / middle.len() as f32).sqrt();
+        assert!(rms > min_rms, "rms {rms}");
+    }
+
     /// AAC-LC, 44.1 kHz, stereo.
     const CONFIG: [u8; 2] = [0x12, 0x10];
 
@@ -416,15 +432,6 @@ pub(super) mod tests {
                 .unwrap();
             left.extend(out[..n * CHANNELS].iter().step_by(2).copied());
         }
-        // Past the codecs' start-up, count rising zero crossings: 440 Hz, and audible.
-        let middle = &left[9_600..left.len() - 4_800];
-        let crossings = middle
-            .windows(2)
-            .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
-            .count();
-        let hz = crossings as f32 / (middle.len() as f32 / 48_000.0);
-        assert!((430.0..450.0).contains(&hz), "{hz} Hz");
-        let rms = (middle.iter().map(|x| x * x).sum::<f32>() / middle.len() as f32).sqrt();
-        assert!(rms > 0.03, "rms {rms}");
+        assert_tone_440(&left, 0.03);
     }
 }
