@@ -18,8 +18,8 @@ use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT, VIDEO_PT, VP9_
 
 mod common;
 use common::{
-    base_url, ffmpeg_publish, get_json, loopback_config, nal_types, play_when_live, send,
-    CDN_SECRET,
+    base_url, collect_rtp, ffmpeg_publish, get_json, loopback_config, nal_types, play_when_live,
+    send, CDN_SECRET,
 };
 
 /// An edge with an RTMP listener, on these HTTP and RTMP addresses (port 0: any; a stopped
@@ -99,14 +99,11 @@ async fn wait_for_relay(origin: &Node, stream: &str, transport: &str) {
 /// What a player receives in `window`: its H.264 and its audio packets.
 async fn receive(player: &mut ClientSession, window: Duration) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let (mut video, mut audio) = (Vec::new(), Vec::new());
-    let until = Instant::now() + window;
-    while Instant::now() < until {
-        if let Some(p) = player.recv_rtp(Duration::from_millis(300)).await {
-            match rtp::RtpHeader::parse(&p).map(|h| h.payload_type().value()) {
-                Ok(pt) if pt == H264_PT => video.push(p),
-                Ok(pt) if pt == AUDIO_PT => audio.push(p),
-                _ => {}
-            }
+    for p in collect_rtp(player, window).await {
+        match rtp::RtpHeader::parse(&p).map(|h| h.payload_type().value()) {
+            Ok(pt) if pt == H264_PT => video.push(p),
+            Ok(pt) if pt == AUDIO_PT => audio.push(p),
+            _ => {}
         }
     }
     (video, audio)
@@ -445,15 +442,11 @@ async fn an_origin_pushes_vp9_to_its_edge_over_enhanced_rtmp() {
 
     wait_for_relay(&origin, "vp9cam", "rtmp").await;
     let mut player = play_when_live(&base_url(&edge), "vp9cam", &certificate).await;
-    let mut video = Vec::new();
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        if let Some(p) = player.recv_rtp(Duration::from_millis(300)).await {
-            if rtp::RtpHeader::parse(&p).is_ok_and(|h| h.payload_type().value() == VP9_PT) {
-                video.push(p);
-            }
-        }
-    }
+    let video: Vec<Vec<u8>> = collect_rtp(&mut player, Duration::from_secs(4))
+        .await
+        .into_iter()
+        .filter(|p| rtp::RtpHeader::parse(p).is_ok_and(|h| h.payload_type().value() == VP9_PT))
+        .collect();
     let got = vp9_player_frames(&video);
     assert!(got.len() >= 60, "{} VP9 frames in 4 s", got.len());
     assert!(got[0].0, "the player starts on a keyframe");

@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod common;
-use common::loopback_config;
+use common::{collect_rtp, loopback_config};
 
 /// x264's baseline SPS and PPS for 320x240.
 const SPS: [u8; 23] = [
@@ -283,13 +283,7 @@ async fn an_enhanced_rtmp_publish_of_avc1_and_opus_reaches_a_whep_player_opus_un
     });
 
     let mut player = play_when_live(&base, "ecam", &certificate).await;
-    let mut packets = Vec::new();
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        if let Some(p) = player.recv_rtp(Duration::from_millis(500)).await {
-            packets.push(p);
-        }
-    }
+    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
     let mut publisher = publishing.await.unwrap();
     let (video, audio): (Vec<_>, Vec<_>) = packets
         .iter()

@@ -13,8 +13,8 @@ use rtcdn_bench::client::{AUDIO_PT, H264_PT};
 
 mod common;
 use common::{
-    ffmpeg_publish, loopback_config, metrics_text, nal_types, play_when_live, sample_sum,
-    stats_json,
+    collect_rtp, ffmpeg_publish, loopback_config, metrics_text, nal_types, play_when_live,
+    sample_sum, stats_json,
 };
 
 /// A node with two cores and its RTMP listener on an ephemeral port.
@@ -33,13 +33,7 @@ async fn ffmpeg_publishes_over_rtmp_and_a_whep_player_gets_h264_from_a_keyframe(
     let mut encoder = ffmpeg_publish(&format!("rtmp://{rtmp}/live/rtmpcam"), 20);
 
     let mut player = play_when_live(&base, "rtmpcam", &certificate).await;
-    let mut packets = Vec::new();
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        if let Some(p) = player.recv_rtp(Duration::from_millis(500)).await {
-            packets.push(p);
-        }
-    }
+    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
     assert!(packets.len() > 100, "only {} packets in 4 s", packets.len());
     let (headers, audio): (Vec<_>, Vec<_>) = packets
         .iter()

@@ -937,6 +937,18 @@ pub fn nal_types(payload: &[u8]) -> Option<u8> {
     Some(t)
 }
 
+/// Every RTP packet `player` receives for `window`, in order.
+pub async fn collect_rtp(player: &mut ClientSession, window: Duration) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        if let Some(p) = player.recv_rtp(Duration::from_millis(300)).await {
+            packets.push(p);
+        }
+    }
+    packets
+}
+
 /// Plays `stream` once it is live (the node registers it at the encoder's sequence header).
 pub async fn play_when_live(
     base: &str,
