@@ -7,16 +7,16 @@
 //      a token the page shows the 401.
 // Only 127.0.0.1 is ever contacted (newLoopbackContext, OFFLINE_CHROMIUM_ARGS).
 // Set RTCDN_SKIP_E2E=1 to skip.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
-  startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
-  openLoggedPage, frameLog, waitForState, waitForDecodedVideo, waitForSdkVideo, freeTcpPort, freeUdpBase,
-  rtcdnBin, poll, e2eSkip, logTail,
+  startRtcdnWithConfig, newLoopbackContext, openLoggedPage, frameLog, waitForState,
+  waitForDecodedVideo, waitForSdkVideo, freeTcpPort, freeUdpBase, rtcdnBin, poll, e2eSkip, logTail,
+  withBrowserAndPackages,
 } from './harness.mjs';
 
 const skip = e2eSkip();
@@ -24,15 +24,7 @@ const SECRET = 'browser-test-secret-0123456789abcdef-01';
 
 let browser;
 let pkg;
-before(async () => {
-  if (skip) return;
-  browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
-  pkg = await startPackageServer();
-});
-after(async () => {
-  await browser?.close();
-  await pkg?.close();
-});
+withBrowserAndPackages((b, p) => { browser = b; pkg = p; }, { skip });
 
 /** `rtcdn token ...`: the binary mints the token, as a newcomer would. */
 function mint(...args) {

@@ -13,12 +13,12 @@
 // than a default one.
 // Only 127.0.0.1 is ever contacted (newLoopbackContext, OFFLINE_CHROMIUM_ARGS).
 // Set RTCDN_SKIP_E2E=1 to skip.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
-  openLoggedPage, frameLog, framesOf, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, EMBED_PLAYER_PATH, LB_PAGE_PATH, LB_PAGE, poll, sleep, videoStats, e2eSkip,
+  startRtcdnWithConfig, newLoopbackContext, openLoggedPage, frameLog, framesOf, waitForSdkVideo,
+  waitForText, waitForState, waitForDecodedVideo, TWO_WAY_PATH, EMBED_PLAYER_PATH, LB_PAGE_PATH,
+  LB_PAGE, poll, sleep, videoStats, e2eSkip, withBrowserAndPackages,
 } from './harness.mjs';
 
 const skip = e2eSkip();
@@ -32,14 +32,7 @@ const RELAY_TIMEOUT = 15_000;
 
 let browser;
 let pkg;
-before(async () => {
-  browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
-  pkg = await startPackageServer();
-});
-after(async () => {
-  await browser?.close();
-  await pkg?.close();
-});
+withBrowserAndPackages((b, p) => { browser = b; pkg = p; }, { skip });
 
 test('CDN: SDK publish to the origin (config/origin.toml); Embed Player, lbUrl and WHEP players on the edge (config/edge.toml); publisher stop fails them', { skip, timeout: 240_000 }, async (t) => {
   const t0 = Date.now();

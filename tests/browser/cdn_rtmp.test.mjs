@@ -8,15 +8,15 @@
 // publisher's stop fails the edge's player with "Stopped by publisher stop".
 // Only 127.0.0.1 is ever contacted (newLoopbackContext, OFFLINE_CHROMIUM_ARGS).
 // Set RTCDN_SKIP_E2E=1 to skip.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  startRtcdn, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
-  openLoggedPage, frameLog, framesOf, waitForSdkVideo, hookedAudioStats, waitForText, EMBED_PLAYER_PATH, poll, sleep,
-  freeTcpPort,
+  startRtcdn, newLoopbackContext, openLoggedPage, frameLog, framesOf, waitForSdkVideo,
+  hookedAudioStats, waitForText, EMBED_PLAYER_PATH, poll, sleep, freeTcpPort,
+  withBrowserAndPackages,
 } from './harness.mjs';
 
 const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set' : false;
@@ -53,15 +53,7 @@ window.stopPublisher = () => window.__stream.stop();
 
 let browser;
 let pkg;
-before(async () => {
-  if (skip) return;
-  browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
-  pkg = await startPackageServer();
-});
-after(async () => {
-  await browser?.close();
-  await pkg?.close();
-});
+withBrowserAndPackages((b, p) => { browser = b; pkg = p; }, { skip });
 
 /** The edge: an rtcdn with an RTMP listener that takes relays proving SECRET. */
 async function startEdge(dir) {

@@ -10,7 +10,7 @@
 // A second test kills an origin with SIGKILL while an edge's WHEP player plays its stream; the
 // stream is published again on another origin, and the same player session decodes on.
 // Only 127.0.0.1 is ever contacted. Set RTCDN_SKIP_E2E=1 to skip.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
@@ -18,9 +18,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  startRtcdnWithConfig, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext,
-  openLoggedPage, frameLog, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo,
-  TWO_WAY_PATH, LB_PAGE_PATH, LB_PAGE, poll, freeTcpPort, freeUdpBase, videoStats, e2eSkip,
+  startRtcdnWithConfig, newLoopbackContext, openLoggedPage, frameLog, waitForSdkVideo, waitForText,
+  waitForState, waitForDecodedVideo, TWO_WAY_PATH, LB_PAGE_PATH, LB_PAGE, poll, freeTcpPort,
+  freeUdpBase, videoStats, e2eSkip, withBrowserAndPackages,
 } from './harness.mjs';
 
 const skip = e2eSkip();
@@ -28,14 +28,7 @@ const SECRET = 'browser-test-cluster-secret-0123456789';
 
 let browser;
 let pkg;
-before(async () => {
-  browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
-  pkg = await startPackageServer();
-});
-after(async () => {
-  await browser?.close();
-  await pkg?.close();
-});
+withBrowserAndPackages((b, p) => { browser = b; pkg = p; }, { skip });
 
 /** redis-server on a free loopback port, no persistence; resolves once it answers PING. */
 async function startRedis() {

@@ -8,26 +8,19 @@
 // Every http(s) request to a host other than 127.0.0.1 is aborted (newLoopbackContext) and DNS
 // is mapped to NOTFOUND (OFFLINE_CHROMIUM_ARGS), so nothing leaves the machine.
 // Set RTCDN_SKIP_E2E=1 to skip these.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startRtcdn, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext, openLoggedPage,
-  frameLog, framesOf, waitForSdkVideo, waitForText, waitForState, waitForDecodedVideo, hookedVideoStats,
-  TWO_WAY_PATH, EMBED_PLAYER_PATH, poll, e2eSkip, logTail,
+  startRtcdn, newLoopbackContext, openLoggedPage, frameLog, framesOf, waitForSdkVideo, waitForText,
+  waitForState, waitForDecodedVideo, hookedVideoStats, TWO_WAY_PATH, EMBED_PLAYER_PATH, poll,
+  e2eSkip, logTail, withBrowserAndPackages,
 } from './harness.mjs';
 
 const skip = e2eSkip();
 
 let browser;
 let pkg;
-before(async () => {
-  browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
-  pkg = await startPackageServer();
-});
-after(async () => {
-  await browser?.close();
-  await pkg?.close();
-});
+withBrowserAndPackages((b, p) => { browser = b; pkg = p; }, { skip });
 
 /**
  * Runs body({server, context, pages, t}) with a fresh rtcdn and a loopback-only browser context.

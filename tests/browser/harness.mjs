@@ -8,6 +8,7 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const TESTS_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -638,3 +639,22 @@ window.startLbPlayer = (urlServer, lbUrl, name) => {
   });
 };
 </script></body></html>`;
+
+/**
+ * Registers the test file's `before` and `after`: offline Chromium and the SDK's package server,
+ * started unless `skip` and handed to `use(browser, pkg)`, stopped after the file's tests.
+ */
+export function withBrowserAndPackages(use, { skip = false } = {}) {
+  let browser;
+  let pkg;
+  before(async () => {
+    if (skip) return;
+    browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
+    pkg = await startPackageServer();
+    use(browser, pkg);
+  });
+  after(async () => {
+    await browser?.close();
+    await pkg?.close();
+  });
+}

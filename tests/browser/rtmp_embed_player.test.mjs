@@ -6,12 +6,12 @@
 // Every http(s) request to a host other than 127.0.0.1 is aborted and DNS is mapped to NOTFOUND,
 // so nothing leaves the machine.
 // Needs ffmpeg (scripts/test.sh installs it); skipped without it. Set RTCDN_SKIP_E2E=1 to skip.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import {
-  startRtcdn, launchChromium, OFFLINE_CHROMIUM_ARGS, startPackageServer, newLoopbackContext, openLoggedPage,
-  frameLog, framesOf, waitForSdkVideo, hookedAudioStats, EMBED_PLAYER_PATH, poll, freeTcpPort, sleep,
+  startRtcdn, newLoopbackContext, openLoggedPage, frameLog, framesOf, waitForSdkVideo,
+  hookedAudioStats, EMBED_PLAYER_PATH, poll, freeTcpPort, sleep, withBrowserAndPackages,
 } from './harness.mjs';
 
 const noFfmpeg = spawnSync('ffmpeg', ['-version']).status !== 0;
@@ -20,15 +20,7 @@ const skip = process.env.RTCDN_SKIP_E2E ? 'RTCDN_SKIP_E2E is set'
 
 let browser;
 let pkg;
-before(async () => {
-  if (skip) return;
-  browser = await launchChromium({ args: OFFLINE_CHROMIUM_ARGS });
-  pkg = await startPackageServer();
-});
-after(async () => {
-  await browser?.close();
-  await pkg?.close();
-});
+withBrowserAndPackages((b, p) => { browser = b; pkg = p; }, { skip });
 
 /** ffmpeg publishing test pattern and tone to `url`, with the arguments rtmp.test.mjs uses. */
 function ffmpegPublish(url) {
