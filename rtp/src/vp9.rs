@@ -129,10 +129,21 @@ pub struct Vp9KeyInfo {
     pub subsampling_x: bool,
     /// Chroma is halved vertically.
     pub subsampling_y: bool,
-    /// The frame's width in pixels.
-    pub width: u16,
-    /// The frame's height in pixels.
-    pub height: u16,
+    /// The frame's width in pixels, 1 to 65,536.
+    pub width: u32,
+    /// The frame's height in pixels, 1 to 65,536.
+    pub height: u32,
+}
+
+impl Vp9KeyInfo {
+    /// The size in the 16 bits the RTP scalability structure and the FLV metadata give it;
+    /// `None` for a side of 65,536, which neither can say.
+    pub fn size_u16(&self) -> Option<(u16, u16)> {
+        Some((
+            u16::try_from(self.width).ok()?,
+            u16::try_from(self.height).ok()?,
+        ))
+    }
 }
 
 impl Vp9FrameHeader {
@@ -195,16 +206,16 @@ impl Vp9FrameHeader {
             r.read(1)?;
             (true, false, false)
         };
-        let width = r.read(16)? as u16 + 1;
-        let height = r.read(16)? as u16 + 1;
+        let width = r.read(16)? + 1;
+        let height = r.read(16)? + 1;
         header.key = Some(Vp9KeyInfo {
             bit_depth,
             color_space,
             full_range,
             subsampling_x,
             subsampling_y,
-            width: width.max(1),
-            height: height.max(1),
+            width,
+            height,
         });
         Some(header)
     }
@@ -235,11 +246,15 @@ mod tests {
     /// A profile 0 keyframe's first bytes: marker, profile 0, key, shown, sync code, BT.709
     /// limited range, 640x360.
     fn keyframe_640x360() -> Vec<u8> {
+        keyframe_sized(640, 360)
+    }
+
+    fn keyframe_sized(width: u32, height: u32) -> Vec<u8> {
         // 10 0 0 0 0 1 0 | sync | cs 010 range 0 | w-1 16 bits | h-1 16 bits
         let mut bits = String::from("10000010");
         bits += "010010011000001101000010";
         bits += "0100";
-        bits += &format!("{:016b}{:016b}", 639, 359);
+        bits += &format!("{:016b}{:016b}", width - 1, height - 1);
         while bits.len() % 8 != 0 {
             bits.push('0');
         }
@@ -290,5 +305,21 @@ mod tests {
         for cut in 0..key.len() - 1 {
             assert_eq!(Vp9FrameHeader::parse(&key[..cut]), None, "{cut}");
         }
+    }
+
+    #[test]
+    fn the_largest_size_a_keyframe_can_say_is_65536_square() {
+        // frame_width_minus_1 is 16 bits, so 0xFFFF means 65,536 pixels (a fuzzer found
+        // the overflow).
+        let key = Vp9FrameHeader::parse(&keyframe_sized(65_536, 65_536))
+            .unwrap()
+            .key
+            .unwrap();
+        assert_eq!((key.width, key.height), (65_536, 65_536));
+        let key = Vp9FrameHeader::parse(&keyframe_sized(1, 1))
+            .unwrap()
+            .key
+            .unwrap();
+        assert_eq!((key.width, key.height), (1, 1));
     }
 }

@@ -37,7 +37,7 @@ pub struct RtpVp9ToFlv {
     /// Its first packet had P clear.
     frame_key: bool,
     /// The configuration of the last sequence start sent, and its size.
-    sent: Option<(Vp9Config, (u16, u16))>,
+    sent: Option<(Vp9Config, Option<(u16, u16)>)>,
     layered: bool,
     clock: FlvClock,
     pub counters: RtpToFlvCounters,
@@ -156,7 +156,7 @@ impl RtpVp9ToFlv {
         if let Some(key) = key {
             let profile = Vp9FrameHeader::parse(body).map_or(0, |h| h.profile);
             let config = config_record(profile, &key);
-            let size = (key.width, key.height);
+            let size = key.size_u16();
             if self.sent != Some((config, size)) {
                 let mut start =
                     vec![VIDEO_EX_HEADER | VIDEO_FRAME_KEY << 4 | VIDEO_PACKET_SEQUENCE_START];
@@ -165,7 +165,7 @@ impl RtpVp9ToFlv {
                 out(FlvVideo::Config {
                     timestamp_ms,
                     body: start,
-                    size: Some(size),
+                    size,
                 });
                 self.sent = Some((config, size));
             }
@@ -205,7 +205,7 @@ fn config_record(profile: u8, key: &Vp9KeyInfo) -> Vp9Config {
         (false, false) => 3,
         _ => 1,
     };
-    let samples = u32::from(key.width) * u32::from(key.height);
+    let samples = u64::from(key.width) * u64::from(key.height);
     let level = [
         (36_864, 10),
         (73_728, 11),
@@ -420,6 +420,11 @@ pub(crate) mod tests {
     fn the_fuzz_body_runs_on_its_vp9_seed() {
         crate::fuzzing::fuzz_rtp_flv(include_bytes!(
             "../../fuzz/corpus/seed-rtp_flv/vp9_key_loss_layers"
+        ));
+        // A keyframe of 65,536 x 65,536 pixels, more than the scalability structure and
+        // the FLV metadata can say (the fuzzer's overflow).
+        crate::fuzzing::fuzz_rtp_flv(include_bytes!(
+            "../../fuzz/corpus/seed-rtp_flv/vp9_largest_frame"
         ));
     }
 

@@ -58,7 +58,7 @@ impl Vp9Packetizer {
         let header = Vp9FrameHeader::parse(frame);
         let keyframe = header.map_or(tagged_key, |h| h.keyframe);
         if let Some(key) = header.and_then(|h| h.key) {
-            self.size = Some((key.width, key.height));
+            self.size = key.size_u16();
         }
         let mut info = FrameInfo {
             packets: 0,
