@@ -3,13 +3,14 @@
 //! "Enhanced Audio" and "Enhanced Video"). Which codec, a frame's type, for H.264 (AVC, classic
 //! or FourCC `avc1`) the decoder configuration record or the frame's length-prefixed NAL units
 //! with their composition time, for VP9 (`vp09`) the VPCodecConfigurationRecord (`vpcC`) or
-//! one frame as it is (no composition time), for AAC (classic or `mp4a`) the
+//! one frame as it is (no composition time), for AV1 (`av01`) the
+//! AV1CodecConfigurationRecord (`av1C`) or one temporal unit's OBUs, for AAC (classic or `mp4a`) the
 //! AudioSpecificConfig or a raw frame, and for Opus (`Opus`) its ID header (RFC 7845 §5.1) or
 //! one raw Opus packet.
 //! Borrowing parsers; nothing copied. The constants are the wire values, for writers too.
 //!
-//! Enhanced RTMP's multitrack and ModEx packets, and FourCCs other than `avc1`, `vp09`, `Opus`
-//! and `mp4a`, are refused by name: a publisher's setup that rtcdn cannot carry is said, not
+//! Enhanced RTMP's multitrack and ModEx packets, and FourCCs other than `avc1`, `vp09`, `av01`,
+//! `Opus` and `mp4a`, are refused by name: a publisher's setup that rtcdn cannot carry is said, not
 //! guessed at.
 
 /// Classic FLV CodecID 7: AVC (H.264).
@@ -45,7 +46,7 @@ pub const VIDEO_PACKET_MOD_EX: u8 = 7;
 pub const FOURCC_AVC: [u8; 4] = *b"avc1";
 /// Enhanced RTMP video FourCC: H.265 (not carried).
 pub const FOURCC_HEVC: [u8; 4] = *b"hvc1";
-/// Enhanced RTMP video FourCC: AV1 (not carried).
+/// Enhanced RTMP video FourCC: AV1.
 pub const FOURCC_AV1: [u8; 4] = *b"av01";
 /// Enhanced RTMP video FourCC: VP9.
 pub const FOURCC_VP9: [u8; 4] = *b"vp09";
@@ -101,9 +102,9 @@ pub enum FlvError {
     /// A classic FLV codec other than AVC (Sorenson, VP6, screen video, HEVC by id 12, ...).
     #[error("video codec id {0} is not supported (only H.264/AVC)")]
     UnsupportedCodec(u8),
-    /// An Enhanced RTMP video FourCC other than `avc1` and `vp09` (`hvc1`, `av01`, ...).
+    /// An Enhanced RTMP video FourCC other than `avc1`, `vp09` and `av01` (`hvc1`, ...).
     #[error(
-        "Enhanced RTMP video \"{}\" is not supported yet: rtcdn takes avc1 (H.264) and vp09 (VP9) over Enhanced RTMP",
+        "Enhanced RTMP video \"{}\" is not supported yet: rtcdn takes avc1 (H.264), vp09 (VP9) and av01 (AV1) over Enhanced RTMP",
         .0.escape_ascii()
     )]
     UnsupportedFourCc([u8; 4]),
@@ -128,6 +129,9 @@ pub enum FlvError {
     /// A VPCodecConfigurationRecord that does not parse.
     #[error("bad VP9 codec configuration record (vpcC): {0}")]
     BadVp9Config(&'static str),
+    /// An AV1CodecConfigurationRecord that does not parse.
+    #[error("bad AV1 codec configuration record (av1C): {0}")]
+    BadAv1Config(&'static str),
     /// An Opus ID header (RFC 7845 §5.1) that does not parse.
     #[error("bad Opus ID header (OpusHead, RFC 7845 section 5.1): {0}")]
     BadOpusHead(&'static str),
@@ -166,6 +170,11 @@ pub enum VideoTag<'a> {
     Vp9Config(Vp9Config),
     /// One VP9 frame (or superframe) as the encoder made it.
     Vp9Frame { keyframe: bool, frame: &'a [u8] },
+    /// AV1's sequence start (Enhanced RTMP `av01`).
+    Av1Config(Av1Config<'a>),
+    /// One AV1 temporal unit: OBUs in the low overhead bitstream format (each with its size
+    /// field), as in an MP4 sample.
+    Av1Frame { keyframe: bool, obus: &'a [u8] },
     /// End of sequence, a command/info frame or (Enhanced RTMP) metadata: nothing to forward.
     Other,
 }
@@ -422,6 +431,76 @@ pub fn parse_video(data: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     }
 }
 
+/// What an AV1CodecConfigurationRecord says ("AV1 Codec ISO Media File Format Binding"
+/// §2.3.3, the `av1C` box's body): the sequence header's profile, level and colour format,
+/// and the OBUs (usually the sequence header) a decoder needs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Av1Config<'a> {
+    pub seq_profile: u8,
+    pub seq_level_idx_0: u8,
+    pub seq_tier_0: bool,
+    pub high_bitdepth: bool,
+    pub twelve_bit: bool,
+    pub monochrome: bool,
+    pub chroma_subsampling_x: bool,
+    pub chroma_subsampling_y: bool,
+    pub chroma_sample_position: u8,
+    /// `initial_presentation_delay_minus_one`, when present.
+    pub initial_presentation_delay_minus_one: Option<u8>,
+    /// `configOBUs`: OBUs in the low overhead bitstream format.
+    pub config_obus: &'a [u8],
+}
+
+impl<'a> Av1Config<'a> {
+    /// Parses the box body: marker and version 1, the sequence header's fields, then the
+    /// config OBUs (taken as they are).
+    pub fn parse(data: &'a [u8]) -> Result<Av1Config<'a>, FlvError> {
+        let [marker_version, profile_level, flags, delay, config_obus @ ..] = data else {
+            return Err(FlvError::BadAv1Config("shorter than its 4 bytes"));
+        };
+        if *marker_version != 0x81 {
+            return Err(FlvError::BadAv1Config("marker not set or version not 1"));
+        }
+        let bit = |n: u8| flags & (0x80 >> n) != 0;
+        Ok(Av1Config {
+            seq_profile: profile_level >> 5,
+            seq_level_idx_0: profile_level & 0x1F,
+            seq_tier_0: bit(0),
+            high_bitdepth: bit(1),
+            twelve_bit: bit(2),
+            monochrome: bit(3),
+            chroma_subsampling_x: bit(4),
+            chroma_subsampling_y: bit(5),
+            chroma_sample_position: flags & 0x03,
+            initial_presentation_delay_minus_one: (delay & 0x10 != 0).then_some(delay & 0x0F),
+            config_obus,
+        })
+    }
+
+    /// The box body, as [`Av1Config::parse`] reads it.
+    pub fn write(&self) -> Vec<u8> {
+        let flag = |on: bool, n: u8| u8::from(on) << (7 - n);
+        let flags = flag(self.seq_tier_0, 0)
+            | flag(self.high_bitdepth, 1)
+            | flag(self.twelve_bit, 2)
+            | flag(self.monochrome, 3)
+            | flag(self.chroma_subsampling_x, 4)
+            | flag(self.chroma_subsampling_y, 5)
+            | (self.chroma_sample_position & 0x03);
+        let delay = self
+            .initial_presentation_delay_minus_one
+            .map_or(0, |d| 0x10 | (d & 0x0F));
+        let mut body = vec![
+            0x81,
+            (self.seq_profile & 0x07) << 5 | (self.seq_level_idx_0 & 0x1F),
+            flags,
+            delay,
+        ];
+        body.extend_from_slice(self.config_obus);
+        body
+    }
+}
+
 /// An ExVideoTagHeader's body: after the VideoPacketType nibble, a FourCC and its payload;
 /// `avc1` is read as classic AVC is.
 fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoTag<'_>, FlvError> {
@@ -437,6 +516,9 @@ fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoT
     let keyframe = frame_type == VIDEO_FRAME_KEY;
     if fourcc == FOURCC_VP9 {
         return parse_vp9(keyframe, packet_type, body);
+    }
+    if fourcc == FOURCC_AV1 {
+        return parse_av1(keyframe, packet_type, body);
     }
     if fourcc != FOURCC_AVC {
         return Err(FlvError::UnsupportedFourCc(fourcc));
@@ -459,6 +541,22 @@ fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoT
             nalus: body,
         }),
         // SequenceEnd, Metadata.
+        _ => Ok(VideoTag::Other),
+    }
+}
+
+/// `av01`'s body: the configuration record, or a temporal unit with no composition time
+/// before it.
+fn parse_av1(keyframe: bool, packet_type: u8, body: &[u8]) -> Result<VideoTag<'_>, FlvError> {
+    match packet_type {
+        VIDEO_PACKET_SEQUENCE_START => Av1Config::parse(body).map(VideoTag::Av1Config),
+        VIDEO_PACKET_CODED_FRAMES | VIDEO_PACKET_CODED_FRAMES_X if body.is_empty() => {
+            Err(FlvError::Truncated)
+        }
+        VIDEO_PACKET_CODED_FRAMES | VIDEO_PACKET_CODED_FRAMES_X => Ok(VideoTag::Av1Frame {
+            keyframe,
+            obus: body,
+        }),
         _ => Ok(VideoTag::Other),
     }
 }
@@ -790,14 +888,14 @@ pub(crate) mod tests {
     #[test]
     fn other_codecs_and_enhanced_rtmp_fourccs_are_named() {
         assert_eq!(parse_video(&[0x22, 0]), Err(FlvError::UnsupportedCodec(2)));
-        for fourcc in [FOURCC_HEVC, FOURCC_AV1, *b"vp08", *b"\0\x01ab"] {
+        for fourcc in [FOURCC_HEVC, *b"vp08", *b"\0\x01ab"] {
             let message = ex_video(VIDEO_PACKET_SEQUENCE_START, fourcc, &[1]);
             let refused = parse_video(&message);
             assert_eq!(refused, Err(FlvError::UnsupportedFourCc(fourcc)));
         }
         assert_eq!(
             FlvError::UnsupportedFourCc(FOURCC_HEVC).to_string(),
-            "Enhanced RTMP video \"hvc1\" is not supported yet: rtcdn takes avc1 (H.264) and vp09 (VP9) over Enhanced RTMP"
+            "Enhanced RTMP video \"hvc1\" is not supported yet: rtcdn takes avc1 (H.264), vp09 (VP9) and av01 (AV1) over Enhanced RTMP"
         );
         assert_eq!(parse_video(&[]), Err(FlvError::Truncated));
         assert_eq!(parse_video(&[0x17, 2, 0, 0, 0]), Ok(VideoTag::Other));
@@ -900,6 +998,63 @@ pub(crate) mod tests {
             ));
         }
         let empty = ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_VP9, &[]);
+        assert_eq!(parse_video(&empty), Err(FlvError::Truncated));
+    }
+
+    #[test]
+    fn av01_sequence_start_and_temporal_units() {
+        // libaom's 8-bit 4:2:0 main profile at level 4.0, then a sequence header OBU.
+        let obus = [0x0A, 0x03, 0x00, 0x00, 0x00];
+        let body = [&[0x81, 0x08, 0x0C, 0x00][..], &obus].concat();
+        let config = Av1Config {
+            seq_profile: 0,
+            seq_level_idx_0: 8,
+            seq_tier_0: false,
+            high_bitdepth: false,
+            twelve_bit: false,
+            monochrome: false,
+            chroma_subsampling_x: true,
+            chroma_subsampling_y: true,
+            chroma_sample_position: 0,
+            initial_presentation_delay_minus_one: None,
+            config_obus: &obus,
+        };
+        let start = ex_video(VIDEO_PACKET_SEQUENCE_START, FOURCC_AV1, &body);
+        assert_eq!(parse_video(&start), Ok(VideoTag::Av1Config(config)));
+        assert_eq!(config.write(), body);
+        // Every field set goes round.
+        let full = Av1Config {
+            seq_profile: 2,
+            seq_level_idx_0: 31,
+            seq_tier_0: true,
+            high_bitdepth: true,
+            twelve_bit: true,
+            monochrome: true,
+            chroma_subsampling_x: false,
+            chroma_subsampling_y: true,
+            chroma_sample_position: 2,
+            initial_presentation_delay_minus_one: Some(9),
+            config_obus: &[],
+        };
+        assert_eq!(Av1Config::parse(&full.write()), Ok(full));
+        let tu = [0x32, 0x01, 0xAA];
+        let mut coded = ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_AV1, &tu);
+        coded[0] = VIDEO_EX_HEADER | VIDEO_FRAME_INTER << 4 | VIDEO_PACKET_CODED_FRAMES;
+        assert_eq!(
+            parse_video(&coded),
+            Ok(VideoTag::Av1Frame {
+                keyframe: false,
+                obus: &tu
+            })
+        );
+        for bad in [&[0x81, 0, 0][..], &[0x01, 0, 0, 0], &[0x82, 0, 0, 0]] {
+            let message = ex_video(VIDEO_PACKET_SEQUENCE_START, FOURCC_AV1, bad);
+            assert!(matches!(
+                parse_video(&message),
+                Err(FlvError::BadAv1Config(_))
+            ));
+        }
+        let empty = ex_video(VIDEO_PACKET_CODED_FRAMES_X, FOURCC_AV1, &[]);
         assert_eq!(parse_video(&empty), Err(FlvError::Truncated));
     }
 

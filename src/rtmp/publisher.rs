@@ -166,6 +166,10 @@ impl RtmpPublisher {
                 let info = self.packetizer.packetize(rtp_time, nalus, emit)?;
                 Ok(VideoOutcome::Frame(self.count(timestamp_ms, info)))
             }
+            // Not packetized yet.
+            VideoTag::Av1Config(_) | VideoTag::Av1Frame { .. } => Err(VideoError::Flv(
+                FlvError::UnsupportedFourCc(super::flv::FOURCC_AV1),
+            )),
             VideoTag::Other => Ok(VideoOutcome::Nothing),
         }
     }
