@@ -207,18 +207,17 @@ fn ffmpeg_plays_an_rtmp_published_stream_back_over_rtmp_and_the_publishers_stop_
     let mut publisher = publish(&node.url("cam"), 60);
     wait_live(&node, "cam");
 
-    // While it plays, the node counts it as a player of the stream.
-    let counted = {
+    // While it plays, the node counts it as a player of the stream, and only it: the
+    // stream's audio transcoder for its RTMP players is not a player.
+    let counts = {
         let url = node.url("cam");
         let counting = std::thread::spawn(move || {
             let extra = ["-frames:v", "90", "-af", "volumedetect"];
             play(&url, &extra, Duration::from_secs(30))
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut counted = false;
-        while !counted && Instant::now() < deadline {
-            // The player, and the stream's audio transcoder for its RTMP players.
-            counted = node.players("cam") == Some(2);
+        let mut counts = Vec::new();
+        while !counting.is_finished() {
+            counts.extend(node.players("cam"));
             std::thread::sleep(Duration::from_millis(100));
         }
         let (ok, frames, text) = counting.join().unwrap();
@@ -234,8 +233,13 @@ fn ffmpeg_plays_an_rtmp_published_stream_back_over_rtmp_and_the_publishers_stop_
             .unwrap_or_else(|| panic!("no volumedetect: {text}"));
         eprintln!("RTMP playback's audio: mean volume {mean_volume} dB");
         assert!(mean_volume > -40.0, "mean volume {mean_volume} dB: {text}");
-        counted
+        counts
     };
+    let counted = counts.contains(&1);
+    assert!(
+        counts.iter().all(|&n| n <= 1),
+        "the stream's players while one RTMP player played: {counts:?}"
+    );
     assert!(
         counted,
         "the RTMP player was not counted: {}",

@@ -355,6 +355,26 @@ impl<R: Rng> ControlPlane<R> {
         Ok(core)
     }
 
+    /// A transcoder's tap on the stream `spec.stream_name` for its players (the RTMP players'
+    /// AAC): registered as a transcoder of the stream, not a player (its players are counted
+    /// and were checked against the access list), and tapping it at its publisher's core
+    /// (returned; `spec.stream` is set here).
+    pub fn handle_transcoder_egress(
+        &mut self,
+        now: Instant,
+        mut spec: EgressSpec,
+    ) -> Result<CoreId, RegistryError> {
+        let name = spec.stream_name.clone();
+        spec.stream = self
+            .registry
+            .stream(&name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.clone()))?
+            .id;
+        let core = self.registry.add_transcoder(now, &name, spec.id)?;
+        self.core(core, CoreCommand::AddEgress(Box::new(spec)));
+        Ok(core)
+    }
+
     /// The cluster node `edge` pulls the stream `name` (a dynamic CDN, issue 14): it is relayed
     /// there once its media flows, until the node releases it or the stream ends.
     ///
@@ -1214,6 +1234,51 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn a_transcoder_egress_is_neither_a_player_nor_held_to_the_access_list() {
+        let now = Instant::now();
+        let mut plane = plane(&[]);
+        let ingest = IngestSpec {
+            id: PUBLISHER,
+            stream: StreamId(0),
+            stream_name: "cam".into(),
+            feed: crate::media::ingest_channel(4).1,
+        };
+        let stream = plane
+            .handle_ingest(now, CoreId(1), ingest, track(), ClientInfo::default())
+            .unwrap();
+        plane
+            .handle_acl_change(now, "cam", AclChange::Add(vec!["k1".into()]))
+            .unwrap();
+        actions(&mut plane);
+        let tap = |stream_name: &str| EgressSpec {
+            id: SessionId(7),
+            stream: StreamId(0),
+            stream_name: stream_name.into(),
+            layer: 0,
+            audio: true,
+            tap: crate::media::egress_channel(4).0,
+        };
+        assert!(plane.handle_transcoder_egress(now, tap("other")).is_err());
+        assert_eq!(
+            plane.handle_transcoder_egress(now, tap("cam")),
+            Ok(CoreId(1))
+        );
+        assert!(matches!(
+            actions(&mut plane).as_slice(),
+            [ControlAction::Core { core: CoreId(1), command: CoreCommand::AddEgress(spec) }]
+                if spec.id == SessionId(7) && spec.stream == stream
+        ));
+        let entry = plane.registry().stream("cam").unwrap();
+        assert!(entry.players.is_empty() && entry.relays.is_empty());
+        // A new access list ends players without its key, not the transcoder.
+        let changed = plane
+            .handle_acl_change(now, "cam", AclChange::Set(vec!["k2".into()]))
+            .unwrap();
+        assert_eq!(changed.ended, 0);
+        assert!(plane.registry().session(SessionId(7)).is_some());
     }
 
     #[test]

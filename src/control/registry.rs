@@ -48,6 +48,22 @@ pub enum SessionKind {
     Player,
     /// Relays its stream to another node (origin → edge).
     Relay,
+    /// Transcodes its stream's audio for a kind of player (the RTMP players' AAC): the
+    /// players are counted, not it; no access list applies (each player was checked), and
+    /// it ends with the stream.
+    Transcoder,
+}
+
+impl SessionKind {
+    /// What the control API and the metrics call it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionKind::Publisher => "publisher",
+            SessionKind::Player => "player",
+            SessionKind::Relay => "relay",
+            SessionKind::Transcoder => "transcoder",
+        }
+    }
 }
 
 /// A live session as signalling knows it.
@@ -208,6 +224,8 @@ pub struct StreamEntry {
     pub players: Vec<(SessionId, CoreId)>,
     /// Relays to other nodes; they run on the publisher's core.
     pub relays: Vec<SessionId>,
+    /// Transcoders for its players; they run on the publisher's core.
+    pub transcoders: Vec<SessionId>,
     /// Set once the publisher's first media packet arrived.
     pub media_flowing: bool,
     /// WCS ACL keys (CDN 2.2): when not empty, a player must present one of them. A new
@@ -378,6 +396,7 @@ impl Registry {
                 tracks,
                 players: Vec::new(),
                 relays: Vec::new(),
+                transcoders: Vec::new(),
                 media_flowing: false,
                 acl: Vec::new(),
                 ended_traffic: Traffic::default(),
@@ -439,6 +458,25 @@ impl Registry {
         let core = stream.core;
         stream.relays.push(id);
         self.insert_session(SessionEntry::new(now, id, SessionKind::Relay, name, core));
+        Ok(core)
+    }
+
+    /// Registers a transcoder of `name` for its players. It runs on the publisher's core,
+    /// which it returns.
+    pub fn add_transcoder(
+        &mut self,
+        now: Instant,
+        name: &str,
+        id: SessionId,
+    ) -> Result<CoreId, RegistryError> {
+        let stream = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::StreamNotFound(name.to_owned()))?;
+        let core = stream.core;
+        stream.transcoders.push(id);
+        let kind = SessionKind::Transcoder;
+        self.insert_session(SessionEntry::new(now, id, kind, name, core));
         Ok(core)
     }
 
@@ -650,6 +688,11 @@ impl Registry {
                     stream.ended_traffic.add(&session.traffic);
                 }
             }
+            SessionKind::Transcoder => {
+                if let Some(stream) = self.streams.get_mut(&session.stream_name) {
+                    stream.transcoders.retain(|t| *t != id);
+                }
+            }
             SessionKind::Player => {
                 let Some(stream) = self.streams.get_mut(&session.stream_name) else {
                     return commands;
@@ -678,7 +721,7 @@ impl Registry {
         commands
     }
 
-    /// Removes a stream whose publisher is gone: its players and relays end
+    /// Removes a stream whose publisher is gone: its players, relays and transcoders end
     /// ([`EndReason::PublisherLeft`]). Returns the commands that remove them from their cores.
     fn remove_stream(&mut self, name: &str) -> Vec<(CoreId, CoreCommand)> {
         let Some(stream) = self.streams.remove(name) else {
@@ -686,9 +729,10 @@ impl Registry {
         };
         self.unpublished.push((stream.name.clone(), stream.id));
         self.removed_streams += 1;
-        let relays = stream.relays.into_iter().map(|id| (id, stream.core));
+        let on_its_core = stream.relays.into_iter().chain(stream.transcoders);
+        let on_its_core = on_its_core.map(|id| (id, stream.core));
         let mut commands = Vec::new();
-        for (player, core) in stream.players.into_iter().chain(relays) {
+        for (player, core) in stream.players.into_iter().chain(on_its_core) {
             self.forget(player, &EndReason::PublisherLeft);
             commands.push((
                 core,
@@ -865,11 +909,7 @@ impl Registry {
     /// ended).
     fn forget(&mut self, id: SessionId, reason: &EndReason) -> Option<SessionEntry> {
         let session = self.sessions.remove(&id)?;
-        let kind = match session.kind {
-            SessionKind::Publisher => "publisher",
-            SessionKind::Player => "player",
-            SessionKind::Relay => "relay",
-        };
+        let kind = session.kind.name();
         *self.ended_counts.entry((kind, reason.code())).or_default() += 1;
         if let Some(load) = self.core_load.get_mut(session.core.0) {
             *load = load.saturating_sub(1);
@@ -1241,6 +1281,43 @@ pub(super) mod tests {
             registry.add_relay(Instant::now(), "s", SessionId(10)),
             Err(RegistryError::StreamNotFound("s".into()))
         );
+    }
+
+    #[test]
+    fn transcoders_run_on_the_publishers_core_are_not_players_and_end_with_it() {
+        let mut registry = Registry::new(2);
+        let now = Instant::now();
+        registry
+            .add_publisher(now, "s", SessionId(1), CoreId(1), track())
+            .unwrap();
+        registry
+            .add_player(now, "s", SessionId(2), CoreId(0))
+            .unwrap();
+        assert_eq!(
+            registry.add_transcoder(now, "s", SessionId(9)),
+            Ok(CoreId(1))
+        );
+        let stream = registry.stream("s").unwrap();
+        assert_eq!((stream.players.len(), stream.relays.len()), (1, 0));
+        assert_eq!(stream.transcoders, [SessionId(9)]);
+        assert_eq!(
+            registry.session(SessionId(9)).unwrap().kind.name(),
+            "transcoder"
+        );
+        // Its end leaves the stream as it was.
+        registry.remove_session(SessionId(9), &EndReason::Deleted);
+        assert!(registry.stream("s").unwrap().transcoders.is_empty());
+        registry.add_transcoder(now, "s", SessionId(10)).unwrap();
+        let c = registry.remove_session(SessionId(1), &EndReason::Deleted);
+        assert!(c.iter().any(|(core, command)| *core == CoreId(1)
+            && matches!(
+                command,
+                CoreCommand::RemoveSession {
+                    id: SessionId(10),
+                    reason: EndReason::PublisherLeft
+                }
+            )));
+        assert!(registry.session(SessionId(10)).is_none());
     }
 
     /// A registry with the relayed copy "s" published by session 1 on core 0, players 2 (core

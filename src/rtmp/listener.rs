@@ -314,13 +314,7 @@ impl Client {
         match player::start(state, &name, &credentials, client).await {
             Ok(playing) => {
                 self.connection.accept_play().map_err(|e| e.to_string())?;
-                let client = ClientInfo::new(self.peer, Some("RTMP players' audio"));
-                let audio = self.player_audio.subscribe(
-                    &self.state,
-                    &name,
-                    credentials.acl_key.clone(),
-                    client,
-                );
+                let audio = self.player_audio.subscribe(&self.state, &name);
                 let audio = match audio {
                     Ok(audio) => Some(audio),
                     Err(why) => {

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
 use super::opus_aac::{FlvAac, OpusToAac};
-use crate::control::registry::{ClientInfo, StreamTrack};
+use crate::control::registry::StreamTrack;
 use crate::control::{EgressSpec, EndReason, StreamId};
 use crate::media::egress::AUDIO_ONLY_LAYER;
 use crate::media::egress_channel;
@@ -116,15 +116,12 @@ impl AudioSubscription {
 }
 
 impl PlayerAudio {
-    /// A share of `name`'s audio, the stream's transcoder started for it when none runs:
-    /// its tap on the stream's core is registered with the player's `acl_key` and `client`.
+    /// A share of `name`'s audio, the stream's transcoder started for it when none runs.
     /// `Err` says why the player gets no audio.
     pub fn subscribe(
         &self,
         state: &Arc<Signalling>,
         name: &str,
-        acl_key: Option<String>,
-        client: ClientInfo,
     ) -> Result<AudioSubscription, String> {
         let tracks = state.registry().stream(name).map(|s| s.tracks.clone());
         let (pt, channels) = opus_audio(tracks.as_deref().unwrap_or_default())?;
@@ -136,21 +133,19 @@ impl PlayerAudio {
             let frames = audio.frames.subscribe();
             return Ok(AudioSubscription { audio, frames });
         }
-        let audio = start(state.clone(), name, pt, channels, acl_key, client)?;
+        let audio = start(state.clone(), name, pt, channels)?;
         streams.insert(name.to_owned(), Arc::downgrade(&audio));
         let frames = audio.frames.subscribe();
         Ok(AudioSubscription { audio, frames })
     }
 }
 
-/// Starts `name`'s transcoder task with its tap.
+/// Starts `name`'s transcoder task with its tap, a transcoder of the stream (not a player).
 fn start(
     state: Arc<Signalling>,
     name: &str,
     pt: u8,
     channels: u8,
-    acl_key: Option<String>,
-    client: ClientInfo,
 ) -> Result<Arc<StreamAudio>, String> {
     let mut transcoder =
         OpusToAac::new(pt, channels).map_err(|e| format!("no AAC transcoder: {e}"))?;
@@ -167,7 +162,7 @@ fn start(
         tap,
     };
     state
-        .control(|plane, now| plane.handle_egress(now, spec, acl_key, client))
+        .control(|plane, now| plane.handle_transcoder_egress(now, spec))
         .map_err(|e| format!("no audio tap: {e}"))?;
     let (frames, _) = broadcast::channel(BROADCAST_FRAMES);
     let (stop_tx, mut stop) = oneshot::channel();

@@ -42,19 +42,11 @@ fn loss_percent(fraction: u8) -> f64 {
     (f64::from(fraction) * 1000.0 / 256.0).round() / 10.0
 }
 
-fn kind_name(kind: SessionKind) -> &'static str {
-    match kind {
-        SessionKind::Publisher => "publisher",
-        SessionKind::Player => "player",
-        SessionKind::Relay => "relay",
-    }
-}
-
 /// One session's row, as `/api/sessions` and a stream's players show it.
 fn session_row(s: &SessionEntry, now: Instant) -> Value {
     json!({
         "id": s.id.to_string(),
-        "kind": kind_name(s.kind),
+        "kind": s.kind.name(),
         "stream": s.stream_name,
         "core": s.core.0,
         "state": if s.connected { "connected" } else { "connecting" },

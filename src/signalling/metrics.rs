@@ -72,8 +72,15 @@ struct StreamSnapshot {
 }
 
 /// The `role` label of a session: `relay_in` is an edge's copy of a stream from its origin,
-/// `ingest` an RTMP publisher.
-const ROLES: [&str; 5] = ["publisher", "player", "relay", "relay_in", "ingest"];
+/// `ingest` an RTMP publisher, `transcoder` the audio transcoder of a stream's RTMP players.
+const ROLES: [&str; 6] = [
+    "publisher",
+    "player",
+    "relay",
+    "relay_in",
+    "ingest",
+    "transcoder",
+];
 
 /// The index of a session's role in [`ROLES`].
 fn role(session: &SessionEntry) -> usize {
@@ -83,6 +90,7 @@ fn role(session: &SessionEntry) -> usize {
         SessionKind::Publisher => 0,
         SessionKind::Player => 1,
         SessionKind::Relay => 2,
+        SessionKind::Transcoder => 5,
     }
 }
 
