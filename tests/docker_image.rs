@@ -71,3 +71,47 @@ fn the_dockerfile_ships_the_dist_binary_and_names_the_io_uring_fallback() {
         );
     }
 }
+
+/// The runtime image (distroless `cc`) is counted on for glibc and libgcc only: the binary (the
+/// same native code as the `dist` one) must need no other shared library. The FDK AAC encoder
+/// is C++, so this is where a libstdc++ or other native dependency would show first.
+#[test]
+fn the_binary_needs_only_what_the_runtime_image_has() {
+    let dockerfile = std::fs::read_to_string(format!("{}/Dockerfile", root())).unwrap();
+    assert!(
+        dockerfile.contains("RUNTIME_IMAGE=gcr.io/distroless/cc-debian12"),
+        "the runtime image changed: check the libraries below against it"
+    );
+    let output = match Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_rtcdn")])
+        .output()
+    {
+        Ok(output) if output.status.success() => output,
+        _ => {
+            eprintln!("skipped: readelf (binutils) is not installed");
+            return;
+        }
+    };
+    let dynamic = String::from_utf8_lossy(&output.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|line| line.contains("(NEEDED)"))
+        .filter_map(|line| line.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(needed.contains(&"libc.so.6"), "{dynamic}");
+    let in_the_image = [
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
+    ];
+    let missing: Vec<&&str> = needed
+        .iter()
+        .filter(|lib| !in_the_image.contains(lib))
+        .collect();
+    assert!(missing.is_empty(), "not in the runtime image: {missing:?}");
+}
