@@ -227,10 +227,19 @@ impl AacToOpus {
             Duration::new(AAC_FRAME_SAMPLES as u64),
             frame,
         );
-        let decoded = self
-            .decoder
-            .decode_ref(&packet)
-            .map_err(|e| AudioError::Decode(e.to_string()))?;
+        // symphonia decodes what the publisher sent: a panic in it (none known) costs this
+        // frame and the decoder's state, not the stream's audio task.
+        let decoder = &mut self.decoder;
+        match crate::panic_guard::catch_silent(|| decoder.decode_ref(&packet).map(|_| ())) {
+            Ok(result) => result.map_err(|e| AudioError::Decode(e.to_string()))?,
+            Err(site) => {
+                self.decoder.reset();
+                return Err(AudioError::Decode(format!(
+                    "the AAC decoder panicked at {site}"
+                )));
+            }
+        };
+        let decoded = self.decoder.last_decoded();
         let channels = decoded.spec().channels().count();
         let frames = decoded.frames();
         self.decoded.resize(frames * channels, 0.0);

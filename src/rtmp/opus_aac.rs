@@ -68,6 +68,8 @@ pub struct OpusAacCounters {
     pub ignored: u64,
     /// Gaps filled with silence.
     pub filled: u64,
+    /// Packets the Opus decoder panicked on (also ignored); a new decoder took over each time.
+    pub decoder_panics: u64,
 }
 
 /// One player's Opus → AAC transcoder (see the module docs).
@@ -206,12 +208,25 @@ impl OpusToAac {
         }
         self.last_seq = seq;
         self.last_rtp = rtp_time;
-        let Ok(samples) = self
-            .decoder
-            .decode(payload, MAX_OPUS_SAMPLES, &mut self.decoded)
-        else {
-            self.counters.ignored += 1;
-            return;
+        let (decoder, decoded) = (&mut self.decoder, &mut self.decoded);
+        let samples = match crate::panic_guard::catch_silent(|| {
+            decoder.decode(payload, MAX_OPUS_SAMPLES, decoded)
+        }) {
+            Ok(Ok(samples)) => samples,
+            Ok(Err(_)) => {
+                self.counters.ignored += 1;
+                return;
+            }
+            Err(_) => {
+                // opus-rs panicked on the publisher's packet (0.1.40 has an underflow a
+                // fuzzer found): its state is not to be trusted, a fresh one takes the next.
+                self.counters.ignored += 1;
+                self.counters.decoder_panics += 1;
+                if let Ok(fresh) = OpusDecoder::new(RATE as i32, self.channels) {
+                    *self.decoder = fresh;
+                }
+                return;
+            }
         };
         self.counters.packets += 1;
         let samples = samples.min(MAX_OPUS_SAMPLES);
@@ -478,9 +493,42 @@ mod tests {
         data
     }
 
+    /// The fuzzer's packets on which opus-rs 0.1.40 panics (an underflow reading a SILK
+    /// frame's redundancy), framed as the fuzz target reads them.
+    const DECODER_PANIC: &[u8] =
+        include_bytes!("../../fuzz/corpus/seed-opus_aac/silk_redundancy_underflow");
+
+    #[test]
+    fn a_packet_the_decoder_panics_on_is_ignored_and_the_audio_goes_on() {
+        let channels = 1 + (DECODER_PANIC[0] & 1);
+        let mut t = OpusToAac::new(111, channels).unwrap();
+        let mut out = Vec::new();
+        let mut rest = &DECODER_PANIC[1..];
+        let mut last_seq = 0;
+        while let [hi, lo, tail @ ..] = rest {
+            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+            if let Ok(header) = RtpHeader::parse(&tail[..len]) {
+                last_seq = header.sequence_number();
+            }
+            run(&mut t, &tail[..len], 0, &mut out);
+            rest = &tail[len..];
+        }
+        assert!(t.counters.ignored > 0);
+        // A fresh decoder takes the stream's next packets.
+        let decoded = t.counters.packets;
+        let frames = out.len();
+        for (n, p) in sine_opus(1).iter().enumerate() {
+            let seq = last_seq.wrapping_add(1 + n as u16);
+            run(&mut t, &rtp(seq, 960 * (1000 + n as u32), p), 0, &mut out);
+        }
+        assert_eq!(t.counters.packets, decoded + 50);
+        assert!(out.len() > frames + 40, "{} frames", out.len() - frames);
+    }
+
     #[test]
     fn the_fuzz_target_takes_its_seed_and_garbage() {
         crate::fuzzing::fuzz_opus_aac(include_bytes!("../../fuzz/corpus/seed-opus_aac/sine"));
+        crate::fuzzing::fuzz_opus_aac(DECODER_PANIC);
         crate::fuzzing::fuzz_opus_aac(&fuzz_input());
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for len in (0..3000).step_by(37) {

@@ -211,7 +211,7 @@ fn start(
                 "RTMP players' audio: no Opus packet decoded"
             );
         }
-        info!(stream = name, session = %id, duration_s = %format_args!("{:.1}", started.elapsed().as_secs_f64()), opus_packets = c.packets, aac_frames = c.frames, ignored = c.ignored, gaps_filled = c.filled, "RTMP players' audio: transcoding off");
+        info!(stream = name, session = %id, duration_s = %format_args!("{:.1}", started.elapsed().as_secs_f64()), opus_packets = c.packets, aac_frames = c.frames, ignored = c.ignored, decoder_panics = c.decoder_panics, gaps_filled = c.filled, "RTMP players' audio: transcoding off");
         end_session(&state, id, EndReason::Deleted);
     });
     Ok(audio)
