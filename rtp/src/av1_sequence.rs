@@ -3,7 +3,7 @@
 //! frame of the coded video sequence, which WebRTC encoders set to the frame size they send
 //! and send again when it changes.
 
-const OBU_SEQUENCE_HEADER: u8 = 1;
+use crate::av1_obu::{leb128, OBU_SEQUENCE_HEADER};
 
 /// The size the first sequence header OBU in `payload` announces; `None` when the packet has
 /// none (or it is cut short or malformed).
@@ -106,18 +106,6 @@ fn sequence_size(data: &[u8]) -> Option<(u16, u16)> {
     let width = u64::from(r.bits(width_bits)?) + 1;
     let height = u64::from(r.bits(height_bits)?) + 1;
     Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
-}
-
-/// An unsigned LEB128 of at most 8 bytes (AV1 §4.10.5): its value and length.
-fn leb128(data: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, byte) in data.iter().take(8).enumerate() {
-        value |= u64::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 /// Big-endian bits, as AV1's `f(n)`.

@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod av1_obu;
 mod av1_sequence;
 mod codec;
 mod error;
