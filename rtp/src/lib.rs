@@ -61,6 +61,7 @@ pub mod twcc;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
+pub use av1_sequence::Av1SequenceHeader;
 pub use codec::{is_keyframe, keyframe_size, VideoCodec};
 pub use error::Error;
 pub use ext::{ExtensionElement, ExtensionIter, Extensions};
