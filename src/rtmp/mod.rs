@@ -25,7 +25,7 @@
 //! depacketizer that makes a stream's RTP FLV again for an RTMP player, [`opus_aac`] the
 //! Opus to AAC transcoder for RTMP players, run once per stream by [`player_audio`] while one
 //! plays, [`push`] an origin's RTMP publish to an edge, fed by [`rtp_rtmp`] (with
-//! [`rtp_vp9_flv`] for VP9 and [`rtp_opus_flv`] for Opus), [`listener`] the TCP listener and its limits.
+//! [`rtp_vp9_flv`] for VP9, [`rtp_av1_flv`] for AV1 and [`rtp_opus_flv`] for Opus), [`listener`] the TCP listener and its limits.
 
 pub mod aac_opus;
 pub mod audio;
@@ -40,6 +40,7 @@ pub mod player;
 pub mod player_audio;
 pub mod publisher;
 pub mod push;
+pub mod rtp_av1_flv;
 pub mod rtp_flv;
 pub mod rtp_opus_flv;
 pub mod rtp_rtmp;
