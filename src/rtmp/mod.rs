@@ -17,8 +17,9 @@
 //!
 //! [`connection`] is one client connection (bytes in, bytes and events out), [`chunk_guard`]
 //! the chunk stream checks in front of the protocol crate, [`flv`] the tag parsers (classic
-//! FLV, and Enhanced RTMP's FourCC tags: `avc1` and `vp09` video, `Opus` and `mp4a` audio),
-//! [`h264_rtp`] the RFC 6184 packetizer, [`vp9_rtp`] the RFC 9628 one, [`publisher`] one
+//! FLV, and Enhanced RTMP's FourCC tags: `avc1`, `vp09` and `av01` video, `Opus` and `mp4a` audio),
+//! [`h264_rtp`] the RFC 6184 packetizer, [`vp9_rtp`] the RFC 9628 one, [`av1_rtp`]
+//! AV1's (AOM), [`publisher`] one
 //! stream's video, [`audio`] its audio, AAC transcoded by [`aac_opus`] to Opus once per stream
 //! while players listen, Opus (Enhanced RTMP) forwarded as it comes, one RTP packet a frame,
 //! [`ingest`] the node's side of a publish, [`player`] the node's side of a play, [`rtp_flv`] the RFC 6184
@@ -29,6 +30,7 @@
 
 pub mod aac_opus;
 pub mod audio;
+pub mod av1_rtp;
 pub mod chunk_guard;
 pub mod connection;
 pub mod flv;
