@@ -545,7 +545,7 @@ fn av1_sequence_header(unit: &[u8]) -> Option<Vec<u8>> {
 const AV1_PT: u8 = 45;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the RTMP ingest of av01 (branch av1in): run once both are merged"]
+#[ignore = "needs the bench player to offer AV1 (branch av1in's bench/src/client.rs, not committed yet)"]
 async fn an_origin_pushes_av1_to_its_edge_over_enhanced_rtmp() {
     use rtcdn::rtmp::flv::{parse_video, Av1Config, VideoTag, FOURCC_AV1};
     use rtcdn::rtmp::rtp_av1_flv::RtpAv1ToFlv;
