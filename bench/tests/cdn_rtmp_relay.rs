@@ -614,7 +614,7 @@ async fn an_origin_pushes_av1_to_its_edge_over_enhanced_rtmp() {
     for (n, (key, obus)) in got.iter().enumerate() {
         let index = (start + n) % units.len();
         assert_eq!(obus, &units[index], "unit {n}");
-        assert_eq!(*key, index % 30 == 0, "unit {n}'s keyframe flag");
+        assert_eq!(*key, index.is_multiple_of(30), "unit {n}'s keyframe flag");
     }
     publisher.abort();
     origin.stop();

@@ -243,7 +243,7 @@ fn libaom_units_come_back_whole_without_temporal_delimiters_after_their_av1c() {
         assert_eq!(got.len(), 60, "mtu {mtu}");
         for (i, (time, key, obus)) in got.iter().enumerate() {
             assert_eq!(*obus, without_delimiters(&input[i]), "unit {i}, mtu {mtu}");
-            assert_eq!(*key, i % 30 == 0, "unit {i}");
+            assert_eq!(*key, i.is_multiple_of(30), "unit {i}");
             assert_eq!(*time, (i as u32 * 3000) / 90);
         }
         assert_eq!(
