@@ -15,7 +15,7 @@ use rtcdn::config::cdn::{CdnNode, CdnRole, StreamDistribution};
 use rtcdn::control::registry::AclChange;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT, VIDEO_PT, VP9_PT};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, AV1_PT, H264_PT, VIDEO_PT, VP9_PT};
 
 mod common;
 use common::{
@@ -540,12 +540,7 @@ fn av1_sequence_header(unit: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The payload type the edge's player gets AV1 under: Chrome's, which the bench player offers
-/// AV1 under (the ingest's branch adds it to the player's offer).
-const AV1_PT: u8 = 45;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the bench player to offer AV1 (branch av1in's bench/src/client.rs, not committed yet)"]
 async fn an_origin_pushes_av1_to_its_edge_over_enhanced_rtmp() {
     use rtcdn::rtmp::flv::{parse_video, Av1Config, VideoTag, FOURCC_AV1};
     use rtcdn::rtmp::rtp_av1_flv::RtpAv1ToFlv;
