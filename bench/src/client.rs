@@ -226,6 +226,9 @@ pub const H264_PT: u8 = 109;
 /// Payload type a player offers VP9 (profile 0) under, after VP8 and H.264: it plays a VP9
 /// stream (an RTMP `vp09` publisher's) too.
 pub const VP9_PT: u8 = 98;
+/// Payload type a player offers AV1 (profile 0) under, last, as Chrome does: it plays an AV1
+/// stream (an RTMP `av01` publisher's) too.
+pub const AV1_PT: u8 = 45;
 
 fn offer_codecs(kind: MediaKind, mode: Mode, options: OfferOptions) -> Vec<Codec> {
     let fb = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
@@ -257,6 +260,10 @@ fn offer_codecs(kind: MediaKind, mode: Mode, options: OfferOptions) -> Vec<Codec
                 vp9.fmtp = Some("profile-id=0".into());
                 vp9.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
                 codecs.push(vp9);
+                let mut av1 = Codec::new(AV1_PT, "AV1", 90000, None);
+                av1.fmtp = Some("level-idx=5;profile=0;tier=0".into());
+                av1.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
+                codecs.push(av1);
             }
             codecs
         }

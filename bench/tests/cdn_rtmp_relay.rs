@@ -3,8 +3,9 @@
 //! it. ffmpeg publishes H.264 and AAC to the origin over RTMP (the origin makes the AAC
 //! Opus); the edge's WHEP player gets H.264 from a keyframe and the Opus packets as the
 //! origin had them. A VP9 stream (libvpx's frames, published to the origin as Enhanced RTMP
-//! `vp09`) goes over RTMP too, and the edge's player gets the same frames. A VP8 stream is
-//! relayed over WebRTC instead. The access list travels with
+//! `vp09`) goes over RTMP too, and the edge's player gets the same frames; so does an AV1 one
+//! (libaom's temporal units, published as `av01`). A VP8 stream is relayed over WebRTC
+//! instead. The access list travels with
 //! the push, and a change of it publishes the stream again without ending the edge's players.
 //! When the publisher stops, the edge's players end. Everything stays on 127.0.0.1.
 
@@ -14,7 +15,7 @@ use rtcdn::config::cdn::{CdnNode, CdnRole, StreamDistribution};
 use rtcdn::control::registry::AclChange;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT, VIDEO_PT, VP9_PT};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, AV1_PT, H264_PT, VIDEO_PT, VP9_PT};
 
 mod common;
 use common::{
@@ -349,15 +350,17 @@ fn is_vp9_keyframe(frame: &[u8]) -> bool {
     rtp::vp9::Vp9FrameHeader::parse(frame).is_some_and(|h| h.keyframe)
 }
 
-/// Publishes `frames` to `rtmp_addr` as Enhanced RTMP `vp09` at 30 fps, looping, for `seconds`.
-async fn publish_vp9(
+/// Publishes `frames` (each with its keyframe flag) to `rtmp_addr` as Enhanced RTMP video of
+/// `fourcc` at 30 fps, after a sequence start of `config`, looping, for `seconds`.
+async fn publish_enhanced(
     rtmp_addr: std::net::SocketAddr,
     stream: &str,
-    frames: Vec<Vec<u8>>,
+    fourcc: [u8; 4],
+    config: Vec<u8>,
+    frames: Vec<(bool, Vec<u8>)>,
     seconds: u64,
 ) {
     use bytes::Bytes;
-    use rtcdn::rtmp::flv::{Vp9Config, FOURCC_VP9};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut socket = tokio::net::TcpStream::connect(rtmp_addr).await.unwrap();
@@ -373,25 +376,14 @@ async fn publish_vp9(
     }
     let tag = |key: bool, packet_type: u8, body: &[u8]| {
         let first = 0x80 | if key { 0x10 } else { 0x20 } | packet_type;
-        Bytes::from([&[first][..], &FOURCC_VP9, body].concat())
+        Bytes::from([&[first][..], &fourcc, body].concat())
     };
-    let config = Vp9Config {
-        profile: 0,
-        level: 10,
-        bit_depth: 8,
-        chroma_subsampling: 1,
-        full_range: false,
-        colour_primaries: 2,
-        transfer_characteristics: 2,
-        matrix_coefficients: 2,
-    };
-    push.send_video(0, tag(true, 0, &config.write())).unwrap();
+    push.send_video(0, tag(true, 0, &config)).unwrap();
     let started = Instant::now();
     let mut i = 0usize;
     while started.elapsed() < Duration::from_secs(seconds) {
-        let frame = &frames[i % frames.len()];
-        let key = is_vp9_keyframe(frame);
-        push.send_video((i as u32) * 33, tag(key, 1, frame))
+        let (key, frame) = &frames[i % frames.len()];
+        push.send_video((i as u32) * 33, tag(*key, 1, frame))
             .unwrap();
         socket.write_all(push.output()).await.unwrap();
         push.clear_output();
@@ -408,6 +400,39 @@ async fn publish_vp9(
     }
     let _ = push.finish();
     let _ = socket.write_all(push.output()).await;
+}
+
+/// Publishes libvpx's `frames` to `rtmp_addr` as Enhanced RTMP `vp09`.
+async fn publish_vp9(
+    rtmp_addr: std::net::SocketAddr,
+    stream: &str,
+    frames: Vec<Vec<u8>>,
+    seconds: u64,
+) {
+    use rtcdn::rtmp::flv::{Vp9Config, FOURCC_VP9};
+    let config = Vp9Config {
+        profile: 0,
+        level: 10,
+        bit_depth: 8,
+        chroma_subsampling: 1,
+        full_range: false,
+        colour_primaries: 2,
+        transfer_characteristics: 2,
+        matrix_coefficients: 2,
+    };
+    let frames = frames
+        .into_iter()
+        .map(|f| (is_vp9_keyframe(&f), f))
+        .collect();
+    publish_enhanced(
+        rtmp_addr,
+        stream,
+        FOURCC_VP9,
+        config.write().to_vec(),
+        frames,
+        seconds,
+    )
+    .await
 }
 
 /// The frames among a player's VP9 packets: each from the packet with B to the one with E, its
@@ -461,4 +486,132 @@ async fn an_origin_pushes_vp9_to_its_edge_over_enhanced_rtmp() {
         assert_eq!(*key, is_vp9_keyframe(&frames[index]), "frame {n}'s P bit");
     }
     publisher.abort();
+}
+
+/// libaom's temporal units of a test pattern (a keyframe every 30, its sequence header in each
+/// keyframe), without their temporal delimiters, as an MP4 sample or an `av01` frame holds
+/// them: ffmpeg's IVF output, read as [`vp9_frames`] reads it.
+fn av1_units(count: usize) -> Vec<Vec<u8>> {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-frames:v", &count.to_string(), "-pix_fmt", "yuv420p"])
+        .args(["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"])
+        .args(["-g", "30", "-b:v", "300k", "-f", "ivf", "pipe:1"])
+        .output()
+        .expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(output.status.success(), "{output:?}");
+    let mut rest = &output.stdout[32..];
+    let mut units = Vec::new();
+    while rest.len() >= 12 {
+        let size = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let mut unit = Vec::new();
+        for obu in rtp::av1_obu::ObuIter::new(&rest[12..12 + size]) {
+            let obu = obu.expect("libaom's OBUs read");
+            if obu.obu_type() == rtp::av1_obu::OBU_TEMPORAL_DELIMITER {
+                continue;
+            }
+            unit.push(obu.header | 0x02);
+            unit.extend(obu.extension);
+            let mut len = [0; rtp::av1_obu::LEB128_MAX];
+            let used = rtp::av1_obu::write_leb128(obu.payload.len(), &mut len);
+            unit.extend_from_slice(&len[..used]);
+            unit.extend_from_slice(obu.payload);
+        }
+        units.push(unit);
+        rest = &rest[12 + size..];
+    }
+    assert_eq!(units.len(), count);
+    units
+}
+
+/// A unit's sequence header OBU (with its size field), when it has one: a keyframe's.
+fn av1_sequence_header(unit: &[u8]) -> Option<Vec<u8>> {
+    let mut rest = unit;
+    for obu in rtp::av1_obu::ObuIter::new(unit) {
+        let obu = obu.unwrap();
+        let len = 1 + obu.extension.map_or(0, |_| 1) + rtp::av1_obu::leb128_len(obu.payload.len());
+        let (this, after) = rest.split_at(len + obu.payload.len());
+        if obu.obu_type() == rtp::av1_obu::OBU_SEQUENCE_HEADER {
+            return Some(this.to_vec());
+        }
+        rest = after;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_pushes_av1_to_its_edge_over_enhanced_rtmp() {
+    use rtcdn::rtmp::flv::{parse_video, Av1Config, VideoTag, FOURCC_AV1};
+    use rtcdn::rtmp::rtp_av1_flv::RtpAv1ToFlv;
+    use rtcdn::rtmp::rtp_flv::FlvVideo;
+
+    let (origin, edge) = rtmp_cdn();
+    let origin_rtmp = origin.rtmp_addr().expect("the origin listens for RTMP");
+    let certificate = DtlsCertificate::generate().unwrap();
+    let units = av1_units(60);
+    let sequence = av1_sequence_header(&units[0]).expect("the first unit is a keyframe");
+    let config = Av1Config {
+        seq_profile: 0,
+        seq_level_idx_0: 0,
+        seq_tier_0: false,
+        high_bitdepth: false,
+        twelve_bit: false,
+        monochrome: false,
+        chroma_subsampling_x: true,
+        chroma_subsampling_y: true,
+        chroma_sample_position: 0,
+        initial_presentation_delay_minus_one: None,
+        config_obus: &sequence,
+    };
+    let frames = units
+        .iter()
+        .map(|u| (av1_sequence_header(u).is_some(), u.clone()))
+        .collect();
+    let publisher = tokio::spawn(publish_enhanced(
+        origin_rtmp,
+        "av1cam",
+        FOURCC_AV1,
+        config.write(),
+        frames,
+        20,
+    ));
+
+    // The origin pushes the stream to the edge over RTMP (as `av01`), not over WebRTC.
+    wait_for_relay(&origin, "av1cam", "rtmp").await;
+    let mut player = play_when_live(&base_url(&edge), "av1cam", &certificate).await;
+    let video: Vec<Vec<u8>> = collect_rtp(&mut player, Duration::from_secs(4))
+        .await
+        .into_iter()
+        .filter(|p| rtp::RtpHeader::parse(p).is_ok_and(|h| h.payload_type().value() == AV1_PT))
+        .collect();
+    // The player's packets put back together as the origin's push does.
+    let mut depacketizer = RtpAv1ToFlv::new(AV1_PT);
+    let mut got = Vec::new();
+    for packet in &video {
+        depacketizer.push(packet, |v| {
+            if let FlvVideo::Frame { body, .. } = v {
+                let Ok(VideoTag::Av1Frame { keyframe, obus }) = parse_video(&body) else {
+                    panic!("{body:?}")
+                };
+                got.push((keyframe, obus.to_vec()));
+            }
+        });
+    }
+    assert!(got.len() >= 60, "{} AV1 temporal units in 4 s", got.len());
+    assert!(got[0].0, "the player starts on a keyframe");
+    assert_eq!(depacketizer.counters.losses, 0);
+    // Every unit is one libaom made, the keyframes where they were, in order.
+    let start = units
+        .iter()
+        .position(|u| *u == got[0].1)
+        .expect("the first unit is one of the publisher's");
+    for (n, (key, obus)) in got.iter().enumerate() {
+        let index = (start + n) % units.len();
+        assert_eq!(obus, &units[index], "unit {n}");
+        assert_eq!(*key, index.is_multiple_of(30), "unit {n}'s keyframe flag");
+    }
+    publisher.abort();
+    origin.stop();
+    edge.stop();
 }

@@ -3,7 +3,9 @@
 //! `avc1` video and `Opus` audio, announced by FourCC in `onMetaData`, and a WHEP player gets
 //! the H.264 from its keyframe and every Opus packet byte for byte, one RTP packet each, in
 //! order, 960 ticks (20 ms) apart. An `hvc1` publish is refused with its name in the log line's
-//! reason. Everything stays on 127.0.0.1.
+//! reason. An `av01` publish of libaom's temporal units (ffmpeg's, from IVF) reaches a WHEP player
+//! as AV1 RTP whose OBUs are the published ones, from a keyframe on, keyframes (N) where they
+//! were. Everything stays on 127.0.0.1.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,12 +20,12 @@ use rml_rtmp::time::RtmpTimestamp;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
 use rtcdn::rtmp::flv::{
-    fourcc_codec_id, AUDIO_PACKET_CODED_FRAMES, AUDIO_PACKET_SEQUENCE_START, FOURCC_AVC,
-    FOURCC_HEVC, FOURCC_OPUS, OPUS_HEAD_MAGIC, SOUND_FORMAT_EX_HEADER, VIDEO_EX_HEADER,
+    fourcc_codec_id, AUDIO_PACKET_CODED_FRAMES, AUDIO_PACKET_SEQUENCE_START, FOURCC_AV1,
+    FOURCC_AVC, FOURCC_HEVC, FOURCC_OPUS, OPUS_HEAD_MAGIC, SOUND_FORMAT_EX_HEADER, VIDEO_EX_HEADER,
     VIDEO_FRAME_INTER, VIDEO_FRAME_KEY, VIDEO_PACKET_CODED_FRAMES, VIDEO_PACKET_CODED_FRAMES_X,
     VIDEO_PACKET_SEQUENCE_START,
 };
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, H264_PT};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, AV1_PT, H264_PT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -335,5 +337,236 @@ async fn an_enhanced_rtmp_publish_of_avc1_and_opus_reaches_a_whep_player_opus_un
         hevc.closed_within(Duration::from_secs(5)).await,
         "an hvc1 publish is closed"
     );
+    node.stop();
+}
+
+/// libaom's AV1 (ffmpeg, realtime, a keyframe a second) for `frames` frames of 320x240 test
+/// pattern: the IVF frames, each one temporal unit in the low overhead format.
+fn libaom_temporal_units(frames: u32) -> Vec<Vec<u8>> {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .args(["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"])
+        .args(["-g", "30", "-f", "ivf", "pipe:1"])
+        .output()
+        .expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(output.status.success(), "ffmpeg: {:?}", output);
+    // A 32-byte file header, then each frame's 4-byte size and 8-byte timestamp.
+    let mut rest = &output.stdout[32..];
+    let mut units = Vec::new();
+    while rest.len() >= 12 {
+        let size = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        units.push(rest[12..12 + size].to_vec());
+        rest = &rest[12 + size..];
+    }
+    assert_eq!(units.len(), frames as usize);
+    units
+}
+
+/// The OBUs of `unit` (low overhead format) but its temporal delimiters, each written again
+/// with the shortest size field: what a player's depacketizer gets back.
+fn obus_without_tds(unit: &[u8]) -> Vec<u8> {
+    use rtp::av1_obu::{ObuIter, OBU_TEMPORAL_DELIMITER};
+    let mut out = Vec::new();
+    for obu in ObuIter::new(unit) {
+        let obu = obu.expect("libaom's OBUs parse");
+        if obu.obu_type() != OBU_TEMPORAL_DELIMITER {
+            put_obu(&mut out, obu.header, obu.extension, obu.payload);
+        }
+    }
+    out
+}
+
+fn put_obu(out: &mut Vec<u8>, header: u8, extension: Option<u8>, payload: &[u8]) {
+    out.push(header | 0x02);
+    out.extend(extension);
+    let mut size = [0u8; 8];
+    let len = rtp::av1_obu::write_leb128(payload.len(), &mut size);
+    out.extend_from_slice(&size[..len]);
+    out.extend_from_slice(payload);
+}
+
+/// Whether `unit` carries a sequence header: libaom sends one with each keyframe.
+fn has_sequence_header(unit: &[u8]) -> bool {
+    rtp::av1_obu::ObuIter::new(unit)
+        .any(|obu| obu.unwrap().obu_type() == rtp::av1_obu::OBU_SEQUENCE_HEADER)
+}
+
+/// The av1C ffmpeg would write for `sequence_header` (an OBU with its size field): marker and
+/// version, profile and level read from it, 4:2:0, then the OBU.
+fn av1c(sequence_header: &[u8]) -> Vec<u8> {
+    let body = &sequence_header[2..];
+    // seq_profile(3) still_picture(1) reduced_still_picture_header(1) timing_info_present(1)
+    // initial_display_delay_present(1) operating_points_cnt_minus_1(5)
+    // operating_point_idc[0](12) seq_level_idx[0](5): libaom's has no timing info.
+    let bits = u32::from_be_bytes(body[..4].try_into().unwrap());
+    assert_eq!(
+        bits >> 26 & 0x7,
+        0,
+        "no reduced header, timing info or display delay"
+    );
+    let (profile, level) = ((bits >> 29) as u8, (bits >> 2 & 0x1F) as u8);
+    [&[0x81, profile << 5 | level, 0x0C, 0][..], sequence_header].concat()
+}
+
+/// A WHEP player's AV1 RTP as temporal units (OBUs with size fields again), each with whether
+/// its first packet had N set; checks Z/Y, W, the marker and the sequence numbers as it goes.
+fn depacketize_av1(packets: &[rtp::RtpHeader]) -> Vec<(Vec<u8>, bool)> {
+    let mut units = Vec::new();
+    let (mut unit, mut fragment) = (Vec::new(), Vec::<u8>::new());
+    let mut new_sequence = None;
+    let mut pending_y = false;
+    for (i, packet) in packets.iter().enumerate() {
+        if i > 0 {
+            let expected = packets[i - 1].sequence_number().wrapping_add(1);
+            assert_eq!(packet.sequence_number(), expected, "no loss on loopback");
+        }
+        let payload = packet.payload();
+        let aggregation = payload[0];
+        new_sequence.get_or_insert(aggregation & 0x08 != 0);
+        assert_eq!(aggregation & 0x80 != 0, pending_y, "Z after Y, packet {i}");
+        let w = usize::from(aggregation >> 4 & 0x03);
+        let mut rest = &payload[1..];
+        let mut index = 0;
+        while !rest.is_empty() {
+            index += 1;
+            let element = if w == 0 || index < w {
+                let (len, used) = rtp::av1_obu::leb128(rest).expect("an element length");
+                let element = &rest[used..used + len as usize];
+                rest = &rest[used + len as usize..];
+                element
+            } else {
+                std::mem::take(&mut rest)
+            };
+            fragment.extend_from_slice(element);
+            if !(rest.is_empty() && aggregation & 0x40 != 0) {
+                let header = fragment[0];
+                assert_eq!(header & 0x02, 0, "OBU elements have no size field");
+                let extension = (header & 0x04 != 0).then(|| fragment[1]);
+                let head = 1 + usize::from(extension.is_some());
+                put_obu(&mut unit, header, extension, &fragment[head..]);
+                fragment.clear();
+            }
+        }
+        assert!(w == 0 || index == w, "W counts the elements");
+        pending_y = aggregation & 0x40 != 0;
+        if packet.marker() {
+            assert!(!pending_y, "a temporal unit ends with whole OBUs");
+            units.push((std::mem::take(&mut unit), new_sequence.take().unwrap()));
+        }
+    }
+    units
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enhanced_rtmp_publish_of_av01_reaches_a_whep_player_obu_for_obu() {
+    let units = libaom_temporal_units(90);
+    let keyframes: Vec<bool> = units.iter().map(|u| has_sequence_header(u)).collect();
+    assert_eq!(
+        keyframes.iter().filter(|k| **k).count(),
+        3,
+        "a keyframe each 30 frames"
+    );
+    let sequence_header: Vec<u8> = rtp::av1_obu::ObuIter::new(&units[0])
+        .map(Result::unwrap)
+        .find(|obu| obu.obu_type() == rtp::av1_obu::OBU_SEQUENCE_HEADER)
+        .map(|obu| {
+            let mut out = Vec::new();
+            put_obu(&mut out, obu.header, obu.extension, obu.payload);
+            out
+        })
+        .unwrap();
+
+    let mut config = loopback_config(1);
+    config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
+    let node = Node::start(&config).expect("node starts");
+    let rtmp = node.rtmp_addr().expect("RTMP listener runs");
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+
+    let mut publisher = Publisher::start(rtmp, "acam").await;
+    let mut metadata = StreamMetadata::new();
+    metadata.video_codec_id = Some(fourcc_codec_id(FOURCC_AV1));
+    publisher.metadata(&metadata).await;
+    let start = ex_video(
+        VIDEO_FRAME_KEY,
+        VIDEO_PACKET_SEQUENCE_START,
+        FOURCC_AV1,
+        &av1c(&sequence_header),
+    );
+    publisher.video(0, start).await;
+
+    // 30 fps for 8 s, the 90 units over again (each round starts with a keyframe).
+    let sent = units.clone();
+    let publishing = tokio::spawn(async move {
+        let started = Instant::now();
+        for frame in 0..30 * 8u32 {
+            let index = (frame % 90) as usize;
+            let (frame_type, packet_type) = if keyframes[index] {
+                (VIDEO_FRAME_KEY, VIDEO_PACKET_CODED_FRAMES)
+            } else {
+                (VIDEO_FRAME_INTER, VIDEO_PACKET_CODED_FRAMES_X)
+            };
+            let message = ex_video(frame_type, packet_type, FOURCC_AV1, &sent[index]);
+            let ms = frame * 1000 / 30;
+            publisher.video(ms, message).await;
+            let due = Duration::from_millis(u64::from(ms));
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
+        publisher
+    });
+
+    let mut player = play_when_live(&base, "acam", &certificate).await;
+    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
+    let mut publisher = publishing.await.unwrap();
+    let video: Vec<_> = packets
+        .iter()
+        .map(|p| rtp::RtpHeader::parse(p).expect("RTP"))
+        .filter(|h| h.payload_type() == rtp::Pt::new(AV1_PT))
+        .collect();
+    assert_eq!(video.len(), packets.len(), "AV1 only");
+    let received = depacketize_av1(&video);
+    assert!(
+        received.len() >= 90,
+        "{} temporal units in 4 s",
+        received.len()
+    );
+    // The first is a keyframe, N set; then the published units in order, from that one on.
+    let expected: Vec<Vec<u8>> = units.iter().map(|u| obus_without_tds(u)).collect();
+    let first = expected
+        .iter()
+        .position(|u| *u == received[0].0)
+        .expect("the first temporal unit is one published");
+    assert!(
+        received[0].1 && has_sequence_header(&units[first]),
+        "from a keyframe"
+    );
+    for (k, (unit, new_sequence)) in received.iter().enumerate() {
+        let index = (first + k) % 90;
+        assert_eq!(
+            *unit, expected[index],
+            "temporal unit {k} (published {index})"
+        );
+        assert_eq!(
+            *new_sequence,
+            has_sequence_header(&units[index]),
+            "N of {k}"
+        );
+    }
+    // One RTP time a unit, 30 fps on the 90 kHz clock.
+    let starts: Vec<u32> = video
+        .windows(2)
+        .filter(|pair| pair[0].marker())
+        .map(|pair| pair[1].timestamp().wrapping_sub(pair[0].timestamp()))
+        .collect();
+    assert!(
+        starts.iter().all(|d| (2970..=3060).contains(d)),
+        "{starts:?}"
+    );
+
+    let stop = publisher.session.stop_publishing().unwrap();
+    publisher.send(stop).await;
+    assert!(player.wait_ended(Duration::from_secs(10)).await.is_some());
     node.stop();
 }

@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod av1_obu;
 mod av1_sequence;
 mod codec;
 mod error;
@@ -60,6 +61,7 @@ pub mod twcc;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
+pub use av1_sequence::Av1SequenceHeader;
 pub use codec::{is_keyframe, keyframe_size, VideoCodec};
 pub use error::Error;
 pub use ext::{ExtensionElement, ExtensionIter, Extensions};

@@ -30,9 +30,9 @@ pub enum StreamDistribution {
     /// "webrtc": the origin publishes each stream to each edge over the WCS WebSocket protocol.
     #[default]
     WebRtc,
-    /// "rtmp": the origin publishes each stream to each edge's RTMP listener (H.264 and VP9
-    /// video and Opus audio as they came, over Enhanced RTMP); a stream RTMP cannot carry (VP8,
-    /// layered VP9, AV1 video) goes over WebRTC instead.
+    /// "rtmp": the origin publishes each stream to each edge's RTMP listener (H.264, VP9 and
+    /// AV1 video and Opus audio as they came, over Enhanced RTMP); a stream RTMP cannot carry
+    /// (VP8, simulcast, VP9 or AV1 with spatial layers) goes over WebRTC instead.
     Rtmp,
 }
 

@@ -1,5 +1,5 @@
 //! The `rtp_flv` fuzz target's body: packets into an RTMP player's RTP → FLV depacketizer, an
-//! RTMP push's VP9 RTP → Enhanced RTMP video, and its Opus RTP → Enhanced RTMP audio.
+//! RTMP push's VP9 and AV1 RTP → Enhanced RTMP video, and its Opus RTP → Enhanced RTMP audio.
 
 /// Packets framed `[len: u16][packet]…` into [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for
 /// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV
@@ -7,7 +7,11 @@
 /// exactly, within the access unit bound, on a clock that never goes back. The same packets go
 /// to [`RtpVp9ToFlv`](crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv) for payload type 98: its sequence
 /// starts parse as `vp09` configuration records, its frames as `vp09` frames tagged as they
-/// say, within the bound, on a clock that never goes back. A length with its
+/// say, within the bound, on a clock that never goes back. And to
+/// [`RtpAv1ToFlv`](crate::rtmp::rtp_av1_flv::RtpAv1ToFlv) for payload type 45: its sequence
+/// starts parse as `av01` configuration records whose config OBUs are one sequence header with
+/// its size, its temporal units as `av01` frames of OBUs that each have a size field and fill
+/// the tag exactly, within the bound, on a clock that never goes back. A length with its
 /// top bit set sends the packet to [`RtpOpusToFlv`](crate::rtmp::rtp_opus_flv::RtpOpusToFlv)
 /// for payload type 111 instead, whose audio tags carry the packet's payload after the
 /// ExHeader and FourCC, on a clock that never goes back either.
@@ -74,6 +78,42 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             assert_eq!(tagged, keyframe);
         }
     };
+    let mut av1 = crate::rtmp::rtp_av1_flv::RtpAv1ToFlv::new(45);
+    let mut last_av1_ms = 0u32;
+    let mut check_av1 = |video: FlvVideo| match video {
+        FlvVideo::Config { body, size, .. } => {
+            let Ok(VideoTag::Av1Config(config)) = parse_video(&body) else {
+                panic!("an AV1 sequence start that does not parse: {body:?}")
+            };
+            let obus = av1_obus(config.config_obus);
+            assert!(
+                matches!(obus[..], [(1, _)]),
+                "one sequence header: {obus:?}"
+            );
+            assert!(size.is_none_or(|(w, h)| w > 0 && h > 0));
+        }
+        FlvVideo::Frame {
+            timestamp_ms,
+            keyframe,
+            body,
+        } => {
+            assert!(timestamp_ms >= last_av1_ms, "the AV1 clock never goes back");
+            last_av1_ms = timestamp_ms;
+            assert!(body.len() <= MAX_ACCESS_UNIT + 5);
+            let Ok(VideoTag::Av1Frame {
+                keyframe: tagged,
+                obus,
+            }) = parse_video(&body)
+            else {
+                panic!("an AV1 temporal unit that does not parse: {body:?}")
+            };
+            assert_eq!(tagged, keyframe);
+            let obus = av1_obus(obus);
+            // No temporal delimiters, tile lists or padding; a keyframe has its sequence header.
+            assert!(obus.iter().all(|(kind, _)| ![2, 8, 15].contains(kind)));
+            assert!(!keyframe || obus.iter().any(|(kind, _)| *kind == 1));
+        }
+    };
     let mut opus = crate::rtmp::rtp_opus_flv::RtpOpusToFlv::new(111, 2);
     let mut last_audio_ms = 0u32;
     let mut check_audio = |audio: crate::rtmp::rtp_opus_flv::FlvAudio, payload: &[u8]| {
@@ -101,7 +141,35 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
         } else {
             flv.push(packet, &mut check);
             vp9.push(packet, &mut check_vp9);
+            av1.push(packet, &mut check_av1);
         }
         rest = &tail[len..];
     }
+}
+
+/// The OBUs of a temporal unit in the low overhead format, each (type, payload length):
+/// panics unless every one has its size field and together they fill `unit` exactly.
+fn av1_obus(mut unit: &[u8]) -> Vec<(u8, usize)> {
+    let mut obus = Vec::new();
+    while let Some(&header) = unit.first() {
+        assert!(
+            header & 0x82 == 0x02,
+            "forbidden bit clear, size field set: {header:#x}"
+        );
+        let mut pos = if header & 0x04 != 0 { 2 } else { 1 };
+        let mut len = 0usize;
+        for i in 0..8 {
+            let byte = unit[pos];
+            pos += 1;
+            len |= usize::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                break;
+            }
+            assert!(i < 7, "a size of at most 8 bytes");
+        }
+        assert!(pos + len <= unit.len(), "the OBUs fill the tag");
+        obus.push(((header >> 3) & 0x0F, len));
+        unit = &unit[pos + len..];
+    }
+    obus
 }

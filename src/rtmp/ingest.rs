@@ -1,6 +1,6 @@
 //! An RTMP stream as the node knows it: the publish key read for a name and a token (or an
 //! origin's relay token and access list: `cdn.stream_distribution = "rtmp"`), the policy asked
-//! as for a WHIP publish, the stream registered with an H.264 or VP9 track (and an Opus track for its
+//! as for a WHIP publish, the stream registered with an H.264, VP9 or AV1 track (and an Opus track for its
 //! transcoded AAC or its Enhanced RTMP Opus) and placed on a media core as an ingest (see
 //! `crate::media::ingest`).
 
@@ -13,7 +13,7 @@ use crate::signalling::media::{authorize, http_stream_fields, new_session_id, Ho
 use crate::signalling::Signalling;
 
 use super::aac_opus::OPUS_PT;
-use super::publisher::{RtmpVideoCodec, H264_PT, VP9_PT};
+use super::publisher::{RtmpVideoCodec, AV1_PT, H264_PT, VP9_PT};
 
 /// Packets an ingest's ring holds: over a second of 3 Mbit/s video, ~1.2 MB.
 pub const INGEST_RING_PACKETS: usize = 1024;
@@ -99,6 +99,16 @@ pub fn register(
         ),
         // As browsers offer VP9 (RFC 9628 §6).
         RtmpVideoCodec::Vp9 { profile } => (VP9_PT, "VP9", format!("profile-id={profile}")),
+        // As Chrome offers AV1 ("RTP Payload Format For AV1" §7.2).
+        RtmpVideoCodec::Av1 {
+            profile,
+            level_idx,
+            tier,
+        } => (
+            AV1_PT,
+            "AV1",
+            format!("level-idx={level_idx};profile={profile};tier={tier}"),
+        ),
     };
     let video = StreamTrack {
         kind: MediaKind::Video,

@@ -2,9 +2,9 @@
 //! `rtmp.max_connections`, reads each into its [`RtmpConnection`] under the handshake and idle
 //! timeouts, writes its answers, and carries out what it asks: a publish is authorized (an
 //! origin's RTMP relay by its relay token) and, at the stream's sequence header, registered;
-//! its video, and its audio as Opus (AAC transcoded while players or relays listen, Enhanced
-//! RTMP's Opus as it comes), go to the stream's media core as RTP through the ingest ring,
-//! with the core's wake-up once per frame. A play is authorized and registered as a player
+//! its video (H.264, VP9 or AV1), and its audio as Opus (AAC transcoded while players or
+//! relays listen, Enhanced RTMP's Opus as it comes), go to the stream's media core as RTP
+//! through the ingest ring, with the core's wake-up once per frame. A play is authorized and registered as a player
 //! with a tap on the stream's publisher's core; the tap's RTP becomes FLV video for the
 //! player, written as the player's socket takes it (a player too slow loses frames until the
 //! next keyframe, and is closed when it takes nothing for `rtmp.idle_timeout_secs`). A stream
@@ -21,13 +21,14 @@ use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::audio::{AudioOutcome, RtmpAudio};
+use super::av1_rtp::Av1Error;
 use super::chunk_guard::ChunkLimits;
 use super::connection::{RtmpConnection, RtmpEvent};
 use super::h264_rtp::RTP_MAX_PACKET;
 use super::ingest::{self, Registered};
 use super::player::{self, Playing};
 use super::player_audio::{self, AacFrame, AudioSubscription, PlayerAudio};
-use super::publisher::{RtmpPublisher, RtmpVideoCodec, VideoOutcome};
+use super::publisher::{RtmpPublisher, RtmpVideoCodec, VideoError, VideoOutcome};
 use super::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::auth::Authorized;
 use crate::config::rtmp::RtmpConfig;
@@ -102,6 +103,8 @@ struct Published {
     ingest: Option<Registered>,
     /// An audio problem was logged (once per stream; the video goes on).
     audio_noted: bool,
+    /// Malformed AV1 temporal units skipped (logged at the first, second, fourth, ...).
+    bad_frames: u64,
     b_frames_noted: bool,
     interval_noted: Option<u32>,
 }
@@ -569,6 +572,7 @@ impl Client {
             players_checked: None,
             ingest: None,
             audio_noted: false,
+            bad_frames: 0,
             b_frames_noted: false,
             interval_noted: None,
         });
@@ -625,6 +629,14 @@ impl Client {
                         ("H.264", format!("profile-level-id={profile_level_id}"))
                     }
                     RtmpVideoCodec::Vp9 { profile } => ("VP9", format!("profile-id={profile}")),
+                    RtmpVideoCodec::Av1 {
+                        profile,
+                        level_idx,
+                        tier,
+                    } => (
+                        "AV1",
+                        format!("profile={profile} level-idx={level_idx} tier={tier}"),
+                    ),
                 };
                 let codecs = match (with_audio, published.audio.is_opus()) {
                     (false, _) => video.to_owned(),
@@ -659,6 +671,14 @@ impl Client {
                 info!(%peer, stream = published.name, "RTMP sequence header changed");
             }
             Ok(VideoOutcome::Skipped | VideoOutcome::Nothing) => {}
+            Err(VideoError::Av1(e @ Av1Error::Obus(_))) => {
+                // One broken temporal unit (nothing of it went out): the stream goes on from
+                // its next keyframe.
+                published.bad_frames += 1;
+                if published.bad_frames.is_power_of_two() {
+                    warn!(%peer, stream = published.name, skipped = published.bad_frames, "RTMP AV1 frame skipped, waiting for the next keyframe: {e}");
+                }
+            }
             Err(e) => {
                 // A frame before the sequence header, or a codec rtcdn does not carry: say it
                 // once per kind of problem would need state; the encoder's setup is wrong, so

@@ -1,9 +1,11 @@
 //! [`RtmpPublisher`]: one published RTMP stream's video, sans-IO: FLV video messages in, RTP
 //! packets out (through a callback), with what the node logs about the encoder (its keyframe
 //! interval, B-frames). H.264 (classic or `avc1`) goes out by [`H264Packetizer`], VP9 (`vp09`,
-//! an rtcdn origin's push or an Enhanced RTMP encoder) by [`Vp9Packetizer`]; the first
-//! sequence start says which, and the stream is registered with that codec.
+//! an rtcdn origin's push or an Enhanced RTMP encoder) by [`Vp9Packetizer`], AV1 (`av01`) by
+//! [`Av1Packetizer`]; the first sequence start says which, and the stream is registered with
+//! that codec.
 
+use super::av1_rtp::{Av1Error, Av1Packetizer};
 use super::flv::{parse_video, FlvError, VideoTag};
 use super::h264_rtp::{FrameInfo, H264Packetizer, PacketizeError, RtpClock};
 use super::vp9_rtp::Vp9Packetizer;
@@ -13,6 +15,8 @@ pub const H264_PT: u8 = 102;
 /// The payload type of the VP9 track an RTMP stream is registered with (Chrome's for VP9
 /// profile 0).
 pub const VP9_PT: u8 = 98;
+/// The payload type of the AV1 track an RTMP stream is registered with (Chrome's for AV1).
+pub const AV1_PT: u8 = 45;
 
 /// The video codec a sequence start configured, as the stream is registered with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +25,13 @@ pub enum RtmpVideoCodec {
     H264 { profile_level_id: String },
     /// VP9 of this `profile-id`.
     Vp9 { profile: u8 },
+    /// AV1 of this `profile`, `level-idx` and `tier` (the av1C's `seq_profile`,
+    /// `seq_level_idx_0` and `seq_tier_0`).
+    Av1 {
+        profile: u8,
+        level_idx: u8,
+        tier: u8,
+    },
 }
 
 /// What a video message did.
@@ -45,10 +56,15 @@ pub enum VideoError {
     Flv(#[from] FlvError),
     #[error(transparent)]
     Packetize(#[from] PacketizeError),
+    /// Malformed AV1 OBUs: a temporal unit's (the frame is skipped, and the stream waits for
+    /// its next keyframe) or a sequence start's.
+    #[error(transparent)]
+    Av1(#[from] Av1Error),
     /// A sequence start of another codec than the first one.
     #[error("the video codec changed mid-stream (the stream is registered with the first one)")]
     CodecChanged,
-    /// A VP9 frame before its sequence start, or an H.264 frame in a VP9 stream.
+    /// A VP9 or AV1 frame before its sequence start, or a frame of another codec than the
+    /// stream's.
     #[error("a frame of another codec than the sequence start's")]
     Unconfigured,
 }
@@ -58,6 +74,8 @@ pub struct RtmpPublisher {
     packetizer: H264Packetizer,
     /// Set by a `vp09` sequence start: the stream is VP9.
     vp9: Option<Vp9Packetizer>,
+    /// Set by an `av01` sequence start: the stream is AV1.
+    av1: Option<Av1Packetizer>,
     ssrc: u32,
     first_seq: u16,
     clock: RtpClock,
@@ -83,6 +101,7 @@ impl RtmpPublisher {
         RtmpPublisher {
             packetizer: H264Packetizer::new(H264_PT, ssrc, first_seq),
             vp9: None,
+            av1: None,
             ssrc,
             first_seq,
             clock: RtpClock { base: rtp_base },
@@ -116,7 +135,7 @@ impl RtmpPublisher {
     ) -> Result<VideoOutcome, VideoError> {
         match parse_video(data)? {
             VideoTag::AvcConfig(config) => {
-                if self.vp9.is_some() {
+                if self.vp9.is_some() || self.av1.is_some() {
                     return Err(VideoError::CodecChanged);
                 }
                 self.packetizer.set_config(&config);
@@ -155,7 +174,7 @@ impl RtmpPublisher {
                 composition_ms,
                 nalus,
             } => {
-                if self.vp9.is_some() {
+                if self.vp9.is_some() || self.av1.is_some() {
                     return Err(VideoError::Unconfigured);
                 }
                 if self.waiting_for_keyframe && !keyframe {
@@ -166,10 +185,47 @@ impl RtmpPublisher {
                 let info = self.packetizer.packetize(rtp_time, nalus, emit)?;
                 Ok(VideoOutcome::Frame(self.count(timestamp_ms, info)))
             }
-            // Not packetized yet.
-            VideoTag::Av1Config(_) | VideoTag::Av1Frame { .. } => Err(VideoError::Flv(
-                FlvError::UnsupportedFourCc(super::flv::FOURCC_AV1),
-            )),
+            VideoTag::Av1Config(config) => {
+                if self.configured && self.av1.is_none() {
+                    return Err(VideoError::CodecChanged);
+                }
+                // A later one (a new resolution) replaces what keyframes without their own
+                // sequence header get; a first one that does not parse configures nothing.
+                let mut fresh = None;
+                let packetizer = match self.av1.as_mut() {
+                    Some(packetizer) => packetizer,
+                    None => fresh.insert(Av1Packetizer::new(AV1_PT, self.ssrc, self.first_seq)),
+                };
+                packetizer.set_config_obus(config.config_obus)?;
+                if let Some(packetizer) = fresh {
+                    self.av1 = Some(packetizer);
+                }
+                if std::mem::replace(&mut self.configured, true) {
+                    return Ok(VideoOutcome::Reconfigured);
+                }
+                Ok(VideoOutcome::Configured(RtmpVideoCodec::Av1 {
+                    profile: config.seq_profile,
+                    level_idx: config.seq_level_idx_0,
+                    tier: u8::from(config.seq_tier_0),
+                }))
+            }
+            VideoTag::Av1Frame { keyframe, obus } => {
+                let Some(packetizer) = self.av1.as_mut() else {
+                    return Err(VideoError::Unconfigured);
+                };
+                if self.waiting_for_keyframe && !keyframe {
+                    return Ok(VideoOutcome::Skipped);
+                }
+                let rtp_time = self.clock.rtp_time(timestamp_ms, 0);
+                match packetizer.packetize(rtp_time, obus, keyframe, emit) {
+                    Ok(info) => Ok(VideoOutcome::Frame(self.count(timestamp_ms, info))),
+                    Err(e) => {
+                        // Players miss a frame the next ones may refer to.
+                        self.waiting_for_keyframe = true;
+                        Err(e.into())
+                    }
+                }
+            }
             VideoTag::Other => Ok(VideoOutcome::Nothing),
         }
     }
@@ -290,5 +346,101 @@ mod tests {
             u32::from_be_bytes(packets[0].0[4..8].try_into().unwrap()),
             40 * 90
         );
+    }
+
+    #[test]
+    fn an_av01_sequence_start_makes_an_av1_stream_that_skips_bad_frames_to_a_keyframe() {
+        use crate::rtmp::flv::tests::ex_video;
+        use crate::rtmp::flv::{
+            Av1Config, FOURCC_AV1, VIDEO_EX_HEADER, VIDEO_FRAME_INTER, VIDEO_PACKET_CODED_FRAMES,
+        };
+        let mut p = RtmpPublisher::new(7, 0, 0);
+        let mut packets = Vec::new();
+        let mut emit = |packet: &[u8], keyframe: bool| packets.push((packet.to_vec(), keyframe));
+        // libaom's 320x240 sequence header; a key frame OBU, an inter one.
+        let sequence_header = [
+            0x0A, 0x0B, 0x00, 0x00, 0x00, 0x04, 0x3C, 0xFF, 0xBC, 0xDA, 0xF9, 0x00, 0x40,
+        ];
+        let key = ex_video(
+            VIDEO_PACKET_CODED_FRAMES,
+            FOURCC_AV1,
+            &[0x12, 0, 0x32, 1, 0x10],
+        );
+        let mut inter = ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_AV1, &[0x32, 1, 0x30]);
+        inter[0] = VIDEO_EX_HEADER | VIDEO_FRAME_INTER << 4 | VIDEO_PACKET_CODED_FRAMES;
+        assert_eq!(
+            p.handle_video(0, &key, &mut emit),
+            Err(VideoError::Unconfigured)
+        );
+        let mut record = Av1Config {
+            seq_profile: 0,
+            seq_level_idx_0: 0,
+            seq_tier_0: false,
+            high_bitdepth: false,
+            twelve_bit: false,
+            monochrome: false,
+            chroma_subsampling_x: true,
+            chroma_subsampling_y: true,
+            chroma_sample_position: 0,
+            initial_presentation_delay_minus_one: None,
+            config_obus: &[0x0A, 0x0B, 0x00],
+        };
+        let bad_start = ex_video(0, FOURCC_AV1, &record.write());
+        assert!(matches!(
+            p.handle_video(0, &bad_start, &mut emit),
+            Err(VideoError::Av1(Av1Error::ConfigObus(_)))
+        ));
+        assert!(!p.is_configured());
+        record.config_obus = &sequence_header;
+        let start = ex_video(0, FOURCC_AV1, &record.write());
+        assert_eq!(
+            p.handle_video(0, &start, &mut emit),
+            Ok(VideoOutcome::Configured(RtmpVideoCodec::Av1 {
+                profile: 0,
+                level_idx: 0,
+                tier: 0
+            }))
+        );
+        assert_eq!(
+            p.handle_video(0, &start, &mut emit),
+            Ok(VideoOutcome::Reconfigured)
+        );
+        assert!(matches!(
+            p.handle_video(40, &key, &mut emit),
+            Ok(VideoOutcome::Frame(FrameInfo {
+                packets: 1,
+                idr: true
+            }))
+        ));
+        // A malformed temporal unit is an error and the inter frames after it wait.
+        let broken = ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_AV1, &[0x32, 9, 0x10]);
+        assert!(matches!(
+            p.handle_video(73, &broken, &mut emit),
+            Err(VideoError::Av1(Av1Error::Obus(_)))
+        ));
+        assert_eq!(
+            p.handle_video(106, &inter, &mut emit),
+            Ok(VideoOutcome::Skipped)
+        );
+        p.handle_video(139, &key, &mut emit).unwrap();
+        assert!(matches!(
+            p.handle_video(172, &inter, &mut emit),
+            Ok(VideoOutcome::Frame(_))
+        ));
+        assert_eq!((p.keyframes, p.frames), (2, 3));
+        // Other codecs do not mix in.
+        assert_eq!(
+            p.handle_video(0, &config(), &mut emit),
+            Err(VideoError::CodecChanged)
+        );
+        assert_eq!(
+            p.handle_video(0, &frame(true, 0), &mut emit),
+            Err(VideoError::Unconfigured)
+        );
+        // The first key frame went with the av1C's sequence header, N set, on payload type 45.
+        let (packet, keyframe) = &packets[0];
+        assert!(*keyframe && packet[1] == 0x80 | AV1_PT);
+        assert_eq!(packet[12..16], [0x28, 12, 0x08, 0x00]);
+        assert_eq!(packet[packet.len() - 2..], [0x30, 0x10]);
     }
 }

@@ -1,16 +1,17 @@
-//! [`RtpToRtmp`]: a stream's plain RTP (H.264 or VP9 video, Opus audio) as the RTMP messages
+//! [`RtpToRtmp`]: a stream's plain RTP (H.264, VP9 or AV1 video, Opus audio) as the RTMP messages
 //! of one publish, sans-IO — what an origin's RTMP push sends an edge. Packets in as a tap hands them
 //! over, with the time they came on the push's clock; `onMetaData`, video and audio tag bodies
 //! out, in order.
 //!
-//! Video goes through [`RtpToFlv`] (H.264) or [`RtpVp9ToFlv`] (VP9, as Enhanced RTMP `vp09`),
-//! audio through [`RtpOpusToFlv`]. Their clocks are put on
+//! Video goes through [`RtpToFlv`] (H.264), [`RtpVp9ToFlv`] (VP9, as Enhanced RTMP `vp09`) or
+//! [`RtpAv1ToFlv`] (AV1, as `av01`), audio through [`RtpOpusToFlv`]. Their clocks are put on
 //! one timeline by arrival: the newest video frame of the first batch, and the first audio
 //! packet, are placed at the time they came; the rest follow their RTP time. A push that starts
 //! on the keyframe cache replays older frames at once, and they land before "now", where they
 //! belong against the live audio. Times start at [`CLOCK_BASE_MS`], so they never go below
 //! zero.
 
+use super::rtp_av1_flv::RtpAv1ToFlv;
 use super::rtp_flv::{FlvVideo, RtpToFlv};
 use super::rtp_opus_flv::{FlvAudio, RtpOpusToFlv};
 use super::rtp_vp9_flv::RtpVp9ToFlv;
@@ -22,12 +23,15 @@ pub enum CarriedVideo {
     H264,
     /// Enhanced RTMP `vp09`.
     Vp9,
+    /// Enhanced RTMP `av01`.
+    Av1,
 }
 
 /// The stream's video depacketizer, by codec.
 enum VideoToFlv {
     H264(RtpToFlv),
     Vp9(RtpVp9ToFlv),
+    Av1(RtpAv1ToFlv),
 }
 
 impl VideoToFlv {
@@ -35,6 +39,7 @@ impl VideoToFlv {
         match self {
             VideoToFlv::H264(flv) => flv.push(packet, out),
             VideoToFlv::Vp9(flv) => flv.push(packet, out),
+            VideoToFlv::Av1(flv) => flv.push(packet, out),
         }
     }
 
@@ -42,6 +47,7 @@ impl VideoToFlv {
         match self {
             VideoToFlv::H264(flv) => flv.resync(),
             VideoToFlv::Vp9(flv) => flv.resync(),
+            VideoToFlv::Av1(flv) => flv.resync(),
         }
     }
 
@@ -49,6 +55,7 @@ impl VideoToFlv {
         match self {
             VideoToFlv::H264(flv) => flv.waits_for_keyframe(),
             VideoToFlv::Vp9(flv) => flv.waits_for_keyframe(),
+            VideoToFlv::Av1(flv) => flv.waits_for_keyframe(),
         }
     }
 }
@@ -82,6 +89,7 @@ impl RtpToRtmp {
         let video = match video {
             CarriedVideo::H264 => VideoToFlv::H264(RtpToFlv::new(video_pt)),
             CarriedVideo::Vp9 => VideoToFlv::Vp9(RtpVp9ToFlv::new(video_pt)),
+            CarriedVideo::Av1 => VideoToFlv::Av1(RtpAv1ToFlv::new(video_pt)),
         };
         RtpToRtmp {
             video,
@@ -95,13 +103,17 @@ impl RtpToRtmp {
         self.video.waits_for_keyframe()
     }
 
-    /// Why the stream's video cannot go over RTMP after all: a layered (SVC) VP9 stream shows
-    /// its layers only in its packets.
+    /// Why the stream's video cannot go over RTMP after all: a layered (SVC) VP9 or AV1
+    /// stream shows its layers only in its packets.
     pub fn not_carried(&self) -> Option<&'static str> {
         match &self.video {
             VideoToFlv::Vp9(flv) if flv.layered() => Some(
                 "its VP9 is layered (SVC): RTMP carries one picture per frame, so the edge's \
                  players would get the base spatial layer alone",
+            ),
+            VideoToFlv::Av1(flv) if flv.layered() => Some(
+                "its AV1 has spatial layers (SVC): RTMP carries one picture per temporal unit, \
+                 so the edge's players would get the base spatial layer alone",
             ),
             _ => None,
         }
@@ -112,6 +124,7 @@ impl RtpToRtmp {
         match self.video {
             VideoToFlv::H264(_) => u32::from(super::flv::VIDEO_CODEC_AVC),
             VideoToFlv::Vp9(_) => super::flv::fourcc_codec_id(super::flv::FOURCC_VP9),
+            VideoToFlv::Av1(_) => super::flv::fourcc_codec_id(super::flv::FOURCC_AV1),
         }
     }
 
@@ -275,5 +288,48 @@ mod tests {
         assert!(!rtmp.waits_for_keyframe());
         rtmp.resync();
         assert!(rtmp.waits_for_keyframe());
+    }
+
+    #[test]
+    fn av1_goes_as_av01_until_it_shows_spatial_layers() {
+        use crate::rtmp::flv::{fourcc_codec_id, FOURCC_AV1};
+        use crate::rtmp::rtp_av1_flv::tests::{elements, testsrc, Packetizer};
+
+        let mut rtmp = RtpToRtmp::new(CarriedVideo::Av1, 45, None);
+        assert_eq!(rtmp.codec_id(), fourcc_codec_id(FOURCC_AV1));
+        let units = testsrc();
+        let mut packetizer = Packetizer { seq: 1, mtu: 1200 };
+        let key = packetizer.unit(&elements(&units[0], false), 0);
+        let mut out = Vec::new();
+        rtmp.push(
+            key.iter().map(|p| (false, p.as_slice())),
+            CLOCK_BASE_MS,
+            &mut out,
+        );
+        assert_eq!(
+            out[0],
+            RtmpMessage::Metadata {
+                size: Some((320, 240))
+            }
+        );
+        let bodies: Vec<&[u8]> = out[1..]
+            .iter()
+            .map(|m| match m {
+                RtmpMessage::Video { body, .. } => &body[..5],
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bodies, [&b"\x90av01"[..], &b"\x91av01"[..]]);
+        assert_eq!(rtmp.not_carried(), None);
+        // A frame of spatial layer 1 next to the base one.
+        let mut layered = elements(&units[1], false);
+        layered.push(vec![0x34, 1 << 3, 0x10]);
+        let packets = packetizer.unit(&layered, 3000);
+        rtmp.push(
+            packets.iter().map(|p| (false, p.as_slice())),
+            CLOCK_BASE_MS + 33,
+            &mut out,
+        );
+        assert!(rtmp.not_carried().is_some_and(|why| why.contains("AV1")));
     }
 }

@@ -4,7 +4,8 @@
 // publishes H.264 to the origin with the official Flashphoner Web SDK, the origin pushes it to
 // the edge over RTMP, and the SDK's Embed Player plays it from the edge (frames decoded, audio
 // heard). A VP9 publisher goes over RTMP too (Enhanced RTMP vp09) and the edge's Embed Player
-// decodes VP9. A VP8 publisher is relayed over WebRTC instead, with the origin's WARN naming it. The
+// decodes VP9; so does an AV1 publisher (Enhanced RTMP av01), the Embed Player decoding AV1. A VP8
+// publisher is relayed over WebRTC instead, with the origin's WARN naming it. The
 // publisher's stop fails the edge's player with "Stopped by publisher stop".
 // Only 127.0.0.1 is ever contacted (newLoopbackContext, OFFLINE_CHROMIUM_ARGS).
 // Set RTCDN_SKIP_E2E=1 to skip.
@@ -125,7 +126,7 @@ async function relaysOf(origin) {
 }
 
 for (const style of ['toml', 'wcs']) {
-  test(`CDN over RTMP (origin from ${style}): SDK H.264 publish -> RTMP push -> Embed Player on the edge; VP8 over WebRTC with a WARN; VP9 over RTMP; publisher stop fails the player`, { skip, timeout: 180_000 }, async (t) => {
+  test(`CDN over RTMP (origin from ${style}): SDK H.264 publish -> RTMP push -> Embed Player on the edge; VP8 over WebRTC with a WARN; VP9 and AV1 over RTMP; publisher stop fails the player`, { skip, timeout: 180_000 }, async (t) => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'rtcdn-cdn-rtmp-'));
     let origin;
     let edge;
@@ -196,6 +197,18 @@ for (const style of ['toml', 'wcs']) {
       t.diagnostic(`VP9 Embed Player on the edge: ${JSON.stringify(vp9Video)}`);
       assert.match(vp9Video.mimeType || '', /VP9/i, JSON.stringify(vp9Video));
       await vp9Pub.evaluate(() => window.stopPublisher());
+
+      step = 'an AV1 publisher goes over RTMP';
+      const av1Name = `av1relay${suffix}`;
+      const av1Pub = await publish(context, origin, av1Name, 'VP8,H264,VP9');
+      const av1Relay = await poll(async () => (await relaysOf(origin)).find((r) => r.stream === av1Name && r.state === 'up') || false,
+        { timeout: RELAY_TIMEOUT, interval: 200, what: `${av1Name}'s relay up` });
+      assert.equal(av1Relay.transport, 'rtmp', JSON.stringify(av1Relay));
+      const av1Player = await embedPlayer(context, edge, av1Name);
+      const av1Video = await waitForSdkVideo(av1Player, { minFrames: 30, timeout: 30_000 });
+      t.diagnostic(`AV1 Embed Player on the edge: ${JSON.stringify(av1Video)}`);
+      assert.match(av1Video.mimeType || '', /AV1/i, JSON.stringify(av1Video));
+      await av1Pub.evaluate(() => window.stopPublisher());
 
       step = 'publisher stop fails the edge player';
       await pub.evaluate(() => window.stopPublisher());

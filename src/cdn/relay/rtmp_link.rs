@@ -4,12 +4,13 @@
 //! ingest, and serves it to its players like any stream.
 //!
 //! The stream goes as it came, nothing transcoded: H.264 video as classic FLV, VP9 video as
-//! Enhanced RTMP `vp09`, Opus audio as Enhanced RTMP, all on one clock ([`RtpToRtmp`]).
-//! [`carries`] says which streams RTMP can take; the driver relays the others (other codecs,
-//! and simulcast, whose layers one RTMP stream cannot keep) over WebRTC. Whether a VP9 stream
-//! is layered (SVC) shows only in its packets: RTMP carries one picture per frame, so the edge
-//! would get the base layer alone; the push then ends, telling the driver
-//! ([`LinkEvent::NotCarried`]) to relay the stream over WebRTC from then on.
+//! Enhanced RTMP `vp09`, AV1 video as Enhanced RTMP `av01` (temporal units of OBUs, as MP4
+//! samples hold them), Opus audio as Enhanced RTMP, all on one clock ([`RtpToRtmp`]).
+//! [`carries`] says which streams RTMP can take; the driver relays the others (VP8, other
+//! codecs, and simulcast, whose layers one RTMP stream cannot keep) over WebRTC. Whether a VP9
+//! or AV1 stream has spatial layers (SVC) shows only in its packets: RTMP carries one picture
+//! per frame, so the edge would get the base layer alone; the push then ends, telling the
+//! driver ([`LinkEvent::NotCarried`]) to relay the stream over WebRTC from then on.
 //!
 //! The stream key proves the CDN's secret (`?relayToken=`, minted for this connection) and
 //! carries the stream's access list (`&rtcdnAcl=`, a JSON array), which the edge enforces
@@ -55,7 +56,7 @@ pub struct Carried {
 }
 
 /// What an RTMP push of `tracks` carries, or why it cannot: RTMP between rtcdn nodes takes
-/// H.264 and VP9 video and Opus audio as they are.
+/// H.264, VP9 and AV1 video and Opus audio as they are.
 pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
     let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
     // One RTMP stream is one picture: a WebRTC relay keeps every layer for the edge's players.
@@ -72,15 +73,18 @@ pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
         Some(track) if track.codec.name.eq_ignore_ascii_case("VP9") => {
             (CarriedVideo::Vp9, track.codec.pt, 0)
         }
+        Some(track) if track.codec.name.eq_ignore_ascii_case("AV1") => {
+            (CarriedVideo::Av1, track.codec.pt, 0)
+        }
         Some(track) => {
             return Err(format!(
-                "RTMP relays carry H.264 and VP9 video; {name}'s is {}",
+                "RTMP relays carry H.264, VP9 and AV1 video; {name}'s is {}",
                 track.codec.name.to_uppercase()
             ))
         }
         None => {
             return Err(format!(
-                "RTMP relays carry H.264 or VP9 video; {name} has none"
+                "RTMP relays carry H.264, VP9 or AV1 video; {name} has none"
             ))
         }
     };
@@ -441,7 +445,7 @@ mod tests {
     }
 
     #[test]
-    fn rtmp_carries_h264_with_opus_or_no_audio_and_says_why_not_otherwise() {
+    fn rtmp_carries_h264_vp9_and_av1_with_opus_or_no_audio_and_says_why_not_otherwise() {
         let h264 = track(MediaKind::Video, "H264", 102);
         let opus = track(MediaKind::Audio, "opus", 111);
         assert_eq!(
@@ -474,8 +478,19 @@ mod tests {
         vp9.rids = vec!["l".into(), "h".into()];
         let why = carries("cam", &[vp9]).unwrap_err();
         assert!(why.contains("simulcast with 2 layers"), "{why}");
-        let av1 = track(MediaKind::Video, "AV1", 45);
-        assert!(carries("cam", &[av1]).unwrap_err().contains("AV1"));
+        let mut av1 = track(MediaKind::Video, "AV1", 45);
+        assert_eq!(
+            carries("cam", std::slice::from_ref(&av1)),
+            Ok(Carried {
+                video: CarriedVideo::Av1,
+                video_pt: 45,
+                layer: 0,
+                audio: None
+            })
+        );
+        av1.rids = vec!["l".into(), "m".into(), "h".into()];
+        let why = carries("cam", &[av1]).unwrap_err();
+        assert!(why.contains("simulcast with 3 layers"), "{why}");
         let pcmu = track(MediaKind::Audio, "PCMU", 0);
         let why = carries("cam", &[pcmu, h264]).unwrap_err();
         assert!(why.contains("Opus") && why.contains("PCMU"), "{why}");
