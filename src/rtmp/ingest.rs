@@ -1,8 +1,8 @@
 //! An RTMP stream as the node knows it: the publish key read for a name and a token (or an
 //! origin's relay token and access list: `cdn.stream_distribution = "rtmp"`), the policy asked
-//! as for a WHIP publish, the stream registered with an H.264, VP9 or AV1 track (and an Opus track for its
-//! transcoded AAC or its Enhanced RTMP Opus) and placed on a media core as an ingest (see
-//! `crate::media::ingest`).
+//! as for a WHIP publish, the stream registered with an H.264, VP9 or AV1 track (and an Opus
+//! track for its transcoded AAC or its Enhanced RTMP Opus) and placed on a media core as an
+//! ingest (see `crate::media::ingest`).
 
 use crate::auth::{Action, AuthError, Authorized, Credentials};
 use crate::control::registry::{ClientInfo, RegistryError, StreamTrack};

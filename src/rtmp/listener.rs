@@ -4,12 +4,13 @@
 //! origin's RTMP relay by its relay token) and, at the stream's sequence header, registered;
 //! its video (H.264, VP9 or AV1), and its audio as Opus (AAC transcoded while players or
 //! relays listen, Enhanced RTMP's Opus as it comes), go to the stream's media core as RTP
-//! through the ingest ring, with the core's wake-up once per frame. A play is authorized and registered as a player
-//! with a tap on the stream's publisher's core; the tap's RTP becomes FLV video for the
-//! player, written as the player's socket takes it (a player too slow loses frames until the
-//! next keyframe, and is closed when it takes nothing for `rtmp.idle_timeout_secs`). A stream
-//! with Opus audio also gives its RTMP players AAC, transcoded once for all of them
-//! ([`super::player_audio`]) and timed on the clock their video shares.
+//! through the ingest ring, with the core's wake-up once per frame. A play is authorized and
+//! registered as a player with a tap on the stream's publisher's core; the tap's RTP becomes
+//! FLV video for the player, written as the player's socket takes it (a player too slow loses
+//! frames until the next keyframe, and is closed when it takes nothing for
+//! `rtmp.idle_timeout_secs`). A stream with Opus audio also gives its RTMP players AAC,
+//! transcoded once for all of them ([`super::player_audio`]) and timed on the clock their
+//! video shares.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
