@@ -1,8 +1,9 @@
 //! AV1 OBUs in the low overhead bitstream format (AV1 §5.2, §5.3): the OBU header, unsigned
-//! LEB128 (§4.10.5) both ways, and an iterator over a buffer of OBUs each carrying its size, as
-//! an MP4 sample or an Enhanced RTMP `av01` frame holds one temporal unit.
+//! LEB128 (§4.10.5) both ways, an iterator over a buffer of OBUs each carrying its size, as
+//! an MP4 sample or an Enhanced RTMP `av01` frame holds one temporal unit, and one over the
+//! OBU elements of an RTP packet.
 //!
-//! The iterator borrows its input and allocates nothing; a malformed OBU ends it with an error
+//! The iterators borrow their input and allocate nothing; a malformed OBU ends it with an error
 //! (and nothing after it is read).
 
 use crate::Error;
@@ -149,9 +150,86 @@ impl<'a> Iterator for ObuIter<'a> {
     }
 }
 
+/// The OBU elements of an AV1 RTP payload ("RTP Payload Format For AV1" §4.4), after its
+/// aggregation header: with W = 0 every element has its length first, else all but the W-th,
+/// which fills the rest. An element whose length does not read or runs past the payload ends
+/// the iteration with an error.
+#[derive(Debug, Clone)]
+pub struct RtpElements<'a> {
+    rest: &'a [u8],
+    /// W: how many elements the packet says it has (0: each with its length).
+    count: usize,
+    /// Elements read so far: every element takes at least a byte, so this counts no further
+    /// than the payload's length (a u8 overflowed on 256 empty elements in an earlier copy).
+    index: usize,
+}
+
+impl<'a> RtpElements<'a> {
+    /// The elements after `aggregation`, the payload's first byte, in `elements`.
+    pub fn new(aggregation: u8, elements: &'a [u8]) -> RtpElements<'a> {
+        RtpElements {
+            rest: elements,
+            count: usize::from((aggregation >> 4) & 0x03),
+            index: 0,
+        }
+    }
+
+    /// Whether no element is left.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+}
+
+impl<'a> Iterator for RtpElements<'a> {
+    type Item = Result<&'a [u8], Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        self.index += 1;
+        if self.count != 0 && self.index >= self.count {
+            return Some(Ok(std::mem::take(&mut self.rest)));
+        }
+        let element = leb128(self.rest)
+            .ok_or(Error::Malformed("AV1 OBU element length"))
+            .and_then(|(len, used)| {
+                let end = usize::try_from(len)
+                    .ok()
+                    .and_then(|len| used.checked_add(len))
+                    .ok_or(Error::BadLength)?;
+                let element = self.rest.get(used..end).ok_or(Error::Truncated)?;
+                self.rest = &self.rest[end..];
+                Ok(element)
+            });
+        if element.is_err() {
+            self.rest = &[];
+        }
+        Some(element)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtp_elements_with_and_without_w() {
+        // W = 2: a length for the first, the second fills the rest.
+        let elements: Vec<_> = RtpElements::new(0x20, &[2, 0xA, 0xB, 0xC, 0xD]).collect();
+        assert_eq!(elements, [Ok(&[0xA, 0xB][..]), Ok(&[0xC, 0xD][..])]);
+        // W = 0: every element with its length; one running past the end is an error, last.
+        let elements: Vec<_> = RtpElements::new(0x00, &[1, 0xA, 0, 3, 0xB]).collect();
+        assert_eq!(
+            elements,
+            [Ok(&[0xA][..]), Ok(&[][..]), Err(Error::Truncated)]
+        );
+        let mut unfinished = RtpElements::new(0x00, &[0x80]);
+        assert!(matches!(unfinished.next(), Some(Err(Error::Malformed(_)))));
+        assert!(unfinished.is_empty() && unfinished.next().is_none());
+        // 300 empty elements: counted without overflow.
+        assert_eq!(RtpElements::new(0x00, &[0; 300]).count(), 300);
+    }
 
     #[test]
     fn leb128_goes_round_and_is_bounded() {

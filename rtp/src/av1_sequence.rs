@@ -4,38 +4,19 @@
 //! and send again when it changes. [`Av1SequenceHeader`] reads on to the colour format, for
 //! what a container's configuration record (`av1C`) says of the stream.
 
-use crate::av1_obu::{leb128, OBU_SEQUENCE_HEADER};
+use crate::av1_obu::{leb128, RtpElements, OBU_SEQUENCE_HEADER};
 
 /// The size the first sequence header OBU in `payload` announces; `None` when the packet has
 /// none (or it is cut short or malformed).
 pub(crate) fn sequence_header_size(payload: &[u8]) -> Option<(u16, u16)> {
-    let aggregation = *payload.first()?;
+    let (&aggregation, elements) = payload.split_first()?;
     let continues_fragment = aggregation & 0x80 != 0;
-    let count = usize::from((aggregation >> 4) & 0x03);
-    let mut rest = payload.get(1..)?;
-    // Every element takes at least a byte, so this counts no further than the payload's length
-    // (a u8 overflowed on a packet of 256 empty elements, found by the rtp_header fuzz target).
-    let mut index = 0usize;
-    while !rest.is_empty() {
-        index += 1;
-        // With W = 0 every element has a length; else all but the W-th.
-        let element = if count == 0 || index < count {
-            let (len, used) = leb128(rest)?;
-            let len = usize::try_from(len).ok()?;
-            let element = rest.get(used..used.checked_add(len)?)?;
-            rest = &rest[used + len..];
-            element
-        } else {
-            std::mem::take(&mut rest)
-        };
-        if index == 1 && continues_fragment {
-            continue;
-        }
-        if let Some(size) = obu_sequence_size(element) {
+    let elements = RtpElements::new(aggregation, elements);
+    // The first element continuing a fragment is not a whole OBU.
+    let whole = elements.skip(usize::from(continues_fragment));
+    for element in whole {
+        if let Some(size) = obu_sequence_size(element.ok()?) {
             return Some(size);
-        }
-        if count != 0 && index >= count {
-            break;
         }
     }
     None

@@ -26,7 +26,7 @@
 //! still one picture.
 
 use rtp::av1_obu::{
-    leb128, leb128_len, write_leb128, ObuIter, LEB128_MAX, OBU_FRAME, OBU_FRAME_HEADER,
+    leb128_len, write_leb128, ObuIter, RtpElements, LEB128_MAX, OBU_FRAME, OBU_FRAME_HEADER,
     OBU_PADDING, OBU_SEQUENCE_HEADER, OBU_TEMPORAL_DELIMITER, OBU_TILE_LIST,
 };
 use rtp::Av1SequenceHeader;
@@ -183,26 +183,15 @@ impl RtpAv1ToFlv {
     /// The aggregation header and the OBU elements after it (§4.4): with W = 0 each element
     /// has its length first, else all but the W-th (the last).
     fn read_payload(&mut self, payload: &[u8]) -> Result<(), Malformed> {
-        let (&aggregation, mut rest) = payload.split_first().ok_or(Malformed::Length)?;
+        let (&aggregation, elements) = payload.split_first().ok_or(Malformed::Length)?;
         let continues = aggregation & 0x80 != 0;
         let continued = aggregation & 0x40 != 0;
-        let count = usize::from((aggregation >> 4) & 0x03);
+        let mut elements = RtpElements::new(aggregation, elements);
         let mut index = 0usize;
-        while !rest.is_empty() {
+        while let Some(element) = elements.next() {
+            let element = element.map_err(|_| Malformed::Length)?;
             index += 1;
-            let element = if count == 0 || index < count {
-                let (len, used) = leb128(rest).ok_or(Malformed::Length)?;
-                let end = usize::try_from(len)
-                    .ok()
-                    .and_then(|len| used.checked_add(len))
-                    .ok_or(Malformed::Length)?;
-                let element = rest.get(used..end).ok_or(Malformed::Length)?;
-                rest = &rest[end..];
-                element
-            } else {
-                std::mem::take(&mut rest)
-            };
-            let last = rest.is_empty();
+            let last = elements.is_empty();
             self.element(element, index == 1 && continues, last && continued)?;
         }
         // No elements at all: only a fragment going on through the packet makes sense.

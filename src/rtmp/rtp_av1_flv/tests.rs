@@ -1,5 +1,6 @@
 use super::*;
 use crate::rtmp::flv::{parse_video, VideoTag};
+use rtp::av1_obu::leb128;
 
 /// `obu_extension_flag` in an OBU header.
 const OBU_EXTENSION: u8 = 0x04;
