@@ -1,6 +1,8 @@
 //! Keyframe detection from RTP payloads, so a CDN can start a new player on a keyframe and
 //! remember the last one without depacketizing, and the picture size a keyframe announces (VP8
-//! frame header, H.264 sequence parameter set).
+//! frame header, H.264 and H.265 sequence parameter sets).
+
+use crate::rbsp::RbspBits;
 
 /// Video codecs whose payload format [`is_keyframe`] understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,9 +16,12 @@ pub enum VideoCodec {
     H264,
     /// AV1, "RTP Payload Format For AV1" (AOM).
     Av1,
+    /// H.265, RFC 7798.
+    H265,
 }
 
-/// Whether this RTP payload starts a keyframe (or, for H.264, carries an SPS or IDR slice).
+/// Whether this RTP payload starts a keyframe (or, for H.264, carries an SPS or IDR slice; for
+/// H.265, a VPS, SPS or IRAP slice).
 ///
 /// Looks only at payload headers; short or malformed payloads give `false`.
 pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
@@ -25,6 +30,7 @@ pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
         VideoCodec::Vp9 => vp9(payload).unwrap_or(false),
         VideoCodec::H264 => h264(payload).unwrap_or(false),
         VideoCodec::Av1 => av1(payload),
+        VideoCodec::H265 => crate::h265::payload_is_keyframe(payload).unwrap_or(false),
     }
 }
 
@@ -67,7 +73,8 @@ fn vp8_first_partition(p: &[u8]) -> Option<Option<usize>> {
 
 /// The picture size (width, height) a keyframe's packet announces: a VP8 keyframe's first packet
 /// (RFC 6386 §9.1), an H.264 sequence parameter set (H.264 §7.3.2.1.1, alone, in a STAP-A or
-/// starting an FU-A), a VP9 scalability structure (RFC 9628 §4.2.1, its highest spatial layer),
+/// starting an FU-A), an H.265 one (H.265 §7.3.2.2, alone, in an aggregation packet or starting
+/// a fragmentation unit), a VP9 scalability structure (RFC 9628 §4.2.1, its highest spatial layer),
 /// an AV1 sequence header OBU (its maximum frame size). `None` for other packets and malformed
 /// input.
 pub fn keyframe_size(codec: VideoCodec, payload: &[u8]) -> Option<(u16, u16)> {
@@ -87,6 +94,7 @@ pub fn keyframe_size(codec: VideoCodec, payload: &[u8]) -> Option<(u16, u16)> {
         VideoCodec::H264 => h264_sps_size(payload),
         VideoCodec::Vp9 => vp9_ss_size(payload),
         VideoCodec::Av1 => crate::av1_sequence::sequence_header_size(payload),
+        VideoCodec::H265 => crate::h265::payload_sps(payload)?.size(),
     }
 }
 
@@ -114,66 +122,6 @@ fn h264_sps_size(p: &[u8]) -> Option<(u16, u16)> {
                 .flatten()
         }
         _ => None,
-    }
-}
-
-/// Reads the bits of an RBSP from a NAL unit's bytes, dropping emulation prevention bytes
-/// (a 0x03 after two zero bytes, H.264 §7.4.1) as it goes, without copying.
-struct RbspBits<'a> {
-    data: &'a [u8],
-    pos: usize,
-    zeros: usize,
-    byte: u8,
-    bits_left: u8,
-}
-
-impl<'a> RbspBits<'a> {
-    fn new(data: &'a [u8]) -> RbspBits<'a> {
-        RbspBits {
-            data,
-            pos: 0,
-            zeros: 0,
-            byte: 0,
-            bits_left: 0,
-        }
-    }
-
-    fn bit(&mut self) -> Option<u32> {
-        if self.bits_left == 0 {
-            let mut b = *self.data.get(self.pos)?;
-            self.pos += 1;
-            if self.zeros >= 2 && b == 0x03 {
-                self.zeros = 0;
-                b = *self.data.get(self.pos)?;
-                self.pos += 1;
-            }
-            self.zeros = if b == 0 { self.zeros + 1 } else { 0 };
-            self.byte = b;
-            self.bits_left = 8;
-        }
-        self.bits_left -= 1;
-        Some(u32::from(self.byte >> self.bits_left) & 1)
-    }
-
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        (0..n).try_fold(0, |v, _| Some(v << 1 | self.bit()?))
-    }
-
-    /// ue(v), Exp-Golomb (§9.1); longer than 32 bits is malformed here.
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
-    }
-
-    /// se(v): only skipped here.
-    fn skip_se(&mut self) -> Option<()> {
-        self.ue().map(|_| ())
     }
 }
 

@@ -48,8 +48,10 @@ mod av1_sequence;
 mod codec;
 mod error;
 mod ext;
+pub mod h265;
 mod missing;
 mod packet;
+mod rbsp;
 mod rewrite;
 mod seq;
 pub mod vp9;
@@ -65,6 +67,7 @@ pub use av1_sequence::Av1SequenceHeader;
 pub use codec::{is_keyframe, keyframe_size, VideoCodec};
 pub use error::Error;
 pub use ext::{ExtensionElement, ExtensionIter, Extensions};
+pub use h265::H265Sps;
 pub use missing::{MissingPacket, MissingSeqs, SeqArrival};
 pub use packet::{
     header_len, set_marker, set_payload_type, set_sequence_number, set_ssrc, set_timestamp, Pt,
