@@ -35,7 +35,7 @@ pub enum NegotiationError {
     #[error("{0}")]
     Sdp(#[from] sdp::SdpError),
     /// A publisher's offer sends no audio or video rtcdn can take.
-    #[error("the offer sends no audio or video in a supported codec (opus; VP8, H264 packetization-mode=1, VP9, AV1)")]
+    #[error("the offer sends no audio or video in a supported codec (opus; VP8, H264 packetization-mode=1, H265, VP9, AV1)")]
     NothingToPublish,
     /// A player's offer receives nothing the stream has.
     #[error("the offer receives no track of this stream: {0}")]

@@ -29,6 +29,7 @@ fn routing_into_an_egress_tap_allocates_nothing() {
         stream,
         stream_name: "cam".into(),
         feed,
+        video_codec: rtp::VideoCodec::H264,
     };
     core.handle_command(now, CoreCommand::AddIngest(Box::new(ingest)), &mut sink);
     let (tap, mut rx) = egress_channel(32);

@@ -23,6 +23,7 @@ fn a_core_with_only_an_ingest_never_wants_its_timeout_at_once_again() {
         stream: StreamId(3),
         stream_name: "cam".into(),
         feed,
+        video_codec: rtp::VideoCodec::H264,
     };
     core.handle_command(now, CoreCommand::AddIngest(Box::new(ingest)), &mut sink);
     let mut buf = [0u8; 1200];

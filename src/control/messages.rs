@@ -300,6 +300,8 @@ pub struct IngestSpec {
     pub stream_name: String,
     /// Where its packets come from.
     pub feed: crate::media::IngestFeed,
+    /// Its video's codec, for the picture size its keyframes announce.
+    pub video_codec: rtp::VideoCodec,
 }
 
 /// An egress for a core (see [`crate::control::CoreCommand::AddEgress`]).

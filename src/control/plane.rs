@@ -1046,6 +1046,7 @@ mod tests {
             stream: StreamId(0),
             stream_name: name.into(),
             feed: crate::media::ingest_channel(4).1,
+            video_codec: rtp::VideoCodec::H264,
         };
         let stream = plane
             .handle_ingest(
@@ -1112,6 +1113,7 @@ mod tests {
             stream: StreamId(0),
             stream_name: "cam".into(),
             feed: crate::media::ingest_channel(4).1,
+            video_codec: rtp::VideoCodec::H264,
         };
         let stream = plane
             .handle_ingest(now, CoreId(1), ingest, track(), ClientInfo::default())
@@ -1191,6 +1193,7 @@ mod tests {
             stream: StreamId(0),
             stream_name: "cam".into(),
             feed: crate::media::ingest_channel(4).1,
+            video_codec: rtp::VideoCodec::H264,
         };
         let stream = plane
             .handle_ingest(now, CoreId(1), ingest, track(), ClientInfo::default())
@@ -1245,6 +1248,7 @@ mod tests {
             stream: StreamId(0),
             stream_name: "cam".into(),
             feed: crate::media::ingest_channel(4).1,
+            video_codec: rtp::VideoCodec::H264,
         };
         let stream = plane
             .handle_ingest(now, CoreId(1), ingest, track(), ClientInfo::default())

@@ -8,7 +8,7 @@
 pub fn fuzz_rtmp_input(data: &[u8]) {
     use crate::rtmp::audio::RtmpAudio;
     use crate::rtmp::chunk_guard::ChunkLimits;
-    use crate::rtmp::h264_rtp::RTP_MAX_PACKET;
+    use crate::rtmp::nal_rtp::RTP_MAX_PACKET;
     use crate::rtmp::publisher::RtmpPublisher;
     use crate::rtmp::{RtmpConnection, RtmpEvent};
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};

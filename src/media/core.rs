@@ -61,7 +61,9 @@ struct Ingest {
     bytes: u64,
     /// `bytes` at the last bitrate report, and when that was.
     reported: (u64, Instant),
-    /// The picture size its H.264 keyframes' SPS announced (an RTMP encoder's video is H.264).
+    video_codec: rtp::VideoCodec,
+    /// The picture size its keyframes announced (an H.264 or H.265 SPS, a VP9 scalability
+    /// structure, an AV1 sequence header).
     video_size: Option<(u16, u16)>,
 }
 
@@ -513,10 +515,10 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 self.counters.rtp_received += 1;
                 self.counters.rtp_received_bytes += plain.len() as u64;
                 if packet.kind() == MediaKind::Video && packet.keyframe() {
-                    // The SPS goes before every IDR; a new one may announce a new size.
+                    // Parameter sets go before every keyframe; a new one may announce a new size.
                     if let Some(size) = rtp::RtpHeader::parse(plain)
                         .ok()
-                        .and_then(|h| rtp::keyframe_size(rtp::VideoCodec::H264, h.payload()))
+                        .and_then(|h| rtp::keyframe_size(ingest.video_codec, h.payload()))
                     {
                         ingest.video_size = Some(size);
                     }
@@ -564,6 +566,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
                 packets: 0,
                 bytes: 0,
                 reported: (0, now),
+                video_codec: spec.video_codec,
                 video_size: None,
             },
         );

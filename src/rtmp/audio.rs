@@ -8,7 +8,7 @@
 use super::aac_opus::{AacToOpus, AudioError, OPUS_PT};
 use super::flv::{fourcc_codec_id, parse_audio, AudioTag, FlvError, OpusHead};
 use super::flv::{FOURCC_AAC, FOURCC_OPUS};
-use super::h264_rtp::RTP_MAX_PACKET;
+use super::nal_rtp::RTP_MAX_PACKET;
 
 /// FLV SoundFormat 10, as `onMetaData`'s `audiocodecid` names AAC.
 pub const AUDIO_CODEC_ID_AAC: u32 = 10;

@@ -19,7 +19,7 @@ use rtp::av1_obu::{
     OBU_TEMPORAL_DELIMITER, OBU_TILE_LIST,
 };
 
-use super::h264_rtp::{FrameInfo, RTP_MAX_PACKET};
+use super::nal_rtp::{FrameInfo, RTP_MAX_PACKET};
 
 const RTP_HEADER: usize = 12;
 /// Where the OBU elements start: after the RTP header and the aggregation header.

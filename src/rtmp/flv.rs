@@ -2,15 +2,16 @@
 //! spec, E.4.2 and E.4.3) and Enhanced RTMP's FourCC tags (veovera's enhanced-rtmp v1/v2,
 //! "Enhanced Audio" and "Enhanced Video"). Which codec, a frame's type, for H.264 (AVC, classic
 //! or FourCC `avc1`) the decoder configuration record or the frame's length-prefixed NAL units
-//! with their composition time, for VP9 (`vp09`) the VPCodecConfigurationRecord (`vpcC`) or
+//! with their composition time, for H.265 (`hvc1`) the same with its HEVCDecoderConfigurationRecord
+//! (`hvcC`), for VP9 (`vp09`) the VPCodecConfigurationRecord (`vpcC`) or
 //! one frame as it is (no composition time), for AV1 (`av01`) the
 //! AV1CodecConfigurationRecord (`av1C`) or one temporal unit's OBUs, for AAC (classic or `mp4a`) the
 //! AudioSpecificConfig or a raw frame, and for Opus (`Opus`) its ID header (RFC 7845 §5.1) or
 //! one raw Opus packet.
 //! Borrowing parsers; nothing copied. The constants are the wire values, for writers too.
 //!
-//! Enhanced RTMP's multitrack and ModEx packets, and FourCCs other than `avc1`, `vp09`, `av01`,
-//! `Opus` and `mp4a`, are refused by name: a publisher's setup that rtcdn cannot carry is said, not
+//! Enhanced RTMP's multitrack and ModEx packets, and FourCCs other than `avc1`, `hvc1`, `vp09`,
+//! `av01`, `Opus` and `mp4a`, are refused by name: a publisher's setup that rtcdn cannot carry is said, not
 //! guessed at.
 
 /// Classic FLV CodecID 7: AVC (H.264).
@@ -44,7 +45,8 @@ pub const VIDEO_PACKET_MOD_EX: u8 = 7;
 
 /// Enhanced RTMP video FourCC: H.264, carried as classic AVC is.
 pub const FOURCC_AVC: [u8; 4] = *b"avc1";
-/// Enhanced RTMP video FourCC: H.265 (not carried).
+/// Enhanced RTMP video FourCC: H.265, carried as `avc1` is (composition time, length-prefixed
+/// NAL units) with an HEVCDecoderConfigurationRecord.
 pub const FOURCC_HEVC: [u8; 4] = *b"hvc1";
 /// Enhanced RTMP video FourCC: AV1.
 pub const FOURCC_AV1: [u8; 4] = *b"av01";
@@ -102,9 +104,9 @@ pub enum FlvError {
     /// A classic FLV codec other than AVC (Sorenson, VP6, screen video, HEVC by id 12, ...).
     #[error("video codec id {0} is not supported (only H.264/AVC)")]
     UnsupportedCodec(u8),
-    /// An Enhanced RTMP video FourCC other than `avc1`, `vp09` and `av01` (`hvc1`, ...).
+    /// An Enhanced RTMP video FourCC other than `avc1`, `hvc1`, `vp09` and `av01` (`vp08`, ...).
     #[error(
-        "Enhanced RTMP video \"{}\" is not supported yet: rtcdn takes avc1 (H.264), vp09 (VP9) and av01 (AV1) over Enhanced RTMP",
+        "Enhanced RTMP video \"{}\" is not supported: rtcdn takes avc1 (H.264), hvc1 (H.265), vp09 (VP9) and av01 (AV1) over Enhanced RTMP",
         .0.escape_ascii()
     )]
     UnsupportedFourCc([u8; 4]),
@@ -126,6 +128,9 @@ pub enum FlvError {
     /// An AVCDecoderConfigurationRecord that does not parse.
     #[error("bad AVC decoder configuration record: {0}")]
     BadConfig(&'static str),
+    /// An HEVCDecoderConfigurationRecord that does not parse.
+    #[error("bad HEVC decoder configuration record (hvcC): {0}")]
+    BadHevcConfig(&'static str),
     /// A VPCodecConfigurationRecord that does not parse.
     #[error("bad VP9 codec configuration record (vpcC): {0}")]
     BadVp9Config(&'static str),
@@ -161,6 +166,15 @@ pub enum VideoTag<'a> {
     AvcConfig(AvcConfig<'a>),
     /// One frame's NAL units, each prefixed by its length.
     AvcFrame {
+        keyframe: bool,
+        /// Presentation minus decoding time, in milliseconds (non-zero with B-frames).
+        composition_ms: i32,
+        nalus: &'a [u8],
+    },
+    /// H.265's sequence start (Enhanced RTMP `hvc1`).
+    HevcConfig(HevcConfig<'a>),
+    /// One H.265 access unit's NAL units, each prefixed by its length.
+    HevcFrame {
         keyframe: bool,
         /// Presentation minus decoding time, in milliseconds (non-zero with B-frames).
         composition_ms: i32,
@@ -268,6 +282,129 @@ impl AvcConfig<'_> {
             _ => "42e01f".to_owned(),
         }
     }
+}
+
+/// An HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 §8.3.3.1, the `hvcC` box's body):
+/// the SPS's profile, tier and level and picture format as the record repeats them, the NAL
+/// length size, and the first VPS, SPS and PPS of its arrays (others are not kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HevcConfig<'a> {
+    /// The SPS's general profile_tier_level bytes: profile space, tier and profile idc,
+    /// 32 compatibility flags, 48 constraint flags, level idc (12 bytes as the SPS has them).
+    pub profile_tier_level: [u8; 12],
+    pub chroma_format_idc: u8,
+    pub bit_depth_luma_minus8: u8,
+    pub bit_depth_chroma_minus8: u8,
+    /// Bytes of each NAL unit's length prefix in frames (1, 2 or 4).
+    pub length_size: u8,
+    pub vps: &'a [u8],
+    pub sps: &'a [u8],
+    pub pps: &'a [u8],
+}
+
+/// The fixed part of an hvcC before its arrays.
+const HEVC_CONFIG_HEADER: usize = 23;
+
+impl<'a> HevcConfig<'a> {
+    /// Parses the box body; arrays of other NAL unit types (SEI) are skipped.
+    pub fn parse(record: &'a [u8]) -> Result<HevcConfig<'a>, FlvError> {
+        let Some((header, mut rest)) = record.split_first_chunk::<HEVC_CONFIG_HEADER>() else {
+            return Err(FlvError::BadHevcConfig("shorter than its 23-byte header"));
+        };
+        // Version 1; some early muxers wrote 0 with the same layout.
+        if header[0] > 1 {
+            return Err(FlvError::BadHevcConfig("version above 1"));
+        }
+        let length_size = (header[21] & 0x03) + 1;
+        if length_size == 3 {
+            return Err(FlvError::BadHevcConfig("NAL length size 3"));
+        }
+        let mut sets: [Option<&[u8]>; 3] = [None; 3];
+        for _ in 0..header[22] {
+            let [kind, n0, n1, after @ ..] = rest else {
+                return Err(FlvError::BadHevcConfig("NAL unit array truncated"));
+            };
+            rest = after;
+            let slot = (*kind & 0x3F).checked_sub(rtp::h265::NAL_VPS);
+            for _ in 0..u16::from_be_bytes([*n0, *n1]) {
+                let (nal, after) =
+                    take_u16_prefixed(rest).ok_or(FlvError::BadHevcConfig("NAL unit truncated"))?;
+                rest = after;
+                if let Some(set @ None) = slot.and_then(|i| sets.get_mut(usize::from(i))) {
+                    *set = (nal.len() > 2).then_some(nal);
+                }
+            }
+        }
+        let [Some(vps), Some(sps), Some(pps)] = sets else {
+            return Err(FlvError::BadHevcConfig("no VPS, SPS or PPS"));
+        };
+        let mut profile_tier_level = [0; 12];
+        profile_tier_level.copy_from_slice(&header[1..13]);
+        Ok(HevcConfig {
+            profile_tier_level,
+            chroma_format_idc: header[16] & 0x03,
+            bit_depth_luma_minus8: header[17] & 0x07,
+            bit_depth_chroma_minus8: header[18] & 0x07,
+            length_size,
+            vps,
+            sps,
+            pps,
+        })
+    }
+
+    /// The box body, as [`HevcConfig::parse`] reads it: one array each for the VPS, SPS and
+    /// PPS, marked complete; no segmentation or parallelism said, frame rate unknown.
+    pub fn write(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(
+            HEVC_CONFIG_HEADER + 3 * 5 + self.vps.len() + self.sps.len() + self.pps.len(),
+        );
+        body.push(1);
+        body.extend_from_slice(&self.profile_tier_level);
+        body.extend_from_slice(&[
+            0xF0,
+            0x00,
+            0xFC,
+            0xFC | (self.chroma_format_idc & 0x03),
+            0xF8 | (self.bit_depth_luma_minus8 & 0x07),
+            0xF8 | (self.bit_depth_chroma_minus8 & 0x07),
+            0,
+            0,
+            // constantFrameRate 0, one temporal layer, temporal ids nested.
+            (1 << 3) | (1 << 2) | ((self.length_size.max(1) - 1) & 0x03),
+            3,
+        ]);
+        for (kind, nal) in [
+            (rtp::h265::NAL_VPS, self.vps),
+            (rtp::h265::NAL_SPS, self.sps),
+            (rtp::h265::NAL_PPS, self.pps),
+        ] {
+            body.push(0x80 | kind);
+            body.extend_from_slice(&1u16.to_be_bytes());
+            // Parameter sets are far shorter than 64 KiB; a longer one is cut, not wrapped.
+            let len = nal.len().min(usize::from(u16::MAX));
+            body.extend_from_slice(&(len as u16).to_be_bytes());
+            body.extend_from_slice(&nal[..len]);
+        }
+        body
+    }
+
+    /// The SDP parameters of RFC 7798 §7.1 this record's profile, tier and level give.
+    pub fn sdp_profile(&self) -> HevcSdpProfile {
+        let ptl = self.profile_tier_level;
+        HevcSdpProfile {
+            profile_id: ptl[0] & 0x1F,
+            tier_flag: (ptl[0] >> 5) & 1,
+            level_id: ptl[11],
+        }
+    }
+}
+
+/// H.265's SDP `profile-id`, `tier-flag` and `level-id` (RFC 7798 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HevcSdpProfile {
+    pub profile_id: u8,
+    pub tier_flag: u8,
+    pub level_id: u8,
 }
 
 /// One audio message.
@@ -502,7 +639,7 @@ impl<'a> Av1Config<'a> {
 }
 
 /// An ExVideoTagHeader's body: after the VideoPacketType nibble, a FourCC and its payload;
-/// `avc1` is read as classic AVC is.
+/// `avc1` is read as classic AVC is, and `hvc1` the same way with its own record.
 fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoTag<'_>, FlvError> {
     if frame_type == VIDEO_FRAME_COMMAND && packet_type != VIDEO_PACKET_METADATA {
         // A command (a UI8, no FourCC) and no picture.
@@ -520,29 +657,39 @@ fn parse_ex_video(frame_type: u8, packet_type: u8, rest: &[u8]) -> Result<VideoT
     if fourcc == FOURCC_AV1 {
         return parse_av1(keyframe, packet_type, body);
     }
-    if fourcc != FOURCC_AVC {
-        return Err(FlvError::UnsupportedFourCc(fourcc));
-    }
-    match packet_type {
-        VIDEO_PACKET_SEQUENCE_START => parse_avc_config(body).map(VideoTag::AvcConfig),
+    let hevc = match fourcc {
+        FOURCC_AVC => false,
+        FOURCC_HEVC => true,
+        _ => return Err(FlvError::UnsupportedFourCc(fourcc)),
+    };
+    let (composition_ms, nalus) = match packet_type {
+        VIDEO_PACKET_SEQUENCE_START if hevc => {
+            return HevcConfig::parse(body).map(VideoTag::HevcConfig)
+        }
+        VIDEO_PACKET_SEQUENCE_START => return parse_avc_config(body).map(VideoTag::AvcConfig),
         VIDEO_PACKET_CODED_FRAMES => {
             let [c0, c1, c2, nalus @ ..] = body else {
                 return Err(FlvError::Truncated);
             };
-            Ok(VideoTag::AvcFrame {
-                keyframe,
-                composition_ms: si24([*c0, *c1, *c2]),
-                nalus,
-            })
+            (si24([*c0, *c1, *c2]), nalus)
         }
-        VIDEO_PACKET_CODED_FRAMES_X => Ok(VideoTag::AvcFrame {
-            keyframe,
-            composition_ms: 0,
-            nalus: body,
-        }),
+        VIDEO_PACKET_CODED_FRAMES_X => (0, body),
         // SequenceEnd, Metadata.
-        _ => Ok(VideoTag::Other),
-    }
+        _ => return Ok(VideoTag::Other),
+    };
+    Ok(if hevc {
+        VideoTag::HevcFrame {
+            keyframe,
+            composition_ms,
+            nalus,
+        }
+    } else {
+        VideoTag::AvcFrame {
+            keyframe,
+            composition_ms,
+            nalus,
+        }
+    })
 }
 
 /// `av01`'s body: the configuration record, or a temporal unit with no composition time
@@ -888,14 +1035,14 @@ pub(crate) mod tests {
     #[test]
     fn other_codecs_and_enhanced_rtmp_fourccs_are_named() {
         assert_eq!(parse_video(&[0x22, 0]), Err(FlvError::UnsupportedCodec(2)));
-        for fourcc in [FOURCC_HEVC, *b"vp08", *b"\0\x01ab"] {
+        for fourcc in [*b"vp08", *b"\0\x01ab"] {
             let message = ex_video(VIDEO_PACKET_SEQUENCE_START, fourcc, &[1]);
             let refused = parse_video(&message);
             assert_eq!(refused, Err(FlvError::UnsupportedFourCc(fourcc)));
         }
         assert_eq!(
-            FlvError::UnsupportedFourCc(FOURCC_HEVC).to_string(),
-            "Enhanced RTMP video \"hvc1\" is not supported yet: rtcdn takes avc1 (H.264), vp09 (VP9) and av01 (AV1) over Enhanced RTMP"
+            FlvError::UnsupportedFourCc(*b"vp08").to_string(),
+            "Enhanced RTMP video \"vp08\" is not supported: rtcdn takes avc1 (H.264), hvc1 (H.265), vp09 (VP9) and av01 (AV1) over Enhanced RTMP"
         );
         assert_eq!(parse_video(&[]), Err(FlvError::Truncated));
         assert_eq!(parse_video(&[0x17, 2, 0, 0, 0]), Ok(VideoTag::Other));
@@ -905,6 +1052,142 @@ pub(crate) mod tests {
     pub(crate) fn ex_video(packet_type: u8, fourcc: [u8; 4], body: &[u8]) -> Vec<u8> {
         let first = VIDEO_EX_HEADER | VIDEO_FRAME_KEY << 4 | packet_type;
         [&[first][..], &fourcc, body].concat()
+    }
+
+    /// x265's VPS, SPS and PPS for 320x240 4:2:0 8-bit Main, level 2 (60).
+    pub(crate) const X265_VPS: [u8; 24] = [
+        0x40, 0x01, 0x0C, 0x01, 0xFF, 0xFF, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00,
+        0x03, 0x00, 0x00, 0x03, 0x00, 0x3C, 0xBA, 0x02, 0x40,
+    ];
+    pub(crate) const X265_SPS: [u8; 40] = [
+        0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x03, 0x00, 0x3C, 0xA0, 0x0A, 0x08, 0x0F, 0x16, 0x5B, 0xA4, 0xA4, 0xC2, 0xF0, 0x16, 0x80,
+        0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x0F, 0x04,
+    ];
+    pub(crate) const X265_PPS: [u8; 6] = [0x44, 0x01, 0xC0, 0x73, 0xC1, 0x89];
+
+    /// An hvcC as ffmpeg's muxer writes it for x265's parameter sets, with an SEI array
+    /// (type 39) first, which the parser skips.
+    pub(crate) fn x265_hvcc() -> Vec<u8> {
+        let mut record = vec![
+            0x01, 0x01, 0x60, 0x00, 0x00, 0x00, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3C, 0xF0,
+            0x00, 0xFC, 0xFD, 0xF8, 0xF8, 0x00, 0x00, 0x0F, 0x04,
+        ];
+        for (kind, nals) in [
+            (
+                39u8,
+                vec![&[0x4E, 0x01, 0x05, 0x80][..], &[0x4E, 0x01, 0x06][..]],
+            ),
+            (32, vec![&X265_VPS[..]]),
+            (33, vec![&X265_SPS[..]]),
+            (34, vec![&X265_PPS[..]]),
+        ] {
+            record.push(0x80 | kind);
+            record.extend_from_slice(&(nals.len() as u16).to_be_bytes());
+            for nal in nals {
+                record.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+                record.extend_from_slice(nal);
+            }
+        }
+        record
+    }
+
+    #[test]
+    fn hvc1_sequence_start_and_frames_read_like_avc1() {
+        let record = x265_hvcc();
+        let start = ex_video(VIDEO_PACKET_SEQUENCE_START, FOURCC_HEVC, &record);
+        let Ok(VideoTag::HevcConfig(config)) = parse_video(&start) else {
+            panic!("not an hvcC: {:?}", parse_video(&start));
+        };
+        assert_eq!(
+            (config.vps, config.sps, config.pps),
+            (&X265_VPS[..], &X265_SPS[..], &X265_PPS[..])
+        );
+        assert_eq!(config.length_size, 4);
+        assert_eq!(
+            (
+                config.chroma_format_idc,
+                config.bit_depth_luma_minus8,
+                config.bit_depth_chroma_minus8
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            config.sdp_profile(),
+            HevcSdpProfile {
+                profile_id: 1,
+                tier_flag: 0,
+                level_id: 60
+            }
+        );
+        // What the writer makes reads back the same (its arrays are the three sets alone).
+        let written = config.write();
+        assert_eq!(HevcConfig::parse(&written), Ok(config));
+        // Everything but the array count matches ffmpeg's header.
+        assert_eq!(
+            written[..HEVC_CONFIG_HEADER - 1],
+            record[..HEVC_CONFIG_HEADER - 1]
+        );
+        let nalus = [0, 0, 0, 3, 0x26, 0x01, 0xAF];
+        let coded = ex_video(
+            VIDEO_PACKET_CODED_FRAMES,
+            FOURCC_HEVC,
+            &[&[0x00, 0x00, 0x21][..], &nalus].concat(),
+        );
+        assert_eq!(
+            parse_video(&coded),
+            Ok(VideoTag::HevcFrame {
+                keyframe: true,
+                composition_ms: 33,
+                nalus: &nalus
+            })
+        );
+        let mut coded_x = ex_video(VIDEO_PACKET_CODED_FRAMES_X, FOURCC_HEVC, &nalus);
+        coded_x[0] = VIDEO_EX_HEADER | VIDEO_FRAME_INTER << 4 | VIDEO_PACKET_CODED_FRAMES_X;
+        assert_eq!(
+            parse_video(&coded_x),
+            Ok(VideoTag::HevcFrame {
+                keyframe: false,
+                composition_ms: 0,
+                nalus: &nalus
+            })
+        );
+        assert_eq!(
+            parse_video(&ex_video(VIDEO_PACKET_CODED_FRAMES, FOURCC_HEVC, &[0, 0])),
+            Err(FlvError::Truncated)
+        );
+    }
+
+    #[test]
+    fn bad_hvcc_records_are_named_and_every_truncation_is_an_error() {
+        let record = x265_hvcc();
+        for len in 0..record.len() {
+            assert!(
+                matches!(
+                    HevcConfig::parse(&record[..len]),
+                    Err(FlvError::BadHevcConfig(_))
+                ),
+                "{len} bytes"
+            );
+        }
+        let mut three = record.clone();
+        three[21] = 0xFE;
+        assert_eq!(
+            HevcConfig::parse(&three),
+            Err(FlvError::BadHevcConfig("NAL length size 3"))
+        );
+        let mut no_pps = record.clone();
+        no_pps[22] = 3;
+        assert_eq!(
+            HevcConfig::parse(&no_pps),
+            Err(FlvError::BadHevcConfig("no VPS, SPS or PPS"))
+        );
+        let mut version = record;
+        version[0] = 2;
+        assert_eq!(
+            HevcConfig::parse(&version),
+            Err(FlvError::BadHevcConfig("version above 1"))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::signalling::media::{authorize, http_stream_fields, new_session_id, Ho
 use crate::signalling::Signalling;
 
 use super::aac_opus::OPUS_PT;
-use super::publisher::{RtmpVideoCodec, AV1_PT, H264_PT, VP9_PT};
+use super::publisher::RtmpVideoCodec;
 
 /// Packets an ingest's ring holds: over a second of 3 Mbit/s video, ~1.2 MB.
 pub const INGEST_RING_PACKETS: usize = 1024;
@@ -89,27 +89,7 @@ pub fn register(
     with_audio: bool,
     client: ClientInfo,
 ) -> Result<Registered, RegistryError> {
-    let (pt, codec_name, fmtp) = match codec {
-        RtmpVideoCodec::H264 { profile_level_id } => (
-            H264_PT,
-            "H264",
-            format!(
-                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
-            ),
-        ),
-        // As browsers offer VP9 (RFC 9628 §6).
-        RtmpVideoCodec::Vp9 { profile } => (VP9_PT, "VP9", format!("profile-id={profile}")),
-        // As Chrome offers AV1 ("RTP Payload Format For AV1" §7.2).
-        RtmpVideoCodec::Av1 {
-            profile,
-            level_idx,
-            tier,
-        } => (
-            AV1_PT,
-            "AV1",
-            format!("level-idx={level_idx};profile={profile};tier={tier}"),
-        ),
-    };
+    let (pt, codec_name, fmtp) = codec.sdp();
     let video = StreamTrack {
         kind: MediaKind::Video,
         codec: Codec {
@@ -154,6 +134,7 @@ pub fn register(
             stream: StreamId(0),
             stream_name: name.to_owned(),
             feed,
+            video_codec: codec.video_codec(),
         };
         plane.handle_ingest(now, core, spec, tracks, client)?;
         Ok(core)

@@ -25,11 +25,11 @@ use super::audio::{AudioOutcome, RtmpAudio};
 use super::av1_rtp::Av1Error;
 use super::chunk_guard::ChunkLimits;
 use super::connection::{RtmpConnection, RtmpEvent};
-use super::h264_rtp::RTP_MAX_PACKET;
 use super::ingest::{self, Registered};
+use super::nal_rtp::RTP_MAX_PACKET;
 use super::player::{self, Playing};
 use super::player_audio::{self, AacFrame, AudioSubscription, PlayerAudio};
-use super::publisher::{RtmpPublisher, RtmpVideoCodec, VideoError, VideoOutcome};
+use super::publisher::{RtmpPublisher, VideoError, VideoOutcome};
 use super::rtp_flv::{FlvVideo, RtpToFlv};
 use crate::auth::Authorized;
 use crate::config::rtmp::RtmpConfig;
@@ -625,20 +625,7 @@ impl Client {
                 let registered =
                     ingest::register(state, &published.name, &codec, with_audio, client)
                         .map_err(|e| format!("cannot register the stream: {e}"))?;
-                let (video, format) = match &codec {
-                    RtmpVideoCodec::H264 { profile_level_id } => {
-                        ("H.264", format!("profile-level-id={profile_level_id}"))
-                    }
-                    RtmpVideoCodec::Vp9 { profile } => ("VP9", format!("profile-id={profile}")),
-                    RtmpVideoCodec::Av1 {
-                        profile,
-                        level_idx,
-                        tier,
-                    } => (
-                        "AV1",
-                        format!("profile={profile} level-idx={level_idx} tier={tier}"),
-                    ),
-                };
+                let (video, format) = (codec.display_name(), codec.sdp().2);
                 let codecs = match (with_audio, published.audio.is_opus()) {
                     (false, _) => video.to_owned(),
                     (true, true) => format!("{video}, Opus"),

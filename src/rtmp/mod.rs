@@ -8,7 +8,7 @@
 //! ```text
 //! TCP ─ listener ─ connection (chunk_guard + rml_rtmp: handshake, chunks, AMF0)
 //!                      │ publish ─ ingest (auth policy, registry, core placement)
-//!                      ├ video ─ publisher (flv ─ h264_rtp) ─┬ ingest ring ─ media core router
+//!                      ├ video ─ publisher (flv ─ nal_rtp…) ─┬ ingest ring ─ media core router
 //!                      ├ audio ─ audio (flv ─ aac_opus|Opus) ─┘
 //!                      │ play ─ player (auth policy, registry: a player with an egress tap)
 //!                      ├ video ◂─ rtp_flv ◂─ egress ring ◂─ the publisher's media core
@@ -17,8 +17,8 @@
 //!
 //! [`connection`] is one client connection (bytes in, bytes and events out), [`chunk_guard`]
 //! the chunk stream checks in front of the protocol crate, [`flv`] the tag parsers (classic
-//! FLV, and Enhanced RTMP's FourCC tags: `avc1`, `vp09` and `av01` video, `Opus` and `mp4a` audio),
-//! [`h264_rtp`] the RFC 6184 packetizer, [`vp9_rtp`] the RFC 9628 one, [`av1_rtp`]
+//! FLV, and Enhanced RTMP's FourCC tags: `avc1`, `hvc1`, `vp09` and `av01` video, `Opus` and `mp4a`
+//! audio), [`nal_rtp`] the RFC 6184 (H.264) and RFC 7798 (H.265) packetizer, [`vp9_rtp`] the RFC 9628 one, [`av1_rtp`]
 //! AV1's (AOM), [`publisher`] one
 //! stream's video, [`audio`] its audio, AAC transcoded by [`aac_opus`] to Opus once per stream
 //! while players listen, Opus (Enhanced RTMP) forwarded as it comes, one RTP packet a frame,
@@ -34,9 +34,9 @@ pub mod av1_rtp;
 pub mod chunk_guard;
 pub mod connection;
 pub mod flv;
-pub mod h264_rtp;
 pub mod ingest;
 pub mod listener;
+pub mod nal_rtp;
 pub mod opus_aac;
 pub mod player;
 pub mod player_audio;

@@ -1,17 +1,20 @@
 //! [`RtmpPublisher`]: one published RTMP stream's video, sans-IO: FLV video messages in, RTP
 //! packets out (through a callback), with what the node logs about the encoder (its keyframe
-//! interval, B-frames). H.264 (classic or `avc1`) goes out by [`H264Packetizer`], VP9 (`vp09`,
+//! interval, B-frames). H.264 (classic or `avc1`) and H.265 (`hvc1`) go out by
+//! [`NalPacketizer`], VP9 (`vp09`,
 //! an rtcdn origin's push or an Enhanced RTMP encoder) by [`Vp9Packetizer`], AV1 (`av01`) by
 //! [`Av1Packetizer`]; the first sequence start says which, and the stream is registered with
 //! that codec.
 
 use super::av1_rtp::{Av1Error, Av1Packetizer};
-use super::flv::{parse_video, FlvError, VideoTag};
-use super::h264_rtp::{FrameInfo, H264Packetizer, PacketizeError, RtpClock};
+use super::flv::{parse_video, FlvError, HevcSdpProfile, VideoTag};
+use super::nal_rtp::{FrameInfo, NalCodec, NalPacketizer, PacketizeError, RtpClock};
 use super::vp9_rtp::Vp9Packetizer;
 
 /// The payload type of the H.264 track an RTMP stream is registered with.
 pub const H264_PT: u8 = 102;
+/// The payload type of the H.265 track an RTMP stream is registered with.
+pub const H265_PT: u8 = 49;
 /// The payload type of the VP9 track an RTMP stream is registered with (Chrome's for VP9
 /// profile 0).
 pub const VP9_PT: u8 = 98;
@@ -23,6 +26,8 @@ pub const AV1_PT: u8 = 45;
 pub enum RtmpVideoCodec {
     /// H.264 of this `profile-level-id`.
     H264 { profile_level_id: String },
+    /// H.265 of this profile, tier and level (the hvcC's).
+    H265(HevcSdpProfile),
     /// VP9 of this `profile-id`.
     Vp9 { profile: u8 },
     /// AV1 of this `profile`, `level-idx` and `tier` (the av1C's `seq_profile`,
@@ -32,6 +37,64 @@ pub enum RtmpVideoCodec {
         level_idx: u8,
         tier: u8,
     },
+}
+
+impl RtmpVideoCodec {
+    /// The payload type, SDP encoding name and fmtp of the track the stream is registered
+    /// with: as browsers offer each codec (RFC 6184 §8.1, RFC 7798 §7.1, RFC 9628 §6, "RTP
+    /// Payload Format For AV1" §7.2), so players' offers match.
+    pub fn sdp(&self) -> (u8, &'static str, String) {
+        match self {
+            RtmpVideoCodec::H264 { profile_level_id } => (
+                H264_PT,
+                "H264",
+                format!(
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+                ),
+            ),
+            RtmpVideoCodec::H265(HevcSdpProfile {
+                profile_id,
+                tier_flag,
+                level_id,
+            }) => (
+                H265_PT,
+                "H265",
+                format!(
+                    "level-id={level_id};profile-id={profile_id};tier-flag={tier_flag};tx-mode=SRST"
+                ),
+            ),
+            RtmpVideoCodec::Vp9 { profile } => (VP9_PT, "VP9", format!("profile-id={profile}")),
+            RtmpVideoCodec::Av1 {
+                profile,
+                level_idx,
+                tier,
+            } => (
+                AV1_PT,
+                "AV1",
+                format!("level-idx={level_idx};profile={profile};tier={tier}"),
+            ),
+        }
+    }
+
+    /// The codec, as the RTP layer reads its payloads.
+    pub fn video_codec(&self) -> rtp::VideoCodec {
+        match self {
+            RtmpVideoCodec::H264 { .. } => rtp::VideoCodec::H264,
+            RtmpVideoCodec::H265(_) => rtp::VideoCodec::H265,
+            RtmpVideoCodec::Vp9 { .. } => rtp::VideoCodec::Vp9,
+            RtmpVideoCodec::Av1 { .. } => rtp::VideoCodec::Av1,
+        }
+    }
+
+    /// The codec's name for people ("H.264").
+    pub fn display_name(&self) -> &'static str {
+        match self {
+            RtmpVideoCodec::H264 { .. } => "H.264",
+            RtmpVideoCodec::H265(_) => "H.265",
+            RtmpVideoCodec::Vp9 { .. } => "VP9",
+            RtmpVideoCodec::Av1 { .. } => "AV1",
+        }
+    }
 }
 
 /// What a video message did.
@@ -63,15 +126,16 @@ pub enum VideoError {
     /// A sequence start of another codec than the first one.
     #[error("the video codec changed mid-stream (the stream is registered with the first one)")]
     CodecChanged,
-    /// A VP9 or AV1 frame before its sequence start, or a frame of another codec than the
-    /// stream's.
+    /// An H.265, VP9 or AV1 frame before its sequence start, or a frame of another codec than
+    /// the stream's.
     #[error("a frame of another codec than the sequence start's")]
     Unconfigured,
 }
 
 /// One RTMP stream's video (see the module docs).
 pub struct RtmpPublisher {
-    packetizer: H264Packetizer,
+    /// H.264 unless an `hvc1` sequence start made it H.265.
+    packetizer: NalPacketizer,
     /// Set by a `vp09` sequence start: the stream is VP9.
     vp9: Option<Vp9Packetizer>,
     /// Set by an `av01` sequence start: the stream is AV1.
@@ -99,7 +163,7 @@ impl RtmpPublisher {
     /// from `rtp_base`.
     pub fn new(ssrc: u32, first_seq: u16, rtp_base: u32) -> RtmpPublisher {
         RtmpPublisher {
-            packetizer: H264Packetizer::new(H264_PT, ssrc, first_seq),
+            packetizer: NalPacketizer::new(NalCodec::H264, H264_PT, ssrc, first_seq),
             vp9: None,
             av1: None,
             ssrc,
@@ -135,16 +199,44 @@ impl RtmpPublisher {
     ) -> Result<VideoOutcome, VideoError> {
         match parse_video(data)? {
             VideoTag::AvcConfig(config) => {
-                if self.vp9.is_some() || self.av1.is_some() {
+                if self.vp9.is_some() || self.av1.is_some() || self.is_h265() {
                     return Err(VideoError::CodecChanged);
                 }
-                self.packetizer.set_config(&config);
+                self.packetizer
+                    .set_config(config.length_size, &[config.sps, config.pps]);
                 if std::mem::replace(&mut self.configured, true) {
                     return Ok(VideoOutcome::Reconfigured);
                 }
                 Ok(VideoOutcome::Configured(RtmpVideoCodec::H264 {
                     profile_level_id: config.profile_level_id(),
                 }))
+            }
+            VideoTag::HevcConfig(config) => {
+                if self.configured && !self.is_h265() {
+                    return Err(VideoError::CodecChanged);
+                }
+                if !self.configured {
+                    self.packetizer =
+                        NalPacketizer::new(NalCodec::H265, H265_PT, self.ssrc, self.first_seq);
+                }
+                self.packetizer
+                    .set_config(config.length_size, &[config.vps, config.sps, config.pps]);
+                if std::mem::replace(&mut self.configured, true) {
+                    return Ok(VideoOutcome::Reconfigured);
+                }
+                Ok(VideoOutcome::Configured(RtmpVideoCodec::H265(
+                    config.sdp_profile(),
+                )))
+            }
+            VideoTag::HevcFrame {
+                keyframe,
+                composition_ms,
+                nalus,
+            } => {
+                if !self.is_h265() {
+                    return Err(VideoError::Unconfigured);
+                }
+                self.nal_frame(timestamp_ms, keyframe, composition_ms, nalus, emit)
             }
             VideoTag::Vp9Config(config) => {
                 if self.configured && self.vp9.is_none() {
@@ -174,16 +266,10 @@ impl RtmpPublisher {
                 composition_ms,
                 nalus,
             } => {
-                if self.vp9.is_some() || self.av1.is_some() {
+                if self.vp9.is_some() || self.av1.is_some() || self.is_h265() {
                     return Err(VideoError::Unconfigured);
                 }
-                if self.waiting_for_keyframe && !keyframe {
-                    return Ok(VideoOutcome::Skipped);
-                }
-                self.b_frames |= composition_ms != 0;
-                let rtp_time = self.clock.rtp_time(timestamp_ms, composition_ms);
-                let info = self.packetizer.packetize(rtp_time, nalus, emit)?;
-                Ok(VideoOutcome::Frame(self.count(timestamp_ms, info)))
+                self.nal_frame(timestamp_ms, keyframe, composition_ms, nalus, emit)
             }
             VideoTag::Av1Config(config) => {
                 if self.configured && self.av1.is_none() {
@@ -230,6 +316,28 @@ impl RtmpPublisher {
         }
     }
 
+    fn is_h265(&self) -> bool {
+        self.configured && self.packetizer.codec() == NalCodec::H265
+    }
+
+    /// An H.264 or H.265 access unit.
+    fn nal_frame(
+        &mut self,
+        timestamp_ms: u32,
+        keyframe: bool,
+        composition_ms: i32,
+        nalus: &[u8],
+        emit: impl FnMut(&[u8], bool),
+    ) -> Result<VideoOutcome, VideoError> {
+        if self.waiting_for_keyframe && !keyframe {
+            return Ok(VideoOutcome::Skipped);
+        }
+        self.b_frames |= composition_ms != 0;
+        let rtp_time = self.clock.rtp_time(timestamp_ms, composition_ms);
+        let info = self.packetizer.packetize(rtp_time, nalus, emit)?;
+        Ok(VideoOutcome::Frame(self.count(timestamp_ms, info)))
+    }
+
     /// Counts a frame that went out; a keyframe ends a wait and times the keyframe interval.
     fn count(&mut self, timestamp_ms: u32, info: FrameInfo) -> FrameInfo {
         if info.packets > 0 {
@@ -272,7 +380,7 @@ mod tests {
         let outcome = p.handle_video(0, &frame(true, 0), &mut emit);
         assert_eq!(
             outcome,
-            Err(VideoError::Packetize(PacketizeError::NoConfig))
+            Err(VideoError::Packetize(PacketizeError::NoConfig("H.264")))
         );
         assert_eq!(
             p.handle_video(0, &config(), &mut emit),
@@ -345,6 +453,88 @@ mod tests {
         assert_eq!(
             u32::from_be_bytes(packets[0].0[4..8].try_into().unwrap()),
             40 * 90
+        );
+    }
+
+    #[test]
+    fn an_hvc1_sequence_start_makes_an_h265_stream_and_codecs_do_not_mix() {
+        use crate::rtmp::flv::tests::{ex_video, x265_hvcc, X265_PPS, X265_SPS, X265_VPS};
+        use crate::rtmp::flv::{FOURCC_HEVC, VIDEO_PACKET_CODED_FRAMES};
+        let mut p = RtmpPublisher::new(7, 0, 0);
+        let mut packets = Vec::new();
+        let mut emit = |packet: &[u8], keyframe: bool| packets.push((packet.to_vec(), keyframe));
+        // CRA (21) after a 40 ms composition offset; then TRAIL_R (1).
+        let cra = [0, 0, 0, 3, 0x2A, 0x01, 0xAF];
+        let key = ex_video(
+            VIDEO_PACKET_CODED_FRAMES,
+            FOURCC_HEVC,
+            &[&[0, 0, 40][..], &cra].concat(),
+        );
+        let mut trail = ex_video(
+            VIDEO_PACKET_CODED_FRAMES,
+            FOURCC_HEVC,
+            &[0, 0, 0, 0, 0, 0, 3, 0x02, 0x01, 0xD0],
+        );
+        trail[0] = crate::rtmp::flv::VIDEO_EX_HEADER
+            | crate::rtmp::flv::VIDEO_FRAME_INTER << 4
+            | VIDEO_PACKET_CODED_FRAMES;
+        assert_eq!(
+            p.handle_video(0, &key, &mut emit),
+            Err(VideoError::Unconfigured)
+        );
+        let start = ex_video(0, FOURCC_HEVC, &x265_hvcc());
+        assert_eq!(
+            p.handle_video(0, &start, &mut emit),
+            Ok(VideoOutcome::Configured(RtmpVideoCodec::H265(
+                HevcSdpProfile {
+                    profile_id: 1,
+                    tier_flag: 0,
+                    level_id: 60
+                }
+            )))
+        );
+        p.drop_frame();
+        assert_eq!(
+            p.handle_video(33, &trail, &mut emit),
+            Ok(VideoOutcome::Skipped)
+        );
+        assert_eq!(
+            p.handle_video(66, &key, &mut emit),
+            Ok(VideoOutcome::Frame(FrameInfo {
+                packets: 4,
+                idr: true
+            }))
+        );
+        p.handle_video(99, &trail, &mut emit).unwrap();
+        // H.264 does not mix in.
+        assert_eq!(
+            p.handle_video(0, &config(), &mut emit),
+            Err(VideoError::CodecChanged)
+        );
+        assert_eq!(
+            p.handle_video(0, &frame(true, 0), &mut emit),
+            Err(VideoError::Unconfigured)
+        );
+        assert!(p.b_frames);
+        assert_eq!((p.keyframes, p.frames), (1, 2));
+        let payloads: Vec<&[u8]> = packets.iter().map(|(packet, _)| &packet[12..]).collect();
+        assert_eq!(
+            payloads,
+            [
+                &X265_VPS[..],
+                &X265_SPS,
+                &X265_PPS,
+                &cra[4..],
+                &[0x02, 0x01, 0xD0]
+            ]
+        );
+        assert!(packets
+            .iter()
+            .all(|(packet, _)| packet[1] & 0x7F == H265_PT));
+        // The RTP time is the presentation time.
+        assert_eq!(
+            u32::from_be_bytes(packets[3].0[4..8].try_into().unwrap()),
+            106 * 90
         );
     }
 

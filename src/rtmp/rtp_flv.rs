@@ -14,7 +14,7 @@
 
 use rtp::{RtpHeader, VideoCodec};
 
-use super::h264_rtp::replace;
+use super::nal_rtp::replace;
 
 /// The largest access unit passed on (a 4K keyframe at a high bitrate is well under it).
 pub const MAX_ACCESS_UNIT: usize = 4 << 20;

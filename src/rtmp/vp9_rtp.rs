@@ -13,7 +13,7 @@
 
 use rtp::vp9::Vp9FrameHeader;
 
-use super::h264_rtp::{FrameInfo, RTP_MAX_PACKET};
+use super::nal_rtp::{FrameInfo, RTP_MAX_PACKET};
 
 const RTP_HEADER: usize = 12;
 /// I, P, B, E, V flags and a 15-bit picture id.

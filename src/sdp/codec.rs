@@ -16,7 +16,8 @@ pub const EXT_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// For a publisher's offer: the first codec in offer order that rtcdn can forward.
 ///
-/// Audio: opus/48000/2. Video: VP8, H264 with packetization-mode=1, VP9, AV1.
+/// Audio: opus/48000/2. Video: VP8, H264 with packetization-mode=1, H265 in one RTP stream
+/// without decoding order numbers (RFC 7798: tx-mode SRST, sprop-max-don-diff 0), VP9, AV1.
 pub fn choose_publish_codec(media: &MediaDescription) -> Option<Codec> {
     media
         .codecs
@@ -31,8 +32,10 @@ pub fn choose_publish_codec(media: &MediaDescription) -> Option<Codec> {
 /// Name (case-insensitive), clock rate and channels must be equal. H264 also needs an equal
 /// packetization-mode and a compatible profile-level-id: an exact match is preferred, else the
 /// same profile at any level (libwebrtc's profile classes, so constrained baseline `42c01f`
-/// matches `42e01f`; equal profile_idc and profile-iop when unclassified). VP9 and AV1 need
-/// the same profile (default 0).
+/// matches `42e01f`; equal profile_idc and profile-iop when unclassified). H265 needs the same
+/// profile-id (default 1) and tier-flag (default 0) and a level-id (the highest the player
+/// decodes, default 93) at least the published one's. VP9 and AV1 need the same profile
+/// (default 0).
 pub fn match_play_codec(media: &MediaDescription, published: &Codec) -> Result<Codec, SdpError> {
     let mut compatible = None;
     for codec in &media.codecs {
@@ -71,7 +74,8 @@ fn is_forwardable(kind: MediaKind, codec: &Codec) -> bool {
                 && (codec.is("VP8")
                     || codec.is("VP9")
                     || codec.is("AV1")
-                    || (codec.is("H264") && packetization_mode(codec) == "1"))
+                    || (codec.is("H264") && packetization_mode(codec) == "1")
+                    || (codec.is("H265") && h265_single_stream_without_don(codec)))
         }
     }
 }
@@ -92,6 +96,9 @@ fn compatibility(offered: &Codec, published: &Codec) -> Compatibility {
     }
     if published.is("H264") {
         return h264_compatibility(offered, published);
+    }
+    if published.is("H265") {
+        return h265_compatibility(offered, published);
     }
     let profile_key = match () {
         _ if published.is("VP9") => "profile-id",
@@ -125,6 +132,48 @@ fn h264_compatibility(offered: &Codec, published: &Codec) -> Compatibility {
         Compatibility::SameProfile
     } else {
         Compatibility::None
+    }
+}
+
+/// RFC 7798 §7.1: one RTP stream (tx-mode SRST, the default) and no DONL fields
+/// (sprop-max-don-diff 0, the default). Packets with DONL fields would be read wrongly by the
+/// node's keyframe detection, and players would be sent them undeclared.
+fn h265_single_stream_without_don(codec: &Codec) -> bool {
+    codec
+        .fmtp_param("tx-mode")
+        .is_none_or(|mode| mode.eq_ignore_ascii_case("SRST"))
+        && codec
+            .fmtp_param("sprop-max-don-diff")
+            .is_none_or(|diff| diff == "0")
+}
+
+/// RFC 7798 §7.1 defaults: profile-id 1 (Main), tier-flag 0, level-id 93 (level 3.1).
+fn h265_profile_tier_level(codec: &Codec) -> Option<(u8, u8, u8)> {
+    let param = |key: &str, default: u8| match codec.fmtp_param(key) {
+        None => Some(default),
+        Some(value) => value.parse().ok(),
+    };
+    Some((
+        param("profile-id", 1)?,
+        param("tier-flag", 0)?,
+        param("level-id", 93)?,
+    ))
+}
+
+fn h265_compatibility(offered: &Codec, published: &Codec) -> Compatibility {
+    let (Some(offered), Some(published)) = (
+        h265_profile_tier_level(offered),
+        h265_profile_tier_level(published),
+    ) else {
+        return Compatibility::None;
+    };
+    let (profile, tier, level) = offered;
+    if (profile, tier) != (published.0, published.1) || level < published.2 {
+        Compatibility::None
+    } else if level == published.2 {
+        Compatibility::Exact
+    } else {
+        Compatibility::SameProfile
     }
 }
 
@@ -190,6 +239,8 @@ fn describe(codec: &Codec) -> String {
     }
     let keys: &[&str] = if codec.is("H264") {
         &["packetization-mode", "profile-level-id"]
+    } else if codec.is("H265") {
+        &["profile-id", "tier-flag", "level-id"]
     } else if codec.is("VP9") {
         &["profile-id"]
     } else if codec.is("AV1") {

@@ -538,6 +538,50 @@ fn vp9_profile_and_opus_matching() {
     assert!(match_play_codec(&offer.media[0], &mono).is_err());
 }
 
+fn h265(pt: u8, fmtp: &str) -> Codec {
+    let mut codec = Codec::new(pt, "H265", 90_000, None);
+    codec.fmtp = (!fmtp.is_empty()).then(|| fmtp.to_owned());
+    codec
+}
+
+#[test]
+fn h265_is_published_in_one_stream_without_don_and_played_at_its_profile_tier_and_level() {
+    // Chrome's offer with a hardware codec; Safari's default (no fmtp).
+    let chrome = "level-id=180;profile-id=1;tier-flag=0;tx-mode=SRST";
+    assert!(choose_publish_codec(&video_media(vec![h265(49, chrome)])).is_some());
+    assert!(choose_publish_codec(&video_media(vec![h265(49, "")])).is_some());
+    for refused in ["tx-mode=MRST", "sprop-max-don-diff=2"] {
+        let media = video_media(vec![h265(49, refused)]);
+        assert_eq!(choose_publish_codec(&media), None, "{refused}");
+    }
+    let media = video_media(vec![
+        h265(49, "level-id=93;profile-id=2;tier-flag=0;tx-mode=SRST"),
+        h265(51, chrome),
+        h265(53, "level-id=123;profile-id=1;tier-flag=0;tx-mode=SRST"),
+    ]);
+    // An RTMP encoder's Main at level 2: Chrome's Main offer at level 6 plays it; the exact
+    // level is preferred when offered.
+    let level_2 = h265(49, "level-id=60;profile-id=1;tier-flag=0;tx-mode=SRST");
+    assert_eq!(match_play_codec(&media, &level_2).expect("match").pt, 51);
+    let level_4_1 = h265(49, "level-id=123;profile-id=1;tier-flag=0");
+    assert_eq!(match_play_codec(&media, &level_4_1).expect("match").pt, 53);
+    // Main 10 needs profile-id 2; the default (Main, level 3.1) plays on Main offers.
+    let main_10 = h265(49, "profile-id=2");
+    assert_eq!(match_play_codec(&media, &main_10).expect("match").pt, 49);
+    assert_eq!(
+        match_play_codec(&media, &h265(49, "")).expect("match").pt,
+        51
+    );
+    // Above every offered level, the high tier, or a level that does not parse: no match, and
+    // the error says what was published.
+    for fmtp in ["level-id=183", "tier-flag=1", "level-id=x"] {
+        let err = match_play_codec(&media, &h265(49, fmtp)).expect_err(fmtp);
+        assert!(err.to_string().contains("H265"), "{err}");
+    }
+    let err = match_play_codec(&media, &h265(49, "level-id=183")).unwrap_err();
+    assert!(err.to_string().contains("level-id=183"), "{err}");
+}
+
 #[test]
 fn no_common_codec_names_the_codec() {
     let media = video_media(vec![Codec::new(96, "VP8", 90_000, None)]);

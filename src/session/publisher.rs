@@ -164,6 +164,7 @@ fn video_codec(name: &str) -> Option<VideoCodec> {
         "VP8" => Some(VideoCodec::Vp8),
         "VP9" => Some(VideoCodec::Vp9),
         "H264" => Some(VideoCodec::H264),
+        "H265" => Some(VideoCodec::H265),
         "AV1" | "AV1X" => Some(VideoCodec::Av1),
         _ => None,
     }
