@@ -437,15 +437,24 @@ mod tests {
         for round in 0..20_000 {
             let len = usize::from(next()) % 64;
             let mut p: Vec<u8> = (0..len).map(|_| next()).collect();
-            // Steer the first bytes towards what is parsed: SPS, STAP-A, FU-A, VP8 keyframes.
-            match (round % 4, p.first_mut()) {
+            // Steer the first bytes towards what is parsed: H.264 SPS, STAP-A, FU-A, H.265
+            // SPS, AP, FU (FU headers starting an SPS), VP8 keyframes.
+            match (round % 7, p.first_mut()) {
                 (0, Some(b)) => *b = 0x67,
                 (1, Some(b)) => *b = 0x78,
                 (2, Some(b)) => *b = 0x7c,
+                (3, Some(b)) => *b = 0x42,
+                (4, Some(b)) => *b = 0x60,
+                (5, Some(b)) => {
+                    *b = 0x62;
+                    if let Some(fu) = p.get_mut(2) {
+                        *fu = 0xa1;
+                    }
+                }
                 (_, Some(b)) => *b &= 0x97,
                 (_, None) => {}
             }
-            for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+            for codec in [VideoCodec::Vp8, VideoCodec::H264, VideoCodec::H265] {
                 if let Some((w, h)) = keyframe_size(codec, &p) {
                     assert!(w > 0 && h > 0);
                 }
@@ -509,6 +518,7 @@ mod tests {
             VideoCodec::Vp9,
             VideoCodec::H264,
             VideoCodec::Av1,
+            VideoCodec::H265,
         ] {
             assert!(!is_keyframe(c, &[]));
         }

@@ -9,8 +9,8 @@ use crate::srtp::{SrtpContext, SrtpProfile};
 use crate::twcc::{set_transport_seq, transport_seq, write_with_transport_seq, TwccRecorder};
 use crate::{is_keyframe, keyframe_size, RtpHeader, RtpRewriter, Ssrc, VideoCodec};
 
-/// Parses `data` as an RTP packet and exercises every accessor, the keyframe detectors (and sizes) and an
-/// in-place rewrite.
+/// Parses `data` as an RTP packet and exercises every accessor, the keyframe detectors (and sizes)
+/// of every codec and an in-place rewrite. An H.265 SPS parsed on its own must keep to its bounds.
 pub fn fuzz_rtp_header(data: &[u8]) {
     if let Ok(h) = RtpHeader::parse(data) {
         assert!(h.payload_offset() + h.payload_len() <= data.len());
@@ -32,9 +32,15 @@ pub fn fuzz_rtp_header(data: &[u8]) {
             VideoCodec::Vp9,
             VideoCodec::H264,
             VideoCodec::Av1,
+            VideoCodec::H265,
         ] {
             let _ = is_keyframe(codec, h.payload());
             let _ = keyframe_size(codec, h.payload());
+        }
+        if let Some(sps) = crate::H265Sps::parse(h.payload()) {
+            assert!((1..=65535).contains(&sps.width) && (1..=65535).contains(&sps.height));
+            assert!(sps.chroma_format_idc <= 3);
+            assert!(sps.bit_depth_luma_minus8 <= 8 && sps.bit_depth_chroma_minus8 <= 8);
         }
         for id in [1, 2, 14, 15, 200] {
             check_transport_seq(data, &h, id);
@@ -287,12 +293,13 @@ mod tests {
     #[test]
     fn random_and_mutated_inputs_do_not_panic() {
         let twcc = "8fcd0007fa17fa1709faff670027000d5fc2f103bf8e10000000000000 1c0400";
-        let seeds: [&[u8]; 5] = [
+        let seeds: [&[u8]; 6] = [
             &hex::decode("b2600001000000021111111100000000aaaaaaaabede000210ff003201020300cafe0002").unwrap(),
             &hex::decode("81c9000100000001 81ca000300000001010261620000000081ce00020000000100000002".replace(' ', "")).unwrap(),
             &hex::decode("afcd0005fa17fa17422d3ff5009900012b681300200144018fce000500000001000000005245 4d42010be8f24baae1ab".replace(' ', "")).unwrap(),
             &hex::decode(twcc.replace(' ', "")).unwrap(),
             &recorder_ops(),
+            include_bytes!("../../fuzz/corpus/seed-rtp_header/h265-ap-parameter-sets"),
         ];
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         for round in 0..3000 {
@@ -331,5 +338,25 @@ mod tests {
             .unwrap();
         fuzz_twcc_feedback(&twcc);
         fuzz_rtcp(&twcc);
+    }
+
+    #[test]
+    fn h265_seeds_carry_a_keyframe_and_its_size() {
+        // The seeds stay what their names say: x265's parameter sets in an aggregation packet,
+        // an IDR picture's first fragment.
+        let check = |seed: &[u8], size| {
+            let h = RtpHeader::parse(seed).expect("seed parses as RTP");
+            assert!(is_keyframe(VideoCodec::H265, h.payload()));
+            assert_eq!(keyframe_size(VideoCodec::H265, h.payload()), size);
+            fuzz_rtp_header(seed);
+        };
+        check(
+            include_bytes!("../../fuzz/corpus/seed-rtp_header/h265-ap-parameter-sets"),
+            Some((320, 240)),
+        );
+        check(
+            include_bytes!("../../fuzz/corpus/seed-rtp_header/h265-fu-idr-start"),
+            None,
+        );
     }
 }

@@ -492,4 +492,117 @@ mod tests {
             Some((65534, 64))
         );
     }
+
+    // x265's VPS and PPS for 320x240 and the start of its IDR_N_LP and TRAIL_R slices.
+    const VPS: &[u8] = &[
+        0x40, 0x01, 0x0c, 0x01, 0xff, 0xff, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00,
+        0x03, 0x00, 0x00, 0x03, 0x00, 0x3c, 0xba, 0x02, 0x40,
+    ];
+    const PPS: &[u8] = &[0x44, 0x01, 0xc0, 0x73, 0xc1, 0x89];
+    const IDR: &[u8] = &[0x28, 0x01, 0xac, 0x21, 0x10, 0x2a, 0x2f, 0x68];
+    const TRAIL_R: &[u8] = &[0x02, 0x01, 0xd0, 0x09, 0x78, 0x81, 0x08, 0x83];
+
+    /// An aggregation packet of `nals`.
+    fn ap(nals: &[&[u8]]) -> Vec<u8> {
+        let mut p = vec![NAL_AP << 1, 0x01];
+        for nal in nals {
+            p.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            p.extend_from_slice(nal);
+        }
+        p
+    }
+
+    /// A fragmentation unit of `nal` with S, E and the rest of `nal` after its header.
+    fn fu(nal: &[u8], start: bool, end: bool) -> Vec<u8> {
+        let fu_header = u8::from(start) << 7 | u8::from(end) << 6 | nal_type(nal[0]);
+        let mut p = vec![NAL_FU << 1 | (nal[0] & 0x81), nal[1], fu_header];
+        p.extend_from_slice(&nal[2..]);
+        p
+    }
+
+    #[test]
+    fn single_nal_unit_packets() {
+        use crate::{is_keyframe, keyframe_size, VideoCodec::H265};
+        assert!(is_keyframe(H265, IDR));
+        assert!(is_keyframe(H265, VPS));
+        assert!(is_keyframe(H265, SAMPLES[0].sps));
+        assert!(!is_keyframe(H265, PPS));
+        assert!(!is_keyframe(H265, TRAIL_R));
+        // AUD, and a CRA (21) and a BLA_W_LP (16) slice header's first bytes.
+        assert!(!is_keyframe(H265, &[NAL_AUD << 1, 0x01, 0x50]));
+        assert!(is_keyframe(H265, &[0x2a, 0x01]));
+        assert!(is_keyframe(H265, &[0x20, 0x01]));
+        assert!(!is_keyframe(H265, &[]));
+        for s in &SAMPLES {
+            let size = (s.width as u16, s.height as u16);
+            assert_eq!(keyframe_size(H265, s.sps), Some(size));
+        }
+        assert_eq!(keyframe_size(H265, VPS), None);
+        assert_eq!(keyframe_size(H265, IDR), None);
+        assert_eq!(keyframe_size(H265, &[]), None);
+    }
+
+    #[test]
+    fn aggregation_packets() {
+        use crate::{is_keyframe, keyframe_size, VideoCodec::H265};
+        // The parameter sets x265 writes before each IDR picture, aggregated as senders do.
+        let sets = ap(&[VPS, SAMPLES[1].sps, PPS]);
+        assert!(is_keyframe(H265, &sets));
+        assert_eq!(keyframe_size(H265, &sets), Some((322, 242)));
+        assert_eq!(
+            ApNalUnits::new(&sets).collect::<Vec<_>>(),
+            [VPS, SAMPLES[1].sps, PPS]
+        );
+        // The SPS alone, after a PPS and an AUD.
+        let late = ap(&[PPS, &[NAL_AUD << 1, 0x01, 0x50], SAMPLES[2].sps]);
+        assert!(is_keyframe(H265, &late));
+        assert_eq!(keyframe_size(H265, &late), Some((1920, 1080)));
+        // No parameter sets or IRAP slices.
+        let plain = ap(&[PPS, TRAIL_R]);
+        assert!(!is_keyframe(H265, &plain));
+        assert_eq!(keyframe_size(H265, &plain), None);
+        // A size past the end, or too small for a NAL header: the walk stops there.
+        let mut cut = sets.clone();
+        cut.truncate(sets.len() - 1);
+        assert_eq!(ApNalUnits::new(&cut).count(), 2);
+        let past = ap(&[PPS]);
+        let mut past = past[..3].to_vec();
+        past.extend([0x40, 0x01]);
+        assert!(!is_keyframe(H265, &past));
+        let tiny = [NAL_AP << 1, 0x01, 0x00, 0x01, 0x40, 0x00, 0x02, 0x40, 0x01];
+        assert!(!is_keyframe(H265, &tiny));
+        assert_eq!(ApNalUnits::new(&tiny).count(), 0);
+        for len in 0..sets.len() {
+            let _ = (
+                is_keyframe(H265, &sets[..len]),
+                keyframe_size(H265, &sets[..len]),
+            );
+        }
+    }
+
+    #[test]
+    fn fragmentation_units() {
+        use crate::{is_keyframe, keyframe_size, VideoCodec::H265};
+        let start = fu(IDR, true, false);
+        assert_eq!(start[..3], [0x62, 0x01, 0x94]);
+        assert!(is_keyframe(H265, &start));
+        // The middle and last fragments of an IDR picture, and a TRAIL_R picture's first.
+        assert!(!is_keyframe(H265, &fu(IDR, false, false)));
+        assert!(!is_keyframe(H265, &fu(IDR, false, true)));
+        assert!(!is_keyframe(H265, &fu(TRAIL_R, true, false)));
+        assert!(!is_keyframe(H265, &start[..2]));
+        assert_eq!(keyframe_size(H265, &start), None);
+        // An SPS in fragments: the first one has its size, a later one does not.
+        for s in &SAMPLES {
+            let first = fu(s.sps, true, false);
+            assert!(is_keyframe(H265, &first));
+            let size = (s.width as u16, s.height as u16);
+            assert_eq!(keyframe_size(H265, &first), Some(size));
+            assert_eq!(keyframe_size(H265, &fu(s.sps, false, true)), None);
+            for len in 0..first.len() {
+                let cut = keyframe_size(H265, &first[..len]);
+                assert!(cut.is_none() || cut == Some(size), "{len}");
+            }
+        }
+    }
 }
