@@ -1,11 +1,16 @@
 //! The `rtp_flv` fuzz target's body: packets into an RTMP player's RTP → FLV depacketizer, an
-//! RTMP push's VP9 and AV1 RTP → Enhanced RTMP video, and its Opus RTP → Enhanced RTMP audio.
+//! RTMP push's H.265, VP9 and AV1 RTP → Enhanced RTMP video, and its Opus RTP → Enhanced RTMP
+//! audio.
 
 /// Packets framed `[len: u16][packet]…` into [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for
 /// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV
 /// video tags it claims to be, frames as 4-byte length-prefixed NAL units that fill the tag
 /// exactly, within the access unit bound, on a clock that never goes back. The same packets go
-/// to [`RtpVp9ToFlv`](crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv) for payload type 98: its sequence
+/// to an H.265 [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for payload type 49 (the packet's
+/// payload type picks the codec): its sequence starts parse as `hvc1` configuration records
+/// with 4-byte lengths whose SPS reads, its frames as `hvc1` CodedFramesX of NAL units of two
+/// bytes or more that fill the tag exactly, within the bound, on a clock that never goes back.
+/// And to [`RtpVp9ToFlv`](crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv) for payload type 98: its sequence
 /// starts parse as `vp09` configuration records, its frames as `vp09` frames tagged as they
 /// say, within the bound, on a clock that never goes back. And to
 /// [`RtpAv1ToFlv`](crate::rtmp::rtp_av1_flv::RtpAv1ToFlv) for payload type 45: its sequence
@@ -17,7 +22,7 @@
 /// ExHeader and FourCC, on a clock that never goes back either.
 pub fn fuzz_rtp_flv(data: &[u8]) {
     use crate::rtmp::flv::{parse_video, VideoTag};
-    use crate::rtmp::rtp_flv::{FlvVideo, RtpToFlv, MAX_ACCESS_UNIT};
+    use crate::rtmp::rtp_flv::{FlvVideo, NalCodec, RtpToFlv, MAX_ACCESS_UNIT};
 
     let mut flv = RtpToFlv::new(102);
     let mut last_ms = 0u32;
@@ -49,6 +54,50 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             while !rest.is_empty() {
                 let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
                 assert!(len > 0 && 4 + len <= rest.len(), "NAL units fill the tag");
+                rest = &rest[4 + len..];
+            }
+        }
+    };
+    let mut h265 = RtpToFlv::for_codec(NalCodec::H265, 49);
+    let mut last_h265_ms = 0u32;
+    let mut check_h265 = |video: FlvVideo| match video {
+        FlvVideo::Config { body, size, .. } => {
+            let Ok(VideoTag::HevcConfig(config)) = parse_video(&body) else {
+                panic!("an hvc1 sequence start that does not parse: {body:?}")
+            };
+            assert_eq!(config.length_size, 4);
+            let sps = rtp::h265::H265Sps::parse(config.sps).expect("the SPS reads");
+            assert_eq!(config.profile_tier_level, sps.profile_tier_level);
+            assert!(size.is_some_and(|(w, h)| w > 0 && h > 0));
+        }
+        FlvVideo::Frame {
+            timestamp_ms,
+            keyframe,
+            body,
+        } => {
+            assert!(
+                timestamp_ms >= last_h265_ms,
+                "the H.265 clock never goes back"
+            );
+            last_h265_ms = timestamp_ms;
+            assert!(body.len() <= MAX_ACCESS_UNIT + 5);
+            assert_eq!(
+                body[0] & 0x0F,
+                crate::rtmp::flv::VIDEO_PACKET_CODED_FRAMES_X
+            );
+            let Ok(VideoTag::HevcFrame {
+                keyframe: tagged,
+                composition_ms: 0,
+                nalus,
+            }) = parse_video(&body)
+            else {
+                panic!("an H.265 frame that does not parse: {body:?}")
+            };
+            assert_eq!(tagged, keyframe);
+            let mut rest = nalus;
+            while !rest.is_empty() {
+                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                assert!(len >= 2 && 4 + len <= rest.len(), "NAL units fill the tag");
                 rest = &rest[4 + len..];
             }
         }
@@ -140,6 +189,7 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             opus.push(packet, 0, |audio| check_audio(audio, payload));
         } else {
             flv.push(packet, &mut check);
+            h265.push(packet, &mut check_h265);
             vp9.push(packet, &mut check_vp9);
             av1.push(packet, &mut check_av1);
         }

@@ -39,7 +39,7 @@ pub enum NalCodec {
 
 /// What a NAL unit is to the packetizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NalRole {
+pub(super) enum NalRole {
     /// A parameter set, stored in this slot (H.264 SPS 0, PPS 1; H.265 VPS 0, SPS 1, PPS 2).
     ParameterSet(usize),
     /// An access unit delimiter or filler: not sent (the marker bit delimits access units).
@@ -51,14 +51,15 @@ enum NalRole {
 }
 
 impl NalCodec {
-    fn header_len(self) -> usize {
+    pub(super) fn header_len(self) -> usize {
         match self {
             NalCodec::H264 => 1,
             NalCodec::H265 => 2,
         }
     }
 
-    fn role(self, nal: &[u8]) -> NalRole {
+    /// What `nal` (at least [`NalCodec::header_len`] bytes) is.
+    pub(super) fn role(self, nal: &[u8]) -> NalRole {
         match self {
             NalCodec::H264 => match nal[0] & 0x1F {
                 H264_SPS => NalRole::ParameterSet(0),

@@ -1,20 +1,33 @@
-//! [`RtpToFlv`]: a stream's H.264 RTP (RFC 6184) back into FLV video tag bodies for an RTMP
-//! player, sans-IO: plain RTP packets in, in order as the publisher sent them; the AVC
-//! sequence header (AVCDecoderConfigurationRecord, ISO/IEC 14496-15 §5.2.4.1) and frames of
-//! 4-byte length-prefixed NAL units out, timed in milliseconds since the first frame.
+//! [`RtpToFlv`]: a stream's H.264 RTP (RFC 6184) or H.265 RTP (RFC 7798) back into FLV video
+//! tag bodies, sans-IO: plain RTP packets in, in order as the publisher sent them; the sequence
+//! header and frames of 4-byte length-prefixed NAL units out, timed in milliseconds since the
+//! first frame. H.264 goes as classic FLV AVC (an AVCDecoderConfigurationRecord, ISO/IEC
+//! 14496-15 §5.2.4.1), for an RTMP player or an origin's RTMP push; H.265 as Enhanced RTMP
+//! `hvc1` (a sequence start of an HEVCDecoderConfigurationRecord, §8.3.3.1, and CodedFramesX:
+//! the RTP time is the presentation time, so no composition offset), for the push.
 //!
-//! Single NAL unit packets, STAP-A and FU-A are read (what browsers, the Flashphoner SDK and
-//! rtcdn's own RTMP ingest send; packetization mode 1). An access unit ends at the marker bit,
-//! or when the timestamp moves on without one. A lost packet (a gap in the sequence numbers)
-//! drops the frame it was in and every frame after it until the next IDR: a player cannot
-//! decode across the hole. Parameter sets go into the sequence header, sent before the first
-//! IDR and again before an IDR whose SPS or PPS changed (a new resolution, another copy of the
-//! stream), never inside frames. Every buffer is bounded: an access unit past
-//! [`MAX_ACCESS_UNIT`] bytes is dropped like a loss.
+//! Single NAL unit packets, aggregation packets (H.264 STAP-A, H.265 AP) and fragmentation
+//! units (H.264 FU-A, H.265 FU) are read: what browsers, the Flashphoner SDK and rtcdn's own
+//! RTMP ingest send (H.264 packetization mode 1; H.265 without DONL fields, as the node never
+//! negotiates sprop-max-don-diff). The two formats differ in their NAL unit header (one byte or
+//! two), the type numbers and the parameter sets, which [`NalCodec`] says. An access unit ends
+//! at the marker bit, or when the timestamp moves on without one. A lost packet (a gap in the
+//! sequence numbers) drops the frame it was in and every frame after it until the next IDR
+//! (H.265: IRAP) picture: a player cannot decode across the hole. Parameter sets go into the
+//! sequence header, sent before the first keyframe and again before a keyframe whose
+//! parameter sets changed (a new resolution, another copy of the stream), never inside
+//! frames. Every buffer is bounded: an access unit past [`MAX_ACCESS_UNIT`] bytes is dropped
+//! like a loss.
 
+use rtp::h265::{self, H265Sps};
 use rtp::{RtpHeader, VideoCodec};
 
-use super::nal_rtp::replace;
+use super::flv::{
+    HevcConfig, FOURCC_HEVC, VIDEO_EX_HEADER, VIDEO_FRAME_INTER, VIDEO_FRAME_KEY,
+    VIDEO_PACKET_CODED_FRAMES_X, VIDEO_PACKET_SEQUENCE_START,
+};
+pub use super::nal_rtp::NalCodec;
+use super::nal_rtp::{replace, NalRole};
 
 /// The largest access unit passed on (a 4K keyframe at a high bitrate is well under it).
 pub const MAX_ACCESS_UNIT: usize = 4 << 20;
@@ -26,13 +39,11 @@ const DISCONTINUITY_STEP: u64 = 3000;
 /// A timestamp step longer than this is a discontinuity, not a pause: 10 s.
 const MAX_STEP: u32 = 10 * 90_000;
 
-const NAL_IDR: u8 = 5;
-const NAL_SPS: u8 = 7;
-const NAL_PPS: u8 = 8;
-const NAL_AUD: u8 = 9;
 const NAL_STAP_A: u8 = 24;
 const NAL_FU_A: u8 = 28;
-/// FLV video tag header: frame type and codec id (7: AVC), AVCPacketType, composition time.
+/// The frame's tag header, five bytes either way: classic FLV AVC's frame type and codec id
+/// (7), AVCPacketType and composition time; Enhanced RTMP's frame type and VideoPacketType
+/// (CodedFramesX), then the FourCC.
 const FLV_HEADER: usize = 5;
 
 /// What comes out for the player, in this order.
@@ -57,13 +68,13 @@ pub enum FlvVideo {
 pub struct RtpToFlvCounters {
     /// Frames passed on.
     pub frames: u64,
-    /// Of those, IDR frames.
+    /// Of those, keyframes (IDR or IRAP pictures).
     pub keyframes: u64,
     /// Frames dropped: after a loss, before the next keyframe (or the first one).
     pub skipped: u64,
     /// Gaps in the sequence numbers.
     pub losses: u64,
-    /// Packets that were not H.264 of the stream's payload type, or not RFC 6184.
+    /// Packets that were not of the stream's payload type, or not of its payload format.
     pub ignored: u64,
 }
 
@@ -184,40 +195,110 @@ impl SourceOrder {
     }
 }
 
-/// One RTMP player's video (see the module docs).
+/// One stream's H.264 or H.265 video (see the module docs).
 pub struct RtpToFlv {
+    codec: NalCodec,
     order: SourceOrder,
     waiting_for_keyframe: bool,
     /// The access unit being put together: an FLV video tag header, then NAL units.
     au: Vec<u8>,
     au_time: Option<u32>,
     au_idr: bool,
-    /// The FU-A NAL unit being put together.
+    /// The fragmented NAL unit being put together.
     fu: Vec<u8>,
-    sps: Vec<u8>,
-    pps: Vec<u8>,
+    /// The parameter sets, in [`NalCodec`]'s slots (H.264 SPS, PPS; H.265 VPS, SPS, PPS).
+    parameter_sets: [Vec<u8>; 3],
     /// The parameter sets of the last sequence header sent.
-    sent: Option<(Vec<u8>, Vec<u8>)>,
+    sent: Option<[Vec<u8>; 3]>,
     clock: FlvClock,
     pub counters: RtpToFlvCounters,
+}
+
+/// What an RTP payload is, by its first NAL unit header.
+enum PayloadForm<'a> {
+    /// A whole NAL unit.
+    Single,
+    /// Aggregated NAL units, each after a 16-bit size (what follows the payload header).
+    Aggregated(&'a [u8]),
+    /// A fragment: the NAL unit header it restores, and what follows the FU header.
+    Fragment {
+        start: bool,
+        end: bool,
+        nal_header: [u8; 2],
+        data: &'a [u8],
+    },
+    /// Cut short before its FU header.
+    Truncated,
+    /// A form not read (H.264 STAP-B, MTAP, FU-B; H.265 PACI, reserved types).
+    Unknown,
+}
+
+impl PayloadForm<'_> {
+    /// `payload`'s form, in `codec`'s format; it is at least one byte.
+    fn of(codec: NalCodec, payload: &[u8]) -> PayloadForm<'_> {
+        let first = payload[0];
+        let fragment = |fu_header: u8, nal_header: [u8; 2], data| PayloadForm::Fragment {
+            start: fu_header & 0x80 != 0,
+            end: fu_header & 0x40 != 0,
+            nal_header,
+            data,
+        };
+        match codec {
+            NalCodec::H264 => match first & 0x1F {
+                1..=23 => PayloadForm::Single,
+                NAL_STAP_A => PayloadForm::Aggregated(&payload[1..]),
+                // The FU indicator's F and NRI, the FU header's type.
+                NAL_FU_A => match payload.get(1) {
+                    Some(&fu) => fragment(fu, [(first & 0xE0) | (fu & 0x1F), 0], &payload[2..]),
+                    None => PayloadForm::Truncated,
+                },
+                _ => PayloadForm::Unknown,
+            },
+            NalCodec::H265 => match (h265::nal_type(first), payload.get(1)) {
+                (_, None) => PayloadForm::Truncated,
+                (0..=47, Some(_)) => PayloadForm::Single,
+                (h265::NAL_AP, Some(_)) => PayloadForm::Aggregated(&payload[2..]),
+                // The payload header's F, LayerId and TID, the FU header's type.
+                (h265::NAL_FU, Some(&second)) => match payload.get(2) {
+                    Some(&fu) => fragment(
+                        fu,
+                        [(first & 0x81) | ((fu & 0x3F) << 1), second],
+                        &payload[3..],
+                    ),
+                    None => PayloadForm::Truncated,
+                },
+                _ => PayloadForm::Unknown,
+            },
+        }
+    }
 }
 
 impl RtpToFlv {
     /// A depacketizer of the H.264 packets of payload type `pt`.
     pub fn new(pt: u8) -> RtpToFlv {
+        RtpToFlv::for_codec(NalCodec::H264, pt)
+    }
+
+    /// A depacketizer of the `codec` packets of payload type `pt`.
+    pub fn for_codec(codec: NalCodec, pt: u8) -> RtpToFlv {
         RtpToFlv {
+            codec,
             order: SourceOrder::new(pt),
             waiting_for_keyframe: true,
             au: vec![0; FLV_HEADER],
             au_time: None,
             au_idr: false,
             fu: Vec::new(),
-            sps: Vec::new(),
-            pps: Vec::new(),
+            parameter_sets: Default::default(),
             sent: None,
             clock: FlvClock::default(),
             counters: RtpToFlvCounters::default(),
         }
+    }
+
+    /// The codec it reads.
+    pub fn codec(&self) -> NalCodec {
+        self.codec
     }
 
     /// Whether frames are dropped until the next keyframe (a loss, or none came yet).
@@ -253,7 +334,7 @@ impl RtpToFlv {
         }
     }
 
-    /// Drops the frame being put together; the next one that counts is an IDR.
+    /// Drops the frame being put together; the next one that counts is a keyframe.
     fn lose(&mut self) {
         if self.au.len() > FLV_HEADER {
             self.counters.skipped += 1;
@@ -266,13 +347,12 @@ impl RtpToFlv {
     }
 
     fn read_payload(&mut self, payload: &[u8]) {
-        let Some(&indicator) = payload.first() else {
+        if payload.is_empty() {
             return;
-        };
-        match indicator & 0x1F {
-            1..=23 => self.add_nal(payload),
-            NAL_STAP_A => {
-                let mut rest = &payload[1..];
+        }
+        match PayloadForm::of(self.codec, payload) {
+            PayloadForm::Single => self.add_nal(payload),
+            PayloadForm::Aggregated(mut rest) => {
                 while rest.len() >= 2 {
                     let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
                     let Some(nal) = rest.get(2..2 + size) else {
@@ -283,15 +363,16 @@ impl RtpToFlv {
                     rest = &rest[2 + size..];
                 }
             }
-            NAL_FU_A => {
-                let Some(&fu_header) = payload.get(1) else {
-                    self.counters.ignored += 1;
-                    return self.lose();
-                };
-                let (start, end) = (fu_header & 0x80 != 0, fu_header & 0x40 != 0);
+            PayloadForm::Fragment {
+                start,
+                end,
+                nal_header,
+                data,
+            } => {
                 if start {
                     self.fu.clear();
-                    self.fu.push((indicator & 0xE0) | (fu_header & 0x1F));
+                    self.fu
+                        .extend_from_slice(&nal_header[..self.codec.header_len()]);
                 } else if self.fu.is_empty() {
                     // The fragment's start was lost with the packets before (counted there).
                     return;
@@ -300,7 +381,7 @@ impl RtpToFlv {
                     self.counters.ignored += 1;
                     return self.lose();
                 }
-                self.fu.extend_from_slice(&payload[2..]);
+                self.fu.extend_from_slice(data);
                 if end {
                     let nal = std::mem::take(&mut self.fu);
                     self.add_nal(&nal);
@@ -308,33 +389,76 @@ impl RtpToFlv {
                     self.fu.clear();
                 }
             }
-            _ => self.counters.ignored += 1,
+            PayloadForm::Truncated => {
+                self.counters.ignored += 1;
+                self.lose();
+            }
+            PayloadForm::Unknown => self.counters.ignored += 1,
+        }
+    }
+
+    /// What `nal` is to the frame being put together; H.264's type 0 (unspecified) is dropped.
+    fn role(&self, nal: &[u8]) -> NalRole {
+        match self.codec {
+            NalCodec::H264 if nal[0] & 0x1F == 0 => NalRole::Dropped,
+            codec => codec.role(nal),
         }
     }
 
     /// One whole NAL unit of the access unit.
     fn add_nal(&mut self, nal: &[u8]) {
-        let Some(&first) = nal.first() else {
+        if nal.len() < self.codec.header_len() {
             return;
-        };
-        match first & 0x1F {
-            NAL_SPS if nal.len() <= MAX_PARAMETER_SET => replace(&mut self.sps, nal),
-            NAL_PPS if nal.len() <= MAX_PARAMETER_SET => replace(&mut self.pps, nal),
-            NAL_SPS | NAL_PPS | NAL_AUD | 0 => {}
-            kind => {
+        }
+        match self.role(nal) {
+            NalRole::ParameterSet(slot) if nal.len() <= MAX_PARAMETER_SET => {
+                replace(&mut self.parameter_sets[slot], nal)
+            }
+            NalRole::ParameterSet(_) | NalRole::Dropped => {}
+            role => {
                 if self.au.len() + 4 + nal.len() > MAX_ACCESS_UNIT {
                     self.counters.ignored += 1;
                     return self.lose();
                 }
-                self.au_idr |= kind == NAL_IDR;
+                self.au_idr |= role == NalRole::Keyframe;
                 self.au.extend_from_slice(&(nal.len() as u32).to_be_bytes());
                 self.au.extend_from_slice(nal);
             }
         }
     }
 
-    /// The access unit is complete: out it goes (after a sequence header, when the IDR's
-    /// parameter sets are new), unless it waits for a keyframe.
+    /// Whether the parameter sets make a sequence header, as a keyframe needs: H.264's SPS
+    /// has its profile bytes and there is a PPS; H.265's SPS reads as far as the record's
+    /// fields, and there are a VPS and a PPS past their headers.
+    fn has_parameter_sets(&self) -> bool {
+        let [first, second, third] = &self.parameter_sets;
+        match self.codec {
+            NalCodec::H264 => first.len() >= 4 && !second.is_empty(),
+            NalCodec::H265 => {
+                first.len() > 2 && third.len() > 2 && H265Sps::parse(second).is_some()
+            }
+        }
+    }
+
+    /// The sequence header of the parameter sets, when [`RtpToFlv::has_parameter_sets`].
+    fn sequence_header(&self, timestamp_ms: u32) -> Option<FlvVideo> {
+        let [first, second, third] = &self.parameter_sets;
+        let (body, size) = match self.codec {
+            NalCodec::H264 => (
+                config_record(first, second),
+                rtp::keyframe_size(VideoCodec::H264, first),
+            ),
+            NalCodec::H265 => hevc_sequence_start(first, second, third)?,
+        };
+        Some(FlvVideo::Config {
+            timestamp_ms,
+            body,
+            size,
+        })
+    }
+
+    /// The access unit is complete: out it goes (after a sequence header, when the
+    /// keyframe's parameter sets are new), unless it waits for a keyframe.
     fn finish(&mut self, out: &mut impl FnMut(FlvVideo)) {
         let time = self.au_time.take();
         let idr = std::mem::replace(&mut self.au_idr, false);
@@ -345,8 +469,7 @@ impl RtpToFlv {
             self.au.truncate(FLV_HEADER);
             return;
         };
-        // An IDR needs its parameter sets (the SPS's first bytes are the record's profile).
-        let decodable = idr && self.sps.len() >= 4 && !self.pps.is_empty();
+        let decodable = idr && self.has_parameter_sets();
         if self.waiting_for_keyframe && !decodable {
             self.counters.skipped += 1;
             self.au.truncate(FLV_HEADER);
@@ -354,21 +477,14 @@ impl RtpToFlv {
         }
         self.waiting_for_keyframe = false;
         let timestamp_ms = self.clock.ms(time);
-        if decodable
-            && self
-                .sent
-                .as_ref()
-                .is_none_or(|(sps, pps)| *sps != self.sps || *pps != self.pps)
-        {
-            out(FlvVideo::Config {
-                timestamp_ms,
-                body: config_record(&self.sps, &self.pps),
-                size: rtp::keyframe_size(VideoCodec::H264, &self.sps),
-            });
-            self.sent = Some((self.sps.clone(), self.pps.clone()));
+        if decodable && self.sent.as_ref() != Some(&self.parameter_sets) {
+            if let Some(header) = self.sequence_header(timestamp_ms) {
+                out(header);
+                self.sent = Some(self.parameter_sets.clone());
+            }
         }
         let mut body = std::mem::replace(&mut self.au, vec![0; FLV_HEADER]);
-        body[..FLV_HEADER].copy_from_slice(&[if idr { 0x17 } else { 0x27 }, 1, 0, 0, 0]);
+        body[..FLV_HEADER].copy_from_slice(&frame_header(self.codec, idr));
         self.counters.frames += 1;
         self.counters.keyframes += u64::from(idr);
         out(FlvVideo::Frame {
@@ -376,6 +492,29 @@ impl RtpToFlv {
             keyframe: idr,
             body,
         });
+    }
+}
+
+/// A frame's tag header (see [`FLV_HEADER`]).
+fn frame_header(codec: NalCodec, keyframe: bool) -> [u8; FLV_HEADER] {
+    let frame_type = if keyframe {
+        VIDEO_FRAME_KEY
+    } else {
+        VIDEO_FRAME_INTER
+    };
+    match codec {
+        // Classic FLV: codec id 7 (AVC), AVCPacketType 1 (NALU), composition time 0.
+        NalCodec::H264 => [frame_type << 4 | 7, 1, 0, 0, 0],
+        NalCodec::H265 => {
+            let [a, b, c, d] = FOURCC_HEVC;
+            [
+                VIDEO_EX_HEADER | frame_type << 4 | VIDEO_PACKET_CODED_FRAMES_X,
+                a,
+                b,
+                c,
+                d,
+            ]
+        }
     }
 }
 
@@ -392,6 +531,39 @@ fn config_record(sps: &[u8], pps: &[u8]) -> Vec<u8> {
     body.extend_from_slice(pps);
     body
 }
+
+/// The `hvc1` sequence start's tag body (an HEVCDecoderConfigurationRecord of one VPS, SPS and
+/// PPS, with 4-byte NAL unit lengths, the profile, tier, level and picture format as the SPS
+/// says them) and the picture size; `None` when the SPS does not read that far.
+fn hevc_sequence_start(
+    vps: &[u8],
+    sps: &[u8],
+    pps: &[u8],
+) -> Option<(Vec<u8>, Option<(u16, u16)>)> {
+    let parsed = H265Sps::parse(sps)?;
+    let record = HevcConfig {
+        profile_tier_level: parsed.profile_tier_level,
+        chroma_format_idc: parsed.chroma_format_idc,
+        bit_depth_luma_minus8: parsed.bit_depth_luma_minus8,
+        bit_depth_chroma_minus8: parsed.bit_depth_chroma_minus8,
+        length_size: 4,
+        vps,
+        sps,
+        pps,
+    }
+    .write();
+    let mut body = Vec::with_capacity(FLV_HEADER + record.len());
+    body.push(VIDEO_EX_HEADER | VIDEO_FRAME_KEY << 4 | VIDEO_PACKET_SEQUENCE_START);
+    body.extend_from_slice(&FOURCC_HEVC);
+    body.extend_from_slice(&record);
+    let size = u16::try_from(parsed.width)
+        .ok()
+        .zip(u16::try_from(parsed.height).ok());
+    Some((body, size))
+}
+
+#[cfg(test)]
+mod h265_tests;
 
 #[cfg(test)]
 mod tests {
