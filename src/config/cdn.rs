@@ -30,8 +30,8 @@ pub enum StreamDistribution {
     /// "webrtc": the origin publishes each stream to each edge over the WCS WebSocket protocol.
     #[default]
     WebRtc,
-    /// "rtmp": the origin publishes each stream to each edge's RTMP listener (H.264, VP9 and
-    /// AV1 video and Opus audio as they came, over Enhanced RTMP); a stream RTMP cannot carry
+    /// "rtmp": the origin publishes each stream to each edge's RTMP listener (H.264, H.265, VP9
+    /// and AV1 video and Opus audio as they came, over Enhanced RTMP); a stream RTMP cannot carry
     /// (VP8, simulcast, VP9 or AV1 with spatial layers) goes over WebRTC instead.
     Rtmp,
 }

@@ -1,9 +1,9 @@
-//! [`RtpToRtmp`]: a stream's plain RTP (H.264, VP9 or AV1 video, Opus audio) as the RTMP messages
+//! [`RtpToRtmp`]: a stream's plain RTP (H.264, H.265, VP9 or AV1 video, Opus audio) as the RTMP messages
 //! of one publish, sans-IO — what an origin's RTMP push sends an edge. Packets in as a tap hands them
 //! over, with the time they came on the push's clock; `onMetaData`, video and audio tag bodies
 //! out, in order.
 //!
-//! Video goes through [`RtpToFlv`] (H.264), [`RtpVp9ToFlv`] (VP9, as Enhanced RTMP `vp09`) or
+//! Video goes through [`RtpToFlv`] (H.264; H.265 as Enhanced RTMP `hvc1`), [`RtpVp9ToFlv`] (VP9, as Enhanced RTMP `vp09`) or
 //! [`RtpAv1ToFlv`] (AV1, as `av01`), audio through [`RtpOpusToFlv`]. Their clocks are put on
 //! one timeline by arrival: the newest video frame of the first batch, and the first audio
 //! packet, are placed at the time they came; the rest follow their RTP time. A push that starts
@@ -12,7 +12,7 @@
 //! zero.
 
 use super::rtp_av1_flv::RtpAv1ToFlv;
-use super::rtp_flv::{FlvVideo, RtpToFlv};
+use super::rtp_flv::{FlvVideo, NalCodec, RtpToFlv};
 use super::rtp_opus_flv::{FlvAudio, RtpOpusToFlv};
 use super::rtp_vp9_flv::RtpVp9ToFlv;
 
@@ -21,6 +21,8 @@ use super::rtp_vp9_flv::RtpVp9ToFlv;
 pub enum CarriedVideo {
     /// Classic FLV AVC.
     H264,
+    /// Enhanced RTMP `hvc1`.
+    H265,
     /// Enhanced RTMP `vp09`.
     Vp9,
     /// Enhanced RTMP `av01`.
@@ -30,6 +32,7 @@ pub enum CarriedVideo {
 /// The stream's video depacketizer, by codec.
 enum VideoToFlv {
     H264(RtpToFlv),
+    H265(RtpToFlv),
     Vp9(RtpVp9ToFlv),
     Av1(RtpAv1ToFlv),
 }
@@ -37,7 +40,7 @@ enum VideoToFlv {
 impl VideoToFlv {
     fn push(&mut self, packet: &[u8], out: impl FnMut(FlvVideo)) {
         match self {
-            VideoToFlv::H264(flv) => flv.push(packet, out),
+            VideoToFlv::H264(flv) | VideoToFlv::H265(flv) => flv.push(packet, out),
             VideoToFlv::Vp9(flv) => flv.push(packet, out),
             VideoToFlv::Av1(flv) => flv.push(packet, out),
         }
@@ -45,7 +48,7 @@ impl VideoToFlv {
 
     fn resync(&mut self) {
         match self {
-            VideoToFlv::H264(flv) => flv.resync(),
+            VideoToFlv::H264(flv) | VideoToFlv::H265(flv) => flv.resync(),
             VideoToFlv::Vp9(flv) => flv.resync(),
             VideoToFlv::Av1(flv) => flv.resync(),
         }
@@ -53,7 +56,7 @@ impl VideoToFlv {
 
     fn waits_for_keyframe(&self) -> bool {
         match self {
-            VideoToFlv::H264(flv) => flv.waits_for_keyframe(),
+            VideoToFlv::H264(flv) | VideoToFlv::H265(flv) => flv.waits_for_keyframe(),
             VideoToFlv::Vp9(flv) => flv.waits_for_keyframe(),
             VideoToFlv::Av1(flv) => flv.waits_for_keyframe(),
         }
@@ -88,6 +91,7 @@ impl RtpToRtmp {
     pub fn new(video: CarriedVideo, video_pt: u8, audio: Option<(u8, u8)>) -> RtpToRtmp {
         let video = match video {
             CarriedVideo::H264 => VideoToFlv::H264(RtpToFlv::new(video_pt)),
+            CarriedVideo::H265 => VideoToFlv::H265(RtpToFlv::for_codec(NalCodec::H265, video_pt)),
             CarriedVideo::Vp9 => VideoToFlv::Vp9(RtpVp9ToFlv::new(video_pt)),
             CarriedVideo::Av1 => VideoToFlv::Av1(RtpAv1ToFlv::new(video_pt)),
         };
@@ -123,6 +127,7 @@ impl RtpToRtmp {
     pub fn codec_id(&self) -> u32 {
         match self.video {
             VideoToFlv::H264(_) => u32::from(super::flv::VIDEO_CODEC_AVC),
+            VideoToFlv::H265(_) => super::flv::fourcc_codec_id(super::flv::FOURCC_HEVC),
             VideoToFlv::Vp9(_) => super::flv::fourcc_codec_id(super::flv::FOURCC_VP9),
             VideoToFlv::Av1(_) => super::flv::fourcc_codec_id(super::flv::FOURCC_AV1),
         }
@@ -195,7 +200,7 @@ mod tests {
     use rtp::{Pt, RtpHeaderBuilder, Ssrc};
 
     fn rtp(pt: u8, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 256];
         let len = RtpHeaderBuilder::new(Pt::new(pt), seq, ts, Ssrc(u32::from(pt)))
             .write_to(&mut buf)
             .unwrap();
@@ -331,5 +336,46 @@ mod tests {
             &mut out,
         );
         assert!(rtmp.not_carried().is_some_and(|why| why.contains("AV1")));
+    }
+
+    #[test]
+    fn h265_goes_as_hvc1_with_its_size_in_the_metadata() {
+        use crate::rtmp::flv::tests::{X265_PPS, X265_SPS, X265_VPS};
+        use crate::rtmp::flv::{fourcc_codec_id, FOURCC_HEVC};
+
+        let mut rtmp = RtpToRtmp::new(CarriedVideo::H265, 49, None);
+        assert_eq!(rtmp.codec_id(), fourcc_codec_id(FOURCC_HEVC));
+        let mut ap = vec![48 << 1, 1];
+        for nal in [&X265_VPS[..], &X265_SPS, &X265_PPS] {
+            ap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            ap.extend_from_slice(nal);
+        }
+        let key = [
+            rtp(49, 1, 0, false, &ap),
+            rtp(49, 2, 0, true, &[0x2A, 0x01, 0xAF]),
+            rtp(49, 3, 3000, true, &[0x02, 0x01, 0xD0]),
+        ];
+        let mut out = Vec::new();
+        rtmp.push(
+            key.iter().map(|p| (false, p.as_slice())),
+            CLOCK_BASE_MS,
+            &mut out,
+        );
+        assert_eq!(
+            out[0],
+            RtmpMessage::Metadata {
+                size: Some((320, 240))
+            }
+        );
+        let bodies: Vec<&[u8]> = out[1..]
+            .iter()
+            .map(|m| match m {
+                RtmpMessage::Video { body, .. } => &body[..5],
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bodies, [&b"\x90hvc1"[..], b"\x93hvc1", b"\xa3hvc1"]);
+        assert_eq!(rtmp.not_carried(), None);
+        assert!(!rtmp.waits_for_keyframe());
     }
 }

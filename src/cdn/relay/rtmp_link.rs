@@ -3,7 +3,8 @@
 //! encoder would, fed by a tap on the stream at its publisher's core. The edge sees an RTMP
 //! ingest, and serves it to its players like any stream.
 //!
-//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV, VP9 video as
+//! The stream goes as it came, nothing transcoded: H.264 video as classic FLV, H.265 video as
+//! Enhanced RTMP `hvc1` (length-prefixed NAL units, as MP4 samples hold them), VP9 video as
 //! Enhanced RTMP `vp09`, AV1 video as Enhanced RTMP `av01` (temporal units of OBUs, as MP4
 //! samples hold them), Opus audio as Enhanced RTMP, all on one clock ([`RtpToRtmp`]).
 //! [`carries`] says which streams RTMP can take; the driver relays the others (VP8, other
@@ -56,7 +57,7 @@ pub struct Carried {
 }
 
 /// What an RTMP push of `tracks` carries, or why it cannot: RTMP between rtcdn nodes takes
-/// H.264, VP9 and AV1 video and Opus audio as they are.
+/// H.264, H.265, VP9 and AV1 video and Opus audio as they are.
 pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
     let video = tracks.iter().find(|t| t.kind == MediaKind::Video);
     // One RTMP stream is one picture: a WebRTC relay keeps every layer for the edge's players.
@@ -70,6 +71,9 @@ pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
             let (pt, layer) = crate::rtmp::player::h264_video(name, tracks).map_err(|r| r.why)?;
             (CarriedVideo::H264, pt, layer)
         }
+        Some(track) if track.codec.name.eq_ignore_ascii_case("H265") => {
+            (CarriedVideo::H265, track.codec.pt, 0)
+        }
         Some(track) if track.codec.name.eq_ignore_ascii_case("VP9") => {
             (CarriedVideo::Vp9, track.codec.pt, 0)
         }
@@ -78,13 +82,13 @@ pub fn carries(name: &str, tracks: &[StreamTrack]) -> Result<Carried, String> {
         }
         Some(track) => {
             return Err(format!(
-                "RTMP relays carry H.264, VP9 and AV1 video; {name}'s is {}",
+                "RTMP relays carry H.264, H.265, VP9 and AV1 video; {name}'s is {}",
                 track.codec.name.to_uppercase()
             ))
         }
         None => {
             return Err(format!(
-                "RTMP relays carry H.264, VP9 or AV1 video; {name} has none"
+                "RTMP relays carry H.264, H.265, VP9 or AV1 video; {name} has none"
             ))
         }
     };
@@ -445,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn rtmp_carries_h264_vp9_and_av1_with_opus_or_no_audio_and_says_why_not_otherwise() {
+    fn rtmp_carries_h264_h265_vp9_and_av1_with_opus_or_no_audio_and_says_why_not_otherwise() {
         let h264 = track(MediaKind::Video, "H264", 102);
         let opus = track(MediaKind::Audio, "opus", 111);
         assert_eq!(
@@ -463,7 +467,26 @@ mod tests {
         );
         let vp8 = track(MediaKind::Video, "VP8", 96);
         let why = carries("cam", &[opus.clone(), vp8]).unwrap_err();
-        assert!(why.contains("H.264") && why.contains("VP8"), "{why}");
+        assert!(
+            why.contains("H.264, H.265, VP9 and AV1") && why.contains("VP8"),
+            "{why}"
+        );
+        let h265 = track(MediaKind::Video, "H265", 49);
+        assert_eq!(
+            carries("cam", &[opus.clone(), h265.clone()]),
+            Ok(Carried {
+                video: CarriedVideo::H265,
+                video_pt: 49,
+                layer: 0,
+                audio: Some((111, 2))
+            })
+        );
+        let mut simulcast_h265 = h265;
+        simulcast_h265.rids = vec!["l".into(), "h".into()];
+        let why = carries("cam", &[simulcast_h265]).unwrap_err();
+        assert!(why.contains("simulcast with 2 layers"), "{why}");
+        let why = carries("cam", std::slice::from_ref(&opus)).unwrap_err();
+        assert!(why.contains("H.265") && why.contains("has none"), "{why}");
         let mut vp9 = track(MediaKind::Video, "VP9", 98);
         assert_eq!(
             carries("cam", &[opus, vp9.clone()]),
