@@ -220,6 +220,43 @@ async fn codec_and_size(base: &str, name: &str) -> (String, serde_json::Value, s
     (codec, row["width"].clone(), row["height"].clone())
 }
 
+/// Publishes `name` as Enhanced RTMP `fourcc` video: `onMetaData` naming it, the sequence start
+/// `record`, then at 30 fps for 8 s the frame `bodies` over and over (keyframes as
+/// CodedFrames, the others as CodedFramesX), paced as an encoder sends them; the task returns
+/// the publisher when done.
+async fn publish_enhanced_video(
+    rtmp: SocketAddr,
+    name: &str,
+    fourcc: [u8; 4],
+    record: &[u8],
+    bodies: Vec<(bool, Vec<u8>)>,
+) -> tokio::task::JoinHandle<Publisher> {
+    let mut publisher = Publisher::start(rtmp, name).await;
+    let mut metadata = StreamMetadata::new();
+    metadata.video_codec_id = Some(fourcc_codec_id(fourcc));
+    publisher.metadata(&metadata).await;
+    let start = ex_video(VIDEO_FRAME_KEY, VIDEO_PACKET_SEQUENCE_START, fourcc, record);
+    publisher.video(0, start).await;
+    tokio::spawn(async move {
+        let started = Instant::now();
+        for frame in 0..30 * 8u32 {
+            let (keyframe, body) = &bodies[frame as usize % bodies.len()];
+            let (frame_type, packet_type) = if *keyframe {
+                (VIDEO_FRAME_KEY, VIDEO_PACKET_CODED_FRAMES)
+            } else {
+                (VIDEO_FRAME_INTER, VIDEO_PACKET_CODED_FRAMES_X)
+            };
+            let ms = frame * 1000 / 30;
+            publisher
+                .video(ms, ex_video(frame_type, packet_type, fourcc, body))
+                .await;
+            let due = Duration::from_millis(u64::from(ms));
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
+        publisher
+    })
+}
+
 /// Plays `stream` once it is live.
 async fn play_when_live(base: &str, stream: &str, certificate: &DtlsCertificate) -> ClientSession {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -504,37 +541,15 @@ async fn an_enhanced_rtmp_publish_of_av01_reaches_a_whep_player_obu_for_obu() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
 
-    let mut publisher = Publisher::start(rtmp, "acam").await;
-    let mut metadata = StreamMetadata::new();
-    metadata.video_codec_id = Some(fourcc_codec_id(FOURCC_AV1));
-    publisher.metadata(&metadata).await;
-    let start = ex_video(
-        VIDEO_FRAME_KEY,
-        VIDEO_PACKET_SEQUENCE_START,
-        FOURCC_AV1,
-        &av1c(&sequence_header),
-    );
-    publisher.video(0, start).await;
-
-    // 30 fps for 8 s, the 90 units over again (each round starts with a keyframe).
-    let sent = units.clone();
-    let publishing = tokio::spawn(async move {
-        let started = Instant::now();
-        for frame in 0..30 * 8u32 {
-            let index = (frame % 90) as usize;
-            let (frame_type, packet_type) = if keyframes[index] {
-                (VIDEO_FRAME_KEY, VIDEO_PACKET_CODED_FRAMES)
-            } else {
-                (VIDEO_FRAME_INTER, VIDEO_PACKET_CODED_FRAMES_X)
-            };
-            let message = ex_video(frame_type, packet_type, FOURCC_AV1, &sent[index]);
-            let ms = frame * 1000 / 30;
-            publisher.video(ms, message).await;
-            let due = Duration::from_millis(u64::from(ms));
-            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
-        }
-        publisher
-    });
+    // 30 fps for 8 s, the 90 units over again (each round starts with a keyframe); AV1 has no
+    // composition time.
+    let bodies = keyframes
+        .iter()
+        .copied()
+        .zip(units.iter().cloned())
+        .collect();
+    let publishing =
+        publish_enhanced_video(rtmp, "acam", FOURCC_AV1, &av1c(&sequence_header), bodies).await;
 
     let mut player = play_when_live(&base, "acam", &certificate).await;
     let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
@@ -746,52 +761,21 @@ async fn an_enhanced_rtmp_publish_of_hvc1_reaches_a_whep_player_and_decodes() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
 
-    let mut publisher = Publisher::start(rtmp, "hcam").await;
-    let mut metadata = StreamMetadata::new();
-    metadata.video_codec_id = Some(fourcc_codec_id(FOURCC_HEVC));
-    publisher.metadata(&metadata).await;
-    let start = ex_video(
-        VIDEO_FRAME_KEY,
-        VIDEO_PACKET_SEQUENCE_START,
-        FOURCC_HEVC,
-        &record,
-    );
-    publisher.video(0, start).await;
-
-    // 30 fps for 8 s, the 90 units over again (each round starts with an IDR); keyframes as
-    // CodedFrames with a zero composition time, the others as CodedFramesX.
-    let (sent, sent_keyframes) = (frames.clone(), keyframes.clone());
-    let publishing = tokio::spawn(async move {
-        let started = Instant::now();
-        for frame in 0..30 * 8u32 {
-            let index = (frame % 90) as usize;
-            let nalus: Vec<u8> = sent[index]
-                .iter()
-                .flat_map(|nal| [&(nal.len() as u32).to_be_bytes()[..], nal].concat())
-                .collect();
-            let message = if sent_keyframes[index] {
-                let body = [&[0, 0, 0][..], &nalus].concat();
-                ex_video(
-                    VIDEO_FRAME_KEY,
-                    VIDEO_PACKET_CODED_FRAMES,
-                    FOURCC_HEVC,
-                    &body,
-                )
-            } else {
-                ex_video(
-                    VIDEO_FRAME_INTER,
-                    VIDEO_PACKET_CODED_FRAMES_X,
-                    FOURCC_HEVC,
-                    &nalus,
-                )
-            };
-            let ms = frame * 1000 / 30;
-            publisher.video(ms, message).await;
-            let due = Duration::from_millis(u64::from(ms));
-            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
-        }
-        publisher
-    });
+    // 30 fps for 8 s, the 90 units over again (each round starts with an IDR), length-prefixed;
+    // CodedFrames (the keyframes) with a zero composition time first.
+    let bodies = frames
+        .iter()
+        .zip(&keyframes)
+        .map(|(unit, &keyframe)| {
+            let mut body = if keyframe { vec![0, 0, 0] } else { Vec::new() };
+            for nal in unit {
+                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                body.extend_from_slice(nal);
+            }
+            (keyframe, body)
+        })
+        .collect();
+    let publishing = publish_enhanced_video(rtmp, "hcam", FOURCC_HEVC, &record, bodies).await;
 
     let mut player = play_when_live(&base, "hcam", &certificate).await;
     let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
