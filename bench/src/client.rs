@@ -229,6 +229,9 @@ pub const VP9_PT: u8 = 98;
 /// Payload type a player offers AV1 (profile 0) under, last, as Chrome does: it plays an AV1
 /// stream (an RTMP `av01` publisher's) too.
 pub const AV1_PT: u8 = 45;
+/// Payload type a player offers H.265 (Main, up to level 6) under, after AV1: it plays an H.265
+/// stream (an RTMP `hvc1` publisher's) too.
+pub const H265_PT: u8 = 49;
 
 fn offer_codecs(kind: MediaKind, mode: Mode, options: OfferOptions) -> Vec<Codec> {
     let fb = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
@@ -264,6 +267,10 @@ fn offer_codecs(kind: MediaKind, mode: Mode, options: OfferOptions) -> Vec<Codec
                 av1.fmtp = Some("level-idx=5;profile=0;tier=0".into());
                 av1.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
                 codecs.push(av1);
+                let mut h265 = Codec::new(H265_PT, "H265", 90000, None);
+                h265.fmtp = Some("level-id=180;profile-id=1;tier-flag=0;tx-mode=SRST".into());
+                h265.rtcp_fb = fb(&["nack", "nack pli", "ccm fir", "goog-remb"]);
+                codecs.push(h265);
             }
             codecs
         }

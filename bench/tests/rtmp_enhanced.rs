@@ -2,8 +2,10 @@
 //! client session over a socket; Debian's ffmpeg 5.1 writes no Enhanced RTMP) publishes FourCC
 //! `avc1` video and `Opus` audio, announced by FourCC in `onMetaData`, and a WHEP player gets
 //! the H.264 from its keyframe and every Opus packet byte for byte, one RTP packet each, in
-//! order, 960 ticks (20 ms) apart. An `hvc1` publish is refused with its name in the log line's
-//! reason. An `av01` publish of libaom's temporal units (ffmpeg's, from IVF) reaches a WHEP player
+//! order, 960 ticks (20 ms) apart. A `vp08` publish is refused with its name in the log line's
+//! reason. An `hvc1` publish of x265's access units reaches a WHEP player as H.265 RTP (RFC 7798)
+//! whose NAL units are the published ones, from a keyframe on, with the parameter sets before
+//! each keyframe, and ffmpeg's HEVC decoder decodes every frame of it. An `av01` publish of libaom's temporal units (ffmpeg's, from IVF) reaches a WHEP player
 //! as AV1 RTP whose OBUs are the published ones, from a keyframe on, keyframes (N) where they
 //! were. Everything stays on 127.0.0.1.
 
@@ -25,12 +27,12 @@ use rtcdn::rtmp::flv::{
     VIDEO_FRAME_INTER, VIDEO_FRAME_KEY, VIDEO_PACKET_CODED_FRAMES, VIDEO_PACKET_CODED_FRAMES_X,
     VIDEO_PACKET_SEQUENCE_START,
 };
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, AV1_PT, H264_PT};
+use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, AV1_PT, H264_PT, H265_PT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod common;
-use common::{collect_rtp, loopback_config};
+use common::{collect_rtp, get_json, loopback_config};
 
 /// x264's baseline SPS and PPS for 320x240.
 const SPS: [u8; 23] = [
@@ -201,6 +203,60 @@ fn opus_packet(index: u32) -> Vec<u8> {
     packet
 }
 
+/// The `/api/streams` row of `name`: its video track's codec and the picture size the node
+/// read from its keyframes.
+async fn codec_and_size(base: &str, name: &str) -> (String, serde_json::Value, serde_json::Value) {
+    let streams = get_json(&format!("{base}/api/streams")).await;
+    let row = streams
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["name"] == name))
+        .unwrap_or_else(|| panic!("{name} listed: {streams}"))
+        .clone();
+    let video = row["tracks"]
+        .as_array()
+        .and_then(|tracks| tracks.iter().find(|t| t["kind"] == "video"))
+        .unwrap_or_else(|| panic!("a video track: {row}"));
+    let codec = video["codec"].as_str().unwrap_or_default().to_owned();
+    (codec, row["width"].clone(), row["height"].clone())
+}
+
+/// Publishes `name` as Enhanced RTMP `fourcc` video: `onMetaData` naming it, the sequence start
+/// `record`, then at 30 fps for 8 s the frame `bodies` over and over (keyframes as
+/// CodedFrames, the others as CodedFramesX), paced as an encoder sends them; the task returns
+/// the publisher when done.
+async fn publish_enhanced_video(
+    rtmp: SocketAddr,
+    name: &str,
+    fourcc: [u8; 4],
+    record: &[u8],
+    bodies: Vec<(bool, Vec<u8>)>,
+) -> tokio::task::JoinHandle<Publisher> {
+    let mut publisher = Publisher::start(rtmp, name).await;
+    let mut metadata = StreamMetadata::new();
+    metadata.video_codec_id = Some(fourcc_codec_id(fourcc));
+    publisher.metadata(&metadata).await;
+    let start = ex_video(VIDEO_FRAME_KEY, VIDEO_PACKET_SEQUENCE_START, fourcc, record);
+    publisher.video(0, start).await;
+    tokio::spawn(async move {
+        let started = Instant::now();
+        for frame in 0..30 * 8u32 {
+            let (keyframe, body) = &bodies[frame as usize % bodies.len()];
+            let (frame_type, packet_type) = if *keyframe {
+                (VIDEO_FRAME_KEY, VIDEO_PACKET_CODED_FRAMES)
+            } else {
+                (VIDEO_FRAME_INTER, VIDEO_PACKET_CODED_FRAMES_X)
+            };
+            let ms = frame * 1000 / 30;
+            publisher
+                .video(ms, ex_video(frame_type, packet_type, fourcc, body))
+                .await;
+            let due = Duration::from_millis(u64::from(ms));
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
+        publisher
+    })
+}
+
 /// Plays `stream` once it is live.
 async fn play_when_live(base: &str, stream: &str, certificate: &DtlsCertificate) -> ClientSession {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -324,18 +380,18 @@ async fn an_enhanced_rtmp_publish_of_avc1_and_opus_reaches_a_whep_player_opus_un
     publisher.send(stop).await;
     assert!(player.wait_ended(Duration::from_secs(10)).await.is_some());
 
-    // HEVC over Enhanced RTMP is refused: the node closes the publish.
-    let mut hevc = Publisher::start(rtmp, "hcam").await;
+    // VP8 over Enhanced RTMP is refused: the node closes the publish.
+    let mut vp8 = Publisher::start(rtmp, "vcam").await;
     let start = ex_video(
         VIDEO_FRAME_KEY,
         VIDEO_PACKET_SEQUENCE_START,
-        FOURCC_HEVC,
+        *b"vp08",
         &[1, 2, 3],
     );
-    hevc.video(0, start).await;
+    vp8.video(0, start).await;
     assert!(
-        hevc.closed_within(Duration::from_secs(5)).await,
-        "an hvc1 publish is closed"
+        vp8.closed_within(Duration::from_secs(5)).await,
+        "a vp08 publish is closed"
     );
     node.stop();
 }
@@ -485,40 +541,23 @@ async fn an_enhanced_rtmp_publish_of_av01_reaches_a_whep_player_obu_for_obu() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
 
-    let mut publisher = Publisher::start(rtmp, "acam").await;
-    let mut metadata = StreamMetadata::new();
-    metadata.video_codec_id = Some(fourcc_codec_id(FOURCC_AV1));
-    publisher.metadata(&metadata).await;
-    let start = ex_video(
-        VIDEO_FRAME_KEY,
-        VIDEO_PACKET_SEQUENCE_START,
-        FOURCC_AV1,
-        &av1c(&sequence_header),
-    );
-    publisher.video(0, start).await;
-
-    // 30 fps for 8 s, the 90 units over again (each round starts with a keyframe).
-    let sent = units.clone();
-    let publishing = tokio::spawn(async move {
-        let started = Instant::now();
-        for frame in 0..30 * 8u32 {
-            let index = (frame % 90) as usize;
-            let (frame_type, packet_type) = if keyframes[index] {
-                (VIDEO_FRAME_KEY, VIDEO_PACKET_CODED_FRAMES)
-            } else {
-                (VIDEO_FRAME_INTER, VIDEO_PACKET_CODED_FRAMES_X)
-            };
-            let message = ex_video(frame_type, packet_type, FOURCC_AV1, &sent[index]);
-            let ms = frame * 1000 / 30;
-            publisher.video(ms, message).await;
-            let due = Duration::from_millis(u64::from(ms));
-            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
-        }
-        publisher
-    });
+    // 30 fps for 8 s, the 90 units over again (each round starts with a keyframe); AV1 has no
+    // composition time.
+    let bodies = keyframes
+        .iter()
+        .copied()
+        .zip(units.iter().cloned())
+        .collect();
+    let publishing =
+        publish_enhanced_video(rtmp, "acam", FOURCC_AV1, &av1c(&sequence_header), bodies).await;
 
     let mut player = play_when_live(&base, "acam", &certificate).await;
     let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
+    // The size is read from the sequence header the keyframes carry.
+    assert_eq!(
+        codec_and_size(&base, "acam").await,
+        ("AV1".into(), 320.into(), 240.into())
+    );
     let mut publisher = publishing.await.unwrap();
     let video: Vec<_> = packets
         .iter()
@@ -563,6 +602,261 @@ async fn an_enhanced_rtmp_publish_of_av01_reaches_a_whep_player_obu_for_obu() {
     assert!(
         starts.iter().all(|d| (2970..=3060).contains(d)),
         "{starts:?}"
+    );
+
+    let stop = publisher.session.stop_publishing().unwrap();
+    publisher.send(stop).await;
+    assert!(player.wait_ended(Duration::from_secs(10)).await.is_some());
+    node.stop();
+}
+
+/// x265's H.265 (ffmpeg, ultrafast, no B-frames, an IDR each 30 frames, an access unit
+/// delimiter before each) for `frames` frames of 320x240 test pattern: each access unit's NAL
+/// units (without start codes), the delimiters left out.
+fn x265_access_units(frames: u32) -> Vec<Vec<Vec<u8>>> {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .args(["-c:v", "libx265", "-preset", "ultrafast"])
+        .args([
+            "-x265-params",
+            "keyint=30:min-keyint=30:bframes=0:aud=1:log-level=error",
+        ])
+        .args(["-f", "hevc", "pipe:1"])
+        .output()
+        .expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(output.status.success(), "ffmpeg: {:?}", output);
+    let mut units: Vec<Vec<Vec<u8>>> = Vec::new();
+    for nal in annex_b_nal_units(&output.stdout) {
+        if rtp::h265::nal_type(nal[0]) == rtp::h265::NAL_AUD {
+            units.push(Vec::new());
+        } else {
+            units.last_mut().expect("an AUD first").push(nal.to_vec());
+        }
+    }
+    assert_eq!(units.len(), frames as usize);
+    units
+}
+
+/// The NAL units of an Annex B byte stream.
+fn annex_b_nal_units(stream: &[u8]) -> Vec<&[u8]> {
+    let starts: Vec<usize> = stream
+        .windows(3)
+        .enumerate()
+        .filter(|(_, w)| *w == [0, 0, 1])
+        .map(|(i, _)| i + 3)
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &start)| {
+            let end = starts.get(k + 1).map_or(stream.len(), |next| next - 3);
+            let mut nal = &stream[start..end];
+            // A four-byte start code's leading zero belongs to no unit.
+            while nal.last() == Some(&0) {
+                nal = &nal[..nal.len() - 1];
+            }
+            nal
+        })
+        .collect()
+}
+
+fn is_parameter_set(nal: &[u8]) -> bool {
+    matches!(
+        rtp::h265::nal_type(nal[0]),
+        rtp::h265::NAL_VPS | rtp::h265::NAL_SPS | rtp::h265::NAL_PPS
+    )
+}
+
+fn is_irap_unit(unit: &[Vec<u8>]) -> bool {
+    unit.iter()
+        .any(|nal| rtp::h265::is_irap(rtp::h265::nal_type(nal[0])))
+}
+
+/// A WHEP player's H.265 RTP (RFC 7798: single NAL unit packets, aggregation packets,
+/// fragmentation units) as access units of NAL units; checks the sequence numbers and that an
+/// access unit's packets share one RTP time.
+fn depacketize_h265(packets: &[rtp::RtpHeader]) -> Vec<Vec<Vec<u8>>> {
+    let mut units = Vec::new();
+    let (mut unit, mut fragment) = (Vec::new(), None::<Vec<u8>>);
+    for (i, packet) in packets.iter().enumerate() {
+        if i > 0 {
+            let previous = &packets[i - 1];
+            let expected = previous.sequence_number().wrapping_add(1);
+            assert_eq!(packet.sequence_number(), expected, "no loss on loopback");
+            if !previous.marker() {
+                assert_eq!(packet.timestamp(), previous.timestamp(), "packet {i}");
+            }
+        }
+        let payload = packet.payload();
+        match rtp::h265::nal_type(payload[0]) {
+            rtp::h265::NAL_AP => {
+                unit.extend(rtp::h265::ApNalUnits::new(payload).map(<[u8]>::to_vec))
+            }
+            rtp::h265::NAL_FU => {
+                let fu = payload[2];
+                if fu & 0x80 != 0 {
+                    let header = [(payload[0] & 0x81) | (fu & 0x3F) << 1, payload[1]];
+                    fragment = Some(header.to_vec());
+                }
+                let nal = fragment.as_mut().expect("an FU starts its unit");
+                nal.extend_from_slice(&payload[3..]);
+                if fu & 0x40 != 0 {
+                    unit.push(fragment.take().unwrap());
+                }
+            }
+            _ => unit.push(payload.to_vec()),
+        }
+        if packet.marker() {
+            assert!(
+                fragment.is_none(),
+                "an access unit ends with whole NAL units"
+            );
+            units.push(std::mem::take(&mut unit));
+        }
+    }
+    units
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enhanced_rtmp_publish_of_hvc1_reaches_a_whep_player_and_decodes() {
+    let units = x265_access_units(90);
+    let (parameter_sets, first): (Vec<Vec<u8>>, Vec<Vec<u8>>) = units[0]
+        .iter()
+        .cloned()
+        .partition(|nal| is_parameter_set(nal));
+    assert_eq!(
+        parameter_sets.len(),
+        3,
+        "x265's VPS, SPS and PPS come first"
+    );
+    // As an encoder sends H.265 over RTMP: the parameter sets in the hvcC, not in frames.
+    let mut frames = units.clone();
+    frames[0] = first;
+    let keyframes: Vec<bool> = frames.iter().map(|u| is_irap_unit(u)).collect();
+    assert_eq!(
+        keyframes.iter().filter(|k| **k).count(),
+        3,
+        "an IDR each 30 frames"
+    );
+    let sps = rtp::H265Sps::parse(&parameter_sets[1]).expect("x265's SPS parses");
+    assert_eq!((sps.width, sps.height), (320, 240));
+    let record = rtcdn::rtmp::flv::HevcConfig {
+        profile_tier_level: sps.profile_tier_level,
+        chroma_format_idc: sps.chroma_format_idc,
+        bit_depth_luma_minus8: sps.bit_depth_luma_minus8,
+        bit_depth_chroma_minus8: sps.bit_depth_chroma_minus8,
+        length_size: 4,
+        vps: &parameter_sets[0],
+        sps: &parameter_sets[1],
+        pps: &parameter_sets[2],
+    }
+    .write();
+
+    let mut config = loopback_config(1);
+    config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
+    let node = Node::start(&config).expect("node starts");
+    let rtmp = node.rtmp_addr().expect("RTMP listener runs");
+    let base = format!("http://{}", node.http_addr());
+    let certificate = DtlsCertificate::generate().unwrap();
+
+    // 30 fps for 8 s, the 90 units over again (each round starts with an IDR), length-prefixed;
+    // CodedFrames (the keyframes) with a zero composition time first.
+    let bodies = frames
+        .iter()
+        .zip(&keyframes)
+        .map(|(unit, &keyframe)| {
+            let mut body = if keyframe { vec![0, 0, 0] } else { Vec::new() };
+            for nal in unit {
+                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                body.extend_from_slice(nal);
+            }
+            (keyframe, body)
+        })
+        .collect();
+    let publishing = publish_enhanced_video(rtmp, "hcam", FOURCC_HEVC, &record, bodies).await;
+
+    let mut player = play_when_live(&base, "hcam", &certificate).await;
+    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
+    // The size is read from the SPS before each keyframe.
+    assert_eq!(
+        codec_and_size(&base, "hcam").await,
+        ("H265".into(), 320.into(), 240.into())
+    );
+    let mut publisher = publishing.await.unwrap();
+    let video: Vec<_> = packets
+        .iter()
+        .map(|p| rtp::RtpHeader::parse(p).expect("RTP"))
+        .filter(|h| h.payload_type() == rtp::Pt::new(H265_PT))
+        .collect();
+    assert_eq!(video.len(), packets.len(), "H.265 only");
+    let received = depacketize_h265(&video);
+    assert!(
+        received.len() >= 90,
+        "{} access units in 4 s",
+        received.len()
+    );
+    // The published access units in order from a keyframe on, each keyframe after the VPS, SPS
+    // and PPS, however the encoder sent them.
+    let without_sets: Vec<Vec<u8>> = received[0]
+        .iter()
+        .filter(|nal| !is_parameter_set(nal))
+        .cloned()
+        .collect();
+    let first = frames
+        .iter()
+        .position(|u| *u == without_sets)
+        .expect("the first access unit is one published");
+    assert!(keyframes[first], "from a keyframe");
+    for (k, unit) in received.iter().enumerate() {
+        let index = (first + k) % 90;
+        let mut expected = Vec::new();
+        if keyframes[index] {
+            expected.extend(parameter_sets.iter().cloned());
+        }
+        // x265 repeats its parameter sets in each IDR's access unit; they go out once.
+        let slices = frames[index].iter().filter(|nal| !is_parameter_set(nal));
+        expected.extend(slices.cloned());
+        let types = |unit: &[Vec<u8>]| -> Vec<u8> {
+            unit.iter().map(|nal| rtp::h265::nal_type(nal[0])).collect()
+        };
+        assert!(
+            *unit == expected,
+            "access unit {k} (published {index}): NAL types {:?}, expected {:?}",
+            types(unit),
+            types(&expected)
+        );
+    }
+
+    // What the player got decodes: every access unit is a frame of 320x240 to ffmpeg's HEVC
+    // decoder, with no error.
+    let stream: Vec<u8> = received
+        .iter()
+        .flatten()
+        .flat_map(|nal| [&[0, 0, 0, 1][..], nal].concat())
+        .collect();
+    let path = std::env::temp_dir().join(format!("rtcdn-hvc1-{}.h265", std::process::id()));
+    std::fs::write(&path, &stream).unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs (ffmpeg's package has it)");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&probe.stderr);
+    assert!(
+        probe.status.success() && stderr.trim().is_empty(),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        format!("hevc,320,240,{}", received.len())
     );
 
     let stop = publisher.session.stop_publishing().unwrap();

@@ -2,7 +2,8 @@
 
 /// Bytes into a server-side RTMP connection (see `fuzz/README.md`, `rtmp_input`). The first
 /// byte picks the mode: bit 0 starts after a real handshake, bit 1 feeds `[len: u16][message]…`
-/// straight to the FLV parsers (classic and Enhanced RTMP), the H.264, VP9 and AV1 packetizers and the audio
+/// straight to the FLV parsers (classic and Enhanced RTMP), the H.264, H.265, VP9 and AV1 packetizers and
+/// the audio
 /// (the AAC to Opus transcoder, Opus forwarded as it comes; a length with its top bit set is
 /// an audio message), bits 2.. size the reads.
 pub fn fuzz_rtmp_input(data: &[u8]) {
@@ -85,7 +86,8 @@ pub fn fuzz_rtmp_input(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     /// The committed seeds (classic AAC; Enhanced RTMP `avc1` and Opus, with refused FourCCs
-    /// and packet types, `vp09`, `av01`, also cut at every length) run through the target's body.
+    /// and packet types, `vp09`, `av01`, `hvc1`, also cut at every length) run through the
+    /// target's body.
     #[test]
     fn the_seeds_and_their_truncations_pass_the_target() {
         let dir =
@@ -133,5 +135,35 @@ mod tests {
             "an inter frame after a bad one waits"
         );
         assert!(packets >= 8, "{packets} packets");
+    }
+
+    /// The `hvc1` seed's messages (FLV mode: x265's hvcC, an IDR longer than a packet, a
+    /// TRAIL_R, a truncated hvcC, another TRAIL_R) reach the H.265 packetizer.
+    #[test]
+    fn the_hvc1_seed_goes_through_the_h265_packetizer() {
+        use crate::rtmp::flv::FlvError;
+        use crate::rtmp::publisher::{RtmpPublisher, VideoError, VideoOutcome, H265_PT};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/seed-rtmp_input/flv-enhanced-hvc1");
+        let seed = std::fs::read(path).unwrap();
+        let mut publisher = RtmpPublisher::new(1, 0, 0);
+        let (mut frames, mut bad_configs, mut packets) = (0, 0, 0);
+        let mut rest = &seed[1..];
+        while let [hi, lo, tail @ ..] = rest {
+            let (message, after) = tail.split_at(usize::from(u16::from_be_bytes([*hi, *lo])));
+            let outcome = publisher.handle_video(0, message, |packet, _| {
+                assert_eq!(packet[1] & 0x7F, H265_PT);
+                packets += 1;
+            });
+            match outcome {
+                Ok(VideoOutcome::Frame(_)) => frames += 1,
+                Err(VideoError::Flv(FlvError::BadHevcConfig(_))) => bad_configs += 1,
+                _ => {}
+            }
+            rest = after;
+        }
+        assert_eq!((frames, bad_configs), (3, 1));
+        // VPS, SPS, PPS, three fragments of the IDR; two TRAIL_R packets.
+        assert_eq!(packets, 3 + 3 + 2);
     }
 }
