@@ -4,7 +4,8 @@
 //! Opus); the edge's WHEP player gets H.264 from a keyframe and the Opus packets as the
 //! origin had them. A VP9 stream (libvpx's frames, published to the origin as Enhanced RTMP
 //! `vp09`) goes over RTMP too, and the edge's player gets the same frames; so does an AV1 one
-//! (libaom's temporal units, published as `av01`). A VP8 stream is relayed over WebRTC
+//! (libaom's temporal units, published as `av01`), and an H.265 one (x265's access units,
+//! published as `hvc1`; the origin pushes it as `hvc1` too). A VP8 stream is relayed over WebRTC
 //! instead. The access list travels with
 //! the push, and a change of it publishes the stream again without ending the edge's players.
 //! When the publisher stops, the edge's players end. Everything stays on 127.0.0.1.
@@ -15,7 +16,9 @@ use rtcdn::config::cdn::{CdnNode, CdnRole, StreamDistribution};
 use rtcdn::control::registry::AclChange;
 use rtcdn::dtls::DtlsCertificate;
 use rtcdn::node::Node;
-use rtcdn_bench::client::{ClientSession, Mode, AUDIO_PT, AV1_PT, H264_PT, VIDEO_PT, VP9_PT};
+use rtcdn_bench::client::{
+    ClientSession, Mode, AUDIO_PT, AV1_PT, H264_PT, H265_PT, VIDEO_PT, VP9_PT,
+};
 
 mod common;
 use common::{
@@ -610,6 +613,179 @@ async fn an_origin_pushes_av1_to_its_edge_over_enhanced_rtmp() {
         let index = (start + n) % units.len();
         assert_eq!(obus, &units[index], "unit {n}");
         assert_eq!(*key, index.is_multiple_of(30), "unit {n}'s keyframe flag");
+    }
+    publisher.abort();
+    origin.stop();
+    edge.stop();
+}
+
+/// x265's H.265 (ffmpeg, ultrafast, no B-frames, an IDR each 30 frames, an access unit
+/// delimiter before each) for `frames` frames of 320x240 test pattern: each access unit's NAL
+/// units (without start codes), the delimiters left out.
+fn x265_access_units(frames: usize) -> Vec<Vec<Vec<u8>>> {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params"])
+        .arg("keyint=30:min-keyint=30:scenecut=0:bframes=0:aud=1:log-level=error")
+        .args(["-f", "hevc", "pipe:1"])
+        .output()
+        .expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(output.status.success(), "{output:?}");
+    let stream = &output.stdout;
+    let starts: Vec<usize> = stream
+        .windows(3)
+        .enumerate()
+        .filter(|(_, w)| *w == [0, 0, 1])
+        .map(|(i, _)| i + 3)
+        .collect();
+    let mut units: Vec<Vec<Vec<u8>>> = Vec::new();
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(stream.len(), |next| next - 3);
+        let mut nal = &stream[start..end];
+        // A four-byte start code's leading zero belongs to no unit.
+        while nal.last() == Some(&0) {
+            nal = &nal[..nal.len() - 1];
+        }
+        if rtp::h265::nal_type(nal[0]) == rtp::h265::NAL_AUD {
+            units.push(Vec::new());
+        } else {
+            units.last_mut().expect("an AUD first").push(nal.to_vec());
+        }
+    }
+    assert_eq!(units.len(), frames);
+    units
+}
+
+fn is_h265_parameter_set(nal: &[u8]) -> bool {
+    matches!(
+        rtp::h265::nal_type(nal[0]),
+        rtp::h265::NAL_VPS | rtp::h265::NAL_SPS | rtp::h265::NAL_PPS
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_pushes_h265_to_its_edge_over_enhanced_rtmp() {
+    use rtcdn::rtmp::flv::{parse_video, HevcConfig, VideoTag, FOURCC_HEVC};
+    use rtcdn::rtmp::rtp_flv::{FlvVideo, NalCodec, RtpToFlv};
+
+    let (origin, edge) = rtmp_cdn();
+    let origin_rtmp = origin.rtmp_addr().expect("the origin listens for RTMP");
+    let certificate = DtlsCertificate::generate().unwrap();
+    let units = x265_access_units(60);
+    let (sets, first): (Vec<Vec<u8>>, Vec<Vec<u8>>) = units[0]
+        .iter()
+        .cloned()
+        .partition(|nal| is_h265_parameter_set(nal));
+    assert_eq!(sets.len(), 3, "x265's VPS, SPS and PPS come first");
+    let sps = rtp::H265Sps::parse(&sets[1]).expect("x265's SPS parses");
+    let config = HevcConfig {
+        profile_tier_level: sps.profile_tier_level,
+        chroma_format_idc: sps.chroma_format_idc,
+        bit_depth_luma_minus8: sps.bit_depth_luma_minus8,
+        bit_depth_chroma_minus8: sps.bit_depth_chroma_minus8,
+        length_size: 4,
+        vps: &sets[0],
+        sps: &sets[1],
+        pps: &sets[2],
+    };
+    // As an encoder sends H.265 over RTMP: the parameter sets in the hvcC, the access units as
+    // CodedFrames of length-prefixed NAL units (composition time 0).
+    let mut published = units.clone();
+    published[0] = first;
+    let keyframes: Vec<bool> = published
+        .iter()
+        .map(|u| {
+            u.iter()
+                .any(|nal| rtp::h265::is_irap(rtp::h265::nal_type(nal[0])))
+        })
+        .collect();
+    assert_eq!(keyframes.iter().filter(|k| **k).count(), 2);
+    let frames = published
+        .iter()
+        .zip(&keyframes)
+        .map(|(unit, &key)| {
+            let mut body = vec![0, 0, 0];
+            for nal in unit {
+                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                body.extend_from_slice(nal);
+            }
+            (key, body)
+        })
+        .collect();
+    let publisher = tokio::spawn(publish_enhanced(
+        origin_rtmp,
+        "h265cam",
+        FOURCC_HEVC,
+        config.write(),
+        frames,
+        20,
+    ));
+
+    // The origin pushes the stream to the edge over RTMP (as `hvc1`), not over WebRTC.
+    wait_for_relay(&origin, "h265cam", "rtmp").await;
+    let mut player = play_when_live(&base_url(&edge), "h265cam", &certificate).await;
+    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
+    let video: Vec<&Vec<u8>> = packets
+        .iter()
+        .filter(|p| rtp::RtpHeader::parse(p).is_ok_and(|h| h.payload_type().value() == H265_PT))
+        .collect();
+    assert_eq!(video.len(), packets.len(), "H.265 only");
+    // The player's packets put back together as the origin's push does: the parameter sets
+    // before the first keyframe make its sequence start.
+    let mut depacketizer = RtpToFlv::for_codec(NalCodec::H265, H265_PT);
+    let (mut got, mut starts) = (Vec::new(), Vec::new());
+    for packet in video {
+        depacketizer.push(packet, |v| match v {
+            FlvVideo::Config { body, size, .. } => {
+                let Ok(VideoTag::HevcConfig(record)) = parse_video(&body) else {
+                    panic!("{body:?}")
+                };
+                let sets = [record.vps, record.sps, record.pps].map(<[u8]>::to_vec);
+                starts.push((sets, size));
+            }
+            FlvVideo::Frame { body, .. } => {
+                let Ok(VideoTag::HevcFrame {
+                    keyframe, nalus, ..
+                }) = parse_video(&body)
+                else {
+                    panic!("{body:?}")
+                };
+                let nals: Vec<Vec<u8>> = rtcdn::rtmp::flv::nal_units(nalus, 4)
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                got.push((keyframe, nals));
+            }
+        });
+    }
+    assert_eq!(depacketizer.counters.losses, 0);
+    assert!(got.len() >= 60, "{} H.265 access units in 4 s", got.len());
+    assert!(got[0].0, "the player starts on a keyframe");
+    // x265's own parameter sets, and its picture size, reach the edge's player.
+    assert_eq!(
+        starts,
+        [(
+            [sets[0].clone(), sets[1].clone(), sets[2].clone()],
+            Some((320, 240))
+        )]
+    );
+    // Every access unit is one x265 made (its parameter sets aside), the keyframes where they
+    // were, in order.
+    let slices = |unit: &[Vec<u8>]| -> Vec<Vec<u8>> {
+        unit.iter()
+            .filter(|nal| !is_h265_parameter_set(nal))
+            .cloned()
+            .collect()
+    };
+    let start = published
+        .iter()
+        .position(|u| slices(u) == got[0].1)
+        .expect("the first access unit is one of the publisher's");
+    for (n, (key, nals)) in got.iter().enumerate() {
+        let index = (start + n) % published.len();
+        assert_eq!(*nals, slices(&published[index]), "access unit {n}");
+        assert_eq!(*key, keyframes[index], "access unit {n}'s keyframe flag");
     }
     publisher.abort();
     origin.stop();
