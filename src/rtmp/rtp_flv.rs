@@ -483,7 +483,12 @@ impl RtpToFlv {
                 self.sent = Some(self.parameter_sets.clone());
             }
         }
-        let mut body = std::mem::replace(&mut self.au, vec![0; FLV_HEADER]);
+        // The frame goes out as it is, and the next one starts in a buffer of its size: frames
+        // of a stream are alike, so the next one's packets rarely make it grow (one allocation
+        // a frame, none a packet).
+        let next = Vec::with_capacity(self.au.len());
+        let mut body = std::mem::replace(&mut self.au, next);
+        self.au.resize(FLV_HEADER, 0);
         body[..FLV_HEADER].copy_from_slice(&frame_header(self.codec, idr));
         self.counters.frames += 1;
         self.counters.keyframes += u64::from(idr);
