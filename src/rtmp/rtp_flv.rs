@@ -443,18 +443,14 @@ impl RtpToFlv {
     /// The sequence header of the parameter sets, when [`RtpToFlv::has_parameter_sets`].
     fn sequence_header(&self, timestamp_ms: u32) -> Option<FlvVideo> {
         let [first, second, third] = &self.parameter_sets;
-        let (body, size) = match self.codec {
-            NalCodec::H264 => (
-                config_record(first, second),
-                rtp::keyframe_size(VideoCodec::H264, first),
-            ),
-            NalCodec::H265 => hevc_sequence_start(first, second, third)?,
-        };
-        Some(FlvVideo::Config {
-            timestamp_ms,
-            body,
-            size,
-        })
+        match self.codec {
+            NalCodec::H264 => Some(FlvVideo::Config {
+                timestamp_ms,
+                body: config_record(first, second),
+                size: rtp::keyframe_size(VideoCodec::H264, first),
+            }),
+            NalCodec::H265 => hevc_sequence_start(timestamp_ms, first, second, third),
+        }
     }
 
     /// The access unit is complete: out it goes (after a sequence header, when the
@@ -537,14 +533,10 @@ fn config_record(sps: &[u8], pps: &[u8]) -> Vec<u8> {
     body
 }
 
-/// The `hvc1` sequence start's tag body (an HEVCDecoderConfigurationRecord of one VPS, SPS and
-/// PPS, with 4-byte NAL unit lengths, the profile, tier, level and picture format as the SPS
-/// says them) and the picture size; `None` when the SPS does not read that far.
-fn hevc_sequence_start(
-    vps: &[u8],
-    sps: &[u8],
-    pps: &[u8],
-) -> Option<(Vec<u8>, Option<(u16, u16)>)> {
+/// The `hvc1` sequence start (an HEVCDecoderConfigurationRecord of one VPS, SPS and PPS, with
+/// 4-byte NAL unit lengths, the profile, tier, level and picture format as the SPS says them)
+/// with the picture size; `None` when the SPS does not read that far.
+fn hevc_sequence_start(timestamp_ms: u32, vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<FlvVideo> {
     let parsed = H265Sps::parse(sps)?;
     let record = HevcConfig {
         profile_tier_level: parsed.profile_tier_level,
@@ -564,7 +556,11 @@ fn hevc_sequence_start(
     let size = u16::try_from(parsed.width)
         .ok()
         .zip(u16::try_from(parsed.height).ok());
-    Some((body, size))
+    Some(FlvVideo::Config {
+        timestamp_ms,
+        body,
+        size,
+    })
 }
 
 #[cfg(test)]
