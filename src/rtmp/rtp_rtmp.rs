@@ -1,15 +1,15 @@
-//! [`RtpToRtmp`]: a stream's plain RTP (H.264, H.265, VP9 or AV1 video, Opus audio) as the RTMP messages
-//! of one publish, sans-IO — what an origin's RTMP push sends an edge. Packets in as a tap hands them
-//! over, with the time they came on the push's clock; `onMetaData`, video and audio tag bodies
-//! out, in order.
+//! [`RtpToRtmp`]: a stream's plain RTP (H.264, H.265, VP9 or AV1 video, Opus audio) as the
+//! RTMP messages of one publish, sans-IO — what an origin's RTMP push sends an edge. Packets in
+//! as a tap hands them over, with the time they came on the push's clock; `onMetaData`, video
+//! and audio tag bodies out, in order.
 //!
-//! Video goes through [`RtpToFlv`] (H.264; H.265 as Enhanced RTMP `hvc1`), [`RtpVp9ToFlv`] (VP9, as Enhanced RTMP `vp09`) or
-//! [`RtpAv1ToFlv`] (AV1, as `av01`), audio through [`RtpOpusToFlv`]. Their clocks are put on
-//! one timeline by arrival: the newest video frame of the first batch, and the first audio
-//! packet, are placed at the time they came; the rest follow their RTP time. A push that starts
-//! on the keyframe cache replays older frames at once, and they land before "now", where they
-//! belong against the live audio. Times start at [`CLOCK_BASE_MS`], so they never go below
-//! zero.
+//! Video goes through [`RtpToFlv`] (H.264, or H.265 as Enhanced RTMP `hvc1`), [`RtpVp9ToFlv`]
+//! (VP9, as `vp09`) or [`RtpAv1ToFlv`] (AV1, as `av01`), audio through [`RtpOpusToFlv`]. Their
+//! clocks are put on one timeline by arrival: the newest video frame of the first batch, and
+//! the first audio packet, are placed at the time they came; the rest follow their RTP time. A
+//! push that starts on the keyframe cache replays older frames at once, and they land before
+//! "now", where they belong against the live audio. Times start at [`CLOCK_BASE_MS`], so they
+//! never go below zero.
 
 use super::rtp_av1_flv::RtpAv1ToFlv;
 use super::rtp_flv::{FlvVideo, NalCodec, RtpToFlv};
