@@ -3,23 +3,23 @@
 //! audio.
 
 /// Packets framed `[len: u16][packet]…` into [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for
-/// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV
-/// video tags it claims to be, frames as 4-byte length-prefixed NAL units that fill the tag
-/// exactly, within the access unit bound, on a clock that never goes back. The same packets go
-/// to an H.265 [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for payload type 49 (the packet's
-/// payload type picks the codec): its sequence starts parse as `hvc1` configuration records
-/// with 4-byte lengths whose SPS reads, its frames as `hvc1` CodedFramesX of NAL units of two
-/// bytes or more that fill the tag exactly, within the bound, on a clock that never goes back.
-/// And to [`RtpVp9ToFlv`](crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv) for payload type 98: its sequence
-/// starts parse as `vp09` configuration records, its frames as `vp09` frames tagged as they
-/// say, within the bound, on a clock that never goes back. And to
-/// [`RtpAv1ToFlv`](crate::rtmp::rtp_av1_flv::RtpAv1ToFlv) for payload type 45: its sequence
-/// starts parse as `av01` configuration records whose config OBUs are one sequence header with
-/// its size, its temporal units as `av01` frames of OBUs that each have a size field and fill
-/// the tag exactly, within the bound, on a clock that never goes back. A length with its
-/// top bit set sends the packet to [`RtpOpusToFlv`](crate::rtmp::rtp_opus_flv::RtpOpusToFlv)
-/// for payload type 111 instead, whose audio tags carry the packet's payload after the
-/// ExHeader and FourCC, on a clock that never goes back either.
+/// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV video
+/// tags it claims to be, frames as 4-byte length-prefixed NAL units that fill the tag exactly,
+/// within the access unit bound, on a clock that never goes back. The same packets go to an H.265
+/// [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for payload type 49 (the packet's payload type
+/// picks the codec): its sequence starts parse as `hvc1` configuration records with 4-byte lengths
+/// whose SPS reads, its frames as `hvc1` CodedFramesX of NAL units of two bytes or more, none of
+/// RFC 7798's packet types, that fill the tag exactly, within the bound, on a clock that never goes
+/// back. And to [`RtpVp9ToFlv`](crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv) for payload type 98: its
+/// sequence starts parse as `vp09` configuration records, its frames as `vp09` frames tagged as
+/// they say, within the bound, on a clock that never goes back. And to
+/// [`RtpAv1ToFlv`](crate::rtmp::rtp_av1_flv::RtpAv1ToFlv) for payload type 45: its sequence starts
+/// parse as `av01` configuration records whose config OBUs are one sequence header with its size,
+/// its temporal units as `av01` frames of OBUs that each have a size field and fill the tag
+/// exactly, within the bound, on a clock that never goes back. A length with its top bit set sends
+/// the packet to [`RtpOpusToFlv`](crate::rtmp::rtp_opus_flv::RtpOpusToFlv) for payload type 111
+/// instead, whose audio tags carry the packet's payload after the ExHeader and FourCC, on a clock
+/// that never goes back either.
 pub fn fuzz_rtp_flv(data: &[u8]) {
     use crate::rtmp::flv::{parse_video, VideoTag};
     use crate::rtmp::rtp_flv::{FlvVideo, NalCodec, RtpToFlv, MAX_ACCESS_UNIT};
@@ -98,6 +98,8 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             while !rest.is_empty() {
                 let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
                 assert!(len >= 2 && 4 + len <= rest.len(), "NAL units fill the tag");
+                let kind = rtp::h265::nal_type(rest[4]);
+                assert!(kind < rtp::h265::NAL_AP, "no RTP packet form: {kind}");
                 rest = &rest[4 + len..];
             }
         }

@@ -187,9 +187,15 @@ fn fragmentation_units_are_joined_with_the_nal_header_they_restore() {
     let trail = slice(TRAIL, 500);
     let trail_pieces = fus(&trail, 200);
     packets.push(rtp(6, 3000, false, &trail_pieces[1]));
+    // Units of RTP's own types (here an FU's header, aggregated) are no NAL units: dropped.
+    let fu_like = [h265::NAL_FU << 1, 1, 0x81, 7];
+    packets.push(rtp(7, 6000, true, &ap(&[&fu_like, &TRAIL])));
     let out = run(&mut d, &packets);
     assert_eq!(configs(&out).len(), 1);
-    assert_eq!(frames(&out), [(0, true, vec![idr])]);
+    assert_eq!(
+        frames(&out),
+        [(0, true, vec![idr]), (66, false, vec![TRAIL.to_vec()])]
+    );
     assert_eq!(d.counters.ignored, 0);
 }
 
