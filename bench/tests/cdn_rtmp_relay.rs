@@ -22,8 +22,8 @@ use rtcdn_bench::client::{
 
 mod common;
 use common::{
-    base_url, collect_rtp, ffmpeg_publish, get_json, loopback_config, nal_types, play_when_live,
-    send, CDN_SECRET,
+    base_url, collect_rtp, ffmpeg_publish, get_json, is_h265_parameter_set, loopback_config,
+    nal_types, play_when_live, send, X265Stream, CDN_SECRET,
 };
 
 /// An edge with an RTMP listener, on these HTTP and RTMP addresses (port 0: any; a stopped
@@ -619,106 +619,25 @@ async fn an_origin_pushes_av1_to_its_edge_over_enhanced_rtmp() {
     edge.stop();
 }
 
-/// x265's H.265 (ffmpeg, ultrafast, no B-frames, an IDR each 30 frames, an access unit
-/// delimiter before each) for `frames` frames of 320x240 test pattern: each access unit's NAL
-/// units (without start codes), the delimiters left out.
-fn x265_access_units(frames: usize) -> Vec<Vec<Vec<u8>>> {
-    let output = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
-        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
-        .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params"])
-        .arg("keyint=30:min-keyint=30:scenecut=0:bframes=0:aud=1:log-level=error")
-        .args(["-f", "hevc", "pipe:1"])
-        .output()
-        .expect("ffmpeg runs (scripts/test.sh installs it)");
-    assert!(output.status.success(), "{output:?}");
-    let stream = &output.stdout;
-    let starts: Vec<usize> = stream
-        .windows(3)
-        .enumerate()
-        .filter(|(_, w)| *w == [0, 0, 1])
-        .map(|(i, _)| i + 3)
-        .collect();
-    let mut units: Vec<Vec<Vec<u8>>> = Vec::new();
-    for (k, &start) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).map_or(stream.len(), |next| next - 3);
-        let mut nal = &stream[start..end];
-        // A four-byte start code's leading zero belongs to no unit.
-        while nal.last() == Some(&0) {
-            nal = &nal[..nal.len() - 1];
-        }
-        if rtp::h265::nal_type(nal[0]) == rtp::h265::NAL_AUD {
-            units.push(Vec::new());
-        } else {
-            units.last_mut().expect("an AUD first").push(nal.to_vec());
-        }
-    }
-    assert_eq!(units.len(), frames);
-    units
-}
-
-fn is_h265_parameter_set(nal: &[u8]) -> bool {
-    matches!(
-        rtp::h265::nal_type(nal[0]),
-        rtp::h265::NAL_VPS | rtp::h265::NAL_SPS | rtp::h265::NAL_PPS
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_pushes_h265_to_its_edge_over_enhanced_rtmp() {
-    use rtcdn::rtmp::flv::{parse_video, HevcConfig, VideoTag, FOURCC_HEVC};
+    use rtcdn::rtmp::flv::{parse_video, VideoTag, FOURCC_HEVC};
     use rtcdn::rtmp::rtp_flv::{FlvVideo, NalCodec, RtpToFlv};
 
     let (origin, edge) = rtmp_cdn();
     let origin_rtmp = origin.rtmp_addr().expect("the origin listens for RTMP");
     let certificate = DtlsCertificate::generate().unwrap();
-    let units = x265_access_units(60);
-    let (sets, first): (Vec<Vec<u8>>, Vec<Vec<u8>>) = units[0]
-        .iter()
-        .cloned()
-        .partition(|nal| is_h265_parameter_set(nal));
-    assert_eq!(sets.len(), 3, "x265's VPS, SPS and PPS come first");
-    let sps = rtp::H265Sps::parse(&sets[1]).expect("x265's SPS parses");
-    let config = HevcConfig {
-        profile_tier_level: sps.profile_tier_level,
-        chroma_format_idc: sps.chroma_format_idc,
-        bit_depth_luma_minus8: sps.bit_depth_luma_minus8,
-        bit_depth_chroma_minus8: sps.bit_depth_chroma_minus8,
-        length_size: 4,
-        vps: &sets[0],
-        sps: &sets[1],
-        pps: &sets[2],
-    };
     // As an encoder sends H.265 over RTMP: the parameter sets in the hvcC, the access units as
     // CodedFrames of length-prefixed NAL units (composition time 0).
-    let mut published = units.clone();
-    published[0] = first;
-    let keyframes: Vec<bool> = published
-        .iter()
-        .map(|u| {
-            u.iter()
-                .any(|nal| rtp::h265::is_irap(rtp::h265::nal_type(nal[0])))
-        })
-        .collect();
-    assert_eq!(keyframes.iter().filter(|k| **k).count(), 2);
-    let frames = published
-        .iter()
-        .zip(&keyframes)
-        .map(|(unit, &key)| {
-            let mut body = vec![0, 0, 0];
-            for nal in unit {
-                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                body.extend_from_slice(nal);
-            }
-            (key, body)
-        })
-        .collect();
+    let x265 = X265Stream::encode(60);
+    assert_eq!(x265.keyframes.iter().filter(|k| **k).count(), 2);
+    let (sets, published, keyframes) = (&x265.parameter_sets, &x265.units, &x265.keyframes);
+    let frames = x265.bodies(|_| true);
     let publisher = tokio::spawn(publish_enhanced(
         origin_rtmp,
         "h265cam",
         FOURCC_HEVC,
-        config.write(),
+        x265.hvcc(),
         frames,
         20,
     ));

@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod common;
-use common::{collect_rtp, get_json, loopback_config};
+use common::{collect_rtp, get_json, is_h265_parameter_set, loopback_config, X265Stream};
 
 /// x264's baseline SPS and PPS for 320x240.
 const SPS: [u8; 23] = [
@@ -255,6 +255,30 @@ async fn publish_enhanced_video(
         }
         publisher
     })
+}
+
+/// Plays `name` for 4 s once it is live: its `/api/streams` row must say `codec` at 320x240
+/// (read from its keyframes) and every packet must be of payload type `pt`. Returns the player
+/// and the packets.
+async fn play_video(
+    base: &str,
+    name: &str,
+    certificate: &DtlsCertificate,
+    codec: &str,
+    pt: u8,
+) -> (ClientSession, Vec<Vec<u8>>) {
+    let mut player = play_when_live(base, name, certificate).await;
+    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
+    assert_eq!(
+        codec_and_size(base, name).await,
+        (codec.into(), 320.into(), 240.into())
+    );
+    let others = packets
+        .iter()
+        .filter(|p| rtp::RtpHeader::parse(p).expect("RTP").payload_type() != rtp::Pt::new(pt))
+        .count();
+    assert_eq!(others, 0, "{codec} only");
+    (player, packets)
 }
 
 /// Plays `stream` once it is live.
@@ -551,20 +575,13 @@ async fn an_enhanced_rtmp_publish_of_av01_reaches_a_whep_player_obu_for_obu() {
     let publishing =
         publish_enhanced_video(rtmp, "acam", FOURCC_AV1, &av1c(&sequence_header), bodies).await;
 
-    let mut player = play_when_live(&base, "acam", &certificate).await;
-    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
     // The size is read from the sequence header the keyframes carry.
-    assert_eq!(
-        codec_and_size(&base, "acam").await,
-        ("AV1".into(), 320.into(), 240.into())
-    );
+    let (mut player, packets) = play_video(&base, "acam", &certificate, "AV1", AV1_PT).await;
     let mut publisher = publishing.await.unwrap();
     let video: Vec<_> = packets
         .iter()
         .map(|p| rtp::RtpHeader::parse(p).expect("RTP"))
-        .filter(|h| h.payload_type() == rtp::Pt::new(AV1_PT))
         .collect();
-    assert_eq!(video.len(), packets.len(), "AV1 only");
     let received = depacketize_av1(&video);
     assert!(
         received.len() >= 90,
@@ -608,70 +625,6 @@ async fn an_enhanced_rtmp_publish_of_av01_reaches_a_whep_player_obu_for_obu() {
     publisher.send(stop).await;
     assert!(player.wait_ended(Duration::from_secs(10)).await.is_some());
     node.stop();
-}
-
-/// x265's H.265 (ffmpeg, ultrafast, no B-frames, an IDR each 30 frames, an access unit
-/// delimiter before each) for `frames` frames of 320x240 test pattern: each access unit's NAL
-/// units (without start codes), the delimiters left out.
-fn x265_access_units(frames: u32) -> Vec<Vec<Vec<u8>>> {
-    let output = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
-        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
-        .args(["-c:v", "libx265", "-preset", "ultrafast"])
-        .args([
-            "-x265-params",
-            "keyint=30:min-keyint=30:bframes=0:aud=1:log-level=error",
-        ])
-        .args(["-f", "hevc", "pipe:1"])
-        .output()
-        .expect("ffmpeg runs (scripts/test.sh installs it)");
-    assert!(output.status.success(), "ffmpeg: {:?}", output);
-    let mut units: Vec<Vec<Vec<u8>>> = Vec::new();
-    for nal in annex_b_nal_units(&output.stdout) {
-        if rtp::h265::nal_type(nal[0]) == rtp::h265::NAL_AUD {
-            units.push(Vec::new());
-        } else {
-            units.last_mut().expect("an AUD first").push(nal.to_vec());
-        }
-    }
-    assert_eq!(units.len(), frames as usize);
-    units
-}
-
-/// The NAL units of an Annex B byte stream.
-fn annex_b_nal_units(stream: &[u8]) -> Vec<&[u8]> {
-    let starts: Vec<usize> = stream
-        .windows(3)
-        .enumerate()
-        .filter(|(_, w)| *w == [0, 0, 1])
-        .map(|(i, _)| i + 3)
-        .collect();
-    starts
-        .iter()
-        .enumerate()
-        .map(|(k, &start)| {
-            let end = starts.get(k + 1).map_or(stream.len(), |next| next - 3);
-            let mut nal = &stream[start..end];
-            // A four-byte start code's leading zero belongs to no unit.
-            while nal.last() == Some(&0) {
-                nal = &nal[..nal.len() - 1];
-            }
-            nal
-        })
-        .collect()
-}
-
-fn is_parameter_set(nal: &[u8]) -> bool {
-    matches!(
-        rtp::h265::nal_type(nal[0]),
-        rtp::h265::NAL_VPS | rtp::h265::NAL_SPS | rtp::h265::NAL_PPS
-    )
-}
-
-fn is_irap_unit(unit: &[Vec<u8>]) -> bool {
-    unit.iter()
-        .any(|nal| rtp::h265::is_irap(rtp::h265::nal_type(nal[0])))
 }
 
 /// A WHEP player's H.265 RTP (RFC 7798: single NAL unit packets, aggregation packets,
@@ -721,38 +674,14 @@ fn depacketize_h265(packets: &[rtp::RtpHeader]) -> Vec<Vec<Vec<u8>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enhanced_rtmp_publish_of_hvc1_reaches_a_whep_player_and_decodes() {
-    let units = x265_access_units(90);
-    let (parameter_sets, first): (Vec<Vec<u8>>, Vec<Vec<u8>>) = units[0]
-        .iter()
-        .cloned()
-        .partition(|nal| is_parameter_set(nal));
-    assert_eq!(
-        parameter_sets.len(),
-        3,
-        "x265's VPS, SPS and PPS come first"
-    );
     // As an encoder sends H.265 over RTMP: the parameter sets in the hvcC, not in frames.
-    let mut frames = units.clone();
-    frames[0] = first;
-    let keyframes: Vec<bool> = frames.iter().map(|u| is_irap_unit(u)).collect();
+    let x265 = X265Stream::encode(90);
+    let (parameter_sets, frames, keyframes) = (&x265.parameter_sets, &x265.units, &x265.keyframes);
     assert_eq!(
         keyframes.iter().filter(|k| **k).count(),
         3,
         "an IDR each 30 frames"
     );
-    let sps = rtp::H265Sps::parse(&parameter_sets[1]).expect("x265's SPS parses");
-    assert_eq!((sps.width, sps.height), (320, 240));
-    let record = rtcdn::rtmp::flv::HevcConfig {
-        profile_tier_level: sps.profile_tier_level,
-        chroma_format_idc: sps.chroma_format_idc,
-        bit_depth_luma_minus8: sps.bit_depth_luma_minus8,
-        bit_depth_chroma_minus8: sps.bit_depth_chroma_minus8,
-        length_size: 4,
-        vps: &parameter_sets[0],
-        sps: &parameter_sets[1],
-        pps: &parameter_sets[2],
-    }
-    .write();
 
     let mut config = loopback_config(1);
     config.rtmp.listen = Some("127.0.0.1:0".parse().unwrap());
@@ -761,36 +690,18 @@ async fn an_enhanced_rtmp_publish_of_hvc1_reaches_a_whep_player_and_decodes() {
     let base = format!("http://{}", node.http_addr());
     let certificate = DtlsCertificate::generate().unwrap();
 
-    // 30 fps for 8 s, the 90 units over again (each round starts with an IDR), length-prefixed;
-    // CodedFrames (the keyframes) with a zero composition time first.
-    let bodies = frames
-        .iter()
-        .zip(&keyframes)
-        .map(|(unit, &keyframe)| {
-            let mut body = if keyframe { vec![0, 0, 0] } else { Vec::new() };
-            for nal in unit {
-                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                body.extend_from_slice(nal);
-            }
-            (keyframe, body)
-        })
-        .collect();
-    let publishing = publish_enhanced_video(rtmp, "hcam", FOURCC_HEVC, &record, bodies).await;
+    // 30 fps for 8 s, the 90 units over again (each round starts with an IDR); the keyframes
+    // as CodedFrames with a zero composition time.
+    let bodies = x265.bodies(|keyframe| keyframe);
+    let publishing = publish_enhanced_video(rtmp, "hcam", FOURCC_HEVC, &x265.hvcc(), bodies).await;
 
-    let mut player = play_when_live(&base, "hcam", &certificate).await;
-    let packets = collect_rtp(&mut player, Duration::from_secs(4)).await;
     // The size is read from the SPS before each keyframe.
-    assert_eq!(
-        codec_and_size(&base, "hcam").await,
-        ("H265".into(), 320.into(), 240.into())
-    );
+    let (mut player, packets) = play_video(&base, "hcam", &certificate, "H265", H265_PT).await;
     let mut publisher = publishing.await.unwrap();
     let video: Vec<_> = packets
         .iter()
         .map(|p| rtp::RtpHeader::parse(p).expect("RTP"))
-        .filter(|h| h.payload_type() == rtp::Pt::new(H265_PT))
         .collect();
-    assert_eq!(video.len(), packets.len(), "H.265 only");
     let received = depacketize_h265(&video);
     assert!(
         received.len() >= 90,
@@ -801,7 +712,7 @@ async fn an_enhanced_rtmp_publish_of_hvc1_reaches_a_whep_player_and_decodes() {
     // and PPS, however the encoder sent them.
     let without_sets: Vec<Vec<u8>> = received[0]
         .iter()
-        .filter(|nal| !is_parameter_set(nal))
+        .filter(|nal| !is_h265_parameter_set(nal))
         .cloned()
         .collect();
     let first = frames
@@ -816,7 +727,9 @@ async fn an_enhanced_rtmp_publish_of_hvc1_reaches_a_whep_player_and_decodes() {
             expected.extend(parameter_sets.iter().cloned());
         }
         // x265 repeats its parameter sets in each IDR's access unit; they go out once.
-        let slices = frames[index].iter().filter(|nal| !is_parameter_set(nal));
+        let slices = frames[index]
+            .iter()
+            .filter(|nal| !is_h265_parameter_set(nal));
         expected.extend(slices.cloned());
         let types = |unit: &[Vec<u8>]| -> Vec<u8> {
             unit.iter().map(|nal| rtp::h265::nal_type(nal[0])).collect()

@@ -50,12 +50,7 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
                 panic!("a frame that does not parse: {body:?}")
             };
             assert_eq!(tagged, keyframe);
-            let mut rest = nalus;
-            while !rest.is_empty() {
-                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-                assert!(len > 0 && 4 + len <= rest.len(), "NAL units fill the tag");
-                rest = &rest[4 + len..];
-            }
+            each_nal_unit(nalus, 1, |_| {});
         }
     };
     let mut h265 = RtpToFlv::for_codec(NalCodec::H265, 49);
@@ -94,14 +89,10 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
                 panic!("an H.265 frame that does not parse: {body:?}")
             };
             assert_eq!(tagged, keyframe);
-            let mut rest = nalus;
-            while !rest.is_empty() {
-                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-                assert!(len >= 2 && 4 + len <= rest.len(), "NAL units fill the tag");
-                let kind = rtp::h265::nal_type(rest[4]);
+            each_nal_unit(nalus, 2, |nal| {
+                let kind = rtp::h265::nal_type(nal[0]);
                 assert!(kind < rtp::h265::NAL_AP, "no RTP packet form: {kind}");
-                rest = &rest[4 + len..];
-            }
+            });
         }
     };
     let mut vp9 = crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv::new(98);
@@ -224,4 +215,19 @@ fn av1_obus(mut unit: &[u8]) -> Vec<(u8, usize)> {
         unit = &unit[pos + len..];
     }
     obus
+}
+
+/// Checks that a frame tag's NAL units, each after a 4-byte length, fill it exactly and are at
+/// least `min_len` bytes (their header), and hands each to `check`.
+fn each_nal_unit(nalus: &[u8], min_len: usize, mut check: impl FnMut(&[u8])) {
+    let mut rest = nalus;
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        assert!(
+            len >= min_len && 4 + len <= rest.len(),
+            "NAL units fill the tag"
+        );
+        check(&rest[4..4 + len]);
+        rest = &rest[4 + len..];
+    }
 }

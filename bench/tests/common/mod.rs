@@ -970,3 +970,132 @@ pub async fn play_when_live(
         }
     }
 }
+
+/// x265's H.265 as an RTMP encoder publishes it (ffmpeg, ultrafast, no B-frames, an IDR each 30
+/// frames, 320x240 test pattern): the VPS, SPS and PPS its `hvcC` carries, and each access
+/// unit's NAL units without delimiters (the first without those parameter sets; x265 repeats
+/// them in each later IDR's unit).
+pub struct X265Stream {
+    pub parameter_sets: Vec<Vec<u8>>,
+    pub units: Vec<Vec<Vec<u8>>>,
+    /// Which units hold an IRAP picture.
+    pub keyframes: Vec<bool>,
+}
+
+impl X265Stream {
+    /// Encodes `frames` frames (ffmpeg's libx265 must be installed: scripts/test.sh does).
+    pub fn encode(frames: usize) -> X265Stream {
+        let output = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+            .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+            .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params"])
+            .arg("keyint=30:min-keyint=30:scenecut=0:bframes=0:aud=1:log-level=error")
+            .args(["-f", "hevc", "pipe:1"])
+            .output()
+            .expect("ffmpeg runs (scripts/test.sh installs it)");
+        assert!(output.status.success(), "{output:?}");
+        let mut units: Vec<Vec<Vec<u8>>> = Vec::new();
+        for nal in annex_b_nal_units(&output.stdout) {
+            if rtp::h265::nal_type(nal[0]) == rtp::h265::NAL_AUD {
+                units.push(Vec::new());
+            } else {
+                units.last_mut().expect("an AUD first").push(nal.to_vec());
+            }
+        }
+        assert_eq!(units.len(), frames);
+        let (parameter_sets, first) = units[0]
+            .iter()
+            .cloned()
+            .partition(|nal| is_h265_parameter_set(nal));
+        units[0] = first;
+        let parameter_sets: Vec<Vec<u8>> = parameter_sets;
+        assert_eq!(
+            parameter_sets.len(),
+            3,
+            "x265's VPS, SPS and PPS come first"
+        );
+        let keyframes = units
+            .iter()
+            .map(|unit| {
+                unit.iter()
+                    .any(|nal| rtp::h265::is_irap(rtp::h265::nal_type(nal[0])))
+            })
+            .collect();
+        X265Stream {
+            parameter_sets,
+            units,
+            keyframes,
+        }
+    }
+
+    /// The `hvcC` of the parameter sets (the SPS's profile, tier, level and format).
+    pub fn hvcc(&self) -> Vec<u8> {
+        let sps = rtp::H265Sps::parse(&self.parameter_sets[1]).expect("x265's SPS parses");
+        assert_eq!((sps.width, sps.height), (320, 240));
+        rtcdn::rtmp::flv::HevcConfig {
+            profile_tier_level: sps.profile_tier_level,
+            chroma_format_idc: sps.chroma_format_idc,
+            bit_depth_luma_minus8: sps.bit_depth_luma_minus8,
+            bit_depth_chroma_minus8: sps.bit_depth_chroma_minus8,
+            length_size: 4,
+            vps: &self.parameter_sets[0],
+            sps: &self.parameter_sets[1],
+            pps: &self.parameter_sets[2],
+        }
+        .write()
+    }
+
+    /// Each unit as an `hvc1` frame body with its keyframe flag: NAL units with 4-byte length
+    /// prefixes, after a zero composition time where `composition(keyframe)` says the frame
+    /// goes as CodedFrames (CodedFramesX has none).
+    pub fn bodies(&self, composition: impl Fn(bool) -> bool) -> Vec<(bool, Vec<u8>)> {
+        self.units
+            .iter()
+            .zip(&self.keyframes)
+            .map(|(unit, &keyframe)| {
+                let mut body = if composition(keyframe) {
+                    vec![0, 0, 0]
+                } else {
+                    Vec::new()
+                };
+                for nal in unit {
+                    body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                    body.extend_from_slice(nal);
+                }
+                (keyframe, body)
+            })
+            .collect()
+    }
+}
+
+/// The NAL units of an Annex B byte stream.
+pub fn annex_b_nal_units(stream: &[u8]) -> Vec<&[u8]> {
+    let starts: Vec<usize> = stream
+        .windows(3)
+        .enumerate()
+        .filter(|(_, w)| *w == [0, 0, 1])
+        .map(|(i, _)| i + 3)
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &start)| {
+            let end = starts.get(k + 1).map_or(stream.len(), |next| next - 3);
+            let mut nal = &stream[start..end];
+            // A four-byte start code's leading zero belongs to no unit.
+            while nal.last() == Some(&0) {
+                nal = &nal[..nal.len() - 1];
+            }
+            nal
+        })
+        .collect()
+}
+
+/// An H.265 VPS, SPS or PPS.
+pub fn is_h265_parameter_set(nal: &[u8]) -> bool {
+    matches!(
+        rtp::h265::nal_type(nal[0]),
+        rtp::h265::NAL_VPS | rtp::h265::NAL_SPS | rtp::h265::NAL_PPS
+    )
+}
