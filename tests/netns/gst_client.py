@@ -4,12 +4,15 @@ GStreamer 1.22 has no whipsink/whipclientsink/whepsrc: those live in gst-plugins
 
     gst_client.py publish URL [--duration S] [--width W --height H]
     gst_client.py play URL [--duration S] [--min-frames N]
-    (both: [--keepalive-conncheck] libnice keepalives as Binding requests, not indications)
+    (both: [--keepalive-conncheck] libnice keepalives as Binding requests, not indications;
+    [--codec vp8|h265] the video codec, VP8 by default)
 
-publish: videotestsrc ! vp8enc ! rtpvp8pay and audiotestsrc ! opusenc ! rtpopuspay into a
-webrtcbin (max-bundle, sendonly transceivers).
-play: a webrtcbin with recvonly VP8 and Opus transceivers; received VP8 is decoded (rtpvp8depay ! vp8dec)
-and the decoded frames are counted at a fakesink.
+publish: videotestsrc ! vp8enc ! rtpvp8pay (H.265: x265enc ! rtph265pay, the VPS, SPS and PPS
+before each IDR) and audiotestsrc ! opusenc ! rtpopuspay into a webrtcbin (max-bundle, sendonly
+transceivers).
+play: a webrtcbin with recvonly VP8 (or H.265) and Opus transceivers; received video is decoded
+(rtpvp8depay ! vp8dec; rtph265depay ! h265parse ! libde265dec) and the decoded frames are
+counted at a fakesink.
 
 Both create an offer, wait until ICE gathering completes (non-trickle), POST the offer
 (Content-Type: application/sdp) to URL, apply the 201's answer and run for --duration seconds
@@ -38,6 +41,32 @@ gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 
+# Per video codec: the encoder and payloader a publisher sends with, the caps a player's recvonly
+# transceiver offers, and the depayloader and decoder it decodes with.
+VIDEO_CODECS = {
+    "vp8": {
+        "send": "vp8enc deadline=1 keyframe-max-dist=60 target-bitrate=800000 "
+        "! rtpvp8pay pt=96 picture-id-mode=15-bit "
+        "! application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000",
+        "recv": "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000",
+        "decode": "rtpvp8depay ! vp8dec",
+    },
+    # x265's Main profile, one RTP stream, no DON (what rtcdn forwards), a dynamic payload type as
+    # GStreamer's payloaders take (96-127). A joining player needs the parameter sets before its
+    # first keyframe, as browsers send them: closed GOPs make every keyframe an IDR (x265's
+    # default open GOP makes later ones CRA pictures) and config-interval -1 puts the VPS, SPS
+    # and PPS before each IDR.
+    "h265": {
+        "send": "x265enc speed-preset=ultrafast tune=zerolatency key-int-max=60 bitrate=800 "
+        "option-string=open-gop=0 "
+        "! video/x-h265,profile=main ! rtph265pay pt=100 config-interval=-1 "
+        "! application/x-rtp,media=video,encoding-name=H265,payload=100,clock-rate=90000",
+        "recv": "application/x-rtp,media=video,encoding-name=H265,payload=100,clock-rate=90000",
+        "decode": "rtph265depay ! h265parse ! libde265dec",
+    },
+}
+
+
 def log(*a):
     print("gst-whip:", *a, flush=True)
 
@@ -57,12 +86,11 @@ class Publisher:
         self.frames = 0
         self.size = None
         if args.mode == "publish":
+            video = VIDEO_CODECS[args.codec]["send"]
             desc = (
                 "webrtcbin name=wb bundle-policy=max-bundle "
                 f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},framerate=30/1 "
-                "! videoconvert ! queue ! vp8enc deadline=1 keyframe-max-dist=60 target-bitrate=800000 "
-                "! rtpvp8pay pt=96 picture-id-mode=15-bit "
-                "! application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000 ! wb. "
+                f"! videoconvert ! queue ! {video} ! wb. "
                 "audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! queue "
                 "! opusenc ! rtpopuspay pt=111 "
                 "! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2 ! wb. "
@@ -89,8 +117,7 @@ class Publisher:
         if args.mode == "play":
             recv = GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY
             for caps in (
-                "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000,"
-                "rtcp-fb-nack-pli=(boolean)true,rtcp-fb-ccm-fir=(boolean)true",
+                VIDEO_CODECS[args.codec]["recv"] + ",rtcp-fb-nack-pli=(boolean)true,rtcp-fb-ccm-fir=(boolean)true",
                 "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2",
             ):
                 self.wb.emit("add-transceiver", recv, Gst.Caps.from_string(caps))
@@ -165,8 +192,9 @@ class Publisher:
         media = caps.get_structure(0).get_string("media") if caps and caps.get_size() else None
         log(f"incoming {media} stream: {caps.to_string() if caps else '?'}")
         if media == "video":
+            decode = VIDEO_CODECS[self.args.codec]["decode"]
             sink = Gst.parse_bin_from_description(
-                "queue ! rtpvp8depay ! vp8dec ! videoconvert ! fakesink name=vsink signal-handoffs=true sync=false", True
+                f"queue ! {decode} ! videoconvert ! fakesink name=vsink signal-handoffs=true sync=false", True
             )
             sink.get_by_name("vsink").connect("handoff", self.on_frame)
         else:
@@ -256,6 +284,7 @@ def main():
                    help="libnice keepalives as Binding requests instead of indications")
     p.add_argument("--duration", type=float, default=60)
     p.add_argument("--connect-timeout", type=float, default=20)
+    p.add_argument("--codec", choices=sorted(VIDEO_CODECS), default="vp8")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     args = p.parse_args()

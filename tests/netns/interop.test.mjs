@@ -278,6 +278,36 @@ test('GStreamer WHIP publish -> GStreamer WHEP play (libnice both ways); media b
     });
   });
 
+// H.265 through the node with a real WebRTC stack on both sides (headless Chromium has no H.265
+// here: it offers it only with a hardware decoder): x265 in GStreamer's webrtcbin publishes, the
+// node forwards RFC 7798 as it came, and another webrtcbin decodes it with libde265.
+test('GStreamer WHIP publish (H.265) -> GStreamer WHEP play (H.265, libde265 decodes >= 90 frames)',
+  { skip: gstSkip, timeout: 120_000 }, async (t) => {
+    await scenario({ bind: SRV_IP, udpBase: 39000 }, async ({ track }) => {
+      const before = await stats();
+      const pub = track(inClient('gst publish', PY, [GST_CLIENT, 'publish', `${BASE}/whip/hevc`,
+        '--duration', '110', '--codec', 'h265']));
+      await waitLine(pub, /^gst-whip: connection-state=connected$/, 20_000, 'publisher connected');
+      const s = await waitMediaIn('hevc', before.received);
+      const tracks = s.stream('hevc').tracks;
+      t.diagnostic(`tracks: ${JSON.stringify(tracks)}`);
+      assert.ok(tracks.some((x) => /^h265\//i.test(x)), `an H.265 track: ${tracks}`);
+
+      const player = track(inClient('gst play', PY, [GST_CLIENT, 'play', `${BASE}/whep/hevc`,
+        '--duration', '40', '--min-frames', '90', '--codec', 'h265']));
+      await waitLine(player, /^gst-whip: connection-state=connected$/, 20_000, 'player connected');
+      const r = await Promise.race([player.exitP, sleep(45_000).then(() => 'timeout')]);
+      const done = player.lines.find((l) => l.startsWith('gst-whip: done'));
+      t.diagnostic(`gst player: ${done}`);
+      assert.deepEqual(r, { code: 0, signal: null }, 'GStreamer player decoded >= 90 H.265 frames');
+      assert.match(done, /decoded \d+ frames 640x480/);
+      // The node read the picture size from the SPS the publisher sends before each IDR.
+      const res = await fetch(`${BASE}/api/streams`, { signal: AbortSignal.timeout(2000) });
+      const row = (await res.json()).find((x) => x.name === 'hevc');
+      assert.deepEqual([row?.width, row?.height], [640, 480], JSON.stringify(row));
+    });
+  });
+
 // libnice (GStreamer 1.22 webrtcbin) sends no RFC 7675 consent requests after nomination, only a
 // Binding *indication* keepalive every 25 s. rtcdn renews consent on authenticated media from the
 // nominated address, so these sessions must outlive the 30 s consent timeout.

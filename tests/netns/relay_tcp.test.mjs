@@ -170,9 +170,15 @@ test('relay over TCP: with UDP dropped between origin and edge, relay_transport 
       t.diagnostic(`Chromium on the edge decoded: ${JSON.stringify(st)}`);
       assert.equal(st.mimeType.toLowerCase(), 'video/vp8');
 
-      const dropped = udpDropped();
-      const [os, es] = [await json(`${ORIGIN}/api/stats`), await json(`${EDGE_API}/api/stats`)];
+      // The stream keeps flowing over TCP: wait for a few hundred frames each way (the player
+      // can decode its 60 frames from the keyframe cache before that many went through).
       const tcp = (s, k) => s.cores.reduce((n, c) => n + ((c.tcp || {})[k] || 0), 0);
+      let os, es;
+      await poll(async () => {
+        [os, es] = [await json(`${ORIGIN}/api/stats`), await json(`${EDGE_API}/api/stats`)];
+        return tcp(os, 'tx_frames') > 300 && tcp(es, 'rx_frames') > 300;
+      }, { timeout: 15_000, interval: 250, what: '300 frames over the relay\'s TCP connection' }).catch(() => {});
+      const dropped = udpDropped();
       t.diagnostic(`UDP dropped between origin and edge: ${JSON.stringify(dropped)}; origin tcp connects ${tcp(os, 'connects')}, ` +
         `connect failures ${tcp(os, 'connect_failures')}, frames out ${tcp(os, 'tx_frames')}, dropped ${tcp(os, 'tx_dropped')}; ` +
         `edge tcp accepted ${tcp(es, 'accepted')}, frames in ${tcp(es, 'rx_frames')}`);
