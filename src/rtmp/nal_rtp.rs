@@ -42,7 +42,11 @@ pub enum NalCodec {
 pub(super) enum NalRole {
     /// A parameter set, stored in this slot (H.264 SPS 0, PPS 1; H.265 VPS 0, SPS 1, PPS 2).
     ParameterSet(usize),
-    /// An access unit delimiter or filler: not sent (the marker bit delimits access units).
+    /// Not sent: an access unit delimiter or filler (the marker bit delimits access units),
+    /// or a type the standard leaves unspecified and the RTP payload format uses for its own
+    /// packet forms (H.264 0 and 24 to 31, RFC 6184 §5.2; H.265 48 to 63, RFC 7798 §4.4): sent
+    /// as a single NAL unit packet, a receiver would read it as an aggregation packet or a
+    /// fragment, and no decoder takes it.
     Dropped,
     /// A slice of an IDR (H.264) or IRAP (H.265) picture.
     Keyframe,
@@ -64,7 +68,7 @@ impl NalCodec {
             NalCodec::H264 => match nal[0] & 0x1F {
                 H264_SPS => NalRole::ParameterSet(0),
                 H264_PPS => NalRole::ParameterSet(1),
-                H264_AUD | H264_FILLER => NalRole::Dropped,
+                H264_AUD | H264_FILLER | 0 | 24..=31 => NalRole::Dropped,
                 H264_IDR => NalRole::Keyframe,
                 _ => NalRole::Other,
             },
@@ -72,7 +76,7 @@ impl NalCodec {
                 h265::NAL_VPS => NalRole::ParameterSet(0),
                 h265::NAL_SPS => NalRole::ParameterSet(1),
                 h265::NAL_PPS => NalRole::ParameterSet(2),
-                h265::NAL_AUD | H265_FILLER => NalRole::Dropped,
+                h265::NAL_AUD | H265_FILLER | h265::NAL_AP..=63 => NalRole::Dropped,
                 t if h265::is_irap(t) => NalRole::Keyframe,
                 _ => NalRole::Other,
             },
@@ -442,6 +446,42 @@ mod tests {
         assert_eq!(packets.len(), 1);
         assert!(packets[0].1 && !packets[0].4);
         assert_eq!(packets[0].2, 7 + 7);
+    }
+
+    #[test]
+    fn units_of_the_rtp_packet_forms_types_are_not_sent_as_single_nal_unit_packets() {
+        // H.264 0 and 24 to 31 (STAP-A 24, FU-A 28, ...), beside a slice that goes.
+        let mut p = packetizer();
+        let slice = [0x41, 0x9A];
+        let units: [&[u8]; 4] = [
+            &[0x00, 1],
+            &[0x78, 0, 2, 0x41, 0x9A],
+            &[0x7C, 0x85, 1],
+            &slice,
+        ];
+        let packets = run(&mut p, 0, &frame(&units));
+        let payloads: Vec<&[u8]> = packets.iter().map(|p| &p.0[..]).collect();
+        assert_eq!(payloads, [&slice[..]]);
+        // H.265 48 (AP), 49 (FU), 63, beside a TRAIL_R slice that goes.
+        let mut p = NalPacketizer::new(NalCodec::H265, 102, 0x1234_5678, 0);
+        p.set_config(
+            4,
+            &[
+                &[0x40, 0x01, 0x0C],
+                &[0x42, 0x01, 0x01],
+                &[0x44, 0x01, 0xC0],
+            ],
+        );
+        let trail = [0x02, 0x01, 0xD0];
+        let units: [&[u8]; 4] = [
+            &[0x60, 0x01, 0, 1, 0],
+            &[0x62, 0x01, 0x93],
+            &[0x7E, 0x01],
+            &trail,
+        ];
+        let packets = run(&mut p, 0, &frame(&units));
+        let payloads: Vec<&[u8]> = packets.iter().map(|p| &p.0[..]).collect();
+        assert_eq!(payloads, [&trail[..]]);
     }
 
     #[test]

@@ -397,23 +397,12 @@ impl RtpToFlv {
         }
     }
 
-    /// What `nal` is to the frame being put together. H.264's type 0 (unspecified) is dropped,
-    /// and so are H.265's types 48 to 63 (unspecified: RFC 7798's packet forms), which no
-    /// decoder takes and a packetizer would send as packets of those forms.
-    fn role(&self, nal: &[u8]) -> NalRole {
-        match self.codec {
-            NalCodec::H264 if nal[0] & 0x1F == 0 => NalRole::Dropped,
-            NalCodec::H265 if h265::nal_type(nal[0]) >= h265::NAL_AP => NalRole::Dropped,
-            codec => codec.role(nal),
-        }
-    }
-
     /// One whole NAL unit of the access unit.
     fn add_nal(&mut self, nal: &[u8]) {
         if nal.len() < self.codec.header_len() {
             return;
         }
-        match self.role(nal) {
+        match self.codec.role(nal) {
             NalRole::ParameterSet(slot) if nal.len() <= MAX_PARAMETER_SET => {
                 replace(&mut self.parameter_sets[slot], nal)
             }
