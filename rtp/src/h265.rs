@@ -179,8 +179,9 @@ impl H265Sps {
         })
     }
 
-    /// The displayed size as `keyframe_size` gives it.
-    pub(crate) fn size(&self) -> Option<(u16, u16)> {
+    /// The displayed size as `keyframe_size` gives it (always `Some` for a parsed SPS, whose
+    /// sizes are at most 65535).
+    pub fn size(&self) -> Option<(u16, u16)> {
         Some((
             u16::try_from(self.width).ok()?,
             u16::try_from(self.height).ok()?,

@@ -306,6 +306,25 @@ pub struct HevcConfig<'a> {
 const HEVC_CONFIG_HEADER: usize = 23;
 
 impl<'a> HevcConfig<'a> {
+    /// The record of these parameter sets, with the profile, tier, level and picture format
+    /// their SPS says (`parsed`) and `length_size`-byte NAL unit lengths in frames.
+    pub fn from_sps(
+        parsed: &rtp::H265Sps,
+        length_size: u8,
+        [vps, sps, pps]: [&'a [u8]; 3],
+    ) -> HevcConfig<'a> {
+        HevcConfig {
+            profile_tier_level: parsed.profile_tier_level,
+            chroma_format_idc: parsed.chroma_format_idc,
+            bit_depth_luma_minus8: parsed.bit_depth_luma_minus8,
+            bit_depth_chroma_minus8: parsed.bit_depth_chroma_minus8,
+            length_size,
+            vps,
+            sps,
+            pps,
+        }
+    }
+
     /// Parses the box body; arrays of other NAL unit types (SEI) are skipped.
     pub fn parse(record: &'a [u8]) -> Result<HevcConfig<'a>, FlvError> {
         let Some((header, mut rest)) = record.split_first_chunk::<HEVC_CONFIG_HEADER>() else {

@@ -530,28 +530,15 @@ fn config_record(sps: &[u8], pps: &[u8]) -> Vec<u8> {
 /// with the picture size; `None` when the SPS does not read that far.
 fn hevc_sequence_start(timestamp_ms: u32, vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<FlvVideo> {
     let parsed = H265Sps::parse(sps)?;
-    let record = HevcConfig {
-        profile_tier_level: parsed.profile_tier_level,
-        chroma_format_idc: parsed.chroma_format_idc,
-        bit_depth_luma_minus8: parsed.bit_depth_luma_minus8,
-        bit_depth_chroma_minus8: parsed.bit_depth_chroma_minus8,
-        length_size: 4,
-        vps,
-        sps,
-        pps,
-    }
-    .write();
+    let record = HevcConfig::from_sps(&parsed, 4, [vps, sps, pps]).write();
     let mut body = Vec::with_capacity(FLV_HEADER + record.len());
     body.push(VIDEO_EX_HEADER | VIDEO_FRAME_KEY << 4 | VIDEO_PACKET_SEQUENCE_START);
     body.extend_from_slice(&FOURCC_HEVC);
     body.extend_from_slice(&record);
-    let size = u16::try_from(parsed.width)
-        .ok()
-        .zip(u16::try_from(parsed.height).ok());
     Some(FlvVideo::Config {
         timestamp_ms,
         body,
-        size,
+        size: parsed.size(),
     })
 }
 

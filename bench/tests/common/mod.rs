@@ -1033,17 +1033,8 @@ impl X265Stream {
     pub fn hvcc(&self) -> Vec<u8> {
         let sps = rtp::H265Sps::parse(&self.parameter_sets[1]).expect("x265's SPS parses");
         assert_eq!((sps.width, sps.height), (320, 240));
-        rtcdn::rtmp::flv::HevcConfig {
-            profile_tier_level: sps.profile_tier_level,
-            chroma_format_idc: sps.chroma_format_idc,
-            bit_depth_luma_minus8: sps.bit_depth_luma_minus8,
-            bit_depth_chroma_minus8: sps.bit_depth_chroma_minus8,
-            length_size: 4,
-            vps: &self.parameter_sets[0],
-            sps: &self.parameter_sets[1],
-            pps: &self.parameter_sets[2],
-        }
-        .write()
+        let [vps, sps_nal, pps] = [0, 1, 2].map(|i| self.parameter_sets[i].as_slice());
+        rtcdn::rtmp::flv::HevcConfig::from_sps(&sps, 4, [vps, sps_nal, pps]).write()
     }
 
     /// Each unit as an `hvc1` frame body with its keyframe flag: NAL units with 4-byte length
