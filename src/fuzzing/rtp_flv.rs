@@ -5,7 +5,7 @@
 /// Packets framed `[len: u16][packet]…` into [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for
 /// payload type 102 (see `fuzz/README.md`, `rtp_flv`): whatever comes out parses as the FLV video
 /// tags it claims to be, frames as 4-byte length-prefixed NAL units that fill the tag exactly,
-/// within the access unit bound, on a clock that never goes back. The same packets go to an H.265
+/// none of RFC 6184's packet types (0, 24 to 31), within the access unit bound, on a clock that never goes back. The same packets go to an H.265
 /// [`RtpToFlv`](crate::rtmp::rtp_flv::RtpToFlv) for payload type 49 (the packet's payload type
 /// picks the codec): its sequence starts parse as `hvc1` configuration records with 4-byte lengths
 /// whose SPS reads, its frames as `hvc1` CodedFramesX of NAL units of two bytes or more, none of
@@ -34,24 +34,7 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             timestamp_ms,
             keyframe,
             body,
-        } => {
-            assert!(
-                timestamp_ms >= last_ms,
-                "the player's clock never goes back"
-            );
-            last_ms = timestamp_ms;
-            assert!(body.len() <= MAX_ACCESS_UNIT + 5);
-            let Ok(VideoTag::AvcFrame {
-                keyframe: tagged,
-                composition_ms: 0,
-                nalus,
-            }) = parse_video(&body)
-            else {
-                panic!("a frame that does not parse: {body:?}")
-            };
-            assert_eq!(tagged, keyframe);
-            each_nal_unit(nalus, 1, |_| {});
-        }
+        } => check_nal_frame(NalCodec::H264, &mut last_ms, timestamp_ms, keyframe, &body),
     };
     let mut h265 = RtpToFlv::for_codec(NalCodec::H265, 49);
     let mut last_h265_ms = 0u32;
@@ -69,31 +52,13 @@ pub fn fuzz_rtp_flv(data: &[u8]) {
             timestamp_ms,
             keyframe,
             body,
-        } => {
-            assert!(
-                timestamp_ms >= last_h265_ms,
-                "the H.265 clock never goes back"
-            );
-            last_h265_ms = timestamp_ms;
-            assert!(body.len() <= MAX_ACCESS_UNIT + 5);
-            assert_eq!(
-                body[0] & 0x0F,
-                crate::rtmp::flv::VIDEO_PACKET_CODED_FRAMES_X
-            );
-            let Ok(VideoTag::HevcFrame {
-                keyframe: tagged,
-                composition_ms: 0,
-                nalus,
-            }) = parse_video(&body)
-            else {
-                panic!("an H.265 frame that does not parse: {body:?}")
-            };
-            assert_eq!(tagged, keyframe);
-            each_nal_unit(nalus, 2, |nal| {
-                let kind = rtp::h265::nal_type(nal[0]);
-                assert!(kind < rtp::h265::NAL_AP, "no RTP packet form: {kind}");
-            });
-        }
+        } => check_nal_frame(
+            NalCodec::H265,
+            &mut last_h265_ms,
+            timestamp_ms,
+            keyframe,
+            &body,
+        ),
     };
     let mut vp9 = crate::rtmp::rtp_vp9_flv::RtpVp9ToFlv::new(98);
     let mut last_vp9_ms = 0u32;
@@ -217,17 +182,61 @@ fn av1_obus(mut unit: &[u8]) -> Vec<(u8, usize)> {
     obus
 }
 
-/// Checks that a frame tag's NAL units, each after a 4-byte length, fill it exactly and are at
-/// least `min_len` bytes (their header), and hands each to `check`.
-fn each_nal_unit(nalus: &[u8], min_len: usize, mut check: impl FnMut(&[u8])) {
+/// An H.264 or H.265 frame from the depacketizer: never before the last one, bounded, tagged as
+/// classic AVC or `hvc1` CodedFramesX with no composition time and the keyframe flag it was given,
+/// its NAL units (each after a 4-byte length) filling it, none shorter than its header or of a
+/// type the RTP payload format uses for its packet forms.
+fn check_nal_frame(
+    codec: crate::rtmp::rtp_flv::NalCodec,
+    last_ms: &mut u32,
+    timestamp_ms: u32,
+    keyframe: bool,
+    body: &[u8],
+) {
+    use crate::rtmp::flv::{parse_video, VideoTag, VIDEO_PACKET_CODED_FRAMES_X};
+    use crate::rtmp::rtp_flv::{NalCodec, MAX_ACCESS_UNIT};
+
+    assert!(timestamp_ms >= *last_ms, "the clock never goes back");
+    *last_ms = timestamp_ms;
+    assert!(body.len() <= MAX_ACCESS_UNIT + 5);
+    let (tagged, nalus, header_len) = match (codec, parse_video(body)) {
+        (
+            NalCodec::H264,
+            Ok(VideoTag::AvcFrame {
+                keyframe,
+                composition_ms: 0,
+                nalus,
+            }),
+        ) => (keyframe, nalus, 1),
+        (
+            NalCodec::H265,
+            Ok(VideoTag::HevcFrame {
+                keyframe,
+                composition_ms: 0,
+                nalus,
+            }),
+        ) => {
+            assert_eq!(body[0] & 0x0F, VIDEO_PACKET_CODED_FRAMES_X);
+            (keyframe, nalus, 2)
+        }
+        _ => panic!("a {codec:?} frame that does not parse: {body:?}"),
+    };
+    assert_eq!(tagged, keyframe);
     let mut rest = nalus;
     while !rest.is_empty() {
         let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
         assert!(
-            len >= min_len && 4 + len <= rest.len(),
+            len >= header_len && 4 + len <= rest.len(),
             "NAL units fill the tag"
         );
-        check(&rest[4..4 + len]);
+        let (kind, packet_form) = match codec {
+            NalCodec::H264 => (rest[4] & 0x1F, matches!(rest[4] & 0x1F, 0 | 24..=31)),
+            NalCodec::H265 => {
+                let kind = rtp::h265::nal_type(rest[4]);
+                (kind, kind >= rtp::h265::NAL_AP)
+            }
+        };
+        assert!(!packet_form, "no RTP packet form: {kind}");
         rest = &rest[4 + len..];
     }
 }
