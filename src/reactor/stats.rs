@@ -79,6 +79,8 @@ pub struct CoreStats {
     pub handoff_dropped: AtomicU64,
     /// UDP datagrams the kernel accepted for sending.
     pub udp_datagrams_sent: AtomicU64,
+    /// Sends those datagrams left in (one each, or several with UDP GSO).
+    pub udp_sends: AtomicU64,
     /// Of the sends that carried them, those with several datagrams (UDP GSO).
     pub udp_gso_sends: AtomicU64,
     /// Sockets whose GSO send the kernel refused (they send one datagram at a time since).
@@ -238,6 +240,7 @@ impl CoreStats {
         store(&self.rtx_sent, c.rtx_sent);
         store(&self.handoff_dropped, handoff_dropped);
         store(&self.udp_datagrams_sent, udp.tx_datagrams);
+        store(&self.udp_sends, udp.tx_sends);
         store(&self.udp_gso_sends, udp.tx_gso_sends);
         store(&self.udp_gso_fallbacks, udp.tx_gso_fallbacks);
         if let Some(n) = crate::alloc_count::this_thread() {

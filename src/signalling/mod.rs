@@ -1115,6 +1115,7 @@ fn stats(state: &Signalling) -> Response<Full<Bytes>> {
                 "unclassified": s.unclassified.load(Relaxed),
                 "handoff_dropped": s.handoff_dropped.load(Relaxed),
                 "udp_datagrams_sent": s.udp_datagrams_sent.load(Relaxed),
+                "udp_sends": s.udp_sends.load(Relaxed),
                 "udp_gso_sends": s.udp_gso_sends.load(Relaxed),
                 "udp_gso_fallbacks": s.udp_gso_fallbacks.load(Relaxed),
                 "retransmissions_sent": s.retransmissions_sent.load(Relaxed),

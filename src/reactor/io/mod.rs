@@ -171,6 +171,9 @@ pub struct IoStats {
     pub rx_datagrams: u64,
     /// Datagrams the kernel accepted for sending.
     pub tx_datagrams: u64,
+    /// Sends the kernel accepted (one datagram each, or several with GSO): `tx_datagrams` over
+    /// this is the datagrams per send.
+    pub tx_sends: u64,
     /// Sends that failed (bad address family, unknown or removed [`SocketId`], ECONNREFUSED
     /// after an ICMP error, EHOSTUNREACH..).
     pub tx_errors: u64,
@@ -542,6 +545,7 @@ impl UdpIo {
         IoStats {
             rx_datagrams: self.rx.datagrams,
             tx_datagrams: tx.datagrams,
+            tx_sends: tx.sends,
             tx_errors: tx.errors,
             tx_dropped: tx.dropped,
             tx_overflow_flushes: tx.overflow_flushes,
@@ -1532,6 +1536,8 @@ mod tests {
             // Per player: [1200 x3, 160], [1200], [1300 x2, 50], [1200].
             assert_eq!(gso_sends, if gso { 2 * 2 } else { 0 }, "{s:?}");
             assert_eq!(s.tx_datagrams - before.tx_datagrams, 2 * sizes.len() as u64);
+            let sends = if gso { 2 * 4 } else { 2 * sizes.len() as u64 };
+            assert_eq!(s.tx_sends - before.tx_sends, sends, "{s:?}");
         }
     }
 

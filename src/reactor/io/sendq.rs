@@ -120,6 +120,8 @@ struct Pending {
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct TxStats {
     pub(super) datagrams: u64,
+    /// Sends the kernel accepted, each of one datagram or (GSO) several.
+    pub(super) sends: u64,
     pub(super) errors: u64,
     pub(super) dropped: u64,
     pub(super) overflow_flushes: u64,
@@ -134,6 +136,7 @@ impl TxStats {
     pub(super) fn record(&mut self, res: i32, datagrams: u64) {
         if res >= 0 {
             self.datagrams += datagrams;
+            self.sends += 1;
             if datagrams > 1 {
                 self.gso_sends += 1;
             }
@@ -928,6 +931,10 @@ impl TxSink for SendQueue {
         // An error here (EINTR, EBUSY) leaves the sends queued; the poll's own flush retries
         // and reports it.
         let _ = self.hand_over();
+    }
+
+    fn hold_residence(&mut self, held: bool) {
+        self.residence.hold(held);
     }
 }
 
