@@ -72,6 +72,8 @@ LIMIT OPTIONS:
     --gso                   send each destination's copies of a frame as one UDP GSO send
                             (UDP_SEGMENT), as rtcdn does with media.gso
     --frame-packets N       packets per frame, the last one marked (default 8)
+    --ingress-pps N         send the ingress at N packets/s, a frame at a time, as a stream
+                            does (default: as fast as the forwarder takes it)
     --repeat N              runs; the median is reported (default 1)
     --json                  print the report as JSON on stdout
 ";
@@ -253,6 +255,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             (true, "--batch") => lim.batch = int(value()?, "--batch")?,
             (true, "--gso") => lim.gso = true,
             (true, "--frame-packets") => lim.frame_packets = int(value()?, "--frame-packets")?,
+            (true, "--ingress-pps") => {
+                let v = value()?;
+                let pps: f64 = v
+                    .parse()
+                    .with_context(|| format!("--ingress-pps: not a number: {v:?}"))?;
+                if !(pps.is_finite() && pps >= 1.0) {
+                    bail!("--ingress-pps must be at least 1");
+                }
+                lim.ingress_pps = Some(pps);
+            }
             (true, "--core") => {
                 let v = value()?;
                 lim.core = if v == "none" {
@@ -365,6 +377,25 @@ mod tests {
         };
         assert_eq!((options.gso, options.frame_packets), (true, 12));
         assert!(parse_str("limit --frame-packets 0").is_err());
+        let Command::Limit { options, .. } = parse_str("limit --ingress-pps 305").unwrap() else {
+            panic!("limit")
+        };
+        assert_eq!(options.ingress_pps, Some(305.0));
+        assert_eq!(
+            parse_str("limit")
+                .map(|c| match c {
+                    Command::Limit { options, .. } => options.ingress_pps,
+                    _ => Some(0.0),
+                })
+                .unwrap(),
+            None
+        );
+        for bad in ["0", "-5", "nan", "x"] {
+            assert!(
+                parse_str(&format!("limit --ingress-pps {bad}")).is_err(),
+                "{bad}"
+            );
+        }
         assert!(matches!(parse_str("run --help").unwrap(), Command::Help));
         let Command::Run { options, .. } = parse_str("--transport tcp --transport-cc").unwrap()
         else {

@@ -42,6 +42,11 @@ pub struct LimitOptions {
     pub gso: bool,
     /// Packets per frame (the producer marks every this many); what GSO coalesces.
     pub frame_packets: usize,
+    /// Ingress packets per second, sent a frame at a time (`None`: as fast as the forwarder
+    /// takes them). A stream's rate puts the baseline at the node's load: the forwarder and the
+    /// destinations' reader then sleep between frames and are woken, as a node and its players
+    /// are below saturation, which costs the kernel more per packet than a saturated loop.
+    pub ingress_pps: Option<f64>,
 }
 
 impl Default for LimitOptions {
@@ -55,6 +60,7 @@ impl Default for LimitOptions {
             crypto: true,
             gso: false,
             frame_packets: 8,
+            ingress_pps: None,
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct LimitReport {
     pub gso: bool,
     /// Packets per frame.
     pub frame_packets: usize,
+    /// The paced ingress rate, if any (see [`LimitOptions::ingress_pps`]).
+    pub ingress_pps: Option<f64>,
     /// The core the forwarder ran on, if pinned.
     pub core: Option<usize>,
     /// Wall seconds measured.
@@ -111,6 +119,7 @@ impl LimitReport {
             "crypto": if self.crypto { "aes-128-gcm" } else { "none" },
             "gso": self.gso,
             "frame_packets": self.frame_packets,
+            "ingress_pps": self.ingress_pps,
             "core": self.core,
             "seconds": self.seconds,
             "ingress_packets": self.ingress_packets,
@@ -218,6 +227,12 @@ pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
     if options.frame_packets == 0 {
         bail!("limit: a frame has at least one packet");
     }
+    if options
+        .ingress_pps
+        .is_some_and(|pps| !(pps.is_finite() && pps >= 1.0))
+    {
+        bail!("limit: the ingress rate is at least 1 packet/s");
+    }
     let ingress = UdpSocket::bind("127.0.0.1:0").context("bind the ingress socket")?;
     big_buffers(&ingress, 8 << 20);
     ingress.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -264,6 +279,10 @@ pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
         let processed = processed.clone();
         let size = options.packet_size;
         let frame = options.frame_packets as u64;
+        // Paced: one frame every `frame / pps` seconds, its packets back to back.
+        let frame_interval = options
+            .ingress_pps
+            .map(|pps| Duration::from_secs_f64(frame as f64 / pps));
         let others = others.clone();
         std::thread::Builder::new()
             .name("limit-producer".into())
@@ -274,8 +293,17 @@ pub fn measure(options: &LimitOptions) -> anyhow::Result<LimitReport> {
                 packet[0] = 0x80;
                 packet[1] = 96;
                 let mut sent = 0u64;
+                let mut next_frame = Instant::now();
                 while !stop.load(Relaxed) {
-                    if sent.saturating_sub(processed.load(Relaxed)) >= 48 {
+                    if let Some(interval) = frame_interval.filter(|_| sent.is_multiple_of(frame)) {
+                        let now = Instant::now();
+                        if next_frame > now {
+                            std::thread::sleep(next_frame - now);
+                        }
+                        next_frame += interval;
+                    } else if frame_interval.is_none()
+                        && sent.saturating_sub(processed.load(Relaxed)) >= 48
+                    {
                         std::thread::yield_now();
                         continue;
                     }
@@ -614,6 +642,7 @@ fn forward_loop(
         crypto: options.crypto,
         gso: options.gso,
         frame_packets: options.frame_packets,
+        ingress_pps: options.ingress_pps,
         core,
         seconds,
         ingress_packets: ingress_count - in0,
@@ -727,7 +756,9 @@ pub fn describe(r: &LimitReport) -> String {
             format!(", GSO: a frame of {} per destination in one send", r.frame_packets)
         } else {
             String::new()
-        },
+        } + &r
+            .ingress_pps
+            .map_or(String::new(), |pps| format!(", ingress paced at {pps} packets/s")),
         if r.crypto { "AES-128-GCM (ring) per destination" } else { "copy only" },
         r.forwarded_pps,
         r.wall_ns_per_packet,
@@ -783,5 +814,35 @@ mod tests {
         );
         // A GSO send arriving unsegmented would count as one datagram of five.
         assert!(r.egress_loss < 0.5, "the kernel segments every send: {r:?}");
+    }
+
+    /// A paced ingress comes a frame at a time at the rate asked, not as fast as the forwarder
+    /// takes it (which would be tens of thousands of packets in the window).
+    #[test]
+    fn a_paced_run_forwards_the_rate_it_was_given() {
+        let options = LimitOptions {
+            fanout: 2,
+            seconds: 0.5,
+            core: None,
+            gso: true,
+            frame_packets: 4,
+            ingress_pps: Some(400.0),
+            ..LimitOptions::default()
+        };
+        let r = measure(&options).expect("measures");
+        assert_eq!(r.ingress_pps, Some(400.0));
+        // 200 packets in 0.5 s; a sleep that overslept loses some, none is sent early.
+        assert!(
+            (100..=200 + 2 * 4).contains(&r.ingress_packets),
+            "{} ingress packets in {:.2} s",
+            r.ingress_packets,
+            r.seconds
+        );
+        assert!(r.forwarded_packets > 0, "{r:?}");
+        let bad = LimitOptions {
+            ingress_pps: Some(0.5),
+            ..options
+        };
+        assert!(measure(&bad).is_err());
     }
 }
