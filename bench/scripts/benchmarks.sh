@@ -14,6 +14,10 @@ for F in 2 10 100; do
 done
 # The GSO baseline: each destination's frame of 8 packets in one UDP_SEGMENT send.
 "$B/rtcdn-bench" limit --fanout 100 --gso --repeat 3 --json > limit-gso-100.json 2> limit-gso-100.err
+# Both baselines at the stream's rate (305 packets/s), a frame at a time: the node's load.
+for G in "" --gso; do
+  "$B/rtcdn-bench" limit --fanout 100 $G --ingress-pps 305 --repeat 3 --json > limit-paced$G-100.json 2> limit-paced$G-100.err
+done
 
 node() { # port udp-base backend [more node options]
   local port=$1 base=$2 backend=$3
