@@ -197,7 +197,7 @@ impl Sim {
             if self.burst_order {
                 // What was handed to the cores before is a batch that ended.
                 for core in &mut self.cores {
-                    core.media.end_batch(&mut core.sink);
+                    core.media.end_batch(now, &mut core.sink);
                 }
             }
             for client in &mut self.clients {
@@ -707,23 +707,61 @@ fn with_burst_order_a_frame_goes_out_player_by_player_at_its_last_packet() {
     assert_eq!((counters.rtp_received, counters.rtp_sent), (3, 9));
 }
 
-/// A burst without a marker bit (a batch that ended mid-frame) is held no longer than the
-/// batch: `end_batch` sends it, player by player.
+/// A batch that ends mid-frame (the reactor woke on the frame's first datagrams, the rest
+/// arrive a moment later) does not end the burst: the rest of the frame joins it in the next
+/// batch, and every player still gets the whole frame back to back.
 #[test]
-fn with_burst_order_a_burst_without_its_marker_leaves_at_the_end_of_the_batch() {
+fn with_burst_order_a_frame_split_over_batches_goes_out_whole() {
+    let (mut sim, players) = burst_sim(3);
+    let video = (PUBLISHED_PT, PUBLISHED_SSRC);
+    for seq in 0..3 {
+        sim.hand_to_core(video, seq, false, &payload(seq));
+    }
+    let now = sim.now;
+    let core = &mut sim.cores[0];
+    core.media.end_batch(now, &mut core.sink);
+    assert!(sim.sent_to().is_empty(), "held across the end of the batch");
+    sim.hand_to_core(video, 3, true, &payload(3));
+    let grouped: Vec<SessionId> = players.iter().flat_map(|p| [p.0; 4]).collect();
+    assert_eq!(sim.sent_to(), grouped);
+    sim.deliver();
+    for &(id, track) in &players {
+        sim.client(id).assert_received(track, 0, 4);
+    }
+}
+
+/// An unfinished frame is held a millisecond at most: the core's timeout comes by then, and
+/// the burst leaves player by player at it (or at the end of a batch after it), without its
+/// marker bit.
+#[test]
+fn with_burst_order_an_unfinished_frame_leaves_a_millisecond_after_its_first_packet() {
     let (mut sim, players) = burst_sim(3);
     for seq in 0..3 {
         sim.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), seq, false, &payload(seq));
     }
-    assert!(sim.sent_to().is_empty());
+    let now = sim.now;
+    let hold = Duration::from_millis(1);
     let core = &mut sim.cores[0];
-    core.media.end_batch(&mut core.sink);
+    assert!(core.media.poll_timeout().is_some_and(|at| at <= now + hold));
+    core.media
+        .end_batch(now + hold - Duration::from_micros(1), &mut core.sink);
+    assert!(sim.sent_to().is_empty(), "held for the rest of the frame");
+    let core = &mut sim.cores[0];
+    core.media.handle_timeout(now + hold, &mut core.sink);
     let grouped: Vec<SessionId> = players.iter().flat_map(|p| [p.0; 3]).collect();
     assert_eq!(sim.sent_to(), grouped);
     sim.deliver();
     for &(id, track) in &players {
         sim.client(id).assert_received(track, 0, 3);
     }
+    // The same at the end of a batch a millisecond on.
+    for seq in 3..5 {
+        sim.hand_to_core((PUBLISHED_PT, PUBLISHED_SSRC), seq, false, &payload(seq));
+    }
+    let core = &mut sim.cores[0];
+    core.media.end_batch(now + hold, &mut core.sink);
+    let grouped: Vec<SessionId> = players.iter().flat_map(|p| [p.0; 2]).collect();
+    assert_eq!(sim.sent_to(), grouped);
 }
 
 /// Audio is not held behind video, nor does it cut the frame it arrives in the middle of (a

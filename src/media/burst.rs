@@ -87,6 +87,11 @@ impl Burst {
         });
     }
 
+    /// When the oldest held packet arrived, if any is held.
+    pub(super) fn held_since(&self) -> Option<Instant> {
+        self.packets.first().map(|p| p.now)
+    }
+
     /// The held packets in the order they arrived: each with its arrival time.
     pub(super) fn packets(&self) -> impl Iterator<Item = (Instant, ReceivedMedia, &[u8])> {
         self.packets

@@ -441,10 +441,14 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     }
 
     /// The end of a batch of input: writes the held burst (see
-    /// [`set_burst_order`](Self::set_burst_order)) to its players.
-    pub fn end_batch(&mut self, tx: &mut impl TxSink) {
+    /// [`set_burst_order`](Self::set_burst_order)) to its players, unless it is a frame
+    /// without its last packet yet whose first arrived less than a millisecond before `now`:
+    /// that one waits for the rest of the frame in the next batches, until
+    /// [`poll_timeout`](Self::poll_timeout) (then [`handle_timeout`](Self::handle_timeout)
+    /// writes it).
+    pub fn end_batch(&mut self, now: Instant, tx: &mut impl TxSink) {
         let before = crate::alloc_count::this_thread();
-        self.router.end_burst(&mut self.peers, tx);
+        self.router.end_batch(now, &mut self.peers, tx);
         self.count_media_allocations(before);
     }
 
@@ -452,7 +456,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     /// work when it is due.
     pub fn handle_timeout(&mut self, now: Instant, tx: &mut impl TxSink) {
         // Layer choices and replays given up change what players take: a held burst goes out
-        // first (a node's loop has none here: it ends every batch).
+        // first (a frame held across batches, whose time is up or not).
         self.router.end_burst(&mut self.peers, tx);
         if !self.peers.is_empty() && now >= self.next_layer_choice {
             self.next_layer_choice = now + LAYER_CHOICE_INTERVAL;

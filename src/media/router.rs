@@ -51,6 +51,14 @@ const REPLAY_RING_HEADROOM: usize = 256;
 /// last submit (at a player's end): a delta frame of ~8 packets to 8 players, a keyframe to 1 or
 /// 2, ~80–150 KB that the kernel copies while they are still in the cache.
 const SUBMIT_AFTER: usize = 64;
+/// How long a frame's first packets are held, across batches, for the rest of the frame (its
+/// marker bit) in burst order. A batch often ends mid-frame: the reactor wakes on a frame's
+/// first datagram, before the publisher's next ones arrive microseconds later, and each piece
+/// then left as a GSO send of its own (~3 datagrams per send at 100 players where frames are
+/// ~8 packets). A frame cannot be decoded before its last packet, so holding its first ones
+/// costs a player nothing while the rest follows at once; a paced publisher's packets that
+/// come further apart than this leave as they did before.
+pub(super) const FRAME_HOLD: Duration = Duration::from_millis(1);
 /// How long players wait for a replay from the publisher's core (its end marker may have been
 /// dropped with a full ring) before they take live video and a keyframe request.
 const REPLAY_TIMEOUT: Duration = Duration::from_millis(300);
@@ -251,7 +259,11 @@ impl<F: ForwardSink> Router<F> {
 
     /// When a keyframe replay this core waits for is due to be given up.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        self.replay_deadline
+        let held = self.burst.as_ref().and_then(Burst::held_since);
+        [self.replay_deadline, held.map(|at| at + FRAME_HOLD)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A new session of this core joins its stream.
@@ -419,8 +431,8 @@ impl<F: ForwardSink> Router<F> {
     /// video, to those its layer is for) and keeps a video packet for their NACKs and new
     /// players. With burst order on, video is held and written at the burst's end, player by
     /// player (see [`Burst`]); audio is written at once, ahead of the video held before it (a
-    /// publisher interleaves its audio with a frame's packets: ending the burst there cut the
-    /// frame into two GSO sends per player).
+    /// publisher interleaves its audio with a frame's packets: ending the burst there would cut
+    /// the frame into several GSO sends per player).
     fn fan_out(
         &mut self,
         now: Instant,
@@ -468,6 +480,19 @@ impl<F: ForwardSink> Router<F> {
         }
     }
 
+    /// The end of a batch of input: writes the held burst (see [`end_burst`](Self::end_burst)),
+    /// unless its frame is unfinished and its first packet arrived less than [`FRAME_HOLD`]
+    /// before `now`; then the rest of the frame may join it in the next batch, and
+    /// [`poll_timeout`](Self::poll_timeout) says when it goes anyway.
+    pub(super) fn end_batch(&mut self, now: Instant, peers: &mut Peers, tx: &mut impl TxSink) {
+        let held = self.burst.as_ref().and_then(Burst::held_since);
+        if held.is_some_and(|at| now < at + FRAME_HOLD) {
+            tx.hold_residence(true);
+            return;
+        }
+        self.end_burst(peers, tx);
+    }
+
     /// Writes the held burst to the players of its stream, one player at a time: all of the
     /// burst's packets that a player takes, back to back, then the next player; the sink is
     /// asked to submit every [`SUBMIT_AFTER`] datagrams, at a player's end. Each player takes the
@@ -479,6 +504,7 @@ impl<F: ForwardSink> Router<F> {
         let Some(stream) = burst.stream() else {
             return;
         };
+        tx.hold_residence(false);
         if let Some(local) = self.streams.get(&stream) {
             let mut queued = 0;
             for player in &local.players {

@@ -73,6 +73,12 @@ pub trait TxSink {
     /// were pushed back to back, so that the kernel copies them while they are in the cache.
     fn submit(&mut self) {}
 
+    /// The writer holds received packets whose sends are not queued yet (`true`: an unfinished
+    /// frame kept across the end of a batch, see `MediaCore::end_batch`), or no longer
+    /// (`false`). A sink that measures how long datagrams stay in the node keeps the residence
+    /// of what it was handed running meanwhile; a no-op otherwise.
+    fn hold_residence(&mut self, _held: bool) {}
+
     /// Queues a copy of `data` (cut to [`MAX_DATAGRAM`]).
     fn push_on(&mut self, socket: SocketId, dst: SocketAddr, data: &[u8]) {
         self.push_with_on(socket, dst, |buf| {

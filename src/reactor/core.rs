@@ -106,7 +106,7 @@ impl DatagramHandler for Driver {
     }
 
     fn on_batch_end(&mut self, tx: &mut SendQueue) {
-        self.media.end_batch(tx);
+        self.media.end_batch(self.clock.batch_time(), tx);
     }
 }
 
@@ -180,9 +180,10 @@ pub fn run(setup: CoreSetup) {
             }
         };
         let mut active = driver.clock.end_batch() || handled > 0;
-        // The poll ended its batch unless it failed half-way: nothing is held across polls.
-        driver.media.end_batch(io.send_queue());
         now = Instant::now();
+        // The poll ended its batch unless it failed half-way; only a frame still arriving is
+        // held across polls (until the media core's timeout).
+        driver.media.end_batch(now, io.send_queue());
         while let Some(socket) = io.take_lost_connection() {
             driver
                 .media

@@ -692,7 +692,7 @@ impl World {
     fn flush(&mut self) {
         let now = self.now;
         for node in &mut self.nodes {
-            node.core.end_batch(&mut node.sink);
+            node.core.end_batch(now, &mut node.sink);
         }
         for index in 0..self.nodes.len() {
             let node = &mut self.nodes[index];

@@ -78,6 +78,9 @@ impl ResidenceHistogram {
 pub(super) struct Residence {
     pending: [u64; PENDING_CAP],
     len: usize,
+    /// The handler holds some of the noted datagrams' packets across flushes (see
+    /// [`hold`](Self::hold)): flushes do not end their residence.
+    held: bool,
     histogram: ResidenceHistogram,
 }
 
@@ -86,6 +89,7 @@ impl Residence {
         Box::new(Self {
             pending: [0; PENDING_CAP],
             len: 0,
+            held: false,
             histogram: ResidenceHistogram::default(),
         })
     }
@@ -98,9 +102,18 @@ impl Residence {
         }
     }
 
-    /// The sends of every noted datagram have been handed to the kernel.
+    /// The handler holds packets of the noted datagrams, to send them later (`true`), or has
+    /// queued them all (`false`). While held, flushes leave the stamps pending: the residence of
+    /// everything noted meanwhile ends at the first flush after the hold, which may count
+    /// another datagram's longer than it was (an overestimate, never an underestimate).
+    pub(super) fn hold(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    /// The sends of every noted datagram have been handed to the kernel (unless the handler
+    /// holds some, see [`hold`](Self::hold)).
     pub(super) fn flushed(&mut self) {
-        if self.len == 0 {
+        if self.len == 0 || self.held {
             return;
         }
         let now = realtime_ns();
@@ -286,5 +299,28 @@ mod tests {
             2,
             "nothing pending, nothing recorded"
         );
+    }
+
+    /// A frame held by the handler across flushes: its datagrams' residence runs on until the
+    /// flush after the hold ends, so a held packet is never counted as gone when it was not.
+    #[test]
+    fn a_hold_keeps_residence_running_across_flushes() {
+        let mut r = Residence::new();
+        let now = realtime_ns();
+        r.note(now - 2_000_000);
+        r.hold(true);
+        r.flushed();
+        r.note(now - 1_000_000);
+        r.flushed();
+        assert_eq!(r.histogram().total(), 0, "held: nothing recorded");
+        r.hold(false);
+        r.flushed();
+        let h = r.histogram();
+        assert_eq!(h.total(), 2);
+        let at_least_1ms = (0..RESIDENCE_BUCKETS)
+            .filter(|&i| ResidenceHistogram::bucket_range(i).1 > 1_000_000)
+            .map(|i| h.counts()[i])
+            .sum::<u64>();
+        assert_eq!(at_least_1ms, 2);
     }
 }

@@ -932,6 +932,10 @@ impl TxSink for SendQueue {
         // and reports it.
         let _ = self.hand_over();
     }
+
+    fn hold_residence(&mut self, held: bool) {
+        self.residence.hold(held);
+    }
 }
 
 impl fmt::Debug for SendQueue {
