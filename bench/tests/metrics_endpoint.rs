@@ -210,6 +210,18 @@ async fn metrics_parse_and_move_with_traffic() {
         "sent moved by {}",
         moved("rtcdn_rtp_sent_packets_total")
     );
+    // Every media packet sent is a UDP datagram here (a few may still be queued when the core
+    // publishes its counters); sends carry one or (GSO) more of them.
+    let (datagrams, sends) = (
+        moved("rtcdn_udp_sent_datagrams_total"),
+        moved("rtcdn_udp_sends_total"),
+    );
+    assert!(
+        datagrams >= 0.9 * moved("rtcdn_rtp_sent_packets_total")
+            && sends >= 1.0
+            && sends <= datagrams,
+        "{datagrams} datagrams in {sends} sends"
+    );
     assert_eq!(
         total(&after, "rtcdn_sessions"),
         3.0,

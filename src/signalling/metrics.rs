@@ -117,6 +117,9 @@ struct CoreSnapshot {
     keyframe_cache_misses: u64,
     rtx_dropped: u64,
     rtx_sent: u64,
+    /// UDP datagrams the kernel accepted, and the sends they left in (fewer with UDP GSO).
+    udp_datagrams_sent: u64,
+    udp_sends: u64,
     /// (reason, packets) dropped as bad input.
     dropped: Vec<(&'static str, u64)>,
     /// ICE-TCP connections open, closed by reason, and frames dropped at a full write queue.
@@ -166,6 +169,8 @@ fn snapshot(state: &Signalling) -> Snapshot {
                 keyframe_cache_misses: s.keyframe_cache_misses.load(Relaxed),
                 rtx_dropped: s.rtx_dropped.load(Relaxed),
                 rtx_sent: s.rtx_sent.load(Relaxed),
+                udp_datagrams_sent: s.udp_datagrams_sent.load(Relaxed),
+                udp_sends: s.udp_sends.load(Relaxed),
                 dropped: vec![
                     ("stun_integrity", s.stun_rejected.load(Relaxed)),
                     ("srtp_authentication", s.srtp_rejected.load(Relaxed)),
@@ -463,6 +468,22 @@ impl Collector for Snapshot {
             "Of the retransmissions sent, those on the player's RTX stream",
             MetricType::Counter,
             |c| c.rtx_sent,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "udp_sent_datagrams",
+            "UDP datagrams the kernel accepted for sending (media, RTCP, STUN)",
+            MetricType::Counter,
+            |c| c.udp_datagrams_sent,
+        )?;
+        per_core(
+            &mut encoder,
+            self,
+            "udp_sends",
+            "Sends those datagrams left in: one each, or a player's frame in one with UDP GSO",
+            MetricType::Counter,
+            |c| c.udp_sends,
         )?;
 
         let mut e = encoder.encode_descriptor(
