@@ -430,7 +430,7 @@ impl<D: DtlsStarter, F: ForwardSink> MediaCore<D, F> {
     }
 
     /// Turns burst order on or off (off by default). On, a publisher's video packets are held
-    /// (plain, in a bounded buffer) until the frame's last packet, a packet of another stream,
+    /// (plain, in a bounded buffer) until the frame's last packet, a packet of something else,
     /// or [`end_batch`](Self::end_batch), then written player by player: each player's packets
     /// of the burst back to back, the sink asked to [`submit`](TxSink::submit) every few
     /// players. That suits a sink that sends a destination's datagrams of a burst together (UDP

@@ -430,9 +430,8 @@ impl<F: ForwardSink> Router<F> {
     /// Writes one decrypted packet to every local player of `stream` (of a simulcast stream's
     /// video, to those its layer is for) and keeps a video packet for their NACKs and new
     /// players. With burst order on, video is held and written at the burst's end, player by
-    /// player (see [`Burst`]); audio is written at once, ahead of the video held before it (a
-    /// publisher interleaves its audio with a frame's packets: ending the burst there would cut
-    /// the frame into several GSO sends per player).
+    /// player (see [`Burst`]); anything else ends the burst held before it (so audio is not held
+    /// behind video, and every player gets the publisher's packets in the order they came).
     fn fan_out(
         &mut self,
         now: Instant,
@@ -450,13 +449,17 @@ impl<F: ForwardSink> Router<F> {
             return;
         }
         let packet = (now, media, plain);
-        if self.burst.is_none() || media.kind != MediaKind::Video {
+        let Some(burst) = &mut self.burst else {
             write_to_players(&mut self.counters, &local.players, peers, packet, tx);
             return;
-        }
-        let Some(burst) = &mut self.burst else {
-            return;
         };
+        if media.kind != MediaKind::Video {
+            self.end_burst(peers, tx);
+            if let Some(local) = self.streams.get(&stream) {
+                write_to_players(&mut self.counters, &local.players, peers, packet, tx);
+            }
+            return;
+        }
         if !burst.fits(stream, plain.len()) {
             self.end_burst(peers, tx);
         }
