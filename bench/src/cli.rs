@@ -98,10 +98,14 @@ pub enum Command {
     },
 }
 
+/// The number option `name` was given; its range is the caller's to check.
+fn number(text: &str, name: &str) -> anyhow::Result<f64> {
+    text.parse()
+        .with_context(|| format!("{name}: not a number: {text:?}"))
+}
+
 fn seconds(text: &str, name: &str) -> anyhow::Result<f64> {
-    let s: f64 = text
-        .parse()
-        .with_context(|| format!("{name}: not a number: {text:?}"))?;
+    let s = number(text, name)?;
     if !(s.is_finite() && s > 0.0) {
         bail!("{name} must be positive");
     }
@@ -189,20 +193,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
                 run.setup_timeout = Duration::from_secs_f64(seconds(&value()?, "--setup-timeout")?)
             }
             (false, "--ramp-delay") => {
-                let v = value()?;
-                let s: f64 = v
-                    .parse()
-                    .with_context(|| format!("--ramp-delay: not a number: {v:?}"))?;
+                let s = number(&value()?, "--ramp-delay")?;
                 if !(s.is_finite() && s >= 0.0) {
                     bail!("--ramp-delay must be 0 or more");
                 }
                 run.ramp_delay = Duration::from_secs_f64(s);
             }
             (false, "--player-loss") => {
-                let v = value()?;
-                let p: f64 = v
-                    .parse()
-                    .with_context(|| format!("--player-loss: not a number: {v:?}"))?;
+                let p = number(&value()?, "--player-loss")?;
                 if !(0.0..100.0).contains(&p) {
                     bail!("--player-loss is a percentage, 0 or more and below 100");
                 }
@@ -256,10 +254,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> 
             (true, "--gso") => lim.gso = true,
             (true, "--frame-packets") => lim.frame_packets = int(value()?, "--frame-packets")?,
             (true, "--ingress-pps") => {
-                let v = value()?;
-                let pps: f64 = v
-                    .parse()
-                    .with_context(|| format!("--ingress-pps: not a number: {v:?}"))?;
+                let pps = number(&value()?, "--ingress-pps")?;
                 if !(pps.is_finite() && pps >= 1.0) {
                     bail!("--ingress-pps must be at least 1");
                 }
