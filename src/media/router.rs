@@ -259,11 +259,17 @@ impl<F: ForwardSink> Router<F> {
 
     /// When a keyframe replay this core waits for is due to be given up.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        let held = self.burst.as_ref().and_then(Burst::held_since);
-        [self.replay_deadline, held.map(|at| at + FRAME_HOLD)]
+        [self.replay_deadline, self.held_frame_deadline()]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// When the held burst goes even without the rest of its frame: [`FRAME_HOLD`] after its
+    /// first packet arrived. `None` when nothing is held.
+    fn held_frame_deadline(&self) -> Option<Instant> {
+        let first = self.burst.as_ref().and_then(Burst::held_since)?;
+        Some(first + FRAME_HOLD)
     }
 
     /// A new session of this core joins its stream.
@@ -488,8 +494,7 @@ impl<F: ForwardSink> Router<F> {
     /// before `now`; then the rest of the frame may join it in the next batch, and
     /// [`poll_timeout`](Self::poll_timeout) says when it goes anyway.
     pub(super) fn end_batch(&mut self, now: Instant, peers: &mut Peers, tx: &mut impl TxSink) {
-        let held = self.burst.as_ref().and_then(Burst::held_since);
-        if held.is_some_and(|at| now < at + FRAME_HOLD) {
+        if self.held_frame_deadline().is_some_and(|due| now < due) {
             tx.hold_residence(true);
             return;
         }
